@@ -1,0 +1,6 @@
+"""Allow ``python -m capsem_proxyd``."""
+
+from capsem_proxyd.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,289 @@
+"""The Quart-Trio app: routes → dialect + pipeline, CORS, /health, error handlers."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from quart import Response, request
+from quart.wrappers.response import ResponseBody
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from capsem_proxyd import __version__
+from capsem_proxyd.config import Settings
+from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.dialects.gemini import GeminiDialect
+from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
+from capsem_proxyd.errors import ProxyError, bad_request, not_found
+from capsem_proxyd.pipeline import IncomingRequest, Pipeline, ProxyReply, Route, error_reply
+from capsem_proxyd.policy_engine import PolicyEngine
+from capsem_proxyd.policy_loader import PolicySet, load_policy_set
+from capsem_proxyd.streaming import StreamPump, StreamSettings
+from capsem_proxyd.upstream import Upstream, UpstreamTimeouts
+
+log = logging.getLogger("capsem_proxyd.request")
+
+MODEL_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+GEMINI_ACTIONS = {"generateContent": False, "streamGenerateContent": True}
+OPENAI_CHAT = OpenAIChatDialect()
+OPENAI_RESPONSES = OpenAIResponsesDialect()
+GEMINI = GeminiDialect()
+CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
+CORS_EXPOSE_HEADERS = "x-request-id, x-capsem-request-id, retry-after"
+
+
+@dataclass(slots=True)
+class ProxyState:
+    """What a running app holds; ``engine`` is replaced whole on reload."""
+
+    settings: Settings
+    engine: PolicyEngine
+    upstream: Upstream
+    pipeline: Pipeline
+    openai_base: httpx.URL
+    gemini_base: httpx.URL
+
+
+def build_engine(settings: Settings, policy_set: PolicySet | None = None) -> PolicyEngine:
+    policy_set = policy_set or load_policy_set(settings.policy_dir)
+    return PolicyEngine(
+        policy_set,
+        confirm_action=settings.confirm_action,
+        policy_timeout=settings.policy_timeout or None,
+    )
+
+
+def create_app(settings: Settings, engine: PolicyEngine | None = None) -> QuartTrio:
+    """Build the app; policies are loaded here so a bad folder fails before serving."""
+    app = QuartTrio("capsem_proxyd")
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_size,
+        RESPONSE_TIMEOUT=None,
+        BODY_TIMEOUT=60,
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+    )
+    engine = engine or build_engine(settings)
+    upstream = Upstream(
+        UpstreamTimeouts(connect=settings.connect_timeout, read=settings.upstream_timeout)
+    )
+    state = ProxyState(
+        settings=settings,
+        engine=engine,
+        upstream=upstream,
+        pipeline=Pipeline(
+            upstream,
+            lambda: state.engine,
+            StreamSettings(holdback=settings.stream_holdback, idle_timeout=settings.upstream_timeout),
+        ),
+        openai_base=httpx.URL(settings.openai_upstream.rstrip("/")),
+        gemini_base=httpx.URL(settings.gemini_upstream.rstrip("/")),
+    )
+    app.extensions["capsem_proxyd"] = state
+
+    @app.after_serving
+    async def close_upstream() -> None:
+        await upstream.aclose()
+
+    _install_cors(app, settings)
+    _install_routes(app, state)
+    _install_error_handlers(app)
+    return app
+
+
+def proxy_state(app: QuartTrio) -> ProxyState:
+    return app.extensions["capsem_proxyd"]
+
+
+def _install_routes(app: QuartTrio, state: ProxyState) -> None:
+    @app.get("/health")
+    async def health() -> Response:
+        body = {
+            "status": "ok",
+            "version": __version__,
+            "providers": {
+                "openai": state.settings.openai_upstream,
+                "gemini": state.settings.gemini_upstream,
+            },
+            "policies": state.engine.names,
+        }
+        return Response(orjson.dumps(body), content_type="application/json")
+
+    @app.post("/v1/chat/completions")
+    async def openai_chat() -> Response:
+        return await _proxy(state, Route(OPENAI_CHAT, _join(state.openai_base, "/chat/completions")))
+
+    @app.post("/v1/responses")
+    async def openai_responses() -> Response:
+        return await _proxy(state, Route(OPENAI_RESPONSES, _join(state.openai_base, "/responses")))
+
+    @app.post("/<any(v1, v1beta):version>/models/<model_action>")
+    async def gemini_generate(version: str, model_action: str) -> Response:
+        model, _, action = model_action.partition(":")
+        if action not in GEMINI_ACTIONS:
+            return _error(GEMINI, not_found(f"{request.path} is not proxied by capsem-proxyd."))
+        if not MODEL_SEGMENT.match(model):
+            return _error(GEMINI, bad_request(f"Invalid model name {model!r}."))
+        url = _join(state.gemini_base, f"/{version}/models/{model}:{action}")
+        return await _proxy(state, Route(GEMINI, url, path_model=model, path_stream=GEMINI_ACTIONS[action]))
+
+
+def _join(base: httpx.URL, suffix: str) -> httpx.URL:
+    return base.copy_with(path=base.path.rstrip("/") + suffix)
+
+
+async def _proxy(state: ProxyState, route: Route) -> Response:
+    started = time.perf_counter()
+    query_string = request.query_string
+    incoming = IncomingRequest(
+        method=request.method,
+        headers=list(request.headers.items()),
+        header_map=_LowerHeaders(request.headers),
+        query=request.args,
+        query_string=query_string,
+        body=await request.get_data(cache=False),
+    )
+    if query_string:
+        route.upstream_url = route.upstream_url.copy_with(query=query_string)
+    reply = await state.pipeline.handle(route, incoming)
+    if reply.stream is not None:
+        body: Any = _PumpBody(reply.stream, lambda outcome: _log_request(reply, route.dialect, outcome, started))
+        response = Response(body, status=reply.status, headers=reply.headers)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"
+    else:
+        response = Response(reply.body or b"", status=reply.status, headers=reply.headers)
+        _log_request(reply, route.dialect, str(reply.status), started)
+    if reply.exchange is not None:
+        response.headers["x-capsem-request-id"] = reply.exchange.request_id
+    return response
+
+
+class _LowerHeaders:
+    """Case-insensitive read access to the request headers for dialects."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Any) -> None:
+        self._headers = headers
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._headers.get(name, default)
+
+
+class _PumpBody(ResponseBody):
+    """Lets Quart drive a StreamPump as a response body (enter → iterate → exit)."""
+
+    def __init__(self, pump: StreamPump, on_done: Callable[[str], None]) -> None:
+        self.pump = pump
+        self.on_done = on_done
+
+    async def __aenter__(self) -> StreamPump:
+        await self.pump.__aenter__()
+        return self.pump
+
+    async def __aexit__(self, exc_type: type, exc_value: BaseException, tb: object) -> None:
+        await self.pump.__aexit__(exc_type, exc_value, tb)
+        outcome = self.pump.outcome if exc_type is None else "client_disconnected"
+        self.on_done(outcome)
+
+
+def _log_request(reply: ProxyReply, dialect: Dialect, outcome: str, started: float) -> None:
+    exchange = reply.exchange
+    log.info(
+        "request_id=%s tenant_id=%s provider=%s endpoint=%s model=%s status=%s outcome=%s duration_ms=%.1f",
+        exchange.request_id if exchange else "-",
+        exchange.tenant_id if exchange else "-",
+        dialect.provider,
+        dialect.endpoint,
+        _printable(exchange.model) if exchange else "-",
+        reply.status,
+        outcome,
+        (time.perf_counter() - started) * 1000,
+    )
+
+
+def _printable(text: str) -> str:
+    """Escape control characters so a client cannot forge log lines."""
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
+
+def _error(dialect: Dialect, error: ProxyError) -> Response:
+    reply = error_reply(dialect, error)
+    return Response(reply.body, status=reply.status, headers=reply.headers)
+
+
+def _dialect_for_path(path: str) -> Dialect:
+    if path.startswith("/v1beta/") or ":" in path.rsplit("/", 1)[-1]:
+        return GEMINI
+    return OPENAI_CHAT
+
+
+def _install_error_handlers(app: QuartTrio) -> None:
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        if status == 404:
+            message = f"{request.path} is not proxied by capsem-proxyd."
+        elif status == 413:
+            message = "The request body is larger than this proxy accepts."
+        elif status == 405:
+            message = f"Method {request.method} is not allowed on {request.path}."
+        else:
+            message = error.description or error.name
+        kind = {404: "not_found", 413: "too_large"}.get(status, "invalid_request")
+        return _error(_dialect_for_path(request.path), ProxyError(status, kind, message))
+
+    @app.errorhandler(Exception)
+    async def unexpected_error(error: Exception) -> Response:
+        logging.getLogger("capsem_proxyd").exception("unexpected error on %s", _printable(request.path))
+        return _error(
+            _dialect_for_path(request.path),
+            ProxyError(500, "upstream_error", "capsem-proxyd hit an internal error; see its log.", code="internal_error"),
+        )
+
+
+def _install_cors(app: QuartTrio, settings: Settings) -> None:
+    if not settings.cors:
+        return
+    allowed = set(settings.cors_origins)
+
+    def origin_allowed(origin: str) -> bool:
+        return not allowed or origin in allowed
+
+    @app.before_request
+    async def preflight() -> Response | None:
+        origin = request.headers.get("Origin")
+        if request.method != "OPTIONS" or not origin:
+            return None
+        if not origin_allowed(origin):
+            return Response(b"", status=403)
+        response = Response(b"", status=204)
+        response.headers["Access-Control-Allow-Origin"] = origin if allowed else "*"
+        response.headers["Access-Control-Allow-Methods"] = (
+            request.headers.get("Access-Control-Request-Method") or CORS_ALLOW_METHODS
+        )
+        requested = request.headers.get("Access-Control-Request-Headers")
+        if requested:
+            response.headers["Access-Control-Allow-Headers"] = requested
+        response.headers["Access-Control-Max-Age"] = "600"
+        if allowed:
+            response.headers["Vary"] = "Origin"
+        return response
+
+    @app.after_request
+    async def cors_headers(response: Response) -> Response:
+        origin = request.headers.get("Origin")
+        if origin and origin_allowed(origin) and request.method != "OPTIONS":
+            response.headers["Access-Control-Allow-Origin"] = origin if allowed else "*"
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+            if allowed:
+                response.headers["Vary"] = "Origin"
+        return response

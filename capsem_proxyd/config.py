@@ -1,0 +1,30 @@
+"""Runtime settings: one frozen object built by the CLI (flags > env > file > defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_OPENAI_UPSTREAM = "https://api.openai.com/v1"
+DEFAULT_GEMINI_UPSTREAM = "https://generativelanguage.googleapis.com"
+DEFAULT_ANTHROPIC_UPSTREAM = "https://api.anthropic.com"
+ENV_PREFIX = "CAPSEM_PROXYD"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    openai_upstream: str = DEFAULT_OPENAI_UPSTREAM
+    gemini_upstream: str = DEFAULT_GEMINI_UPSTREAM
+    anthropic_upstream: str = DEFAULT_ANTHROPIC_UPSTREAM
+    policy_dir: str | None = None
+    cors: bool = True
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    upstream_timeout: float = 600.0
+    connect_timeout: float = 10.0
+    policy_timeout: float = 30.0
+    max_body_size: int = 32 * 1024 * 1024
+    stream_holdback: int = 64
+    confirm_action: str = "block"
+    log_level: str = "info"
+    graceful_timeout: float = 30.0

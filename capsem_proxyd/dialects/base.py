@@ -1,0 +1,140 @@
+"""What every provider dialect provides to the one pipeline."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from capsem_proxyd.errors import ProxyError, bad_request
+from capsem_proxyd.framing import SSEDecoder, StreamEvent, encode_sse
+from capsem_proxyd.views import RequestView, ResponseView, StreamView
+
+
+class Dialect(ABC):
+    """One provider API: how to read it and how to refuse in it.
+
+    ``provider`` names the upstream it goes to (``openai``, ``gemini``,
+    ``anthropic``); ``endpoint`` names the API for logs and metrics.
+    """
+
+    provider: str
+    endpoint: str
+
+    @abstractmethod
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        """The tenant's key as the client sent it, or None."""
+
+    @abstractmethod
+    def request_view(self, body: dict[str, Any], model: str) -> RequestView:
+        """The security-relevant content of a request body."""
+
+    @abstractmethod
+    def response_view(self, body: Any) -> ResponseView:
+        """The security-relevant content of a complete JSON reply."""
+
+    @abstractmethod
+    def stream_view(self, event: StreamEvent) -> StreamView:
+        """What one stream event adds to the reply."""
+
+    @abstractmethod
+    def error_body(self, error: ProxyError) -> dict[str, Any]:
+        """The provider's JSON error object for ``error``."""
+
+    def model(self, body: dict[str, Any], path_model: str | None) -> str:
+        if path_model:
+            return path_model
+        model = body.get("model")
+        return model if isinstance(model, str) else ""
+
+    def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
+        return body.get("stream") is True
+
+    def stream_decoder(self, query: Mapping[str, str]) -> Any:
+        return SSEDecoder()
+
+    def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
+        """The final event that ends a stream cut by the proxy."""
+        return encode_sse(self.error_body(error))
+
+
+def parse_json_event(event: StreamEvent) -> Any:
+    """Parse an event's JSON data; ProxyError-free: returns None for non-JSON."""
+    if not event.data:
+        return None
+    try:
+        return orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return _MALFORMED
+
+
+class _Malformed:
+    """Marker for an event whose data is not JSON."""
+
+
+_MALFORMED = _Malformed()
+
+
+def is_malformed(value: Any) -> bool:
+    return value is _MALFORMED
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def require_object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return body
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def as_str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def parse_arguments(arguments: Any) -> dict[str, Any]:
+    """Tool-call arguments as a dict; what does not parse is kept as raw text."""
+    if isinstance(arguments, dict):
+        return arguments
+    if not isinstance(arguments, str) or not arguments:
+        return {}
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {"_raw_arguments": arguments}
+    return parsed if isinstance(parsed, dict) else {"_arguments": parsed}
+
+
+def text_of(value: Any) -> str:
+    """Every string inside a JSON value, joined: used where any text may hide content."""
+    if isinstance(value, str):
+        return value
+    parts: list[str] = []
+    _collect_text(value, parts)
+    return "\n".join(parts)
+
+
+def _collect_text(value: Any, parts: list[str]) -> None:
+    if isinstance(value, str):
+        parts.append(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_text(item, parts)
+    elif isinstance(value, list):
+        for item in value:
+            _collect_text(item, parts)

@@ -1,0 +1,187 @@
+"""OpenAI Chat Completions (``POST /v1/chat/completions``), JSON and SSE."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from capsem_proxyd.dialects.base import (
+    Dialect,
+    as_dict,
+    as_list,
+    as_str,
+    is_malformed,
+    parse_arguments,
+    parse_json_event,
+    text_of,
+)
+from capsem_proxyd.dialects.openai_common import openai_api_key, openai_error_body
+from capsem_proxyd.errors import ProxyError
+from capsem_proxyd.framing import StreamEvent
+from capsem_proxyd.views import (
+    EMPTY_STREAM_VIEW,
+    RequestView,
+    ResponseView,
+    StreamView,
+    ToolCall,
+    ToolDefinition,
+    ToolFragment,
+    ToolResult,
+)
+
+SYSTEM_ROLES = ("system", "developer")
+
+
+def content_text(content: Any) -> str:
+    """Text of a message ``content``: a string or a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    texts: list[str] = []
+    for part in as_list(content):
+        part = as_dict(part)
+        kind = part.get("type")
+        if kind in ("text", "input_text", "output_text"):
+            texts.append(as_str(part.get("text")))
+        elif kind == "refusal":
+            texts.append(as_str(part.get("refusal")))
+        elif kind == "image_url":
+            url = as_str(as_dict(part.get("image_url")).get("url"))
+            if url and not url.startswith("data:"):
+                texts.append(url)
+        elif part:
+            texts.append(text_of({k: v for k, v in part.items() if k != "type"}))
+    return "\n".join(text for text in texts if text)
+
+
+class OpenAIChatDialect(Dialect):
+    provider = "openai"
+    endpoint = "chat.completions"
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        return openai_api_key(headers, query)
+
+    def error_body(self, error: ProxyError) -> dict[str, Any]:
+        return openai_error_body(error)
+
+    def request_view(self, body: dict[str, Any], model: str) -> RequestView:
+        view = RequestView(model=model)
+        prompt: list[str] = []
+        system: list[str] = []
+        call_names: dict[str, str] = {}
+        for message in as_list(body.get("messages")):
+            message = as_dict(message)
+            role = message.get("role")
+            text = content_text(message.get("content"))
+            if role in SYSTEM_ROLES:
+                system.append(text)
+            elif role == "tool":
+                call_id = as_str(message.get("tool_call_id"))
+                view.tool_results.append(
+                    ToolResult(name=call_names.get(call_id, "unknown"), content=message.get("content"), call_id=call_id)
+                )
+            elif role == "function":
+                view.tool_results.append(ToolResult(name=as_str(message.get("name")), content=message.get("content")))
+            else:
+                prompt.append(text)
+                for call in as_list(message.get("tool_calls")):
+                    call = as_dict(call)
+                    function = as_dict(call.get("function"))
+                    call_names[as_str(call.get("id"))] = as_str(function.get("name"))
+                    prompt.append(as_str(function.get("name")) + " " + text_of(function.get("arguments")))
+        view.prompt = "\n".join(text for text in prompt if text)
+        view.system = "\n".join(text for text in system if text)
+        for tool in as_list(body.get("tools")):
+            tool = as_dict(tool)
+            function = as_dict(tool.get("function")) if "function" in tool else tool
+            view.tools.append(_definition(function, fallback=as_str(tool.get("type"))))
+        for function in as_list(body.get("functions")):
+            view.tools.append(_definition(as_dict(function)))
+        return view
+
+    def response_view(self, body: Any) -> ResponseView:
+        view = ResponseView()
+        texts: list[str] = []
+        thoughts: list[str] = []
+        for choice in as_list(as_dict(body).get("choices")):
+            message = as_dict(as_dict(choice).get("message"))
+            texts.append(content_text(message.get("content")))
+            texts.append(as_str(message.get("refusal")))
+            thoughts.append(as_str(message.get("reasoning_content")) or as_str(message.get("reasoning")))
+            for call in as_list(message.get("tool_calls")):
+                call = as_dict(call)
+                function = as_dict(call.get("function"))
+                view.tool_calls.append(
+                    ToolCall(
+                        name=as_str(function.get("name")),
+                        arguments=parse_arguments(function.get("arguments")),
+                        call_id=as_str(call.get("id")),
+                    )
+                )
+            legacy = as_dict(message.get("function_call"))
+            if legacy:
+                view.tool_calls.append(
+                    ToolCall(name=as_str(legacy.get("name")), arguments=parse_arguments(legacy.get("arguments")))
+                )
+        view.text = "".join(texts)
+        view.thoughts = "".join(thoughts)
+        return view
+
+    def stream_view(self, event: StreamEvent) -> StreamView:
+        if event.data.startswith("[DONE]"):
+            return StreamView(finished=True)
+        chunk = parse_json_event(event)
+        if chunk is None:
+            return EMPTY_STREAM_VIEW
+        if is_malformed(chunk) or not isinstance(chunk, dict):
+            return StreamView(error="the upstream sent a stream event that is not JSON")
+        if chunk.get("error"):
+            return StreamView(error=as_str(as_dict(chunk["error"]).get("message")) or "upstream stream error")
+        choices = chunk.get("choices")
+        if not choices:
+            return EMPTY_STREAM_VIEW
+        view = StreamView()
+        texts: list[str] = []
+        for choice in as_list(choices):
+            choice = as_dict(choice)
+            delta = as_dict(choice.get("delta"))
+            content = delta.get("content")
+            if content:
+                texts.append(content_text(content))
+            if delta.get("refusal"):
+                texts.append(as_str(delta.get("refusal")))
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                view.thoughts += reasoning
+            choice_index = choice.get("index", 0)
+            for call in as_list(delta.get("tool_calls")):
+                call = as_dict(call)
+                function = as_dict(call.get("function"))
+                view.tool_fragments.append(
+                    ToolFragment(
+                        key=(choice_index, call.get("index", 0)),
+                        name=function.get("name") or None,
+                        call_id=call.get("id") or None,
+                        arguments=as_str(function.get("arguments")),
+                    )
+                )
+            legacy = as_dict(delta.get("function_call"))
+            if legacy:
+                view.tool_fragments.append(
+                    ToolFragment(
+                        key=(choice_index, "function_call"),
+                        name=legacy.get("name") or None,
+                        arguments=as_str(legacy.get("arguments")),
+                    )
+                )
+            if choice.get("finish_reason"):
+                view.finished = True
+        view.text = "".join(texts)
+        return view
+
+
+def _definition(function: dict[str, Any], fallback: str = "") -> ToolDefinition:
+    return ToolDefinition(
+        name=as_str(function.get("name")) or fallback or "unknown",
+        description=as_str(function.get("description")),
+        parameters=as_dict(function.get("parameters")),
+    )

@@ -1,0 +1,38 @@
+"""What OpenAI's APIs (Chat Completions, Responses, ...) share: key and error shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from capsem_proxyd.errors import ProxyError, decision_fields
+from capsem_proxyd.dialects.base import bearer_token
+
+_ERROR_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "authentication": "invalid_request_error",
+    "permission": "capsem_policy_violation",
+    "not_found": "invalid_request_error",
+    "too_large": "invalid_request_error",
+    "upstream_error": "api_error",
+    "upstream_timeout": "timeout_error",
+}
+
+
+def openai_api_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    return bearer_token(headers)
+
+
+def openai_error_body(error: ProxyError) -> dict[str, Any]:
+    """``{"error": {message, type, param, code}}`` as the openai SDK parses it."""
+    inner: dict[str, Any] = {
+        "message": error.message,
+        "type": _ERROR_TYPES.get(error.kind, "api_error"),
+        "param": None,
+        "code": error.code,
+    }
+    body: dict[str, Any] = {"error": inner}
+    if error.decision is not None:
+        inner["capsem"] = decision_fields(error.decision)
+        body["detail"] = f"Request blocked by security policy: {error.decision.details}"
+    return body

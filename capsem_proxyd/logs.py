@@ -1,0 +1,44 @@
+"""Logging set-up: one stream, quiet libraries, and a last-line redaction filter.
+
+Our own log lines never carry keys; the filter is defence in depth for lines
+written by libraries (a URL with ``?key=``, an ``Authorization`` header echoed
+in an exception).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+_SECRET_PATTERNS = [
+    (re.compile(r"([?&](?:key|api_key|access_token)=)[^&\s\"']+", re.IGNORECASE), r"\1[REDACTED]"),
+    (re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE), r"\1[REDACTED]"),
+    (re.compile(r"((?:x-goog-api-key|x-api-key|authorization)['\"]?\s*[:=,]\s*['\"]?)[^'\"\s,}]+", re.IGNORECASE), r"\1[REDACTED]"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "[REDACTED]"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{20,}"), "[REDACTED]"),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats, then scrubs anything that looks like a credential."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def configure_logging(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # httpx logs every request URL at INFO (a Gemini ?key= would land in the log).
+    for noisy in ("httpx", "httpcore", "hpack", "hypercorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

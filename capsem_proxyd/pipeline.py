@@ -1,0 +1,139 @@
+"""One request, one pipeline: key → parse → request checks → upstream → reply checks.
+
+Data flows one way. The pipeline knows nothing of Quart: it takes an
+``IncomingRequest`` and returns a ``ProxyReply`` (bytes, or a ``StreamPump``
+to iterate), so it can be driven by any front end.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+
+from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.errors import ProxyError, bad_request, missing_key, upstream_unavailable
+from capsem_proxyd.exchange import Exchange, new_request_id, tenant_id_for
+from capsem_proxyd.policy_engine import PolicyEngine
+from capsem_proxyd.streaming import StreamPump, StreamSettings
+from capsem_proxyd.upstream import Upstream, request_headers, response_headers
+
+log = logging.getLogger("capsem_proxyd.request")
+
+JSON_HEADERS = [("content-type", "application/json")]
+
+
+@dataclass(slots=True)
+class IncomingRequest:
+    """The parts of a client request the pipeline needs."""
+
+    method: str
+    headers: list[tuple[str, str]]
+    header_map: Mapping[str, str]
+    query: Mapping[str, str]
+    query_string: bytes
+    body: bytes
+
+
+@dataclass(slots=True)
+class Route:
+    """Where a dialect's request goes: the upstream URL and what the path says."""
+
+    dialect: Dialect
+    upstream_url: httpx.URL
+    path_model: str | None = None
+    path_stream: bool = False
+
+
+@dataclass(slots=True)
+class ProxyReply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | None = None
+    stream: StreamPump | None = None
+    exchange: Exchange | None = field(default=None)
+
+
+class Pipeline:
+    """Runs every proxied request; ``engine`` is read per request so reloads swap cleanly."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        current_engine: Callable[[], PolicyEngine],
+        stream_settings: StreamSettings,
+    ) -> None:
+        self.upstream = upstream
+        self.current_engine = current_engine
+        self.stream_settings = stream_settings
+
+    async def handle(self, route: Route, incoming: IncomingRequest) -> ProxyReply:
+        dialect = route.dialect
+        exchange: Exchange | None = None
+        try:
+            api_key = dialect.api_key(incoming.header_map, incoming.query)
+            if not api_key:
+                raise missing_key(
+                    "No API key was provided: pass your provider key as you would to the provider itself."
+                )
+            body = _parse_body(incoming.body)
+            model = dialect.model(body, route.path_model)
+            exchange = Exchange(
+                request_id=new_request_id(),
+                tenant_id=tenant_id_for(api_key),
+                provider=dialect.provider,
+                endpoint=dialect.endpoint,
+                model=model,
+                stream=dialect.wants_stream(body, incoming.query, route.path_stream),
+            )
+            engine = self.current_engine()
+            await engine.check_request(exchange, dialect.request_view(body, model))
+            reply = await self._forward(route, incoming, exchange, engine)
+        except ProxyError as error:
+            reply = error_reply(dialect, error)
+        reply.exchange = exchange
+        return reply
+
+    async def _forward(
+        self, route: Route, incoming: IncomingRequest, exchange: Exchange, engine: PolicyEngine
+    ) -> ProxyReply:
+        response = await self.upstream.send(
+            incoming.method,
+            route.upstream_url,
+            request_headers(incoming.headers),
+            incoming.body,
+            stream=True,
+        )
+        headers = response_headers(response.headers)
+        if exchange.stream and response.status_code == 200:
+            pump = StreamPump(exchange, route.dialect, engine, response, incoming.query, self.stream_settings)
+            return ProxyReply(200, headers, stream=pump)
+        content = await self.upstream.read_body(response)
+        if response.status_code >= 300:
+            # Provider errors pass through untouched: the SDK shows the provider's own message.
+            return ProxyReply(response.status_code, headers, body=content)
+        try:
+            reply_body = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            raise upstream_unavailable("The upstream provider answered with a body that is not valid JSON.") from None
+        await engine.check_response(exchange, route.dialect.response_view(reply_body))
+        return ProxyReply(response.status_code, headers, body=content)
+
+
+def _parse_body(raw: bytes) -> dict:
+    if not raw:
+        raise bad_request("The request body is empty; expected a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise bad_request(f"The request body is not valid JSON: {error}.") from None
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return body
+
+
+def error_reply(dialect: Dialect, error: ProxyError) -> ProxyReply:
+    return ProxyReply(error.status, list(JSON_HEADERS), body=orjson.dumps(dialect.error_body(error)))

@@ -1,0 +1,295 @@
+"""The stream pump: read the upstream stream, check it, release what passed.
+
+One nursery per streamed request holds the upstream reader; the checking
+consumer is the client-facing iteration itself. They are joined by a small
+bounded memory channel, so a slow client slows the upstream read and memory
+per stream stays flat.
+
+Release rules, the heart of streaming enforcement:
+
+* text is released only once a ``on_model_response`` check has covered it,
+  minus a hold-back tail of ``holdback`` characters, so a forbidden term split
+  across chunks is never delivered whole: whatever part of it was covered by a
+  passing check lies inside the tail and is still held when the next check
+  sees the whole term;
+* checks run on the accumulated text, throttled: the next check waits until
+  the unchecked text is at least ``check_chars`` or a fraction of what is
+  already checked, so the total cost stays linear in the reply size;
+* an event carrying part of a tool call is held until the call is complete
+  and ``on_tool_call`` passed; events behind it wait, preserving order;
+* at the end, one last check on the complete text, then everything goes.
+
+A block, the client hanging up or a shutdown cancels the nursery and closes
+the upstream response at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+from capsem_proxyd.dialects.base import Dialect, parse_arguments
+from capsem_proxyd.errors import ProxyError, upstream_timeout, upstream_unavailable
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.framing import FramingError, StreamEvent
+from capsem_proxyd.policy_engine import PolicyEngine
+from capsem_proxyd.views import ToolCall, ToolFragment
+
+log = logging.getLogger("capsem_proxyd.stream")
+
+_CLOSE_GRACE_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class StreamSettings:
+    """How the pump trades latency against checking cost."""
+
+    holdback: int = 64
+    check_chars: int = 256
+    check_growth: float = 0.25
+    check_interval: float = 0.05
+    channel_size: int = 8
+    idle_timeout: float | None = 600.0
+
+
+@dataclass(slots=True)
+class _PendingEvent:
+    raw: bytes
+    text_end: int
+    tool_keys: tuple[Any, ...] = ()
+
+
+@dataclass(slots=True)
+class _OpenCall:
+    name: str = ""
+    call_id: str = ""
+    arguments: list[str] = field(default_factory=list)
+    closed: bool = False
+    checked: bool = False
+
+
+class _UpstreamFailure:
+    """Sent down the channel when the upstream stream breaks."""
+
+    def __init__(self, error: ProxyError) -> None:
+        self.error = error
+
+
+class StreamPump:
+    """Async context manager; iterate it for the bytes to send to the client."""
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        dialect: Dialect,
+        engine: PolicyEngine,
+        response: httpx.Response,
+        query: Mapping[str, str],
+        settings: StreamSettings,
+    ) -> None:
+        self.exchange = exchange
+        self.dialect = dialect
+        self.engine = engine
+        self.response = response
+        self.query = query
+        self.settings = settings
+        self.decoder = dialect.stream_decoder(query)
+        self.outcome = "incomplete"
+        self._nursery_manager: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._events: trio.MemoryReceiveChannel[StreamEvent | _UpstreamFailure] | None = None
+        # checking state
+        self._text: list[str] = []
+        self._thoughts: list[str] = []
+        self._length = 0
+        self._checked_length = 0
+        self._last_check = 0.0
+        self._pending: deque[_PendingEvent] = deque()
+        self._calls: dict[Any, _OpenCall] = {}
+        self._started = False
+
+    async def __aenter__(self) -> "StreamPump":
+        send, self._events = trio.open_memory_channel[StreamEvent | _UpstreamFailure](self.settings.channel_size)
+        self._nursery_manager = trio.open_nursery()
+        self._nursery = await self._nursery_manager.__aenter__()
+        self._nursery.start_soon(self._read_upstream, send)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Cancel the reader (which closes the upstream) and wait for it; never raises."""
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        await self._nursery_manager.__aexit__(None, None, None)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._deliver()
+
+    # -- upstream side -------------------------------------------------------
+
+    async def _read_upstream(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> None:
+        try:
+            async with send:
+                try:
+                    await self._pump_events(send)
+                except FramingError as error:
+                    await send.send(_UpstreamFailure(upstream_unavailable(f"Upstream stream is malformed: {error}")))
+                except trio.TooSlowError:
+                    await send.send(_UpstreamFailure(upstream_timeout("Upstream stream went idle for too long.")))
+                except httpx.TimeoutException:
+                    await send.send(_UpstreamFailure(upstream_timeout("Upstream stream timed out.")))
+                except (httpx.HTTPError, OSError) as error:
+                    await send.send(
+                        _UpstreamFailure(upstream_unavailable(f"Upstream stream broke: {type(error).__name__}."))
+                    )
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the consumer is gone; nothing to tell
+        finally:
+            with trio.CancelScope(deadline=trio.current_time() + _CLOSE_GRACE_SECONDS, shield=True):
+                await self.response.aclose()
+
+    async def _pump_events(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> None:
+        chunks = self.response.aiter_bytes()
+        idle = self.settings.idle_timeout
+        while True:
+            try:
+                if idle:
+                    with trio.fail_after(idle):
+                        chunk = await chunks.__anext__()
+                else:
+                    chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            for event in self.decoder.feed(chunk):
+                await send.send(event)
+        for event in self.decoder.close():
+            await send.send(event)
+
+    # -- client side ---------------------------------------------------------
+
+    async def _deliver(self) -> AsyncIterator[bytes]:
+        assert self._events is not None
+        try:
+            async for item in self._events:
+                if isinstance(item, _UpstreamFailure):
+                    yield self._cut(item.error)
+                    return
+                released = await self._accept(item)
+                if released:
+                    yield released
+            released = await self._finish()
+            self.outcome = "completed"
+            if released:
+                yield released
+        except ProxyError as error:
+            yield self._cut(error)
+
+    def _cut(self, error: ProxyError) -> bytes:
+        """Stop reading upstream now and return the final error event."""
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()
+        self.outcome = "blocked" if error.decision is not None else "upstream_error"
+        log.info(
+            "stream cut request_id=%s tenant_id=%s status=%s code=%s",
+            self.exchange.request_id, self.exchange.tenant_id, error.status, error.code,
+        )
+        return self.dialect.stream_error(error, self._started, self.query)
+
+    async def _accept(self, event: StreamEvent) -> bytes:
+        view = self.dialect.stream_view(event)
+        if view.error is not None:
+            # The upstream reported an error in-stream: pass its event on as is.
+            self._pending.append(_PendingEvent(event.raw, self._length))
+            self.outcome = "upstream_error"
+            return await self._release_all()
+        if view.text or view.thoughts:
+            if view.text:
+                self._text.append(view.text)
+            if view.thoughts:
+                self._thoughts.append(view.thoughts)
+            self._length += len(view.text) + len(view.thoughts)
+        keys = self._add_fragments(view.tool_fragments)
+        self._pending.append(_PendingEvent(event.raw, self._length, keys))
+        for key in view.tool_closes:
+            await self._close_call(key)
+        if view.finished:
+            for key in list(self._calls):
+                await self._close_call(key)
+        if self._check_due():
+            await self._check_text()
+        return self._release(self._checked_length - self.settings.holdback)
+
+    def _add_fragments(self, fragments: list[ToolFragment]) -> tuple[Any, ...]:
+        if not fragments:
+            return ()
+        for fragment in fragments:
+            call = self._calls.get(fragment.key)
+            if call is None or (call.closed and not fragment.replace):
+                call = self._calls[fragment.key] = _OpenCall()
+            if fragment.replace:
+                call.arguments = [fragment.arguments]
+                call.checked = False
+            else:
+                call.arguments.append(fragment.arguments)
+            call.name = fragment.name or call.name
+            call.call_id = fragment.call_id or call.call_id
+            call.closed = False
+        return tuple(fragment.key for fragment in fragments)
+
+    async def _close_call(self, key: Any) -> None:
+        call = self._calls.get(key)
+        if call is None or call.checked:
+            return
+        call.closed = True
+        tool_call = ToolCall(name=call.name, arguments=parse_arguments("".join(call.arguments)), call_id=call.call_id)
+        await self.engine.check_tool_call(self.exchange, tool_call)
+        call.checked = True
+
+    def _check_due(self) -> bool:
+        unchecked = self._length - self._checked_length
+        if unchecked <= 0:
+            return False
+        threshold = max(self.settings.check_chars, int(self._checked_length * self.settings.check_growth))
+        if unchecked >= threshold:
+            return True
+        return time.monotonic() - self._last_check >= self.settings.check_interval
+
+    async def _check_text(self) -> None:
+        text = "".join(self._text)
+        thoughts = "".join(self._thoughts)
+        self._text = [text] if text else []
+        self._thoughts = [thoughts] if thoughts else []
+        await self.engine.check_model_response(self.exchange, text, thoughts)
+        self._checked_length = self._length
+        self._last_check = time.monotonic()
+
+    def _release(self, boundary: int) -> bytes:
+        out: list[bytes] = []
+        pending = self._pending
+        while pending:
+            head = pending[0]
+            if head.text_end > boundary and head.text_end > 0:
+                break
+            if head.tool_keys and not all(self._calls[key].checked for key in head.tool_keys):
+                break
+            out.append(pending.popleft().raw)
+        if out:
+            self._started = True
+        return b"".join(out)
+
+    async def _release_all(self) -> bytes:
+        if self._length > self._checked_length:
+            await self._check_text()
+        return self._release(self._length)
+
+    async def _finish(self) -> bytes:
+        for key in list(self._calls):
+            await self._close_call(key)
+        await self._check_text() if self._length else None
+        return self._release(self._length)
