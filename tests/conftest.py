@@ -1,0 +1,110 @@
+"""Shared fixtures: the fake provider, the real proxy app on a real socket, SDK clients.
+
+The proxy runs in-process (``capsem_proxyd.server.serve`` under the test's
+trio loop, Hypercorn on a loopback port); the official SDKs are synchronous
+clients driven from worker threads, exactly as an application would use them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+import trio
+
+from capsem_proxyd.app import build_engine
+from capsem_proxyd.config import Settings
+from capsem_proxyd.policy_loader import load_policy_set
+from capsem_proxyd.server import serve
+from tests.fake_upstream import FakeUpstream, run_fake_upstream
+
+OPENAI_KEY = "sk-test-openai-4f1c2a9b8e7d6c5b"
+GEMINI_KEY = "AIzaTestGeminiKey0123456789abcdefXYZ"
+ANTHROPIC_KEY = "sk-ant-test-0a1b2c3d4e5f6a7b8c9d"
+ALL_TEST_KEYS = (OPENAI_KEY, GEMINI_KEY, ANTHROPIC_KEY)
+
+
+@dataclass
+class Proxy:
+    """A running proxy: its base URL and the settings it runs with."""
+
+    url: str
+    settings: Settings
+
+    def openai(self, **kwargs: Any) -> Any:
+        import openai
+
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", OPENAI_KEY), max_retries=0, **kwargs)
+
+    def gemini(self, api_version: str = "v1beta", **kwargs: Any) -> Any:
+        from google import genai
+        from google.genai import types
+
+        return genai.Client(
+            api_key=kwargs.pop("api_key", GEMINI_KEY),
+            http_options=types.HttpOptions(base_url=self.url, api_version=api_version),
+            **kwargs,
+        )
+
+
+async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking SDK call in a worker thread (bounded, never hangs a test)."""
+    with trio.fail_after(30):
+        return await trio.to_thread.run_sync(function, *args)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpstream]:
+    async with run_fake_upstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def proxy_settings(fake: FakeUpstream) -> Settings:
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        openai_upstream=fake.url + "/v1",
+        gemini_upstream=fake.url,
+        anthropic_upstream=fake.url,
+        upstream_timeout=5.0,
+        connect_timeout=2.0,
+        graceful_timeout=1.0,
+    )
+
+
+@pytest.fixture
+async def start_proxy(nursery: trio.Nursery) -> Callable[..., Any]:
+    """Start another proxy instance with given settings; returns a Proxy."""
+
+    async def start(settings: Settings, **changes: Any) -> Proxy:
+        settings = replace(settings, **changes)
+        engine = build_engine(settings, load_policy_set(settings.policy_dir))
+        binds = await nursery.start(lambda task_status: serve(settings, engine, handle_signals=False, task_status=task_status))
+        return Proxy(url=binds[0], settings=settings)
+
+    return start
+
+
+@pytest.fixture
+async def proxy(start_proxy: Callable[..., Any], proxy_settings: Settings) -> Proxy:
+    return await start_proxy(proxy_settings)
+
+
+DAEMON_LOGGERS = ("capsem_proxyd", "hypercorn", "quart")
+
+
+@pytest.fixture(autouse=True)
+def no_key_in_daemon_logs(caplog: pytest.LogCaptureFixture) -> Any:
+    """Every test: nothing the daemon logged may contain a test key."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    for record in caplog.records:
+        if not record.name.startswith(DAEMON_LOGGERS):
+            continue
+        text = record.getMessage() + (caplog.handler.formatter.formatException(record.exc_info) if record.exc_info else "")
+        for key in ALL_TEST_KEYS:
+            assert key not in text, f"API key leaked into log record {record.name}: {text[:200]}"
