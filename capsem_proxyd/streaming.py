@@ -114,6 +114,9 @@ class StreamPump:
         self._pending: deque[_PendingEvent] = deque()
         self._calls: dict[Any, _OpenCall] = {}
         self._started = False
+        # The nursery lives in the client-facing task, so cancelling its scope would
+        # cancel the sending too: the reader gets a scope of its own.
+        self._reader_scope = trio.CancelScope()
 
     async def __aenter__(self) -> "StreamPump":
         send, self._events = trio.open_memory_channel[StreamEvent | _UpstreamFailure](self.settings.channel_size)
@@ -124,8 +127,7 @@ class StreamPump:
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Cancel the reader (which closes the upstream) and wait for it; never raises."""
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
+        self._reader_scope.cancel()
         await self._nursery_manager.__aexit__(None, None, None)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -134,25 +136,31 @@ class StreamPump:
     # -- upstream side -------------------------------------------------------
 
     async def _read_upstream(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> None:
+        """Feed upstream events to the consumer; always closes the upstream response."""
         try:
-            async with send:
-                try:
-                    await self._pump_events(send)
-                except FramingError as error:
-                    await send.send(_UpstreamFailure(upstream_unavailable(f"Upstream stream is malformed: {error}")))
-                except trio.TooSlowError:
-                    await send.send(_UpstreamFailure(upstream_timeout("Upstream stream went idle for too long.")))
-                except httpx.TimeoutException:
-                    await send.send(_UpstreamFailure(upstream_timeout("Upstream stream timed out.")))
-                except (httpx.HTTPError, OSError) as error:
-                    await send.send(
-                        _UpstreamFailure(upstream_unavailable(f"Upstream stream broke: {type(error).__name__}."))
-                    )
+            with self._reader_scope, send:
+                failure = await self._read_events(send)
+                if failure is not None:
+                    await send.send(_UpstreamFailure(failure))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the consumer is gone; nothing to tell
         finally:
             with trio.CancelScope(deadline=trio.current_time() + _CLOSE_GRACE_SECONDS, shield=True):
                 await self.response.aclose()
+
+    async def _read_events(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> ProxyError | None:
+        """Pump events; a broken upstream becomes a ProxyError for the client's final event."""
+        try:
+            await self._pump_events(send)
+        except FramingError as error:
+            return upstream_unavailable(f"Upstream stream is malformed: {error}")
+        except trio.TooSlowError:
+            return upstream_timeout("Upstream stream went idle for too long.")
+        except httpx.TimeoutException:
+            return upstream_timeout("Upstream stream timed out.")
+        except (httpx.HTTPError, OSError) as error:
+            return upstream_unavailable(f"Upstream stream broke off ({type(error).__name__}).")
+        return None
 
     async def _pump_events(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> None:
         chunks = self.response.aiter_bytes()
@@ -192,8 +200,7 @@ class StreamPump:
 
     def _cut(self, error: ProxyError) -> bytes:
         """Stop reading upstream now and return the final error event."""
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
+        self._reader_scope.cancel()
         self.outcome = "blocked" if error.decision is not None else "upstream_error"
         log.info(
             "stream cut request_id=%s tenant_id=%s status=%s code=%s",

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from capsem_proxyd.errors import ProxyError, bad_request
+from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
 from capsem_proxyd.framing import SSEDecoder, StreamEvent, encode_sse
 from capsem_proxyd.views import RequestView, ResponseView, StreamView
 
@@ -61,24 +61,13 @@ class Dialect(ABC):
 
 
 def parse_json_event(event: StreamEvent) -> Any:
-    """Parse an event's JSON data; ProxyError-free: returns None for non-JSON."""
+    """An event's JSON data (None when it has none); a non-JSON event breaks the stream."""
     if not event.data:
         return None
     try:
         return orjson.loads(event.data)
     except orjson.JSONDecodeError:
-        return _MALFORMED
-
-
-class _Malformed:
-    """Marker for an event whose data is not JSON."""
-
-
-_MALFORMED = _Malformed()
-
-
-def is_malformed(value: Any) -> bool:
-    return value is _MALFORMED
+        raise upstream_unavailable("The upstream sent a stream event that is not valid JSON.") from None
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

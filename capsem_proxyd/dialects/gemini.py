@@ -18,11 +18,10 @@ from capsem_proxyd.dialects.base import (
     as_dict,
     as_list,
     as_str,
-    is_malformed,
     parse_json_event,
     text_of,
 )
-from capsem_proxyd.errors import ProxyError, bad_request, decision_fields
+from capsem_proxyd.errors import ProxyError, upstream_unavailable, bad_request, decision_fields
 from capsem_proxyd.framing import JSONArrayDecoder, SSEDecoder, StreamEvent, encode_json_array_error
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
@@ -186,8 +185,8 @@ class GeminiDialect(Dialect):
         chunk = parse_json_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
-        if is_malformed(chunk) or not isinstance(chunk, dict):
-            return StreamView(error="the upstream sent a stream event that is not JSON")
+        if not isinstance(chunk, dict):
+            raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         if "error" in chunk:
             return StreamView(error=as_str(as_dict(chunk["error"]).get("message")) or "upstream stream error")
         reply = self.response_view(chunk)

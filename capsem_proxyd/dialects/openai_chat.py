@@ -10,13 +10,12 @@ from capsem_proxyd.dialects.base import (
     as_dict,
     as_list,
     as_str,
-    is_malformed,
     parse_arguments,
     parse_json_event,
     text_of,
 )
 from capsem_proxyd.dialects.openai_common import openai_api_key, openai_error_body
-from capsem_proxyd.errors import ProxyError
+from capsem_proxyd.errors import ProxyError, upstream_unavailable
 from capsem_proxyd.framing import StreamEvent
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
@@ -132,8 +131,8 @@ class OpenAIChatDialect(Dialect):
         chunk = parse_json_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
-        if is_malformed(chunk) or not isinstance(chunk, dict):
-            return StreamView(error="the upstream sent a stream event that is not JSON")
+        if not isinstance(chunk, dict):
+            raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         if chunk.get("error"):
             return StreamView(error=as_str(as_dict(chunk["error"]).get("message")) or "upstream stream error")
         choices = chunk.get("choices")

@@ -15,14 +15,13 @@ from capsem_proxyd.dialects.base import (
     as_dict,
     as_list,
     as_str,
-    is_malformed,
     parse_arguments,
     parse_json_event,
     text_of,
 )
 from capsem_proxyd.dialects.openai_chat import content_text
 from capsem_proxyd.dialects.openai_common import openai_api_key, openai_error_body
-from capsem_proxyd.errors import ProxyError
+from capsem_proxyd.errors import ProxyError, upstream_unavailable
 from capsem_proxyd.framing import StreamEvent, encode_sse
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
@@ -121,8 +120,8 @@ class OpenAIResponsesDialect(Dialect):
         payload = parse_json_event(event)
         if payload is None:
             return EMPTY_STREAM_VIEW
-        if is_malformed(payload) or not isinstance(payload, dict):
-            return StreamView(error="the upstream sent a stream event that is not JSON")
+        if not isinstance(payload, dict):
+            raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         kind = payload.get("type") or event.event
         if kind in _TEXT_DELTAS:
             return StreamView(text=as_str(payload.get("delta")))
