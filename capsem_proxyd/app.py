@@ -18,14 +18,21 @@ from werkzeug.exceptions import HTTPException
 
 from capsem_proxyd import __version__
 from capsem_proxyd.config import Settings
+from capsem_proxyd.dialects.anthropic import AnthropicCountTokensDialect, AnthropicMessagesDialect
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.gemini import GeminiDialect
+from capsem_proxyd.dialects.gemini_inputs import GeminiInputDialect
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.dialects.openai_completions import OpenAICompletionsDialect
+from capsem_proxyd.dialects.openai_inputs import OpenAIInputDialect
 from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
+from capsem_proxyd.dialects.relay import RelayDialect
 from capsem_proxyd.errors import ProxyError, bad_request, not_found
+from capsem_proxyd.exchange import tenant_id_for
 from capsem_proxyd.pipeline import IncomingRequest, Pipeline, ProxyReply, Route, error_reply
 from capsem_proxyd.policy_engine import PolicyEngine
 from capsem_proxyd.policy_loader import PolicySet, load_policy_set
+from capsem_proxyd.provider_routing import is_model_path, passthrough_pattern, provider_for
 from capsem_proxyd.streaming import StreamPump, StreamSettings
 from capsem_proxyd.upstream import Upstream, UpstreamTimeouts
 
@@ -36,6 +43,16 @@ GEMINI_ACTIONS = {"generateContent": False, "streamGenerateContent": True}
 OPENAI_CHAT = OpenAIChatDialect()
 OPENAI_RESPONSES = OpenAIResponsesDialect()
 GEMINI = GeminiDialect()
+ANTHROPIC_MESSAGES = AnthropicMessagesDialect()
+ANTHROPIC_COUNT_TOKENS = AnthropicCountTokensDialect()
+OPENAI_COMPLETIONS = OpenAICompletionsDialect()
+OPENAI_EMBEDDINGS = OpenAIInputDialect("embeddings")
+OPENAI_MODERATIONS = OpenAIInputDialect("moderations")
+GEMINI_INPUT_ACTIONS = {action: GeminiInputDialect(action) for action in ("countTokens", "embedContent", "batchEmbedContents")}
+# Each provider's key and error shape, for its model lookups and unknown or pass-through paths.
+PROVIDER_DIALECTS: dict[str, Dialect] = {"openai": OPENAI_CHAT, "gemini": GEMINI, "anthropic": ANTHROPIC_MESSAGES}
+MODEL_RELAYS = {provider: RelayDialect(dialect, "models") for provider, dialect in PROVIDER_DIALECTS.items()}
+PASSTHROUGH_RELAYS = {provider: RelayDialect(dialect, "passthrough") for provider, dialect in PROVIDER_DIALECTS.items()}
 CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
 CORS_EXPOSE_HEADERS = "x-request-id, x-capsem-request-id, retry-after"
 
@@ -50,6 +67,7 @@ class ProxyState:
     pipeline: Pipeline
     openai_base: httpx.URL
     gemini_base: httpx.URL
+    anthropic_base: httpx.URL
 
 
 def build_engine(settings: Settings, policy_set: PolicySet | None = None) -> PolicyEngine:
@@ -85,6 +103,7 @@ def create_app(settings: Settings, engine: PolicyEngine | None = None) -> QuartT
         ),
         openai_base=httpx.URL(settings.openai_upstream.rstrip("/")),
         gemini_base=httpx.URL(settings.gemini_upstream.rstrip("/")),
+        anthropic_base=httpx.URL(settings.anthropic_upstream.rstrip("/")),
     )
     app.extensions["capsem_proxyd"] = state
 
@@ -94,6 +113,7 @@ def create_app(settings: Settings, engine: PolicyEngine | None = None) -> QuartT
 
     _install_cors(app, settings)
     _install_routes(app, state)
+    _install_side_routes(app, state)
     _install_error_handlers(app)
     return app
 
@@ -111,6 +131,7 @@ def _install_routes(app: QuartTrio, state: ProxyState) -> None:
             "providers": {
                 "openai": state.settings.openai_upstream,
                 "gemini": state.settings.gemini_upstream,
+                "anthropic": state.settings.anthropic_upstream,
             },
             "policies": state.engine.names,
         }
@@ -127,11 +148,13 @@ def _install_routes(app: QuartTrio, state: ProxyState) -> None:
     @app.post("/<any(v1, v1beta):version>/models/<model_action>")
     async def gemini_generate(version: str, model_action: str) -> Response:
         model, _, action = model_action.partition(":")
-        if action not in GEMINI_ACTIONS:
-            return _error(GEMINI, not_found(f"{request.path} is not proxied by capsem-proxyd."))
+        if action not in GEMINI_ACTIONS and action not in GEMINI_INPUT_ACTIONS:
+            return await _unproxied(state)
         if not MODEL_SEGMENT.match(model):
             return _error(GEMINI, bad_request(f"Invalid model name {model!r}."))
         url = _join(state.gemini_base, f"/{version}/models/{model}:{action}")
+        if action in GEMINI_INPUT_ACTIONS:
+            return await _proxy(state, Route(GEMINI_INPUT_ACTIONS[action], url, path_model=model))
         return await _proxy(state, Route(GEMINI, url, path_model=model, path_stream=GEMINI_ACTIONS[action]))
 
 
@@ -139,7 +162,91 @@ def _join(base: httpx.URL, suffix: str) -> httpx.URL:
     return base.copy_with(path=base.path.rstrip("/") + suffix)
 
 
-async def _proxy(state: ProxyState, route: Route) -> Response:
+def _install_side_routes(app: QuartTrio, state: ProxyState) -> None:
+    """Anthropic Messages, the side endpoints an SDK also calls, and the refusal of everything else."""
+
+    @app.post("/v1/messages")
+    async def anthropic_messages() -> Response:
+        return await _proxy(state, Route(ANTHROPIC_MESSAGES, _join(state.anthropic_base, "/v1/messages")))
+
+    @app.post("/v1/messages/count_tokens")
+    async def anthropic_count_tokens() -> Response:
+        url = _join(state.anthropic_base, "/v1/messages/count_tokens")
+        return await _proxy(state, Route(ANTHROPIC_COUNT_TOKENS, url))
+
+    @app.post("/v1/completions")
+    async def openai_completions() -> Response:
+        return await _proxy(state, Route(OPENAI_COMPLETIONS, _join(state.openai_base, "/completions")))
+
+    @app.post("/v1/embeddings")
+    async def openai_embeddings() -> Response:
+        return await _proxy(state, Route(OPENAI_EMBEDDINGS, _join(state.openai_base, "/embeddings")))
+
+    @app.post("/v1/moderations")
+    async def openai_moderations() -> Response:
+        return await _proxy(state, Route(OPENAI_MODERATIONS, _join(state.openai_base, "/moderations")))
+
+    @app.get("/<any(v1, v1beta):version>/models")
+    async def list_models(version: str) -> Response:
+        return await _models(state, None)
+
+    @app.get("/<any(v1, v1beta):version>/models/<path:model>")
+    async def get_model(version: str, model: str) -> Response:
+        return await _models(state, model)
+
+    @app.route("/<any(v1, v1beta, v1alpha):version>/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def other_provider_path(version: str, rest: str) -> Response:
+        return await _unproxied(state)
+
+
+def _request_provider() -> str:
+    return provider_for(request.path, request.headers, request.args)
+
+
+def _upstream_for(state: ProxyState, provider: str, path: str) -> httpx.URL:
+    """The client's path on the provider's upstream (OpenAI's base already ends in /v1)."""
+    if provider == "openai":
+        return _join(state.openai_base, path.removeprefix("/v1"))
+    return _join(state.gemini_base if provider == "gemini" else state.anthropic_base, path)
+
+
+async def _models(state: ProxyState, model: str | None) -> Response:
+    """Model lists and lookups carry no content: forwarded unchecked, to the caller's provider."""
+    provider = _request_provider()
+    dialect = MODEL_RELAYS[provider]
+    if model is not None and (not is_model_path(model) or (provider == "gemini" and ":" in model)):
+        return await _unproxied(state)
+    if request.content_length or "transfer-encoding" in request.headers:
+        return _error(dialect, bad_request(f"GET {request.path} takes no request body."))
+    route = Route(dialect, _upstream_for(state, provider, request.path), path_model=model)
+    return await _proxy(state, route, relay=True)
+
+
+async def _unproxied(state: ProxyState) -> Response:
+    """A path no dialect reads: 404 in the provider's shape, unless the operator opted it into
+    unchecked pass-through (then logged as such, each time)."""
+    provider = _request_provider()
+    pattern = passthrough_pattern(state.settings.passthrough, request.path)
+    if pattern is None:
+        return _error(PROVIDER_DIALECTS[provider], not_found(f"{request.path} is not proxied by capsem-proxyd."))
+    dialect = PASSTHROUGH_RELAYS[provider]
+    response = await _proxy(state, Route(dialect, _upstream_for(state, provider, request.path)), relay=True)
+    api_key = dialect.api_key(request.headers, request.args)
+    log.warning(
+        "UNCHECKED pass-through request_id=%s tenant_id=%s provider=%s method=%s path=%s pattern=%s status=%s",
+        response.headers.get("x-capsem-request-id", "-"),
+        tenant_id_for(api_key) if api_key else "-",
+        provider,
+        request.method,
+        _printable(request.path),
+        _printable(pattern),
+        response.status_code,
+    )
+    return response
+
+
+async def _proxy(state: ProxyState, route: Route, *, relay: bool = False) -> Response:
+    """Run ``route`` through the pipeline; ``relay`` forwards without content checks."""
     started = time.perf_counter()
     query_string = request.query_string
     incoming = IncomingRequest(
@@ -152,7 +259,7 @@ async def _proxy(state: ProxyState, route: Route) -> Response:
     )
     if query_string:
         route.upstream_url = route.upstream_url.copy_with(query=query_string)
-    reply = await state.pipeline.handle(route, incoming)
+    reply = await (state.pipeline.relay if relay else state.pipeline.handle)(route, incoming)
     if reply.stream is not None:
         body: Any = _PumpBody(reply.stream, lambda outcome: _log_request(reply, route.dialect, outcome, started))
         response = Response(body, status=reply.status, headers=reply.headers)
@@ -221,6 +328,8 @@ def _error(dialect: Dialect, error: ProxyError) -> Response:
 
 
 def _dialect_for_path(path: str) -> Dialect:
+    if path.startswith("/v1/messages") or "anthropic-version" in request.headers:
+        return ANTHROPIC_MESSAGES
     if path.startswith("/v1beta/") or ":" in path.rsplit("/", 1)[-1]:
         return GEMINI
     return OPENAI_CHAT

@@ -83,6 +83,9 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      help="Answer CORS preflights and add CORS headers for browser clients."),
         click.option("--cors-origin", "cors_origins", multiple=True, envvar=_env("cors_origin"),
                      help="Allowed browser origin (repeatable; default: any origin, never with credentials)."),
+        click.option("--passthrough", "passthrough", multiple=True, envvar=_env("passthrough"),
+                     help="Path glob (e.g. '/v1/files*') forwarded WITHOUT policy checks (repeatable; "
+                          "default: unknown provider paths are refused with 404). Env: space-separated."),
         click.option("--upstream-timeout", default=600.0, show_default=True, type=click.FloatRange(min=0.001),
                      envvar=_env("upstream_timeout"), help="Seconds to wait for upstream data (read and stream idle)."),
         click.option("--connect-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.001),
@@ -110,6 +113,7 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def settings_from(options: dict[str, Any]) -> Settings:
     options = dict(options)
     options["cors_origins"] = tuple(options.get("cors_origins") or ())
+    options["passthrough"] = tuple(options.get("passthrough") or ())
     if options.get("policy_dir") == "":
         options["policy_dir"] = None
     return Settings(**options)

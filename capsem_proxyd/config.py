@@ -20,6 +20,7 @@ class Settings:
     policy_dir: str | None = None
     cors: bool = True
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    passthrough: tuple[str, ...] = field(default_factory=tuple)  # path globs forwarded unchecked
     upstream_timeout: float = 600.0
     connect_timeout: float = 10.0
     policy_timeout: float = 30.0

@@ -74,11 +74,7 @@ class Pipeline:
         dialect = route.dialect
         exchange: Exchange | None = None
         try:
-            api_key = dialect.api_key(incoming.header_map, incoming.query)
-            if not api_key:
-                raise missing_key(
-                    "No API key was provided: pass your provider key as you would to the provider itself."
-                )
+            api_key = _require_key(dialect, incoming)
             body = _parse_body(incoming.body)
             model = dialect.model(body, route.path_model)
             exchange = Exchange(
@@ -92,6 +88,34 @@ class Pipeline:
             engine = self.current_engine()
             await engine.check_request(exchange, dialect.request_view(body, model))
             reply = await self._forward(route, incoming, exchange, engine)
+        except ProxyError as error:
+            reply = error_reply(dialect, error)
+        reply.exchange = exchange
+        return reply
+
+    async def relay(self, route: Route, incoming: IncomingRequest) -> ProxyReply:
+        """Forward without content checks and answer what the upstream answered.
+
+        Only for requests without content (model lists and lookups) and for
+        paths an operator opted into unchecked pass-through; the key is still
+        required, so every request has a tenant.
+        """
+        dialect = route.dialect
+        exchange: Exchange | None = None
+        try:
+            api_key = _require_key(dialect, incoming)
+            exchange = Exchange(
+                request_id=new_request_id(),
+                tenant_id=tenant_id_for(api_key),
+                provider=dialect.provider,
+                endpoint=dialect.endpoint,
+                model=route.path_model or "",
+            )
+            response = await self.upstream.send(
+                incoming.method, route.upstream_url, request_headers(incoming.headers), incoming.body, stream=True
+            )
+            content = await self.upstream.read_body(response)
+            reply = ProxyReply(response.status_code, response_headers(response.headers), body=content)
         except ProxyError as error:
             reply = error_reply(dialect, error)
         reply.exchange = exchange
@@ -121,6 +145,13 @@ class Pipeline:
             raise upstream_unavailable("The upstream provider answered with a body that is not valid JSON.") from None
         await engine.check_response(exchange, route.dialect.response_view(reply_body))
         return ProxyReply(response.status_code, headers, body=content)
+
+
+def _require_key(dialect: Dialect, incoming: IncomingRequest) -> str:
+    api_key = dialect.api_key(incoming.header_map, incoming.query)
+    if not api_key:
+        raise missing_key("No API key was provided: pass your provider key as you would to the provider itself.")
+    return api_key
 
 
 def _parse_body(raw: bytes) -> dict:

@@ -39,6 +39,11 @@ class Proxy:
 
         return openai.OpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", OPENAI_KEY), max_retries=0, **kwargs)
 
+    def anthropic(self, **kwargs: Any) -> Any:
+        import anthropic
+
+        return anthropic.Anthropic(base_url=self.url, api_key=kwargs.pop("api_key", ANTHROPIC_KEY), max_retries=0, **kwargs)
+
     def gemini(self, api_version: str = "v1beta", **kwargs: Any) -> Any:
         from google import genai
         from google.genai import types

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
 from capsem_proxyd.framing import SSEDecoder, StreamEvent, encode_sse
-from capsem_proxyd.views import RequestView, ResponseView, StreamView
+from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StreamView
 
 
 class Dialect(ABC):
@@ -127,3 +130,37 @@ def _collect_text(value: Any, parts: list[str]) -> None:
     elif isinstance(value, list):
         for item in value:
             _collect_text(item, parts)
+
+
+_URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+
+
+def decode_base64(data: str, what: str) -> bytes:
+    """Standard or URL-safe base64, padding optional (what the providers accept).
+
+    Strict on purpose: a lenient decoder that skips junk could read different
+    bytes than the provider does, so anything else is refused with a 400.
+    """
+    compact = "".join(data.split()).translate(_URLSAFE_TO_STANDARD)
+    compact += "=" * (-len(compact) % 4)
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{what} is not valid base64.") from None
+
+
+def is_data_url(url: Any) -> bool:
+    return isinstance(url, str) and url[:5].lower() == "data:"
+
+
+def media_from_data_url(url: str, what: str) -> MediaPart:
+    """The bytes and MIME type of a ``data:`` URL (RFC 2397; base64 or percent-encoded)."""
+    header, comma, payload = url[5:].partition(",")
+    if not comma:
+        raise bad_request(f"{what} is not a valid data URL.")
+    mime_type, *parameters = (item.strip() for item in header.split(";"))
+    if any(parameter.lower() == "base64" for parameter in parameters):
+        data = decode_base64(payload, what)
+    else:
+        data = unquote_to_bytes(payload)
+    return MediaPart(data=data, mime_type=mime_type.lower() or "text/plain")

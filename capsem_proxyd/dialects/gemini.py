@@ -6,8 +6,6 @@ read: a field the proxy did not look at is a field that leaves unchecked.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,10 +16,11 @@ from capsem_proxyd.dialects.base import (
     as_dict,
     as_list,
     as_str,
+    decode_base64,
     parse_json_event,
     text_of,
 )
-from capsem_proxyd.errors import ProxyError, upstream_unavailable, bad_request, decision_fields
+from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
 from capsem_proxyd.framing import JSONArrayDecoder, SSEDecoder, StreamEvent, encode_json_array_error
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
@@ -201,13 +200,6 @@ class GeminiDialect(Dialect):
 
 
 def _decode_inline(inline: dict[str, Any]) -> MediaPart:
-    data = as_str(inline.get("data"))
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        try:
-            raw = base64.urlsafe_b64decode(data)
-        except (binascii.Error, ValueError):
-            raise bad_request("inlineData.data is not valid base64.") from None
+    raw = decode_base64(as_str(inline.get("data")), "inlineData.data")
     mime_type = as_str(field(inline, "mimeType", "mime_type")) or "application/octet-stream"
     return MediaPart(data=raw, mime_type=mime_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,9 @@ from capsem_proxyd.dialects.base import (
     as_dict,
     as_list,
     as_str,
+    decode_base64,
+    is_data_url,
+    media_from_data_url,
     parse_arguments,
     parse_json_event,
     text_of,
@@ -19,6 +23,7 @@ from capsem_proxyd.errors import ProxyError, upstream_unavailable
 from capsem_proxyd.framing import StreamEvent
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
+    MediaPart,
     RequestView,
     ResponseView,
     StreamView,
@@ -31,8 +36,13 @@ from capsem_proxyd.views import (
 SYSTEM_ROLES = ("system", "developer")
 
 
-def content_text(content: Any) -> str:
-    """Text of a message ``content``: a string or a list of typed parts."""
+def content_text(content: Any, media: list[MediaPart] | None = None) -> str:
+    """Text of a message ``content``: a string or a list of typed parts.
+
+    Inline images, files and audio are decoded into ``media`` when a list is
+    given (the request side) and skipped otherwise; remote URLs and file ids
+    stay in the text, since the proxy never fetches anything.
+    """
     if isinstance(content, str):
         return content
     texts: list[str] = []
@@ -43,13 +53,51 @@ def content_text(content: Any) -> str:
             texts.append(as_str(part.get("text")))
         elif kind == "refusal":
             texts.append(as_str(part.get("refusal")))
-        elif kind == "image_url":
-            url = as_str(as_dict(part.get("image_url")).get("url"))
-            if url and not url.startswith("data:"):
-                texts.append(url)
+        elif kind in _MEDIA_PARTS:
+            texts.extend(_media_part(kind, part, media))
         elif part:
             texts.append(text_of({k: v for k, v in part.items() if k != "type"}))
     return "\n".join(text for text in texts if text)
+
+
+_MEDIA_PARTS = frozenset({"image_url", "input_image", "input_audio", "file", "input_file"})
+_AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
+
+
+def _media_part(kind: str, part: dict[str, Any], media: list[MediaPart] | None) -> list[str]:
+    """Decode one media part into ``media``; return the text it carries (URLs, names, ids)."""
+    if kind == "image_url":  # Chat: {"image_url": {"url": ...}}
+        image = part.get("image_url")
+        url = image if isinstance(image, str) else as_str(as_dict(image).get("url"))
+        return _inline_or_url(url, media, "image_url.url")
+    if kind == "input_image":  # Responses: {"image_url": "...", "file_id": "..."}
+        return [as_str(part.get("file_id")), *_inline_or_url(as_str(part.get("image_url")), media, "input_image.image_url")]
+    if kind == "input_audio":  # Chat: {"input_audio": {"data": base64, "format": "wav"}}
+        audio = as_dict(part.get("input_audio"))
+        if media is not None:
+            audio_format = as_str(audio.get("format")).lower()
+            data = decode_base64(as_str(audio.get("data")), "input_audio.data")
+            media.append(MediaPart(data=data, mime_type=_AUDIO_TYPES.get(audio_format, f"audio/{audio_format or 'unknown'}")))
+        return []
+    # Chat {"file": {"file_data", "filename", "file_id"}}; Responses input_file has them flat.
+    file = as_dict(part.get("file")) if kind == "file" else part
+    filename = as_str(file.get("filename"))
+    file_data = as_str(file.get("file_data"))
+    if file_data and media is not None:
+        if is_data_url(file_data):
+            media.append(media_from_data_url(file_data, "file_data"))
+        else:
+            mime_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+            media.append(MediaPart(data=decode_base64(file_data, "file_data"), mime_type=mime_type))
+    return [filename, as_str(file.get("file_id")), as_str(file.get("file_url"))]
+
+
+def _inline_or_url(url: str, media: list[MediaPart] | None, what: str) -> list[str]:
+    if not is_data_url(url):
+        return [url]
+    if media is not None:
+        media.append(media_from_data_url(url, what))
+    return []
 
 
 class OpenAIChatDialect(Dialect):
@@ -70,7 +118,7 @@ class OpenAIChatDialect(Dialect):
         for message in as_list(body.get("messages")):
             message = as_dict(message)
             role = message.get("role")
-            text = content_text(message.get("content"))
+            text = content_text(message.get("content"), view.media)
             if role in SYSTEM_ROLES:
                 system.append(text)
             elif role == "tool":

@@ -71,7 +71,7 @@ class OpenAIResponsesDialect(Dialect):
             item = as_dict(item)
             kind = item.get("type", "message")
             if kind == "message" or "role" in item and kind not in ("function_call", "function_call_output"):
-                text = content_text(item.get("content"))
+                text = content_text(item.get("content"), view.media)
                 if item.get("role") in ("system", "developer"):
                     view.system = "\n".join(filter(None, (view.system, text)))
                 else:
