@@ -1,0 +1,171 @@
+"""Turn a run's results into flat rows, a markdown table with ratios to the
+direct and nginx rows, and the issue's targets checked for capsem-proxyd."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+Getter = Callable[[dict[str, Any]], float | None]
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    get: Getter
+    kind: str  # "ms", "rate", "cpu", "mib"
+    proxies_only: bool = False
+
+
+def _at(*path: str) -> Getter:
+    def get(system: dict[str, Any]) -> float | None:
+        value: Any = system
+        for step in path:
+            if not isinstance(value, dict) or step not in value:
+                return None
+            value = value[step]
+        return value
+
+    return get
+
+
+METRICS = [
+    Metric("json_p50_1c_ms", "JSON p50 @1 conn (ms)", _at("json", "low", "p50_ms"), "ms"),
+    Metric("json_p99_1c_ms", "JSON p99 @1 conn (ms)", _at("json", "low", "p99_ms"), "ms"),
+    Metric("json_rps", "JSON requests/s @N conn", _at("json", "high", "requests_per_s"), "rate"),
+    Metric("json_p99_ms", "JSON p99 @N conn (ms)", _at("json", "high", "p99_ms"), "ms"),
+    Metric("sse_ttfb_p50_ms", "SSE first event p50 @1 conn (ms)", _at("sse", "ttfb", "ttfb_p50_ms"), "ms"),
+    Metric("sse_ttfb_p99_ms", "SSE first event p99 @1 conn (ms)", _at("sse", "ttfb", "ttfb_p99_ms"), "ms"),
+    Metric("sse_total_p50_1c_ms", "SSE whole stream p50 @1 conn (ms)", _at("sse", "low", "p50_ms"), "ms"),
+    Metric("sse_total_p99_1c_ms", "SSE whole stream p99 @1 conn (ms)", _at("sse", "low", "p99_ms"), "ms"),
+    Metric("sse_streams_per_s", "SSE streams/s @N conn", _at("sse", "high", "requests_per_s"), "rate"),
+    Metric("sse_p99_ms", "SSE whole stream p99 @N conn (ms)", _at("sse", "high", "p99_ms"), "ms"),
+    Metric("json_cpu_us", "proxy CPU per JSON request (µs)", _at("json", "cpu", "high_us_per_request"), "cpu", True),
+    Metric("sse_cpu_us", "proxy CPU per stream (µs)", _at("sse", "cpu", "high_us_per_request"), "cpu", True),
+    Metric("json_core_share", "proxy core busy @N conn, JSON", _at("json", "cpu", "high_core_share"), "share", True),
+    Metric("json_rss_mib", "proxy RSS after JSON load (MiB)", _at("json", "rss_mib"), "mib", True),
+    Metric("sse_rss_mib", "proxy RSS after SSE load (MiB)", _at("sse", "rss_mib"), "mib", True),
+]
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per system: every metric, errors and whether its checks passed."""
+    out = []
+    for key, system in results["systems"].items():
+        row: dict[str, Any] = {"system": key, "label": system["label"]}
+        for metric in METRICS:
+            row[metric.key] = metric.get(system)
+        row["errors"] = _errors(system)
+        row["checks_ok"] = all(
+            check["ok"] for workload in ("json", "sse") for check in system.get(workload, {}).get("checks", {}).values()
+        )
+        row["skipped"] = [system[w]["skipped"] for w in ("json", "sse") if w in system and "skipped" in system[w]]
+        out.append(row)
+    return out
+
+
+def _errors(system: dict[str, Any]) -> int:
+    total = 0
+    for workload in ("json", "sse"):
+        for load in ("low", "high"):
+            result = system.get(workload, {}).get(load)
+            if result:
+                total += result["errors"] + result["bad_replies"]
+    return total
+
+
+def markdown(results: dict[str, Any], table_rows: list[dict[str, Any]]) -> str:
+    by_key = {row["system"]: row for row in table_rows}
+    direct, reference = by_key.get("direct"), by_key.get("nginx")
+    plan = results["meta"]["plan"]
+    header = ["metric", *(row["label"] for row in table_rows)]
+    lines = [
+        f"N = {plan['connections']} connections, {plan['duration']} s per load, "
+        f"{plan['ttfb_samples']} probed streams; cells: value (× direct, × nginx proxy)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for metric in METRICS:
+        cells = [metric.label]
+        for row in table_rows:
+            cells.append(_cell(metric, row, direct, reference))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| errors (socket, non-200, wrong body) | " + " | ".join(str(row["errors"]) for row in table_rows) + " |")
+    lines.append("| checks (reply; 403 on capsem_block) | "
+                 + " | ".join("ok" if row["checks_ok"] and not row["skipped"] else "FAILED" for row in table_rows) + " |")
+    return "\n".join(lines)
+
+
+def _cell(metric: Metric, row: dict[str, Any], direct: dict | None, reference: dict | None) -> str:
+    value = row.get(metric.key)
+    if value is None:
+        return "—"
+    text = _format(value, metric.kind)
+    ratios = []
+    for name, base in (("d", direct), ("n", reference)):
+        if base is None or base is row or base.get(metric.key) in (None, 0):
+            continue
+        ratios.append(f"{_ratio(value / base[metric.key])}{name}")
+    return f"{text} ({', '.join(ratios)})" if ratios else text
+
+
+def _format(value: float, kind: str) -> str:
+    if kind == "rate":
+        return f"{value:,.0f}"
+    if kind == "share":
+        return f"{value:.0%}"
+    if kind in ("cpu", "mib"):
+        return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.0f}×" if value >= 100 else f"{value:.2g}×" if value < 10 else f"{value:.0f}×"
+
+
+def targets(table_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 7's targets for capsem-proxyd (one worker, one core, Debug policy on)."""
+    by_key = {row["system"]: row for row in table_rows}
+    ours, direct, legacy = by_key.get("capsem-proxyd"), by_key.get("direct"), by_key.get("capsem-proxy-0.1.0")
+    if ours is None:
+        return []
+
+    def diff(key: str) -> float | None:
+        if direct is None or ours.get(key) is None or direct.get(key) is None:
+            return None
+        return round(ours[key] - direct[key], 3)
+
+    def ratio(key: str) -> float | None:
+        if legacy is None or not legacy.get(key) or ours.get(key) is None:
+            return None
+        return round(ours[key] / legacy[key], 1)
+
+    rss = [value for value in (ours.get("json_rss_mib"), ours.get("sse_rss_mib")) if value is not None]
+    checks = [
+        ("added p50 latency over direct, JSON (ms)", diff("json_p50_1c_ms"), "<=", 1.0),
+        ("added time to first event over direct, SSE (ms)", diff("sse_ttfb_p50_ms"), "<=", 1.0),
+        ("JSON requests/s @N conn", ours.get("json_rps"), ">=", 1000),
+        ("JSON requests/s vs capsem-proxy 0.1.0 (×)", ratio("json_rps"), ">=", 20),
+        ("SSE streams/s @N conn (50 events, every one checked)", ours.get("sse_streams_per_s"), ">=", 200),
+        ("proxy CPU per JSON request (µs)", ours.get("json_cpu_us"), "<=", 1000),
+        ("proxy RSS after load (MiB)", max(rss) if rss else None, "<=", 80),
+        ("errors", ours.get("errors"), "<=", 0),
+    ]
+    out = []
+    for label, value, op, limit in checks:
+        met = None if value is None else (value <= limit if op == "<=" else value >= limit)
+        out.append({"target": label, "value": value, "op": op, "limit": limit, "met": met})
+    return out
+
+
+def targets_markdown(checked: list[dict[str, Any]]) -> str:
+    if not checked:
+        return ""
+    lines = ["| capsem-proxyd target | measured | goal | |", "|---|---|---|---|"]
+    for item in checked:
+        state = "n/a" if item["met"] is None else ("met" if item["met"] else "MISSED")
+        value = "—" if item["value"] is None else f"{item['value']:,}"
+        lines.append(f"| {item['target']} | {value} | {item['op']} {item['limit']:,} | {state} |")
+    return "\n".join(lines)

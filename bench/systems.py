@@ -1,0 +1,129 @@
+"""The four systems under the same load, each started fresh per workload.
+
+A system turns a workload (``json`` or ``sse``) into a URL for the load
+generator and, for proxies, a child process pinned to the proxy core whose
+CPU time and memory are measured.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import legacy, nginx
+from bench.processes import Child, Children, child_env, free_port, wait_listening
+
+PROXY_CORE = 0
+LOAD_CORE = 1
+WORKLOADS = ("json", "sse")
+
+
+@dataclass
+class Context:
+    """What every system needs: tool paths, where to write, the running upstream."""
+
+    nginx: str
+    work: Path  # this run's folder
+    shared: Path  # bench/.work: venvs reused across runs
+    upstream_port: int
+    children: Children
+    proxy_core: int | None = PROXY_CORE
+    start_timeout: float = 60.0
+    profiler: str | None = None  # py-spy binary when profiling
+
+    def upstream_base(self, workload: str) -> str:
+        """The provider base URL (up to /v1) a proxy is pointed at for this workload."""
+        prefix = nginx.STREAM_PREFIX if workload == "sse" else ""
+        return f"http://127.0.0.1:{self.upstream_port}{prefix}/v1"
+
+
+@dataclass
+class Running:
+    url: str
+    child: Child | None
+
+
+class System:
+    key = ""
+    label = ""
+    enforces_policy = False
+
+    def prepare(self, context: Context) -> None:
+        """One-time setup before anything is timed (e.g. building a venv)."""
+
+    def start(self, context: Context, workload: str) -> Running:
+        raise NotImplementedError
+
+
+class Direct(System):
+    """The load generator straight at the upstream: the floor every row is compared to."""
+
+    key, label = "direct", "direct"
+
+    def start(self, context: Context, workload: str) -> Running:
+        return Running(context.upstream_base(workload) + "/chat/completions", None)
+
+
+class NginxProxy(System):
+    """nginx as a plain keep-alive reverse proxy: the physical cost of one proxy hop."""
+
+    key, label = "nginx", "nginx proxy"
+
+    def start(self, context: Context, workload: str) -> Running:
+        port = free_port()
+        prefix = (context.work / f"nginx-proxy-{workload}").resolve()
+        config = nginx.write_config(prefix, nginx.proxy_config(prefix, port, context.upstream_port))
+        child = context.children.start("nginx-proxy", nginx.command(context.nginx, prefix, config),
+                                       core=context.proxy_core, log=prefix / "stdout.log")
+        wait_listening(port, child.process, context.start_timeout, "nginx proxy", prefix / "error.log")
+        path = (nginx.STREAM_PATH if workload == "sse" else nginx.JSON_PATH)
+        return Running(f"http://127.0.0.1:{port}{path}", child)
+
+
+class LegacyCapsemProxy(System):
+    """capsem-proxy 0.1.0 from PyPI, served by uvicorn with its defaults."""
+
+    key, label, enforces_policy = "capsem-proxy-0.1.0", "capsem-proxy 0.1.0", True
+
+    def __init__(self) -> None:
+        self.python: Path | None = None
+
+    def prepare(self, context: Context) -> None:
+        self.python = legacy.ensure_venv(context.shared / "capsem-proxy-0.1.0")
+
+    def start(self, context: Context, workload: str) -> Running:
+        assert self.python is not None, "prepare() first"
+        port = free_port()
+        log = context.work / "logs" / f"capsem-proxy-0.1.0-{workload}.log"
+        env = child_env(**{legacy.UPSTREAM_ENV: context.upstream_base(workload)})
+        child = context.children.start("capsem-proxy-0.1.0", legacy.command(self.python, port),
+                                       core=context.proxy_core, log=log, env=env)
+        wait_listening(port, child.process, context.start_timeout, "capsem-proxy 0.1.0", log)
+        return Running(f"http://127.0.0.1:{port}/v1/chat/completions", child)
+
+
+class CapsemProxyd(System):
+    """This project, started as an operator would: ``capsem-proxyd start`` with defaults."""
+
+    key, label, enforces_policy = "capsem-proxyd", "capsem-proxyd", True
+
+    def start(self, context: Context, workload: str) -> Running:
+        port = free_port()
+        log = context.work / "logs" / f"capsem-proxyd-{workload}.log"
+        command = [*_capsem_proxyd_command(), "start", "--port", str(port),
+                   "--openai-upstream", context.upstream_base(workload)]
+        child = context.children.start("capsem-proxyd", command, core=context.proxy_core, log=log)
+        wait_listening(port, child.process, context.start_timeout, "capsem-proxyd", log)
+        return Running(f"http://127.0.0.1:{port}/v1/chat/completions", child)
+
+
+def _capsem_proxyd_command() -> list[str]:
+    """The project venv's console script, run directly so no ``uv`` wrapper process is measured."""
+    script = Path(sys.executable).parent / "capsem-proxyd"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "capsem_proxyd"]
+
+
+ALL: dict[str, type[System]] = {
+    system.key: system for system in (Direct, NginxProxy, LegacyCapsemProxy, CapsemProxyd)
+}
