@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,8 @@ def plan_from(args: argparse.Namespace) -> runner.Plan:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM unwinds like Ctrl-C, so the runner's ``finally`` stops every child.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args = parse_args(argv)
     plan = plan_from(args)
     log = lambda line: print(line, flush=True)  # noqa: E731

@@ -7,6 +7,7 @@ runs in a ``finally``: nothing the bench started outlives it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_PR_SET_PDEATHSIG = 1
 # Variables that would change what a child does behind the bench's back.
 _SCRUBBED_PREFIXES = ("CAPSEM_PROXYD_",)
 _SCRUBBED = {"PROXY_CONFIG_DIR", "VIRTUAL_ENV", "PYTHONPATH"}
@@ -33,6 +35,14 @@ def child_env(**extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the bench dies, even by SIGKILL."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -137,7 +147,7 @@ class Children:
         with log.open("ab") as output:
             process = subprocess.Popen(
                 pinned(command, core), stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env if env is not None else child_env(), cwd=cwd,
+                env=env if env is not None else child_env(), cwd=cwd, preexec_fn=_die_with_parent,
             )
         child = Child(name, process, log)
         self._running.append(child)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -62,13 +63,20 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
         context.profiler = profile.py_spy(shared) if plan.profile else None
         for key in plan.systems:
             system = ALL[key]()
-            system.prepare(context)
-            results["systems"][key] = {"label": system.label, "enforces_policy": system.enforces_policy}
+            results["systems"][key] = entry = {"label": system.label, "enforces_policy": system.enforces_policy}
+            try:
+                system.prepare(context)
+            except Exception as error:  # noqa: BLE001 - report it, measure the others
+                log(f"   {system.label} could not be prepared: {error}")
+                entry.update({w: {"skipped": f"setup failed: {error}"} for w in plan.workloads})
+                continue
             for workload in plan.workloads:
                 log(f"== {system.label} / {workload}")
-                results["systems"][key][workload] = _measure(
-                    system, workload, context, plan, tools, scripts[workload], work, pin, log
-                )
+                try:
+                    entry[workload] = _measure(system, workload, context, plan, tools, scripts[workload], work, pin, log)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                    log(f"   FAILED: {error}")
+                    entry[workload] = {"skipped": f"failed: {error}"}
     finally:
         children.close()
         results["meta"]["processes"] = children.started

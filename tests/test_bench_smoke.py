@@ -32,11 +32,17 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.timeout(90)
 def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
-    done = subprocess.run(
+    bench = subprocess.Popen(
         [sys.executable, "-m", "bench", "--smoke", "--no-install", "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    try:
+        printed, _ = bench.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        bench.terminate()  # SIGTERM: the bench stops its children on the way out
+        printed, _ = bench.communicate(timeout=30)
+        pytest.fail(f"smoke run took over 60 s:\n{printed[-3000:]}")
+    assert bench.returncode == 0, printed[-5000:]
 
     results = json.loads(output.read_text())
     rows = {row["system"]: row for row in results["rows"]}
