@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"py-spy, {system['label']} / {workload}, {summary['samples']} samples, most self time:")
                 for item in summary["self"][:10]:
                     log(f"  {item['percent']:5.1f}%  {item['function']}")
+                log("  by package: " + ", ".join(
+                    f"{item['function']} {item['percent']:.0f}%" for item in summary["self_by_package"][:10]))
     log(f"results: {output}")
     return 1 if any(row["skipped"] or not row["checks_ok"] for row in table_rows) else 0
 

@@ -1,9 +1,10 @@
 """Optional sampling profile of capsem-proxyd under the N-connection load (py-spy).
 
 py-spy is not a project dependency: it is taken from PATH or installed into a
-throwaway venv under ``bench/.work/tools``. It samples without pausing the
-proxy (``--nonblocking``) from the load core, and the collapsed stacks are
-summarised into the functions that hold the most samples.
+throwaway venv under ``bench/.work/tools``. It samples from the load core at
+250 Hz, pausing the proxy for each sample (``--nonblocking`` tears stacks,
+which makes inclusive shares wrong); the collapsed stacks are summarised into
+the functions and the packages that hold the most samples.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def start(binary: str, pid: int, duration: int, prefix: Path, children: Children
     prefix.parent.mkdir(parents=True, exist_ok=True)
     output = prefix.with_suffix(".collapsed.txt")
     command = [binary, "record", "--pid", str(pid), "--duration", str(duration),
-               "--rate", "250", "--nonblocking", "--function", "--format", "raw", "--output", str(output)]
+               "--rate", "250", "--function", "--format", "raw", "--output", str(output)]
     child = children.start("py-spy", command, core=core, log=prefix.with_suffix(".py-spy.log"))
     return Recorder(child, output)
 
@@ -62,6 +63,7 @@ def summarise(collapsed: Path) -> dict:
     """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
     total = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -71,10 +73,21 @@ def summarise(collapsed: Path) -> dict:
         frames = stack.split(";")
         total += count
         own[frames[-1]] += count
+        packages[_package(frames[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
 
-    def share(counter: Counter[str]) -> list[dict]:
-        return [{"function": frame, "percent": round(100 * count / total, 1)} for frame, count in counter.most_common(TOP)]
+    def share(counter: Counter[str], top: int = TOP) -> list[dict]:
+        return [{"function": frame, "percent": round(100 * count / total, 1)} for frame, count in counter.most_common(top)]
 
-    return {"file": str(collapsed), "samples": total, "self": share(own), "inclusive": share(inclusive)}
+    # Frames on (nearly) every stack -- the CLI, trio.run -- say nothing; drop them.
+    below_root = Counter({frame: count for frame, count in inclusive.items() if count < 0.98 * total})
+    return {"file": str(collapsed), "samples": total, "self": share(own), "inclusive": share(below_root, 25),
+            "self_by_package": share(packages)}
+
+
+def _package(frame: str) -> str:
+    """``func (trio/_core/_run.py:12)`` -> ``trio``; a bare ``contextlib.py`` -> ``contextlib``."""
+    where = frame.rpartition(" (")[2].rstrip(")").rpartition(":")[0]
+    first = where.lstrip("/").split("/")[0] or "?"
+    return first.removesuffix(".py")
