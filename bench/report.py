@@ -80,9 +80,13 @@ def markdown(results: dict[str, Any], table_rows: list[dict[str, Any]]) -> str:
     direct, reference = by_key.get("direct"), by_key.get("nginx")
     plan = results["meta"]["plan"]
     header = ["metric", *(row["label"] for row in table_rows)]
+    meta = results["meta"]
     lines = [
         f"N = {plan['connections']} connections, {plan['duration']} s per load, "
         f"{plan['ttfb_samples']} probed streams; cells: value (× direct, × nginx proxy)",
+        f"machine: {meta['machine']['cpus']} CPUs ({meta['machine']['cpu_model']}), pinned: {meta['pinned']}, "
+        f"load average before {meta['loadavg_before'][0]}, after {meta.get('loadavg_after', ['?'])[0]} "
+        "(other work on the proxy core shows as 'core busy' well under 100% for the Python proxies)",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
