@@ -17,6 +17,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from capsem_proxyd import __version__
+from capsem.models import Decision
+
+from capsem_proxyd.audit import AuditLog
 from capsem_proxyd.config import Settings
 from capsem_proxyd.dialects.anthropic import AnthropicCountTokensDialect, AnthropicMessagesDialect
 from capsem_proxyd.dialects.base import Dialect
@@ -27,10 +30,12 @@ from capsem_proxyd.dialects.openai_completions import OpenAICompletionsDialect
 from capsem_proxyd.dialects.openai_inputs import OpenAIInputDialect
 from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
 from capsem_proxyd.dialects.relay import RelayDialect
+from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.errors import ProxyError, bad_request, not_found
 from capsem_proxyd.exchange import tenant_id_for
+from capsem_proxyd.metrics import Metrics
 from capsem_proxyd.pipeline import IncomingRequest, Pipeline, ProxyReply, Route, error_reply
-from capsem_proxyd.policy_engine import PolicyEngine
+from capsem_proxyd.policy_engine import PolicyEngine, build_policy_engine
 from capsem_proxyd.policy_loader import PolicySet, load_policy_set
 from capsem_proxyd.provider_routing import is_model_path, passthrough_pattern, provider_for
 from capsem_proxyd.streaming import StreamPump, StreamSettings
@@ -54,7 +59,7 @@ PROVIDER_DIALECTS: dict[str, Dialect] = {"openai": OPENAI_CHAT, "gemini": GEMINI
 MODEL_RELAYS = {provider: RelayDialect(dialect, "models") for provider, dialect in PROVIDER_DIALECTS.items()}
 PASSTHROUGH_RELAYS = {provider: RelayDialect(dialect, "passthrough") for provider, dialect in PROVIDER_DIALECTS.items()}
 CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
-CORS_EXPOSE_HEADERS = "x-request-id, x-capsem-request-id, retry-after"
+CORS_EXPOSE_HEADERS = "x-request-id, x-capsem-request-id, x-capsem-decision, x-capsem-policies, retry-after"
 
 
 @dataclass(slots=True)
@@ -68,18 +73,51 @@ class ProxyState:
     openai_base: httpx.URL
     gemini_base: httpx.URL
     anthropic_base: httpx.URL
+    metrics: Metrics
+    audit: AuditLog | None = None
+
+    def install_engine(self, engine: PolicyEngine) -> None:
+        """Make ``engine`` the one new requests use; requests in flight keep theirs."""
+        engine.record = self.record_decision
+        engine.on_checked = self.metrics.policy_check
+        self.engine = engine
+
+    def record_decision(
+        self, exchange: Exchange, hook: str, policy: str, decision: Decision, *, shadow: bool = False, monitor: bool = False
+    ) -> None:
+        """``shadow``/``monitor``: recorded, not enforced (see policy_engine); shadow is kept out of live metrics."""
+        if not shadow:
+            self.metrics.decision(hook, decision.verdict.value, policy)
+        if self.audit is None:
+            return
+        record = {
+            "type": "decision",
+            **exchange.log_fields(),
+            "hook": hook,
+            "policy": policy,
+            "verdict": decision.verdict.value,
+            "reason": decision.reason.value,
+            "details": decision.details,
+            "decision_id": decision.id,
+        }
+        if shadow or monitor:
+            record["enforced"] = False
+            record["mode"] = "shadow" if shadow else "monitor"
+        self.audit.write(record)
+
+    def record_request(self, exchange: Exchange | None, dialect: Dialect, status: int, outcome: str, duration_ms: float) -> None:
+        if self.audit is None:
+            return
+        fields = exchange.log_fields() if exchange else {"provider": dialect.provider, "endpoint": dialect.endpoint}
+        self.audit.write({"type": "request", **fields, "status": status, "outcome": outcome, "latency_ms": round(duration_ms, 3)})
 
 
 def build_engine(settings: Settings, policy_set: PolicySet | None = None) -> PolicyEngine:
-    policy_set = policy_set or load_policy_set(settings.policy_dir)
-    return PolicyEngine(
-        policy_set,
-        confirm_action=settings.confirm_action,
-        policy_timeout=settings.policy_timeout or None,
-    )
+    """The root engine: policy folder plus shadow folder, tenant profiles and allow-list."""
+    return build_policy_engine(settings, policy_set or load_policy_set(settings.policy_dir))
 
 
-def create_app(settings: Settings, engine: PolicyEngine | None = None) -> QuartTrio:
+def create_app(settings: Settings, engine: PolicyEngine | None = None, audit: AuditLog | None = None) -> QuartTrio:
     """Build the app; policies are loaded here so a bad folder fails before serving."""
     app = QuartTrio("capsem_proxyd")
     app.config.update(
@@ -92,6 +130,7 @@ def create_app(settings: Settings, engine: PolicyEngine | None = None) -> QuartT
     upstream = Upstream(
         UpstreamTimeouts(connect=settings.connect_timeout, read=settings.upstream_timeout)
     )
+    metrics = Metrics()
     state = ProxyState(
         settings=settings,
         engine=engine,
@@ -100,11 +139,15 @@ def create_app(settings: Settings, engine: PolicyEngine | None = None) -> QuartT
             upstream,
             lambda: state.engine,
             StreamSettings(holdback=settings.stream_holdback, idle_timeout=settings.upstream_timeout),
+            metrics,
         ),
+        metrics=metrics,
         openai_base=httpx.URL(settings.openai_upstream.rstrip("/")),
         gemini_base=httpx.URL(settings.gemini_upstream.rstrip("/")),
         anthropic_base=httpx.URL(settings.anthropic_upstream.rstrip("/")),
+        audit=audit,
     )
+    state.install_engine(engine)
     app.extensions["capsem_proxyd"] = state
 
     @app.after_serving
@@ -136,6 +179,11 @@ def _install_routes(app: QuartTrio, state: ProxyState) -> None:
             "policies": state.engine.names,
         }
         return Response(orjson.dumps(body), content_type="application/json")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, content_type = state.metrics.render()
+        return Response(body, content_type=content_type)
 
     @app.post("/v1/chat/completions")
     async def openai_chat() -> Response:
@@ -261,13 +309,15 @@ async def _proxy(state: ProxyState, route: Route, *, relay: bool = False) -> Res
         route.upstream_url = route.upstream_url.copy_with(query=query_string)
     reply = await (state.pipeline.relay if relay else state.pipeline.handle)(route, incoming)
     if reply.stream is not None:
-        body: Any = _PumpBody(reply.stream, lambda outcome: _log_request(reply, route.dialect, outcome, started))
+        body: Any = _PumpBody(
+            reply.stream, lambda outcome: _log_request(state, reply, route.dialect, outcome, started), state.metrics
+        )
         response = Response(body, status=reply.status, headers=reply.headers)
         response.headers["Cache-Control"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"
     else:
         response = Response(reply.body or b"", status=reply.status, headers=reply.headers)
-        _log_request(reply, route.dialect, str(reply.status), started)
+        _log_request(state, reply, route.dialect, str(reply.status), started)
     if reply.exchange is not None:
         response.headers["x-capsem-request-id"] = reply.exchange.request_id
     return response
@@ -288,22 +338,32 @@ class _LowerHeaders:
 class _PumpBody(ResponseBody):
     """Lets Quart drive a StreamPump as a response body (enter → iterate → exit)."""
 
-    def __init__(self, pump: StreamPump, on_done: Callable[[str], None]) -> None:
+    def __init__(self, pump: StreamPump, on_done: Callable[[str], None], metrics: Metrics) -> None:
         self.pump = pump
         self.on_done = on_done
+        self.metrics = metrics
 
     async def __aenter__(self) -> StreamPump:
         await self.pump.__aenter__()
+        self.metrics.stream_started()
         return self.pump
 
     async def __aexit__(self, exc_type: type, exc_value: BaseException, tb: object) -> None:
-        await self.pump.__aexit__(exc_type, exc_value, tb)
-        outcome = self.pump.outcome if exc_type is None else "client_disconnected"
-        self.on_done(outcome)
+        try:
+            await self.pump.__aexit__(exc_type, exc_value, tb)
+        finally:
+            # Also when cancelled (the client hung up): the stream is over and must be counted.
+            self.metrics.stream_finished()
+            outcome = self.pump.outcome if exc_type is None else "client_disconnected"
+            self.on_done(outcome)
 
 
-def _log_request(reply: ProxyReply, dialect: Dialect, outcome: str, started: float) -> None:
+def _log_request(state: ProxyState, reply: ProxyReply, dialect: Dialect, outcome: str, started: float) -> None:
     exchange = reply.exchange
+    duration_ms = (time.perf_counter() - started) * 1000
+    state.record_request(exchange, dialect, reply.status, outcome, duration_ms)
+    stream_outcome = outcome if reply.stream is not None else None
+    state.metrics.request_done(dialect.provider, dialect.endpoint, reply.status, stream_outcome)
     log.info(
         "request_id=%s tenant_id=%s provider=%s endpoint=%s model=%s status=%s outcome=%s duration_ms=%.1f",
         exchange.request_id if exchange else "-",
@@ -313,7 +373,7 @@ def _log_request(reply: ProxyReply, dialect: Dialect, outcome: str, started: flo
         _printable(exchange.model) if exchange else "-",
         reply.status,
         outcome,
-        (time.perf_counter() - started) * 1000,
+        duration_ms,
     )
 
 

@@ -18,6 +18,9 @@ class Settings:
     gemini_upstream: str = DEFAULT_GEMINI_UPSTREAM
     anthropic_upstream: str = DEFAULT_ANTHROPIC_UPSTREAM
     policy_dir: str | None = None
+    shadow_policy_dir: str | None = None  # evaluated on live traffic, recorded, never enforced
+    tenant_profiles: str | None = None  # TOML: tenant id -> policy folder
+    tenants_file: str | None = None  # TOML allow-list of tenant ids; others get 401
     cors: bool = True
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     passthrough: tuple[str, ...] = field(default_factory=tuple)  # path globs forwarded unchecked
@@ -29,3 +32,8 @@ class Settings:
     confirm_action: str = "block"
     log_level: str = "info"
     graceful_timeout: float = 30.0
+    log_format: str = "text"
+    audit_log: str | None = None  # a file path, "-" for stdout, None for no audit log
+    audit_prompts: bool = False
+    workers: int = 1
+    pidfile: str | None = None

@@ -49,6 +49,12 @@ def upstream_timeout(message: str) -> ProxyError:
     return ProxyError(504, "upstream_timeout", message, code="upstream_timeout")
 
 
+def shutting_down() -> ProxyError:
+    return ProxyError(
+        503, "upstream_error", "capsem-proxyd is shutting down; this stream was cut.", code="server_shutting_down"
+    )
+
+
 def policy_blocked(decision: Decision, what: str) -> ProxyError:
     """A request or reply refused by policy; ``what`` names the checked thing."""
     confirm = decision.verdict.value != "BLOCK"

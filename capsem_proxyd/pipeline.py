@@ -8,22 +8,27 @@ to iterate), so it can be driven by any front end.
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
+import trio
 import orjson
 
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.errors import ProxyError, bad_request, missing_key, upstream_unavailable
 from capsem_proxyd.exchange import Exchange, new_request_id, tenant_id_for
-from capsem_proxyd.policy_engine import PolicyEngine
+from capsem_proxyd.metrics import Metrics
+from capsem_proxyd.policy_engine import PolicyEngine, stricter
 from capsem_proxyd.streaming import StreamPump, StreamSettings
 from capsem_proxyd.upstream import Upstream, request_headers, response_headers
 
 log = logging.getLogger("capsem_proxyd.request")
 
 JSON_HEADERS = [("content-type", "application/json")]
+_HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]|,")
 
 
 @dataclass(slots=True)
@@ -65,31 +70,41 @@ class Pipeline:
         upstream: Upstream,
         current_engine: Callable[[], PolicyEngine],
         stream_settings: StreamSettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self.upstream = upstream
         self.current_engine = current_engine
         self.stream_settings = stream_settings
+        self.metrics = metrics
+        # Set when a shutdown's grace period is over: open streams end with an error event.
+        self.streams_must_end = trio.Event()
 
     async def handle(self, route: Route, incoming: IncomingRequest) -> ProxyReply:
         dialect = route.dialect
         exchange: Exchange | None = None
+        engine: PolicyEngine | None = None
+        outcome = "ALLOW"
         try:
             api_key = _require_key(dialect, incoming)
+            tenant_id = tenant_id_for(api_key)
+            engine = self.current_engine().for_tenant(tenant_id)
             body = _parse_body(incoming.body)
             model = dialect.model(body, route.path_model)
             exchange = Exchange(
                 request_id=new_request_id(),
-                tenant_id=tenant_id_for(api_key),
+                tenant_id=tenant_id,
                 provider=dialect.provider,
                 endpoint=dialect.endpoint,
                 model=model,
                 stream=dialect.wants_stream(body, incoming.query, route.path_stream),
             )
-            engine = self.current_engine()
-            await engine.check_request(exchange, dialect.request_view(body, model))
-            reply = await self._forward(route, incoming, exchange, engine)
+            outcome = await engine.check_request(exchange, dialect.request_view(body, model))
+            reply = await self._forward(route, incoming, exchange, engine, outcome)
         except ProxyError as error:
             reply = error_reply(dialect, error)
+            if engine is not None and exchange is not None:
+                verdict = error.decision.verdict.value if error.decision is not None else outcome
+                reply.headers.extend(decision_headers(engine, verdict))
         reply.exchange = exchange
         return reply
 
@@ -104,6 +119,7 @@ class Pipeline:
         exchange: Exchange | None = None
         try:
             api_key = _require_key(dialect, incoming)
+            self.current_engine().for_tenant(tenant_id_for(api_key))  # the allow-list holds here too
             exchange = Exchange(
                 request_id=new_request_id(),
                 tenant_id=tenant_id_for(api_key),
@@ -111,9 +127,7 @@ class Pipeline:
                 endpoint=dialect.endpoint,
                 model=route.path_model or "",
             )
-            response = await self.upstream.send(
-                incoming.method, route.upstream_url, request_headers(incoming.headers), incoming.body, stream=True
-            )
+            response = await self._send(exchange, route, incoming)
             content = await self.upstream.read_body(response)
             reply = ProxyReply(response.status_code, response_headers(response.headers), body=content)
         except ProxyError as error:
@@ -121,30 +135,45 @@ class Pipeline:
         reply.exchange = exchange
         return reply
 
-    async def _forward(
-        self, route: Route, incoming: IncomingRequest, exchange: Exchange, engine: PolicyEngine
-    ) -> ProxyReply:
+    async def _send(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> httpx.Response:
+        """Send upstream (body unread), timing the wait for the response headers."""
+        started = time.perf_counter()
         response = await self.upstream.send(
-            incoming.method,
-            route.upstream_url,
-            request_headers(incoming.headers),
-            incoming.body,
-            stream=True,
+            incoming.method, route.upstream_url, request_headers(incoming.headers), incoming.body, stream=True
         )
+        if self.metrics is not None:
+            self.metrics.upstream_latency(exchange.provider, exchange.endpoint, time.perf_counter() - started)
+        return response
+
+    async def _forward(
+        self, route: Route, incoming: IncomingRequest, exchange: Exchange, engine: PolicyEngine, outcome: str = "ALLOW"
+    ) -> ProxyReply:
+        response = await self._send(exchange, route, incoming)
         headers = response_headers(response.headers)
         if exchange.stream and response.status_code == 200:
-            pump = StreamPump(exchange, route.dialect, engine, response, incoming.query, self.stream_settings)
+            # Sent at stream start: they cover the request checks (the stream is checked as it goes).
+            headers.extend(decision_headers(engine, outcome))
+            pump = StreamPump(
+                exchange, route.dialect, engine, response, incoming.query, self.stream_settings, self.streams_must_end
+            )
             return ProxyReply(200, headers, stream=pump)
         content = await self.upstream.read_body(response)
         if response.status_code >= 300:
             # Provider errors pass through untouched: the SDK shows the provider's own message.
-            return ProxyReply(response.status_code, headers, body=content)
+            return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
         try:
             reply_body = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise upstream_unavailable("The upstream provider answered with a body that is not valid JSON.") from None
-        await engine.check_response(exchange, route.dialect.response_view(reply_body))
-        return ProxyReply(response.status_code, headers, body=content)
+        outcome = stricter(outcome, await engine.check_response(exchange, route.dialect.response_view(reply_body)))
+        return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
+
+
+def decision_headers(engine: PolicyEngine, verdict: str) -> list[tuple[str, str]]:
+    """What was checked, for SDK users: ``x-capsem-decision`` (allow, log, confirm, block)
+    and ``x-capsem-policies`` (the policies the request ran under)."""
+    names = ", ".join(_HEADER_UNSAFE.sub("_", name) for name in engine.names)
+    return [("x-capsem-decision", verdict.lower()), ("x-capsem-policies", names or "none")]
 
 
 def _require_key(dialect: Dialect, incoming: IncomingRequest) -> str:

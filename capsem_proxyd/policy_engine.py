@@ -5,13 +5,29 @@ request under its own name (fail closed) instead of taking the others down,
 and so that each decision can be recorded. Verdicts combine strictest first:
 BLOCK, then CONFIRM/CLARIFY/REPLAN (block by default), then LOG (allowed,
 recorded), then ALLOW.
+
+Two ways to run a policy without letting it refuse anything:
+
+* ``mode = "monitor"`` in its file: evaluated in line, every decision
+  recorded; one that would have refused is logged and recorded as such
+  (``monitor=True``) and the request goes on — a dry run before enforcing.
+* shadow policies (``--shadow-policy-dir``): a second folder evaluated on the
+  same live traffic *after* the main decision, in a background task, so they
+  add nothing to the client's latency and can never change a response; their
+  would-be verdicts are logged on ``capsem_proxyd.shadow`` and recorded with
+  ``shadow=True``.
+
+Per-tenant profiles and the tenant allow-list live on the root engine too:
+``for_tenant`` picks the engine a request runs under (or refuses the tenant).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from uuid import uuid4
 
 import trio
 from capsem.models import Decision, Media, Reason, Verdict
@@ -19,15 +35,25 @@ from capsem.policies import Policy
 from capsem.tools import Schema, Tool
 from pydantic import ValidationError
 
+from capsem_proxyd.config import Settings
 from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.policy_loader import PolicySet
+from capsem_proxyd.policy_loader import PolicySet, load_policy_set
+from capsem_proxyd.tenants import load_allowed_tenants, load_tenant_profiles, tenant_not_allowed
 from capsem_proxyd.views import RequestView, ResponseView, ToolCall, ToolDefinition
 
 log = logging.getLogger("capsem_proxyd.policy")
+shadow_log = logging.getLogger("capsem_proxyd.shadow")
 
-DecisionRecorder = Callable[[Exchange, Decision], None]
+# Called for every policy decision, ALLOW included: (exchange, hook, policy name, decision,
+# *, shadow: bool, monitor: bool). ``decision.policy`` may be a shared default for ALLOW;
+# trust the name argument. ``shadow``: a shadow policy's would-be decision (no effect);
+# ``monitor``: a monitor-mode policy's decision that would have refused (no effect).
+DecisionRecorder = Callable[..., None]
 _STRICTNESS = {"BLOCK": 4, "CONFIRM": 3, "CLARIFY": 3, "REPLAN": 3, "LOG": 1, "ALLOW": 0}
+# Shadow evaluations in flight at once; beyond it they are dropped (and counted), never queued
+# on the client's path.
+MAX_PENDING_SHADOW = 256
 _NO_SCHEMA = Schema.model_construct()
 
 
@@ -59,77 +85,102 @@ class PolicyEngine:
         confirm_action: str = "block",
         policy_timeout: float | None = 30.0,
         record: DecisionRecorder | None = None,
+        shadow_set: PolicySet | None = None,
     ) -> None:
         self.policy_set = policy_set
         self.policies: list[Policy] = policy_set.manager.policies
+        self.monitored = frozenset(name for name in policy_set.names if policy_set.mode_of(name) == "monitor")
         self.confirm_action = confirm_action
         self.policy_timeout = policy_timeout
         self.record = record
+        # Called with (hook, seconds) once a hook has run over all policies (metrics).
+        self.on_checked: Callable[[str, float], None] | None = None
+        self.shadow_set = shadow_set
+        self.shadow_pending = 0
+        self.shadow_dropped = 0
+        # Tenant routing (set on the root engine by build_policy_engine).
+        self.profiles: Mapping[str, PolicyEngine] = {}
+        self.allowed_tenants: frozenset[str] | None = None
+        self.root: PolicyEngine = self
 
     @property
     def names(self) -> list[str]:
         return [policy.name for policy in self.policies]
 
-    async def check_request(self, exchange: Exchange, view: RequestView) -> None:
-        """All request-side hooks, in order; raises ProxyError(403) on a block."""
+    def for_tenant(self, tenant_id: str) -> PolicyEngine:
+        """The engine ``tenant_id``'s requests run under; ProxyError(401) if it is not allowed."""
+        if self.allowed_tenants is not None and tenant_id not in self.allowed_tenants:
+            raise tenant_not_allowed(tenant_id)
+        return self.profiles.get(tenant_id, self)
+
+    async def check_request(self, exchange: Exchange, view: RequestView) -> str:
+        """All request-side hooks, in order; raises ProxyError(403) on a block.
+
+        Returns the strictest verdict that let the request through (``ALLOW``,
+        ``LOG``, or ``CONFIRM`` when confirmations are allowed), for the
+        ``x-capsem-decision`` header.
+        """
+        outcome = "ALLOW"
         agent = exchange.agent
         rid = exchange.request_id
         for result in view.tool_results:
             tool = capsem_tool(result.name)
             response = result.content if isinstance(result.content, dict) else {"content": result.content}
-            await self._enforce(
+            outcome = stricter(outcome, await self._enforce(
                 exchange,
                 "on_tool_response",
                 f"Tool result for '{result.name}'",
                 lambda p, tool=tool, response=response: p.on_tool_response(rid, agent, tool, response),
-            )
+            ))
         if view.prompt or view.system or view.media:
             media = [Media(content=part.data, mime_type=part.mime_type) for part in view.media]
-            await self._enforce(
+            outcome = stricter(outcome, await self._enforce(
                 exchange,
                 "on_model_call",
                 "Prompt",
                 lambda p: p.on_model_call(rid, agent, view.model, view.system, view.prompt, media),
-            )
+            ))
         for definition in view.tools:
-            await self.check_tool_definition(exchange, definition)
+            outcome = stricter(outcome, await self.check_tool_definition(exchange, definition))
+        return outcome
 
-    async def check_tool_definition(self, exchange: Exchange, definition: ToolDefinition) -> None:
+    async def check_tool_definition(self, exchange: Exchange, definition: ToolDefinition) -> str:
         tool = capsem_tool(definition.name, definition.description, definition.parameters)
         rid, agent = exchange.request_id, exchange.agent
-        await self._enforce(
+        return await self._enforce(
             exchange,
             "on_tool_call",
             f"Tool definition '{definition.name}'",
             lambda p: p.on_tool_call(rid, agent, tool, {}),
         )
 
-    async def check_tool_call(self, exchange: Exchange, call: ToolCall) -> None:
+    async def check_tool_call(self, exchange: Exchange, call: ToolCall) -> str:
         tool = capsem_tool(call.name)
         rid, agent = exchange.request_id, exchange.agent
-        await self._enforce(
+        return await self._enforce(
             exchange,
             "on_tool_call",
             f"Tool call '{call.name}'",
             lambda p: p.on_tool_call(rid, agent, tool, call.arguments),
         )
 
-    async def check_model_response(self, exchange: Exchange, text: str, thoughts: str) -> None:
+    async def check_model_response(self, exchange: Exchange, text: str, thoughts: str) -> str:
         if not text and not thoughts:
-            return
+            return "ALLOW"
         rid, agent = exchange.request_id, exchange.agent
-        await self._enforce(
+        return await self._enforce(
             exchange,
             "on_model_response",
             "Model response",
             lambda p: p.on_model_response(rid, agent, text, thoughts, []),
         )
 
-    async def check_response(self, exchange: Exchange, view: ResponseView) -> None:
+    async def check_response(self, exchange: Exchange, view: ResponseView) -> str:
         """Response-side hooks for a complete reply: tool calls, then text."""
+        outcome = "ALLOW"
         for call in view.tool_calls:
-            await self.check_tool_call(exchange, call)
-        await self.check_model_response(exchange, view.text, view.thoughts)
+            outcome = stricter(outcome, await self.check_tool_call(exchange, call))
+        return stricter(outcome, await self.check_model_response(exchange, view.text, view.thoughts))
 
     async def _enforce(
         self,
@@ -137,12 +188,15 @@ class PolicyEngine:
         hook: str,
         what: str,
         invoke: Callable[[Policy], Awaitable[Decision]],
-    ) -> None:
-        verdict = await self.evaluate(exchange, hook, invoke)
-        if verdict is None:
-            return
-        if verdict.verdict.value == "BLOCK" or self.confirm_action == "block":
-            raise policy_blocked(verdict, what)
+    ) -> str:
+        refusal, outcome = await self._evaluate(exchange, hook, invoke, self.policies)
+        if self.root.shadow_set is not None:
+            self._start_shadow(exchange, hook, invoke)
+        if refusal is None:
+            return outcome
+        if refusal.verdict.value == "BLOCK" or self.confirm_action == "block":
+            raise policy_blocked(refusal, what)
+        return stricter(outcome, refusal.verdict.value)
 
     async def evaluate(
         self,
@@ -151,19 +205,76 @@ class PolicyEngine:
         invoke: Callable[[Policy], Awaitable[Decision]],
     ) -> Decision | None:
         """Call every policy; return the strictest refusing decision, or None if allowed."""
+        refusal, _ = await self._evaluate(exchange, hook, invoke, self.policies)
+        return refusal
+
+    async def _evaluate(
+        self,
+        exchange: Exchange,
+        hook: str,
+        invoke: Callable[[Policy], Awaitable[Decision]],
+        policies: list[Policy],
+        *,
+        shadow: bool = False,
+    ) -> tuple[Decision | None, str]:
+        """(strictest refusing decision or None, strictest verdict that did not refuse)."""
         strictest: Decision | None = None
-        for policy in self.policies:
-            decision = await self._call_policy(exchange, hook, policy, invoke)
+        outcome = "ALLOW"
+        root = self.root
+        started = time.perf_counter()
+        for policy in policies:
+            decision = await self._call_policy(exchange, hook, policy, invoke, shadow=shadow)
             level = _STRICTNESS.get(decision.verdict.value, 4)
+            if level:
+                decision = _attributed(decision, policy.name, hook)
+            monitor = level >= 3 and not shadow and policy.name in self.monitored
+            if root.record is not None:
+                root.record(exchange, hook, policy.name, decision, shadow=shadow, monitor=monitor)
             if not level:
                 continue
-            if decision.policy != policy.name or decision.callback != hook:
-                decision = decision.model_copy(update={"policy": policy.name, "callback": hook})
-            if self.record is not None:
-                self.record(exchange, decision)
-            if level >= 3 and (strictest is None or level > _STRICTNESS[strictest.verdict.value]):
-                strictest = decision
-        return strictest
+            if shadow:
+                _log_unenforced(shadow_log, "shadow", exchange, decision)
+            elif monitor:
+                _log_unenforced(log, "monitor", exchange, decision)
+                outcome = stricter(outcome, "LOG")
+            elif level >= 3:
+                if strictest is None or level > _STRICTNESS[strictest.verdict.value]:
+                    strictest = decision
+            else:
+                outcome = stricter(outcome, decision.verdict.value)
+        if root.on_checked is not None and not shadow:
+            root.on_checked(hook, time.perf_counter() - started)
+        return strictest, outcome
+
+    def _start_shadow(
+        self, exchange: Exchange, hook: str, invoke: Callable[[Policy], Awaitable[Decision]]
+    ) -> None:
+        """Evaluate the shadow policies in the background, after the main decision.
+
+        A trio system task needs no nursery handle, so the shadow run never holds
+        up the request (nor its cancellation); a bounded number run at once and
+        the rest are dropped and counted rather than slowing live traffic.
+        """
+        root = self.root
+        if root.shadow_pending >= MAX_PENDING_SHADOW:
+            root.shadow_dropped += 1
+            if root.shadow_dropped == 1 or root.shadow_dropped % 1000 == 0:
+                shadow_log.warning("shadow evaluation dropped (%d so far): too many in flight", root.shadow_dropped)
+            return
+        root.shadow_pending += 1
+        trio.lowlevel.spawn_system_task(self._run_shadow, exchange, hook, invoke, name=f"capsem shadow {hook}")
+
+    async def _run_shadow(
+        self, exchange: Exchange, hook: str, invoke: Callable[[Policy], Awaitable[Decision]]
+    ) -> None:
+        root = self.root
+        try:
+            assert root.shadow_set is not None
+            await self._evaluate(exchange, hook, invoke, root.shadow_set.manager.policies, shadow=True)
+        except Exception:  # noqa: BLE001 - a shadow failure must never reach live traffic
+            shadow_log.exception("shadow evaluation failed request_id=%s", exchange.request_id)
+        finally:
+            root.shadow_pending -= 1
 
     async def _call_policy(
         self,
@@ -171,25 +282,92 @@ class PolicyEngine:
         hook: str,
         policy: Policy,
         invoke: Callable[[Policy], Awaitable[Decision]],
+        *,
+        shadow: bool = False,
     ) -> Decision:
+        logger, effect = (shadow_log, "shadow verdict BLOCK") if shadow else (log, "request blocked (fail closed)")
         try:
             with trio.fail_after(self.policy_timeout) if self.policy_timeout else _no_deadline():
                 decision = await invoke(policy)
         except trio.TooSlowError:
-            log.error(
-                "policy %s timed out in %s after %ss; request blocked (fail closed) request_id=%s tenant_id=%s",
-                policy.name, hook, self.policy_timeout, exchange.request_id, exchange.tenant_id,
+            logger.error(
+                "policy %s timed out in %s after %ss; %s request_id=%s tenant_id=%s",
+                policy.name, hook, self.policy_timeout, effect, exchange.request_id, exchange.tenant_id,
             )
             return _failure_decision(policy.name, hook, f"policy timed out after {self.policy_timeout}s")
         except Exception as error:  # noqa: BLE001 - fail closed on any policy failure
-            log.exception(
-                "policy %s raised in %s; request blocked (fail closed) request_id=%s tenant_id=%s",
-                policy.name, hook, exchange.request_id, exchange.tenant_id,
+            logger.exception(
+                "policy %s raised in %s; %s request_id=%s tenant_id=%s",
+                policy.name, hook, effect, exchange.request_id, exchange.tenant_id,
             )
             return _failure_decision(policy.name, hook, f"policy raised {type(error).__name__}")
         if not isinstance(decision, Decision):
             return _failure_decision(policy.name, hook, "policy returned no decision")
         return decision
+
+
+def stricter(first: str, second: str) -> str:
+    """The stricter of two verdict names (``ALLOW`` < ``LOG`` < ``CONFIRM`` ... < ``BLOCK``)."""
+    return first if _STRICTNESS.get(first, 4) >= _STRICTNESS.get(second, 4) else second
+
+
+def _attributed(decision: Decision, policy_name: str, hook: str) -> Decision:
+    """The decision named after the policy and hook that made it.
+
+    A policy returning a shared constant (``DEFAULT_BLOCK_DECISION``) would
+    otherwise hand every client the same decision id: such a decision gets a
+    fresh one.
+    """
+    if decision.policy == policy_name and decision.callback == hook:
+        return decision
+    update: dict[str, Any] = {"policy": policy_name, "callback": hook}
+    if decision.policy in ("", "unknown"):
+        update["id"] = uuid4().hex[:12]
+    return decision.model_copy(update=update)
+
+
+def _log_unenforced(logger: logging.Logger, role: str, exchange: Exchange, decision: Decision) -> None:
+    """One line per decision that was recorded but not enforced (monitor or shadow)."""
+    would = "would have refused" if _STRICTNESS.get(decision.verdict.value, 4) >= 3 else "noted"
+    logger.warning(
+        "%s: policy %s %s (%s in %s, %s: %s) decision_id=%s request_id=%s tenant_id=%s",
+        role, decision.policy, would, decision.verdict.value, decision.callback, decision.reason.value,
+        decision.details, decision.id, exchange.request_id, exchange.tenant_id,
+    )
+
+
+def build_policy_engine(settings: Settings, policy_set: PolicySet) -> PolicyEngine:
+    """The root engine for ``settings``: shadow folder, tenant profiles and allow-list included.
+
+    Every folder is loaded once (tenants sharing a profile share its engine),
+    so a reload that calls this again swaps all of them at once.
+    """
+    shadow_set = load_policy_set(settings.shadow_policy_dir) if settings.shadow_policy_dir else None
+
+    def engine_for(policies: PolicySet) -> PolicyEngine:
+        return PolicyEngine(
+            policies,
+            confirm_action=settings.confirm_action,
+            policy_timeout=settings.policy_timeout or None,
+            shadow_set=shadow_set,
+        )
+
+    root = engine_for(policy_set)
+    if shadow_set is not None:
+        policy_set.warnings.extend(f"shadow: {warning}" for warning in shadow_set.warnings)
+        log.info("shadow policies (recorded, never enforced): %s [%s]", ", ".join(shadow_set.names) or "none", shadow_set.source)
+    if settings.tenant_profiles:
+        folders = load_tenant_profiles(settings.tenant_profiles)
+        by_folder = {folder: engine_for(load_policy_set(folder)) for folder in sorted(set(folders.values()))}
+        for engine in by_folder.values():
+            engine.root = root
+            policy_set.warnings.extend(f"profile {engine.policy_set.source}: {w}" for w in engine.policy_set.warnings)
+        root.profiles = {tenant_id: by_folder[folder] for tenant_id, folder in folders.items()}
+        log.info("tenant profiles: %d tenant(s) over %d policy folder(s)", len(folders), len(by_folder))
+    if settings.tenants_file:
+        root.allowed_tenants = load_allowed_tenants(settings.tenants_file)
+        log.info("tenant allow-list: %d tenant(s); every other tenant is refused", len(root.allowed_tenants))
+    return root
 
 
 class _no_deadline:

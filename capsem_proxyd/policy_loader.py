@@ -4,11 +4,18 @@ Compatible with CAPSEM's own loader (``debug.toml``, ``pii.toml``, ``enabled =
 false``), with two deliberate differences: explicit configuration wins (a folder
 whose policies are all disabled runs with none, with a warning), and every
 problem is a startup error instead of a silent fallback to the Debug policy.
+
+Besides the policy's own settings, every file may carry keys the proxy reads
+itself and never passes to the policy: ``class = "package.module:ClassName"``
+(any CAPSEM ``Policy`` subclass, built through its ``from_config``) and
+``mode = "enforce" | "monitor"`` (monitor never refuses; it records what it
+would have refused).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import tomllib
 from dataclasses import dataclass, field
@@ -25,8 +32,14 @@ log = logging.getLogger("capsem_proxyd.policy")
 # File stem -> "module:Class" for the policies known by name, as in CAPSEM.
 KNOWN_POLICIES: dict[str, str] = {
     "debug": "capsem_proxyd.policies.debug:DebugPolicy",
-    "pii": "capsem.policies.pii_policy:PIIPolicy",
+    "pii": "capsem_proxyd.policies.pii:OfflinePIIPolicy",
+    "rules": "capsem_proxyd.policies.rules:RulesPolicy",
 }
+
+MODES = ("enforce", "monitor")
+# Keys the proxy reads from a policy file and does not pass to the policy.
+PROXY_KEYS = ("class", "mode")
+HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 
 
 class PolicyConfigError(Exception):
@@ -45,6 +58,15 @@ class PolicySet:
     @property
     def names(self) -> list[str]:
         return [policy.name for policy in self.manager.policies]
+
+    def mode_of(self, policy_name: str) -> str:
+        """``enforce`` unless the policy's file says ``mode = "monitor"``."""
+        return str(self.options.get(policy_name, {}).get("mode", "enforce"))
+
+
+def implemented_hooks(policy: Policy) -> list[str]:
+    """The CAPSEM hooks ``policy`` overrides (the others always allow)."""
+    return [hook for hook in HOOKS if getattr(type(policy), hook) is not getattr(Policy, hook)]
 
 
 def default_policy_set() -> PolicySet:
@@ -105,15 +127,39 @@ def _build_policy(toml_file: Path, config: dict[str, Any], policy_set: PolicySet
         )
         policy_set.warnings.append(message)
         return None
+    mode = config.get("mode", "enforce")
+    if mode not in MODES:
+        raise PolicyConfigError(f"{toml_file}: mode must be one of {', '.join(MODES)}, not {mode!r}")
     policy_class = _import_policy_class(toml_file, str(class_path))
-    policy_config = {key: value for key, value in config.items() if key != "class"}
+    policy_config = {key: value for key, value in config.items() if key not in PROXY_KEYS}
     try:
-        policy = policy_class.from_config(policy_config)
+        policy = _from_config(policy_class, toml_file, policy_config)
     except (ImportError, ModuleNotFoundError) as error:
         raise PolicyConfigError(f"{toml_file}: missing dependency: {error}") from None
+    except ValueError as error:  # CAPSEM's convention for an invalid configuration
+        raise PolicyConfigError(f"{toml_file}: {_one_line(error)}") from None
     except Exception as error:  # noqa: BLE001 - any failure is a config error
-        raise PolicyConfigError(f"{toml_file}: {type(error).__name__}: {error}") from None
+        raise PolicyConfigError(f"{toml_file}: {type(error).__name__}: {_one_line(error)}") from None
+    if policy is None:
+        return None
+    if not isinstance(policy, Policy):
+        raise PolicyConfigError(f"{toml_file}: {class_path}.from_config returned {type(policy).__name__}, not a Policy")
+    for warning in getattr(policy, "warnings", None) or []:
+        policy_set.warnings.append(f"{toml_file.name}: {warning}")
     return policy
+
+
+def _from_config(policy_class: type[Policy], toml_file: Path, config: dict[str, Any]) -> Policy | None:
+    """``from_config(config)``; a class whose ``from_config`` takes ``source_lines`` also gets the
+    file's lines, so that its errors can name a line (tomllib keeps no positions)."""
+    if "source_lines" in inspect.signature(policy_class.from_config).parameters:
+        lines = toml_file.read_text(encoding="utf-8").splitlines()
+        return policy_class.from_config(config, source_lines=lines)
+    return policy_class.from_config(config)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def _import_policy_class(toml_file: Path, class_path: str) -> type[Policy]:

@@ -1,21 +1,38 @@
-"""Serve the app with Hypercorn's trio worker until SIGINT/SIGTERM."""
+"""Serve the app with Hypercorn's trio worker, and run its lifecycle.
+
+Signals: SIGINT/SIGTERM start a graceful shutdown (stop accepting, let requests
+and streams finish for ``graceful_timeout`` seconds, then end the remaining
+streams with an error event); SIGHUP reloads configuration and policies and
+reopens the audit log. systemd is told READY/RELOADING/STOPPING and the
+watchdog is pinged when configured.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
+from collections.abc import Callable
 from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
-from capsem_proxyd import __version__
-from capsem_proxyd.app import create_app, proxy_state
+from capsem_proxyd import __version__, notify
+from capsem_proxyd.app import ProxyState, build_engine, create_app, proxy_state
+from capsem_proxyd.audit import AuditLog
 from capsem_proxyd.config import Settings
 from capsem_proxyd.policy_engine import PolicyEngine
+from capsem_proxyd.policy_loader import load_policy_set
 
 log = logging.getLogger("capsem_proxyd")
+
+# Extra seconds Hypercorn waits after our grace period, so streams can send their final event.
+_FINAL_EVENT_MARGIN = 2.0
+SettingsLoader = Callable[[], Settings]
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -24,17 +41,35 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.bind = [f"{host}:{settings.port}"]
     config.accesslog = None  # our own request line replaces it (it would print ?key=)
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = settings.graceful_timeout
+    config.graceful_timeout = settings.graceful_timeout + _FINAL_EVENT_MARGIN
     config.include_server_header = False
     config.keep_alive_timeout = 75
     return config
 
 
-async def _wait_for_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            log.info("received %s, shutting down", signal.Signals(signum).name)
-            return
+def bind_sockets(settings: Settings) -> Sockets:
+    """Bind and listen before serving (or forking workers): the port accepts connections from here on."""
+    config = hypercorn_config(settings)
+    sockets = config.create_sockets()
+    for sock in sockets.insecure_sockets:
+        sock.listen(config.backlog)
+    return sockets
+
+
+def describe(settings: Settings, engine: PolicyEngine, binds: list[str]) -> str:
+    policies = ", ".join(engine.names) or "NONE (requests are forwarded unchecked)"
+    return (
+        f"capsem-proxyd {__version__} listening on {', '.join(binds)} | upstreams: openai={settings.openai_upstream} "
+        f"gemini={settings.gemini_upstream} anthropic={settings.anthropic_upstream} | "
+        f"policies: {policies} [{engine.policy_set.source}]"
+    )
+
+
+def open_audit_log(settings: Settings) -> AuditLog | None:
+    if not settings.audit_log:
+        return None
+    path = None if settings.audit_log == "-" else settings.audit_log
+    return AuditLog(path, include_prompts=settings.audit_prompts)
 
 
 async def serve(
@@ -42,21 +77,103 @@ async def serve(
     engine: PolicyEngine | None = None,
     *,
     handle_signals: bool = True,
+    sockets: Sockets | None = None,
+    reload_settings: SettingsLoader | None = None,
+    announce: bool = True,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until SIGINT/SIGTERM (or cancellation); reports the bound URLs via ``task_status``."""
-    app = create_app(settings, engine)
-    config = hypercorn_config(settings)
+    audit = open_audit_log(settings)
+    app = create_app(settings, engine, audit=audit)
     state = proxy_state(app)
-    trigger = _wait_for_signal if handle_signals else None
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(hypercorn_serve, app, config, shutdown_trigger=trigger))
-        for warning in state.engine.policy_set.warnings:
-            log.warning("%s", warning)
-        policies = ", ".join(state.engine.names) or "NONE (requests are forwarded unchecked)"
-        log.info(
-            "capsem-proxyd %s listening on %s | upstreams: openai=%s gemini=%s anthropic=%s | policies: %s [%s]",
-            __version__, ", ".join(binds), settings.openai_upstream, settings.gemini_upstream,
-            settings.anthropic_upstream, policies, state.engine.policy_set.source,
-        )
-        task_status.started(binds)
+    config = hypercorn_config(settings)
+    shutdown = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
+                await worker_serve(
+                    wrap_app(app, config.wsgi_max_body_size, None),
+                    config,
+                    sockets=sockets,
+                    shutdown_trigger=shutdown.wait,
+                    task_status=task_status,
+                )
+                nursery.cancel_scope.cancel()
+
+            binds = await nursery.start(run_server)
+            for warning in state.engine.policy_set.warnings:
+                log.warning("%s", warning)
+            if announce:
+                log.info("%s", describe(settings, state.engine, binds))
+                notify.ready(f"serving {len(state.engine.names)} policies")
+            nursery.start_soon(notify.run_watchdog)
+            if handle_signals:
+                nursery.start_soon(_handle_signals, state, shutdown, reload_settings)
+            nursery.start_soon(_end_streams_after_grace, state, shutdown)
+            task_status.started(binds)
+    finally:
+        if audit is not None:
+            audit.close()
+
+
+async def _end_streams_after_grace(state: ProxyState, shutdown: trio.Event) -> None:
+    await shutdown.wait()
+    await trio.sleep(state.settings.graceful_timeout)
+    state.pipeline.streams_must_end.set()
+
+
+async def _handle_signals(state: ProxyState, shutdown: trio.Event, reload_settings: SettingsLoader | None) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                await reload(state, reload_settings)
+                continue
+            log.info(
+                "received %s: draining (up to %ss), no new connections", signal.Signals(signum).name,
+                state.settings.graceful_timeout,
+            )
+            notify.stopping()
+            shutdown.set()
+            return
+
+
+async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> bool:
+    """Re-read settings and policies and swap them in; a broken configuration keeps the old one."""
+    notify.reloading()
+    try:
+        settings = reload_settings() if reload_settings is not None else state.settings
+        policy_set = await trio.to_thread.run_sync(load_policy_set, settings.policy_dir)
+        engine = build_engine(settings, policy_set)
+    except Exception as error:  # noqa: BLE001 - any failure keeps the running configuration
+        log.error("reload rejected, keeping the active configuration: %s", _one_line(error))
+        notify.ready("reload rejected")
+        return False
+    _warn_about_restart_only_changes(state.settings, settings)
+    state.install_engine(engine)
+    if state.audit is not None:
+        state.audit.reopen()
+    log.info("reloaded: policies %s [%s]", ", ".join(engine.names) or "NONE", policy_set.source)
+    for warning in policy_set.warnings:
+        log.warning("%s", warning)
+    notify.ready("reloaded")
+    return True
+
+
+def _one_line(error: BaseException) -> str:
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return " ".join(str(message).split())
+
+
+def _warn_about_restart_only_changes(old: Settings, new: Settings) -> None:
+    for name in ("host", "port", "workers", "openai_upstream", "gemini_upstream", "anthropic_upstream", "audit_log"):
+        if getattr(old, name) != getattr(new, name):
+            log.warning("setting %s changed; it takes effect only after a restart", name)
+
+
+def serve_forever(settings: Settings, engine: PolicyEngine, reload_settings: SettingsLoader | None = None) -> None:
+    """Entry for one process: trio.run(serve)."""
+    trio.run(partial(serve, settings, engine, reload_settings=reload_settings))
+
+
+__all__ = ["bind_sockets", "hypercorn_config", "reload", "serve", "serve_forever", "socket"]

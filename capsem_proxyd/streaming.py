@@ -36,7 +36,7 @@ import httpx
 import trio
 
 from capsem_proxyd.dialects.base import Dialect, parse_arguments
-from capsem_proxyd.errors import ProxyError, upstream_timeout, upstream_unavailable
+from capsem_proxyd.errors import ProxyError, shutting_down, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.framing import FramingError, StreamEvent
 from capsem_proxyd.policy_engine import PolicyEngine
@@ -93,6 +93,7 @@ class StreamPump:
         response: httpx.Response,
         query: Mapping[str, str],
         settings: StreamSettings,
+        must_end: trio.Event | None = None,
     ) -> None:
         self.exchange = exchange
         self.dialect = dialect
@@ -100,6 +101,7 @@ class StreamPump:
         self.response = response
         self.query = query
         self.settings = settings
+        self.must_end = must_end
         self.decoder = dialect.stream_decoder(query)
         self.outcome = "incomplete"
         self._nursery_manager: Any = None
@@ -117,17 +119,22 @@ class StreamPump:
         # The nursery lives in the client-facing task, so cancelling its scope would
         # cancel the sending too: the reader gets a scope of its own.
         self._reader_scope = trio.CancelScope()
+        self._watch_scope = trio.CancelScope()
+        self._ended_by_shutdown = False
 
     async def __aenter__(self) -> "StreamPump":
         send, self._events = trio.open_memory_channel[StreamEvent | _UpstreamFailure](self.settings.channel_size)
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
+        if self.must_end is not None:
+            self._nursery.start_soon(self._end_on_shutdown, send.clone())
         self._nursery.start_soon(self._read_upstream, send)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         """Cancel the reader (which closes the upstream) and wait for it; never raises."""
         self._reader_scope.cancel()
+        self._watch_scope.cancel()
         await self._nursery_manager.__aexit__(None, None, None)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -145,8 +152,19 @@ class StreamPump:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the consumer is gone; nothing to tell
         finally:
+            if not self._ended_by_shutdown:
+                self._watch_scope.cancel()
             with trio.CancelScope(deadline=trio.current_time() + _CLOSE_GRACE_SECONDS, shield=True):
                 await self.response.aclose()
+
+    async def _end_on_shutdown(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> None:
+        """After the shutdown grace period: stop reading and end the stream with an error event."""
+        assert self.must_end is not None
+        with self._watch_scope, send:
+            await self.must_end.wait()
+            self._ended_by_shutdown = True
+            self._reader_scope.cancel()
+            await send.send(_UpstreamFailure(shutting_down()))
 
     async def _read_events(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> ProxyError | None:
         """Pump events; a broken upstream becomes a ProxyError for the client's final event."""

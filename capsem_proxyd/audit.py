@@ -1,0 +1,134 @@
+"""The tamper-evident audit log: one JSON line per policy decision and per request.
+
+Each line carries ``prev``, the SHA-256 of the previous line written by the same
+writer (one chain per process, so worker processes can share one file opened
+with O_APPEND). Every open starts with a ``chain_start`` marker whose ``prev``
+links to the file's last line, if any. ``verify`` walks the chains and reports
+the first line where one breaks: an edited, inserted or deleted line is caught.
+Keys are never written; prompt text only when the operator opts in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+GENESIS = None
+
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+class AuditLog:
+    """Appends chained JSON lines to a file (or stdout); ``reopen`` after logrotate."""
+
+    def __init__(self, path: str | None, *, include_prompts: bool = False) -> None:
+        self.path = path
+        self.include_prompts = include_prompts
+        self.writer = f"{os.getpid()}-{os.urandom(3).hex()}"
+        self._lock = threading.Lock()
+        self._handle: IO[bytes] | None = None
+        self._prev: str | None = None
+        self.reopen()
+
+    def reopen(self) -> None:
+        """(Re)open the file and start a new chain segment linked to its last line."""
+        with self._lock:
+            if self._handle is not None and self._handle is not sys.stdout.buffer:
+                self._handle.close()
+            if self.path is None:
+                self._handle = sys.stdout.buffer
+                link = self._prev
+            else:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                link = _last_line_hash(Path(self.path))
+                self._handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
+            self._prev = None
+            self._write_locked({"type": "chain_start", "writer": self.writer, "link": link})
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._write_locked(record)
+
+    def _write_locked(self, record: dict[str, Any]) -> None:
+        record = {"ts": round(time.time(), 6), **record, "prev": self._prev, "writer": self.writer}
+        line = orjson.dumps(record) + b"\n"
+        assert self._handle is not None
+        self._handle.write(line)
+        if self._handle is sys.stdout.buffer:
+            self._handle.flush()
+        self._prev = line_hash(line)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None and self._handle is not sys.stdout.buffer:
+                self._handle.close()
+            self._handle = None
+
+
+def _last_line_hash(path: Path) -> str | None:
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        block = min(size, 1 << 20)
+        handle.seek(size - block)
+        tail = handle.read().rstrip(b"\n")
+    return line_hash(tail.rsplit(b"\n", 1)[-1])
+
+
+@dataclass(slots=True)
+class VerifyResult:
+    ok: bool
+    lines: int
+    broken_line: int | None = None
+    reason: str = ""
+
+
+def verify(path: str | Path) -> VerifyResult:
+    """Walk every writer's chain; the first inconsistency is reported with its line number.
+
+    A ``chain_start`` must link to a line already seen (workers opening the file
+    together may link to the same line), or to nothing while the file holds only
+    unlinked starts (a fresh or rotated file). Removing the newest lines leaves no
+    trace inside the file itself; ship the log off the host to cover that.
+    """
+    last_by_writer: dict[str, str] = {}
+    seen: set[str] = set()
+    only_fresh_starts = True
+    number = 0
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.endswith(b"\n"):
+                return VerifyResult(False, number, number, "truncated last line")
+            try:
+                record = orjson.loads(line)
+                writer, prev = record["writer"], record["prev"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return VerifyResult(False, number, number, "not an audit record")
+            if record.get("type") == "chain_start":
+                link = record.get("link")
+                if prev is not None or writer in last_by_writer:
+                    return VerifyResult(False, number, number, "chain start reuses a writer or continues a chain")
+                if link is None and not only_fresh_starts:
+                    return VerifyResult(False, number, number, "unlinked chain start in the middle of the file")
+                if link is not None and link not in seen:
+                    return VerifyResult(False, number, number, "chain start links to no earlier line")
+                only_fresh_starts = only_fresh_starts and link is None
+            else:
+                only_fresh_starts = False
+                if prev is None or last_by_writer.get(writer) != prev:
+                    return VerifyResult(False, number, number, "hash chain broken (a line was edited, removed or inserted)")
+            last_by_writer[writer] = line_hash(line)
+            seen.add(last_by_writer[writer])
+    return VerifyResult(True, number)

@@ -1,0 +1,86 @@
+"""Start the proxy as the operator asked: foreground or detached, one worker or several."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from functools import partial
+
+import trio
+
+from capsem_proxyd import notify
+from capsem_proxyd.config import Settings
+from capsem_proxyd.policy_engine import PolicyEngine
+from capsem_proxyd.process import WorkerPool, daemonize, remove_pidfile, write_pidfile
+from capsem_proxyd.server import bind_sockets, describe, serve
+
+log = logging.getLogger("capsem_proxyd")
+SettingsLoader = Callable[[], Settings]
+
+
+def launch(
+    settings: Settings,
+    engine: PolicyEngine,
+    reload_settings: SettingsLoader,
+    *,
+    detach: bool = False,
+    log_file: str = "capsem-proxyd.log",
+) -> int:
+    """Bind, then serve; returns the process exit code. Binding errors raise OSError."""
+    sockets = bind_sockets(settings)
+    report: Callable[[str], None] = lambda message: None  # noqa: E731
+    pidfile = settings.pidfile
+    if detach:
+        pidfile = pidfile or "capsem-proxyd.pid"
+        pidfile = os.path.abspath(pidfile)
+        report = daemonize(os.path.abspath(log_file), pidfile)
+    elif pidfile:
+        write_pidfile(pidfile)
+    try:
+        if settings.workers > 1:
+            return _run_workers(settings, engine, reload_settings, sockets, report)
+        trio.run(partial(_serve_and_report, settings, engine, reload_settings, sockets, report))
+        return 0
+    except BaseException as error:
+        report(f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        remove_pidfile(pidfile)
+
+
+async def _serve_and_report(settings, engine, reload_settings, sockets, report) -> None:  # type: ignore[no-untyped-def]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(serve, settings, engine, sockets=sockets, reload_settings=reload_settings))
+        report("ready")
+
+
+def _run_workers(settings, engine, reload_settings, sockets, report) -> int:  # type: ignore[no-untyped-def]
+    def run_worker(index: int, ready: Callable[[], None]) -> None:
+        async def worker() -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    partial(serve, settings, engine, sockets=sockets, reload_settings=reload_settings, announce=False)
+                )
+                ready()
+
+        trio.run(worker)
+
+    pool = WorkerPool(settings.workers, run_worker)
+
+    def all_ready() -> None:
+        binds = [f"http://{settings.host}:{sock.getsockname()[1]}" for sock in sockets.insecure_sockets]
+        log.info("%s | %d workers", describe(settings, engine, binds), settings.workers)
+        notify.ready(f"{settings.workers} workers serving")
+        report("ready")
+
+    def reloading() -> None:
+        notify.reloading()
+        log.info("SIGHUP: workers reload their configuration")
+        notify.ready("reload forwarded to workers")
+
+    try:
+        return pool.run(all_ready, reloading)
+    finally:
+        notify.stopping()
+        pool.cleanup()

@@ -1,0 +1,153 @@
+"""Prometheus metrics for one proxy process, still right when several workers serve one port.
+
+A ``Metrics`` object per app rather than module globals: the tests run several
+apps in one process and each must count only its own traffic; the daemon
+runs one app per worker process.
+
+Several workers: the parent sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh empty
+directory before it forks. prometheus_client then keeps every value in a
+per-process file there, and ``render`` merges all the files, so a scrape that
+lands on any worker reports the whole daemon. prometheus_client picks its
+storage when it is first imported, which is why this module imports it only
+inside functions: importing ``capsem_proxyd`` early never locks in the wrong
+mode. When a worker exits, the parent calls ``mark_worker_dead(pid)`` so the
+active-streams gauge forgets that worker (its counters are kept: totals never
+go down when a worker is replaced).
+
+Labels are bounded sets chosen by the code or the operator (provider,
+endpoint, status, hook, verdict, policy name, stream outcome): never a key,
+a model name, a tenant id or any other client-chosen text.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "capsem_proxyd"
+
+# Time to upstream response headers: a non-streamed reply only sends its
+# headers once the whole generation is done, so the range reaches minutes.
+UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# One hook over all active policies: in-process checks take microseconds, a
+# remote classifier can take seconds.
+POLICY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def multiprocess_dir() -> str | None:
+    """The shared directory when several workers serve, else None."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def mark_worker_dead(pid: int, directory: str | None = None) -> None:
+    """Called by the parent when worker ``pid`` exits: its live gauges stop counting."""
+    directory = directory or multiprocess_dir()
+    if directory is None:
+        return
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, directory)
+
+
+class Metrics:
+    """The proxy's counters, histograms and gauge; one per app (one per worker process)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.directory = multiprocess_dir()
+        if self.directory is not None:
+            _require_multiprocess_storage(self.directory)
+            # Values go to the shared files; each scrape builds its own registry over them.
+            registry: Any = None
+            self.registry = None
+        else:
+            registry = self.registry = CollectorRegistry()
+            _add_process_collectors(registry)
+        self._requests = Counter(
+            f"{PREFIX}_requests", "Proxied requests by provider API and HTTP status returned to the client.",
+            ["provider", "endpoint", "status"], registry=registry,
+        )
+        self._streams = Counter(
+            f"{PREFIX}_streams", "Streamed replies by how they ended (completed, blocked, upstream_error, ...).",
+            ["provider", "endpoint", "outcome"], registry=registry,
+        )
+        self._decisions = Counter(
+            f"{PREFIX}_policy_decisions", "Policy decisions by hook, verdict and policy (ALLOW included).",
+            ["hook", "verdict", "policy"], registry=registry,
+        )
+        self._policy_seconds = Histogram(
+            f"{PREFIX}_policy_check_seconds", "Time to run one hook over all active policies.",
+            ["hook"], buckets=POLICY_BUCKETS, registry=registry,
+        )
+        self._upstream_seconds = Histogram(
+            f"{PREFIX}_upstream_latency_seconds", "Time from sending a request upstream to its response headers.",
+            ["provider", "endpoint"], buckets=UPSTREAM_BUCKETS, registry=registry,
+        )
+        self._active_streams = Gauge(
+            f"{PREFIX}_active_streams", "Streamed replies being delivered right now.",
+            registry=registry, multiprocess_mode="livesum",
+        )
+
+    # -- recording -------------------------------------------------------------
+
+    def request_done(self, provider: str, endpoint: str, status: int, stream_outcome: str | None = None) -> None:
+        """One proxied request finished; ``stream_outcome`` only for streamed replies."""
+        self._requests.labels(provider, endpoint, str(status)).inc()
+        if stream_outcome is not None:
+            self._streams.labels(provider, endpoint, stream_outcome).inc()
+
+    def decision(self, hook: str, verdict: str, policy: str) -> None:
+        self._decisions.labels(hook, verdict, policy).inc()
+
+    def policy_check(self, hook: str, seconds: float) -> None:
+        self._policy_seconds.labels(hook).observe(seconds)
+
+    def upstream_latency(self, provider: str, endpoint: str, seconds: float) -> None:
+        self._upstream_seconds.labels(provider, endpoint).observe(seconds)
+
+    def stream_started(self) -> None:
+        self._active_streams.inc()
+
+    def stream_finished(self) -> None:
+        self._active_streams.dec()
+
+    # -- exposition ------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition (body, content type); all workers merged in multiprocess mode."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        if self.directory is None:
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.directory)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _require_multiprocess_storage(directory: str) -> None:
+    """Fail loudly if prometheus_client was imported before the directory was set.
+
+    It would then count in process memory and every worker would report only
+    its own share: wrong numbers that look right.
+    """
+    from prometheus_client import values
+
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        raise RuntimeError(
+            f"{MULTIPROC_ENV}={directory} was set after prometheus_client was imported; "
+            "set it before the first import (before forking workers)"
+        )
+    if not os.path.isdir(directory):
+        raise RuntimeError(f"{MULTIPROC_ENV}={directory} is not a directory")
+
+
+def _add_process_collectors(registry: Any) -> None:
+    """Process CPU, memory and file descriptors: meaningful only for a single process."""
+    from prometheus_client import PlatformCollector, ProcessCollector
+
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)

@@ -1,0 +1,308 @@
+"""CAPSEM's PIIPolicy (Microsoft Presidio), made to run offline and off the event loop.
+
+``pii.toml`` keeps CAPSEM's own format (``entity_decisions``,
+``check_prompts``, ``check_responses``, ``check_tool_args``,
+``check_tool_responses``, ``score_threshold``, ``language``,
+``nlp_engine_config``) and adds three keys of ours:
+
+* ``ner`` (default true): whether PERSON / LOCATION / DATE_TIME are checked.
+  They need a spaCy model; when it is missing startup fails with one line
+  naming it, unless ``ner = false``, which skips them with a warning.
+* ``spacy_model`` (default ``en_core_web_lg``, Presidio's own default): the
+  model used when NER entities are configured.
+* ``analysis_threads`` (default 1): worker threads analysing at once.
+
+The pattern entities (EMAIL_ADDRESS, CREDIT_CARD, US_SSN, PHONE_NUMBER,
+IP_ADDRESS, IBAN_CODE, CRYPTO, US_BANK_NUMBER, ...) need no model: they run on
+a blank spaCy pipeline. Nothing touches the network, at startup or per request.
+
+Defects of ``capsem`` 0.3.2's ``capsem/policies/pii_policy.py`` worked around
+here, without forking it:
+
+1. Stray imports at its top (``from click.core import V``, ``from regex import
+   R``): without presidio (which brings ``regex``) the module fails with "No
+   module named 'regex'" instead of its install hint, and it would break the day
+   click drops ``V``. We import it lazily and turn any failure into one line
+   naming our ``pii`` extra.
+2. ``_init_analyzer`` builds ``AnalyzerEngine(registry=...)`` on Presidio's
+   default NLP engine, spaCy ``en_core_web_lg``, which Presidio *downloads*
+   when it is not installed (and a failing ``nlp_engine_config`` silently falls
+   back to that download). We build the analyzer ourselves, check that a model
+   is installed before using it, and never download.
+3. Presidio's e-mail recognizer validates domains with tldextract's module-level
+   extractor, which fetches the Public Suffix List over HTTP on first use (a
+   long traceback when offline). We register an e-mail recognizer whose
+   extractor reads only tldextract's bundled snapshot.
+4. ``_analyze_text`` catches every exception and reports no PII: a broken
+   analyzer lets PII through. Ours lets the error propagate, so the engine
+   blocks the request under this policy's name (fail closed).
+5. The hooks are ``async`` but analyse synchronously, so a long prompt stalls
+   the event loop for every other request. Ours analyse in a worker thread
+   (``trio.to_thread.run_sync``) behind a bounded ``trio.CapacityLimiter``.
+6. ``from_config`` accepts verdicts only in upper case; ours accepts any case.
+7. Without a model spaCy sets no lemmas, so Presidio's context words ("phone",
+   "ssn", "card" next to a match) never raise a score and e.g. PHONE_NUMBER
+   stays below the 0.5 threshold. Our blank pipeline sets each token's lemma to
+   its lower-case form, which restores context-aware scoring.
+
+And one of Presidio's own: its ``presidio-analyzer`` logger writes the words
+around every match (prompt text) at DEBUG, and device chatter at INFO, through
+whatever the daemon's log level is. We cap that logger at WARNING.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import trio
+
+log = logging.getLogger("capsem_proxyd.policy.pii")
+logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # its DEBUG lines quote prompt text
+
+INSTALL_HINT = "install the 'pii' extra: uv sync --extra pii (or pip install 'capsem-proxyd[pii]')"
+
+try:  # defect 1: the module's stray imports make this fail without presidio
+    import spacy
+    from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Verdict
+    from capsem.policies.pii_policy import PIIEntityType, PIIPolicy
+    from capsem.tools import Tool
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+    from spacy.language import Language
+    from tldextract import TLDExtract
+except ImportError as error:  # pragma: no cover - exercised only without the extra
+    raise ImportError(f"the PII policy needs presidio-analyzer ({error}); {INSTALL_HINT}") from None
+
+NER_ENTITIES = frozenset({"PERSON", "LOCATION", "DATE_TIME"})
+DEFAULT_SPACY_MODEL = "en_core_web_lg"
+_LEMMA_COMPONENT = "capsem_proxyd_lowercase_lemma"
+_OUR_KEYS = ("ner", "spacy_model", "analysis_threads")
+
+
+@Language.component(_LEMMA_COMPONENT)
+def _lowercase_lemma(doc: Any) -> Any:
+    """Defect 7: a lemma for every token, so Presidio's context words can match."""
+    for token in doc:
+        token.lemma_ = token.lower_
+    return doc
+
+
+class OfflineEmailRecognizer(EmailRecognizer):
+    """Presidio's e-mail recognizer with a Public Suffix List that never leaves the disk (defect 3)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # No remote lists, no cache directory: tldextract's bundled snapshot only.
+        self._tld_extract = TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
+
+    def validate_result(self, pattern_text: str) -> bool:
+        return self._tld_extract(pattern_text).fqdn != ""
+
+
+class _NoDownloadSpacyNlpEngine(SpacyNlpEngine):
+    """Presidio's spaCy engine, minus the silent model download (defect 2)."""
+
+    @staticmethod
+    def _download_spacy_model_if_needed(model_name: str) -> None:
+        if not spacy_model_installed(model_name):
+            raise ValueError(f"spaCy model '{model_name}' is not installed")
+
+
+def spacy_model_installed(model_name: str) -> bool:
+    return bool(spacy.util.is_package(model_name)) or Path(model_name).exists()
+
+
+def missing_model_message(model_name: str, entities: list[str]) -> str:
+    return (
+        f"PII entities {', '.join(entities)} need the spaCy model '{model_name}', which is not installed: "
+        f"install it (python -m spacy download {model_name}, or pip install its wheel) "
+        "or set ner = false in pii.toml to skip them"
+    )
+
+
+def _blank_nlp_engine(language: str) -> SpacyNlpEngine:
+    """A tokenizer-only pipeline: enough for every pattern recognizer, no model needed."""
+    nlp = spacy.blank(language)
+    nlp.add_pipe(_LEMMA_COMPONENT)
+    engine = _NoDownloadSpacyNlpEngine(models=[{"lang_code": language, "model_name": f"blank:{language}"}])
+    engine.nlp = {language: nlp}
+    return engine
+
+
+def _model_nlp_engine(language: str, model_name: str) -> SpacyNlpEngine:
+    engine = _NoDownloadSpacyNlpEngine(models=[{"lang_code": language, "model_name": model_name}])
+    engine.load()
+    return engine
+
+
+def _model_from_nlp_config(nlp_engine_config: dict[str, Any] | None, language: str, default: str) -> str:
+    """The spaCy model named by CAPSEM's ``nlp_engine_config`` (only spaCy runs offline)."""
+    if not nlp_engine_config:
+        return default
+    engine_name = nlp_engine_config.get("nlp_engine_name", "spacy")
+    if engine_name != "spacy":
+        raise ValueError(f"nlp_engine_config: only the 'spacy' engine is supported offline, not {engine_name!r}")
+    for model in nlp_engine_config.get("models", []):
+        if isinstance(model, dict) and model.get("lang_code") == language and model.get("model_name"):
+            return str(model["model_name"])
+    return default
+
+
+class OfflinePIIPolicy(PIIPolicy):
+    """CAPSEM's PIIPolicy with an analyzer built once, offline, and run in worker threads."""
+
+    def __init__(
+        self,
+        *args: Any,
+        ner: bool = True,
+        spacy_model: str = DEFAULT_SPACY_MODEL,
+        analysis_threads: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        # Read by _init_analyzer, which PIIPolicy.__init__ calls.
+        self.ner = ner
+        self.spacy_model = spacy_model
+        self.warnings: list[str] = []
+        self._limiter = trio.CapacityLimiter(analysis_threads)
+        super().__init__(*args, **kwargs)
+
+    # -- building (once, at load or reload) ---------------------------------
+
+    def _init_analyzer(self) -> None:
+        language = self.language
+        model_name = _model_from_nlp_config(self.nlp_engine_config, language, self.spacy_model)
+        wanted_ner = sorted(entity.value for entity in self.entity_decisions if entity.value in NER_ENTITIES)
+        if wanted_ner and not self.ner:
+            self.entity_decisions = {
+                entity: verdict for entity, verdict in self.entity_decisions.items() if entity.value not in NER_ENTITIES
+            }
+            self.warnings.append(f"PII entities {', '.join(wanted_ner)} skipped: ner = false in pii.toml")
+            wanted_ner = []
+        if wanted_ner and not spacy_model_installed(model_name):
+            raise ValueError(missing_model_message(model_name, wanted_ner))
+        nlp_engine = _model_nlp_engine(language, model_name) if wanted_ner else _blank_nlp_engine(language)
+        registry = RecognizerRegistry(supported_languages=[language])
+        registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
+        if any(isinstance(recognizer, EmailRecognizer) for recognizer in registry.recognizers):
+            registry.remove_recognizer("EmailRecognizer")
+            registry.add_recognizer(OfflineEmailRecognizer(supported_language=language))
+        self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
+        # Warm up now (regexes, the suffix snapshot), not on the first request.
+        self._analyze_text("warm-up: someone@example.com 4111 1111 1111 1111")
+        log.info(
+            "PII analyzer ready: language=%s nlp=%s entities=%s",
+            language, model_name if wanted_ner else "blank (pattern entities only)",
+            ",".join(entity.value for entity in self.entity_decisions),
+        )
+
+    # -- analysis ------------------------------------------------------------
+
+    def _analyze_text(self, text: str) -> list:
+        """Defect 4: errors propagate (the engine fails closed) instead of meaning "no PII"."""
+        if not text or not text.strip() or not self.entity_decisions:
+            return []
+        return self.analyzer.analyze(
+            text=text,
+            entities=[entity.value for entity in self.entity_decisions],
+            language=self.language,
+            score_threshold=self.score_threshold,
+        )
+
+    async def _analyze(self, text: str) -> list:
+        """Defect 5: analyse in a bounded worker thread so the event loop keeps serving."""
+        if not text or not text.strip():
+            return []
+        return await trio.to_thread.run_sync(
+            self._analyze_text, text, limiter=self._limiter, abandon_on_cancel=True
+        )
+
+    # -- hooks (same texts as PIIPolicy's, analysed off the event loop) -------
+
+    async def on_model_call(
+        self,
+        invocation_id: str,
+        agent: Agent,
+        model_name: str,
+        system_instructions: str,
+        prompt: str,
+        media: list[Media],
+    ) -> Decision:
+        if not self.check_prompts:
+            return DEFAULT_SAFE_DECISION
+        results = await self._analyze(f"{system_instructions}\n{prompt}".strip())
+        return self._make_decision(results, "on_model_call", "prompt", is_response=False)
+
+    async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Tool, args: dict) -> Decision:
+        if not self.check_tool_args or not args:
+            return DEFAULT_SAFE_DECISION
+        results = await self._analyze(_as_json(args))
+        return self._make_decision(results, "on_tool_call", f"tool '{tool.name}' arguments", is_response=False)
+
+    async def on_model_response(
+        self,
+        invocation_id: str,
+        agent: Agent,
+        response: str,
+        thoughts: str,
+        media: list[Media],
+    ) -> Decision:
+        if not self.check_responses:
+            return DEFAULT_SAFE_DECISION
+        results = await self._analyze(f"{response}\n{thoughts}".strip())
+        return self._make_decision(results, "on_model_response", "model response", is_response=True)
+
+    async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
+        if not self.check_tool_responses:
+            return DEFAULT_SAFE_DECISION
+        results = await self._analyze(_as_json(response))
+        return self._make_decision(results, "on_tool_response", f"tool '{tool.name}' response", is_response=True)
+
+    # -- configuration -------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: dict) -> "OfflinePIIPolicy | None":
+        """CAPSEM's ``pii.toml`` plus ``ner``, ``spacy_model`` and ``analysis_threads``."""
+        if not config.get("enabled", True):
+            return None
+        decisions = config.get("entity_decisions") or {}
+        if not isinstance(decisions, dict) or not decisions:
+            raise ValueError("pii.toml must have an [entity_decisions] table, e.g. EMAIL_ADDRESS = \"BLOCK\"")
+        entity_decisions = {}
+        for entity_name, verdict_name in decisions.items():
+            try:
+                entity = PIIEntityType[str(entity_name).upper()]
+            except KeyError:
+                known = ", ".join(member.name for member in PIIEntityType)
+                raise ValueError(f"unknown PII entity {entity_name!r} (known: {known})") from None
+            try:
+                verdict = Verdict[str(verdict_name).upper()]
+            except KeyError:
+                raise ValueError(f"unknown verdict {verdict_name!r} for {entity_name}") from None
+            entity_decisions[entity] = verdict
+        threads = config.get("analysis_threads", 1)
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ValueError("analysis_threads must be a whole number >= 1")
+        return cls(
+            entity_decisions=entity_decisions,
+            check_prompts=bool(config.get("check_prompts", True)),
+            check_tool_args=bool(config.get("check_tool_args", True)),
+            check_responses=bool(config.get("check_responses", True)),
+            check_tool_responses=bool(config.get("check_tool_responses", True)),
+            score_threshold=float(config.get("score_threshold", 0.5)),
+            language=str(config.get("language", "en")),
+            nlp_engine_config=config.get("nlp_engine_config"),
+            ner=bool(config.get("ner", True)),
+            spacy_model=str(config.get("spacy_model", DEFAULT_SPACY_MODEL)),
+            analysis_threads=threads,
+        )
+
+
+def _as_json(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, indent=2, default=str)
+    except (TypeError, ValueError):
+        return str(value)

@@ -1,0 +1,293 @@
+"""The Rules policy: declarative block / confirm / log rules from ``rules.toml``.
+
+What a security team writes without code::
+
+    case_sensitive = false          # the default for every rule
+    max_prompt_chars = 100000       # prompt + system instructions; longer is blocked
+
+    [on_model_call]                 # prompts and system instructions
+    block   = ["project falcon", { name = "aws-key", regex = 'AKIA[0-9A-Z]{16}' }]
+    confirm = [{ name = "wire-transfer", term = "wire transfer" }]
+    log     = ["password"]
+
+    [on_tool_call]                  # tool names, descriptions and call arguments
+    [on_tool_response]              # what tools returned
+    [on_model_response]             # the model's text and thoughts
+
+    [tools]                         # tool definitions and model tool calls, by glob
+    allow = ["get_*", "search"]     # when set, every other tool is blocked
+    deny  = ["*shell*"]
+
+    [models]
+    allow = ["gpt-4o*", "gemini-2.*"]
+
+A plain string is a literal term; a table has ``term`` or ``regex``, an
+optional ``name`` and ``case_sensitive``. Every match names its rule in the
+decision details (a literal's default name is the term, a regex's its
+position, e.g. ``on_model_call.block[1]``); matched text is never echoed, so a
+decision never carries the data it refused. Regexes are compiled once, at load:
+a bad one is a startup error naming the file, the line and the rule.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason, Verdict
+from capsem.policies import Policy
+from capsem.tools import Tool
+
+HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
+ACTIONS = {"block": Verdict.BLOCK, "confirm": Verdict.CONFIRM, "log": Verdict.LOG}
+_SEVERITY = {Verdict.BLOCK: 3, Verdict.CONFIRM: 2, Verdict.LOG: 1}
+# Keys the policy loader and engine read; allowed in the file, ignored here.
+_ENGINE_KEYS = {"enabled", "class", "mode"}
+_TOP_KEYS = {"case_sensitive", "max_prompt_chars", "tools", "models", *HOOKS, *_ENGINE_KEYS}
+_RULE_KEYS = {"name", "term", "regex", "case_sensitive"}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One compiled rule: what it is called, what it does, what it looks for."""
+
+    name: str
+    verdict: Verdict
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class GlobList:
+    """Tool or model names by glob; ``allow`` empty means "anything not denied"."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    case_sensitive: bool = False
+
+    def _matches(self, name: str, globs: tuple[str, ...]) -> str | None:
+        subject = name if self.case_sensitive else name.lower()
+        for glob in globs:
+            if fnmatch.fnmatchcase(subject, glob if self.case_sensitive else glob.lower()):
+                return glob
+        return None
+
+    def refusal(self, name: str) -> tuple[str, str] | None:
+        """(the list that refuses ``name``, why), or None when it may pass."""
+        denied = self._matches(name, self.deny)
+        if denied is not None:
+            return "deny", f"deny '{denied}'"
+        if self.allow and self._matches(name, self.allow) is None:
+            return "allow", "not in allow list"
+        return None
+
+
+class RulesPolicy(Policy):
+    """Literal terms and regexes per hook, tool and model globs, a prompt size limit."""
+
+    def __init__(
+        self,
+        rules: dict[str, list[Rule]] | None = None,
+        *,
+        tools: GlobList | None = None,
+        models: GlobList | None = None,
+        max_prompt_chars: int | None = None,
+    ) -> None:
+        super().__init__(
+            name="Rules",
+            description="Declarative block/confirm/log terms and regexes per hook, tool and model allow/deny "
+                        "globs, and a prompt size limit (rules.toml)",
+            authors="capsem-proxyd",
+            url="https://github.com/google/capsem",
+        )
+        self.rules = {hook: list((rules or {}).get(hook, [])) for hook in HOOKS}
+        self.tools = tools or GlobList()
+        self.models = models or GlobList()
+        self.max_prompt_chars = max_prompt_chars
+
+    # -- hooks -----------------------------------------------------------------
+
+    async def on_model_call(
+        self,
+        invocation_id: str,
+        agent: Agent,
+        model_name: str,
+        system_instructions: str,
+        prompt: str,
+        media: list[Media],
+    ) -> Decision:
+        size = len(prompt) + len(system_instructions)
+        if self.max_prompt_chars is not None and size > self.max_prompt_chars:
+            return _decision(
+                "on_model_call", Verdict.BLOCK, Reason.EXCESSIVE_USAGE,
+                f"rule 'max_prompt_chars' matched: prompt is {size} characters, limit {self.max_prompt_chars}",
+            )
+        refusal = self.models.refusal(model_name)
+        if refusal is not None:
+            return _decision(
+                "on_model_call", Verdict.BLOCK, Reason.POLICY_VIOLATION,
+                f"rule 'models.{refusal[0]}' matched: model '{model_name}' refused ({refusal[1]})",
+            )
+        return self._match("on_model_call", "prompt", f"{system_instructions}\n{prompt}")
+
+    async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Tool, args: dict) -> Decision:
+        refusal = self.tools.refusal(tool.name)
+        if refusal is not None:
+            return _decision(
+                "on_tool_call", Verdict.BLOCK, Reason.UNKNOWN_TOOL,
+                f"rule 'tools.{refusal[0]}' matched: tool '{tool.name}' refused ({refusal[1]})",
+            )
+        parts = [tool.name, tool.description or ""]
+        if args:
+            parts.append(_as_text(args))
+        return self._match("on_tool_call", f"tool '{tool.name}'", "\n".join(parts))
+
+    async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
+        return self._match("on_tool_response", f"result of tool '{tool.name}'", _as_text(response))
+
+    async def on_model_response(
+        self,
+        invocation_id: str,
+        agent: Agent,
+        response: str,
+        thoughts: str,
+        media: list[Media],
+    ) -> Decision:
+        return self._match("on_model_response", "model response", f"{response}\n{thoughts}")
+
+    def _match(self, hook: str, where: str, text: str) -> Decision:
+        rules = self.rules[hook]
+        if not rules or not text.strip():
+            return DEFAULT_SAFE_DECISION
+        matched = [rule for rule in rules if rule.pattern.search(text)]
+        if not matched:
+            return DEFAULT_SAFE_DECISION
+        verdict = max((rule.verdict for rule in matched), key=_SEVERITY.__getitem__)
+        names = ", ".join(f"'{rule.name}' ({rule.verdict.value.lower()})" for rule in matched)
+        return _decision(hook, verdict, Reason.POLICY_VIOLATION, f"rules matched in {where}: {names}")
+
+    # -- configuration ---------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: dict, source_lines: list[str] | None = None) -> "RulesPolicy | None":
+        """Build from a parsed ``rules.toml``; ``source_lines`` lets errors name a line."""
+        if not config.get("enabled", True):
+            return None
+        unknown = sorted(set(config) - _TOP_KEYS)
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_TOP_KEYS))})")
+        case_sensitive = _bool(config, "case_sensitive", False, "case_sensitive")
+        locator = _Locator(source_lines or [])
+        rules = {hook: _hook_rules(hook, config.get(hook), case_sensitive, locator) for hook in HOOKS}
+        max_chars = config.get("max_prompt_chars")
+        if max_chars is not None and (not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars < 1):
+            raise ValueError("max_prompt_chars must be a whole number >= 1")
+        return cls(
+            rules,
+            tools=_glob_list("tools", config.get("tools"), case_sensitive),
+            models=_glob_list("models", config.get("models"), case_sensitive),
+            max_prompt_chars=max_chars,
+        )
+
+    @classmethod
+    def from_config_file(cls, config_path: str | Path) -> "RulesPolicy | None":
+        """Read the file itself so that a bad rule can be reported with its line number."""
+        text = Path(config_path).read_text(encoding="utf-8")
+        return cls.from_config(tomllib.loads(text), source_lines=text.splitlines())
+
+
+def _decision(hook: str, verdict: Verdict, reason: Reason, details: str) -> Decision:
+    return Decision(policy="Rules", callback=hook, verdict=verdict, reason=reason, details=details)
+
+
+def _as_text(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _bool(table: dict, key: str, default: bool, where: str) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{where} must be true or false")
+    return value
+
+
+class _Locator:
+    """Finds the line a rule was written on (tomllib keeps no positions)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def line_of(self, hook: str, needles: list[str]) -> int | None:
+        header = next((i for i, line in enumerate(self.lines) if line.strip().startswith(f"[{hook}]")), None)
+        for number in range(header or 0, len(self.lines)):
+            if any(needle and needle in self.lines[number] for needle in needles):
+                return number + 1
+        return header + 1 if header is not None else None
+
+
+def _hook_rules(hook: str, table: Any, case_sensitive: bool, locator: _Locator) -> list[Rule]:
+    if table is None:
+        return []
+    if not isinstance(table, dict):
+        raise ValueError(f"[{hook}] must be a table with block / confirm / log lists")
+    unknown = sorted(set(table) - set(ACTIONS))
+    if unknown:
+        raise ValueError(f"[{hook}]: unknown key(s) {', '.join(unknown)} (known: block, confirm, log)")
+    rules: list[Rule] = []
+    for action, verdict in ACTIONS.items():
+        entries = table.get(action, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"[{hook}] {action} must be a list of terms or {{ regex = ... }} tables")
+        for index, entry in enumerate(entries):
+            rules.append(_compile_rule(hook, action, index, entry, verdict, case_sensitive, locator))
+    return rules
+
+
+def _compile_rule(
+    hook: str, action: str, index: int, entry: Any, verdict: Verdict, case_sensitive: bool, locator: _Locator
+) -> Rule:
+    position = f"{hook}.{action}[{index}]"
+    if isinstance(entry, str):
+        entry = {"term": entry}
+    if not isinstance(entry, dict):
+        raise ValueError(f"rule {position}: must be a string or a table with term or regex")
+    unknown = sorted(set(entry) - _RULE_KEYS)
+    if unknown:
+        raise ValueError(f"rule {position}: unknown key(s) {', '.join(unknown)}")
+    term, regex = entry.get("term"), entry.get("regex")
+    if (term is None) == (regex is None) or not isinstance(term if regex is None else regex, str):
+        raise ValueError(f"rule {position}: needs exactly one of term = \"...\" or regex = '...'")
+    source = term if regex is None else regex
+    if not source:
+        raise ValueError(f"rule {position}: empty {'term' if regex is None else 'regex'}")
+    name = str(entry.get("name") or (term if regex is None else position))
+    flags = 0 if _bool(entry, "case_sensitive", case_sensitive, f"rule '{name}' case_sensitive") else re.IGNORECASE
+    try:
+        pattern = re.compile(re.escape(term) if regex is None else regex, flags)
+    except re.error as error:
+        needles = [f'"{entry["name"]}"' if entry.get("name") else "", f"'{source}'", json.dumps(source)]
+        line = locator.line_of(hook, needles)
+        at = f"line {line}: " if line else ""
+        raise ValueError(f"{at}rule '{name}' ({position}): invalid regular expression: {error}") from None
+    return Rule(name=name, verdict=verdict, pattern=pattern)
+
+
+def _glob_list(section: str, table: Any, case_sensitive: bool) -> GlobList:
+    if table is None:
+        return GlobList(case_sensitive=case_sensitive)
+    if not isinstance(table, dict) or set(table) - {"allow", "deny"}:
+        raise ValueError(f"[{section}] takes only allow = [...] and deny = [...] lists of globs")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("allow", "deny"):
+        globs = table.get(key, [])
+        if not isinstance(globs, list) or not all(isinstance(glob, str) and glob for glob in globs):
+            raise ValueError(f"[{section}] {key} must be a list of glob strings")
+        lists[key] = tuple(globs)
+    return GlobList(allow=lists["allow"], deny=lists["deny"], case_sensitive=case_sensitive)
