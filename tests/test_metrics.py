@@ -217,9 +217,11 @@ def test_a_multiprocess_dir_set_after_import_is_refused(tmp_path: Path, monkeypa
 # -- several processes ---------------------------------------------------------
 #
 # `--workers N` (N processes forked by one parent, sharing one port) sets
-# PROMETHEUS_MULTIPROC_DIR before forking. Until that lands, two `capsem-proxyd
-# start` processes on two ports sharing one directory stand in for two workers:
-# the storage and the merge are the same, only the socket differs.
+# PROMETHEUS_MULTIPROC_DIR before forking; the last test below runs it. The
+# tests before it stand two `capsem-proxyd start` processes on two ports in for
+# two workers, sharing one directory the test owns: the storage and the merge
+# are the same, and the test can aim requests at each worker and call
+# mark_worker_dead itself.
 
 
 @pytest.fixture
@@ -279,3 +281,69 @@ async def test_a_dead_workers_streams_are_forgotten_its_counts_kept(
     metrics = await scrape(one.url)
     assert metrics("capsem_proxyd_active_streams") == 0
     assert requests_total(metrics, "200") == 2
+
+
+def child_pids(parent: int) -> set[int]:
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            children.add(int(stat.parent.name))
+    return children
+
+
+async def test_workers_flag_scrapes_report_every_worker(tmp_path: Path, fake: FakeUpstream) -> None:
+    """The real thing: `start --workers 2`, one port; any worker answering /metrics reports the sum,
+    and workers the parent replaces take their open streams off the gauge but not their counts."""
+    env = daemon_env(TMPDIR=str(tmp_path))  # the parent makes its metrics directory here
+    upstreams = ["--openai-upstream", fake.url + "/v1", "--gemini-upstream", fake.url, "--anthropic-upstream", fake.url]
+    daemon = Daemon([*upstreams, "--workers", "2"], tmp_path / "daemon.log", env=env)
+    try:
+        await daemon.wait_ready()
+        workers = child_pids(daemon.process.pid)
+        assert len(workers) == 2, daemon.log
+        (directory,) = tmp_path.glob("capsem-proxyd-metrics-*")
+
+        def served_by() -> set[int]:
+            return {int(path.stem.split("_")[1]) for path in directory.glob("counter_*.db")}
+
+        sent = blocked = 0
+        while served_by() != workers:  # new connections until the kernel has handed some to each worker
+            assert sent < 300, f"one worker took every connection: {served_by()} of {workers}"
+            if sent % 3 == 2:
+                assert (await post_chat(daemon.url, "capsem_block")).status_code == 403
+                blocked += 1
+            else:
+                assert (await post_chat(daemon.url)).status_code == 200
+            sent += 1
+        for _ in range(6):  # each scrape is answered by whichever worker accepts it
+            metrics = await scrape(daemon.url)
+            assert requests_total(metrics, "200") == sent - blocked
+            assert requests_total(metrics, "403") == blocked
+            assert metrics("capsem_proxyd_upstream_latency_seconds_count", **CHAT) == sent - blocked
+
+        fake.script(Reply(chunks=["tick "] * 1000, chunk_delay=0.01))
+        async with httpx.AsyncClient(timeout=30) as client:
+            body = {"model": "m", "messages": USER, "stream": True}
+            headers = {"authorization": f"Bearer {OPENAI_KEY}"}
+            async with client.stream("POST", daemon.url + "/v1/chat/completions", json=body, headers=headers) as stream:
+                held = await first_bytes(stream)  # noqa: F841 - kept unread: the stream stays open
+                assert await active_streams(daemon.url) == 1
+                for pid in workers:  # both die mid-stream; the parent replaces them and marks them dead
+                    os.kill(pid, signal.SIGKILL)
+
+        async def replaced_and_forgotten() -> bool:
+            try:
+                return len(child_pids(daemon.process.pid) - workers) == 2 and await active_streams(daemon.url) == 0
+            except httpx.TransportError:
+                return False
+
+        await wait_until(replaced_and_forgotten, timeout=30)
+        metrics = await scrape(daemon.url)
+        assert requests_total(metrics, "200") == sent - blocked and requests_total(metrics, "403") == blocked
+        assert await daemon.stop() == 0
+    finally:
+        daemon.kill()
