@@ -205,6 +205,28 @@ async def _equals(value: Awaitable[float], expected: float) -> bool:
     return await value == expected
 
 
+async def test_a_reloaded_engine_is_still_counted(tmp_path: Path, fake: FakeUpstream) -> None:
+    """SIGHUP swaps in a new policy engine; its decisions and check times must land in the same metrics."""
+    upstreams = ["--openai-upstream", fake.url + "/v1", "--gemini-upstream", fake.url, "--anthropic-upstream", fake.url]
+    daemon = Daemon(upstreams, tmp_path / "daemon.log")
+    try:
+        await daemon.wait_ready()
+        assert (await post_chat(daemon.url)).status_code == 200
+        daemon.process.send_signal(signal.SIGHUP)
+        with trio.fail_after(10):
+            while "reloaded:" not in daemon.log:
+                await trio.sleep(0.05)
+        assert (await post_chat(daemon.url)).status_code == 200
+        assert (await post_chat(daemon.url, "capsem_block")).status_code == 403
+        metrics = await scrape(daemon.url)
+        decisions = "capsem_proxyd_policy_decisions_total"
+        assert metrics(decisions, hook="on_model_call", verdict="ALLOW", policy="Debug") == 2
+        assert metrics(decisions, hook="on_model_call", verdict="BLOCK", policy="Debug") == 1
+        assert metrics("capsem_proxyd_policy_check_seconds_count", hook="on_model_call") == 3
+    finally:
+        daemon.kill()
+
+
 def test_a_multiprocess_dir_set_after_import_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Counting in process memory under several workers would give wrong numbers that look right."""
     import prometheus_client  # noqa: F401 - imported in single-process mode, as the test process does
