@@ -34,7 +34,7 @@ class AuditLog:
     def __init__(self, path: str | None, *, include_prompts: bool = False) -> None:
         self.path = path
         self.include_prompts = include_prompts
-        self.writer = f"{os.getpid()}-{os.urandom(3).hex()}"
+        self.writer = ""
         self._lock = threading.Lock()
         self._handle: IO[bytes] | None = None
         self._prev: str | None = None
@@ -53,6 +53,7 @@ class AuditLog:
                 link = _last_line_hash(Path(self.path))
                 self._handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
             self._prev = None
+            self.writer = f"{os.getpid()}-{os.urandom(4).hex()}"  # each segment is a chain of its own
             self._write_locked({"type": "chain_start", "writer": self.writer, "link": link})
 
     def write(self, record: dict[str, Any]) -> None:

@@ -101,6 +101,8 @@ async def serve(
                 )
                 nursery.cancel_scope.cancel()
 
+            if handle_signals:  # before READY: a signal that follows READY must find its handler
+                await nursery.start(_handle_signals, state, shutdown, reload_settings)
             binds = await nursery.start(run_server)
             for warning in state.engine.policy_set.warnings:
                 log.warning("%s", warning)
@@ -108,8 +110,6 @@ async def serve(
                 log.info("%s", describe(settings, state.engine, binds))
                 notify.ready(f"serving {len(state.engine.names)} policies")
             nursery.start_soon(notify.run_watchdog)
-            if handle_signals:
-                nursery.start_soon(_handle_signals, state, shutdown, reload_settings)
             nursery.start_soon(_end_streams_after_grace, state, shutdown)
             task_status.started(binds)
     finally:
@@ -123,19 +123,27 @@ async def _end_streams_after_grace(state: ProxyState, shutdown: trio.Event) -> N
     state.pipeline.streams_must_end.set()
 
 
-async def _handle_signals(state: ProxyState, shutdown: trio.Event, reload_settings: SettingsLoader | None) -> None:
+async def _handle_signals(
+    state: ProxyState,
+    shutdown: trio.Event,
+    reload_settings: SettingsLoader | None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
                 await reload(state, reload_settings)
+                continue
+            if shutdown.is_set():
+                log.info("received %s again: already draining", signal.Signals(signum).name)
                 continue
             log.info(
                 "received %s: draining (up to %ss), no new connections", signal.Signals(signum).name,
                 state.settings.graceful_timeout,
             )
             notify.stopping()
-            shutdown.set()
-            return
+            shutdown.set()  # keep the receiver open: a second signal must not kill the drain
 
 
 async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> bool:
