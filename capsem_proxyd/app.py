@@ -103,6 +103,8 @@ class ProxyState:
         if shadow or monitor:
             record["enforced"] = False
             record["mode"] = "shadow" if shadow else "monitor"
+        if self.audit.include_prompts and hook == "on_model_call":
+            record["prompt"] = exchange.prompt
         self.audit.write(record)
 
     def record_request(self, exchange: Exchange | None, dialect: Dialect, status: int, outcome: str, duration_ms: float) -> None:

@@ -29,6 +29,7 @@ class Exchange:
     endpoint: str
     model: str = ""
     stream: bool = False
+    prompt: str = field(default="", repr=False)
     _agent: Agent | None = field(default=None, repr=False)
 
     @property

@@ -98,7 +98,9 @@ class Pipeline:
                 model=model,
                 stream=dialect.wants_stream(body, incoming.query, route.path_stream),
             )
-            outcome = await engine.check_request(exchange, dialect.request_view(body, model))
+            view = dialect.request_view(body, model)
+            exchange.prompt = view.prompt  # a reference, for an audit log that opted in to prompts
+            outcome = await engine.check_request(exchange, view)
             reply = await self._forward(route, incoming, exchange, engine, outcome)
         except ProxyError as error:
             reply = error_reply(dialect, error)

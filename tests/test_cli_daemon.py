@@ -263,6 +263,12 @@ async def test_audit_log_records_decisions_and_requests_and_detects_tampering(
     text = audit.read_text()
     assert OPENAI_KEY not in text and "hello" not in text  # no keys; no prompt text unless opted in
     verified = run_cli("audit", "verify", str(audit))
+    opted_in = tmp_path / "with-prompts.jsonl"
+    second = daemons("--audit-log", str(opted_in), "--audit-prompts", *upstreams(fake))
+    await second.wait_ready()
+    await post(second.url, {"model": "m", "messages": [{"role": "user", "content": "hello prompt"}]})
+    await second.stop()
+    assert any(json.loads(line).get("prompt") == "hello prompt" for line in opted_in.read_text().splitlines())
     assert verified.returncode == 0, verified.stderr
 
     lines = audit.read_text().splitlines(keepends=True)
