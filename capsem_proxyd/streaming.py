@@ -316,5 +316,6 @@ class StreamPump:
     async def _finish(self) -> bytes:
         for key in list(self._calls):
             await self._close_call(key)
-        await self._check_text() if self._length else None
+        if self._length:
+            await self._check_text()  # once more, on the complete text
         return self._release(self._length)
