@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -49,6 +51,11 @@ def write(folder: Path, **files: str) -> Path:
     for name, text in files.items():
         (folder / f"{name}.toml").write_text(text)
     return folder
+
+
+def audit_decisions(path: Path) -> list[dict]:
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [line for line in lines if line.get("type") == "decision" and line.get("verdict") != "ALLOW"]
 
 
 def chat_raw(proxy: Proxy, content: str) -> httpx.Response:
@@ -159,8 +166,9 @@ async def test_monitor_mode_lets_a_forbidden_prompt_through_and_records_it(
     start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    folder = write(tmp_path, rules='mode = "monitor"\n' + RULES)
-    proxy = await start_proxy(proxy_settings, policy_dir=str(folder))
+    folder = write(tmp_path / "policies", rules='mode = "monitor"\n' + RULES)
+    audit = tmp_path / "audit.jsonl"
+    proxy = await start_proxy(proxy_settings, policy_dir=str(folder), audit_log=str(audit))
     fake.script(Reply(text="done"))
     response = await in_thread(chat_raw, proxy, "execute the forbidden plan")
     assert response.status_code == 200
@@ -172,6 +180,8 @@ async def test_monitor_mode_lets_a_forbidden_prompt_through_and_records_it(
     assert "policy Rules would have refused (BLOCK in on_model_call" in message
     assert "'forbidden plan' (block)" in message
     assert response.headers["x-capsem-request-id"] in message
+    (record,) = audit_decisions(audit)
+    assert (record["policy"], record["verdict"], record["mode"], record["enforced"]) == ("Rules", "BLOCK", "monitor", False)
 
 
 async def test_shadow_policies_are_recorded_and_never_change_the_response(
@@ -181,7 +191,8 @@ async def test_shadow_policies_are_recorded_and_never_change_the_response(
     main = write(tmp_path / "main", debug="")
     shadow = write(tmp_path / "shadow", rules='[on_model_call]\nblock = ["forbidden plan"]\n'
                                               '[on_model_response]\nblock = ["secret answer"]\n')
-    proxy = await start_proxy(proxy_settings, policy_dir=str(main), shadow_policy_dir=str(shadow))
+    audit = tmp_path / "audit.jsonl"
+    proxy = await start_proxy(proxy_settings, policy_dir=str(main), shadow_policy_dir=str(shadow), audit_log=str(audit))
     fake.script(Reply(text="the secret answer"))
     response = await in_thread(chat_raw, proxy, "execute the forbidden plan")
     assert response.status_code == 200
@@ -199,6 +210,10 @@ async def test_shadow_policies_are_recorded_and_never_change_the_response(
     request_id = response.headers["x-capsem-request-id"]
     assert any("Rules would have refused (BLOCK in on_model_call" in line and request_id in line for line in shadow_lines())
     assert any("Rules would have refused (BLOCK in on_model_response" in line for line in shadow_lines())
+    records = audit_decisions(audit)
+    assert {(r["hook"], r["policy"], r["mode"], r["enforced"]) for r in records} == {
+        ("on_model_call", "Rules", "shadow", False), ("on_model_response", "Rules", "shadow", False)}
+    assert all(r["request_id"] == request_id for r in records)
 
 
 async def test_engine_record_callback_flags_shadow_and_monitor(tmp_path: Path) -> None:
