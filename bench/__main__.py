@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(json.dumps(results, indent=2) + "\n")
     output.with_suffix(".md").write_text(table + "\n\n" + goals + "\n")
     log("\n" + table + "\n\n" + goals + "\n")
-    for key, system in results["systems"].items():
+    for system in results["systems"].values():
         for workload in WORKLOADS:
             summary = system.get(workload, {}).get("profile")
             if summary and "self" in summary:
