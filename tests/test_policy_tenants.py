@@ -78,7 +78,7 @@ async def test_unlisted_tenant_gets_401_in_each_providers_shape(
     client = anthropic.Anthropic(base_url=listed_proxy.url, api_key=ANTHROPIC_KEY, max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
         await in_thread(lambda: client.messages.create(
-            model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}]))
+            model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "hi"}]))
 
     # Content-free side paths are refused too: an exposed proxy is not an open relay.
     async with httpx.AsyncClient() as http:
