@@ -8,6 +8,7 @@ failures to 502/504 live here so the pipeline only sees ``send``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+import http.cookiejar
 from dataclasses import dataclass
 
 import httpx
@@ -66,6 +67,23 @@ def response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
     return [(name, value) for name, value in headers.multi_items() if name.lower() not in _NOT_FORWARDED_DOWN]
 
 
+class NoCookieJar(http.cookiejar.CookieJar):
+    """A jar that keeps nothing.
+
+    Every tenant shares the one client: a cookie kept from one tenant's reply
+    would be sent with the next tenant's request. Cookies pass through neither way.
+    """
+
+    def extract_cookies(self, response: object, request: object) -> None:
+        return None
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
+        return None
+
+    def add_cookie_header(self, request: object) -> None:
+        return None
+
+
 class Upstream:
     """Thin wrapper over one ``httpx.AsyncClient``: build, send, map failures."""
 
@@ -79,6 +97,7 @@ class Upstream:
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=200, keepalive_expiry=30),
             follow_redirects=False,
             trust_env=False,
+            cookies=NoCookieJar(),
         )
 
     async def send(

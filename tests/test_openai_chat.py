@@ -196,3 +196,22 @@ async def test_wrong_key_gets_the_providers_401(proxy: Proxy, fake: FakeUpstream
     with pytest.raises(openai.AuthenticationError, match="Incorrect API key provided"):
         await in_thread(lambda: proxy.openai(api_key="sk-wrong-key-000000").chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hi"}]))
+
+
+async def test_upstream_cookies_never_travel_between_tenants(proxy: Proxy, fake: FakeUpstream) -> None:
+    """The pooled client is shared by all tenants: it must not keep a Set-Cookie from one for another."""
+    fake.script(Reply(text="first", headers={"set-cookie": "session=tenant-a-secret; Path=/"}), Reply(text="second"))
+    async with httpx.AsyncClient() as client:
+        first = await client.post(
+            proxy.url + "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": f"Bearer {OPENAI_KEY}", "cookie": "client=should-not-pass"},
+        )
+        second = await client.post(
+            proxy.url + "/v1/chat/completions",
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"authorization": "Bearer sk-another-tenant-0000000000"},
+        )
+    assert first.status_code == second.status_code == 200
+    assert "set-cookie" not in first.headers
+    assert all("cookie" not in received.headers for received in fake.requests)
