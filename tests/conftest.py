@@ -113,3 +113,20 @@ def no_key_in_daemon_logs(caplog: pytest.LogCaptureFixture) -> Any:
         text = record.getMessage() + (caplog.handler.formatter.formatException(record.exc_info) if record.exc_info else "")
         for key in ALL_TEST_KEYS:
             assert key not in text, f"API key leaked into log record {record.name}: {text[:200]}"
+
+
+@pytest.fixture
+async def daemons(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
+    """Start real ``capsem-proxyd start`` subprocesses; all are killed after the test."""
+    from tests.daemon import Daemon
+
+    started: list[Daemon] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, port: int | None = None) -> Daemon:
+        daemon = Daemon(list(args), tmp_path / f"daemon{len(started)}.log", env=env, port=port)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()

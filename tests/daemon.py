@@ -77,3 +77,8 @@ class Daemon:
             self.process.kill()
             self.process.wait(5)
         self._log.close()
+
+
+def upstream_args(fake_url: str) -> list[str]:
+    """Point every provider of a daemon at the fake upstream."""
+    return ["--openai-upstream", fake_url + "/v1", "--gemini-upstream", fake_url, "--anthropic-upstream", fake_url]

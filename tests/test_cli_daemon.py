@@ -6,7 +6,6 @@ import json
 import os
 import secrets
 import signal
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -14,29 +13,15 @@ import pytest
 import trio
 
 from tests.conftest import OPENAI_KEY
-from tests.daemon import Daemon, daemon_env, free_port, run_cli
+from tests.daemon import daemon_env, free_port, run_cli, upstream_args
 from tests.fake_upstream import FakeUpstream, Reply
 
 HEADERS = {"authorization": f"Bearer {OPENAI_KEY}"}
 BLOCKED = {"model": "m", "messages": [{"role": "user", "content": "capsem_block"}]}
 
 
-@pytest.fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Callable[..., Daemon]]:
-    started: list[Daemon] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Daemon:
-        daemon = Daemon(list(args), tmp_path / f"daemon{len(started)}.log", env=env)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.kill()
 
 
-def upstreams(fake: FakeUpstream) -> list[str]:
-    return ["--openai-upstream", fake.url + "/v1", "--gemini-upstream", fake.url, "--anthropic-upstream", fake.url]
 
 
 async def post(url: str, body: dict) -> httpx.Response:
@@ -79,7 +64,7 @@ async def test_systemd_ready_only_once_listening_then_reload_watchdog_and_stoppi
     notify = NotifySocket()
     await notify.bind()
     env = daemon_env(NOTIFY_SOCKET=notify.name, WATCHDOG_USEC="300000")
-    daemon = daemons(*upstreams(fake), env=env)
+    daemon = daemons(*upstream_args(fake.url), env=env)
     messages = await notify.receive_until("READY=1")
     # READY arrives only when the port accepts connections.
     with trio.fail_after(5):
@@ -101,7 +86,7 @@ async def test_reload_swaps_policies_without_dropping_a_stream_and_rejects_a_bro
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "debug.toml").write_text("enabled = true\n")
-    daemon = daemons("--policy-dir", str(policies), *upstreams(fake))
+    daemon = daemons("--policy-dir", str(policies), *upstream_args(fake.url))
     await daemon.wait_ready()
     text = "a long and steady answer " * 40
     fake.script(Reply(text=text, chunk_delay=0.01))
@@ -142,7 +127,7 @@ def stream_body() -> dict:
 
 
 async def test_sigterm_lets_a_stream_finish_within_the_grace_period(fake: FakeUpstream, daemons) -> None:
-    daemon = daemons("--graceful-timeout", "10", *upstreams(fake))
+    daemon = daemons("--graceful-timeout", "10", *upstream_args(fake.url))
     await daemon.wait_ready()
     text = "still talking while the daemon drains " * 20
     fake.script(Reply(text=text, chunk_delay=0.01))
@@ -159,7 +144,7 @@ async def test_sigterm_lets_a_stream_finish_within_the_grace_period(fake: FakeUp
 
 
 async def test_stream_longer_than_the_grace_period_ends_with_an_error_event(fake: FakeUpstream, daemons) -> None:
-    daemon = daemons("--graceful-timeout", "0.5", *upstreams(fake))
+    daemon = daemons("--graceful-timeout", "0.5", *upstream_args(fake.url))
     await daemon.wait_ready()
     fake.script(Reply(chunks=["never ending "] * 2000, chunk_delay=0.01))
     async with httpx.AsyncClient(timeout=20) as client:
@@ -182,7 +167,7 @@ async def test_daemon_mode_status_reload_and_stop(tmp_path: Path, fake: FakeUpst
     pidfile, log_file = tmp_path / "proxy.pid", tmp_path / "proxy.log"
     common = ["--pidfile", str(pidfile)]
     started = await trio.to_thread.run_sync(
-        lambda: run_cli("start", "--daemon", "--port", str(port), "--log-file", str(log_file), *common, *upstreams(fake))
+        lambda: run_cli("start", "--daemon", "--port", str(port), "--log-file", str(log_file), *common, *upstream_args(fake.url))
     )
     try:
         assert started.returncode == 0, started.stderr
@@ -231,7 +216,7 @@ def test_config_shows_each_values_source(tmp_path: Path) -> None:
 async def test_provider_key_in_env_file_never_authenticates_clients(tmp_path: Path, fake: FakeUpstream, daemons) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("OPENAI_API_KEY=sk-operator-key-0000000000\n")
-    daemon = daemons("--env-file", str(env_file), *upstreams(fake))
+    daemon = daemons("--env-file", str(env_file), *upstream_args(fake.url))
     await daemon.wait_ready()
     async with httpx.AsyncClient() as client:
         response = await client.post(daemon.url + "/v1/chat/completions", json={"model": "m", "messages": []})
@@ -244,7 +229,7 @@ async def test_audit_log_records_decisions_and_requests_and_detects_tampering(
     tmp_path: Path, fake: FakeUpstream, daemons
 ) -> None:
     audit = tmp_path / "audit.jsonl"
-    daemon = daemons("--audit-log", str(audit), *upstreams(fake))
+    daemon = daemons("--audit-log", str(audit), *upstream_args(fake.url))
     await daemon.wait_ready()
     assert (await post(daemon.url, {"model": "m", "messages": [{"role": "user", "content": "hello"}]})).status_code == 200
     assert (await post(daemon.url, BLOCKED)).status_code == 403
@@ -264,7 +249,7 @@ async def test_audit_log_records_decisions_and_requests_and_detects_tampering(
     assert OPENAI_KEY not in text and "hello" not in text  # no keys; no prompt text unless opted in
     verified = run_cli("audit", "verify", str(audit))
     opted_in = tmp_path / "with-prompts.jsonl"
-    second = daemons("--audit-log", str(opted_in), "--audit-prompts", *upstreams(fake))
+    second = daemons("--audit-log", str(opted_in), "--audit-prompts", *upstream_args(fake.url))
     await second.wait_ready()
     await post(second.url, {"model": "m", "messages": [{"role": "user", "content": "hello prompt"}]})
     await second.stop()
@@ -283,7 +268,7 @@ async def test_audit_log_records_decisions_and_requests_and_detects_tampering(
 
 
 async def test_workers_share_one_port_and_stop_together(fake: FakeUpstream, daemons) -> None:
-    daemon = daemons("--workers", "2", *upstreams(fake))
+    daemon = daemons("--workers", "2", *upstream_args(fake.url))
     await daemon.wait_ready()
     async with httpx.AsyncClient() as client:
         for _ in range(40):

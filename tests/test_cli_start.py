@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import ALL_TEST_KEYS, GEMINI_KEY, OPENAI_KEY
-from tests.daemon import Daemon, daemon_env, free_port, run_cli
+from tests.daemon import daemon_env, free_port, run_cli, upstream_args
 from tests.fake_upstream import FakeUpstream
 
 
-@pytest.fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Callable[..., Daemon]]:
-    started: list[Daemon] = []
-
-    def start(*args: str, env: dict[str, str] | None = None, port: int | None = None) -> Daemon:
-        daemon = Daemon(list(args), tmp_path / f"daemon{len(started)}.log", env=env, port=port)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.kill()
 
 
-def upstream_args(fake: FakeUpstream) -> list[str]:
-    return ["--openai-upstream", fake.url + "/v1", "--gemini-upstream", fake.url, "--anthropic-upstream", fake.url]
 
 
 def assert_one_line_error(result, *fragments: str) -> None:
@@ -73,7 +58,7 @@ async def test_all_disabled_folder_runs_without_policies_and_warns(
     tmp_path: Path, fake: FakeUpstream, daemons
 ) -> None:
     (tmp_path / "debug.toml").write_text("enabled = false\n")
-    daemon = daemons("--policy-dir", str(tmp_path), *upstream_args(fake))
+    daemon = daemons("--policy-dir", str(tmp_path), *upstream_args(fake.url))
     health = await daemon.wait_ready()
     assert health["policies"] == []
     async with httpx.AsyncClient() as client:
@@ -89,7 +74,7 @@ async def test_all_disabled_folder_runs_without_policies_and_warns(
 
 async def test_debug_toml_loads_the_full_coverage_debug_policy(tmp_path: Path, fake: FakeUpstream, daemons) -> None:
     (tmp_path / "debug.toml").write_text("enabled = true\n")
-    daemon = daemons("--policy-dir", str(tmp_path), *upstream_args(fake))
+    daemon = daemons("--policy-dir", str(tmp_path), *upstream_args(fake.url))
     assert (await daemon.wait_ready())["policies"] == ["Debug"]
     async with httpx.AsyncClient() as client:
         response = await client.post(
@@ -123,7 +108,7 @@ async def test_precedence_flags_over_env_over_file(tmp_path: Path, fake: FakeUps
 async def test_daemon_serves_both_providers_logs_no_keys_and_stops_on_sigterm(
     tmp_path: Path, fake: FakeUpstream, daemons
 ) -> None:
-    daemon = daemons(*upstream_args(fake))
+    daemon = daemons(*upstream_args(fake.url))
     health = await daemon.wait_ready()
     assert health["status"] == "ok" and health["policies"] == ["Debug"]
     async with httpx.AsyncClient() as client:
