@@ -33,6 +33,8 @@ from capsem_proxyd.dialects.relay import RelayDialect
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.errors import ProxyError, bad_request, not_found
 from capsem_proxyd.exchange import tenant_id_for
+from capsem_proxyd.guard import HeaderLimits, framing_problem, header_problem, is_safe_api_path
+from capsem_proxyd.limits import Limits
 from capsem_proxyd.metrics import Metrics
 from capsem_proxyd.pipeline import IncomingRequest, Pipeline, ProxyReply, Route, error_reply
 from capsem_proxyd.policy_engine import PolicyEngine, build_policy_engine
@@ -125,7 +127,7 @@ def create_app(settings: Settings, engine: PolicyEngine | None = None, audit: Au
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_size,
         RESPONSE_TIMEOUT=None,
-        BODY_TIMEOUT=60,
+        BODY_TIMEOUT=settings.body_timeout,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     engine = engine or build_engine(settings)
@@ -140,8 +142,14 @@ def create_app(settings: Settings, engine: PolicyEngine | None = None, audit: Au
         pipeline=Pipeline(
             upstream,
             lambda: state.engine,
-            StreamSettings(holdback=settings.stream_holdback, idle_timeout=settings.upstream_timeout),
+            StreamSettings(
+                holdback=settings.stream_holdback,
+                idle_timeout=settings.upstream_timeout,
+                max_bytes=settings.max_response_size,
+            ),
             metrics,
+            limits=Limits.from_settings(settings),
+            request_timeout=settings.request_timeout or None,
         ),
         metrics=metrics,
         openai_base=httpx.URL(settings.openai_upstream.rstrip("/")),
@@ -156,6 +164,7 @@ def create_app(settings: Settings, engine: PolicyEngine | None = None, audit: Au
     async def close_upstream() -> None:
         await upstream.aclose()
 
+    _install_guard(app, settings)
     _install_cors(app, settings)
     _install_routes(app, state)
     _install_side_routes(app, state)
@@ -253,6 +262,11 @@ def _request_provider() -> str:
     return provider_for(request.path, request.headers, request.args)
 
 
+def _unsafe_path() -> ProxyError:
+    """The client path would not stay inside the proxied API once joined to the upstream base."""
+    return bad_request("The request path has segments capsem-proxyd never forwards (dot segments, encoded characters).")
+
+
 def _upstream_for(state: ProxyState, provider: str, path: str) -> httpx.URL:
     """The client's path on the provider's upstream (OpenAI's base already ends in /v1)."""
     if provider == "openai":
@@ -279,6 +293,8 @@ async def _unproxied(state: ProxyState) -> Response:
     pattern = passthrough_pattern(state.settings.passthrough, request.path)
     if pattern is None:
         return _error(PROVIDER_DIALECTS[provider], not_found(f"{request.path} is not proxied by capsem-proxyd."))
+    if not is_safe_api_path(request.path):
+        return _error(PROVIDER_DIALECTS[provider], _unsafe_path())
     dialect = PASSTHROUGH_RELAYS[provider]
     response = await _proxy(state, Route(dialect, _upstream_for(state, provider, request.path)), relay=True)
     api_key = dialect.api_key(request.headers, request.args)
@@ -306,6 +322,7 @@ async def _proxy(state: ProxyState, route: Route, *, relay: bool = False) -> Res
         query=request.args,
         query_string=query_string,
         body=await request.get_data(cache=False),
+        client_addr=request.remote_addr if state.settings.forward_client_ip else None,
     )
     if query_string:
         route.upstream_url = route.upstream_url.copy_with(query=query_string)
@@ -419,6 +436,22 @@ def _install_error_handlers(app: QuartTrio) -> None:
             _dialect_for_path(request.path),
             ProxyError(500, "upstream_error", "capsem-proxyd hit an internal error; see its log.", code="internal_error"),
         )
+
+
+def _install_guard(app: QuartTrio, settings: Settings) -> None:
+    """Refuse ambiguous body framing (400) and oversized headers (431) before anything else runs."""
+    limits = HeaderLimits(max_count=settings.max_header_count, max_bytes=settings.max_header_size)
+
+    @app.before_request
+    async def request_guard() -> Response | None:
+        headers = request.scope.get("headers", [])
+        problem = framing_problem(headers) or header_problem(headers, limits)
+        if problem is None:
+            return None
+        log.warning("refused request method=%s path=%s: %s", request.method, _printable(request.path), problem.message)
+        response = _error(_dialect_for_path(request.path), problem)
+        response.headers["Connection"] = "close"  # the rest of the connection cannot be trusted
+        return response
 
 
 def _install_cors(app: QuartTrio, settings: Settings) -> None:

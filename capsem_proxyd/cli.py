@@ -106,6 +106,38 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      envvar=_env("policy_timeout"), help="Seconds a policy may take before the request is blocked (0: no limit)."),
         click.option("--max-body-size", default=32 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
                      envvar=_env("max_body_size"), help="Largest request body accepted, in bytes (413 beyond)."),
+        click.option("--request-timeout", default=900.0, show_default=True, type=click.FloatRange(min=0),
+                     envvar=_env("request_timeout"),
+                     help="Seconds a non-streamed call may take upstream in all (504 beyond; 0: no deadline)."),
+        click.option("--max-json-depth", default=64, show_default=True, type=click.IntRange(min=1),
+                     envvar=_env("max_json_depth"), help="Deepest JSON nesting accepted in a request body (400 beyond)."),
+        click.option("--max-items", default=10_000, show_default=True, type=click.IntRange(min=1),
+                     envvar=_env("max_items"),
+                     help="Most messages (contents, input items) in a request, and most parts inside them (400 beyond)."),
+        click.option("--max-tools", default=1_000, show_default=True, type=click.IntRange(min=1),
+                     envvar=_env("max_tools"), help="Most tool definitions in a request (400 beyond)."),
+        click.option("--max-header-count", default=100, show_default=True, type=click.IntRange(min=1),
+                     envvar=_env("max_header_count"), help="Most request headers (431 beyond)."),
+        click.option("--max-header-size", default=32 * 1024, show_default=True, type=click.IntRange(min=1024),
+                     envvar=_env("max_header_size"),
+                     help="Largest total size of the request headers, in bytes (431 beyond; connections sending "
+                          "more than twice this are cut by the HTTP parser)."),
+        click.option("--max-response-size", default=256 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
+                     envvar=_env("max_response_size"),
+                     help="Largest upstream reply, streamed or not, in bytes (502, or an error event that ends the stream)."),
+        click.option("--keep-alive-timeout", default=75.0, show_default=True, type=click.FloatRange(min=0.001),
+                     envvar=_env("keep_alive_timeout"),
+                     help="Seconds an idle client connection stays open; also the time a client has to send its "
+                          "request headers (slow-header clients are cut)."),
+        click.option("--body-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.001),
+                     envvar=_env("body_timeout"), help="Seconds a client has to send its whole request body (408 beyond)."),
+        click.option("--forward-client-ip/--no-forward-client-ip", default=False, show_default=True,
+                     envvar=_env("forward_client_ip"),
+                     help="Send the client's address upstream in X-Forwarded-For/Forwarded (otherwise both are removed)."),
+        click.option("--certfile", default=None, type=click.Path(dir_okay=False), envvar=_env("certfile"),
+                     help="PEM certificate (chain): serve HTTPS (and HTTP/2) instead of HTTP. Needs --keyfile."),
+        click.option("--keyfile", default=None, type=click.Path(dir_okay=False), envvar=_env("keyfile"),
+                     help="PEM private key for --certfile."),
         click.option("--stream-holdback", default=64, show_default=True, type=click.IntRange(min=0),
                      envvar=_env("stream_holdback"),
                      help="Characters of streamed text held back until a later check (>= the longest term a policy matches)."),
@@ -167,6 +199,10 @@ def settings_from(options: dict[str, Any]) -> Settings:
     options["passthrough"] = tuple(options.get("passthrough") or ())
     if options.get("policy_dir") == "":
         options["policy_dir"] = None
+    for name in ("certfile", "keyfile"):
+        options[name] = options.get(name) or None
+    if (options.get("certfile") is None) != (options.get("keyfile") is None):
+        raise ConfigError("--certfile and --keyfile go together: give both to serve HTTPS, or neither")
     return Settings(**options)
 
 

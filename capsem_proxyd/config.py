@@ -28,6 +28,19 @@ class Settings:
     connect_timeout: float = 10.0
     policy_timeout: float = 30.0
     max_body_size: int = 32 * 1024 * 1024
+    # Limits and timeouts (see limits.py, guard.py and server.hypercorn_config).
+    request_timeout: float = 900.0  # whole-request deadline of a non-streamed call (504)
+    max_json_depth: int = 64
+    max_items: int = 10_000  # messages (or contents, input items) and the parts inside them
+    max_tools: int = 1_000
+    max_header_count: int = 100
+    max_header_size: int = 32 * 1024
+    max_response_size: int = 256 * 1024 * 1024  # upstream reply, streamed or not
+    keep_alive_timeout: float = 75.0  # idle client connection, and the time to send request headers
+    body_timeout: float = 60.0  # time a client has to send its whole request body (408)
+    forward_client_ip: bool = False
+    certfile: str | None = None
+    keyfile: str | None = None
     stream_holdback: int = 64
     confirm_action: str = "block"
     log_level: str = "info"

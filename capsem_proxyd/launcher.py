@@ -69,7 +69,8 @@ def _run_workers(settings, engine, reload_settings, sockets, report) -> int:  # 
     pool = WorkerPool(settings.workers, run_worker)
 
     def all_ready() -> None:
-        binds = [f"http://{settings.host}:{sock.getsockname()[1]}" for sock in sockets.insecure_sockets]
+        binds = [f"https://{settings.host}:{sock.getsockname()[1]}" for sock in sockets.secure_sockets]
+        binds += [f"http://{settings.host}:{sock.getsockname()[1]}" for sock in sockets.insecure_sockets]
         log.info("%s | %d workers", describe(settings, engine, binds), settings.workers)
         notify.ready(f"{settings.workers} workers serving")
         report("ready")

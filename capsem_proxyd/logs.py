@@ -21,6 +21,15 @@ _SECRET_PATTERNS = [
 ]
 
 
+# Characters that would end or rewrite a log line (newlines, ANSI escapes, Unicode line breaks).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``\n`` → ``\\n`` and the like: a client-chosen value can never start a forged log line."""
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def redact(text: str) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
@@ -28,7 +37,15 @@ def redact(text: str) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats, then scrubs anything that looks like a credential."""
+    """Formats, then scrubs anything that looks like a credential.
+
+    The message itself is kept to one line (control characters escaped); a
+    traceback, which the formatter appends after it, keeps its line breaks.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -18,8 +19,9 @@ import trio
 import orjson
 
 from capsem_proxyd.dialects.base import Dialect
-from capsem_proxyd.errors import ProxyError, bad_request, missing_key, upstream_unavailable
+from capsem_proxyd.errors import ProxyError, bad_request, missing_key, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange, new_request_id, tenant_id_for
+from capsem_proxyd.limits import Limits, check_reply_body, check_request_body, check_request_view
 from capsem_proxyd.metrics import Metrics
 from capsem_proxyd.policy_engine import PolicyEngine, stricter
 from capsem_proxyd.streaming import StreamPump, StreamSettings
@@ -41,6 +43,7 @@ class IncomingRequest:
     query: Mapping[str, str]
     query_string: bytes
     body: bytes
+    client_addr: str | None = None  # set only when the operator forwards client addresses
 
 
 @dataclass(slots=True)
@@ -71,11 +74,17 @@ class Pipeline:
         current_engine: Callable[[], PolicyEngine],
         stream_settings: StreamSettings,
         metrics: Metrics | None = None,
+        *,
+        limits: Limits | None = None,
+        request_timeout: float | None = None,
     ) -> None:
         self.upstream = upstream
         self.current_engine = current_engine
         self.stream_settings = stream_settings
         self.metrics = metrics
+        self.limits = limits or Limits()
+        # Whole-request deadline of non-streamed calls; streams are bounded by their idle timeout.
+        self.request_timeout = request_timeout
         # Set when a shutdown's grace period is over: open streams end with an error event.
         self.streams_must_end = trio.Event()
 
@@ -89,6 +98,7 @@ class Pipeline:
             tenant_id = tenant_id_for(api_key)
             engine = self.current_engine().for_tenant(tenant_id)
             body = _parse_body(incoming.body)
+            check_request_body(body, self.limits)
             model = dialect.model(body, route.path_model)
             exchange = Exchange(
                 request_id=new_request_id(),
@@ -99,6 +109,7 @@ class Pipeline:
                 stream=dialect.wants_stream(body, incoming.query, route.path_stream),
             )
             view = dialect.request_view(body, model)
+            check_request_view(view, self.limits)
             exchange.prompt = view.prompt  # a reference, for an audit log that opted in to prompts
             outcome = await engine.check_request(exchange, view)
             reply = await self._forward(route, incoming, exchange, engine, outcome)
@@ -129,8 +140,9 @@ class Pipeline:
                 endpoint=dialect.endpoint,
                 model=route.path_model or "",
             )
-            response = await self._send(exchange, route, incoming)
-            content = await self.upstream.read_body(response)
+            with self._deadline():
+                response = await self._send(exchange, route, incoming)
+                content = await self.upstream.read_body(response, self.limits.max_response_size)
             reply = ProxyReply(response.status_code, response_headers(response.headers), body=content)
         except ProxyError as error:
             reply = error_reply(dialect, error)
@@ -140,9 +152,8 @@ class Pipeline:
     async def _send(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> httpx.Response:
         """Send upstream (body unread), timing the wait for the response headers."""
         started = time.perf_counter()
-        response = await self.upstream.send(
-            incoming.method, route.upstream_url, request_headers(incoming.headers), incoming.body, stream=True
-        )
+        headers = request_headers(incoming.headers, incoming.client_addr)
+        response = await self.upstream.send(incoming.method, route.upstream_url, headers, incoming.body, stream=True)
         if self.metrics is not None:
             self.metrics.upstream_latency(exchange.provider, exchange.endpoint, time.perf_counter() - started)
         return response
@@ -150,16 +161,17 @@ class Pipeline:
     async def _forward(
         self, route: Route, incoming: IncomingRequest, exchange: Exchange, engine: PolicyEngine, outcome: str = "ALLOW"
     ) -> ProxyReply:
-        response = await self._send(exchange, route, incoming)
-        headers = response_headers(response.headers)
-        if exchange.stream and response.status_code == 200:
-            # Sent at stream start: they cover the request checks (the stream is checked as it goes).
-            headers.extend(decision_headers(engine, outcome))
-            pump = StreamPump(
-                exchange, route.dialect, engine, response, incoming.query, self.stream_settings, self.streams_must_end
-            )
-            return ProxyReply(200, headers, stream=pump)
-        content = await self.upstream.read_body(response)
+        with self._deadline(exchange.stream):
+            response = await self._send(exchange, route, incoming)
+            headers = response_headers(response.headers)
+            if exchange.stream and response.status_code == 200:
+                # Sent at stream start: they cover the request checks (the stream is checked as it goes).
+                headers.extend(decision_headers(engine, outcome))
+                pump = StreamPump(
+                    exchange, route.dialect, engine, response, incoming.query, self.stream_settings, self.streams_must_end
+                )
+                return ProxyReply(200, headers, stream=pump)
+            content = await self.upstream.read_body(response, self.limits.max_response_size)
         if response.status_code >= 300:
             # Provider errors pass through untouched: the SDK shows the provider's own message.
             return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
@@ -167,8 +179,23 @@ class Pipeline:
             reply_body = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise upstream_unavailable("The upstream provider answered with a body that is not valid JSON.") from None
+        check_reply_body(reply_body, self.limits)
         outcome = stricter(outcome, await engine.check_response(exchange, route.dialect.response_view(reply_body)))
         return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
+
+    @contextmanager
+    def _deadline(self, stream: bool = False) -> Iterator[None]:
+        """The whole-request deadline around a non-streamed call's upstream I/O (504 when it passes)."""
+        if stream or not self.request_timeout:
+            yield
+            return
+        try:
+            with trio.fail_after(self.request_timeout):
+                yield
+        except trio.TooSlowError:
+            raise upstream_timeout(
+                f"The upstream provider did not complete its reply within {self.request_timeout:g}s."
+            ) from None
 
 
 def decision_headers(engine: PolicyEngine, verdict: str) -> list[tuple[str, str]]:

@@ -90,6 +90,7 @@ class PolicyEngine:
         self.policy_set = policy_set
         self.policies: list[Policy] = policy_set.manager.policies
         self.monitored = frozenset(name for name in policy_set.names if policy_set.mode_of(name) == "monitor")
+        self.fail_open = frozenset(name for name in policy_set.names if policy_set.fails_open(name))
         self.confirm_action = confirm_action
         self.policy_timeout = policy_timeout
         self.record = record
@@ -286,6 +287,9 @@ class PolicyEngine:
         shadow: bool = False,
     ) -> Decision:
         logger, effect = (shadow_log, "shadow verdict BLOCK") if shadow else (log, "request blocked (fail closed)")
+        fails_open = not shadow and policy.name in self.fail_open
+        if fails_open:
+            effect = "request allowed (fail_open = true)"
         try:
             with trio.fail_after(self.policy_timeout) if self.policy_timeout else _no_deadline():
                 decision = await invoke(policy)
@@ -294,13 +298,13 @@ class PolicyEngine:
                 "policy %s timed out in %s after %ss; %s request_id=%s tenant_id=%s",
                 policy.name, hook, self.policy_timeout, effect, exchange.request_id, exchange.tenant_id,
             )
-            return _failure_decision(policy.name, hook, f"policy timed out after {self.policy_timeout}s")
+            return _failure_decision(policy.name, hook, f"policy timed out after {self.policy_timeout}s", fails_open)
         except Exception as error:  # noqa: BLE001 - fail closed on any policy failure
             logger.exception(
                 "policy %s raised in %s; %s request_id=%s tenant_id=%s",
                 policy.name, hook, effect, exchange.request_id, exchange.tenant_id,
             )
-            return _failure_decision(policy.name, hook, f"policy raised {type(error).__name__}")
+            return _failure_decision(policy.name, hook, f"policy raised {type(error).__name__}", fails_open)
         if not isinstance(decision, Decision):
             return _failure_decision(policy.name, hook, "policy returned no decision")
         return decision
@@ -378,11 +382,13 @@ class _no_deadline:
         return None
 
 
-def _failure_decision(policy_name: str, hook: str, details: str) -> Decision:
+def _failure_decision(policy_name: str, hook: str, details: str, fails_open: bool = False) -> Decision:
+    """BLOCK (policies fail closed), or LOG for a policy whose file opted into ``fail_open``."""
     return Decision(
         policy=policy_name,
         callback=hook,
-        verdict=Verdict.BLOCK,
+        verdict=Verdict.LOG if fails_open else Verdict.BLOCK,
         reason=Reason.POLICY_VIOLATION,
-        details=f"{details}; blocked because policies fail closed",
+        details=f"{details}; allowed because the policy fails open" if fails_open
+        else f"{details}; blocked because policies fail closed",
     )

@@ -7,9 +7,11 @@ problem is a startup error instead of a silent fallback to the Debug policy.
 
 Besides the policy's own settings, every file may carry keys the proxy reads
 itself and never passes to the policy: ``class = "package.module:ClassName"``
-(any CAPSEM ``Policy`` subclass, built through its ``from_config``) and
+(any CAPSEM ``Policy`` subclass, built through its ``from_config``),
 ``mode = "enforce" | "monitor"`` (monitor never refuses; it records what it
-would have refused).
+would have refused) and ``fail_open = true`` (a policy that times out or
+raises lets the request through, logged and recorded as LOG, instead of
+blocking it).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ KNOWN_POLICIES: dict[str, str] = {
 
 MODES = ("enforce", "monitor")
 # Keys the proxy reads from a policy file and does not pass to the policy.
-PROXY_KEYS = ("class", "mode")
+PROXY_KEYS = ("class", "mode", "fail_open")
 HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 
 
@@ -62,6 +64,10 @@ class PolicySet:
     def mode_of(self, policy_name: str) -> str:
         """``enforce`` unless the policy's file says ``mode = "monitor"``."""
         return str(self.options.get(policy_name, {}).get("mode", "enforce"))
+
+    def fails_open(self, policy_name: str) -> bool:
+        """True when the policy's file says ``fail_open = true``: its failures do not block."""
+        return self.options.get(policy_name, {}).get("fail_open", False) is True
 
 
 def implemented_hooks(policy: Policy) -> list[str]:
@@ -130,6 +136,8 @@ def _build_policy(toml_file: Path, config: dict[str, Any], policy_set: PolicySet
     mode = config.get("mode", "enforce")
     if mode not in MODES:
         raise PolicyConfigError(f"{toml_file}: mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if not isinstance(config.get("fail_open", False), bool):
+        raise PolicyConfigError(f"{toml_file}: fail_open must be true or false, not {config['fail_open']!r}")
     policy_class = _import_policy_class(toml_file, str(class_path))
     policy_config = {key: value for key, value in config.items() if key not in PROXY_KEYS}
     try:

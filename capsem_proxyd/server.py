@@ -36,6 +36,18 @@ SettingsLoader = Callable[[], Settings]
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
+    """Hypercorn's settings, client-facing limits included.
+
+    ``keep_alive_timeout`` closes idle connections and also bounds how long a
+    client may take to send a request's headers (Hypercorn's idle timer runs
+    until the head is complete): a slow-header (slowloris) client is cut then.
+    The body is bounded by Quart's ``BODY_TIMEOUT`` (``--body-timeout``, 408).
+    Hypercorn's own ``read_timeout`` stays off on purpose: it limits every wait
+    for client bytes, including the minutes a client sits silent while its reply
+    streams, so it would cut long streams. h11 refuses a head longer than twice
+    ``--max-header-size`` with a bare 431; below that, the app answers a
+    provider-shaped 431 (guard.py).
+    """
     config = HypercornConfig()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
@@ -43,7 +55,13 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.graceful_timeout + _FINAL_EVENT_MARGIN
     config.include_server_header = False
-    config.keep_alive_timeout = 75
+    config.keep_alive_timeout = settings.keep_alive_timeout
+    config.read_timeout = None
+    config.h11_max_incomplete_size = 2 * settings.max_header_size
+    config.h2_max_header_list_size = 2 * settings.max_header_size
+    if settings.certfile and settings.keyfile:
+        config.certfile = settings.certfile
+        config.keyfile = settings.keyfile
     return config
 
 
@@ -51,7 +69,7 @@ def bind_sockets(settings: Settings) -> Sockets:
     """Bind and listen before serving (or forking workers): the port accepts connections from here on."""
     config = hypercorn_config(settings)
     sockets = config.create_sockets()
-    for sock in sockets.insecure_sockets:
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
         sock.listen(config.backlog)
     return sockets
 
@@ -174,7 +192,11 @@ def _one_line(error: BaseException) -> str:
 
 
 def _warn_about_restart_only_changes(old: Settings, new: Settings) -> None:
-    for name in ("host", "port", "workers", "openai_upstream", "gemini_upstream", "anthropic_upstream", "audit_log"):
+    for name in (
+        "host", "port", "workers", "openai_upstream", "gemini_upstream", "anthropic_upstream", "audit_log",
+        "certfile", "keyfile", "keep_alive_timeout", "body_timeout", "max_header_size", "max_header_count",
+        "max_json_depth", "max_items", "max_tools", "max_response_size", "request_timeout", "forward_client_ip",
+    ):
         if getattr(old, name) != getattr(new, name):
             log.warning("setting %s changed; it takes effect only after a restart", name)
 

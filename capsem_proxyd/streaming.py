@@ -39,6 +39,7 @@ from capsem_proxyd.dialects.base import Dialect, parse_arguments
 from capsem_proxyd.errors import ProxyError, shutting_down, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.framing import FramingError, StreamEvent
+from capsem_proxyd.limits import response_too_large
 from capsem_proxyd.policy_engine import PolicyEngine
 from capsem_proxyd.views import ToolCall, ToolFragment
 
@@ -57,6 +58,7 @@ class StreamSettings:
     check_interval: float = 0.05
     channel_size: int = 8
     idle_timeout: float | None = 600.0
+    max_bytes: int | None = None  # upstream bytes one stream may carry; beyond, it ends with an error event
 
 
 @dataclass(slots=True)
@@ -170,6 +172,8 @@ class StreamPump:
         """Pump events; a broken upstream becomes a ProxyError for the client's final event."""
         try:
             await self._pump_events(send)
+        except ProxyError as error:
+            return error
         except FramingError as error:
             return upstream_unavailable(f"Upstream stream is malformed: {error}")
         except trio.TooSlowError:
@@ -183,6 +187,7 @@ class StreamPump:
     async def _pump_events(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> None:
         chunks = self.response.aiter_bytes()
         idle = self.settings.idle_timeout
+        budget = self.settings.max_bytes
         while True:
             try:
                 if idle:
@@ -192,6 +197,10 @@ class StreamPump:
                     chunk = await chunks.__anext__()
             except StopAsyncIteration:
                 break
+            if budget is not None:
+                budget -= len(chunk)
+                if budget < 0:
+                    raise response_too_large(self.settings.max_bytes or 0)
             for event in self.decoder.feed(chunk):
                 await send.send(event)
         for event in self.decoder.close():
@@ -215,6 +224,11 @@ class StreamPump:
                 yield released
         except ProxyError as error:
             yield self._cut(error)
+        except Exception:  # noqa: BLE001 - fail closed: an event we cannot read is never released
+            log.exception(
+                "stream check failed request_id=%s tenant_id=%s", self.exchange.request_id, self.exchange.tenant_id
+            )
+            yield self._cut(upstream_unavailable("capsem-proxyd could not check an upstream stream event."))
 
     def _cut(self, error: ProxyError) -> bytes:
         """Stop reading upstream now and return the final error event."""

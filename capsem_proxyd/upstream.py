@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from capsem_proxyd.errors import upstream_timeout, upstream_unavailable
+from capsem_proxyd.limits import response_too_large
 
 # Never forwarded in either direction: hop-by-hop headers (RFC 9110 7.6.1) and
 # the ones the proxy recomputes or must not pass on.
@@ -31,6 +32,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 _NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "cookie", "accept-encoding", "origin", "referer"}
+# Where the request came from: a client could forge them, so they go upstream only when the
+# operator asks (--forward-client-ip), and then with the client's real address appended.
+_CLIENT_ADDRESS = frozenset({"x-forwarded-for", "forwarded", "x-real-ip"})
 _NOT_FORWARDED_DOWN = HOP_BY_HOP | {
     "content-length",
     "content-encoding",
@@ -54,12 +58,41 @@ class UpstreamTimeouts:
     pool: float = 10.0
 
 
-def request_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones; the key passes through untouched."""
-    return [
+def request_headers(headers: Iterable[tuple[str, str]], client_addr: str | None = None) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop ones; the key passes through untouched.
+
+    Hop-by-hop also covers every header the client's ``Connection`` names (RFC 9110
+    7.6.1). ``client_addr`` (only with --forward-client-ip) keeps the client's
+    X-Forwarded-For/Forwarded chain and appends the address the request came from;
+    without it those headers are dropped.
+    """
+    headers = list(headers)
+    named = {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == "connection"
+        for token in value.split(",")
+    }
+    dropped = _NOT_FORWARDED_UP | named
+    forwarded = [
         (name, value)
         for name, value in headers
-        if name.lower() not in _NOT_FORWARDED_UP and not name.lower().startswith("proxy-")
+        if (lowered := name.lower()) not in dropped and not lowered.startswith("proxy-") and lowered not in _CLIENT_ADDRESS
+    ]
+    if client_addr is not None:
+        forwarded.extend(_client_address_headers(headers, client_addr))
+    return forwarded
+
+
+def _client_address_headers(headers: list[tuple[str, str]], client_addr: str) -> list[tuple[str, str]]:
+    """X-Forwarded-For and Forwarded: the chain the client brought, then its own address."""
+    def chain(header: str) -> list[str]:
+        return [value for name, value in headers if name.lower() == header and value.strip()]
+
+    node = f'"[{client_addr}]"' if ":" in client_addr else client_addr
+    return [
+        ("x-forwarded-for", ", ".join([*chain("x-forwarded-for"), client_addr])),
+        ("forwarded", ", ".join([*chain("forwarded"), f"for={node}"])),
     ]
 
 
@@ -122,10 +155,22 @@ class Upstream:
         except OSError as error:
             raise upstream_unavailable(f"The upstream provider is unreachable ({error.strerror}).") from None
 
-    async def read_body(self, response: httpx.Response) -> bytes:
-        """Read a streamed response's body completely, mapping failures."""
+    async def read_body(self, response: httpx.Response, limit: int | None = None) -> bytes:
+        """Read a streamed response's body completely, mapping failures; at most ``limit`` bytes (502)."""
         try:
-            return await response.aread()
+            if limit is None:
+                return await response.aread()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise response_too_large(limit)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise response_too_large(limit)
+                chunks.append(chunk)
+            return b"".join(chunks)
         except httpx.TimeoutException:
             raise upstream_timeout("The upstream provider stopped answering mid-response.") from None
         except httpx.HTTPError as error:
