@@ -31,6 +31,8 @@ DEPLOY_CONF = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
 requires_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it with apt-get)")
 
+# Seconds a daemon may take to start: generous, since CI hosts are often busy (it takes ~3 s idle).
+STARTUP_TIMEOUT = 60
 USER = [{"role": "user", "content": "tell me a story"}]
 STORY = "Once upon a time a proxy checked every word. " * 12
 
@@ -104,7 +106,7 @@ async def gateway(tmp_path: Path, fake: FakeUpstream) -> AsyncIterator[Gateway]:
     gateway = Gateway(f"http://127.0.0.1:{port}", instances, prefix / "access.log", prefix / "error.log")
     try:
         for instance in instances:
-            await instance.wait_ready()
+            await instance.wait_ready(STARTUP_TIMEOUT)
         await _wait_for_gateway(gateway, nginx)
         yield gateway
     finally:
@@ -119,7 +121,7 @@ async def gateway(tmp_path: Path, fake: FakeUpstream) -> AsyncIterator[Gateway]:
 
 
 async def _wait_for_gateway(gateway: Gateway, nginx: subprocess.Popen[bytes]) -> None:
-    with trio.fail_after(20):
+    with trio.fail_after(STARTUP_TIMEOUT):
         async with httpx.AsyncClient() as client:
             while True:
                 if nginx.poll() is not None:
@@ -152,7 +154,7 @@ def stream_story(gateway: Gateway, fake: FakeUpstream) -> tuple[str, bool | None
 async def test_streams_through_nginx_reassemble_and_blocks_still_raise(gateway: Gateway, fake: FakeUpstream) -> None:
     # Allowed: the SDK gets the whole story, and got its first words while the upstream was still
     # sending (nothing between the SDK and the provider buffered the stream).
-    fake.script(Reply(chunks=[word + " " for word in STORY.split()], chunk_delay=0.02))
+    fake.script(Reply(chunks=[word + " " for word in STORY.split()], chunk_delay=0.04))
     text, incremental, error = await in_thread(stream_story, gateway, fake)
     assert error is None and text.split() == STORY.split()
     assert incremental is True

@@ -22,6 +22,8 @@ from tests.conftest import ALL_TEST_KEYS, GEMINI_KEY, OPENAI_KEY, Proxy, in_thre
 from tests.daemon import Daemon, daemon_env
 from tests.fake_upstream import FakeUpstream, Reply
 
+# Seconds a daemon may take to start: generous, since CI hosts are often busy (it takes ~3 s idle).
+STARTUP_TIMEOUT = 60
 SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 CHAT = {"provider": "openai", "endpoint": "chat.completions"}
 USER = [{"role": "user", "content": "a private prompt about the weather"}]
@@ -210,10 +212,10 @@ async def test_a_reloaded_engine_is_still_counted(tmp_path: Path, fake: FakeUpst
     upstreams = ["--openai-upstream", fake.url + "/v1", "--gemini-upstream", fake.url, "--anthropic-upstream", fake.url]
     daemon = Daemon(upstreams, tmp_path / "daemon.log")
     try:
-        await daemon.wait_ready()
+        await daemon.wait_ready(STARTUP_TIMEOUT)
         assert (await post_chat(daemon.url)).status_code == 200
         daemon.process.send_signal(signal.SIGHUP)
-        with trio.fail_after(10):
+        with trio.fail_after(STARTUP_TIMEOUT):
             while "reloaded:" not in daemon.log:
                 await trio.sleep(0.05)
         assert (await post_chat(daemon.url)).status_code == 200
@@ -255,7 +257,7 @@ async def workers(tmp_path: Path, fake: FakeUpstream) -> AsyncIterator[tuple[Dae
     started = [Daemon(upstreams, tmp_path / f"worker{index}.log", env=env) for index in range(2)]
     try:
         for daemon in started:
-            await daemon.wait_ready()
+            await daemon.wait_ready(STARTUP_TIMEOUT)
         yield started[0], started[1], directory
     finally:
         for daemon in started:
@@ -324,7 +326,7 @@ async def test_workers_flag_scrapes_report_every_worker(tmp_path: Path, fake: Fa
     upstreams = ["--openai-upstream", fake.url + "/v1", "--gemini-upstream", fake.url, "--anthropic-upstream", fake.url]
     daemon = Daemon([*upstreams, "--workers", "2"], tmp_path / "daemon.log", env=env)
     try:
-        await daemon.wait_ready()
+        await daemon.wait_ready(STARTUP_TIMEOUT)
         workers = child_pids(daemon.process.pid)
         assert len(workers) == 2, daemon.log
         (directory,) = tmp_path.glob("capsem-proxyd-metrics-*")
@@ -363,7 +365,7 @@ async def test_workers_flag_scrapes_report_every_worker(tmp_path: Path, fake: Fa
             except httpx.TransportError:
                 return False
 
-        await wait_until(replaced_and_forgotten, timeout=30)
+        await wait_until(replaced_and_forgotten, timeout=STARTUP_TIMEOUT)
         metrics = await scrape(daemon.url)
         assert requests_total(metrics, "200") == sent - blocked and requests_total(metrics, "403") == blocked
         assert await daemon.stop() == 0
