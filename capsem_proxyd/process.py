@@ -179,7 +179,7 @@ class WorkerPool:
             index = self.children.pop(pid, None)
             if index is None:
                 continue
-            self._worker_exited(pid)
+            self._worker_exited(pid)  # its live gauges stop counting
             code = os.waitstatus_to_exitcode(status)
             if not self.stopping:
                 log.error("worker %s (pid %s) exited with %s; starting a new one", index, pid, code)
@@ -237,12 +237,9 @@ class WorkerPool:
                 pass
 
     def _worker_exited(self, pid: int) -> None:
-        try:
-            from prometheus_client import multiprocess
+        from capsem_proxyd.metrics import mark_worker_dead
 
-            multiprocess.mark_process_dead(pid, self.metrics_dir)
-        except ImportError:
-            pass
+        mark_worker_dead(pid, self.metrics_dir)
 
     def cleanup(self) -> None:
         import shutil
