@@ -26,6 +26,7 @@ from capsem_proxyd.metrics import Metrics
 from capsem_proxyd.policy_engine import PolicyEngine, stricter
 from capsem_proxyd.streaming import StreamPump, StreamSettings
 from capsem_proxyd.upstream import Upstream, request_headers, response_headers
+from capsem_proxyd.upstream_pool import UpstreamResponse
 
 log = logging.getLogger("capsem_proxyd.request")
 
@@ -149,7 +150,7 @@ class Pipeline:
         reply.exchange = exchange
         return reply
 
-    async def _send(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> httpx.Response:
+    async def _send(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> UpstreamResponse:
         """Send upstream (body unread), timing the wait for the response headers."""
         started = time.perf_counter()
         headers = request_headers(incoming.headers, incoming.client_addr)

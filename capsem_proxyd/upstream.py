@@ -1,20 +1,22 @@
 """The one pooled HTTP client that talks to the providers.
 
-A single ``httpx.AsyncClient`` per process keeps connections (and TLS
-sessions) alive across requests; header hygiene and the mapping of transport
-failures to 502/504 live here so the pipeline only sees ``send``.
+One connection pool per process (``upstream_pool``: h11 over trio streams)
+keeps connections (and TLS sessions) alive across requests; header hygiene and
+the mapping of transport failures to 502/504 live here so the pipeline only
+sees ``send``. Nothing is kept between requests but idle connections: no
+cookies, no credentials.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-import http.cookiejar
 from dataclasses import dataclass
 
 import httpx
 
 from capsem_proxyd.errors import upstream_timeout, upstream_unavailable
 from capsem_proxyd.limits import response_too_large
+from capsem_proxyd.upstream_pool import ResponseHeaders, UpstreamPool, UpstreamResponse
 
 # Never forwarded in either direction: hop-by-hop headers (RFC 9110 7.6.1) and
 # the ones the proxy recomputes or must not pass on.
@@ -96,41 +98,24 @@ def _client_address_headers(headers: list[tuple[str, str]], client_addr: str) ->
     ]
 
 
-def response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in headers.multi_items() if name.lower() not in _NOT_FORWARDED_DOWN]
-
-
-class NoCookieJar(http.cookiejar.CookieJar):
-    """A jar that keeps nothing.
-
-    Every tenant shares the one client: a cookie kept from one tenant's reply
-    would be sent with the next tenant's request. Cookies pass through neither way.
-    """
-
-    def extract_cookies(self, response: object, request: object) -> None:
-        return None
-
-    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
-        return None
-
-    def add_cookie_header(self, request: object) -> None:
-        return None
+def response_headers(headers: ResponseHeaders) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in headers if name not in _NOT_FORWARDED_DOWN]
 
 
 class Upstream:
-    """Thin wrapper over one ``httpx.AsyncClient``: build, send, map failures."""
+    """Thin wrapper over one ``UpstreamPool``: send, map failures."""
 
     def __init__(self, timeouts: UpstreamTimeouts | None = None, max_connections: int = 1000) -> None:
         timeouts = timeouts or UpstreamTimeouts()
         self.timeouts = timeouts
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.pool
-            ),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=200, keepalive_expiry=30),
-            follow_redirects=False,
-            trust_env=False,
-            cookies=NoCookieJar(),
+        self.pool = UpstreamPool(
+            connect=timeouts.connect,
+            read=timeouts.read,
+            write=timeouts.write,
+            pool=timeouts.pool,
+            max_connections=max_connections,
+            max_idle=200,
+            keepalive_expiry=30,
         )
 
     async def send(
@@ -140,12 +125,15 @@ class Upstream:
         headers: list[tuple[str, str]],
         body: bytes,
         *,
-        stream: bool,
-    ) -> httpx.Response:
-        """Send and return the response (body unread when ``stream``); raise ProxyError on transport failure."""
-        request = self.client.build_request(method, url, headers=headers, content=body)
+        stream: bool = True,
+    ) -> UpstreamResponse:
+        """Send and return the response, body unread; raise ProxyError on transport failure.
+
+        Header values travel as latin-1, byte for byte as the client sent them.
+        """
+        raw_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
         try:
-            return await self.client.send(request, stream=stream)
+            return await self.pool.request(method.encode("ascii"), url, raw_headers, body)
         except httpx.TimeoutException as error:
             raise upstream_timeout(f"The upstream provider did not answer in time ({type(error).__name__}).") from None
         except httpx.HTTPError as error:
@@ -155,7 +143,7 @@ class Upstream:
         except OSError as error:
             raise upstream_unavailable(f"The upstream provider is unreachable ({error.strerror}).") from None
 
-    async def read_body(self, response: httpx.Response, limit: int | None = None) -> bytes:
+    async def read_body(self, response: UpstreamResponse, limit: int | None = None) -> bytes:
         """Read a streamed response's body completely, mapping failures; at most ``limit`` bytes (502)."""
         try:
             if limit is None:
@@ -179,5 +167,5 @@ class Upstream:
             await response.aclose()
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.pool.aclose()
 
