@@ -23,6 +23,7 @@ from capsem_proxyd.dialects.base import (
     bearer_token,
     decode_base64,
     parse_json_event,
+    stream_key,
     text_of,
 )
 from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
@@ -111,7 +112,7 @@ class AnthropicMessagesDialect(Dialect):
         thoughts: list[str] = []
         for block in as_list(as_dict(body).get("content")):
             block = as_dict(block)
-            kind = block.get("type")
+            kind = as_str(block.get("type"))
             if kind == "text":
                 texts.append(as_str(block.get("text")))
             elif kind == "thinking":
@@ -133,7 +134,7 @@ class AnthropicMessagesDialect(Dialect):
         if not isinstance(payload, dict):
             raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         kind = payload.get("type") or event.event
-        index = payload.get("index")
+        index = stream_key(payload.get("index"))
         if kind == "content_block_delta":
             return _delta_view(index, as_dict(payload.get("delta")))
         if kind == "content_block_start":
@@ -181,7 +182,7 @@ def _read_content(content: Any, texts: list[str], view: RequestView, call_names:
         return
     for block in as_list(content):
         block = as_dict(block)
-        kind = block.get("type")
+        kind = as_str(block.get("type"))
         if kind == "text":
             texts.append(as_str(block.get("text")))
         elif kind in ("image", "document"):
@@ -239,7 +240,7 @@ def _delta_view(index: Any, delta: dict[str, Any]) -> StreamView:
 
 
 def _block_start_view(index: Any, block: dict[str, Any]) -> StreamView:
-    kind = block.get("type")
+    kind = as_str(block.get("type"))
     if kind in _CALL_BLOCKS:
         tool_input = block.get("input")
         arguments = orjson.dumps(tool_input).decode() if tool_input else ""

@@ -99,6 +99,11 @@ def as_str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def stream_key(value: Any) -> Any:
+    """A JSON value usable as a key for a streamed tool call (arrays and objects become their JSON text)."""
+    return orjson.dumps(value).decode() if isinstance(value, (list, dict)) else value
+
+
 def parse_arguments(arguments: Any) -> dict[str, Any]:
     """Tool-call arguments as a dict; what does not parse is kept as raw text."""
     if isinstance(arguments, dict):

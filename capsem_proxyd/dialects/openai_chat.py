@@ -16,6 +16,7 @@ from capsem_proxyd.dialects.base import (
     media_from_data_url,
     parse_arguments,
     parse_json_event,
+    stream_key,
     text_of,
 )
 from capsem_proxyd.dialects.openai_common import openai_api_key, openai_error_body
@@ -48,7 +49,7 @@ def content_text(content: Any, media: list[MediaPart] | None = None) -> str:
     texts: list[str] = []
     for part in as_list(content):
         part = as_dict(part)
-        kind = part.get("type")
+        kind = as_str(part.get("type"))
         if kind in ("text", "input_text", "output_text"):
             texts.append(as_str(part.get("text")))
         elif kind == "refusal":
@@ -199,13 +200,13 @@ class OpenAIChatDialect(Dialect):
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
                 view.thoughts += reasoning
-            choice_index = choice.get("index", 0)
+            choice_index = stream_key(choice.get("index", 0))
             for call in as_list(delta.get("tool_calls")):
                 call = as_dict(call)
                 function = as_dict(call.get("function"))
                 view.tool_fragments.append(
                     ToolFragment(
-                        key=(choice_index, call.get("index", 0)),
+                        key=(choice_index, stream_key(call.get("index", 0))),
                         name=function.get("name") or None,
                         call_id=call.get("id") or None,
                         arguments=as_str(function.get("arguments")),

@@ -17,6 +17,7 @@ from capsem_proxyd.dialects.base import (
     as_str,
     parse_arguments,
     parse_json_event,
+    stream_key,
     text_of,
 )
 from capsem_proxyd.dialects.openai_chat import content_text
@@ -122,7 +123,7 @@ class OpenAIResponsesDialect(Dialect):
             return EMPTY_STREAM_VIEW
         if not isinstance(payload, dict):
             raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
-        kind = payload.get("type") or event.event
+        kind = as_str(payload.get("type")) or event.event
         if kind in _TEXT_DELTAS:
             return StreamView(text=as_str(payload.get("delta")))
         if kind in _THOUGHT_DELTAS:
@@ -132,9 +133,10 @@ class OpenAIResponsesDialect(Dialect):
             if item.get("type") == "function_call":
                 return StreamView(tool_fragments=[_fragment(payload, item, as_str(item.get("arguments")))])
         elif kind == "response.function_call_arguments.delta":
-            return StreamView(tool_fragments=[ToolFragment(key=payload.get("output_index"), arguments=as_str(payload.get("delta")))])
+            key = stream_key(payload.get("output_index"))
+            return StreamView(tool_fragments=[ToolFragment(key=key, arguments=as_str(payload.get("delta")))])
         elif kind == "response.function_call_arguments.done":
-            key = payload.get("output_index")
+            key = stream_key(payload.get("output_index"))
             whole = ToolFragment(key=key, name=as_str(payload.get("name")) or None, arguments=as_str(payload.get("arguments")), replace=True)
             return StreamView(tool_fragments=[whole], tool_closes=[key])
         elif kind == "response.output_item.done":
@@ -161,7 +163,7 @@ def _call(item: dict[str, Any]) -> ToolCall:
 
 def _fragment(payload: dict[str, Any], item: dict[str, Any], arguments: str) -> ToolFragment:
     return ToolFragment(
-        key=payload.get("output_index"),
+        key=stream_key(payload.get("output_index")),
         name=as_str(item.get("name")) or None,
         call_id=as_str(item.get("call_id")) or None,
         arguments=arguments,
