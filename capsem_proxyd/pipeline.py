@@ -26,7 +26,7 @@ from capsem_proxyd.metrics import Metrics
 from capsem_proxyd.policy_engine import PolicyEngine, stricter
 from capsem_proxyd.streaming import StreamPump, StreamSettings
 from capsem_proxyd.upstream import Upstream, request_headers, response_headers
-from capsem_proxyd.upstream_pool import UpstreamResponse
+from capsem_proxyd.upstream_pool import ResponseHeaders, UpstreamResponse
 
 log = logging.getLogger("capsem_proxyd.request")
 
@@ -165,7 +165,10 @@ class Pipeline:
         with self._deadline(exchange.stream):
             response = await self._send(exchange, route, incoming)
             headers = response_headers(response.headers)
-            if exchange.stream and response.status_code == 200:
+            if response.status_code == 200 and (exchange.stream or _is_event_stream(response.headers)):
+                # An event stream the request did not ask for in the dialect's terms (say
+                # "stream": 1) is still a stream: checked as one, never parsed as JSON.
+                exchange.stream = True
                 # Sent at stream start: they cover the request checks (the stream is checked as it goes).
                 headers.extend(decision_headers(engine, outcome))
                 pump = StreamPump(
@@ -204,6 +207,10 @@ def decision_headers(engine: PolicyEngine, verdict: str) -> list[tuple[str, str]
     and ``x-capsem-policies`` (the policies the request ran under)."""
     names = ", ".join(_HEADER_UNSAFE.sub("_", name) for name in engine.names)
     return [("x-capsem-decision", verdict.lower()), ("x-capsem-policies", names or "none")]
+
+
+def _is_event_stream(headers: ResponseHeaders) -> bool:
+    return (headers.get("content-type") or "").lower().startswith("text/event-stream")
 
 
 def _require_key(dialect: Dialect, incoming: IncomingRequest) -> str:
