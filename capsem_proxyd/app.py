@@ -424,6 +424,8 @@ def _install_error_handlers(app: QuartTrio) -> None:
             message = "The request body is larger than this proxy accepts."
         elif status == 405:
             message = f"Method {request.method} is not allowed on {request.path}."
+        elif status == 408:
+            message = f"The request body did not arrive within {request.body_timeout}s (--body-timeout)."
         else:
             message = error.description or error.name
         kind = {404: "not_found", 413: "too_large"}.get(status, "invalid_request")

@@ -14,6 +14,7 @@ import signal
 import socket
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -65,6 +66,34 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
+def finish_responses_shielded(app: Any) -> Any:
+    """Shield the last send of every response, so Hypercorn's keep-alive timer restarts.
+
+    That send makes Hypercorn recycle the connection, which tells the app the
+    request is over (``http.disconnect``); quart-trio answers by cancelling the
+    request's nursery while that very send is still running, and the cancellation
+    lands in Hypercorn's restart of its idle timer: without the shield, a
+    keep-alive connection is never timed out after its first request (idle or
+    trickling a second request's headers, it stays open for good). Hypercorn
+    shields its socket writes itself, so this adds no new way to block.
+    """
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+
+        async def send_last_shielded(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await app(scope, receive, send_last_shielded)
+
+    return asgi
+
+
 def bind_sockets(settings: Settings) -> Sockets:
     """Bind and listen before serving (or forking workers): the port accepts connections from here on."""
     config = hypercorn_config(settings)
@@ -111,7 +140,7 @@ async def serve(
 
             async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
                 await worker_serve(
-                    wrap_app(app, config.wsgi_max_body_size, None),
+                    wrap_app(finish_responses_shielded(app), config.wsgi_max_body_size, "asgi"),
                     config,
                     sockets=sockets,
                     shutdown_trigger=shutdown.wait,
