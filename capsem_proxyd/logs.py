@@ -31,9 +31,31 @@ def escape_controls(text: str) -> str:
 
 
 def redact(text: str) -> str:
+    if _cannot_hold_secret(text):
+        return text  # the common case, 1 us instead of 5 regex passes (~15 us)
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def _cannot_hold_secret(text: str) -> bool:
+    """A cheap pre-check that never says no to a line a pattern would match: each
+    pattern needs one of these words (any case) or its exact prefix (``sk-``, ``AIza``).
+
+    Only for ASCII lines: case-insensitive matching of non-ASCII text knows
+    more case pairs (``ı``/``i``, ``K``/``k``) than ``str.lower`` folds.
+    """
+    if not text.isascii():
+        return False
+    lowered = text.lower()
+    return (
+        "key" not in lowered
+        and "token" not in lowered
+        and "bearer" not in lowered
+        and "authorization" not in lowered
+        and "sk-" not in text
+        and "AIza" not in text
+    )
 
 
 class RedactingFormatter(logging.Formatter):
@@ -75,6 +97,11 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # One line per request goes through here: skip the record fields no format uses
+    # (caller's file and line, thread and process names; the logging HOWTO's advice).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     root.setLevel(level.upper())
     # httpx logs every request URL at INFO (a Gemini ?key= would land in the log).
     for noisy in ("httpx", "httpcore", "hpack", "hypercorn.access"):

@@ -1,0 +1,44 @@
+"""The redaction filter's fast path must never let through a line the patterns would scrub."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capsem_proxyd import logs
+
+# Pieces that build lines the patterns care about, in odd cases and with Unicode
+# characters that case-insensitive matching treats as ASCII letters (ı, K, ſ, İ).
+PIECES = [
+    "key", "KEY", "Key", "api_key", "access_token", "TOKEN", "bearer", "Bearer ", "BEARER\t",
+    "authorization", "Authorization: ", "x-goog-api-key", "X-Api-Key=", "sk-", "AIza", "aiza",
+    "?", "&", "=", ":", " ", "'", '"', ",", "abcdefgh", "0123456789", "_-", "AbCdEfGhIjKlMnOpQrStUv",
+    "\u0131", "\u212a", "\u017f", "\u0130", "author\u0131zation: ", "\u212aey=", "bearer\u00a0",
+    "request_id=req_0123 tenant_id=0123456789abcdef provider=openai model=gpt-4o-mini",
+]
+
+
+def _full_redact(text: str) -> str:
+    for pattern, replacement in logs._SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(PIECES) | st.text(max_size=4), max_size=12).map("".join))
+def test_fast_path_agrees_with_the_patterns(line: str) -> None:
+    assert logs.redact(line) == _full_redact(line)
+
+
+def test_known_secrets_are_scrubbed_and_plain_request_lines_untouched() -> None:
+    secrets = [
+        "GET https://x/v1beta/models/m:generateContent?key=AIzaSyA0123456789abcdefghij",
+        "Authorization: Bearer sk-proj-0123456789abcdef",
+        "headers={'x-goog-api-key': 'AIzaSyA0123456789abcdefghij'}",
+        "sent sk-ant-api03-0123456789abcdef",
+        "authorızation: hunter2hunter2",  # dotless i: matched case-insensitively by the pattern
+    ]
+    for line in secrets:
+        assert logs.redact(line) != line, line
+    plain = "request_id=req_0123 tenant_id=0123456789abcdef provider=openai endpoint=chat.completions status=200"
+    assert logs.redact(plain) == plain
