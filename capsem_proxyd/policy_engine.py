@@ -36,6 +36,7 @@ from capsem.tools import Schema, Tool
 from pydantic import ValidationError
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.deadlines import hook_can_suspend
 from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policy_loader import PolicySet, load_policy_set
@@ -291,7 +292,10 @@ class PolicyEngine:
         if fails_open:
             effect = "request allowed (fail_open = true)"
         try:
-            with trio.fail_after(self.policy_timeout) if self.policy_timeout else _no_deadline():
+            if self.policy_timeout and hook_can_suspend(policy, hook):
+                with trio.fail_after(self.policy_timeout):
+                    decision = await invoke(policy)
+            else:  # runs to its end in one step: no deadline could fire (see deadlines)
                 decision = await invoke(policy)
         except trio.TooSlowError:
             logger.error(
@@ -372,14 +376,6 @@ def build_policy_engine(settings: Settings, policy_set: PolicySet) -> PolicyEngi
         root.allowed_tenants = load_allowed_tenants(settings.tenants_file)
         log.info("tenant allow-list: %d tenant(s); every other tenant is refused", len(root.allowed_tenants))
     return root
-
-
-class _no_deadline:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _failure_decision(policy_name: str, hook: str, details: str, fails_open: bool = False) -> Decision:
