@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import orjson
+import trio
 from quart import Response, request
 from quart.wrappers.response import ResponseBody
 from quart_trio import QuartTrio
@@ -460,6 +461,14 @@ def _install_guard(app: QuartTrio, settings: Settings) -> None:
         if problem is None:
             return None
         log.warning("refused request method=%s path=%s: %s", request.method, _printable(request.path), problem.message)
+        # Read the body (and drop it) first: answered with its body unread and more bytes
+        # behind it, Hypercorn may close the connection before the answer is out.
+        with trio.move_on_after(settings.body_timeout):
+            try:
+                async for _ in request.body:
+                    pass
+            except HTTPException:  # over --max-body-size: stop reading, answer anyway
+                pass
         response = _error(_dialect_for_path(request.path), problem)
         response.headers["Connection"] = "close"  # the rest of the connection cannot be trusted
         return response

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import threading
 import time
@@ -22,6 +23,17 @@ from typing import IO, Any
 import orjson
 
 GENESIS = None
+
+
+# Characters JSON allows raw inside strings but many line readers treat as line ends or
+# terminal controls (DEL, C1 controls such as NEL, Unicode line and paragraph separators):
+# orjson writes them as UTF-8, so they are escaped here, one record staying one line anywhere.
+_RAW_BREAKS = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+
+
+def escape_line_breaks(line: bytes) -> bytes:
+    """The same JSON with those characters as ``\\uXXXX`` escapes (they only occur inside strings)."""
+    return _RAW_BREAKS.sub(lambda match: b"\\u%04x" % ord(match.group().decode()), line)
 
 
 def line_hash(line: bytes) -> str:
@@ -62,7 +74,7 @@ class AuditLog:
 
     def _write_locked(self, record: dict[str, Any]) -> None:
         record = {"ts": round(time.time(), 6), **record, "prev": self._prev, "writer": self.writer}
-        line = orjson.dumps(record) + b"\n"
+        line = escape_line_breaks(orjson.dumps(record)) + b"\n"
         assert self._handle is not None
         self._handle.write(line)
         if self._handle is sys.stdout.buffer:

@@ -119,7 +119,7 @@ def raw_exchange(url: str, data: bytes, *, timeout: float = 5.0, read_all: bool 
                 if not chunk:
                     break
                 received += chunk
-        except TimeoutError:
+        except (TimeoutError, ConnectionResetError):
             pass
     return bytes(received)
 
