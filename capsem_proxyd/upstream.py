@@ -36,7 +36,8 @@ HOP_BY_HOP = frozenset(
 _NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "cookie", "accept-encoding", "origin", "referer"}
 # Where the request came from: a client could forge them, so they go upstream only when the
 # operator asks (--forward-client-ip), and then with the client's real address appended.
-_CLIENT_ADDRESS = frozenset({"x-forwarded-for", "forwarded", "x-real-ip"})
+# Remote-Addr is Quart's: it puts the client's address among the request headers.
+_CLIENT_ADDRESS = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "remote-addr"})
 _NOT_FORWARDED_DOWN = HOP_BY_HOP | {
     "content-length",
     "content-encoding",

@@ -259,3 +259,16 @@ async def test_tls_upstream_is_verified_and_addressed_by_name() -> None:
         with pytest.raises(httpx.ConnectError):
             await _get(untrusting, url)
         await untrusting.aclose()
+
+
+async def test_the_client_address_reaches_the_upstream_only_when_the_operator_forwards_it(
+    start_proxy, proxy_settings, fake: FakeUpstream
+) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    for forward in (False, True):
+        proxy = await start_proxy(proxy_settings, forward_client_ip=forward)
+        async with httpx.AsyncClient(base_url=proxy.url, headers={"authorization": f"Bearer {OPENAI_KEY}"}) as client:
+            assert (await client.post("/v1/chat/completions", json=body, headers={"remote-addr": "10.9.8.7"})).status_code == 200
+        seen = fake.requests[-1].headers
+        assert "remote-addr" not in seen  # Quart's own header, and a client's forged one
+        assert ("127.0.0.1" in seen.get("x-forwarded-for", "")) is forward
