@@ -94,6 +94,36 @@ def finish_responses_shielded(app: Any) -> Any:
     return asgi
 
 
+def _close_connections_at_client_eof() -> None:
+    """Make Hypercorn close a connection as soon as its client has closed it.
+
+    When the client's side ends, Hypercorn's connection task still waits for
+    its keep-alive timer before it closes the socket: the socket sits in
+    CLOSE_WAIT, holding a file descriptor and a task, for up to
+    ``--keep-alive-timeout`` seconds per connection (seen with every client that
+    connects and leaves without a request, and after every request once the
+    timer restarts, see ``finish_responses_shielded``). Stopping the timer once
+    reading has ended lets the task finish and close the socket at once.
+    """
+    from hypercorn.trio.tcp_server import TCPServer
+
+    read_data = TCPServer._read_data
+    if getattr(read_data, "closes_at_eof", False):
+        return
+
+    async def _read_data(self: TCPServer) -> None:
+        try:
+            await read_data(self)
+        finally:
+            await self.idle_task.stop()
+
+    _read_data.closes_at_eof = True  # type: ignore[attr-defined]
+    TCPServer._read_data = _read_data  # type: ignore[method-assign]
+
+
+_close_connections_at_client_eof()
+
+
 def bind_sockets(settings: Settings) -> Sockets:
     """Bind and listen before serving (or forking workers): the port accepts connections from here on."""
     config = hypercorn_config(settings)

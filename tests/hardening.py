@@ -107,6 +107,28 @@ def proc_fd_targets() -> list[str]:
     return targets
 
 
+def socket_details() -> dict[str, str]:
+    """This process's TCP sockets: inode -> "local port -> remote port (state)", to name a leak."""
+    states = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN", "07": "CLOSE", "04": "FIN_WAIT1",
+              "05": "FIN_WAIT2", "09": "LAST_ACK", "0B": "CLOSING"}
+    table: dict[str, str] = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            table[inode] = f"{int(local.split(':')[1], 16)} -> {int(remote.split(':')[1], 16)} ({states.get(state, state)})"
+    mine = {}
+    for target in proc_fd_targets():
+        if target.startswith("socket:["):
+            inode = target[8:-1]
+            mine[inode] = table.get(inode, "not TCP")
+    return mine
+
+
 def raw_exchange(url: str, data: bytes, *, timeout: float = 5.0, read_all: bool = True) -> bytes:
     """Send raw bytes to the proxy and read until it closes the connection (or ``timeout``)."""
     host, port = url.removeprefix("http://").rsplit(":", 1)

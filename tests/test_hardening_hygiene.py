@@ -8,7 +8,6 @@ Host, or is refused before anything goes upstream.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 import trio
 
