@@ -26,7 +26,7 @@ from capsem_proxyd.metrics import Metrics
 from capsem_proxyd.policy_engine import PolicyEngine, stricter
 from capsem_proxyd.streaming import StreamPump, StreamSettings
 from capsem_proxyd.upstream import Upstream, request_headers, response_headers
-from capsem_proxyd.upstream_pool import ResponseHeaders, UpstreamResponse
+from capsem_proxyd.upstream import UpstreamResponse
 
 log = logging.getLogger("capsem_proxyd.request")
 
@@ -209,7 +209,7 @@ def decision_headers(engine: PolicyEngine, verdict: str) -> list[tuple[str, str]
     return [("x-capsem-decision", verdict.lower()), ("x-capsem-policies", names or "none")]
 
 
-def _is_event_stream(headers: ResponseHeaders) -> bool:
+def _is_event_stream(headers: httpx.Headers) -> bool:
     return (headers.get("content-type") or "").lower().startswith("text/event-stream")
 
 

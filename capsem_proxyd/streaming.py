@@ -41,7 +41,7 @@ from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.framing import FramingError, StreamEvent
 from capsem_proxyd.limits import response_too_large
 from capsem_proxyd.policy_engine import PolicyEngine
-from capsem_proxyd.upstream_pool import UpstreamResponse
+from capsem_proxyd.upstream import UpstreamResponse
 from capsem_proxyd.views import ToolCall, ToolFragment
 
 log = logging.getLogger("capsem_proxyd.stream")
