@@ -34,6 +34,7 @@ log = logging.getLogger("capsem_proxyd")
 # Extra seconds Hypercorn waits after our grace period, so streams can send their final event.
 _FINAL_EVENT_MARGIN = 2.0
 SettingsLoader = Callable[[], Settings]
+LISTEN_BACKLOG = 4096
 
 
 def hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -57,6 +58,10 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.graceful_timeout = settings.graceful_timeout + _FINAL_EVENT_MARGIN
     config.include_server_header = False
     config.keep_alive_timeout = settings.keep_alive_timeout
+    # Hypercorn listens with a backlog of 100: a burst of new connections beyond it (500
+    # SDK clients starting at once) overflowed the accept queue and a third of them were
+    # reset. The kernel caps this at net.core.somaxconn.
+    config.backlog = LISTEN_BACKLOG
     config.read_timeout = None
     config.h11_max_incomplete_size = 2 * settings.max_header_size
     config.h2_max_header_list_size = 2 * settings.max_header_size
