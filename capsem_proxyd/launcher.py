@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Callable
 from functools import partial
 
@@ -29,6 +30,9 @@ def launch(
 ) -> int:
     """Bind, then serve; returns the process exit code. Binding errors raise OSError."""
     sockets = bind_sockets(settings)
+    # Outside the window where serve() listens for signals (start-up, final clean-up),
+    # SIGTERM still means "stop": exit 0 instead of dying by the signal.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     report: Callable[[str], None] = lambda message: None  # noqa: E731
     pidfile = settings.pidfile
     if detach:
@@ -47,6 +51,10 @@ def launch(
         raise
     finally:
         remove_pidfile(pidfile)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 async def _serve_and_report(settings, engine, reload_settings, sockets, report) -> None:  # type: ignore[no-untyped-def]
