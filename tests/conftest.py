@@ -20,6 +20,7 @@ from capsem_proxyd.config import Settings
 from capsem_proxyd.policy_loader import load_policy_set
 from capsem_proxyd.server import serve
 from tests.fake_upstream import FakeUpstream, run_fake_upstream
+from tests.key_watch import key_watch  # noqa: F401 - session-wide: no key in anything the daemons wrote
 
 OPENAI_KEY = "sk-test-openai-4f1c2a9b8e7d6c5b"
 GEMINI_KEY = "AIzaTestGeminiKey0123456789abcdefXYZ"
