@@ -4,8 +4,9 @@ For every fault, streamed and not, through each provider's SDK: the client gets
 a provider-shaped error (an HTTP error before the stream starts, an error event
 after), and afterwards
 
-* no upstream connection is left open (the pool's idle ones are closed first,
-  through its public ``aclose``; the fake counts its open TCP connections),
+* no upstream connection is left in use (httpcore's pool lists its
+  connections), and none is left open once the pool's idle ones are closed (the
+  fake counts its open TCP connections),
 * this process holds exactly the file descriptors it held before,
 * no trio task is left running (the whole task tree is counted).
 """
@@ -50,25 +51,29 @@ class Ledger:
     fds: int = 0
     tasks: int = 0
 
-    async def idle(self) -> tuple[int, int, int]:
+    async def idle(self) -> tuple[int, int, int, int]:
+        """(upstream connections in use, open at the fake, fds, tasks), the pool's idle connections closed."""
         gc.collect()  # SDK clients dropped by the test close their sockets
-        await self.state.upstream.aclose()  # the pool's idle keep-alive connections are not leaks
-        return self.fake.open_connections, open_fds(), task_count()
+        pool = self.state.upstream.transport._pool  # httpx's transport over httpcore's pool
+        in_use = sum(not connection.is_idle() for connection in pool.connections)
+        await pool.aclose()  # idle keep-alive connections are not leaks (the pool stays usable)
+        return in_use, self.fake.open_connections, open_fds(), task_count()
 
     async def mark(self) -> None:
         with trio.fail_after(5):
-            while (await self.idle())[0]:
+            while any((await self.idle())[:2]):
                 await trio.sleep(0.02)
-        _, self.fds, self.tasks = await self.idle()
+        _, _, self.fds, self.tasks = await self.idle()
 
     async def settle(self) -> None:
         """Wait (at most 5 s) until nothing is left over; then assert it."""
         now = await self.idle()
         with trio.move_on_after(5):
-            while now != (0, self.fds, self.tasks):
+            while now != (0, 0, self.fds, self.tasks):
                 await trio.sleep(0.05)
                 now = await self.idle()
-        connections, fds, tasks = now
+        in_use, connections, fds, tasks = now
+        assert in_use == 0, f"{in_use} upstream connection(s) still in use"
         assert connections == 0, f"{connections} upstream connection(s) left open"
         assert fds == self.fds, f"file descriptors: {self.fds} before, {fds} after: {socket_details()}"
         assert tasks == self.tasks, f"trio tasks: {self.tasks} before, {tasks} after"
