@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +13,6 @@ import httpx
 import orjson
 import trio
 from quart import Response, request
-from quart.wrappers.response import ResponseBody
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -32,16 +31,20 @@ from capsem_proxyd.dialects.openai_inputs import OpenAIInputDialect
 from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
 from capsem_proxyd.dialects.relay import RelayDialect
 from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.asgi_lane import ProxyLane
 from capsem_proxyd.errors import ProxyError, bad_request, not_found
 from capsem_proxyd.exchange import tenant_id_for
+from capsem_proxyd.front import body_too_large, body_too_slow, internal_error, log_internal_error, log_request
+from capsem_proxyd.front import printable as _printable
+from capsem_proxyd.front import reply_headers, run_route, stream_body
 from capsem_proxyd.guard import HeaderLimits, framing_problem, header_problem, is_safe_api_path
 from capsem_proxyd.limits import Limits
 from capsem_proxyd.metrics import Metrics
-from capsem_proxyd.pipeline import IncomingRequest, Pipeline, ProxyReply, Route, error_reply
+from capsem_proxyd.pipeline import IncomingRequest, Pipeline, Route, error_reply
 from capsem_proxyd.policy_engine import PolicyEngine, build_policy_engine
 from capsem_proxyd.policy_loader import PolicySet, load_policy_set
 from capsem_proxyd.provider_routing import is_model_path, passthrough_pattern, provider_for
-from capsem_proxyd.streaming import StreamPump, StreamSettings
+from capsem_proxyd.streaming import StreamSettings
 from capsem_proxyd.upstream import Upstream, UpstreamTimeouts
 
 log = logging.getLogger("capsem_proxyd.request")
@@ -167,9 +170,12 @@ def create_app(settings: Settings, engine: PolicyEngine | None = None, audit: Au
 
     _install_guard(app, settings)
     _install_cors(app, settings)
-    _install_routes(app, state)
+    gemini = _GeminiRoutes(state.gemini_base)
+    _install_routes(app, state, gemini)
     _install_side_routes(app, state)
     _install_error_handlers(app)
+    # The hot routes' plain requests skip Quart's per-request machinery (see asgi_lane).
+    app.asgi_app = ProxyLane(app.asgi_app, state, _lane_router(state, gemini), _dialect_for_path)  # type: ignore[method-assign]
     return app
 
 
@@ -177,7 +183,7 @@ def proxy_state(app: QuartTrio) -> ProxyState:
     return app.extensions["capsem_proxyd"]
 
 
-def _install_routes(app: QuartTrio, state: ProxyState) -> None:
+def _install_routes(app: QuartTrio, state: ProxyState, gemini: _GeminiRoutes) -> None:
     @app.get("/health")
     async def health() -> Response:
         body = {
@@ -197,17 +203,8 @@ def _install_routes(app: QuartTrio, state: ProxyState) -> None:
         body, content_type = state.metrics.render()
         return Response(body, content_type=content_type)
 
-    # Fixed upstream URLs are built once: httpx.URL.copy_with costs ~15 us a call.
-    chat_url = _join(state.openai_base, "/chat/completions")
-    responses_url = _join(state.openai_base, "/responses")
-
-    @app.post("/v1/chat/completions")
-    async def openai_chat() -> Response:
-        return await _proxy(state, Route(OPENAI_CHAT, chat_url))
-
-    @app.post("/v1/responses")
-    async def openai_responses() -> Response:
-        return await _proxy(state, Route(OPENAI_RESPONSES, responses_url))
+    for path, (dialect, url) in _fixed_routes(state).items():
+        app.add_url_rule(path, f"proxy {path}", _proxy_view(state, dialect, url), methods=["POST"])
 
     @app.post("/<any(v1, v1beta):version>/models/<model_action>")
     async def gemini_generate(version: str, model_action: str) -> Response:
@@ -216,10 +213,70 @@ def _install_routes(app: QuartTrio, state: ProxyState) -> None:
             return await _unproxied(state)
         if not MODEL_SEGMENT.match(model):
             return _error(GEMINI, bad_request(f"Invalid model name {model!r}."))
-        url = _join(state.gemini_base, f"/{version}/models/{model}:{action}")
+        return await _proxy(state, gemini.route(version, model, action))
+
+
+def _fixed_routes(state: ProxyState) -> dict[str, tuple[Dialect, httpx.URL]]:
+    """The fixed POST paths and their upstream URLs, built once (httpx.URL.copy_with costs ~15 us);
+    served by the ASGI lane and by Quart alike."""
+    return {
+        "/v1/chat/completions": (OPENAI_CHAT, _join(state.openai_base, "/chat/completions")),
+        "/v1/responses": (OPENAI_RESPONSES, _join(state.openai_base, "/responses")),
+        "/v1/completions": (OPENAI_COMPLETIONS, _join(state.openai_base, "/completions")),
+        "/v1/embeddings": (OPENAI_EMBEDDINGS, _join(state.openai_base, "/embeddings")),
+        "/v1/moderations": (OPENAI_MODERATIONS, _join(state.openai_base, "/moderations")),
+        "/v1/messages": (ANTHROPIC_MESSAGES, _join(state.anthropic_base, "/v1/messages")),
+        "/v1/messages/count_tokens": (ANTHROPIC_COUNT_TOKENS, _join(state.anthropic_base, "/v1/messages/count_tokens")),
+    }
+
+
+def _proxy_view(state: ProxyState, dialect: Dialect, url: httpx.URL) -> Callable[[], Awaitable[Response]]:
+    async def view() -> Response:
+        return await _proxy(state, Route(dialect, url))
+
+    return view
+
+
+class _GeminiRoutes:
+    """Where a checked Gemini model action (known action, valid model name) goes.
+
+    URLs are cached per app (building one costs ~15 us); the cache is bounded
+    because model names are the client's.
+    """
+
+    def __init__(self, base: httpx.URL) -> None:
+        self.base = base
+        self.urls: dict[tuple[str, str, str], httpx.URL] = {}
+
+    def route(self, version: str, model: str, action: str) -> Route:
+        key = (version, model, action)
+        url = self.urls.get(key)
+        if url is None:
+            if len(self.urls) >= 4096:
+                self.urls.clear()
+            url = self.urls[key] = _join(self.base, f"/{version}/models/{model}:{action}")
         if action in GEMINI_INPUT_ACTIONS:
-            return await _proxy(state, Route(GEMINI_INPUT_ACTIONS[action], url, path_model=model))
-        return await _proxy(state, Route(GEMINI, url, path_model=model, path_stream=GEMINI_ACTIONS[action]))
+            return Route(GEMINI_INPUT_ACTIONS[action], url, path_model=model)
+        return Route(GEMINI, url, path_model=model, path_stream=GEMINI_ACTIONS[action])
+
+
+def _lane_router(state: ProxyState, gemini: _GeminiRoutes) -> Callable[[str], Route | None]:
+    """The ASGI lane's routes: the fixed paths and valid Gemini model actions (the rest is Quart's)."""
+    fixed = _fixed_routes(state)
+
+    def route_for(path: str) -> Route | None:
+        target = fixed.get(path)
+        if target is not None:
+            return Route(*target)
+        version, _, model_action = path[1:].partition("/models/")
+        if version not in ("v1", "v1beta") or not model_action or "/" in model_action:
+            return None
+        model, _, action = model_action.partition(":")
+        if (action in GEMINI_ACTIONS or action in GEMINI_INPUT_ACTIONS) and MODEL_SEGMENT.match(model):
+            return gemini.route(version, model, action)
+        return None
+
+    return route_for
 
 
 def _join(base: httpx.URL, suffix: str) -> httpx.URL:
@@ -228,32 +285,6 @@ def _join(base: httpx.URL, suffix: str) -> httpx.URL:
 
 def _install_side_routes(app: QuartTrio, state: ProxyState) -> None:
     """Anthropic Messages, the side endpoints an SDK also calls, and the refusal of everything else."""
-
-    messages_url = _join(state.anthropic_base, "/v1/messages")
-    count_tokens_url = _join(state.anthropic_base, "/v1/messages/count_tokens")
-    completions_url = _join(state.openai_base, "/completions")
-    embeddings_url = _join(state.openai_base, "/embeddings")
-    moderations_url = _join(state.openai_base, "/moderations")
-
-    @app.post("/v1/messages")
-    async def anthropic_messages() -> Response:
-        return await _proxy(state, Route(ANTHROPIC_MESSAGES, messages_url))
-
-    @app.post("/v1/messages/count_tokens")
-    async def anthropic_count_tokens() -> Response:
-        return await _proxy(state, Route(ANTHROPIC_COUNT_TOKENS, count_tokens_url))
-
-    @app.post("/v1/completions")
-    async def openai_completions() -> Response:
-        return await _proxy(state, Route(OPENAI_COMPLETIONS, completions_url))
-
-    @app.post("/v1/embeddings")
-    async def openai_embeddings() -> Response:
-        return await _proxy(state, Route(OPENAI_EMBEDDINGS, embeddings_url))
-
-    @app.post("/v1/moderations")
-    async def openai_moderations() -> Response:
-        return await _proxy(state, Route(OPENAI_MODERATIONS, moderations_url))
 
     @app.get("/<any(v1, v1beta):version>/models")
     async def list_models(version: str) -> Response:
@@ -334,22 +365,11 @@ async def _proxy(state: ProxyState, route: Route, *, relay: bool = False) -> Res
         body=await request.get_data(cache=False),
         client_addr=request.remote_addr if state.settings.forward_client_ip else None,
     )
-    if query_string:
-        route.upstream_url = route.upstream_url.copy_with(query=query_string)
-    reply = await (state.pipeline.relay if relay else state.pipeline.handle)(route, incoming)
+    reply = await run_route(state, route, incoming, relay=relay)
     if reply.stream is not None:
-        body: Any = _PumpBody(
-            reply.stream, lambda outcome: _log_request(state, reply, route.dialect, outcome, started), state.metrics
-        )
-        response = Response(body, status=reply.status, headers=reply.headers)
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers["X-Accel-Buffering"] = "no"
-    else:
-        response = Response(reply.body or b"", status=reply.status, headers=reply.headers)
-        _log_request(state, reply, route.dialect, str(reply.status), started)
-    if reply.exchange is not None:
-        response.headers["x-capsem-request-id"] = reply.exchange.request_id
-    return response
+        return Response(stream_body(state, reply, route.dialect, started), status=reply.status, headers=reply_headers(reply))
+    log_request(state, reply, route.dialect, str(reply.status), started)
+    return Response(reply.body or b"", status=reply.status, headers=reply_headers(reply))
 
 
 class _LowerHeaders:
@@ -364,60 +384,14 @@ class _LowerHeaders:
         return self._headers.get(name, default)
 
 
-class _PumpBody(ResponseBody):
-    """Lets Quart drive a StreamPump as a response body (enter → iterate → exit)."""
-
-    def __init__(self, pump: StreamPump, on_done: Callable[[str], None], metrics: Metrics) -> None:
-        self.pump = pump
-        self.on_done = on_done
-        self.metrics = metrics
-
-    async def __aenter__(self) -> StreamPump:
-        await self.pump.__aenter__()
-        self.metrics.stream_started()
-        return self.pump
-
-    async def __aexit__(self, exc_type: type, exc_value: BaseException, tb: object) -> None:
-        try:
-            await self.pump.__aexit__(exc_type, exc_value, tb)
-        finally:
-            # Also when cancelled (the client hung up): the stream is over and must be counted.
-            self.metrics.stream_finished()
-            outcome = self.pump.outcome if exc_type is None else "client_disconnected"
-            self.on_done(outcome)
-
-
-def _log_request(state: ProxyState, reply: ProxyReply, dialect: Dialect, outcome: str, started: float) -> None:
-    exchange = reply.exchange
-    duration_ms = (time.perf_counter() - started) * 1000
-    state.record_request(exchange, dialect, reply.status, outcome, duration_ms)
-    stream_outcome = outcome if reply.stream is not None else None
-    state.metrics.request_done(dialect.provider, dialect.endpoint, reply.status, stream_outcome)
-    log.info(
-        "request_id=%s tenant_id=%s provider=%s endpoint=%s model=%s status=%s outcome=%s duration_ms=%.1f",
-        exchange.request_id if exchange else "-",
-        exchange.tenant_id if exchange else "-",
-        dialect.provider,
-        dialect.endpoint,
-        _printable(exchange.model) if exchange else "-",
-        reply.status,
-        outcome,
-        duration_ms,
-    )
-
-
-def _printable(text: str) -> str:
-    """Escape control characters so a client cannot forge log lines."""
-    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
-
-
 def _error(dialect: Dialect, error: ProxyError) -> Response:
     reply = error_reply(dialect, error)
     return Response(reply.body, status=reply.status, headers=reply.headers)
 
 
-def _dialect_for_path(path: str) -> Dialect:
-    if path.startswith("/v1/messages") or "anthropic-version" in request.headers:
+def _dialect_for_path(path: str, headers: Any = None) -> Dialect:
+    """The provider shape of an error the edge answers before any route ran (by path and headers)."""
+    if path.startswith("/v1/messages") or "anthropic-version" in (request.headers if headers is None else headers):
         return ANTHROPIC_MESSAGES
     if path.startswith("/v1beta/") or ":" in path.rsplit("/", 1)[-1]:
         return GEMINI
@@ -431,11 +405,11 @@ def _install_error_handlers(app: QuartTrio) -> None:
         if status == 404:
             message = f"{request.path} is not proxied by capsem-proxyd."
         elif status == 413:
-            message = "The request body is larger than this proxy accepts."
+            return _error(_dialect_for_path(request.path), body_too_large())
         elif status == 405:
             message = f"Method {request.method} is not allowed on {request.path}."
         elif status == 408:
-            message = f"The request body did not arrive within {request.body_timeout}s (--body-timeout)."
+            return _error(_dialect_for_path(request.path), body_too_slow(request.body_timeout))
         else:
             message = error.description or error.name
         kind = {404: "not_found", 413: "too_large"}.get(status, "invalid_request")
@@ -443,11 +417,8 @@ def _install_error_handlers(app: QuartTrio) -> None:
 
     @app.errorhandler(Exception)
     async def unexpected_error(error: Exception) -> Response:
-        logging.getLogger("capsem_proxyd").exception("unexpected error on %s", _printable(request.path))
-        return _error(
-            _dialect_for_path(request.path),
-            ProxyError(500, "upstream_error", "capsem-proxyd hit an internal error; see its log.", code="internal_error"),
-        )
+        log_internal_error(request.path)
+        return _error(_dialect_for_path(request.path), internal_error())
 
 
 def _install_guard(app: QuartTrio, settings: Settings) -> None:
