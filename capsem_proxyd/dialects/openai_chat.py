@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Mapping
 from typing import Any
 
 from capsem_proxyd.dialects.base import (
-    Dialect,
     as_dict,
     as_list,
     as_str,
@@ -19,8 +17,8 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     text_of,
 )
-from capsem_proxyd.dialects.openai_common import openai_api_key, openai_error_body
-from capsem_proxyd.errors import ProxyError, upstream_unavailable
+from capsem_proxyd.dialects.openai_common import OpenAIDialect
+from capsem_proxyd.errors import upstream_unavailable
 from capsem_proxyd.framing import StreamEvent
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
@@ -101,15 +99,8 @@ def _inline_or_url(url: str, media: list[MediaPart] | None, what: str) -> list[s
     return []
 
 
-class OpenAIChatDialect(Dialect):
-    provider = "openai"
+class OpenAIChatDialect(OpenAIDialect):
     endpoint = "chat.completions"
-
-    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-        return openai_api_key(headers, query)
-
-    def error_body(self, error: ProxyError) -> dict[str, Any]:
-        return openai_error_body(error)
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from capsem_proxyd.errors import ProxyError, decision_fields
-from capsem_proxyd.dialects.base import bearer_token
+from capsem_proxyd.dialects.base import Dialect, bearer_token
 
 _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
@@ -36,3 +36,15 @@ def openai_error_body(error: ProxyError) -> dict[str, Any]:
         inner["capsem"] = decision_fields(error.decision)
         body["detail"] = f"Request blocked by security policy: {error.decision.details}"
     return body
+
+
+class OpenAIDialect(Dialect):
+    """What every OpenAI API dialect shares: the Bearer key and the error shape."""
+
+    provider = "openai"
+
+    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+        return openai_api_key(headers, query)
+
+    def error_body(self, error: ProxyError) -> dict[str, Any]:
+        return openai_error_body(error)

@@ -6,26 +6,18 @@ whole or, streamed, in ``data:`` chunks of the same shape ending ``[DONE]``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.dialects.base import Dialect, as_dict, as_list, as_str, parse_json_event
-from capsem_proxyd.dialects.openai_common import openai_api_key, openai_error_body
+from capsem_proxyd.dialects.base import as_dict, as_list, as_str, parse_json_event
+from capsem_proxyd.dialects.openai_common import OpenAIDialect
 from capsem_proxyd.dialects.openai_inputs import openai_text_input
-from capsem_proxyd.errors import ProxyError, upstream_unavailable
+from capsem_proxyd.errors import upstream_unavailable
 from capsem_proxyd.framing import StreamEvent
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
 
 
-class OpenAICompletionsDialect(Dialect):
-    provider = "openai"
+class OpenAICompletionsDialect(OpenAIDialect):
     endpoint = "completions"
-
-    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-        return openai_api_key(headers, query)
-
-    def error_body(self, error: ProxyError) -> dict[str, Any]:
-        return openai_error_body(error)
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         prompt = openai_text_input(body.get("prompt"), "prompt")

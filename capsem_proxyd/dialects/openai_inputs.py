@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.dialects.base import Dialect, as_list, text_of
+from capsem_proxyd.dialects.base import text_of
 from capsem_proxyd.dialects.openai_chat import content_text
-from capsem_proxyd.dialects.openai_common import openai_api_key, openai_error_body
-from capsem_proxyd.errors import ProxyError, bad_request
+from capsem_proxyd.dialects.openai_common import OpenAIDialect
+from capsem_proxyd.errors import bad_request
 from capsem_proxyd.framing import StreamEvent
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, MediaPart, RequestView, ResponseView, StreamView
 
@@ -43,19 +43,12 @@ def openai_text_input(value: Any, what: str, media: list[MediaPart] | None = Non
     return "\n".join(text for text in texts if text)
 
 
-class OpenAIInputDialect(Dialect):
+class OpenAIInputDialect(OpenAIDialect):
     """``input`` is text, a list of texts or (moderations) a list of text/image parts."""
 
-    provider = "openai"
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
-
-    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-        return openai_api_key(headers, query)
-
-    def error_body(self, error: ProxyError) -> dict[str, Any]:
-        return openai_error_body(error)
 
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return False

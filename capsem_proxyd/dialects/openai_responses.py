@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from capsem_proxyd.dialects.base import (
-    Dialect,
     as_dict,
     as_list,
     as_str,
@@ -21,7 +20,7 @@ from capsem_proxyd.dialects.base import (
     text_of,
 )
 from capsem_proxyd.dialects.openai_chat import content_text
-from capsem_proxyd.dialects.openai_common import openai_api_key, openai_error_body
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_error_body
 from capsem_proxyd.errors import ProxyError, upstream_unavailable
 from capsem_proxyd.framing import StreamEvent, encode_sse
 from capsem_proxyd.views import (
@@ -39,15 +38,8 @@ _TEXT_DELTAS = {"response.output_text.delta", "response.refusal.delta"}
 _THOUGHT_DELTAS = {"response.reasoning_summary_text.delta", "response.reasoning_text.delta"}
 
 
-class OpenAIResponsesDialect(Dialect):
-    provider = "openai"
+class OpenAIResponsesDialect(OpenAIDialect):
     endpoint = "responses"
-
-    def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-        return openai_api_key(headers, query)
-
-    def error_body(self, error: ProxyError) -> dict[str, Any]:
-        return openai_error_body(error)
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
         body = openai_error_body(error)
