@@ -63,6 +63,14 @@ class Daemon:
                     except httpx.TransportError:
                         await trio.sleep(0.05)
 
+    async def wait_exit(self, timeout: float = 30) -> int:
+        """Wait for the process to exit by itself (after a signal the test already sent)."""
+        with trio.fail_after(timeout):
+            while self.process.poll() is None:
+                await trio.sleep(0.05)
+        self._log.close()
+        return self.process.returncode
+
     async def stop(self, timeout: float = 10) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -140,7 +140,7 @@ async def test_sigterm_lets_a_stream_finish_within_the_grace_period(fake: FakeUp
                 chunks.append(chunk)
     raw = b"".join(chunks)
     assert raw.rstrip().endswith(b"data: [DONE]") and b'"error"' not in raw
-    assert await daemon.stop() == 0
+    assert await daemon.wait_exit() == 0  # one SIGTERM, as a supervisor sends
 
 
 async def test_stream_longer_than_the_grace_period_ends_with_an_error_event(fake: FakeUpstream, daemons) -> None:
@@ -159,7 +159,7 @@ async def test_stream_longer_than_the_grace_period_ends_with_an_error_event(fake
     with trio.fail_after(2):
         await fake.streams[0].closed.wait()
     assert not fake.streams[0].completed
-    assert await daemon.stop() == 0
+    assert await daemon.wait_exit() == 0  # one SIGTERM, as a supervisor sends
 
 
 async def test_daemon_mode_status_reload_and_stop(tmp_path: Path, fake: FakeUpstream) -> None:
