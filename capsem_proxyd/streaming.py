@@ -14,10 +14,17 @@ Release rules, the heart of streaming enforcement:
   sees the whole term;
 * checks run on the accumulated text, throttled: the next check waits until
   the unchecked text is at least ``check_chars`` or a fraction of what is
-  already checked, so the total cost stays linear in the reply size;
+  already checked, so the total cost stays linear in the reply size; one
+  early check runs as soon as the first text could be released by it, so the
+  first text reaches the client without waiting for the throttle;
 * an event carrying part of a tool call is held until the call is complete
   and ``on_tool_call`` passed; events behind it wait, preserving order;
 * at the end, one last check on the complete text, then everything goes.
+
+Events travel from the reader in batches (what one upstream read framed),
+and what a batch releases goes to the client in one write, after the first
+release, which goes out at once: a provider that sends many events per read
+costs one client write, not one per event.
 
 A block, the client hanging up or a shutdown cancels the nursery and closes
 the upstream response at once.
@@ -85,6 +92,10 @@ class _UpstreamFailure:
         self.error = error
 
 
+# What travels from the reader to the checker: the events of one upstream read, or the end.
+_Batch = list[StreamEvent] | _UpstreamFailure
+
+
 class StreamPump:
     """Async context manager; iterate it for the bytes to send to the client."""
 
@@ -109,13 +120,14 @@ class StreamPump:
         self.outcome = "incomplete"
         self._nursery_manager: Any = None
         self._nursery: trio.Nursery | None = None
-        self._events: trio.MemoryReceiveChannel[StreamEvent | _UpstreamFailure] | None = None
+        self._events: trio.MemoryReceiveChannel[_Batch] | None = None
         # checking state
         self._text: list[str] = []
         self._thoughts: list[str] = []
         self._length = 0
         self._checked_length = 0
-        self._last_check = 0.0
+        self._last_check = time.monotonic()
+        self._text_released = False
         self._pending: deque[_PendingEvent] = deque()
         self._calls: dict[Any, _OpenCall] = {}
         self._started = False
@@ -126,7 +138,7 @@ class StreamPump:
         self._ended_by_shutdown = False
 
     async def __aenter__(self) -> "StreamPump":
-        send, self._events = trio.open_memory_channel[StreamEvent | _UpstreamFailure](self.settings.channel_size)
+        send, self._events = trio.open_memory_channel[_Batch](self.settings.channel_size)
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
         if self.must_end is not None:
@@ -145,7 +157,7 @@ class StreamPump:
 
     # -- upstream side -------------------------------------------------------
 
-    async def _read_upstream(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> None:
+    async def _read_upstream(self, send: trio.MemorySendChannel[_Batch]) -> None:
         """Feed upstream events to the consumer; always closes the upstream response."""
         try:
             with self._reader_scope, send:
@@ -160,7 +172,7 @@ class StreamPump:
             with trio.CancelScope(deadline=trio.current_time() + _CLOSE_GRACE_SECONDS, shield=True):
                 await self.response.aclose()
 
-    async def _end_on_shutdown(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> None:
+    async def _end_on_shutdown(self, send: trio.MemorySendChannel[_Batch]) -> None:
         """After the shutdown grace period: stop reading and end the stream with an error event."""
         assert self.must_end is not None
         with self._watch_scope, send:
@@ -169,7 +181,7 @@ class StreamPump:
             self._reader_scope.cancel()
             await send.send(_UpstreamFailure(shutting_down()))
 
-    async def _read_events(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> ProxyError | None:
+    async def _read_events(self, send: trio.MemorySendChannel[_Batch]) -> ProxyError | None:
         """Pump events; a broken upstream becomes a ProxyError for the client's final event."""
         try:
             await self._pump_events(send)
@@ -185,7 +197,7 @@ class StreamPump:
             return upstream_unavailable(f"Upstream stream broke off ({type(error).__name__}).")
         return None
 
-    async def _pump_events(self, send: trio.MemorySendChannel[StreamEvent | _UpstreamFailure]) -> None:
+    async def _pump_events(self, send: trio.MemorySendChannel[_Batch]) -> None:
         chunks = self.response.aiter_bytes()
         idle = self.settings.idle_timeout
         budget = self.settings.max_bytes
@@ -202,34 +214,52 @@ class StreamPump:
                 budget -= len(chunk)
                 if budget < 0:
                     raise response_too_large(self.settings.max_bytes or 0)
-            for event in self.decoder.feed(chunk):
-                await send.send(event)
-        for event in self.decoder.close():
-            await send.send(event)
+            events = self.decoder.feed(chunk)
+            if events:
+                await send.send(events)
+        events = self.decoder.close()
+        if events:
+            await send.send(events)
 
     # -- client side ---------------------------------------------------------
 
     async def _deliver(self) -> AsyncIterator[bytes]:
+        """Check each batch and write what it released in one piece (the very first release at once)."""
         assert self._events is not None
+        out: list[bytes] = []  # released, not yet written
+        first_written = False
         try:
-            async for item in self._events:
-                if isinstance(item, _UpstreamFailure):
-                    yield self._cut(item.error)
-                    return
-                released = await self._accept(item)
-                if released:
-                    yield released
-            released = await self._finish()
-            self.outcome = "completed"
-            if released:
-                yield released
+            async for batch in self._events:
+                if isinstance(batch, _UpstreamFailure):
+                    out.append(self._cut(batch.error))
+                    break
+                for event in batch:
+                    released = await self._accept(event)
+                    if not released:
+                        continue
+                    if first_written:
+                        out.append(released)
+                    else:
+                        first_written = True
+                        yield released  # time to first byte: no waiting for the rest of the batch
+                if out:
+                    yield b"".join(out)
+                    out.clear()
+            else:
+                released = await self._finish()
+                self.outcome = "completed"
+                out.append(released)
         except ProxyError as error:
-            yield self._cut(error)
+            out.append(self._cut(error))
         except Exception:  # noqa: BLE001 - fail closed: an event we cannot read is never released
             log.exception(
                 "stream check failed request_id=%s tenant_id=%s", self.exchange.request_id, self.exchange.tenant_id
             )
-            yield self._cut(upstream_unavailable("capsem-proxyd could not check an upstream stream event."))
+            out.append(self._cut(upstream_unavailable("capsem-proxyd could not check an upstream stream event.")))
+        # Events of the batch released before a block or failure did pass their checks.
+        last = b"".join(out)
+        if last:
+            yield last
 
     def _cut(self, error: ProxyError) -> bytes:
         """Stop reading upstream now and return the final error event."""
@@ -298,6 +328,11 @@ class StreamPump:
         threshold = max(self.settings.check_chars, int(self._checked_length * self.settings.check_growth))
         if unchecked >= threshold:
             return True
+        if not self._text_released and self._pending:
+            # Early: the first text goes out as soon as a check can cover it plus the tail.
+            head = self._pending[0]
+            if not head.tool_keys and 0 < head.text_end <= self._length - self.settings.holdback:
+                return True
         return time.monotonic() - self._last_check >= self.settings.check_interval
 
     async def _check_text(self) -> None:
@@ -318,6 +353,8 @@ class StreamPump:
                 break
             if head.tool_keys and not all(self._calls[key].checked for key in head.tool_keys):
                 break
+            if head.text_end:
+                self._text_released = True
             out.append(pending.popleft().raw)
         if out:
             self._started = True

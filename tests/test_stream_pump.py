@@ -1,0 +1,91 @@
+"""The stream pump on its own, fed a real httpx response: batching, the early first
+release, and the hold-back guarantee under any split of the upstream bytes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.policy_engine import PolicyEngine
+from capsem_proxyd.policy_loader import default_policy_set
+from capsem_proxyd.streaming import StreamPump, StreamSettings
+
+ENGINE = PolicyEngine(default_policy_set(), policy_timeout=5)
+DIALECT = OpenAIChatDialect()
+
+
+def _event(text: str) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m",
+             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def _pump(pieces: list[bytes], settings: StreamSettings | None = None) -> list[bytes]:
+    """What the pump writes to the client, write by write, for an upstream sending ``pieces``."""
+
+    async def upstream() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    response = httpx.Response(200, content=upstream())
+    exchange = Exchange(request_id="req_test", tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
+    pump = StreamPump(exchange, DIALECT, ENGINE, response, {}, settings or StreamSettings(idle_timeout=5))
+    writes: list[bytes] = []
+    async with pump:
+        async for data in pump:
+            writes.append(data)
+    return writes
+
+
+async def test_a_burst_is_written_in_few_pieces_the_first_text_early() -> None:
+    events = [_event(f"word{index:02d} ") for index in range(49)] + [b"data: [DONE]\n\n"]
+    writes = await _pump([b"".join(events)])  # every event in one upstream read
+    assert b"".join(writes) == b"".join(events)  # lossless, in order
+    assert 2 <= len(writes) <= 3  # the first release, then the rest of the batch (and the end)
+    # The first write holds the first text event and not much more: one check covering
+    # it plus the 64-character tail let it go, without waiting for 256 characters.
+    first_text = writes[0].count(b"word")
+    assert 1 <= first_text <= 11
+
+
+async def test_events_trickling_one_per_read_go_out_one_per_write() -> None:
+    events = [_event("x" * 100) for _ in range(6)]
+    writes = await _pump(events, StreamSettings(idle_timeout=5, check_chars=1, check_growth=0))  # a check per event
+    assert writes == events  # each released as soon as the next one's check covers it and its tail
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 39), st.lists(st.integers(1, 400), min_size=1, max_size=30))
+def test_a_marker_split_anywhere_never_reaches_the_client_whole(position: int, cuts: list[int]) -> None:
+    texts = [f"t{index:02d} " for index in range(40)]
+    texts[position] = "capsem_"
+    if position + 1 < len(texts):
+        texts[position + 1] = "block "
+    else:
+        texts.append("block ")
+    raw = b"".join(_event(text) for text in texts) + b"data: [DONE]\n\n"
+    pieces, start = [], 0
+    for cut in cuts:
+        if start >= len(raw):
+            break
+        pieces.append(raw[start : start + cut])
+        start += cut
+    if start < len(raw):
+        pieces.append(raw[start:])
+    writes = trio.run(_pump, pieces)
+    delivered = b"".join(writes)
+    released, _, error = delivered.rpartition(b"data: ")
+    assert b"capsem_block" in error  # ended by the block
+    text = "".join(
+        choice["delta"].get("content") or ""
+        for block in released.split(b"\n\n") if block.startswith(b"data: {")
+        for choice in json.loads(block[6:])["choices"]
+    )
+    assert "capsem_block" not in text
