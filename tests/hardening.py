@@ -32,31 +32,34 @@ def sdk_call(
     headers: dict[str, str] | None = None,
     stream: bool = False,
 ) -> str:
-    """One generation call through ``proxy`` with the provider's own SDK; returns the text."""
+    """One generation call through ``proxy`` with the provider's own SDK; returns the text.
+
+    The client is closed before returning (or raising), so its connection to the proxy is gone.
+    """
     if provider == "openai":
-        client = proxy.openai(default_headers=headers or {})
-        kwargs: dict[str, Any] = {"extra_body": extra_body} if extra_body else {}
-        messages = [{"role": "user", "content": prompt}]
-        if stream:
-            chunks = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True, **kwargs)
-            return "".join(choice.delta.content or "" for chunk in chunks for choice in chunk.choices)
-        return client.chat.completions.create(model="gpt-4o-mini", messages=messages, **kwargs).choices[0].message.content
+        with proxy.openai(default_headers=headers or {}) as client:
+            kwargs: dict[str, Any] = {"extra_body": extra_body} if extra_body else {}
+            messages = [{"role": "user", "content": prompt}]
+            if stream:
+                chunks = client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True, **kwargs)
+                return "".join(choice.delta.content or "" for chunk in chunks for choice in chunk.choices)
+            return client.chat.completions.create(model="gpt-4o-mini", messages=messages, **kwargs).choices[0].message.content
     if provider == "anthropic":
-        client = proxy.anthropic(default_headers=headers or {})
-        kwargs = {"extra_body": extra_body} if extra_body else {}
-        messages = [{"role": "user", "content": prompt}]
-        if stream:
-            with client.messages.stream(model="claude-sonnet-4-6", max_tokens=50, messages=messages, **kwargs) as events:
-                return "".join(events.text_stream)
-        reply = client.messages.create(model="claude-sonnet-4-6", max_tokens=50, messages=messages, **kwargs)
-        return "".join(block.text for block in reply.content if block.type == "text")
+        with proxy.anthropic(default_headers=headers or {}) as client:
+            kwargs = {"extra_body": extra_body} if extra_body else {}
+            messages = [{"role": "user", "content": prompt}]
+            if stream:
+                with client.messages.stream(model="claude-sonnet-4-6", max_tokens=50, messages=messages, **kwargs) as events:
+                    return "".join(events.text_stream)
+            reply = client.messages.create(model="claude-sonnet-4-6", max_tokens=50, messages=messages, **kwargs)
+            return "".join(block.text for block in reply.content if block.type == "text")
     options = genai_types.HttpOptions(headers=headers or None, extra_body=extra_body or None)
-    client = proxy.gemini()
-    config = genai_types.GenerateContentConfig(http_options=options)
-    if stream:
-        pieces = client.models.generate_content_stream(model=GEMINI_MODEL, contents=prompt, config=config)
-        return "".join(piece.text or "" for piece in pieces)
-    return client.models.generate_content(model=GEMINI_MODEL, contents=prompt, config=config).text
+    with proxy.gemini() as client:
+        config = genai_types.GenerateContentConfig(http_options=options)
+        if stream:
+            pieces = client.models.generate_content_stream(model=GEMINI_MODEL, contents=prompt, config=config)
+            return "".join(piece.text or "" for piece in pieces)
+        return client.models.generate_content(model=GEMINI_MODEL, contents=prompt, config=config).text
 
 
 def status_of(error: BaseException) -> int:
@@ -108,11 +111,11 @@ def proc_fd_targets() -> list[str]:
 
 
 def socket_details() -> dict[str, str]:
-    """This process's TCP sockets: inode -> "local port -> remote port (state)", to name a leak."""
+    """This process's sockets: inode -> "local port -> remote port (state)" (TCP, UDP), to name a leak."""
     states = {"01": "ESTABLISHED", "06": "TIME_WAIT", "08": "CLOSE_WAIT", "0A": "LISTEN", "07": "CLOSE", "04": "FIN_WAIT1",
               "05": "FIN_WAIT2", "09": "LAST_ACK", "0B": "CLOSING"}
     table: dict[str, str] = {}
-    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for name in ("/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"):
         try:
             lines = Path(name).read_text().splitlines()[1:]
         except OSError:
@@ -120,12 +123,13 @@ def socket_details() -> dict[str, str]:
         for line in lines:
             fields = line.split()
             local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-            table[inode] = f"{int(local.split(':')[1], 16)} -> {int(remote.split(':')[1], 16)} ({states.get(state, state)})"
+            kind = "udp " if "udp" in name else ""
+            table[inode] = f"{kind}{int(local.split(':')[1], 16)} -> {int(remote.split(':')[1], 16)} ({states.get(state, state)})"
     mine = {}
     for target in proc_fd_targets():
         if target.startswith("socket:["):
             inode = target[8:-1]
-            mine[inode] = table.get(inode, "not TCP")
+            mine[inode] = table.get(inode, "unix or other")
     return mine
 
 
