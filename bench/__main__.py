@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--systems", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of json, sse")
     parser.add_argument("--profile", action="store_true", help="py-spy capsem-proxyd under the N-connection loads")
+    parser.add_argument("--no-scaling", action="store_true",
+                        help="skip the stream-size (10 kB vs 1 MB) and --workers 2 measurements of capsem-proxyd")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores 0 (proxy) and 1 (load, upstream)")
     parser.add_argument("--no-install", action="store_true", help="fail instead of apt-get installing nginx/wrk")
     parser.add_argument("--output", type=Path, help="results JSON path (default bench/results/bench-<mode>-<time>.json)")
@@ -62,6 +64,7 @@ def plan_from(args: argparse.Namespace) -> runner.Plan:
         systems=systems,
         workloads=workloads,
         profile=args.profile,
+        scaling=not args.no_scaling,
         pin=not args.no_pin,
         mode=args.mode,
     )
@@ -79,9 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     found = tools.ensure_installed(log)
     results = runner.run(plan, found, args.work.resolve(), log)
     table_rows = report.rows(results)
-    checked = report.targets(table_rows)
+    checked = report.targets(table_rows) + report.scaling_targets(results.get("scaling"))
     results["rows"], results["targets"] = table_rows, checked
     table = report.markdown(results, table_rows)
+    scaled = report.scaling_markdown(results.get("scaling"))
+    if scaled:
+        table += "\n\n" + scaled
     goals = report.targets_markdown(checked)
     output = args.output or HERE / "results" / f"bench-{plan.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from bench import payloads
 JSON_PATH = "/v1/chat/completions"
 STREAM_PREFIX = "/sse"  # the upstream serves the SSE body under /sse/v1/...
 STREAM_PATH = STREAM_PREFIX + JSON_PATH
+SIZED_PREFIX = "/sse-"  # /sse-10k/v1/..., /sse-1m/v1/...: the streams of payloads.SIZED_STREAMS
 
 _COMMON = """\
 daemon off;
@@ -49,6 +50,7 @@ _UPSTREAM_SERVER = """\
             add_header Cache-Control no-cache;
 {stream_return}
         }}
+{sized_locations}
     }}
 """
 
@@ -77,8 +79,18 @@ def upstream_config(prefix: Path, port: int) -> str:
         stream_path=STREAM_PATH,
         json_body=payloads.nginx_safe(payloads.chat_completion()),
         stream_return=_long_return(payloads.chat_stream(), indent=" " * 12),
+        sized_locations="\n".join(_sized_location(name, size) for name, size in payloads.SIZED_STREAMS.items()),
     )
     return _COMMON.format(prefix=prefix, servers=server)
+
+
+def _sized_location(name: str, size: int) -> str:
+    return "\n".join([
+        f"        location = {SIZED_PREFIX}{name}{JSON_PATH} {{",
+        "            default_type text/event-stream;",
+        _long_return(payloads.sized_stream(size), indent=" " * 12),
+        "        }",
+    ])
 
 
 def _long_return(body: bytes, indent: str, piece_size: int = 3000) -> str:
@@ -96,7 +108,17 @@ def _long_return(body: bytes, indent: str, piece_size: int = 3000) -> str:
         current += line
     pieces.append(current)
     lines = [f"{indent}set $bench_part{index} '{piece}';" for index, piece in enumerate(pieces)]
-    joined = "".join("${bench_part%d}" % index for index in range(len(pieces)))
+    names = [f"bench_part{index}" for index in range(len(pieces))]
+    # A parameter is at most 4 kB too: long bodies are joined in groups, then the groups.
+    group = 0
+    while len(names) > 100:
+        grouped = []
+        for start in range(0, len(names), 100):
+            lines.append(f'{indent}set $bench_group{group} "{"".join("${%s}" % name for name in names[start:start + 100])}";')
+            grouped.append(f"bench_group{group}")
+            group += 1
+        names = grouped
+    joined = "".join("${%s}" % name for name in names)
     lines.append(f'{indent}return 200 "{joined}";')
     return "\n".join(lines)
 

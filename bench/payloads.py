@@ -75,6 +75,29 @@ def stream_text() -> str:
     return "".join(stream_deltas())
 
 
+# Streams of a given size for the cost-per-byte comparison: same event shape, more events.
+SIZED_STREAMS = {"10k": 10_000, "1m": 1_000_000}
+
+
+def sized_stream(size: int) -> bytes:
+    """A Chat Completions stream of at least ``size`` bytes: short text deltas, then the finish and [DONE]."""
+    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+        event = {"id": "chatcmpl-bench0003", "object": "chat.completion.chunk", "created": 1735689600, "model": MODEL,
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n\n"
+
+    events = [chunk({"role": "assistant", "content": "word00000 "}, None)]
+    total = len(events[0])
+    index = 1
+    while total < size:
+        events.append(chunk({"content": f"word{index:05d} "}, None))
+        total += len(events[-1])
+        index += 1
+    events.append(chunk({}, "stop"))
+    events.append(b"data: [DONE]\n\n")
+    return b"".join(events)
+
+
 def nginx_safe(body: bytes) -> str:
     text = body.decode()
     for forbidden in ("'", "$", "\\"):

@@ -51,7 +51,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def pinned(command: list[str], core: int | None) -> list[str]:
+def pinned(command: list[str], core: int | str | None) -> list[str]:
     """Prefix ``taskset -c core`` (it execs, so the PID stays the child's)."""
     if core is None:
         return command
@@ -141,7 +141,7 @@ class Children:
         self._running: list[Child] = []
         self.started: list[dict[str, object]] = []  # name and PID of everything ever started
 
-    def start(self, name: str, command: list[str], *, core: int | None, log: Path,
+    def start(self, name: str, command: list[str], *, core: int | str | None, log: Path,
               env: dict[str, str] | None = None, cwd: Path | None = None) -> Child:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as output:

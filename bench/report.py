@@ -164,6 +164,42 @@ def targets(table_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def scaling_targets(scaling: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The stream-size and workers targets (bench/scaling.py), when they were measured."""
+    if not scaling:
+        return []
+    sizes, workers = scaling.get("stream_sizes", {}), scaling.get("workers", {})
+    checks = [
+        ("1 MB stream CPU per byte vs 10 kB stream (×)", sizes.get("per_byte_ratio_1m_vs_10k"), "<=", 2),
+        ("JSON requests/s, --workers 2 vs 1 (×, both cores shared with wrk and upstream)", workers.get("speedup_2_vs_1"), ">=", 1.7),
+    ]
+    return [
+        {"target": label, "value": value, "op": op, "limit": limit,
+         "met": None if value is None else (value <= limit if op == "<=" else value >= limit)}
+        for label, value, op, limit in checks
+    ]
+
+
+def scaling_markdown(scaling: dict[str, Any] | None) -> str:
+    if not scaling:
+        return ""
+    lines = ["| capsem-proxyd scaling | value |", "|---|---|"]
+    for name, item in scaling.get("stream_sizes", {}).items():
+        if isinstance(item, dict) and "bytes" in item:
+            lines.append(f"| stream {name} ({item['bytes']:,} B): streams/s @8 conn, CPU µs/stream, ns/byte, errors | "
+                         f"{item['streams_per_s']:,.1f}, {item['cpu_us_per_stream']}, {item['cpu_ns_per_byte']}, "
+                         f"{item['errors']} |")
+    for count, item in scaling.get("workers", {}).items():
+        if isinstance(item, dict) and "requests_per_s" in item:
+            lines.append(f"| --workers {count}: JSON req/s @64 conn, p99 ms, proxy cores busy, errors | "
+                         f"{item['requests_per_s']:,.0f}, {item['p99_ms']:.1f}, {item['cores_busy']}, {item['errors']} |")
+    for key in ("stream_sizes", "workers"):
+        skipped = scaling.get(key, {}).get("skipped")
+        if skipped:
+            lines.append(f"| {key} | {skipped} |")
+    return "\n".join(lines)
+
+
 def targets_markdown(checked: list[dict[str, Any]]) -> str:
     if not checked:
         return ""

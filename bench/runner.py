@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from bench import nginx, payloads, probe, profile, wrk
+from bench import nginx, payloads, probe, profile, scaling, wrk
 from bench.processes import Children, cpu_seconds, free_port, rss_bytes, wait_listening
 from bench.systems import ALL, LOAD_CORE, PROXY_CORE, WORKLOADS, Context, Running, System
 
@@ -33,6 +33,7 @@ class Plan:
     profile: bool = False
     pin: bool = True
     mode: str = "full"
+    scaling: bool = True  # stream-size and --workers measurements of capsem-proxyd (bench/scaling.py)
 
 
 def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict[str, Any]:
@@ -77,12 +78,28 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
                 except (RuntimeError, OSError, subprocess.SubprocessError) as error:
                     log(f"   FAILED: {error}")
                     entry[workload] = {"skipped": f"failed: {error}"}
+        if plan.scaling and "capsem-proxyd" in plan.systems:
+            results["scaling"] = _scaling(context, plan, tools, work, log)
     finally:
         children.close()
         results["meta"]["processes"] = children.started
     results["meta"]["wall_s"] = round(time.time() - started, 1)
     results["meta"]["loadavg_after"] = [round(value, 2) for value in os.getloadavg()]
     return results
+
+
+def _scaling(context: Context, plan: Plan, tools: dict[str, str], work: Path, log: Log) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    scripts = scaling.write_scripts(work)
+    for key, label, measure in (("stream_sizes", "stream size (10 kB vs 1 MB)", scaling.stream_sizes),
+                                ("workers", "--workers 1 vs 2 (both cores, shared with wrk and the upstream)", scaling.workers)):
+        log(f"== capsem-proxyd / {label}")
+        try:
+            out[key] = measure(context, tools, scripts, plan.duration, plan.warmup, log)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            log(f"   FAILED: {error}")
+            out[key] = {"skipped": f"failed: {error}"}
+    return out
 
 
 def _run_folder(shared: Path, keep: int = 5) -> Path:

@@ -90,11 +90,11 @@ def write_script(path: Path, body: bytes, expected: str, key: str) -> Path:
     return path
 
 
-def run(wrk: str, url: str, script: Path, *, connections: int, duration: int, core: int | None,
-        timeout_s: int = 10) -> LoadResult:
-    """Run wrk (one thread; it shares its core with the upstream) and parse its JSON line."""
+def run(wrk: str, url: str, script: Path, *, connections: int, duration: int, core: int | str | None,
+        timeout_s: int = 10, threads: int = 1) -> LoadResult:
+    """Run wrk (one thread unless told: it shares its core with the upstream) and parse its JSON line."""
     command = pinned(
-        [wrk, "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout_s}s", "--latency", "-s", str(script), url],
+        [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout_s}s", "--latency", "-s", str(script), url],
         core,
     )
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration + timeout_s + 30)

@@ -58,6 +58,12 @@ def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
         assert rows[name]["json_rps"] > 0 and rows[name]["sse_streams_per_s"] > 0, rows[name]
     for name in ("nginx", "capsem-proxyd"):
         assert rows[name]["json_cpu_us"] > 0 and rows[name]["sse_cpu_us"] > 0, rows[name]
+    # The scaling measurements ran: both stream sizes and both worker counts, without errors.
+    scaling = results["scaling"]
+    for size in ("10k", "1m"):
+        assert scaling["stream_sizes"][size]["errors"] == 0 and scaling["stream_sizes"][size]["streams"] > 0, scaling
+    for count in ("1", "2"):
+        assert scaling["workers"][count]["errors"] == 0 and scaling["workers"][count]["requests_per_s"] > 0, scaling
     for name in ("nginx", "capsem-proxy-0.1.0", "capsem-proxyd"):
         assert rows[name]["json_rss_mib"] > 0 and rows[name]["sse_rss_mib"] > 0, rows[name]
     checks = results["systems"]["capsem-proxyd"]
