@@ -37,18 +37,27 @@ class SSEDecoder:
     def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
         self._buffer = bytearray()
         self._max_event_bytes = max_event_bytes
+        self._seen_cr = False  # until a CR arrives, events end only in "\n\n": a plain find does
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         self._buffer += chunk
+        if not self._seen_cr and b"\r" in chunk:
+            self._seen_cr = True
         events: list[StreamEvent] = []
         start = 0
-        while True:
-            match = _SSE_BOUNDARY.search(self._buffer, start)
-            if match is None:
-                break
-            raw = bytes(self._buffer[start : match.end()])
-            events.append(_parse_sse(raw, match.start() - start))
-            start = match.end()
+        buffer = self._buffer
+        if self._seen_cr:
+            while True:
+                match = _SSE_BOUNDARY.search(buffer, start)
+                if match is None:
+                    break
+                raw = bytes(buffer[start : match.end()])
+                events.append(_parse_sse(raw, match.start() - start))
+                start = match.end()
+        else:
+            while (end := buffer.find(b"\n\n", start)) >= 0:
+                events.append(_parse_sse(bytes(buffer[start : end + 2]), end - start))
+                start = end + 2
         if start:
             del self._buffer[:start]
         if len(self._buffer) > self._max_event_bytes:
@@ -69,6 +78,9 @@ def _parse_sse(raw: bytes, body_length: int) -> StreamEvent:
         text = raw[:body_length].decode("utf-8")
     except UnicodeDecodeError as error:
         raise FramingError(f"upstream event is not UTF-8: {error}") from None
+    if text.startswith("data:") and "\n" not in text and "\r" not in text:
+        # The common event, one data line: the loop below would give the same.
+        return StreamEvent(raw=raw, data=text[6:] if text.startswith("data: ") else text[5:])
     event_name: str | None = None
     data_lines: list[str] = []
     for line in _SSE_LINE.split(text):
