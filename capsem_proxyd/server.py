@@ -109,21 +109,35 @@ def _close_connections_at_client_eof() -> None:
     connects and leaves without a request, and after every request once the
     timer restarts, see ``finish_responses_shielded``). Stopping the timer once
     reading has ended lets the task finish and close the socket at once.
+
+    A request still running when the client leaves (reset mid-reply) goes idle
+    later and would restart the timer: with reading over, that "keep-alive"
+    wait closes at once instead, as nothing more can arrive on the connection.
     """
     from hypercorn.trio.tcp_server import TCPServer
 
     read_data = TCPServer._read_data
     if getattr(read_data, "closes_at_eof", False):
         return
+    idle_timeout = TCPServer._idle_timeout
 
     async def _read_data(self: TCPServer) -> None:
         try:
             await read_data(self)
         finally:
+            self.client_done = True  # type: ignore[attr-defined]
             await self.idle_task.stop()
+
+    async def _idle_timeout(self: TCPServer) -> None:
+        if not getattr(self, "client_done", False):
+            await idle_timeout(self)
+            return
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     _read_data.closes_at_eof = True  # type: ignore[attr-defined]
     TCPServer._read_data = _read_data  # type: ignore[method-assign]
+    TCPServer._idle_timeout = _idle_timeout  # type: ignore[method-assign]
 
 
 _close_connections_at_client_eof()

@@ -125,11 +125,24 @@ def socket_details() -> dict[str, str]:
             local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
             kind = "udp " if "udp" in name else ""
             table[inode] = f"{kind}{int(local.split(':')[1], 16)} -> {int(remote.split(':')[1], 16)} ({states.get(state, state)})"
+    for name in ("unix", "netlink", "raw", "raw6", "packet"):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if name == "unix" and len(fields) >= 7:
+                table[fields[6]] = f"unix {fields[7] if len(fields) > 7 else '(unnamed)'}"
+            elif name == "netlink" and len(fields) >= 10:
+                table[fields[-1]] = f"netlink protocol {fields[1]} pid {fields[2]}"
+            elif len(fields) >= 10:
+                table[fields[9]] = name
     mine = {}
     for target in proc_fd_targets():
         if target.startswith("socket:["):
             inode = target[8:-1]
-            mine[inode] = table.get(inode, "unix or other")
+            mine[inode] = table.get(inode, "unknown socket")
     return mine
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +24,17 @@ from capsem_proxyd.config import Settings
 from capsem_proxyd.policy_loader import PolicyConfigError, load_policy_set
 from tests.conftest import OPENAI_KEY, Proxy, in_thread
 from tests.fake_upstream import FakeUpstream, Reply
-from tests.hardening import PROVIDERS, expected_error, message_of, sdk_call, sdk_errors, status_of, write_policy_folder
+from tests.hardening import (
+    PROVIDERS,
+    expected_error,
+    message_of,
+    open_fds,
+    sdk_call,
+    sdk_errors,
+    socket_details,
+    status_of,
+    write_policy_folder,
+)
 
 
 async def sdk_error(provider: str, proxy: Proxy, **kwargs: Any) -> BaseException:
@@ -253,6 +264,44 @@ async def test_idle_keep_alive_connection_is_closed(start_proxy: Callable[..., A
 
     answer = await in_thread(idle_client)
     assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"HTTP/1.1") == 1
+
+
+async def test_connections_the_client_resets_are_closed_at_once(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream
+) -> None:
+    """Clients that read their reply and reset the connection at once: each connection
+    closes then, not after the keep-alive timeout. Hypercorn restarts its idle timer when
+    a request ends, and a request can end after reading has already stopped (the reset
+    raced the request's last steps): nothing can arrive on such a connection any more."""
+    proxy = await start_proxy(proxy_settings, keep_alive_timeout=60)
+    body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}'
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + OPENAI_KEY.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+    def read_reply_then_reset(times: int) -> None:
+        for _ in range(times):
+            sock = _connect(proxy)
+            sock.sendall(request)
+            reply = b""
+            while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+                reply += sock.recv(65536)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # RST, the moment the reply is in
+
+    await in_thread(lambda: read_reply_then_reset(1))  # the proxy's pooled upstream connection opens
+    with trio.move_on_after(5):
+        while fake.open_connections != 1:
+            await trio.sleep(0.05)
+    before = open_fds()
+    await in_thread(lambda: read_reply_then_reset(60))
+    with trio.move_on_after(5):
+        while open_fds() > before:
+            await trio.sleep(0.05)
+    after = open_fds()
+    assert after == before, f"file descriptors: {before} before, {after} after: {socket_details()}"
+    assert len(fake.requests) == 61
 
 
 async def test_slow_header_client_is_cut_off(
