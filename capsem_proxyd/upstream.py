@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 
 from capsem_proxyd.errors import upstream_timeout, upstream_unavailable
+from capsem_proxyd.sharded_transport import ShardedTransport
 from capsem_proxyd.limits import response_too_large
 
 UpstreamResponse = httpx.Response
@@ -130,8 +131,10 @@ class Upstream:
     def __init__(self, timeouts: UpstreamTimeouts | None = None, max_connections: int = 1000) -> None:
         timeouts = timeouts or UpstreamTimeouts()
         self.timeouts = timeouts
-        self.transport = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=200, keepalive_expiry=30),
+        # Eight httpcore pools instead of one: each request scans an eighth of the connections.
+        self.transport = ShardedTransport(
+            8,
+            httpx.Limits(max_connections=max_connections, max_keepalive_connections=200, keepalive_expiry=30),
             trust_env=False,
         )
         self.client = httpx.AsyncClient(

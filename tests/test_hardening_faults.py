@@ -55,9 +55,11 @@ class Ledger:
         """(upstream connections in use, open at the fake, fds, tasks), the pool's idle connections closed."""
         if collect:
             gc.collect()  # anything dropped without being closed lets go of its socket
-        pool = self.state.upstream.transport._pool  # httpx's transport over httpcore's pool
-        in_use = sum(not connection.is_idle() for connection in pool.connections)
-        await pool.aclose()  # idle keep-alive connections are not leaks (the pool stays usable)
+        # httpx's transports over httpcore's pools (the upstream shards its connections over several)
+        pools = [transport._pool for transport in self.state.upstream.transport.transports]
+        in_use = sum(not connection.is_idle() for pool in pools for connection in pool.connections)
+        for pool in pools:
+            await pool.aclose()  # idle keep-alive connections are not leaks (the pool stays usable)
         return in_use, self.fake.open_connections, open_fds(), task_count()
 
     async def mark(self) -> None:
