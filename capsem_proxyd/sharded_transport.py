@@ -11,7 +11,8 @@ A request goes to the pool with the fewest exchanges in flight (from sending
 until its response is closed, so a long stream keeps counting), the
 lowest-numbered on ties: one request at a time stays on pool 0 and its
 kept-alive connection, and concurrent requests and streams spread evenly. The
-limits are the whole transport's, divided among the pools. Everything HTTP
+limits are the whole transport's, divided among the pools, and the pools
+share one TLS context. Everything HTTP
 (pooling, keep-alive, TLS, decoding, timeouts) stays httpx's and httpcore's.
 """
 
@@ -33,6 +34,9 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             max_keepalive_connections=share(limits.max_keepalive_connections),
             keepalive_expiry=limits.keepalive_expiry,
         )
+        if "verify" not in options:
+            # One TLS context for all: each would load the CA bundle again (~0.5 MiB apiece).
+            options["verify"] = httpx.create_ssl_context(trust_env=options.get("trust_env", True))
         self.transports = [httpx.AsyncHTTPTransport(limits=per_pool, **options) for _ in range(count)]
         self.in_flight = [0] * count
 

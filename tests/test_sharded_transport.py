@@ -81,3 +81,9 @@ async def test_a_failed_send_does_not_stay_counted() -> None:
             await transport.handle_async_request(httpx.Request("GET", f"http://127.0.0.1:{port}/"))
     assert transport.in_flight == [0, 0]
     await transport.aclose()
+
+
+def test_the_pools_share_one_tls_context() -> None:
+    transport = ShardedTransport(8, httpx.Limits(max_connections=80))
+    contexts = {id(inner._pool._ssl_context) for inner in transport.transports}
+    assert len(contexts) == 1
