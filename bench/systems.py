@@ -1,4 +1,4 @@
-"""The four systems under the same load, each started fresh per workload.
+"""The systems under the same load, each started fresh per workload.
 
 A system turns a workload (``json`` or ``sse``) into a URL for the load
 generator and, for proxies, a child process pinned to the proxy core whose
@@ -14,6 +14,7 @@ from pathlib import Path
 from bench import legacy, nginx
 from bench.processes import Child, Children, child_env, free_port, wait_listening
 
+REPO = Path(__file__).resolve().parent.parent
 PROXY_CORE = 0
 LOAD_CORE = 1
 WORKLOADS = ("json", "sse")
@@ -81,6 +82,30 @@ class NginxProxy(System):
         return Running(f"http://127.0.0.1:{port}{path}", child)
 
 
+class StackFloor(System):
+    """A bare Hypercorn + trio app (``bench/floor.py``): ``fixed`` answers without an upstream,
+    ``forward`` relays through one pooled httpx client; neither checks anything."""
+
+    mode = ""
+
+    def start(self, context: Context, workload: str) -> Running:
+        port = free_port()
+        log = context.work / "logs" / f"{self.key}-{workload}.log"
+        command = [sys.executable, "-m", "bench.floor", "--port", str(port), "--mode", self.mode,
+                   "--upstream", context.upstream_base(workload)]
+        child = context.children.start(self.key, command, core=context.proxy_core, log=log, cwd=REPO)
+        wait_listening(port, child.process, context.start_timeout, self.label, log)
+        return Running(f"http://127.0.0.1:{port}/v1/chat/completions", child)
+
+
+class HypercornFixed(StackFloor):
+    key, label, mode = "hypercorn-fixed", "Hypercorn fixed reply", "fixed"
+
+
+class HypercornForward(StackFloor):
+    key, label, mode = "hypercorn-httpx", "Hypercorn+httpx relay", "forward"
+
+
 class LegacyCapsemProxy(System):
     """capsem-proxy 0.1.0 from PyPI, served by uvicorn with its defaults."""
 
@@ -125,5 +150,6 @@ def _capsem_proxyd_command() -> list[str]:
 
 
 ALL: dict[str, type[System]] = {
-    system.key: system for system in (Direct, NginxProxy, LegacyCapsemProxy, CapsemProxyd)
+    system.key: system
+    for system in (Direct, NginxProxy, HypercornFixed, HypercornForward, LegacyCapsemProxy, CapsemProxyd)
 }
