@@ -24,7 +24,7 @@ from capsem_proxyd.exchange import Exchange, new_request_id, tenant_id_for
 from capsem_proxyd.limits import Limits, check_reply_body, check_request_body, check_request_view
 from capsem_proxyd.metrics import Metrics
 from capsem_proxyd.policy_engine import PolicyEngine, stricter
-from capsem_proxyd.streaming import StreamPump, StreamSettings
+from capsem_proxyd.streaming import OpenStreams, StreamPump, StreamSettings
 from capsem_proxyd.upstream import Upstream, request_headers, response_headers
 from capsem_proxyd.upstream import UpstreamResponse
 
@@ -86,8 +86,8 @@ class Pipeline:
         self.limits = limits or Limits()
         # Whole-request deadline of non-streamed calls; streams are bounded by their idle timeout.
         self.request_timeout = request_timeout
-        # Set when a shutdown's grace period is over: open streams end with an error event.
-        self.streams_must_end = trio.Event()
+        # When a shutdown's grace period is over, the open streams end with an error event.
+        self.open_streams = OpenStreams()
 
     async def handle(self, route: Route, incoming: IncomingRequest) -> ProxyReply:
         dialect = route.dialect
@@ -172,7 +172,7 @@ class Pipeline:
                 # Sent at stream start: they cover the request checks (the stream is checked as it goes).
                 headers.extend(decision_headers(engine, outcome))
                 pump = StreamPump(
-                    exchange, route.dialect, engine, response, incoming.query, self.stream_settings, self.streams_must_end
+                    exchange, route.dialect, engine, response, incoming.query, self.stream_settings, self.open_streams
                 )
                 return ProxyReply(200, headers, stream=pump)
             content = await self.upstream.read_body(response, self.limits.max_response_size)

@@ -224,7 +224,7 @@ async def serve(
 async def _end_streams_after_grace(state: ProxyState, shutdown: trio.Event) -> None:
     await shutdown.wait()
     await trio.sleep(state.settings.graceful_timeout)
-    state.pipeline.streams_must_end.set()
+    state.pipeline.open_streams.end_all()
 
 
 async def _handle_signals(

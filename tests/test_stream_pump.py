@@ -15,7 +15,7 @@ from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policy_engine import PolicyEngine
 from capsem_proxyd.policy_loader import default_policy_set
-from capsem_proxyd.streaming import StreamPump, StreamSettings
+from capsem_proxyd.streaming import OpenStreams, StreamPump, StreamSettings
 
 ENGINE = PolicyEngine(default_policy_set(), policy_timeout=5)
 DIALECT = OpenAIChatDialect()
@@ -89,3 +89,59 @@ def test_a_marker_split_anywhere_never_reaches_the_client_whole(position: int, c
         for choice in json.loads(block[6:])["choices"]
     )
     assert "capsem_block" not in text
+
+
+def _endless_response() -> httpx.Response:
+    """An upstream that sends two events and then stays open, as a long generation does
+    (the second carries enough text for the first to pass the hold-back)."""
+    closed = trio.Event()
+
+    async def upstream() -> AsyncIterator[bytes]:
+        try:
+            yield _event("the start of a long answer ")
+            yield _event("and more words after it " * 4)
+            await trio.sleep_forever()
+        finally:
+            closed.set()
+
+    response = httpx.Response(200, content=upstream())
+    response.extensions["closed"] = closed
+    return response
+
+
+async def test_ending_all_open_streams_cuts_each_with_a_shutdown_event_and_closes_its_upstream() -> None:
+    open_streams = OpenStreams()
+    outputs: list[bytes] = []
+
+    async def stream(response: httpx.Response) -> None:
+        exchange = Exchange(request_id="req_test", tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
+        pump = StreamPump(exchange, DIALECT, ENGINE, response, {}, StreamSettings(idle_timeout=5), open_streams)
+        writes = []
+        async with pump:
+            async for data in pump:
+                writes.append(data)
+        outputs.append(b"".join(writes))
+
+    responses = [_endless_response() for _ in range(3)]
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for response in responses:
+                nursery.start_soon(stream, response)
+            await trio.sleep(0.1)  # each has its first event and waits for more
+            open_streams.end_all()
+    assert len(outputs) == 3
+    for output in outputs:
+        assert b"the start of a long answer" in output and b"server_shutting_down" in output
+    assert all(response.extensions["closed"].is_set() for response in responses)
+    assert not open_streams._pumps  # each left the registry when it ended
+
+
+async def test_a_stream_opened_after_the_shutdown_ends_at_once() -> None:
+    open_streams = OpenStreams()
+    open_streams.end_all()
+    exchange = Exchange(request_id="req_test", tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
+    pump = StreamPump(exchange, DIALECT, ENGINE, _endless_response(), {}, StreamSettings(idle_timeout=5), open_streams)
+    with trio.fail_after(5):
+        async with pump:
+            written = b"".join([data async for data in pump])
+    assert b"server_shutting_down" in written
