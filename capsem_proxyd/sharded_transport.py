@@ -12,8 +12,8 @@ until its response is closed, so a long stream keeps counting), the
 lowest-numbered on ties: one request at a time stays on pool 0 and its
 kept-alive connection, and concurrent requests and streams spread evenly. The
 limits are the whole transport's, divided among the pools, and the pools
-share one TLS context. Everything HTTP
-(pooling, keep-alive, TLS, decoding, timeouts) stays httpx's and httpcore's.
+share one TLS context. Everything HTTP (pooling, keep-alive, TLS, decoding,
+timeouts) stays httpx's and httpcore's.
 """
 
 from __future__ import annotations
