@@ -1,6 +1,6 @@
 """Allow ``python -m capsem_proxyd``."""
 
-from capsem_proxyd.cli import main
+from capsem_proxyd.daemon.cli import main
 
 if __name__ == "__main__":
     main()

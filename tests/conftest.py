@@ -1,6 +1,6 @@
 """Shared fixtures: the fake provider, the real proxy app on a real socket, SDK clients.
 
-The proxy runs in-process (``capsem_proxyd.server.serve`` under the test's
+The proxy runs in-process (``capsem_proxyd.daemon.server.serve`` under the test's
 trio loop, Hypercorn on a loopback port); the official SDKs are synchronous
 clients driven from worker threads, exactly as an application would use them.
 """
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import trio
 
-from capsem_proxyd.app import build_engine
+from capsem_proxyd.http.app import build_engine
 from capsem_proxyd.config import Settings
-from capsem_proxyd.policy_loader import load_policy_set
-from capsem_proxyd.server import serve
+from capsem_proxyd.policy.loader import load_policy_set
+from capsem_proxyd.daemon.server import serve
 from tests.fake_upstream import FakeUpstream, run_fake_upstream
 from tests.key_watch import key_watch  # noqa: F401 - session-wide: no key in anything the daemons wrote
 

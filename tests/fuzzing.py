@@ -186,7 +186,7 @@ def reply_seeds(dialect_name: str) -> tuple[list[Any], list[tuple[Any, str | Non
     """(JSON replies, stream events as (payload, SSE event name)) the fake provider sends for a dialect."""
     import orjson
 
-    from capsem_proxyd.framing import SSEDecoder
+    from capsem_proxyd.dialects.framing import SSEDecoder
     from tests.fake_upstream import Reply, ToolCall, anthropic_format, gemini_format, openai_format, openai_responses
     from tests.fake_upstream.wire import RecordedRequest, Turn
 

@@ -10,7 +10,7 @@ import trio
 from capsem.models import DEFAULT_SAFE_DECISION, Decision
 from capsem.policies import Policy
 
-from capsem_proxyd.deadlines import hook_can_suspend
+from capsem_proxyd.policy.deadlines import hook_can_suspend
 from capsem_proxyd.policies.debug import DebugPolicy
 from tests.conftest import OPENAI_KEY
 from tests.fake_upstream import FakeUpstream

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from capsem_proxyd.framing import FramingError, JSONArrayDecoder, SSEDecoder
+from capsem_proxyd.dialects.framing import FramingError, JSONArrayDecoder, SSEDecoder
 
 SSE_BODY = (
     b"event: response.created\ndata: {\"a\": 1}\n\n"

@@ -31,7 +31,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsem_proxyd.framing import FramingError, JSONArrayDecoder, SSEDecoder
+from capsem_proxyd.dialects.framing import FramingError, JSONArrayDecoder, SSEDecoder
 from tests.conftest import ALL_TEST_KEYS, ANTHROPIC_KEY, DAEMON_LOGGERS, GEMINI_KEY, OPENAI_KEY, Proxy
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.fuzzing import REQUEST_SEEDS, json_values, mutations, reply_seeds

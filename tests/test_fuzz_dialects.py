@@ -23,13 +23,13 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsem_proxyd import app as proxy_app
+from capsem_proxyd.http import app as proxy_app
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.framing import FramingError, JSONArrayDecoder, SSEDecoder, StreamEvent
-from capsem_proxyd.policy_engine import PolicyEngine
-from capsem_proxyd.policy_loader import default_policy_set
+from capsem_proxyd.dialects.framing import FramingError, JSONArrayDecoder, SSEDecoder, StreamEvent
+from capsem_proxyd.policy.engine import PolicyEngine
+from capsem_proxyd.policy.loader import default_policy_set
 from capsem_proxyd.views import RequestView, ResponseView, StreamView
 from tests.fuzzing import REQUEST_SEEDS, STRING_VALUES, json_objects, json_values, mutations, reply_seeds, split_points
 

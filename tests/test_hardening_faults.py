@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import trio
 
-from capsem_proxyd import server
-from capsem_proxyd.app import ProxyState, proxy_state
+from capsem_proxyd.daemon import server
+from capsem_proxyd.http.app import ProxyState, proxy_state
 from capsem_proxyd.config import Settings
 from tests.conftest import Proxy, in_thread
 from tests.fake_upstream import FakeUpstream, Reply

@@ -17,9 +17,9 @@ import pytest
 import trio
 
 from capsem_proxyd.config import Settings
-from capsem_proxyd.guard import is_safe_api_path
-from capsem_proxyd.logs import RedactingFormatter
-from capsem_proxyd.upstream import request_headers
+from capsem_proxyd.http.guard import is_safe_api_path
+from capsem_proxyd.observe.logs import RedactingFormatter
+from capsem_proxyd.proxy.upstream import request_headers
 from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
 from tests.fake_upstream import FakeUpstream
 from tests.hardening import raw_exchange

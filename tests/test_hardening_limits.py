@@ -15,8 +15,8 @@ import trio
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.errors import ProxyError
-from capsem_proxyd.guard import HeaderLimits, framing_problem, header_problem
-from capsem_proxyd.limits import Limits, check_request_body, nesting_exceeds
+from capsem_proxyd.http.guard import HeaderLimits, framing_problem, header_problem
+from capsem_proxyd.proxy.limits import Limits, check_request_body, nesting_exceeds
 from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.hardening import PROVIDERS, expected_error, message_of, raw_exchange, sdk_call, sdk_errors, status_of

@@ -19,9 +19,9 @@ import httpx
 import pytest
 import trio
 
-from capsem_proxyd.app import create_app, proxy_state
+from capsem_proxyd.http.app import create_app, proxy_state
 from capsem_proxyd.config import Settings
-from capsem_proxyd.policy_loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
 from tests.conftest import OPENAI_KEY, Proxy, in_thread
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.hardening import (
@@ -300,7 +300,8 @@ async def test_connections_the_client_resets_are_closed_at_once(
         while open_fds() > before:
             await trio.sleep(0.05)
     after = open_fds()
-    assert after == before, f"file descriptors: {before} before, {after} after: {socket_details()}"
+    # At most as many: the first connection's socket may still be closing when ``before`` is taken.
+    assert after <= before, f"file descriptors: {before} before, {after} after: {socket_details()}"
     assert len(fake.requests) == 61
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsem_proxyd import logs
+from capsem_proxyd.observe import logs
 
 # Pieces that build lines the patterns care about, in odd cases and with Unicode
 # characters that case-insensitive matching treats as ASCII letters (ı, K, ſ, İ).

@@ -17,7 +17,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from capsem_proxyd.metrics import MULTIPROC_ENV, Metrics, mark_worker_dead
+from capsem_proxyd.observe.metrics import MULTIPROC_ENV, Metrics, mark_worker_dead
 from tests.conftest import ALL_TEST_KEYS, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
 from tests.daemon import Daemon, daemon_env
 from tests.fake_upstream import FakeUpstream, Reply

@@ -17,8 +17,8 @@ from capsem.policies import Policy
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.policy_engine import build_policy_engine
-from capsem_proxyd.policy_loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.policy.engine import build_policy_engine
+from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
 from capsem_proxyd.views import RequestView
 from tests.conftest import OPENAI_KEY, Proxy, in_thread
 from tests.fake_upstream import FakeUpstream, Reply

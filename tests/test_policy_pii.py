@@ -22,7 +22,7 @@ pytest.importorskip("presidio_analyzer", reason="the 'pii' extra is not installe
 from capsem.models import Agent  # noqa: E402
 
 from capsem_proxyd.config import Settings  # noqa: E402
-from capsem_proxyd.policy_loader import PolicyConfigError, load_policy_set  # noqa: E402
+from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set  # noqa: E402
 from tests.conftest import Proxy, in_thread  # noqa: E402
 from tests.daemon import daemon_env  # noqa: E402
 from tests.fake_upstream import FakeUpstream, Reply  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 from google.genai import errors as genai_errors
 
 from capsem_proxyd.config import Settings
-from capsem_proxyd.policy_loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
 from tests.conftest import Proxy, in_thread
 from tests.fake_upstream import FakeUpstream, Reply, ToolCall
 

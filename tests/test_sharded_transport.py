@@ -7,7 +7,7 @@ import httpx
 import pytest
 import trio
 
-from capsem_proxyd.sharded_transport import ShardedTransport
+from capsem_proxyd.proxy.sharded_transport import ShardedTransport
 from tests.daemon import free_port
 from tests.fake_upstream import FakeUpstream, Reply
 

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from google.genai import errors
 
-from capsem_proxyd.cli import server_options, settings_from
+from capsem_proxyd.daemon.cli import server_options, settings_from
 from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
 from tests.fake_upstream import FakeUpstream, Reply
 

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.policy_engine import PolicyEngine
-from capsem_proxyd.policy_loader import default_policy_set
-from capsem_proxyd.streaming import OpenStreams, StreamPump, StreamSettings
+from capsem_proxyd.policy.engine import PolicyEngine
+from capsem_proxyd.policy.loader import default_policy_set
+from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
 
 ENGINE = PolicyEngine(default_policy_set(), policy_timeout=5)
 DIALECT = OpenAIChatDialect()

@@ -12,7 +12,7 @@ from typing import Any
 
 from capsem_proxyd.dialects.base import as_dict, as_list, as_str
 from capsem_proxyd.dialects.gemini import GeminiDialect, field
-from capsem_proxyd.framing import StreamEvent
+from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
 
 

@@ -19,7 +19,7 @@ from capsem_proxyd.dialects.base import (
 )
 from capsem_proxyd.dialects.openai_common import OpenAIDialect
 from capsem_proxyd.errors import upstream_unavailable
-from capsem_proxyd.framing import StreamEvent
+from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
     MediaPart,

@@ -12,7 +12,7 @@ from capsem_proxyd.dialects.base import as_dict, as_list, as_str, parse_json_eve
 from capsem_proxyd.dialects.openai_common import OpenAIDialect
 from capsem_proxyd.dialects.openai_inputs import openai_text_input
 from capsem_proxyd.errors import upstream_unavailable
-from capsem_proxyd.framing import StreamEvent
+from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
 
 

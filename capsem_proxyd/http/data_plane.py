@@ -34,7 +34,7 @@ from werkzeug.datastructures import MultiDict
 
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.errors import ProxyError
-from capsem_proxyd.front import (
+from capsem_proxyd.http.front import (
     body_too_large,
     body_too_slow,
     internal_error,
@@ -44,11 +44,11 @@ from capsem_proxyd.front import (
     run_route,
     stream_body,
 )
-from capsem_proxyd.guard import HeaderLimits, framing_problem, header_problem
-from capsem_proxyd.pipeline import IncomingRequest, ProxyReply, Route, error_reply
+from capsem_proxyd.http.guard import HeaderLimits, framing_problem, header_problem
+from capsem_proxyd.proxy.pipeline import IncomingRequest, ProxyReply, Route, error_reply
 
 if TYPE_CHECKING:
-    from capsem_proxyd.app import ProxyState
+    from capsem_proxyd.http.app import ProxyState
 
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

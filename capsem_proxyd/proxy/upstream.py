@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import httpx
 
 from capsem_proxyd.errors import upstream_timeout, upstream_unavailable
-from capsem_proxyd.limits import response_too_large
-from capsem_proxyd.sharded_transport import ShardedTransport
+from capsem_proxyd.proxy.limits import response_too_large
+from capsem_proxyd.proxy.sharded_transport import ShardedTransport
 
 UpstreamResponse = httpx.Response
 

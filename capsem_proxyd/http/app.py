@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from capsem_proxyd import __version__
 from capsem.models import Decision
 
-from capsem_proxyd.audit import AuditLog
+from capsem_proxyd.observe.audit import AuditLog
 from capsem_proxyd.config import Settings
 from capsem_proxyd.dialects.anthropic import AnthropicCountTokensDialect, AnthropicMessagesDialect
 from capsem_proxyd.dialects.base import Dialect
@@ -31,21 +31,21 @@ from capsem_proxyd.dialects.openai_inputs import OpenAIInputDialect
 from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
 from capsem_proxyd.dialects.relay import RelayDialect
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.asgi_lane import ProxyLane
+from capsem_proxyd.http.data_plane import ProxyLane
 from capsem_proxyd.errors import ProxyError, bad_request, not_found
 from capsem_proxyd.exchange import tenant_id_for
-from capsem_proxyd.front import body_too_large, body_too_slow, internal_error, log_internal_error, log_request
-from capsem_proxyd.front import printable as _printable
-from capsem_proxyd.front import reply_headers, run_route, stream_body
-from capsem_proxyd.guard import HeaderLimits, framing_problem, header_problem, is_safe_api_path
-from capsem_proxyd.limits import Limits
-from capsem_proxyd.metrics import Metrics
-from capsem_proxyd.pipeline import IncomingRequest, Pipeline, Route, error_reply
-from capsem_proxyd.policy_engine import PolicyEngine, build_policy_engine
-from capsem_proxyd.policy_loader import PolicySet, load_policy_set
-from capsem_proxyd.provider_routing import is_model_path, passthrough_pattern, provider_for
-from capsem_proxyd.streaming import StreamSettings
-from capsem_proxyd.upstream import Upstream, UpstreamTimeouts
+from capsem_proxyd.http.front import body_too_large, body_too_slow, internal_error, log_internal_error, log_request
+from capsem_proxyd.http.front import printable as _printable
+from capsem_proxyd.http.front import reply_headers, run_route, stream_body
+from capsem_proxyd.http.guard import HeaderLimits, framing_problem, header_problem, is_safe_api_path
+from capsem_proxyd.proxy.limits import Limits
+from capsem_proxyd.observe.metrics import Metrics
+from capsem_proxyd.proxy.pipeline import IncomingRequest, Pipeline, Route, error_reply
+from capsem_proxyd.policy.engine import PolicyEngine, build_policy_engine
+from capsem_proxyd.policy.loader import PolicySet, load_policy_set
+from capsem_proxyd.http.routes import is_model_path, passthrough_pattern, provider_for
+from capsem_proxyd.proxy.streaming import StreamSettings
+from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
 
 log = logging.getLogger("capsem_proxyd.request")
 

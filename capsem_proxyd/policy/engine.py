@@ -36,11 +36,11 @@ from capsem.tools import Schema, Tool
 from pydantic import ValidationError
 
 from capsem_proxyd.config import Settings
-from capsem_proxyd.deadlines import hook_can_suspend
+from capsem_proxyd.policy.deadlines import hook_can_suspend
 from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.policy_loader import PolicySet, load_policy_set
-from capsem_proxyd.tenants import load_allowed_tenants, load_tenant_profiles, tenant_not_allowed
+from capsem_proxyd.policy.loader import PolicySet, load_policy_set
+from capsem_proxyd.policy.tenants import load_allowed_tenants, load_tenant_profiles, tenant_not_allowed
 from capsem_proxyd.views import RequestView, ResponseView, ToolCall, ToolDefinition
 
 log = logging.getLogger("capsem_proxyd.policy")

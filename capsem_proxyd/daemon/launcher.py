@@ -10,11 +10,11 @@ from functools import partial
 
 import trio
 
-from capsem_proxyd import notify
+from capsem_proxyd.daemon import notify
 from capsem_proxyd.config import Settings
-from capsem_proxyd.policy_engine import PolicyEngine
-from capsem_proxyd.process import WorkerPool, daemonize, remove_pidfile, write_pidfile
-from capsem_proxyd.server import bind_sockets, describe, serve
+from capsem_proxyd.policy.engine import PolicyEngine
+from capsem_proxyd.daemon.process import WorkerPool, daemonize, remove_pidfile, write_pidfile
+from capsem_proxyd.daemon.server import bind_sockets, describe, serve
 
 log = logging.getLogger("capsem_proxyd")
 SettingsLoader = Callable[[], Settings]

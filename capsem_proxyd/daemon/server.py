@@ -22,12 +22,13 @@ from hypercorn.config import Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from capsem_proxyd import __version__, notify
-from capsem_proxyd.app import ProxyState, build_engine, create_app, proxy_state
-from capsem_proxyd.audit import AuditLog
+from capsem_proxyd import __version__
+from capsem_proxyd.daemon import notify
+from capsem_proxyd.http.app import ProxyState, build_engine, create_app, proxy_state
+from capsem_proxyd.observe.audit import AuditLog
 from capsem_proxyd.config import Settings
-from capsem_proxyd.policy_engine import PolicyEngine
-from capsem_proxyd.policy_loader import load_policy_set
+from capsem_proxyd.policy.engine import PolicyEngine
+from capsem_proxyd.policy.loader import load_policy_set
 
 log = logging.getLogger("capsem_proxyd")
 

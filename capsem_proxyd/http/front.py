@@ -20,12 +20,12 @@ from quart.wrappers.response import ResponseBody
 
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.errors import ProxyError
-from capsem_proxyd.metrics import Metrics
-from capsem_proxyd.pipeline import IncomingRequest, ProxyReply, Route
-from capsem_proxyd.streaming import StreamPump
+from capsem_proxyd.observe.metrics import Metrics
+from capsem_proxyd.proxy.pipeline import IncomingRequest, ProxyReply, Route
+from capsem_proxyd.proxy.streaming import StreamPump
 
 if TYPE_CHECKING:
-    from capsem_proxyd.app import ProxyState
+    from capsem_proxyd.http.app import ProxyState
 
 log = logging.getLogger("capsem_proxyd.request")
 

@@ -25,7 +25,7 @@ from capsem_proxyd.config import (
     ENV_PREFIX,
     Settings,
 )
-from capsem_proxyd.policy_loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
 
 EXIT_CONFIG_ERROR = 2
 
@@ -238,7 +238,7 @@ def _resolve_settings(args: list[str]) -> Settings:
 
 def load_engine(settings: Settings):  # type: ignore[no-untyped-def]
     """Build the policy engine exactly as ``start`` does; ConfigError on any problem."""
-    from capsem_proxyd.app import build_engine
+    from capsem_proxyd.http.app import build_engine
 
     try:
         return build_engine(settings, load_policy_set(settings.policy_dir))
@@ -253,8 +253,8 @@ def load_engine(settings: Settings):  # type: ignore[no-untyped-def]
               help="With --daemon: where stdout and stderr go.")
 def start(**options: Any) -> None:
     """Run the proxy (in the foreground unless --daemon) until SIGINT/SIGTERM."""
-    from capsem_proxyd.launcher import launch
-    from capsem_proxyd.logs import configure_logging
+    from capsem_proxyd.daemon.launcher import launch
+    from capsem_proxyd.observe.logs import configure_logging
 
     process = _process_options(options)
     settings = settings_from(options)
@@ -287,7 +287,7 @@ def check(**options: Any) -> None:
 @server_options
 def list_policies(**options: Any) -> None:
     """List the active policies: mode, description and the hooks each implements."""
-    from capsem_proxyd.policy_loader import implemented_hooks
+    from capsem_proxyd.policy.loader import implemented_hooks
 
     engine = load_engine(settings_from(options))
 
@@ -333,7 +333,7 @@ _SOURCE_NAMES = {"COMMANDLINE": "flag", "ENVIRONMENT": "environment", "DEFAULT_M
 @click.pass_context
 def show_config(ctx: click.Context, **options: Any) -> None:
     """Print the effective configuration and where each value came from."""
-    from capsem_proxyd.logs import redact
+    from capsem_proxyd.observe.logs import redact
 
     settings = settings_from(options)
     width = max(len(name) for name in options)
@@ -358,8 +358,8 @@ def _pidfile_option(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the process to exit.")
 def stop(pidfile: str, timeout: float) -> None:
     """Stop a running proxy (SIGTERM, then wait for it to exit)."""
-    from capsem_proxyd.process import ProcessError
-    from capsem_proxyd.process import stop as stop_process
+    from capsem_proxyd.daemon.process import ProcessError
+    from capsem_proxyd.daemon.process import stop as stop_process
 
     try:
         pid = stop_process(pidfile, timeout)
@@ -374,7 +374,7 @@ def reload(pidfile: str) -> None:
     """Ask a running proxy to reload its configuration and policies (SIGHUP)."""
     import signal
 
-    from capsem_proxyd.process import ProcessError, running_pid
+    from capsem_proxyd.daemon.process import ProcessError, running_pid
 
     try:
         pid = running_pid(pidfile)
@@ -394,7 +394,7 @@ def status(pidfile: str, url: str | None, host: str, port: int) -> None:
     """Report whether the proxy runs: pid alive and /health answering."""
     import httpx
 
-    from capsem_proxyd.process import ProcessError, running_pid
+    from capsem_proxyd.daemon.process import ProcessError, running_pid
 
     try:
         pid = running_pid(pidfile)
@@ -418,7 +418,7 @@ def audit() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 def audit_verify(path: str) -> None:
     """Check the audit log's hash chains; report the first line where one breaks."""
-    from capsem_proxyd.audit import verify
+    from capsem_proxyd.observe.audit import verify
 
     result = verify(path)
     if not result.ok:

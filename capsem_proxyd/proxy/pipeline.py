@@ -21,12 +21,12 @@ import orjson
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.errors import ProxyError, bad_request, missing_key, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange, new_request_id, tenant_id_for
-from capsem_proxyd.limits import Limits, check_reply_body, check_request_body, check_request_view
-from capsem_proxyd.metrics import Metrics
-from capsem_proxyd.policy_engine import PolicyEngine, stricter
-from capsem_proxyd.streaming import OpenStreams, StreamPump, StreamSettings
-from capsem_proxyd.upstream import Upstream, request_headers, response_headers
-from capsem_proxyd.upstream import UpstreamResponse
+from capsem_proxyd.proxy.limits import Limits, check_reply_body, check_request_body, check_request_view
+from capsem_proxyd.observe.metrics import Metrics
+from capsem_proxyd.policy.engine import PolicyEngine, stricter
+from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
+from capsem_proxyd.proxy.upstream import Upstream, request_headers, response_headers
+from capsem_proxyd.proxy.upstream import UpstreamResponse
 
 log = logging.getLogger("capsem_proxyd.request")
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from capsem_proxyd.errors import ProxyError
-from capsem_proxyd.policy_loader import PolicyConfigError
+from capsem_proxyd.policy.loader import PolicyConfigError
 
-log = logging.getLogger("capsem_proxyd.tenants")
+log = logging.getLogger("capsem_proxyd.policy.tenants")
 
 TENANT_ID = re.compile(r"^[0-9a-f]{16}$")
 

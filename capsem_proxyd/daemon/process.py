@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-log = logging.getLogger("capsem_proxyd.process")
+log = logging.getLogger("capsem_proxyd.daemon.process")
 
 
 class ProcessError(Exception):
@@ -237,7 +237,7 @@ class WorkerPool:
                 pass
 
     def _worker_exited(self, pid: int) -> None:
-        from capsem_proxyd.metrics import mark_worker_dead
+        from capsem_proxyd.observe.metrics import mark_worker_dead
 
         mark_worker_dead(pid, self.metrics_dir)
 

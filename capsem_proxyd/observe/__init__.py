@@ -1,0 +1,1 @@
+"""What the proxy tells operators: logs, metrics, the audit log, and the recorders that feed them."""

@@ -1,0 +1,1 @@
+"""One proxied request: the pipeline, the stream pump, the upstream client and the limits."""
