@@ -1,52 +1,158 @@
-"""Runtime settings: one frozen object built by the CLI (flags > env > file > defaults)."""
+"""Every setting of a proxy instance, declared once.
+
+Each field of ``Settings`` is the one place a setting is written: its name,
+type, default and help text, plus how it may be given (bounds, choices, an
+extra environment variable). The command line (``daemon/cli.py``) generates
+``start``'s options from these declarations, each reading
+``CAPSEM_PROXYD_<OPTION>`` from the environment and a key of the ``--config``
+TOML file; ``capsem-proxyd config`` prints them; a reload knows from them which
+changes need a restart. Code that needs a default (the limits, the stream
+settings) reads it from ``DEFAULTS`` instead of writing it again.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
 
-DEFAULT_OPENAI_UPSTREAM = "https://api.openai.com/v1"
-DEFAULT_GEMINI_UPSTREAM = "https://generativelanguage.googleapis.com"
-DEFAULT_ANTHROPIC_UPSTREAM = "https://api.anthropic.com"
 ENV_PREFIX = "CAPSEM_PROXYD"
 
 
 @dataclass(frozen=True, slots=True)
+class Setting:
+    """How a setting is given, besides its name, type and default (the field's own).
+
+    ``option``: the flag's name when it is not the field's (``--cors-origin`` for
+    ``cors_origins``); ``envvars``: environment variables read after
+    ``CAPSEM_PROXYD_<OPTION>``; ``file``: the value names a file; ``reloads``:
+    a reload (SIGHUP) applies a new value, every other setting needs a restart.
+    """
+
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    option: str | None = None
+    envvars: tuple[str, ...] = ()
+    file: bool = False
+    reloads: bool = False
+
+
+def setting(default: Any, help: str, **how: Any) -> Any:
+    """A ``Settings`` field: its default and its ``Setting`` (see there)."""
+    return field(default=default, metadata={"setting": Setting(help, **how)})
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    openai_upstream: str = DEFAULT_OPENAI_UPSTREAM
-    gemini_upstream: str = DEFAULT_GEMINI_UPSTREAM
-    anthropic_upstream: str = DEFAULT_ANTHROPIC_UPSTREAM
-    policy_dir: str | None = None
-    shadow_policy_dir: str | None = None  # evaluated on live traffic, recorded, never enforced
-    tenant_profiles: str | None = None  # TOML: tenant id -> policy folder
-    tenants_file: str | None = None  # TOML allow-list of tenant ids; others get 401
-    cors: bool = True
-    cors_origins: tuple[str, ...] = field(default_factory=tuple)
-    passthrough: tuple[str, ...] = field(default_factory=tuple)  # path globs forwarded unchecked
-    upstream_timeout: float = 600.0
-    connect_timeout: float = 10.0
-    policy_timeout: float = 30.0
-    max_body_size: int = 32 * 1024 * 1024
-    # Limits and timeouts (see limits.py, guard.py and server.hypercorn_config).
-    request_timeout: float = 900.0  # whole-request deadline of a non-streamed call (504)
-    max_json_depth: int = 64
-    max_items: int = 10_000  # messages (or contents, input items) and the parts inside them
-    max_tools: int = 1_000
-    max_header_count: int = 100
-    max_header_size: int = 32 * 1024
-    max_response_size: int = 256 * 1024 * 1024  # upstream reply, streamed or not
-    keep_alive_timeout: float = 75.0  # idle client connection, and the time to send request headers
-    body_timeout: float = 60.0  # time a client has to send its whole request body (408)
-    forward_client_ip: bool = False
-    certfile: str | None = None
-    keyfile: str | None = None
-    stream_holdback: int = 64
-    confirm_action: str = "block"
-    log_level: str = "info"
-    graceful_timeout: float = 30.0
-    log_format: str = "text"
-    audit_log: str | None = None  # a file path, "-" for stdout, None for no audit log
-    audit_prompts: bool = False
-    workers: int = 1
-    pidfile: str | None = None
+    """One proxy instance's configuration; frozen, replaced whole on reload."""
+
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(8000, "Port to listen on.", minimum=0, maximum=65535)
+    openai_upstream: str = setting("https://api.openai.com/v1", "Base URL of the OpenAI API (up to and including /v1).")
+    gemini_upstream: str = setting(
+        "https://generativelanguage.googleapis.com", "Base URL of the Gemini API (the client's /v1beta/... path is kept)."
+    )
+    anthropic_upstream: str = setting("https://api.anthropic.com", "Base URL of the Anthropic API.")
+    policy_dir: str | None = setting(
+        None, "Folder of CAPSEM policy TOML files (default: the Debug policy alone). "
+        "Env: CAPSEM_PROXYD_POLICY_DIR, then PROXY_CONFIG_DIR.", envvars=("PROXY_CONFIG_DIR",), reloads=True,
+    )
+    shadow_policy_dir: str | None = setting(
+        None, "Folder of candidate policies evaluated on live traffic after the real decision: "
+        "their verdicts are logged (capsem_proxyd.shadow) and audited, never enforced.", reloads=True,
+    )
+    tenant_profiles: str | None = setting(
+        None, "TOML [profiles] table: tenant id -> policy folder (others use --policy-dir).", file=True, reloads=True
+    )
+    tenants_file: str | None = setting(
+        None, "TOML tenants = [...] allow-list of tenant ids; any other key gets 401.", file=True, reloads=True
+    )
+    cors: bool = setting(True, "Answer CORS preflights and add CORS headers for browser clients.")
+    cors_origins: tuple[str, ...] = setting(
+        (), "Allowed browser origin (repeatable; default: any origin, never with credentials).", option="cors-origin"
+    )
+    passthrough: tuple[str, ...] = setting(
+        (), "Path glob (e.g. '/v1/files*') forwarded WITHOUT policy checks (repeatable; default: unknown "
+        "provider paths are refused with 404). Env: space-separated.",
+    )
+    upstream_timeout: float = setting(600.0, "Seconds to wait for upstream data (read and stream idle).", minimum=0.001)
+    connect_timeout: float = setting(10.0, "Seconds to wait for an upstream connection.", minimum=0.001)
+    policy_timeout: float = setting(
+        30.0, "Seconds a policy may take before the request is blocked (0: no limit).", minimum=0, reloads=True
+    )
+    max_body_size: int = setting(32 * 1024 * 1024, "Largest request body accepted, in bytes (413 beyond).", minimum=1)
+    request_timeout: float = setting(
+        900.0, "Seconds a non-streamed call may take upstream in all (504 beyond; 0: no deadline).", minimum=0
+    )
+    max_json_depth: int = setting(64, "Deepest JSON nesting accepted in a request body (400 beyond).", minimum=1)
+    max_items: int = setting(
+        10_000, "Most messages (contents, input items) in a request, and most parts inside them (400 beyond).", minimum=1
+    )
+    max_tools: int = setting(1_000, "Most tool definitions in a request (400 beyond).", minimum=1)
+    max_header_count: int = setting(100, "Most request headers (431 beyond).", minimum=1)
+    max_header_size: int = setting(
+        32 * 1024, "Largest total size of the request headers, in bytes (431 beyond; connections sending more "
+        "than twice this are cut by the HTTP parser).", minimum=1024,
+    )
+    max_response_size: int = setting(
+        256 * 1024 * 1024, "Largest upstream reply, streamed or not, in bytes (502, or an error event that ends "
+        "the stream).", minimum=1,
+    )
+    keep_alive_timeout: float = setting(
+        75.0, "Seconds an idle client connection stays open; also the time a client has to send its request "
+        "headers (slow-header clients are cut).", minimum=0.001,
+    )
+    body_timeout: float = setting(
+        60.0, "Seconds a client has to send its whole request body (408 beyond).", minimum=0.001
+    )
+    forward_client_ip: bool = setting(
+        False, "Send the client's address upstream in X-Forwarded-For/Forwarded (otherwise both are removed)."
+    )
+    certfile: str | None = setting(
+        None, "PEM certificate (chain): serve HTTPS (and HTTP/2) instead of HTTP. Needs --keyfile.", file=True
+    )
+    keyfile: str | None = setting(None, "PEM private key for --certfile.", file=True)
+    stream_holdback: int = setting(
+        64, "Characters of streamed text held back until a later check (>= the longest term a policy matches).",
+        minimum=0,
+    )
+    confirm_action: str = setting("block", "What a CONFIRM verdict does.", choices=("block", "allow"), reloads=True)
+    log_level: str = setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
+    graceful_timeout: float = setting(30.0, "Seconds in-flight requests get to finish on shutdown.", minimum=0)
+    log_format: str = setting("text", "Log line format.", choices=("text", "json"))
+    audit_log: str | None = setting(
+        None, "Append the hash-chained JSON audit log here ('-' for stdout). Reopened on SIGHUP."
+    )
+    audit_prompts: bool = setting(False, "Include prompt text in audit records.")
+    workers: int = setting(1, "Worker processes serving the one port (for multi-core hosts).", minimum=1, maximum=64)
+    pidfile: str | None = setting(None, "Write the main process id here (used by stop, status and reload).")
+
+
+DEFAULTS = Settings()
+
+
+def declared() -> tuple[Field[Any], ...]:
+    """The settings' fields, in declaration order (each with its ``Setting``)."""
+    return fields(Settings)
+
+
+def declaration(setting_field: Field[Any]) -> Setting:
+    return setting_field.metadata["setting"]
+
+
+def option_name(setting_field: Field[Any]) -> str:
+    """The flag's name without dashes (``cors-origin``)."""
+    return declaration(setting_field).option or setting_field.name.replace("_", "-")
+
+
+def envvar(setting_field: Field[Any]) -> str:
+    return f"{ENV_PREFIX}_{option_name(setting_field).upper().replace('-', '_')}"
+
+
+def restart_only_changes(old: Settings, new: Settings) -> list[str]:
+    """The settings that differ between ``old`` and ``new`` and that a reload cannot apply."""
+    return [
+        item.name for item in declared()
+        if not declaration(item).reloads and getattr(old, item.name) != getattr(new, item.name)
+    ]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+import typing
 from collections.abc import Callable
+from dataclasses import Field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +20,7 @@ import click
 import trio
 
 from capsem_proxyd import __version__
-from capsem_proxyd.config import (
-    DEFAULT_ANTHROPIC_UPSTREAM,
-    DEFAULT_GEMINI_UPSTREAM,
-    DEFAULT_OPENAI_UPSTREAM,
-    ENV_PREFIX,
-    Settings,
-)
+from capsem_proxyd.config import DEFAULTS, ENV_PREFIX, Setting, Settings, declaration, declared, envvar, option_name
 from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
 
 EXIT_CONFIG_ERROR = 2
@@ -35,6 +31,7 @@ class ConfigError(click.ClickException):
 
 
 def _env(name: str) -> str:
+    """The environment variable of an option that is not a setting (``--log-file``, ``--url``)."""
     return f"{ENV_PREFIX}_{name.upper()}"
 
 
@@ -51,11 +48,13 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | 
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
     section = data.get("capsem-proxyd", data.get("capsem_proxyd", data))
-    known = {param.name for param in ctx.command.params}
+    known = {param.name for param in ctx.command.params} - {"config", "env_file"}
+    by_option = {option_name(item).replace("-", "_"): item.name for item in declared()}
     defaults: dict[str, Any] = {}
     for key, item in section.items():
         name = key.replace("-", "_")
-        if name not in known or name == "config":
+        name = by_option.get(name, name)
+        if name not in known:
             raise ConfigError(f"config file {path}: unknown setting {key!r}")
         defaults[name] = item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
@@ -63,105 +62,58 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | 
 
 
 def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that define a proxy instance (shared by start and check)."""
+    """The options that define a proxy instance (shared by start, check, policies and config).
+
+    Generated from the ``Settings`` declarations (``config.py``), after the two
+    eager options that feed the others: ``--env-file`` and ``--config``.
+    """
     options = [
-        click.option("--env-file", type=click.Path(dir_okay=False), envvar=_env("env_file"), is_eager=True,
+        click.option("--env-file", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_ENV_FILE", is_eager=True,
                      expose_value=False, callback=_load_env_file,
                      help="File of CAPSEM_PROXYD_* settings (default: .env in the working directory when present). "
                           "Provider keys in it are never used: clients always bring their own."),
-        click.option("--config", type=click.Path(dir_okay=False), envvar=_env("config"), is_eager=True,
+        click.option("--config", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_CONFIG", is_eager=True,
                      expose_value=False, callback=_load_config_file,
                      help="TOML file with settings (keys as option names). Env: CAPSEM_PROXYD_CONFIG."),
-        click.option("--host", default="127.0.0.1", show_default=True, envvar=_env("host"), help="Address to listen on."),
-        click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), envvar=_env("port"),
-                     help="Port to listen on."),
-        click.option("--openai-upstream", default=DEFAULT_OPENAI_UPSTREAM, show_default=True,
-                     envvar=_env("openai_upstream"), help="Base URL of the OpenAI API (up to and including /v1)."),
-        click.option("--gemini-upstream", default=DEFAULT_GEMINI_UPSTREAM, show_default=True,
-                     envvar=_env("gemini_upstream"), help="Base URL of the Gemini API (the client's /v1beta/... path is kept)."),
-        click.option("--anthropic-upstream", default=DEFAULT_ANTHROPIC_UPSTREAM, show_default=True,
-                     envvar=_env("anthropic_upstream"), help="Base URL of the Anthropic API."),
-        click.option("--policy-dir", default=None, envvar=[_env("policy_dir"), "PROXY_CONFIG_DIR"],
-                     help="Folder of CAPSEM policy TOML files (default: the Debug policy alone). "
-                          "Env: CAPSEM_PROXYD_POLICY_DIR, then PROXY_CONFIG_DIR."),
-        click.option("--shadow-policy-dir", default=None, envvar=_env("shadow_policy_dir"),
-                     help="Folder of candidate policies evaluated on live traffic after the real decision: "
-                          "their verdicts are logged (capsem_proxyd.shadow) and audited, never enforced."),
-        click.option("--tenant-profiles", default=None, type=click.Path(dir_okay=False), envvar=_env("tenant_profiles"),
-                     help="TOML [profiles] table: tenant id -> policy folder (others use --policy-dir)."),
-        click.option("--tenants-file", default=None, type=click.Path(dir_okay=False), envvar=_env("tenants_file"),
-                     help="TOML tenants = [...] allow-list of tenant ids; any other key gets 401."),
-        click.option("--cors/--no-cors", default=True, show_default=True, envvar=_env("cors"),
-                     help="Answer CORS preflights and add CORS headers for browser clients."),
-        click.option("--cors-origin", "cors_origins", multiple=True, envvar=_env("cors_origin"),
-                     help="Allowed browser origin (repeatable; default: any origin, never with credentials)."),
-        click.option("--passthrough", "passthrough", multiple=True, envvar=_env("passthrough"),
-                     help="Path glob (e.g. '/v1/files*') forwarded WITHOUT policy checks (repeatable; "
-                          "default: unknown provider paths are refused with 404). Env: space-separated."),
-        click.option("--upstream-timeout", default=600.0, show_default=True, type=click.FloatRange(min=0.001),
-                     envvar=_env("upstream_timeout"), help="Seconds to wait for upstream data (read and stream idle)."),
-        click.option("--connect-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.001),
-                     envvar=_env("connect_timeout"), help="Seconds to wait for an upstream connection."),
-        click.option("--policy-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
-                     envvar=_env("policy_timeout"), help="Seconds a policy may take before the request is blocked (0: no limit)."),
-        click.option("--max-body-size", default=32 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
-                     envvar=_env("max_body_size"), help="Largest request body accepted, in bytes (413 beyond)."),
-        click.option("--request-timeout", default=900.0, show_default=True, type=click.FloatRange(min=0),
-                     envvar=_env("request_timeout"),
-                     help="Seconds a non-streamed call may take upstream in all (504 beyond; 0: no deadline)."),
-        click.option("--max-json-depth", default=64, show_default=True, type=click.IntRange(min=1),
-                     envvar=_env("max_json_depth"), help="Deepest JSON nesting accepted in a request body (400 beyond)."),
-        click.option("--max-items", default=10_000, show_default=True, type=click.IntRange(min=1),
-                     envvar=_env("max_items"),
-                     help="Most messages (contents, input items) in a request, and most parts inside them (400 beyond)."),
-        click.option("--max-tools", default=1_000, show_default=True, type=click.IntRange(min=1),
-                     envvar=_env("max_tools"), help="Most tool definitions in a request (400 beyond)."),
-        click.option("--max-header-count", default=100, show_default=True, type=click.IntRange(min=1),
-                     envvar=_env("max_header_count"), help="Most request headers (431 beyond)."),
-        click.option("--max-header-size", default=32 * 1024, show_default=True, type=click.IntRange(min=1024),
-                     envvar=_env("max_header_size"),
-                     help="Largest total size of the request headers, in bytes (431 beyond; connections sending "
-                          "more than twice this are cut by the HTTP parser)."),
-        click.option("--max-response-size", default=256 * 1024 * 1024, show_default=True, type=click.IntRange(min=1),
-                     envvar=_env("max_response_size"),
-                     help="Largest upstream reply, streamed or not, in bytes (502, or an error event that ends the stream)."),
-        click.option("--keep-alive-timeout", default=75.0, show_default=True, type=click.FloatRange(min=0.001),
-                     envvar=_env("keep_alive_timeout"),
-                     help="Seconds an idle client connection stays open; also the time a client has to send its "
-                          "request headers (slow-header clients are cut)."),
-        click.option("--body-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0.001),
-                     envvar=_env("body_timeout"), help="Seconds a client has to send its whole request body (408 beyond)."),
-        click.option("--forward-client-ip/--no-forward-client-ip", default=False, show_default=True,
-                     envvar=_env("forward_client_ip"),
-                     help="Send the client's address upstream in X-Forwarded-For/Forwarded (otherwise both are removed)."),
-        click.option("--certfile", default=None, type=click.Path(dir_okay=False), envvar=_env("certfile"),
-                     help="PEM certificate (chain): serve HTTPS (and HTTP/2) instead of HTTP. Needs --keyfile."),
-        click.option("--keyfile", default=None, type=click.Path(dir_okay=False), envvar=_env("keyfile"),
-                     help="PEM private key for --certfile."),
-        click.option("--stream-holdback", default=64, show_default=True, type=click.IntRange(min=0),
-                     envvar=_env("stream_holdback"),
-                     help="Characters of streamed text held back until a later check (>= the longest term a policy matches)."),
-        click.option("--confirm-action", default="block", show_default=True, type=click.Choice(["block", "allow"]),
-                     envvar=_env("confirm_action"), help="What a CONFIRM verdict does."),
-        click.option("--log-level", default="info", show_default=True,
-                     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-                     envvar=_env("log_level"), help="Log level."),
-        click.option("--graceful-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
-                     envvar=_env("graceful_timeout"), help="Seconds in-flight requests get to finish on shutdown."),
-        click.option("--log-format", default="text", show_default=True, type=click.Choice(["text", "json"]),
-                     envvar=_env("log_format"), help="Log line format."),
-        click.option("--audit-log", default=None, envvar=_env("audit_log"),
-                     help="Append the hash-chained JSON audit log here ('-' for stdout). Reopened on SIGHUP."),
-        click.option("--audit-prompts/--no-audit-prompts", default=False, show_default=True,
-                     envvar=_env("audit_prompts"), help="Include prompt text in audit records."),
-        click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), envvar=_env("workers"),
-                     help="Worker processes serving the one port (for multi-core hosts)."),
-        click.option("--pidfile", default=None, envvar=_env("pidfile"),
-                     help="Write the main process id here (used by stop, status and reload)."),
+        *(_setting_option(item, hints[item.name]) for item in declared()),
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+hints = typing.get_type_hints(Settings)
+
+
+def _setting_option(item: Field[Any], hint: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One click option from one ``Settings`` field and its ``Setting``."""
+    spec = declaration(item)
+    name = option_name(item)
+    envvars = [envvar(item), *spec.envvars]
+    common: dict[str, Any] = {"envvar": envvars if spec.envvars else envvars[0], "help": spec.help}
+    if item.default is not None and item.default != ():
+        common.update(default=item.default, show_default=True)
+    if hint is bool:
+        return click.option(f"--{name}/--no-{name}", item.name, **common)
+    if typing.get_origin(hint) is tuple:
+        return click.option(f"--{name}", item.name, multiple=True, **common)
+    return click.option(f"--{name}", item.name, type=_click_type(spec, hint), **common)
+
+
+def _click_type(spec: Setting, hint: Any) -> Any:
+    if spec.choices:
+        return click.Choice(spec.choices, case_sensitive=False)
+    if spec.file:
+        return click.Path(dir_okay=False)
+    if hint is int:
+        return click.IntRange(min=_bound(spec.minimum), max=_bound(spec.maximum))
+    if hint is float:
+        return click.FloatRange(min=spec.minimum, max=spec.maximum)
+    return None
+
+
+def _bound(value: float | None) -> int | None:
+    return None if value is None else int(value)
 
 
 _ENV_FILE_NAMES: set[str] = set()  # variables this process took from an env file
@@ -194,13 +146,13 @@ def _load_env_file(ctx: click.Context, _param: click.Parameter, value: str | Non
 
 
 def settings_from(options: dict[str, Any]) -> Settings:
+    """``Settings`` from the parsed options: repeatable ones as tuples, an empty optional value as none."""
     options = dict(options)
-    options["cors_origins"] = tuple(options.get("cors_origins") or ())
-    options["passthrough"] = tuple(options.get("passthrough") or ())
-    if options.get("policy_dir") == "":
-        options["policy_dir"] = None
-    for name in ("certfile", "keyfile"):
-        options[name] = options.get(name) or None
+    for item in declared():
+        if typing.get_origin(hints[item.name]) is tuple:
+            options[item.name] = tuple(options.get(item.name) or ())
+        elif item.default is None:
+            options[item.name] = options.get(item.name) or None
     if (options.get("certfile") is None) != (options.get("keyfile") is None):
         raise ConfigError("--certfile and --keyfile go together: give both to serve HTTPS, or neither")
     return Settings(**options)
@@ -337,7 +289,7 @@ def show_config(ctx: click.Context, **options: Any) -> None:
 
     settings = settings_from(options)
     width = max(len(name) for name in options)
-    for name in options:
+    for name in (item.name for item in declared()):
         source = ctx.get_parameter_source(name)
         where = _SOURCE_NAMES.get(source.name if source else "DEFAULT", "default")
         param = next(p for p in ctx.command.params if p.name == name)
@@ -388,8 +340,8 @@ def reload(pidfile: str) -> None:
 @_pidfile_option
 @click.option("--url", default=None, envvar=_env("status_url"),
               help="Base URL to probe (default: http://HOST:PORT from the usual settings).")
-@click.option("--host", default="127.0.0.1", envvar=_env("host"), hidden=True)
-@click.option("--port", default=8000, type=int, envvar=_env("port"), hidden=True)
+@click.option("--host", default=DEFAULTS.host, envvar=_env("host"), hidden=True)
+@click.option("--port", default=DEFAULTS.port, type=int, envvar=_env("port"), hidden=True)
 def status(pidfile: str, url: str | None, host: str, port: int) -> None:
     """Report whether the proxy runs: pid alive and /health answering."""
     import httpx

@@ -26,7 +26,7 @@ from capsem_proxyd import __version__
 from capsem_proxyd.daemon import notify
 from capsem_proxyd.http.app import ProxyState, build_engine, create_app, proxy_state
 from capsem_proxyd.observe.audit import AuditLog
-from capsem_proxyd.config import Settings
+from capsem_proxyd.config import Settings, restart_only_changes
 from capsem_proxyd.policy.engine import PolicyEngine
 from capsem_proxyd.policy.loader import load_policy_set
 
@@ -262,7 +262,8 @@ async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> b
         log.error("reload rejected, keeping the active configuration: %s", _one_line(error))
         notify.ready("reload rejected")
         return False
-    _warn_about_restart_only_changes(state.settings, settings)
+    for name in restart_only_changes(state.settings, settings):
+        log.warning("setting %s changed; it takes effect only after a restart", name)
     state.install_engine(engine)
     if state.audit is not None:
         state.audit.reopen()
@@ -276,16 +277,6 @@ async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> b
 def _one_line(error: BaseException) -> str:
     message = getattr(error, "message", None) or str(error) or type(error).__name__
     return " ".join(str(message).split())
-
-
-def _warn_about_restart_only_changes(old: Settings, new: Settings) -> None:
-    for name in (
-        "host", "port", "workers", "openai_upstream", "gemini_upstream", "anthropic_upstream", "audit_log",
-        "certfile", "keyfile", "keep_alive_timeout", "body_timeout", "max_header_size", "max_header_count",
-        "max_json_depth", "max_items", "max_tools", "max_response_size", "request_timeout", "forward_client_ip",
-    ):
-        if getattr(old, name) != getattr(new, name):
-            log.warning("setting %s changed; it takes effect only after a restart", name)
 
 
 def serve_forever(settings: Settings, engine: PolicyEngine, reload_settings: SettingsLoader | None = None) -> None:

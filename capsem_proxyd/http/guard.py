@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.errors import ProxyError, bad_request
 
 # A path segment the proxy may append to a configured upstream base: no dot
@@ -30,8 +31,8 @@ _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9_.:@~+=,-]{1,256}$")
 
 @dataclass(frozen=True, slots=True)
 class HeaderLimits:
-    max_count: int = 100
-    max_bytes: int = 32 * 1024
+    max_count: int = DEFAULTS.max_header_count
+    max_bytes: int = DEFAULTS.max_header_size
 
 
 def framing_problem(headers: Iterable[tuple[bytes, bytes]]) -> ProxyError | None:

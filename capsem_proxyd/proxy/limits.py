@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from capsem_proxyd.config import Settings
+from capsem_proxyd.config import DEFAULTS, Settings
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
 from capsem_proxyd.views import RequestView
 
@@ -27,10 +27,10 @@ from capsem_proxyd.views import RequestView
 class Limits:
     """The per-request limits (``--max-*`` options)."""
 
-    max_json_depth: int = 64
-    max_items: int = 10_000
-    max_tools: int = 1_000
-    max_response_size: int = 256 * 1024 * 1024
+    max_json_depth: int = DEFAULTS.max_json_depth
+    max_items: int = DEFAULTS.max_items
+    max_tools: int = DEFAULTS.max_tools
+    max_response_size: int = DEFAULTS.max_response_size
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Limits":

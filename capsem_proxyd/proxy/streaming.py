@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 import trio
 
+from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.dialects.base import Dialect, parse_arguments
 from capsem_proxyd.errors import ProxyError, shutting_down, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange
@@ -60,12 +61,12 @@ _CLOSE_GRACE_SECONDS = 1.0
 class StreamSettings:
     """How the pump trades latency against checking cost."""
 
-    holdback: int = 64
+    holdback: int = DEFAULTS.stream_holdback
     check_chars: int = 256
     check_growth: float = 0.25
     check_interval: float = 0.05
     channel_size: int = 8
-    idle_timeout: float | None = 600.0
+    idle_timeout: float | None = DEFAULTS.upstream_timeout
     max_bytes: int | None = None  # upstream bytes one stream may carry; beyond, it ends with an error event
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.errors import upstream_timeout, upstream_unavailable
 from capsem_proxyd.proxy.limits import response_too_large
 from capsem_proxyd.proxy.sharded_transport import ShardedTransport
@@ -60,8 +61,8 @@ _NOT_FORWARDED_DOWN = HOP_BY_HOP | {
 
 @dataclass(slots=True)
 class UpstreamTimeouts:
-    connect: float = 10.0
-    read: float = 600.0
+    connect: float = DEFAULTS.connect_timeout
+    read: float = DEFAULTS.upstream_timeout
     write: float = 60.0
     pool: float = 10.0
 
