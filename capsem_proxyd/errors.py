@@ -1,4 +1,16 @@
-"""Errors the pipeline raises; each dialect renders them in its provider's shape."""
+"""Every error the proxy answers with, built in one place.
+
+A ``ProxyError`` is raised anywhere in the pipeline and answered by the edge
+in the caller's provider shape (each dialect renders it, ``error_body``), so
+the SDK raises its own exception type with our message. The builders below
+are the only place an error's status, kind and code are chosen; none of them
+logs: whoever refuses decides what is worth a log line.
+
+``kind`` is provider-neutral (``invalid_request``, ``authentication``,
+``permission``, ``not_found``, ``too_large``, ``upstream_error``,
+``upstream_timeout``); dialects map it to their own error types. ``code`` is
+the machine-readable reason clients see.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +18,7 @@ from capsem.models import Decision
 
 
 class ProxyError(Exception):
-    """An error answered to the client with ``status`` and a provider-shaped body.
-
-    ``kind`` is a provider-neutral name that dialects map to their own error
-    types (``invalid_request``, ``authentication``, ``permission``, ...).
-    """
+    """An error answered to the client with ``status`` and a provider-shaped body."""
 
     def __init__(
         self,
@@ -29,30 +37,65 @@ class ProxyError(Exception):
         self.decision = decision
 
 
-def bad_request(message: str) -> ProxyError:
-    return ProxyError(400, "invalid_request", message)
+# -- the client's request -------------------------------------------------------
 
 
-def missing_key(message: str) -> ProxyError:
-    return ProxyError(401, "authentication", message, code="missing_api_key")
+def bad_request(message: str, code: str | None = None) -> ProxyError:
+    return ProxyError(400, "invalid_request", message, code=code)
 
 
-def not_found(message: str) -> ProxyError:
-    return ProxyError(404, "not_found", message)
-
-
-def upstream_unavailable(message: str) -> ProxyError:
-    return ProxyError(502, "upstream_error", message, code="upstream_unavailable")
-
-
-def upstream_timeout(message: str) -> ProxyError:
-    return ProxyError(504, "upstream_timeout", message, code="upstream_timeout")
-
-
-def shutting_down() -> ProxyError:
+def missing_key() -> ProxyError:
     return ProxyError(
-        503, "upstream_error", "capsem-proxyd is shutting down; this stream was cut.", code="server_shutting_down"
+        401, "authentication",
+        "No API key was provided: pass your provider key as you would to the provider itself.",
+        code="missing_api_key",
     )
+
+
+def tenant_not_allowed() -> ProxyError:
+    return ProxyError(
+        401, "authentication", "This API key is not allowed to use this capsem-proxyd instance.",
+        code="tenant_not_allowed",
+    )
+
+
+def not_proxied(path: str) -> ProxyError:
+    return ProxyError(404, "not_found", f"{path} is not proxied by capsem-proxyd.")
+
+
+def method_not_allowed(method: str, path: str) -> ProxyError:
+    return ProxyError(405, "invalid_request", f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+
+
+def unsafe_path() -> ProxyError:
+    """The client path would not stay inside the proxied API once joined to the upstream base."""
+    return bad_request("The request path has segments capsem-proxyd never forwards (dot segments, encoded characters).")
+
+
+def body_too_large() -> ProxyError:
+    return ProxyError(413, "too_large", "The request body is larger than this proxy accepts.")
+
+
+def body_too_slow(seconds: float | None) -> ProxyError:
+    return ProxyError(
+        408, "invalid_request", f"The request body did not arrive within {seconds}s (--body-timeout).",
+        code="request_timeout",
+    )
+
+
+def ambiguous_framing(message: str) -> ProxyError:
+    return bad_request(message + " Refused: a request must be framed one way only.", "ambiguous_request_framing")
+
+
+def headers_too_large(message: str) -> ProxyError:
+    return ProxyError(431, "invalid_request", message, code="request_header_fields_too_large")
+
+
+def too_many(what: str, limit: int) -> ProxyError:
+    return bad_request(f"Too many items: {what}; at most {limit} are accepted.")
+
+
+# -- policies ---------------------------------------------------------------------
 
 
 def policy_blocked(decision: Decision, what: str) -> ProxyError:
@@ -77,3 +120,31 @@ def decision_fields(decision: Decision) -> dict[str, str]:
         "decision_id": decision.id,
         "hook": decision.callback,
     }
+
+
+# -- the upstream and the proxy itself -------------------------------------------
+
+
+def upstream_unavailable(message: str) -> ProxyError:
+    return ProxyError(502, "upstream_error", message, code="upstream_unavailable")
+
+
+def upstream_timeout(message: str) -> ProxyError:
+    return ProxyError(504, "upstream_timeout", message, code="upstream_timeout")
+
+
+def response_too_large(limit: int) -> ProxyError:
+    return ProxyError(
+        502, "upstream_error", f"The upstream reply exceeds {limit} bytes, the most this proxy relays.",
+        code="upstream_response_too_large",
+    )
+
+
+def shutting_down() -> ProxyError:
+    return ProxyError(
+        503, "upstream_error", "capsem-proxyd is shutting down; this stream was cut.", code="server_shutting_down"
+    )
+
+
+def internal_error() -> ProxyError:
+    return ProxyError(500, "upstream_error", "capsem-proxyd hit an internal error; see its log.", code="internal_error")

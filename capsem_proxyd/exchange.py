@@ -1,13 +1,24 @@
-"""One client request as it travels through the pipeline."""
+"""One client request, from its first byte to its last log line.
+
+Like mitmproxy's flow, an ``Exchange`` exists from the moment a request
+arrives (``Exchange.begin``, at the ASGI entry): every reply carries its
+request id, and every recorder (log line, metrics, audit) reads it. What is
+learnt later fills it in: the provider API once the route is known, the
+tenant once the key is read, the model once the body is parsed.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import secrets
+import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from capsem.models import Agent
+
+# Before the key is read (or when there is none) a request has no tenant.
+NO_TENANT = "-"
 
 
 def tenant_id_for(api_key: str) -> str:
@@ -16,21 +27,39 @@ def tenant_id_for(api_key: str) -> str:
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(8)
+    return "req_" + os.urandom(8).hex()
 
 
 @dataclass(slots=True)
 class Exchange:
-    """Request id, tenant, provider and model: what every log line and decision carries."""
+    """Request id, tenant, provider API and model: what every reply, log line and decision carries.
+
+    ``proxied`` is false for the control plane (``/health``, ``/metrics``,
+    preflights, unknown paths outside any provider API); ``passthrough`` names
+    the operator pattern an unchecked pass-through request matched.
+    """
 
     request_id: str
-    tenant_id: str
-    provider: str
-    endpoint: str
+    started: float
+    path: str = ""
+    tenant_id: str = NO_TENANT
+    provider: str = "-"
+    endpoint: str = "-"
     model: str = ""
     stream: bool = False
+    proxied: bool = True
+    passthrough: str | None = None
     prompt: str = field(default="", repr=False)
     _agent: Agent | None = field(default=None, repr=False)
+
+    @classmethod
+    def begin(cls, path: str) -> Exchange:
+        return cls(request_id=new_request_id(), started=time.perf_counter(), path=path)
+
+    @property
+    def seconds(self) -> float:
+        """Time since the request arrived."""
+        return time.perf_counter() - self.started
 
     @property
     def agent(self) -> Agent:

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 import trio
 
-from capsem_proxyd.http.app import build_engine
 from capsem_proxyd.config import Settings
-from capsem_proxyd.policy.loader import load_policy_set
 from capsem_proxyd.daemon.server import serve
+from capsem_proxyd.policy.tenants import load_policy_config
 from tests.fake_upstream import FakeUpstream, run_fake_upstream
 from tests.key_watch import key_watch  # noqa: F401 - session-wide: no key in anything the daemons wrote
 
@@ -88,8 +87,8 @@ async def start_proxy(nursery: trio.Nursery) -> Callable[..., Any]:
 
     async def start(settings: Settings, **changes: Any) -> Proxy:
         settings = replace(settings, **changes)
-        engine = build_engine(settings, load_policy_set(settings.policy_dir))
-        binds = await nursery.start(lambda task_status: serve(settings, engine, handle_signals=False, task_status=task_status))
+        config = load_policy_config(settings)
+        binds = await nursery.start(lambda task_status: serve(settings, config, handle_signals=False, task_status=task_status))
         return Proxy(url=binds[0], settings=settings)
 
     return start

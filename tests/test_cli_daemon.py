@@ -105,7 +105,7 @@ async def test_reload_swaps_policies_without_dropping_a_stream_and_rejects_a_bro
         assert (await post(daemon.url, BLOCKED)).status_code == 403
         (policies / "debug.toml").write_text("enabled = false\n")
         daemon.process.send_signal(signal.SIGHUP)
-        await wait_for_log(daemon, "reloaded: policies NONE")
+        await wait_for_log(daemon, "reloaded: policies: NONE")
         assert (await post(daemon.url, BLOCKED)).status_code == 200  # new requests: new policies
     raw = b"".join(streamed).decode()
     assert raw.rstrip().endswith("data: [DONE]")

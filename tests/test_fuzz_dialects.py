@@ -23,30 +23,19 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsem_proxyd.http import app as proxy_app
+from capsem_proxyd.http import routes
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.dialects.framing import FramingError, JSONArrayDecoder, SSEDecoder, StreamEvent
-from capsem_proxyd.policy.engine import PolicyEngine
-from capsem_proxyd.policy.loader import default_policy_set
 from capsem_proxyd.views import RequestView, ResponseView, StreamView
+from tests.support.engines import engine
 from tests.fuzzing import REQUEST_SEEDS, STRING_VALUES, json_objects, json_values, mutations, reply_seeds, split_points
 
-DIALECTS: dict[str, Dialect] = {
-    "openai-chat": proxy_app.OPENAI_CHAT,
-    "openai-responses": proxy_app.OPENAI_RESPONSES,
-    "openai-completions": proxy_app.OPENAI_COMPLETIONS,
-    "openai-embeddings": proxy_app.OPENAI_EMBEDDINGS,
-    "openai-moderations": proxy_app.OPENAI_MODERATIONS,
-    "gemini": proxy_app.GEMINI,
-    **{f"gemini-{action}": dialect for action, dialect in proxy_app.GEMINI_INPUT_ACTIONS.items()},
-    "anthropic-messages": proxy_app.ANTHROPIC_MESSAGES,
-    "anthropic-count-tokens": proxy_app.ANTHROPIC_COUNT_TOKENS,
-}
+DIALECTS: dict[str, Dialect] = routes.DIALECTS
 # Relays read no content; they still answer errors and find keys in their provider's way.
 WITH_RELAYS: dict[str, Dialect] = {
-    **DIALECTS, **{f"relay-{provider}": dialect for provider, dialect in proxy_app.MODEL_RELAYS.items()}
+    **DIALECTS, **{f"relay-{provider}": dialect for provider, dialect in routes.MODEL_RELAYS.items()}
 }
 EVENT_NAMES = [name for name in STRING_VALUES if "." in name or "_" in name] + ["error", "ping"]
 
@@ -61,7 +50,7 @@ proxy_errors = st.builds(
     message=st.text(max_size=60),
     code=st.one_of(st.none(), st.text(max_size=20)),
 )
-ENGINE = PolicyEngine(default_policy_set(), policy_timeout=5)
+ENGINE = engine()
 
 
 def request_bodies(name: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -130,7 +119,7 @@ def test_request_views_never_break_the_policy_engine(name: str, data: st.DataObj
         view = dialect.request_view(body, dialect.model(body, None))
     except ProxyError:
         return
-    exchange = Exchange(request_id="req_fuzz", tenant_id="t", provider=dialect.provider, endpoint=dialect.endpoint)
+    exchange = Exchange(request_id="req_fuzz", started=0.0, tenant_id="t", provider=dialect.provider, endpoint=dialect.endpoint)
 
     async def check() -> None:
         try:

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from capsem_proxyd.config import Settings
-from capsem_proxyd.http.guard import is_safe_api_path
+from capsem_proxyd.http.guard import is_safe_path
 from capsem_proxyd.observe.logs import RedactingFormatter
 from capsem_proxyd.proxy.upstream import request_headers
 from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
@@ -141,10 +141,10 @@ async def test_nothing_a_client_sends_leaves_the_proxied_api(
 
 def test_passthrough_paths_are_plain_segments_only() -> None:
     for safe in ("/v1/files", "/v1/files/file-abc123", "/v1beta/tunedModels/x:generate", "/v1/models/ft:gpt-4o:org:1"):
-        assert is_safe_api_path(safe), safe
+        assert is_safe_path(safe), safe
     for unsafe in ("/v1/files/../admin", "/v1/files/./x", "/v1/files/%2e%2e", "/v1//x", "/v1/a\\b", "v1/x",
                    "/v1/a\nb", "/v1/a?b", "/v1/a#b", "/v1/" + "a" * 300):
-        assert not is_safe_api_path(unsafe), unsafe
+        assert not is_safe_path(unsafe), unsafe
 
 
 async def test_model_names_in_bodies_never_change_the_path(proxy: Proxy, fake: FakeUpstream) -> None:

@@ -22,6 +22,7 @@ import trio
 from capsem_proxyd.http.app import create_app, proxy_state
 from capsem_proxyd.config import Settings
 from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.policy.tenants import load_policy_config
 from tests.conftest import OPENAI_KEY, Proxy, in_thread
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.hardening import (
@@ -49,13 +50,15 @@ async def sdk_error(provider: str, proxy: Proxy, **kwargs: Any) -> BaseException
 
 
 def test_upstream_timeout_sets_read_and_stream_idle_together_connect_separately() -> None:
-    app = create_app(Settings(upstream_timeout=7.0, connect_timeout=3.0, request_timeout=40.0))
+    settings = Settings(upstream_timeout=7.0, connect_timeout=3.0, request_timeout=40.0)
+    app = create_app(settings, load_policy_config(settings))
     state = proxy_state(app)
     assert state.upstream.timeouts.read == 7.0
     assert state.pipeline.stream_settings.idle_timeout == 7.0
     assert state.upstream.timeouts.connect == 3.0
     assert state.pipeline.request_timeout == 40.0
-    assert proxy_state(create_app(Settings(request_timeout=0))).pipeline.request_timeout is None
+    settings = Settings(request_timeout=0)
+    assert proxy_state(create_app(settings, load_policy_config(settings))).pipeline.request_timeout is None
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -17,8 +17,9 @@ from capsem.policies import Policy
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.policy.engine import build_policy_engine
+from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.policy.tenants import TenantPolicies, load_policy_config
 from capsem_proxyd.views import RequestView
 from tests.conftest import OPENAI_KEY, Proxy, in_thread
 from tests.fake_upstream import FakeUpstream, Reply
@@ -216,21 +217,25 @@ async def test_shadow_policies_are_recorded_and_never_change_the_response(
     assert all(r["request_id"] == request_id for r in records)
 
 
-async def test_engine_record_callback_flags_shadow_and_monitor(tmp_path: Path) -> None:
+async def test_engine_tells_its_recorder_which_decisions_were_shadow_or_monitor(tmp_path: Path) -> None:
     main = write(tmp_path / "main", rules='mode = "monitor"\n[on_model_call]\nblock = ["alpha"]\n')
     shadow = write(tmp_path / "shadow", rules='[on_model_call]\nconfirm = ["alpha"]\n')
-    engine = build_policy_engine(Settings(shadow_policy_dir=str(shadow)), load_policy_set(main))
-    records: list[tuple[str, str, bool, bool]] = []
-    engine.record = lambda exchange, hook, policy, decision, *, shadow, monitor: records.append(
-        (policy, decision.verdict.value, shadow, monitor))
-    exchange = Exchange(request_id="req_1", tenant_id="0" * 16, provider="openai", endpoint="chat")
-    outcome = await engine.check_request(exchange, RequestView(model="m", prompt="alpha beta"))
+    settings = Settings(policy_dir=str(main), shadow_policy_dir=str(shadow))
+    records: list[tuple[str, str, str]] = []
+
+    class Listener(Recorder):
+        def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
+            records.append((policy, decision.verdict.value, mode))
+
+    policies = TenantPolicies(load_policy_config(settings), settings, Listener())
+    exchange = Exchange(request_id="req_1", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat")
+    outcome = await policies.for_tenant(exchange.tenant_id).check_request(exchange, RequestView(model="m", prompt="alpha beta"))
     assert outcome == "LOG"  # monitor: would have blocked, let through
     with trio.fail_after(5):
         while len(records) < 2:
             await trio.sleep(0.01)
-    assert records == [("Rules", "BLOCK", False, True), ("Rules", "CONFIRM", True, False)]
-    assert engine.shadow_pending == 0
+    assert records == [("Rules", "BLOCK", "monitor"), ("Rules", "CONFIRM", "shadow")]
+    assert policies.shadow is not None and policies.shadow.pending == 0
 
 
 async def test_failing_shadow_policy_never_affects_traffic(

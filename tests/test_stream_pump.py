@@ -13,11 +13,10 @@ from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.policy.engine import PolicyEngine
-from capsem_proxyd.policy.loader import default_policy_set
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
+from tests.support.engines import engine
 
-ENGINE = PolicyEngine(default_policy_set(), policy_timeout=5)
+ENGINE = engine()
 DIALECT = OpenAIChatDialect()
 
 
@@ -35,7 +34,7 @@ async def _pump(pieces: list[bytes], settings: StreamSettings | None = None) -> 
             yield piece
 
     response = httpx.Response(200, content=upstream())
-    exchange = Exchange(request_id="req_test", tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
+    exchange = Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
     pump = StreamPump(exchange, DIALECT, ENGINE, response, {}, settings or StreamSettings(idle_timeout=5))
     writes: list[bytes] = []
     async with pump:
@@ -114,7 +113,7 @@ async def test_ending_all_open_streams_cuts_each_with_a_shutdown_event_and_close
     outputs: list[bytes] = []
 
     async def stream(response: httpx.Response) -> None:
-        exchange = Exchange(request_id="req_test", tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
+        exchange = Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
         pump = StreamPump(exchange, DIALECT, ENGINE, response, {}, StreamSettings(idle_timeout=5), open_streams)
         writes = []
         async with pump:
@@ -139,7 +138,7 @@ async def test_ending_all_open_streams_cuts_each_with_a_shutdown_event_and_close
 async def test_a_stream_opened_after_the_shutdown_ends_at_once() -> None:
     open_streams = OpenStreams()
     open_streams.end_all()
-    exchange = Exchange(request_id="req_test", tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
+    exchange = Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
     pump = StreamPump(exchange, DIALECT, ENGINE, _endless_response(), {}, StreamSettings(idle_timeout=5), open_streams)
     with trio.fail_after(5):
         async with pump:

@@ -21,7 +21,8 @@ import trio
 
 from capsem_proxyd import __version__
 from capsem_proxyd.config import DEFAULTS, ENV_PREFIX, Setting, Settings, declaration, declared, envvar, option_name
-from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.policy.loader import PolicyConfigError, PolicySet
+from capsem_proxyd.policy.tenants import PolicyConfig, load_policy_config
 
 EXIT_CONFIG_ERROR = 2
 
@@ -188,12 +189,10 @@ def _resolve_settings(args: list[str]) -> Settings:
     return settings_from(options)
 
 
-def load_engine(settings: Settings):  # type: ignore[no-untyped-def]
-    """Build the policy engine exactly as ``start`` does; ConfigError on any problem."""
-    from capsem_proxyd.http.app import build_engine
-
+def load_config(settings: Settings) -> PolicyConfig:
+    """Load every policy folder and tenant file exactly as ``start`` does; ConfigError on any problem."""
     try:
-        return build_engine(settings, load_policy_set(settings.policy_dir))
+        return load_policy_config(settings)
     except PolicyConfigError as error:
         raise ConfigError(str(error)) from None
 
@@ -211,10 +210,10 @@ def start(**options: Any) -> None:
     process = _process_options(options)
     settings = settings_from(options)
     configure_logging(settings.log_level, settings.log_format)
-    engine = load_engine(settings)
+    config = load_config(settings)
     args = _start_args()
     try:
-        code = launch(settings, engine, lambda: _resolve_settings(args), detach=process["daemon"],
+        code = launch(settings, config, lambda: _resolve_settings(args), detach=process["daemon"],
                       log_file=process["log_file"])
     except OSError as error:
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
@@ -226,13 +225,13 @@ def start(**options: Any) -> None:
 def check(**options: Any) -> None:
     """Load the configuration and every policy as start would; exit non-zero on any problem."""
     settings = settings_from(options)
-    engine = load_engine(settings)
-    for warning in engine.policy_set.warnings:
+    config = load_config(settings)
+    for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"configuration OK: listen {settings.host}:{settings.port}, workers {settings.workers}")
     click.echo(f"upstreams: openai={settings.openai_upstream} gemini={settings.gemini_upstream} "
                f"anthropic={settings.anthropic_upstream}")
-    click.echo(f"policies ({engine.policy_set.source}): {', '.join(engine.names) or 'NONE'}")
+    click.echo(f"policies ({config.main.source}): {', '.join(config.main.names) or 'NONE'}")
 
 
 @cli.command("policies")
@@ -241,9 +240,9 @@ def list_policies(**options: Any) -> None:
     """List the active policies: mode, description and the hooks each implements."""
     from capsem_proxyd.policy.loader import implemented_hooks
 
-    engine = load_engine(settings_from(options))
+    config = load_config(settings_from(options))
 
-    def show(title: str, policy_set: Any) -> None:
+    def show(title: str, policy_set: PolicySet) -> None:
         click.echo(f"{title} ({policy_set.source}):")
         for policy in policy_set.manager.policies:
             click.echo(f"  {policy.name} [{policy_set.mode_of(policy.name)}]: {policy.description}")
@@ -251,17 +250,17 @@ def list_policies(**options: Any) -> None:
         if not policy_set.names:
             click.echo("  NONE (requests are forwarded unchecked)")
 
-    show("policies", engine.policy_set)
-    if engine.shadow_set is not None:
-        show("shadow policies, recorded and never enforced", engine.shadow_set)
-    profiles: dict[int, tuple[Any, list[str]]] = {}
-    for tenant_id, profile in engine.profiles.items():
+    show("policies", config.main)
+    if config.shadow is not None:
+        show("shadow policies, recorded and never enforced", config.shadow)
+    profiles: dict[int, tuple[PolicySet, list[str]]] = {}
+    for tenant_id, profile in config.profiles.items():
         profiles.setdefault(id(profile), (profile, []))[1].append(tenant_id)
     for profile, tenants in profiles.values():
-        show(f"profile for tenants {', '.join(sorted(tenants))}", profile.policy_set)
-    if engine.allowed_tenants is not None:
-        click.echo(f"tenant allow-list: {len(engine.allowed_tenants)} tenant(s); others are refused")
-    for warning in engine.policy_set.warnings:
+        show(f"profile for tenants {', '.join(sorted(tenants))}", profile)
+    if config.allowed_tenants is not None:
+        click.echo(f"tenant allow-list: {len(config.allowed_tenants)} tenant(s); others are refused")
+    for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
 
 

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from functools import partial
 
 import trio
+from hypercorn.config import Sockets
 
 from capsem_proxyd.daemon import notify
 from capsem_proxyd.config import Settings
-from capsem_proxyd.policy.engine import PolicyEngine
+from capsem_proxyd.policy.tenants import PolicyConfig
 from capsem_proxyd.daemon.process import WorkerPool, daemonize, remove_pidfile, write_pidfile
 from capsem_proxyd.daemon.server import bind_sockets, describe, serve
 
@@ -22,7 +23,7 @@ SettingsLoader = Callable[[], Settings]
 
 def launch(
     settings: Settings,
-    engine: PolicyEngine,
+    config: PolicyConfig,
     reload_settings: SettingsLoader,
     *,
     detach: bool = False,
@@ -43,8 +44,8 @@ def launch(
         write_pidfile(pidfile)
     try:
         if settings.workers > 1:
-            return _run_workers(settings, engine, reload_settings, sockets, report)
-        trio.run(partial(_serve_and_report, settings, engine, reload_settings, sockets, report))
+            return _run_workers(settings, config, reload_settings, sockets, report)
+        trio.run(partial(_serve_and_report, settings, config, reload_settings, sockets, report))
         return 0
     except BaseException as error:
         report(f"{type(error).__name__}: {error}")
@@ -57,18 +58,30 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-async def _serve_and_report(settings, engine, reload_settings, sockets, report) -> None:  # type: ignore[no-untyped-def]
+async def _serve_and_report(
+    settings: Settings,
+    config: PolicyConfig,
+    reload_settings: SettingsLoader,
+    sockets: Sockets,
+    report: Callable[[str], None],
+) -> None:
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(serve, settings, engine, sockets=sockets, reload_settings=reload_settings))
+        await nursery.start(partial(serve, settings, config, sockets=sockets, reload_settings=reload_settings))
         report("ready")
 
 
-def _run_workers(settings, engine, reload_settings, sockets, report) -> int:  # type: ignore[no-untyped-def]
+def _run_workers(
+    settings: Settings,
+    config: PolicyConfig,
+    reload_settings: SettingsLoader,
+    sockets: Sockets,
+    report: Callable[[str], None],
+) -> int:
     def run_worker(index: int, ready: Callable[[], None]) -> None:
         async def worker() -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(
-                    partial(serve, settings, engine, sockets=sockets, reload_settings=reload_settings, announce=False)
+                    partial(serve, settings, config, sockets=sockets, reload_settings=reload_settings, announce=False)
                 )
                 ready()
 
@@ -79,7 +92,7 @@ def _run_workers(settings, engine, reload_settings, sockets, report) -> int:  # 
     def all_ready() -> None:
         binds = [f"https://{settings.host}:{sock.getsockname()[1]}" for sock in sockets.secure_sockets]
         binds += [f"http://{settings.host}:{sock.getsockname()[1]}" for sock in sockets.insecure_sockets]
-        log.info("%s | %d workers", describe(settings, engine, binds), settings.workers)
+        log.info("%s | %d workers", describe(settings, config, binds), settings.workers)
         notify.ready(f"{settings.workers} workers serving")
         report("ready")
 

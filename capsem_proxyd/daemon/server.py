@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 from collections.abc import Callable
-from functools import partial
-from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 
 from capsem_proxyd import __version__
-from capsem_proxyd.daemon import notify
-from capsem_proxyd.http.app import ProxyState, build_engine, create_app, proxy_state
-from capsem_proxyd.observe.audit import AuditLog
 from capsem_proxyd.config import Settings, restart_only_changes
-from capsem_proxyd.policy.engine import PolicyEngine
-from capsem_proxyd.policy.loader import load_policy_set
+from capsem_proxyd.daemon import notify
+from capsem_proxyd.daemon.hypercorn_server import serve_hypercorn
+from capsem_proxyd.http.app import ProxyState, create_app, proxy_state
+from capsem_proxyd.observe.audit import AuditLog
+from capsem_proxyd.policy.tenants import PolicyConfig, load_policy_config
 
 log = logging.getLogger("capsem_proxyd")
 
@@ -72,86 +67,6 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
-def finish_responses_shielded(app: Any) -> Any:
-    """Shield the last send of every response, so Hypercorn's keep-alive timer restarts.
-
-    That send makes Hypercorn recycle the connection, which tells the app the
-    request is over (``http.disconnect``); quart-trio answers by cancelling the
-    request's nursery while that very send is still running, and the cancellation
-    lands in Hypercorn's restart of its idle timer: without the shield, a
-    keep-alive connection is never timed out after its first request (idle or
-    trickling a second request's headers, it stays open for good). Hypercorn
-    shields its socket writes itself, so this adds no new way to block.
-    """
-
-    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await app(scope, receive, send)
-
-        async def send_last_shielded(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.CancelScope(shield=True):
-                    await send(message)
-            else:
-                await send(message)
-
-        await app(scope, receive, send_last_shielded)
-
-    return asgi
-
-
-def _close_connections_at_client_eof() -> None:
-    """Make Hypercorn close a connection as soon as its client has closed it.
-
-    When the client's side ends, Hypercorn's connection task still waits for
-    its keep-alive timer before it closes the socket: the socket sits in
-    CLOSE_WAIT, holding a file descriptor and a task, for up to
-    ``--keep-alive-timeout`` seconds per connection (seen with every client that
-    connects and leaves without a request, and after every request once the
-    timer restarts, see ``finish_responses_shielded``). Stopping the timer once
-    reading has ended lets the task finish and close the socket at once.
-
-    A request still running when the client leaves (reset mid-reply) goes idle
-    later and would restart the timer: with reading over, that "keep-alive"
-    wait closes at once instead, as nothing more can arrive on the connection.
-
-    Once reading has ended, everything still running for the connection is
-    cancelled: this is how a client hang-up stops its request and closes the
-    upstream, once per connection, where a watcher task per request (what
-    quart-trio does) cost ~70 us of every request.
-    """
-    from hypercorn.trio.tcp_server import TCPServer
-
-    read_data = TCPServer._read_data
-    if getattr(read_data, "closes_at_eof", False):
-        return
-    idle_timeout = TCPServer._idle_timeout
-
-    async def _read_data(self: TCPServer) -> None:
-        try:
-            await read_data(self)
-        finally:
-            self.client_done = True  # type: ignore[attr-defined]
-            await self.idle_task.stop()
-            # The client is gone: cancel what still runs for it (a request waiting on
-            # the upstream, a stream), which closes its upstream connection at once.
-            self._task_group._nursery.cancel_scope.cancel()
-
-    async def _idle_timeout(self: TCPServer) -> None:
-        if not getattr(self, "client_done", False):
-            await idle_timeout(self)
-            return
-        with trio.CancelScope(shield=True):
-            await self._initiate_server_close()
-
-    _read_data.closes_at_eof = True  # type: ignore[attr-defined]
-    TCPServer._read_data = _read_data  # type: ignore[method-assign]
-    TCPServer._idle_timeout = _idle_timeout  # type: ignore[method-assign]
-
-
-_close_connections_at_client_eof()
-
-
 def bind_sockets(settings: Settings) -> Sockets:
     """Bind and listen before serving (or forking workers): the port accepts connections from here on."""
     config = hypercorn_config(settings)
@@ -161,12 +76,10 @@ def bind_sockets(settings: Settings) -> Sockets:
     return sockets
 
 
-def describe(settings: Settings, engine: PolicyEngine, binds: list[str]) -> str:
-    policies = ", ".join(engine.names) or "NONE (requests are forwarded unchecked)"
+def describe(settings: Settings, config: PolicyConfig, binds: list[str]) -> str:
     return (
         f"capsem-proxyd {__version__} listening on {', '.join(binds)} | upstreams: openai={settings.openai_upstream} "
-        f"gemini={settings.gemini_upstream} anthropic={settings.anthropic_upstream} | "
-        f"policies: {policies} [{engine.policy_set.source}]"
+        f"gemini={settings.gemini_upstream} anthropic={settings.anthropic_upstream} | {config.describe()}"
     )
 
 
@@ -179,7 +92,7 @@ def open_audit_log(settings: Settings) -> AuditLog | None:
 
 async def serve(
     settings: Settings,
-    engine: PolicyEngine | None = None,
+    config: PolicyConfig,
     *,
     handle_signals: bool = True,
     sockets: Sockets | None = None,
@@ -189,31 +102,25 @@ async def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM (or cancellation); reports the bound URLs via ``task_status``."""
     audit = open_audit_log(settings)
-    app = create_app(settings, engine, audit=audit)
+    app = create_app(settings, config, audit=audit)
     state = proxy_state(app)
-    config = hypercorn_config(settings)
     shutdown = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
 
             async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
-                await worker_serve(
-                    wrap_app(finish_responses_shielded(app), config.wsgi_max_body_size, "asgi"),
-                    config,
-                    sockets=sockets,
-                    shutdown_trigger=shutdown.wait,
-                    task_status=task_status,
-                )
+                bound = sockets if sockets is not None else bind_sockets(settings)
+                await serve_hypercorn(app, hypercorn_config(settings), bound, shutdown, task_status=task_status)
                 nursery.cancel_scope.cancel()
 
             if handle_signals:  # before READY: a signal that follows READY must find its handler
                 await nursery.start(_handle_signals, state, shutdown, reload_settings)
             binds = await nursery.start(run_server)
-            for warning in state.engine.policy_set.warnings:
+            for warning in config.warnings:
                 log.warning("%s", warning)
             if announce:
-                log.info("%s", describe(settings, state.engine, binds))
-                notify.ready(f"serving {len(state.engine.names)} policies")
+                log.info("%s", describe(settings, config, binds))
+                notify.ready(f"serving {len(state.policies.default.names)} policies")
             nursery.start_soon(notify.run_watchdog)
             nursery.start_soon(_end_streams_after_grace, state, shutdown)
             task_status.started(binds)
@@ -256,19 +163,18 @@ async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> b
     notify.reloading()
     try:
         settings = reload_settings() if reload_settings is not None else state.settings
-        policy_set = await trio.to_thread.run_sync(load_policy_set, settings.policy_dir)
-        engine = build_engine(settings, policy_set)
+        config = await trio.to_thread.run_sync(load_policy_config, settings)
     except Exception as error:  # noqa: BLE001 - any failure keeps the running configuration
         log.error("reload rejected, keeping the active configuration: %s", _one_line(error))
         notify.ready("reload rejected")
         return False
     for name in restart_only_changes(state.settings, settings):
         log.warning("setting %s changed; it takes effect only after a restart", name)
-    state.install_engine(engine)
+    state.install(config)
     if state.audit is not None:
         state.audit.reopen()
-    log.info("reloaded: policies %s [%s]", ", ".join(engine.names) or "NONE", policy_set.source)
-    for warning in policy_set.warnings:
+    log.info("reloaded: %s", config.describe())
+    for warning in config.warnings:
         log.warning("%s", warning)
     notify.ready("reloaded")
     return True
@@ -277,11 +183,3 @@ async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> b
 def _one_line(error: BaseException) -> str:
     message = getattr(error, "message", None) or str(error) or type(error).__name__
     return " ".join(str(message).split())
-
-
-def serve_forever(settings: Settings, engine: PolicyEngine, reload_settings: SettingsLoader | None = None) -> None:
-    """Entry for one process: trio.run(serve)."""
-    trio.run(partial(serve, settings, engine, reload_settings=reload_settings))
-
-
-__all__ = ["bind_sockets", "hypercorn_config", "reload", "serve", "serve_forever", "socket"]

@@ -1,176 +1,205 @@
-"""The hot proxy routes served straight from ASGI, in front of the Quart app.
+"""The data plane: the one ASGI entry every request passes, and the home of every proxied route.
 
-Why: measured under 32-connection load, a proxied JSON request cost about
-1.5 ms of CPU through Quart-Trio and about 0.9 ms through this lane, for the
-same pipeline. Quart builds a Request (werkzeug headers, routing, a body
-object), runs a nursery with two tasks, hooks and signals, and a Response per
-request; for a proxy whose routes are a handful of fixed POST paths that is
-most of the cost.
+Mounted on the Quart app's ``asgi_app`` (Quart's documented way to add ASGI
+middleware), it sees each HTTP request first:
 
-What the lane serves: a POST to one of the routes ``route_for`` knows, with
-nothing unusual about it. Everything else goes to the Quart app untouched,
-before a byte of the body is read: other paths and methods, a request with an
-``Origin`` header (CORS is Quart's), one the header guard would refuse, one
-whose ``Content-Length`` is over the body limit, a non-empty ``root_path``.
-The lane shares the pipeline, the reply headers, the stream body, the log
-line and the edge errors with the Quart routes (``front``), so a request gets
-the same answer either way.
+1. the ``Exchange`` is born (request id, start time): every reply, whichever
+   plane answers it, carries ``x-capsem-request-id`` and gets one log line;
+2. the guard refuses ambiguous framing (400) and oversized headers (431);
+3. the route table (``routes.py``) resolves the request: a proxied route, a
+   refusal in the provider's shape (404, 405, 400), or not ours at all;
+4. a proxied route's body is read (413 beyond ``--max-body-size``, 408 beyond
+   ``--body-timeout``) and the pipeline answers it, JSON or a stream;
+5. anything else goes to the control plane, the Quart app: ``/health``,
+   ``/metrics``, CORS preflights, the 404/405 fallback.
 
-An abandoned call stops its upstream request and its stream as with
-quart-trio, but not through a task per request waiting for
-``http.disconnect`` (~70 us of every request): the server cancels what still
-runs for a connection once its client is gone (``server.py``).
+Why not Quart routes for the proxied paths: measured under 32-connection load,
+a proxied JSON request cost about 1.5 ms of CPU through Quart-Trio and about
+0.9 ms here, for the same pipeline. Quart builds a Request (werkzeug headers,
+routing, a body object), runs a nursery of two tasks, hooks and signals and a
+Response per request; a proxy's handful of routes needs none of it.
+
+A client hanging up stops its request and its stream, not through a task per
+request waiting for ``http.disconnect`` (~70 us of every request) but because
+the server cancels what still runs for a connection once its client is gone
+(``daemon/hypercorn_server.py``); under another ASGI server a hang-up would be
+noticed only at the next write.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 import trio
-from werkzeug.datastructures import MultiDict
 
+from capsem_proxyd.config import Settings
 from capsem_proxyd.dialects.base import Dialect
-from capsem_proxyd.errors import ProxyError
-from capsem_proxyd.http.front import (
-    body_too_large,
-    body_too_slow,
-    internal_error,
-    log_internal_error,
-    log_request,
-    reply_headers,
-    run_route,
-    stream_body,
-)
+from capsem_proxyd.errors import ProxyError, bad_request, body_too_large, body_too_slow, internal_error
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.http.cors import Cors
 from capsem_proxyd.http.guard import HeaderLimits, framing_problem, header_problem
-from capsem_proxyd.proxy.pipeline import IncomingRequest, ProxyReply, Route, error_reply
+from capsem_proxyd.http.routes import Refusal, RouteTable, error_dialect
+from capsem_proxyd.observe.logs import escape_controls
+from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.proxy.pipeline import IncomingRequest, Pipeline, ProxyReply, Route, error_reply
 
-if TYPE_CHECKING:
-    from capsem_proxyd.http.app import ProxyState
+log = logging.getLogger("capsem_proxyd")
 
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]], Awaitable[None]]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-_NO_QUERY: Mapping[str, str] = MultiDict()
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+_CLOSE = [(b"connection", b"close")]
 
 
-class HeaderMap:
-    """Case-insensitive ``get`` over the request headers (first value wins, as in werkzeug)."""
+class HeaderMap(Mapping[str, str]):
+    """The request headers by lower-case name, first value winning (as werkzeug's ``get``)."""
 
     __slots__ = ("_values",)
 
-    def __init__(self, headers: list[tuple[str, str]]) -> None:
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         values: dict[str, str] = {}
-        for name, value in headers:
-            values.setdefault(name, value)  # ASGI header names are lower-case already
+        for name, value in raw:  # ASGI header names are lower-case already
+            values.setdefault(name.decode("latin-1"), value.decode("latin-1"))
         self._values = values
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._values.get(name.lower(), default)
 
+    def __getitem__(self, name: str) -> str:
+        return self._values[name.lower()]
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def query_map(query_string: bytes) -> Mapping[str, str]:
+    """The query parameters, first value winning (as werkzeug's ``MultiDict.get``)."""
+    values: dict[str, str] = {}
+    if query_string:
+        for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+            values.setdefault(name, value)
+    return values
 
 
 class _ClientGone(Exception):
     """The client disconnected before its request body was complete."""
 
 
-class ProxyLane:
-    """ASGI middleware: serves the plain hot-route requests, hands the rest to ``app``.
+class DataPlane:
+    """ASGI middleware: answers every proxied route, hands the control plane its requests."""
 
-    ``route_for(path)`` gives the Route of a lane path (None: not the lane's);
-    ``error_dialect(path, headers)`` the dialect whose shape the edge errors take,
-    the same one Quart's error handlers use.
-    """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        state: ProxyState,
-        route_for: Callable[[str], Route | None],
-        error_dialect: Callable[[str, HeaderMap], Dialect],
-    ) -> None:
-        self.app = app
-        self.state = state
-        self.route_for = route_for
-        self.error_dialect = error_dialect
-        settings = state.settings
+    def __init__(self, control_plane: ASGIApp, settings: Settings, pipeline: Pipeline, recorder: Recorder) -> None:
+        self.control_plane = control_plane
+        self.pipeline = pipeline
+        self.recorder = recorder
+        self.routes = RouteTable(settings)
+        self.cors = Cors(settings.cors_origins) if settings.cors else None
+        self.header_limits = HeaderLimits(max_count=settings.max_header_count, max_bytes=settings.max_header_size)
         self.max_body = settings.max_body_size
         self.body_timeout = settings.body_timeout or None
         self.forward_client_ip = settings.forward_client_ip
-        self.header_limits = HeaderLimits(max_count=settings.max_header_count, max_bytes=settings.max_header_size)
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            route = self.route_for(scope["path"])
-            if route is not None and self._plain(scope["headers"]):
-                await self._serve(route, scope, receive, send)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.control_plane(scope, receive, send)
+            return
+        exchange = Exchange.begin(scope["path"])
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        headers = HeaderMap(raw_headers)
+        query = query_map(scope.get("query_string", b""))
+        reply = _Reply(send, exchange, self.cors.reply_headers(headers.get("origin")) if self.cors else [])
+        try:
+            problem = framing_problem(raw_headers) or header_problem(raw_headers, self.header_limits)
+            if problem is not None:
+                await self._refuse(receive, reply, error_dialect(scope["path"], headers, query), problem, close=True)
                 return
-        await self.app(scope, receive, send)
+            try:
+                route = self.routes.resolve(scope["method"], scope["path"], headers, query)
+            except Refusal as refusal:
+                await self._refuse(receive, reply, refusal.dialect, refusal.error)
+                return
+            if route is None:
+                exchange.proxied = False
+                await self.control_plane(scope, receive, reply.control_plane_send)
+                reply.done(self.recorder, reply.status, str(reply.status))
+                return
+            await self._proxy(scope, receive, reply, route, headers, query)
+        finally:
+            if not reply.recorded:  # cancelled: the client left, or the server is going away
+                reply.done(self.recorder, 499, "client_disconnected")
 
-    def _plain(self, raw_headers: list[tuple[bytes, bytes]]) -> bool:
-        """Nothing Quart must see: no Origin, nothing the guard refuses, no oversized Content-Length."""
-        for name, value in raw_headers:
-            if name == b"origin":
-                return False
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_body):
-                return False
-        return framing_problem(raw_headers) is None and header_problem(raw_headers, self.header_limits) is None
-
-    async def _serve(self, route: Route, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-        header_map = HeaderMap(headers)
+    async def _proxy(
+        self, scope: Scope, receive: Receive, reply: _Reply, route: Route, headers: HeaderMap, query: Mapping[str, str]
+    ) -> None:
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            await reply.error(self.recorder, route.dialect, body_too_large(), close=True)
+            return
+        if not route.checked and route.dialect.endpoint == "models" and (
+            (declared or "0") != "0" or "transfer-encoding" in headers
+        ):
+            await self._refuse(receive, reply, route.dialect, bad_request(f"GET {scope['path']} takes no request body."))
+            return
         try:
             body = await self._read_body(receive)
         except _ClientGone:
             return
-        except ProxyError as error:  # 413 or 408, as Quart's error handler answers them
-            await _send_reply(send, error_reply(self.error_dialect(scope["path"], header_map), error))
+        except ProxyError as error:  # 413 or 408
+            await reply.error(self.recorder, route.dialect, error, close=True)
             return
-        query_string: bytes = scope.get("query_string", b"")
+        client = scope.get("client")
         incoming = IncomingRequest(
-            method="POST",
-            headers=headers,
-            header_map=header_map,
-            query=MultiDict(parse_qsl(query_string.decode("ascii", "replace"), keep_blank_values=True))
-            if query_string
-            else _NO_QUERY,
-            query_string=query_string,
+            method=scope["method"],
+            headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]],
+            header_map=headers,
+            query=query,
+            query_string=scope.get("query_string", b""),
             body=body,
-            client_addr=(scope.get("client") or ["<local>"])[0] if self.forward_client_ip else None,
+            client_addr=(client[0] if client else "<local>") if self.forward_client_ip else None,
         )
-        # No watcher task per request for the client hanging up: the server cancels
-        # whatever still runs for a connection once its client is gone (server.py).
-        await self._respond(route, incoming, scope["path"], header_map, send, started)
-
-    async def _respond(
-        self, route: Route, incoming: IncomingRequest, path: str, header_map: HeaderMap, send: Send, started: float
-    ) -> None:
         try:
-            reply = await run_route(self.state, route, incoming)
-        except Exception:  # noqa: BLE001 - as Quart's handler: logged, a 500 in the caller's shape
-            log_internal_error(path)
-            await _send_reply(send, error_reply(self.error_dialect(path, header_map), internal_error()))
+            answer = await self.pipeline.serve(reply.exchange, route, incoming)
+        except Exception:  # noqa: BLE001 - fail closed with a provider-shaped 500, logged with its request
+            log.exception("unexpected error request_id=%s path=%s", reply.exchange.request_id,
+                          escape_controls(scope["path"]))
+            await reply.error(self.recorder, route.dialect, internal_error())
             return
-        if reply.stream is None:
-            log_request(self.state, reply, route.dialect, str(reply.status), started)
-            await _send_reply(send, reply)
+        if answer.stream is None:
+            reply.done(self.recorder, answer.status, str(answer.status))  # logged as the reply goes out
+            await reply.whole(answer)
             return
-        await send({"type": "http.response.start", "status": reply.status, "headers": _encode(reply_headers(reply))})
-        async with stream_body(self.state, reply, route.dialect, started) as pump:
-            async for chunk in pump:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await reply.stream(answer, self.recorder)
 
-    async def _read_body(self, receive: Receive) -> bytes:
+    async def _refuse(
+        self, receive: Receive, reply: _Reply, dialect: Dialect, error: ProxyError, *, close: bool = False
+    ) -> None:
+        """Answer ``error`` after reading (and dropping) the body: answered with its body
+        unread and more bytes behind it, Hypercorn may close before the answer is out."""
+        with trio.move_on_after(self.body_timeout or float("inf")):
+            try:
+                await self._read_body(receive, keep=False)
+            except (_ClientGone, ProxyError):
+                pass
+        await reply.error(self.recorder, dialect, error, close=close)
+
+    async def _read_body(self, receive: Receive, *, keep: bool = True) -> bytes:
         """The whole request body, at most ``max_body`` bytes (413), within ``body_timeout`` (408)."""
         chunks: list[bytes] = []
         size = 0
-        with trio.move_on_after(self.body_timeout if self.body_timeout else float("inf")) as deadline:
+        with trio.move_on_after(self.body_timeout or float("inf")) as deadline:
             while True:
                 message = await receive()
                 if message["type"] != "http.request":
@@ -179,21 +208,74 @@ class ProxyLane:
                 size += len(chunk)
                 if size > self.max_body:
                     raise body_too_large()
-                chunks.append(chunk)
+                if keep:
+                    chunks.append(chunk)
                 if not message.get("more_body", False):
                     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
         assert deadline.cancelled_caught
         raise body_too_slow(self.body_timeout)
 
 
-async def _send_reply(send: Send, reply: ProxyReply) -> None:
-    body = reply.body or b""
-    headers = _encode(reply_headers(reply))
-    headers.append((b"content-length", b"%d" % len(body)))
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+class _Reply:
+    """The reply side of one exchange: every reply carries the request id and the CORS headers,
+    and ends with exactly one ``request_done``."""
 
+    def __init__(self, send: Send, exchange: Exchange, cors: list[tuple[str, str]]) -> None:
+        self.send = send
+        self.exchange = exchange
+        self.own = [(b"x-capsem-request-id", exchange.request_id.encode())]
+        self.own += [(name.encode(), value.encode("latin-1")) for name, value in cors]
+        self.status = 500
+        self.recorded = False
 
-def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    def done(self, recorder: Recorder, status: int, outcome: str) -> None:
+        self.recorded = True
+        recorder.request_done(self.exchange, status, outcome)
 
+    async def control_plane_send(self, message: Message) -> None:
+        """The control plane's ``send``, with our headers added to its response start."""
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            names = {name for name, _ in self.own}
+            kept = [(name, value) for name, value in message.get("headers", []) if name.lower() not in names]
+            message = {**message, "headers": kept + self.own}
+        await self.send(message)
+
+    async def error(self, recorder: Recorder, dialect: Dialect, error: ProxyError, *, close: bool = False) -> None:
+        if self.exchange.provider == "-":
+            self.exchange.provider = dialect.provider
+        answer = error_reply(dialect, error)
+        self.done(recorder, answer.status, error.code)
+        await self.whole(answer, _CLOSE if close else [])
+
+    async def whole(self, answer: ProxyReply, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        body = answer.body or b""
+        headers = self._headers(answer, extra or [])
+        headers.append((b"content-length", b"%d" % len(body)))
+        await self.send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def stream(self, answer: ProxyReply, recorder: Recorder) -> None:
+        """Send a StreamPump's output as it is released; count and log the stream when it ends."""
+        pump = answer.stream
+        assert pump is not None
+        headers = self._headers(answer, _STREAM_HEADERS)
+        await self.send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        outcome = "client_disconnected"  # unless the pump finishes: a cancellation is the client leaving
+        recorder.stream_started(self.exchange)
+        try:
+            async with pump:
+                async for chunk in pump:
+                    await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            outcome = pump.outcome
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            recorder.stream_finished(self.exchange, outcome)
+            self.done(recorder, answer.status, outcome)
+
+    def _headers(self, answer: ProxyReply, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The reply's headers and ours; an upstream header of the same name is replaced by ours."""
+        own = self.own + extra
+        names = {name for name, _ in own}
+        headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers]
+        return [(name, value) for name, value in headers if name not in names] + own

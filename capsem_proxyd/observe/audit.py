@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from capsem.models import Decision
 
-GENESIS = None
-
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.observe.recorders import Recorder
 
 # Characters JSON allows raw inside strings but many line readers treat as line ends or
 # terminal controls (DEL, C1 controls such as NEL, Unicode line and paragraph separators):
@@ -86,6 +87,38 @@ class AuditLog:
             if self._handle is not None and self._handle is not sys.stdout.buffer:
                 self._handle.close()
             self._handle = None
+
+
+class AuditRecorder(Recorder):
+    """Writes each policy decision and each proxied request's outcome to an ``AuditLog``."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
+        record: dict[str, Any] = {
+            "type": "decision",
+            **exchange.log_fields(),
+            "hook": hook,
+            "policy": policy,
+            "verdict": decision.verdict.value,
+            "reason": decision.reason.value,
+            "details": decision.details,
+            "decision_id": decision.id,
+        }
+        if mode != "enforce":
+            record["enforced"] = False
+            record["mode"] = mode
+        if self.audit.include_prompts and hook == "on_model_call":
+            record["prompt"] = exchange.prompt
+        self.audit.write(record)
+
+    def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
+        if exchange.proxied:
+            self.audit.write({
+                "type": "request", **exchange.log_fields(), "status": status, "outcome": outcome,
+                "latency_ms": round(exchange.seconds * 1000, 3),
+            })
 
 
 def _last_line_hash(path: Path) -> str | None:

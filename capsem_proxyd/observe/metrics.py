@@ -24,6 +24,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from capsem.models import Decision
+
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.observe.recorders import Recorder
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "capsem_proxyd"
 
@@ -50,7 +55,7 @@ def mark_worker_dead(pid: int, directory: str | None = None) -> None:
     multiprocess.mark_process_dead(pid, directory)
 
 
-class Metrics:
+class Metrics(Recorder):
     """The proxy's counters, histograms and gauge; one per app (one per worker process)."""
 
     def __init__(self) -> None:
@@ -93,22 +98,23 @@ class Metrics:
         # (~1.5 us), a dict lookup does not; the label sets are bounded (see above).
         self._children: dict[tuple[Any, ...], Any] = {}
 
-    # -- recording -------------------------------------------------------------
+    # -- recording (the Recorder moments) -----------------------------------------
 
-    def request_done(self, provider: str, endpoint: str, status: int, stream_outcome: str | None = None) -> None:
-        """One proxied request finished; ``stream_outcome`` only for streamed replies."""
-        self._child(self._requests, provider, endpoint, status).inc()
-        if stream_outcome is not None:
-            self._child(self._streams, provider, endpoint, stream_outcome).inc()
+    def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
+        """Proxied requests only: the control plane is not traffic."""
+        if exchange.proxied:
+            self._child(self._requests, exchange.provider, exchange.endpoint, status).inc()
 
-    def decision(self, hook: str, verdict: str, policy: str) -> None:
-        self._child(self._decisions, hook, verdict, policy).inc()
+    def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
+        """Shadow decisions stay out of the live counts."""
+        if mode != "shadow":
+            self._child(self._decisions, hook, decision.verdict.value, policy).inc()
 
-    def policy_check(self, hook: str, seconds: float) -> None:
+    def policy_checked(self, hook: str, seconds: float) -> None:
         self._child(self._policy_seconds, hook).observe(seconds)
 
-    def upstream_latency(self, provider: str, endpoint: str, seconds: float) -> None:
-        self._child(self._upstream_seconds, provider, endpoint).observe(seconds)
+    def upstream_answered(self, exchange: Exchange, seconds: float) -> None:
+        self._child(self._upstream_seconds, exchange.provider, exchange.endpoint).observe(seconds)
 
     def _child(self, metric: Any, *labels: Any) -> Any:
         key = (id(metric), *labels)
@@ -117,11 +123,12 @@ class Metrics:
             child = self._children[key] = metric.labels(*(str(label) for label in labels))
         return child
 
-    def stream_started(self) -> None:
+    def stream_started(self, exchange: Exchange) -> None:
         self._active_streams.inc()
 
-    def stream_finished(self) -> None:
+    def stream_finished(self, exchange: Exchange, outcome: str) -> None:
         self._active_streams.dec()
+        self._child(self._streams, exchange.provider, exchange.endpoint, outcome).inc()
 
     # -- exposition ------------------------------------------------------------
 

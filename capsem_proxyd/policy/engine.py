@@ -17,15 +17,17 @@ Two ways to run a policy without letting it refuse anything:
   would-be verdicts are logged on ``capsem_proxyd.shadow`` and recorded with
   ``shadow=True``.
 
-Per-tenant profiles and the tenant allow-list live on the root engine too:
-``for_tenant`` picks the engine a request runs under (or refuses the tenant).
+Which engine a tenant's requests run under (profiles, allow-list) is
+``policy/tenants.py``'s business. Decisions are told to the ``Recorder`` the
+engine was built with (metrics, audit log); the engine knows nothing else
+about who listens.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import uuid4
 
@@ -35,27 +37,23 @@ from capsem.policies import Policy
 from capsem.tools import Schema, Tool
 from pydantic import ValidationError
 
-from capsem_proxyd.config import Settings
-from capsem_proxyd.policy.deadlines import hook_can_suspend
 from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.policy.loader import PolicySet, load_policy_set
-from capsem_proxyd.policy.tenants import load_allowed_tenants, load_tenant_profiles, tenant_not_allowed
+from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.policy.deadlines import hook_can_suspend
+from capsem_proxyd.policy.loader import PolicySet
 from capsem_proxyd.views import RequestView, ResponseView, ToolCall, ToolDefinition
 
 log = logging.getLogger("capsem_proxyd.policy")
 shadow_log = logging.getLogger("capsem_proxyd.shadow")
 
-# Called for every policy decision, ALLOW included: (exchange, hook, policy name, decision,
-# *, shadow: bool, monitor: bool). ``decision.policy`` may be a shared default for ALLOW;
-# trust the name argument. ``shadow``: a shadow policy's would-be decision (no effect);
-# ``monitor``: a monitor-mode policy's decision that would have refused (no effect).
-DecisionRecorder = Callable[..., None]
 _STRICTNESS = {"BLOCK": 4, "CONFIRM": 3, "CLARIFY": 3, "REPLAN": 3, "LOG": 1, "ALLOW": 0}
 # Shadow evaluations in flight at once; beyond it they are dropped (and counted), never queued
 # on the client's path.
 MAX_PENDING_SHADOW = 256
 _NO_SCHEMA = Schema.model_construct()
+# A hook call on one policy: the engine decides which policies, the caller what they are asked.
+Invoke = Callable[[Policy], Awaitable[Decision]]
 
 
 def capsem_tool(name: str, description: str = "", parameters: Any = None) -> Tool:
@@ -77,43 +75,33 @@ def capsem_tool(name: str, description: str = "", parameters: Any = None) -> Too
 
 
 class PolicyEngine:
-    """Runs the active policies for one process; immutable, so a reload swaps the whole engine."""
+    """Runs one policy set's policies; immutable, so a reload swaps whole engines.
+
+    ``shadow`` (the ``--shadow-policy-dir`` runner, shared by every engine of
+    a configuration) is started after each enforced decision.
+    """
 
     def __init__(
         self,
         policy_set: PolicySet,
         *,
-        confirm_action: str = "block",
-        policy_timeout: float | None = 30.0,
-        record: DecisionRecorder | None = None,
-        shadow_set: PolicySet | None = None,
+        recorder: Recorder,
+        confirm_action: str,
+        policy_timeout: float | None,
+        shadow: ShadowRunner | None = None,
     ) -> None:
         self.policy_set = policy_set
         self.policies: list[Policy] = policy_set.manager.policies
         self.monitored = frozenset(name for name in policy_set.names if policy_set.mode_of(name) == "monitor")
         self.fail_open = frozenset(name for name in policy_set.names if policy_set.fails_open(name))
+        self.recorder = recorder
         self.confirm_action = confirm_action
         self.policy_timeout = policy_timeout
-        self.record = record
-        # Called with (hook, seconds) once a hook has run over all policies (metrics).
-        self.on_checked: Callable[[str, float], None] | None = None
-        self.shadow_set = shadow_set
-        self.shadow_pending = 0
-        self.shadow_dropped = 0
-        # Tenant routing (set on the root engine by build_policy_engine).
-        self.profiles: Mapping[str, PolicyEngine] = {}
-        self.allowed_tenants: frozenset[str] | None = None
-        self.root: PolicyEngine = self
+        self.shadow = shadow
 
     @property
     def names(self) -> list[str]:
         return [policy.name for policy in self.policies]
-
-    def for_tenant(self, tenant_id: str) -> PolicyEngine:
-        """The engine ``tenant_id``'s requests run under; ProxyError(401) if it is not allowed."""
-        if self.allowed_tenants is not None and tenant_id not in self.allowed_tenants:
-            raise tenant_not_allowed(tenant_id)
-        return self.profiles.get(tenant_id, self)
 
     async def check_request(self, exchange: Exchange, view: RequestView) -> str:
         """All request-side hooks, in order; raises ProxyError(403) on a block.
@@ -132,7 +120,7 @@ class PolicyEngine:
                 exchange,
                 "on_tool_response",
                 f"Tool result for '{result.name}'",
-                lambda p, tool=tool, response=response: p.on_tool_response(rid, agent, tool, response),
+                _tool_response_call(rid, agent, tool, response),
             ))
         if view.prompt or view.system or view.media:
             media = [Media(content=part.data, mime_type=part.mime_type) for part in view.media]
@@ -184,54 +172,32 @@ class PolicyEngine:
             outcome = stricter(outcome, await self.check_tool_call(exchange, call))
         return stricter(outcome, await self.check_model_response(exchange, view.text, view.thoughts))
 
-    async def _enforce(
-        self,
-        exchange: Exchange,
-        hook: str,
-        what: str,
-        invoke: Callable[[Policy], Awaitable[Decision]],
-    ) -> str:
-        refusal, outcome = await self._evaluate(exchange, hook, invoke, self.policies)
-        if self.root.shadow_set is not None:
-            self._start_shadow(exchange, hook, invoke)
+    async def _enforce(self, exchange: Exchange, hook: str, what: str, invoke: Invoke) -> str:
+        refusal, outcome = await self.evaluate(exchange, hook, invoke)
+        if self.shadow is not None:
+            self.shadow.start(exchange, hook, invoke)
         if refusal is None:
             return outcome
         if refusal.verdict.value == "BLOCK" or self.confirm_action == "block":
             raise policy_blocked(refusal, what)
         return stricter(outcome, refusal.verdict.value)
 
-    async def evaluate(
-        self,
-        exchange: Exchange,
-        hook: str,
-        invoke: Callable[[Policy], Awaitable[Decision]],
-    ) -> Decision | None:
-        """Call every policy; return the strictest refusing decision, or None if allowed."""
-        refusal, _ = await self._evaluate(exchange, hook, invoke, self.policies)
-        return refusal
+    async def evaluate(self, exchange: Exchange, hook: str, invoke: Invoke, *, mode: str = "enforce") -> tuple[Decision | None, str]:
+        """Call every policy: (the strictest refusing decision or None, the strictest verdict that did not refuse).
 
-    async def _evaluate(
-        self,
-        exchange: Exchange,
-        hook: str,
-        invoke: Callable[[Policy], Awaitable[Decision]],
-        policies: list[Policy],
-        *,
-        shadow: bool = False,
-    ) -> tuple[Decision | None, str]:
-        """(strictest refusing decision or None, strictest verdict that did not refuse)."""
+        ``mode="shadow"``: nothing refuses; would-be refusals are logged on ``capsem_proxyd.shadow``.
+        """
         strictest: Decision | None = None
         outcome = "ALLOW"
-        root = self.root
+        shadow = mode == "shadow"
         started = time.perf_counter()
-        for policy in policies:
+        for policy in self.policies:
             decision = await self._call_policy(exchange, hook, policy, invoke, shadow=shadow)
             level = _STRICTNESS.get(decision.verdict.value, 4)
             if level:
                 decision = _attributed(decision, policy.name, hook)
             monitor = level >= 3 and not shadow and policy.name in self.monitored
-            if root.record is not None:
-                root.record(exchange, hook, policy.name, decision, shadow=shadow, monitor=monitor)
+            self.recorder.decision_made(exchange, hook, policy.name, decision, "monitor" if monitor else mode)
             if not level:
                 continue
             if shadow:
@@ -244,48 +210,12 @@ class PolicyEngine:
                     strictest = decision
             else:
                 outcome = stricter(outcome, decision.verdict.value)
-        if root.on_checked is not None and not shadow:
-            root.on_checked(hook, time.perf_counter() - started)
+        if not shadow:
+            self.recorder.policy_checked(hook, time.perf_counter() - started)
         return strictest, outcome
 
-    def _start_shadow(
-        self, exchange: Exchange, hook: str, invoke: Callable[[Policy], Awaitable[Decision]]
-    ) -> None:
-        """Evaluate the shadow policies in the background, after the main decision.
-
-        A trio system task needs no nursery handle, so the shadow run never holds
-        up the request (nor its cancellation); a bounded number run at once and
-        the rest are dropped and counted rather than slowing live traffic.
-        """
-        root = self.root
-        if root.shadow_pending >= MAX_PENDING_SHADOW:
-            root.shadow_dropped += 1
-            if root.shadow_dropped == 1 or root.shadow_dropped % 1000 == 0:
-                shadow_log.warning("shadow evaluation dropped (%d so far): too many in flight", root.shadow_dropped)
-            return
-        root.shadow_pending += 1
-        trio.lowlevel.spawn_system_task(self._run_shadow, exchange, hook, invoke, name=f"capsem shadow {hook}")
-
-    async def _run_shadow(
-        self, exchange: Exchange, hook: str, invoke: Callable[[Policy], Awaitable[Decision]]
-    ) -> None:
-        root = self.root
-        try:
-            assert root.shadow_set is not None
-            await self._evaluate(exchange, hook, invoke, root.shadow_set.manager.policies, shadow=True)
-        except Exception:  # noqa: BLE001 - a shadow failure must never reach live traffic
-            shadow_log.exception("shadow evaluation failed request_id=%s", exchange.request_id)
-        finally:
-            root.shadow_pending -= 1
-
     async def _call_policy(
-        self,
-        exchange: Exchange,
-        hook: str,
-        policy: Policy,
-        invoke: Callable[[Policy], Awaitable[Decision]],
-        *,
-        shadow: bool = False,
+        self, exchange: Exchange, hook: str, policy: Policy, invoke: Invoke, *, shadow: bool = False
     ) -> Decision:
         logger, effect = (shadow_log, "shadow verdict BLOCK") if shadow else (log, "request blocked (fail closed)")
         fails_open = not shadow and policy.name in self.fail_open
@@ -312,6 +242,41 @@ class PolicyEngine:
         if not isinstance(decision, Decision):
             return _failure_decision(policy.name, hook, "policy returned no decision")
         return decision
+
+
+class ShadowRunner:
+    """Evaluates the shadow policies in the background, after each enforced decision.
+
+    A trio system task needs no nursery handle, so the shadow run never holds
+    up the request (nor its cancellation); a bounded number run at once and
+    the rest are dropped and counted rather than slowing live traffic.
+    """
+
+    def __init__(self, engine: PolicyEngine) -> None:
+        self.engine = engine
+        self.pending = 0
+        self.dropped = 0
+
+    def start(self, exchange: Exchange, hook: str, invoke: Invoke) -> None:
+        if self.pending >= MAX_PENDING_SHADOW:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                shadow_log.warning("shadow evaluation dropped (%d so far): too many in flight", self.dropped)
+            return
+        self.pending += 1
+        trio.lowlevel.spawn_system_task(self._run, exchange, hook, invoke, name=f"capsem shadow {hook}")
+
+    async def _run(self, exchange: Exchange, hook: str, invoke: Invoke) -> None:
+        try:
+            await self.engine.evaluate(exchange, hook, invoke, mode="shadow")
+        except Exception:  # noqa: BLE001 - a shadow failure must never reach live traffic
+            shadow_log.exception("shadow evaluation failed request_id=%s", exchange.request_id)
+        finally:
+            self.pending -= 1
+
+
+def _tool_response_call(rid: str, agent: Any, tool: Tool, response: dict[str, Any]) -> Invoke:
+    return lambda p: p.on_tool_response(rid, agent, tool, response)
 
 
 def stricter(first: str, second: str) -> str:
@@ -342,40 +307,6 @@ def _log_unenforced(logger: logging.Logger, role: str, exchange: Exchange, decis
         role, decision.policy, would, decision.verdict.value, decision.callback, decision.reason.value,
         decision.details, decision.id, exchange.request_id, exchange.tenant_id,
     )
-
-
-def build_policy_engine(settings: Settings, policy_set: PolicySet) -> PolicyEngine:
-    """The root engine for ``settings``: shadow folder, tenant profiles and allow-list included.
-
-    Every folder is loaded once (tenants sharing a profile share its engine),
-    so a reload that calls this again swaps all of them at once.
-    """
-    shadow_set = load_policy_set(settings.shadow_policy_dir) if settings.shadow_policy_dir else None
-
-    def engine_for(policies: PolicySet) -> PolicyEngine:
-        return PolicyEngine(
-            policies,
-            confirm_action=settings.confirm_action,
-            policy_timeout=settings.policy_timeout or None,
-            shadow_set=shadow_set,
-        )
-
-    root = engine_for(policy_set)
-    if shadow_set is not None:
-        policy_set.warnings.extend(f"shadow: {warning}" for warning in shadow_set.warnings)
-        log.info("shadow policies (recorded, never enforced): %s [%s]", ", ".join(shadow_set.names) or "none", shadow_set.source)
-    if settings.tenant_profiles:
-        folders = load_tenant_profiles(settings.tenant_profiles)
-        by_folder = {folder: engine_for(load_policy_set(folder)) for folder in sorted(set(folders.values()))}
-        for engine in by_folder.values():
-            engine.root = root
-            policy_set.warnings.extend(f"profile {engine.policy_set.source}: {w}" for w in engine.policy_set.warnings)
-        root.profiles = {tenant_id: by_folder[folder] for tenant_id, folder in folders.items()}
-        log.info("tenant profiles: %d tenant(s) over %d policy folder(s)", len(folders), len(by_folder))
-    if settings.tenants_file:
-        root.allowed_tenants = load_allowed_tenants(settings.tenants_file)
-        log.info("tenant allow-list: %d tenant(s); every other tenant is refused", len(root.allowed_tenants))
-    return root
 
 
 def _failure_decision(policy_name: str, hook: str, details: str, fails_open: bool = False) -> Decision:

@@ -16,6 +16,11 @@ against the file's own directory::
     [profiles]
     "3f2a9c0d1e4b5a67" = "policies/strict"
     "0b1c2d3e4f5a6b7c" = "/etc/capsem-proxyd/policies/lenient"
+
+``PolicyConfig`` is everything the policy side of an instance is built from
+(the main folder, the shadow folder, the profiles, the allow-list), loaded
+once at start and again at each reload; ``TenantPolicies`` is what a running
+instance asks which engine a tenant's request runs under.
 """
 
 from __future__ import annotations
@@ -23,26 +28,99 @@ from __future__ import annotations
 import logging
 import re
 import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from capsem_proxyd.errors import ProxyError
-from capsem_proxyd.policy.loader import PolicyConfigError
+from capsem_proxyd.config import Settings
+from capsem_proxyd.errors import tenant_not_allowed
+from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.policy.engine import PolicyEngine, ShadowRunner
+from capsem_proxyd.policy.loader import PolicyConfigError, PolicySet, load_policy_set
 
 log = logging.getLogger("capsem_proxyd.policy.tenants")
 
 TENANT_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-def tenant_not_allowed(tenant_id: str) -> ProxyError:
-    """The 401 an unlisted tenant gets; logged once per refusal with the tenant id (never the key)."""
-    log.warning("tenant_id=%s refused: not in the tenants file", tenant_id)
-    return ProxyError(
-        401,
-        "authentication",
-        "This API key is not allowed to use this capsem-proxyd instance.",
-        code="tenant_not_allowed",
-    )
+@dataclass(slots=True)
+class PolicyConfig:
+    """The loaded policy folders of one configuration; tenants sharing a folder share its set."""
+
+    main: PolicySet
+    shadow: PolicySet | None = None
+    profiles: dict[str, PolicySet] = field(default_factory=dict)
+    allowed_tenants: frozenset[str] | None = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every folder's warnings, each named after its folder."""
+        warnings = list(self.main.warnings)
+        if self.shadow is not None:
+            warnings += [f"shadow: {warning}" for warning in self.shadow.warnings]
+        for policy_set in {id(item): item for item in self.profiles.values()}.values():
+            warnings += [f"profile {policy_set.source}: {warning}" for warning in policy_set.warnings]
+        return warnings
+
+    def describe(self) -> str:
+        """One line for the start-up and reload log: active policies, shadow, profiles, allow-list."""
+        names = ", ".join(self.main.names) or "NONE (requests are forwarded unchecked)"
+        line = f"policies: {names} [{self.main.source}]"
+        if self.shadow is not None:
+            line += f" | shadow (recorded, never enforced): {', '.join(self.shadow.names) or 'none'}"
+        if self.profiles:
+            line += f" | tenant profiles: {len(self.profiles)} tenant(s)"
+        if self.allowed_tenants is not None:
+            line += f" | tenant allow-list: {len(self.allowed_tenants)} tenant(s)"
+        return line
+
+
+def load_policy_config(settings: Settings) -> PolicyConfig:
+    """Load every folder and file ``settings`` names; raises PolicyConfigError (one line)."""
+    config = PolicyConfig(main=load_policy_set(settings.policy_dir))
+    if settings.shadow_policy_dir:
+        config.shadow = load_policy_set(settings.shadow_policy_dir)
+    if settings.tenant_profiles:
+        folders = load_tenant_profiles(settings.tenant_profiles)
+        by_folder = {folder: load_policy_set(folder) for folder in sorted(set(folders.values()))}
+        config.profiles = {tenant_id: by_folder[folder] for tenant_id, folder in folders.items()}
+    if settings.tenants_file:
+        config.allowed_tenants = load_allowed_tenants(settings.tenants_file)
+    return config
+
+
+class TenantPolicies:
+    """Which engine a tenant's requests run under: its profile's, or the main folder's.
+
+    Built whole from a ``PolicyConfig`` (one engine per policy set, the shadow
+    runner shared) and swapped whole on reload; requests in flight keep the
+    engine they started with.
+    """
+
+    def __init__(self, config: PolicyConfig, settings: Settings, recorder: Recorder) -> None:
+        def engine_for(policy_set: PolicySet, shadow: ShadowRunner | None) -> PolicyEngine:
+            return PolicyEngine(
+                policy_set, recorder=recorder, confirm_action=settings.confirm_action,
+                policy_timeout=settings.policy_timeout or None, shadow=shadow,
+            )
+
+        self.config = config
+        shadow = ShadowRunner(engine_for(config.shadow, None)) if config.shadow is not None else None
+        self.default = engine_for(config.main, shadow)
+        engines = {id(policy_set): engine_for(policy_set, shadow) for policy_set in config.profiles.values()}
+        self.profiles: Mapping[str, PolicyEngine] = {
+            tenant_id: engines[id(policy_set)] for tenant_id, policy_set in config.profiles.items()
+        }
+        self.allowed = config.allowed_tenants
+        self.shadow = shadow
+
+    def for_tenant(self, tenant_id: str) -> PolicyEngine:
+        """The engine ``tenant_id``'s requests run under; ProxyError(401) if it is not allowed."""
+        if self.allowed is not None and tenant_id not in self.allowed:
+            log.warning("tenant_id=%s refused: not in the tenants file", tenant_id)
+            raise tenant_not_allowed()
+        return self.profiles.get(tenant_id, self.default)
 
 
 def load_allowed_tenants(path: str | Path) -> frozenset[str]:

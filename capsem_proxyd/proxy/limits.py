@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from capsem_proxyd.config import DEFAULTS, Settings
-from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
+from capsem_proxyd.errors import bad_request, too_many, upstream_unavailable
 from capsem_proxyd.views import RequestView
 
 
@@ -94,17 +94,6 @@ def check_reply_body(body: Any, limits: Limits) -> None:
     """A provider reply nested beyond orjson's reach of our readers is refused (502), not crashed on."""
     if nesting_exceeds(body, max(limits.max_json_depth, _REPLY_DEPTH)):
         raise upstream_unavailable("The upstream reply nests JSON too deeply to be checked.")
-
-
-def too_many(what: str, limit: int) -> ProxyError:
-    return bad_request(f"Too many items: {what}; at most {limit} are accepted.")
-
-
-def response_too_large(limit: int) -> ProxyError:
-    return ProxyError(
-        502, "upstream_error", f"The upstream reply exceeds {limit} bytes, the most this proxy relays.",
-        code="upstream_response_too_large",
-    )
 
 
 # Replies are the provider's; allow them deeper nesting than requests, still far below the stack's end.

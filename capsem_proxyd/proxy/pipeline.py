@@ -1,34 +1,33 @@
 """One request, one pipeline: key → parse → request checks → upstream → reply checks.
 
-Data flows one way. The pipeline knows nothing of Quart: it takes an
-``IncomingRequest`` and returns a ``ProxyReply`` (bytes, or a ``StreamPump``
-to iterate), so it can be driven by any front end.
+Data flows one way. The pipeline knows nothing of HTTP servers: it takes the
+request's ``Exchange``, its ``Route`` and the ``IncomingRequest``, and returns
+a ``ProxyReply`` (bytes, or a ``StreamPump`` to iterate); the data plane
+(``http/data_plane.py``) drives it. Every refusal is a ``ProxyError`` answered
+in the route's provider shape.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
-import trio
 import orjson
+import trio
 
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.errors import ProxyError, bad_request, missing_key, upstream_timeout, upstream_unavailable
-from capsem_proxyd.exchange import Exchange, new_request_id, tenant_id_for
-from capsem_proxyd.proxy.limits import Limits, check_reply_body, check_request_body, check_request_view
-from capsem_proxyd.observe.metrics import Metrics
+from capsem_proxyd.exchange import Exchange, tenant_id_for
+from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.policy.engine import PolicyEngine, stricter
+from capsem_proxyd.policy.tenants import TenantPolicies
+from capsem_proxyd.proxy.limits import Limits, check_reply_body, check_request_body, check_request_view
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
-from capsem_proxyd.proxy.upstream import Upstream, request_headers, response_headers
-from capsem_proxyd.proxy.upstream import UpstreamResponse
-
-log = logging.getLogger("capsem_proxyd.request")
+from capsem_proxyd.proxy.upstream import Upstream, UpstreamResponse, request_headers, response_headers
 
 JSON_HEADERS = [("content-type", "application/json")]
 _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]|,")
@@ -40,7 +39,7 @@ class IncomingRequest:
 
     method: str
     headers: list[tuple[str, str]]
-    header_map: Mapping[str, str]
+    header_map: Mapping[str, str]  # case-insensitive ``get``
     query: Mapping[str, str]
     query_string: bytes
     body: bytes
@@ -49,12 +48,19 @@ class IncomingRequest:
 
 @dataclass(slots=True)
 class Route:
-    """Where a dialect's request goes: the upstream URL and what the path says."""
+    """Where a request goes and how it is read: the dialect, the upstream URL, what the path says.
+
+    ``checked`` is false for requests relayed without content checks: model
+    lists and lookups (no content) and paths an operator opted into
+    pass-through.
+    """
 
     dialect: Dialect
     upstream_url: httpx.URL
     path_model: str | None = None
     path_stream: bool = False
+    checked: bool = True
+    passthrough: str | None = None  # the operator's pattern that let an unknown path through unchecked
 
 
 @dataclass(slots=True)
@@ -63,104 +69,92 @@ class ProxyReply:
     headers: list[tuple[str, str]]
     body: bytes | None = None
     stream: StreamPump | None = None
-    exchange: Exchange | None = field(default=None)
 
 
 class Pipeline:
-    """Runs every proxied request; ``engine`` is read per request so reloads swap cleanly."""
+    """Runs every proxied request; the tenant policies are read per request so reloads swap cleanly."""
 
     def __init__(
         self,
         upstream: Upstream,
-        current_engine: Callable[[], PolicyEngine],
+        current_policies: Callable[[], TenantPolicies],
         stream_settings: StreamSettings,
-        metrics: Metrics | None = None,
+        limits: Limits,
+        recorder: Recorder,
         *,
-        limits: Limits | None = None,
         request_timeout: float | None = None,
     ) -> None:
         self.upstream = upstream
-        self.current_engine = current_engine
+        self.current_policies = current_policies
         self.stream_settings = stream_settings
-        self.metrics = metrics
-        self.limits = limits or Limits()
+        self.limits = limits
+        self.recorder = recorder
         # Whole-request deadline of non-streamed calls; streams are bounded by their idle timeout.
         self.request_timeout = request_timeout
         # When a shutdown's grace period is over, the open streams end with an error event.
         self.open_streams = OpenStreams()
 
-    async def handle(self, route: Route, incoming: IncomingRequest) -> ProxyReply:
+    async def serve(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> ProxyReply:
+        """The reply to ``incoming`` on ``route``: checked, or relayed when the route is not checked."""
+        exchange.provider, exchange.endpoint = route.dialect.provider, route.dialect.endpoint
+        exchange.passthrough = route.passthrough
+        try:
+            return await (self._handle if route.checked else self._relay)(exchange, route, incoming)
+        except ProxyError as error:
+            return error_reply(route.dialect, error)
+
+    async def _handle(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> ProxyReply:
         dialect = route.dialect
-        exchange: Exchange | None = None
-        engine: PolicyEngine | None = None
+        engine = self._engine_for(exchange, dialect, incoming)
         outcome = "ALLOW"
         try:
-            api_key = _require_key(dialect, incoming)
-            tenant_id = tenant_id_for(api_key)
-            engine = self.current_engine().for_tenant(tenant_id)
             body = _parse_body(incoming.body)
             check_request_body(body, self.limits)
-            model = dialect.model(body, route.path_model)
-            exchange = Exchange(
-                request_id=new_request_id(),
-                tenant_id=tenant_id,
-                provider=dialect.provider,
-                endpoint=dialect.endpoint,
-                model=model,
-                stream=dialect.wants_stream(body, incoming.query, route.path_stream),
-            )
-            view = dialect.request_view(body, model)
+            exchange.model = dialect.model(body, route.path_model)
+            exchange.stream = dialect.wants_stream(body, incoming.query, route.path_stream)
+            view = dialect.request_view(body, exchange.model)
             check_request_view(view, self.limits)
             exchange.prompt = view.prompt  # a reference, for an audit log that opted in to prompts
             outcome = await engine.check_request(exchange, view)
-            reply = await self._forward(route, incoming, exchange, engine, outcome)
+            return await self._forward(route, incoming, exchange, engine, outcome)
         except ProxyError as error:
             reply = error_reply(dialect, error)
-            if engine is not None and exchange is not None:
-                verdict = error.decision.verdict.value if error.decision is not None else outcome
-                reply.headers.extend(decision_headers(engine, verdict))
-        reply.exchange = exchange
-        return reply
+            verdict = error.decision.verdict.value if error.decision is not None else outcome
+            reply.headers.extend(decision_headers(engine, verdict))
+            return reply
 
-    async def relay(self, route: Route, incoming: IncomingRequest) -> ProxyReply:
+    async def _relay(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> ProxyReply:
         """Forward without content checks and answer what the upstream answered.
 
-        Only for requests without content (model lists and lookups) and for
-        paths an operator opted into unchecked pass-through; the key is still
-        required, so every request has a tenant.
+        The key is still required, so every request has a tenant, and the
+        tenant allow-list holds here too.
         """
-        dialect = route.dialect
-        exchange: Exchange | None = None
-        try:
-            api_key = _require_key(dialect, incoming)
-            self.current_engine().for_tenant(tenant_id_for(api_key))  # the allow-list holds here too
-            exchange = Exchange(
-                request_id=new_request_id(),
-                tenant_id=tenant_id_for(api_key),
-                provider=dialect.provider,
-                endpoint=dialect.endpoint,
-                model=route.path_model or "",
-            )
-            with self._deadline():
-                response = await self._send(exchange, route, incoming)
-                content = await self.upstream.read_body(response, self.limits.max_response_size)
-            reply = ProxyReply(response.status_code, response_headers(response.headers), body=content)
-        except ProxyError as error:
-            reply = error_reply(dialect, error)
-        reply.exchange = exchange
-        return reply
+        self._engine_for(exchange, route.dialect, incoming)
+        exchange.model = route.path_model or ""
+        with self._deadline():
+            response = await self._send(exchange, route, incoming)
+            content = await self.upstream.read_body(response, self.limits.max_response_size)
+        return ProxyReply(response.status_code, response_headers(response.headers), body=content)
+
+    def _engine_for(self, exchange: Exchange, dialect: Dialect, incoming: IncomingRequest) -> PolicyEngine:
+        """Read the key: the exchange learns its tenant, the request the engine it runs under."""
+        api_key = dialect.api_key(incoming.header_map, incoming.query)
+        if not api_key:
+            raise missing_key()
+        exchange.tenant_id = tenant_id_for(api_key)
+        return self.current_policies().for_tenant(exchange.tenant_id)
 
     async def _send(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> UpstreamResponse:
         """Send upstream (body unread), timing the wait for the response headers."""
         started = time.perf_counter()
+        url = route.upstream_url.copy_with(query=incoming.query_string) if incoming.query_string else route.upstream_url
         headers = request_headers(incoming.headers, incoming.client_addr)
-        response = await self.upstream.send(incoming.method, route.upstream_url, headers, incoming.body, stream=True)
-        if self.metrics is not None:
-            self.metrics.upstream_latency(exchange.provider, exchange.endpoint, time.perf_counter() - started)
+        response = await self.upstream.send(incoming.method, url, headers, incoming.body)
+        self.recorder.upstream_answered(exchange, time.perf_counter() - started)
         return response
 
     async def _forward(
-        self, route: Route, incoming: IncomingRequest, exchange: Exchange, engine: PolicyEngine, outcome: str = "ALLOW"
+        self, route: Route, incoming: IncomingRequest, exchange: Exchange, engine: PolicyEngine, outcome: str
     ) -> ProxyReply:
         with self._deadline(exchange.stream):
             response = await self._send(exchange, route, incoming)
@@ -211,13 +205,6 @@ def decision_headers(engine: PolicyEngine, verdict: str) -> list[tuple[str, str]
 
 def _is_event_stream(headers: httpx.Headers) -> bool:
     return (headers.get("content-type") or "").lower().startswith("text/event-stream")
-
-
-def _require_key(dialect: Dialect, incoming: IncomingRequest) -> str:
-    api_key = dialect.api_key(incoming.header_map, incoming.query)
-    if not api_key:
-        raise missing_key("No API key was provided: pass your provider key as you would to the provider itself.")
-    return api_key
 
 
 def _parse_body(raw: bytes) -> dict:

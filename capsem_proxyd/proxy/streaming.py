@@ -44,10 +44,9 @@ import trio
 
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.dialects.base import Dialect, parse_arguments
-from capsem_proxyd.errors import ProxyError, shutting_down, upstream_timeout, upstream_unavailable
+from capsem_proxyd.errors import ProxyError, response_too_large, shutting_down, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.dialects.framing import FramingError, StreamEvent
-from capsem_proxyd.proxy.limits import response_too_large
 from capsem_proxyd.policy.engine import PolicyEngine
 from capsem_proxyd.proxy.upstream import UpstreamResponse
 from capsem_proxyd.views import ToolCall, ToolFragment
