@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench import report, runner, tools
-from bench.systems import ALL, WORKLOADS
+from bench.systems import ALL, DEFAULT_SYSTEMS, WORKLOADS
 
 HERE = Path(__file__).resolve().parent
 PRESETS = {
@@ -36,7 +36,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="seconds of warm-up load before timing")
     parser.add_argument("--connections", type=int, default=32, help="connections of the throughput load (default 32)")
     parser.add_argument("--ttfb-samples", type=int, help="streams probed one by one for time to first event")
-    parser.add_argument("--systems", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
+    parser.add_argument("--systems", help=f"comma list of {', '.join(ALL)} (default: all but the baseline)")
+    parser.add_argument("--baseline", metavar="REF",
+                        help="also measure capsem-proxyd at this git commit/tag/branch, beside the work tree")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of json, sse")
     parser.add_argument("--profile", action="store_true", help="py-spy capsem-proxyd under the N-connection loads")
     parser.add_argument("--no-scaling", action="store_true",
@@ -51,7 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def plan_from(args: argparse.Namespace) -> runner.Plan:
     duration, warmup, samples = PRESETS[args.mode]
-    systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    if args.systems:
+        systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    else:
+        systems = list(DEFAULT_SYSTEMS)
+        if args.baseline:
+            systems.insert(systems.index("capsem-proxyd"), "capsem-proxyd-baseline")
     workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
     unknown = [name for name in systems if name not in ALL] + [name for name in workloads if name not in WORKLOADS]
     if unknown:
@@ -67,6 +74,7 @@ def plan_from(args: argparse.Namespace) -> runner.Plan:
         scaling=not args.no_scaling,
         pin=not args.no_pin,
         mode=args.mode,
+        baseline=args.baseline,
     )
 
 

@@ -3,8 +3,9 @@ direct and nginx rows, and the issue's targets checked for capsem-proxyd."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Getter = Callable[[dict[str, Any]], float | None]
 

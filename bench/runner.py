@@ -9,13 +9,14 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench import nginx, payloads, probe, profile, scaling, wrk
 from bench.processes import Children, cpu_seconds, free_port, rss_bytes, wait_listening
-from bench.systems import ALL, LOAD_CORE, PROXY_CORE, WORKLOADS, Context, Running, System
+from bench.systems import ALL, DEFAULT_SYSTEMS, LOAD_CORE, PROXY_CORE, WORKLOADS, Context, Running, System
 
 Log = Callable[[str], None]
 
@@ -28,12 +29,13 @@ class Plan:
     warmup: int = 2
     ttfb_samples: int = 300
     connections: int = 32
-    systems: list[str] = field(default_factory=lambda: list(ALL))
+    systems: list[str] = field(default_factory=lambda: list(DEFAULT_SYSTEMS))
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
     profile: bool = False
     pin: bool = True
     mode: str = "full"
     scaling: bool = True  # stream-size and --workers measurements of capsem-proxyd (bench/scaling.py)
+    baseline: str | None = None  # git ref measured as capsem-proxyd-baseline
 
 
 def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict[str, Any]:
@@ -59,7 +61,7 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
                                   core=LOAD_CORE if pin else None, log=prefix / "stdout.log")
         wait_listening(upstream_port, upstream.process, 30, "nginx upstream", prefix / "error.log")
         context = Context(nginx=tools["nginx"], work=work, shared=shared, upstream_port=upstream_port, children=children,
-                          proxy_core=PROXY_CORE if pin else None)
+                          proxy_core=PROXY_CORE if pin else None, baseline=plan.baseline)
         scripts = _scripts(work)
         context.profiler = profile.py_spy(shared) if plan.profile else None
         for key in plan.systems:
@@ -71,6 +73,7 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
                 log(f"   {system.label} could not be prepared: {error}")
                 entry.update({w: {"skipped": f"setup failed: {error}"} for w in plan.workloads})
                 continue
+            entry["label"] = system.label  # prepare() may name it (the baseline's commit)
             for workload in plan.workloads:
                 log(f"== {system.label} / {workload}")
                 try:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench import nginx, payloads, wrk
 from bench.processes import cpu_seconds, free_port, rss_bytes, wait_listening
@@ -43,7 +44,7 @@ def stream_sizes(context: Context, tools: dict[str, str], scripts: dict[str, Pat
         try:
             load_core = None if context.proxy_core is None else LOAD_CORE
 
-            def load(seconds: int) -> wrk.LoadResult:
+            def load(seconds: int, url: str = url, load_core: int | None = load_core) -> wrk.LoadResult:
                 return wrk.run(tools["wrk"], url, scripts["sized"], connections=connections, duration=seconds,
                                core=load_core, timeout_s=30)
 
@@ -81,7 +82,7 @@ def workers(context: Context, tools: dict[str, str], scripts: dict[str, Path], d
     for count in (1, 2):
         url, child = _start(context, ["--openai-upstream", base, "--workers", str(count)], f"workers-{count}", cores)
         try:
-            def load(seconds: int) -> wrk.LoadResult:
+            def load(seconds: int, url: str = url) -> wrk.LoadResult:
                 return wrk.run(tools["wrk"], url, scripts["json"], connections=connections, duration=seconds,
                                core=cores, threads=2)
 

@@ -7,6 +7,7 @@ CPU time and memory are measured.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class Context:
     proxy_core: int | None = PROXY_CORE
     start_timeout: float = 60.0
     profiler: str | None = None  # py-spy binary when profiling
+    baseline: str | None = None  # git ref of capsem-proxyd measured beside the work tree (--baseline)
 
     def upstream_base(self, workload: str) -> str:
         """The provider base URL (up to /v1) a proxy is pointed at for this workload."""
@@ -143,6 +145,40 @@ class CapsemProxyd(System):
         return Running(f"http://127.0.0.1:{port}/v1/chat/completions", child)
 
 
+class CapsemProxydBaseline(System):
+    """capsem-proxyd as it was at ``--baseline REF`` (a commit, tag or branch), started the same way:
+    before and after a change, measured side by side in one run on the same venv."""
+
+    key, label, enforces_policy = "capsem-proxyd-baseline", "capsem-proxyd baseline", True
+
+    def __init__(self) -> None:
+        self.tree: Path | None = None
+
+    def prepare(self, context: Context) -> None:
+        if not context.baseline:
+            raise RuntimeError("no --baseline REF given")
+        commit = subprocess.run(["git", "rev-parse", "--short", context.baseline], cwd=REPO, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        self.label = f"capsem-proxyd @{commit}"
+        self.tree = context.shared / f"baseline-{commit}"
+        if not (self.tree / "capsem_proxyd").is_dir():
+            self.tree.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(["git", "archive", commit, "capsem_proxyd"], cwd=REPO, check=True,
+                                     capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(self.tree)], input=archive, check=True)
+
+    def start(self, context: Context, workload: str) -> Running:
+        assert self.tree is not None, "prepare() first"
+        port = free_port()
+        log = context.work / "logs" / f"capsem-proxyd-baseline-{workload}.log"
+        command = [sys.executable, "-m", "capsem_proxyd", "start", "--port", str(port),
+                   "--openai-upstream", context.upstream_base(workload)]
+        env = child_env(PYTHONPATH=str(self.tree))
+        child = context.children.start(self.key, command, core=context.proxy_core, log=log, env=env, cwd=self.tree)
+        wait_listening(port, child.process, context.start_timeout, self.label, log)
+        return Running(f"http://127.0.0.1:{port}/v1/chat/completions", child)
+
+
 def _capsem_proxyd_command() -> list[str]:
     """The project venv's console script, run directly so no ``uv`` wrapper process is measured."""
     script = Path(sys.executable).parent / "capsem-proxyd"
@@ -151,5 +187,8 @@ def _capsem_proxyd_command() -> list[str]:
 
 ALL: dict[str, type[System]] = {
     system.key: system
-    for system in (Direct, NginxProxy, HypercornFixed, HypercornForward, LegacyCapsemProxy, CapsemProxyd)
+    for system in (Direct, NginxProxy, HypercornFixed, HypercornForward, LegacyCapsemProxy, CapsemProxydBaseline,
+                   CapsemProxyd)
 }
+# Measured unless asked for by name: the baseline only with --baseline.
+DEFAULT_SYSTEMS = [key for key in ALL if key != CapsemProxydBaseline.key]

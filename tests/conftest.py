@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,47 +18,9 @@ import trio
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon.server import serve
 from capsem_proxyd.policy.tenants import load_policy_config
-from tests.fake_upstream import FakeUpstream, run_fake_upstream
-from tests.key_watch import key_watch  # noqa: F401 - session-wide: no key in anything the daemons wrote
-
-OPENAI_KEY = "sk-test-openai-4f1c2a9b8e7d6c5b"
-GEMINI_KEY = "AIzaTestGeminiKey0123456789abcdefXYZ"
-ANTHROPIC_KEY = "sk-ant-test-0a1b2c3d4e5f6a7b8c9d"
-ALL_TEST_KEYS = (OPENAI_KEY, GEMINI_KEY, ANTHROPIC_KEY)
-
-
-@dataclass
-class Proxy:
-    """A running proxy: its base URL and the settings it runs with."""
-
-    url: str
-    settings: Settings
-
-    def openai(self, **kwargs: Any) -> Any:
-        import openai
-
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", OPENAI_KEY), max_retries=0, **kwargs)
-
-    def anthropic(self, **kwargs: Any) -> Any:
-        import anthropic
-
-        return anthropic.Anthropic(base_url=self.url, api_key=kwargs.pop("api_key", ANTHROPIC_KEY), max_retries=0, **kwargs)
-
-    def gemini(self, api_version: str = "v1beta", **kwargs: Any) -> Any:
-        from google import genai
-        from google.genai import types
-
-        return genai.Client(
-            api_key=kwargs.pop("api_key", GEMINI_KEY),
-            http_options=types.HttpOptions(base_url=self.url, api_version=api_version),
-            **kwargs,
-        )
-
-
-async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """Run a blocking SDK call in a worker thread (bounded, never hangs a test)."""
-    with trio.fail_after(30):
-        return await trio.to_thread.run_sync(function, *args)
+from tests.support.fake_upstream import FakeUpstream, run_fake_upstream
+from tests.support.key_watch import DAEMON_LOGGERS, key_watch  # noqa: F401 - session-wide: no key in anything the daemons wrote
+from tests.support.proxy import ALL_TEST_KEYS, Proxy
 
 
 @pytest.fixture
@@ -99,9 +61,6 @@ async def proxy(start_proxy: Callable[..., Any], proxy_settings: Settings) -> Pr
     return await start_proxy(proxy_settings)
 
 
-DAEMON_LOGGERS = ("capsem_proxyd", "hypercorn", "quart")
-
-
 @pytest.fixture(autouse=True)
 def no_key_in_daemon_logs(caplog: pytest.LogCaptureFixture) -> Any:
     """Every test: nothing the daemon logged may contain a test key."""
@@ -118,7 +77,7 @@ def no_key_in_daemon_logs(caplog: pytest.LogCaptureFixture) -> Any:
 @pytest.fixture
 async def daemons(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
     """Start real ``capsem-proxyd start`` subprocesses; all are killed after the test."""
-    from tests.daemon import Daemon
+    from tests.support.daemon import Daemon
 
     started: list[Daemon] = []
 

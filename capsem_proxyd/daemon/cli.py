@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import trio
 
 from capsem_proxyd import __version__
 from capsem_proxyd.config import DEFAULTS, ENV_PREFIX, Setting, Settings, declaration, declared, envvar, option_name
@@ -68,7 +67,7 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     Generated from the ``Settings`` declarations (``config.py``), after the two
     eager options that feed the others: ``--env-file`` and ``--config``.
     """
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--env-file", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_ENV_FILE", is_eager=True,
                      expose_value=False, callback=_load_env_file,
                      help="File of CAPSEM_PROXYD_* settings (default: .env in the working directory when present). "

@@ -111,8 +111,8 @@ async def serve_hypercorn(
 def _listeners(config: Config, sockets: Sockets) -> tuple[list[Any], list[str]]:
     listeners: list[Any] = []
     binds: list[str] = []
-    if sockets.secure_sockets:
-        ssl_context = config.create_ssl_context()
+    ssl_context = config.create_ssl_context() if sockets.secure_sockets else None
+    if ssl_context is not None:
         for sock in sockets.secure_sockets:
             listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
             listeners.append(trio.SSLListener(listener, ssl_context, https_compatible=True))

@@ -11,11 +11,11 @@ from functools import partial
 import trio
 from hypercorn.config import Sockets
 
-from capsem_proxyd.daemon import notify
 from capsem_proxyd.config import Settings
-from capsem_proxyd.policy.tenants import PolicyConfig
+from capsem_proxyd.daemon import notify
 from capsem_proxyd.daemon.process import WorkerPool, daemonize, remove_pidfile, write_pidfile
 from capsem_proxyd.daemon.server import bind_sockets, describe, serve
+from capsem_proxyd.policy.tenants import PolicyConfig
 
 log = logging.getLogger("capsem_proxyd")
 SettingsLoader = Callable[[], Settings]

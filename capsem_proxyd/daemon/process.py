@@ -176,9 +176,9 @@ class WorkerPool:
             if pid == 0:
                 time.sleep(0.05)
                 continue
-            index = self.children.pop(pid, None)
-            if index is None:
+            if pid not in self.children:
                 continue
+            index = self.children.pop(pid)
             self._worker_exited(pid)  # its live gauges stop counting
             code = os.waitstatus_to_exitcode(status)
             if not self.stopping:

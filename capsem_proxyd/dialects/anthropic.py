@@ -26,8 +26,8 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     text_of,
 )
-from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
+from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
     MediaPart,

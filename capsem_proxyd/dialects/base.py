@@ -11,8 +11,8 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
 from capsem_proxyd.dialects.framing import SSEDecoder, StreamEvent, encode_sse
+from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StreamView
 
 

@@ -20,8 +20,8 @@ from capsem_proxyd.dialects.base import (
     parse_json_event,
     text_of,
 )
-from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
 from capsem_proxyd.dialects.framing import JSONArrayDecoder, SSEDecoder, StreamEvent, encode_json_array_error
+from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
     MediaPart,

@@ -17,9 +17,9 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     text_of,
 )
+from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_common import OpenAIDialect
 from capsem_proxyd.errors import upstream_unavailable
-from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
     MediaPart,

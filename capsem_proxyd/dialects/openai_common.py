@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.errors import ProxyError, decision_fields
 from capsem_proxyd.dialects.base import Dialect, bearer_token
+from capsem_proxyd.errors import ProxyError, decision_fields
 
 _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",

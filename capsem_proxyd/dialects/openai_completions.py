@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from capsem_proxyd.dialects.base import as_dict, as_list, as_str, parse_json_event
+from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_common import OpenAIDialect
 from capsem_proxyd.dialects.openai_inputs import openai_text_input
 from capsem_proxyd.errors import upstream_unavailable
-from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
 
 

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from capsem_proxyd.dialects.base import text_of
+from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_chat import content_text
 from capsem_proxyd.dialects.openai_common import OpenAIDialect
 from capsem_proxyd.errors import bad_request
-from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, MediaPart, RequestView, ResponseView, StreamView
 
 

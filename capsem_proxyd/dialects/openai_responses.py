@@ -19,10 +19,10 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     text_of,
 )
+from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.openai_chat import content_text
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_error_body
 from capsem_proxyd.errors import ProxyError, upstream_unavailable
-from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
     RequestView,

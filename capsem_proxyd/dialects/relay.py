@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from capsem_proxyd.dialects.base import Dialect
-from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.dialects.framing import StreamEvent
+from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
 
 

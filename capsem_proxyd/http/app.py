@@ -34,7 +34,7 @@ from capsem_proxyd.errors import (
     not_proxied,
 )
 from capsem_proxyd.http.cors import Cors
-from capsem_proxyd.http.data_plane import DataPlane
+from capsem_proxyd.http.data_plane import ASGIApp, DataPlane
 from capsem_proxyd.http.quart_compat import ShieldedLastSend
 from capsem_proxyd.http.routes import error_dialect
 from capsem_proxyd.observe.audit import AuditLog, AuditRecorder
@@ -120,7 +120,8 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
     if settings.cors:
         _install_preflight(app, Cors(settings.cors_origins))
     _install_fallback(app)
-    app.asgi_app = DataPlane(app.asgi_app, settings, pipeline, recorder)  # type: ignore[method-assign,assignment]
+    control_plane: ASGIApp = app.asgi_app  # type: ignore[assignment]  # Hypercorn's typed scopes are dicts to us
+    app.asgi_app = DataPlane(control_plane, settings, pipeline, recorder)  # type: ignore[method-assign,assignment]
     return app
 
 

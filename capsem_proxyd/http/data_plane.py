@@ -133,8 +133,8 @@ class DataPlane:
                 return
             if route is None:
                 exchange.proxied = False
+                reply.recorder = self.recorder  # the control plane's reply is recorded as its last byte goes
                 await self.control_plane(scope, receive, reply.control_plane_send)
-                reply.done(self.recorder, reply.status, str(reply.status))
                 return
             await self._proxy(scope, receive, reply, route, headers, query)
         finally:
@@ -227,6 +227,7 @@ class _Reply:
         self.own += [(name.encode(), value.encode("latin-1")) for name, value in cors]
         self.status = 500
         self.recorded = False
+        self.recorder: Recorder | None = None  # set for the control plane's replies
 
     def done(self, recorder: Recorder, status: int, outcome: str) -> None:
         self.recorded = True
@@ -239,6 +240,8 @@ class _Reply:
             names = {name for name, _ in self.own}
             kept = [(name, value) for name, value in message.get("headers", []) if name.lower() not in names]
             message = {**message, "headers": kept + self.own}
+        elif message["type"] == "http.response.body" and not message.get("more_body") and self.recorder is not None:
+            self.done(self.recorder, self.status, str(self.status))
         await self.send(message)
 
     async def error(self, recorder: Recorder, dialect: Dialect, error: ProxyError, *, close: bool = False) -> None:
@@ -261,17 +264,20 @@ class _Reply:
         assert pump is not None
         headers = self._headers(answer, _STREAM_HEADERS)
         await self.send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        outcome = "client_disconnected"  # unless the pump finishes: a cancellation is the client leaving
         recorder.stream_started(self.exchange)
         try:
             async with pump:
                 async for chunk in pump:
                     await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
-            outcome = pump.outcome
+            self._stream_over(recorder, answer.status, pump.outcome)
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            recorder.stream_finished(self.exchange, outcome)
-            self.done(recorder, answer.status, outcome)
+            if not self.recorded:  # cancelled mid-stream: the client left (or the server is going away)
+                self._stream_over(recorder, answer.status, "client_disconnected")
+
+    def _stream_over(self, recorder: Recorder, status: int, outcome: str) -> None:
+        recorder.stream_finished(self.exchange, outcome)
+        self.done(recorder, status, outcome)
 
     def _headers(self, answer: ProxyReply, extra: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """The reply's headers and ours; an upstream header of the same name is replaced by ours."""

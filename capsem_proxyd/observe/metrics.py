@@ -136,7 +136,7 @@ class Metrics(Recorder):
         """The Prometheus text exposition (body, content type); all workers merged in multiprocess mode."""
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-        if self.directory is None:
+        if self.registry is not None:
             return generate_latest(self.registry), CONTENT_TYPE_LATEST
         from prometheus_client import multiprocess
 

@@ -107,7 +107,7 @@ class DebugPolicy(Policy):
         return DEFAULT_SAFE_DECISION
 
     @classmethod
-    def from_config(cls, config: dict) -> "DebugPolicy | None":
+    def from_config(cls, config: dict) -> DebugPolicy | None:
         """``enabled = false`` switches it off, as in CAPSEM's loader."""
         if not config.get("enabled", True):
             return None

@@ -129,7 +129,7 @@ def _blank_nlp_engine(language: str) -> SpacyNlpEngine:
     nlp = spacy.blank(language)
     nlp.add_pipe(_LEMMA_COMPONENT)
     engine = _NoDownloadSpacyNlpEngine(models=[{"lang_code": language, "model_name": f"blank:{language}"}])
-    engine.nlp = {language: nlp}
+    engine.nlp = {language: nlp}  # type: ignore[assignment]  # Presidio declares it None until load()
     return engine
 
 
@@ -154,6 +154,8 @@ def _model_from_nlp_config(nlp_engine_config: dict[str, Any] | None, language: s
 
 class OfflinePIIPolicy(PIIPolicy):
     """CAPSEM's PIIPolicy with an analyzer built once, offline, and run in worker threads."""
+
+    entity_decisions: dict[Any, Any]  # set by PIIPolicy.__init__ (capsem ships no types)
 
     def __init__(
         self,
@@ -264,7 +266,7 @@ class OfflinePIIPolicy(PIIPolicy):
     # -- configuration -------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: dict) -> "OfflinePIIPolicy | None":
+    def from_config(cls, config: dict) -> OfflinePIIPolicy | None:
         """CAPSEM's ``pii.toml`` plus ``ner``, ``spacy_model`` and ``analysis_threads``."""
         if not config.get("enabled", True):
             return None

@@ -173,7 +173,7 @@ class RulesPolicy(Policy):
     # -- configuration ---------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config: dict, source_lines: list[str] | None = None) -> "RulesPolicy | None":
+    def from_config(cls, config: dict, source_lines: list[str] | None = None) -> RulesPolicy | None:
         """Build from a parsed ``rules.toml``; ``source_lines`` lets errors name a line."""
         if not config.get("enabled", True):
             return None
@@ -194,7 +194,7 @@ class RulesPolicy(Policy):
         )
 
     @classmethod
-    def from_config_file(cls, config_path: str | Path) -> "RulesPolicy | None":
+    def from_config_file(cls, config_path: str | Path) -> RulesPolicy | None:
         """Read the file itself so that a bad rule can be reported with its line number."""
         text = Path(config_path).read_text(encoding="utf-8")
         return cls.from_config(tomllib.loads(text), source_lines=text.splitlines())
@@ -262,15 +262,15 @@ def _compile_rule(
     if unknown:
         raise ValueError(f"rule {position}: unknown key(s) {', '.join(unknown)}")
     term, regex = entry.get("term"), entry.get("regex")
-    if (term is None) == (regex is None) or not isinstance(term if regex is None else regex, str):
-        raise ValueError(f"rule {position}: needs exactly one of term = \"...\" or regex = '...'")
     source = term if regex is None else regex
+    if (term is None) == (regex is None) or not isinstance(source, str):
+        raise ValueError(f"rule {position}: needs exactly one of term = \"...\" or regex = '...'")
     if not source:
         raise ValueError(f"rule {position}: empty {'term' if regex is None else 'regex'}")
     name = str(entry.get("name") or (term if regex is None else position))
     flags = 0 if _bool(entry, "case_sensitive", case_sensitive, f"rule '{name}' case_sensitive") else re.IGNORECASE
     try:
-        pattern = re.compile(re.escape(term) if regex is None else regex, flags)
+        pattern = re.compile(re.escape(source) if regex is None else source, flags)
     except re.error as error:
         needles = [f'"{entry["name"]}"' if entry.get("name") else "", f"'{source}'", json.dumps(source)]
         line = locator.line_of(hook, needles)

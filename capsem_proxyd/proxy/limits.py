@@ -33,7 +33,7 @@ class Limits:
     max_response_size: int = DEFAULTS.max_response_size
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Limits":
+    def from_settings(cls, settings: Settings) -> Limits:
         return cls(
             max_json_depth=settings.max_json_depth,
             max_items=settings.max_items,

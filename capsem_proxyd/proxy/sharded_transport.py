@@ -70,7 +70,7 @@ class _ReleasedOnClose(httpx.AsyncByteStream):
         self._stream = stream
         self._release: Callable[[], None] | None = release
 
-    def __aiter__(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+    def __aiter__(self) -> AsyncIterator[bytes]:
         return self._stream.__aiter__()  # the pool's own iterator: no extra layer per chunk
 
     async def aclose(self) -> None:

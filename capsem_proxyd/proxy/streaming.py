@@ -44,9 +44,9 @@ import trio
 
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.dialects.base import Dialect, parse_arguments
+from capsem_proxyd.dialects.framing import FramingError, StreamEvent
 from capsem_proxyd.errors import ProxyError, response_too_large, shutting_down, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.dialects.framing import FramingError, StreamEvent
 from capsem_proxyd.policy.engine import PolicyEngine
 from capsem_proxyd.proxy.upstream import UpstreamResponse
 from capsem_proxyd.views import ToolCall, ToolFragment
@@ -163,7 +163,7 @@ class StreamPump:
         self._reader_scope = trio.CancelScope()
         self._ended_by_shutdown = False
 
-    async def __aenter__(self) -> "StreamPump":
+    async def __aenter__(self) -> StreamPump:
         send, self._events = trio.open_memory_channel[_Batch](self.settings.channel_size)
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()

@@ -1,0 +1,83 @@
+"""The benchmark still runs end to end (smoke mode: 1 s loads, nothing measured).
+
+Not a performance test: it asserts only that ``python -m bench --smoke``
+checked every system (the upstream's reply comes back, ``capsem_block`` is
+refused by both CAPSEM proxies), loaded each one without errors, wrote a
+results JSON with one row per system, and left none of its processes behind.
+It needs nginx and wrk (Debian packages) and is skipped without them; it never
+installs anything itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import tools
+
+ROOT = Path(__file__).resolve().parents[2]
+SYSTEMS = ["direct", "nginx", "hypercorn-fixed", "hypercorn-httpx", "capsem-proxy-0.1.0", "capsem-proxyd"]
+
+pytestmark = pytest.mark.skipif(
+    bool(tools.missing()),
+    reason=f"benchmark smoke test needs {', '.join(tools.missing())} "
+           "(apt-get install nginx wrk, or run bench/run.sh once, which installs them)",
+)
+
+
+@pytest.mark.timeout(150)
+def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "bench", "--smoke", "--no-install", "--output", str(output)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        printed, _ = bench.communicate(timeout=100)
+    except subprocess.TimeoutExpired:
+        bench.terminate()  # SIGTERM: the bench stops its children on the way out
+        printed, _ = bench.communicate(timeout=30)
+        pytest.fail(f"smoke run took over 100 s:\n{printed[-3000:]}")
+    assert bench.returncode == 0, printed[-5000:]
+
+    results = json.loads(output.read_text())
+    rows = {row["system"]: row for row in results["rows"]}
+    assert list(rows) == SYSTEMS
+    for name, row in rows.items():
+        assert row["checks_ok"] and not row["skipped"], (name, row)
+        assert row["errors"] == 0, (name, row)
+        assert row["json_p50_1c_ms"] > 0 and row["sse_total_p50_1c_ms"] > 0, (name, row)
+        assert row["sse_ttfb_p50_ms"] > 0, (name, row)
+    # capsem-proxy 0.1.0 may finish no request at all in a 1 s load of 32 connections
+    # (~30 ms of CPU each), so its throughput and CPU per request are not asserted.
+    for name in ("direct", "nginx", "hypercorn-fixed", "hypercorn-httpx", "capsem-proxyd"):
+        assert rows[name]["json_rps"] > 0 and rows[name]["sse_streams_per_s"] > 0, rows[name]
+    for name in ("nginx", "hypercorn-fixed", "hypercorn-httpx", "capsem-proxyd"):
+        assert rows[name]["json_cpu_us"] > 0 and rows[name]["sse_cpu_us"] > 0, rows[name]
+    # The scaling measurements ran: both stream sizes and both worker counts, without errors.
+    scaling = results["scaling"]
+    for size in ("10k", "1m"):
+        assert scaling["stream_sizes"][size]["errors"] == 0 and scaling["stream_sizes"][size]["streams"] > 0, scaling
+    for count in ("1", "2"):
+        assert scaling["workers"][count]["errors"] == 0 and scaling["workers"][count]["requests_per_s"] > 0, scaling
+    for name in ("nginx", "capsem-proxy-0.1.0", "capsem-proxyd"):
+        assert rows[name]["json_rss_mib"] > 0 and rows[name]["sse_rss_mib"] > 0, rows[name]
+    checks = results["systems"]["capsem-proxyd"]
+    assert checks["json"]["checks"]["block"]["status"] == 403
+    assert checks["sse"]["checks"]["block"]["status"] == 403
+    assert "| capsem-proxyd target |" in output.with_suffix(".md").read_text()
+
+    for started in results["meta"]["processes"]:
+        assert not _alive(started["pid"]), f"bench left {started['name']} (pid {started['pid']}) running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -1,0 +1,234 @@
+"""deploy/nginx.conf in front of two real capsem-proxyd instances, streamed through with the SDKs.
+
+The test runs the shipped file itself, not a copy: it swaps in its two
+instances, a free port and a log path, wraps it in a minimal ``http { }``
+block and starts nginx as its own child (own prefix, ``daemon off``, one
+process); the system's nginx service is never touched.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import trio
+
+from tests.support.daemon import Daemon, free_port
+from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.metrics import requests_total, scrape
+from tests.support.proxy import ALL_TEST_KEYS, GEMINI_KEY, OPENAI_KEY, in_thread
+
+DEPLOY_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
+NGINX = shutil.which("nginx", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
+requires_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it with apt-get)")
+
+# Seconds a daemon may take to start: generous, since CI hosts are often busy (it takes ~3 s idle).
+STARTUP_TIMEOUT = 60
+USER = [{"role": "user", "content": "tell me a story"}]
+STORY = "Once upon a time a proxy checked every word. " * 12
+
+_MAIN_CONF = """\
+daemon off;
+master_process off;
+user {user};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    include {site};
+}}
+"""
+_UPSTREAM_SERVER = re.compile(r"^(\s*)server\s+\S+:\d+\b([^;]*);\n", re.MULTILINE)
+_LISTEN = re.compile(r"^(\s*)listen 8080;$", re.MULTILINE)
+_ACCESS_LOG = re.compile(r"^(\s*)access_log /var/log/nginx/capsem-proxyd\.access\.log (\w+);$", re.MULTILINE)
+
+
+def render_site(instances: list[str], port: int, access_log: Path) -> str:
+    """deploy/nginx.conf with the test's instances, port and log; fails if the file lost a placeholder."""
+    text = DEPLOY_CONF.read_text()
+    upstream = re.search(r"^upstream capsem_proxyd \{\n(.*?)^\}", text, re.MULTILINE | re.DOTALL)
+    assert upstream, "deploy/nginx.conf: no `upstream capsem_proxyd { ... }` block"
+    block = upstream.group(1)
+    servers = _UPSTREAM_SERVER.findall(block)
+    assert servers, "deploy/nginx.conf: no `server HOST:PORT ...;` line in the upstream block"
+    indent, options = servers[0]
+    block = _UPSTREAM_SERVER.sub("", block, count=len(servers))
+    block = "".join(f"{indent}server {instance}{options};\n" for instance in instances) + block
+    text = text[: upstream.start(1)] + block + text[upstream.end(1):]
+    text, listens = _LISTEN.subn(rf"\g<1>listen 127.0.0.1:{port};", text)
+    text, logs = _ACCESS_LOG.subn(rf"\g<1>access_log {access_log} \g<2>;", text)
+    assert (listens, logs) == (1, 1), "deploy/nginx.conf: expected one `listen 8080;` and one access_log line"
+    return text
+
+
+@dataclass
+class Gateway:
+    """nginx on ``url`` in front of ``instances``."""
+
+    url: str
+    instances: list[Daemon]
+    access_log: Path
+    error_log: Path
+
+    def openai(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=OPENAI_KEY, max_retries=0)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, fake: FakeUpstream) -> AsyncIterator[Gateway]:
+    upstreams = ["--openai-upstream", fake.url + "/v1", "--gemini-upstream", fake.url, "--anthropic-upstream", fake.url]
+    instances = [Daemon(upstreams, tmp_path / f"instance{index}.log") for index in range(2)]
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    port = free_port()
+    site = prefix / "capsem-proxyd.conf"
+    site.write_text(render_site([f"127.0.0.1:{d.port}" for d in instances], port, prefix / "access.log"))
+    main = prefix / "nginx.conf"
+    main.write_text(_MAIN_CONF.format(user=getpass.getuser(), prefix=prefix, site=site))
+    command = [NGINX, "-p", str(prefix), "-c", str(main), "-e", str(prefix / "error.log")]
+    checked = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, f"nginx -t rejected deploy/nginx.conf:\n{checked.stderr}"
+    nginx = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    gateway = Gateway(f"http://127.0.0.1:{port}", instances, prefix / "access.log", prefix / "error.log")
+    try:
+        for instance in instances:
+            await instance.wait_ready(STARTUP_TIMEOUT)
+        await _wait_for_gateway(gateway, nginx)
+        yield gateway
+    finally:
+        nginx.terminate()
+        try:
+            nginx.wait(10)
+        except subprocess.TimeoutExpired:
+            nginx.kill()
+            nginx.wait(5)
+        for instance in instances:
+            instance.kill()
+
+
+async def _wait_for_gateway(gateway: Gateway, nginx: subprocess.Popen[bytes]) -> None:
+    with trio.fail_after(STARTUP_TIMEOUT):
+        async with httpx.AsyncClient() as client:
+            while True:
+                if nginx.poll() is not None:
+                    raise AssertionError(f"nginx exited with {nginx.returncode}: {gateway.error_log.read_text()}")
+                try:
+                    if (await client.get(gateway.url + "/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+
+
+def stream_story(gateway: Gateway, fake: FakeUpstream) -> tuple[str, bool | None, BaseException | None]:
+    """(text received, whether the upstream was still sending at the first text, error raised by the SDK)."""
+    text: list[str] = []
+    upstream_busy_at_first_text: bool | None = None
+    try:
+        stream = gateway.openai().chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
+        for chunk in stream:
+            for choice in chunk.choices:
+                if choice.delta.content and upstream_busy_at_first_text is None:
+                    upstream_busy_at_first_text = not fake.streams[-1].closed.is_set()
+                text.append(choice.delta.content or "")
+    except openai.APIError as error:
+        return "".join(text), upstream_busy_at_first_text, error
+    return "".join(text), upstream_busy_at_first_text, None
+
+
+@requires_nginx
+async def test_streams_through_nginx_reassemble_and_blocks_still_raise(gateway: Gateway, fake: FakeUpstream) -> None:
+    # Allowed: the SDK gets the whole story, and got its first words while the upstream was still
+    # sending (nothing between the SDK and the provider buffered the stream).
+    fake.script(Reply(chunks=[word + " " for word in STORY.split()], chunk_delay=0.04))
+    text, incremental, error = await in_thread(stream_story, gateway, fake)
+    assert error is None and text.split() == STORY.split()
+    assert incremental is True
+
+    # Blocked mid-stream: the final error event crosses nginx and the SDK raises; the marker never arrives.
+    fake.script(Reply(chunks=["All fine until caps", "em_bl", "ock shows up", " and more"]))
+    text, _, error = await in_thread(stream_story, gateway, fake)
+    assert isinstance(error, openai.APIError), error
+    assert "capsem_block" not in text.lower()
+
+    # Blocked before upstream: the 403 and its body come back through nginx.
+    with pytest.raises(openai.PermissionDeniedError) as blocked:
+        await in_thread(lambda: gateway.openai().chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "capsem_block"}]))
+    assert "capsem_block" in str(blocked.value)
+
+
+@requires_nginx
+async def test_concurrent_streams_land_on_both_instances(gateway: Gateway, fake: FakeUpstream) -> None:
+    count = 8
+    fake.script(*[Reply(text=STORY, chunk_delay=0.01) for _ in range(count)])
+    results: list[tuple[str, bool | None, BaseException | None]] = []
+
+    async def one() -> None:
+        results.append(await in_thread(stream_story, gateway, fake))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(one)
+    assert [(text, error) for text, _, error in results] == [(STORY, None)] * count
+
+    served = [requests_total(await scrape(instance.url), "200") for instance in gateway.instances]
+    assert sum(served) == count and all(served), served
+    upstreams = {match for match in re.findall(r"upstream=(\S+)", gateway.access_log.read_text())}
+    assert upstreams == {f"127.0.0.1:{instance.port}" for instance in gateway.instances}
+
+
+@requires_nginx
+async def test_keys_stay_out_of_every_log_and_metrics_stay_private(gateway: Gateway, fake: FakeUpstream) -> None:
+    async with httpx.AsyncClient() as client:
+        gemini = await client.post(
+            gateway.url + f"/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse&key={GEMINI_KEY}",
+            json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+        )
+        hidden = await client.get(gateway.url + "/metrics")
+    assert gemini.status_code == 200 and "data: " in gemini.text
+    assert fake.requests[-1].path.endswith(":streamGenerateContent") and fake.requests[-1].query["alt"] == "sse"
+    assert hidden.status_code == 404
+    for instance in gateway.instances:  # instances are scraped directly
+        assert "capsem_proxyd_requests_total" in (await scrape(instance.url)).text
+
+    access_log = gateway.access_log.read_text()
+    assert ":streamGenerateContent" in access_log
+    logs = [access_log, gateway.error_log.read_text(), *(instance.log for instance in gateway.instances)]
+    for key in ALL_TEST_KEYS:
+        assert not any(key in text for text in logs), f"{key[:8]}... leaked into a log"
+
+
+def test_the_example_keeps_what_streams_need() -> None:
+    """What the behaviour tests cannot see (nginx 1.22 forwards SSE promptly even with buffering on,
+    and keep-alive is invisible to a client), checked in the shipped file's proxy location."""
+    text = DEPLOY_CONF.read_text()
+    location = re.search(r"^    location / \{\n(.*?)^    \}", text, re.MULTILINE | re.DOTALL)
+    assert location, "deploy/nginx.conf: no `location / { ... }` block"
+    directives = {line.strip() for line in location.group(1).splitlines() if line.strip() and not line.strip().startswith("#")}
+    for required in (
+        "proxy_pass http://capsem_proxyd;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_buffering off;",
+        "proxy_request_buffering off;",
+    ):
+        assert required in directives, f"deploy/nginx.conf: `{required}` missing from location /"
+    timeouts = dict(re.findall(r"^\s*(proxy_read_timeout|proxy_send_timeout) (\d+)s;", location.group(1), re.MULTILINE))
+    assert int(timeouts["proxy_read_timeout"]) >= 600 and int(timeouts["proxy_send_timeout"]) >= 600
+    assert re.search(r"^\s*keepalive \d+;", text, re.MULTILINE), "deploy/nginx.conf: no upstream keepalive"
+    assert re.search(r"^\s*client_max_body_size 32m;", text, re.MULTILINE)

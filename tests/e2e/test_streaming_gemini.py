@@ -1,0 +1,111 @@
+"""Gemini streamGenerateContent under policy: SSE (google-genai) and the streamed JSON array."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import trio
+from google.genai import errors
+
+from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
+from tests.support.proxy import GEMINI_KEY, Proxy, in_thread
+
+LONG_TEXT = "The quick brown fox jumps over the lazy dog. " * 30
+STREAM_PATH = "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+
+
+def stream_generate(proxy: Proxy, contents: str = "tell me") -> tuple[str, list, BaseException | None]:
+    client = proxy.gemini()
+    text, calls = [], []
+    try:
+        for chunk in client.models.generate_content_stream(model="gemini-2.0-flash", contents=contents):
+            text.append(chunk.text or "")
+            calls.extend(chunk.function_calls or [])
+    except errors.APIError as error:
+        return "".join(text), calls, error
+    return "".join(text), calls, None
+
+
+async def test_sse_stream_text_equals_non_streamed(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(text=LONG_TEXT), Reply(text=LONG_TEXT))
+    streamed, _, error = await in_thread(stream_generate, proxy)
+    client = proxy.gemini()
+    whole = await in_thread(lambda: client.models.generate_content(model="gemini-2.0-flash", contents="tell me"))
+    assert error is None
+    assert streamed == whole.text == LONG_TEXT
+    assert fake.requests[0].query.get("alt") == "sse"
+
+
+async def test_streamed_function_call_round_trips(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(text="checking", tool_calls=[ToolCall("get_weather", {"city": "Rome"})]))
+    _, calls, error = await in_thread(stream_generate, proxy)
+    assert error is None
+    assert [(c.name, c.args) for c in calls] == [("get_weather", {"city": "Rome"})]
+
+
+@pytest.mark.parametrize(
+    ("reply", "hook"),
+    [
+        (Reply(chunks=["All fine until caps", "em_b", "lock shows up", " and more"]), "on_model_response"),
+        (Reply(text="ok", thoughts="I will capsem_block this"), "on_model_response"),
+        (Reply(text="calling", tool_calls=[ToolCall("wipe", {"target": "capsem_block"})]), "on_tool_call"),
+    ],
+    ids=["split-text", "thoughts", "function-call"],
+)
+async def test_block_mid_stream_raises_in_the_sdk(proxy: Proxy, fake: FakeUpstream, reply: Reply, hook: str) -> None:
+    fake.script(reply)
+    received, calls, error = await in_thread(stream_generate, proxy)
+    assert isinstance(error, errors.ClientError) and error.code == 403
+    assert "capsem_block" in str(error).lower()
+    assert error.details["error"]["details"][0]["metadata"]["hook"] == hook
+    assert "capsem_block" not in received.lower()
+    assert calls == []
+
+
+async def test_block_closes_the_upstream_stream(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(chunks=["capsem_block now"] + ["filler text "] * 3000, chunk_delay=0.002))
+    _, _, error = await in_thread(stream_generate, proxy)
+    assert error is not None
+    with trio.fail_after(1):
+        await fake.streams[0].closed.wait()
+    assert fake.streams[0].client_closed and not fake.streams[0].completed
+
+
+async def _raw_json_array_stream(proxy: Proxy) -> httpx.Response:
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.post(proxy.url + STREAM_PATH, json=body, headers={"x-goog-api-key": GEMINI_KEY})
+
+
+async def test_json_array_stream_is_forwarded_intact(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(text=LONG_TEXT))
+    response = await _raw_json_array_stream(proxy)
+    assert response.status_code == 200
+    elements = json.loads(response.content)
+    text = "".join(p.get("text", "") for e in elements for c in e.get("candidates", []) for p in c["content"]["parts"])
+    assert text == LONG_TEXT
+    assert "alt" not in fake.requests[0].query
+
+
+async def test_json_array_stream_block_ends_with_an_error_element(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(chunks=["safe start, then capsem", "_block and the rest"]))
+    response = await _raw_json_array_stream(proxy)
+    elements = json.loads(response.content)  # still one valid JSON array
+    assert elements[-1]["error"]["code"] == 403
+    assert elements[-1]["error"]["status"] == "PERMISSION_DENIED"
+    assert "capsem_block" not in json.dumps(elements[:-1]).lower()
+
+
+async def test_upstream_error_before_first_byte(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(status=429, error_message="quota exhausted"))
+    _, _, error = await in_thread(stream_generate, proxy)
+    assert isinstance(error, errors.ClientError) and error.code == 429
+    assert "quota exhausted" in str(error)
+
+
+async def test_upstream_dying_mid_stream_gives_a_clean_error(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(chunks=["piece "] * 50, fault="reset_mid_stream", fault_after_events=3))
+    _, _, error = await in_thread(stream_generate, proxy)
+    assert isinstance(error, errors.APIError) and error.code == 502

@@ -1,0 +1,37 @@
+"""Canary for the quart-trio subclass (``capsem_proxyd/http/quart_compat.py``).
+
+The subclass overrides quart's private ``ASGIHTTPConnection._send_response``;
+a quart or quart-trio release that renames or reshapes it must fail here, by
+name, before the keep-alive bug it works around comes back silently.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+from packaging.version import Version
+from quart.asgi import ASGIHTTPConnection
+from quart_trio.asgi import TrioASGIHTTPConnection
+
+from capsem_proxyd.http.app import ControlPlane
+from capsem_proxyd.http.quart_compat import ShieldedLastSend
+
+
+def test_the_private_method_overridden_still_exists_with_its_shape() -> None:
+    send_response = getattr(ASGIHTTPConnection, "_send_response", None)
+    assert inspect.iscoroutinefunction(send_response)
+    assert list(inspect.signature(send_response).parameters) == ["self", "send", "response"]
+    assert issubclass(ShieldedLastSend, TrioASGIHTTPConnection)
+
+
+def test_installed_only_on_the_control_plane() -> None:
+    assert ControlPlane.asgi_http_class is ShieldedLastSend
+    from quart_trio import QuartTrio
+
+    assert QuartTrio.asgi_http_class is TrioASGIHTTPConnection  # untouched for everyone else
+
+
+def test_versions_are_the_ones_the_subclass_was_written_for() -> None:
+    assert Version("0.12") <= Version(version("quart-trio")) < Version("0.13")
+    assert Version("0.20") <= Version(version("quart")) < Version("0.23")

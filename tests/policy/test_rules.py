@@ -1,0 +1,184 @@
+"""The Rules policy (rules.toml) across every hook, through the real proxy and the official SDKs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from google.genai import errors as genai_errors
+
+from capsem_proxyd.config import Settings
+from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
+from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
+from tests.support.proxy import Proxy, in_thread
+
+RULES = r"""
+max_prompt_chars = 2000
+
+[on_model_call]
+block = ["Project Falcon", { name = "aws-key", regex = 'AKIA[0-9A-Z]{16}' }]
+confirm = [{ name = "wire-transfer", term = "wire transfer" }]
+log = ["password"]
+
+[on_tool_call]
+block = [{ name = "rm-rf", regex = 'rm\s+-rf' }]
+
+[on_tool_response]
+block = [{ name = "internal-host", regex = '\bcorp\.internal\b' }]
+
+[on_model_response]
+block = [{ name = "launch-code", term = "LAUNCH-CODE", case_sensitive = true }]
+
+[tools]
+deny = ["*shell*"]
+
+[models]
+allow = ["gpt-4o*", "gemini-2.*"]
+"""
+
+
+@pytest.fixture
+async def rules_proxy(start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path) -> Proxy:
+    (tmp_path / "rules.toml").write_text(RULES)
+    return await start_proxy(proxy_settings, policy_dir=str(tmp_path))
+
+
+def chat(proxy: Proxy, messages: list[dict], model: str = "gpt-4o-mini", **kwargs: Any) -> Any:
+    return proxy.openai().chat.completions.create(model=model, messages=messages, **kwargs)
+
+
+async def refused(call: Callable[[], Any]) -> dict:
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        await in_thread(call)
+    return caught.value.body
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.mark.parametrize(
+    ("messages", "model", "rule", "hook"),
+    [
+        (user("status of project falcon?"), "gpt-4o-mini", "'Project Falcon' (block)", "on_model_call"),
+        ([{"role": "system", "content": "key AKIAABCDEFGHIJKLMNOP"}, *user("hi")], "gpt-4o-mini", "'aws-key' (block)",
+         "on_model_call"),
+        (user("hello"), "o1-preview", "rule 'models.allow' matched: model 'o1-preview' refused (not in allow list)",
+         "on_model_call"),
+        (user("x" * 2001), "gpt-4o-mini", "rule 'max_prompt_chars' matched", "on_model_call"),
+    ],
+    ids=["literal-any-case", "regex-in-system", "model-allow-list", "max-prompt-size"],
+)
+async def test_request_rules_block_before_upstream(
+    rules_proxy: Proxy, fake: FakeUpstream, messages: list[dict], model: str, rule: str, hook: str
+) -> None:
+    error = await refused(lambda: chat(rules_proxy, messages, model=model))
+    assert error["code"] == "capsem_blocked"
+    assert error["capsem"]["policy"] == "Rules" and error["capsem"]["hook"] == hook
+    assert rule in error["capsem"]["details"]
+    assert fake.requests == []
+
+
+async def test_confirm_rule_needs_confirmation(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    error = await refused(lambda: chat(rules_proxy, user("make a Wire Transfer now")))
+    assert error["code"] == "capsem_confirmation_required"
+    assert "'wire-transfer' (confirm)" in error["capsem"]["details"]
+
+
+async def test_log_rule_allows_and_is_reported(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    raw = await in_thread(lambda: rules_proxy.openai().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=user("I forgot my password")))
+    assert raw.status_code == 200
+    assert raw.headers["x-capsem-decision"] == "log"
+    assert len(fake.requests) == 1
+
+
+async def test_strictest_match_wins_and_every_match_is_named(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    error = await refused(lambda: chat(rules_proxy, user("password for project falcon via wire transfer")))
+    assert error["code"] == "capsem_blocked"
+    details = error["capsem"]["details"]
+    assert "'Project Falcon' (block)" in details and "'wire-transfer' (confirm)" in details and "'password' (log)" in details
+
+
+async def test_denied_tool_definition_is_blocked(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    tools = [{"type": "function", "function": {"name": "run_shell_command", "parameters": {"type": "object"}}}]
+    error = await refused(lambda: chat(rules_proxy, user("list files"), tools=tools))
+    assert error["capsem"]["hook"] == "on_tool_call"
+    assert "rule 'tools.deny' matched: tool 'run_shell_command' refused (deny '*shell*')" in error["capsem"]["details"]
+    assert fake.requests == []
+
+
+async def test_tool_result_rule(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    messages = [
+        *user("where is the db?"),
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"host": "db1.corp.internal"})},
+    ]
+    error = await refused(lambda: chat(rules_proxy, messages))
+    assert error["capsem"]["hook"] == "on_tool_response" and "'internal-host' (block)" in error["capsem"]["details"]
+
+
+async def test_model_tool_call_arguments_and_denied_name(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(tool_calls=[ToolCall("run", {"cmd": "rm  -rf /"})]), Reply(tool_calls=[ToolCall("my_shell", {})]))
+    args_error = await refused(lambda: chat(rules_proxy, user("clean up")))
+    assert args_error["capsem"]["hook"] == "on_tool_call" and "'rm-rf' (block)" in args_error["capsem"]["details"]
+    name_error = await refused(lambda: chat(rules_proxy, user("open a shell")))
+    assert "tool 'my_shell' refused" in name_error["capsem"]["details"]
+
+
+async def test_case_sensitive_response_rule(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(text="the launch-code is 1234"), Reply(text="the LAUNCH-CODE is 1234"))
+    allowed = await in_thread(lambda: chat(rules_proxy, user("q")))
+    assert allowed.choices[0].message.content == "the launch-code is 1234"
+    error = await refused(lambda: chat(rules_proxy, user("q")))
+    assert error["capsem"]["hook"] == "on_model_response" and "'launch-code' (block)" in error["capsem"]["details"]
+
+
+async def test_rules_apply_to_gemini_and_streams(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    client = rules_proxy.gemini()
+    with pytest.raises(genai_errors.ClientError) as caught:
+        await in_thread(lambda: client.models.generate_content(model="gemini-2.0-flash", contents="about Project FALCON"))
+    assert caught.value.code == 403
+    with pytest.raises(genai_errors.ClientError):
+        await in_thread(lambda: client.models.generate_content(model="gemini-1.5-pro", contents="hello"))
+    fake.script(Reply(chunks=["all clear, ", "the LAUNCH-", "CODE is 42"]))
+    received: list[str] = []
+
+    def consume() -> None:
+        for chunk in chat(rules_proxy, user("status?"), stream=True):
+            received.extend(choice.delta.content or "" for choice in chunk.choices)
+
+    with pytest.raises(openai.APIError):
+        await in_thread(consume)
+    assert "LAUNCH-CODE" not in "".join(received)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[on_model_call]\nblock = 'x'\n", "block must be a list"),
+        ("[on_model_call]\nstop = ['x']\n", "unknown key(s) stop"),
+        ("[on_prompt]\nblock = ['x']\n", "unknown key(s) on_prompt"),
+        ("[on_model_call]\nblock = [{ term = 'a', regex = 'b' }]\n", "needs exactly one of term"),
+        ("[on_model_call]\nblock = ['']\n", "empty term"),
+        ("[tools]\nallow = 'get_*'\n", "allow must be a list of glob strings"),
+        ("max_prompt_chars = 0\n", "max_prompt_chars must be a whole number"),
+    ],
+)
+def test_invalid_rules_are_config_errors(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "rules.toml").write_text(text)
+    with pytest.raises(PolicyConfigError) as caught:
+        load_policy_set(tmp_path)
+    assert "rules.toml" in str(caught.value) and message in str(caught.value)
+
+
+def test_bad_regex_error_names_line_and_rule(tmp_path: Path) -> None:
+    (tmp_path / "rules.toml").write_text('\n[on_tool_response]\nlog = [\n  { name = "stars", regex = "**" },\n]\n')
+    with pytest.raises(PolicyConfigError) as caught:
+        load_policy_set(tmp_path)
+    assert "rules.toml: line 4: rule 'stars' (on_tool_response.log[0]): invalid regular expression" in str(caught.value)

@@ -1,0 +1,81 @@
+"""CAPSEM policies written for tests, loaded by ``class = "tests.support.policies:..."`` in policy TOML."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import trio
+from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason, Verdict
+from capsem.policies import Policy
+
+
+class HangingPolicy(Policy):
+    """Never answers for a prompt containing ``hang`` (like a policy waiting on a dead service)."""
+
+    trigger = "hang"
+
+    def __init__(self, name: str = "Hanging") -> None:
+        super().__init__(name=name, description="hangs on prompts containing its trigger", authors="tests", url="")
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        if self.trigger in prompt:
+            await trio.sleep_forever()
+        return DEFAULT_SAFE_DECISION
+
+    @classmethod
+    def from_config(cls, config: dict) -> HangingPolicy:
+        return cls(config.get("name", cls.__name__.removesuffix("Policy")))
+
+
+class RaisingPolicy(HangingPolicy):
+    """Raises for a prompt containing ``explode`` (a policy with a bug)."""
+
+    trigger = "explode"
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        if self.trigger in prompt:
+            raise RuntimeError("the policy broke")
+        return DEFAULT_SAFE_DECISION
+
+
+MARKER = b"capsem_block"
+
+
+class MediaRecorder(Policy):
+    seen: ClassVar[list[tuple[str, bytes]]] = []
+    prompts: ClassVar[list[str]] = []
+
+    def __init__(self) -> None:
+        super().__init__(name="MediaRecorder", description="records media for tests", authors="tests", url="")
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        MediaRecorder.prompts.append(prompt)
+        MediaRecorder.seen.extend((item.mime_type, item.content) for item in media)
+        if any(MARKER in item.content for item in media):
+            return Decision(verdict=Verdict.BLOCK, reason=Reason.POLICY_VIOLATION, details="marker in media")
+        return DEFAULT_SAFE_DECISION
+
+    @classmethod
+    def from_config(cls, config: dict) -> MediaRecorder:
+        return cls()
+
+
+class SlowPolicy(Policy):
+    def __init__(self) -> None:
+        super().__init__(name="Slow", description="waits an hour on every prompt", authors="tests", url="")
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        await trio.sleep(3600)
+        return DEFAULT_SAFE_DECISION
+
+    @classmethod
+    def from_config(cls, config: dict) -> SlowPolicy:
+        return cls()

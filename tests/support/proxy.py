@@ -1,0 +1,50 @@
+"""The proxy under test as the tests see it: its URL and settings, SDK clients for it, the test keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from capsem_proxyd.config import Settings
+
+OPENAI_KEY = "sk-test-openai-4f1c2a9b8e7d6c5b"
+GEMINI_KEY = "AIzaTestGeminiKey0123456789abcdefXYZ"
+ANTHROPIC_KEY = "sk-ant-test-0a1b2c3d4e5f6a7b8c9d"
+ALL_TEST_KEYS = (OPENAI_KEY, GEMINI_KEY, ANTHROPIC_KEY)
+
+
+@dataclass
+class Proxy:
+    """A running proxy: its base URL and the settings it runs with."""
+
+    url: str
+    settings: Settings
+
+    def openai(self, **kwargs: Any) -> Any:
+        import openai
+
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=kwargs.pop("api_key", OPENAI_KEY), max_retries=0, **kwargs)
+
+    def anthropic(self, **kwargs: Any) -> Any:
+        import anthropic
+
+        return anthropic.Anthropic(base_url=self.url, api_key=kwargs.pop("api_key", ANTHROPIC_KEY), max_retries=0, **kwargs)
+
+    def gemini(self, api_version: str = "v1beta", **kwargs: Any) -> Any:
+        from google import genai
+        from google.genai import types
+
+        return genai.Client(
+            api_key=kwargs.pop("api_key", GEMINI_KEY),
+            http_options=types.HttpOptions(base_url=self.url, api_version=api_version),
+            **kwargs,
+        )
+
+
+async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking SDK call in a worker thread (bounded, never hangs a test)."""
+    with trio.fail_after(30):
+        return await trio.to_thread.run_sync(function, *args)
