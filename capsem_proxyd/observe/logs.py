@@ -27,6 +27,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def escape_controls(text: str) -> str:
     """``\n`` → ``\\n`` and the like: a client-chosen value can never start a forged log line."""
+    if text.isascii() and text.isprintable():
+        return text  # the common case: no regex pass
     return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
