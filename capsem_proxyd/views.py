@@ -13,11 +13,17 @@ from typing import Any
 
 @dataclass(slots=True)
 class ToolDefinition:
-    """A tool the client offers the model (a function declaration)."""
+    """A tool the client offers the model (a function declaration, a custom or provider tool).
+
+    ``content`` is every other content string and key of the definition
+    (schema descriptions and property names, a custom tool's grammar, an MCP
+    server's description...): policies see it as the call's arguments.
+    """
 
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+    content: str = ""
 
 
 @dataclass(slots=True)
@@ -31,10 +37,10 @@ class ToolCall:
 
 @dataclass(slots=True)
 class ToolResult:
-    """What a tool returned, sent back to the model by the client."""
+    """What a tool returned, sent back to the model by the client: all its content as text."""
 
     name: str
-    content: Any = None
+    content: str = ""
     call_id: str = ""
 
 
@@ -60,39 +66,56 @@ class RequestView:
 
 @dataclass(slots=True)
 class ResponseView:
-    """The security-relevant content of one complete (non-streamed) reply."""
+    """The content of one complete (non-streamed) reply: its text, thoughts, tool calls and media."""
 
     text: str = ""
     thoughts: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    media: list[MediaPart] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class ToolFragment:
-    """A piece of a streamed tool call; ``key`` identifies the call in the stream."""
+    """A piece of a streamed tool call; ``key`` identifies the call in the stream.
+
+    ``arguments`` continues the call's arguments text, or is the whole text
+    when ``replace``; ``values`` are argument values streamed by JSON path
+    (Gemini ``partialArgs``), each continuing the value at its path.
+    """
 
     key: Any
     name: str | None = None
     call_id: str | None = None
     arguments: str = ""
-    replace: bool = False  # ``arguments`` is the whole text, not a continuation
+    replace: bool = False
+    values: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class StreamView:
     """What one stream event adds to the reply.
 
-    ``tool_fragments`` open or extend calls, ``tool_closes`` says which calls are
-    complete, ``finished`` that every open call is complete. ``error`` carries an
-    error the upstream itself reported inside the stream.
+    ``text`` and ``thoughts`` are (channel, delta) pairs: a channel is one text
+    a reader reads as a whole (a choice, a candidate; one per message where
+    the SDK joins its blocks), with its own buffer and hold-back, so a term
+    split between two choices is never seen whole while one inside a choice
+    always is. ``content`` is text the event carries that continues nothing
+    (an output item given whole, an event type we do not know): checked
+    whole before the event goes. ``tool_fragments`` open or extend calls,
+    ``tool_closes`` says which calls are complete, ``finished`` which
+    channels' calls are all complete (``ALL_CHANNELS``: every open call).
+    ``error`` carries an error the upstream itself reported inside the stream.
     """
 
-    text: str = ""
-    thoughts: str = ""
+    text: list[tuple[Any, str]] = field(default_factory=list)
+    thoughts: list[tuple[Any, str]] = field(default_factory=list)
+    content: list[str] = field(default_factory=list)
     tool_fragments: list[ToolFragment] = field(default_factory=list)
     tool_closes: list[Any] = field(default_factory=list)
-    finished: bool = False
+    finished: list[Any] = field(default_factory=list)
     error: str | None = None
 
 
+# ``StreamView.finished`` entry meaning every open call, whatever its channel.
+ALL_CHANNELS = object()
 EMPTY_STREAM_VIEW = StreamView()

@@ -1,11 +1,22 @@
 """Anthropic Messages (``POST /v1/messages`` and ``/v1/messages/count_tokens``), JSON and SSE.
 
-Replies are lists of typed content blocks; a stream opens each block with
-``content_block_start``, grows it with ``content_block_delta`` (``text_delta``,
-``thinking_delta``, ``input_json_delta``) and ends it with
-``content_block_stop``. A ``tool_use`` block maps onto the pump's tool-call
-assembly by its block index: the start opens the call, each
-``input_json_delta`` extends its arguments, the stop closes it.
+Deny-by-default like every dialect (``content.py``). In a request, ``system``
+is the system instructions, ``tool_result`` and ``mcp_tool_result`` blocks
+are tool results, ``tools`` are tool definitions (``input_schema``,
+``input_examples`` and all), and every other block (text with its citations,
+the model's earlier tool calls, thinking, server-tool results, blocks added
+next month) is the prompt; base64 images and documents are media. Opaque
+provider blobs a client only hands back (thinking ``signature``,
+``redacted_thinking`` data) are produced and verified by the provider and are
+not content.
+
+Replies are typed content blocks; the SDK's text stream joins every text
+block of a message, so a message is one text channel (and one of thoughts).
+A stream opens each block with ``content_block_start``, grows it with
+``content_block_delta`` (``text_delta``, ``thinking_delta``,
+``input_json_delta``, ``citations_delta``...) and ends it with
+``content_block_stop``; a ``tool_use`` block maps onto the pump's tool-call
+assembly by its block index.
 """
 
 from __future__ import annotations
@@ -15,20 +26,21 @@ from typing import Any
 
 import orjson
 
+from capsem_proxyd.dialects import vocabulary
 from capsem_proxyd.dialects.base import (
     Dialect,
     as_dict,
-    as_list,
     as_str,
     bearer_token,
     decode_base64,
     parse_json_event,
     stream_key,
-    text_of,
 )
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
 from capsem_proxyd.views import (
+    ALL_CHANNELS,
     EMPTY_STREAM_VIEW,
     MediaPart,
     RequestView,
@@ -52,8 +64,38 @@ _ERROR_TYPES = {
 # Blocks in which the model calls a tool (client-side, server-side or on an MCP server).
 _CALL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _RESULT_BLOCKS = frozenset({"tool_result", "mcp_tool_result"})
-# Keys that carry identifiers or opaque tokens, not content worth checking.
-_OPAQUE_KEYS = frozenset({"type", "id", "tool_use_id", "cache_control", "signature", "citations"})
+_BLOCK_IDS = ("type", "id", "tool_use_id", "cache_control", "signature", "data", "is_error")
+_CITATION_IDS = ("type", "document_index", "start_char_index", "end_char_index", "start_page_number",
+                 "end_page_number", "start_block_index", "end_block_index", "search_result_index", "file_id")
+REQUEST_NOT_CONTENT = Paths(
+    "model", "max_tokens", "stream", "temperature", "top_p", "top_k", "service_tier", "container",
+    "metadata.user_id", "thinking.type", "thinking.budget_tokens", "tool_choice.type",
+    "tool_choice.disable_parallel_tool_use", "context_management", "output_config.effort",
+    "output_config.format.type", "mcp_servers.*.type", "mcp_servers.*.url", "mcp_servers.*.authorization_token",
+    "system.*.type", "system.*.cache_control", *(f"system.*.citations.*.{field}" for field in _CITATION_IDS),
+    "messages.*.role", *(f"messages.*.content.*.{field}" for field in _BLOCK_IDS),
+    *(f"messages.*.content.*.citations.*.{field}" for field in _CITATION_IDS),
+    "messages.*.content.*.source.type", "messages.*.content.*.source.media_type",
+    "messages.*.content.*.source.file_id",
+    *(f"messages.*.content.*.content.*.{field}" for field in _BLOCK_IDS),
+    "messages.*.content.*.content.*.source.type", "messages.*.content.*.content.*.source.media_type",
+    "tools.*.type", "tools.*.cache_control", "tools.*.strict", "tools.*.max_uses", "tools.*.display_width_px",
+    "tools.*.display_height_px", "tools.*.display_number", "tools.*.defer_loading",
+)
+REPLY_NOT_CONTENT = Paths(
+    "id", "type", "role", "model", "stop_reason", "stop_sequence", "usage", "container", "context_management",
+    *(f"content.*.{field}" for field in _BLOCK_IDS), *(f"content.*.citations.*.{field}" for field in _CITATION_IDS),
+)
+EVENT_NOT_CONTENT = Paths(
+    "type", "index", "usage", "delta.type", "delta.stop_reason", "delta.stop_sequence", "delta.signature",
+    "delta.container", *(f"content_block.{field}" for field in _BLOCK_IDS),
+    *(f"content_block.citations.*.{field}" for field in _CITATION_IDS),
+    *(f"delta.citation.{field}" for field in _CITATION_IDS), "message.id", "message.type", "message.role",
+    "message.model", "message.stop_reason", "message.stop_sequence", "message.usage", "message.container",
+    *(f"message.content.*.{field}" for field in _BLOCK_IDS), "context_management",
+)
+SORTER = Sorter(vocabulary.ANTHROPIC)
+TEXT = 0  # one text channel per message (the SDK joins its text blocks)
 
 
 def anthropic_api_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -87,44 +129,52 @@ class AnthropicMessagesDialect(Dialect):
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
-        call_names: dict[str, str] = {}
-        system: list[str] = []
-        _read_content(body.get("system"), system, view, call_names)
-        view.system = "\n".join(text for text in system if text)
         prompt: list[str] = []
-        for message in as_list(body.get("messages")):
-            _read_content(as_dict(message).get("content"), prompt, view, call_names)
-        view.prompt = "\n".join(text for text in prompt if text)
-        for tool in as_list(body.get("tools")):
-            tool = as_dict(tool)
-            view.tools.append(
-                ToolDefinition(
-                    name=as_str(tool.get("name")) or as_str(tool.get("type")) or "unknown",
-                    description=as_str(tool.get("description")),
-                    parameters=as_dict(tool.get("input_schema")),
-                )
-            )
+        system: list[str] = []
+        call_names: dict[str, str] = {}
+        for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
+            if key == "system":
+                _blocks(value, node, system, view, call_names)
+            elif key == "messages":
+                for _, message, below in SORTER.items(value, node, prompt):
+                    for field, item, at in SORTER.fields(message, below, prompt):
+                        if field == "content":
+                            _blocks(item, at, prompt, view, call_names)
+                        else:
+                            SORTER.add(prompt, item, at)
+            elif key == "tools":
+                for _, tool, below in SORTER.items(value, node, prompt):
+                    data = as_dict(tool)
+                    view.tools.append(ToolDefinition(
+                        name=as_str(data.get("name")) or as_str(data.get("type")) or "unknown",
+                        description=as_str(data.get("description")),
+                        parameters=as_dict(data.get("input_schema")),
+                        content=SORTER.text(tool, below),
+                    ))
+            else:
+                SORTER.add(prompt, value, node)
+        view.prompt = joined(prompt)
+        view.system = joined(system)
         return view
 
     def response_view(self, body: Any) -> ResponseView:
         view = ResponseView()
         texts: list[str] = []
         thoughts: list[str] = []
-        for block in as_list(as_dict(body).get("content")):
-            block = as_dict(block)
-            kind = as_str(block.get("type"))
-            if kind == "text":
-                texts.append(as_str(block.get("text")))
-            elif kind == "thinking":
-                thoughts.append(as_str(block.get("thinking")))
-            elif kind in _CALL_BLOCKS:
-                view.tool_calls.append(
-                    ToolCall(name=as_str(block.get("name")), arguments=as_dict(block.get("input")), call_id=as_str(block.get("id")))
-                )
-            elif kind != "redacted_thinking" and block:
-                texts.append(_other_block_text(block))
-        view.text = "".join(texts)
-        view.thoughts = "".join(thoughts)
+        for key, value, node in SORTER.fields(body, REPLY_NOT_CONTENT.root, texts):
+            if key != "content":
+                SORTER.add(texts, value, node)
+                continue
+            for _, block, below in SORTER.items(value, node, texts):
+                kind = as_str(as_dict(block).get("type"))
+                if kind in _CALL_BLOCKS:
+                    view.tool_calls.append(_call(as_dict(block)))
+                elif kind == "thinking":
+                    SORTER.add(thoughts, block, below)
+                else:
+                    SORTER.add(texts, block, below)
+        view.text = "".join(texts)  # as the SDK's text stream joins a message's blocks
+        view.thoughts = joined(thoughts)
         return view
 
     def stream_view(self, event: StreamEvent) -> StreamView:
@@ -133,30 +183,40 @@ class AnthropicMessagesDialect(Dialect):
             return EMPTY_STREAM_VIEW
         if not isinstance(payload, dict):
             raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
-        kind = payload.get("type") or event.event
-        index = stream_key(payload.get("index"))
+        kind = as_str(payload.get("type")) or event.event
+        index = (TEXT, stream_key(payload.get("index")))
         if kind == "content_block_delta":
-            return _delta_view(index, as_dict(payload.get("delta")))
+            return _delta_view(index, payload)
         if kind == "content_block_start":
-            return _block_start_view(index, as_dict(payload.get("content_block")))
+            return _block_start_view(index, payload)
         if kind == "content_block_stop":
             return StreamView(tool_closes=[index])
-        if kind == "message_start":
-            return self._message_start_view(as_dict(payload.get("message")))
         if kind == "message_stop":
-            return StreamView(finished=True)
+            return StreamView(finished=[ALL_CHANNELS])
+        if kind == "ping":
+            return EMPTY_STREAM_VIEW
         if kind == "error":
             return StreamView(error=as_str(as_dict(payload.get("error")).get("message")) or "upstream stream error")
-        return EMPTY_STREAM_VIEW
+        if kind == "message_start":
+            return self._message_start_view(payload)
+        view = StreamView()  # message_delta, and any event type we do not know
+        SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
+        return view
 
-    def _message_start_view(self, message: dict[str, Any]) -> StreamView:
+    def _message_start_view(self, payload: dict[str, Any]) -> StreamView:
         """A message_start normally has no content; if it has, it is checked like a reply."""
+        message = as_dict(payload.get("message"))
+        view = StreamView()
+        rest = {key: value for key, value in payload.items() if key != "message"}
+        rest["message"] = {key: value for key, value in message.items() if key != "content"}
+        SORTER.add(view.content, rest, EVENT_NOT_CONTENT.root)
         if not message.get("content"):
-            return EMPTY_STREAM_VIEW
-        reply = self.response_view(message)
-        view = StreamView(text=reply.text, thoughts=reply.thoughts)
+            return view
+        reply = self.response_view({"content": message["content"]})
+        view.text.append((TEXT, reply.text)) if reply.text else None
+        view.thoughts.append((TEXT, reply.thoughts)) if reply.thoughts else None
         for number, call in enumerate(reply.tool_calls):
-            key = ("message_start", number)
+            key = (TEXT, "message_start", number)
             arguments = orjson.dumps(call.arguments).decode()
             view.tool_fragments.append(ToolFragment(key=key, name=call.name, call_id=call.call_id, arguments=arguments))
             view.tool_closes.append(key)
@@ -175,81 +235,96 @@ class AnthropicCountTokensDialect(AnthropicMessagesDialect):
         return ResponseView()
 
 
-def _read_content(content: Any, texts: list[str], view: RequestView, call_names: dict[str, str]) -> None:
-    """Text of a ``content`` (a string or blocks) into ``texts``; media, tool results into ``view``."""
-    if isinstance(content, str):
-        texts.append(content)
+def _blocks(content: Any, node: Node | None, sink: list[str], view: RequestView, call_names: dict[str, str]) -> None:
+    """A ``content`` (a string or blocks) into ``sink``: media decoded, tool results to ``view``."""
+    if not isinstance(content, list):
+        SORTER.add(sink, content, node)
         return
-    for block in as_list(content):
-        block = as_dict(block)
-        kind = as_str(block.get("type"))
-        if kind == "text":
-            texts.append(as_str(block.get("text")))
-        elif kind in ("image", "document"):
-            texts.extend(_source_text(kind, block, view, call_names))
-        elif kind in _CALL_BLOCKS:
-            call_names[as_str(block.get("id"))] = as_str(block.get("name"))
-            texts.append(as_str(block.get("name")) + " " + text_of(block.get("input")))
+    for _, block, below in SORTER.items(content, node, sink):
+        data = as_dict(block)
+        kind = as_str(data.get("type"))
+        if kind in _CALL_BLOCKS:
+            call_names[as_str(data.get("id"))] = as_str(data.get("name"))
+            SORTER.add(sink, block, below)
         elif kind in _RESULT_BLOCKS:
-            call_id = as_str(block.get("tool_use_id"))
             result: list[str] = []
-            _read_content(block.get("content"), result, view, call_names)
-            content_text = "\n".join(text for text in result if text)
-            view.tool_results.append(ToolResult(name=call_names.get(call_id, "unknown"), content=content_text, call_id=call_id))
-        elif kind == "thinking":
-            texts.append(as_str(block.get("thinking")))
-        elif kind != "redacted_thinking" and block:
-            texts.append(_other_block_text(block))
+            for key, value, at in SORTER.fields(block, below, result):
+                _blocks(value, at, result, view, call_names) if key == "content" else SORTER.add(result, value, at)
+            call_id = as_str(data.get("tool_use_id"))
+            view.tool_results.append(ToolResult(name=call_names.get(call_id, "unknown"), content=joined(result),
+                                                call_id=call_id))
+        elif isinstance(data.get("source"), dict):  # image, document: inline data is media
+            source = data["source"]
+            if source.get("type") == "base64":
+                view.media.append(MediaPart(
+                    decode_base64(as_str(source.get("data")), f"{kind}.source.data"),
+                    as_str(source.get("media_type")).lower() or "application/octet-stream",
+                ))
+                block = {**data, "source": {k: v for k, v in source.items() if k != "data"}}
+            for key, value, at in SORTER.fields(block, below, sink):
+                if key == "source" and isinstance(value, dict) and value.get("type") == "content":
+                    for field, item, deeper in SORTER.fields(value, at, sink):
+                        _blocks(item, deeper, sink, view, call_names) if field == "content" else SORTER.add(
+                            sink, item, deeper)
+                else:
+                    SORTER.add(sink, value, at)
+        else:
+            SORTER.add(sink, block, below)
 
 
-def _source_text(kind: str, block: dict[str, Any], view: RequestView, call_names: dict[str, str]) -> list[str]:
-    """An image or document block: inline data becomes media; everything else is text."""
-    source = as_dict(block.get("source"))
-    source_type = source.get("type")
-    texts = [as_str(block.get("title")), as_str(block.get("context"))]
-    if source_type == "base64":
-        data = decode_base64(as_str(source.get("data")), f"{kind}.source.data")
-        view.media.append(MediaPart(data=data, mime_type=as_str(source.get("media_type")).lower() or "application/octet-stream"))
-    elif source_type == "text":
-        texts.append(as_str(source.get("data")))
-    elif source_type == "content":
-        _read_content(source.get("content"), texts, view, call_names)
-    elif source_type == "url":
-        texts.append(as_str(source.get("url")))
-    elif source_type == "file":
-        texts.append(as_str(source.get("file_id")))
-    elif source:
-        texts.append(text_of(source))
-    return texts
+def _call(block: dict[str, Any]) -> ToolCall:
+    arguments = as_dict(block.get("input"))
+    extra = {k: v for k, v in block.items() if k not in ("input", "name", *_BLOCK_IDS)}
+    if extra:
+        arguments = {**arguments, "_other": SORTER.text(extra, None)}
+    return ToolCall(name=as_str(block.get("name")), arguments=arguments, call_id=as_str(block.get("id")))
 
 
-def _other_block_text(block: dict[str, Any]) -> str:
-    """Any block type not known here (search results, server tool results...): all its text."""
-    return text_of({key: value for key, value in block.items() if key not in _OPAQUE_KEYS})
-
-
-def _delta_view(index: Any, delta: dict[str, Any]) -> StreamView:
-    kind = delta.get("type")
+def _delta_view(index: Any, payload: dict[str, Any]) -> StreamView:
+    delta = as_dict(payload.get("delta"))
+    kind = as_str(delta.get("type"))
+    view = StreamView()
     if kind == "text_delta":
-        return StreamView(text=as_str(delta.get("text")))
-    if kind == "thinking_delta":
-        return StreamView(thoughts=as_str(delta.get("thinking")))
-    if kind == "input_json_delta":
-        return StreamView(tool_fragments=[ToolFragment(key=index, arguments=as_str(delta.get("partial_json")))])
-    return EMPTY_STREAM_VIEW  # signature_delta, citations_delta: no new content
+        text = delta.get("text")
+        if isinstance(text, str) and text:
+            view.text.append((TEXT, text))
+        taken: tuple[str, ...] = ("type", "text")
+    elif kind == "thinking_delta":
+        thinking = delta.get("thinking")
+        if isinstance(thinking, str) and thinking:
+            view.thoughts.append((TEXT, thinking))
+        taken = ("type", "thinking")
+    elif kind == "input_json_delta":
+        view.tool_fragments.append(ToolFragment(key=index, arguments=as_str(delta.get("partial_json"))))
+        taken = ("type", "partial_json")
+    else:  # citations_delta, signature_delta, and kinds we do not know
+        taken = ()
+    if any(key not in taken for key in delta) or any(key not in ("type", "index", "delta") for key in payload):
+        SORTER.add(view.content, {**payload, "delta": {k: v for k, v in delta.items() if k not in taken}},
+                   EVENT_NOT_CONTENT.root)
+    return view
 
 
-def _block_start_view(index: Any, block: dict[str, Any]) -> StreamView:
+def _block_start_view(index: Any, payload: dict[str, Any]) -> StreamView:
+    block = as_dict(payload.get("content_block"))
     kind = as_str(block.get("type"))
+    view = StreamView()
     if kind in _CALL_BLOCKS:
         tool_input = block.get("input")
         arguments = orjson.dumps(tool_input).decode() if tool_input else ""
-        fragment = ToolFragment(key=index, name=as_str(block.get("name")), call_id=as_str(block.get("id")), arguments=arguments)
-        return StreamView(tool_fragments=[fragment])
-    if kind == "text":
-        return StreamView(text=as_str(block.get("text")))
-    if kind == "thinking":
-        return StreamView(thoughts=as_str(block.get("thinking")))
-    if kind == "redacted_thinking" or not block:
-        return EMPTY_STREAM_VIEW
-    return StreamView(text=_other_block_text(block))
+        extra = {k: v for k, v in block.items() if k not in ("input", "name", *_BLOCK_IDS)}
+        if extra:
+            arguments += SORTER.text(extra, None)
+        view.tool_fragments.append(ToolFragment(key=index, name=as_str(block.get("name")),
+                                                call_id=as_str(block.get("id")), arguments=arguments))
+        return view
+    if kind == "text" and set(block) <= {"type", "text", "citations"} and not block.get("citations"):
+        if block.get("text"):
+            view.text.append((TEXT, as_str(block.get("text"))))
+        return view
+    if kind == "thinking" and set(block) <= {"type", "thinking", "signature"}:
+        if block.get("thinking"):
+            view.thoughts.append((TEXT, as_str(block.get("thinking"))))
+        return view
+    SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)  # server-tool results, blocks we do not know
+    return view

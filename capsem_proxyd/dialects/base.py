@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -55,8 +57,13 @@ class Dialect(ABC):
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return body.get("stream") is True
 
-    def stream_decoder(self, query: Mapping[str, str]) -> Any:
-        return SSEDecoder()
+    def stream_decoder(self, query: Mapping[str, str], content_type: str = "") -> Any:
+        """The decoder for a streamed reply of ``content_type`` (None: not a stream of this API).
+
+        The reply's own content type decides, never the request: an SSE decoder
+        fed something else would find no events and release nothing checked.
+        """
+        return SSEDecoder() if content_type.startswith("text/event-stream") else None
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
         """The final event that ends a stream cut by the proxy."""
@@ -81,12 +88,6 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def require_object(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.")
-    return body
-
-
 def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -105,7 +106,13 @@ def stream_key(value: Any) -> Any:
 
 
 def parse_arguments(arguments: Any) -> dict[str, Any]:
-    """Tool-call arguments as a dict; what does not parse is kept as raw text."""
+    """Tool-call arguments as the tool will read them, decoded leniently.
+
+    Strict JSON first (orjson); then what Python's json reads where orjson
+    refuses (NaN, Infinity, numbers beyond 64 bits); text that is no JSON at
+    all is kept with its JSON string escapes decoded, so ``\\u0063apsem`` is
+    checked as the word a reader sees, not as its escape.
+    """
     if isinstance(arguments, dict):
         return arguments
     if not isinstance(arguments, str) or not arguments:
@@ -113,8 +120,27 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
     try:
         parsed = orjson.loads(arguments)
     except orjson.JSONDecodeError:
-        return {"_raw_arguments": arguments}
+        try:
+            parsed = json.loads(arguments)
+        except (ValueError, RecursionError):
+            return {"_raw_arguments": unescape_json(arguments)}
     return parsed if isinstance(parsed, dict) else {"_arguments": parsed}
+
+
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\", '"': '"'}
+
+
+def unescape_json(text: str) -> str:
+    """``text`` with every JSON string escape replaced by the character it stands for."""
+
+    def replace(match: re.Match[str]) -> str:
+        escape = match.group(1)
+        if escape[0] == "u" and len(escape) == 5:
+            return chr(int(escape[1:], 16))
+        return _SIMPLE_ESCAPES.get(escape, escape)
+
+    return _ESCAPE.sub(replace, text) if "\\" in text else text
 
 
 def text_of(value: Any) -> str:

@@ -1,7 +1,22 @@
 """Google Gemini ``generateContent`` / ``streamGenerateContent`` (v1 and v1beta).
 
-The REST API accepts camelCase and snake_case field names alike, so both are
-read: a field the proxy did not look at is a field that leaves unchecked.
+Deny-by-default like every dialect (``content.py``). The REST API reads
+camelCase and snake_case field names alike, so every declaration covers both
+spellings, and a request giving one field under both is refused: which one
+the provider reads is its choice, and we would check the other.
+
+In a request, ``systemInstruction`` is the system instructions,
+``functionResponse`` parts are tool results (name, response and parts), each
+``functionDeclarations`` entry (and every other tool) is a tool definition,
+and every other part or field the model reads (text, the model's earlier
+calls, code and its results, file references, response schemas, stop
+sequences...) is the prompt; ``inlineData`` is media.
+
+In a reply each candidate is its own text (``candidateCount >= 2``): text
+parts grow it, thought parts its thoughts, a ``functionCall`` is a tool call
+(streamed arguments, ``partialArgs``, are assembled by their JSON path), and
+everything else a candidate carries (code-execution results, grounding and
+citation metadata, URL context) is text the client receives.
 """
 
 from __future__ import annotations
@@ -11,16 +26,15 @@ from typing import Any
 
 import orjson
 
-from capsem_proxyd.dialects.base import (
-    Dialect,
-    as_dict,
-    as_list,
-    as_str,
-    decode_base64,
-    parse_json_event,
-    text_of,
+from capsem_proxyd.dialects import vocabulary
+from capsem_proxyd.dialects.base import Dialect, as_dict, as_str, decode_base64, parse_json_event, stream_key
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined, refuse_double_spellings
+from capsem_proxyd.dialects.framing import (
+    JSONArrayDecoder,
+    SSEDecoder,
+    StreamEvent,
+    encode_json_array_error,
 )
-from capsem_proxyd.dialects.framing import JSONArrayDecoder, SSEDecoder, StreamEvent, encode_json_array_error
 from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
@@ -48,18 +62,71 @@ _STATUS_NAMES = {
 }
 
 
-def field(container: dict[str, Any], camel: str, snake: str) -> Any:
-    value = container.get(camel)
-    return container.get(snake) if value is None else value
+def snake(name: str) -> str:
+    return "".join(f"_{char.lower()}" if char.isupper() else char for char in name)
 
 
-def parts_of(content: Any) -> list[dict[str, Any]]:
-    return [as_dict(part) for part in as_list(as_dict(content).get("parts"))]
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def both_spellings(*patterns: str) -> Paths:
+    """``Paths`` with each pattern in camelCase and in snake_case (every segment)."""
+    spelled: set[str] = set()
+    for pattern in patterns:
+        spelled.add(".".join(camel(segment) for segment in pattern.split(".")))
+        spelled.add(".".join(snake(segment) if segment != "*" else segment for segment in pattern.split(".")))
+    return Paths(*sorted(spelled))
+
+
+# snake_case field name -> its camelCase twin, for refusing a field given both ways.
+CAMEL_TWINS = {snake(word): word for word in vocabulary.GEMINI if snake(word) != word}
+
+_PART_IDS = ("thought", "thoughtSignature", "inlineData.mimeType", "fileData.mimeType", "functionCall.id",
+             "functionResponse.id", "functionResponse.willContinue", "functionResponse.scheduling",
+             "executableCode.language", "codeExecutionResult.outcome", "videoMetadata", "mediaResolution")
+REQUEST_NOT_CONTENT = both_spellings(
+    "model", "cachedContent", "safetySettings", "toolConfig.functionCallingConfig.mode",
+    "generationConfig.temperature", "generationConfig.topP", "generationConfig.topK",
+    "generationConfig.candidateCount", "generationConfig.maxOutputTokens", "generationConfig.presencePenalty",
+    "generationConfig.frequencyPenalty", "generationConfig.seed", "generationConfig.responseMimeType",
+    "generationConfig.responseModalities", "generationConfig.responseLogprobs", "generationConfig.logprobs",
+    "generationConfig.thinkingConfig", "generationConfig.mediaResolution", "generationConfig.speechConfig",
+    "generationConfig.enableEnhancedCivicAnswers", "generationConfig.imageConfig", "contents.*.role",
+    *(f"contents.*.parts.*.{field}" for field in _PART_IDS), "systemInstruction.role",
+    *(f"systemInstruction.parts.*.{field}" for field in _PART_IDS), "tools.*.functionDeclarations.*.behavior",
+    # countTokens / embedContent / batchEmbedContents
+    "taskType", "outputDimensionality", "requests.*.model", "requests.*.taskType", "requests.*.outputDimensionality",
+    "content.role", *(f"content.parts.*.{field}" for field in _PART_IDS), "requests.*.content.role",
+    *(f"requests.*.content.parts.*.{field}" for field in _PART_IDS),
+)
+_CANDIDATE_IDS = ("index", "finishReason", "safetyRatings", "avgLogprobs", "logprobsResult", "tokenCount",
+                  "content.role", *(f"content.parts.*.{field}" for field in _PART_IDS))
+REPLY_NOT_CONTENT = both_spellings(
+    "usageMetadata", "modelVersion", "responseId", "createTime", "promptFeedback.blockReason",
+    "promptFeedback.safetyRatings", *(f"candidates.*.{field}" for field in _CANDIDATE_IDS),
+)
+SORTER = Sorter(vocabulary.GEMINI)
+_FUNCTION_RESPONSE = ("functionResponse", "function_response")
+_FUNCTION_CALL = ("functionCall", "function_call")
+_INLINE = ("inlineData", "inline_data")
+_SYSTEM = ("systemInstruction", "system_instruction")
+_DECLARATIONS = ("functionDeclarations", "function_declarations")
+_CHUNK_NOT_CONTENT = frozenset({"usageMetadata", "usage_metadata", "modelVersion", "model_version", "responseId",
+                                "response_id", "createTime", "create_time"})
+
+
+def field(container: dict[str, Any], camel_name: str, snake_name: str) -> Any:
+    value = container.get(camel_name)
+    return container.get(snake_name) if value is None else value
 
 
 class GeminiDialect(Dialect):
     provider = "gemini"
-    endpoint = "generateContent"
+
+    def __init__(self, endpoint: str = "generateContent") -> None:
+        self.endpoint = endpoint
 
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return headers.get("x-goog-api-key") or query.get("key") or None
@@ -67,8 +134,13 @@ class GeminiDialect(Dialect):
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return path_stream
 
-    def stream_decoder(self, query: Mapping[str, str]) -> Any:
-        return SSEDecoder() if query.get("alt") == "sse" else JSONArrayDecoder()
+    def stream_decoder(self, query: Mapping[str, str], content_type: str = "") -> Any:
+        """By the reply's own content type (SSE or the streamed JSON array), whatever ``alt`` said."""
+        if content_type.startswith("text/event-stream"):
+            return SSEDecoder()
+        if content_type.startswith("application/json") or not content_type:
+            return JSONArrayDecoder()
+        return None
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
         body = self.error_body(error)
@@ -98,87 +170,44 @@ class GeminiDialect(Dialect):
         return body
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
+        refuse_double_spellings(body, CAMEL_TWINS)
         view = RequestView(model=model)
         prompt: list[str] = []
-        for content in as_list(body.get("contents")):
-            for part in parts_of(content):
-                self._read_request_part(part, prompt, view)
-        view.prompt = "\n".join(text for text in prompt if text)
-        system = field(body, "systemInstruction", "system_instruction")
-        if isinstance(system, str):
-            view.system = system
-        else:
-            view.system = "\n".join(text_of(part.get("text")) for part in parts_of(system) if part.get("text"))
-        for tool in as_list(body.get("tools")):
-            declarations = field(as_dict(tool), "functionDeclarations", "function_declarations")
-            for declaration in as_list(declarations):
-                declaration = as_dict(declaration)
-                parameters = field(declaration, "parameters", "parametersJsonSchema") or declaration.get(
-                    "parameters_json_schema"
-                )
-                view.tools.append(
-                    ToolDefinition(
-                        name=as_str(declaration.get("name")) or "unknown",
-                        description=as_str(declaration.get("description")),
-                        parameters=as_dict(parameters),
-                    )
-                )
+        system: list[str] = []
+        for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
+            if key == "contents":
+                for _, content, below in SORTER.items(value, node, prompt):
+                    read_content(content, below, prompt, view)
+            elif key in _SYSTEM:
+                read_content(value, node, system, view)
+            elif key == "tools":
+                for _, tool, below in SORTER.items(value, node, prompt):
+                    _tool_definitions(tool, below, view)
+            else:
+                SORTER.add(prompt, value, node)
+        view.prompt = joined(prompt)
+        view.system = joined(system)
         return view
-
-    def _read_request_part(self, part: dict[str, Any], prompt: list[str], view: RequestView) -> None:
-        if "text" in part:
-            prompt.append(as_str(part.get("text")))
-        response = field(part, "functionResponse", "function_response")
-        if response is not None:
-            response = as_dict(response)
-            view.tool_results.append(
-                ToolResult(
-                    name=as_str(response.get("name")) or "unknown",
-                    content=response.get("response"),
-                    call_id=as_str(response.get("id")),
-                )
-            )
-        call = field(part, "functionCall", "function_call")
-        if call is not None:
-            call = as_dict(call)
-            prompt.append(as_str(call.get("name")) + " " + text_of(call.get("args")))
-        inline = field(part, "inlineData", "inline_data")
-        if inline is not None:
-            inline = as_dict(inline)
-            view.media.append(_decode_inline(inline))
-        file_data = field(part, "fileData", "file_data")
-        if file_data is not None:
-            prompt.append(text_of(file_data))
-        for key in ("executableCode", "executable_code", "codeExecutionResult", "code_execution_result"):
-            if key in part:
-                prompt.append(text_of(part[key]))
 
     def response_view(self, body: Any) -> ResponseView:
         view = ResponseView()
         texts: list[str] = []
         thoughts: list[str] = []
-        for candidate in as_list(as_dict(body).get("candidates")):
-            for part in parts_of(as_dict(candidate).get("content")):
-                self._read_reply_part(part, texts, thoughts, view.tool_calls)
-        view.text = "".join(texts)
-        view.thoughts = "".join(thoughts)
+        for key, value, node in SORTER.fields(body, REPLY_NOT_CONTENT.root, texts):
+            if key != "candidates":
+                SORTER.add(texts, value, node)
+                continue
+            for _, candidate, below in SORTER.items(value, node, texts):
+                own: list[str] = []
+                for name, item, at in SORTER.fields(candidate, below, own):
+                    if name == "content":
+                        _reply_content(item, at, own, thoughts, view)
+                    else:
+                        SORTER.add(own, item, at)
+                texts.append("".join(own))
+        view.text = "\n\n".join(text for text in texts if text)
+        view.thoughts = joined(thoughts)
         return view
-
-    def _read_reply_part(
-        self, part: dict[str, Any], texts: list[str], thoughts: list[str], calls: list[ToolCall]
-    ) -> None:
-        text = part.get("text")
-        if isinstance(text, str):
-            (thoughts if part.get("thought") else texts).append(text)
-        call = field(part, "functionCall", "function_call")
-        if call is not None:
-            call = as_dict(call)
-            calls.append(
-                ToolCall(name=as_str(call.get("name")), arguments=as_dict(call.get("args")), call_id=as_str(call.get("id")))
-            )
-        code = field(part, "executableCode", "executable_code")
-        if code is not None:
-            texts.append(text_of(code))
 
     def stream_view(self, event: StreamEvent) -> StreamView:
         chunk = parse_json_event(event)
@@ -188,18 +217,156 @@ class GeminiDialect(Dialect):
             raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         if "error" in chunk:
             return StreamView(error=as_str(as_dict(chunk["error"]).get("message")) or "upstream stream error")
-        reply = self.response_view(chunk)
-        view = StreamView(text=reply.text, thoughts=reply.thoughts)
-        for number, call in enumerate(reply.tool_calls):
-            key = ("gemini", id(event), number)
-            view.tool_fragments.append(
-                ToolFragment(key=key, name=call.name, call_id=call.call_id, arguments=orjson.dumps(call.arguments).decode())
-            )
-            view.tool_closes.append(key)
+        view = StreamView()
+        root = REPLY_NOT_CONTENT.root
+        for key, value in chunk.items():
+            if key in _CHUNK_NOT_CONTENT:
+                continue
+            if key == "candidates" and isinstance(value, list):
+                below = root.child("candidates")
+                for candidate in value:
+                    _candidate_delta(candidate, below.child(0) if below is not None else None, view)
+            else:
+                SORTER.add(view.content, {key: value}, root)
         return view
 
 
-def _decode_inline(inline: dict[str, Any]) -> MediaPart:
-    raw = decode_base64(as_str(inline.get("data")), "inlineData.data")
-    mime_type = as_str(field(inline, "mimeType", "mime_type")) or "application/octet-stream"
-    return MediaPart(data=raw, mime_type=mime_type)
+def read_content(content: Any, node: Node | None, sink: list[str], view: RequestView) -> None:
+    """A ``Content`` (or a bare string) into ``sink``: inline data as media, function responses as tool results."""
+    for key, value, below in SORTER.fields(content, node, sink):
+        if key != "parts" or not isinstance(value, list):
+            SORTER.add(sink, value, below)
+            continue
+        for _, part, at in SORTER.items(value, below, sink):
+            _request_part(part, at, sink, view)
+
+
+def _request_part(part: Any, node: Node | None, sink: list[str], view: RequestView) -> None:
+    data = as_dict(part)
+    response = field(data, *_FUNCTION_RESPONSE)
+    if isinstance(response, dict):
+        result: list[str] = []
+        for key, value, below in SORTER.fields(response, node.child(_FUNCTION_RESPONSE[0]) if node else None, result):
+            if key == "parts":
+                for _, inner, at in SORTER.items(value, below, result):
+                    _request_part(inner, at, result, view)
+            else:
+                SORTER.add(result, value, below)
+        view.tool_results.append(ToolResult(name=as_str(response.get("name")) or "unknown", content=joined(result),
+                                            call_id=as_str(response.get("id"))))
+        part = {key: value for key, value in data.items() if key not in _FUNCTION_RESPONSE}
+    inline = field(data, *_INLINE)
+    if isinstance(inline, dict) and isinstance(inline.get("data"), str):
+        mime_type = as_str(field(inline, "mimeType", "mime_type")) or "application/octet-stream"
+        view.media.append(MediaPart(data=decode_base64(inline["data"], "inlineData.data"), mime_type=mime_type))
+        part = {key: value for key, value in as_dict(part).items() if key not in _INLINE}
+    SORTER.add(sink, part, node)
+
+
+def _tool_definitions(tool: Any, node: Node | None, view: RequestView) -> None:
+    """Each function declaration is a tool definition; any other tool (search, code execution...) too."""
+    for key, value, below in SORTER.fields(tool, node, []):
+        if key in _DECLARATIONS and isinstance(value, list):
+            for _, declaration, at in SORTER.items(value, below, []):
+                data = as_dict(declaration)
+                parameters = field(data, "parameters", "parametersJsonSchema") or data.get("parameters_json_schema")
+                view.tools.append(ToolDefinition(
+                    name=as_str(data.get("name")) or "unknown",
+                    description=as_str(data.get("description")),
+                    parameters=as_dict(parameters),
+                    content=SORTER.text(declaration, at),
+                ))
+        else:
+            view.tools.append(ToolDefinition(name=key, content=SORTER.text({key: value}, node)))
+
+
+def _reply_content(content: Any, node: Node | None, texts: list[str], thoughts: list[str], view: ResponseView) -> None:
+    for key, value, below in SORTER.fields(content, node, texts):
+        if key != "parts" or not isinstance(value, list):
+            SORTER.add(texts, value, below)
+            continue
+        for _, part, at in SORTER.items(value, below, texts):
+            data = as_dict(part)
+            call = field(data, *_FUNCTION_CALL)
+            if isinstance(call, dict):
+                view.tool_calls.append(_call(call))
+                data = {k: v for k, v in data.items() if k not in _FUNCTION_CALL}
+            inline = field(data, *_INLINE)
+            if isinstance(inline, dict) and isinstance(inline.get("data"), str):
+                mime_type = as_str(field(inline, "mimeType", "mime_type")) or "application/octet-stream"
+                view.media.append(MediaPart(decode_base64(inline["data"], "inlineData.data"), mime_type))
+                data = {k: v for k, v in data.items() if k not in _INLINE}
+            SORTER.add(thoughts if data.get("thought") else texts, data, at)
+
+
+def _call(call: dict[str, Any]) -> ToolCall:
+    arguments = as_dict(call.get("args"))
+    extra = {k: v for k, v in call.items() if k not in ("args", "name", "id", "willContinue", "will_continue")}
+    if extra:
+        arguments = {**arguments, "_other": SORTER.text(extra, None)}
+    return ToolCall(name=as_str(call.get("name")), arguments=arguments, call_id=as_str(call.get("id")))
+
+
+def _candidate_delta(candidate: Any, node: Node | None, view: StreamView) -> None:
+    """One candidate's part of a chunk, on its own channel."""
+    if not isinstance(candidate, dict):
+        SORTER.add(view.content, candidate, node)
+        return
+    channel = stream_key(candidate.get("index", 0))
+    if field(candidate, "finishReason", "finish_reason"):
+        view.finished.append(channel)
+    for key, value, below in SORTER.fields(candidate, node, view.content):
+        if key != "content":
+            SORTER.add(view.content, value, below)
+            continue
+        for name, item, at in SORTER.fields(value, below, view.content):
+            if name != "parts" or not isinstance(item, list):
+                SORTER.add(view.content, item, at)
+                continue
+            for number, part in enumerate(item):
+                _part_delta(channel, number, part, at.child(0) if at is not None else None, view)
+
+
+def _part_delta(channel: Any, number: int, part: Any, node: Node | None, view: StreamView) -> None:
+    data = as_dict(part)
+    text = data.get("text")
+    if isinstance(text, str) and set(data) <= {"text", "thought", "thoughtSignature", "thought_signature"}:
+        if text:
+            (view.thoughts if data.get("thought") else view.text).append((channel, text))
+        return
+    call = field(data, *_FUNCTION_CALL)
+    if isinstance(call, dict):
+        fragment, complete = _call_fragment(channel, number, call)
+        view.tool_fragments.append(fragment)
+        if complete:
+            view.tool_closes.append(fragment.key)
+        data = {k: v for k, v in data.items() if k not in _FUNCTION_CALL}
+    SORTER.add(view.content, data, node)
+
+
+def _call_fragment(channel: Any, number: int, call: dict[str, Any]) -> tuple[ToolFragment, bool]:
+    """A whole call (complete with its chunk), or a piece of one streamed by ``partialArgs`` (complete
+    when ``willContinue`` stops); returns the fragment and whether its call is complete."""
+    partial = call.get("partialArgs", call.get("partial_args"))
+    more = field(call, "willContinue", "will_continue")
+    key: tuple[Any, ...]
+    if isinstance(partial, list) or more:
+        key = (channel, "partial")
+        values = [(as_str(field(as_dict(arg), "jsonPath", "json_path")), _partial_value(as_dict(arg)))
+                  for arg in (partial or [])]
+        fragment = ToolFragment(key=key, name=as_str(call.get("name")) or None,
+                                call_id=as_str(call.get("id")) or None, values=values)
+    else:
+        key = (channel, "call", number, id(call))
+        whole = orjson.dumps(_call(call).arguments).decode()
+        fragment = ToolFragment(key=key, name=as_str(call.get("name")), call_id=as_str(call.get("id")), arguments=whole)
+    return fragment, not more
+
+
+def _partial_value(arg: dict[str, Any]) -> str:
+    for name in ("stringValue", "string_value", "numberValue", "number_value", "boolValue", "bool_value"):
+        if name in arg:
+            value = arg[name]
+            return value if isinstance(value, str) else orjson.dumps(value).decode()
+    return ""
+

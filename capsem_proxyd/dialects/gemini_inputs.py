@@ -1,8 +1,10 @@
 """Gemini endpoints that only take content: ``countTokens``, ``embedContent``, ``batchEmbedContents``.
 
-Each request is folded into the shape of a ``generateContent`` body so the
-Gemini dialect reads it (parts, inline data, camelCase and snake_case alike);
-the replies are counts or vectors and are not checked.
+Read like a ``generateContent`` request, deny-by-default: ``content``,
+``contents``, each of ``requests`` and a ``generateContentRequest`` are read
+as contents (inline data as media, function responses as tool results), any
+other field (a ``title``...) is the prompt. The replies are counts or vectors
+and are not checked.
 """
 
 from __future__ import annotations
@@ -10,34 +12,42 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.dialects.base import as_dict, as_list, as_str
+from capsem_proxyd.dialects.content import joined, refuse_double_spellings
 from capsem_proxyd.dialects.framing import StreamEvent
-from capsem_proxyd.dialects.gemini import GeminiDialect, field
+from capsem_proxyd.dialects.gemini import CAMEL_TWINS, REQUEST_NOT_CONTENT, SORTER, GeminiDialect, read_content
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
+
+_INNER = ("generateContentRequest", "generate_content_request")
 
 
 class GeminiInputDialect(GeminiDialect):
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return False
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
-        inner = as_dict(field(body, "generateContentRequest", "generate_content_request"))
-        contents = [*as_list(body.get("contents")), *as_list(inner.get("contents"))]
-        for request in [body, *(as_dict(item) for item in as_list(body.get("requests")))]:
-            if request.get("content") is not None:
-                contents.append(request["content"])
-            title = as_str(request.get("title"))
-            if title:
-                contents.append({"parts": [{"text": title}]})
-        folded = {
-            "contents": contents,
-            "systemInstruction": field(inner, "systemInstruction", "system_instruction"),
-            "tools": inner.get("tools"),
-        }
-        return super().request_view(folded, model)
+        refuse_double_spellings(body, CAMEL_TWINS)
+        view = RequestView(model=model)
+        prompt: list[str] = []
+        for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
+            if key in _INNER and isinstance(value, dict):
+                inner = super().request_view(value, model)
+                prompt.append(inner.prompt)
+                view.system = inner.system
+                view.tools, view.tool_results = inner.tools, inner.tool_results
+                view.media.extend(inner.media)
+            elif key == "contents":
+                for _, content, below in SORTER.items(value, node, prompt):
+                    read_content(content, below, prompt, view)
+            elif key == "content":
+                read_content(value, node, prompt, view)
+            elif key == "requests":
+                for _, request, below in SORTER.items(value, node, prompt):
+                    for name, item, at in SORTER.fields(request, below, prompt):
+                        read_content(item, at, prompt, view) if name == "content" else SORTER.add(prompt, item, at)
+            else:
+                SORTER.add(prompt, value, node)
+        view.prompt = joined(prompt)
+        return view
 
     def response_view(self, body: Any) -> ResponseView:
         return ResponseView()

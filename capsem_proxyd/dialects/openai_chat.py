@@ -1,28 +1,29 @@
-"""OpenAI Chat Completions (``POST /v1/chat/completions``), JSON and SSE."""
+"""OpenAI Chat Completions (``POST /v1/chat/completions``), JSON and SSE.
+
+Content is found deny-by-default (``content.py``): the paths below are the
+fields that are *not* content; every other string, and every key that is not
+one of the API's field names, goes to a hook. The structure only says which:
+system and developer messages are system instructions, ``tool`` and legacy
+``function`` messages are tool results, tool definitions (function, custom,
+legacy ``functions``) go to ``on_tool_call`` whole, everything else the model
+reads is the prompt. In a reply each choice is its own text (with ``n >= 2``
+the SDK keeps them apart, so a term split between two choices is never seen
+whole and is never checked as one); a choice's tool calls close with its
+own ``finish_reason``.
+"""
 
 from __future__ import annotations
 
-import mimetypes
 from typing import Any
 
-from capsem_proxyd.dialects.base import (
-    as_dict,
-    as_list,
-    as_str,
-    decode_base64,
-    is_data_url,
-    media_from_data_url,
-    parse_arguments,
-    parse_json_event,
-    stream_key,
-    text_of,
-)
-from capsem_proxyd.dialects.framing import StreamEvent
-from capsem_proxyd.dialects.openai_common import OpenAIDialect
+from capsem_proxyd.dialects import vocabulary
+from capsem_proxyd.dialects.base import as_dict, as_str, parse_arguments, parse_json_event, stream_key
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts
 from capsem_proxyd.errors import upstream_unavailable
 from capsem_proxyd.views import (
+    ALL_CHANNELS,
     EMPTY_STREAM_VIEW,
-    MediaPart,
     RequestView,
     ResponseView,
     StreamView,
@@ -33,70 +34,35 @@ from capsem_proxyd.views import (
 )
 
 SYSTEM_ROLES = ("system", "developer")
+TOOL_ROLES = ("tool", "function")
 
-
-def content_text(content: Any, media: list[MediaPart] | None = None) -> str:
-    """Text of a message ``content``: a string or a list of typed parts.
-
-    Inline images, files and audio are decoded into ``media`` when a list is
-    given (the request side) and skipped otherwise; remote URLs and file ids
-    stay in the text, since the proxy never fetches anything.
-    """
-    if isinstance(content, str):
-        return content
-    texts: list[str] = []
-    for part in as_list(content):
-        part = as_dict(part)
-        kind = as_str(part.get("type"))
-        if kind in ("text", "input_text", "output_text"):
-            texts.append(as_str(part.get("text")))
-        elif kind == "refusal":
-            texts.append(as_str(part.get("refusal")))
-        elif kind in _MEDIA_PARTS:
-            texts.extend(_media_part(kind, part, media))
-        elif part:
-            texts.append(text_of({k: v for k, v in part.items() if k != "type"}))
-    return "\n".join(text for text in texts if text)
-
-
-_MEDIA_PARTS = frozenset({"image_url", "input_image", "input_audio", "file", "input_file"})
-_AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
-
-
-def _media_part(kind: str, part: dict[str, Any], media: list[MediaPart] | None) -> list[str]:
-    """Decode one media part into ``media``; return the text it carries (URLs, names, ids)."""
-    if kind == "image_url":  # Chat: {"image_url": {"url": ...}}
-        image = part.get("image_url")
-        url = image if isinstance(image, str) else as_str(as_dict(image).get("url"))
-        return _inline_or_url(url, media, "image_url.url")
-    if kind == "input_image":  # Responses: {"image_url": "...", "file_id": "..."}
-        return [as_str(part.get("file_id")), *_inline_or_url(as_str(part.get("image_url")), media, "input_image.image_url")]
-    if kind == "input_audio":  # Chat: {"input_audio": {"data": base64, "format": "wav"}}
-        audio = as_dict(part.get("input_audio"))
-        if media is not None:
-            audio_format = as_str(audio.get("format")).lower()
-            data = decode_base64(as_str(audio.get("data")), "input_audio.data")
-            media.append(MediaPart(data=data, mime_type=_AUDIO_TYPES.get(audio_format, f"audio/{audio_format or 'unknown'}")))
-        return []
-    # Chat {"file": {"file_data", "filename", "file_id"}}; Responses input_file has them flat.
-    file = as_dict(part.get("file")) if kind == "file" else part
-    filename = as_str(file.get("filename"))
-    file_data = as_str(file.get("file_data"))
-    if file_data and media is not None:
-        if is_data_url(file_data):
-            media.append(media_from_data_url(file_data, "file_data"))
-        else:
-            mime_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-            media.append(MediaPart(data=decode_base64(file_data, "file_data"), mime_type=mime_type))
-    return [filename, as_str(file.get("file_id")), as_str(file.get("file_url"))]
-
-
-def _inline_or_url(url: str, media: list[MediaPart] | None, what: str) -> list[str]:
-    if not is_data_url(url):
-        return [url]
-    if media is not None:
-        media.append(media_from_data_url(url, what))
-    return []
+REQUEST_NOT_CONTENT = Paths(
+    "model", "stream", "store", "n", "seed", "temperature", "top_p", "frequency_penalty", "presence_penalty",
+    "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens", "parallel_tool_calls", "service_tier",
+    "reasoning_effort", "verbosity", "modalities", "prompt_cache_key", "prompt_cache_retention", "logit_bias",
+    "stream_options", "audio.voice", "audio.format", "response_format.type", "response_format.json_schema.strict",
+    "tool_choice.type", "web_search_options.search_context_size", "web_search_options.user_location.type",
+    "messages.*.role", "messages.*.tool_call_id", "messages.*.tool_calls.*.id", "messages.*.tool_calls.*.type",
+    "messages.*.audio.id", "messages.*.content.*.type", "messages.*.content.*.image_url.detail",
+    "messages.*.content.*.input_audio.format", "messages.*.content.*.file.file_id",
+    "tools.*.type", "tools.*.function.strict", "tools.*.custom.format.type", "tools.*.custom.format.grammar.syntax",
+)
+# A reply's: ``logprobs`` repeats the choice's text token by token (the text itself is checked).
+REPLY_NOT_CONTENT = Paths(
+    "id", "object", "created", "model", "system_fingerprint", "service_tier", "usage", "obfuscation",
+    "choices.*.index", "choices.*.finish_reason", "choices.*.logprobs", "choices.*.message.role",
+    "choices.*.message.tool_calls.*.id", "choices.*.message.tool_calls.*.type", "choices.*.message.audio.id",
+    "choices.*.message.audio.expires_at", "choices.*.message.annotations.*.type",
+    "choices.*.message.annotations.*.url_citation.start_index", "choices.*.message.annotations.*.url_citation.end_index",
+    "choices.*.delta.role", "choices.*.delta.tool_calls.*.index", "choices.*.delta.tool_calls.*.id",
+    "choices.*.delta.tool_calls.*.type", "choices.*.delta.audio.id", "choices.*.delta.audio.expires_at",
+)
+SORTER = Sorter(vocabulary.OPENAI_CHAT)
+# Top-level fields of a stream chunk that never carry content: skipped without a walk.
+_CHUNK_NOT_CONTENT = frozenset({"id", "object", "created", "model", "system_fingerprint", "service_tier", "usage",
+                                "obfuscation"})
+_DELTA_TEXT = ("content", "refusal")
+_DELTA_THOUGHTS = ("reasoning_content", "reasoning")
 
 
 class OpenAIChatDialect(OpenAIDialect):
@@ -107,67 +73,84 @@ class OpenAIChatDialect(OpenAIDialect):
         prompt: list[str] = []
         system: list[str] = []
         call_names: dict[str, str] = {}
-        for message in as_list(body.get("messages")):
-            message = as_dict(message)
-            role = message.get("role")
-            text = content_text(message.get("content"), view.media)
-            if role in SYSTEM_ROLES:
-                system.append(text)
-            elif role == "tool":
-                call_id = as_str(message.get("tool_call_id"))
-                view.tool_results.append(
-                    ToolResult(name=call_names.get(call_id, "unknown"), content=message.get("content"), call_id=call_id)
-                )
-            elif role == "function":
-                view.tool_results.append(ToolResult(name=as_str(message.get("name")), content=message.get("content")))
+        for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
+            if key == "messages":
+                for _, message, below in SORTER.items(value, node, prompt):
+                    self._message(message, below, view, prompt, system, call_names)
+            elif key in ("tools", "functions"):
+                for _, tool, below in SORTER.items(value, node, prompt):
+                    view.tools.append(_definition(tool, below))
             else:
-                prompt.append(text)
-                for call in as_list(message.get("tool_calls")):
-                    call = as_dict(call)
-                    function = as_dict(call.get("function"))
-                    call_names[as_str(call.get("id"))] = as_str(function.get("name"))
-                    prompt.append(as_str(function.get("name")) + " " + text_of(function.get("arguments")))
-        view.prompt = "\n".join(text for text in prompt if text)
-        view.system = "\n".join(text for text in system if text)
-        for tool in as_list(body.get("tools")):
-            tool = as_dict(tool)
-            function = as_dict(tool.get("function")) if "function" in tool else tool
-            view.tools.append(_definition(function, fallback=as_str(tool.get("type"))))
-        for function in as_list(body.get("functions")):
-            view.tools.append(_definition(as_dict(function)))
+                SORTER.add(prompt, value, node)
+        view.prompt = joined(prompt)
+        view.system = joined(system)
         return view
+
+    def _message(
+        self, message: Any, node: Node | None, view: RequestView, prompt: list[str], system: list[str],
+        call_names: dict[str, str],
+    ) -> None:
+        role = as_str(as_dict(message).get("role"))
+        if role in TOOL_ROLES:
+            result: list[str] = []
+            for key, value, below in SORTER.fields(message, node, result):
+                add_parts(SORTER, result, value, below, view.media) if key == "content" else SORTER.add(result, value, below)
+            call_id = as_str(as_dict(message).get("tool_call_id"))
+            name = call_names.get(call_id, "unknown") if role == "tool" else as_str(as_dict(message).get("name"))
+            view.tool_results.append(ToolResult(name=name or "unknown", content=joined(result), call_id=call_id))
+            return
+        sink = system if role in SYSTEM_ROLES else prompt
+        for key, value, below in SORTER.fields(message, node, sink):
+            if key == "content":
+                add_parts(SORTER, sink, value, below, view.media)
+            elif key in ("tool_calls", "function_call"):  # the model's own calls, read back as history
+                calls = value if isinstance(value, list) else [value]
+                for call in calls:
+                    call = as_dict(call)
+                    function = as_dict(call.get("function")) or as_dict(call.get("custom")) or call
+                    call_names[as_str(call.get("id"))] = as_str(function.get("name"))
+                SORTER.add(sink, _decoded_arguments(value), below)
+            else:
+                SORTER.add(sink, value, below)
 
     def response_view(self, body: Any) -> ResponseView:
         view = ResponseView()
         texts: list[str] = []
         thoughts: list[str] = []
-        for choice in as_list(as_dict(body).get("choices")):
-            message = as_dict(as_dict(choice).get("message"))
-            texts.append(content_text(message.get("content")))
-            texts.append(as_str(message.get("refusal")))
-            thoughts.append(as_str(message.get("reasoning_content")) or as_str(message.get("reasoning")))
-            for call in as_list(message.get("tool_calls")):
-                call = as_dict(call)
-                function = as_dict(call.get("function"))
-                view.tool_calls.append(
-                    ToolCall(
-                        name=as_str(function.get("name")),
-                        arguments=parse_arguments(function.get("arguments")),
-                        call_id=as_str(call.get("id")),
-                    )
-                )
-            legacy = as_dict(message.get("function_call"))
-            if legacy:
-                view.tool_calls.append(
-                    ToolCall(name=as_str(legacy.get("name")), arguments=parse_arguments(legacy.get("arguments")))
-                )
-        view.text = "".join(texts)
-        view.thoughts = "".join(thoughts)
+        for key, value, node in SORTER.fields(body, REPLY_NOT_CONTENT.root, texts):
+            if key != "choices":
+                SORTER.add(texts, value, node)
+                continue
+            for _, choice, below in SORTER.items(value, node, texts):
+                for field, item, at in SORTER.fields(choice, below, texts):
+                    if field == "message":
+                        self._reply_message(item, at, view, texts, thoughts)
+                    else:
+                        SORTER.add(texts, item, at)
+        view.text = "\n\n".join(text for text in texts if text)
+        view.thoughts = joined(thoughts)
         return view
 
-    def stream_view(self, event: StreamEvent) -> StreamView:
+    def _reply_message(self, message: Any, node: Node | None, view: ResponseView, texts: list[str],
+                       thoughts: list[str]) -> None:
+        own: list[str] = []
+        for key, value, below in SORTER.fields(message, node, own):
+            if key in _DELTA_THOUGHTS:
+                SORTER.add(thoughts, value, below)
+            elif key == "tool_calls":
+                for _, call, at in SORTER.items(value, below, own):
+                    view.tool_calls.append(_tool_call(call, at))
+            elif key == "function_call":
+                view.tool_calls.append(_tool_call({"function": value}, below))
+            elif key == "audio":
+                add_parts(SORTER, own, [{"type": "output_audio", "output_audio": value}], below, None)
+            else:
+                add_parts(SORTER, own, value, below, None)
+        texts.append(joined(own))
+
+    def stream_view(self, event: Any) -> StreamView:
         if event.data.startswith("[DONE]"):
-            return StreamView(finished=True)
+            return StreamView(finished=[ALL_CHANNELS])
         chunk = parse_json_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
@@ -175,52 +158,114 @@ class OpenAIChatDialect(OpenAIDialect):
             raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         if chunk.get("error"):
             return StreamView(error=as_str(as_dict(chunk["error"]).get("message")) or "upstream stream error")
-        choices = chunk.get("choices")
-        if not choices:
-            return EMPTY_STREAM_VIEW
         view = StreamView()
-        texts: list[str] = []
-        for choice in as_list(choices):
-            choice = as_dict(choice)
-            delta = as_dict(choice.get("delta"))
-            content = delta.get("content")
-            if content:
-                texts.append(content_text(content))
-            if delta.get("refusal"):
-                texts.append(as_str(delta.get("refusal")))
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                view.thoughts += reasoning
-            choice_index = stream_key(choice.get("index", 0))
-            for call in as_list(delta.get("tool_calls")):
-                call = as_dict(call)
-                function = as_dict(call.get("function"))
-                view.tool_fragments.append(
-                    ToolFragment(
-                        key=(choice_index, stream_key(call.get("index", 0))),
-                        name=function.get("name") or None,
-                        call_id=call.get("id") or None,
-                        arguments=as_str(function.get("arguments")),
-                    )
-                )
-            legacy = as_dict(delta.get("function_call"))
-            if legacy:
-                view.tool_fragments.append(
-                    ToolFragment(
-                        key=(choice_index, "function_call"),
-                        name=legacy.get("name") or None,
-                        arguments=as_str(legacy.get("arguments")),
-                    )
-                )
-            if choice.get("finish_reason"):
-                view.finished = True
-        view.text = "".join(texts)
+        root = REPLY_NOT_CONTENT.root
+        for key, value in chunk.items():
+            if key in _CHUNK_NOT_CONTENT:
+                continue
+            if key == "choices" and isinstance(value, list):
+                below = root.child("choices")
+                for choice in value:
+                    _choice_delta(choice, below.child(0) if below is not None else None, view)
+            else:
+                SORTER.add(view.content, {key: value}, root)
         return view
 
 
-def _definition(function: dict[str, Any], fallback: str = "") -> ToolDefinition:
+def _choice_delta(choice: Any, node: Node | None, view: StreamView) -> None:
+    """One choice's part of a chunk: its text, thoughts and tool-call fragments on its own channel."""
+    if not isinstance(choice, dict):
+        SORTER.add(view.content, choice, node)
+        return
+    channel = stream_key(choice.get("index", 0))
+    if choice.get("finish_reason"):
+        view.finished.append(channel)  # this choice's calls are complete, no other choice's
+    for key, value, below in SORTER.fields(choice, node, view.content):
+        if key == "delta":
+            _delta(channel, value, below, view)
+        else:
+            SORTER.add(view.content, value, below)
+
+
+def _delta(channel: Any, delta: Any, node: Node | None, view: StreamView) -> None:
+    for key, value, below in SORTER.fields(delta, node, view.content):
+        if key in _DELTA_TEXT and isinstance(value, str):
+            if value:
+                view.text.append((channel, value))
+        elif key in _DELTA_THOUGHTS and isinstance(value, str):
+            if value:
+                view.thoughts.append((channel, value))
+        elif key == "tool_calls" and isinstance(value, list):
+            for call in value:
+                view.tool_fragments.append(_fragment(channel, as_dict(call)))
+        elif key == "function_call" and isinstance(value, dict):
+            legacy = value
+            view.tool_fragments.append(ToolFragment(
+                key=(channel, "function_call"), name=as_str(legacy.get("name")) or None,
+                arguments=as_str(legacy.get("arguments")),
+            ))
+        elif key == "audio" and isinstance(value, dict):
+            transcript = value.get("transcript")
+            if isinstance(transcript, str) and transcript:
+                view.text.append((channel, transcript))
+            rest = {k: v for k, v in value.items() if k not in ("transcript", "data")}
+            SORTER.add(view.content, rest, below)
+        else:
+            SORTER.add(view.content, value, below)
+
+
+def _fragment(channel: Any, call: dict[str, Any]) -> ToolFragment:
+    """A streamed piece of a function or custom tool call; whatever else it carries is checked with it."""
+    function = as_dict(call.get("function")) or as_dict(call.get("custom"))
+    arguments = function.get("arguments", function.get("input"))
+    extra = {k: v for k, v in call.items() if k not in ("index", "id", "type", "function", "custom")}
+    extra.update({k: v for k, v in function.items() if k not in ("name", "arguments", "input")})
+    text = as_str(arguments)
+    if extra:  # fields we do not know: part of what the call carries
+        text += SORTER.text(extra, None)
+    return ToolFragment(
+        key=(channel, stream_key(call.get("index", 0))),
+        name=function.get("name") or None,
+        call_id=call.get("id") or None,
+        arguments=text,
+    )
+
+
+def _definition(tool: Any, node: Node | None) -> ToolDefinition:
+    """A tool definition, whole: its name and description, and every other content string as ``content``."""
+    tool = as_dict(tool)
+    function = as_dict(tool.get("function")) or as_dict(tool.get("custom")) or tool
     return ToolDefinition(
-        name=as_str(function.get("name")) or fallback or "unknown",
+        name=as_str(function.get("name")) or as_str(tool.get("type")) or "unknown",
         description=as_str(function.get("description")),
         parameters=as_dict(function.get("parameters")),
+        content=SORTER.text(tool, node),
     )
+
+
+def _tool_call(call: Any, node: Node | None) -> ToolCall:
+    """A reply's tool call: arguments decoded leniently; anything else it carries checked with them."""
+    call = as_dict(call)
+    function = as_dict(call.get("function")) or as_dict(call.get("custom"))
+    raw = function.get("arguments", function.get("input"))
+    arguments = parse_arguments(raw) if "arguments" in function else ({"input": raw} if isinstance(raw, str) else {})
+    extra: dict[str, Any] = {k: v for k, v in call.items() if k not in ("id", "type", "function", "custom")}
+    extra.update({k: v for k, v in function.items() if k not in ("name", "arguments", "input")})
+    if extra:
+        arguments = {**arguments, "_other": SORTER.text(extra, None)}
+    return ToolCall(name=as_str(function.get("name")), arguments=arguments, call_id=as_str(call.get("id")))
+
+
+def _decoded_arguments(value: Any) -> Any:
+    """Calls as history, with their arguments decoded as the model reads them (escapes undone)."""
+    calls = value if isinstance(value, list) else [value]
+    decoded = []
+    for call in calls:
+        call = dict(as_dict(call)) or call
+        if isinstance(call, dict):
+            for holder in ("function", "custom"):
+                inner = as_dict(call.get(holder))
+                if isinstance(inner.get("arguments"), str):
+                    call[holder] = {**inner, "arguments": parse_arguments(inner["arguments"])}
+        decoded.append(call)
+    return decoded if isinstance(value, list) else decoded[0]

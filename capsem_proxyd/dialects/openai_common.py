@@ -1,12 +1,21 @@
-"""What OpenAI's APIs (Chat Completions, Responses, ...) share: key and error shape."""
+"""What OpenAI's APIs (Chat Completions, Responses, Completions, embeddings...) share.
+
+The Bearer key, the error shape, and the content parts both Chat and
+Responses carry: a part's inline media (data URLs, base64 audio and files) is
+decoded for the policies as CAPSEM ``Media`` and left out of the text; every
+other field of the part is content like any other.
+"""
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.dialects.base import Dialect, bearer_token
+from capsem_proxyd.dialects.base import Dialect, as_str, bearer_token, decode_base64, is_data_url, media_from_data_url
+from capsem_proxyd.dialects.content import Node, Sorter
 from capsem_proxyd.errors import ProxyError, decision_fields
+from capsem_proxyd.views import MediaPart
 
 _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
@@ -17,6 +26,7 @@ _ERROR_TYPES = {
     "upstream_error": "api_error",
     "upstream_timeout": "timeout_error",
 }
+_AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 
 
 def openai_api_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -48,3 +58,67 @@ class OpenAIDialect(Dialect):
 
     def error_body(self, error: ProxyError) -> dict[str, Any]:
         return openai_error_body(error)
+
+
+def add_parts(sorter: Sorter, sink: list[str], content: Any, node: Node | None, media: list[MediaPart] | None) -> None:
+    """A message's ``content`` (a string or typed parts) into ``sink``, inline media into ``media``.
+
+    ``media`` None (a reply): inline data is skipped, never read as text.
+    """
+    if not isinstance(content, list):
+        sorter.add(sink, content, node)
+        return
+    for _, part, below in sorter.items(content, node, sink):
+        if isinstance(part, dict) and as_str(part.get("type")) in _MEDIA_PARTS:
+            part = _without_media(part, media)
+        sorter.add(sink, part, below)
+
+
+_MEDIA_PARTS = frozenset({"image_url", "input_image", "input_audio", "file", "input_file", "output_audio"})
+
+
+def _without_media(part: dict[str, Any], media: list[MediaPart] | None) -> dict[str, Any]:
+    """The part minus its inline data, which is decoded into ``media`` (URLs and ids stay, as text)."""
+    part = dict(part)
+    kind = part["type"]
+    if kind == "image_url":  # Chat: {"image_url": {"url": ..., "detail": ...}} or a bare URL string
+        image = part.get("image_url")
+        url = image if isinstance(image, str) else (image.get("url") if isinstance(image, dict) else None)
+        if isinstance(url, str) and is_data_url(url):
+            _append(media, lambda: media_from_data_url(url, "image_url.url"))
+            part["image_url"] = {k: v for k, v in image.items() if k != "url"} if isinstance(image, dict) else None
+    elif kind == "input_image":  # Responses: {"image_url": "...", "file_id": ..., "detail": ...}
+        if is_data_url(part.get("image_url")):
+            url = part.pop("image_url")
+            _append(media, lambda: media_from_data_url(url, "input_image.image_url"))
+    elif kind in ("input_audio", "output_audio"):  # {"input_audio": {"data": base64, "format": "wav"}}
+        audio = part.get(kind)
+        if isinstance(audio, dict) and isinstance(audio.get("data"), str):
+            data, audio_format = audio["data"], str(audio.get("format") or "").lower()
+            _append(media, lambda: MediaPart(
+                decode_base64(data, f"{kind}.data"), _AUDIO_TYPES.get(audio_format, f"audio/{audio_format or 'unknown'}")
+            ))
+            part[kind] = {k: v for k, v in audio.items() if k != "data"}
+    else:  # Chat {"file": {"file_data", "filename", "file_id"}}; Responses input_file has them flat
+        holder = part.get("file") if kind == "file" else part
+        if isinstance(holder, dict) and isinstance(holder.get("file_data"), str):
+            holder = dict(holder)
+            file_data, filename = holder.pop("file_data"), str(holder.get("filename") or "")
+            _append(media, lambda: _file_media(file_data, filename))
+            if kind == "file":
+                part["file"] = holder
+            else:
+                part = holder
+    return part
+
+
+def _file_media(file_data: str, filename: str) -> MediaPart:
+    if is_data_url(file_data):
+        return media_from_data_url(file_data, "file_data")
+    mime_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    return MediaPart(data=decode_base64(file_data, "file_data"), mime_type=mime_type)
+
+
+def _append(media: list[MediaPart] | None, decode: Any) -> None:
+    if media is not None:
+        media.append(decode())

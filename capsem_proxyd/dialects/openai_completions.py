@@ -1,35 +1,52 @@
 """OpenAI legacy Completions (``POST /v1/completions``), JSON and SSE.
 
-The prompt is plain text (or a list of texts); the reply is ``choices[].text``
-whole or, streamed, in ``data:`` chunks of the same shape ending ``[DONE]``.
+The prompt is plain text (or a list of texts), read deny-by-default with every
+other field; the reply is ``choices[].text`` whole or, streamed, in ``data:``
+chunks of the same shape ending ``[DONE]``, each choice its own text.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from capsem_proxyd.dialects.base import as_dict, as_list, as_str, parse_json_event
+from capsem_proxyd.dialects.base import as_dict, as_str, parse_json_event, stream_key
+from capsem_proxyd.dialects.content import Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
+from capsem_proxyd.dialects.openai_chat import SORTER
 from capsem_proxyd.dialects.openai_common import OpenAIDialect
-from capsem_proxyd.dialects.openai_inputs import openai_text_input
+from capsem_proxyd.dialects.openai_inputs import refuse_token_ids
 from capsem_proxyd.errors import upstream_unavailable
-from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
+from capsem_proxyd.views import ALL_CHANNELS, EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
+
+REQUEST_NOT_CONTENT = Paths(
+    "model", "stream", "stream_options", "n", "best_of", "echo", "logprobs", "max_tokens", "temperature", "top_p",
+    "frequency_penalty", "presence_penalty", "seed", "logit_bias",
+)
+REPLY_NOT_CONTENT = Paths(
+    "id", "object", "created", "model", "system_fingerprint", "usage", "choices.*.index", "choices.*.finish_reason",
+    "choices.*.logprobs",
+)
 
 
 class OpenAICompletionsDialect(OpenAIDialect):
     endpoint = "completions"
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
-        prompt = openai_text_input(body.get("prompt"), "prompt")
-        suffix = as_str(body.get("suffix"))
-        return RequestView(model=model, prompt="\n".join(text for text in (prompt, suffix) if text))
+        prompt: list[str] = []
+        for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
+            if key == "prompt":
+                refuse_token_ids(value, "prompt")
+            SORTER.add(prompt, value, node)
+        return RequestView(model=model, prompt=joined(prompt))
 
     def response_view(self, body: Any) -> ResponseView:
-        return ResponseView(text=_choices_text(as_dict(body)))
+        texts: list[str] = []
+        SORTER.add(texts, body, REPLY_NOT_CONTENT.root)
+        return ResponseView(text="\n\n".join(text for text in texts if text))
 
     def stream_view(self, event: StreamEvent) -> StreamView:
         if event.data.startswith("[DONE]"):
-            return StreamView(finished=True)
+            return StreamView(finished=[ALL_CHANNELS])
         chunk = parse_json_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
@@ -37,8 +54,16 @@ class OpenAICompletionsDialect(OpenAIDialect):
             raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         if chunk.get("error"):
             return StreamView(error=as_str(as_dict(chunk["error"]).get("message")) or "upstream stream error")
-        return StreamView(text=_choices_text(chunk))
-
-
-def _choices_text(body: dict[str, Any]) -> str:
-    return "".join(as_str(as_dict(choice).get("text")) for choice in as_list(body.get("choices")))
+        view = StreamView()
+        for key, value in chunk.items():
+            if key == "choices" and isinstance(value, list):
+                for choice in value:
+                    choice = as_dict(choice)
+                    text = choice.get("text")
+                    if isinstance(text, str) and text:
+                        view.text.append((stream_key(choice.get("index", 0)), text))
+                    rest = {k: v for k, v in choice.items() if k != "text"}
+                    SORTER.add(view.content, {"choices": [rest]}, REPLY_NOT_CONTENT.root)
+            else:
+                SORTER.add(view.content, {key: value}, REPLY_NOT_CONTENT.root)
+        return view

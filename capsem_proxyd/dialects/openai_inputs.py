@@ -1,7 +1,9 @@
 """OpenAI endpoints whose only content is an ``input``: embeddings and moderations.
 
 Their replies are vectors or category scores, nothing a policy reads, so only
-the input is checked; neither endpoint streams.
+the request is checked (deny-by-default: every field but the declared
+settings); neither endpoint streams. Moderation inputs may be typed parts
+with images (data URLs decoded as media).
 """
 
 from __future__ import annotations
@@ -9,43 +11,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.dialects.base import text_of
+from capsem_proxyd.dialects.content import Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
-from capsem_proxyd.dialects.openai_chat import content_text
-from capsem_proxyd.dialects.openai_common import OpenAIDialect
+from capsem_proxyd.dialects.openai_chat import SORTER
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts
 from capsem_proxyd.errors import bad_request
-from capsem_proxyd.views import EMPTY_STREAM_VIEW, MediaPart, RequestView, ResponseView, StreamView
+from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
+
+REQUEST_NOT_CONTENT = Paths("model", "encoding_format", "dimensions", "input.*.type", "input.*.image_url.detail")
 
 
-def openai_text_input(value: Any, what: str, media: list[MediaPart] | None = None) -> str:
-    """Text of an ``input`` or ``prompt``: a string, a list of strings or of content parts.
-
-    Token-id arrays are refused: no policy can read them, and content must not
-    leave unchecked.
-    """
-    if isinstance(value, str):
-        return value
-    if not isinstance(value, list):
-        return text_of(value) if value is not None else ""
-    texts: list[str] = []
-    parts: list[Any] = []
-    for item in value:
-        if isinstance(item, str):
-            texts.append(item)
-        elif isinstance(item, dict):
-            parts.append(item)
-        elif isinstance(item, (int, list)):
-            raise bad_request(
-                f"{what} is given as token ids, which capsem-proxyd cannot check; send it as text instead."
-            )
-    if parts:
-        texts.append(content_text(parts, media))
-    return "\n".join(text for text in texts if text)
+def refuse_token_ids(value: Any, what: str) -> None:
+    """Token-id arrays are refused: no policy can read them, and content must not leave unchecked."""
+    if isinstance(value, list) and any(isinstance(item, (int, list)) for item in value):
+        raise bad_request(
+            f"{what} is given as token ids, which capsem-proxyd cannot check; send it as text instead."
+        )
 
 
 class OpenAIInputDialect(OpenAIDialect):
     """``input`` is text, a list of texts or (moderations) a list of text/image parts."""
-
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
@@ -55,7 +40,14 @@ class OpenAIInputDialect(OpenAIDialect):
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
-        view.prompt = openai_text_input(body.get("input"), "input", view.media)
+        prompt: list[str] = []
+        for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
+            if key == "input":
+                refuse_token_ids(value, "input")
+                add_parts(SORTER, prompt, value, node, view.media)
+            else:
+                SORTER.add(prompt, value, node)
+        view.prompt = joined(prompt)
         return view
 
     def response_view(self, body: Any) -> ResponseView:

@@ -1,8 +1,21 @@
 """OpenAI Responses API (``POST /v1/responses``), JSON and SSE.
 
-Streams are named events (``event: response.output_text.delta``); the proxy's
-own error event carries an ``error`` object too, so the openai SDK raises
-``APIError`` while iterating instead of handing the caller a silent event.
+Deny-by-default like every dialect (``content.py``). In a request,
+``instructions`` and system/developer messages are system instructions, the
+``*_output`` items (function, custom, computer, shell, patch tool outputs) are
+tool results, ``tools`` (function, custom, MCP, built-in) are tool
+definitions, and every other input item (the model's earlier calls, reasoning
+summaries, references, items of types added next month) is the prompt.
+
+A reply is read the way the SDK reads it: ``output_text`` joins every message's
+text, so the text is one channel; reasoning is its thoughts; function, custom
+and MCP calls are tool calls; every other output item (shell and patch calls,
+code-interpreter logs, file-search results...) is text the client receives.
+In a stream, deltas grow the text; every event that carries text whole (an
+``output_item.done``, a ``*.done`` event, ``response.completed`` with the
+whole output, an event type we do not know) is checked whole before it goes.
+The request's own fields that a reply echoes (``tools``, ``instructions``,
+``metadata``...) were checked as the request and are not checked again.
 """
 
 from __future__ import annotations
@@ -10,21 +23,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.dialects.base import (
-    as_dict,
-    as_list,
-    as_str,
-    parse_arguments,
-    parse_json_event,
-    stream_key,
-    text_of,
-)
+from capsem_proxyd.dialects import vocabulary
+from capsem_proxyd.dialects.base import as_dict, as_str, decode_base64, parse_arguments, parse_json_event, stream_key
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
-from capsem_proxyd.dialects.openai_chat import content_text
-from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_error_body
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_error_body
 from capsem_proxyd.errors import ProxyError, upstream_unavailable
 from capsem_proxyd.views import (
+    ALL_CHANNELS,
     EMPTY_STREAM_VIEW,
+    MediaPart,
     RequestView,
     ResponseView,
     StreamView,
@@ -34,8 +42,52 @@ from capsem_proxyd.views import (
     ToolResult,
 )
 
-_TEXT_DELTAS = {"response.output_text.delta", "response.refusal.delta"}
-_THOUGHT_DELTAS = {"response.reasoning_summary_text.delta", "response.reasoning_text.delta"}
+SORTER = Sorter(vocabulary.OPENAI_RESPONSES)
+_ITEM_IDS = ("type", "id", "call_id", "status", "role", "encrypted_content", "approval_request_id")
+REQUEST_NOT_CONTENT = Paths(
+    "model", "stream", "store", "background", "temperature", "top_p", "top_logprobs", "max_output_tokens",
+    "max_tool_calls", "parallel_tool_calls", "previous_response_id", "service_tier", "truncation", "include",
+    "reasoning.effort", "reasoning.summary", "reasoning.generate_summary", "prompt_cache_key",
+    "prompt_cache_retention", "stream_options", "text.format.type", "text.format.strict", "text.verbosity",
+    "tool_choice.type", "tool_choice.mode", "conversation", "prompt.id", "prompt.version",
+    *(f"input.*.{field}" for field in _ITEM_IDS),
+    "input.*.content.*.type", "input.*.content.*.detail", "input.*.content.*.file_id",
+    "input.*.content.*.annotations.*.type", "input.*.content.*.logprobs", "input.*.summary.*.type",
+    "input.*.output.*.type", "input.*.output.*.detail", "input.*.output.*.file_id",
+    "tools.*.type", "tools.*.strict", "tools.*.headers", "tools.*.authorization", "tools.*.container",
+    "tools.*.vector_store_ids", "tools.*.display_width", "tools.*.display_height", "tools.*.environment",
+    "tools.*.max_num_results", "tools.*.search_context_size", "tools.*.user_location.type", "tools.*.format.type",
+    "tools.*.format.syntax",
+)
+# A reply: the request fields it echoes, ids, status, usage, and what repeats the text (logprobs).
+_ECHOED = ("id", "object", "created_at", "completed_at", "model", "status", "incomplete_details", "usage",
+           "service_tier", "previous_response_id", "conversation", "prompt_cache_key", "prompt_cache_retention",
+           "safety_identifier", "user", "parallel_tool_calls", "temperature", "top_p", "top_logprobs",
+           "max_output_tokens", "max_tool_calls", "truncation", "store", "background", "reasoning", "text",
+           "tool_choice", "tools", "instructions", "metadata", "prompt", "error", "billing")
+_OUTPUT_IDS = (*(f"output.*.{field}" for field in _ITEM_IDS), "output.*.content.*.type",
+               "output.*.content.*.logprobs", "output.*.content.*.annotations.*.type",
+               "output.*.content.*.annotations.*.start_index", "output.*.content.*.annotations.*.end_index",
+               "output.*.content.*.annotations.*.index", "output.*.summary.*.type", "output.*.content.*.id")
+REPLY_NOT_CONTENT = Paths(*_ECHOED, *_OUTPUT_IDS)
+EVENT_NOT_CONTENT = Paths(
+    "type", "sequence_number", "item_id", "output_index", "content_index", "summary_index", "obfuscation",
+    "logprobs", "partial_image_index", "partial_image_b64", *(f"response.{field}" for field in _ECHOED),
+    *(f"response.{path}" for path in _OUTPUT_IDS), *(f"item.{field}" for field in _ITEM_IDS),
+    "item.content.*.type", "item.content.*.logprobs", "item.summary.*.type", "part.type", "part.logprobs",
+    "part.annotations.*.type", "annotation.type", "annotation_index",
+)
+_RESULT_ITEMS = frozenset({"function_call_output", "custom_tool_call_output", "computer_call_output",
+                           "local_shell_call_output", "shell_call_output", "apply_patch_call_output"})
+_CALL_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call"})
+_TEXT_DELTAS = frozenset({"response.output_text.delta", "response.refusal.delta"})
+_THOUGHT_DELTAS = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
+_ARGUMENT_DELTAS = frozenset({"response.function_call_arguments.delta", "response.custom_tool_call_input.delta",
+                              "response.mcp_call_arguments.delta"})
+_ARGUMENT_DONE = frozenset({"response.function_call_arguments.done", "response.custom_tool_call_input.done",
+                            "response.mcp_call_arguments.done"})
+_FINAL = frozenset({"response.completed", "response.incomplete"})
+TEXT = 0  # the one text channel: the SDK's output_text joins every message
 
 
 class OpenAIResponsesDialect(OpenAIDialect):
@@ -54,59 +106,37 @@ class OpenAIResponsesDialect(OpenAIDialect):
         return encode_sse(payload, event="error")
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
-        view = RequestView(model=model, system=as_str(body.get("instructions")))
+        view = RequestView(model=model)
         prompt: list[str] = []
+        system: list[str] = []
         call_names: dict[str, str] = {}
-        items = body.get("input")
-        if isinstance(items, str):
-            prompt.append(items)
-        for item in as_list(items):
-            item = as_dict(item)
-            kind = item.get("type", "message")
-            if kind == "message" or "role" in item and kind not in ("function_call", "function_call_output"):
-                text = content_text(item.get("content"), view.media)
-                if item.get("role") in ("system", "developer"):
-                    view.system = "\n".join(filter(None, (view.system, text)))
-                else:
-                    prompt.append(text)
-            elif kind == "function_call":
-                call_names[as_str(item.get("call_id"))] = as_str(item.get("name"))
-                prompt.append(as_str(item.get("name")) + " " + as_str(item.get("arguments")))
-            elif kind in ("function_call_output", "custom_tool_call_output", "computer_call_output"):
-                call_id = as_str(item.get("call_id"))
-                view.tool_results.append(
-                    ToolResult(name=call_names.get(call_id, "unknown"), content=item.get("output"), call_id=call_id)
-                )
+        for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
+            if key == "instructions":
+                SORTER.add(system, value, node)
+            elif key == "input" and isinstance(value, list):
+                for _, item, below in SORTER.items(value, node, prompt):
+                    _input_item(item, below, view, prompt, system, call_names)
+            elif key == "tools":
+                for _, tool, below in SORTER.items(value, node, prompt):
+                    view.tools.append(_definition(tool, below))
             else:
-                prompt.append(text_of({k: v for k, v in item.items() if k not in ("type", "id")}))
-        view.prompt = "\n".join(text for text in prompt if text)
-        for tool in as_list(body.get("tools")):
-            tool = as_dict(tool)
-            view.tools.append(
-                ToolDefinition(
-                    name=as_str(tool.get("name")) or as_str(tool.get("type")) or "unknown",
-                    description=as_str(tool.get("description")),
-                    parameters=as_dict(tool.get("parameters")),
-                )
-            )
+                SORTER.add(prompt, value, node)
+        view.prompt = joined(prompt)
+        view.system = joined(system)
         return view
 
     def response_view(self, body: Any) -> ResponseView:
         view = ResponseView()
         texts: list[str] = []
         thoughts: list[str] = []
-        for item in as_list(as_dict(body).get("output")):
-            item = as_dict(item)
-            kind = item.get("type")
-            if kind == "message":
-                texts.append(content_text(item.get("content")))
-            elif kind == "function_call":
-                view.tool_calls.append(_call(item))
-            elif kind == "reasoning":
-                thoughts.extend(as_str(as_dict(part).get("text")) for part in as_list(item.get("summary")))
-                thoughts.extend(as_str(as_dict(part).get("text")) for part in as_list(item.get("content")))
-        view.text = "".join(texts)
-        view.thoughts = "".join(thoughts)
+        for key, value, node in SORTER.fields(body, REPLY_NOT_CONTENT.root, texts):
+            if key == "output":
+                for _, item, below in SORTER.items(value, node, texts):
+                    _output_item(item, below, view, texts, thoughts)
+            else:
+                SORTER.add(texts, value, node)
+        view.text = "".join(texts)  # as the SDK's output_text joins every message's parts
+        view.thoughts = joined(thoughts)
         return view
 
     def stream_view(self, event: StreamEvent) -> StreamView:
@@ -115,48 +145,114 @@ class OpenAIResponsesDialect(OpenAIDialect):
             return EMPTY_STREAM_VIEW
         if not isinstance(payload, dict):
             raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
-        kind = as_str(payload.get("type")) or event.event
-        if kind in _TEXT_DELTAS:
-            return StreamView(text=as_str(payload.get("delta")))
-        if kind in _THOUGHT_DELTAS:
-            return StreamView(thoughts=as_str(payload.get("delta")))
-        if kind == "response.output_item.added":
-            item = as_dict(payload.get("item"))
-            if item.get("type") == "function_call":
-                return StreamView(tool_fragments=[_fragment(payload, item, as_str(item.get("arguments")))])
-        elif kind == "response.function_call_arguments.delta":
-            key = stream_key(payload.get("output_index"))
-            return StreamView(tool_fragments=[ToolFragment(key=key, arguments=as_str(payload.get("delta")))])
-        elif kind == "response.function_call_arguments.done":
-            key = stream_key(payload.get("output_index"))
-            whole = ToolFragment(key=key, name=as_str(payload.get("name")) or None, arguments=as_str(payload.get("arguments")), replace=True)
-            return StreamView(tool_fragments=[whole], tool_closes=[key])
-        elif kind == "response.output_item.done":
-            item = as_dict(payload.get("item"))
-            if item.get("type") == "function_call":
-                whole = _fragment(payload, item, as_str(item.get("arguments")))
-                whole.replace = True
-                return StreamView(tool_fragments=[whole], tool_closes=[whole.key])
-        elif kind in ("response.completed", "response.incomplete"):
-            return StreamView(finished=True)
-        elif kind in ("error", "response.failed"):
+        kind = as_str(payload.get("type")) or event.event or ""
+        if kind in ("error", "response.failed"):
             error = as_dict(as_dict(payload.get("response")).get("error")) or payload
             return StreamView(error=as_str(error.get("message")) or "upstream stream error")
-        return EMPTY_STREAM_VIEW
+        if kind in _TEXT_DELTAS or kind in _THOUGHT_DELTAS:
+            view = StreamView()
+            delta = payload.get("delta")
+            if isinstance(delta, str) and delta:
+                (view.text if kind in _TEXT_DELTAS else view.thoughts).append((TEXT, delta))
+            _rest(payload, ("delta",), view)
+            return view
+        key = (TEXT, stream_key(payload.get("output_index")))
+        if kind in _ARGUMENT_DELTAS:
+            view = StreamView(tool_fragments=[ToolFragment(key=key, arguments=as_str(payload.get("delta")))])
+            _rest(payload, ("delta",), view)
+            return view
+        if kind in _ARGUMENT_DONE:
+            whole = payload.get("arguments", payload.get("input"))
+            view = StreamView(tool_fragments=[ToolFragment(
+                key=key, name=as_str(payload.get("name")) or None, arguments=as_str(whole), replace=True,
+            )], tool_closes=[key])
+            _rest(payload, ("arguments", "input", "name"), view)
+            return view
+        if kind in ("response.output_item.added", "response.output_item.done"):
+            item = as_dict(payload.get("item"))
+            if as_str(item.get("type")) in _CALL_ITEMS:
+                view = StreamView(tool_fragments=[_fragment(key, item, replace=kind.endswith(".done"))])
+                if kind.endswith(".done"):
+                    view.tool_closes.append(key)
+                _rest(payload, ("item",), view)
+                return view
+        view = StreamView()
+        SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
+        if kind in _FINAL:
+            view.finished.append(ALL_CHANNELS)
+        return view
 
 
-def _call(item: dict[str, Any]) -> ToolCall:
-    return ToolCall(
-        name=as_str(item.get("name")),
-        arguments=parse_arguments(item.get("arguments")),
-        call_id=as_str(item.get("call_id")),
+def _input_item(item: Any, node: Node | None, view: RequestView, prompt: list[str], system: list[str],
+                call_names: dict[str, str]) -> None:
+    data = as_dict(item)
+    kind = as_str(data.get("type")) or ("message" if "role" in data else "")
+    if kind in _RESULT_ITEMS:
+        result: list[str] = []
+        for key, value, below in SORTER.fields(item, node, result):
+            add_parts(SORTER, result, value, below, view.media) if key == "output" else SORTER.add(result, value, below)
+        call_id = as_str(data.get("call_id"))
+        view.tool_results.append(ToolResult(name=call_names.get(call_id, "unknown"), content=joined(result),
+                                            call_id=call_id))
+        return
+    if kind in _CALL_ITEMS:
+        call_names[as_str(data.get("call_id"))] = as_str(data.get("name"))
+        if isinstance(data.get("arguments"), str):
+            item = {**data, "arguments": parse_arguments(data["arguments"])}  # read as the model reads it
+    sink = system if kind == "message" and as_str(data.get("role")) in ("system", "developer") else prompt
+    for key, value, below in SORTER.fields(item, node, sink):
+        add_parts(SORTER, sink, value, below, view.media) if key == "content" else SORTER.add(sink, value, below)
+
+
+def _definition(tool: Any, node: Node | None) -> ToolDefinition:
+    data = as_dict(tool)
+    return ToolDefinition(
+        name=as_str(data.get("name")) or as_str(data.get("server_label")) or as_str(data.get("type")) or "unknown",
+        description=as_str(data.get("description")) or as_str(data.get("server_description")),
+        parameters=as_dict(data.get("parameters")),
+        content=SORTER.text(tool, node),
     )
 
 
-def _fragment(payload: dict[str, Any], item: dict[str, Any], arguments: str) -> ToolFragment:
-    return ToolFragment(
-        key=stream_key(payload.get("output_index")),
-        name=as_str(item.get("name")) or None,
-        call_id=as_str(item.get("call_id")) or None,
-        arguments=arguments,
-    )
+def _output_item(item: Any, node: Node | None, view: ResponseView, texts: list[str], thoughts: list[str]) -> None:
+    data = as_dict(item)
+    kind = as_str(data.get("type"))
+    if kind in _CALL_ITEMS:
+        view.tool_calls.append(_call(data, node))
+    elif kind == "reasoning":
+        SORTER.add(thoughts, item, node)
+    elif kind == "image_generation_call" and isinstance(data.get("result"), str):
+        view.media.append(MediaPart(decode_base64(data["result"], "image_generation_call.result"), "image/png"))
+        SORTER.add(texts, {k: v for k, v in data.items() if k != "result"}, node)
+    else:
+        SORTER.add(texts, item, node)
+
+
+def _call(item: dict[str, Any], node: Node | None) -> ToolCall:
+    raw = item.get("arguments", item.get("input"))
+    arguments = parse_arguments(raw) if "arguments" in item else ({"input": raw} if isinstance(raw, str) else {})
+    extra = {k: v for k, v in item.items() if k not in ("arguments", "input", "name", *_ITEM_IDS)}
+    if extra:
+        arguments = {**arguments, "_other": SORTER.text(extra, None)}
+    return ToolCall(name=as_str(item.get("name")), arguments=arguments, call_id=as_str(item.get("call_id")))
+
+
+def _fragment(key: Any, item: dict[str, Any], *, replace: bool) -> ToolFragment:
+    whole = item.get("arguments", item.get("input"))
+    extra = {k: v for k, v in item.items() if k not in ("arguments", "input", "name", *_ITEM_IDS)}
+    text = as_str(whole) + (SORTER.text(extra, None) if extra and replace else "")
+    return ToolFragment(key=key, name=as_str(item.get("name")) or None, call_id=as_str(item.get("call_id")) or None,
+                        arguments=text, replace=replace)
+
+
+_EVENT_FIELDS = frozenset({"type", "sequence_number", "item_id", "output_index", "content_index", "summary_index",
+                           "obfuscation", "logprobs"})
+
+
+def _rest(payload: dict[str, Any], taken: tuple[str, ...], view: StreamView) -> None:
+    """Whatever else an event we read carries is checked whole (ids, indexes and the like are not content)."""
+    for key in payload:
+        if key not in taken and key not in _EVENT_FIELDS:
+            rest = {key: value for key, value in payload.items() if key not in taken}
+            SORTER.add(view.content, rest, EVENT_NOT_CONTENT.root)
+            return

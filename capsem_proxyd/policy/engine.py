@@ -42,7 +42,7 @@ from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.policy.deadlines import hook_can_suspend
 from capsem_proxyd.policy.loader import PolicySet
-from capsem_proxyd.views import RequestView, ResponseView, ToolCall, ToolDefinition
+from capsem_proxyd.views import MediaPart, RequestView, ResponseView, ToolCall, ToolDefinition
 
 log = logging.getLogger("capsem_proxyd.policy")
 shadow_log = logging.getLogger("capsem_proxyd.shadow")
@@ -115,7 +115,7 @@ class PolicyEngine:
         rid = exchange.request_id
         for result in view.tool_results:
             tool = capsem_tool(result.name)
-            response = result.content if isinstance(result.content, dict) else {"content": result.content}
+            response = {"content": result.content}
             outcome = stricter(outcome, await self._enforce(
                 exchange,
                 "on_tool_response",
@@ -135,13 +135,16 @@ class PolicyEngine:
         return outcome
 
     async def check_tool_definition(self, exchange: Exchange, definition: ToolDefinition) -> str:
+        """A definition is checked as a call whose arguments are all the definition's other content
+        (schema descriptions and property names, a grammar, an MCP server's description...)."""
         tool = capsem_tool(definition.name, definition.description, definition.parameters)
         rid, agent = exchange.request_id, exchange.agent
+        arguments = {"definition": definition.content} if definition.content else {}
         return await self._enforce(
             exchange,
             "on_tool_call",
             f"Tool definition '{definition.name}'",
-            lambda p: p.on_tool_call(rid, agent, tool, {}),
+            lambda p: p.on_tool_call(rid, agent, tool, arguments),
         )
 
     async def check_tool_call(self, exchange: Exchange, call: ToolCall) -> str:
@@ -154,15 +157,18 @@ class PolicyEngine:
             lambda p: p.on_tool_call(rid, agent, tool, call.arguments),
         )
 
-    async def check_model_response(self, exchange: Exchange, text: str, thoughts: str) -> str:
-        if not text and not thoughts:
+    async def check_model_response(
+        self, exchange: Exchange, text: str, thoughts: str, media: list[MediaPart] | None = None
+    ) -> str:
+        if not text and not thoughts and not media:
             return "ALLOW"
         rid, agent = exchange.request_id, exchange.agent
+        parts = [Media(content=part.data, mime_type=part.mime_type) for part in media or ()]
         return await self._enforce(
             exchange,
             "on_model_response",
             "Model response",
-            lambda p: p.on_model_response(rid, agent, text, thoughts, []),
+            lambda p: p.on_model_response(rid, agent, text, thoughts, parts),
         )
 
     async def check_response(self, exchange: Exchange, view: ResponseView) -> str:
@@ -170,7 +176,7 @@ class PolicyEngine:
         outcome = "ALLOW"
         for call in view.tool_calls:
             outcome = stricter(outcome, await self.check_tool_call(exchange, call))
-        return stricter(outcome, await self.check_model_response(exchange, view.text, view.thoughts))
+        return stricter(outcome, await self.check_model_response(exchange, view.text, view.thoughts, view.media))
 
     async def _enforce(self, exchange: Exchange, hook: str, what: str, invoke: Invoke) -> str:
         refusal, outcome = await self.evaluate(exchange, hook, invoke)

@@ -20,11 +20,12 @@ import orjson
 import trio
 
 from capsem_proxyd.dialects.base import Dialect
-from capsem_proxyd.errors import ProxyError, bad_request, missing_key, upstream_timeout, upstream_unavailable
+from capsem_proxyd.errors import ProxyError, missing_key, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange, tenant_id_for
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.policy.engine import PolicyEngine, stricter
 from capsem_proxyd.policy.tenants import TenantPolicies
+from capsem_proxyd.proxy.body import parse_request_body
 from capsem_proxyd.proxy.limits import Limits, check_reply_body, check_request_body, check_request_view
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
 from capsem_proxyd.proxy.upstream import Upstream, UpstreamResponse, request_headers, response_headers
@@ -108,7 +109,7 @@ class Pipeline:
         engine = self._engine_for(exchange, dialect, incoming)
         outcome = "ALLOW"
         try:
-            body = _parse_body(incoming.body)
+            body = parse_request_body(incoming.body, incoming.header_map.get("content-type"))
             check_request_body(body, self.limits)
             exchange.model = dialect.model(body, route.path_model)
             exchange.stream = dialect.wants_stream(body, incoming.query, route.path_stream)
@@ -159,16 +160,25 @@ class Pipeline:
         with self._deadline(exchange.stream):
             response = await self._send(exchange, route, incoming)
             headers = response_headers(response.headers)
-            if response.status_code == 200 and (exchange.stream or _is_event_stream(response.headers)):
-                # An event stream the request did not ask for in the dialect's terms (say
-                # "stream": 1) is still a stream: checked as one, never parsed as JSON.
-                exchange.stream = True
-                # Sent at stream start: they cover the request checks (the stream is checked as it goes).
-                headers.extend(decision_headers(engine, outcome))
-                pump = StreamPump(
-                    exchange, route.dialect, engine, response, incoming.query, self.stream_settings, self.open_streams
-                )
-                return ProxyReply(200, headers, stream=pump)
+            content_type = (response.headers.get("content-type") or "").lower()
+            if response.status_code == 200 and (exchange.stream or content_type.startswith("text/event-stream")):
+                # The reply's own content type picks the decoder. An event stream the request did not
+                # ask for in the dialect's terms (say "stream": 1) is still a stream, never parsed as
+                # JSON; a stream request answered with JSON is checked as the JSON reply it is.
+                decoder = route.dialect.stream_decoder(incoming.query, content_type)
+                if decoder is not None:
+                    exchange.stream = True
+                    # Sent at stream start: they cover the request checks (the stream is checked as it goes).
+                    headers.extend(decision_headers(engine, outcome))
+                    pump = StreamPump(exchange, route.dialect, engine, response, decoder, incoming.query,
+                                      self.stream_settings, self.open_streams)
+                    return ProxyReply(200, headers, stream=pump)
+                if not content_type.startswith("application/json"):
+                    await response.aclose()
+                    raise upstream_unavailable(
+                        f"The upstream answered a stream request with '{content_type or 'no content type'}', "
+                        "which capsem-proxyd cannot check."
+                    )
             content = await self.upstream.read_body(response, self.limits.max_response_size)
         if response.status_code >= 300:
             # Provider errors pass through untouched: the SDK shows the provider's own message.
@@ -201,22 +211,6 @@ def decision_headers(engine: PolicyEngine, verdict: str) -> list[tuple[str, str]
     and ``x-capsem-policies`` (the policies the request ran under)."""
     names = ", ".join(_HEADER_UNSAFE.sub("_", name) for name in engine.names)
     return [("x-capsem-decision", verdict.lower()), ("x-capsem-policies", names or "none")]
-
-
-def _is_event_stream(headers: httpx.Headers) -> bool:
-    return (headers.get("content-type") or "").lower().startswith("text/event-stream")
-
-
-def _parse_body(raw: bytes) -> dict:
-    if not raw:
-        raise bad_request("The request body is empty; expected a JSON object.")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise bad_request(f"The request body is not valid JSON: {error}.") from None
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object.")
-    return body
 
 
 def error_reply(dialect: Dialect, error: ProxyError) -> ProxyReply:

@@ -49,7 +49,7 @@ from capsem_proxyd.errors import ProxyError, response_too_large, shutting_down, 
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policy.engine import PolicyEngine
 from capsem_proxyd.proxy.upstream import UpstreamResponse
-from capsem_proxyd.views import ToolCall, ToolFragment
+from capsem_proxyd.views import ALL_CHANNELS, ToolCall, ToolFragment
 
 log = logging.getLogger("capsem_proxyd.stream")
 
@@ -71,9 +71,22 @@ class StreamSettings:
 
 @dataclass(slots=True)
 class _PendingEvent:
+    """An event waiting to be released: where its text ends in each channel, which calls it carries."""
+
     raw: bytes
-    text_end: int
+    text_ends: tuple[tuple[_Channel, int], ...] = ()
     tool_keys: tuple[Any, ...] = ()
+
+
+@dataclass(slots=True)
+class _Channel:
+    """One text a reader reads as a whole (a choice's text, or its thoughts): its own buffer and check state."""
+
+    choice: Any
+    thought: bool
+    parts: list[str] = field(default_factory=list)
+    length: int = 0
+    checked: int = 0
 
 
 @dataclass(slots=True)
@@ -81,6 +94,7 @@ class _OpenCall:
     name: str = ""
     call_id: str = ""
     arguments: list[str] = field(default_factory=list)
+    values: dict[str, list[str]] = field(default_factory=dict)  # streamed by JSON path (Gemini partialArgs)
     closed: bool = False
     checked: bool = False
 
@@ -132,6 +146,7 @@ class StreamPump:
         dialect: Dialect,
         engine: PolicyEngine,
         response: UpstreamResponse,
+        decoder: Any,
         query: Mapping[str, str],
         settings: StreamSettings,
         open_streams: OpenStreams | None = None,
@@ -143,16 +158,15 @@ class StreamPump:
         self.query = query
         self.settings = settings
         self.open_streams = open_streams
-        self.decoder = dialect.stream_decoder(query)
+        self.decoder = decoder  # chosen by the reply's content type (Dialect.stream_decoder)
         self.outcome = "incomplete"
         self._nursery_manager: Any = None
         self._nursery: trio.Nursery | None = None
         self._events: trio.MemoryReceiveChannel[_Batch] | None = None
         # checking state
-        self._text: list[str] = []
-        self._thoughts: list[str] = []
-        self._length = 0
-        self._checked_length = 0
+        self._channels: dict[tuple[Any, bool], _Channel] = {}
+        self._unchecked = 0  # characters of every channel not yet covered by a check
+        self._checked_total = 0
         self._last_check = time.monotonic()
         self._text_released = False
         self._pending: deque[_PendingEvent] = deque()
@@ -299,25 +313,35 @@ class StreamPump:
         view = self.dialect.stream_view(event)
         if view.error is not None:
             # The upstream reported an error in-stream: pass its event on as is.
-            self._pending.append(_PendingEvent(event.raw, self._length))
+            self._pending.append(_PendingEvent(event.raw))
             self.outcome = "upstream_error"
             return await self._release_all()
-        if view.text or view.thoughts:
-            if view.text:
-                self._text.append(view.text)
-            if view.thoughts:
-                self._thoughts.append(view.thoughts)
-            self._length += len(view.text) + len(view.thoughts)
+        if view.content:
+            # Text that continues nothing (a whole output item, an event we do not know): checked whole first.
+            await self.engine.check_model_response(self.exchange, "\n".join(view.content), "")
+        ends: list[tuple[_Channel, int]] = []
+        for choice, delta in view.text:
+            ends.append(self._grow(choice, False, delta))
+        for choice, delta in view.thoughts:
+            ends.append(self._grow(choice, True, delta))
         keys = self._add_fragments(view.tool_fragments)
-        self._pending.append(_PendingEvent(event.raw, self._length, keys))
+        self._pending.append(_PendingEvent(event.raw, tuple(ends), keys))
         for key in view.tool_closes:
             await self._close_call(key)
-        if view.finished:
-            for key in list(self._calls):
-                await self._close_call(key)
+        for channel in view.finished:
+            await self._close_channel(channel)
         if self._check_due():
             await self._check_text()
-        return self._release(self._checked_length - self.settings.holdback)
+        return self._release(self.settings.holdback)
+
+    def _grow(self, choice: Any, thought: bool, delta: str) -> tuple[_Channel, int]:
+        channel = self._channels.get((choice, thought))
+        if channel is None:
+            channel = self._channels[(choice, thought)] = _Channel(choice, thought)
+        channel.parts.append(delta)
+        channel.length += len(delta)
+        self._unchecked += len(delta)
+        return channel, channel.length
 
     def _add_fragments(self, fragments: list[ToolFragment]) -> tuple[Any, ...]:
         if not fragments:
@@ -329,55 +353,87 @@ class StreamPump:
             if fragment.replace:
                 call.arguments = [fragment.arguments]
                 call.checked = False
-            else:
+            elif fragment.arguments:
                 call.arguments.append(fragment.arguments)
+            for path, value in fragment.values:
+                call.values.setdefault(path, []).append(value)
             call.name = fragment.name or call.name
             call.call_id = fragment.call_id or call.call_id
             call.closed = False
         return tuple(fragment.key for fragment in fragments)
+
+    async def _close_channel(self, channel: Any) -> None:
+        """A choice finished: its calls are complete (every open call for ``ALL_CHANNELS``)."""
+        for key in list(self._calls):
+            if channel is ALL_CHANNELS or (isinstance(key, tuple) and key and key[0] == channel):
+                await self._close_call(key)
 
     async def _close_call(self, key: Any) -> None:
         call = self._calls.get(key)
         if call is None or call.checked:
             return
         call.closed = True
-        tool_call = ToolCall(name=call.name, arguments=parse_arguments("".join(call.arguments)), call_id=call.call_id)
-        await self.engine.check_tool_call(self.exchange, tool_call)
+        arguments = parse_arguments("".join(call.arguments))
+        if call.values:
+            arguments = {**arguments, **{path: "".join(parts) for path, parts in call.values.items()}}
+        await self.engine.check_tool_call(self.exchange, ToolCall(name=call.name, arguments=arguments, call_id=call.call_id))
         call.checked = True
 
     def _check_due(self) -> bool:
-        unchecked = self._length - self._checked_length
+        unchecked = self._unchecked
         if unchecked <= 0:
             return False
-        threshold = max(self.settings.check_chars, int(self._checked_length * self.settings.check_growth))
+        threshold = max(self.settings.check_chars, int(self._checked_total * self.settings.check_growth))
         if unchecked >= threshold:
             return True
         if not self._text_released and self._pending:
             # Early: the first text goes out as soon as a check can cover it plus the tail.
             head = self._pending[0]
-            if not head.tool_keys and 0 < head.text_end <= self._length - self.settings.holdback:
+            holdback = self.settings.holdback
+            if head.text_ends and not head.tool_keys and all(
+                end <= channel.length - holdback for channel, end in head.text_ends
+            ):
                 return True
         return time.monotonic() - self._last_check >= self.settings.check_interval
 
-    async def _check_text(self) -> None:
-        text = "".join(self._text)
-        thoughts = "".join(self._thoughts)
-        self._text = [text] if text else []
-        self._thoughts = [thoughts] if thoughts else []
-        await self.engine.check_model_response(self.exchange, text, thoughts)
-        self._checked_length = self._length
+    async def _check_text(self, every_choice: bool = False) -> None:
+        """One ``on_model_response`` per choice with unchecked text (``every_choice``: per choice), on all
+        its text and thoughts so far."""
+        choices = {
+            channel.choice for channel in self._channels.values() if every_choice or channel.length > channel.checked
+        }
+        for choice in choices:
+            text = self._whole(choice, False)
+            thoughts = self._whole(choice, True)
+            await self.engine.check_model_response(self.exchange, text, thoughts)
+            for thought in (False, True):
+                channel = self._channels.get((choice, thought))
+                if channel is not None:
+                    self._checked_total += channel.length - channel.checked
+                    channel.checked = channel.length
+        self._unchecked = 0
         self._last_check = time.monotonic()
 
-    def _release(self, boundary: int) -> bytes:
+    def _whole(self, choice: Any, thought: bool) -> str:
+        channel = self._channels.get((choice, thought))
+        if channel is None:
+            return ""
+        if len(channel.parts) > 1:
+            channel.parts = ["".join(channel.parts)]
+        return channel.parts[0] if channel.parts else ""
+
+    def _release(self, holdback: int) -> bytes:
+        """The pending events a check has covered, in order: each channel's text up to
+        ``holdback`` characters before what was checked; calls only once checked."""
         out: list[bytes] = []
         pending = self._pending
         while pending:
             head = pending[0]
-            if head.text_end > boundary and head.text_end > 0:
+            if any(end > channel.checked - holdback for channel, end in head.text_ends):
                 break
             if head.tool_keys and not all(self._calls[key].checked for key in head.tool_keys):
                 break
-            if head.text_end:
+            if head.text_ends:
                 self._text_released = True
             out.append(pending.popleft().raw)
         if out:
@@ -385,13 +441,13 @@ class StreamPump:
         return b"".join(out)
 
     async def _release_all(self) -> bytes:
-        if self._length > self._checked_length:
+        if self._unchecked:
             await self._check_text()
-        return self._release(self._length)
+        return self._release(0)
 
     async def _finish(self) -> bytes:
         for key in list(self._calls):
             await self._close_call(key)
-        if self._length:
-            await self._check_text()  # once more, on the complete text
-        return self._release(self._length)
+        if self._channels:
+            await self._check_text(every_choice=True)  # once more, on the complete text of every choice
+        return self._release(0)

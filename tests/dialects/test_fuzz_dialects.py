@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.dialects.gemini import GeminiDialect
 from capsem_proxyd.dialects.framing import FramingError, JSONArrayDecoder, SSEDecoder, StreamEvent
 from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.exchange import Exchange
@@ -168,7 +169,10 @@ def test_stream_event_parser_returns_a_view_or_a_proxy_error(name: str, data: st
         assert error.status >= 500
         return
     assert isinstance(view, StreamView)
-    assert isinstance(view.text, str) and isinstance(view.thoughts, str)
+    for channel, delta in [*view.text, *view.thoughts]:
+        assert _hashable(channel) and isinstance(delta, str)
+    assert all(isinstance(text, str) for text in view.content)
+    assert all(_hashable(channel) for channel in view.finished)
     assert view.error is None or isinstance(view.error, str)
     for fragment in view.tool_fragments:
         assert _hashable(fragment.key), fragment.key
@@ -183,7 +187,8 @@ def test_error_bodies_and_final_events_are_valid_json(name: str, error: ProxyErr
     body = dialect.error_body(error)
     assert orjson.loads(orjson.dumps(body)) == body
     final = dialect.stream_error(error, started, {"alt": "sse"} if sse else {})
-    decoder = dialect.stream_decoder({"alt": "sse"} if sse else {})
+    framing = "application/json" if isinstance(dialect, GeminiDialect) and not sse else "text/event-stream"
+    decoder = dialect.stream_decoder({"alt": "sse"} if sse else {}, framing)
     if isinstance(decoder, JSONArrayDecoder):
         if started:
             final = b"[{}" + final

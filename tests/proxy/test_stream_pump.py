@@ -11,6 +11,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from capsem_proxyd.dialects.framing import SSEDecoder
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
@@ -35,7 +36,7 @@ async def _pump(pieces: list[bytes], settings: StreamSettings | None = None) -> 
 
     response = httpx.Response(200, content=upstream())
     exchange = Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
-    pump = StreamPump(exchange, DIALECT, ENGINE, response, {}, settings or StreamSettings(idle_timeout=5))
+    pump = StreamPump(exchange, DIALECT, ENGINE, response, SSEDecoder(), {}, settings or StreamSettings(idle_timeout=5))
     writes: list[bytes] = []
     async with pump:
         async for data in pump:
@@ -114,7 +115,7 @@ async def test_ending_all_open_streams_cuts_each_with_a_shutdown_event_and_close
 
     async def stream(response: httpx.Response) -> None:
         exchange = Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
-        pump = StreamPump(exchange, DIALECT, ENGINE, response, {}, StreamSettings(idle_timeout=5), open_streams)
+        pump = StreamPump(exchange, DIALECT, ENGINE, response, SSEDecoder(), {}, StreamSettings(idle_timeout=5), open_streams)
         writes = []
         async with pump:
             async for data in pump:
@@ -139,7 +140,7 @@ async def test_a_stream_opened_after_the_shutdown_ends_at_once() -> None:
     open_streams = OpenStreams()
     open_streams.end_all()
     exchange = Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
-    pump = StreamPump(exchange, DIALECT, ENGINE, _endless_response(), {}, StreamSettings(idle_timeout=5), open_streams)
+    pump = StreamPump(exchange, DIALECT, ENGINE, _endless_response(), SSEDecoder(), {}, StreamSettings(idle_timeout=5), open_streams)
     with trio.fail_after(5):
         async with pump:
             written = b"".join([data async for data in pump])

@@ -1,0 +1,189 @@
+"""Deny-by-default content: every string and every unknown object key is content unless declared not.
+
+A provider API grows fields every month; a proxy that reads only the fields
+it knows forwards every new one unchecked. So a dialect does not list what is
+content. It declares what is *not* (``Paths``: ids, enums, model names,
+settings, opaque provider blobs, each by its JSON path) and the API's own
+field names (its vocabulary), and everything else found while sorting a body
+is collected as text for a hook:
+
+* a string value is content unless its path is declared non-content;
+* an object key is content unless it is a field name of the API, since a key
+  the API does not define can only be data (tool arguments, schema property
+  names, metadata) and a word of the API's vocabulary carries nothing but
+  itself;
+* inside free-form data (tool arguments, tool results, JSON schemas,
+  metadata) nothing is declared: every string and every key is content.
+
+A dialect sorts a body into the hooks' views with ``Sorter``: it walks the
+structure it knows and hands each subtree to a role (the prompt, the system
+instructions, a tool definition, a tool result); whatever it does not route
+falls to the role the direction implies (``Sorter.rest``), so structure
+refines where content goes and never decides whether it is checked. Nothing
+here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from capsem_proxyd.errors import bad_request
+
+# Words of JSON Schema, which tool definitions and structured outputs embed: they are
+# field names of every API that takes a schema.
+JSON_SCHEMA_WORDS = frozenset({
+    "$schema", "$id", "$ref", "$defs", "definitions", "type", "properties", "required", "items", "enum", "const",
+    "description", "title", "default", "examples", "format", "pattern", "minimum", "maximum", "exclusiveMinimum",
+    "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "additionalProperties",
+    "patternProperties", "anyOf", "allOf", "oneOf", "not", "nullable", "propertyOrdering", "multipleOf",
+    "minProperties", "maxProperties", "prefixItems", "contains", "strict",
+})
+
+
+class Paths:
+    """JSON paths declared non-content, as dotted patterns (``*``: any one key or index).
+
+    ``Paths("model", "messages.*.role", "tools.*.type")``: the value at each
+    path, and everything under it, is not content. Compiled once into a trie
+    walked alongside the body, so a lookup is one dict access per level.
+    """
+
+    __slots__ = ("root", "patterns")
+
+    def __init__(self, *patterns: str) -> None:
+        self.patterns = patterns
+        self.root = Node()
+        for pattern in patterns:
+            node = self.root
+            for segment in pattern.split("."):
+                node = node.children.setdefault(segment, Node())
+            node.terminal = True
+
+
+class Node:
+    """One level of a ``Paths`` trie: declared children by key, ``*`` for any."""
+
+    __slots__ = ("children", "terminal")
+
+    def __init__(self) -> None:
+        self.children: dict[str, Node] = {}
+        self.terminal = False
+
+    def child(self, key: str | int) -> Node | None:
+        """The node for ``key`` (None: nothing is declared below, all content)."""
+        children = self.children
+        if not children:
+            return None
+        node = children.get(key) if isinstance(key, str) else None
+        return node if node is not None else children.get("*")
+
+
+FREE: Node | None = None  # a free-form region: nothing declared, every string and key is content
+
+
+class Sorter:
+    """Collects one body's content, subtree by subtree, into the sinks a dialect routes it to."""
+
+    __slots__ = ("vocabulary",)
+
+    def __init__(self, vocabulary: frozenset[str]) -> None:
+        self.vocabulary = vocabulary
+
+    def add(self, sink: list[str], value: Any, node: Node | None) -> None:
+        """Every content string of ``value`` (at the path ``node`` describes) into ``sink``."""
+        if isinstance(value, str):
+            if node is None or not node.terminal:
+                sink.append(value)
+            return
+        if node is not None and node.terminal:
+            return
+        stack: list[tuple[Any, Node | None]] = [(value, node)]
+        while stack:
+            item, at = stack.pop()
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    below = at.child(key) if at is not None else None
+                    if below is not None and below.terminal:
+                        continue
+                    if at is None or key not in self.vocabulary:
+                        sink.append(key)
+                    if isinstance(child, str):
+                        sink.append(child)
+                    elif isinstance(child, (dict, list)):
+                        stack.append((child, below))
+            elif isinstance(item, list):
+                for index, child in enumerate(item):
+                    below = at.child(index) if at is not None else None
+                    if below is not None and below.terminal:
+                        continue
+                    if isinstance(child, str):
+                        sink.append(child)
+                    elif isinstance(child, (dict, list)):
+                        stack.append((child, below))
+
+    def text(self, value: Any, node: Node | None) -> str:
+        """The content of ``value`` as one text (a string value as it is)."""
+        if isinstance(value, str):
+            return "" if node is not None and node.terminal else value
+        parts: list[str] = []
+        self.add(parts, value, node)
+        return "\n".join(parts)
+
+    def fields(self, value: Any, node: Node | None, sink: list[str]) -> Iterator[tuple[str, Any, Node | None]]:
+        """The content-bearing entries of an object the dialect reads field by field.
+
+        Entries declared non-content are skipped; a key outside the vocabulary
+        is itself content and goes to ``sink``. A value that is not an object
+        is content as a whole and goes to ``sink`` too: nothing is dropped
+        because it had an unexpected shape.
+        """
+        if not isinstance(value, dict):
+            self.add(sink, value, node)
+            return
+        for key, child in value.items():
+            below = node.child(key) if node is not None else None
+            if below is not None and below.terminal:
+                continue
+            if node is None or key not in self.vocabulary:
+                sink.append(key)
+            yield key, child, below
+
+    def items(self, value: Any, node: Node | None, sink: list[str]) -> Iterator[tuple[int, Any, Node | None]]:
+        """The elements of an array the dialect reads element by element (a non-array: all to ``sink``)."""
+        if not isinstance(value, list):
+            self.add(sink, value, node)
+            return
+        for index, child in enumerate(value):
+            below = node.child(index) if node is not None else None
+            if below is not None and below.terminal:
+                continue
+            yield index, child, below
+
+
+def joined(parts: Iterable[str]) -> str:
+    return "\n".join(part for part in parts if part)
+
+
+def refuse_double_spellings(value: Any, camel: dict[str, str]) -> None:
+    """A 400 for an object, at any depth, with one field under two spellings the provider both reads.
+
+    ``camel`` maps each snake_case field name of the API to its camelCase
+    twin; the body is walked once. Gemini accepts ``system_instruction`` and
+    ``systemInstruction`` alike: given both, which one is read is the
+    provider's choice, and a check of the other would check something else.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                twin = camel.get(key)
+                if twin is not None and twin in item:
+                    raise bad_request(
+                        f"The request gives the field '{twin}' twice, also as '{key}': send one spelling.",
+                        "duplicate_field",
+                    )
+            stack.extend(child for child in item.values() if isinstance(child, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend(child for child in item if isinstance(child, (dict, list)))
