@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.base import Dialect
-from capsem_proxyd.dialects.gemini import GeminiDialect
 from capsem_proxyd.dialects.framing import FramingError, JSONArrayDecoder, SSEDecoder, StreamEvent
+from capsem_proxyd.dialects.gemini import GeminiDialect
 from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.http import routes
