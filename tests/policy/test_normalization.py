@@ -13,13 +13,18 @@ reader takes for Latin letters, the module has to agree.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
+from typing import Any
 
+import openai
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tests.support.fuzzing  # noqa: F401 - the suite's hypothesis profile (derandomized, no database)
 from capsem_proxyd.policies.normalize import fold, fold_with_offsets, visible
+from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.proxy import Proxy, in_thread
 
 TERMS = ["capsem_block", "project falcon", "wire transfer", "password", "launch-code", "rm -rf", "akia", "exfiltrate"]
 
@@ -221,3 +226,44 @@ def test_visible_removes_invisibles_and_applies_nfkc_but_keeps_case_and_lookalik
     assert visible("саpsem") == "саpsem"  # lookalikes are the literal terms' business
     text = "plain ASCII stays the same object"
     assert visible(text) is text
+
+
+# -- through the proxy ------------------------------------------------------------------------------------------
+
+EVASIONS = {
+    "fullwidth": "please ｃａｐｓｅｍ＿ｂｌｏｃｋ this",
+    "zero-width": "please capsem\u200b_block this",
+    "soft-hyphen": "please caps\u00adem_block this",
+    "combining-mark": "please c\u0301apsem_block this",
+    "cyrillic": "please саpsem_block this",
+    "greek": "please ϹΑΡSΕΜ_ΒLΟCΚ this",
+    "spread-thin": "please " + "".join(letter + "\u200b" * 100 for letter in "capsem_block"),
+}
+HARMLESS = "Bonjour, ça va ? Grüße aus der Straße. 日本語のテキストです。 Emoji: 🎉👍🏽 — “quotes” …"
+
+
+def chat(proxy: Proxy, text: str, **kwargs: Any) -> Any:
+    return proxy.openai().chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": text}], **kwargs
+    )
+
+
+async def refused(call: Callable[[], Any]) -> dict:
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        await in_thread(call)
+    assert caught.value.status_code == 403
+    return caught.value.body
+
+
+@pytest.mark.parametrize("text", list(EVASIONS.values()), ids=list(EVASIONS))
+async def test_debug_policy_refuses_each_evasion_before_upstream(proxy: Proxy, fake: FakeUpstream, text: str) -> None:
+    error = await refused(lambda: chat(proxy, text))
+    assert error["code"] == "capsem_blocked" and error["capsem"]["policy"] == "Debug"
+    assert error["capsem"]["details"] == "Detected 'capsem_block' in prompt"  # never the text it matched
+    assert fake.requests == []
+
+
+async def test_debug_policy_refuses_a_disguised_marker_in_the_reply(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(text="sure: ｃａｐｓｅｍ＿ｂｌｏｃｋ"))
+    error = await refused(lambda: chat(proxy, "go"))
+    assert error["capsem"]["hook"] == "on_model_response"
