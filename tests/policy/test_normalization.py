@@ -12,19 +12,23 @@ reader takes for Latin letters, the module has to agree.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tests.support.fuzzing  # noqa: F401 - the suite's hypothesis profile (derandomized, no database)
+from capsem_proxyd.config import Settings
 from capsem_proxyd.policies.normalize import fold, fold_with_offsets, visible
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import Proxy, in_thread
+from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
 
 TERMS = ["capsem_block", "project falcon", "wire transfer", "password", "launch-code", "rm -rf", "akia", "exfiltrate"]
 
@@ -267,3 +271,74 @@ async def test_debug_policy_refuses_a_disguised_marker_in_the_reply(proxy: Proxy
     fake.script(Reply(text="sure: ｃａｐｓｅｍ＿ｂｌｏｃｋ"))
     error = await refused(lambda: chat(proxy, "go"))
     assert error["capsem"]["hook"] == "on_model_response"
+
+
+RULES = """
+[on_model_call]
+block = ["project falcon", { name = "aws-key", regex = 'AKIA[0-9A-Z]{16}' }]
+[tools]
+deny = ["*shell*"]
+"""
+RULE_EVASIONS = {
+    "fullwidth": "status of ｐｒｏｊｅｃｔ ｆａｌｃｏｎ?",
+    "zero-width": "status of proj\u200bect fal\u200ccon?",
+    "soft-hyphen": "status of pro\u00adject fal\u00adcon?",
+    "combining-mark": "status of pröject fálcon?",
+    "cyrillic": "status of рrојесt fаlсоn?",
+    "greek": "status of ΡROJΕCΤ FΑLCΟΝ?",
+    "case-and-ideographic-space": "status of PROJECT\u3000FALCON?",
+}
+
+
+@pytest.fixture
+async def rules_proxy(start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path) -> Proxy:
+    (tmp_path / "rules.toml").write_text(RULES, encoding="utf-8")
+    return await start_proxy(proxy_settings, policy_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("text", list(RULE_EVASIONS.values()), ids=list(RULE_EVASIONS))
+async def test_rules_literal_is_not_evaded(rules_proxy: Proxy, fake: FakeUpstream, text: str) -> None:
+    error = await refused(lambda: chat(rules_proxy, text))
+    assert error["capsem"]["policy"] == "Rules" and "'project falcon' (block)" in error["capsem"]["details"]
+    assert fake.requests == []
+
+
+async def test_rules_regex_sees_through_invisibles_and_fullwidth(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    error = await refused(lambda: chat(rules_proxy, "key ＡＫＩＡ\u200bABCDEFGHIJKLMNOP"))
+    assert "'aws-key' (block)" in error["capsem"]["details"]
+    assert fake.requests == []
+
+
+async def test_rules_deny_glob_sees_a_lookalike_tool_name(rules_proxy: Proxy, fake: FakeUpstream) -> None:
+    tools = [{"type": "function", "function": {"name": "run_ѕhеll", "parameters": {"type": "object"}}}]
+    error = await refused(lambda: chat(rules_proxy, "list files", tools=tools))
+    assert error["capsem"]["hook"] == "on_tool_call" and "deny '*shell*'" in error["capsem"]["details"]
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("which", ["debug", "rules"])
+async def test_harmless_non_ascii_reaches_upstream_byte_for_byte(
+    which: str, proxy: Proxy, rules_proxy: Proxy, fake: FakeUpstream
+) -> None:
+    target = proxy if which == "debug" else rules_proxy
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": HARMLESS}]}, ensure_ascii=False
+    ).encode("utf-8")
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            target.url + "/v1/chat/completions",
+            content=body,
+            headers={"authorization": f"Bearer {OPENAI_KEY}", "content-type": "application/json"},
+        )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-capsem-decision"] == "allow"
+    (received,) = fake.requests
+    assert received.body == body
+
+
+async def test_harmless_non_ascii_through_the_sdk_and_back(proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(text=HARMLESS))
+    completion = await in_thread(lambda: chat(proxy, HARMLESS))
+    assert completion.choices[0].message.content == HARMLESS
+    (received,) = fake.requests
+    assert received.json["messages"][0]["content"] == HARMLESS
