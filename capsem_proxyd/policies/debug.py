@@ -6,6 +6,10 @@ that behaviour: ``capsem_block`` (any case) in a prompt, system instructions, a
 tool definition or call (name, description, arguments), a tool result, the
 model's text or its thoughts is blocked. It exists to prove the plumbing end to
 end, so every hook must react to it.
+
+The marker is looked for in the text as a reader sees it (``normalize.fold``):
+fullwidth letters, zero-width characters or soft hyphens inside it, combining
+marks on it and Cyrillic or Greek lookalikes of its letters do not hide it.
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ from capsem.models import (
 from capsem.policies import Policy
 from capsem.tools import Tool
 
+from capsem_proxyd.policies.normalize import fold
+
 MARKER = "capsem_block"
+_FOLDED_MARKER = fold(MARKER)  # the same string; folded all the same, so the matching rule holds as written
 
 
 def _contains_marker(text: str) -> bool:
-    return MARKER in text.lower()
+    return _FOLDED_MARKER in fold(text)
 
 
 def _as_text(value: Any) -> str:

@@ -27,6 +27,28 @@ decision details (a literal's default name is the term, a regex's its
 position, e.g. ``on_model_call.block[1]``); matched text is never echoed, so a
 decision never carries the data it refused. Regexes are compiled once, at load:
 a bad one is a startup error naming the file, the line and the rule.
+
+What each kind of rule sees (``normalize.py`` defines the functions); the
+text forwarded is always the original, this only decides what matches:
+
+* a literal term matches when ``fold(term) in fold(text)``: the text as a
+  reader sees it, so fullwidth letters, zero-width characters and soft
+  hyphens, combining marks (``é`` reads as ``e``) and Cyrillic/Greek (TR39)
+  lookalikes do not hide a term, and case is folded (``ß`` reads as ``ss``).
+  With ``case_sensitive = true`` the same folding without the case folding:
+  ``ＬＡＵＮＣＨ``, and ``LАUNCH`` with a Cyrillic ``А``, still read as ``LAUNCH``;
+  ``launch`` does not. The term is folded once, at load; a term with nothing visible in it is
+  a configuration error.
+* a regex runs on ``visible(text)``: invisible characters (format characters
+  such as zero-width spaces and soft hyphens, and the other default-ignorable
+  ones) removed, then NFKC (fullwidth ``ＡＫＩＡ`` is ``AKIA``, ``e`` + combining
+  acute is ``é``); neither lookalikes nor case are folded, since the regex's own
+  classes and flags decide those: ``AKIA[0-9A-Z]{16}`` means what it says, and
+  is case-insensitive unless ``case_sensitive = true``. For words, prefer a term.
+* a ``deny`` glob (tools, models) matches the folded name against the folded
+  glob, so ``*shell*`` also refuses a ``run_ѕhell`` spelled with a Cyrillic ѕ; an
+  ``allow`` glob must match the name as written (case aside, unless
+  ``case_sensitive``): a lookalike of an allowed name is a different name.
 """
 
 from __future__ import annotations
@@ -35,13 +57,17 @@ import fnmatch
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason, Verdict
 from capsem.policies import Policy
 from capsem.tools import Tool
+
+from capsem_proxyd.policies.normalize import fold, visible
 
 HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 ACTIONS = {"block": Verdict.BLOCK, "confirm": Verdict.CONFIRM, "log": Verdict.LOG}
@@ -52,13 +78,43 @@ _TOP_KEYS = {"case_sensitive", "max_prompt_chars", "tools", "models", *HOOKS, *_
 _RULE_KEYS = {"name", "term", "regex", "case_sensitive"}
 
 
+class _Views:
+    """The text as each kind of rule sees it, each computed once and only if a rule asks."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @cached_property
+    def folded(self) -> str:
+        return fold(self.text)
+
+    @cached_property
+    def folded_cased(self) -> str:
+        return fold(self.text, keep_case=True)
+
+    @cached_property
+    def visible(self) -> str:
+        return visible(self.text)
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One compiled rule: what it is called, what it does, what it looks for."""
+    """One compiled rule: what it is called, what it does, what it looks for.
+
+    Exactly one of ``term`` (already folded, see the module docstring) and ``pattern``.
+    """
 
     name: str
     verdict: Verdict
-    pattern: re.Pattern[str]
+    term: str | None = None
+    case_sensitive: bool = False
+    pattern: re.Pattern[str] | None = None
+
+    def matches(self, views: _Views) -> bool:
+        if self.pattern is not None:
+            return self.pattern.search(views.visible) is not None
+        assert self.term is not None
+        return self.term in (views.folded_cased if self.case_sensitive else views.folded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +125,29 @@ class GlobList:
     deny: tuple[str, ...] = ()
     case_sensitive: bool = False
 
-    def _matches(self, name: str, globs: tuple[str, ...]) -> str | None:
-        subject = name if self.case_sensitive else name.lower()
+    def _as_written(self, name: str) -> str:
+        return name if self.case_sensitive else name.lower()
+
+    def _as_read(self, name: str) -> str:
+        return fold(name, keep_case=self.case_sensitive)
+
+    def _matches(self, name: str, globs: tuple[str, ...], form: Callable[[str], str]) -> str | None:
+        subject = form(name)
         for glob in globs:
-            if fnmatch.fnmatchcase(subject, glob if self.case_sensitive else glob.lower()):
+            if fnmatch.fnmatchcase(subject, form(glob)):
                 return glob
         return None
 
     def refusal(self, name: str) -> tuple[str, str] | None:
-        """(the list that refuses ``name``, why), or None when it may pass."""
-        denied = self._matches(name, self.deny)
+        """(the list that refuses ``name``, why), or None when it may pass.
+
+        Deny looks at the name as a reader sees it, allow at the name as written:
+        both ways, a lookalike is refused.
+        """
+        denied = self._matches(name, self.deny, self._as_read)
         if denied is not None:
             return "deny", f"deny '{denied}'"
-        if self.allow and self._matches(name, self.allow) is None:
+        if self.allow and self._matches(name, self.allow, self._as_written) is None:
             return "allow", "not in allow list"
         return None
 
@@ -163,7 +229,8 @@ class RulesPolicy(Policy):
         rules = self.rules[hook]
         if not rules or not text.strip():
             return DEFAULT_SAFE_DECISION
-        matched = [rule for rule in rules if rule.pattern.search(text)]
+        views = _Views(text)
+        matched = [rule for rule in rules if rule.matches(views)]
         if not matched:
             return DEFAULT_SAFE_DECISION
         verdict = max((rule.verdict for rule in matched), key=_SEVERITY.__getitem__)
@@ -268,15 +335,20 @@ def _compile_rule(
     if not source:
         raise ValueError(f"rule {position}: empty {'term' if regex is None else 'regex'}")
     name = str(entry.get("name") or (term if regex is None else position))
-    flags = 0 if _bool(entry, "case_sensitive", case_sensitive, f"rule '{name}' case_sensitive") else re.IGNORECASE
+    sensitive = _bool(entry, "case_sensitive", case_sensitive, f"rule '{name}' case_sensitive")
+    if regex is None:
+        folded = fold(source, keep_case=sensitive)
+        if not folded.strip():
+            raise ValueError(f"rule '{name}' ({position}): the term has no visible characters")
+        return Rule(name=name, verdict=verdict, term=folded, case_sensitive=sensitive)
     try:
-        pattern = re.compile(re.escape(source) if regex is None else source, flags)
+        pattern = re.compile(source, 0 if sensitive else re.IGNORECASE)
     except re.error as error:
         needles = [f'"{entry["name"]}"' if entry.get("name") else "", f"'{source}'", json.dumps(source)]
         line = locator.line_of(hook, needles)
         at = f"line {line}: " if line else ""
         raise ValueError(f"{at}rule '{name}' ({position}): invalid regular expression: {error}") from None
-    return Rule(name=name, verdict=verdict, pattern=pattern)
+    return Rule(name=name, verdict=verdict, case_sensitive=sensitive, pattern=pattern)
 
 
 def _glob_list(section: str, table: Any, case_sensitive: bool) -> GlobList:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
+from capsem.models import Verdict
 from google.genai import errors as genai_errors
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.policies.rules import GlobList, RulesPolicy
 from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.support.proxy import Proxy, in_thread
@@ -182,3 +185,93 @@ def test_bad_regex_error_names_line_and_rule(tmp_path: Path) -> None:
     with pytest.raises(PolicyConfigError) as caught:
         load_policy_set(tmp_path)
     assert "rules.toml: line 4: rule 'stars' (on_tool_response.log[0]): invalid regular expression" in str(caught.value)
+
+
+# -- what each kind of rule sees (policy/normalize.py; the literal-evasion tests through the proxy are in
+# test_normalization.py) ---------------------------------------------------------------------------------------
+
+
+def rules_policy(text: str) -> RulesPolicy:
+    policy = RulesPolicy.from_config(tomllib.loads(text))
+    assert policy is not None
+    return policy
+
+
+async def prompt_verdict(policy: RulesPolicy, prompt: str) -> Verdict:
+    decision = await policy.on_model_call("invocation", None, "gpt-4o-mini", "", prompt, [])
+    return decision.verdict
+
+
+@pytest.mark.parametrize(
+    ("prompt", "verdict"),
+    [
+        ("ｐｒｏｊｅｃｔ\u200b ＦＡＬＣＯＮ", Verdict.BLOCK),
+        ("рrојесt fаlсоn", Verdict.BLOCK),  # Cyrillic
+        ("the Hauptstraße office", Verdict.CONFIRM),  # ß reads as ss, both ways
+        ("project falconry is a hobby", Verdict.BLOCK),  # literals are substrings, as before
+        ("projects and falcons", Verdict.ALLOW),
+    ],
+)
+async def test_literal_terms_match_the_text_as_read(prompt: str, verdict: Verdict) -> None:
+    policy = rules_policy('[on_model_call]\nblock = ["Project Falcon"]\nconfirm = ["hauptstrasse"]\n')
+    assert await prompt_verdict(policy, prompt) == verdict
+
+
+@pytest.mark.parametrize(
+    ("prompt", "verdict"),
+    [
+        ("LAUNCH-CODE", Verdict.BLOCK),
+        ("ＬＡＵＮＣＨ-ＣＯＤＥ", Verdict.BLOCK),
+        ("LАUNCH-\u200bСODE", Verdict.BLOCK),  # Cyrillic capitals А and С, a zero-width space
+        ("launch-code", Verdict.ALLOW),
+        ("ｌａｕｎｃｈ-ｃｏｄｅ", Verdict.ALLOW),
+    ],
+)
+async def test_case_sensitive_terms_fold_everything_but_case(prompt: str, verdict: Verdict) -> None:
+    policy = rules_policy('[on_model_call]\nblock = [{ term = "LAUNCH-CODE", case_sensitive = true }]\n')
+    assert await prompt_verdict(policy, prompt) == verdict
+
+
+@pytest.mark.parametrize(
+    ("prompt", "verdict"),
+    [
+        ("key AKIAABCDEFGHIJKLMNOP", Verdict.BLOCK),
+        ("key ＡＫＩＡ\u00adABCDEFGHIJKLMNOP", Verdict.BLOCK),  # NFKC, invisibles removed
+        ("key akiaabcdefghijklmnop", Verdict.BLOCK),  # the regex's own IGNORECASE
+        ("key AKIA\u0410BCDEFGHIJKLMNOP", Verdict.ALLOW),  # a Cyrillic А is not in [0-9A-Z]: lookalikes are for terms
+    ],
+)
+async def test_regexes_see_visible_nfkc_text(prompt: str, verdict: Verdict) -> None:
+    policy = rules_policy("[on_model_call]\nblock = [{ name = 'aws-key', regex = 'AKIA[0-9A-Z]{16}' }]\n")
+    assert await prompt_verdict(policy, prompt) == verdict
+
+
+async def test_case_sensitive_regex_keeps_case() -> None:
+    policy = rules_policy("[on_model_call]\nblock = [{ regex = 'AKIA[0-9A-Z]{16}', case_sensitive = true }]\n")
+    assert await prompt_verdict(policy, "ＡＫＩＡABCDEFGHIJKLMNOP") == Verdict.BLOCK
+    assert await prompt_verdict(policy, "akiaabcdefghijklmnop") == Verdict.ALLOW
+
+
+def test_a_term_with_nothing_visible_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "rules.toml").write_text('[on_model_call]\nblock = ["\\u200b\\u00ad"]\n')
+    with pytest.raises(PolicyConfigError) as caught:
+        load_policy_set(tmp_path)
+    assert "the term has no visible characters" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "refusal"),
+    [
+        ("search", None),
+        ("SEARCH", None),
+        ("ѕearch", "allow"),  # a Cyrillic ѕ: looks allowed, is another tool
+        ("run_shell", "deny"),
+        ("run_ѕhеll", "deny"),  # Cyrillic ѕ and е
+        ("run_sh\u200bell", "deny"),
+        ("ＲＵＮ＿ＳＨＥＬＬ", "deny"),
+    ],
+)
+def test_deny_globs_see_names_as_read_and_allow_globs_as_written(name: str, refusal: str | None) -> None:
+    tools = GlobList(allow=("search", "run_*"), deny=("*shell*",))
+    result = tools.refusal(name)
+    assert (result[0] if result else None) == refusal

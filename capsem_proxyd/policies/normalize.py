@@ -1,0 +1,359 @@
+"""Text as a reader sees it: the one normalization our own matchers compare.
+
+A reader (the model, a human) reads ``ｃａｐｓｅｍ＿ｂｌｏｃｋ``, ``caps\\u00adem_block``,
+``c\\u0301apsem_block`` and ``саpsem_block`` (Cyrillic с and а) as ``capsem_block``;
+a plain ``in`` does not. :func:`fold` maps all of them to the same string, and
+the matching rule is ``fold(term) in fold(text)``: term and text go through the
+same function, so whatever it does, it does to both.
+
+What :func:`fold` does, per character (it is a per-character map, so
+``fold(a + b) == fold(a) + fold(b)`` and ``fold(fold(t)) == fold(t)``):
+
+1. compatibility decomposition (NFKD): fullwidth and mathematical letters,
+   ligatures, superscripts, roman numerals, NBSP... become their plain forms,
+   accented letters their base letter plus combining marks (where the
+   decomposition holds no ASCII but TR39 reads the character as ASCII, the
+   TR39 reading is taken instead: Greek lunate sigma ``ϲ`` decomposes to ``ς``
+   but reads as ``c``);
+2. invisible characters removed: format characters (category Cf: zero-width
+   space and joiners, soft hyphen, BOM, bidi controls, tag characters) and the
+   rest of Unicode's Default_Ignorable_Code_Point set (variation selectors,
+   Hangul fillers, ...), and combining marks (Mn, Me), so ``é`` reads as ``e``.
+   Marks go in every script: a kana's voicing mark too (``で`` folds like
+   ``て``), and Hangul syllables compare as their jamo. That is consistent, as
+   terms fold alike, but a term written in such a script matches a little more
+   than a reader would;
+3. confusables: a non-ASCII character that Unicode TR39 (confusables.txt)
+   lists as a lookalike of ASCII text becomes that text, e.g. Cyrillic ``а``
+   → ``a``, Greek ``Ρ`` → ``P``, Cherokee ``Ꭺ`` → ``A``, Arabic-Indic ``١`` → ``1``;
+   a lookalike of a Latin small capital (Cyrillic ``в``, ``н``, ``т``, ``к``, ``м``,
+   Greek ``τ``, ``κ``) becomes that letter;
+4. case folding (``str.casefold``, then ``lower`` so the result is stable):
+   ``ß`` → ``ss``, ``Ж`` → ``ж``.
+
+These repeat until the character no longer changes (casefolding can produce
+something step 1 or 3 changes again). ASCII characters are only lowercased:
+TR39 itself maps ``I``/``1`` → ``l``, ``0`` → ``O`` and ``m`` → ``rn``, which
+would make every ASCII word something else. So for ASCII text
+``fold(text) == text.lower()``, character for character.
+
+Readings of TR39's ASCII classes. TR39 gives one prototype to characters that
+look alike *including ASCII ones* (``I``, ``l``, ``1`` and ``|`` all have ``l``);
+since we keep ASCII as it is, a non-ASCII lookalike needs one ASCII reading,
+chosen by its Unicode category, so that it reads like the ASCII character it
+imitates: a capital (Cyrillic ``І``, Greek ``Ι``) → ``I``, a digit (``١``) → ``1``,
+a symbol (``∣``) → ``|``, other letters (Hebrew ``ו``) → ``l``; digits among the
+``O``/``o`` lookalikes → ``0``; the ``rn`` class (lookalikes of ``m``) → ``m``;
+``''`` (curly double quotes) → ``"``. Multi-letter prototypes (``æ`` → ``ae``) stay as
+TR39 has them.
+
+``keep_case=True`` is the same folding without step 4 (for case-sensitive
+rules): fullwidth ``ＬＡＵＮＣＨ`` and Cyrillic capitals still read as ASCII
+capitals, but ``launch`` does not read as ``LAUNCH``. A Latin small capital
+reads as its lowercase letter either way.
+
+Why this data. The confusables come from ``confusable-homoglyphs`` (MIT, pure
+Python, 145 kB wheel, maintained fork, last release 3.3.1 in 2024, widely
+used): it ships TR39's confusables.txt as JSON. It has no character → skeleton
+function (its JSON lists each pair in both directions), so the table is built
+here at import, from its data file: a TR39 source character maps to exactly
+one prototype and is itself nobody's prototype, so its list has exactly one
+entry; only mappings whose prototype is ASCII (1,789 characters; they equal
+the ASCII mappings of the raw confusables.txt) and the small-capital classes
+(61 more) are used. The others were weighed: ``confusables`` (raw file, but unmaintained since
+2021), ``disarm`` (whole-string API, 4.6 MB native module, beta), ``decancer-py``
+(whole-string, transliterates whole scripts, applies the bidi algorithm),
+PyICU's spoof checker (authoritative skeletons, but ICU is a large native
+dependency and its skeletons rewrite ASCII too).
+
+Cost. For pure ASCII text (``str.isascii`` is O(1) in CPython) fold is exactly
+``str.lower``. Otherwise the text is split into ASCII runs (lowered in bulk)
+and non-ASCII runs, whose characters go through a per-character table filled
+on first sight (short runs are cached whole; both caches are bounded, so a
+text with every code point in it costs time, not memory). Measured with
+``uv run python bench/fold.py`` (best of 20 runs, CPython 3.11, the 2-core dev
+VM with other suites running, load average 2):
+
+==============================  =========  ======  ===================  ========
+200,000 characters              str.lower  fold    fold_with_offsets    visible
+==============================  =========  ======  ===================  ========
+ASCII                           0.05 ms    0.05    0.05 (None)          0.0001
+5% non-ASCII, scattered         0.4 ms     3.3     7.8                  3.3
+Japanese                        0.45 ms    8.5     11                   1.9
+==============================  =========  ======  ===================  ========
+
+The mixed case is dominated by splitting into ~20,000 pieces (2 ms): its cost
+grows with the number of non-ASCII runs, not with their length.
+``fold_with_offsets`` spends about 3 ms of its 7.8 allocating the 200,000 ints.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
+from functools import partial
+from importlib.resources import files
+from itertools import accumulate, repeat
+from operator import itemgetter
+from typing import TypeVar
+
+__all__ = ["fold", "fold_with_offsets", "visible"]
+
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): rendered as nothing.
+# Most are also Cf or Mn; the list keeps the others (Hangul fillers are Lo, some are unassigned).
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+    (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+    (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)
+# Planes holding every Cf character (checked against a full scan in the tests).
+_CF_PLANES = (range(0x0000, 0x20000), range(0xE0000, 0xE1000))
+_MARKS = frozenset({"Mn", "Me"})
+_MAX_ROUNDS = 8  # a character is stable after 2 or 3; the bound only guards against a cycle
+_CACHE_LIMIT = 1 << 16  # entries per table: a text using every code point costs time, not memory
+_RUN_CACHE_LENGTH = 16  # non-ASCII runs up to this long are cached whole (é, ’, —, emoji...)
+_NON_ASCII_RUNS = re.compile("([^\x00-\x7f]+)")
+_Value = TypeVar("_Value")
+
+
+def _invisible_pattern() -> re.Pattern[str]:
+    """One character class of every invisible character: Cf and Default_Ignorable_Code_Point."""
+    codes = {code for plane in _CF_PLANES for code in plane if unicodedata.category(chr(code)) == "Cf"}
+    codes.update(code for low, high in _DEFAULT_IGNORABLE for code in range(low, high + 1))
+    ranges: list[str] = []
+    for code in sorted(codes):
+        if ranges and ranges[-1][-1] == chr(code - 1):
+            ranges[-1] = ranges[-1][0] + chr(code)
+        else:
+            ranges.append(chr(code))
+    return re.compile("[" + "".join(re.escape(r[0]) + ("-" + re.escape(r[-1]) if len(r) > 1 else "") for r in ranges) + "]")
+
+
+_INVISIBLE = _invisible_pattern()
+
+
+def _clean(entry: str) -> str:
+    # The JSON shows right-to-left characters between U+200E marks, as confusables.txt's comments do.
+    return entry.replace("\u200e", "").replace("\u200f", "")
+
+
+def _ascii_reading(char: str, prototype: str) -> str:
+    """The ASCII a reader takes ``char`` for, given its TR39 ASCII prototype (see the module docstring)."""
+    kind = unicodedata.category(char)
+    if prototype == "l":
+        if kind in ("Lu", "Lt"):
+            return "I"
+        return "1" if kind[0] == "N" else "|" if kind[0] in "SP" else "l"
+    if prototype in ("O", "o") and kind[0] == "N":
+        return "0"
+    return {"rn": "m", "''": '"'}.get(prototype, prototype)
+
+
+def _small_capital_letter(char: str) -> str | None:
+    name = unicodedata.name(char, "") if len(char) == 1 else ""
+    prefix = "LATIN LETTER SMALL CAPITAL "
+    letter = name[len(prefix):] if name.startswith(prefix) else ""
+    return letter.lower() if len(letter) == 1 and "A" <= letter <= "Z" else None
+
+
+def _confusable_readings() -> dict[str, str]:
+    """Non-ASCII character → the ASCII a reader takes it for, from TR39 (see the module docstring)."""
+    raw = json.loads((files("confusable_homoglyphs") / "confusables.json").read_text(encoding="utf-8"))
+    pairs: dict[str, list[str]] = {}
+    for key, entries in raw.items():
+        pairs.setdefault(_clean(key), []).extend(_clean(entry["c"]) for entry in entries)
+    prototype_of: dict[str, str] = {}
+    for char, others in pairs.items():
+        if len(char) != 1 or char.isascii() or len(others) != 1 or others[0] == char:
+            continue
+        other = others[0]
+        # A single entry both ways is a pair whose direction the JSON lost: used only when the
+        # other side is ASCII (TR39 never maps an ASCII character to a lone non-ASCII one).
+        if other.isascii() or pairs.get(other) != [char]:
+            prototype_of[char] = other
+    readings = {char: _ascii_reading(char, proto) for char, proto in prototype_of.items() if proto.isascii()}
+    # Latin small capitals read as their letter, and so does a TR39 class holding one (Cyrillic в, ʙ,
+    # Cherokee ᏼ). Each pair links a source to its prototype, so the linked groups are the classes;
+    # the direction does not matter here.
+    group: dict[str, str] = {}
+
+    def root(node: str) -> str:
+        group.setdefault(node, node)
+        while group[node] != node:
+            group[node] = group[group[node]]  # path halving
+            node = group[node]
+        return node
+
+    for key, others in pairs.items():
+        for other in others:
+            group[root(key)] = root(other)
+    classes: dict[str, set[str]] = {}
+    for node in list(group):
+        classes.setdefault(root(node), set()).add(node)
+    for members in classes.values():
+        letters = {letter for member in members if (letter := _small_capital_letter(member))}
+        if len(letters) == 1 and not any(member.isascii() for member in members):
+            letter = letters.pop()
+            readings.update((m, letter) for m in members if len(m) == 1 and m not in readings)
+    for low, high in ((0x1D00, 0x1D2B), (0x0250, 0x02AF), (0xA730, 0xA7FF)):
+        for code in range(low, high + 1):
+            letter = _small_capital_letter(chr(code))
+            if letter:
+                readings.setdefault(chr(code), letter)
+    return readings
+
+
+_READINGS = _confusable_readings()
+
+
+def _fold_round(text: str, keep_case: bool) -> str:
+    out: list[str] = []
+    for whole in text:
+        decomposed = unicodedata.normalize("NFKD", whole)
+        if decomposed != whole and whole in _READINGS and not any(char.isascii() for char in decomposed):
+            decomposed = _READINGS[whole]  # Greek lunate sigma ϲ decomposes to ς, but reads as c
+        for char in decomposed:
+            if char.isascii():
+                out.append(char if keep_case else char.lower())
+            elif unicodedata.category(char) in _MARKS or _INVISIBLE.match(char):
+                continue
+            elif (reading := _READINGS.get(char)) is not None:
+                out.append(reading if keep_case else reading.lower())
+            else:
+                out.append(char if keep_case else char.casefold().lower())
+    return "".join(out)
+
+
+def _fold_char(char: str, keep_case: bool) -> str:
+    """One non-ASCII character, folded until it no longer changes."""
+    text = char
+    for _ in range(_MAX_ROUNDS):
+        folded = _fold_round(text, keep_case)
+        if folded == text:
+            break
+        text = folded
+    return text
+
+
+class _Table(dict[str, _Value]):
+    """A dict that computes a missing entry and keeps it while there is room."""
+
+    def __init__(self, compute: Callable[[str], _Value], cache_if: Callable[[str], bool] = lambda key: True) -> None:
+        super().__init__()
+        self._compute = compute
+        self._cache_if = cache_if
+
+    def __missing__(self, key: str) -> _Value:
+        value = self._compute(key)
+        if len(self) < _CACHE_LIMIT and self._cache_if(key):
+            self[key] = value
+        return value
+
+
+def _short(run: str) -> bool:
+    return len(run) <= _RUN_CACHE_LENGTH
+
+
+# A folded non-ASCII run, and where it does not fold one character to one:
+# (index in the run, number of characters that one folds to), empty when it does everywhere.
+_Run = tuple[str, tuple[tuple[int, int], ...]]
+
+
+class _Folder:
+    """fold for one case mode: ASCII runs in bulk, non-ASCII runs through the cached tables."""
+
+    def __init__(self, keep_case: bool) -> None:
+        self.keep_case = keep_case
+        self.chars: _Table[str] = _Table(partial(_fold_char, keep_case=keep_case))
+        self.runs: _Table[str] = _Table(self._fold_run, cache_if=_short)
+        self.shaped_runs: _Table[_Run] = _Table(self._fold_shaped_run, cache_if=_short)
+
+    def _fold_run(self, run: str) -> str:
+        return "".join(map(self.chars.__getitem__, run))
+
+    def _fold_shaped_run(self, run: str) -> _Run:
+        pieces = list(map(self.chars.__getitem__, run))
+        lengths = list(map(len, pieces))
+        if lengths.count(1) == len(lengths):
+            return "".join(pieces), ()
+        return "".join(pieces), tuple((index, length) for index, length in enumerate(lengths) if length != 1)
+
+    def _ascii(self, parts: list[str]) -> Iterable[str]:
+        return parts if self.keep_case else map(str.lower, parts)
+
+    def fold(self, text: str) -> str:
+        if text.isascii():
+            return text if self.keep_case else text.lower()
+        parts = _NON_ASCII_RUNS.split(text)  # ASCII, non-ASCII, ASCII, ..., ASCII
+        parts[0::2] = self._ascii(parts[0::2])
+        parts[1::2] = map(self.runs.__getitem__, parts[1::2])
+        return "".join(parts)
+
+    def fold_with_offsets(self, text: str) -> tuple[str, list[int] | None]:
+        if text.isascii():
+            return (text if self.keep_case else text.lower()), None
+        parts = _NON_ASCII_RUNS.split(text)
+        ends = list(accumulate(map(len, parts)))
+        runs = list(map(self.shaped_runs.__getitem__, parts[1::2]))
+        parts[0::2] = self._ascii(parts[0::2])
+        parts[1::2] = map(itemgetter(0), runs)
+        folded = "".join(parts)
+        offsets: list[int] = []
+        position = 0
+        for number, (_, shape) in enumerate(runs):
+            start = ends[2 * number]  # the run follows ASCII part number 2 * number
+            for index, count in shape:
+                at = start + index
+                offsets.extend(range(position, at))
+                offsets.extend(repeat(at, count))
+                position = at + 1
+        if position == 0:
+            return folded, None
+        offsets.extend(range(position, len(text)))
+        return folded, offsets
+
+
+_CASELESS = _Folder(keep_case=False)
+_CASED = _Folder(keep_case=True)
+
+
+def fold(text: str, *, keep_case: bool = False) -> str:
+    """``text`` as a reader sees it (see the module docstring); match with ``fold(term) in fold(text)``.
+
+    ``keep_case=True`` skips case folding, for case-sensitive terms.
+    """
+    return (_CASED if keep_case else _CASELESS).fold(text)
+
+
+def fold_with_offsets(text: str, *, keep_case: bool = False) -> tuple[str, list[int] | None]:
+    """``fold(text)`` and, for each of its characters, the index in ``text`` it came from.
+
+    The promise, with ``folded, offsets = fold_with_offsets(text)``: ``offsets`` is
+    non-decreasing, and ``offsets[i]`` is the ``j`` whose ``fold(text[j])`` produced
+    ``folded[i]`` (fold works per character, so ``folded`` is the concatenation of the
+    ``fold(text[j])``). Hence ``folded[i:]`` is a suffix of ``fold(text[offsets[i]:])``:
+    a term found at ``folded[i]`` is found again in the raw text from ``offsets[i]`` on,
+    however many invisible characters were spread through it. Characters that fold to
+    nothing (zero-width, soft hyphen, marks) have no entry.
+
+    ``None`` stands for the identity, ``offsets[i] == i``: every character of ``text``
+    folded to exactly one character. Pure ASCII text always gives ``None`` at the cost
+    of ``str.lower``.
+    """
+    return (_CASED if keep_case else _CASELESS).fold_with_offsets(text)
+
+
+def visible(text: str) -> str:
+    """What the Rules policy's regexes see: invisible characters removed, then NFKC; case kept.
+
+    Invisible: format characters (Cf) and Default_Ignorable_Code_Point. NFKC turns
+    fullwidth and other compatibility forms into plain ones and composes ``e`` +
+    combining acute into ``é``. No confusables and no case folding: a regex's own
+    character classes and flags decide those. ASCII text is returned as is.
+    """
+    if text.isascii():
+        return text
+    return unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
