@@ -18,7 +18,10 @@ from capsem_proxyd.dialects.base import (
     as_str,
     decode_base64,
     parse_json_event,
+    parse_usage_event,
+    sum_counts,
     text_of,
+    token_count,
 )
 from capsem_proxyd.dialects.framing import JSONArrayDecoder, SSEDecoder, StreamEvent, encode_json_array_error
 from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
@@ -32,6 +35,7 @@ from capsem_proxyd.views import (
     ToolDefinition,
     ToolFragment,
     ToolResult,
+    Usage,
 )
 
 _STATUS_NAMES = {
@@ -60,6 +64,23 @@ def parts_of(content: Any) -> list[dict[str, Any]]:
 class GeminiDialect(Dialect):
     provider = "gemini"
     endpoint = "generateContent"
+    operation = "generate_content"
+
+    def usage(self, body: Any) -> Usage | None:
+        """``usageMetadata``: ``promptTokenCount`` (cached included); output is the candidates'
+        tokens plus ``thoughtsTokenCount`` (billed as output); ``modelVersion`` is the model."""
+        body = as_dict(body)
+        usage = as_dict(body.get("usageMetadata"))
+        model = as_str(body.get("modelVersion")) or None
+        if not usage and model is None:
+            return None
+        output = sum_counts(usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount"))
+        return Usage(token_count(usage.get("promptTokenCount")), output, model)
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        """Each chunk carries the usage so far; the last one's is the reply's."""
+        chunk = parse_usage_event(event, '"usageMetadata"')
+        return self.usage(chunk) if chunk is not None else None
 
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return headers.get("x-goog-api-key") or query.get("key") or None

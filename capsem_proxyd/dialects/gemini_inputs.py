@@ -13,12 +13,20 @@ from typing import Any
 from capsem_proxyd.dialects.base import as_dict, as_list, as_str
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.gemini import GeminiDialect, field
-from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
+from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
 
 class GeminiInputDialect(GeminiDialect):
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        # Counting tokens is no model call; embedding is.
+        self.operation = "" if endpoint == "countTokens" else "embeddings"
+
+    def usage(self, body: Any) -> Usage | None:
+        return None  # counts and vectors: no usage stated
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        return None
 
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return False

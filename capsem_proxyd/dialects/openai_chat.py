@@ -18,7 +18,7 @@ from capsem_proxyd.dialects.base import (
     text_of,
 )
 from capsem_proxyd.dialects.framing import StreamEvent
-from capsem_proxyd.dialects.openai_common import OpenAIDialect
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_stream_usage, openai_usage
 from capsem_proxyd.errors import upstream_unavailable
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
@@ -30,6 +30,7 @@ from capsem_proxyd.views import (
     ToolDefinition,
     ToolFragment,
     ToolResult,
+    Usage,
 )
 
 SYSTEM_ROLES = ("system", "developer")
@@ -101,6 +102,13 @@ def _inline_or_url(url: str, media: list[MediaPart] | None, what: str) -> list[s
 
 class OpenAIChatDialect(OpenAIDialect):
     endpoint = "chat.completions"
+    operation = "chat"
+
+    def usage(self, body: Any) -> Usage | None:
+        return openai_usage(body)
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        return openai_stream_usage(event)
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)

@@ -10,14 +10,21 @@ from typing import Any
 
 from capsem_proxyd.dialects.base import as_dict, as_list, as_str, parse_json_event
 from capsem_proxyd.dialects.framing import StreamEvent
-from capsem_proxyd.dialects.openai_common import OpenAIDialect
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_stream_usage, openai_usage
 from capsem_proxyd.dialects.openai_inputs import openai_text_input
 from capsem_proxyd.errors import upstream_unavailable
-from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
+from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
 
 class OpenAICompletionsDialect(OpenAIDialect):
     endpoint = "completions"
+    operation = "text_completion"
+
+    def usage(self, body: Any) -> Usage | None:
+        return openai_usage(body)
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        return openai_stream_usage(event)
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         prompt = openai_text_input(body.get("prompt"), "prompt")

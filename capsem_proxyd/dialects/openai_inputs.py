@@ -12,9 +12,9 @@ from typing import Any
 from capsem_proxyd.dialects.base import text_of
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_chat import content_text
-from capsem_proxyd.dialects.openai_common import OpenAIDialect
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_usage
 from capsem_proxyd.errors import bad_request
-from capsem_proxyd.views import EMPTY_STREAM_VIEW, MediaPart, RequestView, ResponseView, StreamView
+from capsem_proxyd.views import EMPTY_STREAM_VIEW, MediaPart, RequestView, ResponseView, StreamView, Usage
 
 
 def openai_text_input(value: Any, what: str, media: list[MediaPart] | None = None) -> str:
@@ -46,9 +46,13 @@ def openai_text_input(value: Any, what: str, media: list[MediaPart] | None = Non
 class OpenAIInputDialect(OpenAIDialect):
     """``input`` is text, a list of texts or (moderations) a list of text/image parts."""
 
-
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        # Moderation is no GenAI operation of the conventions: its spans carry no gen_ai.* attributes.
+        self.operation = "embeddings" if endpoint == "embeddings" else ""
+
+    def usage(self, body: Any) -> Usage | None:
+        return openai_usage(body)
 
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return False

@@ -16,8 +16,10 @@ from capsem_proxyd.dialects.base import (
     as_str,
     parse_arguments,
     parse_json_event,
+    parse_usage_event,
     stream_key,
     text_of,
+    token_count,
 )
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.openai_chat import content_text
@@ -32,6 +34,7 @@ from capsem_proxyd.views import (
     ToolDefinition,
     ToolFragment,
     ToolResult,
+    Usage,
 )
 
 _TEXT_DELTAS = {"response.output_text.delta", "response.refusal.delta"}
@@ -40,6 +43,22 @@ _THOUGHT_DELTAS = {"response.reasoning_summary_text.delta", "response.reasoning_
 
 class OpenAIResponsesDialect(OpenAIDialect):
     endpoint = "responses"
+    operation = "chat"
+
+    def usage(self, body: Any) -> Usage | None:
+        """``usage.input_tokens`` (cached included) and ``output_tokens`` (reasoning included)."""
+        body = as_dict(body)
+        usage = as_dict(body.get("usage"))
+        model = as_str(body.get("model")) or None
+        if not usage and model is None:
+            return None
+        return Usage(token_count(usage.get("input_tokens")), token_count(usage.get("output_tokens")), model)
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        """The response object of ``response.created`` / ``response.completed`` (usage on the last)."""
+        payload = parse_usage_event(event, '"usage"')
+        response = payload.get("response") if payload is not None else None
+        return self.usage(response) if isinstance(response, dict) else None
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
         body = openai_error_body(error)
