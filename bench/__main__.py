@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     checked = report.targets(table_rows) + report.scaling_targets(results.get("scaling"))
     results["rows"], results["targets"] = table_rows, checked
     table = report.markdown(results, table_rows)
-    scaled = report.scaling_markdown(results.get("scaling"))
-    if scaled:
-        table += "\n\n" + scaled
+    for extra in (report.export_cost_markdown(results, table_rows), report.scaling_markdown(results.get("scaling"))):
+        if extra:
+            table += "\n\n" + extra
     goals = report.targets_markdown(checked)
     output = args.output or HERE / "results" / f"bench-{plan.mode}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""nginx configurations: the instant upstream and the plain reverse proxy.
+"""nginx configurations: the instant upstream (and OTLP sink) and the plain reverse proxy.
 
 Both run as children of the bench with their own prefix under ``bench/.work``,
 ``daemon off`` and ``master_process off`` (one process, one PID to measure and
@@ -15,6 +15,9 @@ JSON_PATH = "/v1/chat/completions"
 STREAM_PREFIX = "/sse"  # the upstream serves the SSE body under /sse/v1/...
 STREAM_PATH = STREAM_PREFIX + JSON_PATH
 SIZED_PREFIX = "/sse-"  # /sse-10k/v1/..., /sse-1m/v1/...: the streams of payloads.SIZED_STREAMS
+# The upstream also takes OTLP/HTTP span exports (capsem-proxyd-otel), answering 200 and logging each.
+OTLP_PATH = "/v1/traces"
+OTLP_LOG = "otlp-exports.log"
 
 _COMMON = """\
 daemon off;
@@ -51,6 +54,10 @@ _UPSTREAM_SERVER = """\
 {stream_return}
         }}
 {sized_locations}
+        location = {otlp_path} {{
+            access_log {otlp_log};
+            return 200;
+        }}
     }}
 """
 
@@ -72,7 +79,8 @@ _PROXY_SERVER = """\
 
 
 def upstream_config(prefix: Path, port: int) -> str:
-    """The provider stand-in: fixed JSON on the chat path, a 50-event SSE body under /sse."""
+    """The provider stand-in: fixed JSON on the chat path, a 50-event SSE body under /sse; and a
+    trivial OTLP sink on /v1/traces (the body is discarded, each export is one access-log line)."""
     server = _UPSTREAM_SERVER.format(
         port=port,
         json_path=JSON_PATH,
@@ -80,8 +88,18 @@ def upstream_config(prefix: Path, port: int) -> str:
         json_body=payloads.nginx_safe(payloads.chat_completion()),
         stream_return=_long_return(payloads.chat_stream(), indent=" " * 12),
         sized_locations="\n".join(_sized_location(name, size) for name, size in payloads.SIZED_STREAMS.items()),
+        otlp_path=OTLP_PATH,
+        otlp_log=prefix / OTLP_LOG,
     )
     return _COMMON.format(prefix=prefix, servers=server)
+
+
+def otlp_exports(prefix: Path) -> int:
+    """How many span exports the upstream's OTLP sink received."""
+    try:
+        return len((prefix / OTLP_LOG).read_text().splitlines())
+    except OSError:
+        return 0
 
 
 def _sized_location(name: str, size: int) -> str:

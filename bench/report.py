@@ -201,6 +201,21 @@ def scaling_markdown(scaling: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+def export_cost_markdown(results: dict[str, Any], table_rows: list[dict[str, Any]]) -> str:
+    """What OpenTelemetry export adds: capsem-proxyd-otel's CPU per request minus capsem-proxyd's."""
+    by_key = {row["system"]: row for row in table_rows}
+    on, off = by_key.get("capsem-proxyd-otel"), by_key.get("capsem-proxyd")
+    if on is None or off is None:
+        return ""
+    cells = []
+    for key, what in (("json_cpu_us", "per JSON request"), ("sse_cpu_us", "per stream")):
+        if on.get(key) is not None and off.get(key) is not None:
+            cells.append(f"{on[key] - off[key]:+,.0f} µs {what} ({on[key] / off[key]:.2f}×)")
+    exports = results.get("otlp_sink", {}).get("exports")
+    return ("| OTLP export, capsem-proxyd-otel vs capsem-proxyd | proxy CPU |\n|---|---|\n"
+            f"| one span per request, {exports} exports received | {'; '.join(cells) or '—'} |")
+
+
 def targets_markdown(checked: list[dict[str, Any]]) -> str:
     if not checked:
         return ""

@@ -16,7 +16,17 @@ from typing import Any
 
 from bench import nginx, payloads, probe, profile, scaling, wrk
 from bench.processes import Children, cpu_seconds, free_port, rss_bytes, wait_listening
-from bench.systems import ALL, DEFAULT_SYSTEMS, LOAD_CORE, PROXY_CORE, WORKLOADS, Context, Running, System
+from bench.systems import (
+    ALL,
+    DEFAULT_SYSTEMS,
+    LOAD_CORE,
+    PROXY_CORE,
+    WORKLOADS,
+    CapsemProxydOtel,
+    Context,
+    Running,
+    System,
+)
 
 Log = Callable[[str], None]
 
@@ -81,6 +91,10 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
                 except (RuntimeError, OSError, subprocess.SubprocessError) as error:
                     log(f"   FAILED: {error}")
                     entry[workload] = {"skipped": f"failed: {error}"}
+        if CapsemProxydOtel.key in plan.systems:
+            exports = nginx.otlp_exports(prefix)
+            results["otlp_sink"] = {"exports": exports}
+            log(f"== OTLP sink: {exports} span exports received from {CapsemProxydOtel.label}")
         if plan.scaling and "capsem-proxyd" in plan.systems:
             results["scaling"] = _scaling(context, plan, tools, work, log)
     finally:

@@ -135,14 +135,28 @@ class CapsemProxyd(System):
 
     key, label, enforces_policy = "capsem-proxyd", "capsem-proxyd", True
 
+    def options(self, context: Context) -> list[str]:
+        return []
+
     def start(self, context: Context, workload: str) -> Running:
         port = free_port()
-        log = context.work / "logs" / f"capsem-proxyd-{workload}.log"
+        log = context.work / "logs" / f"{self.key}-{workload}.log"
         command = [*_capsem_proxyd_command(), "start", "--port", str(port),
-                   "--openai-upstream", context.upstream_base(workload)]
-        child = context.children.start("capsem-proxyd", command, core=context.proxy_core, log=log)
-        wait_listening(port, child.process, context.start_timeout, "capsem-proxyd", log)
+                   "--openai-upstream", context.upstream_base(workload), *self.options(context)]
+        child = context.children.start(self.key, command, core=context.proxy_core, log=log)
+        wait_listening(port, child.process, context.start_timeout, self.label, log)
         return Running(f"http://127.0.0.1:{port}/v1/chat/completions", child)
+
+
+class CapsemProxydOtel(CapsemProxyd):
+    """The same with OpenTelemetry trace export on (the SDK's defaults: 5 s / 512-span batches),
+    to the upstream nginx's OTLP sink: what a span per request costs, beside what none costs.
+    The exporter thread runs in the proxy process, so its CPU is in the proxy's."""
+
+    key, label = "capsem-proxyd-otel", "capsem-proxyd + OTLP export"
+
+    def options(self, context: Context) -> list[str]:
+        return ["--otlp-endpoint", f"http://127.0.0.1:{context.upstream_port}"]
 
 
 class CapsemProxydBaseline(System):
@@ -188,7 +202,7 @@ def _capsem_proxyd_command() -> list[str]:
 ALL: dict[str, type[System]] = {
     system.key: system
     for system in (Direct, NginxProxy, HypercornFixed, HypercornForward, LegacyCapsemProxy, CapsemProxydBaseline,
-                   CapsemProxyd)
+                   CapsemProxyd, CapsemProxydOtel)
 }
 # Measured unless asked for by name: the baseline only with --baseline.
 DEFAULT_SYSTEMS = [key for key in ALL if key != CapsemProxydBaseline.key]

@@ -125,6 +125,12 @@ class Settings:
         None, "Append the hash-chained JSON audit log here ('-' for stdout). Reopened on SIGHUP."
     )
     audit_prompts: bool = setting(False, "Include prompt text in audit records.")
+    otlp_endpoint: str | None = setting(
+        None, "Export one OpenTelemetry trace span per proxied request over OTLP/HTTP (protobuf) to this collector "
+        "(base URL, e.g. http://collector:4318: spans go to <url>/v1/traces). Needs the 'otel' extra. Wins over "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and OTEL_EXPORTER_OTLP_ENDPOINT, which turn export on when this is "
+        "not set; OTEL_SDK_DISABLED=true turns it off; the other OTEL_* variables apply.",
+    )
     workers: int = setting(1, "Worker processes serving the one port (for multi-core hosts).", minimum=1, maximum=64)
     pidfile: str | None = setting(None, "Write the main process id here (used by stop, status and reload).")
 

@@ -4,7 +4,8 @@ Like mitmproxy's flow, an ``Exchange`` exists from the moment a request
 arrives (``Exchange.begin``, at the ASGI entry): every reply carries its
 request id, and every recorder (log line, metrics, audit) reads it. What is
 learnt later fills it in: the provider API once the route is known, the
-tenant once the key is read, the model once the body is parsed.
+tenant once the key is read, the model once the body is parsed, and — only
+when a recorder asks for it — the token usage the reply states.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ class Exchange:
 
     ``proxied`` is false for the control plane (``/health``, ``/metrics``,
     preflights, unknown paths outside any provider API); ``passthrough`` names
-    the operator pattern an unchecked pass-through request matched.
+    the operator pattern an unchecked pass-through request matched;
+    ``operation`` is the API's GenAI operation name (``chat``...) or empty.
+
+    ``input_tokens``, ``output_tokens`` and ``response_model`` are what the
+    reply said of itself; the pipeline reads them only when a recorder wants
+    them (``Recorder.reads_usage``). ``trace`` is the OpenTelemetry recorder's
+    state for this request (its span); None when tracing is off.
     """
 
     request_id: str
@@ -49,7 +56,12 @@ class Exchange:
     stream: bool = False
     proxied: bool = True
     passthrough: str | None = None
+    operation: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    response_model: str = ""
     prompt: str = field(default="", repr=False)
+    trace: Any = field(default=None, repr=False)
     _agent: Agent | None = field(default=None, repr=False)
 
     @classmethod
@@ -60,6 +72,15 @@ class Exchange:
     def seconds(self) -> float:
         """Time since the request arrived."""
         return time.perf_counter() - self.started
+
+    def record_usage(self, input_tokens: int | None, output_tokens: int | None, model: str | None) -> None:
+        """What a reply (or a stream event) stated; what it left unsaid keeps its earlier value."""
+        if input_tokens is not None:
+            self.input_tokens = input_tokens
+        if output_tokens is not None:
+            self.output_tokens = output_tokens
+        if model:
+            self.response_model = model
 
     @property
     def agent(self) -> Agent:

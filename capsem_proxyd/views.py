@@ -119,3 +119,17 @@ class StreamView:
 # ``StreamView.finished`` entry meaning every open call, whatever its channel.
 ALL_CHANNELS = object()
 EMPTY_STREAM_VIEW = StreamView()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a reply says about itself: token counts and the model that answered (None: not said).
+
+    Read only when a recorder wants it (the OpenTelemetry spans); never content.
+    ``input_tokens`` includes cached input tokens, ``output_tokens`` reasoning
+    tokens, whatever the provider's own split (the GenAI conventions' meaning).
+    """
+
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    model: str | None = None

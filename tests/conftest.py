@@ -8,6 +8,7 @@ clients driven from worker threads, exactly as an application would use them.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
@@ -21,6 +22,11 @@ from capsem_proxyd.policy.tenants import load_policy_config
 from tests.support.fake_upstream import FakeUpstream, run_fake_upstream
 from tests.support.key_watch import DAEMON_LOGGERS, key_watch  # noqa: F401 - session-wide: no key in anything the daemons wrote
 from tests.support.proxy import ALL_TEST_KEYS, Proxy
+
+# A developer's own OpenTelemetry settings (OTEL_EXPORTER_OTLP_ENDPOINT...) would turn trace export on
+# in every proxy the tests start, subprocesses included: tests that trace set what they need.
+for _name in [name for name in os.environ if name.startswith("OTEL_")]:
+    del os.environ[_name]
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import click
 
 from capsem_proxyd import __version__
 from capsem_proxyd.config import DEFAULTS, ENV_PREFIX, Setting, Settings, declaration, declared, envvar, option_name
+from capsem_proxyd.observe.tracing import TraceExport, TracingConfigError, trace_export
 from capsem_proxyd.policy.loader import PolicyConfigError, PolicySet
 from capsem_proxyd.policy.tenants import PolicyConfig, load_policy_config
 
@@ -196,6 +197,20 @@ def load_config(settings: Settings) -> PolicyConfig:
         raise ConfigError(str(error)) from None
 
 
+def check_tracing(settings: Settings) -> TraceExport | None:
+    """Where spans go (None: nowhere), once the endpoint is valid and OpenTelemetry importable; else ConfigError."""
+    try:
+        export = trace_export(settings)
+    except TracingConfigError as error:
+        raise ConfigError(str(error)) from None
+    if export is not None:
+        try:
+            import capsem_proxyd.observe.otel  # noqa: F401 - what create_app will import, with the same error
+        except ImportError as error:
+            raise ConfigError(f"{export.source} is set: {error}") from None
+    return export
+
+
 @cli.command()
 @server_options
 @click.option("--daemon", is_flag=True, help="Detach into the background (for hosts without systemd).")
@@ -210,6 +225,7 @@ def start(**options: Any) -> None:
     settings = settings_from(options)
     configure_logging(settings.log_level, settings.log_format)
     config = load_config(settings)
+    check_tracing(settings)
     args = _start_args()
     try:
         code = launch(settings, config, lambda: _resolve_settings(args), detach=process["daemon"],
@@ -225,12 +241,14 @@ def check(**options: Any) -> None:
     """Load the configuration and every policy as start would; exit non-zero on any problem."""
     settings = settings_from(options)
     config = load_config(settings)
+    export = check_tracing(settings)
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"configuration OK: listen {settings.host}:{settings.port}, workers {settings.workers}")
     click.echo(f"upstreams: openai={settings.openai_upstream} gemini={settings.gemini_upstream} "
                f"anthropic={settings.anthropic_upstream}")
     click.echo(f"policies ({config.main.source}): {', '.join(config.main.names) or 'NONE'}")
+    click.echo(f"traces: OTLP/HTTP to {export.describe()}" if export is not None else "traces: not exported")
 
 
 @cli.command("policies")

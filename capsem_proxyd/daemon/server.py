@@ -23,6 +23,7 @@ from capsem_proxyd.daemon import notify
 from capsem_proxyd.daemon.hypercorn_server import serve_hypercorn
 from capsem_proxyd.http.app import ProxyState, create_app, proxy_state
 from capsem_proxyd.observe.audit import AuditLog
+from capsem_proxyd.observe.tracing import trace_export
 from capsem_proxyd.policy.tenants import PolicyConfig, load_policy_config
 
 log = logging.getLogger("capsem_proxyd")
@@ -77,9 +78,11 @@ def bind_sockets(settings: Settings) -> Sockets:
 
 
 def describe(settings: Settings, config: PolicyConfig, binds: list[str]) -> str:
+    export = trace_export(settings)
+    traces = f" | traces: OTLP/HTTP to {export.describe()}" if export is not None else ""
     return (
         f"capsem-proxyd {__version__} listening on {', '.join(binds)} | upstreams: openai={settings.openai_upstream} "
-        f"gemini={settings.gemini_upstream} anthropic={settings.anthropic_upstream} | {config.describe()}"
+        f"gemini={settings.gemini_upstream} anthropic={settings.anthropic_upstream} | {config.describe()}{traces}"
     )
 
 
@@ -125,6 +128,9 @@ async def serve(
             nursery.start_soon(_end_streams_after_grace, state, shutdown)
             task_status.started(binds)
     finally:
+        # Cancelled (or the lifespan shutdown never ran): the last spans still go out, within a bound.
+        with trio.CancelScope(shield=True):
+            await state.close_spans()
         if audit is not None:
             audit.close()
 

@@ -34,7 +34,10 @@ from capsem_proxyd.dialects.base import (
     bearer_token,
     decode_base64,
     parse_json_event,
+    parse_usage_event,
     stream_key,
+    sum_counts,
+    token_count,
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
@@ -50,6 +53,7 @@ from capsem_proxyd.views import (
     ToolDefinition,
     ToolFragment,
     ToolResult,
+    Usage,
 )
 
 _ERROR_TYPES = {
@@ -113,9 +117,42 @@ def anthropic_error_body(error: ProxyError) -> dict[str, Any]:
     return body
 
 
+def anthropic_usage(message: dict[str, Any]) -> Usage | None:
+    """A message's (or a ``message_delta``'s) ``usage`` and ``model``.
+
+    Anthropic's ``input_tokens`` leaves out the tokens read from or written to
+    the prompt cache: they are added, so the count means what it means for the
+    other providers.
+    """
+    usage = as_dict(message.get("usage"))
+    model = as_str(message.get("model")) or None
+    if not usage and model is None:
+        return None
+    input_tokens = sum_counts(
+        usage.get("input_tokens"), usage.get("cache_creation_input_tokens"), usage.get("cache_read_input_tokens")
+    )
+    return Usage(input_tokens, token_count(usage.get("output_tokens")), model)
+
+
 class AnthropicMessagesDialect(Dialect):
     provider = "anthropic"
     endpoint = "messages"
+    operation = "chat"
+
+    def usage(self, body: Any) -> Usage | None:
+        return anthropic_usage(as_dict(body))
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        """``message_start`` states the input (and the model), ``message_delta`` the output so far."""
+        payload = parse_usage_event(event, '"usage"')
+        if payload is None:
+            return None
+        kind = payload.get("type") or event.event
+        if kind == "message_start":
+            return anthropic_usage(as_dict(payload.get("message")))
+        if kind == "message_delta":
+            return anthropic_usage(payload)
+        return None
 
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return anthropic_api_key(headers, query)
@@ -227,6 +264,10 @@ class AnthropicCountTokensDialect(AnthropicMessagesDialect):
     """``/v1/messages/count_tokens``: the request is a whole prompt; the reply only a number."""
 
     endpoint = "messages.count_tokens"
+    operation = ""  # counting tokens is no model call
+
+    def usage(self, body: Any) -> Usage | None:
+        return None  # the reply's input_tokens is the answer, not usage
 
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return False

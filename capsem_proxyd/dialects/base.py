@@ -15,18 +15,22 @@ import orjson
 
 from capsem_proxyd.dialects.framing import SSEDecoder, StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
-from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StreamView
+from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StreamView, Usage
 
 
 class Dialect(ABC):
     """One provider API: how to read it and how to refuse in it.
 
     ``provider`` names the upstream it goes to (``openai``, ``gemini``,
-    ``anthropic``); ``endpoint`` names the API for logs and metrics.
+    ``anthropic``); ``endpoint`` names the API for logs and metrics;
+    ``operation`` is its OpenTelemetry GenAI operation name (``chat``,
+    ``generate_content``, ``embeddings``...), empty for APIs that are no model
+    call (model lists, token counts, pass-through).
     """
 
     provider: str
     endpoint: str
+    operation: str = ""
 
     @abstractmethod
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -69,6 +73,22 @@ class Dialect(ABC):
         """The final event that ends a stream cut by the proxy."""
         return encode_sse(self.error_body(error))
 
+    def usage(self, body: Any) -> Usage | None:
+        """Token usage and answering model a complete JSON reply states (None: this API states none).
+
+        Called only when a recorder asks for usage; never raises on odd shapes.
+        """
+        return None
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        """What one stream event states of usage and model, or None (most events: nothing).
+
+        Called on every event only when a recorder asks for usage, after
+        ``stream_view`` accepted the event; a cheap look at the event's text
+        decides whether it is parsed. Later events' values replace earlier ones.
+        """
+        return None
+
 
 def parse_json_event(event: StreamEvent) -> Any:
     """An event's JSON data (None when it has none); a non-JSON event breaks the stream."""
@@ -78,6 +98,28 @@ def parse_json_event(event: StreamEvent) -> Any:
         return orjson.loads(event.data)
     except orjson.JSONDecodeError:
         raise upstream_unavailable("The upstream sent a stream event that is not valid JSON.") from None
+
+
+def token_count(value: Any) -> int | None:
+    """A token count as the provider stated it: a non-negative integer, else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def sum_counts(*values: Any) -> int | None:
+    """The sum of the counts that are stated, None when none is."""
+    counts = [count for count in map(token_count, values) if count is not None]
+    return sum(counts) if counts else None
+
+
+def parse_usage_event(event: StreamEvent, marker: str) -> dict[str, Any] | None:
+    """An event's JSON object when its text contains ``marker`` (the cheap look first), else None."""
+    if marker not in event.data:
+        return None
+    try:
+        payload = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

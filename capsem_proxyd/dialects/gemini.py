@@ -27,7 +27,17 @@ from typing import Any
 import orjson
 
 from capsem_proxyd.dialects import vocabulary
-from capsem_proxyd.dialects.base import Dialect, as_dict, as_str, decode_base64, parse_json_event, stream_key
+from capsem_proxyd.dialects.base import (
+    Dialect,
+    as_dict,
+    as_str,
+    decode_base64,
+    parse_json_event,
+    parse_usage_event,
+    stream_key,
+    sum_counts,
+    token_count,
+)
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined, refuse_double_spellings
 from capsem_proxyd.dialects.framing import (
     JSONArrayDecoder,
@@ -46,6 +56,7 @@ from capsem_proxyd.views import (
     ToolDefinition,
     ToolFragment,
     ToolResult,
+    Usage,
 )
 
 _STATUS_NAMES = {
@@ -124,6 +135,23 @@ def field(container: dict[str, Any], camel_name: str, snake_name: str) -> Any:
 
 class GeminiDialect(Dialect):
     provider = "gemini"
+    operation = "generate_content"
+
+    def usage(self, body: Any) -> Usage | None:
+        """``usageMetadata``: ``promptTokenCount`` (cached included); output is the candidates'
+        tokens plus ``thoughtsTokenCount`` (billed as output); ``modelVersion`` is the model."""
+        body = as_dict(body)
+        usage = as_dict(body.get("usageMetadata"))
+        model = as_str(body.get("modelVersion")) or None
+        if not usage and model is None:
+            return None
+        output = sum_counts(usage.get("candidatesTokenCount"), usage.get("thoughtsTokenCount"))
+        return Usage(token_count(usage.get("promptTokenCount")), output, model)
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        """Each chunk carries the usage so far; the last one's is the reply's."""
+        chunk = parse_usage_event(event, '"usageMetadata"')
+        return self.usage(chunk) if chunk is not None else None
 
     def __init__(self, endpoint: str = "generateContent") -> None:
         self.endpoint = endpoint

@@ -15,12 +15,23 @@ from typing import Any
 from capsem_proxyd.dialects.content import joined, refuse_double_spellings
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.gemini import CAMEL_TWINS, REQUEST_NOT_CONTENT, SORTER, GeminiDialect, read_content
-from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
+from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
 _INNER = ("generateContentRequest", "generate_content_request")
 
 
 class GeminiInputDialect(GeminiDialect):
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(endpoint)
+        # Counting tokens is no model call; embedding is.
+        self.operation = "" if endpoint == "countTokens" else "embeddings"
+
+    def usage(self, body: Any) -> Usage | None:
+        return None  # counts and vectors: no usage stated
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        return None
+
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return False
 

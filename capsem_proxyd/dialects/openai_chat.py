@@ -19,7 +19,8 @@ from typing import Any
 from capsem_proxyd.dialects import vocabulary
 from capsem_proxyd.dialects.base import as_dict, as_str, parse_arguments, parse_json_event, stream_key
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined
-from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts
+from capsem_proxyd.dialects.framing import StreamEvent
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_stream_usage, openai_usage
 from capsem_proxyd.errors import upstream_unavailable
 from capsem_proxyd.views import (
     ALL_CHANNELS,
@@ -31,6 +32,7 @@ from capsem_proxyd.views import (
     ToolDefinition,
     ToolFragment,
     ToolResult,
+    Usage,
 )
 
 SYSTEM_ROLES = ("system", "developer")
@@ -67,6 +69,13 @@ _DELTA_THOUGHTS = ("reasoning_content", "reasoning")
 
 class OpenAIChatDialect(OpenAIDialect):
     endpoint = "chat.completions"
+    operation = "chat"
+
+    def usage(self, body: Any) -> Usage | None:
+        return openai_usage(body)
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        return openai_stream_usage(event)
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
@@ -148,7 +157,7 @@ class OpenAIChatDialect(OpenAIDialect):
                 add_parts(SORTER, own, value, below, None)
         texts.append(joined(own))
 
-    def stream_view(self, event: Any) -> StreamView:
+    def stream_view(self, event: StreamEvent) -> StreamView:
         if event.data.startswith("[DONE]"):
             return StreamView(finished=[ALL_CHANNELS])
         chunk = parse_json_event(event)

@@ -12,10 +12,21 @@ import mimetypes
 from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.dialects.base import Dialect, as_str, bearer_token, decode_base64, is_data_url, media_from_data_url
+from capsem_proxyd.dialects.base import (
+    Dialect,
+    as_dict,
+    as_str,
+    bearer_token,
+    decode_base64,
+    is_data_url,
+    media_from_data_url,
+    parse_usage_event,
+    token_count,
+)
 from capsem_proxyd.dialects.content import Node, Sorter
+from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.errors import ProxyError, decision_fields
-from capsem_proxyd.views import MediaPart
+from capsem_proxyd.views import MediaPart, Usage
 
 _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
@@ -46,6 +57,25 @@ def openai_error_body(error: ProxyError) -> dict[str, Any]:
         inner["capsem"] = decision_fields(error.decision)
         body["detail"] = f"Request blocked by security policy: {error.decision.details}"
     return body
+
+
+def openai_usage(body: Any) -> Usage | None:
+    """``usage`` of a Chat Completions, Completions or Embeddings reply (or of a chunk).
+
+    ``prompt_tokens`` already counts cached tokens, ``completion_tokens`` reasoning tokens.
+    """
+    body = as_dict(body)
+    usage = as_dict(body.get("usage"))
+    model = as_str(body.get("model")) or None
+    if not usage and model is None:
+        return None
+    return Usage(token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens")), model)
+
+
+def openai_stream_usage(event: StreamEvent) -> Usage | None:
+    """The usage chunk a stream ends with when the client asked for it (``stream_options.include_usage``)."""
+    chunk = parse_usage_event(event, '"prompt_tokens"')
+    return openai_usage(chunk) if chunk is not None else None
 
 
 class OpenAIDialect(Dialect):

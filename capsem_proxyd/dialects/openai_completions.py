@@ -13,10 +13,10 @@ from capsem_proxyd.dialects.base import as_dict, as_str, parse_json_event, strea
 from capsem_proxyd.dialects.content import Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_chat import SORTER
-from capsem_proxyd.dialects.openai_common import OpenAIDialect
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_stream_usage, openai_usage
 from capsem_proxyd.dialects.openai_inputs import refuse_token_ids
 from capsem_proxyd.errors import upstream_unavailable
-from capsem_proxyd.views import ALL_CHANNELS, EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
+from capsem_proxyd.views import ALL_CHANNELS, EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
 REQUEST_NOT_CONTENT = Paths(
     "model", "stream", "stream_options", "n", "best_of", "echo", "logprobs", "max_tokens", "temperature", "top_p",
@@ -30,6 +30,13 @@ REPLY_NOT_CONTENT = Paths(
 
 class OpenAICompletionsDialect(OpenAIDialect):
     endpoint = "completions"
+    operation = "text_completion"
+
+    def usage(self, body: Any) -> Usage | None:
+        return openai_usage(body)
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        return openai_stream_usage(event)
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         prompt: list[str] = []

@@ -14,9 +14,9 @@ from typing import Any
 from capsem_proxyd.dialects.content import Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_chat import SORTER
-from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts
+from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_usage
 from capsem_proxyd.errors import bad_request
-from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView
+from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
 REQUEST_NOT_CONTENT = Paths("model", "encoding_format", "dimensions", "input.*.type", "input.*.image_url.detail")
 
@@ -34,6 +34,11 @@ class OpenAIInputDialect(OpenAIDialect):
 
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
+        # Moderation is no GenAI operation of the conventions: its spans carry no gen_ai.* attributes.
+        self.operation = "embeddings" if endpoint == "embeddings" else ""
+
+    def usage(self, body: Any) -> Usage | None:
+        return openai_usage(body)
 
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return False

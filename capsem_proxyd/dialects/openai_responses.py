@@ -24,7 +24,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from capsem_proxyd.dialects import vocabulary
-from capsem_proxyd.dialects.base import as_dict, as_str, decode_base64, parse_arguments, parse_json_event, stream_key
+from capsem_proxyd.dialects.base import (
+    as_dict,
+    as_str,
+    decode_base64,
+    parse_arguments,
+    parse_json_event,
+    parse_usage_event,
+    stream_key,
+    token_count,
+)
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_error_body
@@ -40,6 +49,7 @@ from capsem_proxyd.views import (
     ToolDefinition,
     ToolFragment,
     ToolResult,
+    Usage,
 )
 
 SORTER = Sorter(vocabulary.OPENAI_RESPONSES)
@@ -92,6 +102,22 @@ TEXT = 0  # the one text channel: the SDK's output_text joins every message
 
 class OpenAIResponsesDialect(OpenAIDialect):
     endpoint = "responses"
+    operation = "chat"
+
+    def usage(self, body: Any) -> Usage | None:
+        """``usage.input_tokens`` (cached included) and ``output_tokens`` (reasoning included)."""
+        body = as_dict(body)
+        usage = as_dict(body.get("usage"))
+        model = as_str(body.get("model")) or None
+        if not usage and model is None:
+            return None
+        return Usage(token_count(usage.get("input_tokens")), token_count(usage.get("output_tokens")), model)
+
+    def stream_usage(self, event: StreamEvent) -> Usage | None:
+        """The response object of ``response.created`` / ``response.completed`` (usage on the last)."""
+        payload = parse_usage_event(event, '"usage"')
+        response = payload.get("response") if payload is not None else None
+        return self.usage(response) if isinstance(response, dict) else None
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
         body = openai_error_body(error)

@@ -7,16 +7,16 @@ request looks like. Proxied routes never reach it: the data plane
 (``data_plane.py``), mounted on ``asgi_app``, serves them all.
 
 ``create_app`` builds one instance: its recorders (request log, metrics,
-audit log), the tenant policies, the upstream transport and the pipeline.
-``ProxyState`` holds what a running instance may swap: the policies, on
-reload.
+audit log, and OpenTelemetry spans when export is on), the tenant policies,
+the upstream transport and the pipeline. ``ProxyState`` holds what a running
+instance may swap: the policies, on reload.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from quart import Response, request
@@ -42,11 +42,15 @@ from capsem_proxyd.observe.logs import escape_controls
 from capsem_proxyd.observe.metrics import Metrics
 from capsem_proxyd.observe.recorders import Recorder, Recorders
 from capsem_proxyd.observe.request_log import RequestLog
+from capsem_proxyd.observe.tracing import trace_export
 from capsem_proxyd.policy.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.proxy.limits import Limits
 from capsem_proxyd.proxy.pipeline import Pipeline, error_reply
 from capsem_proxyd.proxy.streaming import StreamSettings
 from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
+
+if TYPE_CHECKING:  # only imported when tracing is on
+    from capsem_proxyd.observe.otel import SpanRecorder
 
 log = logging.getLogger("capsem_proxyd")
 
@@ -68,6 +72,12 @@ class ProxyState:
     metrics: Metrics
     recorder: Recorder
     audit: AuditLog | None = None
+    spans: SpanRecorder | None = None
+
+    async def close_spans(self) -> None:
+        """Flush and stop the span export, if any (bounded; safe to call twice)."""
+        if self.spans is not None:
+            await self.spans.aclose()
 
     def install(self, config: PolicyConfig) -> None:
         """Make ``config``'s policies the ones new requests use; requests in flight keep theirs."""
@@ -84,8 +94,12 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     metrics = Metrics()
+    spans = _span_recorder(settings)
     recorder = Recorders(
-        RequestLog(), metrics, *([AuditRecorder(audit)] if audit is not None else [])
+        RequestLog(),
+        metrics,
+        *([AuditRecorder(audit)] if audit is not None else []),
+        *([spans] if spans is not None else []),
     )
     upstream = Upstream(UpstreamTimeouts(connect=settings.connect_timeout, read=settings.upstream_timeout))
     state: ProxyState
@@ -100,6 +114,7 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
         Limits.from_settings(settings),
         recorder,
         request_timeout=settings.request_timeout or None,
+        trace_headers=spans.upstream_headers if spans is not None else None,
     )
     state = ProxyState(
         settings=settings,
@@ -109,12 +124,14 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
         metrics=metrics,
         recorder=recorder,
         audit=audit,
+        spans=spans,
     )
     app.extensions["capsem_proxyd"] = state
 
     @app.after_serving
     async def close_upstream() -> None:
         await upstream.aclose()
+        await state.close_spans()
 
     _install_control_routes(app, state)
     if settings.cors:
@@ -123,6 +140,16 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
     control_plane: ASGIApp = app.asgi_app  # type: ignore[assignment]  # Hypercorn's typed scopes are dicts to us
     app.asgi_app = DataPlane(control_plane, settings, pipeline, recorder)  # type: ignore[method-assign,assignment]
     return app
+
+
+def _span_recorder(settings: Settings) -> SpanRecorder | None:
+    """The OpenTelemetry recorder when export is on; otherwise OpenTelemetry is not even imported."""
+    export = trace_export(settings)
+    if export is None:
+        return None
+    from capsem_proxyd.observe.otel import SpanRecorder
+
+    return SpanRecorder.start(settings, export)
 
 
 def proxy_state(app: QuartTrio) -> ProxyState:

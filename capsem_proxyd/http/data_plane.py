@@ -119,6 +119,7 @@ class DataPlane:
         exchange = Exchange.begin(scope["path"])
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         headers = HeaderMap(raw_headers)
+        self.recorder.request_started(exchange, headers)
         query = query_map(scope.get("query_string", b""))
         reply = _Reply(send, exchange, self.cors.reply_headers(headers.get("origin")) if self.cors else [])
         try:

@@ -2,12 +2,16 @@
 
 The engine and the pipeline do not know who listens. They call the recorder
 they were built with at named moments, the way mitmproxy calls its addons'
-hooks; the request log, the metrics and the audit log each implement the
-moments they care about and ignore the rest (``Recorder``'s methods do
-nothing). ``Recorders`` fans one call out to several.
+hooks; the request log, the metrics, the audit log and (when enabled) the
+OpenTelemetry spans each implement the moments they care about and ignore the
+rest (``Recorder``'s methods do nothing). ``Recorders`` fans one call out to
+the recorders that implement it.
 
 The moments:
 
+* ``request_started``: a request's head arrived (every request, proxied or
+  not); its headers are there for recorders that need them (the client's
+  trace context). Which plane serves it is not known yet.
 * ``decision_made``: a policy decided on a hook (ALLOW included). ``mode`` is
   ``enforce``, ``monitor`` (a monitor-mode policy that would have refused: no
   effect) or ``shadow`` (a shadow policy's would-be decision: no effect).
@@ -18,9 +22,15 @@ The moments:
   client_disconnected...).
 * ``request_done``: the last byte of the reply went out (or the client left);
   every request, proxied or not, ends here exactly once.
+
+A recorder that sets ``reads_usage`` asks the pipeline to read the token
+usage and answering model each reply states into the ``Exchange``; without
+one, the pipeline does not look.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from capsem.models import Decision
 
@@ -29,6 +39,11 @@ from capsem_proxyd.exchange import Exchange
 
 class Recorder:
     """Listens to the pipeline and the engine; override the moments you need."""
+
+    reads_usage = False
+
+    def request_started(self, exchange: Exchange, headers: Mapping[str, str]) -> None:
+        """A request arrived; ``headers`` by lower-case name. Never keep them: they carry keys."""
 
     def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
         """``policy`` is the deciding policy's name (``decision.policy`` may be a shared default)."""
@@ -50,31 +65,53 @@ class Recorder:
 
 
 class Recorders(Recorder):
-    """Several recorders as one, called in order."""
+    """Several recorders as one, called in order.
+
+    Each moment goes only to the recorders that implement it: a moment nobody
+    listens to (``request_started`` without tracing) costs one empty loop.
+    """
 
     def __init__(self, *recorders: Recorder) -> None:
         self.recorders = recorders
+        self.reads_usage = any(recorder.reads_usage for recorder in recorders)
+        self._started = _implementing(recorders, "request_started")
+        self._decision = _implementing(recorders, "decision_made")
+        self._checked = _implementing(recorders, "policy_checked")
+        self._answered = _implementing(recorders, "upstream_answered")
+        self._stream_started = _implementing(recorders, "stream_started")
+        self._stream_finished = _implementing(recorders, "stream_finished")
+        self._done = _implementing(recorders, "request_done")
+
+    def request_started(self, exchange: Exchange, headers: Mapping[str, str]) -> None:
+        for recorder in self._started:
+            recorder.request_started(exchange, headers)
 
     def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
-        for recorder in self.recorders:
+        for recorder in self._decision:
             recorder.decision_made(exchange, hook, policy, decision, mode)
 
     def policy_checked(self, hook: str, seconds: float) -> None:
-        for recorder in self.recorders:
+        for recorder in self._checked:
             recorder.policy_checked(hook, seconds)
 
     def upstream_answered(self, exchange: Exchange, seconds: float) -> None:
-        for recorder in self.recorders:
+        for recorder in self._answered:
             recorder.upstream_answered(exchange, seconds)
 
     def stream_started(self, exchange: Exchange) -> None:
-        for recorder in self.recorders:
+        for recorder in self._stream_started:
             recorder.stream_started(exchange)
 
     def stream_finished(self, exchange: Exchange, outcome: str) -> None:
-        for recorder in self.recorders:
+        for recorder in self._stream_finished:
             recorder.stream_finished(exchange, outcome)
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
-        for recorder in self.recorders:
+        for recorder in self._done:
             recorder.request_done(exchange, status, outcome)
+
+
+def _implementing(recorders: tuple[Recorder, ...], moment: str) -> tuple[Recorder, ...]:
+    """The recorders whose class overrides ``moment`` (a ``Recorders`` inside counts as all of them)."""
+    base = getattr(Recorder, moment)
+    return tuple(recorder for recorder in recorders if getattr(type(recorder), moment) is not base)

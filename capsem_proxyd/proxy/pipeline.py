@@ -5,6 +5,12 @@ request's ``Exchange``, its ``Route`` and the ``IncomingRequest``, and returns
 a ``ProxyReply`` (bytes, or a ``StreamPump`` to iterate); the data plane
 (``http/data_plane.py``) drives it. Every refusal is a ``ProxyError`` answered
 in the route's provider shape.
+
+Two things happen only when an observer asks for them, so that they cost
+nothing otherwise: the token usage a reply states is read into the
+``Exchange`` (``Recorder.reads_usage``), and the request's trace context goes
+upstream (``trace_headers``: the client's ``traceparent``/``tracestate`` are
+replaced by the ones it returns, which name the proxy's own span).
 """
 
 from __future__ import annotations
@@ -28,10 +34,18 @@ from capsem_proxyd.policy.tenants import TenantPolicies
 from capsem_proxyd.proxy.body import parse_request_body
 from capsem_proxyd.proxy.limits import Limits, check_reply_body, check_request_body, check_request_view
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
-from capsem_proxyd.proxy.upstream import Upstream, UpstreamResponse, request_headers, response_headers
+from capsem_proxyd.proxy.upstream import (
+    TRACE_CONTEXT_HEADERS,
+    Upstream,
+    UpstreamResponse,
+    request_headers,
+    response_headers,
+)
 
 JSON_HEADERS = [("content-type", "application/json")]
 _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]|,")
+# The trace-context headers for one request's upstream call (the OpenTelemetry recorder's).
+TraceHeaders = Callable[[Exchange], list[tuple[str, str]]]
 
 
 @dataclass(slots=True)
@@ -84,12 +98,15 @@ class Pipeline:
         recorder: Recorder,
         *,
         request_timeout: float | None = None,
+        trace_headers: TraceHeaders | None = None,
     ) -> None:
         self.upstream = upstream
         self.current_policies = current_policies
         self.stream_settings = stream_settings
         self.limits = limits
         self.recorder = recorder
+        self.read_usage = recorder.reads_usage
+        self.trace_headers = trace_headers
         # Whole-request deadline of non-streamed calls; streams are bounded by their idle timeout.
         self.request_timeout = request_timeout
         # When a shutdown's grace period is over, the open streams end with an error event.
@@ -98,6 +115,7 @@ class Pipeline:
     async def serve(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> ProxyReply:
         """The reply to ``incoming`` on ``route``: checked, or relayed when the route is not checked."""
         exchange.provider, exchange.endpoint = route.dialect.provider, route.dialect.endpoint
+        exchange.operation = route.dialect.operation
         exchange.passthrough = route.passthrough
         try:
             return await (self._handle if route.checked else self._relay)(exchange, route, incoming)
@@ -149,7 +167,11 @@ class Pipeline:
         """Send upstream (body unread), timing the wait for the response headers."""
         started = time.perf_counter()
         url = route.upstream_url.copy_with(query=incoming.query_string) if incoming.query_string else route.upstream_url
-        headers = request_headers(incoming.headers, incoming.client_addr)
+        if self.trace_headers is None:
+            headers = request_headers(incoming.headers, incoming.client_addr)
+        else:
+            headers = request_headers(incoming.headers, incoming.client_addr, dropped=TRACE_CONTEXT_HEADERS)
+            headers.extend(self.trace_headers(exchange))
         response = await self.upstream.send(incoming.method, url, headers, incoming.body)
         self.recorder.upstream_answered(exchange, time.perf_counter() - started)
         return response
@@ -171,7 +193,7 @@ class Pipeline:
                     # Sent at stream start: they cover the request checks (the stream is checked as it goes).
                     headers.extend(decision_headers(engine, outcome))
                     pump = StreamPump(exchange, route.dialect, engine, response, decoder, incoming.query,
-                                      self.stream_settings, self.open_streams)
+                                      self.stream_settings, self.open_streams, read_usage=self.read_usage)
                     return ProxyReply(200, headers, stream=pump)
                 if not content_type.startswith("application/json"):
                     await response.aclose()
@@ -188,6 +210,8 @@ class Pipeline:
         except orjson.JSONDecodeError:
             raise upstream_unavailable("The upstream provider answered with a body that is not valid JSON.") from None
         check_reply_body(reply_body, self.limits)
+        if self.read_usage and (usage := route.dialect.usage(reply_body)) is not None:
+            exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
         outcome = stricter(outcome, await engine.check_response(exchange, route.dialect.response_view(reply_body)))
         return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
 

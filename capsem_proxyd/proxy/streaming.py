@@ -150,6 +150,8 @@ class StreamPump:
         query: Mapping[str, str],
         settings: StreamSettings,
         open_streams: OpenStreams | None = None,
+        *,
+        read_usage: bool = False,
     ) -> None:
         self.exchange = exchange
         self.dialect = dialect
@@ -158,6 +160,7 @@ class StreamPump:
         self.query = query
         self.settings = settings
         self.open_streams = open_streams
+        self.read_usage = read_usage  # a recorder wants the usage the stream states (see Dialect.stream_usage)
         self.decoder = decoder  # chosen by the reply's content type (Dialect.stream_decoder)
         self.outcome = "incomplete"
         self._nursery_manager: Any = None
@@ -311,6 +314,8 @@ class StreamPump:
 
     async def _accept(self, event: StreamEvent) -> bytes:
         view = self.dialect.stream_view(event)
+        if self.read_usage and (usage := self.dialect.stream_usage(event)) is not None:
+            self.exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
         if view.error is not None:
             # The upstream reported an error in-stream: pass its event on as is.
             self._pending.append(_PendingEvent(event.raw))

@@ -44,6 +44,9 @@ _NOT_FORWARDED_UP = HOP_BY_HOP | {"host", "content-length", "cookie", "accept-en
 # operator asks (--forward-client-ip), and then with the client's real address appended.
 # Remote-Addr is Quart's: it puts the client's address among the request headers.
 _CLIENT_ADDRESS = frozenset({"x-forwarded-for", "forwarded", "x-real-ip", "remote-addr"})
+# W3C trace context: forwarded as the client sent them, unless the proxy traces (OpenTelemetry
+# on), which replaces them with its own span's (the client's stays its span's parent).
+TRACE_CONTEXT_HEADERS = frozenset({"traceparent", "tracestate"})
 _NOT_FORWARDED_DOWN = HOP_BY_HOP | {
     "content-length",
     "content-encoding",
@@ -77,8 +80,10 @@ class UpstreamTimeouts:
     pool: float = 10.0
 
 
-def request_headers(headers: Iterable[tuple[str, str]], client_addr: str | None = None) -> list[tuple[str, str]]:
-    """The client's headers minus hop-by-hop ones; the key passes through untouched.
+def request_headers(
+    headers: Iterable[tuple[str, str]], client_addr: str | None = None, *, dropped: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """The client's headers minus hop-by-hop ones (and ``dropped``); the key passes through untouched.
 
     Hop-by-hop also covers every header the client's ``Connection`` names (RFC 9110
     7.6.1). ``client_addr`` (only with --forward-client-ip) keeps the client's
@@ -92,7 +97,7 @@ def request_headers(headers: Iterable[tuple[str, str]], client_addr: str | None 
         if name.lower() == "connection"
         for token in value.split(",")
     }
-    dropped = _NOT_FORWARDED_UP | named
+    dropped = _NOT_FORWARDED_UP | named | dropped
     forwarded = [
         (name, value)
         for name, value in headers

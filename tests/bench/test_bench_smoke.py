@@ -2,8 +2,9 @@
 
 Not a performance test: it asserts only that ``python -m bench --smoke``
 checked every system (the upstream's reply comes back, ``capsem_block`` is
-refused by both CAPSEM proxies), loaded each one without errors, wrote a
-results JSON with one row per system, and left none of its processes behind.
+refused by the CAPSEM proxies), loaded each one without errors, wrote a
+results JSON with one row per system, that capsem-proxyd-otel's spans reached
+the OTLP sink, and that it left none of its processes behind.
 It needs nginx and wrk (Debian packages) and is skipped without them; it never
 installs anything itself.
 """
@@ -20,7 +21,8 @@ import pytest
 from bench import tools
 
 ROOT = Path(__file__).resolve().parents[2]
-SYSTEMS = ["direct", "nginx", "hypercorn-fixed", "hypercorn-httpx", "capsem-proxy-0.1.0", "capsem-proxyd"]
+SYSTEMS = ["direct", "nginx", "hypercorn-fixed", "hypercorn-httpx", "capsem-proxy-0.1.0", "capsem-proxyd",
+           "capsem-proxyd-otel"]
 
 pytestmark = pytest.mark.skipif(
     bool(tools.missing()),
@@ -29,7 +31,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(180)
 def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     bench = subprocess.Popen(
@@ -37,11 +39,11 @@ def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        printed, _ = bench.communicate(timeout=100)
+        printed, _ = bench.communicate(timeout=130)
     except subprocess.TimeoutExpired:
         bench.terminate()  # SIGTERM: the bench stops its children on the way out
         printed, _ = bench.communicate(timeout=30)
-        pytest.fail(f"smoke run took over 100 s:\n{printed[-3000:]}")
+        pytest.fail(f"smoke run took over 130 s:\n{printed[-3000:]}")
     assert bench.returncode == 0, printed[-5000:]
 
     results = json.loads(output.read_text())
@@ -54,21 +56,24 @@ def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
         assert row["sse_ttfb_p50_ms"] > 0, (name, row)
     # capsem-proxy 0.1.0 may finish no request at all in a 1 s load of 32 connections
     # (~30 ms of CPU each), so its throughput and CPU per request are not asserted.
-    for name in ("direct", "nginx", "hypercorn-fixed", "hypercorn-httpx", "capsem-proxyd"):
+    for name in ("direct", "nginx", "hypercorn-fixed", "hypercorn-httpx", "capsem-proxyd", "capsem-proxyd-otel"):
         assert rows[name]["json_rps"] > 0 and rows[name]["sse_streams_per_s"] > 0, rows[name]
-    for name in ("nginx", "hypercorn-fixed", "hypercorn-httpx", "capsem-proxyd"):
+    for name in ("nginx", "hypercorn-fixed", "hypercorn-httpx", "capsem-proxyd", "capsem-proxyd-otel"):
         assert rows[name]["json_cpu_us"] > 0 and rows[name]["sse_cpu_us"] > 0, rows[name]
+    # capsem-proxyd-otel exported its spans (flushed at the latest when each run stopped it).
+    assert results["otlp_sink"]["exports"] > 0, results["otlp_sink"]
     # The scaling measurements ran: both stream sizes and both worker counts, without errors.
     scaling = results["scaling"]
     for size in ("10k", "1m"):
         assert scaling["stream_sizes"][size]["errors"] == 0 and scaling["stream_sizes"][size]["streams"] > 0, scaling
     for count in ("1", "2"):
         assert scaling["workers"][count]["errors"] == 0 and scaling["workers"][count]["requests_per_s"] > 0, scaling
-    for name in ("nginx", "capsem-proxy-0.1.0", "capsem-proxyd"):
+    for name in ("nginx", "capsem-proxy-0.1.0", "capsem-proxyd", "capsem-proxyd-otel"):
         assert rows[name]["json_rss_mib"] > 0 and rows[name]["sse_rss_mib"] > 0, rows[name]
-    checks = results["systems"]["capsem-proxyd"]
-    assert checks["json"]["checks"]["block"]["status"] == 403
-    assert checks["sse"]["checks"]["block"]["status"] == 403
+    for name in ("capsem-proxyd", "capsem-proxyd-otel"):
+        checks = results["systems"][name]
+        assert checks["json"]["checks"]["block"]["status"] == 403
+        assert checks["sse"]["checks"]["block"]["status"] == 403
     assert "| capsem-proxyd target |" in output.with_suffix(".md").read_text()
 
     for started in results["meta"]["processes"]:
