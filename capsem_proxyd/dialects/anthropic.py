@@ -138,6 +138,9 @@ class AnthropicMessagesDialect(Dialect):
     provider = "anthropic"
     endpoint = "messages"
     operation = "chat"
+    request_not_content = REQUEST_NOT_CONTENT
+    reply_not_content = REPLY_NOT_CONTENT
+    event_not_content = EVENT_NOT_CONTENT
 
     def usage(self, body: Any) -> Usage | None:
         return anthropic_usage(as_dict(body))
@@ -227,11 +230,11 @@ class AnthropicMessagesDialect(Dialect):
         if kind == "content_block_start":
             return _block_start_view(index, payload)
         if kind == "content_block_stop":
-            return StreamView(tool_closes=[index])
+            return _with_rest(StreamView(tool_closes=[index]), payload)
         if kind == "message_stop":
-            return StreamView(finished=[ALL_CHANNELS])
+            return _with_rest(StreamView(finished=[ALL_CHANNELS]), payload)
         if kind == "ping":
-            return EMPTY_STREAM_VIEW
+            return _with_rest(StreamView(), payload)
         if kind == "error":
             return StreamView(error=as_str(as_dict(payload.get("error")).get("message")) or "upstream stream error")
         if kind == "message_start":
@@ -242,8 +245,11 @@ class AnthropicMessagesDialect(Dialect):
 
     def _message_start_view(self, payload: dict[str, Any]) -> StreamView:
         """A message_start normally has no content; if it has, it is checked like a reply."""
-        message = as_dict(payload.get("message"))
         view = StreamView()
+        if not isinstance(payload.get("message"), dict):
+            SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
+            return view
+        message = payload["message"]
         rest = {key: value for key, value in payload.items() if key != "message"}
         rest["message"] = {key: value for key, value in message.items() if key != "content"}
         SORTER.add(view.content, rest, EVENT_NOT_CONTENT.root)
@@ -321,10 +327,20 @@ def _call(block: dict[str, Any]) -> ToolCall:
     return ToolCall(name=as_str(block.get("name")), arguments=arguments, call_id=as_str(block.get("id")))
 
 
+def _with_rest(view: StreamView, payload: dict[str, Any]) -> StreamView:
+    """An event we read by its type alone still has every other field checked (there normally is none)."""
+    if any(key not in ("type", "index") for key in payload):
+        SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
+    return view
+
+
 def _delta_view(index: Any, payload: dict[str, Any]) -> StreamView:
-    delta = as_dict(payload.get("delta"))
-    kind = as_str(delta.get("type"))
     view = StreamView()
+    delta = payload.get("delta")
+    if not isinstance(delta, dict):
+        SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
+        return view
+    kind = as_str(delta.get("type"))
     if kind == "text_delta":
         text = delta.get("text")
         if isinstance(text, str) and text:
@@ -350,6 +366,8 @@ def _block_start_view(index: Any, payload: dict[str, Any]) -> StreamView:
     block = as_dict(payload.get("content_block"))
     kind = as_str(block.get("type"))
     view = StreamView()
+    if any(key not in ("type", "index", "content_block") for key in payload):
+        SORTER.add(view.content, {k: v for k, v in payload.items() if k != "content_block"}, EVENT_NOT_CONTENT.root)
     if kind in _CALL_BLOCKS:
         tool_input = block.get("input")
         arguments = orjson.dumps(tool_input).decode() if tool_input else ""

@@ -13,6 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from capsem_proxyd.dialects.content import Paths
 from capsem_proxyd.dialects.framing import SSEDecoder, StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StreamView, Usage
@@ -31,6 +32,11 @@ class Dialect(ABC):
     provider: str
     endpoint: str
     operation: str = ""
+    # What is declared NOT content in requests, replies and stream events (see content.py);
+    # the README's content-surface table is checked against these.
+    request_not_content: Paths = Paths()
+    reply_not_content: Paths = Paths()
+    event_not_content: Paths = Paths()
 
     @abstractmethod
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:

@@ -136,6 +136,8 @@ def field(container: dict[str, Any], camel_name: str, snake_name: str) -> Any:
 class GeminiDialect(Dialect):
     provider = "gemini"
     operation = "generate_content"
+    request_not_content = REQUEST_NOT_CONTENT
+    reply_not_content = event_not_content = REPLY_NOT_CONTENT
 
     def usage(self, body: Any) -> Usage | None:
         """``usageMetadata``: ``promptTokenCount`` (cached included); output is the candidates'
@@ -287,15 +289,22 @@ def _request_part(part: Any, node: Node | None, sink: list[str], view: RequestVi
     if isinstance(inline, dict) and isinstance(inline.get("data"), str):
         mime_type = as_str(field(inline, "mimeType", "mime_type")) or "application/octet-stream"
         view.media.append(MediaPart(data=decode_base64(inline["data"], "inlineData.data"), mime_type=mime_type))
-        part = {key: value for key, value in as_dict(part).items() if key not in _INLINE}
+        part = _without_inline_data(as_dict(part))
     SORTER.add(sink, part, node)
+
+
+def _without_inline_data(part: dict[str, Any]) -> dict[str, Any]:
+    """The part with its inline bytes (now media) taken out, everything else it carries kept."""
+    return {key: ({k: v for k, v in value.items() if k != "data"} if key in _INLINE and isinstance(value, dict) else value)
+            for key, value in part.items()}
 
 
 def _tool_definitions(tool: Any, node: Node | None, view: RequestView) -> None:
     """Each function declaration is a tool definition; any other tool (search, code execution...) too."""
-    for key, value, below in SORTER.fields(tool, node, []):
+    loose: list[str] = []  # content of no recognisable shape: a definition of its own
+    for key, value, below in SORTER.fields(tool, node, loose):
         if key in _DECLARATIONS and isinstance(value, list):
-            for _, declaration, at in SORTER.items(value, below, []):
+            for _, declaration, at in SORTER.items(value, below, loose):
                 data = as_dict(declaration)
                 parameters = field(data, "parameters", "parametersJsonSchema") or data.get("parameters_json_schema")
                 view.tools.append(ToolDefinition(
@@ -306,6 +315,8 @@ def _tool_definitions(tool: Any, node: Node | None, view: RequestView) -> None:
                 ))
         else:
             view.tools.append(ToolDefinition(name=key, content=SORTER.text({key: value}, node)))
+    if loose:
+        view.tools.append(ToolDefinition(name="unknown", content=joined(loose)))
 
 
 def _reply_content(content: Any, node: Node | None, texts: list[str], thoughts: list[str], view: ResponseView) -> None:
@@ -314,7 +325,10 @@ def _reply_content(content: Any, node: Node | None, texts: list[str], thoughts: 
             SORTER.add(texts, value, below)
             continue
         for _, part, at in SORTER.items(value, below, texts):
-            data = as_dict(part)
+            if not isinstance(part, dict):
+                SORTER.add(texts, part, at)
+                continue
+            data = part
             call = field(data, *_FUNCTION_CALL)
             if isinstance(call, dict):
                 view.tool_calls.append(_call(call))
@@ -323,7 +337,7 @@ def _reply_content(content: Any, node: Node | None, texts: list[str], thoughts: 
             if isinstance(inline, dict) and isinstance(inline.get("data"), str):
                 mime_type = as_str(field(inline, "mimeType", "mime_type")) or "application/octet-stream"
                 view.media.append(MediaPart(decode_base64(inline["data"], "inlineData.data"), mime_type))
-                data = {k: v for k, v in data.items() if k not in _INLINE}
+                data = _without_inline_data(data)
             SORTER.add(thoughts if data.get("thought") else texts, data, at)
 
 
@@ -356,7 +370,10 @@ def _candidate_delta(candidate: Any, node: Node | None, view: StreamView) -> Non
 
 
 def _part_delta(channel: Any, number: int, part: Any, node: Node | None, view: StreamView) -> None:
-    data = as_dict(part)
+    if not isinstance(part, dict):
+        SORTER.add(view.content, part, node)
+        return
+    data = part
     text = data.get("text")
     if isinstance(text, str) and set(data) <= {"text", "thought", "thoughtSignature", "thought_signature"}:
         if text:

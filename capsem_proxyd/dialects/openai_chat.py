@@ -70,6 +70,8 @@ _DELTA_THOUGHTS = ("reasoning_content", "reasoning")
 class OpenAIChatDialect(OpenAIDialect):
     endpoint = "chat.completions"
     operation = "chat"
+    request_not_content = REQUEST_NOT_CONTENT
+    reply_not_content = event_not_content = REPLY_NOT_CONTENT
 
     def usage(self, body: Any) -> Usage | None:
         return openai_usage(body)
@@ -148,7 +150,10 @@ class OpenAIChatDialect(OpenAIDialect):
                 SORTER.add(thoughts, value, below)
             elif key == "tool_calls":
                 for _, call, at in SORTER.items(value, below, own):
-                    view.tool_calls.append(_tool_call(call, at))
+                    if isinstance(call, dict):
+                        view.tool_calls.append(_tool_call(call, at))
+                    else:
+                        SORTER.add(own, call, at)
             elif key == "function_call":
                 view.tool_calls.append(_tool_call({"function": value}, below))
             elif key == "audio":
@@ -206,7 +211,10 @@ def _delta(channel: Any, delta: Any, node: Node | None, view: StreamView) -> Non
                 view.thoughts.append((channel, value))
         elif key == "tool_calls" and isinstance(value, list):
             for call in value:
-                view.tool_fragments.append(_fragment(channel, as_dict(call)))
+                if isinstance(call, dict):
+                    view.tool_fragments.append(_fragment(channel, call))
+                else:
+                    SORTER.add(view.content, call, None)
         elif key == "function_call" and isinstance(value, dict):
             legacy = value
             view.tool_fragments.append(ToolFragment(
@@ -242,10 +250,10 @@ def _fragment(channel: Any, call: dict[str, Any]) -> ToolFragment:
 
 def _definition(tool: Any, node: Node | None) -> ToolDefinition:
     """A tool definition, whole: its name and description, and every other content string as ``content``."""
-    tool = as_dict(tool)
-    function = as_dict(tool.get("function")) or as_dict(tool.get("custom")) or tool
+    data = as_dict(tool)
+    function = as_dict(data.get("function")) or as_dict(data.get("custom")) or data
     return ToolDefinition(
-        name=as_str(function.get("name")) or as_str(tool.get("type")) or "unknown",
+        name=as_str(function.get("name")) or as_str(data.get("type")) or "unknown",
         description=as_str(function.get("description")),
         parameters=as_dict(function.get("parameters")),
         content=SORTER.text(tool, node),

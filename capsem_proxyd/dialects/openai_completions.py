@@ -31,6 +31,8 @@ REPLY_NOT_CONTENT = Paths(
 class OpenAICompletionsDialect(OpenAIDialect):
     endpoint = "completions"
     operation = "text_completion"
+    request_not_content = REQUEST_NOT_CONTENT
+    reply_not_content = event_not_content = REPLY_NOT_CONTENT
 
     def usage(self, body: Any) -> Usage | None:
         return openai_usage(body)
@@ -65,7 +67,9 @@ class OpenAICompletionsDialect(OpenAIDialect):
         for key, value in chunk.items():
             if key == "choices" and isinstance(value, list):
                 for choice in value:
-                    choice = as_dict(choice)
+                    if not isinstance(choice, dict):
+                        SORTER.add(view.content, choice, None)
+                        continue
                     text = choice.get("text")
                     if isinstance(text, str) and text:
                         view.text.append((stream_key(choice.get("index", 0)), text))

@@ -32,6 +32,8 @@ def refuse_token_ids(value: Any, what: str) -> None:
 class OpenAIInputDialect(OpenAIDialect):
     """``input`` is text, a list of texts or (moderations) a list of text/image parts."""
 
+    request_not_content = REQUEST_NOT_CONTENT
+
     def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
         # Moderation is no GenAI operation of the conventions: its spans carry no gen_ai.* attributes.

@@ -103,6 +103,9 @@ TEXT = 0  # the one text channel: the SDK's output_text joins every message
 class OpenAIResponsesDialect(OpenAIDialect):
     endpoint = "responses"
     operation = "chat"
+    request_not_content = REQUEST_NOT_CONTENT
+    reply_not_content = REPLY_NOT_CONTENT
+    event_not_content = EVENT_NOT_CONTENT
 
     def usage(self, body: Any) -> Usage | None:
         """``usage.input_tokens`` (cached included) and ``output_tokens`` (reasoning included)."""
@@ -200,6 +203,9 @@ class OpenAIResponsesDialect(OpenAIDialect):
                 view = StreamView(tool_fragments=[_fragment(key, item, replace=kind.endswith(".done"))])
                 if kind.endswith(".done"):
                     view.tool_closes.append(key)
+                extra = {k: v for k, v in item.items() if k not in ("arguments", "input", "name", *_ITEM_IDS)}
+                if extra:  # whatever else the call item carries: whole in this event
+                    SORTER.add(view.content, {"item": extra}, EVENT_NOT_CONTENT.root)
                 _rest(payload, ("item",), view)
                 return view
         view = StreamView()
@@ -265,10 +271,8 @@ def _call(item: dict[str, Any], node: Node | None) -> ToolCall:
 
 def _fragment(key: Any, item: dict[str, Any], *, replace: bool) -> ToolFragment:
     whole = item.get("arguments", item.get("input"))
-    extra = {k: v for k, v in item.items() if k not in ("arguments", "input", "name", *_ITEM_IDS)}
-    text = as_str(whole) + (SORTER.text(extra, None) if extra and replace else "")
     return ToolFragment(key=key, name=as_str(item.get("name")) or None, call_id=as_str(item.get("call_id")) or None,
-                        arguments=text, replace=replace)
+                        arguments=as_str(whole), replace=replace)
 
 
 _EVENT_FIELDS = frozenset({"type", "sequence_number", "item_id", "output_index", "content_index", "summary_index",

@@ -94,6 +94,8 @@ class _OpenCall:
     name: str = ""
     call_id: str = ""
     arguments: list[str] = field(default_factory=list)
+    wholes: list[str] = field(default_factory=list)  # the whole arguments as a later event restates them
+    other_names: list[str] = field(default_factory=list)  # a later event naming the call differently
     values: dict[str, list[str]] = field(default_factory=dict)  # streamed by JSON path (Gemini partialArgs)
     closed: bool = False
     checked: bool = False
@@ -356,13 +358,16 @@ class StreamPump:
             if call is None or (call.closed and not fragment.replace):
                 call = self._calls[fragment.key] = _OpenCall()
             if fragment.replace:
-                call.arguments = [fragment.arguments]
+                # The client reads both the pieces it was sent and the restated whole: both are checked.
+                call.wholes.append(fragment.arguments)
                 call.checked = False
             elif fragment.arguments:
                 call.arguments.append(fragment.arguments)
             for path, value in fragment.values:
                 call.values.setdefault(path, []).append(value)
-            call.name = fragment.name or call.name
+            if fragment.name and call.name and fragment.name != call.name:
+                call.other_names.append(fragment.name)  # the client saw both names: both are checked
+            call.name = call.name or fragment.name or ""
             call.call_id = fragment.call_id or call.call_id
             call.closed = False
         return tuple(fragment.key for fragment in fragments)
@@ -378,9 +383,15 @@ class StreamPump:
         if call is None or call.checked:
             return
         call.closed = True
-        arguments = parse_arguments("".join(call.arguments))
+        streamed = "".join(call.arguments)
+        arguments = parse_arguments(streamed or (call.wholes[0] if call.wholes else ""))
+        for number, whole in enumerate(dict.fromkeys(call.wholes)):
+            if whole != streamed and (streamed or number):
+                arguments = {**arguments, f"_restated_{number}": parse_arguments(whole)}
         if call.values:
             arguments = {**arguments, **{path: "".join(parts) for path, parts in call.values.items()}}
+        if call.other_names:
+            arguments = {**arguments, "_other_names": call.other_names}
         await self.engine.check_tool_call(self.exchange, ToolCall(name=call.name, arguments=arguments, call_id=call.call_id))
         call.checked = True
 

@@ -1,0 +1,175 @@
+"""Deny-by-default, as a property: a marker placed anywhere in a valid request, reply or stream
+event of any API (as a value or as a key) reaches a policy, unless that very path is declared
+not content.
+
+The bodies are what the SDKs send and what the fake provider answers
+(``tests/support/fuzzing.py``); hypothesis picks the place and the form: a new
+key, a new field, a replaced string, a new array element. The Debug policy is
+the judge: the engine must refuse the request (or the reply), or the pump must
+cut the stream before the marker reaches the client whole. A place declared
+non-content (``Dialect.request_not_content`` and friends: ids, enums,
+settings) is skipped: that list is the whole of what is not checked, and the
+README's table is checked against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import trio
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.dialects.content import Paths
+from capsem_proxyd.dialects.framing import SSEDecoder
+from capsem_proxyd.errors import ProxyError
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.http import routes
+from capsem_proxyd.proxy.body import parse_request_body
+from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
+from tests.support.engines import engine
+from tests.support.fuzzing import REQUEST_SEEDS, orjson_copy, reply_seeds
+
+MARKER = "capsem_block"
+ENGINE = engine()
+REQUESTS: dict[str, tuple[Dialect, list[dict[str, Any]]]] = {
+    "openai-chat": (routes.DIALECTS["openai-chat"], [REQUEST_SEEDS["openai"][0], REQUEST_SEEDS["openai"][1]]),
+    "openai-responses": (routes.DIALECTS["openai-responses"], [REQUEST_SEEDS["openai"][2]]),
+    "openai-embeddings": (routes.DIALECTS["openai-embeddings"], [REQUEST_SEEDS["openai"][3]]),
+    "openai-completions": (routes.DIALECTS["openai-completions"], [REQUEST_SEEDS["openai"][4]]),
+    "gemini": (routes.DIALECTS["gemini"], [REQUEST_SEEDS["gemini"][0]]),
+    "gemini-batchEmbedContents": (routes.DIALECTS["gemini-batchEmbedContents"], [REQUEST_SEEDS["gemini"][1]]),
+    "anthropic-messages": (routes.DIALECTS["anthropic-messages"], REQUEST_SEEDS["anthropic"]),
+}
+REPLY_APIS = ["openai-chat", "openai-responses", "openai-completions", "gemini", "anthropic-messages"]
+
+
+@st.composite
+def placements(draw: st.DrawFn, seed: Any) -> tuple[Any, tuple[Any, ...]]:
+    """A copy of ``seed`` with the marker placed somewhere, and the path where it went."""
+    value = orjson_copy(seed)
+    containers: list[tuple[Any, tuple[Any, ...]]] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            containers.append((item, path))
+            stack.extend((child, (*path, key)) for key, child in item.items() if isinstance(child, (dict, list)))
+        elif isinstance(item, list):
+            containers.append((item, path))
+            stack.extend((child, (*path, index)) for index, child in enumerate(item) if isinstance(child, (dict, list)))
+    container, path = draw(st.sampled_from(containers))
+    text = draw(st.sampled_from([MARKER, f"note {MARKER} here", MARKER.upper()]))
+    if isinstance(container, dict):
+        strings = [key for key, child in container.items() if isinstance(child, str)]
+        form = draw(st.sampled_from(["key", "field", "value"] if strings else ["key", "field"]))
+        if form == "key":
+            container[f"x_{text}"] = draw(st.sampled_from([1, True, None, "v", {"a": 1}]))
+            return value, (*path, f"x_{text}")
+        if form == "field":
+            container[f"x_field_{draw(st.integers(0, 99))}"] = text
+            return value, (*path, "x_field")
+        key = draw(st.sampled_from(strings))
+        # Inline media (base64 data, data: URLs) reaches the policies as Media, not as text: a
+        # marker written there is bytes of an image, which the Debug policy does not read.
+        assume(key not in ("data", "file_data") and not container[key].startswith("data:"))
+        container[key] = text
+        return value, (*path, key)
+    index = draw(st.integers(min_value=0, max_value=len(container)))
+    container.insert(index, text)
+    return value, (*path, index)
+
+
+def declared_not_content(paths: Paths, path: tuple[Any, ...]) -> bool:
+    node = paths.root
+    for segment in path:
+        below = node.child(segment)
+        if below is None:
+            return False
+        if below.terminal:
+            return True
+        node = below
+    return False
+
+
+@pytest.mark.parametrize("name", REQUESTS)
+@given(data=st.data())
+@settings(max_examples=80)
+def test_a_marker_anywhere_in_a_request_is_refused(name: str, data: st.DataObject) -> None:
+    dialect, seeds = REQUESTS[name]
+    body, path = data.draw(placements(data.draw(st.sampled_from(seeds))))
+    assume(not declared_not_content(dialect.request_not_content, path))
+    raw = orjson.dumps(body)
+    exchange = Exchange(request_id="req_p", started=0.0, tenant_id="t", provider=dialect.provider,
+                        endpoint=dialect.endpoint)
+
+    async def check() -> None:
+        try:
+            parsed = parse_request_body(raw, "application/json")
+            view = dialect.request_view(parsed, dialect.model(parsed, None))
+            await ENGINE.check_request(exchange, view)
+        except ProxyError as error:
+            assert 400 <= error.status < 500, error.message
+            return
+        raise AssertionError(f"the marker at {path} reached no policy: {body}")
+
+    trio.run(check)
+
+
+@pytest.mark.parametrize("name", REPLY_APIS)
+@given(data=st.data())
+@settings(max_examples=80)
+def test_a_marker_anywhere_in_a_reply_is_refused(name: str, data: st.DataObject) -> None:
+    dialect = routes.DIALECTS[name]
+    bodies, _ = reply_seeds(name)
+    body, path = data.draw(placements(data.draw(st.sampled_from(bodies))))
+    assume(not declared_not_content(dialect.reply_not_content, path))
+    exchange = Exchange(request_id="req_p", started=0.0, tenant_id="t", provider=dialect.provider,
+                        endpoint=dialect.endpoint)
+
+    async def check() -> None:
+        with pytest.raises(ProxyError) as refused:
+            await ENGINE.check_response(exchange, dialect.response_view(body))
+        assert refused.value.status == 403, refused.value.message
+
+    trio.run(check)
+
+
+@pytest.mark.parametrize("name", REPLY_APIS)
+@given(data=st.data())
+@settings(max_examples=80)
+def test_a_marker_anywhere_in_a_stream_never_reaches_the_client_whole(name: str, data: st.DataObject) -> None:
+    dialect = routes.DIALECTS[name]
+    _, events = reply_seeds(name)
+    index = data.draw(st.integers(min_value=0, max_value=len(events) - 1))
+    payload, path = data.draw(placements(events[index][0]))
+    assume(not declared_not_content(dialect.event_not_content, path))
+    stream = [*events[:index], (payload, events[index][1]), *events[index + 1:]]
+    sent = b"".join(
+        (f"event: {event}\n" if event else "").encode() + b"data: " + orjson.dumps(item) + b"\n\n"
+        for item, event in stream
+    )
+    received = SSEDecoder().feed(trio.run(_pump, dialect, sent))
+    *relayed, last = received
+    assert all(MARKER not in event.data.lower() for event in relayed), [event.data for event in relayed]
+    assert "CAPSEM policy 'Debug'" in last.data, last.data  # the proxy's own final error event, naming the policy
+
+
+async def _pump(dialect: Dialect, sent: bytes) -> bytes:
+    async def upstream() -> AsyncIterator[bytes]:
+        yield sent
+
+    exchange = Exchange(request_id="req_p", started=0.0, tenant_id="t", provider=dialect.provider,
+                        endpoint=dialect.endpoint)
+    pump = StreamPump(exchange, dialect, ENGINE, httpx.Response(200, content=upstream()), SSEDecoder(),
+                      {"alt": "sse"}, StreamSettings(idle_timeout=5))
+    out = []
+    async with pump:
+        async for chunk in pump:
+            out.append(chunk)
+    return b"".join(out)
