@@ -44,7 +44,7 @@ import trio
 
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.dialects.base import Dialect, parse_arguments
-from capsem_proxyd.dialects.framing import FramingError, StreamEvent
+from capsem_proxyd.dialects.framing import FramingError, SSEDecoder, StreamEvent
 from capsem_proxyd.errors import ProxyError, response_too_large, shutting_down, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policy.engine import PolicyEngine
@@ -159,7 +159,9 @@ class StreamPump:
         self.dialect = dialect
         self.engine = engine
         self.response = response
-        self.query = query
+        # The final error event is framed like the stream itself: Gemini's dialect frames by ``alt``,
+        # so an SSE reply to a request without ``alt=sse`` ends in SSE too.
+        self.query = {**query, "alt": "sse"} if isinstance(decoder, SSEDecoder) else query
         self.settings = settings
         self.open_streams = open_streams
         self.read_usage = read_usage  # a recorder wants the usage the stream states (see Dialect.stream_usage)
