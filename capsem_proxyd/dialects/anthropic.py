@@ -39,7 +39,7 @@ from capsem_proxyd.dialects.base import (
     sum_counts,
     token_count,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
 from capsem_proxyd.views import (
@@ -141,6 +141,19 @@ class AnthropicMessagesDialect(Dialect):
     request_not_content = REQUEST_NOT_CONTENT
     reply_not_content = REPLY_NOT_CONTENT
     event_not_content = EVENT_NOT_CONTENT
+    surfaces = (
+        Surface("request", "system (a string or blocks)", "on_model_call (system)"),
+        Surface("request", "tool_result, mcp_tool_result blocks: every field, nested blocks too", "on_tool_response"),
+        Surface("request", "tools[]: each definition whole (input_schema, input_examples...)",
+                "on_tool_call (definition)"),
+        Surface("request", "every other block (text and citations, tool_use history, thinking, server-tool "
+                           "results, documents, unknown types) and field (output_config, stop_sequences...); "
+                           "base64 images and documents as media", "on_model_call (prompt)"),
+        Surface("reply", "tool_use, server_tool_use, mcp_tool_use blocks; input_json_delta", "on_tool_call"),
+        Surface("reply", "thinking blocks; thinking_delta", "on_model_response (thoughts)"),
+        Surface("reply", "every other block and delta (text, citations, server-tool results, unknown types)",
+                "on_model_response"),
+    )
 
     def usage(self, body: Any) -> Usage | None:
         return anthropic_usage(as_dict(body))

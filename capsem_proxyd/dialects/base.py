@@ -13,7 +13,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from capsem_proxyd.dialects.content import Paths
+from capsem_proxyd.dialects.content import Paths, Surface
 from capsem_proxyd.dialects.framing import SSEDecoder, StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StreamView, Usage
@@ -37,6 +37,8 @@ class Dialect(ABC):
     request_not_content: Paths = Paths()
     reply_not_content: Paths = Paths()
     event_not_content: Paths = Paths()
+    # Where this API's content goes, for the README (tests/dialects/test_surfaces.py checks each).
+    surfaces: tuple[Surface, ...] = ()
 
     @abstractmethod
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:

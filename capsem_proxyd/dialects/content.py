@@ -26,7 +26,7 @@ here does I/O.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from capsem_proxyd.errors import bad_request
 
@@ -77,6 +77,14 @@ class Node:
             return None
         node = children.get(key) if isinstance(key, str) else None
         return node if node is not None else children.get("*")
+
+
+class Surface(NamedTuple):
+    """Where content is found, and the hook that sees it: the README's table is made of these."""
+
+    side: str  # "request" or "reply" (a reply's stream events included)
+    where: str
+    hook: str  # on_model_call, on_model_call (system), on_tool_call, on_tool_response, on_model_response...
 
 
 FREE: Node | None = None  # a free-form region: nothing declared, every string and key is content

@@ -38,7 +38,7 @@ from capsem_proxyd.dialects.base import (
     sum_counts,
     token_count,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined, refuse_double_spellings
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, refuse_double_spellings
 from capsem_proxyd.dialects.framing import (
     JSONArrayDecoder,
     SSEDecoder,
@@ -138,6 +138,19 @@ class GeminiDialect(Dialect):
     operation = "generate_content"
     request_not_content = REQUEST_NOT_CONTENT
     reply_not_content = event_not_content = REPLY_NOT_CONTENT
+    surfaces = (
+        Surface("request", "systemInstruction (system_instruction)", "on_model_call (system)"),
+        Surface("request", "functionResponse parts: name, response, parts", "on_tool_response"),
+        Surface("request", "tools[]: each functionDeclarations entry whole (parameters, response schemas), "
+                           "every other tool", "on_tool_call (definition)"),
+        Surface("request", "every other part (text, functionCall history, code and results, fileData) and field "
+                           "(responseJsonSchema, stopSequences, labels...); inlineData as media",
+                "on_model_call (prompt)"),
+        Surface("reply", "functionCall parts, partialArgs assembled by JSON path", "on_tool_call"),
+        Surface("reply", "parts with thought: true", "on_model_response (thoughts)"),
+        Surface("reply", "everything else a candidate carries (text, code-execution results, grounding, "
+                         "citations, URL context); each candidate its own text", "on_model_response"),
+    )
 
     def usage(self, body: Any) -> Usage | None:
         """``usageMetadata``: ``promptTokenCount`` (cached included); output is the candidates'

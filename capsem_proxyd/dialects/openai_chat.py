@@ -18,7 +18,7 @@ from typing import Any
 
 from capsem_proxyd.dialects import vocabulary
 from capsem_proxyd.dialects.base import as_dict, as_str, parse_arguments, parse_json_event, stream_key
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_stream_usage, openai_usage
 from capsem_proxyd.errors import upstream_unavailable
@@ -72,6 +72,22 @@ class OpenAIChatDialect(OpenAIDialect):
     operation = "chat"
     request_not_content = REQUEST_NOT_CONTENT
     reply_not_content = event_not_content = REPLY_NOT_CONTENT
+    surfaces = (
+        Surface("request", "messages[] of role system, developer: every field", "on_model_call (system)"),
+        Surface("request", "messages[] of role tool, function: every field", "on_tool_response"),
+        Surface("request", "messages[] of every other role: content, tool_calls, function_call, refusal, name, "
+                           "any other field", "on_model_call (prompt)"),
+        Surface("request", "tools[], functions[]: each definition whole (function, custom, grammar, schema)",
+                "on_tool_call (definition)"),
+        Surface("request", "every other field (prediction, response_format, metadata, stop, user...)",
+                "on_model_call (prompt)"),
+        Surface("reply", "choices[].message.tool_calls[], function_call; streamed tool_calls deltas",
+                "on_tool_call"),
+        Surface("reply", "choices[].message.reasoning_content, reasoning (and their deltas)",
+                "on_model_response (thoughts)"),
+        Surface("reply", "everything else: content, refusal, audio.transcript, annotations, any other field; "
+                         "each choice its own text", "on_model_response"),
+    )
 
     def usage(self, body: Any) -> Usage | None:
         return openai_usage(body)

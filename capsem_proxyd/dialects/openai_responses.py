@@ -34,7 +34,7 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     token_count,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, joined
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_error_body
 from capsem_proxyd.errors import ProxyError, upstream_unavailable
@@ -106,6 +106,22 @@ class OpenAIResponsesDialect(OpenAIDialect):
     request_not_content = REQUEST_NOT_CONTENT
     reply_not_content = REPLY_NOT_CONTENT
     event_not_content = EVENT_NOT_CONTENT
+    surfaces = (
+        Surface("request", "instructions; input[] messages of role system, developer", "on_model_call (system)"),
+        Surface("request", "input[] items *_output (function, custom, computer, shell, patch): every field",
+                "on_tool_response"),
+        Surface("request", "tools[]: each definition whole (function, custom, mcp, built-in)",
+                "on_tool_call (definition)"),
+        Surface("request", "every other input item (messages, earlier calls, reasoning, references, unknown "
+                           "types) and every other field (prompt.variables, text.format, metadata...)",
+                "on_model_call (prompt)"),
+        Surface("reply", "output[] function_call, custom_tool_call, mcp_call; their argument deltas",
+                "on_tool_call"),
+        Surface("reply", "output[] reasoning; reasoning text deltas", "on_model_response (thoughts)"),
+        Surface("reply", "every other output item and event (messages, shell and patch calls, code-interpreter "
+                         "logs, file-search results, response.completed...); generated images as media",
+                "on_model_response"),
+    )
 
     def usage(self, body: Any) -> Usage | None:
         """``usage.input_tokens`` (cached included) and ``output_tokens`` (reasoning included)."""

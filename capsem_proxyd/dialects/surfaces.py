@@ -1,0 +1,42 @@
+"""The README's content-surface tables, made from the dialects' own declarations.
+
+``python -m capsem_proxyd.dialects.surfaces`` prints them; the test suite
+fails when the README's copy differs, so the documentation of what is checked
+where cannot drift from the code that does it.
+"""
+
+from __future__ import annotations
+
+from capsem_proxyd.dialects.anthropic import AnthropicMessagesDialect
+from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.dialects.gemini import GeminiDialect
+from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
+
+APIS: dict[str, Dialect] = {
+    "Chat Completions": OpenAIChatDialect(),
+    "Responses": OpenAIResponsesDialect(),
+    "Anthropic Messages": AnthropicMessagesDialect(),
+    "Gemini generateContent": GeminiDialect(),
+}
+
+
+def markdown() -> str:
+    lines: list[str] = []
+    for name, dialect in APIS.items():
+        lines += [f"**{name}**", "", "| | where | hook |", "|---|---|---|"]
+        lines += [f"| {surface.side} | {surface.where} | `{surface.hook}` |" for surface in dialect.surfaces]
+        lines.append("")
+        for side, paths in (("request", dialect.request_not_content), ("reply", dialect.reply_not_content),
+                            ("stream event", dialect.event_not_content)):
+            if side == "stream event" and paths is dialect.reply_not_content:
+                continue
+            patterns = sorted(set(paths.patterns))
+            if patterns:
+                lines.append(f"Not content ({side}): " + ", ".join(f"`{pattern}`" for pattern in patterns) + ".")
+                lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
