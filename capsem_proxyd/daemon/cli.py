@@ -257,19 +257,22 @@ def list_policies(**options: Any) -> None:
     """List the active policies: mode, description and the hooks each implements."""
     from capsem_proxyd.policy.loader import implemented_hooks
 
-    config = load_config(settings_from(options))
+    settings = settings_from(options)
+    config = load_config(settings)
 
-    def show(title: str, policy_set: PolicySet) -> None:
+    def show(title: str, policy_set: PolicySet, enforced: bool = True) -> None:
         click.echo(f"{title} ({policy_set.source}):")
         for policy in policy_set.manager.policies:
             click.echo(f"  {policy.name} [{policy_set.mode_of(policy.name)}]: {policy.description}")
             click.echo(f"    hooks: {', '.join(implemented_hooks(policy)) or 'none'}")
         if not policy_set.names:
             click.echo("  NONE (requests are forwarded unchecked)")
+        elif enforced:
+            click.echo(f"  {config.holdback(settings.stream_holdback, policy_set)}")
 
     show("policies", config.main)
     if config.shadow is not None:
-        show("shadow policies, recorded and never enforced", config.shadow)
+        show("shadow policies, recorded and never enforced", config.shadow, enforced=False)
     profiles: dict[int, tuple[PolicySet, list[str]]] = {}
     for tenant_id, profile in config.profiles.items():
         profiles.setdefault(id(profile), (profile, []))[1].append(tenant_id)

@@ -82,7 +82,7 @@ def describe(settings: Settings, config: PolicyConfig, binds: list[str]) -> str:
     traces = f" | traces: OTLP/HTTP to {export.describe()}" if export is not None else ""
     return (
         f"capsem-proxyd {__version__} listening on {', '.join(binds)} | upstreams: openai={settings.openai_upstream} "
-        f"gemini={settings.gemini_upstream} anthropic={settings.anthropic_upstream} | {config.describe()}{traces}"
+        f"gemini={settings.gemini_upstream} anthropic={settings.anthropic_upstream} | {config.describe(settings.stream_holdback)}{traces}"
     )
 
 
@@ -179,7 +179,7 @@ async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> b
     state.install(config)
     if state.audit is not None:
         state.audit.reopen()
-    log.info("reloaded: %s", config.describe())
+    log.info("reloaded: %s", config.describe(settings.stream_holdback))
     for warning in config.warnings:
         log.warning("%s", warning)
     notify.ready("reloaded")

@@ -107,7 +107,6 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
         upstream,
         lambda: state.policies,
         StreamSettings(
-            holdback=settings.stream_holdback,
             idle_timeout=settings.upstream_timeout,
             max_bytes=settings.max_response_size,
         ),

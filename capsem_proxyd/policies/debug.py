@@ -28,6 +28,7 @@ from capsem.models import (
 from capsem.policies import Policy
 from capsem.tools import Tool
 
+from capsem_proxyd.policies.holdback import LiteralTerms
 from capsem_proxyd.policies.normalize import fold
 
 MARKER = "capsem_block"
@@ -57,6 +58,9 @@ def _block(where: str) -> Decision:
 
 class DebugPolicy(Policy):
     """Blocks the ``capsem_block`` marker at every interception point."""
+
+    # A stream holds back only an end of text that could still become the marker (usually nothing).
+    stream_holdback = LiteralTerms([MARKER])
 
     def __init__(self) -> None:
         super().__init__(

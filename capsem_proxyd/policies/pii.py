@@ -54,10 +54,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import trio
+
+from capsem_proxyd.policies.holdback import Fixed, regex_width
 
 log = logging.getLogger("capsem_proxyd.policy.pii")
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # its DEBUG lines quote prompt text
@@ -193,6 +196,7 @@ class OfflinePIIPolicy(PIIPolicy):
             registry.remove_recognizer("EmailRecognizer")
             registry.add_recognizer(OfflineEmailRecognizer(supported_language=language))
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
+        self.stream_holdback = self._stream_holdback()
         # Warm up now (regexes, the suffix snapshot), not on the first request.
         self._analyze_text("warm-up: someone@example.com 4111 1111 1111 1111")
         log.info(
@@ -200,6 +204,28 @@ class OfflinePIIPolicy(PIIPolicy):
             language, model_name if wanted_ner else "blank (pattern entities only)",
             ",".join(entity.value for entity in self.entity_decisions),
         )
+
+    def _stream_holdback(self) -> Fixed | None:
+        """The widest match of the recognizers of the entities checked in replies, minus one; None
+        (unbounded: the cap) as soon as one has a pattern of unbounded width or no pattern at all
+        (NER entities, checksum-only recognizers)."""
+        if not self.check_responses:
+            return Fixed(0)
+        wanted = {entity.value for entity in self.entity_decisions}
+        widest = 0
+        for recognizer in self.analyzer.registry.recognizers:
+            if not wanted & set(getattr(recognizer, "supported_entities", ())):
+                continue
+            patterns = getattr(recognizer, "patterns", None)
+            if not patterns:
+                return None
+            flags = getattr(recognizer, "global_regex_flags", 0) or 0
+            for pattern in patterns:
+                width = regex_width(re.compile(pattern.regex, flags))
+                if width is None:
+                    return None
+                widest = max(widest, width)
+        return Fixed(widest - 1)
 
     # -- analysis ------------------------------------------------------------
 

@@ -67,6 +67,7 @@ from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason,
 from capsem.policies import Policy
 from capsem.tools import Tool
 
+from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Visible, regex_width
 from capsem_proxyd.policies.normalize import fold, visible
 
 HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
@@ -174,6 +175,8 @@ class RulesPolicy(Policy):
         self.tools = tools or GlobList()
         self.models = models or GlobList()
         self.max_prompt_chars = max_prompt_chars
+        # What a stream must hold back for this policy's reply rules (policies/holdback.py).
+        self.stream_holdback = stream_holdback(self.rules["on_model_response"])
 
     # -- hooks -----------------------------------------------------------------
 
@@ -265,6 +268,23 @@ class RulesPolicy(Policy):
         """Read the file itself so that a bad rule can be reported with its line number."""
         text = Path(config_path).read_text(encoding="utf-8")
         return cls.from_config(tomllib.loads(text), source_lines=text.splitlines())
+
+
+def stream_holdback(rules: list[Rule]) -> Holdback | None:
+    """Literal terms hold only a pending prefix; a regex its widest match minus one, counted in
+    characters a reader sees; a regex of unbounded width makes the whole policy unbounded (the cap)."""
+    parts: list[Holdback] = []
+    for case_sensitive in (False, True):
+        terms = [rule.term for rule in rules if rule.term is not None and rule.case_sensitive == case_sensitive]
+        if terms:
+            parts.append(LiteralTerms(terms, keep_case=case_sensitive))
+    for rule in rules:
+        if rule.pattern is not None:
+            width = regex_width(rule.pattern)
+            if width is None:
+                return None
+            parts.append(Visible(width - 1))
+    return Combined(parts)
 
 
 def _decision(hook: str, verdict: Verdict, reason: Reason, details: str) -> Decision:

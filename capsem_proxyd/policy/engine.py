@@ -37,11 +37,13 @@ from capsem.policies import Policy
 from capsem.tools import Schema, Tool
 from pydantic import ValidationError
 
+from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.policies.holdback import Fixed, Holdback, LiteralTerms, declared
 from capsem_proxyd.policy.deadlines import hook_can_suspend
-from capsem_proxyd.policy.loader import PolicySet
+from capsem_proxyd.policy.loader import PolicySet, implemented_hooks
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, ToolCall, ToolDefinition
 
 log = logging.getLogger("capsem_proxyd.policy")
@@ -89,6 +91,7 @@ class PolicyEngine:
         confirm_action: str,
         policy_timeout: float | None,
         shadow: ShadowRunner | None = None,
+        holdback_cap: int = DEFAULTS.stream_holdback,
     ) -> None:
         self.policy_set = policy_set
         self.policies: list[Policy] = policy_set.manager.policies
@@ -98,6 +101,20 @@ class PolicyEngine:
         self.confirm_action = confirm_action
         self.policy_timeout = policy_timeout
         self.shadow = shadow
+        self.holdbacks = stream_holdbacks(self.policies, self.monitored, holdback_cap)
+
+    def held(self, text: str) -> int:
+        """Characters at the end of a checked reply text a stream must still hold: the most any
+        enforcing policy needs (``policies/holdback.py``)."""
+        if not text:
+            return 0
+        most = 0
+        for _, holdback in self.holdbacks:
+            held = holdback.held(text)
+            if held > most:
+                most = held
+        return most
+
 
     @property
     def names(self) -> list[str]:
@@ -248,6 +265,32 @@ class PolicyEngine:
         if not isinstance(decision, Decision):
             return _failure_decision(policy.name, hook, "policy returned no decision")
         return decision
+
+
+def stream_holdbacks(policies: list[Policy], monitored: frozenset[str], cap: int) -> list[tuple[str, Holdback]]:
+    """Each enforcing policy that checks replies, with what it needs held: its declaration, or the
+    cap (``--stream-holdback``) when it declares none or declares it unbounded; a bounded
+    declaration is honoured even beyond the cap. Monitor-mode policies never refuse: nothing is
+    held for them."""
+    holdbacks: list[tuple[str, Holdback]] = []
+    for policy in policies:
+        if policy.name in monitored or "on_model_response" not in implemented_hooks(policy):
+            continue
+        holdback = declared(policy)
+        holdbacks.append((policy.name, holdback if holdback is not None and holdback.bound is not None else Fixed(cap)))
+    return holdbacks
+
+
+def holdback_summary(holdbacks: list[tuple[str, Holdback]]) -> str:
+    """The effective hold-back and the policy that sets it, for the start-up line and ``policies``."""
+    if not holdbacks:
+        return "stream hold-back: none (no policy checks replies)"
+    name, widest = max(holdbacks, key=lambda item: item[1].bound or 0)
+    if isinstance(widest, LiteralTerms):
+        how = f"up to {widest.bound} characters, only while they may still become a term"
+    else:
+        how = f"{widest.bound} characters"
+    return f"stream hold-back: {how} (set by {name})"
 
 
 class ShadowRunner:

@@ -36,7 +36,7 @@ from typing import Any
 from capsem_proxyd.config import Settings
 from capsem_proxyd.errors import tenant_not_allowed
 from capsem_proxyd.observe.recorders import Recorder
-from capsem_proxyd.policy.engine import PolicyEngine, ShadowRunner
+from capsem_proxyd.policy.engine import PolicyEngine, ShadowRunner, holdback_summary, stream_holdbacks
 from capsem_proxyd.policy.loader import PolicyConfigError, PolicySet, load_policy_set
 
 log = logging.getLogger("capsem_proxyd.policy.tenants")
@@ -63,10 +63,10 @@ class PolicyConfig:
             warnings += [f"profile {policy_set.source}: {warning}" for warning in policy_set.warnings]
         return warnings
 
-    def describe(self) -> str:
-        """One line for the start-up and reload log: active policies, shadow, profiles, allow-list."""
+    def describe(self, holdback_cap: int) -> str:
+        """One line for the start-up and reload log: active policies, hold-back, shadow, profiles, allow-list."""
         names = ", ".join(self.main.names) or "NONE (requests are forwarded unchecked)"
-        line = f"policies: {names} [{self.main.source}]"
+        line = f"policies: {names} [{self.main.source}] | {self.holdback(holdback_cap)}"
         if self.shadow is not None:
             line += f" | shadow (recorded, never enforced): {', '.join(self.shadow.names) or 'none'}"
         if self.profiles:
@@ -74,6 +74,13 @@ class PolicyConfig:
         if self.allowed_tenants is not None:
             line += f" | tenant allow-list: {len(self.allowed_tenants)} tenant(s)"
         return line
+
+
+    def holdback(self, cap: int, policy_set: PolicySet | None = None) -> str:
+        """What streams hold back under ``policy_set`` (the main folder), and which policy says so."""
+        policy_set = policy_set or self.main
+        monitored = frozenset(name for name in policy_set.names if policy_set.mode_of(name) == "monitor")
+        return holdback_summary(stream_holdbacks(policy_set.manager.policies, monitored, cap))
 
 
 def load_policy_config(settings: Settings) -> PolicyConfig:
@@ -102,7 +109,7 @@ class TenantPolicies:
         def engine_for(policy_set: PolicySet, shadow: ShadowRunner | None) -> PolicyEngine:
             return PolicyEngine(
                 policy_set, recorder=recorder, confirm_action=settings.confirm_action,
-                policy_timeout=settings.policy_timeout or None, shadow=shadow,
+                policy_timeout=settings.policy_timeout or None, shadow=shadow, holdback_cap=settings.stream_holdback,
             )
 
         self.config = config

@@ -7,16 +7,18 @@ per stream stays flat.
 
 Release rules, the heart of streaming enforcement:
 
-* text is released only once a ``on_model_response`` check has covered it,
-  minus a hold-back tail of ``holdback`` characters, so a forbidden term split
-  across chunks is never delivered whole: whatever part of it was covered by a
-  passing check lies inside the tail and is still held when the next check
-  sees the whole term;
+* each choice's text (and its thoughts) is its own channel, released only as
+  far as an ``on_model_response`` check has covered it, minus what the active
+  policies need held (``PolicyEngine.held``: for literal terms, only an end
+  of the text that could still become a term, usually nothing; for a bounded
+  regex, its width; for a policy that may match text of any length, the
+  ``--stream-holdback`` cap), so a forbidden term split across chunks is
+  never delivered whole, nor is its beginning;
 * checks run on the accumulated text, throttled: the next check waits until
   the unchecked text is at least ``check_chars`` or a fraction of what is
-  already checked, so the total cost stays linear in the reply size; one
-  early check runs as soon as the first text could be released by it, so the
-  first text reaches the client without waiting for the throttle;
+  already checked, so the total cost stays linear in the reply size; until
+  the first text has gone out, every event is checked at once, so the first
+  text reaches the client without waiting for the throttle;
 * an event carrying part of a tool call is held until the call is complete
   and ``on_tool_call`` passed; events behind it wait, preserving order;
 * at the end, one last check on the complete text, then everything goes.
@@ -60,7 +62,6 @@ _CLOSE_GRACE_SECONDS = 1.0
 class StreamSettings:
     """How the pump trades latency against checking cost."""
 
-    holdback: int = DEFAULTS.stream_holdback
     check_chars: int = 256
     check_growth: float = 0.25
     check_interval: float = 0.05
@@ -87,6 +88,7 @@ class _Channel:
     parts: list[str] = field(default_factory=list)
     length: int = 0
     checked: int = 0
+    releasable: int = 0  # what was checked, minus what the policies need held at its end
 
 
 @dataclass(slots=True)
@@ -341,7 +343,7 @@ class StreamPump:
             await self._close_channel(channel)
         if self._check_due():
             await self._check_text()
-        return self._release(self.settings.holdback)
+        return self._release()
 
     def _grow(self, choice: Any, thought: bool, delta: str) -> tuple[_Channel, int]:
         channel = self._channels.get((choice, thought))
@@ -404,14 +406,8 @@ class StreamPump:
         threshold = max(self.settings.check_chars, int(self._checked_total * self.settings.check_growth))
         if unchecked >= threshold:
             return True
-        if not self._text_released and self._pending:
-            # Early: the first text goes out as soon as a check can cover it plus the tail.
-            head = self._pending[0]
-            holdback = self.settings.holdback
-            if head.text_ends and not head.tool_keys and all(
-                end <= channel.length - holdback for channel, end in head.text_ends
-            ):
-                return True
+        if not self._text_released and self._pending and self._pending[0].text_ends:
+            return True  # the first text goes out as soon as a check has covered it: no throttle wait
         return time.monotonic() - self._last_check >= self.settings.check_interval
 
     async def _check_text(self, every_choice: bool = False) -> None:
@@ -424,11 +420,12 @@ class StreamPump:
             text = self._whole(choice, False)
             thoughts = self._whole(choice, True)
             await self.engine.check_model_response(self.exchange, text, thoughts)
-            for thought in (False, True):
+            for thought, whole in ((False, text), (True, thoughts)):
                 channel = self._channels.get((choice, thought))
                 if channel is not None:
                     self._checked_total += channel.length - channel.checked
                     channel.checked = channel.length
+                    channel.releasable = channel.length - self.engine.held(whole)
         self._unchecked = 0
         self._last_check = time.monotonic()
 
@@ -440,14 +437,14 @@ class StreamPump:
             channel.parts = ["".join(channel.parts)]
         return channel.parts[0] if channel.parts else ""
 
-    def _release(self, holdback: int) -> bytes:
-        """The pending events a check has covered, in order: each channel's text up to
-        ``holdback`` characters before what was checked; calls only once checked."""
+    def _release(self) -> bytes:
+        """The pending events a check has covered, in order: each channel's text as far as it is
+        releasable (checked, minus what the policies hold); calls only once checked."""
         out: list[bytes] = []
         pending = self._pending
         while pending:
             head = pending[0]
-            if any(end > channel.checked - holdback for channel, end in head.text_ends):
+            if any(end > channel.releasable for channel, end in head.text_ends):
                 break
             if head.tool_keys and not all(self._calls[key].checked for key in head.tool_keys):
                 break
@@ -461,11 +458,15 @@ class StreamPump:
     async def _release_all(self) -> bytes:
         if self._unchecked:
             await self._check_text()
-        return self._release(0)
+        for channel in self._channels.values():
+            channel.releasable = channel.checked
+        return self._release()
 
     async def _finish(self) -> bytes:
         for key in list(self._calls):
             await self._close_call(key)
         if self._channels:
             await self._check_text(every_choice=True)  # once more, on the complete text of every choice
-        return self._release(0)
+        for channel in self._channels.values():
+            channel.releasable = channel.checked  # the text is complete: nothing is pending any more
+        return self._release()

@@ -1,0 +1,160 @@
+"""Streams hold back only what an active policy could still match.
+
+Properties: for any literal term and any split of a stream at any boundary,
+no client ever receives a whole term (nor its beginning while it may still
+complete); and when no partial match is pending, nothing is held. Then the
+declarations: Debug holds at most 11 characters, Rules its longest term minus
+one or its widest regex, an unbounded regex (or an undeclared policy) the
+``--stream-holdback`` cap; ``capsem-proxyd policies`` names the policy that
+sets the hold-back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capsem_proxyd.dialects.framing import SSEDecoder
+from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.policies.debug import DebugPolicy
+from capsem_proxyd.policies.holdback import LiteralTerms, Visible, regex_width
+from capsem_proxyd.policies.normalize import fold
+from capsem_proxyd.policies.rules import RulesPolicy
+from capsem_proxyd.policy.loader import load_policy_set
+from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
+from tests.support.daemon import run_capsem_proxyd
+from tests.support.engines import engine
+
+TERMS = ["capsem_block", "project falcon", "wire transfer", "ab", "aab"]
+words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz _.,", max_size=40)
+
+
+@given(text=words, terms=st.lists(st.sampled_from(TERMS), min_size=1, max_size=3))
+def test_only_a_pending_prefix_is_held(text: str, terms: list[str]) -> None:
+    """held == the longest end of the text that is a proper beginning of a term (0: none pending)."""
+    holdback = LiteralTerms(terms)
+    expected = max(
+        (size for term in terms for size in range(1, len(term)) if text.endswith(term[:size])), default=0
+    )
+    assert holdback.held(text) == expected
+
+
+@given(text=words, padding=st.sampled_from(["\u200b", "\u00ad", "\u200b" * 30]))
+def test_a_prefix_padded_with_invisible_characters_is_held_from_its_start(text: str, padding: str) -> None:
+    holdback = LiteralTerms(["capsem_block"])
+    padded = padding.join("capsem_bl")
+    held = holdback.held(text + " " + padded)
+    assert held >= len(padded)  # the first letter of the pending term is held, however far back it is
+    assert fold((text + " " + padded)[:-held]).rstrip().endswith(fold(text).rstrip()) or not text.strip()
+
+
+def _event(text: str) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m",
+             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def _stream_through(pieces: list[str], policy_engine: object) -> tuple[list[str], bytes]:
+    """What a client receives, write by write, when the upstream sends ``pieces`` one event per read."""
+
+    async def upstream() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield _event(piece)
+            await trio.sleep(0)
+        yield b"data: [DONE]\n\n"
+
+    exchange = Exchange(request_id="req_h", started=0.0, tenant_id="t", provider="openai", endpoint="chat")
+    pump = StreamPump(exchange, OpenAIChatDialect(), policy_engine, httpx.Response(200, content=upstream()),  # type: ignore[arg-type]
+                      SSEDecoder(), {}, StreamSettings(idle_timeout=5))
+    texts, raw = [], b""
+    async with pump:
+        async for chunk in pump:
+            raw += chunk
+            for event in SSEDecoder().feed(chunk):
+                if event.data.startswith("{") and "choices" in event.data:
+                    texts.extend(c["delta"].get("content") or "" for c in json.loads(event.data)["choices"])
+    return texts, raw
+
+
+@given(data=st.data())
+@settings(max_examples=120)
+def test_no_split_of_a_stream_ever_delivers_a_whole_term(data: st.DataObject) -> None:
+    term = data.draw(st.sampled_from(["capsem_block", "project falcon"]))
+    before, after = data.draw(words), data.draw(words)
+    text = before + data.draw(st.sampled_from([term, term.upper()])) + after
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(text) - 1), max_size=12)))
+    pieces = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)]) if end > start]
+    rules = RulesPolicy.from_config({"on_model_response": {"block": ["project falcon"]}})
+    policy_engine = engine(_set(DebugPolicy(), rules))
+    texts, raw = trio.run(_stream_through, pieces, policy_engine)
+    received = fold("".join(texts))
+    assert fold(term) not in received
+    assert not any(received.endswith(fold(term)[:size]) for size in range(1, len(term))), received
+    assert b"CAPSEM policy" in raw
+
+
+@given(text=st.text(alphabet="xyz .,", min_size=1, max_size=60), data=st.data())
+@settings(max_examples=80)
+def test_with_no_match_pending_nothing_is_held(text: str, data: st.DataObject) -> None:
+    """Text with no letter of the marker: every piece goes out with the event that brought it."""
+    cuts = sorted(data.draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=8)))
+    pieces = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)]) if end > start]
+    texts, _ = trio.run(_stream_through, pieces, engine())
+    assert texts == pieces
+
+
+def _set(*policies: object) -> object:
+    from capsem.manager import SecurityManager
+
+    from capsem_proxyd.policy.loader import PolicySet
+
+    manager = SecurityManager()
+    for policy in policies:
+        manager.add_policy(policy)
+    return PolicySet(manager=manager, source="test")
+
+
+def test_declarations(tmp_path: Path) -> None:
+    debug = DebugPolicy.stream_holdback
+    assert debug.bound == 11
+    rules = RulesPolicy.from_config({"on_model_response": {"block": ["project falcon", {"regex": "AKIA[0-9A-Z]{16}"}]}})
+    assert rules is not None and rules.stream_holdback is not None
+    assert rules.stream_holdback.bound == 19  # the regex (20 wide) outranks the term (14 long)
+    unbounded = RulesPolicy.from_config({"on_model_response": {"block": [{"regex": "secret-[a-z]+"}]}})
+    assert unbounded is not None and unbounded.stream_holdback is None
+    prompt_only = RulesPolicy.from_config({"on_model_call": {"block": [{"regex": "x+"}]}})
+    assert prompt_only is not None and prompt_only.stream_holdback is not None and prompt_only.stream_holdback.bound == 0
+    assert regex_width(re.compile("AKIA[0-9A-Z]{16}")) == 20 and regex_width(re.compile("a+")) is None
+    assert Visible(3).held("ab\u200bcd") == 4  # three visible characters, four raw ones
+
+
+def test_the_engine_holds_the_most_any_policy_needs_and_the_cap_for_unbounded(tmp_path: Path) -> None:
+    (tmp_path / "debug.toml").write_text("")
+    (tmp_path / "rules.toml").write_text('[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n')
+    policy_engine = engine(load_policy_set(tmp_path), holdback_cap=40)
+    assert policy_engine.held("plain text " * 10) == 40  # the unbounded regex: the cap
+    debug_only = engine(load_policy_set(None), holdback_cap=40)
+    assert debug_only.held("plain text " * 10) == 0 and debug_only.held("plain capsem_") == 7
+
+
+@pytest.mark.parametrize(("rules", "says"), [
+    ("", "up to 11 characters, only while they may still become a term (set by Debug)"),
+    ('[on_model_response]\nblock = [{ regex = "AKIA[0-9A-Z]{16}" }]\n', "19 characters (set by Rules)"),
+    ('[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n', "64 characters (set by Rules)"),
+])
+def test_policies_command_names_the_effective_holdback(tmp_path: Path, rules: str, says: str) -> None:
+    (tmp_path / "debug.toml").write_text("")
+    if rules:
+        (tmp_path / "rules.toml").write_text(rules)
+    result = run_capsem_proxyd("policies", "--policy-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"stream hold-back: {says}" in result.stdout
