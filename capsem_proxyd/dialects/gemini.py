@@ -71,9 +71,17 @@ class GeminiDialect(Dialect):
         return SSEDecoder() if query.get("alt") == "sse" else JSONArrayDecoder()
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
+        """With ``alt=sse`` the bare error object on a line of its own, not an SSE ``data:`` frame.
+
+        The JS SDK (@google/genai, so Gemini CLI) raises only on a network read
+        that parses as JSON ``{"error": {"code": 4xx/5xx}}``; it hands a
+        ``data:`` frame on as a reply without candidates, and Gemini CLI then
+        retries ("Model stream ended without a finish reason"). google-genai
+        (Python) reads a bare JSON object in an SSE stream too and raises.
+        """
         body = self.error_body(error)
         if query.get("alt") == "sse":
-            return b"data: " + orjson.dumps(body) + b"\r\n\r\n"
+            return orjson.dumps(body) + b"\r\n"
         return encode_json_array_error(body, started)
 
     def error_body(self, error: ProxyError) -> dict[str, Any]:

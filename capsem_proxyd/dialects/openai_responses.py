@@ -34,6 +34,8 @@ from capsem_proxyd.views import (
     ToolResult,
 )
 
+# ``response.failed`` error codes (the API's own enum), by error kind: final for Codex only when it knows them.
+_FAILED_CODE = {"policy": "invalid_prompt", "invalid_request": "invalid_prompt", "upstream_timeout": "server_error"}
 _TEXT_DELTAS = {"response.output_text.delta", "response.refusal.delta"}
 _THOUGHT_DELTAS = {"response.reasoning_summary_text.delta", "response.reasoning_text.delta"}
 
@@ -42,6 +44,14 @@ class OpenAIResponsesDialect(OpenAIDialect):
     endpoint = "responses"
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
+        """``event: error``, then ``event: response.failed``: the SDKs raise on the first, agents end on the second.
+
+        The openai SDKs raise on the first event whose data has an ``error``
+        object. Codex reads only ``response.failed`` as the end of a turn (it
+        takes a stream closed without it for a dropped connection and sends the
+        request again, five times) and treats its error as final only for codes
+        it knows: ``invalid_prompt`` is the one that says the input was refused.
+        """
         body = openai_error_body(error)
         payload = {
             "type": "error",
@@ -51,7 +61,16 @@ class OpenAIResponsesDialect(OpenAIDialect):
             "sequence_number": 0,
             **body,
         }
-        return encode_sse(payload, event="error")
+        failed = {
+            "type": "response.failed",
+            "sequence_number": 1,
+            "response": {
+                "object": "response",
+                "status": "failed",
+                "error": {"code": _FAILED_CODE.get(error.kind, "server_error"), "message": error.message},
+            },
+        }
+        return encode_sse(payload, event="error") + encode_sse(failed, event="response.failed")
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model, system=as_str(body.get("instructions")))

@@ -59,7 +59,7 @@ async def test_json_reply_text(proxy: Proxy, fake: FakeUpstream) -> None:
     ids=["string-input", "instructions", "item-list", "tool-definition", "function-call-output"],
 )
 async def test_request_side_blocks(proxy: Proxy, fake: FakeUpstream, kwargs: dict, hook: str) -> None:
-    with pytest.raises(openai.PermissionDeniedError) as raised:
+    with pytest.raises(openai.BadRequestError) as raised:
         await in_thread(lambda: create(proxy, **kwargs))
     assert raised.value.body["capsem"]["hook"] == hook
     assert fake.requests == []
@@ -74,7 +74,7 @@ async def test_request_side_blocks(proxy: Proxy, fake: FakeUpstream, kwargs: dic
 )
 async def test_response_side_blocks(proxy: Proxy, fake: FakeUpstream, reply: Reply, hook: str) -> None:
     fake.script(reply)
-    with pytest.raises(openai.PermissionDeniedError) as raised:
+    with pytest.raises(openai.BadRequestError) as raised:
         await in_thread(lambda: create(proxy, input="go"))
     assert raised.value.body["capsem"]["hook"] == hook
 

@@ -57,7 +57,7 @@ async def test_streamed_function_call_round_trips(proxy: Proxy, fake: FakeUpstre
 async def test_block_mid_stream_raises_in_the_sdk(proxy: Proxy, fake: FakeUpstream, reply: Reply, hook: str) -> None:
     fake.script(reply)
     received, calls, error = await in_thread(stream_generate, proxy)
-    assert isinstance(error, errors.ClientError) and error.code == 403
+    assert isinstance(error, errors.ClientError) and error.code == 400
     assert "capsem_block" in str(error).lower()
     assert error.details["error"]["details"][0]["metadata"]["hook"] == hook
     assert "capsem_block" not in received.lower()
@@ -93,8 +93,8 @@ async def test_json_array_stream_block_ends_with_an_error_element(proxy: Proxy, 
     fake.script(Reply(chunks=["safe start, then capsem", "_block and the rest"]))
     response = await _raw_json_array_stream(proxy)
     elements = json.loads(response.content)  # still one valid JSON array
-    assert elements[-1]["error"]["code"] == 403
-    assert elements[-1]["error"]["status"] == "PERMISSION_DENIED"
+    assert elements[-1]["error"]["code"] == 400
+    assert elements[-1]["error"]["status"] == "INVALID_ARGUMENT"
     assert "capsem_block" not in json.dumps(elements[:-1]).lower()
 
 
