@@ -67,6 +67,23 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 
 # -- one process ---------------------------------------------------------------
 
 
+async def test_gemini_streams_are_labelled_apart_from_generate_content(
+    proxy: Proxy, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One dialect reads both actions; the log line and the metrics still say which one was called."""
+    gemini = proxy.gemini()
+    await in_thread(lambda: gemini.models.generate_content(model="gemini-2.5-flash", contents="hi"))
+    await in_thread(lambda: list(gemini.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")))
+    metrics = await scrape(proxy.url)
+    for endpoint in ("generateContent", "streamGenerateContent"):
+        assert requests_total(metrics, "200", provider="gemini", endpoint=endpoint) == 1
+    assert metrics("capsem_proxyd_streams_total", provider="gemini", endpoint="streamGenerateContent",
+                   outcome="completed") == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.request"]
+    assert any("endpoint=streamGenerateContent" in line and ":streamGenerateContent" in line for line in lines), lines
+    assert any("endpoint=generateContent " in line and ":generateContent" in line for line in lines), lines
+
+
 async def test_counts_match_the_requests_made(proxy: Proxy, fake: FakeUpstream) -> None:
     before = await scrape(proxy.url)
     assert requests_total(before, "200") == 0
