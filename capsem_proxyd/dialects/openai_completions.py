@@ -20,7 +20,7 @@ class OpenAICompletionsDialect(OpenAIDialect):
     endpoint = "completions"
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
-        prompt = openai_text_input(body.get("prompt"), "prompt")
+        prompt = openai_text_input(body.get("prompt"), "prompt", model=model)
         suffix = as_str(body.get("suffix"))
         return RequestView(model=model, prompt="\n".join(text for text in (prompt, suffix) if text))
 

