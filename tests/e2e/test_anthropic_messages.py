@@ -143,6 +143,8 @@ async def test_request_side_block_never_reaches_upstream(
     assert error.body["error"]["type"] == "invalid_request_error"
     assert error.body["error"]["capsem"]["hook"] == hook
     assert error.body["error"]["capsem"]["verdict"] == "BLOCK"
+    # Claude Code's data-loss-prevention code: a final refusal, not "Failed to authenticate", no retry.
+    assert error.body["error"]["details"] == {"error_code": "dlp_request_denied"}
     assert error.body["detail"].startswith("Request blocked by security policy")
     assert fake.requests == []
 
@@ -301,6 +303,7 @@ async def test_streamed_tool_use_blocked_before_any_of_it_is_released(proxy: Pro
     assert error_event.startswith(b"event: error\ndata: ")
     final = json.loads(error_event.split(b"data: ", 1)[1])
     assert final["error"]["type"] == "invalid_request_error"
+    assert final["error"]["details"] == {"error_code": "dlp_request_denied"}  # no non-streamed retry in Claude Code
     assert final["error"]["capsem"]["hook"] == "on_tool_call"
 
 

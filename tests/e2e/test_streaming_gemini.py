@@ -109,3 +109,16 @@ async def test_upstream_dying_mid_stream_gives_a_clean_error(proxy: Proxy, fake:
     fake.script(Reply(chunks=["piece "] * 50, fault="reset_mid_stream", fault_after_events=3))
     _, _, error = await in_thread(stream_generate, proxy)
     assert isinstance(error, errors.APIError) and error.code == 502
+
+
+async def test_sse_stream_block_ends_with_the_bare_error_object(proxy: Proxy, fake: FakeUpstream) -> None:
+    """Not a ``data:`` frame: @google/genai (Gemini CLI) raises only on a read that parses as the error JSON."""
+    fake.script(Reply(chunks=["a harmless start, released piece by piece. "] * 6 + ["then capsem_", "block"]))
+    async with httpx.AsyncClient() as client:
+        response = await client.post(proxy.url + STREAM_PATH, params={"alt": "sse"}, headers={"x-goog-api-key": GEMINI_KEY},
+                                     json={"contents": [{"role": "user", "parts": [{"text": "go"}]}]})
+    released, _, last = response.content.rstrip(b"\r\n").rpartition(b"\n")
+    assert released.startswith(b"data: ") and b"capsem_block" not in released
+    error = json.loads(last)
+    assert list(error) == ["error", "detail"] and error["error"]["code"] == 400
+    assert error["error"]["status"] == "INVALID_ARGUMENT" and "Debug" in error["error"]["message"]
