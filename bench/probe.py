@@ -95,9 +95,12 @@ def check_stream(url: str) -> dict:
 
 
 def check_block(url: str, *, stream: bool) -> dict:
-    """A prompt carrying ``capsem_block`` must be refused with 403 before it reaches the upstream."""
+    """A prompt carrying ``capsem_block`` must be refused before it reaches the upstream.
+
+    capsem-proxyd answers 400 (a final refusal, see its README), capsem-proxy 0.1.0 403: either is a refusal here.
+    """
     reply = post(url, payloads.chat_request(stream=stream, prompt=f"please {payloads.BLOCK_MARKER} this"))
-    ok = reply.status == 403
+    ok = reply.status in (400, 403)
     return {"ok": ok, "status": reply.status, "detail": reply.body[:300].decode(errors="replace")}
 
 

@@ -98,7 +98,7 @@ def markdown(results: dict[str, Any], table_rows: list[dict[str, Any]]) -> str:
             cells.append(_cell(metric, row, direct, reference))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("| errors (socket, non-200, wrong body) | " + " | ".join(str(row["errors"]) for row in table_rows) + " |")
-    lines.append("| checks (reply; 403 on capsem_block) | "
+    lines.append("| checks (reply; refused capsem_block) | "
                  + " | ".join("ok" if row["checks_ok"] and not row["skipped"] else "FAILED" for row in table_rows) + " |")
     return "\n".join(lines)
 

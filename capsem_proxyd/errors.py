@@ -7,7 +7,7 @@ are the only place an error's status, kind and code are chosen; none of them
 logs: whoever refuses decides what is worth a log line.
 
 ``kind`` is provider-neutral (``invalid_request``, ``authentication``,
-``permission``, ``not_found``, ``too_large``, ``upstream_error``,
+``permission``, ``policy``, ``not_found``, ``too_large``, ``upstream_error``,
 ``upstream_timeout``); dialects map it to their own error types. ``code`` is
 the machine-readable reason clients see.
 """
@@ -99,7 +99,15 @@ def too_many(what: str, limit: int) -> ProxyError:
 
 
 def policy_blocked(decision: Decision, what: str) -> ProxyError:
-    """A request or reply refused by policy; ``what`` names the checked thing."""
+    """A request or reply refused by policy; ``what`` names the checked thing.
+
+    400, not 403: a refusal of this content, final, that no client should take
+    for a credentials problem or retry. Codex retries every status but 400 (a
+    403 six times); pydantic-ai and Claude Code read 401/403 as authentication
+    failures ("Failed to authenticate"); every official SDK, Gemini CLI and the
+    Vercel AI SDK treat 400 as final. The message starts with what was blocked
+    and names the policy, since clients show it as it is.
+    """
     confirm = decision.verdict.value != "BLOCK"
     code = "capsem_confirmation_required" if confirm else "capsem_blocked"
     verb = "needs confirmation" if confirm else "blocked"
@@ -107,7 +115,7 @@ def policy_blocked(decision: Decision, what: str) -> ProxyError:
         f"{what} {verb} by CAPSEM policy '{decision.policy}' "
         f"({decision.reason.value}): {decision.details}"
     )
-    return ProxyError(403, "permission", message, code=code, decision=decision)
+    return ProxyError(400, "policy", message, code=code, decision=decision)
 
 
 def decision_fields(decision: Decision) -> dict[str, str]:

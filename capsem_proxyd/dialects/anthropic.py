@@ -60,6 +60,7 @@ _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
     "authentication": "authentication_error",
     "permission": "permission_error",
+    "policy": "invalid_request_error",
     "not_found": "not_found_error",
     "too_large": "request_too_large",
     "upstream_error": "api_error",
@@ -113,6 +114,9 @@ def anthropic_error_body(error: ProxyError) -> dict[str, Any]:
     body: dict[str, Any] = {"type": "error", "error": inner}
     if error.decision is not None:
         inner["capsem"] = decision_fields(error.decision)
+        # Claude Code's code for a data-loss-prevention refusal: final, shown as "API Error: <message>", no retry and
+        # no fallback to a non-streamed request (without it: "Failed to authenticate" and a second upstream call).
+        inner["details"] = {"error_code": "dlp_request_denied"}
         body["detail"] = f"Request blocked by security policy: {error.decision.details}"
     return body
 
@@ -177,7 +181,7 @@ class AnthropicMessagesDialect(Dialect):
         return anthropic_error_body(error)
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
-        """``event: error``: the SDK raises on it while iterating."""
+        """``event: error``: the SDKs raise on it while iterating (Claude Code reads ``details.error_code`` too)."""
         return encode_sse(anthropic_error_body(error), event="error")
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:

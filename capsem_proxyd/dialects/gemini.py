@@ -168,8 +168,11 @@ class GeminiDialect(Dialect):
         chunk = parse_usage_event(event, '"usageMetadata"')
         return self.usage(chunk) if chunk is not None else None
 
-    def __init__(self, endpoint: str = "generateContent") -> None:
-        self.endpoint = endpoint
+    endpoint = "generateContent"
+
+    def __init__(self, endpoint: str | None = None) -> None:
+        if endpoint is not None:
+            self.endpoint = endpoint
 
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return headers.get("x-goog-api-key") or query.get("key") or None
@@ -186,9 +189,17 @@ class GeminiDialect(Dialect):
         return None
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
+        """With ``alt=sse`` the bare error object on a line of its own, not an SSE ``data:`` frame.
+
+        The JS SDK (@google/genai, so Gemini CLI) raises only on a network read
+        that parses as JSON ``{"error": {"code": 4xx/5xx}}``; it hands a
+        ``data:`` frame on as a reply without candidates, and Gemini CLI then
+        retries ("Model stream ended without a finish reason"). google-genai
+        (Python) reads a bare JSON object in an SSE stream too and raises.
+        """
         body = self.error_body(error)
         if query.get("alt") == "sse":
-            return b"data: " + orjson.dumps(body) + b"\r\n\r\n"
+            return orjson.dumps(body) + b"\r\n"
         return encode_json_array_error(body, started)
 
     def error_body(self, error: ProxyError) -> dict[str, Any]:

@@ -32,6 +32,9 @@ _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
     "authentication": "invalid_request_error",
     "permission": "capsem_policy_violation",
+    # A policy block: "invalid_request_error", the type OpenAI refuses flagged content with. Clients that derive a
+    # status from an in-stream error's type (Vercel AI SDK) then see a final 400, not a retryable 500.
+    "policy": "invalid_request_error",
     "not_found": "invalid_request_error",
     "too_large": "invalid_request_error",
     "upstream_error": "api_error",

@@ -14,7 +14,7 @@ from capsem_proxyd.dialects.content import Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_chat import SORTER
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_stream_usage, openai_usage
-from capsem_proxyd.dialects.openai_inputs import refuse_token_ids
+from capsem_proxyd.dialects.openai_inputs import token_ids_as_text
 from capsem_proxyd.errors import upstream_unavailable
 from capsem_proxyd.views import ALL_CHANNELS, EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
@@ -44,7 +44,7 @@ class OpenAICompletionsDialect(OpenAIDialect):
         prompt: list[str] = []
         for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
             if key == "prompt":
-                refuse_token_ids(value, "prompt")
+                value = token_ids_as_text(value, model, "prompt")
             SORTER.add(prompt, value, node)
         return RequestView(model=model, prompt=joined(prompt))
 

@@ -15,18 +15,27 @@ from capsem_proxyd.dialects.content import Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_chat import SORTER
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_usage
+from capsem_proxyd.dialects.token_ids import decode_token_ids, is_token_ids
 from capsem_proxyd.errors import bad_request
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
 REQUEST_NOT_CONTENT = Paths("model", "encoding_format", "dimensions", "input.*.type", "input.*.image_url.detail")
 
 
-def refuse_token_ids(value: Any, what: str) -> None:
-    """Token-id arrays are refused: no policy can read them, and content must not leave unchecked."""
-    if isinstance(value, list) and any(isinstance(item, (int, list)) for item in value):
-        raise bad_request(
-            f"{what} is given as token ids, which capsem-proxyd cannot check; send it as text instead."
-        )
+def token_ids_as_text(value: Any, model: str, what: str) -> Any:
+    """``value`` with token ids (a list of ints, or a list of such lists) decoded into the text they
+    stand for, with the model's encoding (``token_ids``), so they are checked like any text; ids that
+    cannot be decoded, or ids mixed with other items, are refused: no policy could read them."""
+    if not isinstance(value, list):
+        return value
+    if is_token_ids(value):
+        return decode_token_ids(value, model, what)
+    if not any(isinstance(item, (int, list)) for item in value):
+        return value
+    if all(is_token_ids(item) for item in value):
+        return [decode_token_ids(item, model, what) for item in value]
+    raise bad_request(f"{what} mixes token ids with other items, which capsem-proxyd cannot check; "
+                      "send it as text instead.")
 
 
 class OpenAIInputDialect(OpenAIDialect):
@@ -50,7 +59,7 @@ class OpenAIInputDialect(OpenAIDialect):
         prompt: list[str] = []
         for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
             if key == "input":
-                refuse_token_ids(value, "input")
+                value = token_ids_as_text(value, model, "input")
                 add_parts(SORTER, prompt, value, node, view.media)
             else:
                 SORTER.add(prompt, value, node)

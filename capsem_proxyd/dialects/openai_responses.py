@@ -98,6 +98,8 @@ _ARGUMENT_DONE = frozenset({"response.function_call_arguments.done", "response.c
                             "response.mcp_call_arguments.done"})
 _FINAL = frozenset({"response.completed", "response.incomplete"})
 TEXT = 0  # the one text channel: the SDK's output_text joins every message
+# ``response.failed`` error codes (the API's own enum), by error kind: final for Codex only when it knows them.
+_FAILED_CODE = {"policy": "invalid_prompt", "invalid_request": "invalid_prompt", "upstream_timeout": "server_error"}
 
 
 class OpenAIResponsesDialect(OpenAIDialect):
@@ -139,6 +141,14 @@ class OpenAIResponsesDialect(OpenAIDialect):
         return self.usage(response) if isinstance(response, dict) else None
 
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
+        """``event: error``, then ``event: response.failed``: the SDKs raise on the first, agents end on the second.
+
+        The openai SDKs raise on the first event whose data has an ``error``
+        object. Codex reads only ``response.failed`` as the end of a turn (it
+        takes a stream closed without it for a dropped connection and sends the
+        request again, five times) and treats its error as final only for codes
+        it knows: ``invalid_prompt`` is the one that says the input was refused.
+        """
         body = openai_error_body(error)
         payload = {
             "type": "error",
@@ -148,7 +158,16 @@ class OpenAIResponsesDialect(OpenAIDialect):
             "sequence_number": 0,
             **body,
         }
-        return encode_sse(payload, event="error")
+        failed = {
+            "type": "response.failed",
+            "sequence_number": 1,
+            "response": {
+                "object": "response",
+                "status": "failed",
+                "error": {"code": _FAILED_CODE.get(error.kind, "server_error"), "message": error.message},
+            },
+        }
+        return encode_sse(payload, event="error") + encode_sse(failed, event="response.failed")
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)

@@ -33,8 +33,16 @@ from capsem_proxyd.errors import ProxyError, bad_request, not_proxied, unsafe_pa
 from capsem_proxyd.http.guard import is_safe_path, is_safe_segment
 from capsem_proxyd.proxy.pipeline import Route
 
+
+class GeminiStreamDialect(GeminiDialect):
+    """``streamGenerateContent``: read as ``generateContent`` is, named apart in the request log and metrics."""
+
+    endpoint = "streamGenerateContent"
+
+
 OPENAI_CHAT = OpenAIChatDialect()
 GEMINI = GeminiDialect()
+GEMINI_STREAM = GeminiStreamDialect()
 ANTHROPIC_MESSAGES = AnthropicMessagesDialect()
 # Every dialect a route reads content with, by API (the fuzz tests walk them all).
 DIALECTS: dict[str, Dialect] = {
@@ -57,7 +65,7 @@ API_PREFIXES = ("/v1/", "/v1beta/", "/v1alpha/")
 _GEMINI_VERSIONS = ("v1", "v1beta")
 _GEMINI_ACTIONS: dict[str, Dialect] = {
     "generateContent": GEMINI,
-    "streamGenerateContent": GEMINI,
+    "streamGenerateContent": GEMINI_STREAM,
     **{action: DIALECTS[f"gemini-{action}"] for action in ("countTokens", "embedContent", "batchEmbedContents")},
 }
 _GEMINI_URL_CACHE = 4096

@@ -72,8 +72,8 @@ def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
         assert rows[name]["json_rss_mib"] > 0 and rows[name]["sse_rss_mib"] > 0, rows[name]
     for name in ("capsem-proxyd", "capsem-proxyd-otel"):
         checks = results["systems"][name]
-        assert checks["json"]["checks"]["block"]["status"] == 403
-        assert checks["sse"]["checks"]["block"]["status"] == 403
+        assert checks["json"]["checks"]["block"]["status"] == 400
+        assert checks["sse"]["checks"]["block"]["status"] == 400
     assert "| capsem-proxyd target |" in output.with_suffix(".md").read_text()
 
     for started in results["meta"]["processes"]:

@@ -102,7 +102,7 @@ async def test_reload_swaps_policies_without_dropping_a_stream_and_rejects_a_bro
         nursery.start_soon(long_stream)
         with trio.fail_after(5):
             await fake.wait_for_streams(1)
-        assert (await post(daemon.url, BLOCKED)).status_code == 403
+        assert (await post(daemon.url, BLOCKED)).status_code == 400
         (policies / "debug.toml").write_text("enabled = false\n")
         daemon.process.send_signal(signal.SIGHUP)
         await wait_for_log(daemon, "reloaded: policies: NONE")
@@ -174,7 +174,7 @@ async def test_daemon_mode_status_reload_and_stop(tmp_path: Path, fake: FakeUpst
         assert "started in the background" in started.stdout
         status = await trio.to_thread.run_sync(lambda: run_cli("status", *common, "--port", str(port)))
         assert status.returncode == 0 and "running: pid" in status.stdout
-        assert (await post(f"http://127.0.0.1:{port}", BLOCKED)).status_code == 403
+        assert (await post(f"http://127.0.0.1:{port}", BLOCKED)).status_code == 400
         assert run_cli("reload", *common).returncode == 0
         stopped = await trio.to_thread.run_sync(lambda: run_cli("stop", *common))
         assert stopped.returncode == 0, stopped.stderr
@@ -232,17 +232,17 @@ async def test_audit_log_records_decisions_and_requests_and_detects_tampering(
     daemon = daemons("--audit-log", str(audit), *upstream_args(fake.url))
     await daemon.wait_ready()
     assert (await post(daemon.url, {"model": "m", "messages": [{"role": "user", "content": "hello"}]})).status_code == 200
-    assert (await post(daemon.url, BLOCKED)).status_code == 403
+    assert (await post(daemon.url, BLOCKED)).status_code == 400
     daemon.process.send_signal(signal.SIGHUP)  # reopen: a new chain segment linked to the last line
     await wait_for_log(daemon, "reloaded")
-    assert (await post(daemon.url, BLOCKED)).status_code == 403
+    assert (await post(daemon.url, BLOCKED)).status_code == 400
     assert await daemon.stop() == 0
 
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     decisions = [r for r in records if r["type"] == "decision"]
     requests = [r for r in records if r["type"] == "request"]
     assert {(d["hook"], d["verdict"]) for d in decisions} >= {("on_model_call", "ALLOW"), ("on_model_call", "BLOCK")}
-    assert [r["status"] for r in requests] == [200, 403, 403]
+    assert [r["status"] for r in requests] == [200, 400, 400]
     assert all(r["tenant_id"] and r["request_id"] for r in decisions + requests)
     assert sum(r["type"] == "chain_start" for r in records) == 2
     text = audit.read_text()
@@ -276,7 +276,7 @@ async def test_workers_share_one_port_and_stop_together(fake: FakeUpstream, daem
             response = await client.post(
                 daemon.url + "/v1/chat/completions", json=BLOCKED, headers={**HEADERS, "connection": "close"}
             )
-            assert response.status_code == 403
+            assert response.status_code == 400
     assert await daemon.stop() == 0
     pids = {line.split("capsem_proxyd.request[")[1].split("]")[0] for line in daemon.log.splitlines() if "capsem_proxyd.request[" in line}
     assert len(pids) == 2, daemon.log

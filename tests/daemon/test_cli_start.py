@@ -77,7 +77,7 @@ async def test_debug_toml_loads_the_full_coverage_debug_policy(tmp_path: Path, f
             json={"model": "m", "messages": [{"role": "tool", "tool_call_id": "x", "content": "capsem_block"}]},
             headers={"authorization": f"Bearer {OPENAI_KEY}"},
         )
-    assert response.status_code == 403
+    assert response.status_code == 400
     await daemon.stop()
 
 
@@ -116,10 +116,10 @@ async def test_daemon_serves_both_providers_logs_no_keys_and_stops_on_sigterm(
             json={"model": "m", "messages": [{"role": "user", "content": "capsem_block"}]},
             headers={"authorization": f"Bearer {OPENAI_KEY}"},
         )
-    assert gemini.status_code == 200 and blocked.status_code == 403
+    assert gemini.status_code == 200 and blocked.status_code == 400
     assert await daemon.stop() == 0
     log = daemon.log
     assert "listening on" in log and "policies: Debug" in log
-    assert "status=403" in log and "status=200" in log
+    assert "status=400" in log and "status=200" in log
     for key in ALL_TEST_KEYS:
         assert key not in log

@@ -2,7 +2,7 @@
 
 The tables are generated (``capsem_proxyd.dialects.surfaces``); the README must
 hold exactly that text. Each declared surface has an example here: a body with
-the marker at that surface, sent through a real proxy; the 403's CAPSEM
+the marker at that surface, sent through a real proxy; the refusal's CAPSEM
 decision must name the hook the table says.
 """
 
@@ -109,7 +109,7 @@ async def test_each_request_surface_reaches_its_hook(
     path, headers = ROUTES[api]
     async with httpx.AsyncClient(base_url=proxy.url) as client:
         response = await client.post(path, json=REQUESTS[(api, number)], headers=headers)
-    assert response.status_code == 403, response.text
+    assert response.status_code == 400, response.text
     assert f'"hook":"{hook.split()[0]}"' in response.text.replace(" ", "")
     assert fake.requests == []
 
@@ -122,7 +122,7 @@ async def test_each_reply_surface_reaches_its_hook(
     fake.script(Reply(raw_body=orjson.dumps(REPLIES[(api, number)]), content_type="application/json"))
     async with httpx.AsyncClient(base_url=proxy.url) as client:
         response = await client.post(path, json=CLEAN[api], headers=headers)
-    assert response.status_code == 403, response.text
+    assert response.status_code == 400, response.text
     assert f'"hook":"{hook.split()[0]}"' in response.text.replace(" ", "")
     if "thoughts" in hook:
         assert "model thoughts" in response.text

@@ -134,22 +134,24 @@ TOOL_USE_HISTORY = [
 async def test_request_side_block_never_reaches_upstream(
     proxy: Proxy, fake: FakeUpstream, messages: list, extra: dict, hook: str
 ) -> None:
-    with pytest.raises(anthropic.PermissionDeniedError) as raised:
+    with pytest.raises(anthropic.BadRequestError) as raised:
         await in_thread(lambda: create(proxy, messages, **extra))
     error = raised.value
-    assert error.status_code == 403
+    assert error.status_code == 400
     assert "Debug" in str(error) and "capsem_block" in str(error)
     assert error.body["type"] == "error"
-    assert error.body["error"]["type"] == "permission_error"
+    assert error.body["error"]["type"] == "invalid_request_error"
     assert error.body["error"]["capsem"]["hook"] == hook
     assert error.body["error"]["capsem"]["verdict"] == "BLOCK"
+    # Claude Code's data-loss-prevention code: a final refusal, not "Failed to authenticate", no retry.
+    assert error.body["error"]["details"] == {"error_code": "dlp_request_denied"}
     assert error.body["detail"].startswith("Request blocked by security policy")
     assert fake.requests == []
 
 
 async def test_tool_result_is_checked_under_the_tools_name(proxy: Proxy, fake: FakeUpstream) -> None:
     messages = [*TOOL_USE_HISTORY, {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "capsem_block"}]}]
-    with pytest.raises(anthropic.PermissionDeniedError, match="get_weather"):
+    with pytest.raises(anthropic.BadRequestError, match="get_weather"):
         await in_thread(lambda: create(proxy, messages, tools=[WEATHER_TOOL]))
 
 
@@ -164,7 +166,7 @@ async def test_tool_result_is_checked_under_the_tools_name(proxy: Proxy, fake: F
 )
 async def test_response_side_block(proxy: Proxy, fake: FakeUpstream, reply: Reply, hook: str) -> None:
     fake.script(reply)
-    with pytest.raises(anthropic.PermissionDeniedError) as raised:
+    with pytest.raises(anthropic.BadRequestError) as raised:
         await in_thread(create, proxy, USER)
     assert raised.value.body["error"]["capsem"]["hook"] == hook
     assert len(fake.requests) == 1
@@ -177,7 +179,7 @@ async def test_thinking_block_is_checked_as_thoughts(proxy: Proxy, fake: FakeUps
         "content": [{"type": "thinking", "thinking": "secretly capsem_block", "signature": "sig"}, {"type": "text", "text": "ok"}],
     }
     fake.script(Reply(raw_body=json.dumps(body).encode()))
-    with pytest.raises(anthropic.PermissionDeniedError, match="model thoughts"):
+    with pytest.raises(anthropic.BadRequestError, match="model thoughts"):
         await in_thread(create, proxy, USER)
 
 
@@ -223,7 +225,7 @@ async def test_count_tokens_allowed(proxy: Proxy, fake: FakeUpstream) -> None:
     ids=["prompt", "system"],
 )
 async def test_count_tokens_is_checked_with_on_model_call(proxy: Proxy, fake: FakeUpstream, extra: dict) -> None:
-    with pytest.raises(anthropic.PermissionDeniedError) as raised:
+    with pytest.raises(anthropic.BadRequestError) as raised:
         await in_thread(lambda: proxy.anthropic().messages.count_tokens(model=MODEL, **extra))
     assert raised.value.body["error"]["capsem"]["hook"] == "on_model_call"
     assert fake.requests == []
@@ -267,7 +269,7 @@ async def test_term_split_across_chunks_is_blocked_and_never_delivered_whole(
     received, error = await in_thread(collect_until_error, proxy)
     assert isinstance(error, anthropic.APIStatusError)
     assert error.body["type"] == "error"
-    assert error.body["error"]["type"] == "permission_error"
+    assert error.body["error"]["type"] == "invalid_request_error"
     assert error.body["error"]["capsem"]["hook"] == "on_model_response"
     assert "capsem_block" not in received.lower()
 
@@ -300,7 +302,8 @@ async def test_streamed_tool_use_blocked_before_any_of_it_is_released(proxy: Pro
     assert b"tool_use" not in released and b"input_json_delta" not in released and b"_shell" not in released
     assert error_event.startswith(b"event: error\ndata: ")
     final = json.loads(error_event.split(b"data: ", 1)[1])
-    assert final["error"]["type"] == "permission_error"
+    assert final["error"]["type"] == "invalid_request_error"
+    assert final["error"]["details"] == {"error_code": "dlp_request_denied"}  # no non-streamed retry in Claude Code
     assert final["error"]["capsem"]["hook"] == "on_tool_call"
 
 
@@ -343,5 +346,5 @@ async def test_broken_upstream_stream_ends_with_an_error_event(proxy: Proxy, fak
 
 async def test_streamed_request_side_block_never_reaches_upstream(proxy: Proxy, fake: FakeUpstream) -> None:
     _, error = await in_thread(collect_until_error, proxy, [{"role": "user", "content": "capsem_block"}])
-    assert isinstance(error, anthropic.PermissionDeniedError)
+    assert isinstance(error, anthropic.BadRequestError)
     assert fake.requests == []

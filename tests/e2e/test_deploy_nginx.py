@@ -165,8 +165,8 @@ async def test_streams_through_nginx_reassemble_and_blocks_still_raise(gateway: 
     assert isinstance(error, openai.APIError), error
     assert "capsem_block" not in text.lower()
 
-    # Blocked before upstream: the 403 and its body come back through nginx.
-    with pytest.raises(openai.PermissionDeniedError) as blocked:
+    # Blocked before upstream: the 400 and its body come back through nginx.
+    with pytest.raises(openai.BadRequestError) as blocked:
         await in_thread(lambda: gateway.openai().chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "capsem_block"}]))
     assert "capsem_block" in str(blocked.value)

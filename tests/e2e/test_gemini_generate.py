@@ -76,7 +76,7 @@ async def test_request_side_block_never_reaches_upstream(
 ) -> None:
     with pytest.raises(errors.ClientError) as raised:
         await in_thread(lambda: generate(proxy, contents, config))
-    assert raised.value.code == 403
+    assert raised.value.code == 400
     assert "Debug" in str(raised.value) and "capsem_block" in str(raised.value)
     details = raised.value.details["error"]["details"][0]["metadata"]
     assert details["hook"] == hook
@@ -97,7 +97,7 @@ async def test_response_side_block(proxy: Proxy, fake: FakeUpstream, reply: Repl
     fake.script(reply)
     with pytest.raises(errors.ClientError) as raised:
         await in_thread(generate, proxy, "go")
-    assert raised.value.code == 403
+    assert raised.value.code == 400
     assert raised.value.details["error"]["details"][0]["metadata"]["hook"] == hook
 
 

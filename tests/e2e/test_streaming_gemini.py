@@ -57,7 +57,7 @@ async def test_streamed_function_call_round_trips(proxy: Proxy, fake: FakeUpstre
 async def test_block_mid_stream_raises_in_the_sdk(proxy: Proxy, fake: FakeUpstream, reply: Reply, hook: str) -> None:
     fake.script(reply)
     received, calls, error = await in_thread(stream_generate, proxy)
-    assert isinstance(error, errors.ClientError) and error.code == 403
+    assert isinstance(error, errors.ClientError) and error.code == 400
     assert "capsem_block" in str(error).lower()
     assert error.details["error"]["details"][0]["metadata"]["hook"] == hook
     assert "capsem_block" not in received.lower()
@@ -93,8 +93,8 @@ async def test_json_array_stream_block_ends_with_an_error_element(proxy: Proxy, 
     fake.script(Reply(chunks=["safe start, then capsem", "_block and the rest"]))
     response = await _raw_json_array_stream(proxy)
     elements = json.loads(response.content)  # still one valid JSON array
-    assert elements[-1]["error"]["code"] == 403
-    assert elements[-1]["error"]["status"] == "PERMISSION_DENIED"
+    assert elements[-1]["error"]["code"] == 400
+    assert elements[-1]["error"]["status"] == "INVALID_ARGUMENT"
     assert "capsem_block" not in json.dumps(elements[:-1]).lower()
 
 
@@ -109,3 +109,16 @@ async def test_upstream_dying_mid_stream_gives_a_clean_error(proxy: Proxy, fake:
     fake.script(Reply(chunks=["piece "] * 50, fault="reset_mid_stream", fault_after_events=3))
     _, _, error = await in_thread(stream_generate, proxy)
     assert isinstance(error, errors.APIError) and error.code == 502
+
+
+async def test_sse_stream_block_ends_with_the_bare_error_object(proxy: Proxy, fake: FakeUpstream) -> None:
+    """Not a ``data:`` frame: @google/genai (Gemini CLI) raises only on a read that parses as the error JSON."""
+    fake.script(Reply(chunks=["a harmless start, released piece by piece. "] * 6 + ["then capsem_", "block"]))
+    async with httpx.AsyncClient() as client:
+        response = await client.post(proxy.url + STREAM_PATH, params={"alt": "sse"}, headers={"x-goog-api-key": GEMINI_KEY},
+                                     json={"contents": [{"role": "user", "parts": [{"text": "go"}]}]})
+    released, _, last = response.content.rstrip(b"\r\n").rpartition(b"\n")
+    assert released.startswith(b"data: ") and b"capsem_block" not in released
+    error = json.loads(last)
+    assert list(error) == ["error", "detail"] and error["error"]["code"] == 400
+    assert error["error"]["status"] == "INVALID_ARGUMENT" and "Debug" in error["error"]["message"]

@@ -152,6 +152,6 @@ async def test_request_side_checks_run_before_upstream_for_streams(proxy: Proxy,
             model="m", messages=[{"role": "user", "content": "capsem_block"}], stream=True
         )
 
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.BadRequestError):
         await in_thread(blocked)
     assert fake.requests == []

@@ -7,7 +7,7 @@ back, so each reply can be matched to its request: an allowed prompt must come
 back with exactly its own text (and, streamed, every event the provider sent),
 a blocked one must be refused by the CAPSEM Debug policy — before the provider
 sees it (request side), or, for the replies a second fake provider (on the
-Anthropic upstream) always answers with the marker in them, with a 403 or as
+Anthropic upstream) always answers with the marker in them, with a 400 or as
 an error event that ends the stream (reply side).
 """
 
@@ -102,7 +102,7 @@ async def one_stream(client: httpx.AsyncClient, url: str, number: int, outcomes:
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": prompt}]}
     response = await client.post(url + "/v1/chat/completions", json=body, headers=HEADERS)
     if kind == "blocked-request":
-        outcomes.check(response.status_code == 403 and response.json()["error"]["code"] == "capsem_blocked",
+        outcomes.check(response.status_code == 400 and response.json()["error"]["code"] == "capsem_blocked",
                        "stream blocked before upstream", f"{number}: {response.status_code}")
         return
     events = sse_events(response.content)
@@ -121,7 +121,7 @@ async def one_request(client: httpx.AsyncClient, url: str, number: int, outcomes
     prompt = prompt_for(number, kind)
     if kind == "blocked-reply":
         response = await client.post(url + "/v1/messages", json=anthropic_request(prompt, False), headers=ANTHROPIC_HEADERS)
-        blocked = response.status_code == 403 and response.json()["error"]["capsem"]["hook"] == "on_model_response"
+        blocked = response.status_code == 400 and response.json()["error"]["capsem"]["hook"] == "on_model_response"
         outcomes.check(blocked, "reply blocked", f"{number}: {response.status_code}")
         return
     body = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
@@ -131,7 +131,7 @@ async def one_request(client: httpx.AsyncClient, url: str, number: int, outcomes
         outcomes.check(response.status_code == 200 and reply["choices"][0]["message"]["content"] == expected_text(prompt)
                        and response.headers["x-capsem-decision"] == "allow", "request delivered", f"{number}")
         return
-    outcomes.check(response.status_code == 403 and response.json()["error"]["code"] == "capsem_blocked",
+    outcomes.check(response.status_code == 400 and response.json()["error"]["code"] == "capsem_blocked",
                    "request blocked before upstream", f"{number}: {response.status_code}")
 
 

@@ -154,7 +154,7 @@ async def test_hanging_policy_blocks_after_its_timeout_and_is_named_in_the_log(
 ) -> None:
     proxy = await start_proxy(proxy_settings, policy_dir=str(failing_policies), policy_timeout=0.3)
     error = await sdk_error(provider, proxy, prompt="please hang")
-    assert isinstance(error, expected_error(provider, 403))
+    assert isinstance(error, expected_error(provider, 400))
     assert "StuckScanner" in message_of(error) and "timed out after 0.3s" in message_of(error)
     assert fake.requests == []
     lines = [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.policy" and r.levelno == logging.ERROR]
@@ -167,7 +167,7 @@ async def test_raising_policy_blocks(
 ) -> None:
     proxy = await start_proxy(proxy_settings, policy_dir=str(failing_policies))
     error = await sdk_error("openai", proxy, prompt="explode now")
-    assert status_of(error) == 403 and "BuggyScanner" in message_of(error) and "RuntimeError" in message_of(error)
+    assert status_of(error) == 400 and "BuggyScanner" in message_of(error) and "RuntimeError" in message_of(error)
     assert fake.requests == []
 
 
@@ -199,7 +199,7 @@ async def test_fail_open_policy_lets_the_request_through_and_says_so(
             proxy.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
             json={"model": "m", "messages": [{"role": "user", "content": prompt + " capsem_block"}]},
         )
-    assert blocked.status_code == 403 and blocked.json()["error"]["capsem"]["policy"] == "Debug"
+    assert blocked.status_code == 400 and blocked.json()["error"]["capsem"]["policy"] == "Debug"
 
 
 def test_fail_open_must_be_a_boolean(tmp_path: Path) -> None:

@@ -67,6 +67,23 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 
 # -- one process ---------------------------------------------------------------
 
 
+async def test_gemini_streams_are_labelled_apart_from_generate_content(
+    proxy: Proxy, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One dialect reads both actions; the log line and the metrics still say which one was called."""
+    gemini = proxy.gemini()
+    await in_thread(lambda: gemini.models.generate_content(model="gemini-2.5-flash", contents="hi"))
+    await in_thread(lambda: list(gemini.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")))
+    metrics = await scrape(proxy.url)
+    for endpoint in ("generateContent", "streamGenerateContent"):
+        assert requests_total(metrics, "200", provider="gemini", endpoint=endpoint) == 1
+    assert metrics("capsem_proxyd_streams_total", provider="gemini", endpoint="streamGenerateContent",
+                   outcome="completed") == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.request"]
+    assert any("endpoint=streamGenerateContent" in line and ":streamGenerateContent" in line for line in lines), lines
+    assert any("endpoint=generateContent " in line and ":generateContent" in line for line in lines), lines
+
+
 async def test_counts_match_the_requests_made(proxy: Proxy, fake: FakeUpstream) -> None:
     before = await scrape(proxy.url)
     assert requests_total(before, "200") == 0
@@ -74,7 +91,7 @@ async def test_counts_match_the_requests_made(proxy: Proxy, fake: FakeUpstream) 
     fake.script(Reply(text="one"), Reply(text="two"))
     for _ in range(2):
         await in_thread(lambda: proxy.openai().chat.completions.create(model="gpt-4o-mini", messages=USER))
-    with pytest.raises(openai.PermissionDeniedError):
+    with pytest.raises(openai.BadRequestError):
         await in_thread(lambda: proxy.openai().chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "capsem_block me"}]))
     fake.script(Reply(status=500, error_message="provider broke"), Reply(fault="reset_before_headers"))
@@ -102,7 +119,7 @@ async def test_counts_match_the_requests_made(proxy: Proxy, fake: FakeUpstream) 
     metrics = await scrape(proxy.url)
     # requests by provider/endpoint/status: 2 allowed + 3 streams answered 200, one block, one provider error, one reset
     assert requests_total(metrics, "200") == 5
-    assert requests_total(metrics, "403") == 1
+    assert requests_total(metrics, "400") == 1
     assert requests_total(metrics, "500") == 1
     assert requests_total(metrics, "502") == 1
     assert requests_total(metrics, "200", provider="gemini", endpoint="generateContent") == 1
@@ -188,7 +205,7 @@ async def test_a_reloaded_engine_is_still_counted(tmp_path: Path, fake: FakeUpst
             while "reloaded:" not in daemon.log:
                 await trio.sleep(0.05)
         assert (await post_chat(daemon.url)).status_code == 200
-        assert (await post_chat(daemon.url, "capsem_block")).status_code == 403
+        assert (await post_chat(daemon.url, "capsem_block")).status_code == 400
         metrics = await scrape(daemon.url)
         decisions = "capsem_proxyd_policy_decisions_total"
         assert metrics(decisions, hook="on_model_call", verdict="ALLOW", policy="Debug") == 2
@@ -239,12 +256,12 @@ async def test_workers_sharing_a_directory_report_the_sum(workers: tuple[Daemon,
         assert (await post_chat(one.url)).status_code == 200
     for _ in range(2):
         assert (await post_chat(two.url)).status_code == 200
-    assert (await post_chat(two.url, "capsem_block")).status_code == 403
+    assert (await post_chat(two.url, "capsem_block")).status_code == 400
 
     for daemon in (one, two):  # whichever worker answers the scrape reports the whole daemon
         metrics = await scrape(daemon.url)
         assert requests_total(metrics, "200") == 5
-        assert requests_total(metrics, "403") == 1
+        assert requests_total(metrics, "400") == 1
         assert metrics("capsem_proxyd_policy_decisions_total", hook="on_model_call", verdict="ALLOW", policy="Debug") == 5
         assert metrics("capsem_proxyd_upstream_latency_seconds_count", **CHAT) == 5
         assert metrics("capsem_proxyd_policy_check_seconds_count", hook="on_model_call") == 6
@@ -307,7 +324,7 @@ async def test_workers_flag_scrapes_report_every_worker(tmp_path: Path, fake: Fa
         while served_by() != workers:  # new connections until the kernel has handed some to each worker
             assert sent < 300, f"one worker took every connection: {served_by()} of {workers}"
             if sent % 3 == 2:
-                assert (await post_chat(daemon.url, "capsem_block")).status_code == 403
+                assert (await post_chat(daemon.url, "capsem_block")).status_code == 400
                 blocked += 1
             else:
                 assert (await post_chat(daemon.url)).status_code == 200
@@ -315,7 +332,7 @@ async def test_workers_flag_scrapes_report_every_worker(tmp_path: Path, fake: Fa
         for _ in range(6):  # each scrape is answered by whichever worker accepts it
             metrics = await scrape(daemon.url)
             assert requests_total(metrics, "200") == sent - blocked
-            assert requests_total(metrics, "403") == blocked
+            assert requests_total(metrics, "400") == blocked
             assert metrics("capsem_proxyd_upstream_latency_seconds_count", **CHAT) == sent - blocked
 
         fake.script(Reply(chunks=["tick "] * 1000, chunk_delay=0.01))
@@ -336,7 +353,7 @@ async def test_workers_flag_scrapes_report_every_worker(tmp_path: Path, fake: Fa
 
         await wait_until(replaced_and_forgotten, timeout=STARTUP_TIMEOUT)
         metrics = await scrape(daemon.url)
-        assert requests_total(metrics, "200") == sent - blocked and requests_total(metrics, "403") == blocked
+        assert requests_total(metrics, "200") == sent - blocked and requests_total(metrics, "400") == blocked
         assert await daemon.stop() == 0
     finally:
         daemon.kill()

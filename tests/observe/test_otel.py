@@ -229,8 +229,8 @@ def gemini_tokens(answer: Any) -> tuple[int, int, str]:
 async def test_blocked_prompt_span_carries_the_decision_and_never_the_prompt(
     traced: Proxy, fake: FakeUpstream, receiver: OTLPReceiver
 ) -> None:
-    def call() -> openai.PermissionDeniedError:
-        with traced.openai() as client, pytest.raises(openai.PermissionDeniedError) as refused:
+    def call() -> openai.BadRequestError:
+        with traced.openai() as client, pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": f"capsem_block {PROMPT}"}],
                 extra_headers={"traceparent": TRACEPARENT},
@@ -243,8 +243,8 @@ async def test_blocked_prompt_span_carries_the_decision_and_never_the_prompt(
 
     assert span.name == "chat gpt-4o-mini"
     attributes = span.attributes
-    assert attributes["http.response.status_code"] == 403
-    assert attributes["error.type"] == "403"
+    assert attributes["http.response.status_code"] == 400
+    assert attributes["error.type"] == "400"
     assert attributes["capsem.request_id"] == error.response.headers["x-capsem-request-id"]
     assert "gen_ai.usage.input_tokens" not in attributes and "gen_ai.response.model" not in attributes
     assert span.span.status.code == Status.STATUS_CODE_UNSET  # a block is the proxy doing its job

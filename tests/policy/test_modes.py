@@ -95,7 +95,7 @@ async def test_custom_policy_confirm_blocks_by_default(
     start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path
 ) -> None:
     proxy = await start_proxy(proxy_settings, policy_dir=str(write(tmp_path, approval=CUSTOM)))
-    with pytest.raises(openai.PermissionDeniedError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         await in_thread(lambda: proxy.openai().chat.completions.create(
             model="m", messages=[{"role": "user", "content": "please wire money to Bob"}]))
     assert caught.value.body["code"] == "capsem_confirmation_required"
@@ -109,7 +109,7 @@ async def test_confirm_and_block_answers_differ(
     proxy = await start_proxy(proxy_settings, policy_dir=str(write(tmp_path, rules=RULES)))
     blocked = await in_thread(chat_raw, proxy, "here is my forbidden plan")
     confirm = await in_thread(chat_raw, proxy, "now delete everything")
-    assert blocked.status_code == confirm.status_code == 403
+    assert blocked.status_code == confirm.status_code == 400
     blocked_error, confirm_error = blocked.json()["error"], confirm.json()["error"]
     assert blocked_error["code"] == "capsem_blocked"
     assert confirm_error["code"] == "capsem_confirmation_required"
@@ -131,7 +131,7 @@ async def test_confirm_action_allow_lets_confirm_through_but_not_block(
     assert confirm.status_code == 200
     assert confirm.headers["x-capsem-decision"] == "confirm"
     blocked = await in_thread(chat_raw, proxy, "my forbidden plan")
-    assert blocked.status_code == 403 and blocked.json()["error"]["code"] == "capsem_blocked"
+    assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "capsem_blocked"
     assert len(fake.requests) == 1
 
 

@@ -253,9 +253,9 @@ def chat(proxy: Proxy, text: str, **kwargs: Any) -> Any:
 
 
 async def refused(call: Callable[[], Any]) -> dict:
-    with pytest.raises(openai.PermissionDeniedError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         await in_thread(call)
-    assert caught.value.status_code == 403
+    assert caught.value.status_code == 400
     return caught.value.body
 
 

@@ -122,7 +122,7 @@ def chat(proxy: Proxy, content: str, **kwargs: Any) -> Any:
 async def test_email_in_prompt_is_blocked_before_upstream(
     pii_proxy: Proxy, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(openai.PermissionDeniedError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         await in_thread(chat, pii_proxy, f"Please write to {EMAIL} about the invoice")
     error = caught.value.body
     assert error["code"] == "capsem_blocked"
@@ -179,7 +179,7 @@ async def test_email_in_tool_result_is_blocked(pii_proxy: Proxy, fake: FakeUpstr
         ]},
         {"role": "tool", "tool_call_id": "call_1", "content": f'{{"contact": "{EMAIL}"}}'},
     ]
-    with pytest.raises(openai.PermissionDeniedError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         await in_thread(lambda: pii_proxy.openai().chat.completions.create(model="m", messages=messages))
     assert caught.value.body["capsem"]["hook"] == "on_tool_response"
     assert fake.requests == []

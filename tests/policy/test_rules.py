@@ -55,7 +55,7 @@ def chat(proxy: Proxy, messages: list[dict], model: str = "gpt-4o-mini", **kwarg
 
 
 async def refused(call: Callable[[], Any]) -> dict:
-    with pytest.raises(openai.PermissionDeniedError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         await in_thread(call)
     return caught.value.body
 
@@ -146,7 +146,7 @@ async def test_rules_apply_to_gemini_and_streams(rules_proxy: Proxy, fake: FakeU
     client = rules_proxy.gemini()
     with pytest.raises(genai_errors.ClientError) as caught:
         await in_thread(lambda: client.models.generate_content(model="gemini-2.0-flash", contents="about Project FALCON"))
-    assert caught.value.code == 403
+    assert caught.value.code == 400
     with pytest.raises(genai_errors.ClientError):
         await in_thread(lambda: client.models.generate_content(model="gemini-1.5-pro", contents="hello"))
     fake.script(Reply(chunks=["all clear, ", "the LAUNCH-", "CODE is 42"]))

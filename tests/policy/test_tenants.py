@@ -38,7 +38,7 @@ async def test_two_tenants_with_different_profiles_get_different_outcomes(
     proxy = await start_proxy(proxy_settings, tenant_profiles=str(profiles))
     fake.script(Reply(text="on track"))
 
-    with pytest.raises(openai.PermissionDeniedError) as caught:
+    with pytest.raises(openai.BadRequestError) as caught:
         await in_thread(ask, proxy, OPENAI_KEY)
     assert caught.value.body["capsem"]["policy"] == "Rules"
     assert caught.value.response.headers["x-capsem-policies"] == "Rules"

@@ -24,6 +24,9 @@ import pytest
 
 DAEMON_LOGGERS = ("capsem_proxyd", "hypercorn", "quart")
 KEY_SHAPE = re.compile(r"(?<![A-Za-z0-9_-])(sk-(?:ant-)?[A-Za-z0-9_-]{8,}|AIza[0-9A-Za-z_-]{16,})")
+# Folders that are an agent CLI's own HOME (tests/clients): the client keeps its own key there (Codex's shell
+# snapshots hold the environment it was given); not the daemon's output.
+CLIENT_HOMES = "agent-home"
 # Files tests write as inputs (a provider key in an env file must stay unused, so it is there on purpose).
 INPUT_SUFFIXES = (".env", ".toml", ".py", ".pem", ".key", ".crt", ".conf", ".service", ".md")
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -33,6 +36,8 @@ def keys_in_sources(folder: Path = TESTS_DIR) -> frozenset[str]:
     """Every key-shaped string in the test sources (``Bearer sk-...`` inside a header value too)."""
     keys: set[str] = set()
     for source in folder.rglob("*.py"):
+        if "node_modules" in source.parts:  # tests/clients' installed agent CLIs are not test sources
+            continue
         keys.update(KEY_SHAPE.findall(source.read_text(encoding="utf-8")))
     return frozenset(keys)
 
@@ -40,7 +45,7 @@ def keys_in_sources(folder: Path = TESTS_DIR) -> frozenset[str]:
 def daemon_outputs(root: Path) -> Iterator[Path]:
     """Files under ``root`` a daemon may have written (not test inputs, not nginx's own files)."""
     for path in root.rglob("*"):
-        if not path.is_file() or "nginx" in path.parts:
+        if not path.is_file() or "nginx" in path.parts or CLIENT_HOMES in path.parts:
             continue
         if path.name.startswith(".env") or path.suffix in INPUT_SUFFIXES or path.name.endswith(".env"):
             continue

@@ -48,3 +48,18 @@ async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
     """Run a blocking SDK call in a worker thread (bounded, never hangs a test)."""
     with trio.fail_after(30):
         return await trio.to_thread.run_sync(function, *args)
+
+
+def split_at_refusal(raw: bytes) -> tuple[str, str]:
+    """A relayed stream cut where the proxy's final error begins: (what the upstream's events said
+    before it, the proxy's ending). The ending is found by the policy it names; it starts at the
+    line (SSE event, JSON-array element, or Gemini's bare error line) that holds it."""
+    text = raw.decode("utf-8", "replace")
+    found = text.find("CAPSEM policy")
+    if found < 0:
+        return text, ""
+    start = text.rfind("\n", 0, found) + 1
+    if text[start:].startswith("data:"):
+        event = text.rfind("\n\n", 0, start)
+        start = event + 2 if event >= 0 else 0
+    return text[:start], text[start:]

@@ -62,6 +62,16 @@ _RESPONSES = _Provider("openai", openai_format.error_plan, openai_responses.last
 _GEMINI = _Provider("gemini", gemini_format.error_plan, gemini_format.last_user_text)
 _ANTHROPIC = _Provider("anthropic", anthropic_format.error_plan, anthropic_format.last_user_text)
 
+_GENERATION_SUFFIXES = (
+    "/chat/completions", "/responses", "/completions", "/v1/messages", ":generateContent", ":streamGenerateContent",
+)
+
+
+def is_generation(request: RecordedRequest) -> bool:
+    """A request that asks the model for a reply (not a model list, token count or other side request)."""
+    return request.method == "POST" and request.path.endswith(_GENERATION_SUFFIXES)
+
+
 _GEMINI_PATH = re.compile(r"/(?P<version>v1|v1beta|v1alpha)/models(?:/(?P<model>[^/:]+)(?::(?P<method>\w+))?)?/?$")
 _OPENAI_MODEL = re.compile(r"/v1/models/(?P<model>.+)$")
 
@@ -157,6 +167,7 @@ class FakeUpstream:
         self.default_reply: Reply = Reply()
         self.errors: list[BaseException] = []
         self._queue: collections.deque[Reply] = collections.deque()
+        self._generation_queue: collections.deque[Reply] = collections.deque()
         self._changed = trio.Event()
 
     # -- scripting and inspection --
@@ -165,10 +176,23 @@ class FakeUpstream:
         """Queue replies (FIFO); each is used by exactly one next request, whatever its path."""
         self._queue.extend(replies)
 
+    def script_generations(self, *replies: Reply) -> None:
+        """Queue replies for generation requests only (FIFO, before `script`'s queue).
+
+        Side requests an agent makes on its own (model lists, token counts)
+        get their default answer and leave these for the model turns.
+        """
+        self._generation_queue.extend(replies)
+
     @property
     def pending_replies(self) -> int:
         """Scripted replies not used yet."""
-        return len(self._queue)
+        return len(self._queue) + len(self._generation_queue)
+
+    @property
+    def generation_requests(self) -> list[RecordedRequest]:
+        """The requests that asked the model for a reply, in order."""
+        return [r for r in self.requests if is_generation(r)]
 
     def requests_to(self, path_substring: str) -> list[RecordedRequest]:
         """Recorded requests whose path contains `path_substring`."""
@@ -179,6 +203,7 @@ class FakeUpstream:
         self.requests.clear()
         self.streams.clear()
         self._queue.clear()
+        self._generation_queue.clear()
 
     async def wait_for_requests(self, count: int = 1) -> None:
         """Wait until at least `count` requests were received (bound it with trio.fail_after)."""
@@ -270,7 +295,10 @@ class FakeUpstream:
         """Answer one request while watching for the client going away; returns keep-alive."""
         request = _record(event, body)
         self.requests.append(request)
-        reply = self._queue.popleft() if self._queue else replace(self.default_reply)
+        if self._generation_queue and is_generation(request):
+            reply = self._generation_queue.popleft()
+        else:
+            reply = self._queue.popleft() if self._queue else replace(self.default_reply)
         self._notify()
 
         exchange = _Exchange(self, conn, stream, request, reply)
