@@ -48,6 +48,7 @@ from capsem_proxyd.views import (
     MediaPart,
     RequestView,
     ResponseView,
+    StoredReference,
     StreamView,
     ToolCall,
     ToolDefinition,
@@ -86,6 +87,9 @@ REQUEST_NOT_CONTENT = Paths(
     "tools.*.type", "tools.*.cache_control", "tools.*.strict", "tools.*.max_uses", "tools.*.display_width_px",
     "tools.*.display_height_px", "tools.*.display_number", "tools.*.defer_loading",
 )
+# Stored content a request can pull in (``references``): uploaded files (a ``file`` source, a
+# ``container_upload``, code-execution outputs), provider-run MCP servers, a container and its skills.
+REFERENCE_MARKERS = (b'"file_id"', b'"mcp_servers"', b'"container"')
 REPLY_NOT_CONTENT = Paths(
     "id", "type", "role", "model", "stop_reason", "stop_sequence", "usage", "container", "context_management",
     *(f"content.*.{field}" for field in _BLOCK_IDS), *(f"content.*.citations.*.{field}" for field in _CITATION_IDS),
@@ -163,6 +167,11 @@ class AnthropicMessagesDialect(Dialect):
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
         """``event: error``: the SDK raises on it while iterating."""
         return encode_sse(anthropic_error_body(error), event="error")
+
+    reference_markers = REFERENCE_MARKERS
+
+    def references(self, body: dict[str, Any]) -> list[StoredReference]:
+        return references(body)
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
@@ -274,6 +283,53 @@ class AnthropicCountTokensDialect(AnthropicMessagesDialect):
 
     def response_view(self, body: Any) -> ResponseView:
         return ResponseView()
+
+
+def references(body: dict[str, Any]) -> list[StoredReference]:
+    """Every reference of a Messages request (see ``REFERENCE_MARKERS``)."""
+    found: list[StoredReference] = []
+    servers = body.get("mcp_servers")
+    if isinstance(servers, list):
+        for number, server in enumerate(servers):
+            server = as_dict(server)
+            found.append(StoredReference(f"mcp_servers[{number}]", "mcp_server",
+                                         as_str(server.get("url")) or as_str(server.get("name"))))
+    elif servers is not None:
+        found.append(StoredReference("mcp_servers", "mcp_server", ""))
+    container = body.get("container")
+    if isinstance(container, dict):
+        if container.get("id") is not None:
+            found.append(StoredReference("container.id", "container", as_str(container["id"])))
+        skills = container.get("skills")
+        for number, skill in enumerate(skills if isinstance(skills, list) else ()):
+            found.append(StoredReference(f"container.skills[{number}]", "skill", as_str(as_dict(skill).get("skill_id"))))
+    elif container is not None:
+        found.append(StoredReference("container", "container", as_str(container)))
+    _block_references(body.get("system"), "system", found)
+    messages = body.get("messages")
+    for number, message in enumerate(messages if isinstance(messages, list) else ()):
+        _block_references(as_dict(message).get("content"), f"messages[{number}].content", found)
+    return found
+
+
+def _block_references(content: Any, where: str, found: list[StoredReference]) -> None:
+    """File ids in blocks, at any depth of their ``content`` and ``source`` (never in a tool call's input)."""
+    stack = [(content, where)]
+    while stack:
+        value, at = stack.pop()
+        if isinstance(value, list):
+            stack.extend((item, f"{at}[{index}]") for index, item in reversed(list(enumerate(value))))
+        elif isinstance(value, dict):
+            if value.get("file_id") is not None:  # container_upload, code-execution outputs
+                found.append(StoredReference(f"{at}.file_id", "file", as_str(value["file_id"])))
+            source = value.get("source")
+            if isinstance(source, dict):
+                if source.get("file_id") is not None:  # an image or document {"type": "file", "file_id": ...}
+                    found.append(StoredReference(f"{at}.source.file_id", "file", as_str(source["file_id"])))
+                if "content" in source:
+                    stack.append((source["content"], f"{at}.source.content"))
+            if "content" in value:
+                stack.append((value["content"], f"{at}.content"))
 
 
 def _blocks(content: Any, node: Node | None, sink: list[str], view: RequestView, call_names: dict[str, str]) -> None:

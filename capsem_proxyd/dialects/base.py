@@ -15,7 +15,7 @@ import orjson
 
 from capsem_proxyd.dialects.framing import SSEDecoder, StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
-from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StreamView, Usage
+from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StoredReference, StreamView, Usage
 
 
 class Dialect(ABC):
@@ -72,6 +72,38 @@ class Dialect(ABC):
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
         """The final event that ends a stream cut by the proxy."""
         return encode_sse(self.error_body(error))
+
+    # The field names that introduce a reference to stored content (``references``), as they
+    # appear, quoted, in a body's bytes: a request without any of them holds no reference.
+    reference_markers: tuple[bytes, ...] = ()
+
+    def may_reference(self, raw: bytes) -> bool:
+        """Whether the body ``raw`` can refer to stored content at all.
+
+        A byte search, about a microsecond, so that the requests that refer to
+        nothing (nearly all of them) never pay for the walk of ``references``.
+        A ``\\u`` escape could spell a marker, so a body with one is walked.
+        """
+        markers = self.reference_markers
+        return bool(markers) and (b"\\u" in raw or any(marker in raw for marker in markers))
+
+    def references(self, body: dict[str, Any]) -> list[StoredReference]:
+        """Every place ``body`` pulls content the provider stores into the model's context.
+
+        Declared by each API next to its non-content paths (ids are not text,
+        but some ids are content the proxy never sees). No I/O and no verdict
+        here: whether a reference may go is the pipeline's decision
+        (``proxy/stored_content.py``). Never raises on odd shapes.
+        """
+        return []
+
+    def stores_reply(self, body: dict[str, Any]) -> bool:
+        """Whether the provider keeps this request's reply under an id later requests may reference."""
+        return False
+
+    def stored_reply(self, reply: Any) -> str | None:
+        """The id under which the provider keeps this complete JSON reply for later references (None: none)."""
+        return None
 
     def usage(self, body: Any) -> Usage | None:
         """Token usage and answering model a complete JSON reply states (None: this API states none).

@@ -51,6 +51,7 @@ from capsem_proxyd.views import (
     MediaPart,
     RequestView,
     ResponseView,
+    StoredReference,
     StreamView,
     ToolCall,
     ToolDefinition,
@@ -118,6 +119,10 @@ REPLY_NOT_CONTENT = both_spellings(
     "usageMetadata", "modelVersion", "responseId", "createTime", "promptFeedback.blockReason",
     "promptFeedback.safetyRatings", *(f"candidates.*.{field}" for field in _CANDIDATE_IDS),
 )
+# Stored content a request can pull in (``references``): cached content, files uploaded to the Files API
+# (``fileData`` naming one), File Search stores.
+REFERENCE_MARKERS = (b'"cachedContent"', b'"cached_content"', b'"fileData"', b'"file_data"', b'"fileSearch"',
+                     b'"file_search"')
 SORTER = Sorter(vocabulary.GEMINI)
 _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
@@ -196,6 +201,11 @@ class GeminiDialect(Dialect):
             ]
             body["detail"] = f"Request blocked by security policy: {error.decision.details}"
         return body
+
+    reference_markers = REFERENCE_MARKERS
+
+    def references(self, body: dict[str, Any]) -> list[StoredReference]:
+        return references(body)
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         refuse_double_spellings(body, CAMEL_TWINS)
@@ -289,6 +299,56 @@ def _request_part(part: Any, node: Node | None, sink: list[str], view: RequestVi
         view.media.append(MediaPart(data=decode_base64(inline["data"], "inlineData.data"), mime_type=mime_type))
         part = {key: value for key, value in as_dict(part).items() if key not in _INLINE}
     SORTER.add(sink, part, node)
+
+
+def references(body: dict[str, Any], prefix: str = "") -> list[StoredReference]:
+    """Every reference of a ``generateContent`` request (``prefix``: where it sits in a larger body)."""
+    found: list[StoredReference] = []
+    cached = field(body, "cachedContent", "cached_content")
+    if cached is not None:
+        found.append(StoredReference(f"{prefix}cachedContent", "cached_content", as_str(cached)))
+    contents = body.get("contents")
+    for number, content in enumerate(contents if isinstance(contents, list) else ()):
+        content_references(content, f"{prefix}contents[{number}]", found)
+    content_references(field(body, *_SYSTEM), f"{prefix}systemInstruction", found)
+    tools = body.get("tools")
+    for number, tool in enumerate(tools if isinstance(tools, list) else ()):
+        search = as_dict(field(as_dict(tool), "fileSearch", "file_search"))
+        stores = field(search, "fileSearchStoreNames", "file_search_store_names")
+        for index, store in enumerate(stores if isinstance(stores, list) else ()):
+            found.append(StoredReference(f"{prefix}tools[{number}].fileSearch.fileSearchStoreNames[{index}]",
+                                         "file_search_store", as_str(store)))
+    return found
+
+
+def content_references(content: Any, where: str, found: list[StoredReference]) -> None:
+    """``fileData`` parts naming a stored file, in a content and in the function responses inside it."""
+    stack = [(content, where)]
+    while stack:
+        value, at = stack.pop()
+        parts = as_dict(value).get("parts")
+        for index, part in reversed(list(enumerate(parts if isinstance(parts, list) else ()))):
+            part = as_dict(part)
+            data = field(part, "fileData", "file_data")
+            if data is not None:
+                uri = field(as_dict(data), "fileUri", "file_uri")
+                if stored_file(uri):
+                    found.append(StoredReference(f"{at}.parts[{index}].fileData.fileUri", "file", as_str(uri)))
+            response = field(part, *_FUNCTION_RESPONSE)
+            if isinstance(response, dict):
+                stack.append((response, f"{at}.parts[{index}].functionResponse"))
+
+
+def stored_file(uri: Any) -> bool:
+    """Whether a ``fileUri`` names a file stored with Google (the Files API, Cloud Storage), not a public
+    URL the provider fetches itself (a web page, a video), which is checked as text like any URL."""
+    if not isinstance(uri, str):
+        return True  # no URI we can read: what the provider makes of it is unknown
+    scheme, separator, rest = uri.partition("://")
+    if not separator or scheme.lower() not in ("http", "https"):
+        return True  # files/abc, gs://bucket/object...
+    host = rest.split("/", 1)[0].rpartition("@")[2].split(":", 1)[0].lower().rstrip(".")
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
 
 
 def _tool_definitions(tool: Any, node: Node | None, view: RequestView) -> None:
