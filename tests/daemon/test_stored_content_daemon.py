@@ -83,3 +83,23 @@ def test_an_unusable_state_directory_stops_start_and_check(tmp_path: Path) -> No
     checked = run_cli("check", "--state-dir", str(tmp_path / "state"))
     assert checked.returncode == 0 and f"stored content: checked, delivered replies recorded in {tmp_path}" in checked.stdout
     assert run_cli("check", "--stored-content", "refuse", "--state-dir", str(blocker / "s")).returncode == 0
+
+
+async def test_a_reload_applies_every_reloadable_setting(tmp_path: Path, fake: FakeUpstream, daemons) -> None:
+    """Not only --stored-content: --confirm-action took the value the process started with before."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "rules.toml").write_text('[on_model_call]\nconfirm = ["wire transfer"]\n')
+    config = tmp_path / "proxy.toml"
+    config.write_text('confirm-action = "block"\n')
+    daemon = daemons("--config", str(config), "--policy-dir", str(policies), *upstream_args(fake.url))
+    await daemon.wait_ready()
+    body = {"model": "m", "messages": [{"role": "user", "content": "make a wire transfer"}]}
+    async with httpx.AsyncClient(timeout=10) as client:
+        url = daemon.url + "/v1/chat/completions"
+        assert (await client.post(url, json=body, headers=HEADERS)).status_code == 403
+        config.write_text('confirm-action = "allow"\n')
+        daemon.process.send_signal(signal.SIGHUP)
+        await wait_for_log(daemon, "reloaded:")
+        assert (await client.post(url, json=body, headers=HEADERS)).status_code == 200
+    assert await daemon.stop() == 0
