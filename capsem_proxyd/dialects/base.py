@@ -73,20 +73,6 @@ class Dialect(ABC):
         """The final event that ends a stream cut by the proxy."""
         return encode_sse(self.error_body(error))
 
-    # The field names that introduce a reference to stored content (``references``), as they
-    # appear, quoted, in a body's bytes: a request without any of them holds no reference.
-    reference_markers: tuple[bytes, ...] = ()
-
-    def may_reference(self, raw: bytes) -> bool:
-        """Whether the body ``raw`` can refer to stored content at all.
-
-        A byte search, about a microsecond, so that the requests that refer to
-        nothing (nearly all of them) never pay for the walk of ``references``.
-        A ``\\u`` escape could spell a marker, so a body with one is walked.
-        """
-        markers = self.reference_markers
-        return bool(markers) and (b"\\u" in raw or any(marker in raw for marker in markers))
-
     def references(self, body: dict[str, Any]) -> list[StoredReference]:
         """Every place ``body`` pulls content the provider stores into the model's context.
 
@@ -94,6 +80,13 @@ class Dialect(ABC):
         but some ids are content the proxy never sees). No I/O and no verdict
         here: whether a reference may go is the pipeline's decision
         (``proxy/stored_content.py``). Never raises on odd shapes.
+
+        A walk of the parsed body's structure only, never of its text: where
+        the API puts references (top-level fields, parts, tools), so its cost
+        follows the number of messages and parts (microseconds for a
+        conversation, not the megabytes of an image). A byte search for the
+        field names was tried first and dropped: it scans every byte once per
+        name, slower than this walk on any body, and blind to ``\\u`` escapes.
         """
         return []
 

@@ -119,10 +119,8 @@ REPLY_NOT_CONTENT = both_spellings(
     "usageMetadata", "modelVersion", "responseId", "createTime", "promptFeedback.blockReason",
     "promptFeedback.safetyRatings", *(f"candidates.*.{field}" for field in _CANDIDATE_IDS),
 )
-# Stored content a request can pull in (``references``): cached content, files uploaded to the Files API
-# (``fileData`` naming one), File Search stores.
-REFERENCE_MARKERS = (b'"cachedContent"', b'"cached_content"', b'"fileData"', b'"file_data"', b'"fileSearch"',
-                     b'"file_search"')
+# Some request fields pull stored content into the model's context, see ``references``: cached content,
+# files uploaded to the Files API (``fileData`` naming one), File Search stores.
 SORTER = Sorter(vocabulary.GEMINI)
 _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
@@ -201,8 +199,6 @@ class GeminiDialect(Dialect):
             ]
             body["detail"] = f"Request blocked by security policy: {error.decision.details}"
         return body
-
-    reference_markers = REFERENCE_MARKERS
 
     def references(self, body: dict[str, Any]) -> list[StoredReference]:
         return references(body)
@@ -309,8 +305,8 @@ def references(body: dict[str, Any], prefix: str = "") -> list[StoredReference]:
         found.append(StoredReference(f"{prefix}cachedContent", "cached_content", as_str(cached)))
     contents = body.get("contents")
     for number, content in enumerate(contents if isinstance(contents, list) else ()):
-        content_references(content, f"{prefix}contents[{number}]", found)
-    content_references(field(body, *_SYSTEM), f"{prefix}systemInstruction", found)
+        content_references(content, f"{prefix}contents", number, found)
+    content_references(field(body, *_SYSTEM), f"{prefix}systemInstruction", None, found)
     tools = body.get("tools")
     for number, tool in enumerate(tools if isinstance(tools, list) else ()):
         search = as_dict(field(as_dict(tool), "fileSearch", "file_search"))
@@ -321,22 +317,28 @@ def references(body: dict[str, Any], prefix: str = "") -> list[StoredReference]:
     return found
 
 
-def content_references(content: Any, where: str, found: list[StoredReference]) -> None:
-    """``fileData`` parts naming a stored file, in a content and in the function responses inside it."""
-    stack = [(content, where)]
-    while stack:
-        value, at = stack.pop()
-        parts = as_dict(value).get("parts")
-        for index, part in reversed(list(enumerate(parts if isinstance(parts, list) else ()))):
-            part = as_dict(part)
-            data = field(part, "fileData", "file_data")
-            if data is not None:
-                uri = field(as_dict(data), "fileUri", "file_uri")
-                if stored_file(uri):
-                    found.append(StoredReference(f"{at}.parts[{index}].fileData.fileUri", "file", as_str(uri)))
-            response = field(part, *_FUNCTION_RESPONSE)
-            if isinstance(response, dict):
-                stack.append((response, f"{at}.parts[{index}].functionResponse"))
+def content_references(content: Any, where: str, number: int | None, found: list[StoredReference]) -> None:
+    """``fileData`` parts naming a stored file, in a content (``where[number]``) and in the function
+    responses inside it; the path is spelled out only for what is found."""
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return
+    for index, part in enumerate(parts):
+        if not isinstance(part, dict) or (len(part) == 1 and "text" in part):
+            continue
+        data = field(part, "fileData", "file_data")
+        if data is not None:
+            uri = field(as_dict(data), "fileUri", "file_uri")
+            if stored_file(uri):
+                found.append(StoredReference(f"{_at(where, number)}.parts[{index}].fileData.fileUri", "file",
+                                             as_str(uri)))
+        response = field(part, *_FUNCTION_RESPONSE)
+        if isinstance(response, dict) and isinstance(response.get("parts"), list):
+            content_references(response, f"{_at(where, number)}.parts[{index}].functionResponse", None, found)
+
+
+def _at(where: str, number: int | None) -> str:
+    return where if number is None else f"{where}[{number}]"
 
 
 def stored_file(uri: Any) -> bool:

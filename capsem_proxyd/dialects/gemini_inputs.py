@@ -45,16 +45,14 @@ class GeminiInputDialect(GeminiDialect):
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return False
 
-    reference_markers = GeminiDialect.reference_markers
-
     def references(self, body: dict[str, Any]) -> list[StoredReference]:
         """A generateContent body's references, those of ``content`` and each of ``requests``, and those
         of an inner ``generateContentRequest``."""
         found = references(body)
-        content_references(body.get("content"), "content", found)
+        content_references(body.get("content"), "content", None, found)
         requests = body.get("requests")
         for number, request in enumerate(requests if isinstance(requests, list) else ()):
-            content_references(as_dict(request).get("content"), f"requests[{number}].content", found)
+            content_references(as_dict(request).get("content"), f"requests[{number}].content", None, found)
         inner = field(body, *_INNER)
         if isinstance(inner, dict):
             found.extend(references(inner, "generateContentRequest."))

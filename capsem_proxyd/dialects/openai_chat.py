@@ -50,8 +50,7 @@ REQUEST_NOT_CONTENT = Paths(
     "messages.*.content.*.input_audio.format", "messages.*.content.*.file.file_id",
     "tools.*.type", "tools.*.function.strict", "tools.*.custom.format.type", "tools.*.custom.format.grammar.syntax",
 )
-# Stored content a request can pull in (``references``): uploaded files, and an earlier reply's audio by id.
-REFERENCE_MARKERS = (b'"file_id"', b'"audio"')
+# Two of those ids pull stored content into the model's context, see ``references``: a file's, an audio reply's.
 # A reply's: ``logprobs`` repeats the choice's text token by token (the text itself is checked).
 REPLY_NOT_CONTENT = Paths(
     "id", "object", "created", "model", "system_fingerprint", "service_tier", "usage", "obfuscation",
@@ -79,8 +78,6 @@ class OpenAIChatDialect(OpenAIDialect):
 
     def stream_usage(self, event: StreamEvent) -> Usage | None:
         return openai_stream_usage(event)
-
-    reference_markers = REFERENCE_MARKERS
 
     def references(self, body: dict[str, Any]) -> list[StoredReference]:
         """``file.file_id`` parts, and an assistant message's ``audio.id`` (the provider's stored audio reply)."""

@@ -70,13 +70,10 @@ REQUEST_NOT_CONTENT = Paths(
     "tools.*.max_num_results", "tools.*.search_context_size", "tools.*.user_location.type", "tools.*.format.type",
     "tools.*.format.syntax",
 )
-# Where a request pulls stored content into the model's context (``references``): the previous
+# Some of those ids pull stored content into the model's context, see ``references``: the previous
 # response, a conversation, an item by id, a stored prompt, uploaded files, vector stores, containers and
-# skills, provider-run MCP servers. The ids are non-content above (they are no text); they are references.
-REFERENCE_MARKERS = (
-    b'"previous_response_id"', b'"conversation"', b'"prompt"', b'"item_reference"', b'"id"', b'"file_id"',
-    b'"file_ids"', b'"mcp"', b'"container"', b'"container_id"', b'"vector_store_ids"', b'"skills"',
-)
+# skills, provider-run MCP servers. They are no text to check; they are references.
+
 # A reply the provider keeps and later requests may reference, once it is whole.
 _DELIVERED = frozenset({"completed", "incomplete"})
 # The stream events that carry the response object (its id, its status).
@@ -143,8 +140,6 @@ class OpenAIResponsesDialect(OpenAIDialect):
             **body,
         }
         return encode_sse(payload, event="error")
-
-    reference_markers = REFERENCE_MARKERS
 
     def references(self, body: dict[str, Any]) -> list[StoredReference]:
         return references(body)
@@ -240,7 +235,7 @@ class OpenAIResponsesDialect(OpenAIDialect):
 
 
 def references(body: dict[str, Any]) -> list[StoredReference]:
-    """Every reference of a Responses request (see ``REFERENCE_MARKERS``), in the order of the body."""
+    """Every reference of a Responses request, in the order of the body."""
     found: list[StoredReference] = []
     if body.get("previous_response_id") is not None:
         found.append(StoredReference("previous_response_id", "response", _id(body["previous_response_id"])))
@@ -249,8 +244,8 @@ def references(body: dict[str, Any]) -> list[StoredReference]:
         found.append(StoredReference("conversation.id", "conversation", _id(conversation.get("id"))))
     elif conversation is not None:
         found.append(StoredReference("conversation", "conversation", _id(conversation)))
-    if body.get("prompt") is not None:
-        found.append(StoredReference("prompt.id", "prompt", _id(as_dict(body["prompt"]).get("id"))))
+    if isinstance(body.get("prompt"), dict):  # a stored prompt; any other value is no prompt of this API (text)
+        found.append(StoredReference("prompt.id", "prompt", _id(body["prompt"].get("id"))))
     inputs = body.get("input")
     for number, item in enumerate(inputs if isinstance(inputs, list) else ()):
         if not isinstance(item, dict):

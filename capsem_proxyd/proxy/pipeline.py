@@ -141,7 +141,7 @@ class Pipeline:
             view = dialect.request_view(body, exchange.model)
             check_request_view(view, self.limits)
             exchange.prompt = view.prompt  # a reference, for an audit log that opted in to prompts
-            if dialect.may_reference(incoming.body) and (references := dialect.references(body)):
+            if references := dialect.references(body):
                 await self.stored.admit(exchange, references)
             outcome = await engine.check_request(exchange, view)
             keep = self.stored.keeps(dialect, body)

@@ -18,9 +18,11 @@ no policy did. Each dialect declares where its API puts such references
 * ``allow``: every reference goes through, logged at WARNING and audited.
 
 Every decision on a reference is reported to the recorders (the audit log's
-``stored_content`` records). The costs stay with the requests concerned: a
-request whose bytes hold none of its API's reference markers is never walked
-(``Dialect.may_reference``), and only replies the provider stores are recorded.
+``stored_content`` records). The costs stay with the requests concerned:
+finding references is a walk of the body's structure (microseconds: fields,
+messages, parts, never their text); the store is read only for a request that
+names a reply, written only for a reply the provider stores, and not even
+opened by a process that never needs it.
 """
 
 from __future__ import annotations
