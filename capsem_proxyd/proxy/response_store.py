@@ -23,8 +23,10 @@ that reply, unblocked, to the same tenant. This module is the memory of it:
   or a stored reply never opens it, and a forked worker never inherits an
   open connection.
 
-``synchronous=NORMAL``: a commit survives the process crashing; a power cut
-may lose the last ones, which only makes their follow-ups refused.
+A record commits with ``synchronous=NORMAL`` (no fsync: it survives the
+process crashing, a power cut may lose the last ones, whose follow-ups are
+then refused); a withdrawal with ``FULL``, since losing one would leave an id
+usable whose stream was blocked (withdrawals are rare: blocks and cuts).
 """
 
 from __future__ import annotations
@@ -127,16 +129,22 @@ class ResponseStore:
     def _write(self, tenant: str, response_id: str, usable: bool) -> None:
         connection = self.open()
         now = self.clock()
-        connection.execute("BEGIN IMMEDIATE")
+        if not usable:
+            connection.execute("PRAGMA synchronous=FULL")
         try:
-            connection.execute(_UPSERT, (tenant, response_id, now, int(usable)))
-            connection.execute("DELETE FROM relayed WHERE seq <= (SELECT MAX(seq) FROM relayed) - ?",
-                               (self.max_entries,))
-            connection.execute("DELETE FROM relayed WHERE recorded < ?", (now - self.max_age,))
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                connection.execute(_UPSERT, (tenant, response_id, now, int(usable)))
+                connection.execute("DELETE FROM relayed WHERE seq <= (SELECT MAX(seq) FROM relayed) - ?",
+                                   (self.max_entries,))
+                connection.execute("DELETE FROM relayed WHERE recorded < ?", (now - self.max_age,))
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        finally:
+            if not usable:
+                connection.execute("PRAGMA synchronous=NORMAL")
 
     def _read(self, tenant: str, response_id: str) -> bool | None:
         row = self.open().execute(
