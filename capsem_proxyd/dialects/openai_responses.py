@@ -16,6 +16,12 @@ In a stream, deltas grow the text; every event that carries text whole (an
 whole output, an event type we do not know) is checked whole before it goes.
 The request's own fields that a reply echoes (``tools``, ``instructions``,
 ``metadata``...) were checked as the request and are not checked again.
+
+The API stores replies (``store`` defaults to true) and lets later requests
+pull stored content back in: ``references`` finds where a request does, and
+a reply states the id it is stored under (``stored_reply``; in a stream, the
+lifecycle events' ``response.id``), which the pipeline records once the
+reply is delivered whole.
 """
 
 from __future__ import annotations
