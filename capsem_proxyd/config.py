@@ -12,7 +12,7 @@ settings) reads it from ``DEFAULTS`` instead of writing it again.
 
 from __future__ import annotations
 
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields, replace
 from typing import Any
 
 ENV_PREFIX = "CAPSEM_PROXYD"
@@ -131,6 +131,25 @@ class Settings:
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and OTEL_EXPORTER_OTLP_ENDPOINT, which turn export on when this is "
         "not set; OTEL_SDK_DISABLED=true turns it off; the other OTEL_* variables apply.",
     )
+    stored_content: str = setting(
+        "checked", "What a request may reference of the content a provider stores (previous_response_id, "
+        "conversations, file ids, cached content, stored prompts, provider-run MCP servers and skills): "
+        "'checked' only Responses ids this proxy delivered unblocked to the same tenant, 'refuse' nothing, "
+        "'allow' everything (logged at WARNING and audited).", choices=("checked", "refuse", "allow"), reloads=True,
+    )
+    state_dir: str | None = setting(
+        None, "Folder of the proxy's state: the response ids --stored-content checked admits (SQLite, shared by "
+        "workers and instances on one host). Default: $XDG_STATE_HOME/capsem-proxyd, else "
+        "~/.local/state/capsem-proxyd. Relative paths are resolved against the working directory at start.",
+    )
+    stored_responses_max: int = setting(
+        1_000_000, "Most response ids remembered for --stored-content checked (the oldest are dropped first; "
+        "about 150 bytes each on disk).", minimum=1, reloads=True,
+    )
+    stored_responses_days: float = setting(
+        30.0, "Days a remembered response id stays usable for --stored-content checked (OpenAI keeps stored "
+        "responses 30 days).", minimum=0.0001, reloads=True,
+    )
     workers: int = setting(1, "Worker processes serving the one port (for multi-core hosts).", minimum=1, maximum=64)
     pidfile: str | None = setting(None, "Write the main process id here (used by stop, status and reload).")
 
@@ -154,6 +173,11 @@ def option_name(setting_field: Field[Any]) -> str:
 
 def envvar(setting_field: Field[Any]) -> str:
     return f"{ENV_PREFIX}_{option_name(setting_field).upper().replace('-', '_')}"
+
+
+def reloaded(old: Settings, new: Settings) -> Settings:
+    """The settings in effect after a reload: ``new``'s reloadable values, ``old``'s for the rest."""
+    return replace(old, **{item.name: getattr(new, item.name) for item in declared() if declaration(item).reloads})
 
 
 def restart_only_changes(old: Settings, new: Settings) -> list[str]:

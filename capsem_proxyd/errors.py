@@ -28,6 +28,7 @@ class ProxyError(Exception):
         *,
         code: str | None = None,
         decision: Decision | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -35,6 +36,7 @@ class ProxyError(Exception):
         self.message = message
         self.code = code or kind
         self.decision = decision
+        self.param = param  # the request field the error is about, where the provider's shape names one
 
 
 # -- the client's request -------------------------------------------------------
@@ -116,6 +118,25 @@ def policy_blocked(decision: Decision, what: str) -> ProxyError:
         f"({decision.reason.value}): {decision.details}"
     )
     return ProxyError(400, "policy", message, code=code, decision=decision)
+
+
+def stored_content_refused(field: str, mode: str) -> ProxyError:
+    """A request refers to content stored at the provider that ``--stored-content`` does not admit.
+
+    400 like a policy block, and for the same clients: final, never read as a credentials problem."""
+    if mode == "checked":
+        message = f"{field} refers to stored content capsem-proxyd did not deliver to this tenant (--stored-content checked)."
+    else:
+        message = f"{field} refers to content stored at the provider, which capsem-proxyd cannot check (--stored-content {mode})."
+    return ProxyError(400, "invalid_request", message, code="capsem_stored_content", param=field)
+
+
+def stored_content_unavailable() -> ProxyError:
+    """``--stored-content checked`` could not consult its record of delivered replies: refused, not guessed."""
+    return ProxyError(
+        503, "upstream_error", "capsem-proxyd could not consult its record of delivered replies; see its log.",
+        code="stored_content_unavailable",
+    )
 
 
 def decision_fields(decision: Decision) -> dict[str, str]:

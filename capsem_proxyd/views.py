@@ -105,6 +105,9 @@ class StreamView:
     ``tool_closes`` says which calls are complete, ``finished`` which
     channels' calls are all complete (``ALL_CHANNELS``: every open call).
     ``error`` carries an error the upstream itself reported inside the stream.
+    ``stored_id`` is the id under which the provider keeps the reply for later
+    requests to reference (the event that states it), ``stored_final`` marks
+    the event that ends such a reply normally.
     """
 
     text: list[tuple[Any, str]] = field(default_factory=list)
@@ -114,6 +117,8 @@ class StreamView:
     tool_closes: list[Any] = field(default_factory=list)
     finished: list[Any] = field(default_factory=list)
     error: str | None = None
+    stored_id: str = ""
+    stored_final: bool = False
 
 
 # ``StreamView.finished`` entry meaning every open call, whatever its channel.
@@ -133,3 +138,21 @@ class Usage:
     input_tokens: int | None = None
     output_tokens: int | None = None
     model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReference:
+    """A place in a request that pulls content stored at the provider into the model's context.
+
+    ``field`` is where the request says it (``previous_response_id``,
+    ``input[2].content[0].file_id``), ``kind`` what it refers to (``response``,
+    ``conversation``, ``item``, ``prompt``, ``file``, ``cached_content``,
+    ``vector_store``, ``file_search_store``, ``mcp_server``, ``container``,
+    ``skill``, ``audio``) and ``id`` the provider's id or name for it (ids are
+    not content: they are safe to log). Only a ``response`` can be checked: it
+    names a reply this proxy may have delivered itself.
+    """
+
+    field: str
+    kind: str
+    id: str

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,20 @@ for _name in [name for name in os.environ if name.startswith("OTEL_")]:
     del os.environ[_name]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The default --state-dir of every proxy the tests start (in-process, subprocesses, `check`) is
+    under the run's temporary directory, never the developer's ~/.local/state."""
+    path = tmp_path_factory.mktemp("xdg-state")
+    before = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(path)
+    yield path
+    if before is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = before
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeUpstream]:
     async with run_fake_upstream() as upstream:
@@ -36,7 +51,7 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-def proxy_settings(fake: FakeUpstream) -> Settings:
+def proxy_settings(fake: FakeUpstream, tmp_path: Path) -> Settings:
     return Settings(
         host="127.0.0.1",
         port=0,
@@ -46,6 +61,7 @@ def proxy_settings(fake: FakeUpstream) -> Settings:
         upstream_timeout=5.0,
         connect_timeout=2.0,
         graceful_timeout=1.0,
+        state_dir=str(tmp_path / "state"),  # one per test; a second proxy of the test shares it
     )
 
 

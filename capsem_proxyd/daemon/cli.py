@@ -156,6 +156,8 @@ def settings_from(options: dict[str, Any]) -> Settings:
             options[item.name] = options.get(item.name) or None
     if (options.get("certfile") is None) != (options.get("keyfile") is None):
         raise ConfigError("--certfile and --keyfile go together: give both to serve HTTPS, or neither")
+    if options.get("state_dir"):  # --daemon changes the working directory: resolved before it does
+        options["state_dir"] = os.path.abspath(os.path.expanduser(options["state_dir"]))
     return Settings(**options)
 
 
@@ -211,6 +213,26 @@ def check_tracing(settings: Settings) -> TraceExport | None:
     return export
 
 
+def check_state(settings: Settings) -> Path | None:
+    """With ``--stored-content checked``: the store's file, created and opened as the workers will open it
+    (then closed: a forked worker must not inherit a connection); ConfigError when it cannot be."""
+    import sqlite3
+
+    from capsem_proxyd.proxy.stored_content import open_store
+
+    if settings.stored_content != "checked":
+        return None
+    store = open_store(settings)
+    try:
+        store.open()
+    except (OSError, sqlite3.Error) as error:
+        raise ConfigError(f"--state-dir {store.path.parent}: cannot keep the record of delivered replies there "
+                          f"(--stored-content checked): {error}") from None
+    finally:
+        store.close()
+    return store.path
+
+
 @cli.command()
 @server_options
 @click.option("--daemon", is_flag=True, help="Detach into the background (for hosts without systemd).")
@@ -226,6 +248,7 @@ def start(**options: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
     config = load_config(settings)
     check_tracing(settings)
+    check_state(settings)
     args = _start_args()
     try:
         code = launch(settings, config, lambda: _resolve_settings(args), detach=process["daemon"],
@@ -242,6 +265,7 @@ def check(**options: Any) -> None:
     settings = settings_from(options)
     config = load_config(settings)
     export = check_tracing(settings)
+    state = check_state(settings)
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"configuration OK: listen {settings.host}:{settings.port}, workers {settings.workers}")
@@ -249,6 +273,7 @@ def check(**options: Any) -> None:
                f"anthropic={settings.anthropic_upstream}")
     click.echo(f"policies ({config.main.source}): {', '.join(config.main.names) or 'NONE'}")
     click.echo(f"traces: OTLP/HTTP to {export.describe()}" if export is not None else "traces: not exported")
+    click.echo(f"stored content: {settings.stored_content}" + (f", delivered replies recorded in {state}" if state else ""))
 
 
 @cli.command("policies")

@@ -18,7 +18,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
 from capsem_proxyd import __version__
-from capsem_proxyd.config import Settings, restart_only_changes
+from capsem_proxyd.config import Settings, reloaded, restart_only_changes
 from capsem_proxyd.daemon import notify
 from capsem_proxyd.daemon.hypercorn_server import serve_hypercorn
 from capsem_proxyd.http.app import ProxyState, create_app, proxy_state
@@ -80,9 +80,10 @@ def bind_sockets(settings: Settings) -> Sockets:
 def describe(settings: Settings, config: PolicyConfig, binds: list[str]) -> str:
     export = trace_export(settings)
     traces = f" | traces: OTLP/HTTP to {export.describe()}" if export is not None else ""
+    stored = f" | stored content: {settings.stored_content}"
     return (
         f"capsem-proxyd {__version__} listening on {', '.join(binds)} | upstreams: openai={settings.openai_upstream} "
-        f"gemini={settings.gemini_upstream} anthropic={settings.anthropic_upstream} | {config.describe(settings.stream_holdback)}{traces}"
+        f"gemini={settings.gemini_upstream} anthropic={settings.anthropic_upstream} | {config.describe(settings.stream_holdback)}{traces}{stored}"
     )
 
 
@@ -176,7 +177,7 @@ async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> b
         return False
     for name in restart_only_changes(state.settings, settings):
         log.warning("setting %s changed; it takes effect only after a restart", name)
-    state.install(config)
+    state.install(config, reloaded(state.settings, settings))
     if state.audit is not None:
         state.audit.reopen()
     log.info("reloaded: %s", config.describe(settings.stream_holdback))

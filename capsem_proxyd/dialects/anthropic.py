@@ -48,6 +48,7 @@ from capsem_proxyd.views import (
     MediaPart,
     RequestView,
     ResponseView,
+    StoredReference,
     StreamView,
     ToolCall,
     ToolDefinition,
@@ -87,6 +88,8 @@ REQUEST_NOT_CONTENT = Paths(
     "tools.*.type", "tools.*.cache_control", "tools.*.strict", "tools.*.max_uses", "tools.*.display_width_px",
     "tools.*.display_height_px", "tools.*.display_number", "tools.*.defer_loading",
 )
+# Some of those ids pull stored content into the model's context, see ``references``: uploaded files (a
+# ``file`` source, a ``container_upload``, code-execution outputs), MCP servers, a container and its skills.
 REPLY_NOT_CONTENT = Paths(
     "id", "type", "role", "model", "stop_reason", "stop_sequence", "usage", "container", "context_management",
     *(f"content.*.{field}" for field in _BLOCK_IDS), *(f"content.*.citations.*.{field}" for field in _CITATION_IDS),
@@ -183,6 +186,9 @@ class AnthropicMessagesDialect(Dialect):
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
         """``event: error``: the SDKs raise on it while iterating (Claude Code reads ``details.error_code`` too)."""
         return encode_sse(anthropic_error_body(error), event="error")
+
+    def references(self, body: dict[str, Any]) -> list[StoredReference]:
+        return references(body)
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
@@ -297,6 +303,62 @@ class AnthropicCountTokensDialect(AnthropicMessagesDialect):
 
     def response_view(self, body: Any) -> ResponseView:
         return ResponseView()
+
+
+def references(body: dict[str, Any]) -> list[StoredReference]:
+    """Every reference of a Messages request, in the order of the body."""
+    found: list[StoredReference] = []
+    servers = body.get("mcp_servers")
+    if isinstance(servers, list):
+        for number, server in enumerate(servers):
+            server = as_dict(server)
+            found.append(StoredReference(f"mcp_servers[{number}]", "mcp_server",
+                                         as_str(server.get("url")) or as_str(server.get("name"))))
+    elif servers is not None:
+        found.append(StoredReference("mcp_servers", "mcp_server", ""))
+    container = body.get("container")
+    if isinstance(container, dict):
+        if container.get("id") is not None:
+            found.append(StoredReference("container.id", "container", as_str(container["id"])))
+        skills = container.get("skills")
+        for number, skill in enumerate(skills if isinstance(skills, list) else ()):
+            found.append(StoredReference(f"container.skills[{number}]", "skill", as_str(as_dict(skill).get("skill_id"))))
+    elif container is not None:
+        found.append(StoredReference("container", "container", as_str(container)))
+    _block_references(body.get("system"), "system", found)
+    messages = body.get("messages")
+    for number, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = as_dict(message).get("content")
+        if isinstance(content, list):  # a string content holds no block: no path built for it
+            _block_references(content, f"messages[{number}].content", found)
+    return found
+
+
+def _block_references(blocks: Any, where: str, found: list[StoredReference]) -> None:
+    """File ids in blocks, at any depth of their ``content`` and ``source`` (never in a tool call's input).
+
+    Recursive: the depth is bounded by ``--max-json-depth``, checked before.
+    """
+    if not isinstance(blocks, list):
+        return
+    for index, block in enumerate(blocks):
+        if not isinstance(block, dict):
+            continue
+        if block.get("file_id") is not None:  # container_upload, code-execution outputs
+            found.append(StoredReference(f"{where}[{index}].file_id", "file", as_str(block["file_id"])))
+        source = block.get("source")
+        if isinstance(source, dict):
+            if source.get("file_id") is not None:  # an image or document {"type": "file", "file_id": ...}
+                found.append(StoredReference(f"{where}[{index}].source.file_id", "file", as_str(source["file_id"])))
+            if isinstance(source.get("content"), list):
+                _block_references(source["content"], f"{where}[{index}].source.content", found)
+        inner = block.get("content")
+        if isinstance(inner, list):  # a tool result's blocks
+            _block_references(inner, f"{where}[{index}].content", found)
+        elif isinstance(inner, dict):  # a server tool's result: {"type": ..., "content": [blocks]}
+            if inner.get("file_id") is not None:
+                found.append(StoredReference(f"{where}[{index}].content.file_id", "file", as_str(inner["file_id"])))
+            _block_references(inner.get("content"), f"{where}[{index}].content.content", found)
 
 
 def _blocks(content: Any, node: Node | None, sink: list[str], view: RequestView, call_names: dict[str, str]) -> None:

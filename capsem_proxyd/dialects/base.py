@@ -16,7 +16,7 @@ import orjson
 from capsem_proxyd.dialects.content import Paths, Surface
 from capsem_proxyd.dialects.framing import SSEDecoder, StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
-from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StreamView, Usage
+from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StoredReference, StreamView, Usage
 
 
 class Dialect(ABC):
@@ -80,6 +80,31 @@ class Dialect(ABC):
     def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
         """The final event that ends a stream cut by the proxy."""
         return encode_sse(self.error_body(error))
+
+    def references(self, body: dict[str, Any]) -> list[StoredReference]:
+        """Every place ``body`` pulls content the provider stores into the model's context.
+
+        Declared by each API next to its non-content paths (ids are not text,
+        but some ids are content the proxy never sees). No I/O and no verdict
+        here: whether a reference may go is the pipeline's decision
+        (``proxy/stored_content.py``). Never raises on odd shapes.
+
+        A walk of the parsed body's structure only, never of its text: where
+        the API puts references (top-level fields, parts, tools), so its cost
+        follows the number of messages and parts (microseconds for a
+        conversation, not the megabytes of an image). A byte search for the
+        field names was tried first and dropped: it scans every byte once per
+        name, slower than this walk on any body, and blind to ``\\u`` escapes.
+        """
+        return []
+
+    def stores_reply(self, body: dict[str, Any]) -> bool:
+        """Whether the provider keeps this request's reply under an id later requests may reference."""
+        return False
+
+    def stored_reply(self, reply: Any) -> str | None:
+        """The id under which the provider keeps this complete JSON reply for later references (None: none)."""
+        return None
 
     def usage(self, body: Any) -> Usage | None:
         """Token usage and answering model a complete JSON reply states (None: this API states none).

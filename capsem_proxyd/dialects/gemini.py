@@ -51,6 +51,7 @@ from capsem_proxyd.views import (
     MediaPart,
     RequestView,
     ResponseView,
+    StoredReference,
     StreamView,
     ToolCall,
     ToolDefinition,
@@ -118,6 +119,8 @@ REPLY_NOT_CONTENT = both_spellings(
     "usageMetadata", "modelVersion", "responseId", "createTime", "promptFeedback.blockReason",
     "promptFeedback.safetyRatings", *(f"candidates.*.{field}" for field in _CANDIDATE_IDS),
 )
+# Some request fields pull stored content into the model's context, see ``references``: cached content,
+# files uploaded to the Files API (``fileData`` naming one), File Search stores.
 SORTER = Sorter(vocabulary.GEMINI)
 _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
@@ -223,6 +226,9 @@ class GeminiDialect(Dialect):
             body["detail"] = f"Request blocked by security policy: {error.decision.details}"
         return body
 
+    def references(self, body: dict[str, Any]) -> list[StoredReference]:
+        return references(body)
+
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         refuse_double_spellings(body, CAMEL_TWINS)
         view = RequestView(model=model)
@@ -321,6 +327,62 @@ def _without_inline_data(part: dict[str, Any]) -> dict[str, Any]:
     """The part with its inline bytes (now media) taken out, everything else it carries kept."""
     return {key: ({k: v for k, v in value.items() if k != "data"} if key in _INLINE and isinstance(value, dict) else value)
             for key, value in part.items()}
+
+
+def references(body: dict[str, Any], prefix: str = "") -> list[StoredReference]:
+    """Every reference of a ``generateContent`` request (``prefix``: where it sits in a larger body)."""
+    found: list[StoredReference] = []
+    cached = field(body, "cachedContent", "cached_content")
+    if cached is not None:
+        found.append(StoredReference(f"{prefix}cachedContent", "cached_content", as_str(cached)))
+    contents = body.get("contents")
+    for number, content in enumerate(contents if isinstance(contents, list) else ()):
+        content_references(content, f"{prefix}contents", number, found)
+    content_references(field(body, *_SYSTEM), f"{prefix}systemInstruction", None, found)
+    tools = body.get("tools")
+    for number, tool in enumerate(tools if isinstance(tools, list) else ()):
+        search = as_dict(field(as_dict(tool), "fileSearch", "file_search"))
+        stores = field(search, "fileSearchStoreNames", "file_search_store_names")
+        for index, store in enumerate(stores if isinstance(stores, list) else ()):
+            found.append(StoredReference(f"{prefix}tools[{number}].fileSearch.fileSearchStoreNames[{index}]",
+                                         "file_search_store", as_str(store)))
+    return found
+
+
+def content_references(content: Any, where: str, number: int | None, found: list[StoredReference]) -> None:
+    """``fileData`` parts naming a stored file, in a content (``where[number]``) and in the function
+    responses inside it; the path is spelled out only for what is found."""
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return
+    for index, part in enumerate(parts):
+        if not isinstance(part, dict) or (len(part) == 1 and "text" in part):
+            continue
+        data = field(part, "fileData", "file_data")
+        if data is not None:
+            uri = field(as_dict(data), "fileUri", "file_uri")
+            if stored_file(uri):
+                found.append(StoredReference(f"{_at(where, number)}.parts[{index}].fileData.fileUri", "file",
+                                             as_str(uri)))
+        response = field(part, *_FUNCTION_RESPONSE)
+        if isinstance(response, dict) and isinstance(response.get("parts"), list):
+            content_references(response, f"{_at(where, number)}.parts[{index}].functionResponse", None, found)
+
+
+def _at(where: str, number: int | None) -> str:
+    return where if number is None else f"{where}[{number}]"
+
+
+def stored_file(uri: Any) -> bool:
+    """Whether a ``fileUri`` names a file stored with Google (the Files API, Cloud Storage), not a public
+    URL the provider fetches itself (a web page, a video), which is checked as text like any URL."""
+    if not isinstance(uri, str):
+        return True  # no URI we can read: what the provider makes of it is unknown
+    scheme, separator, rest = uri.partition("://")
+    if not separator or scheme.lower() not in ("http", "https"):
+        return True  # files/abc, gs://bucket/object...
+    host = rest.split("/", 1)[0].rpartition("@")[2].split(":", 1)[0].lower().rstrip(".")
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
 
 
 def _tool_definitions(tool: Any, node: Node | None, view: RequestView) -> None:

@@ -12,10 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from capsem_proxyd.dialects.base import as_dict
 from capsem_proxyd.dialects.content import joined, refuse_double_spellings
 from capsem_proxyd.dialects.framing import StreamEvent
-from capsem_proxyd.dialects.gemini import CAMEL_TWINS, REQUEST_NOT_CONTENT, SORTER, GeminiDialect, read_content
-from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
+from capsem_proxyd.dialects.gemini import (
+    CAMEL_TWINS,
+    REQUEST_NOT_CONTENT,
+    SORTER,
+    GeminiDialect,
+    content_references,
+    field,
+    read_content,
+    references,
+)
+from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StoredReference, StreamView, Usage
 
 _INNER = ("generateContentRequest", "generate_content_request")
 
@@ -34,6 +44,19 @@ class GeminiInputDialect(GeminiDialect):
 
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return False
+
+    def references(self, body: dict[str, Any]) -> list[StoredReference]:
+        """A generateContent body's references, those of ``content`` and each of ``requests``, and those
+        of an inner ``generateContentRequest``."""
+        found = references(body)
+        content_references(body.get("content"), "content", None, found)
+        requests = body.get("requests")
+        for number, request in enumerate(requests if isinstance(requests, list) else ()):
+            content_references(as_dict(request).get("content"), f"requests[{number}].content", None, found)
+        inner = field(body, *_INNER)
+        if isinstance(inner, dict):
+            found.extend(references(inner, "generateContentRequest."))
+        return found
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         refuse_double_spellings(body, CAMEL_TWINS)

@@ -27,6 +27,7 @@ from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
     RequestView,
     ResponseView,
+    StoredReference,
     StreamView,
     ToolCall,
     ToolDefinition,
@@ -49,6 +50,7 @@ REQUEST_NOT_CONTENT = Paths(
     "messages.*.content.*.input_audio.format", "messages.*.content.*.file.file_id",
     "tools.*.type", "tools.*.function.strict", "tools.*.custom.format.type", "tools.*.custom.format.grammar.syntax",
 )
+# Two of those ids pull stored content into the model's context, see ``references``: a file's, an audio reply's.
 # A reply's: ``logprobs`` repeats the choice's text token by token (the text itself is checked).
 REPLY_NOT_CONTENT = Paths(
     "id", "object", "created", "model", "system_fingerprint", "service_tier", "usage", "obfuscation",
@@ -94,6 +96,23 @@ class OpenAIChatDialect(OpenAIDialect):
 
     def stream_usage(self, event: StreamEvent) -> Usage | None:
         return openai_stream_usage(event)
+
+    def references(self, body: dict[str, Any]) -> list[StoredReference]:
+        """``file.file_id`` parts, and an assistant message's ``audio.id`` (the provider's stored audio reply)."""
+        found: list[StoredReference] = []
+        messages = body.get("messages")
+        for number, message in enumerate(messages if isinstance(messages, list) else ()):
+            message = as_dict(message)
+            audio = message.get("audio")
+            if isinstance(audio, dict) and audio.get("id") is not None:
+                found.append(StoredReference(f"messages[{number}].audio.id", "audio", as_str(audio["id"])))
+            parts = message.get("content")
+            for index, part in enumerate(parts if isinstance(parts, list) else ()):
+                file = as_dict(as_dict(part).get("file"))
+                if file.get("file_id") is not None:
+                    found.append(StoredReference(f"messages[{number}].content[{index}].file.file_id", "file",
+                                                 as_str(file["file_id"])))
+        return found
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)

@@ -52,7 +52,7 @@ def openai_error_body(error: ProxyError) -> dict[str, Any]:
     inner: dict[str, Any] = {
         "message": error.message,
         "type": _ERROR_TYPES.get(error.kind, "api_error"),
-        "param": None,
+        "param": error.param,
         "code": error.code,
     }
     body: dict[str, Any] = {"error": inner}

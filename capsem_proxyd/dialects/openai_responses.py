@@ -16,6 +16,12 @@ In a stream, deltas grow the text; every event that carries text whole (an
 whole output, an event type we do not know) is checked whole before it goes.
 The request's own fields that a reply echoes (``tools``, ``instructions``,
 ``metadata``...) were checked as the request and are not checked again.
+
+The API stores replies (``store`` defaults to true) and lets later requests
+pull stored content back in: ``references`` finds where a request does, and
+a reply states the id it is stored under (``stored_reply``; in a stream, the
+lifecycle events' ``response.id``), which the pipeline records once the
+reply is delivered whole.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from capsem_proxyd.views import (
     MediaPart,
     RequestView,
     ResponseView,
+    StoredReference,
     StreamView,
     ToolCall,
     ToolDefinition,
@@ -69,6 +76,15 @@ REQUEST_NOT_CONTENT = Paths(
     "tools.*.max_num_results", "tools.*.search_context_size", "tools.*.user_location.type", "tools.*.format.type",
     "tools.*.format.syntax",
 )
+# Some of those ids pull stored content into the model's context, see ``references``: the previous
+# response, a conversation, an item by id, a stored prompt, uploaded files, vector stores, containers and
+# skills, provider-run MCP servers. They are no text to check; they are references.
+
+# A reply the provider keeps and later requests may reference, once it is whole.
+_DELIVERED = frozenset({"completed", "incomplete"})
+# The stream events that carry the response object (its id, its status).
+_LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_progress", "response.completed",
+                        "response.incomplete"})
 # A reply: the request fields it echoes, ids, status, usage, and what repeats the text (logprobs).
 _ECHOED = ("id", "object", "created_at", "completed_at", "model", "status", "incomplete_details", "usage",
            "service_tier", "previous_response_id", "conversation", "prompt_cache_key", "prompt_cache_retention",
@@ -154,7 +170,7 @@ class OpenAIResponsesDialect(OpenAIDialect):
             "type": "error",
             "code": error.code,
             "message": error.message,
-            "param": None,
+            "param": error.param,
             "sequence_number": 0,
             **body,
         }
@@ -168,6 +184,19 @@ class OpenAIResponsesDialect(OpenAIDialect):
             },
         }
         return encode_sse(payload, event="error") + encode_sse(failed, event="response.failed")
+
+    def references(self, body: dict[str, Any]) -> list[StoredReference]:
+        return references(body)
+
+    def stores_reply(self, body: dict[str, Any]) -> bool:
+        return body.get("store") is not False  # the API stores replies unless told not to
+
+    def stored_reply(self, reply: Any) -> str | None:
+        """A reply whose output is whole (not ``queued`` or ``in_progress`` in the background, not failed)."""
+        reply = as_dict(reply)
+        if reply.get("store") is False or reply.get("status") not in _DELIVERED:
+            return None
+        return as_str(reply.get("id")) or None
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
@@ -247,7 +276,89 @@ class OpenAIResponsesDialect(OpenAIDialect):
         SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
         if kind in _FINAL:
             view.finished.append(ALL_CHANNELS)
+        if kind in _LIFECYCLE:
+            _stored(kind, as_dict(payload.get("response")), view)
         return view
+
+
+def references(body: dict[str, Any]) -> list[StoredReference]:
+    """Every reference of a Responses request, in the order of the body."""
+    found: list[StoredReference] = []
+    if body.get("previous_response_id") is not None:
+        found.append(StoredReference("previous_response_id", "response", _id(body["previous_response_id"])))
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        found.append(StoredReference("conversation.id", "conversation", _id(conversation.get("id"))))
+    elif conversation is not None:
+        found.append(StoredReference("conversation", "conversation", _id(conversation)))
+    if isinstance(body.get("prompt"), dict):  # a stored prompt; any other value is no prompt of this API (text)
+        found.append(StoredReference("prompt.id", "prompt", _id(body["prompt"].get("id"))))
+    inputs = body.get("input")
+    for number, item in enumerate(inputs if isinstance(inputs, list) else ()):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind == "item_reference" or (kind is None and "role" not in item and "id" in item):
+            found.append(StoredReference(f"input[{number}].id", "item", _id(item.get("id"))))
+        for key in ("content", "output"):  # a message's parts; a tool output's parts
+            parts = item.get(key)
+            for index, part in enumerate(parts if isinstance(parts, list) else ()):
+                if isinstance(part, dict) and part.get("file_id") is not None:
+                    found.append(StoredReference(f"input[{number}].{key}[{index}].file_id", "file", _id(part["file_id"])))
+    tools = body.get("tools")
+    for number, tool in enumerate(tools if isinstance(tools, list) else ()):
+        if isinstance(tool, dict):
+            _tool_references(tool, f"tools[{number}]", found)
+    return found
+
+
+def _tool_references(tool: dict[str, Any], where: str, found: list[StoredReference]) -> None:
+    """A provider-run tool's references: an MCP server or connector, vector stores, containers, files, skills."""
+    if tool.get("type") == "mcp":
+        key = next((key for key in ("server_url", "connector_id", "tunnel_id") if tool.get(key) is not None), None)
+        found.append(StoredReference(f"{where}.{key}" if key else where, "mcp_server",
+                                     _id(tool[key]) if key else as_str(tool.get("server_label"))))
+    stores = tool.get("vector_store_ids")
+    for index, store in enumerate(stores if isinstance(stores, list) else ()):
+        found.append(StoredReference(f"{where}.vector_store_ids[{index}]", "vector_store", _id(store)))
+    for key in ("container", "environment"):  # code interpreter's container; the hosted shell's environment
+        if tool.get(key) is not None:
+            _container_references(tool[key], f"{where}.{key}", found)
+    mask = tool.get("input_image_mask")  # image generation's mask
+    if isinstance(mask, dict) and mask.get("file_id") is not None:
+        found.append(StoredReference(f"{where}.input_image_mask.file_id", "file", _id(mask["file_id"])))
+
+
+def _container_references(value: Any, where: str, found: list[StoredReference]) -> None:
+    """A container by id, or a new one with uploaded files and skills (a ``local`` environment runs at the client)."""
+    if isinstance(value, str):
+        found.append(StoredReference(where, "container", value))
+        return
+    if not isinstance(value, dict) or value.get("type") == "local":
+        return
+    if value.get("container_id") is not None:
+        found.append(StoredReference(f"{where}.container_id", "container", _id(value["container_id"])))
+    files = value.get("file_ids")
+    for index, file_id in enumerate(files if isinstance(files, list) else ()):
+        found.append(StoredReference(f"{where}.file_ids[{index}]", "file", _id(file_id)))
+    skills = value.get("skills")
+    for index, skill in enumerate(skills if isinstance(skills, list) else ()):
+        skill = as_dict(skill)
+        found.append(StoredReference(f"{where}.skills[{index}]", "skill",
+                                     as_str(skill.get("skill_id")) or as_str(skill.get("name"))))
+
+
+def _id(value: Any) -> str:
+    """An id as the request gives it (anything but a string: no usable id)."""
+    return value if isinstance(value, str) else ""
+
+
+def _stored(kind: str, response: dict[str, Any], view: StreamView) -> None:
+    """The id a lifecycle event states for the stored reply, and whether the event ends it whole."""
+    if response.get("store") is False:
+        return
+    view.stored_id = as_str(response.get("id"))
+    view.stored_final = kind in _FINAL and response.get("status") in _DELIVERED
 
 
 def _input_item(item: Any, node: Node | None, view: RequestView, prompt: list[str], system: list[str],

@@ -8,8 +8,9 @@ request looks like. Proxied routes never reach it: the data plane
 
 ``create_app`` builds one instance: its recorders (request log, metrics,
 audit log, and OpenTelemetry spans when export is on), the tenant policies,
-the upstream transport and the pipeline. ``ProxyState`` holds what a running
-instance may swap: the policies, on reload.
+the upstream transport, the ``--stored-content`` guard with its store, and
+the pipeline. ``ProxyState`` holds what a running instance may swap on
+reload: the policies and the reloadable settings.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from capsem_proxyd.observe.tracing import trace_export
 from capsem_proxyd.policy.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.proxy.limits import Limits
 from capsem_proxyd.proxy.pipeline import Pipeline, error_reply
+from capsem_proxyd.proxy.stored_content import StoredContent, open_store
 from capsem_proxyd.proxy.streaming import StreamSettings
 from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
 
@@ -63,7 +65,8 @@ class ControlPlane(QuartTrio):
 
 @dataclass(slots=True)
 class ProxyState:
-    """What a running instance holds; ``policies`` is replaced whole on reload."""
+    """What a running instance holds; ``policies`` is replaced whole on reload, ``settings`` by the
+    settings in effect (the reloadable ones new, the others as started)."""
 
     settings: Settings
     policies: TenantPolicies
@@ -71,6 +74,7 @@ class ProxyState:
     upstream: Upstream
     metrics: Metrics
     recorder: Recorder
+    stored: StoredContent
     audit: AuditLog | None = None
     spans: SpanRecorder | None = None
 
@@ -79,8 +83,12 @@ class ProxyState:
         if self.spans is not None:
             await self.spans.aclose()
 
-    def install(self, config: PolicyConfig) -> None:
-        """Make ``config``'s policies the ones new requests use; requests in flight keep theirs."""
+    def install(self, config: PolicyConfig, settings: Settings | None = None) -> None:
+        """Make ``config``'s policies (and ``settings``, the reloadable ones) what new requests use;
+        requests in flight keep theirs."""
+        if settings is not None:
+            self.settings = settings
+            self.stored.configure(settings)
         self.policies = TenantPolicies(config, self.settings, self.recorder)
 
 
@@ -102,6 +110,7 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
         *([spans] if spans is not None else []),
     )
     upstream = Upstream(UpstreamTimeouts(connect=settings.connect_timeout, read=settings.upstream_timeout))
+    stored = StoredContent(settings, open_store(settings), recorder)
     state: ProxyState
     pipeline = Pipeline(
         upstream,
@@ -112,6 +121,7 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
         ),
         Limits.from_settings(settings),
         recorder,
+        stored,
         request_timeout=settings.request_timeout or None,
         trace_headers=spans.upstream_headers if spans is not None else None,
     )
@@ -122,6 +132,7 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
         upstream=upstream,
         metrics=metrics,
         recorder=recorder,
+        stored=stored,
         audit=audit,
         spans=spans,
     )
@@ -130,6 +141,7 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
     @app.after_serving
     async def close_upstream() -> None:
         await upstream.aclose()
+        await stored.store.aclose()
         await state.close_spans()
 
     _install_control_routes(app, state)

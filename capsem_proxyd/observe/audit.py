@@ -1,4 +1,4 @@
-"""The tamper-evident audit log: one JSON line per policy decision and per request.
+"""The tamper-evident audit log: one JSON line per policy decision, per stored-content reference and per request.
 
 Each line carries ``prev``, the SHA-256 of the previous line written by the same
 writer (one chain per process, so worker processes can share one file opened
@@ -25,7 +25,10 @@ from capsem.models import Decision
 
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.views import StoredReference
 
+# Ids are the provider's (or what a client sent in their place): a bounded prefix is enough to find them.
+_ID_CHARS = 256
 # Characters JSON allows raw inside strings but many line readers treat as line ends or
 # terminal controls (DEL, C1 controls such as NEL, Unicode line and paragraph separators):
 # orjson writes them as UTF-8, so they are escaped here, one record staying one line anywhere.
@@ -112,6 +115,12 @@ class AuditRecorder(Recorder):
         if self.audit.include_prompts and hook == "on_model_call":
             record["prompt"] = exchange.prompt
         self.audit.write(record)
+
+    def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
+        self.audit.write({
+            "type": "stored_content", **exchange.log_fields(), "field": reference.field, "kind": reference.kind,
+            "id": reference.id[:_ID_CHARS], "decision": decision,
+        })
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         if exchange.proxied:

@@ -20,6 +20,10 @@ The moments:
 * ``stream_started`` / ``stream_finished``: a streamed reply began to flow to
   the client, and ended (``outcome``: completed, blocked, upstream_error,
   client_disconnected...).
+* ``stored_content``: a request referred to content stored at the provider
+  (``reference``), and ``--stored-content`` decided: ``allowed`` (mode
+  ``allow``, unchecked), ``admitted`` (a reply this proxy delivered to the
+  tenant) or ``refused``.
 * ``request_done``: the last byte of the reply went out (or the client left);
   every request, proxied or not, ends here exactly once.
 
@@ -35,6 +39,7 @@ from collections.abc import Mapping
 from capsem.models import Decision
 
 from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.views import StoredReference
 
 
 class Recorder:
@@ -60,6 +65,9 @@ class Recorder:
     def stream_finished(self, exchange: Exchange, outcome: str) -> None:
         """A streamed reply ended, however it ended."""
 
+    def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
+        """A reference to stored content, and what ``--stored-content`` made of it."""
+
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         """The request is over: ``status`` as the client got it, ``outcome`` what happened."""
 
@@ -80,6 +88,7 @@ class Recorders(Recorder):
         self._answered = _implementing(recorders, "upstream_answered")
         self._stream_started = _implementing(recorders, "stream_started")
         self._stream_finished = _implementing(recorders, "stream_finished")
+        self._stored = _implementing(recorders, "stored_content")
         self._done = _implementing(recorders, "request_done")
 
     def request_started(self, exchange: Exchange, headers: Mapping[str, str]) -> None:
@@ -105,6 +114,10 @@ class Recorders(Recorder):
     def stream_finished(self, exchange: Exchange, outcome: str) -> None:
         for recorder in self._stream_finished:
             recorder.stream_finished(exchange, outcome)
+
+    def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
+        for recorder in self._stored:
+            recorder.stored_content(exchange, reference, decision)
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         for recorder in self._done:

@@ -6,6 +6,10 @@ a ``ProxyReply`` (bytes, or a ``StreamPump`` to iterate); the data plane
 (``http/data_plane.py``) drives it. Every refusal is a ``ProxyError`` answered
 in the route's provider shape.
 
+References to content the provider stores are refused or admitted by
+``--stored-content`` (``stored_content.py``) before any policy runs; the ids
+of replies the provider stores are recorded as they are delivered.
+
 Two things happen only when an observer asks for them, so that they cost
 nothing otherwise: the token usage a reply states is read into the
 ``Exchange`` (``Recorder.reads_usage``), and the request's trace context goes
@@ -33,6 +37,7 @@ from capsem_proxyd.policy.engine import PolicyEngine, stricter
 from capsem_proxyd.policy.tenants import TenantPolicies
 from capsem_proxyd.proxy.body import parse_request_body
 from capsem_proxyd.proxy.limits import Limits, check_reply_body, check_request_body, check_request_view
+from capsem_proxyd.proxy.stored_content import StoredContent
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
 from capsem_proxyd.proxy.upstream import (
     TRACE_CONTEXT_HEADERS,
@@ -96,11 +101,13 @@ class Pipeline:
         stream_settings: StreamSettings,
         limits: Limits,
         recorder: Recorder,
+        stored: StoredContent,
         *,
         request_timeout: float | None = None,
         trace_headers: TraceHeaders | None = None,
     ) -> None:
         self.upstream = upstream
+        self.stored = stored  # --stored-content: references to what the provider stores, and its replies' ids
         self.current_policies = current_policies
         self.stream_settings = stream_settings
         self.limits = limits
@@ -134,11 +141,16 @@ class Pipeline:
             view = dialect.request_view(body, exchange.model)
             check_request_view(view, self.limits)
             exchange.prompt = view.prompt  # a reference, for an audit log that opted in to prompts
+            if references := dialect.references(body):
+                await self.stored.admit(exchange, references)
             outcome = await engine.check_request(exchange, view)
-            return await self._forward(route, incoming, exchange, engine, outcome)
+            keep = self.stored.keeps(dialect, body)
+            return await self._forward(route, incoming, exchange, engine, outcome, keep)
         except ProxyError as error:
             reply = error_reply(dialect, error)
-            verdict = error.decision.verdict.value if error.decision is not None else outcome
+            # A refusal of the proxy's own (stored content) is a block too, though no policy decided it.
+            verdict = error.decision.verdict.value if error.decision is not None else (
+                "BLOCK" if error.code == "capsem_stored_content" else outcome)
             reply.headers.extend(decision_headers(engine, verdict))
             return reply
 
@@ -177,8 +189,10 @@ class Pipeline:
         return response
 
     async def _forward(
-        self, route: Route, incoming: IncomingRequest, exchange: Exchange, engine: PolicyEngine, outcome: str
+        self, route: Route, incoming: IncomingRequest, exchange: Exchange, engine: PolicyEngine, outcome: str,
+        keep: bool,
     ) -> ProxyReply:
+        """Send, then check the reply; ``keep``: record the id of a reply the provider stores once it is delivered."""
         with self._deadline(exchange.stream):
             response = await self._send(exchange, route, incoming)
             headers = response_headers(response.headers)
@@ -193,7 +207,8 @@ class Pipeline:
                     # Sent at stream start: they cover the request checks (the stream is checked as it goes).
                     headers.extend(decision_headers(engine, outcome))
                     pump = StreamPump(exchange, route.dialect, engine, response, decoder, incoming.query,
-                                      self.stream_settings, self.open_streams, read_usage=self.read_usage)
+                                      self.stream_settings, self.open_streams, read_usage=self.read_usage,
+                                      stored=self.stored.stream(exchange) if keep else None)
                     return ProxyReply(200, headers, stream=pump)
                 if not content_type.startswith("application/json"):
                     await response.aclose()
@@ -213,6 +228,8 @@ class Pipeline:
         if self.read_usage and (usage := route.dialect.usage(reply_body)) is not None:
             exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
         outcome = stricter(outcome, await engine.check_response(exchange, route.dialect.response_view(reply_body)))
+        if keep and (response_id := route.dialect.stored_reply(reply_body)) is not None:
+            await self.stored.delivered(exchange, response_id)  # before the client can name it
         return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
 
     @contextmanager

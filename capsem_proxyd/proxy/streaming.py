@@ -30,6 +30,11 @@ costs one client write, not one per event.
 
 A block, the client hanging up or a shutdown cancels the nursery and closes
 the upstream response at once.
+
+A reply the provider stores under an id (a Responses stream, ``stored``) is
+recorded as delivered just before the event that completes it goes to the
+client, and withdrawn if the stream is blocked or cut after that: its id is
+usable in later requests only if the client got all of it, checked.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from capsem_proxyd.dialects.framing import FramingError, SSEDecoder, StreamEvent
 from capsem_proxyd.errors import ProxyError, response_too_large, shutting_down, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policy.engine import PolicyEngine
+from capsem_proxyd.proxy.stored_content import StoredReply
 from capsem_proxyd.proxy.upstream import UpstreamResponse
 from capsem_proxyd.views import ALL_CHANNELS, ToolCall, ToolFragment
 
@@ -77,6 +83,7 @@ class _PendingEvent:
     raw: bytes
     text_ends: tuple[tuple[_Channel, int], ...] = ()
     tool_keys: tuple[Any, ...] = ()
+    final: bool = False  # completes a stored reply: it is recorded before this event goes out
 
 
 @dataclass(slots=True)
@@ -156,6 +163,7 @@ class StreamPump:
         open_streams: OpenStreams | None = None,
         *,
         read_usage: bool = False,
+        stored: StoredReply | None = None,
     ) -> None:
         self.exchange = exchange
         self.dialect = dialect
@@ -168,6 +176,8 @@ class StreamPump:
         self.open_streams = open_streams
         self.read_usage = read_usage  # a recorder wants the usage the stream states (see Dialect.stream_usage)
         self.decoder = decoder  # chosen by the reply's content type (Dialect.stream_decoder)
+        self.stored = stored  # a reply the provider stores, to record once delivered (None: nothing to record)
+        self._final_released = False  # the event completing the stored reply is in what goes out next
         self.outcome = "incomplete"
         self._nursery_manager: Any = None
         self._nursery: trio.Nursery | None = None
@@ -288,8 +298,12 @@ class StreamPump:
                         out.append(released)
                     else:
                         first_written = True
+                        if self._final_released:
+                            await self._record_stored()
                         yield released  # time to first byte: no waiting for the rest of the batch
                 if out:
+                    if self._final_released:
+                        await self._record_stored()
                     yield b"".join(out)
                     out.clear()
             else:
@@ -303,10 +317,21 @@ class StreamPump:
                 "stream check failed request_id=%s tenant_id=%s", self.exchange.request_id, self.exchange.tenant_id
             )
             out.append(self._cut(upstream_unavailable("capsem-proxyd could not check an upstream stream event.")))
+        if self.stored is not None:
+            if self.outcome != "completed":
+                await self.stored.cut()  # blocked or cut: the id the client may hold is never admitted
+            elif self._final_released:
+                await self._record_stored()
         # Events of the batch released before a block or failure did pass their checks.
         last = b"".join(out)
         if last:
             yield last
+
+    async def _record_stored(self) -> None:
+        """The stored reply is complete and checked, and its last event is about to go: its id is usable."""
+        self._final_released = False
+        if self.stored is not None:
+            await self.stored.delivered()
 
     def _cut(self, error: ProxyError) -> bytes:
         """Stop reading upstream now and return the final error event."""
@@ -336,7 +361,11 @@ class StreamPump:
         for choice, delta in view.thoughts:
             ends.append(self._grow(choice, True, delta))
         keys = self._add_fragments(view.tool_fragments)
-        self._pending.append(_PendingEvent(event.raw, tuple(ends), keys))
+        if self.stored is not None and view.stored_id:
+            self.stored.id = self.stored.id or view.stored_id
+            self._pending.append(_PendingEvent(event.raw, tuple(ends), keys, final=view.stored_final))
+        else:
+            self._pending.append(_PendingEvent(event.raw, tuple(ends), keys))
         for key in view.tool_closes:
             await self._close_call(key)
         for channel in view.finished:
@@ -450,6 +479,8 @@ class StreamPump:
                 break
             if head.text_ends:
                 self._text_released = True
+            if head.final:
+                self._final_released = True
             out.append(pending.popleft().raw)
         if out:
             self._started = True

@@ -292,7 +292,8 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     text = unit.read_text()
     for required in ("Type=notify", "ExecStartPre=", "ExecReload=", "Restart=on-failure", "NoNewPrivileges=yes",
                      "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=",
-                     "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "StateDirectory=", "LogsDirectory=",
+                     "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "StateDirectory=capsem-proxyd", "LogsDirectory=",
+                     "Environment=CAPSEM_PROXYD_STATE_DIR=/var/lib/capsem-proxyd",
                      "EnvironmentFile=-/etc/capsem-proxyd/env"):
         assert required in text, required
     # verify resolves ExecStart binaries: point them at a real executable in a copy of the unit.

@@ -41,8 +41,8 @@ REQUESTS: dict[tuple[str, int], dict[str, Any]] = {
     ("Chat Completions", 4): {"model": "m", "messages": [U], "stop": [M]},
     ("Responses", 0): {"model": "m", "instructions": M, "input": "hi"},
     ("Responses", 1): {"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": M}]},
-    ("Responses", 2): {"model": "m", "input": "hi", "tools": [{"type": "mcp", "server_label": M,
-                                                               "server_url": "https://x"}]},
+    ("Responses", 2): {"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f",
+                                                               "parameters": {"type": "object", "title": M}}]},
     ("Responses", 3): {"model": "m", "input": "hi", "metadata": {"k": M}},
     ("Anthropic Messages", 0): {**A, "system": M, "messages": [U]},
     ("Anthropic Messages", 1): {**A, "messages": [{"role": "user", "content": [

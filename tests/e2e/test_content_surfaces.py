@@ -9,12 +9,14 @@ stream ends with the proxy's error event before the event carrying it).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from capsem_proxyd.config import Settings
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, split_at_refusal
 
@@ -97,8 +99,11 @@ REQUEST_SURFACES: dict[str, tuple[tuple[str, dict[str, str]], dict[str, Any]]] =
 
 @pytest.mark.parametrize("name", REQUEST_SURFACES)
 async def test_a_marker_in_every_request_surface_never_reaches_the_upstream(
-    name: str, proxy: Proxy, fake: FakeUpstream
+    name: str, start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream
 ) -> None:
+    """Stored content allowed here (a stored prompt, a provider-run MCP server): the content
+    they carry in the request is what is under test, and it is checked in every mode."""
+    proxy = await start_proxy(proxy_settings, stored_content="allow")
     (path, headers), body = REQUEST_SURFACES[name]
     async with httpx.AsyncClient(base_url=proxy.url) as client:
         response = await client.post(path, json=body, headers=headers)

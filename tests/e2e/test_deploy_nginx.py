@@ -84,14 +84,16 @@ class Gateway:
     access_log: Path
     error_log: Path
 
-    def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=OPENAI_KEY, max_retries=0)
+    def openai(self, api_key: str = OPENAI_KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0)
 
 
 @pytest.fixture
 async def gateway(tmp_path: Path, fake: FakeUpstream) -> AsyncIterator[Gateway]:
     upstreams = ["--openai-upstream", fake.url + "/v1", "--gemini-upstream", fake.url, "--anthropic-upstream", fake.url]
-    instances = [Daemon(upstreams, tmp_path / f"instance{index}.log") for index in range(2)]
+    # A state directory each, as on two hosts: only routing can bring a follow-up to the instance that knows its reply.
+    instances = [Daemon([*upstreams, "--state-dir", str(tmp_path / f"state{index}")], tmp_path / f"instance{index}.log")
+                 for index in range(2)]
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     port = free_port()
@@ -134,12 +136,24 @@ async def _wait_for_gateway(gateway: Gateway, nginx: subprocess.Popen[bytes]) ->
                 await trio.sleep(0.05)
 
 
-def stream_story(gateway: Gateway, fake: FakeUpstream) -> tuple[str, bool | None, BaseException | None]:
+# Tenants (keys) enough that nginx's hash puts some on each of two instances: 16 keys all on one
+# instance would take a split of the hash ring far worse than ketama's.
+TENANT_KEYS = (
+    "sk-test-tenant-01-5d2c9a7e", "sk-test-tenant-02-8b1f4c3d", "sk-test-tenant-03-2e7a6b9c", "sk-test-tenant-04-9c3d1e8f",
+    "sk-test-tenant-05-4a6b2c7d", "sk-test-tenant-06-7e9f3a1b", "sk-test-tenant-07-1c8d5e2f", "sk-test-tenant-08-6b3a9c4d",
+    "sk-test-tenant-09-3f2e8d7c", "sk-test-tenant-10-8a1b6c5d", "sk-test-tenant-11-5e4f2a9b", "sk-test-tenant-12-2d7c3b8a",
+    "sk-test-tenant-13-9f6e1d4c", "sk-test-tenant-14-4b8a7c2e", "sk-test-tenant-15-7d2f5e9a", "sk-test-tenant-16-1a9b4d6c",
+)
+
+
+def stream_story(
+    gateway: Gateway, fake: FakeUpstream, api_key: str = OPENAI_KEY
+) -> tuple[str, bool | None, BaseException | None]:
     """(text received, whether the upstream was still sending at the first text, error raised by the SDK)."""
     text: list[str] = []
     upstream_busy_at_first_text: bool | None = None
     try:
-        stream = gateway.openai().chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
+        stream = gateway.openai(api_key).chat.completions.create(model="gpt-4o-mini", messages=USER, stream=True)
         for chunk in stream:
             for choice in chunk.choices:
                 if choice.delta.content and upstream_busy_at_first_text is None:
@@ -173,23 +187,53 @@ async def test_streams_through_nginx_reassemble_and_blocks_still_raise(gateway: 
 
 
 @requires_nginx
-async def test_concurrent_streams_land_on_both_instances(gateway: Gateway, fake: FakeUpstream) -> None:
-    count = 8
+async def test_concurrent_streams_of_many_tenants_land_on_both_instances(gateway: Gateway, fake: FakeUpstream) -> None:
+    count = len(TENANT_KEYS)
     fake.script(*[Reply(text=STORY, chunk_delay=0.01) for _ in range(count)])
     results: list[tuple[str, bool | None, BaseException | None]] = []
 
-    async def one() -> None:
-        results.append(await in_thread(stream_story, gateway, fake))
+    async def one(api_key: str) -> None:
+        results.append(await in_thread(stream_story, gateway, fake, api_key))
 
     async with trio.open_nursery() as nursery:
-        for _ in range(count):
-            nursery.start_soon(one)
+        for api_key in TENANT_KEYS:
+            nursery.start_soon(one, api_key)
     assert [(text, error) for text, _, error in results] == [(STORY, None)] * count
 
     served = [requests_total(await scrape(instance.url), "200") for instance in gateway.instances]
     assert sum(served) == count and all(served), served
     upstreams = {match for match in re.findall(r"upstream=(\S+)", gateway.access_log.read_text())}
     assert upstreams == {f"127.0.0.1:{instance.port}" for instance in gateway.instances}
+
+
+@requires_nginx
+async def test_a_follow_up_lands_on_the_instance_that_relayed_its_reply(gateway: Gateway, fake: FakeUpstream) -> None:
+    """--stored-content checked behind the balancer: every tenant's previous_response_id is admitted, since
+    the key's hash sends the follow-up where the reply went; a Gemini key sticks too, in a header or the query."""
+
+    def conversation(api_key: str) -> tuple[str, str]:
+        client = gateway.openai(api_key)
+        first = client.responses.create(model="gpt-4.1", input="hi")
+        text = "".join(event.delta for event in client.responses.create(
+            model="gpt-4.1", input="go on", previous_response_id=first.id, stream=True)
+            if event.type == "response.output_text.delta")
+        return first.id, text
+
+    for api_key in TENANT_KEYS:
+        _, text = await in_thread(conversation, api_key)
+        assert text  # a refusal from the other instance would have raised
+    responses = {"provider": "openai", "endpoint": "responses"}
+    served = [requests_total(await scrape(instance.url), "200", **responses) for instance in gateway.instances]
+    assert sum(served) == 2 * len(TENANT_KEYS) and all(served), served
+
+    async with httpx.AsyncClient() as client:
+        path = "/v1beta/models/gemini-2.0-flash:generateContent"
+        body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+        for _ in range(3):
+            assert (await client.post(gateway.url + path + f"?key={GEMINI_KEY}", json=body)).status_code == 200
+            assert (await client.post(gateway.url + path, json=body, headers={"x-goog-api-key": GEMINI_KEY})).status_code == 200
+    upstreams = re.findall(r":generateContent HTTP/1.1\" 200 .* upstream=(\S+)", gateway.access_log.read_text())
+    assert len(upstreams) == 6 and len(set(upstreams)) == 1, upstreams
 
 
 @requires_nginx

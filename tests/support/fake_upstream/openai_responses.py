@@ -13,7 +13,7 @@ from typing import Any
 
 from . import openai_format
 from .script import ToolCall, new_id
-from .wire import Plan, Turn, json_plan, sse, sse_plan
+from .wire import Plan, StoredResponse, Turn, json_plan, sse, sse_plan
 
 
 def last_user_text(body: dict[str, Any]) -> str | None:
@@ -62,7 +62,7 @@ def _response(turn: Turn, response_id: str, status: str, output: list[Any], usag
         "previous_response_id": body.get("previous_response_id"),
         "reasoning": {"effort": None, "summary": None},
         "service_tier": "default",
-        "store": True,
+        "store": body.get("store") is not False,
         "temperature": 1.0,
         "text": {"format": {"type": "text"}, "verbosity": "medium"},
         "tool_choice": body.get("tool_choice", "auto"),
@@ -110,10 +110,27 @@ def _final_output(turn: Turn, message_id: str, call_ids: list[str]) -> list[dict
 
 
 def responses(turn: Turn) -> Plan:
-    """`POST /v1/responses`."""
+    """`POST /v1/responses`.
+
+    Like OpenAI: a reply is stored unless `store` is false, under its id and
+    for the key that created it; `previous_response_id` must name a stored
+    reply of the same key (else 400 `previous_response_not_found`);
+    `background: true` answers at once with a `queued` reply and no output.
+    """
+    owner = turn.request.headers.get("authorization", "")
+    previous = turn.body.get("previous_response_id")
+    if previous is not None and (previous not in turn.stored or turn.stored[previous].owner != owner):
+        error = openai_format.error_object(400, f"Previous response with id '{previous}' not found.")
+        error.update(param="previous_response_id", code="previous_response_not_found")
+        return json_plan({"error": error}, 400)
     response_id = new_id("resp_", 48)
     message_id = new_id("msg_", 48)
     call_ids = [new_id("fc_", 48) for _ in turn.reply.tool_calls]
+    if turn.body.get("store") is not False:
+        output = _final_output(turn, message_id, call_ids)
+        turn.stored[response_id] = StoredResponse(owner, _response(turn, response_id, "completed", output, _usage(turn)))
+    if turn.body.get("background") is True and not turn.body.get("stream"):
+        return json_plan(_response(turn, response_id, "queued", [], None))
     if not turn.body.get("stream"):
         output = _final_output(turn, message_id, call_ids)
         return json_plan(_response(turn, response_id, "completed", output, _usage(turn)))

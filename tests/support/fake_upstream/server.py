@@ -33,7 +33,7 @@ import trio
 
 from . import anthropic_format, gemini_format, openai_format, openai_responses
 from .script import Reply, new_id
-from .wire import Plan, RecordedRequest, StreamRecord, Turn
+from .wire import Plan, RecordedRequest, StoredResponse, StreamRecord, Turn
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,8 @@ class FakeUpstream:
         self.total_connections: int = 0
         self.default_reply: Reply = Reply()
         self.errors: list[BaseException] = []
+        # Responses replies kept for later previous_response_id references, by id (see StoredResponse).
+        self.stored_responses: dict[str, StoredResponse] = {}
         self._queue: collections.deque[Reply] = collections.deque()
         self._generation_queue: collections.deque[Reply] = collections.deque()
         self._changed = trio.Event()
@@ -405,7 +407,8 @@ class _Exchange:
         if route.handler is None:
             return route.provider.error_plan(404, f"Unknown endpoint: {request.method} {request.path}", None)
         user_text = route.provider.last_user_text(request.body_dict)
-        return route.handler(Turn(request=request, reply=reply, user_text=user_text, model=route.model))
+        return route.handler(Turn(request=request, reply=reply, user_text=user_text, model=route.model,
+                                  stored=self.fake.stored_responses))
 
     async def _send_body(self, plan: Plan, headers: list[tuple[str, str]]) -> None:
         body = plan.body or b""

@@ -73,6 +73,18 @@ class StreamRecord:
 
 
 @dataclass
+class StoredResponse:
+    """A Responses reply the fake keeps (``store`` not false), as OpenAI does: by id, for its key only.
+
+    Kept when the reply is created, before its stream ends, so a stream blocked
+    mid-way is still there to be referenced, as at the real provider.
+    """
+
+    owner: str  # the Authorization header it was created with
+    response: dict[str, Any]
+
+
+@dataclass
 class Turn:
     """One exchange, resolved: everything a provider handler needs."""
 
@@ -81,6 +93,7 @@ class Turn:
     user_text: str | None
     model: str
     created: int = field(default_factory=lambda: int(time.time()))
+    stored: dict[str, StoredResponse] = field(default_factory=dict)  # the fake's stored replies (Responses API)
 
     @property
     def body(self) -> dict[str, Any]:

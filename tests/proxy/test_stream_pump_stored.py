@@ -1,0 +1,80 @@
+"""The stream pump and a reply the provider stores: the id is usable from the moment the completing event
+goes out (a client following up at once finds it), and withdrawn when a block comes after that."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+
+from capsem_proxyd.config import Settings
+from capsem_proxyd.dialects.framing import SSEDecoder
+from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.proxy.stored_content import StoredContent, open_store
+from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
+from tests.support.engines import engine
+
+TENANT = "0" * 16
+RESPONSE_ID = "resp_pump"
+
+
+def event(kind: str, **fields: object) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+
+
+def lifecycle(kind: str, status: str) -> bytes:
+    return event(kind, response={"id": RESPONSE_ID, "object": "response", "status": status, "store": True, "output": []})
+
+
+async def run(tmp_path: Path, reads: list[bytes]) -> tuple[list[bytes], list[bool | None], StoredContent]:
+    """What the client gets, write by write, and whether the id was usable as each write went out."""
+    stored = StoredContent(Settings(state_dir=str(tmp_path)), open_store(Settings(state_dir=str(tmp_path))), Recorder())
+
+    async def upstream() -> AsyncIterator[bytes]:
+        for piece in reads:
+            yield piece
+
+    exchange = Exchange(request_id="req_test", started=0.0, tenant_id=TENANT, provider="openai", endpoint="responses")
+    pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(), httpx.Response(200, content=upstream()), SSEDecoder(),
+                      {}, StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
+    writes: list[bytes] = []
+    usable: list[bool | None] = []
+    async with pump:
+        async for data in pump:
+            writes.append(data)
+            usable.append(await stored.store.usable(TENANT, RESPONSE_ID))
+    return writes, usable, stored
+
+
+async def test_the_id_is_usable_before_the_completion_reaches_the_client(tmp_path: Path) -> None:
+    reads = [lifecycle("response.created", "in_progress"),
+             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine."),
+             lifecycle("response.completed", "completed")]
+    writes, usable, stored = await run(tmp_path, reads)
+    completing = next(index for index, data in enumerate(writes) if b"response.completed" in data)
+    assert usable[completing] is True and not any(usable[:completing])
+    await stored.store.aclose()
+
+
+async def test_a_block_after_the_completion_went_out_withdraws_the_id(tmp_path: Path) -> None:
+    reads = [lifecycle("response.created", "in_progress"),
+             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine."),
+             lifecycle("response.completed", "completed"),
+             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" capsem_block")]
+    writes, usable, stored = await run(tmp_path, reads)
+    assert any(b"response.completed" in data for data in writes) and b"event: error" in writes[-1]
+    assert True in usable  # it was delivered...
+    assert await stored.store.usable(TENANT, RESPONSE_ID) is False  # ...and then withdrawn
+    await stored.store.aclose()
+
+
+async def test_a_stream_that_never_completes_records_nothing(tmp_path: Path) -> None:
+    reads = [lifecycle("response.created", "in_progress"),
+             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="and then")]
+    _, usable, stored = await run(tmp_path, reads)
+    assert usable[-1] is None
+    await stored.store.aclose()
