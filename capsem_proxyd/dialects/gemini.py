@@ -128,8 +128,6 @@ _FUNCTION_CALL = ("functionCall", "function_call")
 _INLINE = ("inlineData", "inline_data")
 _SYSTEM = ("systemInstruction", "system_instruction")
 _DECLARATIONS = ("functionDeclarations", "function_declarations")
-_CHUNK_NOT_CONTENT = frozenset({"usageMetadata", "usage_metadata", "modelVersion", "model_version", "responseId",
-                                "response_id", "createTime", "create_time"})
 
 
 def field(container: dict[str, Any], camel_name: str, snake_name: str) -> Any:
@@ -277,16 +275,12 @@ class GeminiDialect(Dialect):
         if "error" in chunk:
             return upstream_error_view(chunk["error"])
         view = StreamView()
-        root = REPLY_NOT_CONTENT.root
-        for key, value in chunk.items():
-            if key in _CHUNK_NOT_CONTENT:
-                continue
-            if key == "candidates" and isinstance(value, list):
-                below = root.child("candidates")
-                for candidate in value:
-                    _candidate_delta(candidate, below.child(0) if below is not None else None, view)
+        for key, value, below in SORTER.fields(chunk, REPLY_NOT_CONTENT.root, view.content):
+            if key == "candidates":
+                for _, candidate, at in SORTER.items(value, below, view.content):
+                    _candidate_delta(candidate, at, view)
             else:
-                SORTER.add(view.content, {key: value}, root)
+                SORTER.add(view.content, value, below)
         return view
 
 

@@ -68,9 +68,6 @@ REPLY_NOT_CONTENT = Paths(
     "choices.*.delta.tool_calls.*.type", "choices.*.delta.audio.id", "choices.*.delta.audio.expires_at",
 )
 SORTER = Sorter(vocabulary.OPENAI_CHAT)
-# Top-level fields of a stream chunk that never carry content: skipped without a walk.
-_CHUNK_NOT_CONTENT = frozenset({"id", "object", "created", "model", "system_fingerprint", "service_tier", "usage",
-                                "obfuscation"})
 _DELTA_TEXT = ("content", "refusal")
 _DELTA_THOUGHTS = ("reasoning_content", "reasoning")
 
@@ -212,16 +209,12 @@ class OpenAIChatDialect(OpenAIDialect):
         if chunk.get("error"):
             return upstream_error_view(chunk["error"])
         view = StreamView()
-        root = REPLY_NOT_CONTENT.root
-        for key, value in chunk.items():
-            if key in _CHUNK_NOT_CONTENT:
-                continue
-            if key == "choices" and isinstance(value, list):
-                below = root.child("choices")
-                for choice in value:
-                    _choice_delta(choice, below.child(0) if below is not None else None, view)
+        for key, value, below in SORTER.fields(chunk, REPLY_NOT_CONTENT.root, view.content):
+            if key == "choices":
+                for _, choice, at in SORTER.items(value, below, view.content):
+                    _choice_delta(choice, at, view)
             else:
-                SORTER.add(view.content, {key: value}, root)
+                SORTER.add(view.content, value, below)
         return view
 
 

@@ -37,8 +37,8 @@ from capsem_proxyd.dialects.base import (
     json_object_event,
     parse_arguments,
     parse_usage_event,
+    reply_usage,
     stream_key,
-    token_count,
     upstream_error_view,
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
@@ -144,12 +144,7 @@ class OpenAIResponsesDialect(OpenAIDialect):
 
     def usage(self, body: Any) -> Usage | None:
         """``usage.input_tokens`` (cached included) and ``output_tokens`` (reasoning included)."""
-        body = as_dict(body)
-        usage = as_dict(body.get("usage"))
-        model = as_str(body.get("model")) or None
-        if not usage and model is None:
-            return None
-        return Usage(token_count(usage.get("input_tokens")), token_count(usage.get("output_tokens")), model)
+        return reply_usage(body, "input_tokens", "output_tokens")
 
     def stream_usage(self, event: StreamEvent) -> Usage | None:
         """The response object of ``response.created`` / ``response.completed`` (usage on the last)."""
