@@ -290,14 +290,24 @@ class StreamPump:
     # -- client side ---------------------------------------------------------
 
     async def _deliver(self) -> AsyncIterator[bytes]:
-        """Check each batch and write what it released in one piece (the very first release at once)."""
+        """Check each batch and write what it released in one piece (the very first release at once).
+
+        A final error event is written on its own, never joined to text released
+        before it: it then reaches the client as an HTTP chunk of its own, which
+        is how the JS SDK for Gemini (Gemini CLI) recognises it. That SDK tests
+        ``JSON.parse`` on each chunk ``fetch`` hands it; text and error in one
+        chunk fail the parse and end in "Incomplete JSON segment at the end",
+        which Gemini CLI retries as a network error, sending the blocked turn
+        to the model again.
+        """
         assert self._events is not None
         out: list[bytes] = []  # released, not yet written
+        final = b""  # the error event that ends a cut stream
         first_written = False
         try:
             async for batch in self._events:
                 if isinstance(batch, _UpstreamFailure):
-                    out.append(self._cut(batch.error))
+                    final = self._cut(batch.error)
                     break
                 for event in batch:
                     released = await self._accept(event)
@@ -325,12 +335,12 @@ class StreamPump:
                 self.outcome = "completed"
                 out.append(released)
         except ProxyError as error:
-            out.append(self._cut(error))
+            final = self._cut(error)
         except Exception:  # noqa: BLE001 - fail closed: an event we cannot read is never released
             log.exception(
                 "stream check failed request_id=%s tenant_id=%s", self.exchange.request_id, self.exchange.tenant_id
             )
-            out.append(self._cut(upstream_unavailable("capsem-proxyd could not check an upstream stream event.")))
+            final = self._cut(upstream_unavailable("capsem-proxyd could not check an upstream stream event."))
         if self.stored is not None:
             if self.outcome != "completed":
                 await self.stored.cut()  # blocked or cut: the id the client may hold is never admitted
@@ -340,6 +350,8 @@ class StreamPump:
         last = b"".join(out)
         if last:
             yield last
+        if final:
+            yield final
 
     async def _record_stored(self) -> None:
         """The stored reply is complete and checked, and its last event is about to go: its id is usable."""

@@ -122,3 +122,30 @@ async def test_sse_stream_block_ends_with_the_bare_error_object(proxy: Proxy, fa
     error = json.loads(last)
     assert list(error) == ["error", "detail"] and error["error"]["code"] == 400
     assert error["error"]["status"] == "INVALID_ARGUMENT" and "Debug" in error["error"]["message"]
+
+
+def _sse_frame(text: str) -> bytes:
+    chunk = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
+
+
+async def test_block_error_is_a_chunk_of_its_own(proxy: Proxy, fake: FakeUpstream) -> None:
+    """The error never shares an HTTP chunk with text released before it, even from one upstream read.
+
+    @google/genai (so Gemini CLI) parses each chunk ``fetch`` hands it as JSON;
+    text and error in one chunk end in "Incomplete JSON segment at the end",
+    which Gemini CLI retries, sending the blocked turn to the model again.
+    """
+    frames = ["The first words go out at once. ", "A harmless sentence, released. " + LONG_TEXT, "Then capsem_block arrives."]
+    upstream = b"".join(_sse_frame(text) for text in frames)  # one upstream read: one batch for the proxy
+    fake.script(Reply(raw_body=upstream, content_type="text/event-stream"))
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    async with httpx.AsyncClient(timeout=10) as client:
+        request = client.build_request(
+            "POST", proxy.url + STREAM_PATH, params={"alt": "sse"}, json=body, headers={"x-goog-api-key": GEMINI_KEY}
+        )
+        response = await client.send(request, stream=True)
+        chunks = [chunk async for chunk in response.aiter_raw()]  # h11 hands on each HTTP chunk, as fetch does
+    released, error = chunks[:-1], json.loads(chunks[-1])
+    assert b"A harmless sentence" in b"".join(released) and b"capsem_block" not in b"".join(released)
+    assert error["error"]["code"] == 400 and "capsem_block" in error["error"]["message"].lower()
