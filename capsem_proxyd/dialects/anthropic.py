@@ -39,7 +39,7 @@ from capsem_proxyd.dialects.base import (
     sum_counts,
     token_count,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
 from capsem_proxyd.views import (
@@ -216,8 +216,10 @@ class AnthropicMessagesDialect(Dialect):
                     ))
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt = joined(prompt)
-        view.system = joined(system)
+        view.prompt_pieces = kept(prompt)
+        view.prompt = "\n".join(view.prompt_pieces)
+        view.system_pieces = kept(system)
+        view.system = "\n".join(view.system_pieces)
         return view
 
     def response_view(self, body: Any) -> ResponseView:

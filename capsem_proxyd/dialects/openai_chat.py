@@ -18,7 +18,7 @@ from typing import Any
 
 from capsem_proxyd.dialects import vocabulary
 from capsem_proxyd.dialects.base import as_dict, as_str, parse_arguments, parse_json_event, stream_key
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_stream_usage, openai_usage
 from capsem_proxyd.errors import upstream_unavailable
@@ -128,8 +128,10 @@ class OpenAIChatDialect(OpenAIDialect):
                     view.tools.append(_definition(tool, below))
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt = joined(prompt)
-        view.system = joined(system)
+        view.prompt_pieces = kept(prompt)
+        view.prompt = "\n".join(view.prompt_pieces)
+        view.system_pieces = kept(system)
+        view.system = "\n".join(view.system_pieces)
         return view
 
     def _message(

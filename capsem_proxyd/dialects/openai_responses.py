@@ -40,7 +40,7 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     token_count,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_error_body
 from capsem_proxyd.errors import ProxyError, upstream_unavailable
@@ -214,8 +214,10 @@ class OpenAIResponsesDialect(OpenAIDialect):
                     view.tools.append(_definition(tool, below))
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt = joined(prompt)
-        view.system = joined(system)
+        view.prompt_pieces = kept(prompt)
+        view.prompt = "\n".join(view.prompt_pieces)
+        view.system_pieces = kept(system)
+        view.system = "\n".join(view.system_pieces)
         return view
 
     def response_view(self, body: Any) -> ResponseView:
