@@ -61,6 +61,7 @@ from typing import Any
 import trio
 
 from capsem_proxyd.policies.holdback import Fixed, regex_width
+from capsem_proxyd.policies.splitting import in_worker
 
 log = logging.getLogger("capsem_proxyd.policy.pii")
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # its DEBUG lines quote prompt text
@@ -156,8 +157,17 @@ def _model_from_nlp_config(nlp_engine_config: dict[str, Any] | None, language: s
 
 
 class OfflinePIIPolicy(PIIPolicy):
-    """CAPSEM's PIIPolicy with an analyzer built once, offline, and run in worker threads."""
+    """CAPSEM's PIIPolicy with an analyzer built once, offline, and run off the event loop.
 
+    Splittable (``policies/splitting.py``): an entity is found in a text's
+    pieces and the seams between them as in the whole. CPU-heavy: the engine
+    runs it in worker processes (``policy/workers.py``), where it analyses in
+    line; in the proxy's own process (``processes = false`` in ``pii.toml``,
+    or no worker could start) it analyses in ``analysis_threads`` threads.
+    """
+
+    splittable = True
+    cpu_heavy = True
     entity_decisions: dict[Any, Any]  # set by PIIPolicy.__init__ (capsem ships no types)
 
     def __init__(
@@ -196,7 +206,9 @@ class OfflinePIIPolicy(PIIPolicy):
             registry.remove_recognizer("EmailRecognizer")
             registry.add_recognizer(OfflineEmailRecognizer(supported_language=language))
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
-        self.stream_holdback = self._stream_holdback()
+        widest = self._widest_match()
+        self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
+        self.stream_holdback = widest if self.check_responses else Fixed(0)
         # Warm up now (regexes, the suffix snapshot), not on the first request.
         self._analyze_text("warm-up: someone@example.com 4111 1111 1111 1111")
         log.info(
@@ -205,12 +217,10 @@ class OfflinePIIPolicy(PIIPolicy):
             ",".join(entity.value for entity in self.entity_decisions),
         )
 
-    def _stream_holdback(self) -> Fixed | None:
-        """The widest match of the recognizers of the entities checked in replies, minus one; None
+    def _widest_match(self) -> Fixed | None:
+        """The widest match of the recognizers of the checked entities, minus one; None
         (unbounded: the cap) as soon as one has a pattern of unbounded width or no pattern at all
         (NER entities, checksum-only recognizers)."""
-        if not self.check_responses:
-            return Fixed(0)
         wanted = {entity.value for entity in self.entity_decisions}
         widest = 0
         for recognizer in self.analyzer.registry.recognizers:
@@ -241,9 +251,12 @@ class OfflinePIIPolicy(PIIPolicy):
         )
 
     async def _analyze(self, text: str) -> list:
-        """Defect 5: analyse in a bounded worker thread so the event loop keeps serving."""
+        """Defect 5: analyse in a bounded worker thread so the event loop keeps serving (in a worker
+        process, in line: the process is there for it)."""
         if not text or not text.strip():
             return []
+        if in_worker():
+            return self._analyze_text(text)
         return await trio.to_thread.run_sync(
             self._analyze_text, text, limiter=self._limiter, abandon_on_cancel=True
         )

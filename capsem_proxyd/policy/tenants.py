@@ -38,6 +38,7 @@ from capsem_proxyd.errors import tenant_not_allowed
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.policy.engine import PolicyEngine, ShadowRunner, holdback_summary, stream_holdbacks
 from capsem_proxyd.policy.loader import PolicyConfigError, PolicySet, load_policy_set
+from capsem_proxyd.policy.verdict_cache import VerdictCache
 
 log = logging.getLogger("capsem_proxyd.policy.tenants")
 
@@ -106,10 +107,15 @@ class TenantPolicies:
     """
 
     def __init__(self, config: PolicyConfig, settings: Settings, recorder: Recorder) -> None:
+        # One verdict cache for the configuration's engines (each keys its own entries); a reload builds
+        # new TenantPolicies, so decisions made under the old policies are never reused.
+        self.cache = VerdictCache(settings.verdict_cache_size)
+
         def engine_for(policy_set: PolicySet, shadow: ShadowRunner | None) -> PolicyEngine:
             return PolicyEngine(
                 policy_set, recorder=recorder, confirm_action=settings.confirm_action,
                 policy_timeout=settings.policy_timeout or None, shadow=shadow, holdback_cap=settings.stream_holdback,
+                cache=self.cache,  # the shadow runner evaluates whole views: it never uses it
             )
 
         self.config = config
