@@ -122,3 +122,34 @@ class WholeCountingPolicy(CountingPolicy):
 
     splittable = False
     seen: ClassVar[list[tuple[str, str]]] = []
+
+
+class HeavyPolicy(Policy):
+    """``cpu_heavy``: runs in the policy worker processes. What a prompt asks of it:
+    ``whoami`` blocks naming the process that decided, ``crash_worker`` kills that process,
+    ``stall_worker`` computes (sleeps, without awaiting) for a minute, ``heavy_block`` blocks."""
+
+    cpu_heavy = True
+
+    def __init__(self) -> None:
+        super().__init__(name="Heavy", description="a stand-in for a CPU-heavy policy", authors="tests", url="")
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        import os
+        import time
+
+        if "crash_worker" in prompt:
+            os._exit(3)
+        if "stall_worker" in prompt:
+            time.sleep(60)
+        if "whoami" in prompt:
+            return Decision(verdict=Verdict.BLOCK, reason=Reason.POLICY_VIOLATION, details=f"decided in pid {os.getpid()}")
+        if "heavy_block" in prompt:
+            return Decision(verdict=Verdict.BLOCK, reason=Reason.POLICY_VIOLATION, details="heavy_block in prompt")
+        return DEFAULT_SAFE_DECISION
+
+    @classmethod
+    def from_config(cls, config: dict) -> HeavyPolicy:
+        return cls()
