@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import nginx, payloads, probe, profile, scaling, wrk
+from bench import agent, nginx, payloads, probe, profile, scaling, wrk
 from bench.processes import Children, cpu_seconds, free_port, rss_bytes, wait_listening
 from bench.systems import (
     ALL,
@@ -46,6 +46,7 @@ class Plan:
     mode: str = "full"
     scaling: bool = True  # stream-size and --workers measurements of capsem-proxyd (bench/scaling.py)
     baseline: str | None = None  # git ref measured as capsem-proxyd-baseline
+    agent: bool = True  # the agent-session workload (bench/agent.py)
 
 
 def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict[str, Any]:
@@ -97,6 +98,12 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
             log(f"== OTLP sink: {exports} span exports received from {CapsemProxydOtel.label}")
         if plan.scaling and "capsem-proxyd" in plan.systems:
             results["scaling"] = _scaling(context, plan, tools, work, log)
+        if plan.agent and "capsem-proxyd" in plan.systems:
+            try:
+                results["agent"] = agent.run(context, tools["nginx"], plan.mode, log)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                log(f"   agent sessions FAILED: {error}")
+                results["agent"] = {"skipped": f"failed: {error}", "sessions": {}}
     finally:
         children.close()
         results["meta"]["processes"] = children.started

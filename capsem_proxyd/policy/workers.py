@@ -40,14 +40,11 @@ import logging
 import math
 import os
 import weakref
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import trio
-import trio_parallel
 from capsem.models import Agent, Decision, Media
 from capsem.policies import Policy
 from capsem.tools import Tool
@@ -153,6 +150,9 @@ def crash() -> None:  # pragma: no cover - runs in a worker; the tests' way to k
 
 def manifest(spec: PolicySpec) -> Manifest | None:
     """Build ``spec`` once in a spawned process and return what it is (raises what building raised)."""
+    from concurrent.futures import ProcessPoolExecutor  # imported only where a CPU-heavy policy is configured
+    from multiprocessing import get_context
+
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as executor:
         return executor.submit(describe, spec).result(timeout=_MANIFEST_TIMEOUT)
 
@@ -295,6 +295,8 @@ async def _hold(
     holder: _Holder, specs: tuple[PolicySpec, ...], opened: trio.Event, failure: list[BaseException]
 ) -> None:
     try:
+        import trio_parallel  # imported only where a CPU-heavy policy is configured
+
         async with trio_parallel.open_worker_context(
             init=functools.partial(init_worker, specs), idle_timeout=math.inf, grace_period=5.0,
             worker_type=trio_parallel.WorkerType.SPAWN,
