@@ -48,6 +48,18 @@ here, without forking it:
 And one of Presidio's own: its ``presidio-analyzer`` logger writes the words
 around every match (prompt text) at DEBUG, and device chatter at INFO, through
 whatever the daemon's log level is. We cap that logger at WARNING.
+
+Two speed-ups that change no result (``tests/policy/test_pii_speed.py``
+compares them with Presidio's own on random text):
+
+* the spaCy pass (tokens and lemmas, ~25% of the time) only feeds context
+  words to matches already found: it runs only when a recognizer found one;
+* the phone recognizer (``phonenumbers``, pure Python: each candidate parsed
+  for each of its 8 regions, 80% of the time on source code, whose every
+  number is a candidate) is run only on the parts of the text around a
+  candidate with enough digits to be a valid number anywhere (4, the
+  shortest national number in phonenumbers' metadata); candidates with fewer
+  can never match, and the parts are cut where the matcher's own scan is.
 """
 
 from __future__ import annotations
@@ -73,9 +85,12 @@ try:  # defect 1: the module's stray imports make this fail without presidio
     from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Verdict
     from capsem.policies.pii_policy import PIIEntityType, PIIPolicy
     from capsem.tools import Tool
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from phonenumbers import PhoneMetadata
+    from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
+    from phonenumbers.phonenumberutil import _SECOND_NUMBER_START_PATTERN, SUPPORTED_REGIONS
+    from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
-    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
     from spacy.language import Language
     from tldextract import TLDExtract
 except ImportError as error:  # pragma: no cover - exercised only without the extra
@@ -108,12 +123,88 @@ class OfflineEmailRecognizer(EmailRecognizer):
 
 
 class _NoDownloadSpacyNlpEngine(SpacyNlpEngine):
-    """Presidio's spaCy engine, minus the silent model download (defect 2)."""
+    """Presidio's spaCy engine, minus the silent model download (defect 2), computing lazily."""
 
     @staticmethod
     def _download_spacy_model_if_needed(model_name: str) -> None:
         if not spacy_model_installed(model_name):
             raise ValueError(f"spaCy model '{model_name}' is not installed")
+
+    def process_text(self, text: str, language: str) -> Any:
+        return _LazyArtifacts(lambda: SpacyNlpEngine.process_text(self, text, language))
+
+
+class _LazyArtifacts:
+    """Presidio's ``NlpArtifacts`` of a text, computed when first read: only context enhancement of a
+    match found reads them (and NER, which reads them always), so a text without a match skips spaCy."""
+
+    def __init__(self, compute: Any) -> None:
+        self._compute = compute
+        self._artifacts: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._artifacts is None:
+            self._artifacts = self._compute()
+        return getattr(self._artifacts, name)
+
+
+def _shortest_valid_number() -> int:
+    """The fewest digits a valid phone number of any region has (its national number's shortest length)."""
+    lengths = []
+    for region in SUPPORTED_REGIONS:
+        metadata = PhoneMetadata.metadata_for_region(region)
+        lengths += [length for length in metadata.general_desc.possible_length or () if length > 0]
+    return min(lengths, default=1)
+
+
+class CandidatePhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer, run only where a candidate has the digits to be a valid number."""
+
+    min_digits = 0  # set at first use
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list:
+        if self.leniency is None or self.leniency < 1:  # POSSIBLE accepts shorter, local-only numbers
+            return super().analyze(text, entities, nlp_artifacts)
+        if not CandidatePhoneRecognizer.min_digits:
+            CandidatePhoneRecognizer.min_digits = _shortest_valid_number()
+        results = []
+        for start, end in phone_windows(text, CandidatePhoneRecognizer.min_digits):
+            for result in super().analyze(text[start:end], entities, nlp_artifacts):
+                result.start += start
+                result.end += start
+                results.append(result)
+        return EntityRecognizer.remove_duplicates(results)
+
+
+def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:
+    """The parts of ``text`` the phone matcher must see: each candidate with ``min_digits`` digits or
+    more (or any letter), from where the matcher's scan starts the search that finds it to three
+    characters past its end (the most the matcher reads after a candidate: a time stamp's ``:ss``),
+    merged where they touch."""
+    scan: list[tuple[int, int, bool]] = []  # (where the search started, candidate end, long enough)
+    index = 0
+    while True:
+        found = _PHONE_CANDIDATE.search(text, index)
+        if found is None:
+            break
+        candidate = found.group()
+        second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
+        if second:
+            candidate = candidate[:second.start()]
+        end = found.start() + max(1, len(candidate))
+        digits = sum(char.isdigit() for char in candidate)
+        scan.append((index, end, digits >= min_digits or any(char.isalpha() for char in candidate)))
+        index = end
+    windows: list[tuple[int, int]] = []
+    for start, end, long_enough in scan:
+        if not long_enough:
+            continue
+        stop = min(len(text), end + 3)
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(windows[-1][1], stop))
+        else:
+            windows.append((start, stop))
+    return windows
 
 
 def spacy_model_installed(model_name: str) -> bool:
@@ -205,6 +296,13 @@ class OfflinePIIPolicy(PIIPolicy):
         if any(isinstance(recognizer, EmailRecognizer) for recognizer in registry.recognizers):
             registry.remove_recognizer("EmailRecognizer")
             registry.add_recognizer(OfflineEmailRecognizer(supported_language=language))
+        for recognizer in list(registry.recognizers):
+            if type(recognizer) is PhoneRecognizer:
+                registry.remove_recognizer("PhoneRecognizer")
+                registry.add_recognizer(CandidatePhoneRecognizer(
+                    context=recognizer.context, supported_language=recognizer.supported_language,
+                    supported_regions=recognizer.supported_regions, leniency=recognizer.leniency,
+                ))
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
