@@ -153,7 +153,10 @@ def _shortest_valid_number() -> int:
     lengths = []
     for region in SUPPORTED_REGIONS:
         metadata = PhoneMetadata.metadata_for_region(region)
-        lengths += [length for length in metadata.general_desc.possible_length or () if length > 0]
+        described = metadata.general_desc if metadata is not None else None
+        if described is None:
+            return 1  # nothing known about a region: every candidate may be a number
+        lengths += [length for length in described.possible_length or () if length > 0]
     return min(lengths, default=1)
 
 
