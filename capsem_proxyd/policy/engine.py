@@ -211,21 +211,21 @@ class PolicyEngine:
         prompt = view.prompt_pieces if view.prompt_pieces is not None else [view.prompt] if view.prompt else []
         pieces: list[Piece] = []
 
-        def ask(role: str, text: str, system_text: str, prompt_text: str) -> None:
+        def ask(role: bytes, text: str, system_text: str, prompt_text: str) -> None:
             pieces.append(Piece(
-                cache.digest(f"{role}\0{text}"),
+                cache.digest(text, role),
                 lambda p: p.on_model_call(rid, agent, model, system_text, prompt_text, []),
             ))
 
         for text in system:
-            ask("system", text, text, "")
+            ask(b"system\0", text, text, "")
         for text in prompt:
-            ask("prompt", text, "", text)
+            ask(b"prompt\0", text, "", text)
         for text in seams([*system, *prompt], self.seam_width):
-            ask("seam", text, "", text)
+            ask(b"seam\0", text, "", text)
         def ask_media(item: Media) -> None:
             pieces.append(Piece(
-                cache.digest(f"media\0{item.mime_type}\0") + cache.digest(item.content),
+                cache.digest(item.content, f"media\0{item.mime_type}\0".encode()),
                 lambda p: p.on_model_call(rid, agent, model, "", "", [item]),
             ))
 

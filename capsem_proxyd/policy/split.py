@@ -25,10 +25,14 @@ unchanged conversation's seams are decided once too.
 
 from __future__ import annotations
 
+import re
+
 from capsem_proxyd.policies.normalize import fold, visible
 
 # A merged seam stops growing here (a joint's own window is never cut).
 SEAM_CAP = 4096
+_SPACE = re.compile(r"\s")
+_LAST_SPACE = re.compile(r"\s\S*\Z")
 
 
 def seams(texts: list[str], width: int) -> list[str]:
@@ -61,9 +65,10 @@ def _left(whole: str, joint: int, width: int) -> int:
     start = max(0, joint - width)
     while start > 0 and not _wide_enough(whole[start:joint], width):
         start = max(0, joint - 2 * (joint - start))
-    for index in range(start - 1, max(-1, start - 1 - width), -1):
-        if whole[index].isspace():
-            return index + 1
+    if start > 0:
+        space = _LAST_SPACE.search(whole, max(0, start - width), start)
+        if space is not None:
+            return space.start() + 1
     return start
 
 
@@ -72,7 +77,5 @@ def _right(whole: str, begin: int, width: int) -> int:
     end = min(len(whole), begin + width)
     while end < len(whole) and not _wide_enough(whole[begin:end], width):
         end = min(len(whole), begin + 2 * (end - begin))
-    for index in range(end, min(len(whole), end + width)):
-        if whole[index].isspace():
-            return index
-    return end
+    space = _SPACE.search(whole, end, min(len(whole), end + width))
+    return space.start() if space is not None else end

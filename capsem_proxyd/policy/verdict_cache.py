@@ -56,10 +56,12 @@ class VerdictCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def digest(self, content: str | bytes) -> bytes:
-        """The keyed digest of one piece of content."""
-        data = content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content
-        return blake2b(data, digest_size=DIGEST_SIZE, key=self._secret).digest()
+    def digest(self, content: str | bytes, kind: bytes = b"") -> bytes:
+        """The keyed digest of one piece of content (``kind``: what it is, a prefix that keeps a system
+        piece and a prompt piece of the same text apart)."""
+        hasher = blake2b(kind, digest_size=DIGEST_SIZE, key=self._secret)
+        hasher.update(content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content)
+        return hasher.digest()
 
     def key(self, scope: bytes, digest: bytes) -> bytes:
         """The entry's key: who decided, where, for whom (``scope``), on what (``digest``)."""
