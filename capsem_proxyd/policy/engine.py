@@ -342,16 +342,20 @@ class PolicyEngine:
         timeouts (the deadline covers all the pieces, as it covered the whole) are never cached."""
         cache = self.cache
         assert cache is not None
-        if split.whole is not None:
-            whole = split.whole(policy)
-            if whole is not None and _STRICTNESS.get(whole.verdict.value, 4) >= 3:
-                return whole, CacheUse(pieces=0, hits=0, cached=False)
-        scope = self._salt + index.to_bytes(2, "big") + hook.encode() + b"\0" + exchange.tenant_id.encode()
         strictest: Decision | None = None
         level = -1
         from_cache = False
+        if split.whole is not None:
+            whole = split.whole(policy)
+            if whole is not None:
+                level = _STRICTNESS.get(whole.verdict.value, 4)
+                if level >= 3:  # refused as a whole: its pieces are not asked (nor cached under this model)
+                    return whole, CacheUse(pieces=0, hits=0, cached=False)
+                strictest = whole
+        scope = self._salt + index.to_bytes(2, "big") + hook.encode() + b"\0" + exchange.tenant_id.encode()
         hits = asked = 0
-        deadline = trio.move_on_after(self.policy_timeout) if self.policy_timeout else trio.CancelScope()
+        suspends = bool(self.policy_timeout) and hook_can_suspend(policy, hook)
+        deadline = trio.move_on_after(self.policy_timeout) if suspends and self.policy_timeout else trio.CancelScope()
         with deadline:
             for piece in split.pieces:
                 key = cache.key(scope, piece.digest)

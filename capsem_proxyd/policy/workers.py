@@ -101,7 +101,8 @@ def describe(spec: PolicySpec) -> Manifest | None:
         name=policy.name,
         description=policy.description,
         hooks=tuple(implemented_hooks(policy)),
-        splittable=getattr(policy, "splittable", False) is True,
+        # A whole-request check would have to run here, in line: such a policy is asked about whole views.
+        splittable=getattr(policy, "splittable", False) is True and not hasattr(policy, "whole_prompt_decision"),
         stream_holdback=getattr(policy, "stream_holdback", None),
         split_holdback=getattr(policy, "split_holdback", None),
         has_split_holdback=hasattr(policy, "split_holdback"),
