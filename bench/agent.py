@@ -11,7 +11,8 @@ slow), so 50 turns of 4 kB pass 200 kB of context. Every turn is sent to the
 upstream directly and through each proxy, one after the other, on one
 keep-alive connection each: the proxy's added latency is the difference, turn
 by turn. Reported per policy (Debug; Rules; PII with the pattern entities,
-``ner = false``) and shape: the p50 added latency over the last turns
+``ner = false``; and PII with ``processes = false``, its fallback in threads
+of the proxy's process, in the Chat shape) and shape: the p50 added latency over the last turns
 (40-50 of 50), the session's total added time, and how the second half's
 total compares with the first half's (a proxy that re-analyses everything
 grows with the context, about 2.7x here; one that analyses what is new stays
@@ -47,7 +48,7 @@ from bench.systems import CapsemProxydBaseline, Context
 
 Log = Callable[[str], None]
 SHAPES = ("chat", "responses", "anthropic", "gemini")
-POLICIES = ("debug", "rules", "pii")
+POLICIES = ("debug", "rules", "pii", "pii-threads")  # pii-threads: processes = false, the fallback
 MODEL = "gpt-4o-mini"
 REPLY = "Done. Reading the next file now."
 RULES_TOML = """\
@@ -91,6 +92,8 @@ PRESETS = {
     "smoke": Sizes(turns=3, result_bytes=600, last_turns=2, policies=("debug", "pii"), baseline_pii_shapes=("chat",),
                    small_samples=3),
 }
+# The PII fallback (analysis in threads of the proxy's process) is measured in one shape, beside the workers.
+SHAPES_OF = {"pii-threads": ("chat",)}
 
 
 # -- the conversation -------------------------------------------------------------------------------------------
@@ -299,7 +302,9 @@ def policy_folder(context: Context, policy: str) -> Path | None:
         return None
     folder = context.work / "agent-policies" / policy
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{policy}.toml").write_text(RULES_TOML if policy == "rules" else PII_TOML)
+    name = policy.split("-")[0]
+    text = RULES_TOML if policy == "rules" else ("processes = false\n" if policy == "pii-threads" else "") + PII_TOML
+    (folder / f"{name}.toml").write_text(text)
     return folder
 
 
@@ -472,12 +477,12 @@ def run(context: Context, nginx_binary: str, mode: str, log: Log) -> dict[str, A
     for policy in sizes.policies:
         proxies: list[Proxy] = []
         try:
-            if baseline is not None:
+            if baseline is not None and policy != "pii-threads":  # main has no worker processes: its pii is this
                 assert baseline.tree is not None
                 proxies.append(start_proxy(context, "baseline", [sys.executable, "-m", "capsem_proxyd"], upstream_port,
                                            policy, env=child_env(PYTHONPATH=str(baseline.tree)), cwd=baseline.tree))
             proxies.append(start_proxy(context, "capsem-proxyd", after_command, upstream_port, policy))
-            for number, shape in enumerate(sizes.shapes):
+            for number, shape in enumerate(SHAPES_OF.get(policy, sizes.shapes)):
                 targets = {"direct": direct}
                 for proxy in proxies:
                     if proxy.label == "baseline" and policy == "pii" and shape not in sizes.baseline_pii_shapes:
@@ -491,12 +496,13 @@ def run(context: Context, nginx_binary: str, mode: str, log: Log) -> dict[str, A
                 log("   " + "; ".join(
                     f"{name} +{summary[name]['added_p50_last_ms']} ms p50 last turns, +{summary[name]['added_total_s']} s total"
                     for name in targets if name != "direct") + f" | errors {summary['errors']}")
-            if policy == "pii":
+            if policy.startswith("pii"):
                 for proxy in proxies:
-                    log(f"== agent first-seen / pii / {proxy.label}")
+                    key = proxy.label + (" (threads)" if policy == "pii-threads" else "")
+                    log(f"== agent first-seen / {policy} / {proxy.label}")
                     seen = first_seen(proxy, direct, sizes, seed=7, small_samples=sizes.small_samples)
                     seen["rss_mib"] = _rss_mib(proxy.child.pid)
-                    out["first_seen"][proxy.label] = seen
+                    out["first_seen"][key] = seen
                     log(f"   {seen}")
         finally:
             for proxy in proxies:
@@ -541,6 +547,8 @@ def markdown(agent: dict[str, Any] | None) -> str:
                          f"{item['added_p50_last_ms']:,} ms | {item['added_total_s']:,} s | {item['ratio_2nd_vs_1st_half']} |")
     for name, seen in agent.get("first_seen", {}).items():
         label = agent["baseline"] if name == "baseline" and agent["baseline"] else name
+        if name.endswith("(threads)"):
+            label = "capsem-proxyd, PII in threads (processes = false)"
         lines.append("")
         lines.append(f"First-seen PII, {label}: {seen['big_kb']} kB conversation +{seen['big_added_ms']:,} ms "
                      f"({seen['analysed_mb_per_s']} MB/s); a small request {seen['small_alone_p50_ms']} ms alone, "
