@@ -79,12 +79,20 @@ Invoke = Callable[[Policy], Awaitable[Decision]]
 WholeCheck = Callable[[Any], "Decision | None"]
 
 
+# A remote policy (``workers.py``) is asked about this many characters of pieces per call at most: one
+# round trip per piece would keep the event loop busy with a big request's replies, and one per request
+# would hold a worker for all of it while small requests wait.
+BATCH_CHARS = 32_768
+
+
 @dataclass(slots=True)
 class Piece:
-    """One piece of a hook's content: its keyed digest (the cache's), and how a policy is asked about it."""
+    """One piece of a hook's content: its keyed digest (the cache's), the hook's arguments for it
+    (picklable: a remote policy is sent a batch of them), and its size in characters."""
 
     digest: bytes
-    invoke: Invoke
+    args: tuple[Any, ...]
+    size: int
 
 
 @dataclass(slots=True)
@@ -179,7 +187,7 @@ class PolicyEngine:
             tool = capsem_tool(result.name)
             response = {"content": result.content}
             invoke = _tool_response_call(rid, agent, tool, response)
-            split = self._single(f"{result.name}\0{result.content}", invoke)
+            split = self._single(f"{result.name}\0{result.content}", (rid, agent, tool, response))
             outcome = stricter(outcome, await self._enforce(
                 exchange, "on_tool_response", f"Tool result for '{result.name}'", invoke, split,
             ))
@@ -196,11 +204,11 @@ class PolicyEngine:
             outcome = stricter(outcome, await self.check_tool_definition(exchange, definition))
         return outcome
 
-    def _single(self, identity: str, invoke: Invoke) -> Split | None:
+    def _single(self, identity: str, args: tuple[Any, ...]) -> Split | None:
         """Content that is one piece already (a tool result, a definition): cached whole."""
         if self.cache is None:
             return None
-        return Split([Piece(self.cache.digest(identity), invoke)])
+        return Split([Piece(self.cache.digest(identity), args, len(identity))])
 
     def _prompt_split(self, exchange: Exchange, view: RequestView, media: list[Media]) -> Split | None:
         """The prompt as pieces: each system and prompt piece, the seams between them, each media item."""
@@ -211,26 +219,15 @@ class PolicyEngine:
         prompt = view.prompt_pieces if view.prompt_pieces is not None else [view.prompt] if view.prompt else []
         pieces: list[Piece] = []
 
-        def ask(role: bytes, text: str, system_text: str, prompt_text: str) -> None:
-            pieces.append(Piece(
-                cache.digest(text, role),
-                lambda p: p.on_model_call(rid, agent, model, system_text, prompt_text, []),
-            ))
-
         for text in system:
-            ask(b"system\0", text, text, "")
+            pieces.append(Piece(cache.digest(text, b"system\0"), (rid, agent, model, text, "", []), len(text)))
         for text in prompt:
-            ask(b"prompt\0", text, "", text)
+            pieces.append(Piece(cache.digest(text, b"prompt\0"), (rid, agent, model, "", text, []), len(text)))
         for text in seams([*system, *prompt], self.seam_width):
-            ask(b"seam\0", text, "", text)
-        def ask_media(item: Media) -> None:
-            pieces.append(Piece(
-                cache.digest(item.content, f"media\0{item.mime_type}\0".encode()),
-                lambda p: p.on_model_call(rid, agent, model, "", "", [item]),
-            ))
-
+            pieces.append(Piece(cache.digest(text, b"seam\0"), (rid, agent, model, "", text, []), len(text)))
         for item in media:
-            ask_media(item)
+            kind = f"media\0{item.mime_type}\0".encode()
+            pieces.append(Piece(cache.digest(item.content, kind), (rid, agent, model, "", "", [item]), len(item.content)))
 
         def whole(policy: Any) -> Decision | None:
             check = getattr(policy, "whole_prompt_decision", None)
@@ -251,7 +248,7 @@ class PolicyEngine:
                 [definition.name, definition.description, definition.parameters, definition.content],
                 default=str, option=orjson.OPT_SORT_KEYS,
             )
-            split = self._single(identity.decode(), invoke)
+            split = self._single(identity.decode(), (rid, agent, tool, arguments))
         return await self._enforce(exchange, "on_tool_call", f"Tool definition '{definition.name}'", invoke, split)
 
     async def check_tool_call(self, exchange: Exchange, call: ToolCall) -> str:
@@ -356,24 +353,50 @@ class PolicyEngine:
         hits = asked = 0
         suspends = bool(self.policy_timeout) and hook_can_suspend(policy, hook)
         deadline = trio.move_on_after(self.policy_timeout) if suspends and self.policy_timeout else trio.CancelScope()
+        batch = getattr(policy, "decide_many", None)
         with deadline:
-            for piece in split.pieces:
-                key = cache.key(scope, piece.digest)
-                decision = cache.get(key)
-                cached = decision is not None
-                if decision is None:
-                    decision, genuine = await self._call_policy(exchange, hook, policy, piece.invoke)
-                    if not genuine:
-                        return decision, CacheUse(pieces=asked + 1, hits=hits, cached=False)
-                    cache.put(key, decision)
-                else:
-                    hits += 1
-                asked += 1
-                piece_level = _STRICTNESS.get(decision.verdict.value, 4)
-                if piece_level > level:
-                    strictest, level, from_cache = decision, piece_level, cached
-                if piece_level >= 4:
-                    break
+            if callable(batch):  # a remote policy: the pieces it has not decided on, a batch per call
+                keys = [cache.key(scope, piece.digest) for piece in split.pieces]
+                found = [cache.get(key) for key in keys]
+                missing = [number for number, decision in enumerate(found) if decision is None]
+                try:
+                    for start, stop in _batches([split.pieces[number].size for number in missing]):
+                        numbers = missing[start:stop]
+                        decided = await batch(hook, [split.pieces[number].args for number in numbers])
+                        for number, decision in zip(numbers, decided):
+                            found[number] = decision
+                            cache.put(keys[number], decision)
+                        if len(decided) < len(numbers):
+                            break  # it stopped at a BLOCK: what it did not decide is not needed
+                except Exception as error:  # noqa: BLE001 - fail closed, as for a single call
+                    return self._policy_failed(exchange, hook, policy, error), CacheUse(len(found), 0, False)
+                for number, decision in enumerate(found):
+                    if decision is None:
+                        continue
+                    cached = number not in missing
+                    hits += cached
+                    asked += 1
+                    piece_level = _STRICTNESS.get(decision.verdict.value, 4)
+                    if piece_level > level:
+                        strictest, level, from_cache = decision, piece_level, cached
+            else:
+                for piece in split.pieces:
+                    key = cache.key(scope, piece.digest)
+                    decision = cache.get(key)
+                    cached = decision is not None
+                    if decision is None:
+                        decision, genuine = await self._call_policy(exchange, hook, policy, _asking(hook, piece.args))
+                        if not genuine:
+                            return decision, CacheUse(pieces=asked + 1, hits=hits, cached=False)
+                        cache.put(key, decision)
+                    else:
+                        hits += 1
+                    asked += 1
+                    piece_level = _STRICTNESS.get(decision.verdict.value, 4)
+                    if piece_level > level:
+                        strictest, level, from_cache = decision, piece_level, cached
+                    if piece_level >= 4:
+                        break
         if deadline.cancelled_caught:
             log.error(
                 "policy %s timed out in %s after %ss over %d pieces; %s request_id=%s tenant_id=%s",
@@ -412,14 +435,24 @@ class PolicyEngine:
             )
             return _failure_decision(policy.name, hook, f"policy timed out after {self.policy_timeout}s", fails_open), False
         except Exception as error:  # noqa: BLE001 - fail closed on any policy failure
-            logger.exception(
-                "policy %s raised in %s; %s request_id=%s tenant_id=%s",
-                policy.name, hook, effect, exchange.request_id, exchange.tenant_id,
-            )
-            return _failure_decision(policy.name, hook, f"policy raised {type(error).__name__}", fails_open), False
+            return self._policy_failed(exchange, hook, policy, error, logger, effect, fails_open), False
         if not isinstance(decision, Decision):
             return _failure_decision(policy.name, hook, "policy returned no decision"), False
         return decision, True
+
+    def _policy_failed(
+        self, exchange: Exchange, hook: str, policy: Policy, error: Exception, logger: logging.Logger = log,
+        effect: str = "", fails_open: bool | None = None,
+    ) -> Decision:
+        """The decision of a policy that raised: BLOCK (fail closed), or LOG where it fails open."""
+        if fails_open is None:
+            fails_open = policy.name in self.fail_open
+            effect = "request allowed (fail_open = true)" if fails_open else "request blocked (fail closed)"
+        logger.error(
+            "policy %s raised in %s; %s request_id=%s tenant_id=%s",
+            policy.name, hook, effect, exchange.request_id, exchange.tenant_id, exc_info=error,
+        )
+        return _failure_decision(policy.name, hook, f"policy raised {type(error).__name__}", fails_open)
 
 
 def stream_holdbacks(policies: list[Policy], monitored: frozenset[str], cap: int) -> list[tuple[str, Holdback]]:
@@ -477,6 +510,25 @@ class ShadowRunner:
             shadow_log.exception("shadow evaluation failed request_id=%s", exchange.request_id)
         finally:
             self.pending -= 1
+
+
+def _asking(hook: str, args: tuple[Any, ...]) -> Invoke:
+    """The call of ``hook`` with ``args`` on whichever policy is asked."""
+    return lambda policy: getattr(policy, hook)(*args)
+
+
+def _batches(sizes: list[int]) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of ``sizes`` of about ``BATCH_CHARS`` characters each."""
+    ranges: list[tuple[int, int]] = []
+    start = total = 0
+    for number, size in enumerate(sizes):
+        if number > start and total + size > BATCH_CHARS:
+            ranges.append((start, number))
+            start, total = number, 0
+        total += size
+    if start < len(sizes):
+        ranges.append((start, len(sizes)))
+    return ranges
 
 
 def _tool_response_call(rid: str, agent: Any, tool: Tool, response: dict[str, Any]) -> Invoke:

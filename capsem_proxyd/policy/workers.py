@@ -142,6 +142,18 @@ def run_hook(index: int, hook: str, args: tuple[Any, ...]) -> Decision:
     return trio.run(functools.partial(method, *args))
 
 
+def run_hooks(index: int, hook: str, calls: list[tuple[Any, ...]]) -> list[Decision]:
+    """Several calls of one hook, in order, up to and including the first BLOCK (what follows it
+    could not make the decision stricter)."""
+    decisions = []
+    for args in calls:
+        decision = run_hook(index, hook, args)
+        decisions.append(decision)
+        if isinstance(decision, Decision) and decision.verdict.value == "BLOCK":
+            break
+    return decisions
+
+
 def crash() -> None:  # pragma: no cover - runs in a worker; the tests' way to kill one
     os._exit(3)
 
@@ -194,6 +206,24 @@ class RemotePolicy(Policy):
             result: Decision = await getattr(local, hook)(*args)
             return result
         return await pool.run(self.index, hook, args)
+
+    async def decide_many(self, hook: str, calls: list[tuple[Any, ...]]) -> list[Decision]:
+        """The engine's batch of pieces: one round trip to a worker for all of them (up to the first
+        BLOCK, as ``run_hooks``)."""
+        pool = self.pool
+        if pool is None:
+            pool = self.pool = WorkerPool([self.spec], 1)
+        await pool.start()
+        local = pool.local_copy(self.index) if pool.failed else None
+        if local is None:
+            return await pool.run_many(self.index, hook, calls)
+        decisions = []
+        for args in calls:
+            decision: Decision = await getattr(local, hook)(*args)
+            decisions.append(decision)
+            if decision.verdict.value == "BLOCK":
+                break
+        return decisions
 
     async def on_model_call(
         self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str,
@@ -280,6 +310,14 @@ class WorkerPool:
         assert holder is not None and holder.context is not None
         result: Decision = await holder.context.run_sync(
             run_hook, index, hook, args, limiter=self._limiter, kill_on_cancel=True
+        )
+        return result
+
+    async def run_many(self, index: int, hook: str, calls: list[tuple[Any, ...]]) -> list[Decision]:
+        holder = self._holder
+        assert holder is not None and holder.context is not None
+        result: list[Decision] = await holder.context.run_sync(
+            run_hooks, index, hook, calls, limiter=self._limiter, kill_on_cancel=True
         )
         return result
 

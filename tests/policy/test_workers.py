@@ -22,10 +22,10 @@ from tests.support.proxy import OPENAI_KEY
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def heavy_folder(tmp_path: Path, extra: str = "") -> Path:
+def heavy_folder(tmp_path: Path, extra: str = "", name: str = "HeavyPolicy") -> Path:
     folder = tmp_path / "policies"
     folder.mkdir()
-    (folder / "heavy.toml").write_text(f'class = "tests.support.policies:HeavyPolicy"\n{extra}')
+    (folder / "heavy.toml").write_text(f'class = "tests.support.policies:{name}"\n{extra}')
     return folder
 
 
@@ -39,10 +39,11 @@ def details(response: httpx.Response) -> str:
     return str(response.json()["error"]["capsem"]["details"])
 
 
+@pytest.mark.parametrize("name", ["HeavyPolicy", "SplittableHeavyPolicy"])  # one call; batches of pieces
 async def test_a_cpu_heavy_policy_decides_in_a_worker_and_a_dead_or_stalled_worker_fails_closed(
-    start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path
+    start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path, name: str
 ) -> None:
-    proxy = await start_proxy(proxy_settings, policy_dir=str(heavy_folder(tmp_path)), policy_timeout=3.0,
+    proxy = await start_proxy(proxy_settings, policy_dir=str(heavy_folder(tmp_path, name=name)), policy_timeout=3.0,
                               policy_processes=2)
     whoami = await ask(proxy.url, "whoami")
     assert whoami.status_code == 400

@@ -153,3 +153,9 @@ class HeavyPolicy(Policy):
     @classmethod
     def from_config(cls, config: dict) -> HeavyPolicy:
         return cls()
+
+
+class SplittableHeavyPolicy(HeavyPolicy):
+    """The same, splittable: the engine sends it its pieces in batches (``decide_many``)."""
+
+    splittable = True
