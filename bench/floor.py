@@ -4,9 +4,11 @@
 own bytes, without an upstream: the ceiling of any app on this server stack
 (the issue's "bare Hypercorn + trio" line). ``--mode forward`` relays each
 request through one pooled ``httpx.AsyncClient`` the way its documentation
-shows (``build_request`` + ``send(stream=True)``), streaming the reply back
-unchecked: what a proxy hop on Hypercorn + trio + httpx costs before it does
-anything of its own. capsem-proxyd's distance from ``forward`` is the cost of
+shows (``build_request`` + ``send(stream=True)``): a JSON reply read whole and
+sent with its length, a stream relayed as it comes, nothing checked. That is
+the stack floor of the performance target (the bare Hypercorn reply plus one
+httpx exchange): what a proxy hop on Hypercorn + trio + httpx costs before it
+does anything of its own. capsem-proxyd's distance from ``forward`` is the cost of
 its parsing, checks, logs, metrics and error handling.
 """
 
@@ -54,8 +56,17 @@ def forward_app(upstream: str) -> Any:
         request = client.build_request(scope["method"], path, headers=headers, content=body)
         response = await client.send(request, stream=True)
         try:
+            kind = response.headers.get("content-type", "").encode()
+            if not kind.startswith(b"text/event-stream"):
+                # A JSON reply is read whole and sent in one piece with its length, as capsem-proxyd does
+                # (it must see all of it before a policy can pass it): the cheapest a relay can be.
+                content = await response.aread()
+                await send({"type": "http.response.start", "status": response.status_code,
+                            "headers": [(b"content-type", kind), (b"content-length", b"%d" % len(content))]})
+                await send({"type": "http.response.body", "body": content})
+                return
             await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": [(b"content-type", response.headers.get("content-type", "").encode())]})
+                        "headers": [(b"content-type", kind)]})
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})

@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import agent, nginx, payloads, probe, profile, scaling, wrk
+import httpx
+
+from bench import agent, latency, nginx, payloads, probe, profile, scaling, wrk
 from bench.processes import Children, cpu_seconds, free_port, rss_bytes, wait_listening
 from bench.systems import (
     ALL,
@@ -29,6 +31,8 @@ from bench.systems import (
 )
 
 Log = Callable[[str], None]
+# Answer length and runs per pair of the latency section, by preset (a 400-character answer streams ~3 s).
+LATENCY_PRESETS = {"full": (400, 5), "quick": (400, 3), "smoke": (40, 1)}
 
 
 @dataclass
@@ -46,6 +50,7 @@ class Plan:
     mode: str = "full"
     scaling: bool = True  # stream-size and --workers measurements of capsem-proxyd (bench/scaling.py)
     baseline: str | None = None  # git ref measured as capsem-proxyd-baseline
+    latency: bool = True  # the user-felt latency section (bench/latency.py)
     agent: bool = True  # the agent-session workload (bench/agent.py)
 
 
@@ -98,6 +103,14 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
             log(f"== OTLP sink: {exports} span exports received from {CapsemProxydOtel.label}")
         if plan.scaling and "capsem-proxyd" in plan.systems:
             results["scaling"] = _scaling(context, plan, tools, work, log)
+        if plan.latency:
+            length, runs = LATENCY_PRESETS.get(plan.mode, (400, 5))
+            log("== user-felt latency: paced streams, direct vs capsem-proxyd under each policy folder")
+            try:
+                results["latency"] = latency.measure(context, length, runs, log)
+            except (RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as error:
+                log(f"   FAILED: {error}")
+                results["latency"] = {"skipped": f"failed: {error}"}
         if plan.agent and "capsem-proxyd" in plan.systems:
             try:
                 results["agent"] = agent.run(context, tools["nginx"], plan.mode, log)

@@ -114,8 +114,8 @@ class Settings:
     )
     keyfile: str | None = setting(None, "PEM private key for --certfile.", file=True)
     stream_holdback: int = setting(
-        64, "Characters of streamed text held back until a later check (>= the longest term a policy matches).",
-        minimum=0,
+        64, "The cap: characters of streamed text held back for a policy that may match text of any length or "
+        "declares no stream_holdback (policies that declare one hold only what they need).", minimum=0,
     )
     verdict_cache_size: int = setting(
         100_000, "Most policy decisions remembered per configuration (LRU; about 200 bytes each), so that content "

@@ -33,15 +33,16 @@ from capsem_proxyd.dialects.base import (
     as_str,
     bearer_token,
     decode_base64,
-    parse_json_event,
+    json_object_event,
     parse_usage_event,
     stream_key,
     sum_counts,
     token_count,
+    upstream_error_view,
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
-from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
+from capsem_proxyd.errors import ProxyError, decision_fields
 from capsem_proxyd.views import (
     ALL_CHANNELS,
     EMPTY_STREAM_VIEW,
@@ -243,11 +244,9 @@ class AnthropicMessagesDialect(Dialect):
         return view
 
     def stream_view(self, event: StreamEvent) -> StreamView:
-        payload = parse_json_event(event)
+        payload = json_object_event(event)
         if payload is None:
             return EMPTY_STREAM_VIEW
-        if not isinstance(payload, dict):
-            raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         kind = as_str(payload.get("type")) or event.event
         index = (TEXT, stream_key(payload.get("index")))
         if kind == "content_block_delta":
@@ -261,7 +260,7 @@ class AnthropicMessagesDialect(Dialect):
         if kind == "ping":
             return _with_rest(StreamView(), payload)
         if kind == "error":
-            return StreamView(error=as_str(as_dict(payload.get("error")).get("message")) or "upstream stream error")
+            return upstream_error_view(payload.get("error"))
         if kind == "message_start":
             return self._message_start_view(payload)
         view = StreamView()  # message_delta, and any event type we do not know

@@ -133,6 +133,32 @@ def parse_json_event(event: StreamEvent) -> Any:
         raise upstream_unavailable("The upstream sent a stream event that is not valid JSON.") from None
 
 
+def json_object_event(event: StreamEvent) -> dict[str, Any] | None:
+    """An event's JSON object (None when it carries no data); anything else breaks the stream."""
+    payload = parse_json_event(event)
+    if payload is not None and not isinstance(payload, dict):
+        raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
+    return payload
+
+
+def upstream_error_view(error: Any) -> StreamView:
+    """An error the upstream itself reported inside its stream: passed on as it is."""
+    return StreamView(error=as_str(as_dict(error).get("message")) or "upstream stream error")
+
+
+def reply_usage(body: Any, input_field: str, output_field: str) -> Usage | None:
+    """The token counts of a reply's ``usage`` object, under the API's names for them, and its model.
+
+    None when the body states neither: nothing to record.
+    """
+    body = as_dict(body)
+    usage = as_dict(body.get("usage"))
+    model = as_str(body.get("model")) or None
+    if not usage and model is None:
+        return None
+    return Usage(token_count(usage.get(input_field)), token_count(usage.get(output_field)), model)
+
+
 def token_count(value: Any) -> int | None:
     """A token count as the provider stated it: a non-negative integer, else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

@@ -32,11 +32,12 @@ from capsem_proxyd.dialects.base import (
     as_dict,
     as_str,
     decode_base64,
-    parse_json_event,
+    json_object_event,
     parse_usage_event,
     stream_key,
     sum_counts,
     token_count,
+    upstream_error_view,
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept, refuse_double_spellings
 from capsem_proxyd.dialects.framing import (
@@ -45,7 +46,7 @@ from capsem_proxyd.dialects.framing import (
     StreamEvent,
     encode_json_array_error,
 )
-from capsem_proxyd.errors import ProxyError, decision_fields, upstream_unavailable
+from capsem_proxyd.errors import ProxyError, decision_fields
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
     MediaPart,
@@ -127,8 +128,6 @@ _FUNCTION_CALL = ("functionCall", "function_call")
 _INLINE = ("inlineData", "inline_data")
 _SYSTEM = ("systemInstruction", "system_instruction")
 _DECLARATIONS = ("functionDeclarations", "function_declarations")
-_CHUNK_NOT_CONTENT = frozenset({"usageMetadata", "usage_metadata", "modelVersion", "model_version", "responseId",
-                                "response_id", "createTime", "create_time"})
 
 
 def field(container: dict[str, Any], camel_name: str, snake_name: str) -> Any:
@@ -272,24 +271,18 @@ class GeminiDialect(Dialect):
         return view
 
     def stream_view(self, event: StreamEvent) -> StreamView:
-        chunk = parse_json_event(event)
+        chunk = json_object_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
-        if not isinstance(chunk, dict):
-            raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         if "error" in chunk:
-            return StreamView(error=as_str(as_dict(chunk["error"]).get("message")) or "upstream stream error")
+            return upstream_error_view(chunk["error"])
         view = StreamView()
-        root = REPLY_NOT_CONTENT.root
-        for key, value in chunk.items():
-            if key in _CHUNK_NOT_CONTENT:
-                continue
-            if key == "candidates" and isinstance(value, list):
-                below = root.child("candidates")
-                for candidate in value:
-                    _candidate_delta(candidate, below.child(0) if below is not None else None, view)
+        for key, value, below in SORTER.fields(chunk, REPLY_NOT_CONTENT.root, view.content):
+            if key == "candidates":
+                for _, candidate, at in SORTER.items(value, below, view.content):
+                    _candidate_delta(candidate, at, view)
             else:
-                SORTER.add(view.content, {key: value}, root)
+                SORTER.add(view.content, value, below)
         return view
 
 

@@ -17,11 +17,17 @@ from __future__ import annotations
 from typing import Any
 
 from capsem_proxyd.dialects import vocabulary
-from capsem_proxyd.dialects.base import as_dict, as_str, parse_arguments, parse_json_event, stream_key
+from capsem_proxyd.dialects.base import (
+    as_dict,
+    as_str,
+    json_object_event,
+    parse_arguments,
+    stream_key,
+    upstream_error_view,
+)
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_stream_usage, openai_usage
-from capsem_proxyd.errors import upstream_unavailable
 from capsem_proxyd.views import (
     ALL_CHANNELS,
     EMPTY_STREAM_VIEW,
@@ -62,9 +68,6 @@ REPLY_NOT_CONTENT = Paths(
     "choices.*.delta.tool_calls.*.type", "choices.*.delta.audio.id", "choices.*.delta.audio.expires_at",
 )
 SORTER = Sorter(vocabulary.OPENAI_CHAT)
-# Top-level fields of a stream chunk that never carry content: skipped without a walk.
-_CHUNK_NOT_CONTENT = frozenset({"id", "object", "created", "model", "system_fingerprint", "service_tier", "usage",
-                                "obfuscation"})
 _DELTA_TEXT = ("content", "refusal")
 _DELTA_THOUGHTS = ("reasoning_content", "reasoning")
 
@@ -202,24 +205,18 @@ class OpenAIChatDialect(OpenAIDialect):
     def stream_view(self, event: StreamEvent) -> StreamView:
         if event.data.startswith("[DONE]"):
             return StreamView(finished=[ALL_CHANNELS])
-        chunk = parse_json_event(event)
+        chunk = json_object_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
-        if not isinstance(chunk, dict):
-            raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         if chunk.get("error"):
-            return StreamView(error=as_str(as_dict(chunk["error"]).get("message")) or "upstream stream error")
+            return upstream_error_view(chunk["error"])
         view = StreamView()
-        root = REPLY_NOT_CONTENT.root
-        for key, value in chunk.items():
-            if key in _CHUNK_NOT_CONTENT:
-                continue
-            if key == "choices" and isinstance(value, list):
-                below = root.child("choices")
-                for choice in value:
-                    _choice_delta(choice, below.child(0) if below is not None else None, view)
+        for key, value, below in SORTER.fields(chunk, REPLY_NOT_CONTENT.root, view.content):
+            if key == "choices":
+                for _, choice, at in SORTER.items(value, below, view.content):
+                    _choice_delta(choice, at, view)
             else:
-                SORTER.add(view.content, {key: value}, root)
+                SORTER.add(view.content, value, below)
         return view
 
 

@@ -14,14 +14,13 @@ from typing import Any
 
 from capsem_proxyd.dialects.base import (
     Dialect,
-    as_dict,
     as_str,
     bearer_token,
     decode_base64,
     is_data_url,
     media_from_data_url,
     parse_usage_event,
-    token_count,
+    reply_usage,
 )
 from capsem_proxyd.dialects.content import Node, Sorter
 from capsem_proxyd.dialects.framing import StreamEvent
@@ -67,12 +66,7 @@ def openai_usage(body: Any) -> Usage | None:
 
     ``prompt_tokens`` already counts cached tokens, ``completion_tokens`` reasoning tokens.
     """
-    body = as_dict(body)
-    usage = as_dict(body.get("usage"))
-    model = as_str(body.get("model")) or None
-    if not usage and model is None:
-        return None
-    return Usage(token_count(usage.get("prompt_tokens")), token_count(usage.get("completion_tokens")), model)
+    return reply_usage(body, "prompt_tokens", "completion_tokens")
 
 
 def openai_stream_usage(event: StreamEvent) -> Usage | None:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from capsem_proxyd.dialects.base import as_dict, as_str, parse_json_event, stream_key
+from capsem_proxyd.dialects.base import json_object_event, stream_key, upstream_error_view
 from capsem_proxyd.dialects.content import Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_chat import SORTER
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_stream_usage, openai_usage
 from capsem_proxyd.dialects.openai_inputs import token_ids_as_text
-from capsem_proxyd.errors import upstream_unavailable
 from capsem_proxyd.views import ALL_CHANNELS, EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
 REQUEST_NOT_CONTENT = Paths(
@@ -56,13 +55,11 @@ class OpenAICompletionsDialect(OpenAIDialect):
     def stream_view(self, event: StreamEvent) -> StreamView:
         if event.data.startswith("[DONE]"):
             return StreamView(finished=[ALL_CHANNELS])
-        chunk = parse_json_event(event)
+        chunk = json_object_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
-        if not isinstance(chunk, dict):
-            raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         if chunk.get("error"):
-            return StreamView(error=as_str(as_dict(chunk["error"]).get("message")) or "upstream stream error")
+            return upstream_error_view(chunk["error"])
         view = StreamView()
         for key, value in chunk.items():
             if key == "choices" and isinstance(value, list):

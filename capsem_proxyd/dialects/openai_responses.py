@@ -34,16 +34,17 @@ from capsem_proxyd.dialects.base import (
     as_dict,
     as_str,
     decode_base64,
+    json_object_event,
     parse_arguments,
-    parse_json_event,
     parse_usage_event,
+    reply_usage,
     stream_key,
-    token_count,
+    upstream_error_view,
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_error_body
-from capsem_proxyd.errors import ProxyError, upstream_unavailable
+from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.views import (
     ALL_CHANNELS,
     EMPTY_STREAM_VIEW,
@@ -143,12 +144,7 @@ class OpenAIResponsesDialect(OpenAIDialect):
 
     def usage(self, body: Any) -> Usage | None:
         """``usage.input_tokens`` (cached included) and ``output_tokens`` (reasoning included)."""
-        body = as_dict(body)
-        usage = as_dict(body.get("usage"))
-        model = as_str(body.get("model")) or None
-        if not usage and model is None:
-            return None
-        return Usage(token_count(usage.get("input_tokens")), token_count(usage.get("output_tokens")), model)
+        return reply_usage(body, "input_tokens", "output_tokens")
 
     def stream_usage(self, event: StreamEvent) -> Usage | None:
         """The response object of ``response.created`` / ``response.completed`` (usage on the last)."""
@@ -235,15 +231,12 @@ class OpenAIResponsesDialect(OpenAIDialect):
         return view
 
     def stream_view(self, event: StreamEvent) -> StreamView:
-        payload = parse_json_event(event)
+        payload = json_object_event(event)
         if payload is None:
             return EMPTY_STREAM_VIEW
-        if not isinstance(payload, dict):
-            raise upstream_unavailable("The upstream sent a stream event that is not a JSON object.")
         kind = as_str(payload.get("type")) or event.event or ""
         if kind in ("error", "response.failed"):
-            error = as_dict(as_dict(payload.get("response")).get("error")) or payload
-            return StreamView(error=as_str(error.get("message")) or "upstream stream error")
+            return upstream_error_view(as_dict(as_dict(payload.get("response")).get("error")) or payload)
         if kind in _TEXT_DELTAS or kind in _THOUGHT_DELTAS:
             view = StreamView()
             delta = payload.get("delta")

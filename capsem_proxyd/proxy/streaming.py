@@ -14,11 +14,15 @@ Release rules, the heart of streaming enforcement:
   regex, its width; for a policy that may match text of any length, the
   ``--stream-holdback`` cap), so a forbidden term split across chunks is
   never delivered whole, nor is its beginning;
-* checks run on the accumulated text, throttled: the next check waits until
-  the unchecked text is at least ``check_chars`` or a fraction of what is
-  already checked, so the total cost stays linear in the reply size; until
-  the first text has gone out, every event is checked at once, so the first
-  text reaches the client without waiting for the throttle;
+* checks run on the accumulated text. Until the first text has gone out,
+  every event is checked at once, so the first text reaches the client
+  without waiting; after that, as long as a check is cheap (under
+  ``eager_check_seconds``), one runs after every upstream read that left
+  text waiting, so no character waits for a throttle; when checks become
+  costly (a heavy policy, a long text), the next one waits until the
+  unchecked text is at least ``check_chars`` or a fraction of what is
+  already checked, or ``check_interval`` has passed, so the total cost stays
+  linear in the reply size;
 * an event carrying part of a tool call is held until the call is complete
   and ``on_tool_call`` passed; events behind it wait, preserving order;
 * at the end, one last check on the complete text, then everything goes.
@@ -71,6 +75,10 @@ class StreamSettings:
     check_chars: int = 256
     check_growth: float = 0.25
     check_interval: float = 0.05
+    # A check that took less than this runs after every upstream read that left text waiting: cheap
+    # checks (the Debug and Rules policies on an answer of tens of kB) keep no character waiting for
+    # the throttle; costly ones (PII analysis, long texts) fall back to it.
+    eager_check_seconds: float = 0.0005
     channel_size: int = 8
     idle_timeout: float | None = DEFAULTS.upstream_timeout
     max_bytes: int | None = None  # upstream bytes one stream may carry; beyond, it ends with an error event
@@ -187,6 +195,7 @@ class StreamPump:
         self._unchecked = 0  # characters of every channel not yet covered by a check
         self._checked_total = 0
         self._last_check = time.monotonic()
+        self._last_check_cost = 0.0  # seconds the last check took (eager checks while it is small)
         self._text_released = False
         self._pending: deque[_PendingEvent] = deque()
         self._calls: dict[Any, _OpenCall] = {}
@@ -301,6 +310,11 @@ class StreamPump:
                         if self._final_released:
                             await self._record_stored()
                         yield released  # time to first byte: no waiting for the rest of the batch
+                if self._unchecked and self._last_check_cost <= self.settings.eager_check_seconds:
+                    await self._check_text()  # the batch is over: nothing more to wait for
+                    released = self._release()
+                    if released:
+                        out.append(released)
                 if out:
                     if self._final_released:
                         await self._record_stored()
@@ -445,6 +459,7 @@ class StreamPump:
         choices = {
             channel.choice for channel in self._channels.values() if every_choice or channel.length > channel.checked
         }
+        begun = time.perf_counter()
         for choice in choices:
             text = self._whole(choice, False)
             thoughts = self._whole(choice, True)
@@ -457,6 +472,7 @@ class StreamPump:
                     channel.releasable = channel.length - self.engine.held(whole)
         self._unchecked = 0
         self._last_check = time.monotonic()
+        self._last_check_cost = time.perf_counter() - begun
 
     def _whole(self, choice: Any, thought: bool) -> str:
         channel = self._channels.get((choice, thought))

@@ -11,10 +11,10 @@ import trio
 
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.support.proxy import ANTHROPIC_KEY, Proxy, in_thread
+from tests.support.streams import LONG_TEXT, assert_upstream_closed_at_once, endless_blocked_reply, split_marker_chunks
 
 MODEL = "claude-sonnet-4-6"
 USER = [{"role": "user", "content": "tell me a story"}]
-LONG_TEXT = "All work and no play makes Jack a dull boy. " * 40
 WEATHER_TOOL = {
     "name": "get_weather",
     "description": "Weather for a city",
@@ -253,15 +253,7 @@ async def test_streamed_tool_use_round_trips(proxy: Proxy, fake: FakeUpstream) -
     ]
 
 
-@pytest.mark.parametrize(
-    "chunks",
-    [
-        ["Once upon a time caps", "em_bl", "ock appeared"],
-        ["c", "a", "p", "s", "e", "m", "_", "b", "l", "o", "c", "k"],
-        [LONG_TEXT, "the end: CAPSEM_", "BLOCK", LONG_TEXT],
-    ],
-    ids=["three-way-split", "char-by-char", "after-long-text"],
-)
+@split_marker_chunks
 async def test_term_split_across_chunks_is_blocked_and_never_delivered_whole(
     proxy: Proxy, fake: FakeUpstream, chunks: list[str]
 ) -> None:
@@ -275,12 +267,10 @@ async def test_term_split_across_chunks_is_blocked_and_never_delivered_whole(
 
 
 async def test_blocked_stream_closes_the_upstream_at_once(proxy: Proxy, fake: FakeUpstream) -> None:
-    fake.script(Reply(chunks=["here comes capsem_block"] + ["and more text "] * 2000, chunk_delay=0.005))
+    fake.script(endless_blocked_reply())
     _, error = await in_thread(collect_until_error, proxy)
     assert error is not None
-    with trio.fail_after(1):
-        await fake.streams[0].closed.wait()
-    assert fake.streams[0].client_closed and not fake.streams[0].completed
+    await assert_upstream_closed_at_once(fake)
 
 
 async def _raw_stream(proxy: Proxy, **body: object) -> bytes:

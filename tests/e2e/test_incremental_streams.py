@@ -1,0 +1,92 @@
+"""A short streamed answer reaches the client as it is written, not all at once at the end.
+
+With the default configuration (the Debug policy, which holds only an end of
+text that could still become its marker), a few dozen characters sent in
+five chunks 0.4 s apart must reach the SDK piece by piece: the first text
+arrives long before the stream ends (more than two chunk intervals). With the
+old fixed 64-character hold-back, an answer this short arrived whole at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from google.genai import types as genai_types
+
+from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.proxy import GEMINI_KEY, Proxy, in_thread
+
+CHUNKS = ["Sure, ", "here is ", "a short ", "and friendly ", "answer."]
+DELAY = 0.4
+
+
+def _openai_chat(proxy: Proxy) -> Iterator[str]:
+    with proxy.openai() as client:
+        for chunk in client.chat.completions.create(
+            model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "hi"}]
+        ):
+            yield "".join(choice.delta.content or "" for choice in chunk.choices)
+
+
+def _openai_responses(proxy: Proxy) -> Iterator[str]:
+    with proxy.openai() as client:
+        for event in client.responses.create(model="gpt-4o-mini", input="hi", stream=True):
+            yield event.delta if event.type == "response.output_text.delta" else ""
+
+
+def _anthropic(proxy: Proxy) -> Iterator[str]:
+    with proxy.anthropic() as client, client.messages.stream(
+        model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        yield from stream.text_stream
+
+
+def _gemini_sse(proxy: Proxy) -> Iterator[str]:
+    with proxy.gemini() as client:
+        for chunk in client.models.generate_content_stream(
+            model="gemini-2.5-flash", contents="hi", config=genai_types.GenerateContentConfig()
+        ):
+            yield chunk.text or ""
+
+
+def _gemini_json_array(proxy: Proxy) -> Iterator[str]:
+    """The streamed JSON array (no ``alt=sse``), read as its bytes arrive."""
+    with httpx.Client(base_url=proxy.url, timeout=30) as client, client.stream(
+        "POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}, headers={"x-goog-api-key": GEMINI_KEY},
+    ) as response:
+        for piece in response.iter_bytes():
+            yield piece.decode() if b'"text"' in piece else ""
+
+
+SHAPES: dict[str, Callable[[Proxy], Iterator[str]]] = {
+    "chat completions": _openai_chat,
+    "responses": _openai_responses,
+    "anthropic messages": _anthropic,
+    "gemini sse": _gemini_sse,
+    "gemini json array": _gemini_json_array,
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_a_short_answer_streams_incrementally(shape: str, proxy: Proxy, fake: FakeUpstream) -> None:
+    fake.script(Reply(chunks=CHUNKS, chunk_delay=DELAY))
+
+    def read() -> tuple[float, float, str]:
+        started = time.monotonic()
+        first: float | None = None
+        texts = []
+        for text in SHAPES[shape](proxy):
+            if text and first is None:
+                first = time.monotonic() - started
+            texts.append(text)
+        assert first is not None, "no text arrived"
+        return first, time.monotonic() - started, "".join(texts)
+
+    first, whole, text = await in_thread(read)
+    if shape != "gemini json array":
+        assert text == "".join(CHUNKS)
+    assert whole - first > 2 * DELAY, f"first text at {first:.2f} s, stream over at {whole:.2f} s"
