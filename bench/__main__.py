@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import latency, report, runner, tools
+from bench import agent, latency, report, runner, tools
 from bench.systems import ALL, DEFAULT_SYSTEMS, WORKLOADS
 
 HERE = Path(__file__).resolve().parent
@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy capsem-proxyd under the N-connection loads")
     parser.add_argument("--no-scaling", action="store_true",
                         help="skip the stream-size (10 kB vs 1 MB) and --workers 2 measurements of capsem-proxyd")
+    parser.add_argument("--no-agent", action="store_true",
+                        help="skip the agent-session workload (bench/agent.py: 50-turn conversations, PII first-seen)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores 0 (proxy) and 1 (load, upstream)")
     parser.add_argument("--no-install", action="store_true", help="fail instead of apt-get installing nginx/wrk")
     parser.add_argument("--output", type=Path, help="results JSON path (default bench/results/bench-<mode>-<time>.json)")
@@ -78,6 +80,7 @@ def plan_from(args: argparse.Namespace) -> runner.Plan:
         mode=args.mode,
         baseline=args.baseline,
         latency=not args.no_latency,
+        agent=not args.no_agent,
     )
 
 
@@ -94,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     results = runner.run(plan, found, args.work.resolve(), log)
     table_rows = report.rows(results)
     checked = (report.targets(table_rows) + report.scaling_targets(results.get("scaling"))
-               + latency.targets(results.get("latency")))
+               + latency.targets(results.get("latency")) + agent.targets(results.get("agent")))
     results["rows"], results["targets"] = table_rows, checked
     table = report.markdown(results, table_rows)
     for extra in (report.export_cost_markdown(results, table_rows), report.scaling_markdown(results.get("scaling")),
-                  latency.markdown(results.get("latency"))):
+                  latency.markdown(results.get("latency")), agent.markdown(results.get("agent"))):
         if extra:
             table += "\n\n" + extra
     goals = report.targets_markdown(checked)

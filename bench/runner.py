@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench import latency, nginx, payloads, probe, profile, scaling, wrk
+from bench import agent, latency, nginx, payloads, probe, profile, scaling, wrk
 from bench.processes import Children, cpu_seconds, free_port, rss_bytes, wait_listening
 from bench.systems import (
     ALL,
@@ -51,6 +51,7 @@ class Plan:
     scaling: bool = True  # stream-size and --workers measurements of capsem-proxyd (bench/scaling.py)
     baseline: str | None = None  # git ref measured as capsem-proxyd-baseline
     latency: bool = True  # the user-felt latency section (bench/latency.py)
+    agent: bool = True  # the agent-session workload (bench/agent.py)
 
 
 def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict[str, Any]:
@@ -110,6 +111,12 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
             except (RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as error:
                 log(f"   FAILED: {error}")
                 results["latency"] = {"skipped": f"failed: {error}"}
+        if plan.agent and "capsem-proxyd" in plan.systems:
+            try:
+                results["agent"] = agent.run(context, tools["nginx"], plan.mode, log)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                log(f"   agent sessions FAILED: {error}")
+                results["agent"] = {"skipped": f"failed: {error}", "sessions": {}}
     finally:
         children.close()
         results["meta"]["processes"] = children.started

@@ -117,6 +117,17 @@ class Settings:
         64, "The cap: characters of streamed text held back for a policy that may match text of any length or "
         "declares no stream_holdback (policies that declare one hold only what they need).", minimum=0,
     )
+    verdict_cache_size: int = setting(
+        100_000, "Most policy decisions remembered per configuration (LRU; about 200 bytes each), so that content "
+        "an agent resends every turn is analysed once per tenant: requests are checked piece by piece (messages, "
+        "tool results, tool definitions, and the seams between pieces) by the policies that allow it. 0: no cache, "
+        "every policy sees every request whole. Emptied by a reload.", minimum=0, reloads=True,
+    )
+    policy_processes: int = setting(
+        0, "Worker processes that run CPU-heavy policies (the PII analysis) beside the event loop, each with its own "
+        "copy of those policies: 0 means one per usable core, divided among --workers. A policy file with "
+        "processes = false keeps its policy in the proxy's process.", minimum=0, maximum=64, reloads=True,
+    )
     confirm_action: str = setting("block", "What a CONFIRM verdict does.", choices=("block", "allow"), reloads=True)
     log_level: str = setting("info", "Log level.", choices=("debug", "info", "warning", "error"))
     graceful_timeout: float = setting(30.0, "Seconds in-flight requests get to finish on shutdown.", minimum=0)

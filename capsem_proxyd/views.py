@@ -54,11 +54,21 @@ class MediaPart:
 
 @dataclass(slots=True)
 class RequestView:
-    """The security-relevant content of one request."""
+    """The security-relevant content of one request.
+
+    ``prompt`` and ``system`` are whole texts (what a policy's hook is given);
+    ``prompt_pieces`` and ``system_pieces``, when the dialect kept them, are
+    the texts they were joined from (``"\n".join(pieces) == prompt``): each
+    message's strings, in order, so that the engine can check and remember
+    them one by one (an agent resends its whole conversation every turn).
+    None: not kept, the whole text is one piece.
+    """
 
     model: str = ""
     prompt: str = ""
     system: str = ""
+    prompt_pieces: list[str] | None = None
+    system_pieces: list[str] | None = None
     tools: list[ToolDefinition] = field(default_factory=list)
     tool_results: list[ToolResult] = field(default_factory=list)
     media: list[MediaPart] = field(default_factory=list)

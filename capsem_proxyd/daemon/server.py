@@ -24,7 +24,7 @@ from capsem_proxyd.daemon.hypercorn_server import serve_hypercorn
 from capsem_proxyd.http.app import ProxyState, create_app, proxy_state
 from capsem_proxyd.observe.audit import AuditLog
 from capsem_proxyd.observe.tracing import trace_export
-from capsem_proxyd.policy.tenants import PolicyConfig, load_policy_config
+from capsem_proxyd.policy.tenants import PolicyConfig, TenantPolicies, load_policy_config
 
 log = logging.getLogger("capsem_proxyd")
 
@@ -108,6 +108,7 @@ async def serve(
     audit = open_audit_log(settings)
     app = create_app(settings, config, audit=audit)
     state = proxy_state(app)
+    await state.policies.start()  # CPU-heavy policies' worker processes, warm before the port is served
     shutdown = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
@@ -177,7 +178,10 @@ async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> b
         return False
     for name in restart_only_changes(state.settings, settings):
         log.warning("setting %s changed; it takes effect only after a restart", name)
-    state.install(config, reloaded(state.settings, settings))
+    effective = reloaded(state.settings, settings)
+    policies = TenantPolicies(config, effective, state.recorder)
+    await policies.start()  # the new configuration's policy workers are warm before it takes over
+    state.install(config, effective, policies)
     if state.audit is not None:
         state.audit.reopen()
     log.info("reloaded: %s", config.describe(settings.stream_holdback))

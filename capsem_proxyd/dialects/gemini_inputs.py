@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from capsem_proxyd.dialects.base import as_dict
-from capsem_proxyd.dialects.content import joined, refuse_double_spellings
+from capsem_proxyd.dialects.content import kept, refuse_double_spellings
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.gemini import (
     CAMEL_TWINS,
@@ -65,8 +65,8 @@ class GeminiInputDialect(GeminiDialect):
         for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
             if key in _INNER and isinstance(value, dict):
                 inner = super().request_view(value, model)
-                prompt.append(inner.prompt)
-                view.system = inner.system
+                prompt.extend(inner.prompt_pieces or [inner.prompt])
+                view.system, view.system_pieces = inner.system, inner.system_pieces
                 view.tools, view.tool_results = inner.tools, inner.tool_results
                 view.media.extend(inner.media)
             elif key == "contents":
@@ -80,7 +80,8 @@ class GeminiInputDialect(GeminiDialect):
                         read_content(item, at, prompt, view) if name == "content" else SORTER.add(prompt, item, at)
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt = joined(prompt)
+        view.prompt_pieces = kept(prompt)
+        view.prompt = "\n".join(view.prompt_pieces)
         return view
 
     def response_view(self, body: Any) -> ResponseView:

@@ -83,13 +83,15 @@ class ProxyState:
         if self.spans is not None:
             await self.spans.aclose()
 
-    def install(self, config: PolicyConfig, settings: Settings | None = None) -> None:
+    def install(
+        self, config: PolicyConfig, settings: Settings | None = None, policies: TenantPolicies | None = None
+    ) -> None:
         """Make ``config``'s policies (and ``settings``, the reloadable ones) what new requests use;
-        requests in flight keep theirs."""
+        requests in flight keep theirs. ``policies``: built (and started) from them already."""
         if settings is not None:
             self.settings = settings
             self.stored.configure(settings)
-        self.policies = TenantPolicies(config, self.settings, self.recorder)
+        self.policies = policies or TenantPolicies(config, self.settings, self.recorder)
 
 
 def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None = None) -> ControlPlane:

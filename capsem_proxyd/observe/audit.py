@@ -24,7 +24,7 @@ import orjson
 from capsem.models import Decision
 
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.views import StoredReference
 
 # Ids are the provider's (or what a client sent in their place): a bounded prefix is enough to find them.
@@ -98,7 +98,9 @@ class AuditRecorder(Recorder):
     def __init__(self, audit: AuditLog) -> None:
         self.audit = audit
 
-    def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
+    def decision_made(
+        self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str, cache: CacheUse | None = None
+    ) -> None:
         record: dict[str, Any] = {
             "type": "decision",
             **exchange.log_fields(),
@@ -112,6 +114,10 @@ class AuditRecorder(Recorder):
         if mode != "enforce":
             record["enforced"] = False
             record["mode"] = mode
+        if cache is not None:  # checked in pieces: this decision was the cache's, and how many pieces were
+            record["cached"] = cache.cached
+            record["pieces"] = cache.pieces
+            record["cached_pieces"] = cache.hits
         if self.audit.include_prompts and hook == "on_model_call":
             record["prompt"] = exchange.prompt
         self.audit.write(record)

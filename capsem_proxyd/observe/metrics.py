@@ -27,7 +27,7 @@ from typing import Any
 from capsem.models import Decision
 
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.observe.recorders import CacheUse, Recorder
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "capsem_proxyd"
@@ -82,6 +82,14 @@ class Metrics(Recorder):
             f"{PREFIX}_policy_decisions", "Policy decisions by hook, verdict and policy (ALLOW included).",
             ["hook", "verdict", "policy"], registry=registry,
         )
+        self._cache_hits = Counter(
+            f"{PREFIX}_verdict_cache_hits", "Pieces of content a policy's verdict came from the verdict cache for.",
+            ["hook"], registry=registry,
+        )
+        self._cache_misses = Counter(
+            f"{PREFIX}_verdict_cache_misses", "Pieces of content a policy was asked about (no cached verdict).",
+            ["hook"], registry=registry,
+        )
         self._policy_seconds = Histogram(
             f"{PREFIX}_policy_check_seconds", "Time to run one hook over all active policies.",
             ["hook"], buckets=POLICY_BUCKETS, registry=registry,
@@ -105,10 +113,17 @@ class Metrics(Recorder):
         if exchange.proxied:
             self._child(self._requests, exchange.provider, exchange.endpoint, status).inc()
 
-    def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
+    def decision_made(
+        self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str, cache: CacheUse | None = None
+    ) -> None:
         """Shadow decisions stay out of the live counts."""
         if mode != "shadow":
             self._child(self._decisions, hook, decision.verdict.value, policy).inc()
+            if cache is not None:
+                if cache.hits:
+                    self._child(self._cache_hits, hook).inc(cache.hits)
+                if cache.misses:
+                    self._child(self._cache_misses, hook).inc(cache.misses)
 
     def policy_checked(self, hook: str, seconds: float) -> None:
         self._child(self._policy_seconds, hook).observe(seconds)

@@ -50,7 +50,7 @@ from capsem.models import Decision
 from capsem_proxyd.config import Settings
 from capsem_proxyd.exchange import NO_TENANT, Exchange
 from capsem_proxyd.observe.otel_export import SpanExport
-from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.observe.tracing import TraceExport, missing_otel
 
 try:
@@ -125,7 +125,9 @@ class SpanRecorder(Recorder):
 
     # -- moments -------------------------------------------------------------
 
-    def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
+    def decision_made(
+        self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str, cache: CacheUse | None = None
+    ) -> None:
         span = self._span(exchange)
         if span is None:
             return  # a shadow decision after the request ended

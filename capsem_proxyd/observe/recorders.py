@@ -15,6 +15,9 @@ The moments:
 * ``decision_made``: a policy decided on a hook (ALLOW included). ``mode`` is
   ``enforce``, ``monitor`` (a monitor-mode policy that would have refused: no
   effect) or ``shadow`` (a shadow policy's would-be decision: no effect).
+  ``cache`` (``CacheUse``), when the content was checked in pieces: how many,
+  how many of their verdicts came from the verdict cache, and whether the
+  decision itself did.
 * ``policy_checked``: a hook ran over all active policies, in ``seconds``.
 * ``upstream_answered``: the provider's response headers arrived.
 * ``stream_started`` / ``stream_finished``: a streamed reply began to flow to
@@ -35,11 +38,27 @@ one, the pipeline does not look.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from capsem.models import Decision
 
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.views import StoredReference
+
+
+@dataclass(frozen=True, slots=True)
+class CacheUse:
+    """How a decision on content checked in pieces was made: ``pieces`` asked for (seams included),
+    ``hits`` of them answered by the verdict cache, ``cached``: the decision recorded is one the
+    cache held (for an ALLOW: every piece's was)."""
+
+    pieces: int
+    hits: int
+    cached: bool
+
+    @property
+    def misses(self) -> int:
+        return self.pieces - self.hits
 
 
 class Recorder:
@@ -50,7 +69,9 @@ class Recorder:
     def request_started(self, exchange: Exchange, headers: Mapping[str, str]) -> None:
         """A request arrived; ``headers`` by lower-case name. Never keep them: they carry keys."""
 
-    def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
+    def decision_made(
+        self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str, cache: CacheUse | None = None
+    ) -> None:
         """``policy`` is the deciding policy's name (``decision.policy`` may be a shared default)."""
 
     def policy_checked(self, hook: str, seconds: float) -> None:
@@ -95,9 +116,11 @@ class Recorders(Recorder):
         for recorder in self._started:
             recorder.request_started(exchange, headers)
 
-    def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
+    def decision_made(
+        self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str, cache: CacheUse | None = None
+    ) -> None:
         for recorder in self._decision:
-            recorder.decision_made(exchange, hook, policy, decision, mode)
+            recorder.decision_made(exchange, hook, policy, decision, mode, cache)
 
     def policy_checked(self, hook: str, seconds: float) -> None:
         for recorder in self._checked:

@@ -61,6 +61,8 @@ class DebugPolicy(Policy):
 
     # A stream holds back only an end of text that could still become the marker (usually nothing).
     stream_holdback = LiteralTerms([MARKER])
+    # The marker is in a whole exactly when it is in a piece or a seam (policies/splitting.py).
+    splittable = True
 
     def __init__(self) -> None:
         super().__init__(

@@ -48,6 +48,18 @@ here, without forking it:
 And one of Presidio's own: its ``presidio-analyzer`` logger writes the words
 around every match (prompt text) at DEBUG, and device chatter at INFO, through
 whatever the daemon's log level is. We cap that logger at WARNING.
+
+Two speed-ups that change no result (``tests/policy/test_pii_speed.py``
+compares them with Presidio's own on random text):
+
+* the spaCy pass (tokens and lemmas, ~25% of the time) only feeds context
+  words to matches already found: it runs only when a recognizer found one;
+* the phone recognizer (``phonenumbers``, pure Python: each candidate parsed
+  for each of its 8 regions, 80% of the time on source code, whose every
+  number is a candidate) is run only on the parts of the text around a
+  candidate with enough digits to be a valid number anywhere (4, the
+  shortest national number in phonenumbers' metadata); candidates with fewer
+  can never match, and the parts are cut where the matcher's own scan is.
 """
 
 from __future__ import annotations
@@ -61,6 +73,7 @@ from typing import Any
 import trio
 
 from capsem_proxyd.policies.holdback import Fixed, regex_width
+from capsem_proxyd.policies.splitting import in_worker
 
 log = logging.getLogger("capsem_proxyd.policy.pii")
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # its DEBUG lines quote prompt text
@@ -72,9 +85,12 @@ try:  # defect 1: the module's stray imports make this fail without presidio
     from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Verdict
     from capsem.policies.pii_policy import PIIEntityType, PIIPolicy
     from capsem.tools import Tool
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from phonenumbers import PhoneMetadata
+    from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
+    from phonenumbers.phonenumberutil import _SECOND_NUMBER_START_PATTERN, SUPPORTED_REGIONS
+    from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
-    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
     from spacy.language import Language
     from tldextract import TLDExtract
 except ImportError as error:  # pragma: no cover - exercised only without the extra
@@ -107,12 +123,91 @@ class OfflineEmailRecognizer(EmailRecognizer):
 
 
 class _NoDownloadSpacyNlpEngine(SpacyNlpEngine):
-    """Presidio's spaCy engine, minus the silent model download (defect 2)."""
+    """Presidio's spaCy engine, minus the silent model download (defect 2), computing lazily."""
 
     @staticmethod
     def _download_spacy_model_if_needed(model_name: str) -> None:
         if not spacy_model_installed(model_name):
             raise ValueError(f"spaCy model '{model_name}' is not installed")
+
+    def process_text(self, text: str, language: str) -> Any:
+        return _LazyArtifacts(lambda: SpacyNlpEngine.process_text(self, text, language))
+
+
+class _LazyArtifacts:
+    """Presidio's ``NlpArtifacts`` of a text, computed when first read: only context enhancement of a
+    match found reads them (and NER, which reads them always), so a text without a match skips spaCy."""
+
+    def __init__(self, compute: Any) -> None:
+        self._compute = compute
+        self._artifacts: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._artifacts is None:
+            self._artifacts = self._compute()
+        return getattr(self._artifacts, name)
+
+
+def _shortest_valid_number() -> int:
+    """The fewest digits a valid phone number of any region has (its national number's shortest length)."""
+    lengths = []
+    for region in SUPPORTED_REGIONS:
+        metadata = PhoneMetadata.metadata_for_region(region)
+        described = metadata.general_desc if metadata is not None else None
+        if described is None:
+            return 1  # nothing known about a region: every candidate may be a number
+        lengths += [length for length in described.possible_length or () if length > 0]
+    return min(lengths, default=1)
+
+
+class CandidatePhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer, run only where a candidate has the digits to be a valid number."""
+
+    min_digits = 0  # set at first use
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list:
+        if self.leniency is None or self.leniency < 1:  # POSSIBLE accepts shorter, local-only numbers
+            return super().analyze(text, entities, nlp_artifacts)
+        if not CandidatePhoneRecognizer.min_digits:
+            CandidatePhoneRecognizer.min_digits = _shortest_valid_number()
+        results = []
+        for start, end in phone_windows(text, CandidatePhoneRecognizer.min_digits):
+            for result in super().analyze(text[start:end], entities, nlp_artifacts):
+                result.start += start
+                result.end += start
+                results.append(result)
+        return EntityRecognizer.remove_duplicates(results)
+
+
+def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:
+    """The parts of ``text`` the phone matcher must see: each candidate with ``min_digits`` digits or
+    more (or any letter), from where the matcher's scan starts the search that finds it to three
+    characters past its end (the most the matcher reads after a candidate: a time stamp's ``:ss``),
+    merged where they touch."""
+    scan: list[tuple[int, int, bool]] = []  # (where the search started, candidate end, long enough)
+    index = 0
+    while True:
+        found = _PHONE_CANDIDATE.search(text, index)
+        if found is None:
+            break
+        candidate = found.group()
+        second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
+        if second:
+            candidate = candidate[:second.start()]
+        end = found.start() + max(1, len(candidate))
+        digits = sum(char.isdigit() for char in candidate)
+        scan.append((index, end, digits >= min_digits or any(char.isalpha() for char in candidate)))
+        index = end
+    windows: list[tuple[int, int]] = []
+    for start, end, long_enough in scan:
+        if not long_enough:
+            continue
+        stop = min(len(text), end + 3)
+        if windows and start <= windows[-1][1]:
+            windows[-1] = (windows[-1][0], max(windows[-1][1], stop))
+        else:
+            windows.append((start, stop))
+    return windows
 
 
 def spacy_model_installed(model_name: str) -> bool:
@@ -156,8 +251,17 @@ def _model_from_nlp_config(nlp_engine_config: dict[str, Any] | None, language: s
 
 
 class OfflinePIIPolicy(PIIPolicy):
-    """CAPSEM's PIIPolicy with an analyzer built once, offline, and run in worker threads."""
+    """CAPSEM's PIIPolicy with an analyzer built once, offline, and run off the event loop.
 
+    Splittable (``policies/splitting.py``): an entity is found in a text's
+    pieces and the seams between them as in the whole. CPU-heavy: the engine
+    runs it in worker processes (``policy/workers.py``), where it analyses in
+    line; in the proxy's own process (``processes = false`` in ``pii.toml``,
+    or no worker could start) it analyses in ``analysis_threads`` threads.
+    """
+
+    splittable = True
+    cpu_heavy = True
     entity_decisions: dict[Any, Any]  # set by PIIPolicy.__init__ (capsem ships no types)
 
     def __init__(
@@ -195,8 +299,17 @@ class OfflinePIIPolicy(PIIPolicy):
         if any(isinstance(recognizer, EmailRecognizer) for recognizer in registry.recognizers):
             registry.remove_recognizer("EmailRecognizer")
             registry.add_recognizer(OfflineEmailRecognizer(supported_language=language))
+        for recognizer in list(registry.recognizers):
+            if type(recognizer) is PhoneRecognizer:
+                registry.remove_recognizer("PhoneRecognizer")
+                registry.add_recognizer(CandidatePhoneRecognizer(
+                    context=recognizer.context, supported_language=recognizer.supported_language,
+                    supported_regions=recognizer.supported_regions, leniency=recognizer.leniency,
+                ))
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
-        self.stream_holdback = self._stream_holdback()
+        widest = self._widest_match()
+        self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
+        self.stream_holdback = widest if self.check_responses else Fixed(0)
         # Warm up now (regexes, the suffix snapshot), not on the first request.
         self._analyze_text("warm-up: someone@example.com 4111 1111 1111 1111")
         log.info(
@@ -205,12 +318,10 @@ class OfflinePIIPolicy(PIIPolicy):
             ",".join(entity.value for entity in self.entity_decisions),
         )
 
-    def _stream_holdback(self) -> Fixed | None:
-        """The widest match of the recognizers of the entities checked in replies, minus one; None
+    def _widest_match(self) -> Fixed | None:
+        """The widest match of the recognizers of the checked entities, minus one; None
         (unbounded: the cap) as soon as one has a pattern of unbounded width or no pattern at all
         (NER entities, checksum-only recognizers)."""
-        if not self.check_responses:
-            return Fixed(0)
         wanted = {entity.value for entity in self.entity_decisions}
         widest = 0
         for recognizer in self.analyzer.registry.recognizers:
@@ -241,9 +352,12 @@ class OfflinePIIPolicy(PIIPolicy):
         )
 
     async def _analyze(self, text: str) -> list:
-        """Defect 5: analyse in a bounded worker thread so the event loop keeps serving."""
+        """Defect 5: analyse in a bounded worker thread so the event loop keeps serving (in a worker
+        process, in line: the process is there for it)."""
         if not text or not text.strip():
             return []
+        if in_worker():
+            return self._analyze_text(text)
         return await trio.to_thread.run_sync(
             self._analyze_text, text, limiter=self._limiter, abandon_on_cancel=True
         )

@@ -154,7 +154,14 @@ class GlobList:
 
 
 class RulesPolicy(Policy):
-    """Literal terms and regexes per hook, tool and model globs, a prompt size limit."""
+    """Literal terms and regexes per hook, tool and model globs, a prompt size limit.
+
+    Splittable (``policies/splitting.py``): a term or regex matches a whole
+    exactly when it matches one of its pieces or seams; the prompt size and
+    the model are properties of the whole, checked by ``whole_prompt_decision``.
+    """
+
+    splittable = True
 
     def __init__(
         self,
@@ -177,6 +184,8 @@ class RulesPolicy(Policy):
         self.max_prompt_chars = max_prompt_chars
         # What a stream must hold back for this policy's reply rules (policies/holdback.py).
         self.stream_holdback = stream_holdback(self.rules["on_model_response"])
+        # What a seam between request pieces must hold: the widest match of the request-side rules.
+        self.split_holdback = stream_holdback([rule for hook in HOOKS[:3] for rule in self.rules[hook]])
 
     # -- hooks -----------------------------------------------------------------
 
@@ -189,6 +198,14 @@ class RulesPolicy(Policy):
         prompt: str,
         media: list[Media],
     ) -> Decision:
+        whole = self.whole_prompt_decision(model_name, system_instructions, prompt)
+        if whole is not None:
+            return whole
+        return self._match("on_model_call", "prompt", f"{system_instructions}\n{prompt}")
+
+    def whole_prompt_decision(self, model_name: str, system_instructions: str, prompt: str) -> Decision | None:
+        """The rules about the request as a whole: its size and its model (the engine calls this once per
+        request when it checks the text in pieces)."""
         size = len(prompt) + len(system_instructions)
         if self.max_prompt_chars is not None and size > self.max_prompt_chars:
             return _decision(
@@ -201,7 +218,7 @@ class RulesPolicy(Policy):
                 "on_model_call", Verdict.BLOCK, Reason.POLICY_VIOLATION,
                 f"rule 'models.{refusal[0]}' matched: model '{model_name}' refused ({refusal[1]})",
             )
-        return self._match("on_model_call", "prompt", f"{system_instructions}\n{prompt}")
+        return None
 
     async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Tool, args: dict) -> Decision:
         refusal = self.tools.refusal(tool.name)

@@ -17,6 +17,19 @@ Two ways to run a policy without letting it refuse anything:
   would-be verdicts are logged on ``capsem_proxyd.shadow`` and recorded with
   ``shadow=True``.
 
+Content in pieces: with a verdict cache (``--verdict-cache-size``, the
+default), a request's content is checked by the policies that declare
+``splittable = True`` (``policies/splitting.py``) piece by piece (each
+message's text, each tool result, each tool definition, each media item, and
+the seams between a prompt's pieces, ``split.py``), and a policy is asked
+about a piece only when the cache holds no decision of its on exactly that
+piece for that tenant (``verdict_cache.py``). Its decision on the hook is
+the strictest over the pieces, recorded once as before, with how many pieces
+came from the cache. Other policies get the whole view, uncached. Replies
+are never split or cached: their text is new every time, and streams are
+checked as their text grows (the hold-back), which a cache of growing text
+could not serve.
+
 Which engine a tenant's requests run under (profiles, allow-list) is
 ``policy/tenants.py``'s business. Decisions are told to the ``Recorder`` the
 engine was built with (metrics, audit log); the engine knows nothing else
@@ -26,13 +39,16 @@ about who listens.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
+import orjson
 import trio
-from capsem.models import Decision, Media, Reason, Verdict
+from capsem.models import DEFAULT_SAFE_DECISION, Decision, Media, Reason, Verdict
 from capsem.policies import Policy
 from capsem.tools import Schema, Tool
 from pydantic import ValidationError
@@ -40,10 +56,13 @@ from pydantic import ValidationError
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.policies.holdback import Fixed, Holdback, LiteralTerms, declared
+from capsem_proxyd.policies.splitting import seam_width, splittable
 from capsem_proxyd.policy.deadlines import hook_can_suspend
 from capsem_proxyd.policy.loader import PolicySet, implemented_hooks
+from capsem_proxyd.policy.split import seams
+from capsem_proxyd.policy.verdict_cache import VerdictCache
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, ToolCall, ToolDefinition
 
 log = logging.getLogger("capsem_proxyd.policy")
@@ -56,6 +75,32 @@ MAX_PENDING_SHADOW = 256
 _NO_SCHEMA = Schema.model_construct()
 # A hook call on one policy: the engine decides which policies, the caller what they are asked.
 Invoke = Callable[[Policy], Awaitable[Decision]]
+# A splittable policy's verdict on the whole texts of a prompt (``whole_prompt_decision``), or None.
+WholeCheck = Callable[[Any], "Decision | None"]
+
+
+# A remote policy (``workers.py``) is asked about this many characters of pieces per call at most: one
+# round trip per piece would keep the event loop busy with a big request's replies, and one per request
+# would hold a worker for all of it while small requests wait.
+BATCH_CHARS = 32_768
+
+
+@dataclass(slots=True)
+class Piece:
+    """One piece of a hook's content: its keyed digest (the cache's), the hook's arguments for it
+    (picklable: a remote policy is sent a batch of them), and its size in characters."""
+
+    digest: bytes
+    args: tuple[Any, ...]
+    size: int
+
+
+@dataclass(slots=True)
+class Split:
+    """A hook's content as pieces, for the splittable policies; ``whole`` asks for whole-request verdicts."""
+
+    pieces: list[Piece]
+    whole: WholeCheck | None = None
 
 
 def capsem_tool(name: str, description: str = "", parameters: Any = None) -> Tool:
@@ -92,6 +137,7 @@ class PolicyEngine:
         policy_timeout: float | None,
         shadow: ShadowRunner | None = None,
         holdback_cap: int = DEFAULTS.stream_holdback,
+        cache: VerdictCache | None = None,
     ) -> None:
         self.policy_set = policy_set
         self.policies: list[Policy] = policy_set.manager.policies
@@ -102,6 +148,13 @@ class PolicyEngine:
         self.policy_timeout = policy_timeout
         self.shadow = shadow
         self.holdbacks = stream_holdbacks(self.policies, self.monitored, holdback_cap)
+        # Pieces only pay when decisions on them are remembered: no cache, no splitting.
+        self.cache = cache if cache is not None and cache.size > 0 else None
+        self.split = [self.cache is not None and splittable(policy) for policy in self.policies]
+        self.seam_width = max(
+            (seam_width(policy, holdback_cap) for policy, split in zip(self.policies, self.split) if split), default=0
+        )
+        self._salt = os.urandom(8)  # this engine's part of every cache key: another policy set never shares one
 
     def held(self, text: str) -> int:
         """Characters at the end of a checked reply text a stream must still hold: the most any
@@ -133,11 +186,10 @@ class PolicyEngine:
         for result in view.tool_results:
             tool = capsem_tool(result.name)
             response = {"content": result.content}
+            invoke = _tool_response_call(rid, agent, tool, response)
+            split = self._single(f"{result.name}\0{result.content}", (rid, agent, tool, response))
             outcome = stricter(outcome, await self._enforce(
-                exchange,
-                "on_tool_response",
-                f"Tool result for '{result.name}'",
-                _tool_response_call(rid, agent, tool, response),
+                exchange, "on_tool_response", f"Tool result for '{result.name}'", invoke, split,
             ))
         if view.prompt or view.system or view.media:
             media = [Media(content=part.data, mime_type=part.mime_type) for part in view.media]
@@ -146,10 +198,42 @@ class PolicyEngine:
                 "on_model_call",
                 "Prompt",
                 lambda p: p.on_model_call(rid, agent, view.model, view.system, view.prompt, media),
+                self._prompt_split(exchange, view, media),
             ))
         for definition in view.tools:
             outcome = stricter(outcome, await self.check_tool_definition(exchange, definition))
         return outcome
+
+    def _single(self, identity: str, args: tuple[Any, ...]) -> Split | None:
+        """Content that is one piece already (a tool result, a definition): cached whole."""
+        if self.cache is None:
+            return None
+        return Split([Piece(self.cache.digest(identity), args, len(identity))])
+
+    def _prompt_split(self, exchange: Exchange, view: RequestView, media: list[Media]) -> Split | None:
+        """The prompt as pieces: each system and prompt piece, the seams between them, each media item."""
+        if self.cache is None:
+            return None
+        cache, rid, agent, model = self.cache, exchange.request_id, exchange.agent, view.model
+        system = view.system_pieces if view.system_pieces is not None else [view.system] if view.system else []
+        prompt = view.prompt_pieces if view.prompt_pieces is not None else [view.prompt] if view.prompt else []
+        pieces: list[Piece] = []
+
+        for text in system:
+            pieces.append(Piece(cache.digest(text, b"system\0"), (rid, agent, model, text, "", []), len(text)))
+        for text in prompt:
+            pieces.append(Piece(cache.digest(text, b"prompt\0"), (rid, agent, model, "", text, []), len(text)))
+        for text in seams([*system, *prompt], self.seam_width):
+            pieces.append(Piece(cache.digest(text, b"seam\0"), (rid, agent, model, "", text, []), len(text)))
+        for item in media:
+            kind = f"media\0{item.mime_type}\0".encode()
+            pieces.append(Piece(cache.digest(item.content, kind), (rid, agent, model, "", "", [item]), len(item.content)))
+
+        def whole(policy: Any) -> Decision | None:
+            check = getattr(policy, "whole_prompt_decision", None)
+            return check(model, view.system, view.prompt) if callable(check) else None
+
+        return Split(pieces, whole)
 
     async def check_tool_definition(self, exchange: Exchange, definition: ToolDefinition) -> str:
         """A definition is checked as a call whose arguments are all the definition's other content
@@ -157,12 +241,15 @@ class PolicyEngine:
         tool = capsem_tool(definition.name, definition.description, definition.parameters)
         rid, agent = exchange.request_id, exchange.agent
         arguments = {"definition": definition.content} if definition.content else {}
-        return await self._enforce(
-            exchange,
-            "on_tool_call",
-            f"Tool definition '{definition.name}'",
-            lambda p: p.on_tool_call(rid, agent, tool, arguments),
-        )
+        invoke: Invoke = lambda p: p.on_tool_call(rid, agent, tool, arguments)  # noqa: E731
+        split = None
+        if self.cache is not None:
+            identity = orjson.dumps(
+                [definition.name, definition.description, definition.parameters, definition.content],
+                default=str, option=orjson.OPT_SORT_KEYS,
+            )
+            split = self._single(identity.decode(), (rid, agent, tool, arguments))
+        return await self._enforce(exchange, "on_tool_call", f"Tool definition '{definition.name}'", invoke, split)
 
     async def check_tool_call(self, exchange: Exchange, call: ToolCall) -> str:
         tool = capsem_tool(call.name)
@@ -195,8 +282,8 @@ class PolicyEngine:
             outcome = stricter(outcome, await self.check_tool_call(exchange, call))
         return stricter(outcome, await self.check_model_response(exchange, view.text, view.thoughts, view.media))
 
-    async def _enforce(self, exchange: Exchange, hook: str, what: str, invoke: Invoke) -> str:
-        refusal, outcome = await self.evaluate(exchange, hook, invoke)
+    async def _enforce(self, exchange: Exchange, hook: str, what: str, invoke: Invoke, split: Split | None = None) -> str:
+        refusal, outcome = await self.evaluate(exchange, hook, invoke, split=split)
         if self.shadow is not None:
             self.shadow.start(exchange, hook, invoke)
         if refusal is None:
@@ -205,22 +292,29 @@ class PolicyEngine:
             raise policy_blocked(refusal, what)
         return stricter(outcome, refusal.verdict.value)
 
-    async def evaluate(self, exchange: Exchange, hook: str, invoke: Invoke, *, mode: str = "enforce") -> tuple[Decision | None, str]:
+    async def evaluate(
+        self, exchange: Exchange, hook: str, invoke: Invoke, *, mode: str = "enforce", split: Split | None = None
+    ) -> tuple[Decision | None, str]:
         """Call every policy: (the strictest refusing decision or None, the strictest verdict that did not refuse).
 
         ``mode="shadow"``: nothing refuses; would-be refusals are logged on ``capsem_proxyd.shadow``.
+        ``split``: the content as pieces, for the policies that may be asked piece by piece.
         """
         strictest: Decision | None = None
         outcome = "ALLOW"
         shadow = mode == "shadow"
         started = time.perf_counter()
-        for policy in self.policies:
-            decision = await self._call_policy(exchange, hook, policy, invoke, shadow=shadow)
+        for index, policy in enumerate(self.policies):
+            use: CacheUse | None = None
+            if split is not None and self.split[index]:
+                decision, use = await self._decide_pieces(exchange, hook, index, policy, split)
+            else:
+                decision, _ = await self._call_policy(exchange, hook, policy, invoke, shadow=shadow)
             level = _STRICTNESS.get(decision.verdict.value, 4)
             if level:
                 decision = _attributed(decision, policy.name, hook)
             monitor = level >= 3 and not shadow and policy.name in self.monitored
-            self.recorder.decision_made(exchange, hook, policy.name, decision, "monitor" if monitor else mode)
+            self.recorder.decision_made(exchange, hook, policy.name, decision, "monitor" if monitor else mode, use)
             if not level:
                 continue
             if shadow:
@@ -237,9 +331,93 @@ class PolicyEngine:
             self.recorder.policy_checked(hook, time.perf_counter() - started)
         return strictest, outcome
 
+    async def _decide_pieces(
+        self, exchange: Exchange, hook: str, index: int, policy: Policy, split: Split
+    ) -> tuple[Decision, CacheUse]:
+        """A splittable policy's decision on the hook: the strictest over the pieces, each from the
+        cache when it holds one. Refusing pieces end the walk at the first BLOCK; failures and
+        timeouts (the deadline covers all the pieces, as it covered the whole) are never cached."""
+        cache = self.cache
+        assert cache is not None
+        strictest: Decision | None = None
+        level = -1
+        from_cache = False
+        if split.whole is not None:
+            whole = split.whole(policy)
+            if whole is not None:
+                level = _STRICTNESS.get(whole.verdict.value, 4)
+                if level >= 3:  # refused as a whole: its pieces are not asked (nor cached under this model)
+                    return whole, CacheUse(pieces=0, hits=0, cached=False)
+                strictest = whole
+        scope = self._salt + index.to_bytes(2, "big") + hook.encode() + b"\0" + exchange.tenant_id.encode()
+        hits = asked = 0
+        suspends = bool(self.policy_timeout) and hook_can_suspend(policy, hook)
+        deadline = trio.move_on_after(self.policy_timeout) if suspends and self.policy_timeout else trio.CancelScope()
+        batch = getattr(policy, "decide_many", None)
+        with deadline:
+            if callable(batch):  # a remote policy: the pieces it has not decided on, a batch per call
+                keys = [cache.key(scope, piece.digest) for piece in split.pieces]
+                found = [cache.get(key) for key in keys]
+                missing = [number for number, decision in enumerate(found) if decision is None]
+                try:
+                    for start, stop in _batches([split.pieces[number].size for number in missing]):
+                        numbers = missing[start:stop]
+                        decided = await batch(hook, [split.pieces[number].args for number in numbers])
+                        for number, decision in zip(numbers, decided):
+                            found[number] = decision
+                            cache.put(keys[number], decision)
+                        if len(decided) < len(numbers):
+                            break  # it stopped at a BLOCK: what it did not decide is not needed
+                except Exception as error:  # noqa: BLE001 - fail closed, as for a single call
+                    return self._policy_failed(exchange, hook, policy, error), CacheUse(len(found), 0, False)
+                for number, decision in enumerate(found):
+                    if decision is None:
+                        continue
+                    cached = number not in missing
+                    hits += cached
+                    asked += 1
+                    piece_level = _STRICTNESS.get(decision.verdict.value, 4)
+                    if piece_level > level:
+                        strictest, level, from_cache = decision, piece_level, cached
+            else:
+                for piece in split.pieces:
+                    key = cache.key(scope, piece.digest)
+                    decision = cache.get(key)
+                    cached = decision is not None
+                    if decision is None:
+                        decision, genuine = await self._call_policy(exchange, hook, policy, _asking(hook, piece.args))
+                        if not genuine:
+                            return decision, CacheUse(pieces=asked + 1, hits=hits, cached=False)
+                        cache.put(key, decision)
+                    else:
+                        hits += 1
+                    asked += 1
+                    piece_level = _STRICTNESS.get(decision.verdict.value, 4)
+                    if piece_level > level:
+                        strictest, level, from_cache = decision, piece_level, cached
+                    if piece_level >= 4:
+                        break
+        if deadline.cancelled_caught:
+            log.error(
+                "policy %s timed out in %s after %ss over %d pieces; %s request_id=%s tenant_id=%s",
+                policy.name, hook, self.policy_timeout, asked,
+                "request allowed (fail_open = true)" if policy.name in self.fail_open else "request blocked (fail closed)",
+                exchange.request_id, exchange.tenant_id,
+            )
+            failure = _failure_decision(
+                policy.name, hook, f"policy timed out after {self.policy_timeout}s", policy.name in self.fail_open
+            )
+            return failure, CacheUse(pieces=asked, hits=hits, cached=False)
+        if strictest is None:
+            return DEFAULT_SAFE_DECISION, CacheUse(pieces=0, hits=0, cached=False)
+        if level > 0 and from_cache:
+            strictest = strictest.model_copy(update={"id": uuid4().hex[:12]})  # one decision id per use
+        return strictest, CacheUse(pieces=asked, hits=hits, cached=from_cache if level > 0 else hits == asked)
+
     async def _call_policy(
         self, exchange: Exchange, hook: str, policy: Policy, invoke: Invoke, *, shadow: bool = False
-    ) -> Decision:
+    ) -> tuple[Decision, bool]:
+        """The policy's decision, and whether it made one (False: it failed, timed out or returned none)."""
         logger, effect = (shadow_log, "shadow verdict BLOCK") if shadow else (log, "request blocked (fail closed)")
         fails_open = not shadow and policy.name in self.fail_open
         if fails_open:
@@ -255,16 +433,26 @@ class PolicyEngine:
                 "policy %s timed out in %s after %ss; %s request_id=%s tenant_id=%s",
                 policy.name, hook, self.policy_timeout, effect, exchange.request_id, exchange.tenant_id,
             )
-            return _failure_decision(policy.name, hook, f"policy timed out after {self.policy_timeout}s", fails_open)
+            return _failure_decision(policy.name, hook, f"policy timed out after {self.policy_timeout}s", fails_open), False
         except Exception as error:  # noqa: BLE001 - fail closed on any policy failure
-            logger.exception(
-                "policy %s raised in %s; %s request_id=%s tenant_id=%s",
-                policy.name, hook, effect, exchange.request_id, exchange.tenant_id,
-            )
-            return _failure_decision(policy.name, hook, f"policy raised {type(error).__name__}", fails_open)
+            return self._policy_failed(exchange, hook, policy, error, logger, effect, fails_open), False
         if not isinstance(decision, Decision):
-            return _failure_decision(policy.name, hook, "policy returned no decision")
-        return decision
+            return _failure_decision(policy.name, hook, "policy returned no decision"), False
+        return decision, True
+
+    def _policy_failed(
+        self, exchange: Exchange, hook: str, policy: Policy, error: Exception, logger: logging.Logger = log,
+        effect: str = "", fails_open: bool | None = None,
+    ) -> Decision:
+        """The decision of a policy that raised: BLOCK (fail closed), or LOG where it fails open."""
+        if fails_open is None:
+            fails_open = policy.name in self.fail_open
+            effect = "request allowed (fail_open = true)" if fails_open else "request blocked (fail closed)"
+        logger.error(
+            "policy %s raised in %s; %s request_id=%s tenant_id=%s",
+            policy.name, hook, effect, exchange.request_id, exchange.tenant_id, exc_info=error,
+        )
+        return _failure_decision(policy.name, hook, f"policy raised {type(error).__name__}", fails_open)
 
 
 def stream_holdbacks(policies: list[Policy], monitored: frozenset[str], cap: int) -> list[tuple[str, Holdback]]:
@@ -322,6 +510,25 @@ class ShadowRunner:
             shadow_log.exception("shadow evaluation failed request_id=%s", exchange.request_id)
         finally:
             self.pending -= 1
+
+
+def _asking(hook: str, args: tuple[Any, ...]) -> Invoke:
+    """The call of ``hook`` with ``args`` on whichever policy is asked."""
+    return lambda policy: getattr(policy, hook)(*args)
+
+
+def _batches(sizes: list[int]) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of ``sizes`` of about ``BATCH_CHARS`` characters each."""
+    ranges: list[tuple[int, int]] = []
+    start = total = 0
+    for number, size in enumerate(sizes):
+        if number > start and total + size > BATCH_CHARS:
+            ranges.append((start, number))
+            start, total = number, 0
+        total += size
+    if start < len(sizes):
+        ranges.append((start, len(sizes)))
+    return ranges
 
 
 def _tool_response_call(rid: str, agent: Any, tool: Tool, response: dict[str, Any]) -> Invoke:

@@ -9,15 +9,19 @@ Besides the policy's own settings, every file may carry keys the proxy reads
 itself and never passes to the policy: ``class = "package.module:ClassName"``
 (any CAPSEM ``Policy`` subclass, built through its ``from_config``),
 ``mode = "enforce" | "monitor"`` (monitor never refuses; it records what it
-would have refused) and ``fail_open = true`` (a policy that times out or
+would have refused), ``fail_open = true`` (a policy that times out or
 raises lets the request through, logged and recorded as LOG, instead of
-blocking it).
+blocking it) and ``processes = false`` (a ``cpu_heavy`` policy runs in the
+proxy's own process instead of the worker processes, ``workers.py``).
+
+A ``cpu_heavy`` policy (``policies/splitting.py``) is not built here at
+all: a short-lived worker process builds it and reports what it is, and the
+set holds a ``RemotePolicy`` that sends its hook calls to the configuration's
+worker processes. The proxy's process never imports its libraries.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import tomllib
 from dataclasses import dataclass, field
@@ -28,6 +32,19 @@ from capsem.manager import SecurityManager
 from capsem.policies import Policy
 
 from capsem_proxyd.policies.debug import DebugPolicy
+from capsem_proxyd.policy.building import (
+    HOOKS,
+    PROXY_KEYS,
+    PolicyConfigError,
+    _import_policy_class,
+    _one_line,
+    build_from_class,
+    implemented_hooks,
+)
+from capsem_proxyd.policy.workers import PolicySpec, RemotePolicy, manifest
+
+__all__ = ["HOOKS", "PROXY_KEYS", "PolicyConfigError", "PolicySet", "implemented_hooks", "load_policy_set",
+           "default_policy_set"]
 
 log = logging.getLogger("capsem_proxyd.policy")
 
@@ -39,13 +56,9 @@ KNOWN_POLICIES: dict[str, str] = {
 }
 
 MODES = ("enforce", "monitor")
-# Keys the proxy reads from a policy file and does not pass to the policy.
-PROXY_KEYS = ("class", "mode", "fail_open")
-HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
-
-
-class PolicyConfigError(Exception):
-    """A policy folder or file that cannot be loaded; the message is one line."""
+# Our policies that declare cpu_heavy = True, known without importing them (PII imports Presidio and
+# spaCy: ~65 MiB the proxy's process does not need when they run in workers). A test keeps this true.
+CPU_HEAVY_KNOWN = frozenset({"capsem_proxyd.policies.pii:OfflinePIIPolicy"})
 
 
 @dataclass(slots=True)
@@ -68,11 +81,6 @@ class PolicySet:
     def fails_open(self, policy_name: str) -> bool:
         """True when the policy's file says ``fail_open = true``: its failures do not block."""
         return self.options.get(policy_name, {}).get("fail_open", False) is True
-
-
-def implemented_hooks(policy: Policy) -> list[str]:
-    """The CAPSEM hooks ``policy`` overrides (the others always allow)."""
-    return [hook for hook in HOOKS if getattr(type(policy), hook) is not getattr(Policy, hook)]
 
 
 def default_policy_set() -> PolicySet:
@@ -138,47 +146,34 @@ def _build_policy(toml_file: Path, config: dict[str, Any], policy_set: PolicySet
         raise PolicyConfigError(f"{toml_file}: mode must be one of {', '.join(MODES)}, not {mode!r}")
     if not isinstance(config.get("fail_open", False), bool):
         raise PolicyConfigError(f"{toml_file}: fail_open must be true or false, not {config['fail_open']!r}")
-    policy_class = _import_policy_class(toml_file, str(class_path))
-    policy_config = {key: value for key, value in config.items() if key not in PROXY_KEYS}
+    if not isinstance(config.get("processes", True), bool):
+        raise PolicyConfigError(f"{toml_file}: processes must be true or false, not {config['processes']!r}")
+    if config.get("processes", True) and _cpu_heavy(toml_file, str(class_path)):
+        return _remote(toml_file, str(class_path), config, policy_set)
+    return build_from_class(toml_file, str(class_path), config, policy_set.warnings)
+
+
+def _cpu_heavy(toml_file: Path, class_path: str) -> bool:
+    if class_path in CPU_HEAVY_KNOWN:
+        return True
+    return getattr(_import_policy_class(toml_file, class_path), "cpu_heavy", False) is True
+
+
+def _remote(toml_file: Path, class_path: str, config: dict[str, Any], policy_set: PolicySet) -> Policy | None:
+    """A stand-in for a CPU-heavy policy: built once in a short-lived worker to learn what it is."""
+    spec = PolicySpec(str(toml_file), class_path, config)
     try:
-        policy = _from_config(policy_class, toml_file, policy_config)
-    except (ImportError, ModuleNotFoundError) as error:
-        raise PolicyConfigError(f"{toml_file}: missing dependency: {error}") from None
-    except ValueError as error:  # CAPSEM's convention for an invalid configuration
-        raise PolicyConfigError(f"{toml_file}: {_one_line(error)}") from None
-    except Exception as error:  # noqa: BLE001 - any failure is a config error
-        raise PolicyConfigError(f"{toml_file}: {type(error).__name__}: {_one_line(error)}") from None
-    if policy is None:
+        described = manifest(spec)
+    except PolicyConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the worker could not report: build it here (as before)
+        log.warning("%s: could not be built in a worker process (%s: %s); built in the proxy's process",
+                    toml_file.name, type(error).__name__, _one_line(error))
+        return build_from_class(toml_file, class_path, config, policy_set.warnings)
+    if described is None:
         return None
-    if not isinstance(policy, Policy):
-        raise PolicyConfigError(f"{toml_file}: {class_path}.from_config returned {type(policy).__name__}, not a Policy")
-    for warning in getattr(policy, "warnings", None) or []:
+    for warning in described.warnings:
         policy_set.warnings.append(f"{toml_file.name}: {warning}")
-    return policy
+    return RemotePolicy(spec, described)
 
 
-def _from_config(policy_class: type[Policy], toml_file: Path, config: dict[str, Any]) -> Policy | None:
-    """``from_config(config)``; a class whose ``from_config`` takes ``source_lines`` also gets the
-    file's lines, so that its errors can name a line (tomllib keeps no positions)."""
-    if "source_lines" in inspect.signature(policy_class.from_config).parameters:
-        lines = toml_file.read_text(encoding="utf-8").splitlines()
-        return policy_class.from_config(config, source_lines=lines)
-    return policy_class.from_config(config)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
-
-
-def _import_policy_class(toml_file: Path, class_path: str) -> type[Policy]:
-    module_name, _, class_name = class_path.replace(":", ".").rpartition(".")
-    if ":" in class_path:
-        module_name, class_name = class_path.split(":", 1)
-    try:
-        module = importlib.import_module(module_name)
-        policy_class = getattr(module, class_name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise PolicyConfigError(f"{toml_file}: cannot load policy class {class_path}: {error}") from None
-    if not (isinstance(policy_class, type) and issubclass(policy_class, Policy)):
-        raise PolicyConfigError(f"{toml_file}: {class_path} is not a CAPSEM Policy subclass")
-    return policy_class

@@ -38,6 +38,8 @@ from capsem_proxyd.errors import tenant_not_allowed
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.policy.engine import PolicyEngine, ShadowRunner, holdback_summary, stream_holdbacks
 from capsem_proxyd.policy.loader import PolicyConfigError, PolicySet, load_policy_set
+from capsem_proxyd.policy.verdict_cache import VerdictCache
+from capsem_proxyd.policy.workers import RemotePolicy, WorkerPool, usable_cores
 
 log = logging.getLogger("capsem_proxyd.policy.tenants")
 
@@ -106,10 +108,15 @@ class TenantPolicies:
     """
 
     def __init__(self, config: PolicyConfig, settings: Settings, recorder: Recorder) -> None:
+        # One verdict cache for the configuration's engines (each keys its own entries); a reload builds
+        # new TenantPolicies, so decisions made under the old policies are never reused.
+        self.cache = VerdictCache(settings.verdict_cache_size)
+
         def engine_for(policy_set: PolicySet, shadow: ShadowRunner | None) -> PolicyEngine:
             return PolicyEngine(
                 policy_set, recorder=recorder, confirm_action=settings.confirm_action,
                 policy_timeout=settings.policy_timeout or None, shadow=shadow, holdback_cap=settings.stream_holdback,
+                cache=self.cache,  # the shadow runner evaluates whole views: it never uses it
             )
 
         self.config = config
@@ -121,6 +128,12 @@ class TenantPolicies:
         }
         self.allowed = config.allowed_tenants
         self.shadow = shadow
+        self.pool = _worker_pool(config, settings)
+
+    async def start(self) -> None:
+        """Start and warm the worker processes of the CPU-heavy policies, if any (before serving)."""
+        if self.pool is not None:
+            await self.pool.start()
 
     def for_tenant(self, tenant_id: str) -> PolicyEngine:
         """The engine ``tenant_id``'s requests run under; ProxyError(401) if it is not allowed."""
@@ -128,6 +141,22 @@ class TenantPolicies:
             log.warning("tenant_id=%s refused: not in the tenants file", tenant_id)
             raise tenant_not_allowed()
         return self.profiles.get(tenant_id, self.default)
+
+
+def _worker_pool(config: PolicyConfig, settings: Settings) -> WorkerPool | None:
+    """One pool for every CPU-heavy policy of the configuration (main, shadow, profiles)."""
+    sets = [config.main, *([config.shadow] if config.shadow is not None else []), *config.profiles.values()]
+    remotes = [
+        policy for policy_set in {id(item): item for item in sets}.values()
+        for policy in policy_set.manager.policies if isinstance(policy, RemotePolicy)
+    ]
+    if not remotes:
+        return None
+    count = settings.policy_processes or max(1, usable_cores() // settings.workers)
+    pool = WorkerPool([remote.spec for remote in remotes], count)
+    for index, remote in enumerate(remotes):
+        remote.pool, remote.index = pool, index
+    return pool
 
 
 def load_allowed_tenants(path: str | Path) -> frozenset[str]:

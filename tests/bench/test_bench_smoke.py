@@ -75,6 +75,14 @@ def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
         assert checks["json"]["checks"]["block"]["status"] == 400
         assert checks["sse"]["checks"]["block"]["status"] == 400
     assert "| capsem-proxyd target |" in output.with_suffix(".md").read_text()
+    # The agent sessions ran in every API's shape, Debug and PII, without errors, and PII's first-seen probe too.
+    agent = results["agent"]
+    assert {key.split("/")[1] for key in agent["sessions"]} == {"chat", "responses", "anthropic", "gemini"}
+    for key, summary in agent["sessions"].items():
+        assert summary["errors"] == 0 and summary["capsem-proxyd"]["added_total_s"] is not None, (key, summary)
+    seen = agent["first_seen"]["capsem-proxyd"]
+    assert seen["big_status"] == 200 and seen["rss_mib"]["proxy"] > 0, seen
+    assert "Agent sessions:" in output.with_suffix(".md").read_text()
 
     for started in results["meta"]["processes"]:
         assert not _alive(started["pid"]), f"bench left {started['name']} (pid {started['pid']}) running"

@@ -98,6 +98,10 @@ def _check_request_view(view: RequestView) -> None:
         assert isinstance(part.data, bytes) and isinstance(part.mime_type, str)
     for result in view.tool_results:
         assert isinstance(result.name, str)
+    # The pieces the engine checks one by one join to exactly the text a policy is given whole.
+    for whole, pieces in ((view.prompt, view.prompt_pieces), (view.system, view.system_pieces)):
+        if pieces is not None:
+            assert "\n".join(pieces) == whole and all(pieces)
 
 
 @pytest.mark.parametrize("name", DIALECTS)

@@ -222,7 +222,9 @@ async def test_engine_tells_its_recorder_which_decisions_were_shadow_or_monitor(
     records: list[tuple[str, str, str]] = []
 
     class Listener(Recorder):
-        def decision_made(self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str) -> None:
+        def decision_made(
+            self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str, cache: object = None
+        ) -> None:
             records.append((policy, decision.verdict.value, mode))
 
     policies = TenantPolicies(load_policy_config(settings), settings, Listener())

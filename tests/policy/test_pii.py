@@ -99,11 +99,14 @@ def no_outside_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[
     assert attempts == [], f"network access beyond loopback was attempted: {attempts}"
 
 
-@pytest.fixture
-def pii_dir(tmp_path: Path) -> Path:
+@pytest.fixture(params=["worker processes", "in the proxy's process"])
+def pii_dir(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """Both ways the policy runs: in worker processes (the default), and in the proxy's own process
+    (``processes = false``: threads, the fallback), where the network guard also covers its start-up."""
     folder = tmp_path / "policies"
     folder.mkdir()
-    (folder / "pii.toml").write_text(PII_TOML)
+    local = "processes = false\n" if request.param == "in the proxy's process" else ""
+    (folder / "pii.toml").write_text(local + PII_TOML)
     return folder
 
 
@@ -186,7 +189,7 @@ async def test_email_in_tool_result_is_blocked(pii_proxy: Proxy, fake: FakeUpstr
 
 
 async def test_analysis_runs_off_the_event_loop(pii_dir: Path) -> None:
-    """While a long text is analysed, other tasks keep running (a worker thread, not the loop)."""
+    """While a long text is analysed, other tasks keep running (a worker process or thread, not the loop)."""
     policy = load_policy_set(pii_dir).manager.policies[0]
     agent = Agent.model_construct(name="t", instructions="", tools=[], sub_agents=[])
     text = ("Nothing to see here, just filler text for the analyzer. " * 4000) + EMAIL
@@ -214,7 +217,7 @@ def test_ner_entity_without_model_is_a_one_line_startup_error(tmp_path: Path) ->
 
 def test_ner_false_skips_ner_entities_with_a_warning(tmp_path: Path) -> None:
     (tmp_path / "pii.toml").write_text(
-        'ner = false\n[entity_decisions]\nPERSON = "BLOCK"\nLOCATION = "LOG"\nEMAIL_ADDRESS = "BLOCK"\n'
+        'processes = false\nner = false\n[entity_decisions]\nPERSON = "BLOCK"\nLOCATION = "LOG"\nEMAIL_ADDRESS = "BLOCK"\n'
     )
     policy_set = load_policy_set(tmp_path)
     (policy,) = policy_set.manager.policies

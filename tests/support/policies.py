@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import trio
 from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason, Verdict
@@ -79,3 +79,83 @@ class SlowPolicy(Policy):
     @classmethod
     def from_config(cls, config: dict) -> SlowPolicy:
         return cls()
+
+
+class CountingPolicy(Policy):
+    """Splittable: records what each hook is asked about, so tests can count analyses.
+
+    In-process proxies share ``seen`` (clear it first). Blocks a prompt piece containing ``counting_block``.
+    """
+
+    splittable = True
+    seen: ClassVar[list[tuple[str, str]]] = []
+
+    def __init__(self, name: str = "Counting") -> None:
+        super().__init__(name=name, description="records what it is asked about", authors="tests", url="")
+
+    def _saw(self, hook: str, text: str) -> None:
+        type(self).seen.append((hook, text))
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        self._saw("on_model_call", f"{system_instructions}\n{prompt}" if system_instructions else prompt)
+        if "counting_block" in prompt:
+            return Decision(verdict=Verdict.BLOCK, reason=Reason.POLICY_VIOLATION, details="counting_block in prompt")
+        return DEFAULT_SAFE_DECISION
+
+    async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Any, args: dict) -> Decision:
+        self._saw("on_tool_call", tool.name)
+        return DEFAULT_SAFE_DECISION
+
+    async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Any, response: dict) -> Decision:
+        self._saw("on_tool_response", str(response.get("content", "")))
+        return DEFAULT_SAFE_DECISION
+
+    @classmethod
+    def from_config(cls, config: dict) -> CountingPolicy:
+        return cls(config.get("name", cls.__name__.removesuffix("Policy")))
+
+
+class WholeCountingPolicy(CountingPolicy):
+    """The same, not splittable: the engine must always hand it the whole view."""
+
+    splittable = False
+    seen: ClassVar[list[tuple[str, str]]] = []
+
+
+class HeavyPolicy(Policy):
+    """``cpu_heavy``: runs in the policy worker processes. What a prompt asks of it:
+    ``whoami`` blocks naming the process that decided, ``crash_worker`` kills that process,
+    ``stall_worker`` computes (sleeps, without awaiting) for a minute, ``heavy_block`` blocks."""
+
+    cpu_heavy = True
+
+    def __init__(self) -> None:
+        super().__init__(name="Heavy", description="a stand-in for a CPU-heavy policy", authors="tests", url="")
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        import os
+        import time
+
+        if "crash_worker" in prompt:
+            os._exit(3)
+        if "stall_worker" in prompt:
+            time.sleep(60)
+        if "whoami" in prompt:
+            return Decision(verdict=Verdict.BLOCK, reason=Reason.POLICY_VIOLATION, details=f"decided in pid {os.getpid()}")
+        if "heavy_block" in prompt:
+            return Decision(verdict=Verdict.BLOCK, reason=Reason.POLICY_VIOLATION, details="heavy_block in prompt")
+        return DEFAULT_SAFE_DECISION
+
+    @classmethod
+    def from_config(cls, config: dict) -> HeavyPolicy:
+        return cls()
+
+
+class SplittableHeavyPolicy(HeavyPolicy):
+    """The same, splittable: the engine sends it its pieces in batches (``decide_many``)."""
+
+    splittable = True

@@ -1,0 +1,73 @@
+"""What a policy declares so that the engine may check content in pieces, remember, and run it elsewhere.
+
+Both are class attributes, read by the engine; a policy that declares neither
+is called exactly as CAPSEM calls it (the whole view, every time, in the
+proxy's event loop), which is always correct.
+
+``splittable = True`` promises that the policy's decision on a whole is the
+strictest of its decisions on the whole's pieces, joined by ``"\\n"``: a
+message's text, a tool result, a tool definition, a media item. The engine
+then asks the policy about each piece it has not decided on before (the
+verdict cache, ``policy/verdict_cache.py``) and about the *seams* between
+pieces: the text around each place where two pieces meet, at least the
+policy's widest match on each side, so that a match across two pieces (which
+in the joined text contains the ``"\\n"``) is still seen whole. How wide:
+``split_holdback`` when declared (a ``policies/holdback.py`` declaration or
+an ``int``: the widest match of the request-side hooks, minus one), else the
+policy's ``stream_holdback``; unbounded or undeclared means
+``--stream-holdback`` characters, the same cap streams use. Debug, Rules and
+PII are splittable; what a piece decides must depend on the piece alone.
+A policy that also looks at the request as a whole (its size, its model)
+implements ``whole_prompt_decision(model_name, system_instructions, prompt)
+-> Decision | None``: called once per request on the whole texts, never
+cached; when it refuses (CONFIRM or BLOCK), the pieces are not asked (Rules:
+``max_prompt_chars`` and the model globs).
+
+``cpu_heavy = True`` says that the policy's hooks compute for long (the PII
+analysis): the engine runs them in worker processes beside the event loop
+(``policy/workers.py``), each worker building its own copy of the policy from
+the same policy file, so nothing of the policy needs to pickle, only the hook
+arguments and the ``Decision``. Inside a worker, ``in_worker()`` is true: a
+policy that would otherwise hand its work to a thread should compute in line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from capsem_proxyd.policies.holdback import declared
+
+_IN_WORKER = False
+
+
+def splittable(policy: object) -> bool:
+    return getattr(policy, "splittable", False) is True
+
+
+def cpu_heavy(policy: object) -> bool:
+    return getattr(policy, "cpu_heavy", False) is True
+
+
+def seam_width(policy: object, cap: int) -> int:
+    """Characters on each side of a seam this policy needs: its widest request-side match."""
+    holdback = declared(_Split(policy)) if hasattr(policy, "split_holdback") else declared(policy)
+    bound = holdback.bound if holdback is not None else None
+    return (cap if bound is None else bound) + 1
+
+
+class _Split:
+    """A policy's ``split_holdback`` seen as the ``stream_holdback`` ``declared`` reads."""
+
+    def __init__(self, policy: Any) -> None:
+        self.stream_holdback = policy.split_holdback
+
+
+def mark_worker() -> None:
+    """Called once in each worker process, before any policy is built there."""
+    global _IN_WORKER
+    _IN_WORKER = True
+
+
+def in_worker() -> bool:
+    """True inside a policy worker process: compute in line, the process itself is the worker."""
+    return _IN_WORKER

@@ -1,0 +1,367 @@
+"""CPU-heavy policies (``cpu_heavy = True``: the PII analysis) in worker processes beside the event loop.
+
+Why processes: Presidio's analysis is pure Python, and a thread still holds
+the interpreter lock, so one tenant's 200 kB first turn (seconds of
+analysis) slowed every other request in the process. Worker processes run
+it on the other cores while the event loop keeps serving.
+
+How (``trio-parallel``, trio's own process pool): each worker is *spawned*
+(a fresh interpreter: forking a running trio process is not supported) and
+builds its own copy of every CPU-heavy policy of the configuration from the
+same policy file and settings (``PolicySpec``), once, when it starts; only
+a hook's arguments and its ``Decision`` cross the pipe (~60 us a call).
+The proxy's process never imports the policy's libraries at all: at load
+time one short-lived worker builds the policy and reports what the engine
+needs to know about it (``Manifest``: name, hooks, hold-back declarations,
+warnings), and the engine talks to a ``RemotePolicy`` standing in for it.
+Presidio and spaCy would add ~65 MiB to the proxy's own memory; each worker
+costs about that plus the interpreter.
+
+The pool: ``--policy-processes`` workers (0: one per usable core, shared
+among ``--workers``), started and warmed (every worker has built its
+policies) before the proxy reports ready, and on reload before the new
+configuration takes over; an old configuration's workers exit once no
+request uses that configuration any more. A call that outlives
+``--policy-timeout`` is cancelled and its worker killed (and replaced on
+demand); a worker that dies fails its call: either way the engine blocks
+the request under the policy's name (fail closed).
+
+Where processes cannot be used: a policy file that says ``processes =
+false`` keeps the policy in the proxy's process, and so does a pool that
+cannot start (no worker within ``START_TIMEOUT``, spawning refused): it
+logs a warning and the policy is built in the proxy's process, where the
+PII policy analyses in ``analysis_threads`` threads (pii.toml), as before.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from capsem.models import Agent, Decision, Media
+from capsem.policies import Policy
+from capsem.tools import Tool
+
+from capsem_proxyd.policies.splitting import mark_worker
+from capsem_proxyd.policy.building import build_from_class, implemented_hooks
+
+log = logging.getLogger("capsem_proxyd.policy.workers")
+
+START_TIMEOUT = 120.0  # seconds for every worker of a pool to build its policies
+_MANIFEST_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    """How to build one policy anywhere: its file and the settings read from it (picklable)."""
+
+    file: str
+    class_path: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What the engine needs to know about a policy built elsewhere."""
+
+    name: str
+    description: str
+    hooks: tuple[str, ...]
+    splittable: bool
+    stream_holdback: Any
+    split_holdback: Any
+    has_split_holdback: bool
+    warnings: tuple[str, ...]
+
+
+# -- in the worker processes -----------------------------------------------------------------------------------
+
+_BUILT: list[Policy] = []
+
+
+def build(spec: PolicySpec) -> Policy | None:
+    """The policy ``spec`` describes (in whichever process calls this)."""
+    return build_from_class(Path(spec.file), spec.class_path, spec.config, [])
+
+
+def describe(spec: PolicySpec) -> Manifest | None:
+    """Build the policy in this (short-lived) process and say what it is."""
+    mark_worker()
+    policy = build(spec)
+    if policy is None:
+        return None
+    return Manifest(
+        name=policy.name,
+        description=policy.description,
+        hooks=tuple(implemented_hooks(policy)),
+        # A whole-request check would have to run here, in line: such a policy is asked about whole views.
+        splittable=getattr(policy, "splittable", False) is True and not hasattr(policy, "whole_prompt_decision"),
+        stream_holdback=getattr(policy, "stream_holdback", None),
+        split_holdback=getattr(policy, "split_holdback", None),
+        has_split_holdback=hasattr(policy, "split_holdback"),
+        warnings=tuple(getattr(policy, "warnings", None) or ()),
+    )
+
+
+def init_worker(specs: tuple[PolicySpec, ...]) -> bool:
+    """A pool worker's start: build every CPU-heavy policy of the configuration, once."""
+    mark_worker()
+    _BUILT.clear()
+    for spec in specs:
+        policy = build(spec)
+        assert policy is not None, f"{spec.file} built nothing"
+        _BUILT.append(policy)
+    return True
+
+
+def ready() -> int:
+    return os.getpid()
+
+
+def run_hook(index: int, hook: str, args: tuple[Any, ...]) -> Decision:
+    """One hook call on this worker's copy of policy ``index``.
+
+    A hook that finishes without suspending (the PII policy's, in a worker) is driven here without
+    an event loop; one that suspends is run again from the start under ``trio.run``.
+    """
+    method = getattr(_BUILT[index], hook)
+    coroutine = method(*args)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: Decision = done.value
+        return result
+    coroutine.close()
+    return trio.run(functools.partial(method, *args))
+
+
+def run_hooks(index: int, hook: str, calls: list[tuple[Any, ...]]) -> list[Decision]:
+    """Several calls of one hook, in order, up to and including the first BLOCK (what follows it
+    could not make the decision stricter)."""
+    decisions = []
+    for args in calls:
+        decision = run_hook(index, hook, args)
+        decisions.append(decision)
+        if isinstance(decision, Decision) and decision.verdict.value == "BLOCK":
+            break
+    return decisions
+
+
+def crash() -> None:  # pragma: no cover - runs in a worker; the tests' way to kill one
+    os._exit(3)
+
+
+# -- in the proxy's process --------------------------------------------------------------------------------------
+
+
+def manifest(spec: PolicySpec) -> Manifest | None:
+    """Build ``spec`` once in a spawned process and return what it is (raises what building raised)."""
+    from concurrent.futures import ProcessPoolExecutor  # imported only where a CPU-heavy policy is configured
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as executor:
+        return executor.submit(describe, spec).result(timeout=_MANIFEST_TIMEOUT)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class RemotePolicy(Policy):
+    """Stands in for a CPU-heavy policy that runs in the worker processes (or, failing those, locally)."""
+
+    cpu_heavy = False  # it is the remote handle already
+
+    def __init__(self, spec: PolicySpec, manifest: Manifest) -> None:
+        super().__init__(name=manifest.name, description=manifest.description, authors="", url="")
+        self.spec = spec
+        self.manifest = manifest
+        self.remote_hooks = manifest.hooks  # what loader.implemented_hooks reports for it
+        self.splittable = manifest.splittable
+        self.stream_holdback = manifest.stream_holdback
+        if manifest.has_split_holdback:
+            self.split_holdback = manifest.split_holdback
+        self.warnings = list(manifest.warnings)
+        self.pool: WorkerPool | None = None
+        self.index = 0
+        self.local: Policy | None = None  # built in this process when the pool could not start
+
+    async def _call(self, hook: str, *args: Any) -> Decision:
+        pool = self.pool
+        if pool is None:  # used outside a configuration (a test, a script): a worker of its own
+            pool = self.pool = WorkerPool([self.spec], 1)
+        await pool.start()
+        local = pool.local_copy(self.index) if pool.failed else None
+        if local is not None:
+            result: Decision = await getattr(local, hook)(*args)
+            return result
+        return await pool.run(self.index, hook, args)
+
+    async def decide_many(self, hook: str, calls: list[tuple[Any, ...]]) -> list[Decision]:
+        """The engine's batch of pieces: one round trip to a worker for all of them (up to the first
+        BLOCK, as ``run_hooks``)."""
+        pool = self.pool
+        if pool is None:
+            pool = self.pool = WorkerPool([self.spec], 1)
+        await pool.start()
+        local = pool.local_copy(self.index) if pool.failed else None
+        if local is None:
+            return await pool.run_many(self.index, hook, calls)
+        decisions = []
+        for args in calls:
+            decision: Decision = await getattr(local, hook)(*args)
+            decisions.append(decision)
+            if decision.verdict.value == "BLOCK":
+                break
+        return decisions
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str,
+        media: list[Media],
+    ) -> Decision:
+        return await self._call("on_model_call", invocation_id, agent, model_name, system_instructions, prompt, media)
+
+    async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Tool, args: dict) -> Decision:
+        return await self._call("on_tool_call", invocation_id, agent, tool, args)
+
+    async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
+        return await self._call("on_tool_response", invocation_id, agent, tool, response)
+
+    async def on_model_response(
+        self, invocation_id: str, agent: Agent, response: str, thoughts: str, media: list[Media]
+    ) -> Decision:
+        return await self._call("on_model_response", invocation_id, agent, response, thoughts, media)
+
+
+@dataclass
+class _Holder:
+    """What the task keeping a pool's worker context open needs (never the pool: it must be collectable)."""
+
+    close: trio.Event = field(default_factory=trio.Event)
+    context: Any = None
+
+
+class WorkerPool:
+    """The worker processes of one configuration's CPU-heavy policies."""
+
+    def __init__(self, specs: list[PolicySpec], count: int) -> None:
+        self.specs = tuple(specs)
+        self.count = max(1, count)
+        self.failed = False
+        self._started: trio.Event | None = None
+        self._holder: _Holder | None = None
+        self._limiter: trio.CapacityLimiter | None = None
+        self._local: dict[int, Policy] = {}
+
+    async def start(self) -> None:
+        """Start and warm every worker (once; later calls wait for the first)."""
+        if self._started is not None:
+            await self._started.wait()
+            return
+        self._started = trio.Event()
+        try:
+            await self._start()
+        except Exception as error:  # noqa: BLE001 - any failure: the policies run in this process instead
+            log.warning(
+                "policy worker processes could not start (%s: %s); CPU-heavy policies run in the proxy's process",
+                type(error).__name__, " ".join(str(error).split()) or "no detail",
+            )
+            self.failed = True
+            if self._holder is not None:
+                self._holder.close.set()
+            for index, spec in enumerate(self.specs):
+                self._local[index] = await trio.to_thread.run_sync(_build_locally, spec)
+        finally:
+            self._started.set()
+
+    async def _start(self) -> None:
+        holder = self._holder = _Holder()
+        self._limiter = trio.CapacityLimiter(self.count)
+        opened = trio.Event()
+        failure: list[BaseException] = []
+        trio.lowlevel.spawn_system_task(_hold, holder, self.specs, opened, failure, name="capsem policy workers")
+        await opened.wait()
+        if failure:
+            raise failure[0]
+        # Close the workers when this pool is no longer referenced (its configuration was replaced
+        # and its last request is done); run_sync_soon is safe from a finalizer.
+        weakref.finalize(self, _close_soon, trio.lowlevel.current_trio_token(), holder)
+        with trio.fail_after(START_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.count):  # as many at once as there are workers: each starts its own
+                    nursery.start_soon(functools.partial(
+                        holder.context.run_sync, ready, limiter=self._limiter, kill_on_cancel=True))
+        stats = holder.context.statistics()
+        log.info("policy worker processes ready: %d (%s)", stats.idle_workers,
+                 ", ".join(Path(spec.file).name for spec in self.specs))
+
+    async def run(self, index: int, hook: str, args: tuple[Any, ...]) -> Decision:
+        holder = self._holder
+        assert holder is not None and holder.context is not None
+        result: Decision = await holder.context.run_sync(
+            run_hook, index, hook, args, limiter=self._limiter, kill_on_cancel=True
+        )
+        return result
+
+    async def run_many(self, index: int, hook: str, calls: list[tuple[Any, ...]]) -> list[Decision]:
+        holder = self._holder
+        assert holder is not None and holder.context is not None
+        result: list[Decision] = await holder.context.run_sync(
+            run_hooks, index, hook, calls, limiter=self._limiter, kill_on_cancel=True
+        )
+        return result
+
+    def local_copy(self, index: int) -> Policy | None:
+        return self._local.get(index)
+
+    async def crash_one(self) -> None:
+        """Kill a worker mid-call (tests: a worker that dies must fail its call closed)."""
+        assert self._holder is not None
+        await self._holder.context.run_sync(crash, limiter=self._limiter)
+
+
+async def _hold(
+    holder: _Holder, specs: tuple[PolicySpec, ...], opened: trio.Event, failure: list[BaseException]
+) -> None:
+    try:
+        import trio_parallel  # imported only where a CPU-heavy policy is configured
+
+        async with trio_parallel.open_worker_context(
+            init=functools.partial(init_worker, specs), idle_timeout=math.inf, grace_period=5.0,
+            worker_type=trio_parallel.WorkerType.SPAWN,
+        ) as context:
+            holder.context = context
+            opened.set()
+            await holder.close.wait()
+    except BaseException as error:  # noqa: BLE001 - reported to start(), or logged at shutdown
+        if not opened.is_set():
+            failure.append(error)
+            opened.set()
+        elif not isinstance(error, trio.Cancelled):
+            log.warning("policy worker processes ended with %s", type(error).__name__)
+        if isinstance(error, trio.Cancelled):
+            raise
+
+
+def _close_soon(token: trio.lowlevel.TrioToken, holder: _Holder) -> None:
+    try:
+        token.run_sync_soon(holder.close.set)
+    except trio.RunFinishedError:
+        pass  # the event loop ended first: its system tasks closed the workers already
+
+
+def _build_locally(spec: PolicySpec) -> Policy:
+    policy = build(spec)
+    assert policy is not None
+    return policy
+
