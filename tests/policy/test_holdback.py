@@ -96,9 +96,10 @@ def test_no_split_of_a_stream_ever_delivers_a_whole_term(data: st.DataObject) ->
     rules = RulesPolicy.from_config({"on_model_response": {"block": ["project falcon"]}})
     policy_engine = engine(_set(DebugPolicy(), rules))
     texts, raw = trio.run(_stream_through, pieces, policy_engine)
-    received = fold("".join(texts))
-    assert fold(term) not in received
-    assert not any(received.endswith(fold(term)[:size]) for size in range(1, len(term))), received
+    received, whole = fold("".join(texts)), fold(text)
+    assert whole.startswith(received)
+    # Not a character of the term's first occurrence reached the client ("____p" of "____pproject falcon" may).
+    assert len(received) <= whole.find(fold(term)), received
     assert b"CAPSEM policy" in raw
 
 
