@@ -254,32 +254,18 @@ REPLIES = {
                "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1, "totalTokenCount": 2},
                "modelVersion": "gemini-2.5-flash", "responseId": "agent"},
 }
-_UPSTREAM = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    client_max_body_size 64m;
-    client_body_buffer_size 1m;
-    keepalive_requests 1000000;
+# One server beside the main bench's (bench/nginx.py holds the common http block): each API's fixed reply.
+_UPSTREAM_SERVER = """\
     server {{
         listen 127.0.0.1:{port};
+        client_max_body_size 64m;
+        client_body_buffer_size 1m;
         default_type application/json;
         location = /v1/chat/completions {{ return 200 '{chat}'; }}
         location = /v1/responses {{ return 200 '{responses}'; }}
         location = /v1/messages {{ return 200 '{anthropic}'; }}
         location ~ ^/v1beta/models/[^/]+:generateContent$ {{ return 200 '{gemini}'; }}
     }}
-}}
 """
 
 
@@ -287,7 +273,7 @@ def start_upstream(context: Context, nginx_binary: str) -> int:
     port = free_port()
     prefix = (context.work / "agent-upstream").resolve()
     bodies = {shape: payloads.nginx_safe(_json(reply)) for shape, reply in REPLIES.items()}
-    config = nginx.write_config(prefix, _UPSTREAM.format(prefix=prefix, port=port, **bodies))
+    config = nginx.write_config(prefix, nginx.config_text(prefix, _UPSTREAM_SERVER.format(port=port, **bodies)))
     child = context.children.start("nginx-agent-upstream", nginx.command(nginx_binary, prefix, config), core=None,
                                    log=prefix / "stdout.log")
     wait_listening(port, child.process, 30, "agent upstream", prefix / "error.log")

@@ -91,7 +91,7 @@ def upstream_config(prefix: Path, port: int) -> str:
         otlp_path=OTLP_PATH,
         otlp_log=prefix / OTLP_LOG,
     )
-    return _COMMON.format(prefix=prefix, servers=server)
+    return config_text(prefix, server)
 
 
 def otlp_exports(prefix: Path) -> int:
@@ -143,7 +143,12 @@ def _long_return(body: bytes, indent: str, piece_size: int = 3000) -> str:
 
 def proxy_config(prefix: Path, port: int, upstream_port: int) -> str:
     """nginx as a plain keep-alive reverse proxy in front of the upstream: the cost of one hop."""
-    return _COMMON.format(prefix=prefix, servers=_PROXY_SERVER.format(port=port, upstream_port=upstream_port))
+    return config_text(prefix, _PROXY_SERVER.format(port=port, upstream_port=upstream_port))
+
+
+def config_text(prefix: Path, servers: str) -> str:
+    """A whole nginx configuration around ``servers`` (server blocks), with the bench's common settings."""
+    return _COMMON.format(prefix=prefix, servers=servers)
 
 
 def write_config(prefix: Path, text: str) -> Path:
