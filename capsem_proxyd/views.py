@@ -7,6 +7,7 @@ provider.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,16 @@ class RequestView:
     tools: list[ToolDefinition] = field(default_factory=list)
     tool_results: list[ToolResult] = field(default_factory=list)
     media: list[MediaPart] = field(default_factory=list)
+
+    def set_prompt(self, texts: Iterable[str]) -> None:
+        """The prompt from the texts it is joined from, in order (empty ones add nothing): pieces and whole."""
+        self.prompt_pieces = [text for text in texts if text]
+        self.prompt = "\n".join(self.prompt_pieces)
+
+    def set_system(self, texts: Iterable[str]) -> None:
+        """The system text from the texts it is joined from, as ``set_prompt``."""
+        self.system_pieces = [text for text in texts if text]
+        self.system = "\n".join(self.system_pieces)
 
 
 @dataclass(slots=True)

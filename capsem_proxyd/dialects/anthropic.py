@@ -40,7 +40,7 @@ from capsem_proxyd.dialects.base import (
     token_count,
     upstream_error_view,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, decision_fields
 from capsem_proxyd.views import (
@@ -217,10 +217,8 @@ class AnthropicMessagesDialect(Dialect):
                     ))
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt_pieces = kept(prompt)
-        view.prompt = "\n".join(view.prompt_pieces)
-        view.system_pieces = kept(system)
-        view.system = "\n".join(view.system_pieces)
+        view.set_prompt(prompt)
+        view.set_system(system)
         return view
 
     def response_view(self, body: Any) -> ResponseView:

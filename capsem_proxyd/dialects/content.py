@@ -173,11 +173,6 @@ def joined(parts: Iterable[str]) -> str:
     return "\n".join(part for part in parts if part)
 
 
-def kept(parts: Iterable[str]) -> list[str]:
-    """The pieces ``joined(parts)`` is made of (``"\n".join(kept(parts)) == joined(parts)``)."""
-    return [part for part in parts if part]
-
-
 def refuse_double_spellings(value: Any, camel: dict[str, str]) -> None:
     """A 400 for an object, at any depth, with one field under two spellings the provider both reads.
 

@@ -39,7 +39,7 @@ from capsem_proxyd.dialects.base import (
     token_count,
     upstream_error_view,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept, refuse_double_spellings
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, refuse_double_spellings
 from capsem_proxyd.dialects.framing import (
     JSONArrayDecoder,
     SSEDecoder,
@@ -244,10 +244,8 @@ class GeminiDialect(Dialect):
                     _tool_definitions(tool, below, view)
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt_pieces = kept(prompt)
-        view.prompt = "\n".join(view.prompt_pieces)
-        view.system_pieces = kept(system)
-        view.system = "\n".join(view.system_pieces)
+        view.set_prompt(prompt)
+        view.set_system(system)
         return view
 
     def response_view(self, body: Any) -> ResponseView:

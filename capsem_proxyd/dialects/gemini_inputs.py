@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from capsem_proxyd.dialects.base import as_dict
-from capsem_proxyd.dialects.content import kept, refuse_double_spellings
+from capsem_proxyd.dialects.content import refuse_double_spellings
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.gemini import (
     CAMEL_TWINS,
@@ -80,8 +80,7 @@ class GeminiInputDialect(GeminiDialect):
                         read_content(item, at, prompt, view) if name == "content" else SORTER.add(prompt, item, at)
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt_pieces = kept(prompt)
-        view.prompt = "\n".join(view.prompt_pieces)
+        view.set_prompt(prompt)
         return view
 
     def response_view(self, body: Any) -> ResponseView:

@@ -25,7 +25,7 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     upstream_error_view,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_stream_usage, openai_usage
 from capsem_proxyd.views import (
@@ -131,10 +131,8 @@ class OpenAIChatDialect(OpenAIDialect):
                     view.tools.append(_definition(tool, below))
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt_pieces = kept(prompt)
-        view.prompt = "\n".join(view.prompt_pieces)
-        view.system_pieces = kept(system)
-        view.system = "\n".join(view.system_pieces)
+        view.set_prompt(prompt)
+        view.set_system(system)
         return view
 
     def _message(

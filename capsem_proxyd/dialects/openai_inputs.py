@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.dialects.content import Paths, kept
+from capsem_proxyd.dialects.content import Paths
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_chat import SORTER
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_usage
@@ -63,8 +63,7 @@ class OpenAIInputDialect(OpenAIDialect):
                 add_parts(SORTER, prompt, value, node, view.media)
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt_pieces = kept(prompt)
-        view.prompt = "\n".join(view.prompt_pieces)
+        view.set_prompt(prompt)
         return view
 
     def response_view(self, body: Any) -> ResponseView:

@@ -41,7 +41,7 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     upstream_error_view,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, kept
+from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_error_body
 from capsem_proxyd.errors import ProxyError
@@ -210,10 +210,8 @@ class OpenAIResponsesDialect(OpenAIDialect):
                     view.tools.append(_definition(tool, below))
             else:
                 SORTER.add(prompt, value, node)
-        view.prompt_pieces = kept(prompt)
-        view.prompt = "\n".join(view.prompt_pieces)
-        view.system_pieces = kept(system)
-        view.system = "\n".join(view.system_pieces)
+        view.set_prompt(prompt)
+        view.set_system(system)
         return view
 
     def response_view(self, body: Any) -> ResponseView:
