@@ -273,8 +273,11 @@ class _Reply:
             self._stream_over(recorder, answer.status, pump.outcome)
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            if not self.recorded:  # cancelled mid-stream: the client left (or the server is going away)
-                self._stream_over(recorder, answer.status, "client_disconnected")
+            if not self.recorded:  # cancelled: the client left (or the server is going away)
+                # A client that hangs up on the final error event (SDKs raise on it and close at once)
+                # leaves while the upstream is being closed: the stream still ended as the pump decided.
+                ended = pump.outcome if pump.outcome != "incomplete" else "client_disconnected"
+                self._stream_over(recorder, answer.status, ended)
 
     def _stream_over(self, recorder: Recorder, status: int, outcome: str) -> None:
         recorder.stream_finished(self.exchange, outcome)
