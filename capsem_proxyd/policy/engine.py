@@ -42,7 +42,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -61,7 +60,7 @@ from capsem_proxyd.policies.holdback import Fixed, Holdback, LiteralTerms, decla
 from capsem_proxyd.policies.splitting import seam_width, splittable
 from capsem_proxyd.policy.deadlines import hook_can_suspend
 from capsem_proxyd.policy.loader import PolicySet, implemented_hooks
-from capsem_proxyd.policy.split import seams
+from capsem_proxyd.policy.split import Split, batches, prompt_split, single_split
 from capsem_proxyd.policy.verdict_cache import VerdictCache
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, ToolCall, ToolDefinition
 
@@ -75,34 +74,6 @@ MAX_PENDING_SHADOW = 256
 _NO_SCHEMA = Schema.model_construct()
 # A hook call on one policy: the engine decides which policies, the caller what they are asked.
 Invoke = Callable[[Policy], Awaitable[Decision]]
-# A splittable policy's verdict on the whole texts of a prompt (``whole_prompt_decision``), or None.
-WholeCheck = Callable[[Any], "Decision | None"]
-
-
-# A remote policy (``workers.py``) is asked about this many characters of pieces per call at most: one
-# round trip per piece would keep the event loop busy with a big request's replies, and one per request
-# would hold a worker for all of it while small requests wait.
-BATCH_CHARS = 32_768
-
-
-@dataclass(slots=True)
-class Piece:
-    """One piece of a hook's content: its keyed digest (the cache's), the hook's arguments for it
-    (picklable: a remote policy is sent a batch of them), and its size in characters."""
-
-    digest: bytes
-    args: tuple[Any, ...]
-    size: int
-
-
-@dataclass(slots=True)
-class Split:
-    """A hook's content as pieces, for the splittable policies; ``whole`` asks for whole-request verdicts."""
-
-    pieces: list[Piece]
-    whole: WholeCheck | None = None
-
-
 def capsem_tool(name: str, description: str = "", parameters: Any = None) -> Tool:
     """A CAPSEM ``Tool`` from whatever the client sent, never failing on odd schemas."""
     schema = _NO_SCHEMA
@@ -206,34 +177,13 @@ class PolicyEngine:
 
     def _single(self, identity: str, args: tuple[Any, ...]) -> Split | None:
         """Content that is one piece already (a tool result, a definition): cached whole."""
-        if self.cache is None:
-            return None
-        return Split([Piece(self.cache.digest(identity), args, len(identity))])
+        return None if self.cache is None else single_split(self.cache, identity, args)
 
     def _prompt_split(self, exchange: Exchange, view: RequestView, media: list[Media]) -> Split | None:
-        """The prompt as pieces: each system and prompt piece, the seams between them, each media item."""
+        """The prompt as pieces (``split.prompt_split``), when decisions on pieces are remembered."""
         if self.cache is None:
             return None
-        cache, rid, agent, model = self.cache, exchange.request_id, exchange.agent, view.model
-        system = view.system_pieces if view.system_pieces is not None else [view.system] if view.system else []
-        prompt = view.prompt_pieces if view.prompt_pieces is not None else [view.prompt] if view.prompt else []
-        pieces: list[Piece] = []
-
-        for text in system:
-            pieces.append(Piece(cache.digest(text, b"system\0"), (rid, agent, model, text, "", []), len(text)))
-        for text in prompt:
-            pieces.append(Piece(cache.digest(text, b"prompt\0"), (rid, agent, model, "", text, []), len(text)))
-        for text in seams([*system, *prompt], self.seam_width):
-            pieces.append(Piece(cache.digest(text, b"seam\0"), (rid, agent, model, "", text, []), len(text)))
-        for item in media:
-            kind = f"media\0{item.mime_type}\0".encode()
-            pieces.append(Piece(cache.digest(item.content, kind), (rid, agent, model, "", "", [item]), len(item.content)))
-
-        def whole(policy: Any) -> Decision | None:
-            check = getattr(policy, "whole_prompt_decision", None)
-            return check(model, view.system, view.prompt) if callable(check) else None
-
-        return Split(pieces, whole)
+        return prompt_split(self.cache, self.seam_width, exchange.request_id, exchange.agent, view, media)
 
     async def check_tool_definition(self, exchange: Exchange, definition: ToolDefinition) -> str:
         """A definition is checked as a call whose arguments are all the definition's other content
@@ -360,7 +310,7 @@ class PolicyEngine:
                 found = [cache.get(key) for key in keys]
                 missing = [number for number, decision in enumerate(found) if decision is None]
                 try:
-                    for start, stop in _batches([split.pieces[number].size for number in missing]):
+                    for start, stop in batches([split.pieces[number].size for number in missing]):
                         numbers = missing[start:stop]
                         decided = await batch(hook, [split.pieces[number].args for number in numbers])
                         for number, decision in zip(numbers, decided):
@@ -515,20 +465,6 @@ class ShadowRunner:
 def _asking(hook: str, args: tuple[Any, ...]) -> Invoke:
     """The call of ``hook`` with ``args`` on whichever policy is asked."""
     return lambda policy: getattr(policy, hook)(*args)
-
-
-def _batches(sizes: list[int]) -> list[tuple[int, int]]:
-    """Consecutive (start, stop) ranges of ``sizes`` of about ``BATCH_CHARS`` characters each."""
-    ranges: list[tuple[int, int]] = []
-    start = total = 0
-    for number, size in enumerate(sizes):
-        if number > start and total + size > BATCH_CHARS:
-            ranges.append((start, number))
-            start, total = number, 0
-        total += size
-    if start < len(sizes):
-        ranges.append((start, len(sizes)))
-    return ranges
 
 
 def _tool_response_call(rid: str, agent: Any, tool: Tool, response: dict[str, Any]) -> Invoke:

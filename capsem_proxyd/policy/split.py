@@ -1,4 +1,11 @@
-"""The seams between the pieces a prompt is checked as.
+"""A hook's content as the pieces a splittable policy is asked about, and the seams between them.
+
+A tool result or a tool definition is one piece (``single_split``). A
+prompt is its system and prompt texts as the dialect kept them (each
+message's strings), the seams between them and each media item
+(``prompt_split``). Each piece carries the keyed digest the verdict cache
+files decisions under, and the hook's arguments for it, so that a policy in
+a worker process can be sent a batch of them (``batches``).
 
 A policy is given the prompt whole: the pieces joined by ``"\\n"``. Checked
 piece by piece, a match that runs from one piece into the next (a regex
@@ -26,13 +33,90 @@ unchanged conversation's seams are decided once too.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from capsem.models import Decision, Media
 
 from capsem_proxyd.policies.normalize import fold, visible
+from capsem_proxyd.policy.verdict_cache import VerdictCache
+from capsem_proxyd.views import RequestView
 
 # A merged seam stops growing here (a joint's own window is never cut).
 SEAM_CAP = 4096
 _SPACE = re.compile(r"\s")
 _LAST_SPACE = re.compile(r"\s\S*\Z")
+# A remote policy (``workers.py``) is asked about this many characters of pieces per call at most: one
+# round trip per piece would keep the event loop busy with a big request's replies, and one per request
+# would hold a worker for all of it while small requests wait.
+BATCH_CHARS = 32_768
+# A splittable policy's verdict on the whole texts of a prompt (``whole_prompt_decision``), or None.
+WholeCheck = Callable[[Any], "Decision | None"]
+
+
+@dataclass(slots=True)
+class Piece:
+    """One piece of a hook's content: its keyed digest (the cache's), the hook's arguments for it
+    (picklable: a remote policy is sent a batch of them), and its size in characters."""
+
+    digest: bytes
+    args: tuple[Any, ...]
+    size: int
+
+
+@dataclass(slots=True)
+class Split:
+    """A hook's content as pieces, for the splittable policies; ``whole`` asks for whole-request verdicts."""
+
+    pieces: list[Piece]
+    whole: WholeCheck | None = None
+
+
+def single_split(cache: VerdictCache, identity: str, args: tuple[Any, ...]) -> Split:
+    """Content that is one piece already (a tool result, a definition), known by ``identity``."""
+    return Split([Piece(cache.digest(identity), args, len(identity))])
+
+
+def prompt_split(
+    cache: VerdictCache, seam_width: int, rid: str, agent: Any, view: RequestView, media: list[Media]
+) -> Split:
+    """``on_model_call``'s content as pieces: each system and prompt piece, the seams between them
+    (``width``: the widest match of the splittable policies), each media item; and the whole-request
+    checks (size limits, model globs) that a policy makes on the joined texts."""
+    model = view.model
+    system = view.system_pieces if view.system_pieces is not None else [view.system] if view.system else []
+    prompt = view.prompt_pieces if view.prompt_pieces is not None else [view.prompt] if view.prompt else []
+    pieces: list[Piece] = []
+    for text in system:
+        pieces.append(Piece(cache.digest(text, b"system\0"), (rid, agent, model, text, "", []), len(text)))
+    for text in prompt:
+        pieces.append(Piece(cache.digest(text, b"prompt\0"), (rid, agent, model, "", text, []), len(text)))
+    for text in seams([*system, *prompt], seam_width):
+        pieces.append(Piece(cache.digest(text, b"seam\0"), (rid, agent, model, "", text, []), len(text)))
+    for item in media:
+        kind = f"media\0{item.mime_type}\0".encode()
+        pieces.append(Piece(cache.digest(item.content, kind), (rid, agent, model, "", "", [item]), len(item.content)))
+
+    def whole(policy: Any) -> Decision | None:
+        check = getattr(policy, "whole_prompt_decision", None)
+        return check(model, view.system, view.prompt) if callable(check) else None
+
+    return Split(pieces, whole)
+
+
+def batches(sizes: list[int]) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of ``sizes`` of about ``BATCH_CHARS`` characters each."""
+    ranges: list[tuple[int, int]] = []
+    start = total = 0
+    for number, size in enumerate(sizes):
+        if number > start and total + size > BATCH_CHARS:
+            ranges.append((start, number))
+            start, total = number, 0
+        total += size
+    if start < len(sizes):
+        ranges.append((start, len(sizes)))
+    return ranges
 
 
 def seams(texts: list[str], width: int) -> list[str]:
