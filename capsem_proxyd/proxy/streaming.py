@@ -332,7 +332,8 @@ class StreamPump:
                     out.clear()
             else:
                 released = await self._finish()
-                self.outcome = "completed"
+                if self.outcome == "incomplete":  # an upstream's in-stream error stays what ended the stream
+                    self.outcome = "completed"
                 out.append(released)
         except ProxyError as error:
             final = self._cut(error)

@@ -357,3 +357,16 @@ async def test_workers_flag_scrapes_report_every_worker(tmp_path: Path, fake: Fa
         assert await daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+async def test_an_in_stream_upstream_error_is_counted_as_one(proxy: Proxy, fake: FakeUpstream) -> None:
+    """The provider's own error event ends the stream: an upstream error, not a completed stream."""
+    fake.script(Reply(chunks=["part one. "] * 10, fault="error_mid_stream", fault_after_events=4, status=500,
+                      error_message="provider broke mid-stream"))
+    _, error = await in_thread(stream_chat, proxy)
+    assert isinstance(error, openai.APIError) and "provider broke mid-stream" in str(error)
+    streams = "capsem_proxyd_streams_total"
+    with trio.fail_after(5):
+        while (await scrape(proxy.url))(streams, **CHAT, outcome="upstream_error") < 1:
+            await trio.sleep(0.05)
+    assert (await scrape(proxy.url))(streams, **CHAT, outcome="completed") == 0
