@@ -19,7 +19,7 @@ import trio
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon.server import serve
-from capsem_proxyd.policy.tenants import load_policy_config
+from capsem_proxyd.enforcement.tenants import load_policy_config
 from tests.support.fake_upstream import FakeUpstream, run_fake_upstream
 from tests.support.key_watch import DAEMON_LOGGERS, key_watch  # noqa: F401 - session-wide: no key in anything the daemons wrote
 from tests.support.proxy import ALL_TEST_KEYS, Proxy

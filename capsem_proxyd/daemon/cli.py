@@ -20,9 +20,9 @@ import click
 
 from capsem_proxyd import __version__
 from capsem_proxyd.config import DEFAULTS, ENV_PREFIX, Setting, Settings, declaration, declared, envvar, option_name
+from capsem_proxyd.enforcement.loader import PolicyConfigError, PolicySet
+from capsem_proxyd.enforcement.tenants import PolicyConfig, load_policy_config
 from capsem_proxyd.observe.tracing import TraceExport, TracingConfigError, trace_export
-from capsem_proxyd.policy.loader import PolicyConfigError, PolicySet
-from capsem_proxyd.policy.tenants import PolicyConfig, load_policy_config
 
 EXIT_CONFIG_ERROR = 2
 
@@ -280,7 +280,7 @@ def check(**options: Any) -> None:
 @server_options
 def list_policies(**options: Any) -> None:
     """List the active policies: mode, description and the hooks each implements."""
-    from capsem_proxyd.policy.loader import implemented_hooks
+    from capsem_proxyd.enforcement.loader import implemented_hooks
 
     settings = settings_from(options)
     config = load_config(settings)

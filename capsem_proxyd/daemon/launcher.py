@@ -13,9 +13,9 @@ from hypercorn.config import Sockets
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon import notify
-from capsem_proxyd.daemon.process import WorkerPool, daemonize, remove_pidfile, write_pidfile
+from capsem_proxyd.daemon.process import ServerWorkers, daemonize, remove_pidfile, write_pidfile
 from capsem_proxyd.daemon.server import bind_sockets, describe, serve
-from capsem_proxyd.policy.tenants import PolicyConfig
+from capsem_proxyd.enforcement.tenants import PolicyConfig
 
 log = logging.getLogger("capsem_proxyd")
 SettingsLoader = Callable[[], Settings]
@@ -87,7 +87,7 @@ def _run_workers(
 
         trio.run(worker)
 
-    pool = WorkerPool(settings.workers, run_worker)
+    pool = ServerWorkers(settings.workers, run_worker)
 
     def all_ready() -> None:
         binds = [f"https://{settings.host}:{sock.getsockname()[1]}" for sock in sockets.secure_sockets]

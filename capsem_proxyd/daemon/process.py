@@ -141,7 +141,7 @@ def _redirect_stdio(log_file: str) -> None:
 # -- workers ------------------------------------------------------------------
 
 
-class WorkerPool:
+class ServerWorkers:
     """Forks ``count`` workers that serve the already-bound sockets, and supervises them.
 
     The parent forwards SIGTERM/SIGINT/SIGHUP, restarts a worker that dies

@@ -18,13 +18,13 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
 from capsem_proxyd import __version__
+from capsem_proxyd._compat.hypercorn import serve_hypercorn
 from capsem_proxyd.config import Settings, reloaded, restart_only_changes
 from capsem_proxyd.daemon import notify
-from capsem_proxyd.daemon.hypercorn_server import serve_hypercorn
+from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies, load_policy_config
 from capsem_proxyd.http.app import ProxyState, create_app, proxy_state
 from capsem_proxyd.observe.audit import AuditLog
 from capsem_proxyd.observe.tracing import trace_export
-from capsem_proxyd.policy.tenants import PolicyConfig, TenantPolicies, load_policy_config
 
 log = logging.getLogger("capsem_proxyd")
 

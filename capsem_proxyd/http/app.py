@@ -25,7 +25,9 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from capsem_proxyd import __version__
+from capsem_proxyd._compat.quart import ShieldedLastSend
 from capsem_proxyd.config import Settings
+from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.errors import (
     ProxyError,
     body_too_large,
@@ -36,7 +38,6 @@ from capsem_proxyd.errors import (
 )
 from capsem_proxyd.http.cors import Cors
 from capsem_proxyd.http.data_plane import ASGIApp, DataPlane
-from capsem_proxyd.http.quart_compat import ShieldedLastSend
 from capsem_proxyd.http.routes import error_dialect
 from capsem_proxyd.observe.audit import AuditLog, AuditRecorder
 from capsem_proxyd.observe.logs import escape_controls
@@ -44,7 +45,6 @@ from capsem_proxyd.observe.metrics import Metrics
 from capsem_proxyd.observe.recorders import Recorder, Recorders
 from capsem_proxyd.observe.request_log import RequestLog
 from capsem_proxyd.observe.tracing import trace_export
-from capsem_proxyd.policy.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.proxy.limits import Limits
 from capsem_proxyd.proxy.pipeline import Pipeline, error_reply
 from capsem_proxyd.proxy.stored_content import StoredContent, open_store

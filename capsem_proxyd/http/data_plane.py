@@ -22,7 +22,7 @@ Response per request; a proxy's handful of routes needs none of it.
 A client hanging up stops its request and its stream, not through a task per
 request waiting for ``http.disconnect`` (~70 us of every request) but because
 the server cancels what still runs for a connection once its client is gone
-(``daemon/hypercorn_server.py``); under another ASGI server a hang-up would be
+(``_compat/hypercorn.py``); under another ASGI server a hang-up would be
 noticed only at the next write.
 """
 

@@ -61,7 +61,7 @@ class DebugPolicy(Policy):
 
     # A stream holds back only an end of text that could still become the marker (usually nothing).
     stream_holdback = LiteralTerms([MARKER])
-    # The marker is in a whole exactly when it is in a piece or a seam (policies/splitting.py).
+    # The marker is in a whole exactly when it is in a piece or a seam (policies/declarations.py).
     splittable = True
 
     def __init__(self) -> None:

@@ -72,10 +72,10 @@ from typing import Any
 
 import trio
 
+from capsem_proxyd.policies.declarations import in_worker
 from capsem_proxyd.policies.holdback import Fixed, regex_width
-from capsem_proxyd.policies.splitting import in_worker
 
-log = logging.getLogger("capsem_proxyd.policy.pii")
+log = logging.getLogger("capsem_proxyd.enforcement.pii")
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # its DEBUG lines quote prompt text
 
 INSTALL_HINT = "install the 'pii' extra: uv sync --extra pii (or pip install 'capsem-proxyd[pii]')"
@@ -253,9 +253,9 @@ def _model_from_nlp_config(nlp_engine_config: dict[str, Any] | None, language: s
 class OfflinePIIPolicy(PIIPolicy):
     """CAPSEM's PIIPolicy with an analyzer built once, offline, and run off the event loop.
 
-    Splittable (``policies/splitting.py``): an entity is found in a text's
+    Splittable (``policies/declarations.py``): an entity is found in a text's
     pieces and the seams between them as in the whole. CPU-heavy: the engine
-    runs it in worker processes (``policy/workers.py``), where it analyses in
+    runs it in worker processes (``enforcement/workers.py``), where it analyses in
     line; in the proxy's own process (``processes = false`` in ``pii.toml``,
     or no worker could start) it analyses in ``analysis_threads`` threads.
     """

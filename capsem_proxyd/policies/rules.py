@@ -156,7 +156,7 @@ class GlobList:
 class RulesPolicy(Policy):
     """Literal terms and regexes per hook, tool and model globs, a prompt size limit.
 
-    Splittable (``policies/splitting.py``): a term or regex matches a whole
+    Splittable (``policies/declarations.py``): a term or regex matches a whole
     exactly when it matches one of its pieces or seams; the prompt size and
     the model are properties of the whole, checked by ``whole_prompt_decision``.
     """

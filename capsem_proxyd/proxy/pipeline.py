@@ -30,11 +30,11 @@ import orjson
 import trio
 
 from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.enforcement.engine import PolicyEngine, stricter
+from capsem_proxyd.enforcement.tenants import TenantPolicies
 from capsem_proxyd.errors import ProxyError, missing_key, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange, tenant_id_for
 from capsem_proxyd.observe.recorders import Recorder
-from capsem_proxyd.policy.engine import PolicyEngine, stricter
-from capsem_proxyd.policy.tenants import TenantPolicies
 from capsem_proxyd.proxy.body import parse_request_body
 from capsem_proxyd.proxy.limits import Limits, check_reply_body, check_request_body, check_request_view
 from capsem_proxyd.proxy.stored_content import StoredContent

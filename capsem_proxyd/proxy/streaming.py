@@ -56,9 +56,9 @@ import trio
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.dialects.base import Dialect, parse_arguments
 from capsem_proxyd.dialects.framing import FramingError, SSEDecoder, StreamEvent
+from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.errors import ProxyError, response_too_large, shutting_down, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.policy.engine import PolicyEngine
 from capsem_proxyd.proxy.stored_content import StoredReply
 from capsem_proxyd.proxy.upstream import UpstreamResponse
 from capsem_proxyd.views import ALL_CHANNELS, ToolCall, ToolFragment

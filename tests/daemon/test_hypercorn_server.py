@@ -1,4 +1,4 @@
-"""Canary for the Hypercorn subclass and serve loop (``capsem_proxyd/daemon/hypercorn_server.py``).
+"""Canary for the Hypercorn subclass and serve loop (``capsem_proxyd/_compat/hypercorn.py``).
 
 ``ClosingTCPServer`` overrides two private methods of Hypercorn's trio
 ``TCPServer`` and reads three private attributes; the serve loop composes
@@ -19,7 +19,7 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.worker_context import TrioSingleTask, WorkerContext
 from packaging.version import Version
 
-from capsem_proxyd.daemon.hypercorn_server import ClosingTCPServer
+from capsem_proxyd._compat.hypercorn import ClosingTCPServer
 
 
 def test_the_private_names_the_subclass_relies_on_still_exist() -> None:

@@ -15,7 +15,7 @@ import trio
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon.server import serve
-from capsem_proxyd.policy.tenants import load_policy_config
+from capsem_proxyd.enforcement.tenants import load_policy_config
 from capsem_proxyd.proxy.response_store import FILE_NAME
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY, Proxy, in_thread

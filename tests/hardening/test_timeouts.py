@@ -20,9 +20,9 @@ import pytest
 import trio
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.enforcement.tenants import load_policy_config
 from capsem_proxyd.http.app import create_app, proxy_state
-from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
-from capsem_proxyd.policy.tenants import load_policy_config
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import (
@@ -157,7 +157,7 @@ async def test_hanging_policy_blocks_after_its_timeout_and_is_named_in_the_log(
     assert isinstance(error, expected_error(provider, 400))
     assert "StuckScanner" in message_of(error) and "timed out after 0.3s" in message_of(error)
     assert fake.requests == []
-    lines = [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.policy" and r.levelno == logging.ERROR]
+    lines = [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.enforcement" and r.levelno == logging.ERROR]
     assert any(line.startswith("policy StuckScanner timed out in on_model_call") and "fail closed" in line for line in lines)
     assert await in_thread(lambda: sdk_call(provider, proxy, prompt="all fine"))  # the healthy path still works
 
@@ -191,7 +191,7 @@ async def test_fail_open_policy_lets_the_request_through_and_says_so(
     assert response.status_code == 200
     assert response.headers["x-capsem-decision"] == "log"
     assert len(fake.requests) == 1
-    lines = [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.policy"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.enforcement"]
     assert any("request allowed (fail_open = true)" in line for line in lines), lines
     # Fail-open is per policy: the Debug policy next to it still blocks.
     async with httpx.AsyncClient(timeout=10) as client:

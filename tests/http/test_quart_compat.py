@@ -1,4 +1,4 @@
-"""Canary for the quart-trio subclass (``capsem_proxyd/http/quart_compat.py``).
+"""Canary for the quart-trio subclass (``capsem_proxyd/_compat/quart.py``).
 
 The subclass overrides quart's private ``ASGIHTTPConnection._send_response``;
 a quart or quart-trio release that renames or reshapes it must fail here, by
@@ -14,8 +14,8 @@ from packaging.version import Version
 from quart.asgi import ASGIHTTPConnection
 from quart_trio.asgi import TrioASGIHTTPConnection
 
+from capsem_proxyd._compat.quart import ShieldedLastSend
 from capsem_proxyd.http.app import ControlPlane
-from capsem_proxyd.http.quart_compat import ShieldedLastSend
 
 
 def test_the_private_method_overridden_still_exists_with_its_shape() -> None:

@@ -2,7 +2,7 @@
 
 SDKs raise on a blocked stream's final error event and close the connection
 at once. The server then cancels what still runs for that connection
-(``daemon/hypercorn_server.py``), and the proxy may still be closing the
+(``_compat/hypercorn.py``), and the proxy may still be closing the
 upstream: that stream was blocked, not cut short by its client, and the
 metrics and the request log must say so.
 """

@@ -343,7 +343,7 @@ def test_with_tracing_off_nothing_of_opentelemetry_is_imported_on_the_request_pa
         import httpx, trio
         from capsem_proxyd.config import Settings
         from capsem_proxyd.daemon.server import serve
-        from capsem_proxyd.policy.tenants import load_policy_config
+        from capsem_proxyd.enforcement.tenants import load_policy_config
         from tests.support.fake_upstream import run_fake_upstream
 
         async def main():

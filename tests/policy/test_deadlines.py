@@ -10,8 +10,8 @@ import trio
 from capsem.models import DEFAULT_SAFE_DECISION, Decision
 from capsem.policies import Policy
 
+from capsem_proxyd.enforcement.deadlines import hook_can_suspend
 from capsem_proxyd.policies.debug import DebugPolicy
-from capsem_proxyd.policy.deadlines import hook_can_suspend
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy import OPENAI_KEY
 

@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.framing import SSEDecoder
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.enforcement.loader import load_policy_set
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policies.debug import DebugPolicy
 from capsem_proxyd.policies.holdback import LiteralTerms, Visible, regex_width
 from capsem_proxyd.policies.normalize import fold
 from capsem_proxyd.policies.rules import RulesPolicy
-from capsem_proxyd.policy.loader import load_policy_set
 from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
 from tests.support.daemon import run_capsem_proxyd
 from tests.support.engines import engine
@@ -116,7 +116,7 @@ def test_with_no_match_pending_nothing_is_held(text: str, data: st.DataObject) -
 def _set(*policies: object) -> object:
     from capsem.manager import SecurityManager
 
-    from capsem_proxyd.policy.loader import PolicySet
+    from capsem_proxyd.enforcement.loader import PolicySet
 
     manager = SecurityManager()
     for policy in policies:

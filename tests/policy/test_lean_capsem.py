@@ -1,4 +1,4 @@
-"""Canary for ``capsem_proxyd/lean_capsem.py``: capsem imported without networkx, which it never uses."""
+"""Canary for ``capsem_proxyd/_compat/capsem.py``: capsem imported without networkx, which it never uses."""
 
 from __future__ import annotations
 

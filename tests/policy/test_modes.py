@@ -15,10 +15,10 @@ from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason,
 from capsem.policies import Policy
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.enforcement.tenants import TenantPolicies, load_policy_config
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import Recorder
-from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
-from capsem_proxyd.policy.tenants import TenantPolicies, load_policy_config
 from capsem_proxyd.views import RequestView
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
@@ -174,7 +174,7 @@ async def test_monitor_mode_lets_a_forbidden_prompt_through_and_records_it(
     assert response.json()["choices"][0]["message"]["content"] == "done"
     assert response.headers["x-capsem-decision"] == "log"
     assert len(fake.requests) == 1
-    (line,) = [r for r in caplog.records if r.name == "capsem_proxyd.policy" and r.getMessage().startswith("monitor:")]
+    (line,) = [r for r in caplog.records if r.name == "capsem_proxyd.enforcement" and r.getMessage().startswith("monitor:")]
     message = line.getMessage()
     assert "policy Rules would have refused (BLOCK in on_model_call" in message
     assert "'forbidden plan' (block)" in message

@@ -22,7 +22,7 @@ pytest.importorskip("presidio_analyzer", reason="the 'pii' extra is not installe
 from capsem.models import Agent  # noqa: E402
 
 from capsem_proxyd.config import Settings  # noqa: E402
-from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set  # noqa: E402
+from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set  # noqa: E402
 from tests.support.daemon import (  # noqa: E402
     assert_startup_error,
     daemon_env,  # noqa: E402

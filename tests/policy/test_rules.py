@@ -14,8 +14,8 @@ from capsem.models import Verdict
 from google.genai import errors as genai_errors
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set
 from capsem_proxyd.policies.rules import GlobList, RulesPolicy
-from capsem_proxyd.policy.loader import PolicyConfigError, load_policy_set
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.support.proxy import Proxy, in_thread
 

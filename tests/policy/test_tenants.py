@@ -13,9 +13,9 @@ import pytest
 from google.genai import errors as genai_errors
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.enforcement.loader import PolicyConfigError
+from capsem_proxyd.enforcement.tenants import load_allowed_tenants, load_tenant_profiles
 from capsem_proxyd.exchange import tenant_id_for
-from capsem_proxyd.policy.loader import PolicyConfigError
-from capsem_proxyd.policy.tenants import load_allowed_tenants, load_tenant_profiles
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
 
@@ -85,7 +85,7 @@ async def test_unlisted_tenant_gets_401_in_each_providers_shape(
         models = await http.get(listed_proxy.url + "/v1/models", headers={"authorization": f"Bearer {OTHER_OPENAI_KEY}"})
     assert models.status_code == 401
     assert fake.requests == []
-    refusals = [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.policy.tenants"]
+    refusals = [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.enforcement.tenants"]
     assert f"tenant_id={tenant_id_for(GEMINI_KEY)} refused: not in the tenants file" in refusals
 
 

@@ -17,15 +17,15 @@ from capsem.manager import SecurityManager
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from capsem_proxyd.enforcement.engine import PolicyEngine
+from capsem_proxyd.enforcement.loader import PolicySet
+from capsem_proxyd.enforcement.pieces import seams
+from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.policies.debug import DebugPolicy
 from capsem_proxyd.policies.rules import RulesPolicy
-from capsem_proxyd.policy.engine import PolicyEngine
-from capsem_proxyd.policy.loader import PolicySet
-from capsem_proxyd.policy.split import seams
-from capsem_proxyd.policy.verdict_cache import VerdictCache
 from capsem_proxyd.views import RequestView, ToolResult
 from tests.support.policies import CountingPolicy, WholeCountingPolicy
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.enforcement.loader import CPU_HEAVY_KNOWN
 from capsem_proxyd.policies.pii import OfflinePIIPolicy
-from capsem_proxyd.policy.loader import CPU_HEAVY_KNOWN
 from tests.support.proxy import OPENAI_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,7 +92,7 @@ def test_the_proxys_process_never_imports_presidio_when_pii_runs_in_workers(tmp_
     script = (
         "import sys\n"
         "from capsem_proxyd.config import Settings\n"
-        "from capsem_proxyd.policy.tenants import load_policy_config\n"
+        "from capsem_proxyd.enforcement.tenants import load_policy_config\n"
         f"config = load_policy_config(Settings(policy_dir={str(tmp_path)!r}))\n"
         "print(config.main.names, sorted(m for m in ('presidio_analyzer', 'spacy') if m in sys.modules))\n"
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from capsem_proxyd.enforcement.engine import PolicyEngine
+from capsem_proxyd.enforcement.loader import PolicySet, default_policy_set
 from capsem_proxyd.observe.recorders import Recorder
-from capsem_proxyd.policy.engine import PolicyEngine
-from capsem_proxyd.policy.loader import PolicySet, default_policy_set
 
 
 def engine(policy_set: PolicySet | None = None, recorder: Recorder | None = None, **options: object) -> PolicyEngine:

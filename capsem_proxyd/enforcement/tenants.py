@@ -34,14 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.enforcement.engine import PolicyEngine, ShadowRunner
+from capsem_proxyd.enforcement.holdbacks import holdback_summary, stream_holdbacks
+from capsem_proxyd.enforcement.loader import PolicyConfigError, PolicySet, load_policy_set
+from capsem_proxyd.enforcement.verdict_cache import VerdictCache
+from capsem_proxyd.enforcement.workers import PolicyWorkers, RemotePolicy, usable_cores
 from capsem_proxyd.errors import tenant_not_allowed
 from capsem_proxyd.observe.recorders import Recorder
-from capsem_proxyd.policy.engine import PolicyEngine, ShadowRunner, holdback_summary, stream_holdbacks
-from capsem_proxyd.policy.loader import PolicyConfigError, PolicySet, load_policy_set
-from capsem_proxyd.policy.verdict_cache import VerdictCache
-from capsem_proxyd.policy.workers import RemotePolicy, WorkerPool, usable_cores
 
-log = logging.getLogger("capsem_proxyd.policy.tenants")
+log = logging.getLogger("capsem_proxyd.enforcement.tenants")
 
 TENANT_ID = re.compile(r"^[0-9a-f]{16}$")
 
@@ -143,7 +144,7 @@ class TenantPolicies:
         return self.profiles.get(tenant_id, self.default)
 
 
-def _worker_pool(config: PolicyConfig, settings: Settings) -> WorkerPool | None:
+def _worker_pool(config: PolicyConfig, settings: Settings) -> PolicyWorkers | None:
     """One pool for every CPU-heavy policy of the configuration (main, shadow, profiles)."""
     sets = [config.main, *([config.shadow] if config.shadow is not None else []), *config.profiles.values()]
     remotes = [
@@ -153,7 +154,7 @@ def _worker_pool(config: PolicyConfig, settings: Settings) -> WorkerPool | None:
     if not remotes:
         return None
     count = settings.policy_processes or max(1, usable_cores() // settings.workers)
-    pool = WorkerPool([remote.spec for remote in remotes], count)
+    pool = PolicyWorkers([remote.spec for remote in remotes], count)
     for index, remote in enumerate(remotes):
         remote.pool, remote.index = pool, index
     return pool

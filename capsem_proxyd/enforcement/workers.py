@@ -49,10 +49,10 @@ from capsem.models import Agent, Decision, Media
 from capsem.policies import Policy
 from capsem.tools import Tool
 
-from capsem_proxyd.policies.splitting import mark_worker
-from capsem_proxyd.policy.building import build_from_class, implemented_hooks
+from capsem_proxyd.enforcement.building import build_from_class, implemented_hooks
+from capsem_proxyd.policies.declarations import mark_worker
 
-log = logging.getLogger("capsem_proxyd.policy.workers")
+log = logging.getLogger("capsem_proxyd.enforcement.workers")
 
 START_TIMEOUT = 120.0  # seconds for every worker of a pool to build its policies
 _MANIFEST_TIMEOUT = 120.0
@@ -192,14 +192,14 @@ class RemotePolicy(Policy):
         if manifest.has_split_holdback:
             self.split_holdback = manifest.split_holdback
         self.warnings = list(manifest.warnings)
-        self.pool: WorkerPool | None = None
+        self.pool: PolicyWorkers | None = None
         self.index = 0
         self.local: Policy | None = None  # built in this process when the pool could not start
 
     async def _call(self, hook: str, *args: Any) -> Decision:
         pool = self.pool
         if pool is None:  # used outside a configuration (a test, a script): a worker of its own
-            pool = self.pool = WorkerPool([self.spec], 1)
+            pool = self.pool = PolicyWorkers([self.spec], 1)
         await pool.start()
         local = pool.local_copy(self.index) if pool.failed else None
         if local is not None:
@@ -212,7 +212,7 @@ class RemotePolicy(Policy):
         BLOCK, as ``run_hooks``)."""
         pool = self.pool
         if pool is None:
-            pool = self.pool = WorkerPool([self.spec], 1)
+            pool = self.pool = PolicyWorkers([self.spec], 1)
         await pool.start()
         local = pool.local_copy(self.index) if pool.failed else None
         if local is None:
@@ -251,7 +251,7 @@ class _Holder:
     context: Any = None
 
 
-class WorkerPool:
+class PolicyWorkers:
     """The worker processes of one configuration's CPU-heavy policies."""
 
     def __init__(self, specs: list[PolicySpec], count: int) -> None:

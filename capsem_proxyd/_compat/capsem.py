@@ -13,7 +13,7 @@ policy's, say) gets the real package. Where capsem or networkx was imported
 before capsem_proxyd, nothing is done.
 
 capsem is pinned (``==0.3.2`` in pyproject.toml) and
-``tests/policy/test_lean_capsem.py`` is the canary: it fails when capsem uses
+``tests/policy/test__compat/capsem.py`` is the canary: it fails when capsem uses
 ``Graph`` for anything but that import, and when importing the daemon loads
 networkx after all. This module can go when capsem drops the import.
 """
@@ -38,7 +38,7 @@ def import_capsem() -> None:
     """Import capsem (once per process) with ``networkx`` stood in for."""
     if "capsem" in sys.modules or "networkx" in sys.modules:
         return
-    stand_in = types.ModuleType("networkx", "Stands in while capsem is imported (capsem_proxyd.lean_capsem).")
+    stand_in = types.ModuleType("networkx", "Stands in while capsem is imported (capsem_proxyd._compat.capsem).")
     stand_in.Graph = DeferredGraph  # type: ignore[attr-defined]
     sys.modules["networkx"] = stand_in
     try:

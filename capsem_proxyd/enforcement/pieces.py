@@ -39,8 +39,8 @@ from typing import Any
 
 from capsem.models import Decision, Media
 
+from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.policies.normalize import fold, visible
-from capsem_proxyd.policy.verdict_cache import VerdictCache
 from capsem_proxyd.views import RequestView
 
 # A merged seam stops growing here (a joint's own window is never cut).

@@ -19,7 +19,7 @@ Two ways to run a policy without letting it refuse anything:
 
 Content in pieces: with a verdict cache (``--verdict-cache-size``, the
 default), a request's content is checked by the policies that declare
-``splittable = True`` (``policies/splitting.py``) piece by piece (each
+``splittable = True`` (``policies/declarations.py``) piece by piece (each
 message's text, each tool result, each tool definition, each media item, and
 the seams between a prompt's pieces, ``split.py``), and a policy is asked
 about a piece only when the cache holds no decision of its on exactly that
@@ -31,7 +31,7 @@ checked as their text grows (the hold-back), which a cache of growing text
 could not serve.
 
 Which engine a tenant's requests run under (profiles, allow-list) is
-``policy/tenants.py``'s business. Decisions are told to the ``Recorder`` the
+``enforcement/tenants.py``'s business. Decisions are told to the ``Recorder`` the
 engine was built with (metrics, audit log); the engine knows nothing else
 about who listens.
 """
@@ -53,18 +53,18 @@ from capsem.tools import Schema, Tool
 from pydantic import ValidationError
 
 from capsem_proxyd.config import DEFAULTS
+from capsem_proxyd.enforcement.deadlines import hook_can_suspend
+from capsem_proxyd.enforcement.holdbacks import stream_holdbacks
+from capsem_proxyd.enforcement.loader import PolicySet
+from capsem_proxyd.enforcement.pieces import Split, batches, prompt_split, single_split
+from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
-from capsem_proxyd.policies.holdback import Fixed, Holdback, LiteralTerms, declared
-from capsem_proxyd.policies.splitting import seam_width, splittable
-from capsem_proxyd.policy.deadlines import hook_can_suspend
-from capsem_proxyd.policy.loader import PolicySet, implemented_hooks
-from capsem_proxyd.policy.split import Split, batches, prompt_split, single_split
-from capsem_proxyd.policy.verdict_cache import VerdictCache
+from capsem_proxyd.policies.declarations import seam_width, splittable
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, ToolCall, ToolDefinition
 
-log = logging.getLogger("capsem_proxyd.policy")
+log = logging.getLogger("capsem_proxyd.enforcement")
 shadow_log = logging.getLogger("capsem_proxyd.shadow")
 
 _STRICTNESS = {"BLOCK": 4, "CONFIRM": 3, "CLARIFY": 3, "REPLAN": 3, "LOG": 1, "ALLOW": 0}
@@ -403,32 +403,6 @@ class PolicyEngine:
             policy.name, hook, effect, exchange.request_id, exchange.tenant_id, exc_info=error,
         )
         return _failure_decision(policy.name, hook, f"policy raised {type(error).__name__}", fails_open)
-
-
-def stream_holdbacks(policies: list[Policy], monitored: frozenset[str], cap: int) -> list[tuple[str, Holdback]]:
-    """Each enforcing policy that checks replies, with what it needs held: its declaration, or the
-    cap (``--stream-holdback``) when it declares none or declares it unbounded; a bounded
-    declaration is honoured even beyond the cap. Monitor-mode policies never refuse: nothing is
-    held for them."""
-    holdbacks: list[tuple[str, Holdback]] = []
-    for policy in policies:
-        if policy.name in monitored or "on_model_response" not in implemented_hooks(policy):
-            continue
-        holdback = declared(policy)
-        holdbacks.append((policy.name, holdback if holdback is not None and holdback.bound is not None else Fixed(cap)))
-    return holdbacks
-
-
-def holdback_summary(holdbacks: list[tuple[str, Holdback]]) -> str:
-    """The effective hold-back and the policy that sets it, for the start-up line and ``policies``."""
-    if not holdbacks:
-        return "stream hold-back: none (no policy checks replies)"
-    name, widest = max(holdbacks, key=lambda item: item[1].bound or 0)
-    if isinstance(widest, LiteralTerms):
-        how = f"up to {widest.bound} characters, only while they may still become a term"
-    else:
-        how = f"{widest.bound} characters"
-    return f"stream hold-back: {how} (set by {name})"
 
 
 class ShadowRunner:

@@ -14,7 +14,7 @@ raises lets the request through, logged and recorded as LOG, instead of
 blocking it) and ``processes = false`` (a ``cpu_heavy`` policy runs in the
 proxy's own process instead of the worker processes, ``workers.py``).
 
-A ``cpu_heavy`` policy (``policies/splitting.py``) is not built here at
+A ``cpu_heavy`` policy (``policies/declarations.py``) is not built here at
 all: a short-lived worker process builds it and reports what it is, and the
 set holds a ``RemotePolicy`` that sends its hook calls to the configuration's
 worker processes. The proxy's process never imports its libraries.
@@ -31,8 +31,7 @@ from typing import Any
 from capsem.manager import SecurityManager
 from capsem.policies import Policy
 
-from capsem_proxyd.policies.debug import DebugPolicy
-from capsem_proxyd.policy.building import (
+from capsem_proxyd.enforcement.building import (
     HOOKS,
     PROXY_KEYS,
     PolicyConfigError,
@@ -41,12 +40,13 @@ from capsem_proxyd.policy.building import (
     build_from_class,
     implemented_hooks,
 )
-from capsem_proxyd.policy.workers import PolicySpec, RemotePolicy, manifest
+from capsem_proxyd.enforcement.workers import PolicySpec, RemotePolicy, manifest
+from capsem_proxyd.policies.debug import DebugPolicy
 
 __all__ = ["HOOKS", "PROXY_KEYS", "PolicyConfigError", "PolicySet", "implemented_hooks", "load_policy_set",
            "default_policy_set"]
 
-log = logging.getLogger("capsem_proxyd.policy")
+log = logging.getLogger("capsem_proxyd.enforcement")
 
 # File stem -> "module:Class" for the policies known by name, as in CAPSEM.
 KNOWN_POLICIES: dict[str, str] = {

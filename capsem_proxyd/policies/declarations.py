@@ -8,7 +8,7 @@ proxy's event loop), which is always correct.
 strictest of its decisions on the whole's pieces, joined by ``"\\n"``: a
 message's text, a tool result, a tool definition, a media item. The engine
 then asks the policy about each piece it has not decided on before (the
-verdict cache, ``policy/verdict_cache.py``) and about the *seams* between
+verdict cache, ``enforcement/verdict_cache.py``) and about the *seams* between
 pieces: the text around each place where two pieces meet, at least the
 policy's widest match on each side, so that a match across two pieces (which
 in the joined text contains the ``"\\n"``) is still seen whole. How wide:
@@ -25,7 +25,7 @@ cached; when it refuses (CONFIRM or BLOCK), the pieces are not asked (Rules:
 
 ``cpu_heavy = True`` says that the policy's hooks compute for long (the PII
 analysis): the engine runs them in worker processes beside the event loop
-(``policy/workers.py``), each worker building its own copy of the policy from
+(``enforcement/workers.py``), each worker building its own copy of the policy from
 the same policy file, so nothing of the policy needs to pickle, only the hook
 arguments and the ``Decision``. Inside a worker, ``in_worker()`` is true: a
 policy that would otherwise hand its work to a thread should compute in line.

@@ -1,0 +1,1 @@
+"""Every place capsem-proxyd touches a third-party library's internals: one folder, each shim pinned and canaried."""

@@ -1,0 +1,40 @@
+"""The stream hold-back of a policy set: what the enforcing policies that check replies need held.
+
+A stream releases a checked text only up to what no enforcing policy could
+still match at its end (``policies/holdback.py`` holds each policy's
+declaration). Gathered once per engine; summarised for the start-up line and
+the ``policies`` command.
+"""
+
+from __future__ import annotations
+
+from capsem.policies import Policy
+
+from capsem_proxyd.enforcement.loader import implemented_hooks
+from capsem_proxyd.policies.holdback import Fixed, Holdback, LiteralTerms, declared
+
+
+def stream_holdbacks(policies: list[Policy], monitored: frozenset[str], cap: int) -> list[tuple[str, Holdback]]:
+    """Each enforcing policy that checks replies, with what it needs held: its declaration, or the
+    cap (``--stream-holdback``) when it declares none or declares it unbounded; a bounded
+    declaration is honoured even beyond the cap. Monitor-mode policies never refuse: nothing is
+    held for them."""
+    holdbacks: list[tuple[str, Holdback]] = []
+    for policy in policies:
+        if policy.name in monitored or "on_model_response" not in implemented_hooks(policy):
+            continue
+        holdback = declared(policy)
+        holdbacks.append((policy.name, holdback if holdback is not None and holdback.bound is not None else Fixed(cap)))
+    return holdbacks
+
+
+def holdback_summary(holdbacks: list[tuple[str, Holdback]]) -> str:
+    """The effective hold-back and the policy that sets it, for the start-up line and ``policies``."""
+    if not holdbacks:
+        return "stream hold-back: none (no policy checks replies)"
+    name, widest = max(holdbacks, key=lambda item: item[1].bound or 0)
+    if isinstance(widest, LiteralTerms):
+        how = f"up to {widest.bound} characters, only while they may still become a term"
+    else:
+        how = f"{widest.bound} characters"
+    return f"stream hold-back: {how} (set by {name})"
