@@ -168,14 +168,27 @@ def overrides(module: Module) -> list[Finding]:
         for name, line in defined_in_class(node):
             if not private(name):
                 continue
-            if made is None:
-                if node.bases:  # no MRO to ask: a private name in a subclass is suspect unless ours elsewhere
-                    found.append(Finding(module.name, line, name, "defines (in an unreachable subclass)"))
+            if made is None:  # no MRO to ask: a private name in a subclass of another library's class is suspect
+                if not all(named_ours(module, base) for base in node.bases):
+                    found.append(Finding(module.name, line, name, "defines (in a subclass of another library's)"))
                 continue
             definer = third_party_definer(made, name)
             if definer is not None:
                 found.append(Finding(module.name, line, name, f"overrides {definer.__module__}.{definer.__qualname__}'s"))
     return found
+
+
+def named_ours(module: Module, base: ast.expr) -> bool:
+    """Whether a base class expression names a class of capsem_proxyd (defined in the module or imported)."""
+    if not isinstance(base, ast.Name):
+        return False
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.ClassDef) and node.name == base.id:
+            return True
+        if (isinstance(node, ast.ImportFrom) and (node.level > 0 or ours(node.module or ""))
+                and any((alias.asname or alias.name) == base.id for alias in node.names)):
+            return True
+    return False
 
 
 # -- capsem_proxyd's own private names -------------------------------------------------------------------------
@@ -284,6 +297,14 @@ def test_the_detector_finds_overrides_attributes_strings_and_imports_and_nothing
     found = {(finding.line, finding.name) for finding in uses(sample, OWN | own_names([sample]))}
     assert found == {(3, "_PATTERN"), (7, "_send_single_request"), (8, "_send_single_request"),
                      (16, "_content"), (16, "_elapsed")}
+
+
+def test_without_a_class_to_ask_a_subclass_of_another_librarys_class_is_suspect() -> None:
+    source = "import httpx\nfrom capsem_proxyd.errors import ProxyError\n" + (
+        "class A(httpx.AsyncClient):\n    def _anything(self): ...\n"
+        "class B(ProxyError):\n    def _ours(self): ...\n")
+    unloaded = Module("capsem_proxyd.proxy.sample", ast.parse(source), None)
+    assert [(finding.line, finding.name) for finding in overrides(unloaded)] == [(4, "_anything")]
 
 
 def test_an_access_like_response_content_in_the_proxy_would_fail_the_check() -> None:
