@@ -13,7 +13,7 @@ policy's, say) gets the real package. Where capsem or networkx was imported
 before capsem_proxyd, nothing is done.
 
 capsem is pinned (``==0.3.2`` in pyproject.toml) and
-``tests/policy/test__compat/capsem.py`` is the canary: it fails when capsem uses
+``tests/_compat/test_capsem.py`` is the canary: it fails when capsem uses
 ``Graph`` for anything but that import, and when importing the daemon loads
 networkx after all. This module can go when capsem drops the import.
 """

@@ -25,10 +25,13 @@ What ``ClosingTCPServer`` changes, and why:
   once: nothing more can arrive on such a connection.
 
 It overrides two private methods of ``hypercorn.trio.tcp_server.TCPServer``
-(``_read_data``, ``_idle_timeout``) and reads its ``idle_task``,
-``_task_group`` and ``_initiate_server_close``: Hypercorn is pinned below its
-next minor release in pyproject.toml, and ``tests/daemon/test_hypercorn_server.py``
-fails first if a release renames any of them. The subclass can go when
+(``_read_data``, ``_idle_timeout``), calls its private
+``_initiate_server_close``, and reads its ``idle_task`` and private
+``_task_group`` (a ``hypercorn.trio.task_group.TaskGroup``), and that task
+group's private ``_nursery`` (the trio nursery its requests run in, cancelled
+when the client is gone): Hypercorn is pinned below its next minor release in
+pyproject.toml, and ``tests/_compat/test_hypercorn.py`` fails first if a
+release renames or reshapes any of them. The subclass can go when
 Hypercorn's trio worker closes a connection at client EOF and cancels or
 notifies the app (issue 210 above).
 """

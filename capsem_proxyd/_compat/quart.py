@@ -12,7 +12,7 @@ its socket writes itself, so this adds no new way to block.
 Installed only where it is used: ``ControlPlane.asgi_http_class`` (``app.py``).
 It relies on quart's private ``ASGIHTTPConnection._send_response`` (quart
 0.20-0.22, quart-trio 0.12; pinned below the next minor in pyproject.toml, and
-``tests/http/test_quart_compat.py`` fails first if a release moves it). It can
+``tests/_compat/test_quart.py`` fails first if a release moves it). It can
 go when quart-trio stops cancelling the request's nursery while its final send
 runs (https://github.com/pgjones/quart-trio/issues: handle_request cancels
 ``nursery.cancel_scope`` on ``http.disconnect``).

@@ -154,10 +154,6 @@ def run_hooks(index: int, hook: str, calls: list[tuple[Any, ...]]) -> list[Decis
     return decisions
 
 
-def crash() -> None:  # pragma: no cover - runs in a worker; the tests' way to kill one
-    os._exit(3)
-
-
 # -- in the proxy's process --------------------------------------------------------------------------------------
 
 
@@ -323,11 +319,6 @@ class PolicyWorkers:
 
     def local_copy(self, index: int) -> Policy | None:
         return self._local.get(index)
-
-    async def crash_one(self) -> None:
-        """Kill a worker mid-call (tests: a worker that dies must fail its call closed)."""
-        assert self._holder is not None
-        await self._holder.context.run_sync(crash, limiter=self._limiter)
 
 
 async def _hold(

@@ -168,7 +168,7 @@ def _require_multiprocess_storage(directory: str) -> None:
     """
     from prometheus_client import values
 
-    if not getattr(values.ValueClass, "_multiprocess", False):
+    if values.ValueClass is values.MutexValue:  # in-process storage (get_value_class saw no directory)
         raise RuntimeError(
             f"{MULTIPROC_ENV}={directory} was set after prometheus_client was imported; "
             "set it before the first import (before forking workers)"

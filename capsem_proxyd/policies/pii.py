@@ -17,7 +17,11 @@ IP_ADDRESS, IBAN_CODE, CRYPTO, US_BANK_NUMBER, ...) need no model: they run on
 a blank spaCy pipeline. Nothing touches the network, at startup or per request.
 
 Defects of ``capsem`` 0.3.2's ``capsem/policies/pii_policy.py`` worked around
-here, without forking it:
+here, without forking it. Every override of a private name of capsem, Presidio
+or phonenumbers lives in ``capsem_proxyd/_compat/`` (pinned, canary-tested):
+this module builds on the public methods those shims give it
+(``PIIPolicyBase.build_analyzer`` / ``analyze_text`` / ``decide`` in
+``_compat/capsem_pii.py``, ``_compat/presidio.py``, ``_compat/phonenumbers.py``).
 
 1. Stray imports at its top (``from click.core import V``, ``from regex import
    R``): without presidio (which brings ``regex``) the module fails with "No
@@ -28,11 +32,11 @@ here, without forking it:
    default NLP engine, spaCy ``en_core_web_lg``, which Presidio *downloads*
    when it is not installed (and a failing ``nlp_engine_config`` silently falls
    back to that download). We build the analyzer ourselves, check that a model
-   is installed before using it, and never download.
+   is installed before using it, and never download (``NoDownloadSpacyNlpEngine``).
 3. Presidio's e-mail recognizer validates domains with tldextract's module-level
    extractor, which fetches the Public Suffix List over HTTP on first use (a
    long traceback when offline). We register an e-mail recognizer whose
-   extractor reads only tldextract's bundled snapshot.
+   extractor reads only tldextract's bundled snapshot (``OfflineEmailRecognizer``).
 4. ``_analyze_text`` catches every exception and reports no PII: a broken
    analyzer lets PII through. Ours lets the error propagate, so the engine
    blocks the request under this policy's name (fail closed).
@@ -59,7 +63,8 @@ compares them with Presidio's own on random text):
   number is a candidate) is run only on the parts of the text around a
   candidate with enough digits to be a valid number anywhere (4, the
   shortest national number in phonenumbers' metadata); candidates with fewer
-  can never match, and the parts are cut where the matcher's own scan is.
+  can never match, and the parts are cut where the matcher's own scan is
+  (``phone_windows``).
 """
 
 from __future__ import annotations
@@ -67,7 +72,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -83,16 +87,16 @@ INSTALL_HINT = "install the 'pii' extra: uv sync --extra pii (or pip install 'ca
 try:  # defect 1: the module's stray imports make this fail without presidio
     import spacy
     from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Verdict
-    from capsem.policies.pii_policy import PIIEntityType, PIIPolicy
+    from capsem.policies.pii_policy import PIIEntityType
     from capsem.tools import Tool
-    from phonenumbers import PhoneMetadata
-    from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
-    from phonenumbers.phonenumberutil import _SECOND_NUMBER_START_PATTERN, SUPPORTED_REGIONS
     from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
     from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
     from spacy.language import Language
-    from tldextract import TLDExtract
+
+    from capsem_proxyd._compat.capsem_pii import PIIPolicyBase
+    from capsem_proxyd._compat.phonenumbers import phone_windows, shortest_valid_number
+    from capsem_proxyd._compat.presidio import NoDownloadSpacyNlpEngine, OfflineEmailRecognizer, spacy_model_installed
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"the PII policy needs presidio-analyzer ({error}); {INSTALL_HINT}") from None
 
@@ -110,25 +114,8 @@ def _lowercase_lemma(doc: Any) -> Any:
     return doc
 
 
-class OfflineEmailRecognizer(EmailRecognizer):
-    """Presidio's e-mail recognizer with a Public Suffix List that never leaves the disk (defect 3)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # No remote lists, no cache directory: tldextract's bundled snapshot only.
-        self._tld_extract = TLDExtract(suffix_list_urls=(), cache_dir=None, fallback_to_snapshot=True)
-
-    def validate_result(self, pattern_text: str) -> bool:
-        return self._tld_extract(pattern_text).fqdn != ""
-
-
-class _NoDownloadSpacyNlpEngine(SpacyNlpEngine):
+class LazySpacyNlpEngine(NoDownloadSpacyNlpEngine):
     """Presidio's spaCy engine, minus the silent model download (defect 2), computing lazily."""
-
-    @staticmethod
-    def _download_spacy_model_if_needed(model_name: str) -> None:
-        if not spacy_model_installed(model_name):
-            raise ValueError(f"spaCy model '{model_name}' is not installed")
 
     def process_text(self, text: str, language: str) -> Any:
         return _LazyArtifacts(lambda: SpacyNlpEngine.process_text(self, text, language))
@@ -148,18 +135,6 @@ class _LazyArtifacts:
         return getattr(self._artifacts, name)
 
 
-def _shortest_valid_number() -> int:
-    """The fewest digits a valid phone number of any region has (its national number's shortest length)."""
-    lengths = []
-    for region in SUPPORTED_REGIONS:
-        metadata = PhoneMetadata.metadata_for_region(region)
-        described = metadata.general_desc if metadata is not None else None
-        if described is None:
-            return 1  # nothing known about a region: every candidate may be a number
-        lengths += [length for length in described.possible_length or () if length > 0]
-    return min(lengths, default=1)
-
-
 class CandidatePhoneRecognizer(PhoneRecognizer):
     """Presidio's phone recognizer, run only where a candidate has the digits to be a valid number."""
 
@@ -169,7 +144,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         if self.leniency is None or self.leniency < 1:  # POSSIBLE accepts shorter, local-only numbers
             return super().analyze(text, entities, nlp_artifacts)
         if not CandidatePhoneRecognizer.min_digits:
-            CandidatePhoneRecognizer.min_digits = _shortest_valid_number()
+            CandidatePhoneRecognizer.min_digits = shortest_valid_number()
         results = []
         for start, end in phone_windows(text, CandidatePhoneRecognizer.min_digits):
             for result in super().analyze(text[start:end], entities, nlp_artifacts):
@@ -177,41 +152,6 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
                 result.end += start
                 results.append(result)
         return EntityRecognizer.remove_duplicates(results)
-
-
-def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:
-    """The parts of ``text`` the phone matcher must see: each candidate with ``min_digits`` digits or
-    more (or any letter), from where the matcher's scan starts the search that finds it to three
-    characters past its end (the most the matcher reads after a candidate: a time stamp's ``:ss``),
-    merged where they touch."""
-    scan: list[tuple[int, int, bool]] = []  # (where the search started, candidate end, long enough)
-    index = 0
-    while True:
-        found = _PHONE_CANDIDATE.search(text, index)
-        if found is None:
-            break
-        candidate = found.group()
-        second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
-        if second:
-            candidate = candidate[:second.start()]
-        end = found.start() + max(1, len(candidate))
-        digits = sum(char.isdigit() for char in candidate)
-        scan.append((index, end, digits >= min_digits or any(char.isalpha() for char in candidate)))
-        index = end
-    windows: list[tuple[int, int]] = []
-    for start, end, long_enough in scan:
-        if not long_enough:
-            continue
-        stop = min(len(text), end + 3)
-        if windows and start <= windows[-1][1]:
-            windows[-1] = (windows[-1][0], max(windows[-1][1], stop))
-        else:
-            windows.append((start, stop))
-    return windows
-
-
-def spacy_model_installed(model_name: str) -> bool:
-    return bool(spacy.util.is_package(model_name)) or Path(model_name).exists()
 
 
 def missing_model_message(model_name: str, entities: list[str]) -> str:
@@ -226,13 +166,13 @@ def _blank_nlp_engine(language: str) -> SpacyNlpEngine:
     """A tokenizer-only pipeline: enough for every pattern recognizer, no model needed."""
     nlp = spacy.blank(language)
     nlp.add_pipe(_LEMMA_COMPONENT)
-    engine = _NoDownloadSpacyNlpEngine(models=[{"lang_code": language, "model_name": f"blank:{language}"}])
+    engine = LazySpacyNlpEngine(models=[{"lang_code": language, "model_name": f"blank:{language}"}])
     engine.nlp = {language: nlp}  # type: ignore[assignment]  # Presidio declares it None until load()
     return engine
 
 
 def _model_nlp_engine(language: str, model_name: str) -> SpacyNlpEngine:
-    engine = _NoDownloadSpacyNlpEngine(models=[{"lang_code": language, "model_name": model_name}])
+    engine = LazySpacyNlpEngine(models=[{"lang_code": language, "model_name": model_name}])
     engine.load()
     return engine
 
@@ -250,7 +190,7 @@ def _model_from_nlp_config(nlp_engine_config: dict[str, Any] | None, language: s
     return default
 
 
-class OfflinePIIPolicy(PIIPolicy):
+class OfflinePIIPolicy(PIIPolicyBase):
     """CAPSEM's PIIPolicy with an analyzer built once, offline, and run off the event loop.
 
     Splittable (``policies/declarations.py``): an entity is found in a text's
@@ -272,7 +212,7 @@ class OfflinePIIPolicy(PIIPolicy):
         analysis_threads: int = 1,
         **kwargs: Any,
     ) -> None:
-        # Read by _init_analyzer, which PIIPolicy.__init__ calls.
+        # Read by build_analyzer, which PIIPolicy.__init__ calls.
         self.ner = ner
         self.spacy_model = spacy_model
         self.warnings: list[str] = []
@@ -281,7 +221,7 @@ class OfflinePIIPolicy(PIIPolicy):
 
     # -- building (once, at load or reload) ---------------------------------
 
-    def _init_analyzer(self) -> None:
+    def build_analyzer(self) -> None:
         language = self.language
         model_name = _model_from_nlp_config(self.nlp_engine_config, language, self.spacy_model)
         wanted_ner = sorted(entity.value for entity in self.entity_decisions if entity.value in NER_ENTITIES)
@@ -311,7 +251,7 @@ class OfflinePIIPolicy(PIIPolicy):
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
         self.stream_holdback = widest if self.check_responses else Fixed(0)
         # Warm up now (regexes, the suffix snapshot), not on the first request.
-        self._analyze_text("warm-up: someone@example.com 4111 1111 1111 1111")
+        self.analyze_text("warm-up: someone@example.com 4111 1111 1111 1111")
         log.info(
             "PII analyzer ready: language=%s nlp=%s entities=%s",
             language, model_name if wanted_ner else "blank (pattern entities only)",
@@ -340,7 +280,7 @@ class OfflinePIIPolicy(PIIPolicy):
 
     # -- analysis ------------------------------------------------------------
 
-    def _analyze_text(self, text: str) -> list:
+    def analyze_text(self, text: str) -> list:
         """Defect 4: errors propagate (the engine fails closed) instead of meaning "no PII"."""
         if not text or not text.strip() or not self.entity_decisions:
             return []
@@ -357,9 +297,9 @@ class OfflinePIIPolicy(PIIPolicy):
         if not text or not text.strip():
             return []
         if in_worker():
-            return self._analyze_text(text)
+            return self.analyze_text(text)
         return await trio.to_thread.run_sync(
-            self._analyze_text, text, limiter=self._limiter, abandon_on_cancel=True
+            self.analyze_text, text, limiter=self._limiter, abandon_on_cancel=True
         )
 
     # -- hooks (same texts as PIIPolicy's, analysed off the event loop) -------
@@ -376,13 +316,13 @@ class OfflinePIIPolicy(PIIPolicy):
         if not self.check_prompts:
             return DEFAULT_SAFE_DECISION
         results = await self._analyze(f"{system_instructions}\n{prompt}".strip())
-        return self._make_decision(results, "on_model_call", "prompt", is_response=False)
+        return self.decide(results, "on_model_call", "prompt", is_response=False)
 
     async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Tool, args: dict) -> Decision:
         if not self.check_tool_args or not args:
             return DEFAULT_SAFE_DECISION
         results = await self._analyze(_as_json(args))
-        return self._make_decision(results, "on_tool_call", f"tool '{tool.name}' arguments", is_response=False)
+        return self.decide(results, "on_tool_call", f"tool '{tool.name}' arguments", is_response=False)
 
     async def on_model_response(
         self,
@@ -395,13 +335,13 @@ class OfflinePIIPolicy(PIIPolicy):
         if not self.check_responses:
             return DEFAULT_SAFE_DECISION
         results = await self._analyze(f"{response}\n{thoughts}".strip())
-        return self._make_decision(results, "on_model_response", "model response", is_response=True)
+        return self.decide(results, "on_model_response", "model response", is_response=True)
 
     async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
         if not self.check_tool_responses:
             return DEFAULT_SAFE_DECISION
         results = await self._analyze(_as_json(response))
-        return self._make_decision(results, "on_tool_response", f"tool '{tool.name}' response", is_response=True)
+        return self.decide(results, "on_tool_response", f"tool '{tool.name}' response", is_response=True)
 
     # -- configuration -------------------------------------------------------
 

@@ -56,11 +56,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason, Verdict
@@ -279,12 +277,6 @@ class RulesPolicy(Policy):
             models=_glob_list("models", config.get("models"), case_sensitive),
             max_prompt_chars=max_chars,
         )
-
-    @classmethod
-    def from_config_file(cls, config_path: str | Path) -> RulesPolicy | None:
-        """Read the file itself so that a bad rule can be reported with its line number."""
-        text = Path(config_path).read_text(encoding="utf-8")
-        return cls.from_config(tomllib.loads(text), source_lines=text.splitlines())
 
 
 def stream_holdback(rules: list[Rule]) -> Holdback | None:

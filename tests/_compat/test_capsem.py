@@ -6,14 +6,15 @@ import inspect
 import re
 import subprocess
 import sys
-from importlib.metadata import version
 
 import capsem.policies.policy
+
+from tests._compat.pins import assert_exact
 
 
 def test_capsem_names_graph_only_in_its_import() -> None:
     """If capsem starts using ``Graph`` (or moves the import), the stand-in must be looked at again."""
-    assert version("capsem") == "0.3.2", "capsem changed: does it still import networkx for nothing?"
+    assert str(assert_exact("capsem")) == "0.3.2", "capsem changed: does it still import networkx for nothing?"
     source = inspect.getsource(capsem.policies.policy)
     assert re.findall(r".*\bGraph\b.*", source) == ["from networkx import Graph"]
 
@@ -23,6 +24,8 @@ def test_the_daemon_never_loads_networkx_and_a_later_import_gets_the_real_one() 
 import sys
 import capsem_proxyd.daemon.cli, capsem_proxyd.http.app, capsem_proxyd.policies.debug, capsem_proxyd.policies.rules
 import capsem.policies.policy
+
+from tests._compat.pins import assert_exact
 assert "networkx" not in sys.modules, "networkx was loaded"
 import networkx
 assert networkx.Graph.__module__.startswith("networkx."), networkx.Graph
@@ -39,6 +42,8 @@ import sys
 import networkx
 import capsem_proxyd
 import capsem.policies.policy
+
+from tests._compat.pins import assert_exact
 assert capsem.policies.policy.Graph is networkx.Graph
 """
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)

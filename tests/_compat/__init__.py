@@ -1,0 +1,1 @@
+"""Canaries of the shims in ``capsem_proxyd/_compat/``: each names every private name its shim reads or sets."""
