@@ -78,13 +78,13 @@ def create_app(
     return app
 
 
-def _install_control_routes(app: QuartTrio, health: Health, render_metrics: MetricsRenderer) -> None:
+def _install_control_routes(app: QuartTrio, describe_health: Health, render_metrics: MetricsRenderer) -> None:
     @app.get("/health")
-    async def health_route() -> Response:
-        return Response(orjson.dumps(health()), content_type="application/json")
+    async def health() -> Response:
+        return Response(orjson.dumps(describe_health()), content_type="application/json")
 
     @app.get("/metrics")
-    async def metrics_route() -> Response:
+    async def metrics() -> Response:
         body, content_type = render_metrics()
         return Response(body, content_type=content_type)
 
