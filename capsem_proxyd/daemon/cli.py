@@ -1,164 +1,34 @@
-"""The ``capsem-proxyd`` command line (click).
+"""The ``capsem-proxyd`` command line (click): the commands, kept thin.
 
-Every option of ``start`` reads ``CAPSEM_PROXYD_<OPTION>`` from the environment
-and a key of the ``--config`` TOML file; click's own precedence gives flags >
-environment > file > defaults (the file feeds click's ``default_map``).
+The options that define an instance are generated from the settings
+declaration (``options.py``); what ``start`` and ``check`` verify before
+serving is ``preflight.py``; serving itself is ``launcher.py`` and
+``server.py``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tomllib
-import typing
 from collections.abc import Callable
-from dataclasses import Field
-from pathlib import Path
 from typing import Any
 
 import click
 
 from capsem_proxyd import __version__
-from capsem_proxyd.config import DEFAULTS, ENV_PREFIX, Setting, Settings, declaration, declared, envvar, option_name
-from capsem_proxyd.enforcement.loader import PolicyConfigError, PolicySet
-from capsem_proxyd.enforcement.tenants import PolicyConfig, load_policy_config
-from capsem_proxyd.observe.tracing import TraceExport, TracingConfigError, trace_export
-
-EXIT_CONFIG_ERROR = 2
-
-
-class ConfigError(click.ClickException):
-    exit_code = EXIT_CONFIG_ERROR
-
-
-def _env(name: str) -> str:
-    """The environment variable of an option that is not a setting (``--log-file``, ``--url``)."""
-    return f"{ENV_PREFIX}_{name.upper()}"
-
-
-def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """Eager ``--config``: its keys become click defaults (below env and flags)."""
-    if not value:
-        return value
-    path = Path(value)
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
-    section = data.get("capsem-proxyd", data.get("capsem_proxyd", data))
-    known = {param.name for param in ctx.command.params} - {"config", "env_file"}
-    by_option = {option_name(item).replace("-", "_"): item.name for item in declared()}
-    defaults: dict[str, Any] = {}
-    for key, item in section.items():
-        name = key.replace("-", "_")
-        name = by_option.get(name, name)
-        if name not in known:
-            raise ConfigError(f"config file {path}: unknown setting {key!r}")
-        defaults[name] = item
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    return value
-
-
-def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options that define a proxy instance (shared by start, check, policies and config).
-
-    Generated from the ``Settings`` declarations (``config.py``), after the two
-    eager options that feed the others: ``--env-file`` and ``--config``.
-    """
-    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-        click.option("--env-file", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_ENV_FILE", is_eager=True,
-                     expose_value=False, callback=_load_env_file,
-                     help="File of CAPSEM_PROXYD_* settings (default: .env in the working directory when present). "
-                          "Provider keys in it are never used: clients always bring their own."),
-        click.option("--config", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_CONFIG", is_eager=True,
-                     expose_value=False, callback=_load_config_file,
-                     help="TOML file with settings (keys as option names). Env: CAPSEM_PROXYD_CONFIG."),
-        *(_setting_option(item, hints[item.name]) for item in declared()),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
-hints = typing.get_type_hints(Settings)
-
-
-def _setting_option(item: Field[Any], hint: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """One click option from one ``Settings`` field and its ``Setting``."""
-    spec = declaration(item)
-    name = option_name(item)
-    envvars = [envvar(item), *spec.envvars]
-    common: dict[str, Any] = {"envvar": envvars if spec.envvars else envvars[0], "help": spec.help}
-    if item.default is not None and item.default != ():
-        common.update(default=item.default, show_default=True)
-    if hint is bool:
-        return click.option(f"--{name}/--no-{name}", item.name, **common)
-    if typing.get_origin(hint) is tuple:
-        return click.option(f"--{name}", item.name, multiple=True, **common)
-    return click.option(f"--{name}", item.name, type=_click_type(spec, hint), **common)
-
-
-def _click_type(spec: Setting, hint: Any) -> Any:
-    if spec.choices:
-        return click.Choice(spec.choices, case_sensitive=False)
-    if spec.file:
-        return click.Path(dir_okay=False)
-    if hint is int:
-        return click.IntRange(min=_bound(spec.minimum), max=_bound(spec.maximum))
-    if hint is float:
-        return click.FloatRange(min=spec.minimum, max=spec.maximum)
-    return None
-
-
-def _bound(value: float | None) -> int | None:
-    return None if value is None else int(value)
-
-
-_ENV_FILE_NAMES: set[str] = set()  # variables this process took from an env file
-
-
-def _load_env_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """Eager ``--env-file``: its CAPSEM_PROXYD_* entries become environment variables.
-
-    Real environment variables win over the file; other entries (such as
-    OPENAI_API_KEY) are ignored, so a provider key in the file never
-    authenticates client traffic.
-    """
-    from dotenv import dotenv_values
-
-    if value is None and Path(".env").is_file():
-        value = ".env"
-    if not value:
-        return value
-    path = Path(value)
-    if not path.is_file():
-        raise ConfigError(f"env file {path} does not exist")
-    for name, item in dotenv_values(path).items():
-        if not name.startswith(ENV_PREFIX + "_") or item is None:
-            continue
-        if name in os.environ and name not in _ENV_FILE_NAMES:
-            continue
-        os.environ[name] = item
-        _ENV_FILE_NAMES.add(name)
-    return value
-
-
-def settings_from(options: dict[str, Any]) -> Settings:
-    """``Settings`` from the parsed options: repeatable ones as tuples, an empty optional value as none."""
-    options = dict(options)
-    for item in declared():
-        if typing.get_origin(hints[item.name]) is tuple:
-            options[item.name] = tuple(options.get(item.name) or ())
-        elif item.default is None:
-            options[item.name] = options.get(item.name) or None
-    if (options.get("certfile") is None) != (options.get("keyfile") is None):
-        raise ConfigError("--certfile and --keyfile go together: give both to serve HTTPS, or neither")
-    if options.get("state_dir"):  # --daemon changes the working directory: resolved before it does
-        options["state_dir"] = os.path.abspath(os.path.expanduser(options["state_dir"]))
-    return Settings(**options)
+from capsem_proxyd.config import DEFAULTS, declared
+from capsem_proxyd.daemon.options import (
+    CommandLine,
+    ConfigError,
+    command_line,
+    env_name,
+    process_options,
+    server_options,
+    settings_from,
+    settings_loader,
+)
+from capsem_proxyd.daemon.preflight import load_config, preflight
+from capsem_proxyd.enforcement.loader import PolicySet
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,87 +41,24 @@ def cli() -> None:
     """
 
 
-_INVOCATION: list[str] = []  # the command line, so a reload can resolve it again
-
-
-def _start_args() -> list[str]:
-    return _INVOCATION[_INVOCATION.index("start") + 1 :] if "start" in _INVOCATION else []
-
-
-def _process_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Split off the options that shape the process, not the proxy."""
-    return {name: options.pop(name) for name in ("daemon", "log_file") if name in options}
-
-
-def _resolve_settings(args: list[str]) -> Settings:
-    """Resolve ``start``'s options again (flags, environment, env file, config file)."""
-    with start.make_context("start", list(args), resilient_parsing=False) as ctx:
-        options = dict(ctx.params)
-    _process_options(options)
-    return settings_from(options)
-
-
-def load_config(settings: Settings) -> PolicyConfig:
-    """Load every policy folder and tenant file exactly as ``start`` does; ConfigError on any problem."""
-    try:
-        return load_policy_config(settings)
-    except PolicyConfigError as error:
-        raise ConfigError(str(error)) from None
-
-
-def check_tracing(settings: Settings) -> TraceExport | None:
-    """Where spans go (None: nowhere), once the endpoint is valid and OpenTelemetry importable; else ConfigError."""
-    try:
-        export = trace_export(settings)
-    except TracingConfigError as error:
-        raise ConfigError(str(error)) from None
-    if export is not None:
-        try:
-            import capsem_proxyd.observe.otel  # noqa: F401 - what create_app will import, with the same error
-        except ImportError as error:
-            raise ConfigError(f"{export.source} is set: {error}") from None
-    return export
-
-
-def check_state(settings: Settings) -> Path | None:
-    """With ``--stored-content checked``: the store's file, created and opened as the workers will open it
-    (then closed: a forked worker must not inherit a connection); ConfigError when it cannot be."""
-    import sqlite3
-
-    from capsem_proxyd.proxy.stored_content import open_store
-
-    if settings.stored_content != "checked":
-        return None
-    store = open_store(settings)
-    try:
-        store.open()
-    except (OSError, sqlite3.Error) as error:
-        raise ConfigError(f"--state-dir {store.path.parent}: cannot keep the record of delivered replies there "
-                          f"(--stored-content checked): {error}") from None
-    finally:
-        store.close()
-    return store.path
-
-
 @cli.command()
 @server_options
 @click.option("--daemon", is_flag=True, help="Detach into the background (for hosts without systemd).")
-@click.option("--log-file", default="capsem-proxyd.log", show_default=True, envvar=_env("log_file"),
+@click.option("--log-file", default="capsem-proxyd.log", show_default=True, envvar=env_name("log_file"),
               help="With --daemon: where stdout and stderr go.")
-def start(**options: Any) -> None:
+@click.pass_context
+def start(ctx: click.Context, **options: Any) -> None:
     """Run the proxy (in the foreground unless --daemon) until SIGINT/SIGTERM."""
     from capsem_proxyd.daemon.launcher import launch
     from capsem_proxyd.observe.logs import configure_logging
 
-    process = _process_options(options)
+    process = process_options(options)
     settings = settings_from(options)
     configure_logging(settings.log_level, settings.log_format)
-    config = load_config(settings)
-    check_tracing(settings)
-    check_state(settings)
-    args = _start_args()
+    checked = preflight(settings)
+    reload_settings = settings_loader(start, command_line(ctx))  # SIGHUP resolves these options again
     try:
-        code = launch(settings, config, lambda: _resolve_settings(args), detach=process["daemon"],
+        code = launch(settings, checked.config, reload_settings, detach=process["daemon"],
                       log_file=process["log_file"])
     except OSError as error:
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
@@ -263,9 +70,8 @@ def start(**options: Any) -> None:
 def check(**options: Any) -> None:
     """Load the configuration and every policy as start would; exit non-zero on any problem."""
     settings = settings_from(options)
-    config = load_config(settings)
-    export = check_tracing(settings)
-    state = check_state(settings)
+    checked = preflight(settings)
+    config, export, state = checked.config, checked.export, checked.state_file
     for warning in config.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"configuration OK: listen {settings.host}:{settings.port}, workers {settings.workers}")
@@ -338,14 +144,14 @@ def show_config(ctx: click.Context, **options: Any) -> None:
         where = _SOURCE_NAMES.get(source.name if source else "DEFAULT", "default")
         param = next(p for p in ctx.command.params if p.name == name)
         envvars = param.envvar if isinstance(param.envvar, list) else [param.envvar]
-        if where == "environment" and any(var in _ENV_FILE_NAMES for var in envvars if var):
+        if where == "environment" and any(var in command_line(ctx).env_file_names for var in envvars if var):
             where = "env file"
         value = getattr(settings, name)
         click.echo(f"{name.ljust(width)}  {redact(repr(value))}  ({where})")
 
 
 def _pidfile_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--pidfile", default="capsem-proxyd.pid", show_default=True, envvar=_env("pidfile"),
+    return click.option("--pidfile", default="capsem-proxyd.pid", show_default=True, envvar=env_name("pidfile"),
                         help="The pidfile written by start.")(command)
 
 
@@ -382,10 +188,10 @@ def reload(pidfile: str) -> None:
 
 @cli.command()
 @_pidfile_option
-@click.option("--url", default=None, envvar=_env("status_url"),
+@click.option("--url", default=None, envvar=env_name("status_url"),
               help="Base URL to probe (default: http://HOST:PORT from the usual settings).")
-@click.option("--host", default=DEFAULTS.host, envvar=_env("host"), hidden=True)
-@click.option("--port", default=DEFAULTS.port, type=int, envvar=_env("port"), hidden=True)
+@click.option("--host", default=DEFAULTS.host, envvar=env_name("host"), hidden=True)
+@click.option("--port", default=DEFAULTS.port, type=int, envvar=env_name("port"), hidden=True)
 def status(pidfile: str, url: str | None, host: str, port: int) -> None:
     """Report whether the proxy runs: pid alive and /health answering."""
     import httpx
@@ -424,9 +230,9 @@ def audit_verify(path: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: errors become one line on stderr and a non-zero exit code."""
-    _INVOCATION[:] = sys.argv[1:] if argv is None else list(argv)
+    invocation = CommandLine(sys.argv[1:] if argv is None else list(argv))
     try:
-        cli.main(args=argv, prog_name="capsem-proxyd", standalone_mode=False)
+        cli.main(args=argv, prog_name="capsem-proxyd", standalone_mode=False, obj=invocation)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as error:

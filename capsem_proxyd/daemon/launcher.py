@@ -14,11 +14,10 @@ from hypercorn.config import Sockets
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon import notify
 from capsem_proxyd.daemon.process import ServerWorkers, daemonize, remove_pidfile, write_pidfile
-from capsem_proxyd.daemon.server import bind_sockets, describe, serve
+from capsem_proxyd.daemon.server import SettingsLoader, bind_sockets, describe, serve
 from capsem_proxyd.enforcement.tenants import PolicyConfig
 
 log = logging.getLogger("capsem_proxyd")
-SettingsLoader = Callable[[], Settings]
 
 
 def launch(

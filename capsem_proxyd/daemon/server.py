@@ -1,5 +1,8 @@
 """Serve the app with Hypercorn's trio worker, and run its lifecycle.
 
+The instance it serves is built and closed by ``instance.py``; this module
+decides when it serves and when it stops.
+
 Signals: SIGINT/SIGTERM start a graceful shutdown (stop accepting, let requests
 and streams finish for ``graceful_timeout`` seconds, then end the remaining
 streams with an error event); SIGHUP reloads configuration and policies and
@@ -19,11 +22,10 @@ from hypercorn.config import Sockets
 
 from capsem_proxyd import __version__
 from capsem_proxyd._compat.hypercorn import serve_hypercorn
-from capsem_proxyd.config import Settings, reloaded, restart_only_changes
+from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon import notify
-from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies, load_policy_config
-from capsem_proxyd.http.app import ProxyState, create_app, proxy_state
-from capsem_proxyd.observe.audit import AuditLog
+from capsem_proxyd.daemon.instance import Instance, app_for, open_instance
+from capsem_proxyd.enforcement.tenants import PolicyConfig, load_policy_config
 from capsem_proxyd.observe.tracing import trace_export
 
 log = logging.getLogger("capsem_proxyd")
@@ -87,13 +89,6 @@ def describe(settings: Settings, config: PolicyConfig, binds: list[str]) -> str:
     )
 
 
-def open_audit_log(settings: Settings) -> AuditLog | None:
-    if not settings.audit_log:
-        return None
-    path = None if settings.audit_log == "-" else settings.audit_log
-    return AuditLog(path, include_prompts=settings.audit_prompts)
-
-
 async def serve(
     settings: Settings,
     config: PolicyConfig,
@@ -104,13 +99,14 @@ async def serve(
     announce: bool = True,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or cancellation); reports the bound URLs via ``task_status``."""
-    audit = open_audit_log(settings)
-    app = create_app(settings, config, audit=audit)
-    state = proxy_state(app)
-    await state.policies.start()  # CPU-heavy policies' worker processes, warm before the port is served
-    shutdown = trio.Event()
-    try:
+    """Serve until SIGINT/SIGTERM (or cancellation); reports the bound URLs via ``task_status``.
+
+    The instance (``open_instance``) is built, its policy workers warm, before
+    the port is served, and closed once the server has stopped.
+    """
+    async with open_instance(settings, config) as instance:
+        app = app_for(instance)
+        shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
 
             async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
@@ -119,32 +115,26 @@ async def serve(
                 nursery.cancel_scope.cancel()
 
             if handle_signals:  # before READY: a signal that follows READY must find its handler
-                await nursery.start(_handle_signals, state, shutdown, reload_settings)
+                await nursery.start(_handle_signals, instance, shutdown, reload_settings)
             binds = await nursery.start(run_server)
             for warning in config.warnings:
                 log.warning("%s", warning)
             if announce:
                 log.info("%s", describe(settings, config, binds))
-                notify.ready(f"serving {len(state.policies.default.names)} policies")
+                notify.ready(f"serving {len(instance.policies.default.names)} policies")
             nursery.start_soon(notify.run_watchdog)
-            nursery.start_soon(_end_streams_after_grace, state, shutdown)
+            nursery.start_soon(_end_streams_after_grace, instance, shutdown)
             task_status.started(binds)
-    finally:
-        # Cancelled (or the lifespan shutdown never ran): the last spans still go out, within a bound.
-        with trio.CancelScope(shield=True):
-            await state.close_spans()
-        if audit is not None:
-            audit.close()
 
 
-async def _end_streams_after_grace(state: ProxyState, shutdown: trio.Event) -> None:
+async def _end_streams_after_grace(instance: Instance, shutdown: trio.Event) -> None:
     await shutdown.wait()
-    await trio.sleep(state.settings.graceful_timeout)
-    state.pipeline.open_streams.end_all()
+    await trio.sleep(instance.settings.graceful_timeout)
+    instance.end_streams()
 
 
 async def _handle_signals(
-    state: ProxyState,
+    instance: Instance,
     shutdown: trio.Event,
     reload_settings: SettingsLoader | None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -153,37 +143,31 @@ async def _handle_signals(
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
-                await reload(state, reload_settings)
+                await reload(instance, reload_settings)
                 continue
             if shutdown.is_set():
                 log.info("received %s again: already draining", signal.Signals(signum).name)
                 continue
             log.info(
                 "received %s: draining (up to %ss), no new connections", signal.Signals(signum).name,
-                state.settings.graceful_timeout,
+                instance.settings.graceful_timeout,
             )
             notify.stopping()
             shutdown.set()  # keep the receiver open: a second signal must not kill the drain
 
 
-async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> bool:
+async def reload(instance: Instance, reload_settings: SettingsLoader | None) -> bool:
     """Re-read settings and policies and swap them in; a broken configuration keeps the old one."""
     notify.reloading()
     try:
-        settings = reload_settings() if reload_settings is not None else state.settings
+        settings = reload_settings() if reload_settings is not None else instance.settings
         config = await trio.to_thread.run_sync(load_policy_config, settings)
     except Exception as error:  # noqa: BLE001 - any failure keeps the running configuration
         log.error("reload rejected, keeping the active configuration: %s", _one_line(error))
         notify.ready("reload rejected")
         return False
-    for name in restart_only_changes(state.settings, settings):
-        log.warning("setting %s changed; it takes effect only after a restart", name)
-    effective = reloaded(state.settings, settings)
-    policies = TenantPolicies(config, effective, state.recorder)
-    await policies.start()  # the new configuration's policy workers are warm before it takes over
-    state.install(config, effective, policies)
-    if state.audit is not None:
-        state.audit.reopen()
+    await instance.install(config, settings)  # the new policies' workers are warm before they take over
+    instance.reopen_logs()
     log.info("reloaded: %s", config.describe(settings.stream_holdback))
     for warning in config.warnings:
         log.warning("%s", warning)

@@ -6,28 +6,26 @@ too large or too slow, an unexpected error) in the shape of the provider the
 request looks like. Proxied routes never reach it: the data plane
 (``data_plane.py``), mounted on ``asgi_app``, serves them all.
 
-``create_app`` builds one instance: its recorders (request log, metrics,
-audit log, and OpenTelemetry spans when export is on), the tenant policies,
-the upstream transport, the ``--stored-content`` guard with its store, and
-the pipeline. ``ProxyState`` holds what a running instance may swap on
-reload: the policies and the reloadable settings.
+``create_app`` builds only this HTTP face: the instance it serves (the
+recorders, upstream, stored-content record, policies and pipeline) is built
+and owned by the composition root, ``daemon/instance.py``, which hands the
+app the pipeline to mount and two small callables for ``/health`` and
+``/metrics``.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from capsem_proxyd import __version__
 from capsem_proxyd._compat.quart import ShieldedLastSend
 from capsem_proxyd.config import Settings
-from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.errors import (
     ProxyError,
     body_too_large,
@@ -39,20 +37,9 @@ from capsem_proxyd.errors import (
 from capsem_proxyd.http.cors import Cors
 from capsem_proxyd.http.data_plane import ASGIApp, DataPlane
 from capsem_proxyd.http.routes import error_dialect
-from capsem_proxyd.observe.audit import AuditLog, AuditRecorder
 from capsem_proxyd.observe.logs import escape_controls
-from capsem_proxyd.observe.metrics import Metrics
-from capsem_proxyd.observe.recorders import Recorder, Recorders
-from capsem_proxyd.observe.request_log import RequestLog
-from capsem_proxyd.observe.tracing import trace_export
-from capsem_proxyd.proxy.limits import Limits
+from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.proxy.pipeline import Pipeline, error_reply
-from capsem_proxyd.proxy.stored_content import StoredContent, open_store
-from capsem_proxyd.proxy.streaming import StreamSettings
-from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
-
-if TYPE_CHECKING:  # only imported when tracing is on
-    from capsem_proxyd.observe.otel import SpanRecorder
 
 log = logging.getLogger("capsem_proxyd")
 
@@ -63,39 +50,18 @@ class ControlPlane(QuartTrio):
     asgi_http_class = ShieldedLastSend
 
 
-@dataclass(slots=True)
-class ProxyState:
-    """What a running instance holds; ``policies`` is replaced whole on reload, ``settings`` by the
-    settings in effect (the reloadable ones new, the others as started)."""
-
-    settings: Settings
-    policies: TenantPolicies
-    pipeline: Pipeline
-    upstream: Upstream
-    metrics: Metrics
-    recorder: Recorder
-    stored: StoredContent
-    audit: AuditLog | None = None
-    spans: SpanRecorder | None = None
-
-    async def close_spans(self) -> None:
-        """Flush and stop the span export, if any (bounded; safe to call twice)."""
-        if self.spans is not None:
-            await self.spans.aclose()
-
-    def install(
-        self, config: PolicyConfig, settings: Settings | None = None, policies: TenantPolicies | None = None
-    ) -> None:
-        """Make ``config``'s policies (and ``settings``, the reloadable ones) what new requests use;
-        requests in flight keep theirs. ``policies``: built (and started) from them already."""
-        if settings is not None:
-            self.settings = settings
-            self.stored.configure(settings)
-        self.policies = policies or TenantPolicies(config, self.settings, self.recorder)
+Health = Callable[[], dict[str, Any]]
+MetricsRenderer = Callable[[], tuple[bytes, str]]  # (body, content type)
 
 
-def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None = None) -> ControlPlane:
-    """One proxy instance as an ASGI app: the data plane in front of the control plane."""
+def create_app(
+    settings: Settings, pipeline: Pipeline, recorder: Recorder, *, health: Health, render_metrics: MetricsRenderer
+) -> ControlPlane:
+    """The ASGI app of one instance: the data plane (``pipeline``'s routes) in front of the control plane.
+
+    ``health`` and ``render_metrics`` answer ``/health`` and ``/metrics``;
+    they are asked on each request, so what they report follows reloads.
+    """
     app = ControlPlane("capsem_proxyd")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_size,
@@ -103,50 +69,7 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
         BODY_TIMEOUT=settings.body_timeout,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
-    metrics = Metrics()
-    spans = _span_recorder(settings)
-    recorder = Recorders(
-        RequestLog(),
-        metrics,
-        *([AuditRecorder(audit)] if audit is not None else []),
-        *([spans] if spans is not None else []),
-    )
-    upstream = Upstream(UpstreamTimeouts(connect=settings.connect_timeout, read=settings.upstream_timeout))
-    stored = StoredContent(settings, open_store(settings), recorder)
-    state: ProxyState
-    pipeline = Pipeline(
-        upstream,
-        lambda: state.policies,
-        StreamSettings(
-            idle_timeout=settings.upstream_timeout,
-            max_bytes=settings.max_response_size,
-        ),
-        Limits.from_settings(settings),
-        recorder,
-        stored,
-        request_timeout=settings.request_timeout or None,
-        trace_headers=spans.upstream_headers if spans is not None else None,
-    )
-    state = ProxyState(
-        settings=settings,
-        policies=TenantPolicies(config, settings, recorder),
-        pipeline=pipeline,
-        upstream=upstream,
-        metrics=metrics,
-        recorder=recorder,
-        stored=stored,
-        audit=audit,
-        spans=spans,
-    )
-    app.extensions["capsem_proxyd"] = state
-
-    @app.after_serving
-    async def close_upstream() -> None:
-        await upstream.aclose()
-        await stored.store.aclose()
-        await state.close_spans()
-
-    _install_control_routes(app, state)
+    _install_control_routes(app, health, render_metrics)
     if settings.cors:
         _install_preflight(app, Cors(settings.cors_origins))
     _install_fallback(app)
@@ -155,39 +78,14 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
     return app
 
 
-def _span_recorder(settings: Settings) -> SpanRecorder | None:
-    """The OpenTelemetry recorder when export is on; otherwise OpenTelemetry is not even imported."""
-    export = trace_export(settings)
-    if export is None:
-        return None
-    from capsem_proxyd.observe.otel import SpanRecorder
-
-    return SpanRecorder.start(settings, export)
-
-
-def proxy_state(app: QuartTrio) -> ProxyState:
-    state: ProxyState = app.extensions["capsem_proxyd"]
-    return state
-
-
-def _install_control_routes(app: QuartTrio, state: ProxyState) -> None:
+def _install_control_routes(app: QuartTrio, describe_health: Health, render_metrics: MetricsRenderer) -> None:
     @app.get("/health")
     async def health() -> Response:
-        body = {
-            "status": "ok",
-            "version": __version__,
-            "providers": {
-                "openai": state.settings.openai_upstream,
-                "gemini": state.settings.gemini_upstream,
-                "anthropic": state.settings.anthropic_upstream,
-            },
-            "policies": state.policies.default.names,
-        }
-        return Response(orjson.dumps(body), content_type="application/json")
+        return Response(orjson.dumps(describe_health()), content_type="application/json")
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        body, content_type = state.metrics.render()
+        body, content_type = render_metrics()
         return Response(body, content_type=content_type)
 
 

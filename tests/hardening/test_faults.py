@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ import trio
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon import server
-from capsem_proxyd.http.app import ProxyState, proxy_state
+from capsem_proxyd.daemon.instance import Instance
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import Proxy, in_thread
 from tests.support.sdk import PROVIDERS, message_of, open_fds, sdk_call, sdk_errors, socket_details
@@ -47,7 +48,7 @@ class Ledger:
     """What the process holds when idle; ``settle`` waits for it to come back."""
 
     fake: FakeUpstream
-    state: ProxyState
+    instance: Instance
     fds: int = 0
     tasks: int = 0
 
@@ -56,7 +57,7 @@ class Ledger:
         if collect:
             gc.collect()  # anything dropped without being closed lets go of its socket
         # httpx's transports over httpcore's pools (the upstream shards its connections over several)
-        pools = [transport._pool for transport in self.state.upstream.transport.transports]
+        pools = [transport._pool for transport in self.instance.upstream.transport.transports]
         in_use = sum(not connection.is_idle() for pool in pools for connection in pool.connections)
         for pool in pools:
             await pool.aclose()  # idle keep-alive connections are not leaks (the pool stays usable)
@@ -91,17 +92,19 @@ class Ledger:
 async def watched(
     monkeypatch: pytest.MonkeyPatch, start_proxy: Any, proxy_settings: Settings, fake: FakeUpstream
 ) -> AsyncIterator[tuple[Proxy, Ledger]]:
-    """A proxy whose app state the test can see (to close the pool's idle connections), and its ledger."""
-    apps: list[Any] = []
-    create_app = server.create_app
+    """A proxy whose instance the test can see (to close the pool's idle connections), and its ledger."""
+    instances: list[Instance] = []
+    open_instance = server.open_instance
 
-    def keep(*args: Any, **kwargs: Any) -> Any:
-        apps.append(create_app(*args, **kwargs))
-        return apps[-1]
+    @asynccontextmanager
+    async def keep(*args: Any, **kwargs: Any) -> AsyncIterator[Instance]:
+        async with open_instance(*args, **kwargs) as instance:
+            instances.append(instance)
+            yield instance
 
-    monkeypatch.setattr(server, "create_app", keep)
+    monkeypatch.setattr(server, "open_instance", keep)
     proxy = await start_proxy(proxy_settings, upstream_timeout=0.5)
-    ledger = Ledger(fake, proxy_state(apps[-1]))
+    ledger = Ledger(fake, instances[-1])
     for provider in PROVIDERS:  # warm up: lazy imports, SDK threads, first connections
         await in_thread(lambda provider=provider: sdk_call(provider, proxy, stream=True))
     await ledger.mark()

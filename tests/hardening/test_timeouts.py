@@ -20,9 +20,9 @@ import pytest
 import trio
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.daemon.instance import open_instance
 from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set
 from capsem_proxyd.enforcement.tenants import load_policy_config
-from capsem_proxyd.http.app import create_app, proxy_state
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import (
@@ -49,16 +49,16 @@ async def sdk_error(provider: str, proxy: Proxy, **kwargs: Any) -> BaseException
 # --- upstream timeouts -------------------------------------------------------------------------
 
 
-def test_upstream_timeout_sets_read_and_stream_idle_together_connect_separately() -> None:
+async def test_upstream_timeout_sets_read_and_stream_idle_together_connect_separately() -> None:
     settings = Settings(upstream_timeout=7.0, connect_timeout=3.0, request_timeout=40.0)
-    app = create_app(settings, load_policy_config(settings))
-    state = proxy_state(app)
-    assert state.upstream.timeouts.read == 7.0
-    assert state.pipeline.stream_settings.idle_timeout == 7.0
-    assert state.upstream.timeouts.connect == 3.0
-    assert state.pipeline.request_timeout == 40.0
+    async with open_instance(settings, load_policy_config(settings)) as instance:
+        assert instance.upstream.timeouts.read == 7.0
+        assert instance.pipeline.stream_settings.idle_timeout == 7.0
+        assert instance.upstream.timeouts.connect == 3.0
+        assert instance.pipeline.request_timeout == 40.0
     settings = Settings(request_timeout=0)
-    assert proxy_state(create_app(settings, load_policy_config(settings))).pipeline.request_timeout is None
+    async with open_instance(settings, load_policy_config(settings)) as instance:
+        assert instance.pipeline.request_timeout is None
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -1,0 +1,253 @@
+"""One proxy instance: the composition root that builds, owns and closes what serving needs.
+
+``open_instance`` builds the parts of one instance (one per worker process)
+in the order they depend on each other, and closes them in the reverse
+order when its ``async with`` ends, however it ends:
+
+1. the recorders: request log, metrics, the audit log's recorder, and the
+   OpenTelemetry span recorder (and its exporter thread) when export is on;
+2. the upstream: one pooled httpx transport;
+3. the ``--stored-content`` record of delivered replies;
+4. the tenant policies, started: the worker processes of CPU-heavy
+   policies are warm before the instance is handed out;
+5. the pipeline, which reads the policies through ``ActivePolicies`` on
+   each request, so a reload swaps them without touching it.
+
+Why here and not in the app: the app (``http/app.py``) is the HTTP face of
+an instance, and the server (``server.py``) decides when it serves and
+stops; neither should own sockets to the provider, files or threads, and a
+test can open an instance without serving it. Each close is shielded from
+cancellation (a cancelled server must still flush its spans and close its
+store) and bounded by ``CLOSE_SECONDS`` (a stuck close must not hang the
+exit).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from capsem_proxyd import __version__
+from capsem_proxyd.config import Settings, reloaded, restart_only_changes
+from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies
+from capsem_proxyd.http.app import ControlPlane, create_app
+from capsem_proxyd.observe.audit import AuditLog, AuditRecorder
+from capsem_proxyd.observe.metrics import Metrics
+from capsem_proxyd.observe.recorders import Recorder, Recorders
+from capsem_proxyd.observe.request_log import RequestLog
+from capsem_proxyd.observe.tracing import trace_export
+from capsem_proxyd.proxy.limits import Limits
+from capsem_proxyd.proxy.pipeline import Pipeline
+from capsem_proxyd.proxy.stored_content import StoredContent, open_store
+from capsem_proxyd.proxy.streaming import StreamSettings
+from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
+
+if TYPE_CHECKING:  # only imported when tracing is on
+    from capsem_proxyd.observe.otel import SpanRecorder
+
+log = logging.getLogger("capsem_proxyd")
+
+# Seconds each part may take to close (the span export bounds its own flush below this).
+CLOSE_SECONDS = 10.0
+
+
+class ActivePolicies:
+    """The tenant policies new requests run under, swapped whole on reload.
+
+    The pipeline is given ``current`` and calls it once per request: a
+    request keeps the policies it started with, the next one gets the new
+    ones. Policies are started (their worker processes warm) before they
+    become current, so a reload never makes a request wait for a worker.
+    """
+
+    __slots__ = ("_policies", "_recorder")
+
+    def __init__(self, policies: TenantPolicies, recorder: Recorder) -> None:
+        self._policies = policies
+        self._recorder = recorder
+
+    @classmethod
+    async def start(cls, config: PolicyConfig, settings: Settings, recorder: Recorder) -> ActivePolicies:
+        return cls(await _started_policies(config, settings, recorder), recorder)
+
+    def current(self) -> TenantPolicies:
+        return self._policies
+
+    async def replace(self, config: PolicyConfig, settings: Settings) -> None:
+        """Build and start ``config``'s policies, then make them current (the old ones stay current meanwhile)."""
+        self._policies = await _started_policies(config, settings, self._recorder)
+
+
+async def _started_policies(config: PolicyConfig, settings: Settings, recorder: Recorder) -> TenantPolicies:
+    # SHADOW: pass shadow_tasks= (the instance's, given to ActivePolicies) to TenantPolicies here
+    policies = TenantPolicies(config, settings, recorder)
+    await policies.start()  # CPU-heavy policies' worker processes, warm before they serve
+    return policies
+
+
+class Instance:
+    """A built instance: what the server and the app ask of it, and the parts it owns.
+
+    ``settings`` are the settings in effect (after a reload: the reloadable
+    ones new, the others as started); ``config`` the policy configuration
+    loaded last.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: PolicyConfig,
+        *,
+        recorder: Recorder,
+        metrics: Metrics,
+        audit: AuditLog | None,
+        spans: SpanRecorder | None,
+        upstream: Upstream,
+        stored: StoredContent,
+        policies: ActivePolicies,
+        pipeline: Pipeline,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.recorder = recorder
+        self.metrics = metrics
+        self.audit = audit
+        self.spans = spans
+        self.upstream = upstream
+        self.stored = stored
+        self.active = policies
+        self.pipeline = pipeline
+
+    @property
+    def policies(self) -> TenantPolicies:
+        """The tenant policies new requests run under."""
+        return self.active.current()
+
+    def health(self) -> dict[str, Any]:
+        """The body of ``/health``: version, upstreams and the default policies' names."""
+        return {
+            "status": "ok",
+            "version": __version__,
+            "providers": {
+                "openai": self.settings.openai_upstream,
+                "gemini": self.settings.gemini_upstream,
+                "anthropic": self.settings.anthropic_upstream,
+            },
+            "policies": self.policies.default.names,
+        }
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        """The body of ``/metrics`` and its content type (every worker's, in multiprocess mode)."""
+        return self.metrics.render()
+
+    async def install(self, config: PolicyConfig, settings: Settings) -> None:
+        """Make ``config``'s policies and ``settings``' reloadable values what new requests use.
+
+        Settings a reload cannot apply keep their started value (each change is
+        logged); requests in flight keep the policies they started with.
+        """
+        for name in restart_only_changes(self.settings, settings):
+            log.warning("setting %s changed; it takes effect only after a restart", name)
+        effective = reloaded(self.settings, settings)
+        await self.active.replace(config, effective)
+        self.settings, self.config = effective, config
+        self.stored.configure(effective)
+
+    def reopen_logs(self) -> None:
+        """Reopen the audit log's file (after logrotate moved it)."""
+        if self.audit is not None:
+            self.audit.reopen()
+
+    def end_streams(self) -> None:
+        """The shutdown's grace period is over: every open stream ends with an error event, and so
+        does any stream that opens from now on."""
+        self.pipeline.open_streams.end_all()
+
+    # Instance.wait_idle(): SHADOW: once shadow tasks are wired, `await self.shadow_tasks.wait_idle()`,
+    # so tests await the shadow evaluations they started instead of polling for them.
+
+
+@asynccontextmanager
+async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterator[Instance]:
+    """Build one instance from ``settings`` and ``config``; close its parts in reverse order on exit."""
+    async with AsyncExitStack() as stack:
+        audit = open_audit_log(settings)
+        if audit is not None:
+            stack.callback(audit.close)
+        metrics = Metrics()
+        spans = _span_recorder(settings)
+        if spans is not None:
+            stack.push_async_callback(_bounded(spans.aclose, "the trace export"))
+        recorder = Recorders(
+            RequestLog(),
+            metrics,
+            *([AuditRecorder(audit)] if audit is not None else []),
+            *([spans] if spans is not None else []),
+        )
+        upstream = Upstream(UpstreamTimeouts(connect=settings.connect_timeout, read=settings.upstream_timeout))
+        stack.push_async_callback(_bounded(upstream.aclose, "the upstream connections"))
+        stored = StoredContent(settings, open_store(settings), recorder)
+        stack.push_async_callback(_bounded(stored.store.aclose, "the record of delivered replies"))
+        # SHADOW: open_shadow_tasks() here and pass shadow_tasks= to TenantPolicies
+        #   shadow_tasks = await stack.enter_async_context(open_shadow_tasks())
+        #   and ActivePolicies.start(..., shadow_tasks=shadow_tasks) hands it to _started_policies.
+        #   Here, after the recorders and before the policies: it closes before the recorders its
+        #   evaluations report to, and after the pipeline and policies that start them.
+        policies = await ActivePolicies.start(config, settings, recorder)
+        pipeline = Pipeline(
+            upstream,
+            policies.current,
+            StreamSettings(idle_timeout=settings.upstream_timeout, max_bytes=settings.max_response_size),
+            Limits.from_settings(settings),
+            recorder,
+            stored,
+            request_timeout=settings.request_timeout or None,
+            trace_headers=spans.upstream_headers if spans is not None else None,
+        )
+        yield Instance(
+            settings, config, recorder=recorder, metrics=metrics, audit=audit, spans=spans, upstream=upstream,
+            stored=stored, policies=policies, pipeline=pipeline,
+        )
+
+
+def app_for(instance: Instance) -> ControlPlane:
+    """The ASGI app that serves ``instance``: its data plane in front of a control plane that asks it
+    for ``/health`` and ``/metrics``."""
+    return create_app(
+        instance.settings, instance.pipeline, instance.recorder,
+        health=instance.health, render_metrics=instance.render_metrics,
+    )
+
+
+def open_audit_log(settings: Settings) -> AuditLog | None:
+    """The audit log ``--audit-log`` names (``-``: stdout), opened; None when it is off."""
+    if not settings.audit_log:
+        return None
+    path = None if settings.audit_log == "-" else settings.audit_log
+    return AuditLog(path, include_prompts=settings.audit_prompts)
+
+
+def _span_recorder(settings: Settings) -> SpanRecorder | None:
+    """The OpenTelemetry recorder when export is on; otherwise OpenTelemetry is not even imported."""
+    export = trace_export(settings)
+    if export is None:
+        return None
+    from capsem_proxyd.observe.otel import SpanRecorder
+
+    return SpanRecorder.start(settings, export)
+
+
+def _bounded(close: Callable[[], Awaitable[None]], what: str) -> Callable[[], Awaitable[None]]:
+    """``close``, shielded from cancellation and given at most ``CLOSE_SECONDS``."""
+
+    async def run() -> None:
+        with trio.move_on_after(CLOSE_SECONDS, shield=True) as scope:
+            await close()
+        if scope.cancelled_caught:
+            log.warning("%s did not close within %ss; left behind", what, CLOSE_SECONDS)
+
+    return run

@@ -1,0 +1,207 @@
+"""The options that define a proxy instance, generated from the settings declared in ``config.py``.
+
+Every option reads ``CAPSEM_PROXYD_<OPTION>`` from the environment and a key
+of the ``--config`` TOML file; click's own precedence gives flags >
+environment > file > defaults (the file feeds click's ``default_map``). An
+``--env-file`` (or ``./.env``) adds ``CAPSEM_PROXYD_*`` environment variables
+below the real ones.
+
+Nothing here is kept in module globals: what one run of the command line
+needs to remember (its arguments, the variables its env file set) lives in
+a ``CommandLine`` that click carries as the context's ``obj``, so that a
+reload can resolve ``start``'s options again exactly as they were resolved
+at start (``settings_loader``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Callable
+from dataclasses import Field, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from capsem_proxyd.config import ENV_PREFIX, Setting, Settings, declaration, declared, envvar, option_name
+
+EXIT_CONFIG_ERROR = 2
+SettingsLoader = Callable[[], Settings]
+# Options of ``start`` that shape the process, not the proxy.
+PROCESS_OPTIONS = ("daemon", "log_file")
+
+_HINTS = typing.get_type_hints(Settings)
+
+
+class ConfigError(click.ClickException):
+    """A configuration the proxy cannot start with: one line on stderr, exit code 2."""
+
+    exit_code = EXIT_CONFIG_ERROR
+
+
+@dataclass
+class CommandLine:
+    """One run of ``capsem-proxyd``: its arguments, and the environment variables its env file set.
+
+    ``env_file_names`` tells a variable the env file set (which the file, read
+    again on reload, may change) from one the real environment set (which
+    always wins), and lets ``config`` say where a value came from.
+    """
+
+    argv: list[str] = field(default_factory=list)
+    env_file_names: set[str] = field(default_factory=set)
+
+    def start_args(self) -> list[str]:
+        """The arguments after ``start``: what a reload resolves again."""
+        return self.argv[self.argv.index("start") + 1 :] if "start" in self.argv else []
+
+
+def command_line(ctx: click.Context) -> CommandLine:
+    """The run's ``CommandLine`` (made here when click was invoked without one, as by a test runner)."""
+    return ctx.ensure_object(CommandLine)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of an option that is not a setting (``--log-file``, ``--url``)."""
+    return f"{ENV_PREFIX}_{name.upper()}"
+
+
+def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that define a proxy instance (shared by start, check, policies and config).
+
+    Generated from the ``Settings`` declarations (``config.py``), after the two
+    eager options that feed the others: ``--env-file`` and ``--config``.
+    """
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option("--env-file", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_ENV_FILE", is_eager=True,
+                     expose_value=False, callback=_load_env_file,
+                     help="File of CAPSEM_PROXYD_* settings (default: .env in the working directory when present). "
+                          "Provider keys in it are never used: clients always bring their own."),
+        click.option("--config", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_CONFIG", is_eager=True,
+                     expose_value=False, callback=_load_config_file,
+                     help="TOML file with settings (keys as option names). Env: CAPSEM_PROXYD_CONFIG."),
+        *(_setting_option(item, _HINTS[item.name]) for item in declared()),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def settings_from(options: dict[str, Any]) -> Settings:
+    """``Settings`` from the parsed options: repeatable ones as tuples, an empty optional value as none."""
+    options = dict(options)
+    for item in declared():
+        if typing.get_origin(_HINTS[item.name]) is tuple:
+            options[item.name] = tuple(options.get(item.name) or ())
+        elif item.default is None:
+            options[item.name] = options.get(item.name) or None
+    if (options.get("certfile") is None) != (options.get("keyfile") is None):
+        raise ConfigError("--certfile and --keyfile go together: give both to serve HTTPS, or neither")
+    if options.get("state_dir"):  # --daemon changes the working directory: resolved before it does
+        options["state_dir"] = os.path.abspath(os.path.expanduser(options["state_dir"]))
+    return Settings(**options)
+
+
+def process_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Split off (remove and return) the options that shape the process, not the proxy."""
+    return {name: options.pop(name) for name in PROCESS_OPTIONS if name in options}
+
+
+def settings_loader(command: click.Command, invocation: CommandLine) -> SettingsLoader:
+    """What a reload calls: ``command``'s options resolved again from the same arguments, and the
+    environment, env file and config file as they are now."""
+    args = invocation.start_args()
+
+    def load() -> Settings:
+        with command.make_context(command.name, list(args), obj=invocation, resilient_parsing=False) as ctx:
+            options = dict(ctx.params)
+        process_options(options)
+        return settings_from(options)
+
+    return load
+
+
+def _setting_option(item: Field[Any], hint: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One click option from one ``Settings`` field and its ``Setting``."""
+    spec = declaration(item)
+    name = option_name(item)
+    envvars = [envvar(item), *spec.envvars]
+    common: dict[str, Any] = {"envvar": envvars if spec.envvars else envvars[0], "help": spec.help}
+    if item.default is not None and item.default != ():
+        common.update(default=item.default, show_default=True)
+    if hint is bool:
+        return click.option(f"--{name}/--no-{name}", item.name, **common)
+    if typing.get_origin(hint) is tuple:
+        return click.option(f"--{name}", item.name, multiple=True, **common)
+    return click.option(f"--{name}", item.name, type=_click_type(spec, hint), **common)
+
+
+def _click_type(spec: Setting, hint: Any) -> Any:
+    if spec.choices:
+        return click.Choice(spec.choices, case_sensitive=False)
+    if spec.file:
+        return click.Path(dir_okay=False)
+    if hint is int:
+        return click.IntRange(min=_bound(spec.minimum), max=_bound(spec.maximum))
+    if hint is float:
+        return click.FloatRange(min=spec.minimum, max=spec.maximum)
+    return None
+
+
+def _bound(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Eager ``--config``: its keys become click defaults (below env and flags)."""
+    if not value:
+        return value
+    path = Path(value)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    section = data.get("capsem-proxyd", data.get("capsem_proxyd", data))
+    known = {param.name for param in ctx.command.params} - {"config", "env_file"}
+    by_option = {option_name(item).replace("-", "_"): item.name for item in declared()}
+    defaults: dict[str, Any] = {}
+    for key, item in section.items():
+        name = key.replace("-", "_")
+        name = by_option.get(name, name)
+        if name not in known:
+            raise ConfigError(f"config file {path}: unknown setting {key!r}")
+        defaults[name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _load_env_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Eager ``--env-file``: its CAPSEM_PROXYD_* entries become environment variables.
+
+    Real environment variables win over the file; other entries (such as
+    OPENAI_API_KEY) are ignored, so a provider key in the file never
+    authenticates client traffic.
+    """
+    from dotenv import dotenv_values
+
+    if value is None and Path(".env").is_file():
+        value = ".env"
+    if not value:
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise ConfigError(f"env file {path} does not exist")
+    from_file = command_line(ctx).env_file_names
+    for name, item in dotenv_values(path).items():
+        if not name.startswith(ENV_PREFIX + "_") or item is None:
+            continue
+        if name in os.environ and name not in from_file:
+            continue
+        os.environ[name] = item
+        from_file.add(name)
+    return value
