@@ -17,6 +17,11 @@ import orjson
 import pytest
 
 from capsem_proxyd.config import Settings
+from tests.support.bodies import USER
+from tests.support.bodies import chat_body as chat
+from tests.support.bodies import gemini_body as gemini
+from tests.support.bodies import messages_body as anthropic
+from tests.support.bodies import responses_body as responses
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, split_at_refusal
 
@@ -26,24 +31,7 @@ RESPONSES = ("/v1/responses", {"authorization": f"Bearer {OPENAI_KEY}"})
 ANTHROPIC = ("/v1/messages", {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"})
 GEMINI = ("/v1beta/models/gemini-2.5-flash:generateContent", {"x-goog-api-key": GEMINI_KEY})
 GEMINI_STREAM = ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", {"x-goog-api-key": GEMINI_KEY})
-USER = {"role": "user", "content": "hi"}
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "description": "the city"}}}
-
-
-def chat(**fields: Any) -> dict[str, Any]:
-    return {"model": "gpt-4o-mini", "messages": [USER], **fields}
-
-
-def responses(**fields: Any) -> dict[str, Any]:
-    return {"model": "gpt-4o-mini", "input": "hi", **fields}
-
-
-def anthropic(**fields: Any) -> dict[str, Any]:
-    return {"model": "claude-sonnet-4-6", "max_tokens": 50, "messages": [USER], **fields}
-
-
-def gemini(**fields: Any) -> dict[str, Any]:
-    return {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], **fields}
 
 
 REQUEST_SURFACES: dict[str, tuple[tuple[str, dict[str, str]], dict[str, Any]]] = {

@@ -8,8 +8,10 @@ import httpx
 import openai
 import pytest
 
+from tests.support.bodies import chat_body
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
+from tests.support.sdk import chat
 
 WEATHER_TOOL = {
     "type": "function",
@@ -19,10 +21,6 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-
-
-def chat(proxy: Proxy, messages: list[dict], **kwargs: object) -> object:
-    return proxy.openai().chat.completions.create(model="gpt-4o-mini", messages=messages, **kwargs)
 
 
 async def test_allowed_prompt_gets_the_upstream_reply(proxy: Proxy, fake: FakeUpstream) -> None:
@@ -204,12 +202,12 @@ async def test_upstream_cookies_never_travel_between_tenants(proxy: Proxy, fake:
     async with httpx.AsyncClient() as client:
         first = await client.post(
             proxy.url + "/v1/chat/completions",
-            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            json=chat_body(model="m"),
             headers={"authorization": f"Bearer {OPENAI_KEY}", "cookie": "client=should-not-pass"},
         )
         second = await client.post(
             proxy.url + "/v1/chat/completions",
-            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            json=chat_body(model="m"),
             headers={"authorization": "Bearer sk-another-tenant-0000000000"},
         )
     assert first.status_code == second.status_code == 200

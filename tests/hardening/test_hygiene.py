@@ -20,6 +20,7 @@ from capsem_proxyd.config import Settings
 from capsem_proxyd.http.guard import is_safe_path
 from capsem_proxyd.observe.logs import RedactingFormatter
 from capsem_proxyd.proxy.upstream import request_headers
+from tests.support.bodies import chat_body, messages_body
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import raw_exchange
@@ -152,12 +153,12 @@ async def test_model_names_in_bodies_never_change_the_path(proxy: Proxy, fake: F
         for model in ("../../admin", "http://evil.example/", "@evil.example", "%2e%2e/admin", "a/../../b"):
             response = await client.post(
                 proxy.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
-                json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+                json=chat_body(model=model),
             )
             assert response.status_code == 200
             response = await client.post(
                 proxy.url + "/v1/messages", headers={"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
-                json={"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+                json=messages_body(model=model, max_tokens=5),
             )
             assert response.status_code == 200
     assert {received.path for received in fake.requests} == {"/v1/chat/completions", "/v1/messages"}
@@ -219,7 +220,7 @@ async def test_control_characters_are_escaped_in_logs_and_audit(
     proxy = await start_proxy(proxy_settings, audit_log=str(audit), passthrough=("/v1/files*",))
     async with httpx.AsyncClient(timeout=10) as client:
         await client.post(proxy.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
-                          json={"model": INJECTED_MODEL, "messages": [{"role": "user", "content": "hi"}]})
+                          json=chat_body(model=INJECTED_MODEL))
         # Too many headers: the refusal is logged with the path.
         many = {f"x-h{i}": "v" for i in range(120)}
         await client.post(proxy.url + "/v1/x%0AFORGED%1B[0m", headers={"authorization": f"Bearer {OPENAI_KEY}", **many})
@@ -247,7 +248,7 @@ async def test_a_daemon_log_file_has_no_forged_lines(
     await daemon.wait_ready(timeout=60)
     async with httpx.AsyncClient(timeout=10) as client:
         response = await client.post(daemon.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
-                                     json={"model": INJECTED_MODEL, "messages": [{"role": "user", "content": "hi"}]})
+                                     json=chat_body(model=INJECTED_MODEL))
         assert response.status_code == 200
         await client.get(daemon.url + "/v1/nothing%0AFORGED%20line", headers={"authorization": f"Bearer {OPENAI_KEY}"})
     await daemon.stop()

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from capsem_proxyd.config import Settings
+from tests.support.bodies import chat_body
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.key_watch import KeyWatch, daemon_outputs, keys_in_sources, leaks_in_files
 from tests.support.proxy import ALL_TEST_KEYS, ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy
@@ -64,7 +65,7 @@ async def test_the_session_watch_sees_daemon_records(key_watch: KeyWatch, proxy:
     before = key_watch.records
     async with httpx.AsyncClient() as client:
         await client.post(proxy.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
-                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                          json=chat_body(model="m"))
     assert key_watch.records > before
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import trio
 
 from capsem_proxyd.observe.metrics import MULTIPROC_ENV, Metrics, mark_worker_dead
 from tests.support.daemon import Daemon, daemon_env
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.metrics import CHAT, requests_total, scrape
 from tests.support.proxy import ALL_TEST_KEYS, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
+from tests.support.waiting import wait_until as poll_until
 
 # Seconds a daemon may take to start: generous, since CI hosts are often busy (it takes ~3 s idle).
 STARTUP_TIMEOUT = 60
@@ -58,10 +58,9 @@ async def active_streams(url: str) -> float:
     return (await scrape(url))("capsem_proxyd_active_streams")
 
 
-async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
-        while not await condition():
-            await trio.sleep(0.02)
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    """Bounded polling on the metric itself (the cap stops a broken build hanging; it measures nothing)."""
+    await poll_until(condition, timeout=timeout)
 
 
 # -- one process ---------------------------------------------------------------
@@ -201,9 +200,7 @@ async def test_a_reloaded_engine_is_still_counted(tmp_path: Path, fake: FakeUpst
         await daemon.wait_ready(STARTUP_TIMEOUT)
         assert (await post_chat(daemon.url)).status_code == 200
         daemon.process.send_signal(signal.SIGHUP)
-        with trio.fail_after(STARTUP_TIMEOUT):
-            while "reloaded:" not in daemon.log:
-                await trio.sleep(0.05)
+        await daemon.wait_for_log("reloaded:", STARTUP_TIMEOUT)
         assert (await post_chat(daemon.url)).status_code == 200
         assert (await post_chat(daemon.url, "capsem_block")).status_code == 400
         metrics = await scrape(daemon.url)
@@ -366,7 +363,9 @@ async def test_an_in_stream_upstream_error_is_counted_as_one(proxy: Proxy, fake:
     _, error = await in_thread(stream_chat, proxy)
     assert isinstance(error, openai.APIError) and "provider broke mid-stream" in str(error)
     streams = "capsem_proxyd_streams_total"
-    with trio.fail_after(5):
-        while (await scrape(proxy.url))(streams, **CHAT, outcome="upstream_error") < 1:
-            await trio.sleep(0.05)
+
+    async def counted() -> bool:
+        return (await scrape(proxy.url))(streams, **CHAT, outcome="upstream_error") >= 1
+
+    await wait_until(counted)
     assert (await scrape(proxy.url))(streams, **CHAT, outcome="completed") == 0

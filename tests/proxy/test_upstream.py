@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import trio
 
+from tests.support.bodies import chat_body
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY
 
@@ -13,7 +14,7 @@ from tests.support.proxy import OPENAI_KEY
 async def test_sequential_requests_through_the_proxy_reuse_one_upstream_connection(proxy, fake: FakeUpstream) -> None:
     async with httpx.AsyncClient(base_url=proxy.url, headers={"authorization": f"Bearer {OPENAI_KEY}"}) as client:
         for _ in range(3):
-            reply = await client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+            reply = await client.post("/v1/chat/completions", json=chat_body())
             assert reply.status_code == 200
     assert len(fake.requests) == 3
     assert fake.total_connections == 1
@@ -23,7 +24,7 @@ async def test_a_stream_cut_short_closes_its_upstream_connection_and_the_next_re
     proxy, fake: FakeUpstream
 ) -> None:
     fake.script(Reply(chunks=["word "] * 400, chunk_delay=0.01))
-    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    body = chat_body(stream=True)
     async with httpx.AsyncClient(base_url=proxy.url, headers={"authorization": f"Bearer {OPENAI_KEY}"}) as client:
         async with client.stream("POST", "/v1/chat/completions", json=body) as streamed:
             async for _ in streamed.aiter_bytes():
@@ -39,7 +40,7 @@ async def test_a_stream_cut_short_closes_its_upstream_connection_and_the_next_re
 async def test_the_client_address_reaches_the_upstream_only_when_the_operator_forwards_it(
     start_proxy, proxy_settings, fake: FakeUpstream
 ) -> None:
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    body = chat_body()
     for forward in (False, True):
         proxy = await start_proxy(proxy_settings, forward_client_ip=forward)
         async with httpx.AsyncClient(base_url=proxy.url, headers={"authorization": f"Bearer {OPENAI_KEY}"}) as client:
