@@ -24,6 +24,7 @@ from tests.support.bodies import messages_body as anthropic
 from tests.support.bodies import responses_body as responses
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, split_at_refusal
+from tests.support.replies import chat_chunk
 
 M = "capsem_block"
 CHAT = ("/v1/chat/completions", {"authorization": f"Bearer {OPENAI_KEY}"})
@@ -106,8 +107,7 @@ def sse(*events: tuple[str | None, dict[str, Any]]) -> bytes:
 
 
 def chunk(delta: dict[str, Any], index: int = 0, finish: str | None = None) -> tuple[None, dict[str, Any]]:
-    return None, {"id": "c", "object": "chat.completion.chunk", "model": "m",
-                  "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+    return None, chat_chunk(delta, index=index, finish=finish)
 
 
 def resp_event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:
