@@ -37,7 +37,7 @@ async def wait_until(state: Callable[[], T | Awaitable[T]], *, timeout: float, w
             if inspect.isawaitable(value):
                 value = await value
             if value:
-                return value  # type: ignore[return-value]
+                return value
             last = value
             await trio.sleep(POLL_INTERVAL)
     raise AssertionError(f"not within {timeout} s: {what or getattr(state, '__name__', state)} (last seen: {last!r})")
