@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
-from tests.support.proxy import ANTHROPIC_KEY, Proxy, in_thread
+from tests.support.proxy import ANTHROPIC_AUTH, ANTHROPIC_KEY, Proxy, in_thread
 from tests.support.streams import LONG_TEXT, assert_upstream_closed_at_once, endless_blocked_reply, split_marker_chunks
 
 MODEL = "claude-sonnet-4-6"
@@ -20,7 +20,7 @@ WEATHER_TOOL = {
     "description": "Weather for a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+HEADERS = ANTHROPIC_AUTH
 
 
 def create(proxy: Proxy, messages: list, **kwargs: object) -> anthropic.types.Message:
@@ -68,7 +68,7 @@ async def test_allowed_message_gets_the_upstream_reply(proxy: Proxy, fake: FakeU
 @pytest.mark.parametrize(
     "headers",
     [
-        {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
+        ANTHROPIC_AUTH,
         {"authorization": f"Bearer {ANTHROPIC_KEY}", "anthropic-version": "2023-06-01"},
     ],
     ids=["x-api-key", "bearer"],

@@ -23,15 +23,21 @@ from tests.support.bodies import gemini_body as gemini
 from tests.support.bodies import messages_body as anthropic
 from tests.support.bodies import responses_body as responses
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, split_at_refusal
+from tests.support.proxy import (
+    ANTHROPIC_AUTH,
+    GEMINI_AUTH,
+    OPENAI_AUTH,
+    Proxy,
+    split_at_refusal,
+)
 from tests.support.replies import chat_chunk
 
 M = "capsem_block"
-CHAT = ("/v1/chat/completions", {"authorization": f"Bearer {OPENAI_KEY}"})
-RESPONSES = ("/v1/responses", {"authorization": f"Bearer {OPENAI_KEY}"})
-ANTHROPIC = ("/v1/messages", {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"})
-GEMINI = ("/v1beta/models/gemini-2.5-flash:generateContent", {"x-goog-api-key": GEMINI_KEY})
-GEMINI_STREAM = ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", {"x-goog-api-key": GEMINI_KEY})
+CHAT = ("/v1/chat/completions", OPENAI_AUTH)
+RESPONSES = ("/v1/responses", OPENAI_AUTH)
+ANTHROPIC = ("/v1/messages", ANTHROPIC_AUTH)
+GEMINI = ("/v1beta/models/gemini-2.5-flash:generateContent", GEMINI_AUTH)
+GEMINI_STREAM = ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", GEMINI_AUTH)
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "description": "the city"}}}
 
 

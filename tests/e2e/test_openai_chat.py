@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.bodies import chat_body
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
-from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import OPENAI_AUTH, OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import chat
 
 WEATHER_TOOL = {
@@ -94,7 +94,7 @@ async def test_block_body_carries_detail_like_the_original_proxy(proxy: Proxy, f
         response = await client.post(
             proxy.url + "/v1/chat/completions",
             json={"model": "m", "messages": [{"role": "user", "content": "capsem_block"}]},
-            headers={"authorization": f"Bearer {OPENAI_KEY}"},
+            headers=OPENAI_AUTH,
         )
     assert response.status_code == 400
     assert response.json()["detail"] == "Request blocked by security policy: Detected 'capsem_block' in prompt"
@@ -173,7 +173,7 @@ async def test_malformed_json_from_client_is_400(proxy: Proxy, fake: FakeUpstrea
     async with httpx.AsyncClient() as client:
         for body in (b"{not json", b"[1,2]", b""):
             response = await client.post(
-                proxy.url + "/v1/chat/completions", content=body, headers={"authorization": f"Bearer {OPENAI_KEY}"}
+                proxy.url + "/v1/chat/completions", content=body, headers=OPENAI_AUTH
             )
             assert response.status_code == 400, body
             error = response.json()["error"]

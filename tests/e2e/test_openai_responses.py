@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
-from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import OPENAI_AUTH, Proxy, in_thread
 
 TOOL = {"type": "function", "name": "get_weather", "description": "Weather", "parameters": {"type": "object", "properties": {}}}
 
@@ -127,7 +127,7 @@ async def test_stream_block_ends_with_error_then_response_failed(proxy: Proxy, f
     """The SDKs raise on ``event: error``; Codex ends its turn only on ``response.failed``, final for ``invalid_prompt``."""
     fake.script(Reply(chunks=["a harmless start that is long enough to be released, ", "then capsem_", "block"]))
     async with httpx.AsyncClient() as client:
-        response = await client.post(proxy.url + "/v1/responses", headers={"authorization": f"Bearer {OPENAI_KEY}"},
+        response = await client.post(proxy.url + "/v1/responses", headers=OPENAI_AUTH,
                                      json={"model": "gpt-4.1", "input": "go", "stream": True})
     *_, error, failed = response.content.decode().strip().split("\n\n")
     assert error.startswith("event: error\ndata: ") and failed.startswith("event: response.failed\ndata: ")

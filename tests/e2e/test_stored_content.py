@@ -17,7 +17,7 @@ from capsem_proxyd.daemon.server import serve
 from capsem_proxyd.enforcement.tenants import load_policy_config
 from capsem_proxyd.proxy.response_store import FILE_NAME
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import OPENAI_AUTH, OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import refused
 
 OTHER_TENANT_KEY = "sk-test-other-tenant-7a6b5c4d3e2f"
@@ -78,7 +78,7 @@ async def test_another_tenants_id_is_refused_and_nothing_goes_upstream(proxy: Pr
 async def test_an_id_never_relayed_is_refused_though_the_provider_has_it(proxy: Proxy, fake: FakeUpstream) -> None:
     async with httpx.AsyncClient() as client:  # straight to the provider, around the proxy
         direct = await client.post(fake.url + "/v1/responses", json={"model": "gpt-4.1", "input": "hi"},
-                                   headers={"authorization": f"Bearer {OPENAI_KEY}"})
+                                   headers=OPENAI_AUTH)
     response_id = direct.json()["id"]
     assert response_id in fake.stored_responses
     error = await refused(lambda: create(proxy, input="go on", previous_response_id=response_id))

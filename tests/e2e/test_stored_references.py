@@ -19,12 +19,18 @@ from google.genai import errors, types
 from tests.support.bodies import USER, chat_body, messages_body, responses_body
 from tests.support.bodies import gemini_body as gemini
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import (
+    ANTHROPIC_AUTH,
+    GEMINI_AUTH,
+    OPENAI_AUTH,
+    Proxy,
+    in_thread,
+)
 
 AUTH = {
-    "openai": {"authorization": f"Bearer {OPENAI_KEY}"},
-    "gemini": {"x-goog-api-key": GEMINI_KEY},
-    "anthropic": {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
+    "openai": OPENAI_AUTH,
+    "gemini": GEMINI_AUTH,
+    "anthropic": ANTHROPIC_AUTH,
 }
 PATHS = {
     "responses": ("openai", "/v1/responses"),

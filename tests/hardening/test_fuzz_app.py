@@ -36,12 +36,18 @@ from tests.support.bodies import chat_body, messages_body
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.fuzzing import REQUEST_SEEDS, json_values, mutations, reply_seeds
 from tests.support.key_watch import DAEMON_LOGGERS
-from tests.support.proxy import ALL_TEST_KEYS, ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy
+from tests.support.proxy import (
+    ALL_TEST_KEYS,
+    ANTHROPIC_AUTH,
+    GEMINI_AUTH,
+    OPENAI_AUTH,
+    Proxy,
+)
 
 AUTH = {
-    "openai": {"authorization": f"Bearer {OPENAI_KEY}"},
-    "anthropic": {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
-    "gemini": {"x-goog-api-key": GEMINI_KEY},
+    "openai": OPENAI_AUTH,
+    "anthropic": ANTHROPIC_AUTH,
+    "gemini": GEMINI_AUTH,
 }
 GEMINI_MODEL = "/v1beta/models/gemini-2.5-flash"
 

@@ -19,7 +19,13 @@ from capsem_proxyd.http.guard import HeaderLimits, framing_problem, header_probl
 from capsem_proxyd.proxy.limits import Limits, check_request_body, nesting_exceeds
 from tests.support.bodies import minimal_body
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import (
+    ANTHROPIC_AUTH,
+    GEMINI_AUTH,
+    OPENAI_AUTH,
+    Proxy,
+    in_thread,
+)
 from tests.support.sdk import (
     PROVIDERS,
     expected_error,
@@ -32,9 +38,9 @@ from tests.support.sdk import (
 )
 
 AUTH = {
-    "openai": {"authorization": f"Bearer {OPENAI_KEY}"},
-    "anthropic": {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
-    "gemini": {"x-goog-api-key": GEMINI_KEY},
+    "openai": OPENAI_AUTH,
+    "anthropic": ANTHROPIC_AUTH,
+    "gemini": GEMINI_AUTH,
 }
 PATHS = {
     "openai": "/v1/chat/completions",

@@ -30,11 +30,11 @@ import trio
 from tests.support.daemon import upstream_args
 from tests.support.fake_upstream import FakeUpstream, Reply, run_fake_upstream
 from tests.support.metrics import scrape
-from tests.support.proxy import ANTHROPIC_KEY, OPENAI_KEY, Proxy
+from tests.support.proxy import ANTHROPIC_AUTH, OPENAI_AUTH, Proxy
 from tests.support.waiting import wait_until
 
-HEADERS = {"authorization": f"Bearer {OPENAI_KEY}"}
-ANTHROPIC_HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+HEADERS = OPENAI_AUTH
+ANTHROPIC_HEADERS = ANTHROPIC_AUTH
 # What the second fake answers every request with: the marker split across events, after some text.
 MARKED_REPLY = Reply(chunks=["Sure, here it is: ", "the capsem_", "block thing", " and more text"], chunk_delay=0.002)
 STREAMS = 500
@@ -163,7 +163,11 @@ async def idle_after(url: str, requests: int) -> bool:
     return done >= requests and metrics("capsem_proxyd_active_streams") == 0
 
 
-@pytest.mark.timeout(300)  # about 45 s on an idle 2-core machine; CI hosts shared with other jobs take longer
+# It stays in the default run because what it asserts holds on a loaded machine: nothing lost or
+# mis-classified (no timing in it), and memory back within 10 % of the level after a first burst
+# (measured +0.9 % with a load average of 4 on 2 cores). Its time is only capped: about 45 s on an idle
+# 2-core machine, 76 s on that loaded one; each burst may take 180 s and the whole test 300 s.
+@pytest.mark.timeout(300)
 async def test_500_streams_and_2000_requests_lose_nothing_and_memory_comes_back(
     daemons: Callable[..., Any], fake: FakeUpstream
 ) -> None:

@@ -25,7 +25,7 @@ from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set
 from capsem_proxyd.enforcement.tenants import load_policy_config
 from capsem_proxyd.http.app import create_app, proxy_state
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import OPENAI_AUTH, OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import (
     PROVIDERS,
     expected_error,
@@ -183,7 +183,7 @@ async def test_fail_open_policy_lets_the_request_through_and_says_so(
     proxy = await start_proxy(proxy_settings, policy_dir=str(folder), policy_timeout=0.3)
     async with httpx.AsyncClient(timeout=10) as client:
         response = await client.post(
-            proxy.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
+            proxy.url + "/v1/chat/completions", headers=OPENAI_AUTH,
             json={"model": "m", "messages": [{"role": "user", "content": prompt}]},
         )
     assert response.status_code == 200
@@ -194,7 +194,7 @@ async def test_fail_open_policy_lets_the_request_through_and_says_so(
     # Fail-open is per policy: the Debug policy next to it still blocks.
     async with httpx.AsyncClient(timeout=10) as client:
         blocked = await client.post(
-            proxy.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
+            proxy.url + "/v1/chat/completions", headers=OPENAI_AUTH,
             json={"model": "m", "messages": [{"role": "user", "content": prompt + " capsem_block"}]},
         )
     assert blocked.status_code == 400 and blocked.json()["error"]["capsem"]["policy"] == "Debug"
