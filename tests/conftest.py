@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, settings
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon.server import serve
@@ -28,6 +29,27 @@ from tests.support.proxy import ALL_TEST_KEYS, Proxy
 # in every proxy the tests start, subprocesses included: tests that trace set what they need.
 for _name in [name for name in os.environ if name.startswith("OTEL_")]:
     del os.environ[_name]
+
+# Hypothesis profiles, loaded here so every property test (imported after this file) inherits one.
+# A per-example deadline measures the machine, not the code: on a loaded 2-core box an example that
+# takes 5 ms alone can take 300 ms, so no profile has one; a hang is still caught by the test's own
+# trio.fail_after. Derandomized: the same examples every run, so a failure reproduces and CI does not
+# flake on a seed; no example database written into the repository.
+#   capsem       the default locally: 60 examples per test unless the test asks for more
+#   ci           loaded when CI is set: the same, so CI runs exactly what a developer ran
+#   capsem-deep  2,000 examples per test, random seeds, for a longer hunt (HYPOTHESIS_PROFILE=capsem-deep)
+settings.register_profile(
+    "capsem",
+    derandomize=True,
+    max_examples=60,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    print_blob=True,
+)
+settings.register_profile("ci", settings.get_profile("capsem"))
+settings.register_profile("capsem-deep", settings.get_profile("capsem"), derandomize=False, max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "capsem"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -273,9 +273,13 @@ class Trap:
         await trio.serve_listeners(self._handle, listeners)
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        with trio.move_on_after(2):
+        # The connection is recorded the moment it is accepted, whatever it sends and however slowly
+        # (a loaded machine): its first bytes, read for a few seconds, only say who it was.
+        index = len(self.connections)
+        self.connections.append(b"")
+        with trio.move_on_after(5):
             try:
-                self.connections.append(await stream.receive_some(200))
+                self.connections[index] = await stream.receive_some(200)
             except trio.BrokenResourceError:
-                self.connections.append(b"")
+                pass
         await stream.aclose()

@@ -14,10 +14,8 @@ README's table is checked against it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 import trio
@@ -26,15 +24,14 @@ from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.content import Paths
-from capsem_proxyd.dialects.framing import SSEDecoder
 from capsem_proxyd.errors import ProxyError
-from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.http import routes
 from capsem_proxyd.proxy.body import parse_request_body
-from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
 from tests.support.engines import engine
+from tests.support.exchanges import exchange_for
 from tests.support.fuzzing import REQUEST_SEEDS, orjson_copy, reply_seeds
 from tests.support.proxy import split_at_refusal
+from tests.support.streams import pump_writes
 
 MARKER = "capsem_block"
 ENGINE = engine()
@@ -106,8 +103,7 @@ def test_a_marker_anywhere_in_a_request_is_refused(name: str, data: st.DataObjec
     body, path = data.draw(placements(data.draw(st.sampled_from(seeds))))
     assume(not declared_not_content(dialect.request_not_content, path))
     raw = orjson.dumps(body)
-    exchange = Exchange(request_id="req_p", started=0.0, tenant_id="t", provider=dialect.provider,
-                        endpoint=dialect.endpoint)
+    exchange = exchange_for(dialect)
 
     async def check() -> None:
         try:
@@ -130,8 +126,7 @@ def test_a_marker_anywhere_in_a_reply_is_refused(name: str, data: st.DataObject)
     bodies, _ = reply_seeds(name)
     body, path = data.draw(placements(data.draw(st.sampled_from(bodies))))
     assume(not declared_not_content(dialect.reply_not_content, path))
-    exchange = Exchange(request_id="req_p", started=0.0, tenant_id="t", provider=dialect.provider,
-                        endpoint=dialect.endpoint)
+    exchange = exchange_for(dialect)
 
     async def check() -> None:
         with pytest.raises(ProxyError) as refused:
@@ -155,21 +150,9 @@ def test_a_marker_anywhere_in_a_stream_never_reaches_the_client_whole(name: str,
         (f"event: {event}\n" if event else "").encode() + b"data: " + orjson.dumps(item) + b"\n\n"
         for item, event in stream
     )
-    relayed, ending = split_at_refusal(trio.run(_pump, dialect, sent))
+    writes = trio.run(lambda: pump_writes(dialect, ENGINE, [sent], query={"alt": "sse"}))
+    relayed, ending = split_at_refusal(b"".join(writes))
     assert MARKER not in relayed.lower(), relayed
     assert "CAPSEM policy 'Debug'" in ending, ending  # the proxy's own final error, naming the policy
 
 
-async def _pump(dialect: Dialect, sent: bytes) -> bytes:
-    async def upstream() -> AsyncIterator[bytes]:
-        yield sent
-
-    exchange = Exchange(request_id="req_p", started=0.0, tenant_id="t", provider=dialect.provider,
-                        endpoint=dialect.endpoint)
-    pump = StreamPump(exchange, dialect, ENGINE, httpx.Response(200, content=upstream()), SSEDecoder(),
-                      {"alt": "sse"}, StreamSettings(idle_timeout=5))
-    out = []
-    async with pump:
-        async for chunk in pump:
-            out.append(chunk)
-    return b"".join(out)

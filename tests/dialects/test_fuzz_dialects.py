@@ -27,10 +27,10 @@ from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.framing import FramingError, JSONArrayDecoder, SSEDecoder, StreamEvent
 from capsem_proxyd.dialects.gemini import GeminiDialect
 from capsem_proxyd.errors import ProxyError
-from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.http import routes
 from capsem_proxyd.views import RequestView, ResponseView, StreamView
 from tests.support.engines import engine
+from tests.support.exchanges import exchange_for
 from tests.support.fuzzing import (
     REQUEST_SEEDS,
     STRING_VALUES,
@@ -132,7 +132,7 @@ def test_request_views_never_break_the_policy_engine(name: str, data: st.DataObj
         view = dialect.request_view(body, dialect.model(body, None))
     except ProxyError:
         return
-    exchange = Exchange(request_id="req_fuzz", started=0.0, tenant_id="t", provider=dialect.provider, endpoint=dialect.endpoint)
+    exchange = exchange_for(dialect)
 
     async def check() -> None:
         try:

@@ -18,15 +18,15 @@ import pytest
 
 from capsem_proxyd.dialects.surfaces import APIS, markdown
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy
+from tests.support.proxy import ANTHROPIC_AUTH, GEMINI_AUTH, OPENAI_AUTH, Proxy
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 M = "capsem_block"
 ROUTES = {
-    "Chat Completions": ("/v1/chat/completions", {"authorization": f"Bearer {OPENAI_KEY}"}),
-    "Responses": ("/v1/responses", {"authorization": f"Bearer {OPENAI_KEY}"}),
-    "Anthropic Messages": ("/v1/messages", {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}),
-    "Gemini generateContent": ("/v1beta/models/gemini-2.5-flash:generateContent", {"x-goog-api-key": GEMINI_KEY}),
+    "Chat Completions": ("/v1/chat/completions", OPENAI_AUTH),
+    "Responses": ("/v1/responses", OPENAI_AUTH),
+    "Anthropic Messages": ("/v1/messages", ANTHROPIC_AUTH),
+    "Gemini generateContent": ("/v1beta/models/gemini-2.5-flash:generateContent", GEMINI_AUTH),
 }
 U = {"role": "user", "content": "hi"}
 A = {"model": "claude-sonnet-4-6", "max_tokens": 10}

@@ -17,33 +17,28 @@ import orjson
 import pytest
 
 from capsem_proxyd.config import Settings
+from tests.support.bodies import USER
+from tests.support.bodies import chat_body as chat
+from tests.support.bodies import gemini_body as gemini
+from tests.support.bodies import messages_body as anthropic
+from tests.support.bodies import responses_body as responses
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, split_at_refusal
+from tests.support.proxy import (
+    ANTHROPIC_AUTH,
+    GEMINI_AUTH,
+    OPENAI_AUTH,
+    Proxy,
+    split_at_refusal,
+)
+from tests.support.replies import chat_chunk
 
 M = "capsem_block"
-CHAT = ("/v1/chat/completions", {"authorization": f"Bearer {OPENAI_KEY}"})
-RESPONSES = ("/v1/responses", {"authorization": f"Bearer {OPENAI_KEY}"})
-ANTHROPIC = ("/v1/messages", {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"})
-GEMINI = ("/v1beta/models/gemini-2.5-flash:generateContent", {"x-goog-api-key": GEMINI_KEY})
-GEMINI_STREAM = ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", {"x-goog-api-key": GEMINI_KEY})
-USER = {"role": "user", "content": "hi"}
+CHAT = ("/v1/chat/completions", OPENAI_AUTH)
+RESPONSES = ("/v1/responses", OPENAI_AUTH)
+ANTHROPIC = ("/v1/messages", ANTHROPIC_AUTH)
+GEMINI = ("/v1beta/models/gemini-2.5-flash:generateContent", GEMINI_AUTH)
+GEMINI_STREAM = ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", GEMINI_AUTH)
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string", "description": "the city"}}}
-
-
-def chat(**fields: Any) -> dict[str, Any]:
-    return {"model": "gpt-4o-mini", "messages": [USER], **fields}
-
-
-def responses(**fields: Any) -> dict[str, Any]:
-    return {"model": "gpt-4o-mini", "input": "hi", **fields}
-
-
-def anthropic(**fields: Any) -> dict[str, Any]:
-    return {"model": "claude-sonnet-4-6", "max_tokens": 50, "messages": [USER], **fields}
-
-
-def gemini(**fields: Any) -> dict[str, Any]:
-    return {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], **fields}
 
 
 REQUEST_SURFACES: dict[str, tuple[tuple[str, dict[str, str]], dict[str, Any]]] = {
@@ -118,8 +113,7 @@ def sse(*events: tuple[str | None, dict[str, Any]]) -> bytes:
 
 
 def chunk(delta: dict[str, Any], index: int = 0, finish: str | None = None) -> tuple[None, dict[str, Any]]:
-    return None, {"id": "c", "object": "chat.completion.chunk", "model": "m",
-                  "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+    return None, chat_chunk(delta, index=index, finish=finish)
 
 
 def resp_event(kind: str, **fields: Any) -> tuple[str, dict[str, Any]]:

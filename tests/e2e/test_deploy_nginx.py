@@ -25,7 +25,7 @@ import trio
 from tests.support.daemon import Daemon, free_port
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.metrics import requests_total, scrape
-from tests.support.proxy import ALL_TEST_KEYS, GEMINI_KEY, OPENAI_KEY, in_thread
+from tests.support.proxy import ALL_TEST_KEYS, GEMINI_AUTH, GEMINI_KEY, OPENAI_KEY, in_thread
 
 DEPLOY_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
@@ -231,7 +231,7 @@ async def test_a_follow_up_lands_on_the_instance_that_relayed_its_reply(gateway:
         body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
         for _ in range(3):
             assert (await client.post(gateway.url + path + f"?key={GEMINI_KEY}", json=body)).status_code == 200
-            assert (await client.post(gateway.url + path, json=body, headers={"x-goog-api-key": GEMINI_KEY})).status_code == 200
+            assert (await client.post(gateway.url + path, json=body, headers=GEMINI_AUTH)).status_code == 200
     upstreams = re.findall(r":generateContent HTTP/1.1\" 200 .* upstream=(\S+)", gateway.access_log.read_text())
     assert len(upstreams) == 6 and len(set(upstreams)) == 1, upstreams
 

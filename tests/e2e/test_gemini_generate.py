@@ -7,7 +7,7 @@ import pytest
 from google.genai import errors, types
 
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
-from tests.support.proxy import GEMINI_KEY, Proxy, in_thread
+from tests.support.proxy import GEMINI_AUTH, GEMINI_KEY, Proxy, in_thread
 
 WEATHER = types.Tool(
     function_declarations=[
@@ -121,12 +121,12 @@ async def test_missing_key_and_bad_json_are_gemini_shaped(proxy: Proxy, fake: Fa
     url = proxy.url + "/v1beta/models/gemini-2.0-flash:generateContent"
     async with httpx.AsyncClient() as client:
         no_key = await client.post(url, json={"contents": []})
-        bad_json = await client.post(url, content=b"{oops", headers={"x-goog-api-key": GEMINI_KEY})
+        bad_json = await client.post(url, content=b"{oops", headers=GEMINI_AUTH)
         bad_model = await client.post(
-            proxy.url + "/v1beta/models/..%2F..%2Fetc:generateContent", json={}, headers={"x-goog-api-key": GEMINI_KEY}
+            proxy.url + "/v1beta/models/..%2F..%2Fetc:generateContent", json={}, headers=GEMINI_AUTH
         )
         unknown_action = await client.post(
-            proxy.url + "/v1beta/models/gemini-2.0-flash:tuneSomething", json={}, headers={"x-goog-api-key": GEMINI_KEY}
+            proxy.url + "/v1beta/models/gemini-2.0-flash:tuneSomething", json={}, headers=GEMINI_AUTH
         )
     assert no_key.status_code == 401 and no_key.json()["error"]["status"] == "UNAUTHENTICATED"
     assert bad_json.status_code == 400 and bad_json.json()["error"]["status"] == "INVALID_ARGUMENT"

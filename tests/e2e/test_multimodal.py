@@ -18,7 +18,7 @@ from google.genai import types
 
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.policies import MediaRecorder
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import ANTHROPIC_AUTH, GEMINI_AUTH, OPENAI_KEY, Proxy, in_thread
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))  # every byte value, to catch alphabet mix-ups
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
@@ -97,7 +97,7 @@ async def test_gemini_url_safe_unpadded_base64_is_read_like_the_provider_reads_i
     body = {"contents": [{"parts": [{"inline_data": {"mime_type": "image/png", "data": data}}]}]}
     async with httpx.AsyncClient() as client:
         response = await client.post(
-            media_proxy.url + "/v1beta/models/gemini-2.5-flash:generateContent", json=body, headers={"x-goog-api-key": GEMINI_KEY}
+            media_proxy.url + "/v1beta/models/gemini-2.5-flash:generateContent", json=body, headers=GEMINI_AUTH
         )
     assert response.status_code == 200
     assert MediaRecorder.seen == [("image/png", PNG)]
@@ -199,7 +199,7 @@ async def test_invalid_base64_in_gemini_inline_data_is_400(media_proxy: Proxy, f
         response = await client.post(
             media_proxy.url + "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
             json=body,
-            headers={"x-goog-api-key": GEMINI_KEY},
+            headers=GEMINI_AUTH,
         )
     assert response.status_code == 400
     assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
@@ -213,7 +213,7 @@ async def test_invalid_base64_is_refused_even_under_the_default_policy(proxy: Pr
         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "@@@@"}}]}]}
     async with httpx.AsyncClient() as client:
         response = await client.post(
-            proxy.url + "/v1/messages", json=body, headers={"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+            proxy.url + "/v1/messages", json=body, headers=ANTHROPIC_AUTH
         )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"

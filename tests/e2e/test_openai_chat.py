@@ -8,8 +8,10 @@ import httpx
 import openai
 import pytest
 
+from tests.support.bodies import chat_body
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
-from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import OPENAI_AUTH, OPENAI_KEY, Proxy, in_thread
+from tests.support.sdk import chat
 
 WEATHER_TOOL = {
     "type": "function",
@@ -19,10 +21,6 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     },
 }
-
-
-def chat(proxy: Proxy, messages: list[dict], **kwargs: object) -> object:
-    return proxy.openai().chat.completions.create(model="gpt-4o-mini", messages=messages, **kwargs)
 
 
 async def test_allowed_prompt_gets_the_upstream_reply(proxy: Proxy, fake: FakeUpstream) -> None:
@@ -96,7 +94,7 @@ async def test_block_body_carries_detail_like_the_original_proxy(proxy: Proxy, f
         response = await client.post(
             proxy.url + "/v1/chat/completions",
             json={"model": "m", "messages": [{"role": "user", "content": "capsem_block"}]},
-            headers={"authorization": f"Bearer {OPENAI_KEY}"},
+            headers=OPENAI_AUTH,
         )
     assert response.status_code == 400
     assert response.json()["detail"] == "Request blocked by security policy: Detected 'capsem_block' in prompt"
@@ -175,7 +173,7 @@ async def test_malformed_json_from_client_is_400(proxy: Proxy, fake: FakeUpstrea
     async with httpx.AsyncClient() as client:
         for body in (b"{not json", b"[1,2]", b""):
             response = await client.post(
-                proxy.url + "/v1/chat/completions", content=body, headers={"authorization": f"Bearer {OPENAI_KEY}"}
+                proxy.url + "/v1/chat/completions", content=body, headers=OPENAI_AUTH
             )
             assert response.status_code == 400, body
             error = response.json()["error"]
@@ -204,12 +202,12 @@ async def test_upstream_cookies_never_travel_between_tenants(proxy: Proxy, fake:
     async with httpx.AsyncClient() as client:
         first = await client.post(
             proxy.url + "/v1/chat/completions",
-            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            json=chat_body(model="m"),
             headers={"authorization": f"Bearer {OPENAI_KEY}", "cookie": "client=should-not-pass"},
         )
         second = await client.post(
             proxy.url + "/v1/chat/completions",
-            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            json=chat_body(model="m"),
             headers={"authorization": "Bearer sk-another-tenant-0000000000"},
         )
     assert first.status_code == second.status_code == 200

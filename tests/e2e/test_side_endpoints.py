@@ -16,11 +16,19 @@ from google.genai import errors
 
 from capsem_proxyd.daemon.cli import server_options, settings_from
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import (
+    ANTHROPIC_AUTH,
+    GEMINI_AUTH,
+    GEMINI_KEY,
+    OPENAI_AUTH,
+    OPENAI_KEY,
+    Proxy,
+    in_thread,
+)
 
-OPENAI_AUTH = {"authorization": f"Bearer {OPENAI_KEY}"}
-GEMINI_AUTH = {"x-goog-api-key": GEMINI_KEY}
-ANTHROPIC_AUTH = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+OPENAI_AUTH = OPENAI_AUTH
+GEMINI_AUTH = GEMINI_AUTH
+ANTHROPIC_AUTH = ANTHROPIC_AUTH
 
 
 async def request(proxy: Proxy, method: str, path: str, headers: dict, **kwargs: Any) -> httpx.Response:

@@ -4,7 +4,6 @@ this proxy delivered, unblocked, to the same tenant; the memory survives a resta
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from capsem_proxyd.daemon.server import serve
 from capsem_proxyd.enforcement.tenants import load_policy_config
 from capsem_proxyd.proxy.response_store import FILE_NAME
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import OPENAI_AUTH, OPENAI_KEY, Proxy, in_thread
+from tests.support.sdk import refused
 
 OTHER_TENANT_KEY = "sk-test-other-tenant-7a6b5c4d3e2f"
 REFUSED = "previous_response_id refers to stored content capsem-proxyd did not deliver to this tenant"
@@ -40,12 +40,6 @@ def stream(proxy: Proxy, **kwargs: Any) -> tuple[str, str, BaseException | None]
     except openai.APIError as error:
         return response_id, "".join(text), error
     return response_id, "".join(text), None
-
-
-async def refused(call: Callable[[], Any]) -> openai.BadRequestError:
-    with pytest.raises(openai.BadRequestError) as raised:
-        await in_thread(call)
-    return raised.value
 
 
 def database(settings: Settings) -> Path:
@@ -84,7 +78,7 @@ async def test_another_tenants_id_is_refused_and_nothing_goes_upstream(proxy: Pr
 async def test_an_id_never_relayed_is_refused_though_the_provider_has_it(proxy: Proxy, fake: FakeUpstream) -> None:
     async with httpx.AsyncClient() as client:  # straight to the provider, around the proxy
         direct = await client.post(fake.url + "/v1/responses", json={"model": "gpt-4.1", "input": "hi"},
-                                   headers={"authorization": f"Bearer {OPENAI_KEY}"})
+                                   headers=OPENAI_AUTH)
     response_id = direct.json()["id"]
     assert response_id in fake.stored_responses
     error = await refused(lambda: create(proxy, input="go on", previous_response_id=response_id))

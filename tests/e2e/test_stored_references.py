@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,21 @@ import openai
 import pytest
 from google.genai import errors, types
 
+from tests.support.bodies import USER, chat_body, messages_body, responses_body
+from tests.support.bodies import gemini_body as gemini
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import (
+    ANTHROPIC_AUTH,
+    GEMINI_AUTH,
+    OPENAI_AUTH,
+    Proxy,
+    in_thread,
+)
 
 AUTH = {
-    "openai": {"authorization": f"Bearer {OPENAI_KEY}"},
-    "gemini": {"x-goog-api-key": GEMINI_KEY},
-    "anthropic": {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
+    "openai": OPENAI_AUTH,
+    "gemini": GEMINI_AUTH,
+    "anthropic": ANTHROPIC_AUTH,
 }
 PATHS = {
     "responses": ("openai", "/v1/responses"),
@@ -34,24 +43,11 @@ PATHS = {
     "embed": ("gemini", "/v1beta/models/text-embedding-004:embedContent"),
     "batch_embed": ("gemini", "/v1beta/models/text-embedding-004:batchEmbedContents"),
 }
-USER = {"role": "user", "content": "hi"}
 PNG_FILE = {"type": "file", "file_id": "file_011CNha8iCJcU1wXNR6q4V8w"}
 
 
-def responses(**fields: Any) -> dict[str, Any]:
-    return {"model": "gpt-4.1", "input": "hi", **fields}
-
-
-def chat(*messages: Any) -> dict[str, Any]:
-    return {"model": "gpt-4o-mini", "messages": [*messages, USER] if messages else [USER]}
-
-
-def messages(content: Any = "hi", **fields: Any) -> dict[str, Any]:
-    return {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{"role": "user", "content": content}], **fields}
-
-
-def gemini(*parts: Any, **fields: Any) -> dict[str, Any]:
-    return {"contents": [{"role": "user", "parts": [{"text": "hi"}, *parts]}], **fields}
+responses = partial(responses_body, model="gpt-4.1")
+messages = partial(messages_body, max_tokens=64)
 
 
 UPLOADED = "https://generativelanguage.googleapis.com/v1beta/files/abc123"
@@ -86,10 +82,10 @@ REFERENCES = [
     ("responses", responses(tools=[{"type": "shell", "environment": {"type": "container_reference",
                                                                      "container_id": "cntr_9"}}]),
      "tools[0].environment.container_id"),
-    ("chat", chat({"role": "user", "content": [{"type": "text", "text": "summarise"},
-                                               {"type": "file", "file": {"file_id": "file-abc"}}]}),
+    ("chat", chat_body({"role": "user", "content": [{"type": "text", "text": "summarise"},
+                                                    {"type": "file", "file": {"file_id": "file-abc"}}]}, USER),
      "messages[0].content[1].file.file_id"),
-    ("chat", chat({"role": "user", "content": "say hi"}, {"role": "assistant", "audio": {"id": "audio_0123abc"}}),
+    ("chat", chat_body({"role": "user", "content": "say hi"}, {"role": "assistant", "audio": {"id": "audio_0123abc"}}, USER),
      "messages[1].audio.id"),
     ("messages", messages([{"type": "document", "source": {"type": "file", "file_id": "file_011CNha8"}},
                            {"type": "text", "text": "summarise"}]), "messages[0].content[0].source.file_id"),
@@ -235,8 +231,8 @@ async def test_refusals_and_admissions_are_audited(start_proxy, proxy_settings, 
     proxy = await start_proxy(proxy_settings, audit_log=str(audit))
     first = (await post(proxy, "responses", responses())).json()["id"]
     assert (await post(proxy, "responses", responses(previous_response_id=first))).status_code == 200
-    assert (await post(proxy, "chat", chat({"role": "user", "content": [
-        {"type": "file", "file": {"file_id": "file-abc"}}]}))).status_code == 400
+    assert (await post(proxy, "chat", chat_body({"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-abc"}}]}, USER))).status_code == 400
     stored = [json.loads(line) for line in audit.read_text().splitlines() if '"stored_content"' in line]
     assert [(r["field"], r["decision"]) for r in stored] == [
         ("previous_response_id", "admitted"), ("messages[0].content[0].file.file_id", "refused")]

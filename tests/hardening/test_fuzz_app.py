@@ -32,15 +32,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.framing import FramingError, JSONArrayDecoder, SSEDecoder
+from tests.support.bodies import chat_body, messages_body
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.fuzzing import REQUEST_SEEDS, json_values, mutations, reply_seeds
 from tests.support.key_watch import DAEMON_LOGGERS
-from tests.support.proxy import ALL_TEST_KEYS, ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy
+from tests.support.proxy import (
+    ALL_TEST_KEYS,
+    ANTHROPIC_AUTH,
+    GEMINI_AUTH,
+    OPENAI_AUTH,
+    Proxy,
+)
 
 AUTH = {
-    "openai": {"authorization": f"Bearer {OPENAI_KEY}"},
-    "anthropic": {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
-    "gemini": {"x-goog-api-key": GEMINI_KEY},
+    "openai": OPENAI_AUTH,
+    "anthropic": ANTHROPIC_AUTH,
+    "gemini": GEMINI_AUTH,
 }
 GEMINI_MODEL = "/v1beta/models/gemini-2.5-flash"
 
@@ -67,10 +74,10 @@ ENDPOINTS = [
     Endpoint("gemini-batchEmbedContents", GEMINI_MODEL + ":batchEmbedContents", "gemini"),
 ]
 STREAM_ENDPOINTS = [
-    (ENDPOINTS[0], {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+    (ENDPOINTS[0], chat_body(model="m", stream=True)),
     (ENDPOINTS[1], {"model": "m", "stream": True, "input": "hi"}),
     (ENDPOINTS[2], {"model": "m", "stream": True, "prompt": "hi"}),
-    (ENDPOINTS[5], {"model": "m", "stream": True, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+    (ENDPOINTS[5], messages_body(model="m", max_tokens=10, stream=True)),
     (ENDPOINTS[8], {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
     (ENDPOINTS[9], {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
 ]

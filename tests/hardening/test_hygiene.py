@@ -20,11 +20,12 @@ from capsem_proxyd.config import Settings
 from capsem_proxyd.http.guard import is_safe_path
 from capsem_proxyd.observe.logs import RedactingFormatter
 from capsem_proxyd.proxy.upstream import request_headers
+from tests.support.bodies import chat_body, messages_body
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import ANTHROPIC_AUTH, GEMINI_KEY, OPENAI_AUTH, OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import raw_exchange
 
-OPENAI_AUTH = f"Authorization: Bearer {OPENAI_KEY}\r\n".encode()
+OPENAI_AUTH_LINE = f"Authorization: Bearer {OPENAI_KEY}\r\n".encode()
 CHAT_BODY = b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}'
 
 
@@ -122,7 +123,7 @@ async def test_nothing_a_client_sends_leaves_the_proxied_api(
 ) -> None:
     # Pass-through of /v1/files* opted in: the widest door an operator can open.
     proxy = await start_proxy(proxy_settings, passthrough=("/v1/files*",))
-    auth = OPENAI_AUTH if b"v1beta" not in target else f"x-goog-api-key: {GEMINI_KEY}\r\n".encode()
+    auth = OPENAI_AUTH_LINE if b"v1beta" not in target else f"x-goog-api-key: {GEMINI_KEY}\r\n".encode()
     head = (b"POST " + target + b" HTTP/1.1\r\n" + (b"" if b"Host:" in extra else b"Host: proxy\r\n") + extra + auth
             + b"Content-Type: application/json\r\nConnection: close\r\n"
             + f"Content-Length: {len(CHAT_BODY)}\r\n\r\n".encode() + CHAT_BODY)
@@ -151,13 +152,13 @@ async def test_model_names_in_bodies_never_change_the_path(proxy: Proxy, fake: F
     async with httpx.AsyncClient(timeout=10) as client:
         for model in ("../../admin", "http://evil.example/", "@evil.example", "%2e%2e/admin", "a/../../b"):
             response = await client.post(
-                proxy.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
-                json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+                proxy.url + "/v1/chat/completions", headers=OPENAI_AUTH,
+                json=chat_body(model=model),
             )
             assert response.status_code == 200
             response = await client.post(
-                proxy.url + "/v1/messages", headers={"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
-                json={"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+                proxy.url + "/v1/messages", headers=ANTHROPIC_AUTH,
+                json=messages_body(model=model, max_tokens=5),
             )
             assert response.status_code == 200
     assert {received.path for received in fake.requests} == {"/v1/chat/completions", "/v1/messages"}
@@ -169,10 +170,10 @@ async def test_model_names_in_bodies_never_change_the_path(proxy: Proxy, fake: F
 async def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(
     proxy: Proxy, fake: FakeUpstream
 ) -> None:
-    smuggled = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + OPENAI_AUTH + b"\r\n"
+    smuggled = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n" + OPENAI_AUTH_LINE + b"\r\n"
     chunk = CHAT_BODY
     body = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n0\r\n\r\n" + smuggled
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + OPENAI_AUTH + b"Content-Type: application/json\r\n"
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + OPENAI_AUTH_LINE + b"Content-Type: application/json\r\n"
             + f"Content-Length: {len(chunk)}\r\n".encode() + b"Transfer-Encoding: chunked\r\n\r\n")
     answer = await trio.to_thread.run_sync(lambda: raw_exchange(proxy.url, head + body))
     assert answer.startswith(b"HTTP/1.1 400 "), answer
@@ -189,7 +190,7 @@ async def test_content_length_with_transfer_encoding_is_refused_and_the_connecti
 )
 async def test_duplicate_content_lengths(proxy: Proxy, fake: FakeUpstream, lengths: list[bytes]) -> None:
     """Conflicting lengths never reach the app (h11: 400); equal ones are merged into one, unambiguous."""
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + OPENAI_AUTH + b"\r\n".join(lengths) + b"\r\n\r\n"
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + OPENAI_AUTH_LINE + b"\r\n".join(lengths) + b"\r\n\r\n"
     answer = await trio.to_thread.run_sync(lambda: raw_exchange(proxy.url, head + b'{"a":'))
     if len(set(lengths)) > 1 or b"," in lengths[0]:
         assert answer.startswith(b"HTTP/1.1 400 ")
@@ -200,7 +201,7 @@ async def test_duplicate_content_lengths(proxy: Proxy, fake: FakeUpstream, lengt
 
 @pytest.mark.parametrize("encoding", [b"chunked, chunked", b"gzip, chunked", b"identity"])
 async def test_odd_transfer_encodings_are_refused(proxy: Proxy, fake: FakeUpstream, encoding: bytes) -> None:
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + OPENAI_AUTH + b"Transfer-Encoding: " + encoding + b"\r\n\r\n"
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + OPENAI_AUTH_LINE + b"Transfer-Encoding: " + encoding + b"\r\n\r\n"
     answer = await trio.to_thread.run_sync(lambda: raw_exchange(proxy.url, head + b"0\r\n\r\n"))
     assert answer.split(b" ", 2)[1] in (b"400", b"501")
     assert fake.requests == []
@@ -218,8 +219,8 @@ async def test_control_characters_are_escaped_in_logs_and_audit(
     audit = tmp_path / "audit.jsonl"
     proxy = await start_proxy(proxy_settings, audit_log=str(audit), passthrough=("/v1/files*",))
     async with httpx.AsyncClient(timeout=10) as client:
-        await client.post(proxy.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
-                          json={"model": INJECTED_MODEL, "messages": [{"role": "user", "content": "hi"}]})
+        await client.post(proxy.url + "/v1/chat/completions", headers=OPENAI_AUTH,
+                          json=chat_body(model=INJECTED_MODEL))
         # Too many headers: the refusal is logged with the path.
         many = {f"x-h{i}": "v" for i in range(120)}
         await client.post(proxy.url + "/v1/x%0AFORGED%1B[0m", headers={"authorization": f"Bearer {OPENAI_KEY}", **many})
@@ -246,10 +247,10 @@ async def test_a_daemon_log_file_has_no_forged_lines(
     daemon = daemons(*upstream_args(fake.url), "--audit-log", str(audit), "--log-level", "debug")
     await daemon.wait_ready(timeout=60)
     async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(daemon.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
-                                     json={"model": INJECTED_MODEL, "messages": [{"role": "user", "content": "hi"}]})
+        response = await client.post(daemon.url + "/v1/chat/completions", headers=OPENAI_AUTH,
+                                     json=chat_body(model=INJECTED_MODEL))
         assert response.status_code == 200
-        await client.get(daemon.url + "/v1/nothing%0AFORGED%20line", headers={"authorization": f"Bearer {OPENAI_KEY}"})
+        await client.get(daemon.url + "/v1/nothing%0AFORGED%20line", headers=OPENAI_AUTH)
     await daemon.stop()
     log_lines = daemon.log.splitlines()
     assert any("gpt-4o\\nFORGED" in line for line in log_lines), daemon.log

@@ -17,9 +17,17 @@ import httpx
 import pytest
 
 from capsem_proxyd.config import Settings
+from tests.support.bodies import chat_body
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.key_watch import KeyWatch, daemon_outputs, keys_in_sources, leaks_in_files
-from tests.support.proxy import ALL_TEST_KEYS, ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy
+from tests.support.proxy import (
+    ALL_TEST_KEYS,
+    ANTHROPIC_AUTH,
+    GEMINI_AUTH,
+    GEMINI_KEY,
+    OPENAI_AUTH,
+    Proxy,
+)
 from tests.support.sdk import write_policy_folder
 
 
@@ -63,15 +71,15 @@ def test_the_session_watch_knows_every_test_key(key_watch: KeyWatch) -> None:
 async def test_the_session_watch_sees_daemon_records(key_watch: KeyWatch, proxy: Proxy, fake: FakeUpstream) -> None:
     before = key_watch.records
     async with httpx.AsyncClient() as client:
-        await client.post(proxy.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
-                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        await client.post(proxy.url + "/v1/chat/completions", headers=OPENAI_AUTH,
+                          json=chat_body(model="m"))
     assert key_watch.records > before
 
 
 AUTH = {
-    "openai": {"authorization": f"Bearer {OPENAI_KEY}"},
-    "anthropic": {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
-    "gemini": {"x-goog-api-key": GEMINI_KEY},
+    "openai": OPENAI_AUTH,
+    "anthropic": ANTHROPIC_AUTH,
+    "gemini": GEMINI_AUTH,
 }
 CALLS = {
     "openai": ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "PROMPT"}]}),

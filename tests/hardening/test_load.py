@@ -19,6 +19,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,12 @@ import trio
 
 from tests.support.daemon import upstream_args
 from tests.support.fake_upstream import FakeUpstream, Reply, run_fake_upstream
-from tests.support.proxy import ANTHROPIC_KEY, OPENAI_KEY, Proxy
+from tests.support.metrics import scrape
+from tests.support.proxy import ANTHROPIC_AUTH, OPENAI_AUTH, Proxy
+from tests.support.waiting import wait_until
 
-HEADERS = {"authorization": f"Bearer {OPENAI_KEY}"}
-ANTHROPIC_HEADERS = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+HEADERS = OPENAI_AUTH
+ANTHROPIC_HEADERS = ANTHROPIC_AUTH
 # What the second fake answers every request with: the marker split across events, after some text.
 MARKED_REPLY = Reply(chunks=["Sure, here it is: ", "the capsem_", "block thing", " and more text"], chunk_delay=0.002)
 STREAMS = 500
@@ -152,7 +155,19 @@ async def run_load(url: str, fake: FakeUpstream, streams: int, requests: int, fi
     return outcomes, time.perf_counter() - started
 
 
-@pytest.mark.timeout(300)  # about 45 s on an idle 2-core machine; CI hosts shared with other jobs take longer
+async def idle_after(url: str, requests: int) -> bool:
+    """Whether the daemon has logged all ``requests`` and holds no stream open: the load is over for it
+    too, not only for its clients."""
+    metrics = await scrape(url)
+    done = sum(value for (name, _), value in metrics.samples.items() if name == "capsem_proxyd_requests_total")
+    return done >= requests and metrics("capsem_proxyd_active_streams") == 0
+
+
+# It stays in the default run because what it asserts holds on a loaded machine: nothing lost or
+# mis-classified (no timing in it), and memory back within 10 % of the level after a first burst
+# (measured +0.9 % with a load average of 4 on 2 cores). Its time is only capped: about 45 s on an idle
+# 2-core machine, 76 s on that loaded one; each burst may take 180 s and the whole test 300 s.
+@pytest.mark.timeout(300)
 async def test_500_streams_and_2000_requests_lose_nothing_and_memory_comes_back(
     daemons: Callable[..., Any], fake: FakeUpstream
 ) -> None:
@@ -169,15 +184,18 @@ async def _load_and_measure(daemon: Any, fake: FakeUpstream) -> None:
     pid = daemon.process.pid
     idle = vm_rss_kib(pid)
     rounds: list[tuple[Outcomes, float, int, int]] = []
+    served = 0
     # The first burst reaches the peak concurrency (it sets the allocator's size), the second is the full load.
     for number, requests in enumerate((WARM_UP_REQUESTS, REQUESTS)):
         with trio.fail_after(180):
             outcomes, seconds = await run_load(daemon.url, fake, STREAMS, requests, first=10_000_000 * number)
         peak = vm_rss_kib(pid)
-        await trio.sleep(2)  # idle again: client connections closed, streams gone
+        served += STREAMS + requests
+        # Idle again: every request logged, no stream open (the cap only stops a broken build hanging).
+        await wait_until(partial(idle_after, daemon.url, served), timeout=60, what="the daemon idle after the burst")
         rounds.append((outcomes, seconds, peak, vm_rss_kib(pid)))
         print(f"\nload burst {number + 1}: {STREAMS} streams + {requests} requests in {seconds:.1f} s; "
-              f"{dict(outcomes.counts)}; daemon VmRSS right after {peak / 1024:.1f} MiB, 2 s later {rounds[-1][3] / 1024:.1f} MiB")
+              f"{dict(outcomes.counts)}; daemon VmRSS right after {peak / 1024:.1f} MiB, idle {rounds[-1][3] / 1024:.1f} MiB")
         assert outcomes.problems == [], outcomes.problems[:10]
         assert sum(outcomes.counts.values()) == STREAMS + requests  # nothing lost
         assert outcomes.counts["stream delivered whole"] == STREAMS // 2
@@ -201,8 +219,16 @@ async def _load_and_measure(daemon: Any, fake: FakeUpstream) -> None:
 async def test_client_disconnects_at_random_points_close_every_upstream_stream(
     proxy: Proxy, fake: FakeUpstream
 ) -> None:
-    """200 streams, each abandoned after a random number of chunks: the provider sees each closed within 1 s."""
-    fake.default_reply = Reply(chunks=[f"chunk {i} " for i in range(400)], chunk_delay=0.01)
+    """200 streams, each abandoned after a random number of chunks: the provider sees each one closed before
+    it could end by itself.
+
+    Each reply takes 2,000 x 10 ms = 20 s to send whole and its client leaves after at most 31 chunks, so
+    a stream that is closed and not completed was closed by the proxy, early: that is the property (20 s
+    is the margin, for a machine twenty times slower than an idle one). How
+    soon is printed (about 10-100 ms on an idle machine; over 1 s on a loaded 2-core one), not asserted:
+    a wall-clock limit measures the machine. The wait is capped at 60 s only so a broken build fails.
+    """
+    fake.default_reply = Reply(chunks=[f"chunk {i} " for i in range(2000)], chunk_delay=0.01)
     rng = random.Random(8)
     late: list[str] = []
     lags: list[float] = []
@@ -220,15 +246,15 @@ async def test_client_disconnects_at_random_points_close_every_upstream_stream(
                     break
         gone = trio.current_time()
         record = next(r for r in fake.streams if prompt.encode() in r.request.body)
-        with trio.move_on_after(1):
+        with trio.move_on_after(60):
             await record.closed.wait()
         if not record.closed.is_set() or record.completed:
             late.append(f"{number}: closed={record.closed.is_set()} completed={record.completed}")
         lags.append(trio.current_time() - gone)
 
     limits = httpx.Limits(max_connections=250, max_keepalive_connections=0)
-    with trio.fail_after(60):
-        async with httpx.AsyncClient(timeout=30, limits=limits) as client, trio.open_nursery() as nursery:
+    with trio.fail_after(180):
+        async with httpx.AsyncClient(timeout=60, limits=limits) as client, trio.open_nursery() as nursery:
             for number in range(200):
                 nursery.start_soon(abandon, client, number)
     gc.collect()

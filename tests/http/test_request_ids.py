@@ -18,10 +18,10 @@ import pytest
 
 from capsem_proxyd.config import Settings
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Proxy
+from tests.support.proxy import ANTHROPIC_AUTH, GEMINI_AUTH, OPENAI_AUTH, Proxy
 
 REQUEST_ID = re.compile(r"req_[0-9a-f]{16}")
-BEARER = {"authorization": f"Bearer {OPENAI_KEY}"}
+BEARER = OPENAI_AUTH
 CHAT = "/v1/chat/completions"
 USER = [{"role": "user", "content": "hi"}]
 PREFLIGHT = {"origin": "https://app.example", "access-control-request-method": "POST"}
@@ -39,9 +39,9 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, Reply | None, int]] = [
     ("too many headers", "POST", CHAT, {**BEARER, **{f"x-h{i}": "v" for i in range(120)}},
      {"model": "m", "messages": USER}, None, 431),
     ("unknown provider path", "POST", "/v1/nope", BEARER, {"a": 1}, None, 404),
-    ("invalid gemini model", "POST", "/v1beta/models/.hidden:generateContent", {"x-goog-api-key": GEMINI_KEY},
+    ("invalid gemini model", "POST", "/v1beta/models/.hidden:generateContent", GEMINI_AUTH,
      {"contents": []}, None, 400),
-    ("model lookup with a body", "GET", "/v1/models", {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"},
+    ("model lookup with a body", "GET", "/v1/models", ANTHROPIC_AUTH,
      {"a": 1}, None, 400),
     ("health", "GET", "/health", {}, None, None, 200),
     ("metrics", "GET", "/metrics", {}, None, None, 200),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,15 +31,29 @@ def test_fast_path_agrees_with_the_patterns(line: str) -> None:
     assert logs.redact(line) == _full_redact(line)
 
 
-def test_known_secrets_are_scrubbed_and_plain_request_lines_untouched() -> None:
-    secrets = [
-        "GET https://x/v1beta/models/m:generateContent?key=AIzaSyA0123456789abcdefghij",
-        "Authorization: Bearer sk-proj-0123456789abcdef",
-        "headers={'x-goog-api-key': 'AIzaSyA0123456789abcdefghij'}",
-        "sent sk-ant-api03-0123456789abcdef",
-        "authorızation: hunter2hunter2",  # dotless i: matched case-insensitively by the pattern
-    ]
-    for line in secrets:
-        assert logs.redact(line) != line, line
+# (a line holding a secret, the secret, what of the line must survive around it)
+SECRET_LINES = [
+    ("GET https://x/v1beta/models/m:generateContent?key=AIzaSyA0123456789abcdefghij",
+     "AIzaSyA0123456789abcdefghij", ["GET https://x/v1beta/models/m:generateContent?key="]),
+    ("Authorization: Bearer sk-proj-0123456789abcdef", "sk-proj-0123456789abcdef", ["Authorization: "]),
+    ("headers={'x-goog-api-key': 'AIzaSyA0123456789abcdefghij'}", "AIzaSyA0123456789abcdefghij",
+     ["headers={'x-goog-api-key': '", "'}"]),
+    ("sent sk-ant-api03-0123456789abcdef", "sk-ant-api03-0123456789abcdef", ["sent "]),
+    # dotless i: the header name is matched case-insensitively by the pattern
+    ("author\u0131zation: hunter2hunter2", "hunter2hunter2", ["author\u0131zation: "]),
+]
+
+
+@pytest.mark.parametrize(("line", "secret", "kept"), SECRET_LINES, ids=[kept[0][:24] for _, _, kept in SECRET_LINES])
+def test_a_known_secret_is_gone_from_the_line_and_the_rest_kept(line: str, secret: str, kept: list[str]) -> None:
+    redacted = logs.redact(line)
+    assert secret not in redacted, redacted
+    assert secret[:8] not in redacted, f"a prefix of the secret survived: {redacted}"
+    assert "[REDACTED]" in redacted, redacted
+    for part in kept:
+        assert part in redacted, f"{part!r} was lost: {redacted}"
+
+
+def test_a_plain_request_line_is_untouched() -> None:
     plain = "request_id=req_0123 tenant_id=0123456789abcdef provider=openai endpoint=chat.completions status=200"
     assert logs.redact(plain) == plain

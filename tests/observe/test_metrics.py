@@ -14,13 +14,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import trio
 
 from capsem_proxyd.observe.metrics import MULTIPROC_ENV, Metrics, mark_worker_dead
 from tests.support.daemon import Daemon, daemon_env
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.metrics import CHAT, requests_total, scrape
-from tests.support.proxy import ALL_TEST_KEYS, GEMINI_KEY, OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import ALL_TEST_KEYS, GEMINI_AUTH, OPENAI_AUTH, Proxy, in_thread
+from tests.support.waiting import wait_until as poll_until
 
 # Seconds a daemon may take to start: generous, since CI hosts are often busy (it takes ~3 s idle).
 STARTUP_TIMEOUT = 60
@@ -32,7 +32,7 @@ async def post_chat(url: str, content: str = "hello", **extra: object) -> httpx.
         return await client.post(
             url + "/v1/chat/completions",
             json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], **extra},
-            headers={"authorization": f"Bearer {OPENAI_KEY}"},
+            headers=OPENAI_AUTH,
         )
 
 
@@ -58,10 +58,9 @@ async def active_streams(url: str) -> float:
     return (await scrape(url))("capsem_proxyd_active_streams")
 
 
-async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
-        while not await condition():
-            await trio.sleep(0.02)
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    """Bounded polling on the metric itself (the cap stops a broken build hanging; it measures nothing)."""
+    await poll_until(condition, timeout=timeout)
 
 
 # -- one process ---------------------------------------------------------------
@@ -112,7 +111,7 @@ async def test_counts_match_the_requests_made(proxy: Proxy, fake: FakeUpstream) 
         gemini = await client.post(
             proxy.url + "/v1beta/models/gemini-2.0-flash:generateContent",
             json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
-            headers={"x-goog-api-key": GEMINI_KEY},
+            headers=GEMINI_AUTH,
         )
     assert gemini.status_code == 200
 
@@ -157,7 +156,7 @@ async def test_labels_are_bounded_sets(proxy: Proxy, fake: FakeUpstream) -> None
     fake.script(Reply(text="x"))
     await post_chat(proxy.url, model="model-" + "z" * 40)
     async with httpx.AsyncClient() as client:
-        await client.post(proxy.url + "/v1/made/up/path-abc123", headers={"authorization": f"Bearer {OPENAI_KEY}"})
+        await client.post(proxy.url + "/v1/made/up/path-abc123", headers=OPENAI_AUTH)
     metrics = await scrape(proxy.url)
     assert "z" * 40 not in metrics.text and "abc123" not in metrics.text
     assert metrics.label_values("capsem_proxyd_requests_total", "status") <= {"200", "404"}
@@ -171,7 +170,7 @@ async def test_active_streams_gauge_follows_open_streams(proxy: Proxy, fake: Fak
 
     async with httpx.AsyncClient(timeout=30) as client:
         body = {"model": "m", "messages": USER, "stream": True}
-        headers = {"authorization": f"Bearer {OPENAI_KEY}"}
+        headers = OPENAI_AUTH
         async with client.stream("POST", proxy.url + "/v1/chat/completions", json=body, headers=headers) as first:
             held = await first_bytes(first)  # noqa: F841 - kept unread: the stream stays open
             assert await active_streams(url) == 1
@@ -201,9 +200,7 @@ async def test_a_reloaded_engine_is_still_counted(tmp_path: Path, fake: FakeUpst
         await daemon.wait_ready(STARTUP_TIMEOUT)
         assert (await post_chat(daemon.url)).status_code == 200
         daemon.process.send_signal(signal.SIGHUP)
-        with trio.fail_after(STARTUP_TIMEOUT):
-            while "reloaded:" not in daemon.log:
-                await trio.sleep(0.05)
+        await daemon.wait_for_log("reloaded:", STARTUP_TIMEOUT)
         assert (await post_chat(daemon.url)).status_code == 200
         assert (await post_chat(daemon.url, "capsem_block")).status_code == 400
         metrics = await scrape(daemon.url)
@@ -280,7 +277,7 @@ async def test_a_dead_workers_streams_are_forgotten_its_counts_kept(
     fake.script(Reply(chunks=["tick "] * 1000, chunk_delay=0.01))
     async with httpx.AsyncClient(timeout=30) as client:
         body = {"model": "m", "messages": USER, "stream": True}
-        headers = {"authorization": f"Bearer {OPENAI_KEY}"}
+        headers = OPENAI_AUTH
         async with client.stream("POST", two.url + "/v1/chat/completions", json=body, headers=headers) as stream:
             held = await first_bytes(stream)  # noqa: F841 - kept unread: the stream stays open
             assert (await scrape(one.url))("capsem_proxyd_active_streams") == 1
@@ -338,7 +335,7 @@ async def test_workers_flag_scrapes_report_every_worker(tmp_path: Path, fake: Fa
         fake.script(Reply(chunks=["tick "] * 1000, chunk_delay=0.01))
         async with httpx.AsyncClient(timeout=30) as client:
             body = {"model": "m", "messages": USER, "stream": True}
-            headers = {"authorization": f"Bearer {OPENAI_KEY}"}
+            headers = OPENAI_AUTH
             async with client.stream("POST", daemon.url + "/v1/chat/completions", json=body, headers=headers) as stream:
                 held = await first_bytes(stream)  # noqa: F841 - kept unread: the stream stays open
                 assert await active_streams(daemon.url) == 1
@@ -366,7 +363,9 @@ async def test_an_in_stream_upstream_error_is_counted_as_one(proxy: Proxy, fake:
     _, error = await in_thread(stream_chat, proxy)
     assert isinstance(error, openai.APIError) and "provider broke mid-stream" in str(error)
     streams = "capsem_proxyd_streams_total"
-    with trio.fail_after(5):
-        while (await scrape(proxy.url))(streams, **CHAT, outcome="upstream_error") < 1:
-            await trio.sleep(0.05)
+
+    async def counted() -> bool:
+        return (await scrape(proxy.url))(streams, **CHAT, outcome="upstream_error") >= 1
+
+    await wait_until(counted)
     assert (await scrape(proxy.url))(streams, **CHAT, outcome="completed") == 0

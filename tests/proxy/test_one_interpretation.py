@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import GEMINI_KEY, OPENAI_KEY, Proxy, split_at_refusal
+from tests.support.proxy import GEMINI_AUTH, GEMINI_KEY, OPENAI_KEY, Proxy, split_at_refusal
 
 CHAT = "/v1/chat/completions"
 BEARER = {"authorization": f"Bearer {OPENAI_KEY}", "content-type": "application/json"}
@@ -80,7 +80,7 @@ async def test_gemini_decodes_by_the_replys_content_type_not_by_alt(proxy: Proxy
     async with httpx.AsyncClient(base_url=proxy.url) as client:
         response = await client.post("/v1beta/models/gemini-2.5-flash:streamGenerateContent",
                                      json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
-                                     headers={"x-goog-api-key": GEMINI_KEY})
+                                     headers=GEMINI_AUTH)
     relayed, ending = split_at_refusal(response.content)
     assert '"block"' not in relayed  # the marker's second half, which completes it, never went out
     assert "CAPSEM policy 'Debug'" in ending

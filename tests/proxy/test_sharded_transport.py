@@ -8,6 +8,7 @@ import pytest
 import trio
 
 from capsem_proxyd.proxy.sharded_transport import ShardedTransport
+from tests.support.bodies import chat_body
 from tests.support.daemon import free_port
 from tests.support.fake_upstream import FakeUpstream, Reply
 
@@ -17,7 +18,7 @@ def _connections(transport: ShardedTransport) -> list[int]:
 
 
 async def _post(transport: ShardedTransport, url: str) -> int:
-    request = httpx.Request("POST", url + "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    request = httpx.Request("POST", url + "/v1/chat/completions", json=chat_body(model="m"),
                             headers={"authorization": "Bearer sk-test"})
     response = await transport.handle_async_request(request)
     try:
@@ -60,7 +61,7 @@ async def test_open_streams_count_until_closed_so_sequential_streams_spread(fake
     responses = []
     for _ in range(4):
         request = httpx.Request("POST", fake.url + "/v1/chat/completions",
-                                json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+                                json=chat_body(model="m", stream=True),
                                 headers={"authorization": "Bearer sk-test"})
         responses.append(await transport.handle_async_request(request))  # heads in, bodies unread
     assert transport.in_flight == [1, 1, 1, 1]

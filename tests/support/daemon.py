@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import trio
 
+from tests.support.waiting import wait_until
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -51,6 +53,10 @@ class Daemon:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    async def wait_for_log(self, text: str, timeout: float = 15) -> None:
+        """Until ``text`` appears in the daemon's log (a subprocess can only tell us through it)."""
+        await wait_until(lambda: text in self.log, timeout=timeout, what=f"{text!r} in the daemon's log")
+
     async def wait_ready(self, timeout: float = 20) -> dict[str, Any]:
         with trio.fail_after(timeout):
             async with httpx.AsyncClient() as client:
@@ -85,6 +91,11 @@ class Daemon:
             self.process.kill()
             self.process.wait(5)
         self._log.close()
+
+
+async def wait_for_log(daemon: Daemon, text: str, timeout: float = 15) -> None:
+    """Until ``text`` appears in ``daemon``'s log (bounded polling on the log itself)."""
+    await daemon.wait_for_log(text, timeout)
 
 
 def upstream_args(fake_url: str) -> list[str]:

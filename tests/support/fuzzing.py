@@ -6,31 +6,16 @@ vocabulary (``messages``, ``functionCall``, ``tool_use``, ``data:`` URLs, event
 types...) and sometimes from arbitrary text: shapes close to real traffic, with
 every field free to hold the wrong type.
 
-Profiles (``HYPOTHESIS_PROFILE``): ``capsem`` (default: 60 examples per test
-unless a test asks for more, derandomized so the suite is reproducible, no
-example database written into the repository) and ``capsem-deep`` (2,000
-examples per test, random seeds) for a longer hunt.
+The hypothesis profiles (``capsem``, ``ci``, ``capsem-deep``) are registered
+and loaded once, in ``tests/conftest.py``, so every property test runs under
+them whether or not it imports this module.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-
-settings.register_profile(
-    "capsem",
-    derandomize=True,
-    max_examples=60,
-    database=None,
-    deadline=None,  # the suite shares a loaded machine; hangs are caught by the timeouts below
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    print_blob=True,
-)
-settings.register_profile("capsem-deep", settings.get_profile("capsem"), derandomize=False, max_examples=2000)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "capsem"))
 
 KEYS = [
     # requests

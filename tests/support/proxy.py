@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import trio
@@ -14,6 +15,11 @@ OPENAI_KEY = "sk-test-openai-4f1c2a9b8e7d6c5b"
 GEMINI_KEY = "AIzaTestGeminiKey0123456789abcdefXYZ"
 ANTHROPIC_KEY = "sk-ant-test-0a1b2c3d4e5f6a7b8c9d"
 ALL_TEST_KEYS = (OPENAI_KEY, GEMINI_KEY, ANTHROPIC_KEY)
+# Each provider's key as its SDK sends it, for raw HTTP requests (read-only: copy to add a header,
+# ``{**OPENAI_AUTH, "x-other": "1"}``).
+OPENAI_AUTH: Mapping[str, str] = MappingProxyType({"authorization": f"Bearer {OPENAI_KEY}"})
+ANTHROPIC_AUTH: Mapping[str, str] = MappingProxyType({"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"})
+GEMINI_AUTH: Mapping[str, str] = MappingProxyType({"x-goog-api-key": GEMINI_KEY})
 
 
 @dataclass

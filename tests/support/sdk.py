@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
+import pytest
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
-from tests.support.proxy import Proxy
+from tests.support.proxy import Proxy, in_thread
 
 PROVIDERS = ("openai", "anthropic", "gemini")
 GEMINI_MODEL = "gemini-2.5-flash"
@@ -60,6 +62,32 @@ def sdk_call(
             pieces = client.models.generate_content_stream(model=GEMINI_MODEL, contents=prompt, config=config)
             return "".join(piece.text or "" for piece in pieces)
         return client.models.generate_content(model=GEMINI_MODEL, contents=prompt, config=config).text
+
+
+def chat(proxy: Proxy, messages: str | list[dict[str, Any]], model: str = "gpt-4o-mini", **kwargs: Any) -> Any:
+    """One OpenAI Chat Completions call through ``proxy`` (a string is one user turn). Blocking: run it
+    with ``in_thread``."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    return proxy.openai().chat.completions.create(model=model, messages=messages, **kwargs)
+
+
+async def sdk_error(provider: str, proxy: Proxy, **kwargs: Any) -> BaseException:
+    """The exception ``provider``'s SDK raises for ``sdk_call(provider, proxy, **kwargs)``; fails if the
+    call succeeds."""
+    try:
+        await in_thread(lambda: sdk_call(provider, proxy, **kwargs))
+    except sdk_errors(provider) as error:
+        return error
+    raise AssertionError(f"the {provider} call did not fail")
+
+
+async def refused(call: Callable[[], Any]) -> openai.BadRequestError:
+    """The 400 the OpenAI SDK raises for the blocking ``call`` (its ``.body`` is the error object)."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        await in_thread(call)
+    assert caught.value.status_code == 400
+    return caught.value
 
 
 def status_of(error: BaseException) -> int:
@@ -169,3 +197,9 @@ def write_policy_folder(folder: Path, **files: str) -> Path:
     for name, text in files.items():
         (folder / f"{name}.toml").write_text(text)
     return folder
+
+
+async def policy_proxy(start_proxy: Callable[..., Any], settings: Any, folder: Path, **files: str) -> Proxy:
+    """A proxy (from the ``start_proxy`` fixture) running the policy files given as ``name=toml_text``
+    (``rules=RULES`` writes ``rules.toml``) from ``folder``."""
+    return await start_proxy(settings, policy_dir=str(write_policy_folder(folder, **files)))

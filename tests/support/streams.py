@@ -8,9 +8,19 @@ run both through its own SDK; the scripts live here once.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpx
 import pytest
 import trio
 
+from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.dialects.framing import SSEDecoder
+from capsem_proxyd.enforcement.engine import PolicyEngine
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
+from tests.support.exchanges import exchange_for
 from tests.support.fake_upstream import FakeUpstream, Reply
 
 LONG_TEXT = "All work and no play makes Jack a dull boy. " * 40
@@ -32,7 +42,39 @@ def endless_blocked_reply() -> Reply:
 
 
 async def assert_upstream_closed_at_once(fake: FakeUpstream) -> None:
-    """The blocked stream's upstream connection was closed by the proxy within a second, unfinished."""
-    with trio.fail_after(1):
+    """The blocked stream's upstream connection was closed by the proxy, unfinished.
+
+    The endless reply runs about 10 s (``endless_blocked_reply``): closed before it could end is the
+    proxy cutting it at the block, with ten seconds of margin for a loaded machine. No wall-clock limit
+    below that: how soon measures the machine (the bench measures it)."""
+    with trio.fail_after(30):  # a cap against hanging, not a measure
         await fake.streams[0].closed.wait()
     assert fake.streams[0].client_closed and not fake.streams[0].completed
+
+
+async def pump_writes(
+    dialect: Dialect,
+    engine: PolicyEngine,
+    pieces: Iterable[bytes],
+    *,
+    exchange: Exchange | None = None,
+    settings: StreamSettings | None = None,
+    decoder: Any = None,
+    query: dict[str, str] | None = None,
+) -> list[bytes]:
+    """What the stream pump writes to the client, write by write, for an upstream sending ``pieces``
+    (one upstream read each): the pump driven alone, no socket. The one place tests build a pump."""
+
+    async def upstream() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    pump = StreamPump(
+        exchange or exchange_for(dialect), dialect, engine, httpx.Response(200, content=upstream()),
+        decoder or SSEDecoder(), query or {}, settings or StreamSettings(idle_timeout=5),
+    )
+    writes: list[bytes] = []
+    async with pump:
+        async for data in pump:
+            writes.append(data)
+    return writes
