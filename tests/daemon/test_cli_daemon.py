@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from tests.support.daemon import Daemon, daemon_env, free_port, run_cli, upstream_args
+from tests.support.daemon import daemon_env, free_port, run_cli, upstream_args, wait_for_log
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY
 
@@ -27,12 +27,6 @@ BLOCKED = {"model": "m", "messages": [{"role": "user", "content": "capsem_block"
 async def post(url: str, body: dict) -> httpx.Response:
     async with httpx.AsyncClient(timeout=10) as client:
         return await client.post(url + "/v1/chat/completions", json=body, headers=HEADERS)
-
-
-async def wait_for_log(daemon: Daemon, text: str, timeout: float = 10) -> None:
-    with trio.fail_after(timeout):
-        while text not in daemon.log:
-            await trio.sleep(0.05)
 
 
 class NotifySocket:

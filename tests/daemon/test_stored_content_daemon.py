@@ -7,9 +7,8 @@ import signal
 from pathlib import Path
 
 import httpx
-import trio
 
-from tests.support.daemon import Daemon, assert_startup_error, run_cli, upstream_args
+from tests.support.daemon import Daemon, assert_startup_error, run_cli, upstream_args, wait_for_log
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy import OPENAI_KEY
 
@@ -29,12 +28,6 @@ def served_by(daemon: Daemon) -> dict[str, str]:
             pid = line.split("capsem_proxyd.request[")[1].split("]")[0]
             served[line.split("request_id=")[1].split()[0]] = pid
     return served
-
-
-async def wait_for_log(daemon: Daemon, text: str, timeout: float = 15) -> None:
-    with trio.fail_after(timeout):
-        while text not in daemon.log:
-            await trio.sleep(0.05)
 
 
 async def test_two_workers_admit_each_others_replies(tmp_path: Path, fake: FakeUpstream, daemons) -> None:

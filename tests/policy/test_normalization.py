@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tests.support.fuzzing  # noqa: F401 - the suite's hypothesis profile (derandomized, no database)
 from capsem_proxyd.config import Settings
 from capsem_proxyd.policies.normalize import fold, fold_with_offsets, visible
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
+from tests.support.sdk import chat, policy_proxy, refused
 
 TERMS = ["capsem_block", "project falcon", "wire transfer", "password", "launch-code", "rm -rf", "akia", "exfiltrate"]
 
@@ -246,22 +245,9 @@ EVASIONS = {
 HARMLESS = "Bonjour, ça va ? Grüße aus der Straße. 日本語のテキストです。 Emoji: 🎉👍🏽 — “quotes” …"
 
 
-def chat(proxy: Proxy, text: str, **kwargs: Any) -> Any:
-    return proxy.openai().chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": text}], **kwargs
-    )
-
-
-async def refused(call: Callable[[], Any]) -> dict:
-    with pytest.raises(openai.BadRequestError) as caught:
-        await in_thread(call)
-    assert caught.value.status_code == 400
-    return caught.value.body
-
-
 @pytest.mark.parametrize("text", list(EVASIONS.values()), ids=list(EVASIONS))
 async def test_debug_policy_refuses_each_evasion_before_upstream(proxy: Proxy, fake: FakeUpstream, text: str) -> None:
-    error = await refused(lambda: chat(proxy, text))
+    error = (await refused(lambda: chat(proxy, text))).body
     assert error["code"] == "capsem_blocked" and error["capsem"]["policy"] == "Debug"
     assert error["capsem"]["details"] == "Detected 'capsem_block' in prompt"  # never the text it matched
     assert fake.requests == []
@@ -269,7 +255,7 @@ async def test_debug_policy_refuses_each_evasion_before_upstream(proxy: Proxy, f
 
 async def test_debug_policy_refuses_a_disguised_marker_in_the_reply(proxy: Proxy, fake: FakeUpstream) -> None:
     fake.script(Reply(text="sure: ｃａｐｓｅｍ＿ｂｌｏｃｋ"))
-    error = await refused(lambda: chat(proxy, "go"))
+    error = (await refused(lambda: chat(proxy, "go"))).body
     assert error["capsem"]["hook"] == "on_model_response"
 
 
@@ -292,26 +278,25 @@ RULE_EVASIONS = {
 
 @pytest.fixture
 async def rules_proxy(start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path) -> Proxy:
-    (tmp_path / "rules.toml").write_text(RULES, encoding="utf-8")
-    return await start_proxy(proxy_settings, policy_dir=str(tmp_path))
+    return await policy_proxy(start_proxy, proxy_settings, tmp_path, rules=RULES)
 
 
 @pytest.mark.parametrize("text", list(RULE_EVASIONS.values()), ids=list(RULE_EVASIONS))
 async def test_rules_literal_is_not_evaded(rules_proxy: Proxy, fake: FakeUpstream, text: str) -> None:
-    error = await refused(lambda: chat(rules_proxy, text))
+    error = (await refused(lambda: chat(rules_proxy, text))).body
     assert error["capsem"]["policy"] == "Rules" and "'project falcon' (block)" in error["capsem"]["details"]
     assert fake.requests == []
 
 
 async def test_rules_regex_sees_through_invisibles_and_fullwidth(rules_proxy: Proxy, fake: FakeUpstream) -> None:
-    error = await refused(lambda: chat(rules_proxy, "key ＡＫＩＡ\u200bABCDEFGHIJKLMNOP"))
+    error = (await refused(lambda: chat(rules_proxy, "key ＡＫＩＡ\u200bABCDEFGHIJKLMNOP"))).body
     assert "'aws-key' (block)" in error["capsem"]["details"]
     assert fake.requests == []
 
 
 async def test_rules_deny_glob_sees_a_lookalike_tool_name(rules_proxy: Proxy, fake: FakeUpstream) -> None:
     tools = [{"type": "function", "function": {"name": "run_ѕhеll", "parameters": {"type": "object"}}}]
-    error = await refused(lambda: chat(rules_proxy, "list files", tools=tools))
+    error = (await refused(lambda: chat(rules_proxy, "list files", tools=tools))).body
     assert error["capsem"]["hook"] == "on_tool_call" and "deny '*shell*'" in error["capsem"]["details"]
     assert fake.requests == []
 

@@ -30,6 +30,7 @@ from tests.support.daemon import (  # noqa: E402
 )
 from tests.support.fake_upstream import FakeUpstream, Reply  # noqa: E402
 from tests.support.proxy import Proxy, in_thread  # noqa: E402
+from tests.support.sdk import chat  # noqa: E402
 
 PII_TOML = """
 [entity_decisions]
@@ -114,12 +115,6 @@ def pii_dir(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
 async def pii_proxy(start_proxy: Callable[..., Any], proxy_settings: Settings, pii_dir: Path) -> Proxy:
     # Built inside the test, so the guard covers startup (analyzer, suffix list) too.
     return await start_proxy(proxy_settings, policy_dir=str(pii_dir))
-
-
-def chat(proxy: Proxy, content: str, **kwargs: Any) -> Any:
-    return proxy.openai().chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": content}], **kwargs
-    )
 
 
 async def test_email_in_prompt_is_blocked_before_upstream(

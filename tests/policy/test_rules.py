@@ -18,6 +18,7 @@ from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set
 from capsem_proxyd.policies.rules import GlobList, RulesPolicy
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.support.proxy import Proxy, in_thread
+from tests.support.sdk import chat, policy_proxy, refused
 
 RULES = r"""
 max_prompt_chars = 2000
@@ -46,18 +47,7 @@ allow = ["gpt-4o*", "gemini-2.*"]
 
 @pytest.fixture
 async def rules_proxy(start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path) -> Proxy:
-    (tmp_path / "rules.toml").write_text(RULES)
-    return await start_proxy(proxy_settings, policy_dir=str(tmp_path))
-
-
-def chat(proxy: Proxy, messages: list[dict], model: str = "gpt-4o-mini", **kwargs: Any) -> Any:
-    return proxy.openai().chat.completions.create(model=model, messages=messages, **kwargs)
-
-
-async def refused(call: Callable[[], Any]) -> dict:
-    with pytest.raises(openai.BadRequestError) as caught:
-        await in_thread(call)
-    return caught.value.body
+    return await policy_proxy(start_proxy, proxy_settings, tmp_path, rules=RULES)
 
 
 def user(text: str) -> list[dict]:
@@ -79,7 +69,7 @@ def user(text: str) -> list[dict]:
 async def test_request_rules_block_before_upstream(
     rules_proxy: Proxy, fake: FakeUpstream, messages: list[dict], model: str, rule: str, hook: str
 ) -> None:
-    error = await refused(lambda: chat(rules_proxy, messages, model=model))
+    error = (await refused(lambda: chat(rules_proxy, messages, model=model))).body
     assert error["code"] == "capsem_blocked"
     assert error["capsem"]["policy"] == "Rules" and error["capsem"]["hook"] == hook
     assert rule in error["capsem"]["details"]
@@ -87,7 +77,7 @@ async def test_request_rules_block_before_upstream(
 
 
 async def test_confirm_rule_needs_confirmation(rules_proxy: Proxy, fake: FakeUpstream) -> None:
-    error = await refused(lambda: chat(rules_proxy, user("make a Wire Transfer now")))
+    error = (await refused(lambda: chat(rules_proxy, user("make a Wire Transfer now")))).body
     assert error["code"] == "capsem_confirmation_required"
     assert "'wire-transfer' (confirm)" in error["capsem"]["details"]
 
@@ -101,7 +91,7 @@ async def test_log_rule_allows_and_is_reported(rules_proxy: Proxy, fake: FakeUps
 
 
 async def test_strictest_match_wins_and_every_match_is_named(rules_proxy: Proxy, fake: FakeUpstream) -> None:
-    error = await refused(lambda: chat(rules_proxy, user("password for project falcon via wire transfer")))
+    error = (await refused(lambda: chat(rules_proxy, user("password for project falcon via wire transfer")))).body
     assert error["code"] == "capsem_blocked"
     details = error["capsem"]["details"]
     assert "'Project Falcon' (block)" in details and "'wire-transfer' (confirm)" in details and "'password' (log)" in details
@@ -109,7 +99,7 @@ async def test_strictest_match_wins_and_every_match_is_named(rules_proxy: Proxy,
 
 async def test_denied_tool_definition_is_blocked(rules_proxy: Proxy, fake: FakeUpstream) -> None:
     tools = [{"type": "function", "function": {"name": "run_shell_command", "parameters": {"type": "object"}}}]
-    error = await refused(lambda: chat(rules_proxy, user("list files"), tools=tools))
+    error = (await refused(lambda: chat(rules_proxy, user("list files"), tools=tools))).body
     assert error["capsem"]["hook"] == "on_tool_call"
     assert "rule 'tools.deny' matched: tool 'run_shell_command' refused (deny '*shell*')" in error["capsem"]["details"]
     assert fake.requests == []
@@ -122,15 +112,15 @@ async def test_tool_result_rule(rules_proxy: Proxy, fake: FakeUpstream) -> None:
             {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"host": "db1.corp.internal"})},
     ]
-    error = await refused(lambda: chat(rules_proxy, messages))
+    error = (await refused(lambda: chat(rules_proxy, messages))).body
     assert error["capsem"]["hook"] == "on_tool_response" and "'internal-host' (block)" in error["capsem"]["details"]
 
 
 async def test_model_tool_call_arguments_and_denied_name(rules_proxy: Proxy, fake: FakeUpstream) -> None:
     fake.script(Reply(tool_calls=[ToolCall("run", {"cmd": "rm  -rf /"})]), Reply(tool_calls=[ToolCall("my_shell", {})]))
-    args_error = await refused(lambda: chat(rules_proxy, user("clean up")))
+    args_error = (await refused(lambda: chat(rules_proxy, user("clean up")))).body
     assert args_error["capsem"]["hook"] == "on_tool_call" and "'rm-rf' (block)" in args_error["capsem"]["details"]
-    name_error = await refused(lambda: chat(rules_proxy, user("open a shell")))
+    name_error = (await refused(lambda: chat(rules_proxy, user("open a shell")))).body
     assert "tool 'my_shell' refused" in name_error["capsem"]["details"]
 
 
@@ -138,7 +128,7 @@ async def test_case_sensitive_response_rule(rules_proxy: Proxy, fake: FakeUpstre
     fake.script(Reply(text="the launch-code is 1234"), Reply(text="the LAUNCH-CODE is 1234"))
     allowed = await in_thread(lambda: chat(rules_proxy, user("q")))
     assert allowed.choices[0].message.content == "the launch-code is 1234"
-    error = await refused(lambda: chat(rules_proxy, user("q")))
+    error = (await refused(lambda: chat(rules_proxy, user("q")))).body
     assert error["capsem"]["hook"] == "on_model_response" and "'launch-code' (block)" in error["capsem"]["details"]
 
 
