@@ -21,8 +21,9 @@ from capsem_proxyd import __version__
 from capsem_proxyd._compat.hypercorn import serve_hypercorn
 from capsem_proxyd.config import Settings, reloaded, restart_only_changes
 from capsem_proxyd.daemon import notify
+from capsem_proxyd.enforcement.shadow import open_shadow_tasks
 from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies, load_policy_config
-from capsem_proxyd.http.app import ProxyState, create_app, proxy_state
+from capsem_proxyd.http.app import ControlPlane, ProxyState, create_app, proxy_state
 from capsem_proxyd.observe.audit import AuditLog
 from capsem_proxyd.observe.tracing import trace_export
 
@@ -104,37 +105,51 @@ async def serve(
     announce: bool = True,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until SIGINT/SIGTERM (or cancellation); reports the bound URLs via ``task_status``."""
+    """Serve until SIGINT/SIGTERM (or cancellation); reports the bound URLs via ``task_status``.
+
+    Shadow evaluations run in a nursery this call owns: they end (cancelled if still running) before the
+    span export and the audit log they report to are closed."""
     audit = open_audit_log(settings)
-    app = create_app(settings, config, audit=audit)
-    state = proxy_state(app)
-    await state.policies.start()  # CPU-heavy policies' worker processes, warm before the port is served
-    shutdown = trio.Event()
+    state: ProxyState | None = None
     try:
-        async with trio.open_nursery() as nursery:
-
-            async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
-                bound = sockets if sockets is not None else bind_sockets(settings)
-                await serve_hypercorn(app, hypercorn_config(settings), bound, shutdown, task_status=task_status)
-                nursery.cancel_scope.cancel()
-
-            if handle_signals:  # before READY: a signal that follows READY must find its handler
-                await nursery.start(_handle_signals, state, shutdown, reload_settings)
-            binds = await nursery.start(run_server)
-            for warning in config.warnings:
-                log.warning("%s", warning)
-            if announce:
-                log.info("%s", describe(settings, config, binds))
-                notify.ready(f"serving {len(state.policies.default.names)} policies")
-            nursery.start_soon(notify.run_watchdog)
-            nursery.start_soon(_end_streams_after_grace, state, shutdown)
-            task_status.started(binds)
+        async with open_shadow_tasks() as shadow_tasks:
+            app = create_app(settings, config, audit=audit, shadow_tasks=shadow_tasks)
+            state = proxy_state(app)
+            await state.policies.start()  # CPU-heavy policies' worker processes, warm before the port is served
+            await _serve_app(app, state, settings, config, handle_signals, sockets, reload_settings, announce, task_status)
     finally:
         # Cancelled (or the lifespan shutdown never ran): the last spans still go out, within a bound.
         with trio.CancelScope(shield=True):
-            await state.close_spans()
+            if state is not None:
+                await state.close_spans()
         if audit is not None:
             audit.close()
+
+
+async def _serve_app(
+    app: ControlPlane, state: ProxyState, settings: Settings, config: PolicyConfig, handle_signals: bool,
+    sockets: Sockets | None, reload_settings: SettingsLoader | None, announce: bool,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def run_server(task_status: trio.TaskStatus[list[str]]) -> None:
+            bound = sockets if sockets is not None else bind_sockets(settings)
+            await serve_hypercorn(app, hypercorn_config(settings), bound, shutdown, task_status=task_status)
+            nursery.cancel_scope.cancel()
+
+        if handle_signals:  # before READY: a signal that follows READY must find its handler
+            await nursery.start(_handle_signals, state, shutdown, reload_settings)
+        binds = await nursery.start(run_server)
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        if announce:
+            log.info("%s", describe(settings, config, binds))
+            notify.ready(f"serving {len(state.policies.default.names)} policies")
+        nursery.start_soon(notify.run_watchdog)
+        nursery.start_soon(_end_streams_after_grace, state, shutdown)
+        task_status.started(binds)
 
 
 async def _end_streams_after_grace(state: ProxyState, shutdown: trio.Event) -> None:
@@ -179,7 +194,7 @@ async def reload(state: ProxyState, reload_settings: SettingsLoader | None) -> b
     for name in restart_only_changes(state.settings, settings):
         log.warning("setting %s changed; it takes effect only after a restart", name)
     effective = reloaded(state.settings, settings)
-    policies = TenantPolicies(config, effective, state.recorder)
+    policies = TenantPolicies(config, effective, state.recorder, shadow_tasks=state.shadow_tasks)
     await policies.start()  # the new configuration's policy workers are warm before it takes over
     state.install(config, effective, policies)
     if state.audit is not None:

@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException
 from capsem_proxyd import __version__
 from capsem_proxyd._compat.quart import ShieldedLastSend
 from capsem_proxyd.config import Settings
+from capsem_proxyd.enforcement.shadow import ShadowTasks
 from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.errors import (
     ProxyError,
@@ -77,6 +78,7 @@ class ProxyState:
     stored: StoredContent
     audit: AuditLog | None = None
     spans: SpanRecorder | None = None
+    shadow_tasks: ShadowTasks | None = None  # where shadow evaluations run (the server opens it)
 
     async def close_spans(self) -> None:
         """Flush and stop the span export, if any (bounded; safe to call twice)."""
@@ -91,11 +93,15 @@ class ProxyState:
         if settings is not None:
             self.settings = settings
             self.stored.configure(settings)
-        self.policies = policies or TenantPolicies(config, self.settings, self.recorder)
+        self.policies = policies or TenantPolicies(config, self.settings, self.recorder, shadow_tasks=self.shadow_tasks)
 
 
-def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None = None) -> ControlPlane:
-    """One proxy instance as an ASGI app: the data plane in front of the control plane."""
+def create_app(
+    settings: Settings, config: PolicyConfig, audit: AuditLog | None = None, shadow_tasks: ShadowTasks | None = None
+) -> ControlPlane:
+    """One proxy instance as an ASGI app: the data plane in front of the control plane.
+
+    ``shadow_tasks``: where shadow policies run (needed when ``config`` has some)."""
     app = ControlPlane("capsem_proxyd")
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_size,
@@ -129,7 +135,7 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
     )
     state = ProxyState(
         settings=settings,
-        policies=TenantPolicies(config, settings, recorder),
+        policies=TenantPolicies(config, settings, recorder, shadow_tasks=shadow_tasks),
         pipeline=pipeline,
         upstream=upstream,
         metrics=metrics,
@@ -137,6 +143,7 @@ def create_app(settings: Settings, config: PolicyConfig, audit: AuditLog | None 
         stored=stored,
         audit=audit,
         spans=spans,
+        shadow_tasks=shadow_tasks,
     )
     app.extensions["capsem_proxyd"] = state
 
