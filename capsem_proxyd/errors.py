@@ -6,15 +6,30 @@ the SDK raises its own exception type with our message. The builders below
 are the only place an error's status, kind and code are chosen; none of them
 logs: whoever refuses decides what is worth a log line.
 
-``kind`` is provider-neutral (``invalid_request``, ``authentication``,
-``permission``, ``policy``, ``not_found``, ``too_large``, ``upstream_error``,
-``upstream_timeout``); dialects map it to their own error types. ``code`` is
-the machine-readable reason clients see.
+``kind`` is provider-neutral (``ErrorKind``, a closed set); every dialect
+maps each kind to its own error type, and a test holds every dialect's map
+to every kind. ``code`` is the machine-readable reason clients see: the
+builders' own, or the one a caller of ``bad_request`` names; the kind's name
+when there is none.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from capsem.models import Decision
+
+
+class ErrorKind(StrEnum):
+    """What went wrong, in no provider's words; dialects turn it into theirs."""
+
+    INVALID_REQUEST = "invalid_request"  # the client's request, as sent, is refused
+    AUTHENTICATION = "authentication"  # no key, or a key this instance does not serve
+    POLICY = "policy"  # a CAPSEM policy refused the content (or asks for confirmation)
+    NOT_FOUND = "not_found"  # a path the proxy does not proxy
+    TOO_LARGE = "too_large"  # a request body beyond --max-body-size
+    UPSTREAM_ERROR = "upstream_error"  # the provider, or the proxy itself, failed to answer
+    UPSTREAM_TIMEOUT = "upstream_timeout"  # the provider did not answer in time
 
 
 class ProxyError(Exception):
@@ -23,7 +38,7 @@ class ProxyError(Exception):
     def __init__(
         self,
         status: int,
-        kind: str,
+        kind: ErrorKind,
         message: str,
         *,
         code: str | None = None,
@@ -34,7 +49,7 @@ class ProxyError(Exception):
         self.status = status
         self.kind = kind
         self.message = message
-        self.code = code or kind
+        self.code: str = code or str(kind)
         self.decision = decision
         self.param = param  # the request field the error is about, where the provider's shape names one
 
@@ -43,12 +58,12 @@ class ProxyError(Exception):
 
 
 def bad_request(message: str, code: str | None = None) -> ProxyError:
-    return ProxyError(400, "invalid_request", message, code=code)
+    return ProxyError(400, ErrorKind.INVALID_REQUEST, message, code=code)
 
 
 def missing_key() -> ProxyError:
     return ProxyError(
-        401, "authentication",
+        401, ErrorKind.AUTHENTICATION,
         "No API key was provided: pass your provider key as you would to the provider itself.",
         code="missing_api_key",
     )
@@ -56,17 +71,17 @@ def missing_key() -> ProxyError:
 
 def tenant_not_allowed() -> ProxyError:
     return ProxyError(
-        401, "authentication", "This API key is not allowed to use this capsem-proxyd instance.",
+        401, ErrorKind.AUTHENTICATION, "This API key is not allowed to use this capsem-proxyd instance.",
         code="tenant_not_allowed",
     )
 
 
 def not_proxied(path: str) -> ProxyError:
-    return ProxyError(404, "not_found", f"{path} is not proxied by capsem-proxyd.")
+    return ProxyError(404, ErrorKind.NOT_FOUND, f"{path} is not proxied by capsem-proxyd.")
 
 
 def method_not_allowed(method: str, path: str) -> ProxyError:
-    return ProxyError(405, "invalid_request", f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+    return ProxyError(405, ErrorKind.INVALID_REQUEST, f"Method {method} is not allowed on {path}.", code="method_not_allowed")
 
 
 def unsafe_path() -> ProxyError:
@@ -75,12 +90,12 @@ def unsafe_path() -> ProxyError:
 
 
 def body_too_large() -> ProxyError:
-    return ProxyError(413, "too_large", "The request body is larger than this proxy accepts.")
+    return ProxyError(413, ErrorKind.TOO_LARGE, "The request body is larger than this proxy accepts.")
 
 
 def body_too_slow(seconds: float | None) -> ProxyError:
     return ProxyError(
-        408, "invalid_request", f"The request body did not arrive within {seconds}s (--body-timeout).",
+        408, ErrorKind.INVALID_REQUEST, f"The request body did not arrive within {seconds}s (--body-timeout).",
         code="request_timeout",
     )
 
@@ -90,7 +105,7 @@ def ambiguous_framing(message: str) -> ProxyError:
 
 
 def headers_too_large(message: str) -> ProxyError:
-    return ProxyError(431, "invalid_request", message, code="request_header_fields_too_large")
+    return ProxyError(431, ErrorKind.INVALID_REQUEST, message, code="request_header_fields_too_large")
 
 
 def too_many(what: str, limit: int) -> ProxyError:
@@ -117,7 +132,7 @@ def policy_blocked(decision: Decision, what: str) -> ProxyError:
         f"{what} {verb} by CAPSEM policy '{decision.policy}' "
         f"({decision.reason.value}): {decision.details}"
     )
-    return ProxyError(400, "policy", message, code=code, decision=decision)
+    return ProxyError(400, ErrorKind.POLICY, message, code=code, decision=decision)
 
 
 def stored_content_refused(field: str, mode: str) -> ProxyError:
@@ -128,13 +143,13 @@ def stored_content_refused(field: str, mode: str) -> ProxyError:
         message = f"{field} refers to stored content capsem-proxyd did not deliver to this tenant (--stored-content checked)."
     else:
         message = f"{field} refers to content stored at the provider, which capsem-proxyd cannot check (--stored-content {mode})."
-    return ProxyError(400, "invalid_request", message, code="capsem_stored_content", param=field)
+    return ProxyError(400, ErrorKind.INVALID_REQUEST, message, code="capsem_stored_content", param=field)
 
 
 def stored_content_unavailable() -> ProxyError:
     """``--stored-content checked`` could not consult its record of delivered replies: refused, not guessed."""
     return ProxyError(
-        503, "upstream_error", "capsem-proxyd could not consult its record of delivered replies; see its log.",
+        503, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd could not consult its record of delivered replies; see its log.",
         code="stored_content_unavailable",
     )
 
@@ -155,25 +170,25 @@ def decision_fields(decision: Decision) -> dict[str, str]:
 
 
 def upstream_unavailable(message: str) -> ProxyError:
-    return ProxyError(502, "upstream_error", message, code="upstream_unavailable")
+    return ProxyError(502, ErrorKind.UPSTREAM_ERROR, message, code="upstream_unavailable")
 
 
 def upstream_timeout(message: str) -> ProxyError:
-    return ProxyError(504, "upstream_timeout", message, code="upstream_timeout")
+    return ProxyError(504, ErrorKind.UPSTREAM_TIMEOUT, message, code="upstream_timeout")
 
 
 def response_too_large(limit: int) -> ProxyError:
     return ProxyError(
-        502, "upstream_error", f"The upstream reply exceeds {limit} bytes, the most this proxy relays.",
+        502, ErrorKind.UPSTREAM_ERROR, f"The upstream reply exceeds {limit} bytes, the most this proxy relays.",
         code="upstream_response_too_large",
     )
 
 
 def shutting_down() -> ProxyError:
     return ProxyError(
-        503, "upstream_error", "capsem-proxyd is shutting down; this stream was cut.", code="server_shutting_down"
+        503, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd is shutting down; this stream was cut.", code="server_shutting_down"
     )
 
 
 def internal_error() -> ProxyError:
-    return ProxyError(500, "upstream_error", "capsem-proxyd hit an internal error; see its log.", code="internal_error")
+    return ProxyError(500, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd hit an internal error; see its log.", code="internal_error")

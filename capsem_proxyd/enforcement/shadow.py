@@ -60,7 +60,7 @@ class ShadowTasks:
         if self.pending == 0:
             self._idle = trio.Event()
         self.pending += 1
-        self._nursery.start_soon(self._run, run, name=name)
+        self._nursery.start_soon(self._run, run, name, name=name)
 
     async def wait_idle(self) -> None:
         """Return once no shadow evaluation is in flight (at once when none is)."""
@@ -68,11 +68,11 @@ class ShadowTasks:
         while self.pending:
             await self._idle.wait()
 
-    async def _run(self, run: Callable[[], Awaitable[None]]) -> None:
+    async def _run(self, run: Callable[[], Awaitable[None]], name: str) -> None:
         try:
             await run()
         except Exception:  # noqa: BLE001 - a shadow failure must never reach live traffic
-            shadow_log.exception("shadow task failed")
+            shadow_log.exception("shadow task %s failed", name)
         finally:
             self.pending -= 1
             if self.pending == 0:
