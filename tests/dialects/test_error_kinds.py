@@ -4,6 +4,7 @@ in its provider's own words (a kind added without a dialect's mapping would fall
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import orjson
 import pytest
@@ -11,7 +12,7 @@ from capsem.models import Decision, Reason, Verdict
 
 from capsem_proxyd import errors
 from capsem_proxyd.dialects import anthropic, gemini, openai_common, openai_responses
-from capsem_proxyd.errors import ErrorKind, ProxyError
+from capsem_proxyd.errors import ErrorCode, ErrorKind, ProxyError
 from capsem_proxyd.http.routes import DIALECTS
 
 DECISION = Decision(verdict=Verdict.BLOCK, reason=Reason.POLICY_VIOLATION, details="no", policy="Rules")
@@ -83,3 +84,11 @@ def test_an_error_without_a_code_is_coded_by_its_kind() -> None:
     assert error.code == "invalid_request" and type(error.code) is str
     wire = orjson.dumps(openai_common.openai_error_body(error))
     assert b'"type":"invalid_request_error","param":null,"code":"invalid_request"' in wire
+
+
+def test_every_error_code_is_given_somewhere() -> None:
+    """Codes are a closed set: each one is used by a builder or a caller of ``bad_request``, none is dead."""
+    package = Path(errors.__file__).parent
+    source = "\n".join(path.read_text() for path in package.rglob("*.py"))
+    unused = [code.name for code in ErrorCode if f"ErrorCode.{code.name}" not in source]
+    assert unused == []
