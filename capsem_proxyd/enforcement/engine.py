@@ -7,8 +7,7 @@ strictest first (``verdicts.py``; the fold is ``combining.py``): BLOCK, then
 CONFIRM/CLARIFY/REPLAN (refused unless ``--confirm-action allow``), then LOG
 (allowed, recorded), then ALLOW.
 
-What each policy is asked is ``hook_calls.py``'s business. Two ways to run a
-policy without letting it refuse anything:
+What each policy is asked is ``hook_calls.py``'s business. Two ways to run a policy without letting it refuse:
 
 * ``mode = "monitor"`` in its file: evaluated in line, every decision
   recorded; one that would have refused is logged and recorded as such
@@ -28,9 +27,8 @@ split or cached: their text is new every time, and streams are checked as
 their text grows (the hold-back, ``holdbacks.py``), which a cache of
 growing text could not serve.
 
-Which engine a tenant's requests run under is ``tenants.py``'s business.
-Decisions are told to the ``Recorder`` the engine was built with (metrics,
-audit log, traces); the engine knows nothing else about who listens.
+Which engine a tenant's requests run under is ``tenants.py``'s business. Decisions
+go to the ``Recorder`` the engine was built with; it knows nothing else of who listens.
 """
 
 from __future__ import annotations
