@@ -6,15 +6,58 @@ the SDK raises its own exception type with our message. The builders below
 are the only place an error's status, kind and code are chosen; none of them
 logs: whoever refuses decides what is worth a log line.
 
-``kind`` is provider-neutral (``invalid_request``, ``authentication``,
-``permission``, ``policy``, ``not_found``, ``too_large``, ``upstream_error``,
-``upstream_timeout``); dialects map it to their own error types. ``code`` is
-the machine-readable reason clients see.
+``kind`` is provider-neutral (``ErrorKind``, a closed set); every dialect
+maps each kind to its own error type, and a test holds every dialect's map
+to every kind. ``code`` is the machine-readable reason clients see
+(``ErrorCode``, a closed set too: clients and operators match on it); the
+kind's name when an error has none.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from capsem.models import Decision
+
+
+class ErrorKind(StrEnum):
+    """What went wrong, in no provider's words; dialects turn it into theirs."""
+
+    INVALID_REQUEST = "invalid_request"  # the client's request, as sent, is refused
+    AUTHENTICATION = "authentication"  # no key, or a key this instance does not serve
+    POLICY = "policy"  # a CAPSEM policy refused the content (or asks for confirmation)
+    NOT_FOUND = "not_found"  # a path the proxy does not proxy
+    TOO_LARGE = "too_large"  # a request body beyond --max-body-size
+    UPSTREAM_ERROR = "upstream_error"  # the provider, or the proxy itself, failed to answer
+    UPSTREAM_TIMEOUT = "upstream_timeout"  # the provider did not answer in time
+
+
+class ErrorCode(StrEnum):
+    """Why, more precisely than the kind: the ``code`` clients see (Gemini's ``ErrorInfo.reason``, upper-cased)."""
+
+    # the client's request
+    MISSING_API_KEY = "missing_api_key"
+    TENANT_NOT_ALLOWED = "tenant_not_allowed"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    REQUEST_TIMEOUT = "request_timeout"
+    AMBIGUOUS_REQUEST_FRAMING = "ambiguous_request_framing"
+    REQUEST_HEADER_FIELDS_TOO_LARGE = "request_header_fields_too_large"
+    DUPLICATE_FIELD = "duplicate_field"  # one field in two spellings (Gemini's camelCase twins)
+    DUPLICATE_KEY = "duplicate_key"
+    INVALID_ENCODING = "invalid_encoding"
+    UNSUPPORTED_CHARSET = "unsupported_charset"
+    UNREADABLE_TOKEN_IDS = "unreadable_token_ids"
+    # policies
+    CAPSEM_BLOCKED = "capsem_blocked"
+    CAPSEM_CONFIRMATION_REQUIRED = "capsem_confirmation_required"
+    CAPSEM_STORED_CONTENT = "capsem_stored_content"
+    # the upstream and the proxy itself
+    STORED_CONTENT_UNAVAILABLE = "stored_content_unavailable"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    UPSTREAM_RESPONSE_TOO_LARGE = "upstream_response_too_large"
+    SERVER_SHUTTING_DOWN = "server_shutting_down"
+    INTERNAL_ERROR = "internal_error"
 
 
 class ProxyError(Exception):
@@ -23,10 +66,10 @@ class ProxyError(Exception):
     def __init__(
         self,
         status: int,
-        kind: str,
+        kind: ErrorKind,
         message: str,
         *,
-        code: str | None = None,
+        code: ErrorCode | None = None,
         decision: Decision | None = None,
         param: str | None = None,
     ) -> None:
@@ -34,7 +77,7 @@ class ProxyError(Exception):
         self.status = status
         self.kind = kind
         self.message = message
-        self.code = code or kind
+        self.code: str = str(code or kind)  # a plain string on the wire and in logs, as it always was
         self.decision = decision
         self.param = param  # the request field the error is about, where the provider's shape names one
 
@@ -42,31 +85,31 @@ class ProxyError(Exception):
 # -- the client's request -------------------------------------------------------
 
 
-def bad_request(message: str, code: str | None = None) -> ProxyError:
-    return ProxyError(400, "invalid_request", message, code=code)
+def bad_request(message: str, code: ErrorCode | None = None) -> ProxyError:
+    return ProxyError(400, ErrorKind.INVALID_REQUEST, message, code=code)
 
 
 def missing_key() -> ProxyError:
     return ProxyError(
-        401, "authentication",
+        401, ErrorKind.AUTHENTICATION,
         "No API key was provided: pass your provider key as you would to the provider itself.",
-        code="missing_api_key",
+        code=ErrorCode.MISSING_API_KEY,
     )
 
 
 def tenant_not_allowed() -> ProxyError:
     return ProxyError(
-        401, "authentication", "This API key is not allowed to use this capsem-proxyd instance.",
-        code="tenant_not_allowed",
+        401, ErrorKind.AUTHENTICATION, "This API key is not allowed to use this capsem-proxyd instance.",
+        code=ErrorCode.TENANT_NOT_ALLOWED,
     )
 
 
 def not_proxied(path: str) -> ProxyError:
-    return ProxyError(404, "not_found", f"{path} is not proxied by capsem-proxyd.")
+    return ProxyError(404, ErrorKind.NOT_FOUND, f"{path} is not proxied by capsem-proxyd.")
 
 
 def method_not_allowed(method: str, path: str) -> ProxyError:
-    return ProxyError(405, "invalid_request", f"Method {method} is not allowed on {path}.", code="method_not_allowed")
+    return ProxyError(405, ErrorKind.INVALID_REQUEST, f"Method {method} is not allowed on {path}.", code=ErrorCode.METHOD_NOT_ALLOWED)
 
 
 def unsafe_path() -> ProxyError:
@@ -75,22 +118,22 @@ def unsafe_path() -> ProxyError:
 
 
 def body_too_large() -> ProxyError:
-    return ProxyError(413, "too_large", "The request body is larger than this proxy accepts.")
+    return ProxyError(413, ErrorKind.TOO_LARGE, "The request body is larger than this proxy accepts.")
 
 
 def body_too_slow(seconds: float | None) -> ProxyError:
     return ProxyError(
-        408, "invalid_request", f"The request body did not arrive within {seconds}s (--body-timeout).",
-        code="request_timeout",
+        408, ErrorKind.INVALID_REQUEST, f"The request body did not arrive within {seconds}s (--body-timeout).",
+        code=ErrorCode.REQUEST_TIMEOUT,
     )
 
 
 def ambiguous_framing(message: str) -> ProxyError:
-    return bad_request(message + " Refused: a request must be framed one way only.", "ambiguous_request_framing")
+    return bad_request(message + " Refused: a request must be framed one way only.", ErrorCode.AMBIGUOUS_REQUEST_FRAMING)
 
 
 def headers_too_large(message: str) -> ProxyError:
-    return ProxyError(431, "invalid_request", message, code="request_header_fields_too_large")
+    return ProxyError(431, ErrorKind.INVALID_REQUEST, message, code=ErrorCode.REQUEST_HEADER_FIELDS_TOO_LARGE)
 
 
 def too_many(what: str, limit: int) -> ProxyError:
@@ -111,13 +154,13 @@ def policy_blocked(decision: Decision, what: str) -> ProxyError:
     and names the policy, since clients show it as it is.
     """
     confirm = decision.verdict.value != "BLOCK"
-    code = "capsem_confirmation_required" if confirm else "capsem_blocked"
+    code = ErrorCode.CAPSEM_CONFIRMATION_REQUIRED if confirm else ErrorCode.CAPSEM_BLOCKED
     verb = "needs confirmation" if confirm else "blocked"
     message = (
         f"{what} {verb} by CAPSEM policy '{decision.policy}' "
         f"({decision.reason.value}): {decision.details}"
     )
-    return ProxyError(400, "policy", message, code=code, decision=decision)
+    return ProxyError(400, ErrorKind.POLICY, message, code=code, decision=decision)
 
 
 def stored_content_refused(field: str, mode: str) -> ProxyError:
@@ -128,14 +171,14 @@ def stored_content_refused(field: str, mode: str) -> ProxyError:
         message = f"{field} refers to stored content capsem-proxyd did not deliver to this tenant (--stored-content checked)."
     else:
         message = f"{field} refers to content stored at the provider, which capsem-proxyd cannot check (--stored-content {mode})."
-    return ProxyError(400, "invalid_request", message, code="capsem_stored_content", param=field)
+    return ProxyError(400, ErrorKind.INVALID_REQUEST, message, code=ErrorCode.CAPSEM_STORED_CONTENT, param=field)
 
 
 def stored_content_unavailable() -> ProxyError:
     """``--stored-content checked`` could not consult its record of delivered replies: refused, not guessed."""
     return ProxyError(
-        503, "upstream_error", "capsem-proxyd could not consult its record of delivered replies; see its log.",
-        code="stored_content_unavailable",
+        503, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd could not consult its record of delivered replies; see its log.",
+        code=ErrorCode.STORED_CONTENT_UNAVAILABLE,
     )
 
 
@@ -155,25 +198,25 @@ def decision_fields(decision: Decision) -> dict[str, str]:
 
 
 def upstream_unavailable(message: str) -> ProxyError:
-    return ProxyError(502, "upstream_error", message, code="upstream_unavailable")
+    return ProxyError(502, ErrorKind.UPSTREAM_ERROR, message, code=ErrorCode.UPSTREAM_UNAVAILABLE)
 
 
 def upstream_timeout(message: str) -> ProxyError:
-    return ProxyError(504, "upstream_timeout", message, code="upstream_timeout")
+    return ProxyError(504, ErrorKind.UPSTREAM_TIMEOUT, message, code=ErrorCode.UPSTREAM_TIMEOUT)
 
 
 def response_too_large(limit: int) -> ProxyError:
     return ProxyError(
-        502, "upstream_error", f"The upstream reply exceeds {limit} bytes, the most this proxy relays.",
-        code="upstream_response_too_large",
+        502, ErrorKind.UPSTREAM_ERROR, f"The upstream reply exceeds {limit} bytes, the most this proxy relays.",
+        code=ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE,
     )
 
 
 def shutting_down() -> ProxyError:
     return ProxyError(
-        503, "upstream_error", "capsem-proxyd is shutting down; this stream was cut.", code="server_shutting_down"
+        503, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd is shutting down; this stream was cut.", code=ErrorCode.SERVER_SHUTTING_DOWN
     )
 
 
 def internal_error() -> ProxyError:
-    return ProxyError(500, "upstream_error", "capsem-proxyd hit an internal error; see its log.", code="internal_error")
+    return ProxyError(500, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd hit an internal error; see its log.", code=ErrorCode.INTERNAL_ERROR)

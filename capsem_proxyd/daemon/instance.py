@@ -33,6 +33,7 @@ import trio
 
 from capsem_proxyd import __version__
 from capsem_proxyd.config import Settings, reloaded, restart_only_changes
+from capsem_proxyd.enforcement.shadow import ShadowTasks, open_shadow_tasks
 from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.http.app import ControlPlane, create_app
 from capsem_proxyd.observe.audit import AuditLog, AuditRecorder
@@ -64,27 +65,31 @@ class ActivePolicies:
     become current, so a reload never makes a request wait for a worker.
     """
 
-    __slots__ = ("_policies", "_recorder")
+    __slots__ = ("_policies", "_recorder", "_shadow_tasks")
 
-    def __init__(self, policies: TenantPolicies, recorder: Recorder) -> None:
+    def __init__(self, policies: TenantPolicies, recorder: Recorder, shadow_tasks: ShadowTasks) -> None:
         self._policies = policies
         self._recorder = recorder
+        self._shadow_tasks = shadow_tasks
 
     @classmethod
-    async def start(cls, config: PolicyConfig, settings: Settings, recorder: Recorder) -> ActivePolicies:
-        return cls(await _started_policies(config, settings, recorder), recorder)
+    async def start(
+        cls, config: PolicyConfig, settings: Settings, recorder: Recorder, shadow_tasks: ShadowTasks
+    ) -> ActivePolicies:
+        return cls(await _started_policies(config, settings, recorder, shadow_tasks), recorder, shadow_tasks)
 
     def current(self) -> TenantPolicies:
         return self._policies
 
     async def replace(self, config: PolicyConfig, settings: Settings) -> None:
         """Build and start ``config``'s policies, then make them current (the old ones stay current meanwhile)."""
-        self._policies = await _started_policies(config, settings, self._recorder)
+        self._policies = await _started_policies(config, settings, self._recorder, self._shadow_tasks)
 
 
-async def _started_policies(config: PolicyConfig, settings: Settings, recorder: Recorder) -> TenantPolicies:
-    # SHADOW: pass shadow_tasks= (the instance's, given to ActivePolicies) to TenantPolicies here
-    policies = TenantPolicies(config, settings, recorder)
+async def _started_policies(
+    config: PolicyConfig, settings: Settings, recorder: Recorder, shadow_tasks: ShadowTasks
+) -> TenantPolicies:
+    policies = TenantPolicies(config, settings, recorder, shadow_tasks=shadow_tasks)
     await policies.start()  # CPU-heavy policies' worker processes, warm before they serve
     return policies
 
@@ -108,6 +113,7 @@ class Instance:
         spans: SpanRecorder | None,
         upstream: Upstream,
         stored: StoredContent,
+        shadow_tasks: ShadowTasks,
         policies: ActivePolicies,
         pipeline: Pipeline,
     ) -> None:
@@ -119,6 +125,7 @@ class Instance:
         self.spans = spans
         self.upstream = upstream
         self.stored = stored
+        self.shadow_tasks = shadow_tasks
         self.active = policies
         self.pipeline = pipeline
 
@@ -167,8 +174,9 @@ class Instance:
         does any stream that opens from now on."""
         self.pipeline.open_streams.end_all()
 
-    # Instance.wait_idle(): SHADOW: once shadow tasks are wired, `await self.shadow_tasks.wait_idle()`,
-    # so tests await the shadow evaluations they started instead of polling for them.
+    async def wait_idle(self) -> None:
+        """Return once no shadow evaluation is in flight: what a test awaits instead of polling."""
+        await self.shadow_tasks.wait_idle()
 
 
 @asynccontextmanager
@@ -192,12 +200,10 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
         stack.push_async_callback(_bounded(upstream.aclose, "the upstream connections"))
         stored = StoredContent(settings, open_store(settings), recorder)
         stack.push_async_callback(_bounded(stored.store.aclose, "the record of delivered replies"))
-        # SHADOW: open_shadow_tasks() here and pass shadow_tasks= to TenantPolicies
-        #   shadow_tasks = await stack.enter_async_context(open_shadow_tasks())
-        #   and ActivePolicies.start(..., shadow_tasks=shadow_tasks) hands it to _started_policies.
-        #   Here, after the recorders and before the policies: it closes before the recorders its
-        #   evaluations report to, and after the pipeline and policies that start them.
-        policies = await ActivePolicies.start(config, settings, recorder)
+        # After the recorders and before the policies: what shadow evaluations are left is cancelled
+        # before the recorders they report to close, and after the pipeline that starts them.
+        shadow_tasks = await stack.enter_async_context(open_shadow_tasks())
+        policies = await ActivePolicies.start(config, settings, recorder, shadow_tasks)
         pipeline = Pipeline(
             upstream,
             policies.current,
@@ -210,7 +216,7 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
         )
         yield Instance(
             settings, config, recorder=recorder, metrics=metrics, audit=audit, spans=spans, upstream=upstream,
-            stored=stored, policies=policies, pipeline=pipeline,
+            stored=stored, shadow_tasks=shadow_tasks, policies=policies, pipeline=pipeline,
         )
 
 

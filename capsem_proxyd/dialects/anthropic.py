@@ -42,7 +42,7 @@ from capsem_proxyd.dialects.base import (
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
-from capsem_proxyd.errors import ProxyError, decision_fields
+from capsem_proxyd.errors import ErrorKind, ProxyError, decision_fields
 from capsem_proxyd.views import (
     ALL_CHANNELS,
     EMPTY_STREAM_VIEW,
@@ -58,15 +58,14 @@ from capsem_proxyd.views import (
     Usage,
 )
 
-_ERROR_TYPES = {
-    "invalid_request": "invalid_request_error",
-    "authentication": "authentication_error",
-    "permission": "permission_error",
-    "policy": "invalid_request_error",
-    "not_found": "not_found_error",
-    "too_large": "request_too_large",
-    "upstream_error": "api_error",
-    "upstream_timeout": "timeout_error",
+_ERROR_TYPES: dict[ErrorKind, str] = {
+    ErrorKind.INVALID_REQUEST: "invalid_request_error",
+    ErrorKind.AUTHENTICATION: "authentication_error",
+    ErrorKind.POLICY: "invalid_request_error",
+    ErrorKind.NOT_FOUND: "not_found_error",
+    ErrorKind.TOO_LARGE: "request_too_large",
+    ErrorKind.UPSTREAM_ERROR: "api_error",
+    ErrorKind.UPSTREAM_TIMEOUT: "timeout_error",
 }
 # Blocks in which the model calls a tool (client-side, server-side or on an MCP server).
 _CALL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from capsem_proxyd.errors import bad_request
+from capsem_proxyd.errors import ErrorCode, bad_request
 
 # Words of JSON Schema, which tool definitions and structured outputs embed: they are
 # field names of every API that takes a schema.
@@ -190,7 +190,7 @@ def refuse_double_spellings(value: Any, camel: dict[str, str]) -> None:
                 if twin is not None and twin in item:
                     raise bad_request(
                         f"The request gives the field '{twin}' twice, also as '{key}': send one spelling.",
-                        "duplicate_field",
+                        ErrorCode.DUPLICATE_FIELD,
                     )
             stack.extend(child for child in item.values() if isinstance(child, (dict, list)))
         elif isinstance(item, list):

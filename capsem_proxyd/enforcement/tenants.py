@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from capsem_proxyd.config import Settings
-from capsem_proxyd.enforcement.engine import PolicyEngine, ShadowRunner
+from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.enforcement.holdbacks import holdback_summary, stream_holdbacks
 from capsem_proxyd.enforcement.loader import PolicyConfigError, PolicySet, load_policy_set
+from capsem_proxyd.enforcement.shadow import ShadowRunner, ShadowTasks
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.enforcement.workers import PolicyWorkers, RemotePolicy, usable_cores
 from capsem_proxyd.errors import tenant_not_allowed
@@ -106,9 +107,17 @@ class TenantPolicies:
     Built whole from a ``PolicyConfig`` (one engine per policy set, the shadow
     runner shared) and swapped whole on reload; requests in flight keep the
     engine they started with.
+
+    ``shadow_tasks``: where shadow evaluations run (``shadow.open_shadow_tasks``,
+    owned by the process instance and shared by every configuration it
+    loads). A configuration with shadow policies needs it: built without one,
+    it raises ``ValueError`` rather than evaluate them on the client's path or
+    in tasks nobody owns.
     """
 
-    def __init__(self, config: PolicyConfig, settings: Settings, recorder: Recorder) -> None:
+    def __init__(
+        self, config: PolicyConfig, settings: Settings, recorder: Recorder, *, shadow_tasks: ShadowTasks | None = None
+    ) -> None:
         # One verdict cache for the configuration's engines (each keys its own entries); a reload builds
         # new TenantPolicies, so decisions made under the old policies are never reused.
         self.cache = VerdictCache(settings.verdict_cache_size)
@@ -121,7 +130,11 @@ class TenantPolicies:
             )
 
         self.config = config
-        shadow = ShadowRunner(engine_for(config.shadow, None)) if config.shadow is not None else None
+        shadow = None
+        if config.shadow is not None:
+            if shadow_tasks is None:
+                raise ValueError("shadow policies need shadow_tasks to run in (shadow.open_shadow_tasks())")
+            shadow = ShadowRunner(engine_for(config.shadow, None), shadow_tasks)
         self.default = engine_for(config.main, shadow)
         engines = {id(policy_set): engine_for(policy_set, shadow) for policy_set in config.profiles.values()}
         self.profiles: Mapping[str, PolicyEngine] = {

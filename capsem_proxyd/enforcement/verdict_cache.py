@@ -22,12 +22,17 @@ among even 10^12 entries at about 10^-15.
 is analysed again when another sends it, so nobody learns from a fast reply
 what someone else sent.
 
+**What an entry holds.** A policy's result on one piece as the decision step
+folds it (``combining.Combined``: the decision and the spans the policy
+reported), so that a piece taken from the cache folds in exactly as it did
+when it was decided.
+
 **Bounded.** An LRU of at most ``size`` entries (``--verdict-cache-size``;
 0 turns caching, and the splitting it pays for, off). An entry holds its key
-and a reference to a decision: an ALLOW is the policy's shared constant, a
-refusal its own small object; about 200 bytes each (measured in
-``tests/policy/test_verdict_cache.py``'s bound test), so the default 100,000 entries is
-about 20 MiB at most.
+and a reference to that result: an ALLOW is one shared object
+(``combining.decided``), a refusal its own small one; about 200 bytes each
+(measured in ``tests/policy/test_verdict_cache.py``'s bound test), so the
+default 100,000 entries is about 20 MiB at most.
 
 **Owned by the configuration.** ``TenantPolicies`` builds one per
 configuration and a reload builds a new one: decisions made under old
@@ -40,18 +45,18 @@ import os
 from collections import OrderedDict
 from hashlib import blake2b
 
-from capsem.models import Decision
+from capsem_proxyd.enforcement.combining import Combined
 
 DIGEST_SIZE = 16
 
 
 class VerdictCache:
-    """An LRU map from keyed digests to decisions; not thread-safe (the event loop's own)."""
+    """An LRU map from keyed digests to a piece's combined result; not thread-safe (the event loop's own)."""
 
     def __init__(self, size: int) -> None:
         self.size = max(0, size)
         self._secret = os.urandom(32)
-        self._entries: OrderedDict[bytes, Decision] = OrderedDict()
+        self._entries: OrderedDict[bytes, Combined] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,15 +72,15 @@ class VerdictCache:
         """The entry's key: who decided, where, for whom (``scope``), on what (``digest``)."""
         return blake2b(scope + digest, digest_size=DIGEST_SIZE, key=self._secret).digest()
 
-    def get(self, key: bytes) -> Decision | None:
-        decision = self._entries.get(key)
-        if decision is not None:
+    def get(self, key: bytes) -> Combined | None:
+        result = self._entries.get(key)
+        if result is not None:
             self._entries.move_to_end(key)
-        return decision
+        return result
 
-    def put(self, key: bytes, decision: Decision) -> None:
+    def put(self, key: bytes, result: Combined) -> None:
         entries = self._entries
-        entries[key] = decision
+        entries[key] = result
         entries.move_to_end(key)
         while len(entries) > self.size:
             entries.popitem(last=False)

@@ -27,6 +27,7 @@ from werkzeug.exceptions import HTTPException
 from capsem_proxyd._compat.quart import ShieldedLastSend
 from capsem_proxyd.config import Settings
 from capsem_proxyd.errors import (
+    ErrorKind,
     ProxyError,
     body_too_large,
     body_too_slow,
@@ -112,7 +113,7 @@ def _install_fallback(app: QuartTrio) -> None:
             return _error(body_too_slow(request.body_timeout))
         if status == 405:
             return _error(method_not_allowed(request.method, request.path))
-        return _error(ProxyError(status, "invalid_request", error.description or error.name))
+        return _error(ProxyError(status, ErrorKind.INVALID_REQUEST, error.description or error.name))
 
     @app.errorhandler(Exception)
     async def unexpected_error(error: Exception) -> Response:

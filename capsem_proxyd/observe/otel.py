@@ -52,6 +52,7 @@ from capsem_proxyd.exchange import NO_TENANT, Exchange
 from capsem_proxyd.observe.otel_export import SpanExport
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.observe.tracing import TraceExport, missing_otel
+from capsem_proxyd.verdicts import stricter
 
 try:
     from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
@@ -64,7 +65,6 @@ PROVIDER_NAMES = {"openai": "openai", "gemini": "gcp.gemini", "anthropic": "anth
 DECISION_EVENT = "capsem.policy_decision"
 # Client-chosen model names are cut here in names and attributes (a span is no place for 10 kB).
 MAX_MODEL_CHARS = 256
-_STRICTNESS = {"ALLOW": 0, "LOG": 1, "CONFIRM": 3, "CLARIFY": 3, "REPLAN": 3, "BLOCK": 4}
 _BROKEN_STREAMS = frozenset({"upstream_error", "incomplete"})
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -225,7 +225,8 @@ def _name(exchange: Exchange) -> str:
 
 
 def _stricter(first: str, second: str) -> str:
-    return first if first and _STRICTNESS.get(first, 4) >= _STRICTNESS.get(second, 4) else second
+    """As ``verdicts.stricter``; ``first`` empty: no verdict applied yet."""
+    return stricter(first, second) if first else second
 
 
 def _server(url: str) -> tuple[str, int]:

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any
 
-from capsem_proxyd.errors import ProxyError, bad_request
+from capsem_proxyd.errors import ErrorCode, ProxyError, bad_request
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -40,9 +40,9 @@ def parse_request_body(raw: bytes, content_type: str | None) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise bad_request(f"The request body is not UTF-8 (byte {error.start}).", "invalid_encoding") from None
+        raise bad_request(f"The request body is not UTF-8 (byte {error.start}).", ErrorCode.INVALID_ENCODING) from None
     if text.startswith("\ufeff"):
-        raise bad_request("The request body starts with a byte-order mark; send plain UTF-8 JSON.", "invalid_encoding")
+        raise bad_request("The request body starts with a byte-order mark; send plain UTF-8 JSON.", ErrorCode.INVALID_ENCODING)
     try:
         body = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants)
     except _Refused as refused:
@@ -66,7 +66,7 @@ def _check_charset(content_type: str | None) -> None:
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
             raise bad_request(
                 f"The request body's charset is {value.strip()!r}; capsem-proxyd reads (and providers expect) UTF-8.",
-                "unsupported_charset",
+                ErrorCode.UNSUPPORTED_CHARSET,
             )
 
 
@@ -77,7 +77,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
         raise _Refused(bad_request(
             f"The request body gives the key {duplicate[:64]!r} twice in one object; send each key once.",
-            "duplicate_key",
+            ErrorCode.DUPLICATE_KEY,
         ))
     return body
 
@@ -104,4 +104,4 @@ def _refuse_lone_surrogates(value: Any) -> None:
             try:
                 string.encode("utf-8")
             except UnicodeEncodeError:
-                raise bad_request("The request body has an unpaired UTF-16 surrogate escape.", "invalid_encoding") from None
+                raise bad_request("The request body has an unpaired UTF-16 surrogate escape.", ErrorCode.INVALID_ENCODING) from None

@@ -30,7 +30,7 @@ import orjson
 import trio
 
 from capsem_proxyd.dialects.base import Dialect
-from capsem_proxyd.enforcement.engine import PolicyEngine, stricter
+from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.enforcement.tenants import TenantPolicies
 from capsem_proxyd.errors import ProxyError, missing_key, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange, tenant_id_for
@@ -46,6 +46,7 @@ from capsem_proxyd.proxy.upstream import (
     request_headers,
     response_headers,
 )
+from capsem_proxyd.verdicts import stricter
 
 JSON_HEADERS = [("content-type", "application/json")]
 _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]|,")

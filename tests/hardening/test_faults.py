@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +22,9 @@ import pytest
 import trio
 
 from capsem_proxyd.config import Settings
-from capsem_proxyd.daemon import server
 from capsem_proxyd.daemon.instance import Instance
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import Proxy, in_thread
+from tests.support.proxy import Proxy, capture_instances, in_thread
 from tests.support.sdk import PROVIDERS, message_of, open_fds, sdk_call, sdk_errors, socket_details
 
 STREAM_TEXT = ["The first part arrives. ", "Then more words follow. ", "And the end comes. "] * 4
@@ -97,16 +95,7 @@ async def watched(
     monkeypatch: pytest.MonkeyPatch, start_proxy: Any, proxy_settings: Settings, fake: FakeUpstream
 ) -> AsyncIterator[tuple[Proxy, Ledger]]:
     """A proxy whose instance the test can see (to close the pool's idle connections), and its ledger."""
-    instances: list[Instance] = []
-    open_instance = server.open_instance
-
-    @asynccontextmanager
-    async def keep(*args: Any, **kwargs: Any) -> AsyncIterator[Instance]:
-        async with open_instance(*args, **kwargs) as instance:
-            instances.append(instance)
-            yield instance
-
-    monkeypatch.setattr(server, "open_instance", keep)
+    instances = capture_instances(monkeypatch)
     proxy = await start_proxy(proxy_settings, upstream_timeout=0.5)
     ledger = Ledger(fake, instances[-1])
     for provider in PROVIDERS:  # warm up: lazy imports, SDK threads, first connections

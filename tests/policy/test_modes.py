@@ -10,18 +10,18 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import trio
 from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason, Verdict
 from capsem.policies import Policy
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set
+from capsem_proxyd.enforcement.shadow import ShadowTasks, open_shadow_tasks
 from capsem_proxyd.enforcement.tenants import TenantPolicies, load_policy_config
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.views import RequestView
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
+from tests.support.proxy import OPENAI_KEY, Proxy, capture_instances, in_thread
 
 
 class ApprovalPolicy(Policy):
@@ -65,6 +65,18 @@ def chat_raw(proxy: Proxy, content: str) -> httpx.Response:
         headers={"authorization": f"Bearer {OPENAI_KEY}"},
         timeout=10,
     )
+
+
+@pytest.fixture
+def shadow_tasks(monkeypatch: pytest.MonkeyPatch) -> Callable[[], ShadowTasks]:
+    """The shadow tasks of the proxy a test starts next, to await their end (``wait_idle``)."""
+    instances = capture_instances(monkeypatch)
+
+    def tasks() -> ShadowTasks:
+        assert instances, "no proxy instance was opened"
+        return instances[-1].shadow_tasks
+
+    return tasks
 
 
 CUSTOM = 'class = "tests.policy.test_modes:ApprovalPolicy"\nmode = "enforce"\nphrase = "wire money"\n'
@@ -185,7 +197,7 @@ async def test_monitor_mode_lets_a_forbidden_prompt_through_and_records_it(
 
 async def test_shadow_policies_are_recorded_and_never_change_the_response(
     start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, shadow_tasks: Callable[[], ShadowTasks],
 ) -> None:
     main = write(tmp_path / "main", debug="")
     shadow = write(tmp_path / "shadow", rules='[on_model_call]\nblock = ["forbidden plan"]\n'
@@ -203,9 +215,7 @@ async def test_shadow_policies_are_recorded_and_never_change_the_response(
     def shadow_lines() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.shadow"]
 
-    with trio.fail_after(5):  # shadow runs in the background after the main decision
-        while len(shadow_lines()) < 2:
-            await trio.sleep(0.01)
+    await shadow_tasks().wait_idle()  # shadow runs in the background after the main decision
     request_id = response.headers["x-capsem-request-id"]
     assert any("Rules would have refused (BLOCK in on_model_call" in line and request_id in line for line in shadow_lines())
     assert any("Rules would have refused (BLOCK in on_model_response" in line for line in shadow_lines())
@@ -227,29 +237,36 @@ async def test_engine_tells_its_recorder_which_decisions_were_shadow_or_monitor(
         ) -> None:
             records.append((policy, decision.verdict.value, mode))
 
-    policies = TenantPolicies(load_policy_config(settings), settings, Listener())
     exchange = Exchange(request_id="req_1", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat")
-    outcome = await policies.for_tenant(exchange.tenant_id).check_request(exchange, RequestView(model="m", prompt="alpha beta"))
-    assert outcome == "LOG"  # monitor: would have blocked, let through
-    with trio.fail_after(5):
-        while len(records) < 2:
-            await trio.sleep(0.01)
-    assert records == [("Rules", "BLOCK", "monitor"), ("Rules", "CONFIRM", "shadow")]
-    assert policies.shadow is not None and policies.shadow.pending == 0
+    async with open_shadow_tasks() as tasks:
+        policies = TenantPolicies(load_policy_config(settings), settings, Listener(), shadow_tasks=tasks)
+        engine = policies.for_tenant(exchange.tenant_id)
+        outcome = await engine.check_request(exchange, RequestView(model="m", prompt="alpha beta"))
+        assert outcome == "LOG"  # monitor: would have blocked, let through
+        assert tasks.pending == 1  # the shadow evaluation runs after the decision, in the background
+        await tasks.wait_idle()
+        assert records == [("Rules", "BLOCK", "monitor"), ("Rules", "CONFIRM", "shadow")]
+        assert tasks.pending == 0 and tasks.dropped == 0
+
+
+def test_shadow_policies_need_somewhere_to_run(tmp_path: Path) -> None:
+    main = write(tmp_path / "main", debug="")
+    settings = Settings(policy_dir=str(main), shadow_policy_dir=str(write(tmp_path / "shadow", debug="")))
+    with pytest.raises(ValueError, match="shadow_tasks"):
+        TenantPolicies(load_policy_config(settings), settings, Recorder())
+    TenantPolicies(load_policy_config(Settings(policy_dir=str(main))), settings, Recorder())  # none: none needed
 
 
 async def test_failing_shadow_policy_never_affects_traffic(
     start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, shadow_tasks: Callable[[], ShadowTasks],
 ) -> None:
     shadow = write(tmp_path / "shadow", broken='class = "tests.policy.test_modes:ExplodingPolicy"\n')
     proxy = await start_proxy(proxy_settings, policy_dir=str(write(tmp_path / "main", debug="")),
                               shadow_policy_dir=str(shadow))
     response = await in_thread(chat_raw, proxy, "hello")
     assert response.status_code == 200
-    with trio.fail_after(5):
-        while not any(r.name == "capsem_proxyd.shadow" for r in caplog.records):
-            await trio.sleep(0.01)
+    await shadow_tasks().wait_idle()
     assert any("Exploding would have refused" in r.getMessage() for r in caplog.records if r.name == "capsem_proxyd.shadow")
 
 

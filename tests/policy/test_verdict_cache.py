@@ -17,6 +17,7 @@ from capsem.manager import SecurityManager
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from capsem_proxyd.enforcement.combining import decided
 from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.enforcement.loader import PolicySet
 from capsem_proxyd.enforcement.pieces import seams
@@ -190,11 +191,12 @@ def test_the_cache_stays_within_its_bound_under_a_stream_of_distinct_pieces() ->
     big = VerdictCache(20_000)
     from capsem.models import DEFAULT_SAFE_DECISION
 
+    allowed = decided(DEFAULT_SAFE_DECISION)  # what the engine stores for a piece a policy allowed
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         for number in range(20_000):
-            big.put(big.key(b"scope", big.digest(str(number))), DEFAULT_SAFE_DECISION)
+            big.put(big.key(b"scope", big.digest(str(number))), allowed)
         per_entry = (tracemalloc.get_traced_memory()[0] - before) / 20_000
     finally:
         tracemalloc.stop()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import trio
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.daemon import server
+from capsem_proxyd.daemon.instance import Instance
 
 OPENAI_KEY = "sk-test-openai-4f1c2a9b8e7d6c5b"
 GEMINI_KEY = "AIzaTestGeminiKey0123456789abcdefXYZ"
@@ -69,3 +72,19 @@ def split_at_refusal(raw: bytes) -> tuple[str, str]:
         event = text.rfind("\n\n", 0, start)
         start = event + 2 if event >= 0 else 0
     return text[:start], text[start:]
+
+
+def capture_instances(monkeypatch: Any) -> list[Instance]:
+    """The instances the proxies a test starts from now on open, in order (``server.open_instance``
+    wrapped), so a test can reach one's parts: its shadow tasks, its upstream pool."""
+    instances: list[Instance] = []
+    open_instance = server.open_instance
+
+    @asynccontextmanager
+    async def keep(*args: Any, **kwargs: Any) -> AsyncIterator[Instance]:
+        async with open_instance(*args, **kwargs) as instance:
+            instances.append(instance)
+            yield instance
+
+    monkeypatch.setattr(server, "open_instance", keep)
+    return instances

@@ -1,0 +1,92 @@
+"""The decision step as a fold: decisions in, the strictest of them (and the spans they report) out.
+
+Wherever several decisions meet — the pieces of a prompt under one policy,
+the policies of a hook — they are combined the same way: the strictest
+decision wins (``verdicts.py``; the first of equals, so a decision's id and
+details are the ones of the earliest piece or policy that reached that
+rank), the strictest verdict that still lets the content through is kept
+for the ``x-capsem-decision`` header, and the spans every decision reports
+are gathered.
+
+A span is where in the checked text a policy found what it objects to: what
+masking will replace in the forwarded body. Policies report none today (a
+CAPSEM ``Decision`` has no place for them), so every ``spans`` is empty;
+the fold carries them already so that the verdict cache, which stores a
+piece's ``Combined``, and the engine need no change when they come.
+
+``fold`` is pure and associative (``fold(fold(a, b), c)`` equals
+``fold(a, fold(fold(NOTHING, b), c))``), so a piece's result taken from the
+cache folds in exactly as the decision it was made from did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from capsem.models import DEFAULT_SAFE_DECISION, Decision
+
+from capsem_proxyd.verdicts import VerdictRank, rank, stricter
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """``[start, end)`` of the text a policy was asked about, and what it found there (``label``)."""
+
+    start: int
+    end: int
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    """What a fold has gathered so far.
+
+    ``decision``: the strictest decision folded in (None before the first);
+    ``verdict``: the strictest verdict of the decisions that let the content
+    through (a refusal does not count: it is ``decision``'s business);
+    ``spans``: every span reported, in the order folded.
+    """
+
+    decision: Decision | None = None
+    verdict: str = "ALLOW"
+    spans: tuple[Span, ...] = ()
+
+    @property
+    def rank(self) -> VerdictRank:
+        """The rank of ``decision``; ``ALLOW`` when there is none."""
+        return VerdictRank.ALLOW if self.decision is None else rank(self.decision.verdict.value)
+
+    @property
+    def refusal(self) -> Decision | None:
+        """The strictest decision when it refuses (``VerdictRank.refuses``), else None."""
+        return self.decision if self.decision is not None and self.rank.refuses else None
+
+
+NOTHING = Combined()
+
+
+def decided(decision: Decision, spans: tuple[Span, ...] = ()) -> Combined:
+    """One decision as a fold's result: what the verdict cache stores for a piece.
+
+    CAPSEM's shared ALLOW constant gets one shared result, so an entry of the
+    cache costs no more than the decision it holds."""
+    if decision is DEFAULT_SAFE_DECISION and not spans:
+        return _SAFE
+    verdict = decision.verdict.value
+    return Combined(decision, "ALLOW" if rank(verdict).refuses else verdict, spans)
+
+
+def fold(acc: Combined, step: Decision | Combined) -> Combined:
+    """``acc`` with one more decision, or with another fold's result (a cached piece's, a policy's)."""
+    if not isinstance(step, Combined):
+        step = decided(step)
+    strictest = step.decision if step.decision is not None and replaces(acc, step.decision) else acc.decision
+    return Combined(strictest, stricter(acc.verdict, step.verdict), acc.spans + step.spans if step.spans else acc.spans)
+
+
+def replaces(acc: Combined, decision: Decision) -> bool:
+    """Whether folding ``decision`` into ``acc`` makes it the strictest: the first, or strictly stricter."""
+    return acc.decision is None or rank(decision.verdict.value) > acc.rank
+
+
+_SAFE = Combined(DEFAULT_SAFE_DECISION)

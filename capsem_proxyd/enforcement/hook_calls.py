@@ -1,0 +1,113 @@
+"""Views as CAPSEM hook calls: which hook, with which arguments, about what.
+
+The dialects read a request or a reply into provider-neutral views
+(``views.py``); CAPSEM policies are asked through their hooks
+(``on_model_call``, ``on_tool_call``, ``on_tool_response``,
+``on_model_response``) with CAPSEM's own types. A ``HookCall`` is one such
+question, built once and put to every policy: the engine decides which
+policies are asked and how their answers combine, this module only what
+they are asked.
+
+Tool definitions and tool calls become CAPSEM ``Tool`` objects without
+validation (``capsem_tool``): a client may send any JSON Schema, and an odd
+one must be checked, not crash the check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from capsem.models import Decision, Media
+from capsem.policies import Policy
+from capsem.tools import Schema, Tool
+from pydantic import ValidationError
+
+from capsem_proxyd.views import MediaPart, RequestView, ToolCall, ToolDefinition, ToolResult
+
+# A hook call on one policy: the engine decides which policies, the caller what they are asked.
+Invoke = Callable[[Policy], Awaitable[Decision]]
+_NO_SCHEMA = Schema.model_construct()
+
+
+@dataclass(frozen=True, slots=True)
+class HookCall:
+    """One question put to every policy: ``hook`` with ``args``; ``what`` names the content in a
+    refusal's message; ``identity`` (when the content is one piece the verdict cache may remember
+    whole) computes the text it is known by, only when a cache asks."""
+
+    hook: str
+    what: str
+    args: tuple[Any, ...]
+    identity: Callable[[], str] | None = None
+
+    def invoke(self, policy: Policy) -> Awaitable[Decision]:
+        """The call on ``policy`` (an ``Invoke``)."""
+        return getattr(policy, self.hook)(*self.args)
+
+
+def asking(hook: str, args: tuple[Any, ...]) -> Invoke:
+    """The call of ``hook`` with ``args`` on whichever policy is asked (one piece of a split view)."""
+    return HookCall(hook, "", args).invoke
+
+
+def capsem_tool(name: str, description: str = "", parameters: Any = None) -> Tool:
+    """A CAPSEM ``Tool`` from whatever the client sent, never failing on odd schemas."""
+    schema = _NO_SCHEMA
+    if isinstance(parameters, dict) and parameters:
+        try:
+            schema = Schema.model_validate(parameters)
+        except ValidationError:
+            schema = _NO_SCHEMA
+    return Tool.model_construct(
+        name=name or "unknown",
+        description=description or "No description provided",
+        parameters=schema,
+        returns=None,
+        version=None,
+        tags=None,
+    )
+
+
+def capsem_media(parts: list[MediaPart] | None) -> list[Media]:
+    """The view's media as CAPSEM ``Media``."""
+    return [Media(content=part.data, mime_type=part.mime_type) for part in parts or ()]
+
+
+def tool_response(rid: str, agent: Any, result: ToolResult) -> HookCall:
+    """``on_tool_response`` for a tool result the client sends back; one piece, known by name and content."""
+    response = {"content": result.content}
+    return HookCall(
+        "on_tool_response", f"Tool result for '{result.name}'", (rid, agent, capsem_tool(result.name), response),
+        identity=lambda: f"{result.name}\0{result.content}",
+    )
+
+
+def model_call(rid: str, agent: Any, view: RequestView, media: list[Media]) -> HookCall:
+    """``on_model_call`` for the prompt (system instructions, prompt text, media); split by ``pieces.prompt_split``."""
+    return HookCall("on_model_call", "Prompt", (rid, agent, view.model, view.system, view.prompt, media))
+
+
+def tool_definition(rid: str, agent: Any, definition: ToolDefinition) -> HookCall:
+    """A definition is checked as a call whose arguments are all the definition's other content
+    (schema descriptions and property names, a grammar, an MCP server's description...)."""
+    tool = capsem_tool(definition.name, definition.description, definition.parameters)
+    arguments = {"definition": definition.content} if definition.content else {}
+
+    def identity() -> str:
+        whole = [definition.name, definition.description, definition.parameters, definition.content]
+        return orjson.dumps(whole, default=str, option=orjson.OPT_SORT_KEYS).decode()
+
+    return HookCall("on_tool_call", f"Tool definition '{definition.name}'", (rid, agent, tool, arguments), identity)
+
+
+def tool_call(rid: str, agent: Any, call: ToolCall) -> HookCall:
+    """``on_tool_call`` for a call the model makes."""
+    return HookCall("on_tool_call", f"Tool call '{call.name}'", (rid, agent, capsem_tool(call.name), call.arguments))
+
+
+def model_response(rid: str, agent: Any, text: str, thoughts: str, media: list[MediaPart] | None) -> HookCall:
+    """``on_model_response`` for a reply's text, thoughts and media."""
+    return HookCall("on_model_response", "Model response", (rid, agent, text, thoughts, capsem_media(media)))

@@ -1,0 +1,172 @@
+"""A splittable policy's decision on a hook, from its decisions on the pieces (``pieces.py``).
+
+One walk for every policy::
+
+    whole-request checks first (``whole_prompt_decision``: a refusal there ends it)
+    find what the cache lacks
+    ask the policy for it, in order: in batches when it has ``decide_many``
+        (a policy in a worker process), else one by one; stop at the first BLOCK
+    fold the pieces in order, up to the first BLOCK (``combining.fold``)
+
+Pieces after a BLOCK (cached or not) are not asked: they could not make the
+decision stricter, and the first BLOCK is the one reported. The deadline
+covers all the pieces, as it covered the whole view. A failure (a raise, a
+timeout, no decision) refuses under the policy's name and is never cached;
+every genuine decision is. A refusal taken from the cache gets a fresh
+decision id, so that each refused request has its own to trace.
+
+``CacheUse`` tells the recorders how many pieces the decision took, how many
+of them came from the cache, and whether the decision itself did (for an
+ALLOW: whether every piece's did).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+from capsem.models import DEFAULT_SAFE_DECISION, Decision
+from capsem.policies import Policy
+
+from capsem_proxyd.enforcement.calling import PolicyCaller
+from capsem_proxyd.enforcement.combining import NOTHING, Combined, decided, fold, replaces
+from capsem_proxyd.enforcement.hook_calls import asking
+from capsem_proxyd.enforcement.pieces import Split, batches
+from capsem_proxyd.enforcement.verdict_cache import VerdictCache
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.observe.recorders import CacheUse
+from capsem_proxyd.verdicts import VerdictRank, rank
+
+# Asks the policy about some of the pieces (their numbers): its decisions, in order, possibly fewer
+# than asked when it stopped at a BLOCK. Raises ``_Failed`` when the policy failed.
+_Ask = Callable[[list[int]], Awaitable[list[Decision]]]
+
+
+class _Failed(Exception):
+    """The policy failed on these pieces; ``decision`` is what it has decided (``calling.py``)."""
+
+    def __init__(self, decision: Decision, numbers: list[int]) -> None:
+        super().__init__(decision.details)
+        self.decision = decision
+        self.numbers = numbers
+
+
+@dataclass(slots=True)
+class _Walk:
+    """The fold over pieces, with what the recorders are told."""
+
+    combined: Combined = NOTHING
+    pieces: int = 0
+    hits: int = 0
+    from_cache: bool = False  # the strictest decision so far came from the cache
+
+    def add(self, result: Combined, cached: bool) -> None:
+        assert result.decision is not None
+        if replaces(self.combined, result.decision):
+            self.from_cache = cached
+        self.combined = fold(self.combined, result)
+        self.pieces += 1
+        self.hits += cached
+
+
+async def decide_pieces(
+    caller: PolicyCaller, cache: VerdictCache, scope: bytes, exchange: Exchange, hook: str, policy: Policy,
+    split: Split,
+) -> tuple[Combined, CacheUse]:
+    """``policy``'s result on ``hook`` over ``split``'s pieces; ``scope`` keys its entries in ``cache``
+    (the engine's salt, the policy's place, the hook, the tenant)."""
+    walk = _Walk()
+    if split.whole is not None:
+        whole = split.whole(policy)
+        if whole is not None:
+            if rank(whole.verdict.value).refuses:  # refused as a whole: its pieces are not asked (nor cached)
+                return decided(whole), CacheUse(pieces=0, hits=0, cached=False)
+            walk.combined = decided(whole)
+    keys = [cache.key(scope, piece.digest) for piece in split.pieces]
+    found = [cache.get(key) for key in keys]
+    fresh: set[int] = set()
+    ask = _asker(caller, exchange, hook, policy, split)
+    with caller.deadline(policy, hook) as deadline:
+        try:
+            for numbers in _groups(policy, split, _worth_asking(found)):
+                decisions = await ask(numbers)
+                for number, decision in zip(numbers, decisions):
+                    found[number] = result = decided(decision)
+                    cache.put(keys[number], result)
+                    fresh.add(number)
+                if len(decisions) < len(numbers) or any(_blocks(decision) for decision in decisions):
+                    break  # it stopped at a BLOCK: what it did not decide is not needed
+        except _Failed as failure:
+            _fold(walk, found, fresh, stop=min(failure.numbers))
+            use = CacheUse(pieces=walk.pieces + len(failure.numbers), hits=walk.hits, cached=False)
+            return decided(failure.decision), use
+    _fold(walk, found, fresh)
+    if deadline.cancelled_caught:
+        return decided(caller.timed_out(exchange, hook, policy, walk.pieces)), CacheUse(walk.pieces, walk.hits, False)
+    return _result(walk)
+
+
+def _worth_asking(found: list[Combined | None]) -> list[int]:
+    """The pieces the cache lacks, up to the first cached BLOCK (nothing after it can be stricter)."""
+    wanted = []
+    for number, result in enumerate(found):
+        if result is None:
+            wanted.append(number)
+        elif result.rank == VerdictRank.BLOCK:
+            break
+    return wanted
+
+
+def _groups(policy: Policy, split: Split, wanted: list[int]) -> list[list[int]]:
+    """How the wanted pieces are asked: in batches of about ``BATCH_CHARS`` for a policy that takes
+    them (``decide_many``), else one by one."""
+    if not callable(getattr(policy, "decide_many", None)):
+        return [[number] for number in wanted]
+    return [wanted[start:stop] for start, stop in batches([split.pieces[number].size for number in wanted])]
+
+
+def _asker(caller: PolicyCaller, exchange: Exchange, hook: str, policy: Policy, split: Split) -> _Ask:
+    batch: Any = getattr(policy, "decide_many", None)
+
+    async def in_batches(numbers: list[int]) -> list[Decision]:
+        try:
+            decisions: list[Decision] = await batch(hook, [split.pieces[number].args for number in numbers])
+        except Exception as error:  # noqa: BLE001 - fail closed, as for a single call
+            raise _Failed(caller.failed(exchange, hook, policy, error), numbers) from None
+        return decisions
+
+    async def one_by_one(numbers: list[int]) -> list[Decision]:
+        (number,) = numbers
+        decision, genuine = await caller.call(exchange, hook, policy, asking(hook, split.pieces[number].args))
+        if not genuine:
+            raise _Failed(decision, numbers)
+        return [decision]
+
+    return in_batches if callable(batch) else one_by_one
+
+
+def _fold(walk: _Walk, found: list[Combined | None], fresh: set[int], stop: int | None = None) -> None:
+    """Fold the decided pieces in order into ``walk``: up to ``stop``, the first undecided piece or the first BLOCK."""
+    for number, result in enumerate(found[:stop]):
+        if result is None:
+            return
+        walk.add(result, cached=number not in fresh)
+        if result.rank == VerdictRank.BLOCK:
+            return
+
+
+def _result(walk: _Walk) -> tuple[Combined, CacheUse]:
+    combined = walk.combined
+    if combined.decision is None:  # no pieces, no whole-request check
+        return decided(DEFAULT_SAFE_DECISION), CacheUse(pieces=0, hits=0, cached=False)
+    if combined.rank > VerdictRank.ALLOW and walk.from_cache:  # one decision id per use
+        fresh_id = combined.decision.model_copy(update={"id": uuid4().hex[:12]})
+        combined = Combined(fresh_id, combined.verdict, combined.spans)
+    cached = walk.from_cache if combined.rank > VerdictRank.ALLOW else walk.hits == walk.pieces
+    return combined, CacheUse(pieces=walk.pieces, hits=walk.hits, cached=cached)
+
+
+def _blocks(decision: Decision) -> bool:
+    return rank(decision.verdict.value) == VerdictRank.BLOCK
