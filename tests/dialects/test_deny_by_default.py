@@ -167,9 +167,9 @@ async def _pump(dialect: Dialect, sent: bytes) -> bytes:
     exchange = Exchange(request_id="req_p", started=0.0, tenant_id="t", provider=dialect.provider,
                         endpoint=dialect.endpoint)
     pump = StreamPump(exchange, dialect, ENGINE, httpx.Response(200, content=upstream()), SSEDecoder(),
-                      {"alt": "sse"}, StreamSettings(idle_timeout=5))
+                      StreamSettings(idle_timeout=5))
     out = []
-    async with pump:
-        async for chunk in pump:
+    async with pump.open() as chunks:
+        async for chunk in chunks:
             out.append(chunk)
     return b"".join(out)

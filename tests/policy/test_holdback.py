@@ -74,10 +74,10 @@ async def _stream_through(pieces: list[str], policy_engine: object) -> tuple[lis
 
     exchange = Exchange(request_id="req_h", started=0.0, tenant_id="t", provider="openai", endpoint="chat")
     pump = StreamPump(exchange, OpenAIChatDialect(), policy_engine, httpx.Response(200, content=upstream()),  # type: ignore[arg-type]
-                      SSEDecoder(), {}, StreamSettings(idle_timeout=5))
+                      SSEDecoder(), StreamSettings(idle_timeout=5))
     texts, raw = [], b""
-    async with pump:
-        async for chunk in pump:
+    async with pump.open() as chunks:
+        async for chunk in chunks:
             raw += chunk
             for event in SSEDecoder().feed(chunk):
                 if event.data.startswith("{") and "choices" in event.data:

@@ -40,11 +40,11 @@ async def run(tmp_path: Path, reads: list[bytes]) -> tuple[list[bytes], list[boo
 
     exchange = Exchange(request_id="req_test", started=0.0, tenant_id=TENANT, provider="openai", endpoint="responses")
     pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(), httpx.Response(200, content=upstream()), SSEDecoder(),
-                      {}, StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
+                      StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
     writes: list[bytes] = []
     usable: list[bool | None] = []
-    async with pump:
-        async for data in pump:
+    async with pump.open() as chunks:
+        async for data in chunks:
             writes.append(data)
             usable.append(await stored.store.usable(TENANT, RESPONSE_ID))
     return writes, usable, stored
@@ -67,7 +67,8 @@ async def test_a_block_after_the_completion_went_out_withdraws_the_id(tmp_path: 
              event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" capsem_block")]
     writes, usable, stored = await run(tmp_path, reads)
     assert any(b"response.completed" in data for data in writes) and b"event: error" in writes[-1]
-    assert True in usable  # it was delivered...
+    completing = next(index for index, data in enumerate(writes) if b"response.completed" in data)
+    assert usable[completing] is True  # it was delivered...
     assert await stored.store.usable(TENANT, RESPONSE_ID) is False  # ...and then withdrawn
     await stored.store.aclose()
 
