@@ -24,10 +24,11 @@ from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.framing import SSEDecoder
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.enforcement.holdbacks import channel_matchers
 from capsem_proxyd.enforcement.loader import load_policy_set
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policies.debug import DebugPolicy
-from capsem_proxyd.policies.holdback import LiteralTerms, Visible, regex_width
+from capsem_proxyd.policies.holdback import Fixed, LiteralTerms, Visible, regex_width
 from capsem_proxyd.policies.normalize import fold
 from capsem_proxyd.policies.rules import RulesPolicy
 from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
@@ -159,3 +160,28 @@ def test_policies_command_names_the_effective_holdback(tmp_path: Path, rules: st
     result = run_capsem_proxyd("policies", "--policy-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert f"stream hold-back: {says}" in result.stdout
+
+
+@given(pieces=st.lists(st.text(alphabet="abcsemop_lk \u200b", max_size=12), min_size=1, max_size=8),
+       regex_width=st.integers(0, 20))
+def test_a_channel_matcher_fed_in_pieces_holds_what_the_engine_held_on_the_whole_text(
+    pieces: list[str], regex_width: int,
+) -> None:
+    """The matcher interface keeps today's hold-back exactly: ``pending`` is the text's length minus the
+    most any declaration holds on the whole text so far (None when nothing is held), and it finds nothing."""
+    holdbacks = [("Debug", LiteralTerms(["capsem_block"])), ("Rules", Visible(regex_width)), ("Other", Fixed(3))]
+    matcher = channel_matchers(holdbacks)()
+    text = ""
+    for piece in pieces:
+        text += piece
+        scan = matcher.feed(piece)
+        held = max(holdback.held(text) for _, holdback in holdbacks) if text else 0
+        assert scan.pending == (len(text) - held if held else None)
+        assert scan.findings == ()
+
+
+def test_a_policy_set_that_checks_no_reply_holds_nothing() -> None:
+    matcher = channel_matchers([])()
+    assert matcher.feed("plain capsem_").pending is None
+    debug = channel_matchers([("Debug", LiteralTerms(["capsem_block"]))])()
+    assert debug.feed("plain ").pending is None and debug.feed("capsem_").pending == len("plain ")
