@@ -52,6 +52,7 @@ from capsem_proxyd.exchange import NO_TENANT, Exchange
 from capsem_proxyd.observe.otel_export import SpanExport
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.observe.tracing import TraceExport, missing_otel
+from capsem_proxyd.outcomes import StreamOutcome
 
 try:
     from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
@@ -65,7 +66,9 @@ DECISION_EVENT = "capsem.policy_decision"
 # Client-chosen model names are cut here in names and attributes (a span is no place for 10 kB).
 MAX_MODEL_CHARS = 256
 _STRICTNESS = {"ALLOW": 0, "LOG": 1, "CONFIRM": 3, "CLARIFY": 3, "REPLAN": 3, "BLOCK": 4}
-_BROKEN_STREAMS = frozenset({"upstream_error", "incomplete"})
+_BROKEN_STREAMS = frozenset(
+    {StreamOutcome.UPSTREAM_ERROR, StreamOutcome.INTERNAL_ERROR, StreamOutcome.INCOMPLETE}
+)
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 

@@ -173,16 +173,17 @@ class _Pending:
 
 @dataclass(slots=True)
 class Release:
-    """Events that passed, in order, and the edits to make in them (``edits[i]`` for ``events[i]``)."""
+    """Events that passed, in order, and the edits to make in them (``edits[i]`` for ``events[i]``;
+    an empty list: no edit in any)."""
 
     events: list[bytes]
-    edits: list[tuple[Edit, ...]]
+    edits: list[tuple[Edit, ...]] = field(default_factory=list)
     completes_stored: bool = False  # carries the event that completes a stored reply
     ends_reply: bool = False  # carries the event that ends the reply
 
     def data(self) -> bytes:
         """The bytes to write: the events as the upstream sent them, edited where an edit says."""
-        if any(self.edits):
+        if self.edits:
             return b"".join(apply_edits(raw, edits) for raw, edits in zip(self.events, self.edits))
         return self.events[0] if len(self.events) == 1 else b"".join(self.events)
 
@@ -254,9 +255,11 @@ class StreamRelease:
         checks: list[Check] = []
         if view.content:
             checks.append(TextCheck(None, "\n".join(view.content), ""))
-        ends = [self._grow(choice, False, delta) for choice, delta in view.text]
-        if view.thoughts:
-            ends += [self._grow(choice, True, delta) for choice, delta in view.thoughts]
+        ends = []
+        for choice, delta in view.text:
+            ends.append(self._grow(choice, False, delta))
+        for choice, delta in view.thoughts:
+            ends.append(self._grow(choice, True, delta))
         keys = self._add_fragments(view.tool_fragments) if view.tool_fragments else ()
         final = False
         if self.keeps_stored and view.stored_id:
@@ -314,26 +317,39 @@ class StreamRelease:
                 channel.releasable = channel.checked
             self._flush = self._finished
         pending = self._pending
-        events: list[bytes] = []
+        events: list[bytes] | None = None  # allocated once something goes: most calls release nothing
         edits: list[tuple[Edit, ...]] = []
         completes_stored = ends_reply = False
         while pending:
             head = pending[0]
-            if any(end > channel.releasable for channel, end in head.text_ends):
-                break
-            if head.tool_keys and not all(self._calls[key].checked for key in head.tool_keys):
+            if not self._releasable(head):
                 break
             if head.text_ends:
                 self._text_released = True
             completes_stored = completes_stored or head.final
             ends_reply = ends_reply or head.ends_reply
             pending.popleft()
+            if events is None:
+                events = []
+            if head.edits and not edits:
+                edits = [()] * len(events)
             events.append(head.raw)
-            edits.append(head.edits)
-        if not events:
+            if edits:
+                edits.append(head.edits)
+        if events is None:
             return None
         self.started = True
         return Release(events, edits, completes_stored, ends_reply)
+
+    def _releasable(self, head: _Pending) -> bool:
+        """Each channel's text of ``head`` is releasable, and each call it carries is checked."""
+        for channel, end in head.text_ends:
+            if end > channel.releasable:
+                return False
+        if head.tool_keys:
+            calls = self._calls
+            return all(calls[key].checked for key in head.tool_keys)
+        return True
 
     # -- rules ---------------------------------------------------------------
 
@@ -393,13 +409,18 @@ class StreamRelease:
     def _text_checks(self, every_choice: bool = False) -> list[Check]:
         """One check per choice with unchecked text (``every_choice``: per choice), on all its text and
         thoughts so far."""
-        choices = dict.fromkeys(
-            channel.choice for channel in self._channels.values() if every_choice or channel.length > channel.checked
-        )
+        channels = self._channels
+        choices: dict[Any, None] = {}
+        for channel in channels.values():
+            if every_choice or channel.length > channel.checked:
+                choices[channel.choice] = None
         checks: list[Check] = []
         for choice in choices:
-            text = self._channels.get((choice, False))
-            thoughts = self._channels.get((choice, True))
+            text = channels.get((choice, False))
+            thoughts = channels.get((choice, True))
+            if thoughts is None and text is not None:
+                checks.append(TextCheck(choice, text.whole(), "", ((text, text.length),)))
+                continue
             covers = tuple((channel, channel.length) for channel in (text, thoughts) if channel is not None)
             checks.append(TextCheck(
                 choice, text.whole() if text is not None else "", thoughts.whole() if thoughts is not None else "",

@@ -329,7 +329,9 @@ class StreamPump:
         release = self.core.release()
         if release is None:
             return False
-        self._collect(release, out)
+        out.append(release.data())
+        if release.completes_stored or release.ends_reply:
+            self._marks(release)
         if self._first_written:
             return False
         self._first_written = True
@@ -358,15 +360,21 @@ class StreamPump:
         """The checks the core asked for, in order; a refusal raises ``ProxyError`` and ends the stream."""
         for check in checks:
             if isinstance(check, TextCheck):
-                begun = time.perf_counter()
+                begun = time.monotonic()
                 await self.engine.check_model_response(self.exchange, check.text, check.thoughts)
-                self.core.checked(check, time.perf_counter() - begun, time.monotonic())
+                now = time.monotonic()
+                self.core.checked(check, now - begun, now)
             else:
                 await self.engine.check_tool_call(self.exchange, check.call)
                 self.core.checked(check)
 
     def _collect(self, release: Release, out: list[bytes]) -> None:
         out.append(release.data())
+        if release.completes_stored or release.ends_reply:
+            self._marks(release)
+
+    def _marks(self, release: Release) -> None:
+        """What goes out next carries the event completing the stored reply, or the one ending the reply."""
         self._completes_stored = self._completes_stored or release.completes_stored
         self._ends_reply = self._ends_reply or release.ends_reply
 
