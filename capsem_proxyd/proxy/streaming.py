@@ -246,18 +246,25 @@ class StreamPump:
         return None
 
     async def _pump_events(self, send: trio.MemorySendChannel[_Batch]) -> None:
-        chunks = self.response.aiter_bytes()
+        async with aclosing(self.response.aiter_bytes()) as chunks:
+            await self._frame(chunks, send)
+        events = self.decoder.close()
+        if events:
+            await send.send(events)
+
+    async def _frame(self, chunks: AsyncIterator[bytes], send: trio.MemorySendChannel[_Batch]) -> None:
+        """Each upstream read's events, one batch per read; the idle timeout and the byte budget enforced."""
         idle = self.settings.idle_timeout
         budget = self.settings.max_bytes
         while True:
             try:
                 if idle:
                     with trio.fail_after(idle):
-                        chunk = await chunks.__anext__()
+                        chunk = await anext(chunks)
                 else:
-                    chunk = await chunks.__anext__()
+                    chunk = await anext(chunks)
             except StopAsyncIteration:
-                break
+                return
             if budget is not None:
                 budget -= len(chunk)
                 if budget < 0:
@@ -265,9 +272,6 @@ class StreamPump:
             events = self.decoder.feed(chunk)
             if events:
                 await send.send(events)
-        events = self.decoder.close()
-        if events:
-            await send.send(events)
 
     # -- client side ---------------------------------------------------------
 

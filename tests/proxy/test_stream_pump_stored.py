@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import trio
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.dialects.framing import SSEDecoder
@@ -78,4 +79,25 @@ async def test_a_stream_that_never_completes_records_nothing(tmp_path: Path) -> 
              event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="and then")]
     _, usable, stored = await run(tmp_path, reads)
     assert usable[-1] is None
+    await stored.store.aclose()
+
+
+async def test_a_client_that_leaves_mid_stream_has_the_id_withdrawn(tmp_path: Path) -> None:
+    """The clean-up runs in a ``finally``: a hang-up (the server cancels the client's task) withdraws it too."""
+    stored = StoredContent(Settings(state_dir=str(tmp_path)), open_store(Settings(state_dir=str(tmp_path))), Recorder())
+
+    async def upstream() -> AsyncIterator[bytes]:
+        yield lifecycle("response.created", "in_progress")
+        yield event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine so far.")
+        await trio.sleep_forever()
+
+    exchange = Exchange(request_id="req_test", started=0.0, tenant_id=TENANT, provider="openai", endpoint="responses")
+    pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(), httpx.Response(200, content=upstream()), SSEDecoder(),
+                      StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
+    with trio.fail_after(5), trio.CancelScope() as client:
+        async with pump.open() as chunks:
+            async for data in chunks:
+                if b"All fine" in data:
+                    client.cancel()  # the client hangs up
+    assert await stored.store.usable(TENANT, RESPONSE_ID) is False  # withdrawn: never admitted later
     await stored.store.aclose()
