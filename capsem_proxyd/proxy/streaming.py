@@ -38,6 +38,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 import trio
@@ -246,7 +247,8 @@ class StreamPump:
         return None
 
     async def _pump_events(self, send: trio.MemorySendChannel[_Batch]) -> None:
-        async with aclosing(self.response.aiter_bytes()) as chunks:
+        # httpx types ``aiter_bytes`` as an iterator; it is an async generator, closed here, not left to the GC.
+        async with aclosing(cast(AsyncGenerator[bytes, None], self.response.aiter_bytes())) as chunks:
             await self._frame(chunks, send)
         events = self.decoder.close()
         if events:
