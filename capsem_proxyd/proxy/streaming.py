@@ -312,10 +312,10 @@ class StreamPump:
             final = self._cut(internal_error())
         finally:
             await self._settle_stored()
-        # Events of the batch released before a block or failure did pass their checks.
+        # Events of the batch released before a block or failure did pass their checks. A stored reply
+        # among them was settled above: recorded if the stream completed, withdrawn otherwise.
         if out:
-            yield await self._write(out)
-            self._written()
+            yield b"".join(out)
         if final:
             yield final
 

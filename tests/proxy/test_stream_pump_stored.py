@@ -101,3 +101,16 @@ async def test_a_client_that_leaves_mid_stream_has_the_id_withdrawn(tmp_path: Pa
                     client.cancel()  # the client hangs up
     assert await stored.store.usable(TENANT, RESPONSE_ID) is False  # withdrawn: never admitted later
     await stored.store.aclose()
+
+
+async def test_a_block_in_the_same_read_as_the_completion_leaves_the_id_withdrawn(tmp_path: Path) -> None:
+    """The completion passed its checks and goes out with the block's batch, but the stream was blocked:
+    the id is withdrawn and stays so (writing the batch's passed events records nothing)."""
+    reads = [lifecycle("response.created", "in_progress"),
+             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine.")
+             + lifecycle("response.completed", "completed")
+             + event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" capsem_block")]
+    writes, _, stored = await run(tmp_path, reads)
+    assert b"response.completed" in b"".join(writes) and b"event: error" in writes[-1]
+    assert await stored.store.usable(TENANT, RESPONSE_ID) is False
+    await stored.store.aclose()
