@@ -8,11 +8,13 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsem_proxyd.dialects.framing import SSEDecoder, StreamEvent
+from capsem_proxyd.dialects.framing import JSONArrayDecoder, SSEDecoder, StreamEvent
+from capsem_proxyd.dialects.gemini import GeminiDialect
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.outcomes import StreamOutcome
@@ -205,3 +207,22 @@ async def test_an_event_the_dialect_cannot_read_ends_the_stream_as_an_internal_e
 async def _chunks(pieces: list[bytes]) -> AsyncIterator[bytes]:
     for piece in pieces:
         yield piece
+
+
+@pytest.mark.parametrize(("decoder", "upstream", "ending"), [
+    (SSEDecoder, b'data: {"candidates": [{"content": {"parts": [{"text": "say capsem_block"}]}}]}\r\n\r\n', b"\r\n"),
+    (JSONArrayDecoder, b'[{"candidates": [{"content": {"parts": [{"text": "say capsem_block"}]}}]}', b"]"),
+])
+async def test_gemini_frames_its_final_error_by_the_replys_own_media_type(
+    decoder: type[SSEDecoder | JSONArrayDecoder], upstream: bytes, ending: bytes,
+) -> None:
+    """No query is rewritten to choose the framing: the decoder the reply's content type chose says it."""
+    response = httpx.Response(200, content=_chunks([upstream]))
+    exchange = Exchange(request_id="req_g", started=0.0, tenant_id="t", provider="gemini", endpoint="generateContent")
+    pump = StreamPump(exchange, GeminiDialect(), ENGINE, response, decoder(), StreamSettings(idle_timeout=5))
+    with trio.fail_after(5):
+        writes = await _run(pump)
+    final = writes[-1]
+    assert pump.outcome is StreamOutcome.BLOCKED and final.endswith(ending)
+    body = final.removeprefix(b"[").removesuffix(b"]") if decoder is JSONArrayDecoder else final
+    assert json.loads(body)["error"]["code"] == 400  # INVALID_ARGUMENT, what the Gemini SDKs raise on
