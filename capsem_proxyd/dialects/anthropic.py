@@ -183,7 +183,7 @@ class AnthropicMessagesDialect(Dialect):
     def error_body(self, error: ProxyError) -> dict[str, Any]:
         return anthropic_error_body(error)
 
-    def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
+    def stream_error(self, error: ProxyError, started: bool, media_type: str) -> bytes:
         """``event: error``: the SDKs raise on it while iterating (Claude Code reads ``details.error_code`` too)."""
         return encode_sse(anthropic_error_body(error), event="error")
 

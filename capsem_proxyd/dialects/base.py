@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 from capsem_proxyd.dialects.content import Paths, Surface
-from capsem_proxyd.dialects.framing import SSEDecoder, StreamEvent, encode_sse
+from capsem_proxyd.dialects.framing import SSEDecoder, StreamDecoder, StreamEvent, encode_sse
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StoredReference, StreamView, Usage
 
@@ -69,7 +69,7 @@ class Dialect(ABC):
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return body.get("stream") is True
 
-    def stream_decoder(self, query: Mapping[str, str], content_type: str = "") -> Any:
+    def stream_decoder(self, content_type: str) -> StreamDecoder | None:
         """The decoder for a streamed reply of ``content_type`` (None: not a stream of this API).
 
         The reply's own content type decides, never the request: an SSE decoder
@@ -77,8 +77,9 @@ class Dialect(ABC):
         """
         return SSEDecoder() if content_type.startswith("text/event-stream") else None
 
-    def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
-        """The final event that ends a stream cut by the proxy."""
+    def stream_error(self, error: ProxyError, started: bool, media_type: str) -> bytes:
+        """The final event that ends a stream cut by the proxy, framed for the reply's ``media_type``
+        (the decoder's: ``StreamDecoder.media_type``); ``started``: an event already went out."""
         return encode_sse(self.error_body(error))
 
     def references(self, body: dict[str, Any]) -> list[StoredReference]:
@@ -193,10 +194,6 @@ def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def as_str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
@@ -242,26 +239,6 @@ def unescape_json(text: str) -> str:
         return _SIMPLE_ESCAPES.get(escape, escape)
 
     return _ESCAPE.sub(replace, text) if "\\" in text else text
-
-
-def text_of(value: Any) -> str:
-    """Every string inside a JSON value, joined: used where any text may hide content."""
-    if isinstance(value, str):
-        return value
-    parts: list[str] = []
-    _collect_text(value, parts)
-    return "\n".join(parts)
-
-
-def _collect_text(value: Any, parts: list[str]) -> None:
-    if isinstance(value, str):
-        parts.append(value)
-    elif isinstance(value, dict):
-        for item in value.values():
-            _collect_text(item, parts)
-    elif isinstance(value, list):
-        for item in value:
-            _collect_text(item, parts)
 
 
 _URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")

@@ -87,9 +87,6 @@ class Surface(NamedTuple):
     hook: str  # on_model_call, on_model_call (system), on_tool_call, on_tool_response, on_model_response...
 
 
-FREE: Node | None = None  # a free-form region: nothing declared, every string and key is content
-
-
 class Sorter:
     """Collects one body's content, subtree by subtree, into the sinks a dialect routes it to."""
 
@@ -110,25 +107,22 @@ class Sorter:
         while stack:
             item, at = stack.pop()
             if isinstance(item, dict):
-                for key, child in item.items():
-                    below = at.child(key) if at is not None else None
-                    if below is not None and below.terminal:
-                        continue
-                    if at is None or key not in self.vocabulary:
-                        sink.append(key)
-                    if isinstance(child, str):
-                        sink.append(child)
-                    elif isinstance(child, (dict, list)):
-                        stack.append((child, below))
+                self._add_entries(sink, stack, item, at)
             elif isinstance(item, list):
-                for index, child in enumerate(item):
-                    below = at.child(index) if at is not None else None
-                    if below is not None and below.terminal:
-                        continue
-                    if isinstance(child, str):
-                        sink.append(child)
-                    elif isinstance(child, (dict, list)):
-                        stack.append((child, below))
+                _add_elements(sink, stack, item, at)
+
+    def _add_entries(self, sink: list[str], stack: list[tuple[Any, Node | None]], item: dict, at: Node | None) -> None:
+        """One object's content keys and strings into ``sink``; its containers onto ``stack``."""
+        for key, child in item.items():
+            below = at.child(key) if at is not None else None
+            if below is not None and below.terminal:
+                continue
+            if at is None or key not in self.vocabulary:
+                sink.append(key)
+            if isinstance(child, str):
+                sink.append(child)
+            elif isinstance(child, (dict, list)):
+                stack.append((child, below))
 
     def text(self, value: Any, node: Node | None) -> str:
         """The content of ``value`` as one text (a string value as it is)."""
@@ -167,6 +161,18 @@ class Sorter:
             if below is not None and below.terminal:
                 continue
             yield index, child, below
+
+
+def _add_elements(sink: list[str], stack: list[tuple[Any, Node | None]], item: list, at: Node | None) -> None:
+    """One array's content strings into ``sink``; its containers onto ``stack``."""
+    for index, child in enumerate(item):
+        below = at.child(index) if at is not None else None
+        if below is not None and below.terminal:
+            continue
+        if isinstance(child, str):
+            sink.append(child)
+        elif isinstance(child, (dict, list)):
+            stack.append((child, below))
 
 
 def joined(parts: Iterable[str]) -> str:

@@ -1,19 +1,22 @@
 """Stream framings: Server-Sent Events and Gemini's streamed JSON array.
 
-A decoder cuts upstream bytes into events while keeping each event's exact
-bytes, so an event that passes the checks is forwarded as the upstream sent it
-(no re-serialisation); an encoder writes the proxy's own final error event.
+A decoder (``StreamDecoder``) cuts upstream bytes into events while keeping
+each event's exact bytes, so an event that passes the checks is forwarded as
+the upstream sent it (no re-serialisation); an encoder writes the proxy's own
+final error event, framed for the decoder's ``media_type``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
 _SSE_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _SSE_LINE = re.compile(r"\r\n|\r|\n")
+_STRING_STOP = re.compile(rb'["\\]')  # what ends a JSON string scan: its closing quote, or an escape
 
 
 @dataclass(slots=True)
@@ -27,6 +30,24 @@ class StreamEvent:
 
 class FramingError(Exception):
     """The upstream's stream cannot be framed (garbage, truncation)."""
+
+
+class StreamDecoder(Protocol):
+    """Cuts a streamed reply into events, chosen by the reply's content type (``Dialect.stream_decoder``).
+
+    ``media_type`` names the framing it reads; the proxy's own final error
+    event is framed the same way (``Dialect.stream_error``).
+    """
+
+    media_type: str
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        """The events ``chunk`` completes (raises ``FramingError`` on garbage)."""
+        ...
+
+    def close(self) -> list[StreamEvent]:
+        """End of input: what is left, as events (raises ``FramingError`` on a truncated stream)."""
+        ...
 
 
 class SSEDecoder:
@@ -128,30 +149,14 @@ class JSONArrayDecoder:
         events: list[StreamEvent] = []
         buffer = self._buffer
         index = self._scan
-        cut = 0
+        cut = 0  # where the next event's raw bytes start
         while index < len(buffer):
-            byte = buffer[index]
             if self._in_string:
-                if self._escaped:
-                    self._escaped = False
-                elif byte == 0x5C:  # backslash
-                    self._escaped = True
-                elif byte == 0x22:
-                    self._in_string = False
-            elif self._depth == 0:
-                if byte in b" \t\r\n,":
-                    pass
-                elif byte == 0x5B and not self._opened:  # [
-                    self._opened = True
-                elif byte == 0x5D and self._opened and not self._closed:  # ]
-                    self._closed = True
-                    events.append(StreamEvent(raw=bytes(buffer[cut : index + 1]), data=""))
-                    cut = index + 1
-                elif byte == 0x7B and self._opened and not self._closed:  # {
-                    self._depth = 1
-                    self._element_start = index
-                else:
-                    raise FramingError("upstream JSON stream is malformed")
+                index = self._past_string(buffer, index)
+                continue
+            byte = buffer[index]
+            if self._depth == 0:
+                cut = self._between_elements(byte, index, cut, events)
             elif byte == 0x22:
                 self._in_string = True
             elif byte in b"{[":
@@ -173,6 +178,39 @@ class JSONArrayDecoder:
         if len(buffer) > self._max_event_bytes:
             raise FramingError(f"an upstream element exceeds {self._max_event_bytes} bytes")
         return events
+
+    def _past_string(self, buffer: bytearray, index: int) -> int:
+        """Where the scan resumes after the string it is in: past its closing quote, or the buffer's end."""
+        if self._escaped:
+            self._escaped = False
+            index += 1
+        while (stop := _STRING_STOP.search(buffer, index)) is not None:
+            index = stop.start()
+            if buffer[index] == 0x22:
+                self._in_string = False
+                return index + 1
+            if index + 1 >= len(buffer):
+                self._escaped = True  # the escaped character comes with the next chunk
+                return len(buffer)
+            index += 2
+        return len(buffer)
+
+    def _between_elements(self, byte: int, index: int, cut: int, events: list[StreamEvent]) -> int:
+        """One byte outside any element: the array's brackets, separators, an element's start."""
+        if byte in b" \t\r\n,":
+            return cut
+        if byte == 0x5B and not self._opened:  # [
+            self._opened = True
+            return cut
+        if byte == 0x5D and self._opened and not self._closed:  # ]
+            self._closed = True
+            events.append(StreamEvent(raw=bytes(self._buffer[cut : index + 1]), data=""))
+            return index + 1
+        if byte == 0x7B and self._opened and not self._closed:  # {
+            self._depth = 1
+            self._element_start = index
+            return cut
+        raise FramingError("upstream JSON stream is malformed")
 
     def close(self) -> list[StreamEvent]:
         if self._depth or self._in_string or (self._opened and not self._closed):

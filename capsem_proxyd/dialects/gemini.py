@@ -43,6 +43,7 @@ from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined,
 from capsem_proxyd.dialects.framing import (
     JSONArrayDecoder,
     SSEDecoder,
+    StreamDecoder,
     StreamEvent,
     encode_json_array_error,
 )
@@ -182,7 +183,7 @@ class GeminiDialect(Dialect):
     def wants_stream(self, body: dict[str, Any], query: Mapping[str, str], path_stream: bool) -> bool:
         return path_stream
 
-    def stream_decoder(self, query: Mapping[str, str], content_type: str = "") -> Any:
+    def stream_decoder(self, content_type: str) -> StreamDecoder | None:
         """By the reply's own content type (SSE or the streamed JSON array), whatever ``alt`` said."""
         if content_type.startswith("text/event-stream"):
             return SSEDecoder()
@@ -190,8 +191,12 @@ class GeminiDialect(Dialect):
             return JSONArrayDecoder()
         return None
 
-    def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
-        """With ``alt=sse`` the bare error object on a line of its own, not an SSE ``data:`` frame.
+    def stream_error(self, error: ProxyError, started: bool, media_type: str) -> bytes:
+        """In an SSE reply the bare error object on a line of its own, not an SSE ``data:`` frame; in the
+        streamed JSON array, an element closing the array.
+
+        The reply's own media type decides, not the request's ``alt``: an SSE
+        reply to a request without ``alt=sse`` ends in SSE too.
 
         The JS SDK (@google/genai, so Gemini CLI) raises only on a network read
         that parses as JSON ``{"error": {"code": 4xx/5xx}}``; it hands a
@@ -200,7 +205,7 @@ class GeminiDialect(Dialect):
         (Python) reads a bare JSON object in an SSE stream too and raises.
         """
         body = self.error_body(error)
-        if query.get("alt") == "sse":
+        if media_type == SSEDecoder.media_type:
             return orjson.dumps(body) + b"\r\n"
         return encode_json_array_error(body, started)
 

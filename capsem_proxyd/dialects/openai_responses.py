@@ -26,7 +26,6 @@ reply is delivered whole.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from capsem_proxyd.dialects import vocabulary
@@ -160,7 +159,7 @@ class OpenAIResponsesDialect(OpenAIDialect):
         response = payload.get("response") if payload is not None else None
         return self.usage(response) if isinstance(response, dict) else None
 
-    def stream_error(self, error: ProxyError, started: bool, query: Mapping[str, str]) -> bytes:
+    def stream_error(self, error: ProxyError, started: bool, media_type: str) -> bytes:
         """``event: error``, then ``event: response.failed``: the SDKs raise on the first, agents end on the second.
 
         The openai SDKs raise on the first event whose data has an ``error``

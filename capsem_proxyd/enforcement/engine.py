@@ -101,18 +101,6 @@ class PolicyEngine:
         )
         self._salt = os.urandom(8)  # this engine's part of every cache key: another policy set never shares one
 
-    def held(self, text: str) -> int:
-        """Characters at the end of a checked reply text a stream must still hold: the most any
-        enforcing policy needs (``policies/holdback.py``)."""
-        if not text:
-            return 0
-        most = 0
-        for _, holdback in self.holdbacks:
-            held = holdback.held(text)
-            if held > most:
-                most = held
-        return most
-
     @property
     def names(self) -> list[str]:
         return [policy.name for policy in self.policies]

@@ -8,10 +8,12 @@ the ``policies`` command.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from capsem.policies import Policy
 
 from capsem_proxyd.enforcement.loader import implemented_hooks
-from capsem_proxyd.policies.holdback import Fixed, Holdback, LiteralTerms, declared
+from capsem_proxyd.policies.holdback import Fixed, HeldMatcher, Holdback, LiteralTerms, Matcher, NoMatcher, declared
 
 
 def stream_holdbacks(policies: list[Policy], monitored: frozenset[str], cap: int) -> list[tuple[str, Holdback]]:
@@ -38,3 +40,12 @@ def holdback_summary(holdbacks: list[tuple[str, Holdback]]) -> str:
     else:
         how = f"{widest.bound} characters"
     return f"stream hold-back: {how} (set by {name})"
+
+
+def channel_matchers(holdbacks: list[tuple[str, Holdback]]) -> Callable[[], Matcher]:
+    """What makes one stream channel's matcher for a policy set's hold-backs (``PolicyEngine.holdbacks``):
+    the most any enforcing policy holds at the end of the channel's text, nothing when none checks replies."""
+    declarations = [holdback for _, holdback in holdbacks]
+    if not declarations:
+        return NoMatcher
+    return lambda: HeldMatcher(declarations)

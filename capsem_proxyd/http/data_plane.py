@@ -44,6 +44,7 @@ from capsem_proxyd.http.guard import HeaderLimits, framing_problem, header_probl
 from capsem_proxyd.http.routes import Refusal, RouteTable, error_dialect
 from capsem_proxyd.observe.logs import escape_controls
 from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.outcomes import StreamOutcome
 from capsem_proxyd.proxy.pipeline import IncomingRequest, Pipeline, ProxyReply, Route, error_reply
 
 log = logging.getLogger("capsem_proxyd")
@@ -140,7 +141,7 @@ class DataPlane:
             await self._proxy(scope, receive, reply, route, headers, query)
         finally:
             if not reply.recorded:  # cancelled: the client left, or the server is going away
-                reply.done(self.recorder, 499, "client_disconnected")
+                reply.done(self.recorder, 499, StreamOutcome.CLIENT_DISCONNECTED)
 
     async def _proxy(
         self, scope: Scope, receive: Receive, reply: _Reply, route: Route, headers: HeaderMap, query: Mapping[str, str]
@@ -267,19 +268,22 @@ class _Reply:
         await self.send({"type": "http.response.start", "status": answer.status, "headers": headers})
         recorder.stream_started(self.exchange)
         try:
-            async with pump:
-                async for chunk in pump:
+            async with pump.open() as chunks:
+                async for chunk in chunks:
                     await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
             self._stream_over(recorder, answer.status, pump.outcome)
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if not self.recorded:  # cancelled: the client left (or the server is going away)
-                # A client that hangs up on the final error event (SDKs raise on it and close at once)
-                # leaves while the upstream is being closed: the stream still ended as the pump decided.
-                ended = pump.outcome if pump.outcome != "incomplete" else "client_disconnected"
+                # A client that hangs up on the final error event (SDKs raise on it and close at once),
+                # or on the event that ends the reply (the OpenAI SDKs close at [DONE]), leaves while
+                # the upstream is being closed: the stream still ended as the pump decided.
+                ended = pump.outcome
+                if ended is StreamOutcome.INCOMPLETE:
+                    ended = StreamOutcome.CLIENT_DISCONNECTED
                 self._stream_over(recorder, answer.status, ended)
 
-    def _stream_over(self, recorder: Recorder, status: int, outcome: str) -> None:
+    def _stream_over(self, recorder: Recorder, status: int, outcome: StreamOutcome) -> None:
         recorder.stream_finished(self.exchange, outcome)
         self.done(recorder, status, outcome)
 

@@ -28,6 +28,7 @@ from capsem.models import Decision
 
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
+from capsem_proxyd.outcomes import StreamOutcome
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "capsem_proxyd"
@@ -75,7 +76,7 @@ class Metrics(Recorder):
             ["provider", "endpoint", "status"], registry=registry,
         )
         self._streams = Counter(
-            f"{PREFIX}_streams", "Streamed replies by how they ended (completed, blocked, upstream_error, ...).",
+            f"{PREFIX}_streams", f"Streamed replies by how they ended ({', '.join(StreamOutcome)}).",
             ["provider", "endpoint", "outcome"], registry=registry,
         )
         self._decisions = Counter(

@@ -52,6 +52,7 @@ from capsem_proxyd.exchange import NO_TENANT, Exchange
 from capsem_proxyd.observe.otel_export import SpanExport
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.observe.tracing import TraceExport, missing_otel
+from capsem_proxyd.outcomes import StreamOutcome
 from capsem_proxyd.verdicts import stricter
 
 try:
@@ -65,7 +66,9 @@ PROVIDER_NAMES = {"openai": "openai", "gemini": "gcp.gemini", "anthropic": "anth
 DECISION_EVENT = "capsem.policy_decision"
 # Client-chosen model names are cut here in names and attributes (a span is no place for 10 kB).
 MAX_MODEL_CHARS = 256
-_BROKEN_STREAMS = frozenset({"upstream_error", "incomplete"})
+_BROKEN_STREAMS = frozenset(
+    {StreamOutcome.UPSTREAM_ERROR, StreamOutcome.INTERNAL_ERROR, StreamOutcome.INCOMPLETE}
+)
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 

@@ -1,7 +1,9 @@
 """The one log line of every request.
 
 ``capsem_proxyd.request`` gets a line when a request is over: request id,
-tenant id, provider API, model, status, outcome and duration. Never a key and
+tenant id, provider API, model, status, outcome and duration (a stream's
+outcome is one of ``outcomes.StreamOutcome``; a reply answered whole logs its
+status or error code). Never a key and
 never prompt text; client-chosen values (the model, a path) have their
 control characters escaped so a client cannot forge a line. A request that
 went upstream unchecked because an operator opted its path into pass-through

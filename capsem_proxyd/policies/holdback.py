@@ -24,14 +24,22 @@ Any object with a ``held(text) -> int`` method (characters of ``text``'s end
 to hold) and a ``bound`` (the most it can hold, None for unbounded) works:
 third-party CAPSEM policies declare theirs the same way, as an attribute of
 the policy. The engine holds the maximum over the active policies.
+
+What a stream asks is a **matcher** per channel (``Matcher``): it is fed the
+channel's text as checks cover it (``feed(new_text)``) and answers a ``Scan``:
+what it found, and the earliest start of a match still pending, before which
+everything may go. ``HeldMatcher`` is today's declarations seen that way (the
+text so far, the most any of them holds at its end); an incremental matcher
+that finds as it reads (masking in replies) implements the same two lines.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from capsem_proxyd.policies.normalize import fold, fold_with_offsets
 
@@ -167,3 +175,72 @@ def declared(policy: object) -> Holdback | None:
     if callable(getattr(value, "held", None)) and hasattr(value, "bound"):
         return value
     return None
+
+
+class Finding(NamedTuple):
+    """What a matcher found in a channel's text: ``[start, end)`` in characters from the channel's start."""
+
+    start: int
+    end: int
+    policy: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """A matcher's answer to new text: what it found, and where the earliest match still pending starts
+    (characters from the channel's start; None: nothing pending, all the text fed may go)."""
+
+    findings: tuple[Finding, ...] = ()
+    pending: int | None = None
+
+
+NOTHING_PENDING = Scan()
+
+
+class Matcher(Protocol):
+    """One channel's matcher: fed each piece of text once, in order, as checks cover it."""
+
+    def feed(self, new_text: str) -> Scan: ...
+
+
+class HeldMatcher:
+    """Declarations that say how much of a text's end to hold (``Holdback``), as one channel's matcher.
+
+    Keeps the channel's text (a declaration reads its end, and an end padded
+    with invisible characters reaches back as far as it must) and answers the
+    most any declaration holds, exactly what the engine held before matchers:
+    the same ``held`` on the same whole text. Finds nothing itself: the
+    policies' checks decide.
+    """
+
+    __slots__ = ("holdbacks", "_parts", "_length")
+
+    def __init__(self, holdbacks: Sequence[Holdback]) -> None:
+        self.holdbacks = tuple(holdbacks)
+        self._parts: list[str] = []
+        self._length = 0
+
+    def feed(self, new_text: str) -> Scan:
+        if new_text:
+            self._parts.append(new_text)
+            self._length += len(new_text)
+        if not self._length:
+            return NOTHING_PENDING
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        text = self._parts[0]
+        most = 0
+        for holdback in self.holdbacks:
+            held = holdback.held(text)
+            if held > most:
+                most = held
+        return Scan(pending=self._length - most) if most else NOTHING_PENDING
+
+
+class NoMatcher:
+    """A channel no policy needs held: everything checked may go."""
+
+    __slots__ = ()
+
+    def feed(self, new_text: str) -> Scan:
+        return NOTHING_PENDING

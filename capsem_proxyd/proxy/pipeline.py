@@ -202,12 +202,12 @@ class Pipeline:
                 # The reply's own content type picks the decoder. An event stream the request did not
                 # ask for in the dialect's terms (say "stream": 1) is still a stream, never parsed as
                 # JSON; a stream request answered with JSON is checked as the JSON reply it is.
-                decoder = route.dialect.stream_decoder(incoming.query, content_type)
+                decoder = route.dialect.stream_decoder(content_type)
                 if decoder is not None:
                     exchange.stream = True
                     # Sent at stream start: they cover the request checks (the stream is checked as it goes).
                     headers.extend(decision_headers(engine, outcome))
-                    pump = StreamPump(exchange, route.dialect, engine, response, decoder, incoming.query,
+                    pump = StreamPump(exchange, route.dialect, engine, response, decoder,
                                       self.stream_settings, self.open_streams, read_usage=self.read_usage,
                                       stored=self.stored.stream(exchange) if keep else None)
                     return ProxyReply(200, headers, stream=pump)

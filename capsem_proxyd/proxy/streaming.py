@@ -1,67 +1,66 @@
-"""The stream pump: read the upstream stream, check it, release what passed.
+"""The stream pump: the trio shell that reads the upstream stream and runs the release core.
 
-One nursery per streamed request holds the upstream reader; the checking
-consumer is the client-facing iteration itself. They are joined by a small
-bounded memory channel, so a slow client slows the upstream read and memory
-per stream stays flat.
+What may go and what must be checked first is decided by the release core
+(``release.py``, no I/O); this module does the I/O around it:
 
-Release rules, the heart of streaming enforcement:
-
-* each choice's text (and its thoughts) is its own channel, released only as
-  far as an ``on_model_response`` check has covered it, minus what the active
-  policies need held (``PolicyEngine.held``: for literal terms, only an end
-  of the text that could still become a term, usually nothing; for a bounded
-  regex, its width; for a policy that may match text of any length, the
-  ``--stream-holdback`` cap), so a forbidden term split across chunks is
-  never delivered whole, nor is its beginning;
-* checks run on the accumulated text. Until the first text has gone out,
-  every event is checked at once, so the first text reaches the client
-  without waiting; after that, as long as a check is cheap (under
-  ``eager_check_seconds``), one runs after every upstream read that left
-  text waiting, so no character waits for a throttle; when checks become
-  costly (a heavy policy, a long text), the next one waits until the
-  unchecked text is at least ``check_chars`` or a fraction of what is
-  already checked, or ``check_interval`` has passed, so the total cost stays
-  linear in the reply size;
-* an event carrying part of a tool call is held until the call is complete
-  and ``on_tool_call`` passed; events behind it wait, preserving order;
-* at the end, one last check on the complete text, then everything goes.
-
-Events travel from the reader in batches (what one upstream read framed),
-and what a batch releases goes to the client in one write, after the first
-release, which goes out at once: a provider that sends many events per read
-costs one client write, not one per event.
-
-A block, the client hanging up or a shutdown cancels the nursery and closes
-the upstream response at once.
+* one nursery per streamed request (``StreamPump.open``, an async context
+  manager the data plane enters) holds the upstream reader; the checking and
+  writing is the client-facing iteration itself. They are joined by a small
+  bounded memory channel, so a slow client slows the upstream read and memory
+  per stream stays flat; an event costs no task switch of its own, since
+  events travel in batches (what one upstream read framed);
+* the reader frames the upstream bytes (the reply's ``StreamDecoder``); the
+  consumer asks the dialect for each event's view, feeds the core, runs the
+  checks it asks for against the policy engine, and writes what it
+  releases: after the very first release, which goes out at once, what one
+  batch releases goes to the client in one write (a provider that sends many
+  events per read costs one client write, not one per event);
+* every way a stream can end becomes a provider-shaped final error event
+  (``Dialect.stream_error``, framed for the reply's media type) and one
+  honest outcome (``outcomes.StreamOutcome``): a block, a broken or idle
+  upstream, a shutdown, and any exception of the reader, the decoder, the
+  dialect or the core (``internal_error``, logged with its traceback,
+  request id and tenant id);
+* a block, the client hanging up or a shutdown cancels the reader, which
+  closes the upstream response at once (within a short shielded grace).
 
 A reply the provider stores under an id (a Responses stream, ``stored``) is
 recorded as delivered just before the event that completes it goes to the
-client, and withdrawn if the stream is blocked or cut after that: its id is
-usable in later requests only if the client got all of it, checked.
+client, and withdrawn (in a ``finally``, so a hang-up withdraws it too) if
+the stream ends any other way than completed: its id is usable in later
+requests only if the client got all of it, checked.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from typing import cast
 
 import httpx
 import trio
 
 from capsem_proxyd.config import DEFAULTS
-from capsem_proxyd.dialects.base import Dialect, parse_arguments
-from capsem_proxyd.dialects.framing import FramingError, SSEDecoder, StreamEvent
+from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.dialects.framing import FramingError, StreamDecoder, StreamEvent
 from capsem_proxyd.enforcement.engine import PolicyEngine
-from capsem_proxyd.errors import ProxyError, response_too_large, shutting_down, upstream_timeout, upstream_unavailable
+from capsem_proxyd.enforcement.holdbacks import channel_matchers
+from capsem_proxyd.errors import (
+    ProxyError,
+    internal_error,
+    response_too_large,
+    shutting_down,
+    upstream_timeout,
+    upstream_unavailable,
+)
 from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.outcomes import StreamOutcome
+from capsem_proxyd.proxy.release import Check, CheckSchedule, Release, StreamRelease, TextCheck
 from capsem_proxyd.proxy.stored_content import StoredReply
 from capsem_proxyd.proxy.upstream import UpstreamResponse
-from capsem_proxyd.views import ALL_CHANNELS, ToolCall, ToolFragment
 
 log = logging.getLogger("capsem_proxyd.stream")
 
@@ -70,56 +69,22 @@ _CLOSE_GRACE_SECONDS = 1.0
 
 @dataclass(slots=True)
 class StreamSettings:
-    """How the pump trades latency against checking cost."""
+    """How the pump trades latency against checking cost (``release.CheckSchedule``), and its I/O bounds."""
 
     check_chars: int = 256
     check_growth: float = 0.25
     check_interval: float = 0.05
-    # A check that took less than this runs after every upstream read that left text waiting: cheap
-    # checks (the Debug and Rules policies on an answer of tens of kB) keep no character waiting for
-    # the throttle; costly ones (PII analysis, long texts) fall back to it.
-    eager_check_seconds: float = 0.0005
+    eager_check_seconds: float = 0.0005  # see release.CheckSchedule
     channel_size: int = 8
     idle_timeout: float | None = DEFAULTS.upstream_timeout
     max_bytes: int | None = None  # upstream bytes one stream may carry; beyond, it ends with an error event
 
-
-@dataclass(slots=True)
-class _PendingEvent:
-    """An event waiting to be released: where its text ends in each channel, which calls it carries."""
-
-    raw: bytes
-    text_ends: tuple[tuple[_Channel, int], ...] = ()
-    tool_keys: tuple[Any, ...] = ()
-    final: bool = False  # completes a stored reply: it is recorded before this event goes out
-
-
-@dataclass(slots=True)
-class _Channel:
-    """One text a reader reads as a whole (a choice's text, or its thoughts): its own buffer and check state."""
-
-    choice: Any
-    thought: bool
-    parts: list[str] = field(default_factory=list)
-    length: int = 0
-    checked: int = 0
-    releasable: int = 0  # what was checked, minus what the policies need held at its end
-
-
-@dataclass(slots=True)
-class _OpenCall:
-    name: str = ""
-    call_id: str = ""
-    arguments: list[str] = field(default_factory=list)
-    wholes: list[str] = field(default_factory=list)  # the whole arguments as a later event restates them
-    other_names: list[str] = field(default_factory=list)  # a later event naming the call differently
-    values: dict[str, list[str]] = field(default_factory=dict)  # streamed by JSON path (Gemini partialArgs)
-    closed: bool = False
-    checked: bool = False
+    def schedule(self) -> CheckSchedule:
+        return CheckSchedule(self.check_chars, self.check_growth, self.check_interval, self.eager_check_seconds)
 
 
 class _UpstreamFailure:
-    """Sent down the channel when the upstream stream breaks."""
+    """Sent down the channel when the upstream stream breaks (or the reader fails)."""
 
     def __init__(self, error: ProxyError) -> None:
         self.error = error
@@ -156,8 +121,25 @@ class OpenStreams:
             pump.end_for_shutdown()
 
 
+def stream_outcome(error: ProxyError) -> StreamOutcome:
+    """How a stream ended by ``error`` ended."""
+    if error.decision is not None:
+        return StreamOutcome.BLOCKED
+    if error.code == "server_shutting_down":
+        return StreamOutcome.SERVER_SHUTTING_DOWN
+    if error.code == "internal_error":
+        return StreamOutcome.INTERNAL_ERROR
+    return StreamOutcome.UPSTREAM_ERROR
+
+
 class StreamPump:
-    """Async context manager; iterate it for the bytes to send to the client."""
+    """One streamed reply: ``async with pump.open() as chunks: async for chunk in chunks: ...``.
+
+    ``outcome`` says how it ended (``INCOMPLETE`` until it knows); it is
+    ``COMPLETED`` as soon as the event that ends the reply was written, so a
+    client that hangs up on it (the OpenAI SDKs close at ``[DONE]``) while
+    the upstream is still closing got the whole reply.
+    """
 
     def __init__(
         self,
@@ -165,8 +147,7 @@ class StreamPump:
         dialect: Dialect,
         engine: PolicyEngine,
         response: UpstreamResponse,
-        decoder: Any,
-        query: Mapping[str, str],
+        decoder: StreamDecoder,
         settings: StreamSettings,
         open_streams: OpenStreams | None = None,
         *,
@@ -177,62 +158,59 @@ class StreamPump:
         self.dialect = dialect
         self.engine = engine
         self.response = response
-        # The final error event is framed like the stream itself: Gemini's dialect frames by ``alt``,
-        # so an SSE reply to a request without ``alt=sse`` ends in SSE too.
-        self.query = {**query, "alt": "sse"} if isinstance(decoder, SSEDecoder) else query
+        self.decoder = decoder  # chosen by the reply's content type (Dialect.stream_decoder)
         self.settings = settings
         self.open_streams = open_streams
         self.read_usage = read_usage  # a recorder wants the usage the stream states (see Dialect.stream_usage)
-        self.decoder = decoder  # chosen by the reply's content type (Dialect.stream_decoder)
         self.stored = stored  # a reply the provider stores, to record once delivered (None: nothing to record)
-        self._final_released = False  # the event completing the stored reply is in what goes out next
-        self.outcome = "incomplete"
-        self._nursery_manager: Any = None
-        self._nursery: trio.Nursery | None = None
-        self._events: trio.MemoryReceiveChannel[_Batch] | None = None
-        # checking state
-        self._channels: dict[tuple[Any, bool], _Channel] = {}
-        self._unchecked = 0  # characters of every channel not yet covered by a check
-        self._checked_total = 0
-        self._last_check = time.monotonic()
-        self._last_check_cost = 0.0  # seconds the last check took (eager checks while it is small)
-        self._text_released = False
-        self._pending: deque[_PendingEvent] = deque()
-        self._calls: dict[Any, _OpenCall] = {}
-        self._started = False
+        self.core = StreamRelease(settings.schedule(), channel_matchers(engine.holdbacks),
+                                  keeps_stored=stored is not None, now=time.monotonic())
+        self.outcome = StreamOutcome.INCOMPLETE
         # The nursery lives in the client-facing task, so cancelling its scope would
         # cancel the sending too: the reader gets a scope of its own.
         self._reader_scope = trio.CancelScope()
         self._ended_by_shutdown = False
+        self._first_written = False
+        self._completes_stored = False  # what goes out next carries the event completing the stored reply
+        self._ends_reply = False  # what goes out next carries the event ending the reply
 
-    async def __aenter__(self) -> StreamPump:
-        send, self._events = trio.open_memory_channel[_Batch](self.settings.channel_size)
-        self._nursery_manager = trio.open_nursery()
-        self._nursery = await self._nursery_manager.__aenter__()
-        self._nursery.start_soon(self._read_upstream, send)
-        if self.open_streams is not None:
-            self.open_streams.add(self)
-        return self
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Start the upstream reader; yield the bytes to write to the client, as they are released.
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Cancel the reader (which closes the upstream) and wait for it; never raises."""
-        if self.open_streams is not None:
-            self.open_streams.discard(self)
-        self._reader_scope.cancel()
-        await self._nursery_manager.__aexit__(None, None, None)
+        Leaving the block (the stream ended, the client left, the server is
+        going away) cancels the reader, which closes the upstream, and waits
+        for it.
+        """
+        send, batches = trio.open_memory_channel[_Batch](self.settings.channel_size)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_upstream, send)
+                if self.open_streams is not None:
+                    self.open_streams.add(self)
+                try:
+                    async with aclosing(self._deliver(batches)) as chunks:
+                        yield chunks
+                finally:
+                    if self.open_streams is not None:
+                        self.open_streams.discard(self)
+                    self._reader_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The reader never raises (it ends the stream with an error event instead), so a group
+            # holds what the block raised (the client left): raised as it is, not wrapped.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     def end_for_shutdown(self) -> None:
         """Stop reading; the reader then ends the stream with a ``server_shutting_down`` event."""
         self._ended_by_shutdown = True
         self._reader_scope.cancel()
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._deliver()
-
     # -- upstream side -------------------------------------------------------
 
     async def _read_upstream(self, send: trio.MemorySendChannel[_Batch]) -> None:
-        """Feed upstream events to the consumer; always closes the upstream response."""
+        """Feed upstream events to the consumer; always closes the upstream response; never raises."""
         try:
             with send:
                 with self._reader_scope:
@@ -248,9 +226,11 @@ class StreamPump:
                 await self.response.aclose()
 
     async def _read_events(self, send: trio.MemorySendChannel[_Batch]) -> ProxyError | None:
-        """Pump events; a broken upstream becomes a ProxyError for the client's final event."""
+        """Pump events; a broken upstream, or a fault of our own, becomes the error of the final event."""
         try:
             await self._pump_events(send)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise
         except ProxyError as error:
             return error
         except FramingError as error:
@@ -261,21 +241,32 @@ class StreamPump:
             return upstream_timeout("Upstream stream timed out.")
         except (httpx.HTTPError, OSError) as error:
             return upstream_unavailable(f"Upstream stream broke off ({type(error).__name__}).")
+        except Exception:  # noqa: BLE001 - a fault of ours (the decoder...): an honest internal error
+            self._log_fault("stream reader failed")
+            return internal_error()
         return None
 
     async def _pump_events(self, send: trio.MemorySendChannel[_Batch]) -> None:
-        chunks = self.response.aiter_bytes()
+        # httpx types ``aiter_bytes`` as an iterator; it is an async generator, closed here, not left to the GC.
+        async with aclosing(cast(AsyncGenerator[bytes, None], self.response.aiter_bytes())) as chunks:
+            await self._frame(chunks, send)
+        events = self.decoder.close()
+        if events:
+            await send.send(events)
+
+    async def _frame(self, chunks: AsyncIterator[bytes], send: trio.MemorySendChannel[_Batch]) -> None:
+        """Each upstream read's events, one batch per read; the idle timeout and the byte budget enforced."""
         idle = self.settings.idle_timeout
         budget = self.settings.max_bytes
         while True:
             try:
                 if idle:
                     with trio.fail_after(idle):
-                        chunk = await chunks.__anext__()
+                        chunk = await anext(chunks)
                 else:
-                    chunk = await chunks.__anext__()
+                    chunk = await anext(chunks)
             except StopAsyncIteration:
-                break
+                return
             if budget is not None:
                 budget -= len(chunk)
                 if budget < 0:
@@ -283,13 +274,10 @@ class StreamPump:
             events = self.decoder.feed(chunk)
             if events:
                 await send.send(events)
-        events = self.decoder.close()
-        if events:
-            await send.send(events)
 
     # -- client side ---------------------------------------------------------
 
-    async def _deliver(self) -> AsyncIterator[bytes]:
+    async def _deliver(self, batches: trio.MemoryReceiveChannel[_Batch]) -> AsyncGenerator[bytes, None]:
         """Check each batch and write what it released in one piece (the very first release at once).
 
         A final error event is written on its own, never joined to text released
@@ -300,233 +288,142 @@ class StreamPump:
         which Gemini CLI retries as a network error, sending the blocked turn
         to the model again.
         """
-        assert self._events is not None
         out: list[bytes] = []  # released, not yet written
         final = b""  # the error event that ends a cut stream
-        first_written = False
         try:
-            async for batch in self._events:
+            async for batch in batches:
                 if isinstance(batch, _UpstreamFailure):
                     final = self._cut(batch.error)
                     break
                 for event in batch:
-                    released = await self._accept(event)
-                    if not released:
-                        continue
-                    if first_written:
-                        out.append(released)
-                    else:
-                        first_written = True
-                        if self._final_released:
-                            await self._record_stored()
-                        yield released  # time to first byte: no waiting for the rest of the batch
-                if self._unchecked and self._last_check_cost <= self.settings.eager_check_seconds:
-                    await self._check_text()  # the batch is over: nothing more to wait for
-                    released = self._release()
-                    if released:
-                        out.append(released)
+                    if await self._take(event, out):
+                        yield await self._write(out)  # time to first byte: no waiting for the rest of the batch
+                        self._written()
+                await self._read_over(out)
                 if out:
-                    if self._final_released:
-                        await self._record_stored()
-                    yield b"".join(out)
-                    out.clear()
+                    yield await self._write(out)
+                    self._written()
             else:
-                released = await self._finish()
-                if self.outcome == "incomplete":  # an upstream's in-stream error stays what ended the stream
-                    self.outcome = "completed"
-                out.append(released)
+                await self._finish(out)
         except ProxyError as error:
             final = self._cut(error)
         except Exception:  # noqa: BLE001 - fail closed: an event we cannot read is never released
-            log.exception(
-                "stream check failed request_id=%s tenant_id=%s", self.exchange.request_id, self.exchange.tenant_id
-            )
-            final = self._cut(upstream_unavailable("capsem-proxyd could not check an upstream stream event."))
-        if self.stored is not None:
-            if self.outcome != "completed":
-                await self.stored.cut()  # blocked or cut: the id the client may hold is never admitted
-            elif self._final_released:
-                await self._record_stored()
-        # Events of the batch released before a block or failure did pass their checks.
-        last = b"".join(out)
-        if last:
-            yield last
+            self._log_fault("stream check failed")
+            final = self._cut(internal_error())
+        finally:
+            await self._settle_stored()
+        # Events of the batch released before a block or failure did pass their checks. A stored reply
+        # among them was settled above: recorded if the stream completed, withdrawn otherwise.
+        if out:
+            yield b"".join(out)
         if final:
             yield final
 
-    async def _record_stored(self) -> None:
-        """The stored reply is complete and checked, and its last event is about to go: its id is usable."""
-        self._final_released = False
-        if self.stored is not None:
-            await self.stored.delivered()
+    async def _take(self, event: StreamEvent, out: list[bytes]) -> bool:
+        """Feed one event to the core, run the checks it asks for, collect what it releases.
 
-    def _cut(self, error: ProxyError) -> bytes:
-        """Stop reading upstream now and return the final error event."""
-        self._reader_scope.cancel()
-        self.outcome = "blocked" if error.decision is not None else "upstream_error"
-        log.info(
-            "stream cut request_id=%s tenant_id=%s status=%s code=%s",
-            self.exchange.request_id, self.exchange.tenant_id, error.status, error.code,
-        )
-        return self.dialect.stream_error(error, self._started, self.query)
-
-    async def _accept(self, event: StreamEvent) -> bytes:
+        True when this is the stream's very first release: it goes out at once.
+        """
         view = self.dialect.stream_view(event)
         if self.read_usage and (usage := self.dialect.stream_usage(event)) is not None:
             self.exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
         if view.error is not None:
-            # The upstream reported an error in-stream: pass its event on as is.
-            self._pending.append(_PendingEvent(event.raw))
-            self.outcome = "upstream_error"
-            return await self._release_all()
-        if view.content:
-            # Text that continues nothing (a whole output item, an event we do not know): checked whole first.
-            await self.engine.check_model_response(self.exchange, "\n".join(view.content), "")
-        ends: list[tuple[_Channel, int]] = []
-        for choice, delta in view.text:
-            ends.append(self._grow(choice, False, delta))
-        for choice, delta in view.thoughts:
-            ends.append(self._grow(choice, True, delta))
-        keys = self._add_fragments(view.tool_fragments)
-        if self.stored is not None and view.stored_id:
-            self.stored.id = self.stored.id or view.stored_id
-            self._pending.append(_PendingEvent(event.raw, tuple(ends), keys, final=view.stored_final))
-        else:
-            self._pending.append(_PendingEvent(event.raw, tuple(ends), keys))
-        for key in view.tool_closes:
-            await self._close_call(key)
-        for channel in view.finished:
-            await self._close_channel(channel)
-        if self._check_due():
-            await self._check_text()
-        return self._release()
-
-    def _grow(self, choice: Any, thought: bool, delta: str) -> tuple[_Channel, int]:
-        channel = self._channels.get((choice, thought))
-        if channel is None:
-            channel = self._channels[(choice, thought)] = _Channel(choice, thought)
-        channel.parts.append(delta)
-        channel.length += len(delta)
-        self._unchecked += len(delta)
-        return channel, channel.length
-
-    def _add_fragments(self, fragments: list[ToolFragment]) -> tuple[Any, ...]:
-        if not fragments:
-            return ()
-        for fragment in fragments:
-            call = self._calls.get(fragment.key)
-            if call is None or (call.closed and not fragment.replace):
-                call = self._calls[fragment.key] = _OpenCall()
-            if fragment.replace:
-                # The client reads both the pieces it was sent and the restated whole: both are checked.
-                call.wholes.append(fragment.arguments)
-                call.checked = False
-            elif fragment.arguments:
-                call.arguments.append(fragment.arguments)
-            for path, value in fragment.values:
-                call.values.setdefault(path, []).append(value)
-            if fragment.name and call.name and fragment.name != call.name:
-                call.other_names.append(fragment.name)  # the client saw both names: both are checked
-            call.name = call.name or fragment.name or ""
-            call.call_id = fragment.call_id or call.call_id
-            call.closed = False
-        return tuple(fragment.key for fragment in fragments)
-
-    async def _close_channel(self, channel: Any) -> None:
-        """A choice finished: its calls are complete (every open call for ``ALL_CHANNELS``)."""
-        for key in list(self._calls):
-            if channel is ALL_CHANNELS or (isinstance(key, tuple) and key and key[0] == channel):
-                await self._close_call(key)
-
-    async def _close_call(self, key: Any) -> None:
-        call = self._calls.get(key)
-        if call is None or call.checked:
-            return
-        call.closed = True
-        streamed = "".join(call.arguments)
-        arguments = parse_arguments(streamed or (call.wholes[0] if call.wholes else ""))
-        for number, whole in enumerate(dict.fromkeys(call.wholes)):
-            if whole != streamed and (streamed or number):
-                arguments = {**arguments, f"_restated_{number}": parse_arguments(whole)}
-        if call.values:
-            arguments = {**arguments, **{path: "".join(parts) for path, parts in call.values.items()}}
-        if call.other_names:
-            arguments = {**arguments, "_other_names": call.other_names}
-        await self.engine.check_tool_call(self.exchange, ToolCall(name=call.name, arguments=arguments, call_id=call.call_id))
-        call.checked = True
-
-    def _check_due(self) -> bool:
-        unchecked = self._unchecked
-        if unchecked <= 0:
+            self.outcome = StreamOutcome.UPSTREAM_ERROR  # an upstream's in-stream error ends the stream's story
+        checks = self.core.accept(view, event.raw, time.monotonic())
+        if checks:
+            await self._run(checks)
+        release = self.core.release()
+        if release is None:
             return False
-        threshold = max(self.settings.check_chars, int(self._checked_total * self.settings.check_growth))
-        if unchecked >= threshold:
-            return True
-        if not self._text_released and self._pending and self._pending[0].text_ends:
-            return True  # the first text goes out as soon as a check has covered it: no throttle wait
-        return time.monotonic() - self._last_check >= self.settings.check_interval
+        out.append(release.data())
+        if release.completes_stored or release.ends_reply:
+            self._marks(release)
+        if self._first_written:
+            return False
+        self._first_written = True
+        return True
 
-    async def _check_text(self, every_choice: bool = False) -> None:
-        """One ``on_model_response`` per choice with unchecked text (``every_choice``: per choice), on all
-        its text and thoughts so far."""
-        choices = {
-            channel.choice for channel in self._channels.values() if every_choice or channel.length > channel.checked
-        }
-        begun = time.perf_counter()
-        for choice in choices:
-            text = self._whole(choice, False)
-            thoughts = self._whole(choice, True)
-            await self.engine.check_model_response(self.exchange, text, thoughts)
-            for thought, whole in ((False, text), (True, thoughts)):
-                channel = self._channels.get((choice, thought))
-                if channel is not None:
-                    self._checked_total += channel.length - channel.checked
-                    channel.checked = channel.length
-                    channel.releasable = channel.length - self.engine.held(whole)
-        self._unchecked = 0
-        self._last_check = time.monotonic()
-        self._last_check_cost = time.perf_counter() - begun
+    async def _read_over(self, out: list[bytes]) -> None:
+        """The batch is over: nothing more to wait for before a cheap check."""
+        checks = self.core.read_over()
+        if checks:
+            await self._run(checks)
+            release = self.core.release()
+            if release is not None:
+                self._collect(release, out)
 
-    def _whole(self, choice: Any, thought: bool) -> str:
-        channel = self._channels.get((choice, thought))
-        if channel is None:
-            return ""
-        if len(channel.parts) > 1:
-            channel.parts = ["".join(channel.parts)]
-        return channel.parts[0] if channel.parts else ""
+    async def _finish(self, out: list[bytes]) -> None:
+        checks = self.core.finish()
+        if checks:
+            await self._run(checks)
+        release = self.core.release()
+        if release is not None:
+            self._collect(release, out)
+        if self.outcome is StreamOutcome.INCOMPLETE:  # an upstream's in-stream error stays what ended it
+            self.outcome = StreamOutcome.COMPLETED
 
-    def _release(self) -> bytes:
-        """The pending events a check has covered, in order: each channel's text as far as it is
-        releasable (checked, minus what the policies hold); calls only once checked."""
-        out: list[bytes] = []
-        pending = self._pending
-        while pending:
-            head = pending[0]
-            if any(end > channel.releasable for channel, end in head.text_ends):
-                break
-            if head.tool_keys and not all(self._calls[key].checked for key in head.tool_keys):
-                break
-            if head.text_ends:
-                self._text_released = True
-            if head.final:
-                self._final_released = True
-            out.append(pending.popleft().raw)
-        if out:
-            self._started = True
-        return b"".join(out)
+    async def _run(self, checks: list[Check]) -> None:
+        """The checks the core asked for, in order; a refusal raises ``ProxyError`` and ends the stream."""
+        for check in checks:
+            if isinstance(check, TextCheck):
+                begun = time.monotonic()
+                await self.engine.check_model_response(self.exchange, check.text, check.thoughts)
+                now = time.monotonic()
+                self.core.checked(check, now - begun, now)
+            else:
+                await self.engine.check_tool_call(self.exchange, check.call)
+                self.core.checked(check)
 
-    async def _release_all(self) -> bytes:
-        if self._unchecked:
-            await self._check_text()
-        for channel in self._channels.values():
-            channel.releasable = channel.checked
-        return self._release()
+    def _collect(self, release: Release, out: list[bytes]) -> None:
+        out.append(release.data())
+        if release.completes_stored or release.ends_reply:
+            self._marks(release)
 
-    async def _finish(self) -> bytes:
-        for key in list(self._calls):
-            await self._close_call(key)
-        if self._channels:
-            await self._check_text(every_choice=True)  # once more, on the complete text of every choice
-        for channel in self._channels.values():
-            channel.releasable = channel.checked  # the text is complete: nothing is pending any more
-        return self._release()
+    def _marks(self, release: Release) -> None:
+        """What goes out next carries the event completing the stored reply, or the one ending the reply."""
+        self._completes_stored = self._completes_stored or release.completes_stored
+        self._ends_reply = self._ends_reply or release.ends_reply
+
+    async def _write(self, out: list[bytes]) -> bytes:
+        """What goes out now; a stored reply it completes is recorded just before."""
+        if self._completes_stored:
+            await self._record_stored()
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
+    def _written(self) -> None:
+        """A write reached the client: if it carried the reply's end, the client has the whole reply."""
+        if self._ends_reply and self.outcome is StreamOutcome.INCOMPLETE:
+            self.outcome = StreamOutcome.COMPLETED
+
+    async def _record_stored(self) -> None:
+        """The stored reply is complete and checked, and its last event is about to go: its id is usable."""
+        self._completes_stored = False
+        if self.stored is not None:
+            self.stored.id = self.stored.id or self.core.stored_id
+            await self.stored.delivered()
+
+    async def _settle_stored(self) -> None:
+        """A stored reply that did not complete is withdrawn (the id the client may hold is never admitted)."""
+        if self.stored is None:
+            return
+        with trio.CancelScope(deadline=trio.current_time() + _CLOSE_GRACE_SECONDS, shield=True):
+            self.stored.id = self.stored.id or self.core.stored_id
+            if self.outcome is not StreamOutcome.COMPLETED:
+                await self.stored.cut()
+            elif self._completes_stored:
+                await self._record_stored()
+
+    def _cut(self, error: ProxyError) -> bytes:
+        """Stop reading upstream now and return the final error event."""
+        self._reader_scope.cancel()
+        self.outcome = stream_outcome(error)
+        log.info(
+            "stream cut request_id=%s tenant_id=%s status=%s code=%s outcome=%s",
+            self.exchange.request_id, self.exchange.tenant_id, error.status, error.code, self.outcome,
+        )
+        return self.dialect.stream_error(error, self.core.started, self.decoder.media_type)
+
+    def _log_fault(self, what: str) -> None:
+        log.exception("%s request_id=%s tenant_id=%s", what, self.exchange.request_id, self.exchange.tenant_id)

@@ -150,7 +150,7 @@ def test_a_marker_anywhere_in_a_stream_never_reaches_the_client_whole(name: str,
         (f"event: {event}\n" if event else "").encode() + b"data: " + orjson.dumps(item) + b"\n\n"
         for item, event in stream
     )
-    writes = trio.run(lambda: pump_writes(dialect, ENGINE, [sent], query={"alt": "sse"}))
+    writes = trio.run(lambda: pump_writes(dialect, ENGINE, [sent]))
     relayed, ending = split_at_refusal(b"".join(writes))
     assert MARKER not in relayed.lower(), relayed
     assert "CAPSEM policy 'Debug'" in ending, ending  # the proxy's own final error, naming the policy

@@ -190,9 +190,9 @@ def test_error_bodies_and_final_events_are_valid_json(name: str, error: ProxyErr
     dialect = WITH_RELAYS[name]
     body = dialect.error_body(error)
     assert orjson.loads(orjson.dumps(body)) == body
-    final = dialect.stream_error(error, started, {"alt": "sse"} if sse else {})
     framing = "application/json" if isinstance(dialect, GeminiDialect) and not sse else "text/event-stream"
-    decoder = dialect.stream_decoder({"alt": "sse"} if sse else {}, framing)
+    final = dialect.stream_error(error, started, framing)
+    decoder = dialect.stream_decoder(framing)
     if isinstance(decoder, JSONArrayDecoder):
         if started:
             final = b"[{}" + final

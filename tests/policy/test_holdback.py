@@ -24,10 +24,11 @@ from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.framing import SSEDecoder
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.enforcement.holdbacks import channel_matchers
 from capsem_proxyd.enforcement.loader import load_policy_set
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policies.debug import DebugPolicy
-from capsem_proxyd.policies.holdback import LiteralTerms, Visible, regex_width
+from capsem_proxyd.policies.holdback import Fixed, LiteralTerms, Visible, regex_width
 from capsem_proxyd.policies.normalize import fold
 from capsem_proxyd.policies.rules import RulesPolicy
 from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
@@ -74,10 +75,10 @@ async def _stream_through(pieces: list[str], policy_engine: object) -> tuple[lis
 
     exchange = Exchange(request_id="req_h", started=0.0, tenant_id="t", provider="openai", endpoint="chat")
     pump = StreamPump(exchange, OpenAIChatDialect(), policy_engine, httpx.Response(200, content=upstream()),  # type: ignore[arg-type]
-                      SSEDecoder(), {}, StreamSettings(idle_timeout=5))
+                      SSEDecoder(), StreamSettings(idle_timeout=5))
     texts, raw = [], b""
-    async with pump:
-        async for chunk in pump:
+    async with pump.open() as chunks:
+        async for chunk in chunks:
             raw += chunk
             for event in SSEDecoder().feed(chunk):
                 if event.data.startswith("{") and "choices" in event.data:
@@ -142,9 +143,10 @@ def test_the_engine_holds_the_most_any_policy_needs_and_the_cap_for_unbounded(tm
     (tmp_path / "debug.toml").write_text("")
     (tmp_path / "rules.toml").write_text('[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n')
     policy_engine = engine(load_policy_set(tmp_path), holdback_cap=40)
-    assert policy_engine.held("plain text " * 10) == 40  # the unbounded regex: the cap
-    debug_only = engine(load_policy_set(None), holdback_cap=40)
-    assert debug_only.held("plain text " * 10) == 0 and debug_only.held("plain capsem_") == 7
+    text = "plain text " * 10
+    assert channel_matchers(policy_engine.holdbacks)().feed(text).pending == len(text) - 40  # unbounded: the cap
+    debug_only = channel_matchers(engine(load_policy_set(None), holdback_cap=40).holdbacks)
+    assert debug_only().feed(text).pending is None and debug_only().feed("plain capsem_").pending == len("plain ")
 
 
 @pytest.mark.parametrize(("rules", "says"), [
@@ -159,3 +161,28 @@ def test_policies_command_names_the_effective_holdback(tmp_path: Path, rules: st
     result = run_capsem_proxyd("policies", "--policy-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert f"stream hold-back: {says}" in result.stdout
+
+
+@given(pieces=st.lists(st.text(alphabet="abcsemop_lk \u200b", max_size=12), min_size=1, max_size=8),
+       regex_width=st.integers(0, 20))
+def test_a_channel_matcher_fed_in_pieces_holds_what_the_engine_held_on_the_whole_text(
+    pieces: list[str], regex_width: int,
+) -> None:
+    """The matcher interface keeps today's hold-back exactly: ``pending`` is the text's length minus the
+    most any declaration holds on the whole text so far (None when nothing is held), and it finds nothing."""
+    holdbacks = [("Debug", LiteralTerms(["capsem_block"])), ("Rules", Visible(regex_width)), ("Other", Fixed(3))]
+    matcher = channel_matchers(holdbacks)()
+    text = ""
+    for piece in pieces:
+        text += piece
+        scan = matcher.feed(piece)
+        held = max(holdback.held(text) for _, holdback in holdbacks) if text else 0
+        assert scan.pending == (len(text) - held if held else None)
+        assert scan.findings == ()
+
+
+def test_a_policy_set_that_checks_no_reply_holds_nothing() -> None:
+    matcher = channel_matchers([])()
+    assert matcher.feed("plain capsem_").pending is None
+    debug = channel_matchers([("Debug", LiteralTerms(["capsem_block"]))])()
+    assert debug.feed("plain ").pending is None and debug.feed("capsem_").pending == len("plain ")

@@ -1,5 +1,6 @@
 """The stream pump on its own, fed a real httpx response: batching, the early first
-release, and the hold-back guarantee under any split of the upstream bytes."""
+release, the hold-back guarantee under any split of the upstream bytes, and how a
+stream ends (shutdown, a fault of the proxy's own)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import json
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsem_proxyd.dialects.framing import SSEDecoder
+from capsem_proxyd.dialects.framing import JSONArrayDecoder, SSEDecoder, StreamEvent
+from capsem_proxyd.dialects.gemini import GeminiDialect
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.outcomes import StreamOutcome
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
 from tests.support.engines import engine
 
@@ -27,6 +31,19 @@ def _event(text: str) -> bytes:
     return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
+def _exchange() -> Exchange:
+    return Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
+
+
+async def _run(pump: StreamPump) -> list[bytes]:
+    """What ``pump`` writes to the client, write by write."""
+    writes: list[bytes] = []
+    async with pump.open() as chunks:
+        async for data in chunks:
+            writes.append(data)
+    return writes
+
+
 async def _pump(pieces: list[bytes], settings: StreamSettings | None = None) -> list[bytes]:
     """What the pump writes to the client, write by write, for an upstream sending ``pieces``."""
 
@@ -35,13 +52,7 @@ async def _pump(pieces: list[bytes], settings: StreamSettings | None = None) -> 
             yield piece
 
     response = httpx.Response(200, content=upstream())
-    exchange = Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
-    pump = StreamPump(exchange, DIALECT, ENGINE, response, SSEDecoder(), {}, settings or StreamSettings(idle_timeout=5))
-    writes: list[bytes] = []
-    async with pump:
-        async for data in pump:
-            writes.append(data)
-    return writes
+    return await _run(StreamPump(_exchange(), DIALECT, ENGINE, response, SSEDecoder(), settings or StreamSettings(idle_timeout=5)))
 
 
 async def test_a_burst_is_written_in_few_pieces_the_first_text_early() -> None:
@@ -112,36 +123,106 @@ def _endless_response() -> httpx.Response:
 async def test_ending_all_open_streams_cuts_each_with_a_shutdown_event_and_closes_its_upstream() -> None:
     open_streams = OpenStreams()
     outputs: list[bytes] = []
+    pumps: list[StreamPump] = []
+    first_writes = [trio.Event() for _ in range(3)]
 
-    async def stream(response: httpx.Response) -> None:
-        exchange = Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
-        pump = StreamPump(exchange, DIALECT, ENGINE, response, SSEDecoder(), {}, StreamSettings(idle_timeout=5), open_streams)
+    async def stream(response: httpx.Response, first_write: trio.Event) -> None:
+        pump = StreamPump(_exchange(), DIALECT, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5), open_streams)
+        pumps.append(pump)
         writes = []
-        async with pump:
-            async for data in pump:
+        async with pump.open() as chunks:
+            async for data in chunks:
                 writes.append(data)
+                first_write.set()
         outputs.append(b"".join(writes))
 
     responses = [_endless_response() for _ in range(3)]
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            for response in responses:
-                nursery.start_soon(stream, response)
-            await trio.sleep(0.1)  # each has its first event and waits for more
+            for response, first_write in zip(responses, first_writes):
+                nursery.start_soon(stream, response, first_write)
+            for first_write in first_writes:
+                await first_write.wait()  # each has written its first event and waits for more
             open_streams.end_all()
     assert len(outputs) == 3
     for output in outputs:
         assert b"the start of a long answer" in output and b"server_shutting_down" in output
     assert all(response.extensions["closed"].is_set() for response in responses)
     assert not open_streams._pumps  # each left the registry when it ended
+    # One outcome, the one its "stream cut" line names: not upstream_error.
+    assert [pump.outcome for pump in pumps] == [StreamOutcome.SERVER_SHUTTING_DOWN] * 3
 
 
 async def test_a_stream_opened_after_the_shutdown_ends_at_once() -> None:
     open_streams = OpenStreams()
     open_streams.end_all()
-    exchange = Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
-    pump = StreamPump(exchange, DIALECT, ENGINE, _endless_response(), SSEDecoder(), {}, StreamSettings(idle_timeout=5), open_streams)
+    pump = StreamPump(_exchange(), DIALECT, ENGINE, _endless_response(), SSEDecoder(), StreamSettings(idle_timeout=5), open_streams)
     with trio.fail_after(5):
-        async with pump:
-            written = b"".join([data async for data in pump])
+        written = b"".join(await _run(pump))
     assert b"server_shutting_down" in written
+    assert pump.outcome is StreamOutcome.SERVER_SHUTTING_DOWN
+
+
+class BrokenDecoder(SSEDecoder):
+    """A decoder with a bug of the proxy's own: ``feed`` raises ``KeyError`` on the second read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def feed(self, chunk: bytes) -> list[StreamEvent]:
+        self.reads += 1
+        if self.reads > 1:
+            raise KeyError("choices")
+        return super().feed(chunk)
+
+
+async def test_a_decoder_that_raises_ends_the_stream_with_an_error_event_and_outcome_internal_error() -> None:
+    """The issue's reproduction: it ended ``completed``, nothing written, and ``__aexit__`` raised."""
+    response = httpx.Response(200, content=_chunks([_event("a fine start of an answer " * 4), _event("more")]))
+    pump = StreamPump(_exchange(), DIALECT, ENGINE, response, BrokenDecoder(), StreamSettings(idle_timeout=5))
+    with trio.fail_after(5):
+        writes = await _run(pump)
+    assert pump.outcome is StreamOutcome.INTERNAL_ERROR
+    assert b"a fine start" in b"".join(writes[:-1])  # what passed before the fault did go
+    error = json.loads(writes[-1].removeprefix(b"data: "))["error"]  # OpenAI's shape, a chunk of its own
+    assert error["code"] == "internal_error"
+
+
+async def test_an_event_the_dialect_cannot_read_ends_the_stream_as_an_internal_error() -> None:
+    """A fault while checking (here the dialect's, on an event it cannot read) fails closed, honestly."""
+
+    class BrokenDialect(OpenAIChatDialect):
+        def stream_view(self, event: StreamEvent) -> object:  # type: ignore[override]
+            raise RuntimeError("a bug")
+
+    response = httpx.Response(200, content=_chunks([_event("anything")]))
+    pump = StreamPump(_exchange(), BrokenDialect(), ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5))
+    with trio.fail_after(5):
+        writes = await _run(pump)
+    assert pump.outcome is StreamOutcome.INTERNAL_ERROR
+    assert writes and b"anything" not in b"".join(writes) and b"internal_error" in writes[-1]
+
+
+async def _chunks(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+@pytest.mark.parametrize(("decoder", "upstream", "ending"), [
+    (SSEDecoder, b'data: {"candidates": [{"content": {"parts": [{"text": "say capsem_block"}]}}]}\r\n\r\n', b"\r\n"),
+    (JSONArrayDecoder, b'[{"candidates": [{"content": {"parts": [{"text": "say capsem_block"}]}}]}', b"]"),
+])
+async def test_gemini_frames_its_final_error_by_the_replys_own_media_type(
+    decoder: type[SSEDecoder | JSONArrayDecoder], upstream: bytes, ending: bytes,
+) -> None:
+    """No query is rewritten to choose the framing: the decoder the reply's content type chose says it."""
+    response = httpx.Response(200, content=_chunks([upstream]))
+    exchange = Exchange(request_id="req_g", started=0.0, tenant_id="t", provider="gemini", endpoint="generateContent")
+    pump = StreamPump(exchange, GeminiDialect(), ENGINE, response, decoder(), StreamSettings(idle_timeout=5))
+    with trio.fail_after(5):
+        writes = await _run(pump)
+    final = writes[-1]
+    assert pump.outcome is StreamOutcome.BLOCKED and final.endswith(ending)
+    body = final.removeprefix(b"[").removesuffix(b"]") if decoder is JSONArrayDecoder else final
+    assert json.loads(body)["error"]["code"] == 400  # INVALID_ARGUMENT, what the Gemini SDKs raise on

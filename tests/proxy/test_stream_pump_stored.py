@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import trio
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.dialects.framing import SSEDecoder
@@ -40,11 +41,11 @@ async def run(tmp_path: Path, reads: list[bytes]) -> tuple[list[bytes], list[boo
 
     exchange = Exchange(request_id="req_test", started=0.0, tenant_id=TENANT, provider="openai", endpoint="responses")
     pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(), httpx.Response(200, content=upstream()), SSEDecoder(),
-                      {}, StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
+                      StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
     writes: list[bytes] = []
     usable: list[bool | None] = []
-    async with pump:
-        async for data in pump:
+    async with pump.open() as chunks:
+        async for data in chunks:
             writes.append(data)
             usable.append(await stored.store.usable(TENANT, RESPONSE_ID))
     return writes, usable, stored
@@ -67,7 +68,8 @@ async def test_a_block_after_the_completion_went_out_withdraws_the_id(tmp_path: 
              event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" capsem_block")]
     writes, usable, stored = await run(tmp_path, reads)
     assert any(b"response.completed" in data for data in writes) and b"event: error" in writes[-1]
-    assert True in usable  # it was delivered...
+    completing = next(index for index, data in enumerate(writes) if b"response.completed" in data)
+    assert usable[completing] is True  # it was delivered...
     assert await stored.store.usable(TENANT, RESPONSE_ID) is False  # ...and then withdrawn
     await stored.store.aclose()
 
@@ -77,4 +79,38 @@ async def test_a_stream_that_never_completes_records_nothing(tmp_path: Path) -> 
              event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="and then")]
     _, usable, stored = await run(tmp_path, reads)
     assert usable[-1] is None
+    await stored.store.aclose()
+
+
+async def test_a_client_that_leaves_mid_stream_has_the_id_withdrawn(tmp_path: Path) -> None:
+    """The clean-up runs in a ``finally``: a hang-up (the server cancels the client's task) withdraws it too."""
+    stored = StoredContent(Settings(state_dir=str(tmp_path)), open_store(Settings(state_dir=str(tmp_path))), Recorder())
+
+    async def upstream() -> AsyncIterator[bytes]:
+        yield lifecycle("response.created", "in_progress")
+        yield event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine so far.")
+        await trio.sleep_forever()
+
+    exchange = Exchange(request_id="req_test", started=0.0, tenant_id=TENANT, provider="openai", endpoint="responses")
+    pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(), httpx.Response(200, content=upstream()), SSEDecoder(),
+                      StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
+    with trio.fail_after(5), trio.CancelScope() as client:
+        async with pump.open() as chunks:
+            async for data in chunks:
+                if b"All fine" in data:
+                    client.cancel()  # the client hangs up
+    assert await stored.store.usable(TENANT, RESPONSE_ID) is False  # withdrawn: never admitted later
+    await stored.store.aclose()
+
+
+async def test_a_block_in_the_same_read_as_the_completion_leaves_the_id_withdrawn(tmp_path: Path) -> None:
+    """The completion passed its checks and goes out with the block's batch, but the stream was blocked:
+    the id is withdrawn and stays so (writing the batch's passed events records nothing)."""
+    reads = [lifecycle("response.created", "in_progress"),
+             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine.")
+             + lifecycle("response.completed", "completed")
+             + event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" capsem_block")]
+    writes, _, stored = await run(tmp_path, reads)
+    assert b"response.completed" in b"".join(writes) and b"event: error" in writes[-1]
+    assert await stored.store.usable(TENANT, RESPONSE_ID) is False
     await stored.store.aclose()

@@ -60,7 +60,6 @@ async def pump_writes(
     exchange: Exchange | None = None,
     settings: StreamSettings | None = None,
     decoder: Any = None,
-    query: dict[str, str] | None = None,
 ) -> list[bytes]:
     """What the stream pump writes to the client, write by write, for an upstream sending ``pieces``
     (one upstream read each): the pump driven alone, no socket. The one place tests build a pump."""
@@ -71,10 +70,10 @@ async def pump_writes(
 
     pump = StreamPump(
         exchange or exchange_for(dialect), dialect, engine, httpx.Response(200, content=upstream()),
-        decoder or SSEDecoder(), query or {}, settings or StreamSettings(idle_timeout=5),
+        decoder or SSEDecoder(), settings or StreamSettings(idle_timeout=5),
     )
     writes: list[bytes] = []
-    async with pump:
-        async for data in pump:
+    async with pump.open() as chunks:
+        async for data in chunks:
             writes.append(data)
     return writes

@@ -1,0 +1,431 @@
+"""The stream release core: which checks a stream needs next, and which events may go. No I/O.
+
+Like h11's connection object, ``StreamRelease`` does no reading, no writing,
+no waiting and reads no clock: the trio shell (``streaming.py``) feeds it
+each decoded event (the dialect's ``StreamView`` and the event's exact bytes)
+and the time, runs the checks it asks for (``TextCheck``: ``on_model_response``
+on a choice's whole text; ``ToolCallCheck``: ``on_tool_call`` on a complete
+call), tells it each one passed (``checked``), and writes what ``release``
+hands back. A check that refuses ends the stream in the shell; the core never
+learns of it, and nothing it still holds goes out. So every rule below is
+testable by feeding events and reading releases (``tests/proxy/test_release.py``),
+without sockets or sleeps.
+
+The rules:
+
+* each choice's text and each choice's thoughts is a channel of its own, with
+  its own buffer: a term split between two choices is never seen whole, one
+  inside a choice always is;
+* a channel's text is released only as far as a check has covered it, minus
+  what its matcher (``policies/holdback.py``: one per channel, built from the
+  active policies' hold-back declarations) says may still be the start of a
+  match: for literal terms only an end that could still become a term, for a
+  bounded regex its width, for a policy that may match any length the
+  ``--stream-holdback`` cap. A forbidden term split across events is never
+  delivered whole, nor is its beginning;
+* the check schedule: until the first text has gone out, every event with
+  text is checked at once (the first text reaches the client without
+  waiting); after that, as long as a check is cheap (under
+  ``eager_check_seconds``), one runs at the end of every upstream read that
+  left text unchecked (``read_over``), so no character waits for a
+  throttle; when checks become costly (a heavy policy, a long text), the next
+  one waits until the unchecked text is at least ``check_chars`` or
+  ``check_growth`` of what is already checked, or ``check_interval`` has
+  passed, so the total cost stays linear in the reply size;
+* text an event carries that continues nothing (a whole output item, an
+  event type nobody knows) is checked whole before the event may go;
+* an event carrying part of a tool call is held until the call is complete
+  and checked, with everything it streamed (the pieces, a whole restated
+  later, another name a later event gave it, Gemini's partial argument
+  values by JSON path); events behind a held event wait: order is kept;
+* an error the upstream reports inside its stream goes on as it is, after
+  what is unchecked has been checked and with nothing held back;
+* at the end (``finish``) every open call and every choice's complete text
+  is checked once more, and then everything goes;
+* the event that completes a reply the provider stores is marked
+  (``Release.completes_stored``), so the shell records the id as usable just
+  before that event goes out; the event that ends the reply
+  (``StreamView.finished`` holding ``ALL_CHANNELS``) is marked too
+  (``Release.ends_reply``): once it is written the client has the whole reply.
+
+What may go is events plus edits: an ``Edit`` replaces a text inside an
+event's JSON strings, every other byte untouched (masking in replies will
+produce them; nothing does yet).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from capsem_proxyd.dialects.base import parse_arguments
+from capsem_proxyd.policies.holdback import Matcher
+from capsem_proxyd.views import ALL_CHANNELS, StreamView, ToolCall, ToolFragment
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSchedule:
+    """How the core trades latency against checking cost (see the module docstring)."""
+
+    check_chars: int = 256
+    check_growth: float = 0.25
+    check_interval: float = 0.05
+    # A check that took less than this runs at the end of every upstream read that left text waiting:
+    # cheap checks (the Debug and Rules policies on an answer of tens of kB) keep no character waiting
+    # for the throttle; costly ones (PII analysis, long texts) fall back to it.
+    eager_check_seconds: float = 0.0005
+
+
+@dataclass(slots=True, eq=False)
+class _Channel:
+    """One text a reader reads as a whole (a choice's text, or its thoughts): its buffer and check state."""
+
+    choice: Any
+    thought: bool
+    matcher: Matcher
+    parts: list[str] = field(default_factory=list)
+    length: int = 0
+    checked: int = 0
+    fed: int = 0  # characters the matcher has seen
+    releasable: int = 0  # what was checked, minus what the matcher says may start a match
+
+    def whole(self) -> str:
+        if len(self.parts) > 1:
+            self.parts = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
+
+@dataclass(slots=True, eq=False)
+class _OpenCall:
+    """A tool call being streamed: all that the client reads of it, to check once it is complete."""
+
+    name: str = ""
+    call_id: str = ""
+    arguments: list[str] = field(default_factory=list)
+    wholes: list[str] = field(default_factory=list)  # the whole arguments as a later event restates them
+    other_names: list[str] = field(default_factory=list)  # a later event naming the call differently
+    values: dict[str, list[str]] = field(default_factory=dict)  # streamed by JSON path (Gemini partialArgs)
+    closed: bool = False
+    asked: bool = False  # a check of it as it stands was asked for
+    checked: bool = False
+
+    def as_call(self) -> ToolCall:
+        """The call as the client will read it; every restated whole and other name is checked with it."""
+        streamed = "".join(self.arguments)
+        arguments = parse_arguments(streamed or (self.wholes[0] if self.wholes else ""))
+        for number, whole in enumerate(dict.fromkeys(self.wholes)):
+            if whole != streamed and (streamed or number):
+                arguments = {**arguments, f"_restated_{number}": parse_arguments(whole)}
+        if self.values:
+            arguments = {**arguments, **{path: "".join(parts) for path, parts in self.values.items()}}
+        if self.other_names:
+            arguments = {**arguments, "_other_names": self.other_names}
+        return ToolCall(name=self.name, arguments=arguments, call_id=self.call_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TextCheck:
+    """``on_model_response`` on ``text`` and ``thoughts``: a choice's whole text so far, or (``choice``
+    None) text an event carries that continues nothing."""
+
+    choice: Any
+    text: str
+    thoughts: str
+    covers: tuple[tuple[_Channel, int], ...] = field(default=(), repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallCheck:
+    """``on_tool_call`` on a complete streamed call."""
+
+    key: Any
+    call: ToolCall
+    opened: _OpenCall = field(repr=False, compare=False)
+
+
+Check = TextCheck | ToolCallCheck
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace ``old`` by ``new`` wherever it occurs inside one event's JSON strings."""
+
+    old: str
+    new: str
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An event waiting to be released: where its text ends in each channel, which calls it carries."""
+
+    raw: bytes
+    text_ends: tuple[tuple[_Channel, int], ...] = ()
+    tool_keys: tuple[Any, ...] = ()
+    final: bool = False  # completes a stored reply
+    ends_reply: bool = False
+    edits: tuple[Edit, ...] = ()
+
+
+@dataclass(slots=True)
+class Release:
+    """Events that passed, in order, and the edits to make in them (``edits[i]`` for ``events[i]``;
+    an empty list: no edit in any)."""
+
+    events: list[bytes]
+    edits: list[tuple[Edit, ...]] = field(default_factory=list)
+    completes_stored: bool = False  # carries the event that completes a stored reply
+    ends_reply: bool = False  # carries the event that ends the reply
+
+    def data(self) -> bytes:
+        """The bytes to write: the events as the upstream sent them, edited where an edit says."""
+        if self.edits:
+            return b"".join(apply_edits(raw, edits) for raw, edits in zip(self.events, self.edits))
+        return self.events[0] if len(self.events) == 1 else b"".join(self.events)
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def apply_edits(raw: bytes, edits: Sequence[Edit]) -> bytes:
+    """``raw`` with each edit made inside its JSON strings (escapes read as the text they stand for);
+    a string no edit changes keeps its exact bytes, and so does everything between strings."""
+    edits = [edit for edit in edits if edit.old]
+    if not edits:
+        return raw
+
+    def replace(match: re.Match[bytes]) -> bytes:
+        literal = match.group(0)
+        try:
+            text = orjson.loads(literal)
+        except orjson.JSONDecodeError:
+            return literal
+        changed = text
+        for edit in edits:
+            changed = changed.replace(edit.old, edit.new)
+        return literal if changed == text else orjson.dumps(changed)
+
+    return _JSON_STRING.sub(replace, raw)
+
+
+class StreamRelease:
+    """One stream's release state; see the module docstring for its rules.
+
+    ``new_matcher`` makes a channel's matcher (``enforcement/holdbacks.py``,
+    ``channel_matchers``); ``keeps_stored``: the reply is one the provider
+    stores, whose completing event is marked; ``now``: the clock at the start
+    (the check schedule's interval counts from it).
+    """
+
+    def __init__(
+        self, schedule: CheckSchedule, new_matcher: Callable[[], Matcher], *, keeps_stored: bool = False,
+        now: float = 0.0,
+    ) -> None:
+        self.schedule = schedule
+        self.new_matcher = new_matcher
+        self.keeps_stored = keeps_stored
+        self.stored_id = ""  # the id the stream states for a reply the provider stores
+        self.started = False  # an event went out (the shell frames its error event by it)
+        self._channels: dict[tuple[Any, bool], _Channel] = {}
+        self._calls: dict[Any, _OpenCall] = {}
+        self._pending: deque[_Pending] = deque()
+        self._unchecked = 0  # characters of every channel not yet covered by a check
+        self._checked_total = 0
+        self._last_check = now
+        self._last_check_cost = 0.0  # seconds the last round of text checks took
+        self._round_cost = 0.0
+        self._text_released = False
+        self._flush = False  # the next release holds nothing back (an upstream error went by)
+        self._finished = False
+
+    # -- what comes in -------------------------------------------------------
+
+    def accept(self, view: StreamView, raw: bytes, now: float) -> list[Check]:
+        """One event: what it adds, and the checks due before anything more may go (in order)."""
+        if view.error is not None:
+            # The upstream reported an error in-stream: its event goes as it is, what came before it
+            # checked and held back no more.
+            self._pending.append(_Pending(raw))
+            self._flush = True
+            return self._text_checks() if self._unchecked else []
+        checks: list[Check] = []
+        if view.content:
+            checks.append(TextCheck(None, "\n".join(view.content), ""))
+        ends = []
+        for choice, delta in view.text:
+            ends.append(self._grow(choice, False, delta))
+        for choice, delta in view.thoughts:
+            ends.append(self._grow(choice, True, delta))
+        keys = self._add_fragments(view.tool_fragments) if view.tool_fragments else ()
+        final = False
+        if self.keeps_stored and view.stored_id:
+            self.stored_id = self.stored_id or view.stored_id
+            final = view.stored_final
+        self._pending.append(_Pending(raw, tuple(ends), keys, final, ALL_CHANNELS in view.finished))
+        for key in view.tool_closes:
+            self._close_call(key, checks)
+        for channel in view.finished:
+            self._close_channel(channel, checks)
+        if self._check_due(now):
+            checks += self._text_checks()
+        return checks
+
+    def read_over(self) -> list[Check]:
+        """An upstream read was framed whole: while checks are cheap, check what it left unchecked now."""
+        if self._unchecked and self._last_check_cost <= self.schedule.eager_check_seconds:
+            return self._text_checks()
+        return []
+
+    def finish(self) -> list[Check]:
+        """The upstream ended: every open call and every choice's complete text, checked once more."""
+        checks: list[Check] = []
+        for key in list(self._calls):
+            self._close_call(key, checks)
+        if self._channels:
+            checks += self._text_checks(every_choice=True)
+        self._flush = self._finished = True  # the text is complete: nothing is pending any more
+        return checks
+
+    def checked(self, check: Check, seconds: float = 0.0, now: float = 0.0) -> None:
+        """``check`` passed; it took ``seconds``, and ended at ``now``."""
+        if isinstance(check, ToolCallCheck):
+            check.opened.checked = True
+            return
+        if not check.covers:
+            return  # text that continues nothing: it holds no channel back
+        for channel, length in check.covers:
+            self._checked_total += length - channel.checked
+            channel.checked = length
+            text = check.thoughts if channel.thought else check.text
+            scan = channel.matcher.feed(text[channel.fed:length])
+            channel.fed = length
+            channel.releasable = length if scan.pending is None else scan.pending
+        self._round_cost += seconds
+        self._last_check_cost = self._round_cost
+        self._last_check = now
+
+    # -- what goes out -------------------------------------------------------
+
+    def release(self) -> Release | None:
+        """The pending events the checks cover, in order (None: nothing may go yet)."""
+        if self._flush:
+            for channel in self._channels.values():
+                channel.releasable = channel.checked
+            self._flush = self._finished
+        pending = self._pending
+        events: list[bytes] | None = None  # allocated once something goes: most calls release nothing
+        edits: list[tuple[Edit, ...]] = []
+        completes_stored = ends_reply = False
+        while pending:
+            head = pending[0]
+            if not self._releasable(head):
+                break
+            if head.text_ends:
+                self._text_released = True
+            completes_stored = completes_stored or head.final
+            ends_reply = ends_reply or head.ends_reply
+            pending.popleft()
+            if events is None:
+                events = []
+            if head.edits and not edits:
+                edits = [()] * len(events)
+            events.append(head.raw)
+            if edits:
+                edits.append(head.edits)
+        if events is None:
+            return None
+        self.started = True
+        return Release(events, edits, completes_stored, ends_reply)
+
+    def _releasable(self, head: _Pending) -> bool:
+        """Each channel's text of ``head`` is releasable, and each call it carries is checked."""
+        for channel, end in head.text_ends:
+            if end > channel.releasable:
+                return False
+        if head.tool_keys:
+            calls = self._calls
+            return all(calls[key].checked for key in head.tool_keys)
+        return True
+
+    # -- rules ---------------------------------------------------------------
+
+    def _grow(self, choice: Any, thought: bool, delta: str) -> tuple[_Channel, int]:
+        channel = self._channels.get((choice, thought))
+        if channel is None:
+            channel = self._channels[(choice, thought)] = _Channel(choice, thought, self.new_matcher())
+        channel.parts.append(delta)
+        channel.length += len(delta)
+        self._unchecked += len(delta)
+        return channel, channel.length
+
+    def _add_fragments(self, fragments: list[ToolFragment]) -> tuple[Any, ...]:
+        for fragment in fragments:
+            call = self._calls.get(fragment.key)
+            if call is None or (call.closed and not fragment.replace):
+                call = self._calls[fragment.key] = _OpenCall()
+            if fragment.replace:
+                # The client reads both the pieces it was sent and the restated whole: both are checked.
+                call.wholes.append(fragment.arguments)
+                call.checked = call.asked = False
+            elif fragment.arguments:
+                call.arguments.append(fragment.arguments)
+            for path, value in fragment.values:
+                call.values.setdefault(path, []).append(value)
+            if fragment.name and call.name and fragment.name != call.name:
+                call.other_names.append(fragment.name)  # the client saw both names: both are checked
+            call.name = call.name or fragment.name or ""
+            call.call_id = fragment.call_id or call.call_id
+            call.closed = False
+        return tuple(fragment.key for fragment in fragments)
+
+    def _close_channel(self, channel: Any, checks: list[Check]) -> None:
+        """A choice finished: its calls are complete (every open call for ``ALL_CHANNELS``)."""
+        for key in list(self._calls):
+            if channel is ALL_CHANNELS or (isinstance(key, tuple) and key and key[0] == channel):
+                self._close_call(key, checks)
+
+    def _close_call(self, key: Any, checks: list[Check]) -> None:
+        call = self._calls.get(key)
+        if call is None or call.checked or call.asked:
+            return
+        call.closed = call.asked = True
+        checks.append(ToolCallCheck(key, call.as_call(), call))
+
+    def _check_due(self, now: float) -> bool:
+        unchecked = self._unchecked
+        if unchecked <= 0:
+            return False
+        schedule = self.schedule
+        if unchecked >= max(schedule.check_chars, int(self._checked_total * schedule.check_growth)):
+            return True
+        if not self._text_released and self._pending and self._pending[0].text_ends:
+            return True  # the first text goes out as soon as a check has covered it: no throttle wait
+        return now - self._last_check >= schedule.check_interval
+
+    def _text_checks(self, every_choice: bool = False) -> list[Check]:
+        """One check per choice with unchecked text (``every_choice``: per choice), on all its text and
+        thoughts so far."""
+        channels = self._channels
+        choices: dict[Any, None] = {}
+        for channel in channels.values():
+            if every_choice or channel.length > channel.checked:
+                choices[channel.choice] = None
+        checks: list[Check] = []
+        for choice in choices:
+            text = channels.get((choice, False))
+            thoughts = channels.get((choice, True))
+            if thoughts is None and text is not None:
+                checks.append(TextCheck(choice, text.whole(), "", ((text, text.length),)))
+                continue
+            covers = tuple((channel, channel.length) for channel in (text, thoughts) if channel is not None)
+            checks.append(TextCheck(
+                choice, text.whole() if text is not None else "", thoughts.whole() if thoughts is not None else "",
+                covers,
+            ))
+        self._unchecked = 0
+        self._round_cost = 0.0
+        return checks
