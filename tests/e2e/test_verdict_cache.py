@@ -17,7 +17,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-import trio
 
 from capsem_proxyd.config import Settings
 from tests.support.daemon import upstream_args
@@ -148,9 +147,7 @@ async def test_a_reload_empties_the_cache(tmp_path: Path, fake: FakeUpstream, da
     hits = metrics("capsem_proxyd_verdict_cache_hits_total", hook="on_model_call")
     assert misses > 0 and hits >= misses
     daemon.process.send_signal(signal.SIGHUP)
-    with trio.fail_after(10):
-        while "reloaded:" not in daemon.log:
-            await trio.sleep(0.05)
+    await daemon.wait_for_log("reloaded:")
     assert (await chat(daemon.url, conversation(2))).status_code == 200
     metrics = await scrape(daemon.url)
     assert metrics("capsem_proxyd_verdict_cache_misses_total", hook="on_model_call") == 2 * misses

@@ -10,9 +10,9 @@ from capsem.models import DEFAULT_SAFE_DECISION, Decision, Verdict
 from capsem.policies import Policy
 
 from capsem_proxyd.enforcement.calling import PolicyCaller
-from capsem_proxyd.exchange import Exchange
+from tests.support import exchanges
 
-EXCHANGE = Exchange(request_id="req_9", started=0.0, tenant_id="b" * 16, provider="openai", endpoint="chat")
+EXCHANGE = exchanges.exchange("openai", "chat", request_id="req_9", tenant_id="b" * 16)
 
 
 class Moody(Policy):

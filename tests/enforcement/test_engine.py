@@ -17,6 +17,7 @@ from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.views import RequestView, ResponseView, ToolCall, ToolResult
+from tests.support import exchanges
 
 
 class Says(Policy):
@@ -62,7 +63,7 @@ def engine(*policies: Policy, monitored: tuple[str, ...] = (), confirm_action: s
 
 
 def exchange() -> Exchange:
-    return Exchange(request_id="req_1", started=0.0, tenant_id="a" * 16, provider="openai", endpoint="chat")
+    return exchanges.exchange("openai", "chat", request_id="req_1", tenant_id="a" * 16)
 
 
 PROMPT = RequestView(model="m", prompt="hello")

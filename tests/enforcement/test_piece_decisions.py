@@ -15,8 +15,8 @@ from capsem_proxyd.enforcement.calling import PolicyCaller
 from capsem_proxyd.enforcement.piece_decisions import decide_pieces
 from capsem_proxyd.enforcement.pieces import Piece, Split
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
-from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse
+from tests.support import exchanges
 
 SCOPE = b"policy 0 on_model_call tenant a"
 
@@ -78,7 +78,7 @@ def split_of(cache: VerdictCache, *texts: str) -> Split:
     return Split(pieces, whole)
 
 
-EXCHANGE = Exchange(request_id="req_1", started=0.0, tenant_id="a" * 16, provider="openai", endpoint="chat")
+EXCHANGE = exchanges.exchange("openai", "chat", request_id="req_1", tenant_id="a" * 16)
 
 
 async def decide(

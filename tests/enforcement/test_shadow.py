@@ -9,6 +9,7 @@ import trio
 
 from capsem_proxyd.enforcement.shadow import MAX_PENDING_SHADOW, ShadowRunner, open_shadow_tasks
 from capsem_proxyd.exchange import Exchange
+from tests.support import exchanges
 
 
 async def test_wait_idle_returns_once_every_evaluation_has_ended() -> None:
@@ -94,7 +95,7 @@ async def test_the_runner_puts_each_hook_call_to_the_shadow_engine(caplog: pytes
                 raise RuntimeError("engine bug")
             return None, "ALLOW"
 
-    exchange = Exchange(request_id="req_7", started=0.0, tenant_id="a" * 16, provider="openai", endpoint="chat")
+    exchange = exchanges.exchange("openai", "chat", request_id="req_7", tenant_id="a" * 16)
     async with open_shadow_tasks() as tasks:
         runner = ShadowRunner(Engine(), tasks)
         runner.start(exchange, "on_model_call", invoke=None)  # type: ignore[arg-type]

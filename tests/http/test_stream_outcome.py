@@ -32,6 +32,7 @@ from capsem_proxyd.observe.recorders import Recorder, Recorders
 from capsem_proxyd.observe.request_log import RequestLog
 from capsem_proxyd.proxy.pipeline import ProxyReply
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
+from tests.support import exchanges
 from tests.support.engines import engine
 from tests.support.metrics import Scrape
 
@@ -96,7 +97,7 @@ async def serve(pump: StreamPump, recorder: Recorder, client: Client, *, started
 
 def pump_for(upstream: httpx.AsyncByteStream, *, decoder: SSEDecoder | None = None,
              open_streams: OpenStreams | None = None) -> StreamPump:
-    exchange = Exchange(request_id="req_o", started=0.0, tenant_id="t" * 16, provider="openai", endpoint="chat")
+    exchange = exchanges.exchange("openai", "chat", request_id="req_o", tenant_id="t" * 16)
     return StreamPump(exchange, OpenAIChatDialect(), engine(), httpx.Response(200, stream=upstream),
                       decoder or SSEDecoder(), StreamSettings(idle_timeout=5), open_streams)
 

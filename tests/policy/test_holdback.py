@@ -26,12 +26,12 @@ from capsem_proxyd.dialects.framing import SSEDecoder
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.enforcement.holdbacks import channel_matchers
 from capsem_proxyd.enforcement.loader import load_policy_set
-from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policies.debug import DebugPolicy
 from capsem_proxyd.policies.holdback import Fixed, LiteralTerms, Visible, regex_width
 from capsem_proxyd.policies.normalize import fold
 from capsem_proxyd.policies.rules import RulesPolicy
 from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
+from tests.support import exchanges
 from tests.support.daemon import run_capsem_proxyd
 from tests.support.engines import engine
 
@@ -73,7 +73,7 @@ async def _stream_through(pieces: list[str], policy_engine: object) -> tuple[lis
             await trio.sleep(0)
         yield b"data: [DONE]\n\n"
 
-    exchange = Exchange(request_id="req_h", started=0.0, tenant_id="t", provider="openai", endpoint="chat")
+    exchange = exchanges.exchange("openai", "chat", request_id="req_h", tenant_id="t")
     pump = StreamPump(exchange, OpenAIChatDialect(), policy_engine, httpx.Response(200, content=upstream()),  # type: ignore[arg-type]
                       SSEDecoder(), StreamSettings(idle_timeout=5))
     texts, raw = [], b""

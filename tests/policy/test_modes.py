@@ -20,6 +20,7 @@ from capsem_proxyd.enforcement.tenants import TenantPolicies, load_policy_config
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.views import RequestView
+from tests.support import exchanges
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY, Proxy, capture_instances, in_thread
 
@@ -237,7 +238,7 @@ async def test_engine_tells_its_recorder_which_decisions_were_shadow_or_monitor(
         ) -> None:
             records.append((policy, decision.verdict.value, mode))
 
-    exchange = Exchange(request_id="req_1", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat")
+    exchange = exchanges.exchange("openai", "chat", request_id="req_1", tenant_id="0" * 16)
     async with open_shadow_tasks() as tasks:
         policies = TenantPolicies(load_policy_config(settings), settings, Listener(), shadow_tasks=tasks)
         engine = policies.for_tenant(exchange.tenant_id)

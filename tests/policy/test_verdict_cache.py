@@ -28,6 +28,7 @@ from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.policies.debug import DebugPolicy
 from capsem_proxyd.policies.rules import RulesPolicy
 from capsem_proxyd.views import RequestView, ToolResult
+from tests.support import exchanges
 from tests.support.policies import CountingPolicy, WholeCountingPolicy
 
 RULES = {
@@ -53,7 +54,7 @@ def make_engine(*policies: object, cache: VerdictCache | None = None, recorder: 
 
 
 def exchange(tenant: str = "a" * 16) -> Exchange:
-    return Exchange(request_id="req_1", started=0.0, tenant_id=tenant, provider="openai", endpoint="chat")
+    return exchanges.exchange("openai", "chat", request_id="req_1", tenant_id=tenant)
 
 
 def outcome(engine: PolicyEngine, view: RequestView, tenant: str = "a" * 16) -> str:

@@ -19,6 +19,7 @@ from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.outcomes import StreamOutcome
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
+from tests.support import exchanges
 from tests.support.engines import engine
 
 ENGINE = engine()
@@ -32,7 +33,7 @@ def _event(text: str) -> bytes:
 
 
 def _exchange() -> Exchange:
-    return Exchange(request_id="req_test", started=0.0, tenant_id="0" * 16, provider="openai", endpoint="chat.completions")
+    return exchanges.exchange("openai", "chat.completions", request_id="req_test", tenant_id="0" * 16)
 
 
 async def _run(pump: StreamPump) -> list[bytes]:
@@ -218,7 +219,7 @@ async def test_gemini_frames_its_final_error_by_the_replys_own_media_type(
 ) -> None:
     """No query is rewritten to choose the framing: the decoder the reply's content type chose says it."""
     response = httpx.Response(200, content=_chunks([upstream]))
-    exchange = Exchange(request_id="req_g", started=0.0, tenant_id="t", provider="gemini", endpoint="generateContent")
+    exchange = exchanges.exchange("gemini", "generateContent", request_id="req_g", tenant_id="t")
     pump = StreamPump(exchange, GeminiDialect(), ENGINE, response, decoder(), StreamSettings(idle_timeout=5))
     with trio.fail_after(5):
         writes = await _run(pump)

@@ -13,10 +13,10 @@ import trio
 from capsem_proxyd.config import Settings
 from capsem_proxyd.dialects.framing import SSEDecoder
 from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
-from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.proxy.stored_content import StoredContent, open_store
 from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
+from tests.support import exchanges
 from tests.support.engines import engine
 
 TENANT = "0" * 16
@@ -39,7 +39,7 @@ async def run(tmp_path: Path, reads: list[bytes]) -> tuple[list[bytes], list[boo
         for piece in reads:
             yield piece
 
-    exchange = Exchange(request_id="req_test", started=0.0, tenant_id=TENANT, provider="openai", endpoint="responses")
+    exchange = exchanges.exchange("openai", "responses", request_id="req_test", tenant_id=TENANT)
     pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(), httpx.Response(200, content=upstream()), SSEDecoder(),
                       StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
     writes: list[bytes] = []
@@ -91,7 +91,7 @@ async def test_a_client_that_leaves_mid_stream_has_the_id_withdrawn(tmp_path: Pa
         yield event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine so far.")
         await trio.sleep_forever()
 
-    exchange = Exchange(request_id="req_test", started=0.0, tenant_id=TENANT, provider="openai", endpoint="responses")
+    exchange = exchanges.exchange("openai", "responses", request_id="req_test", tenant_id=TENANT)
     pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(), httpx.Response(200, content=upstream()), SSEDecoder(),
                       StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
     with trio.fail_after(5), trio.CancelScope() as client:
