@@ -81,6 +81,10 @@ class ActivePolicies:
     def current(self) -> TenantPolicies:
         return self._policies
 
+    async def aclose(self) -> None:
+        """Close the current policies' worker processes (older ones close when their last request is done)."""
+        await self._policies.aclose()
+
     async def replace(self, config: PolicyConfig, settings: Settings) -> None:
         """Build and start ``config``'s policies, then make them current (the old ones stay current meanwhile)."""
         self._policies = await _started_policies(config, settings, self._recorder, self._shadow_tasks)
@@ -204,6 +208,7 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
         # before the recorders they report to close, and after the pipeline that starts them.
         shadow_tasks = await stack.enter_async_context(open_shadow_tasks())
         policies = await ActivePolicies.start(config, settings, recorder, shadow_tasks)
+        stack.push_async_callback(_bounded(policies.aclose, "the policy worker processes"))
         pipeline = Pipeline(
             upstream,
             policies.current,

@@ -149,6 +149,11 @@ class TenantPolicies:
         if self.pool is not None:
             await self.pool.start()
 
+    async def aclose(self) -> None:
+        """Close the worker processes of the CPU-heavy policies, if any (the instance, as it closes)."""
+        if self.pool is not None:
+            await self.pool.aclose()
+
     def for_tenant(self, tenant_id: str) -> PolicyEngine:
         """The engine ``tenant_id``'s requests run under; ProxyError(401) if it is not allowed."""
         if self.allowed is not None and tenant_id not in self.allowed:

@@ -244,6 +244,7 @@ class _Holder:
     """What the task keeping a pool's worker context open needs (never the pool: it must be collectable)."""
 
     close: trio.Event = field(default_factory=trio.Event)
+    closed: trio.Event = field(default_factory=trio.Event)  # the worker context has exited
     context: Any = None
 
 
@@ -320,6 +321,18 @@ class PolicyWorkers:
     def local_copy(self, index: int) -> Policy | None:
         return self._local.get(index)
 
+    async def aclose(self) -> None:
+        """Close the worker processes now and wait until they are gone (bounded by their grace period).
+
+        The instance calls it for the policies in use when it closes; a pool that a reload replaced
+        closes once nothing refers to it any more (its last request is done), through its finalizer.
+        """
+        holder = self._holder
+        if holder is None:
+            return
+        holder.close.set()
+        await holder.closed.wait()
+
 
 async def _hold(
     holder: _Holder, specs: tuple[PolicySpec, ...], opened: trio.Event, failure: list[BaseException]
@@ -342,6 +355,8 @@ async def _hold(
             log.warning("policy worker processes ended with %s", type(error).__name__)
         if isinstance(error, trio.Cancelled):
             raise
+    finally:
+        holder.closed.set()
 
 
 def _close_soon(token: trio.lowlevel.TrioToken, holder: _Holder) -> None:

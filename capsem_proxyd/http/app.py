@@ -46,7 +46,7 @@ log = logging.getLogger("capsem_proxyd")
 
 
 class ControlPlane(QuartTrio):
-    """Quart-Trio with the keep-alive fix of ``quart_compat`` installed for its requests."""
+    """Quart-Trio with the keep-alive fix of ``_compat/quart.py`` installed for its requests."""
 
     asgi_http_class = ShieldedLastSend
 

@@ -1,6 +1,6 @@
 """One OpenTelemetry span per proxied request, in the GenAI semantic conventions' terms.
 
-Wired by ``create_app`` only when export is on (``observe/tracing.py``): a
+Built by the instance (``daemon/instance.py``) only when export is on (``observe/tracing.py``): a
 proxy without tracing never imports this module. The span:
 
 * kind SERVER: it covers the proxy's handling of a client's request, from

@@ -26,7 +26,7 @@ from capsem_proxyd._compat.hypercorn import serve_hypercorn
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon.instance import Instance, app_for, open_instance
 from capsem_proxyd.daemon.server import bind_sockets, hypercorn_config, reload
-from capsem_proxyd.enforcement.tenants import load_policy_config
+from capsem_proxyd.enforcement.tenants import TenantPolicies, load_policy_config
 from capsem_proxyd.observe.audit import AuditLog
 from capsem_proxyd.proxy.response_store import ResponseStore
 from capsem_proxyd.proxy.upstream import Upstream
@@ -127,6 +127,7 @@ def recording(monkeypatch: pytest.MonkeyPatch, closed: list[str]) -> None:
 
     from capsem_proxyd.observe.otel import SpanRecorder
 
+    note(TenantPolicies, "aclose", "policies")
     note(ResponseStore, "aclose", "store")
     note(Upstream, "aclose", "upstream")
     note(SpanRecorder, "aclose", "spans")
@@ -147,7 +148,7 @@ async def test_parts_close_in_the_reverse_order_of_building_even_when_cancelled(
             if ending == "is cancelled":
                 scope.cancel()
                 await trio.sleep_forever()
-    assert closed == ["store", "upstream", "spans", "audit"]
+    assert closed == ["policies", "store", "upstream", "spans", "audit"]
 
 
 async def test_end_streams_ends_an_open_stream_with_the_shutdown_event(

@@ -104,3 +104,36 @@ def test_the_proxys_process_never_imports_presidio_when_pii_runs_in_workers(tmp_
 def test_the_known_cpu_heavy_policies_declare_it() -> None:
     assert {"capsem_proxyd.policies.pii:OfflinePIIPolicy"} == CPU_HEAVY_KNOWN
     assert OfflinePIIPolicy.cpu_heavy is True and OfflinePIIPolicy.splittable is True
+
+
+async def test_closing_the_instance_ends_its_policy_worker_processes(proxy_settings: Settings, tmp_path: Path) -> None:
+    """The instance owns the worker processes of the policies in use: when it closes, they are gone."""
+    from dataclasses import replace
+
+    from capsem_proxyd.daemon.instance import open_instance
+    from capsem_proxyd.enforcement.tenants import load_policy_config
+
+    settings = replace(proxy_settings, policy_dir=str(heavy_folder(tmp_path)), policy_processes=1)
+    before = _spawned_children()
+    async with open_instance(settings, load_policy_config(settings)) as instance:
+        assert instance.policies.pool is not None
+        workers = _spawned_children() - before
+        assert workers, "the worker process started with the instance"
+    assert not workers & _spawned_children(), "a policy worker outlived the instance that owned it"
+
+
+def _spawned_children() -> set[int]:
+    """Live children of this process started by multiprocessing's spawn (the policy workers; not its
+    resource tracker, which lives as long as the process that started it)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            spawned = b"spawn_main" in (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and spawned:
+            found.add(int(entry.name))
+    return found
