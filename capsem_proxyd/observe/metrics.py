@@ -142,7 +142,7 @@ class Metrics(Recorder):
     def stream_started(self, exchange: Exchange) -> None:
         self._active_streams.inc()
 
-    def stream_finished(self, exchange: Exchange, outcome: str) -> None:
+    def stream_finished(self, exchange: Exchange, outcome: StreamOutcome) -> None:
         self._active_streams.dec()
         self._child(self._streams, exchange.provider, exchange.endpoint, outcome).inc()
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from capsem.models import Decision
 
 from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.outcomes import StreamOutcome
 from capsem_proxyd.views import StoredReference
 
 
@@ -83,7 +84,7 @@ class Recorder:
     def stream_started(self, exchange: Exchange) -> None:
         """A streamed reply starts flowing to the client."""
 
-    def stream_finished(self, exchange: Exchange, outcome: str) -> None:
+    def stream_finished(self, exchange: Exchange, outcome: StreamOutcome) -> None:
         """A streamed reply ended, however it ended."""
 
     def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
@@ -134,7 +135,7 @@ class Recorders(Recorder):
         for recorder in self._stream_started:
             recorder.stream_started(exchange)
 
-    def stream_finished(self, exchange: Exchange, outcome: str) -> None:
+    def stream_finished(self, exchange: Exchange, outcome: StreamOutcome) -> None:
         for recorder in self._stream_finished:
             recorder.stream_finished(exchange, outcome)
 

@@ -347,18 +347,11 @@ class StreamPump:
         """The batch is over: nothing more to wait for before a cheap check."""
         checks = self.core.read_over()
         if checks:
-            await self._run(checks)
-            release = self.core.release()
-            if release is not None:
-                self._collect(release, out)
+            await self._check_and_collect(checks, out)
 
     async def _finish(self, out: list[bytes]) -> None:
-        checks = self.core.finish()
-        if checks:
-            await self._run(checks)
-        release = self.core.release()
-        if release is not None:
-            self._collect(release, out)
+        """The upstream ended: the last checks on everything, then all that passed goes."""
+        await self._check_and_collect(self.core.finish(), out)
         if self.outcome is StreamOutcome.INCOMPLETE:  # an upstream's in-stream error stays what ended it
             self.outcome = StreamOutcome.COMPLETED
 
@@ -374,10 +367,15 @@ class StreamPump:
                 await self.engine.check_tool_call(self.exchange, check.call)
                 self.core.checked(check)
 
-    def _collect(self, release: Release, out: list[bytes]) -> None:
-        out.append(release.data())
-        if release.completes_stored or release.ends_reply:
-            self._marks(release)
+    async def _check_and_collect(self, checks: list[Check], out: list[bytes]) -> None:
+        """Run ``checks``, then collect what the core releases."""
+        if checks:
+            await self._run(checks)
+        release = self.core.release()
+        if release is not None:
+            out.append(release.data())
+            if release.completes_stored or release.ends_reply:
+                self._marks(release)
 
     def _marks(self, release: Release) -> None:
         """What goes out next carries the event completing the stored reply, or the one ending the reply."""
