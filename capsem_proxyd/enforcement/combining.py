@@ -21,11 +21,11 @@ cache folds in exactly as the decision it was made from did.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from capsem.models import DEFAULT_SAFE_DECISION, Decision
 
-from capsem_proxyd.verdicts import VerdictRank, rank, stricter
+from capsem_proxyd.verdicts import REFUSING_LEVEL, VerdictRank, level, stricter
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,16 +50,22 @@ class Combined:
     decision: Decision | None = None
     verdict: str = "ALLOW"
     spans: tuple[Span, ...] = ()
+    # ``decision``'s rank as a plain int, computed once: a fold compares it for every piece.
+    level: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.decision is not None:
+            object.__setattr__(self, "level", level(self.decision.verdict.value))
 
     @property
     def rank(self) -> VerdictRank:
         """The rank of ``decision``; ``ALLOW`` when there is none."""
-        return VerdictRank.ALLOW if self.decision is None else rank(self.decision.verdict.value)
+        return VerdictRank(self.level)
 
     @property
     def refusal(self) -> Decision | None:
         """The strictest decision when it refuses (``VerdictRank.refuses``), else None."""
-        return self.decision if self.decision is not None and self.rank.refuses else None
+        return self.decision if self.decision is not None and self.level >= REFUSING_LEVEL else None
 
 
 NOTHING = Combined()
@@ -71,22 +77,25 @@ def decided(decision: Decision, spans: tuple[Span, ...] = ()) -> Combined:
     CAPSEM's shared ALLOW constant gets one shared result, so an entry of the
     cache costs no more than the decision it holds."""
     if decision is DEFAULT_SAFE_DECISION and not spans:
-        return _SAFE
+        return SAFE
     verdict = decision.verdict.value
-    return Combined(decision, "ALLOW" if rank(verdict).refuses else verdict, spans)
+    return Combined(decision, "ALLOW" if level(verdict) >= REFUSING_LEVEL else verdict, spans)
 
 
 def fold(acc: Combined, step: Decision | Combined) -> Combined:
     """``acc`` with one more decision, or with another fold's result (a cached piece's, a policy's)."""
     if not isinstance(step, Combined):
         step = decided(step)
-    strictest = step.decision if step.decision is not None and replaces(acc, step.decision) else acc.decision
-    return Combined(strictest, stricter(acc.verdict, step.verdict), acc.spans + step.spans if step.spans else acc.spans)
+    if step is SAFE and acc.decision is not None:
+        return acc  # the common case (a piece allowed, from the cache): nothing changes
+    strictest = step.decision if step.decision is not None and replaces(acc, step) else acc.decision
+    verdict = acc.verdict if step.verdict == "ALLOW" else stricter(acc.verdict, step.verdict)
+    return Combined(strictest, verdict, acc.spans + step.spans if step.spans else acc.spans)
 
 
-def replaces(acc: Combined, decision: Decision) -> bool:
-    """Whether folding ``decision`` into ``acc`` makes it the strictest: the first, or strictly stricter."""
-    return acc.decision is None or rank(decision.verdict.value) > acc.rank
+def replaces(acc: Combined, step: Combined) -> bool:
+    """Whether folding ``step`` into ``acc`` makes its decision the strictest: the first, or strictly stricter."""
+    return acc.decision is None or step.level > acc.level
 
 
-_SAFE = Combined(DEFAULT_SAFE_DECISION)
+SAFE = Combined(DEFAULT_SAFE_DECISION)  # CAPSEM's shared ALLOW, as a fold's result (see ``decided``)

@@ -31,13 +31,13 @@ from capsem.models import DEFAULT_SAFE_DECISION, Decision
 from capsem.policies import Policy
 
 from capsem_proxyd.enforcement.calling import PolicyCaller
-from capsem_proxyd.enforcement.combining import NOTHING, Combined, decided, fold, replaces
+from capsem_proxyd.enforcement.combining import NOTHING, SAFE, Combined, decided, fold, replaces
 from capsem_proxyd.enforcement.hook_calls import asking
 from capsem_proxyd.enforcement.pieces import Split, batches
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse
-from capsem_proxyd.verdicts import VerdictRank, rank
+from capsem_proxyd.verdicts import BLOCK_LEVEL, VerdictRank, level, rank
 
 # Asks the policy about some of the pieces (their numbers): its decisions, in order, possibly fewer
 # than asked when it stopped at a BLOCK. Raises ``_Failed`` when the policy failed.
@@ -64,7 +64,7 @@ class _Walk:
 
     def add(self, result: Combined, cached: bool) -> None:
         assert result.decision is not None
-        if replaces(self.combined, result.decision):
+        if replaces(self.combined, result):
             self.from_cache = cached
         self.combined = fold(self.combined, result)
         self.pieces += 1
@@ -114,7 +114,7 @@ def _worth_asking(found: list[Combined | None]) -> list[int]:
     for number, result in enumerate(found):
         if result is None:
             wanted.append(number)
-        elif result.rank == VerdictRank.BLOCK:
+        elif result.level >= BLOCK_LEVEL:
             break
     return wanted
 
@@ -152,8 +152,12 @@ def _fold(walk: _Walk, found: list[Combined | None], fresh: set[int], stop: int 
     for number, result in enumerate(found[:stop]):
         if result is None:
             return
+        if result is SAFE and walk.combined.decision is not None:
+            walk.pieces += 1  # the common case, a piece allowed: it changes nothing but the counts
+            walk.hits += number not in fresh
+            continue
         walk.add(result, cached=number not in fresh)
-        if result.rank == VerdictRank.BLOCK:
+        if result.level >= BLOCK_LEVEL:
             return
 
 
@@ -169,4 +173,4 @@ def _result(walk: _Walk) -> tuple[Combined, CacheUse]:
 
 
 def _blocks(decision: Decision) -> bool:
-    return rank(decision.verdict.value) == VerdictRank.BLOCK
+    return level(decision.verdict.value) >= BLOCK_LEVEL
