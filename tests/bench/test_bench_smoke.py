@@ -31,7 +31,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.mark.timeout(180)
+# A cap against a hung run, not a measure: the smoke run takes ~100 s on an idle 2-core machine and
+# ~130 s with both cores loaded (a clean clone also builds capsem-proxy 0.1.0's environment first).
+SMOKE_CAP_SECONDS = 600
+
+
+@pytest.mark.timeout(SMOKE_CAP_SECONDS + 60)
 def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     bench = subprocess.Popen(
@@ -39,11 +44,11 @@ def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        printed, _ = bench.communicate(timeout=130)
+        printed, _ = bench.communicate(timeout=SMOKE_CAP_SECONDS)
     except subprocess.TimeoutExpired:
         bench.terminate()  # SIGTERM: the bench stops its children on the way out
         printed, _ = bench.communicate(timeout=30)
-        pytest.fail(f"smoke run took over 130 s:\n{printed[-3000:]}")
+        pytest.fail(f"smoke run did not finish within its {SMOKE_CAP_SECONDS} s cap:\n{printed[-3000:]}")
     assert bench.returncode == 0, printed[-5000:]
 
     results = json.loads(output.read_text())
