@@ -39,6 +39,9 @@ class Dialect(ABC):
     event_not_content: Paths = Paths()
     # Where this API's content goes, for the README (tests/dialects/test_surfaces.py checks each).
     surfaces: tuple[Surface, ...] = ()
+    # Seconds between the last write of a stream and the error event that cuts it, for clients
+    # that recognise the error only when it arrives in a network read of its own (see GeminiDialect).
+    stream_error_gap: float = 0.0
 
     @abstractmethod
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:

@@ -141,6 +141,12 @@ class GeminiDialect(Dialect):
     operation = "generate_content"
     request_not_content = REQUEST_NOT_CONTENT
     reply_not_content = event_not_content = REPLY_NOT_CONTENT
+    # The JS SDK (so Gemini CLI) tests JSON.parse on each read fetch hands it, and Node's fetch
+    # joins HTTP chunks that wait in the socket together: an error read together with the text
+    # before it is "Incomplete JSON segment", which Gemini CLI retries, sending the blocked turn to
+    # the model again. A pause before the error lets the client read the text first; a client slower
+    # than this still retries (seen on a loaded 2-core machine with no pause; never with it).
+    stream_error_gap = 0.3
     surfaces = (
         Surface("request", "systemInstruction (system_instruction)", "on_model_call (system)"),
         Surface("request", "functionResponse parts: name, response, parts", "on_tool_response"),

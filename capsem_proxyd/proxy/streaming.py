@@ -171,6 +171,7 @@ class StreamPump:
         self._reader_scope = trio.CancelScope()
         self._ended_by_shutdown = False
         self._first_written = False
+        self._last_write: float | None = None  # trio time of the last write to the client
         self._completes_stored = False  # what goes out next carries the event completing the stored reply
         self._ends_reply = False  # what goes out next carries the event ending the reply
 
@@ -281,12 +282,13 @@ class StreamPump:
         """Check each batch and write what it released in one piece (the very first release at once).
 
         A final error event is written on its own, never joined to text released
-        before it: it then reaches the client as an HTTP chunk of its own, which
-        is how the JS SDK for Gemini (Gemini CLI) recognises it. That SDK tests
-        ``JSON.parse`` on each chunk ``fetch`` hands it; text and error in one
-        chunk fail the parse and end in "Incomplete JSON segment at the end",
-        which Gemini CLI retries as a network error, sending the blocked turn
-        to the model again.
+        before it, and at least ``Dialect.stream_error_gap`` after it: the JS SDK
+        for Gemini (Gemini CLI) recognises the error only in a network read of
+        its own. That SDK tests ``JSON.parse`` on each read ``fetch`` hands it,
+        and Node's fetch joins HTTP chunks that arrived together; text and error
+        in one read fail the parse and end in "Incomplete JSON segment at the
+        end", which Gemini CLI retries as a network error, sending the blocked
+        turn to the model again.
         """
         out: list[bytes] = []  # released, not yet written
         final = b""  # the error event that ends a cut stream
@@ -316,7 +318,10 @@ class StreamPump:
         # among them was settled above: recorded if the stream completed, withdrawn otherwise.
         if out:
             yield b"".join(out)
+            self._last_write = trio.current_time()
         if final:
+            if self._last_write is not None:
+                await trio.sleep_until(self._last_write + self.dialect.stream_error_gap)
             yield final
 
     async def _take(self, event: StreamEvent, out: list[bytes]) -> bool:
@@ -392,6 +397,7 @@ class StreamPump:
 
     def _written(self) -> None:
         """A write reached the client: if it carried the reply's end, the client has the whole reply."""
+        self._last_write = trio.current_time()
         if self._ends_reply and self.outcome is StreamOutcome.INCOMPLETE:
             self.outcome = StreamOutcome.COMPLETED
 

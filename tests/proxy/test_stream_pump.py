@@ -12,6 +12,7 @@ import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trio.testing import MockClock
 
 from capsem_proxyd.dialects.framing import JSONArrayDecoder, SSEDecoder, StreamEvent
 from capsem_proxyd.dialects.gemini import GeminiDialect
@@ -227,3 +228,36 @@ async def test_gemini_frames_its_final_error_by_the_replys_own_media_type(
     assert pump.outcome is StreamOutcome.BLOCKED and final.endswith(ending)
     body = final.removeprefix(b"[").removesuffix(b"]") if decoder is JSONArrayDecoder else final
     assert json.loads(body)["error"]["code"] == 400  # INVALID_ARGUMENT, what the Gemini SDKs raise on
+
+
+def _gemini_event(text: str) -> bytes:
+    chunk = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(("dialect", "event"), [(GeminiDialect(), _gemini_event), (OpenAIChatDialect(), _event)],
+                         ids=["gemini", "openai"])
+async def test_a_block_error_waits_the_dialects_gap_after_the_last_text(
+    dialect: GeminiDialect | OpenAIChatDialect, event: object, autojump_clock: MockClock
+) -> None:
+    """Gemini's error goes out ``stream_error_gap`` after the text before it (virtual time: exact, never flaky).
+
+    Node's fetch joins HTTP chunks waiting in the socket into one read, and the
+    JS SDK (Gemini CLI) recognises the error only in a read of its own; read
+    together with the text it is "Incomplete JSON segment", and Gemini CLI
+    sends the blocked turn to the model again.
+    """
+    assert callable(event)
+    events = [event("A harmless start, long enough to be released at once. " * 3), event("then capsem_block")]
+    response = httpx.Response(200, content=_chunks(events))
+    pump = StreamPump(_exchange(), dialect, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5))
+    times: list[float] = []
+    writes: list[bytes] = []
+    async with pump.open() as chunks:
+        async for data in chunks:
+            writes.append(data)
+            times.append(trio.current_time())
+    assert b"A harmless start" in writes[0] and b"capsem_block" not in b"".join(writes[:-1])
+    assert b"error" in writes[-1] and pump.outcome is StreamOutcome.BLOCKED
+    assert times[-1] - times[-2] >= dialect.stream_error_gap
+    assert (dialect.stream_error_gap > 0) is isinstance(dialect, GeminiDialect)
