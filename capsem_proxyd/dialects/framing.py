@@ -4,6 +4,14 @@ A decoder (``StreamDecoder``) cuts upstream bytes into events while keeping
 each event's exact bytes, so an event that passes the checks is forwarded as
 the upstream sent it (no re-serialisation); an encoder writes the proxy's own
 final error event, framed for the decoder's ``media_type``.
+
+A stream is read as its client reads it. One UTF-8 byte-order mark at the very
+start of a stream is no part of its text: WHATWG's UTF-8 decode (browsers,
+``TextDecoder``, eventsource-parser and the SDKs built on them) drops it, so
+``\ufeffdata: ...`` is a ``data`` line to them. A decoder that kept it would
+read a field named ``\ufeffdata``, see no data, and let the event go
+unchecked to a client that reads it. Both decoders skip that one mark (its
+bytes are still relayed, as every byte is); a mark anywhere else is text.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from typing import Protocol
 
 import orjson
 
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, U+FEFF
 _SSE_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 _SSE_LINE = re.compile(r"\r\n|\r|\n")
 _STRING_STOP = re.compile(rb'["\\]')  # what ends a JSON string scan: its closing quote, or an escape
@@ -59,9 +68,13 @@ class SSEDecoder:
         self._buffer = bytearray()
         self._max_event_bytes = max_event_bytes
         self._seen_cr = False  # until a CR arrives, events end only in "\n\n": a plain find does
+        self._at_start = True  # the stream's first bytes may still be a byte-order mark
+        self._skip = 0  # bytes of the first event's text that are its stream's byte-order mark
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         self._buffer += chunk
+        if self._at_start and self._bom_may_follow():
+            return []
         if not self._seen_cr and b"\r" in chunk:
             self._seen_cr = True
         events: list[StreamEvent] = []
@@ -73,11 +86,13 @@ class SSEDecoder:
                 if match is None:
                     break
                 raw = bytes(buffer[start : match.end()])
-                events.append(_parse_sse(raw, match.start() - start))
+                events.append(_parse_sse(raw, match.start() - start, self._skip))
+                self._skip = 0
                 start = match.end()
         else:
             while (end := buffer.find(b"\n\n", start)) >= 0:
-                events.append(_parse_sse(bytes(buffer[start : end + 2]), end - start))
+                events.append(_parse_sse(bytes(buffer[start : end + 2]), end - start, self._skip))
+                self._skip = 0
                 start = end + 2
         if start:
             del self._buffer[:start]
@@ -85,18 +100,30 @@ class SSEDecoder:
             raise FramingError(f"an upstream event exceeds {self._max_event_bytes} bytes")
         return events
 
+    def _bom_may_follow(self) -> bool:
+        """At the stream's start: True while its bytes so far may be a byte-order mark still arriving;
+        once they cannot be, whether they were one is settled for good."""
+        if len(self._buffer) < len(_BOM) and _BOM.startswith(self._buffer):
+            return True
+        self._at_start = False
+        if self._buffer.startswith(_BOM):
+            self._skip = len(_BOM)
+        return False
+
     def close(self) -> list[StreamEvent]:
         """End of input: a trailing event without its blank line still counts."""
         rest = bytes(self._buffer)
         self._buffer.clear()
-        if not rest.strip():
+        skip, self._skip = self._skip, 0
+        if not rest[skip:].strip():
             return []
-        return [_parse_sse(rest + b"\n\n", len(rest))]
+        return [_parse_sse(rest + b"\n\n", len(rest), skip)]
 
 
-def _parse_sse(raw: bytes, body_length: int) -> StreamEvent:
+def _parse_sse(raw: bytes, body_length: int, skip: int = 0) -> StreamEvent:
+    """One event from its bytes; ``skip``: the stream's byte-order mark it starts with (no part of its text)."""
     try:
-        text = raw[:body_length].decode("utf-8")
+        text = raw[skip:body_length].decode("utf-8")
     except UnicodeDecodeError as error:
         raise FramingError(f"upstream event is not UTF-8: {error}") from None
     if text.startswith("data:") and "\n" not in text and "\r" not in text:
@@ -142,12 +169,19 @@ class JSONArrayDecoder:
         self._escaped = False
         self._opened = False
         self._closed = False
+        self._at_start = True  # the stream's first bytes may still be a byte-order mark
         self._max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         self._buffer += chunk
-        events: list[StreamEvent] = []
         buffer = self._buffer
+        if self._at_start:
+            if len(buffer) < len(_BOM) and _BOM.startswith(buffer):
+                return []  # a byte-order mark may still be arriving
+            self._at_start = False
+            if buffer.startswith(_BOM):
+                self._scan = len(_BOM)  # skipped as a reader's decoder does; relayed with the first element
+        events: list[StreamEvent] = []
         index = self._scan
         cut = 0  # where the next event's raw bytes start
         while index < len(buffer):
@@ -213,6 +247,8 @@ class JSONArrayDecoder:
         raise FramingError("upstream JSON stream is malformed")
 
     def close(self) -> list[StreamEvent]:
+        if self._at_start and self._buffer:
+            raise FramingError("upstream JSON stream is malformed")
         if self._depth or self._in_string or (self._opened and not self._closed):
             raise FramingError("upstream JSON stream ended before the array was closed")
         rest = bytes(self._buffer)

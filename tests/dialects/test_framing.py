@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import json
 import random
+import re
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.framing import FramingError, JSONArrayDecoder, SSEDecoder
+from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
+from tests.support import exchanges
+from tests.support.engines import engine
+
+ENGINE = engine()
 
 SSE_BODY = (
     b"event: response.created\ndata: {\"a\": 1}\n\n"
@@ -64,3 +76,133 @@ def test_sse_trailing_event_without_blank_line_is_kept() -> None:
     assert decoder.feed(b"data: {}\n\ndata: last") != []
     (last,) = decoder.close()
     assert last.data == "last"
+
+
+# -- a stream that begins with a byte-order mark ---------------------------------------------------------------------
+# WHATWG's UTF-8 decode drops one BOM at the start of a stream (browsers, TextDecoder, eventsource-parser); the
+# decoders read the stream as such a reader does. tests/e2e/test_stream_bom.py runs a node reader through the proxy.
+
+BOM = "\ufeff".encode()
+
+
+def whatwg_sse_data(body: bytes) -> list[str]:
+    """The data of every event a WHATWG-conformant reader dispatches (the HTML standard's event-stream
+    interpretation, in small): UTF-8 decode dropping one leading BOM, lines split on CRLF/CR/LF."""
+    text = body.decode("utf-8")
+    text = text.removeprefix("\ufeff")
+    dispatched, data = [], []
+    for line in re.split(r"\r\n|\r|\n", text):
+        if not line:
+            if data:
+                dispatched.append("\n".join(data))
+            data = []
+            continue
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+    return dispatched
+
+
+def every_data(events: list) -> list[str]:
+    return [event.data for event in events if event.data]
+
+
+@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("line_end", [b"\n", b"\r\n"])
+def test_sse_a_leading_byte_order_mark_is_no_part_of_the_first_field_name(seed: int, line_end: bytes) -> None:
+    body = BOM + SSE_BODY.replace(b"\n", line_end) if line_end == b"\n" else BOM + b"data: {\"a\": 1}\r\n\r\ndata: x\r\n\r\n"
+    events = feed_in_pieces(SSEDecoder(), body, seed)
+    assert b"".join(event.raw for event in events) == body  # the mark is still relayed, as every byte is
+    assert every_data(events) == whatwg_sse_data(body)
+    assert events[0].data == '{"a": 1}'
+
+
+@pytest.mark.parametrize("split", range(1, 4))
+def test_sse_a_byte_order_mark_split_across_reads_is_still_one_mark(split: int) -> None:
+    decoder = SSEDecoder()
+    body = BOM + b"data: capsem_block\n\n"
+    events = decoder.feed(body[:split]) + decoder.feed(body[split:]) + decoder.close()
+    assert [event.data for event in events] == ["capsem_block"]
+
+
+def test_sse_only_the_streams_first_mark_is_dropped() -> None:
+    """A second mark is text: a field named ``\\ufeffdata`` to the decoder and to every reader alike."""
+    for body in (BOM + BOM + b"data: x\n\n", b"data: a\n\n" + BOM + b"data: x\n\n", b"\n" + BOM + b"data: x\n\n"):
+        events = feed_in_pieces(SSEDecoder(), body, 0)
+        assert every_data(events) == whatwg_sse_data(body)
+        assert "x" not in every_data(events)
+
+
+def test_sse_a_stream_of_a_mark_alone_or_a_truncated_mark() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(BOM) == [] and decoder.close() == []
+    decoder = SSEDecoder()
+    assert decoder.feed(BOM[:2]) == []
+    with pytest.raises(FramingError):
+        decoder.close()
+    decoder = SSEDecoder()
+    assert decoder.feed(BOM + b"data: last") == []
+    assert [event.data for event in decoder.close()] == ["last"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_json_array_a_leading_byte_order_mark_is_skipped_and_relayed(seed: int) -> None:
+    body = BOM + ARRAY_BODY
+    events = feed_in_pieces(JSONArrayDecoder(), body, seed)
+    assert b"".join(event.raw for event in events) == body
+    assert [json.loads(event.data) for event in events if event.data] == json.loads(body.decode("utf-8-sig"))
+
+
+def test_json_array_a_second_mark_or_a_truncated_one_is_malformed() -> None:
+    with pytest.raises(FramingError):
+        JSONArrayDecoder().feed(BOM + BOM + b"[]")
+    decoder = JSONArrayDecoder()
+    assert decoder.feed(BOM[:1]) == []
+    with pytest.raises(FramingError):
+        decoder.close()
+
+
+def _chat_event(text: str, line_end: bytes) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m",
+             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return b"data: " + json.dumps(chunk).encode() + line_end + line_end
+
+
+async def _relayed(pieces: list[bytes]) -> bytes:
+    async def upstream() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    pump = StreamPump(exchanges.exchange("openai", "chat.completions", request_id="req_bom", tenant_id="0" * 16),
+                      OpenAIChatDialect(), ENGINE, httpx.Response(200, content=upstream()), SSEDecoder(),
+                      StreamSettings(idle_timeout=5), OpenStreams())
+    writes: list[bytes] = []
+    async with pump.open() as chunks:
+        async for data in chunks:
+            writes.append(data)
+    return b"".join(writes)
+
+
+@settings(max_examples=80)
+@given(texts=st.lists(st.sampled_from(["capsem_block", "capsem_", "block", "hello ", "a"]), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(1, 200), max_size=12), line_end=st.sampled_from([b"\n", b"\r\n"]))
+def test_a_marker_in_a_stream_that_begins_with_a_mark_never_reaches_a_whatwg_reader(
+    texts: list[str], cuts: list[int], line_end: bytes
+) -> None:
+    raw = BOM + b"".join(_chat_event(text, line_end) for text in texts) + b"data: [DONE]" + line_end + line_end
+    pieces, start = [], 0
+    for cut in cuts:
+        pieces.append(raw[start : start + cut])
+        start += cut
+    pieces.append(raw[start:])
+    delivered = trio.run(_relayed, [piece for piece in pieces if piece])
+    read = "".join(
+        choice["delta"].get("content") or ""
+        for data in whatwg_sse_data(delivered) if data.startswith("{") and '"choices"' in data
+        for choice in json.loads(data)["choices"]
+    )
+    assert "capsem_block" not in read
+    if "capsem_block" in "".join(texts):
+        assert b"CAPSEM policy" in delivered  # ended by the block, not let through
