@@ -44,6 +44,10 @@ class ErrorCode(StrEnum):
     REQUEST_HEADER_FIELDS_TOO_LARGE = "request_header_fields_too_large"
     DUPLICATE_FIELD = "duplicate_field"  # one field in two spellings (Gemini's camelCase twins)
     DUPLICATE_KEY = "duplicate_key"
+    DUPLICATE_HEADER = "duplicate_header"  # a header that decides how the request is read, given twice
+    DUPLICATE_PARAMETER = "duplicate_parameter"  # a query parameter that carries a key, given twice
+    CONFLICTING_API_KEYS = "conflicting_api_keys"  # two places the provider reads a key from, two different keys
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
     INVALID_ENCODING = "invalid_encoding"
     UNSUPPORTED_CHARSET = "unsupported_charset"
     UNREADABLE_TOKEN_IDS = "unreadable_token_ids"

@@ -42,6 +42,7 @@ from capsem_proxyd.dialects.base import (
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
+from capsem_proxyd.dialects.query import BOOLEAN, KeyCarriers, QueryParams
 from capsem_proxyd.errors import ErrorKind, ProxyError, decision_fields
 from capsem_proxyd.views import (
     ALL_CHANNELS,
@@ -143,6 +144,8 @@ def anthropic_usage(message: dict[str, Any]) -> Usage | None:
 
 class AnthropicMessagesDialect(Dialect):
     provider = "anthropic"
+    key_carriers = KeyCarriers(("x-api-key", "authorization"))
+    query_params = QueryParams({"beta": BOOLEAN})  # ?beta=true: the SDKs' beta client (so Claude Code)
     endpoint = "messages"
     operation = "chat"
     request_not_content = REQUEST_NOT_CONTENT

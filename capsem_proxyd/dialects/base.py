@@ -15,6 +15,7 @@ import orjson
 
 from capsem_proxyd.dialects.content import Paths, Surface
 from capsem_proxyd.dialects.framing import SSEDecoder, StreamDecoder, StreamEvent, encode_sse
+from capsem_proxyd.dialects.query import KeyCarriers, QueryParams
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StoredReference, StreamView, Usage
 
@@ -39,6 +40,10 @@ class Dialect(ABC):
     event_not_content: Paths = Paths()
     # Where this API's content goes, for the README (tests/dialects/test_surfaces.py checks each).
     surfaces: tuple[Surface, ...] = ()
+    # Where the provider reads a key from, and the query parameters it knows (query.py): every other
+    # parameter, or a known one outside its shape, is content.
+    key_carriers: KeyCarriers = KeyCarriers(("authorization",))
+    query_params: QueryParams = QueryParams()
     # Seconds between the last write of a stream and the error event that cuts it, for clients
     # that recognise the error only when it arrives in a network read of its own (see GeminiDialect).
     stream_error_gap: float = 0.0

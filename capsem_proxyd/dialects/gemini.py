@@ -21,6 +21,7 @@ citation metadata, URL context) is text the client receives.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,7 @@ from capsem_proxyd.dialects.framing import (
     StreamEvent,
     encode_json_array_error,
 )
+from capsem_proxyd.dialects.query import BOOLEAN, KeyCarriers, QueryParams, enum, known
 from capsem_proxyd.errors import ProxyError, decision_fields
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
@@ -136,9 +138,23 @@ def field(container: dict[str, Any], camel_name: str, snake_name: str) -> Any:
     return container.get(snake_name) if value is None else value
 
 
+# Where Google's front end reads a credential: the API key (header or ?key=) and an OAuth token.
+KEY_CARRIERS = KeyCarriers(("x-goog-api-key", "authorization"), ("key", "$key", "access_token", "$access_token"))
+# Google's system parameters that carry no content, also under their $-names. A field mask is strict
+# lowerCamelCase JSON names, so a free string (capsem_block) is outside it and checked.
+QUERY_PARAMS = QueryParams(known({
+    "alt": re.compile(r"(json|sse|proto|media)(;enum-encoding=int)?"),
+    "fields": re.compile(r"\*|[a-z][A-Za-z0-9]*(?:[./,()*]+[a-z][A-Za-z0-9]*)*[)*]*"),
+    "prettyPrint": BOOLEAN,
+    ".xgafv": enum("1", "2"),  # Google's name is $.xgafv
+}, dollar=True), keys=KEY_CARRIERS.params)
+
+
 class GeminiDialect(Dialect):
     provider = "gemini"
     operation = "generate_content"
+    key_carriers = KEY_CARRIERS
+    query_params = QUERY_PARAMS
     request_not_content = REQUEST_NOT_CONTENT
     reply_not_content = event_not_content = REPLY_NOT_CONTENT
     # The JS SDK (so Gemini CLI) tests JSON.parse on each read fetch hands it, and Node's fetch

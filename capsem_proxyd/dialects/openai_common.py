@@ -9,6 +9,7 @@ other field of the part is content like any other.
 from __future__ import annotations
 
 import mimetypes
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from capsem_proxyd.dialects.base import (
 )
 from capsem_proxyd.dialects.content import Node, Sorter
 from capsem_proxyd.dialects.framing import StreamEvent
+from capsem_proxyd.dialects.query import KeyCarriers, QueryParams
 from capsem_proxyd.errors import ErrorKind, ProxyError, decision_fields
 from capsem_proxyd.views import MediaPart, Usage
 
@@ -38,6 +40,7 @@ _ERROR_TYPES: dict[ErrorKind, str] = {
     ErrorKind.UPSTREAM_ERROR: "api_error",
     ErrorKind.UPSTREAM_TIMEOUT: "timeout_error",
 }
+API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?|preview|latest|v1")
 _AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 
 
@@ -78,6 +81,9 @@ class OpenAIDialect(Dialect):
     """What every OpenAI API dialect shares: the Bearer key and the error shape."""
 
     provider = "openai"
+    key_carriers = KeyCarriers(("authorization",))
+    # Azure OpenAI's v1 API (an OpenAI-compatible upstream; the AzureOpenAI SDK client sends it on every call).
+    query_params = QueryParams({"api-version": API_VERSION})
 
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return openai_api_key(headers, query)

@@ -21,6 +21,7 @@ class RelayDialect(Dialect):
         self.base = base
         self.provider = base.provider
         self.endpoint = endpoint
+        self.key_carriers = base.key_carriers
 
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         return self.base.api_key(headers, query)

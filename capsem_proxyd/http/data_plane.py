@@ -6,6 +6,7 @@ middleware), it sees each HTTP request first:
 1. the ``Exchange`` is born (request id, start time): every reply, whichever
    plane answers it, carries ``x-capsem-request-id`` and gets one log line;
 2. the guard refuses ambiguous framing (400) and oversized headers (431);
+   on a proxied route, a header or query that could be read two ways (400);
 3. the route table (``routes.py``) resolves the request: a proxied route, a
    refusal in the provider's shape (404, 405, 400), or not ours at all;
 4. a proxied route's body is read (413 beyond ``--max-body-size``, 408 beyond
@@ -31,16 +32,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 import trio
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.dialects.query import QueryMap
 from capsem_proxyd.errors import ProxyError, bad_request, body_too_large, body_too_slow, internal_error
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.http.cors import Cors
-from capsem_proxyd.http.guard import HeaderLimits, framing_problem, header_problem
+from capsem_proxyd.http.guard import HeaderLimits, framing_problem, header_problem, reading_problem
 from capsem_proxyd.http.routes import Refusal, RouteTable, error_dialect
 from capsem_proxyd.observe.logs import escape_controls
 from capsem_proxyd.observe.recorders import Recorder
@@ -60,15 +61,22 @@ _CLOSE = [(b"connection", b"close")]
 
 
 class HeaderMap(Mapping[str, str]):
-    """The request headers by lower-case name, first value winning (as werkzeug's ``get``)."""
+    """The request headers by lower-case name, first value winning (as werkzeug's ``get``);
+    ``repeated``: the names given more than once (the guard refuses some of them)."""
 
-    __slots__ = ("_values",)
+    __slots__ = ("_values", "repeated")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         values: dict[str, str] = {}
+        repeated: set[str] = set()
         for name, value in raw:  # ASGI header names are lower-case already
-            values.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+            key = name.decode("latin-1")
+            if key in values:
+                repeated.add(key)
+            else:
+                values[key] = value.decode("latin-1")
         self._values = values
+        self.repeated = repeated
 
     def get(self, name: str, default: Any = None) -> Any:
         return self._values.get(name.lower(), default)
@@ -84,15 +92,6 @@ class HeaderMap(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._values)
-
-
-def query_map(query_string: bytes) -> Mapping[str, str]:
-    """The query parameters, first value winning (as werkzeug's ``MultiDict.get``)."""
-    values: dict[str, str] = {}
-    if query_string:
-        for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-            values.setdefault(name, value)
-    return values
 
 
 class _ClientGone(Exception):
@@ -121,7 +120,7 @@ class DataPlane:
         raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
         headers = HeaderMap(raw_headers)
         self.recorder.request_started(exchange, headers)
-        query = query_map(scope.get("query_string", b""))
+        query = QueryMap(scope.get("query_string", b""))
         reply = _Reply(send, exchange, self.cors.reply_headers(headers.get("origin")) if self.cors else [])
         try:
             problem = framing_problem(raw_headers) or header_problem(raw_headers, self.header_limits)
@@ -144,8 +143,11 @@ class DataPlane:
                 reply.done(self.recorder, 499, StreamOutcome.CLIENT_DISCONNECTED)
 
     async def _proxy(
-        self, scope: Scope, receive: Receive, reply: _Reply, route: Route, headers: HeaderMap, query: Mapping[str, str]
+        self, scope: Scope, receive: Receive, reply: _Reply, route: Route, headers: HeaderMap, query: QueryMap
     ) -> None:
+        if (problem := reading_problem(route.dialect.key_carriers, headers, headers.repeated, query)) is not None:
+            await self._refuse(receive, reply, route.dialect, problem)
+            return
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             await reply.error(self.recorder, route.dialect, body_too_large(), close=True)
@@ -168,6 +170,7 @@ class DataPlane:
             headers=[(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]],
             header_map=headers,
             query=query,
+            query_pairs=query.pairs,
             query_string=scope.get("query_string", b""),
             body=body,
             client_addr=(client[0] if client else "<local>") if self.forward_client_ip else None,

@@ -10,7 +10,12 @@ front proxy that trusted the length instead would see a different request
 boundary, the classic smuggling split. Such a request is refused here, on the
 raw ASGI header list (which keeps every repetition), with the connection closed.
 
-Everything works on ``scope["headers"]`` (bytes pairs) so nothing is decoded
+On a proxied route, what is read outside the body must have one reading
+too (``reading_problem``): a header that decides it (the body's type, a key)
+given twice, a query string that is not UTF-8, or two different keys where
+the provider reads one, each a 400 naming it.
+
+Everything else works on ``scope["headers"]`` (bytes pairs) so nothing is decoded
 or merged before it is judged. The same module holds the one rule for what a
 client-chosen path segment may be (``is_safe_segment``): model names in
 paths and pass-through paths are judged by it alike.
@@ -19,11 +24,12 @@ paths and pass-through paths are judged by it alike.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from capsem_proxyd.config import DEFAULTS
-from capsem_proxyd.errors import ProxyError, ambiguous_framing, headers_too_large
+from capsem_proxyd.dialects.query import KeyCarriers, QueryMap
+from capsem_proxyd.errors import ErrorCode, ProxyError, ambiguous_framing, bad_request, headers_too_large
 
 # A path segment the proxy may append to a configured upstream base: it starts with
 # a letter or digit (so never a dot segment), and has no percent signs (a second
@@ -54,6 +60,27 @@ def framing_problem(headers: Iterable[tuple[bytes, bytes]]) -> ProxyError | None
     if encodings > 1:
         return ambiguous_framing("The request carries more than one Transfer-Encoding.")
     return None
+
+
+# Headers that decide how a proxied request is read: the body's type and every header a provider
+# reads a key from. Given twice, the proxy reads the first and a provider may read the other.
+_SINGLE_VALUED = ("content-type", "authorization", "x-api-key", "x-goog-api-key")
+
+
+def reading_problem(
+    carriers: KeyCarriers, headers: Mapping[str, str], repeated: Collection[str], query: QueryMap
+) -> ProxyError | None:
+    """A 400 for a proxied request that could be read two ways outside its body: a header that
+    decides its reading given twice, a query that is not UTF-8, or keys that could name two tenants."""
+    if repeated:
+        for name in _SINGLE_VALUED:
+            if name in repeated:
+                return bad_request(
+                    f"The request carries the {name} header more than once; send it once.", ErrorCode.DUPLICATE_HEADER
+                )
+    if query.undecodable:
+        return bad_request("The request's query string is not UTF-8.", ErrorCode.INVALID_ENCODING)
+    return carriers.key_problem(headers, query)
 
 
 def header_problem(headers: Sequence[tuple[bytes, bytes]], limits: HeaderLimits) -> ProxyError | None:

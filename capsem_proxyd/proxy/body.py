@@ -3,8 +3,11 @@
 The body is forwarded as the client's bytes, so those bytes must have exactly
 one reading. Refused with a 400 naming the problem, before any policy runs:
 
-* a charset other than UTF-8 (the provider decodes UTF-8; a check of another
-  decoding would check other text), and bytes that are not UTF-8;
+* a content type other than ``application/json`` (a form, multipart or text
+  body is read by a provider as that, or refused), a parameter other than one
+  ``charset`` (``charset*=``, RFC 2231, is not one), a charset other than UTF-8
+  (the provider decodes UTF-8; a check of another decoding would check other
+  text), and bytes that are not UTF-8;
 * the same key twice in one object, at any depth: parsers disagree on which
   one counts (orjson and most others keep the last, some the first), so the
   value a policy saw may not be the one the model reads;
@@ -25,6 +28,11 @@ from typing import Any
 from capsem_proxyd.errors import ErrorCode, ProxyError, bad_request
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# One content-type parameter (RFC 9110 8.3.1): a token, "=", a token or a quoted string without escapes.
+# An RFC 2231 name (charset*) is a token of its own, so it is no charset here, nor is it read as one.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PARAMETER = re.compile(rf'\s*({_TOKEN})=({_TOKEN}|"[^"\\]*")\s*')
+_TAKES = "a JSON endpoint takes application/json, optionally with charset=utf-8"
 
 
 class _Refused(Exception):
@@ -34,7 +42,7 @@ class _Refused(Exception):
 
 def parse_request_body(raw: bytes, content_type: str | None) -> dict[str, Any]:
     """The body's one reading as a JSON object; ProxyError(400) for anything ambiguous."""
-    _check_charset(content_type)
+    _check_content_type(content_type)
     if not raw:
         raise bad_request("The request body is empty; expected a JSON object.")
     try:
@@ -58,16 +66,39 @@ def parse_request_body(raw: bytes, content_type: str | None) -> dict[str, Any]:
     return body
 
 
-def _check_charset(content_type: str | None) -> None:
-    if not content_type:
+def _check_content_type(content_type: str | None) -> None:
+    """``application/json``, at most one ``charset`` parameter and only UTF-8 (any case, quoted or not), or no type.
+
+    A body under another type (text/plain, a form, multipart) is read by a provider
+    as that type, or refused, never certainly as the JSON checked here. No type: JSON
+    is the only reading a provider has for it.
+    """
+    if content_type is None or not content_type.strip():
         return
-    for parameter in content_type.split(";")[1:]:
-        name, _, value = parameter.strip().partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+    media_type, *parameters = content_type.split(";")
+    if media_type.strip().lower() != "application/json":
+        raise bad_request(
+            f"The request body's content type is {content_type.strip()[:80]!r}; {_TAKES}.",
+            ErrorCode.UNSUPPORTED_CONTENT_TYPE,
+        )
+    parameters = [parameter for parameter in parameters if parameter.strip()]  # "a;;b": empty ones are allowed
+    for parameter in parameters:
+        match = _PARAMETER.fullmatch(parameter)
+        if match is None or match.group(1).lower() != "charset":
+            name = match.group(1) if match else parameter.strip()
             raise bad_request(
-                f"The request body's charset is {value.strip()!r}; capsem-proxyd reads (and providers expect) UTF-8.",
+                f"The request's content type has a parameter {name[:40]!r} capsem-proxyd does not read; {_TAKES}.",
+                ErrorCode.UNSUPPORTED_CONTENT_TYPE,
+            )
+        value = match.group(2)
+        if value.strip('"').lower() not in ("utf-8", "utf8"):
+            raise bad_request(
+                f"The request body's charset is {value[:40]!r}; capsem-proxyd reads (and providers expect) UTF-8.",
                 ErrorCode.UNSUPPORTED_CHARSET,
             )
+    if len(parameters) > 1:
+        raise bad_request(f"The request's content type gives its charset twice; {_TAKES}.",
+                          ErrorCode.UNSUPPORTED_CONTENT_TYPE)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

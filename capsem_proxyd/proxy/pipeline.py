@@ -6,6 +6,10 @@ a ``ProxyReply`` (bytes, or a ``StreamPump`` to iterate); the data plane
 (``http/data_plane.py``) drives it. Every refusal is a ``ProxyError`` answered
 in the route's provider shape.
 
+The query string goes upstream as the client sent it: the parameters the
+dialect does not know (``Dialect.query_params``) are prompt content, a line
+``name=value`` each after the body's text.
+
 References to content the provider stores are refused or admitted by
 ``--stored-content`` (``stored_content.py``) before any policy runs; the ids
 of replies the provider stores are recorded as they are delivered.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -65,6 +69,7 @@ class IncomingRequest:
     query_string: bytes
     body: bytes
     client_addr: str | None = None  # set only when the operator forwards client addresses
+    query_pairs: Sequence[tuple[str, str]] = ()  # every query parameter, decoded, in order
 
 
 @dataclass(slots=True)
@@ -140,6 +145,8 @@ class Pipeline:
             exchange.model = dialect.model(body, route.path_model)
             exchange.stream = dialect.wants_stream(body, incoming.query, route.path_stream)
             view = dialect.request_view(body, exchange.model)
+            if incoming.query_pairs and (in_query := dialect.query_params.content(incoming.query_pairs)):
+                view.set_prompt([*(view.prompt_pieces if view.prompt_pieces is not None else [view.prompt]), *in_query])
             check_request_view(view, self.limits)
             exchange.prompt = view.prompt  # a reference, for an audit log that opted in to prompts
             if references := dialect.references(body):
