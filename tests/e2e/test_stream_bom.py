@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is no
 BOM = "\ufeff".encode()
 # fetch + TextDecoder (stream mode: one leading BOM dropped) + the event-stream interpretation of the HTML standard.
 WHATWG_READER = r"""
-const [url, headers, body] = process.argv.slice(1);
+const [url, headers, body, mode] = process.argv.slice(1);
 const response = await fetch(url, {method: "POST", headers: JSON.parse(headers), body});
 const decoder = new TextDecoder("utf-8");
 const events = [];
@@ -47,6 +47,10 @@ function feed(text) {
     buffer = buffer.slice(match.index + match[0].length);
   }
 }
+if (mode === "json") {  // Gemini's streamed JSON array, read whole: text() decodes as TextDecoder does
+  process.stdout.write(JSON.stringify({status: response.status, events: JSON.parse(await response.text())}));
+  process.exit(0);
+}
 const reader = response.body.getReader();
 for (;;) {
   const {done, value} = await reader.read();
@@ -58,11 +62,12 @@ process.stdout.write(JSON.stringify({status: response.status, events}));
 """
 
 
-async def read_with_node(url: str, headers: dict[str, str], body: dict) -> tuple[int, list[str]]:
-    """Status and the data of every event a WHATWG reader dispatches for this request."""
+async def read_with_node(url: str, headers: dict[str, str], body: dict, mode: str = "sse") -> tuple[int, list]:
+    """Status and the data of every event a WHATWG reader dispatches for this request
+    (``mode="json"``: the elements of a streamed JSON array)."""
     with trio.fail_after(60):
         done = await trio.run_process(
-            ["node", "--input-type=module", "-e", WHATWG_READER, url, json.dumps(headers), json.dumps(body)],
+            ["node", "--input-type=module", "-e", WHATWG_READER, url, json.dumps(headers), json.dumps(body), mode],
             capture_stdout=True, capture_stderr=True,
         )
     result = json.loads(done.stdout)
@@ -126,3 +131,19 @@ async def test_a_clean_stream_after_a_mark_reaches_the_reader_whole(proxy: Proxy
         {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
     )
     assert (status, read_text(events), events[-1]) == (200, "Hello, world", "[DONE]")
+
+
+async def test_a_mark_before_a_gemini_json_array_stream(proxy: Proxy, fake: FakeUpstream) -> None:
+    """The streamed JSON array (no ``alt=sse``): a reader's UTF-8 decode drops the mark and parses the array."""
+    elements = [{"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": text}]}}]}
+                for text in ("A first sentence that is long enough to go out. capsem_", "block")]
+    fake.script(Reply(raw_body=BOM + b"[" + b",\r\n".join(map(orjson.dumps, elements)) + b"]",
+                      content_type="application/json"))
+    status, array = await read_with_node(
+        proxy.url + "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        {"x-goog-api-key": GEMINI_KEY, "content-type": "application/json"},
+        {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}, mode="json",
+    )
+    assert status == 200
+    assert "capsem_block" not in read_text([json.dumps(element) for element in array if "candidates" in element])
+    assert "CAPSEM policy 'Debug'" in json.dumps(array[-1])
