@@ -102,6 +102,15 @@ class _Channel:
         return self.parts[0] if self.parts else ""
 
 
+def _followed_by(channel: _Channel | None, texts: list[str]) -> str:
+    """The channel's text with each of ``texts`` right after what it has not released: the error's
+    message, or its restated output, whichever of its texts a client shows after the tail."""
+    if channel is None:
+        return ""
+    whole = channel.whole()
+    return whole + ("\n" + whole[channel.releasable:]).join(texts)
+
+
 @dataclass(slots=True, eq=False)
 class _OpenCall:
     """A tool call being streamed: all that the client reads of it, to check once it is complete."""
@@ -414,8 +423,7 @@ class StreamRelease:
         for key in view.tool_closes:
             self._close_call(key, checks)
         self._flush = True
-        own = "".join(view.content)
-        if not own:
+        if not view.content:
             return checks + self._text_checks() if self._unchecked else checks
         choices: dict[Any, None] = {}
         for channel in self._channels.values():
@@ -426,8 +434,7 @@ class StreamRelease:
             thoughts = self._channels.get((choice, True))
             covers = tuple((channel, channel.length) for channel in (text, thoughts) if channel is not None)
             checks.append(TextCheck(
-                choice, (text.whole() if text is not None else "") + own,
-                (thoughts.whole() + own) if thoughts is not None else "", covers,
+                choice, _followed_by(text, view.content), _followed_by(thoughts, view.content), covers,
             ))
         self._unchecked = 0
         self._round_cost = 0.0
