@@ -282,7 +282,7 @@ class GeminiDialect(Dialect):
     def stream_view(self, event: StreamEvent) -> StreamView:
         chunk = json_object_event(event)
         if chunk is None:
-            return EMPTY_STREAM_VIEW
+            return self._bare_lines_view(event) if event.raw.strip() else EMPTY_STREAM_VIEW
         view = StreamView()
         for key, value, below in SORTER.fields(chunk, REPLY_NOT_CONTENT.root, view.content):
             if key == "candidates":
@@ -293,6 +293,25 @@ class GeminiDialect(Dialect):
         if is_error_chunk(chunk):
             return upstream_error(view, chunk["error"])
         return view
+
+    def _bare_lines_view(self, event: StreamEvent) -> StreamView:
+        """An SSE event without data: google-genai reads every line that is no ``data: `` line as JSON
+        (the API sends its in-stream errors so, over several lines), and yields it as a chunk.
+
+        So the lines are read as that client reads them: a JSON object is a
+        chunk (an error chunk, or candidates it shows); anything else is
+        checked as text (the SDK raises with it in the message).
+        """
+        lines = [line for line in event.raw.decode("utf-8", "replace").splitlines()
+                 if line.strip() and not line.startswith("data: ")]
+        text = "".join(lines)
+        try:
+            chunk = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            chunk = None
+        if isinstance(chunk, dict):
+            return self.stream_view(StreamEvent(raw=event.raw, data=text))
+        return StreamView(content=[text]) if text else EMPTY_STREAM_VIEW
 
 
 def is_error_chunk(chunk: dict[str, Any]) -> bool:

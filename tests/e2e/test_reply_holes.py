@@ -147,6 +147,23 @@ async def test_a_gemini_error_chunk_goes_to_the_sdk_as_the_providers_error(proxy
     assert isinstance(error, genai_errors.ServerError) and error.code == 503 and "overloaded" in str(error)
 
 
+@pytest.mark.parametrize(
+    "bare",
+    [json.dumps(candidate(f"then {M}")), json.dumps({"error": {"code": 500, "message": f"failed: {M}"}}, indent=2)],
+    ids=["candidates-line", "multi-line-error"],
+)
+async def test_bare_json_lines_google_genai_reads_in_an_sse_stream_are_checked(
+    proxy: Proxy, fake: FakeUpstream, bare: str
+) -> None:
+    """google-genai reads every line that is no ``data: `` line as JSON (the API's errors come so);
+    an SSE reader that drops them would relay them unchecked."""
+    fake.script(Reply(raw_body=sse((None, candidate("A harmless start. "))) + bare.encode() + b"\n\n",
+                      content_type="text/event-stream"))
+    received, error = await in_thread(gemini_stream, proxy)
+    assert isinstance(error, genai_errors.ClientError) and error.code == 400 and BLOCKED in str(error)
+    assert M not in received
+
+
 # -- class 3: in-stream error events, checked whole; the held tail only with the error's text -------------
 
 
