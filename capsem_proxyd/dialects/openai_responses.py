@@ -281,15 +281,7 @@ class OpenAIResponsesDialect(OpenAIDialect):
                     SORTER.add(view.content, {"item": extra}, EVENT_NOT_CONTENT.root)
                 _rest(payload, ("item",), view)
                 return view
-        view = StreamView()
-        SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
-        if kind == "error":  # the SDKs raise on it, with its message: checked whole like any event
-            return upstream_error(view, payload)
-        if kind in _FINAL:
-            view.finished.append(ALL_CHANNELS)
-        if kind in _LIFECYCLE:
-            _stored(kind, as_dict(payload.get("response")), view)
-        return view
+        return _whole_event_view(kind, payload)
 
     def _failed_view(self, payload: dict[str, Any]) -> StreamView:
         """``response.failed``, read as the SDK reads it: its output as a reply (``output_text`` joins
@@ -450,6 +442,41 @@ def _fragment(key: Any, item: dict[str, Any], *, replace: bool) -> ToolFragment:
     whole = item.get("arguments", item.get("input"))
     return ToolFragment(key=key, name=as_str(item.get("name")) or None, call_id=as_str(item.get("call_id")) or None,
                         arguments=as_str(whole), replace=replace)
+
+
+def _whole_event_view(kind: str, payload: dict[str, Any]) -> StreamView:
+    """An event that carries its text whole (an output item, the response, an error, a type we do not know)."""
+    view = StreamView()
+    SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
+    if kind == "error":  # the SDKs raise on it, with its message: checked whole like any event
+        return upstream_error(view, payload)
+    if "item" in payload or "response" in payload:  # an output item, or the response, given whole
+        output_text = _output_text(payload)
+        if output_text:
+            view.content.append(output_text)
+    if kind in _FINAL:
+        view.finished.append(ALL_CHANNELS)
+    if kind in _LIFECYCLE:
+        _stored(kind, as_dict(payload.get("response")), view)
+    return view
+
+
+def _output_text(payload: dict[str, Any]) -> str:
+    """The text of the messages an event gives whole (``item``, or ``response.output``), joined as the
+    SDK's ``output_text`` joins it: every ``output_text`` part, first to last, with nothing between.
+
+    Each part is checked as a piece of the event's content too; joined, a term
+    split across parts (``cap``, ``sem_bl``, ``ock``) is seen as the client
+    reads it.
+    """
+    items = [payload["item"]] if "item" in payload else as_dict(payload.get("response")).get("output")
+    texts: list[str] = []
+    for item in items if isinstance(items, list) else ():
+        parts = item.get("content") if isinstance(item, dict) and item.get("type") == "message" else None
+        for part in parts if isinstance(parts, list) else ():
+            if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+    return "".join(texts) if len(texts) > 1 else ""
 
 
 _EVENT_FIELDS = frozenset({"type", "sequence_number", "item_id", "output_index", "content_index", "summary_index",

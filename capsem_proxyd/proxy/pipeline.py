@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -257,19 +258,16 @@ class Pipeline:
         try:
             body = orjson.loads(content)
         except orjson.JSONDecodeError:
+            body = None
             decoder = dialect.stream_decoder(content_type) if content_type.startswith("text/event-stream") else None
-            if decoder is not None:
-                await check_stream_body(exchange, dialect, engine, decoder, content, self.stream_settings.schedule())
+        else:  # a streamed JSON array (Gemini's) is read as the stream it is as well
+            decoder = dialect.stream_decoder(content_type) if isinstance(body, list) else None
+        if decoder is not None:
+            await check_stream_body(exchange, dialect, engine, decoder, content, self.stream_settings.schedule())
+        if body is None:
             return await engine.check_model_response(exchange, content.decode("utf-8", "replace"), "")
         check_reply_body(body, self.limits)
-        try:
-            view = dialect.response_view(body)
-        except ProxyError:
-            view = ResponseView()  # a shape no reply has (bad base64...): its strings are checked below
-        strings: list[str] = []
-        _EVERY_STRING.add(strings, body, None)
-        view.text = joined([view.text, *strings])
-        return await engine.check_response(exchange, view)
+        return await engine.check_response(exchange, error_body_view(dialect, body))
 
     @contextmanager
     def _deadline(self, stream: bool = False) -> Iterator[None]:
@@ -284,6 +282,19 @@ class Pipeline:
             raise upstream_timeout(
                 f"The upstream provider did not complete its reply within {self.request_timeout:g}s."
             ) from None
+
+
+def error_body_view(dialect: Dialect, body: Any) -> ResponseView:
+    """An upstream error body as reply content: read as a reply (its text joined as the client joins
+    it, its tool calls as calls), and every key and string of it besides, in the body's order."""
+    try:
+        view = dialect.response_view(body)
+    except ProxyError:
+        view = ResponseView()  # a shape no reply has (bad base64...): its strings are checked all the same
+    strings: list[str] = []
+    _EVERY_STRING.add(strings, body, None)
+    view.text = joined([view.text, *strings])
+    return view
 
 
 def decision_headers(engine: PolicyEngine, verdict: str) -> list[tuple[str, str]]:

@@ -36,6 +36,7 @@ from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.gemini import GeminiDialect
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
+from capsem_proxyd.proxy.pipeline import error_body_view
 from tests.support.bodies import chat_body, gemini_body, messages_body, responses_body
 from tests.support.engines import engine
 from tests.support.fake_upstream import FakeUpstream, Reply
@@ -399,6 +400,46 @@ async def test_a_stream_answered_with_an_error_status_is_checked_event_by_event(
     assert relayed.status_code == 400 and relayed.content == clean
 
 
+async def test_a_json_array_stream_answered_with_an_error_status_is_checked_as_a_stream(
+    proxy: Proxy, fake: FakeUpstream
+) -> None:
+    elements = [candidate("Sure: caps"), candidate("em_block"), {"error": {"code": 500, "message": "failed"}}]
+    fake.script(Reply(status=500, raw_body=json.dumps(elements).encode()))
+    response = await post(proxy, GEMINI_ARRAY, gemini_body())
+    assert response.status_code == 400 and BLOCKED in response.text and "Sure" not in response.text
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet="abc_ ", max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(alphabet="abcxyz", max_size=4),
+                                                                      children, max_size=3),
+    max_leaves=15,
+)
+DIALECTS = [OpenAIChatDialect(), OpenAIResponsesDialect(), AnthropicMessagesDialect(), GeminiDialect()]
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=JSON_VALUES, dialect=st.sampled_from(DIALECTS))
+def test_every_key_and_string_of_an_error_body_is_checked(body: Any, dialect: Dialect) -> None:
+    """Whatever its shape, nothing a client may show of an error body is left out of the check."""
+    text = error_body_view(dialect, body).text
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                found.append(key)
+                walk(item)
+
+    walk(body)
+    assert all(string in text for string in found)
+
+
 # -- class 6: audio transcripts; Anthropic text blocks around server-tool blocks --------------------------
 
 
@@ -411,6 +452,21 @@ async def test_a_responses_audio_transcript_split_across_deltas_never_goes(proxy
                       content_type="text/event-stream"))
     relayed = relayed_before_refusal(await post(proxy, RESPONSES, responses_body(stream=True)))
     assert "caps" not in relayed
+
+
+@pytest.mark.parametrize("carrier", ["response.output_item.done", "response.completed"])
+async def test_responses_output_text_parts_given_whole_are_checked_joined(
+    proxy: Proxy, fake: FakeUpstream, carrier: str
+) -> None:
+    """A stream without text deltas: the SDK's ``output_text`` joins the parts ``cap``, ``sem_bl``, ``ock``."""
+    message = output_message("cap", "sem_bl", "ock")
+    created = responses_event("response.created", response={"id": "resp_1", "object": "response", "output": []})
+    whole = (responses_event(carrier, output_index=0, item=message) if carrier.endswith("done") else
+             responses_event(carrier, response={"id": "resp_1", "object": "response", "status": "completed",
+                                                "output": [message]}))
+    fake.script(Reply(raw_body=sse(created, whole), content_type="text/event-stream"))
+    relayed = relayed_before_refusal(await post(proxy, RESPONSES, responses_body(stream=True)))
+    assert "sem_bl" not in relayed
 
 
 def server_tool_blocks() -> list[dict[str, Any]]:
