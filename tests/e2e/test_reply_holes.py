@@ -31,10 +31,11 @@ from google.genai import errors as genai_errors
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsem_proxyd.dialects.anthropic import AnthropicMessagesDialect
+from capsem_proxyd.dialects.anthropic import AnthropicCountTokensDialect, AnthropicMessagesDialect
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.gemini import GeminiDialect
 from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
+from capsem_proxyd.dialects.openai_completions import OpenAICompletionsDialect
 from capsem_proxyd.dialects.openai_responses import OpenAIResponsesDialect
 from capsem_proxyd.proxy.pipeline import error_body_view
 from tests.support.bodies import chat_body, gemini_body, messages_body, responses_body
@@ -415,7 +416,8 @@ JSON_VALUES = st.recursive(
                                                                       children, max_size=3),
     max_leaves=15,
 )
-DIALECTS = [OpenAIChatDialect(), OpenAIResponsesDialect(), AnthropicMessagesDialect(), GeminiDialect()]
+DIALECTS = [OpenAIChatDialect(), OpenAIResponsesDialect(), OpenAICompletionsDialect(), AnthropicMessagesDialect(),
+            AnthropicCountTokensDialect(), GeminiDialect()]
 
 
 @settings(max_examples=200, deadline=None)
