@@ -38,7 +38,7 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     sum_counts,
     token_count,
-    upstream_error_view,
+    upstream_error,
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
@@ -227,6 +227,7 @@ class AnthropicMessagesDialect(Dialect):
         view = ResponseView()
         texts: list[str] = []
         thoughts: list[str] = []
+        plain: list[str] = []  # the text blocks' text alone
         for key, value, node in SORTER.fields(body, REPLY_NOT_CONTENT.root, texts):
             if key != "content":
                 SORTER.add(texts, value, node)
@@ -239,7 +240,13 @@ class AnthropicMessagesDialect(Dialect):
                     SORTER.add(thoughts, block, below)
                 else:
                     SORTER.add(texts, block, below)
+                    if kind == "text" and isinstance(block.get("text"), str):
+                        plain.append(block["text"])
         view.text = "".join(texts)  # as the SDK's text stream joins a message's blocks
+        if len(plain) > 1 and (text := "".join(plain)) not in view.text:
+            # A client joins the text blocks and skips the blocks between them (a server tool's call and
+            # results, citations): that text is checked too.
+            view.text += "\n" + text
         view.thoughts = joined(thoughts)
         return view
 
@@ -259,12 +266,12 @@ class AnthropicMessagesDialect(Dialect):
             return _with_rest(StreamView(finished=[ALL_CHANNELS]), payload)
         if kind == "ping":
             return _with_rest(StreamView(), payload)
-        if kind == "error":
-            return upstream_error_view(payload.get("error"))
         if kind == "message_start":
             return self._message_start_view(payload)
-        view = StreamView()  # message_delta, and any event type we do not know
+        view = StreamView()  # message_delta, error, and any event type we do not know
         SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
+        if kind == "error":  # the SDKs raise on it, with its message: checked whole like any event
+            return upstream_error(view, payload.get("error"))
         return view
 
     def _message_start_view(self, payload: dict[str, Any]) -> StreamView:
@@ -457,9 +464,12 @@ def _block_start_view(index: Any, payload: dict[str, Any]) -> StreamView:
         view.tool_fragments.append(ToolFragment(key=index, name=as_str(block.get("name")),
                                                 call_id=as_str(block.get("id")), arguments=arguments))
         return view
-    if kind == "text" and set(block) <= {"type", "text", "citations"} and not block.get("citations"):
-        if block.get("text"):
-            view.text.append((TEXT, as_str(block.get("text"))))
+    if kind == "text" and isinstance(block.get("text"), str):
+        if block["text"]:
+            view.text.append((TEXT, block["text"]))  # the message's text, which its deltas continue
+        rest = {key: value for key, value in block.items() if key not in ("type", "text")}
+        if rest:  # citations, fields we do not know: whole in this event
+            SORTER.add(view.content, {"content_block": rest}, EVENT_NOT_CONTENT.root)
         return view
     if kind == "thinking" and set(block) <= {"type", "thinking", "signature"}:
         if block.get("thinking"):

@@ -150,9 +150,18 @@ def json_object_event(event: StreamEvent) -> dict[str, Any] | None:
     return payload
 
 
-def upstream_error_view(error: Any) -> StreamView:
-    """An error the upstream itself reported inside its stream: passed on as it is."""
-    return StreamView(error=as_str(as_dict(error).get("message")) or "upstream stream error")
+def upstream_error(view: StreamView, error: Any) -> StreamView:
+    """``view`` (all that the event carries, read as any event is read) marked as an error the upstream
+    reported inside its stream, which ends the reply.
+
+    The event is checked before it goes like any other, never relayed on its
+    type alone: a client reads more of it than an error (google-genai yields
+    the candidates of a chunk whose ``error`` is not its first key, the
+    Responses SDK exposes ``response.failed``'s output as ``output_text``, a
+    Chat chunk may carry ``choices`` next to ``error``), and shows its message.
+    """
+    view.error = as_str(as_dict(error).get("message")) or "upstream stream error"
+    return view
 
 
 def reply_usage(body: Any, input_field: str, output_field: str) -> Usage | None:

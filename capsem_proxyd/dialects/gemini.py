@@ -38,7 +38,7 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     sum_counts,
     token_count,
-    upstream_error_view,
+    upstream_error,
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, refuse_double_spellings
 from capsem_proxyd.dialects.framing import (
@@ -298,17 +298,49 @@ class GeminiDialect(Dialect):
     def stream_view(self, event: StreamEvent) -> StreamView:
         chunk = json_object_event(event)
         if chunk is None:
-            return EMPTY_STREAM_VIEW
-        if "error" in chunk:
-            return upstream_error_view(chunk["error"])
+            return self._bare_lines_view(event) if event.raw.strip() else EMPTY_STREAM_VIEW
         view = StreamView()
         for key, value, below in SORTER.fields(chunk, REPLY_NOT_CONTENT.root, view.content):
             if key == "candidates":
                 for _, candidate, at in SORTER.items(value, below, view.content):
                     _candidate_delta(candidate, at, view)
             else:
-                SORTER.add(view.content, value, below)
+                SORTER.add(view.content, value, below)  # an ``error`` object among them
+        if is_error_chunk(chunk):
+            return upstream_error(view, chunk["error"])
         return view
+
+    def _bare_lines_view(self, event: StreamEvent) -> StreamView:
+        """An SSE event without data: google-genai reads every line that is no ``data: `` line as JSON
+        (the API sends its in-stream errors so, over several lines), and yields it as a chunk.
+
+        So the lines are read as that client reads them: a JSON object is a
+        chunk (an error chunk, or candidates it shows); anything else is
+        checked as text (the SDK raises with it in the message).
+        """
+        lines = [line for line in event.raw.decode("utf-8", "replace").splitlines()
+                 if line.strip() and not line.startswith("data: ")]
+        text = "".join(lines)
+        try:
+            chunk = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            chunk = None
+        if isinstance(chunk, dict):
+            return self.stream_view(StreamEvent(raw=event.raw, data=text))
+        return StreamView(content=[text]) if text else EMPTY_STREAM_VIEW
+
+
+def is_error_chunk(chunk: dict[str, Any]) -> bool:
+    """Whether a client ends the stream on ``chunk`` as an error, so that nothing it held back follows.
+
+    google-genai raises only on a chunk whose JSON begins ``{"error":``, and
+    @google/genai only on an error object with a ``code``: an ``error`` key
+    elsewhere, or one of any other value (``null``, ``{}``), is read past and
+    the candidates next to it are text the client shows. Either way every
+    string the chunk carries is checked before it goes.
+    """
+    error = chunk.get("error")
+    return isinstance(error, dict) and "code" in error and next(iter(chunk)) == "error"
 
 
 def read_content(content: Any, node: Node | None, sink: list[str], view: RequestView) -> None:

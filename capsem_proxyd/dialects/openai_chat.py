@@ -23,7 +23,7 @@ from capsem_proxyd.dialects.base import (
     json_object_event,
     parse_arguments,
     stream_key,
-    upstream_error_view,
+    upstream_error,
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent
@@ -206,15 +206,15 @@ class OpenAIChatDialect(OpenAIDialect):
         chunk = json_object_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
-        if chunk.get("error"):
-            return upstream_error_view(chunk["error"])
         view = StreamView()
         for key, value, below in SORTER.fields(chunk, REPLY_NOT_CONTENT.root, view.content):
             if key == "choices":
                 for _, choice, at in SORTER.items(value, below, view.content):
                     _choice_delta(choice, at, view)
             else:
-                SORTER.add(view.content, value, below)
+                SORTER.add(view.content, value, below)  # an ``error`` object among them
+        if chunk.get("error"):  # the openai SDKs raise on it; what else it carries was read above
+            return upstream_error(view, chunk["error"])
         return view
 
 

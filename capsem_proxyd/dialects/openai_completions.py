@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from capsem_proxyd.dialects.base import json_object_event, stream_key, upstream_error_view
+from capsem_proxyd.dialects.base import json_object_event, stream_key, upstream_error
 from capsem_proxyd.dialects.content import Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_chat import SORTER
@@ -58,8 +58,6 @@ class OpenAICompletionsDialect(OpenAIDialect):
         chunk = json_object_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
-        if chunk.get("error"):
-            return upstream_error_view(chunk["error"])
         view = StreamView()
         for key, value in chunk.items():
             if key == "choices" and isinstance(value, list):
@@ -73,5 +71,7 @@ class OpenAICompletionsDialect(OpenAIDialect):
                     rest = {k: v for k, v in choice.items() if k != "text"}
                     SORTER.add(view.content, {"choices": [rest]}, REPLY_NOT_CONTENT.root)
             else:
-                SORTER.add(view.content, {key: value}, REPLY_NOT_CONTENT.root)
+                SORTER.add(view.content, {key: value}, REPLY_NOT_CONTENT.root)  # an ``error`` object among them
+        if chunk.get("error"):  # the openai SDKs raise on it; what else it carries was read above
+            return upstream_error(view, chunk["error"])
         return view

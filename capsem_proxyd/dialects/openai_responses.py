@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from capsem_proxyd.dialects import vocabulary
 from capsem_proxyd.dialects.base import (
     as_dict,
@@ -38,7 +40,7 @@ from capsem_proxyd.dialects.base import (
     parse_usage_event,
     reply_usage,
     stream_key,
-    upstream_error_view,
+    upstream_error,
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
@@ -108,12 +110,18 @@ _RESULT_ITEMS = frozenset({"function_call_output", "custom_tool_call_output", "c
 _CALL_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call"})
 _TEXT_DELTAS = frozenset({"response.output_text.delta", "response.refusal.delta"})
 _THOUGHT_DELTAS = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
+# An audio reply's transcript, streamed in pieces: a text of its own, read whole by the client.
+_TRANSCRIPT_DELTAS = frozenset({"response.audio.transcript.delta", "response.output_audio_transcript.delta"})
 _ARGUMENT_DELTAS = frozenset({"response.function_call_arguments.delta", "response.custom_tool_call_input.delta",
                               "response.mcp_call_arguments.delta"})
 _ARGUMENT_DONE = frozenset({"response.function_call_arguments.done", "response.custom_tool_call_input.done",
                             "response.mcp_call_arguments.done"})
 _FINAL = frozenset({"response.completed", "response.incomplete"})
 TEXT = 0  # the one text channel: the SDK's output_text joins every message
+TRANSCRIPT = "audio.transcript"  # the audio transcript's channel: a text apart from output_text
+# The channel each delta event grows; a transcript is held back like output_text (two deltas make one word).
+_DELTA_CHANNELS = {kind: TRANSCRIPT if kind in _TRANSCRIPT_DELTAS else TEXT
+                   for kind in (*_TEXT_DELTAS, *_THOUGHT_DELTAS, *_TRANSCRIPT_DELTAS)}
 # ``response.failed`` error codes (the API's own enum), by error kind: final for Codex only when it knows them.
 _FAILED_CODE: dict[ErrorKind, str] = {
     ErrorKind.INVALID_REQUEST: "invalid_prompt",
@@ -240,13 +248,14 @@ class OpenAIResponsesDialect(OpenAIDialect):
         if payload is None:
             return EMPTY_STREAM_VIEW
         kind = as_str(payload.get("type")) or event.event or ""
-        if kind in ("error", "response.failed"):
-            return upstream_error_view(as_dict(as_dict(payload.get("response")).get("error")) or payload)
-        if kind in _TEXT_DELTAS or kind in _THOUGHT_DELTAS:
+        if kind == "response.failed":
+            return upstream_error(self._failed_view(payload), as_dict(payload.get("response")).get("error"))
+        channel = _DELTA_CHANNELS.get(kind)
+        if channel is not None:
             view = StreamView()
             delta = payload.get("delta")
             if isinstance(delta, str) and delta:
-                (view.text if kind in _TEXT_DELTAS else view.thoughts).append((TEXT, delta))
+                (view.thoughts if kind in _THOUGHT_DELTAS else view.text).append((channel, delta))
             _rest(payload, ("delta",), view)
             return view
         key = (TEXT, stream_key(payload.get("output_index")))
@@ -272,12 +281,26 @@ class OpenAIResponsesDialect(OpenAIDialect):
                     SORTER.add(view.content, {"item": extra}, EVENT_NOT_CONTENT.root)
                 _rest(payload, ("item",), view)
                 return view
+        return _whole_event_view(kind, payload)
+
+    def _failed_view(self, payload: dict[str, Any]) -> StreamView:
+        """``response.failed``, read as the SDK reads it: its output as a reply (``output_text`` joins
+        the messages' text; calls are calls), then its error (the message the client is shown),
+        then whatever else it carries."""
         view = StreamView()
-        SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
-        if kind in _FINAL:
-            view.finished.append(ALL_CHANNELS)
-        if kind in _LIFECYCLE:
-            _stored(kind, as_dict(payload.get("response")), view)
+        response = payload.get("response")
+        if not isinstance(response, dict):
+            SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
+            return view
+        reply = self.response_view(response)
+        view.content += [text for text in (reply.text, reply.thoughts) if text]
+        for number, call in enumerate(reply.tool_calls):
+            key = (TEXT, "failed", number)
+            view.tool_fragments.append(ToolFragment(key=key, name=call.name, call_id=call.call_id,
+                                                    arguments=orjson.dumps(call.arguments).decode()))
+            view.tool_closes.append(key)
+        SORTER.add(view.content, response.get("error"), None)
+        SORTER.add(view.content, {k: v for k, v in payload.items() if k != "response"}, EVENT_NOT_CONTENT.root)
         return view
 
 
@@ -419,6 +442,41 @@ def _fragment(key: Any, item: dict[str, Any], *, replace: bool) -> ToolFragment:
     whole = item.get("arguments", item.get("input"))
     return ToolFragment(key=key, name=as_str(item.get("name")) or None, call_id=as_str(item.get("call_id")) or None,
                         arguments=as_str(whole), replace=replace)
+
+
+def _whole_event_view(kind: str, payload: dict[str, Any]) -> StreamView:
+    """An event that carries its text whole (an output item, the response, an error, a type we do not know)."""
+    view = StreamView()
+    SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
+    if kind == "error":  # the SDKs raise on it, with its message: checked whole like any event
+        return upstream_error(view, payload)
+    if "item" in payload or "response" in payload:  # an output item, or the response, given whole
+        output_text = _output_text(payload)
+        if output_text:
+            view.content.append(output_text)
+    if kind in _FINAL:
+        view.finished.append(ALL_CHANNELS)
+    if kind in _LIFECYCLE:
+        _stored(kind, as_dict(payload.get("response")), view)
+    return view
+
+
+def _output_text(payload: dict[str, Any]) -> str:
+    """The text of the messages an event gives whole (``item``, or ``response.output``), joined as the
+    SDK's ``output_text`` joins it: every ``output_text`` part, first to last, with nothing between.
+
+    Each part is checked as a piece of the event's content too; joined, a term
+    split across parts (``cap``, ``sem_bl``, ``ock``) is seen as the client
+    reads it.
+    """
+    items = [payload["item"]] if "item" in payload else as_dict(payload.get("response")).get("output")
+    texts: list[str] = []
+    for item in items if isinstance(items, list) else ():
+        parts = item.get("content") if isinstance(item, dict) and item.get("type") == "message" else None
+        for part in parts if isinstance(parts, list) else ():
+            if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+    return "".join(texts) if len(texts) > 1 else ""
 
 
 _EVENT_FIELDS = frozenset({"type", "sequence_number", "item_id", "output_index", "content_index", "summary_index",

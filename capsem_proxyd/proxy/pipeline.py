@@ -28,12 +28,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
 import trio
 
 from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.dialects.content import Sorter, joined
 from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.enforcement.tenants import TenantPolicies
 from capsem_proxyd.errors import ProxyError, missing_key, upstream_timeout, upstream_unavailable
@@ -42,7 +44,7 @@ from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.proxy.body import parse_request_body
 from capsem_proxyd.proxy.limits import Limits, check_reply_body, check_request_body, check_request_view
 from capsem_proxyd.proxy.stored_content import StoredContent
-from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings
+from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings, check_stream_body
 from capsem_proxyd.proxy.upstream import (
     TRACE_CONTEXT_HEADERS,
     Upstream,
@@ -51,8 +53,10 @@ from capsem_proxyd.proxy.upstream import (
     response_headers,
 )
 from capsem_proxyd.verdicts import stricter
+from capsem_proxyd.views import ResponseView
 
 JSON_HEADERS = [("content-type", "application/json")]
+_EVERY_STRING = Sorter(frozenset())  # no field names: every key and string is content
 _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]|,")
 # The trace-context headers for one request's upstream call (the OpenTelemetry recorder's).
 TraceHeaders = Callable[[Exchange], list[tuple[str, str]]]
@@ -226,7 +230,9 @@ class Pipeline:
                     )
             content = await self.upstream.read_body(response, self.limits.max_response_size)
         if response.status_code >= 300:
-            # Provider errors pass through untouched: the SDK shows the provider's own message.
+            # Provider errors pass through untouched (the SDK shows the provider's own message), once checked.
+            outcome = stricter(outcome, await self._check_error_body(exchange, route.dialect, engine, content,
+                                                                     content_type))
             return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
         try:
             reply_body = orjson.loads(content)
@@ -239,6 +245,36 @@ class Pipeline:
         if keep and (response_id := route.dialect.stored_reply(reply_body)) is not None:
             await self.stored.delivered(exchange, response_id)  # before the client can name it
         return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
+
+    async def _check_error_body(
+        self, exchange: Exchange, dialect: Dialect, engine: PolicyEngine, content: bytes, content_type: str,
+    ) -> str:
+        """Every string of an upstream error reply, checked as reply content before it goes.
+
+        An error body is the provider's words, usually: nothing is found and
+        it goes unchanged. But a client shows it (the SDKs put it in the
+        exception), and an upstream may answer a 400 whose body carries
+        ``choices`` or ``candidates``: so it is read as a reply (its text
+        joined as the client joins it, its tool calls as calls), every key and
+        string of it is checked besides, and an event-stream body is checked
+        event by event as a stream. Text that is no JSON is checked as it is.
+        A refusal raises the proxy's own provider-shaped block.
+        """
+        if not content:
+            return "ALLOW"
+        try:
+            body = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            body = None
+            decoder = dialect.stream_decoder(content_type) if content_type.startswith("text/event-stream") else None
+        else:  # a streamed JSON array (Gemini's) is read as the stream it is as well
+            decoder = dialect.stream_decoder(content_type) if isinstance(body, list) else None
+        if decoder is not None:
+            await check_stream_body(exchange, dialect, engine, decoder, content, self.stream_settings.schedule())
+        if body is None:
+            return await engine.check_model_response(exchange, content.decode("utf-8", "replace"), "")
+        check_reply_body(body, self.limits)
+        return await engine.check_response(exchange, error_body_view(dialect, body))
 
     @contextmanager
     def _deadline(self, stream: bool = False) -> Iterator[None]:
@@ -253,6 +289,19 @@ class Pipeline:
             raise upstream_timeout(
                 f"The upstream provider did not complete its reply within {self.request_timeout:g}s."
             ) from None
+
+
+def error_body_view(dialect: Dialect, body: Any) -> ResponseView:
+    """An upstream error body as reply content: read as a reply (its text joined as the client joins
+    it, its tool calls as calls), and every key and string of it besides, in the body's order."""
+    try:
+        view = dialect.response_view(body)
+    except ProxyError:
+        view = ResponseView()  # a shape no reply has (bad base64...): its strings are checked all the same
+    strings: list[str] = []
+    _EVERY_STRING.add(strings, body, None)
+    view.text = joined([view.text, *strings])
+    return view
 
 
 def decision_headers(engine: PolicyEngine, verdict: str) -> list[tuple[str, str]]:

@@ -38,8 +38,10 @@ The rules:
   and checked, with everything it streamed (the pieces, a whole restated
   later, another name a later event gave it, Gemini's partial argument
   values by JSON path); events behind a held event wait: order is kept;
-* an error the upstream reports inside its stream goes on as it is, after
-  what is unchecked has been checked and with nothing held back;
+* an error the upstream reports inside its stream ends the reply: its event
+  is checked whole like any other, and what each channel held back goes with
+  it only once checked together with the error event's own text (the tail
+  and the error's text read as one: a term split between them never goes);
 * at the end (``finish``) every open call and every choice's complete text
   is checked once more, and then everything goes;
 * the event that completes a reply the provider stores is marked
@@ -98,6 +100,15 @@ class _Channel:
         if len(self.parts) > 1:
             self.parts = ["".join(self.parts)]
         return self.parts[0] if self.parts else ""
+
+
+def _followed_by(channel: _Channel | None, texts: list[str]) -> str:
+    """The channel's text with each of ``texts`` right after what it has not released: the error's
+    message, or its restated output, whichever of its texts a client shows after the tail."""
+    if channel is None:
+        return ""
+    whole = channel.whole()
+    return whole + ("\n" + whole[channel.releasable:]).join(texts)
 
 
 @dataclass(slots=True, eq=False)
@@ -247,11 +258,7 @@ class StreamRelease:
     def accept(self, view: StreamView, raw: bytes, now: float) -> list[Check]:
         """One event: what it adds, and the checks due before anything more may go (in order)."""
         if view.error is not None:
-            # The upstream reported an error in-stream: its event goes as it is, what came before it
-            # checked and held back no more.
-            self._pending.append(_Pending(raw))
-            self._flush = True
-            return self._text_checks() if self._unchecked else []
+            return self._error_end(view, raw)
         checks: list[Check] = []
         if view.content:
             checks.append(TextCheck(None, "\n".join(view.content), ""))
@@ -394,6 +401,44 @@ class StreamRelease:
             return
         call.closed = call.asked = True
         checks.append(ToolCallCheck(key, call.as_call(), call))
+
+    def _error_end(self, view: StreamView, raw: bytes) -> list[Check]:
+        """The upstream reported an error in-stream: the end of the reply, so nothing is held back after it.
+
+        The error event is read like any event (its text deltas grow their
+        channels, the rest of its text is checked whole). What a channel holds
+        back may then go, but only checked together with the error event's own
+        text, appended to the channel's text as a reader sees it follow: a
+        term split between the held tail and the error's text (``response.failed``
+        restates the output, a Chat chunk carries ``error`` and ``choices``)
+        is seen whole, and if it is found, neither goes.
+        """
+        checks: list[Check] = []
+        if view.content:
+            checks.append(TextCheck(None, "\n".join(view.content), ""))
+        ends = [self._grow(choice, False, delta) for choice, delta in view.text]
+        ends += [self._grow(choice, True, delta) for choice, delta in view.thoughts]
+        keys = self._add_fragments(view.tool_fragments) if view.tool_fragments else ()
+        self._pending.append(_Pending(raw, tuple(ends), keys))
+        for key in view.tool_closes:
+            self._close_call(key, checks)
+        self._flush = True
+        if not view.content:
+            return checks + self._text_checks() if self._unchecked else checks
+        choices: dict[Any, None] = {}
+        for channel in self._channels.values():
+            if channel.releasable < channel.length:  # held back, or not yet checked
+                choices[channel.choice] = None
+        for choice in choices:
+            text = self._channels.get((choice, False))
+            thoughts = self._channels.get((choice, True))
+            covers = tuple((channel, channel.length) for channel in (text, thoughts) if channel is not None)
+            checks.append(TextCheck(
+                choice, _followed_by(text, view.content), _followed_by(thoughts, view.content), covers,
+            ))
+        self._unchecked = 0
+        self._round_cost = 0.0
+        return checks
 
     def _check_due(self, now: float) -> bool:
         unchecked = self._unchecked

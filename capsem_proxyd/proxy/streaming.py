@@ -431,3 +431,28 @@ class StreamPump:
 
     def _log_fault(self, what: str) -> None:
         log.exception("%s request_id=%s tenant_id=%s", what, self.exchange.request_id, self.exchange.tenant_id)
+
+
+async def check_stream_body(
+    exchange: Exchange, dialect: Dialect, engine: PolicyEngine, decoder: StreamDecoder, body: bytes,
+    schedule: CheckSchedule,
+) -> None:
+    """A whole stream read at once (an upstream error status with an event-stream body): every event
+    checked as the pump checks a stream, so its text is read per channel as the client reads it;
+    a refusal raises ``ProxyError`` before any byte of it goes. Nothing is released: the caller
+    sends the body as it is, or the refusal.
+    """
+    core = StreamRelease(schedule, channel_matchers(engine.holdbacks), now=time.monotonic())
+
+    async def run(checks: list[Check]) -> None:
+        for check in checks:
+            if isinstance(check, TextCheck):
+                await engine.check_model_response(exchange, check.text, check.thoughts)
+            else:
+                await engine.check_tool_call(exchange, check.call)
+            core.checked(check, 0.0, time.monotonic())
+        core.release()
+
+    for event in [*decoder.feed(body), *decoder.close()]:
+        await run(core.accept(dialect.stream_view(event), event.raw, time.monotonic()))
+    await run(core.finish())
