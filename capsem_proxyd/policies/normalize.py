@@ -99,7 +99,10 @@ from itertools import accumulate, repeat
 from operator import itemgetter
 from typing import TypeVar
 
-__all__ = ["fold", "fold_with_offsets", "visible"]
+__all__ = [
+    "GAP", "GAP_MARK", "KEEP_CASE", "LOW_LINE", "SPACED", "fold", "fold_with_offsets", "gap_words", "has_bidi_control",
+    "has_low_line", "reads_at_least", "readings", "seen_length", "visible", "visual_order",
+]
 
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): rendered as nothing.
 # Most are also Cf or Mn; the list keeps the others (Hangul fillers are Lo, some are unassigned).
@@ -207,35 +210,91 @@ def _confusable_readings() -> dict[str, str]:
 
 
 _READINGS = _confusable_readings()
+# Blocks holding Latin letters with strokes, hooks, bars..., and enclosed (circled, squared, parenthesized) ones.
+_LATIN_BLOCKS = (
+    (0x0080, 0x024F), (0x0250, 0x02AF), (0x1D00, 0x1DBF), (0x1E00, 0x1EFF), (0x2460, 0x24FF),
+    (0x2C60, 0x2C7F), (0xA720, 0xA7FF), (0xAB30, 0xAB6F), (0x1DF00, 0x1DFFF), (0x1F100, 0x1F1FF),
+)
+_LETTER_NAME = re.compile(
+    r"LATIN (SMALL|CAPITAL) LETTER ([A-Z])(?: WITH .+| BAR)\Z"
+    r"|LATIN (SMALL|CAPITAL) LETTER BARRED ([A-Z])\Z"
+    r"|(?:NEGATIVE )?(?:CIRCLED|SQUARED|PARENTHESIZED) LATIN (SMALL|CAPITAL) LETTER ([A-Z])\Z"
+)
+# Spacing underscore lookalikes NFKD does not take to "_" (‗ even decomposes to a space and a mark).
+_UNDERSCORES = "\u02cd\u2017"
+# Combining marks that draw a low line under a letter: read as nothing (an underlined word reads as the word)
+# and, in a second reading, as "_" (capsem̲block reads as capsem_block): see ``readings``.
+_LOW_LINE_MARKS = frozenset("\u0331\u0332\u0333\u035f\ufe2d")
+_NAMED: dict[str, str] = {}  # filled below, once _fold_round exists
+# Folding modes (bit flags): case kept; combining low lines read as "_"; invisible characters kept as GAP_MARK.
+KEEP_CASE, LOW_LINE, SPACED = 1, 2, 4
+# What an invisible character becomes in the spaced reading: itself invisible, so no folded text holds it.
+GAP_MARK = "\u200b"
 
 
-def _fold_round(text: str, keep_case: bool) -> str:
+def _named_readings() -> dict[str, str]:
+    """Letters the Unicode name database names as a Latin letter with something on it, and underscore
+    lookalikes, that neither NFKD nor TR39 take to ASCII (see the module docstring)."""
+    readings: dict[str, str] = {}
+    for low, high in _LATIN_BLOCKS:
+        for code in range(low, high + 1):
+            char = chr(code)
+            match = _LETTER_NAME.match(unicodedata.name(char, ""))
+            if match is None:
+                continue
+            case, letter = next((case, letter) for case, letter in zip(match.groups()[::2], match.groups()[1::2]) if letter)
+            readings[char] = letter if case == "CAPITAL" else letter.lower()
+    for char in _UNDERSCORES:
+        readings[char] = "_"
+    return readings
+
+
+def _fold_round(text: str, mode: int) -> str:
+    keep_case = bool(mode & KEEP_CASE)
     out: list[str] = []
     for whole in text:
+        named = _NAMED.get(whole)
+        if named is not None:
+            out.append(named if keep_case else named.lower())
+            continue
         decomposed = unicodedata.normalize("NFKD", whole)
         if decomposed != whole and whole in _READINGS and not any(char.isascii() for char in decomposed):
             decomposed = _READINGS[whole]  # Greek lunate sigma ϲ decomposes to ς, but reads as c
         for char in decomposed:
             if char.isascii():
                 out.append(char if keep_case else char.lower())
-            elif unicodedata.category(char) in _MARKS or _INVISIBLE.match(char):
+            elif char in _LOW_LINE_MARKS and mode & LOW_LINE:
+                out.append("_")
+            elif unicodedata.category(char) in _MARKS:
                 continue
-            elif (reading := _READINGS.get(char)) is not None:
+            elif _INVISIBLE.match(char):
+                if mode & SPACED:
+                    out.append(GAP_MARK)
+            elif (reading := _READINGS.get(char) or _NAMED.get(char)) is not None:
                 out.append(reading if keep_case else reading.lower())
             else:
                 out.append(char if keep_case else char.casefold().lower())
     return "".join(out)
 
 
-def _fold_char(char: str, keep_case: bool) -> str:
+def _fold_char(char: str, mode: int) -> str:
     """One non-ASCII character, folded until it no longer changes."""
     text = char
     for _ in range(_MAX_ROUNDS):
-        folded = _fold_round(text, keep_case)
+        folded = _fold_round(text, mode)
         if folded == text:
             break
         text = folded
     return text
+
+
+def _is_one_ascii_letter(text: str) -> bool:
+    return len(text) == 1 and text.isascii() and text.isalpha()
+
+
+# A named reading where NFKD and TR39 give no single ASCII letter (Ɓ gives 'B, Ŀ gives L·, ⒜ gives (a)).
+_NAMED.update((char, reading) for char, reading in _named_readings().items()
+              if not _is_one_ascii_letter(_fold_char(char, KEEP_CASE)))
 
 
 class _Table(dict[str, _Value]):
@@ -263,11 +322,11 @@ _Run = tuple[str, tuple[tuple[int, int], ...]]
 
 
 class _Folder:
-    """fold for one case mode: ASCII runs in bulk, non-ASCII runs through the cached tables."""
+    """fold for one mode: ASCII runs in bulk, non-ASCII runs through the cached tables."""
 
-    def __init__(self, keep_case: bool) -> None:
-        self.keep_case = keep_case
-        self.chars: _Table[str] = _Table(partial(_fold_char, keep_case=keep_case))
+    def __init__(self, mode: int) -> None:
+        self.keep_case = bool(mode & KEEP_CASE)
+        self.chars: _Table[str] = _Table(partial(_fold_char, mode=mode))
         self.runs: _Table[str] = _Table(self._fold_run, cache_if=_short)
         self.shaped_runs: _Table[_Run] = _Table(self._fold_shaped_run, cache_if=_short)
 
@@ -316,8 +375,7 @@ class _Folder:
         return folded, offsets
 
 
-_CASELESS = _Folder(keep_case=False)
-_CASED = _Folder(keep_case=True)
+_FOLDERS = [_Folder(mode) for mode in range(8)]  # indexed by mode; a table fills only once its mode is used
 
 
 def fold(text: str, *, keep_case: bool = False) -> str:
@@ -325,10 +383,10 @@ def fold(text: str, *, keep_case: bool = False) -> str:
 
     ``keep_case=True`` skips case folding, for case-sensitive terms.
     """
-    return (_CASED if keep_case else _CASELESS).fold(text)
+    return _FOLDERS[KEEP_CASE if keep_case else 0].fold(text)
 
 
-def fold_with_offsets(text: str, *, keep_case: bool = False) -> tuple[str, list[int] | None]:
+def fold_with_offsets(text: str, *, keep_case: bool = False, mode: int = 0) -> tuple[str, list[int] | None]:
     """``fold(text)`` and, for each of its characters, the index in ``text`` it came from.
 
     The promise, with ``folded, offsets = fold_with_offsets(text)``: ``offsets`` is
@@ -341,9 +399,213 @@ def fold_with_offsets(text: str, *, keep_case: bool = False) -> tuple[str, list[
 
     ``None`` stands for the identity, ``offsets[i] == i``: every character of ``text``
     folded to exactly one character. Pure ASCII text always gives ``None`` at the cost
-    of ``str.lower``.
+    of ``str.lower``. ``mode`` (``LOW_LINE``, ``SPACED``, or'ed) folds as ``readings`` does.
     """
-    return (_CASED if keep_case else _CASELESS).fold_with_offsets(text)
+    return _FOLDERS[(KEEP_CASE if keep_case else 0) | mode].fold_with_offsets(text)
+
+
+def readings(text: str, *, keep_case: bool = False, spaced: bool = False) -> tuple[str, ...]:
+    """Every way a reader may read ``text``, folded: a term is in the text when it is in one of them.
+
+    Usually one: ``fold(text)``. Where the text holds a combining low line (or macron below),
+    also the reading with it as ``_`` (``capsem̲block``), the first reading having it as nothing
+    (an underlined word). Where it holds an explicit bidi control, also both in visual order
+    (``visual_order``). ``spaced=True``: invisible characters become ``GAP_MARK`` instead of
+    nothing, for terms whose words a gap separates (``gap_term``). ASCII text: ``(text.lower(),)``.
+    """
+    base = (KEEP_CASE if keep_case else 0) | (SPACED if spaced else 0)
+    if text.isascii():
+        return (text if keep_case else text.lower(),)
+    first = _FOLDERS[base].fold(text)
+    found = {match.group() for match in _SECOND_READINGS.finditer(text)} if _SECOND_READINGS.search(text) else ()
+    if not found:
+        return (first,)
+    low_line = any(char in _LOW_LINE_MARKS for char in found)
+    out = [first]
+    if low_line:
+        out.append(_FOLDERS[base | LOW_LINE].fold(text))
+    if any(char not in _LOW_LINE_MARKS for char in found):
+        shown = visual_order(text)
+        out.append(_FOLDERS[base].fold(shown))
+        if low_line:
+            out.append(_FOLDERS[base | LOW_LINE].fold(shown))
+    return tuple(out)
+
+
+def has_bidi_control(text: str) -> bool:
+    """Whether ``text`` holds an explicit bidi embedding, override or isolate (or their ends)."""
+    return not text.isascii() and _BIDI_CONTROLS.search(text) is not None
+
+
+def has_low_line(text: str) -> bool:
+    """Whether ``text`` holds a combining low line (its second reading is ``LOW_LINE``)."""
+    return not text.isascii() and _LOW_LINES.search(text) is not None
+
+
+# -- gaps between words ------------------------------------------------------------------------------------------
+
+def _dashes() -> str:
+    chars = {chr(code) for low, high in ((0x0080, 0x2FFF), (0x3000, 0x33FF), (0xFE00, 0xFFFF))
+             for code in range(low, high + 1) if unicodedata.category(chr(code)) == "Pd"}
+    chars.update("-\u2212\u2043")
+    chars = {char for char in chars if fold(char) != "="}  # double hyphens read as "="
+    folded = {fold(char) for char in chars}
+    return "".join(sorted(char for char in chars | folded if len(char) == 1 and not char.isalnum() and char != "="))
+
+
+# A gap between words: whitespace, dash-like characters, and (in the spaced reading) invisible ones.
+DASHES = _dashes()
+GAP = "[\\s" + re.escape(DASHES) + GAP_MARK + "]"
+_GAP_RUN = re.compile(GAP + "+")
+_INNER_GAP = re.compile("(?<=[^" + GAP[1:-1] + "])" + GAP + "+(?=[^" + GAP[1:-1] + "])")
+
+
+def gap_words(folded_term: str) -> list[str] | None:
+    """The words of a folded term that gaps separate (``project falcon`` → project, falcon), or None
+    when it has no gap inside (leading and trailing separators are literal)."""
+    words = _INNER_GAP.split(folded_term)
+    return words if len(words) > 1 else None
+
+
+def seen_length(folded: str) -> int:
+    """The length of a folded (or spaced) reading with each gap counted once and invisible characters
+    not at all: a term of this length matches at most this many of them (``project   falcon`` is 14)."""
+    return len(_GAP_RUN.sub(" ", folded.replace(GAP_MARK, "")))
+
+
+def reads_at_least(text: str, width: int) -> bool:
+    """Whether ``text`` holds ``width`` characters as every matcher counts them (folded with gaps counted
+    once, and visible): a window of it that wide holds any match that wide."""
+    if len(text) < width:
+        return False
+    return seen_length(fold(text)) >= width and (text.isascii() or len(visible(text)) >= width)
+
+
+# -- visual order ------------------------------------------------------------------------------------------------
+
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_LOW_LINES = re.compile("[" + "".join(sorted(_LOW_LINE_MARKS)) + "]")
+_SECOND_READINGS = re.compile("[\u202a-\u202e\u2066-\u2069" + "".join(sorted(_LOW_LINE_MARKS)) + "]")
+_PARAGRAPHS = re.compile("([\n\r\x1c-\x1e\x85\u2029])")  # bidi class B: each paragraph is ordered alone
+# Opening controls: (opens a right-to-left level, forced direction or None, is an isolate).
+_OPENERS = {
+    "\u202a": (False, None, False), "\u202b": (True, None, False),  # LRE, RLE
+    "\u202d": (False, "L", False), "\u202e": (True, "R", False),  # LRO, RLO
+    "\u2066": (False, None, True), "\u2067": (True, None, True), "\u2068": (False, None, True),  # LRI, RLI, FSI
+}
+_STRONG = {"L": "L", "R": "R", "AL": "R", "EN": "N", "AN": "N"}  # N: a number; anything else is neutral
+_MAX_DEPTH = 125
+
+
+def visual_order(text: str) -> str:
+    """``text`` in the order it is displayed, where explicit bidi controls reorder it (else ``text``).
+
+    A subset of the Unicode Bidirectional Algorithm (UAX #9), per paragraph, left-to-right
+    paragraphs: explicit levels from the embeddings, overrides and isolates (X1-X10, with
+    their limits), strong letters and numbers at their implicit levels (I1-I2), neutrals
+    taking the direction of the strong characters around them when both agree, else the
+    embedding's (N1-N2), and the reordering of runs by level (L2). Not done: the weak-type
+    rules but W7 (a number after a Latin letter is left-to-right), bracket pairs (N0), mirroring. The controls themselves are dropped
+    (they fold to nothing anyway). Checked beside the logical order, never instead of it.
+    """
+    if not has_bidi_control(text):
+        return text
+    parts = _PARAGRAPHS.split(text)
+    parts[0::2] = map(_visual_paragraph, parts[0::2])
+    return "".join(parts)
+
+
+def _visual_paragraph(text: str) -> str:
+    if _BIDI_CONTROLS.search(text) is None:
+        return text
+    chars, levels, kinds = _explicit_levels(text)
+    _resolve_neutrals(levels, kinds)
+    for index, kind in enumerate(kinds):
+        odd = levels[index] % 2
+        if kind == "N":
+            levels[index] += 1 if odd else 2
+        elif (kind == "R") != bool(odd):
+            levels[index] += 1
+    return "".join(chars[index] for index in _reordered(levels))
+
+
+def _explicit_levels(text: str) -> tuple[list[str], list[int], list[str]]:
+    """X1-X10: each character but the controls, its embedding level, and its kind (L, R, N: a number,
+    "": neutral), an override's direction where one is in force."""
+    stack: list[tuple[int, str | None, bool]] = [(0, None, False)]
+    chars: list[str] = []
+    levels: list[int] = []
+    kinds: list[str] = []
+    for char in text:
+        opener = _OPENERS.get(char)
+        if opener is not None:
+            rtl, override, isolate = opener
+            level = stack[-1][0]
+            new = level + 1 if (level % 2 == 0) == rtl else level + 2
+            stack.append((new if new <= _MAX_DEPTH else level, override if new <= _MAX_DEPTH else stack[-1][1], isolate))
+            continue
+        if char == "\u202c":  # PDF: ends the innermost embedding or override, not an isolate
+            if len(stack) > 1 and not stack[-1][2]:
+                stack.pop()
+            continue
+        if char == "\u2069":  # PDI: ends the innermost isolate and whatever is open inside it
+            if any(entry[2] for entry in stack[1:]):
+                while not stack[-1][2]:
+                    stack.pop()
+                stack.pop()
+            continue
+        level, override, _ = stack[-1]
+        chars.append(char)
+        levels.append(level)
+        kinds.append(override or _STRONG.get(unicodedata.bidirectional(char), ""))
+    return chars, levels, kinds
+
+
+def _reordered(levels: list[int]) -> list[int]:
+    """L2: from the highest level down to the lowest odd one, each run at that level or higher reversed."""
+    order = list(range(len(levels)))
+    highest = max(levels, default=0)
+    lowest_odd = min((level for level in levels if level % 2), default=highest + 1)
+    for level in range(highest, lowest_odd - 1, -1):
+        start = None
+        for index in range(len(order) + 1):
+            inside = index < len(order) and levels[order[index]] >= level
+            if inside and start is None:
+                start = index
+            elif not inside and start is not None:
+                order[start:index] = order[start:index][::-1]
+                start = None
+    return order
+
+
+def _resolve_neutrals(levels: list[int], kinds: list[str]) -> None:
+    """N1-N2: a run of neutrals between two strong types (numbers count as R) that agree takes theirs;
+    otherwise the embedding direction. The run's edges see the embedding direction (sos/eos). Before them, W7."""
+    size = len(kinds)
+    strong, level = "", -1
+    for index in range(size):  # W7: a number after a left-to-right letter (since the run's start) is one too
+        if levels[index] != level:
+            strong, level = ("R" if levels[index] % 2 else "L"), levels[index]
+        if kinds[index] in ("L", "R"):
+            strong = kinds[index]
+        elif kinds[index] == "N" and strong == "L":
+            kinds[index] = "L"
+    index = 0
+    while index < size:
+        if kinds[index]:
+            index += 1
+            continue
+        end = index
+        while end < size and not kinds[end] and levels[end] == levels[index]:
+            end += 1
+        embedding = "R" if levels[index] % 2 else "L"
+        before = kinds[index - 1] if index and levels[index - 1] == levels[index] else embedding
+        after = kinds[end] if end < size and levels[end] == levels[index] else embedding
+        before, after = ("R" if before == "N" else before), ("R" if after == "N" else after)
+        resolved = before if before == after else embedding
+        for position in range(index, end):
+            kinds[position] = resolved
+        index = end
 
 
 def visible(text: str) -> str:

@@ -65,8 +65,8 @@ from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason,
 from capsem.policies import Policy
 from capsem.tools import Tool
 
-from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Visible, regex_width
-from capsem_proxyd.policies.normalize import fold, visible
+from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Term, Visible, regex_width
+from capsem_proxyd.policies.normalize import fold, readings, visible
 
 HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 ACTIONS = {"block": Verdict.BLOCK, "confirm": Verdict.CONFIRM, "log": Verdict.LOG}
@@ -84,12 +84,20 @@ class _Views:
         self.text = text
 
     @cached_property
-    def folded(self) -> str:
-        return fold(self.text)
+    def folded(self) -> tuple[str, ...]:
+        return readings(self.text)
 
     @cached_property
-    def folded_cased(self) -> str:
-        return fold(self.text, keep_case=True)
+    def folded_cased(self) -> tuple[str, ...]:
+        return readings(self.text, keep_case=True)
+
+    @cached_property
+    def spaced(self) -> tuple[str, ...]:
+        return readings(self.text, spaced=True)
+
+    @cached_property
+    def spaced_cased(self) -> tuple[str, ...]:
+        return readings(self.text, keep_case=True, spaced=True)
 
     @cached_property
     def visible(self) -> str:
@@ -100,12 +108,12 @@ class _Views:
 class Rule:
     """One compiled rule: what it is called, what it does, what it looks for.
 
-    Exactly one of ``term`` (already folded, see the module docstring) and ``pattern``.
+    Exactly one of ``term`` (folded, see the module docstring) and ``pattern``.
     """
 
     name: str
     verdict: Verdict
-    term: str | None = None
+    term: Term | None = None
     case_sensitive: bool = False
     pattern: re.Pattern[str] | None = None
 
@@ -113,7 +121,9 @@ class Rule:
         if self.pattern is not None:
             return self.pattern.search(views.visible) is not None
         assert self.term is not None
-        return self.term in (views.folded_cased if self.case_sensitive else views.folded)
+        if self.case_sensitive:
+            return self.term.found(views.folded_cased, lambda: views.spaced_cased)
+        return self.term.found(views.folded, lambda: views.spaced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +294,7 @@ def stream_holdback(rules: list[Rule]) -> Holdback | None:
     characters a reader sees; a regex of unbounded width makes the whole policy unbounded (the cap)."""
     parts: list[Holdback] = []
     for case_sensitive in (False, True):
-        terms = [rule.term for rule in rules if rule.term is not None and rule.case_sensitive == case_sensitive]
+        terms = [rule.term.text for rule in rules if rule.term is not None and rule.case_sensitive == case_sensitive]
         if terms:
             parts.append(LiteralTerms(terms, keep_case=case_sensitive))
     for rule in rules:
@@ -366,10 +376,10 @@ def _compile_rule(
     name = str(entry.get("name") or (term if regex is None else position))
     sensitive = _bool(entry, "case_sensitive", case_sensitive, f"rule '{name}' case_sensitive")
     if regex is None:
-        folded = fold(source, keep_case=sensitive)
-        if not folded.strip():
+        term = Term(source, keep_case=sensitive)
+        if not term.text.strip():
             raise ValueError(f"rule '{name}' ({position}): the term has no visible characters")
-        return Rule(name=name, verdict=verdict, term=folded, case_sensitive=sensitive)
+        return Rule(name=name, verdict=verdict, term=term, case_sensitive=sensitive)
     try:
         pattern = re.compile(source, 0 if sensitive else re.IGNORECASE)
     except re.error as error:
