@@ -505,8 +505,9 @@ def visual_order(text: str) -> str:
     their limits), strong letters and numbers at their implicit levels (I1-I2), neutrals
     taking the direction of the strong characters around them when both agree, else the
     embedding's (N1-N2), and the reordering of runs by level (L2). Not done: the weak-type
-    rules but W7 (a number after a Latin letter is left-to-right), bracket pairs (N0), mirroring. The controls themselves are dropped
-    (they fold to nothing anyway). Checked beside the logical order, never instead of it.
+    rules but W7 (a number after a Latin letter is left-to-right), bracket pairs (N0), mirroring.
+    Embedding and override controls are dropped (X9), an isolate's ends stay where the outer
+    level puts them; all fold to nothing. Checked beside the logical order, never instead of it.
     """
     if not has_bidi_control(text):
         return text
@@ -541,6 +542,10 @@ def _explicit_levels(text: str) -> tuple[list[str], list[int], list[str]]:
         if opener is not None:
             rtl, override, isolate = opener
             level = stack[-1][0]
+            if isolate:  # an isolate's ends stay, at the outer level, as neutrals: they part runs (X5a-X5c)
+                chars.append(char)
+                levels.append(level)
+                kinds.append("")
             new = level + 1 if (level % 2 == 0) == rtl else level + 2
             stack.append((new if new <= _MAX_DEPTH else level, override if new <= _MAX_DEPTH else stack[-1][1], isolate))
             continue
@@ -553,6 +558,9 @@ def _explicit_levels(text: str) -> tuple[list[str], list[int], list[str]]:
                 while not stack[-1][2]:
                     stack.pop()
                 stack.pop()
+                chars.append(char)
+                levels.append(stack[-1][0])
+                kinds.append("")
             continue
         level, override, _ = stack[-1]
         chars.append(char)
