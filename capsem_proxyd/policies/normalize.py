@@ -4,7 +4,8 @@ A reader (the model, a human) reads ``ｃａｐｓｅｍ＿ｂｌｏｃｋ``, ``
 ``c\\u0301apsem_block`` and ``саpsem_block`` (Cyrillic с and а) as ``capsem_block``;
 a plain ``in`` does not. :func:`fold` maps all of them to the same string, and
 the matching rule is ``fold(term) in fold(text)``: term and text go through the
-same function, so whatever it does, it does to both.
+same function, so whatever it does, it does to both. Some text has more than
+one reading (:func:`readings`, below); a term is in a text when it is in one.
 
 What :func:`fold` does, per character (it is a per-character map, so
 ``fold(a + b) == fold(a) + fold(b)`` and ``fold(fold(t)) == fold(t)``):
@@ -28,7 +29,15 @@ What :func:`fold` does, per character (it is a per-character map, so
    → ``a``, Greek ``Ρ`` → ``P``, Cherokee ``Ꭺ`` → ``A``, Arabic-Indic ``١`` → ``1``;
    a lookalike of a Latin small capital (Cyrillic ``в``, ``н``, ``т``, ``к``, ``м``,
    Greek ``τ``, ``κ``) becomes that letter;
-4. case folding (``str.casefold``, then ``lower`` so the result is stable):
+4. named readings: a letter the Unicode name database names as a Latin letter
+   with something on it (``LATIN SMALL LETTER O WITH STROKE`` ``ø``, ``... L WITH
+   STROKE`` ``ł``, ``... C WITH HOOK`` ``ƈ``, ``... U BAR`` ``ʉ``, ``... BARRED O``
+   ``ɵ``: 331 characters) or an enclosed one (negative squared ``🅲``, negative
+   circled ``🅒``, parenthesized ``⒞``, whose NFKD is ``(c)``) becomes that letter,
+   where steps 1 and 3 give no single ASCII letter; ``ˍ`` (modifier low macron)
+   and ``‗`` (double low line, whose NFKD is a space and a mark) become ``_``.
+   From the name database of the running Python (``unicodedata``), at import;
+5. case folding (``str.casefold``, then ``lower`` so the result is stable):
    ``ß`` → ``ss``, ``Ж`` → ``ж``.
 
 These repeat until the character no longer changes (casefolding can produce
@@ -47,10 +56,34 @@ a symbol (``∣``) → ``|``, other letters (Hebrew ``ו``) → ``l``; digits am
 ``''`` (curly double quotes) → ``"``. Multi-letter prototypes (``æ`` → ``ae``) stay as
 TR39 has them.
 
-``keep_case=True`` is the same folding without step 4 (for case-sensitive
+``keep_case=True`` is the same folding without step 5 (for case-sensitive
 rules): fullwidth ``ＬＡＵＮＣＨ`` and Cyrillic capitals still read as ASCII
 capitals, but ``launch`` does not read as ``LAUNCH``. A Latin small capital
 reads as its lowercase letter either way.
+
+Readings (:func:`readings`). One text can read two ways, and the matchers take
+every one (a term found in any is found):
+
+* a combining low line (or double low line, macron below) under a letter: an
+  underlined word reads as the word (``c̲a̲p̲`` is ``cap``: the first reading,
+  where the mark is nothing, like every mark), and a low line on its own reads as
+  ``_`` (``capsem̲block`` is ``capsem_block``: the second, where it is ``_``);
+* explicit bidi controls (embeddings, overrides, isolates): the text in logical
+  order (what the model reads) and in visual order (what a person sees:
+  ``U+202E kcolb_mespac U+202C`` shows ``capsem_block``), by :func:`visual_order`,
+  a subset of the Unicode Bidirectional Algorithm (no maintained pure-Python
+  implementation exists to use: ``python-bidi`` is a Rust extension now).
+
+Text without those characters has one reading, computed as before: for it,
+:func:`readings` costs :func:`fold` and a search of its non-ASCII characters.
+
+Gaps (``spaced=True``, for terms of several words, ``holdback.Term``): the
+same folding, but each invisible character becomes ``GAP_MARK`` instead of
+nothing, so that a term's gap can match ``project\u200bfalcon`` while its words
+still match ``pro\u200bject``; ``fold`` is the spaced fold without the marks. A
+gap (``GAP``) is a run of whitespace, dash-like characters (category Pd, the
+minus sign, and what they fold to) and marks; :func:`seen_length` counts each
+gap once, the measure a term's length is in (for seams and the stream hold-back).
 
 Why this data. The confusables come from ``confusable-homoglyphs`` (MIT, pure
 Python, 145 kB wheel, maintained fork, last release 3.3.1 in 2024, widely
@@ -64,7 +97,11 @@ the ASCII mappings of the raw confusables.txt) and the small-capital classes
 2021), ``disarm`` (whole-string API, 4.6 MB native module, beta), ``decancer-py``
 (whole-string, transliterates whole scripts, applies the bidi algorithm),
 PyICU's spoof checker (authoritative skeletons, but ICU is a large native
-dependency and its skeletons rewrite ASCII too).
+dependency and its skeletons rewrite ASCII too). TR39 does not list ``ø``,
+``ł`` or ``ȼ`` as lookalikes of ``o``, ``l``, ``c`` (they are letters of their
+own to it), nor ``⒞`` as ``c``; the named readings come from the Unicode
+Character Database's names instead (``unicodedata``, no dependency), a reader
+of a prompt in Latin script reading the letter under the stroke.
 
 Cost. For pure ASCII text (``str.isascii`` is O(1) in CPython) fold is exactly
 ``str.lower``. Otherwise the text is split into ASCII runs (lowered in bulk)
@@ -346,10 +383,15 @@ class _Folder:
     def fold(self, text: str) -> str:
         if text.isascii():
             return text if self.keep_case else text.lower()
+        return self.fold_with_runs(text)[0]
+
+    def fold_with_runs(self, text: str) -> tuple[str, list[str]]:
+        """The folded text, and its non-ASCII runs as they were (what a second reading looks for)."""
         parts = _NON_ASCII_RUNS.split(text)  # ASCII, non-ASCII, ASCII, ..., ASCII
+        runs = parts[1::2]
         parts[0::2] = self._ascii(parts[0::2])
-        parts[1::2] = map(self.runs.__getitem__, parts[1::2])
-        return "".join(parts)
+        parts[1::2] = map(self.runs.__getitem__, runs)
+        return "".join(parts), runs
 
     def fold_with_offsets(self, text: str) -> tuple[str, list[int] | None]:
         if text.isascii():
@@ -416,10 +458,11 @@ def readings(text: str, *, keep_case: bool = False, spaced: bool = False) -> tup
     base = (KEEP_CASE if keep_case else 0) | (SPACED if spaced else 0)
     if text.isascii():
         return (text if keep_case else text.lower(),)
-    first = _FOLDERS[base].fold(text)
-    found = {match.group() for match in _SECOND_READINGS.finditer(text)} if _SECOND_READINGS.search(text) else ()
-    if not found:
+    first, runs = _FOLDERS[base].fold_with_runs(text)
+    non_ascii = "".join(runs)  # a twentieth of the text, typically: searched instead of all of it
+    if _SECOND_READINGS.search(non_ascii) is None:
         return (first,)
+    found = {match.group() for match in _SECOND_READINGS.finditer(non_ascii)}
     low_line = any(char in _LOW_LINE_MARKS for char in found)
     out = [first]
     if low_line:

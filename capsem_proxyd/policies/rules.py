@@ -33,8 +33,14 @@ text forwarded is always the original, this only decides what matches:
 
 * a literal term matches when ``fold(term) in fold(text)``: the text as a
   reader sees it, so fullwidth letters, zero-width characters and soft
-  hyphens, combining marks (``é`` reads as ``e``) and Cyrillic/Greek (TR39)
-  lookalikes do not hide a term, and case is folded (``ß`` reads as ``ss``).
+  hyphens, combining marks (``é`` reads as ``e``), Cyrillic/Greek (TR39)
+  lookalikes, letters with a stroke, hook or bar and enclosed letters do not
+  hide a term, and case is folded (``ß`` reads as ``ss``); every reading of the
+  text counts (``normalize.readings``: a combining low line as ``_``, visual
+  order under bidi controls). A space or dash inside a term is a gap
+  (``holdback.Term``): it matches any run of whitespace, dash-like and
+  invisible characters, so ``project falcon`` is found in ``project\\tfalcon``,
+  ``project-falcon`` and ``project\\u200bfalcon``.
   With ``case_sensitive = true`` the same folding without the case folding:
   ``ＬＡＵＮＣＨ``, and ``LАUNCH`` with a Cyrillic ``А``, still read as ``LAUNCH``;
   ``launch`` does not. The term is folded once, at load; a term with nothing visible in it is
@@ -66,7 +72,7 @@ from capsem.policies import Policy
 from capsem.tools import Tool
 
 from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Term, Visible, regex_width
-from capsem_proxyd.policies.normalize import fold, readings, visible
+from capsem_proxyd.policies.normalize import GAP_MARK, fold, readings, visible
 
 HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 ACTIONS = {"block": Verdict.BLOCK, "confirm": Verdict.CONFIRM, "log": Verdict.LOG}
@@ -78,17 +84,27 @@ _RULE_KEYS = {"name", "term", "regex", "case_sensitive"}
 
 
 class _Views:
-    """The text as each kind of rule sees it, each computed once and only if a rule asks."""
+    """The text as each kind of rule sees it, each computed once and only if a rule asks.
 
-    def __init__(self, text: str) -> None:
+    ``gapped``: a rule of the hook has a term of several words, so the spaced readings will be
+    asked for: the folded ones are then those with the invisible characters' marks taken out
+    (``fold`` is the spaced fold less ``GAP_MARK``), not a second fold of the text.
+    """
+
+    def __init__(self, text: str, gapped: bool = False) -> None:
         self.text = text
+        self.gapped = gapped
 
     @cached_property
     def folded(self) -> tuple[str, ...]:
+        if self.gapped:
+            return tuple(reading.replace(GAP_MARK, "") for reading in self.spaced)
         return readings(self.text)
 
     @cached_property
     def folded_cased(self) -> tuple[str, ...]:
+        if self.gapped:
+            return tuple(reading.replace(GAP_MARK, "") for reading in self.spaced_cased)
         return readings(self.text, keep_case=True)
 
     @cached_property
@@ -187,6 +203,7 @@ class RulesPolicy(Policy):
             url="https://github.com/google/capsem",
         )
         self.rules = {hook: list((rules or {}).get(hook, [])) for hook in HOOKS}
+        self._gapped = {hook: any(rule.term is not None and rule.term.words for rule in self.rules[hook]) for hook in HOOKS}
         self.tools = tools or GlobList()
         self.models = models or GlobList()
         self.max_prompt_chars = max_prompt_chars
@@ -257,7 +274,7 @@ class RulesPolicy(Policy):
         rules = self.rules[hook]
         if not rules or not text.strip():
             return DEFAULT_SAFE_DECISION
-        views = _Views(text)
+        views = _Views(text, self._gapped[hook])
         matched = [rule for rule in rules if rule.matches(views)]
         if not matched:
             return DEFAULT_SAFE_DECISION

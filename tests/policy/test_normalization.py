@@ -260,6 +260,15 @@ def test_gap_lengths() -> None:
 
 
 @settings(max_examples=300)
+@given(st.text() | term_in_text().map(lambda case: case[1]))
+def test_the_spaced_readings_are_the_folded_ones_with_marks_where_invisibles_were(text: str) -> None:
+    """What lets the Rules policy fold once for both kinds of term."""
+    for keep_case in (False, True):
+        spaced = readings(text, keep_case=keep_case, spaced=True)
+        assert tuple(reading.replace("\u200b", "") for reading in spaced) == readings(text, keep_case=keep_case)
+
+
+@settings(max_examples=300)
 @given(st.text(), st.text())
 def test_every_reading_is_a_per_character_map(left: str, right: str) -> None:
     for mode in (LOW_LINE, SPACED, LOW_LINE | SPACED):
