@@ -51,8 +51,9 @@ text forwarded is always the original, this only decides what matches:
   acute is ``é``); neither lookalikes nor case are folded, since the regex's own
   classes and flags decide those: ``AKIA[0-9A-Z]{16}`` means what it says, and
   is case-insensitive unless ``case_sensitive = true``. For words, prefer a term.
-* a ``deny`` glob (tools, models) matches the folded name against the folded
-  glob, so ``*shell*`` also refuses a ``run_ѕhell`` spelled with a Cyrillic ѕ; an
+* a ``deny`` glob (tools, models) matches each reading of the name against the
+  folded glob, so ``*shell*`` also refuses a ``run_ѕhell`` spelled with a Cyrillic ѕ
+  or a ``U+202E llehs_nur`` shown right to left; an
   ``allow`` glob must match the name as written (case aside, unless
   ``case_sensitive``): a lookalike of an allowed name is a different name.
 """
@@ -72,7 +73,7 @@ from capsem.policies import Policy
 from capsem.tools import Tool
 
 from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Term, Visible, regex_width
-from capsem_proxyd.policies.normalize import GAP_MARK, fold, readings, visible
+from capsem_proxyd.policies.normalize import GAP_MARK, readings, visible
 
 HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 ACTIONS = {"block": Verdict.BLOCK, "confirm": Verdict.CONFIRM, "log": Verdict.LOG}
@@ -150,16 +151,17 @@ class GlobList:
     deny: tuple[str, ...] = ()
     case_sensitive: bool = False
 
-    def _as_written(self, name: str) -> str:
-        return name if self.case_sensitive else name.lower()
+    def _as_written(self, name: str) -> tuple[str, ...]:
+        return (name if self.case_sensitive else name.lower(),)
 
-    def _as_read(self, name: str) -> str:
-        return fold(name, keep_case=self.case_sensitive)
+    def _as_read(self, name: str) -> tuple[str, ...]:
+        return readings(name, keep_case=self.case_sensitive)
 
-    def _matches(self, name: str, globs: tuple[str, ...], form: Callable[[str], str]) -> str | None:
-        subject = form(name)
+    def _matches(self, name: str, globs: tuple[str, ...], form: Callable[[str], tuple[str, ...]]) -> str | None:
+        subjects = form(name)
         for glob in globs:
-            if fnmatch.fnmatchcase(subject, form(glob)):
+            pattern = form(glob)[0]
+            if any(fnmatch.fnmatchcase(subject, pattern) for subject in subjects):
                 return glob
         return None
 

@@ -484,3 +484,13 @@ async def test_harmless_non_ascii_through_the_sdk_and_back(proxy: Proxy, fake: F
     assert completion.choices[0].message.content == HARMLESS
     (received,) = fake.requests
     assert received.json["messages"][0]["content"] == HARMLESS
+
+
+def test_a_deny_glob_sees_every_reading_of_a_name() -> None:
+    from capsem_proxyd.policies.rules import GlobList
+
+    globs = GlobList(deny=("*shell*",), allow=("run_*",))
+    assert globs.refusal("\u202ellehs_nur") == ("deny", "deny '*shell*'")  # shown right to left as run_shell
+    assert globs.refusal("run_ѕħell") == ("deny", "deny '*shell*'")  # Cyrillic ѕ, h with stroke
+    assert globs.refusal("run_tests") is None
+    assert globs.refusal("ruո_tests") == ("allow", "not in allow list")  # a lookalike of an allowed name
