@@ -18,7 +18,8 @@ depends on what a policy can match, so a policy says it:
   one of them, in the text as a reader sees it (``normalize.readings``; a
   gap between a term's words counts once however long), usually nothing at
   all; and where explicit bidi controls reorder the text (visual order can
-  put new text before old), everything from the first of them;
+  put new text before old), everything from the first of them to the end of
+  its paragraph (and on, while the paragraph as shown ends in a term's start);
 * ``stream_holdback = Combined(...)``: the most any of several declarations
   holds (the Rules policy: its terms, and the widest of its regexes).
 
@@ -48,6 +49,8 @@ from capsem_proxyd.policies.normalize import (
     GAP_MARK,
     KEEP_CASE,
     LOW_LINE,
+    PARAGRAPH_SEPARATORS,
+    PARAGRAPH_SEPARATORS_LIST,
     SPACED,
     fold,
     fold_with_offsets,
@@ -55,6 +58,7 @@ from capsem_proxyd.policies.normalize import (
     has_bidi_control,
     has_low_line,
     seen_length,
+    visual_order,
 )
 
 
@@ -318,36 +322,71 @@ class HeldMatcher:
     policies' checks decide.
     """
 
-    __slots__ = ("holdbacks", "_parts", "_length", "_visual", "_reordered_from")
+    __slots__ = ("holdbacks", "_parts", "_length", "_visual", "_reordered_from", "_looked_from")
 
     def __init__(self, holdbacks: Sequence[Holdback]) -> None:
         self.holdbacks = tuple(holdbacks)
         self._parts: list[str] = []
         self._length = 0
-        self._visual = any(getattr(holdback, "reads_visual_order", False) for holdback in self.holdbacks)
-        self._reordered_from: int | None = None  # where the first explicit bidi control is
+        self._visual = tuple(reader for holdback in self.holdbacks for reader in _visual_readers(holdback))
+        self._reordered_from: int | None = None  # the first bidi control of the paragraphs held for visual order
+        self._looked_from = 0  # where to look for the end of those paragraphs
 
     def feed(self, new_text: str) -> Scan:
         if new_text:
-            if self._visual and self._reordered_from is None and has_bidi_control(new_text):
-                self._reordered_from = self._length + _first_bidi_control(new_text)
+            start = self._length
             self._parts.append(new_text)
             self._length += len(new_text)
+            if self._visual and (self._reordered_from is not None or has_bidi_control(new_text)):
+                self._follow_visual_order(start, new_text)
         if not self._length:
             return NOTHING_PENDING
-        if self._reordered_from is not None:
-            # Visual order may move any later text before what went out (an override still open
-            # shows new text first): from the first control on, all of it waits for the final check.
-            return Scan(pending=self._reordered_from)
-        if len(self._parts) > 1:
-            self._parts = ["".join(self._parts)]
-        text = self._parts[0]
+        text = self._text()
         most = 0
         for holdback in self.holdbacks:
             held = holdback.held(text)
             if held > most:
                 most = held
-        return Scan(pending=self._length - most) if most else NOTHING_PENDING
+        pending = self._length - most if most else None
+        if self._reordered_from is not None and (pending is None or self._reordered_from < pending):
+            pending = self._reordered_from
+        return Scan(pending=pending) if pending is not None else NOTHING_PENDING
+
+    def _text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0]
+
+    def _follow_visual_order(self, start: int, new_text: str) -> None:
+        """Visual order may show later text before earlier (an override still open shows new text first),
+        so a paragraph is held from its first explicit bidi control to its end; then, once its visual
+        order shows no beginning of a term at its end, it may go (the next paragraph is ordered alone)."""
+        if self._reordered_from is None:
+            self._reordered_from = self._looked_from = start + _first_bidi_control(new_text)
+        while self._reordered_from is not None:
+            closing = PARAGRAPH_SEPARATORS.search(new_text, max(0, self._looked_from - start))
+            if closing is None:
+                return
+            end = self._looked_from = start + closing.end()
+            text = self._text()
+            opened = self._reordered_from
+            paragraph = max(text.rfind(separator, 0, opened) for separator in PARAGRAPH_SEPARATORS_LIST) + 1
+            shown = visual_order(text[paragraph:end])
+            if any(holdback.held(shown) for holdback in self._visual):
+                continue  # its end, as shown, may still begin a term: held until the next paragraph's end
+            rest = new_text[closing.end():]
+            self._reordered_from = end + _first_bidi_control(rest) if has_bidi_control(rest) else None
+            self._looked_from = self._reordered_from or end
+
+
+def _visual_readers(holdback: Holdback) -> Iterable[Holdback]:
+    """The declarations inside ``holdback`` that read text in visual order too (``LiteralTerms``)."""
+    parts = getattr(holdback, "parts", None)
+    if isinstance(parts, list):
+        for part in parts:
+            yield from _visual_readers(part)
+    elif getattr(holdback, "reads_visual_order", False):
+        yield holdback
 
 
 def _first_bidi_control(text: str) -> int:

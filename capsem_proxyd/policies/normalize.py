@@ -137,7 +137,7 @@ from operator import itemgetter
 from typing import TypeVar
 
 __all__ = [
-    "GAP", "GAP_MARK", "KEEP_CASE", "LOW_LINE", "SPACED", "fold", "fold_with_offsets", "gap_words", "has_bidi_control",
+    "GAP", "GAP_MARK", "KEEP_CASE", "LOW_LINE", "PARAGRAPH_SEPARATORS", "PARAGRAPH_SEPARATORS_LIST", "SPACED", "fold", "fold_with_offsets", "gap_words", "has_bidi_control",
     "has_low_line", "reads_at_least", "readings", "seen_length", "visible", "visual_order",
 ]
 
@@ -529,7 +529,9 @@ def reads_at_least(text: str, width: int) -> bool:
 _BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _LOW_LINES = re.compile("[" + "".join(sorted(_LOW_LINE_MARKS)) + "]")
 _SECOND_READINGS = re.compile("[\u202a-\u202e\u2066-\u2069" + "".join(sorted(_LOW_LINE_MARKS)) + "]")
-_PARAGRAPHS = re.compile("([\n\r\x1c-\x1e\x85\u2029])")  # bidi class B: each paragraph is ordered alone
+PARAGRAPH_SEPARATORS_LIST = "\n\r\x1c\x1d\x1e\x85\u2029"  # bidi class B: each paragraph is ordered alone
+PARAGRAPH_SEPARATORS = re.compile("[" + PARAGRAPH_SEPARATORS_LIST + "]")
+_PARAGRAPHS = re.compile("([" + PARAGRAPH_SEPARATORS_LIST + "])")
 # Opening controls: (opens a right-to-left level, forced direction or None, is an isolate).
 _OPENERS = {
     "\u202a": (False, None, False), "\u202b": (True, None, False),  # LRE, RLE

@@ -69,14 +69,34 @@ def test_a_combining_low_line_is_held_as_an_underscore_too() -> None:
     assert holdback.held("x c\u0332a\u0332p\u0332") == 6  # underlined: also a pending "cap"
 
 
-def test_from_the_first_bidi_control_everything_waits() -> None:
-    """Visual order can put later text before earlier (an open override shows new text first)."""
+def test_a_paragraph_waits_from_its_first_bidi_control_to_its_end() -> None:
+    """Visual order can put later text before earlier (an open override shows new text first), within a paragraph."""
     matcher = channel_matchers([("Debug", LiteralTerms(["capsem_block"]))])()
     assert matcher.feed("hello ").pending is None
     assert matcher.feed("\u202ekc").pending == len("hello ")
-    assert matcher.feed("olb and a long tail of text\u202c\n" * 5).pending == len("hello ")
+    assert matcher.feed("olb and a long tail of text\u202c").pending == len("hello ")
+    assert matcher.feed(" still the same paragraph").pending == len("hello ")
+    assert matcher.feed(" ends\nnext paragraph").pending is None  # shown, it ends in nothing a term begins with
     fixed_only = channel_matchers([("Other", Fixed(3))])()
     assert fixed_only.feed("hello \u202ekcolb").pending == len("hello \u202ekcolb") - 3
+
+
+def test_a_paragraph_whose_shown_end_may_begin_a_term_waits_for_the_next() -> None:
+    rules = RulesPolicy.from_config({"on_model_response": {"block": ["project falcon", {"regex": "x{3}"}]}})
+    assert rules is not None and rules.stream_holdback is not None
+    matcher = channel_matchers([("Rules", rules.stream_holdback)])()
+    start = len("intro ")
+    assert matcher.feed("intro \u202etcejorp\u202c\n").pending == start  # shown: "project\n", a gap may follow
+    assert matcher.feed("abc").pending == start
+    assert matcher.feed("\n").pending == len("intro \u202etcejorp\u202c\nabc\n") - 2  # the regex's 2 remain
+    before = "intro \u202etcejorp\u202c\n"
+    again = channel_matchers([("Rules", rules.stream_holdback)])()
+    assert again.feed(before).pending == start and again.feed("fal").pending == start
+
+
+def test_a_pending_prefix_before_the_first_control_is_held_too() -> None:
+    matcher = channel_matchers([("Debug", LiteralTerms(["capsem_block"]))])()
+    assert matcher.feed("x caps").pending == 2 and matcher.feed("\u202eem").pending == 2
 
 
 @given(text=words, padding=st.sampled_from(["\u200b", "\u00ad", "\u200b" * 30]))
@@ -137,9 +157,11 @@ def test_no_split_of_a_stream_ever_delivers_a_whole_term(data: st.DataObject) ->
 SPELLINGS = {
     "capsem_block": ["capsem_błock", "capsem_bløck", "ȼapsem_block", "capsɇm_block", "capsem\u02cdblock",
                      "capsem\u2017block", "capsem\u0332block", "🅲🅰🅿🆂🅴🅼_🅱🅻🅾🅲🅺", "⒞⒜⒫⒮⒠⒨_⒝⒧⒪⒞⒦",
-                     "\u202ekcolb_mespac\u202c", "\u202e_mespac\u202cblock"],
+                     "\u202ekcolb_mespac\u202c", "\u202e_mespac\u202cblock", "\u2067kcolb_mespac\u2069",
+                     "\u202e\u202dcapsem\u202c_block\u202c"],
     "project falcon": ["project  falcon", "project\nfalcon", "project\tfalcon", "project-falcon", "project\u200bfalcon",
-                       "pro\u200bject \u2014 falcon", "project" + " " * 80 + "falcon", "ⓟⓡⓞⓙⓔⓒⓣ\r\nⓕⓐⓛⓒⓞⓝ"],
+                       "pro\u200bject \u2014 falcon", "project" + " " * 80 + "falcon", "ⓟⓡⓞⓙⓔⓒⓣ\r\nⓕⓐⓛⓒⓞⓝ",
+                       "\u202etcejorp\u202c\nfalcon", "\u202etcejorp\u202c\n\u202enoclaf\u202c"],
 }
 
 
