@@ -318,7 +318,9 @@ class HeldMatcher:
     Keeps the channel's text (a declaration reads its end, and an end padded
     with invisible characters reaches back as far as it must) and answers the
     most any declaration holds, exactly what the engine held before matchers:
-    the same ``held`` on the same whole text. Finds nothing itself: the
+    the same ``held`` on the same whole text; and, for a declaration that reads
+    visual order too (``LiteralTerms``), a paragraph with explicit bidi controls
+    from the first of them (``_follow_visual_order``). Finds nothing itself: the
     policies' checks decide.
     """
 
