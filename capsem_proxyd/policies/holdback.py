@@ -117,7 +117,8 @@ class Term:
     dash-like and invisible characters (``project\\n\\tfalcon``, ``project-falcon``,
     ``project\\u200bfalcon``), looked for in the spaced readings, where invisible characters are
     ``GAP_MARK``. Inside a word they are still nothing (``pro\\u200bject``). A separator at either end
-    of a term is literal. ``length``: what a match is at least and at most, counted as ``seen_length``.
+    of a term is literal. ``length``: the most a match of it is long, counted as ``seen_length`` does
+    (a gap once, however long): what the stream hold-back and the seams between pieces count in.
     """
 
     __slots__ = ("text", "keep_case", "words", "length", "pattern", "loose_pattern")

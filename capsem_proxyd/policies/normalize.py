@@ -461,7 +461,7 @@ def readings(text: str, *, keep_case: bool = False, spaced: bool = False) -> tup
     also the reading with it as ``_`` (``capsem̲block``), the first reading having it as nothing
     (an underlined word). Where it holds an explicit bidi control, also both in visual order
     (``visual_order``). ``spaced=True``: invisible characters become ``GAP_MARK`` instead of
-    nothing, for terms whose words a gap separates (``gap_term``). ASCII text: ``(text.lower(),)``.
+    nothing, for terms whose words a gap separates (``holdback.Term``). ASCII text: ``(text.lower(),)``.
     """
     base = (KEEP_CASE if keep_case else 0) | (SPACED if spaced else 0)
     if text.isascii():
