@@ -374,8 +374,8 @@ class HeldMatcher:
             text = self._text()
             opened = self._reordered_from
             paragraph = max(text.rfind(separator, 0, opened) for separator in PARAGRAPH_SEPARATORS_LIST) + 1
-            shown = visual_order(text[paragraph:end])
-            if any(holdback.held(shown) for holdback in self._visual):
+            shown = [visual_order(text[paragraph:end], rtl=rtl) for rtl in (False, True)]
+            if any(holdback.held(order) for holdback in self._visual for order in shown):
                 continue  # its end, as shown, may still begin a term: held until the next paragraph's end
             rest = new_text[closing.end():]
             self._reordered_from = end + _first_bidi_control(rest) if has_bidi_control(rest) else None

@@ -460,7 +460,7 @@ def readings(text: str, *, keep_case: bool = False, spaced: bool = False) -> tup
     Usually one: ``fold(text)``. Where the text holds a combining low line (or macron below),
     also the reading with it as ``_`` (``capsem̲block``), the first reading having it as nothing
     (an underlined word). Where it holds an explicit bidi control, also both in visual order
-    (``visual_order``). ``spaced=True``: invisible characters become ``GAP_MARK`` instead of
+    (``visual_order``), in a left-to-right paragraph and in a right-to-left one. ``spaced=True``: invisible characters become ``GAP_MARK`` instead of
     nothing, for terms whose words a gap separates (``holdback.Term``). ASCII text: ``(text.lower(),)``.
     """
     base = (KEEP_CASE if keep_case else 0) | (SPACED if spaced else 0)
@@ -476,11 +476,11 @@ def readings(text: str, *, keep_case: bool = False, spaced: bool = False) -> tup
     if low_line:
         out.append(_FOLDERS[base | LOW_LINE].fold(text))
     if any(char not in _LOW_LINE_MARKS for char in found):
-        shown = visual_order(text)
-        out.append(_FOLDERS[base].fold(shown))
-        if low_line:
-            out.append(_FOLDERS[base | LOW_LINE].fold(shown))
-    return tuple(out)
+        for shown in (visual_order(text), visual_order(text, rtl=True)):
+            out.append(_FOLDERS[base].fold(shown))
+            if low_line:
+                out.append(_FOLDERS[base | LOW_LINE].fold(shown))
+    return tuple(dict.fromkeys(out))  # each distinct reading once
 
 
 def has_bidi_control(text: str) -> bool:
@@ -550,11 +550,11 @@ _STRONG = {"L": "L", "R": "R", "AL": "R", "EN": "N", "AN": "N"}  # N: a number; 
 _MAX_DEPTH = 125
 
 
-def visual_order(text: str) -> str:
+def visual_order(text: str, *, rtl: bool = False) -> str:
     """``text`` in the order it is displayed, where explicit bidi controls reorder it (else ``text``).
 
-    A subset of the Unicode Bidirectional Algorithm (UAX #9), per paragraph, left-to-right
-    paragraphs: explicit levels from the embeddings, overrides and isolates (X1-X10, with
+    A subset of the Unicode Bidirectional Algorithm (UAX #9), per paragraph, in a left-to-right
+    paragraph (``rtl=True``: a right-to-left one; a display chooses, so both are read): explicit levels from the embeddings, overrides and isolates (X1-X10, with
     their limits), strong letters and numbers at their implicit levels (I1-I2), neutrals
     taking the direction of the strong characters around them when both agree, else the
     embedding's (N1-N2), and the reordering of runs by level (L2). Not done: the weak-type
@@ -565,14 +565,14 @@ def visual_order(text: str) -> str:
     if not has_bidi_control(text):
         return text
     parts = _PARAGRAPHS.split(text)
-    parts[0::2] = map(_visual_paragraph, parts[0::2])
+    parts[0::2] = (_visual_paragraph(part, 1 if rtl else 0) for part in parts[0::2])
     return "".join(parts)
 
 
-def _visual_paragraph(text: str) -> str:
-    if _BIDI_CONTROLS.search(text) is None:
+def _visual_paragraph(text: str, paragraph_level: int) -> str:
+    if _BIDI_CONTROLS.search(text) is None and not paragraph_level:
         return text
-    chars, levels, kinds = _explicit_levels(text)
+    chars, levels, kinds = _explicit_levels(text, paragraph_level)
     _resolve_neutrals(levels, kinds)
     for index, kind in enumerate(kinds):
         odd = levels[index] % 2
@@ -583,10 +583,10 @@ def _visual_paragraph(text: str) -> str:
     return "".join(chars[index] for index in _reordered(levels))
 
 
-def _explicit_levels(text: str) -> tuple[list[str], list[int], list[str]]:
+def _explicit_levels(text: str, paragraph_level: int) -> tuple[list[str], list[int], list[str]]:
     """X1-X10: each character but the controls, its embedding level, and its kind (L, R, N: a number,
     "": neutral), an override's direction where one is in force."""
-    stack: list[tuple[int, str | None, bool]] = [(0, None, False)]
+    stack: list[tuple[int, str | None, bool]] = [(paragraph_level, None, False)]
     chars: list[str] = []
     levels: list[int] = []
     kinds: list[str] = []

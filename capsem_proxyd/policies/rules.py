@@ -99,13 +99,13 @@ class _Views:
     @cached_property
     def folded(self) -> tuple[str, ...]:
         if self.gapped:
-            return tuple(reading.replace(GAP_MARK, "") for reading in self.spaced)
+            return tuple(dict.fromkeys(reading.replace(GAP_MARK, "") for reading in self.spaced))
         return readings(self.text)
 
     @cached_property
     def folded_cased(self) -> tuple[str, ...]:
         if self.gapped:
-            return tuple(reading.replace(GAP_MARK, "") for reading in self.spaced_cased)
+            return tuple(dict.fromkeys(reading.replace(GAP_MARK, "") for reading in self.spaced_cased))
         return readings(self.text, keep_case=True)
 
     @cached_property
