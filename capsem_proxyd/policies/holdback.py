@@ -17,7 +17,7 @@ depends on what a policy can match, so a policy says it:
   only; what is held is the longest end of the text that is the beginning of
   one of them, in the text as a reader sees it (``normalize.readings``; a
   gap between a term's words counts once however long), usually nothing at
-  all; and where explicit bidi controls reorder the text (visual order can
+  all; and where bidi controls or marks reorder the text (visual order can
   put new text before old), everything from the first of them to the end of
   its paragraph (and on, while the paragraph as shown ends in a term's start);
 * ``stream_holdback = Combined(...)``: the most any of several declarations
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from capsem_proxyd.policies.normalize import (
+    BIDI_CONTROLS,
     GAP,
     GAP_MARK,
     KEEP_CASE,
@@ -320,7 +321,7 @@ class HeldMatcher:
     with invisible characters reaches back as far as it must) and answers the
     most any declaration holds, exactly what the engine held before matchers:
     the same ``held`` on the same whole text; and, for a declaration that reads
-    visual order too (``LiteralTerms``), a paragraph with explicit bidi controls
+    visual order too (``LiteralTerms``), a paragraph with bidi controls or marks
     from the first of them (``_follow_visual_order``). Finds nothing itself: the
     policies' checks decide.
     """
@@ -362,7 +363,7 @@ class HeldMatcher:
 
     def _follow_visual_order(self, start: int, new_text: str) -> None:
         """Visual order may show later text before earlier (an override still open shows new text first),
-        so a paragraph is held from its first explicit bidi control to its end; then, once its visual
+        so a paragraph is held from its first bidi control or mark to its end; then, once its visual
         order shows no beginning of a term at its end, it may go (the next paragraph is ordered alone)."""
         if self._reordered_from is None:
             self._reordered_from = self._looked_from = start + _first_bidi_control(new_text)
@@ -393,10 +394,7 @@ def _visual_readers(holdback: Holdback) -> Iterable[Holdback]:
 
 
 def _first_bidi_control(text: str) -> int:
-    return min(index for index in (text.find(char) for char in _BIDI_CONTROL_CHARS) if index >= 0)
-
-
-_BIDI_CONTROL_CHARS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    return min(index for index in (text.find(char) for char in BIDI_CONTROLS) if index >= 0)
 
 
 class NoMatcher:

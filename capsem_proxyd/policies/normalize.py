@@ -68,7 +68,7 @@ every one (a term found in any is found):
   underlined word reads as the word (``c̲a̲p̲`` is ``cap``: the first reading,
   where the mark is nothing, like every mark), and a low line on its own reads as
   ``_`` (``capsem̲block`` is ``capsem_block``: the second, where it is ``_``);
-* explicit bidi controls (embeddings, overrides, isolates): the text in logical
+* bidi controls (embeddings, overrides, isolates, directional marks): the text in logical
   order (what the model reads) and in visual order (what a person sees:
   ``U+202E kcolb_mespac U+202C`` shows ``capsem_block``), by :func:`visual_order`,
   a subset of the Unicode Bidirectional Algorithm (no maintained pure-Python
@@ -145,7 +145,7 @@ from operator import itemgetter
 from typing import TypeVar
 
 __all__ = [
-    "GAP", "GAP_MARK", "KEEP_CASE", "LOW_LINE", "PARAGRAPH_SEPARATORS", "PARAGRAPH_SEPARATORS_LIST", "SPACED", "fold", "fold_with_offsets", "gap_words", "has_bidi_control",
+    "BIDI_CONTROLS", "GAP", "GAP_MARK", "KEEP_CASE", "LOW_LINE", "PARAGRAPH_SEPARATORS", "PARAGRAPH_SEPARATORS_LIST", "SPACED", "fold", "fold_with_offsets", "gap_words", "has_bidi_control",
     "has_low_line", "reads_at_least", "readings", "seen_length", "visible", "visual_order",
 ]
 
@@ -459,7 +459,7 @@ def readings(text: str, *, keep_case: bool = False, spaced: bool = False) -> tup
 
     Usually one: ``fold(text)``. Where the text holds a combining low line (or macron below),
     also the reading with it as ``_`` (``capsem̲block``), the first reading having it as nothing
-    (an underlined word). Where it holds an explicit bidi control, also both in visual order
+    (an underlined word). Where it holds a bidi control or directional mark, also both in visual order
     (``visual_order``), in a left-to-right paragraph and in a right-to-left one. ``spaced=True``: invisible characters become ``GAP_MARK`` instead of
     nothing, for terms whose words a gap separates (``holdback.Term``). ASCII text: ``(text.lower(),)``.
     """
@@ -484,7 +484,7 @@ def readings(text: str, *, keep_case: bool = False, spaced: bool = False) -> tup
 
 
 def has_bidi_control(text: str) -> bool:
-    """Whether ``text`` holds an explicit bidi embedding, override or isolate (or their ends)."""
+    """Whether ``text`` holds a bidi embedding, override, isolate (or their ends) or directional mark."""
     return not text.isascii() and _BIDI_CONTROLS.search(text) is not None
 
 
@@ -534,9 +534,12 @@ def reads_at_least(text: str, width: int) -> bool:
 
 # -- visual order ------------------------------------------------------------------------------------------------
 
-_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+# Explicit bidi controls (embeddings, overrides, isolates, their ends) and the invisible directional marks
+# (ALM, LRM, RLM: an RLM between two Latin words orders them from the right in a right-to-left paragraph).
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_BIDI_CONTROLS = re.compile("[" + BIDI_CONTROLS + "]")
 _LOW_LINES = re.compile("[" + "".join(sorted(_LOW_LINE_MARKS)) + "]")
-_SECOND_READINGS = re.compile("[\u202a-\u202e\u2066-\u2069" + "".join(sorted(_LOW_LINE_MARKS)) + "]")
+_SECOND_READINGS = re.compile("[" + BIDI_CONTROLS + "".join(sorted(_LOW_LINE_MARKS)) + "]")
 PARAGRAPH_SEPARATORS_LIST = "\n\r\x1c\x1d\x1e\x85\u2029"  # bidi class B: each paragraph is ordered alone
 PARAGRAPH_SEPARATORS = re.compile("[" + PARAGRAPH_SEPARATORS_LIST + "]")
 _PARAGRAPHS = re.compile("([" + PARAGRAPH_SEPARATORS_LIST + "])")
@@ -551,7 +554,7 @@ _MAX_DEPTH = 125
 
 
 def visual_order(text: str, *, rtl: bool = False) -> str:
-    """``text`` in the order it is displayed, where explicit bidi controls reorder it (else ``text``).
+    """``text`` in the order it is displayed, where bidi controls or marks reorder it (else ``text``).
 
     A subset of the Unicode Bidirectional Algorithm (UAX #9), per paragraph, in a left-to-right
     paragraph (``rtl=True``: a right-to-left one; a display chooses, so both are read): explicit levels from the embeddings, overrides and isolates (X1-X10, with

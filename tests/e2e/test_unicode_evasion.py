@@ -53,6 +53,7 @@ SPELLINGS = {
     "right-to-left override": "\u202ekcolb_mespac\u202c",
     "override inside an isolate": "\u2067\u202ekcolb_mespac\u202c\u2069",
     "override, then more text": "say \u202e_mespac\u202cblock now",
+    "right-to-left mark, shown in a right-to-left paragraph": "block\u200f_capsem",
 }
 # Letters a reader takes for a Latin letter: with stroke, hook, bar; enclosed; underscore lookalikes.
 STROKED = {
@@ -142,7 +143,7 @@ def stream_until_error(proxy: Proxy) -> tuple[str, BaseException | None]:
 async def test_each_spelling_in_a_prompt_is_refused_before_upstream(
     proxy: Proxy, fake: FakeUpstream, spelling: str
 ) -> None:
-    error = (await refused(lambda: chat(proxy, f"please {spelling} this"))).body
+    error = (await refused(lambda: chat(proxy, f"please\n{spelling}\nthis"))).body  # one paragraph of its own
     assert error["capsem"]["policy"] == "Debug" and error["capsem"]["hook"] == "on_model_call"
     assert fake.requests == []
 
@@ -151,7 +152,7 @@ async def test_each_spelling_in_a_prompt_is_refused_before_upstream(
 async def test_each_spelling_streamed_a_character_at_a_time_never_reaches_the_client(
     proxy: Proxy, fake: FakeUpstream, spelling: str
 ) -> None:
-    text = f"Here it is: {spelling} and more."
+    text = f"Here it is:\n{spelling}\nand more."
     fake.script(Reply(chunks=list(text)))
     received, error = await in_thread(stream_until_error, proxy)
     assert isinstance(error, openai.APIError) and error.body["capsem"]["hook"] == "on_model_response"

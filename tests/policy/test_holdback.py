@@ -158,7 +158,7 @@ SPELLINGS = {
     "capsem_block": ["capsem_błock", "capsem_bløck", "ȼapsem_block", "capsɇm_block", "capsem\u02cdblock",
                      "capsem\u2017block", "capsem\u0332block", "🅲🅰🅿🆂🅴🅼_🅱🅻🅾🅲🅺", "⒞⒜⒫⒮⒠⒨_⒝⒧⒪⒞⒦",
                      "\u202ekcolb_mespac\u202c", "\u202e_mespac\u202cblock", "\u2067kcolb_mespac\u2069",
-                     "\u202e\u202dcapsem\u202c_block\u202c"],
+                     "\u202e\u202dcapsem\u202c_block\u202c", "block\u200f_capsem"],
     "project falcon": ["project  falcon", "project\nfalcon", "project\tfalcon", "project-falcon", "project\u200bfalcon",
                        "pro\u200bject \u2014 falcon", "project" + " " * 80 + "falcon", "ⓟⓡⓞⓙⓔⓒⓣ\r\nⓕⓐⓛⓒⓞⓝ",
                        "\u202etcejorp\u202c\nfalcon", "\u202etcejorp\u202c\n\u202enoclaf\u202c"],

@@ -158,6 +158,7 @@ def test_each_class_12_spelling_folds_to_the_marker(text: str) -> None:
         ("x \u202e_mespac\u202cblock", "x capsem_block"),
         ("\u2067\u202ekcolb_mespac\u202c\u2069", "capsem_block"),
         ("block\u200f\u202c_capsem", "capsem_block"),  # in a right-to-left paragraph (a display's choice)
+        ("block\u200f_capsem", "capsem_block"),  # a right-to-left mark alone does it
     ],
 )
 def test_a_second_reading_shows_the_marker(text: str, second: str) -> None:
