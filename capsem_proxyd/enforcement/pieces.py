@@ -40,7 +40,7 @@ from typing import Any
 from capsem.models import Decision, Media
 
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
-from capsem_proxyd.policies.normalize import fold, visible
+from capsem_proxyd.policies.normalize import reads_at_least
 from capsem_proxyd.views import RequestView
 
 # A merged seam stops growing here (a joint's own window is never cut).
@@ -141,7 +141,7 @@ def seams(texts: list[str], width: int) -> list[str]:
 
 
 def _wide_enough(text: str, width: int) -> bool:
-    return text.isascii() or (len(fold(text)) >= width and len(visible(text)) >= width)
+    return reads_at_least(text, width)  # a gap in a term counts once, however long: it is counted so
 
 
 def _left(whole: str, joint: int, width: int) -> int:

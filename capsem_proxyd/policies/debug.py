@@ -7,9 +7,10 @@ tool definition or call (name, description, arguments), a tool result, the
 model's text or its thoughts is blocked. It exists to prove the plumbing end to
 end, so every hook must react to it.
 
-The marker is looked for in the text as a reader sees it (``normalize.fold``):
-fullwidth letters, zero-width characters or soft hyphens inside it, combining
-marks on it and Cyrillic or Greek lookalikes of its letters do not hide it.
+The marker is looked for in the text as a reader sees it (``normalize.readings``):
+fullwidth, enclosed or stroked letters, zero-width characters or soft hyphens
+inside it, combining marks on it, Cyrillic or Greek lookalikes of its letters,
+underscore lookalikes and a right-to-left override that displays it do not hide it.
 """
 
 from __future__ import annotations
@@ -29,14 +30,16 @@ from capsem.policies import Policy
 from capsem.tools import Tool
 
 from capsem_proxyd.policies.holdback import LiteralTerms
-from capsem_proxyd.policies.normalize import fold
+from capsem_proxyd.policies.normalize import fold, readings
 
 MARKER = "capsem_block"
 _FOLDED_MARKER = fold(MARKER)  # the same string; folded all the same, so the matching rule holds as written
 
 
 def _contains_marker(text: str) -> bool:
-    return _FOLDED_MARKER in fold(text)
+    if text.isascii():
+        return _FOLDED_MARKER in text.lower()
+    return any(_FOLDED_MARKER in reading for reading in readings(text))
 
 
 def _as_text(value: Any) -> str:

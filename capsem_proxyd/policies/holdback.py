@@ -15,8 +15,11 @@ depends on what a policy can match, so a policy says it:
   text of any length; ``--stream-holdback`` characters (the cap) are held;
 * ``stream_holdback = LiteralTerms(terms)``: the policy matches literal terms
   only; what is held is the longest end of the text that is the beginning of
-  one of them, in the text as a reader sees it (``normalize.fold``), usually
-  nothing at all;
+  one of them, in the text as a reader sees it (``normalize.readings``; a
+  gap between a term's words counts once however long), usually nothing at
+  all; and where bidi controls or marks reorder the text (visual order can
+  put new text before old), everything from the first of them to the end of
+  its paragraph (and on, while the paragraph as shown ends in a term's start);
 * ``stream_holdback = Combined(...)``: the most any of several declarations
   holds (the Rules policy: its terms, and the widest of its regexes).
 
@@ -37,11 +40,27 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from capsem_proxyd.policies.normalize import fold, fold_with_offsets
+from capsem_proxyd.policies.normalize import (
+    BIDI_CONTROLS,
+    GAP,
+    GAP_MARK,
+    KEEP_CASE,
+    LOW_LINE,
+    PARAGRAPH_SEPARATORS,
+    PARAGRAPH_SEPARATORS_LIST,
+    SPACED,
+    fold,
+    fold_with_offsets,
+    gap_words,
+    has_bidi_control,
+    has_low_line,
+    seen_length,
+    visual_order,
+)
 
 
 class Holdback(Protocol):
@@ -91,37 +110,128 @@ class Visible:
         return f"Visible({self.chars})"
 
 
+class Term:
+    """One literal term as every matcher compares it (see the module docstring of ``normalize``).
+
+    Folded once. A term whose words a gap separates (``project falcon``, ``rm -rf``: whitespace or
+    dash-like characters inside it) matches any gap a reader sees as one: a run of whitespace,
+    dash-like and invisible characters (``project\\n\\tfalcon``, ``project-falcon``,
+    ``project\\u200bfalcon``), looked for in the spaced readings, where invisible characters are
+    ``GAP_MARK``. Inside a word they are still nothing (``pro\\u200bject``). A separator at either end
+    of a term is literal. ``length``: the most a match of it is long, counted as ``seen_length`` does
+    (a gap once, however long): what the stream hold-back and the seams between pieces count in.
+    """
+
+    __slots__ = ("text", "keep_case", "words", "length", "pattern", "loose_pattern")
+
+    def __init__(self, term: str, *, keep_case: bool = False) -> None:
+        self.keep_case = keep_case
+        self.text = fold(term, keep_case=keep_case)
+        self.words = gap_words(self.text)
+        self.length = seen_length(self.text) if self.words else len(self.text)
+        self.pattern: re.Pattern[str] | None = None
+        self.loose_pattern: re.Pattern[str] | None = None
+        if self.words:
+            self.pattern = re.compile(f"{GAP}+".join(map(re.escape, self.words)))
+            self.loose_pattern = re.compile(f"{GAP}+".join(map(_loose, self.words)))
+
+    def found(self, folded: Sequence[str], spaced: Callable[[], Sequence[str]]) -> bool:
+        """In one of a text's ``readings`` (``folded``), or for a gapped term one of its spaced ones."""
+        if self.pattern is None or self.loose_pattern is None:
+            return any(self.text in reading for reading in folded)
+        for reading in spaced():
+            pattern = self.loose_pattern if GAP_MARK in reading else self.pattern
+            if pattern.search(reading) is not None:
+                return True
+        return False
+
+    def prefix_pattern(self) -> str:
+        """A regex of every proper beginning of a match of this gapped term (without the anchor)."""
+        assert self.words is not None
+        tokens: list[str] = []
+        for number, word in enumerate(self.words):
+            if number:
+                tokens.append(f"{GAP}+")
+            tokens.extend(re.escape(char) + _MARKS_AFTER for char in word)
+        pattern = ""
+        for token in reversed(tokens[1:-1]):
+            pattern = f"(?:{token}{pattern})?"
+        return tokens[0] + pattern
+
+    def __repr__(self) -> str:
+        return f"Term({self.text!r})"
+
+
+_MARKS_AFTER = re.escape(GAP_MARK) + "*"
+
+
+def _loose(word: str) -> str:
+    """A word's letters with any invisible characters between them (in a spaced reading)."""
+    return _MARKS_AFTER.join(map(re.escape, word))
+
+
 class LiteralTerms:
-    """Hold only the end of a text that could still become one of ``terms`` (compared folded)."""
+    """Hold only the end of a text that could still become one of ``terms`` (compared as ``Term`` does).
+
+    What is held is exact for each reading a term is compared in (``normalize.readings``):
+    the folded text, its second reading where a combining low line is in it, and for a
+    gapped term the spaced ones, where a gap of any length counts once. Visual order, where
+    bidi controls are, is the channel's business (``HeldMatcher``): it can move any text.
+    """
+
+    reads_visual_order = True
 
     def __init__(self, terms: Iterable[str], *, keep_case: bool = False) -> None:
         self.keep_case = keep_case
-        self.terms = tuple(sorted({fold(term, keep_case=keep_case) for term in terms if term}, key=len))
-        self.longest = max((len(term) for term in self.terms), default=0)
+        compiled = {(term := Term(text, keep_case=keep_case)).text: term for text in terms if text}
+        self.terms = tuple(sorted(compiled, key=len))
+        plain = [term.text for term in compiled.values() if term.words is None]
+        gapped = [term for term in compiled.values() if term.words is not None]
+        self.longest = max((term.length for term in compiled.values()), default=0)
         self.bound: int | None = max(0, self.longest - 1)
-        # Every proper prefix of every term: a text's end that is one of these is a match in waiting.
-        self._prefixes = {term[:size] for term in self.terms for size in range(1, len(term))}
+        # Every proper prefix of every plain term: a text's end that is one of these is a match in waiting.
+        self._prefixes = {term[:size] for term in plain for size in range(1, len(term))}
+        self._gapped = (
+            re.compile("(?:" + "|".join(term.prefix_pattern() for term in gapped) + r")\Z") if gapped else None
+        )
 
     def held(self, text: str) -> int:
         """Raw characters at the end of ``text`` that may start a term; 0 when no match is pending."""
-        if not self._prefixes or not text:
+        if not (self._prefixes or self._gapped) or not text:
             return 0
         window = max(4 * self.longest, 64)
         while True:
             tail = text[-window:]
-            folded, offsets = fold_with_offsets(tail, keep_case=self.keep_case)
-            if len(folded) < self.longest and len(tail) < len(text):
-                window *= 4  # invisible padding: the window must hold a term's worth of visible text
-                continue
-            pending = self._pending(folded)
-            if not pending:
-                return 0
-            start = len(folded) - pending
-            raw_start = offsets[start] if offsets is not None else start
-            return len(tail) - raw_start
+            held = self._held(tail, len(tail) == len(text))
+            if held is not None:
+                return held
+            window *= 4  # invisible padding or long gaps: the window must hold a term's worth of seen text
+
+    def _held(self, tail: str, whole: bool) -> int | None:
+        """What ``tail`` holds, or None when it is too short to tell (and not the whole text)."""
+        most = 0
+        base = KEEP_CASE if self.keep_case else 0
+        for mode in (0, LOW_LINE) if has_low_line(tail) else (0,):
+            if self._prefixes:
+                folded, offsets = fold_with_offsets(tail, mode=base | mode)
+                if len(folded) < self.longest and not whole:
+                    return None
+                pending = self._pending(folded)
+                if pending:
+                    start = len(folded) - pending
+                    most = max(most, len(tail) - (offsets[start] if offsets is not None else start))
+            if self._gapped is not None:
+                spaced, offsets = fold_with_offsets(tail, mode=base | mode | SPACED)
+                if seen_length(spaced) < self.longest and not whole:
+                    return None
+                match = self._gapped.search(spaced)
+                if match is not None:
+                    start = match.start()
+                    most = max(most, len(tail) - (offsets[start] if offsets is not None else start))
+        return most
 
     def _pending(self, folded: str) -> int:
-        """The length of the longest end of ``folded`` that is a proper prefix of a term."""
+        """The length of the longest end of ``folded`` that is a proper prefix of a plain term."""
         for size in range(min(self.longest - 1, len(folded)), 0, -1):
             if folded[-size:] in self._prefixes:
                 return size
@@ -136,6 +246,7 @@ class Combined:
 
     def __init__(self, parts: Iterable[Holdback]) -> None:
         self.parts = list(parts)
+        self.reads_visual_order = any(getattr(part, "reads_visual_order", False) for part in self.parts)
         bounds = [part.bound for part in self.parts]
         self.bound: int | None = None if None in bounds else max((b for b in bounds if b is not None), default=0)
 
@@ -209,32 +320,81 @@ class HeldMatcher:
     Keeps the channel's text (a declaration reads its end, and an end padded
     with invisible characters reaches back as far as it must) and answers the
     most any declaration holds, exactly what the engine held before matchers:
-    the same ``held`` on the same whole text. Finds nothing itself: the
+    the same ``held`` on the same whole text; and, for a declaration that reads
+    visual order too (``LiteralTerms``), a paragraph with bidi controls or marks
+    from the first of them (``_follow_visual_order``). Finds nothing itself: the
     policies' checks decide.
     """
 
-    __slots__ = ("holdbacks", "_parts", "_length")
+    __slots__ = ("holdbacks", "_parts", "_length", "_visual", "_reordered_from", "_looked_from")
 
     def __init__(self, holdbacks: Sequence[Holdback]) -> None:
         self.holdbacks = tuple(holdbacks)
         self._parts: list[str] = []
         self._length = 0
+        self._visual = tuple(reader for holdback in self.holdbacks for reader in _visual_readers(holdback))
+        self._reordered_from: int | None = None  # the first bidi control of the paragraphs held for visual order
+        self._looked_from = 0  # where to look for the end of those paragraphs
 
     def feed(self, new_text: str) -> Scan:
         if new_text:
+            start = self._length
             self._parts.append(new_text)
             self._length += len(new_text)
+            if self._visual and (self._reordered_from is not None or has_bidi_control(new_text)):
+                self._follow_visual_order(start, new_text)
         if not self._length:
             return NOTHING_PENDING
-        if len(self._parts) > 1:
-            self._parts = ["".join(self._parts)]
-        text = self._parts[0]
+        text = self._text()
         most = 0
         for holdback in self.holdbacks:
             held = holdback.held(text)
             if held > most:
                 most = held
-        return Scan(pending=self._length - most) if most else NOTHING_PENDING
+        pending = self._length - most if most else None
+        if self._reordered_from is not None and (pending is None or self._reordered_from < pending):
+            pending = self._reordered_from
+        return Scan(pending=pending) if pending is not None else NOTHING_PENDING
+
+    def _text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0]
+
+    def _follow_visual_order(self, start: int, new_text: str) -> None:
+        """Visual order may show later text before earlier (an override still open shows new text first),
+        so a paragraph is held from its first bidi control or mark to its end; then, once its visual
+        order shows no beginning of a term at its end, it may go (the next paragraph is ordered alone)."""
+        if self._reordered_from is None:
+            self._reordered_from = self._looked_from = start + _first_bidi_control(new_text)
+        while self._reordered_from is not None:
+            closing = PARAGRAPH_SEPARATORS.search(new_text, max(0, self._looked_from - start))
+            if closing is None:
+                return
+            end = self._looked_from = start + closing.end()
+            text = self._text()
+            opened = self._reordered_from
+            paragraph = max(text.rfind(separator, 0, opened) for separator in PARAGRAPH_SEPARATORS_LIST) + 1
+            shown = [visual_order(text[paragraph:end], rtl=rtl) for rtl in (False, True)]
+            if any(holdback.held(order) for holdback in self._visual for order in shown):
+                continue  # its end, as shown, may still begin a term: held until the next paragraph's end
+            rest = new_text[closing.end():]
+            self._reordered_from = end + _first_bidi_control(rest) if has_bidi_control(rest) else None
+            self._looked_from = self._reordered_from or end
+
+
+def _visual_readers(holdback: Holdback) -> Iterable[Holdback]:
+    """The declarations inside ``holdback`` that read text in visual order too (``LiteralTerms``)."""
+    parts = getattr(holdback, "parts", None)
+    if isinstance(parts, list):
+        for part in parts:
+            yield from _visual_readers(part)
+    elif getattr(holdback, "reads_visual_order", False):
+        yield holdback
+
+
+def _first_bidi_control(text: str) -> int:
+    return min(index for index in (text.find(char) for char in BIDI_CONTROLS) if index >= 0)
 
 
 class NoMatcher:

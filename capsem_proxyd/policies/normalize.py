@@ -4,7 +4,8 @@ A reader (the model, a human) reads ``ｃａｐｓｅｍ＿ｂｌｏｃｋ``, ``
 ``c\\u0301apsem_block`` and ``саpsem_block`` (Cyrillic с and а) as ``capsem_block``;
 a plain ``in`` does not. :func:`fold` maps all of them to the same string, and
 the matching rule is ``fold(term) in fold(text)``: term and text go through the
-same function, so whatever it does, it does to both.
+same function, so whatever it does, it does to both. Some text has more than
+one reading (:func:`readings`, below); a term is in a text when it is in one.
 
 What :func:`fold` does, per character (it is a per-character map, so
 ``fold(a + b) == fold(a) + fold(b)`` and ``fold(fold(t)) == fold(t)``):
@@ -28,7 +29,15 @@ What :func:`fold` does, per character (it is a per-character map, so
    → ``a``, Greek ``Ρ`` → ``P``, Cherokee ``Ꭺ`` → ``A``, Arabic-Indic ``١`` → ``1``;
    a lookalike of a Latin small capital (Cyrillic ``в``, ``н``, ``т``, ``к``, ``м``,
    Greek ``τ``, ``κ``) becomes that letter;
-4. case folding (``str.casefold``, then ``lower`` so the result is stable):
+4. named readings: a letter the Unicode name database names as a Latin letter
+   with something on it (``LATIN SMALL LETTER O WITH STROKE`` ``ø``, ``... L WITH
+   STROKE`` ``ł``, ``... C WITH HOOK`` ``ƈ``, ``... U BAR`` ``ʉ``, ``... BARRED O``
+   ``ɵ``: 331 characters) or an enclosed one (negative squared ``🅲``, negative
+   circled ``🅒``, parenthesized ``⒞``, whose NFKD is ``(c)``) becomes that letter,
+   where steps 1 and 3 give no single ASCII letter; ``ˍ`` (modifier low macron)
+   and ``‗`` (double low line, whose NFKD is a space and a mark) become ``_``.
+   From the name database of the running Python (``unicodedata``), at import;
+5. case folding (``str.casefold``, then ``lower`` so the result is stable):
    ``ß`` → ``ss``, ``Ж`` → ``ж``.
 
 These repeat until the character no longer changes (casefolding can produce
@@ -47,10 +56,34 @@ a symbol (``∣``) → ``|``, other letters (Hebrew ``ו``) → ``l``; digits am
 ``''`` (curly double quotes) → ``"``. Multi-letter prototypes (``æ`` → ``ae``) stay as
 TR39 has them.
 
-``keep_case=True`` is the same folding without step 4 (for case-sensitive
+``keep_case=True`` is the same folding without step 5 (for case-sensitive
 rules): fullwidth ``ＬＡＵＮＣＨ`` and Cyrillic capitals still read as ASCII
 capitals, but ``launch`` does not read as ``LAUNCH``. A Latin small capital
 reads as its lowercase letter either way.
+
+Readings (:func:`readings`). One text can read two ways, and the matchers take
+every one (a term found in any is found):
+
+* a combining low line (or double low line, macron below) under a letter: an
+  underlined word reads as the word (``c̲a̲p̲`` is ``cap``: the first reading,
+  where the mark is nothing, like every mark), and a low line on its own reads as
+  ``_`` (``capsem̲block`` is ``capsem_block``: the second, where it is ``_``);
+* bidi controls (embeddings, overrides, isolates, directional marks): the text in logical
+  order (what the model reads) and in visual order (what a person sees:
+  ``U+202E kcolb_mespac U+202C`` shows ``capsem_block``), by :func:`visual_order`,
+  a subset of the Unicode Bidirectional Algorithm (no maintained pure-Python
+  implementation exists to use: ``python-bidi`` is a Rust extension now).
+
+Text without those characters has one reading, computed as before: for it,
+:func:`readings` costs :func:`fold` and a search of its non-ASCII characters.
+
+Gaps (``spaced=True``, for terms of several words, ``holdback.Term``): the
+same folding, but each invisible character becomes ``GAP_MARK`` instead of
+nothing, so that a term's gap can match ``project\u200bfalcon`` while its words
+still match ``pro\u200bject``; ``fold`` is the spaced fold without the marks. A
+gap (``GAP``) is a run of whitespace, dash-like characters (category Pd, the
+minus sign, and what they fold to) and marks; :func:`seen_length` counts each
+gap once, the measure a term's length is in (for seams and the stream hold-back).
 
 Why this data. The confusables come from ``confusable-homoglyphs`` (MIT, pure
 Python, 145 kB wheel, maintained fork, last release 3.3.1 in 2024, widely
@@ -64,7 +97,11 @@ the ASCII mappings of the raw confusables.txt) and the small-capital classes
 2021), ``disarm`` (whole-string API, 4.6 MB native module, beta), ``decancer-py``
 (whole-string, transliterates whole scripts, applies the bidi algorithm),
 PyICU's spoof checker (authoritative skeletons, but ICU is a large native
-dependency and its skeletons rewrite ASCII too).
+dependency and its skeletons rewrite ASCII too). TR39 does not list ``ø``,
+``ł`` or ``ȼ`` as lookalikes of ``o``, ``l``, ``c`` (they are letters of their
+own to it), nor ``⒞`` as ``c``; the named readings come from the Unicode
+Character Database's names instead (``unicodedata``, no dependency), a reader
+of a prompt in Latin script reading the letter under the stroke.
 
 Cost. For pure ASCII text (``str.isascii`` is O(1) in CPython) fold is exactly
 ``str.lower``. Otherwise the text is split into ASCII runs (lowered in bulk)
@@ -85,6 +122,14 @@ Japanese                        0.45 ms    8.5     11                   1.9
 The mixed case is dominated by splitting into ~20,000 pieces (2 ms): its cost
 grows with the number of non-ASCII runs, not with their length.
 ``fold_with_offsets`` spends about 3 ms of its 7.8 allocating the 200,000 ints.
+
+The readings (issue 20) left ``fold`` as it was per character (the new named
+readings are computed once per character, into the same tables) and add to
+the Debug check only a search of the non-ASCII runs for the characters with a
+second reading. Measured against the fold before them, interleaved, best of
+40 runs, load average 3: ASCII 0.16 ms both; 5% non-ASCII 4.8 ms (was 4.5);
+Japanese 12.5 ms (was 12.9, noise). Text with a second reading pays a second
+fold; a Rules hook with a multi-word term folds once (spaced) for all its terms.
 """
 
 from __future__ import annotations
@@ -99,7 +144,10 @@ from itertools import accumulate, repeat
 from operator import itemgetter
 from typing import TypeVar
 
-__all__ = ["fold", "fold_with_offsets", "visible"]
+__all__ = [
+    "BIDI_CONTROLS", "GAP", "GAP_MARK", "KEEP_CASE", "LOW_LINE", "PARAGRAPH_SEPARATORS", "PARAGRAPH_SEPARATORS_LIST", "SPACED", "fold", "fold_with_offsets", "gap_words", "has_bidi_control",
+    "has_low_line", "reads_at_least", "readings", "seen_length", "visible", "visual_order",
+]
 
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): rendered as nothing.
 # Most are also Cf or Mn; the list keeps the others (Hangul fillers are Lo, some are unassigned).
@@ -207,35 +255,91 @@ def _confusable_readings() -> dict[str, str]:
 
 
 _READINGS = _confusable_readings()
+# Blocks holding Latin letters with strokes, hooks, bars..., and enclosed (circled, squared, parenthesized) ones.
+_LATIN_BLOCKS = (
+    (0x0080, 0x024F), (0x0250, 0x02AF), (0x1D00, 0x1DBF), (0x1E00, 0x1EFF), (0x2460, 0x24FF),
+    (0x2C60, 0x2C7F), (0xA720, 0xA7FF), (0xAB30, 0xAB6F), (0x1DF00, 0x1DFFF), (0x1F100, 0x1F1FF),
+)
+_LETTER_NAME = re.compile(
+    r"LATIN (SMALL|CAPITAL) LETTER ([A-Z])(?: WITH .+| BAR)\Z"
+    r"|LATIN (SMALL|CAPITAL) LETTER BARRED ([A-Z])\Z"
+    r"|(?:NEGATIVE )?(?:CIRCLED|SQUARED|PARENTHESIZED) LATIN (SMALL|CAPITAL) LETTER ([A-Z])\Z"
+)
+# Spacing underscore lookalikes NFKD does not take to "_" (‗ even decomposes to a space and a mark).
+_UNDERSCORES = "\u02cd\u2017"
+# Combining marks that draw a low line under a letter: read as nothing (an underlined word reads as the word)
+# and, in a second reading, as "_" (capsem̲block reads as capsem_block): see ``readings``.
+_LOW_LINE_MARKS = frozenset("\u0331\u0332\u0333\u035f\ufe2d")
+_NAMED: dict[str, str] = {}  # filled below, once _fold_round exists
+# Folding modes (bit flags): case kept; combining low lines read as "_"; invisible characters kept as GAP_MARK.
+KEEP_CASE, LOW_LINE, SPACED = 1, 2, 4
+# What an invisible character becomes in the spaced reading: itself invisible, so no folded text holds it.
+GAP_MARK = "\u200b"
 
 
-def _fold_round(text: str, keep_case: bool) -> str:
+def _named_readings() -> dict[str, str]:
+    """Letters the Unicode name database names as a Latin letter with something on it, and underscore
+    lookalikes, that neither NFKD nor TR39 take to ASCII (see the module docstring)."""
+    readings: dict[str, str] = {}
+    for low, high in _LATIN_BLOCKS:
+        for code in range(low, high + 1):
+            char = chr(code)
+            match = _LETTER_NAME.match(unicodedata.name(char, ""))
+            if match is None:
+                continue
+            case, letter = next((case, letter) for case, letter in zip(match.groups()[::2], match.groups()[1::2]) if letter)
+            readings[char] = letter if case == "CAPITAL" else letter.lower()
+    for char in _UNDERSCORES:
+        readings[char] = "_"
+    return readings
+
+
+def _fold_round(text: str, mode: int) -> str:
+    keep_case = bool(mode & KEEP_CASE)
     out: list[str] = []
     for whole in text:
+        named = _NAMED.get(whole)
+        if named is not None:
+            out.append(named if keep_case else named.lower())
+            continue
         decomposed = unicodedata.normalize("NFKD", whole)
         if decomposed != whole and whole in _READINGS and not any(char.isascii() for char in decomposed):
             decomposed = _READINGS[whole]  # Greek lunate sigma ϲ decomposes to ς, but reads as c
         for char in decomposed:
             if char.isascii():
                 out.append(char if keep_case else char.lower())
-            elif unicodedata.category(char) in _MARKS or _INVISIBLE.match(char):
+            elif char in _LOW_LINE_MARKS and mode & LOW_LINE:
+                out.append("_")
+            elif unicodedata.category(char) in _MARKS:
                 continue
-            elif (reading := _READINGS.get(char)) is not None:
+            elif _INVISIBLE.match(char):
+                if mode & SPACED:
+                    out.append(GAP_MARK)
+            elif (reading := _READINGS.get(char) or _NAMED.get(char)) is not None:
                 out.append(reading if keep_case else reading.lower())
             else:
                 out.append(char if keep_case else char.casefold().lower())
     return "".join(out)
 
 
-def _fold_char(char: str, keep_case: bool) -> str:
+def _fold_char(char: str, mode: int) -> str:
     """One non-ASCII character, folded until it no longer changes."""
     text = char
     for _ in range(_MAX_ROUNDS):
-        folded = _fold_round(text, keep_case)
+        folded = _fold_round(text, mode)
         if folded == text:
             break
         text = folded
     return text
+
+
+def _is_one_ascii_letter(text: str) -> bool:
+    return len(text) == 1 and text.isascii() and text.isalpha()
+
+
+# A named reading where NFKD and TR39 give no single ASCII letter (Ɓ gives 'B, Ŀ gives L·, ⒜ gives (a)).
+_NAMED.update((char, reading) for char, reading in _named_readings().items()
+              if not _is_one_ascii_letter(_fold_char(char, KEEP_CASE)))
 
 
 class _Table(dict[str, _Value]):
@@ -263,11 +367,11 @@ _Run = tuple[str, tuple[tuple[int, int], ...]]
 
 
 class _Folder:
-    """fold for one case mode: ASCII runs in bulk, non-ASCII runs through the cached tables."""
+    """fold for one mode: ASCII runs in bulk, non-ASCII runs through the cached tables."""
 
-    def __init__(self, keep_case: bool) -> None:
-        self.keep_case = keep_case
-        self.chars: _Table[str] = _Table(partial(_fold_char, keep_case=keep_case))
+    def __init__(self, mode: int) -> None:
+        self.keep_case = bool(mode & KEEP_CASE)
+        self.chars: _Table[str] = _Table(partial(_fold_char, mode=mode))
         self.runs: _Table[str] = _Table(self._fold_run, cache_if=_short)
         self.shaped_runs: _Table[_Run] = _Table(self._fold_shaped_run, cache_if=_short)
 
@@ -287,10 +391,15 @@ class _Folder:
     def fold(self, text: str) -> str:
         if text.isascii():
             return text if self.keep_case else text.lower()
+        return self.fold_with_runs(text)[0]
+
+    def fold_with_runs(self, text: str) -> tuple[str, list[str]]:
+        """The folded text, and its non-ASCII runs as they were (what a second reading looks for)."""
         parts = _NON_ASCII_RUNS.split(text)  # ASCII, non-ASCII, ASCII, ..., ASCII
+        runs = parts[1::2]
         parts[0::2] = self._ascii(parts[0::2])
-        parts[1::2] = map(self.runs.__getitem__, parts[1::2])
-        return "".join(parts)
+        parts[1::2] = map(self.runs.__getitem__, runs)
+        return "".join(parts), runs
 
     def fold_with_offsets(self, text: str) -> tuple[str, list[int] | None]:
         if text.isascii():
@@ -316,8 +425,7 @@ class _Folder:
         return folded, offsets
 
 
-_CASELESS = _Folder(keep_case=False)
-_CASED = _Folder(keep_case=True)
+_FOLDERS = [_Folder(mode) for mode in range(8)]  # indexed by mode; a table fills only once its mode is used
 
 
 def fold(text: str, *, keep_case: bool = False) -> str:
@@ -325,10 +433,10 @@ def fold(text: str, *, keep_case: bool = False) -> str:
 
     ``keep_case=True`` skips case folding, for case-sensitive terms.
     """
-    return (_CASED if keep_case else _CASELESS).fold(text)
+    return _FOLDERS[KEEP_CASE if keep_case else 0].fold(text)
 
 
-def fold_with_offsets(text: str, *, keep_case: bool = False) -> tuple[str, list[int] | None]:
+def fold_with_offsets(text: str, *, keep_case: bool = False, mode: int = 0) -> tuple[str, list[int] | None]:
     """``fold(text)`` and, for each of its characters, the index in ``text`` it came from.
 
     The promise, with ``folded, offsets = fold_with_offsets(text)``: ``offsets`` is
@@ -341,9 +449,227 @@ def fold_with_offsets(text: str, *, keep_case: bool = False) -> tuple[str, list[
 
     ``None`` stands for the identity, ``offsets[i] == i``: every character of ``text``
     folded to exactly one character. Pure ASCII text always gives ``None`` at the cost
-    of ``str.lower``.
+    of ``str.lower``. ``mode`` (``LOW_LINE``, ``SPACED``, or'ed) folds as ``readings`` does.
     """
-    return (_CASED if keep_case else _CASELESS).fold_with_offsets(text)
+    return _FOLDERS[(KEEP_CASE if keep_case else 0) | mode].fold_with_offsets(text)
+
+
+def readings(text: str, *, keep_case: bool = False, spaced: bool = False) -> tuple[str, ...]:
+    """Every way a reader may read ``text``, folded: a term is in the text when it is in one of them.
+
+    Usually one: ``fold(text)``. Where the text holds a combining low line (or macron below),
+    also the reading with it as ``_`` (``capsem̲block``), the first reading having it as nothing
+    (an underlined word). Where it holds a bidi control or directional mark, also both in visual order
+    (``visual_order``), in a left-to-right paragraph and in a right-to-left one. ``spaced=True``: invisible characters become ``GAP_MARK`` instead of
+    nothing, for terms whose words a gap separates (``holdback.Term``). ASCII text: ``(text.lower(),)``.
+    """
+    base = (KEEP_CASE if keep_case else 0) | (SPACED if spaced else 0)
+    if text.isascii():
+        return (text if keep_case else text.lower(),)
+    first, runs = _FOLDERS[base].fold_with_runs(text)
+    non_ascii = "".join(runs)  # a twentieth of the text, typically: searched instead of all of it
+    if _SECOND_READINGS.search(non_ascii) is None:
+        return (first,)
+    found = {match.group() for match in _SECOND_READINGS.finditer(non_ascii)}
+    low_line = any(char in _LOW_LINE_MARKS for char in found)
+    out = [first]
+    if low_line:
+        out.append(_FOLDERS[base | LOW_LINE].fold(text))
+    if any(char not in _LOW_LINE_MARKS for char in found):
+        for shown in (visual_order(text), visual_order(text, rtl=True)):
+            out.append(_FOLDERS[base].fold(shown))
+            if low_line:
+                out.append(_FOLDERS[base | LOW_LINE].fold(shown))
+    return tuple(dict.fromkeys(out))  # each distinct reading once
+
+
+def has_bidi_control(text: str) -> bool:
+    """Whether ``text`` holds a bidi embedding, override, isolate (or their ends) or directional mark."""
+    return not text.isascii() and _BIDI_CONTROLS.search(text) is not None
+
+
+def has_low_line(text: str) -> bool:
+    """Whether ``text`` holds a combining low line (its second reading is ``LOW_LINE``)."""
+    return not text.isascii() and _LOW_LINES.search(text) is not None
+
+
+# -- gaps between words ------------------------------------------------------------------------------------------
+
+def _dashes() -> str:
+    chars = {chr(code) for low, high in ((0x0080, 0x2FFF), (0x3000, 0x33FF), (0xFE00, 0xFFFF))
+             for code in range(low, high + 1) if unicodedata.category(chr(code)) == "Pd"}
+    chars.update("-\u2212\u2043")
+    chars = {char for char in chars if fold(char) != "="}  # double hyphens read as "="
+    folded = {fold(char) for char in chars}
+    return "".join(sorted(char for char in chars | folded if len(char) == 1 and not char.isalnum() and char != "="))
+
+
+# A gap between words: whitespace, dash-like characters, and (in the spaced reading) invisible ones.
+DASHES = _dashes()
+GAP = "[\\s" + re.escape(DASHES) + GAP_MARK + "]"
+_GAP_RUN = re.compile(GAP + "+")
+_INNER_GAP = re.compile("(?<=[^" + GAP[1:-1] + "])" + GAP + "+(?=[^" + GAP[1:-1] + "])")
+
+
+def gap_words(folded_term: str) -> list[str] | None:
+    """The words of a folded term that gaps separate (``project falcon`` → project, falcon), or None
+    when it has no gap inside (leading and trailing separators are literal)."""
+    words = _INNER_GAP.split(folded_term)
+    return words if len(words) > 1 else None
+
+
+def seen_length(folded: str) -> int:
+    """The length of a folded (or spaced) reading with each gap counted once and invisible characters
+    not at all: a term of this length matches at most this many of them (``project   falcon`` is 14)."""
+    return len(_GAP_RUN.sub(" ", folded.replace(GAP_MARK, "")))
+
+
+def reads_at_least(text: str, width: int) -> bool:
+    """Whether ``text`` holds ``width`` characters as every matcher counts them (folded with gaps counted
+    once, and visible): a window of it that wide holds any match that wide."""
+    if len(text) < width:
+        return False
+    return seen_length(fold(text)) >= width and (text.isascii() or len(visible(text)) >= width)
+
+
+# -- visual order ------------------------------------------------------------------------------------------------
+
+# Explicit bidi controls (embeddings, overrides, isolates, their ends) and the invisible directional marks
+# (ALM, LRM, RLM: an RLM between two Latin words orders them from the right in a right-to-left paragraph).
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_BIDI_CONTROLS = re.compile("[" + BIDI_CONTROLS + "]")
+_LOW_LINES = re.compile("[" + "".join(sorted(_LOW_LINE_MARKS)) + "]")
+_SECOND_READINGS = re.compile("[" + BIDI_CONTROLS + "".join(sorted(_LOW_LINE_MARKS)) + "]")
+PARAGRAPH_SEPARATORS_LIST = "\n\r\x1c\x1d\x1e\x85\u2029"  # bidi class B: each paragraph is ordered alone
+PARAGRAPH_SEPARATORS = re.compile("[" + PARAGRAPH_SEPARATORS_LIST + "]")
+_PARAGRAPHS = re.compile("([" + PARAGRAPH_SEPARATORS_LIST + "])")
+# Opening controls: (opens a right-to-left level, forced direction or None, is an isolate).
+_OPENERS = {
+    "\u202a": (False, None, False), "\u202b": (True, None, False),  # LRE, RLE
+    "\u202d": (False, "L", False), "\u202e": (True, "R", False),  # LRO, RLO
+    "\u2066": (False, None, True), "\u2067": (True, None, True), "\u2068": (False, None, True),  # LRI, RLI, FSI
+}
+_STRONG = {"L": "L", "R": "R", "AL": "R", "EN": "N", "AN": "N"}  # N: a number; anything else is neutral
+_MAX_DEPTH = 125
+
+
+def visual_order(text: str, *, rtl: bool = False) -> str:
+    """``text`` in the order it is displayed, where bidi controls or marks reorder it (else ``text``).
+
+    A subset of the Unicode Bidirectional Algorithm (UAX #9), per paragraph, in a left-to-right
+    paragraph (``rtl=True``: a right-to-left one; a display chooses, so both are read): explicit levels from the embeddings, overrides and isolates (X1-X10, with
+    their limits), strong letters and numbers at their implicit levels (I1-I2), neutrals
+    taking the direction of the strong characters around them when both agree, else the
+    embedding's (N1-N2), and the reordering of runs by level (L2). Not done: the weak-type
+    rules but W7 (a number after a Latin letter is left-to-right), bracket pairs (N0), mirroring.
+    Embedding and override controls are dropped (X9), an isolate's ends stay where the outer
+    level puts them; all fold to nothing. Checked beside the logical order, never instead of it.
+    """
+    if not has_bidi_control(text):
+        return text
+    parts = _PARAGRAPHS.split(text)
+    parts[0::2] = (_visual_paragraph(part, 1 if rtl else 0) for part in parts[0::2])
+    return "".join(parts)
+
+
+def _visual_paragraph(text: str, paragraph_level: int) -> str:
+    if _BIDI_CONTROLS.search(text) is None and not paragraph_level:
+        return text
+    chars, levels, kinds = _explicit_levels(text, paragraph_level)
+    _resolve_neutrals(levels, kinds)
+    for index, kind in enumerate(kinds):
+        odd = levels[index] % 2
+        if kind == "N":
+            levels[index] += 1 if odd else 2
+        elif (kind == "R") != bool(odd):
+            levels[index] += 1
+    return "".join(chars[index] for index in _reordered(levels))
+
+
+def _explicit_levels(text: str, paragraph_level: int) -> tuple[list[str], list[int], list[str]]:
+    """X1-X10: each character but the controls, its embedding level, and its kind (L, R, N: a number,
+    "": neutral), an override's direction where one is in force."""
+    stack: list[tuple[int, str | None, bool]] = [(paragraph_level, None, False)]
+    chars: list[str] = []
+    levels: list[int] = []
+    kinds: list[str] = []
+    for char in text:
+        opener = _OPENERS.get(char)
+        if opener is not None:
+            rtl, override, isolate = opener
+            level = stack[-1][0]
+            if isolate:  # an isolate's ends stay, at the outer level, as neutrals: they part runs (X5a-X5c)
+                chars.append(char)
+                levels.append(level)
+                kinds.append("")
+            new = level + 1 if (level % 2 == 0) == rtl else level + 2
+            stack.append((new if new <= _MAX_DEPTH else level, override if new <= _MAX_DEPTH else stack[-1][1], isolate))
+            continue
+        if char == "\u202c":  # PDF: ends the innermost embedding or override, not an isolate
+            if len(stack) > 1 and not stack[-1][2]:
+                stack.pop()
+            continue
+        if char == "\u2069":  # PDI: ends the innermost isolate and whatever is open inside it
+            if any(entry[2] for entry in stack[1:]):
+                while not stack[-1][2]:
+                    stack.pop()
+                stack.pop()
+                chars.append(char)
+                levels.append(stack[-1][0])
+                kinds.append("")
+            continue
+        level, override, _ = stack[-1]
+        chars.append(char)
+        levels.append(level)
+        kinds.append(override or _STRONG.get(unicodedata.bidirectional(char), ""))
+    return chars, levels, kinds
+
+
+def _reordered(levels: list[int]) -> list[int]:
+    """L2: from the highest level down to the lowest odd one, each run at that level or higher reversed."""
+    order = list(range(len(levels)))
+    highest = max(levels, default=0)
+    lowest_odd = min((level for level in levels if level % 2), default=highest + 1)
+    for level in range(highest, lowest_odd - 1, -1):
+        start = None
+        for index in range(len(order) + 1):
+            inside = index < len(order) and levels[order[index]] >= level
+            if inside and start is None:
+                start = index
+            elif not inside and start is not None:
+                order[start:index] = order[start:index][::-1]
+                start = None
+    return order
+
+
+def _resolve_neutrals(levels: list[int], kinds: list[str]) -> None:
+    """N1-N2: a run of neutrals between two strong types (numbers count as R) that agree takes theirs;
+    otherwise the embedding direction. The run's edges see the embedding direction (sos/eos). Before them, W7."""
+    size = len(kinds)
+    strong, level = "", -1
+    for index in range(size):  # W7: a number after a left-to-right letter (since the run's start) is one too
+        if levels[index] != level:
+            strong, level = ("R" if levels[index] % 2 else "L"), levels[index]
+        if kinds[index] in ("L", "R"):
+            strong = kinds[index]
+        elif kinds[index] == "N" and strong == "L":
+            kinds[index] = "L"
+    index = 0
+    while index < size:
+        if kinds[index]:
+            index += 1
+            continue
+        end = index
+        while end < size and not kinds[end] and levels[end] == levels[index]:
+            end += 1
+        embedding = "R" if levels[index] % 2 else "L"
+        before = kinds[index - 1] if index and levels[index - 1] == levels[index] else embedding
+        after = kinds[end] if end < size and levels[end] == levels[index] else embedding
+        before, after = ("R" if before == "N" else before), ("R" if after == "N" else after)
+        resolved = before if before == after else embedding
+        for position in range(index, end):
+            kinds[position] = resolved
+        index = end
 
 
 def visible(text: str) -> str:

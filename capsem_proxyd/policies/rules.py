@@ -33,8 +33,14 @@ text forwarded is always the original, this only decides what matches:
 
 * a literal term matches when ``fold(term) in fold(text)``: the text as a
   reader sees it, so fullwidth letters, zero-width characters and soft
-  hyphens, combining marks (``é`` reads as ``e``) and Cyrillic/Greek (TR39)
-  lookalikes do not hide a term, and case is folded (``ß`` reads as ``ss``).
+  hyphens, combining marks (``é`` reads as ``e``), Cyrillic/Greek (TR39)
+  lookalikes, letters with a stroke, hook or bar and enclosed letters do not
+  hide a term, and case is folded (``ß`` reads as ``ss``); every reading of the
+  text counts (``normalize.readings``: a combining low line as ``_``, visual
+  order under bidi controls). A space or dash inside a term is a gap
+  (``holdback.Term``): it matches any run of whitespace, dash-like and
+  invisible characters, so ``project falcon`` is found in ``project\\tfalcon``,
+  ``project-falcon`` and ``project\\u200bfalcon``.
   With ``case_sensitive = true`` the same folding without the case folding:
   ``ＬＡＵＮＣＨ``, and ``LАUNCH`` with a Cyrillic ``А``, still read as ``LAUNCH``;
   ``launch`` does not. The term is folded once, at load; a term with nothing visible in it is
@@ -45,8 +51,9 @@ text forwarded is always the original, this only decides what matches:
   acute is ``é``); neither lookalikes nor case are folded, since the regex's own
   classes and flags decide those: ``AKIA[0-9A-Z]{16}`` means what it says, and
   is case-insensitive unless ``case_sensitive = true``. For words, prefer a term.
-* a ``deny`` glob (tools, models) matches the folded name against the folded
-  glob, so ``*shell*`` also refuses a ``run_ѕhell`` spelled with a Cyrillic ѕ; an
+* a ``deny`` glob (tools, models) matches each reading of the name against the
+  folded glob, so ``*shell*`` also refuses a ``run_ѕhell`` spelled with a Cyrillic ѕ
+  or a ``U+202E llehs_nur`` shown right to left; an
   ``allow`` glob must match the name as written (case aside, unless
   ``case_sensitive``): a lookalike of an allowed name is a different name.
 """
@@ -65,8 +72,8 @@ from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason,
 from capsem.policies import Policy
 from capsem.tools import Tool
 
-from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Visible, regex_width
-from capsem_proxyd.policies.normalize import fold, visible
+from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Term, Visible, regex_width
+from capsem_proxyd.policies.normalize import GAP_MARK, readings, visible
 
 HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 ACTIONS = {"block": Verdict.BLOCK, "confirm": Verdict.CONFIRM, "log": Verdict.LOG}
@@ -78,18 +85,36 @@ _RULE_KEYS = {"name", "term", "regex", "case_sensitive"}
 
 
 class _Views:
-    """The text as each kind of rule sees it, each computed once and only if a rule asks."""
+    """The text as each kind of rule sees it, each computed once and only if a rule asks.
 
-    def __init__(self, text: str) -> None:
+    ``gapped``: a rule of the hook has a term of several words, so the spaced readings will be
+    asked for: the folded ones are then those with the invisible characters' marks taken out
+    (``fold`` is the spaced fold less ``GAP_MARK``), not a second fold of the text.
+    """
+
+    def __init__(self, text: str, gapped: bool = False) -> None:
         self.text = text
+        self.gapped = gapped
 
     @cached_property
-    def folded(self) -> str:
-        return fold(self.text)
+    def folded(self) -> tuple[str, ...]:
+        if self.gapped:
+            return tuple(dict.fromkeys(reading.replace(GAP_MARK, "") for reading in self.spaced))
+        return readings(self.text)
 
     @cached_property
-    def folded_cased(self) -> str:
-        return fold(self.text, keep_case=True)
+    def folded_cased(self) -> tuple[str, ...]:
+        if self.gapped:
+            return tuple(dict.fromkeys(reading.replace(GAP_MARK, "") for reading in self.spaced_cased))
+        return readings(self.text, keep_case=True)
+
+    @cached_property
+    def spaced(self) -> tuple[str, ...]:
+        return readings(self.text, spaced=True)
+
+    @cached_property
+    def spaced_cased(self) -> tuple[str, ...]:
+        return readings(self.text, keep_case=True, spaced=True)
 
     @cached_property
     def visible(self) -> str:
@@ -100,12 +125,12 @@ class _Views:
 class Rule:
     """One compiled rule: what it is called, what it does, what it looks for.
 
-    Exactly one of ``term`` (already folded, see the module docstring) and ``pattern``.
+    Exactly one of ``term`` (folded, see the module docstring) and ``pattern``.
     """
 
     name: str
     verdict: Verdict
-    term: str | None = None
+    term: Term | None = None
     case_sensitive: bool = False
     pattern: re.Pattern[str] | None = None
 
@@ -113,7 +138,9 @@ class Rule:
         if self.pattern is not None:
             return self.pattern.search(views.visible) is not None
         assert self.term is not None
-        return self.term in (views.folded_cased if self.case_sensitive else views.folded)
+        if self.case_sensitive:
+            return self.term.found(views.folded_cased, lambda: views.spaced_cased)
+        return self.term.found(views.folded, lambda: views.spaced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +151,17 @@ class GlobList:
     deny: tuple[str, ...] = ()
     case_sensitive: bool = False
 
-    def _as_written(self, name: str) -> str:
-        return name if self.case_sensitive else name.lower()
+    def _as_written(self, name: str) -> tuple[str, ...]:
+        return (name if self.case_sensitive else name.lower(),)
 
-    def _as_read(self, name: str) -> str:
-        return fold(name, keep_case=self.case_sensitive)
+    def _as_read(self, name: str) -> tuple[str, ...]:
+        return readings(name, keep_case=self.case_sensitive)
 
-    def _matches(self, name: str, globs: tuple[str, ...], form: Callable[[str], str]) -> str | None:
-        subject = form(name)
+    def _matches(self, name: str, globs: tuple[str, ...], form: Callable[[str], tuple[str, ...]]) -> str | None:
+        subjects = form(name)
         for glob in globs:
-            if fnmatch.fnmatchcase(subject, form(glob)):
+            pattern = form(glob)[0]
+            if any(fnmatch.fnmatchcase(subject, pattern) for subject in subjects):
                 return glob
         return None
 
@@ -177,6 +205,7 @@ class RulesPolicy(Policy):
             url="https://github.com/google/capsem",
         )
         self.rules = {hook: list((rules or {}).get(hook, [])) for hook in HOOKS}
+        self._gapped = {hook: any(rule.term is not None and rule.term.words for rule in self.rules[hook]) for hook in HOOKS}
         self.tools = tools or GlobList()
         self.models = models or GlobList()
         self.max_prompt_chars = max_prompt_chars
@@ -247,7 +276,7 @@ class RulesPolicy(Policy):
         rules = self.rules[hook]
         if not rules or not text.strip():
             return DEFAULT_SAFE_DECISION
-        views = _Views(text)
+        views = _Views(text, self._gapped[hook])
         matched = [rule for rule in rules if rule.matches(views)]
         if not matched:
             return DEFAULT_SAFE_DECISION
@@ -284,7 +313,7 @@ def stream_holdback(rules: list[Rule]) -> Holdback | None:
     characters a reader sees; a regex of unbounded width makes the whole policy unbounded (the cap)."""
     parts: list[Holdback] = []
     for case_sensitive in (False, True):
-        terms = [rule.term for rule in rules if rule.term is not None and rule.case_sensitive == case_sensitive]
+        terms = [rule.term.text for rule in rules if rule.term is not None and rule.case_sensitive == case_sensitive]
         if terms:
             parts.append(LiteralTerms(terms, keep_case=case_sensitive))
     for rule in rules:
@@ -366,10 +395,10 @@ def _compile_rule(
     name = str(entry.get("name") or (term if regex is None else position))
     sensitive = _bool(entry, "case_sensitive", case_sensitive, f"rule '{name}' case_sensitive")
     if regex is None:
-        folded = fold(source, keep_case=sensitive)
-        if not folded.strip():
+        term = Term(source, keep_case=sensitive)
+        if not term.text.strip():
             raise ValueError(f"rule '{name}' ({position}): the term has no visible characters")
-        return Rule(name=name, verdict=verdict, term=folded, case_sensitive=sensitive)
+        return Rule(name=name, verdict=verdict, term=term, case_sensitive=sensitive)
     try:
         pattern = re.compile(source, 0 if sensitive else re.IGNORECASE)
     except re.error as error:

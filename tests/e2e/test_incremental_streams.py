@@ -13,13 +13,17 @@ slows the proxy down shifts both ends alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from google.genai import types as genai_types
 
+from capsem_proxyd.config import Settings
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import GEMINI_KEY, Proxy, in_thread
+from tests.support.sdk import policy_proxy
 
 CHUNKS = ["Sure, ", "here is ", "a short ", "and friendly ", "answer."]
 DELAY = 0.4
@@ -95,3 +99,33 @@ async def test_a_short_answer_streams_incrementally(shape: str, proxy: Proxy, fa
     # The first text went out while the upstream still had events to send (more than one, so a
     # proxy that held everything until the last text event would fail too).
     assert sent_at_first_text < record.events_sent - 1, (sent_at_first_text, record.events_sent)
+
+
+MULTI_WORD_RULES = """
+[on_model_response]
+block = ["short and sweet", "friendly  question", "here-is-not"]
+"""
+
+
+async def test_multi_word_terms_hold_only_while_a_gap_may_still_complete_them(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """Terms whose words a gap separates (issue 20, class 14) hold ``a short `` and ``and friendly `` while the next
+    word may complete a term, and nothing more: the answer still reaches the client before the upstream ends."""
+    rules_proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path, rules=MULTI_WORD_RULES)
+    fake.script(Reply(chunks=CHUNKS, chunk_delay=DELAY))
+
+    def read() -> tuple[int, str]:
+        sent_at_first_text: int | None = None
+        texts = []
+        for text in _openai_chat(rules_proxy):
+            if text and sent_at_first_text is None:
+                sent_at_first_text = fake.streams[-1].events_sent
+            texts.append(text)
+        assert sent_at_first_text is not None, "no text arrived"
+        return sent_at_first_text, "".join(texts)
+
+    sent_at_first_text, text = await in_thread(read)
+    assert text == "".join(CHUNKS)
+    record = fake.streams[-1]
+    assert record.completed and sent_at_first_text < record.events_sent - 1, (sent_at_first_text, record.events_sent)

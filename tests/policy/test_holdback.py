@@ -27,8 +27,8 @@ from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.enforcement.holdbacks import channel_matchers
 from capsem_proxyd.enforcement.loader import load_policy_set
 from capsem_proxyd.policies.debug import DebugPolicy
-from capsem_proxyd.policies.holdback import Fixed, LiteralTerms, Visible, regex_width
-from capsem_proxyd.policies.normalize import fold
+from capsem_proxyd.policies.holdback import Fixed, LiteralTerms, Term, Visible, regex_width
+from capsem_proxyd.policies.normalize import fold, readings
 from capsem_proxyd.policies.rules import RulesPolicy
 from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
 from tests.support import exchanges
@@ -39,14 +39,64 @@ TERMS = ["capsem_block", "project falcon", "wire transfer", "ab", "aab"]
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz _.,", max_size=40)
 
 
-@given(text=words, terms=st.lists(st.sampled_from(TERMS), min_size=1, max_size=3))
+@given(text=words | st.tuples(words, st.sampled_from(["project", "projec", "wire", "capsem_"]), st.text(" ", max_size=6)).map(
+    "".join), terms=st.lists(st.sampled_from(TERMS), min_size=1, max_size=3))
 def test_only_a_pending_prefix_is_held(text: str, terms: list[str]) -> None:
-    """held == the longest end of the text that is a proper beginning of a term (0: none pending)."""
+    """held == the longest end of the text that is a proper beginning of a term (0: none pending), where a
+    run of spaces is one gap between a term's words (``project   `` may still become ``project falcon``)."""
     holdback = LiteralTerms(terms)
     expected = max(
-        (size for term in terms for size in range(1, len(term)) if text.endswith(term[:size])), default=0
+        (len(text) - start for start in range(len(text)) for term in terms
+         if 0 < len(end := re.sub(" +", " ", text[start:]) if " " in term else text[start:]) < len(term)
+         and term.startswith(end)),
+        default=0,
     )
     assert holdback.held(text) == expected
+
+
+@pytest.mark.parametrize(("text", "held"), [
+    ("x project", 7), ("x project" + " " * 300, 307), ("x project\u200b", 8), ("x pro\u200bject \u200b\n-", 12),
+    ("x project \u2014 f", 11), ("x project_", 0), ("x projectf", 0), ("x PROJECT\tFALCO", 13),
+])
+def test_a_pending_gap_is_held_however_long(text: str, held: int) -> None:
+    assert LiteralTerms(["project falcon"]).held(text) == held
+
+
+def test_a_combining_low_line_is_held_as_an_underscore_too() -> None:
+    holdback = LiteralTerms(["capsem_block"])
+    assert holdback.held("x capsem\u0332") == len("capsem\u0332")
+    assert holdback.held("x capsem\u0332bl") == len("capsem\u0332bl")
+    assert holdback.held("x c\u0332a\u0332p\u0332") == 6  # underlined: also a pending "cap"
+
+
+def test_a_paragraph_waits_from_its_first_bidi_control_to_its_end() -> None:
+    """Visual order can put later text before earlier (an open override shows new text first), within a paragraph."""
+    matcher = channel_matchers([("Debug", LiteralTerms(["capsem_block"]))])()
+    assert matcher.feed("hello ").pending is None
+    assert matcher.feed("\u202ekc").pending == len("hello ")
+    assert matcher.feed("olb and a long tail of text\u202c").pending == len("hello ")
+    assert matcher.feed(" still the same paragraph").pending == len("hello ")
+    assert matcher.feed(" ends\nnext paragraph").pending is None  # shown, it ends in nothing a term begins with
+    fixed_only = channel_matchers([("Other", Fixed(3))])()
+    assert fixed_only.feed("hello \u202ekcolb").pending == len("hello \u202ekcolb") - 3
+
+
+def test_a_paragraph_whose_shown_end_may_begin_a_term_waits_for_the_next() -> None:
+    rules = RulesPolicy.from_config({"on_model_response": {"block": ["project falcon", {"regex": "x{3}"}]}})
+    assert rules is not None and rules.stream_holdback is not None
+    matcher = channel_matchers([("Rules", rules.stream_holdback)])()
+    start = len("intro ")
+    assert matcher.feed("intro \u202etcejorp\u202c\n").pending == start  # shown: "project\n", a gap may follow
+    assert matcher.feed("abc").pending == start
+    assert matcher.feed("\n").pending == len("intro \u202etcejorp\u202c\nabc\n") - 2  # the regex's 2 remain
+    before = "intro \u202etcejorp\u202c\n"
+    again = channel_matchers([("Rules", rules.stream_holdback)])()
+    assert again.feed(before).pending == start and again.feed("fal").pending == start
+
+
+def test_a_pending_prefix_before_the_first_control_is_held_too() -> None:
+    matcher = channel_matchers([("Debug", LiteralTerms(["capsem_block"]))])()
+    assert matcher.feed("x caps").pending == 2 and matcher.feed("\u202eem").pending == 2
 
 
 @given(text=words, padding=st.sampled_from(["\u200b", "\u00ad", "\u200b" * 30]))
@@ -101,6 +151,35 @@ def test_no_split_of_a_stream_ever_delivers_a_whole_term(data: st.DataObject) ->
     assert whole.startswith(received)
     # Not a character of the term's first occurrence reached the client ("____p" of "____pproject falcon" may).
     assert len(received) <= whole.find(fold(term)), received
+    assert b"CAPSEM policy" in raw
+
+
+SPELLINGS = {
+    "capsem_block": ["capsem_błock", "capsem_bløck", "ȼapsem_block", "capsɇm_block", "capsem\u02cdblock",
+                     "capsem\u2017block", "capsem\u0332block", "🅲🅰🅿🆂🅴🅼_🅱🅻🅾🅲🅺", "⒞⒜⒫⒮⒠⒨_⒝⒧⒪⒞⒦",
+                     "\u202ekcolb_mespac\u202c", "\u202e_mespac\u202cblock", "\u2067kcolb_mespac\u2069",
+                     "\u202e\u202dcapsem\u202c_block\u202c", "block\u200f_capsem"],
+    "project falcon": ["project  falcon", "project\nfalcon", "project\tfalcon", "project-falcon", "project\u200bfalcon",
+                       "pro\u200bject \u2014 falcon", "project" + " " * 80 + "falcon", "ⓟⓡⓞⓙⓔⓒⓣ\r\nⓕⓐⓛⓒⓞⓝ",
+                       "\u202etcejorp\u202c\nfalcon", "\u202etcejorp\u202c\n\u202enoclaf\u202c"],
+}
+
+
+@given(data=st.data())
+@settings(max_examples=150)
+def test_no_split_of_a_stream_ever_delivers_a_disguised_term(data: st.DataObject) -> None:
+    """Class 12 and 14 spellings, cut into events anywhere: refused, and what went out never reads as the term."""
+    term = data.draw(st.sampled_from(list(SPELLINGS)))
+    spelling = data.draw(st.sampled_from(SPELLINGS[term]))
+    text = data.draw(words) + spelling + data.draw(words)
+    cuts = sorted(data.draw(st.lists(st.integers(1, len(text) - 1), max_size=12)))
+    pieces = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)]) if end > start]
+    rules = RulesPolicy.from_config({"on_model_response": {"block": ["project falcon"]}})
+    texts, raw = trio.run(_stream_through, pieces, engine(_set(DebugPolicy(), rules)))
+    received = "".join(texts)
+    assert text.startswith(received)
+    compiled = Term(term)
+    assert not compiled.found(readings(received), lambda: readings(received, spaced=True)), received
     assert b"CAPSEM policy" in raw
 
 

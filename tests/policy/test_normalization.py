@@ -13,6 +13,7 @@ reader takes for Latin letters, the module has to agree.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsem_proxyd.config import Settings
-from capsem_proxyd.policies.normalize import fold, fold_with_offsets, visible
+from capsem_proxyd.policies.holdback import Term
+from capsem_proxyd.policies.normalize import (
+    LOW_LINE,
+    SPACED,
+    fold,
+    fold_with_offsets,
+    readings,
+    reads_at_least,
+    seen_length,
+    visible,
+    visual_order,
+)
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import chat, policy_proxy, refused
@@ -47,6 +59,13 @@ UPPER_LOOKALIKES = {
     "O": "ОΟ", "P": "РΡ", "S": "Ѕ", "T": "ТΤ", "X": "ХΧ", "Y": "ҮΥ", "Z": "Ζ",
 }
 COMBINING = [chr(code) for code in range(0x0300, 0x0370)] + ["\u20dd", "\u20de", "\u20df", "\u20e0"]  # Mn, Me
+# Latin letters with a stroke, hook or bar (no decomposition, and TR39 lists none of them as the letter).
+STROKED = {
+    "a": "ⱥȺ", "b": "ƀɓɃƁ", "c": "ȼƈȻƇ", "d": "đɗĐƊ", "e": "ɇɆ", "g": "ǥɠǤƓ", "h": "ħɦĦ", "i": "ɨƗ", "j": "ɉɈ",
+    "k": "ƙꝁƘ", "l": "łƚŁȽ", "m": "ɱ", "n": "ɲƝ", "o": "øɵØƟǿ", "p": "ᵽƥⱣƤ", "r": "ɍɌ", "s": "ʂ", "t": "ŧƭŦƬ",
+    "u": "ʉɄ", "y": "ɏƴɎƳ", "z": "ƶȥƵȤ",
+}
+UNDERSCORES = ["\u02cd", "\u2017", "\uff3f", "\ufe4d", "\ufe4e", "\ufe4f"]
 
 
 def fullwidth(char: str) -> str:
@@ -70,13 +89,26 @@ def disguised(draw: st.DrawFn, term: str, keep_case: bool = False) -> str:
     for char in term:
         if not keep_case and char.isalpha():
             char = draw(st.sampled_from([char.lower(), char.upper()]))
-        forms = [char, fullwidth(char), math_bold(char)]
+        forms = [char, fullwidth(char), math_bold(char), *enclosed(char)]
         forms += list(LOWER_LOOKALIKES.get(char, "")) + list(UPPER_LOOKALIKES.get(char, ""))
+        if not keep_case:
+            forms += list(STROKED.get(char.lower(), ""))
+        if char == "_":
+            forms += UNDERSCORES
         char = draw(st.sampled_from(forms))
         if char.isalpha():
             char += "".join(draw(st.lists(st.sampled_from(COMBINING), max_size=2)))
         out.append(char + "".join(draw(st.lists(st.sampled_from(INVISIBLE), max_size=3))))
     return "".join(out)
+
+
+def enclosed(char: str) -> list[str]:
+    """Negative squared, parenthesized and circled forms of a Latin letter (case as the form has it)."""
+    if "a" <= char <= "z":
+        return [chr(0x249C + ord(char) - ord("a")), chr(0x24D0 + ord(char) - ord("a"))]
+    if "A" <= char <= "Z":
+        return [chr(0x1F170 + ord(char) - ord("A")), chr(0x24B6 + ord(char) - ord("A"))]
+    return []
 
 
 @st.composite
@@ -106,18 +138,157 @@ def test_each_evasion_class_folds_to_the_marker(text: str) -> None:
     assert "capsem_block" in fold(text)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "capsem_błock", "capsem_bløck", "CAPSEM_BLØCK", "ȼapsem_block", "capsɇm_block", "ƈapsem_ɓƚoƈƙ",  # stroke, hook, bar
+        "capsem\u02cdblock", "capsem\u2017block",  # underscore lookalikes
+        "🅲🅰🅿🆂🅴🅼_🅱🅻🅾🅲🅺", "⒞⒜⒫⒮⒠⒨_⒝⒧⒪⒞⒦", "🅒🅐🅟🅢🅔🅜_🅑🅛🅞🅒🅚",  # negative squared, parenthesized, circled
+    ],
+)
+def test_each_class_12_spelling_folds_to_the_marker(text: str) -> None:
+    assert fold(text) == "capsem_block"
+
+
+@pytest.mark.parametrize(
+    ("text", "second"),
+    [
+        ("capsem\u0332block", "capsem_block"),  # a combining low line under the m reads as _
+        ("\u202ekcolb_mespac\u202c", "capsem_block"),  # displayed right to left
+        ("x \u202e_mespac\u202cblock", "x capsem_block"),
+        ("\u2067\u202ekcolb_mespac\u202c\u2069", "capsem_block"),
+        ("block\u200f\u202c_capsem", "capsem_block"),  # in a right-to-left paragraph (a display's choice)
+        ("block\u200f_capsem", "capsem_block"),  # a right-to-left mark alone does it
+    ],
+)
+def test_a_second_reading_shows_the_marker(text: str, second: str) -> None:
+    assert "capsem_block" not in fold(text)
+    assert second in readings(text)
+
+
+def test_an_underlined_word_reads_as_the_word() -> None:
+    underlined = "".join(char + "\u0332" for char in "capsem_block")
+    assert fold(underlined) == "capsem_block" and readings(underlined)[0] == "capsem_block"
+
+
 @settings(max_examples=400)
 @given(term_in_text())
 def test_no_disguise_hides_a_term(case: tuple[str, str]) -> None:
     term, text = case
-    assert fold(term) in fold(text)
+    assert any(fold(term) in reading for reading in readings(text))
 
 
 @settings(max_examples=300)
 @given(term_in_text(keep_case=True))
 def test_no_disguise_hides_a_case_sensitive_term(case: tuple[str, str]) -> None:
     term, text = case
-    assert fold(term, keep_case=True) in fold(text, keep_case=True)
+    assert any(fold(term, keep_case=True) in reading for reading in readings(text, keep_case=True))
+
+
+@settings(max_examples=200)
+@given(term=st.sampled_from(TERMS), before=st.text(max_size=20), after=st.text(max_size=20), data=st.data())
+def test_a_term_shown_by_a_right_to_left_override_is_read(term: str, before: str, after: str, data: st.DataObject) -> None:
+    """The term stored backwards under RLO ... PDF (or RLO alone, to the paragraph's end) displays as the term."""
+    before, after = (side.translate(_NO_PARAGRAPH_OR_BIDI) for side in (before, after))
+    close = data.draw(st.sampled_from(["\u202c", ""]))
+    text = before + "\u202e" + term[::-1] + close + (after if close else "")
+    assert any(term in reading for reading in readings(text))
+
+
+_NO_PARAGRAPH_OR_BIDI = {code: None for code in [*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x0A, 0x0D, 0x1C, 0x1D,
+                                                   0x1E, 0x85, 0x2029]}
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain text", "plain text"),
+        ("\u202eabc\u202c def", "cba def"),
+        ("\u202eab\u202dcd\u202cef\u202c", "fecdba"),  # an LRO inside an RLO keeps its own order
+        ("\u202eab\ncd", "ba\ncd"),  # a paragraph separator ends every embedding
+        ("\u202bblock capsem\u202c", "block capsem"),  # Latin letters in an RTL embedding stay in order
+        ("\u202b12 34\u202c", "34 12"),  # numbers in an RTL embedding do not
+        ("\u202babc 12\u202c", "abc 12"),  # ... unless a Latin letter precedes them (W7)
+        ("\u2067abc\u2069\u202edef", "abcfed"),  # PDI ends the isolate
+        ("\u202cx\u2069y", "xy"),  # closing what was never opened does nothing
+    ],
+)
+def test_visual_order(text: str, shown: str) -> None:
+    assert fold(visual_order(text)) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("abc\u200f\u202cdef", "defabc"),  # two Latin runs a right-to-left mark parts: ordered from the right
+        ("abc\u202edef\u202c", "abcfed"),  # the override is a level deeper (3) than the Latin letters (2)
+        ("x \u202b12 34\u202c y", "y 34 12 x"),
+    ],
+)
+def test_visual_order_in_a_right_to_left_paragraph(text: str, shown: str) -> None:
+    assert fold(visual_order(text, rtl=True)) == shown
+
+
+def test_deep_nesting_stops_at_the_limit() -> None:
+    text = "\u202e" * 200 + "abc" + "\u202c" * 200 + "d"
+    assert visual_order(text) in ("cbad", "abcd")
+
+
+# -- gaps: multi-word terms --------------------------------------------------------------------------------------
+
+GAPS = [" ", "  ", "\n", "\t", "\r\n", "-", "\u2010", "\u2013", "\u2014", "\u2212", "\u200b", "\u2060", "\u00ad",
+        "\u00a0", "\u3000", "\u2009", "\ufeff", " - ", "\n\n"]
+
+
+def found(term: str, text: str, keep_case: bool = False) -> bool:
+    compiled = Term(term, keep_case=keep_case)
+    return compiled.found(readings(text, keep_case=keep_case), lambda: readings(text, keep_case=keep_case, spaced=True))
+
+
+@settings(max_examples=300)
+@given(term=st.sampled_from(["project falcon", "wire transfer", "rm -rf", "launch-code"]), data=st.data())
+def test_any_gap_between_the_words_matches(term: str, data: st.DataObject) -> None:
+    words = term.replace("-", " ").split(" ")
+    spaced = words[0]
+    for word in words[1:]:
+        spaced += "".join(data.draw(st.lists(st.sampled_from(GAPS), min_size=1, max_size=4))) + word
+    disguised_text = "".join(data.draw(disguised(part)) if part.isalpha() else part for part in re.split(r"([a-z]+)", spaced))
+    around = st.text(alphabet="xyz .,\n", max_size=10)
+    assert found(term, data.draw(around) + disguised_text + data.draw(around))
+
+
+@pytest.mark.parametrize("text", ["projectfalcon", "project_falcon", "project, falcon", "project.falcon", "projects falcon"])
+def test_words_without_a_gap_are_not_the_term(text: str) -> None:
+    assert not found("project falcon", text)
+
+
+def test_a_separator_at_either_end_of_a_term_is_literal() -> None:
+    assert Term("-rf").words is None and found("-rf", "rm -rf /") and not found("-rf", "rm rf /")
+    assert Term(" a ").words is None
+
+
+def test_gap_lengths() -> None:
+    assert Term("project  \t falcon").length == 14 and Term("project falcon").text == "project falcon"
+    assert seen_length("a \u200b\n- b") == 3 and seen_length("pro\u200bject") == 7
+    assert not reads_at_least("x" + " " * 40, 10) and reads_at_least("a b c d e f", 10)
+
+
+@settings(max_examples=300)
+@given(st.text() | term_in_text().map(lambda case: case[1]))
+def test_the_spaced_readings_are_the_folded_ones_with_marks_where_invisibles_were(text: str) -> None:
+    """What lets the Rules policy fold once for both kinds of term."""
+    for keep_case in (False, True):
+        spaced = readings(text, keep_case=keep_case, spaced=True)
+        assert {reading.replace("\u200b", "") for reading in spaced} == set(readings(text, keep_case=keep_case))
+
+
+@settings(max_examples=300)
+@given(st.text(), st.text())
+def test_every_reading_is_a_per_character_map(left: str, right: str) -> None:
+    for mode in (LOW_LINE, SPACED, LOW_LINE | SPACED):
+        whole, _ = fold_with_offsets(left + right, mode=mode)
+        assert whole == fold_with_offsets(left, mode=mode)[0] + fold_with_offsets(right, mode=mode)[0]
+        assert fold_with_offsets(whole, mode=mode)[0] == whole
 
 
 def test_case_sensitive_folding_keeps_case() -> None:
@@ -327,3 +498,13 @@ async def test_harmless_non_ascii_through_the_sdk_and_back(proxy: Proxy, fake: F
     assert completion.choices[0].message.content == HARMLESS
     (received,) = fake.requests
     assert received.json["messages"][0]["content"] == HARMLESS
+
+
+def test_a_deny_glob_sees_every_reading_of_a_name() -> None:
+    from capsem_proxyd.policies.rules import GlobList
+
+    globs = GlobList(deny=("*shell*",), allow=("run_*",))
+    assert globs.refusal("\u202ellehs_nur") == ("deny", "deny '*shell*'")  # shown right to left as run_shell
+    assert globs.refusal("run_ѕħell") == ("deny", "deny '*shell*'")  # Cyrillic ѕ, h with stroke
+    assert globs.refusal("run_tests") is None
+    assert globs.refusal("ruո_tests") == ("allow", "not in allow list")  # a lookalike of an allowed name
