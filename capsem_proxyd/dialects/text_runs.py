@@ -1,21 +1,24 @@
-"""Adjacent text parts of one message, read as the model reads them: side by side, one text.
+"""Adjacent text parts of one message, read as the model reads them: side by side, as one text too.
 
 A message may give its text in parts (Chat and Anthropic content blocks,
 Responses ``input_text`` parts, Gemini ``parts``); the providers put them
-next to each other in the model's context, with nothing between. Collected
-as one string each, they were joined with a line break like any two
-strings, so ``caps`` + ``em_block`` passed as ``caps\\nem_block`` while the
-model read ``capsem_block``. A run of adjacent text parts is now one text,
-joined with nothing: exactly what the client would have sent as one part.
+next to each other in the model's context. Collected one string each, they
+were joined with a line break like any two strings, so ``caps`` +
+``em_block`` passed as ``caps\\nem_block`` while the model read
+``capsem_block``.
 
-Joined *instead of* the line break, not besides it: the line break was the
-proxy's own, no provider puts one there, and checking both would put each
-such message twice into the prompt every policy reads (a whole-prompt
-policy counting findings would count them twice) for no reading the model
-has. A run is one piece of the engine's per-piece cache like the parts were
-(``enforcement/pieces.py``): an agent resending the same message resends the
-same run, decided once per tenant. A part that is not text (an image, a
-tool call) ends the run: the model does not read the texts around it as one.
+Which separator a provider puts between two parts, if any, is not
+documented, so both readings are checked (the stricter reading): each part
+stays a text of its own, joined to the next by the line break as before (a
+``launch`` part and a ``code 1234`` part still match ``launch\\s+code``),
+and a run of two or more adjacent text parts is also one text joined with
+nothing, placed right after its parts. The run is one more piece of the
+engine's per-piece cache (``enforcement/pieces.py``): an agent resending the
+same message resends the same run, decided once per tenant; a message of one
+text part adds nothing. The cost is that text twice in the prompt a
+whole-prompt policy reads (measured in the README). A part that is not text
+(an image, a tool call) ends the run: the model does not read the texts
+around it as one.
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ class TextRun:
         self.texts: list[str] = []
 
     def add(self, text: str) -> None:
-        self.texts.append(text)
+        """A text part: a text of its own now, and part of the run."""
+        self.sink.append(text)
+        if text:
+            self.texts.append(text)
 
     def end(self) -> None:
-        """A part that is not text, or the message's end: the run so far goes to ``sink`` as one text."""
-        if self.texts:
-            self.sink.append(self.texts[0] if len(self.texts) == 1 else "".join(self.texts))
-            self.texts.clear()
+        """A part that is not text, or the message's end: a run of two or more texts goes to ``sink`` joined."""
+        if len(self.texts) > 1:
+            self.sink.append("".join(self.texts))
+        self.texts.clear()

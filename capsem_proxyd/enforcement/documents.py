@@ -1,0 +1,80 @@
+"""A request's PDF documents read before its hooks run: their text joins the prompt or tool result that carries them.
+
+Extraction (``pdf_text.py``) runs in a worker process of its own
+(``trio-parallel``'s default pool, spawned on first use, one process per
+core at most), never on the event loop: ``pypdf`` is pure Python, and a
+thread would still hold the interpreter lock while a 300-page document is
+parsed, stalling every other request. The worker enforces the CPU-time
+limit itself; a worker that outlives ``WALL_SECONDS`` (a backstop far above
+it, spawning included) is killed, and one that dies is replaced on demand.
+Either way, and for a document beyond the limits, the text is None and the
+document is checked as media only.
+
+Agents resend the same document every turn: an extraction is remembered by
+the document's digest and the tenant (``CACHE_SIZE`` of them, least recently
+used first out), so a document is parsed once; its text is then a piece the
+engine's verdict cache knows (``pieces.py``), decided once per tenant as well.
+The tenant is in the key so that no tenant's timing says whether another sent
+the same document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+
+import trio
+
+from capsem_proxyd.enforcement.pdf_text import PdfLimits, pdf_text
+from capsem_proxyd.views import RequestView
+
+log = logging.getLogger("capsem_proxyd.enforcement.documents")
+
+LIMITS = PdfLimits()
+WALL_SECONDS = 120.0
+CACHE_SIZE = 64
+
+_extracted: OrderedDict[bytes, str | None] = OrderedDict()
+
+
+async def read_documents(view: RequestView, tenant: str, limits: PdfLimits | None = None) -> None:
+    """Each of ``view.documents``' text (when it has one within ``limits``, default ``LIMITS``) joined to the
+    text of its reader."""
+    for document in view.documents:
+        text = await document_text(document.media.data, tenant, limits or LIMITS)
+        if text:
+            view.add_text(document.reader, text)
+
+
+async def document_text(data: bytes, tenant: str, limits: PdfLimits) -> str | None:
+    """The text of the PDF ``data``, from the cache or a worker (None: media only)."""
+    if len(data) > limits.max_bytes:
+        return None
+    digest = hashlib.blake2b(repr(limits).encode(), digest_size=32, person=b"capsem-pdf-text", key=tenant.encode()[:64])
+    digest.update(data)
+    key = digest.digest()
+    if key in _extracted:
+        _extracted.move_to_end(key)
+        return _extracted[key]
+    text, final = await _in_worker(data, limits)
+    if final:  # a worker that died or outlived its time may have been the machine's fault: asked again next time
+        _extracted[key] = text
+        while len(_extracted) > CACHE_SIZE:
+            _extracted.popitem(last=False)
+    return text
+
+
+async def _in_worker(data: bytes, limits: PdfLimits) -> tuple[str | None, bool]:
+    """The text and whether it is the document's own answer (not a worker's death or the backstop's)."""
+    import trio_parallel  # the proxy's process imports the pool only where a document comes
+
+    with trio.move_on_after(WALL_SECONDS):
+        try:
+            text: str | None = await trio_parallel.run_sync(pdf_text, data, limits, kill_on_cancel=True)
+        except trio_parallel.BrokenWorkerError:
+            log.warning("a PDF's text extraction killed its worker: the document is checked as media only")
+            return None, False
+        return text, True
+    log.warning("a PDF's text extraction outlived %s s: the document is checked as media only", WALL_SECONDS)
+    return None, False
