@@ -75,6 +75,10 @@ async def _in_worker(data: bytes, limits: PdfLimits) -> tuple[str | None, bool]:
         except trio_parallel.BrokenWorkerError:
             log.warning("a PDF's text extraction killed its worker: the document is checked as media only")
             return None, False
+        except Exception as error:  # noqa: BLE001 - no worker could be had (spawning refused...): media only
+            log.warning("no worker for a PDF's text extraction (%s): the document is checked as media only",
+                        type(error).__name__)
+            return None, False
         return text, True
     log.warning("a PDF's text extraction outlived %s s: the document is checked as media only", WALL_SECONDS)
     return None, False

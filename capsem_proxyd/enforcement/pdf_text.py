@@ -50,15 +50,17 @@ def pdf_text(data: bytes, limits: PdfLimits) -> str | None:
     if len(data) > limits.max_bytes:
         return None
     previous = signal.signal(signal.SIGPROF, _out_of_time)
-    signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
     try:
-        return _extract(data, limits)
+        signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
+        try:
+            return _extract(data, limits)
+        finally:  # the timer fires once at most: if it fires here, it is spent and caught below
+            signal.setitimer(signal.ITIMER_PROF, 0)
     except _OutOfTime:
         return None
     except Exception:  # noqa: BLE001 - whatever the parser trips on, the document has no text we can check
         return None
     finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
         signal.signal(signal.SIGPROF, previous)
 
 

@@ -126,6 +126,11 @@ TEXT_MEDIA: dict[str, tuple[tuple[str, Any], dict[str, Any]]] = {
     "anthropic image whose type is svg": (ANTHROPIC, anthropic([{"type": "image", "source": {
         "type": "base64", "media_type": "image/svg+xml", "data": b64(f"<svg><text>{M}</text></svg>")}}])),
     "anthropic system document": (ANTHROPIC, anthropic("hi", system=[text_doc(M)])),
+    "anthropic document with a text source": (ANTHROPIC, anthropic([{"type": "document", "source": {
+        "type": "text", "media_type": "text/plain", "data": f"plain {M}"}}])),
+    "anthropic document with a content source": (ANTHROPIC, anthropic([{"type": "document", "source": {
+        "type": "content", "content": [{"type": "text", "text": "caps"}, {"type": "text", "text": "em_block"}]}}])),
+    "chat image_url as a bare string": (CHAT, chat(user([{"type": "image_url", "image_url": f"data:text/plain,{M}"}]))),
     "gemini inlineData application/json": (GEMINI, gemini({"inlineData": {
         "mimeType": "application/json", "data": b64(f'{{"a": "{M}"}}')}})),
     "gemini inlineData UTF-16 by its charset": (GEMINI, gemini({"inlineData": {
@@ -172,6 +177,8 @@ def _without_marker(value: Any) -> Any:
         return [_without_marker(item) for item in value]
     if not isinstance(value, str):
         return value
+    if value == "em_block":  # the second half of a split marker
+        return "em_fine"
     value = value.replace(M, "capsem_fine").replace("%63apsem%5Fblock", "capsem_fine")
     head, comma, payload = value.rpartition(",") if value.startswith("data:") else ("", "", value)
     try:
