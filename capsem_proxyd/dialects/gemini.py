@@ -129,6 +129,7 @@ SORTER = Sorter(vocabulary.GEMINI)
 _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
 _INLINE = ("inlineData", "inline_data")
+_NOT_TEXT = (*_FUNCTION_RESPONSE, *_INLINE)  # a part with these is no text part, whatever text it has
 _SYSTEM = ("systemInstruction", "system_instruction")
 _DECLARATIONS = ("functionDeclarations", "function_declarations")
 
@@ -315,7 +316,7 @@ def _request_parts(parts: list[Any], node: Node | None, sink: list[str], view: R
     run = TextRun(sink)
     for _, part, at in SORTER.items(parts, node, sink):
         text = part.get("text") if isinstance(part, dict) else None
-        if isinstance(text, str) and not any(key in part for key in (*_FUNCTION_RESPONSE, *_INLINE)):
+        if isinstance(text, str) and not any(key in part for key in _NOT_TEXT):
             run.add(text)
             if len(part) > 1:  # thought, thoughtSignature, fields added next month
                 SORTER.add(sink, {k: v for k, v in part.items() if k != "text"}, at)

@@ -103,7 +103,7 @@ def add_parts(sorter: Sorter, sink: list[str], content: Any, node: Node | None, 
     for _, part, below in sorter.items(content, node, sink):
         if run is not None:
             text = part.get("text") if isinstance(part, dict) else None
-            if isinstance(text, str) and part.get("type") in _TEXT_PARTS:
+            if isinstance(text, str) and as_str(part.get("type")) in _TEXT_PARTS:
                 run.add(text)
                 if len(part) > 2:  # whatever else a text part carries
                     sorter.add(sink, {k: v for k, v in part.items() if k != "text"}, below)
