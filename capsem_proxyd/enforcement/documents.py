@@ -8,7 +8,16 @@ parsed, stalling every other request. The worker enforces the CPU-time
 limit itself; a worker that outlives ``WALL_SECONDS`` (a backstop far above
 it, spawning included) is killed, and one that dies is replaced on demand.
 Either way, and for a document beyond the limits, the text is None and the
-document is checked as media only.
+document is checked as media only. The first document after a start waits for
+its worker to spawn (about a second); an idle worker exits after ten minutes.
+
+Why not the CPU-heavy policies' pool (``workers.py``): that pool exists only
+where such a policy is configured (the default Debug policy has none), its
+workers are warmed with a built policy (seconds to replace), and a document
+that runs to its limit, or whose worker has to be killed, would hold or cost
+one of them while PII checks of other requests wait. A pool of its own keeps a
+client's document from slowing anyone's policy checks. Memory per stream is
+bounded by pypdf's own decompression limits (75 MB of output each).
 
 Agents resend the same document every turn: an extraction is remembered by
 the document's digest and the tenant (``CACHE_SIZE`` of them, least recently
