@@ -85,29 +85,39 @@ def readings(media: MediaPart) -> list[str]:
 
 
 def _decoded(data: bytes, charset: str) -> list[str]:
-    """``data`` read under ``charset`` (UTF-8 if none or unknown, a byte-order mark first), and as UTF-8 when
-    a declared other charset reads it differently."""
+    """``data`` read under ``charset`` (UTF-8 if none or not a charset, a byte-order mark first), and as UTF-8
+    when a declared other charset reads it differently."""
     codec = _codec(charset)
     for bom, name in _BOMS:
         if data.startswith(bom):
             codec = name
             break
-    texts = [data.decode(codec, errors="replace")]
-    if codec not in ("utf-8", "utf-8-sig"):
-        utf8 = data.decode("utf-8", errors="replace")
-        if utf8 != texts[0]:
-            texts.append(utf8)
-    return texts
+    utf8 = data.decode("utf-8", errors="replace") if codec in ("utf-8", "utf-8-sig") else None
+    if utf8 is not None:
+        return [data.decode(codec, errors="replace")] if codec == "utf-8-sig" else [utf8]
+    try:
+        text = data.decode(codec, errors="replace")
+    except Exception:  # noqa: BLE001 - a codec that fails on some input: UTF-8 is the reading left
+        return [data.decode("utf-8", errors="replace")]
+    utf8 = data.decode("utf-8", errors="replace")
+    return [text] if utf8 == text else [text, utf8]
+
+
+# Codecs Python has that are no charset of a text (host names; punycode's decoding is quadratic, a cost a
+# client would choose): a client naming one gets UTF-8.
+_NOT_CHARSETS = frozenset({"idna", "punycode", "undefined"})
 
 
 def _codec(charset: str) -> str:
     if not charset:
         return "utf-8"
     try:
-        name = codecs.lookup(charset).name
-    except LookupError:
+        info = codecs.lookup(charset)
+    except (LookupError, ValueError, TypeError):
         return "utf-8"  # a charset Python does not know: read as UTF-8, the stricter guess
-    return "utf-8" if name == "utf-8" else name
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
+        return "utf-8"  # base64, zlib, rot13...: codecs of bytes, not charsets
+    return info.name
 
 
 class Inline(NamedTuple):

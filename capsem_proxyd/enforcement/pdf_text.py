@@ -41,31 +41,59 @@ class _OutOfTime(BaseException):
     """The CPU-time limit's signal: a BaseException, so that no ``except Exception`` in the parser keeps it."""
 
 
+_armed = False  # the timer's signal raises only while an extraction runs
+_AGAIN = 0.05  # CPU seconds between signals once the limit is reached: one raised in a finaliser is swallowed
+
+
 def pdf_text(data: bytes, limits: PdfLimits) -> str | None:
     """The text of the PDF ``data`` (pages, then document information), or None beyond ``limits`` or unreadable.
 
     Meant for a worker process's main thread: the CPU-time limit is a
     ``SIGPROF`` timer of the calling process, disarmed before it returns.
+    Once the limit is reached the signal comes again every ``_AGAIN`` CPU
+    seconds until the extraction has stopped: Python swallows an exception
+    raised while a finaliser runs, so one signal could be lost.
     """
     if len(data) > limits.max_bytes:
         return None
     previous = signal.signal(signal.SIGPROF, _out_of_time)
     try:
-        signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds)
         try:
-            return _extract(data, limits)
-        finally:  # the timer fires once at most: if it fires here, it is spent and caught below
-            signal.setitimer(signal.ITIMER_PROF, 0)
-    except _OutOfTime:
-        return None
-    except Exception:  # noqa: BLE001 - whatever the parser trips on, the document has no text we can check
+            return _limited(data, limits)
+        except _OutOfTime:  # a signal that came as the timer was being disarmed
+            return None
+        finally:
+            _disarm()
+    except _OutOfTime:  # one more, before the disarming above took effect
+        _disarm()
         return None
     finally:
         signal.signal(signal.SIGPROF, previous)
 
 
+def _limited(data: bytes, limits: PdfLimits) -> str | None:
+    global _armed
+    _armed = True
+    signal.setitimer(signal.ITIMER_PROF, limits.cpu_seconds, _AGAIN)
+    try:
+        return _extract(data, limits)
+    except _OutOfTime:
+        return None
+    except Exception:  # noqa: BLE001 - whatever the parser trips on, the document has no text we can check
+        return None
+    finally:
+        _disarm()
+
+
+def _disarm() -> None:
+    global _armed
+    _armed = False
+    signal.setitimer(signal.ITIMER_PROF, 0)
+
+
 def _out_of_time(signum: int, frame: Any) -> None:
-    raise _OutOfTime
+    if _armed:
+        raise _OutOfTime
 
 
 def _extract(data: bytes, limits: PdfLimits) -> str | None:

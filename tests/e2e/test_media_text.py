@@ -257,6 +257,16 @@ async def test_undecodable_text_is_read_with_replacements(mime: str, proxy: Prox
     assert response.status_code == 400, response.text
 
 
+@pytest.mark.parametrize("charset", ["base64", "zlib", "rot13", "hex", "idna", "punycode", "undefined", "bad\\0name",
+                                     "utf-7", "unicode_escape"])
+async def test_a_charset_that_is_no_text_encoding_reads_as_utf8(charset: str, proxy: Proxy, fake: FakeUpstream) -> None:
+    """Python's codecs of bytes (base64, zlib...) and host names are no charsets: UTF-8 then, never a 500."""
+    data = b"\xff " + M.encode()
+    response = await post(proxy, GEMINI, gemini({"inlineData": {"mimeType": f"text/plain; charset={charset}",
+                                                                "data": b64(data)}}))
+    assert response.status_code == 400, response.text
+
+
 async def test_images_are_not_read_as_text(proxy: Proxy, fake: FakeUpstream) -> None:
     data = b"\x89PNG\r\n\x1a\n" + M.encode()
     response = await post(proxy, GEMINI, gemini({"inlineData": {"mimeType": "image/png", "data": b64(data)}}))
