@@ -111,7 +111,7 @@ class RequestView:
         """``text`` (a document's) joined to the prompt, the system text or a tool result (``Document.reader``)."""
         if not text:
             return
-        if isinstance(reader, int):
+        if isinstance(reader, int) and 0 <= reader < len(self.tool_results):
             result = self.tool_results[reader]
             result.content = f"{result.content}\n{text}" if result.content else text
         elif reader == "system":

@@ -267,6 +267,29 @@ async def test_a_charset_that_is_no_text_encoding_reads_as_utf8(charset: str, pr
     assert response.status_code == 400, response.text
 
 
+@pytest.mark.parametrize("where", ["response", "pdf"])
+@pytest.mark.parametrize("marked", ["contents", "generateContentRequest"])
+async def test_count_tokens_keeps_the_tool_results_and_documents_of_both_its_contents(
+    marked: str, where: str, proxy: Proxy, fake: FakeUpstream
+) -> None:
+    """countTokens takes ``contents`` and a whole ``generateContentRequest``: the tool results of the one read
+    first were replaced by the other's, and the inner request's PDFs must not be lost either."""
+    def tool_turn(marked: bool) -> list[dict[str, Any]]:
+        pdf = minimal_pdf(M if marked and where == "pdf" else "fine")
+        note = M if marked and where == "response" else "see file"
+        return [{"role": "model", "parts": [{"functionCall": {"name": "read", "args": {}}}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "read", "response": {"note": note},
+                                                                 "parts": [{"inlineData": {"mimeType": "application/pdf",
+                                                                                           "data": b64(pdf)}}]}}]}]
+
+    body = {"contents": tool_turn(marked == "contents"),
+            "generateContentRequest": {"model": "models/gemini-2.5-flash",
+                                       "contents": tool_turn(marked != "contents")}}
+    response = await post(proxy, GEMINI_COUNT, body)
+    assert response.status_code == 400, response.text
+    assert "response of tool 'read'" in response.text
+
+
 async def test_images_are_not_read_as_text(proxy: Proxy, fake: FakeUpstream) -> None:
     data = b"\x89PNG\r\n\x1a\n" + M.encode()
     response = await post(proxy, GEMINI, gemini({"inlineData": {"mimeType": "image/png", "data": b64(data)}}))
