@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import encodings.aliases
 import mimetypes
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from capsem_proxyd.config import Settings
+from capsem_proxyd.dialects.media_text import essence, is_text_type, readings
 from capsem_proxyd.enforcement import documents
 from capsem_proxyd.enforcement.pdf_text import PdfLimits, pdf_text
+from capsem_proxyd.views import MediaPart
 from tests.support.bodies import USER, user
 from tests.support.bodies import chat_body as chat
 from tests.support.bodies import gemini_body as gemini
@@ -288,6 +291,19 @@ async def test_count_tokens_keeps_the_tool_results_and_documents_of_both_its_con
     response = await post(proxy, GEMINI_COUNT, body)
     assert response.status_code == 400, response.text
     assert "response of tool 'read'" in response.text
+
+
+CODEC_NAMES = sorted(set(encodings.aliases.aliases) | set(encodings.aliases.aliases.values()))
+
+
+@given(st.binary(max_size=64), st.sampled_from(TEXT_TYPES) | st.text(max_size=30),
+       st.sampled_from(CODEC_NAMES) | st.text(max_size=20))
+def test_reading_media_never_raises(data: bytes, mime: str, charset: str) -> None:
+    """Any bytes, any type, any charset a client names (every codec Python has among them): texts or none."""
+    texts = readings(MediaPart(data, mime, charset))
+    assert all(isinstance(text, str) for text in texts)
+    if is_text_type(essence(mime)[0]):
+        assert texts
 
 
 async def test_images_are_not_read_as_text(proxy: Proxy, fake: FakeUpstream) -> None:
