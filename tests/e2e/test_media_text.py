@@ -118,6 +118,8 @@ TEXT_MEDIA: dict[str, tuple[tuple[str, Any], dict[str, Any]]] = {
     "chat system message file": (CHAT, chat({"role": "system", "content": [
         {"type": "file", "file": {"file_data": f"data:application/json,%7B%22a%22:%22{M}%22%7D"}}]}, USER)),
     "chat tool message file": (CHAT, chat_tool([{"type": "file", "file": {"file_data": f"data:text/plain,{M}"}}])),
+    "moderations image_url data:text/plain": (("/v1/moderations", OPENAI_AUTH), {"model": "omni-moderation-latest",
+        "input": [{"type": "image_url", "image_url": {"url": f"data:text/plain,{M}"}}]}),
     "responses input_file data URL": (RESPONSES, responses([{"role": "user", "content": [
         {"type": "input_file", "filename": "a.txt", "file_data": f"data:text/plain;base64,{b64(M)}"}]}])),
     "responses input_image data:text/plain": (RESPONSES, responses([{"role": "user", "content": [
