@@ -19,9 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import anthropic
 import httpx
+import openai
 import pytest
 import trio
+from google.genai import types
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,11 +36,11 @@ from capsem_proxyd.views import MediaPart
 from tests.support.bodies import USER, user
 from tests.support.bodies import chat_body as chat
 from tests.support.bodies import gemini_body as gemini
-from tests.support.bodies import messages_body as anthropic
+from tests.support.bodies import messages_body as anthropic_body
 from tests.support.bodies import responses_body as responses
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.policies import MediaRecorder
-from tests.support.proxy import ANTHROPIC_AUTH, GEMINI_AUTH, OPENAI_AUTH, Proxy
+from tests.support.proxy import ANTHROPIC_AUTH, GEMINI_AUTH, OPENAI_AUTH, Proxy, in_thread
 
 M = "capsem_block"
 CHAT = ("/v1/chat/completions", OPENAI_AUTH)
@@ -126,14 +129,14 @@ TEXT_MEDIA: dict[str, tuple[tuple[str, Any], dict[str, Any]]] = {
         {"type": "input_image", "image_url": f"data:text/plain,{M}"}]}])),
     "responses function_call_output input_file": (RESPONSES, responses_tool([
         {"type": "input_file", "filename": "a.xml", "file_data": b64(f"<a>{M}</a>")}])),
-    "anthropic document text/plain base64": (ANTHROPIC, anthropic([text_doc(M)])),
+    "anthropic document text/plain base64": (ANTHROPIC, anthropic_body([text_doc(M)])),
     "anthropic document in a tool_result": (ANTHROPIC, anthropic_tool([text_doc(M)])),
-    "anthropic image whose type is svg": (ANTHROPIC, anthropic([{"type": "image", "source": {
+    "anthropic image whose type is svg": (ANTHROPIC, anthropic_body([{"type": "image", "source": {
         "type": "base64", "media_type": "image/svg+xml", "data": b64(f"<svg><text>{M}</text></svg>")}}])),
-    "anthropic system document": (ANTHROPIC, anthropic("hi", system=[text_doc(M)])),
-    "anthropic document with a text source": (ANTHROPIC, anthropic([{"type": "document", "source": {
+    "anthropic system document": (ANTHROPIC, anthropic_body("hi", system=[text_doc(M)])),
+    "anthropic document with a text source": (ANTHROPIC, anthropic_body([{"type": "document", "source": {
         "type": "text", "media_type": "text/plain", "data": f"plain {M}"}}])),
-    "anthropic document with a content source": (ANTHROPIC, anthropic([{"type": "document", "source": {
+    "anthropic document with a content source": (ANTHROPIC, anthropic_body([{"type": "document", "source": {
         "type": "content", "content": [{"type": "text", "text": "caps"}, {"type": "text", "text": "em_block"}]}}])),
     "chat image_url as a bare string": (CHAT, chat(user([{"type": "image_url", "image_url": f"data:text/plain,{M}"}]))),
     "gemini inlineData application/json": (GEMINI, gemini({"inlineData": {
@@ -197,6 +200,39 @@ def _without_marker(value: Any) -> Any:
     return value
 
 
+# -- the official SDKs ---------------------------------------------------------------------------------------
+
+
+async def test_openai_sdk_file_of_text(proxy: Proxy, fake: FakeUpstream) -> None:
+    client = proxy.openai()
+    content: Any = [{"type": "text", "text": "summarise"},
+                    {"type": "file", "file": {"filename": "a.txt", "file_data": f"data:text/plain,{M}"}}]
+    with pytest.raises(openai.BadRequestError, match="Debug"):
+        await in_thread(lambda: client.chat.completions.create(model="gpt-4o", messages=[
+            {"role": "user", "content": content}]))
+    assert fake.requests == []
+
+
+async def test_anthropic_sdk_text_document(proxy: Proxy, fake: FakeUpstream) -> None:
+    client = proxy.anthropic()
+    with pytest.raises(anthropic.BadRequestError, match="Debug"):
+        await in_thread(lambda: client.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=[
+            {"role": "user", "content": [text_doc(M), {"type": "text", "text": "summarise"}]}]))
+    assert fake.requests == []
+
+
+async def test_google_genai_text_and_pdf_parts(proxy: Proxy, fake: FakeUpstream) -> None:
+    from google.genai import errors
+
+    client = proxy.gemini()
+    for part in (types.Part.from_bytes(data=f"a,{M}".encode(), mime_type="text/csv"),
+                 types.Part.from_bytes(data=PDF_MARKED, mime_type="application/pdf")):
+        with pytest.raises(errors.ClientError, match="Debug"):
+            await in_thread(lambda part=part: client.models.generate_content(model="gemini-2.5-flash",
+                                                                             contents=["read", part]))
+    assert fake.requests == []
+
+
 # -- every text type and encoding (a property, through the proxy) ------------------------------------------
 
 TEXT_TYPES = ["text/plain", "text/csv", "text/markdown", "text/html", "text/x-python", "application/json",
@@ -233,7 +269,7 @@ def _body(mime: str, how: str, data: bytes) -> tuple[tuple[str, Any], dict[str, 
     if how == "chat percent":
         return CHAT, chat(user([{"type": "file", "file": {"file_data": f"data:{mime},{quote(data)}"}}]))
     if how == "anthropic":
-        return ANTHROPIC, anthropic([{"type": "document", "source": {
+        return ANTHROPIC, anthropic_body([{"type": "document", "source": {
             "type": "base64", "media_type": mime or "text/plain", "data": b64(data)}}])
     if how == "gemini":
         return GEMINI, gemini({"inlineData": {"mimeType": mime or "text/plain", "data": b64(data)}})
@@ -348,7 +384,7 @@ def pdf_bodies(pdf: bytes) -> dict[str, tuple[tuple[str, Any], dict[str, Any]]]:
             {"type": "file", "file": {"filename": "r.pdf", "file_data": b64(pdf)}}]))),
         "responses input_file in a tool output": (RESPONSES, responses_tool([
             {"type": "input_file", "filename": "r.pdf", "file_data": url}])),
-        "anthropic document": (ANTHROPIC, anthropic([{"type": "document", "source": {
+        "anthropic document": (ANTHROPIC, anthropic_body([{"type": "document", "source": {
             "type": "base64", "media_type": "application/pdf", "data": b64(pdf)}}])),
         "anthropic document in a tool_result": (ANTHROPIC, anthropic_tool([{"type": "document", "source": {
             "type": "base64", "media_type": "application/pdf", "data": b64(pdf)}}])),
