@@ -7,9 +7,9 @@ page's text, and the document information a reader is shown (title,
 subject, keywords, author).
 
 Limits, because a PDF is the client's and a parser's cost follows its
-structure, not its size: at most ``MAX_BYTES`` bytes and ``MAX_PAGES``
-pages, at most ``MAX_CHARS`` characters of text, and ``CPU_SECONDS`` of the
-worker's CPU time. CPU time, not wall-clock time: a loaded machine stretches
+structure, not its size: at most ``max_bytes`` bytes and ``max_pages``
+pages, at most ``max_chars`` characters of text, and ``cpu_seconds`` of the
+worker's CPU time (``PdfLimits``). CPU time, not wall-clock time: a loaded machine stretches
 the wall clock, never the work a document needs, so the same PDF gets the
 same answer under load. A document beyond a limit, encrypted, or that the
 parser cannot read gives None: it is checked as media only (the README says
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ def pdf_text(data: bytes, limits: PdfLimits) -> str | None:
     seconds until the extraction has stopped: Python swallows an exception
     raised while a finaliser runs, so one signal could be lost.
     """
-    if len(data) > limits.max_bytes:
+    if len(data) > limits.max_bytes or limits.cpu_seconds <= 0:  # a timer of 0 s is no timer
         return None
     previous = signal.signal(signal.SIGPROF, _out_of_time)
     try:
@@ -69,6 +70,13 @@ def pdf_text(data: bytes, limits: PdfLimits) -> str | None:
         return None
     finally:
         signal.signal(signal.SIGPROF, previous)
+
+
+def timed_pdf_text(data: bytes, limits: PdfLimits) -> tuple[str | None, float]:
+    """``pdf_text`` and the CPU seconds it took (what a request's budget of them is charged)."""
+    started = time.process_time()
+    text = pdf_text(data, limits)
+    return text, time.process_time() - started
 
 
 def _limited(data: bytes, limits: PdfLimits) -> str | None:
