@@ -47,10 +47,30 @@ class ToolResult:
 
 @dataclass(slots=True)
 class MediaPart:
-    """An inline image or file in a prompt (decoded bytes)."""
+    """An inline image or file in a prompt (decoded bytes).
+
+    ``charset`` is the one its media type names (``text/plain;charset=...``),
+    empty when it names none: what its text is decoded with when its type is
+    text (``dialects/media_text.py``).
+    """
 
     data: bytes
     mime_type: str
+    charset: str = ""
+
+
+@dataclass(slots=True)
+class Document:
+    """A media item whose text only a parser gets at (a PDF): the model reads that text, so it is checked.
+
+    Extracted off the event loop before the request's hooks run
+    (``enforcement/documents.py``); ``reader`` says whose text it joins:
+    ``"prompt"``, ``"system"``, or the index in ``RequestView.tool_results``
+    of the tool result that carries it.
+    """
+
+    media: MediaPart
+    reader: str | int
 
 
 @dataclass(slots=True)
@@ -62,7 +82,9 @@ class RequestView:
     the texts they were joined from (``"\n".join(pieces) == prompt``): each
     message's strings, in order, so that the engine can check and remember
     them one by one (an agent resends its whole conversation every turn).
-    None: not kept, the whole text is one piece.
+    None: not kept, the whole text is one piece. ``media`` is every inline
+    media item; the text of those whose type is text is in the texts already,
+    and ``documents`` are those whose text must be extracted first (PDFs).
     """
 
     model: str = ""
@@ -73,6 +95,7 @@ class RequestView:
     tools: list[ToolDefinition] = field(default_factory=list)
     tool_results: list[ToolResult] = field(default_factory=list)
     media: list[MediaPart] = field(default_factory=list)
+    documents: list[Document] = field(default_factory=list)
 
     def set_prompt(self, texts: Iterable[str]) -> None:
         """The prompt from the texts it is joined from, in order (empty ones add nothing): pieces and whole."""
@@ -83,6 +106,18 @@ class RequestView:
         """The system text from the texts it is joined from, as ``set_prompt``."""
         self.system_pieces = [text for text in texts if text]
         self.system = "\n".join(self.system_pieces)
+
+    def add_text(self, reader: str | int, text: str) -> None:
+        """``text`` (a document's) joined to the prompt, the system text or a tool result (``Document.reader``)."""
+        if not text:
+            return
+        if isinstance(reader, int) and 0 <= reader < len(self.tool_results):
+            result = self.tool_results[reader]
+            result.content = f"{result.content}\n{text}" if result.content else text
+        elif reader == "system":
+            self.set_system([*(self.system_pieces if self.system_pieces is not None else [self.system]), text])
+        else:
+            self.set_prompt([*(self.prompt_pieces if self.prompt_pieces is not None else [self.prompt]), text])
 
 
 @dataclass(slots=True)

@@ -42,7 +42,9 @@ from capsem_proxyd.dialects.base import (
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
+from capsem_proxyd.dialects.media_text import Inline, tool_reader
 from capsem_proxyd.dialects.query import BOOLEAN, KeyCarriers, QueryParams
+from capsem_proxyd.dialects.text_runs import TextRun
 from capsem_proxyd.errors import ErrorKind, ProxyError, decision_fields
 from capsem_proxyd.views import (
     ALL_CHANNELS,
@@ -200,12 +202,12 @@ class AnthropicMessagesDialect(Dialect):
         call_names: dict[str, str] = {}
         for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
             if key == "system":
-                _blocks(value, node, system, view, call_names)
+                _blocks(value, node, system, view, call_names, "system")
             elif key == "messages":
                 for _, message, below in SORTER.items(value, node, prompt):
                     for field, item, at in SORTER.fields(message, below, prompt):
                         if field == "content":
-                            _blocks(item, at, prompt, view, call_names)
+                            _blocks(item, at, prompt, view, call_names, "prompt")
                         else:
                             SORTER.add(prompt, item, at)
             elif key == "tools":
@@ -369,41 +371,56 @@ def _block_references(blocks: Any, where: str, found: list[StoredReference]) -> 
             _block_references(inner.get("content"), f"{where}[{index}].content.content", found)
 
 
-def _blocks(content: Any, node: Node | None, sink: list[str], view: RequestView, call_names: dict[str, str]) -> None:
-    """A ``content`` (a string or blocks) into ``sink``: media decoded, tool results to ``view``."""
+def _blocks(content: Any, node: Node | None, sink: list[str], view: RequestView, call_names: dict[str, str],
+            reader: str | int) -> None:
+    """A ``content`` (a string or blocks) into ``sink``: media decoded, tool results to ``view``.
+
+    Adjacent text blocks are one text (``text_runs.py``); the text of a
+    text-typed source joins ``sink``, a PDF's is extracted later for ``reader``
+    (``media_text.py``).
+    """
     if not isinstance(content, list):
         SORTER.add(sink, content, node)
         return
+    run = TextRun(sink)
     for _, block, below in SORTER.items(content, node, sink):
         data = as_dict(block)
         kind = as_str(data.get("type"))
+        if kind == "text" and isinstance(data.get("text"), str):
+            run.add(data["text"])
+            if len(data) > 2:  # cache_control, citations, fields added next month
+                SORTER.add(sink, {k: v for k, v in data.items() if k != "text"}, below)
+            continue
+        run.end()
         if kind in _CALL_BLOCKS:
             call_names[as_str(data.get("id"))] = as_str(data.get("name"))
             SORTER.add(sink, block, below)
         elif kind in _RESULT_BLOCKS:
             result: list[str] = []
+            own = tool_reader(view)
             for key, value, at in SORTER.fields(block, below, result):
-                _blocks(value, at, result, view, call_names) if key == "content" else SORTER.add(result, value, at)
+                _blocks(value, at, result, view, call_names, own) if key == "content" else SORTER.add(result, value, at)
             call_id = as_str(data.get("tool_use_id"))
             view.tool_results.append(ToolResult(name=call_names.get(call_id, "unknown"), content=joined(result),
                                                 call_id=call_id))
         elif isinstance(data.get("source"), dict):  # image, document: inline data is media
             source = data["source"]
             if source.get("type") == "base64":
-                view.media.append(MediaPart(
+                Inline(view, reader).take(MediaPart(
                     decode_base64(as_str(source.get("data")), f"{kind}.source.data"),
                     as_str(source.get("media_type")).lower() or "application/octet-stream",
-                ))
+                ), sink)
                 block = {**data, "source": {k: v for k, v in source.items() if k != "data"}}
             for key, value, at in SORTER.fields(block, below, sink):
                 if key == "source" and isinstance(value, dict) and value.get("type") == "content":
                     for field, item, deeper in SORTER.fields(value, at, sink):
-                        _blocks(item, deeper, sink, view, call_names) if field == "content" else SORTER.add(
+                        _blocks(item, deeper, sink, view, call_names, reader) if field == "content" else SORTER.add(
                             sink, item, deeper)
                 else:
                     SORTER.add(sink, value, at)
         else:
             SORTER.add(sink, block, below)
+    run.end()
 
 
 def _call(block: dict[str, Any]) -> ToolCall:

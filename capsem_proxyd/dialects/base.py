@@ -293,4 +293,6 @@ def media_from_data_url(url: str, what: str) -> MediaPart:
         data = decode_base64(payload, what)
     else:
         data = unquote_to_bytes(payload)
-    return MediaPart(data=data, mime_type=mime_type.lower() or "text/plain")
+    charset = next((value.strip('"') for name, _, value in (item.partition("=") for item in parameters)
+                    if name.strip().lower() == "charset"), "")
+    return MediaPart(data=data, mime_type=mime_type.lower() or "text/plain", charset=charset)

@@ -48,7 +48,9 @@ from capsem_proxyd.dialects.framing import (
     StreamEvent,
     encode_json_array_error,
 )
+from capsem_proxyd.dialects.media_text import Inline, tool_reader
 from capsem_proxyd.dialects.query import BOOLEAN, KeyCarriers, QueryParams, enum, known
+from capsem_proxyd.dialects.text_runs import TextRun
 from capsem_proxyd.errors import ProxyError, decision_fields
 from capsem_proxyd.views import (
     EMPTY_STREAM_VIEW,
@@ -129,6 +131,7 @@ SORTER = Sorter(vocabulary.GEMINI)
 _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
 _INLINE = ("inlineData", "inline_data")
+_NOT_TEXT = (*_FUNCTION_RESPONSE, *_INLINE)  # a part with these is no text part, whatever text it has
 _SYSTEM = ("systemInstruction", "system_instruction")
 _DECLARATIONS = ("functionDeclarations", "function_declarations")
 
@@ -265,7 +268,7 @@ class GeminiDialect(Dialect):
                 for _, content, below in SORTER.items(value, node, prompt):
                     read_content(content, below, prompt, view)
             elif key in _SYSTEM:
-                read_content(value, node, system, view)
+                read_content(value, node, system, view, "system")
             elif key == "tools":
                 for _, tool, below in SORTER.items(value, node, prompt):
                     _tool_definitions(tool, below, view)
@@ -343,25 +346,43 @@ def is_error_chunk(chunk: dict[str, Any]) -> bool:
     return isinstance(error, dict) and "code" in error and next(iter(chunk)) == "error"
 
 
-def read_content(content: Any, node: Node | None, sink: list[str], view: RequestView) -> None:
-    """A ``Content`` (or a bare string) into ``sink``: inline data as media, function responses as tool results."""
+def read_content(content: Any, node: Node | None, sink: list[str], view: RequestView, reader: str = "prompt") -> None:
+    """A ``Content`` (or a bare string) into ``sink``: inline data as media, function responses as tool results.
+
+    Adjacent text parts are one text (``text_runs.py``); the text of
+    text-typed inline data joins ``sink``, a PDF's is extracted later for
+    ``reader`` (``media_text.py``).
+    """
     for key, value, below in SORTER.fields(content, node, sink):
         if key != "parts" or not isinstance(value, list):
             SORTER.add(sink, value, below)
             continue
-        for _, part, at in SORTER.items(value, below, sink):
-            _request_part(part, at, sink, view)
+        _request_parts(value, below, sink, view, reader)
 
 
-def _request_part(part: Any, node: Node | None, sink: list[str], view: RequestView) -> None:
+def _request_parts(parts: list[Any], node: Node | None, sink: list[str], view: RequestView, reader: str | int) -> None:
+    run = TextRun(sink)
+    for _, part, at in SORTER.items(parts, node, sink):
+        text = part.get("text") if isinstance(part, dict) else None
+        if isinstance(text, str) and not any(key in part for key in _NOT_TEXT):
+            run.add(text)
+            if len(part) > 1:  # thought, thoughtSignature, fields added next month
+                SORTER.add(sink, {k: v for k, v in part.items() if k != "text"}, at)
+            continue
+        run.end()
+        _request_part(part, at, sink, view, reader)
+    run.end()
+
+
+def _request_part(part: Any, node: Node | None, sink: list[str], view: RequestView, reader: str | int) -> None:
     data = as_dict(part)
     response = field(data, *_FUNCTION_RESPONSE)
     if isinstance(response, dict):
         result: list[str] = []
+        own = tool_reader(view)
         for key, value, below in SORTER.fields(response, node.child(_FUNCTION_RESPONSE[0]) if node else None, result):
-            if key == "parts":
-                for _, inner, at in SORTER.items(value, below, result):
-                    _request_part(inner, at, result, view)
+            if key == "parts" and isinstance(value, list):
+                _request_parts(value, below, result, view, own)
             else:
                 SORTER.add(result, value, below)
         view.tool_results.append(ToolResult(name=as_str(response.get("name")) or "unknown", content=joined(result),
@@ -370,7 +391,8 @@ def _request_part(part: Any, node: Node | None, sink: list[str], view: RequestVi
     inline = field(data, *_INLINE)
     if isinstance(inline, dict) and isinstance(inline.get("data"), str):
         mime_type = as_str(field(inline, "mimeType", "mime_type")) or "application/octet-stream"
-        view.media.append(MediaPart(data=decode_base64(inline["data"], "inlineData.data"), mime_type=mime_type))
+        Inline(view, reader).take(MediaPart(data=decode_base64(inline["data"], "inlineData.data"), mime_type=mime_type),
+                                  sink)
         part = _without_inline_data(as_dict(part))
     SORTER.add(sink, part, node)
 

@@ -25,7 +25,15 @@ from capsem_proxyd.dialects.gemini import (
     read_content,
     references,
 )
-from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StoredReference, StreamView, Usage
+from capsem_proxyd.views import (
+    EMPTY_STREAM_VIEW,
+    Document,
+    RequestView,
+    ResponseView,
+    StoredReference,
+    StreamView,
+    Usage,
+)
 
 _INNER = ("generateContentRequest", "generate_content_request")
 
@@ -67,8 +75,13 @@ class GeminiInputDialect(GeminiDialect):
                 inner = super().request_view(value, model)
                 prompt.extend(inner.prompt_pieces or [inner.prompt])
                 view.system, view.system_pieces = inner.system, inner.system_pieces
-                view.tools, view.tool_results = inner.tools, inner.tool_results
+                before = len(view.tool_results)  # results of ``contents`` read before it stay
+                view.tools.extend(inner.tools)
+                view.tool_results.extend(inner.tool_results)
                 view.media.extend(inner.media)
+                view.documents.extend(Document(document.media, before + document.reader)
+                                      if isinstance(document.reader, int) else document
+                                      for document in inner.documents)
             elif key == "contents":
                 for _, content, below in SORTER.items(value, node, prompt):
                     read_content(content, below, prompt, view)

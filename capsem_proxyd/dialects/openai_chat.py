@@ -27,6 +27,7 @@ from capsem_proxyd.dialects.base import (
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent
+from capsem_proxyd.dialects.media_text import Inline, tool_reader
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_stream_usage, openai_usage
 from capsem_proxyd.views import (
     ALL_CHANNELS,
@@ -143,15 +144,17 @@ class OpenAIChatDialect(OpenAIDialect):
         if role in TOOL_ROLES:
             result: list[str] = []
             for key, value, below in SORTER.fields(message, node, result):
-                add_parts(SORTER, result, value, below, view.media) if key == "content" else SORTER.add(result, value, below)
+                add_parts(SORTER, result, value, below, Inline(view, tool_reader(view))) if key == "content" else (
+                    SORTER.add(result, value, below))
             call_id = as_str(as_dict(message).get("tool_call_id"))
             name = call_names.get(call_id, "unknown") if role == "tool" else as_str(as_dict(message).get("name"))
             view.tool_results.append(ToolResult(name=name or "unknown", content=joined(result), call_id=call_id))
             return
         sink = system if role in SYSTEM_ROLES else prompt
+        inline = Inline(view, "system" if role in SYSTEM_ROLES else "prompt")
         for key, value, below in SORTER.fields(message, node, sink):
             if key == "content":
-                add_parts(SORTER, sink, value, below, view.media)
+                add_parts(SORTER, sink, value, below, inline)
             elif key in ("tool_calls", "function_call"):  # the model's own calls, read back as history
                 calls = value if isinstance(value, list) else [value]
                 for call in calls:

@@ -2,8 +2,9 @@
 
 The Bearer key, the error shape, and the content parts both Chat and
 Responses carry: a part's inline media (data URLs, base64 audio and files) is
-decoded for the policies as CAPSEM ``Media`` and left out of the text; every
-other field of the part is content like any other.
+decoded for the policies as CAPSEM ``Media`` (and, when its type is text,
+read as text too: ``media_text.py``); adjacent text parts are one text
+(``text_runs.py``); every other field of a part is content like any other.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from capsem_proxyd.dialects.base import (
 )
 from capsem_proxyd.dialects.content import Node, Sorter
 from capsem_proxyd.dialects.framing import StreamEvent
+from capsem_proxyd.dialects.media_text import Inline
 from capsem_proxyd.dialects.query import KeyCarriers, QueryParams
+from capsem_proxyd.dialects.text_runs import TextRun
 from capsem_proxyd.errors import ErrorKind, ProxyError, decision_fields
 from capsem_proxyd.views import MediaPart, Usage
 
@@ -92,24 +95,38 @@ class OpenAIDialect(Dialect):
         return openai_error_body(error)
 
 
-def add_parts(sorter: Sorter, sink: list[str], content: Any, node: Node | None, media: list[MediaPart] | None) -> None:
-    """A message's ``content`` (a string or typed parts) into ``sink``, inline media into ``media``.
+def add_parts(sorter: Sorter, sink: list[str], content: Any, node: Node | None, media: Inline | None) -> None:
+    """A message's ``content`` (a string or typed parts) into ``sink``, inline media to ``media``.
 
-    ``media`` None (a reply): inline data is skipped, never read as text.
+    ``media`` None (a reply): inline data is skipped, never read as text. In
+    a request, adjacent text parts are one text (``text_runs.py``) and the
+    text of text-typed media joins ``sink`` (``media_text.py``).
     """
     if not isinstance(content, list):
         sorter.add(sink, content, node)
         return
+    run = TextRun(sink) if media is not None else None
     for _, part, below in sorter.items(content, node, sink):
+        if run is not None:
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str) and as_str(part.get("type")) in _TEXT_PARTS:
+                run.add(text)
+                if len(part) > 2:  # whatever else a text part carries
+                    sorter.add(sink, {k: v for k, v in part.items() if k != "text"}, below)
+                continue
+            run.end()
         if isinstance(part, dict) and as_str(part.get("type")) in _MEDIA_PARTS:
-            part = _without_media(part, media)
+            part = _without_media(part, media, sink)
         sorter.add(sink, part, below)
+    if run is not None:
+        run.end()
 
 
 _MEDIA_PARTS = frozenset({"image_url", "input_image", "input_audio", "file", "input_file", "output_audio"})
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 
 
-def _without_media(part: dict[str, Any], media: list[MediaPart] | None) -> dict[str, Any]:
+def _without_media(part: dict[str, Any], media: Inline | None, sink: list[str]) -> dict[str, Any]:
     """The part minus its inline data, which is decoded into ``media`` (URLs and ids stay, as text)."""
     part = dict(part)
     kind = part["type"]
@@ -117,17 +134,17 @@ def _without_media(part: dict[str, Any], media: list[MediaPart] | None) -> dict[
         image = part.get("image_url")
         url = image if isinstance(image, str) else (image.get("url") if isinstance(image, dict) else None)
         if isinstance(url, str) and is_data_url(url):
-            _append(media, lambda: media_from_data_url(url, "image_url.url"))
+            _append(media, sink, lambda: media_from_data_url(url, "image_url.url"))
             part["image_url"] = {k: v for k, v in image.items() if k != "url"} if isinstance(image, dict) else None
     elif kind == "input_image":  # Responses: {"image_url": "...", "file_id": ..., "detail": ...}
         if is_data_url(part.get("image_url")):
             url = part.pop("image_url")
-            _append(media, lambda: media_from_data_url(url, "input_image.image_url"))
+            _append(media, sink, lambda: media_from_data_url(url, "input_image.image_url"))
     elif kind in ("input_audio", "output_audio"):  # {"input_audio": {"data": base64, "format": "wav"}}
         audio = part.get(kind)
         if isinstance(audio, dict) and isinstance(audio.get("data"), str):
             data, audio_format = audio["data"], str(audio.get("format") or "").lower()
-            _append(media, lambda: MediaPart(
+            _append(media, sink, lambda: MediaPart(
                 decode_base64(data, f"{kind}.data"), _AUDIO_TYPES.get(audio_format, f"audio/{audio_format or 'unknown'}")
             ))
             part[kind] = {k: v for k, v in audio.items() if k != "data"}
@@ -136,7 +153,7 @@ def _without_media(part: dict[str, Any], media: list[MediaPart] | None) -> dict[
         if isinstance(holder, dict) and isinstance(holder.get("file_data"), str):
             holder = dict(holder)
             file_data, filename = holder.pop("file_data"), str(holder.get("filename") or "")
-            _append(media, lambda: _file_media(file_data, filename))
+            _append(media, sink, lambda: _file_media(file_data, filename))
             if kind == "file":
                 part["file"] = holder
             else:
@@ -151,6 +168,6 @@ def _file_media(file_data: str, filename: str) -> MediaPart:
     return MediaPart(data=decode_base64(file_data, "file_data"), mime_type=mime_type)
 
 
-def _append(media: list[MediaPart] | None, decode: Any) -> None:
+def _append(media: Inline | None, sink: list[str], decode: Any) -> None:
     if media is not None:
-        media.append(decode())
+        media.take(decode(), sink)

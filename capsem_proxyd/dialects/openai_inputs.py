@@ -13,6 +13,7 @@ from typing import Any
 
 from capsem_proxyd.dialects.content import Paths
 from capsem_proxyd.dialects.framing import StreamEvent
+from capsem_proxyd.dialects.media_text import Inline
 from capsem_proxyd.dialects.openai_chat import SORTER
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_usage
 from capsem_proxyd.dialects.token_ids import decode_token_ids, is_token_ids
@@ -60,7 +61,7 @@ class OpenAIInputDialect(OpenAIDialect):
         for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
             if key == "input":
                 value = token_ids_as_text(value, model, "input")
-                add_parts(SORTER, prompt, value, node, view.media)
+                add_parts(SORTER, prompt, value, node, Inline(view, "prompt"))
             else:
                 SORTER.add(prompt, value, node)
         view.set_prompt(prompt)

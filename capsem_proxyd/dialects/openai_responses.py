@@ -44,6 +44,7 @@ from capsem_proxyd.dialects.base import (
 )
 from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
+from capsem_proxyd.dialects.media_text import Inline, tool_reader
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_error_body
 from capsem_proxyd.errors import ErrorKind, ProxyError
 from capsem_proxyd.views import (
@@ -391,7 +392,8 @@ def _input_item(item: Any, node: Node | None, view: RequestView, prompt: list[st
     if kind in _RESULT_ITEMS:
         result: list[str] = []
         for key, value, below in SORTER.fields(item, node, result):
-            add_parts(SORTER, result, value, below, view.media) if key == "output" else SORTER.add(result, value, below)
+            add_parts(SORTER, result, value, below, Inline(view, tool_reader(view))) if key == "output" else (
+                SORTER.add(result, value, below))
         call_id = as_str(data.get("call_id"))
         view.tool_results.append(ToolResult(name=call_names.get(call_id, "unknown"), content=joined(result),
                                             call_id=call_id))
@@ -401,8 +403,9 @@ def _input_item(item: Any, node: Node | None, view: RequestView, prompt: list[st
         if isinstance(data.get("arguments"), str):
             item = {**data, "arguments": parse_arguments(data["arguments"])}  # read as the model reads it
     sink = system if kind == "message" and as_str(data.get("role")) in ("system", "developer") else prompt
+    inline = Inline(view, "system" if sink is system else "prompt")
     for key, value, below in SORTER.fields(item, node, sink):
-        add_parts(SORTER, sink, value, below, view.media) if key == "content" else SORTER.add(sink, value, below)
+        add_parts(SORTER, sink, value, below, inline) if key == "content" else SORTER.add(sink, value, below)
 
 
 def _definition(tool: Any, node: Node | None) -> ToolDefinition:

@@ -46,6 +46,7 @@ from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.enforcement import hook_calls
 from capsem_proxyd.enforcement.calling import PolicyCaller
 from capsem_proxyd.enforcement.combining import NOTHING, Combined, decided, fold
+from capsem_proxyd.enforcement.documents import read_documents
 from capsem_proxyd.enforcement.holdbacks import stream_holdbacks
 from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke
 from capsem_proxyd.enforcement.loader import PolicySet
@@ -114,6 +115,8 @@ class PolicyEngine:
         """
         verdict = "ALLOW"
         rid, agent = exchange.request_id, exchange.agent
+        if view.documents:  # PDFs: their text joins the prompt or tool result before any hook reads it
+            await read_documents(view, exchange.tenant_id)
         for result in view.tool_results:
             verdict = stricter(verdict, await self._enforce(exchange, hook_calls.tool_response(rid, agent, result)))
         if view.prompt or view.system or view.media:
