@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from capsem_proxyd.dialects import vocabulary
+from capsem_proxyd.dialects import api_values, vocabulary
 from capsem_proxyd.dialects.base import (
     Dialect,
     as_dict,
@@ -39,7 +39,26 @@ from capsem_proxyd.dialects.base import (
     token_count,
     upstream_error_view,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, refuse_double_spellings
+from capsem_proxyd.dialects.content import (
+    BOOLEAN,
+    DURATION,
+    ENCRYPTED,
+    ISSUED_ID,
+    MIME_TYPE,
+    MODEL,
+    NUMBER,
+    REFERENCE,
+    TIMESTAMP,
+    Enum,
+    Id,
+    Node,
+    Paths,
+    Shape,
+    Sorter,
+    Surface,
+    joined,
+    refuse_double_spellings,
+)
 from capsem_proxyd.dialects.framing import (
     JSONArrayDecoder,
     SSEDecoder,
@@ -85,42 +104,91 @@ def camel(name: str) -> str:
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
-def both_spellings(*patterns: str) -> Paths:
-    """``Paths`` with each pattern in camelCase and in snake_case (every segment)."""
-    spelled: set[str] = set()
-    for pattern in patterns:
-        spelled.add(".".join(camel(segment) for segment in pattern.split(".")))
-        spelled.add(".".join(snake(segment) if segment != "*" else segment for segment in pattern.split(".")))
-    return Paths(*sorted(spelled))
+def spellings(pattern: str) -> tuple[str, str]:
+    """A declared path in camelCase and in snake_case (every segment): the REST API reads both."""
+    segments = pattern.split(".")
+    return ".".join(camel(segment) for segment in segments), ".".join(snake(segment) for segment in segments)
+
+
+def both_spellings(*groups: dict[str, Shape]) -> Paths:
+    """``Paths`` declared in camelCase, walked in both spellings."""
+    return Paths(*groups, spellings=spellings)
+
+
+def _under(prefix: str, fields: dict[str, Shape]) -> dict[str, Shape]:
+    return {f"{prefix}.{path}": shape for path, shape in fields.items()}
 
 
 # snake_case field name -> its camelCase twin, for refusing a field given both ways.
 CAMEL_TWINS = {snake(word): word for word in vocabulary.GEMINI if snake(word) != word}
 
-_PART_IDS = ("thought", "thoughtSignature", "inlineData.mimeType", "fileData.mimeType", "functionCall.id",
-             "functionResponse.id", "functionResponse.willContinue", "functionResponse.scheduling",
-             "executableCode.language", "codeExecutionResult.outcome", "videoMetadata", "mediaResolution")
-REQUEST_NOT_CONTENT = both_spellings(
-    "model", "cachedContent", "safetySettings", "toolConfig.functionCallingConfig.mode",
-    "generationConfig.temperature", "generationConfig.topP", "generationConfig.topK",
-    "generationConfig.candidateCount", "generationConfig.maxOutputTokens", "generationConfig.presencePenalty",
-    "generationConfig.frequencyPenalty", "generationConfig.seed", "generationConfig.responseMimeType",
-    "generationConfig.responseModalities", "generationConfig.responseLogprobs", "generationConfig.logprobs",
-    "generationConfig.thinkingConfig", "generationConfig.mediaResolution", "generationConfig.speechConfig",
-    "generationConfig.enableEnhancedCivicAnswers", "generationConfig.imageConfig", "contents.*.role",
-    *(f"contents.*.parts.*.{field}" for field in _PART_IDS), "systemInstruction.role",
-    *(f"systemInstruction.parts.*.{field}" for field in _PART_IDS), "tools.*.functionDeclarations.*.behavior",
+_MODALITY = Enum(*api_values.GEMINI_MODALITIES)
+_VOICE = Enum("Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe", "Autonoe",
+              "Enceladus", "Iapetus", "Umbriel", "Algieba", "Despina", "Erinome", "Algenib", "Rasalgethi",
+              "Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima", "Achird", "Zubenelgenubi",
+              "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat", name="a prebuilt voice's name")
+_LANGUAGE = Id(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}", "a language tag")
+_TASK_TYPES = Enum("TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY",
+                   "CLASSIFICATION", "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY")
+# A part's own fields: flags, the signature the provider sealed, media types, enums, a video's clip. A
+# client's ids (``functionCall.id``, ``functionResponse.id``) are content: the API takes any string there.
+_PART = {
+    "thought": BOOLEAN, "thoughtSignature": ENCRYPTED, "inlineData.mimeType": MIME_TYPE, "fileData.mimeType": MIME_TYPE,
+    "functionResponse.willContinue": BOOLEAN, "functionResponse.scheduling": Enum(*api_values.GEMINI_SCHEDULINGS),
+    "executableCode.language": Enum(*api_values.GEMINI_LANGUAGES),
+    "codeExecutionResult.outcome": Enum(*api_values.GEMINI_OUTCOMES),
+    "videoMetadata.startOffset": DURATION, "videoMetadata.endOffset": DURATION, "videoMetadata.fps": NUMBER,
+    "mediaResolution.level": Enum(*api_values.GEMINI_MEDIA_RESOLUTIONS),
+}
+_CONTENT = {"role": Enum("user", "model"), **_under("parts.*", _PART)}
+_VOICE_CONFIG = {"prebuiltVoiceConfig.voiceName": _VOICE}
+_GENERATION = {
+    **{field: NUMBER for field in ("temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "presencePenalty",
+                                   "frequencyPenalty", "seed", "logprobs", "thinkingConfig.thinkingBudget")},
+    "responseMimeType": MIME_TYPE, "responseModalities.*": _MODALITY, "responseLogprobs": BOOLEAN,
+    "enableEnhancedCivicAnswers": BOOLEAN, "thinkingConfig.includeThoughts": BOOLEAN,
+    "thinkingConfig.thinkingLevel": Enum(*api_values.GEMINI_THINKING_LEVELS),
+    "mediaResolution": Enum(*api_values.GEMINI_MEDIA_RESOLUTIONS), "speechConfig.languageCode": _LANGUAGE,
+    **_under("speechConfig.voiceConfig", _VOICE_CONFIG),
+    **_under("speechConfig.multiSpeakerVoiceConfig.speakerVoiceConfigs.*.voiceConfig", _VOICE_CONFIG),
+    "imageConfig.aspectRatio": Enum("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"),
+    "imageConfig.imageSize": Enum("1K", "2K", "4K"),
+}
+REQUEST_NOT_CONTENT = both_spellings({
+    "model": MODEL, "cachedContent": REFERENCE, "safetySettings.*.category": Enum(*api_values.GEMINI_HARM_CATEGORIES),
+    "safetySettings.*.threshold": Enum(*api_values.GEMINI_HARM_THRESHOLDS),
+    "safetySettings.*.method": Enum(*api_values.GEMINI_HARM_METHODS),
+    "toolConfig.functionCallingConfig.mode": Enum(*api_values.GEMINI_CALLING_MODES),
+    **_under("generationConfig", _GENERATION), **_under("contents.*", _CONTENT), **_under("systemInstruction", _CONTENT),
+    "tools.*.functionDeclarations.*.behavior": Enum(*api_values.GEMINI_BEHAVIORS),
     # countTokens / embedContent / batchEmbedContents
-    "taskType", "outputDimensionality", "requests.*.model", "requests.*.taskType", "requests.*.outputDimensionality",
-    "content.role", *(f"content.parts.*.{field}" for field in _PART_IDS), "requests.*.content.role",
-    *(f"requests.*.content.parts.*.{field}" for field in _PART_IDS),
-)
-_CANDIDATE_IDS = ("index", "finishReason", "safetyRatings", "avgLogprobs", "logprobsResult", "tokenCount",
-                  "content.role", *(f"content.parts.*.{field}" for field in _PART_IDS))
-REPLY_NOT_CONTENT = both_spellings(
-    "usageMetadata", "modelVersion", "responseId", "createTime", "promptFeedback.blockReason",
-    "promptFeedback.safetyRatings", *(f"candidates.*.{field}" for field in _CANDIDATE_IDS),
-)
+    "taskType": _TASK_TYPES, "outputDimensionality": NUMBER, "requests.*.model": MODEL,
+    "requests.*.taskType": _TASK_TYPES, "requests.*.outputDimensionality": NUMBER, **_under("content", _CONTENT),
+    **_under("requests.*.content", _CONTENT),
+})
+_RATING = {"category": Enum(*api_values.GEMINI_HARM_CATEGORIES), "probability": Enum(*api_values.GEMINI_HARM_PROBABILITIES),
+           "severity": Enum(*api_values.GEMINI_HARM_SEVERITIES), "blocked": BOOLEAN, "probabilityScore": NUMBER,
+           "severityScore": NUMBER}
+# A reply's parts: the provider's own call ids are issued ids. Its logprobs are its text token by token
+# and their alternatives: content (the numbers are not).
+_REPLY_PART = {**_PART, "functionCall.id": ISSUED_ID}
+_CANDIDATE = {
+    "index": NUMBER, "finishReason": Enum(*api_values.GEMINI_FINISH_REASONS), **_under("safetyRatings.*", _RATING),
+    "avgLogprobs": NUMBER, "tokenCount": NUMBER, "content.role": Enum("user", "model"),
+    **_under("content.parts.*", _REPLY_PART), "logprobsResult.logProbabilitySum": NUMBER,
+    "logprobsResult.chosenCandidates.*.logProbability": NUMBER, "logprobsResult.chosenCandidates.*.tokenId": NUMBER,
+    "logprobsResult.topCandidates.*.candidates.*.logProbability": NUMBER,
+    "logprobsResult.topCandidates.*.candidates.*.tokenId": NUMBER,
+    "urlContextMetadata.urlMetadata.*.urlRetrievalStatus": Enum(*api_values.GEMINI_URL_STATUSES),
+}
+_USAGE = {f"{details}.*.modality": _MODALITY for details in (
+    "promptTokensDetails", "cacheTokensDetails", "candidatesTokensDetails", "toolUsePromptTokensDetails")}
+REPLY_NOT_CONTENT = both_spellings({
+    **_under("usageMetadata", _USAGE), "usageMetadata.trafficType": Enum(*api_values.GEMINI_TRAFFIC_TYPES),
+    "modelVersion": MODEL, "responseId": ISSUED_ID, "createTime": TIMESTAMP,
+    "promptFeedback.blockReason": Enum(*api_values.GEMINI_BLOCKED_REASONS),
+    **_under("promptFeedback.safetyRatings.*", _RATING), **_under("candidates.*", _CANDIDATE),
+})
 # Some request fields pull stored content into the model's context, see ``references``: cached content,
 # files uploaded to the Files API (``fileData`` naming one), File Search stores.
 SORTER = Sorter(vocabulary.GEMINI)
