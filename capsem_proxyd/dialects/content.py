@@ -59,54 +59,40 @@ class Shape:
     A value outside its shape is content like any undeclared value, so a
     declaration never hides more than it names: a string where a number is
     declared, an object where an enum is, a word the enum does not list, all
-    go to a hook. Only scalars fit a shape; no object is declared whole.
+    go to a hook. No object is declared whole.
+
+
+    Only a string is ever tested: a number, a boolean or null carries no
+    text (it is never content, declared or not) and an object or array fits
+    no shape. ``fits`` is the test, a C-level callable where it can be (a
+    frozenset's ``__contains__``, a compiled pattern's ``fullmatch``), since
+    the walk calls it at every declared leaf of every body; None: no string
+    fits (a number's, a boolean's shape).
     """
 
-    __slots__ = ("admits", "description")
+    __slots__ = ("fits", "description")
 
-    def __init__(self, admits: Callable[[Any], bool], description: str) -> None:
-        self.admits = admits  # called at declared leaves only, during the one walk
+    def __init__(self, fits: Callable[[str], object] | None, description: str) -> None:
+        self.fits = fits
         self.description = description
 
     def __str__(self) -> str:
         return self.description
 
-    def __or__(self, other: Shape) -> Shape:
-        first, second = self.admits, other.admits
-        return Shape(lambda value: first(value) or second(value), f"{self} or {other}")
 
-
-def _is_number(value: Any) -> bool:
-    return type(value) is int or type(value) is float  # not bool
-
-
-def _is_boolean(value: Any) -> bool:
-    return value is True or value is False
-
-
-NUMBER = Shape(_is_number, "number")
-BOOLEAN = Shape(_is_boolean, "boolean")
+NUMBER = Shape(None, "number")
+BOOLEAN = Shape(None, "boolean")
 
 
 def Enum(*members: str, name: str = "") -> Shape:
-    """One of ``members`` (a string); ``name`` stands for a long list in the README."""
+    """One of ``members``; ``name`` stands for a long list in the README."""
     allowed = frozenset(members)
-
-    def admits(value: Any) -> bool:
-        return type(value) is str and value in allowed
-
-    shown = name or "one of " + ", ".join(sorted(allowed))
-    return Shape(admits, shown)
+    return Shape(allowed.__contains__, name or "one of " + ", ".join(sorted(allowed)))
 
 
 def Id(pattern: str, description: str) -> Shape:
     """A string matching ``pattern`` whole: an id or name the provider issues, resolves or refuses."""
-    match = re.compile(pattern).fullmatch
-
-    def admits(value: Any) -> bool:
-        return type(value) is str and match(value) is not None
-
-    return Shape(admits, f"{description} `{pattern}`")
+    return Shape(re.compile(pattern).fullmatch, f"{description} `{pattern}`")
 
 
 # Shapes every API declares. A name or id the provider issues or resolves is one word: the provider
@@ -153,7 +139,8 @@ class Paths:
                     node = self.root
                     for segment in spelled.split("."):
                         node = node.children.setdefault(segment, Node(named=segment != "*"))
-                    node.admits = shape.admits
+                    node.leaf = True
+                    node.fits = shape.fits
 
     def at(self, *path: str | int) -> Node | None:
         """The trie's node for ``path`` (None: nothing is declared there or below)."""
@@ -169,7 +156,7 @@ class Paths:
             node = node.child(segment) if node is not None else None
             if node is None:
                 return False
-        return node is not None and node.admits is not None and bool(node.admits(value))
+        return node is not None and node.skips(value)
 
 
 class Node:
@@ -178,11 +165,12 @@ class Node:
     ``named``: the level is declared by its key, which is then a word of the API even where the
     vocabulary lacks it (a key matched by ``*`` is content unless it is in the vocabulary)."""
 
-    __slots__ = ("children", "admits", "named")
+    __slots__ = ("children", "fits", "leaf", "named")
 
     def __init__(self, named: bool = False) -> None:
         self.children: dict[str, Node] = {}
-        self.admits: Callable[[Any], bool] | None = None
+        self.fits: Callable[[str], object] | None = None  # the declared shape's test of a string
+        self.leaf = False  # a declared leaf (whose value may be a number, with no ``fits``)
         self.named = named
 
     def child(self, key: str | int) -> Node | None:
@@ -194,9 +182,12 @@ class Node:
         return node if node is not None else children.get("*")
 
     def skips(self, value: Any) -> bool:
-        """Whether ``value`` here is declared not content (it fits this leaf's shape)."""
-        admits = self.admits
-        return admits is not None and admits(value)
+        """Whether ``value`` here is declared not content: a string that fits this leaf's shape, or a
+        number, boolean or null (never content) at a declared leaf."""
+        if isinstance(value, str):
+            fits = self.fits
+            return fits is not None and bool(fits(value))
+        return self.leaf and not isinstance(value, (dict, list))
 
 
 class Surface(NamedTuple):
@@ -226,7 +217,7 @@ class Sorter:
         key is content unless it is a word of the API, whatever its value.
         """
         if isinstance(value, str):
-            if node is None or not node.skips(value):
+            if node is None or not node.leaf or not node.skips(value):
                 sink.append(value)
             return
         self._walk(sink, value, node, 0)
@@ -238,31 +229,29 @@ class Sorter:
         if depth > _RECURSION_DEPTH:
             self._walk_deep(sink, item, at)
             return
+        if at is None or not at.children:
+            _walk_free(sink, item, depth)
+            return
         vocabulary = self.vocabulary
+        children = at.children
+        star = children.get("*")
         if isinstance(item, dict):
             for key, child in item.items():
-                if at is None:
+                below = children.get(key, star)
+                if key not in vocabulary and (below is None or not below.named):
                     sink.append(key)
-                    below = None
-                else:
-                    below = at.child(key)
-                    if key not in vocabulary and (below is None or not below.named):
-                        sink.append(key)
-                    if below is not None and below.admits is not None and below.admits(child):
-                        continue
                 if isinstance(child, str):
-                    sink.append(child)
+                    if below is None or below.fits is None or not below.fits(child):
+                        sink.append(child)
                 elif isinstance(child, (dict, list)):
                     self._walk(sink, child, below, depth + 1)
         elif isinstance(item, list):
-            for index, child in enumerate(item):
-                below = at.child(index) if at is not None else None
-                if below is not None and below.admits is not None and below.admits(child):
-                    continue
+            for child in item:
                 if isinstance(child, str):
-                    sink.append(child)
+                    if star is None or star.fits is None or not star.fits(child):
+                        sink.append(child)
                 elif isinstance(child, (dict, list)):
-                    self._walk(sink, child, below, depth + 1)
+                    self._walk(sink, child, star, depth + 1)
 
     def _walk_deep(self, sink: list[str], value: Any, node: Node | None) -> None:
         """The same walk with a stack: what comes after a container waits on the stack behind it."""
@@ -307,7 +296,7 @@ class Sorter:
     def text(self, value: Any, node: Node | None) -> str:
         """The content of ``value`` as one text (a string value as it is)."""
         if isinstance(value, str):
-            return "" if node is not None and node.skips(value) else value
+            return "" if node is not None and node.leaf and node.skips(value) else value
         parts: list[str] = []
         self.add(parts, value, node)
         return "\n".join(parts)
@@ -323,11 +312,19 @@ class Sorter:
         if not isinstance(value, dict):
             self.add(sink, value, node)
             return
-        for key, child in value.items():
-            below = node.child(key) if node is not None else None
-            if node is None or (key not in self.vocabulary and (below is None or not below.named)):
+        if node is None:
+            for key, child in value.items():
                 sink.append(key)
-            if below is not None and below.skips(child):
+                yield key, child, None
+            return
+        vocabulary = self.vocabulary
+        children = node.children
+        star = children.get("*")
+        for key, child in value.items():
+            below = children.get(key, star)
+            if key not in vocabulary and (below is None or not below.named):
+                sink.append(key)
+            if below is not None and below.leaf and below.skips(child):
                 continue
             yield key, child, below
 
@@ -336,11 +333,40 @@ class Sorter:
         if not isinstance(value, list):
             self.add(sink, value, node)
             return
+        star = node.children.get("*") if node is not None else None
+        if star is None:
+            for index, child in enumerate(value):
+                yield index, child, None
+            return
+        leaf = star.leaf
         for index, child in enumerate(value):
-            below = node.child(index) if node is not None else None
-            if below is not None and below.skips(child):
+            if leaf and star.skips(child):
                 continue
-            yield index, child, below
+            yield index, child, star
+
+
+_FREE = Sorter(frozenset())  # the deep walk where nothing is declared (it reads no vocabulary then)
+
+
+def _walk_free(sink: list[str], item: Any, depth: int) -> None:
+    """The walk where nothing is declared (free-form data, or below every declaration): every key and
+    every string is content, in reading order; no lookups."""
+    if depth > _RECURSION_DEPTH:
+        _FREE._walk_deep(sink, item, None)
+        return
+    if isinstance(item, dict):
+        for key, child in item.items():
+            sink.append(key)
+            if isinstance(child, str):
+                sink.append(child)
+            elif isinstance(child, (dict, list)):
+                _walk_free(sink, child, depth + 1)
+    elif isinstance(item, list):
+        for child in item:
+            if isinstance(child, str):
+                sink.append(child)
+            elif isinstance(child, (dict, list)):
+                _walk_free(sink, child, depth + 1)
 
 
 def _add_elements(sink: list[str], item: list, at: Node | None) -> list[tuple[Any, Node | None]] | None:
