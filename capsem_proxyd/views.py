@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(slots=True)
@@ -128,7 +128,8 @@ class StreamView:
     ``error`` carries an error the upstream itself reported inside the stream.
     ``stored_id`` is the id under which the provider keeps the reply for later
     requests to reference (the event that states it), ``stored_final`` marks
-    the event that ends such a reply normally.
+    the event that ends such a reply normally, ``stored_items`` what else it
+    delivers that later requests may name (its output items, sealed blobs).
     """
 
     text: list[tuple[Any, str]] = field(default_factory=list)
@@ -140,6 +141,7 @@ class StreamView:
     error: str | None = None
     stored_id: str = ""
     stored_final: bool = False
+    stored_items: tuple[StoredItem, ...] = ()
 
 
 # ``StreamView.finished`` entry meaning every open call, whatever its channel.
@@ -159,6 +161,14 @@ class Usage:
     input_tokens: int | None = None
     output_tokens: int | None = None
     model: str | None = None
+
+
+class StoredItem(NamedTuple):
+    """A part of a delivered reply a later request may name: ``kind`` as in ``StoredReference``
+    (``item``: an output item's id; ``sealed``: the digest of a blob the provider sealed)."""
+
+    kind: str
+    id: str
 
 
 @dataclass(frozen=True, slots=True)

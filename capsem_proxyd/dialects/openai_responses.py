@@ -37,6 +37,7 @@ from capsem_proxyd.dialects.base import (
     parse_arguments,
     parse_usage_event,
     reply_usage,
+    sealed_digest,
     stream_key,
     upstream_error_view,
 )
@@ -67,6 +68,7 @@ from capsem_proxyd.views import (
     MediaPart,
     RequestView,
     ResponseView,
+    StoredItem,
     StoredReference,
     StreamView,
     ToolCall,
@@ -244,6 +246,9 @@ class OpenAIResponsesDialect(OpenAIDialect):
             return None
         return as_str(reply.get("id")) or None
 
+    def stored_items(self, reply: Any) -> tuple[StoredItem, ...]:
+        return delivered_items(as_dict(reply).get("output"))
+
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
         prompt: list[str] = []
@@ -343,6 +348,13 @@ def references(body: dict[str, Any]) -> list[StoredReference]:
         kind = item.get("type")
         if kind == "item_reference" or (kind is None and "role" not in item and "id" in item):
             found.append(StoredReference(f"input[{number}].id", "item", _id(item.get("id"))))
+        elif kind in _SEALED_ITEMS and item.get("encrypted_content") is None and item.get("id") is not None:
+            # Reasoning or a compaction named by id alone: the provider puts the stored item back.
+            found.append(StoredReference(f"input[{number}].id", "item", _id(item.get("id"))))
+        elif kind == "compaction" and item.get("encrypted_content") is not None:
+            # A compaction's sealed summary of a conversation: only one this proxy delivered.
+            found.append(StoredReference(f"input[{number}].encrypted_content", "sealed",
+                                         sealed_digest(item.get("encrypted_content"))))
         for key in ("content", "output"):  # a message's parts; a tool output's parts
             parts = item.get(key)
             for index, part in enumerate(parts if isinstance(parts, list) else ()):
@@ -391,6 +403,26 @@ def _container_references(value: Any, where: str, found: list[StoredReference]) 
                                      as_str(skill.get("skill_id")) or as_str(skill.get("name"))))
 
 
+# Output items a later request may name by id alone, the provider then putting the stored item back;
+# a compaction also travels sealed (``encrypted_content``), a summary of the conversation it replaces.
+_SEALED_ITEMS = frozenset({"reasoning", "compaction"})
+
+
+def delivered_items(output: Any) -> tuple[StoredItem, ...]:
+    """What a reply's output delivers that a later request may name: its reasoning's and compactions'
+    ids, and each compaction's sealed summary (by digest). Recorded only once the reply went out whole
+    and checked. (Other items named by id, ``item_reference``, stay refused in checked mode.)"""
+    items: list[StoredItem] = []
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict) or item.get("type") not in _SEALED_ITEMS:
+            continue
+        if isinstance(item.get("id"), str) and item["id"]:
+            items.append(StoredItem("item", item["id"]))
+        if item.get("type") == "compaction" and item.get("encrypted_content") is not None:
+            items.append(StoredItem("sealed", sealed_digest(item["encrypted_content"])))
+    return tuple(items)
+
+
 def _id(value: Any) -> str:
     """An id as the request gives it (anything but a string: no usable id)."""
     return value if isinstance(value, str) else ""
@@ -402,6 +434,8 @@ def _stored(kind: str, response: dict[str, Any], view: StreamView) -> None:
         return
     view.stored_id = as_str(response.get("id"))
     view.stored_final = kind in _FINAL and response.get("status") in _DELIVERED
+    if view.stored_final:
+        view.stored_items = delivered_items(response.get("output"))
 
 
 def _input_item(item: Any, node: Node | None, view: RequestView, prompt: list[str], system: list[str],
