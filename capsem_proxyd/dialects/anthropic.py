@@ -446,9 +446,19 @@ def _call(block: dict[str, Any]) -> ToolCall:
     return ToolCall(name=as_str(block.get("name")), arguments=arguments, call_id=as_str(block.get("id")))
 
 
+def _is_index(value: Any) -> bool:
+    """An event's ``index`` as declared (a number; absent), so the event's other fields decide whether it is walked."""
+    return value is None or type(value) is int
+
+
+def _sealed(value: Any) -> bool:
+    """A thinking block's ``signature`` as declared (a sealed blob; absent)."""
+    return value is None or (isinstance(value, str) and ENCRYPTED.fits is not None and bool(ENCRYPTED.fits(value)))
+
+
 def _with_rest(view: StreamView, payload: dict[str, Any]) -> StreamView:
     """An event we read by its type alone still has every other field checked (there normally is none)."""
-    if any(key not in ("type", "index") for key in payload):
+    if any(key not in ("type", "index") for key in payload) or not _is_index(payload.get("index")):
         SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
     return view
 
@@ -475,7 +485,8 @@ def _delta_view(index: Any, payload: dict[str, Any]) -> StreamView:
         taken = ("type", "partial_json")
     else:  # citations_delta, signature_delta, and kinds we do not know
         taken = ()
-    if any(key not in taken for key in delta) or any(key not in ("type", "index", "delta") for key in payload):
+    if (any(key not in taken for key in delta) or any(key not in ("type", "index", "delta") for key in payload)
+            or not _is_index(payload.get("index"))):
         SORTER.add(view.content, {**payload, "delta": {k: v for k, v in delta.items() if k not in taken}},
                    EVENT_NOT_CONTENT.root)
     return view
@@ -485,7 +496,7 @@ def _block_start_view(index: Any, payload: dict[str, Any]) -> StreamView:
     block = as_dict(payload.get("content_block"))
     kind = as_str(block.get("type"))
     view = StreamView()
-    if any(key not in ("type", "index", "content_block") for key in payload):
+    if any(key not in ("type", "index", "content_block") for key in payload) or not _is_index(payload.get("index")):
         SORTER.add(view.content, {k: v for k, v in payload.items() if k != "content_block"}, EVENT_NOT_CONTENT.root)
     if kind in _CALL_BLOCKS:
         tool_input = block.get("input")
@@ -500,7 +511,7 @@ def _block_start_view(index: Any, payload: dict[str, Any]) -> StreamView:
         if block.get("text"):
             view.text.append((TEXT, as_str(block.get("text"))))
         return view
-    if kind == "thinking" and set(block) <= {"type", "thinking", "signature"}:
+    if kind == "thinking" and set(block) <= {"type", "thinking", "signature"} and _sealed(block.get("signature")):
         if block.get("thinking"):
             view.thoughts.append((TEXT, as_str(block.get("thinking"))))
         return view

@@ -192,6 +192,7 @@ REPLY_NOT_CONTENT = both_spellings({
 # Some request fields pull stored content into the model's context, see ``references``: cached content,
 # files uploaded to the Files API (``fileData`` naming one), File Search stores.
 SORTER = Sorter(vocabulary.GEMINI)
+_CALL_NODE = REPLY_NOT_CONTENT.at("candidates", 0, "content", "parts", 0, "functionCall")  # a reply's call
 _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
 _INLINE = ("inlineData", "inline_data")
@@ -501,9 +502,10 @@ def _reply_content(content: Any, node: Node | None, texts: list[str], thoughts: 
 
 def _call(call: dict[str, Any]) -> ToolCall:
     arguments = as_dict(call.get("args"))
-    extra = {k: v for k, v in call.items() if k not in ("args", "name", "id", "willContinue", "will_continue")}
-    if extra:
-        arguments = {**arguments, "_other": SORTER.text(extra, None)}
+    extra = {k: v for k, v in call.items() if k not in ("args", "name")}
+    text = SORTER.text(extra, _CALL_NODE) if extra else ""  # its id, fitting its shape, is not
+    if text:
+        arguments = {**arguments, "_other": text}
     return ToolCall(name=as_str(call.get("name")), arguments=arguments, call_id=as_str(call.get("id")))
 
 
@@ -536,6 +538,8 @@ def _part_delta(channel: Any, number: int, part: Any, node: Node | None, view: S
     if isinstance(text, str) and set(data) <= {"text", "thought", "thoughtSignature", "thought_signature"}:
         if text:
             (view.thoughts if data.get("thought") else view.text).append((channel, text))
+        if len(data) > 1:  # the flag and the signature, checked against their shapes
+            SORTER.add(view.content, {k: v for k, v in data.items() if k != "text"}, node)
         return
     call = field(data, *_FUNCTION_CALL)
     if isinstance(call, dict):

@@ -106,6 +106,7 @@ REPLY_NOT_CONTENT = Paths({
     "choices.*.delta.audio.id": ISSUED_ID, "choices.*.delta.audio.expires_at": NUMBER,
 })
 SORTER = Sorter(vocabulary.OPENAI_CHAT)
+_DELTA_CALL = REPLY_NOT_CONTENT.at("choices", 0, "delta", "tool_calls", 0)  # a streamed tool call's own fields
 _DELTA_TEXT = ("content", "refusal")
 _DELTA_THOUGHTS = ("reasoning_content", "reasoning")
 
@@ -305,11 +306,11 @@ def _fragment(channel: Any, call: dict[str, Any]) -> ToolFragment:
     """A streamed piece of a function or custom tool call; whatever else it carries is checked with it."""
     function = as_dict(call.get("function")) or as_dict(call.get("custom"))
     arguments = function.get("arguments", function.get("input"))
-    extra = {k: v for k, v in call.items() if k not in ("index", "id", "type", "function", "custom")}
+    extra = {k: v for k, v in call.items() if k not in ("function", "custom")}
     extra.update({k: v for k, v in function.items() if k not in ("name", "arguments", "input")})
     text = as_str(arguments)
-    if extra:  # fields we do not know: part of what the call carries
-        text += SORTER.text(extra, None)
+    if extra:  # fields we do not know, and an id or type outside its shape: part of what the call carries
+        text += SORTER.text(extra, _DELTA_CALL)
     return ToolFragment(
         key=(channel, stream_key(call.get("index", 0))),
         name=function.get("name") or None,

@@ -157,3 +157,111 @@ def test_a_marker_anywhere_in_a_stream_never_reaches_the_client_whole(name: str,
     assert "CAPSEM policy 'Debug'" in ending, ending  # the proxy's own final error, naming the policy
 
 
+
+
+# -- a value outside its declared shape is content (issue 20, class 10) ---------------------------------
+
+OUTSIDE = ["note capsem_block here", "capsem_block!", {"x": "capsem_block"}, {"capsem_block": 1},
+           ["capsem_block here"]]
+
+
+def put(body: Any, pattern: str, value: Any) -> None:
+    """``value`` at ``pattern`` in ``body``, making the containers the path needs (``*``: the first element
+    of an array, or a new one; a key ``k`` in an object)."""
+    segments = pattern.split(".")
+    here = body
+    for segment, after in zip(segments, [*segments[1:], None]):
+        fresh: Any = value if after is None else ([] if after == "*" else {})
+        if isinstance(here, list):
+            if not here or after is None:
+                here.insert(0, fresh)
+            elif not isinstance(here[0], (dict, list)):
+                here[0] = fresh
+            here = here[0]
+        elif segment == "*":
+            key = next(iter(here), "k") if after is not None and here else "k"
+            if after is None or not isinstance(here.get(key), (dict, list)):
+                here[key] = fresh
+            here = here[key]
+        else:
+            if after is None or not isinstance(here.get(segment), (dict, list)):
+                here[segment] = fresh
+            here = here[segment]
+
+
+def declared(paths: Paths) -> list[str]:
+    return sorted(paths.declarations)
+
+
+@pytest.mark.parametrize("name", REQUESTS)
+@given(data=st.data())
+@settings(max_examples=60)
+def test_a_declared_request_field_outside_its_shape_is_checked(name: str, data: st.DataObject) -> None:
+    dialect, seeds = REQUESTS[name]
+    body = orjson_copy(data.draw(st.sampled_from(seeds)))
+    pattern = data.draw(st.sampled_from(declared(dialect.request_not_content)))
+    put(body, pattern, orjson_copy(data.draw(st.sampled_from(OUTSIDE))))
+    exchange = exchange_for(dialect)
+
+    async def check() -> None:
+        try:
+            parsed = parse_request_body(orjson.dumps(body), "application/json")
+            view = dialect.request_view(parsed, dialect.model(parsed, None))
+            await ENGINE.check_request(exchange, view)
+        except ProxyError as error:
+            assert error.decision is not None, error.message  # a policy refused it, not the parser
+            return
+        raise AssertionError(f"a value outside the shape of {pattern} reached no policy: {body}")
+
+    trio.run(check)
+
+
+@pytest.mark.parametrize("name", REPLY_APIS)
+@given(data=st.data())
+@settings(max_examples=60)
+def test_a_declared_reply_field_outside_its_shape_is_checked(name: str, data: st.DataObject) -> None:
+    dialect = routes.DIALECTS[name]
+    bodies, _ = reply_seeds(name)
+    body = orjson_copy(data.draw(st.sampled_from(bodies)))
+    pattern = data.draw(st.sampled_from(declared(dialect.reply_not_content)))
+    put(body, pattern, orjson_copy(data.draw(st.sampled_from(OUTSIDE))))
+    exchange = exchange_for(dialect)
+
+    async def check() -> None:
+        with pytest.raises(ProxyError) as refused:
+            await ENGINE.check_response(exchange, dialect.response_view(body))
+        assert refused.value.decision is not None, refused.value.message
+
+    trio.run(check)
+
+
+@pytest.mark.parametrize("name", REPLY_APIS)
+@given(data=st.data())
+@settings(max_examples=60)
+def test_a_declared_event_field_outside_its_shape_never_reaches_the_client(name: str, data: st.DataObject) -> None:
+    dialect = routes.DIALECTS[name]
+    _, events = reply_seeds(name)
+    index = data.draw(st.integers(min_value=0, max_value=len(events) - 1))
+    payload = orjson_copy(events[index][0])
+    pattern = data.draw(st.sampled_from(declared(dialect.event_not_content)))
+    put(payload, pattern, orjson_copy(data.draw(st.sampled_from(OUTSIDE))))
+    stream = [*events[:index], (payload, events[index][1]), *events[index + 1:]]
+    sent = b"".join(
+        (f"event: {event}\n" if event else "").encode() + b"data: " + orjson.dumps(item) + b"\n\n"
+        for item, event in stream
+    )
+    writes = trio.run(lambda: pump_writes(dialect, ENGINE, [sent]))
+    relayed, ending = split_at_refusal(b"".join(writes))
+    assert MARKER not in relayed.lower(), (pattern, relayed)
+    assert "CAPSEM policy 'Debug'" in ending, (pattern, ending)
+
+
+@pytest.mark.parametrize("shape_value", ["capsem_block", "gpt-4o", "resp_0123abcdef"])
+def test_a_value_that_fits_its_shape_is_what_the_declaration_skips(shape_value: str) -> None:
+    """The other half: the same walk skips a fitting value (a model name, an id), and only at its path."""
+    paths = routes.DIALECTS["openai-responses"].request_not_content
+    assert paths.declares(("model",), shape_value)
+    assert paths.declares(("previous_response_id",), shape_value)
+    assert not paths.declares(("model",), f"{shape_value} and more")
+    assert not paths.declares(("model", "x"), shape_value)
+    assert not paths.declares(("input", 0, "call_id"), shape_value)  # a client's own id: content
