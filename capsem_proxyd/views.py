@@ -179,9 +179,10 @@ class StoredReference:
     ``input[2].content[0].file_id``), ``kind`` what it refers to (``response``,
     ``conversation``, ``item``, ``prompt``, ``file``, ``cached_content``,
     ``vector_store``, ``file_search_store``, ``mcp_server``, ``container``,
-    ``skill``, ``audio``) and ``id`` the provider's id or name for it (ids are
-    not content: they are safe to log). Only a ``response`` can be checked: it
-    names a reply this proxy may have delivered itself.
+    ``skill``, ``audio``, ``sealed``) and ``id`` the provider's id or name for it (ids are
+    not content: they are safe to log; a ``sealed`` blob is named by its
+    digest). A ``response``, an ``item`` and a ``sealed`` blob can be checked:
+    they name what this proxy may have delivered itself.
     """
 
     field: str

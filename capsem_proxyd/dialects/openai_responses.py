@@ -15,7 +15,8 @@ In a stream, deltas grow the text; every event that carries text whole (an
 ``output_item.done``, a ``*.done`` event, ``response.completed`` with the
 whole output, an event type we do not know) is checked whole before it goes.
 The request's own fields that a reply echoes (``tools``, ``instructions``,
-``metadata``...) were checked as the request and are not checked again.
+``metadata``...) are checked again: they are the provider's words now, and
+only their scalar settings are declared (no object is declared whole).
 
 The API stores replies (``store`` defaults to true) and lets later requests
 pull stored content back in: ``references`` finds where a request does, and
