@@ -121,14 +121,21 @@ class Paths:
     shape is tested at declared leaves only. ``spellings`` gives the
     patterns a declaration stands for in the trie (Gemini's two spellings);
     ``declarations`` keeps them as written, for the README.
+
+    ``tokens`` names arrays of logprobs entries, by path and the field that
+    holds each entry's token: a reader joins the tokens into the text they
+    spell, so the walk adds that text, whole, before the entries themselves
+    (their alternatives are each a piece of their own).
     """
 
-    __slots__ = ("root", "declarations")
+    __slots__ = ("root", "declarations", "tokens")
 
     def __init__(
-        self, *groups: Mapping[str, Shape], spellings: Callable[[str], Iterable[str]] | None = None
+        self, *groups: Mapping[str, Shape], tokens: Mapping[str, str] | None = None,
+        spellings: Callable[[str], Iterable[str]] | None = None,
     ) -> None:
         self.declarations: dict[str, Shape] = {}
+        self.tokens = dict(tokens or {})
         self.root = Node()
         for group in groups:
             for pattern, shape in group.items():
@@ -136,11 +143,18 @@ class Paths:
                     raise ValueError(f"'{pattern}' is declared with two shapes")
                 self.declarations[pattern] = shape
                 for spelled in spellings(pattern) if spellings is not None else (pattern,):
-                    node = self.root
-                    for segment in spelled.split("."):
-                        node = node.children.setdefault(segment, Node(named=segment != "*"))
+                    node = self._node(spelled)
                     node.leaf = True
                     node.fits = shape.fits
+        for pattern, token in self.tokens.items():
+            for spelled in spellings(pattern) if spellings is not None else (pattern,):
+                self._node(spelled).joins = token
+
+    def _node(self, pattern: str) -> Node:
+        node = self.root
+        for segment in pattern.split("."):
+            node = node.children.setdefault(segment, Node(named=segment != "*"))
+        return node
 
     def at(self, *path: str | int) -> Node | None:
         """The trie's node for ``path`` (None: nothing is declared there or below)."""
@@ -165,13 +179,14 @@ class Node:
     ``named``: the level is declared by its key, which is then a word of the API even where the
     vocabulary lacks it (a key matched by ``*`` is content unless it is in the vocabulary)."""
 
-    __slots__ = ("children", "fits", "leaf", "named")
+    __slots__ = ("children", "fits", "leaf", "named", "joins")
 
     def __init__(self, named: bool = False) -> None:
         self.children: dict[str, Node] = {}
         self.fits: Callable[[str], object] | None = None  # the declared shape's test of a string
         self.leaf = False  # a declared leaf (whose value may be a number, with no ``fits``)
         self.named = named
+        self.joins: str | None = None  # an array of logprobs entries: the field of each entry's token
 
     def child(self, key: str | int) -> Node | None:
         """The node for ``key`` (None: nothing is declared below, all content)."""
@@ -229,7 +244,7 @@ class Sorter:
         if depth > _RECURSION_DEPTH:
             self._walk_deep(sink, item, at)
             return
-        if at is None or not at.children:
+        if at is None or (not at.children and at.joins is None):
             _walk_free(sink, item, depth)
             return
         vocabulary = self.vocabulary
@@ -246,6 +261,8 @@ class Sorter:
                 elif isinstance(child, (dict, list)):
                     self._walk(sink, child, below, depth + 1)
         elif isinstance(item, list):
+            if at.joins is not None:  # logprobs: the text their tokens spell, whole, then each entry
+                sink.append(spelled(item, at.joins))
             for child in item:
                 if isinstance(child, str):
                     if star is None or star.fits is None or not star.fits(child):
@@ -333,6 +350,8 @@ class Sorter:
         if not isinstance(value, list):
             self.add(sink, value, node)
             return
+        if node is not None and node.joins is not None:
+            sink.append(spelled(value, node.joins))
         star = node.children.get("*") if node is not None else None
         if star is None:
             for index, child in enumerate(value):
@@ -371,6 +390,8 @@ def _walk_free(sink: list[str], item: Any, depth: int) -> None:
 
 def _add_elements(sink: list[str], item: list, at: Node | None) -> list[tuple[Any, Node | None]] | None:
     """One array's content strings into ``sink`` up to its first container; the rest returned, in order."""
+    if at is not None and at.joins is not None:
+        sink.append(spelled(item, at.joins))
     later: list[tuple[Any, Node | None]] | None = None
     for index, child in enumerate(item):
         below = at.child(index) if at is not None else None
@@ -384,6 +405,14 @@ def _add_elements(sink: list[str], item: list, at: Node | None) -> list[tuple[An
         elif isinstance(child, (str, dict, list)):
             later.append((child, below))
     return later
+
+
+def spelled(entries: list[Any], token: str) -> str:
+    """The text a list of logprobs entries spells: their tokens (``token`` of each entry; "": the entries
+    are the tokens), joined as a reader joins them."""
+    if not token:
+        return "".join(entry for entry in entries if isinstance(entry, str))
+    return "".join(entry[token] for entry in entries if isinstance(entry, dict) and isinstance(entry.get(token), str))
 
 
 def joined(parts: Iterable[str]) -> str:

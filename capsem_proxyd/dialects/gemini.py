@@ -110,9 +110,9 @@ def spellings(pattern: str) -> tuple[str, str]:
     return ".".join(camel(segment) for segment in segments), ".".join(snake(segment) for segment in segments)
 
 
-def both_spellings(*groups: dict[str, Shape]) -> Paths:
+def both_spellings(*groups: dict[str, Shape], tokens: dict[str, str] | None = None) -> Paths:
     """``Paths`` declared in camelCase, walked in both spellings."""
-    return Paths(*groups, spellings=spellings)
+    return Paths(*groups, tokens=tokens, spellings=spellings)
 
 
 def _under(prefix: str, fields: dict[str, Shape]) -> dict[str, Shape]:
@@ -188,7 +188,7 @@ REPLY_NOT_CONTENT = both_spellings({
     "modelVersion": MODEL, "responseId": ISSUED_ID, "createTime": TIMESTAMP,
     "promptFeedback.blockReason": Enum(*api_values.GEMINI_BLOCKED_REASONS),
     **_under("promptFeedback.safetyRatings.*", _RATING), **_under("candidates.*", _CANDIDATE),
-})
+}, tokens={"candidates.*.logprobsResult.chosenCandidates": "token"})
 # Some request fields pull stored content into the model's context, see ``references``: cached content,
 # files uploaded to the Files API (``fileData`` naming one), File Search stores.
 SORTER = Sorter(vocabulary.GEMINI)

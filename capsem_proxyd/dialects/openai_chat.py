@@ -104,7 +104,7 @@ REPLY_NOT_CONTENT = Paths({
     "choices.*.delta.role": _ROLES, "choices.*.delta.tool_calls.*.index": NUMBER,
     "choices.*.delta.tool_calls.*.id": ISSUED_ID, "choices.*.delta.tool_calls.*.type": _TOOL_TYPES,
     "choices.*.delta.audio.id": ISSUED_ID, "choices.*.delta.audio.expires_at": NUMBER,
-})
+}, tokens={"choices.*.logprobs.content": "token", "choices.*.logprobs.refusal": "token"})
 SORTER = Sorter(vocabulary.OPENAI_CHAT)
 _DELTA_CALL = REPLY_NOT_CONTENT.at("choices", 0, "delta", "tool_calls", 0)  # a streamed tool call's own fields
 _DELTA_TEXT = ("content", "refusal")

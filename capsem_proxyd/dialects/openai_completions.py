@@ -30,7 +30,7 @@ REPLY_NOT_CONTENT = Paths({
     "choices.*.finish_reason": Enum("stop", "length", "content_filter"),
     "choices.*.logprobs.token_logprobs.*": NUMBER, "choices.*.logprobs.text_offset.*": NUMBER,
     "choices.*.logprobs.top_logprobs.*.*": NUMBER,
-})
+}, tokens={"choices.*.logprobs.tokens": ""})
 
 
 class OpenAICompletionsDialect(OpenAIDialect):

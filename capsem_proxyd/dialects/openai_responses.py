@@ -138,7 +138,8 @@ _REPLY = {
 _OUTPUT = {**_ITEM, "id": ISSUED_ID, "call_id": ISSUED_ID, "approval_request_id": ISSUED_ID, "role": Enum("assistant"),
            "content.*.id": ISSUED_ID, "content.*.annotations.*.start_index": NUMBER,
            "content.*.annotations.*.end_index": NUMBER, "content.*.annotations.*.index": NUMBER}
-REPLY_NOT_CONTENT = Paths(_REPLY, {f"output.*.{path}": shape for path, shape in _OUTPUT.items()})
+REPLY_NOT_CONTENT = Paths(_REPLY, {f"output.*.{path}": shape for path, shape in _OUTPUT.items()},
+                          tokens={"output.*.content.*.logprobs": "token"})
 EVENT_NOT_CONTENT = Paths({
     "type": TYPES, "sequence_number": NUMBER, "item_id": ISSUED_ID, "output_index": NUMBER, "content_index": NUMBER,
     "summary_index": NUMBER, "obfuscation": OBFUSCATION, "partial_image_index": NUMBER, "partial_image_b64": BASE64,
@@ -148,7 +149,8 @@ EVENT_NOT_CONTENT = Paths({
     **{f"item.{path}": shape for path, shape in _OUTPUT.items()},
     **{f"part.{path}": shape for path, shape in _PARTS.items()}, "part.id": ISSUED_ID,
     "annotation.type": TYPES,
-})
+}, tokens={"logprobs": "token", "response.output.*.content.*.logprobs": "token", "item.content.*.logprobs": "token",
+           "part.logprobs": "token"})
 _RESULT_ITEMS = frozenset({"function_call_output", "custom_tool_call_output", "computer_call_output",
                            "local_shell_call_output", "shell_call_output", "apply_patch_call_output"})
 _CALL_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call"})

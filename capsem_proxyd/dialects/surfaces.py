@@ -31,6 +31,9 @@ def not_content(side: str, paths: Paths) -> list[str]:
     order = sorted(by_shape, key=lambda shown: (shown != "number", shown != "boolean", shown))
     lines = [f"Not content ({side}), each while its value has the shape named:", ""]
     lines += [f"- {shown}: " + ", ".join(f"`{pattern}`" for pattern in sorted(by_shape[shown])) for shown in order]
+    if paths.tokens:
+        lines.append("- content, also read as the one text their tokens spell (logprobs): "
+                     + ", ".join(f"`{pattern}`" for pattern in sorted(paths.tokens)))
     return [*lines, ""]
 
 

@@ -265,3 +265,40 @@ def test_a_value_that_fits_its_shape_is_what_the_declaration_skips(shape_value: 
     assert not paths.declares(("model",), f"{shape_value} and more")
     assert not paths.declares(("model", "x"), shape_value)
     assert not paths.declares(("input", 0, "call_id"), shape_value)  # a client's own id: content
+
+
+# -- logprobs are read as the text they spell (issue 20, class 7) -----------------------------------------
+
+SPLIT = [{"token": "caps", "logprob": -0.1}, {"token": "em_bl", "logprob": -0.2}, {"token": "ock", "logprob": -0.3}]
+LOGPROB_REPLIES = {
+    "openai-chat": {"choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"},
+                                 "logprobs": {"content": SPLIT}}]},
+    "openai-completions": {"choices": [{"index": 0, "text": "fine", "logprobs": {
+        "tokens": ["caps", "em_bl", "ock"], "token_logprobs": [-0.1, -0.2, -0.3]}}]},
+    "openai-responses": {"output": [{"type": "message", "id": "msg_1", "role": "assistant", "content": [
+        {"type": "output_text", "text": "fine", "annotations": [], "logprobs": SPLIT}]}]},
+    "gemini": {"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "fine"}]},
+                               "logprobsResult": {"chosenCandidates": SPLIT}}]},
+}
+
+
+@pytest.mark.parametrize("name", LOGPROB_REPLIES)
+def test_a_term_split_across_logprobs_tokens_is_read_whole(name: str) -> None:
+    dialect = routes.DIALECTS[name]
+    exchange = exchange_for(dialect)
+
+    async def check() -> None:
+        with pytest.raises(ProxyError) as refused:
+            await ENGINE.check_response(exchange, dialect.response_view(LOGPROB_REPLIES[name]))
+        assert refused.value.decision is not None
+
+    trio.run(check)
+
+
+def test_a_term_split_across_one_events_logprobs_never_reaches_the_client() -> None:
+    dialect = routes.DIALECTS["openai-responses"]
+    event = {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_1", "output_index": 0,
+             "content_index": 0, "delta": "fine", "logprobs": SPLIT}
+    sent = b"event: response.output_text.delta\ndata: " + orjson.dumps(event) + b"\n\n"
+    relayed, ending = split_at_refusal(b"".join(trio.run(lambda: pump_writes(dialect, ENGINE, [sent]))))
+    assert "caps" not in relayed and "CAPSEM policy 'Debug'" in ending
