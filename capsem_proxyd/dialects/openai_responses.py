@@ -503,17 +503,20 @@ def _fragment(key: Any, item: dict[str, Any], *, replace: bool) -> ToolFragment:
 
 
 _CALL_FIELDS = ("arguments", "input", "name")  # what a call item's tool call is made of
+_EVENT_FIELDS = EVENT_NOT_CONTENT.root.children  # an event's own fields, by name (no ``*`` at its top)
 
 
 def _rest(payload: dict[str, Any], taken: tuple[str, ...], view: StreamView) -> None:
     """Whatever else an event we read carries is checked whole (ids, indexes and the like, when they fit
     their declared shapes, are not content: an event of only those is not walked at all)."""
-    root = EVENT_NOT_CONTENT.root
     for key, value in payload.items():
-        if key in taken or (not value and isinstance(value, (list, dict))):  # (an empty logprobs list)
+        if key in taken:
             continue
-        node = root.child(key)
-        if node is None or not node.skips(value):
+        node = _EVENT_FIELDS.get(key)  # None: a key the events do not have, content itself
+        if node is not None and (not isinstance(value, (str, list, dict)) or not value):
+            continue  # numbers, booleans, null and empty values (the usual logprobs list) are never content
+        fits = node.fits if node is not None else None
+        if fits is None or type(value) is not str or not fits(value):
             rest = {key: value for key, value in payload.items() if key not in taken}
             SORTER.add(view.content, rest, EVENT_NOT_CONTENT.root)
             return
