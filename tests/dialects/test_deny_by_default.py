@@ -302,3 +302,33 @@ def test_a_term_split_across_one_events_logprobs_never_reaches_the_client() -> N
     sent = b"event: response.output_text.delta\ndata: " + orjson.dumps(event) + b"\n\n"
     relayed, ending = split_at_refusal(b"".join(trio.run(lambda: pump_writes(dialect, ENGINE, [sent]))))
     assert "caps" not in relayed and "CAPSEM policy 'Debug'" in ending
+
+
+# -- the declarations themselves ---------------------------------------------------------------------------
+
+
+def test_a_declaration_names_a_leaf_and_its_shape_and_nothing_else() -> None:
+    from capsem_proxyd.dialects.content import BOOLEAN, NUMBER, Enum, Sorter
+
+    paths = Paths({"role": Enum("user", "assistant"), "n": NUMBER, "stream": BOOLEAN, "bias.*": NUMBER})
+    sorter = Sorter(frozenset({"role", "n", "stream", "bias", "text"}))
+    found: list[str] = []
+    sorter.add(found, {"role": "user", "n": 2, "stream": True, "bias": {"50256": 1, "x_key": 2},
+                       "text": "hi"}, paths.root)
+    assert found == ["50256", "x_key", "hi"]  # the bias's keys are content: ``*`` names values, not keys
+    found.clear()
+    sorter.add(found, {"role": "caps", "n": "em_bl", "stream": {"ock": 1}, "bias": {"k": "v"}}, paths.root)
+    assert found == ["caps", "em_bl", "ock", "k", "v"]  # outside their shapes, in reading order
+    with pytest.raises(ValueError, match="two shapes"):
+        Paths({"n": NUMBER}, {"n": BOOLEAN})
+
+
+def test_no_declaration_of_any_api_is_a_whole_object() -> None:
+    """Every declared leaf holds a scalar shape: a value that is an object or array is content there."""
+    for dialect in {*routes.DIALECTS.values()}:
+        for paths in (dialect.request_not_content, dialect.reply_not_content, dialect.event_not_content):
+            for pattern in paths.declarations:
+                path = tuple(0 if segment == "*" else segment for segment in pattern.split("."))
+                assert not paths.declares(path, {"x": MARKER}), (dialect.endpoint, pattern)
+                assert not paths.declares(path, [MARKER]), (dialect.endpoint, pattern)
+                assert not paths.declares(path, f"a {MARKER} b"), (dialect.endpoint, pattern)
