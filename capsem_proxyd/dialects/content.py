@@ -415,6 +415,21 @@ def spelled(entries: list[Any], token: str) -> str:
     return "".join(entry[token] for entry in entries if isinstance(entry, dict) and isinstance(entry.get(token), str))
 
 
+def spelled_tokens(value: Any, node: Node | None) -> Iterator[tuple[str, str]]:
+    """The texts the logprobs arrays of ``value`` spell (``Paths(tokens=...)``), at ``value`` or one level
+    below it, each with the key it sits under: in a stream each grows a text channel of its own, held
+    back and checked like the text, so a term split across events is read whole."""
+    if node is None:
+        return
+    if node.joins is not None and isinstance(value, list):
+        yield "", spelled(value, node.joins)
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            below = node.children.get(key)
+            if below is not None and below.joins is not None and isinstance(child, list):
+                yield key, spelled(child, below.joins)
+
+
 def joined(parts: Iterable[str]) -> str:
     return "\n".join(part for part in parts if part)
 

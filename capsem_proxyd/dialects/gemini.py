@@ -58,6 +58,7 @@ from capsem_proxyd.dialects.content import (
     Surface,
     joined,
     refuse_double_spellings,
+    spelled_tokens,
 )
 from capsem_proxyd.dialects.framing import (
     JSONArrayDecoder,
@@ -195,6 +196,7 @@ SORTER = Sorter(vocabulary.GEMINI)
 _CALL_NODE = REPLY_NOT_CONTENT.at("candidates", 0, "content", "parts", 0, "functionCall")  # a reply's call
 _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
+_LOGPROBS = ("logprobsResult", "logprobs_result")
 _INLINE = ("inlineData", "inline_data")
 _SYSTEM = ("systemInstruction", "system_instruction")
 _DECLARATIONS = ("functionDeclarations", "function_declarations")
@@ -519,6 +521,8 @@ def _candidate_delta(candidate: Any, node: Node | None, view: StreamView) -> Non
         view.finished.append(channel)
     for key, value, below in SORTER.fields(candidate, node, view.content):
         if key != "content":
+            if key in _LOGPROBS:  # the tokens: a text of their own across chunks; all of it, whole, here too
+                view.text.extend(((channel, key, name), text) for name, text in spelled_tokens(value, below) if text)
             SORTER.add(view.content, value, below)
             continue
         for name, item, at in SORTER.fields(value, below, view.content):

@@ -38,6 +38,7 @@ from capsem_proxyd.dialects.content import (
     Sorter,
     Surface,
     joined,
+    spelled_tokens,
 )
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_stream_usage, openai_usage
@@ -269,6 +270,8 @@ def _choice_delta(choice: Any, node: Node | None, view: StreamView) -> None:
         if key == "delta":
             _delta(channel, value, below, view)
         else:
+            if key == "logprobs":  # the tokens: a text of their own across chunks; all of it, whole, here too
+                view.text.extend(((channel, key, name), text) for name, text in spelled_tokens(value, below) if text)
             SORTER.add(view.content, value, below)
 
 

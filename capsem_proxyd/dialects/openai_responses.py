@@ -58,6 +58,7 @@ from capsem_proxyd.dialects.content import (
     Sorter,
     Surface,
     joined,
+    spelled_tokens,
 )
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.openai_chat import CACHE_RETENTIONS, EFFORTS, LEVELS, SERVICE_TIERS
@@ -298,6 +299,9 @@ class OpenAIResponsesDialect(OpenAIDialect):
             delta = payload.get("delta")
             if isinstance(delta, str) and delta:
                 (view.text if kind in _TEXT_DELTAS else view.thoughts).append((TEXT, delta))
+            if payload.get("logprobs"):  # the tokens: a text of their own across events (and whole, in _rest)
+                view.text.extend(((TEXT, "logprobs"), text)
+                                 for _, text in spelled_tokens(payload["logprobs"], _EVENT_FIELDS.get("logprobs")) if text)
             _rest(payload, ("delta",), view)
             return view
         key = (TEXT, stream_key(payload.get("output_index")))

@@ -245,6 +245,27 @@ REPLY_SURFACES: dict[str, tuple[tuple[str, dict[str, str]], dict[str, Any], byte
                                 "logprobsResult": {"chosenCandidates": [{"token": M, "logProbability": -0.1}]},
                                 "finishReason": "STOP"}]}),
     ), "text/event-stream"),
+    "chat logprobs tokens split across chunks": (CHAT, chat(stream=True), sse(
+        chunk({"role": "assistant", "content": ""}),
+        *((None, {**chat_chunk({"content": "ok "}), "choices": [{"index": 0, "delta": {"content": "ok "},
+                                                                 "finish_reason": None, "logprobs": {"content": [
+                                                                     {"token": piece, "logprob": -0.1}]}}]})
+          for piece in ("caps", "em_bl", "ock")),
+        chunk({}, finish="stop"),
+    ) + b"data: [DONE]\n\n", "text/event-stream"),
+    "responses logprobs tokens split across deltas": (RESPONSES, responses(stream=True), sse(
+        resp_event("response.created", response={"id": "r", "object": "response", "output": []}),
+        *(resp_event("response.output_text.delta", item_id="msg_1", output_index=0, content_index=0, delta="ok ",
+                     logprobs=[{"token": piece, "logprob": -0.1}]) for piece in ("caps", "em_bl", "ock")),
+        resp_event("response.completed", response={"id": "r", "object": "response", "output": []}),
+    ), "text/event-stream"),
+    "gemini logprobs tokens split across chunks": (GEMINI_STREAM, gemini(), sse(
+        *((None, {"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "ok "}]},
+                                  "logprobsResult": {"chosenCandidates": [{"token": piece, "logProbability": -0.1}]}}]})
+          for piece in ("caps", "em_bl", "ock")),
+        (None, {"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "."}]},
+                                "finishReason": "STOP"}]}),
+    ), "text/event-stream"),
     # Issue 20, class 10, reply side: a declared field outside its shape.
     "anthropic stop_reason outside its enum": (ANTHROPIC, anthropic(), orjson.dumps({"id": "m", "type": "message",
         "role": "assistant", "content": [{"type": "text", "text": "ok"}], "stop_reason": f"end {M}"}),
