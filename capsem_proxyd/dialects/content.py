@@ -261,7 +261,7 @@ class Sorter:
                 elif isinstance(child, (dict, list)):
                     self._walk(sink, child, below, depth + 1)
         elif isinstance(item, list):
-            if at.joins is not None:  # logprobs: the text their tokens spell, whole, then each entry
+            if at.joins is not None and item:  # logprobs: the text their tokens spell, whole, then each entry
                 sink.append(spelled(item, at.joins))
             for child in item:
                 if isinstance(child, str):
@@ -350,7 +350,7 @@ class Sorter:
         if not isinstance(value, list):
             self.add(sink, value, node)
             return
-        if node is not None and node.joins is not None:
+        if node is not None and node.joins is not None and value:
             sink.append(spelled(value, node.joins))
         star = node.children.get("*") if node is not None else None
         if star is None:
@@ -390,7 +390,7 @@ def _walk_free(sink: list[str], item: Any, depth: int) -> None:
 
 def _add_elements(sink: list[str], item: list, at: Node | None) -> list[tuple[Any, Node | None]] | None:
     """One array's content strings into ``sink`` up to its first container; the rest returned, in order."""
-    if at is not None and at.joins is not None:
+    if at is not None and at.joins is not None and item:
         sink.append(spelled(item, at.joins))
     later: list[tuple[Any, Node | None]] | None = None
     for index, child in enumerate(item):

@@ -89,11 +89,17 @@ REQUEST_NOT_CONTENT = Paths({
 # Two of those ids pull stored content into the model's context, see ``references``: a file's, an audio reply's.
 # A client's own ids (``tool_call_id``, ``tool_calls[].id``) are content: the provider takes any string there.
 # A reply's logprobs are its text token by token, and their alternatives: content (the numbers are not).
+# Token counts (numbers: no content; declared so their names are the API's words, which its vocabulary lacks).
+USAGE = {f"usage.{field}": NUMBER for field in (
+    "prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details.cached_tokens",
+    "prompt_tokens_details.audio_tokens", "completion_tokens_details.reasoning_tokens",
+    "completion_tokens_details.audio_tokens", "completion_tokens_details.accepted_prediction_tokens",
+    "completion_tokens_details.rejected_prediction_tokens")}
 _LOGPROBS = {f"{kind}.*.{field}": NUMBER for kind in ("content", "refusal") for field in
              ("logprob", "bytes.*", "top_logprobs.*.logprob", "top_logprobs.*.bytes.*")}
 REPLY_NOT_CONTENT = Paths({
     "id": ISSUED_ID, "object": Enum("chat.completion", "chat.completion.chunk"), "created": NUMBER, "model": MODEL,
-    "system_fingerprint": ISSUED_ID, "service_tier": SERVICE_TIERS, "obfuscation": OBFUSCATION,
+    "system_fingerprint": ISSUED_ID, "service_tier": SERVICE_TIERS, "obfuscation": OBFUSCATION, **USAGE,
     "choices.*.index": NUMBER,
     "choices.*.finish_reason": Enum("stop", "length", "tool_calls", "content_filter", "function_call"),
     **{f"choices.*.logprobs.{path}": shape for path, shape in _LOGPROBS.items()},

@@ -12,7 +12,7 @@ from typing import Any
 from capsem_proxyd.dialects.base import json_object_event, stream_key, upstream_error_view
 from capsem_proxyd.dialects.content import BOOLEAN, ISSUED_ID, MODEL, NUMBER, Enum, Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
-from capsem_proxyd.dialects.openai_chat import SORTER
+from capsem_proxyd.dialects.openai_chat import SORTER, USAGE
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_stream_usage, openai_usage
 from capsem_proxyd.dialects.openai_inputs import token_ids_as_text
 from capsem_proxyd.views import ALL_CHANNELS, EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
@@ -26,7 +26,7 @@ REQUEST_NOT_CONTENT = Paths({
 # ``logprobs.tokens`` and the keys of ``logprobs.top_logprobs`` are the text token by token: content.
 REPLY_NOT_CONTENT = Paths({
     "id": ISSUED_ID, "object": Enum("text_completion"), "created": NUMBER, "model": MODEL,
-    "system_fingerprint": ISSUED_ID, "choices.*.index": NUMBER,
+    "system_fingerprint": ISSUED_ID, **USAGE, "choices.*.index": NUMBER,
     "choices.*.finish_reason": Enum("stop", "length", "content_filter"),
     "choices.*.logprobs.token_logprobs.*": NUMBER, "choices.*.logprobs.text_offset.*": NUMBER,
     "choices.*.logprobs.top_logprobs.*.*": NUMBER,

@@ -134,7 +134,10 @@ _REPLY = {
     **_SETTINGS, "id": ISSUED_ID, "object": Enum("response"), "created_at": NUMBER, "completed_at": NUMBER,
     "status": _STATUS, "incomplete_details.reason": Enum("max_output_tokens", "content_filter"),
     "previous_response_id": ISSUED_ID, "conversation.id": ISSUED_ID, "prompt.id": ISSUED_ID,
-    "billing.payer": Enum("developer", "openai"), "usage.input_tokens_details.cached_tokens": NUMBER,
+    "billing.payer": Enum("developer", "openai"),
+    **{f"usage.{field}": NUMBER for field in ("input_tokens", "output_tokens", "total_tokens",
+                                              "input_tokens_details.cached_tokens",
+                                              "output_tokens_details.reasoning_tokens")},
 }
 _OUTPUT = {**_ITEM, "id": ISSUED_ID, "call_id": ISSUED_ID, "approval_request_id": ISSUED_ID, "role": Enum("assistant"),
            "content.*.id": ISSUED_ID, "content.*.annotations.*.start_index": NUMBER,

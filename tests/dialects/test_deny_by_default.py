@@ -332,3 +332,14 @@ def test_no_declaration_of_any_api_is_a_whole_object() -> None:
                 assert not paths.declares(path, {"x": MARKER}), (dialect.endpoint, pattern)
                 assert not paths.declares(path, [MARKER]), (dialect.endpoint, pattern)
                 assert not paths.declares(path, f"a {MARKER} b"), (dialect.endpoint, pattern)
+
+
+@pytest.mark.parametrize("name", REPLY_APIS)
+def test_the_apis_own_words_never_join_a_replys_text(name: str) -> None:
+    """Usage objects are walked now (no object is declared whole): their field names, which the SDK
+    vocabularies lack in places, are declared, so a reply's text is its text and nothing else."""
+    dialect = routes.DIALECTS[name]
+    bodies, _ = reply_seeds(name)
+    for body in bodies:
+        text = dialect.response_view(body).text
+        assert "tokens" not in text.lower() and "token_count" not in text.lower(), text
