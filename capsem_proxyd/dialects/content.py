@@ -90,9 +90,29 @@ def Enum(*members: str, name: str = "") -> Shape:
     return Shape(allowed.__contains__, name or "one of " + ", ".join(sorted(allowed)))
 
 
+_REMEMBERED = 1024  # answers an id shape keeps (a stream repeats its ids, model and fingerprint every event)
+_REMEMBERED_LENGTH = 128
+
+
 def Id(pattern: str, description: str) -> Shape:
-    """A string matching ``pattern`` whole: an id or name the provider issues, resolves or refuses."""
-    return Shape(re.compile(pattern).fullmatch, f"{description} `{pattern}`")
+    """A string matching ``pattern`` whole: an id or name the provider issues, resolves or refuses.
+
+    The answers for short values are remembered (a bounded dict, emptied when full): a dict lookup
+    costs less than the pattern's match, and a stream states the same ids in every event."""
+    match = re.compile(pattern).fullmatch
+    seen: dict[str, bool] = {}
+
+    def fits(value: str) -> bool:
+        known = seen.get(value)
+        if known is None:
+            known = match(value) is not None
+            if len(value) <= _REMEMBERED_LENGTH:
+                if len(seen) >= _REMEMBERED:
+                    seen.clear()
+                seen[value] = known
+        return known
+
+    return Shape(fits, f"{description} `{pattern}`")
 
 
 # Shapes every API declares. A name or id the provider issues or resolves is one word: the provider
@@ -339,10 +359,19 @@ class Sorter:
         star = children.get("*")
         for key, child in value.items():
             below = children.get(key, star)
-            if key not in vocabulary and (below is None or not below.named):
-                sink.append(key)
-            if below is not None and below.leaf and below.skips(child):
-                continue
+            if below is None:
+                if key not in vocabulary:
+                    sink.append(key)
+            else:
+                if key not in vocabulary and not below.named:
+                    sink.append(key)
+                if below.leaf:  # ``Node.skips``, inline: this runs for every field of every event
+                    if isinstance(child, str):
+                        fits = below.fits
+                        if fits is not None and fits(child):
+                            continue
+                    elif not isinstance(child, (dict, list)):
+                        continue
             yield key, child, below
 
     def items(self, value: Any, node: Node | None, sink: list[str]) -> Iterator[tuple[int, Any, Node | None]]:
