@@ -64,10 +64,10 @@ class Shape:
 
     Only a string is ever tested: a number, a boolean or null carries no
     text (it is never content, declared or not) and an object or array fits
-    no shape. ``fits`` is the test, a C-level callable where it can be (a
-    frozenset's ``__contains__``, a compiled pattern's ``fullmatch``), since
-    the walk calls it at every declared leaf of every body; None: no string
-    fits (a number's, a boolean's shape).
+    no shape. ``fits`` is the test, as cheap as it can be (an enum's is a
+    frozenset's ``__contains__``; an id's a compiled pattern's ``fullmatch``
+    behind a bounded memo), since the walk calls it at every declared leaf of
+    every body and event; None: no string fits (a number's, a boolean's shape).
     """
 
     __slots__ = ("fits", "description")
