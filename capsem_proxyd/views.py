@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(slots=True)
@@ -163,7 +163,8 @@ class StreamView:
     ``error`` carries an error the upstream itself reported inside the stream.
     ``stored_id`` is the id under which the provider keeps the reply for later
     requests to reference (the event that states it), ``stored_final`` marks
-    the event that ends such a reply normally.
+    the event that ends such a reply normally, ``stored_items`` what else it
+    delivers that later requests may name (its output items, sealed blobs).
     """
 
     text: list[tuple[Any, str]] = field(default_factory=list)
@@ -175,6 +176,7 @@ class StreamView:
     error: str | None = None
     stored_id: str = ""
     stored_final: bool = False
+    stored_items: tuple[StoredItem, ...] = ()
 
 
 # ``StreamView.finished`` entry meaning every open call, whatever its channel.
@@ -196,6 +198,14 @@ class Usage:
     model: str | None = None
 
 
+class StoredItem(NamedTuple):
+    """A part of a delivered reply a later request may name: ``kind`` as in ``StoredReference``
+    (``item``: an output item's id; ``sealed``: the digest of a blob the provider sealed)."""
+
+    kind: str
+    id: str
+
+
 @dataclass(frozen=True, slots=True)
 class StoredReference:
     """A place in a request that pulls content stored at the provider into the model's context.
@@ -204,9 +214,10 @@ class StoredReference:
     ``input[2].content[0].file_id``), ``kind`` what it refers to (``response``,
     ``conversation``, ``item``, ``prompt``, ``file``, ``cached_content``,
     ``vector_store``, ``file_search_store``, ``mcp_server``, ``container``,
-    ``skill``, ``audio``) and ``id`` the provider's id or name for it (ids are
-    not content: they are safe to log). Only a ``response`` can be checked: it
-    names a reply this proxy may have delivered itself.
+    ``skill``, ``audio``, ``sealed``) and ``id`` the provider's id or name for it (ids are
+    not content: they are safe to log; a ``sealed`` blob is named by its
+    digest). A ``response``, an ``item`` and a ``sealed`` blob can be checked:
+    they name what this proxy may have delivered itself.
     """
 
     field: str

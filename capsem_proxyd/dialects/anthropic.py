@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from capsem_proxyd.dialects import vocabulary
+from capsem_proxyd.dialects import api_values, vocabulary
 from capsem_proxyd.dialects.base import (
     Dialect,
     as_dict,
@@ -40,10 +40,27 @@ from capsem_proxyd.dialects.base import (
     token_count,
     upstream_error,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
+from capsem_proxyd.dialects.content import (
+    BOOLEAN,
+    ENCRYPTED,
+    ISSUED_ID,
+    MIME_TYPE,
+    MODEL,
+    NUMBER,
+    REFERENCE,
+    TIMESTAMP,
+    Enum,
+    Id,
+    Node,
+    Paths,
+    Shape,
+    Sorter,
+    Surface,
+    joined,
+)
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.media_text import Inline, tool_reader
-from capsem_proxyd.dialects.query import BOOLEAN, KeyCarriers, QueryParams
+from capsem_proxyd.dialects.query import FLAG, KeyCarriers, QueryParams
 from capsem_proxyd.dialects.text_runs import TextRun
 from capsem_proxyd.errors import ErrorKind, ProxyError, decision_fields
 from capsem_proxyd.views import (
@@ -73,39 +90,63 @@ _ERROR_TYPES: dict[ErrorKind, str] = {
 # Blocks in which the model calls a tool (client-side, server-side or on an MCP server).
 _CALL_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _RESULT_BLOCKS = frozenset({"tool_result", "mcp_tool_result"})
-_BLOCK_IDS = ("type", "id", "tool_use_id", "cache_control", "signature", "data", "is_error")
-_CITATION_IDS = ("type", "document_index", "start_char_index", "end_char_index", "start_page_number",
-                 "end_page_number", "start_block_index", "end_block_index", "search_result_index", "file_id")
-REQUEST_NOT_CONTENT = Paths(
-    "model", "max_tokens", "stream", "temperature", "top_p", "top_k", "service_tier", "container",
-    "metadata.user_id", "thinking.type", "thinking.budget_tokens", "tool_choice.type",
-    "tool_choice.disable_parallel_tool_use", "context_management", "output_config.effort",
-    "output_config.format.type", "mcp_servers.*.type", "mcp_servers.*.url", "mcp_servers.*.authorization_token",
-    "system.*.type", "system.*.cache_control", *(f"system.*.citations.*.{field}" for field in _CITATION_IDS),
-    "messages.*.role", *(f"messages.*.content.*.{field}" for field in _BLOCK_IDS),
-    *(f"messages.*.content.*.citations.*.{field}" for field in _CITATION_IDS),
-    "messages.*.content.*.source.type", "messages.*.content.*.source.media_type",
-    "messages.*.content.*.source.file_id",
-    *(f"messages.*.content.*.content.*.{field}" for field in _BLOCK_IDS),
-    "messages.*.content.*.content.*.source.type", "messages.*.content.*.content.*.source.media_type",
-    "tools.*.type", "tools.*.cache_control", "tools.*.strict", "tools.*.max_uses", "tools.*.display_width_px",
-    "tools.*.display_height_px", "tools.*.display_number", "tools.*.defer_loading",
-)
+TYPES = Enum(*api_values.ANTHROPIC_TYPES, name="a type name of the anthropic SDK")
+_CACHE = {"cache_control.type": Enum("ephemeral"), "cache_control.ttl": Enum("5m", "1h")}
+# A block's own fields: its type, flags, the blobs the provider signed or sealed, a source's kind. A
+# client's ids (``tool_use.id``, ``tool_use_id``) are content: the API takes any string there.
+_BLOCK = {"type": TYPES, "is_error": BOOLEAN, "signature": ENCRYPTED, "data": ENCRYPTED, **_CACHE,
+          "source.type": Enum("base64", "url", "text", "content", "file"), "source.media_type": MIME_TYPE,
+          "source.file_id": REFERENCE, "citations.enabled": BOOLEAN}
+_CITATION = {"type": TYPES, "document_index": NUMBER, "start_char_index": NUMBER, "end_char_index": NUMBER,
+             "start_page_number": NUMBER, "end_page_number": NUMBER, "start_block_index": NUMBER,
+             "end_block_index": NUMBER, "search_result_index": NUMBER, "file_id": REFERENCE}
+_STOP_REASONS = Enum("end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal",
+                     "model_context_window_exceeded")
+_EDIT = {"type": TYPES, "trigger.type": TYPES, "trigger.value": NUMBER, "keep.type": TYPES, "keep.value": NUMBER,
+         "clear_at_least.type": TYPES, "clear_at_least.value": NUMBER, "clear_tool_inputs": BOOLEAN}
+_CONTAINER = {"container": REFERENCE, "container.id": REFERENCE, "container.skills.*.type": Enum("anthropic", "custom"),
+              "container.skills.*.skill_id": REFERENCE, "container.skills.*.version": Id(r"[0-9]{1,20}|latest", "a version")}
+
+
+def _under(prefix: str, fields: dict[str, Shape]) -> dict[str, Shape]:
+    return {f"{prefix}.{path}": shape for path, shape in fields.items()}
+
+
+REQUEST_NOT_CONTENT = Paths({
+    "model": MODEL, "max_tokens": NUMBER, "stream": BOOLEAN, "temperature": NUMBER, "top_p": NUMBER, "top_k": NUMBER,
+    "service_tier": Enum("auto", "standard_only"), **_CONTAINER,
+    "thinking.type": Enum("enabled", "disabled", "adaptive"), "thinking.budget_tokens": NUMBER,
+    "tool_choice.type": Enum("auto", "any", "tool", "none"), "tool_choice.disable_parallel_tool_use": BOOLEAN,
+    **_under("context_management.edits.*", _EDIT), "output_config.effort": Enum("low", "medium", "high", "max"),
+    "output_config.format.type": Enum("json_schema"), "mcp_servers.*.type": Enum("url"),
+    **_under("system.*", _BLOCK), **_under("system.*.citations.*", _CITATION),
+    "messages.*.role": Enum("user", "assistant"), **_under("messages.*.content.*", _BLOCK),
+    **_under("messages.*.content.*.citations.*", _CITATION), **_under("messages.*.content.*.content.*", _BLOCK),
+    **_under("messages.*.content.*.content.*.citations.*", _CITATION),
+    "tools.*.type": TYPES, **_under("tools.*", _CACHE), "tools.*.strict": BOOLEAN, "tools.*.max_uses": NUMBER,
+    "tools.*.display_width_px": NUMBER, "tools.*.display_height_px": NUMBER, "tools.*.display_number": NUMBER,
+    "tools.*.defer_loading": BOOLEAN,
+})
 # Some of those ids pull stored content into the model's context, see ``references``: uploaded files (a
 # ``file`` source, a ``container_upload``, code-execution outputs), MCP servers, a container and its skills.
-REPLY_NOT_CONTENT = Paths(
-    "id", "type", "role", "model", "stop_reason", "stop_sequence", "usage", "container", "context_management",
-    *(f"content.*.{field}" for field in _BLOCK_IDS), *(f"content.*.citations.*.{field}" for field in _CITATION_IDS),
-)
-EVENT_NOT_CONTENT = Paths(
-    "type", "index", "usage", "delta.type", "delta.stop_reason", "delta.stop_sequence", "delta.signature",
-    "delta.container", *(f"content_block.{field}" for field in _BLOCK_IDS),
-    *(f"content_block.citations.*.{field}" for field in _CITATION_IDS),
-    *(f"delta.citation.{field}" for field in _CITATION_IDS), "message.id", "message.type", "message.role",
-    "message.model", "message.stop_reason", "message.stop_sequence", "message.usage", "message.container",
-    *(f"message.content.*.{field}" for field in _BLOCK_IDS), "context_management",
-)
+# A reply's blocks: the provider's own ids (a tool call's, a server tool's result's) are issued ids.
+_REPLY_BLOCK = {**_BLOCK, "id": ISSUED_ID, "tool_use_id": ISSUED_ID, **_under("citations.*", _CITATION)}
+_MESSAGE = {
+    "id": ISSUED_ID, "type": Enum("message"), "role": Enum("assistant"), "model": MODEL, "stop_reason": _STOP_REASONS,
+    "usage.service_tier": Enum("standard", "priority", "batch"), "container.id": ISSUED_ID,
+    "container.expires_at": TIMESTAMP, "context_management.applied_edits.*.type": TYPES,
+    **_under("content.*", _REPLY_BLOCK),
+}
+REPLY_NOT_CONTENT = Paths(_MESSAGE)
+EVENT_NOT_CONTENT = Paths({
+    "type": TYPES, "index": NUMBER, "delta.type": TYPES, "delta.stop_reason": _STOP_REASONS,
+    "delta.signature": ENCRYPTED, "delta.container.id": ISSUED_ID, "delta.container.expires_at": TIMESTAMP,
+    "usage.service_tier": Enum("standard", "priority", "batch"), "context_management.applied_edits.*.type": TYPES,
+    **_under("content_block", _REPLY_BLOCK), **_under("delta.citation", _CITATION), **_under("message", _MESSAGE),
+})
 SORTER = Sorter(vocabulary.ANTHROPIC)
+_REPLY_BLOCK_NODE = REPLY_NOT_CONTENT.at("content", 0)
+_EVENT_BLOCK_NODE = EVENT_NOT_CONTENT.at("content_block")
 TEXT = 0  # one text channel per message (the SDK joins its text blocks)
 
 
@@ -147,7 +188,7 @@ def anthropic_usage(message: dict[str, Any]) -> Usage | None:
 class AnthropicMessagesDialect(Dialect):
     provider = "anthropic"
     key_carriers = KeyCarriers(("x-api-key", "authorization"))
-    query_params = QueryParams({"beta": BOOLEAN})  # ?beta=true: the SDKs' beta client (so Claude Code)
+    query_params = QueryParams({"beta": FLAG})  # ?beta=true: the SDKs' beta client (so Claude Code)
     endpoint = "messages"
     operation = "chat"
     request_not_content = REQUEST_NOT_CONTENT
@@ -425,15 +466,26 @@ def _blocks(content: Any, node: Node | None, sink: list[str], view: RequestView,
 
 def _call(block: dict[str, Any]) -> ToolCall:
     arguments = as_dict(block.get("input"))
-    extra = {k: v for k, v in block.items() if k not in ("input", "name", *_BLOCK_IDS)}
-    if extra:
-        arguments = {**arguments, "_other": SORTER.text(extra, None)}
+    extra = {k: v for k, v in block.items() if k not in ("input", "name")}
+    text = SORTER.text(extra, _REPLY_BLOCK_NODE) if extra else ""  # its id and type, fitting their shapes, are not
+    if text:
+        arguments = {**arguments, "_other": text}
     return ToolCall(name=as_str(block.get("name")), arguments=arguments, call_id=as_str(block.get("id")))
+
+
+def _is_index(value: Any) -> bool:
+    """An event's ``index`` as declared (a number; absent), so the event's other fields decide whether it is walked."""
+    return value is None or type(value) is int
+
+
+def _sealed(value: Any) -> bool:
+    """A thinking block's ``signature`` as declared (a sealed blob; absent)."""
+    return value is None or (isinstance(value, str) and ENCRYPTED.fits is not None and bool(ENCRYPTED.fits(value)))
 
 
 def _with_rest(view: StreamView, payload: dict[str, Any]) -> StreamView:
     """An event we read by its type alone still has every other field checked (there normally is none)."""
-    if any(key not in ("type", "index") for key in payload):
+    if any(key not in ("type", "index") for key in payload) or not _is_index(payload.get("index")):
         SORTER.add(view.content, payload, EVENT_NOT_CONTENT.root)
     return view
 
@@ -460,7 +512,8 @@ def _delta_view(index: Any, payload: dict[str, Any]) -> StreamView:
         taken = ("type", "partial_json")
     else:  # citations_delta, signature_delta, and kinds we do not know
         taken = ()
-    if any(key not in taken for key in delta) or any(key not in ("type", "index", "delta") for key in payload):
+    if (any(key not in taken for key in delta) or any(key not in ("type", "index", "delta") for key in payload)
+            or not _is_index(payload.get("index"))):
         SORTER.add(view.content, {**payload, "delta": {k: v for k, v in delta.items() if k not in taken}},
                    EVENT_NOT_CONTENT.root)
     return view
@@ -470,14 +523,14 @@ def _block_start_view(index: Any, payload: dict[str, Any]) -> StreamView:
     block = as_dict(payload.get("content_block"))
     kind = as_str(block.get("type"))
     view = StreamView()
-    if any(key not in ("type", "index", "content_block") for key in payload):
+    if any(key not in ("type", "index", "content_block") for key in payload) or not _is_index(payload.get("index")):
         SORTER.add(view.content, {k: v for k, v in payload.items() if k != "content_block"}, EVENT_NOT_CONTENT.root)
     if kind in _CALL_BLOCKS:
         tool_input = block.get("input")
         arguments = orjson.dumps(tool_input).decode() if tool_input else ""
-        extra = {k: v for k, v in block.items() if k not in ("input", "name", *_BLOCK_IDS)}
+        extra = {k: v for k, v in block.items() if k not in ("input", "name")}
         if extra:
-            arguments += SORTER.text(extra, None)
+            arguments += SORTER.text(extra, _EVENT_BLOCK_NODE)
         view.tool_fragments.append(ToolFragment(key=index, name=as_str(block.get("name")),
                                                 call_id=as_str(block.get("id")), arguments=arguments))
         return view
@@ -488,7 +541,7 @@ def _block_start_view(index: Any, payload: dict[str, Any]) -> StreamView:
         if rest:  # citations, fields we do not know: whole in this event
             SORTER.add(view.content, {"content_block": rest}, EVENT_NOT_CONTENT.root)
         return view
-    if kind == "thinking" and set(block) <= {"type", "thinking", "signature"}:
+    if kind == "thinking" and set(block) <= {"type", "thinking", "signature"} and _sealed(block.get("signature")):
         if block.get("thinking"):
             view.thoughts.append((TEXT, as_str(block.get("thinking"))))
         return view

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 from abc import ABC, abstractmethod
@@ -17,7 +18,7 @@ from capsem_proxyd.dialects.content import Paths, Surface
 from capsem_proxyd.dialects.framing import SSEDecoder, StreamDecoder, StreamEvent, encode_sse
 from capsem_proxyd.dialects.query import KeyCarriers, QueryParams
 from capsem_proxyd.errors import ProxyError, bad_request, upstream_unavailable
-from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StoredReference, StreamView, Usage
+from capsem_proxyd.views import MediaPart, RequestView, ResponseView, StoredItem, StoredReference, StreamView, Usage
 
 
 class Dialect(ABC):
@@ -115,6 +116,11 @@ class Dialect(ABC):
         """The id under which the provider keeps this complete JSON reply for later references (None: none)."""
         return None
 
+    def stored_items(self, reply: Any) -> tuple[StoredItem, ...]:
+        """What else a stored reply delivers that later requests may name (its items, sealed blobs):
+        recorded with its id, admitted like it (``proxy/stored_content.py``)."""
+        return ()
+
     def usage(self, body: Any) -> Usage | None:
         """Token usage and answering model a complete JSON reply states (None: this API states none).
 
@@ -130,6 +136,12 @@ class Dialect(ABC):
         decides whether it is parsed. Later events' values replace earlier ones.
         """
         return None
+
+
+def sealed_digest(blob: Any) -> str:
+    """The name a sealed blob is recorded and admitted under: its SHA-256 (a blob that is no string: its JSON's)."""
+    data = blob.encode() if isinstance(blob, str) else orjson.dumps(blob, option=orjson.OPT_SORT_KEYS)
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def parse_json_event(event: StreamEvent) -> Any:

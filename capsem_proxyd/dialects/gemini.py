@@ -21,13 +21,12 @@ citation metadata, URL context) is text the client receives.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from capsem_proxyd.dialects import vocabulary
+from capsem_proxyd.dialects import api_values, vocabulary
 from capsem_proxyd.dialects.base import (
     Dialect,
     as_dict,
@@ -40,7 +39,27 @@ from capsem_proxyd.dialects.base import (
     token_count,
     upstream_error,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined, refuse_double_spellings
+from capsem_proxyd.dialects.content import (
+    BOOLEAN,
+    DURATION,
+    ENCRYPTED,
+    ISSUED_ID,
+    MIME_TYPE,
+    MODEL,
+    NUMBER,
+    REFERENCE,
+    TIMESTAMP,
+    Enum,
+    Id,
+    Node,
+    Paths,
+    Shape,
+    Sorter,
+    Surface,
+    joined,
+    refuse_double_spellings,
+    spelled_tokens,
+)
 from capsem_proxyd.dialects.framing import (
     JSONArrayDecoder,
     SSEDecoder,
@@ -49,7 +68,7 @@ from capsem_proxyd.dialects.framing import (
     encode_json_array_error,
 )
 from capsem_proxyd.dialects.media_text import Inline, tool_reader
-from capsem_proxyd.dialects.query import BOOLEAN, KeyCarriers, QueryParams, enum, known
+from capsem_proxyd.dialects.query import FLAG, KeyCarriers, QueryParams, known
 from capsem_proxyd.dialects.text_runs import TextRun
 from capsem_proxyd.errors import ProxyError, decision_fields
 from capsem_proxyd.views import (
@@ -89,47 +108,98 @@ def camel(name: str) -> str:
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
 
 
-def both_spellings(*patterns: str) -> Paths:
-    """``Paths`` with each pattern in camelCase and in snake_case (every segment)."""
-    spelled: set[str] = set()
-    for pattern in patterns:
-        spelled.add(".".join(camel(segment) for segment in pattern.split(".")))
-        spelled.add(".".join(snake(segment) if segment != "*" else segment for segment in pattern.split(".")))
-    return Paths(*sorted(spelled))
+def spellings(pattern: str) -> tuple[str, str]:
+    """A declared path in camelCase and in snake_case (every segment): the REST API reads both."""
+    segments = pattern.split(".")
+    return ".".join(camel(segment) for segment in segments), ".".join(snake(segment) for segment in segments)
+
+
+def both_spellings(*groups: dict[str, Shape], tokens: dict[str, str] | None = None) -> Paths:
+    """``Paths`` declared in camelCase, walked in both spellings."""
+    return Paths(*groups, tokens=tokens, spellings=spellings)
+
+
+def _under(prefix: str, fields: dict[str, Shape]) -> dict[str, Shape]:
+    return {f"{prefix}.{path}": shape for path, shape in fields.items()}
 
 
 # snake_case field name -> its camelCase twin, for refusing a field given both ways.
 CAMEL_TWINS = {snake(word): word for word in vocabulary.GEMINI if snake(word) != word}
 
-_PART_IDS = ("thought", "thoughtSignature", "inlineData.mimeType", "fileData.mimeType", "functionCall.id",
-             "functionResponse.id", "functionResponse.willContinue", "functionResponse.scheduling",
-             "executableCode.language", "codeExecutionResult.outcome", "videoMetadata", "mediaResolution")
-REQUEST_NOT_CONTENT = both_spellings(
-    "model", "cachedContent", "safetySettings", "toolConfig.functionCallingConfig.mode",
-    "generationConfig.temperature", "generationConfig.topP", "generationConfig.topK",
-    "generationConfig.candidateCount", "generationConfig.maxOutputTokens", "generationConfig.presencePenalty",
-    "generationConfig.frequencyPenalty", "generationConfig.seed", "generationConfig.responseMimeType",
-    "generationConfig.responseModalities", "generationConfig.responseLogprobs", "generationConfig.logprobs",
-    "generationConfig.thinkingConfig", "generationConfig.mediaResolution", "generationConfig.speechConfig",
-    "generationConfig.enableEnhancedCivicAnswers", "generationConfig.imageConfig", "contents.*.role",
-    *(f"contents.*.parts.*.{field}" for field in _PART_IDS), "systemInstruction.role",
-    *(f"systemInstruction.parts.*.{field}" for field in _PART_IDS), "tools.*.functionDeclarations.*.behavior",
+_MODALITY = Enum(*api_values.GEMINI_MODALITIES)
+_VOICE = Enum("Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe", "Autonoe",
+              "Enceladus", "Iapetus", "Umbriel", "Algieba", "Despina", "Erinome", "Algenib", "Rasalgethi",
+              "Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima", "Achird", "Zubenelgenubi",
+              "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat", name="a prebuilt voice's name")
+_LANGUAGE = Id(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}", "a language tag")
+_TASK_TYPES = Enum("TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY",
+                   "CLASSIFICATION", "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY")
+# A part's own fields: flags, the signature the provider sealed, media types, enums, a video's clip. A
+# client's ids (``functionCall.id``, ``functionResponse.id``) are content: the API takes any string there.
+_PART = {
+    "thought": BOOLEAN, "thoughtSignature": ENCRYPTED, "inlineData.mimeType": MIME_TYPE, "fileData.mimeType": MIME_TYPE,
+    "functionResponse.willContinue": BOOLEAN, "functionResponse.scheduling": Enum(*api_values.GEMINI_SCHEDULINGS),
+    "executableCode.language": Enum(*api_values.GEMINI_LANGUAGES),
+    "codeExecutionResult.outcome": Enum(*api_values.GEMINI_OUTCOMES),
+    "videoMetadata.startOffset": DURATION, "videoMetadata.endOffset": DURATION, "videoMetadata.fps": NUMBER,
+    "mediaResolution.level": Enum(*api_values.GEMINI_MEDIA_RESOLUTIONS),
+}
+_CONTENT = {"role": Enum("user", "model"), **_under("parts.*", _PART)}
+_VOICE_CONFIG = {"prebuiltVoiceConfig.voiceName": _VOICE}
+_GENERATION = {
+    **{field: NUMBER for field in ("temperature", "topP", "topK", "candidateCount", "maxOutputTokens", "presencePenalty",
+                                   "frequencyPenalty", "seed", "logprobs", "thinkingConfig.thinkingBudget")},
+    "responseMimeType": MIME_TYPE, "responseModalities.*": _MODALITY, "responseLogprobs": BOOLEAN,
+    "enableEnhancedCivicAnswers": BOOLEAN, "thinkingConfig.includeThoughts": BOOLEAN,
+    "thinkingConfig.thinkingLevel": Enum(*api_values.GEMINI_THINKING_LEVELS),
+    "mediaResolution": Enum(*api_values.GEMINI_MEDIA_RESOLUTIONS), "speechConfig.languageCode": _LANGUAGE,
+    **_under("speechConfig.voiceConfig", _VOICE_CONFIG),
+    **_under("speechConfig.multiSpeakerVoiceConfig.speakerVoiceConfigs.*.voiceConfig", _VOICE_CONFIG),
+    "imageConfig.aspectRatio": Enum("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"),
+    "imageConfig.imageSize": Enum("1K", "2K", "4K"),
+}
+REQUEST_NOT_CONTENT = both_spellings({
+    "model": MODEL, "cachedContent": REFERENCE, "safetySettings.*.category": Enum(*api_values.GEMINI_HARM_CATEGORIES),
+    "safetySettings.*.threshold": Enum(*api_values.GEMINI_HARM_THRESHOLDS),
+    "safetySettings.*.method": Enum(*api_values.GEMINI_HARM_METHODS),
+    "toolConfig.functionCallingConfig.mode": Enum(*api_values.GEMINI_CALLING_MODES),
+    **_under("generationConfig", _GENERATION), **_under("contents.*", _CONTENT), **_under("systemInstruction", _CONTENT),
+    "tools.*.functionDeclarations.*.behavior": Enum(*api_values.GEMINI_BEHAVIORS),
     # countTokens / embedContent / batchEmbedContents
-    "taskType", "outputDimensionality", "requests.*.model", "requests.*.taskType", "requests.*.outputDimensionality",
-    "content.role", *(f"content.parts.*.{field}" for field in _PART_IDS), "requests.*.content.role",
-    *(f"requests.*.content.parts.*.{field}" for field in _PART_IDS),
-)
-_CANDIDATE_IDS = ("index", "finishReason", "safetyRatings", "avgLogprobs", "logprobsResult", "tokenCount",
-                  "content.role", *(f"content.parts.*.{field}" for field in _PART_IDS))
-REPLY_NOT_CONTENT = both_spellings(
-    "usageMetadata", "modelVersion", "responseId", "createTime", "promptFeedback.blockReason",
-    "promptFeedback.safetyRatings", *(f"candidates.*.{field}" for field in _CANDIDATE_IDS),
-)
+    "taskType": _TASK_TYPES, "outputDimensionality": NUMBER, "requests.*.model": MODEL,
+    "requests.*.taskType": _TASK_TYPES, "requests.*.outputDimensionality": NUMBER, **_under("content", _CONTENT),
+    **_under("requests.*.content", _CONTENT),
+})
+_RATING = {"category": Enum(*api_values.GEMINI_HARM_CATEGORIES), "probability": Enum(*api_values.GEMINI_HARM_PROBABILITIES),
+           "severity": Enum(*api_values.GEMINI_HARM_SEVERITIES), "blocked": BOOLEAN, "probabilityScore": NUMBER,
+           "severityScore": NUMBER}
+# A reply's parts: the provider's own call ids are issued ids. Its logprobs are its text token by token
+# and their alternatives: content (the numbers are not).
+_REPLY_PART = {**_PART, "functionCall.id": ISSUED_ID}
+_CANDIDATE = {
+    "index": NUMBER, "finishReason": Enum(*api_values.GEMINI_FINISH_REASONS), **_under("safetyRatings.*", _RATING),
+    "avgLogprobs": NUMBER, "tokenCount": NUMBER, "content.role": Enum("user", "model"),
+    **_under("content.parts.*", _REPLY_PART), "logprobsResult.logProbabilitySum": NUMBER,
+    "logprobsResult.chosenCandidates.*.logProbability": NUMBER, "logprobsResult.chosenCandidates.*.tokenId": NUMBER,
+    "logprobsResult.topCandidates.*.candidates.*.logProbability": NUMBER,
+    "logprobsResult.topCandidates.*.candidates.*.tokenId": NUMBER,
+    "urlContextMetadata.urlMetadata.*.urlRetrievalStatus": Enum(*api_values.GEMINI_URL_STATUSES),
+}
+_USAGE = {f"{details}.*.modality": _MODALITY for details in (
+    "promptTokensDetails", "cacheTokensDetails", "candidatesTokensDetails", "toolUsePromptTokensDetails")}
+REPLY_NOT_CONTENT = both_spellings({
+    **_under("usageMetadata", _USAGE), "usageMetadata.trafficType": Enum(*api_values.GEMINI_TRAFFIC_TYPES),
+    "modelVersion": MODEL, "responseId": ISSUED_ID, "createTime": TIMESTAMP,
+    "promptFeedback.blockReason": Enum(*api_values.GEMINI_BLOCKED_REASONS),
+    **_under("promptFeedback.safetyRatings.*", _RATING), **_under("candidates.*", _CANDIDATE),
+}, tokens={"candidates.*.logprobsResult.chosenCandidates": "token"})
 # Some request fields pull stored content into the model's context, see ``references``: cached content,
 # files uploaded to the Files API (``fileData`` naming one), File Search stores.
 SORTER = Sorter(vocabulary.GEMINI)
+_CALL_NODE = REPLY_NOT_CONTENT.at("candidates", 0, "content", "parts", 0, "functionCall")  # a reply's call
 _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
+_LOGPROBS = ("logprobsResult", "logprobs_result")
 _INLINE = ("inlineData", "inline_data")
 _NOT_TEXT = (*_FUNCTION_RESPONSE, *_INLINE)  # a part with these is no text part, whatever text it has
 _SYSTEM = ("systemInstruction", "system_instruction")
@@ -146,10 +216,10 @@ KEY_CARRIERS = KeyCarriers(("x-goog-api-key", "authorization"), ("key", "$key", 
 # Google's system parameters that carry no content, also under their $-names. A field mask is strict
 # lowerCamelCase JSON names, so a free string (capsem_block) is outside it and checked.
 QUERY_PARAMS = QueryParams(known({
-    "alt": re.compile(r"(json|sse|proto|media)(;enum-encoding=int)?"),
-    "fields": re.compile(r"\*|[a-z][A-Za-z0-9]*(?:[./,()*]+[a-z][A-Za-z0-9]*)*[)*]*"),
-    "prettyPrint": BOOLEAN,
-    ".xgafv": enum("1", "2"),  # Google's name is $.xgafv
+    "alt": Id(r"(json|sse|proto|media)(;enum-encoding=int)?", "a reply format"),
+    "fields": Id(r"\*|[a-z][A-Za-z0-9]*(?:[./,()*]+[a-z][A-Za-z0-9]*)*[)*]*", "a field mask"),
+    "prettyPrint": FLAG,
+    ".xgafv": Enum("1", "2"),  # Google's name is $.xgafv
 }, dollar=True), keys=KEY_CARRIERS.params)
 
 
@@ -503,9 +573,10 @@ def _reply_content(content: Any, node: Node | None, texts: list[str], thoughts: 
 
 def _call(call: dict[str, Any]) -> ToolCall:
     arguments = as_dict(call.get("args"))
-    extra = {k: v for k, v in call.items() if k not in ("args", "name", "id", "willContinue", "will_continue")}
-    if extra:
-        arguments = {**arguments, "_other": SORTER.text(extra, None)}
+    extra = {k: v for k, v in call.items() if k not in ("args", "name")}
+    text = SORTER.text(extra, _CALL_NODE) if extra else ""  # its id, fitting its shape, is not
+    if text:
+        arguments = {**arguments, "_other": text}
     return ToolCall(name=as_str(call.get("name")), arguments=arguments, call_id=as_str(call.get("id")))
 
 
@@ -519,6 +590,8 @@ def _candidate_delta(candidate: Any, node: Node | None, view: StreamView) -> Non
         view.finished.append(channel)
     for key, value, below in SORTER.fields(candidate, node, view.content):
         if key != "content":
+            if key in _LOGPROBS:  # the tokens: a text of their own across chunks; all of it, whole, here too
+                view.text.extend(((channel, key, name), text) for name, text in spelled_tokens(value, below) if text)
             SORTER.add(view.content, value, below)
             continue
         for name, item, at in SORTER.fields(value, below, view.content):
@@ -538,6 +611,8 @@ def _part_delta(channel: Any, number: int, part: Any, node: Node | None, view: S
     if isinstance(text, str) and set(data) <= {"text", "thought", "thoughtSignature", "thought_signature"}:
         if text:
             (view.thoughts if data.get("thought") else view.text).append((channel, text))
+        if len(data) > 1:  # the flag and the signature, checked against their shapes
+            SORTER.add(view.content, {k: v for k, v in data.items() if k != "text"}, node)
         return
     call = field(data, *_FUNCTION_CALL)
     if isinstance(call, dict):

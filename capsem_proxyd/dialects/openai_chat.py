@@ -25,7 +25,21 @@ from capsem_proxyd.dialects.base import (
     stream_key,
     upstream_error,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
+from capsem_proxyd.dialects.content import (
+    BOOLEAN,
+    ISSUED_ID,
+    MODEL,
+    NUMBER,
+    OBFUSCATION,
+    REFERENCE,
+    Enum,
+    Node,
+    Paths,
+    Sorter,
+    Surface,
+    joined,
+    spelled_tokens,
+)
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.media_text import Inline, tool_reader
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_stream_usage, openai_usage
@@ -46,29 +60,61 @@ from capsem_proxyd.views import (
 SYSTEM_ROLES = ("system", "developer")
 TOOL_ROLES = ("tool", "function")
 
-REQUEST_NOT_CONTENT = Paths(
-    "model", "stream", "store", "n", "seed", "temperature", "top_p", "frequency_penalty", "presence_penalty",
-    "logprobs", "top_logprobs", "max_tokens", "max_completion_tokens", "parallel_tool_calls", "service_tier",
-    "reasoning_effort", "verbosity", "modalities", "prompt_cache_key", "prompt_cache_retention", "logit_bias",
-    "stream_options", "audio.voice", "audio.format", "response_format.type", "response_format.json_schema.strict",
-    "tool_choice.type", "web_search_options.search_context_size", "web_search_options.user_location.type",
-    "messages.*.role", "messages.*.tool_call_id", "messages.*.tool_calls.*.id", "messages.*.tool_calls.*.type",
-    "messages.*.audio.id", "messages.*.content.*.type", "messages.*.content.*.image_url.detail",
-    "messages.*.content.*.input_audio.format", "messages.*.content.*.file.file_id",
-    "tools.*.type", "tools.*.function.strict", "tools.*.custom.format.type", "tools.*.custom.format.grammar.syntax",
-)
+_ROLES = Enum("system", "developer", "user", "assistant", "tool", "function")
+_TOOL_TYPES = Enum("function", "custom")
+SERVICE_TIERS = Enum("auto", "default", "flex", "scale", "priority")
+EFFORTS = Enum("none", "minimal", "low", "medium", "high", "xhigh")
+LEVELS = Enum("low", "medium", "high")
+VOICES = Enum("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
+              "marin", "cedar")
+CACHE_RETENTIONS = Enum("in-memory", "in_memory", "24h")
+REQUEST_NOT_CONTENT = Paths({
+    "model": MODEL, "stream": BOOLEAN, "store": BOOLEAN, "logprobs": BOOLEAN, "parallel_tool_calls": BOOLEAN,
+    "n": NUMBER, "seed": NUMBER, "temperature": NUMBER, "top_p": NUMBER, "frequency_penalty": NUMBER,
+    "presence_penalty": NUMBER, "top_logprobs": NUMBER, "max_tokens": NUMBER, "max_completion_tokens": NUMBER,
+    "logit_bias.*": NUMBER, "service_tier": SERVICE_TIERS, "reasoning_effort": EFFORTS, "verbosity": LEVELS,
+    "modalities.*": Enum("text", "audio"), "prompt_cache_retention": CACHE_RETENTIONS,
+    "stream_options.include_usage": BOOLEAN, "stream_options.include_obfuscation": BOOLEAN,
+    "audio.voice": VOICES, "audio.format": Enum("wav", "aac", "mp3", "flac", "opus", "pcm16"),
+    "response_format.type": Enum("text", "json_object", "json_schema"), "response_format.json_schema.strict": BOOLEAN,
+    "tool_choice": Enum("none", "auto", "required"), "tool_choice.type": Enum("function", "allowed_tools", "custom"),
+    "tool_choice.allowed_tools.mode": Enum("auto", "required"),
+    "web_search_options.search_context_size": LEVELS, "web_search_options.user_location.type": Enum("approximate"),
+    "messages.*.role": _ROLES, "messages.*.tool_calls.*.type": _TOOL_TYPES, "messages.*.audio.id": REFERENCE,
+    "messages.*.content.*.type": Enum("text", "image_url", "input_audio", "file", "refusal"),
+    "messages.*.content.*.image_url.detail": Enum("auto", "low", "high"),
+    "messages.*.content.*.input_audio.format": Enum("wav", "mp3"), "messages.*.content.*.file.file_id": REFERENCE,
+    "tools.*.type": _TOOL_TYPES, "tools.*.function.strict": BOOLEAN, "tools.*.custom.format.type": Enum("text", "grammar"),
+    "tools.*.custom.format.grammar.syntax": Enum("lark", "regex"),
+})
 # Two of those ids pull stored content into the model's context, see ``references``: a file's, an audio reply's.
-# A reply's: ``logprobs`` repeats the choice's text token by token (the text itself is checked).
-REPLY_NOT_CONTENT = Paths(
-    "id", "object", "created", "model", "system_fingerprint", "service_tier", "usage", "obfuscation",
-    "choices.*.index", "choices.*.finish_reason", "choices.*.logprobs", "choices.*.message.role",
-    "choices.*.message.tool_calls.*.id", "choices.*.message.tool_calls.*.type", "choices.*.message.audio.id",
-    "choices.*.message.audio.expires_at", "choices.*.message.annotations.*.type",
-    "choices.*.message.annotations.*.url_citation.start_index", "choices.*.message.annotations.*.url_citation.end_index",
-    "choices.*.delta.role", "choices.*.delta.tool_calls.*.index", "choices.*.delta.tool_calls.*.id",
-    "choices.*.delta.tool_calls.*.type", "choices.*.delta.audio.id", "choices.*.delta.audio.expires_at",
-)
+# A client's own ids (``tool_call_id``, ``tool_calls[].id``) are content: the provider takes any string there.
+# A reply's logprobs are its text token by token, and their alternatives: content (the numbers are not).
+# Token counts (numbers: no content; declared so their names are the API's words, which its vocabulary lacks).
+USAGE = {f"usage.{field}": NUMBER for field in (
+    "prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details.cached_tokens",
+    "prompt_tokens_details.audio_tokens", "completion_tokens_details.reasoning_tokens",
+    "completion_tokens_details.audio_tokens", "completion_tokens_details.accepted_prediction_tokens",
+    "completion_tokens_details.rejected_prediction_tokens")}
+_LOGPROBS = {f"{kind}.*.{field}": NUMBER for kind in ("content", "refusal") for field in
+             ("logprob", "bytes.*", "top_logprobs.*.logprob", "top_logprobs.*.bytes.*")}
+REPLY_NOT_CONTENT = Paths({
+    "id": ISSUED_ID, "object": Enum("chat.completion", "chat.completion.chunk"), "created": NUMBER, "model": MODEL,
+    "system_fingerprint": ISSUED_ID, "service_tier": SERVICE_TIERS, "obfuscation": OBFUSCATION, **USAGE,
+    "choices.*.index": NUMBER,
+    "choices.*.finish_reason": Enum("stop", "length", "tool_calls", "content_filter", "function_call"),
+    **{f"choices.*.logprobs.{path}": shape for path, shape in _LOGPROBS.items()},
+    "choices.*.message.role": Enum("assistant"), "choices.*.message.tool_calls.*.id": ISSUED_ID,
+    "choices.*.message.tool_calls.*.type": _TOOL_TYPES, "choices.*.message.audio.id": ISSUED_ID,
+    "choices.*.message.audio.expires_at": NUMBER, "choices.*.message.annotations.*.type": Enum("url_citation"),
+    "choices.*.message.annotations.*.url_citation.start_index": NUMBER,
+    "choices.*.message.annotations.*.url_citation.end_index": NUMBER,
+    "choices.*.delta.role": _ROLES, "choices.*.delta.tool_calls.*.index": NUMBER,
+    "choices.*.delta.tool_calls.*.id": ISSUED_ID, "choices.*.delta.tool_calls.*.type": _TOOL_TYPES,
+    "choices.*.delta.audio.id": ISSUED_ID, "choices.*.delta.audio.expires_at": NUMBER,
+}, tokens={"choices.*.logprobs.content": "token", "choices.*.logprobs.refusal": "token"})
 SORTER = Sorter(vocabulary.OPENAI_CHAT)
+_DELTA_CALL = REPLY_NOT_CONTENT.at("choices", 0, "delta", "tool_calls", 0)  # a streamed tool call's own fields
 _DELTA_TEXT = ("content", "refusal")
 _DELTA_THOUGHTS = ("reasoning_content", "reasoning")
 
@@ -233,6 +279,8 @@ def _choice_delta(choice: Any, node: Node | None, view: StreamView) -> None:
         if key == "delta":
             _delta(channel, value, below, view)
         else:
+            if key == "logprobs":  # the tokens: a text of their own across chunks; all of it, whole, here too
+                view.text.extend(((channel, key, name), text) for name, text in spelled_tokens(value, below) if text)
             SORTER.add(view.content, value, below)
 
 
@@ -270,11 +318,11 @@ def _fragment(channel: Any, call: dict[str, Any]) -> ToolFragment:
     """A streamed piece of a function or custom tool call; whatever else it carries is checked with it."""
     function = as_dict(call.get("function")) or as_dict(call.get("custom"))
     arguments = function.get("arguments", function.get("input"))
-    extra = {k: v for k, v in call.items() if k not in ("index", "id", "type", "function", "custom")}
+    extra = {k: v for k, v in call.items() if k not in ("function", "custom")}
     extra.update({k: v for k, v in function.items() if k not in ("name", "arguments", "input")})
     text = as_str(arguments)
-    if extra:  # fields we do not know: part of what the call carries
-        text += SORTER.text(extra, None)
+    if extra:  # fields we do not know, and an id or type outside its shape: part of what the call carries
+        text += SORTER.text(extra, _DELTA_CALL)
     return ToolFragment(
         key=(channel, stream_key(call.get("index", 0))),
         name=function.get("name") or None,
@@ -301,10 +349,11 @@ def _tool_call(call: Any, node: Node | None) -> ToolCall:
     function = as_dict(call.get("function")) or as_dict(call.get("custom"))
     raw = function.get("arguments", function.get("input"))
     arguments = parse_arguments(raw) if "arguments" in function else ({"input": raw} if isinstance(raw, str) else {})
-    extra: dict[str, Any] = {k: v for k, v in call.items() if k not in ("id", "type", "function", "custom")}
+    extra: dict[str, Any] = {k: v for k, v in call.items() if k not in ("function", "custom")}
     extra.update({k: v for k, v in function.items() if k not in ("name", "arguments", "input")})
-    if extra:
-        arguments = {**arguments, "_other": SORTER.text(extra, None)}
+    text = SORTER.text(extra, node) if extra else ""  # its id and type, fitting their shapes, are not
+    if text:
+        arguments = {**arguments, "_other": text}
     return ToolCall(name=as_str(function.get("name")), arguments=arguments, call_id=as_str(call.get("id")))
 
 

@@ -10,7 +10,6 @@ read as text too: ``media_text.py``); adjacent text parts are one text
 from __future__ import annotations
 
 import mimetypes
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +23,7 @@ from capsem_proxyd.dialects.base import (
     parse_usage_event,
     reply_usage,
 )
-from capsem_proxyd.dialects.content import Node, Sorter
+from capsem_proxyd.dialects.content import Id, Node, Sorter
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.media_text import Inline
 from capsem_proxyd.dialects.query import KeyCarriers, QueryParams
@@ -43,7 +42,7 @@ _ERROR_TYPES: dict[ErrorKind, str] = {
     ErrorKind.UPSTREAM_ERROR: "api_error",
     ErrorKind.UPSTREAM_TIMEOUT: "timeout_error",
 }
-API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?|preview|latest|v1")
+API_VERSION = Id(r"\d{4}-\d{2}-\d{2}(-preview)?|preview|latest|v1", "an Azure API version")
 _AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav"}
 
 

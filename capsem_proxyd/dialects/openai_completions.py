@@ -10,21 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from capsem_proxyd.dialects.base import json_object_event, stream_key, upstream_error
-from capsem_proxyd.dialects.content import Paths, joined
+from capsem_proxyd.dialects.content import BOOLEAN, ISSUED_ID, MODEL, NUMBER, Enum, Paths, joined
 from capsem_proxyd.dialects.framing import StreamEvent
-from capsem_proxyd.dialects.openai_chat import SORTER
+from capsem_proxyd.dialects.openai_chat import SORTER, USAGE
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, openai_stream_usage, openai_usage
 from capsem_proxyd.dialects.openai_inputs import token_ids_as_text
 from capsem_proxyd.views import ALL_CHANNELS, EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
-REQUEST_NOT_CONTENT = Paths(
-    "model", "stream", "stream_options", "n", "best_of", "echo", "logprobs", "max_tokens", "temperature", "top_p",
-    "frequency_penalty", "presence_penalty", "seed", "logit_bias",
-)
-REPLY_NOT_CONTENT = Paths(
-    "id", "object", "created", "model", "system_fingerprint", "usage", "choices.*.index", "choices.*.finish_reason",
-    "choices.*.logprobs",
-)
+REQUEST_NOT_CONTENT = Paths({
+    "model": MODEL, "stream": BOOLEAN, "echo": BOOLEAN, "stream_options.include_usage": BOOLEAN,
+    "stream_options.include_obfuscation": BOOLEAN, "n": NUMBER, "best_of": NUMBER, "logprobs": NUMBER,
+    "max_tokens": NUMBER, "temperature": NUMBER, "top_p": NUMBER, "frequency_penalty": NUMBER,
+    "presence_penalty": NUMBER, "seed": NUMBER, "logit_bias.*": NUMBER,
+})
+# ``logprobs.tokens`` and the keys of ``logprobs.top_logprobs`` are the text token by token: content.
+REPLY_NOT_CONTENT = Paths({
+    "id": ISSUED_ID, "object": Enum("text_completion"), "created": NUMBER, "model": MODEL,
+    "system_fingerprint": ISSUED_ID, **USAGE, "choices.*.index": NUMBER,
+    "choices.*.finish_reason": Enum("stop", "length", "content_filter"),
+    "choices.*.logprobs.token_logprobs.*": NUMBER, "choices.*.logprobs.text_offset.*": NUMBER,
+    "choices.*.logprobs.top_logprobs.*.*": NUMBER,
+}, tokens={"choices.*.logprobs.tokens": ""})
 
 
 class OpenAICompletionsDialect(OpenAIDialect):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from capsem_proxyd.dialects.content import Paths
+from capsem_proxyd.dialects.content import MODEL, NUMBER, Enum, Paths
 from capsem_proxyd.dialects.framing import StreamEvent
 from capsem_proxyd.dialects.media_text import Inline
 from capsem_proxyd.dialects.openai_chat import SORTER
@@ -20,7 +20,10 @@ from capsem_proxyd.dialects.token_ids import decode_token_ids, is_token_ids
 from capsem_proxyd.errors import bad_request
 from capsem_proxyd.views import EMPTY_STREAM_VIEW, RequestView, ResponseView, StreamView, Usage
 
-REQUEST_NOT_CONTENT = Paths("model", "encoding_format", "dimensions", "input.*.type", "input.*.image_url.detail")
+REQUEST_NOT_CONTENT = Paths({
+    "model": MODEL, "encoding_format": Enum("float", "base64"), "dimensions": NUMBER,
+    "input.*.type": Enum("text", "image_url"), "input.*.image_url.detail": Enum("auto", "low", "high"),
+})
 
 
 def token_ids_as_text(value: Any, model: str, what: str) -> Any:

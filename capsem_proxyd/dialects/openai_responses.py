@@ -15,7 +15,8 @@ In a stream, deltas grow the text; every event that carries text whole (an
 ``output_item.done``, a ``*.done`` event, ``response.completed`` with the
 whole output, an event type we do not know) is checked whole before it goes.
 The request's own fields that a reply echoes (``tools``, ``instructions``,
-``metadata``...) were checked as the request and are not checked again.
+``metadata``...) are checked again: they are the provider's words now, and
+only their scalar settings are declared (no object is declared whole).
 
 The API stores replies (``store`` defaults to true) and lets later requests
 pull stored content back in: ``references`` finds where a request does, and
@@ -30,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from capsem_proxyd.dialects import vocabulary
+from capsem_proxyd.dialects import api_values, vocabulary
 from capsem_proxyd.dialects.base import (
     as_dict,
     as_str,
@@ -39,12 +40,31 @@ from capsem_proxyd.dialects.base import (
     parse_arguments,
     parse_usage_event,
     reply_usage,
+    sealed_digest,
     stream_key,
     upstream_error,
 )
-from capsem_proxyd.dialects.content import Node, Paths, Sorter, Surface, joined
+from capsem_proxyd.dialects.content import (
+    BASE64,
+    BOOLEAN,
+    ENCRYPTED,
+    ISSUED_ID,
+    MODEL,
+    NUMBER,
+    OBFUSCATION,
+    REFERENCE,
+    Enum,
+    Id,
+    Node,
+    Paths,
+    Sorter,
+    Surface,
+    joined,
+    spelled_tokens,
+)
 from capsem_proxyd.dialects.framing import StreamEvent, encode_sse
 from capsem_proxyd.dialects.media_text import Inline, tool_reader
+from capsem_proxyd.dialects.openai_chat import CACHE_RETENTIONS, EFFORTS, LEVELS, SERVICE_TIERS
 from capsem_proxyd.dialects.openai_common import OpenAIDialect, add_parts, openai_error_body
 from capsem_proxyd.errors import ErrorKind, ProxyError
 from capsem_proxyd.views import (
@@ -53,6 +73,7 @@ from capsem_proxyd.views import (
     MediaPart,
     RequestView,
     ResponseView,
+    StoredItem,
     StoredReference,
     StreamView,
     ToolCall,
@@ -63,22 +84,44 @@ from capsem_proxyd.views import (
 )
 
 SORTER = Sorter(vocabulary.OPENAI_RESPONSES)
-_ITEM_IDS = ("type", "id", "call_id", "status", "role", "encrypted_content", "approval_request_id")
-REQUEST_NOT_CONTENT = Paths(
-    "model", "stream", "store", "background", "temperature", "top_p", "top_logprobs", "max_output_tokens",
-    "max_tool_calls", "parallel_tool_calls", "previous_response_id", "service_tier", "truncation", "include",
-    "reasoning.effort", "reasoning.summary", "reasoning.generate_summary", "prompt_cache_key",
-    "prompt_cache_retention", "stream_options", "text.format.type", "text.format.strict", "text.verbosity",
-    "tool_choice.type", "tool_choice.mode", "conversation", "prompt.id", "prompt.version",
-    *(f"input.*.{field}" for field in _ITEM_IDS),
-    "input.*.content.*.type", "input.*.content.*.detail", "input.*.content.*.file_id",
-    "input.*.content.*.annotations.*.type", "input.*.content.*.logprobs", "input.*.summary.*.type",
-    "input.*.output.*.type", "input.*.output.*.detail", "input.*.output.*.file_id",
-    "tools.*.type", "tools.*.strict", "tools.*.headers", "tools.*.authorization", "tools.*.container",
-    "tools.*.vector_store_ids", "tools.*.display_width", "tools.*.display_height", "tools.*.environment",
-    "tools.*.max_num_results", "tools.*.search_context_size", "tools.*.user_location.type", "tools.*.format.type",
-    "tools.*.format.syntax",
-)
+TYPES = Enum(*api_values.OPENAI_TYPES, name="a type name of the openai SDK")
+_STATUS = Enum("in_progress", "completed", "incomplete", "failed", "cancelled", "queued", "searching",
+               "generating", "interpreting", "calling")
+_INCLUDES = Enum("file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+                 "message.input_image.image_url", "computer_call_output.output.image_url",
+                 "code_interpreter_call.outputs", "reasoning.encrypted_content", "message.output_text.logprobs")
+# The settings a request takes and a reply echoes (the echo is checked again: a reply is the provider's).
+_SETTINGS = {
+    "model": MODEL, "stream": BOOLEAN, "store": BOOLEAN, "background": BOOLEAN, "parallel_tool_calls": BOOLEAN,
+    "temperature": NUMBER, "top_p": NUMBER, "top_logprobs": NUMBER, "max_output_tokens": NUMBER,
+    "max_tool_calls": NUMBER, "service_tier": SERVICE_TIERS, "truncation": Enum("auto", "disabled"),
+    "prompt_cache_retention": CACHE_RETENTIONS, "reasoning.effort": EFFORTS,
+    "reasoning.summary": Enum("auto", "concise", "detailed"), "reasoning.generate_summary": Enum("auto", "concise", "detailed"),
+    "text.format.type": Enum("text", "json_schema", "json_object"), "text.format.strict": BOOLEAN,
+    "text.verbosity": LEVELS, "tool_choice": Enum("none", "auto", "required"), "tool_choice.type": TYPES,
+    "tool_choice.mode": Enum("auto", "required"), "prompt.version": Id(r"[0-9]{1,12}", "a version number"),
+    **{f"tools.*.{field}": shape for field, shape in {
+        "type": TYPES, "strict": BOOLEAN, "container.type": TYPES, "container.file_ids.*": REFERENCE,
+        "container.memory_limit": Enum("1g", "4g", "16g", "64g"), "vector_store_ids.*": REFERENCE,
+        "display_width": NUMBER, "display_height": NUMBER,
+        "environment": Enum("windows", "mac", "linux", "ubuntu", "browser"), "environment.type": TYPES,
+        "max_num_results": NUMBER, "search_context_size": LEVELS, "user_location.type": Enum("approximate"),
+        "format.type": Enum("text", "grammar"), "format.syntax": Enum("lark", "regex"),
+        "require_approval": Enum("always", "never"),
+    }.items()},
+}
+# An input item's own fields: its type, status and role, the blob the provider sealed. A client's ids
+# (an item's ``id``, ``call_id``, ``approval_request_id``) are content: the API takes any string there.
+_PARTS = {"type": TYPES, "detail": Enum("auto", "low", "high", "original"), "file_id": REFERENCE,
+          "annotations.*.type": TYPES, "logprobs.*.logprob": NUMBER, "logprobs.*.top_logprobs.*.logprob": NUMBER}
+_ITEM = {"type": TYPES, "status": _STATUS, "role": Enum("user", "assistant", "system", "developer"),
+         "encrypted_content": ENCRYPTED, **{f"content.*.{path}": shape for path, shape in _PARTS.items()},
+         "summary.*.type": TYPES, **{f"output.*.{path}": shape for path, shape in _PARTS.items()}}
+REQUEST_NOT_CONTENT = Paths(_SETTINGS, {
+    "previous_response_id": REFERENCE, "include.*": _INCLUDES, "stream_options.include_obfuscation": BOOLEAN,
+    "conversation": REFERENCE, "conversation.id": REFERENCE, "prompt.id": REFERENCE,
+    **{f"input.*.{path}": shape for path, shape in _ITEM.items()},
+})
 # Some of those ids pull stored content into the model's context, see ``references``: the previous
 # response, a conversation, an item by id, a stored prompt, uploaded files, vector stores, containers and
 # skills, provider-run MCP servers. They are no text to check; they are references.
@@ -88,24 +131,33 @@ _DELIVERED = frozenset({"completed", "incomplete"})
 # The stream events that carry the response object (its id, its status).
 _LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_progress", "response.completed",
                         "response.incomplete"})
-# A reply: the request fields it echoes, ids, status, usage, and what repeats the text (logprobs).
-_ECHOED = ("id", "object", "created_at", "completed_at", "model", "status", "incomplete_details", "usage",
-           "service_tier", "previous_response_id", "conversation", "prompt_cache_key", "prompt_cache_retention",
-           "safety_identifier", "user", "parallel_tool_calls", "temperature", "top_p", "top_logprobs",
-           "max_output_tokens", "max_tool_calls", "truncation", "store", "background", "reasoning", "text",
-           "tool_choice", "tools", "instructions", "metadata", "prompt", "error", "billing")
-_OUTPUT_IDS = (*(f"output.*.{field}" for field in _ITEM_IDS), "output.*.content.*.type",
-               "output.*.content.*.logprobs", "output.*.content.*.annotations.*.type",
-               "output.*.content.*.annotations.*.start_index", "output.*.content.*.annotations.*.end_index",
-               "output.*.content.*.annotations.*.index", "output.*.summary.*.type", "output.*.content.*.id")
-REPLY_NOT_CONTENT = Paths(*_ECHOED, *_OUTPUT_IDS)
-EVENT_NOT_CONTENT = Paths(
-    "type", "sequence_number", "item_id", "output_index", "content_index", "summary_index", "obfuscation",
-    "logprobs", "partial_image_index", "partial_image_b64", *(f"response.{field}" for field in _ECHOED),
-    *(f"response.{path}" for path in _OUTPUT_IDS), *(f"item.{field}" for field in _ITEM_IDS),
-    "item.content.*.type", "item.content.*.logprobs", "item.summary.*.type", "part.type", "part.logprobs",
-    "part.annotations.*.type", "annotation.type", "annotation_index",
-)
+# A reply: its ids, status and the settings it echoes; an output item's ids (the provider's own, in a reply).
+# Its logprobs are its text token by token, and their alternatives: content (the numbers are not).
+_REPLY = {
+    **_SETTINGS, "id": ISSUED_ID, "object": Enum("response"), "created_at": NUMBER, "completed_at": NUMBER,
+    "status": _STATUS, "incomplete_details.reason": Enum("max_output_tokens", "content_filter"),
+    "previous_response_id": ISSUED_ID, "conversation.id": ISSUED_ID, "prompt.id": ISSUED_ID,
+    "billing.payer": Enum("developer", "openai"),
+    **{f"usage.{field}": NUMBER for field in ("input_tokens", "output_tokens", "total_tokens",
+                                              "input_tokens_details.cached_tokens",
+                                              "output_tokens_details.reasoning_tokens")},
+}
+_OUTPUT = {**_ITEM, "id": ISSUED_ID, "call_id": ISSUED_ID, "approval_request_id": ISSUED_ID, "role": Enum("assistant"),
+           "content.*.id": ISSUED_ID, "content.*.annotations.*.start_index": NUMBER,
+           "content.*.annotations.*.end_index": NUMBER, "content.*.annotations.*.index": NUMBER}
+REPLY_NOT_CONTENT = Paths(_REPLY, {f"output.*.{path}": shape for path, shape in _OUTPUT.items()},
+                          tokens={"output.*.content.*.logprobs": "token"})
+EVENT_NOT_CONTENT = Paths({
+    "type": TYPES, "sequence_number": NUMBER, "item_id": ISSUED_ID, "output_index": NUMBER, "content_index": NUMBER,
+    "summary_index": NUMBER, "obfuscation": OBFUSCATION, "partial_image_index": NUMBER, "partial_image_b64": BASE64,
+    "annotation_index": NUMBER, "logprobs.*.logprob": NUMBER, "logprobs.*.top_logprobs.*.logprob": NUMBER,
+    **{f"response.{path}": shape for path, shape in _REPLY.items()},
+    **{f"response.output.*.{path}": shape for path, shape in _OUTPUT.items()},
+    **{f"item.{path}": shape for path, shape in _OUTPUT.items()},
+    **{f"part.{path}": shape for path, shape in _PARTS.items()}, "part.id": ISSUED_ID,
+    "annotation.type": TYPES,
+}, tokens={"logprobs": "token", "response.output.*.content.*.logprobs": "token", "item.content.*.logprobs": "token",
+           "part.logprobs": "token"})
 _RESULT_ITEMS = frozenset({"function_call_output", "custom_tool_call_output", "computer_call_output",
                            "local_shell_call_output", "shell_call_output", "apply_patch_call_output"})
 _CALL_ITEMS = frozenset({"function_call", "custom_tool_call", "mcp_call"})
@@ -210,6 +262,9 @@ class OpenAIResponsesDialect(OpenAIDialect):
             return None
         return as_str(reply.get("id")) or None
 
+    def stored_items(self, reply: Any) -> tuple[StoredItem, ...]:
+        return delivered_items(as_dict(reply).get("output"))
+
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
         prompt: list[str] = []
@@ -257,6 +312,9 @@ class OpenAIResponsesDialect(OpenAIDialect):
             delta = payload.get("delta")
             if isinstance(delta, str) and delta:
                 (view.thoughts if kind in _THOUGHT_DELTAS else view.text).append((channel, delta))
+            if payload.get("logprobs"):  # the tokens: a text of their own across events (and whole, in _rest)
+                view.text.extend(((TEXT, "logprobs"), text)
+                                 for _, text in spelled_tokens(payload["logprobs"], _EVENT_FIELDS.get("logprobs")) if text)
             _rest(payload, ("delta",), view)
             return view
         key = (TEXT, stream_key(payload.get("output_index")))
@@ -277,7 +335,7 @@ class OpenAIResponsesDialect(OpenAIDialect):
                 view = StreamView(tool_fragments=[_fragment(key, item, replace=kind.endswith(".done"))])
                 if kind.endswith(".done"):
                     view.tool_closes.append(key)
-                extra = {k: v for k, v in item.items() if k not in ("arguments", "input", "name", *_ITEM_IDS)}
+                extra = {k: v for k, v in item.items() if k not in _CALL_FIELDS}
                 if extra:  # whatever else the call item carries: whole in this event
                     SORTER.add(view.content, {"item": extra}, EVENT_NOT_CONTENT.root)
                 _rest(payload, ("item",), view)
@@ -324,6 +382,13 @@ def references(body: dict[str, Any]) -> list[StoredReference]:
         kind = item.get("type")
         if kind == "item_reference" or (kind is None and "role" not in item and "id" in item):
             found.append(StoredReference(f"input[{number}].id", "item", _id(item.get("id"))))
+        elif kind in _SEALED_ITEMS and item.get("encrypted_content") is None and item.get("id") is not None:
+            # Reasoning or a compaction named by id alone: the provider puts the stored item back.
+            found.append(StoredReference(f"input[{number}].id", "item", _id(item.get("id"))))
+        elif kind == "compaction" and item.get("encrypted_content") is not None:
+            # A compaction's sealed summary of a conversation: only one this proxy delivered.
+            found.append(StoredReference(f"input[{number}].encrypted_content", "sealed",
+                                         sealed_digest(item.get("encrypted_content"))))
         for key in ("content", "output"):  # a message's parts; a tool output's parts
             parts = item.get(key)
             for index, part in enumerate(parts if isinstance(parts, list) else ()):
@@ -372,6 +437,26 @@ def _container_references(value: Any, where: str, found: list[StoredReference]) 
                                      as_str(skill.get("skill_id")) or as_str(skill.get("name"))))
 
 
+# Output items a later request may name by id alone, the provider then putting the stored item back;
+# a compaction also travels sealed (``encrypted_content``), a summary of the conversation it replaces.
+_SEALED_ITEMS = frozenset({"reasoning", "compaction"})
+
+
+def delivered_items(output: Any) -> tuple[StoredItem, ...]:
+    """What a reply's output delivers that a later request may name: its reasoning's and compactions'
+    ids, and each compaction's sealed summary (by digest). Recorded only once the reply went out whole
+    and checked. (Other items named by id, ``item_reference``, stay refused in checked mode.)"""
+    items: list[StoredItem] = []
+    for item in output if isinstance(output, list) else ():
+        if not isinstance(item, dict) or item.get("type") not in _SEALED_ITEMS:
+            continue
+        if isinstance(item.get("id"), str) and item["id"]:
+            items.append(StoredItem("item", item["id"]))
+        if item.get("type") == "compaction" and item.get("encrypted_content") is not None:
+            items.append(StoredItem("sealed", sealed_digest(item["encrypted_content"])))
+    return tuple(items)
+
+
 def _id(value: Any) -> str:
     """An id as the request gives it (anything but a string: no usable id)."""
     return value if isinstance(value, str) else ""
@@ -383,6 +468,8 @@ def _stored(kind: str, response: dict[str, Any], view: StreamView) -> None:
         return
     view.stored_id = as_str(response.get("id"))
     view.stored_final = kind in _FINAL and response.get("status") in _DELIVERED
+    if view.stored_final:
+        view.stored_items = delivered_items(response.get("output"))
 
 
 def _input_item(item: Any, node: Node | None, view: RequestView, prompt: list[str], system: list[str],
@@ -435,9 +522,10 @@ def _output_item(item: Any, node: Node | None, view: ResponseView, texts: list[s
 def _call(item: dict[str, Any], node: Node | None) -> ToolCall:
     raw = item.get("arguments", item.get("input"))
     arguments = parse_arguments(raw) if "arguments" in item else ({"input": raw} if isinstance(raw, str) else {})
-    extra = {k: v for k, v in item.items() if k not in ("arguments", "input", "name", *_ITEM_IDS)}
-    if extra:
-        arguments = {**arguments, "_other": SORTER.text(extra, None)}
+    extra = {k: v for k, v in item.items() if k not in _CALL_FIELDS}
+    text = SORTER.text(extra, node) if extra else ""  # its ids and type, when they fit their shapes, are not
+    if text:
+        arguments = {**arguments, "_other": text}
     return ToolCall(name=as_str(item.get("name")), arguments=arguments, call_id=as_str(item.get("call_id")))
 
 
@@ -482,14 +570,21 @@ def _output_text(payload: dict[str, Any]) -> str:
     return "".join(texts) if len(texts) > 1 else ""
 
 
-_EVENT_FIELDS = frozenset({"type", "sequence_number", "item_id", "output_index", "content_index", "summary_index",
-                           "obfuscation", "logprobs"})
+_CALL_FIELDS = ("arguments", "input", "name")  # what a call item's tool call is made of
+_EVENT_FIELDS = EVENT_NOT_CONTENT.root.children  # an event's own fields, by name (no ``*`` at its top)
 
 
 def _rest(payload: dict[str, Any], taken: tuple[str, ...], view: StreamView) -> None:
-    """Whatever else an event we read carries is checked whole (ids, indexes and the like are not content)."""
-    for key in payload:
-        if key not in taken and key not in _EVENT_FIELDS:
+    """Whatever else an event we read carries is checked whole (ids, indexes and the like, when they fit
+    their declared shapes, are not content: an event of only those is not walked at all)."""
+    for key, value in payload.items():
+        if key in taken:
+            continue
+        node = _EVENT_FIELDS.get(key)  # None: a key the events do not have, content itself
+        if node is not None and (not isinstance(value, (str, list, dict)) or not value):
+            continue  # numbers, booleans, null and empty values (the usual logprobs list) are never content
+        fits = node.fits if node is not None else None
+        if fits is None or type(value) is not str or not fits(value):
             rest = {key: value for key, value in payload.items() if key not in taken}
             SORTER.add(view.content, rest, EVENT_NOT_CONTENT.root)
             return

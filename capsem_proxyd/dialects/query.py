@@ -22,11 +22,11 @@ escapes and ``+`` decoded, pairs split on ``&``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+from capsem_proxyd.dialects.content import Enum, Shape
 from capsem_proxyd.errors import ErrorCode, ProxyError, bad_request
 
 
@@ -77,7 +77,7 @@ class QueryParams:
     """The query parameters an API knows: each name with the shape its value must fully match
     to be no content, and the names that carry a key (never content)."""
 
-    shapes: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+    shapes: Mapping[str, Shape] = field(default_factory=dict)
     keys: tuple[str, ...] = ()
 
     def content(self, pairs: Iterable[tuple[str, str]]) -> list[str]:
@@ -87,17 +87,13 @@ class QueryParams:
             if name in self.keys:
                 continue
             shape = self.shapes.get(name)
-            if shape is None or shape.fullmatch(value) is None:
+            if shape is None or shape.fits is None or not shape.fits(value):
                 found.append(f"{name}={value}")
         return found
 
 
-def enum(*members: str) -> re.Pattern[str]:
-    """The shape of a value that is one of ``members``."""
-    return re.compile("|".join(map(re.escape, members)))
-
-
-BOOLEAN = enum("true", "false")
+# A flag in a query string is a word, not JSON's boolean (which no string fits).
+FLAG = Enum("true", "false")
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +142,6 @@ def _credential(header: str, value: str) -> str:
     return value.strip()
 
 
-def known(params: dict[str, re.Pattern[str]], *, dollar: bool = False) -> dict[str, re.Pattern[str]]:
+def known(params: dict[str, Shape], *, dollar: bool = False) -> dict[str, Shape]:
     """``params``, and with ``dollar`` each also under its ``$``-prefixed name (Google's system parameters)."""
     return {**params, **{f"${name}": shape for name, shape in params.items()}} if dollar else params

@@ -243,7 +243,8 @@ class Pipeline:
             exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
         outcome = stricter(outcome, await engine.check_response(exchange, route.dialect.response_view(reply_body)))
         if keep and (response_id := route.dialect.stored_reply(reply_body)) is not None:
-            await self.stored.delivered(exchange, response_id)  # before the client can name it
+            # before the client can name it (or its items)
+            await self.stored.delivered(exchange, response_id, route.dialect.stored_items(reply_body))
         return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
 
     async def _check_error_body(

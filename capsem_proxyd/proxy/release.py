@@ -67,7 +67,7 @@ import orjson
 
 from capsem_proxyd.dialects.base import parse_arguments
 from capsem_proxyd.policies.holdback import Matcher
-from capsem_proxyd.views import ALL_CHANNELS, StreamView, ToolCall, ToolFragment
+from capsem_proxyd.views import ALL_CHANNELS, StoredItem, StreamView, ToolCall, ToolFragment
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +240,7 @@ class StreamRelease:
         self.new_matcher = new_matcher
         self.keeps_stored = keeps_stored
         self.stored_id = ""  # the id the stream states for a reply the provider stores
+        self.stored_items: tuple[StoredItem, ...] = ()  # what else it delivers that requests may name
         self.started = False  # an event went out (the shell frames its error event by it)
         self._channels: dict[tuple[Any, bool], _Channel] = {}
         self._calls: dict[Any, _OpenCall] = {}
@@ -272,6 +273,7 @@ class StreamRelease:
         if self.keeps_stored and view.stored_id:
             self.stored_id = self.stored_id or view.stored_id
             final = view.stored_final
+            self.stored_items += view.stored_items
         self._pending.append(_Pending(raw, tuple(ends), keys, final, ALL_CHANNELS in view.finished))
         for key in view.tool_closes:
             self._close_call(key, checks)

@@ -12,7 +12,9 @@ that reply, unblocked, to the same tenant. This module is the memory of it:
   each tenant to one of them instead (README, "Scaling out").
 * One row per (tenant, reply id): when it was recorded and whether it is
   usable; a stream blocked or cut after its id went out is withdrawn (a row
-  that stays unusable, whatever comes later).
+  that stays unusable, whatever comes later). A reply's output items have
+  rows beside it (``item:<id>``), and a compaction's sealed summary one by
+  its digest (``sealed:sha256:<hex>``).
 * Bounded: a row older than ``max_age`` is neither admitted nor kept, and
   beyond ``max_entries`` rows the oldest go first (row ids grow with every
   insert, so "the newest ``max_entries``" is a range of row ids: one indexed
@@ -82,13 +84,14 @@ class ResponseStore:
         self._connection: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
 
-    async def record(self, tenant: str, response_id: str) -> None:
-        """``response_id`` was delivered whole and unblocked to ``tenant``: later requests may name it."""
-        await self._run(self._write, tenant, response_id, True)
+    async def record(self, tenant: str, *response_ids: str) -> None:
+        """``response_ids`` (a reply's, its items') were delivered whole and unblocked to ``tenant``: later
+        requests may name them. One transaction for them all."""
+        await self._run(self._write, tenant, response_ids, True)
 
-    async def withdraw(self, tenant: str, response_id: str) -> None:
-        """``response_id``'s reply was blocked or cut: never usable, even if it was recorded before."""
-        await self._run(self._write, tenant, response_id, False)
+    async def withdraw(self, tenant: str, *response_ids: str) -> None:
+        """``response_ids``' reply was blocked or cut: never usable, even if recorded before."""
+        await self._run(self._write, tenant, response_ids, False)
 
     async def usable(self, tenant: str, response_id: str) -> bool | None:
         """True: delivered to ``tenant`` and not expired; False: withdrawn; None: unknown (or expired)."""
@@ -126,7 +129,7 @@ class ResponseStore:
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
         return await trio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
-    def _write(self, tenant: str, response_id: str, usable: bool) -> None:
+    def _write(self, tenant: str, response_ids: tuple[str, ...], usable: bool) -> None:
         connection = self.open()
         now = self.clock()
         if not usable:
@@ -134,7 +137,7 @@ class ResponseStore:
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.execute(_UPSERT, (tenant, response_id, now, int(usable)))
+                connection.executemany(_UPSERT, [(tenant, key, now, int(usable)) for key in response_ids])
                 connection.execute("DELETE FROM relayed WHERE seq <= (SELECT MAX(seq) FROM relayed) - ?",
                                    (self.max_entries,))
                 connection.execute("DELETE FROM relayed WHERE recorded < ?", (now - self.max_age,))

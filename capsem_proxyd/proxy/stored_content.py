@@ -7,13 +7,17 @@ MCP servers. The provider resolves the name and the model reads the content;
 no policy did. Each dialect declares where its API puts such references
 (``Dialect.references``); this module decides what happens to them:
 
-* ``checked`` (the default): only a reply id this proxy itself delivered,
-  unblocked, to the same tenant is admitted (``ResponseStore``); anything
-  else is refused with a 403 naming the field. A reply id is recorded when a
-  JSON reply passes its checks, or just before the event that completes a
-  stream goes out (so a client that follows up at once finds it); a stream
-  blocked or cut after its id went out is withdrawn. Requests that ask the
-  provider not to store (``store: false``) record nothing.
+* ``checked`` (the default): only what this proxy itself delivered,
+  unblocked, to the same tenant is admitted (``ResponseStore``): a reply by
+  its id, one of its output items by id (reasoning or a compaction named by
+  id alone, an ``item_reference``), a compaction's sealed summary by its
+  digest; anything else is refused with a 403 naming the field. A reply is
+  recorded, with its items, when a JSON reply passes its checks, or just
+  before the event that completes a stream goes out (so a client that
+  follows up at once finds it); a stream blocked or cut after its id went
+  out is withdrawn. Requests that ask the provider not to store
+  (``store: false``) record nothing, so their items are never admitted by
+  id (a sealed summary is given back whole: it is no reference).
 * ``refuse``: every reference is refused.
 * ``allow``: every reference goes through, logged at WARNING and audited.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
 from capsem_proxyd.config import Settings
@@ -38,12 +43,13 @@ from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.logs import escape_controls
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.proxy.response_store import ResponseStore, state_directory
-from capsem_proxyd.views import StoredReference
+from capsem_proxyd.views import StoredItem, StoredReference
 
 log = logging.getLogger("capsem_proxyd.stored")
 
 MODES = ("checked", "refuse", "allow")
-CHECKABLE = "response"  # the one kind of reference that can name a reply this proxy delivered
+# The kinds of reference that can name what this proxy delivered, and the key each is recorded under.
+CHECKABLE = {"response": "", "item": "item:", "sealed": "sealed:"}
 _LOGGED_ID_CHARS = 128
 _DAY = 86400.0
 
@@ -80,7 +86,7 @@ class StoredContent:
                 self.recorder.stored_content(exchange, reference, "allowed")
             return
         for reference in references:
-            if mode == "refuse" or reference.kind != CHECKABLE or not await self._delivered(exchange, reference):
+            if mode == "refuse" or reference.kind not in CHECKABLE or not await self._delivered(exchange, reference):
                 log.info("stored content refused (--stored-content %s) %s", mode, _describe(exchange, reference))
                 self.recorder.stored_content(exchange, reference, "refused")
                 raise stored_content_refused(reference.field, mode)
@@ -91,18 +97,19 @@ class StoredContent:
         """Whether the reply to this request is to be recorded when it is delivered whole."""
         return self.mode == "checked" and dialect.stores_reply(body)
 
-    async def delivered(self, exchange: Exchange, response_id: str) -> None:
-        """A reply went to the client whole and unblocked: its id becomes usable for this tenant."""
+    async def delivered(self, exchange: Exchange, response_id: str, items: Iterable[StoredItem] = ()) -> None:
+        """A reply went to the client whole and unblocked: its id, and its items', become usable for this tenant."""
         try:
-            await self.store.record(exchange.tenant_id, response_id)
+            await self.store.record(exchange.tenant_id, response_id, *map(_key, items))
         except (OSError, sqlite3.Error):
             log.exception("could not record a delivered reply request_id=%s tenant_id=%s (its follow-ups will be "
                           "refused)", exchange.request_id, exchange.tenant_id)
 
-    async def withdrawn(self, exchange: Exchange, response_id: str) -> None:
-        """A stored reply was blocked or cut: its id must never be admitted."""
+    async def withdrawn(self, exchange: Exchange, response_id: str, items: Iterable[StoredItem] = ()) -> None:
+        """A stored reply was blocked or cut: its id, and its items' (when the stream got to state them),
+        must never be admitted."""
         try:
-            await self.store.withdraw(exchange.tenant_id, response_id)
+            await self.store.withdraw(exchange.tenant_id, response_id, *map(_key, items))
         except (OSError, sqlite3.Error):
             log.exception("could not withdraw a cut reply request_id=%s tenant_id=%s", exchange.request_id,
                           exchange.tenant_id)
@@ -112,7 +119,7 @@ class StoredContent:
 
     async def _delivered(self, exchange: Exchange, reference: StoredReference) -> bool:
         try:
-            return await self.store.usable(exchange.tenant_id, reference.id) is True
+            return await self.store.usable(exchange.tenant_id, CHECKABLE[reference.kind] + reference.id) is True
         except (OSError, sqlite3.Error):
             log.exception("could not read the record of delivered replies request_id=%s", exchange.request_id)
             raise stored_content_unavailable() from None
@@ -121,22 +128,28 @@ class StoredContent:
 class StoredReply:
     """One streamed reply the provider stores: its id as the stream states it, recorded once delivered."""
 
-    __slots__ = ("stored", "exchange", "id", "recorded")
+    __slots__ = ("stored", "exchange", "id", "items", "recorded")
 
     def __init__(self, stored: StoredContent, exchange: Exchange) -> None:
         self.stored = stored
         self.exchange = exchange
         self.id = ""
+        self.items: tuple[StoredItem, ...] = ()  # what else the completing event states it delivers
         self.recorded = False
 
     async def delivered(self) -> None:
         if self.id and not self.recorded:
             self.recorded = True
-            await self.stored.delivered(self.exchange, self.id)
+            await self.stored.delivered(self.exchange, self.id, self.items)
 
     async def cut(self) -> None:
         if self.id:
-            await self.stored.withdrawn(self.exchange, self.id)
+            await self.stored.withdrawn(self.exchange, self.id, self.items)
+
+
+def _key(item: StoredItem) -> str:
+    """The key a delivered item is recorded under (beside reply ids, in the same store)."""
+    return CHECKABLE[item.kind] + item.id
 
 
 def _describe(exchange: Exchange, reference: StoredReference) -> str:

@@ -406,6 +406,7 @@ class StreamPump:
         self._completes_stored = False
         if self.stored is not None:
             self.stored.id = self.stored.id or self.core.stored_id
+            self.stored.items = self.core.stored_items
             await self.stored.delivered()
 
     async def _settle_stored(self) -> None:
@@ -414,6 +415,7 @@ class StreamPump:
             return
         with trio.CancelScope(deadline=trio.current_time() + _CLOSE_GRACE_SECONDS, shield=True):
             self.stored.id = self.stored.id or self.core.stored_id
+            self.stored.items = self.core.stored_items
             if self.outcome is not StreamOutcome.COMPLETED:
                 await self.stored.cut()
             elif self._completes_stored:

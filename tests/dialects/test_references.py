@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from capsem_proxyd.dialects.base import Dialect
+from capsem_proxyd.dialects.base import Dialect, sealed_digest
 from capsem_proxyd.dialects.gemini import stored_file
 from capsem_proxyd.http import routes
-from capsem_proxyd.views import StoredReference
+from capsem_proxyd.views import StoredItem, StoredReference
 from tests.support.fuzzing import REQUEST_SEEDS, json_objects, mutations
 
 DIALECTS: dict[str, Dialect] = routes.DIALECTS
@@ -46,6 +46,32 @@ def test_echoed_output_items_are_no_references() -> None:
         {"type": "reasoning", "id": "rs_1", "encrypted_content": "opaque", "summary": []},
     ]}
     assert DIALECTS["openai-responses"].references(body) == []
+
+
+def test_reasoning_and_compactions_by_id_alone_or_sealed_are_references() -> None:
+    """The provider puts back stored reasoning or a compaction named by id; a compaction's sealed summary
+    is a whole conversation, named by its digest (never logged whole)."""
+    body = {"model": "gpt-4.1", "input": [
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"type": "compaction", "id": "cmp_1"},
+        {"type": "compaction", "id": "cmp_2", "encrypted_content": "sealed"},
+        {"type": "compaction", "encrypted_content": {"not": "a string"}},
+    ]}
+    assert found("openai-responses", body) == [
+        ("input[0].id", "item", "rs_1"), ("input[1].id", "item", "cmp_1"),
+        ("input[2].encrypted_content", "sealed", sealed_digest("sealed")),
+        ("input[3].encrypted_content", "sealed", sealed_digest({"not": "a string"})),
+    ]
+    assert sealed_digest("sealed").startswith("sha256:") and len(sealed_digest("sealed")) == 71
+
+
+def test_a_stored_reply_delivers_its_items_and_sealed_compactions() -> None:
+    reply = {"id": "resp_1", "status": "completed", "output": [
+        {"type": "reasoning", "id": "rs_1"}, {"type": "compaction", "id": "cmp_1", "encrypted_content": "s"},
+        {"type": "message", "id": "msg_1"}, "odd"]}
+    assert DIALECTS["openai-responses"].stored_items(reply) == (
+        StoredItem("item", "rs_1"), StoredItem("item", "cmp_1"), StoredItem("sealed", sealed_digest("s")))
+    assert DIALECTS["openai-chat"].stored_items(reply) == ()
 
 
 def test_anthropic_tool_inputs_are_no_references_but_nested_files_are() -> None:

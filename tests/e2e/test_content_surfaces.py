@@ -12,9 +12,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import anthropic as anthropic_sdk
 import httpx
+import openai
 import orjson
 import pytest
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
 
 from capsem_proxyd.config import Settings
 from tests.support.bodies import USER
@@ -28,6 +32,7 @@ from tests.support.proxy import (
     GEMINI_AUTH,
     OPENAI_AUTH,
     Proxy,
+    in_thread,
     split_at_refusal,
 )
 from tests.support.replies import chat_chunk
@@ -89,6 +94,47 @@ REQUEST_SURFACES: dict[str, tuple[tuple[str, dict[str, str]], dict[str, Any]]] =
     "gemini key of functionCall.args": (GEMINI, gemini(contents=[{"role": "model", "parts": [
         {"functionCall": {"name": "f", "args": {M: 1}}}]}, {"role": "user", "parts": [{"text": "go"}]}])),
     "gemini fullwidth marker": (GEMINI, gemini(contents=[{"role": "user", "parts": [{"text": "ｃａｐｓｅｍ＿ｂｌｏｃｋ"}]}])),
+    # Issue 20, class 9: ids a client chooses freely are content.
+    "chat tool_call_id": (CHAT, chat(messages=[USER, {"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": M, "content": "ok"}])),
+    "chat tool_calls id in history": (CHAT, chat(messages=[USER, {"role": "assistant", "tool_calls": [
+        {"id": M, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}, USER])),
+    "responses call_id": (RESPONSES, responses(input=[USER, {"type": "function_call_output", "call_id": M,
+                                                             "output": "ok"}])),
+    "responses input item id": (RESPONSES, responses(input=[{"type": "message", "id": M, "role": "user",
+                                                             "content": "hi"}])),
+    "anthropic tool_use id": (ANTHROPIC, anthropic(messages=[USER, {"role": "assistant", "content": [
+        {"type": "tool_use", "id": M, "name": "f", "input": {}}]}, USER])),
+    "anthropic tool_use_id": (ANTHROPIC, anthropic(messages=[USER, {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": M, "content": "ok"}]}])),
+    "gemini functionCall id": (GEMINI, gemini(contents=[{"role": "model", "parts": [
+        {"functionCall": {"id": M, "name": "f", "args": {}}}]}, {"role": "user", "parts": [{"text": "go"}]}])),
+    "gemini functionResponse id": (GEMINI, gemini(contents=[{"role": "user", "parts": [
+        {"functionResponse": {"id": M, "name": "f", "response": {}}}]}])),
+    # Issue 20, class 10: no object is declared whole, no free string is declared; a value outside its shape is content.
+    "gemini speechConfig speaker name": (GEMINI, gemini(generationConfig={"speechConfig": {"multiSpeakerVoiceConfig": {
+        "speakerVoiceConfigs": [{"speaker": M, "voiceConfig": {"prebuiltVoiceConfig": {"voiceName": "Kore"}}}]}}})),
+    "gemini speechConfig languageCode": (GEMINI, gemini(generationConfig={"speechConfig": {"languageCode": f"en {M}"}})),
+    "gemini imageConfig new field": (GEMINI, gemini(generationConfig={"imageConfig": {"aspectRatio": "1:1",
+                                                                                      "caption": M}})),
+    "gemini thinkingConfig new field": (GEMINI, gemini(generationConfig={"thinkingConfig": {"thinkingBudget": 10,
+                                                                                            "hint": M}})),
+    "gemini safetySettings new field": (GEMINI, gemini(safetySettings=[{"category": "HARM_CATEGORY_HARASSMENT",
+                                                                        "threshold": "BLOCK_NONE", "note": M}])),
+    "gemini videoMetadata new field": (GEMINI, gemini(contents=[{"role": "user", "parts": [
+        {"fileData": {"mimeType": "video/mp4", "fileUri": "https://www.youtube.com/watch?v=x"},
+         "videoMetadata": {"startOffset": "1s", "label": M}}]}])),
+    "gemini mediaResolution outside its enum": (GEMINI, gemini(generationConfig={"mediaResolution": M})),
+    "chat stream_options new field": (CHAT, chat(stream_options={"include_usage": True, "tag": M})),
+    "chat logit_bias key": (CHAT, chat(logit_bias={M: 1})),
+    "chat audio.voice outside its enum": (CHAT, chat(modalities=["text", "audio"], audio={"voice": M,
+                                                                                          "format": "wav"})),
+    "chat prompt_cache_key": (CHAT, chat(prompt_cache_key=M)),
+    "anthropic context_management new field": (ANTHROPIC, anthropic(context_management={"edits": [
+        {"type": "clear_tool_uses_20250919", "reason": M}]})),
+    "anthropic metadata.user_id": (ANTHROPIC, anthropic(metadata={"user_id": M})),
+    "responses role outside its enum": (RESPONSES, responses(input=[{"role": M, "content": "hi"}])),
 }
 
 
@@ -168,6 +214,66 @@ REPLY_SURFACES: dict[str, tuple[tuple[str, dict[str, str]], dict[str, Any], byte
     "gemini groundingMetadata": (GEMINI, gemini(), orjson.dumps({"candidates": [{"index": 0, "content": {
         "role": "model", "parts": [{"text": "ok"}]}, "groundingMetadata": {"searchEntryPoint": {
             "renderedContent": f"<b>{M}</b>"}}}]}), "application/json"),
+    # Issue 20, class 7: logprobs are the reply's text token by token, and its alternatives.
+    "chat logprobs token": (CHAT, chat(), orjson.dumps({"id": "c", "object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "fine"},
+         "logprobs": {"content": [{"token": M, "logprob": -0.1, "bytes": [1], "top_logprobs": []}]}}]}),
+        "application/json"),
+    "chat streamed top_logprobs": (CHAT, chat(stream=True), sse(
+        chunk({"role": "assistant", "content": "fine"}),
+        (None, {**chat_chunk({}, finish="stop"), "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
+            "logprobs": {"content": [{"token": "fine", "logprob": -0.1, "top_logprobs": [
+                {"token": M, "logprob": -2.0}]}]}}]}),
+    ) + b"data: [DONE]\n\n", "text/event-stream"),
+    "responses output_text logprobs": (RESPONSES, responses(), orjson.dumps({"id": "r", "object": "response",
+        "status": "completed", "output": [{"type": "message", "id": "msg_1", "role": "assistant", "content": [
+            {"type": "output_text", "text": "fine", "annotations": [], "logprobs": [
+                {"token": "fine", "logprob": -0.1, "top_logprobs": [{"token": M, "logprob": -3.0}]}]}]}]}),
+        "application/json"),
+    "responses streamed delta logprobs": (RESPONSES, responses(stream=True), sse(
+        resp_event("response.created", response={"id": "r", "object": "response", "output": []}),
+        resp_event("response.output_text.delta", item_id="msg_1", output_index=0, content_index=0, delta="fine",
+                   logprobs=[{"token": M, "logprob": -0.1}]),
+        resp_event("response.completed", response={"id": "r", "object": "response", "output": []}),
+    ), "text/event-stream"),
+    "gemini logprobsResult topCandidates": (GEMINI, gemini(), orjson.dumps({"candidates": [{"index": 0, "content": {
+        "role": "model", "parts": [{"text": "fine"}]}, "logprobsResult": {"topCandidates": [{"candidates": [
+            {"token": M, "logProbability": -1.5}]}], "chosenCandidates": [{"token": "fine", "logProbability": -0.1}]}}]}),
+        "application/json"),
+    "gemini streamed logprobsResult chosenCandidates": (GEMINI_STREAM, gemini(), sse(
+        (None, {"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "fine"}]},
+                                "logprobsResult": {"chosenCandidates": [{"token": M, "logProbability": -0.1}]},
+                                "finishReason": "STOP"}]}),
+    ), "text/event-stream"),
+    "chat logprobs tokens split across chunks": (CHAT, chat(stream=True), sse(
+        chunk({"role": "assistant", "content": ""}),
+        *((None, {**chat_chunk({"content": "ok "}), "choices": [{"index": 0, "delta": {"content": "ok "},
+                                                                 "finish_reason": None, "logprobs": {"content": [
+                                                                     {"token": piece, "logprob": -0.1}]}}]})
+          for piece in ("caps", "em_bl", "ock")),
+        chunk({}, finish="stop"),
+    ) + b"data: [DONE]\n\n", "text/event-stream"),
+    "responses logprobs tokens split across deltas": (RESPONSES, responses(stream=True), sse(
+        resp_event("response.created", response={"id": "r", "object": "response", "output": []}),
+        *(resp_event("response.output_text.delta", item_id="msg_1", output_index=0, content_index=0, delta="ok ",
+                     logprobs=[{"token": piece, "logprob": -0.1}]) for piece in ("caps", "em_bl", "ock")),
+        resp_event("response.completed", response={"id": "r", "object": "response", "output": []}),
+    ), "text/event-stream"),
+    "gemini logprobs tokens split across chunks": (GEMINI_STREAM, gemini(), sse(
+        *((None, {"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "ok "}]},
+                                  "logprobsResult": {"chosenCandidates": [{"token": piece, "logProbability": -0.1}]}}]})
+          for piece in ("caps", "em_bl", "ock")),
+        (None, {"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "."}]},
+                                "finishReason": "STOP"}]}),
+    ), "text/event-stream"),
+    # Issue 20, class 10, reply side: a declared field outside its shape.
+    "anthropic stop_reason outside its enum": (ANTHROPIC, anthropic(), orjson.dumps({"id": "m", "type": "message",
+        "role": "assistant", "content": [{"type": "text", "text": "ok"}], "stop_reason": f"end {M}"}),
+        "application/json"),
+    "gemini streamed finishReason outside its enum": (GEMINI_STREAM, gemini(), sse(
+        (None, {"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "ok"}]},
+                                "finishReason": M}]}),
+    ), "text/event-stream"),
     "gemini streamed partialArgs": (GEMINI_STREAM, gemini(), sse(
         (None, {"candidates": [{"index": 0, "content": {"role": "model", "parts": [{"functionCall": {
             "name": "f", "partialArgs": [{"jsonPath": "$.q", "stringValue": "capsem_", "willContinue": True}],
@@ -194,3 +300,51 @@ async def test_a_marker_in_every_reply_surface_never_reaches_the_client_whole(
     relayed, ending = split_at_refusal(response.content)
     assert M not in relayed.lower(), relayed
     assert "CAPSEM policy 'Debug'" in ending, ending
+
+
+# -- the same, through the clients' own SDKs (issue 20, classes 7, 9, 10) ------------------------------------
+
+
+async def test_the_sdks_own_ids_and_settings_are_checked(proxy: Proxy, fake: FakeUpstream) -> None:
+    """A marker in a tool-call id (openai), a user id (anthropic), a speaker's name (google-genai)."""
+    history = [USER, {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {
+        "name": "f", "arguments": "{}"}}]}, {"role": "tool", "tool_call_id": f"call_{M}", "content": "ok"}]
+    with pytest.raises(openai.BadRequestError, match="CAPSEM policy 'Debug'"):
+        await in_thread(lambda: proxy.openai().chat.completions.create(model="gpt-4o-mini", messages=history))
+    with pytest.raises(anthropic_sdk.BadRequestError, match="CAPSEM policy 'Debug'"):
+        await in_thread(lambda: proxy.anthropic().messages.create(
+            model="claude-sonnet-4-6", max_tokens=16, messages=[USER], metadata={"user_id": M}))
+    speech = genai_types.SpeechConfig(multi_speaker_voice_config=genai_types.MultiSpeakerVoiceConfig(
+        speaker_voice_configs=[genai_types.SpeakerVoiceConfig(speaker=M, voice_config=genai_types.VoiceConfig(
+            prebuilt_voice_config=genai_types.PrebuiltVoiceConfig(voice_name="Kore")))]))
+
+    def spoken() -> Any:
+        client = proxy.gemini()
+        return client.models.generate_content(model="gemini-2.5-flash", contents="hi",
+                                              config=genai_types.GenerateContentConfig(speech_config=speech))
+
+    with pytest.raises(genai_errors.ClientError) as raised:
+        await in_thread(spoken)
+    assert raised.value.code == 400 and "CAPSEM policy 'Debug'" in str(raised.value)
+    assert fake.requests == []
+
+
+async def test_logprobs_alternatives_reach_the_sdk_only_checked(proxy: Proxy, fake: FakeUpstream) -> None:
+    """The openai SDK exposes ``choices[0].logprobs.content[0].top_logprobs[0].token``: a reply whose
+    alternative token carries the marker is refused, one without it reaches the SDK whole."""
+    def reply(alternative: str) -> Reply:
+        return Reply(raw_body=orjson.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "fine"},
+                         "logprobs": {"content": [{"token": "fine", "logprob": -0.1, "bytes": None, "top_logprobs": [
+                             {"token": alternative, "logprob": -2.5, "bytes": None}]}]}}]}))
+
+    def create() -> Any:
+        return proxy.openai().chat.completions.create(model="gpt-4o-mini", messages=[USER], logprobs=True,
+                                                      top_logprobs=1)
+
+    fake.script(reply("good"))
+    completion = await in_thread(create)
+    assert completion.choices[0].logprobs.content[0].top_logprobs[0].token == "good"
+    fake.script(reply(M))
+    with pytest.raises(openai.BadRequestError, match="CAPSEM policy 'Debug'"):
+        await in_thread(create)

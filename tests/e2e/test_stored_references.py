@@ -18,13 +18,14 @@ from google.genai import errors, types
 
 from tests.support.bodies import USER, chat_body, messages_body, responses_body
 from tests.support.bodies import gemini_body as gemini
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import (
     ANTHROPIC_AUTH,
     GEMINI_AUTH,
     OPENAI_AUTH,
     Proxy,
     in_thread,
+    split_at_refusal,
 )
 
 AUTH = {
@@ -58,6 +59,12 @@ REFERENCES = [
     ("responses", responses(conversation={"id": "conv_0123abc"}), "conversation.id"),
     ("responses", responses(input=[{"type": "item_reference", "id": "msg_0123abc"}, USER]), "input[0].id"),
     ("responses", responses(input=[USER, {"id": "rs_0123abc"}]), "input[1].id"),
+    # Items named by id alone: the provider puts back reasoning, or a compaction, it stored.
+    ("responses", responses(input=[USER, {"type": "reasoning", "id": "rs_0123abc", "summary": []}]), "input[1].id"),
+    ("responses", responses(input=[{"type": "compaction", "id": "cmp_0123abc"}, USER]), "input[0].id"),
+    # A compaction's sealed summary of a whole conversation this proxy never delivered.
+    ("responses", responses(input=[{"type": "compaction", "encrypted_content": "gAAAAABo-sealed-summary"}, USER]),
+     "input[0].encrypted_content"),
     ("responses", responses(prompt={"id": "pmpt_0123abc", "version": "2", "variables": {"city": "Lima"}}), "prompt.id"),
     ("responses", responses(input=[{"role": "user", "content": [{"type": "input_text", "text": "read this"},
                                                                  {"type": "input_file", "file_id": "file-abc"}]}]),
@@ -259,3 +266,110 @@ async def test_the_sdks_raise_their_own_refusal_errors(start_proxy, proxy_settin
         await in_thread(cached)
     assert raised.value.code == 400 and "cachedContent refers to" in str(raised.value)
     assert fake.requests == []
+
+
+# -- items of a reply this proxy delivered (issue 20, class 11) --------------------------------------------
+
+SEALED = "gAAAAABo-a-sealed-summary-of-the-conversation"
+
+
+def reply_with_items(response_id: str, store: bool = True) -> dict[str, Any]:
+    """A Responses reply whose output has reasoning, a compaction and a message, each with its id."""
+    return {
+        "id": response_id, "object": "response", "created_at": 1, "status": "completed", "model": "gpt-4.1",
+        "store": store, "output": [
+            {"type": "reasoning", "id": f"rs_{response_id}", "summary": []},
+            {"type": "compaction", "id": f"cmp_{response_id}", "encrypted_content": SEALED + response_id},
+            {"type": "message", "id": f"msg_{response_id}", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": "Compacted.", "annotations": []}]},
+        ],
+    }
+
+
+def follow_ups(response_id: str) -> list[tuple[dict[str, Any], str]]:
+    """Requests naming the items of ``response_id``'s reply, and the field each names."""
+    return [
+        (responses(input=[USER, {"type": "reasoning", "id": f"rs_{response_id}", "summary": []}]), "input[1].id"),
+        (responses(input=[{"type": "compaction", "id": f"cmp_{response_id}"}, USER]), "input[0].id"),
+        (responses(input=[{"type": "compaction", "encrypted_content": SEALED + response_id}, USER]),
+         "input[0].encrypted_content"),
+        (responses(input=[{"type": "item_reference", "id": f"rs_{response_id}"}, USER]), "input[0].id"),
+    ]
+
+
+def sse(*events: dict[str, Any]) -> bytes:
+    return b"".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode() for event in events)
+
+
+async def test_items_of_a_delivered_reply_are_admitted_to_its_tenant_only(
+    start_proxy, proxy_settings, fake: FakeUpstream
+) -> None:
+    proxy = await start_proxy(proxy_settings)
+    fake.script(Reply(raw_body=json.dumps(reply_with_items("resp_json1")).encode()))
+    assert (await post(proxy, "responses", responses())).status_code == 200
+    for body, _ in follow_ups("resp_json1"):
+        response = await post(proxy, "responses", body)
+        assert response.status_code == 200, response.text
+    other = await start_proxy(proxy_settings, stored_content="checked")
+    for body, field in follow_ups("resp_json1"):  # the same items, from another tenant
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(other.url + "/v1/responses", json=body,
+                                         headers={"authorization": "Bearer sk-test-other-tenant-7a6b5c4d3e2f"})
+        assert response.status_code == 400, response.text
+        assert error_message("responses", response).startswith(f"{field} refers to ")
+
+
+async def test_items_of_a_delivered_stream_are_admitted_those_of_a_cut_one_never(
+    start_proxy, proxy_settings, fake: FakeUpstream
+) -> None:
+    proxy = await start_proxy(proxy_settings)
+    whole = reply_with_items("resp_sse1")
+    created = {**whole, "status": "in_progress", "output": []}
+    fake.script(Reply(content_type="text/event-stream", raw_body=sse(
+        {"type": "response.created", "sequence_number": 0, "response": created},
+        {"type": "response.completed", "sequence_number": 1, "response": whole})))
+    async with httpx.AsyncClient(timeout=10) as client:
+        streamed = await client.post(proxy.url + "/v1/responses", json=responses(stream=True), headers=OPENAI_AUTH)
+    assert streamed.status_code == 200 and "response.completed" in streamed.text
+    for body, _ in follow_ups("resp_sse1"):
+        assert (await post(proxy, "responses", body)).status_code == 200
+    # A stream cut by a policy: its items, stated in the very event that was refused, are never admitted.
+    blocked = reply_with_items("resp_sse2")
+    blocked["output"][2]["content"][0]["text"] = "capsem_block"
+    fake.script(Reply(content_type="text/event-stream", raw_body=sse(
+        {"type": "response.created", "sequence_number": 0, "response": {**blocked, "status": "in_progress",
+                                                                        "output": []}},
+        {"type": "response.completed", "sequence_number": 1, "response": blocked})))
+    async with httpx.AsyncClient(timeout=10) as client:
+        cut = await client.post(proxy.url + "/v1/responses", json=responses(stream=True), headers=OPENAI_AUTH)
+    relayed, ending = split_at_refusal(cut.content)
+    assert "capsem_block" not in relayed and "CAPSEM policy 'Debug'" in ending
+    for body, field in follow_ups("resp_sse2"):
+        response = await post(proxy, "responses", body)
+        assert response.status_code == 400 and error_message("responses", response).startswith(f"{field} refers to ")
+
+
+async def test_items_of_a_reply_the_provider_does_not_store_are_never_admitted_by_id(
+    start_proxy, proxy_settings, fake: FakeUpstream
+) -> None:
+    proxy = await start_proxy(proxy_settings)
+    fake.script(Reply(raw_body=json.dumps(reply_with_items("resp_nostore", store=False)).encode()))
+    assert (await post(proxy, "responses", responses(store=False))).status_code == 200
+    for body, field in follow_ups("resp_nostore"):
+        response = await post(proxy, "responses", body)
+        assert response.status_code == 400 and error_message("responses", response).startswith(f"{field} refers to ")
+
+
+async def test_the_sdk_sends_a_compaction_back_and_the_proxy_admits_it(
+    start_proxy, proxy_settings, fake: FakeUpstream
+) -> None:
+    """The openai SDK's own round trip: the output items of one reply given back as the next input."""
+    proxy = await start_proxy(proxy_settings)
+    fake.script(Reply(raw_body=json.dumps(reply_with_items("resp_sdk1")).encode()))
+    first = await in_thread(lambda: proxy.openai().responses.create(model="gpt-4.1", input="compact this"))
+    items = [item.model_dump(exclude_none=True) for item in first.output]
+    second = await in_thread(lambda: proxy.openai().responses.create(model="gpt-4.1", input=[*items, USER]))
+    assert second.status == "completed"
+    forged = [{"type": "compaction", "encrypted_content": SEALED + "forged"}, USER]
+    with pytest.raises(openai.BadRequestError, match=r"input\[0\]\.encrypted_content refers to"):
+        await in_thread(lambda: proxy.openai().responses.create(model="gpt-4.1", input=forged))
