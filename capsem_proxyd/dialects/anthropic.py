@@ -201,7 +201,7 @@ class AnthropicMessagesDialect(Dialect):
                 "on_tool_call (definition)"),
         Surface("request", "every other block (text and citations, tool_use history, thinking, server-tool "
                            "results, documents, unknown types) and field (output_config, stop_sequences...); "
-                           "base64 images and documents as media", "on_model_call (prompt)"),
+                           "base64 images and documents as media; text documents and PDFs as text too", "on_model_call (prompt)"),
         Surface("reply", "tool_use, server_tool_use, mcp_tool_use blocks; input_json_delta", "on_tool_call"),
         Surface("reply", "thinking blocks; thinking_delta", "on_model_response (thoughts)"),
         Surface("reply", "every other block and delta (text, citations, server-tool results, unknown types)",

@@ -70,11 +70,12 @@ class Shape:
     every body and event; None: no string fits (a number's, a boolean's shape).
     """
 
-    __slots__ = ("fits", "description")
+    __slots__ = ("fits", "description", "pattern")
 
-    def __init__(self, fits: Callable[[str], object] | None, description: str) -> None:
+    def __init__(self, fits: Callable[[str], object] | None, description: str, pattern: str | None = None) -> None:
         self.fits = fits
         self.description = description
+        self.pattern = pattern  # a regular expression of the strings that fit (None: none does), for tests
 
     def __str__(self) -> str:
         return self.description
@@ -87,7 +88,8 @@ BOOLEAN = Shape(None, "boolean")
 def Enum(*members: str, name: str = "") -> Shape:
     """One of ``members``; ``name`` stands for a long list in the README."""
     allowed = frozenset(members)
-    return Shape(allowed.__contains__, name or "one of " + ", ".join(sorted(allowed)))
+    return Shape(allowed.__contains__, name or "one of " + ", ".join(sorted(allowed)),
+                 "|".join(re.escape(member) for member in sorted(allowed)))
 
 
 _REMEMBERED = 1024  # answers an id shape keeps (a stream repeats its ids, model and fingerprint every event)
@@ -112,7 +114,7 @@ def Id(pattern: str, description: str) -> Shape:
                 seen[value] = known
         return known
 
-    return Shape(fits, f"{description} `{pattern}`")
+    return Shape(fits, f"{description} `{pattern}`", pattern)
 
 
 # Shapes every API declares. A name or id the provider issues or resolves is one word: the provider

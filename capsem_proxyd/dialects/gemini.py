@@ -242,7 +242,7 @@ class GeminiDialect(Dialect):
         Surface("request", "tools[]: each functionDeclarations entry whole (parameters, response schemas), "
                            "every other tool", "on_tool_call (definition)"),
         Surface("request", "every other part (text, functionCall history, code and results, fileData) and field "
-                           "(responseJsonSchema, stopSequences, labels...); inlineData as media",
+                           "(responseJsonSchema, stopSequences, labels...); inlineData as media, text types and PDFs as text too",
                 "on_model_call (prompt)"),
         Surface("reply", "functionCall parts, partialArgs assembled by JSON path", "on_tool_call"),
         Surface("reply", "parts with thought: true", "on_model_response (thoughts)"),

@@ -115,8 +115,12 @@ def _codec(charset: str) -> str:
         info = codecs.lookup(charset)
     except (LookupError, ValueError, TypeError):
         return "utf-8"  # a charset Python does not know: read as UTF-8, the stricter guess
-    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
-        return "utf-8"  # base64, zlib, rot13...: codecs of bytes, not charsets
+    if info.name in _NOT_CHARSETS:
+        return "utf-8"
+    try:
+        "".encode(info.name)  # str.encode refuses the codecs of bytes (base64, zlib, rot13...): no charsets
+    except LookupError:
+        return "utf-8"
     return info.name
 
 

@@ -128,7 +128,7 @@ class OpenAIChatDialect(OpenAIDialect):
         Surface("request", "messages[] of role system, developer: every field", "on_model_call (system)"),
         Surface("request", "messages[] of role tool, function: every field", "on_tool_response"),
         Surface("request", "messages[] of every other role: content, tool_calls, function_call, refusal, name, "
-                           "any other field", "on_model_call (prompt)"),
+                           "any other field; image and file data as media, text types and PDFs as text too", "on_model_call (prompt)"),
         Surface("request", "tools[], functions[]: each definition whole (function, custom, grammar, schema)",
                 "on_tool_call (definition)"),
         Surface("request", "every other field (prediction, response_format, metadata, stop, user...)",

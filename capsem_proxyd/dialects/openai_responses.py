@@ -200,8 +200,8 @@ class OpenAIResponsesDialect(OpenAIDialect):
         Surface("request", "tools[]: each definition whole (function, custom, mcp, built-in)",
                 "on_tool_call (definition)"),
         Surface("request", "every other input item (messages, earlier calls, reasoning, references, unknown "
-                           "types) and every other field (prompt.variables, text.format, metadata...)",
-                "on_model_call (prompt)"),
+                           "types) and every other field (prompt.variables, text.format, metadata...); image and file data as "
+                           "media, text types and PDFs as text too", "on_model_call (prompt)"),
         Surface("reply", "output[] function_call, custom_tool_call, mcp_call; their argument deltas",
                 "on_tool_call"),
         Surface("reply", "output[] reasoning; reasoning text deltas", "on_model_response (thoughts)"),
