@@ -508,6 +508,7 @@ def _dashes() -> str:
 DASHES = _dashes()
 GAP = "[\\s" + re.escape(DASHES) + GAP_MARK + "]"
 _GAP_RUN = re.compile(GAP + "+")
+_TWO_GAPS = re.compile(GAP + "{2}")  # where a run of gaps reads shorter than it is long
 _INNER_GAP = re.compile("(?<=[^" + GAP[1:-1] + "])" + GAP + "+(?=[^" + GAP[1:-1] + "])")
 
 
@@ -529,7 +530,9 @@ def reads_at_least(text: str, width: int) -> bool:
     once, and visible): a window of it that wide holds any match that wide."""
     if len(text) < width:
         return False
-    return seen_length(fold(text)) >= width and (text.isascii() or len(visible(text)) >= width)
+    if text.isascii():  # folding keeps its length; only runs of gap characters read shorter
+        return _TWO_GAPS.search(text) is None or len(_GAP_RUN.sub(" ", text)) >= width
+    return seen_length(fold(text)) >= width and len(visible(text)) >= width
 
 
 # -- visual order ------------------------------------------------------------------------------------------------

@@ -508,3 +508,9 @@ def test_a_deny_glob_sees_every_reading_of_a_name() -> None:
     assert globs.refusal("run_ѕħell") == ("deny", "deny '*shell*'")  # Cyrillic ѕ, h with stroke
     assert globs.refusal("run_tests") is None
     assert globs.refusal("ruո_tests") == ("allow", "not in allow list")  # a lookalike of an allowed name
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60), st.integers(1, 60))
+def test_reads_at_least_takes_a_shortcut_on_ascii_that_agrees_with_its_definition(text: str, width: int) -> None:
+    """Seams ask this for every window of every resent conversation: ASCII skips the fold, same answer."""
+    assert reads_at_least(text, width) == (len(text) >= width and seen_length(fold(text)) >= width)
