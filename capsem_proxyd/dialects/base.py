@@ -91,6 +91,11 @@ class Dialect(ABC):
         (the decoder's: ``StreamDecoder.media_type``); ``started``: an event already went out."""
         return encode_sse(self.error_body(error))
 
+    def for_request(self, body: dict[str, Any]) -> Dialect:
+        """The dialect that reads the reply to ``body``: this one, unless the API's reply echoes the request
+        (see ``OpenAIResponsesDialect.for_request``). Dialects are shared; what is per request is a copy."""
+        return self
+
     def references(self, body: dict[str, Any]) -> list[StoredReference]:
         """Every place ``body`` pulls content the provider stores into the model's context.
 

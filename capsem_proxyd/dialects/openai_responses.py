@@ -15,8 +15,10 @@ In a stream, deltas grow the text; every event that carries text whole (an
 ``output_item.done``, a ``*.done`` event, ``response.completed`` with the
 whole output, an event type we do not know) is checked whole before it goes.
 The request's own fields that a reply echoes (``tools``, ``instructions``,
-``metadata``...) are checked again: they are the provider's words now, and
-only their scalar settings are declared (no object is declared whole).
+``metadata``...) are not read again where they equal the request's (see
+``OpenAIResponsesDialect.for_request``); an echo that differs is the
+provider's, and read like any reply field (only scalar settings are declared:
+no object is declared whole).
 
 The API stores replies (``store`` defaults to true) and lets later requests
 pull stored content back in: ``references`` finds where a request does, and
@@ -27,6 +29,7 @@ reply is delivered whole.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import orjson
@@ -90,7 +93,7 @@ _STATUS = Enum("in_progress", "completed", "incomplete", "failed", "cancelled", 
 _INCLUDES = Enum("file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
                  "message.input_image.image_url", "computer_call_output.output.image_url",
                  "code_interpreter_call.outputs", "reasoning.encrypted_content", "message.output_text.logprobs")
-# The settings a request takes and a reply echoes (the echo is checked again: a reply is the provider's).
+# The settings a request takes and a reply echoes (an echo that differs from the request is checked).
 _SETTINGS = {
     "model": MODEL, "stream": BOOLEAN, "store": BOOLEAN, "background": BOOLEAN, "parallel_tool_calls": BOOLEAN,
     "temperature": NUMBER, "top_p": NUMBER, "top_logprobs": NUMBER, "max_output_tokens": NUMBER,
@@ -125,6 +128,12 @@ REQUEST_NOT_CONTENT = Paths(_SETTINGS, {
 # Some of those ids pull stored content into the model's context, see ``references``: the previous
 # response, a conversation, an item by id, a stored prompt, uploaded files, vector stores, containers and
 # skills, provider-run MCP servers. They are no text to check; they are references.
+
+# The request's fields a reply states again; where equal to the request's, not read again (``for_request``).
+_ECHOED = ("instructions", "tools", "metadata", "text", "reasoning", "prompt", "tool_choice", "user",
+           "safety_identifier", "prompt_cache_key", "truncation", "max_output_tokens", "max_tool_calls",
+           "parallel_tool_calls", "temperature", "top_p", "top_logprobs", "service_tier", "background",
+           "previous_response_id", "conversation", "store", "prompt_cache_retention")
 
 # A reply the provider keeps and later requests may reference, once it is whole.
 _DELIVERED = frozenset({"completed", "incomplete"})
@@ -285,7 +294,35 @@ class OpenAIResponsesDialect(OpenAIDialect):
         view.set_system(system)
         return view
 
+    echo: dict[str, Any] = {}  # the request's fields its reply echoes (``for_request``)
+
+    def for_request(self, body: dict[str, Any]) -> OpenAIResponsesDialect:
+        """A reader of this request's reply that knows what the reply echoes back.
+
+        A Responses reply repeats the request's ``instructions``, ``tools``,
+        ``metadata``... in every lifecycle event. Where the echo equals what the
+        client sent (checked as the request, by the request's hooks), it is the
+        client's own words, not the model's: checking it again as reply content
+        would check it twice (a long system prompt three times a stream), and
+        a reply policy matching a word of the instructions would refuse every
+        reply. An echo that differs in any way is the provider's, and checked.
+        """
+        echo = {key: body[key] for key in _ECHOED if key in body}
+        if not echo:
+            return self
+        reader = copy.copy(self)
+        reader.echo = echo
+        return reader
+
+    def _without_echo(self, response: Any) -> Any:
+        """``response`` less the fields that echo the request exactly."""
+        echo = self.echo
+        if not echo or not isinstance(response, dict):
+            return response
+        return {key: value for key, value in response.items() if key not in echo or echo[key] != value}
+
     def response_view(self, body: Any) -> ResponseView:
+        body = self._without_echo(body)
         view = ResponseView()
         texts: list[str] = []
         thoughts: list[str] = []
@@ -304,6 +341,8 @@ class OpenAIResponsesDialect(OpenAIDialect):
         if payload is None:
             return EMPTY_STREAM_VIEW
         kind = as_str(payload.get("type")) or event.event or ""
+        if self.echo and isinstance(payload.get("response"), dict):
+            payload = {**payload, "response": self._without_echo(payload["response"])}
         if kind == "response.failed":
             return upstream_error(self._failed_view(payload), as_dict(payload.get("response")).get("error"))
         channel = _DELTA_CHANNELS.get(kind)

@@ -157,6 +157,7 @@ class Pipeline:
                 await self.stored.admit(exchange, references)
             outcome = await engine.check_request(exchange, view)
             keep = self.stored.keeps(dialect, body)
+            route.dialect = dialect.for_request(body)  # its reply is read knowing what it echoes
             return await self._forward(route, incoming, exchange, engine, outcome, keep)
         except ProxyError as error:
             reply = error_reply(dialect, error)
