@@ -96,6 +96,35 @@ def declared_not_content(paths: Paths, path: tuple[Any, ...] | None, body: Any) 
     return paths.declares(path, placed[path[-1]])
 
 
+def request_refusal(dialect: Any, body: Any) -> ProxyError | None:
+    """What the proxy's parser, dialect and engine (Debug) say of ``body`` as a request: the refusal, or None."""
+    exchange = exchange_for(dialect)
+
+    async def check() -> ProxyError | None:
+        try:
+            parsed = parse_request_body(orjson.dumps(body), "application/json")
+            await ENGINE.check_request(exchange, dialect.request_view(parsed, dialect.model(parsed, None)))
+        except ProxyError as error:
+            return error
+        return None
+
+    return trio.run(check)
+
+
+def reply_refusal(dialect: Any, body: Any) -> ProxyError | None:
+    """What the dialect and engine (Debug) say of ``body`` as a JSON reply: the refusal, or None."""
+    exchange = exchange_for(dialect)
+
+    async def check() -> ProxyError | None:
+        try:
+            await ENGINE.check_response(exchange, dialect.response_view(body))
+        except ProxyError as error:
+            return error
+        return None
+
+    return trio.run(check)
+
+
 @pytest.mark.parametrize("name", REQUESTS)
 @given(data=st.data())
 @settings(max_examples=80)
@@ -103,20 +132,9 @@ def test_a_marker_anywhere_in_a_request_is_refused(name: str, data: st.DataObjec
     dialect, seeds = REQUESTS[name]
     body, path = data.draw(placements(data.draw(st.sampled_from(seeds))))
     assume(not declared_not_content(dialect.request_not_content, path, body))
-    raw = orjson.dumps(body)
-    exchange = exchange_for(dialect)
-
-    async def check() -> None:
-        try:
-            parsed = parse_request_body(raw, "application/json")
-            view = dialect.request_view(parsed, dialect.model(parsed, None))
-            await ENGINE.check_request(exchange, view)
-        except ProxyError as error:
-            assert 400 <= error.status < 500, error.message
-            return
-        raise AssertionError(f"the marker at {path} reached no policy: {body}")
-
-    trio.run(check)
+    error = request_refusal(dialect, body)
+    assert error is not None, f"the marker at {path} reached no policy: {body}"
+    assert 400 <= error.status < 500, error.message
 
 
 @pytest.mark.parametrize("name", REPLY_APIS)
@@ -127,14 +145,9 @@ def test_a_marker_anywhere_in_a_reply_is_refused(name: str, data: st.DataObject)
     bodies, _ = reply_seeds(name)
     body, path = data.draw(placements(data.draw(st.sampled_from(bodies))))
     assume(not declared_not_content(dialect.reply_not_content, path, body))
-    exchange = exchange_for(dialect)
-
-    async def check() -> None:
-        with pytest.raises(ProxyError) as refused:
-            await ENGINE.check_response(exchange, dialect.response_view(body))
-        assert refused.value.status == 400, refused.value.message
-
-    trio.run(check)
+    error = reply_refusal(dialect, body)
+    assert error is not None, f"the marker at {path} reached no policy: {body}"
+    assert error.status == 400, error.message
 
 
 @pytest.mark.parametrize("name", REPLY_APIS)
@@ -201,19 +214,9 @@ def test_a_declared_request_field_outside_its_shape_is_checked(name: str, data: 
     body = orjson_copy(data.draw(st.sampled_from(seeds)))
     pattern = data.draw(st.sampled_from(declared(dialect.request_not_content)))
     put(body, pattern, orjson_copy(data.draw(st.sampled_from(OUTSIDE))))
-    exchange = exchange_for(dialect)
-
-    async def check() -> None:
-        try:
-            parsed = parse_request_body(orjson.dumps(body), "application/json")
-            view = dialect.request_view(parsed, dialect.model(parsed, None))
-            await ENGINE.check_request(exchange, view)
-        except ProxyError as error:
-            assert error.decision is not None, error.message  # a policy refused it, not the parser
-            return
-        raise AssertionError(f"a value outside the shape of {pattern} reached no policy: {body}")
-
-    trio.run(check)
+    error = request_refusal(dialect, body)
+    assert error is not None, f"a value outside the shape of {pattern} reached no policy: {body}"
+    assert error.decision is not None, error.message  # a policy refused it, not the parser
 
 
 @pytest.mark.parametrize("name", REPLY_APIS)
@@ -225,14 +228,9 @@ def test_a_declared_reply_field_outside_its_shape_is_checked(name: str, data: st
     body = orjson_copy(data.draw(st.sampled_from(bodies)))
     pattern = data.draw(st.sampled_from(declared(dialect.reply_not_content)))
     put(body, pattern, orjson_copy(data.draw(st.sampled_from(OUTSIDE))))
-    exchange = exchange_for(dialect)
-
-    async def check() -> None:
-        with pytest.raises(ProxyError) as refused:
-            await ENGINE.check_response(exchange, dialect.response_view(body))
-        assert refused.value.decision is not None, refused.value.message
-
-    trio.run(check)
+    error = reply_refusal(dialect, body)
+    assert error is not None, f"a value outside the shape of {pattern} reached no policy: {body}"
+    assert error.decision is not None, error.message
 
 
 @pytest.mark.parametrize("name", REPLY_APIS)
@@ -284,15 +282,8 @@ LOGPROB_REPLIES = {
 
 @pytest.mark.parametrize("name", LOGPROB_REPLIES)
 def test_a_term_split_across_logprobs_tokens_is_read_whole(name: str) -> None:
-    dialect = routes.DIALECTS[name]
-    exchange = exchange_for(dialect)
-
-    async def check() -> None:
-        with pytest.raises(ProxyError) as refused:
-            await ENGINE.check_response(exchange, dialect.response_view(LOGPROB_REPLIES[name]))
-        assert refused.value.decision is not None
-
-    trio.run(check)
+    error = reply_refusal(routes.DIALECTS[name], LOGPROB_REPLIES[name])
+    assert error is not None and error.decision is not None
 
 
 def test_a_term_split_across_one_events_logprobs_never_reaches_the_client() -> None:
