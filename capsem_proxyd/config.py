@@ -58,6 +58,11 @@ class Settings:
         None, "Folder of CAPSEM policy TOML files (default: the Debug policy alone). "
         "Env: CAPSEM_PROXYD_POLICY_DIR, then PROXY_CONFIG_DIR.", envvars=("PROXY_CONFIG_DIR",), reloads=True,
     )
+    policies: bool = setting(
+        True, "Check requests and replies with policies (--policy-dir's, else the Debug policy alone). "
+        "--no-policies runs with none: every request is forwarded unchecked (said in the start-up line and "
+        "/health). Without it, a policy folder with no policy file is a configuration error.", reloads=True,
+    )
     shadow_policy_dir: str | None = setting(
         None, "Folder of candidate policies evaluated on live traffic after the real decision: "
         "their verdicts are logged (capsem_proxyd.shadow) and audited, never enforced.", reloads=True,

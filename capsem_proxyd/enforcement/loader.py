@@ -5,6 +5,17 @@ false``), with two deliberate differences: explicit configuration wins (a folder
 whose policies are all disabled runs with none, with a warning), and every
 problem is a startup error instead of a silent fallback to the Debug policy.
 
+What is a policy file: every ``*.toml`` in the folder, not hidden. Its name
+must be a known one (``KNOWN_POLICIES``) unless it says ``class = ...``: a
+misnamed ``rule.toml`` used to be skipped with a warning, so the folder ran
+with no checking at all (fail open); it is now a configuration error naming
+the file and the known names (``check``, ``start`` and a reload refuse it).
+Any other file (``README.md``, an editor's ``.rules.toml.swp`` or
+``rules.toml~``, a hidden ``.#rules.toml``) is ignored: it cannot be meant as
+a policy. A folder with no policy file at all is an error too; running
+without policies is said explicitly, with a file that says ``enabled =
+false`` or with ``--no-policies`` (``tenants.load_policy_config``).
+
 Besides the policy's own settings, every file may carry keys the proxy reads
 itself and never passes to the policy: ``class = "package.module:ClassName"``
 (any CAPSEM ``Policy`` subclass, built through its ``from_config``),
@@ -44,7 +55,7 @@ from capsem_proxyd.enforcement.workers import PolicySpec, RemotePolicy, manifest
 from capsem_proxyd.policies.debug import DebugPolicy
 
 __all__ = ["HOOKS", "PROXY_KEYS", "PolicyConfigError", "PolicySet", "implemented_hooks", "load_policy_set",
-           "default_policy_set"]
+           "default_policy_set", "no_policy_set"]
 
 log = logging.getLogger("capsem_proxyd.enforcement")
 
@@ -90,6 +101,14 @@ def default_policy_set() -> PolicySet:
     return PolicySet(manager=manager, source="built-in default (Debug)")
 
 
+def no_policy_set() -> PolicySet:
+    """``--no-policies``: none, said so (every request is forwarded unchecked)."""
+    return PolicySet(
+        manager=SecurityManager(), source="--no-policies",
+        warnings=["--no-policies: no policy is active; requests are forwarded unchecked"],
+    )
+
+
 def load_policy_set(folder: str | Path | None) -> PolicySet:
     """Load ``folder`` (or the default when ``None``); raise PolicyConfigError."""
     if folder is None or str(folder) == "":
@@ -100,8 +119,14 @@ def load_policy_set(folder: str | Path | None) -> PolicySet:
     if not path.is_dir():
         raise PolicyConfigError(f"policy folder {path} is not a directory")
 
+    policy_files = sorted(item for item in path.glob("*.toml") if not item.name.startswith("."))
+    if not policy_files:
+        raise PolicyConfigError(
+            f"policy folder {path} holds no policy file (*.toml named {_known_names()}); to run without "
+            "policies, say so: --no-policies, or a policy file with enabled = false"
+        )
     policy_set = PolicySet(manager=SecurityManager(), source=str(path))
-    for toml_file in sorted(path.glob("*.toml")):
+    for toml_file in policy_files:
         config = _read_toml(toml_file)
         policy = _build_policy(toml_file, config, policy_set)
         if policy is None:
@@ -113,7 +138,7 @@ def load_policy_set(folder: str | Path | None) -> PolicySet:
         policy_set.options[policy.name] = config
     if not policy_set.names:
         policy_set.warnings.append(
-            f"no policy is active: every policy in {path} is disabled or the folder is empty; "
+            f"no policy is active: every policy in {path} is disabled (enabled = false); "
             "requests are forwarded unchecked"
         )
     return policy_set
@@ -129,17 +154,20 @@ def _read_toml(toml_file: Path) -> dict[str, Any]:
         raise PolicyConfigError(f"{toml_file}: cannot read: {error.strerror}") from None
 
 
+def _known_names() -> str:
+    return ", ".join(f"{stem}.toml" for stem in sorted(KNOWN_POLICIES))
+
+
 def _build_policy(toml_file: Path, config: dict[str, Any], policy_set: PolicySet) -> Policy | None:
-    if not config.get("enabled", True):
-        log.info("policy file %s is disabled", toml_file.name)
-        return None
+    # The name is checked before ``enabled``: a misnamed file is a mistake whether or not it is enabled.
     class_path = config.get("class") or KNOWN_POLICIES.get(toml_file.stem)
     if class_path is None:
-        message = (
-            f"{toml_file.name}: unknown policy file (known: {', '.join(sorted(KNOWN_POLICIES))}; "
-            "or set class = \"package.module:ClassName\"), skipped"
+        raise PolicyConfigError(
+            f"{toml_file}: unknown policy file name; known names: {_known_names()} "
+            "(or set class = \"package.module:ClassName\" in the file)"
         )
-        policy_set.warnings.append(message)
+    if not config.get("enabled", True):
+        log.info("policy file %s is disabled", toml_file.name)
         return None
     mode = config.get("mode", "enforce")
     if mode not in MODES:

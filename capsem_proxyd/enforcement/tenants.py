@@ -36,7 +36,7 @@ from typing import Any
 from capsem_proxyd.config import Settings
 from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.enforcement.holdbacks import holdback_summary, stream_holdbacks
-from capsem_proxyd.enforcement.loader import PolicyConfigError, PolicySet, load_policy_set
+from capsem_proxyd.enforcement.loader import PolicyConfigError, PolicySet, load_policy_set, no_policy_set
 from capsem_proxyd.enforcement.shadow import ShadowRunner, ShadowTasks
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.enforcement.workers import PolicyWorkers, RemotePolicy, usable_cores
@@ -89,7 +89,7 @@ class PolicyConfig:
 
 def load_policy_config(settings: Settings) -> PolicyConfig:
     """Load every folder and file ``settings`` names; raises PolicyConfigError (one line)."""
-    config = PolicyConfig(main=load_policy_set(settings.policy_dir))
+    config = PolicyConfig(main=_main_policy_set(settings))
     if settings.shadow_policy_dir:
         config.shadow = load_policy_set(settings.shadow_policy_dir)
     if settings.tenant_profiles:
@@ -99,6 +99,17 @@ def load_policy_config(settings: Settings) -> PolicyConfig:
     if settings.tenants_file:
         config.allowed_tenants = load_allowed_tenants(settings.tenants_file)
     return config
+
+
+def _main_policy_set(settings: Settings) -> PolicySet:
+    """``--policy-dir``'s policies (the Debug policy without one), or none when ``--no-policies`` says so."""
+    if settings.policies:
+        return load_policy_set(settings.policy_dir)
+    if settings.policy_dir:
+        raise PolicyConfigError(
+            f"--no-policies and --policy-dir {settings.policy_dir} contradict each other; drop one of them"
+        )
+    return no_policy_set()
 
 
 class TenantPolicies:
