@@ -70,9 +70,9 @@ def start(ctx: click.Context, **options: Any) -> None:
 def check(**options: Any) -> None:
     """Load the configuration and every policy as start would; exit non-zero on any problem."""
     settings = settings_from(options)
-    checked = preflight(settings)
+    checked = preflight(settings, repair=False)  # a damaged state file is reported, left for start to set aside
     config, export, state = checked.config, checked.export, checked.state_file
-    for warning in config.warnings:
+    for warning in [*config.warnings, *checked.warnings]:
         click.echo(f"warning: {warning}", err=True)
     click.echo(f"configuration OK: listen {settings.host}:{settings.port}, workers {settings.workers}")
     click.echo(f"upstreams: openai={settings.openai_upstream} gemini={settings.gemini_upstream} "

@@ -5,7 +5,7 @@ configuration ``check`` accepts also starts, and one that cannot start fails
 here with one line (``ConfigError``, exit code 2) instead of a traceback
 from a worker: every policy folder and tenant file loaded, the trace
 endpoint valid and OpenTelemetry importable, the record of delivered replies
-openable in ``--state-dir``.
+openable in ``--state-dir`` and the placeholder key there.
 """
 
 from __future__ import annotations
@@ -22,16 +22,24 @@ from capsem_proxyd.observe.tracing import TraceExport, TracingConfigError, trace
 
 @dataclass(frozen=True, slots=True)
 class Preflight:
-    """What the checks found: the policy configuration, where spans go, where delivered replies are kept."""
+    """What the checks found: the policy configuration, where spans go, where delivered replies are kept,
+    and what is wrong but does not stop a start (``check`` prints it as warnings)."""
 
     config: PolicyConfig
     export: TraceExport | None
     state_file: Path | None
+    warnings: tuple[str, ...] = ()
 
 
-def preflight(settings: Settings) -> Preflight:
-    """Every check ``start`` runs before it binds; ConfigError on the first that fails."""
-    return Preflight(load_config(settings), check_tracing(settings), check_state(settings))
+def preflight(settings: Settings, *, repair: bool = True) -> Preflight:
+    """Every check ``start`` runs before it binds; ConfigError on the first that fails.
+
+    ``repair``: what ``start`` does, which ``check`` only reports: a damaged record of delivered replies
+    is set aside and a fresh one made, a missing or damaged placeholder key replaced (each logged at ERROR).
+    """
+    config, export = load_config(settings), check_tracing(settings)
+    state_file, warnings = check_state(settings, repair=repair)
+    return Preflight(config, export, state_file, warnings)
 
 
 def load_config(settings: Settings) -> PolicyConfig:
@@ -56,21 +64,44 @@ def check_tracing(settings: Settings) -> TraceExport | None:
     return export
 
 
-def check_state(settings: Settings) -> Path | None:
+def check_state(settings: Settings, *, repair: bool = True) -> tuple[Path | None, tuple[str, ...]]:
     """With ``--stored-content checked``: the store's file, created and opened as the workers will open it
-    (then closed: a forked worker must not inherit a connection); ConfigError when it cannot be."""
+    (then closed: a forked worker must not inherit a connection), and the placeholder key loaded (made the
+    first time); ConfigError when the directory cannot hold them.
+
+    A damaged file or key does not stop a start (the proxy would stay down until an operator deleted
+    it): ``start`` sets it aside and starts afresh (``repair``), ``check`` only warns that it will.
+    """
     import sqlite3
 
+    from capsem_proxyd.proxy.placeholder_key import key_problem, load_placeholder_key
+    from capsem_proxyd.proxy.response_store import is_damaged
     from capsem_proxyd.proxy.stored_content import open_store
 
     if settings.stored_content != "checked":
-        return None
+        return None, ()
     store = open_store(settings)
+    directory = store.path.parent
+    warnings: list[str] = []
     try:
-        store.open()
+        if repair:
+            store.prepare()
+            load_placeholder_key(directory)
+        else:
+            try:
+                store.open()
+            except sqlite3.DatabaseError as error:
+                if not is_damaged(error):
+                    raise
+                warnings.append(f"--state-dir {directory}: the record of delivered replies {store.path.name} is "
+                                f"damaged ({error}): start moves it aside and begins a fresh one (the ids it "
+                                "held are then refused)")
+            problem = key_problem(directory)
+            if problem is not None:
+                warnings.append(f"--state-dir {directory}: {problem}: start makes a new placeholder key (a new id)")
     except (OSError, sqlite3.Error) as error:
-        raise ConfigError(f"--state-dir {store.path.parent}: cannot keep the record of delivered replies there "
+        raise ConfigError(f"--state-dir {directory}: cannot keep the record of delivered replies there "
                           f"(--stored-content checked): {error}") from None
     finally:
         store.close()
-    return store.path
+    return store.path, tuple(warnings)
