@@ -7,8 +7,9 @@ order when its ``async with`` ends, however it ends:
 1. the recorders: request log, metrics, the audit log's recorder, and the
    OpenTelemetry span recorder (and its exporter thread) when export is on;
 2. the upstream: one pooled httpx transport;
-3. the ``--stored-content`` record of delivered replies, and the
-   placeholder key beside it in the state directory (its id in ``/health``);
+3. the ``--stored-content`` record of delivered replies, and the id of
+   the placeholder key beside it in the state directory, read for
+   ``/health`` (``start``'s preflight made it);
 4. the tenant policies, started: the worker processes of CPU-heavy
    policies are warm before the instance is handed out;
 5. the pipeline, which reads the policies through ``ActivePolicies`` on
@@ -44,7 +45,7 @@ from capsem_proxyd.observe.request_log import RequestLog
 from capsem_proxyd.observe.tracing import trace_export
 from capsem_proxyd.proxy.limits import Limits
 from capsem_proxyd.proxy.pipeline import Pipeline
-from capsem_proxyd.proxy.placeholder_key import PlaceholderKey, load_placeholder_key
+from capsem_proxyd.proxy.placeholder_key import PlaceholderKey, read_placeholder_key
 from capsem_proxyd.proxy.stored_content import StoredContent, open_store
 from capsem_proxyd.proxy.streaming import StreamSettings
 from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
@@ -158,9 +159,10 @@ class Instance:
 
     def state(self) -> dict[str, Any]:
         """``/health``'s ``state``: the state directory in use (None: none, ``--stored-content`` is not
-        ``checked``) and the id of the placeholder key kept there, which changes only when the key was
-        lost or damaged and had to be replaced (logged at ERROR)."""
-        in_use = self.placeholder_key is not None
+        ``checked``) and the id of the placeholder key kept there (None: none made, as in an instance
+        started without ``start``'s preflight), which changes only when the key was lost or damaged and
+        had to be replaced (logged at ERROR)."""
+        in_use = self.settings.stored_content == "checked"
         return {
             "directory": str(self.stored.store.path.parent) if in_use else None,
             "placeholder_key_id": self.placeholder_key.id if self.placeholder_key is not None else None,
@@ -218,10 +220,9 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
         upstream = Upstream(UpstreamTimeouts(connect=settings.connect_timeout, read=settings.upstream_timeout))
         stack.push_async_callback(_bounded(upstream.aclose, "the upstream connections"))
         stored = StoredContent(settings, open_store(settings), recorder)
-        # Loaded where the state directory is in use; start's preflight made (or replaced) it already, so
-        # this is one 32-byte read per worker process.
+        # Read, never made here: start's preflight made (or replaced) it, once, before the workers fork.
         placeholder_key = (
-            await trio.to_thread.run_sync(load_placeholder_key, stored.store.path.parent)
+            await trio.to_thread.run_sync(read_placeholder_key, stored.store.path.parent)
             if settings.stored_content == "checked" else None
         )
         stack.push_async_callback(_bounded(stored.store.aclose, "the record of delivered replies"))

@@ -79,6 +79,24 @@ def load_placeholder_key(directory: Path) -> PlaceholderKey:
     return key
 
 
+def read_placeholder_key(directory: Path) -> PlaceholderKey | None:
+    """The key ``load_placeholder_key`` made (in ``start``'s preflight, before the worker processes fork),
+    read without making or replacing anything; None when there is none to read. What an instance shows
+    in ``/health``: an instance that never serves a stored reply must not even create the directory."""
+    try:
+        secret = (directory / KEY_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        log.error("the placeholder key %s is unreadable: %s", directory / KEY_FILE, error.strerror or error)
+        return None
+    if len(secret) != KEY_BYTES:
+        log.error("the placeholder key %s is damaged (%d bytes instead of %d); a restart replaces it",
+                  directory / KEY_FILE, len(secret), KEY_BYTES)
+        return None
+    return PlaceholderKey(key_id(secret), secret)
+
+
 def _lost(directory: Path, remembered: str | None) -> PlaceholderKey:
     key = _create(directory)
     if remembered is not None and remembered != key.id:

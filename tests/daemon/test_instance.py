@@ -81,6 +81,8 @@ async def test_health_and_metrics_describe_the_instance(proxy_settings: Settings
             "version": __version__,
             "providers": {"openai": fake.url + "/v1", "gemini": fake.url, "anthropic": fake.url},
             "policies": ["Debug"],
+            # No placeholder key: start's preflight makes it, and this instance never went through one.
+            "state": {"directory": proxy_settings.state_dir, "placeholder_key_id": None},
         }
         async with served(instance) as url, httpx.AsyncClient() as client:
             assert (await client.post(url + "/v1/chat/completions", json=CHAT, headers=HEADERS)).status_code == 200
