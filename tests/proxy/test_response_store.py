@@ -91,3 +91,54 @@ def test_the_default_state_directory_follows_xdg(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("HOME", str(tmp_path))
     assert state_directory(None) == tmp_path / ".local" / "state" / "capsem-proxyd"
     assert state_directory("/var/lib/capsem-proxyd") == Path("/var/lib/capsem-proxyd")
+
+
+async def test_a_file_damaged_before_a_process_opens_it_is_set_aside_and_its_ids_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a worker process meets when the file was damaged after start's preflight: its first access sets
+    the file aside (kept), answers from a fresh one (the old ids unknown: refused) and logs it once."""
+    first = store(tmp_path)
+    await first.record(A, "resp_1")
+    await first.aclose()
+    (tmp_path / FILE_NAME).write_bytes(b"\0garbage" * 600)
+    later = store(tmp_path)
+    assert await later.usable(A, "resp_1") is None
+    await later.record(A, "resp_2")
+    assert await later.usable(A, "resp_2") is True
+    await later.aclose()
+    assert [path.read_bytes()[:8] for path in tmp_path.glob(f"{FILE_NAME}.damaged-*")] == [b"\0garbage"]
+    assert [record.levelname for record in caplog.records if "damaged" in record.getMessage()] == ["ERROR"]
+
+
+async def test_a_deleted_directory_is_recreated_and_every_process_moves_to_the_new_file(tmp_path: Path) -> None:
+    folder = tmp_path / "state"
+    one, two = store(folder), store(folder)  # two worker processes' connections
+    await one.record(A, "before")
+    assert await two.usable(A, "before") is True
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+    await one.record(A, "after")  # one notices and makes the new file...
+    assert await two.usable(A, "after") is True  # ...which two finds: it reopens instead of reading the old one
+    assert await two.usable(A, "before") is None and await one.usable(A, "before") is None
+    assert folder.stat().st_mode & 0o777 == 0o700
+    await one.aclose()
+    await two.aclose()
+
+
+def test_only_a_damaged_file_counts_as_damaged(tmp_path: Path) -> None:
+    import sqlite3
+
+    from capsem_proxyd.proxy.response_store import is_damaged
+
+    connection = sqlite3.connect(tmp_path / "sound.sqlite3")
+    with pytest.raises(sqlite3.OperationalError) as missing:
+        connection.execute("SELECT * FROM nowhere")
+    connection.close()
+    assert not is_damaged(missing.value)
+    assert not is_damaged(sqlite3.OperationalError("database is locked"))  # no code: not damage
+    (tmp_path / "bad.sqlite3").write_bytes(b"not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError) as damaged:
+        sqlite3.connect(tmp_path / "bad.sqlite3").execute("PRAGMA journal_mode=WAL")
+    assert is_damaged(damaged.value)
