@@ -127,3 +127,28 @@ async def test_a_damaged_or_missing_placeholder_key_is_replaced_with_a_new_id_an
     assert renewed not in (replaced, shown["placeholder_key_id"])
     assert await lost.stop() == 0
     assert "ERROR" in lost.log and f"(id {replaced}) is missing" in lost.log
+
+
+async def test_every_worker_process_moves_to_the_one_new_record(tmp_path: Path, fake: FakeUpstream, daemons) -> None:
+    """Two workers: each notices the deletion on its own next access and opens the file the first made, so
+    a reply recorded by one is admitted by the other (requests on fresh connections land on either)."""
+    state = tmp_path / "state"
+    daemon = daemons("--workers", "2", "--state-dir", str(state), *upstream_args(fake.url))
+    await daemon.wait_ready()
+    fresh = {**HEADERS, "connection": "close"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        async def turn(**fields: object) -> httpx.Response:
+            return await client.post(daemon.url + "/v1/responses", headers=fresh,
+                                     json={"model": "gpt-4.1", "input": "hi", **fields})
+
+        for _ in range(4):
+            assert (await turn()).status_code == 200  # both workers have the file open
+        shutil.rmtree(state)
+        for _ in range(12):
+            first = await turn()
+            assert first.status_code == 200, first.text
+            follow_up = await turn(previous_response_id=first.json()["id"])
+            assert follow_up.status_code == 200, follow_up.text
+    assert await daemon.stop() == 0
+    assert 1 <= daemon.log.count("was deleted or replaced while running") <= 2, daemon.log
+    assert (state / RECORD).is_file()
