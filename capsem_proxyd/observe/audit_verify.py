@@ -104,8 +104,7 @@ def verify(paths: str | Path | Sequence[str | Path], head: Head | None = None) -
 
 def _walk(path: Path, before: _Walked | None, head_offset: int | None) -> _Walked:
     walked = _Walked()
-    chains: dict[str, _Link] = {}
-    only_fresh_starts = True
+    chains = _Chains(walked, before, path)
     pending: tuple[int, int] | None = None  # a line that is no record: (its number, its first byte)
     offset = 0
     number = 0
@@ -115,10 +114,7 @@ def _walk(path: Path, before: _Walked | None, head_offset: int | None) -> _Walke
             if number == 1:
                 walked.file_id = file_id_of(line.rstrip(b"\n"))
             if head_offset is not None:
-                if offset == head_offset:
-                    walked.ends[offset] = (number, line_hash(line))
-                elif start < head_offset < offset:
-                    walked.within = number
+                _note_head_offset(walked, head_offset, number, line, start, offset)
             if not line.endswith(b"\n"):
                 raise Broken(number, "truncated last line (a write failed, and no later write has fenced it yet)")
             record = _record(line)
@@ -129,31 +125,53 @@ def _walk(path: Path, before: _Walked | None, head_offset: int | None) -> _Walke
                 if not _fences(record, handle.fileno(), start, pending[1]):
                     raise Broken(pending[0], "not an audit record (and no chain start after it records it as a gap)")
                 pending = None
-            writer, prev = record["writer"], record["prev"]
-            if record.get("type") == "chain_start":
-                link = record.get("link")
-                if prev is not None or writer in chains:
-                    raise Broken(number, "chain start reuses a writer or continues a chain")
-                if number == 1 and before is not None:
-                    _check_follows(record, before, path)
-                elif number > 1:
-                    if link is None and not only_fresh_starts:
-                        raise Broken(number, "unlinked chain start in the middle of the file")
-                    if link is not None and link not in walked.seen:
-                        raise Broken(number, "chain start links to no earlier line")
-                only_fresh_starts = only_fresh_starts and link is None
-            else:
-                only_fresh_starts = False
-                last = chains.get(writer)
-                if prev is None or last is None or last.hash != prev:
-                    raise Broken(*_which_line(record, last, number))
-            seq = record.get("seq")
-            chains[writer] = _Link(line_hash(line), seq if isinstance(seq, int) else None, number)
-            walked.seen.add(chains[writer].hash)
+            chains.add(record, line, number)
     if pending is not None:
         raise Broken(pending[0], "not an audit record (and no chain start after it records it as a gap)")
     walked.lines, walked.size = number, offset
     return walked
+
+
+def _note_head_offset(walked: _Walked, head_offset: int, number: int, line: bytes, start: int, end: int) -> None:
+    if end == head_offset:
+        walked.ends[end] = (number, line_hash(line))
+    elif start < head_offset < end:
+        walked.within = number
+
+
+class _Chains:
+    """The writers' chains of one file, line by line."""
+
+    def __init__(self, walked: _Walked, before: _Walked | None, path: Path) -> None:
+        self.walked, self.before, self.path = walked, before, path
+        self.last: dict[str, _Link] = {}
+        self.only_fresh_starts = True
+
+    def add(self, record: dict[str, Any], line: bytes, number: int) -> None:
+        writer, prev = record["writer"], record["prev"]
+        if record.get("type") == "chain_start":
+            self._start(record, writer, prev, number)
+        else:
+            self.only_fresh_starts = False
+            last = self.last.get(writer)
+            if prev is None or last is None or last.hash != prev:
+                raise Broken(*_which_line(record, last, number))
+        seq = record.get("seq")
+        self.last[writer] = _Link(line_hash(line), seq if isinstance(seq, int) else None, number)
+        self.walked.seen.add(self.last[writer].hash)
+
+    def _start(self, record: dict[str, Any], writer: str, prev: Any, number: int) -> None:
+        link = record.get("link")
+        if prev is not None or writer in self.last:
+            raise Broken(number, "chain start reuses a writer or continues a chain")
+        if number == 1 and self.before is not None:
+            _check_follows(record, self.before, self.path)
+        elif number > 1:
+            if link is None and not self.only_fresh_starts:
+                raise Broken(number, "unlinked chain start in the middle of the file")
+            if link is not None and link not in self.walked.seen:
+                raise Broken(number, "chain start links to no earlier line")
+        self.only_fresh_starts = self.only_fresh_starts and link is None
 
 
 def _record(line: bytes) -> dict[str, Any] | None:
