@@ -104,6 +104,7 @@ class AuditLog:
         self._fd: int | None = None
         self._prev: str | None = None
         self._seq = 0
+        self._end = -1  # where the file ended after this writer's last line: unchanged means nothing to fence
         self._head = ChainHead(head, path) if head is not None and path is not None else None
         with self._lock:
             self._open_locked()  # at start a failure is the operator's to see: it raises
@@ -165,6 +166,7 @@ class AuditLog:
             self._start_segment()
 
     def _close_locked(self) -> None:
+        self._end = -1
         if self._fd is not None:
             fd, self._fd = self._fd, None
             try:
@@ -212,10 +214,16 @@ class AuditLog:
     # -- under both locks ----------------------------------------------------------------
 
     def _partial_tail(self) -> bool:
-        """Whether the file holds bytes after its last recorded line (a failed write's remains): two syscalls."""
+        """Whether the file holds bytes after its last recorded line (a failed write's remains).
+
+        One ``fstat`` when the file still ends where this writer's last line did (the usual case: one
+        writer, or the last line was this one's); the head is read only when another writer wrote since.
+        """
         if self._fd is None or self.path is None:
             return False
         size = os.fstat(self._fd).st_size
+        if size == self._end:
+            return False
         head = self._head.read() if self._head is not None else None
         if head is not None and head.file == self.file_id:
             return size != head.offset
@@ -263,8 +271,10 @@ class AuditLog:
         line = escape_line_breaks(orjson.dumps(record)) + b"\n"
         end = self._append(line)
         self._prev, self._seq = line_hash(line), self._seq + 1
-        if self._head is not None and end is not None:
-            self._head.record(self.file_id, end, self._prev)
+        if end is not None:
+            self._end = end
+            if self._head is not None:
+                self._head.record(self.file_id, end, self._prev)
 
     def _append(self, data: bytes) -> int | None:
         """Write all of ``data`` (a short write is continued; its failure raises); the file's end after it."""
@@ -272,9 +282,11 @@ class AuditLog:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
             return None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        written = os.write(self._fd, data)
+        if written < len(data):  # a short write (the disk filling up): the rest raises, or goes too
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self._fd, view):]
         return os.lseek(self._fd, 0, os.SEEK_CUR)
 
 

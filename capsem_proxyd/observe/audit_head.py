@@ -68,6 +68,7 @@ class ChainHead:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.log = os.path.abspath(log_path)
+        self._log = orjson.dumps(self.log)  # the one field that needs JSON escaping, escaped once
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
     @contextmanager
@@ -82,7 +83,7 @@ class ChainHead:
         return parse_head(os.pread(self._fd, SIZE, 0))
 
     def record(self, file_id: str, offset: int, line_hash: str) -> None:
-        body = orjson.dumps({"log": self.log, "file": file_id, "offset": offset, "hash": line_hash})
+        body = b'{"log":%b,"file":"%b","offset":%d,"hash":"%b"}' % (self._log, file_id.encode(), offset, line_hash.encode())
         os.pwrite(self._fd, body.ljust(SIZE - 1, b" ") + b"\n", 0)
 
     def close(self) -> None:
