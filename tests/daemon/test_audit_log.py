@@ -24,7 +24,7 @@ from google.genai import errors as genai_errors
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.observe.audit import AuditLog
 from capsem_proxyd.observe.audit_head import head_path
-from tests.support.daemon import run_cli, upstream_args, wait_for_log
+from tests.support.daemon import assert_startup_error, run_cli, upstream_args, wait_for_log
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import PROVIDERS, message_of, sdk_call, sdk_error, status_of
@@ -175,3 +175,13 @@ async def test_verify_reports_an_edited_line_at_its_own_number_and_an_edited_las
     os.remove(head_path(state, audit))
     unanchored = verify(state, audit)
     assert unanchored.returncode == 0 and "no chain head" in unanchored.stdout
+
+
+def test_check_refuses_an_audit_log_it_cannot_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_cli("check", "--audit-log", str(blocker / "audit.jsonl"), "--state-dir", str(tmp_path / "state"))
+    assert_startup_error(result, "--audit-log", "audit.jsonl")
+    result = run_cli("check", "--audit-log", str(tmp_path / "audit.jsonl"), "--state-dir", str(blocker / "state"),
+                     "--stored-content", "allow")
+    assert_startup_error(result, "--audit-log", "chain head")
