@@ -105,6 +105,7 @@ class AuditLog:
         self._prev: str | None = None
         self._seq = 0
         self._end = -1  # where the file ended after this writer's last line: unchanged means nothing to fence
+        self._left_behind = b""  # what a failed write left at the end of the file a reopen moved away from
         self._head = ChainHead(head, path) if head is not None and path is not None else None
         with self._lock:
             self._open_locked()  # at start a failure is the operator's to see: it raises
@@ -121,7 +122,11 @@ class AuditLog:
     def reopen(self) -> None:
         """(Re)open the file and start a new chain segment linked to its last line (or the previous file's)."""
         with self._lock:
+            self._left_behind = self._unfenced_tail()
             self._close_locked()
+            if self.failing_since is not None:
+                self._recover_locked()  # a new file may have the space the old one lacked
+                return
             try:
                 self._open_locked()
             except OSError as error:
@@ -158,12 +163,27 @@ class AuditLog:
 
     # -- under self._lock -----------------------------------------------------------
 
-    def _open_locked(self) -> None:
+    def _open_locked(self, **extra: Any) -> None:
         if self.path is not None:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         with self._locked():
-            self._start_segment()
+            self._start_segment(**extra)
+
+    def _unfenced_tail(self) -> bytes:
+        """The bytes after the last recorded line of the file open now (a failed write's remains), read before a
+        reopen leaves it: the disk that failed may never take the newline that would fence them there."""
+        if self._fd is None or self.path is None:
+            return b""
+        try:
+            with self._locked():
+                size = os.fstat(self._fd).st_size
+                head = self._head.read() if self._head is not None else None
+                if head is not None and head.file == self.file_id and 0 <= size - head.offset <= _TAIL_BYTES:
+                    return os.pread(self._fd, size - head.offset, head.offset)
+                return _tail(self._fd, size)[1]
+        except OSError:
+            return b""
 
     def _close_locked(self) -> None:
         self._end = -1
@@ -177,12 +197,13 @@ class AuditLog:
     def _recover_locked(self) -> bool:
         """Try to write again: a new segment that fences what a failed write left and says what was lost."""
         since, lost = self.failing_since, self.lost
+        outage = {"since": since, "lost": lost}
         try:
             if self.path is not None and self._fd is None:
-                self._open_locked()  # a reopen failed: the segment it starts is the recovery
+                self._open_locked(after_failure=outage)  # a reopen failed: the segment it starts is the recovery
             else:
                 with self._locked():
-                    self._start_segment(after_failure={"since": since, "lost": lost})
+                    self._start_segment(after_failure=outage)
         except OSError:
             return False
         self.failing_since, self.lost = None, 0
@@ -242,10 +263,12 @@ class AuditLog:
         else:
             size = os.fstat(self._fd).st_size
             head = self._head.read() if self._head is not None else None
-            if size == 0:  # a new file: its first line names it, and the file before it
-                self.file_id = os.urandom(8).hex()
+            if size == 0:  # a new file: its first line names it, and the file before it (and what that one's end
+                self.file_id = os.urandom(8).hex()  # holds after its last recorded line, if anything)
                 if head is not None:
                     previous, link = head.file, head.hash
+                    if self._left_behind:
+                        extra["previous_gap"] = _gap(self._left_behind)
             else:
                 self.file_id = file_id_of(os.pread(self._fd, min(size, 64 * 1024), 0).split(b"\n", 1)[0])
                 if head is not None and head.file == self.file_id and 0 <= size - head.offset <= _TAIL_BYTES:
@@ -263,8 +286,9 @@ class AuditLog:
         if previous is not None:
             record["previous"] = previous
         if gap:
-            record["gap"] = {"bytes": len(gap), "sha256": hashlib.sha256(gap).hexdigest()}
+            record["gap"] = _gap(gap)
         self._emit({**record, **extra})
+        self._left_behind = b""
 
     def _emit(self, record: dict[str, Any]) -> None:
         record = {"ts": round(time.time(), 6), **record, "prev": self._prev, "writer": self.writer, "seq": self._seq}
@@ -299,6 +323,10 @@ class _NoLock:
 
 
 _NO_LOCK = _NoLock()
+
+
+def _gap(data: bytes) -> dict[str, Any]:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _tail(fd: int, size: int) -> tuple[str | None, bytes]:

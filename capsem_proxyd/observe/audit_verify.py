@@ -18,7 +18,10 @@ The rules, line by line (``audit.py`` writes what they check):
 * A line that is not a record (what a failed write left) is a *recorded gap*
   only when the next record is a ``chain_start`` whose ``gap`` gives the size
   and SHA-256 of the bytes from at or before that line up to itself: the
-  writer that recovered measured them. Anything else is reported.
+  writer that recovered measured them. A file left behind by a reopen while
+  it was failing (logrotate moved the full log away) may end with such
+  bytes when the next file given records them (``previous_gap``, measured
+  the same way). Anything else is reported.
 * The chain head under ``--state-dir`` (``audit_head.py``) vouches for the
   last line of the newest file: a line must end at the byte it records, with
   the hash it records. Lines after it are allowed (written since it was
@@ -55,9 +58,9 @@ class VerifyResult:
 
 
 class Broken(Exception):
-    def __init__(self, line: int, reason: str) -> None:
+    def __init__(self, line: int, reason: str, path: Path | None = None) -> None:
         super().__init__(reason)
-        self.line, self.reason = line, reason
+        self.line, self.reason, self.path = line, reason, path
 
 
 @dataclass(slots=True)
@@ -71,12 +74,16 @@ class _Link:
 class _Walked:
     """What the next file, and the head, need of a walked file."""
 
+    path: Path
     file_id: str | None = None
     seen: set[str] = field(default_factory=set)
     lines: int = 0
     size: int = 0
     ends: dict[int, tuple[int, str]] = field(default_factory=dict)  # the head's offset -> (line, hash), if a line ends there
     within: int | None = None  # the line the head's offset falls inside
+    # A file left by a reopen while its last write had failed ends with bytes no chain start fences: the
+    # first line of the next file must record them (``previous_gap``). (line, first byte, reason)
+    open_end: tuple[int, int, str] | None = None
 
 
 def verify(paths: str | Path | Sequence[str | Path], head: Head | None = None) -> VerifyResult:
@@ -85,11 +92,14 @@ def verify(paths: str | Path | Sequence[str | Path], head: Head | None = None) -
     before: _Walked | None = None
     total = 0
     for index, path in enumerate(files):
-        offset = head.offset if head is not None and index == len(files) - 1 else None
+        newest = index == len(files) - 1
+        offset = head.offset if head is not None and newest else None
         try:
             walked = _walk(path, before, offset)
+            if newest and walked.open_end is not None:
+                raise Broken(walked.open_end[0], walked.open_end[2])
         except Broken as broken:
-            return VerifyResult(False, total + broken.line, broken.line, broken.reason, str(path))
+            return VerifyResult(False, total + broken.line, broken.line, broken.reason, str(broken.path or path))
         total += walked.lines
         before = walked
     assert before is not None
@@ -103,7 +113,7 @@ def verify(paths: str | Path | Sequence[str | Path], head: Head | None = None) -
 
 
 def _walk(path: Path, before: _Walked | None, head_offset: int | None) -> _Walked:
-    walked = _Walked()
+    walked = _Walked(path)
     chains = _Chains(walked, before, path)
     pending: tuple[int, int] | None = None  # a line that is no record: (its number, its first byte)
     offset = 0
@@ -116,7 +126,10 @@ def _walk(path: Path, before: _Walked | None, head_offset: int | None) -> _Walke
             if head_offset is not None:
                 _note_head_offset(walked, head_offset, number, line, start, offset)
             if not line.endswith(b"\n"):
-                raise Broken(number, "truncated last line (a write failed, and no later write has fenced it yet)")
+                pending = pending or (number, start)
+                walked.open_end = (pending[0], pending[1], "truncated last line (a write failed, and no later write "
+                                   "has fenced it yet)")
+                break
             record = _record(line)
             if record is None:
                 pending = pending or (number, start)
@@ -126,8 +139,8 @@ def _walk(path: Path, before: _Walked | None, head_offset: int | None) -> _Walke
                     raise Broken(pending[0], "not an audit record (and no chain start after it records it as a gap)")
                 pending = None
             chains.add(record, line, number)
-    if pending is not None:
-        raise Broken(pending[0], "not an audit record (and no chain start after it records it as a gap)")
+    if pending is not None and walked.open_end is None:
+        walked.open_end = (*pending, "not an audit record (and no chain start after it records it as a gap)")
     walked.lines, walked.size = number, offset
     return walked
 
@@ -203,6 +216,16 @@ def _check_follows(record: dict[str, Any], before: _Walked, path: Path) -> None:
                         "or they are out of order")
     if record.get("link") not in before.seen:
         raise Broken(1, "links to no line of the file before it")
+    if before.open_end is not None:
+        line, gap_from, reason = before.open_end
+        gap = record.get("previous_gap")
+        if not isinstance(gap, dict) or not isinstance(gap.get("bytes"), int) or not (
+            0 < gap["bytes"] <= before.size and before.size - gap["bytes"] <= gap_from
+        ):
+            raise Broken(line, reason, before.path)
+        with open(before.path, "rb") as handle:
+            if hashlib.sha256(os.pread(handle.fileno(), gap["bytes"], before.size - gap["bytes"])).hexdigest() != gap.get("sha256"):
+                raise Broken(line, reason, before.path)
 
 
 def _which_line(record: dict[str, Any], last: _Link | None, number: int) -> tuple[int, str]:

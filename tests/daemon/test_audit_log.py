@@ -185,3 +185,25 @@ def test_check_refuses_an_audit_log_it_cannot_write(tmp_path: Path) -> None:
     result = run_cli("check", "--audit-log", str(tmp_path / "audit.jsonl"), "--state-dir", str(blocker / "state"),
                      "--stored-content", "allow")
     assert_startup_error(result, "--audit-log", "chain head")
+
+
+async def test_moving_the_full_log_away_recovers_on_sighup_and_both_files_verify(
+    tmp_path: Path, fake: FakeUpstream, daemons
+) -> None:
+    audit, state = tmp_path / "audit.jsonl", tmp_path / "state"
+    filled_log(audit, state)
+    daemon = daemons("--audit-log", str(audit), "--state-dir", str(state), *upstream_args(fake.url))
+    await daemon.wait_ready()
+    limit_file_size(daemon.process.pid, audit.stat().st_size + 100)
+    assert (await post(daemon.url, CLEAN)).status_code == 503 and fake.requests == []
+    moved = Path(f"{audit}.1")
+    audit.rename(moved)  # the operator makes room: logrotate's rename, then SIGHUP
+    daemon.process.send_signal(signal.SIGHUP)
+    await wait_for_log(daemon, "writable again")
+    assert (await health(daemon.url))["status"] == "ok"
+    assert (await post(daemon.url, CLEAN)).status_code == 200 and len(fake.requests) == 1
+    assert await daemon.stop() == 0
+    assert not moved.read_bytes().endswith(b"\n")  # the cut line is left where the disk was full...
+    assert run_cli("audit", "verify", "--state-dir", str(state), str(moved)).returncode == 1
+    together = run_cli("audit", "verify", "--state-dir", str(state), str(moved), str(audit))
+    assert together.returncode == 0, together.stderr  # ...and recorded by the first line of the next file
