@@ -62,3 +62,18 @@ def test_a_line_removed_inside_a_chain_is_reported_where_it_was(tmp_path: Path) 
     path.write_bytes(b"".join(lines[:3] + lines[4:]))
     result = verify(path, None)
     assert not result.ok and result.broken_line == 4 and "1 line(s) of this chain removed" in result.reason
+
+
+def test_logrotate_copytruncate_starts_a_new_file_linked_to_the_copy(tmp_path: Path) -> None:
+    path, state, (log,) = writers(tmp_path, 1)
+    for number in range(3):
+        log.write({"type": "note", "n": number})
+    copy = tmp_path / "audit.jsonl.1"
+    copy.write_bytes(path.read_bytes())
+    with path.open("r+b") as handle:
+        handle.truncate(0)  # copytruncate: no reopen, the file just starts over under the writer
+    log.write({"type": "note", "n": 3})
+    log.close()
+    head = read_head(head_path(state, path))
+    assert verify([copy, path], head).ok
+    assert b'"previous"' in path.read_bytes().splitlines()[0]
