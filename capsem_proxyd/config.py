@@ -141,6 +141,13 @@ class Settings:
         None, "Append the hash-chained JSON audit log here ('-' for stdout). Reopened on SIGHUP."
     )
     audit_prompts: bool = setting(False, "Include prompt text in audit records.")
+    audit_failure: str = setting(
+        "block", "What happens while the audit log cannot be written (disk full, I/O error): 'block' answers every "
+        "proxied request with a provider-shaped 503 before anything reaches the provider (fail closed); 'allow' "
+        "keeps serving, unrecorded (logged at ERROR). Either way the log is retried on each request and recovers by "
+        "itself; /health and the capsem_proxyd_audit_log_writable gauge show it.",
+        choices=("block", "allow"), reloads=True,
+    )
     otlp_endpoint: str | None = setting(
         None, "Export one OpenTelemetry trace span per proxied request over OTLP/HTTP (protobuf) to this collector "
         "(base URL, e.g. http://collector:4318: spans go to <url>/v1/traces). Needs the 'otel' extra. Wins over "

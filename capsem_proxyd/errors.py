@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
     CAPSEM_STORED_CONTENT = "capsem_stored_content"
     # the upstream and the proxy itself
     STORED_CONTENT_UNAVAILABLE = "stored_content_unavailable"
+    AUDIT_LOG_UNAVAILABLE = "audit_log_unavailable"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_RESPONSE_TOO_LARGE = "upstream_response_too_large"
@@ -183,6 +184,17 @@ def stored_content_unavailable() -> ProxyError:
     return ProxyError(
         503, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd could not consult its record of delivered replies; see its log.",
         code=ErrorCode.STORED_CONTENT_UNAVAILABLE,
+    )
+
+
+def audit_log_unavailable() -> ProxyError:
+    """``--audit-failure block``: the audit log cannot be written, so nothing is forwarded unrecorded.
+
+    503, retryable: every SDK retries it, and the proxy recovers by itself once the log is writable again."""
+    return ProxyError(
+        503, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd cannot write its audit log (disk full or unwritable), so it "
+        "forwards nothing until it can; retry later, and see its log and /health.",
+        code=ErrorCode.AUDIT_LOG_UNAVAILABLE,
     )
 
 

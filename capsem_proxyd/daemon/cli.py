@@ -217,15 +217,27 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
-def audit_verify(path: str) -> None:
-    """Check the audit log's hash chains; report the first line where one breaks."""
-    from capsem_proxyd.observe.audit import verify
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--state-dir", envvar="CAPSEM_PROXYD_STATE_DIR", type=click.Path(file_okay=False),
+              help="The --state-dir the proxy ran with, where the log's chain head is kept (default: as start's).")
+def audit_verify(paths: tuple[str, ...], state_dir: str | None) -> None:
+    """Check the audit log's hash chains; report the first line where one breaks.
 
-    result = verify(path)
+    Give a rotated series oldest first (audit.log.2 audit.log.1 audit.log): each file must link to the one
+    before it. The newest file's last line is checked against the chain head kept in the state directory.
+    """
+    from capsem_proxyd.observe.audit_head import head_path, read_head
+    from capsem_proxyd.observe.audit_verify import verify
+    from capsem_proxyd.proxy.response_store import state_directory
+
+    head_file = head_path(state_directory(state_dir), paths[-1])
+    head = read_head(head_file)
+    result = verify(paths, head)
     if not result.ok:
-        raise click.ClickException(f"{path}: line {result.broken_line}: {result.reason}")
-    click.echo(f"{path}: OK, {result.lines} lines, hash chains intact")
+        raise click.ClickException(f"{result.path}: line {result.broken_line}: {result.reason}")
+    checked = "its last line matches the chain head" if head is not None else (
+        f"no chain head in {head_file.parent}: an edit of the last line would go unseen")
+    click.echo(f"{', '.join(paths)}: OK, {result.lines} lines, hash chains intact; {checked}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,6 +39,7 @@ from capsem_proxyd.enforcement.shadow import ShadowTasks, open_shadow_tasks
 from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.http.app import ControlPlane, create_app
 from capsem_proxyd.observe.audit import AuditLog, AuditRecorder
+from capsem_proxyd.observe.audit_head import head_path
 from capsem_proxyd.observe.metrics import Metrics
 from capsem_proxyd.observe.recorders import Recorder, Recorders
 from capsem_proxyd.observe.request_log import RequestLog
@@ -46,6 +47,7 @@ from capsem_proxyd.observe.tracing import trace_export
 from capsem_proxyd.proxy.limits import Limits
 from capsem_proxyd.proxy.pipeline import Pipeline
 from capsem_proxyd.proxy.placeholder_key import PlaceholderKey, read_placeholder_key
+from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.stored_content import StoredContent, open_store
 from capsem_proxyd.proxy.streaming import StreamSettings
 from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
@@ -144,9 +146,12 @@ class Instance:
         return self.active.current()
 
     def health(self) -> dict[str, Any]:
-        """The body of ``/health``: version, upstreams and the default policies' names."""
-        return {
-            "status": "ok",
+        """The body of ``/health``: version, upstreams, the default policies' names, and the audit log's state
+        (a failing one is retried first, so a probe sees it recover; while it fails the status is degraded)."""
+        audit = self.audit
+        writable = audit is None or audit.retry()
+        body: dict[str, Any] = {
+            "status": "ok" if writable else "degraded",
             "version": __version__,
             "providers": {
                 "openai": self.settings.openai_upstream,
@@ -156,6 +161,12 @@ class Instance:
             "policies": self.policies.default.names,
             "state": self.state(),
         }
+        if audit is not None:
+            body["audit"] = {
+                "writable": writable, "since": audit.failing_since, "lost": audit.lost,
+                "failure": "block" if audit.block else "allow",
+            }
+        return body
 
     def state(self) -> dict[str, Any]:
         """``/health``'s ``state``: the state directory in use (None: none, ``--stored-content`` is not
@@ -184,6 +195,8 @@ class Instance:
         await self.active.replace(config, effective)
         self.settings, self.config = effective, config
         self.stored.configure(effective)
+        if self.audit is not None:
+            self.audit.block = effective.audit_failure == "block"
 
     def reopen_logs(self) -> None:
         """Reopen the audit log's file (after logrotate moved it)."""
@@ -208,6 +221,8 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
         if audit is not None:
             stack.callback(audit.close)
         metrics = Metrics()
+        if audit is not None:
+            audit.on_change(metrics.audit_writable)
         spans = _span_recorder(settings)
         if spans is not None:
             stack.push_async_callback(_bounded(spans.aclose, "the trace export"))
@@ -262,7 +277,8 @@ def open_audit_log(settings: Settings) -> AuditLog | None:
     if not settings.audit_log:
         return None
     path = None if settings.audit_log == "-" else settings.audit_log
-    return AuditLog(path, include_prompts=settings.audit_prompts)
+    head = head_path(state_directory(settings.state_dir), path) if path is not None else None
+    return AuditLog(path, include_prompts=settings.audit_prompts, head=head, block=settings.audit_failure == "block")
 
 
 def _span_recorder(settings: Settings) -> SpanRecorder | None:

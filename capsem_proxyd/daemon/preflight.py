@@ -5,7 +5,7 @@ configuration ``check`` accepts also starts, and one that cannot start fails
 here with one line (``ConfigError``, exit code 2) instead of a traceback
 from a worker: every policy folder and tenant file loaded, the trace
 endpoint valid and OpenTelemetry importable, the record of delivered replies
-openable in ``--state-dir`` and the placeholder key there.
+openable in ``--state-dir`` and the placeholder key there, the audit log and its chain head writable.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def preflight(settings: Settings, *, repair: bool = True) -> Preflight:
     ``repair``: what ``start`` does, which ``check`` only reports: a damaged record of delivered replies
     is set aside and a fresh one made, a missing or damaged placeholder key replaced (each logged at ERROR).
     """
+    check_audit(settings)
     config, export = load_config(settings), check_tracing(settings)
     state_file, warnings = check_state(settings, repair=repair)
     return Preflight(config, export, state_file, warnings)
@@ -105,3 +106,23 @@ def check_state(settings: Settings, *, repair: bool = True) -> tuple[Path | None
     finally:
         store.close()
     return store.path, tuple(warnings)
+
+
+def check_audit(settings: Settings) -> None:
+    """With ``--audit-log`` a file: it and its chain head (in ``--state-dir``) opened for writing as the
+    instance will open them, nothing written; ConfigError when they cannot be."""
+    import os
+
+    from capsem_proxyd.observe.audit_head import ChainHead, head_path
+    from capsem_proxyd.proxy.response_store import state_directory
+
+    if not settings.audit_log or settings.audit_log == "-":
+        return
+    head = head_path(state_directory(settings.state_dir), settings.audit_log)
+    try:
+        Path(settings.audit_log).parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(settings.audit_log, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600))
+        ChainHead(head, settings.audit_log).close()
+    except OSError as error:
+        raise ConfigError(f"--audit-log {settings.audit_log}: cannot write it, or its chain head {head}: "
+                          f"{error.strerror or error}") from None

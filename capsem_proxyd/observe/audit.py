@@ -1,34 +1,60 @@
 """The tamper-evident audit log: one JSON line per policy decision, per stored-content reference and per request.
 
-Each line carries ``prev``, the SHA-256 of the previous line written by the same
-writer (one chain per process, so worker processes can share one file opened
-with O_APPEND). Every open starts with a ``chain_start`` marker whose ``prev``
-links to the file's last line, if any. ``verify`` walks the chains and reports
-the first line where one breaks: an edited, inserted or deleted line is caught.
-Keys are never written; prompt text only when the operator opts in.
+Each line carries ``prev``, the SHA-256 of the previous line written by the
+same writer, and ``seq``, its place in that writer's chain (one chain per
+process and segment, so worker processes can share one file opened with
+O_APPEND). Every segment starts with a ``chain_start`` marker whose ``link``
+is the hash of the file's last line, and which names the file (``file``, the
+id its first line gave it); the first line of a new file (after logrotate and
+a reopen) names the file before it (``previous``) and links to that file's
+last line. After each line the writer records the file's head (its last
+line's end and hash) under ``--state-dir`` (``audit_head.py``): the chains show
+an edited, inserted or removed line, the head an edited or removed last line,
+the links a missing file (``audit_verify.py``). Keys are never written; prompt
+text only when the operator opts in.
+
+A write that fails (a full disk: ENOSPC, EFBIG, EIO...) puts the log in a
+failing state: one ERROR line, ``/health`` and the writable gauge say so, and
+under ``--audit-failure block`` (the default) the recorder refuses every
+request with a provider-shaped 503 before it reaches the provider
+(``AuditRecorder.forwarding``; a decision that could not be written refuses
+its request or reply too). Each later record retries: the first that goes
+through closes any partial line the failed write left (a newline: the
+partial line becomes a line of its own, a *fenced gap*) and starts a new
+segment whose ``chain_start`` links to the last complete line, records the
+gap's size and hash and how many records were lost, so ``audit verify``
+passes again. One line is logged when it recovers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 from capsem.models import Decision
 
+from capsem_proxyd.errors import audit_log_unavailable
 from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.observe.audit_head import ChainHead
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.views import StoredReference
 
+log = logging.getLogger("capsem_proxyd")
+
+FORMAT = 2  # 1: no seq, file ids, links across files, head or gaps
 # Ids are the provider's (or what a client sent in their place): a bounded prefix is enough to find them.
 _ID_CHARS = 256
+# How far back from the end a partial line and the line before it are looked for.
+_TAIL_BYTES = 1 << 20
 # Characters JSON allows raw inside strings but many line readers treat as line ends or
 # terminal controls (DEL, C1 controls such as NEL, Unicode line and paragraph separators):
 # orjson writes them as UTF-8, so they are escaped here, one record staying one line anywhere.
@@ -44,56 +70,280 @@ def line_hash(line: bytes) -> str:
     return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
 
 
-class AuditLog:
-    """Appends chained JSON lines to a file (or stdout); ``reopen`` after logrotate."""
+def file_id_of(first_line: bytes) -> str:
+    """A file's id: the one its first line states, else (a file written before format 2) one derived from that line."""
+    try:
+        record = orjson.loads(first_line)
+        if isinstance(record, dict) and isinstance(record.get("file"), str):
+            return record["file"]
+    except orjson.JSONDecodeError:
+        pass
+    return "sha256:" + line_hash(first_line)[:16]
 
-    def __init__(self, path: str | None, *, include_prompts: bool = False) -> None:
+
+class AuditLog:
+    """Appends chained JSON lines to a file (or stdout); ``reopen`` after logrotate.
+
+    ``head``: the head file under ``--state-dir`` (files only). ``block``:
+    whether a failing log refuses requests (``--audit-failure``). Writes never
+    raise: a failed one is counted in ``lost`` and the log is failing
+    (``failing_since``) until a later write goes through.
+    """
+
+    def __init__(self, path: str | None, *, include_prompts: bool = False, head: Path | None = None,
+                 block: bool = True) -> None:
         self.path = path
         self.include_prompts = include_prompts
+        self.block = block
         self.writer = ""
+        self.file_id = ""
+        self.failing_since: float | None = None
+        self.lost = 0  # records not written since the log began failing
+        self._listeners: list[Callable[[bool], None]] = []
         self._lock = threading.Lock()
-        self._handle: IO[bytes] | None = None
+        self._fd: int | None = None
         self._prev: str | None = None
-        self.reopen()
+        self._seq = 0
+        self._end = -1  # where the file ended after this writer's last line: unchanged means nothing to fence
+        self._left_behind = b""  # what a failed write left at the end of the file a reopen moved away from
+        self._head = ChainHead(head, path) if head is not None and path is not None else None
+        with self._lock:
+            self._open_locked()  # at start a failure is the operator's to see: it raises
+
+    @property
+    def writable(self) -> bool:
+        return self.failing_since is None
+
+    def on_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(writable)`` now and whenever the log starts or stops failing."""
+        self._listeners.append(listener)
+        listener(self.writable)
 
     def reopen(self) -> None:
-        """(Re)open the file and start a new chain segment linked to its last line."""
+        """(Re)open the file and start a new chain segment linked to its last line (or the previous file's)."""
         with self._lock:
-            if self._handle is not None and self._handle is not sys.stdout.buffer:
-                self._handle.close()
-            if self.path is None:
-                self._handle = sys.stdout.buffer
-                link = self._prev
-            else:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                link = _last_line_hash(Path(self.path))
-                self._handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
-            self._prev = None
-            self.writer = f"{os.getpid()}-{os.urandom(4).hex()}"  # each segment is a chain of its own
-            self._write_locked({"type": "chain_start", "writer": self.writer, "link": link})
+            self._left_behind = self._unfenced_tail()
+            self._close_locked()
+            if self.failing_since is not None:
+                self._recover_locked()  # a new file may have the space the old one lacked
+                return
+            try:
+                self._open_locked()
+            except OSError as error:
+                self._fail(error)
 
-    def write(self, record: dict[str, Any]) -> None:
+    def retry(self) -> bool:
+        """Whether the log is writable, trying to recover first if it is failing."""
         with self._lock:
-            self._write_locked(record)
+            return self.failing_since is None or self._recover_locked()
 
-    def _write_locked(self, record: dict[str, Any]) -> None:
-        record = {"ts": round(time.time(), 6), **record, "prev": self._prev, "writer": self.writer}
-        line = escape_line_breaks(orjson.dumps(record)) + b"\n"
-        assert self._handle is not None
-        self._handle.write(line)
-        if self._handle is sys.stdout.buffer:
-            self._handle.flush()
-        self._prev = line_hash(line)
+    def write(self, record: dict[str, Any]) -> bool:
+        """Append ``record``; False when it could not be written (the log is failing)."""
+        with self._lock:
+            if self.failing_since is not None and not self._recover_locked():
+                self.lost += 1
+                return False
+            try:
+                with self._locked():
+                    if self._partial_tail():
+                        self._start_segment()  # another writer's failed write left a partial line: fence it
+                    self._emit(record)
+            except OSError as error:
+                self._fail(error)
+                self.lost += 1
+                return False
+            return True
 
     def close(self) -> None:
         with self._lock:
-            if self._handle is not None and self._handle is not sys.stdout.buffer:
-                self._handle.close()
-            self._handle = None
+            self._close_locked()
+            if self._head is not None:
+                self._head.close()
+                self._head = None
+
+    # -- under self._lock -----------------------------------------------------------
+
+    def _open_locked(self, **extra: Any) -> None:
+        if self.path is not None:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        with self._locked():
+            self._start_segment(**extra)
+
+    def _unfenced_tail(self) -> bytes:
+        """The bytes after the last recorded line of the file open now (a failed write's remains), read before a
+        reopen leaves it: the disk that failed may never take the newline that would fence them there."""
+        if self._fd is None or self.path is None:
+            return b""
+        try:
+            with self._locked():
+                size = os.fstat(self._fd).st_size
+                head = self._head.read() if self._head is not None else None
+                if head is not None and head.file == self.file_id and 0 <= size - head.offset <= _TAIL_BYTES:
+                    return os.pread(self._fd, size - head.offset, head.offset)
+                return _tail(self._fd, size)[1]
+        except OSError:
+            return b""
+
+    def _close_locked(self) -> None:
+        self._end = -1
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _recover_locked(self) -> bool:
+        """Try to write again: a new segment that fences what a failed write left and says what was lost."""
+        since, lost = self.failing_since, self.lost
+        outage = {"since": since, "lost": lost}
+        try:
+            if self.path is not None and self._fd is None:
+                self._open_locked(after_failure=outage)  # a reopen failed: the segment it starts is the recovery
+            else:
+                with self._locked():
+                    self._start_segment(after_failure=outage)
+        except OSError:
+            return False
+        self.failing_since, self.lost = None, 0
+        log.warning("audit log %s is writable again after %.1fs; %d records were not written meanwhile",
+                    self.path or "<stdout>", time.time() - (since or time.time()), lost)
+        self._notify()
+        return True
+
+    def _fail(self, error: OSError) -> None:
+        if self.failing_since is not None:
+            return
+        self.failing_since = time.time()
+        what = ("every proxied request is refused with 503 until it can (--audit-failure block)" if self.block
+                else "requests are served unrecorded until it can (--audit-failure allow)")
+        log.error("audit log %s cannot be written (%s): %s; retried on each request",
+                  self.path or "<stdout>", error.strerror or error, what)
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener(self.writable)
+
+    def _locked(self) -> Any:
+        """The lock all writers of this file share (the head file's), or none for stdout."""
+        if self._head is None:
+            return _NO_LOCK
+        return self._head.locked()
+
+    # -- under both locks ----------------------------------------------------------------
+
+    def _partial_tail(self) -> bool:
+        """Whether the file holds bytes after its last recorded line (a failed write's remains).
+
+        One ``fstat`` when the file still ends where this writer's last line did (the usual case: one
+        writer, or the last line was this one's); the head is read only when another writer wrote since.
+        """
+        if self._fd is None or self.path is None:
+            return False
+        size = os.fstat(self._fd).st_size
+        if size == self._end:
+            return False
+        head = self._head.read() if self._head is not None else None
+        if head is not None and head.file == self.file_id:
+            return size != head.offset
+        return size > 0 and os.pread(self._fd, 1, size - 1) != b"\n"
+
+    def _start_segment(self, **extra: Any) -> None:
+        """A new writer's ``chain_start``, linked to the file's last recorded line, fencing what follows it.
+
+        What a failed write left after the last line the head recorded (a
+        partial line; a line whose head update failed) is the gap: closed
+        with a newline if it ends inside a line, its size and hash recorded.
+        """
+        link, gap, previous = None, b"", None
+        if self._fd is None or self.path is None:
+            link = self._prev
+        else:
+            size = os.fstat(self._fd).st_size
+            head = self._head.read() if self._head is not None else None
+            if size == 0:  # a new file: its first line names it, and the file before it (and what that one's end
+                self.file_id = os.urandom(8).hex()  # holds after its last recorded line, if anything)
+                if head is not None:
+                    previous, link = head.file, head.hash
+                    if self._left_behind:
+                        extra["previous_gap"] = _gap(self._left_behind)
+            else:
+                self.file_id = file_id_of(os.pread(self._fd, min(size, 64 * 1024), 0).split(b"\n", 1)[0])
+                if head is not None and head.file == self.file_id and 0 <= size - head.offset <= _TAIL_BYTES:
+                    link, gap = head.hash, os.pread(self._fd, size - head.offset, head.offset)
+                else:
+                    link, gap = _tail(self._fd, size)
+            if gap and not gap.endswith(b"\n"):
+                self._append(b"\n")  # the partial line is closed: a gap, recorded below
+                gap += b"\n"
+        self._prev, self._seq = None, 0
+        self.writer = f"{os.getpid()}-{os.urandom(4).hex()}"  # each segment is a chain of its own
+        record: dict[str, Any] = {"type": "chain_start", "format": FORMAT, "writer": self.writer, "link": link}
+        if self.file_id:
+            record["file"] = self.file_id
+        if previous is not None:
+            record["previous"] = previous
+        if gap:
+            record["gap"] = _gap(gap)
+        self._emit({**record, **extra})
+        self._left_behind = b""
+
+    def _emit(self, record: dict[str, Any]) -> None:
+        record = {"ts": round(time.time(), 6), **record, "prev": self._prev, "writer": self.writer, "seq": self._seq}
+        line = escape_line_breaks(orjson.dumps(record)) + b"\n"
+        end = self._append(line)
+        self._prev, self._seq = line_hash(line), self._seq + 1
+        if end is not None:
+            self._end = end
+            if self._head is not None:
+                self._head.record(self.file_id, end, self._prev)
+
+    def _append(self, data: bytes) -> int | None:
+        """Write all of ``data`` (a short write is continued; its failure raises); the file's end after it."""
+        if self._fd is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return None
+        written = os.write(self._fd, data)
+        if written < len(data):  # a short write (the disk filling up): the rest raises, or goes too
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self._fd, view):]
+        return os.lseek(self._fd, 0, os.SEEK_CUR)
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+def _gap(data: bytes) -> dict[str, Any]:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _tail(fd: int, size: int) -> tuple[str | None, bytes]:
+    """(The hash of the file's last complete line, the partial line after it), for a file with no usable head."""
+    chunk = os.pread(fd, min(size, _TAIL_BYTES), max(0, size - _TAIL_BYTES))
+    cut = chunk.rfind(b"\n")
+    complete = chunk[:cut] if cut >= 0 else b""
+    return (line_hash(complete.rsplit(b"\n", 1)[-1]) if complete else None), chunk[cut + 1:]
 
 
 class AuditRecorder(Recorder):
-    """Writes each policy decision and each proxied request's outcome to an ``AuditLog``."""
+    """Writes each policy decision and each proxied request's outcome to an ``AuditLog``.
+
+    While the log fails under ``--audit-failure block``, a decision or reference it could not write raises
+    the provider-shaped 503, and so does ``forwarding``: a request whose checks wrote nothing (a relayed
+    one) is refused before it is sent all the same.
+    """
 
     def __init__(self, audit: AuditLog) -> None:
         self.audit = audit
@@ -120,13 +370,21 @@ class AuditRecorder(Recorder):
             record["cached_pieces"] = cache.hits
         if self.audit.include_prompts and hook == "on_model_call":
             record["prompt"] = exchange.prompt
-        self.audit.write(record)
+        if not self.audit.write(record) and self.audit.block and mode != "shadow":
+            raise audit_log_unavailable()  # a decision not recorded lets nothing through (a shadow's decides nothing)
 
     def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
-        self.audit.write({
+        written = self.audit.write({
             "type": "stored_content", **exchange.log_fields(), "field": reference.field, "kind": reference.kind,
             "id": reference.id[:_ID_CHARS], "decision": decision,
         })
+        if not written and self.audit.block:
+            raise audit_log_unavailable()
+
+    def forwarding(self, exchange: Exchange) -> None:
+        """Under ``--audit-failure block``, nothing reaches the provider while the log cannot be written."""
+        if self.audit.block and not self.audit.retry():
+            raise audit_log_unavailable()
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         if exchange.proxied:
@@ -136,60 +394,3 @@ class AuditRecorder(Recorder):
             })
 
 
-def _last_line_hash(path: Path) -> str | None:
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    with path.open("rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        block = min(size, 1 << 20)
-        handle.seek(size - block)
-        tail = handle.read().rstrip(b"\n")
-    return line_hash(tail.rsplit(b"\n", 1)[-1])
-
-
-@dataclass(slots=True)
-class VerifyResult:
-    ok: bool
-    lines: int
-    broken_line: int | None = None
-    reason: str = ""
-
-
-def verify(path: str | Path) -> VerifyResult:
-    """Walk every writer's chain; the first inconsistency is reported with its line number.
-
-    A ``chain_start`` must link to a line already seen (workers opening the file
-    together may link to the same line), or to nothing while the file holds only
-    unlinked starts (a fresh or rotated file). Removing the newest lines leaves no
-    trace inside the file itself; ship the log off the host to cover that.
-    """
-    last_by_writer: dict[str, str] = {}
-    seen: set[str] = set()
-    only_fresh_starts = True
-    number = 0
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.endswith(b"\n"):
-                return VerifyResult(False, number, number, "truncated last line")
-            try:
-                record = orjson.loads(line)
-                writer, prev = record["writer"], record["prev"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                return VerifyResult(False, number, number, "not an audit record")
-            if record.get("type") == "chain_start":
-                link = record.get("link")
-                if prev is not None or writer in last_by_writer:
-                    return VerifyResult(False, number, number, "chain start reuses a writer or continues a chain")
-                if link is None and not only_fresh_starts:
-                    return VerifyResult(False, number, number, "unlinked chain start in the middle of the file")
-                if link is not None and link not in seen:
-                    return VerifyResult(False, number, number, "chain start links to no earlier line")
-                only_fresh_starts = only_fresh_starts and link is None
-            else:
-                only_fresh_starts = False
-                if prev is None or last_by_writer.get(writer) != prev:
-                    return VerifyResult(False, number, number, "hash chain broken (a line was edited, removed or inserted)")
-            last_by_writer[writer] = line_hash(line)
-            seen.add(last_by_writer[writer])
-    return VerifyResult(True, number)

@@ -103,6 +103,8 @@ class Metrics(Recorder):
             f"{PREFIX}_active_streams", "Streamed replies being delivered right now.",
             registry=registry, multiprocess_mode="livesum",
         )
+        self._registry = registry
+        self._audit_writable: Any = None  # created with the audit log: no log, no gauge
         # Labelled children by label values: ``labels()`` validates and locks on every call
         # (~1.5 us), a dict lookup does not; the label sets are bounded (see above).
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -145,6 +147,17 @@ class Metrics(Recorder):
     def stream_finished(self, exchange: Exchange, outcome: StreamOutcome) -> None:
         self._active_streams.dec()
         self._child(self._streams, exchange.provider, exchange.endpoint, outcome).inc()
+
+    def audit_writable(self, writable: bool) -> None:
+        """The audit log started or stopped failing (``AuditLog.on_change``); 0 on any live worker shows."""
+        if self._audit_writable is None:
+            from prometheus_client import Gauge
+
+            self._audit_writable = Gauge(
+                f"{PREFIX}_audit_log_writable", "1 while the audit log can be written, 0 while writes fail "
+                "(--audit-failure block: proxied requests get 503).", registry=self._registry, multiprocess_mode="livemin",
+            )
+        self._audit_writable.set(1 if writable else 0)
 
     # -- exposition ------------------------------------------------------------
 

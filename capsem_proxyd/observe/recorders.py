@@ -18,6 +18,9 @@ The moments:
   ``cache`` (``CacheUse``), when the content was checked in pieces: how many,
   how many of their verdicts came from the verdict cache, and whether the
   decision itself did.
+* ``forwarding``: the request is about to be sent upstream. A recorder that
+  cannot record it may refuse it by raising ``ProxyError`` (the audit log,
+  failing under ``--audit-failure block``): the one moment that can refuse.
 * ``policy_checked``: a hook ran over all active policies, in ``seconds``.
 * ``upstream_answered``: the provider's response headers arrived.
 * ``stream_started`` / ``stream_finished``: a streamed reply began to flow to
@@ -78,6 +81,9 @@ class Recorder:
     def policy_checked(self, hook: str, seconds: float) -> None:
         """One hook over all active policies took ``seconds``."""
 
+    def forwarding(self, exchange: Exchange) -> None:
+        """The request goes upstream next; raise ``ProxyError`` to refuse it (nothing sent)."""
+
     def upstream_answered(self, exchange: Exchange, seconds: float) -> None:
         """The provider's response headers came ``seconds`` after the request was sent."""
 
@@ -107,6 +113,7 @@ class Recorders(Recorder):
         self._started = _implementing(recorders, "request_started")
         self._decision = _implementing(recorders, "decision_made")
         self._checked = _implementing(recorders, "policy_checked")
+        self._forwarding = _implementing(recorders, "forwarding")
         self._answered = _implementing(recorders, "upstream_answered")
         self._stream_started = _implementing(recorders, "stream_started")
         self._stream_finished = _implementing(recorders, "stream_finished")
@@ -126,6 +133,10 @@ class Recorders(Recorder):
     def policy_checked(self, hook: str, seconds: float) -> None:
         for recorder in self._checked:
             recorder.policy_checked(hook, seconds)
+
+    def forwarding(self, exchange: Exchange) -> None:
+        for recorder in self._forwarding:
+            recorder.forwarding(exchange)
 
     def upstream_answered(self, exchange: Exchange, seconds: float) -> None:
         for recorder in self._answered:

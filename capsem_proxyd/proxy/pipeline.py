@@ -189,7 +189,8 @@ class Pipeline:
         return self.current_policies().for_tenant(exchange.tenant_id)
 
     async def _send(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> UpstreamResponse:
-        """Send upstream (body unread), timing the wait for the response headers."""
+        """Send upstream (body unread), timing the wait for the response headers; a recorder may refuse first."""
+        self.recorder.forwarding(exchange)
         started = time.perf_counter()
         url = route.upstream_url.copy_with(query=incoming.query_string) if incoming.query_string else route.upstream_url
         if self.trace_headers is None:
