@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
     CAPSEM_STORED_CONTENT = "capsem_stored_content"
     # the upstream and the proxy itself
     STORED_CONTENT_UNAVAILABLE = "stored_content_unavailable"
+    POLICY_WORKERS_UNAVAILABLE = "policy_workers_unavailable"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_RESPONSE_TOO_LARGE = "upstream_response_too_large"
@@ -183,6 +184,20 @@ def stored_content_unavailable() -> ProxyError:
     return ProxyError(
         503, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd could not consult its record of delivered replies; see its log.",
         code=ErrorCode.STORED_CONTENT_UNAVAILABLE,
+    )
+
+
+def policy_workers_unavailable(policy: str, why: str) -> ProxyError:
+    """A CPU-heavy policy had no worker process ready within its deadline (they are restarting).
+
+    503, not a policy's 400: nothing was decided about this content, and the
+    official SDKs retry a 503 (with backoff) where a 400 is final. No decision:
+    the content was refused because it could not be checked (fail closed)."""
+    return ProxyError(
+        503, ErrorKind.UPSTREAM_ERROR,
+        f"CAPSEM policy '{policy}' could not check this request: its worker processes are restarting ({why}). "
+        "Nothing was forwarded; retry shortly.",
+        code=ErrorCode.POLICY_WORKERS_UNAVAILABLE,
     )
 
 

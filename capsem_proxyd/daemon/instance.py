@@ -139,8 +139,10 @@ class Instance:
         return self.active.current()
 
     def health(self) -> dict[str, Any]:
-        """The body of ``/health``: version, upstreams and the default policies' names."""
-        return {
+        """The body of ``/health``: version, upstreams and the default policies' names; with CPU-heavy
+        policies, how many of their worker processes are ready (``"degraded"`` while some are being
+        replaced: their requests wait, then get 503)."""
+        body: dict[str, Any] = {
             "status": "ok",
             "version": __version__,
             "providers": {
@@ -150,6 +152,12 @@ class Instance:
             },
             "policies": self.policies.default.names,
         }
+        pool = self.policies.pool
+        if pool is not None:
+            body["policy_workers"] = {"ready": pool.ready, "configured": pool.count}
+            if pool.ready < pool.count:
+                body["status"] = "degraded"
+        return body
 
     def render_metrics(self) -> tuple[bytes, str]:
         """The body of ``/metrics`` and its content type (every worker's, in multiprocess mode)."""

@@ -142,7 +142,7 @@ class TenantPolicies:
         }
         self.allowed = config.allowed_tenants
         self.shadow = shadow
-        self.pool = _worker_pool(config, settings)
+        self.pool = _worker_pool(config, settings, recorder)
 
     async def start(self) -> None:
         """Start and warm the worker processes of the CPU-heavy policies, if any (before serving)."""
@@ -162,7 +162,7 @@ class TenantPolicies:
         return self.profiles.get(tenant_id, self.default)
 
 
-def _worker_pool(config: PolicyConfig, settings: Settings) -> PolicyWorkers | None:
+def _worker_pool(config: PolicyConfig, settings: Settings, recorder: Recorder) -> PolicyWorkers | None:
     """One pool for every CPU-heavy policy of the configuration (main, shadow, profiles)."""
     sets = [config.main, *([config.shadow] if config.shadow is not None else []), *config.profiles.values()]
     remotes = [
@@ -172,7 +172,7 @@ def _worker_pool(config: PolicyConfig, settings: Settings) -> PolicyWorkers | No
     if not remotes:
         return None
     count = settings.policy_processes or max(1, usable_cores() // settings.workers)
-    pool = PolicyWorkers([remote.spec for remote in remotes], count)
+    pool = PolicyWorkers([remote.spec for remote in remotes], count, report=recorder.policy_workers)
     for index, remote in enumerate(remotes):
         remote.pool, remote.index = pool, index
     return pool

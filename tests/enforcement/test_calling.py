@@ -85,6 +85,6 @@ async def test_the_deadline_over_several_calls_never_fires_for_a_hook_that_canno
             return DEFAULT_SAFE_DECISION
 
     caller = PolicyCaller(2.0, frozenset())
-    assert caller.deadline(Instant(), "on_tool_call").relative_deadline == float("inf")
-    assert caller.deadline(Instant(), "on_model_call").relative_deadline == 2.0
-    assert PolicyCaller(None, frozenset()).deadline(Instant(), "on_model_call").relative_deadline == float("inf")
+    assert caller.deadline(Instant(), "on_tool_call").scope.relative_deadline == float("inf")
+    assert caller.deadline(Instant(), "on_model_call").scope.relative_deadline == 2.0
+    assert PolicyCaller(None, frozenset()).deadline(Instant(), "on_model_call").scope.relative_deadline == float("inf")
