@@ -223,3 +223,10 @@ class AwaitsBlockingPolicy(BlockingPolicy):
         self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
     ) -> Decision:
         return await self._lookup(prompt)
+
+
+class SplittableBlockingPolicy(BlockingPolicy):
+    """The same, asked piece by piece (a verdict cache is on by default): each piece's block fits in the
+    deadline, all of them together do not."""
+
+    splittable = True
