@@ -48,6 +48,13 @@ async def health(url: str) -> dict[str, Any]:
         return body
 
 
+async def metric(url: str, name: str) -> float:
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(url + "/metrics")).text
+    (line,) = [line for line in text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
 def policy_workers(daemon: Daemon) -> list[int]:
     """The daemon's policy worker processes: its descendants started by multiprocessing's spawn."""
     children: dict[int, list[int]] = {}
@@ -116,6 +123,8 @@ async def test_killed_workers_are_replaced_outside_the_requests_deadline_and_req
 
     body = await wait_until(is_degraded, timeout=30, what="/health degraded after the kill")
     assert body["policy_workers"]["configured"] == 2 and body["policy_workers"]["ready"] < 2
+    assert await metric(daemon.url, "capsem_proxyd_policy_workers_ready") < 2
+    assert await metric(daemon.url, "capsem_proxyd_policy_workers_configured") == 2
 
     refused = await ask(daemon.url, "nothing to see")
     assert refused.status_code == 503, refused.text
@@ -125,6 +134,7 @@ async def test_killed_workers_are_replaced_outside_the_requests_deadline_and_req
     assert len(fake.generation_requests) == 1, "nothing reached the provider while it could not be checked"
 
     await back_to_full_strength(daemon, 2)
+    assert await metric(daemon.url, "capsem_proxyd_policy_workers_ready") == 2
     assert (await ask(daemon.url, "nothing to see")).status_code == 200
     blocked = await ask(daemon.url, "heavy_block")
     assert blocked.status_code == 400 and blocked.json()["error"]["code"] == "capsem_blocked"
