@@ -87,7 +87,11 @@ class ActivePolicies:
 
     async def replace(self, config: PolicyConfig, settings: Settings) -> None:
         """Build and start ``config``'s policies, then make them current (the old ones stay current meanwhile)."""
+        replaced = self._policies
         self._policies = await _started_policies(config, settings, self._recorder, self._shadow_tasks)
+        replaced.retire()  # its worker pool's counts are no longer what /metrics shows
+        if self._policies.pool is None and replaced.pool is not None:
+            self._recorder.policy_workers(0, 0)  # no CPU-heavy policy any more: no workers
 
 
 async def _started_policies(

@@ -154,6 +154,11 @@ class TenantPolicies:
         if self.pool is not None:
             await self.pool.aclose()
 
+    def retire(self) -> None:
+        """Newer policies took over: this configuration's worker pool stops reporting (it closes with its last request)."""
+        if self.pool is not None:
+            self.pool.retire()
+
     def for_tenant(self, tenant_id: str) -> PolicyEngine:
         """The engine ``tenant_id``'s requests run under; ProxyError(401) if it is not allowed."""
         if self.allowed is not None and tenant_id not in self.allowed:

@@ -457,6 +457,13 @@ class PolicyWorkers:
     def local_copy(self, index: int) -> Policy | None:
         return self._local.get(index)
 
+    def retire(self) -> None:
+        """A newer configuration's pool serves new requests: this one stops telling ``report``
+        (its gauges are the newer pool's now); its workers still serve its last requests."""
+        self.report = None
+        if self._holder is not None:
+            self._holder.report = None
+
     async def aclose(self) -> None:
         """Close the worker processes now and wait until they are gone (bounded by their grace period).
 
