@@ -33,7 +33,7 @@ from capsem.policies import Policy
 from capsem_proxyd.enforcement.deadlines import HookTimer, hook_can_suspend, timed
 from capsem_proxyd.enforcement.hook_calls import Invoke
 from capsem_proxyd.enforcement.workers import WorkersUnavailable
-from capsem_proxyd.errors import policy_workers_unavailable
+from capsem_proxyd.errors import ProxyError, policy_workers_unavailable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.policies.declarations import cpu_heavy
 
@@ -44,10 +44,10 @@ _BLOCKED = "request blocked (fail closed)"
 _ALLOWED = "request allowed (fail_open = true)"
 
 # Seconds a policy in the proxy's process may keep the event loop in one stretch before it is named
-# in a WARNING. Every request, stream and /health answer of the process waits that long: an
-# in-process policy takes microseconds to a few milliseconds per hook (Rules over a 230 kB
-# conversation: ~10 ms, bench/), so a tenth of a second is no policy working as designed, and is
-# already latency a client can see.
+# in a WARNING. Every request, stream and /health answer of the process waits that long, so it is
+# latency every client sees; a hook meant to run in the loop (matching patterns over a turn's text)
+# stays far below it, while a blocking call (a synchronous HTTP client, a sleep) or a model's
+# analysis is far above it.
 LOOP_HOLD_WARNING = 0.1
 _warned: set[tuple[str, str]] = set()  # (policy, hook) named once per process: not one line per request
 
@@ -128,7 +128,7 @@ class PolicyCaller:
         up, or the last answer came late)."""
         return PiecesDeadline(self.timeout if self.timeout and hook_can_suspend(policy, hook) else None, self.timeout)
 
-    def unavailable(self, policy: Policy, error: WorkersUnavailable) -> Exception:
+    def unavailable(self, policy: Policy, error: WorkersUnavailable) -> ProxyError:
         """What a call that found no worker ready raises: the provider-shaped 503 (``errors.py``)."""
         return policy_workers_unavailable(policy.name, str(error))
 

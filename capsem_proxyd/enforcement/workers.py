@@ -263,6 +263,9 @@ class _Worker:
     finds none idle, and that call is timed by ``--policy-timeout`` and kills what it started when
     cancelled (``kill_on_cancel``). Here a request only ever uses a worker that is ``ready`` (started,
     its policies built, found alive just before); starting one is the keeper's job (``_keep``).
+    The one case left: a process that dies between that look and the call's first write is started
+    again by the library inside the call (a window of microseconds); if that call then times out,
+    the half-started process is killed and the keeper starts the next one, as for any loss.
     """
 
     number: int
