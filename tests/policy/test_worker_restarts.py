@@ -128,6 +128,7 @@ async def test_killed_workers_are_replaced_outside_the_requests_deadline_and_req
 
     refused = await ask(daemon.url, "nothing to see")
     assert refused.status_code == 503, refused.text
+    assert refused.headers["x-capsem-decision"] == "block"  # refused unchecked, though no policy decided
     error = refused.json()["error"]
     assert error["code"] == "policy_workers_unavailable"
     assert "worker processes are restarting" in error["message"] and "Heavy" in error["message"]
@@ -162,5 +163,6 @@ async def test_a_stream_whose_reply_finds_no_worker_ends_with_the_apis_error_eve
     assert reply.status_code == 200  # the stream had started: its end is the error event
     assert "policy_workers_unavailable" in reply.text and "worker processes are restarting" in reply.text
     assert "a reply the policy must read" not in reply.text
+    await daemon.wait_for_log("outcome=policy_unavailable")  # not an upstream error: the operator looks here
     await back_to_full_strength(daemon, 1)
     assert (await ask(daemon.url, "nothing to see", stream=True)).status_code == 200
