@@ -20,7 +20,9 @@ from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY
 from tests.support.waiting import wait_until
 
-START_DELAY = 4.0  # a replacement's start: longer than --policy-timeout (1 s), as the PII policy's is (2.5-6 s)
+# A replacement's start: longer than --policy-timeout (1 s), as the PII policy's is (2.5-6 s), and long
+# enough that the requests below are over before it is ready, however slow the machine.
+START_DELAY = 6.0
 
 
 def slow_start_folder(tmp_path: Path) -> tuple[Path, Path]:
@@ -115,8 +117,9 @@ async def test_killed_workers_are_replaced_outside_the_requests_deadline_and_req
     daemon = await start_daemon(daemons, fake, folder, processes=2)
     assert (await ask(daemon.url, "nothing to see")).status_code == 200
 
-    delay_file.write_text(str(START_DELAY))  # from now on a worker takes 4 s to start, the timeout is 1 s
+    delay_file.write_text(str(START_DELAY))  # from now on a worker takes 6 s to start, the timeout is 1 s
     kill_workers(daemon, 2)
+
     async def is_degraded() -> dict[str, Any] | None:
         body = await health(daemon.url)
         return body if body["status"] == "degraded" else None
