@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from tests.support.daemon import REPO, Daemon, daemon_env, upstream_args
@@ -25,13 +26,13 @@ from tests.support.waiting import wait_until
 START_DELAY = 6.0
 
 
-def slow_start_folder(tmp_path: Path) -> tuple[Path, Path]:
+def slow_start_folder(tmp_path: Path, name: str = "SlowStartHeavyPolicy") -> tuple[Path, Path]:
     """A policy folder with the slow-starting CPU-heavy stub, and the file that slows its start when present."""
     folder = tmp_path / "policies"
     folder.mkdir()
     delay_file = tmp_path / "start-delay"
     (folder / "heavy.toml").write_text(
-        f'class = "tests.support.policies:SlowStartHeavyPolicy"\nstart_delay_file = {json.dumps(str(delay_file))}\n'
+        f'class = "tests.support.policies:{name}"\nstart_delay_file = {json.dumps(str(delay_file))}\n'
     )
     return folder, delay_file
 
@@ -110,10 +111,11 @@ def kill_workers(daemon: Daemon, expected: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.parametrize("name", ["SlowStartHeavyPolicy", "SplittableSlowStartHeavyPolicy"])  # one call; batches
 async def test_killed_workers_are_replaced_outside_the_requests_deadline_and_requests_get_503_meanwhile(
-    daemons: Callable[..., Daemon], fake: FakeUpstream, tmp_path: Path
+    daemons: Callable[..., Daemon], fake: FakeUpstream, tmp_path: Path, name: str
 ) -> None:
-    folder, delay_file = slow_start_folder(tmp_path)
+    folder, delay_file = slow_start_folder(tmp_path, name)
     daemon = await start_daemon(daemons, fake, folder, processes=2)
     assert (await ask(daemon.url, "nothing to see")).status_code == 200
 
@@ -129,7 +131,7 @@ async def test_killed_workers_are_replaced_outside_the_requests_deadline_and_req
     assert await metric(daemon.url, "capsem_proxyd_policy_workers_ready") < 2
     assert await metric(daemon.url, "capsem_proxyd_policy_workers_configured") == 2
 
-    refused = await ask(daemon.url, "nothing to see")
+    refused = await ask(daemon.url, "something not seen before")  # a prompt the verdict cache cannot answer
     assert refused.status_code == 503, refused.text
     assert refused.headers["x-capsem-decision"] == "block"  # refused unchecked, though no policy decided
     error = refused.json()["error"]

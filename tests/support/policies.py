@@ -230,3 +230,9 @@ class SplittableBlockingPolicy(BlockingPolicy):
     deadline, all of them together do not."""
 
     splittable = True
+
+
+class SplittableSlowStartHeavyPolicy(SlowStartHeavyPolicy):
+    """The same, splittable: the engine sends it its pieces in batches (``decide_many``)."""
+
+    splittable = True
