@@ -46,7 +46,6 @@ import math
 import os
 import weakref
 from collections.abc import Callable
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -531,18 +530,17 @@ async def _hold(
     try:
         import trio_parallel  # imported only where a CPU-heavy policy is configured
 
-        async with AsyncExitStack() as contexts:
+        async with trio.open_nursery() as contexts:  # one task per context: they close together
             for worker in holder.workers:
-                worker.context = await contexts.enter_async_context(trio_parallel.open_worker_context(
-                    init=functools.partial(init_worker, specs), idle_timeout=math.inf, grace_period=5.0,
-                    worker_type=trio_parallel.WorkerType.SPAWN,
-                ))
-            async with trio.open_nursery() as nursery:
-                holder.nursery = nursery
+                await contexts.start(_open_context, trio_parallel, worker, specs, holder.close)
+            async with trio.open_nursery() as keepers:
+                holder.nursery = keepers
                 opened.set()
                 await holder.close.wait()
-                nursery.cancel_scope.cancel()  # the keepers: a replacement starting is killed
+                keepers.cancel_scope.cancel()  # a replacement starting is killed
     except BaseException as error:  # noqa: BLE001 - reported to start(), or logged at shutdown
+        if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
         if not opened.is_set():
             failure.append(error)
             opened.set()
@@ -552,6 +550,20 @@ async def _hold(
             raise
     finally:
         holder.closed.set()
+
+
+async def _open_context(
+    trio_parallel: Any, worker: _Worker, specs: tuple[PolicySpec, ...], close: trio.Event,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``worker``'s trio-parallel context, open until ``close`` (closing ends its process, within its grace period)."""
+    async with trio_parallel.open_worker_context(
+        init=functools.partial(init_worker, specs), idle_timeout=math.inf, grace_period=5.0,
+        worker_type=trio_parallel.WorkerType.SPAWN,
+    ) as context:
+        worker.context = context
+        task_status.started()
+        await close.wait()
 
 
 def _close_soon(token: trio.lowlevel.TrioToken, holder: _Holder) -> None:
