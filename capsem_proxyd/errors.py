@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     # the upstream and the proxy itself
     STORED_CONTENT_UNAVAILABLE = "stored_content_unavailable"
     AUDIT_LOG_UNAVAILABLE = "audit_log_unavailable"
+    POLICY_WORKERS_UNAVAILABLE = "policy_workers_unavailable"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_RESPONSE_TOO_LARGE = "upstream_response_too_large"
@@ -195,6 +196,20 @@ def audit_log_unavailable() -> ProxyError:
         503, ErrorKind.UPSTREAM_ERROR, "capsem-proxyd cannot write its audit log (disk full or unwritable), so it "
         "forwards nothing until it can; retry later, and see its log and /health.",
         code=ErrorCode.AUDIT_LOG_UNAVAILABLE,
+    )
+
+
+def policy_workers_unavailable(policy: str, why: str) -> ProxyError:
+    """A CPU-heavy policy had no worker process ready within its deadline (they are restarting).
+
+    503, not a policy's 400: nothing was decided about this content, and the
+    official SDKs retry a 503 (with backoff) where a 400 is final. No decision:
+    the content was refused because it could not be checked (fail closed)."""
+    return ProxyError(
+        503, ErrorKind.UPSTREAM_ERROR,
+        f"CAPSEM policy '{policy}' could not check this request: its worker processes are restarting ({why}). "
+        "Nothing was forwarded; retry shortly.",
+        code=ErrorCode.POLICY_WORKERS_UNAVAILABLE,
     )
 
 

@@ -92,7 +92,11 @@ class ActivePolicies:
 
     async def replace(self, config: PolicyConfig, settings: Settings) -> None:
         """Build and start ``config``'s policies, then make them current (the old ones stay current meanwhile)."""
+        replaced = self._policies
         self._policies = await _started_policies(config, settings, self._recorder, self._shadow_tasks)
+        replaced.retire()  # its worker pool's counts are no longer what /metrics shows
+        if self._policies.pool is None and replaced.pool is not None:
+            self._recorder.policy_workers(0, 0)  # no CPU-heavy policy any more: no workers
 
 
 async def _started_policies(
@@ -146,8 +150,10 @@ class Instance:
         return self.active.current()
 
     def health(self) -> dict[str, Any]:
-        """The body of ``/health``: version, upstreams, the default policies' names, and the audit log's state
-        (a failing one is retried first, so a probe sees it recover; while it fails the status is degraded)."""
+        """The body of ``/health``: version, upstreams, the default policies' names, the audit log's state
+        (a failing one is retried first, so a probe sees it recover), the state directory and, with
+        CPU-heavy policies, how many of their worker processes are ready. ``"degraded"`` while the audit
+        log fails or some workers are being replaced (their requests wait, then get 503)."""
         audit = self.audit
         writable = audit is None or audit.retry()
         body: dict[str, Any] = {
@@ -166,6 +172,11 @@ class Instance:
                 "writable": writable, "since": audit.failing_since, "lost": audit.lost,
                 "failure": "block" if audit.block else "allow",
             }
+        pool = self.policies.pool
+        if pool is not None:
+            body["policy_workers"] = {"ready": pool.ready, "configured": pool.count}
+            if pool.ready < pool.count:
+                body["status"] = "degraded"
         return body
 
     def state(self) -> dict[str, Any]:

@@ -10,7 +10,8 @@ One walk for every policy::
 
 Pieces after a BLOCK (cached or not) are not asked: they could not make the
 decision stricter, and the first BLOCK is the one reported. The deadline
-covers all the pieces, as it covered the whole view. A failure (a raise, a
+covers all the pieces, as it covered the whole view; an answer that comes
+after it (a policy that blocked without a checkpoint) is a timeout too. A failure (a raise, a
 timeout, no decision) refuses under the policy's name and is never cached;
 every genuine decision is. A refusal taken from the cache gets a fresh
 decision id, so that each refused request has its own to trace.
@@ -35,6 +36,7 @@ from capsem_proxyd.enforcement.combining import NOTHING, SAFE, Combined, decided
 from capsem_proxyd.enforcement.hook_calls import asking
 from capsem_proxyd.enforcement.pieces import Split, batches
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
+from capsem_proxyd.enforcement.workers import WorkersUnavailable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse
 from capsem_proxyd.verdicts import BLOCK_LEVEL, VerdictRank, level, rank
@@ -103,7 +105,7 @@ async def decide_pieces(
             use = CacheUse(pieces=walk.pieces + len(failure.numbers), hits=walk.hits, cached=False)
             return decided(failure.decision), use
     _fold(walk, found, fresh)
-    if deadline.cancelled_caught:
+    if deadline.missed:  # given up, or its last answer came past the deadline: a timeout either way
         return decided(caller.timed_out(exchange, hook, policy, walk.pieces)), CacheUse(walk.pieces, walk.hits, False)
     return _result(walk)
 
@@ -133,6 +135,8 @@ def _asker(caller: PolicyCaller, exchange: Exchange, hook: str, policy: Policy, 
     async def in_batches(numbers: list[int]) -> list[Decision]:
         try:
             decisions: list[Decision] = await batch(hook, [split.pieces[number].args for number in numbers])
+        except WorkersUnavailable as error:  # no worker to ask: a retryable 503, not the policy's decision
+            raise caller.unavailable(policy, error) from None
         except Exception as error:  # noqa: BLE001 - fail closed, as for a single call
             raise _Failed(caller.failed(exchange, hook, policy, error), numbers) from None
         return decisions

@@ -153,7 +153,7 @@ class TenantPolicies:
         }
         self.allowed = config.allowed_tenants
         self.shadow = shadow
-        self.pool = _worker_pool(config, settings)
+        self.pool = _worker_pool(config, settings, recorder)
 
     async def start(self) -> None:
         """Start and warm the worker processes of the CPU-heavy policies, if any (before serving)."""
@@ -165,6 +165,11 @@ class TenantPolicies:
         if self.pool is not None:
             await self.pool.aclose()
 
+    def retire(self) -> None:
+        """Newer policies took over: this configuration's worker pool stops reporting (it closes with its last request)."""
+        if self.pool is not None:
+            self.pool.retire()
+
     def for_tenant(self, tenant_id: str) -> PolicyEngine:
         """The engine ``tenant_id``'s requests run under; ProxyError(401) if it is not allowed."""
         if self.allowed is not None and tenant_id not in self.allowed:
@@ -173,7 +178,7 @@ class TenantPolicies:
         return self.profiles.get(tenant_id, self.default)
 
 
-def _worker_pool(config: PolicyConfig, settings: Settings) -> PolicyWorkers | None:
+def _worker_pool(config: PolicyConfig, settings: Settings, recorder: Recorder) -> PolicyWorkers | None:
     """One pool for every CPU-heavy policy of the configuration (main, shadow, profiles)."""
     sets = [config.main, *([config.shadow] if config.shadow is not None else []), *config.profiles.values()]
     remotes = [
@@ -183,7 +188,7 @@ def _worker_pool(config: PolicyConfig, settings: Settings) -> PolicyWorkers | No
     if not remotes:
         return None
     count = settings.policy_processes or max(1, usable_cores() // settings.workers)
-    pool = PolicyWorkers([remote.spec for remote in remotes], count)
+    pool = PolicyWorkers([remote.spec for remote in remotes], count, report=recorder.policy_workers)
     for index, remote in enumerate(remotes):
         remote.pool, remote.index = pool, index
     return pool

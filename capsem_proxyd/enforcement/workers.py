@@ -22,9 +22,14 @@ among ``--workers``), started and warmed (every worker has built its
 policies) before the proxy reports ready, and on reload before the new
 configuration takes over; an old configuration's workers exit once no
 request uses that configuration any more. A call that outlives
-``--policy-timeout`` is cancelled and its worker killed (and replaced on
-demand); a worker that dies fails its call: either way the engine blocks
-the request under the policy's name (fail closed).
+``--policy-timeout`` is cancelled and its worker killed; a worker that dies
+fails its call: either way the engine blocks the request under the policy's
+name (fail closed). The pool replaces a lost worker in the background, never
+inside a request's deadline (a replacement takes as long as the policies
+take to build: PII 2.5-6 s, more than a short ``--policy-timeout``); while
+no worker is ready a call waits up to its deadline and then gets a
+retryable 503 (``WorkersUnavailable``), and ``/health`` says how many are
+ready (``PolicyWorkers``).
 
 Where processes cannot be used: a policy file that says ``processes =
 false`` keeps the policy in the proxy's process, and so does a pool that
@@ -40,6 +45,7 @@ import logging
 import math
 import os
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +61,7 @@ from capsem_proxyd.policies.declarations import mark_worker
 log = logging.getLogger("capsem_proxyd.enforcement.workers")
 
 START_TIMEOUT = 120.0  # seconds for every worker of a pool to build its policies
+_WATCH_SECONDS = 1.0  # how often a keeper looks whether its idle worker's process is still alive (a waitpid)
 _MANIFEST_TIMEOUT = 120.0
 
 
@@ -239,26 +246,139 @@ class RemotePolicy(Policy):
         return await self._call("on_model_response", invocation_id, agent, response, thoughts, media)
 
 
-@dataclass
-class _Holder:
-    """What the task keeping a pool's worker context open needs (never the pool: it must be collectable)."""
+class WorkersUnavailable(Exception):
+    """No worker process was ready for a call before its deadline: they are being replaced.
 
-    close: trio.Event = field(default_factory=trio.Event)
-    closed: trio.Event = field(default_factory=trio.Event)  # the worker context has exited
+    Not a decision of the policy: ``calling.py`` answers it with the
+    provider-shaped, retryable 503 ``policy_workers_unavailable``."""
+
+
+@dataclass(eq=False)
+class _Worker:
+    """One worker process of the pool: a trio-parallel context of its own, holding at most one process.
+
+    One context per worker (not one context of ``count`` workers) so that the pool, not the
+    library, decides when a process is started: a context starts a process inside whichever call
+    finds none idle, and that call is timed by ``--policy-timeout`` and kills what it started when
+    cancelled (``kill_on_cancel``). Here a request only ever uses a worker that is ``ready`` (started,
+    its policies built, found alive just before); starting one is the keeper's job (``_keep``).
+    The one case left: a process that dies between that look and the call's first write is started
+    again by the library inside the call (a window of microseconds); if that call then times out,
+    the half-started process is killed and the keeper starts the next one, as for any loss.
+    """
+
+    number: int
     context: Any = None
+    limiter: trio.CapacityLimiter = field(default_factory=lambda: trio.CapacityLimiter(1))
+    ready: bool = False
+    busy: bool = False
+    pid: int = 0
+    lost: trio.Event = field(default_factory=trio.Event)  # set when it is found dead: its keeper replaces it
+
+    def alive(self) -> bool:
+        """Its process is alive and idle (only asked when no call runs on it; reaps a dead one)."""
+        return bool(self.context.statistics().idle_workers)
+
+
+@dataclass(eq=False)
+class _Holder:
+    """The workers and the task keeping their contexts open (never the pool: it must be collectable)."""
+
+    workers: list[_Worker]
+    report: Callable[[int, int], None] | None = None  # told (ready, configured) on every change
+    close: trio.Event = field(default_factory=trio.Event)
+    closed: trio.Event = field(default_factory=trio.Event)  # the worker contexts have exited
+    nursery: trio.Nursery | None = None  # where the keepers run
+    capacity: trio.CapacityLimiter | None = None  # one token per worker: the queue of calls, first come first served
+    _change: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def ready(self) -> int:
+        return sum(worker.ready for worker in self.workers)
+
+    def changed(self) -> None:
+        """A worker became ready or free: the calls waiting for one look again."""
+        self._change.set()
+        self._change = trio.Event()
+
+    def tell(self) -> None:
+        if self.report is not None and not self.close.is_set():
+            self.report(self.ready, len(self.workers))
+
+    def lose(self, worker: _Worker) -> None:
+        """``worker``'s process is gone (died, killed, or killed with a call that outlived its deadline)."""
+        if worker.ready:
+            worker.ready = False
+            worker.lost.set()
+            self.tell()
+
+    def regained(self, worker: _Worker, pid: int) -> None:
+        worker.pid, worker.ready, worker.lost = pid, True, trio.Event()
+        self.changed()
+        self.tell()
+
+    async def acquire(self) -> _Worker:
+        """A ready, idle, live worker, marked busy (the caller holds a ``capacity`` token).
+
+        Holding a token and finding no such worker means some are being replaced: the call waits
+        for one to become ready or free, up to its own deadline (``--policy-timeout``, or the
+        view's pieces' deadline) and at most ``START_TIMEOUT`` without one. Reaching either
+        while waiting raises ``WorkersUnavailable`` (the 503), never the policy's timeout: the
+        policy was not asked.
+        """
+        while True:
+            for worker in self.workers:
+                if worker.ready and not worker.busy:
+                    if worker.alive():
+                        worker.busy = True
+                        return worker
+                    self.lose(worker)  # died while idle (kill -9, OOM killer): its keeper replaces it
+            await self._wait_for_change()
+
+    async def _wait_for_change(self) -> None:
+        change = self._change
+        waiting = f"{self.ready} of {len(self.workers)} ready"
+        try:
+            with trio.move_on_after(START_TIMEOUT) as capped:
+                await change.wait()
+        except trio.Cancelled:
+            if trio.current_effective_deadline() <= trio.current_time():  # the call's deadline, not a hang-up
+                raise WorkersUnavailable(f"no worker ready before the deadline; {waiting}") from None
+            raise
+        if capped.cancelled_caught:
+            raise WorkersUnavailable(f"no worker ready within {START_TIMEOUT:g}s; {waiting}")
 
 
 class PolicyWorkers:
-    """The worker processes of one configuration's CPU-heavy policies."""
+    """The worker processes of one configuration's CPU-heavy policies.
 
-    def __init__(self, specs: list[PolicySpec], count: int) -> None:
+    ``count`` workers, each a process of its own; ``ready`` says how many are
+    started and serving (``/health`` and the metrics show it; ``report`` is told
+    on every change). A worker that dies or is killed (a call that outlived
+    ``--policy-timeout`` kills its process) is replaced by a keeper task that
+    the pool runs beside the requests, bounded by ``START_TIMEOUT`` and never by
+    a request's deadline, however long its policies take to build (the PII
+    policy: 2.5-6 s). Until it is ready, calls go to the other workers; with
+    none ready, a call waits up to its own deadline (see ``_Holder.acquire``)
+    and then gets ``WorkersUnavailable``.
+    """
+
+    def __init__(
+        self, specs: list[PolicySpec], count: int, report: Callable[[int, int], None] | None = None
+    ) -> None:
         self.specs = tuple(specs)
         self.count = max(1, count)
         self.failed = False
+        self.report = report
         self._started: trio.Event | None = None
         self._holder: _Holder | None = None
-        self._limiter: trio.CapacityLimiter | None = None
         self._local: dict[int, Policy] = {}
+
+    @property
+    def ready(self) -> int:
+        """Workers started and serving now (0 before the start, and when the pool could not start)."""
+        holder = self._holder
+        return 0 if holder is None or self.failed else holder.ready
 
     async def start(self) -> None:
         """Start and warm every worker (once; later calls wait for the first)."""
@@ -276,14 +396,16 @@ class PolicyWorkers:
             self.failed = True
             if self._holder is not None:
                 self._holder.close.set()
+            if self.report is not None:
+                self.report(0, self.count)
             for index, spec in enumerate(self.specs):
                 self._local[index] = await trio.to_thread.run_sync(_build_locally, spec)
         finally:
             self._started.set()
 
     async def _start(self) -> None:
-        holder = self._holder = _Holder()
-        self._limiter = trio.CapacityLimiter(self.count)
+        holder = self._holder = _Holder([_Worker(number) for number in range(self.count)], self.report)
+        holder.capacity = trio.CapacityLimiter(self.count)
         opened = trio.Event()
         failure: list[BaseException] = []
         trio.lowlevel.spawn_system_task(_hold, holder, self.specs, opened, failure, name="capsem policy workers")
@@ -295,31 +417,54 @@ class PolicyWorkers:
         weakref.finalize(self, _close_soon, trio.lowlevel.current_trio_token(), holder)
         with trio.fail_after(START_TIMEOUT):
             async with trio.open_nursery() as nursery:
-                for _ in range(self.count):  # as many at once as there are workers: each starts its own
-                    nursery.start_soon(functools.partial(
-                        holder.context.run_sync, ready, limiter=self._limiter, kill_on_cancel=True))
-        stats = holder.context.statistics()
-        log.info("policy worker processes ready: %d (%s)", stats.idle_workers,
+                for worker in holder.workers:  # all at once: each starts its own process
+                    nursery.start_soon(_warm, worker)
+        assert holder.nursery is not None
+        for worker in holder.workers:
+            holder.nursery.start_soon(_keep, holder, worker, name=f"capsem policy worker {worker.number} keeper")
+        holder.tell()
+        log.info("policy worker processes ready: %d (%s)", holder.ready,
                  ", ".join(Path(spec.file).name for spec in self.specs))
 
     async def run(self, index: int, hook: str, args: tuple[Any, ...]) -> Decision:
-        holder = self._holder
-        assert holder is not None and holder.context is not None
-        result: Decision = await holder.context.run_sync(
-            run_hook, index, hook, args, limiter=self._limiter, kill_on_cancel=True
-        )
+        result: Decision = await self._run(run_hook, index, hook, args)
         return result
 
     async def run_many(self, index: int, hook: str, calls: list[tuple[Any, ...]]) -> list[Decision]:
-        holder = self._holder
-        assert holder is not None and holder.context is not None
-        result: list[Decision] = await holder.context.run_sync(
-            run_hooks, index, hook, calls, limiter=self._limiter, kill_on_cancel=True
-        )
+        result: list[Decision] = await self._run(run_hooks, index, hook, calls)
         return result
+
+    async def _run(self, function: Callable[..., Any], *args: Any) -> Any:
+        """``function(*args)`` on a ready worker; ``WorkersUnavailable`` when none is in time (``_Holder.acquire``).
+
+        A call cancelled by its deadline kills its worker's process (trio-parallel's ``kill_on_cancel``:
+        the work cannot be interrupted otherwise); the call that finds a worker gone, or fails with
+        it, hands it to its keeper. Either way the call itself fails (the engine blocks, fail closed)."""
+        holder = self._holder
+        assert holder is not None and holder.capacity is not None
+        async with holder.capacity:
+            worker = await holder.acquire()
+            try:
+                return await worker.context.run_sync(
+                    function, *args, limiter=worker.limiter, kill_on_cancel=True
+                )
+            except BaseException:
+                if not worker.alive():
+                    holder.lose(worker)
+                raise
+            finally:
+                worker.busy = False
+                holder.changed()
 
     def local_copy(self, index: int) -> Policy | None:
         return self._local.get(index)
+
+    def retire(self) -> None:
+        """A newer configuration's pool serves new requests: this one stops telling ``report``
+        (its gauges are the newer pool's now); its workers still serve its last requests."""
+        self.report = None
+        if self._holder is not None:
+            self._holder.report = None
 
     async def aclose(self) -> None:
         """Close the worker processes now and wait until they are gone (bounded by their grace period).
@@ -334,20 +479,68 @@ class PolicyWorkers:
         await holder.closed.wait()
 
 
+async def _warm(worker: _Worker) -> None:
+    """Start ``worker``'s process and wait until it has built its policies."""
+    worker.pid = await worker.context.run_sync(ready, limiter=worker.limiter, kill_on_cancel=True)
+    worker.ready = True
+
+
+async def _keep(holder: _Holder, worker: _Worker) -> None:
+    """Replace ``worker``'s process whenever it is found gone, for as long as the pool is open.
+
+    Found gone: by a call (it died while idle, or with the call), or by this keeper's own look every
+    ``_WATCH_SECONDS`` while no call runs on it, so that ``/health`` tells a death without traffic.
+    """
+    while True:
+        with trio.move_on_after(_WATCH_SECONDS):
+            await worker.lost.wait()
+        if worker.ready and not worker.busy and not worker.alive():
+            holder.lose(worker)
+        if not worker.ready:
+            await _replace(holder, worker)
+
+
+async def _replace(holder: _Holder, worker: _Worker) -> None:
+    """Start a new process for ``worker``, outside any request's deadline; retried until it serves."""
+    log.warning(
+        "policy worker process %d (pid %d) is gone; starting a replacement (%d of %d ready meanwhile)",
+        worker.number, worker.pid, holder.ready, len(holder.workers),
+    )
+    pause = 1.0
+    while True:
+        began = trio.current_time()
+        try:
+            with trio.fail_after(START_TIMEOUT):
+                pid = await worker.context.run_sync(ready, limiter=worker.limiter, kill_on_cancel=True)
+        except Exception as error:  # noqa: BLE001 - logged and tried again: the pool must come back
+            log.error("a replacement policy worker process could not start (%s: %s); trying again in %gs",
+                      type(error).__name__, " ".join(str(error).split()) or "no detail", pause)
+            await trio.sleep(pause)
+            pause = min(pause * 2, 30.0)
+            continue
+        holder.regained(worker, pid)
+        log.info("policy worker process %d replaced (pid %d, ready in %.1fs); %d of %d ready",
+                 worker.number, pid, trio.current_time() - began, holder.ready, len(holder.workers))
+        return
+
+
 async def _hold(
     holder: _Holder, specs: tuple[PolicySpec, ...], opened: trio.Event, failure: list[BaseException]
 ) -> None:
     try:
         import trio_parallel  # imported only where a CPU-heavy policy is configured
 
-        async with trio_parallel.open_worker_context(
-            init=functools.partial(init_worker, specs), idle_timeout=math.inf, grace_period=5.0,
-            worker_type=trio_parallel.WorkerType.SPAWN,
-        ) as context:
-            holder.context = context
-            opened.set()
-            await holder.close.wait()
+        async with trio.open_nursery() as contexts:  # one task per context: they close together
+            for worker in holder.workers:
+                await contexts.start(_open_context, trio_parallel, worker, specs, holder.close)
+            async with trio.open_nursery() as keepers:
+                holder.nursery = keepers
+                opened.set()
+                await holder.close.wait()
+                keepers.cancel_scope.cancel()  # a replacement starting is killed
     except BaseException as error:  # noqa: BLE001 - reported to start(), or logged at shutdown
+        if isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
         if not opened.is_set():
             failure.append(error)
             opened.set()
@@ -357,6 +550,20 @@ async def _hold(
             raise
     finally:
         holder.closed.set()
+
+
+async def _open_context(
+    trio_parallel: Any, worker: _Worker, specs: tuple[PolicySpec, ...], close: trio.Event,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``worker``'s trio-parallel context, open until ``close`` (closing ends its process, within its grace period)."""
+    async with trio_parallel.open_worker_context(
+        init=functools.partial(init_worker, specs), idle_timeout=math.inf, grace_period=5.0,
+        worker_type=trio_parallel.WorkerType.SPAWN,
+    ) as context:
+        worker.context = context
+        task_status.started()
+        await close.wait()
 
 
 def _close_soon(token: trio.lowlevel.TrioToken, holder: _Holder) -> None:

@@ -103,6 +103,16 @@ class Metrics(Recorder):
             f"{PREFIX}_active_streams", "Streamed replies being delivered right now.",
             registry=registry, multiprocess_mode="livesum",
         )
+        # The CPU-heavy policies' worker processes, set by the pool as they are lost and replaced
+        # (summed over --workers: each proxy process has a pool of its own).
+        self._workers_ready = Gauge(
+            f"{PREFIX}_policy_workers_ready", "Policy worker processes started and serving (CPU-heavy policies).",
+            registry=registry, multiprocess_mode="livesum",
+        )
+        self._workers_configured = Gauge(
+            f"{PREFIX}_policy_workers_configured", "Policy worker processes configured (--policy-processes).",
+            registry=registry, multiprocess_mode="livesum",
+        )
         self._registry = registry
         self._audit_writable: Any = None  # created with the audit log: no log, no gauge
         # Labelled children by label values: ``labels()`` validates and locks on every call
@@ -140,6 +150,10 @@ class Metrics(Recorder):
         if child is None:
             child = self._children[key] = metric.labels(*(str(label) for label in labels))
         return child
+
+    def policy_workers(self, ready: int, configured: int) -> None:
+        self._workers_ready.set(ready)
+        self._workers_configured.set(configured)
 
     def stream_started(self, exchange: Exchange) -> None:
         self._active_streams.inc()

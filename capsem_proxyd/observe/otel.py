@@ -67,7 +67,8 @@ DECISION_EVENT = "capsem.policy_decision"
 # Client-chosen model names are cut here in names and attributes (a span is no place for 10 kB).
 MAX_MODEL_CHARS = 256
 _BROKEN_STREAMS = frozenset(
-    {StreamOutcome.UPSTREAM_ERROR, StreamOutcome.INTERNAL_ERROR, StreamOutcome.INCOMPLETE}
+    {StreamOutcome.UPSTREAM_ERROR, StreamOutcome.INTERNAL_ERROR, StreamOutcome.INCOMPLETE,
+     StreamOutcome.POLICY_UNAVAILABLE}
 )
 _PROPAGATOR = TraceContextTextMapPropagator()
 

@@ -30,6 +30,9 @@ The moments:
   (``reference``), and ``--stored-content`` decided: ``allowed`` (mode
   ``allow``, unchecked), ``admitted`` (a reply this proxy delivered to the
   tenant) or ``refused``.
+* ``policy_workers``: how many of the CPU-heavy policies' worker processes
+  are ready (``ready``) of the ``configured`` count, told by the pool at its
+  start and whenever one is lost or replaced.
 * ``request_done``: the last byte of the reply went out (or the client left);
   every request, proxied or not, ends here exactly once.
 
@@ -96,6 +99,9 @@ class Recorder:
     def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
         """A reference to stored content, and what ``--stored-content`` made of it."""
 
+    def policy_workers(self, ready: int, configured: int) -> None:
+        """The policy worker processes: ``ready`` of ``configured`` serve now."""
+
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         """The request is over: ``status`` as the client got it, ``outcome`` what happened."""
 
@@ -119,6 +125,7 @@ class Recorders(Recorder):
         self._stream_finished = _implementing(recorders, "stream_finished")
         self._stored = _implementing(recorders, "stored_content")
         self._done = _implementing(recorders, "request_done")
+        self._workers = _implementing(recorders, "policy_workers")
 
     def request_started(self, exchange: Exchange, headers: Mapping[str, str]) -> None:
         for recorder in self._started:
@@ -153,6 +160,10 @@ class Recorders(Recorder):
     def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
         for recorder in self._stored:
             recorder.stored_content(exchange, reference, decision)
+
+    def policy_workers(self, ready: int, configured: int) -> None:
+        for recorder in self._workers:
+            recorder.policy_workers(ready, configured)
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         for recorder in self._done:

@@ -58,6 +58,8 @@ from capsem_proxyd.views import ResponseView
 JSON_HEADERS = [("content-type", "application/json")]
 _EVERY_STRING = Sorter(frozenset())  # no field names: every key and string is content
 _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]|,")
+# Error codes of refusals no policy decided (x-capsem-decision: block all the same).
+_REFUSED_UNDECIDED = frozenset({"capsem_stored_content", "policy_workers_unavailable"})
 # The trace-context headers for one request's upstream call (the OpenTelemetry recorder's).
 TraceHeaders = Callable[[Exchange], list[tuple[str, str]]]
 
@@ -161,9 +163,10 @@ class Pipeline:
             return await self._forward(route, incoming, exchange, engine, outcome, keep)
         except ProxyError as error:
             reply = error_reply(dialect, error)
-            # A refusal of the proxy's own (stored content) is a block too, though no policy decided it.
+            # A refusal of the proxy's own (stored content, content no policy worker was there to check)
+            # is a block too, though no policy decided it.
             verdict = error.decision.verdict.value if error.decision is not None else (
-                "BLOCK" if error.code == "capsem_stored_content" else outcome)
+                "BLOCK" if error.code in _REFUSED_UNDECIDED else outcome)
             reply.headers.extend(decision_headers(engine, verdict))
             return reply
 

@@ -129,6 +129,8 @@ def stream_outcome(error: ProxyError) -> StreamOutcome:
         return StreamOutcome.SERVER_SHUTTING_DOWN
     if error.code == "internal_error":
         return StreamOutcome.INTERNAL_ERROR
+    if error.code == "policy_workers_unavailable":
+        return StreamOutcome.POLICY_UNAVAILABLE
     return StreamOutcome.UPSTREAM_ERROR
 
 

@@ -31,6 +31,8 @@ EVERY_ERROR = {
     "policy_blocked": errors.policy_blocked(DECISION, "Prompt"),
     "stored_content_refused": errors.stored_content_refused("f", "checked"),
     "stored_content_unavailable": errors.stored_content_unavailable(),
+    "policy_workers_unavailable": errors.policy_workers_unavailable("PII", "none ready within 1.0s"),
+    "audit_log_unavailable": errors.audit_log_unavailable(),
     "upstream_unavailable": errors.upstream_unavailable("m"),
     "upstream_timeout": errors.upstream_timeout("m"),
     "response_too_large": errors.response_too_large(1),

@@ -85,6 +85,30 @@ async def test_the_deadline_over_several_calls_never_fires_for_a_hook_that_canno
             return DEFAULT_SAFE_DECISION
 
     caller = PolicyCaller(2.0, frozenset())
-    assert caller.deadline(Instant(), "on_tool_call").relative_deadline == float("inf")
-    assert caller.deadline(Instant(), "on_model_call").relative_deadline == 2.0
-    assert PolicyCaller(None, frozenset()).deadline(Instant(), "on_model_call").relative_deadline == float("inf")
+    assert caller.deadline(Instant(), "on_tool_call").scope.relative_deadline == float("inf")
+    assert caller.deadline(Instant(), "on_model_call").scope.relative_deadline == 2.0
+    assert PolicyCaller(None, frozenset()).deadline(Instant(), "on_model_call").scope.relative_deadline == float("inf")
+
+
+class Blocker(Moody):
+    """Blocks the thread for 0.3 s without a checkpoint (``time.sleep``: no cancellation reaches it), then allows."""
+
+    async def on_model_call(self, rid: str, agent: Any, model: str, system: str, prompt: str, media: list) -> Any:
+        import time
+
+        time.sleep(0.3)
+        return DEFAULT_SAFE_DECISION
+
+
+@pytest.mark.parametrize("fail_open", [frozenset(), frozenset({"Moody"})])
+async def test_a_decision_that_comes_after_the_deadline_is_a_timeout(
+    caplog: pytest.LogCaptureFixture, fail_open: frozenset[str]
+) -> None:
+    def invoke(policy: Policy) -> Any:
+        return policy.on_model_call("req_9", None, "m", "", "p", [])
+
+    decision, genuine = await PolicyCaller(0.1, fail_open).call(EXCHANGE, "on_model_call", Blocker(), invoke)
+    assert not genuine
+    assert decision.verdict is (Verdict.LOG if fail_open else Verdict.BLOCK)
+    assert decision.details.startswith("policy timed out after 0.1s")
+    assert any("its answer came after" in record.getMessage() for record in caplog.records)

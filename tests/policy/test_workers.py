@@ -18,6 +18,7 @@ from capsem_proxyd.config import Settings
 from capsem_proxyd.enforcement.loader import CPU_HEAVY_KNOWN
 from capsem_proxyd.policies.pii import OfflinePIIPolicy
 from tests.support.proxy import OPENAI_KEY
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +34,12 @@ async def ask(url: str, prompt: str) -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as client:
         return await client.post(url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
                                  json={"model": "m", "messages": [{"role": "user", "content": prompt}]})
+
+
+async def _all_ready(url: str, count: int) -> bool:
+    async with httpx.AsyncClient(timeout=10) as client:
+        body = (await client.get(url + "/health")).json()
+    return bool(body["status"] == "ok" and body["policy_workers"] == {"ready": count, "configured": count})
 
 
 def details(response: httpx.Response) -> str:
@@ -57,7 +64,8 @@ async def test_a_cpu_heavy_policy_decides_in_a_worker_and_a_dead_or_stalled_work
     stalled = await ask(proxy.url, "stall_worker")
     assert stalled.status_code == 400
     assert "timed out after 3.0s" in details(stalled)
-    # The pool replaces what it lost: the next requests are decided as before.
+    # The pool replaces what it lost, in the background (/health says when): then requests are decided as before.
+    await wait_until(lambda: _all_ready(proxy.url, 2), timeout=60, what="both policy workers ready again")
     assert (await ask(proxy.url, "nothing to see")).status_code == 200
     assert (await ask(proxy.url, "heavy_block")).status_code == 400
 

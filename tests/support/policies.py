@@ -159,3 +159,80 @@ class SplittableHeavyPolicy(HeavyPolicy):
     """The same, splittable: the engine sends it its pieces in batches (``decide_many``)."""
 
     splittable = True
+
+
+class SlowStartHeavyPolicy(HeavyPolicy):
+    """The same, with a start-up the test can slow down: while the file named by ``start_delay_file``
+    exists, building the policy (a worker's start) first sleeps as many seconds as the file says.
+    A stand-in for the PII policy's 2.5-6 s start, without spaCy. Its reply hook answers in the
+    worker too, so a stream's checks need a worker as well."""
+
+    def __init__(self, start_delay_file: str = "") -> None:
+        import os
+        import time
+        from pathlib import Path
+
+        super().__init__()
+        if start_delay_file and os.path.exists(start_delay_file):
+            time.sleep(float(Path(start_delay_file).read_text() or 0))
+
+    async def on_model_response(
+        self, invocation_id: str, agent: Agent, response: str, thoughts: str, media: list[Media]
+    ) -> Decision:
+        if "heavy_block" in response:
+            return Decision(verdict=Verdict.BLOCK, reason=Reason.POLICY_VIOLATION, details="heavy_block in reply")
+        return DEFAULT_SAFE_DECISION
+
+    @classmethod
+    def from_config(cls, config: dict) -> SlowStartHeavyPolicy:
+        return cls(str(config.get("start_delay_file", "")))
+
+
+class BlockingPolicy(Policy):
+    """Not ``cpu_heavy``, yet blocks the thread (``time.sleep``, as a synchronous HTTP client would) for
+    ``seconds`` on a prompt containing ``block_loop``, then allows: a hook that never awaits."""
+
+    def __init__(self, name: str = "Blocking", seconds: float = 1.0) -> None:
+        super().__init__(name=name, description="blocks the event loop", authors="tests", url="")
+        self.seconds = seconds
+
+    def _block(self, prompt: str) -> Decision:
+        import time
+
+        if "block_loop" in prompt:
+            time.sleep(self.seconds)
+        return DEFAULT_SAFE_DECISION
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        return self._block(prompt)
+
+    @classmethod
+    def from_config(cls, config: dict) -> BlockingPolicy:
+        return cls(config.get("name", cls.__name__.removesuffix("Policy")), float(config.get("seconds", 1.0)))
+
+
+class AwaitsBlockingPolicy(BlockingPolicy):
+    """The same block, inside a helper the hook awaits (which never suspends either)."""
+
+    async def _lookup(self, prompt: str) -> Decision:
+        return self._block(prompt)
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        return await self._lookup(prompt)
+
+
+class SplittableBlockingPolicy(BlockingPolicy):
+    """The same, asked piece by piece (a verdict cache is on by default): each piece's block fits in the
+    deadline, all of them together do not."""
+
+    splittable = True
+
+
+class SplittableSlowStartHeavyPolicy(SlowStartHeavyPolicy):
+    """The same, splittable: the engine sends it its pieces in batches (``decide_many``)."""
+
+    splittable = True
