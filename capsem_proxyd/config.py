@@ -83,7 +83,10 @@ class Settings:
     )
     max_body_size: int = setting(32 * 1024 * 1024, "Largest request body accepted, in bytes (413 beyond).", minimum=1)
     request_timeout: float = setting(
-        900.0, "Seconds a non-streamed call may take upstream in all (504 beyond; 0: no deadline).", minimum=0
+        900.0, "Seconds a call may take upstream until its reply is in hand (504 beyond; 0: no deadline): "
+        "the response headers of every call, and the whole body of a reply read whole (JSON, also when a "
+        "stream request is answered with JSON). A streamed reply's events are bounded by --upstream-timeout "
+        "each instead.", minimum=0
     )
     max_json_depth: int = setting(64, "Deepest JSON nesting accepted in a request body (400 beyond).", minimum=1)
     max_items: int = setting(

@@ -124,7 +124,9 @@ class Pipeline:
         self.recorder = recorder
         self.read_usage = recorder.reads_usage
         self.trace_headers = trace_headers
-        # Whole-request deadline of non-streamed calls; streams are bounded by their idle timeout.
+        # The deadline of a call's upstream I/O until the reply is in hand: its response headers (every
+        # call), and the whole body of a reply read whole (a JSON reply, to a stream request too). An
+        # event stream's events are bounded by the idle timeout instead, each on its own.
         self.request_timeout = request_timeout
         # When a shutdown's grace period is over, the open streams end with an error event.
         self.open_streams = OpenStreams()
@@ -206,7 +208,7 @@ class Pipeline:
         keep: bool,
     ) -> ProxyReply:
         """Send, then check the reply; ``keep``: record the id of a reply the provider stores once it is delivered."""
-        with self._deadline(exchange.stream):
+        with self._deadline():
             response = await self._send(exchange, route, incoming)
             headers = response_headers(response.headers)
             content_type = (response.headers.get("content-type") or "").lower()
@@ -279,9 +281,18 @@ class Pipeline:
         return await engine.check_response(exchange, error_body_view(dialect, body))
 
     @contextmanager
-    def _deadline(self, stream: bool = False) -> Iterator[None]:
-        """The whole-request deadline around a non-streamed call's upstream I/O (504 when it passes)."""
-        if stream or not self.request_timeout:
+    def _deadline(self) -> Iterator[None]:
+        """``--request-timeout`` around a call's upstream I/O (504 when it passes).
+
+        It covers the wait for the response headers of every call, streamed or
+        not, and the reading of every reply read whole: a JSON reply, including
+        one a provider gives to a stream request (a provider dripping it a byte
+        within every read timeout would otherwise hold the client, with no
+        response headers, for as long as it liked). An event stream leaves the
+        block as soon as its headers are in: the idle timeout bounds each
+        event instead, and a stream may last as long as the model writes.
+        """
+        if not self.request_timeout:
             yield
             return
         try:
