@@ -102,6 +102,12 @@ class Settings:
         256 * 1024 * 1024, "Largest upstream reply, streamed or not, in bytes (502, or an error event that ends "
         "the stream).", minimum=1,
     )
+    reply_memory: int = setting(
+        512 * 1024 * 1024, "Bytes of non-streamed upstream replies one process holds at once (each worker of "
+        "--workers has its own): a reply that does not fit waits for room until its --request-timeout passes, then "
+        "gets 503; one larger than this alone gets 503 at once (keep it at least --max-response-size). A held reply "
+        "costs up to about twice its size in memory while it is checked.", minimum=1024 * 1024,
+    )
     keep_alive_timeout: float = setting(
         75.0, "Seconds an idle client connection stays open; also the time a client has to send its request "
         "headers (slow-header clients are cut).", minimum=0.001,

@@ -43,6 +43,7 @@ from capsem_proxyd.observe.request_log import RequestLog
 from capsem_proxyd.observe.tracing import trace_export
 from capsem_proxyd.proxy.limits import Limits
 from capsem_proxyd.proxy.pipeline import Pipeline
+from capsem_proxyd.proxy.reply_memory import ReplyMemory
 from capsem_proxyd.proxy.stored_content import StoredContent, open_store
 from capsem_proxyd.proxy.streaming import StreamSettings
 from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
@@ -149,6 +150,12 @@ class Instance:
                 "anthropic": self.settings.anthropic_upstream,
             },
             "policies": self.policies.default.names,
+            # --reply-memory in this process (each worker of --workers has its own)
+            "reply_memory": {
+                "capacity": self.pipeline.reply_memory.capacity,
+                "held": self.pipeline.reply_memory.held,
+                "waiting": self.pipeline.reply_memory.waiting,
+            },
         }
 
     def render_metrics(self) -> tuple[bytes, str]:
@@ -217,6 +224,7 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
             recorder,
             stored,
             request_timeout=settings.request_timeout or None,
+            reply_memory=ReplyMemory(settings.reply_memory, recorder.reply_memory_changed),
             trace_headers=spans.upstream_headers if spans is not None else None,
         )
         yield Instance(

@@ -103,6 +103,11 @@ class Metrics(Recorder):
             f"{PREFIX}_active_streams", "Streamed replies being delivered right now.",
             registry=registry, multiprocess_mode="livesum",
         )
+        self._reply_memory = Gauge(
+            f"{PREFIX}_reply_memory_held_bytes", "Bytes of non-streamed replies held right now (--reply-memory; "
+            "summed over the workers, each of which has its own budget).",
+            registry=registry, multiprocess_mode="livesum",
+        )
         # Labelled children by label values: ``labels()`` validates and locks on every call
         # (~1.5 us), a dict lookup does not; the label sets are bounded (see above).
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -145,6 +150,9 @@ class Metrics(Recorder):
     def stream_finished(self, exchange: Exchange, outcome: StreamOutcome) -> None:
         self._active_streams.dec()
         self._child(self._streams, exchange.provider, exchange.endpoint, outcome).inc()
+
+    def reply_memory_changed(self, held: int) -> None:
+        self._reply_memory.set(held)
 
     # -- exposition ------------------------------------------------------------
 

@@ -27,6 +27,8 @@ The moments:
   (``reference``), and ``--stored-content`` decided: ``allowed`` (mode
   ``allow``, unchecked), ``admitted`` (a reply this proxy delivered to the
   tenant) or ``refused``.
+* ``reply_memory_changed``: the bytes of non-streamed replies the process
+  holds (``--reply-memory``) changed to ``held``.
 * ``request_done``: the last byte of the reply went out (or the client left);
   every request, proxied or not, ends here exactly once.
 
@@ -90,6 +92,9 @@ class Recorder:
     def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
         """A reference to stored content, and what ``--stored-content`` made of it."""
 
+    def reply_memory_changed(self, held: int) -> None:
+        """The process now holds ``held`` bytes of non-streamed replies."""
+
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         """The request is over: ``status`` as the client got it, ``outcome`` what happened."""
 
@@ -112,6 +117,7 @@ class Recorders(Recorder):
         self._stream_finished = _implementing(recorders, "stream_finished")
         self._stored = _implementing(recorders, "stored_content")
         self._done = _implementing(recorders, "request_done")
+        self._reply_memory = _implementing(recorders, "reply_memory_changed")
 
     def request_started(self, exchange: Exchange, headers: Mapping[str, str]) -> None:
         for recorder in self._started:
@@ -142,6 +148,10 @@ class Recorders(Recorder):
     def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
         for recorder in self._stored:
             recorder.stored_content(exchange, reference, decision)
+
+    def reply_memory_changed(self, held: int) -> None:
+        for recorder in self._reply_memory:
+            recorder.reply_memory_changed(held)
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         for recorder in self._done:
