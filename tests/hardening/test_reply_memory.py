@@ -14,12 +14,15 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
+import pytest
 import trio
 
 from capsem_proxyd.config import Settings
 from tests.support.daemon import daemon_env, upstream_args
 from tests.support.proxy import OPENAI_KEY, Proxy
+from tests.support.sdk import PROVIDERS, message_of, sdk_error, sdk_errors, status_of
 from tests.support.waiting import wait_until
 
 TEXT_LINE = b"The quick brown fox jumps over the lazy dog, then writes another line of its reply.\\n"
@@ -37,16 +40,19 @@ def chat_reply(size: int) -> bytes:
 
 
 class BigReplies:
-    """A provider answering every request with ``body`` (prebuilt bytes: sending them allocates nothing)."""
+    """A provider answering every request with ``body`` (prebuilt bytes: sending them allocates nothing).
 
-    def __init__(self, body: bytes, *, content_length: bool = True) -> None:
+    ``pause_after``: bytes of the body sent before the rest waits for ``go`` (None: no pause);
+    ``content_length``: False frames the body by closing the connection (no length stated)."""
+
+    def __init__(self, body: bytes, *, content_length: bool = True, pause_after: int | None = None) -> None:
         self.body = body
         self.content_length = content_length
+        self.pause_after = pause_after
         self.url = ""
-        self.answered = 0
-        self.requests = 0
-        self.go = trio.Event()  # set to let the replies go (they wait after reading the request)
-        self.go.set()
+        self.go = trio.Event()
+        if pause_after is None:
+            self.go.set()
 
     async def serve(self, stream: trio.SocketStream) -> None:
         received = b""
@@ -61,19 +67,14 @@ class BigReplies:
         )
         while len(rest) < length:
             rest += await stream.receive_some(65536)
-        self.requests += 1
-        await self.go.wait()
+        stated = b"content-length: %d\r\n" % len(self.body) if self.content_length else b""
+        first = len(self.body) if self.pause_after is None else self.pause_after
         try:
-            if self.content_length:
-                await stream.send_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                    b"connection: close\r\n\r\n" % len(self.body)
-                )
-                await stream.send_all(self.body)
-            else:
-                await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n")
-                await stream.send_all(self.body)
-            self.answered += 1
+            await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%sconnection: close\r\n\r\n" % stated)
+            with memoryview(self.body) as body:
+                await stream.send_all(body[:first])
+                await self.go.wait()
+                await stream.send_all(body[first:])
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -173,3 +174,90 @@ async def test_one_reply_peaks_within_twice_its_size(daemons: Callable[..., Any]
     assert status == 200 and received == len(upstream.body), head
     print(f"peak grew {grew / 2**20:.1f} MiB for a {received / 2**20:.1f} MiB reply: {grew / received:.2f}x")
     assert grew <= 2 * received + WORKING_MEMORY
+
+
+# --- the budget: --reply-memory --------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+async def health(proxy: Proxy) -> dict[str, int]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return (await client.get(proxy.url + "/health")).json()["reply_memory"]
+
+
+async def held_gauge(proxy: Proxy) -> float:
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(proxy.url + "/metrics")).text
+    return next(float(line.split()[1]) for line in text.splitlines()
+                if line.startswith("capsem_proxyd_reply_memory_held_bytes "))
+
+
+async def concurrently(proxy: Proxy, count: int, results: list[tuple[int, int, bytes]], nursery: trio.Nursery) -> None:
+    async def one() -> None:
+        results.append(await trio.to_thread.run_sync(post_and_discard, proxy))
+
+    for _ in range(count):
+        nursery.start_soon(one)
+
+
+async def test_replies_of_known_size_wait_for_room_and_all_complete(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, nursery: trio.Nursery,
+) -> None:
+    """Three 8 MiB replies under a 20 MiB budget: two are held, the third waits (never more than the
+    budget held), and all three complete once the first ones went out."""
+    upstream = BigReplies(chat_reply(8 * MIB), pause_after=0)  # the length is stated; the bodies wait for ``go``
+    await upstream.start(nursery)
+    proxy = await start_proxy(proxy_settings, openai_upstream=upstream.url + "/v1", reply_memory=20 * MIB)
+    size = len(upstream.body)
+    results: list[tuple[int, int, bytes]] = []
+    async with trio.open_nursery() as clients:
+        await concurrently(proxy, 3, results, clients)
+        state = await wait_until(lambda: _is(health(proxy), {"capacity": 20 * MIB, "held": 2 * size, "waiting": 1}),
+                                 timeout=30, what="two replies held, one waiting")
+        assert state and await held_gauge(proxy) == 2 * size
+        upstream.go.set()
+    assert sorted(status for status, _, _ in results) == [200, 200, 200], results
+    assert all(received == size for _, received, _ in results)
+    await wait_until(lambda: _is(health(proxy), {"capacity": 20 * MIB, "held": 0, "waiting": 0}), timeout=30,
+                     what="the budget free again")
+
+
+async def test_a_reply_of_unknown_size_that_outgrows_the_room_gets_503_at_once(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, nursery: trio.Nursery,
+) -> None:
+    """Three 8 MiB replies framed by the connection's end, 7 MiB of each sent: they grow their holds
+    as they arrive, none waits while it holds something, so the one that no longer fits is refused at
+    once; the other two complete."""
+    upstream = BigReplies(chat_reply(8 * MIB), content_length=False, pause_after=7 * MIB)
+    await upstream.start(nursery)
+    proxy = await start_proxy(proxy_settings, openai_upstream=upstream.url + "/v1", reply_memory=20 * MIB)
+    results: list[tuple[int, int, bytes]] = []
+    async with trio.open_nursery() as clients:
+        await concurrently(proxy, 3, results, clients)
+        await wait_until(lambda: len(results) == 1, timeout=30, what="one reply refused while the others wait")
+        assert (await health(proxy))["held"] == 14 * MIB
+        upstream.go.set()
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200, 200, 503], results
+    refused = next(head for status, _, head in results if status == 503)
+    assert b'"code":"reply_memory_full"' in refused and b"--reply-memory" in refused, refused
+    assert (await health(proxy))["held"] == 0
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_reply_larger_than_the_budget_is_503_in_the_providers_shape(
+    provider: str, start_proxy: Callable[..., Any], proxy_settings: Settings, nursery: trio.Nursery,
+) -> None:
+    upstream = BigReplies(chat_reply(8 * MIB), pause_after=0)  # its body never needs to come
+    await upstream.start(nursery)
+    proxy = await start_proxy(proxy_settings, openai_upstream=upstream.url + "/v1", anthropic_upstream=upstream.url,
+                              gemini_upstream=upstream.url, reply_memory=4 * MIB)
+    error = await sdk_error(provider, proxy)
+    assert isinstance(error, sdk_errors(provider)) and status_of(error) == 503, repr(error)
+    assert f"larger than the {4 * MIB} bytes" in message_of(error) and "--reply-memory" in message_of(error)
+    assert (await health(proxy)) == {"capacity": 4 * MIB, "held": 0, "waiting": 0}
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return await value == expected
