@@ -81,6 +81,7 @@ async def test_health_and_metrics_describe_the_instance(proxy_settings: Settings
             "version": __version__,
             "providers": {"openai": fake.url + "/v1", "gemini": fake.url, "anthropic": fake.url},
             "policies": ["Debug"],
+            "reply_memory": {"capacity": proxy_settings.reply_memory, "held": 0, "waiting": 0},
         }
         async with served(instance) as url, httpx.AsyncClient() as client:
             assert (await client.post(url + "/v1/chat/completions", json=CHAT, headers=HEADERS)).status_code == 200
