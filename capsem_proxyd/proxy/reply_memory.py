@@ -109,7 +109,9 @@ class ReplyMemory:
 
     def _grow(self, hold: ReplyHold, more: int) -> None:
         if self.held + more > self.capacity:
-            raise reply_memory_full(self.capacity, larger=hold.size + more > self.capacity)
+            larger = hold.size + more > self.capacity
+            hold.release()  # now, not once the refused reply's upstream is closed: others may fit meanwhile
+            raise reply_memory_full(self.capacity, larger=larger)
         hold.size += more
         self._take(more)
 

@@ -185,13 +185,17 @@ class Upstream:
             if limit is not None and declared.isdigit() and int(declared) > limit:
                 raise response_too_large(limit)
             body = bytearray()
-            async for chunk in response.aiter_bytes():
-                size = len(body) + len(chunk)
-                if limit is not None and size > limit:
-                    raise response_too_large(limit)
-                if hold is not None and size > hold.size:
-                    hold.grow(size - hold.size)
-                body += chunk
+            try:
+                async for chunk in response.aiter_bytes():
+                    size = len(body) + len(chunk)
+                    if limit is not None and size > limit:
+                        raise response_too_large(limit)
+                    if hold is not None and size > hold.size:
+                        hold.grow(size - hold.size)
+                    body += chunk
+            except BaseException:
+                body = bytearray()  # freed before the upstream is closed (an await): it is no longer held
+                raise
             return body
         except httpx.TimeoutException:
             raise upstream_timeout("The upstream provider stopped answering mid-response.") from None

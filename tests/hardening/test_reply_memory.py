@@ -11,9 +11,11 @@ is refused with a provider-shaped 503.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
+import anthropic
 import httpx
 import orjson
 import pytest
@@ -112,16 +114,15 @@ def post_and_discard(proxy: Proxy) -> tuple[int, int, bytes]:
                 break
         head, _, start = head.partition(b"\r\n\r\n")
         body = len(start)
-        first = head[:200]
-        if body and not head.startswith(b"HTTP/1.1 200"):
-            first = head + b"\r\n\r\n" + start[:2000]
         while True:
             count = sock.recv_into(view)
             if not count:
                 break
+            if len(start) < 4096:
+                start += bytes(view[:min(count, 4096)])
             body += count
     status = int(head.split(b" ", 2)[1]) if head.startswith(b"HTTP/") else 0
-    return status, body, first
+    return status, body, head[:200] if status == 200 else head + b"\r\n\r\n" + start[:4096]
 
 
 def memory_of(pid: int) -> dict[str, int]:
@@ -235,7 +236,7 @@ async def test_a_reply_of_unknown_size_that_outgrows_the_room_gets_503_at_once(
     results: list[tuple[int, int, bytes]] = []
     async with trio.open_nursery() as clients:
         await concurrently(proxy, 3, results, clients)
-        await wait_until(lambda: len(results) == 1, timeout=30, what="one reply refused while the others wait")
+        await wait_until(lambda: len(results) >= 1, timeout=30, what="one reply refused while the others wait")
         assert (await health(proxy))["held"] == 14 * MIB
         upstream.go.set()
     statuses = sorted(status for status, _, _ in results)
@@ -261,3 +262,57 @@ async def test_a_reply_larger_than_the_budget_is_503_in_the_providers_shape(
 
 async def _is(value: Any, expected: Any) -> bool:
     return await value == expected
+
+
+def post_then_read_later(proxy: Proxy, release: threading.Event) -> tuple[int, int, bytes]:
+    """``post_and_discard`` from a client that reads nothing until ``release``: its reply, already
+    read and checked by the proxy, stays held while the proxy's write to it is blocked."""
+    host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.settimeout(60)
+    sock.connect((host, int(port)))
+    with sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + OPENAI_KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(REQUEST_BODY), REQUEST_BODY)
+        )
+        release.wait(60)
+        received = b""
+        while chunk := sock.recv(1 << 20):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), len(body), head[:200]
+
+
+async def test_a_reply_that_finds_no_room_before_its_deadline_gets_503(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, nursery: trio.Nursery,
+) -> None:
+    """Two 9 MiB replies held while their slow clients read nothing; a 4 MiB reply waits for room as long
+    as its --request-timeout allows, then gets a 503 its SDK raises (retryable); the held ones complete."""
+    held = BigReplies(chat_reply(9 * MIB))
+    waiting = BigReplies(chat_reply(4 * MIB))
+    await held.start(nursery)
+    await waiting.start(nursery)
+    proxy = await start_proxy(proxy_settings, openai_upstream=held.url + "/v1", anthropic_upstream=waiting.url,
+                              reply_memory=20 * MIB, request_timeout=2)
+    release = threading.Event()
+    results: list[tuple[int, int, bytes]] = []
+
+    async def slow_client() -> None:
+        results.append(await trio.to_thread.run_sync(post_then_read_later, proxy, release))
+
+    try:
+        async with trio.open_nursery() as clients:
+            clients.start_soon(slow_client)
+            clients.start_soon(slow_client)
+            await wait_until(lambda: _is(health(proxy), {"capacity": 20 * MIB, "held": 2 * len(held.body), "waiting": 0}),
+                             timeout=30, what="two replies held by clients that do not read")
+            error = await sdk_error("anthropic", proxy)
+            assert isinstance(error, anthropic.InternalServerError) and status_of(error) == 503, repr(error)
+            assert "none finished in time; retry shortly" in message_of(error)
+            release.set()
+    finally:
+        release.set()
+    assert [status for status, _, _ in results] == [200, 200] and all(n == len(held.body) for _, n, _ in results)
