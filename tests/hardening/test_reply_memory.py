@@ -316,3 +316,33 @@ async def test_a_reply_that_finds_no_room_before_its_deadline_gets_503(
     finally:
         release.set()
     assert [status for status, _, _ in results] == [200, 200] and all(n == len(held.body) for _, n, _ in results)
+
+
+async def test_a_client_that_leaves_while_its_reply_waits_for_room_takes_nothing_with_it(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, nursery: trio.Nursery,
+) -> None:
+    """Its place in the queue goes, and when room comes nothing is reserved for it: the budget ends empty."""
+    upstream = BigReplies(chat_reply(8 * MIB), pause_after=0)
+    await upstream.start(nursery)
+    proxy = await start_proxy(proxy_settings, openai_upstream=upstream.url + "/v1", reply_memory=20 * MIB)
+    size = len(upstream.body)
+    results: list[tuple[int, int, bytes]] = []
+    async with trio.open_nursery() as clients:
+        await concurrently(proxy, 2, results, clients)
+        await wait_until(lambda: _is(health(proxy), {"capacity": 20 * MIB, "held": 2 * size, "waiting": 0}),
+                         timeout=30, what="two replies held")
+        host, port = proxy.url.removeprefix("http://").rsplit(":", 1)
+        leaving = await trio.open_tcp_stream(host, int(port))
+        await leaving.send_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + OPENAI_KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(REQUEST_BODY), REQUEST_BODY)
+        )
+        await wait_until(lambda: _is(health(proxy), {"capacity": 20 * MIB, "held": 2 * size, "waiting": 1}),
+                         timeout=30, what="the third reply waiting")
+        await leaving.aclose()
+        await wait_until(lambda: _is(health(proxy), {"capacity": 20 * MIB, "held": 2 * size, "waiting": 0}),
+                         timeout=30, what="the leaving client's place in the queue gone")
+        upstream.go.set()
+    assert [status for status, _, _ in results] == [200, 200]
+    await wait_until(lambda: _is(health(proxy), {"capacity": 20 * MIB, "held": 0, "waiting": 0}), timeout=30,
+                     what="the budget free again")
