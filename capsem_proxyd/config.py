@@ -88,7 +88,10 @@ class Settings:
     )
     max_body_size: int = setting(32 * 1024 * 1024, "Largest request body accepted, in bytes (413 beyond).", minimum=1)
     request_timeout: float = setting(
-        900.0, "Seconds a non-streamed call may take upstream in all (504 beyond; 0: no deadline).", minimum=0
+        900.0, "Seconds a call may take upstream until its reply is in hand (504 beyond; 0: no deadline): "
+        "the response headers of every call, and the whole body of a reply read whole (JSON, also when a "
+        "stream request is answered with JSON). A streamed reply's events are bounded by --upstream-timeout "
+        "each instead.", minimum=0
     )
     max_json_depth: int = setting(64, "Deepest JSON nesting accepted in a request body (400 beyond).", minimum=1)
     max_items: int = setting(
@@ -103,6 +106,12 @@ class Settings:
     max_response_size: int = setting(
         256 * 1024 * 1024, "Largest upstream reply, streamed or not, in bytes (502, or an error event that ends "
         "the stream).", minimum=1,
+    )
+    reply_memory: int = setting(
+        512 * 1024 * 1024, "Bytes of non-streamed upstream replies one process holds at once (each worker of "
+        "--workers has its own): a reply that does not fit waits for room until its --request-timeout passes, then "
+        "gets 503; one larger than this alone gets 503 at once (keep it at least --max-response-size). A held reply "
+        "costs up to about twice its size in memory while it is checked.", minimum=1024 * 1024,
     )
     keep_alive_timeout: float = setting(
         75.0, "Seconds an idle client connection stays open; also the time a client has to send its request "

@@ -62,6 +62,7 @@ class ErrorCode(StrEnum):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_RESPONSE_TOO_LARGE = "upstream_response_too_large"
+    REPLY_MEMORY_FULL = "reply_memory_full"  # --reply-memory: no room for a non-streamed reply (retryable)
     SERVER_SHUTTING_DOWN = "server_shutting_down"
     INTERNAL_ERROR = "internal_error"
 
@@ -241,6 +242,20 @@ def response_too_large(limit: int) -> ProxyError:
         502, ErrorKind.UPSTREAM_ERROR, f"The upstream reply exceeds {limit} bytes, the most this proxy relays.",
         code=ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE,
     )
+
+
+def reply_memory_full(capacity: int, *, larger: bool) -> ProxyError:
+    """No room in ``--reply-memory`` for a non-streamed reply: 503, retryable (the SDKs retry it).
+
+    ``larger``: the reply alone is larger than the whole budget, so it was refused
+    at once (a retry fails the same way; a stream would not be held whole)."""
+    if larger:
+        message = (f"The upstream reply is larger than the {capacity} bytes capsem-proxyd holds for non-streamed "
+                   "replies at once (--reply-memory); ask for a streamed reply.")
+    else:
+        message = (f"capsem-proxyd holds as many non-streamed replies as its memory allows ({capacity} bytes, "
+                   "--reply-memory) and none finished in time; retry shortly.")
+    return ProxyError(503, ErrorKind.UPSTREAM_ERROR, message, code=ErrorCode.REPLY_MEMORY_FULL)
 
 
 def shutting_down() -> ProxyError:

@@ -47,6 +47,7 @@ from capsem_proxyd.observe.tracing import trace_export
 from capsem_proxyd.proxy.limits import Limits
 from capsem_proxyd.proxy.pipeline import Pipeline
 from capsem_proxyd.proxy.placeholder_key import PlaceholderKey, read_placeholder_key
+from capsem_proxyd.proxy.reply_memory import ReplyMemory
 from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.stored_content import StoredContent, open_store
 from capsem_proxyd.proxy.streaming import StreamSettings
@@ -166,6 +167,12 @@ class Instance:
             },
             "policies": self.policies.default.names,
             "state": self.state(),
+            # --reply-memory in this process (each worker of --workers has its own)
+            "reply_memory": {
+                "capacity": self.pipeline.reply_memory.capacity,
+                "held": self.pipeline.reply_memory.held,
+                "waiting": self.pipeline.reply_memory.waiting,
+            },
         }
         if audit is not None:
             body["audit"] = {
@@ -265,6 +272,7 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
             recorder,
             stored,
             request_timeout=settings.request_timeout or None,
+            reply_memory=ReplyMemory(settings.reply_memory, recorder.reply_memory_changed),
             trace_headers=spans.upstream_headers if spans is not None else None,
         )
         yield Instance(

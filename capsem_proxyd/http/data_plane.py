@@ -183,8 +183,11 @@ class DataPlane:
             await reply.error(self.recorder, route.dialect, internal_error())
             return
         if answer.stream is None:
-            reply.done(self.recorder, answer.status, str(answer.status))  # logged as the reply goes out
-            await reply.whole(answer)
+            try:
+                reply.done(self.recorder, answer.status, str(answer.status))  # logged as the reply goes out
+                await reply.whole(answer)
+            finally:
+                answer.release()  # its share of --reply-memory, once sent (or the client left)
             return
         await reply.stream(answer, self.recorder)
 
@@ -257,11 +260,16 @@ class _Reply:
         await self.whole(answer, _CLOSE if close else [])
 
     async def whole(self, answer: ProxyReply, extra: list[tuple[bytes, bytes]] | None = None) -> None:
-        body = answer.body or b""
+        """A whole body, a piece at a time (``ProxyReply.pieces``): a large one is never copied whole."""
         headers = self._headers(answer, extra or [])
-        headers.append((b"content-length", b"%d" % len(body)))
+        headers.append((b"content-length", b"%d" % answer.length))
         await self.send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        pieces = answer.pieces()
+        piece = next(pieces, b"")
+        for following in pieces:
+            await self.send({"type": "http.response.body", "body": piece, "more_body": True})
+            piece = following
+        await self.send({"type": "http.response.body", "body": piece, "more_body": False})
 
     async def stream(self, answer: ProxyReply, recorder: Recorder) -> None:
         """Send a StreamPump's output as it is released; count and log the stream when it ends."""

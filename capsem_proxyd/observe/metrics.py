@@ -115,6 +115,11 @@ class Metrics(Recorder):
         )
         self._registry = registry
         self._audit_writable: Any = None  # created with the audit log: no log, no gauge
+        self._reply_memory = Gauge(
+            f"{PREFIX}_reply_memory_held_bytes", "Bytes of non-streamed replies held right now (--reply-memory; "
+            "summed over the workers, each of which has its own budget).",
+            registry=registry, multiprocess_mode="livesum",
+        )
         # Labelled children by label values: ``labels()`` validates and locks on every call
         # (~1.5 us), a dict lookup does not; the label sets are bounded (see above).
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -172,6 +177,9 @@ class Metrics(Recorder):
                 "(--audit-failure block: proxied requests get 503).", registry=self._registry, multiprocess_mode="livemin",
             )
         self._audit_writable.set(1 if writable else 0)
+
+    def reply_memory_changed(self, held: int) -> None:
+        self._reply_memory.set(held)
 
     # -- exposition ------------------------------------------------------------
 

@@ -33,6 +33,8 @@ The moments:
 * ``policy_workers``: how many of the CPU-heavy policies' worker processes
   are ready (``ready``) of the ``configured`` count, told by the pool at its
   start and whenever one is lost or replaced.
+* ``reply_memory_changed``: the bytes of non-streamed replies the process
+  holds (``--reply-memory``) changed to ``held``.
 * ``request_done``: the last byte of the reply went out (or the client left);
   every request, proxied or not, ends here exactly once.
 
@@ -102,6 +104,9 @@ class Recorder:
     def policy_workers(self, ready: int, configured: int) -> None:
         """The policy worker processes: ``ready`` of ``configured`` serve now."""
 
+    def reply_memory_changed(self, held: int) -> None:
+        """The process now holds ``held`` bytes of non-streamed replies."""
+
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         """The request is over: ``status`` as the client got it, ``outcome`` what happened."""
 
@@ -126,6 +131,7 @@ class Recorders(Recorder):
         self._stored = _implementing(recorders, "stored_content")
         self._done = _implementing(recorders, "request_done")
         self._workers = _implementing(recorders, "policy_workers")
+        self._reply_memory = _implementing(recorders, "reply_memory_changed")
 
     def request_started(self, exchange: Exchange, headers: Mapping[str, str]) -> None:
         for recorder in self._started:
@@ -164,6 +170,10 @@ class Recorders(Recorder):
     def policy_workers(self, ready: int, configured: int) -> None:
         for recorder in self._workers:
             recorder.policy_workers(ready, configured)
+
+    def reply_memory_changed(self, held: int) -> None:
+        for recorder in self._reply_memory:
+            recorder.reply_memory_changed(held)
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         for recorder in self._done:

@@ -36,9 +36,19 @@ MARKER = "capsem_block"
 _FOLDED_MARKER = fold(MARKER)  # the same string; folded all the same, so the matching rule holds as written
 
 
+# ASCII text longer than this is lowered a window at a time: a whole 20 MiB reply lowered at once was a
+# third copy of it in memory (its bytes, its text, the lowered text).
+_WINDOW = 1 << 18
+
+
 def _contains_marker(text: str) -> bool:
     if text.isascii():
-        return _FOLDED_MARKER in text.lower()
+        if len(text) <= _WINDOW:
+            return _FOLDED_MARKER in text.lower()
+        overlap = len(_FOLDED_MARKER) - 1  # windows overlap: a marker across a window's edge is in the next
+        return any(
+            _FOLDED_MARKER in text[start:start + _WINDOW + overlap].lower() for start in range(0, len(text), _WINDOW)
+        )
     return any(_FOLDED_MARKER in reading for reading in readings(text))
 
 

@@ -34,6 +34,7 @@ import httpx
 import orjson
 import trio
 
+from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.content import Sorter, joined
 from capsem_proxyd.enforcement.engine import PolicyEngine
@@ -41,8 +42,9 @@ from capsem_proxyd.enforcement.tenants import TenantPolicies
 from capsem_proxyd.errors import ProxyError, missing_key, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange, tenant_id_for
 from capsem_proxyd.observe.recorders import Recorder
-from capsem_proxyd.proxy.body import parse_request_body
+from capsem_proxyd.proxy.body import parse_reply, parse_request_body, reply_text
 from capsem_proxyd.proxy.limits import Limits, check_reply_body, check_request_body, check_request_view
+from capsem_proxyd.proxy.reply_memory import ReplyHold, ReplyMemory
 from capsem_proxyd.proxy.stored_content import StoredContent
 from capsem_proxyd.proxy.streaming import OpenStreams, StreamPump, StreamSettings, check_stream_body
 from capsem_proxyd.proxy.upstream import (
@@ -51,6 +53,7 @@ from capsem_proxyd.proxy.upstream import (
     UpstreamResponse,
     request_headers,
     response_headers,
+    stated_size,
 )
 from capsem_proxyd.verdicts import stricter
 from capsem_proxyd.views import ResponseView
@@ -95,12 +98,48 @@ class Route:
     passthrough: str | None = None  # the operator's pattern that let an unknown path through unchecked
 
 
+# A whole reply goes out a piece at a time: never copied whole on its way out, its text encoded a piece at a time.
+_PIECE_BYTES = 1 << 20
+_PIECE_CHARS = _PIECE_BYTES // 4
+
+
 @dataclass(slots=True)
 class ProxyReply:
+    """What the client gets: a whole body (``body``, or ``text``: a checked JSON reply kept as the
+    provider's text, whose UTF-8 is the provider's bytes exactly), or a stream. ``hold``: the whole
+    reply's share of ``--reply-memory``, released by whoever sends it once it went out."""
+
     status: int
     headers: list[tuple[str, str]]
-    body: bytes | None = None
+    body: bytes | bytearray | None = None
     stream: StreamPump | None = None
+    text: str | None = None
+    text_bytes: int = 0  # the UTF-8 length of ``text``
+    hold: ReplyHold | None = None
+
+    @property
+    def length(self) -> int:
+        """The whole body's length in bytes (its Content-Length)."""
+        return self.text_bytes if self.text is not None else len(self.body or b"")
+
+    def pieces(self) -> Iterator[bytes]:
+        """The whole body, at most about a MiB at a time (one piece when it is that small already)."""
+        if self.text is not None:
+            for start in range(0, len(self.text), _PIECE_CHARS):
+                yield self.text[start:start + _PIECE_CHARS].encode("utf-8")
+            return
+        body = self.body or b""
+        if isinstance(body, bytes) and len(body) <= _PIECE_BYTES:
+            yield body
+            return
+        with memoryview(body) as view:
+            for start in range(0, len(body), _PIECE_BYTES):
+                yield bytes(view[start:start + _PIECE_BYTES])
+
+    def release(self) -> None:
+        """It went out (or never will): its share of ``--reply-memory`` is free again."""
+        if self.hold is not None:
+            self.hold.release()
 
 
 class Pipeline:
@@ -117,8 +156,11 @@ class Pipeline:
         *,
         request_timeout: float | None = None,
         trace_headers: TraceHeaders | None = None,
+        reply_memory: ReplyMemory | None = None,
     ) -> None:
         self.upstream = upstream
+        # --reply-memory: the bytes of non-streamed replies this process holds at once
+        self.reply_memory = reply_memory or ReplyMemory(DEFAULTS.reply_memory)
         self.stored = stored  # --stored-content: references to what the provider stores, and its replies' ids
         self.current_policies = current_policies
         self.stream_settings = stream_settings
@@ -126,7 +168,9 @@ class Pipeline:
         self.recorder = recorder
         self.read_usage = recorder.reads_usage
         self.trace_headers = trace_headers
-        # Whole-request deadline of non-streamed calls; streams are bounded by their idle timeout.
+        # The deadline of a call's upstream I/O until the reply is in hand: its response headers (every
+        # call), and the whole body of a reply read whole (a JSON reply, to a stream request too). An
+        # event stream's events are bounded by the idle timeout instead, each on its own.
         self.request_timeout = request_timeout
         # When a shutdown's grace period is over, the open streams end with an error event.
         self.open_streams = OpenStreams()
@@ -178,10 +222,17 @@ class Pipeline:
         """
         self._engine_for(exchange, route.dialect, incoming)
         exchange.model = route.path_model or ""
-        with self._deadline():
+        until = self._until()
+        with self._deadline(until):
             response = await self._send(exchange, route, incoming)
-            content = await self.upstream.read_body(response, self.limits.max_response_size)
-        return ProxyReply(response.status_code, response_headers(response.headers), body=content)
+        hold = await self._hold(response, until)
+        try:
+            with self._deadline(until):
+                content = await self.upstream.read_body(response, self.limits.max_response_size, hold)
+        except BaseException:
+            hold.release()
+            raise
+        return ProxyReply(response.status_code, response_headers(response.headers), body=content, hold=hold)
 
     def _engine_for(self, exchange: Exchange, dialect: Dialect, incoming: IncomingRequest) -> PolicyEngine:
         """Read the key: the exchange learns its tenant, the request the engine it runs under."""
@@ -210,7 +261,8 @@ class Pipeline:
         keep: bool,
     ) -> ProxyReply:
         """Send, then check the reply; ``keep``: record the id of a reply the provider stores once it is delivered."""
-        with self._deadline(exchange.stream):
+        until = self._until()
+        with self._deadline(until):
             response = await self._send(exchange, route, incoming)
             headers = response_headers(response.headers)
             content_type = (response.headers.get("content-type") or "").lower()
@@ -233,24 +285,50 @@ class Pipeline:
                         f"The upstream answered a stream request with '{content_type or 'no content type'}', "
                         "which capsem-proxyd cannot check."
                     )
-            content = await self.upstream.read_body(response, self.limits.max_response_size)
-        if response.status_code >= 300:
-            # Provider errors pass through untouched (the SDK shows the provider's own message), once checked.
-            outcome = stricter(outcome, await self._check_error_body(exchange, route.dialect, engine, content,
-                                                                     content_type))
-            return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
+        hold = await self._hold(response, until)
         try:
-            reply_body = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            raise upstream_unavailable("The upstream provider answered with a body that is not valid JSON.") from None
+            with self._deadline(until):
+                content = await self.upstream.read_body(response, self.limits.max_response_size, hold)
+            if response.status_code >= 300:
+                # Provider errors pass through untouched (the SDK shows the provider's own message), once checked.
+                outcome = stricter(outcome, await self._check_error_body(exchange, route.dialect, engine,
+                                                                         bytes(content), content_type))
+                return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content,
+                                  hold=hold)
+            size = len(content)
+            text = reply_text(content)
+            del content  # the text is what is kept and sent: the reply is never held as bytes and text at once
+            outcome = stricter(outcome, await self._check_reply(exchange, route.dialect, engine, text, keep))
+            return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), text=text,
+                              text_bytes=size, hold=hold)
+        except BaseException:
+            hold.release()
+            raise
+
+    async def _check_reply(self, exchange: Exchange, dialect: Dialect, engine: PolicyEngine, text: str,
+                           keep: bool) -> str:
+        """Check a JSON reply; its parsed form lives only as long as this call (see ``body.parse_reply``)."""
+        reply_body = parse_reply(text)
         check_reply_body(reply_body, self.limits)
-        if self.read_usage and (usage := route.dialect.usage(reply_body)) is not None:
+        if self.read_usage and (usage := dialect.usage(reply_body)) is not None:
             exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
-        outcome = stricter(outcome, await engine.check_response(exchange, route.dialect.response_view(reply_body)))
-        if keep and (response_id := route.dialect.stored_reply(reply_body)) is not None:
+        outcome = await engine.check_response(exchange, dialect.response_view(reply_body))
+        if keep and (response_id := dialect.stored_reply(reply_body)) is not None:
             # before the client can name it (or its items)
-            await self.stored.delivered(exchange, response_id, route.dialect.stored_items(reply_body))
-        return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content)
+            await self.stored.delivered(exchange, response_id, dialect.stored_items(reply_body))
+        return outcome
+
+    async def _hold(self, response: UpstreamResponse, until: float) -> ReplyHold:
+        """The reply's share of ``--reply-memory``, by its stated size (unknown: it grows as it arrives).
+
+        Waiting for room happens outside the deadline's scope but until its time: what ends the
+        wait is the budget's 503, never a 504 that would blame the provider."""
+        try:
+            return await self.reply_memory.hold(stated_size(response) or 0, until)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await response.aclose()
+            raise
 
     async def _check_error_body(
         self, exchange: Exchange, dialect: Dialect, engine: PolicyEngine, content: bytes, content_type: str,
@@ -282,14 +360,28 @@ class Pipeline:
         check_reply_body(body, self.limits)
         return await engine.check_response(exchange, error_body_view(dialect, body))
 
+    def _until(self) -> float:
+        """The trio time a call's reply must be in hand by: ``--request-timeout`` from now, or with no
+        deadline the upstream read timeout (which bounds only the wait for room in ``--reply-memory``)."""
+        return trio.current_time() + (self.request_timeout or self.upstream.timeouts.read)
+
     @contextmanager
-    def _deadline(self, stream: bool = False) -> Iterator[None]:
-        """The whole-request deadline around a non-streamed call's upstream I/O (504 when it passes)."""
-        if stream or not self.request_timeout:
+    def _deadline(self, until: float) -> Iterator[None]:
+        """``--request-timeout`` around a call's upstream I/O (504 when it passes).
+
+        It covers the wait for the response headers of every call, streamed or
+        not, and the reading of every reply read whole: a JSON reply, including
+        one a provider gives to a stream request (a provider dripping it a byte
+        within every read timeout would otherwise hold the client, with no
+        response headers, for as long as it liked). An event stream leaves the
+        block as soon as its headers are in: the idle timeout bounds each
+        event instead, and a stream may last as long as the model writes.
+        """
+        if not self.request_timeout:
             yield
             return
         try:
-            with trio.fail_after(self.request_timeout):
+            with trio.fail_at(until):
                 yield
         except trio.TooSlowError:
             raise upstream_timeout(

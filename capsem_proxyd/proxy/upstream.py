@@ -20,6 +20,7 @@ import httpx
 
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.errors import response_too_large, upstream_timeout, upstream_unavailable
+from capsem_proxyd.proxy.reply_memory import ReplyHold
 from capsem_proxyd.proxy.sharded_transport import ShardedTransport
 
 UpstreamResponse = httpx.Response
@@ -120,6 +121,14 @@ def _client_address_headers(headers: list[tuple[str, str]], client_addr: str) ->
     ]
 
 
+def stated_size(response: UpstreamResponse) -> int | None:
+    """The body's size as the response states it (``Content-Length`` of an unencoded body), else None:
+    a compressed body's length says little of what it decodes to."""
+    declared = response.headers.get("content-length", "")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    return int(declared) if declared.isdigit() and encoding in ("", "identity") else None
+
+
 def response_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
     return [(name, value) for name, value in headers.multi_items() if name not in _NOT_FORWARDED_DOWN]
 
@@ -161,22 +170,33 @@ class Upstream:
         except OSError as error:
             raise upstream_unavailable(f"The upstream provider is unreachable ({error.strerror}).") from None
 
-    async def read_body(self, response: UpstreamResponse, limit: int | None = None) -> bytes:
-        """Read a streamed response's body completely, mapping failures; at most ``limit`` bytes (502)."""
+    async def read_body(
+        self, response: UpstreamResponse, limit: int | None = None, hold: ReplyHold | None = None,
+    ) -> bytearray:
+        """Read a streamed response's body completely, mapping failures; at most ``limit`` bytes (502).
+
+        Into one buffer, each chunk copied in as it arrives: chunks kept in a list
+        and joined at the end held the reply twice. ``hold`` is the reply's share
+        of ``--reply-memory``; what arrives beyond it grows it (503 when it does
+        not fit).
+        """
         try:
-            if limit is None:
-                return await response.aread()
             declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
+            if limit is not None and declared.isdigit() and int(declared) > limit:
                 raise response_too_large(limit)
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise response_too_large(limit)
-                chunks.append(chunk)
-            return b"".join(chunks)
+            body = bytearray()
+            try:
+                async for chunk in response.aiter_bytes():
+                    size = len(body) + len(chunk)
+                    if limit is not None and size > limit:
+                        raise response_too_large(limit)
+                    if hold is not None and size > hold.size:
+                        hold.grow(size - hold.size)
+                    body += chunk
+            except BaseException:
+                body = bytearray()  # freed before the upstream is closed (an await): it is no longer held
+                raise
+            return body
         except httpx.TimeoutException:
             raise upstream_timeout("The upstream provider stopped answering mid-response.") from None
         except httpx.HTTPError as error:

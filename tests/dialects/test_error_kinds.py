@@ -36,6 +36,7 @@ EVERY_ERROR = {
     "upstream_unavailable": errors.upstream_unavailable("m"),
     "upstream_timeout": errors.upstream_timeout("m"),
     "response_too_large": errors.response_too_large(1),
+    "reply_memory_full": errors.reply_memory_full(1, larger=False),
     "shutting_down": errors.shutting_down(),
     "internal_error": errors.internal_error(),
 }

@@ -33,6 +33,7 @@ from tests.support.sdk import (
     open_fds,
     sdk_call,
     sdk_error,
+    sdk_errors,
     socket_details,
     status_of,
     write_policy_folder,
@@ -353,3 +354,65 @@ async def test_slow_body_client_gets_408(
     assert answer.startswith(b"HTTP/1.1 408")
     assert b'"type":"invalid_request_error"' in answer and b"did not arrive within 0.5s" in answer
     assert fake.requests == []
+
+
+# --- the whole-request deadline on a stream request answered with JSON ----------------------------
+
+
+async def _drip_json_forever(stream: trio.SocketStream) -> None:
+    """A provider that reads the request, answers 200 ``application/json`` (chunked) and then sends one
+    byte every 0.2 s, each well inside any read timeout, for as long as the connection stays open."""
+    received = b""
+    with trio.move_on_after(30):  # a cap against hanging, not a measure
+        while b"\r\n\r\n" not in received:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            received += chunk
+    try:
+        await stream.send_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        while True:
+            await stream.send_all(b"1\r\n \r\n")
+            await trio.sleep(0.2)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+
+
+def _stream_call(provider: str, proxy: Proxy) -> None:
+    """A streamed generation call whose client gives up after 30 s (so a hanging proxy fails the test)."""
+    messages = [{"role": "user", "content": "hi"}]
+    if provider == "openai":
+        with proxy.openai(timeout=30) as client:
+            for _ in client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True):
+                pass
+    else:
+        with proxy.anthropic(timeout=30) as client:
+            with client.messages.stream(model="claude-sonnet-4-6", max_tokens=50, messages=messages) as events:
+                for _ in events.text_stream:
+                    pass
+
+
+# Not Gemini: a JSON body is its streamed JSON array, a stream, bounded by the idle timeout per read.
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_stream_request_answered_with_dripping_json_gets_the_deadline(
+    provider: str, start_proxy: Callable[..., Any], proxy_settings: Settings, nursery: trio.Nursery,
+) -> None:
+    """A stream request the provider answers with JSON is a JSON reply: read whole, under the deadline.
+    A provider dripping that JSON a byte at a time inside every read timeout used to hold the client,
+    with no response headers, for as long as it liked."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    await nursery.start(trio.serve_listeners, _drip_json_forever, listeners)
+    url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    proxy = await start_proxy(
+        proxy_settings, openai_upstream=url + "/v1", gemini_upstream=url, anthropic_upstream=url,
+        request_timeout=1, upstream_timeout=5,
+    )
+    try:
+        await trio.to_thread.run_sync(lambda: _stream_call(provider, proxy))
+    except sdk_errors(provider) as error:
+        assert isinstance(error, expected_error(provider, 504)), repr(error)
+        assert status_of(error) == 504 and "did not complete its reply within 1s" in message_of(error)
+    else:
+        raise AssertionError("the stream call succeeded")

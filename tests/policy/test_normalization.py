@@ -514,3 +514,14 @@ def test_a_deny_glob_sees_every_reading_of_a_name() -> None:
 def test_reads_at_least_takes_a_shortcut_on_ascii_that_agrees_with_its_definition(text: str, width: int) -> None:
     """Seams ask this for every window of every resent conversation: ASCII skips the fold, same answer."""
     assert reads_at_least(text, width) == (len(text) >= width and seen_length(fold(text)) >= width)
+
+
+@pytest.mark.parametrize("at", [0, (1 << 18) - 6, (1 << 18) - 11, 1 << 18, 3 * (1 << 18) - 1])
+def test_a_long_ascii_text_finds_the_marker_across_the_windows_it_is_lowered_in(at: int) -> None:
+    """Long ASCII text is lowered a window at a time (no lowered copy of a whole reply): a marker
+    across a window's edge, in any case, is found all the same."""
+    from capsem_proxyd.policies.debug import _contains_marker
+
+    text = "x" * at + "CapSem_Block" + "y" * (3 << 18)
+    assert _contains_marker(text)
+    assert not _contains_marker(text.replace("CapSem_Block", "CapSem_Blok"))
