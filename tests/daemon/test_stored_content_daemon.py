@@ -33,14 +33,18 @@ def served_by(daemon: Daemon) -> dict[str, str]:
 async def test_two_workers_admit_each_others_replies(tmp_path: Path, fake: FakeUpstream, daemons) -> None:
     daemon = daemons("--workers", "2", "--state-dir", str(tmp_path / "state"), *upstream_args(fake.url))
     await daemon.wait_ready()
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     async with httpx.AsyncClient(timeout=10) as client:
-        for _ in range(40):
+        # Pairs until a follow-up crossed workers: which worker accepts a connection is the kernel's
+        # choice, and on a busy machine one worker may still be starting while the other serves dozens.
+        for _ in range(1000):
             first = await respond(client, daemon)
             assert first.status_code == 200, first.text
             follow_up = await respond(client, daemon, previous_response_id=first.json()["id"])
             assert follow_up.status_code == 200, follow_up.text
             pairs.append((first.headers["x-capsem-request-id"], follow_up.headers["x-capsem-request-id"]))
+            if len(pairs) % 20 == 0 and _crossed(served_by(daemon), pairs):
+                break
         other = await client.post(daemon.url + "/v1/responses", json={
             "model": "gpt-4.1", "input": "hi", "previous_response_id": first.json()["id"]},
             headers={"authorization": "Bearer sk-test-another-tenant-1f2e3d4c"})
@@ -48,7 +52,12 @@ async def test_two_workers_admit_each_others_replies(tmp_path: Path, fake: FakeU
     assert await daemon.stop() == 0
     served = served_by(daemon)
     assert len(set(served.values())) == 2, daemon.log
-    assert any(served[first] != served[second] for first, second in pairs), "no follow-up crossed workers"
+    assert _crossed(served, pairs), "no follow-up crossed workers"
+
+
+def _crossed(served: dict[str, str], pairs: list[tuple[str, str]]) -> bool:
+    """Whether some reply was recorded by one worker and its follow-up admitted by the other."""
+    return any(first in served and second in served and served[first] != served[second] for first, second in pairs)
 
 
 async def test_a_reload_switches_the_mode(tmp_path: Path, fake: FakeUpstream, daemons) -> None:
