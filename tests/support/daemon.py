@@ -65,9 +65,14 @@ class Daemon:
                         raise AssertionError(f"daemon exited with {self.process.returncode}:\n{self.log}")
                     try:
                         response = await client.get(self.url + "/health")
-                        return response.json()
                     except httpx.TransportError:
                         await trio.sleep(0.05)
+                        continue
+                    # Only this daemon's answer counts: another process may hold the port for a moment
+                    # between free_port() and the daemon's bind (a daemon that cannot bind exits, above).
+                    if "x-capsem-request-id" in response.headers:
+                        return response.json()
+                    await trio.sleep(0.05)
 
     async def wait_exit(self, timeout: float = 30) -> int:
         """Wait for the process to exit by itself (after a signal the test already sent)."""
