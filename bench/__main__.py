@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import agent, latency, report, runner, tools
+from bench import agent, events, latency, report, runner, tools
 from bench.systems import ALL, DEFAULT_SYSTEMS, WORKLOADS
 
 HERE = Path(__file__).resolve().parent
@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ttfb-samples", type=int, help="streams probed one by one for time to first event")
     parser.add_argument("--no-latency", action="store_true",
                         help="skip the user-felt latency section (paced streams, direct vs each policy folder)")
+    parser.add_argument("--no-events", action="store_true",
+                        help="skip CPU per streamed event (500-event streams, each event its own write, vs the relay)")
     parser.add_argument("--systems", help=f"comma list of {', '.join(ALL)} (default: all but the baseline)")
     parser.add_argument("--baseline", metavar="REF",
                         help="also measure capsem-proxyd at this git commit/tag/branch, beside the work tree")
@@ -81,6 +83,7 @@ def plan_from(args: argparse.Namespace) -> runner.Plan:
         baseline=args.baseline,
         latency=not args.no_latency,
         agent=not args.no_agent,
+        events=not args.no_events,
     )
 
 
@@ -97,10 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     results = runner.run(plan, found, args.work.resolve(), log)
     table_rows = report.rows(results)
     checked = (report.targets(table_rows) + report.scaling_targets(results.get("scaling"))
-               + latency.targets(results.get("latency")) + agent.targets(results.get("agent")))
+               + events.targets(results.get("events")) + latency.targets(results.get("latency"))
+               + agent.targets(results.get("agent")))
     results["rows"], results["targets"] = table_rows, checked
     table = report.markdown(results, table_rows)
     for extra in (report.export_cost_markdown(results, table_rows), report.scaling_markdown(results.get("scaling")),
+                  events.markdown(results.get("events")),
                   latency.markdown(results.get("latency")), agent.markdown(results.get("agent"))):
         if extra:
             table += "\n\n" + extra

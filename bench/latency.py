@@ -7,7 +7,8 @@ folder, one stream at a time, same run:
 
 * (a) the default Debug policy (holds only an end that may still become its marker);
 * (b) a Rules policy of literal terms (the same, for its terms);
-* (c) a Rules policy with an unbounded regex (falls back to the ``--stream-holdback`` cap).
+* (c) a Rules policy with an unbounded regex (falls back to the ``--stream-holdback`` cap);
+* (d) PII's pattern entities (``ner = false``, the agent section's ``pii.toml``) checking replies, beside Debug.
 
 The provider is the test suite's fake (``tests/support/fake_upstream``),
 run as a child process with a paced default reply. For each character the
@@ -28,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from bench.agent import PII_TOML
 from bench.processes import child_env, free_port, wait_listening
 from bench.systems import REPO, Context, _capsem_proxyd_command
 
@@ -47,6 +49,7 @@ POLICIES: dict[str, dict[str, str]] = {
     "(b) Rules, literal terms": {"rules.toml": '[on_model_response]\nblock = ["project falcon", "wire transfer", '
                                                '"internal only"]\n'},
     "(c) Rules, unbounded regex": {"rules.toml": '[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n'},
+    "(d) PII patterns + Debug": {"debug.toml": "", "pii.toml": "check_responses = true\n" + PII_TOML},
 }
 TARGET_TTFT_MS = 30.0
 TARGET_P95_MS = 25.0
@@ -185,13 +188,12 @@ def markdown(latency: dict[str, Any] | None) -> str:
 
 
 def targets(latency: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Issue 14's targets, for (a) and (b): first text within 30 ms of direct, per-character p95 under 25 ms."""
+    """Issue 14's targets, for every policy set (issue 22 adds (c) and (d)): first text within 30 ms of
+    direct, per-character p95 under 25 ms."""
     if not latency or "results" not in latency:
         return []
     out = []
     for name, row in latency["results"].items():
-        if "(c)" in name:
-            continue
         for label, value, limit in (("first text added", row["ttfb_added_ms"], TARGET_TTFT_MS),
                                     ("per-character delay p95", row["delay_p95_ms"], TARGET_P95_MS)):
             out.append({"target": f"{label} (ms), {name}", "value": value, "op": "<=", "limit": limit,

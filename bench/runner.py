@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench import agent, latency, nginx, payloads, probe, profile, scaling, wrk
+from bench import agent, events, latency, nginx, payloads, probe, profile, scaling, wrk
 from bench.processes import Children, cpu_seconds, free_port, rss_bytes, wait_listening
 from bench.systems import (
     ALL,
@@ -52,6 +52,7 @@ class Plan:
     baseline: str | None = None  # git ref measured as capsem-proxyd-baseline
     latency: bool = True  # the user-felt latency section (bench/latency.py)
     agent: bool = True  # the agent-session workload (bench/agent.py)
+    events: bool = True  # CPU per streamed event, each event its own write (bench/events.py)
 
 
 def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict[str, Any]:
@@ -103,6 +104,8 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
             log(f"== OTLP sink: {exports} span exports received from {CapsemProxydOtel.label}")
         if plan.scaling and "capsem-proxyd" in plan.systems:
             results["scaling"] = _scaling(context, plan, tools, work, log)
+        if plan.events:
+            results["events"] = _events(context, plan, log)
         if plan.latency:
             length, runs = LATENCY_PRESETS.get(plan.mode, (400, 5))
             log("== user-felt latency: paced streams, direct vs capsem-proxyd under each policy folder")
@@ -137,6 +140,22 @@ def _scaling(context: Context, plan: Plan, tools: dict[str, str], work: Path, lo
             log(f"   FAILED: {error}")
             out[key] = {"skipped": f"failed: {error}"}
     return out
+
+
+def _events(context: Context, plan: Plan, log: Log) -> dict[str, Any]:
+    log(f"== CPU per streamed event: {events.EVENTS}-event streams, each event its own write, vs the relay floor")
+    keys = [key for key in events.SYSTEMS if key != "capsem-proxyd-baseline" or plan.baseline]
+    try:
+        context.events_upstream = events.start_upstream(context)
+        systems = []
+        for key in keys:
+            system = events.CapsemProxydPii() if key == events.CapsemProxydPii.key else ALL[key]()
+            system.prepare(context)
+            systems.append(system)
+        return events.measure(context, systems, events.STREAMS.get(plan.mode, 12), log)
+    except (RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as error:
+        log(f"   FAILED: {error}")
+        return {"skipped": f"failed: {error}"}
 
 
 def _run_folder(shared: Path, keep: int = 5) -> Path:

@@ -34,9 +34,13 @@ class Context:
     start_timeout: float = 60.0
     profiler: str | None = None  # py-spy binary when profiling
     baseline: str | None = None  # git ref of capsem-proxyd measured beside the work tree (--baseline)
+    events_upstream: str | None = None  # the paced fake's base URL, for the ``events`` workload (bench/events.py)
 
     def upstream_base(self, workload: str) -> str:
         """The provider base URL (up to /v1) a proxy is pointed at for this workload."""
+        if workload == "events":
+            assert self.events_upstream is not None, "start the paced upstream first"
+            return self.events_upstream
         prefix = nginx.STREAM_PREFIX if workload == "sse" else ""
         return f"http://127.0.0.1:{self.upstream_port}{prefix}/v1"
 

@@ -75,6 +75,10 @@ def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
         assert scaling["workers"][count]["errors"] == 0 and scaling["workers"][count]["requests_per_s"] > 0, scaling
     for name in ("nginx", "capsem-proxy-0.1.0", "capsem-proxyd", "capsem-proxyd-otel"):
         assert rows[name]["json_rss_mib"] > 0 and rows[name]["sse_rss_mib"] > 0, rows[name]
+    # The per-event section ran: every event of the paced streams relayed by the relay and capsem-proxyd.
+    events = results["events"]["systems"]
+    for name in ("hypercorn-httpx", "capsem-proxyd", "capsem-proxyd-pii"):
+        assert events[name]["events"] > 0 and events[name]["cpu_us_per_event"] > 0, events
     for name in ("capsem-proxyd", "capsem-proxyd-otel"):
         checks = results["systems"][name]
         assert checks["json"]["checks"]["block"]["status"] == 400
