@@ -35,6 +35,7 @@ the recognizer when it lets a caller pass the extractor.
 from __future__ import annotations
 
 import bisect
+import copy
 import threading
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from typing import Any
 import phonenumbers
 import spacy
 from phonenumbers import NumberParseException
-from presidio_analyzer import EntityRecognizer
+from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
@@ -122,11 +123,35 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
     or ends after its start, walking the tokens from the first for every match: quadratic in a text full
     of matches (half the PII policy's time on a log or a CSV). Tokens follow each other without overlap
     and are never empty, so their ends increase strictly and that token is the first whose end is past
-    the start: ``bisect_right`` over the ends, computed once per text."""
+    the start: ``bisect_right`` over the ends, computed once per text. And skipped altogether where no
+    context word can be found (``enhance_using_context``)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lowercase_lemmas: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.lowercase_lemmas = lowercase_lemmas  # the pipeline's lemmas are its words in lower case
         self._ends = threading.local()  # analysis threads share the analyzer
+
+    def enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: Any,
+                              recognizers: list[EntityRecognizer], context: list[str] | None = None,
+                              ) -> list[RecognizerResult]:
+        """Presidio's, skipped (its deep copy of the results returned) when no context word of a recognizer
+        that found something is anywhere in the text: a context word counts when it is part of the
+        lower-case lemma of a word near the match; when the lemmas are the words in lower case (the
+        blank pipeline's, ``lowercase_lemmas``) it would be part of the lower-case text. Then spaCy
+        need not run at all (its artifacts are lazy)."""
+        if context or nlp_artifacts is None or not self.lowercase_lemmas:
+            return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
+        by_id = {recognizer.id: recognizer for recognizer in recognizers}
+        words: set[str] = set()
+        for result in raw_results:
+            metadata = result.recognition_metadata or {}
+            recognizer = by_id.get(metadata.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY))
+            if recognizer is not None and recognizer.context:
+                words.update(str(word).lower() for word in recognizer.context)
+        lowered = text.lower().lower()
+        if any(word in lowered for word in words):
+            return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
+        return copy.deepcopy(raw_results)
 
     def _find_index_of_match_token(  # type: ignore[override]  # static there, called through self
         self, word: str, start: int, tokens: Any, tokens_indices: list[int],

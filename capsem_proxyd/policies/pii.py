@@ -247,7 +247,8 @@ class OfflinePIIPolicy(PIIPolicyBase):
                     supported_regions=recognizer.supported_regions, leniency=recognizer.leniency,
                 ))
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language],
-                                       context_aware_enhancer=IndexedContextEnhancer())
+                                       context_aware_enhancer=IndexedContextEnhancer(
+                                           lowercase_lemmas=not wanted_ner))
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
         self.stream_holdback = widest if self.check_responses else Fixed(0)

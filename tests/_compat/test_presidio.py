@@ -111,3 +111,19 @@ def test_the_context_enhancer_still_walks_the_tokens_for_the_first_one_ending_pa
         except ValueError:
             found = "none"
         assert found == expected, start
+
+
+def test_the_context_enhancer_still_only_raises_scores_for_context_words_in_the_lemmas_near_a_match() -> None:
+    """``IndexedContextEnhancer.enhance_using_context`` returns Presidio's deep copy of the results unchanged
+    when no context word of a recognizer that found something is in the (lower-case) text."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    enhance = inspect.getsource(LemmaContextAwareEnhancer.enhance_using_context)
+    assert "results = copy.deepcopy(raw_results)" in enhance
+    assert "if not recognizer.context:" in enhance and "surrounding_words.extend(context)" in enhance
+    assert 'if supportive_context_word != "":' in enhance and enhance.rstrip().endswith("return results")
+    surrounding = inspect.getsource(LemmaContextAwareEnhancer._extract_surrounding_words)
+    assert "nlp_artifacts.lemmas" in surrounding and "lemmatized_keywords = nlp_artifacts.keywords" in surrounding
+    find = inspect.getsource(LemmaContextAwareEnhancer._find_supportive_word_in_context)
+    assert "if predefined_context_word.lower() in keyword.lower()" in find
+    assert "if predefined_context_word.lower() == keyword.lower()" in find
