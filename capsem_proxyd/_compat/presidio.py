@@ -95,7 +95,8 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         if not CandidatePhoneRecognizer.min_digits:
             CandidatePhoneRecognizer.min_digits = shortest_valid_number()
         scan = phone_scan(text, CandidatePhoneRecognizer.min_digits)
-        if not any(candidate.long_enough for candidate in scan):
+        scan = [candidate for candidate in scan if candidate.long_enough]  # the others are no number anywhere
+        if not scan:
             return []
         results = []
         for region in self.supported_regions:
