@@ -53,18 +53,23 @@ And one of Presidio's own: its ``presidio-analyzer`` logger writes the words
 around every match (prompt text) at DEBUG, and device chatter at INFO, through
 whatever the daemon's log level is. We cap that logger at WARNING.
 
-Two speed-ups that change no result (``tests/policy/test_pii_speed.py``
-compares them with Presidio's own on random text):
+Speed-ups that change no result (``tests/policy/test_pii_speed.py``
+compares them with Presidio's own on random and code-like text holding numbers
+of every configured region):
 
 * the spaCy pass (tokens and lemmas, ~25% of the time) only feeds context
-  words to matches already found: it runs only when a recognizer found one;
+  words to matches already found: it runs only when a recognizer found one.
+  Presidio's ``SpacyRecognizer`` (registered for PHONE_NUMBER too) reads the
+  entities of every text; the blank pipeline has no entity recognizer, so they
+  are known to be none without running spaCy;
 * the phone recognizer (``phonenumbers``, pure Python: each candidate parsed
-  for each of its 8 regions, 80% of the time on source code, whose every
-  number is a candidate) is run only on the parts of the text around a
-  candidate with enough digits to be a valid number anywhere (4, the
-  shortest national number in phonenumbers' metadata); candidates with fewer
-  can never match, and the parts are cut where the matcher's own scan is
-  (``phone_windows``).
+  for each of its 8 regions, 70-80% of the time on source code, whose every
+  number is a candidate) scans the text's candidates once and runs the matcher,
+  per region, only on the parts of the text around a candidate that can be a
+  valid number of that region: enough digits to be valid anywhere (4), and
+  either a plus sign, a letter, the region's international prefix or a run of
+  digits matching its numbering plan (``CandidatePhoneRecognizer`` in ``_compat/presidio.py``;
+  ``phone_scan``, ``RegionPrefilter``, ``windows_of`` in ``_compat/phonenumbers.py``).
 """
 
 from __future__ import annotations
@@ -89,14 +94,19 @@ try:  # defect 1: the module's stray imports make this fail without presidio
     from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Verdict
     from capsem.policies.pii_policy import PIIEntityType
     from capsem.tools import Tool
-    from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
     from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
     from spacy.language import Language
 
     from capsem_proxyd._compat.capsem_pii import PIIPolicyBase
-    from capsem_proxyd._compat.phonenumbers import phone_windows, shortest_valid_number
-    from capsem_proxyd._compat.presidio import NoDownloadSpacyNlpEngine, OfflineEmailRecognizer, spacy_model_installed
+    from capsem_proxyd._compat.presidio import (
+        CandidatePhoneRecognizer,
+        IndexedContextEnhancer,
+        NoDownloadSpacyNlpEngine,
+        OfflineEmailRecognizer,
+        spacy_model_installed,
+    )
 except ImportError as error:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"the PII policy needs presidio-analyzer ({error}); {INSTALL_HINT}") from None
 
@@ -117,41 +127,30 @@ def _lowercase_lemma(doc: Any) -> Any:
 class LazySpacyNlpEngine(NoDownloadSpacyNlpEngine):
     """Presidio's spaCy engine, minus the silent model download (defect 2), computing lazily."""
 
+    finds_no_entities = False  # a pipeline without an entity recognizer (the blank one) sets it
+
     def process_text(self, text: str, language: str) -> Any:
-        return _LazyArtifacts(lambda: SpacyNlpEngine.process_text(self, text, language))
+        known: dict[str, Any] = {"entities": [], "scores": []} if self.finds_no_entities else {}
+        return _LazyArtifacts(lambda: SpacyNlpEngine.process_text(self, text, language), known)
 
 
 class _LazyArtifacts:
     """Presidio's ``NlpArtifacts`` of a text, computed when first read: only context enhancement of a
-    match found reads them (and NER, which reads them always), so a text without a match skips spaCy."""
+    match found reads them, so a text without a match skips spaCy. Presidio's ``SpacyRecognizer`` (run
+    for PHONE_NUMBER too) reads the entities of every text: a pipeline that has no entity recognizer
+    finds none, so they are ``known`` without running it."""
 
-    def __init__(self, compute: Any) -> None:
+    def __init__(self, compute: Any, known: dict[str, Any]) -> None:
         self._compute = compute
+        self._known = known
         self._artifacts: Any = None
 
     def __getattr__(self, name: str) -> Any:
         if self._artifacts is None:
+            if name in self._known:
+                return self._known[name]
             self._artifacts = self._compute()
         return getattr(self._artifacts, name)
-
-
-class CandidatePhoneRecognizer(PhoneRecognizer):
-    """Presidio's phone recognizer, run only where a candidate has the digits to be a valid number."""
-
-    min_digits = 0  # set at first use
-
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list:
-        if self.leniency is None or self.leniency < 1:  # POSSIBLE accepts shorter, local-only numbers
-            return super().analyze(text, entities, nlp_artifacts)
-        if not CandidatePhoneRecognizer.min_digits:
-            CandidatePhoneRecognizer.min_digits = shortest_valid_number()
-        results = []
-        for start, end in phone_windows(text, CandidatePhoneRecognizer.min_digits):
-            for result in super().analyze(text[start:end], entities, nlp_artifacts):
-                result.start += start
-                result.end += start
-                results.append(result)
-        return EntityRecognizer.remove_duplicates(results)
 
 
 def missing_model_message(model_name: str, entities: list[str]) -> str:
@@ -168,6 +167,7 @@ def _blank_nlp_engine(language: str) -> SpacyNlpEngine:
     nlp.add_pipe(_LEMMA_COMPONENT)
     engine = LazySpacyNlpEngine(models=[{"lang_code": language, "model_name": f"blank:{language}"}])
     engine.nlp = {language: nlp}  # type: ignore[assignment]  # Presidio declares it None until load()
+    engine.finds_no_entities = not nlp.has_pipe("ner") and not nlp.has_pipe("entity_ruler")  # blank: true
     return engine
 
 
@@ -246,7 +246,9 @@ class OfflinePIIPolicy(PIIPolicyBase):
                     context=recognizer.context, supported_language=recognizer.supported_language,
                     supported_regions=recognizer.supported_regions, leniency=recognizer.leniency,
                 ))
-        self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
+        self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language],
+                                       context_aware_enhancer=IndexedContextEnhancer(
+                                           lowercase_lemmas=not wanted_ner))
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
         self.stream_holdback = widest if self.check_responses else Fixed(0)

@@ -49,3 +49,33 @@ def test_the_matcher_still_scans_the_way_the_windows_repeat() -> None:
 def test_the_windows_cover_a_number_and_skip_short_candidates() -> None:
     assert phone_windows("call 650-253-0000 now", 4) == [(0, 20)]
     assert phone_windows("x = f(a[3], 42)", 4) == []
+
+
+def test_a_valid_number_still_matches_the_general_pattern_and_one_of_the_types_the_prefilter_joins() -> None:
+    """``RegionPrefilter`` joins, per region of a country code, ``general_desc`` and the type descriptions
+    ``_number_type_helper`` tries: a number is valid only when it matches the first and one of the others."""
+    from capsem_proxyd._compat.phonenumbers import NUMBER_TYPES
+
+    helper = inspect.getsource(phonenumberutil._number_type_helper)
+    assert "if not _is_number_matching_desc(national_number, metadata.general_desc):" in helper
+    tried = re.findall(r"_is_number_matching_desc\(national_number, metadata\.(\w+)\)", helper)
+    assert set(tried) - {"general_desc"} == set(NUMBER_TYPES)
+    assert helper.rstrip().endswith("return PhoneNumberType.UNKNOWN")
+    valid = inspect.getsource(phonenumberutil.is_valid_number_for_region)
+    assert "_number_type_helper(nsn, metadata) != PhoneNumberType.UNKNOWN" in valid
+    matching = inspect.getsource(phonenumberutil._is_number_matching_desc)
+    assert "_match_national_number(national_number, number_desc, False)" in matching
+    for verify in (phonenumbermatcher._verify, phonenumbermatcher._verify_strict_grouping,
+                   phonenumbermatcher._verify_exact_grouping):  # every leniency the prefilter serves (VALID and up)
+        assert "not is_valid_number(numobj)" in inspect.getsource(verify)
+
+
+def test_a_number_without_a_plus_keeps_the_default_region_s_code_unless_its_international_prefix_leads() -> None:
+    """``parse`` takes a country code from the digits only after a plus sign or the region's international
+    prefix at the start of the number; otherwise the code is the region's (or the same code, stripped)."""
+    extract = inspect.getsource(phonenumberutil._maybe_extract_country_code)
+    assert "_maybe_strip_i18n_prefix_and_normalize(full_number,\n" in extract
+    assert "possible_country_idd_prefix = metadata.international_prefix" in extract
+    assert "default_country_code = metadata.country_code" in extract
+    strip = inspect.getsource(phonenumberutil._maybe_strip_i18n_prefix_and_normalize)
+    assert "_PLUS_CHARS_PATTERN.match(number)" in strip and "idd_pattern = re_compile(possible_idd_prefix)" in strip

@@ -54,3 +54,76 @@ def test_validate_result_is_where_the_e_mail_recognizer_reads_tldextract() -> No
     recognizer = OfflineEmailRecognizer(supported_language="en")
     assert "offline_extract" not in vars(EmailRecognizer(supported_language="en"))  # ours collides with nothing
     assert recognizer.validate_result("someone@example.com") and not recognizer.validate_result("someone@example")
+
+
+def test_the_phone_recognizer_still_builds_its_results_the_way_ours_repeats() -> None:
+    """``CandidatePhoneRecognizer.analyze`` repeats ``PhoneRecognizer.analyze``'s loop per region on windows."""
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
+
+    source = inspect.getsource(PhoneRecognizer.analyze)
+    for line in ("for region in self.supported_regions:",
+                 "phonenumbers.PhoneNumberMatcher(\n                text, region, leniency=self.leniency",
+                 "parsed_number = phonenumbers.parse(text[match.start : match.end])",
+                 "region = phonenumbers.region_code_for_number(parsed_number)",
+                 "self._get_recognizer_result(match, text, region, nlp_artifacts)",
+                 "return EntityRecognizer.remove_duplicates(results)"):
+        assert line in source, line
+    assert list(inspect.signature(PhoneRecognizer._get_recognizer_result).parameters) == [
+        "self", "match", "text", "region", "nlp_artifacts"]
+
+
+def test_spacy_entities_come_from_the_doc_s_ents_only() -> None:
+    """The blank pipeline's artifacts answer ``entities`` and ``scores`` without spaCy: Presidio reads them
+    from ``doc.ents``, which only an entity recognizer fills."""
+    from presidio_analyzer.predefined_recognizers import SpacyRecognizer
+
+    to_artifact = inspect.getsource(SpacyNlpEngine._doc_to_nlp_artifact)
+    assert "entities = self._get_entities(doc)" in to_artifact and "scores = self._get_scores_for_entities(doc)" in (
+        to_artifact)
+    assert "return doc.ents" in inspect.getsource(SpacyNlpEngine._get_entities)
+    analyze = inspect.getsource(SpacyRecognizer.analyze)
+    assert "nlp_artifacts.entities" in analyze and "nlp_artifacts.scores" in analyze
+
+
+def test_the_context_enhancer_still_walks_the_tokens_for_the_first_one_ending_past_the_match() -> None:
+    """``IndexedContextEnhancer`` bisects where ``_find_index_of_match_token`` walks; same token, any text."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    from capsem_proxyd._compat.presidio import IndexedContextEnhancer
+
+    walk = vars(LemmaContextAwareEnhancer)["_find_index_of_match_token"]
+    assert isinstance(walk, staticmethod)
+    source = inspect.getsource(walk.__func__)
+    assert "if (tokens_indices[i] == start) or (start < tokens_indices[i] + len(token)):" in source
+    assert "self._find_index_of_match_token(\n            word, start, nlp_artifacts.tokens, nlp_artifacts.tokens_indices" in (
+        inspect.getsource(LemmaContextAwareEnhancer._extract_surrounding_words))
+    nlp = spacy.blank("en")
+    doc = nlp("call  me at +1 (650) 253-0000, or 030 901820;\tx=4111-1111-1111-1111 ok")
+    indices = [token.idx for token in doc]
+    ours = IndexedContextEnhancer()
+    for start in range(len(doc.text)):
+        try:
+            expected: int | str = walk.__func__("w", start, doc, indices)
+        except ValueError:
+            expected = "none"
+        try:
+            found: int | str = ours._find_index_of_match_token("w", start, doc, indices)
+        except ValueError:
+            found = "none"
+        assert found == expected, start
+
+
+def test_the_context_enhancer_still_only_raises_scores_for_context_words_in_the_lemmas_near_a_match() -> None:
+    """``IndexedContextEnhancer.enhance_using_context`` returns Presidio's deep copy of the results unchanged
+    when no context word of a recognizer that found something is in the (lower-case) text."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    enhance = inspect.getsource(LemmaContextAwareEnhancer.enhance_using_context)
+    assert "results = copy.deepcopy(raw_results)" in enhance
+    assert "if not recognizer.context:" in enhance and "surrounding_words.extend(context)" in enhance
+    assert 'if supportive_context_word != "":' in enhance and enhance.rstrip().endswith("return results")
+    surrounding = inspect.getsource(LemmaContextAwareEnhancer._extract_surrounding_words)
+    assert "nlp_artifacts.lemmas" in surrounding and "lemmatized_keywords = nlp_artifacts.keywords" in surrounding
+    find = inspect.getsource(LemmaContextAwareEnhancer._find_supportive_word_in_context)
+    assert "if predefined_context_word.lower() in keyword.lower()" in find
+    assert "if predefined_context_word.lower() == keyword.lower()" in find
