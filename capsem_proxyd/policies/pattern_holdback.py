@@ -306,6 +306,7 @@ class Patterns:
 
     def _set(self, dfas: Iterable[PatternDFA]) -> None:
         self.dfas = tuple(dfas)
+        _canonical_pairs()  # the Unicode composition tables, at load rather than on a stream's first read
         widths = [dfa.longest for dfa in self.dfas]
         self.bound: int | None = None if None in widths else max((w - 1 for w in widths if w is not None), default=0)
 
