@@ -60,6 +60,7 @@ _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 _ASCII_DIGIT = frozenset("0123456789")
 _ASCII_SPACE = frozenset(" \t\n\r\f\v\x1c\x1d\x1e\x1f")
 _WIDE_RANGE = 256  # a class range wider than this is read as its ASCII part plus every non-ASCII character
+_LONG_TAIL = 256  # raw characters of a last segment read again with each new piece; longer, it is all held
 _MOST_STATES = 20_000  # a DFA larger than this is refused (the pattern falls back)
 
 
@@ -337,12 +338,14 @@ class PatternTracker:
 
     def feed(self, new_text: str) -> int:
         tail = self.tail + new_text
-        cut = _last_boundary(tail)
+        cut = _last_boundary(tail, len(self.tail))  # the old tail had none: look in the new text only
         if cut:
             self._read(tail[:cut], self.committed, self.threads)
             self.committed += cut
             tail = tail[cut:]
         self.tail = tail
+        if len(tail) > _LONG_TAIL:  # a run of marks no boundary ends (hostile): not read again and again
+            return len(tail) + self.committed - self._changeable("")
         threads = [dict(states) for states in self.threads] if tail else self.threads
         if tail:
             self._read(tail, self.committed, threads)
@@ -356,7 +359,7 @@ class PatternTracker:
         """The earliest start of a thread a change of ``tail`` may keep alive. A combining mark still to
         come may compose with the tail's last letter (``e`` then U+0301 is ``é``): what the tail reads
         as then starts with the same character or with a non-ASCII one, followed by anything."""
-        first = visible(tail)[:1]
+        first = visible(tail[:8])[:1] if tail else ""
         earliest = self.committed + len(tail)
         for dfa, states in zip(self.dfas, self.threads):
             for state, start in states.items():
@@ -402,9 +405,10 @@ def _may_compose(segment: str) -> bool:
     return any(char in _firsts() for char in visible(segment))
 
 
-def _last_boundary(text: str) -> int:
-    """The last position > 0 before which ``text`` normalizes the same whatever follows (0: none)."""
-    for index in range(len(text) - 1, 0, -1):
+def _last_boundary(text: str, since: int = 0) -> int:
+    """The last position > 0 (and >= ``since``) before which ``text`` normalizes the same whatever follows
+    (0: none)."""
+    for index in range(len(text) - 1, max(since, 1) - 1, -1):
         if _is_boundary(text[index]):
             return index
     return 0

@@ -157,6 +157,17 @@ def test_the_work_is_linear_in_the_text_however_long_a_match_stays_pending() -> 
     assert abs(per_char - short) < 1  # the same per character on 2 kB as on 32 kB: linear, not quadratic
 
 
+def test_a_run_of_marks_no_boundary_ends_is_held_without_reading_it_again() -> None:
+    """``e`` and 16,000 combining marks fed one by one: held whole, and the work stays linear."""
+    tracker = Patterns([re.compile("café+x")]).tracker()
+    tracker.feed("the cafe")
+    for _ in range(16_000):
+        held = tracker.feed("\u0301")
+    assert held == len("cafe") + 16_000
+    assert tracker.steps <= 256 * 256  # the first 256 are read again with each one (a constant), then never
+    assert tracker.feed(" done.") == 0
+
+
 def test_a_declaration_pickles_for_the_policy_workers() -> None:
     import pickle
 
