@@ -13,20 +13,31 @@ from collections.abc import Callable
 from capsem.policies import Policy
 
 from capsem_proxyd.enforcement.loader import implemented_hooks
-from capsem_proxyd.policies.holdback import Fixed, HeldMatcher, Holdback, LiteralTerms, Matcher, NoMatcher, declared
+from capsem_proxyd.policies.holdback import (
+    Fixed,
+    HeldMatcher,
+    Holdback,
+    LiteralTerms,
+    Matcher,
+    NoMatcher,
+    declared,
+    holds_only_pending,
+)
 
 
 def stream_holdbacks(policies: list[Policy], monitored: frozenset[str], cap: int) -> list[tuple[str, Holdback]]:
     """Each enforcing policy that checks replies, with what it needs held: its declaration, or the
     cap (``--stream-holdback``) when it declares none or declares it unbounded; a bounded
-    declaration is honoured even beyond the cap. Monitor-mode policies never refuse: nothing is
+    declaration is honoured even beyond the cap, and so is one that holds only while a match is
+    pending (``holds_only_pending``: regexes of any width, ``pattern_holdback.Patterns``). Monitor-mode policies never refuse: nothing is
     held for them."""
     holdbacks: list[tuple[str, Holdback]] = []
     for policy in policies:
         if policy.name in monitored or "on_model_response" not in implemented_hooks(policy):
             continue
         holdback = declared(policy)
-        holdbacks.append((policy.name, holdback if holdback is not None and holdback.bound is not None else Fixed(cap)))
+        kept = holdback is not None and (holdback.bound is not None or holds_only_pending(holdback))
+        holdbacks.append((policy.name, holdback if kept and holdback is not None else Fixed(cap)))
     return holdbacks
 
 
@@ -34,6 +45,9 @@ def holdback_summary(holdbacks: list[tuple[str, Holdback]]) -> str:
     """The effective hold-back and the policy that sets it, for the start-up line and ``policies``."""
     if not holdbacks:
         return "stream hold-back: none (no policy checks replies)"
+    unbounded = [(name, holdback) for name, holdback in holdbacks if holdback.bound is None]
+    if unbounded:
+        return f"stream hold-back: only while a match is pending, of any length (regexes; set by {unbounded[0][0]})"
     name, widest = max(holdbacks, key=lambda item: item[1].bound or 0)
     if isinstance(widest, LiteralTerms):
         how = f"up to {widest.bound} characters, only while they may still become a term"

@@ -20,13 +20,20 @@ depends on what a policy can match, so a policy says it:
   all; and where bidi controls or marks reorder the text (visual order can
   put new text before old), everything from the first of them to the end of
   its paragraph (and on, while the paragraph as shown ends in a term's start);
+* ``stream_holdback = Patterns(regexes)`` (``pattern_holdback.py``): the end of
+  the text from the earliest start of a match of a regex still pending, usually
+  nothing, whatever the regexes' width (a DFA per regex, read incrementally);
 * ``stream_holdback = Combined(...)``: the most any of several declarations
-  holds (the Rules policy: its terms, and the widest of its regexes).
+  holds (the Rules policy: its terms, and its regexes).
 
 Any object with a ``held(text) -> int`` method (characters of ``text``'s end
 to hold) and a ``bound`` (the most it can hold, None for unbounded) works:
 third-party CAPSEM policies declare theirs the same way, as an attribute of
-the policy. The engine holds the maximum over the active policies.
+the policy. The engine holds the maximum over the active policies. A declaration
+with ``holds_only_pending = True`` holds only while a match is pending, so an
+unbounded ``bound`` does not make the engine hold the cap instead; one with a
+``tracker()`` method gives each channel its own incremental state (an object whose
+``feed(new_text)`` answers what ``held`` would on the whole text so far).
 
 What a stream asks is a **matcher** per channel (``Matcher``): it is fed the
 channel's text as checks cover it (``feed(new_text)``) and answers a ``Scan``:
@@ -249,12 +256,24 @@ class Combined:
         self.reads_visual_order = any(getattr(part, "reads_visual_order", False) for part in self.parts)
         bounds = [part.bound for part in self.parts]
         self.bound: int | None = None if None in bounds else max((b for b in bounds if b is not None), default=0)
+        self.holds_only_pending = all(part.bound is not None or holds_only_pending(part) for part in self.parts)
 
     def held(self, text: str) -> int:
         return max((part.held(text) for part in self.parts), default=0)
 
     def __repr__(self) -> str:
         return f"Combined({self.parts})"
+
+
+def holds_only_pending(holdback: object) -> bool:
+    """An unbounded declaration that holds only while a match is pending: never replaced by the cap."""
+    return getattr(holdback, "holds_only_pending", False) is True
+
+
+class Tracker(Protocol):
+    """One channel's incremental state for a declaration with ``tracker()`` (``pattern_holdback.Patterns``)."""
+
+    def feed(self, new_text: str) -> int: ...
 
 
 def regex_width(pattern: re.Pattern[str]) -> int | None:
@@ -326,10 +345,12 @@ class HeldMatcher:
     policies' checks decide.
     """
 
-    __slots__ = ("holdbacks", "_parts", "_length", "_visual", "_reordered_from", "_looked_from")
+    __slots__ = ("holdbacks", "trackers", "_parts", "_length", "_visual", "_reordered_from", "_looked_from")
 
     def __init__(self, holdbacks: Sequence[Holdback]) -> None:
-        self.holdbacks = tuple(holdbacks)
+        whole: list[Holdback] = []
+        self.trackers: tuple[Tracker, ...] = tuple(_trackers(holdbacks, whole))
+        self.holdbacks = tuple(whole)  # the declarations that read the whole text (no tracker of their own)
         self._parts: list[str] = []
         self._length = 0
         self._visual = tuple(reader for holdback in self.holdbacks for reader in _visual_readers(holdback))
@@ -343,10 +364,14 @@ class HeldMatcher:
             self._length += len(new_text)
             if self._visual and (self._reordered_from is not None or has_bidi_control(new_text)):
                 self._follow_visual_order(start, new_text)
+        most = 0
+        for tracker in self.trackers:
+            held = tracker.feed(new_text)
+            if held > most:
+                most = held
         if not self._length:
             return NOTHING_PENDING
-        text = self._text()
-        most = 0
+        text = self._text() if self.holdbacks else ""
         for holdback in self.holdbacks:
             held = holdback.held(text)
             if held > most:
@@ -381,6 +406,20 @@ class HeldMatcher:
             rest = new_text[closing.end():]
             self._reordered_from = end + _first_bidi_control(rest) if has_bidi_control(rest) else None
             self._looked_from = self._reordered_from or end
+
+
+def _trackers(holdbacks: Iterable[Holdback], whole: list[Holdback]) -> Iterable[Tracker]:
+    """A tracker per declaration that makes them (inside ``Combined`` too: it holds the most of its parts);
+    the other declarations go to ``whole``."""
+    for holdback in holdbacks:
+        parts = getattr(holdback, "parts", None)
+        make = getattr(holdback, "tracker", None)
+        if isinstance(parts, list):
+            yield from _trackers(parts, whole)
+        elif callable(make):
+            yield make()
+        else:
+            whole.append(holdback)
 
 
 def _visual_readers(holdback: Holdback) -> Iterable[Holdback]:

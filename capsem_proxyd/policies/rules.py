@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ from capsem.tools import Tool
 
 from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Term, Visible, regex_width
 from capsem_proxyd.policies.normalize import GAP_MARK, readings, visible
+from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
+
+log = logging.getLogger(__name__)
 
 HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 ACTIONS = {"block": Verdict.BLOCK, "confirm": Verdict.CONFIRM, "log": Verdict.LOG}
@@ -210,7 +214,7 @@ class RulesPolicy(Policy):
         self.models = models or GlobList()
         self.max_prompt_chars = max_prompt_chars
         # What a stream must hold back for this policy's reply rules (policies/holdback.py).
-        self.stream_holdback = stream_holdback(self.rules["on_model_response"])
+        self.stream_holdback = stream_holdback(self.rules["on_model_response"], pending_only=True)
         # What a seam between request pieces must hold: the widest match of the request-side rules.
         self.split_holdback = stream_holdback([rule for hook in HOOKS[:3] for rule in self.rules[hook]])
 
@@ -308,20 +312,33 @@ class RulesPolicy(Policy):
         )
 
 
-def stream_holdback(rules: list[Rule]) -> Holdback | None:
-    """Literal terms hold only a pending prefix; a regex its widest match minus one, counted in
-    characters a reader sees; a regex of unbounded width makes the whole policy unbounded (the cap)."""
+def stream_holdback(rules: list[Rule], *, pending_only: bool = False) -> Holdback | None:
+    """Literal terms hold only a pending prefix. Regexes, with ``pending_only`` (streams): only from the
+    earliest start of a match still pending (``pattern_holdback.Patterns``), whatever their width; a regex
+    it cannot read, and every regex without ``pending_only`` (the seams between request pieces, which need
+    a width), hold their widest match minus one, counted in characters a reader sees, or make the whole
+    policy unbounded (the cap) when that is unbounded."""
     parts: list[Holdback] = []
     for case_sensitive in (False, True):
         terms = [rule.term.text for rule in rules if rule.term is not None and rule.case_sensitive == case_sensitive]
         if terms:
             parts.append(LiteralTerms(terms, keep_case=case_sensitive))
+    tracked: list[PatternDFA] = []
     for rule in rules:
-        if rule.pattern is not None:
-            width = regex_width(rule.pattern)
-            if width is None:
-                return None
-            parts.append(Visible(width - 1))
+        if rule.pattern is None:
+            continue
+        if pending_only:
+            try:
+                tracked.append(PatternDFA(rule.pattern))
+                continue
+            except Untranslatable as error:
+                log.warning("rule '%s': regex held back by its width, not by its pending matches (%s)", rule.name, error)
+        width = regex_width(rule.pattern)
+        if width is None:
+            return None
+        parts.append(Visible(width - 1))
+    if tracked:
+        parts.append(Patterns.of(tracked))
     return Combined(parts)
 
 

@@ -129,3 +129,34 @@ async def test_multi_word_terms_hold_only_while_a_gap_may_still_complete_them(
     assert text == "".join(CHUNKS)
     record = fake.streams[-1]
     assert record.completed and sent_at_first_text < record.events_sent - 1, (sent_at_first_text, record.events_sent)
+
+
+UNBOUNDED_REGEX_RULES = """
+[on_model_response]
+block = [{ regex = 'secret-[a-z]+' }, { regex = '[a-z0-9.]+@[a-z]+\\.com' }]
+"""
+
+
+@pytest.mark.parametrize("shape", ["chat completions", "anthropic messages"])
+async def test_regexes_of_unbounded_width_hold_only_while_a_match_is_pending(
+    shape: str, start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """Issue 22: a regex with ``+`` no longer holds the 64-character cap (this answer is shorter: it arrived
+    whole at the end), only what may still become a match: the answer reaches the SDK before the upstream ends."""
+    rules_proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path, rules=UNBOUNDED_REGEX_RULES)
+    fake.script(Reply(chunks=CHUNKS, chunk_delay=DELAY))
+
+    def read() -> tuple[int, str]:
+        sent_at_first_text: int | None = None
+        texts = []
+        for text in SHAPES[shape](rules_proxy):
+            if text and sent_at_first_text is None:
+                sent_at_first_text = fake.streams[-1].events_sent
+            texts.append(text)
+        assert sent_at_first_text is not None, "no text arrived"
+        return sent_at_first_text, "".join(texts)
+
+    sent_at_first_text, text = await in_thread(read)
+    assert text == "".join(CHUNKS)
+    record = fake.streams[-1]
+    assert record.completed and sent_at_first_text < record.events_sent - 1, (sent_at_first_text, record.events_sent)

@@ -27,7 +27,7 @@ from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.enforcement.holdbacks import channel_matchers
 from capsem_proxyd.enforcement.loader import load_policy_set
 from capsem_proxyd.policies.debug import DebugPolicy
-from capsem_proxyd.policies.holdback import Fixed, LiteralTerms, Term, Visible, regex_width
+from capsem_proxyd.policies.holdback import Fixed, LiteralTerms, Term, Visible, holds_only_pending, regex_width
 from capsem_proxyd.policies.normalize import fold, readings
 from capsem_proxyd.policies.rules import RulesPolicy
 from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
@@ -88,7 +88,8 @@ def test_a_paragraph_whose_shown_end_may_begin_a_term_waits_for_the_next() -> No
     start = len("intro ")
     assert matcher.feed("intro \u202etcejorp\u202c\n").pending == start  # shown: "project\n", a gap may follow
     assert matcher.feed("abc").pending == start
-    assert matcher.feed("\n").pending == len("intro \u202etcejorp\u202c\nabc\n") - 2  # the regex's 2 remain
+    assert matcher.feed("\n").pending is None  # and no match of the regex is pending (pattern_holdback)
+    assert matcher.feed("xx").pending == len("intro \u202etcejorp\u202c\nabc\n")  # now one is
     before = "intro \u202etcejorp\u202c\n"
     again = channel_matchers([("Rules", rules.stream_holdback)])()
     assert again.feed(before).pending == start and again.feed("fal").pending == start
@@ -193,6 +194,13 @@ def test_with_no_match_pending_nothing_is_held(text: str, data: st.DataObject) -
     assert texts == pieces
 
 
+class _Undeclared(DebugPolicy):
+    """A third-party policy that checks replies and declares no hold-back."""
+
+    name = "Undeclared"
+    stream_holdback = None
+
+
 def _set(*policies: object) -> object:
     from capsem.manager import SecurityManager
 
@@ -211,7 +219,10 @@ def test_declarations(tmp_path: Path) -> None:
     assert rules is not None and rules.stream_holdback is not None
     assert rules.stream_holdback.bound == 19  # the regex (20 wide) outranks the term (14 long)
     unbounded = RulesPolicy.from_config({"on_model_response": {"block": [{"regex": "secret-[a-z]+"}]}})
-    assert unbounded is not None and unbounded.stream_holdback is None
+    assert unbounded is not None and unbounded.stream_holdback is not None
+    assert unbounded.stream_holdback.bound is None and holds_only_pending(unbounded.stream_holdback)
+    request_side = RulesPolicy.from_config({"on_model_call": {"block": [{"regex": "secret-[a-z]+"}]}})
+    assert request_side is not None and request_side.split_holdback is None  # a seam needs a width: the cap
     prompt_only = RulesPolicy.from_config({"on_model_call": {"block": [{"regex": "x+"}]}})
     assert prompt_only is not None and prompt_only.stream_holdback is not None and prompt_only.stream_holdback.bound == 0
     assert regex_width(re.compile("AKIA[0-9A-Z]{16}")) == 20 and regex_width(re.compile("a+")) is None
@@ -223,7 +234,11 @@ def test_the_engine_holds_the_most_any_policy_needs_and_the_cap_for_unbounded(tm
     (tmp_path / "rules.toml").write_text('[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n')
     policy_engine = engine(load_policy_set(tmp_path), holdback_cap=40)
     text = "plain text " * 10
-    assert channel_matchers(policy_engine.holdbacks)().feed(text).pending == len(text) - 40  # unbounded: the cap
+    # An unbounded regex holds only a match pending (pattern_holdback), never the cap.
+    assert channel_matchers(policy_engine.holdbacks)().feed(text).pending is None
+    assert channel_matchers(policy_engine.holdbacks)().feed(text + "SECRET-" + "x" * 100).pending == len(text)
+    undeclared = engine(_set(_Undeclared()), holdback_cap=40)  # a third-party policy that declares nothing
+    assert channel_matchers(undeclared.holdbacks)().feed(text).pending == len(text) - 40  # the cap
     debug_only = channel_matchers(engine(load_policy_set(None), holdback_cap=40).holdbacks)
     assert debug_only().feed(text).pending is None and debug_only().feed("plain capsem_").pending == len("plain ")
 
@@ -231,7 +246,8 @@ def test_the_engine_holds_the_most_any_policy_needs_and_the_cap_for_unbounded(tm
 @pytest.mark.parametrize(("rules", "says"), [
     ("", "up to 11 characters, only while they may still become a term (set by Debug)"),
     ('[on_model_response]\nblock = [{ regex = "AKIA[0-9A-Z]{16}" }]\n', "19 characters (set by Rules)"),
-    ('[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n', "64 characters (set by Rules)"),
+    ('[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n',
+     "only while a match is pending, of any length (regexes; set by Rules)"),
 ])
 def test_policies_command_names_the_effective_holdback(tmp_path: Path, rules: str, says: str) -> None:
     (tmp_path / "debug.toml").write_text("")

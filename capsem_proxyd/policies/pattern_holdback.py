@@ -1,0 +1,456 @@
+"""Hold back exactly what could still become a match of a regex: ``Patterns``, a hold-back declaration.
+
+A regex of unbounded width (``[a-z]+@[a-z]+\\.com``) has no "widest match" to
+hold, so it used to hold the cap (``--stream-holdback``, 64 characters) all
+the time: every stream waited ~0.5 s at a model's pace. What a stream must
+hold is less: everything from the earliest position where a match could
+still begin and be completed by more text, and nothing when no match is
+pending (a reply without ``@`` holds nothing for the e-mail pattern, except
+the word being written).
+
+How, linearly on any input: each regex becomes a DFA (``interegular``, a
+maintained regex-to-FSM library), keeping only the states from which a final
+state can still be reached (*live*). The text is read once, a character at a
+time; a match may begin at every position, so a thread starts at each, but two
+threads in the same DFA state have the same future: only the earliest start is
+kept per state. The work per character is at most the number of live states,
+whatever the text (no backtracking), and the threads are kept between reads
+(``PatternTracker``, one per channel): a read costs what its new text costs.
+
+Safe means never holding less than a match needs; holding more is allowed, so
+what the DFA library cannot express is made *bigger* (``_Translator``):
+
+* the text is the one the Rules policy's regexes see (``normalize.visible``:
+  invisible characters removed, then NFKC), read in *segments* that normalize
+  alone (a segment starts at a character nothing before it composes with, e.g.
+  any ASCII one); a thread that starts inside a segment counts from the
+  segment's start, and the last segment, which the next text may still change
+  (``e`` then a combining acute), is read again with each new piece;
+* ``\\w``, ``\\d``, ``\\s`` (Unicode in Python) become their ASCII class plus every
+  non-ASCII character; under ``IGNORECASE`` a class with a cased character also
+  takes every non-ASCII character (``K`` matches KELVIN SIGN) and its ASCII case
+  twins;
+* anchors, ``\\b``, lookarounds match the empty string (they only ever remove
+  matches); a backreference matches any text; atomic and possessive forms read
+  as ordinary ones (a superset);
+* a pattern the translation or the library still refuses is not a ``Patterns``
+  pattern: the Rules policy holds its widest match as before, or the cap when
+  it is unbounded, and says so at start-up (``untranslatable``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import interegular
+
+from capsem_proxyd.policies.normalize import visible
+
+# The stdlib's regex parser (the one ``re.compile`` runs; ``holdback.regex_width`` reads it too).
+_PARSER: Any = importlib.import_module("re._parser")
+_CONSTANTS: Any = importlib.import_module("re._constants")
+
+_ASCII = frozenset(map(chr, range(128)))
+_ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_ASCII_DIGIT = frozenset("0123456789")
+_ASCII_SPACE = frozenset(" \t\n\r\f\v\x1c\x1d\x1e\x1f")
+_WIDE_RANGE = 256  # a class range wider than this is read as its ASCII part plus every non-ASCII character
+_LONG_TAIL = 256  # raw characters of a last segment read again with each new piece; longer, it is all held
+_MOST_STATES = 20_000  # a DFA larger than this is refused (the pattern falls back)
+
+
+class CharSet:
+    """A set of characters: ``chars`` or, when ``negated``, every character but ``chars``."""
+
+    __slots__ = ("negated", "chars")
+
+    def __init__(self, chars: Iterable[str], negated: bool = False) -> None:
+        self.negated = negated
+        self.chars = frozenset(chars)
+
+    def union(self, other: CharSet) -> CharSet:
+        if not self.negated and not other.negated:
+            return CharSet(self.chars | other.chars)
+        if self.negated and other.negated:
+            return CharSet(self.chars & other.chars, True)
+        finite, cofinite = (self, other) if other.negated else (other, self)
+        return CharSet(cofinite.chars - finite.chars, True)
+
+    def complement(self) -> CharSet:
+        return CharSet(self.chars, not self.negated)
+
+    def ignoring_case(self) -> CharSet:
+        """A superset of what the set matches under ``IGNORECASE``."""
+        if self.negated:  # a cased character excluded may still match through a twin: exclude only uncased ones
+            return CharSet((char for char in self.chars if char.lower() == char.upper()), True)
+        if not any(char.lower() != char.upper() or not char.isascii() for char in self.chars):
+            return self
+        twins = {twin for char in self.chars for twin in (char, char.lower(), char.upper()) if len(twin) == 1}
+        return CharSet(_ASCII - {char for char in twins if char.isascii()}, True)
+
+    def regex(self) -> str:
+        """The set as an ``interegular`` character class."""
+        if not self.chars:
+            return "[\\s\\S]" if self.negated else "(?!)"  # (?!): nothing (never emitted for a live set)
+        body = "".join(_class_char(char) for char in sorted(self.chars))
+        return f"[^{body}]" if self.negated else f"[{body}]"
+
+
+def _class_char(char: str) -> str:
+    if char.isascii() and not char.isalnum():
+        return {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\f": "\\f", "\v": "\\v"}.get(char, "\\" + char)
+    return char
+
+
+_CATEGORIES = {
+    "CATEGORY_DIGIT": CharSet(_ASCII - _ASCII_DIGIT, True),
+    "CATEGORY_NOT_DIGIT": CharSet(_ASCII_DIGIT, True),
+    "CATEGORY_SPACE": CharSet(_ASCII - _ASCII_SPACE, True),
+    "CATEGORY_NOT_SPACE": CharSet(_ASCII_SPACE, True),
+    "CATEGORY_WORD": CharSet(_ASCII - _ASCII_WORD, True),
+    "CATEGORY_NOT_WORD": CharSet(_ASCII_WORD, True),
+}
+
+
+class Untranslatable(Exception):
+    """The pattern has something ``_Translator`` has no safe reading of."""
+
+
+class _Translator:
+    """A Python regex as an ``interegular`` regex whose language contains it (see the module docstring)."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.parsed = _PARSER.parse(pattern.pattern, pattern.flags)
+        self.flags = self.parsed.state.flags
+        self.repeating = 0  # how many repeats the item being translated is inside
+        self.size = 0  # characters and classes, counting each copy a bounded repeat makes
+
+    def translate(self) -> str:
+        return self._sequence(self.parsed, self.flags)
+
+    def _sequence(self, items: Iterable[Any], flags: int) -> str:
+        return "".join(self._item(op, arg, flags) for op, arg in items)
+
+    def _item(self, op: Any, arg: Any, flags: int) -> str:
+        name = str(op)
+        if name in ("LITERAL", "NOT_LITERAL"):
+            chars = CharSet([chr(arg)], negated=name == "NOT_LITERAL")
+            return self._chars(chars, flags)
+        if name == "ANY":
+            return self._chars(CharSet([] if flags & re.DOTALL else ["\n"], True), flags)
+        if name == "IN":
+            return self._chars(self._in(arg), flags)
+        if name == "BRANCH":
+            return "(?:" + "|".join(self._sequence(branch, flags) for branch in arg[1]) + ")"
+        if name == "SUBPATTERN":
+            _, added, removed, inner = arg
+            return "(?:" + self._sequence(inner, (flags | added) & ~removed) + ")"
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, high, inner = arg
+            if self.repeating and high > 1:
+                raise Untranslatable("a repeat inside a repeat")  # the library's DFA can grow exponentially
+            most = "" if high >= _CONSTANTS.MAXREPEAT else str(high)
+            self.repeating += high > 1
+            before = self.size
+            body = self._sequence(inner, flags)
+            self.size = before + (self.size - before) * max(1, min(high, low + 1))
+            self.repeating -= high > 1
+            return f"(?:{body}){{{low},{most}}}"
+        if name == "ATOMIC_GROUP":
+            return "(?:" + self._sequence(arg, flags) + ")"
+        if name in ("AT", "ASSERT", "ASSERT_NOT"):
+            return ""  # matches the empty string: only more matches
+        if name == "GROUPREF":
+            return "[\\s\\S]*"  # any text: a superset of what the group matched
+        if name == "GROUPREF_EXISTS":
+            _, yes, no = arg
+            return "(?:" + self._sequence(yes, flags) + "|" + (self._sequence(no, flags) if no else "") + ")"
+        raise Untranslatable(name)
+
+    def _in(self, items: Sequence[Any]) -> CharSet:
+        result = CharSet([])
+        negate = False
+        for op, arg in items:
+            name = str(op)
+            if name == "NEGATE":
+                negate = True
+            elif name == "LITERAL":
+                result = result.union(CharSet([chr(arg)]))
+            elif name == "RANGE":
+                low, high = arg
+                if high - low > _WIDE_RANGE:
+                    part = CharSet(_ASCII - {chr(code) for code in range(low, min(high, 127) + 1)}, True)
+                else:
+                    part = CharSet(map(chr, range(low, high + 1)))
+                result = result.union(part)
+            elif name == "CATEGORY":
+                category = _CATEGORIES.get(str(arg))
+                if category is None:
+                    raise Untranslatable(str(arg))
+                result = result.union(category)
+            else:
+                raise Untranslatable(name)
+        return result.complement() if negate else result
+
+    def _chars(self, chars: CharSet, flags: int) -> str:
+        self.size += 1
+        if self.size > _MOST_STATES // 10:
+            raise Untranslatable("too long")
+        return (chars.ignoring_case() if flags & re.IGNORECASE else chars).regex()
+
+
+class PatternDFA:
+    """One pattern's DFA, live states only: ``step[state][symbol]`` (absent: dead), ``symbols`` per character."""
+
+    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        try:
+            fsm = interegular.parse_pattern(_Translator(pattern).translate()).to_fsm()
+        except (interegular.Unsupported, interegular.InvalidSyntax, RecursionError, ValueError) as error:
+            raise Untranslatable(type(error).__name__) from None
+        if len(fsm.states) > _MOST_STATES:
+            raise Untranslatable("too many states")
+        live = _live_states(fsm.map, fsm.finals)
+        number = {state: index for index, state in enumerate(sorted(live, key=repr))}
+        self.initial = number.get(fsm.initial, -1)
+        self.step: list[dict[int, int]] = [{} for _ in number]
+        for state, index in number.items():
+            for symbol, target in fsm.map.get(state, {}).items():
+                if target in number:
+                    self.step[index][symbol] = number[target]
+        anything_else = interegular.fsm.anything_else
+        self.symbols = {char: symbol for char, symbol in fsm.alphabet.items() if char is not anything_else}
+        self.other = fsm.alphabet[anything_else]
+        self.longest = _longest_path(self.initial, self.step)  # the longest match (None: unbounded)
+        # Per state: a non-ASCII character keeps it live (what a composed letter may become, see ``feed``).
+        non_ascii = {self.other} | {symbol for char, symbol in self.symbols.items() if not char.isascii()}
+        self.grows_non_ascii = [bool(non_ascii & moves.keys()) for moves in self.step]
+
+    def may_continue(self, state: int, first: str) -> bool:
+        """Whether a thread in ``state`` may live on through a text that starts with ``first`` or with a
+        non-ASCII character (``first`` empty: any text)."""
+        if not first:
+            return True
+        return self.grows_non_ascii[state] or self.symbols.get(first, self.other) in self.step[state]
+
+
+def _longest_path(initial: int, step: Sequence[dict[int, int]]) -> int | None:
+    """The most transitions a walk from ``initial`` through live states can take; None when it can loop."""
+    if initial < 0:
+        return 0
+    longest: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def walk(state: int) -> int | None:  # the graph is at most _MOST_STATES deep: iterate, not recurse
+        stack: list[tuple[int, list[int]]] = [(state, sorted(set(step[state].values())))]
+        on_path.add(state)
+        while stack:
+            current, targets = stack[-1]
+            if targets:
+                target = targets.pop()
+                if target in on_path:
+                    return None
+                if target not in longest:
+                    on_path.add(target)
+                    stack.append((target, sorted(set(step[target].values()))))
+                continue
+            stack.pop()
+            on_path.discard(current)
+            longest[current] = max((longest[target] + 1 for target in step[current].values()), default=0)
+        return longest[state]
+
+    return walk(initial)
+
+
+def _live_states(transitions: dict[Any, dict[Any, Any]], finals: Iterable[Any]) -> set[Any]:
+    """The states from which a final state can be reached."""
+    back: dict[Any, set[Any]] = {}
+    for state, moves in transitions.items():
+        for target in moves.values():
+            back.setdefault(target, set()).add(state)
+    live = set(finals)
+    todo = list(live)
+    while todo:
+        for source in back.get(todo.pop(), ()):
+            if source not in live:
+                live.add(source)
+                todo.append(source)
+    return live
+
+
+class Patterns:
+    """Hold from the earliest start of a match of any of ``patterns`` still pending, in ``visible`` text.
+
+    ``bound``: the longest match of the (translated) patterns minus one, None when
+    unbounded; unbounded, this declaration is still never replaced by the cap: it
+    holds only while a match is pending (``holds_only_pending``). Each stream channel asks ``tracker()`` for its own
+    incremental state; ``held(text)`` reads a whole text afresh.
+    """
+
+    holds_only_pending = True
+
+    def __init__(self, patterns: Iterable[re.Pattern[str]]) -> None:
+        self._set(PatternDFA(pattern) for pattern in patterns)
+
+    @classmethod
+    def of(cls, dfas: Iterable[PatternDFA]) -> Patterns:
+        """From DFAs already built (the caller chose what to do with the patterns that have none)."""
+        patterns = cls(())
+        patterns._set(dfas)
+        return patterns
+
+    def _set(self, dfas: Iterable[PatternDFA]) -> None:
+        self.dfas = tuple(dfas)
+        _canonical_pairs()  # the Unicode composition tables, at load rather than on a stream's first read
+        widths = [dfa.longest for dfa in self.dfas]
+        self.bound: int | None = None if None in widths else max((w - 1 for w in widths if w is not None), default=0)
+
+    def tracker(self) -> PatternTracker:
+        return PatternTracker(self.dfas)
+
+    def held(self, text: str) -> int:
+        return self.tracker().feed(text)
+
+    def __repr__(self) -> str:
+        return f"Patterns({len(self.dfas)} regexes)"
+
+
+class PatternTracker:
+    """One channel's threads for each DFA: ``feed(new_text)`` answers how many characters of the end to hold.
+
+    ``steps`` counts DFA transitions taken (the adversarial test reads it).
+    """
+
+    __slots__ = ("dfas", "threads", "committed", "tail", "steps")
+
+    def __init__(self, dfas: Sequence[PatternDFA]) -> None:
+        self.dfas = tuple(dfas)
+        self.threads: list[dict[int, int]] = [{} for _ in self.dfas]  # per DFA: live state -> earliest start
+        self.committed = 0  # raw characters read for good
+        self.tail = ""  # raw text after them: its last segment, which more text may still change
+        self.steps = 0
+
+    def feed(self, new_text: str) -> int:
+        tail = self.tail + new_text
+        cut = _last_boundary(tail, len(self.tail))  # the old tail had none: look in the new text only
+        if cut:
+            self._read(tail[:cut], self.committed, self.threads)
+            self.committed += cut
+            tail = tail[cut:]
+        self.tail = tail
+        if len(tail) > _LONG_TAIL:  # a run of marks no boundary ends (hostile): not read again and again
+            return len(tail) + self.committed - self._changeable("")
+        threads = [dict(states) for states in self.threads] if tail else self.threads
+        if tail:
+            self._read(tail, self.committed, threads)
+        end = self.committed + len(tail)
+        earliest = min((start for states in threads for start in states.values()), default=end)
+        if tail and _may_compose(tail):
+            earliest = min(earliest, self._changeable(tail))
+        return end - earliest
+
+    def _changeable(self, tail: str) -> int:
+        """The earliest start of a thread a change of ``tail`` may keep alive. A combining mark still to
+        come may compose with the tail's last letter (``e`` then U+0301 is ``é``): what the tail reads
+        as then starts with the same character or with a non-ASCII one, followed by anything."""
+        first = visible(tail[:8])[:1] if tail else ""
+        earliest = self.committed + len(tail)
+        for dfa, states in zip(self.dfas, self.threads):
+            for state, start in states.items():
+                if start < earliest and dfa.may_continue(state, first):
+                    earliest = start
+            if dfa.initial >= 0 and dfa.may_continue(dfa.initial, first):
+                earliest = min(earliest, self.committed)
+        return earliest
+
+    def _read(self, raw: str, offset: int, threads: list[dict[int, int]]) -> None:
+        """Step every DFA's threads through ``raw`` (starting at raw position ``offset``), segment by segment."""
+        for start, segment in _segments(raw, offset):
+            for index, dfa in enumerate(self.dfas):
+                states = threads[index]
+                for char in segment:
+                    if dfa.initial >= 0 and dfa.initial not in states:
+                        states[dfa.initial] = start
+                    symbol = dfa.symbols.get(char, dfa.other)
+                    moved: dict[int, int] = {}
+                    for state, begun in states.items():
+                        target = dfa.step[state].get(symbol)
+                        if target is not None and (target not in moved or begun < moved[target]):
+                            moved[target] = begun
+                    self.steps += len(states)
+                    threads[index] = states = moved
+
+
+def _segments(raw: str, offset: int) -> Iterable[tuple[int, str]]:
+    """``raw`` in pieces that normalize alone: (raw start, the piece as ``visible`` reads it)."""
+    if raw.isascii():
+        for index, char in enumerate(raw):
+            yield offset + index, char
+        return
+    begin = 0
+    for index in range(1, len(raw) + 1):
+        if index == len(raw) or _is_boundary(raw[index]):
+            yield offset + begin, visible(raw[begin:index])
+            begin = index
+
+
+def _may_compose(segment: str) -> bool:
+    """Whether a character still to come may compose with ``segment`` (a mark after ``e``, ``=``, ``가``)."""
+    return any(char in _firsts() for char in visible(segment))
+
+
+def _last_boundary(text: str, since: int = 0) -> int:
+    """The last position > 0 (and >= ``since``) before which ``text`` normalizes the same whatever follows
+    (0: none)."""
+    for index in range(len(text) - 1, max(since, 1) - 1, -1):
+        if _is_boundary(text[index]):
+            return index
+    return 0
+
+
+def _is_boundary(char: str) -> bool:
+    """Nothing before ``char`` composes with it or is reordered past it: a visible starter that is no
+    composition's second part, and whose compatibility form starts with such a character."""
+    if char.isascii():
+        return True
+    return _non_ascii_boundary(char)
+
+
+@functools.lru_cache(maxsize=4096)
+def _non_ascii_boundary(char: str) -> bool:
+    if visible(char) == "" or unicodedata.combining(char):
+        return False
+    first = unicodedata.normalize("NFKD", char)[:1]
+    return bool(first) and not unicodedata.combining(first) and char not in _seconds() and first not in _seconds()
+
+
+def _seconds() -> frozenset[str]:
+    """Every character that composes with the one before it: second parts of canonical pairs, Hangul V and T."""
+    return _canonical_pairs()[1]
+
+
+def _firsts() -> frozenset[str]:
+    """Every character that composes with the one after it: first parts of canonical pairs, Hangul L and LV."""
+    return _canonical_pairs()[0]
+
+
+@functools.cache
+def _canonical_pairs() -> tuple[frozenset[str], frozenset[str]]:
+    """(first parts, second parts) of every canonical composition, from the running Python's ``unicodedata``."""
+    firsts = {chr(code) for code in range(0x1100, 0x1113)}
+    firsts |= {chr(code) for code in range(0xAC00, 0xD7A4) if (code - 0xAC00) % 28 == 0}  # LV syllables
+    seconds = {chr(code) for code in range(0x1161, 0x1176)} | {chr(code) for code in range(0x11A8, 0x11C3)}
+    for code in range(0x110000):
+        decomposition = unicodedata.decomposition(chr(code))
+        if decomposition and not decomposition.startswith("<"):
+            parts = decomposition.split()
+            if len(parts) == 2:
+                firsts.add(chr(int(parts[0], 16)))
+                seconds.add(chr(int(parts[1], 16)))
+    return frozenset(firsts), frozenset(seconds)
