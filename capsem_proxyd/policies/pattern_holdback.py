@@ -43,6 +43,8 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+import sys
+import time
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -62,6 +64,11 @@ _ASCII_SPACE = frozenset(" \t\n\r\f\v\x1c\x1d\x1e\x1f")
 _WIDE_RANGE = 256  # a class range wider than this is read as its ASCII part plus every non-ASCII character
 _LONG_TAIL = 256  # raw characters of a last segment read again with each new piece; longer, it is all held
 _MOST_STATES = 20_000  # a DFA larger than this is refused (the pattern falls back)
+# Seconds one pattern's DFA may take to build. A DFA can be exponentially larger than its pattern
+# (``(a|b)*a(a|b){14}``: 2^15 states, 90 s of interegular's construction before the state count
+# above could refuse it), and the build runs in ``check``, ``start`` and reload; past this budget
+# the pattern falls back to its old hold instead of stalling the daemon's start.
+_BUILD_SECONDS = 1.0
 
 
 class CharSet:
@@ -204,6 +211,35 @@ class _Translator:
         return (chars.ignoring_case() if flags & re.IGNORECASE else chars).regex()
 
 
+class _OverBudget(Exception):
+    """A DFA's construction ran past its budget (raised inside interegular's code by the tracer)."""
+
+
+class _build_budget:  # noqa: N801 - used as a statement, like a context manager function
+    """Stop the code inside after ``seconds`` of this thread's time: a trace function checks the clock at
+    every Python call and raises ``Untranslatable`` there (interegular's construction calls a function
+    per state and symbol, so the check comes often). Only this thread is traced, and only while a
+    pattern is built (milliseconds for the patterns people write); a tracer already installed (a
+    debugger, coverage) is put back afterwards."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.previous: Any = None
+
+    def _trace(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and time.monotonic() > self.deadline:
+            raise _OverBudget
+
+    def __enter__(self) -> None:
+        self.previous = sys.gettrace()
+        sys.settrace(self._trace)
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        sys.settrace(self.previous)
+        if isinstance(error, _OverBudget):
+            raise Untranslatable(f"its DFA takes more than {_BUILD_SECONDS}s to build") from None
+
+
 class PatternDFA:
     """One pattern's DFA, live states only: ``step[state][symbol]`` (absent: dead), ``symbols`` per character."""
 
@@ -211,7 +247,8 @@ class PatternDFA:
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         try:
-            fsm = interegular.parse_pattern(_Translator(pattern).translate()).to_fsm()
+            with _build_budget(_BUILD_SECONDS):
+                fsm = interegular.parse_pattern(_Translator(pattern).translate()).to_fsm()
         except (interegular.Unsupported, interegular.InvalidSyntax, RecursionError, ValueError) as error:
             raise Untranslatable(type(error).__name__) from None
         if len(fsm.states) > _MOST_STATES:

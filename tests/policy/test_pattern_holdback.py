@@ -174,3 +174,17 @@ def test_a_declaration_pickles_for_the_policy_workers() -> None:
     patterns = Patterns([re.compile(r"[a-z]+@[a-z]+\.com")])
     again = pickle.loads(pickle.dumps(patterns))
     assert again.held("mail bob@ex") == len("bob@ex") and again.bound is None
+
+
+def test_a_pattern_whose_dfa_explodes_falls_back_instead_of_stalling_the_start() -> None:
+    """``(a|b)*a(a|b){16}`` needs 2^17 DFA states: without the build budget, interegular works for hours
+    before the state count could refuse it, and ``check``/``start``/reload would hang with it."""
+    from capsem_proxyd.policies.pattern_holdback import PatternDFA
+
+    try:
+        PatternDFA(re.compile(r"(a|b)*a(a|b){16}"))
+    except Untranslatable as error:
+        assert "to build" in str(error)
+    else:
+        raise AssertionError("an exponential DFA was built")
+    assert PatternDFA(re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")).initial >= 0  # the budget leaves usual patterns be
