@@ -195,7 +195,9 @@ async def test_moving_the_full_log_away_recovers_on_sighup_and_both_files_verify
     daemon = daemons("--audit-log", str(audit), "--state-dir", str(state), *upstream_args(fake.url))
     await daemon.wait_ready()
     limit_file_size(daemon.process.pid, audit.stat().st_size + 100)
-    assert (await post(daemon.url, CLEAN)).status_code == 503 and fake.requests == []
+    refused = await post(daemon.url, CLEAN)
+    assert refused.status_code == 503 and fake.requests == []
+    assert refused.headers["x-capsem-decision"] == "block"  # refused, though every policy allowed it
     moved = Path(f"{audit}.1")
     audit.rename(moved)  # the operator makes room: logrotate's rename, then SIGHUP
     daemon.process.send_signal(signal.SIGHUP)
