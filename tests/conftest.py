@@ -134,8 +134,8 @@ async def daemons(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
 
     started: list[Daemon] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, port: int | None = None) -> Daemon:
-        daemon = Daemon(list(args), tmp_path / f"daemon{len(started)}.log", env=env, port=port)
+    def start(*args: str, env: dict[str, str] | None = None, port: int | None = None, command: str = "start") -> Daemon:
+        daemon = Daemon(list(args), tmp_path / f"daemon{len(started)}.log", env=env, port=port, command=command)
         started.append(daemon)
         return daemon
 

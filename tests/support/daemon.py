@@ -82,17 +82,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) 
 
 
 class Daemon:
-    """A started ``capsem-proxyd start`` process, its log file and its URL."""
+    """A started ``capsem-proxyd start`` (or ``demo``) process, its log file and its URL."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None, port: int | None = None,
+        command: str = "start",
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("w")
-        command = [sys.executable, "-m", "capsem_proxyd", "start", *args]
+        argv = [sys.executable, "-m", "capsem_proxyd", command, *args]
         if port is None:
-            command += ["--port", str(self.port)]
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env or daemon_env())
+            argv += ["--port", str(self.port)]
+        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env or daemon_env())
 
     @property
     def log(self) -> str:
