@@ -19,7 +19,6 @@ from capsem_proxyd import __version__
 from capsem_proxyd.config import DEFAULTS, declared
 from capsem_proxyd.daemon.options import (
     CommandLine,
-    ConfigError,
     command_line,
     env_name,
     process_options,
@@ -55,13 +54,9 @@ def start(ctx: click.Context, **options: Any) -> None:
     process = process_options(options)
     settings = settings_from(options)
     configure_logging(settings.log_level, settings.log_format)
-    checked = preflight(settings)
+    checked = preflight(settings, pidfile=settings.pidfile or ("capsem-proxyd.pid" if process["daemon"] else None))
     reload_settings = settings_loader(start, command_line(ctx))  # SIGHUP resolves these options again
-    try:
-        code = launch(settings, checked.config, reload_settings, detach=process["daemon"],
-                      log_file=process["log_file"])
-    except OSError as error:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
+    code = launch(settings, checked.config, reload_settings, detach=process["daemon"], log_file=process["log_file"])
     sys.exit(code)
 
 

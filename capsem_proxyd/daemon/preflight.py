@@ -5,7 +5,9 @@ configuration ``check`` accepts also starts, and one that cannot start fails
 here with one line (``ConfigError``, exit code 2) instead of a traceback
 from a worker: every policy folder and tenant file loaded, the trace
 endpoint valid and OpenTelemetry importable, the record of delivered replies
-openable in ``--state-dir`` and the placeholder key there, the audit log and its chain head writable.
+openable in ``--state-dir`` and the placeholder key there, the audit log and its chain head writable,
+the TLS certificate and key loaded into a context as the server loads them, the pidfile writable.
+(The upstream URLs are refused as they are parsed: ``options.UpstreamURL``.)
 """
 
 from __future__ import annotations
@@ -31,12 +33,15 @@ class Preflight:
     warnings: tuple[str, ...] = ()
 
 
-def preflight(settings: Settings, *, repair: bool = True) -> Preflight:
+def preflight(settings: Settings, *, repair: bool = True, pidfile: str | None = None) -> Preflight:
     """Every check ``start`` runs before it binds; ConfigError on the first that fails.
 
     ``repair``: what ``start`` does, which ``check`` only reports: a damaged record of delivered replies
     is set aside and a fresh one made, a missing or damaged placeholder key replaced (each logged at ERROR).
+    ``pidfile``: the one start will write (``--daemon`` has a default), else ``--pidfile``.
     """
+    check_pidfile(pidfile or settings.pidfile)
+    check_tls(settings)
     check_audit(settings)
     config, export = load_config(settings), check_tracing(settings)
     state_file, warnings = check_state(settings, repair=repair)
@@ -112,17 +117,74 @@ def check_audit(settings: Settings) -> None:
     """With ``--audit-log`` a file: it and its chain head (in ``--state-dir``) opened for writing as the
     instance will open them, nothing written; ConfigError when they cannot be."""
     import os
+    import stat
 
     from capsem_proxyd.observe.audit_head import ChainHead, head_path
     from capsem_proxyd.proxy.response_store import state_directory
 
     if not settings.audit_log or settings.audit_log == "-":
         return
-    head = head_path(state_directory(settings.state_dir), settings.audit_log)
+    path = settings.audit_log
+    head = head_path(state_directory(settings.state_dir), path)
     try:
-        Path(settings.audit_log).parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(settings.audit_log, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600))
-        ChainHead(head, settings.audit_log).close()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"--audit-log {path}: not a regular file (a chained log is read back and "
+                                  "appended to; '-' writes it to stdout)")
+            # Zero bytes: a regular file is left as it was, while a file that takes no writes (/proc/version)
+            # fails here as the log's first record would at start.
+            os.write(fd, b"")
+        finally:
+            os.close(fd)
     except OSError as error:
-        raise ConfigError(f"--audit-log {settings.audit_log}: cannot write it, or its chain head {head}: "
+        raise ConfigError(f"--audit-log {path}: cannot write it: {error.strerror or error}") from None
+    try:
+        ChainHead(head, path).close()
+    except OSError as error:
+        raise ConfigError(f"--audit-log {path}: cannot keep its chain head {head} (in --state-dir): "
                           f"{error.strerror or error}") from None
+
+
+def check_tls(settings: Settings) -> None:
+    """With ``--certfile``/``--keyfile``: each readable, and both loaded into a TLS context exactly as the
+    server builds it (Hypercorn's ``create_ssl_context``); ConfigError naming the file otherwise."""
+    import ssl
+
+    from capsem_proxyd.daemon.server import hypercorn_config
+
+    if not settings.certfile or not settings.keyfile:
+        return
+    for flag, path in (("--certfile", settings.certfile), ("--keyfile", settings.keyfile)):
+        try:
+            with open(path, "rb") as handle:
+                first = handle.read(64 * 1024)
+        except OSError as error:
+            raise ConfigError(f"{flag} {path}: cannot read it: {error.strerror or error}") from None
+        if b"-----BEGIN " not in first:
+            raise ConfigError(f"{flag} {path}: not a PEM file (no -----BEGIN line)")
+    try:
+        hypercorn_config(settings).create_ssl_context()
+    except (ssl.SSLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+        raise ConfigError(f"--certfile {settings.certfile} and --keyfile {settings.keyfile}: cannot serve TLS "
+                          f"with them ({reason}: a certificate chain and its private key, PEM, unencrypted)") from None
+
+
+def check_pidfile(pidfile: str | None) -> None:
+    """The pidfile's folder made and the file openable for writing, as start writes it; nothing written
+    (a running daemon's pidfile is left as it is), a file made here removed again."""
+    import os
+
+    if not pidfile:
+        return
+    path = Path(pidfile)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+        if not existed:
+            path.unlink(missing_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--pidfile {pidfile}: cannot write it: {error.strerror or error}") from None
