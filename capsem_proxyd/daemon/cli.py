@@ -131,6 +131,7 @@ _SOURCE_NAMES = {"COMMANDLINE": "flag", "ENVIRONMENT": "environment", "DEFAULT_M
 def show_config(ctx: click.Context, **options: Any) -> None:
     """Print the effective configuration and where each value came from."""
     from capsem_proxyd.observe.logs import redact
+    from capsem_proxyd.proxy.response_store import state_directory
 
     settings = settings_from(options)
     width = max(len(name) for name in options)
@@ -142,6 +143,8 @@ def show_config(ctx: click.Context, **options: Any) -> None:
         if where == "environment" and any(var in command_line(ctx).env_file_names for var in envvars if var):
             where = "env file"
         value = getattr(settings, name)
+        if name == "state_dir":  # the folder the proxy will use, not "None" (it resolves the default at start)
+            value = str(state_directory(value).absolute())
         click.echo(f"{name.ljust(width)}  {redact(repr(value))}  ({where})")
 
 
