@@ -150,20 +150,26 @@ def check_audit(settings: Settings) -> None:
 def check_tls(settings: Settings) -> None:
     """With ``--certfile``/``--keyfile``: each readable, and both loaded into a TLS context exactly as the
     server builds it (Hypercorn's ``create_ssl_context``); ConfigError naming the file otherwise."""
+    import re
     import ssl
 
     from capsem_proxyd.daemon.server import hypercorn_config
 
     if not settings.certfile or not settings.keyfile:
         return
-    for flag, path in (("--certfile", settings.certfile), ("--keyfile", settings.keyfile)):
+    for flag, path, what, block in (
+        ("--certfile", settings.certfile, "certificate", rb"-----BEGIN (?:TRUSTED )?CERTIFICATE-----"),
+        ("--keyfile", settings.keyfile, "private key", rb"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
+    ):
         try:
             with open(path, "rb") as handle:
-                first = handle.read(64 * 1024)
+                text = handle.read(1024 * 1024)
         except OSError as error:
             raise ConfigError(f"{flag} {path}: cannot read it: {error.strerror or error}") from None
-        if b"-----BEGIN " not in first:
+        if b"-----BEGIN " not in text:
             raise ConfigError(f"{flag} {path}: not a PEM file (no -----BEGIN line)")
+        if re.search(block, text) is None:
+            raise ConfigError(f"{flag} {path}: holds no PEM {what}")
     try:
         hypercorn_config(settings).create_ssl_context()
     except (ssl.SSLError, OSError, ValueError) as error:

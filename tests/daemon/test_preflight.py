@@ -57,7 +57,7 @@ STARTUP_FAILURES: dict[str, tuple[Case, tuple[str, ...]]] = {
         lambda tmp: ["--certfile", str(tmp / "nope.pem"), "--keyfile", str(tmp / "nope.key")],
         ("--certfile", "nope.pem", "No such file")),
     "certificate not PEM": (_not_pem, ("--certfile", "cert.txt", "not a PEM file")),
-    "key is a certificate": (_key_is_a_certificate, ("--keyfile", "cannot serve TLS")),
+    "key is a certificate": (_key_is_a_certificate, ("--keyfile", "cert.pem", "no PEM private key")),
     "key of another certificate": (lambda tmp: _pem_pair(tmp, mismatched=True), ("cannot serve TLS",)),
     "pidfile in a folder that cannot exist": (
         lambda tmp: ["--pidfile", "/proc/nope/capsem-proxyd.pid"], ("--pidfile /proc/nope/capsem-proxyd.pid",)),
