@@ -6,6 +6,12 @@ environment > file > defaults (the file feeds click's ``default_map``). An
 ``--env-file`` (or ``./.env``) adds ``CAPSEM_PROXYD_*`` environment variables
 below the real ones.
 
+A value is refused where it was given: a bad one names the config file and
+key, or the environment variable (and the env file that set it), not a flag
+nobody typed (``SettingOption``); a TOML value of the wrong type is refused,
+not converted (``workers = 2.5``); a misspelt config key and a
+``CAPSEM_PROXYD_*`` variable no option reads are refused alike.
+
 Nothing here is kept in module globals: what one run of the command line
 needs to remember (its arguments, the variables its env file set) lives in
 a ``CommandLine`` that click carries as the context's ``obj``, so that a
