@@ -136,6 +136,7 @@ def check_audit(settings: Settings) -> None:
             # Zero bytes: a regular file is left as it was, while a file that takes no writes (/proc/version)
             # fails here as the log's first record would at start.
             os.write(fd, b"")
+            _room_for_a_record(path, fd)
         finally:
             os.close(fd)
     except OSError as error:
@@ -145,6 +146,27 @@ def check_audit(settings: Settings) -> None:
     except OSError as error:
         raise ConfigError(f"--audit-log {path}: cannot keep its chain head {head} (in --state-dir): "
                           f"{error.strerror or error}") from None
+
+
+# What the log's first record (its chain_start, written at start) needs, with room to spare.
+_RECORD_ROOM = 4096
+
+
+def _room_for_a_record(path: str, fd: int) -> None:
+    """ConfigError when start's first record could not be written: the file at this process's file-size
+    limit (``ulimit -f``, systemd's ``LimitFSIZE=``) or its file system full. (A zero-byte write does not
+    see either: the kernel answers it before looking at sizes.)"""
+    import os
+    import resource
+
+    size = os.fstat(fd).st_size
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size + _RECORD_ROOM > limit:
+        raise ConfigError(f"--audit-log {path}: no room for a record: the file ({size} bytes) is at the "
+                          f"file-size limit of this process ({limit} bytes: ulimit -f, LimitFSIZE=)")
+    space = os.fstatvfs(fd)
+    if space.f_bavail * space.f_frsize < _RECORD_ROOM:
+        raise ConfigError(f"--audit-log {path}: no room for a record: its file system is full")
 
 
 def check_tls(settings: Settings) -> None:

@@ -158,3 +158,30 @@ def test_config_shows_the_state_folder_start_would_use(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("state_dir"))
     assert repr(os.path.join(tmp_path, "capsem-proxyd")) in line and line.endswith("(default)"), line
+
+
+@pytest.mark.parametrize("command", ["check", "start"])
+def test_an_audit_log_with_no_room_for_its_first_record_is_refused_by_check_and_start(
+    tmp_path: Path, command: str
+) -> None:
+    """The fault is a real one: the process's file-size limit (RLIMIT_FSIZE, as ``ulimit -f`` or systemd's
+    ``LimitFSIZE=`` set it) just above the log's size, as a full disk would leave it. Start writes the log's
+    first record before it serves: without room it failed with a traceback after check had passed."""
+    import resource
+    import subprocess
+    import sys
+
+    audit = tmp_path / "audit.jsonl"
+    audit.write_bytes(b"x" * 64 * 1024 + b"\n")
+    limit = audit.stat().st_size + 100
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "capsem_proxyd", command, "--port", "0", "--audit-log", str(audit),
+         "--stored-content", "allow", "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, timeout=20, env=daemon_env(), preexec_fn=limited,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert_startup_error(result, "--audit-log", "no room for a record", "file-size limit")
