@@ -19,7 +19,6 @@ from capsem_proxyd import __version__
 from capsem_proxyd.config import DEFAULTS, declared
 from capsem_proxyd.daemon.options import (
     CommandLine,
-    ConfigError,
     command_line,
     env_name,
     process_options,
@@ -55,13 +54,9 @@ def start(ctx: click.Context, **options: Any) -> None:
     process = process_options(options)
     settings = settings_from(options)
     configure_logging(settings.log_level, settings.log_format)
-    checked = preflight(settings)
+    checked = preflight(settings, pidfile=settings.pidfile or ("capsem-proxyd.pid" if process["daemon"] else None))
     reload_settings = settings_loader(start, command_line(ctx))  # SIGHUP resolves these options again
-    try:
-        code = launch(settings, checked.config, reload_settings, detach=process["daemon"],
-                      log_file=process["log_file"])
-    except OSError as error:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
+    code = launch(settings, checked.config, reload_settings, detach=process["daemon"], log_file=process["log_file"])
     sys.exit(code)
 
 
@@ -176,6 +171,7 @@ _SOURCE_NAMES = {"COMMANDLINE": "flag", "ENVIRONMENT": "environment", "DEFAULT_M
 def show_config(ctx: click.Context, **options: Any) -> None:
     """Print the effective configuration and where each value came from."""
     from capsem_proxyd.observe.logs import redact
+    from capsem_proxyd.proxy.response_store import state_directory
 
     settings = settings_from(options)
     width = max(len(name) for name in options)
@@ -187,6 +183,8 @@ def show_config(ctx: click.Context, **options: Any) -> None:
         if where == "environment" and any(var in command_line(ctx).env_file_names for var in envvars if var):
             where = "env file"
         value = getattr(settings, name)
+        if name == "state_dir":  # the folder the proxy will use, not "None" (it resolves the default at start)
+            value = str(state_directory(value).absolute())
         click.echo(f"{name.ljust(width)}  {redact(repr(value))}  ({where})")
 
 

@@ -13,6 +13,7 @@ from hypercorn.config import Sockets
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon import notify
+from capsem_proxyd.daemon.options import ConfigError
 from capsem_proxyd.daemon.process import ServerWorkers, daemonize, remove_pidfile, write_pidfile
 from capsem_proxyd.daemon.server import SettingsLoader, bind_sockets, describe, serve
 from capsem_proxyd.enforcement.tenants import PolicyConfig
@@ -28,8 +29,16 @@ def launch(
     detach: bool = False,
     log_file: str = "capsem-proxyd.log",
 ) -> int:
-    """Bind, then serve; returns the process exit code. Binding errors raise OSError."""
-    sockets = bind_sockets(settings)
+    """Bind, then serve; returns the process exit code.
+
+    A failure before the proxy serves (the port taken, the pidfile unwritable, anything ``check`` could
+    not foresee) is a ``ConfigError``: one line and exit code 2, as ``check`` reports what it finds, not a
+    traceback (which is logged at DEBUG).
+    """
+    try:
+        sockets = bind_sockets(settings)
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
     # Outside the window where serve() listens for signals (start-up, final clean-up),
     # SIGTERM still means "stop": exit 0 instead of dying by the signal.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -40,17 +49,39 @@ def launch(
         pidfile = os.path.abspath(pidfile)
         report = daemonize(os.path.abspath(log_file), pidfile)
     elif pidfile:
-        write_pidfile(pidfile)
+        try:
+            write_pidfile(pidfile)
+        except OSError as error:
+            raise ConfigError(f"--pidfile {pidfile}: cannot write it: {error.strerror or error}") from None
+    serving: list[bool] = []  # set once the proxy serves: a failure after that is no start-up failure
     try:
         if settings.workers > 1:
             return _run_workers(settings, config, reload_settings, sockets, report)
-        trio.run(partial(_serve_and_report, settings, config, reload_settings, sockets, report))
+        trio.run(partial(_serve_and_report, settings, config, reload_settings, sockets, report, serving))
         return 0
+    except Exception as error:
+        if serving:
+            report(f"{type(error).__name__}: {error}")
+            raise
+        log.debug("start-up failed", exc_info=True)
+        failure = ConfigError(f"cannot start: {startup_failure(error)}")
+        report(failure.format_message())
+        raise failure from None
     except BaseException as error:
         report(f"{type(error).__name__}: {error}")
         raise
     finally:
         remove_pidfile(pidfile)
+
+
+def startup_failure(error: BaseException) -> str:
+    """One line for what stopped a start: the innermost error of trio's groups, with its reason."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or str(error)
+    where = getattr(error, "filename", None)
+    text = f"{type(error).__name__}: {reason}" + (f" ({where})" if where else "")
+    return " ".join(text.split())
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -63,9 +94,11 @@ async def _serve_and_report(
     reload_settings: SettingsLoader,
     sockets: Sockets,
     report: Callable[[str], None],
+    serving: list[bool],
 ) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, settings, config, sockets=sockets, reload_settings=reload_settings))
+        serving.append(True)
         report("ready")
 
 
