@@ -93,8 +93,6 @@ def demo(**options: Any) -> None:
     click.echo(DEMO_BANNER.format(url=f"{scheme}://{settings.host}:{settings.port}", provider=provider.url), err=True)
     try:
         code = launch(settings, checked.config, lambda: settings)
-    except OSError as error:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
     finally:
         provider.close()
     sys.exit(code)
