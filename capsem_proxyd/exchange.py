@@ -65,7 +65,9 @@ class Exchange:
     state for this request (its span); None when tracing is off.
 
     ``decision`` is what the request log names as the request's decision
-    (None until a policy decided); ``upstream`` is the provider's host and
+    (None until a policy decided); ``error`` the error code a whole reply
+    answered with (``errors.ErrorCode``; a stream's outcome says how it
+    ended instead); ``upstream`` is the provider's host and
     port once the request was sent (never its path or query, where a Gemini
     key may sit); ``failure`` says, for the operator's log, why the upstream
     failed this request (a transport's own words, never a key; empty when it
@@ -89,6 +91,7 @@ class Exchange:
     prompt: str = field(default="", repr=False)
     trace: Any = field(default=None, repr=False)
     decision: NotedDecision | None = None
+    error: str = ""
     upstream: str = ""
     failure: str = ""
     _agent: Agent | None = field(default=None, repr=False)

@@ -185,13 +185,13 @@ class DataPlane:
             await reply.error(self.recorder, route.dialect, internal_error())
             return
         if answer.stream is None:
-            outcome = str(answer.status)
             if (answered := answer.error) is not None:
-                outcome = answered.code  # a refusal reads apart from a malformed request, a reset from a refused connect
+                # The log says which error: a refusal reads apart from a malformed request, a reset from a timeout.
+                reply.exchange.error = answered.code
                 if answered.status in _UPSTREAM_FAILED:
                     reply.exchange.failure = answered.cause or answered.message
             try:
-                reply.done(self.recorder, answer.status, outcome)  # logged as the reply goes out
+                reply.done(self.recorder, answer.status, str(answer.status))  # logged as the reply goes out
                 await reply.whole(answer)
             finally:
                 answer.release()  # its share of --reply-memory, once sent (or the client left)

@@ -3,7 +3,7 @@
 ``capsem_proxyd.request`` gets a line when a request is over: request id,
 tenant id, provider API, model, status, outcome and duration (a stream's
 outcome is one of ``outcomes.StreamOutcome``; a reply answered whole logs its
-status, or the error code it was refused or failed with). Never a key and
+status, and ``error=`` the code of the error it was answered with). Never a key and
 never prompt text; client-chosen values (the model, a path) are escaped and
 quoted by the formatter so a client cannot forge a line or a field.
 
@@ -83,6 +83,8 @@ class RequestLog(Recorder):
             "endpoint": exchange.endpoint, "model": exchange.model or "-", "status": status, "outcome": outcome,
             "duration_ms": round(exchange.seconds * 1000, 1), "path": exchange.path,
         }
+        if exchange.error and exchange.error != outcome:
+            fields["error"] = exchange.error
         if (noted := exchange.decision) is not None:
             _decision_fields(fields, noted)
         if exchange.failure:

@@ -88,7 +88,7 @@ async def test_the_request_line_names_the_decision_that_weighed_most(
     assert response.status_code == status, response.text
     level, fields, text = request_line(caplog, response.headers["x-capsem-request-id"])
     assert {name: fields.get(name) for name in expected} == expected
-    assert fields["outcome"] == outcome and fields["status"] == status
+    assert fields.get("error", str(status)) == outcome and fields["status"] == status
     assert level == pytest.approx(20)  # INFO: a decision is the proxy working, not a fault
     for name, value in expected.items():
         assert f"{name}={value}" in text
@@ -108,8 +108,8 @@ async def test_a_block_reads_apart_from_malformed_json(ruled: Proxy, caplog: pyt
     assert blocked.status_code == malformed.status_code == 400
     _, block, _ = request_line(caplog, blocked.headers["x-capsem-request-id"])
     _, bad, text = request_line(caplog, malformed.headers["x-capsem-request-id"])
-    assert block["decision"] == "block" and block["outcome"] == "capsem_blocked"
-    assert "decision" not in bad and bad["outcome"] == "invalid_request"  # no policy was asked
+    assert block["decision"] == "block" and block["error"] == "capsem_blocked"
+    assert "decision" not in bad and bad["error"] == "invalid_request"  # no policy was asked
     assert "decision=" not in text
 
 
@@ -144,7 +144,7 @@ async def test_a_refused_connection_is_a_warning_with_the_host_and_the_reason(
     assert response.status_code == 502
     level, fields, text = request_line(caplog, response.headers["x-capsem-request-id"])
     assert level == 30  # WARNING
-    assert fields["outcome"] == "upstream_unavailable"
+    assert fields["error"] == "upstream_unavailable"
     assert fields["upstream"] == f"127.0.0.1:{port}"
     assert fields["failure"].startswith("ConnectError")
     assert f"upstream=127.0.0.1:{port}" in text and "failure=\"ConnectError" in text
@@ -160,10 +160,10 @@ async def test_a_reset_and_a_timeout_are_warnings_that_say_so(
     slow = await post(proxy, "hello")
     assert (reset.status_code, slow.status_code) == (502, 504)
     level, fields, _ = request_line(caplog, reset.headers["x-capsem-request-id"])
-    assert (level, fields["outcome"], fields["upstream"]) == (30, "upstream_unavailable", host)
+    assert (level, fields["error"], fields["upstream"]) == (30, "upstream_unavailable", host)
     assert fields["failure"].split(":")[0] in ("RemoteProtocolError", "ReadError", "ConnectError")
     level, fields, _ = request_line(caplog, slow.headers["x-capsem-request-id"])
-    assert (level, fields["outcome"], fields["upstream"]) == (30, "upstream_timeout", host)
+    assert (level, fields["error"], fields["upstream"]) == (30, "upstream_timeout", host)
     assert "Timeout" in fields["failure"]
 
 
