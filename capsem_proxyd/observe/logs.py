@@ -74,8 +74,12 @@ _BARE = re.compile(r"[^\s\"'=\\]*")
 def text_value(value: object) -> str:
     """One field's value as ``key=value`` text writes it: bare when that reads back unambiguously,
     else JSON-quoted, so a client-chosen value (a model name with ``status=200`` in it) cannot add a field."""
-    text = value if isinstance(value, str) else str(value)
-    if _BARE.fullmatch(text) and text:
+    if not isinstance(value, str):
+        if isinstance(value, (int, float)):
+            return str(value)  # a status, a duration: nothing to quote
+        value = str(value)
+    text = value
+    if text and _BARE.fullmatch(text):
         return escape_controls(text)
     return escape_controls(json.dumps(text, ensure_ascii=False))
 
