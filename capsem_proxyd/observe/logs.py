@@ -68,7 +68,7 @@ def _cannot_hold_secret(text: str) -> bool:
 
 
 # A value written bare in ``key=value`` text: anything else (a space, a quote, an ``=``...) is quoted.
-_BARE = re.compile(r"[^\s\"'=\\]*")
+_BARE = re.compile(r"[^\s\"'=]*")
 
 
 def text_value(value: object) -> str:
@@ -78,10 +78,10 @@ def text_value(value: object) -> str:
         if isinstance(value, (int, float)):
             return str(value)  # a status, a duration: nothing to quote
         value = str(value)
-    text = value
-    if text and _BARE.fullmatch(text):
-        return escape_controls(text)
-    return escape_controls(json.dumps(text, ensure_ascii=False))
+    escaped = escape_controls(value)  # a line break is written \n: it cannot end the line
+    if escaped and _BARE.fullmatch(escaped):
+        return escaped
+    return escape_controls(json.dumps(value, ensure_ascii=False))
 
 
 class Fields:
