@@ -150,6 +150,19 @@ async def test_a_refused_connection_is_a_warning_with_the_host_and_the_reason(
     assert f"upstream=127.0.0.1:{port}" in text and "failure=\"ConnectError" in text
 
 
+@pytest.mark.parametrize(("upstream", "host"), [("ftp://files.invalid/v1", "files.invalid"), ("not-a-url", "-")])
+async def test_an_upstream_url_httpx_cannot_speak_is_a_warning_that_says_so(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, caplog: pytest.LogCaptureFixture, upstream: str, host: str
+) -> None:
+    """What ``check`` lets through (a config made before it refused these, a URL it cannot judge) still says why."""
+    proxy = await start_proxy(proxy_settings, openai_upstream=upstream)
+    response = await post(proxy, "hello")
+    assert response.status_code == 502
+    level, fields, _ = request_line(caplog, response.headers["x-capsem-request-id"])
+    assert (level, fields["error"], fields["upstream"]) == (30, "upstream_unavailable", host)
+    assert fields["failure"].startswith("UnsupportedProtocol: ")
+
+
 async def test_a_reset_and_a_timeout_are_warnings_that_say_so(
     start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
