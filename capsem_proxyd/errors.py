@@ -79,6 +79,7 @@ class ProxyError(Exception):
         code: ErrorCode | None = None,
         decision: Decision | None = None,
         param: str | None = None,
+        cause: str = "",
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -87,6 +88,8 @@ class ProxyError(Exception):
         self.code: str = str(code or kind)  # a plain string on the wire and in logs, as it always was
         self.decision = decision
         self.param = param  # the request field the error is about, where the provider's shape names one
+        # For the operator's log, not the client: what the transport said (an upstream failure's own words).
+        self.cause = cause
 
 
 # -- the client's request -------------------------------------------------------
@@ -229,12 +232,21 @@ def decision_fields(decision: Decision) -> dict[str, str]:
 # -- the upstream and the proxy itself -------------------------------------------
 
 
-def upstream_unavailable(message: str) -> ProxyError:
-    return ProxyError(502, ErrorKind.UPSTREAM_ERROR, message, code=ErrorCode.UPSTREAM_UNAVAILABLE)
+def upstream_unavailable(message: str, cause: str = "") -> ProxyError:
+    """502: the upstream could not be reached or broke off. ``cause``: the transport's words, for the log only."""
+    return ProxyError(502, ErrorKind.UPSTREAM_ERROR, message, code=ErrorCode.UPSTREAM_UNAVAILABLE, cause=cause)
 
 
-def upstream_timeout(message: str) -> ProxyError:
-    return ProxyError(504, ErrorKind.UPSTREAM_TIMEOUT, message, code=ErrorCode.UPSTREAM_TIMEOUT)
+def upstream_timeout(message: str, cause: str = "") -> ProxyError:
+    return ProxyError(504, ErrorKind.UPSTREAM_TIMEOUT, message, code=ErrorCode.UPSTREAM_TIMEOUT, cause=cause)
+
+
+def transport_cause(error: BaseException) -> str:
+    """An exception in its own words for the operator's log: type, then message (``ConnectError:
+    [Errno 111] Connection refused``), at most 300 characters. httpx words its errors without the URL;
+    the log's redaction filter stands behind it all the same."""
+    words = str(error)
+    return f"{type(error).__name__}: {words}"[:300] if words else type(error).__name__
 
 
 def response_too_large(limit: int) -> ProxyError:

@@ -22,6 +22,25 @@ from capsem.models import Agent
 NO_TENANT = "-"
 
 
+@dataclass(frozen=True, slots=True)
+class NotedDecision:
+    """The decision a request's log line names: the policy verdict that weighed most on it.
+
+    ``verdict`` is a verdict name (CAPSEM's, or the proxy's own ``REDACT``
+    for masked content); ``monitored`` is true for a monitor-mode policy's
+    would-be refusal, which let the content through as LOG. ``reason`` is
+    CAPSEM's reason code, never the policy's free-text details (they may
+    quote the prompt).
+    """
+
+    verdict: str
+    policy: str = ""
+    hook: str = ""
+    decision_id: str = ""
+    reason: str = ""
+    monitored: bool = False
+
+
 def tenant_id_for(api_key: str) -> str:
     """The tenant identity: first 16 hex chars of SHA-256 of the key (never the key)."""
     return hashlib.sha256(api_key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
@@ -44,6 +63,15 @@ class Exchange:
     reply said of itself; the pipeline reads them only when a recorder wants
     them (``Recorder.reads_usage``). ``trace`` is the OpenTelemetry recorder's
     state for this request (its span); None when tracing is off.
+
+    ``decision`` is what the request log names as the request's decision
+    (None until a policy decided); ``error`` the error code a whole reply
+    answered with (``errors.ErrorCode``; a stream's outcome says how it
+    ended instead); ``upstream`` is the provider's host and
+    port once the request was sent (never its path or query, where a Gemini
+    key may sit); ``failure`` says, for the operator's log, why the upstream
+    failed this request (a transport's own words, never a key; empty when it
+    did not).
     """
 
     request_id: str
@@ -62,6 +90,10 @@ class Exchange:
     response_model: str = ""
     prompt: str = field(default="", repr=False)
     trace: Any = field(default=None, repr=False)
+    decision: NotedDecision | None = None
+    error: str = ""
+    upstream: str = ""
+    failure: str = ""
     _agent: Agent | None = field(default=None, repr=False)
 
     @classmethod

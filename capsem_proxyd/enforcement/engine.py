@@ -161,6 +161,7 @@ class PolicyEngine:
         if refusal is None:
             return verdict
         if refusal.verdict.value == "BLOCK" or self.confirm_action == "block":
+            self.recorder.refused(exchange, call.hook, refusal)
             raise policy_blocked(refusal, call.what)
         return stricter(verdict, refusal.verdict.value)
 
@@ -234,8 +235,14 @@ def _attributed(decision: Decision, policy_name: str, hook: str) -> Decision:
 def _log_unenforced(logger: logging.Logger, role: str, exchange: Exchange, decision: Decision) -> None:
     """One line per decision that was recorded but not enforced (monitor or shadow)."""
     would = "would have refused" if rank(decision.verdict.value).refuses else "noted"
+    fields = {
+        "mode": role, "policy": decision.policy, "verdict": decision.verdict.value, "hook": decision.callback,
+        "reason": decision.reason.value, "details": decision.details, "decision_id": decision.id,
+        "request_id": exchange.request_id, "tenant_id": exchange.tenant_id,
+    }
     logger.warning(
         "%s: policy %s %s (%s in %s, %s: %s) decision_id=%s request_id=%s tenant_id=%s",
         role, decision.policy, would, decision.verdict.value, decision.callback, decision.reason.value,
         decision.details, decision.id, exchange.request_id, exchange.tenant_id,
+        extra={"event": f"policy {would}", "fields": fields},  # --log-format json: real fields
     )

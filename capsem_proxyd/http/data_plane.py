@@ -58,6 +58,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 _CLOSE = [(b"connection", b"close")]
+# The statuses of an upstream that failed the request (unreachable, reset, timed out): its log line is a WARNING.
+_UPSTREAM_FAILED = frozenset({502, 504})
 
 
 class HeaderMap(Mapping[str, str]):
@@ -183,6 +185,11 @@ class DataPlane:
             await reply.error(self.recorder, route.dialect, internal_error())
             return
         if answer.stream is None:
+            if (answered := answer.error) is not None:
+                # The log says which error: a refusal reads apart from a malformed request, a reset from a timeout.
+                reply.exchange.error = answered.code
+                if answered.status in _UPSTREAM_FAILED:
+                    reply.exchange.failure = answered.cause or answered.message
             try:
                 reply.done(self.recorder, answer.status, str(answer.status))  # logged as the reply goes out
                 await reply.whole(answer)

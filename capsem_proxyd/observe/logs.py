@@ -3,6 +3,11 @@
 Our own log lines never carry keys; the filter is defence in depth for lines
 written by libraries (a URL with ``?key=``, an ``Authorization`` header echoed
 in an exception).
+
+A line about a request is an event and its fields (``log_event``): the text
+format writes them ``key=value`` after the event, the JSON format
+(``--log-format json``) as fields of the line's object, so a log shipper
+reads ``status`` or ``decision`` without parsing a message.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Mapping
 
 _SECRET_PATTERNS = [
     (re.compile(r"([?&](?:key|api_key|access_token)=)[^&\s\"']+", re.IGNORECASE), r"\1[REDACTED]"),
@@ -60,6 +67,50 @@ def _cannot_hold_secret(text: str) -> bool:
     )
 
 
+# A value written bare in ``key=value`` text: anything else (a space, a quote, an ``=``...) is quoted.
+_BARE = re.compile(r"[^\s\"'=]*")
+
+
+def text_value(value: object) -> str:
+    """One field's value as ``key=value`` text writes it: bare when that reads back unambiguously,
+    else JSON-quoted, so a client-chosen value (a model name with ``status=200`` in it) cannot add a field."""
+    if not isinstance(value, str):
+        if isinstance(value, (int, float)):
+            return str(value)  # a status, a duration: nothing to quote
+        value = str(value)
+    escaped = escape_controls(value)  # a line break is written \n: it cannot end the line
+    if escaped and _BARE.fullmatch(escaped):
+        return escaped
+    return escape_controls(json.dumps(value, ensure_ascii=False))
+
+
+class Fields:
+    """A line's fields, rendered ``key=value`` only if a text handler formats the line (never when the
+    level is off); the JSON formatter reads the mapping itself (``record.fields``)."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: Mapping[str, object]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return " ".join(f"{key}={text_value(value)}" for key, value in self.fields.items())
+
+
+def log_event(logger: logging.Logger, level: int, event: str, fields: Mapping[str, object]) -> None:
+    """One line: ``event`` then its fields. ``event`` may be empty (the request line is all fields).
+
+    Values are whatever JSON can hold (str, int, float, bool, None); client-chosen text is escaped by
+    the formatters, not here."""
+    if not logger.isEnabledFor(level):
+        return
+    rendered = Fields(fields)
+    if event:
+        logger.log(level, "%s %s", event, rendered, extra={"event": event, "fields": fields})
+    else:
+        logger.log(level, "%s", rendered, extra={"event": "", "fields": fields})
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats, then scrubs anything that looks like a credential.
 
@@ -75,20 +126,43 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+# Line breaks json.dumps leaves as they are with ensure_ascii=False; a reader splitting lines
+# on them (Python's str.splitlines does) would cut an entry in two.
+_JSON_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def utc_timestamp(created: float) -> str:
+    """``2026-12-06T19:40:01.123Z``: UTC, to the millisecond, as log shippers parse without a hint."""
+    seconds = int(created)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%03dZ" % int((created - seconds) * 1000)
+
+
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers (``--log-format json``)."""
+    """One JSON object per line, for log shippers (``--log-format json``).
+
+    ``time`` (UTC, milliseconds), ``level``, ``logger``, ``pid``, ``message``;
+    a line written by ``log_event`` has its fields as fields of the object
+    (``message`` is then the event alone, ``request`` for the request line),
+    never as ``key=value`` text inside ``message``. A field never replaces one
+    of the five.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+        fields: Mapping[str, object] | None = getattr(record, "fields", None)
+        event: str | None = getattr(record, "event", None)
+        entry: dict[str, object] = {
+            "time": utc_timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,
-            "message": record.getMessage(),
+            "message": record.getMessage() if fields is None else (event or "request"),
         }
+        if fields is not None:
+            for key, value in fields.items():
+                entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(entry, ensure_ascii=False))
+        return redact(json.dumps(entry, ensure_ascii=False, default=str).translate(_JSON_BREAKS))
 
 
 def configure_logging(level: str = "info", log_format: str = "text") -> None:

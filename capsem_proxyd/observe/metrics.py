@@ -83,6 +83,15 @@ class Metrics(Recorder):
             f"{PREFIX}_policy_decisions", "Policy decisions by hook, verdict and policy (ALLOW included).",
             ["hook", "verdict", "policy"], registry=registry,
         )
+        self._blocks = Counter(
+            f"{PREFIX}_blocks", "Content refused by a policy, by hook and policy (verdict BLOCK, or CONFIRM under "
+            "--confirm-action block); monitor-mode would-be refusals are not counted here.",
+            ["hook", "policy", "verdict"], registry=registry,
+        )
+        self._redactions = Counter(
+            f"{PREFIX}_redactions", "Places a policy's findings were masked in the content instead of refusing it, "
+            "by hook and policy.", ["hook", "policy"], registry=registry,
+        )
         self._cache_hits = Counter(
             f"{PREFIX}_verdict_cache_hits", "Pieces of content a policy's verdict came from the verdict cache for.",
             ["hook"], registry=registry,
@@ -142,6 +151,12 @@ class Metrics(Recorder):
                     self._child(self._cache_hits, hook).inc(cache.hits)
                 if cache.misses:
                     self._child(self._cache_misses, hook).inc(cache.misses)
+
+    def refused(self, exchange: Exchange, hook: str, decision: Decision) -> None:
+        self._child(self._blocks, hook, decision.policy, decision.verdict.value).inc()
+
+    def redacted(self, exchange: Exchange, hook: str, policy: str, count: int) -> None:
+        self._child(self._redactions, hook, policy).inc(count)
 
     def policy_checked(self, hook: str, seconds: float) -> None:
         self._child(self._policy_seconds, hook).observe(seconds)

@@ -18,6 +18,12 @@ The moments:
   ``cache`` (``CacheUse``), when the content was checked in pieces: how many,
   how many of their verdicts came from the verdict cache, and whether the
   decision itself did.
+* ``refused``: a policy's decision stopped the content (a BLOCK, or a
+  CONFIRM under ``--confirm-action block``): ``decision_made`` told of it
+  first; this says it took effect.
+* ``redacted``: a policy's finding was masked in the content instead of
+  refusing it (``count`` places), the REDACT rank of ``verdicts.py``. The
+  masking of content calls it; nothing in the proxy masks yet.
 * ``forwarding``: the request is about to be sent upstream. A recorder that
   cannot record it may refuse it by raising ``ProxyError`` (the audit log,
   failing under ``--audit-failure block``): the one moment that can refuse.
@@ -83,6 +89,12 @@ class Recorder:
     ) -> None:
         """``policy`` is the deciding policy's name (``decision.policy`` may be a shared default)."""
 
+    def refused(self, exchange: Exchange, hook: str, decision: Decision) -> None:
+        """``decision`` (already told to ``decision_made``) stopped the content on ``hook``."""
+
+    def redacted(self, exchange: Exchange, hook: str, policy: str, count: int) -> None:
+        """``policy``'s findings on ``hook`` were masked in ``count`` places; the content went on."""
+
     def policy_checked(self, hook: str, seconds: float) -> None:
         """One hook over all active policies took ``seconds``."""
 
@@ -124,6 +136,8 @@ class Recorders(Recorder):
         self._started = _implementing(recorders, "request_started")
         self._decision = _implementing(recorders, "decision_made")
         self._checked = _implementing(recorders, "policy_checked")
+        self._refused = _implementing(recorders, "refused")
+        self._redacted = _implementing(recorders, "redacted")
         self._forwarding = _implementing(recorders, "forwarding")
         self._answered = _implementing(recorders, "upstream_answered")
         self._stream_started = _implementing(recorders, "stream_started")
@@ -142,6 +156,14 @@ class Recorders(Recorder):
     ) -> None:
         for recorder in self._decision:
             recorder.decision_made(exchange, hook, policy, decision, mode, cache)
+
+    def refused(self, exchange: Exchange, hook: str, decision: Decision) -> None:
+        for recorder in self._refused:
+            recorder.refused(exchange, hook, decision)
+
+    def redacted(self, exchange: Exchange, hook: str, policy: str, count: int) -> None:
+        for recorder in self._redacted:
+            recorder.redacted(exchange, hook, policy, count)
 
     def policy_checked(self, hook: str, seconds: float) -> None:
         for recorder in self._checked:

@@ -101,6 +101,15 @@ class Route:
     checked: bool = True
     passthrough: str | None = None  # the operator's pattern that let an unknown path through unchecked
 
+    @property
+    def upstream_host(self) -> str:
+        """``host:port`` of the upstream, for the log: never the path or query (a Gemini key may sit there)."""
+        url = self.upstream_url
+        port = url.port or _DEFAULT_PORTS.get(url.scheme)
+        return f"{url.host or '-'}:{port}" if port else url.host or "-"
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 # A whole reply goes out a piece at a time: never copied whole on its way out, its text encoded a piece at a time.
 _PIECE_BYTES = 1 << 20
@@ -120,6 +129,7 @@ class ProxyReply:
     text: str | None = None
     text_bytes: int = 0  # the UTF-8 length of ``text``
     hold: ReplyHold | None = None
+    error: ProxyError | None = None  # the error this reply answers, for the request's log line
 
     @property
     def length(self) -> int:
@@ -251,6 +261,7 @@ class Pipeline:
         self.recorder.forwarding(exchange)
         started = time.perf_counter()
         url = route.upstream_url.copy_with(query=incoming.query_string) if incoming.query_string else route.upstream_url
+        exchange.upstream = route.upstream_host
         if self.trace_headers is None:
             headers = request_headers(incoming.headers, incoming.client_addr)
         else:
@@ -414,4 +425,4 @@ def decision_headers(engine: PolicyEngine, verdict: str) -> list[tuple[str, str]
 
 
 def error_reply(dialect: Dialect, error: ProxyError) -> ProxyReply:
-    return ProxyReply(error.status, list(JSON_HEADERS), body=orjson.dumps(dialect.error_body(error)))
+    return ProxyReply(error.status, list(JSON_HEADERS), body=orjson.dumps(dialect.error_body(error)), error=error)

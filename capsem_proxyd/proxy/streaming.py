@@ -53,6 +53,7 @@ from capsem_proxyd.errors import (
     internal_error,
     response_too_large,
     shutting_down,
+    transport_cause,
     upstream_timeout,
     upstream_unavailable,
 )
@@ -242,10 +243,10 @@ class StreamPump:
             return upstream_unavailable(f"Upstream stream is malformed: {error}")
         except trio.TooSlowError:
             return upstream_timeout("Upstream stream went idle for too long.")
-        except httpx.TimeoutException:
-            return upstream_timeout("Upstream stream timed out.")
+        except httpx.TimeoutException as error:
+            return upstream_timeout("Upstream stream timed out.", transport_cause(error))
         except (httpx.HTTPError, OSError) as error:
-            return upstream_unavailable(f"Upstream stream broke off ({type(error).__name__}).")
+            return upstream_unavailable(f"Upstream stream broke off ({type(error).__name__}).", transport_cause(error))
         except Exception:  # noqa: BLE001 - a fault of ours (the decoder...): an honest internal error
             self._log_fault("stream reader failed")
             return internal_error()
@@ -429,6 +430,8 @@ class StreamPump:
         """Stop reading upstream now and return the final error event."""
         self._reader_scope.cancel()
         self.outcome = stream_outcome(error)
+        if self.outcome is StreamOutcome.UPSTREAM_ERROR:
+            self.exchange.failure = error.cause or error.message  # the request's line is a WARNING that says why
         log.info(
             "stream cut request_id=%s tenant_id=%s status=%s code=%s outcome=%s",
             self.exchange.request_id, self.exchange.tenant_id, error.status, error.code, self.outcome,

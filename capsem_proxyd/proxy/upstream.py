@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 
 from capsem_proxyd.config import DEFAULTS
-from capsem_proxyd.errors import response_too_large, upstream_timeout, upstream_unavailable
+from capsem_proxyd.errors import response_too_large, transport_cause, upstream_timeout, upstream_unavailable
 from capsem_proxyd.proxy.reply_memory import ReplyHold
 from capsem_proxyd.proxy.sharded_transport import ShardedTransport
 
@@ -162,13 +162,15 @@ class Upstream:
             response.request = request
             return response
         except httpx.TimeoutException as error:
-            raise upstream_timeout(f"The upstream provider did not answer in time ({type(error).__name__}).") from None
+            raise upstream_timeout(f"The upstream provider did not answer in time ({type(error).__name__}).",
+                                   transport_cause(error)) from None
         except httpx.HTTPError as error:
             raise upstream_unavailable(
-                f"The upstream provider is unreachable ({type(error).__name__})."
+                f"The upstream provider is unreachable ({type(error).__name__}).", transport_cause(error)
             ) from None
         except OSError as error:
-            raise upstream_unavailable(f"The upstream provider is unreachable ({error.strerror}).") from None
+            raise upstream_unavailable(f"The upstream provider is unreachable ({error.strerror}).",
+                                       transport_cause(error)) from None
 
     async def read_body(
         self, response: UpstreamResponse, limit: int | None = None, hold: ReplyHold | None = None,
@@ -197,10 +199,12 @@ class Upstream:
                 body = bytearray()  # freed before the upstream is closed (an await): it is no longer held
                 raise
             return body
-        except httpx.TimeoutException:
-            raise upstream_timeout("The upstream provider stopped answering mid-response.") from None
+        except httpx.TimeoutException as error:
+            raise upstream_timeout("The upstream provider stopped answering mid-response.",
+                                   transport_cause(error)) from None
         except httpx.HTTPError as error:
-            raise upstream_unavailable(f"The upstream response broke off ({type(error).__name__}).") from None
+            raise upstream_unavailable(f"The upstream response broke off ({type(error).__name__}).",
+                                       transport_cause(error)) from None
         finally:
             await response.aclose()
 

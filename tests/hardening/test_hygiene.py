@@ -226,7 +226,8 @@ async def test_control_characters_are_escaped_in_logs_and_audit(
         await client.post(proxy.url + "/v1/x%0AFORGED%1B[0m", headers={"authorization": f"Bearer {OPENAI_KEY}", **many})
     ours = [record for record in caplog.records if record.name.startswith("capsem_proxyd")]
     messages = [record.getMessage() for record in ours]
-    assert any("model=gpt-4o\\nFORGED" in message for message in messages), messages
+    # quoted too: the spaces in it would otherwise start forged fields (status=200) on the line
+    assert any('model="gpt-4o\\nFORGED' in message for message in messages), messages
     assert any("path=/v1/x\\nFORGED\\x1b[0m" in message for message in messages), messages
     formatter = RedactingFormatter("%(name)s: %(message)s")
     for text in [*messages, *(formatter.format(record) for record in ours)]:
