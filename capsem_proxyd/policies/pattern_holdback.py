@@ -275,8 +275,8 @@ class PatternDFA:
     def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
         self.widest: int | None = None
         try:
-            translated = _Translator(pattern, widened=widened, unbounded=unbounded).translate()
             with _build_budget(_BUILD_SECONDS):
+                translated = _Translator(pattern, widened=widened, unbounded=unbounded).translate()
                 fsm = interegular.parse_pattern(translated).to_fsm()
             if widened or unbounded:
                 self.widest = regex_width(pattern)
@@ -437,7 +437,22 @@ class PatternTracker:
         it): past its pattern's widest match the earliest can no longer complete one, but a later one may.
         Any match still pending began within the last ``widest - 1`` characters, so that is the most such a
         thread holds: no less than a match needs, and never more than the pattern's width."""
-        self._read(new_text, self.committed, self.threads, as_written=True)
+        offset = self.committed
+        for index, dfa in enumerate(self.dfas):  # each DFA through the whole text: fewer look-ups per character
+            initial, symbols, other, step = dfa.initial, dfa.symbols, dfa.other, dfa.step
+            states = self.threads[index]
+            for position, char in enumerate(new_text, offset):
+                if initial >= 0 and initial not in states:
+                    states[initial] = position
+                symbol = symbols.get(char, other)
+                moved: dict[int, int] = {}
+                for state, begun in states.items():
+                    target = step[state].get(symbol)
+                    if target is not None and (target not in moved or begun < moved[target]):
+                        moved[target] = begun
+                self.steps += len(states)
+                states = moved
+            self.threads[index] = states
         end = self.committed = self.committed + len(new_text)
         earliest = end
         for dfa, states in zip(self.dfas, self.threads):
@@ -463,11 +478,9 @@ class PatternTracker:
                 earliest = min(earliest, self.committed)
         return earliest
 
-    def _read(self, raw: str, offset: int, threads: list[dict[int, int]], *, as_written: bool = False) -> None:
-        """Step every DFA's threads through ``raw`` (starting at raw position ``offset``), segment by segment
-        (``as_written``: character by character, as ``raw`` is)."""
-        pieces = enumerate(raw, offset) if as_written else _segments(raw, offset)
-        for start, segment in pieces:
+    def _read(self, raw: str, offset: int, threads: list[dict[int, int]]) -> None:
+        """Step every DFA's threads through ``raw`` (starting at raw position ``offset``), segment by segment."""
+        for start, segment in _segments(raw, offset):
             for index, dfa in enumerate(self.dfas):
                 states = threads[index]
                 for char in segment:

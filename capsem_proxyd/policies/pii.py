@@ -253,7 +253,7 @@ class OfflinePIIPolicy(PIIPolicyBase):
                                            lowercase_lemmas=not wanted_ner))
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
-        self.stream_holdback = self._pending_matches() if self.check_responses else Fixed(0)
+        self._stream_holdback: Holdback | None | bool = False  # built when first asked (``stream_holdback``)
         # Warm up now (regexes, the suffix snapshot), not on the first request.
         self.analyze_text("warm-up: someone@example.com 4111 1111 1111 1111")
         log.info(
@@ -281,6 +281,15 @@ class OfflinePIIPolicy(PIIPolicyBase):
                     return None
                 widest = max(widest, width)
         return Fixed(widest - 1)
+
+    @property
+    def stream_holdback(self) -> Holdback | None:
+        """Built when first asked, not in ``build_analyzer``: the policy workers build the policy too, and
+        never ask (the engine reads the declaration of the copy built to describe the policy)."""
+        if self._stream_holdback is False:
+            self._stream_holdback = self._pending_matches() if self.check_responses else Fixed(0)
+        assert self._stream_holdback is not True
+        return self._stream_holdback
 
     def _pending_matches(self) -> Holdback | None:
         """What a streamed reply holds back: from the earliest start of a match still pending of a recognizer
