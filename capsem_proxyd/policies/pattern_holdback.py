@@ -270,7 +270,7 @@ class PatternDFA:
     the pattern's own widest match (None: unbounded), the most a thread may hold.
     """
 
-    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii", "widest")
+    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii", "widest", "starts")
 
     def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
         self.widest: int | None = None
@@ -298,9 +298,22 @@ class PatternDFA:
         self.longest = _longest_path(self.initial, self.step)  # the longest match (None: unbounded)
         if self.widest is not None and (self.longest is None or self.widest < self.longest):
             self.longest = self.widest
+        self.starts = self._starts()
         # Per state: a non-ASCII character keeps it live (what a composed letter may become, see ``feed``).
         non_ascii = {self.other} | {symbol for char, symbol in self.symbols.items() if not char.isascii()}
         self.grows_non_ascii = [bool(non_ascii & moves.keys()) for moves in self.step]
+
+    def _starts(self) -> re.Pattern[str]:
+        """The characters a match can begin with, as a character class: where a raw read with no thread
+        alive jumps to (``re``'s search, in C, instead of a step per character)."""
+        if self.initial < 0:
+            return re.compile("(?!)")
+        moves = self.step[self.initial]
+        if self.other in moves:  # every character the DFA has no symbol of starts one: all but those that do not
+            refused = [char for char, symbol in self.symbols.items() if symbol not in moves]
+            return re.compile("[^" + "".join(map(re.escape, refused)) + "]" if refused else "(?s:.)")
+        started = [char for char, symbol in self.symbols.items() if symbol in moves]
+        return re.compile("[" + "".join(map(re.escape, started)) + "]" if started else "(?!)")
 
     def may_continue(self, state: int, first: str) -> bool:
         """Whether a thread in ``state`` may live on through a text that starts with ``first`` or with a
@@ -439,12 +452,18 @@ class PatternTracker:
         thread holds: no less than a match needs, and never more than the pattern's width."""
         offset = self.committed
         for index, dfa in enumerate(self.dfas):  # each DFA through the whole text: fewer look-ups per character
-            initial, symbols, other, step = dfa.initial, dfa.symbols, dfa.other, dfa.step
+            initial, symbols, other, step, starts = dfa.initial, dfa.symbols, dfa.other, dfa.step, dfa.starts.search
             states = self.threads[index]
-            for position, char in enumerate(new_text, offset):
-                if initial >= 0 and initial not in states:
-                    states[initial] = position
-                symbol = symbols.get(char, other)
+            at, length = 0, len(new_text)
+            while at < length:
+                if not states:  # no thread alive: on to where one may begin
+                    found = starts(new_text, at)
+                    if found is None:
+                        break
+                    at = found.start()
+                if initial not in states:
+                    states[initial] = offset + at
+                symbol = symbols.get(new_text[at], other)
                 moved: dict[int, int] = {}
                 for state, begun in states.items():
                     target = step[state].get(symbol)
@@ -452,6 +471,7 @@ class PatternTracker:
                         moved[target] = begun
                 self.steps += len(states)
                 states = moved
+                at += 1
             self.threads[index] = states
         end = self.committed = self.committed + len(new_text)
         earliest = end
