@@ -49,6 +49,14 @@ this module builds on the public methods those shims give it
    stays below the 0.5 threshold. Our blank pipeline sets each token's lemma to
    its lower-case form, which restores context-aware scoring.
 
+Streamed replies (``check_responses``) hold back only what may still become an
+entity (``stream_holdback``, built when first asked): from the earliest start of a
+pending match of the checked recognizers' regexes, read as Presidio reads the
+text (raw), plus a superset of phonenumbers' candidate pattern for phone
+numbers (``_compat/phonenumbers.py``); see ``policies/pattern_holdback.py``.
+Before, the e-mail pattern's unbounded width made every reply wait for the
+64-character cap.
+
 And one of Presidio's own: its ``presidio-analyzer`` logger writes the words
 around every match (prompt text) at DEBUG, and device chatter at INFO, through
 whatever the daemon's log level is. We cap that logger at WARNING.
