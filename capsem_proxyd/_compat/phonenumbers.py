@@ -26,6 +26,16 @@ compiled searches where ``parse`` is a few hundred Python operations per
 region. Every metadata the reasoning needs is checked at build time; a region
 it does not hold for (no metadata, no pattern) gets no pre-filter.
 
+What a stream must hold while a phone number may still be being written
+(``candidate_superset``): every number the matcher finds lies inside a match of
+its candidate pattern, ``_PATTERN``; but that pattern's overlapping bounded
+counters (``\\d{1,20}`` blocks, ``{0,4}`` punctuation, extension forms) make
+a DFA that takes minutes to build. Its superset: an optional lead (an opening
+bracket or a plus sign, then its punctuation), a digit, then digits and
+phonenumbers' ``_VALID_PUNCTUATION``, then optionally the characters of any
+extension form followed by digits. The canary checks that every candidate the
+pattern matches matches it.
+
 One difference remains, on purpose: ``PhoneNumberMatcher`` stops after 65,535
 failed tries in one text (its ``max_tries``, about 400 kB of source code);
 ours starts a matcher per window and so keeps looking. It can only find more.
@@ -49,6 +59,7 @@ from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
+    _VALID_PUNCTUATION,
     COUNTRY_CODE_TO_REGION_CODE,
     SUPPORTED_REGIONS,
     country_code_for_region,
@@ -188,3 +199,18 @@ def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:
     """The parts of ``text`` the phone matcher must see for any region: each candidate with ``min_digits``
     digits or more (or any letter)."""
     return windows_of(phone_scan(text, min_digits), len(text), lambda candidate: candidate.long_enough)
+
+
+# Every character an extension form (``_EXTN_PATTERNS_FOR_MATCHING``: ";ext=", "ext.", "extensión", "ｘ", "#",
+# "доб", "anexo", "int", ...) has before its digits, and their separators; case comes from IGNORECASE.
+_EXTENSION_CHARS = " \\xa0\\t,\\-;=:\\.．#＃~～xｘeｅtｔnｎsioóaдобｉ"
+
+
+def candidate_superset() -> re.Pattern[str]:
+    """A pattern that matches every candidate the matcher's scan can find (module docstring), with few
+    DFA states: what a stream holds back while a phone number may still be being written."""
+    lead = "(\\[（［+＋"
+    return re.compile(
+        f"(?:[{lead}][{_VALID_PUNCTUATION}{lead}]*)?\\d[{_VALID_PUNCTUATION}\\d]*(?:[{_EXTENSION_CHARS}]*\\d+#?)?",
+        re.IGNORECASE,
+    )

@@ -22,7 +22,8 @@ depends on what a policy can match, so a policy says it:
   its paragraph (and on, while the paragraph as shown ends in a term's start);
 * ``stream_holdback = Patterns(regexes)`` (``pattern_holdback.py``): the end of
   the text from the earliest start of a match of a regex still pending, usually
-  nothing, whatever the regexes' width (a DFA per regex, read incrementally);
+  nothing, whatever the regexes' width (a DFA per regex, read incrementally;
+  ``raw`` for a policy that reads the text as written, the PII policy);
 * ``stream_holdback = Combined(...)``: the most any of several declarations
   holds (the Rules policy: its terms, and its regexes).
 

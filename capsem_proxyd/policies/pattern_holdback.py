@@ -33,9 +33,19 @@ what the DFA library cannot express is made *bigger* (``_Translator``):
 * anchors, ``\\b``, lookarounds match the empty string (they only ever remove
   matches); a backreference matches any text; atomic and possessive forms read
   as ordinary ones (a superset);
+* a repeat inside a repeat (``(?:[ -]?[A-Z0-9]{4}){2,6}``: counters the DFA
+  multiplies) is refused, unless the DFA is built ``widened``: then such a
+  repeat and every repeat around it lose their upper bound (``{4,}``,
+  ``{2,}``: a superset, with few states), and a pending thread holds at
+  most the pattern's own widest match minus one (``holdback.regex_width``,
+  counted in the text as read): no match of the pattern began earlier;
 * a pattern the translation or the library still refuses is not a ``Patterns``
   pattern: the Rules policy holds its widest match as before, or the cap when
   it is unbounded, and says so at start-up (``untranslatable``).
+
+A declaration for a policy that reads the text as it is written (the PII
+policy: Presidio's recognizers see the raw text) is built ``raw``: no
+normalization, each character read once as it comes, nothing read again.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ from typing import Any
 
 import interegular
 
+from capsem_proxyd.policies.holdback import regex_width
 from capsem_proxyd.policies.normalize import visible
 
 # The stdlib's regex parser (the one ``re.compile`` runs; ``holdback.regex_width`` reads it too).
@@ -93,8 +104,9 @@ class CharSet:
 
     def ignoring_case(self) -> CharSet:
         """A superset of what the set matches under ``IGNORECASE``."""
-        if self.negated:  # a cased character excluded may still match through a twin: exclude only uncased ones
-            return CharSet((char for char in self.chars if char.lower() == char.upper()), True)
+        if self.negated:  # a cased character excluded may still match through a twin: excluded only with its twins
+            return CharSet((char for char in self.chars if char.lower() == char.upper() or (
+                char.isascii() and char.lower() in self.chars and char.upper() in self.chars)), True)
         if not any(char.lower() != char.upper() or not char.isascii() for char in self.chars):
             return self
         twins = {twin for char in self.chars for twin in (char, char.lower(), char.upper()) if len(twin) == 1}
@@ -131,10 +143,13 @@ class Untranslatable(Exception):
 class _Translator:
     """A Python regex as an ``interegular`` regex whose language contains it (see the module docstring)."""
 
-    def __init__(self, pattern: re.Pattern[str]) -> None:
+    def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
         self.parsed = _PARSER.parse(pattern.pattern, pattern.flags)
         self.flags = self.parsed.state.flags
+        self.widened = widened or unbounded  # a repeat inside a repeat loses its bound (and those around it)
+        self.unbounded = unbounded  # every repeat of more than one loses its bound
         self.repeating = 0  # how many repeats the item being translated is inside
+        self.inner_repeat = False  # whether the item being translated holds a repeat (of more than one)
         self.size = 0  # characters and classes, counting each copy a bounded repeat makes
 
     def translate(self) -> str:
@@ -159,14 +174,20 @@ class _Translator:
             return "(?:" + self._sequence(inner, (flags | added) & ~removed) + ")"
         if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
             low, high, inner = arg
-            if self.repeating and high > 1:
+            if self.repeating and high > 1 and not self.widened:
                 raise Untranslatable("a repeat inside a repeat")  # the library's DFA can grow exponentially
-            most = "" if high >= _CONSTANTS.MAXREPEAT else str(high)
-            self.repeating += high > 1
-            before = self.size
+            repeats = high > 1
+            inside = self.repeating > 0
+            self.repeating += repeats
+            before, around = self.size, self.inner_repeat
+            self.inner_repeat = False
             body = self._sequence(inner, flags)
+            if self.widened and repeats and (inside or self.inner_repeat or self.unbounded):
+                high = _CONSTANTS.MAXREPEAT  # a superset without the counters that multiply states
+            most = "" if high >= _CONSTANTS.MAXREPEAT else str(high)
             self.size = before + (self.size - before) * max(1, min(high, low + 1))
-            self.repeating -= high > 1
+            self.inner_repeat = around or repeats or self.inner_repeat
+            self.repeating -= repeats
             return f"(?:{body}){{{low},{most}}}"
         if name == "ATOMIC_GROUP":
             return "(?:" + self._sequence(arg, flags) + ")"
@@ -223,11 +244,11 @@ class _build_budget:  # noqa: N801 - used as a statement, like a context manager
     debugger, coverage) is put back afterwards."""
 
     def __init__(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
+        self.deadline = time.thread_time() + seconds
         self.previous: Any = None
 
     def _trace(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and time.monotonic() > self.deadline:
+        if event == "call" and time.thread_time() > self.deadline:
             raise _OverBudget
 
     def __enter__(self) -> None:
@@ -241,14 +262,24 @@ class _build_budget:  # noqa: N801 - used as a statement, like a context manager
 
 
 class PatternDFA:
-    """One pattern's DFA, live states only: ``step[state][symbol]`` (absent: dead), ``symbols`` per character."""
+    """One pattern's DFA, live states only: ``step[state][symbol]`` (absent: dead), ``symbols`` per character.
 
-    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii")
+    ``widened`` (see the module docstring): repeats inside repeats lose their bound instead of refusing the
+    pattern; ``unbounded``: every repeat of more than one does (a pattern whose counters overlap on the same
+    characters, like phonenumbers' candidate pattern, whose DFA takes minutes otherwise). ``widest`` is then
+    the pattern's own widest match (None: unbounded), the most a thread may hold.
+    """
 
-    def __init__(self, pattern: re.Pattern[str]) -> None:
+    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii", "widest", "starts")
+
+    def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
+        self.widest: int | None = None
         try:
             with _build_budget(_BUILD_SECONDS):
-                fsm = interegular.parse_pattern(_Translator(pattern).translate()).to_fsm()
+                translated = _Translator(pattern, widened=widened, unbounded=unbounded).translate()
+                fsm = interegular.parse_pattern(translated).to_fsm()
+            if widened or unbounded:
+                self.widest = regex_width(pattern)
         except (interegular.Unsupported, interegular.InvalidSyntax, RecursionError, ValueError) as error:
             raise Untranslatable(type(error).__name__) from None
         if len(fsm.states) > _MOST_STATES:
@@ -265,9 +296,24 @@ class PatternDFA:
         self.symbols = {char: symbol for char, symbol in fsm.alphabet.items() if char is not anything_else}
         self.other = fsm.alphabet[anything_else]
         self.longest = _longest_path(self.initial, self.step)  # the longest match (None: unbounded)
+        if self.widest is not None and (self.longest is None or self.widest < self.longest):
+            self.longest = self.widest
+        self.starts = self._starts()
         # Per state: a non-ASCII character keeps it live (what a composed letter may become, see ``feed``).
         non_ascii = {self.other} | {symbol for char, symbol in self.symbols.items() if not char.isascii()}
         self.grows_non_ascii = [bool(non_ascii & moves.keys()) for moves in self.step]
+
+    def _starts(self) -> re.Pattern[str]:
+        """The characters a match can begin with, as a character class: where a raw read with no thread
+        alive jumps to (``re``'s search, in C, instead of a step per character)."""
+        if self.initial < 0:
+            return re.compile("(?!)")
+        moves = self.step[self.initial]
+        if self.other in moves:  # every character the DFA has no symbol of starts one: all but those that do not
+            refused = [char for char, symbol in self.symbols.items() if symbol not in moves]
+            return re.compile("[^" + "".join(map(re.escape, refused)) + "]" if refused else "(?s:.)")
+        started = [char for char, symbol in self.symbols.items() if symbol in moves]
+        return re.compile("[" + "".join(map(re.escape, started)) + "]" if started else "(?!)")
 
     def may_continue(self, state: int, first: str) -> bool:
         """Whether a thread in ``state`` may live on through a text that starts with ``first`` or with a
@@ -332,13 +378,14 @@ class Patterns:
 
     holds_only_pending = True
 
-    def __init__(self, patterns: Iterable[re.Pattern[str]]) -> None:
+    def __init__(self, patterns: Iterable[re.Pattern[str]], *, raw: bool = False) -> None:
+        self.raw = raw  # the text as written (the PII policy's), not as ``visible`` reads it
         self._set(PatternDFA(pattern) for pattern in patterns)
 
     @classmethod
-    def of(cls, dfas: Iterable[PatternDFA]) -> Patterns:
+    def of(cls, dfas: Iterable[PatternDFA], *, raw: bool = False) -> Patterns:
         """From DFAs already built (the caller chose what to do with the patterns that have none)."""
-        patterns = cls(())
+        patterns = cls((), raw=raw)
         patterns._set(dfas)
         return patterns
 
@@ -349,31 +396,35 @@ class Patterns:
         self.bound: int | None = None if None in widths else max((w - 1 for w in widths if w is not None), default=0)
 
     def tracker(self) -> PatternTracker:
-        return PatternTracker(self.dfas)
+        return PatternTracker(self.dfas, raw=self.raw)
 
     def held(self, text: str) -> int:
         return self.tracker().feed(text)
 
     def __repr__(self) -> str:
-        return f"Patterns({len(self.dfas)} regexes)"
+        return f"Patterns({len(self.dfas)} regexes{', raw' if self.raw else ''})"
 
 
 class PatternTracker:
     """One channel's threads for each DFA: ``feed(new_text)`` answers how many characters of the end to hold.
 
-    ``steps`` counts DFA transitions taken (the adversarial test reads it).
+    ``steps`` counts DFA transitions taken (the adversarial test reads it). ``raw``: the text is read as it
+    is written, each character once (no segments, no tail read again).
     """
 
-    __slots__ = ("dfas", "threads", "committed", "tail", "steps")
+    __slots__ = ("dfas", "threads", "committed", "tail", "steps", "raw")
 
-    def __init__(self, dfas: Sequence[PatternDFA]) -> None:
+    def __init__(self, dfas: Sequence[PatternDFA], *, raw: bool = False) -> None:
         self.dfas = tuple(dfas)
         self.threads: list[dict[int, int]] = [{} for _ in self.dfas]  # per DFA: live state -> earliest start
         self.committed = 0  # raw characters read for good
         self.tail = ""  # raw text after them: its last segment, which more text may still change
         self.steps = 0
+        self.raw = raw
 
     def feed(self, new_text: str) -> int:
+        if self.raw:
+            return self._feed_raw(new_text)
         tail = self.tail + new_text
         cut = _last_boundary(tail, len(self.tail))  # the old tail had none: look in the new text only
         if cut:
@@ -390,6 +441,47 @@ class PatternTracker:
         earliest = min((start for states in threads for start in states.values()), default=end)
         if tail and _may_compose(tail):
             earliest = min(earliest, self._changeable(tail))
+        return end - earliest
+
+    def _feed_raw(self, new_text: str) -> int:
+        """Read ``new_text`` for good; hold from the earliest start of a thread that may still complete a match.
+
+        A widened DFA's thread may stand for several (one state keeps the earliest start of all that reach
+        it): past its pattern's widest match the earliest can no longer complete one, but a later one may.
+        Any match still pending began within the last ``widest - 1`` characters, so that is the most such a
+        thread holds: no less than a match needs, and never more than the pattern's width."""
+        offset = self.committed
+        for index, dfa in enumerate(self.dfas):  # each DFA through the whole text: fewer look-ups per character
+            initial, symbols, other, step, starts = dfa.initial, dfa.symbols, dfa.other, dfa.step, dfa.starts.search
+            states = self.threads[index]
+            at, length = 0, len(new_text)
+            while at < length:
+                if not states:  # no thread alive: on to where one may begin
+                    found = starts(new_text, at)
+                    if found is None:
+                        break
+                    at = found.start()
+                if initial not in states:
+                    states[initial] = offset + at
+                symbol = symbols.get(new_text[at], other)
+                moved: dict[int, int] = {}
+                for state, begun in states.items():
+                    target = step[state].get(symbol)
+                    if target is not None and (target not in moved or begun < moved[target]):
+                        moved[target] = begun
+                self.steps += len(states)
+                states = moved
+                at += 1
+            self.threads[index] = states
+        end = self.committed = self.committed + len(new_text)
+        earliest = end
+        for dfa, states in zip(self.dfas, self.threads):
+            if not states:
+                continue
+            start = min(states.values())
+            if dfa.widest is not None:
+                start = max(start, end - dfa.widest + 1)
+            earliest = min(earliest, start)
         return end - earliest
 
     def _changeable(self, tail: str) -> int:

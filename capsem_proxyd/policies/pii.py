@@ -49,6 +49,14 @@ this module builds on the public methods those shims give it
    stays below the 0.5 threshold. Our blank pipeline sets each token's lemma to
    its lower-case form, which restores context-aware scoring.
 
+Streamed replies (``check_responses``) hold back only what may still become an
+entity (``stream_holdback``, built when first asked): from the earliest start of a
+pending match of the checked recognizers' regexes, read as Presidio reads the
+text (raw), plus a superset of phonenumbers' candidate pattern for phone
+numbers (``_compat/phonenumbers.py``); see ``policies/pattern_holdback.py``.
+Before, the e-mail pattern's unbounded width made every reply wait for the
+64-character cap.
+
 And one of Presidio's own: its ``presidio-analyzer`` logger writes the words
 around every match (prompt text) at DEBUG, and device chatter at INFO, through
 whatever the daemon's log level is. We cap that logger at WARNING.
@@ -82,7 +90,8 @@ from typing import Any
 import trio
 
 from capsem_proxyd.policies.declarations import in_worker
-from capsem_proxyd.policies.holdback import Fixed, regex_width
+from capsem_proxyd.policies.holdback import Combined, Fixed, Holdback, regex_width
+from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
 
 log = logging.getLogger("capsem_proxyd.enforcement.pii")
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # its DEBUG lines quote prompt text
@@ -96,10 +105,11 @@ try:  # defect 1: the module's stray imports make this fail without presidio
     from capsem.tools import Tool
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
-    from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
     from spacy.language import Language
 
     from capsem_proxyd._compat.capsem_pii import PIIPolicyBase
+    from capsem_proxyd._compat.phonenumbers import candidate_superset
     from capsem_proxyd._compat.presidio import (
         CandidatePhoneRecognizer,
         IndexedContextEnhancer,
@@ -251,7 +261,7 @@ class OfflinePIIPolicy(PIIPolicyBase):
                                            lowercase_lemmas=not wanted_ner))
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
-        self.stream_holdback = widest if self.check_responses else Fixed(0)
+        self._stream_holdback: Holdback | None | bool = False  # built when first asked (``stream_holdback``)
         # Warm up now (regexes, the suffix snapshot), not on the first request.
         self.analyze_text("warm-up: someone@example.com 4111 1111 1111 1111")
         log.info(
@@ -279,6 +289,50 @@ class OfflinePIIPolicy(PIIPolicyBase):
                     return None
                 widest = max(widest, width)
         return Fixed(widest - 1)
+
+    @property
+    def stream_holdback(self) -> Holdback | None:
+        """Built when first asked, not in ``build_analyzer``: the policy workers build the policy too, and
+        never ask (the engine reads the declaration of the copy built to describe the policy)."""
+        if self._stream_holdback is False:
+            self._stream_holdback = self._pending_matches() if self.check_responses else Fixed(0)
+        assert self._stream_holdback is not True
+        return self._stream_holdback
+
+    def _pending_matches(self) -> Holdback | None:
+        """What a streamed reply holds back: from the earliest start of a match still pending of a recognizer
+        of the checked entities (``pattern_holdback.Patterns``, reading the text as Presidio does: raw), not
+        the cap. Every pattern counts as able to match: context words and the score threshold only ever
+        lower what is reported, and so do the recognizers' checksums. The phone recognizer finds numbers
+        inside phonenumbers' candidates: a superset of its candidate pattern stands for it. A pattern with no
+        DFA holds its widest match; a recognizer with neither (NER) makes it the cap (None)."""
+        wanted = {entity.value for entity in self.entity_decisions}
+        dfas: list[PatternDFA] = []
+        fixed: list[Holdback] = []
+        for recognizer in self.analyzer.registry.recognizers:
+            if not wanted & set(getattr(recognizer, "supported_entities", ())):
+                continue
+            if isinstance(recognizer, PhoneRecognizer):
+                patterns = [candidate_superset()]
+            elif isinstance(recognizer, SpacyRecognizer) and getattr(self.analyzer.nlp_engine, "finds_no_entities",
+                                                                      False):
+                continue  # it reports only the pipeline's entities, and the blank pipeline finds none
+            else:
+                flags = getattr(recognizer, "global_regex_flags", 0) or 0
+                patterns = [re.compile(pattern.regex, flags) for pattern in getattr(recognizer, "patterns", None) or ()]
+                if not patterns:
+                    return None
+            for pattern in patterns:
+                try:
+                    dfas.append(PatternDFA(pattern, widened=True))
+                except Untranslatable as error:
+                    width = regex_width(pattern)
+                    if width is None:
+                        log.warning("PII %s: held back by the cap, not by its pending matches (%s)",
+                                    type(recognizer).__name__, error)
+                        return None
+                    fixed.append(Fixed(width - 1))
+        return Combined([Patterns.of(dfas, raw=True), *fixed])
 
     # -- analysis ------------------------------------------------------------
 

@@ -4,7 +4,9 @@
 candidate pattern) and ``_SECOND_NUMBER_START_PATTERN`` (its trim), and
 repeats what ``PhoneNumberMatcher._find`` does with them (via
 ``_trim_after_first_match``) and how far ``_extract_match`` reads past a
-candidate (``_TIME_STAMPS_SUFFIX``, three characters). That the windows find
+candidate (``_TIME_STAMPS_SUFFIX``, three characters). ``candidate_superset`` is built from its
+private ``_VALID_PUNCTUATION`` and the extension forms of ``_EXTN_PATTERNS_FOR_MATCHING``: every
+candidate must match it. That the windows find
 what the matcher finds on random text is ``tests/policy/test_pii_speed.py``.
 """
 
@@ -14,12 +16,14 @@ import inspect
 import re
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 phonenumbers = pytest.importorskip("phonenumbers", reason="the 'pii' extra is not installed")
 
 from phonenumbers import phonenumbermatcher, phonenumberutil  # noqa: E402
 
-from capsem_proxyd._compat.phonenumbers import READ_PAST_CANDIDATE, phone_windows  # noqa: E402
+from capsem_proxyd._compat.phonenumbers import READ_PAST_CANDIDATE, candidate_superset, phone_windows  # noqa: E402
 from tests._compat.pins import assert_below_next_minor  # noqa: E402
 
 
@@ -29,6 +33,8 @@ def test_phonenumbers_is_pinned_below_its_next_minor_release() -> None:
 
 def test_the_private_patterns_still_exist() -> None:
     assert isinstance(phonenumbermatcher._PATTERN, re.Pattern)
+    assert isinstance(phonenumberutil._VALID_PUNCTUATION, str) and isinstance(
+        phonenumberutil._EXTN_PATTERNS_FOR_MATCHING, str)
     assert isinstance(phonenumberutil._SECOND_NUMBER_START_PATTERN, re.Pattern)
     assert phonenumbermatcher._SECOND_NUMBER_START_PATTERN is phonenumberutil._SECOND_NUMBER_START_PATTERN
 
@@ -79,3 +85,18 @@ def test_a_number_without_a_plus_keeps_the_default_region_s_code_unless_its_inte
     assert "default_country_code = metadata.country_code" in extract
     strip = inspect.getsource(phonenumberutil._maybe_strip_i18n_prefix_and_normalize)
     assert "_PLUS_CHARS_PATTERN.match(number)" in strip and "idd_pattern = re_compile(possible_idd_prefix)" in strip
+
+
+@given(st.from_regex(phonenumbermatcher._PATTERN, fullmatch=True))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_every_candidate_matches_the_superset_a_stream_holds_for(candidate: str) -> None:
+    """Whatever phonenumbers' candidate pattern matches (``_PATTERN``: its ``_VALID_PUNCTUATION`` and
+    ``_EXTN_PATTERNS_FOR_MATCHING``), ``candidate_superset`` matches: a phone number being written is held."""
+    assert candidate_superset().fullmatch(candidate) is not None, candidate
+
+
+@given(st.from_regex(re.compile(r"[ ]{0,2}(?:[(+][ ]?){0,2}\d{1,4}(?:[ \-./]{1,2}\d{1,4}){0,5}"
+                                r"(?:(?: ?ext\.? ?| ?x| #|;ext=| anexo |, int )\d{1,4}#?)?"), fullmatch=True))
+def test_every_candidate_found_in_number_like_text_matches_the_superset(text: str) -> None:
+    for found in phonenumbermatcher._PATTERN.finditer(text):
+        assert candidate_superset().fullmatch(found.group()) is not None, found.group()

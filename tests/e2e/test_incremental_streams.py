@@ -160,3 +160,45 @@ async def test_regexes_of_unbounded_width_hold_only_while_a_match_is_pending(
     assert text == "".join(CHUNKS)
     record = fake.streams[-1]
     assert record.completed and sent_at_first_text < record.events_sent - 1, (sent_at_first_text, record.events_sent)
+
+
+PII_PATTERNS = """
+ner = false
+check_responses = true
+[entity_decisions]
+EMAIL_ADDRESS = "BLOCK"
+CREDIT_CARD = "BLOCK"
+US_SSN = "BLOCK"
+IBAN_CODE = "BLOCK"
+CRYPTO = "BLOCK"
+PHONE_NUMBER = "LOG"
+IP_ADDRESS = "LOG"
+US_BANK_NUMBER = "LOG"
+"""
+
+
+@pytest.mark.parametrize("shape", ["chat completions", "anthropic messages"])
+async def test_a_reply_checked_by_pii_streams_incrementally(
+    shape: str, start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """Issue 22: PII's pattern entities (its unbounded e-mail pattern, phone numbers found by a matcher)
+    held the 64-character cap on every streamed reply, so this answer arrived whole at the end; now only what
+    may still become an entity is held, and the answer reaches the SDK before the upstream ends."""
+    pytest.importorskip("presidio_analyzer")
+    pii_proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path, pii=PII_PATTERNS)
+    fake.script(Reply(chunks=CHUNKS, chunk_delay=DELAY))
+
+    def read() -> tuple[int, str]:
+        sent_at_first_text: int | None = None
+        texts = []
+        for text in SHAPES[shape](pii_proxy):
+            if text and sent_at_first_text is None:
+                sent_at_first_text = fake.streams[-1].events_sent
+            texts.append(text)
+        assert sent_at_first_text is not None, "no text arrived"
+        return sent_at_first_text, "".join(texts)
+
+    sent_at_first_text, text = await in_thread(read)
+    assert text == "".join(CHUNKS)
+    record = fake.streams[-1]
+    assert record.completed and sent_at_first_text < record.events_sent - 1, (sent_at_first_text, record.events_sent)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import regex
 import trio
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from capsem_proxyd.policies.holdback import regex_width
 from capsem_proxyd.policies.normalize import visible
-from capsem_proxyd.policies.pattern_holdback import Patterns, Untranslatable
+from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
 from capsem_proxyd.policies.rules import RulesPolicy
 from tests.policy.test_holdback import _set, _stream_through
 from tests.proxy.test_release import Playbook
@@ -188,3 +190,53 @@ def test_a_pattern_whose_dfa_explodes_falls_back_instead_of_stalling_the_start()
     else:
         raise AssertionError("an exponential DFA was built")
     assert PatternDFA(re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")).initial >= 0  # the budget leaves usual patterns be
+
+
+def _pending_oracle(pattern: str, text: str) -> int:
+    """Characters of ``text``'s end from the first position where a match may begin that more text must
+    still complete (``regex``'s partial match: not a whole match yet)."""
+    for start in range(len(text)):
+        found = regex.fullmatch(pattern, text[start:], partial=True)
+        if found is not None and found.partial:
+            return len(text) - start
+    return 0
+
+
+@given(pattern=_patterns(), text=st.text(alphabet=ALPHABET + " x", max_size=30), cuts=st.lists(st.integers(1, 29)))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_a_widened_pattern_read_raw_holds_every_pending_match_and_no_more_than_its_width(
+    pattern: str, text: str, cuts: list[int]
+) -> None:
+    """The PII policy's reading (``raw``, repeats inside repeats unbounded): whatever the pattern of the grammar
+    (nested repeats included) and the cuts, at least every start of a match still to be completed is held, and
+    never more than the pattern's widest match minus one when it has one."""
+    compiled = re.compile(pattern)
+    try:
+        patterns = Patterns.of([PatternDFA(compiled, widened=True)], raw=True)
+    except Untranslatable:
+        assume(False)
+        raise
+    widest = regex_width(compiled)
+    tracker = patterns.tracker()
+    seen = ""
+    for piece in _cut(text, cuts):
+        seen += piece
+        held = tracker.feed(piece)
+        assert held >= _pending_oracle(pattern, seen), (pattern, seen)
+        assert widest is None or held <= max(0, widest - 1), (pattern, seen, widest)
+
+
+def test_nested_repeats_are_read_unbounded_only_when_widened() -> None:
+    iban_like = re.compile(r"[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]{4}){2,6}")
+    with pytest.raises(Untranslatable, match="repeat inside a repeat"):
+        PatternDFA(iban_like)
+    tracker = Patterns.of([PatternDFA(iban_like, widened=True)], raw=True).tracker()
+    assert tracker.feed("pay to DE89 3704") == len("DE89 3704")
+    assert tracker.feed(" 0044 0532 0130 0099 8877 6655 4433") <= 42  # its widest match (43) minus one
+
+
+def test_a_digit_class_under_ignorecase_takes_no_letter() -> None:
+    """``\\d`` is a category: case folding gives it no letter (it used to take every letter, so every word
+    was held for a pattern that starts with a digit)."""
+    assert Patterns([re.compile(r"\d+-\d+", re.IGNORECASE)]).held("call me-") == 0
+    assert Patterns([re.compile(r"\d+-\d+", re.IGNORECASE)]).held("call me at 12-") == len("12-")
