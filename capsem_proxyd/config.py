@@ -24,8 +24,10 @@ class Setting:
 
     ``option``: the flag's name when it is not the field's (``--cors-origin`` for
     ``cors_origins``); ``envvars``: environment variables read after
-    ``CAPSEM_PROXYD_<OPTION>``; ``file``: the value names a file; ``reloads``:
-    a reload (SIGHUP) applies a new value, every other setting needs a restart.
+    ``CAPSEM_PROXYD_<OPTION>``; ``file``: the value names a file; ``folder``: each
+    value names an existing folder (its environment variable lists them separated by
+    ``os.pathsep``, as ``PYTHONPATH`` does); ``reloads``: a reload (SIGHUP) applies a
+    new value, every other setting needs a restart.
     """
 
     help: str
@@ -35,6 +37,7 @@ class Setting:
     option: str | None = None
     envvars: tuple[str, ...] = ()
     file: bool = False
+    folder: bool = False
     reloads: bool = False
 
 
@@ -62,6 +65,11 @@ class Settings:
         True, "Check requests and replies with policies (--policy-dir's, else the Debug policy alone). "
         "--no-policies runs with none: every request is forwarded unchecked (said in the start-up line and "
         "/health). Without it, a policy folder with no policy file is a configuration error.", reloads=True,
+    )
+    policy_path: tuple[str, ...] = setting(
+        (), "Folder added to the import path of class = \"module:Class\" policies, in the proxy's process and its "
+        "policy worker processes (repeatable; looked in before the installed packages, as PYTHONPATH is). "
+        "Env: separated by ':'.", folder=True, reloads=True,
     )
     shadow_policy_dir: str | None = setting(
         None, "Folder of candidate policies evaluated on live traffic after the real decision: "

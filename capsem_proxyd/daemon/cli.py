@@ -115,6 +115,34 @@ def list_policies(**options: Any) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
+@cli.group("policy")
+def policy() -> None:
+    """Write your own policy."""
+
+
+@policy.command("new")
+@click.argument("name")
+@click.option("--dir", "folder", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write NAME.py and NAME.toml into: give it as --policy-dir and --policy-path.")
+@click.option("--force", is_flag=True, help="Replace NAME.py and NAME.toml when they exist.")
+def policy_new(name: str, folder: str, force: bool) -> None:
+    """Write a working policy to start from: NAME.py (every hook, with its signature) and NAME.toml.
+
+    As written, it blocks the word in NAME.toml's blocked_words wherever it appears.
+    """
+    from pathlib import Path
+
+    from capsem_proxyd.daemon.skeleton import SkeletonError, write_skeleton
+
+    try:
+        skeleton = write_skeleton(name, Path(folder), overwrite=force)
+    except SkeletonError as error:
+        raise ConfigError(str(error)) from None
+    where = os.path.abspath(folder)
+    click.echo(f"wrote {skeleton.module} ({skeleton.class_name}) and {skeleton.policy_file}")
+    click.echo(f"try it: capsem-proxyd check --policy-dir {where} --policy-path {where}")
+
+
 @cli.command("tenant-id")
 def tenant_id() -> None:
     """Print the tenant id of the API key read from stdin (for --tenants-file and --tenant-profiles)."""

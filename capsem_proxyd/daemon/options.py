@@ -101,6 +101,8 @@ def settings_from(options: dict[str, Any]) -> Settings:
         raise ConfigError("--certfile and --keyfile go together: give both to serve HTTPS, or neither")
     if options.get("state_dir"):  # --daemon changes the working directory: resolved before it does
         options["state_dir"] = os.path.abspath(os.path.expanduser(options["state_dir"]))
+    if options.get("policy_path"):  # likewise, and a worker process must find the same folders
+        options["policy_path"] = tuple(os.path.abspath(os.path.expanduser(path)) for path in options["policy_path"])
     return Settings(**options)
 
 
@@ -134,7 +136,7 @@ def _setting_option(item: Field[Any], hint: Any) -> Callable[[Callable[..., Any]
     if hint is bool:
         return click.option(f"--{name}/--no-{name}", item.name, **common)
     if typing.get_origin(hint) is tuple:
-        return click.option(f"--{name}", item.name, multiple=True, **common)
+        return click.option(f"--{name}", item.name, multiple=True, type=_click_type(spec, hint), **common)
     return click.option(f"--{name}", item.name, type=_click_type(spec, hint), **common)
 
 
@@ -143,6 +145,8 @@ def _click_type(spec: Setting, hint: Any) -> Any:
         return click.Choice(spec.choices, case_sensitive=False)
     if spec.file:
         return click.Path(dir_okay=False)
+    if spec.folder:  # click splits its environment variable on os.pathsep
+        return click.Path(exists=True, file_okay=False)
     if hint is int:
         return click.IntRange(min=_bound(spec.minimum), max=_bound(spec.maximum))
     if hint is float:
