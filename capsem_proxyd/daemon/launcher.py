@@ -13,7 +13,7 @@ from hypercorn.config import Sockets
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon import notify
-from capsem_proxyd.daemon.process import ServerWorkers, daemonize, remove_pidfile, write_pidfile
+from capsem_proxyd.daemon.process import DEFAULT_PIDFILE, PidFile, ServerWorkers, daemonize
 from capsem_proxyd.daemon.server import SettingsLoader, bind_sockets, describe, serve
 from capsem_proxyd.enforcement.tenants import PolicyConfig
 
@@ -28,19 +28,28 @@ def launch(
     detach: bool = False,
     log_file: str = "capsem-proxyd.log",
 ) -> int:
-    """Bind, then serve; returns the process exit code. Binding errors raise OSError."""
-    sockets = bind_sockets(settings)
+    """Lock the pidfile, bind, then serve; returns the process exit code.
+
+    ProcessError when the pidfile is held by a running proxy or cannot be written (nothing is bound
+    then); binding errors raise OSError.
+    """
+    path = settings.pidfile or (DEFAULT_PIDFILE if detach else None)
+    pidfile = PidFile(os.path.abspath(path)) if path else None
+    if pidfile is not None:
+        pidfile.acquire()
+    try:
+        sockets = bind_sockets(settings)
+    except BaseException:
+        if pidfile is not None:
+            pidfile.release()
+        raise
     # Outside the window where serve() listens for signals (start-up, final clean-up),
     # SIGTERM still means "stop": exit 0 instead of dying by the signal.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     report: Callable[[str], None] = lambda message: None  # noqa: E731
-    pidfile = settings.pidfile
     if detach:
-        pidfile = pidfile or "capsem-proxyd.pid"
-        pidfile = os.path.abspath(pidfile)
+        assert pidfile is not None
         report = daemonize(os.path.abspath(log_file), pidfile)
-    elif pidfile:
-        write_pidfile(pidfile)
     try:
         if settings.workers > 1:
             return _run_workers(settings, config, reload_settings, sockets, report)
@@ -50,7 +59,8 @@ def launch(
         report(f"{type(error).__name__}: {error}")
         raise
     finally:
-        remove_pidfile(pidfile)
+        if pidfile is not None:
+            pidfile.release()
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

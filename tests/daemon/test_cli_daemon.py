@@ -169,7 +169,8 @@ async def test_daemon_mode_status_reload_and_stop(tmp_path: Path, fake: FakeUpst
         status = await trio.to_thread.run_sync(lambda: run_cli("status", *common, "--port", str(port)))
         assert status.returncode == 0 and "running: pid" in status.stdout
         assert (await post(f"http://127.0.0.1:{port}", BLOCKED)).status_code == 400
-        assert run_cli("reload", *common).returncode == 0
+        reloaded = await trio.to_thread.run_sync(lambda: run_cli("reload", *common, "--port", str(port)))
+        assert reloaded.returncode == 0 and "reloaded" in reloaded.stdout, reloaded.stderr
         stopped = await trio.to_thread.run_sync(lambda: run_cli("stop", *common))
         assert stopped.returncode == 0, stopped.stderr
         assert not pidfile.exists()
