@@ -191,7 +191,11 @@ class Settings:
         "responses 30 days).", minimum=0.0001, reloads=True,
     )
     workers: int = setting(1, "Worker processes serving the one port (for multi-core hosts).", minimum=1, maximum=64)
-    pidfile: str | None = setting(None, "Write the main process id here (used by stop, status and reload).")
+    pidfile: str | None = setting(
+        None, "Write the main process id here, locked while the proxy runs: a second start with the same pidfile "
+        "is refused; stop, status and reload read it (default: none; capsem-proxyd.pid with --daemon, and for stop, "
+        "status and reload).",
+    )
 
 
 DEFAULTS = Settings()

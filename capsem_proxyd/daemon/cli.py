@@ -185,11 +185,15 @@ def show_config(ctx: click.Context, **options: Any) -> None:
 def _control_target(options: dict[str, Any]) -> tuple[str, int, str]:
     """From the resolved options of stop, status or reload: the pidfile, the pid of the proxy holding it,
     and the base URL of its /health; ClickException ("not running: ...") when no proxy holds it."""
-    from capsem_proxyd.daemon.process import DEFAULT_PIDFILE, ProcessError, running_pid
+    from capsem_proxyd.daemon.process import DEFAULT_PIDFILE, ProcessError, pid_alive, running_pid
 
-    url = options.pop("url", None)
+    url, given_pid = options.pop("url", None), options.pop("pid", None)
     settings = settings_from(options)
     pidfile = settings.pidfile or DEFAULT_PIDFILE
+    if given_pid is not None:  # systemd's $MAINPID: no pidfile under systemd
+        if not pid_alive(given_pid):
+            raise click.ClickException(f"not running: no process {given_pid}")
+        return pidfile, given_pid, url or _health_base(settings)
     try:
         pid = running_pid(pidfile)
     except ProcessError as error:
@@ -243,6 +247,8 @@ def stop(timeout: float, **options: Any) -> None:
 @cli.command()
 @control_options
 @_URL_OPTION
+@click.option("--pid", type=click.IntRange(min=1), default=None,
+              help="The proxy's process id instead of its pidfile (ExecReload=... reload --pid $MAINPID).")
 @click.option("--timeout", default=60.0, show_default=True,
               help="Seconds to wait for the proxy's verdict on the new configuration.")
 def reload(timeout: float, **options: Any) -> None:

@@ -130,9 +130,9 @@ async def test_control_commands_read_the_config_file_and_reload_reports_the_verd
     assert (await post(url, BLOCKED)).status_code == 400
     assert "last reload rejected" in (await cli("status", env=env)).stdout
 
-    # reload of a good one: exit 0 once the daemon runs it.
+    # reload of a good one: exit 0 once the daemon runs it (by pid, as the systemd unit's ExecReload does).
     (policies / "broken.toml").unlink()
-    accepted = await cli("reload", env=env)
+    accepted = await cli("reload", "--pid", pidfile.read_text().strip(), env=env)
     assert accepted.returncode == 0, accepted.stderr
     assert "reloaded" in accepted.stdout and "NONE" in accepted.stdout
     assert (await post(url, BLOCKED)).status_code == 200  # at once: reload returned after the swap

@@ -70,6 +70,7 @@ def test_the_install_recipe_installs_what_the_unit_runs_and_systemd_analyze_veri
     executable = unit_value(unit, "ExecStart").split()[0]
     assert executable == str(prefix / "bin" / "capsem-proxyd")
     assert unit_value(unit, "ExecStartPre").split()[0] == executable
+    assert unit_value(unit, "ExecReload").split() == [executable, "reload", "--pid", "$MAINPID"]
     assert os.access(executable, os.X_OK) and not under_home(executable)
     interpreter = Path(executable).read_text().splitlines()[0].removeprefix("#!")
     assert not under_home(interpreter), interpreter  # ProtectHome=yes would hide it from the service
