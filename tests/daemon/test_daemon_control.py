@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +45,9 @@ def pidfiles() -> Iterator[list[Path]]:
     yield paths
     for path in paths:
         try:
-            os.kill(int(path.read_text()), signal.SIGKILL)
+            pid = int(path.read_text())
+            if pid != os.getpid():
+                os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
 
@@ -79,16 +82,22 @@ async def test_a_pidfile_left_by_a_killed_daemon_is_taken_over(
     tmp_path: Path, fake: FakeUpstream, pidfiles: list[Path]
 ) -> None:
     pidfile = tmp_path / "proxy.pid"
-    pidfile.write_text(f"{os.getpid()}\n")  # a live pid, but no proxy holds the file
-    pidfiles.append(pidfile)
-    status = await cli("status", "--pidfile", str(pidfile))
-    assert status.returncode == 1 and "stale pidfile" in status.stderr
-    port = free_port()
-    started = await cli("start", "--daemon", "--port", str(port), "--pidfile", str(pidfile),
-                        "--log-file", str(tmp_path / "proxy.log"), *upstream_args(fake.url))
-    assert started.returncode == 0, started.stderr
-    assert int(pidfile.read_text()) != os.getpid()
-    assert (await cli("stop", "--pidfile", str(pidfile))).returncode == 0
+    bystander = subprocess.Popen(["sleep", "60"])  # a live pid that is no proxy: as after pid reuse
+    try:
+        pidfile.write_text(f"{bystander.pid}\n")
+        pidfiles.append(pidfile)
+        status = await cli("status", "--pidfile", str(pidfile))
+        assert status.returncode == 1 and "stale pidfile" in status.stderr
+        port = free_port()
+        started = await cli("start", "--daemon", "--port", str(port), "--pidfile", str(pidfile),
+                            "--log-file", str(tmp_path / "proxy.log"), *upstream_args(fake.url))
+        assert started.returncode == 0, started.stderr
+        assert int(pidfile.read_text()) != bystander.pid
+        assert (await cli("stop", "--pidfile", str(pidfile))).returncode == 0
+        assert bystander.poll() is None  # never signalled
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 async def test_control_commands_read_the_config_file_and_reload_reports_the_verdict(
