@@ -220,12 +220,15 @@ def _health(base: str) -> dict[str, Any]:
     return body
 
 
+_PID_OPTION = click.option("--pid", type=click.IntRange(min=1), default=None,
+                           help="The proxy's process id instead of its pidfile (systemd: ... reload --pid $MAINPID).")
 _URL_OPTION = click.option("--url", default=None, envvar=env_name("status_url"),
                            help="Base URL of the proxy's /health (default: http(s)://HOST:PORT of the settings).")
 
 
 @cli.command()
 @control_options
+@_PID_OPTION
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the process to exit.")
 def stop(timeout: float, **options: Any) -> None:
     """Stop a running proxy (SIGTERM, then wait for it to exit).
@@ -236,9 +239,9 @@ def stop(timeout: float, **options: Any) -> None:
     from capsem_proxyd.daemon.process import ProcessError
     from capsem_proxyd.daemon.process import stop as stop_process
 
-    pidfile, _pid, _url = _control_target(options)
+    _pidfile, pid, _url = _control_target(options)
     try:
-        pid = stop_process(pidfile, timeout)
+        stop_process(pid, timeout)
     except ProcessError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"capsem-proxyd (pid {pid}) stopped")
@@ -247,8 +250,7 @@ def stop(timeout: float, **options: Any) -> None:
 @cli.command()
 @control_options
 @_URL_OPTION
-@click.option("--pid", type=click.IntRange(min=1), default=None,
-              help="The proxy's process id instead of its pidfile (ExecReload=... reload --pid $MAINPID).")
+@_PID_OPTION
 @click.option("--timeout", default=60.0, show_default=True,
               help="Seconds to wait for the proxy's verdict on the new configuration.")
 def reload(timeout: float, **options: Any) -> None:
@@ -295,6 +297,7 @@ def reload(timeout: float, **options: Any) -> None:
 
 @cli.command()
 @control_options
+@_PID_OPTION
 @_URL_OPTION
 def status(**options: Any) -> None:
     """Report whether the proxy runs: its pidfile held, its pid alive and /health answering at its address."""

@@ -61,6 +61,10 @@ def launch(
     finally:
         if pidfile is not None:
             pidfile.release()
+        # Serving is over: another SIGTERM (a supervisor's second, a `stop` racing the exit) asks for what is
+        # happening already. Ignored: the interpreter's finalization restores the default action of the signals
+        # it handled, which would end a clean stop "killed by SIGTERM" instead of with 0.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:

@@ -128,10 +128,12 @@ def running_pid(pidfile: str) -> int:
     return pid
 
 
-def stop(pidfile: str, timeout: float) -> int:
-    """SIGTERM the daemon and wait for it to exit; returns its pid."""
-    pid = running_pid(pidfile)
-    os.kill(pid, signal.SIGTERM)
+def stop(pid: int, timeout: float) -> int:
+    """SIGTERM the proxy ``pid`` (from ``running_pid``) and wait for it to exit; returns its pid."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return pid  # gone already
     deadline = time.monotonic() + timeout
     while pid_alive(pid):
         if time.monotonic() > deadline:

@@ -125,6 +125,8 @@ async def test_control_commands_read_the_config_file_and_reload_reports_the_verd
     assert status.returncode == 0, status.stderr
     assert f"{url}," in status.stdout and "policies Debug" in status.stdout
     assert (await cli("status", "--config", str(config))).returncode == 0
+    by_pid = await cli("status", "--pid", pidfile.read_text().strip(), "--port", str(port))  # no pidfile needed
+    assert by_pid.returncode == 0 and f"{url}," in by_pid.stdout, by_pid.stderr
     assert (await post(url, BLOCKED)).status_code == 400
 
     # reload of a broken folder: exit 2 with the daemon's reason; the old policies stay; /health says so.
