@@ -27,7 +27,9 @@ class Setting:
     ``CAPSEM_PROXYD_<OPTION>``; ``file``: the value names a file; ``folder``: each
     value names an existing folder (its environment variable lists them separated by
     ``os.pathsep``, as ``PYTHONPATH`` does); ``reloads``: a reload (SIGHUP) applies a
-    new value, every other setting needs a restart.
+    new value, every other setting needs a restart; ``upstream``: the value is
+    a provider's base URL (http or https, with a host: anything else is refused before start, not answered
+    with a 502 on every request).
     """
 
     help: str
@@ -39,6 +41,7 @@ class Setting:
     file: bool = False
     folder: bool = False
     reloads: bool = False
+    upstream: bool = False
 
 
 def setting(default: Any, help: str, **how: Any) -> Any:
@@ -52,11 +55,14 @@ class Settings:
 
     host: str = setting("127.0.0.1", "Address to listen on.")
     port: int = setting(8000, "Port to listen on.", minimum=0, maximum=65535)
-    openai_upstream: str = setting("https://api.openai.com/v1", "Base URL of the OpenAI API (up to and including /v1).")
-    gemini_upstream: str = setting(
-        "https://generativelanguage.googleapis.com", "Base URL of the Gemini API (the client's /v1beta/... path is kept)."
+    openai_upstream: str = setting(
+        "https://api.openai.com/v1", "Base URL of the OpenAI API (up to and including /v1).", upstream=True
     )
-    anthropic_upstream: str = setting("https://api.anthropic.com", "Base URL of the Anthropic API.")
+    gemini_upstream: str = setting(
+        "https://generativelanguage.googleapis.com", "Base URL of the Gemini API (the client's /v1beta/... path is kept).",
+        upstream=True,
+    )
+    anthropic_upstream: str = setting("https://api.anthropic.com", "Base URL of the Anthropic API.", upstream=True)
     policy_dir: str | None = setting(
         None, "Folder of CAPSEM policy TOML files (default: the Debug policy alone). "
         "Env: CAPSEM_PROXYD_POLICY_DIR, then PROXY_CONFIG_DIR.", envvars=("PROXY_CONFIG_DIR",), reloads=True,
@@ -140,7 +146,7 @@ class Settings:
         "declares no stream_holdback (policies that declare one hold only what they need).", minimum=0,
     )
     verdict_cache_size: int = setting(
-        100_000, "Most policy decisions remembered per configuration (LRU; about 200 bytes each), so that content "
+        100_000, "Most policy decisions remembered per configuration (LRU; about 155 bytes each), so that content "
         "an agent resends every turn is analysed once per tenant: requests are checked piece by piece (messages, "
         "tool results, tool definitions, and the seams between pieces) by the policies that allow it. 0: no cache, "
         "every policy sees every request whole. Emptied by a reload.", minimum=0, reloads=True,
@@ -193,8 +199,8 @@ class Settings:
     workers: int = setting(1, "Worker processes serving the one port (for multi-core hosts).", minimum=1, maximum=64)
     pidfile: str | None = setting(
         None, "Write the main process id here, locked while the proxy runs: a second start with the same pidfile "
-        "is refused; stop, status and reload read it (default: none; capsem-proxyd.pid with --daemon, and for stop, "
-        "status and reload).",
+        "is refused; stop, status and reload read it. Default: none in the foreground; capsem-proxyd.pid in the "
+        "working directory with start --daemon, and for stop, status and reload.",
     )
 
 

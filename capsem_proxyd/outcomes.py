@@ -20,6 +20,7 @@ class StreamOutcome(StrEnum):
     BLOCKED = "blocked"  # a policy refused what came next: the stream ended with the refusal
     UPSTREAM_ERROR = "upstream_error"  # the upstream broke off, timed out, sent garbage or an error event
     POLICY_UNAVAILABLE = "policy_unavailable"  # no policy worker process was ready to check what came next (503)
+    AUDIT_UNAVAILABLE = "audit_unavailable"  # the audit log could not record a decision on what came next (503)
     CLIENT_DISCONNECTED = "client_disconnected"  # the client left before the reply was whole
     SERVER_SHUTTING_DOWN = "server_shutting_down"  # the shutdown's grace period ended the stream
     INTERNAL_ERROR = "internal_error"  # a fault of the proxy's own (logged with its traceback)

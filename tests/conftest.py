@@ -22,7 +22,11 @@ from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon.server import serve
 from capsem_proxyd.enforcement.tenants import load_policy_config
 from tests.support.fake_upstream import FakeUpstream, run_fake_upstream
-from tests.support.key_watch import DAEMON_LOGGERS, key_watch  # noqa: F401 - session-wide: no key in anything the daemons wrote
+from tests.support.key_watch import (  # noqa: F401 - session-wide: no key in anything the daemons wrote
+    DAEMON_LOGGERS,
+    KeyWatchCounts,
+    key_watch,
+)
 from tests.support.proxy import ALL_TEST_KEYS, Proxy
 
 # A developer's own OpenTelemetry settings (OTEL_EXPORTER_OTLP_ENDPOINT...) would turn trace export on
@@ -50,6 +54,11 @@ settings.register_profile(
 settings.register_profile("ci", settings.get_profile("capsem"))
 settings.register_profile("capsem-deep", settings.get_profile("capsem"), derandomize=False, max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "capsem"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) reports the key watch
+        config.pluginmanager.register(KeyWatchCounts(), "key-watch-counts")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -125,8 +134,8 @@ async def daemons(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
 
     started: list[Daemon] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, port: int | None = None) -> Daemon:
-        daemon = Daemon(list(args), tmp_path / f"daemon{len(started)}.log", env=env, port=port)
+    def start(*args: str, env: dict[str, str] | None = None, port: int | None = None, command: str = "start") -> Daemon:
+        daemon = Daemon(list(args), tmp_path / f"daemon{len(started)}.log", env=env, port=port, command=command)
         started.append(daemon)
         return daemon
 

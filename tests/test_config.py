@@ -34,6 +34,8 @@ def _other_value(name: str) -> tuple[str, Any]:
         return os.pathsep.join(["/tmp", "/"]), ("/tmp", "/")
     if typing.get_origin(hint) is tuple:
         return "a b", ("a", "b")
+    if spec.upstream:
+        return f"http://127.0.0.1:9/{name}", f"http://127.0.0.1:9/{name}"
     return f"/tmp/{name}", f"/tmp/{name}"
 
 

@@ -55,17 +55,49 @@ def start(ctx: click.Context, **options: Any) -> None:
     process = process_options(options)
     settings = settings_from(options)
     configure_logging(settings.log_level, settings.log_format)
-    checked = preflight(settings)
+    checked = preflight(settings, pidfile=settings.pidfile or ("capsem-proxyd.pid" if process["daemon"] else None))
     reload_settings = settings_loader(start, command_line(ctx))  # SIGHUP resolves these options again
-    from capsem_proxyd.daemon.process import ProcessError
+    code = launch(settings, checked.config, reload_settings, detach=process["daemon"], log_file=process["log_file"])
+    sys.exit(code)
 
+
+DEMO_BANNER = """\
+capsem-proxyd demo: the proxy on {url}, in front of a built-in demo provider
+({provider}) that answers OpenAI Chat Completions, Anthropic Messages and Gemini.
+Any key works (it only names your tenant); no request leaves this machine.
+Try it (README, "Try it without a key"): point an SDK at {url}/v1 (OpenAI) or
+{url} (Anthropic, Gemini); a prompt containing capsem_block is blocked by the
+Debug policy. Ctrl-C stops both."""
+
+
+@cli.command()
+@server_options
+def demo(**options: Any) -> None:
+    """Run the proxy in front of a built-in demo provider: try it with any key, no provider account.
+
+    Every option of start applies (--port, --policy-dir, ...), except the upstream URLs, which point at
+    the demo provider."""
+    from dataclasses import replace
+
+    from capsem_proxyd.daemon.demo_provider import DemoProvider
+    from capsem_proxyd.daemon.launcher import launch
+    from capsem_proxyd.observe.logs import configure_logging
+
+    process_options(options)
+    settings = settings_from(options)
+    configure_logging(settings.log_level, settings.log_format)
+    provider = DemoProvider().start()
+    settings = replace(settings, openai_upstream=provider.url + "/v1", gemini_upstream=provider.url,
+                       anthropic_upstream=provider.url)
+    checked = preflight(settings)
+    scheme = "https" if settings.certfile else "http"
+    click.echo(DEMO_BANNER.format(url=f"{scheme}://{settings.host}:{settings.port}", provider=provider.url), err=True)
     try:
-        code = launch(settings, checked.config, reload_settings, detach=process["daemon"],
-                      log_file=process["log_file"])
-    except ProcessError as error:
-        raise ConfigError(str(error)) from None
+        code = launch(settings, checked.config, lambda: settings)
     except OSError as error:
         raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
+    finally:
+        provider.close()
     sys.exit(code)
 
 
@@ -168,6 +200,7 @@ _SOURCE_NAMES = {"COMMANDLINE": "flag", "ENVIRONMENT": "environment", "DEFAULT_M
 def show_config(ctx: click.Context, **options: Any) -> None:
     """Print the effective configuration and where each value came from."""
     from capsem_proxyd.observe.logs import redact
+    from capsem_proxyd.proxy.response_store import state_directory
 
     settings = settings_from(options)
     width = max(len(name) for name in options)
@@ -179,6 +212,8 @@ def show_config(ctx: click.Context, **options: Any) -> None:
         if where == "environment" and any(var in command_line(ctx).env_file_names for var in envvars if var):
             where = "env file"
         value = getattr(settings, name)
+        if name == "state_dir":  # the folder the proxy will use, not "None" (it resolves the default at start)
+            value = str(state_directory(value).absolute())
         click.echo(f"{name.ljust(width)}  {redact(repr(value))}  ({where})")
 
 

@@ -13,7 +13,8 @@ from hypercorn.config import Sockets
 
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon import notify
-from capsem_proxyd.daemon.process import DEFAULT_PIDFILE, PidFile, ServerWorkers, daemonize
+from capsem_proxyd.daemon.options import ConfigError
+from capsem_proxyd.daemon.process import DEFAULT_PIDFILE, PidFile, ProcessError, ServerWorkers, daemonize
 from capsem_proxyd.daemon.server import SettingsLoader, bind_sockets, describe, serve
 from capsem_proxyd.enforcement.tenants import PolicyConfig
 
@@ -30,18 +31,25 @@ def launch(
 ) -> int:
     """Lock the pidfile, bind, then serve; returns the process exit code.
 
-    ProcessError when the pidfile is held by a running proxy or cannot be written (nothing is bound
-    then); binding errors raise OSError.
+    A failure before the proxy serves (the pidfile held by a running proxy or unwritable, the port taken,
+    anything ``check`` could not foresee) is a ``ConfigError``: one line and exit code 2, as ``check``
+    reports what it finds, not a traceback (which is logged at DEBUG). Nothing is bound while another
+    proxy holds the pidfile.
     """
     path = settings.pidfile or (DEFAULT_PIDFILE if detach else None)
     pidfile = PidFile(os.path.abspath(path)) if path else None
     if pidfile is not None:
-        pidfile.acquire()
+        try:
+            pidfile.acquire()
+        except ProcessError as error:
+            raise ConfigError(str(error)) from None
     try:
         sockets = bind_sockets(settings)
-    except BaseException:
+    except BaseException as error:
         if pidfile is not None:
             pidfile.release()
+        if isinstance(error, OSError):
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
         raise
     # Outside the window where serve() listens for signals (start-up, final clean-up),
     # SIGTERM still means "stop": exit 0 instead of dying by the signal.
@@ -50,11 +58,20 @@ def launch(
     if detach:
         assert pidfile is not None
         report = daemonize(os.path.abspath(log_file), pidfile)
+    serving: list[bool] = []  # set once the proxy serves: a failure after that is no start-up failure
     try:
         if settings.workers > 1:
             return _run_workers(settings, config, reload_settings, sockets, report)
-        trio.run(partial(_serve_and_report, settings, config, reload_settings, sockets, report))
+        trio.run(partial(_serve_and_report, settings, config, reload_settings, sockets, report, serving))
         return 0
+    except Exception as error:
+        if serving:
+            report(f"{type(error).__name__}: {error}")
+            raise
+        log.debug("start-up failed", exc_info=True)
+        failure = ConfigError(f"cannot start: {startup_failure(error)}")
+        report(failure.format_message())
+        raise failure from None
     except BaseException as error:
         report(f"{type(error).__name__}: {error}")
         raise
@@ -67,6 +84,16 @@ def launch(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def startup_failure(error: BaseException) -> str:
+    """One line for what stopped a start: the innermost error of trio's groups, with its reason."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or str(error)
+    where = getattr(error, "filename", None)
+    text = f"{type(error).__name__}: {reason}" + (f" ({where})" if where else "")
+    return " ".join(text.split())
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -77,9 +104,11 @@ async def _serve_and_report(
     reload_settings: SettingsLoader,
     sockets: Sockets,
     report: Callable[[str], None],
+    serving: list[bool],
 ) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(partial(serve, settings, config, sockets=sockets, reload_settings=reload_settings))
+        serving.append(True)
         report("ready")
 
 

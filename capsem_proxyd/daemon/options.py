@@ -6,6 +6,12 @@ environment > file > defaults (the file feeds click's ``default_map``). An
 ``--env-file`` (or ``./.env``) adds ``CAPSEM_PROXYD_*`` environment variables
 below the real ones.
 
+A value is refused where it was given: a bad one names the config file and
+key, or the environment variable (and the env file that set it), not a flag
+nobody typed (``SettingOption``); a TOML value of the wrong type is refused,
+not converted (``workers = 2.5``); a misspelt config key and a
+``CAPSEM_PROXYD_*`` variable no option reads are refused alike.
+
 Nothing here is kept in module globals: what one run of the command line
 needs to remember (its arguments, the variables its env file set) lives in
 a ``CommandLine`` that click carries as the context's ``obj``, so that a
@@ -15,6 +21,7 @@ at start (``settings_loader``).
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 import typing
@@ -24,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from capsem_proxyd.config import ENV_PREFIX, Setting, Settings, declaration, declared, envvar, option_name
 
@@ -35,6 +43,12 @@ PROCESS_OPTIONS = ("daemon", "log_file")
 CONTROL_SETTINGS = frozenset({"pidfile", "host", "port", "certfile", "keyfile"})
 
 _HINTS = typing.get_type_hints(Settings)
+# Environment variables of options that are not settings (``env_name``), known so a misspelt one is refused.
+_OTHER_ENV_NAMES: set[str] = {f"{ENV_PREFIX}_CONFIG", f"{ENV_PREFIX}_ENV_FILE"}
+# Where ``--config``'s callback leaves the file's path and the keys as written there (``ctx.meta``).
+_CONFIG_FILE = "capsem_proxyd.config_file"
+_CONFIG_KEYS = "capsem_proxyd.config_keys"
+_ENV_FILE = "capsem_proxyd.env_file"
 
 
 class ConfigError(click.ClickException):
@@ -67,7 +81,18 @@ def command_line(ctx: click.Context) -> CommandLine:
 
 def env_name(name: str) -> str:
     """The environment variable of an option that is not a setting (``--log-file``, ``--url``)."""
-    return f"{ENV_PREFIX}_{name.upper()}"
+    name = f"{ENV_PREFIX}_{name.upper()}"
+    _OTHER_ENV_NAMES.add(name)
+    return name
+
+
+def known_env_names() -> set[str]:
+    """Every ``CAPSEM_PROXYD_*`` variable some option reads: any other is a typo, refused."""
+    names = set(_OTHER_ENV_NAMES)
+    for item in declared():
+        names.add(envvar(item))
+        names.update(name for name in declaration(item).envvars if name.startswith(ENV_PREFIX + "_"))
+    return names
 
 
 def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -143,6 +168,61 @@ def settings_loader(command: click.Command, invocation: CommandLine) -> Settings
     return load
 
 
+class SettingOption(click.Option):
+    """An option generated from a setting, whose bad value is reported where it was given.
+
+    Click names the flag (``Invalid value for '--port'``) even when the value
+    came from the config file or the environment, so an operator looks for a
+    flag nobody typed; this names the file and its key, or the variable (and
+    the env file that set it), and keeps click's wording for a flag.
+    """
+
+    def handle_parse_result(self, ctx: click.Context, opts: Any, args: list[str]) -> Any:
+        try:
+            return super().handle_parse_result(ctx, opts, args)
+        except click.BadParameter as error:
+            where = _where_given(ctx, self)
+            if where is None:
+                raise
+            raise ConfigError(f"{where}: {error.message}") from None
+
+
+def _where_given(ctx: click.Context, param: click.Parameter) -> str | None:
+    """Where ``param``'s value came from, in the operator's words; None for a flag (click says so)."""
+    source = ctx.get_parameter_source(param.name or "")
+    if source is ParameterSource.DEFAULT_MAP:
+        key = ctx.meta.get(_CONFIG_KEYS, {}).get(param.name, param.name)
+        return f"config file {ctx.meta.get(_CONFIG_FILE, '(--config)')}, key {key}"
+    if source is ParameterSource.ENVIRONMENT:
+        names = param.envvar if isinstance(param.envvar, list) else [param.envvar]
+        name = next((name for name in names if name and name in os.environ), names[0])
+        if name in command_line(ctx).env_file_names:
+            return f"{name} in env file {ctx.meta.get(_ENV_FILE, '.env')}"
+        return f"environment variable {name}"
+    return None
+
+
+class UpstreamURL(click.ParamType):
+    """A provider's base URL: http or https with a host. Anything else would pass start and then answer
+    every request with a 502 (``UnsupportedProtocol``), so it is refused before."""
+
+    name = "url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from urllib.parse import urlsplit
+
+        text = str(value)
+        try:
+            parts = urlsplit(text)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError as error:
+            self.fail(f"{text!r} is not a URL ({error})", param, ctx)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.fail(f"{text!r} is not an http:// or https:// URL with a host (e.g. https://api.openai.com/v1)",
+                      param, ctx)
+        return text
+
+
 def _setting_option(
     item: Field[Any], hint: Any, *, hidden: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -153,6 +233,7 @@ def _setting_option(
     common: dict[str, Any] = {"envvar": envvars if spec.envvars else envvars[0], "help": spec.help, "hidden": hidden}
     if item.default is not None and item.default != ():
         common.update(default=item.default, show_default=True)
+    common["cls"] = SettingOption
     if hint is bool:
         return click.option(f"--{name}/--no-{name}", item.name, **common)
     if typing.get_origin(hint) is tuple:
@@ -161,6 +242,8 @@ def _setting_option(
 
 
 def _click_type(spec: Setting, hint: Any) -> Any:
+    if spec.upstream:
+        return UpstreamURL()
     if spec.choices:
         return click.Choice(spec.choices, case_sensitive=False)
     if spec.file:
@@ -194,14 +277,72 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | 
     known = {param.name for param in ctx.command.params} - {"config", "env_file"}
     by_option = {option_name(item).replace("-", "_"): item.name for item in declared()}
     defaults: dict[str, Any] = {}
+    keys: dict[str, str] = {}
     for key, item in section.items():
         name = key.replace("-", "_")
         name = by_option.get(name, name)
         if name not in known:
-            raise ConfigError(f"config file {path}: unknown setting {key!r}")
-        defaults[name] = item
+            raise ConfigError(f"config file {path}: unknown setting {key!r}{_did_you_mean(key, by_option)}")
+        defaults[name] = _config_value(path, key, item, _HINTS.get(name))
+        keys[name] = key
+    ctx.meta[_CONFIG_FILE] = str(path)
+    ctx.meta[_CONFIG_KEYS] = keys
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
+
+
+def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
+    """A config file's value as the option expects it, or ConfigError naming the file and key.
+
+    TOML has types, so a value of the wrong type is refused here rather than converted: ``workers = 2.5``
+    is not two workers. A list setting takes an array, or one string for a single value.
+    """
+    def refuse(expected: str) -> ConfigError:
+        return ConfigError(f"config file {path}, key {key}: expected {expected}, got {_toml(value)}")
+
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+            raise refuse(f'an array of strings (e.g. {key} = ["a", "b"])')
+        return value
+    if isinstance(value, (list, dict)):
+        raise refuse("a single value")
+    if hint is int and isinstance(value, (bool, float)):
+        raise refuse("a whole number")
+    if hint is float and isinstance(value, bool):
+        raise refuse("a number")
+    return value
+
+
+def _toml(value: Any) -> str:
+    """``value`` as the TOML file wrote it, near enough to find it there."""
+    import json
+
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def _did_you_mean(name: str, candidates: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def refuse_unknown_environment(env_file: Path | None, from_file: typing.Iterable[str]) -> None:
+    """ConfigError on a ``CAPSEM_PROXYD_*`` variable no option reads, in the environment or the env file:
+    a misspelt one would otherwise be ignored silently, as a misspelt config-file key is not."""
+    known = known_env_names()
+    file_names = set(from_file)
+    for name in sorted(set(os.environ) | file_names):
+        if not name.startswith(ENV_PREFIX + "_") or name in known:
+            continue
+        where = f"env file {env_file}" if name in file_names and env_file is not None else "environment"
+        raise ConfigError(f"{where}: {name} is not a capsem-proxyd setting{_did_you_mean(name, known)}")
 
 
 def _load_env_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -216,16 +357,21 @@ def _load_env_file(ctx: click.Context, _param: click.Parameter, value: str | Non
     if value is None and Path(".env").is_file():
         value = ".env"
     if not value:
+        refuse_unknown_environment(None, ())
         return value
     path = Path(value)
     if not path.is_file():
         raise ConfigError(f"env file {path} does not exist")
+    ctx.meta[_ENV_FILE] = str(path)
     from_file = command_line(ctx).env_file_names
+    in_file: list[str] = []
     for name, item in dotenv_values(path).items():
         if not name.startswith(ENV_PREFIX + "_") or item is None:
             continue
+        in_file.append(name)
         if name in os.environ and name not in from_file:
             continue
         os.environ[name] = item
         from_file.add(name)
+    refuse_unknown_environment(path, in_file)
     return value

@@ -1,7 +1,7 @@
-"""The README's content-surface tables, made from the dialects' own declarations.
+"""The content-surface tables of docs/content-surfaces.md, made from the dialects' own declarations.
 
 ``python -m capsem_proxyd.dialects.surfaces`` prints them; the test suite
-fails when the README's copy differs, so the documentation of what is checked
+fails when the copy in docs/ differs, so the documentation of what is checked
 where, and of each leaf declared not content with its shape, cannot drift
 from the code that does it.
 """

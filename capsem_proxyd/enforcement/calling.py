@@ -85,7 +85,7 @@ class PolicyCaller:
             return self._too_late(exchange, hook, policy, logger, effect, fails_open), False
         except WorkersUnavailable as error:
             if not shadow:
-                raise policy_workers_unavailable(policy.name, str(error)) from None
+                raise self.unavailable(policy, error) from None
             return self._raised(exchange, hook, policy, error, logger, effect, fails_open), False
         except Exception as error:  # noqa: BLE001 - fail closed on any policy failure
             self._note_hold(policy, hook, timer)

@@ -30,9 +30,9 @@ when it was decided.
 **Bounded.** An LRU of at most ``size`` entries (``--verdict-cache-size``;
 0 turns caching, and the splitting it pays for, off). An entry holds its key
 and a reference to that result: an ALLOW is one shared object
-(``combining.decided``), a refusal its own small one; about 200 bytes each
-(measured in ``tests/policy/test_verdict_cache.py``'s bound test), so the
-default 100,000 entries is about 20 MiB at most.
+(``combining.decided``), a refusal its own small one; about 155 bytes each
+(measured with tracemalloc at the default size, ``tests/policy/test_verdict_cache.py``'s
+bound test), so the default 100,000 entries is about 15 MiB at most.
 
 **Owned by the configuration.** ``TenantPolicies`` builds one per
 configuration and a reload builds a new one: decisions made under old

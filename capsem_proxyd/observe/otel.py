@@ -68,7 +68,7 @@ DECISION_EVENT = "capsem.policy_decision"
 MAX_MODEL_CHARS = 256
 _BROKEN_STREAMS = frozenset(
     {StreamOutcome.UPSTREAM_ERROR, StreamOutcome.INTERNAL_ERROR, StreamOutcome.INCOMPLETE,
-     StreamOutcome.POLICY_UNAVAILABLE}
+     StreamOutcome.POLICY_UNAVAILABLE, StreamOutcome.AUDIT_UNAVAILABLE}
 )
 _PROPAGATOR = TraceContextTextMapPropagator()
 

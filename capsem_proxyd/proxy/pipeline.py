@@ -39,7 +39,7 @@ from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.content import Sorter, joined
 from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.enforcement.tenants import TenantPolicies
-from capsem_proxyd.errors import ProxyError, missing_key, upstream_timeout, upstream_unavailable
+from capsem_proxyd.errors import ErrorCode, ProxyError, missing_key, upstream_timeout, upstream_unavailable
 from capsem_proxyd.exchange import Exchange, tenant_id_for
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.proxy.body import parse_reply, parse_request_body, reply_text
@@ -61,8 +61,12 @@ from capsem_proxyd.views import ResponseView
 JSON_HEADERS = [("content-type", "application/json")]
 _EVERY_STRING = Sorter(frozenset())  # no field names: every key and string is content
 _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]|,")
-# Error codes of refusals no policy decided (x-capsem-decision: block all the same).
-_REFUSED_UNDECIDED = frozenset({"capsem_stored_content", "policy_workers_unavailable"})
+# Error codes of refusals no policy decided (x-capsem-decision: block all the same): the proxy's own
+# refusals of content it could not check, record or hold. Upstream failures are not refusals.
+_REFUSED_UNDECIDED = frozenset({
+    ErrorCode.CAPSEM_STORED_CONTENT, ErrorCode.STORED_CONTENT_UNAVAILABLE, ErrorCode.POLICY_WORKERS_UNAVAILABLE,
+    ErrorCode.AUDIT_LOG_UNAVAILABLE, ErrorCode.REPLY_MEMORY_FULL,
+})
 # The trace-context headers for one request's upstream call (the OpenTelemetry recorder's).
 TraceHeaders = Callable[[Exchange], list[tuple[str, str]]]
 

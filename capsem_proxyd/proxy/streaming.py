@@ -131,6 +131,8 @@ def stream_outcome(error: ProxyError) -> StreamOutcome:
         return StreamOutcome.INTERNAL_ERROR
     if error.code == "policy_workers_unavailable":
         return StreamOutcome.POLICY_UNAVAILABLE
+    if error.code == "audit_log_unavailable":
+        return StreamOutcome.AUDIT_UNAVAILABLE
     return StreamOutcome.UPSTREAM_ERROR
 
 

@@ -25,7 +25,7 @@ from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.observe.audit import AuditLog
 from capsem_proxyd.observe.audit_head import head_path
 from tests.support.daemon import assert_startup_error, run_cli, upstream_args, wait_for_log
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY, Proxy, in_thread
 from tests.support.sdk import PROVIDERS, message_of, sdk_call, sdk_error, status_of
 from tests.support.waiting import wait_until
@@ -195,7 +195,9 @@ async def test_moving_the_full_log_away_recovers_on_sighup_and_both_files_verify
     daemon = daemons("--audit-log", str(audit), "--state-dir", str(state), *upstream_args(fake.url))
     await daemon.wait_ready()
     limit_file_size(daemon.process.pid, audit.stat().st_size + 100)
-    assert (await post(daemon.url, CLEAN)).status_code == 503 and fake.requests == []
+    refused = await post(daemon.url, CLEAN)
+    assert refused.status_code == 503 and fake.requests == []
+    assert refused.headers["x-capsem-decision"] == "block"  # refused, though every policy allowed it
     moved = Path(f"{audit}.1")
     audit.rename(moved)  # the operator makes room: logrotate's rename, then SIGHUP
     daemon.process.send_signal(signal.SIGHUP)
@@ -207,3 +209,34 @@ async def test_moving_the_full_log_away_recovers_on_sighup_and_both_files_verify
     assert run_cli("audit", "verify", "--state-dir", str(state), str(moved)).returncode == 1
     together = run_cli("audit", "verify", "--state-dir", str(state), str(moved), str(audit))
     assert together.returncode == 0, together.stderr  # ...and recorded by the first line of the next file
+
+
+async def test_a_disk_that_fills_mid_stream_ends_the_stream_with_the_apis_error_event(
+    tmp_path: Path, fake: FakeUpstream, daemons
+) -> None:
+    """The stream began while the log could be written; its final decision cannot be: the client gets the
+    API's error event instead of the stream's normal end, and the partial record is fenced once space returns."""
+    audit, state = tmp_path / "audit.jsonl", tmp_path / "state"
+    filled_log(audit, state)
+    fake.script(Reply(chunks=[f"word{index} " for index in range(12)], chunk_delay=0.05))
+    daemon = daemons("--audit-log", str(audit), "--state-dir", str(state), *upstream_args(fake.url))
+    await daemon.wait_ready()
+    lines: list[str] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        async with client.stream("POST", daemon.url + "/v1/chat/completions", json={**CLEAN, "stream": True},
+                                 headers=HEADERS) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("data:") and not lines:
+                    limit_file_size(daemon.process.pid, audit.stat().st_size + 100)  # full from the next write on
+                if line.startswith("data:"):
+                    lines.append(line)
+    assert lines[-1] != "data: [DONE]", lines[-3:]
+    ending = json.loads(lines[-1].removeprefix("data:"))
+    assert ending["error"]["code"] == "audit_log_unavailable", ending
+    assert "Traceback" not in daemon.log and "outcome=audit_unavailable" in daemon.log
+    limit_file_size(daemon.process.pid, resource.RLIM_INFINITY)
+    assert (await health(daemon.url))["audit"]["writable"] is True
+    assert await daemon.stop() == 0
+    verified = run_cli("audit", "verify", "--state-dir", str(state), str(audit))
+    assert verified.returncode == 0, verified.stderr

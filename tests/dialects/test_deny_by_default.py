@@ -9,7 +9,7 @@ the judge: the engine must refuse the request (or the reply), or the pump must
 cut the stream before the marker reaches the client whole. A place declared
 non-content (``Dialect.request_not_content`` and friends: ids, enums,
 settings) is skipped: that list is the whole of what is not checked, and the
-README's table is checked against it.
+table in docs/content-surfaces.md is checked against it.
 """
 
 from __future__ import annotations

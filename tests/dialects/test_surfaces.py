@@ -1,6 +1,6 @@
-"""The README's content-surface tables are the dialects' declarations, and each row is true.
+"""The content-surface tables (docs/content-surfaces.md) are the dialects' declarations, and each row is true.
 
-The tables are generated (``capsem_proxyd.dialects.surfaces``); the README must
+The tables are generated (``capsem_proxyd.dialects.surfaces``); docs/content-surfaces.md must
 hold exactly that text. Each declared surface has an example here: a body with
 the marker at that surface, sent through a real proxy; the refusal's CAPSEM
 decision must name the hook the table says.
@@ -20,7 +20,7 @@ from capsem_proxyd.dialects.surfaces import APIS, markdown
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import ANTHROPIC_AUTH, GEMINI_AUTH, OPENAI_AUTH, Proxy
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TABLES = Path(__file__).resolve().parents[2] / "docs" / "content-surfaces.md"
 M = "capsem_block"
 ROUTES = {
     "Chat Completions": ("/v1/chat/completions", OPENAI_AUTH),
@@ -85,11 +85,11 @@ REPLIES: dict[tuple[str, int], dict[str, Any]] = {
 }
 
 
-def test_the_readme_shows_exactly_the_generated_tables() -> None:
-    text = README.read_text()
+def test_the_docs_show_exactly_the_generated_tables() -> None:
+    text = TABLES.read_text()
     shown = re.search(r"<!-- content-surfaces:start -->\n(.*?)<!-- content-surfaces:end -->", text, re.S)
-    assert shown is not None, "README lacks the content-surfaces markers"
-    assert shown.group(1) == markdown(), "README's tables drifted: python -m capsem_proxyd.dialects.surfaces"
+    assert shown is not None, "docs/content-surfaces.md lacks the content-surfaces markers"
+    assert shown.group(1) == markdown(), "the tables drifted: python -m capsem_proxyd.dialects.surfaces"
 
 
 def _cases(side: str, examples: dict[tuple[str, int], dict[str, Any]]) -> list[tuple[str, int, str]]:

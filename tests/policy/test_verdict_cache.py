@@ -9,7 +9,9 @@ seams never find what the whole does not hold.
 
 from __future__ import annotations
 
+import re
 import tracemalloc
+from pathlib import Path
 
 import pytest
 import trio
@@ -17,6 +19,7 @@ from capsem.manager import SecurityManager
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from capsem_proxyd.config import DEFAULTS, declaration, declared
 from capsem_proxyd.enforcement.combining import decided
 from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.enforcement.loader import PolicySet
@@ -30,6 +33,8 @@ from capsem_proxyd.policies.rules import RulesPolicy
 from capsem_proxyd.views import RequestView, ToolResult
 from tests.support import exchanges
 from tests.support.policies import CountingPolicy, WholeCountingPolicy
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 RULES = {
     "on_model_call": {
@@ -188,20 +193,25 @@ def test_the_cache_stays_within_its_bound_under_a_stream_of_distinct_pieces() ->
     for number in range(500):
         outcome(engine, view_of([f"piece {number}", f"other {number}"]))
         assert len(cache) <= 64
-    # And what an entry costs, for the documented bound (--verdict-cache-size): ~155 bytes here.
-    big = VerdictCache(20_000)
+    # And what an entry costs at the default size, the number --help and the README state (one number).
+    entries = DEFAULTS.verdict_cache_size
+    big = VerdictCache(entries)
     from capsem.models import DEFAULT_SAFE_DECISION
 
     allowed = decided(DEFAULT_SAFE_DECISION)  # what the engine stores for a piece a policy allowed
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for number in range(20_000):
+        for number in range(entries):
             big.put(big.key(b"scope", big.digest(str(number))), allowed)
-        per_entry = (tracemalloc.get_traced_memory()[0] - before) / 20_000
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / entries
     finally:
         tracemalloc.stop()
-    assert per_entry < 250, per_entry
+    help_text = next(declaration(item).help for item in declared() if item.name == "verdict_cache_size")
+    stated = {int(n) for n in re.findall(r"about (\d+) bytes each", help_text)}
+    stated |= {int(n) for n in re.findall(r"LRU[;,] ~(\d+) bytes each", README.read_text())}
+    assert len(stated) == 1, stated  # --help and the README say the same
+    assert abs(per_entry - stated.pop()) < 20, per_entry
 
 
 def test_whole_prompt_rules_still_refuse_and_are_not_taken_from_piece_verdicts() -> None:

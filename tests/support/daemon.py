@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,11 +17,54 @@ import trio
 
 from tests.support.waiting import wait_until
 
+# Ports for daemons the tests start: a block per pytest-xdist worker, below the kernel's ephemeral range.
+PORT_BLOCK = 2_000
+FIRST_PORT = 12_000
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def _worker_ports() -> range:
+    """This test process's own block of ports (``gw3`` -> the fourth block; no xdist -> the first)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    start = FIRST_PORT + index * PORT_BLOCK
+    return range(start, start + PORT_BLOCK)
+
+
+_next_port = itertools.count(random.randrange(PORT_BLOCK))
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on now, for a daemon a test is about to start.
+
+    A port taken with ``bind(0)`` is in the ephemeral range, where the kernel hands the same
+    port to the next ``bind(0)`` or outgoing connection of any process once it is free again:
+    between this pick and the daemon's own bind, another test worker's fake provider could
+    take it, and the test would talk to the wrong server. Each xdist worker picks instead
+    from a block of its own below the ephemeral range, walking it in order so a port is not
+    reused until the block wraps. Where the machine's ephemeral range starts too low for the
+    blocks, ``bind(0)`` it is.
+    """
+    ports = _worker_ports()
+    if ports.stop > _ephemeral_floor():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    for _ in range(len(ports)):
+        port = ports[next(_next_port) % len(ports)]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def daemon_env(**extra: str) -> dict[str, str]:
@@ -37,17 +82,20 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) 
 
 
 class Daemon:
-    """A started ``capsem-proxyd start`` process, its log file and its URL."""
+    """A started ``capsem-proxyd start`` (or ``demo``) process, its log file and its URL."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None, port: int | None = None,
+        command: str = "start",
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("w")
-        command = [sys.executable, "-m", "capsem_proxyd", "start", *args]
+        argv = [sys.executable, "-m", "capsem_proxyd", command, *args]
         if port is None:
-            command += ["--port", str(self.port)]
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env or daemon_env())
+            argv += ["--port", str(self.port)]
+        self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env or daemon_env())
 
     @property
     def log(self) -> str:

@@ -19,6 +19,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,12 +99,43 @@ def key_watch(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureR
         root.removeHandler(watch)
     files = list(daemon_outputs(tmp_path_factory.getbasetemp()))
     leaks = watch.leaks + leaks_in_files(files, watch.keys)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():  # a teardown's output is captured otherwise
-            reporter.write_line(
-                f"\nkey watch: {len(watch.keys)} test keys looked for in {watch.records} daemon log records "
-                f"and {len(files)} files the daemons wrote; {len(leaks)} found"
-            )
+    counts = {"keys": len(watch.keys), "records": watch.records, "files": len(files), "leaks": len(leaks)}
+    workeroutput = getattr(request.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: the controller adds up every worker's counts
+        workeroutput["key_watch"] = counts
+    else:
+        report_key_watch(request.config, [counts])
     assert not leaks, "API keys leaked into daemon output:\n" + "\n".join(leaks[:20])
+
+
+def report_key_watch(config: pytest.Config, counts: list[dict[str, int]]) -> None:
+    """One line in the run's summary: what the watch looked at, over every worker."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or not counts:
+        return
+    keys = max(count["keys"] for count in counts)
+    records, files, leaks = (sum(count[name] for count in counts) for name in ("records", "files", "leaks"))
+    line = (f"\nkey watch: {keys} test keys looked for in {records} daemon log records "
+            f"and {files} files the daemons wrote; {leaks} found")
+    if capture is None:
+        reporter.write_line(line)
+        return
+    with capture.global_and_fixture_disabled():  # a teardown's output is captured otherwise
+        reporter.write_line(line)
+
+
+class KeyWatchCounts:
+    """The controller's side under pytest-xdist: each worker sends its counts when it ends."""
+
+    def __init__(self) -> None:
+        self.counts: list[dict[str, int]] = []
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        counts = getattr(node, "workeroutput", {}).get("key_watch")
+        if counts:
+            self.counts.append(counts)
+
+    def pytest_terminal_summary(self, config: pytest.Config) -> None:
+        report_key_watch(config, self.counts)

@@ -8,7 +8,10 @@ libraries); every wait is bounded with `trio.fail_after`.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anthropic
@@ -732,3 +735,19 @@ async def test_unknown_path_is_404_in_provider_shape(fake: FakeUpstream) -> None
             gemini_404 = await http.post(f"{fake.url}/v1beta/models/gemini-2.5-flash:nope", json={})
     assert openai_404.status_code == 404 and "message" in openai_404.json()["error"]
     assert gemini_404.status_code == 404 and gemini_404.json()["error"]["status"] == "NOT_FOUND"
+
+
+def test_the_fake_provider_runs_on_its_own() -> None:
+    """``python -m tests.support.fake_upstream`` serves until stopped, for trying a client by hand."""
+    process = subprocess.Popen([sys.executable, "-m", "tests.support.fake_upstream"], stdout=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        reply = httpx.post(url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+                           timeout=30)
+        assert reply.json()["choices"][0]["message"]["content"] == DEFAULT_TEXT
+    finally:
+        process.terminate()
+        process.wait(10)

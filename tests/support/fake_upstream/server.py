@@ -553,7 +553,7 @@ def _record(event: h11.Request, body: bytes) -> RecordedRequest:
 
 
 @asynccontextmanager
-async def run_fake_upstream(host: str = "127.0.0.1") -> AsyncIterator[FakeUpstream]:
+async def run_fake_upstream(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[FakeUpstream]:
     """Serve a `FakeUpstream` on an ephemeral port for the duration of the block.
 
     Raises at exit if the fake itself crashed while handling a request, so
@@ -562,7 +562,7 @@ async def run_fake_upstream(host: str = "127.0.0.1") -> AsyncIterator[FakeUpstre
     fake = FakeUpstream()
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        listeners = await trio.open_tcp_listeners(0, host=host)
+        listeners = await trio.open_tcp_listeners(port, host=host)
         port = listeners[0].socket.getsockname()[1]
         fake.url = f"http://{host}:{port}"
         await nursery.start(trio.serve_listeners, fake._serve_connection, listeners)
