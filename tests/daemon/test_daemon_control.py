@@ -39,13 +39,14 @@ async def cli(*args: str, env: dict[str, str] | None = None):  # noqa: ANN201 - 
 
 
 @pytest.fixture
-def pidfiles() -> Iterator[list[Path]]:
-    """Pidfiles whose daemons are killed after the test, whatever it left running."""
-    paths: list[Path] = []
-    yield paths
-    for path in paths:
+def pidfiles() -> Iterator[list[Path | int]]:
+    """Pidfiles (and pids) whose daemons are killed after the test, whatever it left running: a daemon
+    whose pidfile another one overwrote (the bug) included."""
+    started: list[Path | int] = []
+    yield started
+    for item in started:
         try:
-            pid = int(path.read_text())
+            pid = item if isinstance(item, int) else int(item.read_text())
             if pid != os.getpid():
                 os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
@@ -53,7 +54,7 @@ def pidfiles() -> Iterator[list[Path]]:
 
 
 async def test_a_second_daemon_with_the_same_pidfile_is_refused_and_stop_stops_the_first(
-    tmp_path: Path, fake: FakeUpstream, pidfiles: list[Path]
+    tmp_path: Path, fake: FakeUpstream, pidfiles: list[Path | int]
 ) -> None:
     pidfile = tmp_path / "proxy.pid"
     pidfiles.append(pidfile)
@@ -62,6 +63,7 @@ async def test_a_second_daemon_with_the_same_pidfile_is_refused_and_stop_stops_t
     first = await cli("start", "--daemon", "--port", str(first_port), *common)
     assert first.returncode == 0, first.stderr
     first_pid = int(pidfile.read_text())
+    pidfiles.append(first_pid)
 
     second = await cli("start", "--daemon", "--port", str(second_port), *common)
     assert_startup_error(second, "already running", f"pid {first_pid}", str(pidfile))
@@ -79,7 +81,7 @@ async def test_a_second_daemon_with_the_same_pidfile_is_refused_and_stop_stops_t
 
 
 async def test_a_pidfile_left_by_a_killed_daemon_is_taken_over(
-    tmp_path: Path, fake: FakeUpstream, pidfiles: list[Path]
+    tmp_path: Path, fake: FakeUpstream, pidfiles: list[Path | int]
 ) -> None:
     pidfile = tmp_path / "proxy.pid"
     bystander = subprocess.Popen(["sleep", "60"])  # a live pid that is no proxy: as after pid reuse
@@ -101,7 +103,7 @@ async def test_a_pidfile_left_by_a_killed_daemon_is_taken_over(
 
 
 async def test_control_commands_read_the_config_file_and_reload_reports_the_verdict(
-    tmp_path: Path, fake: FakeUpstream, pidfiles: list[Path]
+    tmp_path: Path, fake: FakeUpstream, pidfiles: list[Path | int]
 ) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
