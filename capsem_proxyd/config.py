@@ -24,8 +24,10 @@ class Setting:
 
     ``option``: the flag's name when it is not the field's (``--cors-origin`` for
     ``cors_origins``); ``envvars``: environment variables read after
-    ``CAPSEM_PROXYD_<OPTION>``; ``file``: the value names a file; ``reloads``:
-    a reload (SIGHUP) applies a new value, every other setting needs a restart; ``upstream``: the value is
+    ``CAPSEM_PROXYD_<OPTION>``; ``file``: the value names a file; ``folder``: each
+    value names an existing folder (its environment variable lists them separated by
+    ``os.pathsep``, as ``PYTHONPATH`` does); ``reloads``: a reload (SIGHUP) applies a
+    new value, every other setting needs a restart; ``upstream``: the value is
     a provider's base URL (http or https, with a host: anything else is refused before start, not answered
     with a 502 on every request).
     """
@@ -37,6 +39,7 @@ class Setting:
     option: str | None = None
     envvars: tuple[str, ...] = ()
     file: bool = False
+    folder: bool = False
     reloads: bool = False
     upstream: bool = False
 
@@ -68,6 +71,11 @@ class Settings:
         True, "Check requests and replies with policies (--policy-dir's, else the Debug policy alone). "
         "--no-policies runs with none: every request is forwarded unchecked (said in the start-up line and "
         "/health). Without it, a policy folder with no policy file is a configuration error.", reloads=True,
+    )
+    policy_path: tuple[str, ...] = setting(
+        (), "Folder added to the import path of class = \"module:Class\" policies, in the proxy's process and its "
+        "policy worker processes (repeatable; looked in before the installed packages, as PYTHONPATH is). "
+        "Env: separated by ':'.", folder=True, reloads=True,
     )
     shadow_policy_dir: str | None = setting(
         None, "Folder of candidate policies evaluated on live traffic after the real decision: "
@@ -190,8 +198,9 @@ class Settings:
     )
     workers: int = setting(1, "Worker processes serving the one port (for multi-core hosts).", minimum=1, maximum=64)
     pidfile: str | None = setting(
-        None, "Write the main process id here (used by stop, status and reload). Default: none in the foreground; "
-        "capsem-proxyd.pid in the working directory with start --daemon.",
+        None, "Write the main process id here, locked while the proxy runs: a second start with the same pidfile "
+        "is refused; stop, status and reload read it. Default: none in the foreground; capsem-proxyd.pid in the "
+        "working directory with start --daemon, and for stop, status and reload.",
     )
 
 

@@ -3,6 +3,7 @@ the ``config`` output, the README and the reload's restart warnings all follow t
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from pathlib import Path
@@ -29,6 +30,8 @@ def _other_value(name: str) -> tuple[str, Any]:
         return str(value), value
     if hint is float:
         return str(default + 1.5), default + 1.5
+    if typing.get_origin(hint) is tuple and spec.folder:  # existing folders, separated as in PYTHONPATH
+        return os.pathsep.join(["/tmp", "/"]), ("/tmp", "/")
     if typing.get_origin(hint) is tuple:
         return "a b", ("a", "b")
     if spec.upstream:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from capsem_proxyd import __version__
-from capsem_proxyd.config import DEFAULTS, declared
+from capsem_proxyd.config import Settings, declared
 from capsem_proxyd.daemon.options import (
     CommandLine,
+    ConfigError,
     command_line,
+    control_options,
     env_name,
     process_options,
     server_options,
@@ -148,6 +149,34 @@ def list_policies(**options: Any) -> None:
         click.echo(f"warning: {warning}", err=True)
 
 
+@cli.group("policy")
+def policy() -> None:
+    """Write your own policy."""
+
+
+@policy.command("new")
+@click.argument("name")
+@click.option("--dir", "folder", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write NAME.py and NAME.toml into: give it as --policy-dir and --policy-path.")
+@click.option("--force", is_flag=True, help="Replace NAME.py and NAME.toml when they exist.")
+def policy_new(name: str, folder: str, force: bool) -> None:
+    """Write a working policy to start from: NAME.py (every hook, with its signature) and NAME.toml.
+
+    As written, it blocks the word in NAME.toml's blocked_words wherever it appears.
+    """
+    from pathlib import Path
+
+    from capsem_proxyd.daemon.skeleton import SkeletonError, write_skeleton
+
+    try:
+        skeleton = write_skeleton(name, Path(folder), overwrite=force)
+    except SkeletonError as error:
+        raise ConfigError(str(error)) from None
+    where = os.path.abspath(folder)
+    click.echo(f"wrote {skeleton.module} ({skeleton.class_name}) and {skeleton.policy_file}")
+    click.echo(f"try it: capsem-proxyd check --policy-dir {where} --policy-path {where}")
+
+
 @cli.command("tenant-id")
 def tenant_id() -> None:
     """Print the tenant id of the API key read from stdin (for --tenants-file and --tenant-profiles)."""
@@ -186,65 +215,137 @@ def show_config(ctx: click.Context, **options: Any) -> None:
         click.echo(f"{name.ljust(width)}  {redact(repr(value))}  ({where})")
 
 
-def _pidfile_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--pidfile", default="capsem-proxyd.pid", show_default=True, envvar=env_name("pidfile"),
-                        help="The pidfile written by start.")(command)
+def _control_target(options: dict[str, Any]) -> tuple[str, int, str]:
+    """From the resolved options of stop, status or reload: the pidfile, the pid of the proxy holding it,
+    and the base URL of its /health; ClickException ("not running: ...") when no proxy holds it."""
+    from capsem_proxyd.daemon.process import DEFAULT_PIDFILE, ProcessError, pid_alive, running_pid
+
+    url, given_pid = options.pop("url", None), options.pop("pid", None)
+    settings = settings_from(options)
+    pidfile = settings.pidfile or DEFAULT_PIDFILE
+    if given_pid is not None:  # systemd's $MAINPID: no pidfile under systemd
+        if not pid_alive(given_pid):
+            raise click.ClickException(f"not running: no process {given_pid}")
+        return pidfile, given_pid, url or _health_base(settings)
+    try:
+        pid = running_pid(pidfile)
+    except ProcessError as error:
+        raise click.ClickException(f"not running: {error}") from None
+    return pidfile, pid, url or _health_base(settings)
+
+
+def _health_base(settings: Settings) -> str:
+    """Where the proxy ``settings`` describe answers: its scheme and port; a wildcard address is probed
+    on the loopback of its family."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if settings.certfile else 'http'}://{host}:{settings.port}"
+
+
+def _health(base: str) -> dict[str, Any]:
+    """The proxy's /health body; httpx.HTTPError or ValueError when it does not answer as one."""
+    import httpx
+
+    # A liveness probe of our own pid on this host: its certificate names the public host, not the loopback.
+    body = httpx.get(base + "/health", timeout=5, verify=False).json()
+    if not isinstance(body, dict):
+        raise ValueError("not a /health body")
+    return body
+
+
+_PID_OPTION = click.option("--pid", type=click.IntRange(min=1), default=None,
+                           help="The proxy's process id instead of its pidfile (systemd: ... reload --pid $MAINPID).")
+_URL_OPTION = click.option("--url", default=None, envvar=env_name("status_url"),
+                           help="Base URL of the proxy's /health (default: http(s)://HOST:PORT of the settings).")
 
 
 @cli.command()
-@_pidfile_option
+@control_options
+@_PID_OPTION
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the process to exit.")
-def stop(pidfile: str, timeout: float) -> None:
-    """Stop a running proxy (SIGTERM, then wait for it to exit)."""
+def stop(timeout: float, **options: Any) -> None:
+    """Stop a running proxy (SIGTERM, then wait for it to exit).
+
+    The pidfile is the one start used: --pidfile, CAPSEM_PROXYD_PIDFILE or the --config file's pidfile,
+    else capsem-proxyd.pid.
+    """
     from capsem_proxyd.daemon.process import ProcessError
     from capsem_proxyd.daemon.process import stop as stop_process
 
+    _pidfile, pid, _url = _control_target(options)
     try:
-        pid = stop_process(pidfile, timeout)
+        stop_process(pid, timeout)
     except ProcessError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"capsem-proxyd (pid {pid}) stopped")
 
 
 @cli.command()
-@_pidfile_option
-def reload(pidfile: str) -> None:
-    """Ask a running proxy to reload its configuration and policies (SIGHUP)."""
+@control_options
+@_URL_OPTION
+@_PID_OPTION
+@click.option("--timeout", default=60.0, show_default=True,
+              help="Seconds to wait for the proxy's verdict on the new configuration.")
+def reload(timeout: float, **options: Any) -> None:
+    """Reload a running proxy's configuration and policies (SIGHUP) and report its verdict.
+
+    Exits 0 once the proxy runs the new configuration; exits 2 with the proxy's one-line reason when
+    it rejected it (the old configuration stays), as /health's "reload" shows.
+    """
     import signal
+    import time
 
-    from capsem_proxyd.daemon.process import ProcessError, running_pid
+    import httpx
 
-    try:
-        pid = running_pid(pidfile)
-    except ProcessError as error:
-        raise click.ClickException(str(error)) from None
+    from capsem_proxyd.daemon.process import pid_alive
+
+    _pidfile, pid, base = _control_target(options)
+    try:  # where the verdict will be read: found before the signal is sent, or no signal at all
+        _health(base)
+    except (httpx.HTTPError, ValueError) as error:
+        raise click.ClickException(
+            f"pid {pid} is alive but {base}/health does not answer ({type(error).__name__}), so its verdict could "
+            f"not be read: give the --config, --port or --url it runs with (or kill -HUP {pid} and read its log)"
+        ) from None
+    requested = time.time()
     os.kill(pid, signal.SIGHUP)
-    click.echo(f"reload requested (pid {pid})")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            verdict = _health(base).get("reload")
+        except (httpx.HTTPError, ValueError):
+            verdict = None
+        if isinstance(verdict, dict) and verdict.get("requested", 0) >= requested and "ok" in verdict:
+            break
+        if not pid_alive(pid):
+            raise click.ClickException(f"pid {pid} exited while reloading; see its log")
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"reload requested (pid {pid}), but {base}/health did not report its "
+                                       f"result within {timeout:g}s (give --url if it answers elsewhere)")
+        time.sleep(0.1)
+    if not verdict["ok"]:
+        raise ConfigError(f"reload rejected (pid {pid} keeps its running configuration): {verdict.get('error')}")
+    click.echo(f"reloaded (pid {pid}): {verdict.get('summary') or 'new configuration active'}")
 
 
 @cli.command()
-@_pidfile_option
-@click.option("--url", default=None, envvar=env_name("status_url"),
-              help="Base URL to probe (default: http://HOST:PORT from the usual settings).")
-@click.option("--host", default=DEFAULTS.host, envvar=env_name("host"), hidden=True)
-@click.option("--port", default=DEFAULTS.port, type=int, envvar=env_name("port"), hidden=True)
-def status(pidfile: str, url: str | None, host: str, port: int) -> None:
-    """Report whether the proxy runs: pid alive and /health answering."""
+@control_options
+@_PID_OPTION
+@_URL_OPTION
+def status(**options: Any) -> None:
+    """Report whether the proxy runs: its pidfile held, its pid alive and /health answering at its address."""
     import httpx
 
-    from capsem_proxyd.daemon.process import ProcessError, running_pid
-
+    _pidfile, pid, base = _control_target(options)
     try:
-        pid = running_pid(pidfile)
-    except ProcessError as error:
-        raise click.ClickException(f"not running: {error}") from None
-    base = url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    try:
-        health = httpx.get(base + "/health", timeout=5).json()
+        health = _health(base)
     except (httpx.HTTPError, ValueError) as error:
         raise click.ClickException(f"pid {pid} is alive but {base}/health does not answer ({type(error).__name__})") from None
     click.echo(f"running: pid {pid}, {base}, version {health.get('version')}, "
                f"policies {', '.join(health.get('policies', [])) or 'NONE'}")
+    last = health.get("reload")
+    if isinstance(last, dict) and last.get("ok") is False:
+        click.echo(f"last reload rejected: {last.get('error')}")
 
 
 @cli.group()

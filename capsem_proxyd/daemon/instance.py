@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -108,6 +109,23 @@ async def _started_policies(
     return policies
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    """The last reload's verdict, in ``/health`` as ``reload``.
+
+    ``capsem-proxyd reload`` sends SIGHUP and waits for a verdict whose
+    ``requested`` (wall-clock seconds when the signal arrived) is not older
+    than its signal: that is how it learns that the new configuration was
+    rejected, and why (``error``, one line), which used to be only in the log.
+    """
+
+    requested: float
+    finished: float
+    ok: bool
+    error: str | None = None
+    summary: str | None = None
+
+
 class Instance:
     """A built instance: what the server and the app ask of it, and the parts it owns.
 
@@ -144,6 +162,7 @@ class Instance:
         self.active = policies
         self.pipeline = pipeline
         self.placeholder_key = placeholder_key
+        self.last_reload: ReloadResult | None = None
 
     @property
     def policies(self) -> TenantPolicies:
@@ -167,6 +186,8 @@ class Instance:
             },
             "policies": self.policies.default.names,
             "state": self.state(),
+            # the last reload's verdict (None: none since start); a rejected one leaves the old configuration
+            "reload": asdict(self.last_reload) if self.last_reload is not None else None,
             # --reply-memory in this process (each worker of --workers has its own)
             "reply_memory": {
                 "capacity": self.pipeline.reply_memory.capacity,

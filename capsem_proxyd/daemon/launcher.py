@@ -14,7 +14,7 @@ from hypercorn.config import Sockets
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon import notify
 from capsem_proxyd.daemon.options import ConfigError
-from capsem_proxyd.daemon.process import ServerWorkers, daemonize, remove_pidfile, write_pidfile
+from capsem_proxyd.daemon.process import DEFAULT_PIDFILE, PidFile, ProcessError, ServerWorkers, daemonize
 from capsem_proxyd.daemon.server import SettingsLoader, bind_sockets, describe, serve
 from capsem_proxyd.enforcement.tenants import PolicyConfig
 
@@ -29,30 +29,35 @@ def launch(
     detach: bool = False,
     log_file: str = "capsem-proxyd.log",
 ) -> int:
-    """Bind, then serve; returns the process exit code.
+    """Lock the pidfile, bind, then serve; returns the process exit code.
 
-    A failure before the proxy serves (the port taken, the pidfile unwritable, anything ``check`` could
-    not foresee) is a ``ConfigError``: one line and exit code 2, as ``check`` reports what it finds, not a
-    traceback (which is logged at DEBUG).
+    A failure before the proxy serves (the pidfile held by a running proxy or unwritable, the port taken,
+    anything ``check`` could not foresee) is a ``ConfigError``: one line and exit code 2, as ``check``
+    reports what it finds, not a traceback (which is logged at DEBUG). Nothing is bound while another
+    proxy holds the pidfile.
     """
+    path = settings.pidfile or (DEFAULT_PIDFILE if detach else None)
+    pidfile = PidFile(os.path.abspath(path)) if path else None
+    if pidfile is not None:
+        try:
+            pidfile.acquire()
+        except ProcessError as error:
+            raise ConfigError(str(error)) from None
     try:
         sockets = bind_sockets(settings)
-    except OSError as error:
-        raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
+    except BaseException as error:
+        if pidfile is not None:
+            pidfile.release()
+        if isinstance(error, OSError):
+            raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}") from None
+        raise
     # Outside the window where serve() listens for signals (start-up, final clean-up),
     # SIGTERM still means "stop": exit 0 instead of dying by the signal.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     report: Callable[[str], None] = lambda message: None  # noqa: E731
-    pidfile = settings.pidfile
     if detach:
-        pidfile = pidfile or "capsem-proxyd.pid"
-        pidfile = os.path.abspath(pidfile)
+        assert pidfile is not None
         report = daemonize(os.path.abspath(log_file), pidfile)
-    elif pidfile:
-        try:
-            write_pidfile(pidfile)
-        except OSError as error:
-            raise ConfigError(f"--pidfile {pidfile}: cannot write it: {error.strerror or error}") from None
     serving: list[bool] = []  # set once the proxy serves: a failure after that is no start-up failure
     try:
         if settings.workers > 1:
@@ -71,7 +76,12 @@ def launch(
         report(f"{type(error).__name__}: {error}")
         raise
     finally:
-        remove_pidfile(pidfile)
+        if pidfile is not None:
+            pidfile.release()
+        # Serving is over: another SIGTERM (a supervisor's second, a `stop` racing the exit) asks for what is
+        # happening already. Ignored: the interpreter's finalization restores the default action of the signals
+        # it handled, which would end a clean stop "killed by SIGTERM" instead of with 0.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def startup_failure(error: BaseException) -> str:

@@ -39,6 +39,8 @@ EXIT_CONFIG_ERROR = 2
 SettingsLoader = Callable[[], Settings]
 # Options of ``start`` that shape the process, not the proxy.
 PROCESS_OPTIONS = ("daemon", "log_file")
+# The settings stop, status and reload use: where the pidfile is, and where /health answers.
+CONTROL_SETTINGS = frozenset({"pidfile", "host", "port", "certfile", "keyfile"})
 
 _HINTS = typing.get_type_hints(Settings)
 # Environment variables of options that are not settings (``env_name``), known so a misspelt one is refused.
@@ -99,6 +101,21 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     Generated from the ``Settings`` declarations (``config.py``), after the two
     eager options that feed the others: ``--env-file`` and ``--config``.
     """
+    return _instance_options(command, shown=None)
+
+
+def control_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The same options for the commands that talk to a running proxy (stop, status, reload).
+
+    They find it as ``start`` configured it: its pidfile and its address are
+    resolved from the same flags, environment, env file and ``--config`` file
+    (``CAPSEM_PROXYD_CONFIG``), so a config file that ``start`` accepts is
+    accepted here too. Only the options that matter here are in ``--help``.
+    """
+    return _instance_options(command, shown=CONTROL_SETTINGS)
+
+
+def _instance_options(command: Callable[..., Any], shown: frozenset[str] | None) -> Callable[..., Any]:
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--env-file", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_ENV_FILE", is_eager=True,
                      expose_value=False, callback=_load_env_file,
@@ -107,7 +124,8 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--config", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_CONFIG", is_eager=True,
                      expose_value=False, callback=_load_config_file,
                      help="TOML file with settings (keys as option names). Env: CAPSEM_PROXYD_CONFIG."),
-        *(_setting_option(item, _HINTS[item.name]) for item in declared()),
+        *(_setting_option(item, _HINTS[item.name], hidden=shown is not None and item.name not in shown)
+          for item in declared()),
     ]
     for option in reversed(options):
         command = option(command)
@@ -126,6 +144,8 @@ def settings_from(options: dict[str, Any]) -> Settings:
         raise ConfigError("--certfile and --keyfile go together: give both to serve HTTPS, or neither")
     if options.get("state_dir"):  # --daemon changes the working directory: resolved before it does
         options["state_dir"] = os.path.abspath(os.path.expanduser(options["state_dir"]))
+    if options.get("policy_path"):  # likewise, and a worker process must find the same folders
+        options["policy_path"] = tuple(os.path.abspath(os.path.expanduser(path)) for path in options["policy_path"])
     return Settings(**options)
 
 
@@ -203,19 +223,21 @@ class UpstreamURL(click.ParamType):
         return text
 
 
-def _setting_option(item: Field[Any], hint: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _setting_option(
+    item: Field[Any], hint: Any, *, hidden: bool = False
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """One click option from one ``Settings`` field and its ``Setting``."""
     spec = declaration(item)
     name = option_name(item)
     envvars = [envvar(item), *spec.envvars]
-    common: dict[str, Any] = {"envvar": envvars if spec.envvars else envvars[0], "help": spec.help}
+    common: dict[str, Any] = {"envvar": envvars if spec.envvars else envvars[0], "help": spec.help, "hidden": hidden}
     if item.default is not None and item.default != ():
         common.update(default=item.default, show_default=True)
     common["cls"] = SettingOption
     if hint is bool:
         return click.option(f"--{name}/--no-{name}", item.name, **common)
     if typing.get_origin(hint) is tuple:
-        return click.option(f"--{name}", item.name, multiple=True, **common)
+        return click.option(f"--{name}", item.name, multiple=True, type=_click_type(spec, hint), **common)
     return click.option(f"--{name}", item.name, type=_click_type(spec, hint), **common)
 
 
@@ -226,6 +248,8 @@ def _click_type(spec: Setting, hint: Any) -> Any:
         return click.Choice(spec.choices, case_sensitive=False)
     if spec.file:
         return click.Path(dir_okay=False)
+    if spec.folder:  # click splits its environment variable on os.pathsep
+        return click.Path(exists=True, file_okay=False)
     if hint is int:
         return click.IntRange(min=_bound(spec.minimum), max=_bound(spec.maximum))
     if hint is float:

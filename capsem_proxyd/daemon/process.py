@@ -25,15 +25,80 @@ class ProcessError(Exception):
 
 # -- pidfiles -----------------------------------------------------------------
 
-
-def write_pidfile(path: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(f"{os.getpid()}\n")
+# What start --daemon writes, and what stop, status and reload read, when no --pidfile is configured.
+DEFAULT_PIDFILE = "capsem-proxyd.pid"
 
 
-def remove_pidfile(path: str | None) -> None:
-    if path and read_pid(path) == os.getpid():
-        Path(path).unlink(missing_ok=True)
+class PidFile:
+    """A pidfile held locked (``flock``) for as long as the proxy that wrote it runs.
+
+    The lock, not the pid in the file, says whether a proxy owns it: a second
+    ``start`` with the same pidfile finds it locked and refuses, instead of
+    overwriting the running one's pid (after which ``stop`` stopped only the
+    newcomer and the first kept serving). A pidfile left behind by a killed
+    proxy is not locked, so it is taken over; a pid the kernel has since given
+    to another process is never mistaken for a proxy. The lock lives in the
+    open file, so the processes forked from the one that took it (the detached
+    daemon, the ``--workers``) hold it until the last of them exits.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Lock the pidfile and write this process's id; ProcessError when another proxy holds it or it
+        cannot be written."""
+        import fcntl
+
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise ProcessError(f"--pidfile {self.path}: cannot write it: {error.strerror or error}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            pid = read_pid(self.path)
+            raise ProcessError(
+                f"capsem-proxyd is already running (pid {pid if pid is not None else '?'}, pidfile {self.path}): "
+                "stop it first, or give this one another --pidfile"
+            ) from None
+        self._fd = fd
+        self.write()
+
+    def write(self) -> None:
+        """Record this process's id (again in the detached daemon, whose pid is not the one that locked)."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        """Remove the pidfile if it names this process, and let go of the lock."""
+        if self._fd is None:
+            return
+        if read_pid(self.path) == os.getpid():
+            Path(self.path).unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+
+def pidfile_held(path: str) -> bool:
+    """Whether a running proxy holds the lock on ``path``."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def read_pid(path: str) -> int | None:
@@ -54,18 +119,21 @@ def pid_alive(pid: int) -> bool:
 
 
 def running_pid(pidfile: str) -> int:
+    """The pid of the proxy that holds ``pidfile``; ProcessError when none does."""
     pid = read_pid(pidfile)
     if pid is None:
         raise ProcessError(f"no pid in {pidfile}: is capsem-proxyd running with this --pidfile?")
-    if not pid_alive(pid):
+    if not pid_alive(pid) or not pidfile_held(pidfile):
         raise ProcessError(f"process {pid} from {pidfile} is not running (stale pidfile)")
     return pid
 
 
-def stop(pidfile: str, timeout: float) -> int:
-    """SIGTERM the daemon and wait for it to exit; returns its pid."""
-    pid = running_pid(pidfile)
-    os.kill(pid, signal.SIGTERM)
+def stop(pid: int, timeout: float) -> int:
+    """SIGTERM the proxy ``pid`` (from ``running_pid``) and wait for it to exit; returns its pid."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return pid  # gone already
     deadline = time.monotonic() + timeout
     while pid_alive(pid):
         if time.monotonic() > deadline:
@@ -85,8 +153,11 @@ def _reap(pid: int) -> None:
 # -- detaching ----------------------------------------------------------------
 
 
-def daemonize(log_file: str, pidfile: str) -> Callable[[str], None]:
+def daemonize(log_file: str, pidfile: PidFile) -> Callable[[str], None]:
     """Double fork; the original process waits for the daemon's first word and exits with it.
+
+    ``pidfile`` is locked before (a second daemon is refused in the foreground, as one line); the
+    daemon inherits the lock and writes its own pid into it.
 
     Returns ``report(message)`` for the daemon: "ready" makes the original
     process exit 0, anything else is printed as its error (exit 2).
@@ -94,13 +165,13 @@ def daemonize(log_file: str, pidfile: str) -> Callable[[str], None]:
     read_end, write_end = os.pipe()
     if os.fork() > 0:
         os.close(write_end)
-        _wait_for_daemon(read_end, pidfile)
+        _wait_for_daemon(read_end, pidfile.path)
     os.close(read_end)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
     _redirect_stdio(log_file)
-    write_pidfile(pidfile)
+    pidfile.write()
 
     def report(message: str) -> None:
         try:

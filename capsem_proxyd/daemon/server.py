@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable
 
 import trio
@@ -24,7 +25,7 @@ from capsem_proxyd import __version__
 from capsem_proxyd._compat.hypercorn import serve_hypercorn
 from capsem_proxyd.config import Settings
 from capsem_proxyd.daemon import notify
-from capsem_proxyd.daemon.instance import Instance, app_for, open_instance
+from capsem_proxyd.daemon.instance import Instance, ReloadResult, app_for, open_instance
 from capsem_proxyd.enforcement.tenants import PolicyConfig, load_policy_config
 from capsem_proxyd.observe.tracing import trace_export
 
@@ -143,7 +144,7 @@ async def _handle_signals(
         task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
-                await reload(instance, reload_settings)
+                await reload(instance, reload_settings, requested=time.time())
                 continue
             if shutdown.is_set():
                 log.info("received %s again: already draining", signal.Signals(signum).name)
@@ -156,19 +157,28 @@ async def _handle_signals(
             shutdown.set()  # keep the receiver open: a second signal must not kill the drain
 
 
-async def reload(instance: Instance, reload_settings: SettingsLoader | None) -> bool:
-    """Re-read settings and policies and swap them in; a broken configuration keeps the old one."""
+async def reload(instance: Instance, reload_settings: SettingsLoader | None, *, requested: float | None = None) -> bool:
+    """Re-read settings and policies and swap them in; a broken configuration keeps the old one.
+
+    The verdict is kept for ``/health`` (``Instance.last_reload``), stamped with ``requested``, the
+    wall-clock time the SIGHUP arrived.
+    """
+    requested = time.time() if requested is None else requested
     notify.reloading()
     try:
         settings = reload_settings() if reload_settings is not None else instance.settings
         config = await trio.to_thread.run_sync(load_policy_config, settings)
     except Exception as error:  # noqa: BLE001 - any failure keeps the running configuration
-        log.error("reload rejected, keeping the active configuration: %s", _one_line(error))
+        reason = _one_line(error)
+        log.error("reload rejected, keeping the active configuration: %s", reason)
+        instance.last_reload = ReloadResult(requested, time.time(), ok=False, error=reason)
         notify.ready("reload rejected")
         return False
     await instance.install(config, settings)  # the new policies' workers are warm before they take over
     instance.reopen_logs()
-    log.info("reloaded: %s", config.describe(settings.stream_holdback))
+    summary = config.describe(settings.stream_holdback)
+    instance.last_reload = ReloadResult(requested, time.time(), ok=True, summary=summary)
+    log.info("reloaded: %s", summary)
     for warning in config.warnings:
         log.warning("%s", warning)
     notify.ready("reloaded")

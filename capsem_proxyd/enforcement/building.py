@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,19 @@ def _from_config(policy_class: type[Policy], toml_file: Path, config: dict[str, 
         lines = toml_file.read_text(encoding="utf-8").splitlines()
         return policy_class.from_config(config, source_lines=lines)
     return policy_class.from_config(config)
+
+
+def extend_import_path(folders: Sequence[str]) -> None:
+    """Put ``folders`` (``--policy-path``) first on ``sys.path``, once each, where ``class =`` modules are looked for.
+
+    Called wherever a policy is built, the proxy's process and each policy
+    worker process alike: a spawned worker starts from a fresh interpreter and
+    must not depend on what the parent's ``sys.path`` or environment held.
+    """
+    missing = [folder for folder in folders if folder not in sys.path]
+    sys.path[:0] = missing
+    if missing:
+        importlib.invalidate_caches()
 
 
 def _one_line(error: BaseException) -> str:

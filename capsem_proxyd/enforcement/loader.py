@@ -49,6 +49,7 @@ from capsem_proxyd.enforcement.building import (
     _import_policy_class,
     _one_line,
     build_from_class,
+    extend_import_path,
     implemented_hooks,
 )
 from capsem_proxyd.enforcement.workers import PolicySpec, RemotePolicy, manifest
@@ -109,8 +110,13 @@ def no_policy_set() -> PolicySet:
     )
 
 
-def load_policy_set(folder: str | Path | None) -> PolicySet:
-    """Load ``folder`` (or the default when ``None``); raise PolicyConfigError."""
+def load_policy_set(folder: str | Path | None, import_path: tuple[str, ...] = ()) -> PolicySet:
+    """Load ``folder`` (or the default when ``None``); raise PolicyConfigError.
+
+    ``import_path``: the ``--policy-path`` folders, where ``class =`` modules are looked for here and in
+    the worker processes of ``cpu_heavy`` policies.
+    """
+    extend_import_path(import_path)
     if folder is None or str(folder) == "":
         return default_policy_set()
     path = Path(folder)
@@ -128,7 +134,7 @@ def load_policy_set(folder: str | Path | None) -> PolicySet:
     policy_set = PolicySet(manager=SecurityManager(), source=str(path))
     for toml_file in policy_files:
         config = _read_toml(toml_file)
-        policy = _build_policy(toml_file, config, policy_set)
+        policy = _build_policy(toml_file, config, policy_set, import_path)
         if policy is None:
             continue
         try:
@@ -158,7 +164,9 @@ def _known_names() -> str:
     return ", ".join(f"{stem}.toml" for stem in sorted(KNOWN_POLICIES))
 
 
-def _build_policy(toml_file: Path, config: dict[str, Any], policy_set: PolicySet) -> Policy | None:
+def _build_policy(
+    toml_file: Path, config: dict[str, Any], policy_set: PolicySet, import_path: tuple[str, ...]
+) -> Policy | None:
     # The name is checked before ``enabled``: a misnamed file is a mistake whether or not it is enabled.
     class_path = config.get("class") or KNOWN_POLICIES.get(toml_file.stem)
     if class_path is None:
@@ -177,7 +185,7 @@ def _build_policy(toml_file: Path, config: dict[str, Any], policy_set: PolicySet
     if not isinstance(config.get("processes", True), bool):
         raise PolicyConfigError(f"{toml_file}: processes must be true or false, not {config['processes']!r}")
     if config.get("processes", True) and _cpu_heavy(toml_file, str(class_path)):
-        return _remote(toml_file, str(class_path), config, policy_set)
+        return _remote(toml_file, str(class_path), config, policy_set, import_path)
     return build_from_class(toml_file, str(class_path), config, policy_set.warnings)
 
 
@@ -187,9 +195,11 @@ def _cpu_heavy(toml_file: Path, class_path: str) -> bool:
     return getattr(_import_policy_class(toml_file, class_path), "cpu_heavy", False) is True
 
 
-def _remote(toml_file: Path, class_path: str, config: dict[str, Any], policy_set: PolicySet) -> Policy | None:
+def _remote(
+    toml_file: Path, class_path: str, config: dict[str, Any], policy_set: PolicySet, import_path: tuple[str, ...]
+) -> Policy | None:
     """A stand-in for a CPU-heavy policy: built once in a short-lived worker to learn what it is."""
-    spec = PolicySpec(str(toml_file), class_path, config)
+    spec = PolicySpec(str(toml_file), class_path, config, import_path)
     try:
         described = manifest(spec)
     except PolicyConfigError:

@@ -91,10 +91,10 @@ def load_policy_config(settings: Settings) -> PolicyConfig:
     """Load every folder and file ``settings`` names; raises PolicyConfigError (one line)."""
     config = PolicyConfig(main=_main_policy_set(settings))
     if settings.shadow_policy_dir:
-        config.shadow = load_policy_set(settings.shadow_policy_dir)
+        config.shadow = load_policy_set(settings.shadow_policy_dir, settings.policy_path)
     if settings.tenant_profiles:
         folders = load_tenant_profiles(settings.tenant_profiles)
-        by_folder = {folder: load_policy_set(folder) for folder in sorted(set(folders.values()))}
+        by_folder = {folder: load_policy_set(folder, settings.policy_path) for folder in sorted(set(folders.values()))}
         config.profiles = {tenant_id: by_folder[folder] for tenant_id, folder in folders.items()}
     if settings.tenants_file:
         config.allowed_tenants = load_allowed_tenants(settings.tenants_file)
@@ -104,7 +104,7 @@ def load_policy_config(settings: Settings) -> PolicyConfig:
 def _main_policy_set(settings: Settings) -> PolicySet:
     """``--policy-dir``'s policies (the Debug policy without one), or none when ``--no-policies`` says so."""
     if settings.policies:
-        return load_policy_set(settings.policy_dir)
+        return load_policy_set(settings.policy_dir, settings.policy_path)
     if settings.policy_dir:
         raise PolicyConfigError(
             f"--no-policies and --policy-dir {settings.policy_dir} contradict each other; drop one of them"

@@ -55,7 +55,7 @@ from capsem.models import Agent, Decision, Media
 from capsem.policies import Policy
 from capsem.tools import Tool
 
-from capsem_proxyd.enforcement.building import build_from_class, implemented_hooks
+from capsem_proxyd.enforcement.building import build_from_class, extend_import_path, implemented_hooks
 from capsem_proxyd.policies.declarations import mark_worker
 
 log = logging.getLogger("capsem_proxyd.enforcement.workers")
@@ -67,11 +67,13 @@ _MANIFEST_TIMEOUT = 120.0
 
 @dataclass(frozen=True, slots=True)
 class PolicySpec:
-    """How to build one policy anywhere: its file and the settings read from it (picklable)."""
+    """How to build one policy anywhere: its file, the settings read from it, and the folders its class
+    may be imported from (``--policy-path``) (picklable)."""
 
     file: str
     class_path: str
     config: dict[str, Any]
+    import_path: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ _BUILT: list[Policy] = []
 
 def build(spec: PolicySpec) -> Policy | None:
     """The policy ``spec`` describes (in whichever process calls this)."""
+    extend_import_path(spec.import_path)
     return build_from_class(Path(spec.file), spec.class_path, spec.config, [])
 
 

@@ -9,7 +9,6 @@ import signal
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
 
 from tests.support.daemon import daemon_env, free_port, run_cli, upstream_args, wait_for_log
@@ -169,7 +168,8 @@ async def test_daemon_mode_status_reload_and_stop(tmp_path: Path, fake: FakeUpst
         status = await trio.to_thread.run_sync(lambda: run_cli("status", *common, "--port", str(port)))
         assert status.returncode == 0 and "running: pid" in status.stdout
         assert (await post(f"http://127.0.0.1:{port}", BLOCKED)).status_code == 400
-        assert run_cli("reload", *common).returncode == 0
+        reloaded = await trio.to_thread.run_sync(lambda: run_cli("reload", *common, "--port", str(port)))
+        assert reloaded.returncode == 0 and "reloaded" in reloaded.stdout, reloaded.stderr
         stopped = await trio.to_thread.run_sync(lambda: run_cli("stop", *common))
         assert stopped.returncode == 0, stopped.stderr
         assert not pidfile.exists()
@@ -274,28 +274,3 @@ async def test_workers_share_one_port_and_stop_together(fake: FakeUpstream, daem
     assert await daemon.stop() == 0
     pids = {line.split("capsem_proxyd.request[")[1].split("]")[0] for line in daemon.log.splitlines() if "capsem_proxyd.request[" in line}
     assert len(pids) == 2, daemon.log
-
-
-def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    import shutil
-    import subprocess
-
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed (CI installs the systemd package)")
-    unit = Path(__file__).resolve().parents[2] / "capsem-proxyd.service"
-    text = unit.read_text()
-    for required in ("Type=notify", "ExecStartPre=", "ExecReload=", "Restart=on-failure", "NoNewPrivileges=yes",
-                     "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=",
-                     "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "StateDirectory=capsem-proxyd", "LogsDirectory=",
-                     "Environment=CAPSEM_PROXYD_STATE_DIR=/var/lib/capsem-proxyd",
-                     "EnvironmentFile=-/etc/capsem-proxyd/env"):
-        assert required in text, required
-    # verify resolves ExecStart binaries: point them at a real executable in a copy of the unit.
-    binary = tmp_path / "capsem-proxyd"
-    binary.write_text("#!/bin/sh\nexit 0\n")
-    binary.chmod(0o755)
-    copy = tmp_path / "capsem-proxyd.service"
-    copy.write_text(text.replace("/usr/local/bin/capsem-proxyd", str(binary)))
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
-    problems = [line for line in result.stderr.splitlines() if "capsem-proxyd.service" in line]
-    assert result.returncode == 0 and not problems, result.stderr

@@ -84,6 +84,7 @@ async def test_health_and_metrics_describe_the_instance(proxy_settings: Settings
             # No placeholder key: start's preflight makes it, and this instance never went through one.
             "state": {"directory": proxy_settings.state_dir, "placeholder_key_id": None},
             "reply_memory": {"capacity": proxy_settings.reply_memory, "held": 0, "waiting": 0},
+            "reload": None,  # no reload since start
         }
         async with served(instance) as url, httpx.AsyncClient() as client:
             assert (await client.post(url + "/v1/chat/completions", json=CHAT, headers=HEADERS)).status_code == 200
