@@ -23,6 +23,14 @@ implements ``whole_prompt_decision(model_name, system_instructions, prompt)
 cached; when it refuses (CONFIRM or BLOCK), the pieces are not asked (Rules:
 ``max_prompt_chars`` and the model globs).
 
+``reply_terms = LiteralTerms(terms)`` promises that the policy's
+``on_model_response`` allows a reply (ALLOW, nothing recorded otherwise) unless
+one of ``terms`` is in its text or in its thoughts, each read alone, compared as
+``LiteralTerms`` compares (Debug: its marker). A stream then reads each new
+piece of a channel once (``term_screen.py``) instead of asking the policy about
+the whole text at every check; the policy is asked where a term is found, and
+about the complete text at the end of the stream.
+
 ``cpu_heavy = True`` says that the policy's hooks compute for long (the PII
 analysis): the engine runs them in worker processes beside the event loop
 (``enforcement/workers.py``), each worker building its own copy of the policy from
@@ -33,15 +41,28 @@ policy that would otherwise hand its work to a thread should compute in line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from capsem_proxyd.policies.holdback import declared
+from capsem_proxyd.policies.holdback import LiteralTerms, declared
+from capsem_proxyd.policies.term_screen import Screen, TermScreen
 
 _IN_WORKER = False
 
 
 def splittable(policy: object) -> bool:
     return getattr(policy, "splittable", False) is True
+
+
+def reply_screen(policy: object) -> Callable[[], Screen] | None:
+    """What makes a channel's screen for the policy's ``reply_terms`` (None: it declares none, or one a
+    screen cannot read)."""
+    terms = getattr(policy, "reply_terms", None)
+    screen = terms.screen() if isinstance(terms, LiteralTerms) else None
+    if screen is None:
+        return None
+    return partial(TermScreen, screen.terms, keep_case=screen.keep_case)
 
 
 def cpu_heavy(policy: object) -> bool:

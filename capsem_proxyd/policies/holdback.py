@@ -68,6 +68,7 @@ from capsem_proxyd.policies.normalize import (
     seen_length,
     visual_order,
 )
+from capsem_proxyd.policies.term_screen import TermScreen
 
 
 class Holdback(Protocol):
@@ -213,6 +214,13 @@ class LiteralTerms:
             if held is not None:
                 return held
             window *= 4  # invisible padding or long gaps: the window must hold a term's worth of seen text
+
+    def screen(self) -> TermScreen | None:
+        """A channel's search for these terms, reading each new piece once (``term_screen.py``); None when
+        a term has words a gap separates (found in the spaced readings, which a screen does not read)."""
+        if self._gapped is not None:
+            return None
+        return TermScreen(self.terms, keep_case=self.keep_case)
 
     def _held(self, tail: str, whole: bool) -> int | None:
         """What ``tail`` holds, or None when it is too short to tell (and not the whole text)."""

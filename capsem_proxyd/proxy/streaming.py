@@ -166,7 +166,8 @@ class StreamPump:
         self.read_usage = read_usage  # a recorder wants the usage the stream states (see Dialect.stream_usage)
         self.stored = stored  # a reply the provider stores, to record once delivered (None: nothing to record)
         self.core = StreamRelease(settings.schedule(), channel_matchers(engine.holdbacks),
-                                  keeps_stored=stored is not None, now=time.monotonic())
+                                  keeps_stored=stored is not None, now=time.monotonic(),
+                                  new_screen=engine.reply_screens)
         self.outcome = StreamOutcome.INCOMPLETE
         # The nursery lives in the client-facing task, so cancelling its scope would
         # cancel the sending too: the reader gets a scope of its own.
@@ -399,6 +400,9 @@ class StreamPump:
         """The checks the core asked for, in order; a refusal raises ``ProxyError`` and ends the stream."""
         for check in checks:
             if isinstance(check, TextCheck):
+                if check.screened:  # the new text holds nothing any policy refuses replies for
+                    self.core.checked(check, 0.0, time.monotonic())
+                    continue
                 begun = time.monotonic()
                 await self.engine.check_model_response(self.exchange, check.text, check.thoughts)
                 now = time.monotonic()
@@ -479,12 +483,14 @@ async def check_stream_body(
     a refusal raises ``ProxyError`` before any byte of it goes. Nothing is released: the caller
     sends the body as it is, or the refusal.
     """
-    core = StreamRelease(schedule, channel_matchers(engine.holdbacks), now=time.monotonic())
+    core = StreamRelease(schedule, channel_matchers(engine.holdbacks), now=time.monotonic(),
+                         new_screen=engine.reply_screens)
 
     async def run(checks: list[Check]) -> None:
         for check in checks:
             if isinstance(check, TextCheck):
-                await engine.check_model_response(exchange, check.text, check.thoughts)
+                if not check.screened:
+                    await engine.check_model_response(exchange, check.text, check.thoughts)
             else:
                 await engine.check_tool_call(exchange, check.call)
             core.checked(check, 0.0, time.monotonic())
