@@ -207,6 +207,12 @@ class LiteralTerms:
         """Raw characters at the end of ``text`` that may start a term; 0 when no match is pending."""
         if not (self._prefixes or self._gapped) or not text:
             return 0
+        if self._gapped is None:
+            end = text[1 - self.longest:] if self.longest > 1 else ""
+            if end.isascii():
+                # ASCII folds to itself lowered, one character for one: a pending beginning of a plain term
+                # (at most ``longest - 1`` characters) is in this end as it is, whatever came before it.
+                return self._pending(end if self.keep_case else end.lower())
         window = max(4 * self.longest, 64)
         while True:
             tail = text[-window:]
