@@ -315,6 +315,8 @@ def one_delta_view(chunk: dict[str, Any]) -> StreamView | None:
 def _declared(node: Node, key: str, value: Any) -> bool:
     """``key: value`` is a field that holds no content, as ``Sorter.fields`` reads one: a word of the API
     whose value is null, or fits its declared leaf's shape (or is a number or boolean there)."""
+    if type(value) is str and (node, key, value) in _SEEN_DECLARED:
+        return True
     children = node.children
     below = children.get(key, children.get("*"))
     if key not in vocabulary.OPENAI_CHAT and (below is None or not below.named):
@@ -324,10 +326,19 @@ def _declared(node: Node, key: str, value: Any) -> bool:
     if below is None or not below.leaf:
         return False
     if isinstance(value, str):
-        return below.fits is not None and bool(below.fits(value))
+        if below.fits is None or not below.fits(value):
+            return False
+        if len(_SEEN_DECLARED) >= _SEEN_MOST:
+            _SEEN_DECLARED.clear()
+        _SEEN_DECLARED.add((node, key, value))
+        return True
     return not isinstance(value, (dict, list))
 
 
+# Declared strings already found to fit (a stream's id, model, object in each of its chunks): their shape
+# tests run once per stream, not once per event. Only what fits a declared shape is kept, never content.
+_SEEN_DECLARED: set[tuple[Node, str, str]] = set()
+_SEEN_MOST = 4096
 _ROOT = REPLY_NOT_CONTENT.root
 _CHOICE = _ROOT.children["choices"].children["*"]
 _DELTA = _CHOICE.children["delta"]

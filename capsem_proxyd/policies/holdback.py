@@ -207,12 +207,9 @@ class LiteralTerms:
         """Raw characters at the end of ``text`` that may start a term; 0 when no match is pending."""
         if not (self._prefixes or self._gapped) or not text:
             return 0
-        if self._gapped is None:
-            end = text[1 - self.longest:] if self.longest > 1 else ""
-            if end.isascii():
-                # ASCII folds to itself lowered, one character for one: a pending beginning of a plain term
-                # (at most ``longest - 1`` characters) is in this end as it is, whatever came before it.
-                return self._pending(end if self.keep_case else end.lower())
+        held = self.held_at_end(text[1 - self.longest:] if self.longest > 1 else "", len(text) < self.longest)
+        if held is not None:
+            return held
         window = max(4 * self.longest, 64)
         while True:
             tail = text[-window:]
@@ -220,6 +217,21 @@ class LiteralTerms:
             if held is not None:
                 return held
             window *= 4  # invisible padding or long gaps: the window must hold a term's worth of seen text
+
+    def held_at_end(self, end: str, whole: bool) -> int | None:
+        """What ``held`` answers for a text that ends with ``end`` (``whole``: is ``end``), told from that end
+        alone; None when it cannot be (a gapped term, an end shorter than a term, or not ASCII).
+
+        ASCII folds to itself lowered, one character for one: the pending beginning of a plain term (at
+        most ``longest - 1`` characters) is in the text's last ``longest - 1`` characters as they are,
+        whatever came before them, so a stream's channel need not join its whole text to ask.
+        """
+        if self._gapped is not None or not end.isascii():
+            return None
+        if len(end) < self.longest - 1 and not whole:
+            return None
+        end = end[1 - self.longest:] if self.longest > 1 else ""
+        return self._pending(end if self.keep_case else end.lower()) if self._prefixes else 0
 
     def screen(self) -> TermScreen | None:
         """A channel's search for these terms, reading each new piece once (``term_screen.py``); None when
@@ -359,7 +371,7 @@ class HeldMatcher:
     policies' checks decide.
     """
 
-    __slots__ = ("holdbacks", "trackers", "_parts", "_length", "_visual", "_reordered_from", "_looked_from")
+    __slots__ = ("holdbacks", "trackers", "_parts", "_length", "_visual", "_reordered_from", "_looked_from", "_end")
 
     def __init__(self, holdbacks: Sequence[Holdback]) -> None:
         whole: list[Holdback] = []
@@ -370,12 +382,14 @@ class HeldMatcher:
         self._visual = tuple(reader for holdback in self.holdbacks for reader in _visual_readers(holdback))
         self._reordered_from: int | None = None  # the first bidi control of the paragraphs held for visual order
         self._looked_from = 0  # where to look for the end of those paragraphs
+        self._end = ""  # the text's last ``_END`` characters: most declarations are answered from them
 
     def feed(self, new_text: str) -> Scan:
         if new_text:
             start = self._length
             self._parts.append(new_text)
             self._length += len(new_text)
+            self._end = (self._end + new_text)[-_END:] if len(new_text) < _END else new_text[-_END:]
             if self._visual and (self._reordered_from is not None or has_bidi_control(new_text)):
                 self._follow_visual_order(start, new_text)
         most = 0
@@ -385,9 +399,13 @@ class HeldMatcher:
                 most = held
         if not self._length:
             return NOTHING_PENDING
-        text = self._text() if self.holdbacks else ""
+        text = None
         for holdback in self.holdbacks:
-            held = holdback.held(text)
+            at_end = getattr(holdback, "held_at_end", None)
+            held = at_end(self._end, self._length == len(self._end)) if at_end is not None else None
+            if held is None:
+                text = self._text() if text is None else text
+                held = holdback.held(text)
             if held > most:
                 most = held
         pending = self._length - most if most else None
@@ -420,6 +438,9 @@ class HeldMatcher:
             rest = new_text[closing.end():]
             self._reordered_from = end + _first_bidi_control(rest) if has_bidi_control(rest) else None
             self._looked_from = self._reordered_from or end
+
+
+_END = 64  # characters of a channel's end kept apart (``LiteralTerms.held_at_end``: terms up to 65 long)
 
 
 def _trackers(holdbacks: Iterable[Holdback], whole: list[Holdback]) -> Iterable[Tracker]:

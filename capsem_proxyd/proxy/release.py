@@ -110,6 +110,17 @@ class _Channel:
             self.parts = ["".join(self.parts)]
         return self.parts[0] if self.parts else ""
 
+    def between(self, start: int, end: int) -> str:
+        """The text from ``start`` to ``end``; from the last part alone when it holds it (a check per
+        event reads one event's delta: joining the whole text for it made each check cost the reply)."""
+        if end <= start:
+            return ""
+        if end == self.length:
+            last = self.parts[-1]
+            if len(last) >= end - start:
+                return last[len(last) - (end - start):]
+        return self.whole()[start:end]
+
 
 def _followed_by(channel: _Channel | None, texts: list[str]) -> str:
     """The channel's text with each of ``texts`` right after what it has not released: the error's
@@ -130,7 +141,7 @@ def _screened(*channels: _Channel | None) -> bool:
         if screen is None:
             return False
         if channel.screened < channel.length:
-            if screen.feed(channel.whole()[channel.screened:]):
+            if screen.feed(channel.between(channel.screened, channel.length)):
                 clear = False
             channel.screened = channel.length
     return clear
@@ -340,7 +351,7 @@ class StreamRelease:
         for channel, length in check.covers:
             self._checked_total += length - channel.checked
             channel.checked = length
-            scan = channel.matcher.feed(channel.whole()[channel.fed:length])
+            scan = channel.matcher.feed(channel.between(channel.fed, length))
             channel.fed = length
             channel.releasable = length if scan.pending is None else scan.pending
         self._round_cost += seconds
@@ -498,7 +509,10 @@ class StreamRelease:
             text = channels.get((choice, False))
             thoughts = channels.get((choice, True))
             if not every_choice and self.new_screen is not None and _screened(text, thoughts):
-                covers = tuple((channel, channel.length) for channel in (text, thoughts) if channel is not None)
+                if thoughts is None and text is not None:
+                    covers: tuple[tuple[_Channel, int], ...] = ((text, text.length),)
+                else:
+                    covers = tuple((channel, channel.length) for channel in (text, thoughts) if channel is not None)
                 checks.append(TextCheck(choice, "", "", covers, screened=True))
                 continue
             if thoughts is None and text is not None:
