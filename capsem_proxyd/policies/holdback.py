@@ -399,15 +399,15 @@ class HeldMatcher:
                 most = held
         if not self._length:
             return NOTHING_PENDING
-        text = None
+        text: str | None = None
         for holdback in self.holdbacks:
             at_end = getattr(holdback, "held_at_end", None)
-            held = at_end(self._end, self._length == len(self._end)) if at_end is not None else None
-            if held is None:
+            told: int | None = at_end(self._end, self._length == len(self._end)) if at_end is not None else None
+            if told is None:
                 text = self._text() if text is None else text
-                held = holdback.held(text)
-            if held > most:
-                most = held
+                told = holdback.held(text)
+            if told > most:
+                most = told
         pending = self._length - most if most else None
         if self._reordered_from is not None and (pending is None or self._reordered_from < pending):
             pending = self._reordered_from
