@@ -93,13 +93,45 @@ def test_a_second_reading_makes_the_screen_ask_from_then_on() -> None:
     assert screen.feed("more plain text")
 
 
+def _rules(config: dict) -> RulesPolicy:
+    rules = RulesPolicy.from_config(config)
+    assert rules is not None
+    return rules
+
+
 def test_only_policies_that_say_what_they_refuse_replies_for_are_screened() -> None:
     assert channel_screens(default_policy_set().manager.policies) is not None  # Debug: its marker
-    rules = RulesPolicy.from_config({"on_model_response": {"block": ["x"]}})
-    assert rules is not None
-    assert channel_screens([DebugPolicy(), rules]) is None  # Rules refuses for regexes, LOG... : asked every check
-    assert LiteralTerms(["project falcon"]).screen() is None  # a gapped term: the spaced readings, not screened
+    one_word = _rules({"on_model_response": {"block": ["x"], "log": [{"term": "Y", "case_sensitive": True}]}})
+    assert channel_screens([DebugPolicy(), one_word]) is not None
+    assert channel_screens([_rules({"on_model_call": {"block": ["x"]}})]) is not None  # no reply rule: never refuses
+    for unscreened in ({"block": [{"regex": "x+"}]}, {"block": ["project falcon"]}, {"block": ["rm-rf"]}):
+        # A regex, or a term of several words (a gap of any length between them): asked at every check.
+        assert channel_screens([DebugPolicy(), _rules({"on_model_response": unscreened})]) is None
+    assert LiteralTerms(["project falcon"]).screen() is None
     assert channel_screens([]) is not None  # no policy checks replies: nothing to ask
+
+
+@settings(max_examples=300)
+@given(text=texts, cuts=st.lists(st.integers(0, 120), max_size=12),
+       terms=st.lists(st.sampled_from(["capsem", "BLOCK", "em_b", "ｃ", "k"]), min_size=1, max_size=3),
+       cased=st.booleans(), thoughts=st.booleans())
+def test_a_screen_flags_every_piece_after_which_rules_first_refuse(
+    text: str, cuts: list[int], terms: list[str], cased: bool, thoughts: bool,
+) -> None:
+    rules = _rules({"on_model_response": {"block": [{"term": term, "case_sensitive": cased} for term in terms]}})
+    make = channel_screens([rules])
+    assert make is not None
+    screen = make()
+    so_far, refused_before = "", False
+    for piece in _pieces(text, cuts):
+        so_far += piece
+        flagged = screen.feed(piece)
+        args = ("", so_far) if thoughts else (so_far, "")  # the channel is the text, or the thoughts
+        decision: Decision = trio.run(rules.on_model_response, "i", None, *args, [])
+        refused = decision.verdict.value != "ALLOW"
+        if refused and not refused_before:
+            assert flagged, (so_far, piece)
+        refused_before = refused
 
 
 class _Decisions(Recorder):
