@@ -51,8 +51,11 @@ POLICIES: dict[str, dict[str, str]] = {
     "(c) Rules, unbounded regex": {"rules.toml": '[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n'},
     "(d) PII patterns + Debug": {"debug.toml": "", "pii.toml": "check_responses = true\n" + PII_TOML},
 }
+CHUNK_MS = 25  # the paced provider's interval between chunks
 TARGET_TTFT_MS = 30.0
-TARGET_P95_MS = 25.0
+# Issue 22's done-when: a character may wait one chunk interval (the hold-back keeps a chunk that may still
+# begin a match until the next one comes) plus 10 ms of the proxy's own; not a flat 25 ms.
+TARGET_P95_MS = CHUNK_MS + 10.0
 
 
 def answer(length: int) -> list[str]:
@@ -73,7 +76,7 @@ def measure(context: Context, length: int, runs: int, log: Any) -> dict[str, Any
     children = context.children
     chunks = answer(length)
     fake_url = _start_fake(context, chunks)
-    out: dict[str, Any] = {"answer_chars": length, "chunk_ms": 25, "runs": runs, "results": {}}
+    out: dict[str, Any] = {"answer_chars": length, "chunk_ms": CHUNK_MS, "runs": runs, "results": {}}
     direct = {api: _runs(fake_url, api, runs) for api in APIS}
     for name, files in POLICIES.items():
         folder = context.work / "latency-policies" / name.split()[0].strip("()")
@@ -97,7 +100,7 @@ def _start_fake(context: Context, chunks: list[str]) -> str:
     log = context.work / "logs" / "latency-fake.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    command = [sys.executable, "-m", "bench.paced_upstream", "--port", str(port), "--chunk-delay", "0.025",
+    command = [sys.executable, "-m", "bench.paced_upstream", "--port", str(port), "--chunk-delay", str(CHUNK_MS / 1000),
                "--chunks", json.dumps(chunks)]
     child = context.children.start("latency-fake", command, core=None, log=log, cwd=REPO)
     wait_listening(port, child.process, context.start_timeout, "paced upstream", log)
@@ -188,15 +191,16 @@ def markdown(latency: dict[str, Any] | None) -> str:
 
 
 def targets(latency: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """Issue 14's targets, for every policy set (issue 22 adds (c) and (d)): first text within 30 ms of
-    direct, per-character p95 under 25 ms."""
+    """Issue 22's targets, for every policy set: first text within 30 ms of direct, per-character p95
+    within one chunk interval plus 10 ms (35 ms at 25 ms chunks)."""
     if not latency or "results" not in latency:
         return []
     out = []
     for name, row in latency["results"].items():
         for label, value, limit in (("first text added", row["ttfb_added_ms"], TARGET_TTFT_MS),
                                     ("per-character delay p95", row["delay_p95_ms"], TARGET_P95_MS)):
-            out.append({"target": f"{label} (ms), {name}", "value": value, "op": "<=", "limit": limit,
+            what = f"{label} (ms, chunk interval {CHUNK_MS} + 10)" if limit is TARGET_P95_MS else f"{label} (ms)"
+            out.append({"target": f"{what}, {name}", "value": value, "op": "<=", "limit": limit,
                         "met": value <= limit})
     return out
 

@@ -255,16 +255,95 @@ class OpenAIChatDialect(OpenAIDialect):
         chunk = json_object_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
-        view = StreamView()
-        for key, value, below in SORTER.fields(chunk, REPLY_NOT_CONTENT.root, view.content):
-            if key == "choices":
-                for _, choice, at in SORTER.items(value, below, view.content):
-                    _choice_delta(choice, at, view)
-            else:
-                SORTER.add(view.content, value, below)  # an ``error`` object among them
-        if chunk.get("error"):  # the openai SDKs raise on it; what else it carries was read above
-            return upstream_error(view, chunk["error"])
-        return view
+        return one_delta_view(chunk) or walked_view(chunk)
+
+
+def walked_view(chunk: dict[str, Any]) -> StreamView:
+    """A chunk of any shape, every field read by the general walk (``Sorter``)."""
+    view = StreamView()
+    for key, value, below in SORTER.fields(chunk, REPLY_NOT_CONTENT.root, view.content):
+        if key == "choices":
+            for _, choice, at in SORTER.items(value, below, view.content):
+                _choice_delta(choice, at, view)
+        else:
+            SORTER.add(view.content, value, below)  # an ``error`` object among them
+    if chunk.get("error"):  # the openai SDKs raise on it; what else it carries was read above
+        return upstream_error(view, chunk["error"])
+    return view
+
+
+def one_delta_view(chunk: dict[str, Any]) -> StreamView | None:
+    """The chunk a model streams token by token, read without the general walk; None for any other shape.
+
+    That chunk is one choice whose delta holds text (``content``) and declared fields only (a role),
+    beside declared fields only (id, model, created, an index, a finish reason...): what the walk
+    would find in it is that text, and the choice finished if it says so. The walk costs a generator
+    per level and a shape test per field, paid per event when a provider sends them one by one
+    (``bench/events.py``); this reads the same fields with the same shape tests
+    (``_declared``) and gives the same view (``tests/dialects/test_openai_chat_fast.py`` compares them
+    on any chunk). Anything else, even a null where a string was, goes the general way.
+    """
+    choices = None
+    for key, value in chunk.items():
+        if key == "choices":
+            choices = value
+        elif not _declared(_ROOT, key, value):
+            return None
+    if type(choices) is not list or len(choices) != 1 or type(choice := choices[0]) is not dict:
+        return None
+    delta = None
+    for key, value in choice.items():
+        if key == "delta":
+            delta = value
+        elif not _declared(_CHOICE, key, value):
+            return None
+    if type(delta) is not dict:
+        return None
+    view = StreamView()
+    channel = stream_key(choice.get("index", 0))
+    for key, value in delta.items():
+        if key == "content" and type(value) is str and _CONTENT_IS_TEXT:
+            if value:
+                view.text.append((channel, value))
+        elif not _declared(_DELTA, key, value):
+            return None
+    if choice.get("finish_reason"):
+        view.finished.append(channel)
+    return view
+
+
+def _declared(node: Node, key: str, value: Any) -> bool:
+    """``key: value`` is a field that holds no content, as ``Sorter.fields`` reads one: a word of the API
+    whose value is null, or fits its declared leaf's shape (or is a number or boolean there)."""
+    if type(value) is str and (node, key, value) in _SEEN_DECLARED:
+        return True
+    children = node.children
+    below = children.get(key, children.get("*"))
+    if key not in vocabulary.OPENAI_CHAT and (below is None or not below.named):
+        return False  # the key itself is content
+    if value is None:
+        return True  # a null holds nothing to read, wherever it is (``logprobs``, ``usage``, ``refusal``)
+    if below is None or not below.leaf:
+        return False
+    if isinstance(value, str):
+        if below.fits is None or not below.fits(value):
+            return False
+        if len(_SEEN_DECLARED) >= _SEEN_MOST:
+            _SEEN_DECLARED.clear()
+        _SEEN_DECLARED.add((node, key, value))
+        return True
+    return not isinstance(value, (dict, list))
+
+
+# Declared strings already found to fit (a stream's id, model, object in each of its chunks): their shape
+# tests run once per stream, not once per event. Only what fits a declared shape is kept, never content.
+_SEEN_DECLARED: set[tuple[Node, str, str]] = set()
+_SEEN_MOST = 4096
+_ROOT = REPLY_NOT_CONTENT.root
+_CHOICE = _ROOT.children["choices"].children["*"]
+_DELTA = _CHOICE.children["delta"]
+# The delta's text is read as text, its key no content, only while the declarations say so.
+_CONTENT_IS_TEXT = "content" in _DELTA_TEXT and "content" in vocabulary.OPENAI_CHAT and _DELTA.child("content") is None
 
 
 def _choice_delta(choice: Any, node: Node | None, view: StreamView) -> None:

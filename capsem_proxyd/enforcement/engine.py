@@ -25,7 +25,10 @@ strictest over the pieces, recorded once with how many pieces came from
 the cache. Other policies get the whole view, uncached. Replies are never
 split or cached: their text is new every time, and streams are checked as
 their text grows (the hold-back, ``holdbacks.py``), which a cache of
-growing text could not serve.
+growing text could not serve. Where every policy checking replies declares the
+terms it refuses them for (``reply_terms``), a stream's checks read only its new
+text (``reply_screens``) and ask the policies only where a term is found, and
+at the end of the stream.
 
 Which engine a tenant's requests run under is ``tenants.py``'s business. Decisions
 go to the ``Recorder`` the engine was built with; it knows nothing else of who listens.
@@ -47,7 +50,7 @@ from capsem_proxyd.enforcement import hook_calls
 from capsem_proxyd.enforcement.calling import PolicyCaller
 from capsem_proxyd.enforcement.combining import NOTHING, Combined, decided, fold
 from capsem_proxyd.enforcement.documents import read_documents
-from capsem_proxyd.enforcement.holdbacks import stream_holdbacks
+from capsem_proxyd.enforcement.holdbacks import channel_screens, stream_holdbacks
 from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke
 from capsem_proxyd.enforcement.loader import PolicySet
 from capsem_proxyd.enforcement.piece_decisions import decide_pieces
@@ -94,6 +97,9 @@ class PolicyEngine:
         self.caller = PolicyCaller(policy_timeout, self.fail_open)
         self.shadow = shadow
         self.holdbacks = stream_holdbacks(self.policies, self.monitored, holdback_cap)
+        # A stream's checks read only new text where every policy checking replies says what it refuses
+        # them for (holdbacks.channel_screens); a shadow runner is started per check, so none with one.
+        self.reply_screens = channel_screens(self.policies) if shadow is None else None
         # Pieces only pay when decisions on them are remembered: no cache, no splitting.
         self.cache = cache if cache is not None and cache.size > 0 else None
         self.split = [self.cache is not None and splittable(policy) for policy in self.policies]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from capsem.policies import Policy
 
 from capsem_proxyd.enforcement.loader import implemented_hooks
+from capsem_proxyd.policies.declarations import reply_screen
 from capsem_proxyd.policies.holdback import (
     Fixed,
     HeldMatcher,
@@ -23,6 +24,7 @@ from capsem_proxyd.policies.holdback import (
     declared,
     holds_only_pending,
 )
+from capsem_proxyd.policies.term_screen import ChannelScreens
 
 
 def stream_holdbacks(policies: list[Policy], monitored: frozenset[str], cap: int) -> list[tuple[str, Holdback]]:
@@ -63,3 +65,19 @@ def channel_matchers(holdbacks: list[tuple[str, Holdback]]) -> Callable[[], Matc
     if not declarations:
         return NoMatcher
     return lambda: HeldMatcher(declarations)
+
+
+def channel_screens(policies: list[Policy]) -> Callable[[], ChannelScreens] | None:
+    """What makes one stream channel's screen (``policies/term_screen.py``) when every policy that checks
+    replies declares the terms it refuses them for (``reply_terms``: Debug); None when one does not (it
+    is asked about the whole text at every check, as CAPSEM would). Monitor-mode policies are screened
+    too: where a term is found they are asked, and log what they would have refused, as before."""
+    makers = []
+    for policy in policies:
+        if "on_model_response" not in implemented_hooks(policy):
+            continue
+        make = reply_screen(policy)
+        if make is None:
+            return None
+        makers.append(make)
+    return lambda: ChannelScreens(make() for make in makers)

@@ -74,6 +74,9 @@ class DebugPolicy(Policy):
 
     # A stream holds back only an end of text that could still become the marker (usually nothing).
     stream_holdback = LiteralTerms([MARKER])
+    # Its replies are refused for the marker and nothing else: a stream finds it in each new piece of
+    # text (policies/term_screen.py) and asks this policy only where it is (declarations.py).
+    reply_terms = stream_holdback
     # The marker is in a whole exactly when it is in a piece or a seam (policies/declarations.py).
     splittable = True
 

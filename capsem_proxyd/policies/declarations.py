@@ -23,6 +23,15 @@ implements ``whole_prompt_decision(model_name, system_instructions, prompt)
 cached; when it refuses (CONFIRM or BLOCK), the pieces are not asked (Rules:
 ``max_prompt_chars`` and the model globs).
 
+``reply_terms = LiteralTerms(terms)`` (or a tuple of them) promises that the
+policy's ``on_model_response`` allows a reply (ALLOW, nothing recorded
+otherwise) unless one of ``terms`` is in its text or in its thoughts, each read
+alone, compared as ``LiteralTerms`` compares (Debug: its marker; Rules: its
+reply rules, when they are all terms of one word). A stream then reads each new
+piece of a channel once (``term_screen.py``) instead of asking the policy about
+the whole text at every check; the policy is asked where a term is found, and
+about the complete text at the end of the stream.
+
 ``cpu_heavy = True`` says that the policy's hooks compute for long (the PII
 analysis): the engine runs them in worker processes beside the event loop
 (``enforcement/workers.py``), each worker building its own copy of the policy from
@@ -33,15 +42,33 @@ policy that would otherwise hand its work to a thread should compute in line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from capsem_proxyd.policies.holdback import declared
+from capsem_proxyd.policies.holdback import LiteralTerms, declared
+from capsem_proxyd.policies.term_screen import ChannelScreens, Screen, TermScreen
 
 _IN_WORKER = False
 
 
 def splittable(policy: object) -> bool:
     return getattr(policy, "splittable", False) is True
+
+
+def reply_screen(policy: object) -> Callable[[], Screen] | None:
+    """What makes a channel's screen for the policy's ``reply_terms`` (None: it declares none, or one a
+    screen cannot read). ``reply_terms`` is a ``LiteralTerms`` or a tuple of them (case-sensitive terms
+    beside the others)."""
+    declared_terms = getattr(policy, "reply_terms", None)
+    groups = declared_terms if isinstance(declared_terms, tuple) else (declared_terms,)
+    screens = [group.screen() if isinstance(group, LiteralTerms) else None for group in groups]
+    if any(screen is None for screen in screens):
+        return None
+    makers = [partial(TermScreen, screen.terms, keep_case=screen.keep_case) for screen in screens if screen]
+    if len(makers) == 1:
+        return makers[0]
+    return lambda: ChannelScreens(make() for make in makers)
 
 
 def cpu_heavy(policy: object) -> bool:

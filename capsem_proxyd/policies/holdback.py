@@ -69,6 +69,7 @@ from capsem_proxyd.policies.normalize import (
     seen_length,
     visual_order,
 )
+from capsem_proxyd.policies.term_screen import TermScreen
 
 
 class Holdback(Protocol):
@@ -207,6 +208,9 @@ class LiteralTerms:
         """Raw characters at the end of ``text`` that may start a term; 0 when no match is pending."""
         if not (self._prefixes or self._gapped) or not text:
             return 0
+        held = self.held_at_end(text[1 - self.longest:] if self.longest > 1 else "", len(text) < self.longest)
+        if held is not None:
+            return held
         window = max(4 * self.longest, 64)
         while True:
             tail = text[-window:]
@@ -214,6 +218,28 @@ class LiteralTerms:
             if held is not None:
                 return held
             window *= 4  # invisible padding or long gaps: the window must hold a term's worth of seen text
+
+    def held_at_end(self, end: str, whole: bool) -> int | None:
+        """What ``held`` answers for a text that ends with ``end`` (``whole``: is ``end``), told from that end
+        alone; None when it cannot be (a gapped term, an end shorter than a term, or not ASCII).
+
+        ASCII folds to itself lowered, one character for one: the pending beginning of a plain term (at
+        most ``longest - 1`` characters) is in the text's last ``longest - 1`` characters as they are,
+        whatever came before them, so a stream's channel need not join its whole text to ask.
+        """
+        if self._gapped is not None or not end.isascii():
+            return None
+        if len(end) < self.longest - 1 and not whole:
+            return None
+        end = end[1 - self.longest:] if self.longest > 1 else ""
+        return self._pending(end if self.keep_case else end.lower()) if self._prefixes else 0
+
+    def screen(self) -> TermScreen | None:
+        """A channel's search for these terms, reading each new piece once (``term_screen.py``); None when
+        a term has words a gap separates (found in the spaced readings, which a screen does not read)."""
+        if self._gapped is not None:
+            return None
+        return TermScreen(self.terms, keep_case=self.keep_case)
 
     def _held(self, tail: str, whole: bool) -> int | None:
         """What ``tail`` holds, or None when it is too short to tell (and not the whole text)."""
@@ -346,7 +372,7 @@ class HeldMatcher:
     policies' checks decide.
     """
 
-    __slots__ = ("holdbacks", "trackers", "_parts", "_length", "_visual", "_reordered_from", "_looked_from")
+    __slots__ = ("holdbacks", "trackers", "_parts", "_length", "_visual", "_reordered_from", "_looked_from", "_end")
 
     def __init__(self, holdbacks: Sequence[Holdback]) -> None:
         whole: list[Holdback] = []
@@ -357,12 +383,14 @@ class HeldMatcher:
         self._visual = tuple(reader for holdback in self.holdbacks for reader in _visual_readers(holdback))
         self._reordered_from: int | None = None  # the first bidi control of the paragraphs held for visual order
         self._looked_from = 0  # where to look for the end of those paragraphs
+        self._end = ""  # the text's last ``_END`` characters: most declarations are answered from them
 
     def feed(self, new_text: str) -> Scan:
         if new_text:
             start = self._length
             self._parts.append(new_text)
             self._length += len(new_text)
+            self._end = (self._end + new_text)[-_END:] if len(new_text) < _END else new_text[-_END:]
             if self._visual and (self._reordered_from is not None or has_bidi_control(new_text)):
                 self._follow_visual_order(start, new_text)
         most = 0
@@ -372,11 +400,15 @@ class HeldMatcher:
                 most = held
         if not self._length:
             return NOTHING_PENDING
-        text = self._text() if self.holdbacks else ""
+        text: str | None = None
         for holdback in self.holdbacks:
-            held = holdback.held(text)
-            if held > most:
-                most = held
+            at_end = getattr(holdback, "held_at_end", None)
+            told: int | None = at_end(self._end, self._length == len(self._end)) if at_end is not None else None
+            if told is None:
+                text = self._text() if text is None else text
+                told = holdback.held(text)
+            if told > most:
+                most = told
         pending = self._length - most if most else None
         if self._reordered_from is not None and (pending is None or self._reordered_from < pending):
             pending = self._reordered_from
@@ -407,6 +439,9 @@ class HeldMatcher:
             rest = new_text[closing.end():]
             self._reordered_from = end + _first_bidi_control(rest) if has_bidi_control(rest) else None
             self._looked_from = self._reordered_from or end
+
+
+_END = 64  # characters of a channel's end kept apart (``LiteralTerms.held_at_end``: terms up to 65 long)
 
 
 def _trackers(holdbacks: Iterable[Holdback], whole: list[Holdback]) -> Iterable[Tracker]:

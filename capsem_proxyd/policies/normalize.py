@@ -146,7 +146,7 @@ from typing import TypeVar
 
 __all__ = [
     "BIDI_CONTROLS", "GAP", "GAP_MARK", "KEEP_CASE", "LOW_LINE", "PARAGRAPH_SEPARATORS", "PARAGRAPH_SEPARATORS_LIST", "SPACED", "fold", "fold_with_offsets", "gap_words", "has_bidi_control",
-    "has_low_line", "reads_at_least", "readings", "seen_length", "visible", "visual_order",
+    "has_low_line", "one_reading", "reads_at_least", "readings", "seen_length", "visible", "visual_order",
 ]
 
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): rendered as nothing.
@@ -486,6 +486,11 @@ def readings(text: str, *, keep_case: bool = False, spaced: bool = False) -> tup
 def has_bidi_control(text: str) -> bool:
     """Whether ``text`` holds a bidi embedding, override, isolate (or their ends) or directional mark."""
     return not text.isascii() and _BIDI_CONTROLS.search(text) is not None
+
+
+def one_reading(text: str) -> bool:
+    """Whether ``readings(text)`` is ``(fold(text),)`` alone: no bidi control, mark or low line in it."""
+    return text.isascii() or _SECOND_READINGS.search(text) is None
 
 
 def has_low_line(text: str) -> bool:

@@ -215,6 +215,8 @@ class RulesPolicy(Policy):
         self.max_prompt_chars = max_prompt_chars
         # What a stream must hold back for this policy's reply rules (policies/holdback.py).
         self.stream_holdback = stream_holdback(self.rules["on_model_response"], pending_only=True)
+        # What it refuses replies for, when that is terms a stream can screen each new piece for.
+        self.reply_terms = reply_terms(self.rules["on_model_response"])
         # What a seam between request pieces must hold: the widest match of the request-side rules.
         self.split_holdback = stream_holdback([rule for hook in HOOKS[:3] for rule in self.rules[hook]])
 
@@ -310,6 +312,19 @@ class RulesPolicy(Policy):
             models=_glob_list("models", config.get("models"), case_sensitive),
             max_prompt_chars=max_chars,
         )
+
+
+def reply_terms(rules: list[Rule]) -> tuple[LiteralTerms, ...] | None:
+    """The reply rules as the terms a stream's screen looks for (``declarations.reply_screen``), when they
+    are all terms without whitespace: ``on_model_response`` reads text and thoughts joined by a newline,
+    which only a term with whitespace in it could match across. None when a regex or such a term is
+    among them: the policy is then asked about the whole text at every check."""
+    if any(rule.term is None or any(char.isspace() for char in rule.term.text) for rule in rules):
+        return None
+    return tuple(
+        LiteralTerms(terms, keep_case=case_sensitive) for case_sensitive in (False, True)
+        if (terms := [rule.term.text for rule in rules if rule.term is not None and rule.case_sensitive == case_sensitive])
+    )
 
 
 def stream_holdback(rules: list[Rule], *, pending_only: bool = False) -> Holdback | None:

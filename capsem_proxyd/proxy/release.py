@@ -32,6 +32,12 @@ The rules:
   one waits until the unchecked text is at least ``check_chars`` or
   ``check_growth`` of what is already checked, or ``check_interval`` has
   passed, so the total cost stays linear in the reply size;
+* where every policy checking replies says what it refuses them for (Debug:
+  its marker), each channel has a screen (``policies/term_screen.py``) that
+  reads each new piece of its text once; a check whose new text it finds
+  nothing in has passed without asking the policies (``TextCheck.screened``),
+  one where it finds something asks them about the whole text as usual, and
+  so do the checks at the end and at an upstream's error;
 * text an event carries that continues nothing (a whole output item, an
   event type nobody knows) is checked whole before the event may go;
 * an event carrying part of a tool call is held until the call is complete
@@ -67,6 +73,7 @@ import orjson
 
 from capsem_proxyd.dialects.base import parse_arguments
 from capsem_proxyd.policies.holdback import Matcher
+from capsem_proxyd.policies.term_screen import Screen
 from capsem_proxyd.views import ALL_CHANNELS, StoredItem, StreamView, ToolCall, ToolFragment
 
 
@@ -94,12 +101,25 @@ class _Channel:
     length: int = 0
     checked: int = 0
     fed: int = 0  # characters the matcher has seen
+    screen: Screen | None = None  # finds what a policy refuses in each new piece (None: ask the policies)
+    screened: int = 0  # characters the screen has read
     releasable: int = 0  # what was checked, minus what the matcher says may start a match
 
     def whole(self) -> str:
         if len(self.parts) > 1:
             self.parts = ["".join(self.parts)]
         return self.parts[0] if self.parts else ""
+
+    def between(self, start: int, end: int) -> str:
+        """The text from ``start`` to ``end``; from the last part alone when it holds it (a check per
+        event reads one event's delta: joining the whole text for it made each check cost the reply)."""
+        if end <= start:
+            return ""
+        if end == self.length:
+            last = self.parts[-1]
+            if len(last) >= end - start:
+                return last[len(last) - (end - start):]
+        return self.whole()[start:end]
 
 
 def _followed_by(channel: _Channel | None, texts: list[str]) -> str:
@@ -109,6 +129,22 @@ def _followed_by(channel: _Channel | None, texts: list[str]) -> str:
         return ""
     whole = channel.whole()
     return whole + ("\n" + whole[channel.releasable:]).join(texts)
+
+
+def _screened(*channels: _Channel | None) -> bool:
+    """The channels' screens read their new text (every one of them) and found nothing a policy refuses."""
+    clear = True
+    for channel in channels:
+        if channel is None:
+            continue
+        screen = channel.screen
+        if screen is None:
+            return False
+        if channel.screened < channel.length:
+            if screen.feed(channel.between(channel.screened, channel.length)):
+                clear = False
+            channel.screened = channel.length
+    return clear
 
 
 @dataclass(slots=True, eq=False)
@@ -142,12 +178,15 @@ class _OpenCall:
 @dataclass(frozen=True, slots=True)
 class TextCheck:
     """``on_model_response`` on ``text`` and ``thoughts``: a choice's whole text so far, or (``choice``
-    None) text an event carries that continues nothing."""
+    None) text an event carries that continues nothing. ``screened``: the channels' screens read the new
+    text and found nothing a policy refuses (``text`` and ``thoughts`` are then empty): it passed already,
+    the shell only says so (``checked``)."""
 
     choice: Any
     text: str
     thoughts: str
     covers: tuple[tuple[_Channel, int], ...] = field(default=(), repr=False, compare=False)
+    screened: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,17 +266,20 @@ class StreamRelease:
     """One stream's release state; see the module docstring for its rules.
 
     ``new_matcher`` makes a channel's matcher (``enforcement/holdbacks.py``,
-    ``channel_matchers``); ``keeps_stored``: the reply is one the provider
+    ``channel_matchers``); ``new_screen`` a channel's screen, where the
+    policies declare what they refuse replies for (``channel_screens``; None:
+    every check asks the policies); ``keeps_stored``: the reply is one the provider
     stores, whose completing event is marked; ``now``: the clock at the start
     (the check schedule's interval counts from it).
     """
 
     def __init__(
         self, schedule: CheckSchedule, new_matcher: Callable[[], Matcher], *, keeps_stored: bool = False,
-        now: float = 0.0,
+        now: float = 0.0, new_screen: Callable[[], Screen] | None = None,
     ) -> None:
         self.schedule = schedule
         self.new_matcher = new_matcher
+        self.new_screen = new_screen
         self.keeps_stored = keeps_stored
         self.stored_id = ""  # the id the stream states for a reply the provider stores
         self.stored_items: tuple[StoredItem, ...] = ()  # what else it delivers that requests may name
@@ -309,8 +351,7 @@ class StreamRelease:
         for channel, length in check.covers:
             self._checked_total += length - channel.checked
             channel.checked = length
-            text = check.thoughts if channel.thought else check.text
-            scan = channel.matcher.feed(text[channel.fed:length])
+            scan = channel.matcher.feed(channel.between(channel.fed, length))
             channel.fed = length
             channel.releasable = length if scan.pending is None else scan.pending
         self._round_cost += seconds
@@ -366,6 +407,8 @@ class StreamRelease:
         channel = self._channels.get((choice, thought))
         if channel is None:
             channel = self._channels[(choice, thought)] = _Channel(choice, thought, self.new_matcher())
+            if self.new_screen is not None:
+                channel.screen = self.new_screen()
         channel.parts.append(delta)
         channel.length += len(delta)
         self._unchecked += len(delta)
@@ -465,6 +508,13 @@ class StreamRelease:
         for choice in choices:
             text = channels.get((choice, False))
             thoughts = channels.get((choice, True))
+            if not every_choice and self.new_screen is not None and _screened(text, thoughts):
+                if thoughts is None and text is not None:
+                    covers: tuple[tuple[_Channel, int], ...] = ((text, text.length),)
+                else:
+                    covers = tuple((channel, channel.length) for channel in (text, thoughts) if channel is not None)
+                checks.append(TextCheck(choice, "", "", covers, screened=True))
+                continue
             if thoughts is None and text is not None:
                 checks.append(TextCheck(choice, text.whole(), "", ((text, text.length),)))
                 continue

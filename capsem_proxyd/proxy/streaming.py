@@ -169,7 +169,8 @@ class StreamPump:
         self.read_usage = read_usage  # a recorder wants the usage the stream states (see Dialect.stream_usage)
         self.stored = stored  # a reply the provider stores, to record once delivered (None: nothing to record)
         self.core = StreamRelease(settings.schedule(), channel_matchers(engine.holdbacks),
-                                  keeps_stored=stored is not None, now=time.monotonic())
+                                  keeps_stored=stored is not None, now=time.monotonic(),
+                                  new_screen=engine.reply_screens)
         self.outcome = StreamOutcome.INCOMPLETE
         # The nursery lives in the client-facing task, so cancelling its scope would
         # cancel the sending too: the reader gets a scope of its own.
@@ -179,6 +180,12 @@ class StreamPump:
         self._last_write: float | None = None  # trio time of the last write to the client
         self._completes_stored = False  # what goes out next carries the event completing the stored reply
         self._ends_reply = False  # what goes out next carries the event ending the reply
+        # The idle timeout (``_watch_idle``): when the pending upstream read began (None: not reading),
+        # the scope around the reads that the watch cancels, the watch's own scope, and whether it fired.
+        self._read_since: float | None = None
+        self._reads_scope = trio.CancelScope()
+        self._watch_scope = trio.CancelScope()
+        self._went_idle = False
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[AsyncIterator[bytes]]:
@@ -192,6 +199,8 @@ class StreamPump:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_upstream, send)
+                if self.settings.idle_timeout:
+                    nursery.start_soon(self._watch_idle, self.settings.idle_timeout)
                 if self.open_streams is not None:
                     self.open_streams.add(self)
                 try:
@@ -228,6 +237,7 @@ class StreamPump:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the consumer is gone; nothing to tell
         finally:
+            self._watch_scope.cancel()
             with trio.CancelScope(deadline=trio.current_time() + _CLOSE_GRACE_SECONDS, shield=True):
                 await self.response.aclose()
 
@@ -261,25 +271,49 @@ class StreamPump:
             await send.send(events)
 
     async def _frame(self, chunks: AsyncIterator[bytes], send: trio.MemorySendChannel[_Batch]) -> None:
-        """Each upstream read's events, one batch per read; the idle timeout and the byte budget enforced."""
-        idle = self.settings.idle_timeout
+        """Each upstream read's events, one batch per read; the idle timeout and the byte budget enforced.
+
+        The idle timeout is kept by ``_watch_idle``, not by a ``fail_after`` around each read: a cancel
+        scope with a deadline costs 7-12 µs to enter and leave (the run loop's deadline heap), paid once
+        per upstream read, i.e. once per event when a provider sends them one by one. Here a read costs
+        two attribute writes; the watch cancels ``_reads_scope`` only while a read is pending.
+        """
         budget = self.settings.max_bytes
-        while True:
-            try:
-                if idle:
-                    with trio.fail_after(idle):
-                        chunk = await anext(chunks)
-                else:
+        with self._reads_scope:
+            while True:
+                self._read_since = trio.current_time()
+                try:
                     chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return
-            if budget is not None:
-                budget -= len(chunk)
-                if budget < 0:
-                    raise response_too_large(self.settings.max_bytes or 0)
-            events = self.decoder.feed(chunk)
-            if events:
-                await send.send(events)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    self._read_since = None
+                if budget is not None:
+                    budget -= len(chunk)
+                    if budget < 0:
+                        raise response_too_large(self.settings.max_bytes or 0)
+                events = self.decoder.feed(chunk)
+                if events:
+                    await send.send(events)
+        if self._went_idle:
+            raise trio.TooSlowError
+
+    async def _watch_idle(self, idle: float) -> None:
+        """Cancel the reads when one has been pending ``idle`` seconds (the upstream went idle).
+
+        Waiting to send a batch (a slow client) is not reading: the watch only fires while a read is
+        pending, as a deadline around each read would. It wakes about once per ``idle`` seconds, and at
+        a pending read's deadline; the reader's end cancels it.
+        """
+        with self._watch_scope:
+            while True:
+                since = self._read_since
+                await trio.sleep_until((trio.current_time() if since is None else since) + idle)
+                since = self._read_since
+                if since is not None and trio.current_time() >= since + idle:
+                    self._went_idle = True
+                    self._reads_scope.cancel()
+                    return
 
     # -- client side ---------------------------------------------------------
 
@@ -369,6 +403,9 @@ class StreamPump:
         """The checks the core asked for, in order; a refusal raises ``ProxyError`` and ends the stream."""
         for check in checks:
             if isinstance(check, TextCheck):
+                if check.screened:  # the new text holds nothing any policy refuses replies for
+                    self.core.checked(check, 0.0, time.monotonic())
+                    continue
                 begun = time.monotonic()
                 await self.engine.check_model_response(self.exchange, check.text, check.thoughts)
                 now = time.monotonic()
@@ -451,12 +488,14 @@ async def check_stream_body(
     a refusal raises ``ProxyError`` before any byte of it goes. Nothing is released: the caller
     sends the body as it is, or the refusal.
     """
-    core = StreamRelease(schedule, channel_matchers(engine.holdbacks), now=time.monotonic())
+    core = StreamRelease(schedule, channel_matchers(engine.holdbacks), now=time.monotonic(),
+                         new_screen=engine.reply_screens)
 
     async def run(checks: list[Check]) -> None:
         for check in checks:
             if isinstance(check, TextCheck):
-                await engine.check_model_response(exchange, check.text, check.thoughts)
+                if not check.screened:
+                    await engine.check_model_response(exchange, check.text, check.thoughts)
             else:
                 await engine.check_tool_call(exchange, check.call)
             core.checked(check, 0.0, time.monotonic())

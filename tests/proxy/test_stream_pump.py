@@ -261,3 +261,35 @@ async def test_a_block_error_waits_the_dialects_gap_after_the_last_text(
     assert b"error" in writes[-1] and pump.outcome is StreamOutcome.BLOCKED
     assert times[-1] - times[-2] >= dialect.stream_error_gap
     assert (dialect.stream_error_gap > 0) is isinstance(dialect, GeminiDialect)
+
+
+async def test_an_upstream_silent_past_the_idle_timeout_ends_the_stream(autojump_clock: MockClock) -> None:
+    """The idle timeout fires while a read has waited ``idle_timeout`` (virtual time: exact), and only then."""
+    response = _endless_response()
+    pump = StreamPump(_exchange(), DIALECT, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5))
+    started = trio.current_time()
+    written = b"".join(await _run(pump))
+    assert trio.current_time() - started == pytest.approx(5, abs=0.01)  # the last read began at once
+    assert b"the start of a long answer" in written and b"idle" in written
+    assert b"upstream_timeout" in written and pump.outcome is StreamOutcome.UPSTREAM_ERROR
+    assert response.extensions["closed"].is_set()
+
+
+async def test_a_slow_client_is_not_an_idle_upstream(autojump_clock: MockClock) -> None:
+    """Time the reader spends waiting for room to send (the client reads slowly) is not an upstream
+    read: a client that takes longer than the idle timeout between reads gets the whole stream."""
+    events = [_event(f"word{index:02d} ") for index in range(20)] + [b"data: [DONE]\n\n"]
+
+    async def upstream() -> AsyncIterator[bytes]:
+        for event in events:
+            yield event  # each its own read, always ready: the upstream is never idle
+
+    pump = StreamPump(_exchange(), DIALECT, ENGINE, httpx.Response(200, content=upstream()), SSEDecoder(),
+                      StreamSettings(idle_timeout=5, channel_size=1))
+    writes: list[bytes] = []
+    async with pump.open() as chunks:
+        async for data in chunks:
+            writes.append(data)
+            await trio.sleep(12)  # longer than the idle timeout before the next read of the client
+    assert b"".join(writes) == b"".join(events)
+    assert pump.outcome is StreamOutcome.COMPLETED
