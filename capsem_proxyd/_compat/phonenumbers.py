@@ -44,6 +44,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from phonenumbers import PhoneMetadata
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
@@ -51,7 +52,9 @@ from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
     COUNTRY_CODE_TO_REGION_CODE,
     SUPPORTED_REGIONS,
+    _formatting_rule_has_first_group_only,
     country_code_for_region,
+    region_code_for_country_code,
 )
 
 READ_PAST_CANDIDATE = 3  # the matcher reads a time stamp's ":ss" after a candidate
@@ -132,13 +135,17 @@ _NOT_PLAIN = re.compile(r"[^\x00-\x2a\x2c-\x40\x5b-\x60\x7b-\x7f]")  # '+', lett
 class RegionPrefilter:
     """Whether a candidate can hold a number the matcher accepts when it parses for ``region`` (module
     docstring): a plus sign, a letter or a non-ASCII character say "maybe" (the parse decides), else its
-    digits must hold the region's international prefix or a run matching a ``general_desc`` pattern of
-    its country code."""
+    digits must hold the region's international prefix, or a valid national number of its country code
+    ending where a run of digits ends; and when the number can only have been read as written in the
+    region's national format without its national prefix, that number's format must not require one."""
 
     def __init__(self, region: str) -> None:
         self.region = region
         self._international: re.Pattern[str] | None = None
         self._national: re.Pattern[str] | None = None
+        self._without_prefix: re.Pattern[str] | None = None
+        self._national_prefix: re.Pattern[str] | None = None
+        self._country_code = ""
         metadata = PhoneMetadata.metadata_for_region(region)
         if metadata is None or not metadata.international_prefix:
             return
@@ -151,9 +158,19 @@ class RegionPrefilter:
             kinds = [kind.national_number_pattern for kind in (getattr(described, name) for name in NUMBER_TYPES)
                      if kind is not None and kind.national_number_pattern]
             if kinds:  # valid: the general pattern and one of a type's (_number_type_helper), on the same digits
-                patterns.append(f"(?=(?:{general.national_number_pattern}))(?:{'|'.join(kinds)})")
+                patterns.append(f"(?=(?:{general.national_number_pattern})\\Z)(?:{'|'.join(kinds)})\\Z")
+        valid = "|".join(f"(?:{pattern})" for pattern in patterns) or "(?!)"  # no type anywhere: nothing is valid
         self._international = re.compile(metadata.international_prefix)
-        self._national = re.compile("|".join(patterns) or "(?!)")  # no type anywhere: nothing is valid
+        self._national = re.compile(valid)
+        self._country_code = str(metadata.country_code)
+        main = PhoneMetadata.metadata_for_region(region_code_for_country_code(metadata.country_code))
+        self._without_prefix = self._national  # unless the main region's formats say more (below)
+        if main is None:
+            return  # _is_national_prefix_present_if_required accepts: no more to say
+        self._national_prefix = _prefix_pattern(main.national_prefix_for_parsing)
+        if self._national_prefix is None and main.national_prefix_for_parsing:
+            return  # a prefix pattern we cannot reason about: the prefix may always be there
+        self._without_prefix = re.compile(f"(?=(?:{valid})){formats_accepting_no_prefix(main.number_format)}")
 
     @property
     def filters(self) -> bool:
@@ -164,19 +181,72 @@ class RegionPrefilter:
         return candidate.long_enough and self.could_match(candidate.text)
 
     def could_match(self, candidate: str) -> bool:
-        if self._national is None or self._international is None or _NOT_PLAIN.search(candidate):
+        national, international = self._national, self._international
+        if national is None or international is None or self._without_prefix is None or _NOT_PLAIN.search(candidate):
             return True
         digits = _NOT_A_DIGIT.sub("", candidate)
-        if self._national.search(digits) is not None:
-            return True
-        # A number's digits start where a run of the candidate's digits starts (parse skips what comes
-        # before its first digit; the matcher's inner groups start after a non-digit).
-        start = 0
+        # Where the number's digits can start: where a run of the candidate's digits starts (parse skips
+        # what comes before its first digit; the matcher's inner groups start after a non-digit). Where
+        # a parse's raw input can start: the candidate's first run, or a run after a separator an inner
+        # group of the matcher starts after (anything but ASCII hyphens alone: _INNER_MATCHES).
+        starts: list[int] = []
+        raw_starts: list[int] = []
+        ends: list[int] = []
+        length = 0
+        previous_end = -1
         for run in _DIGIT_RUN.finditer(candidate):
-            if self._international.match(digits, start) is not None:
-                return True
-            start += run.end() - run.start()
-        return False
+            starts.append(length)
+            if previous_end < 0 or candidate[previous_end:run.start()].strip("-"):
+                raw_starts.append(length)
+            length += run.end() - run.start()
+            ends.append(length)
+            previous_end = run.end()
+        if any(international.match(digits, start) is not None for start in starts):
+            return True  # an international call: any country's number may follow
+        # Read as written in the region's own format (no plus, no international prefix): without a
+        # country code or national prefix at the start of a raw input, the number is one a national
+        # prefix must precede whenever its format asks for one (_is_national_prefix_present_if_required).
+        prefix = self._national_prefix
+        from_default = not any(digits.startswith(self._country_code, start)
+                               or (prefix is not None and prefix.match(digits, start) is not None)
+                               for start in raw_starts)
+        wanted = self._without_prefix if from_default else national
+        # Its national significant number ends where a run of digits ends (what follows it is an
+        # extension, a trimmed ending or another inner group, each starting at a non-digit).
+        return any(wanted.search(digits, 0, end) is not None for end in ends)
+
+
+_UNSAFE_PREFIX = re.compile(r"\$|\\[ZbBA]|\(\?[=!<]|\^")
+
+
+def _prefix_pattern(pattern: str | None) -> re.Pattern[str] | None:
+    """A national prefix pattern whose ``match`` on a raw input implies its ``match`` on the same digits
+    followed by more (no anchor, boundary or look-around): None for any other (or none)."""
+    if not pattern or _UNSAFE_PREFIX.search(pattern):
+        return None
+    return re.compile(pattern)
+
+
+def formats_accepting_no_prefix(number_formats: list[Any]) -> str:
+    """A pattern that matches where the national number (ending at the end of the searched part) is
+    formatted (``_choose_formatting_pattern_for_number``: the first format whose last leading-digits
+    pattern matches at its start and whose pattern matches it all) by a format that does not require a
+    national prefix, or by none: an atomic group picks the first format that fits, a conditional refuses
+    the ones that require the prefix."""
+    alternatives = []
+    refusals = []
+    for index, number_format in enumerate(number_formats):
+        leading = number_format.leading_digits_pattern
+        fits = (f"(?=(?:{leading[-1]}))" if leading else "") + f"(?=(?:{number_format.pattern})\\Z)"
+        rule = number_format.national_prefix_formatting_rule
+        requires = bool(rule) and not number_format.national_prefix_optional_when_formatting and (
+            not _formatting_rule_has_first_group_only(rule))
+        if requires:
+            alternatives.append(f"{fits}(?P<requires{index}>)")
+            refusals.append(f"(?(requires{index})(?!))")
+        else:
+            alternatives.append(fits)
+    return f"(?>{'|'.join([*alternatives, ''])})" + "".join(refusals)
 
 
 @cache
