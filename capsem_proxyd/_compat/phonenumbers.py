@@ -84,25 +84,36 @@ class PhoneCandidate:
     long_enough: bool
 
 
-def phone_scan(text: str, min_digits: int) -> list[PhoneCandidate]:
+def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[PhoneCandidate]:
     """The candidates ``PhoneNumberMatcher._find`` looks at in ``text``, in order, as long as it finds no
-    number (a number found inside a candidate makes it search on from there: the windows cover it)."""
+    number (a number found inside a candidate makes it search on from there: the windows cover it);
+    ``long_only``: only those with the digits to be a number anywhere."""
     scan: list[PhoneCandidate] = []
     index = 0
     search = _PHONE_CANDIDATE.search
+    enough = _enough_digits(min_digits)
     while True:
         found = search(text, index)
         if found is None:
             break
         candidate = found.group()
-        second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
-        if second:
-            candidate = candidate[:second.start()]
-        end = found.start() + max(1, len(candidate))
-        long_enough = len(_NOT_A_DECIMAL.sub("", candidate)) >= min_digits or _LETTER.search(candidate) is not None
-        scan.append(PhoneCandidate(index, found.start(), max(end, found.end()), candidate, long_enough))
+        if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
+            second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
+            if second:
+                candidate = candidate[:second.start()]
+        start = found.start()
+        end = start + max(1, len(candidate))
+        long_enough = enough.match(candidate) is not None or _LETTER.search(candidate) is not None
+        if long_enough or not long_only:
+            scan.append(PhoneCandidate(index, start, max(end, found.end()), candidate, long_enough))
         index = end
     return scan
+
+
+@cache
+def _enough_digits(count: int) -> re.Pattern[str]:
+    """Matches a text holding at least ``count`` decimal digits (``\\d``, as the candidate pattern's)."""
+    return re.compile(r"(?:\D*\d){%d}" % count)
 
 
 def windows_of(scan: list[PhoneCandidate], text_length: int,
@@ -180,28 +191,15 @@ class RegionPrefilter:
         """Whether the matcher must see ``candidate`` for this region."""
         return candidate.long_enough and self.could_match(candidate.text)
 
-    def could_match(self, candidate: str) -> bool:
+    def could_match(self, candidate: str, shape: DigitShape | None = None) -> bool:
+        """``shape``: the candidate's ``DigitShape`` when it is plain (computed here when not given)."""
         national, international = self._national, self._international
         if national is None or international is None or self._without_prefix is None or _NOT_PLAIN.search(candidate):
             return True
-        digits = _NOT_A_DIGIT.sub("", candidate)
-        # Where the number's digits can start: where a run of the candidate's digits starts (parse skips
-        # what comes before its first digit; the matcher's inner groups start after a non-digit). Where
-        # a parse's raw input can start: the candidate's first run, or a run after a separator an inner
-        # group of the matcher starts after (anything but ASCII hyphens alone: _INNER_MATCHES).
-        starts: list[int] = []
-        raw_starts: list[int] = []
-        ends: list[int] = []
-        length = 0
-        previous_end = -1
-        for run in _DIGIT_RUN.finditer(candidate):
-            starts.append(length)
-            if previous_end < 0 or candidate[previous_end:run.start()].strip("-"):
-                raw_starts.append(length)
-            length += run.end() - run.start()
-            ends.append(length)
-            previous_end = run.end()
-        if any(international.match(digits, start) is not None for start in starts):
+        if shape is None:
+            shape = DigitShape(candidate)
+        digits = shape.digits
+        if any(international.match(digits, start) is not None for start in shape.starts):
             return True  # an international call: any country's number may follow
         # Read as written in the region's own format (no plus, no international prefix): without a
         # country code or national prefix at the start of a raw input, the number is one a national
@@ -209,11 +207,11 @@ class RegionPrefilter:
         prefix = self._national_prefix
         from_default = not any(digits.startswith(self._country_code, start)
                                or (prefix is not None and prefix.match(digits, start) is not None)
-                               for start in raw_starts)
+                               for start in shape.raw_starts)
         wanted = self._without_prefix if from_default else national
         # Its national significant number ends where a run of digits ends (what follows it is an
         # extension, a trimmed ending or another inner group, each starting at a non-digit).
-        return any(wanted.search(digits, 0, end) is not None for end in ends)
+        return any(wanted.search(digits, 0, end) is not None for end in shape.ends)
 
 
 _UNSAFE_PREFIX = re.compile(r"\$|\\[ZbBA]|\(\?[=!<]|\^")
@@ -247,6 +245,76 @@ def formats_accepting_no_prefix(number_formats: list[Any]) -> str:
         else:
             alternatives.append(fits)
     return f"(?>{'|'.join([*alternatives, ''])})" + "".join(refusals)
+
+
+class DigitShape:
+    """A plain candidate's digits, and where in them its runs start and end, and where a parse's raw input
+    can start (``RegionPrefilter.could_match``): computed once per candidate for every region."""
+
+    __slots__ = ("digits", "ends", "raw_starts", "starts")
+
+    def __init__(self, candidate: str) -> None:
+        self.starts: list[int] = []
+        self.raw_starts: list[int] = []
+        self.ends: list[int] = []
+        length = 0
+        previous_end = -1
+        for run in _DIGIT_RUN.finditer(candidate):
+            self.starts.append(length)
+            # a raw input starts at the first run, or after a separator an inner group of the matcher
+            # starts after (anything but ASCII hyphens alone: _INNER_MATCHES)
+            if previous_end < 0 or candidate[previous_end:run.start()].strip("-"):
+                self.raw_starts.append(length)
+            length += run.end() - run.start()
+            self.ends.append(length)
+            previous_end = run.end()
+        self.digits = _NOT_A_DIGIT.sub("", candidate)
+
+
+class RegionSieve:
+    """Which of ``regions`` each candidate can be a number of (``RegionPrefilter``), decided once per
+    candidate text for all of them and remembered (a text's candidates repeat: dates, counts, ids)."""
+
+    KNOWN = 65_536  # candidate texts remembered, then forgotten all at once
+
+    def __init__(self, regions: list[str]) -> None:
+        self.regions = list(regions)
+        self._prefilters = [region_prefilter(region) for region in self.regions]
+        self._known: dict[str, tuple[bool, ...] | None] = {}
+
+    def regions_of(self, candidate: str) -> tuple[bool, ...] | None:
+        """Per region, whether the matcher must see ``candidate``; None when for none."""
+        try:
+            return self._known[candidate]
+        except KeyError:
+            pass
+        shape = None if _NOT_PLAIN.search(candidate) else DigitShape(candidate)
+        wanted = tuple(prefilter.could_match(candidate, shape) for prefilter in self._prefilters)
+        decided = wanted if any(wanted) else None
+        if len(self._known) >= self.KNOWN:
+            self._known.clear()
+        self._known[candidate] = decided
+        return decided
+
+    def windows(self, scan: list[PhoneCandidate], text_length: int) -> list[list[tuple[int, int]]]:
+        """Per region, ``windows_of`` the candidates (long enough) it must see, in one pass over the scan."""
+        windows: list[list[tuple[int, int]]] = [[] for _ in self.regions]
+        for candidate in scan:
+            if not candidate.long_enough:
+                continue
+            wanted = self.regions_of(candidate.text)
+            if wanted is None:
+                continue
+            stop = min(text_length, candidate.end + READ_PAST_CANDIDATE)
+            for index, want in enumerate(wanted):
+                if not want:
+                    continue
+                region_windows = windows[index]
+                if region_windows and candidate.search_start <= region_windows[-1][1]:
+                    region_windows[-1] = (region_windows[-1][0], max(region_windows[-1][1], stop))
+                else:
+                    region_windows.append((candidate.search_start, stop))
+        return windows
 
 
 @cache

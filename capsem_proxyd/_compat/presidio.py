@@ -49,7 +49,7 @@ from presidio_analyzer.nlp_engine import SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 from tldextract import TLDExtract
 
-from capsem_proxyd._compat.phonenumbers import phone_scan, region_prefilter, shortest_valid_number, windows_of
+from capsem_proxyd._compat.phonenumbers import RegionSieve, phone_scan, shortest_valid_number
 
 
 def spacy_model_installed(model_name: str) -> bool:
@@ -88,19 +88,21 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
     method's shape)."""
 
     min_digits = 0  # set at first use
+    _sieve: RegionSieve | None = None  # built at first use, for the regions then configured
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list:
         if self.leniency is None or self.leniency < 1:  # POSSIBLE accepts shorter, local-only numbers
             return super().analyze(text, entities, nlp_artifacts)
         if not CandidatePhoneRecognizer.min_digits:
             CandidatePhoneRecognizer.min_digits = shortest_valid_number()
-        scan = phone_scan(text, CandidatePhoneRecognizer.min_digits)
-        scan = [candidate for candidate in scan if candidate.long_enough]  # the others are no number anywhere
+        scan = phone_scan(text, CandidatePhoneRecognizer.min_digits, long_only=True)  # the others: no number
         if not scan:
             return []
+        sieve = self._sieve
+        if sieve is None or sieve.regions != list(self.supported_regions):
+            sieve = self._sieve = RegionSieve(self.supported_regions)
         results = []
-        for region in self.supported_regions:
-            windows = windows_of(scan, len(text), region_prefilter(region).wants)
+        for region, windows in zip(self.supported_regions, sieve.windows(scan, len(text)), strict=True):
             explained = region  # PhoneRecognizer.analyze reuses its loop variable for the explanation
             for start, end in windows:
                 window = text[start:end]
