@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -129,10 +130,14 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
     the start: ``bisect_right`` over the ends, computed once per text. And skipped altogether where no
     context word can be found (``enhance_using_context``)."""
 
-    def __init__(self, *args: Any, lowercase_lemmas: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lowercase_lemmas: bool = False, nlp_engine: Any = None, language: str = "en",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lowercase_lemmas = lowercase_lemmas  # the pipeline's lemmas are its words in lower case
+        self.nlp_engine = nlp_engine  # Presidio's engine of that pipeline: its tokenizer, stop words, punctuation
+        self.language = language
         self._ends = threading.local()  # analysis threads share the analyzer
+        self._local = threading.local()  # the text being enhanced, tokenized where a match needs it
 
     def enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: Any,
                               recognizers: list[EntityRecognizer], context: list[str] | None = None,
@@ -152,9 +157,26 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
             if recognizer is not None and recognizer.context:
                 words.update(str(word).lower() for word in recognizer.context)
         lowered = text.lower().lower()
-        if any(word in lowered for word in words):
+        if not any(word in lowered for word in words):
+            return copy.deepcopy(raw_results)
+        if self.nlp_engine is None:
             return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
-        return copy.deepcopy(raw_results)
+        self._local.text = LocalTokens(text, self.nlp_engine, self.language)
+        try:
+            return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
+        finally:
+            self._local.text = None
+
+    def _extract_surrounding_words(self, nlp_artifacts: Any, word: str, start: int) -> list[str]:
+        """Presidio's (the lemmas of the ``context_prefix_count`` keywords before the match's token and the
+        ``context_suffix_count`` after, the token's own counted on each side), from the tokens around the
+        match only (``LocalTokens``) when the text is one ``enhance_using_context`` set up."""
+        local: LocalTokens | None = getattr(self._local, "text", None)
+        if local is None:
+            return list(super()._extract_surrounding_words(nlp_artifacts, word, start))
+        backward = local.keywords_from(start, self.context_prefix_count + 1, backward=True)
+        forward = local.keywords_from(start, self.context_suffix_count + 1, backward=False)
+        return list(set(backward + forward))
 
     def _find_index_of_match_token(  # type: ignore[override]  # static there, called through self
         self, word: str, start: int, tokens: Any, tokens_indices: list[int],
@@ -171,3 +193,101 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         if index == len(cached[1]):
             raise ValueError(f"Did not find word '{word}' in the list of tokens although it is expected to be found")
         return index
+
+
+_SPAN_START = re.compile(r"(?<=\s)(?=\S)")  # where spaCy's tokenizer starts a span of non-space characters
+_COLON_SPAN = re.compile(r"\S*:\S*")
+
+
+class LocalTokens:
+    """A text's spaCy tokens (the blank pipeline's, lemmas = lower-case words) computed around a position
+    on demand, and its keywords (Presidio's ``NlpArtifacts.set_keywords``) tested one lemma at a time.
+
+    spaCy's tokenizer splits the text at its whitespace and tokenizes each span of non-space characters
+    on its own: the tokens of ``text[a:b]``, with ``a`` and ``b`` where such a span starts, are the
+    text's own tokens there, save for the whitespace that ends the part (kept out: the text's own tokens
+    stop before it; at the text's end, it is the same). A lemma is a keyword of the text when it passes
+    ``set_keywords``' filter (no stop word, no punctuation, not ``be`` or ``-PRON-``) and holds no colon,
+    or it is a colon-separated piece of such a lemma that holds one: those come from the spans holding a
+    colon, tokenized once, on their own, when first asked."""
+
+    REACH = 256  # characters tokenized on each side of a match at first; doubled while more are needed
+
+    def __init__(self, text: str, nlp_engine: Any, language: str) -> None:
+        self.text = text
+        self.engine = nlp_engine
+        self.language = language
+        self.tokenizer = nlp_engine.nlp[language].tokenizer
+        self.span_starts = [0] + [found.start() for found in _SPAN_START.finditer(text)]
+        self._colon_pieces: set[str] | None = None
+        self._keyword: dict[str, bool] = {}
+
+    def _qualifies(self, lemma: str) -> bool:
+        """``NlpArtifacts.set_keywords``' filter."""
+        return not self.engine.is_stopword(lemma, self.language) and not self.engine.is_punct(
+            lemma, self.language) and lemma != "-PRON-" and lemma != "be"
+
+    def is_keyword(self, lemma: str) -> bool:
+        """Whether ``lemma.lower()`` is among the text's keywords (what ``_add_n_words`` asks)."""
+        known = self._keyword.get(lemma)
+        if known is None:
+            lowered = lemma.lower()
+            known = (":" not in lemma and lemma == lowered and self._qualifies(lemma)) or (
+                lowered in self._pieces()) or self._lowered_elsewhere(lemma, lowered)
+            self._keyword[lemma] = known
+        return known
+
+    def _lowered_elsewhere(self, lemma: str, lowered: str) -> bool:
+        """A lemma not in lower case (never, with lower-case lemmas): its lower case is a keyword when that
+        is a lemma of its own; answered by Presidio's way, on the text's every token."""
+        if lemma == lowered:
+            return False
+        return lowered in {piece for token in self.tokenizer(self.text) for piece in self._split(token.lower_)}
+
+    def _split(self, lemma: str) -> list[str]:
+        return lemma.lower().split(":") if self._qualifies(lemma) else []
+
+    def _pieces(self) -> set[str]:
+        if self._colon_pieces is None:
+            self._colon_pieces = {piece for span in _COLON_SPAN.findall(self.text) for token in self.tokenizer(span)
+                                  if ":" in token.lower_ for piece in self._split(token.lower_)}
+        return self._colon_pieces
+
+    def _tokens(self, low: int, high: int) -> tuple[list[tuple[int, int, str]], bool, bool]:
+        """The text's tokens (start, end, lemma) between the span starts at or before ``low`` and after
+        ``high``, and whether they reach the text's start and end."""
+        starts = self.span_starts
+        first = starts[max(0, bisect.bisect_right(starts, low) - 1)]
+        after = bisect.bisect_right(starts, high)
+        last = starts[after] if after < len(starts) else len(self.text)
+        part = self.text[first:last]
+        at_end = last == len(self.text)
+        stop = len(part) if at_end else len(part.rstrip())  # the whitespace that ends the part: kept out
+        tokens = [(first + token.idx, first + token.idx + len(token), token.lower_) for token in self.tokenizer(part)
+                  if token.idx < stop]
+        return tokens, first == 0, at_end
+
+    def keywords_from(self, start: int, count: int, *, backward: bool) -> list[str]:
+        """``_add_n_words`` from the match's token (``_find_index_of_match_token``: the first that starts at
+        ``start`` or ends past it): up to ``count`` lower-case lemmas that are keywords, walking back or on."""
+        reach = self.REACH
+        while True:
+            tokens, at_start, at_end = self._tokens(start - reach, start + reach)
+            index = next((i for i, (begin, end, _) in enumerate(tokens) if begin == start or start < end), None)
+            if index is None:
+                if at_end:
+                    raise ValueError(f"Did not find the token at {start} in the list of tokens although it "
+                                     "is expected to be found")
+                reach *= 2
+                continue
+            words: list[str] = []
+            step = -1 if backward else 1
+            i = index
+            while 0 <= i < len(tokens) and len(words) < count:
+                lemma = tokens[i][2]
+                if self.is_keyword(lemma):
+                    words.append(lemma.lower())
+                i += step
+            if len(words) == count or (at_start if backward else at_end):
+                return words
+            reach *= 2

@@ -248,7 +248,8 @@ class OfflinePIIPolicy(PIIPolicyBase):
                 ))
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language],
                                        context_aware_enhancer=IndexedContextEnhancer(
-                                           lowercase_lemmas=not wanted_ner))
+                                           lowercase_lemmas=not wanted_ner,
+                                           nlp_engine=None if wanted_ner else nlp_engine, language=language))
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
         self.stream_holdback = widest if self.check_responses else Fixed(0)
