@@ -200,25 +200,32 @@ _COLON_SPAN = re.compile(r"\S*:\S*")
 
 
 class LocalTokens:
-    """A text's spaCy tokens (the blank pipeline's, lemmas = lower-case words) computed around a position
-    on demand, and its keywords (Presidio's ``NlpArtifacts.set_keywords``) tested one lemma at a time.
+    """A text's spaCy tokens (the blank pipeline's, lemmas = lower-case words), tokenized block by block
+    where a match needs them, and its keywords (Presidio's ``NlpArtifacts.set_keywords``) tested one lemma
+    at a time.
 
-    spaCy's tokenizer splits the text at its whitespace and tokenizes each span of non-space characters
-    on its own: the tokens of ``text[a:b]``, with ``a`` and ``b`` where such a span starts, are the
-    text's own tokens there, save for the whitespace that ends the part (kept out: the text's own tokens
-    stop before it; at the text's end, it is the same). A lemma is a keyword of the text when it passes
-    ``set_keywords``' filter (no stop word, no punctuation, not ``be`` or ``-PRON-``) and holds no colon,
-    or it is a colon-separated piece of such a lemma that holds one: those come from the spans holding a
-    colon, tokenized once, on their own, when first asked."""
+    spaCy's tokenizer splits the text at its whitespace and tokenizes each span of non-space characters on
+    its own (and each run of whitespace after the single space it gives the token before): the tokens of
+    ``text[a:b]``, with ``a`` and ``b`` where such a span starts (or the text's ends), are the text's own
+    tokens there. The text is cut at such places about every ``BLOCK`` characters; a block is tokenized
+    when a walk first reaches it. A lemma is a keyword of the text when it passes ``set_keywords``' filter
+    (no stop word, no punctuation, not ``be`` or ``-PRON-``) and holds no colon, or when it is a
+    colon-separated piece of such a lemma that holds one: those come from the spans holding a colon,
+    tokenized on their own, once, when first asked."""
 
-    REACH = 256  # characters tokenized on each side of a match at first; doubled while more are needed
+    BLOCK = 2048  # characters per block, about
 
     def __init__(self, text: str, nlp_engine: Any, language: str) -> None:
         self.text = text
         self.engine = nlp_engine
         self.language = language
         self.tokenizer = nlp_engine.nlp[language].tokenizer
-        self.span_starts = [0] + [found.start() for found in _SPAN_START.finditer(text)]
+        span_starts = [0] + [found.start() for found in _SPAN_START.finditer(text)]
+        cuts = {0, len(text)}
+        for at in range(self.BLOCK, len(text), self.BLOCK):
+            cuts.add(span_starts[bisect.bisect_right(span_starts, at) - 1])
+        self.cuts = sorted(cuts)  # block i is text[cuts[i]:cuts[i + 1]]
+        self._blocks: dict[int, list[tuple[int, int, str]]] = {}
         self._colon_pieces: set[str] | None = None
         self._keyword: dict[str, bool] = {}
 
@@ -253,41 +260,42 @@ class LocalTokens:
                                   if ":" in token.lower_ for piece in self._split(token.lower_)}
         return self._colon_pieces
 
-    def _tokens(self, low: int, high: int) -> tuple[list[tuple[int, int, str]], bool, bool]:
-        """The text's tokens (start, end, lemma) between the span starts at or before ``low`` and after
-        ``high``, and whether they reach the text's start and end."""
-        starts = self.span_starts
-        first = starts[max(0, bisect.bisect_right(starts, low) - 1)]
-        after = bisect.bisect_right(starts, high)
-        last = starts[after] if after < len(starts) else len(self.text)
-        part = self.text[first:last]
-        at_end = last == len(self.text)
-        stop = len(part) if at_end else len(part.rstrip())  # the whitespace that ends the part: kept out
-        tokens = [(first + token.idx, first + token.idx + len(token), token.lower_) for token in self.tokenizer(part)
-                  if token.idx < stop]
-        return tokens, first == 0, at_end
+    def block(self, index: int) -> list[tuple[int, int, str]]:
+        """The tokens (start, end, lemma) of block ``index``."""
+        tokens = self._blocks.get(index)
+        if tokens is None:
+            first, last = self.cuts[index], self.cuts[index + 1]
+            tokens = [(first + token.idx, first + token.idx + len(token), token.lower_)
+                      for token in self.tokenizer(self.text[first:last])]
+            self._blocks[index] = tokens
+        return tokens
 
     def keywords_from(self, start: int, count: int, *, backward: bool) -> list[str]:
         """``_add_n_words`` from the match's token (``_find_index_of_match_token``: the first that starts at
         ``start`` or ends past it): up to ``count`` lower-case lemmas that are keywords, walking back or on."""
-        reach = self.REACH
+        blocks = len(self.cuts) - 1
+        at = max(0, bisect.bisect_right(self.cuts, start) - 1)  # tokens of earlier blocks end before start
         while True:
-            tokens, at_start, at_end = self._tokens(start - reach, start + reach)
+            if at >= blocks:
+                raise ValueError(f"Did not find the token at {start} in the list of tokens although it "
+                                 "is expected to be found")
+            tokens = self.block(at)
             index = next((i for i, (begin, end, _) in enumerate(tokens) if begin == start or start < end), None)
-            if index is None:
-                if at_end:
-                    raise ValueError(f"Did not find the token at {start} in the list of tokens although it "
-                                     "is expected to be found")
-                reach *= 2
+            if index is not None:
+                break
+            at += 1
+        words: list[str] = []
+        step = -1 if backward else 1
+        while len(words) < count:
+            if not 0 <= index < len(tokens):
+                at += step
+                if not 0 <= at < blocks:
+                    break
+                tokens = self.block(at)
+                index = len(tokens) - 1 if backward else 0
                 continue
-            words: list[str] = []
-            step = -1 if backward else 1
-            i = index
-            while 0 <= i < len(tokens) and len(words) < count:
-                lemma = tokens[i][2]
-                if self.is_keyword(lemma):
-                    words.append(lemma.lower())
-                i += step
-            if len(words) == count or (at_start if backward else at_end):
-                return words
-            reach *= 2
+            lemma = tokens[index][2]
+            if self.is_keyword(lemma):
+                words.append(lemma.lower())
+            index += step
+        return words

@@ -163,40 +163,43 @@ CONTEXT_WORDS = ["phone", "Phone:", "number", "numbered", "call", "tel:", "ssn",
 SEPARATORS = [" ", "", "  ", "\n", "\n\n", "\t", " \n ", "\u00a0", "\u2003", ":", " - "]
 
 
-@pytest.mark.parametrize("reach", [1, 7, 256])
+@pytest.mark.parametrize("block", [1, 7, 2048])
 @given(words=st.lists(st.sampled_from(WORDS + CONTEXT_WORDS + NUMBERS[:40]), max_size=40),
        separators=st.lists(st.sampled_from(SEPARATORS), max_size=40))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_context_words_raise_the_scores_presidio_raises(reach: int, words: list[str], separators: list[str]) -> None:
-    """The lemmas around each match come from the text's part around it, tokenized on its own (widened while
-    the walk needs more): the same scores as Presidio's, whose tokens are the whole text's."""
+def test_context_words_raise_the_scores_presidio_raises(block: int, words: list[str], separators: list[str]) -> None:
+    """The lemmas around each match come from the blocks of text around it, each tokenized on its own: the
+    same scores as Presidio's, whose tokens are the whole text's."""
     from capsem_proxyd._compat.presidio import LocalTokens
 
     text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
-    LocalTokens.REACH = reach
+    LocalTokens.BLOCK = block
     try:
         ours = POLICY.analyze_text(text)
     finally:
-        LocalTokens.REACH = 256
+        LocalTokens.BLOCK = 2048
     theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
     assert found(ours) == found(theirs), text
 
 
 @given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS), min_size=1, max_size=30),
-       st.lists(st.sampled_from(SEPARATORS), max_size=30), st.integers(0, 400), st.integers(0, 60))
+       st.lists(st.sampled_from(SEPARATORS), max_size=30), st.integers(1, 40))
 @settings(max_examples=300, deadline=None)
-def test_the_tokens_of_a_part_are_the_whole_text_s_tokens_there(words: list[str], separators: list[str],
-                                                                 low: int, width: int) -> None:
+def test_the_tokens_of_the_blocks_are_the_whole_text_s_tokens(words: list[str], separators: list[str],
+                                                              block: int) -> None:
     from capsem_proxyd._compat.presidio import LocalTokens
 
     text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
     engine = POLICY.analyzer.nlp_engine
-    local = LocalTokens(text, engine, "en")
-    tokens, _, _ = local._tokens(min(low, len(text)), min(low + width, len(text)))
-    whole = [(token.idx, token.idx + len(token), token.lower_) for token in engine.nlp["en"](text)]
-    assert tokens and tokens == whole[whole.index(tokens[0]):whole.index(tokens[0]) + len(tokens)], text
+    LocalTokens.BLOCK = block
+    try:
+        local = LocalTokens(text, engine, "en")
+    finally:
+        LocalTokens.BLOCK = 2048
+    tokens = [token for index in range(len(local.cuts) - 1) for token in local.block(index)]
+    assert tokens == [(token.idx, token.idx + len(token), token.lower_) for token in engine.nlp["en"](text)], text
     keywords = set(REFERENCE.nlp_engine.process_text(text, "en").keywords)
-    for _, _, lemma in whole:
+    for _, _, lemma in tokens:
         assert local.is_keyword(lemma) == (lemma.lower() in keywords), lemma
 
 
