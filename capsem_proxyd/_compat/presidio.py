@@ -210,10 +210,10 @@ class LocalTokens:
     tokens there. The text is cut at such places about every ``BLOCK`` characters; a block is tokenized
     when a walk first reaches it. A lemma is a keyword of the text when it passes ``set_keywords``' filter
     (no stop word, no punctuation, not ``be`` or ``-PRON-``) and holds no colon, or when it is a
-    colon-separated piece of such a lemma that holds one: those come from the spans holding a colon,
-    tokenized on their own, once, when first asked."""
+    colon-separated piece of such a lemma that holds one: those come from the spans holding that piece
+    next to a colon, tokenized when first asked."""
 
-    BLOCK = 2048  # characters per block, about
+    BLOCK = 512  # characters per block, about
 
     def __init__(self, text: str, nlp_engine: Any, language: str) -> None:
         self.text = text
@@ -226,7 +226,7 @@ class LocalTokens:
             cuts.add(span_starts[bisect.bisect_right(span_starts, at) - 1])
         self.cuts = sorted(cuts)  # block i is text[cuts[i]:cuts[i + 1]]
         self._blocks: dict[int, list[tuple[int, int, str]]] = {}
-        self._colon_pieces: set[str] | None = None
+        self.lowered = text.lower()
         self._keyword: dict[str, bool] = {}
 
     def _qualifies(self, lemma: str) -> bool:
@@ -240,7 +240,7 @@ class LocalTokens:
         if known is None:
             lowered = lemma.lower()
             known = (":" not in lemma and lemma == lowered and self._qualifies(lemma)) or (
-                lowered in self._pieces()) or self._lowered_elsewhere(lemma, lowered)
+                self._a_colon_piece(lowered)) or self._lowered_elsewhere(lemma, lowered)
             self._keyword[lemma] = known
         return known
 
@@ -254,11 +254,18 @@ class LocalTokens:
     def _split(self, lemma: str) -> list[str]:
         return lemma.lower().split(":") if self._qualifies(lemma) else []
 
-    def _pieces(self) -> set[str]:
-        if self._colon_pieces is None:
-            self._colon_pieces = {piece for span in _COLON_SPAN.findall(self.text) for token in self.tokenizer(span)
-                                  if ":" in token.lower_ for piece in self._split(token.lower_)}
-        return self._colon_pieces
+    def _a_colon_piece(self, piece: str) -> bool:
+        """Whether ``piece`` is a colon-separated piece of a keyword lemma holding a colon: such a lemma
+        is the lower case of a token of a span holding ``piece`` next to a colon; those spans, joined by
+        spaces (each tokenized on its own all the same), are tokenized once."""
+        if ":" in piece or (piece + ":" not in self.lowered and ":" + piece not in self.lowered):
+            return False
+        near = re.compile(r"\S*(?:%s:|:%s)\S*" % (re.escape(piece), re.escape(piece)))
+        spans = [self.text[found.start():found.end()] for found in near.finditer(self.lowered)]
+        if len(self.lowered) != len(self.text):  # lower case changed the length: Presidio's way, on every span
+            spans = _COLON_SPAN.findall(self.text)
+        return any(piece in self._split(token.lower_) for token in self.tokenizer(" ".join(spans))
+                   if ":" in token.lower_)
 
     def block(self, index: int) -> list[tuple[int, int, str]]:
         """The tokens (start, end, lemma) of block ``index``."""
