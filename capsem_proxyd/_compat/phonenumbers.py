@@ -16,15 +16,34 @@ pattern of a region of its country code. Without a plus sign, a letter or a
 non-ASCII character, a candidate's number has the country code of the region
 the matcher parses for, unless its digits start with that region's
 international prefix; and its national number is a run of the candidate's
-digits (what is left once a country code, a national prefix or carrier code
-and an extension are cut off, each only ever removing digits at either end; the
-inner groups the matcher tries are runs of the same digits). So a candidate
-whose digits hold neither the region's international prefix nor a run that
-matches one of its country code's ``general_desc`` patterns can never be a
-number of that region, and is not parsed for it: ``could_match`` is two
-compiled searches where ``parse`` is a few hundred Python operations per
-region. Every metadata the reasoning needs is checked at build time; a region
-it does not hold for (no metadata, no pattern) gets no pre-filter.
+digits ending where a run of digits ends (what is left once a country code, a
+national prefix or carrier code and an extension are cut off: the first two
+only ever remove digits at the start, an extension (``_EXTN_PATTERN``) and the
+trims start at a non-digit; the inner groups the matcher tries are runs of the
+same digits). So a candidate whose digits hold neither the region's
+international prefix nor such a run matching one of its country code's
+``general_desc`` patterns (and a number type's) can never be a number of that
+region, and is not parsed for it: ``could_match`` is a few compiled searches
+where ``parse`` is a few hundred Python operations per region.
+
+And one more rule, the one that turns away dates (``2024-09-04``) for Germany
+and Israel: a number read in the region's national format (no plus, no
+international prefix, no country code at the start of a raw input) must show
+its national prefix when the format ``_choose_formatting_pattern_for_number``
+picks for it requires one (``_is_national_prefix_present_if_required``, run by
+every leniency from VALID up; the private ``_formatting_rule_has_first_group_only``
+reads the rule). A raw input is the candidate or one of the matcher's inner
+groups (``_INNER_MATCHES``), which start after a separator that is not an ASCII
+hyphen alone; when no raw input's digits can start with the prefix
+(``national_prefix_for_parsing``, a pattern without anchors or look-arounds, so
+a match on a raw input is one on the digits that follow), the national number
+must also be one that the first fitting format of the main region of its
+country code does not require the prefix for (``formats_accepting_no_prefix``:
+an atomic group picks that format, a conditional refuses it). Every metadata
+the reasoning needs is checked at build time; a region it does not hold for (no
+metadata, no pattern) gets no pre-filter. ``RegionSieve`` decides each
+candidate text once for all regions (its digits' shape computed once) and
+remembers it (dates and counts repeat).
 
 One difference remains, on purpose: ``PhoneNumberMatcher`` stops after 65,535
 failed tries in one text (its ``max_tries``, about 400 kB of source code);
@@ -33,7 +52,9 @@ ours starts a matcher per window and so keeps looking. It can only find more.
 phonenumbers is pinned below its next minor release in pyproject.toml;
 ``tests/_compat/test_phonenumbers.py`` is the canary: it fails when either
 pattern goes or ``_find`` / ``_extract_match`` scan differently, or ``parse`` /
-``is_valid_number`` stop working the way the pre-filter relies on. It can go
+``is_valid_number`` / ``_is_national_prefix_present_if_required`` /
+``_choose_formatting_pattern_for_number`` / ``_INNER_MATCHES`` /
+``_EXTN_PATTERN`` stop working the way the pre-filter relies on. It can go
 when phonenumbers (or Presidio's phone recognizer) gets a cheap pre-filter of
 its own.
 """
@@ -158,7 +179,7 @@ class RegionPrefilter:
         self._national_prefix: re.Pattern[str] | None = None
         self._country_code = ""
         metadata = PhoneMetadata.metadata_for_region(region)
-        if metadata is None or not metadata.international_prefix:
+        if metadata is None or not metadata.international_prefix or metadata.country_code is None:
             return
         patterns = []
         for sharing in COUNTRY_CODE_TO_REGION_CODE.get(country_code_for_region(region), ()):

@@ -29,7 +29,15 @@ the recognizer when it lets a caller pass the extractor.
   token by walking every token of the text (its private static
   ``_find_index_of_match_token``): quadratic on text full of matches. Ours
   bisects (the canary checks the walk's condition). It can go when Presidio
-  indexes the tokens.
+  indexes the tokens. With the blank pipeline (lemmas are the words in lower
+  case) it also overrides the private ``_extract_surrounding_words``: the
+  lemmas around a match come from ``LocalTokens``, the text tokenized in
+  blocks cut where spaCy starts a span of non-space characters (it tokenizes
+  each such span on its own), only where a match's walk reaches, and the
+  keywords (``NlpArtifacts.set_keywords``' filter, its split at colons) are
+  tested one lemma at a time, instead of spaCy over the whole text as soon as
+  a context word is anywhere in it (the canary checks the walk, ``_add_n_words``
+  and ``set_keywords``).
 """
 
 from __future__ import annotations
