@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from phonenumbers import PhoneMetadata
+from phonenumbers import NumberParseException, PhoneMetadata, parse
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
@@ -302,6 +302,7 @@ class RegionSieve:
         self.regions = list(regions)
         self._prefilters = [region_prefilter(region) for region in self.regions]
         self._known: dict[str, tuple[bool, ...] | None] = {}
+        self._alike: dict[str, bool] = {}
 
     def regions_of(self, candidate: str) -> tuple[bool, ...] | None:
         """Per region, whether the matcher must see ``candidate``; None when for none."""
@@ -317,25 +318,48 @@ class RegionSieve:
         self._known[candidate] = decided
         return decided
 
-    def windows(self, scan: list[PhoneCandidate], text_length: int) -> list[list[tuple[int, int]]]:
-        """Per region, ``windows_of`` the candidates (long enough) it must see, in one pass over the scan."""
-        windows: list[list[tuple[int, int]]] = [[] for _ in self.regions]
+    def wanted(self, scan: list[PhoneCandidate]) -> list[tuple[PhoneCandidate, tuple[bool, ...]]]:
+        """The candidates (long enough) some region must see, each with ``regions_of``."""
+        pairs = []
         for candidate in scan:
-            if not candidate.long_enough:
-                continue
-            wanted = self.regions_of(candidate.text)
-            if wanted is None:
+            if candidate.long_enough:
+                wanted = self.regions_of(candidate.text)
+                if wanted is not None:
+                    pairs.append((candidate, wanted))
+        return pairs
+
+    @staticmethod
+    def windows(pairs: list[tuple[PhoneCandidate, tuple[bool, ...]]], region: int, text_length: int,
+                settled: set[int]) -> list[tuple[int, int]]:
+        """``windows_of`` the candidates region number ``region`` must see, but those starting at ``settled``."""
+        windows: list[tuple[int, int]] = []
+        for candidate, wanted in pairs:
+            if not wanted[region] or candidate.start in settled:
                 continue
             stop = min(text_length, candidate.end + READ_PAST_CANDIDATE)
-            for index, want in enumerate(wanted):
-                if not want:
-                    continue
-                region_windows = windows[index]
-                if region_windows and candidate.search_start <= region_windows[-1][1]:
-                    region_windows[-1] = (region_windows[-1][0], max(region_windows[-1][1], stop))
-                else:
-                    region_windows.append((candidate.search_start, stop))
+            if windows and candidate.search_start <= windows[-1][1]:
+                windows[-1] = (windows[-1][0], max(windows[-1][1], stop))
+            else:
+                windows.append((candidate.search_start, stop))
         return windows
+
+    def parsed_alike_everywhere(self, candidate: str) -> bool:
+        """Whether ``parse`` reads ``candidate`` the same whatever region it parses for: it parses with no
+        region at all, which takes a plus sign followed by a known country code (``parse`` then reads the
+        country code from the digits and uses that code's region's metadata, never the default region's).
+        The matcher then accepts it, or not, the same way in every region (its other checks read the
+        candidate and the text around it), and Presidio's results for it are the same in every region."""
+        known = self._alike.get(candidate)
+        if known is None:
+            try:
+                parse(candidate)
+                known = True
+            except NumberParseException:
+                known = False
+            if len(self._alike) >= self.KNOWN:
+                self._alike.clear()
+            self._alike[candidate] = known
+        return known
 
 
 @cache

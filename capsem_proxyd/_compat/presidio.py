@@ -110,10 +110,13 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         sieve = self._sieve
         if sieve is None or sieve.regions != list(self.supported_regions):
             sieve = self._sieve = RegionSieve(self.supported_regions)
+        pairs = sieve.wanted(scan)
+        by_start = {candidate.start: candidate for candidate, _ in pairs}
+        settled: set[int] = set()  # candidates found whole, parsed alike everywhere: found again in every region
         results = []
-        for region, windows in zip(self.supported_regions, sieve.windows(scan, len(text)), strict=True):
+        for index, region in enumerate(self.supported_regions):
             explained = region  # PhoneRecognizer.analyze reuses its loop variable for the explanation
-            for start, end in windows:
+            for start, end in sieve.windows(pairs, index, len(text), settled):
                 window = text[start:end]
                 for match in phonenumbers.PhoneNumberMatcher(window, region, leniency=self.leniency):
                     try:
@@ -125,6 +128,10 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
                     result.start += start
                     result.end += start
                     results.append(result)
+                    candidate = by_start.get(result.start)
+                    if candidate is not None and match.raw_string == candidate.text and (
+                            sieve.parsed_alike_everywhere(candidate.text)):
+                        settled.add(candidate.start)
         return EntityRecognizer.remove_duplicates(results)
 
 
