@@ -157,30 +157,42 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
     def enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: Any,
                               recognizers: list[EntityRecognizer], context: list[str] | None = None,
                               ) -> list[RecognizerResult]:
-        """Presidio's, skipped (its deep copy of the results returned) when no context word of a recognizer
-        that found something is anywhere in the text: a context word counts when it is part of the
-        lower-case lemma of a word near the match; when the lemmas are the words in lower case (the
-        blank pipeline's, ``lowercase_lemmas``) it would be part of the lower-case text. Then spaCy
-        need not run at all (its artifacts are lazy)."""
+        """Presidio's, run only on the results of a recognizer one of whose context words is somewhere in
+        the text (the others deep-copied, as Presidio would leave them): a context word counts when it is
+        part of the lower-case lemma of a word near the match; when the lemmas are the words in lower case
+        (the blank pipeline's, ``lowercase_lemmas``) it would be part of the lower-case text. Then spaCy
+        need not run at all (its artifacts are lazy), and the words near a match come from ``LocalTokens``."""
         if context or nlp_artifacts is None or not self.lowercase_lemmas:
             return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
         by_id = {recognizer.id: recognizer for recognizer in recognizers}
-        words: set[str] = set()
-        for result in raw_results:
+        lowered = text.lower().lower()
+        present: dict[str, bool] = {}  # per recognizer: one of its context words is in the text
+
+        def may_rise(result: RecognizerResult) -> bool:
             metadata = result.recognition_metadata or {}
             recognizer = by_id.get(metadata.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY))
-            if recognizer is not None and recognizer.context:
-                words.update(str(word).lower() for word in recognizer.context)
-        lowered = text.lower().lower()
-        if not any(word in lowered for word in words):
+            if recognizer is None or not recognizer.context:
+                return False
+            known = present.get(recognizer.id)
+            if known is None:
+                known = present[recognizer.id] = any(str(word).lower() in lowered for word in recognizer.context)
+            return known
+
+        rising = [may_rise(result) for result in raw_results]
+        if not any(rising):
             return copy.deepcopy(raw_results)
         if self.nlp_engine is None:
             return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
+        # Presidio's loop treats each result on its own: the others are only deep-copied, as it would.
         self._local.text = LocalTokens(text, self.nlp_engine, self.language)
         try:
-            return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
+            risen = iter(super().enhance_using_context(
+                text, [result for result, rises in zip(raw_results, rising, strict=True) if rises], nlp_artifacts,
+                recognizers, context))
         finally:
             self._local.text = None
+        return [next(risen) if rises else copy.deepcopy(result) for result, rises in zip(raw_results, rising,
+                                                                                          strict=True)]
 
     def _extract_surrounding_words(self, nlp_artifacts: Any, word: str, start: int) -> list[str]:
         """Presidio's (the lemmas of the ``context_prefix_count`` keywords before the match's token and the
