@@ -178,15 +178,19 @@ class RegionPrefilter:
         self._without_prefix: re.Pattern[str] | None = None
         self._national_prefix: re.Pattern[str] | None = None
         self._country_code = ""
+        self.shortest = 0  # the fewest digits a valid number of the country code has (possible_length)
         metadata = PhoneMetadata.metadata_for_region(region)
         if metadata is None or not metadata.international_prefix or metadata.country_code is None:
             return
         patterns = []
+        lengths: list[int] = []
         for sharing in COUNTRY_CODE_TO_REGION_CODE.get(country_code_for_region(region), ()):
             described = PhoneMetadata.metadata_for_region(sharing)
             general = described.general_desc if described is not None else None
             if described is None or general is None or not general.national_number_pattern:
                 return  # a region of the code with no pattern: anything may be valid there
+            possible = [length for length in general.possible_length or () if length > 0]
+            lengths.append(min(possible, default=0))  # none listed: _is_number_matching_desc checks no length
             kinds = [kind.national_number_pattern for kind in (getattr(described, name) for name in NUMBER_TYPES)
                      if kind is not None and kind.national_number_pattern]
             if kinds:  # valid: the general pattern and one of a type's (_number_type_helper), on the same digits
@@ -195,6 +199,7 @@ class RegionPrefilter:
         self._international = re.compile(metadata.international_prefix)
         self._national = re.compile(valid)
         self._country_code = str(metadata.country_code)
+        self.shortest = min(lengths, default=0)
         main = PhoneMetadata.metadata_for_region(region_code_for_country_code(metadata.country_code))
         self._without_prefix = self._national  # unless the main region's formats say more (below)
         if main is None:
@@ -220,6 +225,8 @@ class RegionPrefilter:
         if shape is None:
             shape = DigitShape(candidate)
         digits = shape.digits
+        if len(digits) < self.shortest:  # _is_number_matching_desc: a length general_desc lists, or invalid
+            return False  # (an international prefix would only add digits)
         if any(international.match(digits, start) is not None for start in shape.starts):
             return True  # an international call: any country's number may follow
         # Read as written in the region's own format (no plus, no international prefix): without a

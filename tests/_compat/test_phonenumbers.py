@@ -65,6 +65,9 @@ def test_a_valid_number_still_matches_the_general_pattern_and_one_of_the_types_t
     assert "_number_type_helper(nsn, metadata) != PhoneNumberType.UNKNOWN" in valid
     matching = inspect.getsource(phonenumberutil._is_number_matching_desc)
     assert "_match_national_number(national_number, number_desc, False)" in matching
+    # RegionPrefilter.shortest: a national number shorter than every length general_desc lists is invalid
+    assert "actual_length = len(national_number)" in matching and "possible_lengths = number_desc.possible_length" in (
+        matching) and "if len(possible_lengths) > 0 and actual_length not in possible_lengths:" in matching
     for verify in (phonenumbermatcher._verify, phonenumbermatcher._verify_strict_grouping,
                    phonenumbermatcher._verify_exact_grouping):  # every leniency the prefilter serves (VALID and up)
         assert "not is_valid_number(numobj)" in inspect.getsource(verify)
