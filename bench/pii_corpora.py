@@ -6,8 +6,8 @@
   result (numbered source lines with dates: digits everywhere), one after the other.
 * ``digit_text``: logs (time stamps, ids, IP addresses and ports, durations, byte counts), CSV rows
   (ids, amounts, dates, a phone number in one column) and contact lines (some with a context word: call, phone) holding phone numbers of every
-  configured region (and of a few more) written every way phonenumbers formats them: about one line
-  in two holds a real number, the worst case for the phone recognizer.
+  configured region (and of a few more) written every way phonenumbers formats them: two lines in
+  three hold a real number, the worst case for the phone recognizer.
 """
 
 from __future__ import annotations
