@@ -16,15 +16,34 @@ pattern of a region of its country code. Without a plus sign, a letter or a
 non-ASCII character, a candidate's number has the country code of the region
 the matcher parses for, unless its digits start with that region's
 international prefix; and its national number is a run of the candidate's
-digits (what is left once a country code, a national prefix or carrier code
-and an extension are cut off, each only ever removing digits at either end; the
-inner groups the matcher tries are runs of the same digits). So a candidate
-whose digits hold neither the region's international prefix nor a run that
-matches one of its country code's ``general_desc`` patterns can never be a
-number of that region, and is not parsed for it: ``could_match`` is two
-compiled searches where ``parse`` is a few hundred Python operations per
-region. Every metadata the reasoning needs is checked at build time; a region
-it does not hold for (no metadata, no pattern) gets no pre-filter.
+digits ending where a run of digits ends (what is left once a country code, a
+national prefix or carrier code and an extension are cut off: the first two
+only ever remove digits at the start, an extension (``_EXTN_PATTERN``) and the
+trims start at a non-digit; the inner groups the matcher tries are runs of the
+same digits). So a candidate whose digits hold neither the region's
+international prefix nor such a run matching one of its country code's
+``general_desc`` patterns (and a number type's) can never be a number of that
+region, and is not parsed for it: ``could_match`` is a few compiled searches
+where ``parse`` is a few hundred Python operations per region.
+
+And one more rule, the one that turns away dates (``2024-09-04``) for Germany
+and Israel: a number read in the region's national format (no plus, no
+international prefix, no country code at the start of a raw input) must show
+its national prefix when the format ``_choose_formatting_pattern_for_number``
+picks for it requires one (``_is_national_prefix_present_if_required``, run by
+every leniency from VALID up; the private ``_formatting_rule_has_first_group_only``
+reads the rule). A raw input is the candidate or one of the matcher's inner
+groups (``_INNER_MATCHES``), which start after a separator that is not an ASCII
+hyphen alone; when no raw input's digits can start with the prefix
+(``national_prefix_for_parsing``, a pattern without anchors or look-arounds, so
+a match on a raw input is one on the digits that follow), the national number
+must also be one that the first fitting format of the main region of its
+country code does not require the prefix for (``formats_accepting_no_prefix``:
+an atomic group picks that format, a conditional refuses it). Every metadata
+the reasoning needs is checked at build time; a region it does not hold for (no
+metadata, no pattern) gets no pre-filter. ``RegionSieve`` decides each
+candidate text once for all regions (its digits' shape computed once) and
+remembers it (dates and counts repeat).
 
 What a stream must hold while a phone number may still be being written
 (``candidate_superset``): every number the matcher finds lies inside a match of
@@ -43,7 +62,9 @@ ours starts a matcher per window and so keeps looking. It can only find more.
 phonenumbers is pinned below its next minor release in pyproject.toml;
 ``tests/_compat/test_phonenumbers.py`` is the canary: it fails when either
 pattern goes or ``_find`` / ``_extract_match`` scan differently, or ``parse`` /
-``is_valid_number`` stop working the way the pre-filter relies on. It can go
+``is_valid_number`` / ``_is_national_prefix_present_if_required`` /
+``_choose_formatting_pattern_for_number`` / ``_INNER_MATCHES`` /
+``_EXTN_PATTERN`` stop working the way the pre-filter relies on. It can go
 when phonenumbers (or Presidio's phone recognizer) gets a cheap pre-filter of
 its own.
 """
@@ -54,15 +75,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
-from phonenumbers import PhoneMetadata
+from phonenumbers import NumberParseException, PhoneMetadata, parse
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
     _VALID_PUNCTUATION,
     COUNTRY_CODE_TO_REGION_CODE,
     SUPPORTED_REGIONS,
+    _formatting_rule_has_first_group_only,
     country_code_for_region,
+    region_code_for_country_code,
 )
 
 READ_PAST_CANDIDATE = 3  # the matcher reads a time stamp's ":ss" after a candidate
@@ -92,25 +116,36 @@ class PhoneCandidate:
     long_enough: bool
 
 
-def phone_scan(text: str, min_digits: int) -> list[PhoneCandidate]:
+def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[PhoneCandidate]:
     """The candidates ``PhoneNumberMatcher._find`` looks at in ``text``, in order, as long as it finds no
-    number (a number found inside a candidate makes it search on from there: the windows cover it)."""
+    number (a number found inside a candidate makes it search on from there: the windows cover it);
+    ``long_only``: only those with the digits to be a number anywhere."""
     scan: list[PhoneCandidate] = []
     index = 0
     search = _PHONE_CANDIDATE.search
+    enough = _enough_digits(min_digits)
     while True:
         found = search(text, index)
         if found is None:
             break
         candidate = found.group()
-        second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
-        if second:
-            candidate = candidate[:second.start()]
-        end = found.start() + max(1, len(candidate))
-        long_enough = len(_NOT_A_DECIMAL.sub("", candidate)) >= min_digits or _LETTER.search(candidate) is not None
-        scan.append(PhoneCandidate(index, found.start(), max(end, found.end()), candidate, long_enough))
+        if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
+            second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
+            if second:
+                candidate = candidate[:second.start()]
+        start = found.start()
+        end = start + max(1, len(candidate))
+        long_enough = enough.match(candidate) is not None or _LETTER.search(candidate) is not None
+        if long_enough or not long_only:
+            scan.append(PhoneCandidate(index, start, max(end, found.end()), candidate, long_enough))
         index = end
     return scan
+
+
+@cache
+def _enough_digits(count: int) -> re.Pattern[str]:
+    """Matches a text holding at least ``count`` decimal digits (``\\d``, as the candidate pattern's)."""
+    return re.compile(r"(?:\D*\d){%d}" % count)
 
 
 def windows_of(scan: list[PhoneCandidate], text_length: int,
@@ -143,28 +178,47 @@ _NOT_PLAIN = re.compile(r"[^\x00-\x2a\x2c-\x40\x5b-\x60\x7b-\x7f]")  # '+', lett
 class RegionPrefilter:
     """Whether a candidate can hold a number the matcher accepts when it parses for ``region`` (module
     docstring): a plus sign, a letter or a non-ASCII character say "maybe" (the parse decides), else its
-    digits must hold the region's international prefix or a run matching a ``general_desc`` pattern of
-    its country code."""
+    digits must hold the region's international prefix, or a valid national number of its country code
+    ending where a run of digits ends; and when the number can only have been read as written in the
+    region's national format without its national prefix, that number's format must not require one."""
 
     def __init__(self, region: str) -> None:
         self.region = region
         self._international: re.Pattern[str] | None = None
         self._national: re.Pattern[str] | None = None
+        self._without_prefix: re.Pattern[str] | None = None
+        self._national_prefix: re.Pattern[str] | None = None
+        self._country_code = ""
+        self.shortest = 0  # the fewest digits a valid number of the country code has (possible_length)
         metadata = PhoneMetadata.metadata_for_region(region)
-        if metadata is None or not metadata.international_prefix:
+        if metadata is None or not metadata.international_prefix or metadata.country_code is None:
             return
         patterns = []
+        lengths: list[int] = []
         for sharing in COUNTRY_CODE_TO_REGION_CODE.get(country_code_for_region(region), ()):
             described = PhoneMetadata.metadata_for_region(sharing)
             general = described.general_desc if described is not None else None
             if described is None or general is None or not general.national_number_pattern:
                 return  # a region of the code with no pattern: anything may be valid there
+            possible = [length for length in general.possible_length or () if length > 0]
+            lengths.append(min(possible, default=0))  # none listed: _is_number_matching_desc checks no length
             kinds = [kind.national_number_pattern for kind in (getattr(described, name) for name in NUMBER_TYPES)
                      if kind is not None and kind.national_number_pattern]
             if kinds:  # valid: the general pattern and one of a type's (_number_type_helper), on the same digits
-                patterns.append(f"(?=(?:{general.national_number_pattern}))(?:{'|'.join(kinds)})")
+                patterns.append(f"(?=(?:{general.national_number_pattern})\\Z)(?:{'|'.join(kinds)})\\Z")
+        valid = "|".join(f"(?:{pattern})" for pattern in patterns) or "(?!)"  # no type anywhere: nothing is valid
         self._international = re.compile(metadata.international_prefix)
-        self._national = re.compile("|".join(patterns) or "(?!)")  # no type anywhere: nothing is valid
+        self._national = re.compile(valid)
+        self._country_code = str(metadata.country_code)
+        self.shortest = min(lengths, default=0)
+        main = PhoneMetadata.metadata_for_region(region_code_for_country_code(metadata.country_code))
+        self._without_prefix = self._national  # unless the main region's formats say more (below)
+        if main is None:
+            return  # _is_national_prefix_present_if_required accepts: no more to say
+        self._national_prefix = _prefix_pattern(main.national_prefix_for_parsing)
+        if self._national_prefix is None and main.national_prefix_for_parsing:
+            return  # a prefix pattern we cannot reason about: the prefix may always be there
+        self._without_prefix = re.compile(f"(?=(?:{valid})){formats_accepting_no_prefix(main.number_format)}")
 
     @property
     def filters(self) -> bool:
@@ -174,20 +228,156 @@ class RegionPrefilter:
         """Whether the matcher must see ``candidate`` for this region."""
         return candidate.long_enough and self.could_match(candidate.text)
 
-    def could_match(self, candidate: str) -> bool:
-        if self._national is None or self._international is None or _NOT_PLAIN.search(candidate):
+    def could_match(self, candidate: str, shape: DigitShape | None = None) -> bool:
+        """``shape``: the candidate's ``DigitShape`` when it is plain (computed here when not given)."""
+        national, international = self._national, self._international
+        if national is None or international is None or self._without_prefix is None or _NOT_PLAIN.search(candidate):
             return True
-        digits = _NOT_A_DIGIT.sub("", candidate)
-        if self._national.search(digits) is not None:
-            return True
-        # A number's digits start where a run of the candidate's digits starts (parse skips what comes
-        # before its first digit; the matcher's inner groups start after a non-digit).
-        start = 0
+        if shape is None:
+            shape = DigitShape(candidate)
+        digits = shape.digits
+        if len(digits) < self.shortest:  # _is_number_matching_desc: a length general_desc lists, or invalid
+            return False  # (an international prefix would only add digits)
+        if any(international.match(digits, start) is not None for start in shape.starts):
+            return True  # an international call: any country's number may follow
+        # Read as written in the region's own format (no plus, no international prefix): without a
+        # country code or national prefix at the start of a raw input, the number is one a national
+        # prefix must precede whenever its format asks for one (_is_national_prefix_present_if_required).
+        prefix = self._national_prefix
+        from_default = not any(digits.startswith(self._country_code, start)
+                               or (prefix is not None and prefix.match(digits, start) is not None)
+                               for start in shape.raw_starts)
+        wanted = self._without_prefix if from_default else national
+        # Its national significant number ends where a run of digits ends (what follows it is an
+        # extension, a trimmed ending or another inner group, each starting at a non-digit).
+        return any(wanted.search(digits, 0, end) is not None for end in shape.ends)
+
+
+_UNSAFE_PREFIX = re.compile(r"\$|\\[ZbBA]|\(\?[=!<]|\^")
+
+
+def _prefix_pattern(pattern: str | None) -> re.Pattern[str] | None:
+    """A national prefix pattern whose ``match`` on a raw input implies its ``match`` on the same digits
+    followed by more (no anchor, boundary or look-around): None for any other (or none)."""
+    if not pattern or _UNSAFE_PREFIX.search(pattern):
+        return None
+    return re.compile(pattern)
+
+
+def formats_accepting_no_prefix(number_formats: list[Any]) -> str:
+    """A pattern that matches where the national number (ending at the end of the searched part) is
+    formatted (``_choose_formatting_pattern_for_number``: the first format whose last leading-digits
+    pattern matches at its start and whose pattern matches it all) by a format that does not require a
+    national prefix, or by none: an atomic group picks the first format that fits, a conditional refuses
+    the ones that require the prefix."""
+    alternatives = []
+    refusals = []
+    for index, number_format in enumerate(number_formats):
+        leading = number_format.leading_digits_pattern
+        fits = (f"(?=(?:{leading[-1]}))" if leading else "") + f"(?=(?:{number_format.pattern})\\Z)"
+        rule = number_format.national_prefix_formatting_rule
+        requires = bool(rule) and not number_format.national_prefix_optional_when_formatting and (
+            not _formatting_rule_has_first_group_only(rule))
+        if requires:
+            alternatives.append(f"{fits}(?P<requires{index}>)")
+            refusals.append(f"(?(requires{index})(?!))")
+        else:
+            alternatives.append(fits)
+    return f"(?>{'|'.join([*alternatives, ''])})" + "".join(refusals)
+
+
+class DigitShape:
+    """A plain candidate's digits, and where in them its runs start and end, and where a parse's raw input
+    can start (``RegionPrefilter.could_match``): computed once per candidate for every region."""
+
+    __slots__ = ("digits", "ends", "raw_starts", "starts")
+
+    def __init__(self, candidate: str) -> None:
+        self.starts: list[int] = []
+        self.raw_starts: list[int] = []
+        self.ends: list[int] = []
+        length = 0
+        previous_end = -1
         for run in _DIGIT_RUN.finditer(candidate):
-            if self._international.match(digits, start) is not None:
-                return True
-            start += run.end() - run.start()
-        return False
+            self.starts.append(length)
+            # a raw input starts at the first run, or after a separator an inner group of the matcher
+            # starts after (anything but ASCII hyphens alone: _INNER_MATCHES)
+            if previous_end < 0 or candidate[previous_end:run.start()].strip("-"):
+                self.raw_starts.append(length)
+            length += run.end() - run.start()
+            self.ends.append(length)
+            previous_end = run.end()
+        self.digits = _NOT_A_DIGIT.sub("", candidate)
+
+
+class RegionSieve:
+    """Which of ``regions`` each candidate can be a number of (``RegionPrefilter``), decided once per
+    candidate text for all of them and remembered (a text's candidates repeat: dates, counts, ids)."""
+
+    KNOWN = 65_536  # candidate texts remembered, then forgotten all at once
+
+    def __init__(self, regions: list[str]) -> None:
+        self.regions = list(regions)
+        self._prefilters = [region_prefilter(region) for region in self.regions]
+        self._known: dict[str, tuple[bool, ...] | None] = {}
+        self._alike: dict[str, bool] = {}
+
+    def regions_of(self, candidate: str) -> tuple[bool, ...] | None:
+        """Per region, whether the matcher must see ``candidate``; None when for none."""
+        try:
+            return self._known[candidate]
+        except KeyError:
+            pass
+        shape = None if _NOT_PLAIN.search(candidate) else DigitShape(candidate)
+        wanted = tuple(prefilter.could_match(candidate, shape) for prefilter in self._prefilters)
+        decided = wanted if any(wanted) else None
+        if len(self._known) >= self.KNOWN:
+            self._known.clear()
+        self._known[candidate] = decided
+        return decided
+
+    def wanted(self, scan: list[PhoneCandidate]) -> list[tuple[PhoneCandidate, tuple[bool, ...]]]:
+        """The candidates (long enough) some region must see, each with ``regions_of``."""
+        pairs = []
+        for candidate in scan:
+            if candidate.long_enough:
+                wanted = self.regions_of(candidate.text)
+                if wanted is not None:
+                    pairs.append((candidate, wanted))
+        return pairs
+
+    @staticmethod
+    def windows(pairs: list[tuple[PhoneCandidate, tuple[bool, ...]]], region: int, text_length: int,
+                settled: set[int]) -> list[tuple[int, int]]:
+        """``windows_of`` the candidates region number ``region`` must see, but those starting at ``settled``."""
+        windows: list[tuple[int, int]] = []
+        for candidate, wanted in pairs:
+            if not wanted[region] or candidate.start in settled:
+                continue
+            stop = min(text_length, candidate.end + READ_PAST_CANDIDATE)
+            if windows and candidate.search_start <= windows[-1][1]:
+                windows[-1] = (windows[-1][0], max(windows[-1][1], stop))
+            else:
+                windows.append((candidate.search_start, stop))
+        return windows
+
+    def parsed_alike_everywhere(self, candidate: str) -> bool:
+        """Whether ``parse`` reads ``candidate`` the same whatever region it parses for: it parses with no
+        region at all, which takes a plus sign followed by a known country code (``parse`` then reads the
+        country code from the digits and uses that code's region's metadata, never the default region's).
+        The matcher then accepts it, or not, the same way in every region (its other checks read the
+        candidate and the text around it), and Presidio's results for it are the same in every region."""
+        known = self._alike.get(candidate)
+        if known is None:
+            try:
+                parse(candidate)
+                known = True
+            except NumberParseException:
+                known = False
+            if len(self._alike) >= self.KNOWN:
+                self._alike.clear()
+            self._alike[candidate] = known
+        return known
 
 
 @cache

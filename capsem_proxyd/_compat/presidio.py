@@ -29,13 +29,22 @@ the recognizer when it lets a caller pass the extractor.
   token by walking every token of the text (its private static
   ``_find_index_of_match_token``): quadratic on text full of matches. Ours
   bisects (the canary checks the walk's condition). It can go when Presidio
-  indexes the tokens.
+  indexes the tokens. With the blank pipeline (lemmas are the words in lower
+  case) it also overrides the private ``_extract_surrounding_words``: the
+  lemmas around a match come from ``LocalTokens``, the text tokenized in
+  blocks cut where spaCy starts a span of non-space characters (it tokenizes
+  each such span on its own), only where a match's walk reaches, and the
+  keywords (``NlpArtifacts.set_keywords``' filter, its split at colons) are
+  tested one lemma at a time, instead of spaCy over the whole text as soon as
+  a context word is anywhere in it (the canary checks the walk, ``_add_n_words``
+  and ``set_keywords``).
 """
 
 from __future__ import annotations
 
 import bisect
 import copy
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -49,7 +58,7 @@ from presidio_analyzer.nlp_engine import SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 from tldextract import TLDExtract
 
-from capsem_proxyd._compat.phonenumbers import phone_scan, region_prefilter, shortest_valid_number, windows_of
+from capsem_proxyd._compat.phonenumbers import RegionSieve, phone_scan, shortest_valid_number
 
 
 def spacy_model_installed(model_name: str) -> bool:
@@ -88,21 +97,26 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
     method's shape)."""
 
     min_digits = 0  # set at first use
+    _sieve: RegionSieve | None = None  # built at first use, for the regions then configured
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list:
         if self.leniency is None or self.leniency < 1:  # POSSIBLE accepts shorter, local-only numbers
             return super().analyze(text, entities, nlp_artifacts)
         if not CandidatePhoneRecognizer.min_digits:
             CandidatePhoneRecognizer.min_digits = shortest_valid_number()
-        scan = phone_scan(text, CandidatePhoneRecognizer.min_digits)
-        scan = [candidate for candidate in scan if candidate.long_enough]  # the others are no number anywhere
+        scan = phone_scan(text, CandidatePhoneRecognizer.min_digits, long_only=True)  # the others: no number
         if not scan:
             return []
+        sieve = self._sieve
+        if sieve is None or sieve.regions != list(self.supported_regions):
+            sieve = self._sieve = RegionSieve(self.supported_regions)
+        pairs = sieve.wanted(scan)
+        by_start = {candidate.start: candidate for candidate, _ in pairs}
+        settled: set[int] = set()  # candidates found whole, parsed alike everywhere: found again in every region
         results = []
-        for region in self.supported_regions:
-            windows = windows_of(scan, len(text), region_prefilter(region).wants)
+        for index, region in enumerate(self.supported_regions):
             explained = region  # PhoneRecognizer.analyze reuses its loop variable for the explanation
-            for start, end in windows:
+            for start, end in sieve.windows(pairs, index, len(text), settled):
                 window = text[start:end]
                 for match in phonenumbers.PhoneNumberMatcher(window, region, leniency=self.leniency):
                     try:
@@ -114,6 +128,10 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
                     result.start += start
                     result.end += start
                     results.append(result)
+                    candidate = by_start.get(result.start)
+                    if candidate is not None and match.raw_string == candidate.text and (
+                            sieve.parsed_alike_everywhere(candidate.text)):
+                        settled.add(candidate.start)
         return EntityRecognizer.remove_duplicates(results)
 
 
@@ -127,32 +145,65 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
     the start: ``bisect_right`` over the ends, computed once per text. And skipped altogether where no
     context word can be found (``enhance_using_context``)."""
 
-    def __init__(self, *args: Any, lowercase_lemmas: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lowercase_lemmas: bool = False, nlp_engine: Any = None, language: str = "en",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.lowercase_lemmas = lowercase_lemmas  # the pipeline's lemmas are its words in lower case
+        self.nlp_engine = nlp_engine  # Presidio's engine of that pipeline: its tokenizer, stop words, punctuation
+        self.language = language
         self._ends = threading.local()  # analysis threads share the analyzer
+        self._local = threading.local()  # the text being enhanced, tokenized where a match needs it
 
     def enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: Any,
                               recognizers: list[EntityRecognizer], context: list[str] | None = None,
                               ) -> list[RecognizerResult]:
-        """Presidio's, skipped (its deep copy of the results returned) when no context word of a recognizer
-        that found something is anywhere in the text: a context word counts when it is part of the
-        lower-case lemma of a word near the match; when the lemmas are the words in lower case (the
-        blank pipeline's, ``lowercase_lemmas``) it would be part of the lower-case text. Then spaCy
-        need not run at all (its artifacts are lazy)."""
+        """Presidio's, run only on the results of a recognizer one of whose context words is somewhere in
+        the text (the others deep-copied, as Presidio would leave them): a context word counts when it is
+        part of the lower-case lemma of a word near the match; when the lemmas are the words in lower case
+        (the blank pipeline's, ``lowercase_lemmas``) it would be part of the lower-case text. Then spaCy
+        need not run at all (its artifacts are lazy), and the words near a match come from ``LocalTokens``."""
         if context or nlp_artifacts is None or not self.lowercase_lemmas:
             return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
         by_id = {recognizer.id: recognizer for recognizer in recognizers}
-        words: set[str] = set()
-        for result in raw_results:
+        lowered = text.lower().lower()
+        present: dict[str, bool] = {}  # per recognizer: one of its context words is in the text
+
+        def may_rise(result: RecognizerResult) -> bool:
             metadata = result.recognition_metadata or {}
             recognizer = by_id.get(metadata.get(RecognizerResult.RECOGNIZER_IDENTIFIER_KEY))
-            if recognizer is not None and recognizer.context:
-                words.update(str(word).lower() for word in recognizer.context)
-        lowered = text.lower().lower()
-        if any(word in lowered for word in words):
+            if recognizer is None or not recognizer.context:
+                return False
+            known = present.get(recognizer.id)
+            if known is None:
+                known = present[recognizer.id] = any(str(word).lower() in lowered for word in recognizer.context)
+            return known
+
+        rising = [may_rise(result) for result in raw_results]
+        if not any(rising):
+            return copy.deepcopy(raw_results)
+        if self.nlp_engine is None:
             return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
-        return copy.deepcopy(raw_results)
+        # Presidio's loop treats each result on its own: the others are only deep-copied, as it would.
+        self._local.text = LocalTokens(text, self.nlp_engine, self.language)
+        try:
+            risen = iter(super().enhance_using_context(
+                text, [result for result, rises in zip(raw_results, rising, strict=True) if rises], nlp_artifacts,
+                recognizers, context))
+        finally:
+            self._local.text = None
+        return [next(risen) if rises else copy.deepcopy(result) for result, rises in zip(raw_results, rising,
+                                                                                          strict=True)]
+
+    def _extract_surrounding_words(self, nlp_artifacts: Any, word: str, start: int) -> list[str]:
+        """Presidio's (the lemmas of the ``context_prefix_count`` keywords before the match's token and the
+        ``context_suffix_count`` after, the token's own counted on each side), from the tokens around the
+        match only (``LocalTokens``) when the text is one ``enhance_using_context`` set up."""
+        local: LocalTokens | None = getattr(self._local, "text", None)
+        if local is None:
+            return list(super()._extract_surrounding_words(nlp_artifacts, word, start))
+        backward = local.keywords_from(start, self.context_prefix_count + 1, backward=True)
+        forward = local.keywords_from(start, self.context_suffix_count + 1, backward=False)
+        return list(set(backward + forward))
 
     def _find_index_of_match_token(  # type: ignore[override]  # static there, called through self
         self, word: str, start: int, tokens: Any, tokens_indices: list[int],
@@ -169,3 +220,116 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         if index == len(cached[1]):
             raise ValueError(f"Did not find word '{word}' in the list of tokens although it is expected to be found")
         return index
+
+
+_SPAN_START = re.compile(r"(?<=\s)(?=\S)")  # where spaCy's tokenizer starts a span of non-space characters
+_COLON_SPAN = re.compile(r"\S*:\S*")
+
+
+class LocalTokens:
+    """A text's spaCy tokens (the blank pipeline's, lemmas = lower-case words), tokenized block by block
+    where a match needs them, and its keywords (Presidio's ``NlpArtifacts.set_keywords``) tested one lemma
+    at a time.
+
+    spaCy's tokenizer splits the text at its whitespace and tokenizes each span of non-space characters on
+    its own (and each run of whitespace after the single space it gives the token before): the tokens of
+    ``text[a:b]``, with ``a`` and ``b`` where such a span starts (or the text's ends), are the text's own
+    tokens there. The text is cut at such places about every ``BLOCK`` characters; a block is tokenized
+    when a walk first reaches it. A lemma is a keyword of the text when it passes ``set_keywords``' filter
+    (no stop word, no punctuation, not ``be`` or ``-PRON-``) and holds no colon, or when it is a
+    colon-separated piece of such a lemma that holds one: those come from the spans holding that piece
+    next to a colon, tokenized when first asked."""
+
+    BLOCK = 512  # characters per block, about
+
+    def __init__(self, text: str, nlp_engine: Any, language: str) -> None:
+        self.text = text
+        self.engine = nlp_engine
+        self.language = language
+        self.tokenizer = nlp_engine.nlp[language].tokenizer
+        span_starts = [0] + [found.start() for found in _SPAN_START.finditer(text)]
+        cuts = {0, len(text)}
+        for at in range(self.BLOCK, len(text), self.BLOCK):
+            cuts.add(span_starts[bisect.bisect_right(span_starts, at) - 1])
+        self.cuts = sorted(cuts)  # block i is text[cuts[i]:cuts[i + 1]]
+        self._blocks: dict[int, list[tuple[int, int, str]]] = {}
+        self.lowered = text.lower()
+        self._keyword: dict[str, bool] = {}
+
+    def _qualifies(self, lemma: str) -> bool:
+        """``NlpArtifacts.set_keywords``' filter."""
+        return not self.engine.is_stopword(lemma, self.language) and not self.engine.is_punct(
+            lemma, self.language) and lemma != "-PRON-" and lemma != "be"
+
+    def is_keyword(self, lemma: str) -> bool:
+        """Whether ``lemma.lower()`` is among the text's keywords (what ``_add_n_words`` asks)."""
+        known = self._keyword.get(lemma)
+        if known is None:
+            lowered = lemma.lower()
+            known = (":" not in lemma and lemma == lowered and self._qualifies(lemma)) or (
+                self._a_colon_piece(lowered)) or self._lowered_elsewhere(lemma, lowered)
+            self._keyword[lemma] = known
+        return known
+
+    def _lowered_elsewhere(self, lemma: str, lowered: str) -> bool:
+        """A lemma not in lower case (never, with lower-case lemmas): its lower case is a keyword when that
+        is a lemma of its own; answered by Presidio's way, on the text's every token."""
+        if lemma == lowered:
+            return False
+        return lowered in {piece for token in self.tokenizer(self.text) for piece in self._split(token.lower_)}
+
+    def _split(self, lemma: str) -> list[str]:
+        return lemma.lower().split(":") if self._qualifies(lemma) else []
+
+    def _a_colon_piece(self, piece: str) -> bool:
+        """Whether ``piece`` is a colon-separated piece of a keyword lemma holding a colon: such a lemma
+        is the lower case of a token of a span holding ``piece`` next to a colon; those spans, joined by
+        spaces (each tokenized on its own all the same), are tokenized once."""
+        if ":" in piece or (piece + ":" not in self.lowered and ":" + piece not in self.lowered):
+            return False
+        near = re.compile(r"\S*(?:%s:|:%s)\S*" % (re.escape(piece), re.escape(piece)))
+        spans = [self.text[found.start():found.end()] for found in near.finditer(self.lowered)]
+        if len(self.lowered) != len(self.text):  # lower case changed the length: Presidio's way, on every span
+            spans = _COLON_SPAN.findall(self.text)
+        return any(piece in self._split(token.lower_) for token in self.tokenizer(" ".join(spans))
+                   if ":" in token.lower_)
+
+    def block(self, index: int) -> list[tuple[int, int, str]]:
+        """The tokens (start, end, lemma) of block ``index``."""
+        tokens = self._blocks.get(index)
+        if tokens is None:
+            first, last = self.cuts[index], self.cuts[index + 1]
+            tokens = [(first + token.idx, first + token.idx + len(token), token.lower_)
+                      for token in self.tokenizer(self.text[first:last])]
+            self._blocks[index] = tokens
+        return tokens
+
+    def keywords_from(self, start: int, count: int, *, backward: bool) -> list[str]:
+        """``_add_n_words`` from the match's token (``_find_index_of_match_token``: the first that starts at
+        ``start`` or ends past it): up to ``count`` lower-case lemmas that are keywords, walking back or on."""
+        blocks = len(self.cuts) - 1
+        at = max(0, bisect.bisect_right(self.cuts, start) - 1)  # tokens of earlier blocks end before start
+        while True:
+            if at >= blocks:
+                raise ValueError(f"Did not find the token at {start} in the list of tokens although it "
+                                 "is expected to be found")
+            tokens = self.block(at)
+            index = next((i for i, (begin, end, _) in enumerate(tokens) if begin == start or start < end), None)
+            if index is not None:
+                break
+            at += 1
+        words: list[str] = []
+        step = -1 if backward else 1
+        while len(words) < count:
+            if not 0 <= index < len(tokens):
+                at += step
+                if not 0 <= at < blocks:
+                    break
+                tokens = self.block(at)
+                index = len(tokens) - 1 if backward else 0
+                continue
+            lemma = tokens[index][2]
+            if self.is_keyword(lemma):
+                words.append(lemma.lower())
+            index += step
+        return words

@@ -76,8 +76,20 @@ of every configured region):
   per region, only on the parts of the text around a candidate that can be a
   valid number of that region: enough digits to be valid anywhere (4), and
   either a plus sign, a letter, the region's international prefix or a run of
-  digits matching its numbering plan (``CandidatePhoneRecognizer`` in ``_compat/presidio.py``;
-  ``phone_scan``, ``RegionPrefilter``, ``windows_of`` in ``_compat/phonenumbers.py``).
+  digits matching its numbering plan and ending where a run of digits ends,
+  and, read in the region's national format without its national prefix, a
+  format that does not require one (dates in code are no German or Israeli
+  numbers); each candidate decided once for all regions and remembered; a
+  number found whole after a plus sign and a known country code (parsed alike
+  in every region) is not parsed again for the other regions
+  (``CandidatePhoneRecognizer`` in ``_compat/presidio.py``; ``phone_scan``,
+  ``RegionPrefilter``, ``RegionSieve`` in ``_compat/phonenumbers.py``);
+* context words (a context word of a recognizer that found something is
+  somewhere in the text): only that recognizer's results go through Presidio's
+  enhancement, and the lemmas near each match come from the text's blocks
+  around it, tokenized on their own (spaCy tokenizes each span of non-space
+  characters alone), not from spaCy over the whole text
+  (``IndexedContextEnhancer``, ``LocalTokens``).
 """
 
 from __future__ import annotations
@@ -258,7 +270,8 @@ class OfflinePIIPolicy(PIIPolicyBase):
                 ))
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language],
                                        context_aware_enhancer=IndexedContextEnhancer(
-                                           lowercase_lemmas=not wanted_ner))
+                                           lowercase_lemmas=not wanted_ner,
+                                           nlp_engine=None if wanted_ner else nlp_engine, language=language))
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
         self._stream_holdback: Holdback | None | bool = False  # built when first asked (``stream_holdback``)

@@ -71,6 +71,9 @@ def test_a_valid_number_still_matches_the_general_pattern_and_one_of_the_types_t
     assert "_number_type_helper(nsn, metadata) != PhoneNumberType.UNKNOWN" in valid
     matching = inspect.getsource(phonenumberutil._is_number_matching_desc)
     assert "_match_national_number(national_number, number_desc, False)" in matching
+    # RegionPrefilter.shortest: a national number shorter than every length general_desc lists is invalid
+    assert "actual_length = len(national_number)" in matching and "possible_lengths = number_desc.possible_length" in (
+        matching) and "if len(possible_lengths) > 0 and actual_length not in possible_lengths:" in matching
     for verify in (phonenumbermatcher._verify, phonenumbermatcher._verify_strict_grouping,
                    phonenumbermatcher._verify_exact_grouping):  # every leniency the prefilter serves (VALID and up)
         assert "not is_valid_number(numobj)" in inspect.getsource(verify)
@@ -100,3 +103,67 @@ def test_every_candidate_matches_the_superset_a_stream_holds_for(candidate: str)
 def test_every_candidate_found_in_number_like_text_matches_the_superset(text: str) -> None:
     for found in phonenumbermatcher._PATTERN.finditer(text):
         assert candidate_superset().fullmatch(found.group()) is not None, found.group()
+
+
+def test_a_number_read_in_national_format_still_needs_its_prefix_when_its_first_fitting_format_asks() -> None:
+    """``RegionPrefilter`` turns away for a region a candidate that can only be read in the region's national
+    format without its national prefix (no country code, national prefix or international prefix at the
+    start of any raw input) unless its number's format accepts that: every leniency it serves checks
+    ``_is_national_prefix_present_if_required``, which picks the first format whose last leading-digits
+    pattern and whole pattern fit (``_choose_formatting_pattern_for_number``), reads the rule with the private
+    ``_formatting_rule_has_first_group_only`` and strips the prefix with ``_maybe_strip_national_prefix_carrier_code``
+    (a ``match`` at the start of the raw input's digits)."""
+    assert "return _is_national_prefix_present_if_required(numobj)" in inspect.getsource(phonenumbermatcher._verify)
+    for verify in (phonenumbermatcher._verify_strict_grouping, phonenumbermatcher._verify_exact_grouping):
+        assert "not _is_national_prefix_present_if_required(numobj)" in inspect.getsource(verify)
+    required = inspect.getsource(phonenumbermatcher._is_national_prefix_present_if_required)
+    for line in ("if numobj.country_code_source != CountryCodeSource.FROM_DEFAULT_COUNTRY:",
+                 "phone_number_region = region_code_for_country_code(numobj.country_code)",
+                 "format_rule = _choose_formatting_pattern_for_number(metadata.number_format,",
+                 "if format_rule.national_prefix_optional_when_formatting:",
+                 "if _formatting_rule_has_first_group_only(format_rule.national_prefix_formatting_rule):",
+                 "raw_input = normalize_digits_only(numobj.raw_input)",
+                 "return _maybe_strip_national_prefix_carrier_code(raw_input, metadata)[2]"):
+        assert line in required, line
+    choose = inspect.getsource(phonenumberutil._choose_formatting_pattern_for_number)
+    assert "ld_pattern = re_compile(num_format.leading_digits_pattern[-1])" in choose
+    assert "ld_match = ld_pattern.match(national_number)" in choose
+    assert "if fullmatch(format_pattern, national_number):" in choose
+    assert callable(phonenumberutil._formatting_rule_has_first_group_only)
+    strip = inspect.getsource(phonenumberutil._maybe_strip_national_prefix_carrier_code)
+    assert "prefix_match = prefix_pattern.match(number)" in strip
+    assert strip.count("return (U_EMPTY_STRING, number, False)") == 2  # not stripped: no prefix match, or not viable
+    assert "return (carrier_code, number, False)" in strip  # the transform left no viable number
+
+
+def test_inner_groups_start_after_a_separator_that_is_not_ascii_hyphens_alone() -> None:
+    """``DigitShape.raw_starts``: a parse's raw input is the candidate or one of ``_INNER_MATCHES``' groups (or
+    what comes before one, from the candidate's start); none of their separators is an ASCII hyphen alone."""
+    patterns = [pattern.pattern for pattern in phonenumbermatcher._INNER_MATCHES]
+    assert patterns == ["/+(.*)", "(\\([^(]*)", "(?u)(?:\\s-|-\\s)\\s*(.+)", "(?u)[\u2012-\u2015\uFF0D]\\s*(.+)",
+                        "(?u)\\.+\\s*([^.]+)", "(?u)\\s+(\\S+)"]
+    inner = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._extract_inner_match)
+    assert "candidate[:group_match.start()]" in inner and "group_match.group(1))" in inner
+
+
+def test_a_national_number_still_ends_where_a_run_of_digits_ends() -> None:
+    """``RegionPrefilter`` looks for a valid national number ending at the end of a run of digits: an extension
+    is cut off from a match of ``_EXTN_PATTERN``, which starts with no digit, and the candidate's trims
+    (``_SECOND_NUMBER_START_PATTERN``, ``_UNWANTED_END_CHAR_PATTERN``) cut at a non-digit."""
+    strip = inspect.getsource(phonenumberutil._maybe_strip_extension)
+    assert "match = _EXTN_PATTERN.search(number)" in strip and "number[:match.start()]" in strip
+    extension = phonenumberutil._EXTN_PATTERN
+    for digit in "0123456789":  # no alternative of the pattern begins with a digit
+        assert extension.match(digit + "1") is None and extension.match(digit + "#") is None
+    assert phonenumberutil._SECOND_NUMBER_START_PATTERN.pattern == "[\\\\/] *x"  # the scan looks for "x" first
+    assert phonenumbermatcher._UNWANTED_END_CHAR_PATTERN.match("0") is None
+
+
+def test_the_sieve_keeps_a_region_s_numbers_and_drops_dates_in_code() -> None:
+    from capsem_proxyd._compat.phonenumbers import RegionSieve
+
+    sieve = RegionSieve(["US", "DE", "IL"])
+    assert sieve.regions_of("2024-11-23") is None  # DE and IL would need their national prefix
+    wanted = sieve.regions_of("030 901820")
+    assert wanted is not None and wanted[:2] == (False, True)  # not a US number; a Berlin one
+    assert sieve.regions_of("+49 30 901820") == (True, True, True)

@@ -127,3 +127,59 @@ def test_the_context_enhancer_still_only_raises_scores_for_context_words_in_the_
     find = inspect.getsource(LemmaContextAwareEnhancer._find_supportive_word_in_context)
     assert "if predefined_context_word.lower() in keyword.lower()" in find
     assert "if predefined_context_word.lower() == keyword.lower()" in find
+
+
+def test_the_surrounding_words_are_still_keyword_lemmas_walked_from_the_match_s_token() -> None:
+    """``IndexedContextEnhancer._extract_surrounding_words`` (an override of Presidio's private method)
+    repeats it on ``LocalTokens``: from the match's token, up to ``context_prefix_count + 1`` lemmas that are
+    keywords walking back and ``context_suffix_count + 1`` walking on, as a set; a keyword is a lemma that
+    ``NlpArtifacts.set_keywords`` keeps (no stop word, no punctuation, not ``-PRON-`` or ``be``), split at
+    colons."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+    from presidio_analyzer.nlp_engine import NlpArtifacts
+
+    from capsem_proxyd._compat.presidio import IndexedContextEnhancer
+
+    enhance = inspect.getsource(LemmaContextAwareEnhancer.enhance_using_context)
+    assert "surrounding_words = self._extract_surrounding_words(\n                nlp_artifacts=nlp_artifacts, " \
+           "word=word, start=result.start\n            )" in enhance
+    assert list(inspect.signature(LemmaContextAwareEnhancer._extract_surrounding_words).parameters) == [
+        "self", "nlp_artifacts", "word", "start"]
+    assert "_extract_surrounding_words" in vars(IndexedContextEnhancer)
+    surrounding = inspect.getsource(LemmaContextAwareEnhancer._extract_surrounding_words)
+    for line in ("if not nlp_artifacts.tokens:", "token_index,\n            self.context_prefix_count,",
+                 "token_index,\n            self.context_suffix_count,", "context_list = list(set(context_list))"):
+        assert line in surrounding, line
+    words = inspect.getsource(LemmaContextAwareEnhancer._add_n_words)
+    for line in ("remaining = n_words + 1", "while 0 <= i < len(lemmas) and remaining > 0:",
+                 "lower_lemma = lemmas[i].lower()", "if lower_lemma in lemmatized_filtered_keywords:",
+                 "context_words.append(lower_lemma)", "i = i - 1 if is_backward else i + 1"):
+        assert line in words, line
+    keywords = inspect.getsource(NlpArtifacts.set_keywords)
+    for line in ("k.lower()", "if not nlp_engine.is_stopword(k, language)", "and not nlp_engine.is_punct(k, language)",
+                 'and k != "-PRON-"', 'and k != "be"', 'keywords = [i.split(":") for i in keywords]'):
+        assert line in keywords, line
+    assert "vocab[word].is_stop" in inspect.getsource(SpacyNlpEngine.is_stopword)
+    assert "vocab[word].is_punct" in inspect.getsource(SpacyNlpEngine.is_punct)
+
+
+def test_spacy_still_tokenizes_each_span_of_non_space_characters_on_its_own() -> None:
+    """``LocalTokens`` tokenizes a text in blocks cut where a span of non-space characters starts (the
+    tokenizer's ``_tokenize_affixes`` splits at ``isspace`` changes); a block's tokens are the text's."""
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    nlp = spacy.blank("en")
+    text = "call  me:at +1 (650) 253-0000,\n\n or 030 901820;\tx=4111 can't :) U.S. ssn:078-05-1120 \u00a0end "
+    whole = [(token.idx, token.idx + len(token), token.lower_) for token in nlp(text)]
+
+    class Engine:
+        def __init__(self) -> None:
+            self.nlp = {"en": nlp}
+
+    for block in (1, 5, 30):
+        LocalTokens.BLOCK = block
+        try:
+            local = LocalTokens(text, Engine(), "en")
+        finally:
+            LocalTokens.BLOCK = 512
+        assert [token for index in range(len(local.cuts) - 1) for token in local.block(index)] == whole

@@ -153,3 +153,75 @@ def test_the_region_prefilter_turns_away_code_for_the_regions_it_cannot_be_a_num
     assert region_prefilter("US").could_match("+49 30 901820")  # a plus sign: any country
     assert region_prefilter("US").could_match("011 49 30 901820")  # its international prefix: any country
     assert region_prefilter("US").could_match("1-800-FLOWERS")  # letters: the parse decides
+
+
+# -- context words, looked for around each match only (``LocalTokens``) ----------------------------------------
+
+CONTEXT_WORDS = ["phone", "Phone:", "number", "numbered", "call", "tel:", "ssn", "ssn:", "card", "credit", "ip", "zip",
+                 "the", "be", "me", "at", "-PRON-", "a:b", "phone:number", ":", "::", "-", ".", ",", "(", ")", "’",
+                 "can't", ":)", "U.S.", "e.g.", "https://example.com/a:b", "Mr.", "'s", "\"", "x"]
+SEPARATORS = [" ", "", "  ", "\n", "\n\n", "\t", " \n ", "\u00a0", "\u2003", ":", " - "]
+
+
+@pytest.mark.parametrize("block", [1, 7, 2048])
+@given(words=st.lists(st.sampled_from(WORDS + CONTEXT_WORDS + NUMBERS[:40]), max_size=40),
+       separators=st.lists(st.sampled_from(SEPARATORS), max_size=40))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_context_words_raise_the_scores_presidio_raises(block: int, words: list[str], separators: list[str]) -> None:
+    """The lemmas around each match come from the blocks of text around it, each tokenized on its own: the
+    same scores as Presidio's, whose tokens are the whole text's."""
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    LocalTokens.BLOCK = block
+    try:
+        ours = POLICY.analyze_text(text)
+    finally:
+        LocalTokens.BLOCK = 2048
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
+    assert found(ours) == found(theirs), text
+
+
+@given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS), min_size=1, max_size=30),
+       st.lists(st.sampled_from(SEPARATORS), max_size=30), st.integers(1, 40))
+@settings(max_examples=300, deadline=None)
+def test_the_tokens_of_the_blocks_are_the_whole_text_s_tokens(words: list[str], separators: list[str],
+                                                              block: int) -> None:
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    engine = POLICY.analyzer.nlp_engine
+    LocalTokens.BLOCK = block
+    try:
+        local = LocalTokens(text, engine, "en")
+    finally:
+        LocalTokens.BLOCK = 2048
+    tokens = [token for index in range(len(local.cuts) - 1) for token in local.block(index)]
+    assert tokens == [(token.idx, token.idx + len(token), token.lower_) for token in engine.nlp["en"](text)], text
+    keywords = set(REFERENCE.nlp_engine.process_text(text, "en").keywords)
+    for _, _, lemma in tokens:
+        assert local.is_keyword(lemma) == (lemma.lower() in keywords), lemma
+
+
+# -- the corpora the bench measures (bench/pii_corpora.py): parts of each, against Presidio -------------------
+
+def _corpus_parts() -> list[tuple[str, str]]:
+    from bench import pii_corpora
+
+    agent = pii_corpora.agent_text()
+    digits = pii_corpora.digit_text(60_000, seed=11)
+    return [("agent", agent[:6000]), ("agent", agent[100_000:106_000]),
+            *(("digits", digits[start:start + 6000]) for start in range(0, 60_000, 6000))]
+
+
+@pytest.mark.parametrize(("corpus", "text"), _corpus_parts())
+def test_the_analyzer_finds_what_presidio_finds_in_the_bench_corpora(corpus: str, text: str) -> None:
+    """At the policy's threshold, and at none (every finding, its score raised by context words or not)."""
+    ours = POLICY.analyze_text(text)
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
+    assert found(ours) == found(theirs)
+    ours = POLICY.analyzer.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=0)
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=0)
+    assert found(ours) == found(theirs)
+    if corpus == "digits":  # the corpus holds numbers, some with a context word
+        assert {0.4, 0.75} <= {round(result.score, 2) for result in theirs if result.entity_type == "PHONE_NUMBER"}
