@@ -74,3 +74,15 @@ def test_a_reload_names_the_settings_it_cannot_apply() -> None:
     assert restart_only_changes(DEFAULTS, Settings(port=9001, stream_holdback=12, policy_dir="/p")) == [
         "port", "stream_holdback"]
     assert restart_only_changes(DEFAULTS, Settings(policy_dir="/p", confirm_action="allow", policy_timeout=3)) == []
+
+
+def test_the_readme_lists_exactly_what_a_reload_applies() -> None:
+    """The operator reads which settings a SIGHUP applies from the README; the settings' own
+    declarations (``reloads=True``) decide it. The README's list once left out --log-level's restart."""
+    text = " ".join(README.read_text().split())
+    found = re.search(r"A reload applies (`--.*?), and reopens the audit", text)
+    assert found, "the README lost its list of what a reload applies"
+    sentence = found.group(1)
+    listed = set(re.findall(r"`--([a-z0-9-]+)`", sentence))
+    reloading = {option_name(item) for item in declared() if declaration(item).reloads}
+    assert listed == reloading
