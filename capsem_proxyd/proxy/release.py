@@ -392,7 +392,14 @@ class StreamRelease:
         return Release(events, edits, completes_stored, ends_reply)
 
     def _releasable(self, head: _Pending) -> bool:
-        """Each channel's text of ``head`` is releasable, and each call it carries is checked."""
+        """Each channel's text of ``head`` is releasable, and each call it carries is checked.
+
+        With screens, the event that ends the reply waits for the final checks: the screens let
+        text go without asking the policies, so the policies' own decision on the whole reply (and
+        its audit record) comes only at the end, and a client that stops reading at the ending
+        event (the OpenAI SDKs at ``[DONE]``) would never see that decision's refusal."""
+        if head.ends_reply and self.new_screen is not None and not self._finished:
+            return False
         for channel, end in head.text_ends:
             if end > channel.releasable:
                 return False

@@ -31,8 +31,12 @@ def lifecycle(kind: str, status: str) -> bytes:
     return event(kind, response={"id": RESPONSE_ID, "object": "response", "status": status, "store": True, "output": []})
 
 
-async def run(tmp_path: Path, reads: list[bytes]) -> tuple[list[bytes], list[bool | None], StoredContent]:
-    """What the client gets, write by write, and whether the id was usable as each write went out."""
+async def run(
+    tmp_path: Path, reads: list[bytes], screens: bool = True
+) -> tuple[list[bytes], list[bool | None], StoredContent]:
+    """What the client gets, write by write, and whether the id was usable as each write went out.
+
+    ``screens=False``: Debug is asked at every check, as a policy that declares no ``reply_terms`` is."""
     stored = StoredContent(Settings(state_dir=str(tmp_path)), open_store(Settings(state_dir=str(tmp_path))), Recorder())
 
     async def upstream() -> AsyncIterator[bytes]:
@@ -40,7 +44,10 @@ async def run(tmp_path: Path, reads: list[bytes]) -> tuple[list[bytes], list[boo
             yield piece
 
     exchange = exchanges.exchange("openai", "responses", request_id="req_test", tenant_id=TENANT)
-    pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(), httpx.Response(200, content=upstream()), SSEDecoder(),
+    policies = engine()
+    if not screens:
+        policies.reply_screens = None
+    pump = StreamPump(exchange, OpenAIResponsesDialect(), policies, httpx.Response(200, content=upstream()), SSEDecoder(),
                       StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
     writes: list[bytes] = []
     usable: list[bool | None] = []
@@ -66,11 +73,24 @@ async def test_a_block_after_the_completion_went_out_withdraws_the_id(tmp_path: 
              event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine."),
              lifecycle("response.completed", "completed"),
              event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" capsem_block")]
-    writes, usable, stored = await run(tmp_path, reads)
+    writes, usable, stored = await run(tmp_path, reads, screens=False)
     assert any(b"response.completed" in data for data in writes) and b"event: error" in writes[-1]
     completing = next(index for index, data in enumerate(writes) if b"response.completed" in data)
     assert usable[completing] is True  # it was delivered...
     assert await stored.store.usable(TENANT, RESPONSE_ID) is False  # ...and then withdrawn
+    await stored.store.aclose()
+
+
+async def test_with_screens_the_completion_waits_for_the_final_check(tmp_path: Path) -> None:
+    """A screened stream asks the policy about the whole reply only at the end: the completing event goes
+    after that decision, so a refusal there reaches a client that stops reading at the completion."""
+    reads = [lifecycle("response.created", "in_progress"),
+             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine."),
+             lifecycle("response.completed", "completed"),
+             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" capsem_block")]
+    writes, usable, stored = await run(tmp_path, reads)
+    assert not any(b"response.completed" in data for data in writes) and b"event: error" in writes[-1]
+    assert not any(usable) and await stored.store.usable(TENANT, RESPONSE_ID) is not True
     await stored.store.aclose()
 
 
@@ -110,7 +130,7 @@ async def test_a_block_in_the_same_read_as_the_completion_leaves_the_id_withdraw
              event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine.")
              + lifecycle("response.completed", "completed")
              + event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" capsem_block")]
-    writes, _, stored = await run(tmp_path, reads)
+    writes, _, stored = await run(tmp_path, reads, screens=False)
     assert b"response.completed" in b"".join(writes) and b"event: error" in writes[-1]
     assert await stored.store.usable(TENANT, RESPONSE_ID) is False
     await stored.store.aclose()
