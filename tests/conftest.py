@@ -56,6 +56,13 @@ settings.register_profile("capsem-deep", settings.get_profile("capsem"), derando
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "capsem"))
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than the cores, four at most. Most of a test's time is spent waiting
+    (a daemon or a policy worker process starting, a stream paced by the fake provider), and a third
+    worker fills those waits on a 2-core machine; beyond four, daemons starting at once only contend."""
+    return min(4, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) + 1)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist) reports the key watch
         config.pluginmanager.register(KeyWatchCounts(), "key-watch-counts")
