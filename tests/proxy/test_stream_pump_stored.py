@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -82,15 +83,37 @@ async def test_a_block_after_the_completion_went_out_withdraws_the_id(tmp_path: 
 
 
 async def test_with_screens_the_completion_waits_for_the_final_check(tmp_path: Path) -> None:
-    """A screened stream asks the policy about the whole reply only at the end: the completing event goes
-    after that decision, so a refusal there reaches a client that stops reading at the completion."""
+    """A screened stream asks the policy about the whole reply only when its end arrives: the completing
+    event goes after that decision (and its audit record), so a refusal there reaches a client that stops
+    reading at the completion; the upstream closing later asks nothing again."""
+    decisions: list[str] = []
+
+    class Decisions(Recorder):
+        def decision_made(self, exchange: Any, hook: str, policy: str, decision: Any, mode: str,
+                          cache: Any = None) -> None:
+            decisions.append(hook)
+
     reads = [lifecycle("response.created", "in_progress"),
              event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta="All fine."),
-             lifecycle("response.completed", "completed"),
-             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" capsem_block")]
-    writes, usable, stored = await run(tmp_path, reads)
-    assert not any(b"response.completed" in data for data in writes) and b"event: error" in writes[-1]
-    assert not any(usable) and await stored.store.usable(TENANT, RESPONSE_ID) is not True
+             event("response.output_text.delta", output_index=0, content_index=0, item_id="m", delta=" Still fine."),
+             lifecycle("response.completed", "completed")]
+    stored = StoredContent(Settings(state_dir=str(tmp_path)), open_store(Settings(state_dir=str(tmp_path))), Recorder())
+
+    async def upstream() -> AsyncIterator[bytes]:
+        for piece in reads:
+            yield piece
+
+    exchange = exchanges.exchange("openai", "responses", request_id="req_test", tenant_id=TENANT)
+    pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(recorder=Decisions()),
+                      httpx.Response(200, content=upstream()), SSEDecoder(), StreamSettings(idle_timeout=5),
+                      stored=stored.stream(exchange))
+    asked_before: list[int] = []
+    async with pump.open() as chunks:
+        async for data in chunks:
+            if b"response.completed" in data:
+                asked_before.append(decisions.count("on_model_response"))
+    assert asked_before == [1]  # the text before went screened; the whole reply was decided before its end
+    assert decisions.count("on_model_response") == 1  # and not asked again when the upstream closed
     await stored.store.aclose()
 
 
