@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -139,6 +140,22 @@ async def _handle_signals(
     shutdown: trio.Event,
     reload_settings: SettingsLoader | None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    try:
+        await _receive_signals(instance, shutdown, reload_settings, task_status)
+    finally:
+        if shutdown.is_set() and threading.current_thread() is threading.main_thread():
+            # The receiver is closed and the handler from before it is back, while the instance still closes:
+            # a second SIGTERM then (a supervisor's, a `stop` racing the exit) would raise out of trio's
+            # teardown and end a clean stop with status 1. The stop is under way: it asks for nothing more.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+async def _receive_signals(
+    instance: Instance,
+    shutdown: trio.Event,
+    reload_settings: SettingsLoader | None,
+    task_status: trio.TaskStatus[None],
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         task_status.started()
