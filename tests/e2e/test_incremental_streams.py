@@ -144,22 +144,7 @@ async def test_regexes_of_unbounded_width_hold_only_while_a_match_is_pending(
     """Issue 22: a regex with ``+`` no longer holds the 64-character cap (this answer is shorter: it arrived
     whole at the end), only what may still become a match: the answer reaches the SDK before the upstream ends."""
     rules_proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path, rules=UNBOUNDED_REGEX_RULES)
-    fake.script(Reply(chunks=CHUNKS, chunk_delay=DELAY))
-
-    def read() -> tuple[int, str]:
-        sent_at_first_text: int | None = None
-        texts = []
-        for text in SHAPES[shape](rules_proxy):
-            if text and sent_at_first_text is None:
-                sent_at_first_text = fake.streams[-1].events_sent
-            texts.append(text)
-        assert sent_at_first_text is not None, "no text arrived"
-        return sent_at_first_text, "".join(texts)
-
-    sent_at_first_text, text = await in_thread(read)
-    assert text == "".join(CHUNKS)
-    record = fake.streams[-1]
-    assert record.completed and sent_at_first_text < record.events_sent - 1, (sent_at_first_text, record.events_sent)
+    await reaches_the_sdk_before_the_upstream_ends(shape, rules_proxy, fake)
 
 
 PII_PATTERNS = """
@@ -186,12 +171,18 @@ async def test_a_reply_checked_by_pii_streams_incrementally(
     may still become an entity is held, and the answer reaches the SDK before the upstream ends."""
     pytest.importorskip("presidio_analyzer")
     pii_proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path, pii=PII_PATTERNS)
+    await reaches_the_sdk_before_the_upstream_ends(shape, pii_proxy, fake)
+
+
+async def reaches_the_sdk_before_the_upstream_ends(shape: str, proxy: Any, fake: FakeUpstream) -> None:
+    """A paced answer read through ``proxy`` in ``shape``: whole, and its first text in the SDK's hands while
+    the upstream still had events to send (counted by the fake, not timed)."""
     fake.script(Reply(chunks=CHUNKS, chunk_delay=DELAY))
 
     def read() -> tuple[int, str]:
         sent_at_first_text: int | None = None
         texts = []
-        for text in SHAPES[shape](pii_proxy):
+        for text in SHAPES[shape](proxy):
             if text and sent_at_first_text is None:
                 sent_at_first_text = fake.streams[-1].events_sent
             texts.append(text)
