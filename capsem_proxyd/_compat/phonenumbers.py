@@ -350,16 +350,8 @@ class RegionSieve:
     def windows(pairs: list[tuple[PhoneCandidate, tuple[bool, ...]]], region: int, text_length: int,
                 settled: set[int]) -> list[tuple[int, int]]:
         """``windows_of`` the candidates region number ``region`` must see, but those starting at ``settled``."""
-        windows: list[tuple[int, int]] = []
-        for candidate, wanted in pairs:
-            if not wanted[region] or candidate.start in settled:
-                continue
-            stop = min(text_length, candidate.end + READ_PAST_CANDIDATE)
-            if windows and candidate.search_start <= windows[-1][1]:
-                windows[-1] = (windows[-1][0], max(windows[-1][1], stop))
-            else:
-                windows.append((candidate.search_start, stop))
-        return windows
+        seen = [candidate for candidate, wanted in pairs if wanted[region] and candidate.start not in settled]
+        return windows_of(seen, text_length, lambda candidate: True)
 
     def parsed_alike_everywhere(self, candidate: str) -> bool:
         """Whether ``parse`` reads ``candidate`` the same whatever region it parses for: it parses with no
