@@ -86,7 +86,7 @@ def test_each_startup_failure_is_one_line_and_exit_2_from_check_and_start(
     args = case(tmp_path)
     if "--state-dir" not in args:
         args = [*args, "--state-dir", str(tmp_path / "state")]
-    result = run_cli(command, "--port", "0", *args, timeout=20)
+    result = run_cli(command, "--port", "0", *args, timeout=60)
     assert "Traceback" not in result.stderr, result.stderr
     assert_startup_error(result, *fragments)
 
@@ -181,7 +181,7 @@ def test_an_audit_log_with_no_room_for_its_first_record_is_refused_by_check_and_
     result = subprocess.run(
         [sys.executable, "-m", "capsem_proxyd", command, "--port", "0", "--audit-log", str(audit),
          "--stored-content", "allow", "--state-dir", str(tmp_path / "state")],
-        capture_output=True, text=True, timeout=20, env=daemon_env(), preexec_fn=limited,
+        capture_output=True, text=True, timeout=60, env=daemon_env(), preexec_fn=limited,
     )
     assert "Traceback" not in result.stderr, result.stderr
     assert_startup_error(result, "--audit-log", "no room for a record", "file-size limit")

@@ -105,7 +105,7 @@ class Daemon:
         """Until ``text`` appears in the daemon's log (a subprocess can only tell us through it)."""
         await wait_until(lambda: text in self.log, timeout=timeout, what=f"{text!r} in the daemon's log")
 
-    async def wait_ready(self, timeout: float = 20) -> dict[str, Any]:
+    async def wait_ready(self, timeout: float = 60) -> dict[str, Any]:
         with trio.fail_after(timeout):
             async with httpx.AsyncClient() as client:
                 while True:
