@@ -450,7 +450,8 @@ class SecretRules:
     """The rules a Secrets policy runs, compiled once: ``find(text)`` answers every credential in ``text``.
 
     ``allowed``: values never reported (the operator's allow-list), besides ``EXAMPLE_VALUES``;
-    ``allow``: a predicate on a matched value (the masking core's placeholder grammar).
+    ``allow``: a predicate on a matched value (the masking core's placeholder grammar). ``sieve = False`` runs
+    every rule on every text (what the tests compare the sieve with).
     """
 
     def __init__(
@@ -459,12 +460,13 @@ class SecretRules:
         *,
         allowed: Iterable[str] = (),
         allow: Callable[[str], bool] | None = None,
+        sieve: bool = True,
     ) -> None:
         self.rules = tuple(rules)
         self.allowed = EXAMPLE_VALUES | frozenset(allowed)
         self.allow = allow
-        self._always = tuple(rule for rule in self.rules if not rule.keywords)
-        words = sorted({word for rule in self.rules for word in rule.keywords})
+        self._always = tuple(rule for rule in self.rules if not rule.keywords or not sieve)
+        words = sorted({word for rule in self.rules for word in rule.keywords}) if sieve else []
         self._by_word: list[tuple[SecretRule, ...]] = [
             tuple(rule for rule in self.rules if word in rule.keywords) for word in words
         ]
@@ -512,7 +514,8 @@ class SecretRules:
         patterns: list[re.Pattern[str]] = []
         for rule in self.rules:
             if rule.private_key:
-                patterns.append(re.compile(rf"(?:{rule.source.pattern})[^-]{{0,{PEM_HOLD}}}-----END", rule.source.flags))
+                body = rf"(?:-----)?[^-]{{0,{PEM_HOLD}}}-----END"  # the header's dashes, a body without any, its END
+                patterns.append(re.compile(f"(?:{rule.source.pattern}){body}", rule.source.flags))
             else:
                 patterns.append(rule.source)
         return patterns
