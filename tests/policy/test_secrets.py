@@ -25,12 +25,15 @@ from capsem.models import Verdict
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from capsem_proxyd.config import Settings
 from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set
 from capsem_proxyd.policies.secret_rules import SecretRules, catalogue
 from capsem_proxyd.policies.secrets import SecretsPolicy
+from tests.e2e.test_incremental_streams import reaches_the_sdk_before_the_upstream_ends
 from tests.support.daemon import Daemon, upstream_args
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY, in_thread
+from tests.support.sdk import policy_proxy
 
 CATALOGUE = catalogue()
 DEFAULT = SecretsPolicy(rules=CATALOGUE)
@@ -286,3 +289,35 @@ async def test_a_request_carrying_credentials_is_refused_before_the_provider_see
     assert reply.choices[0].message.content == "no credential here"
     assert len(fake.requests) == 1
     assert await daemon.stop() == 0
+
+
+# -- replies, streamed through the real proxy -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["chat completions", "anthropic messages"])
+async def test_a_reply_checked_by_secrets_streams_incrementally(
+    shape: str, start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """The rules' DFAs hold only from the start of a credential still pending: a short answer without one
+    reaches the SDK before the upstream ends (the cap, 64 characters, would have held it whole)."""
+    secrets_proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path, secrets="")
+    await reaches_the_sdk_before_the_upstream_ends(shape, secrets_proxy, fake)
+
+
+async def test_a_token_the_model_streams_in_pieces_never_reaches_the_client(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path, fake: FakeUpstream
+) -> None:
+    secrets_proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path, secrets="")
+    fake.script(Reply(chunks=["Use this token: ", GITHUB_TOKEN[:6], GITHUB_TOKEN[6:25], GITHUB_TOKEN[25:], " ok?"]))
+    received: list[str] = []
+
+    def consume() -> None:
+        stream = secrets_proxy.openai().chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "a token please"}], stream=True)
+        for chunk in stream:
+            received.extend(choice.delta.content or "" for choice in chunk.choices)
+
+    with pytest.raises(openai.APIError):
+        await in_thread(consume)
+    shown = "".join(received)
+    assert GITHUB_TOKEN[:6] not in shown and "Use this token" in shown
