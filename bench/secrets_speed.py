@@ -11,8 +11,7 @@ machine runs), best of ``--repeat``:
   (``bench/pii_corpora.agent_text``: system prompt, tools, asks, arguments,
   tool results; the target is >= 20 MB/s);
 * ``agent+credentials``: the same with an ``env`` dump holding an AWS key pair,
-  a GitHub token and a private key in every fifth tool result (every rule the
-  sieve lets through runs);
+  a GitHub token and a private key after every 250th line (11 dumps, 44 findings);
 * ``keywords``: text dense in the sieve's keywords without credentials
   (``aws``, ``://``, ``eyJ``, ``-us``...): the sieve's worst case, RE2 on most rules.
 
