@@ -483,7 +483,8 @@ class SecretRules:
         return [rule for rule in self.rules if id(rule) in chosen]
 
     def find(self, text: str) -> list[Finding]:
-        """Every credential in ``text``, by start; where two overlap, the earlier (then the longer) is kept."""
+        """Every credential in ``text``, by start; one inside another already found is left out, two that only
+        overlap are both reported (the masking core masks the union of the spans)."""
         if not text:
             return []
         found: list[Finding] = []
@@ -495,12 +496,12 @@ class SecretRules:
                 found.append(Finding(start, end, value, rule.kind, rule_group(rule.name)))
         found.sort(key=lambda finding: (finding.start, -finding.end))
         kept: list[Finding] = []
+        reach = 0
         for finding in found:
-            if kept and finding.start < kept[-1].end:
-                if finding.end > kept[-1].end and finding.rule == kept[-1].rule == "private-key":
-                    kept[-1] = kept[-1]._replace(end=finding.end, matched_text=text[kept[-1].start:finding.end])
-                continue
+            if finding.end <= reach:
+                continue  # inside one already kept (a key id inside a private key block, two AWS label rules)
             kept.append(finding)
+            reach = finding.end
         return kept
 
     def _allowed(self, value: str) -> bool:
