@@ -3,7 +3,7 @@
 ``uv run python bench/secrets_speed.py [--repeat N]``
 
 Runs the Secrets policy's default rules (``SecretsPolicy().find``: the keyword
-sieve, then RE2 on the rules it lets through) over three corpora and prints MB/s
+sieve, then RE2 on the rules it lets through) over four corpora and prints MB/s
 of CPU time (``time.process_time``: what one core spends, whatever else the
 machine runs), best of ``--repeat``:
 
@@ -13,7 +13,8 @@ machine runs), best of ``--repeat``:
 * ``agent+credentials``: the same with an ``env`` dump holding an AWS key pair,
   a GitHub token and a private key after every 250th line (11 dumps, 44 findings);
 * ``keywords``: text dense in the sieve's keywords without credentials
-  (``aws``, ``://``, ``eyJ``, ``-us``...): the sieve's worst case, RE2 on most rules.
+  (``aws``, ``://``, ``eyJ``, ``-us``...): the sieve's worst case, RE2 on most rules;
+  and the same in Chinese (``keywords, CJK``: every character three bytes for RE2 and the sieve).
 
 Each measurement builds a fresh policy (the compiled rules are per process, as in
 the proxy), so nothing of the corpus was seen before (no verdict cache is involved).
@@ -44,7 +45,8 @@ def corpora() -> dict[str, str]:
                                  enumerate(parts))
     dense = ("see https://docs.aws.example/guide?x=1 and eyJ is base64 for {\" while ab-us1 or sg.v2 "
              "say ://host and PRIVATE KEY in prose; sk_live_ is documented\n") * (len(agent) // 150)
-    return {"agent": agent, "agent+credentials": with_credentials, "keywords": dense}
+    dense_cjk = ("这是一个测试 https://例子.com/x aws 密钥 eyJ 文本 -us1 说明 ://主机\n") * (len(agent) // 120)
+    return {"agent": agent, "agent+credentials": with_credentials, "keywords": dense, "keywords, CJK": dense_cjk}
 
 
 def measure(texts: dict[str, str], repeat: int) -> dict[str, dict[str, float]]:

@@ -470,15 +470,17 @@ class SecretRules:
         self._by_word: list[tuple[SecretRule, ...]] = [
             tuple(rule for rule in self.rules if word in rule.keywords) for word in words
         ]
-        self._sieve = ahocorasick_rs.AhoCorasick(words) if words else None
+        # On UTF-8 bytes: the automaton then reports byte offsets, which the sieve does not need, instead of
+        # converting each to a character index (measured: several times faster on keyword-dense text).
+        self._sieve = ahocorasick_rs.BytesAhoCorasick([word.encode() for word in words]) if words else None
 
     def candidates(self, text: str) -> list[SecretRule]:
         """The rules whose keywords are in ``text`` (any case), and those without keywords."""
         chosen: dict[int, SecretRule] = {id(rule): rule for rule in self._always}
         if self._sieve is not None:
-            lowered = text.lower() if not text.islower() else text
-            for index in set(self._sieve.find_matches_as_indexes(lowered, overlapping=True)):
-                for rule in self._by_word[index[0]]:
+            lowered = text.lower().encode("utf-8", "surrogatepass")
+            for word in {match[0] for match in self._sieve.find_matches_as_indexes(lowered, overlapping=True)}:
+                for rule in self._by_word[word]:
                     chosen[id(rule)] = rule
         return [rule for rule in self.rules if id(rule) in chosen]
 
