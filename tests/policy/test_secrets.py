@@ -324,3 +324,27 @@ async def test_a_token_the_model_streams_in_pieces_never_reaches_the_client(
         await in_thread(consume)
     shown = "".join(received)
     assert GITHUB_TOKEN[:6] not in shown and "Use this token" in shown
+
+
+# What each named rule must still look for: NAMES maps (plugin, index in its denylist) to a name, so a
+# detect-secrets release that reorders a denylist would otherwise misname (and mis-default) a rule.
+PREFIXES = {
+    "aws-access-key-id": "akia", "aws-secret-access-key-quoted": "aws", "aws-secret-access-key": "aws",
+    "github-token": "ghp_", "gitlab-token": "glpat-", "gitlab-runner-registration-token": "gr1348941",
+    "gitlab-ci-build-token": "glcbt-", "gitlab-incoming-mail-token": "glimt-", "gitlab-trigger-token": "glptt-",
+    "gitlab-agent-token": "glagent-", "gitlab-oauth-secret": "gloas-", "slack-token": "xoxb-",
+    "slack-webhook-url": "https://hooks.slack.com/services/t", "openai-api-key": "t3blbkfj",
+    "stripe-live-key": "sk_live_", "sendgrid-api-key": "sg.", "square-oauth-secret": "sq0csp-",
+    "pypi-token": "pypi-ageichlwas5vcmc", "pypi-test-token": "pypi-agendgvzdc5wexbplm9yzw",
+    "npm-token": "/:_authtoken=", "azure-storage-account-key": "accountkey=", "jwt": "eyj", "url-password": "://",
+    "mailchimp-api-key": "-us", "artifactory-api-token": "akc",
+}
+
+
+def test_every_named_rule_is_the_rule_its_name_says() -> None:
+    assert CATALOGUE.skipped == ["i-p-public-0"]  # verbose mode; not a credential
+    for name, literal in PREFIXES.items():
+        assert literal in CATALOGUE.rules[name].keywords, (name, CATALOGUE.rules[name].keywords)
+    assert sorted(DEFAULT.rule_names) == sorted({*PREFIXES, "private-key"} - {"artifactory-api-token"})
+    assert all("private key" in rule.source.pattern.lower() or "PuTTY" in rule.source.pattern
+               for name, rule in CATALOGUE.rules.items() if name.startswith("private-key"))
