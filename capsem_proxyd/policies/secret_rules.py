@@ -112,6 +112,9 @@ NAMES: dict[tuple[str, int], tuple[str, bool]] = {
     ("DiscordBotTokenDetector", 0): ("discord-bot-token", False),
     ("TelegramBotTokenDetector", 0): ("telegram-bot-token", False),
 }
+# Rules whose first group is the credential, reported alone (a URL's password, not its user or host; an .npmrc
+# line's token, not its registry).
+_VALUE_GROUP = frozenset({"BasicAuthDetector", "NpmDetector"})
 _PRIVATE_KEY_CLASS = "PrivateKeyDetector"  # every entry of its denylist is one rule: private-key
 
 # The AWS secret access key after its label, as ``.env`` files, ``env`` output and ``~/.aws/credentials`` write
@@ -387,7 +390,7 @@ def _compile(name: str, kind: str, plugin: str, pattern: re.Pattern[str], defaul
         return None
     private_key = plugin == _PRIVATE_KEY_CLASS
     keywords = required_literals(pattern)
-    group = 1 if engine.groups and (plugin in ("BasicAuthDetector",) or name.startswith("aws-secret")) else 0
+    group = 1 if engine.groups and (plugin in _VALUE_GROUP or name.startswith("aws-secret")) else 0
     return SecretRule(
         name=name, kind=kind, plugin=plugin, source=pattern, engine=engine,
         keywords=keywords if keywords and min(map(len, keywords)) >= _MIN_KEYWORD else (),
