@@ -65,6 +65,7 @@ KNOWN_POLICIES: dict[str, str] = {
     "debug": "capsem_proxyd.policies.debug:DebugPolicy",
     "pii": "capsem_proxyd.policies.pii:OfflinePIIPolicy",
     "rules": "capsem_proxyd.policies.rules:RulesPolicy",
+    "secrets": "capsem_proxyd.policies.secrets:SecretsPolicy",
 }
 
 MODES = ("enforce", "monitor")

@@ -21,7 +21,7 @@ from tests.support.proxy import OPENAI_KEY
 
 HEADERS = {"authorization": f"Bearer {OPENAI_KEY}"}
 BLOCKED = {"model": "m", "messages": [{"role": "user", "content": "capsem_block"}]}
-KNOWN = "known names: debug.toml, pii.toml, rules.toml"
+KNOWN = "known names: debug.toml, pii.toml, rules.toml, secrets.toml"
 
 
 def misnamed_folder(tmp_path: Path) -> Path:

@@ -1,0 +1,229 @@
+"""The Secrets policy: credentials an agent leaks (AWS keys, GitHub and Slack tokens, private keys...), at every hook.
+
+Configured by ``secrets.toml`` in ``--policy-dir``::
+
+    enabled = true                     # false: off
+    enable  = ["telegram-bot-token"]   # opt-in rules, by name (secret_rules.NAMES, or "private-key")
+    disable = ["jwt"]                  # default rules to leave out
+    log     = ["url-password"]         # rules that only record (LOG), never refuse; opt-in ones too
+    allow   = ["AKIA0000000000000000"] # values never reported, besides the documented example keys
+
+The rules are detect-secrets', run by RE2 behind an Aho-Corasick keyword sieve
+(``secret_rules.py``, which says why and which run by default). An enforced
+finding refuses the request or reply (BLOCK) until the masking core replaces
+it with a placeholder; ``find(text)`` gives the findings themselves (spans,
+kinds, rules) for that. A decision's details name the kinds and rules found,
+never a value.
+
+Splittable (``declarations.py``): a credential is found in a whole exactly
+when it is in a piece or a seam (a private key's header is; its block then
+runs to the piece's end). Streams hold back only from the start of a match
+still pending (``pattern_holdback.Patterns``, reading the text raw, as the
+rules do): nothing, for a reply without a credential's beginning in it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason, Verdict
+from capsem.policies import Policy
+from capsem.tools import Tool
+
+from capsem_proxyd.policies.holdback import Combined, Holdback, regex_width
+from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
+from capsem_proxyd.policies.secret_rules import (
+    Catalogue,
+    Finding,
+    SecretRules,
+    catalogue,
+    rule_group,
+)
+
+log = logging.getLogger("capsem_proxyd.policies.secrets")
+
+NAME = "Secrets"
+_KEYS = frozenset({"enabled", "enable", "disable", "log", "allow"})
+_UNBOUNDED_HOLD = 1024  # a pending match of a rule of unbounded width whose DFA cannot be built holds this much
+_WIDE = 256  # a rule wider than this gets the DFA without counters (``unbounded``), capped at its width
+
+
+class SecretsPolicy(Policy):
+    """Refuses credentials in prompts, tool definitions and calls, tool results and replies."""
+
+    splittable = True
+
+    def __init__(
+        self,
+        *,
+        enable: Iterable[str] = (),
+        disable: Iterable[str] = (),
+        log_only: Iterable[str] = (),
+        allow: Iterable[str] = (),
+        allow_value: Callable[[str], bool] | None = None,
+        rules: Catalogue | None = None,
+    ) -> None:
+        super().__init__(
+            name=NAME,
+            description="Credentials in any content (AWS keys, GitHub/GitLab/Slack/Stripe tokens, private keys, "
+                        "URLs with passwords, JWTs): detect-secrets' rules on RE2 (secrets.toml)",
+            authors="capsem-proxyd (rules: Yelp's detect-secrets)",
+            url="https://github.com/Yelp/detect-secrets",
+        )
+        found = rules or _catalogue()
+        groups: dict[str, list[str]] = {}
+        for name in found.rules:
+            groups.setdefault(rule_group(name), []).append(name)
+        named = {"enable": list(enable), "disable": list(disable), "log": list(log_only)}
+        for key, names in named.items():
+            unknown = sorted(set(names) - set(groups))
+            if unknown:
+                raise ValueError(f"{key}: unknown rule(s) {', '.join(unknown)} (known: {', '.join(sorted(groups))})")
+        chosen = {group for group, members in groups.items() if found.rules[members[0]].default}
+        chosen |= set(named["enable"]) | set(named["log"])
+        chosen -= set(named["disable"])
+        self.logged = frozenset(named["log"])  # rule groups that record, never refuse
+        self.rule_names = sorted(chosen)
+        self.rules = SecretRules(
+            (rule for group in sorted(chosen) for rule in (found.rules[name] for name in groups[group])),
+            allowed=allow, allow=allow_value,
+        )
+        self.split_holdback = None  # seams: unbounded rules (a JWT, a private key block): the cap
+        self._stream_holdback: Holdback | None = None
+
+    # -- what the lead's masking core calls -------------------------------------
+
+    def find(self, text: str) -> list[Finding]:
+        """Every credential in ``text`` (``[start, end)`` in ``str`` indices, the value, its kind and rule),
+        the logged rules' included."""
+        return self.rules.find(text)
+
+    def enforced(self, findings: Iterable[Finding]) -> list[Finding]:
+        """The findings that act (not of a ``log`` rule)."""
+        return [finding for finding in findings if finding.rule not in self.logged]
+
+    # -- streams -----------------------------------------------------------------
+
+    @property
+    def stream_holdback(self) -> Holdback:
+        """From the earliest start of a credential still pending (built when first asked, then kept)."""
+        if self._stream_holdback is None:
+            self._stream_holdback = _holdback(tuple(self.rules.holdback_patterns()))
+        return self._stream_holdback
+
+    # -- hooks -------------------------------------------------------------------
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str,
+        media: list[Media],
+    ) -> Decision:
+        return self._check("on_model_call", "prompt", f"{system_instructions}\n{prompt}")
+
+    async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Tool, args: dict) -> Decision:
+        parts = [tool.name, tool.description or ""]
+        if args:
+            parts.append(_as_text(args))
+        return self._check("on_tool_call", f"tool '{tool.name}'", "\n".join(parts))
+
+    async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
+        return self._check("on_tool_response", f"result of tool '{tool.name}'", _as_text(response))
+
+    async def on_model_response(
+        self, invocation_id: str, agent: Agent, response: str, thoughts: str, media: list[Media],
+    ) -> Decision:
+        return self._check("on_model_response", "model response", f"{response}\n{thoughts}")
+
+    def _check(self, hook: str, where: str, text: str) -> Decision:
+        findings = self.find(text)
+        if not findings:
+            return DEFAULT_SAFE_DECISION
+        enforced = self.enforced(findings)
+        verdict = Verdict.BLOCK if enforced else Verdict.LOG
+        counts = Counter((finding.kind, finding.rule) for finding in findings)
+        named = ", ".join(
+            f"{kind} ({rule}{', log' if rule in self.logged else ''})" + (f" x{count}" if count > 1 else "")
+            for (kind, rule), count in counts.items()
+        )
+        return Decision(policy=NAME, callback=hook, verdict=verdict, reason=Reason.SENSITIVE_DATA,
+                        details=f"credentials found in {where}: {named}")
+
+    # -- configuration -----------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, config: dict) -> SecretsPolicy | None:
+        """Build from a parsed ``secrets.toml`` (the proxy's own keys already removed)."""
+        if not config.get("enabled", True):
+            return None
+        unknown = sorted(set(config) - _KEYS)
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})")
+        lists = {key: _strings(config, key) for key in ("enable", "disable", "log", "allow")}
+        return cls(enable=lists["enable"], disable=lists["disable"], log_only=lists["log"], allow=lists["allow"])
+
+
+def _strings(config: dict, key: str) -> list[str]:
+    value = config.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"{key} must be a list of strings")
+    return value
+
+
+@functools.cache
+def _catalogue() -> Catalogue:
+    """detect-secrets' rules, compiled once per process (every reload and tenant shares them)."""
+    found = catalogue()
+    if found.skipped:
+        log.info("secrets: rules RE2 cannot run, left out: %s", ", ".join(found.skipped))
+    return found
+
+
+@functools.cache
+def _holdback(patterns: tuple[re.Pattern[str], ...]) -> Holdback:
+    """The rules' regexes as DFAs read incrementally (once per process: the DFAs take a second to build).
+
+    Each as exactly as the DFA library can (``widened``; a wide one without its counters, ``unbounded``,
+    still capped at its width). A regex whose DFA cannot be built (detect-secrets' AWS labels: ``.{0,20}?``
+    twice, under IGNORECASE) is replaced by a larger one that can: its leading literal, then anything up to
+    its width, so a stream holds from the label on, and only while the width lasts."""
+    dfas: list[PatternDFA] = []
+    for pattern in patterns:
+        width = regex_width(pattern)
+        try:
+            if _wild(pattern):
+                raise Untranslatable("a wildcard repeat under IGNORECASE")
+            dfas.append(PatternDFA(pattern, widened=width is None or width <= _WIDE,
+                                   unbounded=width is not None and width > _WIDE))
+        except Untranslatable as error:
+            lead = _leading_literal(pattern)
+            log.info("secrets: rule %r held from its leading literal (%s)", pattern.pattern[:40], error)
+            wider = re.compile(f"(?:{re.escape(lead)})[\\s\\S]{{0,{width or _UNBOUNDED_HOLD}}}", pattern.flags)
+            dfas.append(PatternDFA(wider, unbounded=True))
+    return Combined([Patterns.of(dfas, raw=True)])
+
+
+def _wild(pattern: re.Pattern[str]) -> bool:
+    return bool(pattern.flags & re.IGNORECASE) and ".{" in pattern.pattern
+
+
+def _leading_literal(pattern: re.Pattern[str]) -> str:
+    """The literal characters every match of ``pattern`` starts with (for the hold-back's fallback)."""
+    match = re.match(r"(?:[A-Za-z0-9_]|\\[^A-Za-z0-9])+", pattern.pattern)
+    literal = match[0] if match else ""
+    if literal and pattern.pattern[len(literal):len(literal) + 1] in ("?", "*", "{"):
+        literal = literal[:-1]  # its last character is optional or repeated
+    return re.sub(r"\\(.)", r"\1", literal)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
