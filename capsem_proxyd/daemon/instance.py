@@ -27,6 +27,7 @@ exit).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -47,12 +48,13 @@ from capsem_proxyd.observe.request_log import RequestLog
 from capsem_proxyd.observe.tracing import trace_export
 from capsem_proxyd.proxy.limits import Limits
 from capsem_proxyd.proxy.pipeline import Pipeline
-from capsem_proxyd.proxy.placeholder_key import PlaceholderKey, read_placeholder_key
+from capsem_proxyd.proxy.placeholder_key import PlaceholderKey, key_id, read_placeholder_key
 from capsem_proxyd.proxy.reply_memory import ReplyMemory
 from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.stored_content import StoredContent, open_store
 from capsem_proxyd.proxy.streaming import StreamSettings
 from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
+from capsem_proxyd.redaction.masker import Masker
 
 if TYPE_CHECKING:  # only imported when tracing is on
     from capsem_proxyd.observe.otel import SpanRecorder
@@ -295,12 +297,22 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
             request_timeout=settings.request_timeout or None,
             reply_memory=ReplyMemory(settings.reply_memory, recorder.reply_memory_changed),
             trace_headers=spans.upstream_headers if spans is not None else None,
+            masker=_masker(placeholder_key),
         )
         yield Instance(
             settings, config, recorder=recorder, metrics=metrics, audit=audit, spans=spans, upstream=upstream,
             stored=stored, shadow_tasks=shadow_tasks, policies=policies, pipeline=pipeline,
             placeholder_key=placeholder_key,
         )
+
+
+def _masker(key: PlaceholderKey | None) -> Masker:
+    """Placeholders under the state directory's key; without one (no ``start`` preflight, ``--stored-content``
+    not ``checked``), a key of this process's own: placeholders then differ between processes and restarts."""
+    if key is not None:
+        return Masker(key.secret, key.id)
+    secret = os.urandom(32)
+    return Masker(secret, key_id(secret))
 
 
 def app_for(instance: Instance) -> ControlPlane:

@@ -48,11 +48,12 @@ from capsem.policies import Policy
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.enforcement import hook_calls
 from capsem_proxyd.enforcement.calling import PolicyCaller
-from capsem_proxyd.enforcement.combining import NOTHING, Combined, decided, fold
+from capsem_proxyd.enforcement.combining import NOTHING, Combined, fold
 from capsem_proxyd.enforcement.documents import read_documents
 from capsem_proxyd.enforcement.holdbacks import channel_screens, stream_holdbacks
 from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke
 from capsem_proxyd.enforcement.loader import PolicySet
+from capsem_proxyd.enforcement.masking import result_of
 from capsem_proxyd.enforcement.piece_decisions import decide_pieces
 from capsem_proxyd.enforcement.pieces import Split, prompt_split, single_split
 from capsem_proxyd.enforcement.shadow import ShadowRunner
@@ -161,7 +162,7 @@ class PolicyEngine:
         """``call`` put to every policy: the verdict that let the content through, or ProxyError(400)."""
         if split is None and self.cache is not None and call.identity is not None:
             split = single_split(self.cache, call.identity(), call.args)
-        refusal, verdict = await self.evaluate(exchange, call.hook, call.invoke, split=split)
+        refusal, verdict = await self.evaluate(exchange, call.hook, call.invoke, split=split, args=call.args)
         if self.shadow is not None:
             self.shadow.start(exchange, call.hook, call.invoke)
         if refusal is None:
@@ -172,12 +173,15 @@ class PolicyEngine:
         return stricter(verdict, refusal.verdict.value)
 
     async def evaluate(
-        self, exchange: Exchange, hook: str, invoke: Invoke, *, mode: str = "enforce", split: Split | None = None
+        self, exchange: Exchange, hook: str, invoke: Invoke, *, mode: str = "enforce", split: Split | None = None,
+        args: tuple[Any, ...] = (),
     ) -> tuple[Decision | None, str]:
         """Call every policy: (the strictest refusing decision or None, the strictest verdict that let it through).
 
         ``mode="shadow"``: nothing refuses; would-be refusals are logged on ``capsem_proxyd.shadow``.
         ``split``: the content as pieces, for the policies that may be asked piece by piece.
+        ``args``: the hook's arguments, which a masking policy's findings are checked against (``masking.py``);
+        what enforcing policies ask to mask is added to ``exchange.redactions``.
         """
         combined = NOTHING
         shadow = mode == "shadow"
@@ -189,7 +193,7 @@ class PolicyEngine:
                 result, use = await decide_pieces(self.caller, self.cache, scope, exchange, hook, policy, split)
             else:
                 decision, _ = await self.caller.call(exchange, hook, policy, invoke, shadow=shadow)
-                result = decided(decision)
+                result = result_of(decision, hook, args)
             combined = self._combine(combined, exchange, hook, policy, result, mode, use)
         if not shadow:
             self.recorder.policy_checked(hook, time.perf_counter() - started)
@@ -216,6 +220,11 @@ class PolicyEngine:
         if monitor:
             _log_unenforced(log, "monitor", exchange, decision)
             return fold(combined, _MONITORED)
+        if result.spans:
+            if policy.name in self.monitored:  # a dry run masks nothing: noted as what it is, a LOG
+                _log_unenforced(log, "monitor", exchange, decision)
+                return fold(combined, Combined(decision, "LOG"))
+            exchange.redactions.extend((span.value, span.label, policy.name, hook) for span in result.spans)
         return fold(combined, Combined(decision, result.verdict, result.spans))
 
     def _scope(self, index: int, hook: str, exchange: Exchange) -> bytes:

@@ -373,6 +373,18 @@ class AuditRecorder(Recorder):
         if not self.audit.write(record) and self.audit.block and mode != "shadow":
             raise audit_log_unavailable()  # a decision not recorded lets nothing through (a shadow's decides nothing)
 
+    def redacted(
+        self, exchange: Exchange, hook: str, policy: str, count: int, kind: str = "", placeholder: str = "",
+        key_id: str = "",
+    ) -> None:
+        """One record per value masked: who asked, where, how often, and its placeholder (never the value)."""
+        written = self.audit.write({
+            "type": "redaction", **exchange.log_fields(), "hook": hook, "policy": policy, "kind": kind,
+            "count": count, "placeholder": placeholder, "key_id": key_id,
+        })
+        if not written and self.audit.block:
+            raise audit_log_unavailable()
+
     def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
         written = self.audit.write({
             "type": "stored_content", **exchange.log_fields(), "field": reference.field, "kind": reference.kind,

@@ -9,9 +9,11 @@ quoted without its ``AWS_SECRET_ACCESS_KEY=`` label, a compaction summary).
 Only hashes are kept, never values; another process (``--workers``) or a
 restart starts with an empty memory, and the README says so.
 
-The memory knows values that look like one token (``rewrite.TOKEN``): it is
-asked about each such token of each string of a tenant's requests, a hash
-per token, and only for tenants it remembers something for.
+The memory is asked about each token (``rewrite.TOKEN``: a run of the
+characters credentials are made of) of each string of a tenant's requests, a
+hash per token, and only for tenants it remembers something for: a bare value
+is found again when it is such a token (most keys and tokens are); the memory
+also keeps a value's placeholder (kind label included) the same in every turn.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from capsem_proxyd.redaction.placeholder import placeholder, tag
-from capsem_proxyd.redaction.rewrite import TOKEN, Masked, Unmaskable, mask_body
+from capsem_proxyd.redaction.rewrite import Masked, Unmaskable, mask_body
 
 # Values remembered per tenant; the oldest is forgotten first.
 MEMORY_PER_TENANT = 10_000
@@ -47,30 +49,31 @@ class Masker:
     def remembers(self, tenant: str) -> bool:
         return bool(self._memory.get(tenant))
 
-    def mask(self, tenant: str, raw: str, parsed: Any, findings: Mapping[str, str]) -> Masked:
-        """``raw`` with ``findings`` (value -> kind) and the values remembered for ``tenant`` masked;
-        the values masked are remembered. Raises ``Unmaskable``."""
+    def mask(self, tenant: str, raw: str, parsed: Any, findings: Mapping[str, str]) -> tuple[Masked, dict[str, str]]:
+        """``raw`` with ``findings`` (value -> kind) and the values remembered for ``tenant`` masked, and
+        each finding's placeholder (value -> placeholder); the values masked are remembered. A value
+        masked before keeps the placeholder it had then (its kind label too, whichever policy finds it
+        now). Raises ``Unmaskable``."""
+        memory = self._memory.get(tenant)
         values: dict[str, str] = {}
         owners: dict[str, str] = {}
         for value, kind in findings.items():
-            made = self.placeholder(tenant, value, kind)
+            made = memory.get(self._digest(tenant, value)) if memory else None
+            made = made or self.placeholder(tenant, value, kind)
             tag_ = made.rsplit("-", 1)[1]
             if owners.setdefault(tag_, value) != value:
                 raise Unmaskable("two values of the request have the same placeholder")
             values[value] = made
-        memory = self._memory.get(tenant)
         masked = mask_body(raw, parsed, values, self._known(tenant) if memory else None)
         for value, made in values.items():
             self._remember(tenant, value, made)
-        return masked
+        return masked, values
 
     def _digest(self, tenant: str, value: str) -> bytes:
         message = b"memory\0" + tenant.encode() + b"\0" + value.encode("utf-8", "surrogatepass")
         return hmac.new(self._secret, message, hashlib.sha256).digest()[:16]
 
     def _remember(self, tenant: str, value: str, made: str) -> None:
-        if not TOKEN.fullmatch(value):
-            return
         memory = self._memory.setdefault(tenant, OrderedDict())
         digest = self._digest(tenant, value)
         memory[digest] = made
