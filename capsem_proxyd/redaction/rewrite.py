@@ -93,21 +93,28 @@ class _Finder:
         self.seen: set[str] = set()
 
     def spans(self, text: str) -> list[_Find]:
-        found = self._direct(text)
         inner = embedded(text)
-        if inner is not None and agrees(text, inner):
-            for token in scan(text):
-                for start, end, placeholder in self._direct(token.text):
-                    if token.key:
-                        raise Unmaskable("a finding is in an object key, which is never rewritten")
-                    found.append((token.raw_index(start), token.raw_index(end), placeholder))
+        if inner is None or not agrees(text, inner):
+            return _disjoint(self._direct(text))
+        # JSON inside the string: a value is masked inside one of its strings, never across its syntax
+        # (that would break the JSON the provider parses) nor inside one of its escapes.
+        tokens = list(scan(text))
+        found = [find for find in self._direct(text, mark=False) if _inside(tokens, find)]
+        for start, end, _ in found:
+            self.seen.add(text[start:end])
+        for token in tokens:
+            for start, end, placeholder in self._direct(token.text):
+                if token.key:
+                    raise Unmaskable("a finding is in an object key, which is never rewritten")
+                found.append((token.raw_index(start), token.raw_index(end), placeholder))
         return _disjoint(found)
 
-    def _direct(self, text: str) -> list[_Find]:
+    def _direct(self, text: str, mark: bool = True) -> list[_Find]:
         found: list[_Find] = []
         if self.pattern is not None:
             for match in self.pattern.finditer(text):
-                self.seen.add(match.group())
+                if mark:
+                    self.seen.add(match.group())
                 found.append((match.start(), match.end(), self.values[match.group()]))
         if self.known is not None:
             for match in TOKEN.finditer(text):
@@ -115,6 +122,24 @@ class _Finder:
                 if placeholder is not None:
                     found.append((match.start(), match.end(), placeholder))
         return found
+
+
+def _inside(tokens: list[JsonString], find: _Find) -> bool:
+    """Whether ``find`` (raw positions in a JSON text) lies in one string's contents without cutting an
+    escape (one that does is no occurrence of the value: the inner strings are searched as decoded);
+    across strings or syntax it cannot be masked without breaking the JSON: ``Unmaskable``."""
+    start, end, _ = find
+    for token in tokens:
+        if token.raw_start <= start and end <= token.raw_end:
+            if token.key:
+                raise Unmaskable("a finding is in an object key, which is never rewritten")
+            points = token.points
+            return not any(
+                points[index][1] < edge < points[index + 1][1] for index in range(0, len(points), 2) for edge in (start, end)
+            )
+        if token.raw_start > end:
+            break
+    raise Unmaskable("a finding spans the syntax of JSON inside a string")
 
 
 def _disjoint(found: list[_Find]) -> list[_Find]:
