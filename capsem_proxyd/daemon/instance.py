@@ -188,6 +188,9 @@ class Instance:
             },
             "policies": self.policies.default.names,
             "state": self.state(),
+            # the key masking's placeholders are made with (its id; "process": no state directory key, so
+            # placeholders differ between worker processes and restarts)
+            "masking": self.masking(),
             # the last reload's verdict (None: none since start); a rejected one leaves the old configuration
             "reload": asdict(self.last_reload) if self.last_reload is not None else None,
             # --reply-memory in this process (each worker of --workers has its own)
@@ -219,6 +222,12 @@ class Instance:
             "directory": str(self.stored.store.path.parent) if in_use else None,
             "placeholder_key_id": self.placeholder_key.id if self.placeholder_key is not None else None,
         }
+
+    def masking(self) -> dict[str, Any]:
+        """``/health``'s ``masking``: the placeholder key's id and where it comes from."""
+        masker = self.pipeline.masker
+        shared = self.placeholder_key is not None
+        return {"key_id": masker.key_id if masker is not None else None, "key": "state_dir" if shared else "process"}
 
     def render_metrics(self) -> tuple[bytes, str]:
         """The body of ``/metrics`` and its content type (every worker's, in multiprocess mode)."""
