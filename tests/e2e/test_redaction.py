@@ -11,8 +11,10 @@ bare (no label, no tool result) is masked by the tenant's memory.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from google.genai import types
 
 from capsem_proxyd.config import Settings
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.metrics import scrape
 from tests.support.proxy import OPENAI_AUTH, Proxy, in_thread
 from tests.support.sdk import policy_proxy
 
@@ -163,3 +166,30 @@ async def test_a_bare_value_masked_before_is_masked_again_and_the_body_is_kept_b
         assert second.headers["x-capsem-decision"] == "redact"
     expected = raw.replace(("\\u0077" + SECRET[1:].replace("/", "\\/")).encode(), placeholder.encode())
     assert fake.requests[-1].body == expected
+
+
+async def test_a_masking_is_audited_counted_and_logged_without_the_value(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    folder = tmp_path / "policies"
+    proxy = await policy_proxy(start_proxy, replace(proxy_settings, audit_log=str(audit)), folder, rules=RULES)
+    caplog.set_level(logging.INFO, logger="capsem_proxyd.request")
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/chat/completions", headers=dict(OPENAI_AUTH),
+                                  json={"model": "gpt-4o-mini", "messages": chat_messages(1)})
+        assert reply.status_code == 200 and reply.headers["x-capsem-decision"] == "redact"
+        health = (await client.get(proxy.url + "/health")).json()
+    metrics = await scrape(proxy.url)
+    assert metrics("capsem_proxyd_redactions_total", hook="on_tool_response", policy="Rules") == 2
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    masked = [record for record in records if record["type"] == "redaction"]
+    assert {(record["kind"], record["count"], record["policy"], record["hook"]) for record in masked} == {
+        ("aws-key-id", 1, "Rules", "on_tool_response"), ("aws-secret", 1, "Rules", "on_tool_response")}
+    sent = fake.requests[-1].body.decode()
+    assert all(record["placeholder"] in sent and record["key_id"] == health["masking"]["key_id"] for record in masked)
+    assert KEY_ID not in audit.read_text() and SECRET not in audit.read_text()
+    lines = [record.getMessage() for record in caplog.records if record.name == "capsem_proxyd.request"]
+    assert any("decision=redact" in line for line in lines), lines
+    assert not any(SECRET in record.getMessage() or KEY_ID in record.getMessage() for record in caplog.records)
