@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from capsem.models import Agent, Decision, Verdict
 from capsem.manager import SecurityManager
+from capsem.models import Agent, Decision, Verdict
 from capsem.policies import Policy
 
 from capsem_proxyd.enforcement.loader import PolicySet
