@@ -211,8 +211,13 @@ class PolicyEngine:
         if level > VerdictRank.ALLOW:
             decision = _attributed(decision, policy.name, hook)
         monitor = level.refuses and mode != "shadow" and policy.name in self.monitored
+        # What an enforcing policy asks to mask is the request's before its decision is recorded: an audit
+        # record with the prompt (--audit-prompts) leaves out the values known so far.
+        masks = bool(result.spans) and mode != "shadow" and policy.name not in self.monitored
+        if masks:
+            exchange.redactions.extend((span.value, span.label, policy.name, hook) for span in result.spans)
         self.recorder.decision_made(exchange, hook, policy.name, decision, "monitor" if monitor else mode, use)
-        if level == VerdictRank.ALLOW:
+        if level == VerdictRank.ALLOW and not masks:
             return combined
         if mode == "shadow":
             _log_unenforced(shadow_log, "shadow", exchange, decision)
@@ -220,11 +225,9 @@ class PolicyEngine:
         if monitor:
             _log_unenforced(log, "monitor", exchange, decision)
             return fold(combined, _MONITORED)
-        if result.spans:
-            if policy.name in self.monitored:  # a dry run masks nothing: noted as what it is, a LOG
-                _log_unenforced(log, "monitor", exchange, decision)
-                return fold(combined, Combined(decision, "LOG"))
-            exchange.redactions.extend((span.value, span.label, policy.name, hook) for span in result.spans)
+        if result.spans and not masks:  # a dry run masks nothing: noted as what it is, a LOG
+            _log_unenforced(log, "monitor", exchange, decision)
+            return fold(combined, Combined(decision, "LOG"))
         return fold(combined, Combined(decision, result.verdict, result.spans))
 
     def _scope(self, index: int, hook: str, exchange: Exchange) -> bytes:

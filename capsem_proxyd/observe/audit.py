@@ -369,7 +369,7 @@ class AuditRecorder(Recorder):
             record["pieces"] = cache.pieces
             record["cached_pieces"] = cache.hits
         if self.audit.include_prompts and hook == "on_model_call":
-            record["prompt"] = exchange.prompt
+            record["prompt"] = _masked(exchange.prompt, exchange.redactions)
         if not self.audit.write(record) and self.audit.block and mode != "shadow":
             raise audit_log_unavailable()  # a decision not recorded lets nothing through (a shadow's decides nothing)
 
@@ -406,3 +406,10 @@ class AuditRecorder(Recorder):
             })
 
 
+
+
+def _masked(prompt: str, redactions: list[tuple[str, str, str, str]]) -> str:
+    """``prompt`` without the values policies asked to mask so far (issue 23): the audit log never holds them."""
+    for value, kind, _, _ in redactions:
+        prompt = prompt.replace(value, f"[masked {kind}]")
+    return prompt

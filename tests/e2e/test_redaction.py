@@ -174,19 +174,24 @@ async def test_a_masking_is_audited_counted_and_logged_without_the_value(
 ) -> None:
     audit = tmp_path / "audit.jsonl"
     folder = tmp_path / "policies"
-    proxy = await policy_proxy(start_proxy, replace(proxy_settings, audit_log=str(audit)), folder, rules=RULES)
+    settings = replace(proxy_settings, audit_log=str(audit), audit_prompts=True)
+    proxy = await policy_proxy(start_proxy, settings, folder, rules=RULES)
     caplog.set_level(logging.INFO, logger="capsem_proxyd.request")
+    # the user pastes the secret too: the audit record of the prompt (--audit-prompts) must not hold it
+    messages = [*chat_messages(1), {"role": "user", "content": f"is AWS_SECRET_ACCESS_KEY={SECRET} still valid?"}]
     async with httpx.AsyncClient(timeout=20) as client:
         reply = await client.post(proxy.url + "/v1/chat/completions", headers=dict(OPENAI_AUTH),
-                                  json={"model": "gpt-4o-mini", "messages": chat_messages(1)})
+                                  json={"model": "gpt-4o-mini", "messages": messages})
         assert reply.status_code == 200 and reply.headers["x-capsem-decision"] == "redact"
         health = (await client.get(proxy.url + "/health")).json()
     metrics = await scrape(proxy.url)
-    assert metrics("capsem_proxyd_redactions_total", hook="on_tool_response", policy="Rules") == 2
+    assert metrics("capsem_proxyd_redactions_total", hook="on_tool_response", policy="Rules") == 3
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     masked = [record for record in records if record["type"] == "redaction"]
     assert {(record["kind"], record["count"], record["policy"], record["hook"]) for record in masked} == {
-        ("aws-key-id", 1, "Rules", "on_tool_response"), ("aws-secret", 1, "Rules", "on_tool_response")}
+        ("aws-key-id", 1, "Rules", "on_tool_response"), ("aws-secret", 2, "Rules", "on_tool_response")}
+    prompts = [record["prompt"] for record in records if "prompt" in record]
+    assert prompts and all("AWS_SECRET_ACCESS_KEY=[masked aws-secret]" in prompt for prompt in prompts)
     sent = fake.requests[-1].body.decode()
     assert all(record["placeholder"] in sent and record["key_id"] == health["masking"]["key_id"] for record in masked)
     assert KEY_ID not in audit.read_text() and SECRET not in audit.read_text()
