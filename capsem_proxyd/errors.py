@@ -173,10 +173,10 @@ def policy_blocked(decision: Decision, what: str) -> ProxyError:
     return ProxyError(400, ErrorKind.POLICY, message, code=code, decision=decision)
 
 
-def unmaskable(policy: str, why: str) -> ProxyError:
+def unmaskable(policy: str, hook: str, why: str) -> ProxyError:
     """Content a policy asked to mask that cannot be masked exactly (``redaction/rewrite.py``): refused as
-    ``policy``'s BLOCK rather than forwarded. ``why`` never quotes the value."""
-    decision = Decision(policy=policy, callback="on_model_call", verdict=Verdict.BLOCK,
+    ``policy``'s BLOCK on ``hook`` rather than forwarded. ``why`` never quotes the value."""
+    decision = Decision(policy=policy, callback=hook, verdict=Verdict.BLOCK,
                         reason=Reason.POLICY_VIOLATION, details=f"it cannot be masked exactly: {why}")
     return policy_blocked(decision, "Request")
 

@@ -217,7 +217,8 @@ class Pipeline:
         try:
             masked, placeholders = masker.mask(exchange.tenant_id, incoming.body.decode("utf-8"), body, kinds)
         except Unmaskable as error:
-            raise unmaskable(exchange.redactions[0][2] if exchange.redactions else "memory", str(error)) from None
+            policy, hook = exchange.redactions[0][2:] if exchange.redactions else ("memory", "on_model_call")
+            raise unmaskable(policy, hook, str(error)) from None
         if not masked.counts:
             return outcome
         incoming.body = masked.text.encode("utf-8")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from google.genai import types
 
@@ -198,3 +199,18 @@ async def test_a_masking_is_audited_counted_and_logged_without_the_value(
     lines = [record.getMessage() for record in caplog.records if record.name == "capsem_proxyd.request"]
     assert any("decision=redact" in line for line in lines), lines
     assert not any(SECRET in record.getMessage() or KEY_ID in record.getMessage() for record in caplog.records)
+
+
+async def test_a_value_that_cannot_be_masked_exactly_is_refused_not_forwarded(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    """A key the client chose (an object key: never rewritten) carries the value: the SDK gets the
+    provider-shaped refusal, which does not quote the value, and the provider nothing."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
+    messages = [{"role": "user", "content": "hello"}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await in_thread(lambda: proxy.openai().chat.completions.create(
+            model="gpt-4o-mini", messages=messages, metadata={KEY_ID: "x"}))
+    assert "cannot be masked exactly" in str(refused.value) and KEY_ID not in str(refused.value)
+    assert refused.value.body["capsem"]["policy"] == "Rules"
+    assert fake.generation_requests == []
