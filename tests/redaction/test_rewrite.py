@@ -25,7 +25,7 @@ from capsem_proxyd.redaction.masker import Masker
 from capsem_proxyd.redaction.placeholder import PLACEHOLDER
 from capsem_proxyd.redaction.rewrite import Unmaskable, mask_body
 from capsem_proxyd.redaction.scanner import agrees, scan, strings_of
-from tests.support.fuzzing import json_values
+from tests.support.fuzzing import REQUEST_SEEDS, json_values, mutations
 
 P = "CAPSEM-MASKED-KEY-ABCDEFGHIJKLMNOPQRST"
 characters = st.characters(codec="utf-8", exclude_categories=("Cs",))
@@ -39,6 +39,13 @@ def test_the_scanner_reads_exactly_the_strings_of_the_one_parse(value: Any, asci
     ):
         assert [token.text for token in scan(raw)] == list(strings_of(json.loads(raw)))
         assert agrees(raw, json.loads(raw))
+
+
+@given(st.sampled_from(sorted(REQUEST_SEEDS)).flatmap(lambda name: mutations(REQUEST_SEEDS[name])), st.integers())
+def test_the_scanner_reads_the_strings_of_every_dialects_requests_however_escaped(value: Any, seed: int) -> None:
+    """The dialects' request corpus, mutated, written with random escapes and spacing."""
+    raw = serialised(value, random.Random(seed))
+    assert [token.text for token in scan(raw)] == list(strings_of(json.loads(raw)))
 
 
 def encoded(text: str, rng: random.Random) -> str:
