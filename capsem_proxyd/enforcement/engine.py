@@ -61,7 +61,7 @@ from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
-from capsem_proxyd.policies.declarations import seam_width, splittable
+from capsem_proxyd.policies.declarations import masks, seam_width, splittable
 from capsem_proxyd.verdicts import VerdictRank, rank, stricter
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, ToolCall, ToolDefinition
 
@@ -89,7 +89,8 @@ class PolicyEngine:
         cache: VerdictCache | None = None,
     ) -> None:
         self.policy_set = policy_set
-        self.policies: list[Policy] = policy_set.manager.policies
+        # Policies that mask are asked first (issue 23; a stable sort: the configured order otherwise).
+        self.policies: list[Policy] = sorted(policy_set.manager.policies, key=lambda policy: not masks(policy))
         self.monitored = frozenset(name for name in policy_set.names if policy_set.mode_of(name) == "monitor")
         self.fail_open = frozenset(name for name in policy_set.names if policy_set.fails_open(name))
         self.recorder = recorder

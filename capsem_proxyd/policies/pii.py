@@ -246,6 +246,7 @@ class OfflinePIIPolicy(PIIPolicyBase):
     ) -> None:
         # Read by build_analyzer, which PIIPolicy.__init__ calls.
         self.redact = redact  # entity names masked in the request hooks instead of decided
+        self.masking = bool(redact)  # declarations.masks: asked before the other policies
         self.ner = ner
         self.spacy_model = spacy_model
         self.warnings: list[str] = []

@@ -228,6 +228,7 @@ class RulesPolicy(Policy):
         self.rules = {hook: list((rules or {}).get(hook, [])) for hook in HOOKS}
         # The redact rules per hook: regexes (a term compiled as one) matched on hook_text as written.
         self.masks = {hook: list((masks or {}).get(hook, [])) for hook in HOOKS}
+        self.masking = any(self.masks.values())  # declarations.masks: asked before the other policies
         self._gapped = {hook: any(rule.term is not None and rule.term.words for rule in self.rules[hook]) for hook in HOOKS}
         self.tools = tools or GlobList()
         self.models = models or GlobList()

@@ -31,6 +31,7 @@ class FindsKeys(Policy):
     """Masks every ``SECRET`` in tool results; ``shift`` moves its findings (a policy that miscounts)."""
 
     splittable = True
+    masking = True  # declarations.masks: asked first
     calls = 0
 
     def __init__(self, shift: int = 0) -> None:
@@ -98,3 +99,23 @@ async def test_a_piece_answered_from_the_verdict_cache_is_masked_as_when_it_was_
         assert await cached.check_request(checked, view(f"id={SECRET}")) == "REDACT"
         assert checked.redactions == [(SECRET, "aws-key-id", "Keys", "on_tool_response")]
     assert FindsKeys.calls == 1  # the second time, from the cache
+
+
+class Notes(Policy):
+    """A policy that cannot mask: notes every tool result."""
+
+    def __init__(self) -> None:
+        super().__init__(name="Notes", description="test", authors="t", url="https://example.com")
+
+    async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Any, response: dict) -> Decision:
+        return Decision(verdict=Verdict.LOG, details="noted")
+
+
+async def test_policies_that_mask_are_asked_first() -> None:
+    manager = SecurityManager()
+    manager.add_policy(Notes())
+    manager.add_policy(FindsKeys())
+    masking_first = engine(PolicySet(manager=manager, source="test"))
+    assert masking_first.names == ["Keys", "Notes"]
+    checked = exchange()
+    assert await masking_first.check_request(checked, view(f"id={SECRET}")) == "REDACT"
