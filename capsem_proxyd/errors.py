@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from capsem.models import Decision
+from capsem.models import Decision, Reason, Verdict
 
 
 class ErrorKind(StrEnum):
@@ -171,6 +171,14 @@ def policy_blocked(decision: Decision, what: str) -> ProxyError:
         f"({decision.reason.value}): {decision.details}"
     )
     return ProxyError(400, ErrorKind.POLICY, message, code=code, decision=decision)
+
+
+def unmaskable(policy: str, hook: str, why: str) -> ProxyError:
+    """Content a policy asked to mask that cannot be masked exactly (``redaction/rewrite.py``): refused as
+    ``policy``'s BLOCK on ``hook`` rather than forwarded. ``why`` never quotes the value."""
+    decision = Decision(policy=policy, callback=hook, verdict=Verdict.BLOCK,
+                        reason=Reason.POLICY_VIOLATION, details=f"it cannot be masked exactly: {why}")
+    return policy_blocked(decision, "Request")
 
 
 def stored_content_refused(field: str, mode: str) -> ProxyError:

@@ -94,6 +94,8 @@ class Exchange:
     error: str = ""
     upstream: str = ""
     failure: str = ""
+    # What enforcing policies asked to mask in the request: (value, kind, policy, hook) each; never logged.
+    redactions: list[tuple[str, str, str, str]] = field(default_factory=list, repr=False)
     _agent: Agent | None = field(default=None, repr=False)
 
     @classmethod

@@ -213,6 +213,12 @@ def show_config(ctx: click.Context, **options: Any) -> None:
         if name == "state_dir":  # the folder the proxy will use, not "None" (it resolves the default at start)
             value = str(state_directory(value).absolute())
         click.echo(f"{name.ljust(width)}  {redact(repr(value))}  ({where})")
+    # The key placeholders are made with (issue 23): its id only, read without making one.
+    from capsem_proxyd.proxy.placeholder_key import read_placeholder_key
+
+    key = read_placeholder_key(state_directory(settings.state_dir))
+    shown = repr(key.id) if key is not None else "None"
+    click.echo(f"{'placeholder_key_id'.ljust(width)}  {shown}  ({'state dir' if key is not None else 'made at start'})")
 
 
 def _control_target(options: dict[str, Any]) -> tuple[str, int, str]:

@@ -27,6 +27,7 @@ exit).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -47,12 +48,13 @@ from capsem_proxyd.observe.request_log import RequestLog
 from capsem_proxyd.observe.tracing import trace_export
 from capsem_proxyd.proxy.limits import Limits
 from capsem_proxyd.proxy.pipeline import Pipeline
-from capsem_proxyd.proxy.placeholder_key import PlaceholderKey, read_placeholder_key
+from capsem_proxyd.proxy.placeholder_key import PlaceholderKey, key_id, read_placeholder_key
 from capsem_proxyd.proxy.reply_memory import ReplyMemory
 from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.stored_content import StoredContent, open_store
 from capsem_proxyd.proxy.streaming import StreamSettings
 from capsem_proxyd.proxy.upstream import Upstream, UpstreamTimeouts
+from capsem_proxyd.redaction.masker import Masker
 
 if TYPE_CHECKING:  # only imported when tracing is on
     from capsem_proxyd.observe.otel import SpanRecorder
@@ -186,6 +188,9 @@ class Instance:
             },
             "policies": self.policies.default.names,
             "state": self.state(),
+            # the key masking's placeholders are made with (its id; "process": no state directory key, so
+            # placeholders differ between worker processes and restarts)
+            "masking": self.masking(),
             # the last reload's verdict (None: none since start); a rejected one leaves the old configuration
             "reload": asdict(self.last_reload) if self.last_reload is not None else None,
             # --reply-memory in this process (each worker of --workers has its own)
@@ -217,6 +222,12 @@ class Instance:
             "directory": str(self.stored.store.path.parent) if in_use else None,
             "placeholder_key_id": self.placeholder_key.id if self.placeholder_key is not None else None,
         }
+
+    def masking(self) -> dict[str, Any]:
+        """``/health``'s ``masking``: the placeholder key's id and where it comes from."""
+        masker = self.pipeline.masker
+        shared = self.placeholder_key is not None
+        return {"key_id": masker.key_id if masker is not None else None, "key": "state_dir" if shared else "process"}
 
     def render_metrics(self) -> tuple[bytes, str]:
         """The body of ``/metrics`` and its content type (every worker's, in multiprocess mode)."""
@@ -295,12 +306,22 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
             request_timeout=settings.request_timeout or None,
             reply_memory=ReplyMemory(settings.reply_memory, recorder.reply_memory_changed),
             trace_headers=spans.upstream_headers if spans is not None else None,
+            masker=_masker(placeholder_key),
         )
         yield Instance(
             settings, config, recorder=recorder, metrics=metrics, audit=audit, spans=spans, upstream=upstream,
             stored=stored, shadow_tasks=shadow_tasks, policies=policies, pipeline=pipeline,
             placeholder_key=placeholder_key,
         )
+
+
+def _masker(key: PlaceholderKey | None) -> Masker:
+    """Placeholders under the state directory's key; without one (no ``start`` preflight, ``--stored-content``
+    not ``checked``), a key of this process's own: placeholders then differ between processes and restarts."""
+    if key is not None:
+        return Masker(key.secret, key.id)
+    secret = os.urandom(32)
+    return Masker(secret, key_id(secret))
 
 
 def app_for(instance: Instance) -> ControlPlane:

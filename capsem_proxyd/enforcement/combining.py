@@ -8,11 +8,11 @@ rank), the strictest verdict that still lets the content through is kept
 for the ``x-capsem-decision`` header, and the spans every decision reports
 are gathered.
 
-A span is where in the checked text a policy found what it objects to: what
-masking will replace in the forwarded body. Policies report none today (a
-CAPSEM ``Decision`` has no place for them), so every ``spans`` is empty;
-the fold carries them already so that the verdict cache, which stores a
-piece's ``Combined``, and the engine need no change when they come.
+A span is where in the checked text a policy found what it wants masked, and
+the text found there (``masking.py`` checks it and makes them from a
+``MaskingDecision``): the verdict cache stores a piece's ``Combined`` with its
+spans, so a piece answered from the cache is masked as when it was decided.
+A result with spans that lets the content through has the verdict ``REDACT``.
 
 ``fold`` is pure and associative (``fold(fold(a, b), c)`` equals
 ``fold(a, fold(fold(NOTHING, b), c))``), so a piece's result taken from the
@@ -30,11 +30,13 @@ from capsem_proxyd.verdicts import REFUSING_LEVEL, VerdictRank, level, stricter
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """``[start, end)`` of the text a policy was asked about, and what it found there (``label``)."""
+    """``[start, end)`` of the text a policy was asked about, what it found there (``label``: the kind
+    of finding) and the text found (``value``: what is masked, wherever it occurs)."""
 
     start: int
     end: int
     label: str
+    value: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,9 @@ def decided(decision: Decision, spans: tuple[Span, ...] = ()) -> Combined:
     if decision is DEFAULT_SAFE_DECISION and not spans:
         return SAFE
     verdict = decision.verdict.value
-    return Combined(decision, "ALLOW" if level(verdict) >= REFUSING_LEVEL else verdict, spans)
+    if level(verdict) >= REFUSING_LEVEL:
+        return Combined(decision, "ALLOW", spans)
+    return Combined(decision, stricter(verdict, "REDACT") if spans else verdict, spans)
 
 
 def fold(acc: Combined, step: Decision | Combined) -> Combined:

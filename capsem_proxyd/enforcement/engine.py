@@ -48,11 +48,12 @@ from capsem.policies import Policy
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.enforcement import hook_calls
 from capsem_proxyd.enforcement.calling import PolicyCaller
-from capsem_proxyd.enforcement.combining import NOTHING, Combined, decided, fold
+from capsem_proxyd.enforcement.combining import NOTHING, Combined, fold
 from capsem_proxyd.enforcement.documents import read_documents
 from capsem_proxyd.enforcement.holdbacks import channel_screens, stream_holdbacks
 from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke
 from capsem_proxyd.enforcement.loader import PolicySet
+from capsem_proxyd.enforcement.masking import result_of
 from capsem_proxyd.enforcement.piece_decisions import decide_pieces
 from capsem_proxyd.enforcement.pieces import Split, prompt_split, single_split
 from capsem_proxyd.enforcement.shadow import ShadowRunner
@@ -60,7 +61,7 @@ from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
-from capsem_proxyd.policies.declarations import seam_width, splittable
+from capsem_proxyd.policies.declarations import masks, seam_width, splittable
 from capsem_proxyd.verdicts import VerdictRank, rank, stricter
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, ToolCall, ToolDefinition
 
@@ -88,7 +89,8 @@ class PolicyEngine:
         cache: VerdictCache | None = None,
     ) -> None:
         self.policy_set = policy_set
-        self.policies: list[Policy] = policy_set.manager.policies
+        # Policies that mask are asked first (issue 23; a stable sort: the configured order otherwise).
+        self.policies: list[Policy] = sorted(policy_set.manager.policies, key=lambda policy: not masks(policy))
         self.monitored = frozenset(name for name in policy_set.names if policy_set.mode_of(name) == "monitor")
         self.fail_open = frozenset(name for name in policy_set.names if policy_set.fails_open(name))
         self.recorder = recorder
@@ -161,7 +163,7 @@ class PolicyEngine:
         """``call`` put to every policy: the verdict that let the content through, or ProxyError(400)."""
         if split is None and self.cache is not None and call.identity is not None:
             split = single_split(self.cache, call.identity(), call.args)
-        refusal, verdict = await self.evaluate(exchange, call.hook, call.invoke, split=split)
+        refusal, verdict = await self.evaluate(exchange, call.hook, call.invoke, split=split, args=call.args)
         if self.shadow is not None:
             self.shadow.start(exchange, call.hook, call.invoke)
         if refusal is None:
@@ -172,12 +174,15 @@ class PolicyEngine:
         return stricter(verdict, refusal.verdict.value)
 
     async def evaluate(
-        self, exchange: Exchange, hook: str, invoke: Invoke, *, mode: str = "enforce", split: Split | None = None
+        self, exchange: Exchange, hook: str, invoke: Invoke, *, mode: str = "enforce", split: Split | None = None,
+        args: tuple[Any, ...] = (),
     ) -> tuple[Decision | None, str]:
         """Call every policy: (the strictest refusing decision or None, the strictest verdict that let it through).
 
         ``mode="shadow"``: nothing refuses; would-be refusals are logged on ``capsem_proxyd.shadow``.
         ``split``: the content as pieces, for the policies that may be asked piece by piece.
+        ``args``: the hook's arguments, which a masking policy's findings are checked against (``masking.py``);
+        what enforcing policies ask to mask is added to ``exchange.redactions``.
         """
         combined = NOTHING
         shadow = mode == "shadow"
@@ -189,7 +194,7 @@ class PolicyEngine:
                 result, use = await decide_pieces(self.caller, self.cache, scope, exchange, hook, policy, split)
             else:
                 decision, _ = await self.caller.call(exchange, hook, policy, invoke, shadow=shadow)
-                result = decided(decision)
+                result = result_of(decision, hook, args)
             combined = self._combine(combined, exchange, hook, policy, result, mode, use)
         if not shadow:
             self.recorder.policy_checked(hook, time.perf_counter() - started)
@@ -207,8 +212,13 @@ class PolicyEngine:
         if level > VerdictRank.ALLOW:
             decision = _attributed(decision, policy.name, hook)
         monitor = level.refuses and mode != "shadow" and policy.name in self.monitored
+        # What an enforcing policy asks to mask is the request's before its decision is recorded: an audit
+        # record with the prompt (--audit-prompts) leaves out the values known so far.
+        masks = bool(result.spans) and mode != "shadow" and policy.name not in self.monitored
+        if masks:
+            exchange.redactions.extend((span.value, span.label, policy.name, hook) for span in result.spans)
         self.recorder.decision_made(exchange, hook, policy.name, decision, "monitor" if monitor else mode, use)
-        if level == VerdictRank.ALLOW:
+        if level == VerdictRank.ALLOW and not masks:
             return combined
         if mode == "shadow":
             _log_unenforced(shadow_log, "shadow", exchange, decision)
@@ -216,6 +226,9 @@ class PolicyEngine:
         if monitor:
             _log_unenforced(log, "monitor", exchange, decision)
             return fold(combined, _MONITORED)
+        if result.spans and not masks:  # a dry run masks nothing: noted as what it is, a LOG
+            _log_unenforced(log, "monitor", exchange, decision)
+            return fold(combined, Combined(decision, "LOG"))
         return fold(combined, Combined(decision, result.verdict, result.spans))
 
     def _scope(self, index: int, hook: str, exchange: Exchange) -> bytes:

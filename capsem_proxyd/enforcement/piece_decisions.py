@@ -34,12 +34,13 @@ from capsem.policies import Policy
 from capsem_proxyd.enforcement.calling import PolicyCaller
 from capsem_proxyd.enforcement.combining import NOTHING, SAFE, Combined, decided, fold, replaces
 from capsem_proxyd.enforcement.hook_calls import asking
+from capsem_proxyd.enforcement.masking import result_of
 from capsem_proxyd.enforcement.pieces import Split, batches
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.enforcement.workers import WorkersUnavailable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse
-from capsem_proxyd.verdicts import BLOCK_LEVEL, VerdictRank, level, rank
+from capsem_proxyd.verdicts import BLOCK_LEVEL, VerdictRank, rank
 
 # Asks the policy about some of the pieces (their numbers): its decisions, in order, possibly fewer
 # than asked when it stopped at a BLOCK. Raises ``_Failed`` when the policy failed.
@@ -94,11 +95,13 @@ async def decide_pieces(
         try:
             for numbers in _groups(policy, split, _worth_asking(found)):
                 decisions = await ask(numbers)
+                blocked = False
                 for number, decision in zip(numbers, decisions):
-                    found[number] = result = decided(decision)
+                    found[number] = result = result_of(decision, hook, split.pieces[number].args)
                     cache.put(keys[number], result)
                     fresh.add(number)
-                if len(decisions) < len(numbers) or any(_blocks(decision) for decision in decisions):
+                    blocked = blocked or result.level >= BLOCK_LEVEL
+                if len(decisions) < len(numbers) or blocked:
                     break  # it stopped at a BLOCK: what it did not decide is not needed
         except _Failed as failure:
             _fold(walk, found, fresh, stop=min(failure.numbers))
@@ -175,6 +178,3 @@ def _result(walk: _Walk) -> tuple[Combined, CacheUse]:
     cached = walk.from_cache if combined.rank > VerdictRank.ALLOW else walk.hits == walk.pieces
     return combined, CacheUse(pieces=walk.pieces, hits=walk.hits, cached=cached)
 
-
-def _blocks(decision: Decision) -> bool:
-    return level(decision.verdict.value) >= BLOCK_LEVEL

@@ -56,7 +56,7 @@ from capsem.policies import Policy
 from capsem.tools import Tool
 
 from capsem_proxyd.enforcement.building import build_from_class, extend_import_path, implemented_hooks
-from capsem_proxyd.policies.declarations import mark_worker
+from capsem_proxyd.policies.declarations import mark_worker, masks
 
 log = logging.getLogger("capsem_proxyd.enforcement.workers")
 
@@ -88,6 +88,7 @@ class Manifest:
     split_holdback: Any
     has_split_holdback: bool
     warnings: tuple[str, ...]
+    masking: bool = False
 
 
 # -- in the worker processes -----------------------------------------------------------------------------------
@@ -117,6 +118,7 @@ def describe(spec: PolicySpec) -> Manifest | None:
         split_holdback=getattr(policy, "split_holdback", None),
         has_split_holdback=hasattr(policy, "split_holdback"),
         warnings=tuple(getattr(policy, "warnings", None) or ()),
+        masking=masks(policy),
     )
 
 
@@ -195,6 +197,7 @@ class RemotePolicy(Policy):
         self.remote_hooks = manifest.hooks  # what loader.implemented_hooks reports for it
         self.splittable = manifest.splittable
         self.stream_holdback = manifest.stream_holdback
+        self.masking = manifest.masking
         if manifest.has_split_holdback:
             self.split_holdback = manifest.split_holdback
         self.warnings = list(manifest.warnings)

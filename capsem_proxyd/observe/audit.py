@@ -369,9 +369,21 @@ class AuditRecorder(Recorder):
             record["pieces"] = cache.pieces
             record["cached_pieces"] = cache.hits
         if self.audit.include_prompts and hook == "on_model_call":
-            record["prompt"] = exchange.prompt
+            record["prompt"] = _masked(exchange.prompt, exchange.redactions)
         if not self.audit.write(record) and self.audit.block and mode != "shadow":
             raise audit_log_unavailable()  # a decision not recorded lets nothing through (a shadow's decides nothing)
+
+    def redacted(
+        self, exchange: Exchange, hook: str, policy: str, count: int, kind: str = "", placeholder: str = "",
+        key_id: str = "",
+    ) -> None:
+        """One record per value masked: who asked, where, how often, and its placeholder (never the value)."""
+        written = self.audit.write({
+            "type": "redaction", **exchange.log_fields(), "hook": hook, "policy": policy, "kind": kind,
+            "count": count, "placeholder": placeholder, "key_id": key_id,
+        })
+        if not written and self.audit.block:
+            raise audit_log_unavailable()
 
     def stored_content(self, exchange: Exchange, reference: StoredReference, decision: str) -> None:
         written = self.audit.write({
@@ -394,3 +406,10 @@ class AuditRecorder(Recorder):
             })
 
 
+
+
+def _masked(prompt: str, redactions: list[tuple[str, str, str, str]]) -> str:
+    """``prompt`` without the values policies asked to mask so far (issue 23): the audit log never holds them."""
+    for value, kind, _, _ in redactions:
+        prompt = prompt.replace(value, f"[masked {kind}]")
+    return prompt

@@ -155,7 +155,10 @@ class Metrics(Recorder):
     def refused(self, exchange: Exchange, hook: str, decision: Decision) -> None:
         self._child(self._blocks, hook, decision.policy, decision.verdict.value).inc()
 
-    def redacted(self, exchange: Exchange, hook: str, policy: str, count: int) -> None:
+    def redacted(
+        self, exchange: Exchange, hook: str, policy: str, count: int, kind: str = "", placeholder: str = "",
+        key_id: str = "",
+    ) -> None:
         self._child(self._redactions, hook, policy).inc(count)
 
     def policy_checked(self, hook: str, seconds: float) -> None:

@@ -92,8 +92,13 @@ class Recorder:
     def refused(self, exchange: Exchange, hook: str, decision: Decision) -> None:
         """``decision`` (already told to ``decision_made``) stopped the content on ``hook``."""
 
-    def redacted(self, exchange: Exchange, hook: str, policy: str, count: int) -> None:
-        """``policy``'s findings on ``hook`` were masked in ``count`` places; the content went on."""
+    def redacted(
+        self, exchange: Exchange, hook: str, policy: str, count: int, kind: str = "", placeholder: str = "",
+        key_id: str = "",
+    ) -> None:
+        """``policy``'s findings on ``hook`` were masked in ``count`` places; the content went on.
+        ``kind`` is the rule or entity, ``placeholder`` what replaced the value (never the value), ``key_id``
+        the placeholder key's id."""
 
     def policy_checked(self, hook: str, seconds: float) -> None:
         """One hook over all active policies took ``seconds``."""
@@ -161,9 +166,12 @@ class Recorders(Recorder):
         for recorder in self._refused:
             recorder.refused(exchange, hook, decision)
 
-    def redacted(self, exchange: Exchange, hook: str, policy: str, count: int) -> None:
+    def redacted(
+        self, exchange: Exchange, hook: str, policy: str, count: int, kind: str = "", placeholder: str = "",
+        key_id: str = "",
+    ) -> None:
         for recorder in self._redacted:
-            recorder.redacted(exchange, hook, policy, count)
+            recorder.redacted(exchange, hook, policy, count, kind, placeholder, key_id)
 
     def policy_checked(self, hook: str, seconds: float) -> None:
         for recorder in self._checked:

@@ -68,7 +68,10 @@ class RequestLog(Recorder):
             return
         _note(exchange, NotedDecision(verdict, policy, hook, decision.id, decision.reason.value, mode == "monitor"))
 
-    def redacted(self, exchange: Exchange, hook: str, policy: str, count: int) -> None:
+    def redacted(
+        self, exchange: Exchange, hook: str, policy: str, count: int, kind: str = "", placeholder: str = "",
+        key_id: str = "",
+    ) -> None:
         _note(exchange, NotedDecision("REDACT", policy, hook))
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:

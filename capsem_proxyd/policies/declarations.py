@@ -71,6 +71,12 @@ def reply_screen(policy: object) -> Callable[[], Screen] | None:
     return lambda: ChannelScreens(make() for make in makers)
 
 
+def masks(policy: object) -> bool:
+    """Whether the policy may answer with a ``MaskingDecision`` (``masking = True``, issue 23): the engine
+    asks such policies first."""
+    return getattr(policy, "masking", False) is True
+
+
 def cpu_heavy(policy: object) -> bool:
     return getattr(policy, "cpu_heavy", False) is True
 

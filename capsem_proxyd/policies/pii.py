@@ -11,6 +11,14 @@
 * ``spacy_model`` (default ``en_core_web_lg``, Presidio's own default): the
   model used when NER entities are configured.
 * ``analysis_threads`` (default 1): worker threads analysing at once.
+* ``redact`` (default none): entities masked instead of decided (issue 23),
+  e.g. ``redact = ["EMAIL_ADDRESS"]`` (a top-level key, before the
+  ``[entity_decisions]`` table: CAPSEM's own loader ignores it). An entity
+  listed there is analysed even when ``entity_decisions`` does not name it; in
+  the request hooks each one found is masked in the forwarded body (the
+  entity's name is the placeholder's kind), and the texts analysed there are
+  the ones findings are positions in (``redaction.findings.hook_text``: a tool
+  result's content as it is, not as JSON).
 
 The pattern entities (EMAIL_ADDRESS, CREDIT_CARD, US_SSN, PHONE_NUMBER,
 IP_ADDRESS, IBAN_CODE, CRYPTO, US_BANK_NUMBER, ...) need no model: they run on
@@ -104,6 +112,7 @@ import trio
 from capsem_proxyd.policies.declarations import in_worker
 from capsem_proxyd.policies.holdback import Combined, Fixed, Holdback, regex_width
 from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
+from capsem_proxyd.redaction.findings import Finding, MaskingDecision, hook_text
 
 log = logging.getLogger("capsem_proxyd.enforcement.pii")
 logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)  # its DEBUG lines quote prompt text
@@ -232,9 +241,12 @@ class OfflinePIIPolicy(PIIPolicyBase):
         ner: bool = True,
         spacy_model: str = DEFAULT_SPACY_MODEL,
         analysis_threads: int = 1,
+        redact: frozenset[str] = frozenset(),
         **kwargs: Any,
     ) -> None:
         # Read by build_analyzer, which PIIPolicy.__init__ calls.
+        self.redact = redact  # entity names masked in the request hooks instead of decided
+        self.masking = bool(redact)  # declarations.masks: asked before the other policies
         self.ner = ner
         self.spacy_model = spacy_model
         self.warnings: list[str] = []
@@ -384,12 +396,17 @@ class OfflinePIIPolicy(PIIPolicyBase):
     ) -> Decision:
         if not self.check_prompts:
             return DEFAULT_SAFE_DECISION
+        if self.redact:
+            return await self._masking("on_model_call", "prompt", f"{system_instructions}\n{prompt}")
         results = await self._analyze(f"{system_instructions}\n{prompt}".strip())
         return self.decide(results, "on_model_call", "prompt", is_response=False)
 
     async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Tool, args: dict) -> Decision:
         if not self.check_tool_args or not args:
             return DEFAULT_SAFE_DECISION
+        if self.redact:
+            text = hook_text("on_tool_call", (invocation_id, agent, tool, args))
+            return await self._masking("on_tool_call", f"tool '{tool.name}' arguments", text)
         results = await self._analyze(_as_json(args))
         return self.decide(results, "on_tool_call", f"tool '{tool.name}' arguments", is_response=False)
 
@@ -409,8 +426,30 @@ class OfflinePIIPolicy(PIIPolicyBase):
     async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
         if not self.check_tool_responses:
             return DEFAULT_SAFE_DECISION
+        if self.redact:
+            text = hook_text("on_tool_response", (invocation_id, agent, tool, response))
+            return await self._masking("on_tool_response", f"tool '{tool.name}' response", text)
         results = await self._analyze(_as_json(response))
         return self.decide(results, "on_tool_response", f"tool '{tool.name}' response", is_response=True)
+
+    async def _masking(self, hook: str, context: str, text: str) -> Decision:
+        """The decision on ``text`` (``hook_text``) with the ``redact`` entities found in it to mask."""
+        results = await self._analyze(text)
+        masked = [result for result in results if result.entity_type in self.redact]
+        decision = self.decide([result for result in results if result.entity_type not in self.redact], hook,
+                               context, is_response=False)
+        if not masked or decision.verdict == Verdict.BLOCK:
+            return decision
+        findings = tuple(Finding(result.start, result.end, text[result.start:result.end], result.entity_type)
+                         for result in masked if result.start < result.end)
+        counts: dict[str, int] = {}
+        for finding in findings:
+            counts[finding.kind] = counts.get(finding.kind, 0) + 1
+        summary = "masked: " + ", ".join(f"{kind} x{count}" for kind, count in counts.items())
+        verdict = decision.verdict if decision.verdict != Verdict.ALLOW else Verdict.LOG
+        details = f"{decision.details}; {summary}" if verdict == decision.verdict and decision.details else summary
+        return MaskingDecision(policy=self.name, callback=hook, verdict=verdict, reason=decision.reason,
+                               details=details, findings=findings)
 
     # -- configuration -------------------------------------------------------
 
@@ -434,6 +473,18 @@ class OfflinePIIPolicy(PIIPolicyBase):
             except KeyError:
                 raise ValueError(f"unknown verdict {verdict_name!r} for {entity_name}") from None
             entity_decisions[entity] = verdict
+        redact = config.get("redact", [])
+        if not isinstance(redact, list):
+            raise ValueError('redact must be a list of PII entities, e.g. redact = ["EMAIL_ADDRESS"]')
+        masked: set[str] = set()
+        for entity_name in redact:
+            try:
+                entity = PIIEntityType[str(entity_name).upper()]
+            except KeyError:
+                known = ", ".join(member.name for member in PIIEntityType)
+                raise ValueError(f"redact: unknown PII entity {entity_name!r} (known: {known})") from None
+            entity_decisions.setdefault(entity, Verdict.LOG)  # analysed, whatever entity_decisions says
+            masked.add(entity.value)
         threads = config.get("analysis_threads", 1)
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise ValueError("analysis_threads must be a whole number >= 1")
@@ -449,6 +500,7 @@ class OfflinePIIPolicy(PIIPolicyBase):
             ner=bool(config.get("ner", True)),
             spacy_model=str(config.get("spacy_model", DEFAULT_SPACY_MODEL)),
             analysis_threads=threads,
+            redact=frozenset(masked),
         )
 
 

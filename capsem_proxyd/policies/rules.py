@@ -12,6 +12,8 @@ What a security team writes without code::
 
     [on_tool_call]                  # tool names, descriptions and call arguments
     [on_tool_response]              # what tools returned
+    redact  = [{ name = "aws-secret", regex = 'AWS_SECRET_ACCESS_KEY *= *(?P<value>[A-Za-z0-9/+]{40})',
+                 group = "value" }]
     [on_model_response]             # the model's text and thoughts
 
     [tools]                         # tool definitions and model tool calls, by glob
@@ -22,7 +24,18 @@ What a security team writes without code::
     allow = ["gpt-4o*", "gemini-2.*"]
 
 A plain string is a literal term; a table has ``term`` or ``regex``, an
-optional ``name`` and ``case_sensitive``. Every match names its rule in the
+optional ``name`` and ``case_sensitive``.
+
+``redact`` (request hooks only: ``on_model_call``, ``on_tool_call``,
+``on_tool_response``) masks instead of refusing: each match is replaced in the
+forwarded body by a placeholder (``redaction/``), and the request goes on.
+``group`` names the regex's group that is masked (the value after
+``password=``, never the key); without it the whole match is. A redact rule
+matches the text as written (a term: its exact letters, case aside): its
+finding must be a place in that text. When a redact regex matches more often in
+the text as read (invisible characters removed, NFKC) than as written, the
+value hides behind characters no placeholder can be put over exactly, and the
+request is refused instead. Every match names its rule in the
 decision details (a literal's default name is the term, a regex's its
 position, e.g. ``on_model_call.block[1]``); matched text is never echoed, so a
 decision never carries the data it refused. Regexes are compiled once, at load:
@@ -76,6 +89,7 @@ from capsem.tools import Tool
 from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Term, Visible, regex_width
 from capsem_proxyd.policies.normalize import GAP_MARK, readings, visible
 from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
+from capsem_proxyd.redaction.findings import Finding, MaskingDecision, hook_text
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +99,8 @@ _SEVERITY = {Verdict.BLOCK: 3, Verdict.CONFIRM: 2, Verdict.LOG: 1}
 # Keys the policy loader and engine read; allowed in the file, ignored here.
 _ENGINE_KEYS = {"enabled", "class", "mode"}
 _TOP_KEYS = {"case_sensitive", "max_prompt_chars", "tools", "models", *HOOKS, *_ENGINE_KEYS}
-_RULE_KEYS = {"name", "term", "regex", "case_sensitive"}
+_RULE_KEYS = {"name", "term", "regex", "case_sensitive", "group"}
+_MASKING_HOOKS = ("on_model_call", "on_tool_call", "on_tool_response")
 
 
 class _Views:
@@ -137,6 +152,7 @@ class Rule:
     term: Term | None = None
     case_sensitive: bool = False
     pattern: re.Pattern[str] | None = None
+    group: str | int = 0  # a redact rule's group that is masked (0: the whole match)
 
     def matches(self, views: _Views) -> bool:
         if self.pattern is not None:
@@ -197,6 +213,7 @@ class RulesPolicy(Policy):
         self,
         rules: dict[str, list[Rule]] | None = None,
         *,
+        masks: dict[str, list[Rule]] | None = None,
         tools: GlobList | None = None,
         models: GlobList | None = None,
         max_prompt_chars: int | None = None,
@@ -209,6 +226,9 @@ class RulesPolicy(Policy):
             url="https://github.com/google/capsem",
         )
         self.rules = {hook: list((rules or {}).get(hook, [])) for hook in HOOKS}
+        # The redact rules per hook: regexes (a term compiled as one) matched on hook_text as written.
+        self.masks = {hook: list((masks or {}).get(hook, [])) for hook in HOOKS}
+        self.masking = any(self.masks.values())  # declarations.masks: asked before the other policies
         self._gapped = {hook: any(rule.term is not None and rule.term.words for rule in self.rules[hook]) for hook in HOOKS}
         self.tools = tools or GlobList()
         self.models = models or GlobList()
@@ -218,7 +238,9 @@ class RulesPolicy(Policy):
         # What it refuses replies for, when that is terms a stream can screen each new piece for.
         self.reply_terms = reply_terms(self.rules["on_model_response"])
         # What a seam between request pieces must hold: the widest match of the request-side rules.
-        self.split_holdback = stream_holdback([rule for hook in HOOKS[:3] for rule in self.rules[hook]])
+        self.split_holdback = stream_holdback(
+            [rule for hook in HOOKS[:3] for rule in (*self.rules[hook], *self.masks[hook])]
+        )
 
     # -- hooks -----------------------------------------------------------------
 
@@ -234,7 +256,8 @@ class RulesPolicy(Policy):
         whole = self.whole_prompt_decision(model_name, system_instructions, prompt)
         if whole is not None:
             return whole
-        return self._match("on_model_call", "prompt", f"{system_instructions}\n{prompt}")
+        text = f"{system_instructions}\n{prompt}"
+        return self._masked("on_model_call", self._match("on_model_call", "prompt", text), text)
 
     def whole_prompt_decision(self, model_name: str, system_instructions: str, prompt: str) -> Decision | None:
         """The rules about the request as a whole: its size and its model (the engine calls this once per
@@ -263,10 +286,16 @@ class RulesPolicy(Policy):
         parts = [tool.name, tool.description or ""]
         if args:
             parts.append(_as_text(args))
-        return self._match("on_tool_call", f"tool '{tool.name}'", "\n".join(parts))
+        text = "\n".join(parts)
+        return self._masked("on_tool_call", self._match("on_tool_call", f"tool '{tool.name}'", text), text)
 
     async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
-        return self._match("on_tool_response", f"result of tool '{tool.name}'", _as_text(response))
+        decision = self._match("on_tool_response", f"result of tool '{tool.name}'", _as_text(response))
+        if not self.masks["on_tool_response"]:
+            return decision
+        return self._masked(
+            "on_tool_response", decision, hook_text("on_tool_response", (invocation_id, agent, tool, response))
+        )
 
     async def on_model_response(
         self,
@@ -290,6 +319,28 @@ class RulesPolicy(Policy):
         names = ", ".join(f"'{rule.name}' ({rule.verdict.value.lower()})" for rule in matched)
         return _decision(hook, verdict, Reason.POLICY_VIOLATION, f"rules matched in {where}: {names}")
 
+    def _masked(self, hook: str, decision: Decision, text: str) -> Decision:
+        """``decision`` with what the hook's redact rules find in ``text`` (``hook_text``) to mask; a
+        BLOCK as it is (nothing is forwarded)."""
+        rules = self.masks[hook]
+        if not rules or decision.verdict == Verdict.BLOCK or not text.strip():
+            return decision
+        findings = _findings(rules, text)
+        if findings is None:
+            return _decision(hook, Verdict.BLOCK, Reason.POLICY_VIOLATION,
+                             "a redact rule matched text hidden behind invisible or compatibility characters, "
+                             "which cannot be masked exactly")
+        if not findings:
+            return decision
+        counts: dict[str, int] = {}
+        for finding in findings:
+            counts[finding.kind] = counts.get(finding.kind, 0) + 1
+        masked = ", ".join(f"'{name}' x{count}" for name, count in counts.items())
+        details = f"{decision.details}; masked: {masked}" if decision.details else f"masked: {masked}"
+        verdict = decision.verdict if decision.verdict != Verdict.ALLOW else Verdict.LOG
+        return MaskingDecision(policy="Rules", callback=hook, verdict=verdict, reason=Reason.POLICY_VIOLATION,
+                               details=details, findings=tuple(findings))
+
     # -- configuration ---------------------------------------------------------
 
     @classmethod
@@ -303,11 +354,13 @@ class RulesPolicy(Policy):
         case_sensitive = _bool(config, "case_sensitive", False, "case_sensitive")
         locator = _Locator(source_lines or [])
         rules = {hook: _hook_rules(hook, config.get(hook), case_sensitive, locator) for hook in HOOKS}
+        masks = {hook: _mask_rules(hook, config.get(hook), case_sensitive, locator) for hook in HOOKS}
         max_chars = config.get("max_prompt_chars")
         if max_chars is not None and (not isinstance(max_chars, int) or isinstance(max_chars, bool) or max_chars < 1):
             raise ValueError("max_prompt_chars must be a whole number >= 1")
         return cls(
             rules,
+            masks=masks,
             tools=_glob_list("tools", config.get("tools"), case_sensitive),
             models=_glob_list("models", config.get("models"), case_sensitive),
             max_prompt_chars=max_chars,
@@ -394,9 +447,9 @@ def _hook_rules(hook: str, table: Any, case_sensitive: bool, locator: _Locator) 
         return []
     if not isinstance(table, dict):
         raise ValueError(f"[{hook}] must be a table with block / confirm / log lists")
-    unknown = sorted(set(table) - set(ACTIONS))
+    unknown = sorted(set(table) - set(ACTIONS) - {"redact"})
     if unknown:
-        raise ValueError(f"[{hook}]: unknown key(s) {', '.join(unknown)} (known: block, confirm, log)")
+        raise ValueError(f"[{hook}]: unknown key(s) {', '.join(unknown)} (known: block, confirm, log, redact)")
     rules: list[Rule] = []
     for action, verdict in ACTIONS.items():
         entries = table.get(action, [])
@@ -405,6 +458,58 @@ def _hook_rules(hook: str, table: Any, case_sensitive: bool, locator: _Locator) 
         for index, entry in enumerate(entries):
             rules.append(_compile_rule(hook, action, index, entry, verdict, case_sensitive, locator))
     return rules
+
+
+def _mask_rules(hook: str, table: Any, case_sensitive: bool, locator: _Locator) -> list[Rule]:
+    """The hook's ``redact`` list, each a regex (a term compiled as its exact letters) and its group."""
+    entries = table.get("redact", []) if isinstance(table, dict) else []
+    if not entries:
+        return []
+    if hook not in _MASKING_HOOKS:
+        raise ValueError(f"[{hook}] redact: replies are not masked (only on_model_call, on_tool_call and "
+                         "on_tool_response take redact rules)")
+    if not isinstance(entries, list):
+        raise ValueError(f"[{hook}] redact must be a list of terms or {{ regex = ... }} tables")
+    rules: list[Rule] = []
+    for index, entry in enumerate(entries):
+        group = entry.get("group") if isinstance(entry, dict) else None
+        if isinstance(entry, dict):
+            entry = {key: value for key, value in entry.items() if key != "group"}
+        if isinstance(entry, str) or (isinstance(entry, dict) and "term" in entry and "regex" not in entry):
+            term = entry if isinstance(entry, str) else entry.get("term")
+            if not isinstance(term, str) or not term.strip():
+                raise ValueError(f"rule {hook}.redact[{index}]: empty term")
+            entry = {**({} if isinstance(entry, str) else entry), "regex": re.escape(term), "name": (
+                entry.get("name") if isinstance(entry, dict) and entry.get("name") else term)}
+            entry.pop("term", None)
+        rule = _compile_rule(hook, "redact", index, entry, Verdict.LOG, case_sensitive, locator)
+        assert rule.pattern is not None
+        if group is not None:
+            if not isinstance(group, str) or group not in rule.pattern.groupindex:
+                raise ValueError(f"rule '{rule.name}' ({hook}.redact[{index}]): group = {group!r} names no "
+                                 "(?P<name>...) group of its regex")
+            rule = Rule(name=rule.name, verdict=Verdict.LOG, case_sensitive=rule.case_sensitive, pattern=rule.pattern,
+                        group=group)
+        rules.append(rule)
+    return rules
+
+
+def _findings(rules: list[Rule], text: str) -> list[Finding] | None:
+    """Each redact rule's matches in ``text`` as written; None when one matches more often in the text as
+    read (``visible``): what it found there has no exact place in the text to mask."""
+    findings: list[Finding] = []
+    read = None if text.isascii() else visible(text)
+    for rule in rules:
+        assert rule.pattern is not None
+        count = 0
+        for match in rule.pattern.finditer(text):
+            count += 1
+            start, end = match.span(rule.group)
+            if start < end:
+                findings.append(Finding(start, end, text[start:end], rule.name))
+        if read is not None and read != text and sum(1 for _ in rule.pattern.finditer(read)) > count:
+            return None
+    return findings
 
 
 def _compile_rule(

@@ -23,6 +23,7 @@ replaced by the ones it returns, which name the proxy's own span).
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,7 +40,14 @@ from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.content import Sorter, joined
 from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.enforcement.tenants import TenantPolicies
-from capsem_proxyd.errors import ErrorCode, ProxyError, missing_key, upstream_timeout, upstream_unavailable
+from capsem_proxyd.errors import (
+    ErrorCode,
+    ProxyError,
+    missing_key,
+    unmaskable,
+    upstream_timeout,
+    upstream_unavailable,
+)
 from capsem_proxyd.exchange import Exchange, tenant_id_for
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.proxy.body import parse_reply, parse_request_body, reply_text
@@ -55,6 +63,8 @@ from capsem_proxyd.proxy.upstream import (
     response_headers,
     stated_size,
 )
+from capsem_proxyd.redaction.masker import Masker
+from capsem_proxyd.redaction.rewrite import Unmaskable
 from capsem_proxyd.verdicts import stricter
 from capsem_proxyd.views import ResponseView
 
@@ -171,6 +181,7 @@ class Pipeline:
         request_timeout: float | None = None,
         trace_headers: TraceHeaders | None = None,
         reply_memory: ReplyMemory | None = None,
+        masker: Masker | None = None,
     ) -> None:
         self.upstream = upstream
         # --reply-memory: the bytes of non-streamed replies this process holds at once
@@ -188,6 +199,37 @@ class Pipeline:
         self.request_timeout = request_timeout
         # When a shutdown's grace period is over, the open streams end with an error event.
         self.open_streams = OpenStreams()
+        # Placeholders and the tenants' memory of masked values: this process's, kept across reloads.
+        self.masker = masker
+
+    def _mask(self, exchange: Exchange, incoming: IncomingRequest, body: Any, outcome: str) -> str:
+        """What policies asked to mask (and what the tenant's memory knows) masked in the body sent
+        upstream, every other byte as the client sent it; ``outcome`` at least REDACT when anything was.
+        A body that cannot be masked exactly is refused (``errors.unmaskable``)."""
+        masker = self.masker
+        if masker is None:  # an app built without one (tests): a key of its own, for this process only
+            masker = self.masker = Masker(os.urandom(32), "ephemeral")
+        kinds: dict[str, str] = {}
+        owners: dict[str, tuple[str, str]] = {}
+        for value, kind, policy, hook in exchange.redactions:
+            kinds.setdefault(value, kind)  # the first finding names it: masking policies run first
+            owners.setdefault(value, (policy, hook))
+        try:
+            masked, placeholders = masker.mask(exchange.tenant_id, incoming.body.decode("utf-8"), body, kinds)
+        except Unmaskable as error:
+            policy, hook = exchange.redactions[0][2:] if exchange.redactions else ("memory", "on_model_call")
+            raise unmaskable(policy, hook, str(error)) from None
+        if not masked.counts:
+            return outcome
+        incoming.body = masked.text.encode("utf-8")
+        by_placeholder = {placeholder: value for value, placeholder in placeholders.items()}
+        for placeholder, count in masked.counts.items():
+            found = by_placeholder.get(placeholder)
+            # a value the tenant's memory knew, with no finding in this request: the memory masked it
+            policy, hook = owners[found] if found is not None else ("memory", "on_model_call")
+            kind = kinds[found] if found is not None else placeholder.rsplit("-", 2)[-2]
+            self.recorder.redacted(exchange, hook, policy, count, kind, placeholder, masker.key_id)
+        return stricter(outcome, "REDACT")
 
     async def serve(self, exchange: Exchange, route: Route, incoming: IncomingRequest) -> ProxyReply:
         """The reply to ``incoming`` on ``route``: checked, or relayed when the route is not checked."""
@@ -216,6 +258,8 @@ class Pipeline:
             if references := dialect.references(body):
                 await self.stored.admit(exchange, references)
             outcome = await engine.check_request(exchange, view)
+            if exchange.redactions or (self.masker is not None and self.masker.remembers(exchange.tenant_id)):
+                outcome = self._mask(exchange, incoming, body, outcome)
             keep = self.stored.keeps(dialect, body)
             route.dialect = dialect.for_request(body)  # its reply is read knowing what it echoes
             return await self._forward(route, incoming, exchange, engine, outcome, keep)

@@ -83,6 +83,8 @@ async def test_health_and_metrics_describe_the_instance(proxy_settings: Settings
             "policies": ["Debug"],
             # No placeholder key: start's preflight makes it, and this instance never went through one.
             "state": {"directory": proxy_settings.state_dir, "placeholder_key_id": None},
+            # so masking (issue 23) uses a key of this process's own, named by its id
+            "masking": {"key_id": instance.pipeline.masker.key_id, "key": "process"},
             "reply_memory": {"capacity": proxy_settings.reply_memory, "held": 0, "waiting": 0},
             "reload": None,  # no reload since start
         }

@@ -8,6 +8,7 @@ Public Suffix List fetch, at startup or per request, fails the test.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -224,3 +225,29 @@ def test_unknown_entity_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "pii.toml").write_text('[entity_decisions]\nSHOE_SIZE = "BLOCK"\n')
     with pytest.raises(PolicyConfigError, match="pii.toml: unknown PII entity 'SHOE_SIZE'"):
         load_policy_set(tmp_path)
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["worker processes", "in the proxy's process"])
+async def test_an_entity_listed_under_redact_is_masked_and_the_request_goes_on(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path, fake: FakeUpstream, local: bool,
+) -> None:
+    """Issue 23: ``redact = [...]`` (a key CAPSEM's loader ignores) masks the entity, though
+    ``entity_decisions`` blocks it, in the prompt and in a tool result; the decision pickles back from a
+    worker process."""
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "pii.toml").write_text(("processes = false\n" if local else "") + 'redact = ["EMAIL_ADDRESS"]\n' + PII_TOML)
+    proxy = await start_proxy(proxy_settings, policy_dir=str(folder))
+    messages = [
+        {"role": "user", "content": f"write to {EMAIL} about the contract"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": f'{{"contact": "{EMAIL}"}}'},
+    ]
+    raw = await in_thread(lambda: proxy.openai().chat.completions.with_raw_response.create(model="m", messages=messages))
+    assert raw.headers["x-capsem-decision"] == "redact"
+    sent = fake.requests[-1].body.decode()
+    assert EMAIL not in sent
+    assert len(set(re.findall(r"CAPSEM-MASKED-EMAILADDRESS-[A-Z2-7]{20}", sent))) == 1
+    assert sent.count("CAPSEM-MASKED-EMAILADDRESS-") == 2

@@ -16,6 +16,7 @@ from google.genai import errors as genai_errors
 from capsem_proxyd.config import Settings
 from capsem_proxyd.enforcement.loader import PolicyConfigError, load_policy_set
 from capsem_proxyd.policies.rules import GlobList, RulesPolicy
+from capsem_proxyd.redaction.findings import MaskingDecision, hook_text
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.support.proxy import Proxy, in_thread
 from tests.support.sdk import chat, policy_proxy, refused
@@ -161,6 +162,8 @@ async def test_rules_apply_to_gemini_and_streams(rules_proxy: Proxy, fake: FakeU
         ("[on_model_call]\nblock = ['']\n", "empty term"),
         ("[tools]\nallow = 'get_*'\n", "allow must be a list of glob strings"),
         ("max_prompt_chars = 0\n", "max_prompt_chars must be a whole number"),
+        ("[on_model_response]\nredact = ['x']\n", "replies are not masked"),
+        ("[on_tool_response]\nredact = [{ regex = 'key=(?P<v>\\\\w+)', group = 'value' }]\n", "names no"),
     ],
 )
 def test_invalid_rules_are_config_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -265,3 +268,31 @@ def test_deny_globs_see_names_as_read_and_allow_globs_as_written(name: str, refu
     tools = GlobList(allow=("search", "run_*"), deny=("*shell*",))
     result = tools.refusal(name)
     assert (result[0] if result else None) == refusal
+
+
+# -- redact rules (issue 23): findings are places in the text as written ---------------------------------------
+
+MASKING = r"""
+[on_model_call]
+redact = [{ name = "password", regex = 'password=(?P<value>\S+)', group = "value" }, "hunter2"]
+"""
+
+
+async def test_a_redact_rule_reports_the_group_it_names_as_a_place_in_the_text() -> None:
+    policy = rules_policy(MASKING)
+    prompt = "log in with password=s3cr3t! then say HUNTER2"
+    decision = await policy.on_model_call("invocation", None, "gpt-4o-mini", "system", prompt, [])
+    assert isinstance(decision, MaskingDecision) and decision.verdict == Verdict.LOG
+    text = hook_text("on_model_call", ("invocation", None, "gpt-4o-mini", "system", prompt, []))
+    assert [(text[start:end], kind) for start, end, _, kind in decision.findings] == [
+        ("s3cr3t!", "password"), ("HUNTER2", "hunter2")]
+    assert all(text[start:end] == matched for start, end, matched, _ in decision.findings)
+    assert "s3cr3t" not in decision.details and "HUNTER2" not in decision.details
+
+
+async def test_a_redact_match_only_the_text_as_read_has_is_refused() -> None:
+    """A zero-width space inside the value: the regex finds it only once invisible characters are removed,
+    and no placeholder can be written over it exactly."""
+    policy = rules_policy('[on_model_call]\nredact = [{ regex = \'AKIA[0-9A-Z]{16}\' }]\n')
+    decision = await policy.on_model_call("i", None, "m", "", "key AKIA\u200bIOSFODNN7EXAMPLE", [])
+    assert decision.verdict == Verdict.BLOCK and "cannot be masked exactly" in decision.details

@@ -1,0 +1,90 @@
+"""Placeholders for a tenant's values, and the memory of what was masked for it.
+
+One ``Masker`` per process, owned by the pipeline (so it outlives policy
+reloads): it makes placeholders with the state directory's key
+(``proxy/placeholder_key.py``) and remembers, per tenant and in memory only,
+a keyed hash of each value it masked, so that the value is still masked when
+it comes back bare, without the context that made a policy find it (a key
+quoted without its ``AWS_SECRET_ACCESS_KEY=`` label, a compaction summary).
+Only hashes are kept, never values; another process (``--workers``) or a
+restart starts with an empty memory, and the README says so.
+
+The memory is asked about each token (``rewrite.TOKEN``: a run of the
+characters credentials are made of) of each string of a tenant's requests, a
+hash per token, and only for tenants it remembers something for: a bare value
+is found again when it is such a token (most keys and tokens are); the memory
+also keeps a value's placeholder (kind label included) the same in every turn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from capsem_proxyd.redaction.placeholder import placeholder, tag
+from capsem_proxyd.redaction.rewrite import Masked, Unmaskable, mask_body
+
+# Values remembered per tenant; the oldest is forgotten first.
+MEMORY_PER_TENANT = 10_000
+
+
+class Masker:
+    """Placeholders under one key (``key_id`` names it; the secret is never shown) and the tenants' memory."""
+
+    def __init__(self, secret: bytes, key_id: str, per_tenant: int = MEMORY_PER_TENANT) -> None:
+        self._secret = secret
+        self.key_id = key_id
+        self.per_tenant = per_tenant
+        self._memory: dict[str, OrderedDict[bytes, str]] = {}
+
+    def __repr__(self) -> str:
+        return f"Masker(key_id={self.key_id!r})"
+
+    def placeholder(self, tenant: str, value: str, kind: str) -> str:
+        return placeholder(tag(self._secret, self.key_id, tenant, value), kind)
+
+    def remembers(self, tenant: str) -> bool:
+        return bool(self._memory.get(tenant))
+
+    def mask(self, tenant: str, raw: str, parsed: Any, findings: Mapping[str, str]) -> tuple[Masked, dict[str, str]]:
+        """``raw`` with ``findings`` (value -> kind) and the values remembered for ``tenant`` masked, and
+        each finding's placeholder (value -> placeholder); the values masked are remembered. A value
+        masked before keeps the placeholder it had then (its kind label too, whichever policy finds it
+        now). Raises ``Unmaskable``."""
+        memory = self._memory.get(tenant)
+        values: dict[str, str] = {}
+        owners: dict[str, str] = {}
+        for value, kind in findings.items():
+            made = memory.get(self._digest(tenant, value)) if memory else None
+            made = made or self.placeholder(tenant, value, kind)
+            tag_ = made.rsplit("-", 1)[1]
+            if owners.setdefault(tag_, value) != value:
+                raise Unmaskable("two values of the request have the same placeholder")
+            values[value] = made
+        masked = mask_body(raw, parsed, values, self._known(tenant) if memory else None)
+        for value, made in values.items():
+            self._remember(tenant, value, made)
+        return masked, values
+
+    def _digest(self, tenant: str, value: str) -> bytes:
+        message = b"memory\0" + tenant.encode() + b"\0" + value.encode("utf-8", "surrogatepass")
+        return hmac.new(self._secret, message, hashlib.sha256).digest()[:16]
+
+    def _remember(self, tenant: str, value: str, made: str) -> None:
+        memory = self._memory.setdefault(tenant, OrderedDict())
+        digest = self._digest(tenant, value)
+        memory[digest] = made
+        memory.move_to_end(digest)
+        while len(memory) > self.per_tenant:
+            memory.popitem(last=False)
+
+    def _known(self, tenant: str) -> Callable[[str], str | None]:
+        memory = self._memory[tenant]
+
+        def known(token: str) -> str | None:
+            return memory.get(self._digest(tenant, token))
+
+        return known

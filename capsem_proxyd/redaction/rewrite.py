@@ -1,0 +1,202 @@
+"""Masked values written over their raw characters in a JSON body; every other character kept.
+
+The engine hands over *values* (what policies found, checked against the text
+they read), not positions: the texts policies read are assembled by the
+dialects (a message's strings joined, a tool result's parts, the seams between
+pieces), so a position in them says little about where the value sits in the
+body, while the value itself does. Masking by value is also what the issue
+asks of the proxy: once a value is found anywhere in a request, every
+occurrence of it in every string is replaced, in pieces the verdict cache
+answered for too.
+
+``mask_body`` walks the body's strings (``scanner.scan``) and, in each string
+value, replaces every occurrence of every value (longest first, leftmost,
+non-overlapping) and every token the tenant's memory knows (``known``), in the
+string itself and in JSON inside it (tool-call ``arguments``); then writes each
+placeholder over the raw characters the occurrence decodes from. It refuses
+(``Unmaskable``) rather than forward a value: when the scanner's strings are
+not the parse's, when a value sits in an object key, or when a value is found
+nowhere (it came from a media item, a PDF's text, the query string, or crosses
+from one string into the next in a way not rebuilt below).
+
+A value that crosses the joint between two strings (a seam's finding) has a
+``"\\n"`` where the pieces were joined: when it is not found whole, its first
+line is masked where it ends a string, its last line where it starts one, and
+the lines between where they are a whole string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from capsem_proxyd.redaction.scanner import JsonString, agrees, embedded, scan
+
+# A token the tenant's memory may know (a value masked in an earlier request, now bare): runs of the
+# characters credentials are made of, at least 12 long, with base64's trailing padding.
+TOKEN = re.compile(r"[A-Za-z0-9+/_.~-]{12,}={0,2}")
+
+
+class Unmaskable(ValueError):
+    """The body cannot be masked exactly; the request is refused (fail closed). The message never
+    quotes a value."""
+
+
+@dataclass(slots=True)
+class Masked:
+    """The body with the values masked, and how many places each placeholder took."""
+
+    text: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+# (start, end, placeholder) in a string's decoded text
+_Find = tuple[int, int, str]
+
+
+def mask_body(
+    raw: str, parsed: Any, values: Mapping[str, str], known: Callable[[str], str | None] | None = None,
+) -> Masked:
+    """``raw`` (the body the client sent, which parsed as ``parsed``) with each of ``values`` (value ->
+    placeholder) and each token ``known`` has a placeholder for replaced. Raises ``Unmaskable``."""
+    if not agrees(raw, parsed):
+        raise Unmaskable("the body's strings could not be located exactly")
+    finder = _Finder(values, known)
+    tokens = list(scan(raw))
+    finds: list[tuple[JsonString, list[_Find]]] = []
+    for token in tokens:
+        found = finder.spans(token.text)
+        if token.key:
+            if found:
+                raise Unmaskable("a finding is in an object key, which is never rewritten")
+            continue
+        if found:
+            finds.append((token, found))
+    missing = [value for value in values if value not in finder.seen]
+    if missing:
+        finds = _rebuild_seams(missing, values, [token for token in tokens if not token.key], finds, finder)
+    masked = Masked(raw)
+    masked.text = _apply(raw, finds, masked.counts)
+    return masked
+
+
+class _Finder:
+    """Finds the values (and the tokens ``known`` knows) in one string, and JSON inside it."""
+
+    def __init__(self, values: Mapping[str, str], known: Callable[[str], str | None] | None) -> None:
+        self.values = values
+        self.known = known
+        ordered = sorted(values, key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self.seen: set[str] = set()
+
+    def spans(self, text: str) -> list[_Find]:
+        inner = embedded(text)
+        if inner is None or not agrees(text, inner):
+            return _disjoint(self._direct(text))
+        # JSON inside the string: a value is masked inside one of its strings, never across its syntax
+        # (that would break the JSON the provider parses) nor inside one of its escapes.
+        tokens = list(scan(text))
+        found = [find for find in self._direct(text, mark=False) if _inside(tokens, find)]
+        for start, end, _ in found:
+            self.seen.add(text[start:end])
+        for token in tokens:
+            for start, end, placeholder in self._direct(token.text):
+                if token.key:
+                    raise Unmaskable("a finding is in an object key, which is never rewritten")
+                found.append((token.raw_index(start), token.raw_index(end), placeholder))
+        return _disjoint(found)
+
+    def _direct(self, text: str, mark: bool = True) -> list[_Find]:
+        found: list[_Find] = []
+        if self.pattern is not None:
+            for match in self.pattern.finditer(text):
+                if mark:
+                    self.seen.add(match.group())
+                found.append((match.start(), match.end(), self.values[match.group()]))
+        if self.known is not None:
+            for match in TOKEN.finditer(text):
+                placeholder = self.known(match.group())
+                if placeholder is not None:
+                    found.append((match.start(), match.end(), placeholder))
+        return found
+
+
+def _inside(tokens: list[JsonString], find: _Find) -> bool:
+    """Whether ``find`` (raw positions in a JSON text) lies in one string's contents without cutting an
+    escape (one that does is no occurrence of the value: the inner strings are searched as decoded);
+    across strings or syntax it cannot be masked without breaking the JSON: ``Unmaskable``."""
+    start, end, _ = find
+    for token in tokens:
+        if token.raw_start <= start and end <= token.raw_end:
+            if token.key:
+                raise Unmaskable("a finding is in an object key, which is never rewritten")
+            points = token.points
+            return not any(
+                points[index][1] < edge < points[index + 1][1] for index in range(0, len(points), 2) for edge in (start, end)
+            )
+        if token.raw_start > end:
+            break
+    raise Unmaskable("a finding spans the syntax of JSON inside a string")
+
+
+def _disjoint(found: list[_Find]) -> list[_Find]:
+    """The finds in order, each overlapping an earlier (or longer at the same start) one dropped."""
+    found.sort(key=lambda find: (find[0], -find[1]))
+    kept: list[_Find] = []
+    for find in found:
+        if kept and find[0] < kept[-1][1]:
+            continue
+        kept.append(find)
+    return kept
+
+
+def _rebuild_seams(
+    missing: list[str], values: Mapping[str, str], strings: list[JsonString],
+    finds: list[tuple[JsonString, list[_Find]]], finder: _Finder,
+) -> list[tuple[JsonString, list[_Find]]]:
+    """The finds with the values found nowhere whole masked line by line across string ends."""
+    extra: dict[int, list[_Find]] = {}
+    for value in missing:
+        lines = value.split("\n")
+        if len(lines) < 2:
+            raise Unmaskable("a finding could not be located in the body (media, a document or the query)")
+        placeholder = values[value]
+        first, last, middle = lines[0], lines[-1], lines[1:-1]
+        located = [False, False]
+        for number, token in enumerate(strings):
+            text = token.text
+            if first and text.endswith(first):
+                extra.setdefault(number, []).append((len(text) - len(first), len(text), placeholder))
+                located[0] = True
+            if last and text.startswith(last):
+                extra.setdefault(number, []).append((0, len(last), placeholder))
+                located[1] = True
+            if text and text in middle:
+                extra.setdefault(number, []).append((0, len(text), placeholder))
+        if not all(located[index] or not part for index, part in enumerate((first, last))):
+            raise Unmaskable("a finding across two strings could not be located in the body")
+        finder.seen.add(value)
+    merged = {id(token): (token, list(found)) for token, found in finds}
+    for number, found in extra.items():
+        token = strings[number]
+        entry = merged.setdefault(id(token), (token, []))
+        entry[1].extend(found)
+    return [(token, _disjoint(found)) for token, found in sorted(merged.values(), key=lambda item: item[0].raw_start)]
+
+
+def _apply(raw: str, finds: list[tuple[JsonString, list[_Find]]], counts: dict[str, int]) -> str:
+    """``raw`` with each find's raw characters replaced by its placeholder."""
+    out: list[str] = []
+    last = 0
+    for token, found in finds:
+        for start, end, placeholder in found:
+            raw_start, raw_end = token.raw_index(start), token.raw_index(end)
+            out.append(raw[last:raw_start])
+            out.append(placeholder)
+            last = raw_end
+            counts[placeholder] = counts.get(placeholder, 0) + 1
+    out.append(raw[last:])
+    return "".join(out)

@@ -1,0 +1,157 @@
+"""The strings of a JSON text, each with where its decoded characters sit in the raw text.
+
+Masking writes a placeholder over the raw characters of a value, inside the
+string that carries it, and leaves every other character of the body as the
+client sent it: no re-serialisation, which would change number spellings,
+key order, spacing and escapes the provider (or a signature over the body)
+may care about. So the decoded text a policy read must be mapped back to raw
+positions. Most strings have no escape at all and map one to one; a string's
+map (``JsonString.raw_index``) records a point only where an escape sits
+(``\\n``, ``\\u0041``, a surrogate pair ``\\ud83d\\ude00``: each decodes to one
+character from 2, 6 or 12 raw ones).
+
+The scanner does not parse: it finds the strings of text the one parse
+(``proxy/body.py``) already accepted, and ``strings_of`` lists the parse's own
+strings in document order so that the two can be compared. Should they ever
+differ, the request is refused rather than rewritten at the wrong place.
+
+JSON inside a JSON string (OpenAI tool-call ``arguments``) is scanned the
+same way over the outer string's decoded text; its positions go through the
+outer string's map (``redaction/rewrite.py``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+# Outside a string a JSON text has no quote, inside one every quote is escaped: from the
+# start, each match is one string token (the text was accepted by the one parse).
+_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})(?:\\u([0-9a-fA-F]{4}))?|(.))", re.DOTALL)
+_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_COLON = re.compile(r"\s*:")
+
+
+class ScanError(ValueError):
+    """The text is not the JSON the scanner expects (an escape the parse would not accept)."""
+
+
+@dataclass(slots=True)
+class JsonString:
+    """One string token: its decoded ``text``, where its contents sit in the raw text
+    (``raw_start``..``raw_end``, quotes excluded), whether it is an object key, and its map.
+
+    ``points`` are (decoded index, raw index) pairs at each escape and just after it; between two
+    points, and before the first, characters map one to one.
+    """
+
+    text: str
+    raw_start: int
+    raw_end: int
+    key: bool
+    points: list[tuple[int, int]] = field(default_factory=list)
+
+    def raw_index(self, index: int) -> int:
+        """Where decoded position ``index`` (0..len(text)) sits in the raw text."""
+        if not self.points:
+            return self.raw_start + index
+        at = bisect.bisect_right(self.points, (index, 1 << 62)) - 1
+        if at < 0:
+            return self.raw_start + index
+        decoded, raw = self.points[at]
+        return raw + (index - decoded)
+
+
+def scan(raw: str) -> Iterator[JsonString]:
+    """Every string token of the JSON text ``raw``, in document order."""
+    for match in _STRING.finditer(raw):
+        body = match.group(1)
+        colon = _COLON.match(raw, match.end())
+        start = match.start(1)
+        if "\\" not in body:
+            yield JsonString(body, start, match.end(1), colon is not None)
+        else:
+            text, points = _decode(body, start)
+            yield JsonString(text, start, match.end(1), colon is not None, points)
+
+
+def _decode(body: str, offset: int) -> tuple[str, list[tuple[int, int]]]:
+    """``body`` (a string's raw contents) decoded, and its map: a point at each escape and after it."""
+    parts: list[str] = []
+    points: list[tuple[int, int]] = []
+    decoded = 0
+    last = 0
+    for escape in _ESCAPE.finditer(body):
+        literal = body[last:escape.start()]
+        parts.append(literal)
+        decoded += len(literal)
+        high, low, simple = escape.group(1), escape.group(2), escape.group(3)
+        end = escape.end()
+        if simple is not None:
+            if simple not in _SIMPLE:
+                raise ScanError(f"invalid escape \\{simple}")
+            char = _SIMPLE[simple]
+        else:
+            first = int(high, 16)
+            if low is not None:
+                second = int(low, 16)
+                if 0xD800 <= first < 0xDC00 and 0xDC00 <= second < 0xE000:
+                    char = chr(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))
+                else:  # two escapes that are not a pair: the first alone, the second is decoded next
+                    char = chr(first)
+                    end = escape.start() + 6
+            else:
+                char = chr(first)
+        points.append((decoded, offset + escape.start()))
+        parts.append(char)
+        decoded += 1
+        points.append((decoded, offset + end))
+        last = end
+        if end != escape.end():
+            # the second escape of a non-pair is decoded on its own
+            tail_text, tail_points = _decode(body[end:], offset + end)
+            parts.append(tail_text)
+            points.extend((decoded + d, r) for d, r in tail_points)
+            return "".join(parts), points
+    parts.append(body[last:])
+    return "".join(parts), points
+
+
+def strings_of(value: Any) -> Iterator[str]:
+    """The strings of a parsed JSON value (keys and values) in document order: what ``scan`` must find."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            for key, member in reversed(list(item.items())):
+                stack.append(member)
+                stack.append(key)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+
+
+def agrees(raw: str, parsed: Any) -> bool:
+    """Whether the scanner reads exactly the parse's strings, in order (else nothing is rewritten)."""
+    try:
+        scanned = [token.text for token in scan(raw)]
+    except ScanError:
+        return False
+    return scanned == list(strings_of(parsed))
+
+
+def embedded(text: str) -> Any | None:
+    """``text`` parsed when it is a JSON object or array (tool-call arguments), else None."""
+    stripped = text.lstrip()
+    if not stripped or stripped[0] not in "{[":
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
