@@ -75,9 +75,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from itertools import accumulate
 from typing import Any
 
-from phonenumbers import NumberParseException, PhoneMetadata, parse
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberMatch, PhoneNumberMatcher, parse
+from phonenumbers.phonenumbermatcher import _INNER_MATCHES
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
@@ -169,7 +171,7 @@ def windows_of(scan: list[PhoneCandidate], text_length: int,
 NUMBER_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
                 "fixed_line", "mobile")
 _NOT_A_DIGIT = re.compile(r"[^0-9]")
-_DIGIT_RUN = re.compile(r"[0-9]+")
+_DIGIT_RUN_SPLIT = re.compile(r"([0-9]+)")
 _NOT_A_DECIMAL = re.compile(r"\D")  # what _PATTERN's \d takes
 _LETTER = re.compile(r"[^\W\d_]")
 _NOT_PLAIN = re.compile(r"[^\x00-\x2a\x2c-\x40\x5b-\x60\x7b-\x7f]")  # '+', letters, non-ASCII
@@ -293,21 +295,15 @@ class DigitShape:
     __slots__ = ("digits", "ends", "raw_starts", "starts")
 
     def __init__(self, candidate: str) -> None:
-        self.starts: list[int] = []
-        self.raw_starts: list[int] = []
-        self.ends: list[int] = []
-        length = 0
-        previous_end = -1
-        for run in _DIGIT_RUN.finditer(candidate):
-            self.starts.append(length)
-            # a raw input starts at the first run, or after a separator an inner group of the matcher
-            # starts after (anything but ASCII hyphens alone: _INNER_MATCHES)
-            if previous_end < 0 or candidate[previous_end:run.start()].strip("-"):
-                self.raw_starts.append(length)
-            length += run.end() - run.start()
-            self.ends.append(length)
-            previous_end = run.end()
-        self.digits = _NOT_A_DIGIT.sub("", candidate)
+        parts = _DIGIT_RUN_SPLIT.split(candidate)  # text before, then (run, text after) for each run
+        runs = parts[1::2]
+        self.ends = list(accumulate(map(len, runs)))
+        self.starts = [0, *self.ends[:-1]] if runs else []
+        # a raw input starts at the first run, or after a separator an inner group of the matcher
+        # starts after (anything but ASCII hyphens alone: _INNER_MATCHES)
+        self.raw_starts = [start for index, start in enumerate(self.starts)
+                           if index == 0 or parts[2 * index].strip("-")]
+        self.digits = "".join(runs)
 
 
 class RegionSieve:
@@ -396,3 +392,50 @@ def candidate_superset() -> re.Pattern[str]:
         f"(?:[{lead}][{_VALID_PUNCTUATION}{lead}]*)?\\d[{_VALID_PUNCTUATION}\\d]*(?:[{_EXTENSION_CHARS}]*\\d+#?)?",
         re.IGNORECASE,
     )
+
+
+Decision = tuple[int, tuple[int, str, Any] | None]  # tries used; the match (offset in the candidate, text, number)
+
+
+class RememberingMatcher(PhoneNumberMatcher):
+    """phonenumbers' matcher, deciding a candidate once per what its decision reads, for every text.
+
+    ``_extract_match(candidate, offset)`` reads, besides the candidate, only the character before it (when
+    it is not at the text's start: ``_parse_and_verify``'s check for a letter or a currency sign before the
+    candidate or an inner group at its start) and at most three after it (the next-character check, a time
+    stamp's ``:ss``); everything else it reads is the region's metadata and the leniency, fixed per matcher.
+    So its answer is remembered in ``known`` (one dict per region and leniency, shared by the matchers of
+    every window and text) under those characters, and given again, at the new offset, wherever the same
+    candidate stands between the same characters: a number written twice is parsed once per region. The
+    tries it used are remembered too and taken again, and a remembered answer is used only while more tries
+    are left than deciding it could ever use (``_max_tries`` counts down at each parse; a candidate's inner
+    groups each start one character further)."""
+
+    KNOWN = 65_536  # decisions remembered per region and leniency, then forgotten all at once
+
+    def __init__(self, text: str, region: str, leniency: Any, known: dict[tuple[str, str | None, str], Decision]
+                 ) -> None:
+        super().__init__(text, region, leniency=leniency)
+        self._known = known
+
+    def _extract_match(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
+        text = self.text
+        end = offset + len(candidate)
+        key = (candidate, text[offset - 1] if offset > 0 else None, text[end:end + READ_PAST_CANDIDATE])
+        if self._max_tries <= len(_INNER_MATCHES) * (2 * len(candidate) + 1) + 1:
+            return super()._extract_match(candidate, offset)  # near the end of its tries: decide as it would
+        decided = self._known.get(key)
+        if decided is None:
+            tries = self._max_tries
+            match = super()._extract_match(candidate, offset)
+            decided = (tries - self._max_tries,
+                       None if match is None else (match.start - offset, match.raw_string, match.number))
+            if len(self._known) >= self.KNOWN:
+                self._known.clear()
+            self._known[key] = decided
+            return match
+        self._max_tries -= decided[0]
+        if decided[1] is None:
+            return None
+        at, raw, number = decided[1]
+        return PhoneNumberMatch(offset + at, raw, number)

@@ -115,7 +115,7 @@ try:  # defect 1: the module's stray imports make this fail without presidio
     from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Verdict
     from capsem.policies.pii_policy import PIIEntityType
     from capsem.tools import Tool
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer import RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
     from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
     from spacy.language import Language
@@ -127,6 +127,7 @@ try:  # defect 1: the module's stray imports make this fail without presidio
         IndexedContextEnhancer,
         NoDownloadSpacyNlpEngine,
         OfflineEmailRecognizer,
+        PruningAnalyzerEngine,
         spacy_model_installed,
     )
 except ImportError as error:  # pragma: no cover - exercised only without the extra
@@ -268,10 +269,10 @@ class OfflinePIIPolicy(PIIPolicyBase):
                     context=recognizer.context, supported_language=recognizer.supported_language,
                     supported_regions=recognizer.supported_regions, leniency=recognizer.leniency,
                 ))
-        self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language],
-                                       context_aware_enhancer=IndexedContextEnhancer(
-                                           lowercase_lemmas=not wanted_ner,
-                                           nlp_engine=None if wanted_ner else nlp_engine, language=language))
+        self.analyzer = PruningAnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language],
+                                              context_aware_enhancer=IndexedContextEnhancer(
+                                                  lowercase_lemmas=not wanted_ner,
+                                                  nlp_engine=None if wanted_ner else nlp_engine, language=language))
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
         self._stream_holdback: Holdback | None | bool = False  # built when first asked (``stream_holdback``)

@@ -177,9 +177,63 @@ def test_spacy_still_tokenizes_each_span_of_non_space_characters_on_its_own() ->
             self.nlp = {"en": nlp}
 
     for block in (1, 5, 30):
-        LocalTokens.BLOCK = block
+        default, LocalTokens.BLOCK = LocalTokens.BLOCK, block
         try:
             local = LocalTokens(text, Engine(), "en")
         finally:
-            LocalTokens.BLOCK = 512
+            LocalTokens.BLOCK = default
         assert [token for index in range(len(local.cuts) - 1) for token in local.block(index)] == whole
+
+
+def test_results_below_the_threshold_are_still_dropped_right_after_enhancement_and_before_duplicates() -> None:
+    """``PruningAnalyzerEngine`` drops before enhancement the results no context word can lift to the
+    request's threshold: ``analyze`` removes them after ``_enhance_using_context`` (a private method it
+    repeats: each recognizer's own enhancement, then the enhancer's), before ``remove_duplicates``; the
+    lemma enhancer raises a score once, by these operations, unless the recognizer has no context words or
+    raised it itself; the base recognizer's own enhancement changes nothing."""
+    from presidio_analyzer import AnalyzerEngine, EntityRecognizer
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    analyze = inspect.getsource(AnalyzerEngine.analyze)
+    enhanced = analyze.index("results = self._enhance_using_context(\n            text, results, nlp_artifacts, "
+                             "recognizers, context\n        )")
+    low = analyze.index("results = self.__remove_low_scores(results, score_threshold, recognizers)")
+    assert enhanced < low < analyze.index("results = EntityRecognizer.remove_duplicates(results)")
+    assert "new_results = [result for result in results if result.score >= score_threshold]" in inspect.getsource(
+        AnalyzerEngine._AnalyzerEngine__remove_low_scores)  # type: ignore[attr-defined]
+    private = inspect.getsource(AnalyzerEngine._enhance_using_context)
+    for line in ("for recognizer in recognizers:", "== recognizer.id", "!= recognizer.id",
+                 "recognizer_results = recognizer.enhance_using_context(", "raw_recognizer_results=recognizer_results,",
+                 "other_raw_recognizer_results=other_recognizer_results,", "results.extend(recognizer_results)",
+                 "results = self.context_aware_enhancer.enhance_using_context(\n            text=text,\n"
+                 "            raw_results=results,"):
+        assert line in private, line
+    assert inspect.getsource(EntityRecognizer.enhance_using_context).rstrip().endswith("return raw_recognizer_results")
+    enhance = inspect.getsource(LemmaContextAwareEnhancer.enhance_using_context)
+    for line in ("if not recognizer.context:", "RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY",
+                 "result.score += self.context_similarity_factor",
+                 "result.score = max(result.score, self.min_score_with_context_similarity)",
+                 "result.score = min(result.score, ContextAwareEnhancer.MAX_SCORE)"):
+        assert line in enhance, line
+    assert enhance.count("result.score") == 6  # raised there and nowhere else
+
+
+def test_a_span_with_a_digit_and_no_colon_still_holds_a_keyword() -> None:
+    """``ContextReach``: spaCy's tokens cover a text's non-space characters, a token with a digit is neither
+    punctuation nor a stop word (the pipeline's list is checked when the text is), so it is a keyword."""
+    from capsem_proxyd._compat.presidio import _stop_words_with_digits
+
+    nlp = spacy.blank("en")
+    text = "call  +1(650)253-0000,\n\n x=4111;\t12:30 ,1, ...2... U.S.1 can't9 \u00a0(3)"
+    doc = nlp(text)
+    assert "".join(token.text_with_ws for token in doc) == text
+    for token in doc:
+        if any(character.isdigit() for character in token.text):
+            assert not nlp.vocab[token.lower_].is_punct and not nlp.vocab[token.lower_].is_stop, token.text
+
+    class Engine:
+        def __init__(self) -> None:
+            self.nlp = {"en": nlp}
+
+    assert not _stop_words_with_digits(Engine(), "en")
+    assert "vocab[word].is_stop" in inspect.getsource(SpacyNlpEngine.is_stopword)
