@@ -79,7 +79,7 @@ from itertools import accumulate
 from typing import Any
 
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberMatch, PhoneNumberMatcher, parse
-from phonenumbers.phonenumbermatcher import _INNER_MATCHES
+from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _TIME_STAMPS
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
@@ -232,27 +232,37 @@ class RegionPrefilter:
 
     def could_match(self, candidate: str, shape: DigitShape | None = None) -> bool:
         """``shape``: the candidate's ``DigitShape`` when it is plain (computed here when not given)."""
-        national, international = self._national, self._international
-        if national is None or international is None or self._without_prefix is None or _NOT_PLAIN.search(candidate):
+        if self._national is None or self._international is None or self._without_prefix is None or (
+                _NOT_PLAIN.search(candidate)):
             return True
-        if shape is None:
-            shape = DigitShape(candidate)
+        return self.plain_could_match(DigitShape(candidate) if shape is None else shape)
+
+    def plain_could_match(self, shape: DigitShape) -> bool:
+        """``could_match`` of a plain candidate (no plus sign, letter or non-ASCII character), for a region
+        that ``filters``."""
+        national, international = self._national, self._international
+        assert national is not None and international is not None
         digits = shape.digits
         if len(digits) < self.shortest:  # _is_number_matching_desc: a length general_desc lists, or invalid
             return False  # (an international prefix would only add digits)
-        if any(international.match(digits, start) is not None for start in shape.starts):
-            return True  # an international call: any country's number may follow
+        for start in shape.starts:
+            if international.match(digits, start) is not None:
+                return True  # an international call: any country's number may follow
         # Read as written in the region's own format (no plus, no international prefix): without a
         # country code or national prefix at the start of a raw input, the number is one a national
         # prefix must precede whenever its format asks for one (_is_national_prefix_present_if_required).
         prefix = self._national_prefix
-        from_default = not any(digits.startswith(self._country_code, start)
-                               or (prefix is not None and prefix.match(digits, start) is not None)
-                               for start in shape.raw_starts)
-        wanted = self._without_prefix if from_default else national
+        wanted = self._without_prefix
+        for start in shape.raw_starts:
+            if digits.startswith(self._country_code, start) or (
+                    prefix is not None and prefix.match(digits, start) is not None):
+                wanted = national
+                break
+        assert wanted is not None
         # Its national significant number ends where a run of digits ends (what follows it is an
         # extension, a trimmed ending or another inner group, each starting at a non-digit).
-        return any(wanted.search(digits, 0, end) is not None for end in shape.ends)
+        search = wanted.search
+        return any(search(digits, 0, end) is not None for end in shape.ends)
 
 
 _UNSAFE_PREFIX = re.compile(r"\$|\\[ZbBA]|\(\?[=!<]|\^")
@@ -315,6 +325,8 @@ class RegionSieve:
     def __init__(self, regions: list[str]) -> None:
         self.regions = list(regions)
         self._prefilters = [region_prefilter(region) for region in self.regions]
+        self._all_filter = all(prefilter.filters and prefilter._international is not None  # noqa: SLF001
+                               and prefilter._without_prefix is not None for prefilter in self._prefilters)  # noqa: SLF001
         self._known: dict[str, tuple[bool, ...] | None] = {}
         self._alike: dict[str, bool] = {}
 
@@ -324,8 +336,11 @@ class RegionSieve:
             return self._known[candidate]
         except KeyError:
             pass
-        shape = None if _NOT_PLAIN.search(candidate) else DigitShape(candidate)
-        wanted = tuple(prefilter.could_match(candidate, shape) for prefilter in self._prefilters)
+        if self._all_filter and not _NOT_PLAIN.search(candidate):
+            shape = DigitShape(candidate)
+            wanted = tuple([prefilter.plain_could_match(shape) for prefilter in self._prefilters])
+        else:
+            wanted = tuple([prefilter.could_match(candidate) for prefilter in self._prefilters])
         decided = wanted if any(wanted) else None
         if len(self._known) >= self.KNOWN:
             self._known.clear()
@@ -402,14 +417,15 @@ class RememberingMatcher(PhoneNumberMatcher):
 
     ``_extract_match(candidate, offset)`` reads, besides the candidate, only the character before it (when
     it is not at the text's start: ``_parse_and_verify``'s check for a letter or a currency sign before the
-    candidate or an inner group at its start) and at most three after it (the next-character check, a time
-    stamp's ``:ss``); everything else it reads is the region's metadata and the leniency, fixed per matcher.
-    So its answer is remembered in ``known`` (one dict per region and leniency, shared by the matchers of
-    every window and text) under those characters, and given again, at the new offset, wherever the same
-    candidate stands between the same characters: a number written twice is parsed once per region. The
-    tries it used are remembered too and taken again, and a remembered answer is used only while more tries
-    are left than deciding it could ever use (``_max_tries`` counts down at each parse; a candidate's inner
-    groups each start one character further)."""
+    candidate or an inner group at its start) and the one after it (the next-character check), or three
+    when the candidate holds a time stamp (``_TIME_STAMPS``: its ``:ss`` may follow); everything else it
+    reads is the region's metadata and the leniency, fixed per matcher. So its answer is remembered in
+    ``known`` (one dict per region and leniency, shared by the matchers of every window and text) under
+    those characters, and given again, at the new offset, wherever the same candidate stands between the
+    same characters: a number written twice is parsed once per region. The tries it used are remembered
+    too and taken again, and a remembered answer is used only while more tries are left than deciding it
+    could ever use (``_max_tries`` counts down at each parse; a candidate's inner groups each start one
+    character further)."""
 
     KNOWN = 65_536  # decisions remembered per region and leniency, then forgotten all at once
 
@@ -421,7 +437,8 @@ class RememberingMatcher(PhoneNumberMatcher):
     def _extract_match(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
         text = self.text
         end = offset + len(candidate)
-        key = (candidate, text[offset - 1] if offset > 0 else None, text[end:end + READ_PAST_CANDIDATE])
+        after = text[end:end + READ_PAST_CANDIDATE] if _TIME_STAMPS.search(candidate) else text[end:end + 1]
+        key = (candidate, text[offset - 1] if offset > 0 else None, after)
         if self._max_tries <= len(_INNER_MATCHES) * (2 * len(candidate) + 1) + 1:
             return super()._extract_match(candidate, offset)  # near the end of its tries: decide as it would
         decided = self._known.get(key)
