@@ -73,10 +73,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberMatch, PhoneNumberMatcher, parse
 from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _TIME_STAMPS
@@ -106,10 +105,10 @@ def shortest_valid_number() -> int:
     return min(lengths, default=1)
 
 
-@dataclass(frozen=True)
-class PhoneCandidate:
+class PhoneCandidate(NamedTuple):
     """One candidate of the matcher's scan: where the search that found it started, where it starts and
-    ends, its text (trimmed as the matcher trims it), and whether it has the digits to be a number anywhere."""
+    ends, its text (trimmed as the matcher trims it), and whether it has the digits to be a number anywhere.
+    (A named tuple: a text of digits has tens of thousands.)"""
 
     search_start: int
     start: int
@@ -121,27 +120,33 @@ class PhoneCandidate:
 def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[PhoneCandidate]:
     """The candidates ``PhoneNumberMatcher._find`` looks at in ``text``, in order, as long as it finds no
     number (a number found inside a candidate makes it search on from there: the windows cover it);
-    ``long_only``: only those with the digits to be a number anywhere."""
+    ``long_only``: only those with the digits to be a number anywhere. The matcher searches on where the
+    candidate, once trimmed, ends: where its match ends unless it was trimmed (then the scan starts a new
+    ``finditer`` there)."""
     scan: list[PhoneCandidate] = []
     index = 0
-    search = _PHONE_CANDIDATE.search
-    enough = _enough_digits(min_digits)
+    enough = _enough_digits(min_digits).match
+    letter = _LETTER.search
+    append = scan.append
     while True:
-        found = search(text, index)
-        if found is None:
-            break
-        candidate = found.group()
-        if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
-            second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
-            if second:
-                candidate = candidate[:second.start()]
-        start = found.start()
-        end = start + max(1, len(candidate))
-        long_enough = enough.match(candidate) is not None or _LETTER.search(candidate) is not None
-        if long_enough or not long_only:
-            scan.append(PhoneCandidate(index, start, max(end, found.end()), candidate, long_enough))
-        index = end
-    return scan
+        restart = False
+        for found in _PHONE_CANDIDATE.finditer(text, index):
+            candidate = found.group()
+            if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
+                second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
+                if second:
+                    candidate = candidate[:second.start()]
+            start = found.start()
+            end = start + max(1, len(candidate))
+            long_enough = enough(candidate) is not None or letter(candidate) is not None
+            if long_enough or not long_only:
+                append(PhoneCandidate(index, start, max(end, found.end()), candidate, long_enough))
+            index = end
+            if end != found.end():
+                restart = True
+                break
+        if not restart:
+            return scan
 
 
 @cache
