@@ -43,6 +43,7 @@ the recognizer when it lets a caller pass the extractor.
 from __future__ import annotations
 
 import bisect
+import copy
 import re
 import threading
 from pathlib import Path
@@ -209,12 +210,34 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         # Presidio's loop treats each result on its own: the others are left as they are.
         self._local.text = LocalTokens(text, self.nlp_engine, self.language, self._tokens_by_text)
         try:
-            risen = iter(super().enhance_using_context(
-                text, [result for result, rises in zip(raw_results, rising, strict=True) if rises], nlp_artifacts,
-                recognizers, context))
+            return [self._raised(text, result, by_id, nlp_artifacts) if rises else result
+                    for result, rises in zip(raw_results, rising, strict=True)]
         finally:
             self._local.text = None
-        return [next(risen) if rises else result for result, rises in zip(raw_results, rising, strict=True)]
+
+    def _raised(self, text: str, result: RecognizerResult, recognizers: dict[Any, EntityRecognizer],
+                nlp_artifacts: Any) -> RecognizerResult:
+        """The body of Presidio's loop over the results (``LemmaContextAwareEnhancer.enhance_using_context``,
+        with no context of the request's own), on a copy of ``result`` made only when its score rises:
+        Presidio deep-copies every result first, a deep copy of thousands of results on a log."""
+        recognizer = recognizers[result.recognition_metadata[RecognizerResult.RECOGNIZER_IDENTIFIER_KEY]]
+        if result.recognition_metadata.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY):
+            return result
+        word = text[result.start:result.end]
+        surrounding_words = self._extract_surrounding_words(nlp_artifacts=nlp_artifacts, word=word,
+                                                            start=result.start)
+        supportive_context_word = self._find_supportive_word_in_context(
+            surrounding_words, recognizer.context, self.context_matching_mode)
+        if supportive_context_word == "":
+            return result
+        result = copy.copy(result)
+        result.analysis_explanation = copy.copy(result.analysis_explanation)
+        result.score += self.context_similarity_factor
+        result.score = max(result.score, self.min_score_with_context_similarity)
+        result.score = min(result.score, ContextAwareEnhancer.MAX_SCORE)
+        result.analysis_explanation.set_supportive_context_word(supportive_context_word)
+        result.analysis_explanation.set_improved_score(result.score)
+        return result
 
     def best_score(self, result: RecognizerResult, recognizers: dict[Any, EntityRecognizer]) -> float:
         """The highest score ``enhance_using_context`` can give ``result``: raised once by a context word,

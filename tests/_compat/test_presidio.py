@@ -218,22 +218,23 @@ def test_results_below_the_threshold_are_still_dropped_right_after_enhancement_a
     assert enhance.count("result.score") == 6  # raised there and nowhere else
 
 
-def test_a_span_with_a_digit_and_no_colon_still_holds_a_keyword() -> None:
-    """``ContextReach``: spaCy's tokens cover a text's non-space characters, a token with a digit is neither
-    punctuation nor a stop word (the pipeline's list is checked when the text is), so it is a keyword."""
-    from capsem_proxyd._compat.presidio import _stop_words_with_digits
+def test_the_enhancer_s_loop_body_is_still_the_one_ours_repeats_on_a_copy_of_a_result_it_raises() -> None:
+    """``IndexedContextEnhancer._raised`` repeats the body of Presidio's loop (no context of the request's own)
+    and copies a result (and its explanation) only when its score rises, where Presidio deep-copies them all."""
+    from presidio_analyzer import AnalysisExplanation
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
-    nlp = spacy.blank("en")
-    text = "call  +1(650)253-0000,\n\n x=4111;\t12:30 ,1, ...2... U.S.1 can't9 \u00a0(3)"
-    doc = nlp(text)
-    assert "".join(token.text_with_ws for token in doc) == text
-    for token in doc:
-        if any(character.isdigit() for character in token.text):
-            assert not nlp.vocab[token.lower_].is_punct and not nlp.vocab[token.lower_].is_stop, token.text
-
-    class Engine:
-        def __init__(self) -> None:
-            self.nlp = {"en": nlp}
-
-    assert not _stop_words_with_digits(Engine(), "en")
-    assert "vocab[word].is_stop" in inspect.getsource(SpacyNlpEngine.is_stopword)
+    enhance = inspect.getsource(LemmaContextAwareEnhancer.enhance_using_context)
+    for line in ("results = copy.deepcopy(raw_results)", "word = text[result.start : result.end]",
+                 "surrounding_words = self._extract_surrounding_words(\n                nlp_artifacts=nlp_artifacts, "
+                 "word=word, start=result.start\n            )", "surrounding_words.extend(context)",
+                 "supportive_context_word = self._find_supportive_word_in_context(\n                surrounding_words, "
+                 "recognizer.context, self.context_matching_mode\n            )",
+                 "result.analysis_explanation.set_supportive_context_word(\n                    supportive_context_word",
+                 "result.analysis_explanation.set_improved_score(result.score)"):
+        assert line in enhance, line
+    # each sets attributes of its own: a shallow copy of the explanation leaves the original as it was
+    assert "self.supportive_context_word = word" in inspect.getsource(AnalysisExplanation.set_supportive_context_word)
+    improved = inspect.getsource(AnalysisExplanation.set_improved_score)
+    assert "self.score = score" in improved and "self.score_context_improvement = self.score - self.original_score" in (
+        improved)
