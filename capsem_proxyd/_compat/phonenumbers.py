@@ -231,6 +231,13 @@ class RegionPrefilter:
     def filters(self) -> bool:
         return self._national is not None
 
+    @property
+    def signature(self) -> tuple[Any, ...]:
+        """What ``plain_could_match`` reads: pre-filters with the same signature give the same verdicts."""
+        return tuple(None if pattern is None else pattern.pattern for pattern in (
+            self._international, self._national, self._without_prefix, self._national_prefix)) + (
+            self._country_code, self.shortest)
+
     def wants(self, candidate: PhoneCandidate) -> bool:
         """Whether the matcher must see ``candidate`` for this region."""
         return candidate.long_enough and self.could_match(candidate.text)
@@ -332,6 +339,11 @@ class RegionSieve:
         self._prefilters = [region_prefilter(region) for region in self.regions]
         self._all_filter = all(prefilter.filters and prefilter._international is not None  # noqa: SLF001
                                and prefilter._without_prefix is not None for prefilter in self._prefilters)  # noqa: SLF001
+        # Regions whose pre-filters are built alike (same patterns, country code and length: US and CA) give
+        # the same verdict: each verdict is computed once.
+        distinct: dict[tuple[Any, ...], int] = {}
+        self._verdict_of = [distinct.setdefault(prefilter.signature, len(distinct)) for prefilter in self._prefilters]
+        self._distinct = [self._prefilters[self._verdict_of.index(index)] for index in range(len(distinct))]
         self._known: dict[str, tuple[bool, ...] | None] = {}
         self._alike: dict[str, bool] = {}
 
@@ -343,7 +355,8 @@ class RegionSieve:
             pass
         if self._all_filter and not _NOT_PLAIN.search(candidate):
             shape = DigitShape(candidate)
-            wanted = tuple([prefilter.plain_could_match(shape) for prefilter in self._prefilters])
+            verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
+            wanted = tuple([verdicts[index] for index in self._verdict_of])
         else:
             wanted = tuple([prefilter.could_match(candidate) for prefilter in self._prefilters])
         decided = wanted if any(wanted) else None
