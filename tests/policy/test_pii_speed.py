@@ -12,6 +12,7 @@ every way phonenumbers formats them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -280,3 +281,22 @@ def test_a_phone_recognizer_that_remembers_finds_what_presidio_finds_text_after_
     ours = SHARED.analyze(text, ["PHONE_NUMBER"])
     theirs = PhoneRecognizer().analyze(text, ["PHONE_NUMBER"])
     assert found(ours) == found(theirs), text
+
+
+@given(st.sampled_from(["", "0", "00", "011", "1", "44", "49", "972", "91", "55", "33", "0049", "01", "0033"]),
+       st.text(alphabet="0123456789", min_size=1, max_size=16))
+@settings(max_examples=400, deadline=None)
+def test_one_run_of_digits_is_turned_away_by_one_pattern_only_when_every_region_turns_it_away(lead: str,
+                                                                                            rest: str) -> None:
+    """``one_run_prefilter``: a candidate that is one run of digits, for every region's pre-filter at once."""
+    from capsem_proxyd._compat.phonenumbers import DigitShape, one_run_prefilter
+
+    digits = lead + rest
+    regions = (*REGIONS, "IT", "JP", "AU", "AG", "GG")
+    union = one_run_prefilter(regions)
+    assert union is not None
+    verdicts = [region_prefilter(region).plain_could_match(DigitShape(digits)) for region in regions]
+    assert verdicts == [re.fullmatch(r"\d+", digits) is not None and re.compile(
+        region_prefilter(region).single_run() or "").match(digits) is not None for region in regions], digits
+    if any(verdicts):
+        assert union.match(digits) is not None, digits
