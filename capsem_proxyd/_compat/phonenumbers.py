@@ -55,6 +55,11 @@ phonenumbers' ``_VALID_PUNCTUATION``, then optionally the characters of any
 extension form followed by digits. The canary checks that every candidate the
 pattern matches matches it.
 
+``RememberingMatcher`` remembers what ``_extract_match`` decides about a
+candidate (per region and leniency, for every text) under what it reads: the
+candidate, the character before it, the one after it (three when it holds a
+time stamp, ``_TIME_STAMPS``), and the tries (``_max_tries``) it used.
+
 One difference remains, on purpose: ``PhoneNumberMatcher`` stops after 65,535
 failed tries in one text (its ``max_tries``, about 400 kB of source code);
 ours starts a matcher per window and so keeps looking. It can only find more.

@@ -37,7 +37,17 @@ the recognizer when it lets a caller pass the extractor.
   keywords (``NlpArtifacts.set_keywords``' filter, its split at colons) are
   tested one lemma at a time, instead of spaCy over the whole text as soon as
   a context word is anywhere in it (the canary checks the walk, ``_add_n_words``
-  and ``set_keywords``).
+  and ``set_keywords``). ``ContextReach`` bounds the part of the text that walk
+  can read without tokenizing (a span with a digit and no colon holds a
+  keyword): a match with no context word there is left as it is. Its own
+  ``_raised`` repeats the body of Presidio's loop and copies a result only when
+  its score rises, where Presidio deep-copies them all.
+* ``PruningAnalyzerEngine``: ``AnalyzerEngine.analyze`` drops results below the
+  request's threshold right after its private ``_enhance_using_context`` and
+  before removing duplicates; ours drops before enhancement the results no
+  context word can lift to it, and repeats ``_enhance_using_context`` with the
+  results grouped once (the canary checks the order and the method's lines). It
+  can go when Presidio filters before enhancing.
 """
 
 from __future__ import annotations

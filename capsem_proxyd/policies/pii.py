@@ -89,7 +89,16 @@ of every configured region):
   enhancement, and the lemmas near each match come from the text's blocks
   around it, tokenized on their own (spaCy tokenizes each span of non-space
   characters alone), not from spaCy over the whole text
-  (``IndexedContextEnhancer``, ``LocalTokens``).
+  (``IndexedContextEnhancer``, ``LocalTokens``); and only for a match with a
+  context word in the part of the text those words can come from
+  (``ContextReach``: a span with a digit and no colon holds a keyword);
+* results that no context word can lift to the threshold (US_BANK_NUMBER's
+  0.05) are dropped before enhancement, which Presidio does right after it,
+  before removing duplicates (``PruningAnalyzerEngine``);
+* a phone candidate's decision is remembered per region under the characters
+  phonenumbers reads around it (``RememberingMatcher``): a number written many
+  times is parsed once per region; a candidate that is one run of digits is
+  turned away for every region by one pattern.
 """
 
 from __future__ import annotations
