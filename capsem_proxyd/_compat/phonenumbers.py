@@ -481,7 +481,7 @@ class RememberingMatcher(PhoneNumberMatcher):
     could ever use (``_max_tries`` counts down at each parse; a candidate's inner groups each start one
     character further)."""
 
-    KNOWN = 65_536  # decisions remembered per region and leniency, then forgotten all at once
+    KNOWN = 8_192  # decisions remembered per region and leniency (a few MB at most), then all forgotten
 
     def __init__(self, text: str, region: str, leniency: Any, known: dict[tuple[str, str | None, str], Decision]
                  ) -> None:

@@ -309,7 +309,7 @@ class LocalTokens:
     next to a colon, tokenized when first asked."""
 
     BLOCK = 1  # characters per block, at least (1: a block per span, each span's tokens looked up by its text)
-    KNOWN = 65_536  # block texts whose tokens a shared ``known`` remembers, then forgets all at once
+    KNOWN = 16_384  # block texts whose tokens a shared ``known`` remembers (a few MB), then forgets all at once
 
     def __init__(self, text: str, nlp_engine: Any, language: str,
                  known: dict[str, list[tuple[int, int, str]]] | None = None) -> None:
