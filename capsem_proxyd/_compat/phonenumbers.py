@@ -83,7 +83,7 @@ from itertools import accumulate
 from typing import Any, NamedTuple
 
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberMatch, PhoneNumberMatcher, parse
-from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _TIME_STAMPS
+from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _SLASH_SEPARATED_DATES, _TIME_STAMPS
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
@@ -374,7 +374,9 @@ class RegionSieve:
             return self._known[candidate]
         except KeyError:
             pass
-        if self._all_filter and not _NOT_PLAIN.search(candidate):
+        if _SLASH_SEPARATED_DATES.search(candidate):  # _extract_match gives up on it first, in every region
+            wanted = (False,) * len(self._prefilters)
+        elif self._all_filter and not _NOT_PLAIN.search(candidate):
             shape = DigitShape(candidate)
             if self._one_run is not None and len(shape.starts) == 1 and self._one_run.match(shape.digits) is None:
                 wanted = (False,) * len(self._prefilters)  # one run of digits, a number of no region

@@ -179,6 +179,9 @@ def test_a_candidate_s_decision_still_reads_one_character_before_it_and_three_af
     extract = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._extract_match)
     assert extract.count("self.text[") == 1 and "following_text = self.text[offset + len(candidate):]" in extract
     assert "if _TIME_STAMPS.search(candidate):\n            following_text" in extract  # read only then
+    # RegionSieve: a candidate holding a date written with slashes is given up on first, whatever the region
+    assert extract.index("if (_SLASH_SEPARATED_DATES.search(candidate)):\n            return None") < extract.index(
+        "_TIME_STAMPS.search(candidate)")
     assert "match = self._parse_and_verify(candidate, offset)" in extract
     assert "return self._extract_inner_match(candidate, offset)" in extract
     verify = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._parse_and_verify)
