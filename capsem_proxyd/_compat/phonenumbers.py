@@ -55,6 +55,11 @@ phonenumbers' ``_VALID_PUNCTUATION``, then optionally the characters of any
 extension form followed by digits. The canary checks that every candidate the
 pattern matches matches it.
 
+``RememberingMatcher`` remembers what ``_extract_match`` decides about a
+candidate (per region and leniency, for every text) under what it reads: the
+candidate, the character before it, the one after it (three when it holds a
+time stamp, ``_TIME_STAMPS``), and the tries (``_max_tries``) it used.
+
 One difference remains, on purpose: ``PhoneNumberMatcher`` stops after 65,535
 failed tries in one text (its ``max_tries``, about 400 kB of source code);
 ours starts a matcher per window and so keeps looking. It can only find more.
@@ -73,11 +78,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from itertools import accumulate
+from typing import Any, NamedTuple
 
-from phonenumbers import NumberParseException, PhoneMetadata, parse
+from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberMatch, PhoneNumberMatcher, parse
+from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _SLASH_SEPARATED_DATES, _TIME_STAMPS
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
@@ -104,10 +110,10 @@ def shortest_valid_number() -> int:
     return min(lengths, default=1)
 
 
-@dataclass(frozen=True)
-class PhoneCandidate:
+class PhoneCandidate(NamedTuple):
     """One candidate of the matcher's scan: where the search that found it started, where it starts and
-    ends, its text (trimmed as the matcher trims it), and whether it has the digits to be a number anywhere."""
+    ends, its text (trimmed as the matcher trims it), and whether it has the digits to be a number anywhere.
+    (A named tuple: a text of digits has tens of thousands.)"""
 
     search_start: int
     start: int
@@ -119,27 +125,33 @@ class PhoneCandidate:
 def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[PhoneCandidate]:
     """The candidates ``PhoneNumberMatcher._find`` looks at in ``text``, in order, as long as it finds no
     number (a number found inside a candidate makes it search on from there: the windows cover it);
-    ``long_only``: only those with the digits to be a number anywhere."""
+    ``long_only``: only those with the digits to be a number anywhere. The matcher searches on where the
+    candidate, once trimmed, ends: where its match ends unless it was trimmed (then the scan starts a new
+    ``finditer`` there)."""
     scan: list[PhoneCandidate] = []
     index = 0
-    search = _PHONE_CANDIDATE.search
-    enough = _enough_digits(min_digits)
+    enough = _enough_digits(min_digits).match
+    letter = _LETTER.search
+    append = scan.append
     while True:
-        found = search(text, index)
-        if found is None:
-            break
-        candidate = found.group()
-        if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
-            second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
-            if second:
-                candidate = candidate[:second.start()]
-        start = found.start()
-        end = start + max(1, len(candidate))
-        long_enough = enough.match(candidate) is not None or _LETTER.search(candidate) is not None
-        if long_enough or not long_only:
-            scan.append(PhoneCandidate(index, start, max(end, found.end()), candidate, long_enough))
-        index = end
-    return scan
+        restart = False
+        for found in _PHONE_CANDIDATE.finditer(text, index):
+            candidate = found.group()
+            if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
+                second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
+                if second:
+                    candidate = candidate[:second.start()]
+            start = found.start()
+            end = start + max(1, len(candidate))
+            long_enough = enough(candidate) is not None or letter(candidate) is not None
+            if long_enough or not long_only:
+                append(PhoneCandidate(index, start, max(end, found.end()), candidate, long_enough))
+            index = end
+            if end != found.end():
+                restart = True
+                break
+        if not restart:
+            return scan
 
 
 @cache
@@ -169,7 +181,7 @@ def windows_of(scan: list[PhoneCandidate], text_length: int,
 NUMBER_TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail",
                 "fixed_line", "mobile")
 _NOT_A_DIGIT = re.compile(r"[^0-9]")
-_DIGIT_RUN = re.compile(r"[0-9]+")
+_DIGIT_RUN_SPLIT = re.compile(r"([0-9]+)")
 _NOT_A_DECIMAL = re.compile(r"\D")  # what _PATTERN's \d takes
 _LETTER = re.compile(r"[^\W\d_]")
 _NOT_PLAIN = re.compile(r"[^\x00-\x2a\x2c-\x40\x5b-\x60\x7b-\x7f]")  # '+', letters, non-ASCII
@@ -218,11 +230,32 @@ class RegionPrefilter:
         self._national_prefix = _prefix_pattern(main.national_prefix_for_parsing)
         if self._national_prefix is None and main.national_prefix_for_parsing:
             return  # a prefix pattern we cannot reason about: the prefix may always be there
-        self._without_prefix = re.compile(f"(?=(?:{valid})){formats_accepting_no_prefix(main.number_format)}")
+        self._without_prefix = re.compile(
+            f"(?=(?:{valid})){formats_accepting_no_prefix(main.number_format, tag=region)}")
 
     @property
     def filters(self) -> bool:
         return self._national is not None
+
+    def single_run(self) -> str | None:
+        """A pattern whose ``match`` on the digits of a plain candidate that is one run of digits (no
+        separator) says what ``plain_could_match`` says: enough digits, and the international prefix at the
+        start, or a valid national number ending at the end (a ``search``: any start), the one without a
+        national prefix unless the digits start with the country code or the national prefix (a ``match``
+        at the start, ``_prefix_pattern``). None when the region does not filter."""
+        if self._national is None or self._international is None or self._without_prefix is None:
+            return None
+        own = re.escape(self._country_code) + (f"|(?:{self._national_prefix.pattern})" if self._national_prefix
+                                               is not None else "")
+        return (f"(?=[0-9]{{{self.shortest}}})(?:(?:{self._international.pattern})|(?=(?:{own})).*?(?:"
+                f"{self._national.pattern})|(?!(?:{own})).*?(?:{self._without_prefix.pattern}))")
+
+    @property
+    def signature(self) -> tuple[Any, ...]:
+        """What ``plain_could_match`` reads: pre-filters with the same signature give the same verdicts."""
+        return tuple(None if pattern is None else pattern.pattern for pattern in (
+            self._international, self._national, self._without_prefix, self._national_prefix)) + (
+            self._country_code, self.shortest)
 
     def wants(self, candidate: PhoneCandidate) -> bool:
         """Whether the matcher must see ``candidate`` for this region."""
@@ -230,27 +263,37 @@ class RegionPrefilter:
 
     def could_match(self, candidate: str, shape: DigitShape | None = None) -> bool:
         """``shape``: the candidate's ``DigitShape`` when it is plain (computed here when not given)."""
-        national, international = self._national, self._international
-        if national is None or international is None or self._without_prefix is None or _NOT_PLAIN.search(candidate):
+        if self._national is None or self._international is None or self._without_prefix is None or (
+                _NOT_PLAIN.search(candidate)):
             return True
-        if shape is None:
-            shape = DigitShape(candidate)
+        return self.plain_could_match(DigitShape(candidate) if shape is None else shape)
+
+    def plain_could_match(self, shape: DigitShape) -> bool:
+        """``could_match`` of a plain candidate (no plus sign, letter or non-ASCII character), for a region
+        that ``filters``."""
+        national, international = self._national, self._international
+        assert national is not None and international is not None
         digits = shape.digits
         if len(digits) < self.shortest:  # _is_number_matching_desc: a length general_desc lists, or invalid
             return False  # (an international prefix would only add digits)
-        if any(international.match(digits, start) is not None for start in shape.starts):
-            return True  # an international call: any country's number may follow
+        for start in shape.starts:
+            if international.match(digits, start) is not None:
+                return True  # an international call: any country's number may follow
         # Read as written in the region's own format (no plus, no international prefix): without a
         # country code or national prefix at the start of a raw input, the number is one a national
         # prefix must precede whenever its format asks for one (_is_national_prefix_present_if_required).
         prefix = self._national_prefix
-        from_default = not any(digits.startswith(self._country_code, start)
-                               or (prefix is not None and prefix.match(digits, start) is not None)
-                               for start in shape.raw_starts)
-        wanted = self._without_prefix if from_default else national
+        wanted = self._without_prefix
+        for start in shape.raw_starts:
+            if digits.startswith(self._country_code, start) or (
+                    prefix is not None and prefix.match(digits, start) is not None):
+                wanted = national
+                break
+        assert wanted is not None
         # Its national significant number ends where a run of digits ends (what follows it is an
         # extension, a trimmed ending or another inner group, each starting at a non-digit).
-        return any(wanted.search(digits, 0, end) is not None for end in shape.ends)
+        search = wanted.search
+        return any(search(digits, 0, end) is not None for end in shape.ends)
 
 
 _UNSAFE_PREFIX = re.compile(r"\$|\\[ZbBA]|\(\?[=!<]|\^")
@@ -264,12 +307,12 @@ def _prefix_pattern(pattern: str | None) -> re.Pattern[str] | None:
     return re.compile(pattern)
 
 
-def formats_accepting_no_prefix(number_formats: list[Any]) -> str:
+def formats_accepting_no_prefix(number_formats: list[Any], tag: str = "") -> str:
     """A pattern that matches where the national number (ending at the end of the searched part) is
     formatted (``_choose_formatting_pattern_for_number``: the first format whose last leading-digits
     pattern matches at its start and whose pattern matches it all) by a format that does not require a
     national prefix, or by none: an atomic group picks the first format that fits, a conditional refuses
-    the ones that require the prefix."""
+    the ones that require the prefix (its groups named with ``tag``: one pattern may hold several regions')."""
     alternatives = []
     refusals = []
     for index, number_format in enumerate(number_formats):
@@ -279,8 +322,8 @@ def formats_accepting_no_prefix(number_formats: list[Any]) -> str:
         requires = bool(rule) and not number_format.national_prefix_optional_when_formatting and (
             not _formatting_rule_has_first_group_only(rule))
         if requires:
-            alternatives.append(f"{fits}(?P<requires{index}>)")
-            refusals.append(f"(?(requires{index})(?!))")
+            alternatives.append(f"{fits}(?P<requires{tag}{index}>)")
+            refusals.append(f"(?(requires{tag}{index})(?!))")
         else:
             alternatives.append(fits)
     return f"(?>{'|'.join([*alternatives, ''])})" + "".join(refusals)
@@ -293,21 +336,15 @@ class DigitShape:
     __slots__ = ("digits", "ends", "raw_starts", "starts")
 
     def __init__(self, candidate: str) -> None:
-        self.starts: list[int] = []
-        self.raw_starts: list[int] = []
-        self.ends: list[int] = []
-        length = 0
-        previous_end = -1
-        for run in _DIGIT_RUN.finditer(candidate):
-            self.starts.append(length)
-            # a raw input starts at the first run, or after a separator an inner group of the matcher
-            # starts after (anything but ASCII hyphens alone: _INNER_MATCHES)
-            if previous_end < 0 or candidate[previous_end:run.start()].strip("-"):
-                self.raw_starts.append(length)
-            length += run.end() - run.start()
-            self.ends.append(length)
-            previous_end = run.end()
-        self.digits = _NOT_A_DIGIT.sub("", candidate)
+        parts = _DIGIT_RUN_SPLIT.split(candidate)  # text before, then (run, text after) for each run
+        runs = parts[1::2]
+        self.ends = list(accumulate(map(len, runs)))
+        self.starts = [0, *self.ends[:-1]] if runs else []
+        # a raw input starts at the first run, or after a separator an inner group of the matcher
+        # starts after (anything but ASCII hyphens alone: _INNER_MATCHES)
+        self.raw_starts = [start for index, start in enumerate(self.starts)
+                           if index == 0 or parts[2 * index].strip("-")]
+        self.digits = "".join(runs)
 
 
 class RegionSieve:
@@ -319,6 +356,15 @@ class RegionSieve:
     def __init__(self, regions: list[str]) -> None:
         self.regions = list(regions)
         self._prefilters = [region_prefilter(region) for region in self.regions]
+        self._all_filter = all(prefilter.filters and prefilter._international is not None  # noqa: SLF001
+                               and prefilter._without_prefix is not None for prefilter in self._prefilters)  # noqa: SLF001
+        # Regions whose pre-filters are built alike (same patterns, country code and length: US and CA) give
+        # the same verdict: each verdict is computed once.
+        distinct: dict[tuple[Any, ...], int] = {}
+        self._verdict_of = [distinct.setdefault(prefilter.signature, len(distinct)) for prefilter in self._prefilters]
+        self._distinct = [self._prefilters[self._verdict_of.index(index)] for index in range(len(distinct))]
+        self._one_run = one_run_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
+            self._all_filter) else None
         self._known: dict[str, tuple[bool, ...] | None] = {}
         self._alike: dict[str, bool] = {}
 
@@ -328,8 +374,17 @@ class RegionSieve:
             return self._known[candidate]
         except KeyError:
             pass
-        shape = None if _NOT_PLAIN.search(candidate) else DigitShape(candidate)
-        wanted = tuple(prefilter.could_match(candidate, shape) for prefilter in self._prefilters)
+        if _SLASH_SEPARATED_DATES.search(candidate):  # _extract_match gives up on it first, in every region
+            wanted = (False,) * len(self._prefilters)
+        elif self._all_filter and not _NOT_PLAIN.search(candidate):
+            shape = DigitShape(candidate)
+            if self._one_run is not None and len(shape.starts) == 1 and self._one_run.match(shape.digits) is None:
+                wanted = (False,) * len(self._prefilters)  # one run of digits, a number of no region
+            else:
+                verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
+                wanted = tuple([verdicts[index] for index in self._verdict_of])
+        else:
+            wanted = tuple([prefilter.could_match(candidate) for prefilter in self._prefilters])
         decided = wanted if any(wanted) else None
         if len(self._known) >= self.KNOWN:
             self._known.clear()
@@ -377,6 +432,18 @@ def region_prefilter(region: str) -> RegionPrefilter:
     return RegionPrefilter(region)
 
 
+@cache
+def one_run_prefilter(regions: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern whose ``match`` on the digits of a plain candidate made of one run of digits fails when
+    ``plain_could_match`` is false for every one of ``regions`` (the alternation of their ``single_run``):
+    most candidates in logs and CSV (counts, ids, amounts) are turned away by one call instead of a few per
+    region."""
+    patterns = [region_prefilter(region).single_run() for region in regions]
+    if not patterns or any(pattern is None for pattern in patterns):
+        return None
+    return re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
+
+
 def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:
     """The parts of ``text`` the phone matcher must see for any region: each candidate with ``min_digits``
     digits or more (or any letter)."""
@@ -396,3 +463,52 @@ def candidate_superset() -> re.Pattern[str]:
         f"(?:[{lead}][{_VALID_PUNCTUATION}{lead}]*)?\\d[{_VALID_PUNCTUATION}\\d]*(?:[{_EXTENSION_CHARS}]*\\d+#?)?",
         re.IGNORECASE,
     )
+
+
+Decision = tuple[int, tuple[int, str, Any] | None]  # tries used; the match (offset in the candidate, text, number)
+
+
+class RememberingMatcher(PhoneNumberMatcher):
+    """phonenumbers' matcher, deciding a candidate once per what its decision reads, for every text.
+
+    ``_extract_match(candidate, offset)`` reads, besides the candidate, only the character before it (when
+    it is not at the text's start: ``_parse_and_verify``'s check for a letter or a currency sign before the
+    candidate or an inner group at its start) and the one after it (the next-character check), or three
+    when the candidate holds a time stamp (``_TIME_STAMPS``: its ``:ss`` may follow); everything else it
+    reads is the region's metadata and the leniency, fixed per matcher. So its answer is remembered in
+    ``known`` (one dict per region and leniency, shared by the matchers of every window and text) under
+    those characters, and given again, at the new offset, wherever the same candidate stands between the
+    same characters: a number written twice is parsed once per region. The tries it used are remembered
+    too and taken again, and a remembered answer is used only while more tries are left than deciding it
+    could ever use (``_max_tries`` counts down at each parse; a candidate's inner groups each start one
+    character further)."""
+
+    KNOWN = 8_192  # decisions remembered per region and leniency (a few MB at most), then all forgotten
+
+    def __init__(self, text: str, region: str, leniency: Any, known: dict[tuple[str, str | None, str], Decision]
+                 ) -> None:
+        super().__init__(text, region, leniency=leniency)
+        self._known = known
+
+    def _extract_match(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
+        text = self.text
+        end = offset + len(candidate)
+        after = text[end:end + READ_PAST_CANDIDATE] if _TIME_STAMPS.search(candidate) else text[end:end + 1]
+        key = (candidate, text[offset - 1] if offset > 0 else None, after)
+        if self._max_tries <= len(_INNER_MATCHES) * (2 * len(candidate) + 1) + 1:
+            return super()._extract_match(candidate, offset)  # near the end of its tries: decide as it would
+        decided = self._known.get(key)
+        if decided is None:
+            tries = self._max_tries
+            match = super()._extract_match(candidate, offset)
+            decided = (tries - self._max_tries,
+                       None if match is None else (match.start - offset, match.raw_string, match.number))
+            if len(self._known) >= self.KNOWN:
+                self._known.clear()
+            self._known[key] = decided
+            return match
+        self._max_tries -= decided[0]
+        if decided[1] is None:
+            return None
+        at, raw, number = decided[1]
+        return PhoneNumberMatch(offset + at, raw, number)

@@ -97,7 +97,16 @@ of every configured region):
   enhancement, and the lemmas near each match come from the text's blocks
   around it, tokenized on their own (spaCy tokenizes each span of non-space
   characters alone), not from spaCy over the whole text
-  (``IndexedContextEnhancer``, ``LocalTokens``).
+  (``IndexedContextEnhancer``, ``LocalTokens``); and only for a match with a
+  context word in the part of the text those words can come from
+  (``ContextReach``: a span with a digit and no colon holds a keyword);
+* results that no context word can lift to the threshold (US_BANK_NUMBER's
+  0.05) are dropped before enhancement, which Presidio does right after it,
+  before removing duplicates (``PruningAnalyzerEngine``);
+* a phone candidate's decision is remembered per region under the characters
+  phonenumbers reads around it (``RememberingMatcher``): a number written many
+  times is parsed once per region; a candidate that is one run of digits is
+  turned away for every region by one pattern.
 """
 
 from __future__ import annotations
@@ -124,7 +133,7 @@ try:  # defect 1: the module's stray imports make this fail without presidio
     from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Verdict
     from capsem.policies.pii_policy import PIIEntityType
     from capsem.tools import Tool
-    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer import RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
     from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
     from spacy.language import Language
@@ -136,6 +145,7 @@ try:  # defect 1: the module's stray imports make this fail without presidio
         IndexedContextEnhancer,
         NoDownloadSpacyNlpEngine,
         OfflineEmailRecognizer,
+        PruningAnalyzerEngine,
         spacy_model_installed,
     )
 except ImportError as error:  # pragma: no cover - exercised only without the extra
@@ -280,10 +290,10 @@ class OfflinePIIPolicy(PIIPolicyBase):
                     context=recognizer.context, supported_language=recognizer.supported_language,
                     supported_regions=recognizer.supported_regions, leniency=recognizer.leniency,
                 ))
-        self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language],
-                                       context_aware_enhancer=IndexedContextEnhancer(
-                                           lowercase_lemmas=not wanted_ner,
-                                           nlp_engine=None if wanted_ner else nlp_engine, language=language))
+        self.analyzer = PruningAnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language],
+                                              context_aware_enhancer=IndexedContextEnhancer(
+                                                  lowercase_lemmas=not wanted_ner,
+                                                  nlp_engine=None if wanted_ner else nlp_engine, language=language))
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
         self._stream_holdback: Holdback | None | bool = False  # built when first asked (``stream_holdback``)

@@ -167,3 +167,71 @@ def test_the_sieve_keeps_a_region_s_numbers_and_drops_dates_in_code() -> None:
     wanted = sieve.regions_of("030 901820")
     assert wanted is not None and wanted[:2] == (False, True)  # not a US number; a Berlin one
     assert sieve.regions_of("+49 30 901820") == (True, True, True)
+
+
+def test_a_candidate_s_decision_still_reads_one_character_before_it_and_three_after() -> None:
+    """``RememberingMatcher`` remembers ``_extract_match(candidate, offset)``'s answer under the candidate, the
+    character before it (or none at the text's start) and the three after it: ``_parse_and_verify`` reads
+    ``self.text`` only at ``offset - 1`` (a letter or a currency sign before) and at the end of what it
+    parses (inside the candidate, or the character after it); ``_extract_match`` reads a time stamp's
+    ``:ss`` after it; ``_extract_inner_match`` parses parts of the candidate at their offsets. Each parse
+    costs one of ``_max_tries``, which the remembered answer takes again."""
+    extract = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._extract_match)
+    assert extract.count("self.text[") == 1 and "following_text = self.text[offset + len(candidate):]" in extract
+    assert "if _TIME_STAMPS.search(candidate):\n            following_text" in extract  # read only then
+    # RegionSieve: a candidate holding a date written with slashes is given up on first, whatever the region
+    assert extract.index("if (_SLASH_SEPARATED_DATES.search(candidate)):\n            return None") < extract.index(
+        "_TIME_STAMPS.search(candidate)")
+    assert "match = self._parse_and_verify(candidate, offset)" in extract
+    assert "return self._extract_inner_match(candidate, offset)" in extract
+    verify = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._parse_and_verify)
+    assert verify.count("self.text[") == 2 and verify.count("len(self.text)") == 1
+    assert "previous_char = self.text[offset - 1]" in verify and "if (offset > 0 and" in verify
+    assert "last_char_index = offset + len(candidate)" in verify and "if last_char_index < len(self.text):" in verify
+    assert "next_char = self.text[last_char_index]" in verify
+    assert "numobj = parse(candidate, self.preferred_region, keep_raw_input=True)" in verify
+    assert "return PhoneNumberMatch(offset, candidate, numobj)" in verify
+    inner = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._extract_inner_match)
+    assert "self.text[" not in inner and "len(self.text)" not in inner
+    assert "match = self._parse_and_verify(group, offset)" in inner
+    assert "match = self._parse_and_verify(group, offset + group_match.start(1))" in inner
+    assert inner.count("self._max_tries -= 1") == 2 and "while group_match and self._max_tries > 0:" in inner
+    assert "group_match = possible_inner_match.search(candidate, group_match.start() + 1)" in inner
+    find = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._find)
+    assert "match = self._extract_match(candidate, start)" in find and "self._max_tries -= 1" in find
+    assert "self._max_tries = int(max_tries)" in inspect.getsource(phonenumbermatcher.PhoneNumberMatcher.__init__)
+
+
+@given(st.lists(st.sampled_from(["+44 20 7946 0958", "020 7946 0958", "(650) 253-0000", "650-253-0000", "030 901820",
+                                 "12:30", ":45", "a", "$", "%", " ", "/", "-", "x", "ext. 12", "2024-05-13", "\n"]),
+                max_size=12))
+@settings(max_examples=200, deadline=None)
+def test_a_remembering_matcher_finds_what_the_matcher_finds(words: list[str]) -> None:
+    """The same matches, text after text, with decisions remembered from the texts before (``KNOWN``)."""
+    from capsem_proxyd._compat.phonenumbers import RememberingMatcher
+
+    text = "".join(words)
+    for region in ("US", "GB", "DE"):
+        for leniency in (1, 2, 3):
+            known = REMEMBERED.setdefault((region, leniency), {})
+            ours = [(match.start, match.raw_string, match.number) for match in
+                    RememberingMatcher(text, region, leniency, known)]
+            theirs = [(match.start, match.raw_string, match.number) for match in
+                      phonenumbers.PhoneNumberMatcher(text, region, leniency=leniency)]
+            assert ours == theirs, (region, leniency, text)
+
+
+REMEMBERED: dict = {}
+
+
+def test_a_remembering_matcher_near_the_end_of_its_tries_decides_as_the_matcher_does() -> None:
+    from capsem_proxyd._compat.phonenumbers import RememberingMatcher
+
+    text = " ".join(["1234 5678"] * 40 + ["650-253-0000"])
+    known: dict = {}
+    list(RememberingMatcher(text, "US", 1, known))  # remembered with tries to spare
+    for tries in (1, 5, 20, 60, 200):
+        ours = RememberingMatcher(text, "US", 1, known)
+        ours._max_tries = tries
+        theirs = phonenumbers.PhoneNumberMatcher(text, "US", max_tries=tries)
+        assert [match.start for match in ours] == [match.start for match in theirs], tries

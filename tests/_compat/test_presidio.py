@@ -177,9 +177,64 @@ def test_spacy_still_tokenizes_each_span_of_non_space_characters_on_its_own() ->
             self.nlp = {"en": nlp}
 
     for block in (1, 5, 30):
-        LocalTokens.BLOCK = block
+        default, LocalTokens.BLOCK = LocalTokens.BLOCK, block
         try:
             local = LocalTokens(text, Engine(), "en")
         finally:
-            LocalTokens.BLOCK = 512
+            LocalTokens.BLOCK = default
         assert [token for index in range(len(local.cuts) - 1) for token in local.block(index)] == whole
+
+
+def test_results_below_the_threshold_are_still_dropped_right_after_enhancement_and_before_duplicates() -> None:
+    """``PruningAnalyzerEngine`` drops before enhancement the results no context word can lift to the
+    request's threshold: ``analyze`` removes them after ``_enhance_using_context`` (a private method it
+    repeats: each recognizer's own enhancement, then the enhancer's), before ``remove_duplicates``; the
+    lemma enhancer raises a score once, by these operations, unless the recognizer has no context words or
+    raised it itself; the base recognizer's own enhancement changes nothing."""
+    from presidio_analyzer import AnalyzerEngine, EntityRecognizer
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    analyze = inspect.getsource(AnalyzerEngine.analyze)
+    enhanced = analyze.index("results = self._enhance_using_context(\n            text, results, nlp_artifacts, "
+                             "recognizers, context\n        )")
+    low = analyze.index("results = self.__remove_low_scores(results, score_threshold, recognizers)")
+    assert enhanced < low < analyze.index("results = EntityRecognizer.remove_duplicates(results)")
+    assert "new_results = [result for result in results if result.score >= score_threshold]" in inspect.getsource(
+        AnalyzerEngine._AnalyzerEngine__remove_low_scores)  # type: ignore[attr-defined]
+    private = inspect.getsource(AnalyzerEngine._enhance_using_context)
+    for line in ("for recognizer in recognizers:", "== recognizer.id", "!= recognizer.id",
+                 "recognizer_results = recognizer.enhance_using_context(", "raw_recognizer_results=recognizer_results,",
+                 "other_raw_recognizer_results=other_recognizer_results,", "results.extend(recognizer_results)",
+                 "results = self.context_aware_enhancer.enhance_using_context(\n            text=text,\n"
+                 "            raw_results=results,"):
+        assert line in private, line
+    assert inspect.getsource(EntityRecognizer.enhance_using_context).rstrip().endswith("return raw_recognizer_results")
+    enhance = inspect.getsource(LemmaContextAwareEnhancer.enhance_using_context)
+    for line in ("if not recognizer.context:", "RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY",
+                 "result.score += self.context_similarity_factor",
+                 "result.score = max(result.score, self.min_score_with_context_similarity)",
+                 "result.score = min(result.score, ContextAwareEnhancer.MAX_SCORE)"):
+        assert line in enhance, line
+    assert enhance.count("result.score") == 6  # raised there and nowhere else
+
+
+def test_the_enhancer_s_loop_body_is_still_the_one_ours_repeats_on_a_copy_of_a_result_it_raises() -> None:
+    """``IndexedContextEnhancer._raised`` repeats the body of Presidio's loop (no context of the request's own)
+    and copies a result (and its explanation) only when its score rises, where Presidio deep-copies them all."""
+    from presidio_analyzer import AnalysisExplanation
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    enhance = inspect.getsource(LemmaContextAwareEnhancer.enhance_using_context)
+    for line in ("results = copy.deepcopy(raw_results)", "word = text[result.start : result.end]",
+                 "surrounding_words = self._extract_surrounding_words(\n                nlp_artifacts=nlp_artifacts, "
+                 "word=word, start=result.start\n            )", "surrounding_words.extend(context)",
+                 "supportive_context_word = self._find_supportive_word_in_context(\n                surrounding_words, "
+                 "recognizer.context, self.context_matching_mode\n            )",
+                 "result.analysis_explanation.set_supportive_context_word(\n                    supportive_context_word",
+                 "result.analysis_explanation.set_improved_score(result.score)"):
+        assert line in enhance, line
+    # each sets attributes of its own: a shallow copy of the explanation leaves the original as it was
+    assert "self.supportive_context_word = word" in inspect.getsource(AnalysisExplanation.set_supportive_context_word)
+    improved = inspect.getsource(AnalysisExplanation.set_improved_score)
+    assert "self.score = score" in improved and "self.score_context_improvement = self.score - self.original_score" in (
+        improved)

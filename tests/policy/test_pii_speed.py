@@ -12,6 +12,7 @@ every way phonenumbers formats them.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -173,11 +174,11 @@ def test_context_words_raise_the_scores_presidio_raises(block: int, words: list[
     from capsem_proxyd._compat.presidio import LocalTokens
 
     text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
-    LocalTokens.BLOCK = block
+    default, LocalTokens.BLOCK = LocalTokens.BLOCK, block
     try:
         ours = POLICY.analyze_text(text)
     finally:
-        LocalTokens.BLOCK = 2048
+        LocalTokens.BLOCK = default
     theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
     assert found(ours) == found(theirs), text
 
@@ -191,11 +192,11 @@ def test_the_tokens_of_the_blocks_are_the_whole_text_s_tokens(words: list[str], 
 
     text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
     engine = POLICY.analyzer.nlp_engine
-    LocalTokens.BLOCK = block
+    default, LocalTokens.BLOCK = LocalTokens.BLOCK, block
     try:
         local = LocalTokens(text, engine, "en")
     finally:
-        LocalTokens.BLOCK = 2048
+        LocalTokens.BLOCK = default
     tokens = [token for index in range(len(local.cuts) - 1) for token in local.block(index)]
     assert tokens == [(token.idx, token.idx + len(token), token.lower_) for token in engine.nlp["en"](text)], text
     keywords = set(REFERENCE.nlp_engine.process_text(text, "en").keywords)
@@ -225,3 +226,77 @@ def test_the_analyzer_finds_what_presidio_finds_in_the_bench_corpora(corpus: str
     assert found(ours) == found(theirs)
     if corpus == "digits":  # the corpus holds numbers, some with a context word
         assert {0.4, 0.75} <= {round(result.score, 2) for result in theirs if result.entity_type == "PHONE_NUMBER"}
+
+
+# -- results no context word can lift to the threshold, dropped before enhancement (``PruningAnalyzerEngine``) ----
+
+@given(st.lists(st.sampled_from(WORDS + CONTEXT_WORDS + NUMBERS[:40] + ["12345678", "bank", "account 123456789",
+                                                                          "078051120", "ip"]), max_size=30),
+       st.lists(st.sampled_from(SEPARATORS), max_size=30),
+       st.sampled_from([0.01, 0.05, 0.3, 0.39, 0.4, 0.41, 0.5, 0.6, 0.75, 0.76, 0.95, 1.0]))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_analyzer_finds_what_presidio_finds_at_any_threshold(words: list[str], separators: list[str],
+                                                                   threshold: float) -> None:
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    ours = POLICY.analyzer.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=threshold)
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=threshold)
+    assert found(ours) == found(theirs), (threshold, text)
+
+
+# -- where the words around a match can be, told without spaCy (``ContextReach``) -------------------------------
+
+@given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS + NUMBERS[:40] + ["12:30", "a1:b2", "x9"]), min_size=1,
+                max_size=40),
+       st.lists(st.sampled_from(SEPARATORS), max_size=40), st.integers(0, 3), st.integers(0, 2))
+@settings(max_examples=200, deadline=None)
+def test_no_context_word_near_a_match_means_none_in_the_words_presidio_reads(
+        words: list[str], separators: list[str], prefix: int, suffix: int) -> None:
+    """Wherever a match starts, ``ContextReach.may_find`` says no only when no context word is part of a
+    word Presidio's enhancer reads around it (its own walk over spaCy's tokens of the whole text)."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    from capsem_proxyd._compat.presidio import ContextReach
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
+    enhancer = LemmaContextAwareEnhancer(context_prefix_count=prefix, context_suffix_count=suffix)
+    context = ["phone", "call", "number", "ssn", "card", "ip", "1", "0", "x"]
+    reach = ContextReach(text, text.lower(), prefix, suffix, POLICY.analyzer.nlp_engine, "en")
+    for start in range(len(text)):
+        if reach.may_find(start, context):
+            continue
+        near = enhancer._extract_surrounding_words(artifacts, "w", start)
+        assert not [word for word in context if any(word in lemma for lemma in near)], (start, near, text)
+
+
+SHARED = CandidatePhoneRecognizer()  # its decisions remembered from one example to the next
+
+
+@given(st.lists(st.sampled_from(NUMBERS + CODE), max_size=25), st.lists(st.sampled_from([" ", "", ", ", "\n", "/", "-"]),
+                                                                      max_size=25))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_phone_recognizer_that_remembers_finds_what_presidio_finds_text_after_text(
+        words: list[str], separators: list[str]) -> None:
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    ours = SHARED.analyze(text, ["PHONE_NUMBER"])
+    theirs = PhoneRecognizer().analyze(text, ["PHONE_NUMBER"])
+    assert found(ours) == found(theirs), text
+
+
+@given(st.sampled_from(["", "0", "00", "011", "1", "44", "49", "972", "91", "55", "33", "0049", "01", "0033"]),
+       st.text(alphabet="0123456789", min_size=1, max_size=16))
+@settings(max_examples=400, deadline=None)
+def test_one_run_of_digits_is_turned_away_by_one_pattern_only_when_every_region_turns_it_away(lead: str,
+                                                                                            rest: str) -> None:
+    """``one_run_prefilter``: a candidate that is one run of digits, for every region's pre-filter at once."""
+    from capsem_proxyd._compat.phonenumbers import DigitShape, one_run_prefilter
+
+    digits = lead + rest
+    regions = (*REGIONS, "IT", "JP", "AU", "AG", "GG")
+    union = one_run_prefilter(regions)
+    assert union is not None
+    verdicts = [region_prefilter(region).plain_could_match(DigitShape(digits)) for region in regions]
+    assert verdicts == [re.fullmatch(r"\d+", digits) is not None and re.compile(
+        region_prefilter(region).single_run() or "").match(digits) is not None for region in regions], digits
+    if any(verdicts):
+        assert union.match(digits) is not None, digits
