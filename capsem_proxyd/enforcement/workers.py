@@ -41,6 +41,7 @@ PII policy analyses in ``analysis_threads`` threads (pii.toml), as before.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import math
 import os
@@ -130,6 +131,12 @@ def init_worker(specs: tuple[PolicySpec, ...]) -> bool:
         policy = build(spec)
         assert policy is not None, f"{spec.file} built nothing"
         _BUILT.append(policy)
+    # What the policies keep for their life (spaCy's vocabulary, Presidio's recognizers, phonenumbers'
+    # metadata: some 160,000 objects for PII) is moved out of the collector's reach, so that its full
+    # collections, which the analysis's many short-lived objects trigger, stop walking it every time
+    # (PII on first-seen text took 11% less CPU, bench/pii_speed.py's digit-heavy corpus).
+    gc.collect()
+    gc.freeze()
     return True
 
 
