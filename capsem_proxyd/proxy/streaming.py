@@ -389,9 +389,7 @@ class StreamPump:
 
     async def _read_over(self, out: list[bytes]) -> None:
         """The batch is over: nothing more to wait for before a cheap check."""
-        checks = self.core.read_over()
-        if checks:
-            await self._check_and_collect(checks, out)
+        await self._check_and_collect(self.core.read_over(time.monotonic()), out)
 
     async def _finish(self, out: list[bytes]) -> None:
         """The upstream ended: the last checks on everything, then all that passed goes."""
@@ -403,9 +401,6 @@ class StreamPump:
         """The checks the core asked for, in order; a refusal raises ``ProxyError`` and ends the stream."""
         for check in checks:
             if isinstance(check, TextCheck):
-                if check.screened:  # the new text holds nothing any policy refuses replies for
-                    self.core.checked(check, 0.0, time.monotonic())
-                    continue
                 begun = time.monotonic()
                 await self.engine.check_model_response(self.exchange, check.text, check.thoughts)
                 now = time.monotonic()
@@ -494,8 +489,7 @@ async def check_stream_body(
     async def run(checks: list[Check]) -> None:
         for check in checks:
             if isinstance(check, TextCheck):
-                if not check.screened:
-                    await engine.check_model_response(exchange, check.text, check.thoughts)
+                await engine.check_model_response(exchange, check.text, check.thoughts)
             else:
                 await engine.check_tool_call(exchange, check.call)
             core.checked(check, 0.0, time.monotonic())
