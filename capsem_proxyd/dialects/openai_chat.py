@@ -315,29 +315,34 @@ def one_delta_view(chunk: dict[str, Any]) -> StreamView | None:
 def _declared(node: Node, key: str, value: Any) -> bool:
     """``key: value`` is a field that holds no content, as ``Sorter.fields`` reads one: a word of the API
     whose value is null, or fits its declared leaf's shape (or is a number or boolean there)."""
-    if type(value) is str and (node, key, value) in _SEEN_DECLARED:
+    scalar = type(value) in _SCALARS
+    if scalar and (node, key, value) in _SEEN_DECLARED:
         return True
     children = node.children
     below = children.get(key, children.get("*"))
     if key not in vocabulary.OPENAI_CHAT and (below is None or not below.named):
         return False  # the key itself is content
-    if value is None:
-        return True  # a null holds nothing to read, wherever it is (``logprobs``, ``usage``, ``refusal``)
-    if below is None or not below.leaf:
-        return False
-    if isinstance(value, str):
-        if below.fits is None or not below.fits(value):
+    if value is not None:  # a null holds nothing to read, wherever it is (``logprobs``, ``usage``, ``refusal``)
+        if below is None or not below.leaf:
             return False
+        if isinstance(value, str):
+            if below.fits is None or not below.fits(value):
+                return False
+        elif isinstance(value, (dict, list)):
+            return False
+    if scalar:
         if len(_SEEN_DECLARED) >= _SEEN_MOST:
             _SEEN_DECLARED.clear()
         _SEEN_DECLARED.add((node, key, value))
-        return True
-    return not isinstance(value, (dict, list))
+    return True
 
 
-# Declared strings already found to fit (a stream's id, model, object in each of its chunks): their shape
-# tests run once per stream, not once per event. Only what fits a declared shape is kept, never content.
-_SEEN_DECLARED: set[tuple[Node, str, str]] = set()
+# Declared fields already found to hold no content (a stream's id, model, object, creation time, a null
+# finish reason, in each of its chunks): their tests run once per stream, not once per event. Only what
+# fits a declared shape is kept, never content; a number, boolean or null at a declared leaf is never
+# content, whatever its value (``True == 1`` sharing an entry is sound: both are declared there alike).
+_SEEN_DECLARED: set[tuple[Node, str, Any]] = set()
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _SEEN_MOST = 4096
 _ROOT = REPLY_NOT_CONTENT.root
 _CHOICE = _ROOT.children["choices"].children["*"]

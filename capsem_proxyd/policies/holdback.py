@@ -200,6 +200,9 @@ class LiteralTerms:
         self.bound: int | None = max(0, self.longest - 1)
         # Every proper prefix of every plain term: a text's end that is one of these is a match in waiting.
         self._prefixes = {term[:size] for term in plain for size in range(1, len(term))}
+        # Their last characters: an end whose last character is none of them begins no term (a token ending
+        # in a space, most of a stream's ends) and is answered without trying each length.
+        self._prefix_ends = frozenset(prefix[-1] for prefix in self._prefixes)
         self._gapped = (
             re.compile("(?:" + "|".join(term.prefix_pattern() for term in gapped) + r")\Z") if gapped else None
         )
@@ -266,6 +269,8 @@ class LiteralTerms:
 
     def _pending(self, folded: str) -> int:
         """The length of the longest end of ``folded`` that is a proper prefix of a plain term."""
+        if not folded or folded[-1] not in self._prefix_ends:
+            return 0
         for size in range(min(self.longest - 1, len(folded)), 0, -1):
             if folded[-size:] in self._prefixes:
                 return size

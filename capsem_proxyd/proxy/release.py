@@ -534,13 +534,13 @@ class StreamRelease:
                 return []
             self._unchecked = 0
             self._round_cost = 0.0
-            covers = ((channel, channel.length),)
+            alone = ((channel, channel.length),)
             if _screened(channel):
-                self._covered(covers, 0.0, now)
+                self._covered(alone, 0.0, now)
                 return []
             whole = channel.whole()
-            text, thoughts = ("", whole) if channel.thought else (whole, "")
-            return [TextCheck(channel.choice, text, thoughts, covers, final=final)]
+            said, thought = ("", whole) if channel.thought else (whole, "")
+            return [TextCheck(channel.choice, said, thought, alone, final=final)]
         choices: dict[Any, None] = {}
         for channel in channels.values():
             if every_choice or channel.length > channel.checked:

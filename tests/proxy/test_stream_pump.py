@@ -40,9 +40,10 @@ def _exchange() -> Exchange:
 async def _run(pump: StreamPump) -> list[bytes]:
     """What ``pump`` writes to the client, write by write."""
     writes: list[bytes] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            writes.append(data)
+    async def write(data: bytes) -> None:
+        writes.append(data)
+
+    await pump.relay(write)
     return writes
 
 
@@ -132,10 +133,11 @@ async def test_ending_all_open_streams_cuts_each_with_a_shutdown_event_and_close
         pump = StreamPump(_exchange(), DIALECT, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5), open_streams)
         pumps.append(pump)
         writes = []
-        async with pump.open() as chunks:
-            async for data in chunks:
-                writes.append(data)
-                first_write.set()
+        async def write(data: bytes) -> None:
+            writes.append(data)
+            first_write.set()
+
+        await pump.relay(write)
         outputs.append(b"".join(writes))
 
     responses = [_endless_response() for _ in range(3)]
@@ -253,10 +255,11 @@ async def test_a_block_error_waits_the_dialects_gap_after_the_last_text(
     pump = StreamPump(_exchange(), dialect, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5))
     times: list[float] = []
     writes: list[bytes] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            writes.append(data)
-            times.append(trio.current_time())
+    async def write(data: bytes) -> None:
+        writes.append(data)
+        times.append(trio.current_time())
+
+    await pump.relay(write)
     assert b"A harmless start" in writes[0] and b"capsem_block" not in b"".join(writes[:-1])
     assert b"error" in writes[-1] and pump.outcome is StreamOutcome.BLOCKED
     assert times[-1] - times[-2] >= dialect.stream_error_gap
@@ -285,11 +288,12 @@ async def test_a_slow_client_is_not_an_idle_upstream(autojump_clock: MockClock) 
             yield event  # each its own read, always ready: the upstream is never idle
 
     pump = StreamPump(_exchange(), DIALECT, ENGINE, httpx.Response(200, content=upstream()), SSEDecoder(),
-                      StreamSettings(idle_timeout=5, channel_size=1))
+                      StreamSettings(idle_timeout=5))
     writes: list[bytes] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            writes.append(data)
-            await trio.sleep(12)  # longer than the idle timeout before the next read of the client
+    async def write(data: bytes) -> None:
+        writes.append(data)
+        await trio.sleep(12)  # longer than the idle timeout before the next read of the client
+
+    await pump.relay(write)
     assert b"".join(writes) == b"".join(events)
     assert pump.outcome is StreamOutcome.COMPLETED
