@@ -377,12 +377,15 @@ class HeldMatcher:
     policies' checks decide.
     """
 
-    __slots__ = ("holdbacks", "trackers", "_parts", "_length", "_visual", "_reordered_from", "_looked_from", "_end")
+    __slots__ = ("holdbacks", "trackers", "_parts", "_length", "_visual", "_reordered_from", "_looked_from", "_end",
+                 "_readers")
 
     def __init__(self, holdbacks: Sequence[Holdback]) -> None:
         whole: list[Holdback] = []
         self.trackers: tuple[Tracker, ...] = tuple(_trackers(holdbacks, whole))
         self.holdbacks = tuple(whole)  # the declarations that read the whole text (no tracker of their own)
+        # Each with its ``held_at_end`` (None: it reads the whole text), looked up once, not once per read.
+        self._readers = tuple((holdback, getattr(holdback, "held_at_end", None)) for holdback in whole)
         self._parts: list[str] = []
         self._length = 0
         self._visual = tuple(reader for holdback in self.holdbacks for reader in _visual_readers(holdback))
@@ -406,8 +409,7 @@ class HeldMatcher:
         if not self._length:
             return NOTHING_PENDING
         text: str | None = None
-        for holdback in self.holdbacks:
-            at_end = getattr(holdback, "held_at_end", None)
+        for holdback, at_end in self._readers:
             told: int | None = at_end(self._end, self._length == len(self._end)) if at_end is not None else None
             if told is None:
                 text = self._text() if text is None else text
