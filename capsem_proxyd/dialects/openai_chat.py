@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from capsem_proxyd.dialects import vocabulary
 from capsem_proxyd.dialects.base import (
     as_dict,
@@ -250,9 +252,16 @@ class OpenAIChatDialect(OpenAIDialect):
         texts.append(joined(own))
 
     def stream_view(self, event: StreamEvent) -> StreamView:
-        if event.data.startswith("[DONE]"):
+        data = event.data
+        if data.startswith("[DONE]"):
             return StreamView(finished=[ALL_CHANNELS])
-        chunk = json_object_event(event)
+        if data.startswith("{"):  # an object: read here, as ``json_object_event`` reads one
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                chunk = json_object_event(event)  # raises as it does
+        else:
+            chunk = json_object_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
         return one_delta_view(chunk) or walked_view(chunk)
@@ -283,11 +292,14 @@ def one_delta_view(chunk: dict[str, Any]) -> StreamView | None:
     (``_declared``) and gives the same view (``tests/dialects/test_openai_chat_fast.py`` compares them
     on any chunk). Anything else, even a null where a string was, goes the general way.
     """
+    # ``_declared``'s memory of declared fields is asked here first, without the call: a chunk's fields
+    # but its text are the same in every chunk of a stream.
+    seen, scalars = _SEEN_DECLARED, _SCALARS
     choices = None
     for key, value in chunk.items():
         if key == "choices":
             choices = value
-        elif not _declared(_ROOT, key, value):
+        elif not ((type(value) in scalars and (_ROOT, key, value) in seen) or _declared(_ROOT, key, value)):
             return None
     if type(choices) is not list or len(choices) != 1 or type(choice := choices[0]) is not dict:
         return None
@@ -295,17 +307,18 @@ def one_delta_view(chunk: dict[str, Any]) -> StreamView | None:
     for key, value in choice.items():
         if key == "delta":
             delta = value
-        elif not _declared(_CHOICE, key, value):
+        elif not ((type(value) in scalars and (_CHOICE, key, value) in seen) or _declared(_CHOICE, key, value)):
             return None
     if type(delta) is not dict:
         return None
     view = StreamView()
-    channel = stream_key(choice.get("index", 0))
+    index = choice.get("index", 0)
+    channel = stream_key(index) if isinstance(index, (list, dict)) else index
     for key, value in delta.items():
         if key == "content" and type(value) is str and _CONTENT_IS_TEXT:
             if value:
                 view.text.append((channel, value))
-        elif not _declared(_DELTA, key, value):
+        elif not ((type(value) in scalars and (_DELTA, key, value) in seen) or _declared(_DELTA, key, value)):
             return None
     if choice.get("finish_reason"):
         view.finished.append(channel)
