@@ -530,12 +530,25 @@ class StreamRelease:
         if not every_choice and self.new_screen is not None and len(channels) == 1:
             # The common stream: one channel (one choice's text), screened, no list of choices to build.
             (channel,) = channels.values()
-            if channel.length <= channel.checked:
+            length = channel.length
+            if length <= channel.checked:
                 return []
             self._unchecked = 0
             self._round_cost = 0.0
-            alone = ((channel, channel.length),)
-            if _screened(channel):
+            alone = ((channel, length),)
+            if channel.screened == channel.fed == channel.checked:
+                # What the screen reads next is what the matcher reads next: cut once, read by both.
+                new_text = channel.between(channel.checked, length)
+                channel.screened = length
+                if not channel.screen.feed(new_text):  # type: ignore[union-attr]  # new_screen is set
+                    self._checked_total += length - channel.checked
+                    channel.checked = channel.fed = length
+                    scan = channel.matcher.feed(new_text)
+                    channel.releasable = length if scan.pending is None else scan.pending
+                    self._last_check_cost = 0.0
+                    self._last_check = now
+                    return []
+            elif _screened(channel):
                 self._covered(alone, 0.0, now)
                 return []
             whole = channel.whole()
