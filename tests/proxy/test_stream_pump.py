@@ -157,6 +157,34 @@ async def test_ending_all_open_streams_cuts_each_with_a_shutdown_event_and_close
     assert [pump.outcome for pump in pumps] == [StreamOutcome.SERVER_SHUTTING_DOWN] * 3
 
 
+async def test_a_shutdown_during_a_write_lets_it_finish_then_ends_the_stream() -> None:
+    """The pump reads, checks and writes in one task: a shutdown that comes while it writes to a slow
+    client is seen once the write is done (a write cut in the middle would break the client's
+    framing), then the stream ends with the shutdown event and the upstream is closed."""
+    open_streams = OpenStreams()
+    response = _endless_response()
+    pump = StreamPump(_exchange(), DIALECT, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5),
+                      open_streams)
+    writing, go_on = trio.Event(), trio.Event()
+    writes: list[bytes] = []
+
+    async def slow_client(data: bytes) -> None:
+        if not writing.is_set():
+            writing.set()
+            await go_on.wait()  # the client reads slowly: the first write takes a while
+        writes.append(data)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump.relay, slow_client)
+            await writing.wait()
+            open_streams.end_all()  # the server is going away while the first write is in progress
+            go_on.set()
+    assert b"the start of a long answer" in writes[0]  # written whole, not cut
+    assert b"server_shutting_down" in writes[-1] and pump.outcome is StreamOutcome.SERVER_SHUTTING_DOWN
+    assert response.is_closed  # no read was pending: the pump closed the response itself
+
+
 async def test_a_stream_opened_after_the_shutdown_ends_at_once() -> None:
     open_streams = OpenStreams()
     open_streams.end_all()
