@@ -292,23 +292,26 @@ def one_delta_view(chunk: dict[str, Any]) -> StreamView | None:
     (``_declared``) and gives the same view (``tests/dialects/test_openai_chat_fast.py`` compares them
     on any chunk). Anything else, even a null where a string was, goes the general way.
     """
-    # ``_declared``'s memory of declared fields is asked here first, without the call: a chunk's fields
-    # but its text are the same in every chunk of a stream.
-    seen, scalars = _SEEN_DECLARED, _SCALARS
-    choices = None
-    for key, value in chunk.items():
-        if key == "choices":
-            choices = value
-        elif not ((type(value) in scalars and (_ROOT, key, value) in seen) or _declared(_ROOT, key, value)):
-            return None
+    # A stream's chunks repeat all but their text: the fields around ``choices`` and around ``delta`` equal
+    # to the last ones found declared are declared too (``_LAST_FOUND``); other fields ask ``_declared``'s
+    # memory first, without the call.
+    seen, scalars, last = _SEEN_DECLARED, _SCALARS, _LAST_FOUND
+    envelope = chunk.copy()
+    choices = envelope.pop("choices", None)
+    if envelope != last[0]:
+        for key, value in envelope.items():
+            if not ((type(value) in scalars and (_ROOT, key, value) in seen) or _declared(_ROOT, key, value)):
+                return None
+        last[0] = envelope
     if type(choices) is not list or len(choices) != 1 or type(choice := choices[0]) is not dict:
         return None
-    delta = None
-    for key, value in choice.items():
-        if key == "delta":
-            delta = value
-        elif not ((type(value) in scalars and (_CHOICE, key, value) in seen) or _declared(_CHOICE, key, value)):
-            return None
+    around = choice.copy()
+    delta = around.pop("delta", None)
+    if around != last[1]:
+        for key, value in around.items():
+            if not ((type(value) in scalars and (_CHOICE, key, value) in seen) or _declared(_CHOICE, key, value)):
+                return None
+        last[1] = around
     if type(delta) is not dict:
         return None
     view = StreamView()
@@ -356,6 +359,11 @@ def _declared(node: Node, key: str, value: Any) -> bool:
 # content, whatever its value (``True == 1`` sharing an entry is sound: both are declared there alike).
 _SEEN_DECLARED: set[tuple[Node, str, Any]] = set()
 _SCALARS = frozenset({str, int, float, bool, type(None)})
+# The fields around ``choices`` and around a choice's ``delta`` of the last chunk whose fields there were all
+# found declared (``one_delta_view``). Equal fields are declared alike: such fields hold only strings, numbers,
+# booleans and nulls (a list or object there is never declared), and ``==`` equates no two of those that
+# ``_declared`` tells apart (``True == 1 == 1.0`` are all numbers at a declared leaf; NaN equals nothing).
+_LAST_FOUND: list[dict[str, Any] | None] = [None, None]
 _SEEN_MOST = 4096
 _ROOT = REPLY_NOT_CONTENT.root
 _CHOICE = _ROOT.children["choices"].children["*"]
