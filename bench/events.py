@@ -6,10 +6,10 @@ hides what each event costs. Here the provider is the test suite's fake
 (``bench/paced_upstream.py``) sending a ``EVENTS``-event Chat Completions
 stream, one short token per event, each event its own write with
 ``DELAY_S`` between them, so every event reaches the proxy on its own read
-and is parsed, checked and sent on its own. Streams are read one at a time
-(the proxy on its core, the fake and the reader on the other); the proxy's
-CPU time over the streams, divided by the events it relayed, is its CPU per
-event. The plain Hypercorn + httpx relay (``bench/floor.py``) under the same
+and is parsed, checked and sent on its own. Streams are read one at a time,
+the systems taking turns (the proxies on one core, the fake and the reader on
+the other); the proxy's CPU time over its streams, divided by the events it
+relayed, is its CPU per event. The plain Hypercorn + httpx relay (``bench/floor.py``) under the same
 streams is the floor: the target is capsem-proxyd at most 1.2× its CPU per
 event, same run. ``--baseline`` adds the baseline commit beside it.
 """
@@ -89,26 +89,43 @@ def read_stream(client: httpx.Client, url: str) -> int:
 
 
 def measure(context: Context, systems: list[System], streams: int, log: Log) -> dict[str, Any]:
-    """CPU µs per event of each system over ``streams`` paced streams, one at a time; ratios to the floor."""
+    """CPU µs per event of each system over ``streams`` paced streams, one at a time; ratios to the floor.
+
+    The systems run side by side and take turns, one stream each per round (PII in the first quarter of
+    the rounds only: its analysis runs on other processes per check, a few streams give its figure).
+    Measured one system after the other, a shared machine's load drifting over the section moved the
+    ratios by ±0.1 from run to run; taking turns, each system sees the same drift.
+    """
     out: dict[str, Any] = {"events_per_stream": None, "delay_ms": DELAY_S * 1000, "streams": streams, "systems": {}}
+    running: dict[str, Any] = {}
+    counts = {system.key: max(1, streams // 4) if isinstance(system, CapsemProxydPii) else streams
+              for system in systems}
+    spent = dict.fromkeys(counts, 0.0)
+    relayed = dict.fromkeys(counts, 0)
+    try:
+        for system in systems:
+            running[system.key] = system.start(context, WORKLOAD)
+            assert running[system.key].child is not None, "a proxy is measured"
+        with httpx.Client(timeout=60) as client:
+            for system in systems:  # warm: imports and first-use set-up are paid once
+                out["events_per_stream"] = read_stream(client, running[system.key].url)
+            for round_number in range(streams):
+                for system in systems:
+                    if round_number >= counts[system.key]:
+                        continue
+                    proxy = running[system.key]
+                    before = cpu_seconds(proxy.child.pid)
+                    relayed[system.key] += read_stream(client, proxy.url)
+                    spent[system.key] += cpu_seconds(proxy.child.pid) - before
+    finally:
+        for proxy in running.values():
+            context.children.stop(proxy.child)
     for system in systems:
-        # PII analyses on another process per check: a few streams give its figure.
-        count = max(1, streams // 4) if isinstance(system, CapsemProxydPii) else streams
-        running = system.start(context, WORKLOAD)
-        assert running.child is not None, "a proxy is measured"
-        try:
-            with httpx.Client(timeout=60) as client:
-                events = read_stream(client, running.url)  # warm: imports and first-use set-up are paid once
-                out["events_per_stream"] = events
-                before = cpu_seconds(running.child.pid)
-                relayed = sum(read_stream(client, running.url) for _ in range(count))
-                spent = cpu_seconds(running.child.pid) - before
-        finally:
-            context.children.stop(running.child)
-        per_event = round(spent * 1e6 / relayed, 1) if relayed else None
-        out["systems"][system.key] = {"label": system.label, "streams": count, "events": relayed,
+        count, events = counts[system.key], relayed[system.key]
+        per_event = round(spent[system.key] * 1e6 / events, 1) if events else None
+        out["systems"][system.key] = {"label": system.label, "streams": count, "events": events,
                                       "cpu_us_per_event": per_event}
-        log(f"   {system.label:36} {relayed} events in {count} streams, cpu {per_event} µs/event")
+        log(f"   {system.label:36} {events} events in {count} streams, cpu {per_event} µs/event")
     floor = out["systems"].get(FLOOR, {}).get("cpu_us_per_event")
     for entry in out["systems"].values():
         value = entry["cpu_us_per_event"]

@@ -72,6 +72,20 @@ class SSEDecoder:
         self._skip = 0  # bytes of the first event's text that are its stream's byte-order mark
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
+        if (
+            not self._buffer and not self._at_start and not self._seen_cr and type(chunk) is bytes
+            and chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 and b"\r" not in chunk
+        ):
+            # One whole event in one read, nothing before it (a provider streaming token by token):
+            # the event is the chunk itself, with no copy into and out of the buffer. The search
+            # below would find the same single boundary, at its end.
+            try:
+                text = chunk[:-2].decode("utf-8")
+            except UnicodeDecodeError:
+                text = ""  # _parse_sse says why
+            if text.startswith("data: ") and "\n" not in text:  # one data line, as _parse_sse reads it
+                return [StreamEvent(raw=chunk, data=text[6:])]
+            return [_parse_sse(chunk, len(chunk) - 2)]
         self._buffer += chunk
         if self._at_start and self._bom_may_follow():
             return []

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from capsem_proxyd.dialects import vocabulary
 from capsem_proxyd.dialects.base import (
     as_dict,
@@ -250,9 +252,16 @@ class OpenAIChatDialect(OpenAIDialect):
         texts.append(joined(own))
 
     def stream_view(self, event: StreamEvent) -> StreamView:
-        if event.data.startswith("[DONE]"):
+        data = event.data
+        if data.startswith("[DONE]"):
             return StreamView(finished=[ALL_CHANNELS])
-        chunk = json_object_event(event)
+        if data.startswith("{"):  # an object: read here, as ``json_object_event`` reads one
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                chunk = json_object_event(event)  # raises as it does
+        else:
+            chunk = json_object_event(event)
         if chunk is None:
             return EMPTY_STREAM_VIEW
         return one_delta_view(chunk) or walked_view(chunk)
@@ -283,29 +292,36 @@ def one_delta_view(chunk: dict[str, Any]) -> StreamView | None:
     (``_declared``) and gives the same view (``tests/dialects/test_openai_chat_fast.py`` compares them
     on any chunk). Anything else, even a null where a string was, goes the general way.
     """
-    choices = None
-    for key, value in chunk.items():
-        if key == "choices":
-            choices = value
-        elif not _declared(_ROOT, key, value):
-            return None
+    # A stream's chunks repeat all but their text: the fields around ``choices`` and around ``delta`` equal
+    # to the last ones found declared are declared too (``_LAST_FOUND``); other fields ask ``_declared``'s
+    # memory first, without the call.
+    seen, scalars, last = _SEEN_DECLARED, _SCALARS, _LAST_FOUND
+    envelope = chunk.copy()
+    choices = envelope.pop("choices", None)
+    if envelope != last[0]:
+        for key, value in envelope.items():
+            if not ((type(value) in scalars and (_ROOT, key, value) in seen) or _declared(_ROOT, key, value)):
+                return None
+        last[0] = envelope
     if type(choices) is not list or len(choices) != 1 or type(choice := choices[0]) is not dict:
         return None
-    delta = None
-    for key, value in choice.items():
-        if key == "delta":
-            delta = value
-        elif not _declared(_CHOICE, key, value):
-            return None
+    around = choice.copy()
+    delta = around.pop("delta", None)
+    if around != last[1]:
+        for key, value in around.items():
+            if not ((type(value) in scalars and (_CHOICE, key, value) in seen) or _declared(_CHOICE, key, value)):
+                return None
+        last[1] = around
     if type(delta) is not dict:
         return None
     view = StreamView()
-    channel = stream_key(choice.get("index", 0))
+    index = choice.get("index", 0)
+    channel = stream_key(index) if isinstance(index, (list, dict)) else index
     for key, value in delta.items():
         if key == "content" and type(value) is str and _CONTENT_IS_TEXT:
             if value:
                 view.text.append((channel, value))
-        elif not _declared(_DELTA, key, value):
+        elif not ((type(value) in scalars and (_DELTA, key, value) in seen) or _declared(_DELTA, key, value)):
             return None
     if choice.get("finish_reason"):
         view.finished.append(channel)
@@ -315,29 +331,39 @@ def one_delta_view(chunk: dict[str, Any]) -> StreamView | None:
 def _declared(node: Node, key: str, value: Any) -> bool:
     """``key: value`` is a field that holds no content, as ``Sorter.fields`` reads one: a word of the API
     whose value is null, or fits its declared leaf's shape (or is a number or boolean there)."""
-    if type(value) is str and (node, key, value) in _SEEN_DECLARED:
+    scalar = type(value) in _SCALARS
+    if scalar and (node, key, value) in _SEEN_DECLARED:
         return True
     children = node.children
     below = children.get(key, children.get("*"))
     if key not in vocabulary.OPENAI_CHAT and (below is None or not below.named):
         return False  # the key itself is content
-    if value is None:
-        return True  # a null holds nothing to read, wherever it is (``logprobs``, ``usage``, ``refusal``)
-    if below is None or not below.leaf:
-        return False
-    if isinstance(value, str):
-        if below.fits is None or not below.fits(value):
+    if value is not None:  # a null holds nothing to read, wherever it is (``logprobs``, ``usage``, ``refusal``)
+        if below is None or not below.leaf:
             return False
+        if isinstance(value, str):
+            if below.fits is None or not below.fits(value):
+                return False
+        elif isinstance(value, (dict, list)):
+            return False
+    if scalar:
         if len(_SEEN_DECLARED) >= _SEEN_MOST:
             _SEEN_DECLARED.clear()
         _SEEN_DECLARED.add((node, key, value))
-        return True
-    return not isinstance(value, (dict, list))
+    return True
 
 
-# Declared strings already found to fit (a stream's id, model, object in each of its chunks): their shape
-# tests run once per stream, not once per event. Only what fits a declared shape is kept, never content.
-_SEEN_DECLARED: set[tuple[Node, str, str]] = set()
+# Declared fields already found to hold no content (a stream's id, model, object, creation time, a null
+# finish reason, in each of its chunks): their tests run once per stream, not once per event. Only what
+# fits a declared shape is kept, never content; a number, boolean or null at a declared leaf is never
+# content, whatever its value (``True == 1`` sharing an entry is sound: both are declared there alike).
+_SEEN_DECLARED: set[tuple[Node, str, Any]] = set()
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# The fields around ``choices`` and around a choice's ``delta`` of the last chunk whose fields there were all
+# found declared (``one_delta_view``). Equal fields are declared alike: such fields hold only strings, numbers,
+# booleans and nulls (a list or object there is never declared), and ``==`` equates no two of those that
+# ``_declared`` tells apart (``True == 1 == 1.0`` are all numbers at a declared leaf; NaN equals nothing).
+_LAST_FOUND: list[dict[str, Any] | None] = [None, None]
 _SEEN_MOST = 4096
 _ROOT = REPLY_NOT_CONTENT.root
 _CHOICE = _ROOT.children["choices"].children["*"]

@@ -24,7 +24,7 @@ from capsem_proxyd.policies.holdback import (
     declared,
     holds_only_pending,
 )
-from capsem_proxyd.policies.term_screen import ChannelScreens
+from capsem_proxyd.policies.term_screen import ChannelScreens, Screen
 
 
 def stream_holdbacks(policies: list[Policy], monitored: frozenset[str], cap: int) -> list[tuple[str, Holdback]]:
@@ -67,7 +67,7 @@ def channel_matchers(holdbacks: list[tuple[str, Holdback]]) -> Callable[[], Matc
     return lambda: HeldMatcher(declarations)
 
 
-def channel_screens(policies: list[Policy]) -> Callable[[], ChannelScreens] | None:
+def channel_screens(policies: list[Policy]) -> Callable[[], Screen] | None:
     """What makes one stream channel's screen (``policies/term_screen.py``) when every policy that checks
     replies declares the terms it refuses them for (``reply_terms``: Debug); None when one does not (it
     is asked about the whole text at every check, as CAPSEM would). Monitor-mode policies are screened
@@ -80,4 +80,6 @@ def channel_screens(policies: list[Policy]) -> Callable[[], ChannelScreens] | No
         if make is None:
             return None
         makers.append(make)
+    if len(makers) == 1:  # one policy (Debug alone, the default set): its screen, no loop around it per read
+        return makers[0]
     return lambda: ChannelScreens(make() for make in makers)

@@ -285,10 +285,13 @@ class _Reply:
         headers = self._headers(answer, _STREAM_HEADERS)
         await self.send({"type": "http.response.start", "status": answer.status, "headers": headers})
         recorder.stream_started(self.exchange)
+        send = self.send
+
+        async def write(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
         try:
-            async with pump.open() as chunks:
-                async for chunk in chunks:
-                    await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await pump.relay(write)
             self._stream_over(recorder, answer.status, pump.outcome)
             await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:

@@ -200,6 +200,9 @@ class LiteralTerms:
         self.bound: int | None = max(0, self.longest - 1)
         # Every proper prefix of every plain term: a text's end that is one of these is a match in waiting.
         self._prefixes = {term[:size] for term in plain for size in range(1, len(term))}
+        # Their last characters: an end whose last character is none of them begins no term (a token ending
+        # in a space, most of a stream's ends) and is answered without trying each length.
+        self._prefix_ends = frozenset(prefix[-1] for prefix in self._prefixes)
         self._gapped = (
             re.compile("(?:" + "|".join(term.prefix_pattern() for term in gapped) + r")\Z") if gapped else None
         )
@@ -266,6 +269,8 @@ class LiteralTerms:
 
     def _pending(self, folded: str) -> int:
         """The length of the longest end of ``folded`` that is a proper prefix of a plain term."""
+        if not folded or folded[-1] not in self._prefix_ends:
+            return 0
         for size in range(min(self.longest - 1, len(folded)), 0, -1):
             if folded[-size:] in self._prefixes:
                 return size
@@ -372,12 +377,15 @@ class HeldMatcher:
     policies' checks decide.
     """
 
-    __slots__ = ("holdbacks", "trackers", "_parts", "_length", "_visual", "_reordered_from", "_looked_from", "_end")
+    __slots__ = ("holdbacks", "trackers", "_parts", "_length", "_visual", "_reordered_from", "_looked_from", "_end",
+                 "_readers")
 
     def __init__(self, holdbacks: Sequence[Holdback]) -> None:
         whole: list[Holdback] = []
         self.trackers: tuple[Tracker, ...] = tuple(_trackers(holdbacks, whole))
         self.holdbacks = tuple(whole)  # the declarations that read the whole text (no tracker of their own)
+        # Each with its ``held_at_end`` (None: it reads the whole text), looked up once, not once per read.
+        self._readers = tuple((holdback, getattr(holdback, "held_at_end", None)) for holdback in whole)
         self._parts: list[str] = []
         self._length = 0
         self._visual = tuple(reader for holdback in self.holdbacks for reader in _visual_readers(holdback))
@@ -401,8 +409,7 @@ class HeldMatcher:
         if not self._length:
             return NOTHING_PENDING
         text: str | None = None
-        for holdback in self.holdbacks:
-            at_end = getattr(holdback, "held_at_end", None)
+        for holdback, at_end in self._readers:
             told: int | None = at_end(self._end, self._length == len(self._end)) if at_end is not None else None
             if told is None:
                 text = self._text() if text is None else text

@@ -68,6 +68,8 @@ class TermScreen:
         """Read ``new_text``; True when a term ends in it (or the screen cannot tell)."""
         if self.unsure or not new_text:
             return self.unsure
+        if new_text.isascii():  # one reading, folded by lowering (``normalize.fold``), without the calls
+            return bool(self.scan(new_text if self.keep_case else new_text.lower()))
         if not one_reading(new_text):
             self.unsure = True
             return True

@@ -35,9 +35,12 @@ The rules:
 * where every policy checking replies says what it refuses them for (Debug:
   its marker), each channel has a screen (``policies/term_screen.py``) that
   reads each new piece of its text once; a check whose new text it finds
-  nothing in has passed without asking the policies (``TextCheck.screened``),
-  one where it finds something asks them about the whole text as usual, and
-  so do the checks at the end and at an upstream's error;
+  nothing in has passed without asking the policies: the core passes it
+  itself, and the shell never sees it (no check object, no round trip: a
+  provider sending token by token pays this once per event,
+  ``bench/events.py``); one where it finds something asks them about the
+  whole text as usual, and so do the checks at the end and at an upstream's
+  error;
 * text an event carries that continues nothing (a whole output item, an
   event type nobody knows) is checked whole before the event may go;
 * an event carrying part of a tool call is held until the call is complete
@@ -178,15 +181,12 @@ class _OpenCall:
 @dataclass(frozen=True, slots=True)
 class TextCheck:
     """``on_model_response`` on ``text`` and ``thoughts``: a choice's whole text so far, or (``choice``
-    None) text an event carries that continues nothing. ``screened``: the channels' screens read the new
-    text and found nothing a policy refuses (``text`` and ``thoughts`` are then empty): it passed already,
-    the shell only says so (``checked``)."""
+    None) text an event carries that continues nothing."""
 
     choice: Any
     text: str
     thoughts: str
     covers: tuple[tuple[_Channel, int], ...] = field(default=(), repr=False, compare=False)
-    screened: bool = False
     final: bool = False  # on the whole reply, asked of the policies before the event that ends it goes
 
 
@@ -304,7 +304,7 @@ class StreamRelease:
     def accept(self, view: StreamView, raw: bytes, now: float) -> list[Check]:
         """One event: what it adds, and the checks due before anything more may go (in order)."""
         if view.error is not None:
-            return self._error_end(view, raw)
+            return self._error_end(view, raw, now)
         checks: list[Check] = []
         if view.content:
             checks.append(TextCheck(None, "\n".join(view.content), ""))
@@ -330,13 +330,14 @@ class StreamRelease:
             self._final_due += len(finals)
             return checks + finals
         if self._check_due(now):
-            checks += self._text_checks()
+            checks += self._text_checks(now=now)
         return checks
 
-    def read_over(self) -> list[Check]:
-        """An upstream read was framed whole: while checks are cheap, check what it left unchecked now."""
+    def read_over(self, now: float = 0.0) -> list[Check]:
+        """An upstream read was framed whole: while checks are cheap, check what it left unchecked now
+        (``now``: the clock; a check the screens pass counts as one made then)."""
         if self._unchecked and self._last_check_cost <= self.schedule.eager_check_seconds:
-            return self._text_checks()
+            return self._text_checks(now=now)
         return []
 
     def finish(self) -> list[Check]:
@@ -357,9 +358,12 @@ class StreamRelease:
         if check.final:
             self._final_due -= 1
             self._final_passed = self._final_due == 0
-        if not check.covers:
-            return  # text that continues nothing: it holds no channel back
-        for channel, length in check.covers:
+        if check.covers:  # else text that continues nothing: it holds no channel back
+            self._covered(check.covers, seconds, now)
+
+    def _covered(self, covers: tuple[tuple[_Channel, int], ...], seconds: float, now: float) -> None:
+        """A check of ``covers`` (each channel up to a length) passed; it took ``seconds``, ended at ``now``."""
+        for channel, length in covers:
             self._checked_total += length - channel.checked
             channel.checked = length
             scan = channel.matcher.feed(channel.between(channel.fed, length))
@@ -466,7 +470,7 @@ class StreamRelease:
         call.closed = call.asked = True
         checks.append(ToolCallCheck(key, call.as_call(), call))
 
-    def _error_end(self, view: StreamView, raw: bytes) -> list[Check]:
+    def _error_end(self, view: StreamView, raw: bytes, now: float) -> list[Check]:
         """The upstream reported an error in-stream: the end of the reply, so nothing is held back after it.
 
         The error event is read like any event (its text deltas grow their
@@ -488,7 +492,7 @@ class StreamRelease:
             self._close_call(key, checks)
         self._flush = True
         if not view.content:
-            return checks + self._text_checks() if self._unchecked else checks
+            return checks + self._text_checks(now=now) if self._unchecked else checks
         choices: dict[Any, None] = {}
         for channel in self._channels.values():
             if channel.releasable < channel.length:  # held back, or not yet checked
@@ -518,24 +522,49 @@ class StreamRelease:
     def _all_checked(self) -> bool:
         return all(channel.checked == channel.length for channel in self._channels.values())
 
-    def _text_checks(self, every_choice: bool = False, final: bool = False) -> list[Check]:
+    def _text_checks(self, every_choice: bool = False, final: bool = False, now: float = 0.0) -> list[Check]:
         """One check per choice with unchecked text (``every_choice``: per choice), on all its text and
-        thoughts so far."""
+        thoughts so far; one whose new text its channels' screens find nothing in has passed (at ``now``)
+        and is not asked for."""
         channels = self._channels
+        if not every_choice and self.new_screen is not None and len(channels) == 1:
+            # The common stream: one channel (one choice's text), screened, no list of choices to build.
+            (channel,) = channels.values()
+            length = channel.length
+            if length <= channel.checked:
+                return []
+            self._unchecked = 0
+            self._round_cost = 0.0
+            alone = ((channel, length),)
+            if channel.screened == channel.fed == channel.checked:
+                # What the screen reads next is what the matcher reads next: cut once, read by both.
+                new_text = channel.between(channel.checked, length)
+                channel.screened = length
+                if not channel.screen.feed(new_text):  # type: ignore[union-attr]  # new_screen is set
+                    self._checked_total += length - channel.checked
+                    channel.checked = channel.fed = length
+                    scan = channel.matcher.feed(new_text)
+                    channel.releasable = length if scan.pending is None else scan.pending
+                    self._last_check_cost = 0.0
+                    self._last_check = now
+                    return []
+            elif _screened(channel):
+                self._covered(alone, 0.0, now)
+                return []
+            whole = channel.whole()
+            said, thought = ("", whole) if channel.thought else (whole, "")
+            return [TextCheck(channel.choice, said, thought, alone, final=final)]
         choices: dict[Any, None] = {}
         for channel in channels.values():
             if every_choice or channel.length > channel.checked:
                 choices[channel.choice] = None
         checks: list[Check] = []
+        passed: list[tuple[_Channel, int]] = []
         for choice in choices:
             text = channels.get((choice, False))
             thoughts = channels.get((choice, True))
             if not every_choice and self.new_screen is not None and _screened(text, thoughts):
-                if thoughts is None and text is not None:
-                    covers: tuple[tuple[_Channel, int], ...] = ((text, text.length),)
-                else:
-                    covers = tuple((channel, channel.length) for channel in (text, thoughts) if channel is not None)
-                checks.append(TextCheck(choice, "", "", covers, screened=True))
+                passed += ((channel, channel.length) for channel in (text, thoughts) if channel is not None)
                 continue
             if thoughts is None and text is not None:
                 checks.append(TextCheck(choice, text.whole(), "", ((text, text.length),), final=final))
@@ -547,4 +576,6 @@ class StreamRelease:
             ))
         self._unchecked = 0
         self._round_cost = 0.0
+        if passed:
+            self._covered(tuple(passed), 0.0, now)
         return checks

@@ -3,26 +3,30 @@
 What may go and what must be checked first is decided by the release core
 (``release.py``, no I/O); this module does the I/O around it:
 
-* one nursery per streamed request (``StreamPump.open``, an async context
-  manager the data plane enters) holds the upstream reader; the checking and
-  writing is the client-facing iteration itself. They are joined by a small
-  bounded memory channel, so a slow client slows the upstream read and memory
-  per stream stays flat; an event costs no task switch of its own, since
-  events travel in batches (what one upstream read framed);
-* the reader frames the upstream bytes (the reply's ``StreamDecoder``); the
-  consumer asks the dialect for each event's view, feeds the core, runs the
-  checks it asks for against the policy engine, and writes what it
-  releases: after the very first release, which goes out at once, what one
-  batch releases goes to the client in one write (a provider that sends many
-  events per read costs one client write, not one per event);
+* one task reads, checks and writes (``StreamPump.relay``, awaited by the
+  data plane with the client's write): it reads the upstream, frames the
+  bytes (the reply's ``StreamDecoder``), asks the dialect for each event's
+  view, feeds the core, runs the checks it asks for against the policy
+  engine, and writes what it releases, then reads again. A slow client
+  slows the upstream read and memory per stream stays flat. After the very
+  first release, which goes out at once, what one read releases goes to the
+  client in one write (a provider that sends many events per read costs one
+  client write, not one per event). Why one task and not a reader task
+  feeding a checker through a memory channel: when a provider sends its
+  events one by one (``bench/events.py``), the channel and the task switch
+  it costs were paid per event, a tenth of the proxy's CPU per event; a
+  second task bought nothing a single one does not do (its only other task
+  is the idle watch, which wakes once per idle timeout);
 * every way a stream can end becomes a provider-shaped final error event
   (``Dialect.stream_error``, framed for the reply's media type) and one
   honest outcome (``outcomes.StreamOutcome``): a block, a broken or idle
   upstream, a shutdown, and any exception of the reader, the decoder, the
   dialect or the core (``internal_error``, logged with its traceback,
   request id and tenant id);
-* a block, the client hanging up or a shutdown cancels the reader, which
-  closes the upstream response at once (within a short shielded grace).
+* a block closes the upstream response at once (within a short shielded
+  grace), before the final error event is written; so does the client
+  hanging up (the server cancels the relay) and a shutdown (which cancels
+  a pending read, or is seen before the next one).
 
 A reply the provider stores under an id (a Responses stream, ``stored``) is
 recorded as delivered just before the event that completes it goes to the
@@ -35,8 +39,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import cast
 
@@ -76,7 +80,6 @@ class StreamSettings:
     check_growth: float = 0.25
     check_interval: float = 0.05
     eager_check_seconds: float = 0.0005  # see release.CheckSchedule
-    channel_size: int = 8
     idle_timeout: float | None = DEFAULTS.upstream_timeout
     max_bytes: int | None = None  # upstream bytes one stream may carry; beyond, it ends with an error event
 
@@ -84,15 +87,8 @@ class StreamSettings:
         return CheckSchedule(self.check_chars, self.check_growth, self.check_interval, self.eager_check_seconds)
 
 
-class _UpstreamFailure:
-    """Sent down the channel when the upstream stream breaks (or the reader fails)."""
-
-    def __init__(self, error: ProxyError) -> None:
-        self.error = error
-
-
-# What travels from the reader to the checker: the events of one upstream read, or the end.
-_Batch = list[StreamEvent] | _UpstreamFailure
+# Where the pump writes what it releases: the client's connection (``data_plane``), or a test's list.
+Write = Callable[[bytes], Awaitable[None]]
 
 
 class OpenStreams:
@@ -138,7 +134,7 @@ def stream_outcome(error: ProxyError) -> StreamOutcome:
 
 
 class StreamPump:
-    """One streamed reply: ``async with pump.open() as chunks: async for chunk in chunks: ...``.
+    """One streamed reply: ``await pump.relay(write)`` relays it, ``write`` taking each piece for the client.
 
     ``outcome`` says how it ended (``INCOMPLETE`` until it knows); it is
     ``COMPLETED`` as soon as the event that ends the reply was written, so a
@@ -172,153 +168,62 @@ class StreamPump:
                                   keeps_stored=stored is not None, now=time.monotonic(),
                                   new_screen=engine.reply_screens)
         self.outcome = StreamOutcome.INCOMPLETE
-        # The nursery lives in the client-facing task, so cancelling its scope would
-        # cancel the sending too: the reader gets a scope of its own.
-        self._reader_scope = trio.CancelScope()
         self._ended_by_shutdown = False
         self._first_written = False
         self._last_write: float | None = None  # trio time of the last write to the client
         self._completes_stored = False  # what goes out next carries the event completing the stored reply
         self._ends_reply = False  # what goes out next carries the event ending the reply
         # The idle timeout (``_watch_idle``): when the pending upstream read began (None: not reading),
-        # the scope around the reads that the watch cancels, the watch's own scope, and whether it fired.
+        # the scope around the reads that the watch (or a shutdown) cancels, and the watch's own scope.
         self._read_since: float | None = None
         self._reads_scope = trio.CancelScope()
+        self._reads_cancelled = False
         self._watch_scope = trio.CancelScope()
-        self._went_idle = False
+        # trio's clock, read directly: ``trio.current_time()`` is three calls, paid twice per event.
+        self._clock = trio.current_time
 
-    @asynccontextmanager
-    async def open(self) -> AsyncIterator[AsyncIterator[bytes]]:
-        """Start the upstream reader; yield the bytes to write to the client, as they are released.
+    async def relay(self, write: Write) -> None:
+        """Read the upstream, check, and ``write`` what is released, in this one task, until the stream ends.
 
-        Leaving the block (the stream ended, the client left, the server is
-        going away) cancels the reader, which closes the upstream, and waits
-        for it.
+        However it ends (the stream is over, a check refused, the client left,
+        the server is going away), the upstream response is closed before
+        anything more is written: a refused stream stops reading at once.
         """
-        send, batches = trio.open_memory_channel[_Batch](self.settings.channel_size)
+        self._clock = trio.lowlevel.current_clock().current_time
+        if self.open_streams is not None:
+            self.open_streams.add(self)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_upstream, send)
                 if self.settings.idle_timeout:
                     nursery.start_soon(self._watch_idle, self.settings.idle_timeout)
-                if self.open_streams is not None:
-                    self.open_streams.add(self)
                 try:
-                    async with aclosing(self._deliver(batches)) as chunks:
-                        yield chunks
+                    await self._relay(write)
                 finally:
-                    if self.open_streams is not None:
-                        self.open_streams.discard(self)
-                    self._reader_scope.cancel()
+                    self._watch_scope.cancel()
         except BaseExceptionGroup as group:
-            # The reader never raises (it ends the stream with an error event instead), so a group
-            # holds what the block raised (the client left): raised as it is, not wrapped.
+            # The watch never raises, so a group holds what the relay raised (the client left):
+            # raised as it is, not wrapped.
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            if self.open_streams is not None:
+                self.open_streams.discard(self)
 
     def end_for_shutdown(self) -> None:
-        """Stop reading; the reader then ends the stream with a ``server_shutting_down`` event."""
+        """Stop reading; the stream then ends with a ``server_shutting_down`` event.
+
+        A read waiting now is cancelled; otherwise the relay sees it before its next read. What is
+        being checked or written goes on: a write is never cut in the middle.
+        """
         self._ended_by_shutdown = True
-        self._reader_scope.cancel()
+        if self._read_since is not None:
+            self._cancel_reads()
 
-    # -- upstream side -------------------------------------------------------
+    # -- the relay -----------------------------------------------------------
 
-    async def _read_upstream(self, send: trio.MemorySendChannel[_Batch]) -> None:
-        """Feed upstream events to the consumer; always closes the upstream response; never raises."""
-        try:
-            with send:
-                with self._reader_scope:
-                    failure = await self._read_events(send)
-                    if failure is not None:
-                        await send.send(_UpstreamFailure(failure))
-                if self._ended_by_shutdown:
-                    await send.send(_UpstreamFailure(shutting_down()))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the consumer is gone; nothing to tell
-        finally:
-            self._watch_scope.cancel()
-            with trio.CancelScope(deadline=trio.current_time() + _CLOSE_GRACE_SECONDS, shield=True):
-                await self.response.aclose()
-
-    async def _read_events(self, send: trio.MemorySendChannel[_Batch]) -> ProxyError | None:
-        """Pump events; a broken upstream, or a fault of our own, becomes the error of the final event."""
-        try:
-            await self._pump_events(send)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise
-        except ProxyError as error:
-            return error
-        except FramingError as error:
-            return upstream_unavailable(f"Upstream stream is malformed: {error}")
-        except trio.TooSlowError:
-            return upstream_timeout("Upstream stream went idle for too long.")
-        except httpx.TimeoutException as error:
-            return upstream_timeout("Upstream stream timed out.", transport_cause(error))
-        except (httpx.HTTPError, OSError) as error:
-            return upstream_unavailable(f"Upstream stream broke off ({type(error).__name__}).", transport_cause(error))
-        except Exception:  # noqa: BLE001 - a fault of ours (the decoder...): an honest internal error
-            self._log_fault("stream reader failed")
-            return internal_error()
-        return None
-
-    async def _pump_events(self, send: trio.MemorySendChannel[_Batch]) -> None:
-        # httpx types ``aiter_bytes`` as an iterator; it is an async generator, closed here, not left to the GC.
-        async with aclosing(cast(AsyncGenerator[bytes, None], self.response.aiter_bytes())) as chunks:
-            await self._frame(chunks, send)
-        events = self.decoder.close()
-        if events:
-            await send.send(events)
-
-    async def _frame(self, chunks: AsyncIterator[bytes], send: trio.MemorySendChannel[_Batch]) -> None:
-        """Each upstream read's events, one batch per read; the idle timeout and the byte budget enforced.
-
-        The idle timeout is kept by ``_watch_idle``, not by a ``fail_after`` around each read: a cancel
-        scope with a deadline costs 7-12 µs to enter and leave (the run loop's deadline heap), paid once
-        per upstream read, i.e. once per event when a provider sends them one by one. Here a read costs
-        two attribute writes; the watch cancels ``_reads_scope`` only while a read is pending.
-        """
-        budget = self.settings.max_bytes
-        with self._reads_scope:
-            while True:
-                self._read_since = trio.current_time()
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    self._read_since = None
-                if budget is not None:
-                    budget -= len(chunk)
-                    if budget < 0:
-                        raise response_too_large(self.settings.max_bytes or 0)
-                events = self.decoder.feed(chunk)
-                if events:
-                    await send.send(events)
-        if self._went_idle:
-            raise trio.TooSlowError
-
-    async def _watch_idle(self, idle: float) -> None:
-        """Cancel the reads when one has been pending ``idle`` seconds (the upstream went idle).
-
-        Waiting to send a batch (a slow client) is not reading: the watch only fires while a read is
-        pending, as a deadline around each read would. It wakes about once per ``idle`` seconds, and at
-        a pending read's deadline; the reader's end cancels it.
-        """
-        with self._watch_scope:
-            while True:
-                since = self._read_since
-                await trio.sleep_until((trio.current_time() if since is None else since) + idle)
-                since = self._read_since
-                if since is not None and trio.current_time() >= since + idle:
-                    self._went_idle = True
-                    self._reads_scope.cancel()
-                    return
-
-    # -- client side ---------------------------------------------------------
-
-    async def _deliver(self, batches: trio.MemoryReceiveChannel[_Batch]) -> AsyncGenerator[bytes, None]:
-        """Check each batch and write what it released in one piece (the very first release at once).
+    async def _relay(self, write: Write) -> None:
+        """The read-check-write loop, then the end: the last checks, or the final error event.
 
         A final error event is written on its own, never joined to text released
         before it, and at least ``Dialect.stream_error_gap`` after it: the JS SDK
@@ -332,18 +237,14 @@ class StreamPump:
         out: list[bytes] = []  # released, not yet written
         final = b""  # the error event that ends a cut stream
         try:
-            async for batch in batches:
-                if isinstance(batch, _UpstreamFailure):
-                    final = self._cut(batch.error)
-                    break
-                for event in batch:
-                    if await self._take(event, out):
-                        yield await self._write(out)  # time to first byte: no waiting for the rest of the batch
-                        self._written()
-                await self._read_over(out)
-                if out:
-                    yield await self._write(out)
-                    self._written()
+            try:
+                failure = await self._read_and_deliver(write, out)
+            finally:
+                self._watch_scope.cancel()
+                with trio.CancelScope(deadline=trio.current_time() + _CLOSE_GRACE_SECONDS, shield=True):
+                    await self.response.aclose()
+            if failure is not None:
+                final = self._cut(failure)
             else:
                 await self._finish(out)
         except ProxyError as error:
@@ -353,15 +254,114 @@ class StreamPump:
             final = self._cut(internal_error())
         finally:
             await self._settle_stored()
-        # Events of the batch released before a block or failure did pass their checks. A stored reply
+        # Events of the read released before a block or failure did pass their checks. A stored reply
         # among them was settled above: recorded if the stream completed, withdrawn otherwise.
         if out:
-            yield b"".join(out)
+            await write(b"".join(out))
             self._last_write = trio.current_time()
         if final:
             if self._last_write is not None:
                 await trio.sleep_until(self._last_write + self.dialect.stream_error_gap)
-            yield final
+            await write(final)
+
+    async def _read_and_deliver(self, write: Write, out: list[bytes]) -> ProxyError | None:
+        """Each upstream read framed, checked and its release written; None when the upstream ended
+        normally, else the error that ends the stream (a broken or idle upstream, a shutdown, a fault
+        of the reader or the decoder). A check's refusal or fault is raised, not returned.
+
+        The idle timeout is kept by ``_watch_idle``, not by a ``fail_after`` around each read: a cancel
+        scope with a deadline costs 7-12 µs to enter and leave (the run loop's deadline heap), paid once
+        per upstream read, i.e. once per event when a provider sends them one by one. Here a read costs
+        two attribute writes; the watch (and a shutdown) cancels ``_reads_scope`` only while a read is
+        pending, and a read that returned as it was cancelled is dropped before anything else can wait
+        in the cancelled scope: checks and writes are never cancelled by it.
+        """
+        budget = self.settings.max_bytes
+        decoder = self.decoder
+        clock = self._clock
+        response = self.response
+        # A reply without a content coding is read raw: its bytes are what ``aiter_bytes`` would give,
+        # without a decoder's and a chunker's call and a generator's step per read.
+        reads = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
+        # httpx types them as iterators; they are async generators, closed here, not left to the GC.
+        async with aclosing(cast(AsyncGenerator[bytes, None], reads)) as chunks:
+            with self._reads_scope:
+                while not self._ended_by_shutdown:
+                    self._read_since = clock()
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        chunk = None
+                    except Exception as error:  # noqa: BLE001 - every way a read fails ends the stream
+                        return self._reading_failed(error)
+                    finally:
+                        self._read_since = None
+                    if self._reads_cancelled:
+                        break  # idle, or a shutdown, as this read returned
+                    try:
+                        if chunk is None:
+                            events = decoder.close()
+                        else:
+                            if budget is not None:
+                                budget -= len(chunk)
+                                if budget < 0:
+                                    raise response_too_large(self.settings.max_bytes or 0)
+                            events = decoder.feed(chunk)
+                    except Exception as error:  # noqa: BLE001 - garbage, or a fault of the decoder
+                        return self._reading_failed(error)
+                    if events:
+                        await self._deliver(events, write, out)
+                    if chunk is None:
+                        return None
+        if self._ended_by_shutdown:
+            return shutting_down()
+        return upstream_timeout("Upstream stream went idle for too long.")
+
+    def _reading_failed(self, error: Exception) -> ProxyError:
+        """What ends a stream whose upstream read (or its framing) failed with ``error``."""
+        if isinstance(error, ProxyError):
+            return error
+        if isinstance(error, FramingError):
+            return upstream_unavailable(f"Upstream stream is malformed: {error}")
+        if isinstance(error, httpx.TimeoutException):
+            return upstream_timeout("Upstream stream timed out.", transport_cause(error))
+        if isinstance(error, (httpx.HTTPError, OSError)):
+            return upstream_unavailable(f"Upstream stream broke off ({type(error).__name__}).",
+                                        transport_cause(error))
+        self._log_fault("stream reader failed")  # a fault of ours (the decoder...): an honest internal error
+        return internal_error()
+
+    async def _watch_idle(self, idle: float) -> None:
+        """Cancel the reads when one has been pending ``idle`` seconds (the upstream went idle).
+
+        Checking and writing (a slow client) is not reading: the watch only fires while a read is
+        pending, as a deadline around each read would. It wakes about once per ``idle`` seconds, and at
+        a pending read's deadline; the end of reading cancels it.
+        """
+        with self._watch_scope:
+            while True:
+                since = self._read_since
+                await trio.sleep_until((trio.current_time() if since is None else since) + idle)
+                since = self._read_since
+                if since is not None and trio.current_time() >= since + idle:
+                    self._cancel_reads()
+                    return
+
+    def _cancel_reads(self) -> None:
+        """The pending read is cancelled (idle, or a shutdown); the relay drops what it may still return."""
+        self._reads_cancelled = True
+        self._reads_scope.cancel()
+
+    async def _deliver(self, events: list[StreamEvent], write: Write, out: list[bytes]) -> None:
+        """Check the events of one read and write what they released in one piece (the very first
+        release at once: time to first byte does not wait for the rest of the read)."""
+        for event in events:
+            if await self._take(event, out):
+                await self._send(write, out)
+        # The read is over: nothing more to wait for before a cheap check.
+        await self._check_and_collect(self.core.read_over(time.monotonic()), out)
+        if out:
+            await self._send(write, out)
 
     async def _take(self, event: StreamEvent, out: list[bytes]) -> bool:
         """Feed one event to the core, run the checks it asks for, collect what it releases.
@@ -387,12 +387,6 @@ class StreamPump:
         self._first_written = True
         return True
 
-    async def _read_over(self, out: list[bytes]) -> None:
-        """The batch is over: nothing more to wait for before a cheap check."""
-        checks = self.core.read_over()
-        if checks:
-            await self._check_and_collect(checks, out)
-
     async def _finish(self, out: list[bytes]) -> None:
         """The upstream ended: the last checks on everything, then all that passed goes."""
         await self._check_and_collect(self.core.finish(), out)
@@ -403,9 +397,6 @@ class StreamPump:
         """The checks the core asked for, in order; a refusal raises ``ProxyError`` and ends the stream."""
         for check in checks:
             if isinstance(check, TextCheck):
-                if check.screened:  # the new text holds nothing any policy refuses replies for
-                    self.core.checked(check, 0.0, time.monotonic())
-                    continue
                 begun = time.monotonic()
                 await self.engine.check_model_response(self.exchange, check.text, check.thoughts)
                 now = time.monotonic()
@@ -429,17 +420,15 @@ class StreamPump:
         self._completes_stored = self._completes_stored or release.completes_stored
         self._ends_reply = self._ends_reply or release.ends_reply
 
-    async def _write(self, out: list[bytes]) -> bytes:
-        """What goes out now; a stored reply it completes is recorded just before."""
+    async def _send(self, write: Write, out: list[bytes]) -> None:
+        """Write what was released in one piece; a stored reply it completes is recorded just before.
+        Once written, if it carried the reply's end, the client has the whole reply."""
         if self._completes_stored:
             await self._record_stored()
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        return data
-
-    def _written(self) -> None:
-        """A write reached the client: if it carried the reply's end, the client has the whole reply."""
-        self._last_write = trio.current_time()
+        await write(data)
+        self._last_write = self._clock()
         if self._ends_reply and self.outcome is StreamOutcome.INCOMPLETE:
             self.outcome = StreamOutcome.COMPLETED
 
@@ -464,8 +453,7 @@ class StreamPump:
                 await self._record_stored()
 
     def _cut(self, error: ProxyError) -> bytes:
-        """Stop reading upstream now and return the final error event."""
-        self._reader_scope.cancel()
+        """The final error event (the upstream is closed already)."""
         self.outcome = stream_outcome(error)
         if self.outcome is StreamOutcome.UPSTREAM_ERROR:
             self.exchange.failure = error.cause or error.message  # the request's line is a WARNING that says why
@@ -494,8 +482,7 @@ async def check_stream_body(
     async def run(checks: list[Check]) -> None:
         for check in checks:
             if isinstance(check, TextCheck):
-                if not check.screened:
-                    await engine.check_model_response(exchange, check.text, check.thoughts)
+                await engine.check_model_response(exchange, check.text, check.thoughts)
             else:
                 await engine.check_tool_call(exchange, check.call)
             core.checked(check, 0.0, time.monotonic())

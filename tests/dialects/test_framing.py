@@ -179,9 +179,10 @@ async def _relayed(pieces: list[bytes]) -> bytes:
                       OpenAIChatDialect(), ENGINE, httpx.Response(200, content=upstream()), SSEDecoder(),
                       StreamSettings(idle_timeout=5), OpenStreams())
     writes: list[bytes] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            writes.append(data)
+    async def write(data: bytes) -> None:
+        writes.append(data)
+
+    await pump.relay(write)
     return b"".join(writes)
 
 

@@ -64,3 +64,26 @@ def test_the_common_chunks_are_read_fast(text: str, index: int, finish: str | No
     assert fast is not None
     assert fast == walked_view(chunk)
     assert fast.text == ([(index, text)] if text else [])
+
+
+def _equal_but_other_type(value: Any) -> Any:
+    """A value ``==`` to ``value`` of another type where one exists (``1`` for ``True``, ``1.0`` for ``1``)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return float(value)
+    return value
+
+
+@settings(max_examples=1000)
+@given(first=chunks(), second=chunks(), retyped=st.booleans())
+def test_a_chunk_read_after_another_gives_the_walks_view(first: dict[str, Any], second: dict[str, Any],
+                                                          retyped: bool) -> None:
+    """The fast read remembers the fields around the text of the last chunk it found declared: a next
+    chunk with equal fields there (even equal values of other types) or other ones reads as the walk does."""
+    one_delta_view(first)
+    if retyped:  # the same fields as the first, each an equal value of another type where one exists
+        second = {**{key: _equal_but_other_type(value) for key, value in first.items()}, "choices": second["choices"]}
+    fast = one_delta_view(second)
+    if fast is not None:
+        assert fast == walked_view(second)

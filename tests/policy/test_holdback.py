@@ -128,12 +128,14 @@ async def _stream_through(pieces: list[str], policy_engine: object) -> tuple[lis
     pump = StreamPump(exchange, OpenAIChatDialect(), policy_engine, httpx.Response(200, content=upstream()),  # type: ignore[arg-type]
                       SSEDecoder(), StreamSettings(idle_timeout=5))
     texts, raw = [], b""
-    async with pump.open() as chunks:
-        async for chunk in chunks:
-            raw += chunk
-            for event in SSEDecoder().feed(chunk):
-                if event.data.startswith("{") and "choices" in event.data:
-                    texts.extend(c["delta"].get("content") or "" for c in json.loads(event.data)["choices"])
+    async def write(chunk: bytes) -> None:
+        nonlocal raw
+        raw += chunk
+        for event in SSEDecoder().feed(chunk):
+            if event.data.startswith("{") and "choices" in event.data:
+                texts.extend(c["delta"].get("content") or "" for c in json.loads(event.data)["choices"])
+
+    await pump.relay(write)
     return texts, raw
 
 

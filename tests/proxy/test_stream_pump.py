@@ -40,9 +40,10 @@ def _exchange() -> Exchange:
 async def _run(pump: StreamPump) -> list[bytes]:
     """What ``pump`` writes to the client, write by write."""
     writes: list[bytes] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            writes.append(data)
+    async def write(data: bytes) -> None:
+        writes.append(data)
+
+    await pump.relay(write)
     return writes
 
 
@@ -132,10 +133,11 @@ async def test_ending_all_open_streams_cuts_each_with_a_shutdown_event_and_close
         pump = StreamPump(_exchange(), DIALECT, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5), open_streams)
         pumps.append(pump)
         writes = []
-        async with pump.open() as chunks:
-            async for data in chunks:
-                writes.append(data)
-                first_write.set()
+        async def write(data: bytes) -> None:
+            writes.append(data)
+            first_write.set()
+
+        await pump.relay(write)
         outputs.append(b"".join(writes))
 
     responses = [_endless_response() for _ in range(3)]
@@ -153,6 +155,34 @@ async def test_ending_all_open_streams_cuts_each_with_a_shutdown_event_and_close
     assert not open_streams._pumps  # each left the registry when it ended
     # One outcome, the one its "stream cut" line names: not upstream_error.
     assert [pump.outcome for pump in pumps] == [StreamOutcome.SERVER_SHUTTING_DOWN] * 3
+
+
+async def test_a_shutdown_during_a_write_lets_it_finish_then_ends_the_stream() -> None:
+    """The pump reads, checks and writes in one task: a shutdown that comes while it writes to a slow
+    client is seen once the write is done (a write cut in the middle would break the client's
+    framing), then the stream ends with the shutdown event and the upstream is closed."""
+    open_streams = OpenStreams()
+    response = _endless_response()
+    pump = StreamPump(_exchange(), DIALECT, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5),
+                      open_streams)
+    writing, go_on = trio.Event(), trio.Event()
+    writes: list[bytes] = []
+
+    async def slow_client(data: bytes) -> None:
+        if not writing.is_set():
+            writing.set()
+            await go_on.wait()  # the client reads slowly: the first write takes a while
+        writes.append(data)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump.relay, slow_client)
+            await writing.wait()
+            open_streams.end_all()  # the server is going away while the first write is in progress
+            go_on.set()
+    assert b"the start of a long answer" in writes[0]  # written whole, not cut
+    assert b"server_shutting_down" in writes[-1] and pump.outcome is StreamOutcome.SERVER_SHUTTING_DOWN
+    assert response.is_closed  # no read was pending: the pump closed the response itself
 
 
 async def test_a_stream_opened_after_the_shutdown_ends_at_once() -> None:
@@ -253,10 +283,11 @@ async def test_a_block_error_waits_the_dialects_gap_after_the_last_text(
     pump = StreamPump(_exchange(), dialect, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5))
     times: list[float] = []
     writes: list[bytes] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            writes.append(data)
-            times.append(trio.current_time())
+    async def write(data: bytes) -> None:
+        writes.append(data)
+        times.append(trio.current_time())
+
+    await pump.relay(write)
     assert b"A harmless start" in writes[0] and b"capsem_block" not in b"".join(writes[:-1])
     assert b"error" in writes[-1] and pump.outcome is StreamOutcome.BLOCKED
     assert times[-1] - times[-2] >= dialect.stream_error_gap
@@ -285,11 +316,12 @@ async def test_a_slow_client_is_not_an_idle_upstream(autojump_clock: MockClock) 
             yield event  # each its own read, always ready: the upstream is never idle
 
     pump = StreamPump(_exchange(), DIALECT, ENGINE, httpx.Response(200, content=upstream()), SSEDecoder(),
-                      StreamSettings(idle_timeout=5, channel_size=1))
+                      StreamSettings(idle_timeout=5))
     writes: list[bytes] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            writes.append(data)
-            await trio.sleep(12)  # longer than the idle timeout before the next read of the client
+    async def write(data: bytes) -> None:
+        writes.append(data)
+        await trio.sleep(12)  # longer than the idle timeout before the next read of the client
+
+    await pump.relay(write)
     assert b"".join(writes) == b"".join(events)
     assert pump.outcome is StreamOutcome.COMPLETED

@@ -52,10 +52,11 @@ async def run(
                       StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
     writes: list[bytes] = []
     usable: list[bool | None] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            writes.append(data)
-            usable.append(await stored.store.usable(TENANT, RESPONSE_ID))
+    async def write(data: bytes) -> None:
+        writes.append(data)
+        usable.append(await stored.store.usable(TENANT, RESPONSE_ID))
+
+    await pump.relay(write)
     return writes, usable, stored
 
 
@@ -108,10 +109,11 @@ async def test_with_screens_the_completion_waits_for_the_final_check(tmp_path: P
                       httpx.Response(200, content=upstream()), SSEDecoder(), StreamSettings(idle_timeout=5),
                       stored=stored.stream(exchange))
     asked_before: list[int] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            if b"response.completed" in data:
-                asked_before.append(decisions.count("on_model_response"))
+    async def write(data: bytes) -> None:
+        if b"response.completed" in data:
+            asked_before.append(decisions.count("on_model_response"))
+
+    await pump.relay(write)
     assert asked_before == [1]  # the text before went screened; the whole reply was decided before its end
     assert decisions.count("on_model_response") == 1  # and not asked again when the upstream closed
     await stored.store.aclose()
@@ -138,10 +140,11 @@ async def test_a_client_that_leaves_mid_stream_has_the_id_withdrawn(tmp_path: Pa
     pump = StreamPump(exchange, OpenAIResponsesDialect(), engine(), httpx.Response(200, content=upstream()), SSEDecoder(),
                       StreamSettings(idle_timeout=5), stored=stored.stream(exchange))
     with trio.fail_after(5), trio.CancelScope() as client:
-        async with pump.open() as chunks:
-            async for data in chunks:
-                if b"All fine" in data:
-                    client.cancel()  # the client hangs up
+        async def write(data: bytes) -> None:
+            if b"All fine" in data:
+                client.cancel()  # the client hangs up
+
+        await pump.relay(write)
     assert await stored.store.usable(TENANT, RESPONSE_ID) is False  # withdrawn: never admitted later
     await stored.store.aclose()
 

@@ -73,7 +73,8 @@ async def pump_writes(
         decoder or SSEDecoder(), settings or StreamSettings(idle_timeout=5),
     )
     writes: list[bytes] = []
-    async with pump.open() as chunks:
-        async for data in chunks:
-            writes.append(data)
+    async def write(data: bytes) -> None:
+        writes.append(data)
+
+    await pump.relay(write)
     return writes
