@@ -21,9 +21,10 @@ import httpx
 
 from capsem_proxyd.config import Settings
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.policies import CountingPolicy, ThirdPartyRecorder
+from tests.support.policies import CountingPolicy, ShadowThirdPartyRecorder, ThirdPartyRecorder
 from tests.support.proxy import OPENAI_AUTH
-from tests.support.sdk import policy_proxy
+from tests.support.sdk import policy_proxy, write_policy_folder
+from tests.support.waiting import wait_until
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 RULES = r"""
@@ -82,3 +83,21 @@ async def test_a_policy_that_cannot_mask_reads_placeholders_where_the_values_wer
     assert f"the key was {placeholder}" in prompts[-1]
     assert f"did you see {placeholder}?" in prompts[0]
     assert any(placeholder in text for hook, text in CountingPolicy.seen if hook == "on_model_call")
+
+
+async def test_a_shadow_policy_reads_the_masked_view_too(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    ShadowThirdPartyRecorder.seen.clear()
+    shadow = write_policy_folder(tmp_path / "shadow", third='class = "tests.support.policies:ShadowThirdPartyRecorder"\n')
+    proxy = await start_proxy(proxy_settings, policy_dir=str(write_policy_folder(tmp_path / "main", rules=RULES)),
+                              shadow_policy_dir=str(shadow))
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/chat/completions", headers=dict(OPENAI_AUTH),
+                                  json={"model": "gpt-4o-mini", "messages": messages(f"did you see {SECRET}?")})
+    assert reply.status_code == 200 and reply.headers["x-capsem-decision"] == "redact", reply.text
+    seen = ShadowThirdPartyRecorder.seen
+    await wait_until(lambda: {hook for hook, _ in seen} >= {"on_model_call", "on_tool_response"}, timeout=15,
+                     what="the shadow policy's evaluations")
+    assert not [text for _, text in seen if SECRET in text], "a shadow policy read the value"
+    assert all(PLACEHOLDER.search(text) for hook, text in seen if hook in ("on_model_call", "on_tool_response"))

@@ -251,17 +251,23 @@ class ThirdPartyRecorder(Policy):
     async def on_model_call(
         self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
     ) -> Decision:
-        ThirdPartyRecorder.seen.append(("on_model_call", f"{system_instructions}\n{prompt}"))
+        type(self).seen.append(("on_model_call", f"{system_instructions}\n{prompt}"))
         return DEFAULT_SAFE_DECISION
 
     async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Any, args: dict) -> Decision:
-        ThirdPartyRecorder.seen.append(("on_tool_call", repr(args)))
+        type(self).seen.append(("on_tool_call", repr(args)))
         return DEFAULT_SAFE_DECISION
 
     async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Any, response: dict) -> Decision:
-        ThirdPartyRecorder.seen.append(("on_tool_response", repr(response)))
+        type(self).seen.append(("on_tool_response", repr(response)))
         return DEFAULT_SAFE_DECISION
 
     @classmethod
     def from_config(cls, config: dict) -> ThirdPartyRecorder:
-        return cls(config.get("name", "ThirdParty"))
+        return cls(config.get("name", cls.__name__))
+
+
+class ShadowThirdPartyRecorder(ThirdPartyRecorder):
+    """The same, with a record of its own: run as a shadow policy (``--shadow-policy-dir``)."""
+
+    seen: ClassVar[list[tuple[str, str]]] = []
