@@ -83,6 +83,15 @@ class Masker:
             for value, kind in findings.items()
         }
         known = self._known(tenant) if memory else None
+        if known is not None:  # the same token recurs across a prompt's pieces: one keyed hash each
+            lookup, seen = known, dict[str, str | None]()
+
+            def remembered(token: str) -> str | None:
+                if token not in seen:
+                    seen[token] = lookup(token)
+                return seen[token]
+
+            known = remembered
 
         def masked(text: str) -> str:
             return mask_text(text, values, known)
