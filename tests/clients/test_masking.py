@@ -3,7 +3,7 @@
 The model (the fake provider) has the agent read a file of credentials with
 its own read or shell tool; the proxy masks them (a Rules ``redact`` list) in
 the tool result the agent sends back; the model then has it read another
-file, and answers: a tool result that carries credentials, then two more
+file, and answers: a tool result that carries credentials (an AWS key id and secret, a GitHub token, a private key block), then two more
 turns, each resending the conversation. The run succeeds, every model call
 reached the provider, and no request the provider received holds any of the
 values, in any field, raw or JSON-escaped; each value's placeholder is the
@@ -32,9 +32,11 @@ pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=f"client sui
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
-VALUES = (KEY_ID, SECRET, GITHUB)
+PEM_BODY = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0"
+PEM = f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----"
+VALUES = (KEY_ID, SECRET, GITHUB, PEM_BODY)
 CREDENTIALS = (f"AWS_ACCESS_KEY_ID={KEY_ID}\nAWS_SECRET_ACCESS_KEY={SECRET}\nGITHUB_TOKEN={GITHUB}\n"
-               "REGION=eu-west-1\n")
+               f"{PEM}\nREGION=eu-west-1\n")
 NOTES = "Deploy on Tuesday.\n"
 ANSWER = "Both files read; the deployment is configured."
 # The credentials the proxy masks (the lead switches this to the default Secrets policy once it masks).
@@ -42,6 +44,7 @@ _REDACT = r"""redact = [
     { name = "aws-key-id", regex = 'AKIA[0-9A-Z]{16}', case_sensitive = true },
     { name = "aws-secret", regex = 'AWS_SECRET_ACCESS_KEY\s*=\s*(?P<value>[A-Za-z0-9/+]{40})', group = "value" },
     { name = "github-token", regex = 'ghp_[A-Za-z0-9]{36}', case_sensitive = true },
+    { name = "private-key", regex = '-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)' },
 ]
 """
 RULES = f"[on_tool_response]\n{_REDACT}[on_model_call]\n{_REDACT}[on_tool_call]\n{_REDACT}"
@@ -94,7 +97,7 @@ async def test_credentials_a_tool_printed_are_masked_and_the_session_goes_on(
                 f"a credential reached the provider ({value[:4]}...)")
     # the credentials' tool result reached the model masked, the same way in both later turns
     masked = [set(PLACEHOLDER.findall(body)) for body in generations[1:]]
-    assert len(masked[0]) == 3 and masked[0] == masked[1], masked
+    assert len(masked[0]) == 4 and masked[0] == masked[1], masked
     assert "REGION=eu-west-1" in generations[1] and "Deploy on Tuesday." in generations[2]
     assert not [key for key in ALL_TEST_KEYS if key in run.output]
     assert trap.connections == [], f"{agent.name} tried to reach another host: {trap.connections}"
