@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 
 from capsem_proxyd.exchange import tenant_id_for
-from tests.support.daemon import assert_startup_error, run_capsem_proxyd, upstream_args
+from capsem_proxyd.proxy.placeholder_key import load_placeholder_key
+from capsem_proxyd.redaction.placeholder import tag
+from tests.support.daemon import assert_startup_error, daemon_env, run_capsem_proxyd, upstream_args
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy import OPENAI_AUTH, OPENAI_KEY
 
@@ -104,3 +106,17 @@ def test_the_value_comes_from_stdin_and_the_tenant_must_be_given(tmp_path: Path)
     as_argument = run_capsem_proxyd("placeholder", "--state-dir", str(tmp_path), "--tenant", "0123456789abcdef", SECRET)
     assert_startup_error(as_argument, "standard input")
     assert SECRET not in as_argument.stderr  # a value given as an argument by mistake is not repeated
+
+
+def test_the_state_dir_is_found_as_start_finds_it_in_a_config_file_or_the_environment(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    key = load_placeholder_key(state)  # as start's preflight makes it
+    expected = tag(key.secret, key.id, "0123456789abcdef", SECRET)
+    config = tmp_path / "capsem-proxyd.toml"
+    config.write_text(f'state_dir = "{state}"\n')
+    from_file = run_capsem_proxyd("placeholder", "--config", str(config), "--tenant", "0123456789abcdef", stdin=SECRET)
+    from_env = run_capsem_proxyd("placeholder", "--tenant", "0123456789abcdef", stdin=SECRET,
+                                 env=daemon_env(CAPSEM_PROXYD_STATE_DIR=str(state)))
+    for result in (from_file, from_env):
+        assert result.returncode == 0, result.stderr
+        assert printed(result.stdout)["tag"] == expected and printed(result.stdout)["key_id"] == key.id
