@@ -14,9 +14,12 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from capsem.models import Agent
+
+if TYPE_CHECKING:
+    from capsem_proxyd.redaction.masker import Masker
 
 # Before the key is read (or when there is none) a request has no tenant.
 NO_TENANT = "-"
@@ -96,6 +99,9 @@ class Exchange:
     failure: str = ""
     # What enforcing policies asked to mask in the request: (value, kind, policy, hook) each; never logged.
     redactions: list[tuple[str, str, str, str]] = field(default_factory=list, repr=False)
+    # The process's placeholders and tenants' memory (set by the pipeline): what gives the policies that
+    # cannot mask the masked view of the content.
+    masker: Masker | None = field(default=None, repr=False)
     _agent: Agent | None = field(default=None, repr=False)
 
     @classmethod

@@ -26,6 +26,7 @@ from capsem_proxyd.daemon.options import (
     server_options,
     settings_from,
     settings_loader,
+    state_options,
 )
 from capsem_proxyd.daemon.preflight import load_config, preflight
 from capsem_proxyd.enforcement.loader import PolicySet
@@ -186,6 +187,40 @@ def tenant_id() -> None:
     if not key:
         raise click.ClickException("no API key on stdin (e.g. printenv OPENAI_API_KEY | capsem-proxyd tenant-id)")
     click.echo(tenant_id_for(key))
+
+
+@cli.command("placeholder")
+@state_options
+@click.option("--tenant", "tenant", default=None, metavar="TENANT_ID",
+              help="The tenant's id (16 hex digits: as the audit log and capsem-proxyd tenant-id show it).")
+@click.option("--api-key-file", type=click.Path(dir_okay=False), default=None,
+              help="A file holding the tenant's API key (first line): its tenant id is derived as the proxy "
+                   "derives it. Standard input holds the value.")
+@click.option("--kind", default=None,
+              help="The rule or entity that masks the value (e.g. aws-secret): prints the whole placeholder. "
+                   "Without it, the kind label is left as <KIND>: it is a label, the tag alone is the identity.")
+@click.argument("arguments", nargs=-1, metavar="")
+def placeholder_command(
+    tenant: str | None, api_key_file: str | None, kind: str | None, arguments: tuple[str, ...], **options: Any,
+) -> None:
+    """Print the placeholder the proxy writes for the value read from stdin, for a tenant.
+
+    For an incident responder: "did this leaked key pass, for whom, when?" Read the value from standard
+    input (never an argument: it would land in the shell's history and in ps), e.g.
+    printenv LEAKED | capsem-proxyd placeholder --tenant 0123456789abcdef, then search the audit log for the
+    tag ({"type": "redaction"} records carry the placeholder and the key id). The key is read from the
+    state directory, never made there: placeholders are only comparable under the same key id.
+    """
+    from capsem_proxyd.daemon.placeholder_lookup import look_up
+
+    if arguments:  # a value typed as an argument is already in the shell's history: at least not echoed back
+        raise ConfigError("placeholder takes no argument: the value is read from standard input")
+    found = look_up(settings_from(options).state_dir, sys.stdin.buffer.read(), tenant=tenant,
+                    api_key_file=api_key_file, kind=kind)
+    click.echo(f"placeholder  {found.placeholder}")
+    click.echo(f"tag          {found.tag}")
+    click.echo(f"key_id       {found.key_id}")
+    click.echo(f"tenant       {found.tenant}")
 
 
 _SOURCE_NAMES = {"COMMANDLINE": "flag", "ENVIRONMENT": "environment", "DEFAULT_MAP": "config file",

@@ -41,6 +41,8 @@ SettingsLoader = Callable[[], Settings]
 PROCESS_OPTIONS = ("daemon", "log_file")
 # The settings stop, status and reload use: where the pidfile is, and where /health answers.
 CONTROL_SETTINGS = frozenset({"pidfile", "host", "port", "certfile", "keyfile"})
+# The settings of the commands that read the state directory (``placeholder``): where it is.
+STATE_SETTINGS = frozenset({"state_dir"})
 
 _HINTS = typing.get_type_hints(Settings)
 # Environment variables of options that are not settings (``env_name``), known so a misspelt one is refused.
@@ -113,6 +115,13 @@ def control_options(command: Callable[..., Any]) -> Callable[..., Any]:
     accepted here too. Only the options that matter here are in ``--help``.
     """
     return _instance_options(command, shown=CONTROL_SETTINGS)
+
+
+def state_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The same options for the commands that read a proxy's state directory (``placeholder``): it is
+    resolved as ``start`` resolves it (flag, environment, env file, ``--config`` file, default), so the
+    command finds the key the proxy made without being told twice. Only ``--state-dir`` is in ``--help``."""
+    return _instance_options(command, shown=STATE_SETTINGS)
 
 
 def _instance_options(command: Callable[..., Any], shown: frozenset[str] | None) -> Callable[..., Any]:

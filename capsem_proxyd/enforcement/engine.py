@@ -51,9 +51,9 @@ from capsem_proxyd.enforcement.calling import PolicyCaller
 from capsem_proxyd.enforcement.combining import NOTHING, Combined, fold
 from capsem_proxyd.enforcement.documents import read_documents
 from capsem_proxyd.enforcement.holdbacks import channel_screens, stream_holdbacks
-from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke
+from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke, asking
 from capsem_proxyd.enforcement.loader import PolicySet
-from capsem_proxyd.enforcement.masking import result_of
+from capsem_proxyd.enforcement.masking import masked_args, masked_split, masked_view, result_of
 from capsem_proxyd.enforcement.piece_decisions import decide_pieces
 from capsem_proxyd.enforcement.pieces import Split, prompt_split, single_split
 from capsem_proxyd.enforcement.shadow import ShadowRunner
@@ -91,6 +91,7 @@ class PolicyEngine:
         self.policy_set = policy_set
         # Policies that mask are asked first (issue 23; a stable sort: the configured order otherwise).
         self.policies: list[Policy] = sorted(policy_set.manager.policies, key=lambda policy: not masks(policy))
+        self.masking = [masks(policy) for policy in self.policies]
         self.monitored = frozenset(name for name in policy_set.names if policy_set.mode_of(name) == "monitor")
         self.fail_open = frozenset(name for name in policy_set.names if policy_set.fails_open(name))
         self.recorder = recorder
@@ -164,8 +165,10 @@ class PolicyEngine:
         if split is None and self.cache is not None and call.identity is not None:
             split = single_split(self.cache, call.identity(), call.args)
         refusal, verdict = await self.evaluate(exchange, call.hook, call.invoke, split=split, args=call.args)
-        if self.shadow is not None:
-            self.shadow.start(exchange, call.hook, call.invoke)
+        if self.shadow is not None:  # shadow policies read the masked view too (the values found so far)
+            mask = masked_view(exchange) if call.args else None
+            shadow_args = masked_args(call.hook, call.args, mask) if mask is not None else call.args
+            self.shadow.start(exchange, call.hook, call.invoke if shadow_args is call.args else asking(call.hook, shadow_args))
         if refusal is None:
             return verdict
         if refusal.verdict.value == "BLOCK" or self.confirm_action == "block":
@@ -183,12 +186,29 @@ class PolicyEngine:
         ``split``: the content as pieces, for the policies that may be asked piece by piece.
         ``args``: the hook's arguments, which a masking policy's findings are checked against (``masking.py``);
         what enforcing policies ask to mask is added to ``exchange.redactions``.
+
+        Masking policies come first; the others are given the masked view (``masking.masked_view``): the
+        arguments with every value found so far, and every value the tenant's memory knows, replaced by
+        its placeholder, as the forwarded body will have it.
         """
         combined = NOTHING
         shadow = mode == "shadow"
         started = time.perf_counter()
+        viewed = False
+        view_invoke, view_args, view_split = invoke, args, split
         for index, policy in enumerate(self.policies):
             use: CacheUse | None = None
+            if not viewed and not self.masking[index] and args and not shadow:
+                viewed = True  # every masking policy has answered on this hook: the values are known
+                mask = masked_view(exchange)
+                if mask is not None:
+                    view_args = masked_args(hook, args, mask)
+                    if view_args is not args:
+                        view_invoke = asking(hook, view_args)
+                    if split is not None and self.cache is not None:
+                        view_split = masked_split(split, hook, mask, self.cache)
+            if viewed:
+                invoke, args, split = view_invoke, view_args, view_split
             if split is not None and self.cache is not None and self.split[index]:
                 scope = self._scope(index, hook, exchange)
                 result, use = await decide_pieces(self.caller, self.cache, scope, exchange, hook, policy, split)

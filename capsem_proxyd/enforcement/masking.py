@@ -13,11 +13,15 @@ a log line, a cached decision's details or a client's error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from capsem.models import Decision, Reason, Verdict
 
 from capsem_proxyd.enforcement.combining import Combined, Span, decided
+from capsem_proxyd.enforcement.pieces import Piece, Split
+from capsem_proxyd.enforcement.verdict_cache import VerdictCache
+from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.redaction.findings import MaskingDecision, hook_text
 from capsem_proxyd.redaction.placeholder import inside_placeholder
 
@@ -48,3 +52,68 @@ def misplaced(decision: Decision, hook: str) -> Decision:
         details="the policy asked to mask text that is not where it said; refused rather than masking the wrong "
                 "characters",
     )
+
+
+# -- the masked view ------------------------------------------------------------------------------
+#
+# Masking policies are asked first on every hook (the engine sorts them first); a policy that cannot mask
+# (a third-party one, which may send what it reads to an outside service) is then given the hook's
+# arguments with every value found so far in the request (on this hook and the hooks before it: tool
+# results are checked before the prompt) and every value the tenant's memory knows replaced by the
+# placeholder the forwarded body will carry: it never reads a value the proxy masks.
+
+Mask = Callable[[str], str]
+
+
+def masked_view(exchange: Exchange) -> Mask | None:
+    """What masks a text as the forwarded body will be masked, or None when nothing is to be masked."""
+    masker = exchange.masker
+    if masker is None:
+        return None
+    findings: dict[str, str] = {}
+    for value, kind, _, _ in exchange.redactions:
+        findings.setdefault(value, kind)
+    return masker.view(exchange.tenant_id, findings)
+
+
+def masked_args(hook: str, args: tuple[Any, ...], mask: Mask) -> tuple[Any, ...]:
+    """``args`` with the content's strings masked (``args`` itself when nothing changed): the prompt and
+    system text, a tool result's content, a tool call's arguments. Names (of tools, models) are kept."""
+    if hook == "on_model_call" and len(args) >= 5:
+        system, prompt = mask(args[3]), mask(args[4])
+        if system is args[3] and prompt is args[4]:
+            return args
+        return (*args[:3], system, prompt, *args[5:])
+    if hook in ("on_tool_response", "on_tool_call") and len(args) >= 4:
+        content = _masked_json(args[3], mask)
+        return args if content is args[3] else (*args[:3], content, *args[4:])
+    return args
+
+
+def masked_split(split: Split, hook: str, mask: Mask, cache: VerdictCache) -> Split:
+    """``split`` with each piece's arguments masked; a masked piece is known to the cache by what it was
+    and what it became, so a decision on the masked text is never served for the client's text."""
+    pieces: list[Piece] = []
+    changed = False
+    for piece in split.pieces:
+        args = masked_args(hook, piece.args, mask)
+        if args is piece.args:
+            pieces.append(piece)
+            continue
+        changed = True
+        digest = cache.digest(f"{piece.digest.hex()}\0masked\0{hook_text(hook, args)}")
+        pieces.append(Piece(digest, args, piece.size))
+    return Split(pieces, split.whole) if changed else split
+
+
+def _masked_json(value: Any, mask: Mask) -> Any:
+    """A JSON value with its strings (not its keys) masked; the same object when nothing changed."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        items = {key: _masked_json(member, mask) for key, member in value.items()}
+        return value if all(items[key] is value[key] for key in value) else items
+    if isinstance(value, list):
+        members = [_masked_json(member, mask) for member in value]
+        return value if all(new is old for new, old in zip(members, value, strict=True)) else members
+    return value

@@ -23,6 +23,12 @@ proxy without tracing never imports this module. The span:
   verdict, reason, decision id, mode): every one that is not ALLOW, and the
   first ALLOW of each policy on each hook (a stream is re-checked as it
   grows: its ALLOWs would repeat);
+* an event ``capsem.redaction`` per value masked in the request forwarded
+  (issue 23): the policy that found it (``memory`` for the tenant's memory of
+  masked values), the rule or entity (kind), the hook, how many places, the
+  placeholder and the placeholder key's id, as the audit log's redaction
+  record has them; never the value. ``capsem.decision`` is then at least
+  ``redact``, as ``x-capsem-decision`` says;
 * status ERROR for 5xx replies and broken streams; blocks and client errors
   are the proxy doing its job (the HTTP server rule), found by
   ``capsem.decision`` and ``error.type``.
@@ -64,6 +70,7 @@ except ImportError as error:  # pragma: no cover - exercised without the extra (
 # gen_ai.provider.name of each upstream API (the GenAI conventions' well-known values).
 PROVIDER_NAMES = {"openai": "openai", "gemini": "gcp.gemini", "anthropic": "anthropic"}
 DECISION_EVENT = "capsem.policy_decision"
+REDACTION_EVENT = "capsem.redaction"
 # Client-chosen model names are cut here in names and attributes (a span is no place for 10 kB).
 MAX_MODEL_CHARS = 256
 _BROKEN_STREAMS = frozenset(
@@ -153,6 +160,24 @@ class SpanRecorder(Recorder):
             "capsem.reason": decision.reason.value,
             "capsem.decision_id": decision.id,
             "capsem.mode": mode,
+        })
+
+    def redacted(
+        self, exchange: Exchange, hook: str, policy: str, count: int, kind: str = "", placeholder: str = "",
+        key_id: str = "",
+    ) -> None:
+        span = self._span(exchange)
+        if span is None:
+            return
+        trace: _Trace = exchange.trace
+        trace.verdict = _stricter(trace.verdict, "REDACT")
+        span.add_event(REDACTION_EVENT, {
+            "capsem.policy": policy,
+            "capsem.kind": kind,
+            "capsem.hook": hook,
+            "capsem.count": count,
+            "capsem.placeholder": placeholder,
+            "capsem.key_id": key_id,
         })
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:

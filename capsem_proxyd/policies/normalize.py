@@ -691,3 +691,40 @@ def visible(text: str) -> str:
     if text.isascii():
         return text
     return unicodedata.normalize("NFKC", _INVISIBLE.sub("", text))
+
+
+_CLUSTER_MARKS = frozenset({"Mn", "Mc", "Me"})
+
+
+def visible_with_places(text: str) -> tuple[str, list[int], list[int]] | None:
+    """``visible(text)`` and, for each of its characters, the whole characters of ``text`` it was read
+    from: ``starts[i]``..``ends[i]``; None when ``visible`` cannot be read character by character.
+
+    A match a regex finds on the text as read is a place in the text as written only once it is widened
+    to whole characters: a character of ``text`` and everything that reads as part of it (the combining
+    marks after it, and invisible characters, which read as nothing) make one unit, read on its own
+    (NFKC of the unit, invisibles removed); ``text[starts[s]:ends[e - 1]]`` then covers every character
+    the read span ``[s, e)`` came from, trailing marks and invisibles included. Where NFKC joins units
+    (Hangul jamo into syllables, a few compositions of two base characters) the readings of the units
+    differ from ``visible(text)``: None, and the caller refuses rather than guess (fail closed).
+    """
+    read = visible(text)
+    if read is text:
+        return read, list(range(len(text))), list(range(1, len(text) + 1))
+    units: list[int] = []  # where each unit starts in ``text``
+    for index, char in enumerate(text):
+        attached = unicodedata.category(char) in _CLUSTER_MARKS or _INVISIBLE.fullmatch(char) is not None
+        if not units or not attached:
+            units.append(index)
+    units.append(len(text))
+    parts: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for start, end in zip(units, units[1:]):
+        reading = unicodedata.normalize("NFKC", _INVISIBLE.sub("", text[start:end]))
+        parts.append(reading)
+        starts.extend([start] * len(reading))
+        ends.extend([end] * len(reading))
+    if "".join(parts) != read:
+        return None
+    return read, starts, ends

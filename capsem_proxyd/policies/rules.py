@@ -31,11 +31,12 @@ optional ``name`` and ``case_sensitive``.
 forwarded body by a placeholder (``redaction/``), and the request goes on.
 ``group`` names the regex's group that is masked (the value after
 ``password=``, never the key); without it the whole match is. A redact rule
-matches the text as written (a term: its exact letters, case aside): its
-finding must be a place in that text. When a redact regex matches more often in
-the text as read (invisible characters removed, NFKC) than as written, the
-value hides behind characters no placeholder can be put over exactly, and the
-request is refused instead. Every match names its rule in the
+matches the text as written (a term: its exact letters, case aside) and, a
+regex, the text as read (invisible characters removed, NFKC): a match there is
+widened to the whole characters it was read from (the combining marks and
+invisible characters after each included), and those are masked. Where the
+text as read cannot be mapped back character by character (NFKC joining Hangul
+jamo), a match only the text as read has is refused instead. Every match names its rule in the
 decision details (a literal's default name is the term, a regex's its
 position, e.g. ``on_model_call.block[1]``); matched text is never echoed, so a
 decision never carries the data it refused. Regexes are compiled once, at load:
@@ -87,7 +88,7 @@ from capsem.policies import Policy
 from capsem.tools import Tool
 
 from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Term, Visible, regex_width
-from capsem_proxyd.policies.normalize import GAP_MARK, readings, visible
+from capsem_proxyd.policies.normalize import GAP_MARK, readings, visible, visible_with_places
 from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
 from capsem_proxyd.redaction.findings import Finding, MaskingDecision, hook_text
 
@@ -495,21 +496,41 @@ def _mask_rules(hook: str, table: Any, case_sensitive: bool, locator: _Locator) 
 
 
 def _findings(rules: list[Rule], text: str) -> list[Finding] | None:
-    """Each redact rule's matches in ``text`` as written; None when one matches more often in the text as
-    read (``visible``): what it found there has no exact place in the text to mask."""
+    """Each redact rule's matches in ``text``: as written, and as read (``visible``: invisible characters
+    removed, NFKC), a match on the text as read widened to the whole characters it was read from (trailing
+    combining marks and invisible characters included), so the value masked is the value as written. None
+    when the text as read has a match that cannot be placed in the text as written."""
     findings: list[Finding] = []
+    placed: set[tuple[int, int]] = set()
     read = None if text.isascii() else visible(text)
+    places = visible_with_places(text) if read is not None and read != text else None
+    unplaceable = read is not None and read != text and places is None
+    if unplaceable and any(_count(rule, read or "") > _count(rule, text) for rule in rules):
+        return None
     for rule in rules:
         assert rule.pattern is not None
-        count = 0
         for match in rule.pattern.finditer(text):
-            count += 1
             start, end = match.span(rule.group)
             if start < end:
+                placed.add((start, end))
                 findings.append(Finding(start, end, text[start:end], rule.name))
-        if read is not None and read != text and sum(1 for _ in rule.pattern.finditer(read)) > count:
-            return None
+        if places is None:
+            continue
+        read_text, starts, ends = places
+        for match in rule.pattern.finditer(read_text):
+            low, high = match.span(rule.group)
+            if low >= high:
+                continue
+            start, end = starts[low], ends[high - 1]
+            if (start, end) not in placed:
+                placed.add((start, end))
+                findings.append(Finding(start, end, text[start:end], rule.name))
     return findings
+
+
+def _count(rule: Rule, text: str) -> int:
+    assert rule.pattern is not None
+    return sum(1 for _ in rule.pattern.finditer(text))
 
 
 def _compile_rule(

@@ -202,13 +202,17 @@ class Pipeline:
         # Placeholders and the tenants' memory of masked values: this process's, kept across reloads.
         self.masker = masker
 
+    def _masker(self) -> Masker:
+        masker = self.masker
+        if masker is None:  # an app built without one (tests): a key of its own, for this process only
+            masker = self.masker = Masker(os.urandom(32), "ephemeral")
+        return masker
+
     def _mask(self, exchange: Exchange, incoming: IncomingRequest, body: Any, outcome: str) -> str:
         """What policies asked to mask (and what the tenant's memory knows) masked in the body sent
         upstream, every other byte as the client sent it; ``outcome`` at least REDACT when anything was.
         A body that cannot be masked exactly is refused (``errors.unmaskable``)."""
-        masker = self.masker
-        if masker is None:  # an app built without one (tests): a key of its own, for this process only
-            masker = self.masker = Masker(os.urandom(32), "ephemeral")
+        masker = self._masker()
         kinds: dict[str, str] = {}
         owners: dict[str, tuple[str, str]] = {}
         for value, kind, policy, hook in exchange.redactions:
@@ -257,6 +261,7 @@ class Pipeline:
             exchange.prompt = view.prompt  # a reference, for an audit log that opted in to prompts
             if references := dialect.references(body):
                 await self.stored.admit(exchange, references)
+            exchange.masker = self._masker()  # the policies that cannot mask read the masked view
             outcome = await engine.check_request(exchange, view)
             if exchange.redactions or (self.masker is not None and self.masker.remembers(exchange.tenant_id)):
                 outcome = self._mask(exchange, incoming, body, outcome)

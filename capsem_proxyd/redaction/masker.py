@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from capsem_proxyd.redaction.placeholder import placeholder, tag
-from capsem_proxyd.redaction.rewrite import Masked, Unmaskable, mask_body
+from capsem_proxyd.redaction.rewrite import Masked, Unmaskable, mask_body, mask_text
 
 # Values remembered per tenant; the oldest is forgotten first.
 MEMORY_PER_TENANT = 10_000
@@ -68,6 +68,35 @@ class Masker:
         for value, made in values.items():
             self._remember(tenant, value, made)
         return masked, values
+
+    def view(self, tenant: str, findings: Mapping[str, str]) -> Callable[[str], str] | None:
+        """What masks a text as the body will be masked: ``findings`` (value -> kind, the values found so far
+        in the request) and the values remembered for ``tenant`` replaced by their placeholders (the ones
+        ``mask`` will write); None when there is nothing to mask. The masked view that the policies which
+        cannot mask are given (issue 23): they never see a value the masking policies found. Nothing is
+        remembered here: only ``mask``, when the body is forwarded, remembers."""
+        memory = self._memory.get(tenant)
+        if not findings and not memory:
+            return None
+        values = {
+            value: (memory.get(self._digest(tenant, value)) if memory else None) or self.placeholder(tenant, value, kind)
+            for value, kind in findings.items()
+        }
+        known = self._known(tenant) if memory else None
+        if known is not None:  # the same token recurs across a prompt's pieces: one keyed hash each
+            lookup, seen = known, dict[str, str | None]()
+
+            def remembered(token: str) -> str | None:
+                if token not in seen:
+                    seen[token] = lookup(token)
+                return seen[token]
+
+            known = remembered
+
+        def masked(text: str) -> str:
+            return mask_text(text, values, known)
+
+        return masked
 
     def _digest(self, tenant: str, value: str) -> bytes:
         message = b"memory\0" + tenant.encode() + b"\0" + value.encode("utf-8", "surrogatepass")

@@ -82,6 +82,36 @@ def mask_body(
     return masked
 
 
+def mask_text(text: str, values: Mapping[str, str], known: Callable[[str], str | None] | None = None) -> str:
+    """``text`` (a string as a policy reads it) with each of ``values`` (value -> placeholder) and each token
+    ``known`` has a placeholder for replaced: the masked view a policy that cannot mask is given. A value
+    found across the joint of two pieces (``"\\n"`` where they were joined) is masked on each side of
+    ``text``'s edges too, as ``mask_body`` masks it across two strings."""
+    finder = _Finder(values, known)
+    found = finder._direct(text)
+    for value, placeholder in values.items():
+        if "\n" not in value or value in finder.seen:
+            continue
+        lines = value.split("\n")
+        first, last = lines[0], lines[-1]
+        if first and text.endswith(first):
+            found.append((len(text) - len(first), len(text), placeholder))
+        if last and text.startswith(last):
+            found.append((0, len(last), placeholder))
+        if text and text in lines[1:-1]:
+            found.append((0, len(text), placeholder))
+    if not found:
+        return text
+    out: list[str] = []
+    last_end = 0
+    for start, end, placeholder in _disjoint(found):
+        out.append(text[last_end:start])
+        out.append(placeholder)
+        last_end = end
+    out.append(text[last_end:])
+    return "".join(out)
+
+
 class _Finder:
     """Finds the values (and the tokens ``known`` knows) in one string, and JSON inside it."""
 

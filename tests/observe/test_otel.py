@@ -9,6 +9,7 @@ waits are bounded, nothing is timed.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -395,3 +396,49 @@ def test_check_names_where_spans_go() -> None:
     assert done.returncode == 0, done.stderr
     assert "traces: OTLP/HTTP to http://collector:4318/v1/traces (--otlp-endpoint)" in done.stdout
     assert "secret" not in done.stdout
+
+
+# -- a masked request (issue 23) ----------------------------------------------------------------
+
+MASKED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+MASKING_RULES = r"""
+[on_tool_response]
+redact = [{ name = "aws-secret", regex = 'AWS_SECRET_ACCESS_KEY\s*=\s*(?P<value>[A-Za-z0-9/+]{40})', group = "value" }]
+"""
+
+
+async def test_a_masked_request_has_a_redaction_event_per_value_and_never_the_value(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, receiver: OTLPReceiver,
+    tmp_path: Path,
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "rules.toml").write_text(MASKING_RULES)
+    proxy: Proxy = await start_proxy(proxy_settings, otlp_endpoint=receiver.url, policy_dir=str(policies))
+    messages: list[Any] = [
+        {"role": "user", "content": "deploy"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "shell", "arguments": '{"cmd": "env"}'}}]},
+        {"role": "tool", "tool_call_id": "c1",
+         "content": f"AWS_SECRET_ACCESS_KEY={MASKED_SECRET}\nagain: {MASKED_SECRET}\n"},
+    ]
+
+    def call() -> str:
+        with proxy.openai() as client:
+            raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=messages)
+        return raw.headers["x-capsem-decision"]
+
+    assert await in_thread(call) == "redact"
+    span = await exported(receiver, lambda span: span.name == "chat gpt-4o-mini")
+    assert span.attributes["capsem.decision"] == "redact"
+    (event,) = span.events("capsem.redaction")
+    (sent,) = fake.requests
+    placeholders = set(re.findall(r"CAPSEM-MASKED-AWSSECRET-[A-Z2-7]{20}", sent.body.decode()))
+    assert placeholders == {event["capsem.placeholder"]}
+    async with httpx.AsyncClient() as client:
+        health = (await client.get(proxy.url + "/health")).json()
+    assert event == {
+        "capsem.policy": "Rules", "capsem.kind": "aws-secret", "capsem.hook": "on_tool_response", "capsem.count": 2,
+        "capsem.placeholder": event["capsem.placeholder"], "capsem.key_id": health["masking"]["key_id"],
+    }
+    assert MASKED_SECRET.encode() not in receiver.raw and MASKED_SECRET.encode() not in sent.body

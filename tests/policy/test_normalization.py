@@ -35,6 +35,7 @@ from capsem_proxyd.policies.normalize import (
     reads_at_least,
     seen_length,
     visible,
+    visible_with_places,
     visual_order,
 )
 from tests.support.fake_upstream import FakeUpstream, Reply
@@ -525,3 +526,28 @@ def test_a_long_ascii_text_finds_the_marker_across_the_windows_it_is_lowered_in(
     text = "x" * at + "CapSem_Block" + "y" * (3 << 18)
     assert _contains_marker(text)
     assert not _contains_marker(text.replace("CapSem_Block", "CapSem_Blok"))
+
+
+# -- the text as read, mapped back to whole written characters (issue 23: masking what a regex read) ----
+
+_PIECES = st.sampled_from(["a", "K", "7", "/", " ", "\u200b", "\u00ad", "\u0301", "\u0308", "Ａ", "ﬁ", "é", "e\u0301",
+                           "\u2060", "\ufeff", "½", "\u1100", "\u1161", "x\u034f"])
+
+
+@given(st.lists(_PIECES, max_size=30))
+def test_every_span_of_the_text_as_read_widens_to_whole_written_characters(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    places = visible_with_places(text)
+    if places is None:  # NFKC joined units (Hangul jamo): the caller refuses
+        assert any(char in text for char in "\u1100\u1161")
+        return
+    read, starts, ends = places
+    assert read == visible(text) and len(starts) == len(ends) == len(read)
+    for low in range(len(read)):
+        for high in range(low + 1, len(read) + 1):
+            start, end = starts[low], ends[high - 1]
+            assert read[low:high] in visible(text[start:end])  # nothing read in the span is left out
+            # whole characters: the widened span never ends before a mark or an invisible character
+            assert end == len(text) or visible_with_places(text[end]) is None or (
+                text[end] not in "\u200b\u00ad\u0301\u0308\u2060\ufeff\u034f")
+            assert start == 0 or text[start] not in "\u200b\u00ad\u0301\u0308\u2060\ufeff\u034f"

@@ -290,9 +290,22 @@ async def test_a_redact_rule_reports_the_group_it_names_as_a_place_in_the_text()
     assert "s3cr3t" not in decision.details and "HUNTER2" not in decision.details
 
 
-async def test_a_redact_match_only_the_text_as_read_has_is_refused() -> None:
-    """A zero-width space inside the value: the regex finds it only once invisible characters are removed,
-    and no placeholder can be written over it exactly."""
+async def test_a_redact_match_on_the_text_as_read_is_widened_to_whole_written_characters() -> None:
+    """A zero-width space inside the value, fullwidth letters, a combining mark after its last letter: the
+    regex finds the value once the text is read (invisibles removed, NFKC), and the finding is the whole
+    characters it was read from, the invisible character and the trailing mark included."""
     policy = rules_policy('[on_model_call]\nredact = [{ regex = \'AKIA[0-9A-Z]{16}\' }]\n')
-    decision = await policy.on_model_call("i", None, "m", "", "key AKIA\u200bIOSFODNN7EXAMPLE", [])
+    for written in ("AKIA\u200bIOSFODNN7EXAMPLE", "ＡＫＩＡIOSFODNN7EXAMPL\u00adE\u0353"):
+        prompt = f"key {written} end"
+        decision = await policy.on_model_call("i", None, "m", "", prompt, [])
+        assert isinstance(decision, MaskingDecision) and decision.verdict == Verdict.LOG, decision
+        text = hook_text("on_model_call", ("i", None, "m", "", prompt, []))
+        assert [(matched, text[start:end]) for start, end, matched, _ in decision.findings] == [(written, written)]
+
+
+async def test_a_redact_match_the_text_as_read_cannot_place_is_refused() -> None:
+    """Hangul jamo that NFKC joins into a syllable: the text as read has no character-by-character map
+    back to the text as written; a match only it has is refused rather than guessed at."""
+    policy = rules_policy("[on_model_call]\nredact = [{ regex = '\uac01' }]\n")
+    decision = await policy.on_model_call("i", None, "m", "", "key \u1100\u1161\u11a8 end", [])
     assert decision.verdict == Verdict.BLOCK and "cannot be masked exactly" in decision.details

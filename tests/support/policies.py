@@ -236,3 +236,38 @@ class SplittableSlowStartHeavyPolicy(SlowStartHeavyPolicy):
     """The same, splittable: the engine sends it its pieces in batches (``decide_many``)."""
 
     splittable = True
+
+
+class ThirdPartyRecorder(Policy):
+    """A policy that cannot mask (no ``masking``), as a third-party one that sends what it reads to an outside
+    service: records every text it is given on the request hooks, so a test can check it only ever read the
+    masked view. Not splittable: asked about the whole view."""
+
+    seen: ClassVar[list[tuple[str, str]]] = []
+
+    def __init__(self, name: str = "ThirdParty") -> None:
+        super().__init__(name=name, description="records what it reads", authors="tests", url="")
+
+    async def on_model_call(
+        self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str, media: list[Media]
+    ) -> Decision:
+        type(self).seen.append(("on_model_call", f"{system_instructions}\n{prompt}"))
+        return DEFAULT_SAFE_DECISION
+
+    async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Any, args: dict) -> Decision:
+        type(self).seen.append(("on_tool_call", repr(args)))
+        return DEFAULT_SAFE_DECISION
+
+    async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Any, response: dict) -> Decision:
+        type(self).seen.append(("on_tool_response", repr(response)))
+        return DEFAULT_SAFE_DECISION
+
+    @classmethod
+    def from_config(cls, config: dict) -> ThirdPartyRecorder:
+        return cls(config.get("name", cls.__name__))
+
+
+class ShadowThirdPartyRecorder(ThirdPartyRecorder):
+    """The same, with a record of its own: run as a shadow policy (``--shadow-policy-dir``)."""
+
+    seen: ClassVar[list[tuple[str, str]]] = []
