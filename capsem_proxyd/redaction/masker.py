@@ -39,6 +39,10 @@ class Masker:
         self.key_id = key_id
         self.per_tenant = per_tenant
         self._memory: dict[str, OrderedDict[bytes, str]] = {}
+        # The lengths of the values remembered per tenant (a forgotten value's length stays: a superset only
+        # costs a hash). A token of another length cannot be one of them, and most tokens of a 200 kB
+        # agent turn are not of a credential's length: they are turned away before any keyed hash.
+        self._lengths: dict[str, set[int]] = {}
 
     def __repr__(self) -> str:
         return f"Masker(key_id={self.key_id!r})"
@@ -107,13 +111,14 @@ class Masker:
         digest = self._digest(tenant, value)
         memory[digest] = made
         memory.move_to_end(digest)
+        self._lengths.setdefault(tenant, set()).add(len(value))
         while len(memory) > self.per_tenant:
             memory.popitem(last=False)
 
     def _known(self, tenant: str) -> Callable[[str], str | None]:
-        memory = self._memory[tenant]
+        memory, lengths = self._memory[tenant], self._lengths[tenant]
 
         def known(token: str) -> str | None:
-            return memory.get(self._digest(tenant, token))
+            return memory.get(self._digest(tenant, token)) if len(token) in lengths else None
 
         return known
