@@ -19,10 +19,13 @@ not the parse's, when a value sits in an object key, or when a value is found
 nowhere (it came from a media item, a PDF's text, the query string, or crosses
 from one string into the next in a way not rebuilt below).
 
-A value that crosses the joint between two strings (a seam's finding) has a
-``"\\n"`` where the pieces were joined: when it is not found whole, its first
-line is masked where it ends a string, its last line where it starts one, and
-the lines between where they are a whole string.
+A value that crosses the joint between two strings is masked where it is
+read that way: a string's end, then (a ``"\\n"`` between them, where pieces
+were joined, or nothing, where adjacent text parts were) whole strings and
+the next string's beginning, in document order (``_across``); failing that
+(a seam's finding), its first line is masked where it ends a string, its
+last line where it starts one, and the lines between where they are a whole
+string.
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ def mask_body(
             continue
         if found:
             finds.append((token, found))
-    missing = [value for value in values if value not in finder.seen]
+    # a value inside another that was found (a seam's finding inside a piece's) was masked with it
+    missing = [value for value in values
+               if value not in finder.seen and not any(value in other for other in finder.seen)]
     if missing:
         finds = _rebuild_seams(missing, values, [token for token in tokens if not token.key], finds, finder)
     masked = Masked(raw)
@@ -160,6 +165,12 @@ def _rebuild_seams(
     """The finds with the values found nowhere whole masked line by line across string ends."""
     extra: dict[int, list[_Find]] = {}
     for value in missing:
+        placed = _across(value, strings)
+        if placed:
+            for number, start, end in placed:
+                extra.setdefault(number, []).append((start, end, values[value]))
+            finder.seen.add(value)
+            continue
         lines = value.split("\n")
         if len(lines) < 2:
             raise Unmaskable("a finding could not be located in the body (media, a document or the query)")
@@ -185,6 +196,51 @@ def _rebuild_seams(
         entry = merged.setdefault(id(token), (token, []))
         entry[1].extend(found)
     return [(token, _disjoint(found)) for token, found in sorted(merged.values(), key=lambda item: item[0].raw_start)]
+
+
+def _across(value: str, strings: list[JsonString]) -> list[tuple[int, int, int]]:
+    """Where ``value`` runs across strings as the model reads them: a string's end, then (``"\\n"`` between
+    them or nothing: adjacent text parts are read side by side, pieces a line apart) whole strings and the
+    next string's beginning, in document order; strings that are no part of it (a part's ``"type"``, a
+    message's role) may sit between the parts (at most ``_SKIP`` in a row). Every such occurrence, as
+    (string number, start, end); empty when there is none."""
+    placed: list[tuple[int, int, int]] = []
+    for number, token in enumerate(strings):
+        text = token.text
+        if not text or len(value) < 2:
+            continue
+        last = text[-1]
+        at = value.find(last, 0, len(value) - 1)
+        while at >= 0:
+            head = at + 1  # value[:head] may end this string
+            if text.endswith(value[:head]):
+                rest = _continue(value[head:], strings, number + 1)
+                if rest is not None:
+                    placed.append((number, len(text) - head, len(text)))
+                    placed.extend(rest)
+                    break
+            at = value.find(last, at + 1, len(value) - 1)
+    return placed
+
+
+_SKIP = 4  # strings between two parts of a value that are no part of it
+
+
+def _continue(rest: str, strings: list[JsonString], number: int) -> list[tuple[int, int, int]] | None:
+    """The places of ``rest`` from string ``number`` on (see ``_across``), or None."""
+    options = [rest[1:], rest] if rest.startswith("\n") else [rest]
+    for option in options:
+        if not option:
+            return []
+        for index in range(number, min(len(strings), number + _SKIP + 1)):
+            text = strings[index].text
+            if text and option.startswith(text) and len(text) < len(option):
+                further = _continue(option[len(text):], strings, index + 1)
+                if further is not None:
+                    return [(index, 0, len(text)), *further]
+            if text.startswith(option):
+                return [(index, 0, len(option))]
+    return None
 
 
 def _apply(raw: str, finds: list[tuple[JsonString, list[_Find]]], counts: dict[str, int]) -> str:

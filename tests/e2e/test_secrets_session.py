@@ -23,13 +23,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 from google.genai import types
 
 from capsem_proxyd.config import Settings
 from tests.support.daemon import upstream_args
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.metrics import scrape
-from tests.support.proxy import Proxy, in_thread
+from tests.support.proxy import ANTHROPIC_AUTH, OPENAI_AUTH, Proxy, in_thread
+from tests.support.sdk import policy_proxy
 
 # Fake, well-formed, not the documented examples (which the policy lets through).
 KEY_ID = "AKIAZ7Q3K5M2N8P4R6T1"
@@ -190,3 +193,62 @@ async def test_an_agent_session_goes_on_with_credentials_masked_in_every_api_and
     assert await daemon.stop() == 0
     assert len(served_by(daemon.log)) == 2, "both workers masked"
     assert not any(value[:12] in daemon.log for value in values)
+
+
+# -- a credential the model reads across parts and pieces ------------------------------------------------------
+
+LONG_PEM = "\n".join([PEM.splitlines()[0], *(PEM.splitlines()[1 + line % 3] for line in range(60)),
+                      PEM.splitlines()[-1]])
+
+
+def anthropic_body(contents: list[Any]) -> dict[str, Any]:
+    return {"model": "claude-haiku-4-5", "max_tokens": 32, "messages": contents}
+
+
+@pytest.mark.parametrize("cut", [len(GITHUB_TOKEN) // 2, 4, len(GITHUB_TOKEN) - 1])
+async def test_a_token_split_across_adjacent_text_parts_is_masked_in_both(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path, cut: int,
+) -> None:
+    """Adjacent text parts are one text to the model: ``ghp_R4nd`` + ``0mL...`` is the token, masked on both
+    sides of the joint (on main: refused, the value being found in no one string)."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", secrets="")
+    content = [{"type": "text", "text": f"my token: {GITHUB_TOKEN[:cut]}"},
+               {"type": "text", "text": f"{GITHUB_TOKEN[cut:]} is it valid?"}]
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/messages", headers=dict(ANTHROPIC_AUTH),
+                                  json=anthropic_body([{"role": "user", "content": content}]))
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-capsem-decision"] == "redact"
+    sent = fake.generation_requests[-1].json["messages"][0]["content"]
+    texts = [part["text"] for part in sent]
+    placeholder = texts[1].removesuffix(" is it valid?")
+    assert PLACEHOLDER.fullmatch(placeholder) and "GITHUBTOKEN" in placeholder
+    assert texts == [f"my token: {placeholder}", f"{placeholder} is it valid?"]
+
+
+@pytest.mark.parametrize("pem", [PEM, LONG_PEM], ids=["short", "long"])
+@pytest.mark.parametrize("where", ["line end", "mid line"])
+async def test_a_private_key_block_that_continues_into_the_next_piece_is_masked_to_its_end(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path, pem: str,
+    where: str,
+) -> None:
+    """A tool output cut inside a key block, the rest in the next message: the block is masked from its
+    BEGIN line to the end of the first piece and from the next piece's start to its END line, whether or
+    not the seam between them reaches the BEGIN line (a long block)."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", secrets="")
+    lines = pem.splitlines()
+    cut = len(pem) // 2
+    cut = pem.index("\n", cut) if where == "line end" else cut
+    first, second = f"$ cat id_rsa | head -c {cut}\n{pem[:cut]}", f"{pem[cut:].lstrip(chr(10))}\n$ echo ok"
+    messages = [{"role": "user", "content": first}, {"role": "user", "content": second},
+                {"role": "user", "content": "what is that?"}]
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/chat/completions", headers=dict(OPENAI_AUTH),
+                                  json={"model": "gpt-4o-mini", "messages": messages})
+    assert reply.status_code == 200, reply.text
+    sent = [message["content"] for message in fake.generation_requests[-1].json["messages"]]
+    assert sent[0].startswith(f"$ cat id_rsa | head -c {cut}\nCAPSEM-MASKED-PRIVATEKEY-"), sent[0]
+    assert sent[1].startswith("CAPSEM-MASKED-PRIVATEKEY-") and sent[1].endswith("\n$ echo ok"), sent[1]
+    body = fake.generation_requests[-1].body.decode()
+    assert not any(line[:16] in body for line in lines[1:-1])
+    assert lines[0] not in body and lines[-1] not in body
