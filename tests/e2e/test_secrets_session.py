@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from google.genai import types
 
 from capsem_proxyd.config import Settings
 from tests.support.daemon import upstream_args
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.support.metrics import scrape
 from tests.support.proxy import ANTHROPIC_AUTH, OPENAI_AUTH, Proxy, in_thread
 from tests.support.sdk import policy_proxy
@@ -252,3 +253,59 @@ async def test_a_private_key_block_that_continues_into_the_next_piece_is_masked_
     body = fake.generation_requests[-1].body.decode()
     assert not any(line[:16] in body for line in lines[1:-1])
     assert lines[0] not in body and lines[-1] not in body
+
+
+@pytest.mark.parametrize("api", ["chat", "anthropic"])
+async def test_a_private_key_in_tool_call_arguments_is_masked_on_its_value_not_refused(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path, api: str,
+) -> None:
+    """Arguments are read as JSON, where a key's newlines are ``\\n`` escapes: the finding names the decoded
+    value, which the proxy masks inside the arguments (JSON in a string for Chat, an object for Anthropic)."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", secrets="")
+    arguments = {"path": "/root/.ssh/id_rsa", "content": PEM + "\n", "token": GITHUB_TOKEN}
+    if api == "chat":
+        path, auth = "/v1/chat/completions", OPENAI_AUTH
+        body: dict[str, Any] = {"model": "gpt-4o-mini", "messages": [
+            {"role": "user", "content": "save my key"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+                "name": "write_file", "arguments": json.dumps(arguments)}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "written"}]}
+    else:
+        path, auth = "/v1/messages", ANTHROPIC_AUTH
+        body = anthropic_body([
+            {"role": "user", "content": "save my key"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "write_file", "input": arguments}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "written"}]}])
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + path, headers=dict(auth), json=body)
+    assert reply.status_code == 200, reply.text
+    sent = fake.generation_requests[-1].json
+    if api == "chat":
+        forwarded = json.loads(sent["messages"][1]["tool_calls"][0]["function"]["arguments"])
+    else:
+        forwarded = sent["messages"][1]["content"][0]["input"]
+    assert forwarded["path"] == "/root/.ssh/id_rsa"
+    assert re.fullmatch(r"CAPSEM-MASKED-PRIVATEKEY-[A-Z2-7]{20}\n", forwarded["content"]), forwarded
+    assert re.fullmatch(r"CAPSEM-MASKED-GITHUBTOKEN-[A-Z2-7]{20}", forwarded["token"]), forwarded
+    assert not any(line in fake.generation_requests[-1].body.decode() for line in PEM.splitlines())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_credential_in_a_tool_call_the_model_makes_is_still_refused(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path, stream: bool,
+) -> None:
+    """Replies are not masked yet: a model's tool call carrying a token is refused, not released with the
+    token (a masking decision on a reply's hook would otherwise let it through unmasked)."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", secrets="")
+    fake.script(Reply(tool_calls=[ToolCall(name="shell", arguments={"cmd": f"gh auth login --with-token {GITHUB_TOKEN}"})]))
+    received: list[str] = []
+
+    def ask() -> None:
+        reply = proxy.openai().chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "log in"}], stream=stream)
+        for chunk in (reply if stream else [reply]):
+            received.append(chunk.model_dump_json())
+
+    with pytest.raises(openai.APIError):
+        await in_thread(ask)
+    assert not any(GITHUB_TOKEN[:12] in text for text in received)
