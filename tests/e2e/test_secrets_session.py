@@ -309,3 +309,21 @@ async def test_a_credential_in_a_tool_call_the_model_makes_is_still_refused(
     with pytest.raises(openai.APIError):
         await in_thread(ask)
     assert not any(GITHUB_TOKEN[:12] in text for text in received)
+
+
+async def test_a_private_key_split_across_the_parts_of_a_tool_result_is_masked_in_each(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", secrets="")
+    cut = PEM.index("\n", len(PEM) // 2) + 5
+    parts = [{"type": "text", "text": f"$ cat id_rsa\n{PEM[:cut]}"}, {"type": "text", "text": f"{PEM[cut:]}\n$ ok"}]
+    body = anthropic_body([
+        {"role": "user", "content": "show the key"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "shell", "input": {"cmd": "cat"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": parts}]}])
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/messages", headers=dict(ANTHROPIC_AUTH), json=body)
+    assert reply.status_code == 200, reply.text
+    sent = [part["text"] for part in fake.generation_requests[-1].json["messages"][2]["content"][0]["content"]]
+    assert re.fullmatch(r"\$ cat id_rsa\nCAPSEM-MASKED-PRIVATEKEY-[A-Z2-7]{20}", sent[0]), sent
+    assert re.fullmatch(r"CAPSEM-MASKED-PRIVATEKEY-[A-Z2-7]{20}\n\$ ok", sent[1]), sent
