@@ -205,42 +205,69 @@ def _across(value: str, strings: list[JsonString]) -> list[tuple[int, int, int]]
     message's role) may sit between the parts (at most ``_SKIP`` in a row). Every such occurrence, as
     (string number, start, end); empty when there is none."""
     placed: list[tuple[int, int, int]] = []
+    memo: dict[tuple[int, int], Any] = {}
+    budget = _TRIES
+    if len(value) < 2:
+        return placed
     for number, token in enumerate(strings):
         text = token.text
-        if not text or len(value) < 2:
-            continue
-        last = text[-1]
-        at = value.find(last, 0, len(value) - 1)
+        # value[:head] ends this string: it starts at one of the value's first character in the text's tail
+        at = text.find(value[0], max(0, len(text) - len(value) + 1))
         while at >= 0:
-            head = at + 1  # value[:head] may end this string
-            if text.endswith(value[:head]):
-                rest = _continue(value[head:], strings, number + 1)
+            budget -= 1
+            if budget < 0:
+                raise Unmaskable("a finding across strings could not be located in the body within bounds")
+            head = len(text) - at
+            if value.startswith(text[at:]):
+                rest = _continue(value[head:], strings, number + 1, memo)
                 if rest is not None:
-                    placed.append((number, len(text) - head, len(text)))
+                    placed.append((number, at, len(text)))
                     placed.extend(rest)
                     break
-            at = value.find(last, at + 1, len(value) - 1)
+            at = text.find(value[0], at + 1)
     return placed
 
 
+_TRIES = 5_000  # places a value crossing strings may start at, tried at most (beyond: refused)
 _SKIP = 4  # strings between two parts of a value that are no part of it
+_PARTS = 200  # strings one value may run across (beyond: refused, as a value that cannot be located)
 
 
-def _continue(rest: str, strings: list[JsonString], number: int) -> list[tuple[int, int, int]] | None:
-    """The places of ``rest`` from string ``number`` on (see ``_across``), or None."""
+def _continue(
+    rest: str, strings: list[JsonString], number: int, memo: dict[tuple[int, int], Any] | None = None,
+    depth: int = 0,
+) -> list[tuple[int, int, int]] | None:
+    """The places of ``rest`` from string ``number`` on (see ``_across``), or None. ``memo``: the answers
+    so far, by (length of the rest, string number), so that many short strings that each begin the rest
+    (an adversary's one-character parts) cost one answer each, not a search of every way to combine them."""
+    memo = {} if memo is None else memo
+    if depth > _PARTS:
+        return None
+    if len(memo) > _TRIES:
+        raise Unmaskable("a finding across strings could not be located in the body within bounds")
+    known = memo.get((len(rest), number), memo)
+    if known is not memo:
+        return known
+    answer: list[tuple[int, int, int]] | None = None
     options = [rest[1:], rest] if rest.startswith("\n") else [rest]
     for option in options:
         if not option:
-            return []
+            answer = []
+            break
         for index in range(number, min(len(strings), number + _SKIP + 1)):
             text = strings[index].text
             if text and option.startswith(text) and len(text) < len(option):
-                further = _continue(option[len(text):], strings, index + 1)
+                further = _continue(option[len(text):], strings, index + 1, memo, depth + 1)
                 if further is not None:
-                    return [(index, 0, len(text)), *further]
+                    answer = [(index, 0, len(text)), *further]
+                    break
             if text.startswith(option):
-                return [(index, 0, len(option))]
-    return None
+                answer = [(index, 0, len(option))]
+                break
+        if answer is not None:
+            break
+    memo[(len(rest), number)] = answer
+    return answer
 
 
 def _apply(raw: str, finds: list[tuple[JsonString, list[_Find]]], counts: dict[str, int]) -> str:

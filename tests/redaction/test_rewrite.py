@@ -238,3 +238,17 @@ def encoded_tail(raw: str, kept: str) -> str:
     included)."""
     (token,) = scan(raw)
     return raw[token.raw_index(len(token.text) - len(kept)):]
+
+
+def test_a_value_across_thousands_of_tiny_parts_is_refused_not_searched_without_end() -> None:
+    """One-character parts that each begin the rest of a value: the search is bounded (and its recursion
+    too): refused, never a RecursionError or a search of every way to combine them."""
+    parts = [{"type": "text", "text": "A"} for _ in range(3000)] + [{"type": "text", "text": "Bx"}]
+    raw = json.dumps({"content": parts})
+    with pytest.raises(Unmaskable, match="within bounds"):
+        mask_body(raw, json.loads(raw), {"A" * 1500 + "B": P})
+    few = json.dumps({"content": parts[-40:]})
+    masked = json.loads(mask_body(few, json.loads(few), {"A" * 20 + "B": P}).text)
+    texts = [part["text"] for part in masked["content"]]
+    assert texts[-1] == P + "x" and texts[-21:-1] == [P] * 20  # the value's parts (and nothing else but "A"s)
+    assert set(texts[:-21]) <= {"A", P}
