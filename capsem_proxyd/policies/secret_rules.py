@@ -40,7 +40,9 @@ release is opt-in until it is named here.
 
 A private key is reported from its ``-----BEGIN`` line to the end of its ``END``
 line, or to the end of the text (truncated tool output), whatever detect-secrets'
-rule matched (its header).
+rule matched (its header); a text that starts with a block's base64 lines and
+its ``END`` line (the block began in the piece before) is reported from its
+start to the end of that line.
 
 Spans are Python ``str`` indices into the text given, ``[start, end)``, and
 ``matched_text == text[start:end]``: what the masking core checks before it
@@ -135,6 +137,7 @@ EXAMPLE_VALUES = frozenset({
 })
 _MIN_KEYWORD = 3  # a shorter literal (``:``, ``.``) sieves nothing: the rule then always runs
 _PEM_END = re.compile(r"-----END[ A-Z0-9]*-----")
+_PEM_LINE = re.compile(r"[A-Za-z0-9+/=]*")  # a block's base64 line
 PEM_HOLD = 16384  # a private key block still open is held this far in a stream (issue 23, item 6)
 
 
@@ -182,6 +185,20 @@ def _pem_block(text: str, header_start: int, header_end: int) -> tuple[int, int]
         start = dashes
     end = _PEM_END.search(text, header_end)
     return start, (end.end() if end is not None else len(text))
+
+
+def _pem_tail(text: str) -> tuple[int, int] | None:
+    """The end of a private key block whose ``BEGIN`` line is in the piece before (a tool result cut in
+    parts, a prompt's pieces): from the text's first line to its ``END ... PRIVATE KEY`` line, when the
+    lines before that are only the block's base64 (``(start, end)``, or None)."""
+    end = _PEM_END.search(text)
+    if end is None or "PRIVATE KEY" not in end[0]:
+        return None
+    body = text[:end.start()]
+    if not body.strip() or not all(_PEM_LINE.fullmatch(line.strip()) for line in body.split("\n")):
+        return None
+    start = len(body) - len(body.lstrip())
+    return start, end.end()
 
 
 def _jwt_valid(token: str) -> bool:
@@ -468,6 +485,7 @@ class SecretRules:
         self.rules = tuple(rules)
         self.allowed = EXAMPLE_VALUES | frozenset(allowed)
         self.allow = allow
+        self._private_key = next((rule for rule in self.rules if rule.private_key), None)
         self._always = tuple(rule for rule in self.rules if not rule.keywords or not sieve)
         words = sorted({word for rule in self.rules for word in rule.keywords}) if sieve else []
         self._by_word: list[tuple[SecretRule, ...]] = [
@@ -499,6 +517,10 @@ class SecretRules:
                 if self._allowed(value):
                     continue
                 found.append(Finding(start, end, value, rule.kind, rule_group(rule.name)))
+        if self._private_key is not None:
+            tail = _pem_tail(text)
+            if tail is not None and not self._allowed(text[tail[0]:tail[1]]):
+                found.append(Finding(tail[0], tail[1], text[tail[0]:tail[1]], self._private_key.kind, "private-key"))
         found.sort(key=lambda finding: (finding.start, -finding.end))
         kept: list[Finding] = []
         reach = 0

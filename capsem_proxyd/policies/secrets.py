@@ -5,15 +5,21 @@ Configured by ``secrets.toml`` in ``--policy-dir``::
     enabled = true                     # false: off
     enable  = ["telegram-bot-token"]   # opt-in rules, by name (secret_rules.NAMES, or "private-key")
     disable = ["jwt"]                  # default rules to leave out
-    log     = ["url-password"]         # rules that only record (LOG), never refuse; opt-in ones too
+    log     = ["url-password"]         # rules that only record (LOG), never mask or refuse; opt-in ones too
+    block   = ["private-key"]          # rules whose findings refuse the request instead of being masked
     allow   = ["AKIA0000000000000000"] # values never reported, besides the documented example keys
 
 The rules are detect-secrets', run by RE2 behind an Aho-Corasick keyword sieve
-(``secret_rules.py``, which says why and which run by default). An enforced
-finding refuses the request or reply (BLOCK) until the masking core replaces
-it with a placeholder; ``find(text)`` gives the findings themselves (spans,
-kinds, rules) for that. A decision's details name the kinds and rules found,
-never a value.
+(``secret_rules.py``, which says why and which run by default). In a request
+(prompt, tool definitions and calls, tool results) an enforced finding is
+masked (issue 23): the policy answers LOG with a ``MaskingDecision`` whose
+findings are spans in ``hook_text``, and the proxy writes a placeholder over
+each value wherever it occurs, so the session goes on where a refusal would
+refuse every later turn (the agent resends the credential each time). A
+``block`` rule's finding refuses instead; a ``log`` rule's is only recorded.
+Replies are refused (BLOCK) until replies are masked. Placeholders are
+allow-listed: a value the proxy wrote is never found again. A decision's
+details name the kinds and rules found, never a value.
 
 Splittable (``declarations.py``): a credential is found in a whole exactly
 when it is in a piece or a seam (a private key's header is; its block then
@@ -25,12 +31,10 @@ rules do): nothing, for a reply without a credential's beginning in it.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason, Verdict
 from capsem.policies import Policy
@@ -45,11 +49,16 @@ from capsem_proxyd.policies.secret_rules import (
     catalogue,
     rule_group,
 )
+from capsem_proxyd.redaction.findings import Finding as MaskFinding
+from capsem_proxyd.redaction.findings import MaskingDecision, hook_text
+from capsem_proxyd.redaction.placeholder import is_placeholder
+from capsem_proxyd.redaction.scanner import scan
 
 log = logging.getLogger("capsem_proxyd.policies.secrets")
 
 NAME = "Secrets"
-_KEYS = frozenset({"enabled", "enable", "disable", "log", "allow"})
+_KEYS = frozenset({"enabled", "enable", "disable", "log", "block", "allow"})
+_REQUEST_HOOKS = frozenset({"on_model_call", "on_tool_call", "on_tool_response"})
 _UNBOUNDED_HOLD = 1024  # a pending match of a rule of unbounded width whose DFA cannot be built holds this much
 _WIDE = 256  # a rule wider than this gets the DFA without counters (``unbounded``), capped at its width
 
@@ -58,6 +67,7 @@ class SecretsPolicy(Policy):
     """Refuses credentials in prompts, tool definitions and calls, tool results and replies."""
 
     splittable = True
+    masking = True  # declarations.masks: asked before the policies that cannot mask
 
     def __init__(
         self,
@@ -65,8 +75,9 @@ class SecretsPolicy(Policy):
         enable: Iterable[str] = (),
         disable: Iterable[str] = (),
         log_only: Iterable[str] = (),
+        block: Iterable[str] = (),
         allow: Iterable[str] = (),
-        allow_value: Callable[[str], bool] | None = None,
+        allow_value: Callable[[str], bool] | None = is_placeholder,
         rules: Catalogue | None = None,
     ) -> None:
         super().__init__(
@@ -80,15 +91,19 @@ class SecretsPolicy(Policy):
         groups: dict[str, list[str]] = {}
         for name in found.rules:
             groups.setdefault(rule_group(name), []).append(name)
-        named = {"enable": list(enable), "disable": list(disable), "log": list(log_only)}
+        named = {"enable": list(enable), "disable": list(disable), "log": list(log_only), "block": list(block)}
         for key, names in named.items():
             unknown = sorted(set(names) - set(groups))
             if unknown:
                 raise ValueError(f"{key}: unknown rule(s) {', '.join(unknown)} (known: {', '.join(sorted(groups))})")
         chosen = {group for group, members in groups.items() if found.rules[members[0]].default}
-        chosen |= set(named["enable"]) | set(named["log"])
+        both = sorted(set(named["log"]) & set(named["block"]))
+        if both:
+            raise ValueError(f"rule(s) both in log and block: {', '.join(both)}")
+        chosen |= set(named["enable"]) | set(named["log"]) | set(named["block"])
         chosen -= set(named["disable"])
-        self.logged = frozenset(named["log"])  # rule groups that record, never refuse
+        self.logged = frozenset(named["log"])  # rule groups that record, never mask or refuse
+        self.blocked = frozenset(named["block"])  # rule groups that refuse instead of masking
         self.rule_names = sorted(chosen)
         self.rules = SecretRules(
             (rule for group in sorted(chosen) for rule in (found.rules[name] for name in groups[group])),
@@ -123,35 +138,66 @@ class SecretsPolicy(Policy):
         self, invocation_id: str, agent: Agent, model_name: str, system_instructions: str, prompt: str,
         media: list[Media],
     ) -> Decision:
-        return self._check("on_model_call", "prompt", f"{system_instructions}\n{prompt}")
+        text = hook_text("on_model_call", (invocation_id, agent, model_name, system_instructions, prompt, media))
+        return self._check("on_model_call", "prompt", text, self.find(text))
 
     async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Tool, args: dict) -> Decision:
-        parts = [tool.name, tool.description or ""]
-        if args:
-            parts.append(_as_text(args))
-        return self._check("on_tool_call", f"tool '{tool.name}'", "\n".join(parts))
+        text = hook_text("on_tool_call", (invocation_id, agent, tool, args))
+        return self._check("on_tool_call", f"tool '{tool.name}'", text, self._find_in_call(text, tool, args))
 
     async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
-        return self._check("on_tool_response", f"result of tool '{tool.name}'", _as_text(response))
+        text = hook_text("on_tool_response", (invocation_id, agent, tool, response))
+        return self._check("on_tool_response", f"result of tool '{tool.name}'", text, self.find(text))
 
     async def on_model_response(
         self, invocation_id: str, agent: Agent, response: str, thoughts: str, media: list[Media],
     ) -> Decision:
-        return self._check("on_model_response", "model response", f"{response}\n{thoughts}")
+        text = f"{response}\n{thoughts}"
+        return self._check("on_model_response", "model response", text, self.find(text))
 
-    def _check(self, hook: str, where: str, text: str) -> Decision:
-        findings = self.find(text)
+    def _find_in_call(self, text: str, tool: Tool, args: dict) -> list[Finding]:
+        """The credentials of a tool call's ``hook_text`` (name, description, arguments as JSON), each on the
+        value the client wrote: the arguments are read as JSON text (a label in a key, ``{"AWS_SECRET_ACCESS_KEY":
+        "..."}``, is seen with its value) and string by string, decoded (a private key's lines are one value,
+        not its JSON escapes); a finding in a string is reported as the decoded value at the raw characters it
+        is written with there (the masking core checks an escaped value against its JSON spelling)."""
+        found = self.find(text)
+        if not args:
+            return found
+        offset = len(tool.name) + 1 + len(tool.description or "") + 1
+        decoded: list[Finding] = []
+        for string in scan(text[offset:]):
+            for start, end, value, kind, rule in self.find(string.text):
+                decoded.append(Finding(offset + string.raw_index(start), offset + string.raw_index(end), value, kind,
+                                       rule))
+        # a finding of the JSON text that a decoded one covers is the same credential read through escapes
+        kept = [finding for finding in found
+                if not any(other.start < finding.end and finding.start < other.end for other in decoded)]
+        return sorted([*kept, *decoded], key=lambda finding: (finding.start, -finding.end))
+
+    def _check(self, hook: str, where: str, text: str, findings: list[Finding]) -> Decision:
+        """The decision on ``findings`` in ``text`` (``hook_text``): in a request, the enforced ones are masked
+        (LOG with the findings), a ``block`` rule's refuse; in a reply, any enforced one refuses (replies are
+        not masked yet); a ``log`` rule's is recorded (LOG)."""
         if not findings:
             return DEFAULT_SAFE_DECISION
         enforced = self.enforced(findings)
-        verdict = Verdict.BLOCK if enforced else Verdict.LOG
+        refused = [finding for finding in enforced
+                   if hook not in _REQUEST_HOOKS or finding.rule in self.blocked]
         counts = Counter((finding.kind, finding.rule) for finding in findings)
         named = ", ".join(
-            f"{kind} ({rule}{', log' if rule in self.logged else ''})" + (f" x{count}" if count > 1 else "")
+            f"{kind} ({rule}{_how(rule, self.logged, self.blocked, hook)})" + (f" x{count}" if count > 1 else "")
             for (kind, rule), count in counts.items()
         )
-        return Decision(policy=NAME, callback=hook, verdict=verdict, reason=Reason.SENSITIVE_DATA,
-                        details=f"credentials found in {where}: {named}")
+        details = f"credentials found in {where}: {named}"
+        if refused or not enforced:
+            return Decision(policy=NAME, callback=hook, verdict=Verdict.BLOCK if refused else Verdict.LOG,
+                            reason=Reason.SENSITIVE_DATA, details=details)
+        return MaskingDecision(
+            policy=NAME, callback=hook, verdict=Verdict.LOG, reason=Reason.SENSITIVE_DATA, details=details,
+            findings=tuple(MaskFinding(finding.start, finding.end, finding.matched_text, finding.rule)
+                           for finding in enforced),
+        )
 
     # -- configuration -----------------------------------------------------------
 
@@ -163,8 +209,17 @@ class SecretsPolicy(Policy):
         unknown = sorted(set(config) - _KEYS)
         if unknown:
             raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})")
-        lists = {key: _strings(config, key) for key in ("enable", "disable", "log", "allow")}
-        return cls(enable=lists["enable"], disable=lists["disable"], log_only=lists["log"], allow=lists["allow"])
+        lists = {key: _strings(config, key) for key in ("enable", "disable", "log", "block", "allow")}
+        return cls(enable=lists["enable"], disable=lists["disable"], log_only=lists["log"], block=lists["block"],
+                   allow=lists["allow"])
+
+
+def _how(rule: str, logged: frozenset[str], blocked: frozenset[str], hook: str) -> str:
+    if rule in logged:
+        return ", log"
+    if rule in blocked or hook not in _REQUEST_HOOKS:
+        return ", block"
+    return ", masked"
 
 
 def _strings(config: dict, key: str) -> list[str]:
@@ -218,12 +273,3 @@ def _leading_literal(pattern: re.Pattern[str]) -> str:
     if literal and pattern.pattern[len(literal):len(literal) + 1] in ("?", "*", "{"):
         literal = literal[:-1]  # its last character is optional or repeated
     return re.sub(r"\\(.)", r"\1", literal)
-
-
-def _as_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return str(value)

@@ -49,6 +49,11 @@ def placeholder(tag_: str, kind: str) -> str:
     return f"{PREFIX}{kind_label(kind)}-{tag_}"
 
 
+def is_placeholder(value: str) -> bool:
+    """Whether ``value`` is a placeholder (a policy's allow-list: what the proxy wrote is never found again)."""
+    return PLACEHOLDER.fullmatch(value) is not None
+
+
 def inside_placeholder(text: str, start: int, end: int) -> bool:
     """Whether ``text[start:end]`` lies within a placeholder (allow-listed: never masked again)."""
     for match in PLACEHOLDER.finditer(text, max(0, start - len(PREFIX) - KIND_CHARS - TAG_CHARS - 1)):

@@ -19,10 +19,13 @@ not the parse's, when a value sits in an object key, or when a value is found
 nowhere (it came from a media item, a PDF's text, the query string, or crosses
 from one string into the next in a way not rebuilt below).
 
-A value that crosses the joint between two strings (a seam's finding) has a
-``"\\n"`` where the pieces were joined: when it is not found whole, its first
-line is masked where it ends a string, its last line where it starts one, and
-the lines between where they are a whole string.
+A value that crosses the joint between two strings is masked where it is
+read that way: a string's end, then (a ``"\\n"`` between them, where pieces
+were joined, or nothing, where adjacent text parts were) whole strings and
+the next string's beginning, in document order (``_across``); failing that
+(a seam's finding), its first line is masked where it ends a string, its
+last line where it starts one, and the lines between where they are a whole
+string.
 """
 
 from __future__ import annotations
@@ -74,7 +77,9 @@ def mask_body(
             continue
         if found:
             finds.append((token, found))
-    missing = [value for value in values if value not in finder.seen]
+    # a value inside another that was found (a seam's finding inside a piece's) was masked with it
+    missing = [value for value in values
+               if value not in finder.seen and not any(value in other for other in finder.seen)]
     if missing:
         finds = _rebuild_seams(missing, values, [token for token in tokens if not token.key], finds, finder)
     masked = Masked(raw)
@@ -190,6 +195,12 @@ def _rebuild_seams(
     """The finds with the values found nowhere whole masked line by line across string ends."""
     extra: dict[int, list[_Find]] = {}
     for value in missing:
+        placed = _across(value, strings)
+        if placed:
+            for number, start, end in placed:
+                extra.setdefault(number, []).append((start, end, values[value]))
+            finder.seen.add(value)
+            continue
         lines = value.split("\n")
         if len(lines) < 2:
             raise Unmaskable("a finding could not be located in the body (media, a document or the query)")
@@ -215,6 +226,78 @@ def _rebuild_seams(
         entry = merged.setdefault(id(token), (token, []))
         entry[1].extend(found)
     return [(token, _disjoint(found)) for token, found in sorted(merged.values(), key=lambda item: item[0].raw_start)]
+
+
+def _across(value: str, strings: list[JsonString]) -> list[tuple[int, int, int]]:
+    """Where ``value`` runs across strings as the model reads them: a string's end, then (``"\\n"`` between
+    them or nothing: adjacent text parts are read side by side, pieces a line apart) whole strings and the
+    next string's beginning, in document order; strings that are no part of it (a part's ``"type"``, a
+    message's role) may sit between the parts (at most ``_SKIP`` in a row). Every such occurrence, as
+    (string number, start, end); empty when there is none."""
+    placed: list[tuple[int, int, int]] = []
+    memo: dict[tuple[int, int], Any] = {}
+    budget = _TRIES
+    if len(value) < 2:
+        return placed
+    for number, token in enumerate(strings):
+        text = token.text
+        # value[:head] ends this string: it starts at one of the value's first character in the text's tail
+        at = text.find(value[0], max(0, len(text) - len(value) + 1))
+        while at >= 0:
+            budget -= 1
+            if budget < 0:
+                raise Unmaskable("a finding across strings could not be located in the body within bounds")
+            head = len(text) - at
+            if value.startswith(text[at:]):
+                rest = _continue(value[head:], strings, number + 1, memo)
+                if rest is not None:
+                    placed.append((number, at, len(text)))
+                    placed.extend(rest)
+                    break
+            at = text.find(value[0], at + 1)
+    return placed
+
+
+_TRIES = 5_000  # places a value crossing strings may start at, tried at most (beyond: refused)
+_SKIP = 4  # strings between two parts of a value that are no part of it
+_PARTS = 200  # strings one value may run across (beyond: refused, as a value that cannot be located)
+
+
+def _continue(
+    rest: str, strings: list[JsonString], number: int, memo: dict[tuple[int, int], Any] | None = None,
+    depth: int = 0,
+) -> list[tuple[int, int, int]] | None:
+    """The places of ``rest`` from string ``number`` on (see ``_across``), or None. ``memo``: the answers
+    so far, by (length of the rest, string number), so that many short strings that each begin the rest
+    (an adversary's one-character parts) cost one answer each, not a search of every way to combine them."""
+    memo = {} if memo is None else memo
+    if depth > _PARTS:
+        return None
+    if len(memo) > _TRIES:
+        raise Unmaskable("a finding across strings could not be located in the body within bounds")
+    known = memo.get((len(rest), number), memo)
+    if known is not memo:
+        return known
+    answer: list[tuple[int, int, int]] | None = None
+    options = [rest[1:], rest] if rest.startswith("\n") else [rest]
+    for option in options:
+        if not option:
+            answer = []
+            break
+        for index in range(number, min(len(strings), number + _SKIP + 1)):
+            text = strings[index].text
+            if text and option.startswith(text) and len(text) < len(option):
+                further = _continue(option[len(text):], strings, index + 1, memo, depth + 1)
+                if further is not None:
+                    answer = [(index, 0, len(text)), *further]
+                    break
+            if text.startswith(option):
+                answer = [(index, 0, len(option))]
+                break
+        if answer is not None:
+            break
+    memo[(len(rest), number)] = answer
+    return answer
 
 
 def _apply(raw: str, finds: list[tuple[JsonString, list[_Find]]], counts: dict[str, int]) -> str:

@@ -212,27 +212,53 @@ def test_secrets_toml_is_a_known_policy_file(tmp_path: Path) -> None:
     with pytest.raises(PolicyConfigError, match="unknown rule"):
         load_policy_set(tmp_path)
     (tmp_path / "secrets.toml").write_text('block = ["x"]\n')
+    with pytest.raises(PolicyConfigError, match="block: unknown rule"):
+        load_policy_set(tmp_path)
+    (tmp_path / "secrets.toml").write_text('block = ["jwt"]\nlog = ["jwt"]\n')
+    with pytest.raises(PolicyConfigError, match="both in log and block: jwt"):
+        load_policy_set(tmp_path)
+    (tmp_path / "secrets.toml").write_text('mask = ["x"]\n')
     with pytest.raises(PolicyConfigError, match="unknown key"):
         load_policy_set(tmp_path)
 
 
-async def test_every_hook_refuses_a_credential_and_says_which_without_the_value() -> None:
+async def test_every_request_hook_masks_a_credential_and_a_reply_refuses_it_without_the_value() -> None:
     from capsem.models import Agent
     from capsem.tools import Tool
 
+    from capsem_proxyd.redaction.findings import MaskingDecision, hook_text
+
     agent = Agent(name="a", instructions="")
     tool = Tool(name="shell", description="runs commands", parameters={})
-    decisions = [
-        await DEFAULT.on_model_call("i", agent, "m", "", f"key {AWS_KEY_ID}", []),
-        await DEFAULT.on_tool_call("i", agent, tool, {"cmd": f"curl -H 'Authorization: token {GITHUB_TOKEN}'"}),
-        await DEFAULT.on_tool_response("i", agent, tool, {"stdout": PEM}),
-        await DEFAULT.on_model_response("i", agent, "fine", f"AWS_SECRET_ACCESS_KEY={AWS_SECRET}", []),
+    calls = [
+        ("on_model_call", ("i", agent, "m", "", f"key {AWS_KEY_ID}", [])),
+        ("on_tool_call", ("i", agent, tool, {"cmd": f"curl -H 'Authorization: token {GITHUB_TOKEN}'", "key": PEM})),
+        ("on_tool_response", ("i", agent, tool, {"content": f"{PEM}\n"})),
     ]
-    for decision in decisions:
-        assert decision.verdict == Verdict.BLOCK and decision.policy == "Secrets"
+    for hook, args in calls:
+        decision = await getattr(DEFAULT, hook)(*args)
+        assert isinstance(decision, MaskingDecision) and decision.verdict == Verdict.LOG, hook
+        assert decision.policy == "Secrets" and decision.findings
+        text = hook_text(hook, args)
+        for start, end, value, _kind in decision.findings:
+            assert value in (AWS_KEY_ID, GITHUB_TOKEN, PEM)  # the value itself, not its JSON spelling
+            assert text[start:end] in (value, json.dumps(value)[1:-1])
         assert not any(value in decision.details or value[:12] in decision.details for value in VALUES)
-    assert "GitHub Token (github-token)" in decisions[1].details
+    masked_call = await DEFAULT.on_tool_call(*calls[1][1])
+    assert {finding.matched_text for finding in masked_call.findings} == {GITHUB_TOKEN, PEM}
+    assert "GitHub Token (github-token, masked)" in masked_call.details
+    reply = await DEFAULT.on_model_response("i", agent, "fine", f"AWS_SECRET_ACCESS_KEY={AWS_SECRET}", [])
+    assert reply.verdict == Verdict.BLOCK and not isinstance(reply, MaskingDecision)  # replies are not masked yet
+    assert AWS_SECRET not in reply.details
+    blocking = SecretsPolicy(rules=CATALOGUE, block=["github-token"], log_only=["private-key"])
+    refused = await blocking.on_tool_call(*calls[1][1])
+    assert refused.verdict == Verdict.BLOCK and "github-token, block" in refused.details
+    logged = await blocking.on_tool_response(*calls[2][1])
+    assert logged.verdict == Verdict.LOG and not isinstance(logged, MaskingDecision)
     assert (await DEFAULT.on_model_call("i", agent, "m", "", "nothing here", [])).verdict == Verdict.ALLOW
+    placeholder = "CAPSEM-MASKED-GITHUBTOKEN-ABCDEFGHIJKLMNOPQRST"
+    assert (await DEFAULT.on_model_call("i", agent, "m", "", f"https://u:{placeholder}@h.example/", [])).verdict \
+        == Verdict.ALLOW  # a placeholder (here, a masked URL password) is never found again
 
 
 def test_streams_hold_back_only_while_a_credential_may_be_pending() -> None:
@@ -262,12 +288,13 @@ def agent_turn() -> list[dict[str, Any]]:
     ]
 
 
-async def test_a_request_carrying_credentials_is_refused_before_the_provider_sees_it(
+async def test_a_request_carrying_credentials_of_block_rules_is_refused_before_the_provider_sees_it(
     tmp_path: Path, fake: FakeUpstream, daemons: Callable[..., Daemon]
 ) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
-    (folder / "secrets.toml").write_text("# the default rules\n")
+    (folder / "secrets.toml").write_text(
+        '# refused, not masked\nblock = ["aws-access-key-id", "aws-secret-access-key", "github-token", "private-key"]\n')
     daemon = daemons("--policy-dir", str(folder), *upstream_args(fake.url))
     health = await daemon.wait_ready(timeout=60)
     assert health["policies"] == ["Secrets"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from capsem_proxyd.redaction.masker import Masker
@@ -200,3 +200,55 @@ def test_placeholders_are_stable_per_tenant_collision_free_and_unescaped() -> No
     assert json.dumps(first) == f'"{first}"' and not set(first) & set("<>&\"'_* ")
     raw = '{"a": "AKIAIOSFODNN7EXAMPLE"}'
     Masker(b"k" * 32, "id").mask("t", raw, json.loads(raw), {"AKIAIOSFODNN7EXAMPLE": "k"})
+
+
+@given(
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=2, max_size=40),
+    st.data(), st.booleans(), st.integers(),
+)
+def test_a_value_split_across_adjacent_parts_is_masked_in_each_and_nothing_else_changes(
+    secret: str, data: st.DataObject, line_break: bool, seed: int,
+) -> None:
+    """Adjacent text parts read side by side (or two pieces a line apart): the value's head ends one
+    string, its tail starts a later one, with a part's ``"type"`` between; each written with random
+    escapes. Both stretches are masked; every other raw character is the client's."""
+    cut = data.draw(st.integers(1, len(secret) - 1))
+    before, after = data.draw(st.text(characters, max_size=6)), data.draw(st.text(characters, max_size=6))
+    assume(secret not in before + secret[:cut] and secret not in secret[cut:] + after)
+    rng = random.Random(seed)
+    first, second = before + secret[:cut], secret[cut:] + after
+    raw_first, raw_second = encoded(first, rng), encoded(second, rng)
+    raw = f'{{"content": [{{"type": "text", "text": {raw_first}}}, {{"type": "text", "text": {raw_second}}}]}}'
+    value = secret[:cut] + ("\n" if line_break else "") + secret[cut:]
+    masked = mask_body(raw, json.loads(raw), {value: P}).text
+    expected = (f'{{"content": [{{"type": "text", "text": {encoded_kept(raw_first, before)}{P}"}}, '
+                f'{{"type": "text", "text": "{P}{encoded_tail(raw_second, after)}}}]}}')
+    assert masked == expected
+
+
+def encoded_kept(raw: str, kept: str) -> str:
+    """The raw string ``raw`` (quotes included) cut after the raw characters of its first ``len(kept)``
+    decoded ones (without the closing quote)."""
+    (token,) = scan(raw)
+    return raw[:token.raw_index(len(kept))]
+
+
+def encoded_tail(raw: str, kept: str) -> str:
+    """The raw string ``raw`` from the raw characters of its last ``len(kept)`` decoded ones (closing quote
+    included)."""
+    (token,) = scan(raw)
+    return raw[token.raw_index(len(token.text) - len(kept)):]
+
+
+def test_a_value_across_thousands_of_tiny_parts_is_refused_not_searched_without_end() -> None:
+    """One-character parts that each begin the rest of a value: the search is bounded (and its recursion
+    too): refused, never a RecursionError or a search of every way to combine them."""
+    parts = [{"type": "text", "text": "A"} for _ in range(3000)] + [{"type": "text", "text": "Bx"}]
+    raw = json.dumps({"content": parts})
+    with pytest.raises(Unmaskable, match="within bounds"):
+        mask_body(raw, json.loads(raw), {"A" * 1500 + "B": P})
+    few = json.dumps({"content": parts[-40:]})
+    masked = json.loads(mask_body(few, json.loads(few), {"A" * 20 + "B": P}).text)
+    texts = [part["text"] for part in masked["content"]]
+    assert texts[-1] == P + "x" and texts[-21:-1] == [P] * 20  # the value's parts (and nothing else but "A"s)
+    assert set(texts[:-21]) <= {"A", P}
