@@ -11,29 +11,23 @@ sets the hold-back.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsem_proxyd.dialects.framing import SSEDecoder
-from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.enforcement.holdbacks import channel_matchers
 from capsem_proxyd.enforcement.loader import load_policy_set
 from capsem_proxyd.policies.debug import DebugPolicy
 from capsem_proxyd.policies.holdback import Fixed, LiteralTerms, Term, Visible, holds_only_pending, regex_width
 from capsem_proxyd.policies.normalize import fold, readings
 from capsem_proxyd.policies.rules import RulesPolicy
-from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
-from tests.support import exchanges
 from tests.support.daemon import run_capsem_proxyd
 from tests.support.engines import engine
+from tests.support.streams import chat_stream_through
 
 TERMS = ["capsem_block", "project falcon", "wire transfer", "ab", "aab"]
 words = st.text(alphabet="abcdefghijklmnopqrstuvwxyz _.,", max_size=40)
@@ -109,36 +103,6 @@ def test_a_prefix_padded_with_invisible_characters_is_held_from_its_start(text: 
     assert fold((text + " " + padded)[:-held]).rstrip().endswith(fold(text).rstrip()) or not text.strip()
 
 
-def _event(text: str) -> bytes:
-    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m",
-             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
-
-async def _stream_through(pieces: list[str], policy_engine: object) -> tuple[list[str], bytes]:
-    """What a client receives, write by write, when the upstream sends ``pieces`` one event per read."""
-
-    async def upstream() -> AsyncIterator[bytes]:
-        for piece in pieces:
-            yield _event(piece)
-            await trio.sleep(0)
-        yield b"data: [DONE]\n\n"
-
-    exchange = exchanges.exchange("openai", "chat", request_id="req_h", tenant_id="t")
-    pump = StreamPump(exchange, OpenAIChatDialect(), policy_engine, httpx.Response(200, content=upstream()),  # type: ignore[arg-type]
-                      SSEDecoder(), StreamSettings(idle_timeout=5))
-    texts, raw = [], b""
-    async def write(chunk: bytes) -> None:
-        nonlocal raw
-        raw += chunk
-        for event in SSEDecoder().feed(chunk):
-            if event.data.startswith("{") and "choices" in event.data:
-                texts.extend(c["delta"].get("content") or "" for c in json.loads(event.data)["choices"])
-
-    await pump.relay(write)
-    return texts, raw
-
-
 @given(data=st.data())
 @settings(max_examples=120)
 def test_no_split_of_a_stream_ever_delivers_a_whole_term(data: st.DataObject) -> None:
@@ -149,7 +113,7 @@ def test_no_split_of_a_stream_ever_delivers_a_whole_term(data: st.DataObject) ->
     pieces = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)]) if end > start]
     rules = RulesPolicy.from_config({"on_model_response": {"block": ["project falcon"]}})
     policy_engine = engine(_set(DebugPolicy(), rules))
-    texts, raw = trio.run(_stream_through, pieces, policy_engine)
+    texts, raw = trio.run(chat_stream_through, pieces, policy_engine)
     received, whole = fold("".join(texts)), fold(text)
     assert whole.startswith(received)
     # Not a character of the term's first occurrence reached the client ("____p" of "____pproject falcon" may).
@@ -160,7 +124,7 @@ def test_no_split_of_a_stream_ever_delivers_a_whole_term(data: st.DataObject) ->
 SPELLINGS = {
     "capsem_block": ["capsem_błock", "capsem_bløck", "ȼapsem_block", "capsɇm_block", "capsem\u02cdblock",
                      "capsem\u2017block", "capsem\u0332block", "🅲🅰🅿🆂🅴🅼_🅱🅻🅾🅲🅺", "⒞⒜⒫⒮⒠⒨_⒝⒧⒪⒞⒦",
-                     "\u202ekcolb_mespac\u202c", "\u202e_mespac\u202cblock", "\u2067kcolb_mespac\u2069",
+                     "\u202ekcolb_mespac\u202c", "\u202e_mespac\u202cblock", "\u2067\u202ekcolb_mespac\u202c\u2069",
                      "\u202e\u202dcapsem\u202c_block\u202c", "block\u200f_capsem"],
     "project falcon": ["project  falcon", "project\nfalcon", "project\tfalcon", "project-falcon", "project\u200bfalcon",
                        "pro\u200bject \u2014 falcon", "project" + " " * 80 + "falcon", "ⓟⓡⓞⓙⓔⓒⓣ\r\nⓕⓐⓛⓒⓞⓝ",
@@ -174,11 +138,13 @@ def test_no_split_of_a_stream_ever_delivers_a_disguised_term(data: st.DataObject
     """Class 12 and 14 spellings, cut into events anywhere: refused, and what went out never reads as the term."""
     term = data.draw(st.sampled_from(list(SPELLINGS)))
     spelling = data.draw(st.sampled_from(SPELLINGS[term]))
-    text = data.draw(words) + spelling + data.draw(words)
+    # On a line of its own: a bidi spelling reads as the term only within its paragraph's visual order,
+    # which letters next to it on the same line change ("ab block\u200f_capsem" reads "capsem_ab block").
+    text = data.draw(words) + "\n" + spelling + "\n" + data.draw(words)
     cuts = sorted(data.draw(st.lists(st.integers(1, len(text) - 1), max_size=12)))
     pieces = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)]) if end > start]
     rules = RulesPolicy.from_config({"on_model_response": {"block": ["project falcon"]}})
-    texts, raw = trio.run(_stream_through, pieces, engine(_set(DebugPolicy(), rules)))
+    texts, raw = trio.run(chat_stream_through, pieces, engine(_set(DebugPolicy(), rules)))
     received = "".join(texts)
     assert text.startswith(received)
     compiled = Term(term)
@@ -192,7 +158,7 @@ def test_with_no_match_pending_nothing_is_held(text: str, data: st.DataObject) -
     """Text with no letter of the marker: every piece goes out with the event that brought it."""
     cuts = sorted(data.draw(st.lists(st.integers(1, max(1, len(text) - 1)), max_size=8)))
     pieces = [text[start:end] for start, end in zip([0, *cuts], [*cuts, len(text)]) if end > start]
-    texts, _ = trio.run(_stream_through, pieces, engine())
+    texts, _ = trio.run(chat_stream_through, pieces, engine())
     assert texts == pieces
 
 

@@ -11,17 +11,11 @@ and a marker disguised or split anywhere is still refused.
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
-
-import httpx
 import trio
 from capsem.models import Decision
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from capsem_proxyd.dialects.framing import SSEDecoder
-from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.enforcement.holdbacks import channel_screens
 from capsem_proxyd.enforcement.loader import default_policy_set
 from capsem_proxyd.exchange import Exchange
@@ -31,9 +25,8 @@ from capsem_proxyd.policies.holdback import LiteralTerms, Term
 from capsem_proxyd.policies.normalize import one_reading, readings
 from capsem_proxyd.policies.rules import RulesPolicy
 from capsem_proxyd.policies.term_screen import TermScreen
-from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
-from tests.support import exchanges
 from tests.support.engines import engine
+from tests.support.streams import chat_stream_through
 
 TERMS = ["capsem_block", "ab", "aab", "abab", "b"]
 DISGUISES = ["capsem_block", "CAPSEM_BLOCK", "ｃａｐｓｅｍ＿ｂｌｏｃｋ", "caps\u00adem_block", "c\u0301apsem_block",
@@ -143,37 +136,11 @@ class _Decisions(Recorder):
         self.hooks.append((hook, decision.verdict.value))
 
 
-async def _stream_through(pieces: list[str], policy_engine: object) -> tuple[list[str], bytes]:
-    """What a client receives when the upstream sends ``pieces``, one event per read."""
-
-    async def upstream() -> AsyncIterator[bytes]:
-        for piece in pieces:
-            chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m",
-                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-            yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
-            await trio.sleep(0)
-        yield b"data: [DONE]\n\n"
-
-    exchange = exchanges.exchange("openai", "chat", request_id="req_s", tenant_id="t")
-    pump = StreamPump(exchange, OpenAIChatDialect(), policy_engine, httpx.Response(200, content=upstream()),  # type: ignore[arg-type]
-                      SSEDecoder(), StreamSettings(idle_timeout=5))
-    received, raw = [], b""
-    async def write(chunk: bytes) -> None:
-        nonlocal raw
-        raw += chunk
-        for event in SSEDecoder().feed(chunk):
-            if event.data.startswith("{") and "choices" in event.data:
-                received.extend(c["delta"].get("content") or "" for c in json.loads(event.data)["choices"])
-
-    await pump.relay(write)
-    return received, raw
-
-
 def test_with_debug_a_stream_asks_the_policy_once_about_its_whole_text() -> None:
     """40 events, each its own read: each check reads only the new text; Debug decides once, at the end."""
     decisions = _Decisions()
     pieces = [f"word{index:02d} " for index in range(40)]
-    received, _ = trio.run(_stream_through, pieces, engine(recorder=decisions))
+    received, _ = trio.run(chat_stream_through, pieces, engine(recorder=decisions))
     assert received == pieces  # each went out with its own event
     assert decisions.hooks == [("on_model_response", "ALLOW")]
 
@@ -184,7 +151,7 @@ def test_with_debug_alone_a_disguised_marker_split_anywhere_is_refused(data: st.
     spelling = data.draw(st.sampled_from(DISGUISES[:-3]))
     text = data.draw(st.text(alphabet="xyz .,", max_size=30)) + spelling + data.draw(st.text(alphabet="xyz .,", max_size=30))
     pieces = _pieces(text, data.draw(st.lists(st.integers(1, len(text) - 1), max_size=12)))
-    received, raw = trio.run(_stream_through, pieces, engine())
+    received, raw = trio.run(chat_stream_through, pieces, engine())
     so_far = "".join(received)
     assert text.startswith(so_far)
     assert not Term(MARKER).found(readings(so_far), lambda: readings(so_far, spaced=True)), so_far

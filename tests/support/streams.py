@@ -8,6 +8,7 @@ run both through its own SDK; the scripts live here once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -17,9 +18,11 @@ import trio
 
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.framing import SSEDecoder
+from capsem_proxyd.dialects.openai_chat import OpenAIChatDialect
 from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.proxy.streaming import StreamPump, StreamSettings
+from tests.support import exchanges
 from tests.support.exchanges import exchange_for
 from tests.support.fake_upstream import FakeUpstream, Reply
 
@@ -78,3 +81,36 @@ async def pump_writes(
 
     await pump.relay(write)
     return writes
+
+
+def _chat_event(text: str) -> bytes:
+    chunk = {"id": "c", "object": "chat.completion.chunk", "model": "m",
+             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def chat_stream_through(pieces: list[str], policy_engine: object) -> tuple[list[str], bytes]:
+    """What a client of the stream pump receives (each write's texts, and every byte) when a Chat upstream
+    sends ``pieces`` one event per read: the release core and the checks, without sockets."""
+
+    async def upstream() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield _chat_event(piece)
+            await trio.sleep(0)
+        yield b"data: [DONE]\n\n"
+
+    exchange = exchanges.exchange("openai", "chat", request_id="req_s", tenant_id="t")
+    pump = StreamPump(exchange, OpenAIChatDialect(), policy_engine, httpx.Response(200, content=upstream()),  # type: ignore[arg-type]
+                      SSEDecoder(), StreamSettings(idle_timeout=5))
+    texts: list[str] = []
+    raw = b""
+
+    async def write(chunk: bytes) -> None:
+        nonlocal raw
+        raw += chunk
+        for event in SSEDecoder().feed(chunk):
+            if event.data.startswith("{") and "choices" in event.data:
+                texts.extend(c["delta"].get("content") or "" for c in json.loads(event.data)["choices"])
+
+    await pump.relay(write)
+    return texts, raw
