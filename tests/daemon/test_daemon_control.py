@@ -139,7 +139,7 @@ async def test_control_commands_read_the_config_file_and_reload_reports_the_verd
     async with httpx.AsyncClient() as client:
         health = (await client.get(url + "/health")).json()
     assert health["reload"]["ok"] is False and "broken.toml" in health["reload"]["error"]
-    assert health["status"] == "ok" and health["policies"] == ["Debug"]
+    assert health["status"] == "ok" and health["policies"] == ["Debug", "Secrets"]
     assert (await post(url, BLOCKED)).status_code == 400
     assert "last reload rejected" in (await cli("status", env=env)).stdout
 

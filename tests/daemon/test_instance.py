@@ -80,7 +80,7 @@ async def test_health_and_metrics_describe_the_instance(proxy_settings: Settings
             "status": "ok",
             "version": __version__,
             "providers": {"openai": fake.url + "/v1", "gemini": fake.url, "anthropic": fake.url},
-            "policies": ["Debug"],
+            "policies": ["Debug", "Secrets"],
             # No placeholder key: start's preflight makes it, and this instance never went through one.
             "state": {"directory": proxy_settings.state_dir, "placeholder_key_id": None},
             "reply_memory": {"capacity": proxy_settings.reply_memory, "held": 0, "waiting": 0},

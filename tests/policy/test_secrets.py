@@ -203,6 +203,50 @@ def test_at_most_one_finding_per_megabyte_of_the_standard_library() -> None:
     assert sum(per_rule.values()) <= megabytes, (megabytes, per_rule)
 
 
+def test_secrets_runs_by_default_unless_its_own_file_turns_it_off(tmp_path: Path) -> None:
+    """Issue 23, item 9: no folder, Debug and Secrets; a folder, Secrets too unless its secrets.toml says
+    ``enabled = false``; a shadow folder gets nothing it did not name; ``--no-policies`` still means none."""
+    from capsem_proxyd.enforcement.tenants import load_policy_config
+
+    assert load_policy_set(None).names == ["Debug", "Secrets"]
+    (tmp_path / "rules.toml").write_text('[on_model_call]\nblock = ["x"]\n')
+    folder = load_policy_set(tmp_path)
+    assert folder.names == ["Rules", "Secrets"] and folder.described_names() == "Rules, Secrets (by default)"
+    assert folder.mode_of("Secrets") == "enforce"
+    assert load_policy_set(tmp_path, secrets_by_default=False).names == ["Rules"]
+    (tmp_path / "debug.toml").write_text("enabled = false\n")
+    (tmp_path / "rules.toml").write_text("enabled = false\n")
+    assert load_policy_set(tmp_path).names == ["Secrets"]  # not "no policy is active"
+    (tmp_path / "secrets.toml").write_text("enabled = false\n")
+    off = load_policy_set(tmp_path)
+    assert off.names == [] and off.warnings  # every policy off, said so
+    (tmp_path / "secrets.toml").write_text('mode = "monitor"\n')
+    assert load_policy_set(tmp_path).described_names() == "Secrets"  # named by the folder: not "by default"
+    assert load_policy_config(Settings(policies=False)).main.names == []
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "debug.toml").write_text("enabled = true\n")
+    assert load_policy_config(Settings(shadow_policy_dir=str(shadow))).shadow.names == ["Debug"]  # type: ignore[union-attr]
+
+
+async def test_with_no_policy_folder_a_credential_is_refused_before_the_provider_sees_it(
+    fake: FakeUpstream, daemons: Callable[..., Daemon]
+) -> None:
+    daemon = daemons(*upstream_args(fake.url))
+    assert (await daemon.wait_ready(timeout=60))["policies"] == ["Debug", "Secrets"]
+    assert "policies: Debug, Secrets [built-in default (Debug, Secrets)]" in daemon.log
+
+    def ask(text: str) -> Any:
+        with openai.OpenAI(base_url=daemon.url + "/v1", api_key=OPENAI_KEY, max_retries=0, timeout=20) as client:
+            return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await in_thread(lambda: ask(f"deploy with {GITHUB_TOKEN} please"))
+    assert isinstance(caught.value.body, dict) and caught.value.body["capsem"]["policy"] == "Secrets"
+    assert fake.requests == [] and GITHUB_TOKEN not in daemon.log
+    assert await daemon.stop() == 0
+
+
 def test_secrets_toml_is_a_known_policy_file(tmp_path: Path) -> None:
     (tmp_path / "secrets.toml").write_text('enable = ["discord-bot-token"]\n')
     assert load_policy_set(tmp_path).names == ["Secrets"]
