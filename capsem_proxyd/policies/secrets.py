@@ -179,7 +179,9 @@ def _catalogue() -> Catalogue:
     """detect-secrets' rules, compiled once per process (every reload and tenant shares them)."""
     found = catalogue()
     if found.skipped:
-        log.info("secrets: rules RE2 cannot run, left out: %s", ", ".join(found.skipped))
+        # DEBUG: the same every start (detect-secrets' public-IP rule, no credential), and at INFO it would be a
+        # second line beside an operator error that ``check``/``start`` must print alone
+        log.debug("secrets: rules RE2 cannot run, left out: %s", ", ".join(found.skipped))
     return found
 
 
@@ -201,7 +203,7 @@ def _holdback(patterns: tuple[re.Pattern[str], ...]) -> Holdback:
                                    unbounded=width is not None and width > _WIDE))
         except Untranslatable as error:
             lead = _leading_literal(pattern)
-            log.info("secrets: rule %r held from its leading literal (%s)", pattern.pattern[:40], error)
+            log.debug("secrets: rule %r held from its leading literal (%s)", pattern.pattern[:40], error)
             wider = re.compile(f"(?:{re.escape(lead)})[\\s\\S]{{0,{width or _UNBOUNDED_HOLD}}}", pattern.flags)
             dfas.append(PatternDFA(wider, unbounded=True))
     return Combined([Patterns.of(dfas, raw=True)])

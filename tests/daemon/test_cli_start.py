@@ -53,6 +53,7 @@ async def test_all_disabled_folder_runs_without_policies_and_warns(
     tmp_path: Path, fake: FakeUpstream, daemons
 ) -> None:
     (tmp_path / "debug.toml").write_text("enabled = false\n")
+    (tmp_path / "secrets.toml").write_text("enabled = false\n")  # without it, Secrets runs by default
     daemon = daemons("--policy-dir", str(tmp_path), *upstream_args(fake.url))
     health = await daemon.wait_ready()
     assert health["policies"] == []

@@ -108,6 +108,7 @@ async def test_control_commands_read_the_config_file_and_reload_reports_the_verd
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "debug.toml").write_text("enabled = true\n")
+    (policies / "secrets.toml").write_text("enabled = false\n")  # on by default; this test turns Debug off
     pidfile = tmp_path / "run" / "proxy.pid"
     pidfiles.append(pidfile)
     port = free_port()
@@ -139,7 +140,7 @@ async def test_control_commands_read_the_config_file_and_reload_reports_the_verd
     async with httpx.AsyncClient() as client:
         health = (await client.get(url + "/health")).json()
     assert health["reload"]["ok"] is False and "broken.toml" in health["reload"]["error"]
-    assert health["status"] == "ok" and health["policies"] == ["Debug", "Secrets"]
+    assert health["status"] == "ok" and health["policies"] == ["Debug"]
     assert (await post(url, BLOCKED)).status_code == 400
     assert "last reload rejected" in (await cli("status", env=env)).stdout
 

@@ -58,6 +58,7 @@ def policy_folder(tmp_path: Path, enabled: bool) -> Path:
     folder = tmp_path / "policies"
     folder.mkdir(exist_ok=True)
     (folder / "debug.toml").write_text(f"enabled = {'true' if enabled else 'false'}\n")
+    (folder / "secrets.toml").write_text("enabled = false\n")  # on by default: these tests turn Debug off
     return folder
 
 
