@@ -117,6 +117,17 @@ class SecretsPolicy(Policy):
             self._stream_holdback = _holdback(tuple(self.rules.holdback_patterns()))
         return self._stream_holdback
 
+    def reply_screen(self) -> Callable[[], KeywordScreen] | None:
+        """A stream channel's screen (``declarations.reply_screen``): the rules' keywords, found in each new
+        piece as the sieve finds them (lower-cased, not folded), so a check whose new text holds none passes
+        without asking the policy. None when a rule has no keyword (it runs on every text) or a keyword the
+        per-piece reading could miss (not ASCII, or holding a line break: the hook joins text and thoughts
+        with one)."""
+        keywords = self.rules.keywords()
+        if keywords is None or not all(word.isascii() and "\n" not in word for word in keywords):
+            return None
+        return functools.partial(KeywordScreen, keywords)
+
     # -- hooks -------------------------------------------------------------------
 
     async def on_model_call(
@@ -165,6 +176,35 @@ class SecretsPolicy(Policy):
             raise ValueError(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(_KEYS))})")
         lists = {key: _strings(config, key) for key in ("enable", "disable", "log", "allow")}
         return cls(enable=lists["enable"], disable=lists["disable"], log_only=lists["log"], allow=lists["allow"])
+
+
+class KeywordScreen:
+    """One stream channel's search for the Secrets rules' keywords (``SecretRules.candidates`` reads the same
+    words in the whole lower-cased text: no rule can match a text without one). Each piece is lower-cased
+    alone (``str.lower`` maps each character alone but a final sigma, not ASCII either way) and read with
+    the last ``longest - 1`` characters before it, so a keyword split between reads is found whole.
+
+    Unlike a term, a keyword is where a credential *begins*: the rest may come in later pieces that hold no
+    keyword (``AKIA`` now, its 16 characters next). So from the first keyword on, the screen flags every
+    piece (the policy is asked at every check of that channel, as without a screen); a reply without any
+    keyword is never asked about until its end."""
+
+    __slots__ = ("keywords", "seen", "_keep", "_tail")
+
+    def __init__(self, keywords: Iterable[str]) -> None:
+        self.keywords = tuple(keywords)
+        self.seen = False  # a keyword was found: every later piece is flagged
+        self._keep = max((len(word) for word in self.keywords), default=1) - 1
+        self._tail = ""
+
+    def feed(self, new_text: str) -> bool:
+        if self.seen or not new_text:
+            return self.seen
+        tail = self._tail
+        text = tail + new_text.lower()
+        self.seen = any(text.find(word, max(0, len(tail) - len(word) + 1)) >= 0 for word in self.keywords)
+        self._tail = text[-self._keep:] if self._keep else ""
+        return self.seen
 
 
 def _strings(config: dict, key: str) -> list[str]:

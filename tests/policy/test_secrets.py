@@ -291,6 +291,38 @@ def test_streams_hold_back_only_while_a_credential_may_be_pending() -> None:
     assert tracker.feed("Ab\n-----END RSA PRIVATE KEY-----\nbye.") == 0
 
 
+@given(st.lists(st.sampled_from(["AKIA", "ghp_", "-----BEGIN ", "RSA PRIVATE KEY", "-----", "eyJ", "://u:", "p4ss@h",
+                                 "İ", "Σ", "e\u0301", "Ｋ", " ", "\n", *VALUES])
+                | st.text(ASCII_TEXT, max_size=12), max_size=12).map("".join),
+       st.lists(st.integers(0, 400), max_size=10), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_the_reply_screen_flags_every_piece_after_which_the_policy_first_decides_otherwise_than_allow(
+    text: str, cuts: list[int], thoughts: bool
+) -> None:
+    """A stream check whose new piece the screen flags nothing in is not asked of the policy: that is safe
+    only if the policy's answer could not have changed (Debug's marker screen makes the same promise)."""
+    from capsem.models import Agent
+
+    make = DEFAULT.reply_screen()
+    assert make is not None
+    screen = make()
+    agent = Agent(name="a", instructions="")
+    bounds = sorted({cut for cut in cuts if 0 < cut < len(text)})
+    pieces = [text[start:end] for start, end in zip([0, *bounds], [*bounds, len(text)], strict=True)]
+    so_far, decided_before = "", False
+    for piece in pieces:
+        so_far += piece
+        flagged = screen.feed(piece)
+        args = ("", so_far) if thoughts else (so_far, "")
+        import trio
+
+        decision = trio.run(DEFAULT.on_model_response, "i", agent, *args, [])
+        decided = decision.verdict != Verdict.ALLOW
+        if decided and not decided_before:
+            assert flagged, (so_far, piece)
+        decided_before = decided
+
+
 # -- through the real daemon and the OpenAI SDK ---------------------------------------------------------------
 
 
