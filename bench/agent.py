@@ -10,7 +10,8 @@ line numbers, as a file read returns it: digits are what PII analysis finds
 slow), so 50 turns of 4 kB pass 200 kB of context. Every turn is sent to the
 upstream directly and through each proxy, one after the other, on one
 keep-alive connection each: the proxy's added latency is the difference, turn
-by turn. Reported per policy (Debug; Rules; PII with the pattern entities,
+by turn. Reported per policy (Debug alone; the default configuration, Debug and
+Secrets with no ``--policy-dir``; Rules; PII with the pattern entities,
 ``ner = false``; and PII with ``processes = false``, its fallback in threads
 of the proxy's process, in the Chat shape) and shape: the p50 added latency over the last turns
 (40-50 of 50), the session's total added time, and how the second half's
@@ -21,7 +22,13 @@ near 1x).
 And two PII measurements of first-seen content: a whole 50-turn conversation
 nobody sent before (its analysis speed, bytes per second of added latency),
 and the latency of a small request from another tenant while that big one is
-in flight, against its latency alone.
+in flight, against its latency alone. And the Secrets policy's first-seen scan
+speed on this conversation's text, per core (``bench/secrets_speed.py``), with
+what it costs a process to start it (its rules and its stream hold-back).
+
+The Secrets policy runs by default (issue 23): the Debug, Rules and PII folders
+here turn it off (``secrets.toml``, ``enabled = false``), so each row measures the
+policy its name says; ``default`` is what an operator gets without a folder.
 
 The upstream is nginx answering each API's fixed reply (its own small config,
 next to the main bench's). Nothing is pinned here: the section runs on every
@@ -55,7 +62,9 @@ from bench.systems import CapsemProxydBaseline, Context
 
 Log = Callable[[str], None]
 SHAPES = ("chat", "responses", "anthropic", "gemini")
-POLICIES = ("debug", "rules", "pii", "pii-threads")  # pii-threads: processes = false, the fallback
+# pii-threads: processes = false, the fallback; default: no --policy-dir (Debug and Secrets)
+POLICIES = ("debug", "default", "rules", "pii", "pii-threads")
+SECRETS_OFF = "enabled = false\n"
 MODEL = "gpt-4o-mini"
 REPLY = "Done. Reading the next file now."
 RULES_TOML = """\
@@ -96,7 +105,7 @@ class Sizes:
 PRESETS = {
     "full": Sizes(),
     "quick": Sizes(baseline_pii_shapes=("chat",)),
-    "smoke": Sizes(turns=3, result_bytes=600, last_turns=2, policies=("debug", "pii"), baseline_pii_shapes=("chat",),
+    "smoke": Sizes(turns=3, result_bytes=600, last_turns=2, policies=("debug", "default", "pii"), baseline_pii_shapes=("chat",),
                    small_samples=3),
 }
 # The PII fallback (analysis in threads of the proxy's process) is measured in one shape, beside the workers.
@@ -290,11 +299,18 @@ class Proxy:
     child: Child
 
 
-def policy_folder(context: Context, policy: str) -> Path | None:
-    if policy == "debug":
+def policy_folder(context: Context, policy: str, label: str = "capsem-proxyd") -> Path | None:
+    """The ``--policy-dir`` of ``policy`` (None: the default configuration); Secrets off but in ``default``.
+    A baseline's folder has no ``secrets.toml``: a release before the Secrets policy refuses the name."""
+    if policy == "default":
         return None
-    folder = context.work / "agent-policies" / policy
+    folder = context.work / "agent-policies" / label / policy
     folder.mkdir(parents=True, exist_ok=True)
+    if label != "baseline":
+        (folder / "secrets.toml").write_text(SECRETS_OFF)
+    if policy == "debug":
+        (folder / "debug.toml").write_text("")
+        return folder
     name = policy.split("-")[0]
     text = RULES_TOML if policy == "rules" else ("processes = false\n" if policy == "pii-threads" else "") + PII_TOML
     (folder / f"{name}.toml").write_text(text)
@@ -305,7 +321,7 @@ def start_proxy(context: Context, label: str, command: list[str], upstream_port:
                 env: dict[str, str] | None = None, cwd: Path | None = None) -> Proxy:
     port = free_port()
     base = f"http://127.0.0.1:{upstream_port}"
-    folder = policy_folder(context, policy)
+    folder = policy_folder(context, policy, label)
     log = context.work / "logs" / f"agent-{label}-{policy}.log"
     arguments = [*command, "start", "--port", str(port), "--openai-upstream", base + "/v1",
                  "--anthropic-upstream", base, "--gemini-upstream", base,
@@ -516,7 +532,21 @@ def _run(context: Context, nginx_binary: str, mode: str, log: Log) -> dict[str, 
         finally:
             for proxy in proxies:
                 context.children.stop(proxy.child)
+    out["secrets"] = secrets_measurements(sizes, log)
     return out
+
+
+def secrets_measurements(sizes: Sizes, log: Log) -> dict[str, Any]:
+    """The Secrets policy on this workload's text: first-seen scan speed per core, and a process's start-up
+    CPU for it (``bench/secrets_speed.py``)."""
+    from bench import pii_corpora, secrets_speed
+
+    text = pii_corpora.agent_text(turns=sizes.turns, result_bytes=sizes.result_bytes)
+    scan = secrets_speed.measure({"agent": text}, repeat=3)["agent"]
+    startup = secrets_speed.startup_cpu()
+    log(f"== Secrets on the agent text: {scan['kb']} kB at {scan['mb_per_s']} MB/s per core, {scan['findings']} "
+        f"findings; start-up CPU: rules {startup['rules_s']} s, stream hold-back {startup['holdback_s']} s")
+    return {"scan": scan, "startup": startup}
 
 
 def _rss_mib(pid: int) -> dict[str, float]:
@@ -564,7 +594,32 @@ def markdown(agent: dict[str, Any] | None) -> str:
                      f"{seen['small_during_p50_ms']} ms during it ({seen['small_ratio']}x, "
                      f"{seen['small_during_samples']} samples); RSS {seen['rss_mib']['proxy']} MiB "
                      f"({seen['rss_mib']['with_workers']} MiB with its workers)")
+    secrets = agent.get("secrets")
+    if secrets:
+        scan, startup = secrets["scan"], secrets["startup"]
+        lines.append("")
+        lines.append(f"Secrets (default rules), first-seen scan of the agent text: {scan['kb']} kB at {scan['mb_per_s']} "
+                     f"MB/s per core ({scan['findings']} findings); a process's CPU to start it: rules "
+                     f"{startup['rules_s']} s, stream hold-back {startup['holdback_s']} s")
+        secrets_turn = _secrets_turn(agent)
+        if secrets_turn is not None:
+            lines.append(f"Debug + Secrets (the default configuration) vs Debug alone, added p50 per turn at the "
+                         f"session's end, worst shape: {secrets_turn['default_ms']} ms vs {secrets_turn['debug_ms']} ms "
+                         f"(context {secrets_turn['context_kb']} kB)")
     return "\n".join(lines)
+
+
+def _secrets_turn(agent: dict[str, Any]) -> dict[str, Any] | None:
+    """The default configuration's added p50 per turn at the session's end (worst shape), beside Debug alone's."""
+    ours = "capsem-proxyd"
+    sessions = agent.get("sessions", {})
+    default = {key: item for key, item in sessions.items() if key.startswith("default/") and ours in item}
+    debug = [item[ours]["added_p50_last_ms"] for key, item in sessions.items() if key.startswith("debug/") and ours in item]
+    if not default:
+        return None
+    worst = max(default.values(), key=lambda item: item[ours]["added_p50_last_ms"])
+    return {"default_ms": worst[ours]["added_p50_last_ms"], "debug_ms": max(debug) if debug else None,
+            "context_kb": worst.get("context_kb")}
 
 
 def targets(agent: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -585,6 +640,14 @@ def targets(agent: dict[str, Any] | None) -> list[dict[str, Any]]:
         checks.append(("PII: first-seen content analysed (MB/s, one worker)", seen.get("analysed_mb_per_s"), ">=", 1.0))
         checks.append(("PII: small request during a big first-seen one vs alone (×)", seen.get("small_ratio"), "<=", 2.0))
         checks.append(("PII: proxy process RSS, workers apart (MiB)", seen.get("rss_mib", {}).get("proxy"), "<=", 80))
+    secrets_turn = _secrets_turn(agent)
+    if secrets_turn is not None:
+        checks.append((f"Debug + Secrets (default): added p50 per turn at the session's end, worst shape, "
+                       f"{secrets_turn['context_kb']} kB context (ms)", secrets_turn["default_ms"], "<=", 5))
+    secrets = agent.get("secrets")
+    if secrets:
+        checks.append(("Secrets: first-seen scan of the agent text (MB/s per core)", secrets["scan"]["mb_per_s"],
+                       ">=", 20))
     errors = sum(summary["errors"] for summary in agent["sessions"].values())
     checks.append(("agent sessions: errors", errors, "<=", 0))
     return [{"target": label, "value": value, "op": op, "limit": limit,

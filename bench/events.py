@@ -50,6 +50,7 @@ class CapsemProxydPii(CapsemProxyd):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "debug.toml").write_text("")
         (folder / "pii.toml").write_text("check_responses = true\n" + PII_TOML)
+        (folder / "secrets.toml").write_text("enabled = false\n")  # on by default: this row is PII + Debug
         return ["--policy-dir", str(folder)]
 
 

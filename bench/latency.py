@@ -5,10 +5,15 @@ A 400-character answer streamed at a real model's pace (3–4 characters every
 directly from the provider and once through capsem-proxyd under each policy
 folder, one stream at a time, same run:
 
-* (a) the default Debug policy (holds only an end that may still become its marker);
+* (a) the Debug policy alone (holds only an end that may still become its marker);
 * (b) a Rules policy of literal terms (the same, for its terms);
 * (c) a Rules policy with an unbounded regex (falls back to the ``--stream-holdback`` cap);
-* (d) PII's pattern entities (``ner = false``, the agent section's ``pii.toml``) checking replies, beside Debug.
+* (d) PII's pattern entities (``ner = false``, the agent section's ``pii.toml``) checking replies, beside Debug;
+* (e) the default configuration, no ``--policy-dir``: Debug and Secrets (the rules' DFAs hold only from
+  the start of a credential still pending). Its first text is compared with (a)'s, same run.
+
+The Secrets policy runs by default in any folder (issue 23): (a) to (d) turn it off (``secrets.toml``,
+``enabled = false``), so each measures the policy its name says.
 
 The provider is the test suite's fake (``tests/support/fake_upstream``),
 run as a child process with a paced default reply. For each character the
@@ -44,15 +49,21 @@ APIS: dict[str, tuple[str, dict[str, str], dict[str, Any]]] = {
     "gemini": ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", {"x-goog-api-key": GEMINI_KEY},
                {"contents": [{"role": "user", "parts": [{"text": "tell me"}]}]}),
 }
-POLICIES: dict[str, dict[str, str]] = {
-    "(a) Debug": {"debug.toml": ""},
+SECRETS_OFF = {"secrets.toml": "enabled = false\n"}
+DEBUG = "(a) Debug"
+DEFAULT = "(e) default: Debug + Secrets"
+POLICIES: dict[str, dict[str, str] | None] = {  # None: no --policy-dir
+    DEBUG: {"debug.toml": "", **SECRETS_OFF},
     "(b) Rules, literal terms": {"rules.toml": '[on_model_response]\nblock = ["project falcon", "wire transfer", '
-                                               '"internal only"]\n'},
-    "(c) Rules, unbounded regex": {"rules.toml": '[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n'},
-    "(d) PII patterns + Debug": {"debug.toml": "", "pii.toml": "check_responses = true\n" + PII_TOML},
+                                               '"internal only"]\n', **SECRETS_OFF},
+    "(c) Rules, unbounded regex": {"rules.toml": '[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n',
+                                   **SECRETS_OFF},
+    "(d) PII patterns + Debug": {"debug.toml": "", "pii.toml": "check_responses = true\n" + PII_TOML, **SECRETS_OFF},
+    DEFAULT: None,
 }
 CHUNK_MS = 25  # the paced provider's interval between chunks
 TARGET_TTFT_MS = 30.0
+TARGET_DEFAULT_VS_DEBUG_MS = 30.0  # issue 23: the default configuration's first text within 30 ms of Debug alone
 # Issue 22's done-when: a character may wait one chunk interval (the hold-back keeps a chunk that may still
 # begin a match until the next one comes) plus 10 ms of the proxy's own; not a flat 25 ms.
 TARGET_P95_MS = CHUNK_MS + 10.0
@@ -79,11 +90,13 @@ def measure(context: Context, length: int, runs: int, log: Any) -> dict[str, Any
     out: dict[str, Any] = {"answer_chars": length, "chunk_ms": CHUNK_MS, "runs": runs, "results": {}}
     direct = {api: _runs(fake_url, api, runs) for api in APIS}
     for name, files in POLICIES.items():
-        folder = context.work / "latency-policies" / name.split()[0].strip("()")
-        folder.mkdir(parents=True, exist_ok=True)
-        for file, text in files.items():
-            (folder / file).write_text(text)
-        url, child = _start_proxy(context, fake_url, folder)
+        folder: Path | None = None
+        if files is not None:
+            folder = context.work / "latency-policies" / name.split()[0].strip("()")
+            folder.mkdir(parents=True, exist_ok=True)
+            for file, text in files.items():
+                (folder / file).write_text(text)
+        url, child = _start_proxy(context, fake_url, folder, name.split()[0].strip("()"))
         try:
             for api in APIS:
                 proxied = _runs(url, api, runs)
@@ -107,14 +120,15 @@ def _start_fake(context: Context, chunks: list[str]) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _start_proxy(context: Context, fake_url: str, folder: Path) -> tuple[str, Any]:
+def _start_proxy(context: Context, fake_url: str, folder: Path | None, tag: str) -> tuple[str, Any]:
     port = free_port()
-    log = context.work / "logs" / f"latency-proxy-{folder.name}.log"
-    command = [*_capsem_proxyd_command(), "start", "--port", str(port), "--policy-dir", str(folder),
+    log = context.work / "logs" / f"latency-proxy-{tag}.log"
+    command = [*_capsem_proxyd_command(), "start", "--port", str(port),
+               *(["--policy-dir", str(folder)] if folder is not None else []),
                "--openai-upstream", fake_url + "/v1", "--anthropic-upstream", fake_url,
                "--gemini-upstream", fake_url, "--log-level", "warning"]
     env = child_env(CAPSEM_PROXYD_STATE_DIR=str(context.work / "latency-state"))
-    child = context.children.start(f"latency-proxy-{folder.name}", command, core=context.proxy_core, log=log, env=env)
+    child = context.children.start(f"latency-proxy-{tag}", command, core=context.proxy_core, log=log, env=env)
     wait_listening(port, child.process, context.start_timeout, "capsem-proxyd", log)
     return f"http://127.0.0.1:{port}", child
 
@@ -187,7 +201,22 @@ def markdown(latency: dict[str, Any] | None) -> str:
     for name, row in latency["results"].items():
         lines.append(f"| {name} | {row['ttfb_direct_ms']} | {row['ttfb_proxy_ms']} | {row['ttfb_added_ms']} | "
                      f"{row['delay_mean_ms']} / {row['delay_p95_ms']} |")
+    versus = default_vs_debug(latency)
+    if versus:
+        lines += ["", "The default configuration (Debug + Secrets) vs Debug alone, first text through the proxy: "
+                  + ", ".join(f"{api} {value:+.1f} ms" for api, value in versus.items())]
     return "\n".join(lines)
+
+
+def default_vs_debug(latency: dict[str, Any]) -> dict[str, float]:
+    """Per API: the default configuration's first text through the proxy minus Debug alone's, same run."""
+    results = latency.get("results", {})
+    out = {}
+    for api in APIS:
+        default, debug = results.get(f"{api} {DEFAULT}"), results.get(f"{api} {DEBUG}")
+        if default and debug:
+            out[api] = round(default["ttfb_proxy_ms"] - debug["ttfb_proxy_ms"], 1)
+    return out
 
 
 def targets(latency: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -202,5 +231,9 @@ def targets(latency: dict[str, Any] | None) -> list[dict[str, Any]]:
             what = f"{label} (ms, chunk interval {CHUNK_MS} + 10)" if limit is TARGET_P95_MS else f"{label} (ms)"
             out.append({"target": f"{what}, {name}", "value": value, "op": "<=", "limit": limit,
                         "met": value <= limit})
+    for api, value in default_vs_debug(latency).items():
+        out.append({"target": f"first text, default configuration (Debug + Secrets) minus Debug alone (ms), {api}",
+                    "value": value, "op": "<=", "limit": TARGET_DEFAULT_VS_DEBUG_MS,
+                    "met": value <= TARGET_DEFAULT_VS_DEBUG_MS})
     return out
 

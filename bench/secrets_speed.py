@@ -16,6 +16,10 @@ machine runs), best of ``--repeat``:
   (``aws``, ``://``, ``eyJ``, ``-us``...): the sieve's worst case, RE2 on most rules;
   and the same in Chinese (``keywords, CJK``: every character three bytes for RE2 and the sieve).
 
+And what a process spends to start the policy (``startup_cpu``, in a fresh
+interpreter): importing and compiling the rules, then building the stream
+hold-back's DFAs (the engine asks for it at every start, ``check`` and reload).
+
 Each measurement builds a fresh policy (the compiled rules are per process, as in
 the proxy), so nothing of the corpus was seen before (no verdict cache is involved).
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,6 +71,24 @@ def measure(texts: dict[str, str], repeat: int) -> dict[str, dict[str, float]]:
     return out
 
 
+_STARTUP = """
+import json, time
+started = time.process_time()
+from capsem_proxyd.policies.secrets import SecretsPolicy
+policy = SecretsPolicy()
+rules = time.process_time() - started
+policy.stream_holdback
+print(json.dumps({"rules_s": round(rules, 3), "holdback_s": round(time.process_time() - started - rules, 3)}))
+"""
+
+
+def startup_cpu() -> dict[str, float]:
+    """CPU seconds a fresh process spends on the Secrets policy: its rules (imports included), its hold-back."""
+    done = subprocess.run([sys.executable, "-c", _STARTUP], cwd=ROOT, capture_output=True, text=True, check=True,
+                          timeout=120)
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="fresh scans per corpus; the best counts")
@@ -76,7 +99,9 @@ def main() -> None:
     print("| corpus | size | MB/s per core | findings |\n|---|---|---|---|")
     for name, row in rows.items():
         print(f"| {name} | {row['kb']} kB | {row['mb_per_s']} | {row['findings']} |")
-    print(json.dumps(rows))
+    startup = startup_cpu()
+    print(f"start-up CPU: rules {startup['rules_s']} s, stream hold-back {startup['holdback_s']} s")
+    print(json.dumps({**rows, "startup": startup}))
 
 
 if __name__ == "__main__":

@@ -64,11 +64,12 @@ class Settings:
     )
     anthropic_upstream: str = setting("https://api.anthropic.com", "Base URL of the Anthropic API.", upstream=True)
     policy_dir: str | None = setting(
-        None, "Folder of CAPSEM policy TOML files (default: the Debug policy alone). "
+        None, "Folder of CAPSEM policy TOML files (default: the Debug and Secrets policies; a folder runs Secrets "
+        "too unless its secrets.toml says enabled = false). "
         "Env: CAPSEM_PROXYD_POLICY_DIR, then PROXY_CONFIG_DIR.", envvars=("PROXY_CONFIG_DIR",), reloads=True,
     )
     policies: bool = setting(
-        True, "Check requests and replies with policies (--policy-dir's, else the Debug policy alone). "
+        True, "Check requests and replies with policies (--policy-dir's and Secrets, else Debug and Secrets). "
         "--no-policies runs with none: every request is forwarded unchecked (said in the start-up line and "
         "/health). Without it, a policy folder with no policy file is a configuration error.", reloads=True,
     )

@@ -112,7 +112,7 @@ def check(**options: Any) -> None:
     click.echo(f"configuration OK: listen {settings.host}:{settings.port}, workers {settings.workers}")
     click.echo(f"upstreams: openai={settings.openai_upstream} gemini={settings.gemini_upstream} "
                f"anthropic={settings.anthropic_upstream}")
-    click.echo(f"policies ({config.main.source}): {', '.join(config.main.names) or 'NONE'}")
+    click.echo(f"policies ({config.main.source}): {config.main.described_names() or 'NONE'}")
     click.echo(f"traces: OTLP/HTTP to {export.describe()}" if export is not None else "traces: not exported")
     click.echo(f"stored content: {settings.stored_content}" + (f", delivered replies recorded in {state}" if state else ""))
 
@@ -129,7 +129,9 @@ def list_policies(**options: Any) -> None:
     def show(title: str, policy_set: PolicySet, enforced: bool = True) -> None:
         click.echo(f"{title} ({policy_set.source}):")
         for policy in policy_set.manager.policies:
-            click.echo(f"  {policy.name} [{policy_set.mode_of(policy.name)}]: {policy.description}")
+            by_default = (" (by default: a secrets.toml with enabled = false turns it off)"
+                          if policy.name in policy_set.by_default else "")
+            click.echo(f"  {policy.name} [{policy_set.mode_of(policy.name)}]{by_default}: {policy.description}")
             click.echo(f"    hooks: {', '.join(implemented_hooks(policy)) or 'none'}")
         if not policy_set.names:
             click.echo("  NONE (requests are forwarded unchecked)")

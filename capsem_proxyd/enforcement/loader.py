@@ -16,6 +16,13 @@ a policy. A folder with no policy file at all is an error too; running
 without policies is said explicitly, with a file that says ``enabled =
 false`` or with ``--no-policies`` (``tenants.load_policy_config``).
 
+The Secrets policy is on by default (issue 23): without a folder, Debug and
+Secrets run; a folder (``--policy-dir``, a tenant profile's) runs Secrets too,
+with its default rules, unless its own ``secrets.toml`` configures it or says
+``enabled = false``. A credential an agent leaks is caught whoever wrote the
+folder, and turning that off is a line the operator writes, not an omission.
+Shadow folders get nothing implicit: they hold what is being tried.
+
 Besides the policy's own settings, every file may carry keys the proxy reads
 itself and never passes to the policy: ``class = "package.module:ClassName"``
 (any CAPSEM ``Policy`` subclass, built through its ``from_config``),
@@ -56,7 +63,7 @@ from capsem_proxyd.enforcement.workers import PolicySpec, RemotePolicy, manifest
 from capsem_proxyd.policies.debug import DebugPolicy
 
 __all__ = ["HOOKS", "PROXY_KEYS", "PolicyConfigError", "PolicySet", "implemented_hooks", "load_policy_set",
-           "default_policy_set", "no_policy_set"]
+           "default_policy_set", "no_policy_set", "DEFAULT_SOURCE"]
 
 log = logging.getLogger("capsem_proxyd.enforcement")
 
@@ -82,10 +89,15 @@ class PolicySet:
     source: str
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    by_default: frozenset[str] = frozenset()  # policies the folder did not name (Secrets, without a secrets.toml)
 
     @property
     def names(self) -> list[str]:
         return [policy.name for policy in self.manager.policies]
+
+    def described_names(self) -> str:
+        """The names for the start-up, ``check`` and ``policies`` lines: one the folder did not name says so."""
+        return ", ".join(f"{name} (by default)" if name in self.by_default else name for name in self.names)
 
     def mode_of(self, policy_name: str) -> str:
         """``enforce`` unless the policy's file says ``mode = "monitor"``."""
@@ -96,11 +108,23 @@ class PolicySet:
         return self.options.get(policy_name, {}).get("fail_open", False) is True
 
 
+DEFAULT_SOURCE = "built-in default (Debug, Secrets)"
+SECRETS_FILE = "secrets.toml"
+
+
 def default_policy_set() -> PolicySet:
-    """No folder given: the Debug policy alone."""
+    """No folder given: the Debug policy and the Secrets policy with its default rules."""
     manager = SecurityManager()
     manager.add_policy(DebugPolicy())
-    return PolicySet(manager=manager, source="built-in default (Debug)")
+    manager.add_policy(_default_secrets())
+    return PolicySet(manager=manager, source=DEFAULT_SOURCE)
+
+
+def _default_secrets() -> Policy:
+    """The Secrets policy as no ``secrets.toml`` configures it (imported here: its rules load with it)."""
+    from capsem_proxyd.policies.secrets import SecretsPolicy
+
+    return SecretsPolicy()
 
 
 def no_policy_set() -> PolicySet:
@@ -111,11 +135,14 @@ def no_policy_set() -> PolicySet:
     )
 
 
-def load_policy_set(folder: str | Path | None, import_path: tuple[str, ...] = ()) -> PolicySet:
+def load_policy_set(
+    folder: str | Path | None, import_path: tuple[str, ...] = (), *, secrets_by_default: bool = True,
+) -> PolicySet:
     """Load ``folder`` (or the default when ``None``); raise PolicyConfigError.
 
     ``import_path``: the ``--policy-path`` folders, where ``class =`` modules are looked for here and in
-    the worker processes of ``cpu_heavy`` policies.
+    the worker processes of ``cpu_heavy`` policies. ``secrets_by_default``: a folder without a
+    ``secrets.toml`` runs the Secrets policy too (not for shadow folders).
     """
     extend_import_path(import_path)
     if folder is None or str(folder) == "":
@@ -143,6 +170,15 @@ def load_policy_set(folder: str | Path | None, import_path: tuple[str, ...] = ()
         except ValueError as error:
             raise PolicyConfigError(f"{toml_file}: {error}") from None
         policy_set.options[policy.name] = config
+    if secrets_by_default and not (path / SECRETS_FILE).is_file():
+        try:
+            policy_set.manager.add_policy(_default_secrets())
+        except ValueError as error:  # a class = policy already named "Secrets"
+            raise PolicyConfigError(
+                f"{path}: {error}; the Secrets policy runs by default: add {SECRETS_FILE} with enabled = false "
+                "to run your own under that name"
+            ) from None
+        policy_set.by_default = frozenset({"Secrets"})
     if not policy_set.names:
         policy_set.warnings.append(
             f"no policy is active: every policy in {path} is disabled (enabled = false); "

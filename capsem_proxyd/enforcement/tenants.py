@@ -69,7 +69,7 @@ class PolicyConfig:
 
     def describe(self, holdback_cap: int) -> str:
         """One line for the start-up and reload log: active policies, hold-back, shadow, profiles, allow-list."""
-        names = ", ".join(self.main.names) or "NONE (requests are forwarded unchecked)"
+        names = self.main.described_names() or "NONE (requests are forwarded unchecked)"
         line = f"policies: {names} [{self.main.source}] | {self.holdback(holdback_cap)}"
         if self.shadow is not None:
             line += f" | shadow (recorded, never enforced): {', '.join(self.shadow.names) or 'none'}"
@@ -91,7 +91,7 @@ def load_policy_config(settings: Settings) -> PolicyConfig:
     """Load every folder and file ``settings`` names; raises PolicyConfigError (one line)."""
     config = PolicyConfig(main=_main_policy_set(settings))
     if settings.shadow_policy_dir:
-        config.shadow = load_policy_set(settings.shadow_policy_dir, settings.policy_path)
+        config.shadow = load_policy_set(settings.shadow_policy_dir, settings.policy_path, secrets_by_default=False)
     if settings.tenant_profiles:
         folders = load_tenant_profiles(settings.tenant_profiles)
         by_folder = {folder: load_policy_set(folder, settings.policy_path) for folder in sorted(set(folders.values()))}
@@ -102,7 +102,7 @@ def load_policy_config(settings: Settings) -> PolicyConfig:
 
 
 def _main_policy_set(settings: Settings) -> PolicySet:
-    """``--policy-dir``'s policies (the Debug policy without one), or none when ``--no-policies`` says so."""
+    """``--policy-dir``'s policies and Secrets (Debug and Secrets without one), or none when ``--no-policies`` says so."""
     if settings.policies:
         return load_policy_set(settings.policy_dir, settings.policy_path)
     if settings.policy_dir:

@@ -59,7 +59,13 @@ def splittable(policy: object) -> bool:
 def reply_screen(policy: object) -> Callable[[], Screen] | None:
     """What makes a channel's screen for the policy's ``reply_terms`` (None: it declares none, or one a
     screen cannot read). ``reply_terms`` is a ``LiteralTerms`` or a tuple of them (case-sensitive terms
-    beside the others)."""
+    beside the others). A policy whose refusals are not literal terms as ``LiteralTerms`` folds them may
+    give its own: a ``reply_screen()`` method answering the maker (or None), with the same promise: its
+    ``on_model_response`` returns ALLOW unless the screen of the text or of the thoughts, each read alone,
+    flagged a piece."""
+    make = getattr(policy, "reply_screen", None)  # a policy's own screen (Secrets: its keyword sieve)
+    if callable(make):
+        return make()
     declared_terms = getattr(policy, "reply_terms", None)
     groups = declared_terms if isinstance(declared_terms, tuple) else (declared_terms,)
     screens = [group.screen() if isinstance(group, LiteralTerms) else None for group in groups]

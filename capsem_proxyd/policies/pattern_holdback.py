@@ -8,8 +8,8 @@ still begin and be completed by more text, and nothing when no match is
 pending (a reply without ``@`` holds nothing for the e-mail pattern, except
 the word being written).
 
-How, linearly on any input: each regex becomes a DFA (``interegular``, a
-maintained regex-to-FSM library), keeping only the states from which a final
+How, linearly on any input: each regex becomes a DFA (``dfa.build_dfa``: positions,
+then only the states the start reaches; milliseconds per regex), keeping only the states from which a final
 state can still be reached (*live*). The text is read once, a character at a
 time; a match may begin at every position, so a thread starts at each, but two
 threads in the same DFA state have the same future: only the earliest start is
@@ -53,14 +53,12 @@ from __future__ import annotations
 import functools
 import importlib
 import re
-import sys
 import time
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import interegular
-
+from capsem_proxyd.policies.dfa import TooLarge, build_dfa
 from capsem_proxyd.policies.holdback import regex_width
 from capsem_proxyd.policies.normalize import visible
 
@@ -76,8 +74,7 @@ _WIDE_RANGE = 256  # a class range wider than this is read as its ASCII part plu
 _LONG_TAIL = 256  # raw characters of a last segment read again with each new piece; longer, it is all held
 _MOST_STATES = 20_000  # a DFA larger than this is refused (the pattern falls back)
 # Seconds one pattern's DFA may take to build. A DFA can be exponentially larger than its pattern
-# (``(a|b)*a(a|b){14}``: 2^15 states, 90 s of interegular's construction before the state count
-# above could refuse it), and the build runs in ``check``, ``start`` and reload; past this budget
+# (``(a|b)*a(a|b){14}``: 2^15 states), and the build runs in ``check``, ``start`` and reload; past this budget
 # the pattern falls back to its old hold instead of stalling the daemon's start.
 _BUILD_SECONDS = 1.0
 
@@ -113,7 +110,7 @@ class CharSet:
         return CharSet(_ASCII - {char for char in twins if char.isascii()}, True)
 
     def regex(self) -> str:
-        """The set as an ``interegular`` character class."""
+        """The set as a character class ``build_dfa`` reads."""
         if not self.chars:
             return "[\\s\\S]" if self.negated else "(?!)"  # (?!): nothing (never emitted for a live set)
         body = "".join(_class_char(char) for char in sorted(self.chars))
@@ -141,7 +138,8 @@ class Untranslatable(Exception):
 
 
 class _Translator:
-    """A Python regex as an ``interegular`` regex whose language contains it (see the module docstring)."""
+    """A Python regex as one ``build_dfa`` reads (classes, groups, repeats), whose language contains it
+    (see the module docstring)."""
 
     def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
         self.parsed = _PARSER.parse(pattern.pattern, pattern.flags)
@@ -232,35 +230,6 @@ class _Translator:
         return (chars.ignoring_case() if flags & re.IGNORECASE else chars).regex()
 
 
-class _OverBudget(Exception):
-    """A DFA's construction ran past its budget (raised inside interegular's code by the tracer)."""
-
-
-class _build_budget:  # noqa: N801 - used as a statement, like a context manager function
-    """Stop the code inside after ``seconds`` of this thread's time: a trace function checks the clock at
-    every Python call and raises ``Untranslatable`` there (interegular's construction calls a function
-    per state and symbol, so the check comes often). Only this thread is traced, and only while a
-    pattern is built (milliseconds for the patterns people write); a tracer already installed (a
-    debugger, coverage) is put back afterwards."""
-
-    def __init__(self, seconds: float) -> None:
-        self.deadline = time.thread_time() + seconds
-        self.previous: Any = None
-
-    def _trace(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and time.thread_time() > self.deadline:
-            raise _OverBudget
-
-    def __enter__(self) -> None:
-        self.previous = sys.gettrace()
-        sys.settrace(self._trace)
-
-    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
-        sys.settrace(self.previous)
-        if isinstance(error, _OverBudget):
-            raise Untranslatable(f"its DFA takes more than {_BUILD_SECONDS}s to build") from None
-
-
 class PatternDFA:
     """One pattern's DFA, live states only: ``step[state][symbol]`` (absent: dead), ``symbols`` per character.
 
@@ -275,26 +244,24 @@ class PatternDFA:
     def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
         self.widest: int | None = None
         try:
-            with _build_budget(_BUILD_SECONDS):
-                translated = _Translator(pattern, widened=widened, unbounded=unbounded).translate()
-                fsm = interegular.parse_pattern(translated).to_fsm()
+            translated = _Translator(pattern, widened=widened, unbounded=unbounded).translate()
+            fsm = build_dfa(translated, most_states=_MOST_STATES, deadline=time.thread_time() + _BUILD_SECONDS)
             if widened or unbounded:
                 self.widest = regex_width(pattern)
-        except (interegular.Unsupported, interegular.InvalidSyntax, RecursionError, ValueError) as error:
+        except TooLarge as error:
+            raise Untranslatable(f"its DFA is too large to build ({error})") from None
+        except (ValueError, RecursionError, OverflowError) as error:
             raise Untranslatable(type(error).__name__) from None
-        if len(fsm.states) > _MOST_STATES:
-            raise Untranslatable("too many states")
-        live = _live_states(fsm.map, fsm.finals)
-        number = {state: index for index, state in enumerate(sorted(live, key=repr))}
-        self.initial = number.get(fsm.initial, -1)
+        live = _live_states(dict(enumerate(fsm.transitions)), fsm.finals)
+        number = {state: index for index, state in enumerate(sorted(live))}
+        self.initial = number.get(0, -1)
         self.step: list[dict[int, int]] = [{} for _ in number]
         for state, index in number.items():
-            for symbol, target in fsm.map.get(state, {}).items():
+            for symbol, target in fsm.transitions[state].items():
                 if target in number:
                     self.step[index][symbol] = number[target]
-        anything_else = interegular.fsm.anything_else
-        self.symbols = {char: symbol for char, symbol in fsm.alphabet.items() if char is not anything_else}
-        self.other = fsm.alphabet[anything_else]
+        self.symbols = dict(fsm.symbols)
+        self.other = fsm.other
         self.longest = _longest_path(self.initial, self.step)  # the longest match (None: unbounded)
         if self.widest is not None and (self.longest is None or self.widest < self.longest):
             self.longest = self.widest

@@ -495,6 +495,12 @@ class SecretRules:
         # converting each to a character index (measured: several times faster on keyword-dense text).
         self._sieve = ahocorasick_rs.BytesAhoCorasick([word.encode() for word in words]) if words else None
 
+    def keywords(self) -> tuple[str, ...] | None:
+        """Every keyword of the sieve (lower-case); None when a rule runs whatever the text (it has none)."""
+        if self._always:
+            return None
+        return tuple(sorted({word for rule in self.rules for word in rule.keywords}))
+
     def candidates(self, text: str) -> list[SecretRule]:
         """The rules whose keywords are in ``text`` (any case), and those without keywords."""
         chosen: dict[int, SecretRule] = {id(rule): rule for rule in self._always}

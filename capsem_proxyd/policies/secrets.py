@@ -132,6 +132,17 @@ class SecretsPolicy(Policy):
             self._stream_holdback = _holdback(tuple(self.rules.holdback_patterns()))
         return self._stream_holdback
 
+    def reply_screen(self) -> Callable[[], KeywordScreen] | None:
+        """A stream channel's screen (``declarations.reply_screen``): the rules' keywords, found in each new
+        piece as the sieve finds them (lower-cased, not folded), so a check whose new text holds none passes
+        without asking the policy. None when a rule has no keyword (it runs on every text) or a keyword the
+        per-piece reading could miss (not ASCII, or holding a line break: the hook joins text and thoughts
+        with one)."""
+        keywords = self.rules.keywords()
+        if keywords is None or not all(word.isascii() and "\n" not in word for word in keywords):
+            return None
+        return functools.partial(KeywordScreen, keywords)
+
     # -- hooks -------------------------------------------------------------------
 
     async def on_model_call(
@@ -222,6 +233,35 @@ def _how(rule: str, logged: frozenset[str], blocked: frozenset[str], hook: str) 
     return ", masked"
 
 
+class KeywordScreen:
+    """One stream channel's search for the Secrets rules' keywords (``SecretRules.candidates`` reads the same
+    words in the whole lower-cased text: no rule can match a text without one). Each piece is lower-cased
+    alone (``str.lower`` maps each character alone but a final sigma, not ASCII either way) and read with
+    the last ``longest - 1`` characters before it, so a keyword split between reads is found whole.
+
+    Unlike a term, a keyword is where a credential *begins*: the rest may come in later pieces that hold no
+    keyword (``AKIA`` now, its 16 characters next). So from the first keyword on, the screen flags every
+    piece (the policy is asked at every check of that channel, as without a screen); a reply without any
+    keyword is never asked about until its end."""
+
+    __slots__ = ("keywords", "seen", "_keep", "_tail")
+
+    def __init__(self, keywords: Iterable[str]) -> None:
+        self.keywords = tuple(keywords)
+        self.seen = False  # a keyword was found: every later piece is flagged
+        self._keep = max((len(word) for word in self.keywords), default=1) - 1
+        self._tail = ""
+
+    def feed(self, new_text: str) -> bool:
+        if self.seen or not new_text:
+            return self.seen
+        tail = self._tail
+        text = tail + new_text.lower()
+        self.seen = any(text.find(word, max(0, len(tail) - len(word) + 1)) >= 0 for word in self.keywords)
+        self._tail = text[-self._keep:] if self._keep else ""
+        return self.seen
+
+
 def _strings(config: dict, key: str) -> list[str]:
     value = config.get(key, [])
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
@@ -234,7 +274,9 @@ def _catalogue() -> Catalogue:
     """detect-secrets' rules, compiled once per process (every reload and tenant shares them)."""
     found = catalogue()
     if found.skipped:
-        log.info("secrets: rules RE2 cannot run, left out: %s", ", ".join(found.skipped))
+        # DEBUG: the same every start (detect-secrets' public-IP rule, no credential), and at INFO it would be a
+        # second line beside an operator error that ``check``/``start`` must print alone
+        log.debug("secrets: rules RE2 cannot run, left out: %s", ", ".join(found.skipped))
     return found
 
 
@@ -256,7 +298,7 @@ def _holdback(patterns: tuple[re.Pattern[str], ...]) -> Holdback:
                                    unbounded=width is not None and width > _WIDE))
         except Untranslatable as error:
             lead = _leading_literal(pattern)
-            log.info("secrets: rule %r held from its leading literal (%s)", pattern.pattern[:40], error)
+            log.debug("secrets: rule %r held from its leading literal (%s)", pattern.pattern[:40], error)
             wider = re.compile(f"(?:{re.escape(lead)})[\\s\\S]{{0,{width or _UNBOUNDED_HOLD}}}", pattern.flags)
             dfas.append(PatternDFA(wider, unbounded=True))
     return Combined([Patterns.of(dfas, raw=True)])

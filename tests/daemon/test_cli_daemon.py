@@ -79,6 +79,7 @@ async def test_reload_swaps_policies_without_dropping_a_stream_and_rejects_a_bro
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "debug.toml").write_text("enabled = true\n")
+    (policies / "secrets.toml").write_text("enabled = false\n")  # on by default; this test turns Debug off
     daemon = daemons("--policy-dir", str(policies), *upstream_args(fake.url))
     await daemon.wait_ready()
     text = "a long and steady answer " * 40

@@ -53,6 +53,7 @@ async def test_all_disabled_folder_runs_without_policies_and_warns(
     tmp_path: Path, fake: FakeUpstream, daemons
 ) -> None:
     (tmp_path / "debug.toml").write_text("enabled = false\n")
+    (tmp_path / "secrets.toml").write_text("enabled = false\n")  # without it, Secrets runs by default
     daemon = daemons("--policy-dir", str(tmp_path), *upstream_args(fake.url))
     health = await daemon.wait_ready()
     assert health["policies"] == []
@@ -70,7 +71,7 @@ async def test_all_disabled_folder_runs_without_policies_and_warns(
 async def test_debug_toml_loads_the_full_coverage_debug_policy(tmp_path: Path, fake: FakeUpstream, daemons) -> None:
     (tmp_path / "debug.toml").write_text("enabled = true\n")
     daemon = daemons("--policy-dir", str(tmp_path), *upstream_args(fake.url))
-    assert (await daemon.wait_ready())["policies"] == ["Debug"]
+    assert (await daemon.wait_ready())["policies"] == ["Debug", "Secrets"]
     async with httpx.AsyncClient() as client:
         response = await client.post(
             daemon.url + "/v1/chat/completions",
@@ -105,7 +106,7 @@ async def test_daemon_serves_both_providers_logs_no_keys_and_stops_on_sigterm(
 ) -> None:
     daemon = daemons(*upstream_args(fake.url))
     health = await daemon.wait_ready()
-    assert health["status"] == "ok" and health["policies"] == ["Debug"]
+    assert health["status"] == "ok" and health["policies"] == ["Debug", "Secrets"]
     async with httpx.AsyncClient() as client:
         gemini = await client.post(
             daemon.url + f"/v1beta/models/gemini-2.0-flash:generateContent?key={GEMINI_KEY}",

@@ -108,6 +108,7 @@ async def test_control_commands_read_the_config_file_and_reload_reports_the_verd
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "debug.toml").write_text("enabled = true\n")
+    (policies / "secrets.toml").write_text("enabled = false\n")  # on by default; this test turns Debug off
     pidfile = tmp_path / "run" / "proxy.pid"
     pidfiles.append(pidfile)
     port = free_port()

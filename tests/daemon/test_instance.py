@@ -58,6 +58,7 @@ def policy_folder(tmp_path: Path, enabled: bool) -> Path:
     folder = tmp_path / "policies"
     folder.mkdir(exist_ok=True)
     (folder / "debug.toml").write_text(f"enabled = {'true' if enabled else 'false'}\n")
+    (folder / "secrets.toml").write_text("enabled = false\n")  # on by default: these tests turn Debug off
     return folder
 
 
@@ -80,7 +81,7 @@ async def test_health_and_metrics_describe_the_instance(proxy_settings: Settings
             "status": "ok",
             "version": __version__,
             "providers": {"openai": fake.url + "/v1", "gemini": fake.url, "anthropic": fake.url},
-            "policies": ["Debug"],
+            "policies": ["Debug", "Secrets"],
             # No placeholder key: start's preflight makes it, and this instance never went through one.
             "state": {"directory": proxy_settings.state_dir, "placeholder_key_id": None},
             # so masking (issue 23) uses a key of this process's own, named by its id

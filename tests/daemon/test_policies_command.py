@@ -51,6 +51,10 @@ def test_policies_command_lists_policies_modes_and_hooks(tmp_path: Path) -> None
     assert "  Approval [enforce]: Asks for confirmation" in out
     assert "  Debug [enforce]: Blocks the 'capsem_block' marker" in out
     assert "  Rules [monitor]: Declarative" in out
+    # the main folder has no secrets.toml: Secrets runs by default and says how to turn it off; the shadow
+    # folder gets nothing it did not name
+    assert "  Secrets [enforce] (by default: a secrets.toml with enabled = false turns it off): Credentials" in out
+    assert out.count("  Secrets [") == 1
     assert "hooks: on_model_call, on_tool_call, on_tool_response, on_model_response" in out  # Debug, Rules
     assert "hooks: on_model_call\n" in out  # Approval implements only the prompt hook
     assert f"shadow policies, recorded and never enforced ({shadow}):" in out

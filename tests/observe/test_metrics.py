@@ -135,7 +135,7 @@ async def test_counts_match_the_requests_made(proxy: Proxy, fake: FakeUpstream) 
     assert metrics(decisions, hook="on_model_response", verdict="BLOCK", policy="Debug") == 1
     # 3 whole replies checked once each; the completed stream at least once (the others may end before a pass)
     assert metrics(decisions, hook="on_model_response", verdict="ALLOW", policy="Debug") >= 3 + 1
-    # one policy: one decision per hook run, so the latency histogram counts the same runs
+    # Debug decides once per hook run (Secrets, on by default, too), so the latency histogram counts Debug's runs
     for hook in ("on_model_call", "on_model_response"):
         runs = sum(metrics(decisions, hook=hook, verdict=v, policy="Debug") for v in ("ALLOW", "BLOCK"))
         assert metrics("capsem_proxyd_policy_check_seconds_count", hook=hook) == runs
@@ -160,7 +160,7 @@ async def test_labels_are_bounded_sets(proxy: Proxy, fake: FakeUpstream) -> None
     metrics = await scrape(proxy.url)
     assert "z" * 40 not in metrics.text and "abc123" not in metrics.text
     assert metrics.label_values("capsem_proxyd_requests_total", "status") <= {"200", "404"}
-    assert metrics.label_values("capsem_proxyd_policy_decisions_total", "policy") == {"Debug"}
+    assert metrics.label_values("capsem_proxyd_policy_decisions_total", "policy") == {"Debug", "Secrets"}  # the default set
 
 
 async def test_active_streams_gauge_follows_open_streams(proxy: Proxy, fake: FakeUpstream) -> None:

@@ -213,13 +213,18 @@ def test_the_engine_holds_the_most_any_policy_needs_and_the_cap_for_unbounded(tm
 
 @pytest.mark.parametrize(("rules", "says"), [
     ("", "up to 11 characters, only while they may still become a term (set by Debug)"),
+    # the default rules: the DFAs hold only from the start of a credential still pending
+    ("secrets", "only while a match is pending, of any length (regexes; set by Secrets)"),
     ('[on_model_response]\nblock = [{ regex = "AKIA[0-9A-Z]{16}" }]\n', "19 characters (set by Rules)"),
     ('[on_model_response]\nblock = [{ regex = "secret-[a-z]+" }]\n',
      "only while a match is pending, of any length (regexes; set by Rules)"),
 ])
 def test_policies_command_names_the_effective_holdback(tmp_path: Path, rules: str, says: str) -> None:
     (tmp_path / "debug.toml").write_text("")
-    if rules:
+    (tmp_path / "secrets.toml").write_text("enabled = false\n")  # on by default: its own hold-back is below
+    if rules == "secrets":
+        (tmp_path / "secrets.toml").unlink()
+    elif rules:
         (tmp_path / "rules.toml").write_text(rules)
     result = run_capsem_proxyd("policies", "--policy-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr

@@ -86,7 +86,8 @@ RULES = '[on_model_call]\nblock = ["forbidden plan"]\nconfirm = ["delete everyth
 
 def test_custom_policy_class_loads_through_from_config(tmp_path: Path) -> None:
     policy_set = load_policy_set(write(tmp_path, approval=CUSTOM))
-    (policy,) = policy_set.manager.policies
+    assert policy_set.names == ["Approval", "Secrets"]  # Secrets: on by default
+    policy = policy_set.manager.policies[0]
     assert isinstance(policy, ApprovalPolicy) and policy.phrase == "wire money"
     assert policy_set.mode_of("Approval") == "enforce"
 
@@ -155,7 +156,7 @@ async def test_decision_headers_on_allowed_responses(
     plain = await in_thread(chat_raw, proxy, "hello")
     assert plain.status_code == 200
     assert plain.headers["x-capsem-decision"] == "allow"
-    assert plain.headers["x-capsem-policies"] == "Debug, Rules"
+    assert plain.headers["x-capsem-policies"] == "Debug, Rules, Secrets"  # Secrets: on by default
     logged = await in_thread(chat_raw, proxy, "something mildly odd")
     assert logged.status_code == 200 and logged.headers["x-capsem-decision"] == "log"
 
@@ -169,7 +170,7 @@ async def test_decision_headers_on_a_stream_are_sent_at_stream_start(
     async with httpx.AsyncClient() as client, client.stream("POST", proxy.url + "/v1/chat/completions", json=body,
                              headers={"authorization": f"Bearer {OPENAI_KEY}"}) as response:
         assert response.headers["x-capsem-decision"] == "log"
-        assert response.headers["x-capsem-policies"] == "Rules"
+        assert response.headers["x-capsem-policies"] == "Rules, Secrets"
         text = b"".join([chunk async for chunk in response.aiter_bytes()])
     assert b"[DONE]" in text
 
@@ -210,7 +211,7 @@ async def test_shadow_policies_are_recorded_and_never_change_the_response(
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "the secret answer"
     assert response.headers["x-capsem-decision"] == "allow"
-    assert response.headers["x-capsem-policies"] == "Debug"  # shadow policies are not "active"
+    assert response.headers["x-capsem-policies"] == "Debug, Secrets"  # shadow policies are not "active"
     assert len(fake.requests) == 1
 
     def shadow_lines() -> list[str]:
@@ -227,7 +228,8 @@ async def test_shadow_policies_are_recorded_and_never_change_the_response(
 
 
 async def test_engine_tells_its_recorder_which_decisions_were_shadow_or_monitor(tmp_path: Path) -> None:
-    main = write(tmp_path / "main", rules='mode = "monitor"\n[on_model_call]\nblock = ["alpha"]\n')
+    main = write(tmp_path / "main", rules='mode = "monitor"\n[on_model_call]\nblock = ["alpha"]\n',
+                 secrets="enabled = false\n")
     shadow = write(tmp_path / "shadow", rules='[on_model_call]\nconfirm = ["alpha"]\n')
     settings = Settings(policy_dir=str(main), shadow_policy_dir=str(shadow))
     records: list[tuple[str, str, str]] = []

@@ -142,7 +142,7 @@ async def test_clean_prompt_passes_and_log_verdict_is_reported(pii_proxy: Proxy,
     )
     assert raw.parse().choices[0].message.content == "Noted."
     assert raw.headers["x-capsem-decision"] == "log"  # PHONE_NUMBER = "LOG": allowed, recorded
-    assert raw.headers["x-capsem-policies"] == "PIIDetection"
+    assert raw.headers["x-capsem-policies"] == "PIIDetection, Secrets"  # Secrets: on by default
     assert len(fake.requests) == 1
 
 
@@ -216,7 +216,8 @@ def test_ner_false_skips_ner_entities_with_a_warning(tmp_path: Path) -> None:
         'processes = false\nner = false\n[entity_decisions]\nPERSON = "BLOCK"\nLOCATION = "LOG"\nEMAIL_ADDRESS = "BLOCK"\n'
     )
     policy_set = load_policy_set(tmp_path)
-    (policy,) = policy_set.manager.policies
+    assert policy_set.names == ["PIIDetection", "Secrets"]  # Secrets: on by default
+    policy = policy_set.manager.policies[0]
     assert [entity.value for entity in policy.entity_decisions] == ["EMAIL_ADDRESS"]
     assert any("LOCATION, PERSON skipped" in warning and "pii.toml" in warning for warning in policy_set.warnings)
 

@@ -203,6 +203,50 @@ def test_at_most_one_finding_per_megabyte_of_the_standard_library() -> None:
     assert sum(per_rule.values()) <= megabytes, (megabytes, per_rule)
 
 
+def test_secrets_runs_by_default_unless_its_own_file_turns_it_off(tmp_path: Path) -> None:
+    """Issue 23, item 9: no folder, Debug and Secrets; a folder, Secrets too unless its secrets.toml says
+    ``enabled = false``; a shadow folder gets nothing it did not name; ``--no-policies`` still means none."""
+    from capsem_proxyd.enforcement.tenants import load_policy_config
+
+    assert load_policy_set(None).names == ["Debug", "Secrets"]
+    (tmp_path / "rules.toml").write_text('[on_model_call]\nblock = ["x"]\n')
+    folder = load_policy_set(tmp_path)
+    assert folder.names == ["Rules", "Secrets"] and folder.described_names() == "Rules, Secrets (by default)"
+    assert folder.mode_of("Secrets") == "enforce"
+    assert load_policy_set(tmp_path, secrets_by_default=False).names == ["Rules"]
+    (tmp_path / "debug.toml").write_text("enabled = false\n")
+    (tmp_path / "rules.toml").write_text("enabled = false\n")
+    assert load_policy_set(tmp_path).names == ["Secrets"]  # not "no policy is active"
+    (tmp_path / "secrets.toml").write_text("enabled = false\n")
+    off = load_policy_set(tmp_path)
+    assert off.names == [] and off.warnings  # every policy off, said so
+    (tmp_path / "secrets.toml").write_text('mode = "monitor"\n')
+    assert load_policy_set(tmp_path).described_names() == "Secrets"  # named by the folder: not "by default"
+    assert load_policy_config(Settings(policies=False)).main.names == []
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "debug.toml").write_text("enabled = true\n")
+    assert load_policy_config(Settings(shadow_policy_dir=str(shadow))).shadow.names == ["Debug"]  # type: ignore[union-attr]
+
+
+async def test_with_no_policy_folder_a_credential_is_refused_before_the_provider_sees_it(
+    fake: FakeUpstream, daemons: Callable[..., Daemon]
+) -> None:
+    daemon = daemons(*upstream_args(fake.url))
+    assert (await daemon.wait_ready(timeout=60))["policies"] == ["Debug", "Secrets"]
+    assert "policies: Debug, Secrets [built-in default (Debug, Secrets)]" in daemon.log
+
+    def ask(text: str) -> Any:
+        with openai.OpenAI(base_url=daemon.url + "/v1", api_key=OPENAI_KEY, max_retries=0, timeout=20) as client:
+            return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await in_thread(lambda: ask(f"deploy with {GITHUB_TOKEN} please"))
+    assert isinstance(caught.value.body, dict) and caught.value.body["capsem"]["policy"] == "Secrets"
+    assert fake.requests == [] and GITHUB_TOKEN not in daemon.log
+    assert await daemon.stop() == 0
+
+
 def test_secrets_toml_is_a_known_policy_file(tmp_path: Path) -> None:
     (tmp_path / "secrets.toml").write_text('enable = ["discord-bot-token"]\n')
     assert load_policy_set(tmp_path).names == ["Secrets"]
@@ -271,6 +315,38 @@ def test_streams_hold_back_only_while_a_credential_may_be_pending() -> None:
     held = tracker.feed("-----BEGIN RSA PRIVATE KEY-----\nMIIEow")
     assert held == len("-----BEGIN RSA PRIVATE KEY-----\nMIIEow") - len("-----")
     assert tracker.feed("Ab\n-----END RSA PRIVATE KEY-----\nbye.") == 0
+
+
+@given(st.lists(st.sampled_from(["AKIA", "ghp_", "-----BEGIN ", "RSA PRIVATE KEY", "-----", "eyJ", "://u:", "p4ss@h",
+                                 "İ", "Σ", "e\u0301", "Ｋ", " ", "\n", *VALUES])
+                | st.text(ASCII_TEXT, max_size=12), max_size=12).map("".join),
+       st.lists(st.integers(0, 400), max_size=10), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_the_reply_screen_flags_every_piece_after_which_the_policy_first_decides_otherwise_than_allow(
+    text: str, cuts: list[int], thoughts: bool
+) -> None:
+    """A stream check whose new piece the screen flags nothing in is not asked of the policy: that is safe
+    only if the policy's answer could not have changed (Debug's marker screen makes the same promise)."""
+    from capsem.models import Agent
+
+    make = DEFAULT.reply_screen()
+    assert make is not None
+    screen = make()
+    agent = Agent(name="a", instructions="")
+    bounds = sorted({cut for cut in cuts if 0 < cut < len(text)})
+    pieces = [text[start:end] for start, end in zip([0, *bounds], [*bounds, len(text)], strict=True)]
+    so_far, decided_before = "", False
+    for piece in pieces:
+        so_far += piece
+        flagged = screen.feed(piece)
+        args = ("", so_far) if thoughts else (so_far, "")
+        import trio
+
+        decision = trio.run(DEFAULT.on_model_response, "i", agent, *args, [])
+        decided = decision.verdict != Verdict.ALLOW
+        if decided and not decided_before:
+            assert flagged, (so_far, piece)
+        decided_before = decided
 
 
 # -- through the real daemon and the OpenAI SDK ---------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_the_proxys_process_never_imports_presidio_when_pii_runs_in_workers(tmp_
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "['PIIDetection'] []"
+    assert result.stdout.strip() == "['PIIDetection', 'Secrets'] []"  # Secrets: on by default, no presidio either
 
 
 def test_the_known_cpu_heavy_policies_declare_it() -> None:
