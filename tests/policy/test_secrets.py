@@ -229,21 +229,24 @@ def test_secrets_runs_by_default_unless_its_own_file_turns_it_off(tmp_path: Path
     assert load_policy_config(Settings(shadow_policy_dir=str(shadow))).shadow.names == ["Debug"]  # type: ignore[union-attr]
 
 
-async def test_with_no_policy_folder_a_credential_is_refused_before_the_provider_sees_it(
+async def test_with_no_policy_folder_a_credential_is_masked_before_the_provider_sees_it(
     fake: FakeUpstream, daemons: Callable[..., Daemon]
 ) -> None:
     daemon = daemons(*upstream_args(fake.url))
-    assert (await daemon.wait_ready(timeout=60))["policies"] == ["Debug", "Secrets"]
+    # Masking policies are asked first, and listed first.
+    assert (await daemon.wait_ready(timeout=60))["policies"] == ["Secrets", "Debug"]
     assert "policies: Debug, Secrets [built-in default (Debug, Secrets)]" in daemon.log
 
     def ask(text: str) -> Any:
         with openai.OpenAI(base_url=daemon.url + "/v1", api_key=OPENAI_KEY, max_retries=0, timeout=20) as client:
-            return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
+            return client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": text}])
 
-    with pytest.raises(openai.BadRequestError) as caught:
-        await in_thread(lambda: ask(f"deploy with {GITHUB_TOKEN} please"))
-    assert isinstance(caught.value.body, dict) and caught.value.body["capsem"]["policy"] == "Secrets"
-    assert fake.requests == [] and GITHUB_TOKEN not in daemon.log
+    raw = await in_thread(lambda: ask(f"deploy with {GITHUB_TOKEN} please"))
+    assert raw.headers["x-capsem-decision"] == "redact"
+    (sent,) = [request.body.decode() for request in fake.requests]
+    assert GITHUB_TOKEN not in sent and "CAPSEM-MASKED-GITHUBTOKEN-" in sent
+    assert GITHUB_TOKEN not in daemon.log
     assert await daemon.stop() == 0
 
 
@@ -448,6 +451,6 @@ def test_every_named_rule_is_the_rule_its_name_says() -> None:
     assert CATALOGUE.skipped == ["i-p-public-0"]  # verbose mode; not a credential
     for name, literal in PREFIXES.items():
         assert literal in CATALOGUE.rules[name].keywords, (name, CATALOGUE.rules[name].keywords)
-    assert sorted(DEFAULT.rule_names) == sorted({*PREFIXES, "private-key"} - {"artifactory-api-token"})
+    assert sorted(DEFAULT.rule_names) == sorted({*PREFIXES, "private-key"} - {"artifactory-api-token", "mailchimp-api-key"})
     assert all("private key" in rule.source.pattern.lower() or "PuTTY" in rule.source.pattern
                for name, rule in CATALOGUE.rules.items() if name.startswith("private-key"))
