@@ -21,14 +21,12 @@ CPU clock), whichever comes first (``TooLarge``).
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-_PARSER: Any = importlib.import_module("re._parser")
-_CONSTANTS: Any = importlib.import_module("re._constants")
+from capsem_proxyd._compat import sre
 
 _EVERY = (True, frozenset[str]())  # a class of every character: (negated, chars)
 
@@ -91,7 +89,7 @@ class _Positions:
             return first, last, nullable
         if name == "MAX_REPEAT":
             low, high, inner = arg
-            return self.repeat(inner, low, None if high >= _CONSTANTS.MAXREPEAT else high)
+            return self.repeat(inner, low, None if high >= sre.MAXREPEAT else high)
         if name == "ASSERT_NOT" and not list(arg[1]):
             return set(), set(), False  # (?!): no string at all
         raise ValueError(f"not a translated regex: {name}")
@@ -162,7 +160,7 @@ def _class(items: Iterable[Any]) -> tuple[bool, frozenset[str]]:
 def build_dfa(translated: str, *, most_states: int, deadline: float) -> DFA:
     """The DFA of ``translated`` (see the module docstring); ``deadline`` on ``time.thread_time``."""
     positions = _Positions()
-    first, last, nullable = positions.build(_PARSER.parse(translated))
+    first, last, nullable = positions.build(sre.parse(translated))
     # The characters' classes: characters no position tells apart share a symbol; those no class names are ``other``.
     kinds = sorted(set(positions.classes), key=lambda kind: (kind[0], sorted(kind[1])))
     named = sorted(set().union(*(chars for _, chars in kinds))) if kinds else []

@@ -46,12 +46,12 @@ that finds as it reads (masking in replies) implements the same two lines.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
+from capsem_proxyd._compat import sre
 from capsem_proxyd.policies.normalize import (
     BIDI_CONTROLS,
     GAP,
@@ -312,17 +312,13 @@ def regex_width(pattern: re.Pattern[str]) -> int | None:
     """The widest text ``pattern`` can match, or None when that is unbounded (``+``, ``*``, ``{n,}``).
 
     From the stdlib's own regex parser, the one ``re.compile`` runs
-    (``re._parser``: a private module, so ``tests/policies/test_holdback.py``
-    checks it still answers ``getwidth`` the way this reads it).
+    (``re._parser``, read through ``_compat/sre.py``).
     """
-    parsed = _REGEX_PARSER.parse(pattern.pattern, pattern.flags)
+    parsed = sre.parse(pattern.pattern, pattern.flags)
     _, widest = parsed.getwidth()
-    return None if widest >= _MAXREPEAT else int(widest)
+    return None if widest >= sre.MAXREPEAT else int(widest)
 
 
-# The stdlib's regex parser and its "repeat without end" constant (no type stubs: private modules).
-_REGEX_PARSER: Any = importlib.import_module("re._parser")
-_MAXREPEAT: int = importlib.import_module("re._constants").MAXREPEAT
 
 
 def declared(policy: object) -> Holdback | None:

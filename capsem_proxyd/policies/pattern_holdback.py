@@ -51,20 +51,18 @@ normalization, each character read once as it comes, nothing read again.
 from __future__ import annotations
 
 import functools
-import importlib
 import re
 import time
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from capsem_proxyd._compat import sre
 from capsem_proxyd.policies.dfa import TooLarge, build_dfa
 from capsem_proxyd.policies.holdback import regex_width
 from capsem_proxyd.policies.normalize import visible
 
 # The stdlib's regex parser (the one ``re.compile`` runs; ``holdback.regex_width`` reads it too).
-_PARSER: Any = importlib.import_module("re._parser")
-_CONSTANTS: Any = importlib.import_module("re._constants")
 
 _ASCII = frozenset(map(chr, range(128)))
 _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -142,7 +140,7 @@ class _Translator:
     (see the module docstring)."""
 
     def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
-        self.parsed = _PARSER.parse(pattern.pattern, pattern.flags)
+        self.parsed = sre.parse(pattern.pattern, pattern.flags)
         self.flags = self.parsed.state.flags
         self.widened = widened or unbounded  # a repeat inside a repeat loses its bound (and those around it)
         self.unbounded = unbounded  # every repeat of more than one loses its bound
@@ -181,8 +179,8 @@ class _Translator:
             self.inner_repeat = False
             body = self._sequence(inner, flags)
             if self.widened and repeats and (inside or self.inner_repeat or self.unbounded):
-                high = _CONSTANTS.MAXREPEAT  # a superset without the counters that multiply states
-            most = "" if high >= _CONSTANTS.MAXREPEAT else str(high)
+                high = sre.MAXREPEAT  # a superset without the counters that multiply states
+            most = "" if high >= sre.MAXREPEAT else str(high)
             self.size = before + (self.size - before) * max(1, min(high, low + 1))
             self.inner_repeat = around or repeats or self.inner_repeat
             self.repeating -= repeats

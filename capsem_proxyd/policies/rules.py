@@ -310,7 +310,7 @@ class RulesPolicy(Policy):
 
     def _match(self, hook: str, where: str, text: str) -> Decision:
         rules = self.rules[hook]
-        if not rules or not text.strip():
+        if not rules or not text:  # whitespace is text: a rule may be about it ("\x85", a run of spaces)
             return DEFAULT_SAFE_DECISION
         views = _Views(text, self._gapped[hook])
         matched = [rule for rule in rules if rule.matches(views)]
@@ -324,7 +324,7 @@ class RulesPolicy(Policy):
         """``decision`` with what the hook's redact rules find in ``text`` (``hook_text``) to mask; a
         BLOCK as it is (nothing is forwarded)."""
         rules = self.masks[hook]
-        if not rules or decision.verdict == Verdict.BLOCK or not text.strip():
+        if not rules or decision.verdict == Verdict.BLOCK or not text:
             return decision
         findings = _findings(rules, text)
         if findings is None:

@@ -51,7 +51,6 @@ rewrites anything.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -64,10 +63,10 @@ from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_cla
 from detect_secrets.filters.heuristic import is_sequential_string
 from detect_secrets.plugins.jwt import JwtTokenDetector
 
+from capsem_proxyd._compat import sre
+
 log = logging.getLogger("capsem_proxyd.policies.secrets")
 
-_PARSER: Any = importlib.import_module("re._parser")
-_CONSTANTS: Any = importlib.import_module("re._constants")
 
 
 class Finding(NamedTuple):
@@ -273,7 +272,7 @@ def _re2_ready(pattern: re.Pattern[str]) -> str | None:
     """``pattern`` as RE2 reads it, or None when it has what RE2 has not (a backreference, verbose mode)."""
     if pattern.flags & re.VERBOSE and re.search(r"[\s#]", pattern.pattern):
         return None  # verbose mode that changes something (RE2 has none)
-    parsed = _PARSER.parse(pattern.pattern, pattern.flags)
+    parsed = sre.parse(pattern.pattern, pattern.flags)
     if _has(parsed, {"GROUPREF", "GROUPREF_EXISTS", "ATOMIC_GROUP", "POSSESSIVE_REPEAT"}):
         return None
     return pattern.pattern
@@ -284,9 +283,9 @@ def _has(items: Any, names: set[str]) -> bool:
         if str(op) in names:
             return True
         for part in arg if isinstance(arg, (tuple, list)) else (arg,):
-            if isinstance(part, _PARSER.SubPattern) and _has(part, names):
+            if isinstance(part, sre.SubPattern) and _has(part, names):
                 return True
-            if (isinstance(part, list) and part and isinstance(part[0], _PARSER.SubPattern)
+            if (isinstance(part, list) and part and isinstance(part[0], sre.SubPattern)
                     and any(_has(branch, names) for branch in part)):
                 return True
     return False
@@ -300,7 +299,7 @@ def required_literals(pattern: re.Pattern[str]) -> tuple[str, ...]:
     a run; of all runs, the one whose shortest member is longest. Never wrong, only sometimes weaker: a
     superset sieve lets more text through to RE2.
     """
-    parsed = _PARSER.parse(pattern.pattern, pattern.flags)
+    parsed = sre.parse(pattern.pattern, pattern.flags)
     return tuple(sorted({word.lower() for word in _best(list(parsed))}))
 
 

@@ -156,7 +156,7 @@ async def test_decision_headers_on_allowed_responses(
     plain = await in_thread(chat_raw, proxy, "hello")
     assert plain.status_code == 200
     assert plain.headers["x-capsem-decision"] == "allow"
-    assert plain.headers["x-capsem-policies"] == "Debug, Rules, Secrets"  # Secrets: on by default
+    assert plain.headers["x-capsem-policies"] == "Secrets, Debug, Rules"  # Secrets: on by default (masking policies are asked, and listed, first)
     logged = await in_thread(chat_raw, proxy, "something mildly odd")
     assert logged.status_code == 200 and logged.headers["x-capsem-decision"] == "log"
 
@@ -170,7 +170,7 @@ async def test_decision_headers_on_a_stream_are_sent_at_stream_start(
     async with httpx.AsyncClient() as client, client.stream("POST", proxy.url + "/v1/chat/completions", json=body,
                              headers={"authorization": f"Bearer {OPENAI_KEY}"}) as response:
         assert response.headers["x-capsem-decision"] == "log"
-        assert response.headers["x-capsem-policies"] == "Rules, Secrets"
+        assert response.headers["x-capsem-policies"] == "Secrets, Rules"
         text = b"".join([chunk async for chunk in response.aiter_bytes()])
     assert b"[DONE]" in text
 
@@ -211,7 +211,7 @@ async def test_shadow_policies_are_recorded_and_never_change_the_response(
     assert response.status_code == 200
     assert response.json()["choices"][0]["message"]["content"] == "the secret answer"
     assert response.headers["x-capsem-decision"] == "allow"
-    assert response.headers["x-capsem-policies"] == "Debug, Secrets"  # shadow policies are not "active"
+    assert response.headers["x-capsem-policies"] == "Secrets, Debug"  # shadow policies are not "active"
     assert len(fake.requests) == 1
 
     def shadow_lines() -> list[str]:

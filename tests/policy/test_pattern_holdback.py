@@ -21,10 +21,11 @@ from capsem_proxyd.policies.holdback import regex_width
 from capsem_proxyd.policies.normalize import visible
 from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
 from capsem_proxyd.policies.rules import RulesPolicy
-from tests.policy.test_holdback import _set, _stream_through
+from tests.policy.test_holdback import _set
 from tests.proxy.test_release import Playbook
 from tests.proxy.test_release import text as text_view
 from tests.support.engines import engine
+from tests.support.streams import chat_stream_through
 
 ALPHABET = "ab@.-"
 
@@ -92,9 +93,10 @@ def test_no_split_of_a_stream_ever_delivers_a_character_of_the_first_match(data:
     text = data.draw(noise) + match + data.draw(noise)
     pieces = _cut(text, data.draw(st.lists(st.integers(1, len(text)), max_size=10)))
     rules = RulesPolicy.from_config({"on_model_response": {"block": [{"regex": pattern}]}})
-    texts, raw = trio.run(_stream_through, pieces, engine(_set(rules)))
     first = compiled.search(visible(text))
-    assert first is not None
+    # A combining mark after the match composes with it as the text is read ("a" + U+0301 reads "á"): no match.
+    assume(first is not None)
+    texts, raw = trio.run(chat_stream_through, pieces, engine(_set(rules)))
     received = "".join(texts)
     assert text.startswith(received)
     assert len(visible(received)) <= first.start(), (pattern, text, received)

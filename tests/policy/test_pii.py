@@ -142,7 +142,7 @@ async def test_clean_prompt_passes_and_log_verdict_is_reported(pii_proxy: Proxy,
     )
     assert raw.parse().choices[0].message.content == "Noted."
     assert raw.headers["x-capsem-decision"] == "log"  # PHONE_NUMBER = "LOG": allowed, recorded
-    assert raw.headers["x-capsem-policies"] == "PIIDetection, Secrets"  # Secrets: on by default
+    assert raw.headers["x-capsem-policies"] == "Secrets, PIIDetection"  # Secrets: on by default (masking policies first)
     assert len(fake.requests) == 1
 
 

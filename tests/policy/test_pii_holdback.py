@@ -24,10 +24,11 @@ from capsem_proxyd.enforcement.holdbacks import stream_holdbacks  # noqa: E402
 from capsem_proxyd.policies.holdback import Combined, holds_only_pending  # noqa: E402
 from capsem_proxyd.policies.pattern_holdback import Patterns  # noqa: E402
 from capsem_proxyd.policies.pii import OfflinePIIPolicy  # noqa: E402
-from tests.policy.test_holdback import _set, _stream_through  # noqa: E402
+from tests.policy.test_holdback import _set  # noqa: E402
 from tests.proxy.test_release import Playbook  # noqa: E402
 from tests.proxy.test_release import text as text_view  # noqa: E402
 from tests.support.engines import engine  # noqa: E402
+from tests.support.streams import chat_stream_through  # noqa: E402
 
 ENTITIES = ("EMAIL_ADDRESS", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "CRYPTO", "PHONE_NUMBER", "IP_ADDRESS",
             "US_BANK_NUMBER")
@@ -91,7 +92,7 @@ def test_no_split_of_a_stream_ever_delivers_a_character_of_the_first_entity(
     assume(found)
     first = stripped + min(result.start for result in found)
     pieces = _cut(text, data.draw(st.lists(st.integers(1, len(text)), max_size=12)))
-    texts, raw = trio.run(_stream_through, pieces, engine(_set(pii)))
+    texts, raw = trio.run(chat_stream_through, pieces, engine(_set(pii)))
     received = "".join(texts)
     assert text.startswith(received)
     assert len(received) <= first, (text, received, found)

@@ -48,7 +48,8 @@ allow = ["gpt-4o*", "gemini-2.*"]
 
 @pytest.fixture
 async def rules_proxy(start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path) -> Proxy:
-    return await policy_proxy(start_proxy, proxy_settings, tmp_path, rules=RULES)
+    # Rules alone: Secrets (on by default, asked first) would mask the AWS key id before Rules reads it.
+    return await policy_proxy(start_proxy, proxy_settings, tmp_path, rules=RULES, secrets="enabled = false\n")
 
 
 def user(text: str) -> list[dict]:

@@ -41,12 +41,12 @@ async def test_two_tenants_with_different_profiles_get_different_outcomes(
     with pytest.raises(openai.BadRequestError) as caught:
         await in_thread(ask, proxy, OPENAI_KEY)
     assert caught.value.body["capsem"]["policy"] == "Rules"
-    assert caught.value.response.headers["x-capsem-policies"] == "Rules, Secrets"  # a profile folder: Secrets too
+    assert caught.value.response.headers["x-capsem-policies"] == "Secrets, Rules"  # a profile folder: Secrets too (masking policies first)
 
     raw = await in_thread(lambda: proxy.openai(api_key=OTHER_OPENAI_KEY).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=PROMPT))
     assert raw.parse().choices[0].message.content == "on track"
-    assert raw.headers["x-capsem-policies"] == "Debug, Secrets"  # unknown tenants get the default set
+    assert raw.headers["x-capsem-policies"] == "Secrets, Debug"  # unknown tenants get the default set
     (received,) = fake.requests
     assert received.headers["authorization"] == f"Bearer {OTHER_OPENAI_KEY}"
 
