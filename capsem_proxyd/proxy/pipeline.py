@@ -206,9 +206,7 @@ class Pipeline:
         """What policies asked to mask (and what the tenant's memory knows) masked in the body sent
         upstream, every other byte as the client sent it; ``outcome`` at least REDACT when anything was.
         A body that cannot be masked exactly is refused (``errors.unmaskable``)."""
-        masker = self.masker
-        if masker is None:  # an app built without one (tests): a key of its own, for this process only
-            masker = self.masker = Masker(os.urandom(32), "ephemeral")
+        masker = self._masker()
         kinds: dict[str, str] = {}
         owners: dict[str, tuple[str, str]] = {}
         for value, kind, policy, hook in exchange.redactions:
@@ -336,7 +334,8 @@ class Pipeline:
                     headers.extend(decision_headers(engine, outcome))
                     pump = StreamPump(exchange, route.dialect, engine, response, decoder,
                                       self.stream_settings, self.open_streams, read_usage=self.read_usage,
-                                      stored=self.stored.stream(exchange) if keep else None)
+                                      stored=self.stored.stream(exchange) if keep else None,
+                                      masker=self._masker())
                     return ProxyReply(200, headers, stream=pump)
                 if not content_type.startswith("application/json"):
                     await response.aclose()
@@ -350,14 +349,21 @@ class Pipeline:
                 content = await self.upstream.read_body(response, self.limits.max_response_size, hold)
             if response.status_code >= 300:
                 # Provider errors pass through untouched (the SDK shows the provider's own message), once checked.
+                asked = len(exchange.redactions)
                 outcome = stricter(outcome, await self._check_error_body(exchange, route.dialect, engine,
                                                                          bytes(content), content_type))
+                if len(exchange.redactions) > asked:  # an error body is relayed as it is, never rewritten
+                    policy, hook = exchange.redactions[asked][2:]
+                    raise unmaskable(policy, hook, "an upstream error body is never rewritten", "Response")
                 return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content,
                                   hold=hold)
             size = len(content)
             text = reply_text(content)
             del content  # the text is what is kept and sent: the reply is never held as bytes and text at once
-            outcome = stricter(outcome, await self._check_reply(exchange, route.dialect, engine, text, keep))
+            verdict, masked = await self._check_reply(exchange, route.dialect, engine, text, keep)
+            outcome = stricter(outcome, verdict)
+            if masked is not None:
+                text, size = masked, len(masked.encode("utf-8"))
             return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), text=text,
                               text_bytes=size, hold=hold)
         except BaseException:
@@ -365,17 +371,52 @@ class Pipeline:
             raise
 
     async def _check_reply(self, exchange: Exchange, dialect: Dialect, engine: PolicyEngine, text: str,
-                           keep: bool) -> str:
-        """Check a JSON reply; its parsed form lives only as long as this call (see ``body.parse_reply``)."""
+                           keep: bool) -> tuple[str, str | None]:
+        """Check a JSON reply: its verdict, and its text with what policies asked to mask masked (None:
+        nothing was). Its parsed form lives only as long as this call (see ``body.parse_reply``)."""
         reply_body = parse_reply(text)
         check_reply_body(reply_body, self.limits)
         if self.read_usage and (usage := dialect.usage(reply_body)) is not None:
             exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
+        asked = len(exchange.redactions)
         outcome = await engine.check_response(exchange, dialect.response_view(reply_body))
+        masked = None
+        if len(exchange.redactions) > asked:
+            masked = self._mask_reply(exchange, text, reply_body, exchange.redactions[asked:])
+            outcome = stricter(outcome, "REDACT")
         if keep and (response_id := dialect.stored_reply(reply_body)) is not None:
             # before the client can name it (or its items)
             await self.stored.delivered(exchange, response_id, dialect.stored_items(reply_body))
-        return outcome
+        return outcome, masked
+
+    def _mask_reply(
+        self, exchange: Exchange, text: str, body: Any, found: Sequence[tuple[str, str, str, str]],
+    ) -> str:
+        """A JSON reply with the values policies found in it masked by value, byte for byte elsewhere, as a
+        request's are (``redaction/rewrite.py``; the tenant's memory is not searched: the model was only
+        ever given placeholders). One that cannot be masked exactly is refused, never released."""
+        masker = self._masker()
+        kinds: dict[str, str] = {}
+        owners: dict[str, tuple[str, str]] = {}
+        for value, kind, policy, hook in found:
+            kinds.setdefault(value, kind)
+            owners.setdefault(value, (policy, hook))
+        try:
+            masked, placeholders = masker.mask(exchange.tenant_id, text, body, kinds, recall=False)
+        except Unmaskable as error:
+            policy, hook = found[0][2:]
+            raise unmaskable(policy, hook, str(error), "Response") from None
+        by_placeholder = {placeholder: value for value, placeholder in placeholders.items()}
+        for placeholder, count in masked.counts.items():
+            value = by_placeholder[placeholder]
+            policy, hook = owners[value]
+            self.recorder.redacted(exchange, hook, policy, count, kinds[value], placeholder, masker.key_id)
+        return masked.text
+
+    def _masker(self) -> Masker:
+        if self.masker is None:  # an app built without one (tests): a key of its own, for this process only
+            self.masker = Masker(os.urandom(32), "ephemeral")
+        return self.masker
 
     async def _hold(self, response: UpstreamResponse, until: float) -> ReplyHold:
         """The reply's share of ``--reply-memory``, by its stated size (unknown: it grows as it arrives).

@@ -1,0 +1,143 @@
+"""A credential the model itself writes is masked before the client gets it (issue 23, item 6).
+
+A Rules ``redact`` rule under ``[on_model_response]`` finds an AWS access key
+id in what the model writes. Through the real proxy and each API's official
+SDK, JSON and streamed: the client never receives the value, receives its
+placeholder where the value was, and every other character of the answer as
+the provider wrote it. In a stream the key arrives cut across events; the
+hold-back keeps its pieces until the match is complete, and the placeholder
+goes out in the first piece's text field: the answer still streams (its first
+text reaches the SDK before the upstream has sent its last event).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from capsem_proxyd.config import Settings
+from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.proxy import OPENAI_AUTH, Proxy, in_thread
+from tests.support.sdk import policy_proxy
+
+KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+RULES = """
+[on_model_response]
+redact = [{ name = "aws-key-id", regex = 'AKIA[0-9A-Z]{16}', case_sensitive = true }]
+"""
+PLACEHOLDER = re.compile(r"CAPSEM-MASKED-AWSKEYID-[A-Z2-7]{20}")
+# The key cut across events, as a model streams it; text before and after it streams on.
+CHUNKS = ["Here is the key you asked for: AK", "IAIOSFO", "DNN7EXAMPLE, in ", "us-east-1. ", "Keep it safe."]
+TEXT = "".join(CHUNKS)
+APIS = ["chat", "responses", "anthropic", "gemini"]
+
+
+def read_answer(api: str, stream: bool, proxy: Proxy, fake: FakeUpstream) -> tuple[str, int | None]:
+    """The answer's text as the SDK reads it, and (streamed) how many events the upstream had sent when
+    its first text reached the SDK."""
+    first: list[int] = []
+    pieces: list[str] = []
+
+    def got(text: str | None) -> None:
+        if text:
+            if not first and fake.streams:
+                first.append(fake.streams[-1].events_sent)
+            pieces.append(text)
+
+    if api == "chat":
+        with proxy.openai() as client:
+            messages = [{"role": "user", "content": "my AWS key?"}]
+            if stream:
+                for chunk in client.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True):
+                    for choice in chunk.choices:
+                        got(choice.delta.content)
+            else:
+                got(client.chat.completions.create(model="gpt-4o-mini", messages=messages).choices[0].message.content)
+    elif api == "responses":
+        with proxy.openai() as client:
+            if stream:
+                for event in client.responses.create(model="gpt-4o-mini", input="my AWS key?", stream=True):
+                    if event.type == "response.output_text.delta":
+                        got(event.delta)
+                    elif event.type == "response.completed":
+                        assert event.response.output_text == "".join(pieces)
+            else:
+                got(client.responses.create(model="gpt-4o-mini", input="my AWS key?").output_text)
+    elif api == "anthropic":
+        with proxy.anthropic() as client:
+            messages = [{"role": "user", "content": "my AWS key?"}]
+            if stream:
+                with client.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=messages) as events:
+                    for text in events.text_stream:
+                        got(text)
+                    final = events.get_final_message()
+                    assert "".join(block.text for block in final.content if block.type == "text") == "".join(pieces)
+            else:
+                reply = client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=messages)
+                got("".join(block.text for block in reply.content if block.type == "text"))
+    else:
+        with proxy.gemini() as client:
+            if stream:
+                for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents="my AWS key?"):
+                    got(chunk.text)
+            else:
+                got(client.models.generate_content(model="gemini-2.5-flash", contents="my AWS key?").text)
+    return "".join(pieces), first[0] if first else None
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("api", APIS)
+async def test_a_credential_the_model_writes_is_masked_before_the_client_gets_it(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path, api: str,
+    stream: bool,
+) -> None:
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
+    fake.script(Reply(chunks=CHUNKS, chunk_delay=0.3 if stream else 0.0))
+    text, first_text_at = await in_thread(read_answer, api, stream, proxy, fake)
+    assert KEY_ID not in text, text
+    (placeholder,) = PLACEHOLDER.findall(text) or [text]
+    assert text == TEXT.replace(KEY_ID, placeholder)  # everything else as the model wrote it
+    if stream:
+        record = fake.streams[-1]
+        # the answer still streams: its first text was in the SDK's hands before the upstream's last event
+        assert record.completed and first_text_at is not None and first_text_at < record.events_sent - 1
+
+
+async def test_a_masked_json_reply_is_the_providers_byte_for_byte_elsewhere_and_says_redact(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
+    # The provider's own spelling: the key written with escapes, odd spacing, a number spelled its way.
+    raw = ('{"id":"chatcmpl-1", "object":"chat.completion","created":1.0e9,"model":"gpt-4o-mini",\n "choices":[{"index":0,'
+           '"message":{"role":"assistant","content":"key: \\u0041KIAIOSFODNN7EXAMPLE \\ud83d\\ude00 done"},'
+           '"finish_reason":"stop"}]}').encode()
+    fake.script(Reply(raw_body=raw))
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/chat/completions", headers=dict(OPENAI_AUTH),
+                                  json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200 and reply.headers["x-capsem-decision"] == "redact"
+    (placeholder,) = PLACEHOLDER.findall(reply.text)
+    assert reply.content == raw.replace(b"\\u0041KIAIOSFODNN7EXAMPLE", placeholder.encode())
+    assert int(reply.headers["content-length"]) == len(reply.content)
+    assert json.loads(reply.content)["choices"][0]["message"]["content"] == f"key: {placeholder} \U0001f600 done"
+
+
+async def test_the_same_value_gets_the_same_placeholder_in_a_reply_and_in_a_request(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    rules = RULES + RULES.replace("on_model_response", "on_model_call")
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=rules)
+    fake.script(Reply(text=TEXT))
+    answer, _ = await in_thread(read_answer, "chat", False, proxy, fake)
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/chat/completions", headers=dict(OPENAI_AUTH),
+                                  json={"model": "gpt-4o-mini", "messages": [
+                                      {"role": "user", "content": f"is {KEY_ID} still valid?"}]})
+    assert reply.status_code == 200
+    assert PLACEHOLDER.findall(answer) == PLACEHOLDER.findall(fake.requests[-1].body.decode())
