@@ -406,6 +406,9 @@ class Pipeline:
         except Unmaskable as error:
             policy, hook = found[0][2:]
             raise unmaskable(policy, hook, str(error), "Response") from None
+        if masked.counts and _spells_a_value(orjson.loads(masked.text), kinds):
+            policy, hook = found[0][2:]
+            raise unmaskable(policy, hook, "its logprobs spell a masked value token by token", "Response")
         by_placeholder = {placeholder: value for value, placeholder in placeholders.items()}
         for placeholder, count in masked.counts.items():
             value = by_placeholder[placeholder]
@@ -487,6 +490,27 @@ class Pipeline:
             raise upstream_timeout(
                 f"The upstream provider did not complete its reply within {self.request_timeout:g}s."
             ) from None
+
+
+def _spells_a_value(body: Any, values: Mapping[str, str]) -> bool:
+    """Whether a list of logprobs entries in ``body`` (dicts with a ``token``, or plain token strings
+    under ``tokens``) still spells one of ``values`` across its tokens once the strings were masked:
+    token by token the value is in no one string, so masking by value leaves it (the reply is refused)."""
+    stack: list[Any] = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if key == "tokens" and isinstance(child, list) and all(isinstance(token, str) for token in child):
+                    if any(value in "".join(child) for value in values):
+                        return True
+                stack.append(child)
+        elif isinstance(item, list):
+            tokens = [entry["token"] for entry in item if isinstance(entry, dict) and isinstance(entry.get("token"), str)]
+            if tokens and any(value in "".join(tokens) for value in values):
+                return True
+            stack.extend(item)
+    return False
 
 
 def error_body_view(dialect: Dialect, body: Any) -> ResponseView:

@@ -158,3 +158,22 @@ async def test_the_same_value_gets_the_same_placeholder_in_a_reply_and_in_a_requ
                                       {"role": "user", "content": f"is {KEY_ID} still valid?"}]})
     assert reply.status_code == 200
     assert PLACEHOLDER.findall(answer) == PLACEHOLDER.findall(fake.requests[-1].body.decode())
+
+
+async def test_a_json_reply_whose_logprobs_spell_the_value_token_by_token_is_refused(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    """Masking by value masks the text; the logprobs spell the key token by token, in no one string:
+    rather than release them, the reply is refused, in the API's error shape, without the value."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
+    tokens = ["key: ", "AKIA", "IOSFODNN", "7EXAMPLE"]
+    entries = [{"token": token, "logprob": -0.1, "bytes": list(token.encode()), "top_logprobs": []} for token in tokens]
+    body = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini", "choices": [{
+        "index": 0, "message": {"role": "assistant", "content": "".join(tokens)}, "finish_reason": "stop",
+        "logprobs": {"content": entries, "refusal": None}}]}
+    fake.script(Reply(raw_body=json.dumps(body).encode()))
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/chat/completions", headers=dict(OPENAI_AUTH),
+                                  json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 400 and reply.json()["error"]["code"] == "capsem_blocked"
+    assert "IOSFODNN" not in reply.text and "logprobs" in reply.json()["error"]["message"]
