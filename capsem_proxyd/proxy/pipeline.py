@@ -501,9 +501,9 @@ def _spells_a_value(body: Any, values: Mapping[str, str]) -> bool:
         item = stack.pop()
         if isinstance(item, dict):
             for key, child in item.items():
-                if key == "tokens" and isinstance(child, list) and all(isinstance(token, str) for token in child):
-                    if any(value in "".join(child) for value in values):
-                        return True
+                if (key == "tokens" and isinstance(child, list) and all(isinstance(token, str) for token in child)
+                        and any(value in "".join(child) for value in values)):
+                    return True
                 stack.append(child)
         elif isinstance(item, list):
             tokens = [entry["token"] for entry in item if isinstance(entry, dict) and isinstance(entry.get("token"), str)]
