@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from capsem_proxyd.redaction.placeholder import placeholder, tag
-from capsem_proxyd.redaction.rewrite import Masked, Unmaskable, mask_body
+from capsem_proxyd.redaction.rewrite import TOKEN, Masked, Unmaskable, mask_body
 
 # Values remembered per tenant; the oldest is forgotten first.
 MEMORY_PER_TENANT = 10_000
@@ -48,6 +48,13 @@ class Masker:
 
     def remembers(self, tenant: str) -> bool:
         return bool(self._memory.get(tenant))
+
+    def recalls(self, tenant: str, text: str) -> bool:
+        """Whether ``text`` holds a token (``rewrite.TOKEN``) remembered as masked for ``tenant``."""
+        memory = self._memory.get(tenant)
+        if not memory:
+            return False
+        return any(self._digest(tenant, match.group()) in memory for match in TOKEN.finditer(text))
 
     def mask(
         self, tenant: str, raw: str, parsed: Any, findings: Mapping[str, str], *, recall: bool = True,
