@@ -354,6 +354,8 @@ class StreamPump:
                 await self._finish(out)
         except ProxyError as error:
             final = self._cut(error)
+        except Unmaskable as error:  # a masked piece with no text field of its own to carry it (logprobs)
+            final = self._cut(unmaskable("capsem-proxyd", "on_model_response", str(error), "Response"))
         except Exception:  # noqa: BLE001 - fail closed: an event we cannot read is never released
             self._log_fault("stream check failed")
             final = self._cut(internal_error())

