@@ -65,7 +65,8 @@ from capsem_proxyd.proxy.upstream import (
 )
 from capsem_proxyd.redaction.masker import Masker
 from capsem_proxyd.redaction.rewrite import Unmaskable
-from capsem_proxyd.redaction.signed import signed_texts
+from capsem_proxyd.redaction.scanner import strings_of
+from capsem_proxyd.redaction.signed import drop_signed
 from capsem_proxyd.verdicts import stricter
 from capsem_proxyd.views import ResponseView
 
@@ -213,9 +214,19 @@ class Pipeline:
         for value, kind, policy, hook in exchange.redactions:
             kinds.setdefault(value, kind)  # the first finding names it: masking policies run first
             owners.setdefault(value, (policy, hook))
+        raw = incoming.body.decode("utf-8")
         try:
-            self._refuse_signed(exchange, masker, body, kinds)
-            masked, placeholders = masker.mask(exchange.tenant_id, incoming.body.decode("utf-8"), body, kinds)
+            dropped = drop_signed(raw, body, lambda text: any(value in text for value in kinds)
+                                  or masker.recalls(exchange.tenant_id, text))
+            if dropped is not None:
+                raw, body, texts = dropped
+                incoming.body = raw.encode("utf-8")
+                outcome = stricter(outcome, "REDACT")
+                # a value found only in a dropped block is gone with it: nothing is left to mask
+                left = "\0".join(strings_of(body))
+                kinds = {value: kind for value, kind in kinds.items()
+                         if value in left or not any(value in text for text in texts)}
+            masked, placeholders = masker.mask(exchange.tenant_id, raw, body, kinds)
         except Unmaskable as error:
             policy, hook = exchange.redactions[0][2:] if exchange.redactions else ("memory", "on_model_call")
             raise unmaskable(policy, hook, str(error)) from None
@@ -417,16 +428,6 @@ class Pipeline:
             policy, hook = owners[value]
             self.recorder.redacted(exchange, hook, policy, count, kinds[value], placeholder, masker.key_id)
         return masked.text
-
-    @staticmethod
-    def _refuse_signed(exchange: Exchange, masker: Masker, body: Any, values: Mapping[str, str]) -> None:
-        """``Unmaskable`` when a value to mask (found now, or remembered for the tenant) sits in content
-        the provider signed (``redaction/signed.py``): changed, the provider would refuse this turn and
-        every later one; forwarded, the value would go."""
-        for text in signed_texts(body):
-            if any(value in text for value in values) or masker.recalls(exchange.tenant_id, text):
-                raise Unmaskable("a value to mask is inside content the provider signed (an Anthropic thinking "
-                                 "block or a Gemini part with a thought signature), which is never rewritten")
 
     def _masker(self) -> Masker:
         if self.masker is None:  # an app built without one (tests): a key of its own, for this process only

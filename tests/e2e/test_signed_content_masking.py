@@ -1,5 +1,9 @@
 """A value to mask inside content the provider signed is refused, never rewritten (issue 23, item 4).
 
+An Anthropic ``thinking`` block of an earlier assistant turn, which the API
+lets a client leave out, is dropped instead (the object and one comma cut,
+every other byte kept).
+
 An Anthropic ``thinking`` block carries a ``signature`` over its text, a
 Gemini part a ``thoughtSignature``; the provider refuses a turn whose signed
 block was changed, and every later turn resends it. The fake provider does
@@ -14,6 +18,7 @@ in the signed block is masked and goes through with the block unchanged.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,6 +99,29 @@ async def test_a_value_to_mask_inside_signed_thinking_is_refused_not_rewritten(
     assert getattr(caught.value, "status_code", None) == 400 or getattr(caught.value, "code", None) == 400
     assert "signed" in str(caught.value) and KEY_ID not in str(caught.value)
     assert len(fake.generation_requests) == before  # the provider received nothing
+
+
+async def test_an_earlier_turns_signed_thinking_with_the_value_is_dropped_and_the_session_goes_on(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
+    leaked = f"The environment has {KEY_ID}; I must not repeat it."
+    kept = "Now summarise the deployment."
+    messages = [*anthropic_messages(leaked), {"role": "assistant", "content": [
+        {"type": "thinking", "thinking": kept, "signature": sign(kept)}, {"type": "text", "text": "Done."}]},
+        {"role": "user", "content": "Thanks, go on."}]
+    raw = json.dumps({"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": messages})
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/messages", content=raw.encode(),
+                                  headers={"x-api-key": "sk-ant-test", "anthropic-version": "2023-06-01",
+                                           "content-type": "application/json"})
+    assert reply.status_code == 200, reply.text  # the fake checked the signed block that stayed
+    assert reply.headers["x-capsem-decision"] == "redact"
+    sent = fake.generation_requests[-1].body.decode()
+    assert KEY_ID not in sent and leaked not in sent and sign(kept) in sent
+    block = json.dumps({"type": "thinking", "thinking": leaked, "signature": sign(leaked)}) + ","
+    (placeholder,) = set(re.findall(r"CAPSEM-MASKED-AWSKEYID-[A-Z2-7]{20}", sent))
+    assert sent == raw.replace(block, "").replace(KEY_ID, placeholder)  # every other byte as sent
 
 
 async def test_the_fake_provider_refuses_a_signed_block_that_was_changed(fake: FakeUpstream) -> None:
