@@ -23,7 +23,7 @@ import pytest
 
 from capsem_proxyd.config import Settings
 from tests.support.fake_upstream import FakeUpstream, Reply
-from tests.support.proxy import OPENAI_AUTH, Proxy, in_thread
+from tests.support.proxy import GEMINI_AUTH, OPENAI_AUTH, Proxy, in_thread
 from tests.support.sdk import policy_proxy
 
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -177,3 +177,21 @@ async def test_a_json_reply_whose_logprobs_spell_the_value_token_by_token_is_ref
                                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
     assert reply.status_code == 400 and reply.json()["error"]["code"] == "capsem_blocked"
     assert "IOSFODNN" not in reply.text and "logprobs" in reply.json()["error"]["message"]
+
+
+async def test_a_gemini_json_array_stream_is_masked_element_by_element(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    """The streamed JSON array (no ``alt=sse``): each element is an event, edited in its own text field."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
+    fake.script(Reply(chunks=CHUNKS))
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                                  json={"contents": [{"role": "user", "parts": [{"text": "my AWS key?"}]}]},
+                                  headers=dict(GEMINI_AUTH))
+    assert reply.status_code == 200
+    elements = reply.json()  # still one JSON array
+    text = "".join(part.get("text", "") for element in elements for candidate in element.get("candidates", [])
+                   for part in candidate.get("content", {}).get("parts", []))
+    (placeholder,) = PLACEHOLDER.findall(text)
+    assert text == TEXT.replace(KEY_ID, placeholder)
