@@ -66,7 +66,7 @@ from capsem_proxyd.proxy.upstream import (
 from capsem_proxyd.redaction.masker import Masker
 from capsem_proxyd.redaction.rewrite import Unmaskable
 from capsem_proxyd.redaction.scanner import strings_of
-from capsem_proxyd.redaction.signed import drop_signed
+from capsem_proxyd.redaction.signed import drop_signed, signed_texts
 from capsem_proxyd.verdicts import stricter
 from capsem_proxyd.views import ResponseView
 
@@ -415,6 +415,9 @@ class Pipeline:
             kinds.setdefault(value, kind)
             owners.setdefault(value, (policy, hook))
         try:
+            if any(value in signed for signed in signed_texts(body) for value in kinds):
+                raise Unmaskable("a value to mask is inside a block the provider signed (thinking), which the "
+                                 "client sends back and the provider would refuse changed")
             masked, placeholders = masker.mask(exchange.tenant_id, text, body, kinds, recall=False)
         except Unmaskable as error:
             policy, hook = found[0][2:]

@@ -355,9 +355,11 @@ class StreamRelease:
 
     def __init__(
         self, schedule: CheckSchedule, new_matcher: Callable[[], Matcher], *, keeps_stored: bool = False,
-        now: float = 0.0, new_screen: Callable[[], Screen] | None = None,
+        now: float = 0.0, new_screen: Callable[[], Screen] | None = None, signed_thoughts: bool = False,
     ) -> None:
         self.schedule = schedule
+        # The thoughts are signed (Anthropic's thinking): a value in them is never masked, the stream is cut.
+        self.signed_thoughts = signed_thoughts
         self.new_matcher = new_matcher
         self.new_screen = new_screen
         self.keeps_stored = keeps_stored
@@ -501,6 +503,9 @@ class StreamRelease:
                 while at != -1:
                     end = at + len(value)
                     if not any(start < end and at < stop for start, stop, _ in channel.masks):
+                        if channel.thought and self.signed_thoughts:
+                            raise Unmaskable("a value the model wrote is in its signed thinking, which the client "
+                                             "sends back and the provider would refuse changed")
                         if at < channel.sent:
                             if end > channel.sent:
                                 raise Unmaskable("part of a value the model wrote had already been released")

@@ -176,7 +176,7 @@ class StreamPump:
         self.stored = stored  # a reply the provider stores, to record once delivered (None: nothing to record)
         self.core = StreamRelease(settings.schedule(), channel_matchers(engine.holdbacks),
                                   keeps_stored=stored is not None, now=time.monotonic(),
-                                  new_screen=engine.reply_screens)
+                                  new_screen=engine.reply_screens, signed_thoughts=dialect.provider == "anthropic")
         self.outcome = StreamOutcome.INCOMPLETE
         # The nursery lives in the client-facing task, so cancelling its scope would
         # cancel the sending too: the reader gets a scope of its own.

@@ -60,6 +60,14 @@ def drop_signed(raw: str, body: Any, touched: Callable[[str], bool]) -> tuple[st
         raise Unmaskable(_SIGNED) from None
 
 
+def signed_texts(body: Any) -> Iterator[str]:
+    """Every string inside a signed block of ``body`` (a thinking block's text; a signed part's strings),
+    the signatures themselves apart: in a reply, a value there cannot be masked (the client sends the
+    block back, signature and all, and the provider would refuse it changed)."""
+    for block in _signed_blocks(body):
+        yield from _texts_of(block)
+
+
 def _signed_blocks(body: Any) -> Iterator[dict[str, Any]]:
     stack: list[Any] = [body]
     while stack:

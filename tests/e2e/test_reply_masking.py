@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import pytest
 
@@ -195,3 +196,56 @@ async def test_a_gemini_json_array_stream_is_masked_element_by_element(
                    for part in candidate.get("content", {}).get("parts", []))
     (placeholder,) = PLACEHOLDER.findall(text)
     assert text == TEXT.replace(KEY_ID, placeholder)
+
+
+def _sse(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+THINKING = f"The key is {KEY_ID}; I will not repeat it."
+ANTHROPIC_SIGNED_JSON = json.dumps({
+    "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6", "stop_reason": "end_turn",
+    "content": [{"type": "thinking", "thinking": THINKING, "signature": "c2lnbmVk"}, {"type": "text", "text": "Done."}],
+    "usage": {"input_tokens": 1, "output_tokens": 1}}).encode()
+ANTHROPIC_SIGNED_STREAM = b"".join([
+    _sse("message_start", {"type": "message_start", "message": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6", "content": [],
+        "stop_reason": None, "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+    _sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+    _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "thinking_delta", "thinking": THINKING}}),
+    _sse("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "signature_delta", "signature": "c2lnbmVk"}}),
+    _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    _sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}),
+    _sse("message_stop", {"type": "message_stop"}),
+])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_value_in_a_replys_signed_thinking_is_refused_not_rewritten(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path, stream: bool,
+) -> None:
+    """The client sends the thinking block back with its signature; changed, the provider would refuse
+    that turn and every later one. So the reply is refused (JSON) or cut (stream), never released with
+    the value, and never rewritten."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
+    if stream:
+        fake.script(Reply(raw_body=ANTHROPIC_SIGNED_STREAM, content_type="text/event-stream"))
+    else:
+        fake.script(Reply(raw_body=ANTHROPIC_SIGNED_JSON))
+
+    def ask() -> None:
+        with proxy.anthropic() as client:
+            messages = [{"role": "user", "content": "hi"}]
+            if stream:
+                with client.messages.stream(model="claude-sonnet-4-6", max_tokens=64, messages=messages) as events:
+                    for _ in events:
+                        pass
+            else:
+                client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=messages)
+
+    with pytest.raises(anthropic.APIError) as caught:
+        await in_thread(ask)
+    assert "signed" in str(caught.value) and KEY_ID not in str(caught.value)
