@@ -63,6 +63,7 @@ from capsem_proxyd.proxy.upstream import (
     response_headers,
     stated_size,
 )
+from capsem_proxyd.redaction.logprobs import mask_logprobs
 from capsem_proxyd.redaction.masker import Masker
 from capsem_proxyd.redaction.rewrite import Unmaskable
 from capsem_proxyd.redaction.scanner import strings_of
@@ -422,6 +423,8 @@ class Pipeline:
         except Unmaskable as error:
             policy, hook = found[0][2:]
             raise unmaskable(policy, hook, str(error), "Response") from None
+        if masked.counts:
+            masked.text = mask_logprobs(masked.text, orjson.loads(masked.text), placeholders)
         if masked.counts and _spells_a_value(orjson.loads(masked.text), kinds):
             policy, hook = found[0][2:]
             raise unmaskable(policy, hook, "its logprobs spell a masked value token by token", "Response")

@@ -161,21 +161,54 @@ async def test_the_same_value_gets_the_same_placeholder_in_a_reply_and_in_a_requ
     assert PLACEHOLDER.findall(answer) == PLACEHOLDER.findall(fake.requests[-1].body.decode())
 
 
-async def test_a_json_reply_whose_logprobs_spell_the_value_token_by_token_is_refused(
+async def test_a_masked_choices_logprobs_are_masked_too(
     start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
 ) -> None:
-    """Masking by value masks the text; the logprobs spell the key token by token, in no one string:
-    rather than release them, the reply is refused, in the API's error shape, without the value."""
+    """The logprobs spell the key token by token, in no one string: the tokens of the masked stretch
+    spell the placeholder instead, their bytes are their new tokens' and their alternatives are gone;
+    every other byte of the reply is the provider's."""
     proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
-    tokens = ["key: ", "AKIA", "IOSFODNN", "7EXAMPLE"]
-    entries = [{"token": token, "logprob": -0.1, "bytes": list(token.encode()), "top_logprobs": []} for token in tokens]
+    tokens = ["key: ", "AKIA", "IOSFODNN", "7EXAMPLE", " ok"]
+    entries = [{"token": token, "logprob": -0.1, "bytes": list(token.encode()),
+                "top_logprobs": [{"token": token, "logprob": -0.1, "bytes": list(token.encode())}]} for token in tokens]
     body = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini", "choices": [{
         "index": 0, "message": {"role": "assistant", "content": "".join(tokens)}, "finish_reason": "stop",
         "logprobs": {"content": entries, "refusal": None}}]}
-    fake.script(Reply(raw_body=json.dumps(body).encode()))
+    raw = json.dumps(body).encode()
+    fake.script(Reply(raw_body=raw))
     async with httpx.AsyncClient(timeout=20) as client:
         reply = await client.post(proxy.url + "/v1/chat/completions", headers=dict(OPENAI_AUTH),
                                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    assert reply.status_code == 200 and KEY_ID not in reply.text and "IOSFODNN" not in reply.text
+    (placeholder,) = PLACEHOLDER.findall(reply.json()["choices"][0]["message"]["content"])
+    got = reply.json()["choices"][0]["logprobs"]["content"]
+    assert [entry["token"] for entry in got] == ["key: ", placeholder, "", "", " ok"]
+    assert all(entry["bytes"] == list(entry["token"].encode()) for entry in got)
+    assert [len(entry["top_logprobs"]) for entry in got] == [1, 0, 0, 0, 1]
+    expected = raw.decode().replace('"key: AKIAIOSFODNN7EXAMPLE ok"', f'"key: {placeholder} ok"')
+    for before, after in zip(entries, got):
+        if before["token"] != after["token"]:  # only its token, bytes and alternatives are written over
+            written = (json.dumps(before).replace(json.dumps(before["token"]), json.dumps(after["token"]), 1)
+                       .replace(json.dumps(before["bytes"]), json.dumps(after["bytes"], separators=(",", ":")), 1)
+                       .replace(json.dumps(before["top_logprobs"]), "[]", 1))
+            expected = expected.replace(json.dumps(before), written, 1)
+    assert reply.text == expected  # the provider's spacing and order elsewhere
+
+
+async def test_a_reply_whose_legacy_logprobs_spell_the_value_is_refused(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    """Completions' ``logprobs.tokens`` (plain strings, alternatives keyed by token) are not rewritten:
+    rather than release the value token by token, the reply is refused, without the value."""
+    proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", rules=RULES)
+    tokens = ["key: ", "AKIA", "IOSFODNN", "7EXAMPLE"]
+    body = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "gpt-3.5-turbo-instruct", "choices": [{
+        "index": 0, "text": "".join(tokens), "finish_reason": "stop",
+        "logprobs": {"tokens": tokens, "token_logprobs": [-0.1] * 4, "top_logprobs": None, "text_offset": [0, 5, 9, 17]}}]}
+    fake.script(Reply(raw_body=json.dumps(body).encode()))
+    async with httpx.AsyncClient(timeout=20) as client:
+        reply = await client.post(proxy.url + "/v1/completions", headers=dict(OPENAI_AUTH),
+                                  json={"model": "gpt-3.5-turbo-instruct", "prompt": "hi"})
     assert reply.status_code == 400 and reply.json()["error"]["code"] == "capsem_blocked"
     assert "IOSFODNN" not in reply.text and "logprobs" in reply.json()["error"]["message"]
 
