@@ -47,8 +47,10 @@ def mask_logprobs(raw: str, body: Any, values: Mapping[str, str]) -> str:
                     edits.append((start, end, text))
     out: list[str] = []
     last = 0
-    for start, end, text in sorted(edits):
+    for start, end, text in sorted(edits, key=lambda edit: (edit[0], -edit[1])):
         if start < last:
+            if end <= last:
+                continue  # inside alternatives emptied whole (a list of alternatives is itself entries)
             return raw
         out.append(raw[last:start])
         out.append(text)
@@ -135,13 +137,15 @@ def _locate(
         return None
     spans = {"token": (-1, -1), "bytes": (-1, -1), "top_logprobs": (-1, -1)}
     for key, member in entry.items():
-        if index + 1 >= len(tokens):
+        if index >= len(tokens):
             return None
         key_token = tokens[index]
         if key_token.text != key or not key_token.key:
             return None
         index += 1
         if key == "token":
+            if index >= len(tokens) or tokens[index].text != member:
+                return None
             spans["token"] = (tokens[index].raw_start, tokens[index].raw_end)
         elif key in ("bytes", "top_logprobs") and isinstance(member, list):
             span = _array_after(raw, key_token.raw_end + 1)
