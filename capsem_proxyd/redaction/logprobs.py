@@ -10,7 +10,8 @@ empty, the one where it ends keeps what follows it; each changed entry's
 ``bytes`` are its new token's UTF-8 and its ``top_logprobs`` (the
 alternatives, which would spell the value again) are emptied. Only those
 JSON values are written over in the raw text: every other byte is the
-provider's. When the text does not have the shape this expects, nothing is
+provider's. An entry with anything else (Gemini's ``tokenId``, which spells the
+token again) is not rewritten. When the text does not have the shape this expects, nothing is
 changed here, and the caller's final check (the value still spelled) refuses
 the reply.
 """
@@ -25,6 +26,7 @@ import orjson
 
 from capsem_proxyd.redaction.scanner import JsonString, scan, strings_of
 
+_KNOWN = frozenset({"token", "bytes", "logprob", "top_logprobs"})  # what an entry may hold to be rewritten
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
@@ -38,6 +40,8 @@ def mask_logprobs(raw: str, body: Any, values: Mapping[str, str]) -> str:
     edits: list[tuple[int, int, str]] = []
     for entries in lists:
         for entry, token in _new_tokens(entries, values):
+            if not set(entry) <= _KNOWN:  # a token id (Gemini's tokenId) would spell it again: refused
+                return raw
             located = _locate(raw, tokens, starts, entry)
             if located is None:
                 return raw
