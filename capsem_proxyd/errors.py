@@ -173,12 +173,13 @@ def policy_blocked(decision: Decision, what: str) -> ProxyError:
     return ProxyError(400, ErrorKind.POLICY, message, code=code, decision=decision)
 
 
-def unmaskable(policy: str, hook: str, why: str) -> ProxyError:
+def unmaskable(policy: str, hook: str, why: str, what: str = "Request") -> ProxyError:
     """Content a policy asked to mask that cannot be masked exactly (``redaction/rewrite.py``): refused as
-    ``policy``'s BLOCK on ``hook`` rather than forwarded. ``why`` never quotes the value."""
+    ``policy``'s BLOCK on ``hook`` rather than forwarded (``what``: ``Request``, or ``Response`` for a
+    reply). ``why`` never quotes the value."""
     decision = Decision(policy=policy, callback=hook, verdict=Verdict.BLOCK,
                         reason=Reason.POLICY_VIOLATION, details=f"it cannot be masked exactly: {why}")
-    return policy_blocked(decision, "Request")
+    return policy_blocked(decision, what)
 
 
 def stored_content_refused(field: str, mode: str) -> ProxyError:

@@ -48,12 +48,12 @@ from capsem.policies import Policy
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.enforcement import hook_calls
 from capsem_proxyd.enforcement.calling import PolicyCaller
-from capsem_proxyd.enforcement.combining import NOTHING, Combined, decided, fold
+from capsem_proxyd.enforcement.combining import NOTHING, Combined, fold
 from capsem_proxyd.enforcement.documents import read_documents
 from capsem_proxyd.enforcement.holdbacks import channel_screens, stream_holdbacks
 from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke, asking
 from capsem_proxyd.enforcement.loader import PolicySet
-from capsem_proxyd.enforcement.masking import masked_args, masked_split, masked_view, result_of, unmasked_reply
+from capsem_proxyd.enforcement.masking import masked_args, masked_split, masked_view, result_of
 from capsem_proxyd.enforcement.piece_decisions import decide_pieces
 from capsem_proxyd.enforcement.pieces import Split, prompt_split, single_split
 from capsem_proxyd.enforcement.shadow import ShadowRunner
@@ -164,8 +164,7 @@ class PolicyEngine:
         """``call`` put to every policy: the verdict that let the content through, or ProxyError(400)."""
         if split is None and self.cache is not None and call.identity is not None:
             split = single_split(self.cache, call.identity(), call.args)
-        refusal, verdict = await self.evaluate(exchange, call.hook, call.invoke, split=split, args=call.args,
-                                               reply=call.reply)
+        refusal, verdict = await self.evaluate(exchange, call.hook, call.invoke, split=split, args=call.args)
         if self.shadow is not None:  # shadow policies read the masked view too (the values found so far)
             mask = masked_view(exchange) if call.args else None
             shadow_args = masked_args(call.hook, call.args, mask) if mask is not None else call.args
@@ -179,7 +178,7 @@ class PolicyEngine:
 
     async def evaluate(
         self, exchange: Exchange, hook: str, invoke: Invoke, *, mode: str = "enforce", split: Split | None = None,
-        args: tuple[Any, ...] = (), reply: bool = False,
+        args: tuple[Any, ...] = (),
     ) -> tuple[Decision | None, str]:
         """Call every policy: (the strictest refusing decision or None, the strictest verdict that let it through).
 
@@ -187,8 +186,6 @@ class PolicyEngine:
         ``split``: the content as pieces, for the policies that may be asked piece by piece.
         ``args``: the hook's arguments, which a masking policy's findings are checked against (``masking.py``);
         what enforcing policies ask to mask is added to ``exchange.redactions``.
-        ``reply``: the content is a reply's (a tool call the model makes), which is not masked yet: what a
-        policy asks to mask there refuses it instead (``masking.unmasked_reply``).
 
         Masking policies come first; the others are given the masked view (``masking.masked_view``): the
         arguments with every value found so far, and every value the tenant's memory knows, replaced by
@@ -218,8 +215,6 @@ class PolicyEngine:
             else:
                 decision, _ = await self.caller.call(exchange, hook, policy, invoke, shadow=shadow)
                 result = result_of(decision, hook, args)
-            if reply and result.spans and result.decision is not None:
-                result = decided(unmasked_reply(result.decision, hook))
             combined = self._combine(combined, exchange, hook, policy, result, mode, use)
         if not shadow:
             self.recorder.policy_checked(hook, time.perf_counter() - started)

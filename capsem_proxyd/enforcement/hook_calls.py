@@ -42,7 +42,6 @@ class HookCall:
     what: str
     args: tuple[Any, ...]
     identity: Callable[[], str] | None = None
-    reply: bool = False  # content of a reply, which is not masked yet: a masking decision on it refuses
 
     def invoke(self, policy: Policy) -> Awaitable[Decision]:
         """The call on ``policy`` (an ``Invoke``)."""
@@ -106,11 +105,9 @@ def tool_definition(rid: str, agent: Any, definition: ToolDefinition) -> HookCal
 
 def tool_call(rid: str, agent: Any, call: ToolCall) -> HookCall:
     """``on_tool_call`` for a call the model makes."""
-    return HookCall("on_tool_call", f"Tool call '{call.name}'", (rid, agent, capsem_tool(call.name), call.arguments),
-                    reply=True)
+    return HookCall("on_tool_call", f"Tool call '{call.name}'", (rid, agent, capsem_tool(call.name), call.arguments))
 
 
 def model_response(rid: str, agent: Any, text: str, thoughts: str, media: list[MediaPart] | None) -> HookCall:
     """``on_model_response`` for a reply's text, thoughts and media."""
-    return HookCall("on_model_response", "Model response", (rid, agent, text, thoughts, capsem_media(media)),
-                    reply=True)
+    return HookCall("on_model_response", "Model response", (rid, agent, text, thoughts, capsem_media(media)))

@@ -57,16 +57,6 @@ def _written_as(found: str, matched: str, hook: str) -> bool:
     return hook == "on_tool_call" and json.dumps(matched, ensure_ascii=False)[1:-1] == found
 
 
-def unmasked_reply(decision: Decision, hook: str) -> Decision:
-    """The refusal of what a policy asked to mask in a reply (a tool call the model makes): replies are not
-    masked yet, and letting it through would release the value."""
-    return Decision(
-        policy=decision.policy, callback=hook, verdict=Verdict.BLOCK, reason=decision.reason,
-        details=f"{decision.details}; a reply is not masked, so it is refused" if decision.details
-        else "a reply is not masked, so it is refused",
-    )
-
-
 def misplaced(decision: Decision, hook: str) -> Decision:
     """The refusal of a policy whose finding is not where it said (never quoting either text)."""
     return Decision(

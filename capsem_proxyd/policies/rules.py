@@ -26,9 +26,10 @@ What a security team writes without code::
 A plain string is a literal term; a table has ``term`` or ``regex``, an
 optional ``name`` and ``case_sensitive``.
 
-``redact`` (request hooks only: ``on_model_call``, ``on_tool_call``,
-``on_tool_response``) masks instead of refusing: each match is replaced in the
-forwarded body by a placeholder (``redaction/``), and the request goes on.
+``redact`` (every text hook: ``on_model_call``, ``on_tool_call``,
+``on_tool_response``, and ``on_model_response``: what the model writes) masks
+instead of refusing: each match is replaced in the forwarded body (or the
+released reply) by a placeholder (``redaction/``), and the request goes on.
 ``group`` names the regex's group that is masked (the value after
 ``password=``, never the key); without it the whole match is. A redact rule
 matches the text as written (a term: its exact letters, case aside) and, a
@@ -101,7 +102,7 @@ _SEVERITY = {Verdict.BLOCK: 3, Verdict.CONFIRM: 2, Verdict.LOG: 1}
 _ENGINE_KEYS = {"enabled", "class", "mode"}
 _TOP_KEYS = {"case_sensitive", "max_prompt_chars", "tools", "models", *HOOKS, *_ENGINE_KEYS}
 _RULE_KEYS = {"name", "term", "regex", "case_sensitive", "group"}
-_MASKING_HOOKS = ("on_model_call", "on_tool_call", "on_tool_response")
+_MASKING_HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 
 
 class _Views:
@@ -234,10 +235,13 @@ class RulesPolicy(Policy):
         self.tools = tools or GlobList()
         self.models = models or GlobList()
         self.max_prompt_chars = max_prompt_chars
-        # What a stream must hold back for this policy's reply rules (policies/holdback.py).
-        self.stream_holdback = stream_holdback(self.rules["on_model_response"], pending_only=True)
-        # What it refuses replies for, when that is terms a stream can screen each new piece for.
-        self.reply_terms = reply_terms(self.rules["on_model_response"])
+        # What a stream must hold back for this policy's reply rules (policies/holdback.py): its redact
+        # rules' pending matches too, so that a value the model writes is held until it can be masked.
+        reply_rules = [*self.rules["on_model_response"], *self.masks["on_model_response"]]
+        self.stream_holdback = stream_holdback(reply_rules, pending_only=True)
+        # What it refuses replies for, when that is terms a stream can screen each new piece for (a
+        # redact rule is a regex: the policy is then asked about the whole text at every check).
+        self.reply_terms = reply_terms(reply_rules)
         # What a seam between request pieces must hold: the widest match of the request-side rules.
         self.split_holdback = stream_holdback(
             [rule for hook in HOOKS[:3] for rule in (*self.rules[hook], *self.masks[hook])]
@@ -306,7 +310,8 @@ class RulesPolicy(Policy):
         thoughts: str,
         media: list[Media],
     ) -> Decision:
-        return self._match("on_model_response", "model response", f"{response}\n{thoughts}")
+        text = f"{response}\n{thoughts}"
+        return self._masked("on_model_response", self._match("on_model_response", "model response", text), text)
 
     def _match(self, hook: str, where: str, text: str) -> Decision:
         rules = self.rules[hook]
@@ -467,8 +472,8 @@ def _mask_rules(hook: str, table: Any, case_sensitive: bool, locator: _Locator) 
     if not entries:
         return []
     if hook not in _MASKING_HOOKS:
-        raise ValueError(f"[{hook}] redact: replies are not masked (only on_model_call, on_tool_call and "
-                         "on_tool_response take redact rules)")
+        raise ValueError(f"[{hook}] redact: unknown hook (on_model_call, on_tool_call, on_tool_response and "
+                         "on_model_response take redact rules)")
     if not isinstance(entries, list):
         raise ValueError(f"[{hook}] redact must be a list of terms or {{ regex = ... }} tables")
     rules: list[Rule] = []

@@ -58,7 +58,6 @@ log = logging.getLogger("capsem_proxyd.policies.secrets")
 
 NAME = "Secrets"
 _KEYS = frozenset({"enabled", "enable", "disable", "log", "block", "allow"})
-_REQUEST_HOOKS = frozenset({"on_model_call", "on_tool_call", "on_tool_response"})
 _UNBOUNDED_HOLD = 1024  # a pending match of a rule of unbounded width whose DFA cannot be built holds this much
 _WIDE = 256  # a rule wider than this gets the DFA without counters (``unbounded``), capped at its width
 
@@ -187,14 +186,14 @@ class SecretsPolicy(Policy):
         return sorted([*kept, *decoded], key=lambda finding: (finding.start, -finding.end))
 
     def _check(self, hook: str, where: str, text: str, findings: list[Finding]) -> Decision:
-        """The decision on ``findings`` in ``text`` (``hook_text``): in a request, the enforced ones are masked
-        (LOG with the findings), a ``block`` rule's refuse; in a reply, any enforced one refuses (replies are
-        not masked yet); a ``log`` rule's is recorded (LOG)."""
+        """The decision on ``findings`` in ``text`` (``hook_text``): the enforced ones are masked (LOG with the
+        findings; in a reply too, where the pipeline or the stream masks them, or refuses what it cannot
+        rewrite: a streamed tool call, signed thinking), a ``block`` rule's refuse; a ``log`` rule's is
+        recorded (LOG)."""
         if not findings:
             return DEFAULT_SAFE_DECISION
         enforced = self.enforced(findings)
-        refused = [finding for finding in enforced
-                   if hook not in _REQUEST_HOOKS or finding.rule in self.blocked]
+        refused = [finding for finding in enforced if finding.rule in self.blocked]
         counts = Counter((finding.kind, finding.rule) for finding in findings)
         named = ", ".join(
             f"{kind} ({rule}{_how(rule, self.logged, self.blocked, hook)})" + (f" x{count}" if count > 1 else "")
@@ -228,7 +227,7 @@ class SecretsPolicy(Policy):
 def _how(rule: str, logged: frozenset[str], blocked: frozenset[str], hook: str) -> str:
     if rule in logged:
         return ", log"
-    if rule in blocked or hook not in _REQUEST_HOOKS:
+    if rule in blocked:
         return ", block"
     return ", masked"
 

@@ -63,8 +63,11 @@ from capsem_proxyd.proxy.upstream import (
     response_headers,
     stated_size,
 )
+from capsem_proxyd.redaction.logprobs import mask_logprobs
 from capsem_proxyd.redaction.masker import Masker
 from capsem_proxyd.redaction.rewrite import Unmaskable
+from capsem_proxyd.redaction.scanner import strings_of
+from capsem_proxyd.redaction.signed import drop_signed, signed_texts
 from capsem_proxyd.verdicts import stricter
 from capsem_proxyd.views import ResponseView
 
@@ -218,8 +221,19 @@ class Pipeline:
         for value, kind, policy, hook in exchange.redactions:
             kinds.setdefault(value, kind)  # the first finding names it: masking policies run first
             owners.setdefault(value, (policy, hook))
+        raw = incoming.body.decode("utf-8")
         try:
-            masked, placeholders = masker.mask(exchange.tenant_id, incoming.body.decode("utf-8"), body, kinds)
+            dropped = drop_signed(raw, body, lambda text: any(value in text for value in kinds)
+                                  or masker.recalls(exchange.tenant_id, text))
+            if dropped is not None:
+                raw, body, texts = dropped
+                incoming.body = raw.encode("utf-8")
+                outcome = stricter(outcome, "REDACT")
+                # a value found only in a dropped block is gone with it: nothing is left to mask
+                left = "\0".join(strings_of(body))
+                kinds = {value: kind for value, kind in kinds.items()
+                         if value in left or not any(value in text for text in texts)}
+            masked, placeholders = masker.mask(exchange.tenant_id, raw, body, kinds)
         except Unmaskable as error:
             policy, hook = exchange.redactions[0][2:] if exchange.redactions else ("memory", "on_model_call")
             raise unmaskable(policy, hook, str(error)) from None
@@ -341,7 +355,8 @@ class Pipeline:
                     headers.extend(decision_headers(engine, outcome))
                     pump = StreamPump(exchange, route.dialect, engine, response, decoder,
                                       self.stream_settings, self.open_streams, read_usage=self.read_usage,
-                                      stored=self.stored.stream(exchange) if keep else None)
+                                      stored=self.stored.stream(exchange) if keep else None,
+                                      masker=self._masker())
                     return ProxyReply(200, headers, stream=pump)
                 if not content_type.startswith("application/json"):
                     await response.aclose()
@@ -355,14 +370,21 @@ class Pipeline:
                 content = await self.upstream.read_body(response, self.limits.max_response_size, hold)
             if response.status_code >= 300:
                 # Provider errors pass through untouched (the SDK shows the provider's own message), once checked.
+                asked = len(exchange.redactions)
                 outcome = stricter(outcome, await self._check_error_body(exchange, route.dialect, engine,
                                                                          bytes(content), content_type))
+                if len(exchange.redactions) > asked:  # an error body is relayed as it is, never rewritten
+                    policy, hook = exchange.redactions[asked][2:]
+                    raise unmaskable(policy, hook, "an upstream error body is never rewritten", "Response")
                 return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), body=content,
                                   hold=hold)
             size = len(content)
             text = reply_text(content)
             del content  # the text is what is kept and sent: the reply is never held as bytes and text at once
-            outcome = stricter(outcome, await self._check_reply(exchange, route.dialect, engine, text, keep))
+            verdict, masked = await self._check_reply(exchange, route.dialect, engine, text, keep)
+            outcome = stricter(outcome, verdict)
+            if masked is not None:
+                text, size = masked, len(masked.encode("utf-8"))
             return ProxyReply(response.status_code, headers + decision_headers(engine, outcome), text=text,
                               text_bytes=size, hold=hold)
         except BaseException:
@@ -370,17 +392,55 @@ class Pipeline:
             raise
 
     async def _check_reply(self, exchange: Exchange, dialect: Dialect, engine: PolicyEngine, text: str,
-                           keep: bool) -> str:
-        """Check a JSON reply; its parsed form lives only as long as this call (see ``body.parse_reply``)."""
+                           keep: bool) -> tuple[str, str | None]:
+        """Check a JSON reply: its verdict, and its text with what policies asked to mask masked (None:
+        nothing was). Its parsed form lives only as long as this call (see ``body.parse_reply``)."""
         reply_body = parse_reply(text)
         check_reply_body(reply_body, self.limits)
         if self.read_usage and (usage := dialect.usage(reply_body)) is not None:
             exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
+        asked = len(exchange.redactions)
         outcome = await engine.check_response(exchange, dialect.response_view(reply_body))
+        masked = None
+        if len(exchange.redactions) > asked:
+            masked = self._mask_reply(exchange, text, reply_body, exchange.redactions[asked:])
+            outcome = stricter(outcome, "REDACT")
         if keep and (response_id := dialect.stored_reply(reply_body)) is not None:
             # before the client can name it (or its items)
             await self.stored.delivered(exchange, response_id, dialect.stored_items(reply_body))
-        return outcome
+        return outcome, masked
+
+    def _mask_reply(
+        self, exchange: Exchange, text: str, body: Any, found: Sequence[tuple[str, str, str, str]],
+    ) -> str:
+        """A JSON reply with the values policies found in it masked by value, byte for byte elsewhere, as a
+        request's are (``redaction/rewrite.py``; the tenant's memory is not searched: the model was only
+        ever given placeholders). One that cannot be masked exactly is refused, never released."""
+        masker = self._masker()
+        kinds: dict[str, str] = {}
+        owners: dict[str, tuple[str, str]] = {}
+        for value, kind, policy, hook in found:
+            kinds.setdefault(value, kind)
+            owners.setdefault(value, (policy, hook))
+        try:
+            if any(value in signed for signed in signed_texts(body) for value in kinds):
+                raise Unmaskable("a value to mask is inside a block the provider signed (thinking), which the "
+                                 "client sends back and the provider would refuse changed")
+            masked, placeholders = masker.mask(exchange.tenant_id, text, body, kinds, recall=False)
+        except Unmaskable as error:
+            policy, hook = found[0][2:]
+            raise unmaskable(policy, hook, str(error), "Response") from None
+        if masked.counts:
+            masked.text = mask_logprobs(masked.text, orjson.loads(masked.text), placeholders)
+        if masked.counts and _spells_a_value(orjson.loads(masked.text), kinds):
+            policy, hook = found[0][2:]
+            raise unmaskable(policy, hook, "its logprobs spell a masked value token by token", "Response")
+        by_placeholder = {placeholder: value for value, placeholder in placeholders.items()}
+        for placeholder, count in masked.counts.items():
+            value = by_placeholder[placeholder]
+            policy, hook = owners[value]
+            self.recorder.redacted(exchange, hook, policy, count, kinds[value], placeholder, masker.key_id)
+        return masked.text
 
     async def _hold(self, response: UpstreamResponse, until: float) -> ReplyHold:
         """The reply's share of ``--reply-memory``, by its stated size (unknown: it grows as it arrives).
@@ -451,6 +511,27 @@ class Pipeline:
             raise upstream_timeout(
                 f"The upstream provider did not complete its reply within {self.request_timeout:g}s."
             ) from None
+
+
+def _spells_a_value(body: Any, values: Mapping[str, str]) -> bool:
+    """Whether a list of logprobs entries in ``body`` (dicts with a ``token``, or plain token strings
+    under ``tokens``) still spells one of ``values`` across its tokens once the strings were masked:
+    token by token the value is in no one string, so masking by value leaves it (the reply is refused)."""
+    stack: list[Any] = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if (key == "tokens" and isinstance(child, list) and all(isinstance(token, str) for token in child)
+                        and any(value in "".join(child) for value in values)):
+                    return True
+                stack.append(child)
+        elif isinstance(item, list):
+            tokens = [entry["token"] for entry in item if isinstance(entry, dict) and isinstance(entry.get("token"), str)]
+            if tokens and any(value in "".join(tokens) for value in values):
+                return True
+            stack.extend(item)
+    return False
 
 
 def error_body_view(dialect: Dialect, body: Any) -> ResponseView:

@@ -60,8 +60,17 @@ The rules:
   (``Release.ends_reply``): once it is written the client has the whole reply.
 
 What may go is events plus edits: an ``Edit`` replaces a text inside an
-event's JSON strings, every other byte untouched (masking in replies will
-produce them; nothing does yet).
+event's JSON strings, every other byte untouched. Masking in replies makes
+them (``mask``): when a policy asks to mask a value the model wrote, every
+occurrence of it in a channel's text not yet released is masked. The
+hold-back kept the value's events back (a pending match holds from its
+start), so each event that carries a piece of it is still pending: the first
+piece's text field carries the placeholder, the others lose their piece, and
+the event is re-encoded in that one string (``Edit.exact``); every other
+byte of every event is the provider's. An event that restates text whole (a
+``done`` event, the completed response) has the value replaced inside its
+strings. An occurrence that began in text already released cannot be masked:
+``Unmaskable`` (the shell ends the stream with a refusal).
 """
 
 from __future__ import annotations
@@ -77,6 +86,7 @@ import orjson
 from capsem_proxyd.dialects.base import parse_arguments
 from capsem_proxyd.policies.holdback import Matcher
 from capsem_proxyd.policies.term_screen import Screen
+from capsem_proxyd.redaction.rewrite import Unmaskable
 from capsem_proxyd.views import ALL_CHANNELS, StoredItem, StreamView, ToolCall, ToolFragment
 
 
@@ -107,6 +117,8 @@ class _Channel:
     screen: Screen | None = None  # finds what a policy refuses in each new piece (None: ask the policies)
     screened: int = 0  # characters the screen has read
     releasable: int = 0  # what was checked, minus what the matcher says may start a match
+    sent: int = 0  # characters released (in events that went out)
+    masks: list[tuple[int, int, str]] = field(default_factory=list)  # (start, end, placeholder), in order
 
     def whole(self) -> str:
         if len(self.parts) > 1:
@@ -123,6 +135,12 @@ class _Channel:
             if len(last) >= end - start:
                 return last[len(last) - (end - start):]
         return self.whole()[start:end]
+
+
+def _deltas(ends: list[tuple[_Channel, int]], view: StreamView) -> tuple[tuple[_Channel, int, int], ...]:
+    """Each text delta of an event as (channel, start, end) in its channel (``ends`` in view order)."""
+    lengths = [len(delta) for _, delta in view.text] + [len(delta) for _, delta in view.thoughts]
+    return tuple((channel, end - length, end) for (channel, end), length in zip(ends, lengths))
 
 
 def _followed_by(channel: _Channel | None, texts: list[str]) -> str:
@@ -204,10 +222,16 @@ Check = TextCheck | ToolCallCheck
 
 @dataclass(frozen=True, slots=True)
 class Edit:
-    """Replace ``old`` by ``new`` wherever it occurs inside one event's JSON strings."""
+    """Replace ``old`` by ``new`` wherever it occurs inside one event's JSON strings; ``exact``: replace
+    the first string of a text field (``TEXT_FIELDS``) that is ``old`` whole, and only it (a delta)."""
 
     old: str
     new: str
+    exact: bool = False
+
+
+# The fields a stream event carries a channel's text delta in, across the dialects.
+TEXT_FIELDS = frozenset({b"content", b"text", b"delta", b"thinking", b"reasoning_content", b"refusal", b"reasoning"})
 
 
 @dataclass(slots=True)
@@ -220,6 +244,7 @@ class _Pending:
     final: bool = False  # completes a stored reply
     ends_reply: bool = False
     edits: tuple[Edit, ...] = ()
+    deltas: tuple[tuple[_Channel, int, int], ...] = ()  # each text delta's place in its channel
 
 
 @dataclass(slots=True)
@@ -242,10 +267,17 @@ class Release:
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
+_FIELD_BEFORE = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:\s*$')
+
+
 def apply_edits(raw: bytes, edits: Sequence[Edit]) -> bytes:
     """``raw`` with each edit made inside its JSON strings (escapes read as the text they stand for);
-    a string no edit changes keeps its exact bytes, and so does everything between strings."""
-    edits = [edit for edit in edits if edit.old]
+    a string no edit changes keeps its exact bytes, and so does everything between strings. Exact edits
+    come first, each on the first text field string that is its ``old`` whole, in order."""
+    exact = [edit for edit in edits if edit.exact]
+    if exact:
+        raw = _apply_exact(raw, exact)
+    edits = [edit for edit in edits if edit.old and not edit.exact]
     if not edits:
         return raw
 
@@ -263,6 +295,53 @@ def apply_edits(raw: bytes, edits: Sequence[Edit]) -> bytes:
     return _JSON_STRING.sub(replace, raw)
 
 
+def _apply_exact(raw: bytes, edits: list[Edit]) -> bytes:
+    """``raw`` with each exact edit's string replaced; one that finds no such string is ``Unmaskable``
+    (its delta would go out as the provider wrote it)."""
+    waiting = list(edits)
+    out: list[bytes] = []
+    last = 0
+    for match in _JSON_STRING.finditer(raw):
+        if not waiting:
+            break
+        key = _FIELD_BEFORE.search(raw, max(0, match.start() - 64), match.start())
+        if key is None or key.group(1) not in TEXT_FIELDS:
+            continue
+        try:
+            text = orjson.loads(match.group(0))
+        except orjson.JSONDecodeError:
+            continue
+        for index, edit in enumerate(waiting):
+            if text == edit.old:
+                out.append(raw[last:match.start()])
+                out.append(orjson.dumps(edit.new))
+                last = match.end()
+                del waiting[index]
+                break
+    if waiting:
+        raise Unmaskable("a masked delta was not found in its event's text field")
+    out.append(raw[last:])
+    return b"".join(out)
+
+
+def _masked_delta(delta: str, start: int, masks: list[tuple[int, int, str]]) -> str:
+    """``delta`` (the channel's text from ``start``) with each mask's stretch in it replaced: by the
+    placeholder where the stretch begins in it, by nothing where it began in an earlier delta."""
+    end = start + len(delta)
+    out: list[str] = []
+    at = start
+    for mask_start, mask_end, placeholder in masks:
+        if mask_end <= start or mask_start >= end:
+            continue
+        cut = max(mask_start, start)
+        out.append(delta[at - start:cut - start])
+        if mask_start >= start:
+            out.append(placeholder)
+        at = min(mask_end, end)
+    out.append(delta[at - start:])
+    return "".join(out)
+
+
 class StreamRelease:
     """One stream's release state; see the module docstring for its rules.
 
@@ -276,9 +355,11 @@ class StreamRelease:
 
     def __init__(
         self, schedule: CheckSchedule, new_matcher: Callable[[], Matcher], *, keeps_stored: bool = False,
-        now: float = 0.0, new_screen: Callable[[], Screen] | None = None,
+        now: float = 0.0, new_screen: Callable[[], Screen] | None = None, signed_thoughts: bool = False,
     ) -> None:
         self.schedule = schedule
+        # The thoughts are signed (Anthropic's thinking): a value in them is never masked, the stream is cut.
+        self.signed_thoughts = signed_thoughts
         self.new_matcher = new_matcher
         self.new_screen = new_screen
         self.keeps_stored = keeps_stored
@@ -298,6 +379,7 @@ class StreamRelease:
         self._finished = False
         self._final_due = 0  # final checks asked at the event that ends the reply, not passed yet
         self._final_passed = False  # they passed: that event may go
+        self._masked: dict[str, str] = {}  # value -> placeholder: what policies asked to mask in this reply
 
     # -- what comes in -------------------------------------------------------
 
@@ -319,7 +401,8 @@ class StreamRelease:
             self.stored_id = self.stored_id or view.stored_id
             final = view.stored_final
             self.stored_items += view.stored_items
-        self._pending.append(_Pending(raw, tuple(ends), keys, final, ALL_CHANNELS in view.finished))
+        self._pending.append(_Pending(raw, tuple(ends), keys, final, ALL_CHANNELS in view.finished,
+                                      deltas=_deltas(ends, view)))
         for key in view.tool_closes:
             self._close_call(key, checks)
         for channel in view.finished:
@@ -383,7 +466,7 @@ class StreamRelease:
             self._flush = self._finished
         pending = self._pending
         events: list[bytes] | None = None  # allocated once something goes: most calls release nothing
-        edits: list[tuple[Edit, ...]] = []
+        edits: list[tuple[Edit, ...]] | None = None  # allocated once an event has edits
         completes_stored = ends_reply = False
         while pending:
             head = pending[0]
@@ -396,15 +479,60 @@ class StreamRelease:
             pending.popleft()
             if events is None:
                 events = []
-            if head.edits and not edits:
+            event_edits = self._edits_of(head) if self._masked else head.edits
+            if event_edits and edits is None:
                 edits = [()] * len(events)
             events.append(head.raw)
-            if edits:
-                edits.append(head.edits)
+            if edits is not None:
+                edits.append(event_edits)
+            for channel, end in head.text_ends:
+                channel.sent = max(channel.sent, end)
         if events is None:
             return None
         self.started = True
-        return Release(events, edits, completes_stored, ends_reply)
+        return Release(events, edits or [], completes_stored, ends_reply)
+
+    def mask(self, values: dict[str, str]) -> int:
+        """Mask ``values`` (value -> placeholder) wherever a channel's text not yet released has them, and
+        in every event still to go; how many places in the channels were masked. An occurrence that
+        began in released text raises ``Unmaskable``."""
+        count = 0
+        for value, placeholder in values.items():
+            if not value:
+                continue
+            self._masked.setdefault(value, placeholder)
+            for channel in self._channels.values():
+                text = channel.whole()
+                at = text.find(value, 0)
+                while at != -1:
+                    end = at + len(value)
+                    if not any(start < end and at < stop for start, stop, _ in channel.masks):
+                        if channel.thought and self.signed_thoughts:
+                            raise Unmaskable("a value the model wrote is in its signed thinking, which the client "
+                                             "sends back and the provider would refuse changed")
+                        if at < channel.sent:
+                            if end > channel.sent:
+                                raise Unmaskable("part of a value the model wrote had already been released")
+                        else:
+                            channel.masks.append((at, end, placeholder))
+                            count += 1
+                    at = text.find(value, end)
+                channel.masks.sort()
+        return count
+
+    def _edits_of(self, head: _Pending) -> tuple[Edit, ...]:
+        """The edits that mask ``head``: its deltas with their masked stretches, and every masked value
+        inside its other strings (text it restates whole)."""
+        edits = list(head.edits)
+        for channel, start, end in head.deltas:
+            if not channel.masks or start == end:
+                continue
+            delta = channel.between(start, end) if end == channel.length else channel.whole()[start:end]
+            changed = _masked_delta(delta, start, channel.masks)
+            if changed != delta:
+                edits.append(Edit(delta, changed, exact=True))
+        edits.extend(Edit(value, placeholder) for value, placeholder in self._masked.items())
+        return tuple(edits)
 
     def _releasable(self, head: _Pending) -> bool:
         """Each channel's text of ``head`` is releasable, and each call it carries is checked.
@@ -487,7 +615,7 @@ class StreamRelease:
         ends = [self._grow(choice, False, delta) for choice, delta in view.text]
         ends += [self._grow(choice, True, delta) for choice, delta in view.thoughts]
         keys = self._add_fragments(view.tool_fragments) if view.tool_fragments else ()
-        self._pending.append(_Pending(raw, tuple(ends), keys))
+        self._pending.append(_Pending(raw, tuple(ends), keys, deltas=_deltas(ends, view)))
         for key in view.tool_closes:
             self._close_call(key, checks)
         self._flush = True

@@ -38,6 +38,7 @@ requests only if the client got all of it, checked.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
@@ -58,6 +59,7 @@ from capsem_proxyd.errors import (
     response_too_large,
     shutting_down,
     transport_cause,
+    unmaskable,
     upstream_timeout,
     upstream_unavailable,
 )
@@ -66,6 +68,8 @@ from capsem_proxyd.outcomes import StreamOutcome
 from capsem_proxyd.proxy.release import Check, CheckSchedule, Release, StreamRelease, TextCheck
 from capsem_proxyd.proxy.stored_content import StoredReply
 from capsem_proxyd.proxy.upstream import UpstreamResponse
+from capsem_proxyd.redaction.masker import Masker
+from capsem_proxyd.redaction.rewrite import Unmaskable
 
 log = logging.getLogger("capsem_proxyd.stream")
 
@@ -154,8 +158,10 @@ class StreamPump:
         *,
         read_usage: bool = False,
         stored: StoredReply | None = None,
+        masker: Masker | None = None,
     ) -> None:
         self.exchange = exchange
+        self.masker = masker  # placeholders for what policies ask to mask in the reply
         self.dialect = dialect
         self.engine = engine
         self.response = response
@@ -166,7 +172,7 @@ class StreamPump:
         self.stored = stored  # a reply the provider stores, to record once delivered (None: nothing to record)
         self.core = StreamRelease(settings.schedule(), channel_matchers(engine.holdbacks),
                                   keeps_stored=stored is not None, now=time.monotonic(),
-                                  new_screen=engine.reply_screens)
+                                  new_screen=engine.reply_screens, signed_thoughts=dialect.provider == "anthropic")
         self.outcome = StreamOutcome.INCOMPLETE
         self._ended_by_shutdown = False
         self._first_written = False
@@ -249,6 +255,8 @@ class StreamPump:
                 await self._finish(out)
         except ProxyError as error:
             final = self._cut(error)
+        except Unmaskable as error:  # a masked piece with no text field of its own to carry it (logprobs)
+            final = self._cut(unmaskable("capsem-proxyd", "on_model_response", str(error), "Response"))
         except Exception:  # noqa: BLE001 - fail closed: an event we cannot read is never released
             self._log_fault("stream check failed")
             final = self._cut(internal_error())
@@ -395,15 +403,38 @@ class StreamPump:
 
     async def _run(self, checks: list[Check]) -> None:
         """The checks the core asked for, in order; a refusal raises ``ProxyError`` and ends the stream."""
+        redactions = self.exchange.redactions
         for check in checks:
             if isinstance(check, TextCheck):
                 begun = time.monotonic()
+                asked = len(redactions)
                 await self.engine.check_model_response(self.exchange, check.text, check.thoughts)
+                if len(redactions) > asked:
+                    self._mask(redactions[asked:])
                 now = time.monotonic()
                 self.core.checked(check, now - begun, now)
             else:
+                asked = len(redactions)
                 await self.engine.check_tool_call(self.exchange, check.call)
+                if len(redactions) > asked:  # a streamed call's arguments are never rewritten: refused instead
+                    policy, hook = redactions[asked][2:]
+                    raise unmaskable(policy, hook, "a streamed tool call is not masked", "Response")
                 self.core.checked(check)
+
+    def _mask(self, found: list[tuple[str, str, str, str]]) -> None:
+        """What a policy asked to mask in the reply, masked in what is still to go (``StreamRelease.mask``),
+        each value under its placeholder for the tenant; told to the recorders (never the value)."""
+        masker = self.masker
+        if masker is None:
+            masker = self.masker = Masker(os.urandom(32), "ephemeral")
+        for value, kind, policy, hook in found:
+            placeholder = masker.placeholder_for(self.exchange.tenant_id, value, kind)
+            try:
+                count = self.core.mask({value: placeholder})
+            except Unmaskable as error:
+                raise unmaskable(policy, hook, str(error), "Response") from None
+            if count:
+                self.engine.recorder.redacted(self.exchange, hook, policy, count, kind, placeholder, masker.key_id)
 
     async def _check_and_collect(self, checks: list[Check], out: list[bytes]) -> None:
         """Run ``checks``, then collect what the core releases."""
@@ -481,10 +512,14 @@ async def check_stream_body(
 
     async def run(checks: list[Check]) -> None:
         for check in checks:
+            asked = len(exchange.redactions)
             if isinstance(check, TextCheck):
                 await engine.check_model_response(exchange, check.text, check.thoughts)
             else:
                 await engine.check_tool_call(exchange, check.call)
+            if len(exchange.redactions) > asked:  # an error body is relayed as it is, never rewritten
+                policy, hook = exchange.redactions[asked][2:]
+                raise unmaskable(policy, hook, "an upstream error body is never rewritten", "Response")
             core.checked(check, 0.0, time.monotonic())
         core.release()
 

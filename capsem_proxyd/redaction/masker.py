@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from capsem_proxyd.redaction.placeholder import placeholder, tag
-from capsem_proxyd.redaction.rewrite import Masked, Unmaskable, mask_body, mask_text
+from capsem_proxyd.redaction.rewrite import TOKEN, Masked, Unmaskable, mask_body, mask_text
 
 # Values remembered per tenant; the oldest is forgotten first.
 MEMORY_PER_TENANT = 10_000
@@ -53,22 +53,31 @@ class Masker:
     def remembers(self, tenant: str) -> bool:
         return bool(self._memory.get(tenant))
 
-    def mask(self, tenant: str, raw: str, parsed: Any, findings: Mapping[str, str]) -> tuple[Masked, dict[str, str]]:
+    def recalls(self, tenant: str, text: str) -> bool:
+        """Whether ``text`` holds a token (``rewrite.TOKEN``) remembered as masked for ``tenant``."""
+        memory = self._memory.get(tenant)
+        if not memory:
+            return False
+        return any(self._digest(tenant, match.group()) in memory for match in TOKEN.finditer(text))
+
+    def mask(
+        self, tenant: str, raw: str, parsed: Any, findings: Mapping[str, str], *, recall: bool = True,
+    ) -> tuple[Masked, dict[str, str]]:
         """``raw`` with ``findings`` (value -> kind) and the values remembered for ``tenant`` masked, and
         each finding's placeholder (value -> placeholder); the values masked are remembered. A value
         masked before keeps the placeholder it had then (its kind label too, whichever policy finds it
-        now). Raises ``Unmaskable``."""
+        now). ``recall=False``: the remembered values are not looked for (a reply: the model was only
+        ever given their placeholders). Raises ``Unmaskable``."""
         memory = self._memory.get(tenant)
         values: dict[str, str] = {}
         owners: dict[str, str] = {}
         for value, kind in findings.items():
-            made = memory.get(self._digest(tenant, value)) if memory else None
-            made = made or self.placeholder(tenant, value, kind)
+            made = self._made(tenant, value, kind)
             tag_ = made.rsplit("-", 1)[1]
             if owners.setdefault(tag_, value) != value:
                 raise Unmaskable("two values of the request have the same placeholder")
             values[value] = made
-        masked = mask_body(raw, parsed, values, self._known(tenant) if memory else None)
+        masked = mask_body(raw, parsed, values, self._known(tenant) if memory and recall else None)
         for value, made in values.items():
             self._remember(tenant, value, made)
         return masked, values
@@ -101,6 +110,18 @@ class Masker:
             return mask_text(text, values, known)
 
         return masked
+
+    def placeholder_for(self, tenant: str, value: str, kind: str) -> str:
+        """The placeholder ``value`` has for ``tenant`` (the one it had before, if it was masked before),
+        remembered as masked: a value a model streams is masked in place, not through ``mask``."""
+        made = self._made(tenant, value, kind)
+        self._remember(tenant, value, made)
+        return made
+
+    def _made(self, tenant: str, value: str, kind: str) -> str:
+        memory = self._memory.get(tenant)
+        made = memory.get(self._digest(tenant, value)) if memory else None
+        return made or self.placeholder(tenant, value, kind)
 
     def _digest(self, tenant: str, value: str) -> bytes:
         message = b"memory\0" + tenant.encode() + b"\0" + value.encode("utf-8", "surrogatepass")

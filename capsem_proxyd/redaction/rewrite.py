@@ -19,6 +19,13 @@ not the parse's, when a value sits in an object key, or when a value is found
 nowhere (it came from a media item, a PDF's text, the query string, or crosses
 from one string into the next in a way not rebuilt below).
 
+Text-like media written as base64 (a Gemini ``inlineData`` of ``text/plain``,
+an Anthropic base64 text document, a ``data:text/csv;base64,`` URL) has its
+values masked in the decoded text, which is then encoded again the same way
+(``_media``): the string is rewritten whole, every byte around it kept. A
+string that does not decode to UTF-8 text (an image, audio, a PDF) is never
+rewritten: a value found only there is refused.
+
 A value that crosses the joint between two strings is masked where it is
 read that way: a string's end, then (a ``"\\n"`` between them, where pieces
 were joined, or nothing, where adjacent text parts were) whole strings and
@@ -30,16 +37,22 @@ string.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from capsem_proxyd.redaction.placeholder import PLACEHOLDER
 from capsem_proxyd.redaction.scanner import JsonString, agrees, embedded, scan
 
 # A token the tenant's memory may know (a value masked in an earlier request, now bare): runs of the
 # characters credentials are made of, at least 12 long, with base64's trailing padding.
 TOKEN = re.compile(r"[A-Za-z0-9+/_.~-]{12,}={0,2}")
+# A string that may be base64 media (optionally a data: URL's): at least 16 characters of the alphabet.
+_BINARY = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+_BASE64 = re.compile(r"(data:[\w.+-]+/[\w.+-]+(?:;[\w.+-]+=[\w.+-]+)*;base64,)?([A-Za-z0-9+/]{16,}={0,2})")
 
 
 class Unmaskable(ValueError):
@@ -69,12 +82,15 @@ def mask_body(
     finder = _Finder(values, known)
     tokens = list(scan(raw))
     finds: list[tuple[JsonString, list[_Find]]] = []
+    media: dict[str, int] = {}
     for token in tokens:
         found = finder.spans(token.text)
         if token.key:
             if found:
                 raise Unmaskable("a finding is in an object key, which is never rewritten")
             continue
+        if not found and values and (encoded := _media(token.text, values, finder.seen, media)) is not None:
+            found = [(0, len(token.text), encoded)]
         if found:
             finds.append((token, found))
     # a value inside another that was found (a seam's finding inside a piece's) was masked with it
@@ -84,6 +100,8 @@ def mask_body(
         finds = _rebuild_seams(missing, values, [token for token in tokens if not token.key], finds, finder)
     masked = Masked(raw)
     masked.text = _apply(raw, finds, masked.counts)
+    for made, count in media.items():
+        masked.counts[made] = masked.counts.get(made, 0) + count
     return masked
 
 
@@ -115,6 +133,32 @@ def mask_text(text: str, values: Mapping[str, str], known: Callable[[str], str |
         last_end = end
     out.append(text[last_end:])
     return "".join(out)
+
+
+def _media(text: str, values: Mapping[str, str], seen: set[str], counts: dict[str, int]) -> str | None:
+    """``text`` encoded again with the values masked in what it decodes to, when it is base64 (or a
+    base64 data: URL) of UTF-8 text holding one of them; else None (binary media is never rewritten)."""
+    match = _BASE64.fullmatch(text)
+    if match is None:
+        return None
+    prefix, data = match.group(1) or "", match.group(2)
+    try:
+        decoded = base64.b64decode(data, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    if base64.b64encode(decoded.encode("utf-8")).decode("ascii") != data:
+        return None  # not the canonical encoding: re-encoding would change more than the values
+    if decoded.startswith("%PDF") or _BINARY.search(decoded) or (prefix and "pdf" in prefix.lower()):
+        return None  # a PDF (its text can be ASCII) or binary that happens to be UTF-8: never rewritten
+    changed = decoded
+    for value in sorted(values, key=len, reverse=True):
+        if value in changed:
+            counts[values[value]] = counts.get(values[value], 0) + changed.count(value)
+            seen.add(value)
+            changed = changed.replace(value, values[value])
+    if changed == decoded:
+        return None
+    return prefix + base64.b64encode(changed.encode("utf-8")).decode("ascii")
 
 
 class _Finder:
@@ -310,6 +354,7 @@ def _apply(raw: str, finds: list[tuple[JsonString, list[_Find]]], counts: dict[s
             out.append(raw[last:raw_start])
             out.append(placeholder)
             last = raw_end
-            counts[placeholder] = counts.get(placeholder, 0) + 1
+            if PLACEHOLDER.fullmatch(placeholder):  # a media string encoded again counts its values itself
+                counts[placeholder] = counts.get(placeholder, 0) + 1
     out.append(raw[last:])
     return "".join(out)

@@ -291,11 +291,12 @@ async def test_a_private_key_in_tool_call_arguments_is_masked_on_its_value_not_r
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-async def test_a_credential_in_a_tool_call_the_model_makes_is_still_refused(
+async def test_a_credential_in_a_tool_call_the_model_makes_never_reaches_the_client(
     start_proxy: Callable[..., Any], proxy_settings: Settings, fake: FakeUpstream, tmp_path: Path, stream: bool,
 ) -> None:
-    """Replies are not masked yet: a model's tool call carrying a token is refused, not released with the
-    token (a masking decision on a reply's hook would otherwise let it through unmasked)."""
+    """A model's tool call carrying a token: in a JSON reply the token is masked in the call's arguments (the
+    reply is rewritten by value); a streamed call's arguments are never rewritten, so the stream is refused.
+    Either way the client never receives the token."""
     proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path / "policies", secrets="")
     fake.script(Reply(tool_calls=[ToolCall(name="shell", arguments={"cmd": f"gh auth login --with-token {GITHUB_TOKEN}"})]))
     received: list[str] = []
@@ -306,8 +307,14 @@ async def test_a_credential_in_a_tool_call_the_model_makes_is_still_refused(
         for chunk in (reply if stream else [reply]):
             received.append(chunk.model_dump_json())
 
-    with pytest.raises(openai.APIError):
+    if stream:
+        with pytest.raises(openai.APIError):
+            await in_thread(ask)
+    else:
         await in_thread(ask)
+        (reply,) = received
+        arguments = json.loads(json.loads(reply)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+        assert re.fullmatch(r"gh auth login --with-token CAPSEM-MASKED-GITHUBTOKEN-[A-Z2-7]{20}", arguments["cmd"])
     assert not any(GITHUB_TOKEN[:12] in text for text in received)
 
 

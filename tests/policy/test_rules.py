@@ -163,7 +163,7 @@ async def test_rules_apply_to_gemini_and_streams(rules_proxy: Proxy, fake: FakeU
         ("[on_model_call]\nblock = ['']\n", "empty term"),
         ("[tools]\nallow = 'get_*'\n", "allow must be a list of glob strings"),
         ("max_prompt_chars = 0\n", "max_prompt_chars must be a whole number"),
-        ("[on_model_response]\nredact = ['x']\n", "replies are not masked"),
+        ("[on_model_response]\nredact = 'x'\n", "redact must be a list"),
         ("[on_tool_response]\nredact = [{ regex = 'key=(?P<v>\\\\w+)', group = 'value' }]\n", "names no"),
     ],
 )

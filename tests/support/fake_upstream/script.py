@@ -7,6 +7,7 @@ provider's wire format, so one `Reply` works against any endpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -35,6 +36,39 @@ FAULTS = frozenset(
 def new_id(prefix: str, length: int = 24) -> str:
     """A provider-looking random id, e.g. ``call_3f9a...``."""
     return prefix + secrets.token_hex(length // 2)
+
+
+# The fake's own signatures over thinking (Anthropic ``signature``, Gemini ``thoughtSignature``): a request
+# whose signed block was changed is refused, as the real providers refuse it. Signatures the fake did not
+# make (other tests' placeholders) are not checked.
+SIGNATURE_PREFIX = "fakesig1"
+
+
+def sign(signed: str) -> str:
+    """The fake's signature over ``signed`` (a thinking block's text, a part's text or call)."""
+    return SIGNATURE_PREFIX + hashlib.sha256(signed.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def changed_signature(body: Any) -> str | None:
+    """The provider's complaint when a block the fake signed was changed in ``body``, else None."""
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+            signature = item.get("signature") if item.get("type") == "thinking" else item.get("thoughtSignature")
+            if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
+                continue
+            if item.get("type") == "thinking":
+                signed = item.get("thinking")
+            else:
+                signed = compact_json({key: value for key, value in item.items() if key != "thoughtSignature"})
+            if not isinstance(signed, str) or sign(signed) != signature:
+                return "Invalid `signature` in `thinking` block" if item.get("type") == "thinking" else (
+                    "Thought signature is not valid.")
+    return None
 
 
 def compact_json(value: Any) -> str:

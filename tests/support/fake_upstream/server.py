@@ -32,7 +32,7 @@ import h11
 import trio
 
 from . import anthropic_format, gemini_format, openai_format, openai_responses
-from .script import Reply, new_id
+from .script import Reply, changed_signature, new_id
 from .wire import Plan, RecordedRequest, StoredResponse, StreamRecord, Turn
 
 log = logging.getLogger(__name__)
@@ -406,6 +406,8 @@ class _Exchange:
             return route.provider.error_plan(reply.status, reply.error_message, reply.error_type)
         if route.handler is None:
             return route.provider.error_plan(404, f"Unknown endpoint: {request.method} {request.path}", None)
+        if (complaint := changed_signature(request.body_dict)) is not None:
+            return route.provider.error_plan(400, complaint, None)
         user_text = route.provider.last_user_text(request.body_dict)
         return route.handler(Turn(request=request, reply=reply, user_text=user_text, model=route.model,
                                   stored=self.fake.stored_responses))
