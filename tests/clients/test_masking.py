@@ -1,7 +1,7 @@
 """Claude Code, Codex and Gemini CLI through a masking proxy (issue 23): a tool prints credentials, the session goes on.
 
 The model (the fake provider) has the agent read a file of credentials with
-its own read or shell tool; the proxy masks them (a Rules ``redact`` list) in
+its own read or shell tool; the proxy masks them (its default policies: Debug and Secrets) in
 the tool result the agent sends back; the model then has it read another
 file, and answers: a tool result that carries credentials (an AWS key id and secret, a GitHub token, a private key block), then two more
 turns, each resending the conversation. The run succeeds, every model call
@@ -25,13 +25,13 @@ from capsem_proxyd.config import Settings
 from tests.clients.agents import AGENTS, RUN_TIMEOUT, Agent, Trap, missing_tools, run_agent
 from tests.support.fake_upstream import Reply, run_fake_upstream
 from tests.support.proxy import ALL_TEST_KEYS
-from tests.support.sdk import write_policy_folder
 
 pytestmark = pytest.mark.skipif(missing_tools() is not None, reason=f"client suite: {missing_tools()}")
 
-KEY_ID = "AKIAIOSFODNN7EXAMPLE"
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-GITHUB = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+# Well-formed but made up (not AWS's documented examples, which the Secrets policy allow-lists).
+KEY_ID = "AKIAZ3MQ7RT2XK9PLW4N"
+SECRET = "Xq7/Lm2+Zr9Tk4Wp8Yb3Nc6Vd1Hf5Gj0Ks2Qa7Re"
+GITHUB = "ghp_" + "R8vK2mQ9xT4wL7nB3pY6cZ1hF5jD0sGa2eUq"
 PEM_BODY = "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0"
 PEM = f"-----BEGIN RSA PRIVATE KEY-----\n{PEM_BODY}\n-----END RSA PRIVATE KEY-----"
 VALUES = (KEY_ID, SECRET, GITHUB, PEM_BODY)
@@ -39,15 +39,6 @@ CREDENTIALS = (f"AWS_ACCESS_KEY_ID={KEY_ID}\nAWS_SECRET_ACCESS_KEY={SECRET}\nGIT
                f"{PEM}\nREGION=eu-west-1\n")
 NOTES = "Deploy on Tuesday.\n"
 ANSWER = "Both files read; the deployment is configured."
-# The credentials the proxy masks (the lead switches this to the default Secrets policy once it masks).
-_REDACT = r"""redact = [
-    { name = "aws-key-id", regex = 'AKIA[0-9A-Z]{16}', case_sensitive = true },
-    { name = "aws-secret", regex = 'AWS_SECRET_ACCESS_KEY\s*=\s*(?P<value>[A-Za-z0-9/+]{40})', group = "value" },
-    { name = "github-token", regex = 'ghp_[A-Za-z0-9]{36}', case_sensitive = true },
-    { name = "private-key", regex = '-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)' },
-]
-"""
-RULES = f"[on_tool_response]\n{_REDACT}[on_model_call]\n{_REDACT}[on_tool_call]\n{_REDACT}"
 PLACEHOLDER = re.compile(r"CAPSEM-MASKED-[A-Z0-9]+-[A-Z2-7]{20}")
 # Three client turns, each a model call and (for the first two) a tool run.
 TIMEOUT = 3 * RUN_TIMEOUT
@@ -59,7 +50,7 @@ def escaped_forms(value: str) -> set[str]:
 
 
 @pytest.mark.parametrize("agent", AGENTS.values(), ids=AGENTS.keys())
-async def test_credentials_a_tool_printed_are_masked_and_the_session_goes_on(
+async def test_credentials_a_tool_printed_are_masked_by_default_and_the_session_goes_on(
     agent: Agent, tmp_path: Path, start_proxy: Callable[..., Any], nursery: trio.Nursery,
 ) -> None:
     trap = Trap()
@@ -69,7 +60,6 @@ async def test_credentials_a_tool_printed_are_masked_and_the_session_goes_on(
     work.mkdir(parents=True)
     (work / "deploy.env").write_text(CREDENTIALS)
     (work / "notes.txt").write_text(NOTES)
-    policies = write_policy_folder(tmp_path / "policies", rules=RULES)
     with trio.fail_after(TIMEOUT):
         async with run_fake_upstream() as fake:
             fake.script_generations(
@@ -78,7 +68,7 @@ async def test_credentials_a_tool_printed_are_masked_and_the_session_goes_on(
                 Reply(text=ANSWER),
             )
             settings = Settings(host="127.0.0.1", port=0, upstream_timeout=30.0, connect_timeout=2.0,
-                                graceful_timeout=1.0, state_dir=str(tmp_path / "state"), policy_dir=str(policies),
+                                graceful_timeout=1.0, state_dir=str(tmp_path / "state"),
                                 openai_upstream=fake.url + "/v1", gemini_upstream=fake.url, anthropic_upstream=fake.url)
             proxy = await start_proxy(settings)
             run = await run_agent(agent, proxy.url, root, "Read deploy.env, then notes.txt, and tell me when done.",
