@@ -22,6 +22,8 @@ cache folds in exactly as the decision it was made from did.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
 
 from capsem.models import DEFAULT_SAFE_DECISION, Decision
 
@@ -103,3 +105,18 @@ def replaces(acc: Combined, step: Combined) -> bool:
 
 
 SAFE = Combined(DEFAULT_SAFE_DECISION)  # CAPSEM's shared ALLOW, as a fold's result (see ``decided``)
+
+
+def attributed(decision: Decision, policy_name: str, hook: str) -> Decision:
+    """The decision named after the policy and hook that made it.
+
+    A policy returning a shared constant (``DEFAULT_BLOCK_DECISION``) would
+    otherwise hand every client the same decision id: such a decision gets a
+    fresh one.
+    """
+    if decision.policy == policy_name and decision.callback == hook:
+        return decision
+    update: dict[str, Any] = {"policy": policy_name, "callback": hook}
+    if decision.policy in ("", "unknown"):
+        update["id"] = uuid4().hex[:12]
+    return decision.model_copy(update=update)

@@ -40,7 +40,6 @@ import logging
 import os
 import time
 from typing import Any
-from uuid import uuid4
 
 from capsem.models import Decision
 from capsem.policies import Policy
@@ -48,12 +47,12 @@ from capsem.policies import Policy
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.enforcement import hook_calls
 from capsem_proxyd.enforcement.calling import PolicyCaller
-from capsem_proxyd.enforcement.combining import NOTHING, Combined, fold
+from capsem_proxyd.enforcement.combining import NOTHING, Combined, attributed, fold
 from capsem_proxyd.enforcement.documents import read_documents
 from capsem_proxyd.enforcement.holdbacks import channel_screens, stream_holdbacks
-from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke, asking
+from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke
 from capsem_proxyd.enforcement.loader import PolicySet
-from capsem_proxyd.enforcement.masking import masked_args, masked_split, masked_view, result_of
+from capsem_proxyd.enforcement.masking import masked_call, result_of
 from capsem_proxyd.enforcement.piece_decisions import decide_pieces
 from capsem_proxyd.enforcement.pieces import Split, prompt_split, single_split
 from capsem_proxyd.enforcement.shadow import ShadowRunner
@@ -166,9 +165,7 @@ class PolicyEngine:
             split = single_split(self.cache, call.identity(), call.args)
         refusal, verdict = await self.evaluate(exchange, call.hook, call.invoke, split=split, args=call.args)
         if self.shadow is not None:  # shadow policies read the masked view too (the values found so far)
-            mask = masked_view(exchange) if call.args else None
-            shadow_args = masked_args(call.hook, call.args, mask) if mask is not None else call.args
-            self.shadow.start(exchange, call.hook, call.invoke if shadow_args is call.args else asking(call.hook, shadow_args))
+            self.shadow.start(exchange, call.hook, masked_call(exchange, call.hook, call.invoke, call.args, None, None)[0])
         if refusal is None:
             return verdict
         if refusal.verdict.value == "BLOCK" or self.confirm_action == "block":
@@ -195,20 +192,11 @@ class PolicyEngine:
         shadow = mode == "shadow"
         started = time.perf_counter()
         viewed = False
-        view_invoke, view_args, view_split = invoke, args, split
         for index, policy in enumerate(self.policies):
             use: CacheUse | None = None
             if not viewed and not self.masking[index] and args and not shadow:
                 viewed = True  # every masking policy has answered on this hook: the values are known
-                mask = masked_view(exchange)
-                if mask is not None:
-                    view_args = masked_args(hook, args, mask)
-                    if view_args is not args:
-                        view_invoke = asking(hook, view_args)
-                    if split is not None and self.cache is not None:
-                        view_split = masked_split(split, hook, mask, self.cache)
-            if viewed:
-                invoke, args, split = view_invoke, view_args, view_split
+                invoke, args, split = masked_call(exchange, hook, invoke, args, split, self.cache)
             if split is not None and self.cache is not None and self.split[index]:
                 scope = self._scope(index, hook, exchange)
                 result, use = await decide_pieces(self.caller, self.cache, scope, exchange, hook, policy, split)
@@ -230,7 +218,7 @@ class PolicyEngine:
         decision = result.decision
         level = rank(decision.verdict.value)
         if level > VerdictRank.ALLOW:
-            decision = _attributed(decision, policy.name, hook)
+            decision = attributed(decision, policy.name, hook)
         monitor = level.refuses and mode != "shadow" and policy.name in self.monitored
         # What an enforcing policy asks to mask is the request's before its decision is recorded: an audit
         # record with the prompt (--audit-prompts) leaves out the values known so far.
@@ -254,21 +242,6 @@ class PolicyEngine:
     def _scope(self, index: int, hook: str, exchange: Exchange) -> bytes:
         """What a piece's cache key is scoped to: this engine, the policy's place in it, the hook, the tenant."""
         return self._salt + index.to_bytes(2, "big") + hook.encode() + b"\0" + exchange.tenant_id.encode()
-
-
-def _attributed(decision: Decision, policy_name: str, hook: str) -> Decision:
-    """The decision named after the policy and hook that made it.
-
-    A policy returning a shared constant (``DEFAULT_BLOCK_DECISION``) would
-    otherwise hand every client the same decision id: such a decision gets a
-    fresh one.
-    """
-    if decision.policy == policy_name and decision.callback == hook:
-        return decision
-    update: dict[str, Any] = {"policy": policy_name, "callback": hook}
-    if decision.policy in ("", "unknown"):
-        update["id"] = uuid4().hex[:12]
-    return decision.model_copy(update=update)
 
 
 def _log_unenforced(logger: logging.Logger, role: str, exchange: Exchange, decision: Decision) -> None:

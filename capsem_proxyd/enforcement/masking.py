@@ -22,6 +22,7 @@ from typing import Any
 from capsem.models import Decision, Reason, Verdict
 
 from capsem_proxyd.enforcement.combining import Combined, Span, decided
+from capsem_proxyd.enforcement.hook_calls import Invoke, asking
 from capsem_proxyd.enforcement.pieces import Piece, Split
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.exchange import Exchange
@@ -116,6 +117,23 @@ def masked_split(split: Split, hook: str, mask: Mask, cache: VerdictCache) -> Sp
         digest = cache.digest(f"{piece.digest.hex()}\0masked\0{hook_text(hook, args)}")
         pieces.append(Piece(digest, args, piece.size))
     return Split(pieces, split.whole) if changed else split
+
+
+def masked_call(
+    exchange: Exchange, hook: str, invoke: Invoke, args: tuple[Any, ...], split: Split | None,
+    cache: VerdictCache | None,
+) -> tuple[Invoke, tuple[Any, ...], Split | None]:
+    """The call as the policies that cannot mask are given it, once every masking policy on the hook has
+    answered: its arguments (and pieces) with every value found so far, and every value the tenant's memory
+    knows, replaced by its placeholder, as the forwarded body will have it; the call itself when nothing is
+    to be masked."""
+    mask = masked_view(exchange) if args else None
+    if mask is None:
+        return invoke, args, split
+    view_args = masked_args(hook, args, mask)
+    view_invoke = invoke if view_args is args else asking(hook, view_args)
+    view_split = masked_split(split, hook, mask, cache) if split is not None and cache is not None else split
+    return view_invoke, view_args, view_split
 
 
 def _masked_json(value: Any, mask: Mask) -> Any:
