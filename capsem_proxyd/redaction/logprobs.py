@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from capsem_proxyd.redaction.scanner import JsonString, scan, strings_of
+from capsem_proxyd.redaction.scanner import JsonString, first_strings, scan, strings_of
 
 _KNOWN = frozenset({"token", "bytes", "logprob", "top_logprobs"})  # what an entry may hold to be rewritten
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -36,7 +36,7 @@ def mask_logprobs(raw: str, body: Any, values: Mapping[str, str]) -> str:
     lists = [entries for entries in _entry_lists(body) if any(value in _spelled(entries) for value in values)]
     if not lists:
         return raw
-    starts, tokens = _first_strings(body), list(scan(raw))
+    starts, tokens = first_strings(body), list(scan(raw))
     edits: list[tuple[int, int, str]] = []
     for entries in lists:
         for entry, token in _new_tokens(entries, values):
@@ -110,25 +110,6 @@ def _new_tokens(entries: list[dict[str, Any]], values: Mapping[str, str]) -> lis
         if "".join(new) != token:
             changed.append((entry, "".join(new)))
     return changed
-
-
-def _first_strings(body: Any) -> dict[int, int]:
-    """For each object of ``body``, the index (in ``strings_of`` order) of its first key."""
-    starts: dict[int, int] = {}
-    count = 0
-    stack: list[Any] = [body]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            count += 1
-        elif isinstance(item, dict):
-            starts[id(item)] = count
-            for key, member in reversed(list(item.items())):
-                stack.append(member)
-                stack.append(key)
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
-    return starts
 
 
 def _locate(

@@ -155,3 +155,23 @@ def embedded(text: str) -> Any | None:
         return json.loads(text)
     except (ValueError, RecursionError):
         return None
+
+
+def first_strings(body: Any) -> dict[int, int]:
+    """For each object of ``body`` (by ``id``), the index in ``strings_of`` order of its first key: where the
+    scan's strings of that object begin (signed blocks and logprobs entries are found by it)."""
+    starts: dict[int, int] = {}
+    count = 0
+    stack: list[Any] = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            count += 1
+        elif isinstance(item, dict):
+            starts[id(item)] = count
+            for key, member in reversed(list(item.items())):
+                stack.append(member)
+                stack.append(key)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return starts

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from capsem_proxyd.redaction.rewrite import Unmaskable
-from capsem_proxyd.redaction.scanner import scan, strings_of
+from capsem_proxyd.redaction.scanner import first_strings, scan, strings_of
 
 _SIGNED = ("a value to mask is inside content the provider signed (an Anthropic thinking block or a Gemini part "
            "with a thought signature), which is never rewritten")
@@ -44,7 +44,7 @@ def drop_signed(raw: str, body: Any, touched: Callable[[str], bool]) -> tuple[st
         cuts.append(block)
     if not cuts:
         return None
-    starts = _first_strings(body)
+    starts = first_strings(body)
     tokens = list(scan(raw))
     spans = sorted(_object_span(raw, tokens, starts[id(block)], len(block)) for block in cuts)
     out: list[str] = []
@@ -108,25 +108,6 @@ def _droppable(body: Any) -> set[int]:
         if len(blocks) < len(content):  # the turn keeps some content once they are gone
             ids.update(id(block) for block in blocks)
     return ids
-
-
-def _first_strings(body: Any) -> dict[int, int]:
-    """For each object of ``body``, the index (in ``strings_of`` order) of its first key."""
-    starts: dict[int, int] = {}
-    count = 0
-    stack: list[Any] = [body]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            count += 1
-        elif isinstance(item, dict):
-            starts[id(item)] = count
-            for key, member in reversed(list(item.items())):
-                stack.append(member)
-                stack.append(key)
-        elif isinstance(item, list):
-            stack.extend(reversed(item))
-    return starts
 
 
 def _object_span(raw: str, tokens: list[Any], first: int, members: int) -> tuple[int, int]:

@@ -33,7 +33,7 @@ from tests.support.daemon import upstream_args
 from tests.support.fake_upstream import FakeUpstream, Reply, ToolCall
 from tests.support.metrics import scrape
 from tests.support.proxy import ANTHROPIC_AUTH, OPENAI_AUTH, Proxy, in_thread
-from tests.support.sdk import policy_proxy
+from tests.support.sdk import conversation_turn, policy_proxy
 
 # Fake, well-formed, not the documented examples (which the policy lets through).
 KEY_ID = "AKIAZ7Q3K5M2N8P4R6T1"
@@ -107,29 +107,10 @@ def gemini_contents(turn: int) -> list[types.Content]:
 
 
 def call(api: str, stream: bool, proxy: Proxy, turn: int) -> None:
-    """One turn through the API's official SDK (a fresh client: a fresh connection); raises if refused."""
-    if api == "chat":
-        reply = proxy.openai().chat.completions.create(model="gpt-4o-mini", messages=chat_messages(turn), stream=stream)
-        if stream:
-            list(reply)
-    elif api == "responses":
-        reply = proxy.openai().responses.create(model="gpt-4o-mini", input=responses_input(turn), stream=stream)
-        if stream:
-            list(reply)
-    elif api == "anthropic":
-        client = proxy.anthropic()
-        if stream:
-            with client.messages.stream(model="claude-haiku-4-5", max_tokens=64,
-                                        messages=anthropic_messages(turn)) as events:
-                events.get_final_message()
-        else:
-            client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=anthropic_messages(turn))
-    else:
-        client = proxy.gemini()
-        if stream:
-            list(client.models.generate_content_stream(model="gemini-2.5-flash", contents=gemini_contents(turn)))
-        else:
-            client.models.generate_content(model="gemini-2.5-flash", contents=gemini_contents(turn))
+    """Turn ``turn`` of the session through the API's official SDK; raises if refused."""
+    build = {"chat": chat_messages, "responses": responses_input, "anthropic": anthropic_messages,
+             "gemini": gemini_contents}[api]
+    conversation_turn(api, stream, proxy, build(turn))
 
 
 def strings(value: Any) -> Iterator[str]:

@@ -203,3 +203,31 @@ async def policy_proxy(start_proxy: Callable[..., Any], settings: Any, folder: P
     """A proxy (from the ``start_proxy`` fixture) running the policy files given as ``name=toml_text``
     (``rules=RULES`` writes ``rules.toml``) from ``folder``."""
     return await start_proxy(settings, policy_dir=str(write_policy_folder(folder, **files)))
+
+
+def conversation_turn(api: str, stream: bool, proxy: Any, conversation: Any) -> None:
+    """One turn of a conversation through ``api``'s official SDK (``chat``, ``responses``, ``anthropic``,
+    ``gemini``), JSON or streamed to its end, a fresh client each time; raises the SDK's error if refused.
+    ``conversation`` is what that API takes: Chat messages, Responses input, Anthropic messages, Gemini
+    contents. Blocking: run it in a thread."""
+    if api == "chat":
+        reply = proxy.openai().chat.completions.create(model="gpt-4o-mini", messages=conversation, stream=stream)
+        if stream:
+            list(reply)
+    elif api == "responses":
+        reply = proxy.openai().responses.create(model="gpt-4o-mini", input=conversation, stream=stream)
+        if stream:
+            list(reply)
+    elif api == "anthropic":
+        client = proxy.anthropic()
+        if stream:
+            with client.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=conversation) as events:
+                events.get_final_message()
+        else:
+            client.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=conversation)
+    else:
+        client = proxy.gemini()
+        if stream:
+            list(client.models.generate_content_stream(model="gemini-2.5-flash", contents=conversation))
+        else:
+            client.models.generate_content(model="gemini-2.5-flash", contents=conversation)
