@@ -118,6 +118,7 @@ NAMES: dict[tuple[str, int], tuple[str, bool]] = {
 }
 # Rules whose first group is the credential, reported alone (a URL's password, not its user or host; an .npmrc
 # line's token, not its registry).
+_SIEVE_WINDOW = 64 * 1024  # characters the keyword sieve lowers and encodes at a time
 _VALUE_GROUP = frozenset({"BasicAuthDetector", "NpmDetector"})
 _PRIVATE_KEY_CLASS = "PrivateKeyDetector"  # every entry of its denylist is one rule: private-key
 
@@ -496,6 +497,7 @@ class SecretRules:
         # On UTF-8 bytes: the automaton then reports byte offsets, which the sieve does not need, instead of
         # converting each to a character index (measured: several times faster on keyword-dense text).
         self._sieve = ahocorasick_rs.BytesAhoCorasick([word.encode() for word in words]) if words else None
+        self._longest_word = max((len(word) for word in words), default=0)
 
     def keywords(self) -> tuple[str, ...] | None:
         """Every keyword of the sieve (lower-case); None when a rule runs whatever the text (it has none)."""
@@ -507,8 +509,14 @@ class SecretRules:
         """The rules whose keywords are in ``text`` (any case), and those without keywords."""
         chosen: dict[int, SecretRule] = {id(rule): rule for rule in self._always}
         if self._sieve is not None:
-            lowered = text.lower().encode("utf-8", "surrogatepass")
-            for word in {match[0] for match in self._sieve.find_matches_as_indexes(lowered, overlapping=True)}:
+            # In windows that overlap by a keyword's length: a 20 MB reply is lowered and encoded 64 kB at a
+            # time, not copied whole twice over (the per-reply memory bound: twice the reply's size).
+            found: set[int] = set()
+            step, overlap = _SIEVE_WINDOW, self._longest_word
+            for start in range(0, len(text), step):
+                lowered = text[start:start + step + overlap].lower().encode("utf-8", "surrogatepass")
+                found.update(match[0] for match in self._sieve.find_matches_as_indexes(lowered, overlapping=True))
+            for word in found:
                 for rule in self._by_word[word]:
                     chosen[id(rule)] = rule
         return [rule for rule in self.rules if id(rule) in chosen]

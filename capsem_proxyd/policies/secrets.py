@@ -149,21 +149,27 @@ class SecretsPolicy(Policy):
         media: list[Media],
     ) -> Decision:
         text = hook_text("on_model_call", (invocation_id, agent, model_name, system_instructions, prompt, media))
-        return self._check("on_model_call", "prompt", text, self.find(text))
+        return self._check("on_model_call", "prompt", self.find(text))
 
     async def on_tool_call(self, invocation_id: str, agent: Agent, tool: Tool, args: dict) -> Decision:
         text = hook_text("on_tool_call", (invocation_id, agent, tool, args))
-        return self._check("on_tool_call", f"tool '{tool.name}'", text, self._find_in_call(text, tool, args))
+        return self._check("on_tool_call", f"tool '{tool.name}'", self._find_in_call(text, tool, args))
 
     async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
         text = hook_text("on_tool_response", (invocation_id, agent, tool, response))
-        return self._check("on_tool_response", f"result of tool '{tool.name}'", text, self.find(text))
+        return self._check("on_tool_response", f"result of tool '{tool.name}'", self.find(text))
 
     async def on_model_response(
         self, invocation_id: str, agent: Agent, response: str, thoughts: str, media: list[Media],
     ) -> Decision:
-        text = f"{response}\n{thoughts}"
-        return self._check("on_model_response", "model response", text, self.find(text))
+        # Found in each part of ``hook_text`` (``response``, a newline, ``thoughts``), never in a joined copy: a
+        # 20 MB reply would otherwise be copied whole for the check (the per-reply memory bound).
+        found = self.find(response)
+        if thoughts:
+            shift = len(response) + 1
+            found += [finding._replace(start=finding.start + shift, end=finding.end + shift)
+                      for finding in self.find(thoughts)]
+        return self._check("on_model_response", "model response", found)
 
     def _find_in_call(self, text: str, tool: Tool, args: dict) -> list[Finding]:
         """The credentials of a tool call's ``hook_text`` (name, description, arguments as JSON), each on the
@@ -185,8 +191,8 @@ class SecretsPolicy(Policy):
                 if not any(other.start < finding.end and finding.start < other.end for other in decoded)]
         return sorted([*kept, *decoded], key=lambda finding: (finding.start, -finding.end))
 
-    def _check(self, hook: str, where: str, text: str, findings: list[Finding]) -> Decision:
-        """The decision on ``findings`` in ``text`` (``hook_text``): the enforced ones are masked (LOG with the
+    def _check(self, hook: str, where: str, findings: list[Finding]) -> Decision:
+        """The decision on ``findings`` (positions in the hook's ``hook_text``): the enforced ones are masked (LOG with the
         findings; in a reply too, where the pipeline or the stream masks them, or refuses what it cannot
         rewrite: a streamed tool call, signed thinking), a ``block`` rule's refuse; a ``log`` rule's is
         recorded (LOG)."""

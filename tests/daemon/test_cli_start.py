@@ -71,7 +71,7 @@ async def test_all_disabled_folder_runs_without_policies_and_warns(
 async def test_debug_toml_loads_the_full_coverage_debug_policy(tmp_path: Path, fake: FakeUpstream, daemons) -> None:
     (tmp_path / "debug.toml").write_text("enabled = true\n")
     daemon = daemons("--policy-dir", str(tmp_path), *upstream_args(fake.url))
-    assert (await daemon.wait_ready())["policies"] == ["Debug", "Secrets"]
+    assert (await daemon.wait_ready())["policies"] == ["Secrets", "Debug"]
     async with httpx.AsyncClient() as client:
         response = await client.post(
             daemon.url + "/v1/chat/completions",
@@ -106,7 +106,7 @@ async def test_daemon_serves_both_providers_logs_no_keys_and_stops_on_sigterm(
 ) -> None:
     daemon = daemons(*upstream_args(fake.url))
     health = await daemon.wait_ready()
-    assert health["status"] == "ok" and health["policies"] == ["Debug", "Secrets"]
+    assert health["status"] == "ok" and health["policies"] == ["Secrets", "Debug"]
     async with httpx.AsyncClient() as client:
         gemini = await client.post(
             daemon.url + f"/v1beta/models/gemini-2.0-flash:generateContent?key={GEMINI_KEY}",

@@ -81,7 +81,7 @@ async def test_health_and_metrics_describe_the_instance(proxy_settings: Settings
             "status": "ok",
             "version": __version__,
             "providers": {"openai": fake.url + "/v1", "gemini": fake.url, "anthropic": fake.url},
-            "policies": ["Debug", "Secrets"],
+            "policies": ["Secrets", "Debug"],  # masking policies are asked, and listed, first
             # No placeholder key: start's preflight makes it, and this instance never went through one.
             "state": {"directory": proxy_settings.state_dir, "placeholder_key_id": None},
             # so masking (issue 23) uses a key of this process's own, named by its id

@@ -61,7 +61,7 @@ async def test_the_skeleton_blocks_in_the_proxys_process(tmp_path: Path, fake: F
     write_policy(folder)
     daemon = daemons("--policy-dir", str(folder), "--policy-path", str(folder), *upstream_args(fake.url))
     health = await daemon.wait_ready()
-    assert health["policies"] == ["acme_guard", "Secrets"] and "policy_workers" not in health
+    assert health["policies"] == ["Secrets", "acme_guard"] and "policy_workers" not in health
     assert await in_thread(lambda: ask(daemon.url, "hello")) != ""
     message = await blocked_by(daemon.url, f"please say {EXAMPLE_WORD.upper()} twice")
     assert "acme_guard" in message and EXAMPLE_WORD in message
@@ -80,7 +80,7 @@ async def test_the_skeleton_blocks_as_a_cpu_heavy_policy_in_worker_processes(
     assert "PYTHONPATH" not in env or str(folder) not in env["PYTHONPATH"]
     daemon = daemons("--policy-dir", str(folder), "--policy-processes", "1", *upstream_args(fake.url), env=env)
     health = await daemon.wait_ready(timeout=60)
-    assert health["policies"] == ["acme_guard", "Secrets"]
+    assert health["policies"] == ["Secrets", "acme_guard"]
     assert health["policy_workers"] == {"ready": 1, "configured": 1}  # it runs in a worker, not in the proxy
     message = await blocked_by(daemon.url, f"{EXAMPLE_WORD}")
     assert "acme_guard" in message

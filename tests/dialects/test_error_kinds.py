@@ -29,6 +29,7 @@ EVERY_ERROR = {
     "headers_too_large": errors.headers_too_large("m"),
     "too_many": errors.too_many("x", 1),
     "policy_blocked": errors.policy_blocked(DECISION, "Prompt"),
+    "unmaskable": errors.unmaskable("Secrets", "on_tool_response", "a finding is in an object key"),
     "stored_content_refused": errors.stored_content_refused("f", "checked"),
     "stored_content_unavailable": errors.stored_content_unavailable(),
     "policy_workers_unavailable": errors.policy_workers_unavailable("PII", "none ready within 1.0s"),

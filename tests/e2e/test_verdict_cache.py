@@ -24,6 +24,7 @@ from tests.support.fake_upstream import FakeUpstream
 from tests.support.metrics import scrape
 from tests.support.policies import CountingPolicy, WholeCountingPolicy
 from tests.support.proxy import ANTHROPIC_KEY, OPENAI_KEY, in_thread
+from tests.support.sdk import write_policy_folder
 
 SYSTEM = "You are a careful coding agent. Follow the repository's conventions."
 OTHER_KEY = "sk-test-openai-other-tenant-77aa"
@@ -118,7 +119,9 @@ async def test_the_audit_log_marks_cached_decisions_and_metrics_count_hits_and_m
     start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path
 ) -> None:
     audit = tmp_path / "audit.jsonl"
-    proxy = await start_proxy(proxy_settings, audit_log=str(audit))  # the default Debug policy
+    # Debug alone (the default set less Secrets, so each count below is one policy's)
+    folder = write_policy_folder(tmp_path / "policies", debug="", secrets="enabled = false\n")
+    proxy = await start_proxy(proxy_settings, audit_log=str(audit), policy_dir=str(folder))
     for _ in range(2):
         assert (await chat(proxy.url, conversation(2))).status_code == 200
     decisions = [json.loads(line) for line in audit.read_text().splitlines() if '"type":"decision"' in line]

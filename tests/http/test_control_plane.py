@@ -19,7 +19,7 @@ async def test_health_reports_version_providers_and_policies(proxy: Proxy, fake:
         health = (await client.get(proxy.url + "/health")).json()
     assert health["status"] == "ok" and health["version"] == "0.1.0"
     assert health["providers"]["openai"] == fake.url + "/v1"
-    assert health["policies"] == ["Debug", "Secrets"]
+    assert health["policies"] == ["Secrets", "Debug"]
 
 
 async def test_preflight_is_answered_on_every_proxied_path_without_credentials(proxy: Proxy, fake: FakeUpstream) -> None:

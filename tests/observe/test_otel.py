@@ -120,7 +120,9 @@ async def test_chat_span_follows_the_genai_conventions_and_continues_the_clients
     assert span.span.status.code == Status.STATUS_CODE_UNSET
     decisions = span.events("capsem.policy_decision")
     assert [(d["capsem.policy"], d["capsem.hook"], d["capsem.verdict"], d["capsem.mode"]) for d in decisions] == [
+        ("Secrets", "on_model_call", "ALLOW", "enforce"),  # the default set: Secrets (masking: asked first), Debug
         ("Debug", "on_model_call", "ALLOW", "enforce"),
+        ("Secrets", "on_model_response", "ALLOW", "enforce"),
         ("Debug", "on_model_response", "ALLOW", "enforce"),
     ]
     assert all(d["capsem.decision_id"] and d["capsem.reason"] for d in decisions)
@@ -249,7 +251,8 @@ async def test_blocked_prompt_span_carries_the_decision_and_never_the_prompt(
     assert attributes["capsem.request_id"] == error.response.headers["x-capsem-request-id"]
     assert "gen_ai.usage.input_tokens" not in attributes and "gen_ai.response.model" not in attributes
     assert span.span.status.code == Status.STATUS_CODE_UNSET  # a block is the proxy doing its job
-    (decision,) = span.events("capsem.policy_decision")
+    allowed, decision = span.events("capsem.policy_decision")  # Secrets (asked first) let it through
+    assert (allowed["capsem.policy"], allowed["capsem.verdict"]) == ("Secrets", "ALLOW")
     assert decision == {
         "capsem.policy": "Debug", "capsem.hook": "on_model_call", "capsem.verdict": "BLOCK",
         "capsem.reason": capsem["reason"], "capsem.decision_id": capsem["decision_id"], "capsem.mode": "enforce",
