@@ -55,11 +55,15 @@ class _Positions:
 
     def build(self, items: Iterable[Any]) -> tuple[set[int], set[int], bool]:
         """(first positions, last positions, whether the empty string matches) of a sequence of parse items."""
+        return self.concatenate(self.item(str(op), arg) for op, arg in items)
+
+    def concatenate(self, parts: Iterable[tuple[set[int], set[int], bool]]) -> tuple[set[int], set[int], bool]:
+        """Parts one after the other: each part's first positions follow the last positions before it (those of
+        the part before, and of earlier ones while the parts between may match nothing)."""
         first: set[int] = set()
         last: set[int] = set()
         nullable = True
-        for op, arg in items:
-            part = self.item(str(op), arg)
+        for part in parts:
             for position in last:
                 self.follow[position] |= part[0]
             if nullable:
@@ -110,17 +114,7 @@ class _Positions:
             parts.append((loop[0], loop[1], True))
         elif high > low:
             parts.append(self.optional_chain(inner, high - low))
-        first: set[int] = set()
-        last: set[int] = set()
-        nullable = True
-        for part in parts:
-            for position in last:
-                self.follow[position] |= part[0]
-            if nullable:
-                first = first | part[0]
-            last = part[1] | last if part[2] else set(part[1])
-            nullable = nullable and part[2]
-        return first, last, nullable
+        return self.concatenate(parts)
 
     def optional_chain(self, inner: Any, count: int) -> tuple[set[int], set[int], bool]:
         """``(?:inner(?:inner(?:...)?)?)?``, ``count`` deep: at most ``count`` more, without ambiguity."""

@@ -14,19 +14,8 @@ import httpx
 
 from tests.support.daemon import upstream_args
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.masking import MESSAGES, RULES, SECRET
 from tests.support.proxy import OPENAI_AUTH
-
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-RULES = r"""
-[on_tool_response]
-redact = [{ name = "aws-secret", regex = 'AWS_SECRET_ACCESS_KEY\s*=\s*(?P<value>[A-Za-z0-9/+]{40})', group = "value" }]
-"""
-MESSAGES = [
-    {"role": "user", "content": "deploy"},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "shell", "arguments": '{"cmd": "env"}'}}]},
-    {"role": "tool", "tool_call_id": "c1", "content": f"HOME=/root\nAWS_SECRET_ACCESS_KEY={SECRET}\n"},
-]
 
 
 def served_by(log: str) -> set[str]:

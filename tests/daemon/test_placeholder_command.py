@@ -20,19 +20,8 @@ from capsem_proxyd.proxy.placeholder_key import load_placeholder_key
 from capsem_proxyd.redaction.placeholder import tag
 from tests.support.daemon import assert_startup_error, daemon_env, run_capsem_proxyd, upstream_args
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.masking import MESSAGES, RULES, SECRET
 from tests.support.proxy import OPENAI_AUTH, OPENAI_KEY
-
-SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-RULES = r"""
-[on_tool_response]
-redact = [{ name = "aws-secret", regex = 'AWS_SECRET_ACCESS_KEY\s*=\s*(?P<value>[A-Za-z0-9/+]{40})', group = "value" }]
-"""
-MESSAGES = [
-    {"role": "user", "content": "deploy"},
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "shell", "arguments": '{"cmd": "env"}'}}]},
-    {"role": "tool", "tool_call_id": "c1", "content": f"HOME=/root\nAWS_SECRET_ACCESS_KEY={SECRET}\n"},
-]
 
 
 def printed(output: str) -> dict[str, str]:
