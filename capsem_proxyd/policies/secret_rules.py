@@ -459,11 +459,6 @@ def _slug(class_name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", base).lower()
 
 
-def default_rule_names(found: Catalogue | None = None) -> list[str]:
-    found = found or catalogue()
-    return [name for name, rule in found.rules.items() if rule.default]
-
-
 def rule_group(name: str) -> str:
     """The name an operator writes for a rule family: ``private-key`` for every ``private-key-N``."""
     return "private-key" if name.startswith("private-key-") else name
