@@ -134,9 +134,23 @@ def no_key_in_daemon_logs(caplog: pytest.LogCaptureFixture) -> Any:
             assert key not in text, f"API key leaked into log record {record.name}: {text[:200]}"
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test, so a fixture's teardown can tell that the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-async def daemons(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
-    """Start real ``capsem-proxyd start`` subprocesses; all are killed after the test."""
+def daemons(tmp_path: Any, request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
+    """Start real ``capsem-proxyd start`` subprocesses; all are killed after the test.
+
+    When the test failed, each daemon's log ends up in the report ("Captured stdout teardown"): a failure in
+    a loaded CI run is often seen once, and pytest keeps only its last three temporary folders. (A plain
+    fixture, not a trio one: pytest-trio tears its fixtures down inside the test's call, before its outcome
+    is known.)
+    """
     from tests.support.daemon import Daemon
 
     started: list[Daemon] = []
@@ -149,3 +163,9 @@ async def daemons(tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
     yield start
     for daemon in started:
         daemon.kill()
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed:
+        for daemon in started:
+            lines = daemon.log_path.read_text(errors="replace").splitlines()
+            print(f"--- {daemon.log_path.name}, its last {min(len(lines), 80)} of {len(lines)} lines ---")
+            print("\n".join(lines[-80:]))

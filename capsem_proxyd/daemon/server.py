@@ -17,6 +17,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -135,20 +137,52 @@ async def _end_streams_after_grace(instance: Instance, shutdown: trio.Event) -> 
     instance.end_streams()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+Handler = Callable[[int, FrameType | None], Any] | int | None  # what signal.getsignal returns
+
+
 async def _handle_signals(
     instance: Instance,
     shutdown: trio.Event,
     reload_settings: SettingsLoader | None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = _quiet_once_stopping(shutdown) if in_main_thread else {}
     try:
         await _receive_signals(instance, shutdown, reload_settings, task_status)
     finally:
-        if shutdown.is_set() and threading.current_thread() is threading.main_thread():
-            # The receiver is closed and the handler from before it is back, while the instance still closes:
-            # a second SIGTERM then (a supervisor's, a `stop` racing the exit) would raise out of trio's
-            # teardown and end a clean stop with status 1. The stop is under way: it asks for nothing more.
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum, handler in previous.items():
+            # Once stopping, the instance still closes after this task: a signal then (a supervisor's second
+            # SIGTERM, a `stop` racing the exit) asks for what is under way. Otherwise the handlers go back.
+            signal.signal(signum, signal.SIG_IGN if shutdown.is_set() else handler)
+
+
+def _quiet_once_stopping(shutdown: trio.Event) -> dict[int, Handler]:
+    """Install, under trio's signal receiver, handlers that ignore the stop signals once a stop is under way.
+
+    When the receiver closes, trio hands the signals still queued in it to the handlers that were there before
+    it. A stop is exactly when that happens (the receiving task is cancelled with the server's nursery), and a
+    supervisor may be signalling again by then: the launcher's SIGTERM handler would raise ``SystemExit``
+    inside a task (the stop ending with status 1) and SIGHUP's default action would kill the process. These
+    handlers pass a signal to the one from before only while no stop is under way. Returns the handlers
+    replaced.
+    """
+    previous: dict[int, Handler] = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if shutdown.is_set():
+            return
+        before = previous[signum]
+        if callable(before):
+            before(signum, frame)
+        elif before != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handle)
+    return previous
 
 
 async def _receive_signals(
@@ -157,14 +191,14 @@ async def _receive_signals(
     reload_settings: SettingsLoader | None,
     task_status: trio.TaskStatus[None],
 ) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         task_status.started()
         async for signum in signals:
+            if shutdown.is_set():
+                log.info("received %s while draining: ignored", signal.Signals(signum).name)
+                continue
             if signum == signal.SIGHUP:
                 await reload(instance, reload_settings, requested=time.time())
-                continue
-            if shutdown.is_set():
-                log.info("received %s again: already draining", signal.Signals(signum).name)
                 continue
             log.info(
                 "received %s: draining (up to %ss), no new connections", signal.Signals(signum).name,
