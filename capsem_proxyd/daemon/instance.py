@@ -26,6 +26,8 @@ exit).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +42,7 @@ from capsem_proxyd.config import Settings, reloaded, restart_only_changes
 from capsem_proxyd.enforcement.shadow import ShadowTasks, open_shadow_tasks
 from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.http.app import ControlPlane, create_app
+from capsem_proxyd.mcp.hop import McpHop
 from capsem_proxyd.observe.audit import AuditLog, AuditRecorder
 from capsem_proxyd.observe.audit_head import head_path
 from capsem_proxyd.observe.metrics import Metrics
@@ -151,7 +154,9 @@ class Instance:
         policies: ActivePolicies,
         pipeline: Pipeline,
         placeholder_key: PlaceholderKey | None = None,
+        mcp: McpHop | None = None,
     ) -> None:
+        self.mcp = mcp
         self.settings = settings
         self.config = config
         self.recorder = recorder
@@ -308,11 +313,20 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
             trace_headers=spans.upstream_headers if spans is not None else None,
             masker=_masker(placeholder_key),
         )
+        mcp = McpHop(settings, upstream, policies.current, recorder, _session_key(placeholder_key)) \
+            if settings.mcp_servers else None
         yield Instance(
             settings, config, recorder=recorder, metrics=metrics, audit=audit, spans=spans, upstream=upstream,
             stored=stored, shadow_tasks=shadow_tasks, policies=policies, pipeline=pipeline,
-            placeholder_key=placeholder_key,
+            placeholder_key=placeholder_key, mcp=mcp,
         )
+
+
+def _session_key(key: PlaceholderKey | None) -> bytes:
+    """The key MCP session ids are bound to their client with: derived from the state directory's key, so
+    every worker and a restarted proxy verify the same ids; a process's own without one."""
+    secret = key.secret if key is not None else os.urandom(32)
+    return hmac.new(secret, b"capsem-proxyd mcp session ids", hashlib.sha256).digest()
 
 
 def _masker(key: PlaceholderKey | None) -> Masker:
@@ -329,7 +343,7 @@ def app_for(instance: Instance) -> ControlPlane:
     for ``/health`` and ``/metrics``."""
     return create_app(
         instance.settings, instance.pipeline, instance.recorder,
-        health=instance.health, render_metrics=instance.render_metrics,
+        health=instance.health, render_metrics=instance.render_metrics, mcp=instance.mcp,
     )
 
 

@@ -1,0 +1,60 @@
+"""The checks of one message, through a real engine with the Debug policy (no server needed)."""
+
+from __future__ import annotations
+
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.mcp import jsonrpc
+from capsem_proxyd.mcp.checks import MessageChecks
+from capsem_proxyd.mcp.sessions import ApprovedTools, SessionIds
+from tests.support.engines import engine as debug_engine
+
+
+def listing(*tools: dict) -> tuple[jsonrpc.Message, jsonrpc.Message]:
+    asked = jsonrpc.classify({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    answer = jsonrpc.classify({"jsonrpc": "2.0", "id": 2, "result": {"tools": list(tools)}})
+    return answer, asked
+
+
+async def test_a_name_listed_twice_is_removed_and_the_others_kept() -> None:
+    approved = ApprovedTools()
+    checks = MessageChecks(debug_engine(), Exchange.begin("/mcp/x"), "x", "s", approved)
+    answer, asked = listing({"name": "a", "inputSchema": {}}, {"name": "b", "description": "one"},
+                           {"name": "b", "description": "two"})
+    checked = await checks.server_message(answer, asked)
+    assert checked.decision == "FILTERED"
+    assert [tool["name"] for tool in checked.forward["result"]["tools"]] == ["a"]
+    assert approved.allows("s", "a") and not approved.allows("s", "b")
+
+
+async def test_the_marker_in_a_schema_property_removes_the_tool() -> None:
+    checks = MessageChecks(debug_engine(), Exchange.begin("/mcp/x"), "x", "s", ApprovedTools())
+    schema = {"type": "object", "properties": {"path": {"type": "string", "description": "capsem_block it"}}}
+    answer, asked = listing({"name": "a", "inputSchema": schema}, {"name": "b"})
+    checked = await checks.server_message(answer, asked)
+    assert [tool["name"] for tool in checked.forward["result"]["tools"]] == ["b"]
+
+
+async def test_a_refused_notification_is_dropped() -> None:
+    checks = MessageChecks(debug_engine(), Exchange.begin("/mcp/x"), "x", "s", ApprovedTools())
+    note = jsonrpc.classify({"jsonrpc": "2.0", "method": "notifications/message",
+                             "params": {"level": "info", "data": "capsem_block"}})
+    checked = await checks.server_message(note, None)
+    assert checked.decision == "BLOCK" and checked.forward is None
+
+
+def test_a_session_id_verifies_only_for_its_owner_and_server() -> None:
+    ids = SessionIds(b"k" * 32)
+    wrapped = ids.wrap("docs", "owner-a", "abc")
+    assert ids.unwrap("docs", "owner-a", wrapped) == "abc"
+    assert ids.unwrap("docs", "owner-b", wrapped) is None
+    assert ids.unwrap("other", "owner-a", wrapped) is None
+    assert ids.unwrap("docs", "owner-a", "abc") is None
+
+
+def test_a_batch_is_refused() -> None:
+    try:
+        jsonrpc.parse(b'[{"jsonrpc": "2.0", "id": 1, "method": "ping"}]')
+    except jsonrpc.Malformed as malformed:
+        assert malformed.code == jsonrpc.INVALID_REQUEST
+    else:
+        raise AssertionError("a batch was accepted")
