@@ -14,6 +14,8 @@ the model hop's, so one profile covers both hops:
   (the proxy lists the server itself, through these checks, for a session
   whose listing it has not seen), then its arguments are a tool call (``on_tool_call``); refused: the tool's
   failure (``isError``) with the policy's message, never forwarded;
+* then the pins (``pins.py``): the first approved definitions of a server's
+  tools are the ones served;
 * every other client message (unknown methods, replies to server requests):
   checked whole, as a call of a tool named after its method;
 * every server message but those above (results, errors, notifications,
@@ -41,6 +43,7 @@ from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.mcp import jsonrpc
 from capsem_proxyd.mcp.jsonrpc import Kind, Message
+from capsem_proxyd.mcp.pins import Pins
 from capsem_proxyd.mcp.sessions import ApprovedTools
 from capsem_proxyd.views import RequestView, ToolCall, ToolDefinition, ToolResult
 
@@ -85,8 +88,9 @@ class MessageChecks:
 
     def __init__(
         self, engine: PolicyEngine, exchange: Exchange, server: str, session: str, approved: ApprovedTools,
-        relist: Callable[[], Awaitable[None]] | None = None,
+        relist: Callable[[], Awaitable[None]] | None = None, pins: Pins | None = None,
     ) -> None:
+        self.pins = pins
         self.relist = relist  # lists the server's tools (through these checks) for a session with no listing
         self.engine = engine
         self.exchange = exchange
@@ -225,6 +229,10 @@ class MessageChecks:
                 removed += 1
                 continue
             kept.append(tool)
+        if self.pins is not None:  # the first approved definitions hold (pins.py)
+            pinned = self.pins.apply(self.server, kept)
+            kept = pinned.tools
+            removed += pinned.changed
         # A later page (params.cursor) adds to the set its first page started.
         self.approved.approve(self.session, [tool["name"] for tool in kept], add="cursor" in asked.params)
         if not removed:

@@ -48,10 +48,12 @@ from capsem_proxyd.exchange import Exchange, tenant_id_for
 from capsem_proxyd.mcp import jsonrpc
 from capsem_proxyd.mcp.checks import Checked, MessageChecks
 from capsem_proxyd.mcp.jsonrpc import Kind, Malformed, Message
+from capsem_proxyd.mcp.pins import Pins
 from capsem_proxyd.mcp.servers import McpServer, load_servers
 from capsem_proxyd.mcp.sessions import ApprovedTools, SessionIds, hashed, owner_of
 from capsem_proxyd.mcp.sse import EventSplitter, EventTooLarge
 from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.upstream import Upstream, response_headers
 
 log = logging.getLogger("capsem_proxyd.mcp")
@@ -113,6 +115,7 @@ class McpHop:
         self.key = key
         self.sessions = SessionIds(key)
         self.approved = ApprovedTools()
+        self.pins = Pins(state_directory(settings.state_dir))
 
     def serves(self, path: str) -> bool:
         return path.startswith(PREFIX) or path == "/mcp"
@@ -165,7 +168,7 @@ class McpHop:
                                "session_refused")
         forward = self._request_headers(server, headers, session)
         approved_key = f"{server.name}\0{owner}\0{session or ''}"
-        checks = MessageChecks(engine, exchange, server.name, approved_key, self.approved)
+        checks = MessageChecks(engine, exchange, server.name, approved_key, self.approved, pins=self.pins)
         context = _Context(server, owner, session, checks, exchange, self.recorder)
         checks.relist = lambda: self._list_tools(context, forward)
         if method == "POST":

@@ -58,3 +58,18 @@ def test_a_batch_is_refused() -> None:
         assert malformed.code == jsonrpc.INVALID_REQUEST
     else:
         raise AssertionError("a batch was accepted")
+
+
+def test_pins_serve_the_first_definition_remove_a_new_schema_and_hold_new_tools(tmp_path) -> None:
+    from capsem_proxyd.mcp.pins import Pins
+
+    pins = Pins(tmp_path)
+    first = [{"name": "a", "description": "one", "inputSchema": {"type": "object"}},
+             {"name": "b", "description": "two", "inputSchema": {"type": "object"}}]
+    assert pins.apply("docs", first).tools == first
+    later = [{"name": "a", "description": "CHANGED", "inputSchema": {"type": "object"}},
+             {"name": "b", "description": "two", "inputSchema": {"type": "object", "required": ["x"]}},
+             {"name": "c", "description": "new"}]
+    served = pins.apply("docs", later)
+    assert served.tools == [first[0]] and (served.replaced, served.removed, served.pending) == (1, 1, 1)
+    assert Pins(tmp_path).servers == pins.servers  # saved, and read back by the next start

@@ -34,3 +34,10 @@ def test_the_config_file_takes_a_table_of_servers(tmp_path: Path) -> None:
     config.write_text('mcp_servers = { docs = "https://mcp.example.com/mcp" }\n')
     result = run_cli("check", "--state-dir", str(tmp_path), "--config", str(config))
     assert result.returncode == 0, result.stderr
+
+
+def test_an_unreadable_pins_file_stops_check(tmp_path: Path) -> None:
+    """Pins that cannot be read would let every tool be pinned anew: refused before start."""
+    (tmp_path / "mcp-pins.json").write_text("{not json")
+    result = run_cli("check", "--state-dir", str(tmp_path), "--mcp-server", "docs=https://mcp.example.com/mcp")
+    assert_startup_error(result, "mcp-pins.json", "cannot be read")

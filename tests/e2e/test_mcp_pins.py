@@ -1,0 +1,49 @@
+"""Pinned definitions on the MCP hop: a server that changes its tools after they were approved.
+
+The SDK's server changes a tool through its ``/mutate`` route between two listings the SDK's client
+makes through the real daemon: the first listing is pinned in ``--state-dir``; a new description is
+never served, a new schema removes the tool, a new tool is held pending, and calls follow the list.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.test_mcp_hop import mcp_client, mcp_server, start_hop, text_of
+
+
+async def mutate(server_url: str, change: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert (await client.post(server_url + "/mutate", content=change)).status_code == 200
+
+
+async def test_a_changed_description_is_never_served_and_new_tools_wait(tmp_path: Path, daemons: Any) -> None:
+    with mcp_server(tmp_path) as (server_url, _):
+        daemon = await start_hop(daemons, tmp_path, server_url)
+        async with mcp_client(daemon.url + "/mcp/docs") as client:
+            first = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert sorted(first) == ["echo", "leak"]
+            pins = json.loads((tmp_path / "state" / "mcp-pins.json").read_text())
+            assert sorted(pins["docs"]) == ["echo", "leak"]
+
+            await mutate(server_url, "describe")
+            await mutate(server_url, "add")
+            second = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert sorted(second) == ["echo", "leak"]  # the newcomer is held pending
+            assert second["echo"].description == first["echo"].description  # the pinned text, not the new one
+            assert "ssh" not in json.dumps([tool.model_dump() for tool in second.values()])
+            held = await client.call_tool("newcomer", {})
+            assert held.is_error and "not among the tools" in text_of(held)
+            assert not (await client.call_tool("echo", {"text": "a"})).is_error
+
+            await mutate(server_url, "reshape")
+            third = [tool.name for tool in (await client.list_tools()).tools]
+            assert third == ["leak"]  # a changed schema removes the tool
+            removed = await client.call_tool("echo", {"text": "a", "target": "b"})
+            assert removed.is_error and "not among the tools" in text_of(removed)
+    assert "mcp tool definition changed; the pinned one is served server=docs tool=echo" in daemon.log
+    assert "mcp tool held pending" in daemon.log and "tool=newcomer" in daemon.log
