@@ -16,8 +16,11 @@ the model hop's, so one profile covers both hops:
   failure (``isError``) with the policy's message, never forwarded;
 * then the pins (``pins.py``): the first approved definitions of a server's
   tools are the ones served;
-* every other client message (unknown methods, replies to server requests):
-  checked whole, as a call of a tool named after its method;
+* every other client message (unknown methods, replies to server requests,
+  ``initialize`` itself): checked whole, as a call of a tool named after its method;
+
+Policies see every tool as ``mcp__SERVER__tool``, the name Claude Code gives an
+MCP tool on the model hop, so one rule covers the tool on both hops.
 * every server message but those above (results, errors, notifications,
   server requests): checked whole as a tool's result (``on_tool_response``);
   a refused result becomes an error (``isError`` for ``tools/call``), a
@@ -98,6 +101,11 @@ class MessageChecks:
         self.session = session
         self.approved = approved
 
+    def named(self, tool: str) -> str:
+        """A tool as policies see it: ``mcp__SERVER__tool``, the name Claude Code gives it on the model hop, so
+        that one rule covers the tool on both hops."""
+        return f"mcp__{self.server}__{tool}"
+
     async def refusal(self, check: Awaitable[str]) -> str | None:
         """The refusal's message, or None when the policies let the content through unchanged."""
         self.exchange.redactions.clear()
@@ -116,13 +124,17 @@ class MessageChecks:
     async def client_message(self, message: Message) -> Checked:
         if message.method == "tools/call":
             return await self._tool_call(message)
-        if message.method == "initialize":
+        checked = await self._whole(message)
+        if message.method == "initialize" and checked.forward is not None:
             return self._initialize(message)
+        return checked
+
+    async def _whole(self, message: Message) -> Checked:
+        """A client message checked whole, as a call of the tool named after its method."""
         content = texts(message.params if message.kind in (Kind.REQUEST, Kind.NOTIFICATION) else message.body)
         if not content:
             return Checked("ALLOW", message.body)
-        name = message.method or "client-reply"
-        call = ToolCall(f"mcp__{self.server}__{name}", {"content": "\n".join(content)})
+        call = ToolCall(self.named(message.method or "client-reply"), {"content": "\n".join(content)})
         refused = await self.refusal(self.engine.check_tool_call(self.exchange, call))
         if refused is None:
             return Checked("ALLOW", message.body)
@@ -153,7 +165,7 @@ class MessageChecks:
                 message.id, jsonrpc.INVALID_REQUEST, "Task-augmented calls (params.task) are not relayed by this proxy."
             ))
         arguments = message.params.get("arguments")
-        call = ToolCall(name, arguments if isinstance(arguments, dict) else {"arguments": arguments})
+        call = ToolCall(self.named(name), arguments if isinstance(arguments, dict) else {"arguments": arguments})
         refused = await self.refusal(self.engine.check_tool_call(self.exchange, call))
         if refused is None:
             return Checked("ALLOW", message.body)
@@ -170,7 +182,7 @@ class MessageChecks:
         if message.kind is Kind.RESULT and method == "initialize":
             return await self._initialized(message)
         what = message.method or method or "response"
-        name = asked.tool if asked is not None and asked.tool else f"mcp__{self.server}__{what}"
+        name = self.named(asked.tool if asked is not None and asked.tool else what)
         payload = message.body.get("result", message.body.get("error", message.params))
         content = texts(payload)
         if not content:
@@ -201,7 +213,7 @@ class MessageChecks:
                 return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.POLICY_REFUSED, refused))
         info = result.get("serverInfo")
         if info is not None:
-            definition = ToolDefinition(f"mcp__{self.server}", content="\n".join(texts(info)))
+            definition = ToolDefinition(self.named("serverInfo"), content="\n".join(texts(info)))
             refused = await self.refusal(self.engine.check_tool_definition(self.exchange, definition))
             if refused is not None:
                 return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.POLICY_REFUSED, refused))
@@ -225,7 +237,8 @@ class MessageChecks:
             if not isinstance(name, str) or counts[name] > 1:
                 removed += 1
                 continue
-            if await self.refusal(self.engine.check_tool_definition(self.exchange, definition_of(tool))) is not None:
+            definition = definition_of(tool, self.named(name))
+            if await self.refusal(self.engine.check_tool_definition(self.exchange, definition)) is not None:
                 removed += 1
                 continue
             kept.append(tool)
@@ -240,14 +253,14 @@ class MessageChecks:
         return Checked("FILTERED", {**message.body, "result": {**result, "tools": kept}})
 
 
-def definition_of(tool: dict[str, Any]) -> ToolDefinition:
+def definition_of(tool: dict[str, Any], name: str) -> ToolDefinition:
     """A listed tool as the model hop's definitions are read: name, description, input schema, and every
     other string and key (title, output schema, annotations, icons, ``_meta``) as its content."""
     rest = {key: value for key, value in tool.items() if key not in ("name", "description")}
     schema = tool.get("inputSchema")
     description = tool.get("description")
     return ToolDefinition(
-        name=str(tool["name"]),
+        name=name,
         description=description if isinstance(description, str) else "",
         parameters=schema if isinstance(schema, dict) else {},
         content=orjson.dumps(texts(rest)).decode() if rest else "",

@@ -251,3 +251,31 @@ async def test_metrics_count_messages_by_server_method_and_decision(tmp_path: Pa
         assert 'capsem_proxyd_mcp_messages_total{decision="FILTERED",method="response",server="docs"}' in metrics
         assert 'method="tools/list",server="docs"' in metrics
 
+
+
+RULES = """
+[tools]
+deny = ["mcp__docs__leak"]
+
+[on_tool_call]
+redact = [{ name = "ticket", regex = 'TICKET-[0-9]+' }]
+"""
+
+
+async def test_one_rule_names_the_tool_as_the_model_hop_does_and_masking_refuses(
+    tmp_path: Path, daemons: Any
+) -> None:
+    """A rule on ``mcp__docs__leak`` (Claude Code's name for it on the model hop) removes it here too; a
+    value a rule would mask in the arguments refuses the call (nothing is forwarded masked)."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "rules.toml").write_text(RULES)
+    with mcp_server(tmp_path) as (server_url, headers_file):
+        daemon = await start_hop(daemons, tmp_path, server_url, "--policy-dir", str(policies))
+        async with mcp_client(daemon.url + "/mcp/docs") as client:
+            names = sorted(tool.name for tool in (await client.list_tools()).tools)
+            assert "leak" not in names and "echo" in names
+            masked = await client.call_tool("echo", {"text": "see TICKET-123"})
+            assert masked.is_error and "mask" in text_of(masked) and "TICKET-123" not in text_of(masked)
+            assert not (await client.call_tool("echo", {"text": "no ticket"})).is_error
+    assert ran(headers_file) == ["echo"]
