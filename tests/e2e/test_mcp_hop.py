@@ -38,7 +38,9 @@ INITIALIZE = {
 
 
 @contextmanager
-def mcp_server(tmp_path: Path, *, json_response: bool = False, instructions: str | None = None) -> Iterator[tuple[str, Path]]:
+def mcp_server(
+    tmp_path: Path, *, json_response: bool = False, instructions: str | None = None, resumable: bool = False
+) -> Iterator[tuple[str, Path]]:
     """The SDK's server on a free port: (its base URL, the file its received headers are logged to)."""
     port = free_port()
     headers_file = tmp_path / f"mcp-headers-{port}.jsonl"
@@ -48,6 +50,8 @@ def mcp_server(tmp_path: Path, *, json_response: bool = False, instructions: str
         args.append("--json")
     if instructions is not None:
         args += ["--instructions", instructions]
+    if resumable:
+        args.append("--resumable")
     log = (tmp_path / f"mcp-server-{port}.log").open("w")
     process = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -279,3 +283,35 @@ async def test_one_rule_names_the_tool_as_the_model_hop_does_and_masking_refuses
             assert masked.is_error and "mask" in text_of(masked) and "TICKET-123" not in text_of(masked)
             assert not (await client.call_tool("echo", {"text": "no ticket"})).is_error
     assert ran(headers_file) == ["echo"]
+
+
+async def test_priming_events_pass_unchanged_and_a_resumed_stream_is_checked_too(tmp_path: Path, daemons: Any) -> None:
+    """The server's priming event (an id, ``retry:``, empty data) reaches the client as it was sent; a client
+    that resumes the stream after it with ``Last-Event-ID`` on the GET stream gets the replayed result checked
+    as the first delivery was: the marker never reaches it."""
+    with mcp_server(tmp_path, resumable=True) as (server_url, _):
+        daemon = await start_hop(daemons, tmp_path, server_url)
+        url = daemon.url + "/mcp/docs"
+        async with httpx.AsyncClient(timeout=10) as client:
+            session = await raw_session(client, url, CREDENTIAL)
+            headers = {**PROTOCOL, **CREDENTIAL, "Mcp-Session-Id": session}
+            listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+            assert "result" in first_message(await client.post(url, json=listing, headers=headers))
+            call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "leak", "arguments": {}}}
+            reply = await client.post(url, json=call, headers=headers)
+            assert reply.headers["content-type"].startswith("text/event-stream")
+            events = [block for block in reply.text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+            priming = events[0].splitlines()
+            assert "retry: 1234" in priming and any(line.startswith("id: ") for line in priming), events[0]
+            primed = next(line[4:] for line in priming if line.startswith("id: "))
+            assert first_message(reply)["result"]["isError"] is True
+            assert "the note says" not in reply.text
+
+            replayed = ""
+            async with client.stream("GET", url, headers={**headers, "Last-Event-ID": primed}) as resumed:
+                assert resumed.status_code == 200
+                async for line in resumed.aiter_lines():
+                    replayed += line + "\n"
+                    if line.startswith("data:") and '"id":3' in line.replace(" ", ""):
+                        break
+            assert '"id":3' in replayed.replace(" ", "") and "the note says" not in replayed

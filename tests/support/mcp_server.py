@@ -1,6 +1,8 @@
 """A real MCP server (the official SDK's ``MCPServer``, Streamable HTTP on a socket) for the MCP hop's tests.
 
-Run as a subprocess: ``python -m tests.support.mcp_server PORT HEADERS_FILE [--json] [--instructions TEXT]``.
+Run as a subprocess: ``python -m tests.support.mcp_server PORT HEADERS_FILE [--json] [--instructions TEXT]
+[--resumable]`` (``--resumable``: events are stored, primed with an id and ``retry: 1234``, and replayed after
+a ``Last-Event-ID``).
 Its tools: ``echo`` (returns its text), ``leak`` (returns text carrying the Debug policy's marker),
 ``poisoned`` (whose description carries the marker). ``/mutate`` changes the tools after the fact. ``/auth`` answers
 401 with a ``WWW-Authenticate`` challenge, as a server wanting OAuth does. Every request's header names
@@ -16,6 +18,7 @@ from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
+from mcp.server.streamable_http import EventMessage, EventStore
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -75,6 +78,28 @@ def build(instructions: str | None, log_path: str) -> MCPServer:
     return server
 
 
+class MemoryEventStore(EventStore):
+    """Every event kept, so that a client may resume a stream after any of them (``--resumable``)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, Any]] = []  # (event id, stream id, message)
+
+    async def store_event(self, stream_id: str, message: Any) -> str:
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id: str, send_callback: Any) -> str | None:
+        found = next((index for index, event in enumerate(self.events) if event[0] == last_event_id), None)
+        if found is None:
+            return None
+        stream_id = self.events[found][1]
+        for event_id, stream, message in self.events[found + 1:]:
+            if stream == stream_id and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
+
+
 class HeaderLog:
     """ASGI wrapper: one JSON line per HTTP request with the header names the server received."""
 
@@ -96,8 +121,10 @@ def main() -> None:
     parser.add_argument("headers_file")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--instructions", default=None)
+    parser.add_argument("--resumable", action="store_true")
     args = parser.parse_args()
-    app = build(args.instructions, args.headers_file).streamable_http_app(json_response=args.json)
+    resumable: dict[str, Any] = {"event_store": MemoryEventStore(), "retry_interval": 1234} if args.resumable else {}
+    app = build(args.instructions, args.headers_file).streamable_http_app(json_response=args.json, **resumable)
     uvicorn.run(HeaderLog(app, args.headers_file), host="127.0.0.1", port=args.port, log_level="warning")
 
 
