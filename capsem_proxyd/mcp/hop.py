@@ -334,6 +334,8 @@ class McpHop:
                 async for chunk in response.aiter_bytes():
                     for event in splitter.feed(chunk):
                         await reply.chunk(await self._event(context, event, asked))
+                    if splitter.overflowed:
+                        raise EventTooLarge
                 for event in splitter.end():
                     await reply.chunk(await self._event(context, event, asked))
             except EventTooLarge:
@@ -415,7 +417,10 @@ def _find_answer(raw: bytes, content_type: str, asked: Message, limit: int) -> M
     """The response to ``asked`` in a whole reply, JSON or an event stream; None when there is none."""
     if content_type.split(";")[0].strip().lower() == "text/event-stream":
         splitter = EventSplitter(limit)
-        datas = [event.data for event in [*splitter.feed(raw), *splitter.end()]]
+        try:
+            datas = [event.data for event in [*splitter.feed(raw), *splitter.end()]]
+        except EventTooLarge:
+            return None
     else:
         datas = [raw.decode("utf-8", "replace")]
     for data in datas:

@@ -59,7 +59,11 @@ class Event:
 
 
 class EventSplitter:
-    """Feed bytes, get the events they complete; ``limit``: the most bytes one event may take."""
+    """Feed bytes, get the events they complete; ``limit``: the most bytes one event may take.
+
+    An event beyond the limit, complete or not, ends the splitting: the events before it are returned,
+    ``overflowed`` is set, and any later call raises ``EventTooLarge``.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -67,8 +71,11 @@ class EventSplitter:
         self._start = 0  # where the current event starts
         self._scan = 0  # where the next line starts
         self._lines: list[bytes] = []
+        self.overflowed = False
 
     def feed(self, chunk: bytes) -> list[Event]:
+        if self.overflowed:
+            raise EventTooLarge
         self._buffer += chunk
         return self._split(final=False)
 
@@ -84,6 +91,9 @@ class EventSplitter:
             if line:
                 self._lines.append(line)
                 continue
+            if self._scan - self._start > self.limit:
+                self.overflowed = True
+                return events
             events.append(Event(bytes(buffer[self._start:self._scan]), self._lines))
             self._start, self._lines = self._scan, []
         if self._start:
@@ -91,15 +101,17 @@ class EventSplitter:
             self._scan -= self._start
             self._start = 0
         if len(buffer) > self.limit:
-            raise EventTooLarge
+            self.overflowed = True
         return events
 
     def end(self) -> list[Event]:
         """The events the stream's last bytes complete (a final CR ends a line), then what it left
         unterminated, as an event (checked like any other)."""
+        if self.overflowed:
+            raise EventTooLarge
         events = self._split(final=True)
         rest = bytes(self._buffer)
-        if rest:
+        if rest and not self.overflowed:
             events.append(Event(rest, [line for line in _LINE_END.split(rest) if line]))
         return events
 

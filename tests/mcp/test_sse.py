@@ -50,5 +50,12 @@ def test_the_limit_is_per_event_not_per_stream() -> None:
     splitter = EventSplitter(1024)
     for _ in range(100):  # 100 events of 600 bytes: far beyond the limit in all, each within it
         assert len(splitter.feed(b"data: " + b"x" * 600 + b"\n\n")) == 1
+    assert splitter.feed(b"data: " + b"x" * 2000) == [] and splitter.overflowed
     with pytest.raises(EventTooLarge):
-        splitter.feed(b"data: " + b"x" * 2000)
+        splitter.feed(b"\n\n")
+
+
+def test_a_complete_event_beyond_the_limit_stops_after_the_ones_before_it() -> None:
+    splitter = EventSplitter(1024)
+    events = splitter.feed(b"data: a\n\n" + b"data: " + b"x" * 2000 + b"\n\n" + b"data: b\n\n")
+    assert [event.data for event in events] == ["a"] and splitter.overflowed
