@@ -210,6 +210,8 @@ class Instance:
                 "writable": writable, "since": audit.failing_since, "lost": audit.lost,
                 "failure": "block" if audit.block else "allow",
             }
+        if self.mcp is not None:  # the MCP hop's servers and pins (this process's view)
+            body["mcp"] = self.mcp.describe()
         pool = self.policies.pool
         if pool is not None:
             body["policy_workers"] = {"ready": pool.ready, "configured": pool.count}

@@ -176,6 +176,8 @@ class MessageChecks:
     async def server_message(self, message: Message, asked: Message | None) -> Checked:
         """``asked``: the client's request this message answers, when it is a response to one we saw."""
         method = asked.method if asked is not None and message.kind in (Kind.RESULT, Kind.ERROR) else ""
+        if message.kind is Kind.REQUEST and _not_relayed(message):
+            return Checked("BLOCK")  # dropped: the client was never offered it (sampling, URL-mode elicitation)
         if message.kind is Kind.RESULT and method == "tools/list":
             assert asked is not None
             return await self._tool_list(message, asked)
@@ -251,6 +253,14 @@ class MessageChecks:
         if not removed:
             return Checked("ALLOW", message.body)
         return Checked("FILTERED", {**message.body, "result": {**result, "tools": kept}})
+
+
+def _not_relayed(message: Message) -> bool:
+    """Server requests this version does not relay: sampling (the capability is removed from the client's
+    ``initialize``) and URL-mode elicitation (a link the user would follow, which no policy can read)."""
+    if message.method == "sampling/createMessage":
+        return True
+    return message.method == "elicitation/create" and message.params.get("mode") == "url"
 
 
 def definition_of(tool: dict[str, Any], name: str) -> ToolDefinition:

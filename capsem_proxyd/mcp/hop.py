@@ -117,6 +117,16 @@ class McpHop:
         self.approved = ApprovedTools()
         self.pins = Pins(state_directory(settings.state_dir))
 
+    def describe(self) -> dict[str, Any]:
+        """``/health``'s ``mcp``: the servers served, and per server the tools pinned and held pending
+        (this process's: each worker of ``--workers`` holds its own)."""
+        return {
+            "servers": {
+                name: {"pinned": len(self.pins.servers.get(name, {})), "pending": len(self.pins.pending.get(name, ()))}
+                for name in sorted(self.servers)
+            },
+        }
+
     def serves(self, path: str) -> bool:
         return path.startswith(PREFIX) or path == "/mcp"
 

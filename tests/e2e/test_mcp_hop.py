@@ -315,3 +315,29 @@ async def test_priming_events_pass_unchanged_and_a_resumed_stream_is_checked_too
                     if line.startswith("data:") and '"id":3' in line.replace(" ", ""):
                         break
             assert '"id":3' in replayed.replace(" ", "") and "the note says" not in replayed
+
+
+async def test_a_proof_header_names_the_model_hop_tenant_and_owns_the_session(tmp_path: Path, daemons: Any) -> None:
+    """``X-Capsem-Provider-Key`` (the agent's provider key, never forwarded) makes the request the model hop's
+    tenant: the allow-list applies, and the session belongs to the tenant, whatever credential it forwards."""
+    from capsem_proxyd.exchange import tenant_id_for
+
+    allowed = tenant_id_for("sk-tenant-a")
+    tenants = tmp_path / "tenants.toml"
+    tenants.write_text(f'tenants = ["{allowed}"]\n')
+    with mcp_server(tmp_path) as (server_url, headers_file):
+        daemon = await start_hop(daemons, tmp_path, server_url, "--tenants-file", str(tenants))
+        url = daemon.url + "/mcp/docs"
+        proof = {"X-Capsem-Provider-Key": "sk-tenant-a"}
+        ping = {"jsonrpc": "2.0", "id": 4, "method": "ping"}
+        async with httpx.AsyncClient(timeout=10) as client:
+            session = await raw_session(client, url, {**CREDENTIAL, **proof})
+            rotated = {**PROTOCOL, **proof, "Authorization": "Bearer rotated-token", "Mcp-Session-Id": session}
+            assert "result" in first_message(await client.post(url, json=ping, headers=rotated))
+            unproven = {**PROTOCOL, **CREDENTIAL, "Mcp-Session-Id": session}
+            assert (await client.post(url, json=ping, headers=unproven)).status_code == 404
+            stranger = await client.post(url, json=INITIALIZE,
+                                         headers={**PROTOCOL, **CREDENTIAL, "X-Capsem-Provider-Key": "sk-other"})
+            assert stranger.status_code == 400 and "tenant" in stranger.json()["error"]["message"]
+    assert all("x-capsem-provider-key" not in entry["headers"] for entry in received(headers_file))
+    assert f"tenant_id={allowed}" in daemon.log and "sk-tenant-a" not in daemon.log

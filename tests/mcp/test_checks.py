@@ -73,3 +73,16 @@ def test_pins_serve_the_first_definition_remove_a_new_schema_and_hold_new_tools(
     served = pins.apply("docs", later)
     assert served.tools == [first[0]] and (served.replaced, served.removed, served.pending) == (1, 1, 1)
     assert Pins(tmp_path).servers == pins.servers  # saved, and read back by the next start
+
+
+async def test_sampling_and_url_elicitation_requests_are_dropped_form_elicitation_checked() -> None:
+    checks = MessageChecks(debug_engine(), Exchange.begin("/mcp/x"), "x", "s", ApprovedTools())
+    sampling = jsonrpc.classify({"jsonrpc": "2.0", "id": 5, "method": "sampling/createMessage",
+                                 "params": {"messages": [], "maxTokens": 5}})
+    url = jsonrpc.classify({"jsonrpc": "2.0", "id": 6, "method": "elicitation/create",
+                            "params": {"mode": "url", "url": "https://x.example", "message": "go"}})
+    form = jsonrpc.classify({"jsonrpc": "2.0", "id": 7, "method": "elicitation/create",
+                             "params": {"message": "Your name?", "requestedSchema": {"type": "object"}}})
+    assert (await checks.server_message(sampling, None)).forward is None
+    assert (await checks.server_message(url, None)).forward is None
+    assert (await checks.server_message(form, None)).forward is form.body
