@@ -246,6 +246,7 @@ class MessageChecks:
             kept.append(tool)
         if self.pins is not None:  # the first approved definitions hold (pins.py)
             pinned = self.pins.apply(self.server, kept)
+            self.engine.recorder.mcp_pins(self.server, pinned.pending)
             kept = pinned.tools
             removed += pinned.changed
         # A later page (params.cursor) adds to the set its first page started.

@@ -97,6 +97,11 @@ class Metrics(Recorder):
             "does not name) and decision (ALLOW, BLOCK, FILTERED: a listing with tools removed).",
             ["server", "method", "decision"], registry=registry,
         )
+        self._mcp_pending = Gauge(
+            f"{PREFIX}_mcp_pending_tools", "Tools an MCP server listed that its pins do not know, held until accepted "
+            "(each worker's last listing of the server; the highest over the workers).",
+            ["server"], registry=registry, multiprocess_mode="livemax",
+        )
         self._cache_hits = Counter(
             f"{PREFIX}_verdict_cache_hits", "Pieces of content a policy's verdict came from the verdict cache for.",
             ["hook"], registry=registry,
@@ -168,6 +173,9 @@ class Metrics(Recorder):
 
     def mcp_message(self, server: str, method: str, decision: str) -> None:
         self._child(self._mcp_messages, server, method, decision).inc()
+
+    def mcp_pins(self, server: str, pending: int) -> None:
+        self._child(self._mcp_pending, server).set(pending)
 
     def policy_checked(self, hook: str, seconds: float) -> None:
         self._child(self._policy_seconds, hook).observe(seconds)

@@ -47,6 +47,8 @@ async def test_a_changed_description_is_never_served_and_new_tools_wait(tmp_path
             assert removed.is_error and "not among the tools" in text_of(removed)
         async with httpx.AsyncClient() as http:
             health = (await http.get(daemon.url + "/health")).json()
+            metrics = (await http.get(daemon.url + "/metrics")).text
         assert health["mcp"]["servers"]["docs"] == {"pinned": 2, "pending": 1}
+        assert 'capsem_proxyd_mcp_pending_tools{server="docs"} 1.0' in metrics
     assert "mcp tool definition changed; the pinned one is served server=docs tool=echo" in daemon.log
     assert "mcp tool held pending" in daemon.log and "tool=newcomer" in daemon.log
