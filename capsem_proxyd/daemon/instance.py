@@ -254,6 +254,8 @@ class Instance:
         self.stored.configure(effective)
         if self.audit is not None:
             self.audit.block = effective.audit_failure == "block"
+        if self.mcp is not None:  # accepted pin changes (the file edited) take effect
+            await trio.to_thread.run_sync(self.mcp.pins.reload)
 
     def reopen_logs(self) -> None:
         """Reopen the audit log's file (after logrotate moved it)."""

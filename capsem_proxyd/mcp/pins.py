@@ -15,14 +15,15 @@ On each later listing:
 * a changed input or output schema: the tool is removed (a call shaped for the
   old schema could mean something else now);
 * a tool the server did not list the first time: held pending, not served,
-  until an operator accepts it (by deleting its server's entry from the
-  file in this version, which pins the next listing whole).
+  until an operator accepts it: in this version by removing its server's
+  entry from the file (or editing it) and ``capsem-proxyd reload``, after
+  which the next listing is pinned whole.
 
-The file is read when the hop starts and written (atomically) when a
-server's first listing pins its tools. Each worker of ``--workers N`` keeps
-its own copy in memory; the first to pin a server writes the file, the
-others pin what they see first (the same tools, as long as the server does
-not change between their first listings).
+The file is read when the hop starts and on reload, and written
+(atomically) when a server's first listing pins its tools. Each worker of
+``--workers N`` keeps a copy in memory; before pinning a server it reads the
+file again, so the first worker to pin a server decides for all, and a save
+adds its server to the file as it is then (the others' entries kept).
 """
 
 from __future__ import annotations
@@ -72,6 +73,16 @@ class Pins:
         self.servers: dict[str, dict[str, dict[str, Any]]] = self._load()
         self.pending: dict[str, set[str]] = {}
 
+    def reload(self) -> None:
+        """The file read again (``capsem-proxyd reload``): how an operator's accepted change (a server's
+        entry edited or removed) reaches a running proxy. An unreadable file keeps the pins in memory."""
+        try:
+            self.servers = self._load()
+        except PinsUnreadable as error:
+            log.error("%s; the pins in memory are kept", error)
+            return
+        self.pending.clear()
+
     def _load(self) -> dict[str, dict[str, dict[str, Any]]]:
         if self.path is None or not self.path.exists():
             return {}
@@ -87,13 +98,15 @@ class Pins:
     def apply(self, server: str, tools: list[dict[str, Any]]) -> Pinned:
         """The listing ``tools`` (already checked) as it may be served; pins a server's first listing."""
         pinned = self.servers.get(server)
+        if pinned is None:  # another worker (or instance) may have pinned it since this one read the file
+            pinned = self._pinned_elsewhere(server)
         if pinned is None:
             self.servers[server] = {
                 tool["name"]: {"hash": digest(tool), "schemas": digest(tool, SCHEMAS),
                                "definition": {name: tool[name] for name in SEEN if name in tool}}
                 for tool in tools
             }
-            self._save()
+            self._save(server)
             return Pinned(tools)
         served: list[dict[str, Any]] = []
         result = Pinned(served)
@@ -115,13 +128,31 @@ class Pins:
                 result.removed += 1
         return result
 
-    def _save(self) -> None:
+    def _pinned_elsewhere(self, server: str) -> dict[str, dict[str, Any]] | None:
+        """``server``'s pins as the file has them now, adopted; None when it has none."""
+        try:
+            found = self._load().get(server)
+        except PinsUnreadable:
+            return None
+        if isinstance(found, dict):
+            self.servers[server] = found
+            return found
+        return None
+
+    def _save(self, server: str) -> None:
+        """``server``'s new pins added to the file as it is now: the other servers' entries, which another
+        worker may have written since this process read it, are kept (the first to pin a server wins)."""
         if self.path is None:
             return
         try:
+            current = self._load()
+        except PinsUnreadable:
+            current = {}
+        current.setdefault(server, self.servers[server])
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_name(f".{FILE_NAME}.{os.getpid()}")
-            temporary.write_bytes(orjson.dumps(self.servers, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+            temporary.write_bytes(orjson.dumps(current, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
             os.replace(temporary, self.path)
         except OSError as error:  # the pins still hold in this process; a restart would pin anew
             log.error("MCP pins could not be saved to %s: %s", self.path, error)

@@ -8,12 +8,14 @@ never served, a new schema removes the tool, a new tool is held pending, and cal
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.e2e.test_mcp_hop import mcp_client, mcp_server, start_hop, text_of
+from tests.support.waiting import wait_until
 
 
 async def mutate(server_url: str, change: str) -> None:
@@ -52,3 +54,28 @@ async def test_a_changed_description_is_never_served_and_new_tools_wait(tmp_path
         assert 'capsem_proxyd_mcp_pending_tools{server="docs"} 1.0' in metrics
     assert "mcp tool definition changed; the pinned one is served server=docs tool=echo" in daemon.log
     assert "mcp tool held pending" in daemon.log and "tool=newcomer" in daemon.log
+
+
+async def test_an_operator_accepts_a_change_by_editing_the_pins_and_reloading(tmp_path: Path, daemons: Any) -> None:
+    """The held tool and the new description are served once the server's entry is removed from the pins
+    file and the proxy reloads: the next listing is pinned whole."""
+    with mcp_server(tmp_path) as (server_url, _):
+        daemon = await start_hop(daemons, tmp_path, server_url)
+        pins_file = tmp_path / "state" / "mcp-pins.json"
+        async with mcp_client(daemon.url + "/mcp/docs") as client:
+            await client.list_tools()
+            await mutate(server_url, "describe")
+            await mutate(server_url, "add")
+            assert sorted(tool.name for tool in (await client.list_tools()).tools) == ["echo", "leak"]
+
+            pins = json.loads(pins_file.read_text())
+            del pins["docs"]
+            pins_file.write_text(json.dumps(pins))
+            daemon.process.send_signal(signal.SIGHUP)
+            await wait_until(lambda: daemon.log.count("reloaded:") >= 1, timeout=20, what="the reload")
+
+            accepted = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert sorted(accepted) == ["echo", "leak", "newcomer"]
+            assert "ssh" in (accepted["echo"].description or "")  # the change the operator accepted
+            assert not (await client.call_tool("newcomer", {})).is_error
+        assert sorted(json.loads(pins_file.read_text())["docs"]) == ["echo", "leak", "newcomer"]
