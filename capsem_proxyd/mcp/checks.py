@@ -7,7 +7,9 @@ the model hop's, so one profile covers both hops:
 * ``tools/list`` result: each tool is a definition (``on_tool_call``, as a
   definition the model hop reads is); a refused tool is removed from the
   list and the others kept; a name listed twice is removed (which of the two
-  the client would keep is its own business: neither is served);
+  the client would keep is its own business: neither is served); the same
+  for each entry of ``prompts/list``, ``resources/list`` and
+  ``resources/templates/list`` (named ``prompts:NAME``... for the policies);
 * ``initialize`` result: the server's ``instructions`` are system text
   (``on_model_call``), its ``serverInfo`` a definition; refused: an error;
 * ``tools/call`` request: the tool must be in the session's approved set
@@ -53,6 +55,9 @@ from capsem_proxyd.views import RequestView, ToolCall, ToolDefinition, ToolResul
 # Keys of the protocol's own, never content: the envelope, enums, flags, version strings.
 _NOT_CONTENT = frozenset({"jsonrpc", "id", "type", "mimeType", "isError", "protocolVersion", "progressToken",
                           "nextCursor", "cursor"})
+# Listings filtered entry by entry: the method and the result's key.
+_LISTINGS = {"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
+             "resources/templates/list": "resourceTemplates"}
 _NOT_RETRY = " Do not retry this call: the proxy refuses it the same way every time."
 _MASKED = "asked to mask part of it, which the MCP hop does not do (nothing is forwarded masked here)"
 
@@ -178,9 +183,9 @@ class MessageChecks:
         method = asked.method if asked is not None and message.kind in (Kind.RESULT, Kind.ERROR) else ""
         if message.kind is Kind.REQUEST and _not_relayed(message):
             return Checked("BLOCK")  # dropped: the client was never offered it (sampling, URL-mode elicitation)
-        if message.kind is Kind.RESULT and method == "tools/list":
+        if message.kind is Kind.RESULT and method in _LISTINGS:
             assert asked is not None
-            return await self._tool_list(message, asked)
+            return await self._listing(message, asked, _LISTINGS[method])
         if message.kind is Kind.RESULT and method == "initialize":
             return await self._initialized(message)
         what = message.method or method or "response"
@@ -225,35 +230,43 @@ class MessageChecks:
             return Checked("ALLOW", {**message.body, "result": result})
         return Checked("ALLOW", message.body)
 
-    async def _tool_list(self, message: Message, asked: Message) -> Checked:
-        """The listing with every refused or ambiguous tool removed; what is kept becomes the approved set."""
+    async def _listing(self, message: Message, asked: Message, key: str) -> Checked:
+        """A listing (``key``: tools, prompts, resources, resourceTemplates) with every refused or ambiguous
+        entry removed; the tools kept (after the pins) become the session's approved set."""
         result = message.body.get("result")
-        tools = result.get("tools") if isinstance(result, dict) else None
-        if not isinstance(result, dict) or not isinstance(tools, list):
+        entries = result.get(key) if isinstance(result, dict) else None
+        if not isinstance(result, dict) or not isinstance(entries, list):
             return Checked("ALLOW", message.body)
-        names = [tool.get("name") if isinstance(tool, dict) else None for tool in tools]
+        names = [entry.get("name") if isinstance(entry, dict) else None for entry in entries]
         counts = Counter(names)
         kept: list[Any] = []
         removed = 0
-        for tool, name in zip(tools, names, strict=True):
+        for entry, name in zip(entries, names, strict=True):
             if not isinstance(name, str) or counts[name] > 1:
                 removed += 1
                 continue
-            definition = definition_of(tool, self.named(name))
+            label = name if key == "tools" else f"{key}:{name}"
+            definition = definition_of(entry, self.named(label))
             if await self.refusal(self.engine.check_tool_definition(self.exchange, definition)) is not None:
                 removed += 1
                 continue
-            kept.append(tool)
-        if self.pins is not None:  # the first approved definitions hold (pins.py)
-            pinned = self.pins.apply(self.server, kept)
-            self.engine.recorder.mcp_pins(self.server, pinned.pending)
-            kept = pinned.tools
-            removed += pinned.changed
-        # A later page (params.cursor) adds to the set its first page started.
-        self.approved.approve(self.session, [tool["name"] for tool in kept], add="cursor" in asked.params)
+            kept.append(entry)
+        cursor = asked.params.get("cursor")
+        if key == "tools":
+            if self.pins is not None:  # the first approved definitions hold (pins.py)
+                following = result.get("nextCursor")
+                pinned = self.pins.apply(
+                    self.server, kept, session=self.session, cursor=cursor if isinstance(cursor, str) else None,
+                    next_cursor=following if isinstance(following, str) else None,
+                )
+                self.engine.recorder.mcp_pins(self.server, pinned.pending)
+                kept = pinned.tools
+                removed += pinned.changed
+            # A later page (params.cursor) adds to the set its first page started.
+            self.approved.approve(self.session, [tool["name"] for tool in kept], add=cursor is not None)
         if not removed:
             return Checked("ALLOW", message.body)
-        return Checked("FILTERED", {**message.body, "result": {**result, "tools": kept}})
+        return Checked("FILTERED", {**message.body, "result": {**result, key: kept}})
 
 
 def _not_relayed(message: Message) -> bool:

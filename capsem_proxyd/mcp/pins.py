@@ -72,6 +72,8 @@ class Pins:
         self.path = directory / FILE_NAME if directory is not None else None
         self.servers: dict[str, dict[str, dict[str, Any]]] = self._load()
         self.pending: dict[str, set[str]] = {}
+        # A server whose first listing is being pinned page by page: (session, the cursor of its next page).
+        self._open: dict[str, tuple[str, str]] = {}
 
     def reload(self) -> None:
         """The file read again (``capsem-proxyd reload``): how an operator's accepted change (a server's
@@ -95,18 +97,29 @@ class Pins:
             raise PinsUnreadable(f"MCP pins file {self.path} is not a JSON object")
         return data
 
-    def apply(self, server: str, tools: list[dict[str, Any]]) -> Pinned:
-        """The listing ``tools`` (already checked) as it may be served; pins a server's first listing."""
+    def apply(
+        self, server: str, tools: list[dict[str, Any]], *, session: str = "", cursor: str | None = None,
+        next_cursor: str | None = None,
+    ) -> Pinned:
+        """The listing page ``tools`` (already checked) as it may be served; pins a server's first listing.
+
+        A first listing may come in pages: the page that pins a server opens it to the pages that follow
+        in the same session (``cursor`` the ``next_cursor`` of the page before), whose tools are pinned too.
+        """
+        opened = self._open.pop(server, None)
+        if opened is not None and cursor is not None and opened == (session, cursor):
+            self._extend(server, tools)
+            if next_cursor is not None:
+                self._open[server] = (session, next_cursor)
+            return Pinned(tools)
         pinned = self.servers.get(server)
         if pinned is None:  # another worker (or instance) may have pinned it since this one read the file
             pinned = self._pinned_elsewhere(server)
         if pinned is None:
-            self.servers[server] = {
-                tool["name"]: {"hash": digest(tool), "schemas": digest(tool, SCHEMAS),
-                               "definition": {name: tool[name] for name in SEEN if name in tool}}
-                for tool in tools
-            }
-            self._save(server)
+            self.servers[server] = {}
+            self._extend(server, tools)
+            if next_cursor is not None:
+                self._open[server] = (session, next_cursor)
             return Pinned(tools)
         served: list[dict[str, Any]] = []
         result = Pinned(served)
@@ -128,6 +141,15 @@ class Pins:
                 result.removed += 1
         return result
 
+    def _extend(self, server: str, tools: list[dict[str, Any]]) -> None:
+        """``tools`` pinned for ``server`` as they are, and saved."""
+        self.servers[server].update({
+            tool["name"]: {"hash": digest(tool), "schemas": digest(tool, SCHEMAS),
+                           "definition": {name: tool[name] for name in SEEN if name in tool}}
+            for tool in tools
+        })
+        self._save(server)
+
     def _pinned_elsewhere(self, server: str) -> dict[str, dict[str, Any]] | None:
         """``server``'s pins as the file has them now, adopted; None when it has none."""
         try:
@@ -140,15 +162,15 @@ class Pins:
         return None
 
     def _save(self, server: str) -> None:
-        """``server``'s new pins added to the file as it is now: the other servers' entries, which another
-        worker may have written since this process read it, are kept (the first to pin a server wins)."""
+        """``server``'s pins written into the file as it is now: the other servers' entries, which another
+        worker may have written since this process read it, are kept."""
         if self.path is None:
             return
         try:
             current = self._load()
         except PinsUnreadable:
             current = {}
-        current.setdefault(server, self.servers[server])
+        current[server] = self.servers[server]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_name(f".{FILE_NAME}.{os.getpid()}")

@@ -86,3 +86,25 @@ async def test_sampling_and_url_elicitation_requests_are_dropped_form_elicitatio
     assert (await checks.server_message(sampling, None)).forward is None
     assert (await checks.server_message(url, None)).forward is None
     assert (await checks.server_message(form, None)).forward is form.body
+
+
+def test_a_first_listing_in_pages_is_pinned_whole_and_a_later_new_page_waits(tmp_path) -> None:
+    from capsem_proxyd.mcp.pins import Pins
+
+    pins = Pins(tmp_path)
+    assert pins.apply("docs", [{"name": "a"}], session="s", next_cursor="p2").tools == [{"name": "a"}]
+    assert pins.apply("docs", [{"name": "b"}], session="s", cursor="p2").tools == [{"name": "b"}]
+    assert sorted(Pins(tmp_path).servers["docs"]) == ["a", "b"]
+    later = pins.apply("docs", [{"name": "c"}], session="s", cursor="p2")  # no page is open any more
+    assert later.tools == [] and later.pending == 1
+
+
+async def test_prompts_are_filtered_entry_by_entry() -> None:
+    checks = MessageChecks(debug_engine(), Exchange.begin("/mcp/x"), "x", "s", ApprovedTools())
+    asked = jsonrpc.classify({"jsonrpc": "2.0", "id": 3, "method": "prompts/list"})
+    answer = jsonrpc.classify({"jsonrpc": "2.0", "id": 3, "result": {"prompts": [
+        {"name": "summary", "description": "Summarise"}, {"name": "evil", "description": "capsem_block now"},
+    ]}})
+    checked = await checks.server_message(answer, asked)
+    assert checked.decision == "FILTERED"
+    assert [prompt["name"] for prompt in checked.forward["result"]["prompts"]] == ["summary"]
