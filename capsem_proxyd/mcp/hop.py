@@ -50,7 +50,7 @@ from capsem_proxyd.mcp.checks import Checked, MessageChecks
 from capsem_proxyd.mcp.jsonrpc import Kind, Malformed, Message
 from capsem_proxyd.mcp.pins import Pins
 from capsem_proxyd.mcp.servers import McpServer, load_servers
-from capsem_proxyd.mcp.sessions import ApprovedTools, SessionIds, hashed, owner_of
+from capsem_proxyd.mcp.sessions import ApprovedTools, RefusalCounts, SessionIds, hashed, owner_of
 from capsem_proxyd.mcp.sse import EventSplitter, EventTooLarge
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.proxy.response_store import state_directory
@@ -115,6 +115,7 @@ class McpHop:
         self.key = key
         self.sessions = SessionIds(key)
         self.approved = ApprovedTools()
+        self.refusals = RefusalCounts()
         self.pins = Pins(state_directory(settings.state_dir))
 
     def describe(self) -> dict[str, Any]:
@@ -179,7 +180,7 @@ class McpHop:
         forward = self._request_headers(server, headers, session)
         approved_key = f"{server.name}\0{owner}\0{session or ''}"
         checks = MessageChecks(engine, exchange, server.name, approved_key, self.approved, pins=self.pins)
-        context = _Context(server, owner, session, checks, exchange, self.recorder)
+        context = _Context(server, owner, session, checks, exchange, self.recorder, self.refusals)
         checks.relist = lambda: self._list_tools(context, forward)
         if method == "POST":
             await self._post(receive, reply, context, forward)
@@ -464,9 +465,10 @@ class _Context:
 
     def __init__(
         self, server: McpServer, owner: str, session: str | None, checks: MessageChecks, exchange: Exchange,
-        recorder: Recorder,
+        recorder: Recorder, refusals: RefusalCounts,
     ) -> None:
         self.recorder = recorder
+        self.refusals = refusals
         self.server = server
         self.owner = owner
         self.session = session
@@ -477,13 +479,15 @@ class _Context:
         """One log line and one count per JSON-RPC message (no content, the session id hashed)."""
         method = message.method or (f"{asked.method} response" if asked is not None else "response")
         tool = message.tool or (asked.tool if asked is not None else "")
+        # A refused call counted per session and tool: "refused=3" is an agent retrying what it was told not to.
+        refused = self.refusals.add(self.checks.session, tool) if decision == "BLOCK" and tool else 0
         log.info(
-            "mcp %s message server=%s method=%s tool=%s decision=%s session=%s request_id=%s tenant_id=%s",
-            direction, self.server.name, method, tool or "-", decision, hashed(self.session or ""),
-            self.exchange.request_id, self.exchange.tenant_id,
+            "mcp %s message server=%s method=%s tool=%s decision=%s%s session=%s request_id=%s tenant_id=%s",
+            direction, self.server.name, method, tool or "-", decision, f" refused={refused}" if refused else "",
+            hashed(self.session or ""), self.exchange.request_id, self.exchange.tenant_id,
             extra={"event": "mcp message", "fields": {
                 "direction": direction, "server": self.server.name, "method": method, "tool": tool,
-                "decision": decision, "session": hashed(self.session or ""),
+                "decision": decision, "refused": refused, "session": hashed(self.session or ""),
                 "request_id": self.exchange.request_id, "tenant_id": self.exchange.tenant_id,
             }},
         )

@@ -91,3 +91,21 @@ class ApprovedTools:
 
     def forget(self, session: str) -> None:
         self._sessions.pop(session, None)
+
+
+class RefusalCounts:
+    """How often each session had each tool refused: an agent that retries a refused call is told apart,
+    in the log, from one that took the refusal (the refusal says not to retry)."""
+
+    def __init__(self, capacity: int = MAX_SESSIONS) -> None:
+        self.capacity = capacity
+        self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+    def add(self, session: str, tool: str) -> int:
+        """Count one more refusal of ``tool`` in ``session``; the count so far."""
+        key = (session, tool)
+        count = self._counts.pop(key, 0) + 1
+        self._counts[key] = count
+        while len(self._counts) > self.capacity:
+            self._counts.popitem(last=False)
+        return count

@@ -144,7 +144,7 @@ async def test_listing_filtered_calls_checked_and_the_session_goes_on(
     # The refused calls never reached the server; the allowed ones did.
     assert ran(headers_file) == ["echo", "leak", "echo"]
     bodies = daemon.log
-    assert "method=tools/call tool=echo decision=BLOCK" in bodies
+    assert "method=tools/call tool=echo decision=BLOCK refused=1" in bodies
     assert "method=tools/list" in bodies and "decision=FILTERED" in bodies
 
 
@@ -190,7 +190,7 @@ async def test_a_call_to_a_tool_never_approved_is_refused_without_reaching_the_s
         async with httpx.AsyncClient(timeout=10) as client:
             session = await raw_session(client, url, CREDENTIAL)
             headers = {**PROTOCOL, **CREDENTIAL, "Mcp-Session-Id": session}
-            for number, name in enumerate(["poisoned", "nonexistent"]):
+            for number, name in enumerate(["poisoned", "nonexistent", "poisoned"]):
                 call = {"jsonrpc": "2.0", "id": number, "method": "tools/call", "params": {"name": name, "arguments": {}}}
                 reply = await client.post(url, json=call, headers=headers)
                 assert reply.status_code == 200
@@ -201,6 +201,7 @@ async def test_a_call_to_a_tool_never_approved_is_refused_without_reaching_the_s
             allowed = first_message(await client.post(url, json=call, headers=headers))
             assert allowed["result"].get("isError") is not True, allowed
         assert ran(headers_file) == ["echo"]
+        assert "tool=poisoned decision=BLOCK refused=2" in daemon.log  # the retry of a refused call, counted
 
 
 async def test_a_session_id_is_refused_to_another_client(tmp_path: Path, daemons: Any) -> None:
