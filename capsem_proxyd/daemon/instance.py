@@ -13,7 +13,9 @@ order when its ``async with`` ends, however it ends:
 4. the tenant policies, started: the worker processes of CPU-heavy
    policies are warm before the instance is handed out;
 5. the pipeline, which reads the policies through ``ActivePolicies`` on
-   each request, so a reload swaps them without touching it.
+   each request, so a reload swaps them without touching it;
+6. with ``--mcp-server``, the MCP hop (``mcp/hop.py``): the same upstream
+   transport and policies, its session ids keyed from the placeholder key.
 
 Why here and not in the app: the app (``http/app.py``) is the HTTP face of
 an instance, and the server (``server.py``) decides when it serves and
