@@ -222,6 +222,8 @@ class McpHop:
             message = jsonrpc.parse(raw)
         except Malformed as malformed:
             raise _Refused(400, jsonrpc.error(None, malformed.code, str(malformed)), "malformed") from None
+        # What spans name (the MCP conventions); cut short: a client chooses them.
+        context.exchange.mcp_method, context.exchange.tool = message.method[:64], message.tool[:128]
         if message.method == "server/discover":  # 2026-07-28's probe: the error makes clients use the handshake
             context.note(message, "client", "REFUSED")
             raise _Refused(200, jsonrpc.error(message.id, jsonrpc.METHOD_NOT_FOUND, "Method not found: this proxy "
