@@ -29,7 +29,8 @@ class Setting:
     ``os.pathsep``, as ``PYTHONPATH`` does); ``reloads``: a reload (SIGHUP) applies a
     new value, every other setting needs a restart; ``upstream``: the value is
     a provider's base URL (http or https, with a host: anything else is refused before start, not answered
-    with a 502 on every request).
+    with a 502 on every request); ``named_url``: each value is ``NAME=URL`` (a TOML table ``{ NAME = "URL" }``
+    in the config file), NAME a path segment of letters, digits, ``-`` and ``_``, URL as ``upstream``.
     """
 
     help: str
@@ -42,6 +43,7 @@ class Setting:
     folder: bool = False
     reloads: bool = False
     upstream: bool = False
+    named_url: bool = False
 
 
 def setting(default: Any, help: str, **how: Any) -> Any:
@@ -196,6 +198,24 @@ class Settings:
     stored_responses_days: float = setting(
         30.0, "Days a remembered response id stays usable for --stored-content checked (OpenAI keeps stored "
         "responses 30 days).", minimum=0.0001, reloads=True,
+    )
+    mcp_servers: tuple[str, ...] = setting(
+        (), "MCP server served at /mcp/NAME and forwarded to URL (Streamable HTTP), its traffic checked by the "
+        "same policies: NAME=URL, repeatable (config file: mcp_servers = { NAME = \"URL\" }). Env: space-separated.",
+        option="mcp-server", named_url=True,
+    )
+    mcp_headers: tuple[str, ...] = setting(
+        (), "Request header forwarded to one MCP server besides Authorization and the protocol's own: "
+        "NAME=Header-Name, repeatable. Cookies and provider-key headers (x-api-key, x-goog-api-key, api-key) "
+        "are never forwarded.", option="mcp-header",
+    )
+    mcp_origins: tuple[str, ...] = setting(
+        (), "Browser Origin allowed on /mcp/* (repeatable; default: none, every request carrying an Origin "
+        "header is refused, against DNS rebinding).", option="mcp-origin",
+    )
+    mcp_max_message_size: int = setting(
+        4 * 1024 * 1024, "Largest JSON-RPC message on the MCP hop, in bytes, each way (a request body, a JSON "
+        "reply, one SSE event; not a whole stream).", minimum=1024,
     )
     workers: int = setting(1, "Worker processes serving the one port (for multi-core hosts).", minimum=1, maximum=64)
     pidfile: str | None = setting(

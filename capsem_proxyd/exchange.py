@@ -97,6 +97,9 @@ class Exchange:
     error: str = ""
     upstream: str = ""
     failure: str = ""
+    # On the MCP hop: the JSON-RPC method of the client's message and the tool it calls (spans name them).
+    mcp_method: str = ""
+    tool: str = ""
     # What enforcing policies asked to mask in the request: (value, kind, policy, hook) each; never logged.
     redactions: list[tuple[str, str, str, str]] = field(default_factory=list, repr=False)
     # The process's placeholders and tenants' memory (set by the pipeline): what gives the policies that

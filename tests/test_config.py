@@ -32,6 +32,10 @@ def _other_value(name: str) -> tuple[str, Any]:
         return str(default + 1.5), default + 1.5
     if typing.get_origin(hint) is tuple and spec.folder:  # existing folders, separated as in PYTHONPATH
         return os.pathsep.join(["/tmp", "/"]), ("/tmp", "/")
+    if spec.named_url:  # MCP servers: NAME=URL each
+        return "a=http://127.0.0.1:9/a b=http://127.0.0.1:9/b", ("a=http://127.0.0.1:9/a", "b=http://127.0.0.1:9/b")
+    if name == "mcp_headers":  # SERVER=Header, for the servers above
+        return "a=x-team b=x-team", ("a=x-team", "b=x-team")
     if typing.get_origin(hint) is tuple:
         return "a b", ("a", "b")
     if spec.upstream:

@@ -13,7 +13,9 @@ order when its ``async with`` ends, however it ends:
 4. the tenant policies, started: the worker processes of CPU-heavy
    policies are warm before the instance is handed out;
 5. the pipeline, which reads the policies through ``ActivePolicies`` on
-   each request, so a reload swaps them without touching it.
+   each request, so a reload swaps them without touching it;
+6. with ``--mcp-server``, the MCP hop (``mcp/hop.py``): the same upstream
+   transport and policies, its session ids keyed from the placeholder key.
 
 Why here and not in the app: the app (``http/app.py``) is the HTTP face of
 an instance, and the server (``server.py``) decides when it serves and
@@ -26,6 +28,8 @@ exit).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +44,7 @@ from capsem_proxyd.config import Settings, reloaded, restart_only_changes
 from capsem_proxyd.enforcement.shadow import ShadowTasks, open_shadow_tasks
 from capsem_proxyd.enforcement.tenants import PolicyConfig, TenantPolicies
 from capsem_proxyd.http.app import ControlPlane, create_app
+from capsem_proxyd.mcp.hop import McpHop
 from capsem_proxyd.observe.audit import AuditLog, AuditRecorder
 from capsem_proxyd.observe.audit_head import head_path
 from capsem_proxyd.observe.metrics import Metrics
@@ -151,7 +156,9 @@ class Instance:
         policies: ActivePolicies,
         pipeline: Pipeline,
         placeholder_key: PlaceholderKey | None = None,
+        mcp: McpHop | None = None,
     ) -> None:
+        self.mcp = mcp
         self.settings = settings
         self.config = config
         self.recorder = recorder
@@ -205,6 +212,8 @@ class Instance:
                 "writable": writable, "since": audit.failing_since, "lost": audit.lost,
                 "failure": "block" if audit.block else "allow",
             }
+        if self.mcp is not None:  # the MCP hop's servers and pins (this process's view)
+            body["mcp"] = self.mcp.describe()
         pool = self.policies.pool
         if pool is not None:
             body["policy_workers"] = {"ready": pool.ready, "configured": pool.count}
@@ -247,6 +256,8 @@ class Instance:
         self.stored.configure(effective)
         if self.audit is not None:
             self.audit.block = effective.audit_failure == "block"
+        if self.mcp is not None:  # accepted pin changes (the file edited) take effect
+            await trio.to_thread.run_sync(self.mcp.pins.reload)
 
     def reopen_logs(self) -> None:
         """Reopen the audit log's file (after logrotate moved it)."""
@@ -308,11 +319,20 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
             trace_headers=spans.upstream_headers if spans is not None else None,
             masker=_masker(placeholder_key),
         )
+        mcp = McpHop(settings, upstream, policies.current, recorder, _session_key(placeholder_key)) \
+            if settings.mcp_servers else None
         yield Instance(
             settings, config, recorder=recorder, metrics=metrics, audit=audit, spans=spans, upstream=upstream,
             stored=stored, shadow_tasks=shadow_tasks, policies=policies, pipeline=pipeline,
-            placeholder_key=placeholder_key,
+            placeholder_key=placeholder_key, mcp=mcp,
         )
+
+
+def _session_key(key: PlaceholderKey | None) -> bytes:
+    """The key MCP session ids are bound to their client with: derived from the state directory's key, so
+    every worker and a restarted proxy verify the same ids; a process's own without one."""
+    secret = key.secret if key is not None else os.urandom(32)
+    return hmac.new(secret, b"capsem-proxyd mcp session ids", hashlib.sha256).digest()
 
 
 def _masker(key: PlaceholderKey | None) -> Masker:
@@ -329,7 +349,7 @@ def app_for(instance: Instance) -> ControlPlane:
     for ``/health`` and ``/metrics``."""
     return create_app(
         instance.settings, instance.pipeline, instance.recorder,
-        health=instance.health, render_metrics=instance.render_metrics,
+        health=instance.health, render_metrics=instance.render_metrics, mcp=instance.mcp,
     )
 
 

@@ -34,6 +34,7 @@ import click
 from click.core import ParameterSource
 
 from capsem_proxyd.config import ENV_PREFIX, Setting, Settings, declaration, declared, envvar, option_name
+from capsem_proxyd.mcp.servers import McpConfigError, load_servers, named_url
 
 EXIT_CONFIG_ERROR = 2
 SettingsLoader = Callable[[], Settings]
@@ -151,6 +152,10 @@ def settings_from(options: dict[str, Any]) -> Settings:
             options[item.name] = options.get(item.name) or None
     if (options.get("certfile") is None) != (options.get("keyfile") is None):
         raise ConfigError("--certfile and --keyfile go together: give both to serve HTTPS, or neither")
+    try:  # names checked against each other: a header for a server nobody declared, a name given twice
+        load_servers(options.get("mcp_servers") or (), options.get("mcp_headers") or ())
+    except McpConfigError as error:
+        raise ConfigError(str(error)) from None
     if options.get("state_dir"):  # --daemon changes the working directory: resolved before it does
         options["state_dir"] = os.path.abspath(os.path.expanduser(options["state_dir"]))
     if options.get("policy_path"):  # likewise, and a worker process must find the same folders
@@ -232,6 +237,19 @@ class UpstreamURL(click.ParamType):
         return text
 
 
+class NamedURL(click.ParamType):
+    """``NAME=URL`` (``--mcp-server``): a name that can be a path segment and an http(s) URL with a host."""
+
+    name = "name=url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            named_url(str(value))
+        except McpConfigError as error:
+            self.fail(str(error), param, ctx)
+        return str(value)
+
+
 def _setting_option(
     item: Field[Any], hint: Any, *, hidden: bool = False
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -253,6 +271,8 @@ def _setting_option(
 def _click_type(spec: Setting, hint: Any) -> Any:
     if spec.upstream:
         return UpstreamURL()
+    if spec.named_url:
+        return NamedURL()
     if spec.choices:
         return click.Choice(spec.choices, case_sensitive=False)
     if spec.file:
@@ -310,6 +330,10 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
         return ConfigError(f"config file {path}, key {key}: expected {expected}, got {_toml(value)}")
 
     if typing.get_origin(hint) is tuple:
+        if isinstance(value, dict) and _named_urls(key):  # mcp_servers = { NAME = "URL" }
+            if not all(isinstance(entry, str) for entry in value.values()):
+                raise refuse(f'a table of strings (e.g. {key} = {{ docs = "https://mcp.example.com/mcp" }})')
+            return [f"{name}={url}" for name, url in value.items()]
         if isinstance(value, str):
             return [value]
         if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
@@ -322,6 +346,14 @@ def _config_value(path: Path, key: str, value: Any, hint: Any) -> Any:
     if hint is float and isinstance(value, bool):
         raise refuse("a number")
     return value
+
+
+def _named_urls(key: str) -> bool:
+    """Whether config key ``key`` names a ``NAME=URL`` setting (given as a TOML table)."""
+    name = key.replace("-", "_")
+    return any(
+        declaration(item).named_url and name in (item.name, option_name(item).replace("-", "_")) for item in declared()
+    )
 
 
 def _toml(value: Any) -> str:

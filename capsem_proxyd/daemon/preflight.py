@@ -45,7 +45,22 @@ def preflight(settings: Settings, *, repair: bool = True, pidfile: str | None = 
     check_audit(settings)
     config, export = load_config(settings), check_tracing(settings)
     state_file, warnings = check_state(settings, repair=repair)
+    check_mcp_pins(settings)
     return Preflight(config, export, state_file, warnings)
+
+
+def check_mcp_pins(settings: Settings) -> None:
+    """With ``--mcp-server``: the pinned MCP tool definitions in ``--state-dir`` read as the hop will read
+    them; ConfigError when the file is there but unreadable (every tool would otherwise be pinned anew)."""
+    if not settings.mcp_servers:
+        return
+    from capsem_proxyd.mcp.pins import Pins, PinsUnreadable
+    from capsem_proxyd.proxy.response_store import state_directory
+
+    try:
+        Pins(state_directory(settings.state_dir))
+    except PinsUnreadable as error:
+        raise ConfigError(str(error)) from None
 
 
 def load_config(settings: Settings) -> PolicyConfig:

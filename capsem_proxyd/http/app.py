@@ -38,6 +38,7 @@ from capsem_proxyd.errors import (
 from capsem_proxyd.http.cors import Cors
 from capsem_proxyd.http.data_plane import ASGIApp, DataPlane
 from capsem_proxyd.http.routes import error_dialect
+from capsem_proxyd.mcp.hop import McpHop
 from capsem_proxyd.observe.logs import escape_controls
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.proxy.pipeline import Pipeline, error_reply
@@ -56,12 +57,14 @@ MetricsRenderer = Callable[[], tuple[bytes, str]]  # (body, content type)
 
 
 def create_app(
-    settings: Settings, pipeline: Pipeline, recorder: Recorder, *, health: Health, render_metrics: MetricsRenderer
+    settings: Settings, pipeline: Pipeline, recorder: Recorder, *, health: Health, render_metrics: MetricsRenderer,
+    mcp: McpHop | None = None,
 ) -> ControlPlane:
     """The ASGI app of one instance: the data plane (``pipeline``'s routes) in front of the control plane.
 
     ``health`` and ``render_metrics`` answer ``/health`` and ``/metrics``;
     they are asked on each request, so what they report follows reloads.
+    ``mcp``: the MCP hop serving ``/mcp/NAME`` (None: no ``--mcp-server``).
     """
     app = ControlPlane("capsem_proxyd")
     app.config.update(
@@ -75,7 +78,7 @@ def create_app(
         _install_preflight(app, Cors(settings.cors_origins))
     _install_fallback(app)
     control_plane: ASGIApp = app.asgi_app  # type: ignore[assignment]  # Hypercorn's typed scopes are dicts to us
-    app.asgi_app = DataPlane(control_plane, settings, pipeline, recorder)  # type: ignore[method-assign,assignment]
+    app.asgi_app = DataPlane(control_plane, settings, pipeline, recorder, mcp)  # type: ignore[method-assign,assignment]
     return app
 
 

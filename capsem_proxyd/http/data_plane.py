@@ -11,7 +11,8 @@ middleware), it sees each HTTP request first:
    refusal in the provider's shape (404, 405, 400), or not ours at all;
 4. a proxied route's body is read (413 beyond ``--max-body-size``, 408 beyond
    ``--body-timeout``) and the pipeline answers it, JSON or a stream;
-5. anything else goes to the control plane, the Quart app: ``/health``,
+5. ``/mcp/NAME`` (with ``--mcp-server``) goes to the MCP hop (``mcp/hop.py``);
+6. anything else goes to the control plane, the Quart app: ``/health``,
    ``/metrics``, CORS preflights, the 404/405 fallback.
 
 Why not Quart routes for the proxied paths: measured under 32-connection load,
@@ -43,6 +44,7 @@ from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.http.cors import Cors
 from capsem_proxyd.http.guard import HeaderLimits, framing_problem, header_problem, reading_problem
 from capsem_proxyd.http.routes import Refusal, RouteTable, error_dialect
+from capsem_proxyd.mcp.hop import McpHop
 from capsem_proxyd.observe.logs import escape_controls
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.outcomes import StreamOutcome
@@ -103,8 +105,12 @@ class _ClientGone(Exception):
 class DataPlane:
     """ASGI middleware: answers every proxied route, hands the control plane its requests."""
 
-    def __init__(self, control_plane: ASGIApp, settings: Settings, pipeline: Pipeline, recorder: Recorder) -> None:
+    def __init__(
+        self, control_plane: ASGIApp, settings: Settings, pipeline: Pipeline, recorder: Recorder,
+        mcp: McpHop | None = None,
+    ) -> None:
         self.control_plane = control_plane
+        self.mcp = mcp
         self.pipeline = pipeline
         self.recorder = recorder
         self.routes = RouteTable(settings)
@@ -128,6 +134,12 @@ class DataPlane:
             problem = framing_problem(raw_headers) or header_problem(raw_headers, self.header_limits)
             if problem is not None:
                 await self._refuse(receive, reply, error_dialect(scope["path"], headers, query), problem, close=True)
+                return
+            if self.mcp is not None and self.mcp.serves(scope["path"]) and scope["method"] != "OPTIONS":
+                await self.mcp.serve(
+                    scope, receive, reply.send, exchange, headers, reply.own,
+                    lambda status, outcome: reply.done(self.recorder, status, outcome),
+                )
                 return
             try:
                 route = self.routes.resolve(scope["method"], scope["path"], headers, query)

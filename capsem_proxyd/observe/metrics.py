@@ -92,6 +92,16 @@ class Metrics(Recorder):
             f"{PREFIX}_redactions", "Places a policy's findings were masked in the content instead of refusing it, "
             "by hook and policy.", ["hook", "policy"], registry=registry,
         )
+        self._mcp_messages = Counter(
+            f"{PREFIX}_mcp_messages", "JSON-RPC messages on the MCP hop by server, method (other: a method the hop "
+            "does not name) and decision (ALLOW, BLOCK, FILTERED: a listing with tools removed).",
+            ["server", "method", "decision"], registry=registry,
+        )
+        self._mcp_pending = Gauge(
+            f"{PREFIX}_mcp_pending_tools", "Tools an MCP server listed that its pins do not know, held until accepted "
+            "(each worker's last listing of the server; the highest over the workers).",
+            ["server"], registry=registry, multiprocess_mode="livemax",
+        )
         self._cache_hits = Counter(
             f"{PREFIX}_verdict_cache_hits", "Pieces of content a policy's verdict came from the verdict cache for.",
             ["hook"], registry=registry,
@@ -160,6 +170,12 @@ class Metrics(Recorder):
         key_id: str = "",
     ) -> None:
         self._child(self._redactions, hook, policy).inc(count)
+
+    def mcp_message(self, server: str, method: str, decision: str) -> None:
+        self._child(self._mcp_messages, server, method, decision).inc()
+
+    def mcp_pins(self, server: str, pending: int) -> None:
+        self._child(self._mcp_pending, server).set(pending)
 
     def policy_checked(self, hook: str, seconds: float) -> None:
         self._child(self._policy_seconds, hook).observe(seconds)

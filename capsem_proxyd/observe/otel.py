@@ -232,6 +232,10 @@ class SpanRecorder(Recorder):
             attributes["capsem.decision"] = trace.verdict.lower()
         if status >= 400 or outcome not in ("completed", str(status)):
             attributes["error.type"] = outcome
+        if exchange.mcp_method:  # the MCP semantic conventions
+            attributes["mcp.method.name"] = exchange.mcp_method
+            if exchange.tool:
+                attributes["gen_ai.tool.name"] = exchange.tool
         if exchange.operation:
             attributes["gen_ai.operation.name"] = exchange.operation
             attributes["gen_ai.provider.name"] = PROVIDER_NAMES.get(exchange.provider, exchange.provider)
@@ -247,7 +251,10 @@ class SpanRecorder(Recorder):
 
 
 def _name(exchange: Exchange) -> str:
-    """``chat gpt-4o-mini``; the API name where there is no GenAI operation; the proxy's name before routing."""
+    """``chat gpt-4o-mini``; ``tools/call echo`` on the MCP hop; the API name where there is no GenAI operation;
+    the proxy's name before routing."""
+    if exchange.mcp_method:
+        return f"{exchange.mcp_method} {exchange.tool}" if exchange.tool else exchange.mcp_method
     what = exchange.operation or (exchange.endpoint if exchange.endpoint != "-" else "capsem-proxyd")
     model = exchange.model[:MAX_MODEL_CHARS]
     return f"{what} {model}" if model else what

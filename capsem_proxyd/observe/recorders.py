@@ -41,6 +41,11 @@ The moments:
   start and whenever one is lost or replaced.
 * ``reply_memory_changed``: the bytes of non-streamed replies the process
   holds (``--reply-memory``) changed to ``held``.
+* ``mcp_message``: a JSON-RPC message passed the MCP hop (``server``, its
+  ``method``, ``other`` for one the hop does not name, and the hop's
+  ``decision``: ALLOW, BLOCK, FILTERED or the check's verdict).
+* ``mcp_pins``: a server's listing was compared with its pins: ``pending``
+  tools are held until accepted (the gauge of pending pins).
 * ``request_done``: the last byte of the reply went out (or the client left);
   every request, proxied or not, ends here exactly once.
 
@@ -124,6 +129,12 @@ class Recorder:
     def reply_memory_changed(self, held: int) -> None:
         """The process now holds ``held`` bytes of non-streamed replies."""
 
+    def mcp_message(self, server: str, method: str, decision: str) -> None:
+        """A JSON-RPC message crossed the MCP hop to or from ``server``."""
+
+    def mcp_pins(self, server: str, pending: int) -> None:
+        """``server``'s last listing held ``pending`` tools that its pins do not know."""
+
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         """The request is over: ``status`` as the client got it, ``outcome`` what happened."""
 
@@ -151,6 +162,8 @@ class Recorders(Recorder):
         self._done = _implementing(recorders, "request_done")
         self._workers = _implementing(recorders, "policy_workers")
         self._reply_memory = _implementing(recorders, "reply_memory_changed")
+        self._mcp = _implementing(recorders, "mcp_message")
+        self._mcp_pins = _implementing(recorders, "mcp_pins")
 
     def request_started(self, exchange: Exchange, headers: Mapping[str, str]) -> None:
         for recorder in self._started:
@@ -204,6 +217,14 @@ class Recorders(Recorder):
     def reply_memory_changed(self, held: int) -> None:
         for recorder in self._reply_memory:
             recorder.reply_memory_changed(held)
+
+    def mcp_message(self, server: str, method: str, decision: str) -> None:
+        for recorder in self._mcp:
+            recorder.mcp_message(server, method, decision)
+
+    def mcp_pins(self, server: str, pending: int) -> None:
+        for recorder in self._mcp_pins:
+            recorder.mcp_pins(server, pending)
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         for recorder in self._done:

@@ -445,3 +445,24 @@ async def test_a_masked_request_has_a_redaction_event_per_value_and_never_the_va
         "capsem.placeholder": event["capsem.placeholder"], "capsem.key_id": health["masking"]["key_id"],
     }
     assert MASKED_SECRET.encode() not in receiver.raw and MASKED_SECRET.encode() not in sent.body
+
+
+# -- the MCP hop -----------------------------------------------------------------------------
+
+
+async def test_mcp_spans_name_the_method_and_the_tool_never_the_arguments(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    from tests.e2e.test_mcp_hop import mcp_client, mcp_server, server_ready
+
+    with mcp_server(tmp_path) as (server_url, _):
+        await server_ready(server_url)
+        proxy = await start_proxy(proxy_settings, otlp_endpoint=receiver.url, mcp_servers=(f"docs={server_url}/mcp",))
+        async with mcp_client(proxy.url + "/mcp/docs") as client:
+            await client.list_tools()
+            await client.call_tool("echo", {"text": PROMPT})
+        span = await exported(receiver, lambda span: span.name == "tools/call echo")
+    assert span.attributes["mcp.method.name"] == "tools/call"
+    assert span.attributes["gen_ai.tool.name"] == "echo"
+    assert span.attributes["capsem.provider"] == "mcp"
+    assert PROMPT.encode() not in receiver.raw

@@ -1,0 +1,291 @@
+"""Each JSON-RPC message put to the policies, deny-by-default, through the proxy's one engine.
+
+What a message says is content unless its method's shape declares it is not
+(``_NOT_CONTENT``: the protocol's own keys, ids, enums, flags). The hooks are
+the model hop's, so one profile covers both hops:
+
+* ``tools/list`` result: each tool is a definition (``on_tool_call``, as a
+  definition the model hop reads is); a refused tool is removed from the
+  list and the others kept; a name listed twice is removed (which of the two
+  the client would keep is its own business: neither is served); the same
+  for each entry of ``prompts/list``, ``resources/list`` and
+  ``resources/templates/list`` (named ``prompts:NAME``... for the policies);
+* ``initialize`` result: the server's ``instructions`` are system text
+  (``on_model_call``), its ``serverInfo`` a definition; refused: an error;
+* ``tools/call`` request: the tool must be in the session's approved set
+  (the proxy lists the server itself, through these checks, for a session
+  whose listing it has not seen), then its arguments are a tool call (``on_tool_call``); refused: the tool's
+  failure (``isError``) with the policy's message, never forwarded;
+* then the pins (``pins.py``): the first approved definitions of a server's
+  tools are the ones served;
+* every other client message (unknown methods, replies to server requests,
+  ``initialize`` itself): checked whole, as a call of a tool named after its method;
+
+Policies see every tool as ``mcp__SERVER__tool``, the name Claude Code gives an
+MCP tool on the model hop, so one rule covers the tool on both hops.
+* every server message but those above (results, errors, notifications,
+  server requests): checked whole as a tool's result (``on_tool_response``);
+  a refused result becomes an error (``isError`` for ``tools/call``), a
+  refused notification or server request is dropped.
+
+A verdict that asks to mask (REDACT) refuses at this hop: a placeholder
+written into a file or sent as an address is silent damage, and nothing is
+restored here. The engine raises ``ProxyError`` on a refusal; its message
+(the policy, its reason, what was refused) is what the client gets.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from capsem_proxyd.enforcement.engine import PolicyEngine
+from capsem_proxyd.errors import ProxyError
+from capsem_proxyd.exchange import Exchange
+from capsem_proxyd.mcp import jsonrpc
+from capsem_proxyd.mcp.jsonrpc import Kind, Message
+from capsem_proxyd.mcp.pins import Pins
+from capsem_proxyd.mcp.sessions import ApprovedTools
+from capsem_proxyd.views import RequestView, ToolCall, ToolDefinition, ToolResult
+
+# Keys of the protocol's own, never content: the envelope, enums, flags, version strings.
+_NOT_CONTENT = frozenset({"jsonrpc", "id", "type", "mimeType", "isError", "protocolVersion", "progressToken",
+                          "nextCursor", "cursor"})
+# Listings filtered entry by entry: the method and the result's key.
+_LISTINGS = {"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
+             "resources/templates/list": "resourceTemplates"}
+_NOT_RETRY = " Do not retry this call: the proxy refuses it the same way every time."
+_MASKED = "asked to mask part of it, which the MCP hop does not do (nothing is forwarded masked here)"
+
+
+@dataclass(slots=True)
+class Checked:
+    """What becomes of a message: ``forward`` goes on (changed or not; None: dropped), ``answer`` is sent
+    back instead of forwarding; ``decision`` is what the log line and the metrics say."""
+
+    decision: str
+    forward: dict[str, Any] | None = None
+    answer: dict[str, Any] | None = None
+
+
+def texts(value: Any) -> list[str]:
+    """Every string of ``value`` and every key of its objects, but the protocol's own keys and their values."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                if key in _NOT_CONTENT:
+                    continue
+                out.append(key)
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return out
+
+
+class MessageChecks:
+    """The checks of one HTTP exchange on the hop: its engine, its exchange, its server, its session."""
+
+    def __init__(
+        self, engine: PolicyEngine, exchange: Exchange, server: str, session: str, approved: ApprovedTools,
+        relist: Callable[[], Awaitable[None]] | None = None, pins: Pins | None = None,
+    ) -> None:
+        self.pins = pins
+        self.relist = relist  # lists the server's tools (through these checks) for a session with no listing
+        self.engine = engine
+        self.exchange = exchange
+        self.server = server
+        self.session = session
+        self.approved = approved
+
+    def named(self, tool: str) -> str:
+        """A tool as policies see it: ``mcp__SERVER__tool``, the name Claude Code gives it on the model hop, so
+        that one rule covers the tool on both hops."""
+        return f"mcp__{self.server}__{tool}"
+
+    async def refusal(self, check: Awaitable[str]) -> str | None:
+        """The refusal's message, or None when the policies let the content through unchanged."""
+        self.exchange.redactions.clear()
+        try:
+            await check
+        except ProxyError as error:
+            return error.message
+        if self.exchange.redactions:
+            policies = sorted({policy for _, _, policy, _ in self.exchange.redactions})
+            self.exchange.redactions.clear()
+            return f"Refused by CAPSEM: policy {', '.join(policies)} {_MASKED}."
+        return None
+
+    # -- client to server --------------------------------------------------------------------------------
+
+    async def client_message(self, message: Message) -> Checked:
+        if message.method == "tools/call":
+            return await self._tool_call(message)
+        checked = await self._whole(message)
+        if message.method == "initialize" and checked.forward is not None:
+            return self._initialize(message)
+        return checked
+
+    async def _whole(self, message: Message) -> Checked:
+        """A client message checked whole, as a call of the tool named after its method."""
+        content = texts(message.params if message.kind in (Kind.REQUEST, Kind.NOTIFICATION) else message.body)
+        if not content:
+            return Checked("ALLOW", message.body)
+        call = ToolCall(self.named(message.method or "client-reply"), {"content": "\n".join(content)})
+        refused = await self.refusal(self.engine.check_tool_call(self.exchange, call))
+        if refused is None:
+            return Checked("ALLOW", message.body)
+        if message.kind is Kind.REQUEST:
+            return Checked("BLOCK", answer=jsonrpc.error(message.id, jsonrpc.POLICY_REFUSED, refused))
+        return Checked("BLOCK")  # a notification or a reply: dropped
+
+    def _initialize(self, message: Message) -> Checked:
+        """The handshake, offered only the versions this hop speaks."""
+        params = dict(message.params)
+        if params.get("protocolVersion") not in jsonrpc.PROTOCOL_VERSIONS:
+            params["protocolVersion"] = jsonrpc.LATEST
+        capabilities = params.get("capabilities")
+        if isinstance(capabilities, dict):  # sampling and tasks are not relayed in this version
+            params["capabilities"] = {k: v for k, v in capabilities.items() if k not in ("sampling", "tasks")}
+        return Checked("ALLOW", {**message.body, "params": params})
+
+    async def _tool_call(self, message: Message) -> Checked:
+        name = message.tool
+        if not self.approved.listed(self.session) and self.relist is not None:
+            await self.relist()  # a session this process never saw listed (another worker, a restart)
+        if not self.approved.allows(self.session, name):
+            why = (f"Tool '{name}' of MCP server '{self.server}' is not among the tools this session was offered "
+                   "after the proxy's checks (list the tools again)." + _NOT_RETRY)
+            return Checked("BLOCK", answer=jsonrpc.tool_error(message.id, why))
+        if "task" in message.params:
+            return Checked("BLOCK", answer=jsonrpc.error(
+                message.id, jsonrpc.INVALID_REQUEST, "Task-augmented calls (params.task) are not relayed by this proxy."
+            ))
+        arguments = message.params.get("arguments")
+        call = ToolCall(self.named(name), arguments if isinstance(arguments, dict) else {"arguments": arguments})
+        refused = await self.refusal(self.engine.check_tool_call(self.exchange, call))
+        if refused is None:
+            return Checked("ALLOW", message.body)
+        return Checked("BLOCK", answer=jsonrpc.tool_error(message.id, refused + _NOT_RETRY))
+
+    # -- server to client --------------------------------------------------------------------------------
+
+    async def server_message(self, message: Message, asked: Message | None) -> Checked:
+        """``asked``: the client's request this message answers, when it is a response to one we saw."""
+        method = asked.method if asked is not None and message.kind in (Kind.RESULT, Kind.ERROR) else ""
+        if message.kind is Kind.REQUEST and _not_relayed(message):
+            return Checked("BLOCK")  # dropped: the client was never offered it (sampling, URL-mode elicitation)
+        if message.kind is Kind.RESULT and method in _LISTINGS:
+            assert asked is not None
+            return await self._listing(message, asked, _LISTINGS[method])
+        if message.kind is Kind.RESULT and method == "initialize":
+            return await self._initialized(message)
+        what = message.method or method or "response"
+        name = self.named(asked.tool if asked is not None and asked.tool else what)
+        payload = message.body.get("result", message.body.get("error", message.params))
+        content = texts(payload)
+        if not content:
+            return Checked("ALLOW", message.body)
+        result = ToolResult(name, "\n".join(content))
+        refused = await self.refusal(self.engine.check_request(self.exchange, RequestView(tool_results=[result])))
+        if refused is None:
+            return Checked("ALLOW", message.body)
+        if message.kind in (Kind.NOTIFICATION, Kind.REQUEST):
+            return Checked("BLOCK")
+        if method == "tools/call":
+            return Checked("BLOCK", jsonrpc.tool_error(message.id, refused))
+        return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.POLICY_REFUSED, refused))
+
+    async def _initialized(self, message: Message) -> Checked:
+        result = message.body.get("result")
+        if not isinstance(result, dict):
+            return Checked("ALLOW", message.body)
+        if result.get("protocolVersion") not in jsonrpc.PROTOCOL_VERSIONS:
+            why = (f"MCP server '{self.server}' answered with protocol version {result.get('protocolVersion')!r}; "
+                   f"this proxy serves {', '.join(jsonrpc.PROTOCOL_VERSIONS)}.")
+            return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.INVALID_REQUEST, why))
+        instructions = result.get("instructions")
+        if isinstance(instructions, str) and instructions:
+            view = RequestView(system=instructions)
+            refused = await self.refusal(self.engine.check_request(self.exchange, view))
+            if refused is not None:
+                return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.POLICY_REFUSED, refused))
+        info = result.get("serverInfo")
+        if info is not None:
+            definition = ToolDefinition(self.named("serverInfo"), content="\n".join(texts(info)))
+            refused = await self.refusal(self.engine.check_tool_definition(self.exchange, definition))
+            if refused is not None:
+                return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.POLICY_REFUSED, refused))
+        capabilities = result.get("capabilities")
+        if isinstance(capabilities, dict) and "tasks" in capabilities:
+            result = {**result, "capabilities": {k: v for k, v in capabilities.items() if k != "tasks"}}
+            return Checked("ALLOW", {**message.body, "result": result})
+        return Checked("ALLOW", message.body)
+
+    async def _listing(self, message: Message, asked: Message, key: str) -> Checked:
+        """A listing (``key``: tools, prompts, resources, resourceTemplates) with every refused or ambiguous
+        entry removed; the tools kept (after the pins) become the session's approved set."""
+        result = message.body.get("result")
+        entries = result.get(key) if isinstance(result, dict) else None
+        if not isinstance(result, dict) or not isinstance(entries, list):
+            return Checked("ALLOW", message.body)
+        names = [entry.get("name") if isinstance(entry, dict) else None for entry in entries]
+        counts = Counter(names)
+        kept: list[Any] = []
+        removed = 0
+        for entry, name in zip(entries, names, strict=True):
+            if not isinstance(name, str) or counts[name] > 1:
+                removed += 1
+                continue
+            label = name if key == "tools" else f"{key}:{name}"
+            definition = definition_of(entry, self.named(label))
+            if await self.refusal(self.engine.check_tool_definition(self.exchange, definition)) is not None:
+                removed += 1
+                continue
+            kept.append(entry)
+        cursor = asked.params.get("cursor")
+        if key == "tools":
+            if self.pins is not None:  # the first approved definitions hold (pins.py)
+                following = result.get("nextCursor")
+                pinned = self.pins.apply(
+                    self.server, kept, session=self.session, cursor=cursor if isinstance(cursor, str) else None,
+                    next_cursor=following if isinstance(following, str) else None,
+                )
+                self.engine.recorder.mcp_pins(self.server, pinned.pending)
+                kept = pinned.tools
+                removed += pinned.changed
+            # A later page (params.cursor) adds to the set its first page started.
+            self.approved.approve(self.session, [tool["name"] for tool in kept], add=cursor is not None)
+        if not removed:
+            return Checked("ALLOW", message.body)
+        return Checked("FILTERED", {**message.body, "result": {**result, key: kept}})
+
+
+def _not_relayed(message: Message) -> bool:
+    """Server requests this version does not relay: sampling (the capability is removed from the client's
+    ``initialize``) and URL-mode elicitation (a link the user would follow, which no policy can read)."""
+    if message.method == "sampling/createMessage":
+        return True
+    return message.method == "elicitation/create" and message.params.get("mode") == "url"
+
+
+def definition_of(tool: dict[str, Any], name: str) -> ToolDefinition:
+    """A listed tool as the model hop's definitions are read: name, description, input schema, and every
+    other string and key (title, output schema, annotations, icons, ``_meta``) as its content."""
+    rest = {key: value for key, value in tool.items() if key not in ("name", "description")}
+    schema = tool.get("inputSchema")
+    description = tool.get("description")
+    return ToolDefinition(
+        name=name,
+        description=description if isinstance(description, str) else "",
+        parameters=schema if isinstance(schema, dict) else {},
+        content=orjson.dumps(texts(rest)).decode() if rest else "",
+    )

@@ -1,0 +1,184 @@
+"""Pinned tool definitions per server: what a server may not change after its tools were approved.
+
+A server can change a tool's description after the agent's operator
+approved it (a "rug pull"): the model would then read new instructions under
+a trusted name. So the first definition of each tool that passed the checks
+is pinned, per server, by a hash of the fields the model sees (name, title,
+description, input and output schemas, annotations; canonical JSON: sorted
+keys, no spaces, UTF-8), and kept in ``--state-dir`` (``mcp-pins.json``).
+On each later listing:
+
+* the same hash: the tool is served as it is;
+* a new description, title or annotations over the same schemas: the pinned
+  definition is served instead (the new text never reaches the model), the
+  change logged;
+* a changed input or output schema: the tool is removed (a call shaped for the
+  old schema could mean something else now);
+* a tool the server did not list the first time: held pending, not served,
+  until an operator accepts it: in this version by removing its server's
+  entry from the file (or editing it) and ``capsem-proxyd reload``, after
+  which the next listing is pinned whole.
+
+The file is read when the hop starts and on reload, and written
+(atomically) when a server's first listing pins its tools. Each worker of
+``--workers N`` keeps a copy in memory; before pinning a server it reads the
+file again, so the first worker to pin a server decides for all, and a save
+adds its server to the file as it is then (the others' entries kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("capsem_proxyd.mcp")
+
+FILE_NAME = "mcp-pins.json"
+# The fields of a listed tool the model reads, and those of them that say what a call means.
+SEEN = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+SCHEMAS = ("inputSchema", "outputSchema")
+
+
+def digest(tool: dict[str, Any], fields: tuple[str, ...] = SEEN) -> str:
+    """The hash a tool is pinned by: SHA-256 of the canonical JSON of ``fields``."""
+    seen = {name: tool[name] for name in fields if name in tool}
+    return hashlib.sha256(orjson.dumps(seen, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(slots=True)
+class Pinned:
+    """What a listing becomes: the tools served, and how many were replaced, removed and held."""
+
+    tools: list[dict[str, Any]]
+    replaced: int = 0
+    removed: int = 0
+    pending: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.replaced or self.removed or self.pending)
+
+
+class Pins:
+    """Every server's pinned definitions, loaded from and saved to ``directory``."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.path = directory / FILE_NAME if directory is not None else None
+        self.servers: dict[str, dict[str, dict[str, Any]]] = self._load()
+        self.pending: dict[str, set[str]] = {}
+        # A server whose first listing is being pinned page by page: (session, the cursor of its next page).
+        self._open: dict[str, tuple[str, str]] = {}
+
+    def reload(self) -> None:
+        """The file read again (``capsem-proxyd reload``): how an operator's accepted change (a server's
+        entry edited or removed) reaches a running proxy. An unreadable file keeps the pins in memory."""
+        try:
+            self.servers = self._load()
+        except PinsUnreadable as error:
+            log.error("%s; the pins in memory are kept", error)
+            return
+        self.pending.clear()
+
+    def _load(self) -> dict[str, dict[str, dict[str, Any]]]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            data = orjson.loads(self.path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as error:
+            # Fail closed: with the pins unreadable, every tool would be "first seen" and pinned anew.
+            raise PinsUnreadable(f"MCP pins file {self.path} cannot be read: {error}") from None
+        if not isinstance(data, dict):
+            raise PinsUnreadable(f"MCP pins file {self.path} is not a JSON object")
+        return data
+
+    def apply(
+        self, server: str, tools: list[dict[str, Any]], *, session: str = "", cursor: str | None = None,
+        next_cursor: str | None = None,
+    ) -> Pinned:
+        """The listing page ``tools`` (already checked) as it may be served; pins a server's first listing.
+
+        A first listing may come in pages: the page that pins a server opens it to the pages that follow
+        in the same session (``cursor`` the ``next_cursor`` of the page before), whose tools are pinned too.
+        """
+        opened = self._open.pop(server, None)
+        if opened is not None and cursor is not None and opened == (session, cursor):
+            self._extend(server, tools)
+            if next_cursor is not None:
+                self._open[server] = (session, next_cursor)
+            return Pinned(tools)
+        pinned = self.servers.get(server)
+        if pinned is None:  # another worker (or instance) may have pinned it since this one read the file
+            pinned = self._pinned_elsewhere(server)
+        if pinned is None:
+            self.servers[server] = {}
+            self._extend(server, tools)
+            if next_cursor is not None:
+                self._open[server] = (session, next_cursor)
+            return Pinned(tools)
+        served: list[dict[str, Any]] = []
+        result = Pinned(served)
+        for tool in tools:
+            name = tool["name"]
+            pin = pinned.get(name)
+            if pin is None:
+                self.pending.setdefault(server, set()).add(name)
+                log.warning("mcp tool held pending: not in the first listing server=%s tool=%s", server, name)
+                result.pending += 1
+            elif pin["hash"] == digest(tool):
+                served.append(tool)
+            elif pin["schemas"] == digest(tool, SCHEMAS):
+                log.warning("mcp tool definition changed; the pinned one is served server=%s tool=%s", server, name)
+                served.append({**{k: v for k, v in tool.items() if k not in SEEN}, **pin["definition"]})
+                result.replaced += 1
+            else:
+                log.warning("mcp tool schema changed; the tool is removed server=%s tool=%s", server, name)
+                result.removed += 1
+        return result
+
+    def _extend(self, server: str, tools: list[dict[str, Any]]) -> None:
+        """``tools`` pinned for ``server`` as they are, and saved."""
+        self.servers[server].update({
+            tool["name"]: {"hash": digest(tool), "schemas": digest(tool, SCHEMAS),
+                           "definition": {name: tool[name] for name in SEEN if name in tool}}
+            for tool in tools
+        })
+        self._save(server)
+
+    def _pinned_elsewhere(self, server: str) -> dict[str, dict[str, Any]] | None:
+        """``server``'s pins as the file has them now, adopted; None when it has none."""
+        try:
+            found = self._load().get(server)
+        except PinsUnreadable:
+            return None
+        if isinstance(found, dict):
+            self.servers[server] = found
+            return found
+        return None
+
+    def _save(self, server: str) -> None:
+        """``server``'s pins written into the file as it is now: the other servers' entries, which another
+        worker may have written since this process read it, are kept."""
+        if self.path is None:
+            return
+        try:
+            current = self._load()
+        except PinsUnreadable:
+            current = {}
+        current[server] = self.servers[server]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f".{FILE_NAME}.{os.getpid()}")
+            temporary.write_bytes(orjson.dumps(current, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+            os.replace(temporary, self.path)
+        except OSError as error:  # the pins still hold in this process; a restart would pin anew
+            log.error("MCP pins could not be saved to %s: %s", self.path, error)
+
+
+class PinsUnreadable(Exception):
+    """The pins file exists but cannot be read: the proxy does not start on it (one line)."""

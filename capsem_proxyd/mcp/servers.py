@@ -1,0 +1,89 @@
+"""The MCP servers an operator declares: ``--mcp-server NAME=URL`` and ``--mcp-header NAME=Header``.
+
+Validated before start (``check`` and ``start`` read them alike): a bad name,
+URL or header is one line and exit 2, never a 502 on every call.
+
+Which request headers reach a server is an allow-list, not a deny-list: the
+protocol's own (``Accept``, ``Content-Type``, ``MCP-Protocol-Version``,
+``Last-Event-ID``; ``Mcp-Session-Id`` is rewritten by ``sessions.py``),
+``Authorization`` (how MCP clients carry a server's static credential), and
+the headers the operator names per server. Cookies and the headers the model
+APIs carry their keys in are refused even when named: a client configured for
+both hops would hand its provider key to a third party.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# Forwarded to every server.
+PROTOCOL_HEADERS = frozenset({"accept", "content-type", "mcp-protocol-version", "last-event-id", "authorization"})
+# Never forwarded, whatever the operator names: credentials of other parties and browser state.
+NEVER_FORWARDED = frozenset({
+    "cookie", "x-api-key", "x-goog-api-key", "api-key", "proxy-authorization", "host", "content-length",
+    "transfer-encoding", "connection", "origin", "mcp-session-id",
+})
+
+
+class McpConfigError(ValueError):
+    """A server or header entry that cannot be served: its message is the one line the operator reads."""
+
+
+@dataclass(frozen=True, slots=True)
+class McpServer:
+    """One declared server: its name (the path segment), its URL, the headers forwarded to it."""
+
+    name: str
+    url: httpx.URL
+    headers: frozenset[str] = PROTOCOL_HEADERS
+
+
+def named_url(entry: str) -> tuple[str, str]:
+    """``NAME=URL`` as (name, url); McpConfigError naming what is wrong."""
+    name, sep, url = entry.partition("=")
+    name, url = name.strip(), url.strip()
+    if not sep or not NAME.match(name):
+        raise McpConfigError(
+            f"{entry!r} is not NAME=URL with NAME made of letters, digits, '-' and '_' (e.g. docs=https://mcp.example.com/mcp)"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as error:
+        raise McpConfigError(f"MCP server {name}: {url!r} is not a URL ({error})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise McpConfigError(f"MCP server {name}: {url!r} is not an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise McpConfigError(f"MCP server {name}: its URL carries credentials; send them as a header instead")
+    return name, url
+
+
+def load_servers(entries: Iterable[str], header_entries: Iterable[str] = ()) -> dict[str, McpServer]:
+    """Every declared server by name; McpConfigError on a bad, repeated or unknown entry."""
+    urls: dict[str, str] = {}
+    for entry in entries:
+        name, url = named_url(entry)
+        if name in urls:
+            raise McpConfigError(f"MCP server {name} is declared twice")
+        urls[name] = url
+    extra: dict[str, set[str]] = {name: set() for name in urls}
+    for entry in header_entries:
+        name, sep, header = entry.partition("=")
+        name, header = name.strip(), header.strip().lower()
+        if not sep or name not in urls:
+            raise McpConfigError(f"--mcp-header {entry!r}: expected SERVER=Header-Name for a declared --mcp-server")
+        if not HEADER.match(header):
+            raise McpConfigError(f"--mcp-header {entry!r}: {header!r} is not a header name")
+        if header in NEVER_FORWARDED or header.startswith("proxy-"):
+            raise McpConfigError(f"--mcp-header {entry!r}: {header} is never forwarded to an MCP server")
+        extra[name].add(header)
+    return {
+        name: McpServer(name, httpx.URL(url), PROTOCOL_HEADERS | frozenset(extra[name])) for name, url in urls.items()
+    }

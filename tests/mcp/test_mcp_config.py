@@ -1,0 +1,43 @@
+"""``--mcp-server`` and ``--mcp-header``: a bad entry is one line and exit 2 from ``check``, before ``start``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import assert_startup_error, run_cli
+
+BAD = {
+    "no name": (["--mcp-server", "https://mcp.example.com"], ("NAME=URL",)),
+    "name with a slash": (["--mcp-server", "a/b=https://mcp.example.com"], ("NAME=URL",)),
+    "not http": (["--mcp-server", "docs=ftp://mcp.example.com"], ("docs", "http://")),
+    "no host": (["--mcp-server", "docs=http://"], ("docs",)),
+    "credentials in the URL": (["--mcp-server", "docs=https://u:p@mcp.example.com"], ("credentials",)),
+    "twice": (["--mcp-server", "docs=https://a.example", "--mcp-server", "docs=https://b.example"], ("twice",)),
+    "header for no server": (["--mcp-header", "docs=X-Team"], ("--mcp-header",)),
+    "cookie header": (["--mcp-server", "docs=https://a.example", "--mcp-header", "docs=Cookie"], ("never",)),
+    "provider key header": (["--mcp-server", "docs=https://a.example", "--mcp-header", "docs=x-api-key"], ("never",)),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_a_bad_mcp_entry_is_one_line_and_exit_2(tmp_path: Path, case: str) -> None:
+    args, fragments = BAD[case]
+    assert_startup_error(run_cli("check", "--state-dir", str(tmp_path), *args), *fragments)
+
+
+def test_the_config_file_takes_a_table_of_servers(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text('mcp_servers = { docs = "https://mcp.example.com/mcp", "bad name" = "https://x.example" }\n')
+    assert_startup_error(run_cli("check", "--state-dir", str(tmp_path), "--config", str(config)), "bad name")
+    config.write_text('mcp_servers = { docs = "https://mcp.example.com/mcp" }\n')
+    result = run_cli("check", "--state-dir", str(tmp_path), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_unreadable_pins_file_stops_check(tmp_path: Path) -> None:
+    """Pins that cannot be read would let every tool be pinned anew: refused before start."""
+    (tmp_path / "mcp-pins.json").write_text("{not json")
+    result = run_cli("check", "--state-dir", str(tmp_path), "--mcp-server", "docs=https://mcp.example.com/mcp")
+    assert_startup_error(result, "mcp-pins.json", "cannot be read")
