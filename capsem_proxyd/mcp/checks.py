@@ -1,7 +1,9 @@
 """Each JSON-RPC message put to the policies, deny-by-default, through the proxy's one engine.
 
-What a message says is content unless its method's shape declares it is not
-(``_NOT_CONTENT``: the protocol's own keys, ids, enums, flags). The hooks are
+Every string and key a message carries is content, but the JSON-RPC envelope
+(``ENVELOPE``: ``jsonrpc`` and ``id`` of the message itself). A key the protocol
+names (``type``, ``mimeType``, cursors) is read too wherever it appears: a tool's
+arguments or ``structuredContent`` may use the same names for anything. The hooks are
 the model hop's, so one profile covers both hops:
 
 * ``tools/list`` result: each tool is a definition (``on_tool_call``, as a
@@ -52,9 +54,8 @@ from capsem_proxyd.mcp.pins import Pins
 from capsem_proxyd.mcp.sessions import ApprovedTools
 from capsem_proxyd.views import RequestView, ToolCall, ToolDefinition, ToolResult
 
-# Keys of the protocol's own, never content: the envelope, enums, flags, version strings.
-_NOT_CONTENT = frozenset({"jsonrpc", "id", "type", "mimeType", "isError", "protocolVersion", "progressToken",
-                          "nextCursor", "cursor"})
+# The JSON-RPC envelope's keys: not content at the top of a message, and only there.
+ENVELOPE = frozenset({"jsonrpc", "id"})
 # Listings filtered entry by entry: the method and the result's key.
 _LISTINGS = {"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
              "resources/templates/list": "resourceTemplates"}
@@ -72,17 +73,19 @@ class Checked:
     answer: dict[str, Any] | None = None
 
 
-def texts(value: Any) -> list[str]:
-    """Every string of ``value`` and every key of its objects, but the protocol's own keys and their values."""
+def texts(value: Any, *, message: bool = False) -> list[str]:
+    """Every string of ``value`` and every key of its objects; ``message``: ``value`` is a whole JSON-RPC
+    message, whose envelope (``ENVELOPE``, at its top only) is not content."""
     out: list[str] = []
     stack = [value]
+    top = value if message and isinstance(value, dict) else None
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             out.append(item)
         elif isinstance(item, dict):
             for key, inner in item.items():
-                if key in _NOT_CONTENT:
+                if item is top and key in ENVELOPE:
                     continue
                 out.append(key)
                 stack.append(inner)
@@ -136,7 +139,8 @@ class MessageChecks:
 
     async def _whole(self, message: Message) -> Checked:
         """A client message checked whole, as a call of the tool named after its method."""
-        content = texts(message.params if message.kind in (Kind.REQUEST, Kind.NOTIFICATION) else message.body)
+        whole = message.kind not in (Kind.REQUEST, Kind.NOTIFICATION)
+        content = texts(message.body if whole else message.params, message=whole)
         if not content:
             return Checked("ALLOW", message.body)
         call = ToolCall(self.named(message.method or "client-reply"), {"content": "\n".join(content)})

@@ -42,6 +42,21 @@ async def test_a_refused_notification_is_dropped() -> None:
     assert checked.decision == "BLOCK" and checked.forward is None
 
 
+async def test_keys_the_protocol_names_are_read_as_content_inside_a_result() -> None:
+    """Only the envelope's jsonrpc and id are not content: a result's structuredContent (or a tool's arguments)
+    may use "type", "id" or "mimeType" for anything, and a value under them is read like any other."""
+    for key in ("type", "id", "mimeType", "protocolVersion", "nextCursor", "isError"):
+        checks = MessageChecks(debug_engine(), Exchange.begin("/mcp/x"), "x", "s", ApprovedTools())
+        asked = jsonrpc.classify({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                  "params": {"name": "a", "arguments": {}}})
+        result = jsonrpc.classify({"jsonrpc": "2.0", "id": 3, "result": {
+            "content": [{"type": "text", "text": "ok"}], "structuredContent": {"row": {key: "capsem_block"}}}})
+        checked = await checks.server_message(result, asked)
+        assert checked.decision == "BLOCK", key
+        assert checked.forward is not None and checked.forward["result"]["isError"] is True, key
+        assert "structuredContent" not in checked.forward["result"], key
+
+
 def test_a_session_id_verifies_only_for_its_owner_and_server() -> None:
     ids = SessionIds(b"k" * 32)
     wrapped = ids.wrap("docs", "owner-a", "abc")
