@@ -20,8 +20,8 @@ the recognizer when it lets a caller pass the extractor.
 
 * ``CandidatePhoneRecognizer``: ``PhoneRecognizer.analyze`` runs phonenumbers'
   matcher over the whole text once per region (70-80% of the PII policy's time
-  on source code). Ours runs it per region only on the windows around
-  candidates that can be a number of that region (``_compat/phonenumbers.py``),
+  on source code). Ours asks it, per region, only about the candidates that can
+  be a number of that region (``_compat/phonenumbers.py``),
   and builds each result as ``analyze`` does, with its private
   ``_get_recognizer_result`` (the canary checks ``analyze``'s shape). It can go
   when Presidio's recognizer gets a pre-filter of its own.
@@ -48,6 +48,13 @@ the recognizer when it lets a caller pass the extractor.
   context word can lift to it, and repeats ``_enhance_using_context`` with the
   results grouped once (the canary checks the order and the method's lines). It
   can go when Presidio filters before enhancing.
+* ``PruningRegistry``: for the same reason, the patterns whose results cannot
+  reach the threshold even with a context word (US_BANK_NUMBER's, the weak
+  US_SSN ones, the IP recognizer's ``::``) are not run at all: during an
+  analysis by ``PruningAnalyzerEngine``, ``get_recognizers`` (public) gives a
+  copy of each such recognizer holding only its other patterns, or leaves it
+  out (the canary checks how Presidio's pattern recognizer scores a pattern's
+  matches, through its private ``__analyze_patterns``).
 """
 
 from __future__ import annotations
@@ -62,13 +69,19 @@ from typing import Any
 import phonenumbers
 import spacy
 from phonenumbers import NumberParseException
-from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, PatternRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer, LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 from tldextract import TLDExtract
 
-from capsem_proxyd._compat.phonenumbers import RegionSieve, RememberingMatcher, phone_scan, shortest_valid_number
+from capsem_proxyd._compat.phonenumbers import (
+    RegionSieve,
+    RememberingMatcher,
+    phone_scan,
+    region_matches,
+    shortest_valid_number,
+)
 
 
 def spacy_model_installed(model_name: str) -> bool:
@@ -105,10 +118,13 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
     """Presidio's phone recognizer, run per region only where a candidate can be a number of it.
 
     ``PhoneRecognizer.analyze`` runs phonenumbers' matcher over the whole text once per region; this
-    scans the text's candidates once (``phone_scan``), keeps per region those that can be a valid
-    number of it (``RegionPrefilter``) and runs the matcher on the windows around them, building each
-    result the way ``PhoneRecognizer.analyze`` does (``tests/_compat/test_presidio.py`` checks that
-    method's shape)."""
+    scans the text's candidates once (``phone_scan``), decides once for every region which can be a
+    valid number of which (``RegionSieve``) and, per region, follows the matcher's scan over them,
+    asking it only about those (``region_matches``), building each result the way
+    ``PhoneRecognizer.analyze`` does (``tests/_compat/test_presidio.py`` checks that method's shape).
+    A number found again in a later region is not built again: Presidio's result there has the same
+    entity, start, end and score, and its ``remove_duplicates`` (a set, then its first) keeps the
+    first region's."""
 
     min_digits = 0  # set at first use
     _sieve: RegionSieve | None = None  # built at first use, for the regions then configured
@@ -120,49 +136,57 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
             return super().analyze(text, entities, nlp_artifacts)
         if not CandidatePhoneRecognizer.min_digits:
             CandidatePhoneRecognizer.min_digits = shortest_valid_number()
-        scan = phone_scan(text, CandidatePhoneRecognizer.min_digits, long_only=True)  # the others: no number
+        min_digits = CandidatePhoneRecognizer.min_digits
+        scan = phone_scan(text, min_digits, long_only=True)  # the others: no number
         if not scan:
             return []
         sieve = self._sieve
         if sieve is None or sieve.regions != list(self.supported_regions):
             sieve = self._sieve = RegionSieve(self.supported_regions)
-        pairs = sieve.wanted(scan)
-        by_start = {candidate.start: candidate for candidate, _ in pairs}
-        settled: set[int] = set()  # candidates found whole, parsed alike everywhere: found again in every region
+        regions_of_candidate = sieve.regions_of
+        wants = [regions_of_candidate(candidate.text) for candidate in scan]
+        if not any(wants):
+            return []
+        scan_index = {candidate.start: at for at, candidate in enumerate(scan)}
+        settled: dict[int, Any] = {}  # candidates found whole, parsed alike everywhere: found again in every region
         results = []
+        spans: set[tuple[int, int]] = set()  # found already: Presidio's result there would be a duplicate
         decisions = self._decisions
         if decisions is None:
             decisions = self._decisions = {}
+        for index, region in enumerate(self.supported_regions):
+            explained = region  # PhoneRecognizer.analyze reuses its loop variable for the explanation
+            matcher = RememberingMatcher(text, region, self.leniency, decisions.setdefault((region, self.leniency), {}))
+            for match in region_matches(matcher, scan, wants, scan_index, index, sieve, settled, min_digits):
+                raw = match.raw_string
+                explained = self._number_region(raw, explained)
+                span = (match.start, match.end)
+                if span in spans:
+                    continue  # the same entity, start, end and score: remove_duplicates keeps the first
+                spans.add(span)
+                results.append(self._get_recognizer_result(match, text, explained, nlp_artifacts))
+                at = scan_index.get(match.start)
+                if at is not None and match.start not in settled and raw == scan[at].text and (
+                        sieve.parsed_alike_everywhere(raw)):
+                    settled[match.start] = match
+        return EntityRecognizer.remove_duplicates(results)
+
+    def _number_region(self, raw: str, explained: str) -> str:
+        """The region ``PhoneRecognizer.analyze`` names for a number it found (``region_code_for_number`` of
+        the number parsed with no region), or ``explained`` when that parse fails; remembered by its text."""
         regions_of = self._regions_of
         if regions_of is None:
             regions_of = self._regions_of = {}
-        for index, region in enumerate(self.supported_regions):
-            explained = region  # PhoneRecognizer.analyze reuses its loop variable for the explanation
-            known = decisions.setdefault((region, self.leniency), {})
-            for start, end in sieve.windows(pairs, index, len(text), settled):
-                window = text[start:end]
-                for match in RememberingMatcher(window, region, self.leniency, known):
-                    raw = window[match.start:match.end]
-                    found_in = regions_of.get(raw, _UNKNOWN)
-                    if found_in is _UNKNOWN:
-                        try:
-                            found_in = phonenumbers.region_code_for_number(phonenumbers.parse(raw))
-                        except NumberParseException:
-                            found_in = _UNPARSED
-                        if len(regions_of) >= RememberingMatcher.KNOWN:
-                            regions_of.clear()
-                        regions_of[raw] = found_in
-                    if found_in is not _UNPARSED:
-                        explained = found_in
-                    result = self._get_recognizer_result(match, window, explained, nlp_artifacts)
-                    result.start += start
-                    result.end += start
-                    results.append(result)
-                    candidate = by_start.get(result.start)
-                    if candidate is not None and match.raw_string == candidate.text and (
-                            sieve.parsed_alike_everywhere(candidate.text)):
-                        settled.add(candidate.start)
-        return EntityRecognizer.remove_duplicates(results)
+        found_in = regions_of.get(raw, _UNKNOWN)
+        if found_in is _UNKNOWN:
+            try:
+                found_in = phonenumbers.region_code_for_number(phonenumbers.parse(raw))
+            except NumberParseException:
+                found_in = _UNPARSED
+            if len(regions_of) >= RememberingMatcher.KNOWN:
+                regions_of.clear()
+            regions_of[raw] = found_in
+        return explained if found_in is _UNPARSED else str(found_in)
 
 
 class IndexedContextEnhancer(LemmaContextAwareEnhancer):
@@ -534,10 +558,18 @@ class PruningAnalyzerEngine(AnalyzerEngine):
                 correlation_id: str | None = None, score_threshold: float | None = None,
                 **kwargs: Any) -> list[RecognizerResult]:
         self._request.threshold = score_threshold
+        registry = self.registry
+        enhancer = self.context_aware_enhancer
+        pruning = isinstance(registry, PruningRegistry) and isinstance(enhancer, IndexedContextEnhancer) and (
+            score_threshold is not None and not self.log_decision_process and kwargs.get("context") is None)
+        if pruning:
+            registry.request.reach = (enhancer, score_threshold)
         try:
             return list(super().analyze(text, language, entities, correlation_id, score_threshold, **kwargs))
         finally:
             self._request.threshold = None
+            if pruning:
+                registry.request.reach = None
 
     def _enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: Any,
                                recognizers: list[EntityRecognizer], context: list[str] | None = None,
@@ -564,3 +596,69 @@ class PruningAnalyzerEngine(AnalyzerEngine):
             results = [result for result in results if enhancer.best_score(result, known) >= threshold]
         return list(enhancer.enhance_using_context(text=text, raw_results=results, nlp_artifacts=nlp_artifacts,
                                                    recognizers=recognizers, context=context))
+
+
+class PruningRegistry(RecognizerRegistry):
+    """Presidio's registry, giving an analysis run by ``PruningAnalyzerEngine`` its pattern recognizers with only
+    the patterns whose results can reach the request's threshold, and none of a recognizer left with none.
+
+    A pattern's result scores the pattern's score, or ``MAX_SCORE`` when the recognizer's ``validate_result``
+    says so (only a recognizer that overrides it), or ``MIN_SCORE``; context can then raise it once
+    (``IndexedContextEnhancer.best_score``'s arithmetic). A result that cannot reach the threshold is removed
+    by Presidio before duplicates are (``PruningAnalyzerEngine``): it never shows and never hides another,
+    and Presidio's enhancement treats each result on its own. Its recognizer's own ``remove_duplicates``
+    only removes a result contained in one of the same type scoring as much or more: never one of a pattern
+    kept, which scores more than any dropped one can. So nothing changes but the work: on a log or a CSV,
+    US_BANK_NUMBER's ``\\b[0-9]{8,17}\\b`` (0.05, 0.4 at most with a context word) matches every id and
+    order number, and four weak US_SSN patterns every nine-digit count. Recognizers that enhance their own
+    results (``enhance_using_context``) or are not pattern recognizers are given as they are."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = threading.local()  # .reach: (enhancer, threshold) while PruningAnalyzerEngine analyses
+        self._pruned: dict[tuple[str, float], EntityRecognizer | None] = {}
+
+    def get_recognizers(self, language: str, entities: list[str] | None = None, all_fields: bool = False,
+                        ad_hoc_recognizers: list[EntityRecognizer] | None = None) -> list[EntityRecognizer]:
+        recognizers = list(super().get_recognizers(language, entities, all_fields, ad_hoc_recognizers))
+        reach: tuple[IndexedContextEnhancer, float] | None = getattr(self.request, "reach", None)
+        if reach is None:
+            return recognizers
+        kept = []
+        for recognizer in recognizers:
+            pruned = self._pruned_for(recognizer, *reach) if recognizer in self.recognizers else recognizer
+            if pruned is not None:
+                kept.append(pruned)
+        return kept
+
+    def _pruned_for(self, recognizer: EntityRecognizer, enhancer: IndexedContextEnhancer,
+                    threshold: float) -> EntityRecognizer | None:
+        key = (recognizer.id, threshold)
+        if key in self._pruned:
+            return self._pruned[key]
+        pruned: EntityRecognizer | None = recognizer
+        if isinstance(recognizer, PatternRecognizer) and (
+                type(recognizer).enhance_using_context is EntityRecognizer.enhance_using_context):
+            validates = type(recognizer).validate_result is not PatternRecognizer.validate_result
+            patterns = [pattern for pattern in recognizer.patterns
+                        if self._best(recognizer, EntityRecognizer.MAX_SCORE if validates else pattern.score,
+                                      enhancer) >= threshold]
+            if not patterns:
+                pruned = None
+            elif len(patterns) < len(recognizer.patterns):
+                clone = copy.copy(recognizer)  # the same id: its results are its own
+                clone.patterns = patterns
+                pruned = clone
+        if len(self._pruned) >= 1024:
+            self._pruned.clear()
+        self._pruned[key] = pruned
+        return pruned
+
+    @staticmethod
+    def _best(recognizer: EntityRecognizer, score: float, enhancer: IndexedContextEnhancer) -> float:
+        """``IndexedContextEnhancer.best_score`` of a result of ``recognizer`` scoring ``score``."""
+        if not recognizer.context:
+            return score
+        raised = score + enhancer.context_similarity_factor
+        raised = max(raised, enhancer.min_score_with_context_similarity)
+        return float(min(raised, ContextAwareEnhancer.MAX_SCORE))

@@ -238,3 +238,30 @@ def test_the_enhancer_s_loop_body_is_still_the_one_ours_repeats_on_a_copy_of_a_r
     improved = inspect.getsource(AnalysisExplanation.set_improved_score)
     assert "self.score = score" in improved and "self.score_context_improvement = self.score - self.original_score" in (
         improved)
+
+
+def test_a_pattern_recognizer_still_scores_each_pattern_s_match_from_that_pattern_alone() -> None:
+    """``PruningRegistry`` gives an analysis a copy of a pattern recognizer holding only the patterns whose
+    results can reach the threshold: ``analyze`` takes its recognizers from ``registry.get_recognizers``
+    (public) once and uses that list throughout; a pattern recognizer's results come from its ``patterns``
+    one by one, each scored from its pattern's score, ``validate_result`` (``MAX_SCORE`` or ``MIN_SCORE``) and
+    ``invalidate_result`` (``MIN_SCORE``); its ``remove_duplicates`` removes a result only when another of the
+    same type contains it and scores as much or more."""
+    from presidio_analyzer import AnalyzerEngine, EntityRecognizer, PatternRecognizer
+
+    analyze = inspect.getsource(AnalyzerEngine.analyze)
+    assert analyze.count("self.registry.get_recognizers(") == 1 and "for recognizer in recognizers:" in analyze
+    assert "if self.patterns:\n            pattern_result = self.__analyze_patterns(text, regex_flags)" in (
+        inspect.getsource(PatternRecognizer.analyze))
+    patterns = inspect.getsource(PatternRecognizer._PatternRecognizer__analyze_patterns)  # type: ignore[attr-defined]
+    for line in ("for pattern in self.patterns:", "score = pattern.score",
+                 "validation_result = self.validate_result(current_match)",
+                 "pattern_result.score = EntityRecognizer.MAX_SCORE", "pattern_result.score = EntityRecognizer.MIN_SCORE",
+                 "invalidation_result = self.invalidate_result(current_match)",
+                 "if pattern_result.score > EntityRecognizer.MIN_SCORE:",
+                 "results = EntityRecognizer.remove_duplicates(results)"):
+        assert line in patterns, line
+    assert patterns.count(".score =") == 4  # the three above and the explanation's copy
+    assert inspect.getsource(PatternRecognizer.validate_result).rstrip().endswith("return None")
+    duplicates = inspect.getsource(EntityRecognizer.remove_duplicates)
+    assert "if result.contained_in(filtered) and result.score <= filtered.score:" in duplicates
