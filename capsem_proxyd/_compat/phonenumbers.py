@@ -385,7 +385,7 @@ def _prefix_strips(regions: list[Any]) -> list[tuple[re.Pattern[str], int | None
     """The national prefix patterns of ``regions``' metadata (``national_prefix_for_parsing``), each with the
     group its transform rule keeps (``\\N``: the national number then starts where the group does) or None
     (the prefix is cut off); None when one cannot be followed (an anchor or a look-around, another rule)."""
-    strips = []
+    strips: list[tuple[re.Pattern[str], int | None]] = []
     for metadata in regions:
         pattern = metadata.national_prefix_for_parsing
         if not pattern:

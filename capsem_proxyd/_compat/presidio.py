@@ -50,17 +50,22 @@ the recognizer when it lets a caller pass the extractor.
   can go when Presidio filters before enhancing.
 * ``PruningRegistry``: for the same reason, the patterns whose results cannot
   reach the threshold even with a context word (US_BANK_NUMBER's, the weak
-  US_SSN ones, the IP recognizer's ``::``) are not run at all: during an
-  analysis by ``PruningAnalyzerEngine``, ``get_recognizers`` (public) gives a
-  copy of each such recognizer holding only its other patterns, or leaves it
-  out (the canary checks how Presidio's pattern recognizer scores a pattern's
-  matches, through its private ``__analyze_patterns``).
+  US_SSN ones, the IP recognizer's ``::``) are not run at all, nor the ones a
+  text cannot hold a match of (``WITNESSES``: an IPv6 address holds "::" or six
+  hex groups followed by colons): during an analysis by
+  ``PruningAnalyzerEngine``, ``get_recognizers`` (public) gives a copy of each
+  such recognizer holding only its other patterns, or leaves it out (the canary
+  checks how Presidio's pattern recognizer scores a pattern's matches, through
+  its private ``__analyze_patterns``, that each witnessed pattern is still
+  Presidio's, and on random text that each of its matches holds its witness).
 """
 
 from __future__ import annotations
 
 import bisect
 import copy
+import functools
+import hashlib
 import re
 import threading
 from pathlib import Path
@@ -72,6 +77,7 @@ from phonenumbers import NumberParseException
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, PatternRecognizer, RecognizerRegistry, RecognizerResult
 from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer, LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import SpacyNlpEngine
+from presidio_analyzer.pattern_recognizer import re as presidio_regex  # the engine Presidio compiles patterns with
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 from tldextract import TLDExtract
 
@@ -560,16 +566,16 @@ class PruningAnalyzerEngine(AnalyzerEngine):
         self._request.threshold = score_threshold
         registry = self.registry
         enhancer = self.context_aware_enhancer
-        pruning = isinstance(registry, PruningRegistry) and isinstance(enhancer, IndexedContextEnhancer) and (
-            score_threshold is not None and not self.log_decision_process and kwargs.get("context") is None)
-        if pruning:
-            registry.request.reach = (enhancer, score_threshold)
+        pruning = registry if isinstance(registry, PruningRegistry) and isinstance(enhancer, IndexedContextEnhancer) and (
+            score_threshold is not None and not self.log_decision_process and kwargs.get("context") is None) else None
+        if pruning is not None:
+            pruning.request.reach = (enhancer, score_threshold, text)
         try:
             return list(super().analyze(text, language, entities, correlation_id, score_threshold, **kwargs))
         finally:
             self._request.threshold = None
-            if pruning:
-                registry.request.reach = None
+            if pruning is not None:
+                pruning.request.reach = None
 
     def _enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: Any,
                                recognizers: list[EntityRecognizer], context: list[str] | None = None,
@@ -608,51 +614,64 @@ class PruningRegistry(RecognizerRegistry):
     by Presidio before duplicates are (``PruningAnalyzerEngine``): it never shows and never hides another,
     and Presidio's enhancement treats each result on its own. Its recognizer's own ``remove_duplicates``
     only removes a result contained in one of the same type scoring as much or more: never one of a pattern
-    kept, which scores more than any dropped one can. So nothing changes but the work: on a log or a CSV,
+    kept, which scores more than any dropped one can. A pattern with a witness (``WITNESSES``) the text does
+    not hold has no match there. So nothing changes but the work: on a log or a CSV,
     US_BANK_NUMBER's ``\\b[0-9]{8,17}\\b`` (0.05, 0.4 at most with a context word) matches every id and
     order number, and four weak US_SSN patterns every nine-digit count. Recognizers that enhance their own
     results (``enhance_using_context``) or are not pattern recognizers are given as they are."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.request = threading.local()  # .reach: (enhancer, threshold) while PruningAnalyzerEngine analyses
-        self._pruned: dict[tuple[str, float], EntityRecognizer | None] = {}
+        self.request = threading.local()  # .reach: (enhancer, threshold, text) while PruningAnalyzerEngine analyses
+        self._pruned: dict[tuple[str, float], list[Any] | None] = {}
 
     def get_recognizers(self, language: str, entities: list[str] | None = None, all_fields: bool = False,
                         ad_hoc_recognizers: list[EntityRecognizer] | None = None) -> list[EntityRecognizer]:
         recognizers = list(super().get_recognizers(language, entities, all_fields, ad_hoc_recognizers))
-        reach: tuple[IndexedContextEnhancer, float] | None = getattr(self.request, "reach", None)
+        reach: tuple[IndexedContextEnhancer, float, str] | None = getattr(self.request, "reach", None)
         if reach is None:
             return recognizers
+        enhancer, threshold, text = reach
         kept = []
         for recognizer in recognizers:
-            pruned = self._pruned_for(recognizer, *reach) if recognizer in self.recognizers else recognizer
-            if pruned is not None:
-                kept.append(pruned)
+            if recognizer not in self.recognizers:
+                kept.append(recognizer)
+                continue
+            patterns = self._reaching(recognizer, enhancer, threshold)
+            if patterns is None:  # not a pattern recognizer, or one that enhances its own results
+                kept.append(recognizer)
+                continue
+            flags = getattr(recognizer, "global_regex_flags", 0) or 0
+            running = [pattern for pattern in patterns if _may_match(pattern.regex, flags, text)]
+            if not running:
+                continue
+            if len(running) == len(getattr(recognizer, "patterns", None) or []):
+                kept.append(recognizer)
+                continue
+            clone: Any = copy.copy(recognizer)  # the same id: its results are its own
+            clone.patterns = running
+            kept.append(clone)
         return kept
 
-    def _pruned_for(self, recognizer: EntityRecognizer, enhancer: IndexedContextEnhancer,
-                    threshold: float) -> EntityRecognizer | None:
+    def _reaching(self, recognizer: EntityRecognizer, enhancer: IndexedContextEnhancer,
+                  threshold: float) -> list[Any] | None:
+        """The patterns of ``recognizer`` whose results can reach ``threshold``; None when it is not a pattern
+        recognizer or enhances its own results."""
         key = (recognizer.id, threshold)
         if key in self._pruned:
             return self._pruned[key]
-        pruned: EntityRecognizer | None = recognizer
+        patterns: list[Any] | None = None
         if isinstance(recognizer, PatternRecognizer) and (
                 type(recognizer).enhance_using_context is EntityRecognizer.enhance_using_context):
             validates = type(recognizer).validate_result is not PatternRecognizer.validate_result
-            patterns = [pattern for pattern in recognizer.patterns
+            own: list[Any] = getattr(recognizer, "patterns", None) or []
+            patterns = [pattern for pattern in own
                         if self._best(recognizer, EntityRecognizer.MAX_SCORE if validates else pattern.score,
                                       enhancer) >= threshold]
-            if not patterns:
-                pruned = None
-            elif len(patterns) < len(recognizer.patterns):
-                clone = copy.copy(recognizer)  # the same id: its results are its own
-                clone.patterns = patterns
-                pruned = clone
         if len(self._pruned) >= 1024:
             self._pruned.clear()
-        self._pruned[key] = pruned
-        return pruned
+        self._pruned[key] = patterns
+        return patterns
 
     @staticmethod
     def _best(recognizer: EntityRecognizer, score: float, enhancer: IndexedContextEnhancer) -> float:
@@ -662,3 +681,32 @@ class PruningRegistry(RecognizerRegistry):
         raised = score + enhancer.context_similarity_factor
         raised = max(raised, enhancer.min_score_with_context_similarity)
         return float(min(raised, ContextAwareEnhancer.MAX_SCORE))
+
+
+# Patterns of Presidio's predefined recognizers (by the SHA-256 of their regex, as released in the pinned version)
+# and a pattern that every one of their matches holds a match of, compiled with the same flags: where the text
+# holds none, the pattern is not run (``PruningRegistry``). An IPv6 address (and one embedding an IPv4 address)
+# is written with "::" or with at least six groups of hex digits each followed by a colon; an IPv4-mapped one
+# starts with "::"; a crypto address is 26 characters or more of its alphabet in a row. A log's time stamps
+# ("12:30:45") hold neither: the two IPv6 patterns, tried at every hex digit, were most of the pattern
+# recognizers' time on the digit-heavy corpus.
+_IPV6_WITNESS = r"::|(?:[0-9A-Fa-f]{1,4}:){6}"
+WITNESSES = {
+    "66197b1f8e63cd274a8defa9ddec02d92e1b6c1c1f99600d9ab4abaf734ff7ca": _IPV6_WITNESS,  # IpRecognizer IPv4_embedded
+    "c4f79b73053cd5f01ec3d23ddaee6758cc6ac273cf56ca29bc0c32a4be0ee9f8": _IPV6_WITNESS,  # IpRecognizer IPv6
+    "5def597d3b4dac734f0bc1f1bfb007d7eac0987347cb882549c144e6e4967d89": "::",  # IpRecognizer IPv4_mapped
+    "9d9a993fd6aee8943056104f28b07d0ef54978e553bf57a9ef6aeccb18ad84af": "[a-zA-HJ-NP-Z0-9]{26}",  # CryptoRecognizer
+}
+
+
+@functools.cache
+def _witness(pattern: str, flags: int) -> Any:
+    """The compiled witness of ``pattern`` (``WITNESSES``), or None."""
+    witness = WITNESSES.get(hashlib.sha256(pattern.encode()).hexdigest())
+    return None if witness is None else presidio_regex.compile(witness, flags)
+
+
+def _may_match(pattern: str, flags: int, text: str) -> bool:
+    """Whether ``pattern`` (compiled with ``flags``, as Presidio compiles it) may match in ``text``."""
+    witness = _witness(pattern, flags)
+    return witness is None or witness.search(text) is not None

@@ -107,7 +107,9 @@ of every configured region):
 * results that no context word can lift to the threshold (US_BANK_NUMBER's
   0.05) are dropped before enhancement, which Presidio does right after it,
   before removing duplicates (``PruningAnalyzerEngine``), and the patterns
-  whose results none can lift to it are not run (``PruningRegistry``);
+  whose results none can lift to it are not run, nor those the text holds no
+  witness of (an IPv6 address holds "::" or six hex groups followed by colons:
+  ``PruningRegistry``);
 * a phone candidate's decision is remembered per region under the characters
   phonenumbers reads around it (``RememberingMatcher``): a number written many
   times is parsed once per region; a candidate that is one run of digits is
