@@ -11,6 +11,7 @@ extractor. Presidio ships every change as a patch release: the pin is exact.
 from __future__ import annotations
 
 import inspect
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -269,16 +270,16 @@ def test_a_pattern_recognizer_still_scores_each_pattern_s_match_from_that_patter
     assert "if result.contained_in(filtered) and result.score <= filtered.score:" in duplicates
 
 
-def _witnessed() -> list[tuple[str, int, str]]:
+def _witnessed() -> list[tuple[str, int, re.Pattern[str]]]:
     """(pattern, flags, witness) of every predefined pattern ``WITNESSES`` names."""
     import hashlib
 
-    from presidio_analyzer.predefined_recognizers import CryptoRecognizer, IpRecognizer
+    from presidio_analyzer.predefined_recognizers import IpRecognizer
 
     from capsem_proxyd._compat.presidio import WITNESSES
 
     found = []
-    for recognizer in (IpRecognizer(), CryptoRecognizer()):
+    for recognizer in (IpRecognizer(),):
         for pattern in recognizer.patterns:
             witness = WITNESSES.get(hashlib.sha256(pattern.regex.encode()).hexdigest())
             if witness is not None:
@@ -291,26 +292,22 @@ def test_every_witnessed_pattern_is_still_one_of_presidio_s() -> None:
     witnessed (run everywhere, as Presidio runs it), and this fails so that its witness is reviewed."""
     from capsem_proxyd._compat.presidio import WITNESSES
 
-    assert len(_witnessed()) == len(WITNESSES) == 4
-    from presidio_analyzer import pattern_recognizer
-
-    assert pattern_recognizer.re.__name__ == "regex"  # the engine the witnesses are compiled with
+    assert len(_witnessed()) == len(WITNESSES) == 3
 
 
 @given(st.lists(st.one_of(
     st.sampled_from(["::", ":", ".", "%eth0", "/64", " ", "\n", "12:30:45", "ffff", "fe80", "0", "1", "a", "G", "z",
-                     "x", "bc1", "3", "::ffff:", "10.0.0.1", "192.168.1.254", "/", "_", "-"]),
+                     "x", "\u212a", "::ffff:", "10.0.0.1", "192.168.1.254", "/", "_", "-", "\u00a0", "\t"]),
     st.text(alphabet="0123456789abcdefABCDEF:.", min_size=1, max_size=12),
-    st.ip_addresses(v=6).map(str), st.ip_addresses(v=6).map(lambda address: address.exploded),
-    st.text(alphabet="123456789abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ", min_size=20, max_size=40)),
+    st.ip_addresses(v=6).map(str), st.ip_addresses(v=6).map(lambda address: address.exploded)),
     max_size=12))
 @settings(max_examples=300, deadline=None)
 def test_every_match_of_a_witnessed_pattern_holds_its_witness(parts: list[str]) -> None:
     """``PruningRegistry`` skips a witnessed pattern where the text holds no match of its witness: sound only
-    if every match of the pattern holds one (IPv6: "::" or six hex groups each followed by a colon)."""
+    if every match of the pattern (compiled as Presidio compiles it) holds one."""
     from presidio_analyzer import pattern_recognizer
 
     text = "".join(parts)
     for pattern, flags, witness in _witnessed():
         for match in pattern_recognizer.re.compile(pattern, flags).finditer(text):
-            assert pattern_recognizer.re.compile(witness, flags).search(match.group()) is not None, (pattern, text)
+            assert witness.search(match.group()) is not None, (pattern, text)

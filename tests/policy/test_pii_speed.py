@@ -364,3 +364,21 @@ def test_the_analyzer_finds_what_presidio_finds_in_logs_csv_and_code(text: str) 
     ours = POLICY.analyze_text(text)
     theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
     assert found(ours) == found(theirs), text
+
+
+@given(st.lists(st.tuples(st.text(alphabet="0123456789", min_size=1, max_size=20),
+                          st.text(alphabet=" \t\n\r", max_size=4)), min_size=1, max_size=12),
+       st.sampled_from(["", "call ", "x ", "+"]))
+@settings(max_examples=200, deadline=None)
+def test_runs_of_digits_are_tokenized_as_spacy_tokenizes_them(runs: list[tuple[str, str]], lead: str) -> None:
+    """``LocalTokens._digits_block``: a block of digits and whitespace, told without spaCy, and its keywords."""
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    text = lead + "".join(digits + (space or " ") for digits, space in runs)
+    engine = POLICY.analyzer.nlp_engine
+    local = LocalTokens(text, engine, "en")
+    tokens = [token for index in range(len(local.cuts) - 1) for token in local.block(index)]
+    assert tokens == [(token.idx, token.idx + len(token), token.lower_) for token in engine.nlp["en"](text)], text
+    keywords = set(REFERENCE.nlp_engine.process_text(text, "en").keywords)
+    for _, _, lemma in tokens:
+        assert local.is_keyword(lemma) == (lemma.lower() in keywords), lemma
