@@ -102,7 +102,7 @@ from itertools import accumulate
 from typing import Any, NamedTuple
 
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberMatch, PhoneNumberMatcher, parse
-from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _SLASH_SEPARATED_DATES, _TIME_STAMPS
+from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _LEAD_PATTERN, _SLASH_SEPARATED_DATES, _TIME_STAMPS
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
@@ -299,7 +299,7 @@ class RegionPrefilter:
         digits = shape.digits
         if len(digits) < self.shortest:  # _is_number_matching_desc: a length general_desc lists, or invalid
             return False  # (an international prefix would only add digits)
-        for start in shape.starts:
+        for start in shape.raw_starts:  # _maybe_strip_i18n_prefix_and_normalize: at a raw input's first digit
             if international.match(digits, start) is not None:
                 return True  # an international call: any country's number may follow
         # Read as written in the region's own format (no plus, no international prefix): without a
@@ -432,15 +432,16 @@ class DigitShape:
 
     __slots__ = ("digits", "ends", "raw_starts", "starts")
 
-    def __init__(self, candidate: str) -> None:
+    def __init__(self, candidate: str, *, after_letter: bool = False) -> None:
         parts = _DIGIT_RUN_SPLIT.split(candidate)  # text before, then (run, text after) for each run
         runs = parts[1::2]
         self.ends = list(accumulate(map(len, runs)))
         self.starts = [0, *self.ends[:-1]] if runs else []
-        # a raw input starts at the first run, or after a separator an inner group of the matcher
-        # starts after (anything but ASCII hyphens alone: _INNER_MATCHES)
+        # a raw input starts at the first run (unless a letter stands before the candidate: ``letter_before``),
+        # or after a separator an inner group of the matcher starts after (anything but ASCII hyphens alone:
+        # _INNER_MATCHES)
         self.raw_starts = [start for index, start in enumerate(self.starts)
-                           if index == 0 or parts[2 * index].strip("-")]
+                           if (index == 0 and not after_letter) or (index > 0 and parts[2 * index].strip("-"))]
         self.digits = "".join(runs)
 
 
@@ -463,10 +464,14 @@ class RegionSieve:
         self._one_run = one_run_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
             self._all_filter) else None
         self._known: dict[str, tuple[bool, ...] | None] = {}
+        self._known_after: dict[str, tuple[bool, ...] | None] = {}
         self._alike: dict[str, bool] = {}
 
-    def regions_of(self, candidate: str) -> tuple[bool, ...] | None:
-        """Per region, whether the matcher must see ``candidate``; None when for none."""
+    def regions_of(self, candidate: str, after_letter: bool = False) -> tuple[bool, ...] | None:
+        """Per region, whether the matcher must see ``candidate``; None when for none. ``after_letter``: a
+        Latin letter or an invalid punctuation symbol stands before it (``letter_before``)."""
+        if after_letter:
+            return self._after_letter(candidate)
         try:
             return self._known[candidate]
         except KeyError:
@@ -489,6 +494,28 @@ class RegionSieve:
         if len(self._known) >= self.KNOWN:
             self._known.clear()
         self._known[candidate] = decided
+        return decided
+
+    def _after_letter(self, candidate: str) -> tuple[bool, ...] | None:
+        """``regions_of`` a candidate after a letter: the matcher turns away every raw input that starts where
+        the candidate does (``_parse_and_verify`` reads the character before it, the same for the candidate
+        and the part of it before an inner group), so a plain one can hold a number only from a later raw
+        start on (the others: as ``regions_of`` says)."""
+        if candidate in self._known_after:
+            return self._known_after[candidate]
+        if _NOT_PLAIN.search(candidate) or _SLASH_SEPARATED_DATES.search(candidate) or not self._all_filter:
+            decided = self.regions_of(candidate)
+        else:
+            shape = DigitShape(candidate, after_letter=True)
+            if not shape.raw_starts:
+                decided = None
+            else:
+                verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
+                wanted = tuple([verdicts[index] for index in self._verdict_of])
+                decided = wanted if any(wanted) else None
+        if len(self._known_after) >= self.KNOWN:
+            self._known_after.clear()
+        self._known_after[candidate] = decided
         return decided
 
     def parsed_alike_everywhere(self, candidate: str) -> bool:
@@ -525,6 +552,26 @@ def one_run_prefilter(regions: tuple[str, ...]) -> re.Pattern[str] | None:
     if not patterns or any(pattern is None for pattern in patterns):
         return None
     return re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
+
+
+_LETTERS_BEFORE: dict[str, bool] = {}
+
+
+def letter_before(text: str, start: int, candidate: str) -> bool:
+    """Whether ``_parse_and_verify`` (leniency VALID and up) turns away whatever it parses from ``start``, the
+    candidate's start: the candidate does not start with a lead character (``_LEAD_PATTERN``: an opening
+    bracket or a plus sign) and the character before it is a Latin letter or an invalid punctuation symbol
+    (a log's hex id run into an address: ``req=3fa9c2 10.1.2.3``)."""
+    if start == 0 or _LEAD_PATTERN.match(candidate):
+        return False
+    before = text[start - 1]
+    known = _LETTERS_BEFORE.get(before)
+    if known is None:
+        known = bool(PhoneNumberMatcher._is_invalid_punctuation_symbol(before) or
+                     PhoneNumberMatcher._is_latin_letter(before))
+        if len(_LETTERS_BEFORE) < 4096:
+            _LETTERS_BEFORE[before] = known
+    return known
 
 
 def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:

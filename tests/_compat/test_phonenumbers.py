@@ -285,3 +285,19 @@ def test_region_matches_follows_the_matcher_s_scan() -> None:
     next_match = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher.has_next)
     assert "self._search_index = self._last_match.end" in next_match
     assert "self._last_match = self._find(self._search_index)" in next_match
+
+
+def test_a_candidate_after_a_letter_is_still_turned_away_from_its_start() -> None:
+    """``letter_before``: ``_parse_and_verify`` (leniency VALID and up) refuses a part starting at an offset
+    whose character before is a Latin letter or an invalid punctuation symbol (``_is_latin_letter``,
+    ``_is_invalid_punctuation_symbol``) unless it starts with a lead character (``_LEAD_PATTERN``)."""
+    from capsem_proxyd._compat.phonenumbers import letter_before
+
+    verify = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._parse_and_verify)
+    assert "if self.leniency >= Leniency.VALID:" in verify
+    assert "not _LEAD_PATTERN.match(candidate)):" in verify
+    assert ("if (self._is_invalid_punctuation_symbol(previous_char) or\n                        "
+            "self._is_latin_letter(previous_char)):\n                        return None") in verify
+    assert letter_before("req=3fa9c2 10.1.2.3", 9, "2 10.1.2.3")
+    assert not letter_before("call 650", 5, "650") and not letter_before("a(650) 253", 1, "(650) 253")
+    assert letter_before("%650", 1, "650") and letter_before("$650", 1, "650") and not letter_before("650", 0, "650")

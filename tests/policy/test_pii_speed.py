@@ -314,7 +314,8 @@ NEAR_MISSES = ["2024-05-13", "13/05/2024", "2024.05.13", "05/13/2024 12:30", "20
                "4111 1111 1111 1111", "078-05-1120", "DE89 3704 0044 0532 0130 00", "fe80::1%eth0", "::1",
                "2001:db8::8a2e:370:7334", "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "::ffff:192.168.1.1",
                "64:ff9b::192.0.2.33", "1BoatSLRHtKNngkdXEeobR76b53LETtpyT", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
-               "123456789", "12345678901234", "078051120"]
+               "123456789", "12345678901234", "078051120", "req=3fa9c2 10.1.2.3", "id=ab7 030 901820", "a650-253-0000",
+               "%650 253 0000", "$030 901820", "é030 901820"]
 FIELD_SEPARATORS = [",", " ", "\n", "; ", "=", ": ", "|", "\t", " - ", "/", " / ", ".", "", "(", ")", " x ", ":"]
 
 
@@ -347,6 +348,8 @@ def digit_heavy_text(draw: st.DrawFn) -> str:
 @example("+44 20 7946 0958 - 2024-05-13 +49 30 901820")
 @example("(650) 253-0000 (020 7946 0958) 1234")
 @example("call 020 7946 0958 / x 12 and 030 901820")
+@example("req=3fa9c2 10.1.2.3 id=ab030 901820 a650-253-0000 %650 253 0000 \u20ac030 901820 x(650) 253-0000")
+@example("req=3fa9c5 650 253 0000 tel.030 901820 b+49 30 901820 z0049 30 901820")
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_phone_recognizer_finds_what_presidio_finds_in_logs_csv_and_code(text: str) -> None:
     for leniency in (1, 2):
