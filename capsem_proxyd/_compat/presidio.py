@@ -41,7 +41,12 @@ the recognizer when it lets a caller pass the extractor.
   can read without tokenizing (a span with a digit and no colon holds a
   keyword): a match with no context word there is left as it is. Its own
   ``_raised`` repeats the body of Presidio's loop and copies a result only when
-  its score rises, where Presidio deep-copies them all.
+  its score rises, where Presidio deep-copies them all. When the request's
+  explanations are dropped (``analyze`` without ``return_decision_process``:
+  the policy's), the walk back from a match stops at the first lemma holding a
+  context word (``_any_supportive_word``): the score rises the same; only the
+  word an explanation would name can differ. Runs of digits are tokenized
+  without spaCy (``LocalTokens._digits_block``).
 * ``PruningAnalyzerEngine``: ``AnalyzerEngine.analyze`` drops results below the
   request's threshold right after its private ``_enhance_using_context`` and
   before removing duplicates; ours drops before enhancement the results no
@@ -68,6 +73,7 @@ import functools
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +221,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         self._ends = threading.local()  # analysis threads share the analyzer
         self._local = threading.local()  # the text being enhanced, tokenized where a match needs it
         self._tokens_by_text: dict[str, list[tuple[int, int, str]]] = {}  # LocalTokens' blocks, all texts
+        self.unexplained = threading.local()  # .on: the analysis drops its results' explanations
 
     def enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: Any,
                               recognizers: list[EntityRecognizer], context: list[str] | None = None,
@@ -265,10 +272,14 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         if result.recognition_metadata.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY):
             return result
         word = text[result.start:result.end]
-        surrounding_words = self._extract_surrounding_words(nlp_artifacts=nlp_artifacts, word=word,
-                                                            start=result.start)
-        supportive_context_word = self._find_supportive_word_in_context(
-            surrounding_words, recognizer.context, self.context_matching_mode)
+        local: LocalTokens | None = getattr(self._local, "text", None)
+        if local is not None and getattr(self.unexplained, "on", False):
+            supportive_context_word = self._any_supportive_word(local, result.start, recognizer.context)
+        else:
+            surrounding_words = self._extract_surrounding_words(nlp_artifacts=nlp_artifacts, word=word,
+                                                                start=result.start)
+            supportive_context_word = self._find_supportive_word_in_context(
+                surrounding_words, recognizer.context, self.context_matching_mode)
         if supportive_context_word == "":
             return result
         result = copy.copy(result)
@@ -279,6 +290,23 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         result.analysis_explanation.set_supportive_context_word(supportive_context_word)
         result.analysis_explanation.set_improved_score(result.score)
         return result
+
+    def _any_supportive_word(self, local: LocalTokens, start: int, context: list[str]) -> str:
+        """A context word supporting a match at ``start``, found in the lemmas ``_extract_surrounding_words``
+        reads (the match's own and the ones after it first), the walk back stopping at the first lemma that
+        holds one. Whether there is one is Presidio's answer: ``_find_supportive_word_in_context`` asks, for each
+        context word, whether some lemma holds it, so one lemma that holds one decides, and the score rises the
+        same whichever it is. Which word it names can differ from Presidio's (the first of the recognizer's
+        list that some lemma holds): only when the request's explanations are dropped (``unexplained``)."""
+        mode = self.context_matching_mode
+        forward = local.keywords_from(start, self.context_suffix_count + 1, backward=False)
+        found = self._find_supportive_word_in_context(forward, context, mode)
+        if found:
+            return str(found)
+        backward = local.keywords_from(
+            start, self.context_prefix_count + 1, backward=True,
+            stop=lambda lemma: self._find_supportive_word_in_context([lemma], context, mode) != "")
+        return str(self._find_supportive_word_in_context(list(set(backward + forward)), context, mode))
 
     def best_score(self, result: RecognizerResult, recognizers: dict[Any, EntityRecognizer]) -> float:
         """The highest score ``enhance_using_context`` can give ``result``: raised once by a context word,
@@ -443,9 +471,11 @@ class LocalTokens:
             tokens.append((len(piece) - len(rest), len(piece), rest))
         return tokens
 
-    def keywords_from(self, start: int, count: int, *, backward: bool) -> list[str]:
+    def keywords_from(self, start: int, count: int, *, backward: bool,
+                      stop: Callable[[str], bool] | None = None) -> list[str]:
         """``_add_n_words`` from the match's token (``_find_index_of_match_token``: the first that starts at
-        ``start`` or ends past it): up to ``count`` lower-case lemmas that are keywords, walking back or on."""
+        ``start`` or ends past it): up to ``count`` lower-case lemmas that are keywords, walking back or on;
+        ``stop``: the walk ends after a lemma it says yes to."""
         blocks = len(self.cuts) - 1
         at = max(0, bisect.bisect_right(self.cuts, start) - 1)  # tokens of earlier blocks end before start
         while True:
@@ -470,6 +500,8 @@ class LocalTokens:
             lemma = tokens[index][2]
             if self.is_keyword(lemma):
                 words.append(lemma.lower())
+                if stop is not None and stop(words[-1]):
+                    break
             index += step
         return words
 
@@ -600,12 +632,18 @@ class PruningAnalyzerEngine(AnalyzerEngine):
             score_threshold is not None and not self.log_decision_process and kwargs.get("context") is None) else None
         if pruning is not None:
             pruning.request.reach = (enhancer, score_threshold, text)
+        unexplained = enhancer if isinstance(enhancer, IndexedContextEnhancer) and not self.log_decision_process and (
+            not kwargs.get("return_decision_process")) else None  # analyze then drops every explanation
+        if unexplained is not None:
+            unexplained.unexplained.on = True
         try:
             return list(super().analyze(text, language, entities, correlation_id, score_threshold, **kwargs))
         finally:
             self._request.threshold = None
             if pruning is not None:
                 pruning.request.reach = None
+            if unexplained is not None:
+                unexplained.unexplained.on = False
 
     def _enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: Any,
                                recognizers: list[EntityRecognizer], context: list[str] | None = None,

@@ -100,7 +100,8 @@ of every configured region):
   somewhere in the text): only that recognizer's results go through Presidio's
   enhancement, and the lemmas near each match come from the text's blocks
   around it, tokenized on their own (spaCy tokenizes each span of non-space
-  characters alone), not from spaCy over the whole text
+  characters alone; runs of digits without spaCy), not from spaCy over the
+  whole text, the walk back stopping at the first lemma holding a context word
   (``IndexedContextEnhancer``, ``LocalTokens``); and only for a match with a
   context word in the part of the text those words can come from
   (``ContextReach``: a span with a digit and no colon holds a keyword);

@@ -311,3 +311,23 @@ def test_every_match_of_a_witnessed_pattern_holds_its_witness(parts: list[str]) 
     for pattern, flags, witness in _witnessed():
         for match in pattern_recognizer.re.compile(pattern, flags).finditer(text):
             assert witness.search(match.group()) is not None, (pattern, text)
+
+
+def test_explanations_are_still_dropped_and_a_supportive_word_is_still_any_lemma_holding_one() -> None:
+    """``IndexedContextEnhancer._any_supportive_word`` stops its walk at the first lemma holding a context word
+    when the request's explanations are dropped: ``analyze`` sets every result's ``analysis_explanation`` to
+    None unless ``return_decision_process``, and ``_find_supportive_word_in_context`` says, per context word,
+    whether any lemma holds it (substring or whole word), returning the first such context word."""
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    analyze = inspect.getsource(AnalyzerEngine.analyze)
+    assert "if not return_decision_process:\n            results = self.__remove_decision_process(results)" in analyze
+    assert "result.analysis_explanation = None" in inspect.getsource(
+        AnalyzerEngine._AnalyzerEngine__remove_decision_process)  # type: ignore[attr-defined]
+    find = LemmaContextAwareEnhancer._find_supportive_word_in_context
+    source = inspect.getsource(find)
+    assert "for predefined_context_word in recognizer_context_list:" in source
+    assert "if predefined_context_word.lower() in keyword.lower()" in source
+    assert find(["x", "mobile-phone"], ["phone", "call"], "substring") == "phone"
+    assert find(["x"], ["phone"], "substring") == ""
