@@ -463,6 +463,8 @@ class RegionSieve:
         self._distinct = [self._prefilters[self._verdict_of.index(index)] for index in range(len(distinct))]
         self._one_run = one_run_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
             self._all_filter) else None
+        self._any_region = any_region_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
+            self._all_filter) else None
         self._known: dict[str, tuple[bool, ...] | None] = {}
         self._known_after: dict[str, tuple[bool, ...] | None] = {}
         self._alike: dict[str, bool] = {}
@@ -486,8 +488,7 @@ class RegionSieve:
             if self._one_run is not None and len(shape.starts) == 1 and self._one_run.match(shape.digits) is None:
                 wanted = (False,) * len(self._prefilters)  # one run of digits, a number of no region
             else:
-                verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
-                wanted = tuple([verdicts[index] for index in self._verdict_of])
+                wanted = self._plain_verdicts(shape)
         else:
             wanted = tuple([prefilter.could_match(candidate) for prefilter in self._prefilters])
         decided = wanted if any(wanted) else None
@@ -495,6 +496,19 @@ class RegionSieve:
             self._known.clear()
         self._known[candidate] = decided
         return decided
+
+    def _plain_verdicts(self, shape: DigitShape) -> tuple[bool, ...]:
+        """Per region, ``plain_could_match``: all no at once when no region's international prefix starts at a
+        raw start and no region's valid national number ends where a run ends (``any_region_prefilter``)."""
+        screen = self._any_region
+        if screen is not None:
+            international, national = screen
+            digits = shape.digits
+            if not any(international.match(digits, start) is not None for start in shape.raw_starts) and not any(
+                    national.search(digits, 0, end) is not None for end in shape.ends):
+                return (False,) * len(self._prefilters)
+        verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
+        return tuple([verdicts[index] for index in self._verdict_of])
 
     def _after_letter(self, candidate: str) -> tuple[bool, ...] | None:
         """``regions_of`` a candidate after a letter: the matcher turns away every raw input that starts where
@@ -510,8 +524,7 @@ class RegionSieve:
             if not shape.raw_starts:
                 decided = None
             else:
-                verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
-                wanted = tuple([verdicts[index] for index in self._verdict_of])
+                wanted = self._plain_verdicts(shape)
                 decided = wanted if any(wanted) else None
         if len(self._known_after) >= self.KNOWN:
             self._known_after.clear()
@@ -572,6 +585,24 @@ def letter_before(text: str, start: int, candidate: str) -> bool:
         if len(_LETTERS_BEFORE) < 4096:
             _LETTERS_BEFORE[before] = known
     return known
+
+
+@cache
+def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]] | None:
+    """The alternation of ``regions``' international prefixes and that of their valid national numbers:
+    ``plain_could_match`` says yes for a region only when its international prefix matches at a raw start or
+    its valid number (or the one without a prefix, which is one) is found ending at a run's end."""
+    internationals, nationals = [], []
+    for region in regions:
+        prefilter = region_prefilter(region)
+        international, national = prefilter._international, prefilter._national  # noqa: SLF001
+        if international is None or national is None:
+            return None
+        internationals.append(f"(?:{international.pattern})")
+        nationals.append(f"(?:{national.pattern})")
+    if not nationals:
+        return None
+    return re.compile("|".join(internationals)), re.compile("|".join(nationals))
 
 
 def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:

@@ -385,3 +385,22 @@ def test_runs_of_digits_are_tokenized_as_spacy_tokenizes_them(runs: list[tuple[s
     keywords = set(REFERENCE.nlp_engine.process_text(text, "en").keywords)
     for _, _, lemma in tokens:
         assert local.is_keyword(lemma) == (lemma.lower() in keywords), lemma
+
+
+@given(st.lists(st.tuples(st.sampled_from(["", "0", "00", "011", "1", "44", "49", "972", "91", "55", "33", "90"]),
+                          st.text(alphabet="0123456789", min_size=1, max_size=6)), min_size=2, max_size=5),
+       st.lists(st.sampled_from([" ", "-", ".", " - ", "/", "(", ") "]), min_size=4, max_size=4), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_the_all_regions_screen_turns_away_only_what_every_region_turns_away(
+        runs: list[tuple[str, str]], separators: list[str], after_letter: bool) -> None:
+    """``any_region_prefilter``: one search for every region before each region's own check."""
+    from capsem_proxyd._compat.phonenumbers import DigitShape, RegionSieve
+
+    candidate = separators[0].join(lead + rest for lead, rest in runs[:2]) + "".join(
+        separator + lead + rest for separator, (lead, rest) in zip(separators[1:], runs[2:], strict=False))
+    regions = list(REGIONS)
+    sieve = RegionSieve(regions)
+    assert sieve._any_region is not None
+    shape = DigitShape(candidate, after_letter=after_letter)
+    verdicts = [region_prefilter(region).plain_could_match(shape) for region in regions]
+    assert sieve._plain_verdicts(shape) == tuple(verdicts), candidate
