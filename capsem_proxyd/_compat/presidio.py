@@ -303,9 +303,16 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         found = self._find_supportive_word_in_context(forward, context, mode)
         if found:
             return str(found)
-        backward = local.keywords_from(
-            start, self.context_prefix_count + 1, backward=True,
-            stop=lambda lemma: self._find_supportive_word_in_context([lemma], context, mode) != "")
+        if mode == "substring":  # Presidio's test, on one lemma: a context word in lower case is part of it
+            lowered = [str(word).lower() for word in context]
+
+            def holds(lemma: str) -> bool:
+                lemma = lemma.lower()
+                return any(word in lemma for word in lowered)
+        else:
+            def holds(lemma: str) -> bool:
+                return bool(self._find_supportive_word_in_context([lemma], context, mode))
+        backward = local.keywords_from(start, self.context_prefix_count + 1, backward=True, stop=holds)
         return str(self._find_supportive_word_in_context(list(set(backward + forward)), context, mode))
 
     def best_score(self, result: RecognizerResult, recognizers: dict[Any, EntityRecognizer]) -> float:
