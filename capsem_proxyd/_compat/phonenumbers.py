@@ -55,6 +55,24 @@ phonenumbers' ``_VALID_PUNCTUATION``, then optionally the characters of any
 extension form followed by digits. The canary checks that every candidate the
 pattern matches matches it.
 
+Where a valid national number can start (``RegionPrefilter._starts_a_number``,
+asked once the search above says yes): ``parse`` reads a raw input's digits from
+their start, cuts the region's country code there (``_maybe_extract_country_code``)
+and national prefixes (``_maybe_strip_national_prefix_carrier_code``, at most
+twice, a ``match`` on the digits up to the number's end; BR's transform rule keeps
+a group that ends the match, so the number starts where it does); the number is
+what is left up to the end of a run of digits. A log's addresses, amounts and
+versions hold a valid number somewhere in their digits for some region (the
+search above), rarely from one of those places; each one let through costs a
+parse of the candidate and of each of its inner groups.
+
+``region_matches`` follows the matcher's scan (``_find``) for one region over
+the candidates of ``phone_scan`` and asks ``_extract_match`` (of one
+``RememberingMatcher`` over the whole text) only about those the region must
+see: no matcher per window, no second search for each candidate. When a number
+ends inside its candidate (an inner group), it searches on from there as
+``_find`` does until it meets a candidate of the scan again.
+
 ``RememberingMatcher`` remembers what ``_extract_match`` decides about a
 candidate (per region and leniency, for every text) under what it reads: the
 candidate, the character before it, the one after it (three when it holds a
@@ -62,7 +80,8 @@ time stamp, ``_TIME_STAMPS``), and the tries (``_max_tries``) it used.
 
 One difference remains, on purpose: ``PhoneNumberMatcher`` stops after 65,535
 failed tries in one text (its ``max_tries``, about 400 kB of source code);
-ours starts a matcher per window and so keeps looking. It can only find more.
+ours gives each candidate's decision all of them and so keeps looking. It can
+only find more.
 
 phonenumbers is pinned below its next minor release in pyproject.toml;
 ``tests/_compat/test_phonenumbers.py`` is the canary: it fails when either
@@ -83,7 +102,7 @@ from itertools import accumulate
 from typing import Any, NamedTuple
 
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberMatch, PhoneNumberMatcher, parse
-from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _SLASH_SEPARATED_DATES, _TIME_STAMPS
+from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _LEAD_PATTERN, _SLASH_SEPARATED_DATES, _TIME_STAMPS
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
     _SECOND_NUMBER_START_PATTERN,
@@ -201,6 +220,7 @@ class RegionPrefilter:
         self._without_prefix: re.Pattern[str] | None = None
         self._national_prefix: re.Pattern[str] | None = None
         self._country_code = ""
+        self._strips: list[tuple[re.Pattern[str], int | None]] | None = None  # national prefixes parse strips
         self.shortest = 0  # the fewest digits a valid number of the country code has (possible_length)
         metadata = PhoneMetadata.metadata_for_region(region)
         if metadata is None or not metadata.international_prefix or metadata.country_code is None:
@@ -224,6 +244,7 @@ class RegionPrefilter:
         self._country_code = str(metadata.country_code)
         self.shortest = min(lengths, default=0)
         main = PhoneMetadata.metadata_for_region(region_code_for_country_code(metadata.country_code))
+        self._strips = _prefix_strips([metadata] if main is None else [metadata, main])
         self._without_prefix = self._national  # unless the main region's formats say more (below)
         if main is None:
             return  # _is_national_prefix_present_if_required accepts: no more to say
@@ -239,10 +260,11 @@ class RegionPrefilter:
 
     def single_run(self) -> str | None:
         """A pattern whose ``match`` on the digits of a plain candidate that is one run of digits (no
-        separator) says what ``plain_could_match`` says: enough digits, and the international prefix at the
-        start, or a valid national number ending at the end (a ``search``: any start), the one without a
-        national prefix unless the digits start with the country code or the national prefix (a ``match``
-        at the start, ``_prefix_pattern``). None when the region does not filter."""
+        separator) fails when ``plain_could_match`` says no (its first half): enough digits, and the
+        international prefix at the start, or a valid national number ending at the end (a ``search``: any
+        start; ``_starts_a_number`` then says where it can start), the one without a national prefix unless
+        the digits start with the country code or the national prefix (a ``match`` at the start,
+        ``_prefix_pattern``). None when the region does not filter."""
         if self._national is None or self._international is None or self._without_prefix is None:
             return None
         own = re.escape(self._country_code) + (f"|(?:{self._national_prefix.pattern})" if self._national_prefix
@@ -255,7 +277,8 @@ class RegionPrefilter:
         """What ``plain_could_match`` reads: pre-filters with the same signature give the same verdicts."""
         return tuple(None if pattern is None else pattern.pattern for pattern in (
             self._international, self._national, self._without_prefix, self._national_prefix)) + (
-            self._country_code, self.shortest)
+            self._country_code, self.shortest,
+            None if self._strips is None else tuple((pattern.pattern, group) for pattern, group in self._strips))
 
     def wants(self, candidate: PhoneCandidate) -> bool:
         """Whether the matcher must see ``candidate`` for this region."""
@@ -276,7 +299,7 @@ class RegionPrefilter:
         digits = shape.digits
         if len(digits) < self.shortest:  # _is_number_matching_desc: a length general_desc lists, or invalid
             return False  # (an international prefix would only add digits)
-        for start in shape.starts:
+        for start in shape.raw_starts:  # _maybe_strip_i18n_prefix_and_normalize: at a raw input's first digit
             if international.match(digits, start) is not None:
                 return True  # an international call: any country's number may follow
         # Read as written in the region's own format (no plus, no international prefix): without a
@@ -293,7 +316,55 @@ class RegionPrefilter:
         # Its national significant number ends where a run of digits ends (what follows it is an
         # extension, a trimmed ending or another inner group, each starting at a non-digit).
         search = wanted.search
-        return any(search(digits, 0, end) is not None for end in shape.ends)
+        if not any(search(digits, 0, end) is not None for end in shape.ends):
+            return False
+        return self._starts_a_number(shape)
+
+    def _starts_a_number(self, shape: DigitShape) -> bool:
+        """Whether a valid national number can start where ``parse`` starts one in a raw input: where the raw
+        input's digits start (a raw start), after the country code there, or after the national prefixes
+        ``_maybe_strip_national_prefix_carrier_code`` strips (once after the code inside
+        ``_maybe_extract_country_code``, once more in ``parse``: at most twice, with the region's or its
+        code's main region's pattern), and end where a run of digits ends. Read unstripped at a raw start
+        without the code or the prefix there, it must be a number whose format takes no prefix (as in
+        ``plain_could_match``). The prefix is matched on the digits up to that end, as ``parse`` matches it
+        on the national number (a greedy pattern, BR's, takes what follows). True when a prefix rule is one
+        this cannot follow (``_prefix_strips``)."""
+        national, without_prefix, strips = self._national, self._without_prefix, self._strips
+        if strips is None or national is None or without_prefix is None:
+            return True
+        digits = shape.digits
+        code = self._country_code
+        prefix = self._national_prefix
+        for start in shape.raw_starts:
+            with_code = digits.startswith(code, start)
+            own = national if with_code or (prefix is not None and prefix.match(digits, start) is not None) else (
+                without_prefix)
+            for end in shape.ends:
+                if end <= start:
+                    continue
+                if own.match(digits, start, end) is not None:
+                    return True
+                heads = [start, start + len(code)] if with_code else [start]
+                reached = set(heads[1:])
+                for _ in range(2):
+                    stripped = []
+                    for head in heads:
+                        for pattern, group in strips:
+                            found = pattern.match(digits, head, end)
+                            if found is None:
+                                continue
+                            if group is None or not found.groups() or found.groups()[-1] is None:
+                                stripped.append(found.end())
+                            elif found.end(group) == found.end() and found.start(group) >= 0:
+                                stripped.append(found.start(group))  # the rule keeps a group ending the match
+                            else:
+                                return True
+                    heads = [head for head in stripped if head not in reached]
+                    reached.update(heads)
+                if any(at < end and national.match(digits, at, end) is not None for at in reached):
+                    return True
+        return False
 
 
 _UNSAFE_PREFIX = re.compile(r"\$|\\[ZbBA]|\(\?[=!<]|\^")
@@ -305,6 +376,32 @@ def _prefix_pattern(pattern: str | None) -> re.Pattern[str] | None:
     if not pattern or _UNSAFE_PREFIX.search(pattern):
         return None
     return re.compile(pattern)
+
+
+_GROUP_RULE = re.compile(r"\\(\d)")
+
+
+def _prefix_strips(regions: list[Any]) -> list[tuple[re.Pattern[str], int | None]] | None:
+    """The national prefix patterns of ``regions``' metadata (``national_prefix_for_parsing``), each with the
+    group its transform rule keeps (``\\N``: the national number then starts where the group does) or None
+    (the prefix is cut off); None when one cannot be followed (an anchor or a look-around, another rule)."""
+    strips: list[tuple[re.Pattern[str], int | None]] = []
+    for metadata in regions:
+        pattern = metadata.national_prefix_for_parsing
+        if not pattern:
+            continue
+        compiled = _prefix_pattern(pattern)
+        rule = metadata.national_prefix_transform_rule
+        if compiled is None:
+            return None
+        if not rule:
+            strips.append((compiled, None))
+            continue
+        kept = _GROUP_RULE.fullmatch(rule)
+        if kept is None or compiled.groups == 0 or int(kept.group(1)) > compiled.groups:
+            return None
+        strips.append((compiled, int(kept.group(1))))
+    return strips
 
 
 def formats_accepting_no_prefix(number_formats: list[Any], tag: str = "") -> str:
@@ -335,15 +432,16 @@ class DigitShape:
 
     __slots__ = ("digits", "ends", "raw_starts", "starts")
 
-    def __init__(self, candidate: str) -> None:
+    def __init__(self, candidate: str, *, after_letter: bool = False) -> None:
         parts = _DIGIT_RUN_SPLIT.split(candidate)  # text before, then (run, text after) for each run
         runs = parts[1::2]
         self.ends = list(accumulate(map(len, runs)))
         self.starts = [0, *self.ends[:-1]] if runs else []
-        # a raw input starts at the first run, or after a separator an inner group of the matcher
-        # starts after (anything but ASCII hyphens alone: _INNER_MATCHES)
+        # a raw input starts at the first run (unless a letter stands before the candidate: ``letter_before``),
+        # or after a separator an inner group of the matcher starts after (anything but ASCII hyphens alone:
+        # _INNER_MATCHES)
         self.raw_starts = [start for index, start in enumerate(self.starts)
-                           if index == 0 or parts[2 * index].strip("-")]
+                           if (index == 0 and not after_letter) or (index > 0 and parts[2 * index].strip("-"))]
         self.digits = "".join(runs)
 
 
@@ -365,24 +463,32 @@ class RegionSieve:
         self._distinct = [self._prefilters[self._verdict_of.index(index)] for index in range(len(distinct))]
         self._one_run = one_run_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
             self._all_filter) else None
+        self._any_region = any_region_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
+            self._all_filter) else None
         self._known: dict[str, tuple[bool, ...] | None] = {}
+        self._known_after: dict[str, tuple[bool, ...] | None] = {}
         self._alike: dict[str, bool] = {}
 
-    def regions_of(self, candidate: str) -> tuple[bool, ...] | None:
-        """Per region, whether the matcher must see ``candidate``; None when for none."""
+    def regions_of(self, candidate: str, after_letter: bool = False) -> tuple[bool, ...] | None:
+        """Per region, whether the matcher must see ``candidate``; None when for none. ``after_letter``: a
+        Latin letter or an invalid punctuation symbol stands before it (``letter_before``)."""
+        if after_letter:
+            return self._after_letter(candidate)
         try:
             return self._known[candidate]
         except KeyError:
             pass
         if _SLASH_SEPARATED_DATES.search(candidate):  # _extract_match gives up on it first, in every region
             wanted = (False,) * len(self._prefilters)
+        elif self._one_run is not None and candidate.isdigit() and candidate.isascii() and (
+                self._one_run.match(candidate) is None):
+            wanted = (False,) * len(self._prefilters)  # digits alone (the shape below, without building it)
         elif self._all_filter and not _NOT_PLAIN.search(candidate):
             shape = DigitShape(candidate)
             if self._one_run is not None and len(shape.starts) == 1 and self._one_run.match(shape.digits) is None:
                 wanted = (False,) * len(self._prefilters)  # one run of digits, a number of no region
             else:
-                verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
-                wanted = tuple([verdicts[index] for index in self._verdict_of])
+                wanted = self._plain_verdicts(shape)
         else:
             wanted = tuple([prefilter.could_match(candidate) for prefilter in self._prefilters])
         decided = wanted if any(wanted) else None
@@ -391,22 +497,39 @@ class RegionSieve:
         self._known[candidate] = decided
         return decided
 
-    def wanted(self, scan: list[PhoneCandidate]) -> list[tuple[PhoneCandidate, tuple[bool, ...]]]:
-        """The candidates (long enough) some region must see, each with ``regions_of``."""
-        pairs = []
-        for candidate in scan:
-            if candidate.long_enough:
-                wanted = self.regions_of(candidate.text)
-                if wanted is not None:
-                    pairs.append((candidate, wanted))
-        return pairs
+    def _plain_verdicts(self, shape: DigitShape) -> tuple[bool, ...]:
+        """Per region, ``plain_could_match``: all no at once when no region's international prefix starts at a
+        raw start and no region's valid national number ends where a run ends (``any_region_prefilter``)."""
+        screen = self._any_region
+        if screen is not None:
+            international, national = screen
+            digits = shape.digits
+            if not any(international.match(digits, start) is not None for start in shape.raw_starts) and not any(
+                    national.search(digits, 0, end) is not None for end in shape.ends):
+                return (False,) * len(self._prefilters)
+        verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
+        return tuple([verdicts[index] for index in self._verdict_of])
 
-    @staticmethod
-    def windows(pairs: list[tuple[PhoneCandidate, tuple[bool, ...]]], region: int, text_length: int,
-                settled: set[int]) -> list[tuple[int, int]]:
-        """``windows_of`` the candidates region number ``region`` must see, but those starting at ``settled``."""
-        seen = [candidate for candidate, wanted in pairs if wanted[region] and candidate.start not in settled]
-        return windows_of(seen, text_length, lambda candidate: True)
+    def _after_letter(self, candidate: str) -> tuple[bool, ...] | None:
+        """``regions_of`` a candidate after a letter: the matcher turns away every raw input that starts where
+        the candidate does (``_parse_and_verify`` reads the character before it, the same for the candidate
+        and the part of it before an inner group), so a plain one can hold a number only from a later raw
+        start on (the others: as ``regions_of`` says)."""
+        if candidate in self._known_after:
+            return self._known_after[candidate]
+        if _NOT_PLAIN.search(candidate) or _SLASH_SEPARATED_DATES.search(candidate) or not self._all_filter:
+            decided = self.regions_of(candidate)
+        else:
+            shape = DigitShape(candidate, after_letter=True)
+            if not shape.raw_starts:
+                decided = None
+            else:
+                wanted = self._plain_verdicts(shape)
+                decided = wanted if any(wanted) else None
+        if len(self._known_after) >= self.KNOWN:
+            self._known_after.clear()
+        self._known_after[candidate] = decided
+        return decided
 
     def parsed_alike_everywhere(self, candidate: str) -> bool:
         """Whether ``parse`` reads ``candidate`` the same whatever region it parses for: it parses with no
@@ -442,6 +565,44 @@ def one_run_prefilter(regions: tuple[str, ...]) -> re.Pattern[str] | None:
     if not patterns or any(pattern is None for pattern in patterns):
         return None
     return re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
+
+
+_LETTERS_BEFORE: dict[str, bool] = {}
+
+
+def letter_before(text: str, start: int, candidate: str) -> bool:
+    """Whether ``_parse_and_verify`` (leniency VALID and up) turns away whatever it parses from ``start``, the
+    candidate's start: the candidate does not start with a lead character (``_LEAD_PATTERN``: an opening
+    bracket or a plus sign) and the character before it is a Latin letter or an invalid punctuation symbol
+    (a log's hex id run into an address: ``req=3fa9c2 10.1.2.3``)."""
+    if start == 0 or _LEAD_PATTERN.match(candidate):
+        return False
+    before = text[start - 1]
+    known = _LETTERS_BEFORE.get(before)
+    if known is None:
+        known = bool(PhoneNumberMatcher._is_invalid_punctuation_symbol(before) or
+                     PhoneNumberMatcher._is_latin_letter(before))
+        if len(_LETTERS_BEFORE) < 4096:
+            _LETTERS_BEFORE[before] = known
+    return known
+
+
+@cache
+def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]] | None:
+    """The alternation of ``regions``' international prefixes and that of their valid national numbers:
+    ``plain_could_match`` says yes for a region only when its international prefix matches at a raw start or
+    its valid number (or the one without a prefix, which is one) is found ending at a run's end."""
+    internationals, nationals = [], []
+    for region in regions:
+        prefilter = region_prefilter(region)
+        international, national = prefilter._international, prefilter._national  # noqa: SLF001
+        if international is None or national is None:
+            return None
+        internationals.append(f"(?:{international.pattern})")
+        nationals.append(f"(?:{national.pattern})")
+    if not nationals:
+        return None
+    return re.compile("|".join(internationals)), re.compile("|".join(nationals))
 
 
 def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:
@@ -512,3 +673,75 @@ class RememberingMatcher(PhoneNumberMatcher):
             return None
         at, raw, number = decided[1]
         return PhoneNumberMatch(offset + at, raw, number)
+
+
+MAX_TRIES = 65_535  # PhoneNumberMatcher's default max_tries: the failed parses it allows itself in one text
+
+
+def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], wants: list[tuple[bool, ...] | None],
+                   scan_index: dict[int, int], region: int, sieve: RegionSieve,
+                   settled: dict[int, PhoneNumberMatch], min_digits: int) -> list[PhoneNumberMatch]:
+    """What ``PhoneNumberMatcher(text, ...)`` finds, for region number ``region`` of ``sieve``: its scan
+    followed over ``scan`` (``phone_scan(text, ..., long_only=True)``, with ``wants[k]`` the sieve's verdicts
+    on ``scan[k]`` and ``scan_index`` its candidates by start; ``min_digits`` the scan's), ``_extract_match`` asked only about the
+    candidates the region must see, on the whole text (``matcher.text``).
+
+    The matcher's search goes from candidate to candidate as the scan's does as long as what it finds ends
+    where the candidate (trimmed) ends; a candidate the region need not see holds no number of it, so the
+    matcher would find none there and go on to the next. When a match ends inside its candidate (an inner
+    group), the matcher searches on from there: those searches are made here as ``_find`` makes them,
+    until one finds a candidate of the scan (a match of ``_PATTERN`` at a given start is the same whatever
+    the search started from: its look-behinds read the text), from which the two go on together again.
+    ``settled``: candidates found whole and parsed alike in every region (by their start), whose
+    decision is the same in this one (``RegionSieve.parsed_alike_everywhere``).
+
+    Each decision starts with all the matcher's tries (``MAX_TRIES``): like a matcher per candidate, it
+    can only find more than one matcher over a text so full of candidates that it runs out of them."""
+    text = matcher.text
+    found: list[PhoneNumberMatch] = []
+    at = 0
+    count = len(scan)
+    while at < count:
+        wanted = wants[at]
+        candidate = scan[at]
+        at += 1
+        if wanted is None or not wanted[region]:
+            continue
+        match = settled.get(candidate.start)
+        if match is None:
+            matcher._max_tries = MAX_TRIES
+            match = matcher._extract_match(candidate.text, candidate.start)
+            if match is None:
+                continue
+        found.append(match)
+        if match.end == candidate.start + len(candidate.text):
+            continue
+        index = match.end  # the matcher searches on from inside the candidate
+        at = count
+        while True:
+            searched = _PHONE_CANDIDATE.search(text, index)
+            if searched is None:
+                break
+            start = searched.start()
+            known = scan_index.get(start)
+            if known is not None:
+                at = known  # the scan's candidate: from here on, the scan's way
+                break
+            piece = searched.group()
+            if "x" in piece:
+                second = _SECOND_NUMBER_START_PATTERN.search(piece)
+                if second:
+                    piece = piece[:second.start()]
+            index = start + max(1, len(piece))
+            if _enough_digits(min_digits).match(piece) is None and (
+                    _LETTER.search(piece) is None):
+                continue  # too short to be a number anywhere (phone_scan's long_enough)
+            verdicts = sieve.regions_of(piece)
+            if verdicts is None or not verdicts[region]:
+                continue
+            matcher._max_tries = MAX_TRIES
+            match = matcher._extract_match(piece, start)
+            if match is not None:
+                found.append(match)
+                index = match.end
+    return found

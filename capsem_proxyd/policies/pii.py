@@ -80,29 +80,37 @@ of every configured region):
   are known to be none without running spaCy;
 * the phone recognizer (``phonenumbers``, pure Python: each candidate parsed
   for each of its 8 regions, 70-80% of the time on source code, whose every
-  number is a candidate) scans the text's candidates once and runs the matcher,
-  per region, only on the parts of the text around a candidate that can be a
+  number is a candidate) scans the text's candidates once and asks the matcher,
+  per region (following its scan), only about the candidates that can be a
   valid number of that region: enough digits to be valid anywhere (4), and
   either a plus sign, a letter, the region's international prefix or a run of
-  digits matching its numbering plan and ending where a run of digits ends,
-  and, read in the region's national format without its national prefix, a
-  format that does not require one (dates in code are no German or Israeli
-  numbers); each candidate decided once for all regions and remembered; a
-  number found whole after a plus sign and a known country code (parsed alike
-  in every region) is not parsed again for the other regions
+  digits matching its numbering plan, starting where ``parse`` can start a
+  national number (a raw input's first digit, after the country code or
+  national prefix there) and ending where a run of digits ends, and, read in
+  the region's national format without its national prefix, a format that does
+  not require one (dates in code are no German or Israeli numbers, addresses
+  and amounts in logs no numbers at all); each candidate decided once for all
+  regions and remembered; a number found whole after a plus sign and a known
+  country code (parsed alike in every region) is not parsed again for the other
+  regions, and a number found again in a later region is not built again
   (``CandidatePhoneRecognizer`` in ``_compat/presidio.py``; ``phone_scan``,
-  ``RegionPrefilter``, ``RegionSieve`` in ``_compat/phonenumbers.py``);
+  ``RegionPrefilter``, ``RegionSieve``, ``region_matches`` in
+  ``_compat/phonenumbers.py``);
 * context words (a context word of a recognizer that found something is
   somewhere in the text): only that recognizer's results go through Presidio's
   enhancement, and the lemmas near each match come from the text's blocks
   around it, tokenized on their own (spaCy tokenizes each span of non-space
-  characters alone), not from spaCy over the whole text
+  characters alone; runs of digits without spaCy), not from spaCy over the
+  whole text, the walk back stopping at the first lemma holding a context word
   (``IndexedContextEnhancer``, ``LocalTokens``); and only for a match with a
   context word in the part of the text those words can come from
   (``ContextReach``: a span with a digit and no colon holds a keyword);
 * results that no context word can lift to the threshold (US_BANK_NUMBER's
   0.05) are dropped before enhancement, which Presidio does right after it,
-  before removing duplicates (``PruningAnalyzerEngine``);
+  before removing duplicates (``PruningAnalyzerEngine``), and the patterns
+  whose results none can lift to it are not run, nor those the text holds no
+  witness of (an IPv6 address holds "::" or six hex groups followed by colons:
+  ``PruningRegistry``);
 * a phone candidate's decision is remembered per region under the characters
   phonenumbers reads around it (``RememberingMatcher``): a number written many
   times is parsed once per region; a candidate that is one run of digits is
@@ -133,7 +141,6 @@ try:  # defect 1: the module's stray imports make this fail without presidio
     from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Verdict
     from capsem.policies.pii_policy import PIIEntityType
     from capsem.tools import Tool
-    from presidio_analyzer import RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
     from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer, SpacyRecognizer
     from spacy.language import Language
@@ -146,6 +153,7 @@ try:  # defect 1: the module's stray imports make this fail without presidio
         NoDownloadSpacyNlpEngine,
         OfflineEmailRecognizer,
         PruningAnalyzerEngine,
+        PruningRegistry,
         spacy_model_installed,
     )
 except ImportError as error:  # pragma: no cover - exercised only without the extra
@@ -278,7 +286,7 @@ class OfflinePIIPolicy(PIIPolicyBase):
         if wanted_ner and not spacy_model_installed(model_name):
             raise ValueError(missing_model_message(model_name, wanted_ner))
         nlp_engine = _model_nlp_engine(language, model_name) if wanted_ner else _blank_nlp_engine(language)
-        registry = RecognizerRegistry(supported_languages=[language])
+        registry = PruningRegistry(supported_languages=[language])
         registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
         if any(isinstance(recognizer, EmailRecognizer) for recognizer in registry.recognizers):
             registry.remove_recognizer("EmailRecognizer")

@@ -235,3 +235,69 @@ def test_a_remembering_matcher_near_the_end_of_its_tries_decides_as_the_matcher_
         ours._max_tries = tries
         theirs = phonenumbers.PhoneNumberMatcher(text, "US", max_tries=tries)
         assert [match.start for match in ours] == [match.start for match in theirs], tries
+
+
+def test_parse_still_starts_a_national_number_where_the_prefilter_looks_for_one() -> None:
+    """``RegionPrefilter._starts_a_number``: without a plus sign or an international prefix, ``parse`` reads
+    the raw input's digits from their start, cuts the region's country code when they start with it
+    (``_maybe_extract_country_code``, then strips a national prefix there), strips a national prefix once more
+    with the metadata of the code's main region (``_maybe_strip_national_prefix_carrier_code``: a ``match`` at
+    the start, the rest kept, or a transform rule's group), and keeps leading zeros (the national significant
+    number is those digits)."""
+    extract = inspect.getsource(phonenumberutil._maybe_extract_country_code)
+    for line in ("if normalized_number.startswith(default_country_code_str):",
+                 "potential_national_number = full_number[len(default_country_code_str):]",
+                 "_, potential_national_number, _ = _maybe_strip_national_prefix_carrier_code(potential_national_number,",
+                 "return (default_country_code, potential_national_number)", "return (0, U_EMPTY_STRING)"):
+        assert line in extract, line
+    parse = inspect.getsource(phonenumberutil.parse)
+    assert parse.count("_maybe_strip_national_prefix_carrier_code(") == 1
+    assert "metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, number_region)" in parse
+    assert "normalized_national_number += _normalize(national_number)" in parse
+    assert "_set_italian_leading_zeros_for_phone_number(normalized_national_number, numobj)" in parse
+    strip = inspect.getsource(phonenumberutil._maybe_strip_national_prefix_carrier_code)
+    for line in ("possible_national_prefix = metadata.national_prefix_for_parsing",
+                 "prefix_pattern = re_compile(possible_national_prefix)", "prefix_match = prefix_pattern.match(number)",
+                 "transform_rule = metadata.national_prefix_transform_rule",
+                 "prefix_match.groups()[num_groups - 1] is None):",
+                 "return (carrier_code, number[prefix_match.end():], True)",
+                 "transformed_number = re.sub(prefix_pattern, transform_rule, number, count=1)",
+                 "return (carrier_code, transformed_number, True)"):
+        assert line in strip, line
+    nsn = inspect.getsource(phonenumberutil.national_significant_number)
+    assert "numobj.italian_leading_zero" in nsn and "numobj.number_of_leading_zeros" in nsn
+    # the default regions' prefix rules are ones the pre-filter follows (a plain cut, or BR's "\2")
+    from capsem_proxyd._compat.phonenumbers import region_prefilter
+
+    for region in ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"):
+        assert region_prefilter(region)._strips is not None, region
+    assert phonenumberutil.PhoneMetadata.metadata_for_region("BR").national_prefix_transform_rule == "\\2"
+
+
+def test_region_matches_follows_the_matcher_s_scan() -> None:
+    """``region_matches`` repeats ``_find``'s loop (search, trim, ``_extract_match``, on from where the match
+    or the trimmed candidate ends) with the matcher's default tries per decision (``MAX_TRIES``)."""
+    import phonenumbers as library
+
+    from capsem_proxyd._compat.phonenumbers import MAX_TRIES
+
+    assert inspect.signature(library.PhoneNumberMatcher.__init__).parameters["max_tries"].default == MAX_TRIES
+    next_match = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher.has_next)
+    assert "self._search_index = self._last_match.end" in next_match
+    assert "self._last_match = self._find(self._search_index)" in next_match
+
+
+def test_a_candidate_after_a_letter_is_still_turned_away_from_its_start() -> None:
+    """``letter_before``: ``_parse_and_verify`` (leniency VALID and up) refuses a part starting at an offset
+    whose character before is a Latin letter or an invalid punctuation symbol (``_is_latin_letter``,
+    ``_is_invalid_punctuation_symbol``) unless it starts with a lead character (``_LEAD_PATTERN``)."""
+    from capsem_proxyd._compat.phonenumbers import letter_before
+
+    verify = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._parse_and_verify)
+    assert "if self.leniency >= Leniency.VALID:" in verify
+    assert "not _LEAD_PATTERN.match(candidate)):" in verify
+    assert ("if (self._is_invalid_punctuation_symbol(previous_char) or\n                        "
+            "self._is_latin_letter(previous_char)):\n                        return None") in verify
+    assert letter_before("req=3fa9c2 10.1.2.3", 9, "2 10.1.2.3")
+    assert not letter_before("call 650", 5, "650") and not letter_before("a(650) 253", 1, "(650) 253")
+    assert letter_before("%650", 1, "650") and letter_before("$650", 1, "650") and not letter_before("650", 0, "650")

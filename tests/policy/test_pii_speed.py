@@ -296,7 +296,111 @@ def test_one_run_of_digits_is_turned_away_by_one_pattern_only_when_every_region_
     union = one_run_prefilter(regions)
     assert union is not None
     verdicts = [region_prefilter(region).plain_could_match(DigitShape(digits)) for region in regions]
-    assert verdicts == [re.fullmatch(r"\d+", digits) is not None and re.compile(
-        region_prefilter(region).single_run() or "").match(digits) is not None for region in regions], digits
+    singles = [re.fullmatch(r"\d+", digits) is not None and re.compile(
+        region_prefilter(region).single_run() or "").match(digits) is not None for region in regions]
+    # single_run is plain_could_match's first, looser half (a number ending at the end, starting anywhere)
+    assert [verdict and not single for verdict, single in zip(verdicts, singles, strict=True)] == [False] * len(
+        regions), digits
     if any(verdicts):
         assert union.match(digits) is not None, digits
+
+
+# -- numbers of every region in logs, CSV and code, with near misses (issue 22: PII at 1 MB/s) --------------------
+
+NEAR_MISSES = ["2024-05-13", "13/05/2024", "2024.05.13", "05/13/2024 12:30", "2024-05-13T12:30:45.123Z", "12:30:45",
+               "1715603445", "1715603445123", "1.2.3", "v10.4.12", "3.11.7", "192.168.10.254", "10.0.0.1:8080",
+               "[12345]", "pid=4242", "bytes=10485760", "0x7fff5fbff8a8", "123456789012345678901234", "00000000",
+               "1,234,567.89", "-42", "(2)", "§ 12-3", "ISBN 978-3-16-148410-0", "50%", "$1234.50", "€ 12 34",
+               "4111 1111 1111 1111", "078-05-1120", "DE89 3704 0044 0532 0130 00", "fe80::1%eth0", "::1",
+               "2001:db8::8a2e:370:7334", "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "::ffff:192.168.1.1",
+               "64:ff9b::192.0.2.33", "1BoatSLRHtKNngkdXEeobR76b53LETtpyT", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+               "123456789", "12345678901234", "078051120", "req=3fa9c2 10.1.2.3", "id=ab7 030 901820", "a650-253-0000",
+               "%650 253 0000", "$030 901820", "é030 901820"]
+FIELD_SEPARATORS = [",", " ", "\n", "; ", "=", ": ", "|", "\t", " - ", "/", " / ", ".", "", "(", ")", " x ", ":"]
+
+
+@st.composite
+def digit_heavy_text(draw: st.DrawFn) -> str:
+    """Log-, CSV- and code-like text holding numbers of every configured region (as written, with a digit
+    more or less, run into a near miss) among dates, versions, addresses, time stamps and long runs."""
+    fields = []
+    for _ in range(draw(st.integers(1, 14))):
+        kind = draw(st.integers(0, 4))
+        if kind == 0:
+            field = draw(st.sampled_from(NUMBERS))
+        elif kind == 1:
+            field = draw(st.sampled_from(NEAR_MISSES))
+        elif kind == 2:  # a number with a digit added or dropped at either end
+            number = draw(st.sampled_from(NUMBERS))
+            digit = draw(st.sampled_from("0123456789"))
+            field = draw(st.sampled_from([number + digit, digit + number, number[1:], number[:-1]]))
+        elif kind == 3:
+            field = draw(st.sampled_from(CODE + WORDS))
+        else:  # a number run into a near miss
+            field = draw(st.sampled_from(NUMBERS)) + draw(st.sampled_from(["-", ".", ":", "", " ", "/"])) + draw(
+                st.sampled_from(NEAR_MISSES))
+        fields.append(field + draw(st.sampled_from(FIELD_SEPARATORS)))
+    return "".join(fields)
+
+
+@given(digit_heavy_text())
+@example("650-253-0000 - 12345 030 901820")  # a number found inside a candidate: the search goes on from it
+@example("+44 20 7946 0958 - 2024-05-13 +49 30 901820")
+@example("(650) 253-0000 (020 7946 0958) 1234")
+@example("call 020 7946 0958 / x 12 and 030 901820")
+@example("req=3fa9c2 10.1.2.3 id=ab030 901820 a650-253-0000 %650 253 0000 \u20ac030 901820 x(650) 253-0000")
+@example("req=3fa9c5 650 253 0000 tel.030 901820 b+49 30 901820 z0049 30 901820")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_phone_recognizer_finds_what_presidio_finds_in_logs_csv_and_code(text: str) -> None:
+    for leniency in (1, 2):
+        ours = CandidatePhoneRecognizer(leniency=leniency).analyze(text, ["PHONE_NUMBER"])
+        theirs = PhoneRecognizer(leniency=leniency).analyze(text, ["PHONE_NUMBER"])
+        assert found(ours) == found(theirs), (leniency, text)
+
+
+@given(digit_heavy_text())
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_analyzer_finds_what_presidio_finds_in_logs_csv_and_code(text: str) -> None:
+    ours = POLICY.analyzer.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=0)
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=0)
+    assert found(ours) == found(theirs), text
+    ours = POLICY.analyze_text(text)
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
+    assert found(ours) == found(theirs), text
+
+
+@given(st.lists(st.tuples(st.text(alphabet="0123456789", min_size=1, max_size=20),
+                          st.text(alphabet=" \t\n\r", max_size=4)), min_size=1, max_size=12),
+       st.sampled_from(["", "call ", "x ", "+"]))
+@settings(max_examples=200, deadline=None)
+def test_runs_of_digits_are_tokenized_as_spacy_tokenizes_them(runs: list[tuple[str, str]], lead: str) -> None:
+    """``LocalTokens._digits_block``: a block of digits and whitespace, told without spaCy, and its keywords."""
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    text = lead + "".join(digits + (space or " ") for digits, space in runs)
+    engine = POLICY.analyzer.nlp_engine
+    local = LocalTokens(text, engine, "en")
+    tokens = [token for index in range(len(local.cuts) - 1) for token in local.block(index)]
+    assert tokens == [(token.idx, token.idx + len(token), token.lower_) for token in engine.nlp["en"](text)], text
+    keywords = set(REFERENCE.nlp_engine.process_text(text, "en").keywords)
+    for _, _, lemma in tokens:
+        assert local.is_keyword(lemma) == (lemma.lower() in keywords), lemma
+
+
+@given(st.lists(st.tuples(st.sampled_from(["", "0", "00", "011", "1", "44", "49", "972", "91", "55", "33", "90"]),
+                          st.text(alphabet="0123456789", min_size=1, max_size=6)), min_size=2, max_size=5),
+       st.lists(st.sampled_from([" ", "-", ".", " - ", "/", "(", ") "]), min_size=4, max_size=4), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_the_all_regions_screen_turns_away_only_what_every_region_turns_away(
+        runs: list[tuple[str, str]], separators: list[str], after_letter: bool) -> None:
+    """``any_region_prefilter``: one search for every region before each region's own check."""
+    from capsem_proxyd._compat.phonenumbers import DigitShape, RegionSieve
+
+    candidate = separators[0].join(lead + rest for lead, rest in runs[:2]) + "".join(
+        separator + lead + rest for separator, (lead, rest) in zip(separators[1:], runs[2:], strict=False))
+    regions = list(REGIONS)
+    sieve = RegionSieve(regions)
+    assert sieve._any_region is not None
+    shape = DigitShape(candidate, after_letter=after_letter)
+    verdicts = [region_prefilter(region).plain_could_match(shape) for region in regions]
+    assert sieve._plain_verdicts(shape) == tuple(verdicts), candidate
