@@ -38,6 +38,14 @@ class RawUpstream:
             if not chunk:
                 return
             head += chunk
+        head, _, body = head.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:  # read the whole request: closing with unread bytes sends a reset, not a FIN,
+            chunk = await stream.receive_some(65536)  # and the reply could be lost with it
+            if not chunk:
+                return
+            body += chunk
         path = head.split(b" ")[1]
         if path == b"/redirect":
             await stream.send_all(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/elsewhere\r\n"
