@@ -52,7 +52,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -481,14 +481,18 @@ def every_core() -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def run(context: Context, nginx_binary: str, mode: str, log: Log) -> dict[str, Any]:
-    """The whole agent section, on every core: per policy, the proxies side by side with the direct upstream."""
+def run(context: Context, nginx_binary: str, mode: str, log: Log,
+        policies: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The whole agent section, on every core: per policy, the proxies side by side with the direct upstream.
+    ``policies``: only these rows (``--agent-policies``; None: the preset's)."""
     with every_core():
-        return _run(context, nginx_binary, mode, log)
+        return _run(context, nginx_binary, mode, log, policies)
 
 
-def _run(context: Context, nginx_binary: str, mode: str, log: Log) -> dict[str, Any]:
+def _run(context: Context, nginx_binary: str, mode: str, log: Log, policies: tuple[str, ...] | None) -> dict[str, Any]:
     sizes = PRESETS.get(mode, PRESETS["full"])
+    if policies:
+        sizes = replace(sizes, policies=policies)
     upstream_port = start_upstream(context, nginx_binary)
     direct = f"http://127.0.0.1:{upstream_port}"
     baseline: CapsemProxydBaseline | None = None

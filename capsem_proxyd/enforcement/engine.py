@@ -196,7 +196,9 @@ class PolicyEngine:
             use: CacheUse | None = None
             if not viewed and not self.masking[index] and args and not shadow:
                 viewed = True  # every masking policy has answered on this hook: the values are known
-                invoke, args, split = masked_call(exchange, hook, invoke, args, split, self.cache)
+                # the whole arguments are masked only for a policy asked about them whole (else: its pieces)
+                whole = split is None or not all(self.split[index:])
+                invoke, args, split = masked_call(exchange, hook, invoke, args, split, self.cache, whole=whole)
             if split is not None and self.cache is not None and self.split[index]:
                 scope = self._scope(index, hook, exchange)
                 result, use = await decide_pieces(self.caller, self.cache, scope, exchange, hook, policy, split)

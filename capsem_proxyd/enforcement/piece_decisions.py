@@ -87,13 +87,17 @@ async def decide_pieces(
             if rank(whole.verdict.value).refuses:  # refused as a whole: its pieces are not asked (nor cached)
                 return decided(whole), CacheUse(pieces=0, hits=0, cached=False)
             walk.combined = decided(whole)
-    keys = [cache.key(scope, piece.digest) for piece in split.pieces]
+    keys = cache.keys(scope, [piece.digest for piece in split.pieces])
     found = [cache.get(key) for key in keys]
     fresh: set[int] = set()
+    wanted = _worth_asking(found)
+    if not wanted:  # every piece from the cache (an agent's resent turns): nothing to ask, no deadline to keep
+        _fold(walk, found, fresh)
+        return _result(walk)
     ask = _asker(caller, exchange, hook, policy, split)
     with caller.deadline(policy, hook) as deadline:
         try:
-            for numbers in _groups(policy, split, _worth_asking(found)):
+            for numbers in _groups(policy, split, wanted):
                 decisions = await ask(numbers)
                 blocked = False
                 for number, decision in zip(numbers, decisions):

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from hashlib import blake2b
 
 from capsem_proxyd.enforcement.combining import Combined
@@ -71,6 +72,18 @@ class VerdictCache:
     def key(self, scope: bytes, digest: bytes) -> bytes:
         """The entry's key: who decided, where, for whom (``scope``), on what (``digest``)."""
         return blake2b(scope + digest, digest_size=DIGEST_SIZE, key=self._secret).digest()
+
+    def keys(self, scope: bytes, digests: Iterable[bytes]) -> list[bytes]:
+        """``key(scope, digest)`` for each of ``digests``: the keyed hash of ``scope`` is taken once and
+        copied per digest (a hash's state after the scope is the same for every piece of a hook), instead
+        of keying a new hash per piece: half the cost for the hundreds of pieces of an agent's turn."""
+        keyed = blake2b(scope, digest_size=DIGEST_SIZE, key=self._secret)
+        out = []
+        for digest in digests:
+            hasher = keyed.copy()
+            hasher.update(digest)
+            out.append(hasher.digest())
+        return out
 
     def get(self, key: bytes) -> Combined | None:
         result = self._entries.get(key)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capsem_proxyd.redaction.placeholder import PLACEHOLDER
-from capsem_proxyd.redaction.scanner import JsonString, agrees, embedded, scan
+from capsem_proxyd.redaction.scanner import JsonString, embedded, scanned
 
 # A token the tenant's memory may know (a value masked in an earlier request, now bare): runs of the
 # characters credentials are made of, at least 12 long, with base64's trailing padding.
@@ -77,10 +77,10 @@ def mask_body(
 ) -> Masked:
     """``raw`` (the body the client sent, which parsed as ``parsed``) with each of ``values`` (value ->
     placeholder) and each token ``known`` has a placeholder for replaced. Raises ``Unmaskable``."""
-    if not agrees(raw, parsed):
+    tokens = scanned(raw, parsed)
+    if tokens is None:
         raise Unmaskable("the body's strings could not be located exactly")
     finder = _Finder(values, known)
-    tokens = list(scan(raw))
     finds: list[tuple[JsonString, list[_Find]]] = []
     media: dict[str, int] = {}
     for token in tokens:
@@ -173,11 +173,11 @@ class _Finder:
 
     def spans(self, text: str) -> list[_Find]:
         inner = embedded(text)
-        if inner is None or not agrees(text, inner):
+        tokens = scanned(text, inner) if inner is not None else None
+        if tokens is None:
             return _disjoint(self._direct(text))
         # JSON inside the string: a value is masked inside one of its strings, never across its syntax
         # (that would break the JSON the provider parses) nor inside one of its escapes.
-        tokens = list(scan(text))
         found = [find for find in self._direct(text, mark=False) if _inside(tokens, find)]
         for start, end, _ in found:
             self.seen.add(text[start:end])
