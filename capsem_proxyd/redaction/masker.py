@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -29,6 +30,9 @@ from capsem_proxyd.redaction.rewrite import TOKEN, Masked, Unmaskable, mask_body
 
 # Values remembered per tenant; the oldest is forgotten first.
 MEMORY_PER_TENANT = 10_000
+# ``rewrite.TOKEN`` over raw JSON bytes, and the tokens right after a one-letter escape (``recalled_in``).
+_RAW_TOKEN = re.compile(TOKEN.pattern.encode())
+_AFTER_ESCAPE = re.compile(rb"\\[bfnrt](" + TOKEN.pattern.encode() + rb")")
 
 
 class Masker:
@@ -52,6 +56,29 @@ class Masker:
 
     def remembers(self, tenant: str) -> bool:
         return bool(self._memory.get(tenant))
+
+    def recalled_in(self, tenant: str, body: bytes) -> bool:
+        """Whether a token remembered for ``tenant`` may be in a string of the JSON text ``body`` (or of JSON
+        inside one of its strings): False only when none is, so that a turn whose body holds none of the
+        tenant's values is not walked string by string for them (``mask(..., recall=False)``).
+
+        Read from the raw bytes in C (two regular expressions and a keyed hash per token of a remembered
+        length), not from the decoded strings. An escape that decodes to a token character (``\\uXXXX``,
+        ``\\/``) could join or hide a token in the raw text: with one of those, True (the strings are read).
+        Every other escape decodes to a character no token holds (a line break, a tab, a quote, a
+        backslash); its letter may stick to the token after it in the raw text (``\\nAKIA...``), so the
+        tokens right after an escape are read without it too, and those after an escaped backslash
+        (``\\\\n``: a line break in JSON inside a string) with it and without."""
+        memory = self._memory.get(tenant)
+        if not memory:
+            return False
+        if b"\\u" in body or b"\\/" in body:
+            return True
+        lengths = self._lengths[tenant]
+        for token in (*_RAW_TOKEN.findall(body), *_AFTER_ESCAPE.findall(body)):
+            if len(token) in lengths and self._digest_bytes(tenant, token) in memory:
+                return True
+        return False
 
     def recalls(self, tenant: str, text: str) -> bool:
         """Whether ``text`` holds a token (``rewrite.TOKEN``) remembered as masked for ``tenant``."""
@@ -124,7 +151,10 @@ class Masker:
         return made or self.placeholder(tenant, value, kind)
 
     def _digest(self, tenant: str, value: str) -> bytes:
-        message = b"memory\0" + tenant.encode() + b"\0" + value.encode("utf-8", "surrogatepass")
+        return self._digest_bytes(tenant, value.encode("utf-8", "surrogatepass"))
+
+    def _digest_bytes(self, tenant: str, value: bytes) -> bytes:
+        message = b"memory\0" + tenant.encode() + b"\0" + value
         return hmac.new(self._secret, message, hashlib.sha256).digest()[:16]
 
     def _remember(self, tenant: str, value: str, made: str) -> None:
