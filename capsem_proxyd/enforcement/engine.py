@@ -43,6 +43,7 @@ from typing import Any
 
 from capsem.models import Decision
 from capsem.policies import Policy
+from capsem.tools import Tool
 
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.enforcement import hook_calls
@@ -125,8 +126,9 @@ class PolicyEngine:
         rid, agent = exchange.request_id, exchange.agent
         if view.documents:  # PDFs: their text joins the prompt or tool result before any hook reads it
             await read_documents(view, exchange.tenant_id)
+        tools: dict[str, Tool] = {}
         for result in view.tool_results:
-            verdict = stricter(verdict, await self._enforce(exchange, hook_calls.tool_response(rid, agent, result)))
+            verdict = stricter(verdict, await self._enforce(exchange, hook_calls.tool_response(rid, agent, result, tools)))
         if view.prompt or view.system or view.media:
             media = hook_calls.capsem_media(view.media)
             split = None

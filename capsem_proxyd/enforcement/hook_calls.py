@@ -76,11 +76,18 @@ def capsem_media(parts: list[MediaPart] | None) -> list[Media]:
     return [Media(content=part.data, mime_type=part.mime_type) for part in parts or ()]
 
 
-def tool_response(rid: str, agent: Any, result: ToolResult) -> HookCall:
-    """``on_tool_response`` for a tool result the client sends back; one piece, known by name and content."""
+def tool_response(rid: str, agent: Any, result: ToolResult, tools: dict[str, Tool] | None = None) -> HookCall:
+    """``on_tool_response`` for a tool result the client sends back; one piece, known by name and content.
+    ``tools``: the CAPSEM tools made so far for the request's results, by name (an agent's turn sends back
+    dozens of results of a few tools: one ``Tool`` each, not one per result)."""
     response = {"content": result.content}
+    tool = tools.get(result.name) if tools is not None else None
+    if tool is None:
+        tool = capsem_tool(result.name)
+        if tools is not None:
+            tools[result.name] = tool
     return HookCall(
-        "on_tool_response", f"Tool result for '{result.name}'", (rid, agent, capsem_tool(result.name), response),
+        "on_tool_response", f"Tool result for '{result.name}'", (rid, agent, tool, response),
         identity=lambda: f"{result.name}\0{result.content}",
     )
 

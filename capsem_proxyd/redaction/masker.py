@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,9 +29,12 @@ from capsem_proxyd.redaction.rewrite import TOKEN, Masked, Unmaskable, mask_body
 
 # Values remembered per tenant; the oldest is forgotten first.
 MEMORY_PER_TENANT = 10_000
-# ``rewrite.TOKEN`` over raw JSON bytes, and the tokens right after a one-letter escape (``recalled_in``).
-_RAW_TOKEN = re.compile(TOKEN.pattern.encode())
-_AFTER_ESCAPE = re.compile(rb"\\[bfnrt](" + TOKEN.pattern.encode() + rb")")
+# ``recalled_in``: the bytes of a token (``rewrite.TOKEN``: a run of them, at least 12, then up to two ``=``)
+# kept, every other byte a space; the letters of the escapes that stand for a character no token holds.
+_TOKEN_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_.~-"
+_RUNS = bytes(byte if byte in _TOKEN_BYTES else 0x20 for byte in range(256))
+_SHORTEST_TOKEN = 12
+_ESCAPE_LETTERS = (b"b", b"f", b"n", b"r", b"t")
 
 
 class Masker:
@@ -62,22 +64,31 @@ class Masker:
         inside one of its strings): False only when none is, so that a turn whose body holds none of the
         tenant's values is not walked string by string for them (``mask(..., recall=False)``).
 
-        Read from the raw bytes in C (two regular expressions and a keyed hash per token of a remembered
-        length), not from the decoded strings. An escape that decodes to a token character (``\\uXXXX``,
-        ``\\/``) could join or hide a token in the raw text: with one of those, True (the strings are read).
-        Every other escape decodes to a character no token holds (a line break, a tab, a quote, a
-        backslash); its letter may stick to the token after it in the raw text (``\\nAKIA...``), so the
-        tokens right after an escape are read without it too, and those after an escaped backslash
-        (``\\\\n``: a line break in JSON inside a string) with it and without."""
+        Read from the raw bytes in C: every byte no token holds becomes a space (``bytes.translate``), the
+        runs left (``split``) are the body's tokens and more (keys, numbers), and only a run of a remembered
+        length, give or take a token's ``=`` padding, is hashed (a 230 kB agent turn: ~1 ms, against ~3 ms
+        for the token pattern). An escape that decodes to a token character (``\\uXXXX``, ``\\/``) could
+        join or hide a token in the raw text: with one of those, True (the strings are read). Every other
+        escape decodes to a character no token holds (a line break, a tab, a quote, a backslash), but its
+        letter sticks to the run after it (``\\nAKIA...``): a run is also read without its first letter."""
         memory = self._memory.get(tenant)
         if not memory:
             return False
         if b"\\u" in body or b"\\/" in body:
             return True
         lengths = self._lengths[tenant]
-        for token in (*_RAW_TOKEN.findall(body), *_AFTER_ESCAPE.findall(body)):
-            if len(token) in lengths and self._digest_bytes(tenant, token) in memory:
-                return True
+        wanted = {length - pad + letter for length in lengths for pad in (0, 1, 2) for letter in (0, 1)
+                  if length >= _SHORTEST_TOKEN}
+        runs = body.translate(_RUNS).split()
+        if wanted.isdisjoint(map(len, runs)):
+            return False
+        for run in runs:
+            if len(run) not in wanted:
+                continue
+            for token in (run, run[1:]) if run[:1] in _ESCAPE_LETTERS else (run,):
+                for padded in (token, token + b"=", token + b"=="):
+                    if len(padded) in lengths and self._digest_bytes(tenant, padded) in memory:
+                        return True
         return False
 
     def recalls(self, tenant: str, text: str) -> bool:
