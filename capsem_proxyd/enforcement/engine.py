@@ -62,10 +62,11 @@ from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.policies.declarations import masks, seam_width, splittable
-from capsem_proxyd.verdicts import VerdictRank, rank, stricter
+from capsem_proxyd.verdicts import REFUSING_LEVEL, VerdictRank, rank, stricter
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, ToolCall, ToolDefinition
 
 log = logging.getLogger("capsem_proxyd.enforcement")
+ALLOW_LEVEL = int(VerdictRank.ALLOW)
 shadow_log = logging.getLogger("capsem_proxyd.shadow")
 _MONITORED = Combined(verdict="LOG")  # a monitor-mode refusal: let through, counted as LOG
 
@@ -220,17 +221,17 @@ class PolicyEngine:
         count for nothing but a monitored refusal's LOG)."""
         assert result.decision is not None
         decision = result.decision
-        level = rank(decision.verdict.value)
-        if level > VerdictRank.ALLOW:
+        level = result.level  # the decision's rank as an int (``Combined``): this runs per policy per hook
+        if level > ALLOW_LEVEL:
             decision = attributed(decision, policy.name, hook)
-        monitor = level.refuses and mode != "shadow" and policy.name in self.monitored
+        monitor = level >= REFUSING_LEVEL and mode != "shadow" and policy.name in self.monitored
         # What an enforcing policy asks to mask is the request's before its decision is recorded: an audit
         # record with the prompt (--audit-prompts) leaves out the values known so far.
         masks = bool(result.spans) and mode != "shadow" and policy.name not in self.monitored
         if masks:
             exchange.redactions.extend((span.value, span.label, policy.name, hook) for span in result.spans)
         self.recorder.decision_made(exchange, hook, policy.name, decision, "monitor" if monitor else mode, use)
-        if level == VerdictRank.ALLOW and not masks:
+        if level == ALLOW_LEVEL and not masks:
             return combined
         if mode == "shadow":
             _log_unenforced(shadow_log, "shadow", exchange, decision)

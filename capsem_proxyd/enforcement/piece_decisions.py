@@ -42,6 +42,8 @@ from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse
 from capsem_proxyd.verdicts import BLOCK_LEVEL, VerdictRank, rank
 
+ALLOW_LEVEL = int(VerdictRank.ALLOW)
+
 # Asks the policy about some of the pieces (their numbers): its decisions, in order, possibly fewer
 # than asked when it stopped at a BLOCK. Raises ``_Failed`` when the policy failed.
 _Ask = Callable[[list[int]], Awaitable[list[Decision]]]
@@ -67,6 +69,11 @@ class _Walk:
 
     def add(self, result: Combined, cached: bool) -> None:
         assert result.decision is not None
+        if result is SAFE and self.combined is NOTHING:  # the first piece, allowed: the fold is that ALLOW
+            self.combined, self.from_cache = SAFE, cached
+            self.pieces += 1
+            self.hits += cached
+            return
         if replaces(self.combined, result):
             self.from_cache = cached
         self.combined = fold(self.combined, result)
@@ -176,9 +183,9 @@ def _result(walk: _Walk) -> tuple[Combined, CacheUse]:
     combined = walk.combined
     if combined.decision is None:  # no pieces, no whole-request check
         return decided(DEFAULT_SAFE_DECISION), CacheUse(pieces=0, hits=0, cached=False)
-    if combined.rank > VerdictRank.ALLOW and walk.from_cache:  # one decision id per use
+    if combined.level > ALLOW_LEVEL and walk.from_cache:  # one decision id per use
         fresh_id = combined.decision.model_copy(update={"id": uuid4().hex[:12]})
         combined = Combined(fresh_id, combined.verdict, combined.spans)
-    cached = walk.from_cache if combined.rank > VerdictRank.ALLOW else walk.hits == walk.pieces
+    cached = walk.from_cache if combined.level > ALLOW_LEVEL else walk.hits == walk.pieces
     return combined, CacheUse(pieces=walk.pieces, hits=walk.hits, cached=cached)
 

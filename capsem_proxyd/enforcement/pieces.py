@@ -40,7 +40,7 @@ from typing import Any
 from capsem.models import Decision, Media
 
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
-from capsem_proxyd.policies.normalize import reads_at_least
+from capsem_proxyd.policies.normalize import reads_at_least_in
 from capsem_proxyd.views import RequestView
 
 # A merged seam stops growing here (a joint's own window is never cut).
@@ -124,12 +124,13 @@ def seams(texts: list[str], width: int) -> list[str]:
     if len(texts) < 2 or width <= 0:
         return []
     whole = "\n".join(texts)
+    ascii = whole.isascii()
     out: list[str] = []
     low = high = -1
     joint = -1
     for text in texts[:-1]:
         joint += len(text) + 1  # the index of the "\n" after this piece
-        start, end = _left(whole, joint, width), _right(whole, joint + 1, width)
+        start, end = _left(whole, joint, width, ascii), _right(whole, joint + 1, width, ascii)
         if low >= 0 and start < high and max(high, end) - low <= SEAM_CAP:
             high = max(high, end)
             continue
@@ -140,14 +141,11 @@ def seams(texts: list[str], width: int) -> list[str]:
     return out
 
 
-def _wide_enough(text: str, width: int) -> bool:
-    return reads_at_least(text, width)  # a gap in a term counts once, however long: it is counted so
-
-
-def _left(whole: str, joint: int, width: int) -> int:
-    """Where the seam before ``joint`` starts: ``width`` seen characters back, then back to whitespace."""
+def _left(whole: str, joint: int, width: int, ascii: bool) -> int:
+    """Where the seam before ``joint`` starts: ``width`` seen characters back, then back to whitespace.
+    (A gap in a term counts once, however long: the stretch is counted so, ``reads_at_least_in``.)"""
     start = max(0, joint - width)
-    while start > 0 and not _wide_enough(whole[start:joint], width):
+    while start > 0 and not reads_at_least_in(whole, start, joint, width, ascii):
         start = max(0, joint - 2 * (joint - start))
     if start > 0:
         space = _LAST_SPACE.search(whole, max(0, start - width), start)
@@ -156,10 +154,10 @@ def _left(whole: str, joint: int, width: int) -> int:
     return start
 
 
-def _right(whole: str, begin: int, width: int) -> int:
+def _right(whole: str, begin: int, width: int, ascii: bool) -> int:
     """Where the seam after the joint ending at ``begin`` ends (exclusive)."""
     end = min(len(whole), begin + width)
-    while end < len(whole) and not _wide_enough(whole[begin:end], width):
+    while end < len(whole) and not reads_at_least_in(whole, begin, end, width, ascii):
         end = min(len(whole), begin + 2 * (end - begin))
     space = _SPACE.search(whole, end, min(len(whole), end + width))
     return space.start() if space is not None else end
