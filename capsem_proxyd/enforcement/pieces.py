@@ -130,7 +130,13 @@ def seams(texts: list[str], width: int) -> list[str]:
     joint = -1
     for text in texts[:-1]:
         joint += len(text) + 1  # the index of the "\n" after this piece
-        start, end = _left(whole, joint, width, ascii), _right(whole, joint + 1, width, ascii)
+        end = _right(whole, joint + 1, width, ascii)
+        # A seam starts at or before its joint: a joint inside the seam so far joins it (within the cap)
+        # without working out where its own stretch would start (most joints of many short pieces).
+        if low >= 0 and joint < high and max(high, end) - low <= SEAM_CAP:
+            high = max(high, end)
+            continue
+        start = _left(whole, joint, width, ascii)
         if low >= 0 and start < high and max(high, end) - low <= SEAM_CAP:
             high = max(high, end)
             continue
