@@ -111,6 +111,7 @@ class PolicyEngine:
             (seam_width(policy, holdback_cap) for policy, split in zip(self.policies, self.split) if split), default=0
         )
         self._salt = os.urandom(8)  # this engine's part of every cache key: another policy set never shares one
+        self._scopes: dict[tuple[int, str], bytes] = {}  # a scope's bytes before the tenant's, per policy and hook
 
     @property
     def names(self) -> list[str]:
@@ -246,7 +247,10 @@ class PolicyEngine:
 
     def _scope(self, index: int, hook: str, exchange: Exchange) -> bytes:
         """What a piece's cache key is scoped to: this engine, the policy's place in it, the hook, the tenant."""
-        return self._salt + index.to_bytes(2, "big") + hook.encode() + b"\0" + exchange.tenant_id.encode()
+        head = self._scopes.get((index, hook))
+        if head is None:
+            head = self._scopes[(index, hook)] = self._salt + index.to_bytes(2, "big") + hook.encode() + b"\0"
+        return head + exchange.tenant_id.encode()
 
 
 def _log_unenforced(logger: logging.Logger, role: str, exchange: Exchange, decision: Decision) -> None:
