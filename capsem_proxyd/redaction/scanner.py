@@ -25,13 +25,16 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from json.decoder import scanstring
+from json import decoder as _json_decoder
 from typing import Any
 
 # Outside a string a JSON text has no quote, inside one every quote is escaped: from the
 # start, each quote found outside a string opens one string token (the text was accepted by the one parse).
+# The json module's own string scanner (C), which ``json.loads`` uses: public in ``json.decoder`` since
+# Python 2.6, though typeshed leaves it out. ``scanstring(text, index after the quote, strict)``.
+scanstring: Callable[[str, int, bool], tuple[str, int]] = _json_decoder.scanstring  # type: ignore[attr-defined]
 _ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})(?:\\u([0-9a-fA-F]{4}))?|(.))", re.DOTALL)
 _SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _COLON = re.compile(r"\s*:")
