@@ -299,14 +299,15 @@ class Proxy:
     child: Child
 
 
-def policy_folder(context: Context, policy: str, label: str = "capsem-proxyd") -> Path | None:
+def policy_folder(context: Context, policy: str, label: str = "capsem-proxyd", secrets: bool = True) -> Path | None:
     """The ``--policy-dir`` of ``policy`` (None: the default configuration); Secrets off but in ``default``.
-    A baseline's folder has no ``secrets.toml``: a release before the Secrets policy refuses the name."""
+    ``secrets``: the proxy knows the Secrets policy (a release before it refuses the name ``secrets.toml``,
+    and has none to turn off)."""
     if policy == "default":
         return None
     folder = context.work / "agent-policies" / label / policy
     folder.mkdir(parents=True, exist_ok=True)
-    if label != "baseline":
+    if secrets:
         (folder / "secrets.toml").write_text(SECRETS_OFF)
     if policy == "debug":
         (folder / "debug.toml").write_text("")
@@ -321,7 +322,8 @@ def start_proxy(context: Context, label: str, command: list[str], upstream_port:
                 env: dict[str, str] | None = None, cwd: Path | None = None) -> Proxy:
     port = free_port()
     base = f"http://127.0.0.1:{upstream_port}"
-    folder = policy_folder(context, policy, label)
+    folder = policy_folder(context, policy, label,
+                           secrets=cwd is None or (cwd / "capsem_proxyd" / "policies" / "secrets.py").exists())
     log = context.work / "logs" / f"agent-{label}-{policy}.log"
     arguments = [*command, "start", "--port", str(port), "--openai-upstream", base + "/v1",
                  "--anthropic-upstream", base, "--gemini-upstream", base,
