@@ -211,10 +211,14 @@ class Pipeline:
             masker = self.masker = Masker(os.urandom(32), "ephemeral")
         return masker
 
-    def _mask(self, exchange: Exchange, incoming: IncomingRequest, body: Any, outcome: str, recall: bool) -> str:
-        """What policies asked to mask (and, with ``recall``, what the tenant's memory knows) masked in the
-        body sent upstream, every other byte as the client sent it; ``outcome`` at least REDACT when anything
-        was. A body that cannot be masked exactly is refused (``errors.unmaskable``)."""
+    def _mask(
+        self, exchange: Exchange, incoming: IncomingRequest, body: Any, outcome: str, recalled: frozenset[str] | None,
+    ) -> str:
+        """What policies asked to mask (and what the tenant's memory knows: ``recalled``, the remembered values
+        the body may hold, ``Masker.recalled_in``) masked in the body sent upstream, every other byte as the
+        client sent it; ``outcome`` at least REDACT when anything was. A body that cannot be masked exactly is
+        refused (``errors.unmaskable``)."""
+        recall = recalled is None or bool(recalled)
         masker = self._masker()
         kinds: dict[str, str] = {}
         owners: dict[str, tuple[str, str]] = {}
@@ -233,7 +237,7 @@ class Pipeline:
                 left = "\0".join(strings_of(body))
                 kinds = {value: kind for value, kind in kinds.items()
                          if value in left or not any(value in text for text in texts)}
-            masked, placeholders = masker.mask(exchange.tenant_id, raw, body, kinds, recall=recall)
+            masked, placeholders = masker.mask(exchange.tenant_id, raw, body, kinds, recall=recall, present=recalled)
         except Unmaskable as error:
             policy, hook = exchange.redactions[0][2:] if exchange.redactions else ("memory", "on_model_call")
             raise unmaskable(policy, hook, str(error)) from None
@@ -279,9 +283,9 @@ class Pipeline:
             outcome = await engine.check_request(exchange, view)
             # The body's strings are walked for the tenant's remembered values only when its raw bytes may
             # hold one (``Masker.recalled_in``): most turns of a tenant with a memory hold none.
-            recall = masker.recalled_in(exchange.tenant_id, incoming.body)
-            if exchange.redactions or recall:
-                outcome = self._mask(exchange, incoming, body, outcome, recall)
+            recalled = masker.recalled_in(exchange.tenant_id, incoming.body)
+            if exchange.redactions or recalled is None or recalled:
+                outcome = self._mask(exchange, incoming, body, outcome, recalled)
             keep = self.stored.keeps(dialect, body)
             route.dialect = dialect.for_request(body)  # its reply is read knowing what it echoes
             return await self._forward(route, incoming, exchange, engine, outcome, keep)

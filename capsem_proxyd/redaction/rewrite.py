@@ -74,13 +74,16 @@ _Find = tuple[int, int, str]
 
 def mask_body(
     raw: str, parsed: Any, values: Mapping[str, str], known: Callable[[str], str | None] | None = None,
+    present: frozenset[str] | None = None,
 ) -> Masked:
     """``raw`` (the body the client sent, which parsed as ``parsed``) with each of ``values`` (value ->
-    placeholder) and each token ``known`` has a placeholder for replaced. Raises ``Unmaskable``."""
+    placeholder) and each token ``known`` has a placeholder for replaced. ``present``: every token ``known``
+    may know in the body is one of these (a string holding none is not read token by token); None: any.
+    Raises ``Unmaskable``."""
     tokens = scanned(raw, parsed)
     if tokens is None:
         raise Unmaskable("the body's strings could not be located exactly")
-    finder = _Finder(values, known)
+    finder = _Finder(values, known, present)
     finds: list[tuple[JsonString, list[_Find]]] = []
     media: dict[str, int] = {}
     for token in tokens:
@@ -164,9 +167,13 @@ def _media(text: str, values: Mapping[str, str], seen: set[str], counts: dict[st
 class _Finder:
     """Finds the values (and the tokens ``known`` knows) in one string, and JSON inside it."""
 
-    def __init__(self, values: Mapping[str, str], known: Callable[[str], str | None] | None) -> None:
+    def __init__(
+        self, values: Mapping[str, str], known: Callable[[str], str | None] | None,
+        present: frozenset[str] | None = None,
+    ) -> None:
         self.values = values
         self.known = known
+        self.present = present
         ordered = sorted(values, key=len, reverse=True)
         self.pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         self.seen: set[str] = set()
@@ -195,7 +202,7 @@ class _Finder:
                 if mark:
                     self.seen.add(match.group())
                 found.append((match.start(), match.end(), self.values[match.group()]))
-        if self.known is not None:
+        if self.known is not None and (self.present is None or any(token in text for token in self.present)):
             for match in TOKEN.finditer(text):
                 placeholder = self.known(match.group())
                 if placeholder is not None:

@@ -48,16 +48,20 @@ def test_a_body_where_masking_finds_a_remembered_value_is_always_recalled(
     for raw in (serialised(value, random.Random(seed)), json.dumps(value, ensure_ascii=ascii_only),
                 json.dumps(value, ensure_ascii=False).replace("/", "\\/")):
         masked, _ = masker.mask("t", raw, json.loads(raw), {})
+        recalled = masker.recalled_in("t", raw.encode())
         if masked.counts:
-            assert masker.recalled_in("t", raw.encode())
+            assert recalled is None or secret in recalled
+        # reading only the strings that hold a value the raw bytes recalled masks exactly the same
+        assert masker.mask("t", raw, json.loads(raw), {}, present=recalled)[0] == masked
 
 
 def test_a_body_without_the_tenants_values_is_not_walked_for_them() -> None:
     masker = remembering(AWS_SECRET)
     other = json.dumps({"messages": [{"content": "line one\nwJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEZ and more"}]})
-    assert not masker.recalled_in("t", other.encode())
-    assert not masker.recalled_in("another tenant", json.dumps({"content": AWS_SECRET}).encode())
+    assert masker.recalled_in("t", other.encode()) == frozenset()
+    assert masker.recalled_in("another tenant", json.dumps({"content": AWS_SECRET}).encode()) == frozenset()
     quoted = json.dumps({"messages": [{"content": f"the key was\n{AWS_SECRET}, rotate it"}]})
-    assert masker.recalled_in("t", quoted.encode())
+    assert masker.recalled_in("t", quoted.encode()) == {AWS_SECRET}
+    assert masker.recalled_in("t", quoted.replace("/", "\\/").encode()) is None  # the raw bytes cannot tell
     masked, _ = masker.mask("t", quoted, json.loads(quoted), {})
     assert AWS_SECRET not in masked.text and masked.counts
