@@ -22,6 +22,7 @@ import hashlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from itertools import compress
 from typing import Any
 
 from capsem_proxyd.redaction.placeholder import placeholder, tag
@@ -82,12 +83,8 @@ class Masker:
         wanted = {length - pad + letter for length in lengths for pad in (0, 1, 2) for letter in (0, 1)
                   if length >= _SHORTEST_TOKEN}
         runs = body.translate(_RUNS).split()
-        if wanted.isdisjoint(map(len, runs)):
-            return frozenset()
         found: set[str] = set()
-        for run in runs:
-            if len(run) not in wanted:
-                continue
+        for run in compress(runs, map(wanted.__contains__, map(len, runs))):  # in C: the few of those lengths
             for token in (run, run[1:]) if run[:1] in _ESCAPE_LETTERS else (run,):
                 for padded in (token, token + b"=", token + b"=="):
                     if len(padded) in lengths and self._digest_bytes(tenant, padded) in memory:
