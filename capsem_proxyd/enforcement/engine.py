@@ -112,6 +112,7 @@ class PolicyEngine:
         )
         self._salt = os.urandom(8)  # this engine's part of every cache key: another policy set never shares one
         self._scopes: dict[tuple[int, str], bytes] = {}  # a scope's bytes before the tenant's, per policy and hook
+        self._defined_tools: hook_calls.DefinedTools = {}  # the CAPSEM tools of definitions seen (hook_calls)
 
     @property
     def names(self) -> list[str]:
@@ -142,7 +143,8 @@ class PolicyEngine:
         return verdict
 
     async def check_tool_definition(self, exchange: Exchange, definition: ToolDefinition) -> str:
-        return await self._enforce(exchange, hook_calls.tool_definition(exchange.request_id, exchange.agent, definition))
+        return await self._enforce(exchange, hook_calls.tool_definition(exchange.request_id, exchange.agent, definition,
+                                                                        self._defined_tools))
 
     async def check_tool_call(self, exchange: Exchange, call: ToolCall) -> str:
         return await self._enforce(exchange, hook_calls.tool_call(exchange.request_id, exchange.agent, call))
