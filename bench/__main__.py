@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the stream-size (10 kB vs 1 MB) and --workers 2 measurements of capsem-proxyd")
     parser.add_argument("--no-agent", action="store_true",
                         help="skip the agent-session workload (bench/agent.py: 50-turn conversations, PII first-seen)")
+    parser.add_argument("--agent-policies", metavar="LIST",
+                        help=f"comma list of the agent section's policy rows ({', '.join(agent.POLICIES)}; default: "
+                             "the preset's): e.g. 'debug,default' for the default configuration's added latency per turn")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to cores 0 (proxy) and 1 (load, upstream)")
     parser.add_argument("--no-install", action="store_true", help="fail instead of apt-get installing nginx/wrk")
     parser.add_argument("--output", type=Path, help="results JSON path (default bench/results/bench-<mode>-<time>.json)")
@@ -66,7 +69,9 @@ def plan_from(args: argparse.Namespace) -> runner.Plan:
         if args.baseline:
             systems.insert(systems.index("capsem-proxyd"), "capsem-proxyd-baseline")
     workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    agent_policies = tuple(name.strip() for name in (args.agent_policies or "").split(",") if name.strip())
     unknown = [name for name in systems if name not in ALL] + [name for name in workloads if name not in WORKLOADS]
+    unknown += [name for name in agent_policies if name not in agent.POLICIES]
     if unknown:
         raise SystemExit(f"unknown system or workload: {', '.join(unknown)}")
     return runner.Plan(
@@ -83,6 +88,7 @@ def plan_from(args: argparse.Namespace) -> runner.Plan:
         baseline=args.baseline,
         latency=not args.no_latency,
         agent=not args.no_agent,
+        agent_policies=agent_policies or None,
         events=not args.no_events,
     )
 

@@ -52,7 +52,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -299,14 +299,15 @@ class Proxy:
     child: Child
 
 
-def policy_folder(context: Context, policy: str, label: str = "capsem-proxyd") -> Path | None:
+def policy_folder(context: Context, policy: str, label: str = "capsem-proxyd", secrets: bool = True) -> Path | None:
     """The ``--policy-dir`` of ``policy`` (None: the default configuration); Secrets off but in ``default``.
-    A baseline's folder has no ``secrets.toml``: a release before the Secrets policy refuses the name."""
+    ``secrets``: the proxy knows the Secrets policy (a release before it refuses the name ``secrets.toml``,
+    and has none to turn off)."""
     if policy == "default":
         return None
     folder = context.work / "agent-policies" / label / policy
     folder.mkdir(parents=True, exist_ok=True)
-    if label != "baseline":
+    if secrets:
         (folder / "secrets.toml").write_text(SECRETS_OFF)
     if policy == "debug":
         (folder / "debug.toml").write_text("")
@@ -321,7 +322,8 @@ def start_proxy(context: Context, label: str, command: list[str], upstream_port:
                 env: dict[str, str] | None = None, cwd: Path | None = None) -> Proxy:
     port = free_port()
     base = f"http://127.0.0.1:{upstream_port}"
-    folder = policy_folder(context, policy, label)
+    folder = policy_folder(context, policy, label,
+                           secrets=cwd is None or (cwd / "capsem_proxyd" / "policies" / "secrets.py").exists())
     log = context.work / "logs" / f"agent-{label}-{policy}.log"
     arguments = [*command, "start", "--port", str(port), "--openai-upstream", base + "/v1",
                  "--anthropic-upstream", base, "--gemini-upstream", base,
@@ -481,14 +483,18 @@ def every_core() -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def run(context: Context, nginx_binary: str, mode: str, log: Log) -> dict[str, Any]:
-    """The whole agent section, on every core: per policy, the proxies side by side with the direct upstream."""
+def run(context: Context, nginx_binary: str, mode: str, log: Log,
+        policies: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The whole agent section, on every core: per policy, the proxies side by side with the direct upstream.
+    ``policies``: only these rows (``--agent-policies``; None: the preset's)."""
     with every_core():
-        return _run(context, nginx_binary, mode, log)
+        return _run(context, nginx_binary, mode, log, policies)
 
 
-def _run(context: Context, nginx_binary: str, mode: str, log: Log) -> dict[str, Any]:
+def _run(context: Context, nginx_binary: str, mode: str, log: Log, policies: tuple[str, ...] | None) -> dict[str, Any]:
     sizes = PRESETS.get(mode, PRESETS["full"])
+    if policies:
+        sizes = replace(sizes, policies=policies)
     upstream_port = start_upstream(context, nginx_binary)
     direct = f"http://127.0.0.1:{upstream_port}"
     baseline: CapsemProxydBaseline | None = None

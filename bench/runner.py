@@ -52,6 +52,7 @@ class Plan:
     baseline: str | None = None  # git ref measured as capsem-proxyd-baseline
     latency: bool = True  # the user-felt latency section (bench/latency.py)
     agent: bool = True  # the agent-session workload (bench/agent.py)
+    agent_policies: tuple[str, ...] | None = None  # its policy rows (None: the preset's)
     events: bool = True  # CPU per streamed event, each event its own write (bench/events.py)
 
 
@@ -116,7 +117,7 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
                 results["latency"] = {"skipped": f"failed: {error}"}
         if plan.agent and "capsem-proxyd" in plan.systems:
             try:
-                results["agent"] = agent.run(context, tools["nginx"], plan.mode, log)
+                results["agent"] = agent.run(context, tools["nginx"], plan.mode, log, plan.agent_policies)
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:
                 log(f"   agent sessions FAILED: {error}")
                 results["agent"] = {"skipped": f"failed: {error}", "sessions": {}}

@@ -473,17 +473,19 @@ def refuse_double_spellings(value: Any, camel: dict[str, str]) -> None:
     ``systemInstruction`` alike: given both, which one is read is the
     provider's choice, and a check of the other would check something else.
     """
+    keys = camel.keys()
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            for key in item:
-                twin = camel.get(key)
-                if twin is not None and twin in item:
-                    raise bad_request(
-                        f"The request gives the field '{twin}' twice, also as '{key}': send one spelling.",
-                        ErrorCode.DUPLICATE_FIELD,
-                    )
+            if not keys.isdisjoint(item):  # in C: most objects hold no snake_case name of the API at all
+                for key in item:
+                    twin = camel.get(key)
+                    if twin is not None and twin in item:
+                        raise bad_request(
+                            f"The request gives the field '{twin}' twice, also as '{key}': send one spelling.",
+                            ErrorCode.DUPLICATE_FIELD,
+                        )
             stack.extend(child for child in item.values() if isinstance(child, (dict, list)))
         elif isinstance(item, list):
             stack.extend(child for child in item if isinstance(child, (dict, list)))

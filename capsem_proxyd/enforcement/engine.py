@@ -43,6 +43,7 @@ from typing import Any
 
 from capsem.models import Decision
 from capsem.policies import Policy
+from capsem.tools import Tool
 
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.enforcement import hook_calls
@@ -61,10 +62,11 @@ from capsem_proxyd.errors import policy_blocked
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse, Recorder
 from capsem_proxyd.policies.declarations import masks, seam_width, splittable
-from capsem_proxyd.verdicts import VerdictRank, rank, stricter
+from capsem_proxyd.verdicts import REFUSING_LEVEL, VerdictRank, rank, stricter
 from capsem_proxyd.views import MediaPart, RequestView, ResponseView, ToolCall, ToolDefinition
 
 log = logging.getLogger("capsem_proxyd.enforcement")
+ALLOW_LEVEL = int(VerdictRank.ALLOW)
 shadow_log = logging.getLogger("capsem_proxyd.shadow")
 _MONITORED = Combined(verdict="LOG")  # a monitor-mode refusal: let through, counted as LOG
 
@@ -109,6 +111,8 @@ class PolicyEngine:
             (seam_width(policy, holdback_cap) for policy, split in zip(self.policies, self.split) if split), default=0
         )
         self._salt = os.urandom(8)  # this engine's part of every cache key: another policy set never shares one
+        self._scopes: dict[tuple[int, str], bytes] = {}  # a scope's bytes before the tenant's, per policy and hook
+        self._defined_tools: hook_calls.DefinedTools = {}  # the CAPSEM tools of definitions seen (hook_calls)
 
     @property
     def names(self) -> list[str]:
@@ -125,8 +129,9 @@ class PolicyEngine:
         rid, agent = exchange.request_id, exchange.agent
         if view.documents:  # PDFs: their text joins the prompt or tool result before any hook reads it
             await read_documents(view, exchange.tenant_id)
+        tools: dict[str, Tool] = {}
         for result in view.tool_results:
-            verdict = stricter(verdict, await self._enforce(exchange, hook_calls.tool_response(rid, agent, result)))
+            verdict = stricter(verdict, await self._enforce(exchange, hook_calls.tool_response(rid, agent, result, tools)))
         if view.prompt or view.system or view.media:
             media = hook_calls.capsem_media(view.media)
             split = None
@@ -138,7 +143,8 @@ class PolicyEngine:
         return verdict
 
     async def check_tool_definition(self, exchange: Exchange, definition: ToolDefinition) -> str:
-        return await self._enforce(exchange, hook_calls.tool_definition(exchange.request_id, exchange.agent, definition))
+        return await self._enforce(exchange, hook_calls.tool_definition(exchange.request_id, exchange.agent, definition,
+                                                                        self._defined_tools))
 
     async def check_tool_call(self, exchange: Exchange, call: ToolCall) -> str:
         return await self._enforce(exchange, hook_calls.tool_call(exchange.request_id, exchange.agent, call))
@@ -196,7 +202,9 @@ class PolicyEngine:
             use: CacheUse | None = None
             if not viewed and not self.masking[index] and args and not shadow:
                 viewed = True  # every masking policy has answered on this hook: the values are known
-                invoke, args, split = masked_call(exchange, hook, invoke, args, split, self.cache)
+                # the whole arguments are masked only for a policy asked about them whole (else: its pieces)
+                whole = split is None or not all(self.split[index:])
+                invoke, args, split = masked_call(exchange, hook, invoke, args, split, self.cache, whole=whole)
             if split is not None and self.cache is not None and self.split[index]:
                 scope = self._scope(index, hook, exchange)
                 result, use = await decide_pieces(self.caller, self.cache, scope, exchange, hook, policy, split)
@@ -216,17 +224,17 @@ class PolicyEngine:
         count for nothing but a monitored refusal's LOG)."""
         assert result.decision is not None
         decision = result.decision
-        level = rank(decision.verdict.value)
-        if level > VerdictRank.ALLOW:
+        level = result.level  # the decision's rank as an int (``Combined``): this runs per policy per hook
+        if level > ALLOW_LEVEL:
             decision = attributed(decision, policy.name, hook)
-        monitor = level.refuses and mode != "shadow" and policy.name in self.monitored
+        monitor = level >= REFUSING_LEVEL and mode != "shadow" and policy.name in self.monitored
         # What an enforcing policy asks to mask is the request's before its decision is recorded: an audit
         # record with the prompt (--audit-prompts) leaves out the values known so far.
         masks = bool(result.spans) and mode != "shadow" and policy.name not in self.monitored
         if masks:
             exchange.redactions.extend((span.value, span.label, policy.name, hook) for span in result.spans)
         self.recorder.decision_made(exchange, hook, policy.name, decision, "monitor" if monitor else mode, use)
-        if level == VerdictRank.ALLOW and not masks:
+        if level == ALLOW_LEVEL and not masks:
             return combined
         if mode == "shadow":
             _log_unenforced(shadow_log, "shadow", exchange, decision)
@@ -241,7 +249,10 @@ class PolicyEngine:
 
     def _scope(self, index: int, hook: str, exchange: Exchange) -> bytes:
         """What a piece's cache key is scoped to: this engine, the policy's place in it, the hook, the tenant."""
-        return self._salt + index.to_bytes(2, "big") + hook.encode() + b"\0" + exchange.tenant_id.encode()
+        head = self._scopes.get((index, hook))
+        if head is None:
+            head = self._scopes[(index, hook)] = self._salt + index.to_bytes(2, "big") + hook.encode() + b"\0"
+        return head + exchange.tenant_id.encode()
 
 
 def _log_unenforced(logger: logging.Logger, role: str, exchange: Exchange, decision: Decision) -> None:

@@ -76,11 +76,18 @@ def capsem_media(parts: list[MediaPart] | None) -> list[Media]:
     return [Media(content=part.data, mime_type=part.mime_type) for part in parts or ()]
 
 
-def tool_response(rid: str, agent: Any, result: ToolResult) -> HookCall:
-    """``on_tool_response`` for a tool result the client sends back; one piece, known by name and content."""
+def tool_response(rid: str, agent: Any, result: ToolResult, tools: dict[str, Tool] | None = None) -> HookCall:
+    """``on_tool_response`` for a tool result the client sends back; one piece, known by name and content.
+    ``tools``: the CAPSEM tools made so far for the request's results, by name (an agent's turn sends back
+    dozens of results of a few tools: one ``Tool`` each, not one per result)."""
     response = {"content": result.content}
+    tool = tools.get(result.name) if tools is not None else None
+    if tool is None:
+        tool = capsem_tool(result.name)
+        if tools is not None:
+            tools[result.name] = tool
     return HookCall(
-        "on_tool_response", f"Tool result for '{result.name}'", (rid, agent, capsem_tool(result.name), response),
+        "on_tool_response", f"Tool result for '{result.name}'", (rid, agent, tool, response),
         identity=lambda: f"{result.name}\0{result.content}",
     )
 
@@ -90,17 +97,30 @@ def model_call(rid: str, agent: Any, view: RequestView, media: list[Media]) -> H
     return HookCall("on_model_call", "Prompt", (rid, agent, view.model, view.system, view.prompt, media))
 
 
-def tool_definition(rid: str, agent: Any, definition: ToolDefinition) -> HookCall:
+# Tools made for definitions, by what the definition says (``tool_definition``), and how many are kept.
+DefinedTools = dict[str, Tool]
+DEFINED_TOOLS = 1024
+
+
+def tool_definition(rid: str, agent: Any, definition: ToolDefinition, tools: DefinedTools | None = None) -> HookCall:
     """A definition is checked as a call whose arguments are all the definition's other content
-    (schema descriptions and property names, a grammar, an MCP server's description...)."""
-    tool = capsem_tool(definition.name, definition.description, definition.parameters)
+    (schema descriptions and property names, a grammar, an MCP server's description...).
+
+    ``tools``: the CAPSEM tools made before, by the definition's whole text: an agent sends the same
+    definitions every turn, and validating each one's schema into a ``Tool`` took more than checking it
+    (the verdict cache answers for it); emptied when it holds ``DEFINED_TOOLS``."""
+    whole = [definition.name, definition.description, definition.parameters, definition.content]
+    identity = orjson.dumps(whole, default=str, option=orjson.OPT_SORT_KEYS).decode()
+    tool = tools.get(identity) if tools is not None else None
+    if tool is None:
+        tool = capsem_tool(definition.name, definition.description, definition.parameters)
+        if tools is not None:
+            if len(tools) >= DEFINED_TOOLS:
+                tools.clear()
+            tools[identity] = tool
     arguments = {"definition": definition.content} if definition.content else {}
-
-    def identity() -> str:
-        whole = [definition.name, definition.description, definition.parameters, definition.content]
-        return orjson.dumps(whole, default=str, option=orjson.OPT_SORT_KEYS).decode()
-
-    return HookCall("on_tool_call", f"Tool definition '{definition.name}'", (rid, agent, tool, arguments), identity)
+    return HookCall("on_tool_call", f"Tool definition '{definition.name}'", (rid, agent, tool, arguments),
+                    lambda: identity)
 
 
 def tool_call(rid: str, agent: Any, call: ToolCall) -> HookCall:

@@ -121,19 +121,23 @@ def masked_split(split: Split, hook: str, mask: Mask, cache: VerdictCache) -> Sp
 
 def masked_call(
     exchange: Exchange, hook: str, invoke: Invoke, args: tuple[Any, ...], split: Split | None,
-    cache: VerdictCache | None,
+    cache: VerdictCache | None, *, whole: bool = True,
 ) -> tuple[Invoke, tuple[Any, ...], Split | None]:
     """The call as the policies that cannot mask are given it, once every masking policy on the hook has
     answered: its arguments (and pieces) with every value found so far, and every value the tenant's memory
     knows, replaced by its placeholder, as the forwarded body will have it; the call itself when nothing is
-    to be masked."""
+    to be masked. ``whole=False``: only the pieces are asked about from here on (every policy left is asked
+    piece by piece), so the whole arguments are not masked (the call and arguments come back unmasked and
+    must not be given to a policy): a turn's text is masked once, not twice."""
     mask = masked_view(exchange) if args else None
     if mask is None:
         return invoke, args, split
-    view_args = masked_args(hook, args, mask)
-    view_invoke = invoke if view_args is args else asking(hook, view_args)
+    if whole or split is None or cache is None:
+        view_args = masked_args(hook, args, mask)
+        invoke = invoke if view_args is args else asking(hook, view_args)
+        args = view_args
     view_split = masked_split(split, hook, mask, cache) if split is not None and cache is not None else split
-    return view_invoke, view_args, view_split
+    return invoke, args, view_split
 
 
 def _masked_json(value: Any, mask: Mask) -> Any:

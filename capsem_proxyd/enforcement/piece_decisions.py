@@ -42,6 +42,10 @@ from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.recorders import CacheUse
 from capsem_proxyd.verdicts import BLOCK_LEVEL, VerdictRank, rank
 
+ALLOW_LEVEL = int(VerdictRank.ALLOW)
+# What the fold of one piece the cache allowed comes to (``_Walk.add`` then ``_result``), shared.
+_ONE_CACHED_ALLOW = CacheUse(pieces=1, hits=1, cached=True)
+
 # Asks the policy about some of the pieces (their numbers): its decisions, in order, possibly fewer
 # than asked when it stopped at a BLOCK. Raises ``_Failed`` when the policy failed.
 _Ask = Callable[[list[int]], Awaitable[list[Decision]]]
@@ -67,6 +71,11 @@ class _Walk:
 
     def add(self, result: Combined, cached: bool) -> None:
         assert result.decision is not None
+        if result is SAFE and self.combined is NOTHING:  # the first piece, allowed: the fold is that ALLOW
+            self.combined, self.from_cache = SAFE, cached
+            self.pieces += 1
+            self.hits += cached
+            return
         if replaces(self.combined, result):
             self.from_cache = cached
         self.combined = fold(self.combined, result)
@@ -80,6 +89,10 @@ async def decide_pieces(
 ) -> tuple[Combined, CacheUse]:
     """``policy``'s result on ``hook`` over ``split``'s pieces; ``scope`` keys its entries in ``cache``
     (the engine's salt, the policy's place, the hook, the tenant)."""
+    if split.whole is None and len(split.pieces) == 1:  # a tool result or definition resent: one look-up
+        key = cache.key(scope, split.pieces[0].digest)
+        if cache.get(key) is SAFE:
+            return SAFE, _ONE_CACHED_ALLOW
     walk = _Walk()
     if split.whole is not None:
         whole = split.whole(policy)
@@ -87,13 +100,17 @@ async def decide_pieces(
             if rank(whole.verdict.value).refuses:  # refused as a whole: its pieces are not asked (nor cached)
                 return decided(whole), CacheUse(pieces=0, hits=0, cached=False)
             walk.combined = decided(whole)
-    keys = [cache.key(scope, piece.digest) for piece in split.pieces]
+    keys = cache.keys(scope, [piece.digest for piece in split.pieces])
     found = [cache.get(key) for key in keys]
     fresh: set[int] = set()
+    wanted = _worth_asking(found)
+    if not wanted:  # every piece from the cache (an agent's resent turns): nothing to ask, no deadline to keep
+        _fold(walk, found, fresh)
+        return _result(walk)
     ask = _asker(caller, exchange, hook, policy, split)
     with caller.deadline(policy, hook) as deadline:
         try:
-            for numbers in _groups(policy, split, _worth_asking(found)):
+            for numbers in _groups(policy, split, wanted):
                 decisions = await ask(numbers)
                 blocked = False
                 for number, decision in zip(numbers, decisions):
@@ -172,9 +189,9 @@ def _result(walk: _Walk) -> tuple[Combined, CacheUse]:
     combined = walk.combined
     if combined.decision is None:  # no pieces, no whole-request check
         return decided(DEFAULT_SAFE_DECISION), CacheUse(pieces=0, hits=0, cached=False)
-    if combined.rank > VerdictRank.ALLOW and walk.from_cache:  # one decision id per use
+    if combined.level > ALLOW_LEVEL and walk.from_cache:  # one decision id per use
         fresh_id = combined.decision.model_copy(update={"id": uuid4().hex[:12]})
         combined = Combined(fresh_id, combined.verdict, combined.spans)
-    cached = walk.from_cache if combined.rank > VerdictRank.ALLOW else walk.hits == walk.pieces
+    cached = walk.from_cache if combined.level > ALLOW_LEVEL else walk.hits == walk.pieces
     return combined, CacheUse(pieces=walk.pieces, hits=walk.hits, cached=cached)
 

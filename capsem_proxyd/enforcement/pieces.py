@@ -2,8 +2,8 @@
 
 A tool result or a tool definition is one piece (``single_split``). A
 prompt is its system and prompt texts as the dialect kept them (each
-message's strings), the seams between them and each media item
-(``prompt_split``). Each piece carries the keyed digest the verdict cache
+message's strings; short ones joined to the text after them, ``grouped``),
+the seams between them and each media item (``prompt_split``). Each piece carries the keyed digest the verdict cache
 files decisions under, and the hook's arguments for it, so that a policy in
 a worker process can be sent a batch of them (``batches``).
 
@@ -40,11 +40,15 @@ from typing import Any
 from capsem.models import Decision, Media
 
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
-from capsem_proxyd.policies.normalize import reads_at_least
+from capsem_proxyd.policies.normalize import reads_at_least_in
 from capsem_proxyd.views import RequestView
 
 # A merged seam stops growing here (a joint's own window is never cut).
 SEAM_CAP = 4096
+# Texts shorter than this are one piece with the texts after them, up to the first that is not, or up to
+# GROUP_CHARS characters in all (``grouped``).
+SHORT_TEXT = 64
+GROUP_CHARS = 1024
 _SPACE = re.compile(r"\s")
 _LAST_SPACE = re.compile(r"\s\S*\Z")
 # A remote policy (``workers.py``) is asked about this many characters of pieces per call at most: one
@@ -85,8 +89,8 @@ def prompt_split(
     (``width``: the widest match of the splittable policies), each media item; and the whole-request
     checks (size limits, model globs) that a policy makes on the joined texts."""
     model = view.model
-    system = view.system_pieces if view.system_pieces is not None else [view.system] if view.system else []
-    prompt = view.prompt_pieces if view.prompt_pieces is not None else [view.prompt] if view.prompt else []
+    system = grouped(view.system_pieces) if view.system_pieces is not None else [view.system] if view.system else []
+    prompt = grouped(view.prompt_pieces) if view.prompt_pieces is not None else [view.prompt] if view.prompt else []
     pieces: list[Piece] = []
     for text in system:
         pieces.append(Piece(cache.digest(text, b"system\0"), (rid, agent, model, text, "", []), len(text)))
@@ -103,6 +107,30 @@ def prompt_split(
         return check(model, view.system, view.prompt) if callable(check) else None
 
     return Split(pieces, whole)
+
+
+def grouped(texts: list[str]) -> list[str]:
+    """``texts`` with each run of short ones joined (``"\\n"``) to the text that ends it: a group ends with a
+    text of ``SHORT_TEXT`` characters or more (a message), or once it holds ``GROUP_CHARS``.
+
+    An agent's turn adds a message and a tool call whose id, name, argument keys and values are each a
+    string of a few characters: as pieces of their own, they were most of a conversation's pieces (250 of
+    300 in the bench's 50-turn sessions), each with its digest, its cache look-up per policy and its seam.
+    Joined they read as the whole reads them (the pieces of a prompt are joined by ``"\\n"``). Where a
+    group ends depends on its own texts only, so an edit (or a new turn) changes the groups around it
+    and none after."""
+    out: list[str] = []
+    run: list[str] = []
+    size = 0
+    for text in texts:
+        run.append(text)
+        size += len(text) + 1
+        if len(text) >= SHORT_TEXT or size >= GROUP_CHARS:
+            out.append(run[0] if len(run) == 1 else "\n".join(run))
+            run, size = [], 0
+    if run:
+        out.append(run[0] if len(run) == 1 else "\n".join(run))
+    return out
 
 
 def batches(sizes: list[int]) -> list[tuple[int, int]]:
@@ -124,12 +152,19 @@ def seams(texts: list[str], width: int) -> list[str]:
     if len(texts) < 2 or width <= 0:
         return []
     whole = "\n".join(texts)
+    ascii = whole.isascii()
     out: list[str] = []
     low = high = -1
     joint = -1
     for text in texts[:-1]:
         joint += len(text) + 1  # the index of the "\n" after this piece
-        start, end = _left(whole, joint, width), _right(whole, joint + 1, width)
+        end = _right(whole, joint + 1, width, ascii)
+        # A seam starts at or before its joint: a joint inside the seam so far joins it (within the cap)
+        # without working out where its own stretch would start (most joints of many short pieces).
+        if low >= 0 and joint < high and max(high, end) - low <= SEAM_CAP:
+            high = max(high, end)
+            continue
+        start = _left(whole, joint, width, ascii)
         if low >= 0 and start < high and max(high, end) - low <= SEAM_CAP:
             high = max(high, end)
             continue
@@ -140,14 +175,11 @@ def seams(texts: list[str], width: int) -> list[str]:
     return out
 
 
-def _wide_enough(text: str, width: int) -> bool:
-    return reads_at_least(text, width)  # a gap in a term counts once, however long: it is counted so
-
-
-def _left(whole: str, joint: int, width: int) -> int:
-    """Where the seam before ``joint`` starts: ``width`` seen characters back, then back to whitespace."""
+def _left(whole: str, joint: int, width: int, ascii: bool) -> int:
+    """Where the seam before ``joint`` starts: ``width`` seen characters back, then back to whitespace.
+    (A gap in a term counts once, however long: the stretch is counted so, ``reads_at_least_in``.)"""
     start = max(0, joint - width)
-    while start > 0 and not _wide_enough(whole[start:joint], width):
+    while start > 0 and not reads_at_least_in(whole, start, joint, width, ascii):
         start = max(0, joint - 2 * (joint - start))
     if start > 0:
         space = _LAST_SPACE.search(whole, max(0, start - width), start)
@@ -156,10 +188,10 @@ def _left(whole: str, joint: int, width: int) -> int:
     return start
 
 
-def _right(whole: str, begin: int, width: int) -> int:
+def _right(whole: str, begin: int, width: int, ascii: bool) -> int:
     """Where the seam after the joint ending at ``begin`` ends (exclusive)."""
     end = min(len(whole), begin + width)
-    while end < len(whole) and not _wide_enough(whole[begin:end], width):
+    while end < len(whole) and not reads_at_least_in(whole, begin, end, width, ascii):
         end = min(len(whole), begin + 2 * (end - begin))
     space = _SPACE.search(whole, end, min(len(whole), end + width))
     return space.start() if space is not None else end

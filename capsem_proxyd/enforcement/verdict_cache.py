@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterable
 from hashlib import blake2b
 
 from capsem_proxyd.enforcement.combining import Combined
@@ -56,6 +57,9 @@ class VerdictCache:
     def __init__(self, size: int) -> None:
         self.size = max(0, size)
         self._secret = os.urandom(32)
+        # The hash keyed with the secret, copied for each digest: keying a new hash costs a compression of
+        # the key's block each time, and a turn digests hundreds of pieces (the same digests either way).
+        self._keyed = blake2b(digest_size=DIGEST_SIZE, key=self._secret)
         self._entries: OrderedDict[bytes, Combined] = OrderedDict()
 
     def __len__(self) -> int:
@@ -64,13 +68,29 @@ class VerdictCache:
     def digest(self, content: str | bytes, kind: bytes = b"") -> bytes:
         """The keyed digest of one piece of content (``kind``: what it is, a prefix that keeps a system
         piece and a prompt piece of the same text apart)."""
-        hasher = blake2b(kind, digest_size=DIGEST_SIZE, key=self._secret)
+        hasher = self._keyed.copy()
+        hasher.update(kind)
         hasher.update(content.encode("utf-8", "surrogatepass") if isinstance(content, str) else content)
         return hasher.digest()
 
     def key(self, scope: bytes, digest: bytes) -> bytes:
         """The entry's key: who decided, where, for whom (``scope``), on what (``digest``)."""
-        return blake2b(scope + digest, digest_size=DIGEST_SIZE, key=self._secret).digest()
+        hasher = self._keyed.copy()
+        hasher.update(scope + digest)
+        return hasher.digest()
+
+    def keys(self, scope: bytes, digests: Iterable[bytes]) -> list[bytes]:
+        """``key(scope, digest)`` for each of ``digests``: the keyed hash of ``scope`` is taken once and
+        copied per digest (a hash's state after the scope is the same for every piece of a hook), instead
+        of keying a new hash per piece: half the cost for the hundreds of pieces of an agent's turn."""
+        keyed = self._keyed.copy()
+        keyed.update(scope)
+        out = []
+        for digest in digests:
+            hasher = keyed.copy()
+            hasher.update(digest)
+            out.append(hasher.digest())
+        return out
 
     def get(self, key: bytes) -> Combined | None:
         result = self._entries.get(key)

@@ -142,25 +142,52 @@ class Metrics(Recorder):
         # Labelled children by label values: ``labels()`` validates and locks on every call
         # (~1.5 us), a dict lookup does not; the label sets are bounded (see above).
         self._children: dict[tuple[Any, ...], Any] = {}
+        # A request's decisions not counted yet, by id of its exchange (``decision_made``).
+        self._pending: dict[int, dict[tuple[str, str, str, int, int], int]] = {}
 
     # -- recording (the Recorder moments) -----------------------------------------
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         """Proxied requests only: the control plane is not traffic."""
+        self._flush(exchange)
         if exchange.proxied:
             self._child(self._requests, exchange.provider, exchange.endpoint, status).inc()
 
     def decision_made(
         self, exchange: Exchange, hook: str, policy: str, decision: Decision, mode: str, cache: CacheUse | None = None
     ) -> None:
-        """Shadow decisions stay out of the live counts."""
-        if mode != "shadow":
-            self._child(self._decisions, hook, decision.verdict.value, policy).inc()
-            if cache is not None:
-                if cache.hits:
-                    self._child(self._cache_hits, hook).inc(cache.hits)
-                if cache.misses:
-                    self._child(self._cache_misses, hook).inc(cache.misses)
+        """Shadow decisions stay out of the live counts. A request's own decisions (before it went upstream)
+        are added up and counted when it goes upstream or ends, whichever comes first (``forwarding``,
+        ``request_done``), both before its client hears anything: an agent's turn takes a hundred decisions
+        (two policies on each of its tool results), alike but for their content, and each increment takes
+        a lock (a file write with ``--workers``)."""
+        if mode == "shadow":
+            return
+        kind = (hook, decision.verdict.value, policy, cache.hits if cache else 0, cache.misses if cache else 0)
+        if exchange.upstream:  # a reply's decision: counted at once (a stream may last)
+            self._count(kind, 1)
+            return
+        pending = self._pending.get(id(exchange))
+        if pending is None:
+            pending = self._pending[id(exchange)] = {}
+        pending[kind] = pending.get(kind, 0) + 1
+
+    def forwarding(self, exchange: Exchange) -> None:
+        self._flush(exchange)
+
+    def _flush(self, exchange: Exchange) -> None:
+        pending = self._pending.pop(id(exchange), None)
+        if pending:
+            for kind, times in pending.items():
+                self._count(kind, times)
+
+    def _count(self, kind: tuple[str, str, str, int, int], times: int) -> None:
+        hook, verdict, policy, hits, misses = kind
+        self._child(self._decisions, hook, verdict, policy).inc(times)
+        if hits:
+            self._child(self._cache_hits, hook).inc(hits * times)
+        if misses:
+            self._child(self._cache_misses, hook).inc(misses * times)
 
     def refused(self, exchange: Exchange, hook: str, decision: Decision) -> None:
         self._child(self._blocks, hook, decision.policy, decision.verdict.value).inc()

@@ -540,6 +540,17 @@ def reads_at_least(text: str, width: int) -> bool:
     return seen_length(fold(text)) >= width and len(visible(text)) >= width
 
 
+def reads_at_least_in(text: str, start: int, end: int, width: int, ascii: bool) -> bool:
+    """``reads_at_least(text[start:end], width)`` without copying the stretch in the common case: ``ascii``
+    says that ``text`` is ASCII (its caller knows it for the whole text), and a stretch of ASCII without two
+    gap characters in a row reads as long as it is (the seams of a prompt ask this twice per joint)."""
+    if end - start < width:
+        return False
+    if ascii and _TWO_GAPS.search(text, start, end) is None:
+        return True
+    return reads_at_least(text[start:end], width)
+
+
 # -- visual order ------------------------------------------------------------------------------------------------
 
 # Explicit bidi controls (embeddings, overrides, isolates, their ends) and the invisible directional marks

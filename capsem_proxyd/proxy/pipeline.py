@@ -211,10 +211,14 @@ class Pipeline:
             masker = self.masker = Masker(os.urandom(32), "ephemeral")
         return masker
 
-    def _mask(self, exchange: Exchange, incoming: IncomingRequest, body: Any, outcome: str) -> str:
-        """What policies asked to mask (and what the tenant's memory knows) masked in the body sent
-        upstream, every other byte as the client sent it; ``outcome`` at least REDACT when anything was.
-        A body that cannot be masked exactly is refused (``errors.unmaskable``)."""
+    def _mask(
+        self, exchange: Exchange, incoming: IncomingRequest, body: Any, outcome: str, recalled: frozenset[str] | None,
+    ) -> str:
+        """What policies asked to mask (and what the tenant's memory knows: ``recalled``, the remembered values
+        the body may hold, ``Masker.recalled_in``) masked in the body sent upstream, every other byte as the
+        client sent it; ``outcome`` at least REDACT when anything was. A body that cannot be masked exactly is
+        refused (``errors.unmaskable``)."""
+        recall = recalled is None or bool(recalled)
         masker = self._masker()
         kinds: dict[str, str] = {}
         owners: dict[str, tuple[str, str]] = {}
@@ -224,7 +228,7 @@ class Pipeline:
         raw = incoming.body.decode("utf-8")
         try:
             dropped = drop_signed(raw, body, lambda text: any(value in text for value in kinds)
-                                  or masker.recalls(exchange.tenant_id, text))
+                                  or (recall and masker.recalls(exchange.tenant_id, text)))
             if dropped is not None:
                 raw, body, texts = dropped
                 incoming.body = raw.encode("utf-8")
@@ -233,7 +237,7 @@ class Pipeline:
                 left = "\0".join(strings_of(body))
                 kinds = {value: kind for value, kind in kinds.items()
                          if value in left or not any(value in text for text in texts)}
-            masked, placeholders = masker.mask(exchange.tenant_id, raw, body, kinds)
+            masked, placeholders = masker.mask(exchange.tenant_id, raw, body, kinds, recall=recall, present=recalled)
         except Unmaskable as error:
             policy, hook = exchange.redactions[0][2:] if exchange.redactions else ("memory", "on_model_call")
             raise unmaskable(policy, hook, str(error)) from None
@@ -275,10 +279,13 @@ class Pipeline:
             exchange.prompt = view.prompt  # a reference, for an audit log that opted in to prompts
             if references := dialect.references(body):
                 await self.stored.admit(exchange, references)
-            exchange.masker = self._masker()  # the policies that cannot mask read the masked view
+            exchange.masker = masker = self._masker()  # the policies that cannot mask read the masked view
             outcome = await engine.check_request(exchange, view)
-            if exchange.redactions or (self.masker is not None and self.masker.remembers(exchange.tenant_id)):
-                outcome = self._mask(exchange, incoming, body, outcome)
+            # The body's strings are walked for the tenant's remembered values only when its raw bytes may
+            # hold one (``Masker.recalled_in``): most turns of a tenant with a memory hold none.
+            recalled = masker.recalled_in(exchange.tenant_id, incoming.body)
+            if exchange.redactions or recalled is None or recalled:
+                outcome = self._mask(exchange, incoming, body, outcome, recalled)
             keep = self.stored.keeps(dialect, body)
             route.dialect = dialect.for_request(body)  # its reply is read knowing what it echoes
             return await self._forward(route, incoming, exchange, engine, outcome, keep)

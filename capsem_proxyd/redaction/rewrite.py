@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from capsem_proxyd.redaction.placeholder import PLACEHOLDER
-from capsem_proxyd.redaction.scanner import JsonString, agrees, embedded, scan
+from capsem_proxyd.redaction.scanner import JsonString, embedded, scanned
 
 # A token the tenant's memory may know (a value masked in an earlier request, now bare): runs of the
 # characters credentials are made of, at least 12 long, with base64's trailing padding.
@@ -74,13 +74,16 @@ _Find = tuple[int, int, str]
 
 def mask_body(
     raw: str, parsed: Any, values: Mapping[str, str], known: Callable[[str], str | None] | None = None,
+    present: frozenset[str] | None = None,
 ) -> Masked:
     """``raw`` (the body the client sent, which parsed as ``parsed``) with each of ``values`` (value ->
-    placeholder) and each token ``known`` has a placeholder for replaced. Raises ``Unmaskable``."""
-    if not agrees(raw, parsed):
+    placeholder) and each token ``known`` has a placeholder for replaced. ``present``: every token ``known``
+    may know in the body is one of these (a string holding none is not read token by token); None: any.
+    Raises ``Unmaskable``."""
+    tokens = scanned(raw, parsed)
+    if tokens is None:
         raise Unmaskable("the body's strings could not be located exactly")
-    finder = _Finder(values, known)
-    tokens = list(scan(raw))
+    finder = _Finder(values, known, present)
     finds: list[tuple[JsonString, list[_Find]]] = []
     media: dict[str, int] = {}
     for token in tokens:
@@ -164,20 +167,24 @@ def _media(text: str, values: Mapping[str, str], seen: set[str], counts: dict[st
 class _Finder:
     """Finds the values (and the tokens ``known`` knows) in one string, and JSON inside it."""
 
-    def __init__(self, values: Mapping[str, str], known: Callable[[str], str | None] | None) -> None:
+    def __init__(
+        self, values: Mapping[str, str], known: Callable[[str], str | None] | None,
+        present: frozenset[str] | None = None,
+    ) -> None:
         self.values = values
         self.known = known
+        self.present = present
         ordered = sorted(values, key=len, reverse=True)
         self.pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         self.seen: set[str] = set()
 
     def spans(self, text: str) -> list[_Find]:
         inner = embedded(text)
-        if inner is None or not agrees(text, inner):
+        tokens = scanned(text, inner) if inner is not None else None
+        if tokens is None:
             return _disjoint(self._direct(text))
         # JSON inside the string: a value is masked inside one of its strings, never across its syntax
         # (that would break the JSON the provider parses) nor inside one of its escapes.
-        tokens = list(scan(text))
         found = [find for find in self._direct(text, mark=False) if _inside(tokens, find)]
         for start, end, _ in found:
             self.seen.add(text[start:end])
@@ -195,7 +202,7 @@ class _Finder:
                 if mark:
                     self.seen.add(match.group())
                 found.append((match.start(), match.end(), self.values[match.group()]))
-        if self.known is not None:
+        if self.known is not None and (self.present is None or any(token in text for token in self.present)):
             for match in TOKEN.finditer(text):
                 placeholder = self.known(match.group())
                 if placeholder is not None:

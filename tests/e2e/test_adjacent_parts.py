@@ -220,12 +220,15 @@ async def test_a_resent_run_of_parts_is_analysed_once(
     (tmp_path / "counting.toml").write_text('class = "tests.support.policies:CountingPolicy"\n')
     proxy = await start_proxy(proxy_settings, policy_dir=str(tmp_path))
     CountingPolicy.seen.clear()
+    # each message of an agent's length: a piece of its own (short texts join the next, ``pieces.grouped``)
+    asked = "what does this module do, and how is each of its handlers tested? " * 2
     messages = [{"role": "user", "content": [{"type": "text", "text": f"<reminder {turn}>"},
-                                             {"type": "text", "text": f"question {turn}"}]} for turn in range(3)]
+                                             {"type": "text", "text": f"question {turn}: {asked}"}]}
+                for turn in range(3)]
     body = anthropic_body("x") | {"messages": messages}
     assert (await post(proxy, ANTHROPIC, body)).status_code == 200
     first = list(CountingPolicy.seen)
-    assert ("on_model_call", "<reminder 0>question 0") in first  # one run, one piece
+    assert ("on_model_call", f"<reminder 0>question 0: {asked}") in first  # one run, one piece
     assert (await post(proxy, ANTHROPIC, body)).status_code == 200
     assert CountingPolicy.seen == first  # resent: nothing analysed again
     body["messages"].append({"role": "user", "content": [{"type": "text", "text": "<reminder 3>"},

@@ -59,7 +59,9 @@ async def test_pieces_that_together_take_longer_than_the_policy_timeout_are_a_ti
     daemon = daemons(*upstream_args(fake.url), "--policy-dir", str(folder), "--policy-timeout", "0.5",
                      env=daemon_env(PYTHONPATH=str(REPO)))
     await daemon.wait_ready(timeout=60)
-    turns = [{"role": "user", "content": f"block_loop, turn {number}"} for number in range(3)]
+    # messages of an agent's length: a piece each (short texts would be one piece, ``pieces.grouped``)
+    turns = [{"role": "user", "content": f"block_loop, turn {number}: " + "read the next file and say what changed. " * 2}
+             for number in range(3)]
     async with httpx.AsyncClient(timeout=30) as client:
         late = await client.post(daemon.url + "/v1/chat/completions", headers={"authorization": f"Bearer {OPENAI_KEY}"},
                                  json={"model": "m", "messages": turns})

@@ -33,6 +33,7 @@ from capsem_proxyd.policies.normalize import (
     fold_with_offsets,
     readings,
     reads_at_least,
+    reads_at_least_in,
     seen_length,
     visible,
     visible_with_places,
@@ -515,6 +516,15 @@ def test_a_deny_glob_sees_every_reading_of_a_name() -> None:
 def test_reads_at_least_takes_a_shortcut_on_ascii_that_agrees_with_its_definition(text: str, width: int) -> None:
     """Seams ask this for every window of every resent conversation: ASCII skips the fold, same answer."""
     assert reads_at_least(text, width) == (len(text) >= width and seen_length(fold(text)) >= width)
+
+
+@given(st.text(alphabet=st.sampled_from("ab -\u2010\u200b\t\n\u00e9"), max_size=40), st.data(), st.integers(1, 30))
+def test_reads_at_least_in_a_stretch_agrees_with_reading_the_stretch_alone(text: str, data: st.DataObject,
+                                                                          width: int) -> None:
+    """The seams read stretches of a whole prompt in place, uncopied when it is ASCII: the same answer."""
+    start = data.draw(st.integers(0, len(text)))
+    end = data.draw(st.integers(start, len(text)))
+    assert reads_at_least_in(text, start, end, width, text.isascii()) == reads_at_least(text[start:end], width)
 
 
 @pytest.mark.parametrize("at", [0, (1 << 18) - 6, (1 << 18) - 11, 1 << 18, 3 * (1 << 18) - 1])

@@ -23,7 +23,7 @@ from capsem_proxyd.config import DEFAULTS, declaration, declared
 from capsem_proxyd.enforcement.combining import decided
 from capsem_proxyd.enforcement.engine import PolicyEngine
 from capsem_proxyd.enforcement.loader import PolicySet
-from capsem_proxyd.enforcement.pieces import seams
+from capsem_proxyd.enforcement.pieces import GROUP_CHARS, grouped, seams
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.exchange import Exchange
@@ -142,28 +142,51 @@ class Uses(Recorder):
 
 
 def test_a_piece_is_analysed_once_per_tenant_and_a_changed_piece_again() -> None:
+    """Messages (each long enough to be a piece of its own, ``pieces.grouped``) analysed once per tenant."""
     CountingPolicy.seen.clear()
     uses = Uses()
     engine = make_engine(CountingPolicy(), cache=VerdictCache(1000), recorder=uses)
-    view = view_of(["system prompt", "first question", "first answer"], 1)
+    view = view_of([long("system prompt"), long("first question"), long("first answer")], 1)
     view.tool_results = [ToolResult(name="read", content="file body")]
     assert outcome(engine, view) == "ALLOW"
     first = list(CountingPolicy.seen)
-    assert ("on_model_call", "first question") in first and ("on_tool_response", "file body") in first
+    assert ("on_model_call", long("first question")) in first and ("on_tool_response", "file body") in first
     assert outcome(engine, view) == "ALLOW"
     assert CountingPolicy.seen == first  # nothing analysed again
     assert uses.uses[-1][2] == CacheUse(pieces=len([s for s in first if s[0] == "on_model_call"]), hits=4, cached=True)
 
-    grown = view_of(["system prompt", "first question", "first answer", "second question"], 1)
+    grown = view_of([long("system prompt"), long("first question"), long("first answer"), long("second question")], 1)
     assert outcome(engine, grown) == "ALLOW"
     new = CountingPolicy.seen[len(first):]
-    assert ("on_model_call", "second question") in new
-    assert ("on_model_call", "first question") not in new and ("on_model_call", "system prompt") not in new
+    assert ("on_model_call", long("second question")) in new
+    assert ("on_model_call", long("first question")) not in new and ("on_model_call", long("system prompt")) not in new
 
     # Another tenant sending the very same content gets it analysed for itself.
     before = len(CountingPolicy.seen)
     assert outcome(engine, view, tenant="b" * 16) == "ALLOW"
     assert len(CountingPolicy.seen) - before == len(first)
+
+
+def long(text: str) -> str:
+    """``text`` made a message's length: a piece of its own (``pieces.SHORT_TEXT``)."""
+    return f"{text}, as long as a message an agent sends, long enough to be one piece of its own"
+
+
+def test_short_texts_are_one_piece_with_the_text_after_them_and_a_new_turn_changes_no_earlier_piece() -> None:
+    """A tool call's id, name, keys and values are joined to the message that follows them; the pieces
+    before a new turn are the same, so a grown conversation is analysed only from where it grew."""
+    turn = ["call_1", "read_file", "path", "src/module_1.py", long("step one")]
+    assert grouped(turn) == ["\n".join(turn)]
+    assert grouped([*turn, "x" * 5000, "y"]) == ["\n".join(turn), "x" * 5000, "y"]
+    assert all(len(group) <= GROUP_CHARS + 64 for group in grouped(["z" * 60] * 100))
+    CountingPolicy.seen.clear()
+    engine = make_engine(CountingPolicy(), cache=VerdictCache(1000))
+    assert outcome(engine, view_of([long("system prompt"), *turn], 1)) == "ALLOW"
+    before = len(CountingPolicy.seen)
+    second = ["call_2", "read_file", "path", "src/module_2.py", long("step two")]
+    assert outcome(engine, view_of([long("system prompt"), *turn, *second], 1)) == "ALLOW"
+    new = [text for hook, text in CountingPolicy.seen[before:] if hook == "on_model_call"]
+    assert "\n".join(second) in new and not any(long("step one") in text and "call_2" not in text for text in new)
 
 
 def test_a_refusal_from_the_cache_refuses_again_with_a_fresh_decision_id() -> None:
