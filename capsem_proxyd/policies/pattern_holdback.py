@@ -229,7 +229,8 @@ class _Translator:
 
 
 class PatternDFA:
-    """One pattern's DFA, live states only: ``step[state][symbol]`` (absent: dead), ``symbols`` per character.
+    """One pattern's DFA, live states only: ``step[state][symbol]`` (absent: dead), ``symbols`` per character,
+    ``finals`` the states where a match ends.
 
     ``widened`` (see the module docstring): repeats inside repeats lose their bound instead of refusing the
     pattern; ``unbounded``: every repeat of more than one does (a pattern whose counters overlap on the same
@@ -237,7 +238,7 @@ class PatternDFA:
     the pattern's own widest match (None: unbounded), the most a thread may hold.
     """
 
-    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii", "widest", "starts")
+    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii", "widest", "starts", "finals")
 
     def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
         self.widest: int | None = None
@@ -258,6 +259,7 @@ class PatternDFA:
             for symbol, target in fsm.transitions[state].items():
                 if target in number:
                     self.step[index][symbol] = number[target]
+        self.finals = frozenset(number[state] for state in fsm.finals if state in number)  # where a match ends
         self.symbols = dict(fsm.symbols)
         self.other = fsm.other
         self.longest = _longest_path(self.initial, self.step)  # the longest match (None: unbounded)
