@@ -32,7 +32,10 @@ what the DFA library cannot express is made *bigger* (``_Translator``):
   twins;
 * anchors, ``\\b``, lookarounds match the empty string (they only ever remove
   matches); a backreference matches any text; atomic and possessive forms read
-  as ordinary ones (a superset);
+  as ordinary ones (a superset); except a ``\\b`` a pattern begins with (all of
+  Presidio's but the phone superset's), which a raw read honours exactly: a
+  thread starts only where a word begins or ends (the character before and the
+  one read decide it), so ``on `` of ``question `` is no IBAN being written;
 * a repeat inside a repeat (``(?:[ -]?[A-Z0-9]{4}){2,6}``: counters the DFA
   multiplies) is refused, unless the DFA is built ``widened``: then such a
   repeat and every repeat around it lose their upper bound (``{4,}``,
@@ -54,7 +57,7 @@ import functools
 import re
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from capsem_proxyd._compat import sre
@@ -151,6 +154,11 @@ class _Translator:
     def translate(self) -> str:
         return self._sequence(self.parsed, self.flags)
 
+    def starts_at_boundary(self) -> bool:
+        """Whether the pattern begins with ``\\b``: a match can begin only where a word begins or ends."""
+        items = list(self.parsed)
+        return bool(items) and str(items[0][0]) == "AT" and str(items[0][1]) == "AT_BOUNDARY"
+
     def _sequence(self, items: Iterable[Any], flags: int) -> str:
         return "".join(self._item(op, arg, flags) for op, arg in items)
 
@@ -238,12 +246,19 @@ class PatternDFA:
     the pattern's own widest match (None: unbounded), the most a thread may hold.
     """
 
-    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii", "widest", "starts", "finals")
+    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii", "widest", "starts", "finals",
+                 "word_start")
 
     def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
         self.widest: int | None = None
+        # A pattern that begins with ``\\b``: in a raw read, a thread starts only where ``\\b`` holds (the word
+        # test its flags give it: ASCII or Unicode); None: anywhere. Anchors elsewhere read as the empty string.
+        self.word_start: Callable[[str], bool] | None = None
         try:
-            translated = _Translator(pattern, widened=widened, unbounded=unbounded).translate()
+            translator = _Translator(pattern, widened=widened, unbounded=unbounded)
+            translated = translator.translate()
+            if translator.starts_at_boundary():
+                self.word_start = _ascii_word if pattern.flags & re.ASCII else _word
             fsm = build_dfa(translated, most_states=_MOST_STATES, deadline=time.thread_time() + _BUILD_SECONDS)
             if widened or unbounded:
                 self.widest = regex_width(pattern)
@@ -288,6 +303,20 @@ class PatternDFA:
         if not first:
             return True
         return self.grows_non_ascii[state] or self.symbols.get(first, self.other) in self.step[state]
+
+
+def _word(char: str) -> bool:
+    """What ``\\w`` takes in a ``str`` pattern (Unicode): ``\\b`` holds between a word character and another."""
+    return char.isalnum() or char == "_"
+
+
+def _ascii_word(char: str) -> bool:
+    return char.isascii() and (char.isalnum() or char == "_")
+
+
+def at_boundary(word: Callable[[str], bool], before: str, char: str) -> bool:
+    """Whether ``\\b`` holds before ``char``, after ``before`` (empty: the text's start)."""
+    return word(char) != (bool(before) and word(before))
 
 
 def _longest_path(initial: int, step: Sequence[dict[int, int]]) -> int | None:
@@ -379,7 +408,7 @@ class PatternTracker:
     is written, each character once (no segments, no tail read again).
     """
 
-    __slots__ = ("dfas", "threads", "committed", "tail", "steps", "raw")
+    __slots__ = ("dfas", "threads", "committed", "tail", "steps", "raw", "last")
 
     def __init__(self, dfas: Sequence[PatternDFA], *, raw: bool = False) -> None:
         self.dfas = tuple(dfas)
@@ -388,6 +417,7 @@ class PatternTracker:
         self.tail = ""  # raw text after them: its last segment, which more text may still change
         self.steps = 0
         self.raw = raw
+        self.last = ""  # raw: the last character read (what a ``\\b`` at a pattern's start looks behind at)
 
     def feed(self, new_text: str) -> int:
         if self.raw:
@@ -418,8 +448,10 @@ class PatternTracker:
         Any match still pending began within the last ``widest - 1`` characters, so that is the most such a
         thread holds: no less than a match needs, and never more than the pattern's width."""
         offset = self.committed
+        last = self.last
         for index, dfa in enumerate(self.dfas):  # each DFA through the whole text: fewer look-ups per character
             initial, symbols, other, step, starts = dfa.initial, dfa.symbols, dfa.other, dfa.step, dfa.starts.search
+            word = dfa.word_start
             states = self.threads[index]
             at, length = 0, len(new_text)
             while at < length:
@@ -428,7 +460,8 @@ class PatternTracker:
                     if found is None:
                         break
                     at = found.start()
-                if initial not in states:
+                if initial not in states and (word is None or at_boundary(word, new_text[at - 1] if at else last,
+                                                                           new_text[at])):
                     states[initial] = offset + at
                 symbol = symbols.get(new_text[at], other)
                 moved: dict[int, int] = {}
@@ -441,6 +474,8 @@ class PatternTracker:
                 at += 1
             self.threads[index] = states
         end = self.committed = self.committed + len(new_text)
+        if new_text:
+            self.last = new_text[-1]
         earliest = end
         for dfa, states in zip(self.dfas, self.threads):
             if not states:

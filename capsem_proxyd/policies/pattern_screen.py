@@ -15,7 +15,7 @@ text once, stepping each regex's DFA (``pattern_holdback.PatternDFA``: live
 states only, a superset of what the regex matches) from every position, and
 flags a piece in which some regex's match ends. Two threads in the same DFA
 state have the same future, so a set of states per regex is all it keeps
-between reads: the work per character is at most the number of live states, and
+between reads (and the last character, for a ``\\b`` a pattern begins with): the work per character is at most the number of live states, and
 a character no match can begin with is skipped by ``re``'s search in C when no
 thread is alive (prose with no ``@`` and no digit).
 
@@ -38,20 +38,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from functools import partial
 
-from capsem_proxyd.policies.pattern_holdback import PatternDFA
+from capsem_proxyd.policies.pattern_holdback import PatternDFA, at_boundary
 
 
 class PatternScreen:
     """One channel's screen for ``dfas``: ``feed(new_text)`` is True once a match of any of them has ended in the
     text so far (then for good). ``steps`` counts DFA transitions taken (linearity tests read it)."""
 
-    __slots__ = ("dfas", "states", "matched", "steps")
+    __slots__ = ("dfas", "states", "matched", "steps", "last")
 
     def __init__(self, dfas: Iterable[PatternDFA]) -> None:
         self.dfas = tuple(dfas)
         self.states: list[set[int]] = [set() for _ in self.dfas]  # per DFA: the states of threads still alive
         self.matched = False
         self.steps = 0
+        self.last = ""  # the last character read (what a ``\\b`` at a pattern's start looks behind at)
 
     def feed(self, new_text: str) -> bool:
         if self.matched:
@@ -60,6 +61,8 @@ class PatternScreen:
             if self._read(index, dfa, new_text):
                 self.matched = True
                 return True
+        if new_text:
+            self.last = new_text[-1]
         return False
 
     def _read(self, index: int, dfa: PatternDFA, text: str) -> bool:
@@ -71,6 +74,7 @@ class PatternScreen:
         symbols, other, step, finals, starts = dfa.symbols, dfa.other, dfa.step, dfa.finals, dfa.starts.search
         if initial in finals and text:
             return True  # it matches the empty string: anywhere
+        word = dfa.word_start
         states = self.states[index]
         at, length = 0, len(text)
         while at < length:
@@ -79,7 +83,8 @@ class PatternScreen:
                 if found is None:
                     break
                 at = found.start()
-            states.add(initial)
+            if word is None or at_boundary(word, text[at - 1] if at else self.last, text[at]):
+                states.add(initial)
             symbol = symbols.get(text[at], other)
             self.steps += len(states)
             states = {target for state in states if (target := step[state].get(symbol)) is not None}
