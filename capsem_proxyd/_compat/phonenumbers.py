@@ -485,8 +485,13 @@ def number_superset(min_digits: int) -> re.Pattern[str]:
     part = "".join(map(re.escape, run))
     return re.compile(
         f"[{units}](?:[{part}]*[{units}]){{{max(0, min_digits - 1)}}}"
-        f"|[{units}][{part}{units}]*(?i:{_EXTN_PATTERNS_FOR_MATCHING})"
+        f"|[{units}][{part}{units}]*(?i:{_EXTENSION_UNBOUNDED})"
     )
+
+
+# The extension forms with their digits' counters unbounded (``\\d{1,20}`` as ``\\d+``: more matches; the counters
+# made the DFA too large to build).
+_EXTENSION_UNBOUNDED = re.sub(r"\\d\{1,\d+\}", r"\\d+", _EXTN_PATTERNS_FOR_MATCHING)
 
 
 @cache
