@@ -14,6 +14,7 @@ once, at its end.
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 import trio
@@ -27,6 +28,7 @@ from capsem_proxyd.enforcement.holdbacks import channel_screens  # noqa: E402
 from capsem_proxyd.exchange import Exchange  # noqa: E402
 from capsem_proxyd.observe.recorders import CacheUse, Recorder  # noqa: E402
 from capsem_proxyd.policies.debug import DebugPolicy  # noqa: E402
+from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns  # noqa: E402
 from capsem_proxyd.policies.pattern_screen import PatternScreen, reads_line_breaks  # noqa: E402
 from capsem_proxyd.policies.pii import OfflinePIIPolicy  # noqa: E402
 from tests.policy.test_holdback import _set  # noqa: E402
@@ -145,3 +147,44 @@ def test_after_a_candidate_pii_decides_and_refuses_an_address(pii: OfflinePIIPol
     assert "".join(received) == "Sure, write to "
     assert b"CAPSEM policy" in raw
     assert ("on_model_response", pii.name, "BLOCK") in decisions.made
+
+
+BOUNDED = ["\\bab+", "\\b[a-c]+@c", "\\b\\d{2,}", "\\b-x", "\\b\\w\\.\\w", "a\\bb", "(?i)\\bAB"]
+
+
+@given(text=st.text(alphabet="ab c@-x1é_.", max_size=30), cuts=st.lists(st.integers(0, 30), max_size=8),
+       pattern=st.sampled_from(BOUNDED))
+@settings(max_examples=300, deadline=None)
+def test_a_pattern_beginning_with_a_word_boundary_is_found_and_held_wherever_re_finds_it(
+    text: str, cuts: list[int], pattern: str
+) -> None:
+    """A raw read starts a pending match only where ``\\b`` holds when the pattern begins with it (the character
+    before the piece is remembered): the screen still flags every text ``re`` finds a match in, and no split
+    releases a character of the first match (the tracker holds it until the match is complete)."""
+    compiled = re.compile(pattern)
+    dfa = PatternDFA(compiled)
+    screen = PatternScreen([dfa])
+    tracker = Patterns.of([dfa], raw=True).tracker()
+    so_far = ""
+    first = compiled.search(text)
+    for piece in _pieces(text, cuts):
+        so_far += piece
+        flagged = screen.feed(piece)
+        held = tracker.feed(piece)
+        found = compiled.search(so_far)
+        if found:
+            assert flagged, (so_far, pattern)
+        if first is not None and not found:
+            assert len(so_far) - held <= first.start(), (so_far, held, pattern)  # nothing of it released
+
+
+def test_inside_a_word_no_match_of_such_a_pattern_begins() -> None:
+    """``on `` of ``question `` begins no IBAN (``\\b[A-Z]{2}[ -]?[0-9]{2}…``): before, the boundary read as the
+    empty string and every two letters at a chunk's end were held."""
+    dfa = PatternDFA(re.compile("\\b[a-z]{2} ?[0-9]{2}"))
+    tracker = Patterns.of([dfa], raw=True).tracker()
+    assert tracker.feed("question ") == 0
+    assert tracker.feed("on ") == 3  # a word of its own: may still become "on 12"
+    screen = PatternScreen([dfa])
+    assert not screen.feed("question12 x")
+    assert screen.feed("y ab 12")
