@@ -71,6 +71,10 @@ _ASCII = frozenset(map(chr, range(128)))
 _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _ASCII_DIGIT = frozenset("0123456789")
 _ASCII_SPACE = frozenset(" \t\n\r\f\v\x1c\x1d\x1e\x1f")
+# The non-ASCII characters an ASCII letter matches under IGNORECASE (the ``re`` docs: U+0130, U+0131, U+017F and
+# U+212A; tests/policy/test_pattern_holdback.py checks every character), with the ASCII letters they match.
+_ASCII_FOLDS = {"\u0130": frozenset("iI"), "\u0131": frozenset("iI"), "\u017f": frozenset("sS"),
+                "\u212a": frozenset("kK")}
 _WIDE_RANGE = 256  # a class range wider than this is read as its ASCII part plus every non-ASCII character
 _LONG_TAIL = 256  # raw characters of a last segment read again with each new piece; longer, it is all held
 _MOST_STATES = 20_000  # a DFA larger than this is refused (the pattern falls back)
@@ -101,13 +105,15 @@ class CharSet:
         return CharSet(self.chars, not self.negated)
 
     def ignoring_case(self) -> CharSet:
-        """A superset of what the set matches under ``IGNORECASE``."""
+        """A superset of what the set matches under ``IGNORECASE``; exactly that for a set of ASCII characters."""
         if self.negated:  # a cased character excluded may still match through a twin: excluded only with its twins
             return CharSet((char for char in self.chars if char.lower() == char.upper() or (
                 char.isascii() and char.lower() in self.chars and char.upper() in self.chars)), True)
         if not any(char.lower() != char.upper() or not char.isascii() for char in self.chars):
             return self
         twins = {twin for char in self.chars for twin in (char, char.lower(), char.upper()) if len(twin) == 1}
+        if self.chars <= _ASCII:  # exactly: the ASCII twins, and the four non-ASCII letters that match ASCII ones
+            return CharSet(twins | {other for other, folds in _ASCII_FOLDS.items() if folds & twins})
         return CharSet(_ASCII - {char for char in twins if char.isascii()}, True)
 
     def regex(self) -> str:
@@ -298,11 +304,20 @@ class PatternDFA:
         return re.compile("[" + "".join(map(re.escape, started)) + "]" if started else "(?!)")
 
     def may_continue(self, state: int, first: str) -> bool:
-        """Whether a thread in ``state`` may live on through a text that starts with ``first`` or with a
-        non-ASCII character (``first`` empty: any text)."""
+        """Whether a thread in ``state`` may live on through a text that starts with ``first``, or with what
+        ``first`` becomes when a combining mark still to come composes with it (``e`` then U+0301 is ``é``;
+        ``first`` empty: any text)."""
         if not first:
             return True
-        return self.grows_non_ascii[state] or self.symbols.get(first, self.other) in self.step[state]
+        moves, symbols, other = self.step[state], self.symbols, self.other
+        if symbols.get(first, other) in moves:
+            return True
+        composed = _compositions().get(first)
+        if composed is None:
+            return False  # nothing composes with it
+        if first in _HANGUL_FIRSTS:
+            return self.grows_non_ascii[state]  # a syllable: read as any non-ASCII character
+        return any(symbols.get(char, other) in moves for char in composed)
 
 
 def _word(char: str) -> bool:
@@ -388,6 +403,7 @@ class Patterns:
     def _set(self, dfas: Iterable[PatternDFA]) -> None:
         self.dfas = tuple(dfas)
         _canonical_pairs()  # the Unicode composition tables, at load rather than on a stream's first read
+        _compositions()
         widths = [dfa.longest for dfa in self.dfas]
         self.bound: int | None = None if None in widths else max((w - 1 for w in widths if w is not None), default=0)
 
@@ -571,17 +587,46 @@ def _firsts() -> frozenset[str]:
     return _canonical_pairs()[0]
 
 
+_HANGUL_FIRSTS = frozenset(chr(code) for code in range(0x1100, 0x1113)) | frozenset(
+    chr(code) for code in range(0xAC00, 0xD7A4) if (code - 0xAC00) % 28 == 0)
+
+
+@functools.cache
+def _compositions() -> dict[str, frozenset[str]]:
+    """Per character, what marks still to come may make of it: every character whose canonical decomposition
+    begins with it (through compositions of compositions: ``ế`` from ``e``), as it reads (``visible``) and as
+    it is; Hangul leading jamo and LV syllables map to themselves (``may_continue`` reads them as any
+    non-ASCII character)."""
+    base = {char: first for char, (first, _) in _pairs().items()}
+    grown: dict[str, set[str]] = {first: {first} for first in _HANGUL_FIRSTS}
+    for char in base:
+        first = char
+        while first in base:
+            first = base[first]
+        grown.setdefault(first, set()).update((char, visible(char)[:1] or char))
+    return {first: frozenset(chars) for first, chars in grown.items()}
+
+
 @functools.cache
 def _canonical_pairs() -> tuple[frozenset[str], frozenset[str]]:
     """(first parts, second parts) of every canonical composition, from the running Python's ``unicodedata``."""
     firsts = {chr(code) for code in range(0x1100, 0x1113)}
     firsts |= {chr(code) for code in range(0xAC00, 0xD7A4) if (code - 0xAC00) % 28 == 0}  # LV syllables
     seconds = {chr(code) for code in range(0x1161, 0x1176)} | {chr(code) for code in range(0x11A8, 0x11C3)}
+    for first, second in _pairs().values():
+        firsts.add(first)
+        seconds.add(second)
+    return frozenset(firsts), frozenset(seconds)
+
+
+@functools.cache
+def _pairs() -> dict[str, tuple[str, str]]:
+    """Every character with a canonical decomposition in two parts, and the parts (one scan of Unicode)."""
+    pairs = {}
     for code in range(0x110000):
         decomposition = unicodedata.decomposition(chr(code))
         if decomposition and not decomposition.startswith("<"):
             parts = decomposition.split()
             if len(parts) == 2:
-                firsts.add(chr(int(parts[0], 16)))
-                seconds.add(chr(int(parts[1], 16)))
-    return frozenset(firsts), frozenset(seconds)
+                pairs[chr(code)] = (chr(int(parts[0], 16)), chr(int(parts[1], 16)))
+    return pairs
