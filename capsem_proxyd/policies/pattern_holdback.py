@@ -25,11 +25,15 @@ what the DFA library cannot express is made *bigger* (``_Translator``):
   alone (a segment starts at a character nothing before it composes with, e.g.
   any ASCII one); a thread that starts inside a segment counts from the
   segment's start, and the last segment, which the next text may still change
-  (``e`` then a combining acute), is read again with each new piece;
+  (``e`` then a combining acute), is read again with each new piece; it is held
+  from where a match could begin once a mark still to come composes with its
+  last letter only if what that letter may become (``é``, ``ê``, ... for ``e``:
+  Unicode's canonical compositions) can continue one;
 * ``\\w``, ``\\d``, ``\\s`` (Unicode in Python) become their ASCII class plus every
-  non-ASCII character; under ``IGNORECASE`` a class with a cased character also
-  takes every non-ASCII character (``K`` matches KELVIN SIGN) and its ASCII case
-  twins;
+  non-ASCII character; under ``IGNORECASE`` a class of ASCII characters takes its
+  case twins and the four non-ASCII letters ``re`` matches to ASCII ones (``K``
+  matches KELVIN SIGN): exactly what ``re`` takes; a class with a non-ASCII
+  cased character takes every non-ASCII character;
 * anchors, ``\\b``, lookarounds match the empty string (they only ever remove
   matches); a backreference matches any text; atomic and possessive forms read
   as ordinary ones (a superset); except a ``\\b`` a pattern begins with (all of
