@@ -7,8 +7,10 @@ folder, one stream at a time, same run:
 
 * (a) the Debug policy alone (holds only an end that may still become its marker);
 * (b) a Rules policy of literal terms (the same, for its terms);
-* (c) a Rules policy with an unbounded regex (falls back to the ``--stream-holdback`` cap);
-* (d) PII's pattern entities (``ner = false``, the agent section's ``pii.toml``) checking replies, beside Debug;
+* (c) a Rules policy with an unbounded regex (holds only while a match is pending: a DFA per regex);
+* (d) PII's pattern entities (``ner = false``, the agent section's ``pii.toml``) checking replies, beside Debug
+  (held only while an entity may be pending, the word being written for the e-mail pattern; PII asked only once
+  its screen finds a match of a recognizer's pattern, here at the end);
 * (e) the default configuration, no ``--policy-dir``: Debug and Secrets (the rules' DFAs hold only from
   the start of a credential still pending). Its first text is compared with (a)'s, same run.
 
@@ -36,7 +38,7 @@ import httpx
 
 from bench.agent import PII_TOML
 from bench.processes import child_env, free_port, wait_listening
-from bench.systems import REPO, Context, _capsem_proxyd_command
+from bench.systems import REPO, CapsemProxydBaseline, Context, _capsem_proxyd_command
 
 KEY = "sk-bench-latency-0123456789"
 GEMINI_KEY = "AIzaBenchLatency0123456789abcdefXYZ"
@@ -83,12 +85,19 @@ def answer(length: int) -> list[str]:
 
 
 def measure(context: Context, length: int, runs: int, log: Any) -> dict[str, Any]:
-    """Direct and proxied arrival times for every API and policy folder; the summary per pair."""
+    """Direct and proxied arrival times for every API and policy folder; the summary per pair. With
+    ``--baseline REF``, the baseline's capsem-proxyd is measured too, right after the work tree's under
+    each folder (its rows end in `` @commit``; the targets read the work tree's)."""
     children = context.children
     chunks = answer(length)
     fake_url = _start_fake(context, chunks)
     out: dict[str, Any] = {"answer_chars": length, "chunk_ms": CHUNK_MS, "runs": runs, "results": {}}
     direct = {api: _runs(fake_url, api, runs) for api in APIS}
+    proxies = [("", None)]
+    if context.baseline:
+        baseline = CapsemProxydBaseline()
+        baseline.prepare(context)
+        proxies.append((" @" + baseline.label.rsplit("@", 1)[-1], baseline.tree))
     for name, files in POLICIES.items():
         folder: Path | None = None
         if files is not None:
@@ -96,16 +105,17 @@ def measure(context: Context, length: int, runs: int, log: Any) -> dict[str, Any
             folder.mkdir(parents=True, exist_ok=True)
             for file, text in files.items():
                 (folder / file).write_text(text)
-        url, child = _start_proxy(context, fake_url, folder, name.split()[0].strip("()"))
-        try:
-            for api in APIS:
-                proxied = _runs(url, api, runs)
-                summary = _summary(direct[api], proxied)
-                out["results"][f"{api} {name}"] = summary
-                log(f"   {api:9} {name:28} first text +{summary['ttfb_added_ms']:.1f} ms, per character mean "
-                    f"{summary['delay_mean_ms']:.1f} ms, p95 {summary['delay_p95_ms']:.1f} ms")
-        finally:
-            children.stop(child)
+        for suffix, tree in proxies:
+            url, child = _start_proxy(context, fake_url, folder, name.split()[0].strip("()"), tree)
+            try:
+                for api in APIS:
+                    proxied = _runs(url, api, runs)
+                    summary = _summary(direct[api], proxied)
+                    out["results"][f"{api} {name}{suffix}"] = summary
+                    log(f"   {api:9} {name + suffix:38} first text +{summary['ttfb_added_ms']:.1f} ms, per character "
+                        f"mean {summary['delay_mean_ms']:.1f} ms, p95 {summary['delay_p95_ms']:.1f} ms")
+            finally:
+                children.stop(child)
     return out
 
 
@@ -120,15 +130,20 @@ def _start_fake(context: Context, chunks: list[str]) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _start_proxy(context: Context, fake_url: str, folder: Path | None, tag: str) -> tuple[str, Any]:
+def _start_proxy(context: Context, fake_url: str, folder: Path | None, tag: str,
+                 tree: Path | None = None) -> tuple[str, Any]:
+    """The work tree's capsem-proxyd, or (``tree``) the baseline's sources run on the same venv."""
     port = free_port()
+    tag += "-baseline" if tree is not None else ""
     log = context.work / "logs" / f"latency-proxy-{tag}.log"
-    command = [*_capsem_proxyd_command(), "start", "--port", str(port),
-               *(["--policy-dir", str(folder)] if folder is not None else []),
+    command = [*(_capsem_proxyd_command() if tree is None else [sys.executable, "-m", "capsem_proxyd"]),
+               "start", "--port", str(port), *(["--policy-dir", str(folder)] if folder is not None else []),
                "--openai-upstream", fake_url + "/v1", "--anthropic-upstream", fake_url,
                "--gemini-upstream", fake_url, "--log-level", "warning"]
-    env = child_env(CAPSEM_PROXYD_STATE_DIR=str(context.work / "latency-state"))
-    child = context.children.start(f"latency-proxy-{tag}", command, core=context.proxy_core, log=log, env=env)
+    paths = {"PYTHONPATH": str(tree)} if tree is not None else {}
+    env = child_env(CAPSEM_PROXYD_STATE_DIR=str(context.work / "latency-state"), **paths)
+    child = context.children.start(f"latency-proxy-{tag}", command, core=context.proxy_core, log=log, env=env,
+                                   cwd=tree)
     wait_listening(port, child.process, context.start_timeout, "capsem-proxyd", log)
     return f"http://127.0.0.1:{port}", child
 
@@ -226,6 +241,8 @@ def targets(latency: dict[str, Any] | None) -> list[dict[str, Any]]:
         return []
     out = []
     for name, row in latency["results"].items():
+        if " @" in name:  # a baseline's row: shown beside, not a target
+            continue
         for label, value, limit in (("first text added", row["ttfb_added_ms"], TARGET_TTFT_MS),
                                     ("per-character delay p95", row["delay_p95_ms"], TARGET_P95_MS)):
             what = f"{label} (ms, chunk interval {CHUNK_MS} + 10)" if limit is TARGET_P95_MS else f"{label} (ms)"

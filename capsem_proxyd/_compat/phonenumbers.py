@@ -105,6 +105,7 @@ from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumberMatch, 
 from phonenumbers.phonenumbermatcher import _INNER_MATCHES, _LEAD_PATTERN, _SLASH_SEPARATED_DATES, _TIME_STAMPS
 from phonenumbers.phonenumbermatcher import _PATTERN as _PHONE_CANDIDATE
 from phonenumbers.phonenumberutil import (
+    _EXTN_PATTERNS_FOR_MATCHING,
     _SECOND_NUMBER_START_PATTERN,
     _VALID_PUNCTUATION,
     COUNTRY_CODE_TO_REGION_CODE,
@@ -624,6 +625,57 @@ def candidate_superset() -> re.Pattern[str]:
         f"(?:[{lead}][{_VALID_PUNCTUATION}{lead}]*)?\\d[{_VALID_PUNCTUATION}\\d]*(?:[{_EXTENSION_CHARS}]*\\d+#?)?",
         re.IGNORECASE,
     )
+
+
+_LEAD = "(\\[（［+＋"
+
+
+def number_superset(min_digits: int) -> re.Pattern[str]:
+    """A pattern with a match inside every phone number the matcher can find, when a valid number has at least
+    ``min_digits`` digits in its national number (``shortest_valid_number``): a run of the characters a
+    candidate's number part is made of (a lead bracket or plus sign, ``_VALID_PUNCTUATION``, digits) through
+    ``min_digits`` digits, or through an extension form and its first digit (``_EXTN_PATTERNS_FOR_MATCHING``:
+    an extension not stripped may lend its digits). phonenumbers reads an ASCII letter as a digit (vanity
+    numbers); the only ones a number part can hold are its punctuation's ``x``, counted as a digit here.
+    What a stream's reply screen (``policies/pattern_screen.py``) looks for: prose with a short number ("3
+    steps", "1,000") has no match, where ``candidate_superset`` matches every digit. Written without
+    IGNORECASE (the characters it takes are listed: a case-insensitive class reads as every non-ASCII
+    character in a DFA), except for the extension forms."""
+    run = _listed(f"[{_VALID_PUNCTUATION}{_LEAD}]")
+    units = _decimal_digits() + "".join(map(re.escape, (char for char in run if char.isascii() and char.isalpha())))
+    part = "".join(map(re.escape, run))
+    return re.compile(
+        f"[{units}](?:[{part}]*[{units}]){{{max(0, min_digits - 1)}}}"
+        f"|[{units}][{part}{units}]*(?i:{_EXTENSION_UNBOUNDED})"
+    )
+
+
+# The extension forms with their digits' counters unbounded (``\\d{1,20}`` as ``\\d+``: more matches; the counters
+# made the DFA too large to build).
+_EXTENSION_UNBOUNDED = re.sub(r"\\d\{1,\d+\}", r"\\d+", _EXTN_PATTERNS_FOR_MATCHING)
+
+
+@cache
+def _listed(pattern: str) -> tuple[str, ...]:
+    """Every character the class ``pattern`` takes as the candidate pattern's flags read it (IGNORECASE; no
+    character outside the Basic Multilingual Plane folds into one of these)."""
+    taken = re.compile(pattern, re.IGNORECASE).fullmatch
+    return tuple(char for char in map(chr, range(0x10000)) if taken(char))
+
+
+@cache
+def _decimal_digits() -> str:
+    """``\\d`` as ranges of the characters it takes (Unicode's decimal digits, ``str.isdecimal``): listed, so a
+    DFA reads them exactly rather than as every non-ASCII character."""
+    digits = [code for code in range(0x110000) if chr(code).isdecimal()]
+    ranges: list[tuple[int, int]] = []
+    for code in digits:
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1] = (ranges[-1][0], code)
+        else:
+            ranges.append((code, code))
+    return "".join(re.escape(chr(low)) if low == high else f"{re.escape(chr(low))}-{re.escape(chr(high))}"
+                   for low, high in ranges)
 
 
 Decision = tuple[int, tuple[int, str, Any] | None]  # tries used; the match (offset in the candidate, text, number)

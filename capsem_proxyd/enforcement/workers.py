@@ -45,6 +45,7 @@ import gc
 import logging
 import math
 import os
+import pickle
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ from capsem.policies import Policy
 from capsem.tools import Tool
 
 from capsem_proxyd.enforcement.building import build_from_class, extend_import_path, implemented_hooks
-from capsem_proxyd.policies.declarations import mark_worker, masks
+from capsem_proxyd.policies.declarations import mark_worker, masks, reply_screen
+from capsem_proxyd.policies.term_screen import Screen
 
 log = logging.getLogger("capsem_proxyd.enforcement.workers")
 
@@ -90,6 +92,8 @@ class Manifest:
     has_split_holdback: bool
     warnings: tuple[str, ...]
     masking: bool = False
+    # What makes a stream channel's screen for it (``declarations.reply_screen``; None: asked at every check).
+    reply_screen: Callable[[], Screen] | None = None
 
 
 # -- in the worker processes -----------------------------------------------------------------------------------
@@ -120,7 +124,18 @@ def describe(spec: PolicySpec) -> Manifest | None:
         has_split_holdback=hasattr(policy, "split_holdback"),
         warnings=tuple(getattr(policy, "warnings", None) or ()),
         masking=masks(policy),
+        reply_screen=_handed_over(reply_screen(policy)),
     )
+
+
+def _handed_over(make: Callable[[], Screen] | None) -> Callable[[], Screen] | None:
+    """``make`` if it can travel to the proxy's process (pickles); else None: asked at every check, as
+    without a screen (a third-party policy's screen maker may be a lambda)."""
+    try:
+        pickle.dumps(make)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
+    return make
 
 
 def init_worker(specs: tuple[PolicySpec, ...]) -> bool:
@@ -205,12 +220,17 @@ class RemotePolicy(Policy):
         self.splittable = manifest.splittable
         self.stream_holdback = manifest.stream_holdback
         self.masking = manifest.masking
+        self._reply_screen = manifest.reply_screen
         if manifest.has_split_holdback:
             self.split_holdback = manifest.split_holdback
         self.warnings = list(manifest.warnings)
         self.pool: PolicyWorkers | None = None
         self.index = 0
         self.local: Policy | None = None  # built in this process when the pool could not start
+
+    def reply_screen(self) -> Callable[[], Screen] | None:
+        """The screen maker the policy declared where it was built (``declarations.reply_screen``)."""
+        return self._reply_screen
 
     async def _call(self, hook: str, *args: Any) -> Decision:
         pool = self.pool

@@ -30,7 +30,10 @@ alone, compared as ``LiteralTerms`` compares (Debug: its marker; Rules: its
 reply rules, when they are all terms of one word). A stream then reads each new
 piece of a channel once (``term_screen.py``) instead of asking the policy about
 the whole text at every check; the policy is asked where a term is found, and
-about the complete text at the end of the stream.
+about the complete text at the end of the stream. A policy may instead give a
+``reply_screen()`` method (Secrets: its keywords; PII: its recognizers' regexes,
+``pattern_screen.py``); for one run in worker processes, the maker travels in
+its manifest (``enforcement/workers.py``), so it must pickle.
 
 ``cpu_heavy = True`` says that the policy's hooks compute for long (the PII
 analysis): the engine runs them in worker processes beside the event loop
@@ -74,7 +77,11 @@ def reply_screen(policy: object) -> Callable[[], Screen] | None:
     makers = [partial(TermScreen, screen.terms, keep_case=screen.keep_case) for screen in screens if screen]
     if len(makers) == 1:
         return makers[0]
-    return lambda: ChannelScreens(make() for make in makers)
+    return partial(_screens, tuple(makers))  # picklable: a policy described in a worker process hands it over
+
+
+def _screens(makers: tuple[Callable[[], Screen], ...]) -> ChannelScreens:
+    return ChannelScreens(make() for make in makers)
 
 
 def masks(policy: object) -> bool:

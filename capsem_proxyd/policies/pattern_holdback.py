@@ -25,14 +25,21 @@ what the DFA library cannot express is made *bigger* (``_Translator``):
   alone (a segment starts at a character nothing before it composes with, e.g.
   any ASCII one); a thread that starts inside a segment counts from the
   segment's start, and the last segment, which the next text may still change
-  (``e`` then a combining acute), is read again with each new piece;
+  (``e`` then a combining acute), is read again with each new piece; it is held
+  from where a match could begin once a mark still to come composes with its
+  last letter only if what that letter may become (``é``, ``ê``, ... for ``e``:
+  Unicode's canonical compositions) can continue one;
 * ``\\w``, ``\\d``, ``\\s`` (Unicode in Python) become their ASCII class plus every
-  non-ASCII character; under ``IGNORECASE`` a class with a cased character also
-  takes every non-ASCII character (``K`` matches KELVIN SIGN) and its ASCII case
-  twins;
+  non-ASCII character; under ``IGNORECASE`` a class of ASCII characters takes its
+  case twins and the four non-ASCII letters ``re`` matches to ASCII ones (``K``
+  matches KELVIN SIGN): exactly what ``re`` takes; a class with a non-ASCII
+  cased character takes every non-ASCII character;
 * anchors, ``\\b``, lookarounds match the empty string (they only ever remove
   matches); a backreference matches any text; atomic and possessive forms read
-  as ordinary ones (a superset);
+  as ordinary ones (a superset); except a ``\\b`` a pattern begins with (all of
+  Presidio's but the phone superset's), which a raw read honours exactly: a
+  thread starts only where a word begins or ends (the character before and the
+  one read decide it), so ``on `` of ``question `` is no IBAN being written;
 * a repeat inside a repeat (``(?:[ -]?[A-Z0-9]{4}){2,6}``: counters the DFA
   multiplies) is refused, unless the DFA is built ``widened``: then such a
   repeat and every repeat around it lose their upper bound (``{4,}``,
@@ -54,7 +61,7 @@ import functools
 import re
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from capsem_proxyd._compat import sre
@@ -68,6 +75,10 @@ _ASCII = frozenset(map(chr, range(128)))
 _ASCII_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _ASCII_DIGIT = frozenset("0123456789")
 _ASCII_SPACE = frozenset(" \t\n\r\f\v\x1c\x1d\x1e\x1f")
+# The non-ASCII characters an ASCII letter matches under IGNORECASE (the ``re`` docs: U+0130, U+0131, U+017F and
+# U+212A; tests/policy/test_pattern_holdback.py checks every character), with the ASCII letters they match.
+_ASCII_FOLDS = {"\u0130": frozenset("iI"), "\u0131": frozenset("iI"), "\u017f": frozenset("sS"),
+                "\u212a": frozenset("kK")}
 _WIDE_RANGE = 256  # a class range wider than this is read as its ASCII part plus every non-ASCII character
 _LONG_TAIL = 256  # raw characters of a last segment read again with each new piece; longer, it is all held
 _MOST_STATES = 20_000  # a DFA larger than this is refused (the pattern falls back)
@@ -98,13 +109,15 @@ class CharSet:
         return CharSet(self.chars, not self.negated)
 
     def ignoring_case(self) -> CharSet:
-        """A superset of what the set matches under ``IGNORECASE``."""
+        """A superset of what the set matches under ``IGNORECASE``; exactly that for a set of ASCII characters."""
         if self.negated:  # a cased character excluded may still match through a twin: excluded only with its twins
             return CharSet((char for char in self.chars if char.lower() == char.upper() or (
                 char.isascii() and char.lower() in self.chars and char.upper() in self.chars)), True)
         if not any(char.lower() != char.upper() or not char.isascii() for char in self.chars):
             return self
         twins = {twin for char in self.chars for twin in (char, char.lower(), char.upper()) if len(twin) == 1}
+        if self.chars <= _ASCII:  # exactly: the ASCII twins, and the four non-ASCII letters that match ASCII ones
+            return CharSet(twins | {other for other, folds in _ASCII_FOLDS.items() if folds & twins})
         return CharSet(_ASCII - {char for char in twins if char.isascii()}, True)
 
     def regex(self) -> str:
@@ -150,6 +163,11 @@ class _Translator:
 
     def translate(self) -> str:
         return self._sequence(self.parsed, self.flags)
+
+    def starts_at_boundary(self) -> bool:
+        """Whether the pattern begins with ``\\b``: a match can begin only where a word begins or ends."""
+        items = list(self.parsed)
+        return bool(items) and str(items[0][0]) == "AT" and str(items[0][1]) == "AT_BOUNDARY"
 
     def _sequence(self, items: Iterable[Any], flags: int) -> str:
         return "".join(self._item(op, arg, flags) for op, arg in items)
@@ -229,7 +247,8 @@ class _Translator:
 
 
 class PatternDFA:
-    """One pattern's DFA, live states only: ``step[state][symbol]`` (absent: dead), ``symbols`` per character.
+    """One pattern's DFA, live states only: ``step[state][symbol]`` (absent: dead), ``symbols`` per character,
+    ``finals`` the states where a match ends.
 
     ``widened`` (see the module docstring): repeats inside repeats lose their bound instead of refusing the
     pattern; ``unbounded``: every repeat of more than one does (a pattern whose counters overlap on the same
@@ -237,12 +256,19 @@ class PatternDFA:
     the pattern's own widest match (None: unbounded), the most a thread may hold.
     """
 
-    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii", "widest", "starts")
+    __slots__ = ("initial", "step", "symbols", "other", "longest", "grows_non_ascii", "widest", "starts", "finals",
+                 "word_start")
 
     def __init__(self, pattern: re.Pattern[str], *, widened: bool = False, unbounded: bool = False) -> None:
         self.widest: int | None = None
+        # A pattern that begins with ``\\b``: in a raw read, a thread starts only where ``\\b`` holds (the word
+        # test its flags give it: ASCII or Unicode); None: anywhere. Anchors elsewhere read as the empty string.
+        self.word_start: Callable[[str], bool] | None = None
         try:
-            translated = _Translator(pattern, widened=widened, unbounded=unbounded).translate()
+            translator = _Translator(pattern, widened=widened, unbounded=unbounded)
+            translated = translator.translate()
+            if translator.starts_at_boundary():
+                self.word_start = _ascii_word if pattern.flags & re.ASCII else _word
             fsm = build_dfa(translated, most_states=_MOST_STATES, deadline=time.thread_time() + _BUILD_SECONDS)
             if widened or unbounded:
                 self.widest = regex_width(pattern)
@@ -258,6 +284,7 @@ class PatternDFA:
             for symbol, target in fsm.transitions[state].items():
                 if target in number:
                     self.step[index][symbol] = number[target]
+        self.finals = frozenset(number[state] for state in fsm.finals if state in number)  # where a match ends
         self.symbols = dict(fsm.symbols)
         self.other = fsm.other
         self.longest = _longest_path(self.initial, self.step)  # the longest match (None: unbounded)
@@ -281,11 +308,34 @@ class PatternDFA:
         return re.compile("[" + "".join(map(re.escape, started)) + "]" if started else "(?!)")
 
     def may_continue(self, state: int, first: str) -> bool:
-        """Whether a thread in ``state`` may live on through a text that starts with ``first`` or with a
-        non-ASCII character (``first`` empty: any text)."""
+        """Whether a thread in ``state`` may live on through a text that starts with ``first``, or with what
+        ``first`` becomes when a combining mark still to come composes with it (``e`` then U+0301 is ``é``;
+        ``first`` empty: any text)."""
         if not first:
             return True
-        return self.grows_non_ascii[state] or self.symbols.get(first, self.other) in self.step[state]
+        moves, symbols, other = self.step[state], self.symbols, self.other
+        if symbols.get(first, other) in moves:
+            return True
+        composed = _compositions().get(first)
+        if composed is None:
+            return False  # nothing composes with it
+        if first in _HANGUL_FIRSTS:
+            return self.grows_non_ascii[state]  # a syllable: read as any non-ASCII character
+        return any(symbols.get(char, other) in moves for char in composed)
+
+
+def _word(char: str) -> bool:
+    """What ``\\w`` takes in a ``str`` pattern (Unicode): ``\\b`` holds between a word character and another."""
+    return char.isalnum() or char == "_"
+
+
+def _ascii_word(char: str) -> bool:
+    return char.isascii() and (char.isalnum() or char == "_")
+
+
+def at_boundary(word: Callable[[str], bool], before: str, char: str) -> bool:
+    """Whether ``\\b`` holds before ``char``, after ``before`` (empty: the text's start)."""
+    return word(char) != (bool(before) and word(before))
 
 
 def _longest_path(initial: int, step: Sequence[dict[int, int]]) -> int | None:
@@ -357,6 +407,7 @@ class Patterns:
     def _set(self, dfas: Iterable[PatternDFA]) -> None:
         self.dfas = tuple(dfas)
         _canonical_pairs()  # the Unicode composition tables, at load rather than on a stream's first read
+        _compositions()
         widths = [dfa.longest for dfa in self.dfas]
         self.bound: int | None = None if None in widths else max((w - 1 for w in widths if w is not None), default=0)
 
@@ -377,7 +428,7 @@ class PatternTracker:
     is written, each character once (no segments, no tail read again).
     """
 
-    __slots__ = ("dfas", "threads", "committed", "tail", "steps", "raw")
+    __slots__ = ("dfas", "threads", "committed", "tail", "steps", "raw", "last")
 
     def __init__(self, dfas: Sequence[PatternDFA], *, raw: bool = False) -> None:
         self.dfas = tuple(dfas)
@@ -386,6 +437,7 @@ class PatternTracker:
         self.tail = ""  # raw text after them: its last segment, which more text may still change
         self.steps = 0
         self.raw = raw
+        self.last = ""  # raw: the last character read (what a ``\\b`` at a pattern's start looks behind at)
 
     def feed(self, new_text: str) -> int:
         if self.raw:
@@ -416,8 +468,10 @@ class PatternTracker:
         Any match still pending began within the last ``widest - 1`` characters, so that is the most such a
         thread holds: no less than a match needs, and never more than the pattern's width."""
         offset = self.committed
+        last = self.last
         for index, dfa in enumerate(self.dfas):  # each DFA through the whole text: fewer look-ups per character
             initial, symbols, other, step, starts = dfa.initial, dfa.symbols, dfa.other, dfa.step, dfa.starts.search
+            word = dfa.word_start
             states = self.threads[index]
             at, length = 0, len(new_text)
             while at < length:
@@ -426,7 +480,8 @@ class PatternTracker:
                     if found is None:
                         break
                     at = found.start()
-                if initial not in states:
+                if initial not in states and (word is None or at_boundary(word, new_text[at - 1] if at else last,
+                                                                           new_text[at])):
                     states[initial] = offset + at
                 symbol = symbols.get(new_text[at], other)
                 moved: dict[int, int] = {}
@@ -439,6 +494,8 @@ class PatternTracker:
                 at += 1
             self.threads[index] = states
         end = self.committed = self.committed + len(new_text)
+        if new_text:
+            self.last = new_text[-1]
         earliest = end
         for dfa, states in zip(self.dfas, self.threads):
             if not states:
@@ -534,17 +591,46 @@ def _firsts() -> frozenset[str]:
     return _canonical_pairs()[0]
 
 
+_HANGUL_FIRSTS = frozenset(chr(code) for code in range(0x1100, 0x1113)) | frozenset(
+    chr(code) for code in range(0xAC00, 0xD7A4) if (code - 0xAC00) % 28 == 0)
+
+
+@functools.cache
+def _compositions() -> dict[str, frozenset[str]]:
+    """Per character, what marks still to come may make of it: every character whose canonical decomposition
+    begins with it (through compositions of compositions: ``ế`` from ``e``), as it reads (``visible``) and as
+    it is; Hangul leading jamo and LV syllables map to themselves (``may_continue`` reads them as any
+    non-ASCII character)."""
+    base = {char: first for char, (first, _) in _pairs().items()}
+    grown: dict[str, set[str]] = {first: {first} for first in _HANGUL_FIRSTS}
+    for char in base:
+        first = char
+        while first in base:
+            first = base[first]
+        grown.setdefault(first, set()).update((char, visible(char)[:1] or char))
+    return {first: frozenset(chars) for first, chars in grown.items()}
+
+
 @functools.cache
 def _canonical_pairs() -> tuple[frozenset[str], frozenset[str]]:
     """(first parts, second parts) of every canonical composition, from the running Python's ``unicodedata``."""
     firsts = {chr(code) for code in range(0x1100, 0x1113)}
     firsts |= {chr(code) for code in range(0xAC00, 0xD7A4) if (code - 0xAC00) % 28 == 0}  # LV syllables
     seconds = {chr(code) for code in range(0x1161, 0x1176)} | {chr(code) for code in range(0x11A8, 0x11C3)}
+    for first, second in _pairs().values():
+        firsts.add(first)
+        seconds.add(second)
+    return frozenset(firsts), frozenset(seconds)
+
+
+@functools.cache
+def _pairs() -> dict[str, tuple[str, str]]:
+    """Every character with a canonical decomposition in two parts, and the parts (one scan of Unicode)."""
+    pairs = {}
     for code in range(0x110000):
         decomposition = unicodedata.decomposition(chr(code))
         if decomposition and not decomposition.startswith("<"):
             parts = decomposition.split()
             if len(parts) == 2:
-                firsts.add(chr(int(parts[0], 16)))
-                seconds.add(chr(int(parts[1], 16)))
-    return frozenset(firsts), frozenset(seconds)
+                pairs[chr(code)] = (chr(int(parts[0], 16)), chr(int(parts[1], 16)))
+    return pairs

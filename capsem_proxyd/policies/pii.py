@@ -63,7 +63,13 @@ pending match of the checked recognizers' regexes, read as Presidio reads the
 text (raw), plus a superset of phonenumbers' candidate pattern for phone
 numbers (``_compat/phonenumbers.py``); see ``policies/pattern_holdback.py``.
 Before, the e-mail pattern's unbounded width made every reply wait for the
-64-character cap.
+64-character cap. And a stream's checks ask this policy only once one of
+those regexes has a match in the reply (``reply_screen``,
+``policies/pattern_screen.py``; for phone numbers: a run with enough digits to
+be a valid number anywhere, ``number_superset``): a reply with no e-mail
+address and no long number is analysed once, whole, at its end, instead of at
+every check (a worker process round trip and Presidio over the whole reply so
+far, which made every streamed character wait ~50-100 ms).
 
 And one of Presidio's own: its ``presidio-analyzer`` logger writes the words
 around every match (prompt text) at DEBUG, and device chatter at INFO, through
@@ -122,6 +128,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import trio
@@ -129,6 +137,7 @@ import trio
 from capsem_proxyd.policies.declarations import in_worker
 from capsem_proxyd.policies.holdback import Combined, Fixed, Holdback, regex_width
 from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
+from capsem_proxyd.policies.pattern_screen import PatternScreen, pattern_screen
 from capsem_proxyd.redaction.findings import Finding, MaskingDecision, hook_text
 
 log = logging.getLogger("capsem_proxyd.enforcement.pii")
@@ -146,7 +155,7 @@ try:  # defect 1: the module's stray imports make this fail without presidio
     from spacy.language import Language
 
     from capsem_proxyd._compat.capsem_pii import PIIPolicyBase
-    from capsem_proxyd._compat.phonenumbers import candidate_superset
+    from capsem_proxyd._compat.phonenumbers import candidate_superset, number_superset, shortest_valid_number
     from capsem_proxyd._compat.presidio import (
         CandidatePhoneRecognizer,
         IndexedContextEnhancer,
@@ -305,6 +314,7 @@ class OfflinePIIPolicy(PIIPolicyBase):
         widest = self._widest_match()
         self.split_holdback = widest  # the seams between request pieces: every recognizer, whatever is checked
         self._stream_holdback: Holdback | None | bool = False  # built when first asked (``stream_holdback``)
+        self._screen_dfas: tuple[PatternDFA, ...] | None = None  # the reply screen's, built with it
         # Warm up now (regexes, the suffix snapshot), not on the first request.
         self.analyze_text("warm-up: someone@example.com 4111 1111 1111 1111")
         log.info(
@@ -348,15 +358,24 @@ class OfflinePIIPolicy(PIIPolicyBase):
         the cap. Every pattern counts as able to match: context words and the score threshold only ever
         lower what is reported, and so do the recognizers' checksums. The phone recognizer finds numbers
         inside phonenumbers' candidates: a superset of its candidate pattern stands for it. A pattern with no
-        DFA holds its widest match; a recognizer with neither (NER) makes it the cap (None)."""
+        DFA holds its widest match; a recognizer with neither (NER) makes it the cap (None).
+
+        On the way, the DFAs of the reply screen (``reply_screen``): the same patterns, except that phone
+        numbers are looked for only where one can be found (``number_superset``: enough digits, or a letter);
+        none when a pattern has no DFA."""
+        self._screen_dfas = None
         wanted = {entity.value for entity in self.entity_decisions}
         dfas: list[PatternDFA] = []
+        screened: list[PatternDFA] = []
+        screenable = True
         fixed: list[Holdback] = []
         for recognizer in self.analyzer.registry.recognizers:
             if not wanted & set(getattr(recognizer, "supported_entities", ())):
                 continue
+            found_in: list[re.Pattern[str]] | None = None  # where the screen looks (None: the same patterns)
             if isinstance(recognizer, PhoneRecognizer):
                 patterns = [candidate_superset()]
+                found_in = [number_superset(shortest_valid_number())]
             elif isinstance(recognizer, SpacyRecognizer) and getattr(self.analyzer.nlp_engine, "finds_no_entities",
                                                                       False):
                 continue  # it reports only the pipeline's entities, and the blank pipeline finds none
@@ -365,9 +384,10 @@ class OfflinePIIPolicy(PIIPolicyBase):
                 patterns = [re.compile(pattern.regex, flags) for pattern in getattr(recognizer, "patterns", None) or ()]
                 if not patterns:
                     return None
+            built: list[PatternDFA] = []
             for pattern in patterns:
                 try:
-                    dfas.append(PatternDFA(pattern, widened=True))
+                    built.append(PatternDFA(pattern, widened=True))
                 except Untranslatable as error:
                     width = regex_width(pattern)
                     if width is None:
@@ -375,7 +395,26 @@ class OfflinePIIPolicy(PIIPolicyBase):
                                     type(recognizer).__name__, error)
                         return None
                     fixed.append(Fixed(width - 1))
+            dfas += built
+            try:
+                screened += built if found_in is None else [PatternDFA(pattern, widened=True) for pattern in found_in]
+            except Untranslatable:
+                screenable = False
+        if screenable and not fixed:
+            self._screen_dfas = tuple(screened)
         return Combined([Patterns.of(dfas, raw=True), *fixed])
+
+    def reply_screen(self) -> Callable[[], PatternScreen] | None:
+        """A stream channel's screen (``declarations.reply_screen``): this policy's ``on_model_response``
+        answers ALLOW unless a recognizer of a checked entity finds one, inside a match of its pattern (a
+        phone number: inside a candidate with enough digits); so a stream check whose new text completes no
+        match of them (``pattern_screen.PatternScreen``) passes without asking Presidio in a worker process.
+        None when a recognizer has no pattern with a DFA (NER entities: checked at every check as before)."""
+        if not self.check_responses:
+            return partial(PatternScreen, ())  # it never refuses a reply
+        if self.stream_holdback is None or self._screen_dfas is None:
+            return None
+        return pattern_screen(self._screen_dfas)
 
     # -- analysis ------------------------------------------------------------
 

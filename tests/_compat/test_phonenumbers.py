@@ -23,7 +23,13 @@ phonenumbers = pytest.importorskip("phonenumbers", reason="the 'pii' extra is no
 
 from phonenumbers import phonenumbermatcher, phonenumberutil  # noqa: E402
 
-from capsem_proxyd._compat.phonenumbers import READ_PAST_CANDIDATE, candidate_superset, phone_windows  # noqa: E402
+from capsem_proxyd._compat.phonenumbers import (  # noqa: E402
+    READ_PAST_CANDIDATE,
+    candidate_superset,
+    number_superset,
+    phone_windows,
+    shortest_valid_number,
+)
 from tests._compat.pins import assert_below_next_minor  # noqa: E402
 
 
@@ -103,6 +109,36 @@ def test_every_candidate_matches_the_superset_a_stream_holds_for(candidate: str)
 def test_every_candidate_found_in_number_like_text_matches_the_superset(text: str) -> None:
     for found in phonenumbermatcher._PATTERN.finditer(text):
         assert candidate_superset().fullmatch(found.group()) is not None, found.group()
+
+
+REGIONS = ("US", "UK", "DE", "FE", "IL", "IN", "CA", "BR", "FR", "JP", "AU", "CN")  # Presidio's, and some more
+
+
+@given(st.from_regex(re.compile(r"[ ]{0,2}(?:[(+＋][ ]?){0,2}[\d١٢３]{1,4}(?:[ \-./x]{1,2}[\dX]{1,4}){0,5}"
+                                r"(?:(?: ?ext\.? ?| ?x| #|;ext=| anexo |, int |- )\d{1,4}#?)?"), fullmatch=True)
+       | st.sampled_from(["1-800-FLOWERS", "+1 415 555 0100", "030 1234567", "+44 20 7946 0958 ext. 12",
+                          "(02) 9876 5432", "+49 30 123456", "911", "112", "+1 800 FLOWERS x12"]))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_every_number_the_matcher_finds_holds_a_match_of_the_superset_a_reply_screen_reads(text: str) -> None:
+    """``number_superset``: a valid number has at least ``shortest_valid_number`` digits in its national number,
+    read from the digits of the candidate's number part (or from its ASCII letters, phonenumbers' vanity
+    numbers, ``_ALPHA_MAPPINGS``), or an extension lends them: every number found holds a match."""
+    screen = number_superset(shortest_valid_number())
+    for region in REGIONS:
+        for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+            assert screen.search(match.raw_string) is not None, (region, match.raw_string)
+
+
+def test_only_ascii_letters_are_read_as_digits() -> None:
+    """What ``number_superset`` counts as a digit besides ``\\d``: the letters of phonenumbers' vanity mapping,
+    ASCII only (the punctuation's ``x`` is the one a number part can hold)."""
+    assert all(key.isascii() and key.isalpha() for key in phonenumberutil._ALPHA_MAPPINGS)
+    screen = number_superset(shortest_valid_number())
+    assert shortest_valid_number() == 4
+    for prose in ("in 3 steps", "1,000 people", "1 in 10", "2 to 3", "see note 2)", "café résumé 12", "日本語 3"):
+        assert screen.search(prose) is None, prose
+    for number in ("2024", "555-0100", "1x2x", "+١٢٣٤", "12 ext 3"):
+        assert screen.search(number) is not None, number
 
 
 def test_a_number_read_in_national_format_still_needs_its_prefix_when_its_first_fitting_format_asks() -> None:

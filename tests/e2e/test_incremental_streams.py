@@ -22,6 +22,7 @@ from google.genai import types as genai_types
 
 from capsem_proxyd.config import Settings
 from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.metrics import scrape
 from tests.support.proxy import GEMINI_KEY, Proxy, in_thread
 from tests.support.sdk import policy_proxy
 
@@ -139,6 +140,23 @@ async def test_a_reply_checked_by_pii_streams_incrementally(
     pytest.importorskip("presidio_analyzer")
     pii_proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path, pii=PII_PATTERNS)
     await reaches_the_sdk_before_the_upstream_ends(shape, pii_proxy, fake)
+
+
+async def test_a_reply_checked_by_pii_asks_pii_only_at_its_end(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, tmp_path: Path, fake: FakeUpstream
+) -> None:
+    """Issue 22: PII's reply screen (``policies/pattern_screen.py``), handed over from the worker process that
+    describes the policy: a reply in which none of its recognizers can find anything is decided once, on the
+    whole reply, before its end goes. Before, every check of the stream asked PII (a worker round trip and
+    Presidio over the whole reply so far): checks cost milliseconds, fell back to one per 50 ms, and every
+    character waited for them."""
+    pytest.importorskip("presidio_analyzer")
+    pii_proxy = await policy_proxy(start_proxy, proxy_settings, tmp_path, pii=PII_PATTERNS)
+    await reaches_the_sdk_before_the_upstream_ends("chat completions", pii_proxy, fake)
+    metrics = await scrape(pii_proxy.url)
+    decisions = "capsem_proxyd_policy_decisions_total"
+    (pii,) = {policy for policy in metrics.label_values(decisions, "policy") if "PII" in policy}
+    assert metrics(decisions, hook="on_model_response", verdict="ALLOW", policy=pii) == 1
 
 
 async def reaches_the_sdk_before_the_upstream_ends(
