@@ -169,8 +169,8 @@ class McpHop:
             await reply.json(404, {"error": "not found"}, "control_refused")
             return
         if scope["method"] == "GET" and scope["path"] == CONTROL_PATH:
-            listing = await trio.to_thread.run_sync(self.control.listing)
-            await reply.json(200, listing, "mcp_pins_listed")
+            # On the event loop, as the listings that pin: a thread would race them over the same dicts.
+            await reply.json(200, self.control.listing(), "mcp_pins_listed")
             return
         if scope["method"] != "POST" or scope["path"] != ACCEPT_PATH:
             await reply.json(405, {"error": "GET /mcp-pins or POST /mcp-pins/accept"}, "method_not_allowed")
@@ -183,7 +183,7 @@ class McpHop:
             await reply.json(400, {"error": "the body is not a JSON object"}, "control_refused")
             return
         peer = f"{client[0]}:{client[1]}" if client else ""
-        status, answer = await trio.to_thread.run_sync(self.control.accept, asked, peer)
+        status, answer = self.control.accept(asked, peer)
         await reply.json(status, answer, "mcp_pins_accepted" if status == 200 else "control_refused")
 
     async def _serve(

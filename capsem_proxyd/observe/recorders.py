@@ -46,6 +46,9 @@ The moments:
   ``decision``: ALLOW, BLOCK, FILTERED or the check's verdict).
 * ``mcp_pins``: a server's listing was compared with its pins: ``pending``
   tools are held until accepted (the gauge of pending pins).
+* ``mcp_pin_accepted``: an operator accepted a server's pending change of a
+  tool through the daemon (``capsem-proxyd mcp-pins accept``): the audit log
+  records the hashes and who asked.
 * ``request_done``: the last byte of the reply went out (or the client left);
   every request, proxied or not, ends here exactly once.
 

@@ -18,6 +18,7 @@ import trio
 
 from tests.e2e.test_mcp_hop import mcp_client, mcp_server, start_hop
 from tests.e2e.test_mcp_pins import mutate
+from tests.e2e.test_mcp_workers import workers_that
 from tests.support.daemon import run_cli
 
 
@@ -100,3 +101,32 @@ async def test_a_bad_name_is_one_line_and_exit_2_and_the_endpoint_wants_the_toke
         elsewhere = await trio.to_thread.run_sync(lambda: run_cli(
             "mcp-pins", "list", "--port", str(daemon.port), "--state-dir", str(tmp_path / "other")))
         assert elsewhere.returncode == 2 and "no control token" in elsewhere.stderr
+
+
+async def test_an_accept_through_one_worker_is_served_by_both(tmp_path: Path, daemons: Any) -> None:
+    """Under ``--workers 2`` each worker holds the pins in memory: an accept answered by one is written to
+    the pins file, and the other serves it on its next listing (it reads the file again when it changed)."""
+    with mcp_server(tmp_path) as (server_url, _):
+        daemon = await start_hop(daemons, tmp_path, server_url, "--workers", "2")
+
+        async def echo_description() -> str:
+            async with mcp_client(daemon.url + "/mcp/docs") as client:  # a fresh connection: the kernel picks
+                listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+            return listed["echo"].description or ""
+
+        await echo_description()
+        await mutate(server_url, "describe")
+        for _ in range(100):  # until both workers have held the change pending
+            assert "ssh" not in await echo_description()
+            if len(workers_that(daemon.log, "mcp tool definition changed")) == 2:
+                break
+        assert len(workers_that(daemon.log, "mcp tool definition changed")) == 2, daemon.log[-3000:]
+
+        accepted = await pins(daemon, tmp_path, "accept", "docs", "echo")
+        assert accepted.returncode == 0, accepted.stderr
+        since = len(daemon.log)
+        for _ in range(100):  # until both workers have listed since the accept: each serves the new text
+            assert "ssh" in await echo_description()
+            if len(workers_that(daemon.log[since:], "method=tools/list")) == 2:
+                break
+        assert len(workers_that(daemon.log[since:], "method=tools/list")) == 2, daemon.log[since:][-3000:]
