@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import agent, events, latency, report, runner, tools
+from bench import agent, events, latency, mcp, report, runner, tools
 from bench.systems import ALL, DEFAULT_SYSTEMS, WORKLOADS
 
 HERE = Path(__file__).resolve().parent
@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="skip the user-felt latency section (paced streams, direct vs each policy folder)")
     parser.add_argument("--no-events", action="store_true",
                         help="skip CPU per streamed event (500-event streams, each event its own write, vs the relay)")
+    parser.add_argument("--no-mcp", action="store_true",
+                        help="skip the MCP hop section (CPU per tools/call, 100-tool listings, 1 MB result under PII; "
+                             "not run under --smoke)")
     parser.add_argument("--systems", help=f"comma list of {', '.join(ALL)} (default: all but the baseline)")
     parser.add_argument("--baseline", metavar="REF",
                         help="also measure capsem-proxyd at this git commit/tag/branch, beside the work tree")
@@ -90,6 +93,7 @@ def plan_from(args: argparse.Namespace) -> runner.Plan:
         agent=not args.no_agent,
         agent_policies=agent_policies or None,
         events=not args.no_events,
+        mcp=not args.no_mcp and args.mode != "smoke",  # ~3 proxy starts: kept out of the smoke run's minute
     )
 
 
@@ -112,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     table = report.markdown(results, table_rows)
     for extra in (report.export_cost_markdown(results, table_rows), report.scaling_markdown(results.get("scaling")),
                   events.markdown(results.get("events")),
-                  latency.markdown(results.get("latency")), agent.markdown(results.get("agent"))):
+                  latency.markdown(results.get("latency")), agent.markdown(results.get("agent")),
+                  mcp.markdown(results.get("mcp"))):
         if extra:
             table += "\n\n" + extra
     goals = report.targets_markdown(checked)

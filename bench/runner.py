@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bench import agent, events, latency, nginx, payloads, probe, profile, scaling, wrk
+from bench import agent, events, latency, mcp, nginx, payloads, probe, profile, scaling, wrk
 from bench.processes import Children, cpu_seconds, free_port, rss_bytes, wait_listening
 from bench.systems import (
     ALL,
@@ -54,6 +54,7 @@ class Plan:
     agent: bool = True  # the agent-session workload (bench/agent.py)
     agent_policies: tuple[str, ...] | None = None  # its policy rows (None: the preset's)
     events: bool = True  # CPU per streamed event, each event its own write (bench/events.py)
+    mcp: bool = True  # the MCP hop: CPU per tools/call, 100-tool listings, a 1 MB result under PII (bench/mcp.py)
 
 
 def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict[str, Any]:
@@ -108,19 +109,15 @@ def run(plan: Plan, tools: dict[str, str], work: Path, log: Log = print) -> dict
         if plan.events:
             results["events"] = _events(context, plan, log)
         if plan.latency:
-            length, runs = LATENCY_PRESETS.get(plan.mode, (400, 5))
-            log("== user-felt latency: paced streams, direct vs capsem-proxyd under each policy folder")
-            try:
-                results["latency"] = latency.measure(context, length, runs, log)
-            except (RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as error:
-                log(f"   FAILED: {error}")
-                results["latency"] = {"skipped": f"failed: {error}"}
+            results["latency"] = _latency(context, plan, log)
         if plan.agent and "capsem-proxyd" in plan.systems:
             try:
                 results["agent"] = agent.run(context, tools["nginx"], plan.mode, log, plan.agent_policies)
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:
                 log(f"   agent sessions FAILED: {error}")
                 results["agent"] = {"skipped": f"failed: {error}", "sessions": {}}
+        if plan.mcp and "capsem-proxyd" in plan.systems:
+            results["mcp"] = _mcp(context, plan, log)
     finally:
         children.close()
         results["meta"]["processes"] = children.started
@@ -154,6 +151,25 @@ def _events(context: Context, plan: Plan, log: Log) -> dict[str, Any]:
             system.prepare(context)
             systems.append(system)
         return events.measure(context, systems, events.STREAMS.get(plan.mode, 12), log)
+    except (RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as error:
+        log(f"   FAILED: {error}")
+        return {"skipped": f"failed: {error}"}
+
+
+def _latency(context: Context, plan: Plan, log: Log) -> dict[str, Any]:
+    length, runs = LATENCY_PRESETS.get(plan.mode, (400, 5))
+    log("== user-felt latency: paced streams, direct vs capsem-proxyd under each policy folder")
+    try:
+        return latency.measure(context, length, runs, log)
+    except (RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as error:
+        log(f"   FAILED: {error}")
+        return {"skipped": f"failed: {error}"}
+
+
+def _mcp(context: Context, plan: Plan, log: Log) -> dict[str, Any]:
+    log("== MCP hop: CPU per tools/call vs the relay, tools/list of 100 tools, a 1 MB result under PII")
+    try:
+        return mcp.run(context, plan.mode, log)
     except (RuntimeError, OSError, subprocess.SubprocessError, httpx.HTTPError) as error:
         log(f"   FAILED: {error}")
         return {"skipped": f"failed: {error}"}

@@ -22,6 +22,7 @@ from capsem_proxyd.daemon.options import (
     command_line,
     control_options,
     env_name,
+    pins_options,
     process_options,
     server_options,
     settings_from,
@@ -389,6 +390,80 @@ def status(**options: Any) -> None:
     last = health.get("reload")
     if isinstance(last, dict) and last.get("ok") is False:
         click.echo(f"last reload rejected: {last.get('error')}")
+
+
+@cli.group("mcp-pins")
+def mcp_pins() -> None:
+    """The MCP hop's pinned tool definitions and pending changes, through the running proxy."""
+
+
+def _pins_client(options: dict[str, Any]) -> Any:
+    from capsem_proxyd.daemon.pins_command import PinsClient, PinsCommandError
+    from capsem_proxyd.proxy.response_store import state_directory
+
+    url = options.pop("url", None)
+    settings = settings_from(options)
+    try:
+        return PinsClient(url or _health_base(settings), state_directory(settings.state_dir))
+    except PinsCommandError as error:
+        raise _pins_error(error) from None
+
+
+def _pins_error(error: Exception) -> click.ClickException:
+    return ConfigError(str(error)) if getattr(error, "operator", False) else click.ClickException(str(error))
+
+
+def _pins_view(options: dict[str, Any], server: str | None, tool: str | None) -> dict[str, Any]:
+    from capsem_proxyd.daemon.pins_command import PinsCommandError, selected
+
+    try:
+        return selected(_pins_client(options).listing(), server, tool)
+    except PinsCommandError as error:
+        raise _pins_error(error) from None
+
+
+@mcp_pins.command("list")
+@pins_options
+@_URL_OPTION
+@click.argument("server", required=False)
+@click.argument("tool", required=False)
+def mcp_pins_list(server: str | None, tool: str | None, **options: Any) -> None:
+    """List each server's pinned tools and the changes held pending (all workers' view)."""
+    from capsem_proxyd.daemon.pins_command import list_lines
+
+    for line in list_lines(_pins_view(options, server, tool)):
+        click.echo(line)
+
+
+@mcp_pins.command("diff")
+@pins_options
+@_URL_OPTION
+@click.argument("server", required=False)
+@click.argument("tool", required=False)
+def mcp_pins_diff(server: str | None, tool: str | None, **options: Any) -> None:
+    """Show each pending change as a unified diff of the pinned and the listed definition (canonical JSON)."""
+    from capsem_proxyd.daemon.pins_command import diff_lines
+
+    for line in diff_lines(_pins_view(options, server, tool)):
+        click.echo(line)
+
+
+@mcp_pins.command("accept")
+@pins_options
+@_URL_OPTION
+@click.argument("server")
+@click.argument("tool", required=False)
+def mcp_pins_accept(server: str, tool: str | None, **options: Any) -> None:
+    """Accept SERVER's pending change of TOOL (or all of them): pinned, served on the next listing, and
+    audited by the proxy with the user and uid running this command."""
+    from capsem_proxyd.daemon.pins_command import PinsCommandError
+
+    try:
+        answer = _pins_client(options).accept(server, tool)
+    except PinsCommandError as error:
+        raise _pins_error(error) from None
+    for item in answer.get("accepted", []):
+        click.echo(f"accepted {item['server']} {item['tool']} ({item['hash'][:16]})")
 
 
 @cli.group()

@@ -125,6 +125,12 @@ def state_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return _instance_options(command, shown=STATE_SETTINGS)
 
 
+def pins_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of ``mcp-pins``: where the running proxy answers (as ``status`` finds it) and the state
+    directory its control token is in (as ``placeholder`` finds it)."""
+    return _instance_options(command, shown=CONTROL_SETTINGS | STATE_SETTINGS)
+
+
 def _instance_options(command: Callable[..., Any], shown: frozenset[str] | None) -> Callable[..., Any]:
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--env-file", type=click.Path(dir_okay=False), envvar=f"{ENV_PREFIX}_ENV_FILE", is_eager=True,

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
+import orjson
 import trio
 
 from capsem_proxyd.config import Settings
@@ -47,6 +48,7 @@ from capsem_proxyd.errors import ProxyError
 from capsem_proxyd.exchange import Exchange, tenant_id_for
 from capsem_proxyd.mcp import jsonrpc
 from capsem_proxyd.mcp.checks import Checked, MessageChecks
+from capsem_proxyd.mcp.control import ACCEPT_PATH, CONTROL_PATH, PinsControl, control_token
 from capsem_proxyd.mcp.jsonrpc import Kind, Malformed, Message
 from capsem_proxyd.mcp.pins import Pins
 from capsem_proxyd.mcp.servers import McpServer, load_servers
@@ -116,20 +118,23 @@ class McpHop:
         self.sessions = SessionIds(key)
         self.approved = ApprovedTools()
         self.refusals = RefusalCounts()
-        self.pins = Pins(state_directory(settings.state_dir))
+        state = state_directory(settings.state_dir)
+        self.pins = Pins(state)
+        self.control = PinsControl(self.pins, list(self.servers), recorder, control_token(state))
 
     def describe(self) -> dict[str, Any]:
         """``/health``'s ``mcp``: the servers served, and per server the tools pinned and held pending
         (this process's: each worker of ``--workers`` holds its own)."""
         return {
             "servers": {
-                name: {"pinned": len(self.pins.servers.get(name, {})), "pending": len(self.pins.pending.get(name, ()))}
+                name: {"pinned": len(self.pins.servers.get(name, {})),
+                       "pending": sum(1 for change in self.pins.pending.get(name, {}).values() if change["kind"] == "new")}
                 for name in sorted(self.servers)
             },
         }
 
     def serves(self, path: str) -> bool:
-        return path.startswith(PREFIX) or path == "/mcp"
+        return path.startswith(PREFIX) or path in ("/mcp", CONTROL_PATH, ACCEPT_PATH)
 
     async def serve(
         self, scope: dict[str, Any], receive: Receive, send: Send, exchange: Exchange, headers: Mapping[str, str],
@@ -139,7 +144,10 @@ class McpHop:
         exchange.provider, exchange.endpoint = "mcp", scope["method"]
         reply = _Reply(send, own, done)
         try:
-            await self._serve(scope, receive, reply, exchange, headers)
+            if scope["path"] in (CONTROL_PATH, ACCEPT_PATH):
+                await self._control(scope, receive, reply, headers)
+            else:
+                await self._serve(scope, receive, reply, exchange, headers)
         except _ClientGone:
             return  # the data plane records the 499
         except _Refused as refused:
@@ -149,6 +157,34 @@ class McpHop:
         except ProxyError as error:  # the upstream failed (502/504)
             exchange.failure = error.cause or error.message
             await reply.json(error.status, jsonrpc.error(None, jsonrpc.INTERNAL_ERROR, error.message), error.code)
+
+    async def _control(
+        self, scope: dict[str, Any], receive: Receive, reply: _Reply, headers: Mapping[str, str]
+    ) -> None:
+        """``capsem-proxyd mcp-pins`` (``control.py``); a 404 as for any unknown path unless allowed."""
+        client = scope.get("client")
+        body = await self._read_body(receive) if scope["method"] == "POST" else b""
+        reply.body_read = True
+        if not self.control.allowed(client, headers):
+            await reply.json(404, {"error": "not found"}, "control_refused")
+            return
+        if scope["method"] == "GET" and scope["path"] == CONTROL_PATH:
+            # On the event loop, as the listings that pin: a thread would race them over the same dicts.
+            await reply.json(200, self.control.listing(), "mcp_pins_listed")
+            return
+        if scope["method"] != "POST" or scope["path"] != ACCEPT_PATH:
+            await reply.json(405, {"error": "GET /mcp-pins or POST /mcp-pins/accept"}, "method_not_allowed")
+            return
+        try:
+            asked = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            asked = None
+        if not isinstance(asked, dict):
+            await reply.json(400, {"error": "the body is not a JSON object"}, "control_refused")
+            return
+        peer = f"{client[0]}:{client[1]}" if client else ""
+        status, answer = self.control.accept(asked, peer)
+        await reply.json(status, answer, "mcp_pins_accepted" if status == 200 else "control_refused")
 
     async def _serve(
         self, scope: dict[str, Any], receive: Receive, reply: _Reply, exchange: Exchange, headers: Mapping[str, str]

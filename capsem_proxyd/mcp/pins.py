@@ -15,15 +15,22 @@ On each later listing:
 * a changed input or output schema: the tool is removed (a call shaped for the
   old schema could mean something else now);
 * a tool the server did not list the first time: held pending, not served,
-  until an operator accepts it: in this version by removing its server's
-  entry from the file (or editing it) and ``capsem-proxyd reload``, after
-  which the next listing is pinned whole.
+  until an operator accepts it.
 
-The file is read when the hop starts and on reload, and written
-(atomically) when a server's first listing pins its tools. Each worker of
-``--workers N`` keeps a copy in memory; before pinning a server it reads the
-file again, so the first worker to pin a server decides for all, and a save
-adds its server to the file as it is then (the others' entries kept).
+Every difference (a new tool, a new text, a new schema) is kept as a pending
+change, with the definition the server now lists, in
+``mcp-pins-pending.json`` beside the pins, so that any worker can show it.
+``capsem-proxyd mcp-pins list|diff|accept`` reads and accepts them through the
+running daemon (``mcp/control.py``): ``accept`` pins the pending definition,
+and the daemon, the audit chain's one writer, records who accepted.
+
+The file is read when the hop starts, on reload and whenever it changed on
+disk since (its mtime: an accept through another worker), and written
+(atomically) when a server's first listing pins its tools or a change is
+accepted. Each worker of ``--workers N`` keeps a copy in memory; before
+pinning a server it reads the file again, so the first worker to pin a server
+decides for all, and a save adds its server to the file as it is then (the
+others' entries kept).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +48,7 @@ import orjson
 log = logging.getLogger("capsem_proxyd.mcp")
 
 FILE_NAME = "mcp-pins.json"
+PENDING_FILE_NAME = "mcp-pins-pending.json"
 # The fields of a listed tool the model reads, and those of them that say what a call means.
 SEEN = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
 SCHEMAS = ("inputSchema", "outputSchema")
@@ -70,20 +79,44 @@ class Pins:
 
     def __init__(self, directory: Path | None) -> None:
         self.path = directory / FILE_NAME if directory is not None else None
+        self.pending_path = directory / PENDING_FILE_NAME if directory is not None else None
+        self._read_at = self._mtime()
         self.servers: dict[str, dict[str, dict[str, Any]]] = self._load()
-        self.pending: dict[str, set[str]] = {}
+        # Per server, per tool: the pending change (kind "new", "text" or "schema", the listed definition).
+        self.pending: dict[str, dict[str, dict[str, Any]]] = {}
         # A server whose first listing is being pinned page by page: (session, the cursor of its next page).
         self._open: dict[str, tuple[str, str]] = {}
 
     def reload(self) -> None:
         """The file read again (``capsem-proxyd reload``): how an operator's accepted change (a server's
         entry edited or removed) reaches a running proxy. An unreadable file keeps the pins in memory."""
+        read_at = self._mtime()
         try:
             self.servers = self._load()
         except PinsUnreadable as error:
             log.error("%s; the pins in memory are kept", error)
             return
+        self._read_at = read_at
         self.pending.clear()
+
+    def _mtime(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns if self.path is not None else None
+        except OSError:
+            return None
+
+    def _refresh(self) -> None:
+        """The file read again when it changed on disk since this process read it (an accept answered by
+        another worker, or another instance's export copied in)."""
+        read_at = self._mtime()
+        if read_at == self._read_at:
+            return
+        try:
+            self.servers = self._load()
+        except PinsUnreadable as error:
+            log.error("%s; the pins in memory are kept", error)
+            return
+        self._read_at = read_at
 
     def _load(self) -> dict[str, dict[str, dict[str, Any]]]:
         if self.path is None or not self.path.exists():
@@ -106,6 +139,7 @@ class Pins:
         A first listing may come in pages: the page that pins a server opens it to the pages that follow
         in the same session (``cursor`` the ``next_cursor`` of the page before), whose tools are pinned too.
         """
+        self._refresh()
         opened = self._open.pop(server, None)
         if opened is not None and cursor is not None and opened == (session, cursor):
             self._extend(server, tools)
@@ -123,23 +157,67 @@ class Pins:
             return Pinned(tools)
         served: list[dict[str, Any]] = []
         result = Pinned(served)
+        held = self.pending.setdefault(server, {})
+        before = dict(held)
         for tool in tools:
             name = tool["name"]
             pin = pinned.get(name)
             if pin is None:
-                self.pending.setdefault(server, set()).add(name)
-                log.warning("mcp tool held pending: not in the first listing server=%s tool=%s", server, name)
+                if name not in held:
+                    log.warning("mcp tool held pending: not in the first listing server=%s tool=%s", server, name)
+                held[name] = _change("new", tool)
                 result.pending += 1
             elif pin["hash"] == digest(tool):
+                held.pop(name, None)
                 served.append(tool)
             elif pin["schemas"] == digest(tool, SCHEMAS):
                 log.warning("mcp tool definition changed; the pinned one is served server=%s tool=%s", server, name)
+                held[name] = _change("text", tool)
                 served.append({**{k: v for k, v in tool.items() if k not in SEEN}, **pin["definition"]})
                 result.replaced += 1
             else:
                 log.warning("mcp tool schema changed; the tool is removed server=%s tool=%s", server, name)
+                held[name] = _change("schema", tool)
                 result.removed += 1
+        if held != before:
+            self._save_pending(server)
         return result
+
+    def changes(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Every server's pending changes: this process's and those other workers saved, still differing
+        from the pins as the file has them now."""
+        self._refresh()
+        found = self._load_pending()
+        for server, held in self.pending.items():
+            found.setdefault(server, {}).update(held)
+        current: dict[str, dict[str, dict[str, Any]]] = {}
+        for server, held in found.items():
+            pinned = self.servers.get(server, {})
+            still = {name: change for name, change in held.items()
+                     if name not in pinned or pinned[name]["hash"] != change["hash"]}
+            if still:
+                current[server] = dict(sorted(still.items()))
+        return current
+
+    def accept(self, server: str, tool: str | None = None) -> list[tuple[str, dict[str, Any] | None, dict[str, Any]]]:
+        """``server``'s pending change of ``tool`` (or every one of them) pinned, saved and no longer pending:
+        (tool, the pin replaced or None, the new pin) for each. ``KeyError`` when there is none to accept."""
+        held = self.changes().get(server, {})
+        names = list(held) if tool is None else [tool]
+        if not names or any(name not in held for name in names):
+            raise KeyError(tool or server)
+        pinned = self.servers.setdefault(server, {})
+        accepted = []
+        for name in names:
+            change = held[name]
+            pin = {key: change[key] for key in ("hash", "schemas", "definition")}
+            accepted.append((name, pinned.get(name), pin))
+            pinned[name] = pin
+            self.pending.get(server, {}).pop(name, None)
+        self._save(server)
+        self._save_pending(server, drop=names)
+        self._read_at = self._mtime()
+        return accepted
 
     def _extend(self, server: str, tools: list[dict[str, Any]]) -> None:
         """``tools`` pinned for ``server`` as they are, and saved."""
@@ -149,6 +227,27 @@ class Pins:
             for tool in tools
         })
         self._save(server)
+
+    def _load_pending(self) -> dict[str, dict[str, dict[str, Any]]]:
+        if self.pending_path is None or not self.pending_path.exists():
+            return {}
+        try:
+            data = orjson.loads(self.pending_path.read_bytes())
+        except (OSError, orjson.JSONDecodeError) as error:  # only a view: the pins themselves still hold
+            log.error("MCP pending pins file %s cannot be read: %s", self.pending_path, error)
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save_pending(self, server: str, drop: Sequence[str] = ()) -> None:
+        """``server``'s pending changes merged into the pending file (other workers' kept, ``drop`` removed)."""
+        if self.pending_path is None:
+            return
+        current = self._load_pending()
+        merged = {**current.get(server, {}), **self.pending.get(server, {})}
+        for name in drop:
+            merged.pop(name, None)
+        current[server] = merged
+        _write(self.pending_path, {name: held for name, held in current.items() if held})
 
     def _pinned_elsewhere(self, server: str) -> dict[str, dict[str, Any]] | None:
         """``server``'s pins as the file has them now, adopted; None when it has none."""
@@ -171,13 +270,31 @@ class Pins:
         except PinsUnreadable:
             current = {}
         current[server] = self.servers[server]
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f".{FILE_NAME}.{os.getpid()}")
-            temporary.write_bytes(orjson.dumps(current, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
-            os.replace(temporary, self.path)
-        except OSError as error:  # the pins still hold in this process; a restart would pin anew
-            log.error("MCP pins could not be saved to %s: %s", self.path, error)
+        _write(self.path, current)
+        self._read_at = self._mtime()
+
+
+def _change(kind: str, tool: dict[str, Any]) -> dict[str, Any]:
+    """A pending change: what differs (``new``, ``text``, ``schema``) and the definition as now listed."""
+    return {"kind": kind, "hash": digest(tool), "schemas": digest(tool, SCHEMAS),
+            "definition": {name: tool[name] for name in SEEN if name in tool}}
+
+
+def canonical(definition: dict[str, Any] | None) -> list[str]:
+    """A definition as the lines of its canonical JSON (sorted keys), for a unified diff."""
+    if definition is None:
+        return []
+    return orjson.dumps(definition, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2).decode().splitlines()
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_bytes(orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2))
+        os.replace(temporary, path)
+    except OSError as error:  # the pins still hold in this process; a restart would pin anew
+        log.error("MCP pins could not be saved to %s: %s", path, error)
 
 
 class PinsUnreadable(Exception):

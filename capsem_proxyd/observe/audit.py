@@ -35,7 +35,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -390,6 +390,13 @@ class AuditRecorder(Recorder):
             "type": "stored_content", **exchange.log_fields(), "field": reference.field, "kind": reference.kind,
             "id": reference.id[:_ID_CHARS], "decision": decision,
         })
+        if not written and self.audit.block:
+            raise audit_log_unavailable()
+
+    def mcp_pin_accepted(self, server: str, tool: str, change: Mapping[str, Any], accepted_by: Mapping[str, Any]) -> None:
+        """Who accepted which definition of an MCP tool: the daemon writes it, so the chain keeps one writer."""
+        written = self.audit.write({"type": "mcp_pin_accepted", "server": server, "tool": tool, **change,
+                                    "accepted_by": dict(accepted_by)})
         if not written and self.audit.block:
             raise audit_log_unavailable()
 

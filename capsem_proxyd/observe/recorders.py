@@ -46,6 +46,9 @@ The moments:
   ``decision``: ALLOW, BLOCK, FILTERED or the check's verdict).
 * ``mcp_pins``: a server's listing was compared with its pins: ``pending``
   tools are held until accepted (the gauge of pending pins).
+* ``mcp_pin_accepted``: an operator accepted a server's pending change of a
+  tool through the daemon (``capsem-proxyd mcp-pins accept``): the audit log
+  records the hashes and who asked.
 * ``request_done``: the last byte of the reply went out (or the client left);
   every request, proxied or not, ends here exactly once.
 
@@ -58,6 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from capsem.models import Decision
 
@@ -135,6 +139,10 @@ class Recorder:
     def mcp_pins(self, server: str, pending: int) -> None:
         """``server``'s last listing held ``pending`` tools that its pins do not know."""
 
+    def mcp_pin_accepted(self, server: str, tool: str, change: Mapping[str, Any], accepted_by: Mapping[str, Any]) -> None:
+        """An operator accepted ``server``'s pending ``change`` of ``tool`` (``mcp-pins accept``):
+        ``change`` has its kind and the hashes replaced and pinned, ``accepted_by`` who asked."""
+
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         """The request is over: ``status`` as the client got it, ``outcome`` what happened."""
 
@@ -164,6 +172,7 @@ class Recorders(Recorder):
         self._reply_memory = _implementing(recorders, "reply_memory_changed")
         self._mcp = _implementing(recorders, "mcp_message")
         self._mcp_pins = _implementing(recorders, "mcp_pins")
+        self._mcp_accepted = _implementing(recorders, "mcp_pin_accepted")
 
     def request_started(self, exchange: Exchange, headers: Mapping[str, str]) -> None:
         for recorder in self._started:
@@ -225,6 +234,10 @@ class Recorders(Recorder):
     def mcp_pins(self, server: str, pending: int) -> None:
         for recorder in self._mcp_pins:
             recorder.mcp_pins(server, pending)
+
+    def mcp_pin_accepted(self, server: str, tool: str, change: Mapping[str, Any], accepted_by: Mapping[str, Any]) -> None:
+        for recorder in self._mcp_accepted:
+            recorder.mcp_pin_accepted(server, tool, change, accepted_by)
 
     def request_done(self, exchange: Exchange, status: int, outcome: str) -> None:
         for recorder in self._done:
