@@ -166,17 +166,21 @@ def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[P
         restart = False
         for found in _PHONE_CANDIDATE.finditer(text, index):
             candidate = found.group()
+            start, stop = found.span()
+            end = stop if stop > start else start + 1  # where the matcher searches on (past an empty match)
             if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
                 second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
                 if second:
                     candidate = candidate[:second.start()]
-            start = found.start()
-            end = start + max(1, len(candidate))
-            long_enough = enough(candidate) is not None or letter(candidate) is not None
+                    end = start + max(1, len(candidate))
+            if candidate.isdecimal():  # digits alone (\\d is Unicode's decimal digits, as isdecimal's): no letter
+                long_enough = len(candidate) >= min_digits
+            else:
+                long_enough = enough(candidate) is not None or letter(candidate) is not None
             if long_enough or not long_only:
-                append(PhoneCandidate(index, start, max(end, found.end()), candidate, long_enough))
+                append(PhoneCandidate(index, start, max(end, stop), candidate, long_enough))
             index = end
-            if end != found.end():
+            if end != stop:
                 restart = True
                 break
         if not restart:
