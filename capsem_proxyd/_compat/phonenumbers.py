@@ -104,6 +104,7 @@ its own.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Callable
 from functools import cache
 from itertools import accumulate
@@ -727,7 +728,8 @@ MAX_TRIES = 65_535  # PhoneNumberMatcher's default max_tries: the failed parses 
 
 def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], wants: list[tuple[bool, ...] | None],
                    scan_index: dict[int, int], region: int, sieve: RegionSieve,
-                   settled: dict[int, PhoneNumberMatch], min_digits: int) -> list[PhoneNumberMatch]:
+                   settled: dict[int, PhoneNumberMatch], min_digits: int,
+                   wanted_at: list[int] | None = None) -> list[PhoneNumberMatch]:
     """What ``PhoneNumberMatcher(text, ...)`` finds, for region number ``region`` of ``sieve``: its scan
     followed over ``scan`` (``phone_scan(text, ..., long_only=True)``, with ``wants[k]`` the sieve's verdicts
     on ``scan[k]`` and ``scan_index`` its candidates by start; ``min_digits`` the scan's), ``_extract_match`` asked only about the
@@ -746,14 +748,16 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
     can only find more than one matcher over a text so full of candidates that it runs out of them."""
     text = matcher.text
     found: list[PhoneNumberMatch] = []
+    if wanted_at is None:
+        wanted_at = [at for at, wanted in enumerate(wants) if wanted is not None and wanted[region]]
     at = 0
     count = len(scan)
-    while at < count:
-        wanted = wants[at]
+    position = 0  # in wanted_at: the scan's candidates the region must see, in order (the others: skipped)
+    while position < len(wanted_at):
+        at = wanted_at[position]
+        position += 1
         candidate = scan[at]
         at += 1
-        if wanted is None or not wanted[region]:
-            continue
         match = settled.get(candidate.start)
         if match is None:
             matcher._max_tries = MAX_TRIES
@@ -791,4 +795,5 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
             if match is not None:
                 found.append(match)
                 index = match.end
+        position = bisect_left(wanted_at, at)  # on from the scan's candidate met again (or past the last)
     return found
