@@ -621,7 +621,7 @@ def letter_before(text: str, start: int, candidate: str) -> bool:
     candidate's start: the candidate does not start with a lead character (``_LEAD_PATTERN``: an opening
     bracket or a plus sign) and the character before it is a Latin letter or an invalid punctuation symbol
     (a log's hex id run into an address: ``req=3fa9c2 10.1.2.3``)."""
-    if start == 0 or _LEAD_PATTERN.match(candidate):
+    if start == 0:
         return False
     before = text[start - 1]
     known = _LETTERS_BEFORE.get(before)
@@ -630,7 +630,7 @@ def letter_before(text: str, start: int, candidate: str) -> bool:
                      PhoneNumberMatcher._is_latin_letter(before))
         if len(_LETTERS_BEFORE) < 4096:
             _LETTERS_BEFORE[before] = known
-    return known
+    return known and _LEAD_PATTERN.match(candidate) is None
 
 
 @cache
