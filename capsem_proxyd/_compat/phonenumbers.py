@@ -523,6 +523,7 @@ class RegionSieve:
         distinct: dict[tuple[Any, ...], int] = {}
         self._verdict_of = [distinct.setdefault(prefilter.signature, len(distinct)) for prefilter in self._prefilters]
         self._distinct = [self._prefilters[self._verdict_of.index(index)] for index in range(len(distinct))]
+        self._fewest = max(1, min((prefilter.shortest for prefilter in self._distinct), default=0))  # of a valid number
         self._any_region = any_region_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
             self._all_filter) else None
         self._known: dict[str, tuple[bool, ...] | None] = {}
@@ -561,9 +562,10 @@ class RegionSieve:
         if screen is not None:
             international, national = screen
             digits = shape.digits
-            starts, ends = shape.raw_starts, shape.ends
+            starts, ends, fewest = shape.raw_starts, shape.ends, self._fewest
             if not any(international.match(digits, start) is not None for start in starts) and not any(
-                    national.match(digits, start, end) is not None for start in starts for end in ends if end > start):
+                    national.match(digits, start, end) is not None for start in starts for end in ends
+                    if end - start >= fewest):  # each region's part needs a valid number there: its length
                 return (False,) * len(self._prefilters)
         verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
         return tuple([verdicts[index] for index in self._verdict_of])
