@@ -45,6 +45,14 @@ metadata, no pattern) gets no pre-filter. ``RegionSieve`` decides each
 candidate text once for all regions (its digits' shape computed once) and
 remembers it (dates and counts repeat).
 
+The screen for all regions at once (``any_region_prefilter``), asked first for every plain candidate (one
+``match`` for a run of digits alone): ``_starts_a_number`` finds a number only at most ``cut`` digits after a
+raw start (``_cut_at_most``: the country code and two national prefixes, as wide as ``re`` reads their
+patterns), and right at it in the national format (``without_prefix``) unless the code or a prefix starts
+there; a valid number is also only as long as a length its regions list (``possible_length``, which
+``_is_number_matching_desc`` checks first; a lookahead before each region's patterns). Nine candidates in ten
+of a log or a CSV (ids, amounts, addresses, dates) are turned away there with no region's own check.
+
 What a stream must hold while a phone number may still be being written
 (``candidate_superset``): every number the matcher finds lies inside a match of
 its candidate pattern, ``_PATTERN``; but that pattern's overlapping bounded
@@ -96,6 +104,7 @@ its own.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Callable
 from functools import cache
 from itertools import accumulate
@@ -114,6 +123,8 @@ from phonenumbers.phonenumberutil import (
     country_code_for_region,
     region_code_for_country_code,
 )
+
+from capsem_proxyd._compat import sre
 
 READ_PAST_CANDIDATE = 3  # the matcher reads a time stamp's ":ss" after a candidate
 
@@ -157,17 +168,21 @@ def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[P
         restart = False
         for found in _PHONE_CANDIDATE.finditer(text, index):
             candidate = found.group()
+            start, stop = found.span()
+            end = stop if stop > start else start + 1  # where the matcher searches on (past an empty match)
             if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
                 second = _SECOND_NUMBER_START_PATTERN.search(candidate)  # the matcher's own trim
                 if second:
                     candidate = candidate[:second.start()]
-            start = found.start()
-            end = start + max(1, len(candidate))
-            long_enough = enough(candidate) is not None or letter(candidate) is not None
+                    end = start + max(1, len(candidate))
+            if candidate.isdecimal():  # digits alone (\\d is Unicode's decimal digits, as isdecimal's): no letter
+                long_enough = len(candidate) >= min_digits
+            else:
+                long_enough = enough(candidate) is not None or letter(candidate) is not None
             if long_enough or not long_only:
-                append(PhoneCandidate(index, start, max(end, found.end()), candidate, long_enough))
+                append(PhoneCandidate(index, start, max(end, stop), candidate, long_enough))
             index = end
-            if end != found.end():
+            if end != stop:
                 restart = True
                 break
         if not restart:
@@ -223,11 +238,14 @@ class RegionPrefilter:
         self._country_code = ""
         self._strips: list[tuple[re.Pattern[str], int | None]] | None = None  # national prefixes parse strips
         self.shortest = 0  # the fewest digits a valid number of the country code has (possible_length)
+        self.longest: int | None = None  # the most (None: a region of the code lists no length)
+        self.cut: int | None = None  # the most digits parse cuts before the national number (None: unknown)
         metadata = PhoneMetadata.metadata_for_region(region)
         if metadata is None or not metadata.international_prefix or metadata.country_code is None:
             return
         patterns = []
         lengths: list[int] = []
+        longest: list[int | None] = []
         for sharing in COUNTRY_CODE_TO_REGION_CODE.get(country_code_for_region(region), ()):
             described = PhoneMetadata.metadata_for_region(sharing)
             general = described.general_desc if described is not None else None
@@ -235,17 +253,23 @@ class RegionPrefilter:
                 return  # a region of the code with no pattern: anything may be valid there
             possible = [length for length in general.possible_length or () if length > 0]
             lengths.append(min(possible, default=0))  # none listed: _is_number_matching_desc checks no length
+            longest.append(max(possible, default=None))
             kinds = [kind.national_number_pattern for kind in (getattr(described, name) for name in NUMBER_TYPES)
                      if kind is not None and kind.national_number_pattern]
             if kinds:  # valid: the general pattern and one of a type's (_number_type_helper), on the same digits
                 patterns.append(f"(?=(?:{general.national_number_pattern})\\Z)(?:{'|'.join(kinds)})\\Z")
         valid = "|".join(f"(?:{pattern})" for pattern in patterns) or "(?!)"  # no type anywhere: nothing is valid
+        bounded = [length for length in longest if length is not None]
+        if bounded and len(bounded) == len(longest):  # a valid number's length is one its region lists: first
+            valid = f"(?=[0-9]{{{min(lengths)},{max(bounded)}}}\\Z)(?:{valid})"  # the cheap check of its length
         self._international = re.compile(metadata.international_prefix)
         self._national = re.compile(valid)
         self._country_code = str(metadata.country_code)
         self.shortest = min(lengths, default=0)
+        self.longest = max(bounded) if bounded and len(bounded) == len(longest) else None
         main = PhoneMetadata.metadata_for_region(region_code_for_country_code(metadata.country_code))
         self._strips = _prefix_strips([metadata] if main is None else [metadata, main])
+        self.cut = _cut_at_most(self._country_code, self._strips)
         self._without_prefix = self._national  # unless the main region's formats say more (below)
         if main is None:
             return  # _is_national_prefix_present_if_required accepts: no more to say
@@ -259,19 +283,27 @@ class RegionPrefilter:
     def filters(self) -> bool:
         return self._national is not None
 
-    def single_run(self) -> str | None:
-        """A pattern whose ``match`` on the digits of a plain candidate that is one run of digits (no
-        separator) fails when ``plain_could_match`` says no (its first half): enough digits, and the
-        international prefix at the start, or a valid national number ending at the end (a ``search``: any
-        start; ``_starts_a_number`` then says where it can start), the one without a national prefix unless
-        the digits start with the country code or the national prefix (a ``match`` at the start,
-        ``_prefix_pattern``). None when the region does not filter."""
-        if self._national is None or self._international is None or self._without_prefix is None:
-            return None
-        own = re.escape(self._country_code) + (f"|(?:{self._national_prefix.pattern})" if self._national_prefix
-                                               is not None else "")
-        return (f"(?=[0-9]{{{self.shortest}}})(?:(?:{self._international.pattern})|(?=(?:{own})).*?(?:"
-                f"{self._national.pattern})|(?!(?:{own})).*?(?:{self._without_prefix.pattern}))")
+    def near_a_raw_start(self) -> str:
+        """A pattern whose ``match`` at a raw start, on the digits up to the end of a run, succeeds wherever
+        ``_starts_a_number`` finds a number from that raw start to that end (``any_region_prefilter``): a
+        valid number right there (its national format's when neither the country code nor the national
+        prefix starts there: ``without_prefix``; or when it is too short to hold them), or after at most
+        ``cut`` digits when the code or a prefix ``parse`` strips starts there. With ``cut`` unknown (a rule
+        keeping a group: ``_starts_a_number`` may say yes once ``plain_could_match``'s search found a valid
+        number anywhere from the first raw start), a valid number anywhere from there."""
+        national, without_prefix, strips = self._national, self._without_prefix, self._strips
+        assert national is not None and without_prefix is not None
+        prefix = self._national_prefix
+        code_or_prefix = len(self._country_code)
+        if prefix is not None:
+            widest = sre.parse(prefix.pattern).getwidth()[1]
+            code_or_prefix = max(code_or_prefix, widest)
+        if self.cut is None or strips is None or code_or_prefix >= sre.MAXREPEAT - 1:
+            return f"[0-9]*?(?:{national.pattern})"
+        heads = "|".join(f"(?:{pattern})" for pattern in [re.escape(self._country_code)] + (
+            [prefix.pattern] if prefix is not None else []) + [strip.pattern for strip, _ in strips])
+        return (f"(?=(?:{heads}))[0-9]{{0,{self.cut}}}?(?:{national.pattern})|(?:{without_prefix.pattern})"
+                f"|(?=[0-9]{{0,{code_or_prefix - 1}}}\\Z)(?:{national.pattern})")
 
     @property
     def signature(self) -> tuple[Any, ...]:
@@ -315,9 +347,10 @@ class RegionPrefilter:
                 break
         assert wanted is not None
         # Its national significant number ends where a run of digits ends (what follows it is an
-        # extension, a trimmed ending or another inner group, each starting at a non-digit).
+        # extension, a trimmed ending or another inner group, each starting at a non-digit), starts at or
+        # after the first raw start, and has at most ``longest`` digits (``search_from``).
         search = wanted.search
-        if not any(search(digits, 0, end) is not None for end in shape.ends):
+        if not any(search(digits, search_from(shape, end, self.longest), end) is not None for end in shape.ends):
             return False
         return self._starts_a_number(shape)
 
@@ -382,6 +415,25 @@ def _prefix_pattern(pattern: str | None) -> re.Pattern[str] | None:
 _GROUP_RULE = re.compile(r"\\(\d)")
 
 
+def _cut_at_most(country_code: str, strips: list[tuple[re.Pattern[str], int | None]] | None) -> int | None:
+    """The most digits ``_starts_a_number`` can find cut from a raw input's start before a valid national
+    number: the country code, then at most two national prefixes, each no wider than its pattern's widest
+    match (``getwidth``, as ``re`` reads the pattern). None when that is unbounded or not followed this
+    way: a rule keeping a group (``_starts_a_number`` may then say yes without a number near the start), or
+    prefixes it cannot follow."""
+    if strips is None:
+        return None
+    widest = 0
+    for pattern, group in strips:
+        if group is not None:
+            return None
+        most = sre.parse(pattern.pattern).getwidth()[1]
+        if most >= sre.MAXREPEAT - 1:
+            return None
+        widest = max(widest, most)
+    return len(country_code) + 2 * widest
+
+
 def _prefix_strips(regions: list[Any]) -> list[tuple[re.Pattern[str], int | None]] | None:
     """The national prefix patterns of ``regions``' metadata (``national_prefix_for_parsing``), each with the
     group its transform rule keeps (``\\N``: the national number then starts where the group does) or None
@@ -427,6 +479,16 @@ def formats_accepting_no_prefix(number_formats: list[Any], tag: str = "") -> str
     return f"(?>{'|'.join([*alternatives, ''])})" + "".join(refusals)
 
 
+def search_from(shape: DigitShape, end: int, longest: int | None) -> int:
+    """Where a valid national number ending at ``end`` in ``shape``'s digits can start, at the earliest: it
+    is what is left of a raw input's digits once a country code or national prefix is cut from their start
+    (so it starts at a raw start or after), and ``_is_number_matching_desc`` refuses one longer than every
+    length its region's ``general_desc`` lists (``longest``; None: a region lists none). A search for it in
+    the digits up to ``end`` need not try earlier starts (with no raw start: none, ``end``)."""
+    first = shape.raw_starts[0] if shape.raw_starts else end
+    return first if longest is None else max(first, end - longest)
+
+
 class DigitShape:
     """A plain candidate's digits, and where in them its runs start and end, and where a parse's raw input
     can start (``RegionPrefilter.could_match``): computed once per candidate for every region."""
@@ -462,8 +524,7 @@ class RegionSieve:
         distinct: dict[tuple[Any, ...], int] = {}
         self._verdict_of = [distinct.setdefault(prefilter.signature, len(distinct)) for prefilter in self._prefilters]
         self._distinct = [self._prefilters[self._verdict_of.index(index)] for index in range(len(distinct))]
-        self._one_run = one_run_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
-            self._all_filter) else None
+        self._fewest = max(1, min((prefilter.shortest for prefilter in self._distinct), default=0))  # of a valid number
         self._any_region = any_region_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
             self._all_filter) else None
         self._known: dict[str, tuple[bool, ...] | None] = {}
@@ -481,15 +542,11 @@ class RegionSieve:
             pass
         if _SLASH_SEPARATED_DATES.search(candidate):  # _extract_match gives up on it first, in every region
             wanted = (False,) * len(self._prefilters)
-        elif self._one_run is not None and candidate.isdigit() and candidate.isascii() and (
-                self._one_run.match(candidate) is None):
-            wanted = (False,) * len(self._prefilters)  # digits alone (the shape below, without building it)
+        elif self._any_region is not None and candidate.isdigit() and candidate.isascii() and (
+                self._any_region[0].match(candidate) is None and self._any_region[1].match(candidate) is None):
+            wanted = (False,) * len(self._prefilters)  # digits alone: one raw start, one end (the screen below)
         elif self._all_filter and not _NOT_PLAIN.search(candidate):
-            shape = DigitShape(candidate)
-            if self._one_run is not None and len(shape.starts) == 1 and self._one_run.match(shape.digits) is None:
-                wanted = (False,) * len(self._prefilters)  # one run of digits, a number of no region
-            else:
-                wanted = self._plain_verdicts(shape)
+            wanted = self._plain_verdicts(DigitShape(candidate))
         else:
             wanted = tuple([prefilter.could_match(candidate) for prefilter in self._prefilters])
         decided = wanted if any(wanted) else None
@@ -500,13 +557,16 @@ class RegionSieve:
 
     def _plain_verdicts(self, shape: DigitShape) -> tuple[bool, ...]:
         """Per region, ``plain_could_match``: all no at once when no region's international prefix starts at a
-        raw start and no region's valid national number ends where a run ends (``any_region_prefilter``)."""
+        raw start and no region's valid national number starts near one and ends where a run ends
+        (``any_region_prefilter``)."""
         screen = self._any_region
         if screen is not None:
             international, national = screen
             digits = shape.digits
-            if not any(international.match(digits, start) is not None for start in shape.raw_starts) and not any(
-                    national.search(digits, 0, end) is not None for end in shape.ends):
+            starts, ends, fewest = shape.raw_starts, shape.ends, self._fewest
+            if not any(international.match(digits, start) is not None for start in starts) and not any(
+                    national.match(digits, start, end) is not None for start in starts for end in ends
+                    if end - start >= fewest):  # each region's part needs a valid number there: its length
                 return (False,) * len(self._prefilters)
         verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
         return tuple([verdicts[index] for index in self._verdict_of])
@@ -556,18 +616,6 @@ def region_prefilter(region: str) -> RegionPrefilter:
     return RegionPrefilter(region)
 
 
-@cache
-def one_run_prefilter(regions: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One pattern whose ``match`` on the digits of a plain candidate made of one run of digits fails when
-    ``plain_could_match`` is false for every one of ``regions`` (the alternation of their ``single_run``):
-    most candidates in logs and CSV (counts, ids, amounts) are turned away by one call instead of a few per
-    region."""
-    patterns = [region_prefilter(region).single_run() for region in regions]
-    if not patterns or any(pattern is None for pattern in patterns):
-        return None
-    return re.compile("|".join(f"(?:{pattern})" for pattern in patterns))
-
-
 _LETTERS_BEFORE: dict[str, bool] = {}
 
 
@@ -576,7 +624,7 @@ def letter_before(text: str, start: int, candidate: str) -> bool:
     candidate's start: the candidate does not start with a lead character (``_LEAD_PATTERN``: an opening
     bracket or a plus sign) and the character before it is a Latin letter or an invalid punctuation symbol
     (a log's hex id run into an address: ``req=3fa9c2 10.1.2.3``)."""
-    if start == 0 or _LEAD_PATTERN.match(candidate):
+    if start == 0:
         return False
     before = text[start - 1]
     known = _LETTERS_BEFORE.get(before)
@@ -585,14 +633,16 @@ def letter_before(text: str, start: int, candidate: str) -> bool:
                      PhoneNumberMatcher._is_latin_letter(before))
         if len(_LETTERS_BEFORE) < 4096:
             _LETTERS_BEFORE[before] = known
-    return known
+    return known and _LEAD_PATTERN.match(candidate) is None
 
 
 @cache
 def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]] | None:
-    """The alternation of ``regions``' international prefixes and that of their valid national numbers:
-    ``plain_could_match`` says yes for a region only when its international prefix matches at a raw start or
-    its valid number (or the one without a prefix, which is one) is found ending at a run's end."""
+    """The alternation of ``regions``' international prefixes, and that of their valid national numbers
+    each after at most the digits its region's parse can cut before one (``RegionPrefilter.cut``; any
+    number of digits when unknown): ``plain_could_match`` says yes for a region only when its international
+    prefix matches at a raw start or ``_starts_a_number`` finds its valid number (or the one without a
+    prefix, which is one) starting at most that far after a raw start and ending at a run's end."""
     internationals, nationals = [], []
     for region in regions:
         prefilter = region_prefilter(region)
@@ -600,10 +650,10 @@ def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.
         if international is None or national is None:
             return None
         internationals.append(f"(?:{international.pattern})")
-        nationals.append(f"(?:{national.pattern})")
+        nationals.append(prefilter.near_a_raw_start())
     if not nationals:
         return None
-    return re.compile("|".join(internationals)), re.compile("|".join(nationals))
+    return re.compile("|".join(internationals)), re.compile("|".join(f"(?:{pattern})" for pattern in nationals))
 
 
 def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:
@@ -732,7 +782,8 @@ MAX_TRIES = 65_535  # PhoneNumberMatcher's default max_tries: the failed parses 
 
 def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], wants: list[tuple[bool, ...] | None],
                    scan_index: dict[int, int], region: int, sieve: RegionSieve,
-                   settled: dict[int, PhoneNumberMatch], min_digits: int) -> list[PhoneNumberMatch]:
+                   settled: dict[int, PhoneNumberMatch], min_digits: int,
+                   wanted_at: list[int] | None = None) -> list[PhoneNumberMatch]:
     """What ``PhoneNumberMatcher(text, ...)`` finds, for region number ``region`` of ``sieve``: its scan
     followed over ``scan`` (``phone_scan(text, ..., long_only=True)``, with ``wants[k]`` the sieve's verdicts
     on ``scan[k]`` and ``scan_index`` its candidates by start; ``min_digits`` the scan's), ``_extract_match`` asked only about the
@@ -751,14 +802,16 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
     can only find more than one matcher over a text so full of candidates that it runs out of them."""
     text = matcher.text
     found: list[PhoneNumberMatch] = []
+    if wanted_at is None:
+        wanted_at = [at for at, wanted in enumerate(wants) if wanted is not None and wanted[region]]
     at = 0
     count = len(scan)
-    while at < count:
-        wanted = wants[at]
+    position = 0  # in wanted_at: the scan's candidates the region must see, in order (the others: skipped)
+    while position < len(wanted_at):
+        at = wanted_at[position]
+        position += 1
         candidate = scan[at]
         at += 1
-        if wanted is None or not wanted[region]:
-            continue
         match = settled.get(candidate.start)
         if match is None:
             matcher._max_tries = MAX_TRIES
@@ -796,4 +849,5 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
             if match is not None:
                 found.append(match)
                 index = match.end
+        position = bisect_left(wanted_at, at)  # on from the scan's candidate met again (or past the last)
     return found

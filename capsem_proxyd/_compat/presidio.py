@@ -167,10 +167,17 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         decisions = self._decisions
         if decisions is None:
             decisions = self._decisions = {}
+        wanted_at: list[list[int]] = [[] for _ in self.supported_regions]  # per region: the candidates it must see
+        for position, wanted in enumerate(wants):
+            if wanted is not None:
+                for index, must in enumerate(wanted):
+                    if must:
+                        wanted_at[index].append(position)
         for index, region in enumerate(self.supported_regions):
             explained = region  # PhoneRecognizer.analyze reuses its loop variable for the explanation
             matcher = RememberingMatcher(text, region, self.leniency, decisions.setdefault((region, self.leniency), {}))
-            for match in region_matches(matcher, scan, wants, scan_index, index, sieve, settled, min_digits):
+            for match in region_matches(matcher, scan, wants, scan_index, index, sieve, settled, min_digits,
+                                        wanted_at[index]):
                 raw = match.raw_string
                 explained = self._number_region(raw, explained)
                 span = (match.start, match.end)
