@@ -49,6 +49,7 @@ from capsem_proxyd.observe.logs import escape_controls
 from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.outcomes import StreamOutcome
 from capsem_proxyd.proxy.pipeline import IncomingRequest, Pipeline, ProxyReply, Route, error_reply
+from capsem_proxyd.proxy.request_body import ClientGone, read_request_body
 
 log = logging.getLogger("capsem_proxyd")
 
@@ -96,10 +97,6 @@ class HeaderMap(Mapping[str, str]):
 
     def __len__(self) -> int:
         return len(self._values)
-
-
-class _ClientGone(Exception):
-    """The client disconnected before its request body was complete."""
 
 
 class DataPlane:
@@ -173,7 +170,7 @@ class DataPlane:
             return
         try:
             body = await self._read_body(receive)
-        except _ClientGone:
+        except ClientGone:
             return
         except ProxyError as error:  # 413 or 408
             await reply.error(self.recorder, route.dialect, error, close=True)
@@ -218,29 +215,16 @@ class DataPlane:
         with trio.move_on_after(self.body_timeout or float("inf")):
             try:
                 await self._read_body(receive, keep=False)
-            except (_ClientGone, ProxyError):
+            except (ClientGone, ProxyError):
                 pass
         await reply.error(self.recorder, dialect, error, close=close)
 
     async def _read_body(self, receive: Receive, *, keep: bool = True) -> bytes:
         """The whole request body, at most ``max_body`` bytes (413), within ``body_timeout`` (408)."""
-        chunks: list[bytes] = []
-        size = 0
-        with trio.move_on_after(self.body_timeout or float("inf")) as deadline:
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    raise _ClientGone
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:
-                    raise body_too_large()
-                if keep:
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        assert deadline.cancelled_caught
-        raise body_too_slow(self.body_timeout)
+        return await read_request_body(
+            receive, limit=self.max_body, timeout=self.body_timeout, keep=keep,
+            too_large=body_too_large, too_slow=lambda: body_too_slow(self.body_timeout),
+        )
 
 
 class _Reply:

@@ -55,6 +55,7 @@ from capsem_proxyd.mcp.servers import McpServer, load_servers
 from capsem_proxyd.mcp.sessions import ApprovedTools, RefusalCounts, SessionIds, hashed, owner_of
 from capsem_proxyd.mcp.sse import EventSplitter, EventTooLarge
 from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.proxy.request_body import ClientGone, read_request_body
 from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.upstream import Upstream, response_headers
 
@@ -86,8 +87,14 @@ _STREAM = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cach
 _NOT_RELAYED = frozenset({SESSION, "content-type", "content-length", "location", "cache-control", "x-accel-buffering"})
 
 
-class _ClientGone(Exception):
-    """The client left before its request body was complete."""
+def _message_too_large() -> _Refused:
+    return _Refused(413, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "The message is larger than the proxy's "
+                                       "--mcp-max-message-size."), "body_too_large")
+
+
+def _body_too_slow() -> _Refused:
+    return _Refused(408, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "The request body was not sent in time."),
+                    "body_too_slow")
 
 
 class _Refused(Exception):
@@ -148,7 +155,7 @@ class McpHop:
                 await self._control(scope, receive, reply, headers)
             else:
                 await self._serve(scope, receive, reply, exchange, headers)
-        except _ClientGone:
+        except ClientGone:
             return  # the data plane records the 499
         except _Refused as refused:
             if not reply.body_read and scope["method"] == "POST":
@@ -432,24 +439,8 @@ class McpHop:
                     return
 
     async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        with trio.move_on_after(self.body_timeout or float("inf")) as deadline:
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    raise _ClientGone
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.limit:
-                    raise _Refused(413, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "The message is larger than "
-                                                      "the proxy's --mcp-max-message-size."), "body_too_large")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-        assert deadline.cancelled_caught
-        raise _Refused(408, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "The request body was not sent in time."),
-                       "body_too_slow")
+        return await read_request_body(receive, limit=self.limit, timeout=self.body_timeout,
+                                       too_large=_message_too_large, too_slow=_body_too_slow)
 
     async def _read_reply(self, response: httpx.Response) -> bytes:
         body = bytearray()

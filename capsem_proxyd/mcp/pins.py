@@ -90,14 +90,8 @@ class Pins:
     def reload(self) -> None:
         """The file read again (``capsem-proxyd reload``): how an operator's accepted change (a server's
         entry edited or removed) reaches a running proxy. An unreadable file keeps the pins in memory."""
-        read_at = self._mtime()
-        try:
-            self.servers = self._load()
-        except PinsUnreadable as error:
-            log.error("%s; the pins in memory are kept", error)
-            return
-        self._read_at = read_at
-        self.pending.clear()
+        if self._read():
+            self.pending.clear()
 
     def _mtime(self) -> int | None:
         try:
@@ -108,15 +102,19 @@ class Pins:
     def _refresh(self) -> None:
         """The file read again when it changed on disk since this process read it (an accept answered by
         another worker, or another instance's export copied in)."""
+        if self._mtime() != self._read_at:
+            self._read()
+
+    def _read(self) -> bool:
+        """The pins read from the file; False (the pins in memory kept, the error logged) when it is unreadable."""
         read_at = self._mtime()
-        if read_at == self._read_at:
-            return
         try:
             self.servers = self._load()
         except PinsUnreadable as error:
             log.error("%s; the pins in memory are kept", error)
-            return
+            return False
         self._read_at = read_at
+        return True
 
     def _load(self) -> dict[str, dict[str, dict[str, Any]]]:
         if self.path is None or not self.path.exists():
