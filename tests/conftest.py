@@ -96,8 +96,11 @@ def proxy_settings(fake: FakeUpstream, tmp_path: Path) -> Settings:
         openai_upstream=fake.url + "/v1",
         gemini_upstream=fake.url,
         anthropic_upstream=fake.url,
-        upstream_timeout=5.0,
-        connect_timeout=2.0,
+        # Generous: the fake upstream and the proxy share this test's process, and a loaded 2-core machine
+        # once kept a small Gemini request past 5 s (a 504 in test_counts_match_the_requests_made). Tests of
+        # the timeouts themselves set their own, shorter ones.
+        upstream_timeout=30.0,
+        connect_timeout=10.0,
         graceful_timeout=1.0,
         state_dir=str(tmp_path / "state"),  # one per test; a second proxy of the test shares it
     )
