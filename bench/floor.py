@@ -32,7 +32,7 @@ def fixed_app() -> Any:
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await _lifespan(receive, send)
+            return await lifespan(receive, send)
         request = await _read_body(receive)
         streamed = b'"stream":true' in request
         body = stream_body if streamed else json_body
@@ -49,7 +49,7 @@ def forward_app(upstream: str) -> Any:
 
     async def app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            return await _lifespan(receive, send)
+            return await lifespan(receive, send)
         body = await _read_body(receive)
         headers = [(name, value) for name, value in scope["headers"] if name.decode().lower() not in _DROPPED]
         path = scope["path"].removeprefix("/v1")
@@ -85,7 +85,8 @@ async def _read_body(receive: Any) -> bytes:
             return b"".join(chunks)
 
 
-async def _lifespan(receive: Any, send: Any) -> None:
+async def lifespan(receive: Any, send: Any) -> None:
+    """ASGI lifespan answered: these apps have nothing to start or stop."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

@@ -18,6 +18,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from bench.floor import lifespan
+
 TOOLS = 100
 VERSION = "2025-06-18"
 LINE = ("Ticket {n}: the customer called from +1 415 555 {p:04d} about the outage seen from host 10.0.{a}.{b}; "
@@ -51,13 +53,7 @@ def app_for(result_bytes: int) -> Any:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            return await lifespan(receive, send)
         body = b""
         while True:
             message = await receive()
