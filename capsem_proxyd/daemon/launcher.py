@@ -120,12 +120,18 @@ def _run_workers(
     report: Callable[[str], None],
 ) -> int:
     def run_worker(index: int, ready: Callable[[], None]) -> None:
+        supervisor = os.getppid()
+
         async def worker() -> None:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(
-                    partial(serve, settings, config, sockets=sockets, reload_settings=reload_settings, announce=False)
-                )
-                ready()
+            async with trio.open_nursery() as watching:
+                watching.start_soon(_stop_when_orphaned, supervisor)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(
+                        partial(serve, settings, config, sockets=sockets, reload_settings=reload_settings,
+                                announce=False)
+                    )
+                    ready()
+                watching.cancel_scope.cancel()
 
         trio.run(worker)
 
@@ -148,3 +154,20 @@ def _run_workers(
     finally:
         notify.stopping()
         pool.cleanup()
+
+
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+async def _stop_when_orphaned(supervisor: int) -> None:
+    """Stop this worker, as SIGTERM does, once the supervisor that forked it is gone.
+
+    The supervisor forwards SIGTERM to its workers, but nothing forwards a SIGKILL (``kill -9``, the OOM
+    killer): its workers would go on serving the shared socket with nobody to stop, restart or count them
+    (and without systemd's cgroup to clean up after ``--daemon``). A worker re-parented away from its
+    supervisor drains and exits like any stopped worker.
+    """
+    while os.getppid() == supervisor:
+        await trio.sleep(ORPHAN_CHECK_SECONDS)
+    log.error("the supervisor (pid %s) is gone: this worker stops", supervisor)
+    os.kill(os.getpid(), signal.SIGTERM)

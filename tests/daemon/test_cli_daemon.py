@@ -14,6 +14,7 @@ import trio
 from tests.support.daemon import daemon_env, free_port, run_cli, upstream_args, wait_for_log
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_KEY
+from tests.support.waiting import wait_until
 
 HEADERS = {"authorization": f"Bearer {OPENAI_KEY}"}
 BLOCKED = {"model": "m", "messages": [{"role": "user", "content": "capsem_block"}]}
@@ -276,6 +277,26 @@ async def test_audit_log_records_decisions_and_requests_and_detects_tampering(
     edited = tmp_path / "edited.jsonl"
     edited.write_text("".join(lines).replace('"verdict":"BLOCK"', '"verdict":"ALLOW"', 1))
     assert run_cli("audit", "verify", str(edited)).returncode != 0
+
+
+async def test_workers_stop_when_their_supervisor_is_killed(fake: FakeUpstream, daemons) -> None:
+    """SIGKILL reaches only the supervisor (kill -9, the OOM killer) and nothing forwards it: its workers used
+    to go on serving the shared port with nobody to stop them (each suite run left a few such pairs behind)."""
+    daemon = daemons("--workers", "2", *upstream_args(fake.url))
+    await daemon.wait_ready()
+    workers = [int(pid) for pid in Path(f"/proc/{daemon.process.pid}/task/{daemon.process.pid}/children")
+               .read_text().split()]
+    assert len(workers) == 2
+    daemon.process.kill()
+    daemon.process.wait(10)
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    await wait_until(lambda: not any(alive(pid) for pid in workers), timeout=60, what="the orphaned workers gone")
 
 
 async def test_workers_share_one_port_and_stop_together(fake: FakeUpstream, daemons) -> None:
