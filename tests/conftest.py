@@ -103,6 +103,9 @@ def proxy_settings(fake: FakeUpstream, tmp_path: Path) -> Settings:
         connect_timeout=10.0,
         graceful_timeout=1.0,
         state_dir=str(tmp_path / "state"),  # one per test; a second proxy of the test shares it
+        # One policy worker process (the default is one per core): each builds its CPU-heavy policies
+        # (PII: seconds of CPU) at start. Tests of the pool's spreading and restarts ask for more.
+        policy_processes=1,
     )
 
 

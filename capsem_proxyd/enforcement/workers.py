@@ -5,11 +5,19 @@ the interpreter lock, so one tenant's 200 kB first turn (seconds of
 analysis) slowed every other request in the process. Worker processes run
 it on the other cores while the event loop keeps serving.
 
-How (``trio-parallel``, trio's own process pool): each worker is *spawned*
-(a fresh interpreter: forking a running trio process is not supported) and
-builds its own copy of every CPU-heavy policy of the configuration from the
-same policy file and settings (``PolicySpec``), once, when it starts; only
-a hook's arguments and its ``Decision`` cross the pipe (~60 us a call).
+How (``trio-parallel``, trio's own process pool): each worker is forked
+from multiprocessing's *forkserver* (never from the proxy itself: forking a
+running trio process is not supported) and builds its own copy of every
+CPU-heavy policy of the configuration from the same policy file and
+settings (``PolicySpec``), once, when it starts; only a hook's arguments
+and its ``Decision`` cross the pipe (~60 us a call). The forkserver is a
+fresh interpreter started once per proxy process; it imports the shipped
+policy modules the configuration uses (``capsem_proxyd.policies.pii``:
+Presidio and spaCy, ~2.5 s of CPU) once, so a worker, a replacement for a
+killed one, and a reload's new workers pay only for building the policy,
+and share those modules' pages with each other. Policy modules of a
+``--policy-dir`` or ``--policy-path`` are never preloaded: a reload must
+read their files again, and each worker imports them fresh.
 The proxy's process never imports the policy's libraries at all: at load
 time one short-lived worker builds the policy and reports what the engine
 needs to know about it (``Manifest``: name, hooks, hold-back declarations,
@@ -47,7 +55,7 @@ import math
 import os
 import pickle
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,12 +200,34 @@ def run_hooks(index: int, hook: str, calls: list[tuple[Any, ...]]) -> list[Decis
 
 
 def manifest(spec: PolicySpec) -> Manifest | None:
-    """Build ``spec`` once in a spawned process and return what it is (raises what building raised)."""
+    """Build ``spec`` once in a forked worker process and return what it is (raises what building raised)."""
     from concurrent.futures import ProcessPoolExecutor  # imported only where a CPU-heavy policy is configured
     from multiprocessing import get_context
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as executor:
+    preload_shipped_modules([spec])
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("forkserver")) as executor:
         return executor.submit(describe, spec).result(timeout=_MANIFEST_TIMEOUT)
+
+
+SHIPPED_PACKAGE = "capsem_proxyd."
+
+
+def preload_shipped_modules(specs: Iterable[PolicySpec]) -> None:
+    """Have the forkserver import the shipped policy modules among ``specs`` (before it starts).
+
+    Only the first call before the forkserver starts counts (it starts once per process); later
+    calls add nothing, so a configuration loaded later simply imports its modules in each worker.
+    Third-party modules are left out on purpose: their files may change before a reload.
+    """
+    from multiprocessing import get_context
+
+    context = get_context("forkserver")
+    modules = {"capsem_proxyd.enforcement.workers"}
+    for spec in specs:  # "package.module:Class" (the known policies) or "package.module.Class"
+        module = spec.class_path.split(":", 1)[0] if ":" in spec.class_path else spec.class_path.rpartition(".")[0]
+        if module.startswith(SHIPPED_PACKAGE):
+            modules.add(module)
+    context.set_forkserver_preload(sorted(modules))
 
 
 def usable_cores() -> int:
@@ -437,6 +467,7 @@ class PolicyWorkers:
             self._started.set()
 
     async def _start(self) -> None:
+        preload_shipped_modules(self.specs)
         holder = self._holder = _Holder([_Worker(number) for number in range(self.count)], self.report)
         holder.capacity = trio.CapacityLimiter(self.count)
         opened = trio.Event()
@@ -592,7 +623,7 @@ async def _open_context(
     """``worker``'s trio-parallel context, open until ``close`` (closing ends its process, within its grace period)."""
     async with trio_parallel.open_worker_context(
         init=functools.partial(init_worker, specs), idle_timeout=math.inf, grace_period=5.0,
-        worker_type=trio_parallel.WorkerType.SPAWN,
+        worker_type=trio_parallel.WorkerType.FORKSERVER,
     ) as context:
         worker.context = context
         task_status.started()

@@ -18,6 +18,7 @@ import trio
 
 from tests.support.daemon import REPO, Daemon, daemon_env, upstream_args
 from tests.support.fake_upstream import FakeUpstream, Reply
+from tests.support.processes import policy_worker_pids
 from tests.support.proxy import OPENAI_KEY
 from tests.support.waiting import wait_until
 
@@ -59,29 +60,8 @@ async def metric(url: str, name: str) -> float:
 
 
 def policy_workers(daemon: Daemon) -> list[int]:
-    """The daemon's policy worker processes: its descendants started by multiprocessing's spawn."""
-    children: dict[int, list[int]] = {}
-    spawned = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if fields[0] == "Z":
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-        if b"spawn_main" in cmdline:
-            spawned.add(int(entry.name))
-    found, todo = [], [daemon.process.pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            todo.append(child)
-            if child in spawned:
-                found.append(child)
-    return found
+    """The daemon's policy worker processes."""
+    return sorted(policy_worker_pids(daemon.process.pid))
 
 
 async def start_daemon(daemons: Callable[..., Daemon], fake: FakeUpstream, folder: Path, processes: int) -> Daemon:

@@ -17,6 +17,7 @@ import pytest
 from capsem_proxyd.config import Settings
 from capsem_proxyd.enforcement.loader import CPU_HEAVY_KNOWN
 from capsem_proxyd.policies.pii import OfflinePIIPolicy
+from tests.support.processes import policy_worker_pids
 from tests.support.proxy import OPENAI_KEY
 from tests.support.waiting import wait_until
 
@@ -122,26 +123,9 @@ async def test_closing_the_instance_ends_its_policy_worker_processes(proxy_setti
     from capsem_proxyd.enforcement.tenants import load_policy_config
 
     settings = replace(proxy_settings, policy_dir=str(heavy_folder(tmp_path)), policy_processes=1)
-    before = _spawned_children()
+    before = policy_worker_pids(os.getpid())
     async with open_instance(settings, load_policy_config(settings)) as instance:
         assert instance.policies.pool is not None
-        workers = _spawned_children() - before
+        workers = policy_worker_pids(os.getpid()) - before
         assert workers, "the worker process started with the instance"
-    assert not workers & _spawned_children(), "a policy worker outlived the instance that owned it"
-
-
-def _spawned_children() -> set[int]:
-    """Live children of this process started by multiprocessing's spawn (the policy workers; not its
-    resource tracker, which lives as long as the process that started it)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            spawned = b"spawn_main" in (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z" and spawned:
-            found.add(int(entry.name))
-    return found
+    assert not workers & policy_worker_pids(os.getpid()), "a policy worker outlived the instance that owned it"
