@@ -68,7 +68,7 @@ def extend_import_path(folders: Sequence[str]) -> None:
     """Put ``folders`` (``--policy-path``) first on ``sys.path``, once each, where ``class =`` modules are looked for.
 
     Called wherever a policy is built, the proxy's process and each policy
-    worker process alike: a spawned worker starts from a fresh interpreter and
+    worker process alike: a worker is forked from a fresh forkserver interpreter and
     must not depend on what the parent's ``sys.path`` or environment held.
     """
     missing = [folder for folder in folders if folder not in sys.path]

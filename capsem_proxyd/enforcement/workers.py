@@ -34,7 +34,7 @@ request uses that configuration any more. A call that outlives
 fails its call: either way the engine blocks the request under the policy's
 name (fail closed). The pool replaces a lost worker in the background, never
 inside a request's deadline (a replacement takes as long as the policies
-take to build: PII 2.5-6 s, more than a short ``--policy-timeout``); while
+take to build: PII seconds, more than a short ``--policy-timeout``); while
 no worker is ready a call waits up to its deadline and then gets a
 retryable 503 (``WorkersUnavailable``), and ``/health`` says how many are
 ready (``PolicyWorkers``).
@@ -421,7 +421,7 @@ class PolicyWorkers:
     ``--policy-timeout`` kills its process) is replaced by a keeper task that
     the pool runs beside the requests, bounded by ``START_TIMEOUT`` and never by
     a request's deadline, however long its policies take to build (the PII
-    policy: 2.5-6 s). Until it is ready, calls go to the other workers; with
+    policy: seconds). Until it is ready, calls go to the other workers; with
     none ready, a call waits up to its own deadline (see ``_Holder.acquire``)
     and then gets ``WorkersUnavailable``.
     """
