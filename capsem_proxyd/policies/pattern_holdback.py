@@ -302,10 +302,21 @@ class PatternDFA:
 
     def start_chars(self) -> CharSet:
         """The characters a match can begin with (a thread leaves the initial state on them)."""
+        return self._moving(self.initial) if self.initial >= 0 else CharSet(())
+
+    def second_chars(self) -> CharSet:
+        """The characters a thread begun one character earlier can go on with (``AKIA``: ``K``, ``S``, ...)."""
         if self.initial < 0:
             return CharSet(())
-        moves = self.step[self.initial]
-        if self.other in moves:  # every character the DFA has no symbol of starts one: all but those that do not
+        found = CharSet(())
+        for state in set(self.step[self.initial].values()):
+            found = found.union(self._moving(state))
+        return found
+
+    def _moving(self, state: int) -> CharSet:
+        """The characters on which ``state`` moves to a live state."""
+        moves = self.step[state]
+        if self.other in moves:  # every character the DFA has no symbol of moves it: all but those that do not
             return CharSet((char for char, symbol in self.symbols.items() if symbol not in moves), True)
         return CharSet(char for char, symbol in self.symbols.items() if symbol in moves)
 
@@ -328,9 +339,18 @@ class PatternDFA:
 
 def _class_search(chars: CharSet) -> re.Pattern[str]:
     """A search for one character of ``chars``."""
+    return re.compile(_class_regex(chars))
+
+
+def _pair_search(first: CharSet, second: CharSet) -> re.Pattern[str]:
+    """A search for a character of ``first`` followed by one of ``second`` or by the end of the text."""
+    return re.compile(f"{_class_regex(first)}(?={_class_regex(second)}|\\Z)")
+
+
+def _class_regex(chars: CharSet) -> str:
     if chars.negated:
-        return re.compile("[^" + "".join(map(re.escape, sorted(chars.chars))) + "]" if chars.chars else "(?s:.)")
-    return re.compile("[" + "".join(map(re.escape, sorted(chars.chars))) + "]" if chars.chars else "(?!)")
+        return "[^" + "".join(map(re.escape, sorted(chars.chars))) + "]" if chars.chars else "(?s:.)"
+    return "[" + "".join(map(re.escape, sorted(chars.chars))) + "]" if chars.chars else "(?!)"
 
 
 class StartIndex:
@@ -339,29 +359,37 @@ class StartIndex:
     A raw read of a quiet stream (no thread alive: no credential being written) used to run each DFA's own
     start search (``PatternDFA.starts``) over each new piece: for the Secrets policy's thirty-odd rules, thirty
     searches and a Python loop around them per streamed event, most of a token's CPU in the proxy. ``search``
-    looks for a character any of them can begin with (the union of their start classes, one class: ``re``'s
-    search in C); without one, no DFA can start a thread in the piece and none is stepped. With one, only the
-    DFAs whose class holds a character from there on are (``candidates``): ``by_char`` names them for each
-    character of a positive class, ``anywhere`` the DFAs whose class is negated (most characters start them).
-    Exact: a DFA left out has no character of its class in the piece, so its own search would have found
-    nothing and stepped nothing either (tests/policy/test_pattern_holdback.py checks it on random patterns).
+    looks for a character any of them can begin with followed by one any can go on with, or by the piece's
+    end (the union of their start classes, then of their second classes: ``re``'s search in C); without one,
+    no DFA can start a thread in the piece that lives past its first character, and none is stepped. With
+    one, only the DFAs whose start class holds a character from there on are (``candidates``): ``by_char``
+    names them for each character of a positive class, ``anywhere`` the DFAs whose class is negated (most
+    characters start them); each jumps with its own pair search (``starts``) while it has no thread alive.
+    Exact: a thread a search skips dies at its second character (holding nothing, and no state another
+    thread could need), and a DFA left out has no character of its class in the piece (tests/policy/
+    test_pattern_holdback.py checks both against every DFA stepped from every character, random patterns
+    and the Secrets rules). Prose with an ``e`` no ``y`` follows starts no ``eyJ`` thread.
     """
 
-    __slots__ = ("search", "by_char", "anywhere")
+    __slots__ = ("search", "by_char", "anywhere", "starts")
 
     def __init__(self, dfas: Sequence[PatternDFA]) -> None:
-        union = CharSet(())
+        union = seconds = CharSet(())
         by_char: dict[str, list[int]] = {}
         anywhere: list[int] = []
+        starts = []
         for index, dfa in enumerate(dfas):
-            chars = dfa.start_chars()
+            chars, then = dfa.start_chars(), dfa.second_chars()
+            starts.append(_pair_search(chars, then).search)
             union = union.union(chars)
+            seconds = seconds.union(then)
             if chars.negated:
                 anywhere.append(index)
             else:
                 for char in chars.chars:
                     by_char.setdefault(char, []).append(index)
-        self.search = _class_search(union).search  # pickles: a bound method of a compiled pattern
+        self.search = _pair_search(union, seconds).search  # pickles: a bound method of a compiled pattern
+        self.starts = tuple(starts)
         self.by_char = {char: tuple(indices) for char, indices in by_char.items()}
         self.anywhere = frozenset(anywhere)
 
@@ -539,10 +567,11 @@ class PatternTracker:
                 self.last = new_text[-1]
             return 0
         stepped = tuple(alive) if first is None else alive | self.index.candidates(new_text, first.start())
+        starting = self.index.starts
         for index in stepped:  # each DFA through the whole text: fewer look-ups per character
             dfa = self.dfas[index]
-            initial, symbols, other, step, starts = dfa.initial, dfa.symbols, dfa.other, dfa.step, dfa.starts.search
-            word = dfa.word_start
+            initial, symbols, other, step, word = dfa.initial, dfa.symbols, dfa.other, dfa.step, dfa.word_start
+            starts = starting[index]
             states = self.threads[index]
             at, length = 0, len(new_text)
             while at < length:
