@@ -53,6 +53,11 @@ what the DFA library cannot express is made *bigger* (``_Translator``):
 A declaration for a policy that reads the text as it is written (the PII
 policy: Presidio's recognizers see the raw text) is built ``raw``: no
 normalization, each character read once as it comes, nothing read again.
+A raw read of many regexes (the Secrets policy's thirty-odd rules) looks for
+where any of them may begin with one search (``StartIndex``: a character a
+match can begin with, followed by one it can go on with or by the piece's
+end) and steps only the DFAs alive or able to begin there: a streamed token
+with no credential's beginning costs one search, not one per rule.
 """
 
 from __future__ import annotations
@@ -298,14 +303,27 @@ class PatternDFA:
     def _starts(self) -> re.Pattern[str]:
         """The characters a match can begin with, as a character class: where a raw read with no thread
         alive jumps to (``re``'s search, in C, instead of a step per character)."""
+        return _class_search(self.start_chars())
+
+    def start_chars(self) -> CharSet:
+        """The characters a match can begin with (a thread leaves the initial state on them)."""
+        return self._moving(self.initial) if self.initial >= 0 else CharSet(())
+
+    def second_chars(self) -> CharSet:
+        """The characters a thread begun one character earlier can go on with (``AKIA``: ``K``, ``S``, ...)."""
         if self.initial < 0:
-            return re.compile("(?!)")
-        moves = self.step[self.initial]
-        if self.other in moves:  # every character the DFA has no symbol of starts one: all but those that do not
-            refused = [char for char, symbol in self.symbols.items() if symbol not in moves]
-            return re.compile("[^" + "".join(map(re.escape, refused)) + "]" if refused else "(?s:.)")
-        started = [char for char, symbol in self.symbols.items() if symbol in moves]
-        return re.compile("[" + "".join(map(re.escape, started)) + "]" if started else "(?!)")
+            return CharSet(())
+        found = CharSet(())
+        for state in set(self.step[self.initial].values()):
+            found = found.union(self._moving(state))
+        return found
+
+    def _moving(self, state: int) -> CharSet:
+        """The characters on which ``state`` moves to a live state."""
+        moves = self.step[state]
+        if self.other in moves:  # every character the DFA has no symbol of moves it: all but those that do not
+            return CharSet((char for char, symbol in self.symbols.items() if symbol not in moves), True)
+        return CharSet(char for char, symbol in self.symbols.items() if symbol in moves)
 
     def may_continue(self, state: int, first: str) -> bool:
         """Whether a thread in ``state`` may live on through a text that starts with ``first``, or with what
@@ -322,6 +340,74 @@ class PatternDFA:
         if first in _HANGUL_FIRSTS:
             return self.grows_non_ascii[state]  # a syllable: read as any non-ASCII character
         return any(symbols.get(char, other) in moves for char in composed)
+
+
+def _class_search(chars: CharSet) -> re.Pattern[str]:
+    """A search for one character of ``chars``."""
+    return re.compile(_class_regex(chars))
+
+
+def _pair_search(first: CharSet, second: CharSet) -> re.Pattern[str]:
+    """A search for a character of ``first`` followed by one of ``second`` or by the end of the text."""
+    return re.compile(f"{_class_regex(first)}(?={_class_regex(second)}|\\Z)")
+
+
+def _class_regex(chars: CharSet) -> str:
+    if chars.negated:
+        return "[^" + "".join(map(re.escape, sorted(chars.chars))) + "]" if chars.chars else "(?s:.)"
+    return "[" + "".join(map(re.escape, sorted(chars.chars))) + "]" if chars.chars else "(?!)"
+
+
+class StartIndex:
+    """Where a match of any of several DFAs can begin, found by one search instead of one per DFA.
+
+    A raw read of a quiet stream (no thread alive: no credential being written) used to run each DFA's own
+    start search (``PatternDFA.starts``) over each new piece: for the Secrets policy's thirty-odd rules, thirty
+    searches and a Python loop around them per streamed event, most of a token's CPU in the proxy. ``search``
+    looks for a character any of them can begin with followed by one any can go on with, or by the piece's
+    end (the union of their start classes, then of their second classes: ``re``'s search in C); without one,
+    no DFA can start a thread in the piece that lives past its first character, and none is stepped. With
+    one, only the DFAs whose start class holds a character from there on are (``candidates``): ``by_char``
+    names them for each character of a positive class, ``anywhere`` the DFAs whose class is negated (most
+    characters start them); each jumps with its own pair search (``starts``) while it has no thread alive.
+    Exact: a thread a search skips dies at its second character (holding nothing, and no state another
+    thread could need), and a DFA left out has no character of its class in the piece (tests/policy/
+    test_pattern_holdback.py checks both against every DFA stepped from every character, random patterns
+    and the Secrets rules). Prose with an ``e`` no ``y`` follows starts no ``eyJ`` thread.
+    """
+
+    __slots__ = ("search", "by_char", "anywhere", "starts")
+
+    def __init__(self, dfas: Sequence[PatternDFA]) -> None:
+        union = seconds = CharSet(())
+        by_char: dict[str, list[int]] = {}
+        anywhere: list[int] = []
+        starts = []
+        for index, dfa in enumerate(dfas):
+            chars, then = dfa.start_chars(), dfa.second_chars()
+            starts.append(_pair_search(chars, then).search)
+            union = union.union(chars)
+            seconds = seconds.union(then)
+            if chars.negated:
+                anywhere.append(index)
+            else:
+                for char in chars.chars:
+                    by_char.setdefault(char, []).append(index)
+        self.search = _pair_search(union, seconds).search  # pickles: a bound method of a compiled pattern
+        self.starts = tuple(starts)
+        self.by_char = {char: tuple(indices) for char, indices in by_char.items()}
+        self.anywhere = frozenset(anywhere)
+
+    def candidates(self, text: str, start: int) -> set[int]:
+        """The DFAs that may begin a match in ``text[start:]`` (``start``: where ``search`` found the first
+        character any can begin with)."""
+        found = set(self.anywhere)
+        by_char = self.by_char
+        for char in set(text[start:] if start else text):
+            indices = by_char.get(char)
+            if indices is not None:
+                found.update(indices)
+        return found
 
 
 def _word(char: str) -> bool:
@@ -406,13 +492,16 @@ class Patterns:
 
     def _set(self, dfas: Iterable[PatternDFA]) -> None:
         self.dfas = tuple(dfas)
+        self._index: StartIndex | None = None
         _canonical_pairs()  # the Unicode composition tables, at load rather than on a stream's first read
         _compositions()
         widths = [dfa.longest for dfa in self.dfas]
         self.bound: int | None = None if None in widths else max((w - 1 for w in widths if w is not None), default=0)
 
     def tracker(self) -> PatternTracker:
-        return PatternTracker(self.dfas, raw=self.raw)
+        if self._index is None:  # built once, shared by every channel's tracker
+            self._index = StartIndex(self.dfas)
+        return PatternTracker(self.dfas, raw=self.raw, index=self._index)
 
     def held(self, text: str) -> int:
         return self.tracker().feed(text)
@@ -428,11 +517,14 @@ class PatternTracker:
     is written, each character once (no segments, no tail read again).
     """
 
-    __slots__ = ("dfas", "threads", "committed", "tail", "steps", "raw", "last")
+    __slots__ = ("dfas", "threads", "committed", "tail", "steps", "raw", "last", "index", "alive")
 
-    def __init__(self, dfas: Sequence[PatternDFA], *, raw: bool = False) -> None:
+    def __init__(self, dfas: Sequence[PatternDFA], *, raw: bool = False, index: StartIndex | None = None) -> None:
         self.dfas = tuple(dfas)
         self.threads: list[dict[int, int]] = [{} for _ in self.dfas]  # per DFA: live state -> earliest start
+        # raw: where any DFA may begin a match (``StartIndex``), and the DFAs with a thread alive
+        self.index = index if index is not None else StartIndex(self.dfas)
+        self.alive: set[int] = set()
         self.committed = 0  # raw characters read for good
         self.tail = ""  # raw text after them: its last segment, which more text may still change
         self.steps = 0
@@ -466,12 +558,25 @@ class PatternTracker:
         A widened DFA's thread may stand for several (one state keeps the earliest start of all that reach
         it): past its pattern's widest match the earliest can no longer complete one, but a later one may.
         Any match still pending began within the last ``widest - 1`` characters, so that is the most such a
-        thread holds: no less than a match needs, and never more than the pattern's width."""
+        thread holds: no less than a match needs, and never more than the pattern's width.
+
+        Only the DFAs with a thread alive, or that can begin a match in the new text (``StartIndex``: one
+        search for all), are stepped; a quiet stream's piece costs one search."""
         offset = self.committed
         last = self.last
-        for index, dfa in enumerate(self.dfas):  # each DFA through the whole text: fewer look-ups per character
-            initial, symbols, other, step, starts = dfa.initial, dfa.symbols, dfa.other, dfa.step, dfa.starts.search
-            word = dfa.word_start
+        alive = self.alive
+        first = self.index.search(new_text)
+        if first is None and not alive:  # no thread alive, none can start: nothing pending, nothing stepped
+            self.committed += len(new_text)
+            if new_text:
+                self.last = new_text[-1]
+            return 0
+        stepped = tuple(alive) if first is None else alive | self.index.candidates(new_text, first.start())
+        starting = self.index.starts
+        for index in stepped:  # each DFA through the whole text: fewer look-ups per character
+            dfa = self.dfas[index]
+            initial, symbols, other, step, word = dfa.initial, dfa.symbols, dfa.other, dfa.step, dfa.word_start
+            starts = starting[index]
             states = self.threads[index]
             at, length = 0, len(new_text)
             while at < length:
@@ -493,13 +598,16 @@ class PatternTracker:
                 states = moved
                 at += 1
             self.threads[index] = states
+            if states:
+                alive.add(index)
+            else:
+                alive.discard(index)
         end = self.committed = self.committed + len(new_text)
         if new_text:
             self.last = new_text[-1]
         earliest = end
-        for dfa, states in zip(self.dfas, self.threads):
-            if not states:
-                continue
+        for index in alive:
+            dfa, states = self.dfas[index], self.threads[index]
             start = min(states.values())
             if dfa.widest is not None:
                 start = max(start, end - dfa.widest + 1)

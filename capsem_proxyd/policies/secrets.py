@@ -36,6 +36,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+import ahocorasick_rs
 from capsem.models import DEFAULT_SAFE_DECISION, Agent, Decision, Media, Reason, Verdict
 from capsem.policies import Policy
 from capsem.tools import Tool
@@ -247,24 +248,39 @@ class KeywordScreen:
     Unlike a term, a keyword is where a credential *begins*: the rest may come in later pieces that hold no
     keyword (``AKIA`` now, its 16 characters next). So from the first keyword on, the screen flags every
     piece (the policy is asked at every check of that channel, as without a screen); a reply without any
-    keyword is never asked about until its end."""
+    keyword is never asked about until its end.
 
-    __slots__ = ("keywords", "seen", "_keep", "_tail")
+    The words are found in one pass (``_keyword_search``: an Aho-Corasick automaton, the sieve's library), not
+    a ``str.find`` per word: fifty finds per streamed token were most of the Secrets policy's CPU per event.
+    The tail holds no keyword whole (one found there would have set ``seen``), so a word found in the tail
+    and the new piece ends in the new piece."""
+
+    __slots__ = ("keywords", "seen", "_keep", "_tail", "_search")
 
     def __init__(self, keywords: Iterable[str]) -> None:
         self.keywords = tuple(keywords)
         self.seen = False  # a keyword was found: every later piece is flagged
         self._keep = max((len(word) for word in self.keywords), default=1) - 1
         self._tail = ""
+        self._search = _keyword_search(self.keywords)
 
     def feed(self, new_text: str) -> bool:
         if self.seen or not new_text:
             return self.seen
         tail = self._tail
         text = tail + new_text.lower()
-        self.seen = any(text.find(word, max(0, len(tail) - len(word) + 1)) >= 0 for word in self.keywords)
+        self.seen = bool(self._search(text))
         self._tail = text[-self._keep:] if self._keep else ""
         return self.seen
+
+
+@functools.cache
+def _keyword_search(keywords: tuple[str, ...]) -> Callable[[str], list[tuple[int, int, int]]]:
+    """The keywords' automaton (once per process: every channel's screen shares it), as the search that
+    lists where they occur (empty: none)."""
+    if not keywords:
+        return lambda text: []
+    return ahocorasick_rs.AhoCorasick(keywords).find_matches_as_indexes
 
 
 def _strings(config: dict, key: str) -> list[str]:

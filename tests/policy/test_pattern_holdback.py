@@ -258,3 +258,115 @@ def test_an_ascii_class_under_ignorecase_takes_exactly_what_re_takes() -> None:
         assert {letter for letter in string.ascii_letters if re.fullmatch(letter, char, re.IGNORECASE)} == letters
     tracker = Patterns([re.compile("secret-[a-z]+", re.IGNORECASE)]).tracker()
     assert [tracker.feed(piece) for piece in ("the ", "quick answe", "ſe", "cret-x", " done")] == [0, 0, 2, 8, 0]
+
+
+# -- one start search for several DFAs (``StartIndex``): a quiet raw stream steps none ------------------------
+
+
+def _stepped_everywhere(dfas: list[PatternDFA], pieces: list[str]) -> list[int]:
+    """What a raw read holds after each piece when every DFA starts a thread at every character and steps it
+    (no start search at all): the reference the combined search must answer exactly like."""
+    from capsem_proxyd.policies.pattern_holdback import at_boundary
+
+    threads: list[dict[int, int]] = [{} for _ in dfas]
+    text, answers = "", []
+    for piece in pieces:
+        for char in piece:
+            at = len(text)
+            for index, dfa in enumerate(dfas):
+                states = threads[index]
+                if dfa.initial >= 0 and dfa.initial not in states and (
+                        dfa.word_start is None or at_boundary(dfa.word_start, text[-1:], char)):
+                    states[dfa.initial] = at
+                symbol = dfa.symbols.get(char, dfa.other)
+                moved: dict[int, int] = {}
+                for state, begun in states.items():
+                    target = dfa.step[state].get(symbol)
+                    if target is not None and (target not in moved or begun < moved[target]):
+                        moved[target] = begun
+                threads[index] = moved
+            text += char
+        earliest = len(text)
+        for dfa, states in zip(dfas, threads):
+            if states:
+                start = min(states.values())
+                if dfa.widest is not None:
+                    start = max(start, len(text) - dfa.widest + 1)
+                earliest = min(earliest, start)
+        answers.append(len(text) - earliest)
+    return answers
+
+
+def _raw_dfas(patterns: list[str]) -> list[PatternDFA]:
+    dfas = []
+    for pattern in patterns:
+        try:
+            dfas.append(PatternDFA(re.compile(pattern), widened=True))
+        except Untranslatable:
+            pass
+    return dfas
+
+
+@given(patterns=st.lists(st.tuples(st.sampled_from(["", r"\b"]), _patterns()).map("".join), min_size=1, max_size=4),
+       text=st.text(alphabet=ALPHABET + " xé", max_size=30), start=st.integers(0, 30))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_the_combined_start_search_never_misses_a_start_a_patterns_own_search_finds(
+    patterns: list[str], text: str, start: int
+) -> None:
+    """Whatever the patterns and the text: where any DFA's own start search (a first character, then a second
+    or the end) finds a start, the combined search finds one no later, and that DFA is among the candidates it
+    names from there (the reference test below checks that the pair searches skip no thread that matters)."""
+    from capsem_proxyd.policies.pattern_holdback import StartIndex
+
+    dfas = _raw_dfas(patterns)
+    assume(dfas)
+    index = StartIndex(dfas)
+    start = min(start, len(text))
+    combined = index.search(text, start)
+    for number in range(len(dfas)):
+        own = index.starts[number](text, start)
+        if own is not None:
+            assert combined is not None and combined.start() <= own.start(), (patterns, text)
+            assert number in index.candidates(text, combined.start()), (patterns, text)
+
+
+@given(patterns=st.lists(st.tuples(st.sampled_from(["", r"\b"]), _patterns()).map("".join), min_size=1, max_size=4),
+       text=st.text(alphabet=ALPHABET + " x", max_size=30), cuts=st.lists(st.integers(1, 29)))
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_several_patterns_read_raw_hold_exactly_what_stepping_every_dfa_everywhere_holds(
+    patterns: list[str], text: str, cuts: list[int]
+) -> None:
+    """The raw tracker steps only the DFAs alive or able to begin a match in a piece; whatever the patterns
+    (``\\b`` starts included) and the cuts, it holds what stepping every DFA from every character holds."""
+    dfas = _raw_dfas(patterns)
+    assume(dfas)
+    pieces = _cut(text, cuts)
+    tracker = Patterns.of(dfas, raw=True).tracker()
+    assert [tracker.feed(piece) for piece in pieces] == _stepped_everywhere(dfas, pieces), (patterns, text)
+
+
+@given(text=st.lists(st.sampled_from(["AKIA", "ghp_", "-----BEGIN ", "RSA PRIVATE KEY", "-----", "eyJ", "://u:",
+                                      "p4ss@h", "xoxb-", "sk_live_", "tok007 ", " ", "\n", "Ab3_", "0123456789"]),
+                     max_size=16).map("".join),
+       cuts=st.lists(st.integers(1, 200), max_size=10))
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_secrets_hold_back_holds_what_stepping_every_rule_everywhere_holds(text: str, cuts: list[int]) -> None:
+    """The default Secrets rules' hold-back (thirty-odd DFAs behind one start search) on text made of their
+    beginnings: the same answer, piece by piece, as every rule's DFA stepped from every character."""
+    from capsem_proxyd.policies.secrets import SecretsPolicy
+
+    patterns = SecretsPolicy().stream_holdback.parts[0]  # type: ignore[attr-defined]
+    pieces = _cut(text, cuts)
+    tracker = patterns.tracker()
+    assert [tracker.feed(piece) for piece in pieces] == _stepped_everywhere(list(patterns.dfas), pieces), text
+
+
+def test_a_quiet_stream_steps_no_secrets_rule() -> None:
+    """Tokens with no character a rule begins with: one search per piece, no DFA stepped, nothing held."""
+    from capsem_proxyd.policies.secrets import SecretsPolicy
+
+    tracker = SecretsPolicy().stream_holdback.parts[0].tracker()  # type: ignore[attr-defined]
+    for number in range(200):
+        assert tracker.feed(f"tok{number:03d} ") == 0
+    assert tracker.steps == 0 and not tracker.alive
+    assert tracker.feed("Take AKIA") == len("AKIA") and tracker.alive
