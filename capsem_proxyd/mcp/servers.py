@@ -49,9 +49,11 @@ def named_url(entry: str) -> tuple[str, str]:
     """``NAME=URL`` as (name, url); McpConfigError naming what is wrong."""
     name, sep, url = entry.partition("=")
     name, url = name.strip(), url.strip()
-    if not sep or not NAME.match(name):
+    if not sep or not NAME.match(name) or "__" in name:
+        # No "__": policies read the server out of a tool's name mcp__SERVER__tool (views.mcp_server), one way.
         raise McpConfigError(
-            f"{entry!r} is not NAME=URL with NAME made of letters, digits, '-' and '_' (e.g. docs=https://mcp.example.com/mcp)"
+            f"{entry!r} is not NAME=URL with NAME made of letters, digits, '-' and '_' (no '__') "
+            "(e.g. docs=https://mcp.example.com/mcp)"
         )
     try:
         parts = urlsplit(url)

@@ -11,6 +11,8 @@ from tests.support.daemon import assert_startup_error, run_cli
 BAD = {
     "no name": (["--mcp-server", "https://mcp.example.com"], ("NAME=URL",)),
     "name with a slash": (["--mcp-server", "a/b=https://mcp.example.com"], ("NAME=URL",)),
+    # policies read the server out of mcp__SERVER__tool: a name with "__" would read two ways
+    "name with a double underscore": (["--mcp-server", "a__b=https://mcp.example.com"], ("no '__'",)),
     "not http": (["--mcp-server", "docs=ftp://mcp.example.com"], ("docs", "http://")),
     "no host": (["--mcp-server", "docs=http://"], ("docs",)),
     "credentials in the URL": (["--mcp-server", "docs=https://u:p@mcp.example.com"], ("credentials",)),
