@@ -54,7 +54,7 @@ from capsem_proxyd.mcp.pins import Pins
 from capsem_proxyd.mcp.servers import McpServer, load_servers
 from capsem_proxyd.mcp.sessions import ApprovedTools, RefusalCounts, SessionIds, hashed, owner_of
 from capsem_proxyd.mcp.sse import EventSplitter, EventTooLarge
-from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.observe.recorders import McpNote, Recorder
 from capsem_proxyd.proxy.request_body import ClientGone, read_request_body
 from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.upstream import Upstream, response_headers
@@ -505,7 +505,8 @@ class _Context:
         self.exchange = exchange
 
     def note(self, message: Message, direction: str, decision: str, asked: Message | None = None) -> None:
-        """One log line and one count per JSON-RPC message (no content, the session id hashed)."""
+        """One log line, one count and one audit record per JSON-RPC message (no content, the session id
+        hashed)."""
         method = message.method or (f"{asked.method} response" if asked is not None else "response")
         tool = message.tool or (asked.tool if asked is not None else "")
         # A refused call counted per session and tool: "refused=3" is an agent retrying what it was told not to.
@@ -521,7 +522,8 @@ class _Context:
             }},
         )
         label = message.method if message.method in KNOWN_METHODS else "response" if not message.method else "other"
-        self.recorder.mcp_message(self.server.name, label, decision)
+        self.recorder.mcp_message(self.exchange, McpNote(
+            direction, self.server.name, method[:128], label, tool[:128], decision, hashed(self.session or "")))
 
 
 class _Reply:

@@ -4,6 +4,7 @@ the server as a policy field of its own, the audit record of each message, per-s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.e2e.test_mcp_hop import leaves, mcp_client, mcp_server, server_ready
+from capsem_proxyd.observe.audit_verify import verify
+from tests.e2e.test_mcp_hop import CREDENTIAL, leaves, mcp_client, mcp_server, server_ready
+from tests.support.mcp_server import MARKER
 from tests.support.proxy import OPENAI_AUTH
 
 SERVER_RULES = """
@@ -50,3 +53,31 @@ async def test_a_rules_policy_refuses_a_server_by_name_on_both_hops(tmp_path: Pa
             assert refused.status_code == 400 and "mcp_servers.deny" in refused.text, refused.text
             other = await http.post("/v1/chat/completions", json=chat("mcp__docs__echo"), headers=OPENAI_AUTH)
             assert other.status_code != 400, other.text  # past the policies (the upstream is not there: 502)
+
+
+async def test_each_message_has_an_audit_record_in_the_model_hops_chain(tmp_path: Path, daemons: Any) -> None:
+    """One ``mcp_message`` record per JSON-RPC message (method, server, tool, decision, the session hashed),
+    in the same verified chain as the policies' decisions; never a header value or the session id itself."""
+    audit = tmp_path / "audit.jsonl"
+    with mcp_server(tmp_path) as (server_url, _):
+        daemon = daemons("--mcp-server", f"docs={server_url}/mcp", "--state-dir", str(tmp_path / "state"),
+                         "--audit-log", str(audit))
+        await daemon.wait_ready()
+        await server_ready(server_url)
+        async with mcp_client(daemon.url + "/mcp/docs") as client:
+            await client.list_tools()
+            assert (await client.call_tool("echo", {"text": f"a {MARKER}"})).is_error
+        await daemon.wait_for_log("method=tools/call tool=echo decision=BLOCK")
+    records = [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
+    messages = [record for record in records if record.get("type") == "mcp_message"]
+    seen = {(record["direction"], record["method"], record["tool"], record["decision"]) for record in messages}
+    assert ("server", "tools/list response", "", "FILTERED") in seen, seen
+    assert ("client", "tools/call", "echo", "BLOCK") in seen, seen
+    assert ("client", "initialize", "", "ALLOW") in seen, seen
+    assert all(record["server"] == "docs" and record["provider"] == "mcp" for record in messages)
+    sessions = {record["session"] for record in messages} - {"-"}
+    assert sessions and all(len(session) == 12 for session in sessions)  # hashed, never the id
+    assert any(record.get("type") == "decision" for record in records)  # one chain for both
+    text = audit.read_text()
+    assert CREDENTIAL["Authorization"].split()[1] not in text and "authorization" not in text.lower()
+    assert verify(audit).ok
