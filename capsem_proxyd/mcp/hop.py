@@ -81,6 +81,8 @@ KNOWN_METHODS = frozenset({
     "notifications/resources/updated", "notifications/prompts/list_changed", "notifications/roots/list_changed",
     "roots/list", "sampling/createMessage", "elicitation/create", "server/discover", "response",
 })
+# The longest traceparent/tracestate read from a message's ``params._meta`` (tracestate's own limit is 512).
+_TRACE_CHARS = 512
 _JSON = [(b"content-type", b"application/json")]
 _STREAM = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 # Reply headers the hop sets itself or never relays.
@@ -209,6 +211,7 @@ class McpHop:
         if method not in ("POST", "GET", "DELETE"):
             raise _Refused(405, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, f"{method} is not served on the MCP "
                                               "endpoint (POST, GET and DELETE are)."), "method_not_allowed")
+        exchange.mcp_server = server.name
         engine, exchange.tenant_id, proven = self._engine(server, headers)
         owner = owner_of(self.key, exchange.tenant_id if proven else None, headers, server.headers)
         presented = headers.get(SESSION)
@@ -267,6 +270,7 @@ class McpHop:
             raise _Refused(400, jsonrpc.error(None, malformed.code, str(malformed)), "malformed") from None
         # What spans name (the MCP conventions); cut short: a client chooses them.
         context.exchange.mcp_method, context.exchange.tool = message.method[:64], message.tool[:128]
+        context.exchange.mcp_trace = trace_context(message)
         if message.method == "server/discover":  # 2026-07-28's probe: the error makes clients use the handshake
             context.note(message, "client", "REFUSED")
             raise _Refused(200, jsonrpc.error(message.id, jsonrpc.METHOD_NOT_FOUND, "Method not found: this proxy "
@@ -472,6 +476,18 @@ def _find_answer(raw: bytes, content_type: str, asked: Message, limit: int) -> M
         if message.kind in (Kind.RESULT, Kind.ERROR) and message.id == asked.id:
             return message if message.kind is Kind.RESULT else None
     return None
+
+
+def trace_context(message: Message) -> dict[str, str] | None:
+    """The W3C trace context a message carries in ``params._meta`` (the MCP conventions' place for it: an
+    agent's span for the call, where one HTTP connection carries many calls), None when it has none.
+    Only short strings are kept: the span recorder parses them, and drops what is not a traceparent."""
+    meta = message.params.get("_meta")
+    if not isinstance(meta, dict):
+        return None
+    carrier = {key: value for key in ("traceparent", "tracestate")
+               if isinstance(value := meta.get(key), str) and len(value) <= _TRACE_CHARS}
+    return carrier if "traceparent" in carrier else None
 
 
 def _answered(message: Message, asked: Message | None) -> Message | None:
