@@ -34,6 +34,7 @@ with it the upstream read: the upstream response is closed in ``finally``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -116,7 +117,8 @@ class McpHop:
         self, settings: Settings, upstream: Upstream, policies: Callable[[], TenantPolicies], recorder: Recorder,
         key: bytes,
     ) -> None:
-        self.servers: dict[str, McpServer] = load_servers(settings.mcp_servers, settings.mcp_headers)
+        self.servers: dict[str, McpServer] = load_servers(
+            settings.mcp_servers, settings.mcp_headers, settings.mcp_timeouts)
         self.origins = frozenset(settings.mcp_origins)
         self.limit = settings.mcp_max_message_size
         self.body_timeout = settings.body_timeout or None
@@ -282,8 +284,32 @@ class McpHop:
         if checked.forward is None:  # a refused notification or reply: dropped, acknowledged as the server would
             raise _Refused(202, {}, "policy_refused")
         body = raw if checked.forward is message.body else jsonrpc.dumps(checked.forward)
-        response = await self._send(context, "POST", forward, body)
-        await self._relay(reply, context, response, message if message.kind is Kind.REQUEST else None)
+        asked = message if message.kind is Kind.REQUEST else None
+        timeout = context.server.timeout if asked is not None else None
+        # --mcp-timeout: the server has that long to answer the request; lifted once it has (``_event``).
+        with trio.move_on_after(math.inf if timeout is None else timeout) as context.deadline:
+            response = await self._send(context, "POST", forward, body)
+            await self._relay(reply, context, response, asked)
+        if context.deadline.cancelled_caught and asked is not None and timeout is not None:
+            await self._timed_out(reply, context, asked, timeout)
+
+    async def _timed_out(self, reply: _Reply, context: _Context, asked: Message, timeout: float) -> None:
+        """The server did not answer ``asked`` within its ``--mcp-timeout``: the upstream request is closed
+        already; the client gets a JSON-RPC error with the request's id (as the reply, or as the last event of
+        the stream it was reading), so the call fails and the session goes on."""
+        log.warning("mcp server timed out server=%s method=%s tool=%s timeout=%gs request_id=%s tenant_id=%s",
+                    context.server.name, asked.method, asked.tool or "-", timeout, context.exchange.request_id,
+                    context.exchange.tenant_id)
+        context.exchange.failure = "mcp_timeout"
+        error = jsonrpc.error(asked.id, jsonrpc.INTERNAL_ERROR, f"MCP server '{context.server.name}' did not "
+                              f"answer within {timeout:g} seconds (the proxy's --mcp-timeout).")
+        context.note(Message(error, Kind.ERROR, asked.id), "server", "TIMEOUT", asked)
+        if not reply.started:
+            await reply.json(200, error, "upstream_timeout")
+            return
+        reply.done(200, "upstream_timeout")
+        await reply.chunk(b"event: message\ndata: " + jsonrpc.dumps(error) + b"\n\n")
+        await reply.end()
 
     async def _list_tools(self, context: _Context, forward: list[tuple[str, str]]) -> None:
         """List the server's tools for the session, as the client would (every page, up to ``LIST_PAGES``):
@@ -337,6 +363,8 @@ class McpHop:
                 await self._stream(reply, context, response, asked, headers, status)
                 return
             body = await self._read_reply(response)
+            if context.deadline is not None:
+                context.deadline.deadline = math.inf  # the whole reply is in: --mcp-timeout no longer applies
             if not body.strip():
                 await reply.whole(status, headers, b"", str(status))
                 return
@@ -408,7 +436,9 @@ class McpHop:
                 outcome = "upstream_error"
                 context.exchange.failure = type(error).__name__
         except BaseException:
-            outcome = "client_disconnected"  # cancelled: the client left, or the server is going away
+            # cancelled: the client left, the server is going away, or --mcp-timeout ran out (``_timed_out``)
+            timed_out = context.deadline is not None and context.deadline.cancel_called
+            outcome = "upstream_timeout" if timed_out else "client_disconnected"
             raise
         finally:
             reply.done(status, outcome)
@@ -426,6 +456,8 @@ class McpHop:
                         context.exchange.request_id)
             return bytes(event.rewrite(None)) if event.event_id is not None else b""
         answered = _answered(message, asked)
+        if answered is not None and context.deadline is not None:
+            context.deadline.deadline = math.inf  # the request is answered: --mcp-timeout no longer applies
         checked = await context.checks.server_message(message, answered)
         context.note(message, "server", checked.decision, answered)
         if checked.forward is message.body:
@@ -519,6 +551,7 @@ class _Context:
         self.session = session
         self.checks = checks
         self.exchange = exchange
+        self.deadline: trio.CancelScope | None = None  # --mcp-timeout's scope for the request being answered
 
     def note(self, message: Message, direction: str, decision: str, asked: Message | None = None) -> None:
         """One log line, one count and one audit record per JSON-RPC message (no content, the session id
@@ -551,6 +584,7 @@ class _Reply:
         self._done = done
         self.recorded = False
         self.body_read = False
+        self.started = False
 
     def done(self, status: int, outcome: str) -> None:
         if not self.recorded:
@@ -560,6 +594,7 @@ class _Reply:
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         names = {name for name, _ in self.own}
         headers = [(name, value) for name, value in headers if name not in names] + self.own
+        self.started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def chunk(self, data: bytes) -> None:

@@ -10,10 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from mcp.shared.exceptions import MCPError
 
 from capsem_proxyd.observe.audit_verify import verify
-from tests.e2e.test_mcp_hop import CREDENTIAL, leaves, mcp_client, mcp_server, server_ready
+from tests.e2e.test_mcp_hop import CREDENTIAL, PROTOCOL, leaves, mcp_client, mcp_server, server_ready
+from tests.e2e.test_mcp_hop_faults import RawUpstream
 from tests.support.mcp_server import MARKER
 from tests.support.proxy import OPENAI_AUTH
 
@@ -81,3 +83,48 @@ async def test_each_message_has_an_audit_record_in_the_model_hops_chain(tmp_path
     text = audit.read_text()
     assert CREDENTIAL["Authorization"].split()[1] not in text and "authorization" not in text.lower()
     assert verify(audit).ok
+
+
+class SilentUpstream(RawUpstream):
+    """``/silent`` reads the request and never answers (``closed`` set when the proxy hangs up); every other
+    path is ``RawUpstream``'s (``/slow``: an event stream opened with a comment, then nothing)."""
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return
+            head += chunk
+        if head.split(b" ")[1] != b"/silent":
+            raise AssertionError("only /silent here")
+        while await stream.receive_some(65536):
+            pass
+        self.closed.set()
+
+
+@pytest.mark.parametrize("path", ["silent", "slow"], ids=["no-reply", "stream-open"])
+async def test_a_server_slower_than_its_timeout_gets_the_client_an_error_with_the_request_id(
+    tmp_path: Path, daemons: Any, path: str
+) -> None:
+    """``--mcp-timeout NAME=SECONDS``: a server that never answers the request (no reply at all, or an event
+    stream that never carries the answer) is cut off, and the client gets a JSON-RPC error carrying the
+    request's id, and the upstream request is closed."""
+    async with trio.open_nursery() as nursery:
+        raw = SilentUpstream() if path == "silent" else RawUpstream()
+        await nursery.start(trio.serve_tcp, raw.serve, raw.port)
+        daemon = daemons("--mcp-server", f"slow={raw.url}/{path}", "--mcp-timeout", "slow=0.5",
+                         "--state-dir", str(tmp_path / "state"))
+        await daemon.wait_ready()
+        ping = {"jsonrpc": "2.0", "id": 41, "method": "ping"}
+        async with httpx.AsyncClient(timeout=30) as client:
+            reply = await client.post(daemon.url + "/mcp/slow", json=ping, headers={**PROTOCOL, **CREDENTIAL})
+        assert reply.status_code == 200, reply.text
+        data = [line[5:] for line in reply.text.splitlines() if line.startswith("data:")]
+        error = json.loads(data[-1]) if data else reply.json()
+        assert error["id"] == 41 and "did not answer within 0.5 seconds" in error["error"]["message"], error
+        with trio.fail_after(10):
+            await raw.closed.wait()  # the upstream request was closed with it
+        await daemon.wait_for_log("mcp server timed out server=slow method=ping")
+        assert "decision=TIMEOUT" in daemon.log
+        nursery.cancel_scope.cancel()

@@ -20,6 +20,11 @@ BAD = {
     "header for no server": (["--mcp-header", "docs=X-Team"], ("--mcp-header",)),
     "cookie header": (["--mcp-server", "docs=https://a.example", "--mcp-header", "docs=Cookie"], ("never",)),
     "provider key header": (["--mcp-server", "docs=https://a.example", "--mcp-header", "docs=x-api-key"], ("never",)),
+    "timeout for no server": (["--mcp-timeout", "docs=5"], ("--mcp-timeout", "declared")),
+    "timeout not a number": (["--mcp-server", "docs=https://a.example", "--mcp-timeout", "docs=soon"], ("SECONDS",)),
+    "timeout of zero": (["--mcp-server", "docs=https://a.example", "--mcp-timeout", "docs=0"], ("above 0",)),
+    "timeout given twice": (["--mcp-server", "docs=https://a.example", "--mcp-timeout", "docs=1",
+                             "--mcp-timeout", "docs=2"], ("already",)),
 }
 
 
