@@ -29,6 +29,9 @@ status (200 with ``isError`` or a JSON-RPC error): clients read 401, 403 and
 
 A client hang-up cancels the task serving it (``_compat/hypercorn.py``), and
 with it the upstream read: the upstream response is closed in ``finally``.
+A server given ``--mcp-timeout`` that does not answer a request in time is
+cut off the same way, and the client gets a JSON-RPC error with the
+request's id (``_timed_out``).
 """
 
 from __future__ import annotations
