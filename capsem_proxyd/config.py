@@ -209,6 +209,12 @@ class Settings:
         "NAME=Header-Name, repeatable. Cookies and provider-key headers (x-api-key, x-goog-api-key, api-key) "
         "are never forwarded.", option="mcp-header",
     )
+    mcp_timeouts: tuple[str, ...] = setting(
+        (), "Seconds one MCP server has to answer a JSON-RPC request (its reply, or the event of an event stream "
+        "that answers it): NAME=SECONDS, repeatable. A server slower than that is cut off and the client gets a "
+        "JSON-RPC error with the request's id. Default: none beyond --upstream-timeout between reads.",
+        option="mcp-timeout",
+    )
     mcp_origins: tuple[str, ...] = setting(
         (), "Browser Origin allowed on /mcp/* (repeatable; default: none, every request carrying an Origin "
         "header is refused, against DNS rebinding).", option="mcp-origin",

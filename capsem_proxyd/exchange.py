@@ -97,9 +97,13 @@ class Exchange:
     error: str = ""
     upstream: str = ""
     failure: str = ""
-    # On the MCP hop: the JSON-RPC method of the client's message and the tool it calls (spans name them).
+    # On the MCP hop: the JSON-RPC method of the client's message and the tool it calls (spans name them),
+    # the server's name, and the trace context the message carries in ``params._meta`` (``traceparent``
+    # and ``tracestate``): the agent's span for this call, which the span takes as its parent.
     mcp_method: str = ""
     tool: str = ""
+    mcp_server: str = ""
+    mcp_trace: dict[str, str] | None = None
     # What enforcing policies asked to mask in the request: (value, kind, policy, hook) each; never logged.
     redactions: list[tuple[str, str, str, str]] = field(default_factory=list, repr=False)
     # The process's placeholders and tenants' memory (set by the pipeline): what gives the policies that

@@ -11,6 +11,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+# How a tool's MCP server reaches CAPSEM policies: a tag of the CAPSEM ``Tool`` they are given
+# (``tool.tags``, CAPSEM's one field for what a tool is besides its name and schema), e.g. ``mcp_server:docs``.
+MCP_SERVER_TAG = "mcp_server:"
+# Claude Code's name for an MCP tool on the model hop, and the MCP hop's name for it: ``mcp__SERVER__tool``.
+_MCP_PREFIX = "mcp__"
+
+
+def mcp_server(name: str, server: str = "") -> str:
+    """The MCP server a tool belongs to: ``server`` when the MCP hop named it, else the one Claude Code's name
+    ``mcp__SERVER__tool`` carries (the model hop sees MCP tools only by that name), '' for any other tool.
+    A server whose name has ``__`` in it is read up to the first ``__``, as no client can tell otherwise."""
+    if server or not name.startswith(_MCP_PREFIX):
+        return server
+    found, sep, _ = name[len(_MCP_PREFIX):].partition("__")
+    return found if sep and found else ""
+
+
+def tagged_server(tags: Iterable[str] | None) -> str:
+    """The MCP server a CAPSEM tool's tags name ('' for none): what a policy reads of ``tool.tags``."""
+    for tag in tags or ():
+        if tag.startswith(MCP_SERVER_TAG):
+            return tag[len(MCP_SERVER_TAG):]
+    return ""
+
 
 @dataclass(slots=True)
 class ToolDefinition:
@@ -19,30 +43,35 @@ class ToolDefinition:
     ``content`` is every other content string and key of the definition
     (schema descriptions and property names, a custom tool's grammar, an MCP
     server's description...): policies see it as the call's arguments.
+    ``server``: the MCP server that lists it (the MCP hop), '' where the name says it or it has none.
     """
 
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     content: str = ""
+    server: str = ""
 
 
 @dataclass(slots=True)
 class ToolCall:
-    """A call of a tool, with its arguments parsed as far as possible."""
+    """A call of a tool, with its arguments parsed as far as possible; ``server`` as for a definition."""
 
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
     call_id: str = ""
+    server: str = ""
 
 
 @dataclass(slots=True)
 class ToolResult:
-    """What a tool returned, sent back to the model by the client: all its content as text."""
+    """What a tool returned, sent back to the model by the client: all its content as text; ``server`` as for
+    a definition."""
 
     name: str
     content: str = ""
     call_id: str = ""
+    server: str = ""
 
 
 @dataclass(slots=True)

@@ -36,6 +36,8 @@ def _other_value(name: str) -> tuple[str, Any]:
         return "a=http://127.0.0.1:9/a b=http://127.0.0.1:9/b", ("a=http://127.0.0.1:9/a", "b=http://127.0.0.1:9/b")
     if name == "mcp_headers":  # SERVER=Header, for the servers above
         return "a=x-team b=x-team", ("a=x-team", "b=x-team")
+    if name == "mcp_timeouts":  # SERVER=SECONDS, for the servers above
+        return "a=2.5 b=30", ("a=2.5", "b=30")
     if typing.get_origin(hint) is tuple:
         return "a b", ("a", "b")
     if spec.upstream:

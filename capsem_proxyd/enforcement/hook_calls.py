@@ -10,7 +10,10 @@ they are asked.
 
 Tool definitions and tool calls become CAPSEM ``Tool`` objects without
 validation (``capsem_tool``): a client may send any JSON Schema, and an odd
-one must be checked, not crash the check.
+one must be checked, not crash the check. A tool of an MCP server carries the
+server in its CAPSEM tags (``views.MCP_SERVER_TAG``): named by the MCP hop, or
+read from Claude Code's ``mcp__SERVER__tool`` on the model hop, so that a
+policy matching a server covers both hops.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from capsem.policies import Policy
 from capsem.tools import Schema, Tool
 from pydantic import ValidationError
 
-from capsem_proxyd.views import MediaPart, RequestView, ToolCall, ToolDefinition, ToolResult
+from capsem_proxyd.views import MCP_SERVER_TAG, MediaPart, RequestView, ToolCall, ToolDefinition, ToolResult, mcp_server
 
 # A hook call on one policy: the engine decides which policies, the caller what they are asked.
 Invoke = Callable[[Policy], Awaitable[Decision]]
@@ -53,8 +56,9 @@ def asking(hook: str, args: tuple[Any, ...]) -> Invoke:
     return HookCall(hook, "", args).invoke
 
 
-def capsem_tool(name: str, description: str = "", parameters: Any = None) -> Tool:
-    """A CAPSEM ``Tool`` from whatever the client sent, never failing on odd schemas."""
+def capsem_tool(name: str, description: str = "", parameters: Any = None, server: str = "") -> Tool:
+    """A CAPSEM ``Tool`` from whatever the client sent, never failing on odd schemas; ``server``: the MCP
+    server it belongs to (``views.mcp_server``), as a tag."""
     schema = _NO_SCHEMA
     if isinstance(parameters, dict) and parameters:
         try:
@@ -67,7 +71,7 @@ def capsem_tool(name: str, description: str = "", parameters: Any = None) -> Too
         parameters=schema,
         returns=None,
         version=None,
-        tags=None,
+        tags=[MCP_SERVER_TAG + server] if server else None,
     )
 
 
@@ -81,14 +85,18 @@ def tool_response(rid: str, agent: Any, result: ToolResult, tools: dict[str, Too
     ``tools``: the CAPSEM tools made so far for the request's results, by name (an agent's turn sends back
     dozens of results of a few tools: one ``Tool`` each, not one per result)."""
     response = {"content": result.content}
-    tool = tools.get(result.name) if tools is not None else None
+    server = mcp_server(result.name, result.server)
+    known = f"{server}\0{result.name}"
+    tool = tools.get(known) if tools is not None else None
     if tool is None:
-        tool = capsem_tool(result.name)
+        tool = capsem_tool(result.name, server=server)
         if tools is not None:
-            tools[result.name] = tool
+            tools[known] = tool
+    # The name says the server, unless the MCP hop named one apart (then it is part of what is known).
+    named = f"{result.server}\0{result.name}" if result.server else result.name
     return HookCall(
         "on_tool_response", f"Tool result for '{result.name}'", (rid, agent, tool, response),
-        identity=lambda: f"{result.name}\0{result.content}",
+        identity=lambda: f"{named}\0{result.content}",
     )
 
 
@@ -109,11 +117,14 @@ def tool_definition(rid: str, agent: Any, definition: ToolDefinition, tools: Def
     ``tools``: the CAPSEM tools made before, by the definition's whole text: an agent sends the same
     definitions every turn, and validating each one's schema into a ``Tool`` took more than checking it
     (the verdict cache answers for it); emptied when it holds ``DEFINED_TOOLS``."""
+    server = mcp_server(definition.name, definition.server)
     whole = [definition.name, definition.description, definition.parameters, definition.content]
+    if definition.server:  # named apart by the MCP hop: part of what the definition is known by
+        whole.append(definition.server)
     identity = orjson.dumps(whole, default=str, option=orjson.OPT_SORT_KEYS).decode()
     tool = tools.get(identity) if tools is not None else None
     if tool is None:
-        tool = capsem_tool(definition.name, definition.description, definition.parameters)
+        tool = capsem_tool(definition.name, definition.description, definition.parameters, server)
         if tools is not None:
             if len(tools) >= DEFINED_TOOLS:
                 tools.clear()
@@ -125,7 +136,8 @@ def tool_definition(rid: str, agent: Any, definition: ToolDefinition, tools: Def
 
 def tool_call(rid: str, agent: Any, call: ToolCall) -> HookCall:
     """``on_tool_call`` for a call the model makes."""
-    return HookCall("on_tool_call", f"Tool call '{call.name}'", (rid, agent, capsem_tool(call.name), call.arguments))
+    tool = capsem_tool(call.name, server=mcp_server(call.name, call.server))
+    return HookCall("on_tool_call", f"Tool call '{call.name}'", (rid, agent, tool, call.arguments))
 
 
 def model_response(rid: str, agent: Any, text: str, thoughts: str, media: list[MediaPart] | None) -> HookCall:

@@ -56,9 +56,9 @@ from capsem_proxyd.views import RequestView, ToolCall, ToolDefinition, ToolResul
 
 # The JSON-RPC envelope's keys: not content at the top of a message, and only there.
 ENVELOPE = frozenset({"jsonrpc", "id"})
-# Listings filtered entry by entry: the method and the result's key.
-_LISTINGS = {"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
-             "resources/templates/list": "resourceTemplates"}
+# Listings filtered entry by entry: the method and the result's key (surfaces.py documents them).
+LISTINGS = {"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
+            "resources/templates/list": "resourceTemplates"}
 _NOT_RETRY = " Do not retry this call: the proxy refuses it the same way every time."
 _MASKED = "asked to mask part of it, which the MCP hop does not do (nothing is forwarded masked here)"
 
@@ -187,9 +187,9 @@ class MessageChecks:
         method = asked.method if asked is not None and message.kind in (Kind.RESULT, Kind.ERROR) else ""
         if message.kind is Kind.REQUEST and _not_relayed(message):
             return Checked("BLOCK")  # dropped: the client was never offered it (sampling, URL-mode elicitation)
-        if message.kind is Kind.RESULT and method in _LISTINGS:
+        if message.kind is Kind.RESULT and method in LISTINGS:
             assert asked is not None
-            return await self._listing(message, asked, _LISTINGS[method])
+            return await self._listing(message, asked, LISTINGS[method])
         if message.kind is Kind.RESULT and method == "initialize":
             return await self._initialized(message)
         what = message.method or method or "response"

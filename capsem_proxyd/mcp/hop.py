@@ -29,11 +29,15 @@ status (200 with ``isError`` or a JSON-RPC error): clients read 401, 403 and
 
 A client hang-up cancels the task serving it (``_compat/hypercorn.py``), and
 with it the upstream read: the upstream response is closed in ``finally``.
+A server given ``--mcp-timeout`` that does not answer a request in time is
+cut off the same way, and the client gets a JSON-RPC error with the
+request's id (``_timed_out``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -54,7 +58,7 @@ from capsem_proxyd.mcp.pins import Pins
 from capsem_proxyd.mcp.servers import McpServer, load_servers
 from capsem_proxyd.mcp.sessions import ApprovedTools, RefusalCounts, SessionIds, hashed, owner_of
 from capsem_proxyd.mcp.sse import EventSplitter, EventTooLarge
-from capsem_proxyd.observe.recorders import Recorder
+from capsem_proxyd.observe.recorders import McpNote, Recorder
 from capsem_proxyd.proxy.request_body import ClientGone, read_request_body
 from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.upstream import Upstream, response_headers
@@ -81,6 +85,8 @@ KNOWN_METHODS = frozenset({
     "notifications/resources/updated", "notifications/prompts/list_changed", "notifications/roots/list_changed",
     "roots/list", "sampling/createMessage", "elicitation/create", "server/discover", "response",
 })
+# The longest traceparent/tracestate read from a message's ``params._meta`` (tracestate's own limit is 512).
+_TRACE_CHARS = 512
 _JSON = [(b"content-type", b"application/json")]
 _STREAM = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
 # Reply headers the hop sets itself or never relays.
@@ -114,7 +120,8 @@ class McpHop:
         self, settings: Settings, upstream: Upstream, policies: Callable[[], TenantPolicies], recorder: Recorder,
         key: bytes,
     ) -> None:
-        self.servers: dict[str, McpServer] = load_servers(settings.mcp_servers, settings.mcp_headers)
+        self.servers: dict[str, McpServer] = load_servers(
+            settings.mcp_servers, settings.mcp_headers, settings.mcp_timeouts)
         self.origins = frozenset(settings.mcp_origins)
         self.limit = settings.mcp_max_message_size
         self.body_timeout = settings.body_timeout or None
@@ -209,6 +216,7 @@ class McpHop:
         if method not in ("POST", "GET", "DELETE"):
             raise _Refused(405, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, f"{method} is not served on the MCP "
                                               "endpoint (POST, GET and DELETE are)."), "method_not_allowed")
+        exchange.mcp_server = server.name
         engine, exchange.tenant_id, proven = self._engine(server, headers)
         owner = owner_of(self.key, exchange.tenant_id if proven else None, headers, server.headers)
         presented = headers.get(SESSION)
@@ -267,6 +275,7 @@ class McpHop:
             raise _Refused(400, jsonrpc.error(None, malformed.code, str(malformed)), "malformed") from None
         # What spans name (the MCP conventions); cut short: a client chooses them.
         context.exchange.mcp_method, context.exchange.tool = message.method[:64], message.tool[:128]
+        context.exchange.mcp_trace = trace_context(message)
         if message.method == "server/discover":  # 2026-07-28's probe: the error makes clients use the handshake
             context.note(message, "client", "REFUSED")
             raise _Refused(200, jsonrpc.error(message.id, jsonrpc.METHOD_NOT_FOUND, "Method not found: this proxy "
@@ -278,8 +287,32 @@ class McpHop:
         if checked.forward is None:  # a refused notification or reply: dropped, acknowledged as the server would
             raise _Refused(202, {}, "policy_refused")
         body = raw if checked.forward is message.body else jsonrpc.dumps(checked.forward)
-        response = await self._send(context, "POST", forward, body)
-        await self._relay(reply, context, response, message if message.kind is Kind.REQUEST else None)
+        asked = message if message.kind is Kind.REQUEST else None
+        timeout = context.server.timeout if asked is not None else None
+        # --mcp-timeout: the server has that long to answer the request; lifted once it has (``_event``).
+        with trio.move_on_after(math.inf if timeout is None else timeout) as context.deadline:
+            response = await self._send(context, "POST", forward, body)
+            await self._relay(reply, context, response, asked)
+        if context.deadline.cancelled_caught and asked is not None and timeout is not None:
+            await self._timed_out(reply, context, asked, timeout)
+
+    async def _timed_out(self, reply: _Reply, context: _Context, asked: Message, timeout: float) -> None:
+        """The server did not answer ``asked`` within its ``--mcp-timeout``: the upstream request is closed
+        already; the client gets a JSON-RPC error with the request's id (as the reply, or as the last event of
+        the stream it was reading), so the call fails and the session goes on."""
+        log.warning("mcp server timed out server=%s method=%s tool=%s timeout=%gs request_id=%s tenant_id=%s",
+                    context.server.name, asked.method, asked.tool or "-", timeout, context.exchange.request_id,
+                    context.exchange.tenant_id)
+        context.exchange.failure = "mcp_timeout"
+        error = jsonrpc.error(asked.id, jsonrpc.INTERNAL_ERROR, f"MCP server '{context.server.name}' did not "
+                              f"answer within {timeout:g} seconds (the proxy's --mcp-timeout).")
+        context.note(Message(error, Kind.ERROR, asked.id), "server", "TIMEOUT", asked)
+        if not reply.started:
+            await reply.json(200, error, "upstream_timeout")
+            return
+        reply.done(200, "upstream_timeout")
+        await reply.chunk(b"event: message\ndata: " + jsonrpc.dumps(error) + b"\n\n")
+        await reply.end()
 
     async def _list_tools(self, context: _Context, forward: list[tuple[str, str]]) -> None:
         """List the server's tools for the session, as the client would (every page, up to ``LIST_PAGES``):
@@ -333,6 +366,8 @@ class McpHop:
                 await self._stream(reply, context, response, asked, headers, status)
                 return
             body = await self._read_reply(response)
+            if context.deadline is not None:
+                context.deadline.deadline = math.inf  # the whole reply is in: --mcp-timeout no longer applies
             if not body.strip():
                 await reply.whole(status, headers, b"", str(status))
                 return
@@ -404,7 +439,9 @@ class McpHop:
                 outcome = "upstream_error"
                 context.exchange.failure = type(error).__name__
         except BaseException:
-            outcome = "client_disconnected"  # cancelled: the client left, or the server is going away
+            # cancelled: the client left, the server is going away, or --mcp-timeout ran out (``_timed_out``)
+            timed_out = context.deadline is not None and context.deadline.cancel_called
+            outcome = "upstream_timeout" if timed_out else "client_disconnected"
             raise
         finally:
             reply.done(status, outcome)
@@ -422,6 +459,8 @@ class McpHop:
                         context.exchange.request_id)
             return bytes(event.rewrite(None)) if event.event_id is not None else b""
         answered = _answered(message, asked)
+        if answered is not None and context.deadline is not None:
+            context.deadline.deadline = math.inf  # the request is answered: --mcp-timeout no longer applies
         checked = await context.checks.server_message(message, answered)
         context.note(message, "server", checked.decision, answered)
         if checked.forward is message.body:
@@ -474,6 +513,18 @@ def _find_answer(raw: bytes, content_type: str, asked: Message, limit: int) -> M
     return None
 
 
+def trace_context(message: Message) -> dict[str, str] | None:
+    """The W3C trace context a message carries in ``params._meta`` (the MCP conventions' place for it: an
+    agent's span for the call, where one HTTP connection carries many calls), None when it has none.
+    Only short strings are kept: the span recorder parses them, and drops what is not a traceparent."""
+    meta = message.params.get("_meta")
+    if not isinstance(meta, dict):
+        return None
+    carrier = {key: value for key in ("traceparent", "tracestate")
+               if isinstance(value := meta.get(key), str) and len(value) <= _TRACE_CHARS}
+    return carrier if "traceparent" in carrier else None
+
+
 def _answered(message: Message, asked: Message | None) -> Message | None:
     """The client request ``message`` answers, when it is the response to ``asked``."""
     if asked is None or message.kind not in (Kind.RESULT, Kind.ERROR) or message.id != asked.id:
@@ -503,9 +554,11 @@ class _Context:
         self.session = session
         self.checks = checks
         self.exchange = exchange
+        self.deadline: trio.CancelScope | None = None  # --mcp-timeout's scope for the request being answered
 
     def note(self, message: Message, direction: str, decision: str, asked: Message | None = None) -> None:
-        """One log line and one count per JSON-RPC message (no content, the session id hashed)."""
+        """One log line, one count and one audit record per JSON-RPC message (no content, the session id
+        hashed)."""
         method = message.method or (f"{asked.method} response" if asked is not None else "response")
         tool = message.tool or (asked.tool if asked is not None else "")
         # A refused call counted per session and tool: "refused=3" is an agent retrying what it was told not to.
@@ -521,7 +574,8 @@ class _Context:
             }},
         )
         label = message.method if message.method in KNOWN_METHODS else "response" if not message.method else "other"
-        self.recorder.mcp_message(self.server.name, label, decision)
+        self.recorder.mcp_message(self.exchange, McpNote(
+            direction, self.server.name, method[:128], label, tool[:128], decision, hashed(self.session or "")))
 
 
 class _Reply:
@@ -533,6 +587,7 @@ class _Reply:
         self._done = done
         self.recorded = False
         self.body_read = False
+        self.started = False
 
     def done(self, status: int, outcome: str) -> None:
         if not self.recorded:
@@ -542,6 +597,7 @@ class _Reply:
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         names = {name for name, _ in self.own}
         headers = [(name, value) for name, value in headers if name not in names] + self.own
+        self.started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def chunk(self, data: bytes) -> None:

@@ -1,4 +1,5 @@
-"""The MCP servers an operator declares: ``--mcp-server NAME=URL`` and ``--mcp-header NAME=Header``.
+"""The MCP servers an operator declares: ``--mcp-server NAME=URL``, ``--mcp-header NAME=Header`` and
+``--mcp-timeout NAME=SECONDS``.
 
 Validated before start (``check`` and ``start`` read them alike): a bad name,
 URL or header is one line and exit 2, never a 502 on every call.
@@ -22,6 +23,8 @@ from urllib.parse import urlsplit
 import httpx
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The longest --mcp-timeout: a day (a longer one is a typo, not a wish).
+MAX_TIMEOUT = 86_400.0
 HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 # Forwarded to every server.
 PROTOCOL_HEADERS = frozenset({"accept", "content-type", "mcp-protocol-version", "last-event-id", "authorization"})
@@ -38,20 +41,24 @@ class McpConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class McpServer:
-    """One declared server: its name (the path segment), its URL, the headers forwarded to it."""
+    """One declared server: its name (the path segment), its URL, the headers forwarded to it, and the
+    seconds it has to answer a request (None: no bound beyond the upstream read timeout)."""
 
     name: str
     url: httpx.URL
     headers: frozenset[str] = PROTOCOL_HEADERS
+    timeout: float | None = None
 
 
 def named_url(entry: str) -> tuple[str, str]:
     """``NAME=URL`` as (name, url); McpConfigError naming what is wrong."""
     name, sep, url = entry.partition("=")
     name, url = name.strip(), url.strip()
-    if not sep or not NAME.match(name):
+    if not sep or not NAME.match(name) or "__" in name:
+        # No "__": policies read the server out of a tool's name mcp__SERVER__tool (views.mcp_server), one way.
         raise McpConfigError(
-            f"{entry!r} is not NAME=URL with NAME made of letters, digits, '-' and '_' (e.g. docs=https://mcp.example.com/mcp)"
+            f"{entry!r} is not NAME=URL with NAME made of letters, digits, '-' and '_' (no '__') "
+            "(e.g. docs=https://mcp.example.com/mcp)"
         )
     try:
         parts = urlsplit(url)
@@ -65,7 +72,9 @@ def named_url(entry: str) -> tuple[str, str]:
     return name, url
 
 
-def load_servers(entries: Iterable[str], header_entries: Iterable[str] = ()) -> dict[str, McpServer]:
+def load_servers(
+    entries: Iterable[str], header_entries: Iterable[str] = (), timeout_entries: Iterable[str] = ()
+) -> dict[str, McpServer]:
     """Every declared server by name; McpConfigError on a bad, repeated or unknown entry."""
     urls: dict[str, str] = {}
     for entry in entries:
@@ -84,6 +93,29 @@ def load_servers(entries: Iterable[str], header_entries: Iterable[str] = ()) -> 
         if header in NEVER_FORWARDED or header.startswith("proxy-"):
             raise McpConfigError(f"--mcp-header {entry!r}: {header} is never forwarded to an MCP server")
         extra[name].add(header)
+    timeouts = load_timeouts(timeout_entries, urls)
     return {
-        name: McpServer(name, httpx.URL(url), PROTOCOL_HEADERS | frozenset(extra[name])) for name, url in urls.items()
+        name: McpServer(name, httpx.URL(url), PROTOCOL_HEADERS | frozenset(extra[name]), timeouts.get(name))
+        for name, url in urls.items()
     }
+
+
+def load_timeouts(entries: Iterable[str], declared: Iterable[str]) -> dict[str, float]:
+    """``--mcp-timeout NAME=SECONDS`` entries by server; McpConfigError naming a bad or unknown one."""
+    names = set(declared)
+    timeouts: dict[str, float] = {}
+    for entry in entries:
+        name, sep, value = entry.partition("=")
+        name = name.strip()
+        if not sep or name not in names:
+            raise McpConfigError(f"--mcp-timeout {entry!r}: expected SERVER=SECONDS for a declared --mcp-server")
+        if name in timeouts:
+            raise McpConfigError(f"--mcp-timeout {entry!r}: server {name} has a timeout already")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = float("nan")
+        if not 0 < seconds <= MAX_TIMEOUT:  # NaN fails too
+            raise McpConfigError(f"--mcp-timeout {entry!r}: SECONDS must be a number above 0 and at most {MAX_TIMEOUT:g}")
+        timeouts[name] = seconds
+    return timeouts

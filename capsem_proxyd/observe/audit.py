@@ -45,7 +45,7 @@ from capsem.models import Decision
 from capsem_proxyd.errors import audit_log_unavailable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.observe.audit_head import ChainHead
-from capsem_proxyd.observe.recorders import CacheUse, Recorder
+from capsem_proxyd.observe.recorders import CacheUse, McpNote, Recorder
 from capsem_proxyd.views import StoredReference
 
 log = logging.getLogger("capsem_proxyd")
@@ -399,6 +399,16 @@ class AuditRecorder(Recorder):
                                     "accepted_by": dict(accepted_by)})
         if not written and self.audit.block:
             raise audit_log_unavailable()
+
+    def mcp_message(self, exchange: Exchange, note: McpNote) -> None:
+        """One record per JSON-RPC message on the MCP hop, in the model hop's chain: what crossed, to or from
+        which server, and what the hop did with it (the policies' own decisions have their records). Never
+        raises: under ``--audit-failure block`` the request was refused before it was sent (``forwarding``)
+        and each decision that let content through was written, or refused it."""
+        self.audit.write({
+            "type": "mcp_message", **exchange.log_fields(), "direction": note.direction, "server": note.server,
+            "method": note.method, "tool": note.tool, "decision": note.decision, "session": note.session,
+        })
 
     def forwarding(self, exchange: Exchange) -> None:
         """Under ``--audit-failure block``, nothing reaches the provider while the log cannot be written."""

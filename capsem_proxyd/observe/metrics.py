@@ -27,7 +27,7 @@ from typing import Any
 from capsem.models import Decision
 
 from capsem_proxyd.exchange import Exchange
-from capsem_proxyd.observe.recorders import CacheUse, Recorder
+from capsem_proxyd.observe.recorders import CacheUse, McpNote, Recorder
 from capsem_proxyd.outcomes import StreamOutcome
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -198,8 +198,8 @@ class Metrics(Recorder):
     ) -> None:
         self._child(self._redactions, hook, policy).inc(count)
 
-    def mcp_message(self, server: str, method: str, decision: str) -> None:
-        self._child(self._mcp_messages, server, method, decision).inc()
+    def mcp_message(self, exchange: Exchange, note: McpNote) -> None:
+        self._child(self._mcp_messages, note.server, note.label, note.decision).inc()
 
     def mcp_pins(self, server: str, pending: int) -> None:
         self._child(self._mcp_pending, server).set(pending)

@@ -18,7 +18,8 @@ proxy without tracing never imports this module. The span:
   client's), ``error.type`` on failures; ``capsem.request_id``,
   ``capsem.tenant_id``, ``capsem.provider``, ``capsem.endpoint``,
   ``capsem.stream``, ``capsem.decision`` (as ``x-capsem-decision``) and
-  ``capsem.outcome``;
+  ``capsem.outcome``; on the MCP hop ``mcp.method.name``, ``gen_ai.tool.name``,
+  ``capsem.mcp.server`` (the server's name) and its ``server.address``/``port``;
 * an event ``capsem.policy_decision`` per policy decision (policy, hook,
   verdict, reason, decision id, mode): every one that is not ALLOW, and the
   first ALLOW of each policy on each hook (a stream is re-checked as it
@@ -38,7 +39,9 @@ query strings, and decision ``details`` (a policy of the operator's may
 quote what it matched; the decision id leads to them in the audit log).
 
 Trace context: the client's ``traceparent`` (and ``tracestate``) make the
-span's parent; the upstream request carries the span's own context instead
+span's parent; on the MCP hop, the message's ``params._meta.traceparent``
+first when it has one (the MCP conventions: one connection carries many
+calls, each message names its own parent); the upstream request carries the span's own context instead
 of the client's (``upstream_headers``), so the provider's side, when it
 traces, continues under the proxy's span.
 """
@@ -204,7 +207,8 @@ class SpanRecorder(Recorder):
         elif trace.ended:
             return None
         if trace.span is None:
-            parent = _PROPAGATOR.extract(trace.carrier) if trace.carrier else None
+            carrier = exchange.mcp_trace or trace.carrier
+            parent = _PROPAGATOR.extract(carrier) if carrier else None
             trace.carrier = None
             arrived = time.time_ns() - int((time.perf_counter() - exchange.started) * 1e9)
             trace.span = self.tracer.start_span(_name(exchange), context=parent, kind=SpanKind.SERVER, start_time=arrived)
@@ -232,10 +236,8 @@ class SpanRecorder(Recorder):
             attributes["capsem.decision"] = trace.verdict.lower()
         if status >= 400 or outcome not in ("completed", str(status)):
             attributes["error.type"] = outcome
-        if exchange.mcp_method:  # the MCP semantic conventions
-            attributes["mcp.method.name"] = exchange.mcp_method
-            if exchange.tool:
-                attributes["gen_ai.tool.name"] = exchange.tool
+        if exchange.mcp_server:
+            attributes.update(_mcp_attributes(exchange))
         if exchange.operation:
             attributes["gen_ai.operation.name"] = exchange.operation
             attributes["gen_ai.provider.name"] = PROVIDER_NAMES.get(exchange.provider, exchange.provider)
@@ -248,6 +250,21 @@ class SpanRecorder(Recorder):
             if exchange.output_tokens is not None:
                 attributes["gen_ai.usage.output_tokens"] = exchange.output_tokens
         return attributes
+
+
+def _mcp_attributes(exchange: Exchange) -> dict[str, Any]:
+    """The MCP hop's: the semantic conventions' method and tool, the server by name and where it is."""
+    attributes: dict[str, Any] = {"capsem.mcp.server": exchange.mcp_server}
+    host, _, port = exchange.upstream.rpartition(":")
+    if host:
+        attributes["server.address"] = host
+        if port.isdigit():
+            attributes["server.port"] = int(port)
+    if exchange.mcp_method:
+        attributes["mcp.method.name"] = exchange.mcp_method
+        if exchange.tool:
+            attributes["gen_ai.tool.name"] = exchange.tool
+    return attributes
 
 
 def _name(exchange: Exchange) -> str:

@@ -41,9 +41,10 @@ The moments:
   start and whenever one is lost or replaced.
 * ``reply_memory_changed``: the bytes of non-streamed replies the process
   holds (``--reply-memory``) changed to ``held``.
-* ``mcp_message``: a JSON-RPC message passed the MCP hop (``server``, its
-  ``method``, ``other`` for one the hop does not name, and the hop's
-  ``decision``: ALLOW, BLOCK, FILTERED or the check's verdict).
+* ``mcp_message``: a JSON-RPC message passed the MCP hop (``McpNote``: its
+  direction, server, method, tool, the hop's ``decision``: ALLOW, BLOCK,
+  FILTERED or REFUSED, and the session hashed; ``label`` is the method as
+  the metrics count it, ``other`` for one the hop does not name).
 * ``mcp_pins``: a server's listing was compared with its pins: ``pending``
   tools are held until accepted (the gauge of pending pins).
 * ``mcp_pin_accepted``: an operator accepted a server's pending change of a
@@ -83,6 +84,20 @@ class CacheUse:
     @property
     def misses(self) -> int:
         return self.pieces - self.hits
+
+
+@dataclass(frozen=True, slots=True)
+class McpNote:
+    """One JSON-RPC message on the MCP hop, as its log line, its count and its audit record name it: never
+    its content, a header value or the session id itself (``session`` is its hash)."""
+
+    direction: str  # "client" (to the server) or "server" (to the client)
+    server: str
+    method: str  # "tools/list", or for a response "tools/list response" ("response": a request not seen)
+    label: str  # the method as the metrics count it: a method the hop names, "response" or "other"
+    tool: str  # the tool a tools/call (or its response) names, else ""
+    decision: str
+    session: str
 
 
 class Recorder:
@@ -133,8 +148,8 @@ class Recorder:
     def reply_memory_changed(self, held: int) -> None:
         """The process now holds ``held`` bytes of non-streamed replies."""
 
-    def mcp_message(self, server: str, method: str, decision: str) -> None:
-        """A JSON-RPC message crossed the MCP hop to or from ``server``."""
+    def mcp_message(self, exchange: Exchange, note: McpNote) -> None:
+        """A JSON-RPC message crossed the MCP hop in ``exchange`` (an HTTP request on ``/mcp/NAME``)."""
 
     def mcp_pins(self, server: str, pending: int) -> None:
         """``server``'s last listing held ``pending`` tools that its pins do not know."""
@@ -227,9 +242,9 @@ class Recorders(Recorder):
         for recorder in self._reply_memory:
             recorder.reply_memory_changed(held)
 
-    def mcp_message(self, server: str, method: str, decision: str) -> None:
+    def mcp_message(self, exchange: Exchange, note: McpNote) -> None:
         for recorder in self._mcp:
-            recorder.mcp_message(server, method, decision)
+            recorder.mcp_message(exchange, note)
 
     def mcp_pins(self, server: str, pending: int) -> None:
         for recorder in self._mcp_pins:

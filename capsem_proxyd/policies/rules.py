@@ -23,6 +23,9 @@ What a security team writes without code::
     [models]
     allow = ["gpt-4o*", "gemini-2.*"]
 
+    [mcp_servers]                   # MCP tools by their server, on both hops
+    deny = ["scratch-*"]            # (a tool without a server is not affected)
+
 A plain string is a literal term; a table has ``term`` or ``regex``, an
 optional ``name`` and ``case_sensitive``.
 
@@ -92,6 +95,7 @@ from capsem_proxyd.policies.holdback import Combined, Holdback, LiteralTerms, Te
 from capsem_proxyd.policies.normalize import GAP_MARK, readings, visible, visible_with_places
 from capsem_proxyd.policies.pattern_holdback import PatternDFA, Patterns, Untranslatable
 from capsem_proxyd.redaction.findings import Finding, MaskingDecision, hook_text
+from capsem_proxyd.views import tagged_server
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +104,7 @@ ACTIONS = {"block": Verdict.BLOCK, "confirm": Verdict.CONFIRM, "log": Verdict.LO
 _SEVERITY = {Verdict.BLOCK: 3, Verdict.CONFIRM: 2, Verdict.LOG: 1}
 # Keys the policy loader and engine read; allowed in the file, ignored here.
 _ENGINE_KEYS = {"enabled", "class", "mode"}
-_TOP_KEYS = {"case_sensitive", "max_prompt_chars", "tools", "models", *HOOKS, *_ENGINE_KEYS}
+_TOP_KEYS = {"case_sensitive", "max_prompt_chars", "tools", "models", "mcp_servers", *HOOKS, *_ENGINE_KEYS}
 _RULE_KEYS = {"name", "term", "regex", "case_sensitive", "group"}
 _MASKING_HOOKS = ("on_model_call", "on_tool_call", "on_tool_response", "on_model_response")
 
@@ -218,6 +222,7 @@ class RulesPolicy(Policy):
         masks: dict[str, list[Rule]] | None = None,
         tools: GlobList | None = None,
         models: GlobList | None = None,
+        mcp_servers: GlobList | None = None,
         max_prompt_chars: int | None = None,
     ) -> None:
         super().__init__(
@@ -234,6 +239,8 @@ class RulesPolicy(Policy):
         self._gapped = {hook: any(rule.term is not None and rule.term.words for rule in self.rules[hook]) for hook in HOOKS}
         self.tools = tools or GlobList()
         self.models = models or GlobList()
+        # MCP tools by server (``views.tagged_server``: the MCP hop's server, or Claude Code's mcp__SERVER__tool).
+        self.mcp_servers = mcp_servers or GlobList()
         self.max_prompt_chars = max_prompt_chars
         # What a stream must hold back for this policy's reply rules (policies/holdback.py): its redact
         # rules' pending matches too, so that a value the model writes is held until it can be masked.
@@ -288,6 +295,9 @@ class RulesPolicy(Policy):
                 "on_tool_call", Verdict.BLOCK, Reason.UNKNOWN_TOOL,
                 f"rule 'tools.{refusal[0]}' matched: tool '{tool.name}' refused ({refusal[1]})",
             )
+        server = self._server_refusal("on_tool_call", tool)
+        if server is not None:
+            return server
         parts = [tool.name, tool.description or ""]
         if args:
             parts.append(_as_text(args))
@@ -295,6 +305,9 @@ class RulesPolicy(Policy):
         return self._masked("on_tool_call", self._match("on_tool_call", f"tool '{tool.name}'", text), text)
 
     async def on_tool_response(self, invocation_id: str, agent: Agent, tool: Tool, response: dict) -> Decision:
+        server = self._server_refusal("on_tool_response", tool)
+        if server is not None:
+            return server
         decision = self._match("on_tool_response", f"result of tool '{tool.name}'", _as_text(response))
         if not self.masks["on_tool_response"]:
             return decision
@@ -312,6 +325,15 @@ class RulesPolicy(Policy):
     ) -> Decision:
         text = f"{response}\n{thoughts}"
         return self._masked("on_model_response", self._match("on_model_response", "model response", text), text)
+
+    def _server_refusal(self, hook: str, tool: Tool) -> Decision | None:
+        """A BLOCK when ``tool``'s MCP server is refused by ``[mcp_servers]``; None for a tool of no server."""
+        server = tagged_server(tool.tags)
+        refusal = self.mcp_servers.refusal(server) if server else None
+        if refusal is None:
+            return None
+        return _decision(hook, Verdict.BLOCK, Reason.POLICY_VIOLATION,
+                         f"rule 'mcp_servers.{refusal[0]}' matched: MCP server '{server}' refused ({refusal[1]})")
 
     def _match(self, hook: str, where: str, text: str) -> Decision:
         rules = self.rules[hook]
@@ -369,6 +391,7 @@ class RulesPolicy(Policy):
             masks=masks,
             tools=_glob_list("tools", config.get("tools"), case_sensitive),
             models=_glob_list("models", config.get("models"), case_sensitive),
+            mcp_servers=_glob_list("mcp_servers", config.get("mcp_servers"), case_sensitive),
             max_prompt_chars=max_chars,
         )
 

@@ -71,3 +71,23 @@ async def test_asking_puts_the_same_arguments_to_any_policy() -> None:
     await invoke(first)  # type: ignore[arg-type]
     await invoke(second)  # type: ignore[arg-type]
     assert first.asked == second.asked == [("on_model_call", ("r", None, "m", "", "piece", []))]
+
+
+def test_an_mcp_tool_carries_its_server_as_a_tag_on_both_hops() -> None:
+    """The MCP hop names the server; the model hop's Claude Code name ``mcp__SERVER__tool`` says it too."""
+    from capsem_proxyd.enforcement.hook_calls import tool_call, tool_definition, tool_response
+    from capsem_proxyd.views import ToolCall, ToolDefinition, ToolResult, mcp_server, tagged_server
+
+    assert mcp_server("mcp__docs__echo") == "docs"
+    assert mcp_server("mcp__docs__a__b") == "docs"
+    assert mcp_server("echo") == mcp_server("mcp__") == mcp_server("mcp____x") == ""
+    assert mcp_server("anything", "tracker") == "tracker"
+    for call in (tool_call("r", None, ToolCall("mcp__docs__echo")),
+                 tool_definition("r", None, ToolDefinition("mcp__docs__echo")),
+                 tool_response("r", None, ToolResult("mcp__docs__echo", "ok"))):
+        assert tagged_server(call.args[2].tags) == "docs"
+    assert tool_call("r", None, ToolCall("shell")).args[2].tags is None
+    # A result of the same tool name on another server is another piece for the verdict cache.
+    first = tool_response("r", None, ToolResult("t", "ok", server="a")).identity
+    second = tool_response("r", None, ToolResult("t", "ok", server="b")).identity
+    assert first is not None and second is not None and first() != second()

@@ -11,6 +11,8 @@ from tests.support.daemon import assert_startup_error, run_cli
 BAD = {
     "no name": (["--mcp-server", "https://mcp.example.com"], ("NAME=URL",)),
     "name with a slash": (["--mcp-server", "a/b=https://mcp.example.com"], ("NAME=URL",)),
+    # policies read the server out of mcp__SERVER__tool: a name with "__" would read two ways
+    "name with a double underscore": (["--mcp-server", "a__b=https://mcp.example.com"], ("no '__'",)),
     "not http": (["--mcp-server", "docs=ftp://mcp.example.com"], ("docs", "http://")),
     "no host": (["--mcp-server", "docs=http://"], ("docs",)),
     "credentials in the URL": (["--mcp-server", "docs=https://u:p@mcp.example.com"], ("credentials",)),
@@ -18,6 +20,11 @@ BAD = {
     "header for no server": (["--mcp-header", "docs=X-Team"], ("--mcp-header",)),
     "cookie header": (["--mcp-server", "docs=https://a.example", "--mcp-header", "docs=Cookie"], ("never",)),
     "provider key header": (["--mcp-server", "docs=https://a.example", "--mcp-header", "docs=x-api-key"], ("never",)),
+    "timeout for no server": (["--mcp-timeout", "docs=5"], ("--mcp-timeout", "declared")),
+    "timeout not a number": (["--mcp-server", "docs=https://a.example", "--mcp-timeout", "docs=soon"], ("SECONDS",)),
+    "timeout of zero": (["--mcp-server", "docs=https://a.example", "--mcp-timeout", "docs=0"], ("above 0",)),
+    "timeout given twice": (["--mcp-server", "docs=https://a.example", "--mcp-timeout", "docs=1",
+                             "--mcp-timeout", "docs=2"], ("already",)),
 }
 
 

@@ -466,3 +466,26 @@ async def test_mcp_spans_name_the_method_and_the_tool_never_the_arguments(
     assert span.attributes["gen_ai.tool.name"] == "echo"
     assert span.attributes["capsem.provider"] == "mcp"
     assert PROMPT.encode() not in receiver.raw
+
+
+async def test_an_mcp_call_continues_the_trace_its_meta_names_and_says_its_server(
+    start_proxy: Callable[..., Any], proxy_settings: Settings, receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    """``params._meta.traceparent`` (the MCP conventions' place: one connection carries many calls) makes
+    the span's parent, over the HTTP request's own ``traceparent``; the span names the server."""
+    from tests.e2e.test_mcp_hop import mcp_client, mcp_server, server_ready
+
+    http_trace = "00-11111111111111111111111111111111-2222222222222222-01"
+    with mcp_server(tmp_path) as (server_url, _):
+        await server_ready(server_url)
+        proxy = await start_proxy(proxy_settings, otlp_endpoint=receiver.url, mcp_servers=(f"docs={server_url}/mcp",))
+        async with mcp_client(proxy.url + "/mcp/docs", {"traceparent": http_trace}) as client:
+            await client.list_tools()
+            await client.call_tool("echo", {"text": "hi"}, meta={"traceparent": TRACEPARENT})
+        span = await exported(receiver, lambda span: span.name == "tools/call echo")
+        listed = await exported(receiver, lambda span: span.name == "tools/list")
+    assert hex_id(span.span.trace_id) == TRACE_ID and hex_id(span.span.parent_span_id) == CLIENT_SPAN_ID
+    assert hex_id(listed.span.trace_id) == "1" * 32  # no _meta: the HTTP request's traceparent
+    assert span.attributes["capsem.mcp.server"] == "docs"
+    assert span.attributes["server.address"] == "127.0.0.1"
+    assert span.attributes["server.port"] == httpx.URL(server_url).port
