@@ -36,6 +36,8 @@ def _other_value(name: str) -> tuple[str, Any]:
         return "a=http://127.0.0.1:9/a b=http://127.0.0.1:9/b", ("a=http://127.0.0.1:9/a", "b=http://127.0.0.1:9/b")
     if name == "mcp_headers":  # SERVER=Header, for the servers above
         return "a=x-team b=x-team", ("a=x-team", "b=x-team")
+    if name == "mcp_redact_passthrough":  # SERVER/TOOL, for the servers above
+        return "a/write b/send", ("a/write", "b/send")
     if typing.get_origin(hint) is tuple:
         return "a b", ("a", "b")
     if spec.upstream:

@@ -58,6 +58,7 @@ from capsem_proxyd.observe.recorders import Recorder
 from capsem_proxyd.proxy.request_body import ClientGone, read_request_body
 from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.upstream import Upstream, response_headers
+from capsem_proxyd.redaction.masker import Masker
 
 log = logging.getLogger("capsem_proxyd.mcp")
 
@@ -112,9 +113,11 @@ class McpHop:
 
     def __init__(
         self, settings: Settings, upstream: Upstream, policies: Callable[[], TenantPolicies], recorder: Recorder,
-        key: bytes,
+        key: bytes, masker: Masker | None = None,
     ) -> None:
-        self.servers: dict[str, McpServer] = load_servers(settings.mcp_servers, settings.mcp_headers)
+        self.servers: dict[str, McpServer] = load_servers(settings.mcp_servers, settings.mcp_headers,
+                                                          settings.mcp_redact_passthrough)
+        self.masker = masker  # the model hop's: one placeholder per value and tenant on both hops
         self.origins = frozenset(settings.mcp_origins)
         self.limit = settings.mcp_max_message_size
         self.body_timeout = settings.body_timeout or None
@@ -222,7 +225,8 @@ class McpHop:
                                "session_refused")
         forward = self._request_headers(server, headers, session)
         approved_key = f"{server.name}\0{owner}\0{session or ''}"
-        checks = MessageChecks(engine, exchange, server.name, approved_key, self.approved, pins=self.pins)
+        checks = MessageChecks(engine, exchange, server.name, approved_key, self.approved, pins=self.pins,
+                               masker=self.masker, passthrough=server.redact_passthrough)
         context = _Context(server, owner, session, checks, exchange, self.recorder, self.refusals)
         checks.relist = lambda: self._list_tools(context, forward)
         if method == "POST":

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import httpx
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A tool's name as the protocol allows it (1 to 128 characters, no spaces or slashes).
+TOOL = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 # Forwarded to every server.
 PROTOCOL_HEADERS = frozenset({"accept", "content-type", "mcp-protocol-version", "last-event-id", "authorization"})
@@ -43,6 +45,8 @@ class McpServer:
     name: str
     url: httpx.URL
     headers: frozenset[str] = PROTOCOL_HEADERS
+    # The tools whose call arguments go on unchanged under a REDACT verdict (``--mcp-redact-passthrough``).
+    redact_passthrough: frozenset[str] = frozenset()
 
 
 def named_url(entry: str) -> tuple[str, str]:
@@ -65,7 +69,9 @@ def named_url(entry: str) -> tuple[str, str]:
     return name, url
 
 
-def load_servers(entries: Iterable[str], header_entries: Iterable[str] = ()) -> dict[str, McpServer]:
+def load_servers(
+    entries: Iterable[str], header_entries: Iterable[str] = (), passthrough_entries: Iterable[str] = ()
+) -> dict[str, McpServer]:
     """Every declared server by name; McpConfigError on a bad, repeated or unknown entry."""
     urls: dict[str, str] = {}
     for entry in entries:
@@ -84,6 +90,23 @@ def load_servers(entries: Iterable[str], header_entries: Iterable[str] = ()) -> 
         if header in NEVER_FORWARDED or header.startswith("proxy-"):
             raise McpConfigError(f"--mcp-header {entry!r}: {header} is never forwarded to an MCP server")
         extra[name].add(header)
+    passthrough = redact_passthrough(passthrough_entries, urls)
     return {
-        name: McpServer(name, httpx.URL(url), PROTOCOL_HEADERS | frozenset(extra[name])) for name, url in urls.items()
+        name: McpServer(name, httpx.URL(url), PROTOCOL_HEADERS | frozenset(extra[name]),
+                        frozenset(passthrough.get(name, ())))
+        for name, url in urls.items()
     }
+
+
+def redact_passthrough(entries: Iterable[str], servers: Iterable[str]) -> dict[str, set[str]]:
+    """``--mcp-redact-passthrough SERVER/TOOL`` entries as the tools of each declared server."""
+    declared = set(servers)
+    tools: dict[str, set[str]] = {}
+    for entry in entries:
+        name, sep, tool = entry.strip().partition("/")
+        if not sep or not NAME.match(name) or not TOOL.match(tool):
+            raise McpConfigError(f"--mcp-redact-passthrough {entry!r}: expected SERVER/TOOL (e.g. docs/write_file)")
+        if name not in declared:
+            raise McpConfigError(f"--mcp-redact-passthrough {entry!r}: no --mcp-server named {name}")
+        tools.setdefault(name, set()).add(tool)
+    return tools

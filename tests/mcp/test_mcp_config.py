@@ -1,4 +1,4 @@
-"""``--mcp-server`` and ``--mcp-header``: a bad entry is one line and exit 2 from ``check``, before ``start``."""
+"""``--mcp-server``, ``--mcp-header`` and ``--mcp-redact-passthrough``: a bad entry is one line and exit 2 from ``check``, before ``start``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ BAD = {
     "header for no server": (["--mcp-header", "docs=X-Team"], ("--mcp-header",)),
     "cookie header": (["--mcp-server", "docs=https://a.example", "--mcp-header", "docs=Cookie"], ("never",)),
     "provider key header": (["--mcp-server", "docs=https://a.example", "--mcp-header", "docs=x-api-key"], ("never",)),
+    "passthrough without a tool": (["--mcp-server", "docs=https://a.example", "--mcp-redact-passthrough", "docs"],
+                                   ("--mcp-redact-passthrough", "SERVER/TOOL")),
+    "passthrough for no server": (["--mcp-server", "docs=https://a.example", "--mcp-redact-passthrough",
+                                   "other/write"], ("--mcp-redact-passthrough", "other")),
+    "passthrough tool with a space": (["--mcp-server", "docs=https://a.example", "--mcp-redact-passthrough",
+                                       "docs/write file"], ("SERVER/TOOL",)),
 }
 
 
