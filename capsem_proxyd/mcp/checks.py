@@ -19,7 +19,7 @@ the model hop's, so one profile covers both hops:
   whose listing it has not seen), then its arguments are a tool call (``on_tool_call``); refused: the tool's
   failure (``isError``) with the policy's message, never forwarded;
 * then the pins (``pins.py``): the first approved definitions of a server's
-  tools are the ones served;
+  tools, and its first approved instructions, are the ones served;
 * every other client message (unknown methods, replies to server requests,
   ``initialize`` itself): checked whole, as a call of a tool named after its method;
 
@@ -285,11 +285,15 @@ class MessageChecks:
                    f"this proxy serves {', '.join(jsonrpc.PROTOCOL_VERSIONS)}.")
             return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.INVALID_REQUEST, why))
         instructions = result.get("instructions")
+        decision = "ALLOW"
         if isinstance(instructions, str) and instructions:
             view = RequestView(system=instructions)
             refused = await self.refusal(self.engine.check_request(self.exchange, view))
             if refused is not None:
                 return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.POLICY_REFUSED, refused))
+            served = self.pins.instructions(self.server, instructions) if self.pins is not None else instructions
+            if served != instructions:  # changed since they were approved: the approved text, never the new one
+                result, decision = {**result, "instructions": served}, "FILTERED"
         info = result.get("serverInfo")
         if info is not None:
             definition = ToolDefinition(self.named("serverInfo"), content="\n".join(texts(info)))
@@ -299,8 +303,9 @@ class MessageChecks:
         capabilities = result.get("capabilities")
         if isinstance(capabilities, dict) and "tasks" in capabilities:
             result = {**result, "capabilities": {k: v for k, v in capabilities.items() if k != "tasks"}}
-            return Checked("ALLOW", {**message.body, "result": result})
-        return Checked("ALLOW", message.body)
+        if result is message.body.get("result"):
+            return Checked(decision, message.body)
+        return Checked(decision, {**message.body, "result": result})
 
     async def _listing(self, message: Message, asked: Message, key: str) -> Checked:
         """A listing (``key``: tools, prompts, resources, resourceTemplates) with every refused or ambiguous

@@ -17,6 +17,14 @@ On each later listing:
 * a tool the server did not list the first time: held pending, not served,
   until an operator accepts it.
 
+The server's ``instructions`` (its ``initialize`` result) are pinned the same
+way, per server, the first approved text (``instructions``): a later text that
+differs is held pending (kind ``instructions``) and the pinned one is served
+in its place, so new instructions never reach the model unaccepted. They are
+kept in the same file under the key ``@instructions`` (not a server's name:
+``servers.NAME`` has no ``@``), and listed, diffed and accepted as the
+pseudo-tool ``@instructions`` of their server.
+
 Every difference (a new tool, a new text, a new schema) is kept as a pending
 change, with the definition the server now lists, in
 ``mcp-pins-pending.json`` beside the pins, so that any worker can show it.
@@ -52,6 +60,9 @@ PENDING_FILE_NAME = "mcp-pins-pending.json"
 # The fields of a listed tool the model reads, and those of them that say what a call means.
 SEEN = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
 SCHEMAS = ("inputSchema", "outputSchema")
+# The key a server's pinned instructions are kept under (in the file, beside the servers), and the name
+# their pending change is listed and accepted by.
+INSTRUCTIONS = "@instructions"
 
 
 def digest(tool: dict[str, Any], fields: tuple[str, ...] = SEEN) -> str:
@@ -181,6 +192,39 @@ class Pins:
             self._save_pending(server)
         return result
 
+    def instructions(self, server: str, text: str) -> str:
+        """The instructions ``server`` may serve for ``text`` (already checked): ``text`` itself when it is
+        the pinned text, or the first this server showed (then pinned); else the pinned text, the new one
+        held pending."""
+        self._refresh()
+        pinned = self.servers.get(INSTRUCTIONS, {}).get(server)
+        if pinned is None:  # another worker (or instance) may have pinned them since this one read the file
+            pinned = self._instructions_elsewhere(server)
+        change = _instructions_change(text)
+        if pinned is None:
+            self.servers.setdefault(INSTRUCTIONS, {})[server] = {key: change[key] for key in ("hash", "schemas",
+                                                                                             "definition")}
+            self._save(server)
+            return text
+        held = self.pending.setdefault(server, {})
+        if pinned["hash"] == change["hash"]:
+            if held.pop(INSTRUCTIONS, None) is not None:
+                self._save_pending(server, drop=[INSTRUCTIONS])
+            return text
+        if held.get(INSTRUCTIONS) != change:
+            log.warning("mcp server instructions changed; the pinned ones are served server=%s", server)
+            held[INSTRUCTIONS] = change
+            self._save_pending(server)
+        return str(pinned["definition"]["instructions"])
+
+    def pinned(self, server: str) -> dict[str, dict[str, Any]]:
+        """``server``'s pins by tool, its instructions' as ``@instructions``."""
+        pins = dict(self.servers.get(server, {}))
+        instructions = self.servers.get(INSTRUCTIONS, {}).get(server)
+        if instructions is not None:
+            pins[INSTRUCTIONS] = instructions
+        return pins
+
     def changes(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Every server's pending changes: this process's and those other workers saved, still differing
         from the pins as the file has them now."""
@@ -190,7 +234,7 @@ class Pins:
             found.setdefault(server, {}).update(held)
         current: dict[str, dict[str, dict[str, Any]]] = {}
         for server, held in found.items():
-            pinned = self.servers.get(server, {})
+            pinned = self.pinned(server)
             still = {name: change for name, change in held.items()
                      if name not in pinned or pinned[name]["hash"] != change["hash"]}
             if still:
@@ -204,13 +248,16 @@ class Pins:
         names = list(held) if tool is None else [tool]
         if not names or any(name not in held for name in names):
             raise KeyError(tool or server)
-        pinned = self.servers.setdefault(server, {})
         accepted = []
         for name in names:
             change = held[name]
             pin = {key: change[key] for key in ("hash", "schemas", "definition")}
-            accepted.append((name, pinned.get(name), pin))
-            pinned[name] = pin
+            # a server's instructions are kept beside its tools (an empty server entry would say "listed")
+            pinned = self.servers.setdefault(INSTRUCTIONS, {}) if name == INSTRUCTIONS else self.servers.setdefault(
+                server, {})
+            key = server if name == INSTRUCTIONS else name
+            accepted.append((name, pinned.get(key), pin))
+            pinned[key] = pin
             self.pending.get(server, {}).pop(name, None)
         self._save(server)
         self._save_pending(server, drop=names)
@@ -258,16 +305,31 @@ class Pins:
             return found
         return None
 
+    def _instructions_elsewhere(self, server: str) -> dict[str, Any] | None:
+        """``server``'s pinned instructions as the file has them now, adopted; None when it has none."""
+        try:
+            found = self._load().get(INSTRUCTIONS, {}).get(server)
+        except (PinsUnreadable, AttributeError):
+            return None
+        if isinstance(found, dict):
+            self.servers.setdefault(INSTRUCTIONS, {})[server] = found
+            return found
+        return None
+
     def _save(self, server: str) -> None:
-        """``server``'s pins written into the file as it is now: the other servers' entries, which another
-        worker may have written since this process read it, are kept."""
+        """``server``'s pins (its tools', its instructions') written into the file as it is now: the other
+        servers' entries, which another worker may have written since this process read it, are kept."""
         if self.path is None:
             return
         try:
             current = self._load()
         except PinsUnreadable:
             current = {}
-        current[server] = self.servers[server]
+        if server in self.servers:
+            current[server] = self.servers[server]
+        instructions = self.servers.get(INSTRUCTIONS, {}).get(server)
+        if instructions is not None:
+            current[INSTRUCTIONS] = {**current.get(INSTRUCTIONS, {}), server: instructions}
         _write(self.path, current)
         self._read_at = self._mtime()
 
@@ -276,6 +338,13 @@ def _change(kind: str, tool: dict[str, Any]) -> dict[str, Any]:
     """A pending change: what differs (``new``, ``text``, ``schema``) and the definition as now listed."""
     return {"kind": kind, "hash": digest(tool), "schemas": digest(tool, SCHEMAS),
             "definition": {name: tool[name] for name in SEEN if name in tool}}
+
+
+def _instructions_change(text: str) -> dict[str, Any]:
+    """A server's instructions as a pin or a pending change (kind ``instructions``)."""
+    definition = {"instructions": text}
+    return {"kind": "instructions", "hash": digest(definition, ("instructions",)), "schemas": "",
+            "definition": definition}
 
 
 def canonical(definition: dict[str, Any] | None) -> list[str]:
