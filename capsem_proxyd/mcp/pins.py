@@ -4,8 +4,14 @@ A server can change a tool's description after the agent's operator
 approved it (a "rug pull"): the model would then read new instructions under
 a trusted name. So the first definition of each tool that passed the checks
 is pinned, per server, by a hash of the fields the model sees (name, title,
-description, input and output schemas, annotations; canonical JSON: sorted
-keys, no spaces, UTF-8), and kept in ``--state-dir`` (``mcp-pins.json``).
+description, input and output schemas, annotations; canonical JSON: RFC 8785,
+the JSON Canonicalization Scheme, so that another implementation reviewing an
+exported file computes the same hash), and kept in ``--state-dir``
+(``mcp-pins.json``). A pins file written before RFC 8785 (sorted-key JSON as
+orjson writes it) is read as it is: a pin whose hash is the old form of its own
+stored definition gets the RFC 8785 hash in memory (and in the file at its next
+save); one whose hash matches neither is kept, and then differs from every
+listing (a pending change: fail closed).
 On each later listing:
 
 * the same hash: the tool is served as it is;
@@ -52,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import rfc8785
 
 log = logging.getLogger("capsem_proxyd.mcp")
 
@@ -66,9 +73,38 @@ INSTRUCTIONS = "@instructions"
 
 
 def digest(tool: dict[str, Any], fields: tuple[str, ...] = SEEN) -> str:
-    """The hash a tool is pinned by: SHA-256 of the canonical JSON of ``fields``."""
+    """The hash a tool is pinned by: SHA-256 of the RFC 8785 canonical JSON of ``fields``. A definition RFC 8785
+    cannot write (an integer beyond I-JSON's 2**53, which a schema's ``maximum`` may be) is hashed in the
+    sorted-key form, marked so that it never equals an RFC 8785 hash."""
+    seen = {name: tool[name] for name in fields if name in tool}
+    try:
+        return hashlib.sha256(rfc8785.dumps(seen)).hexdigest()
+    except rfc8785.CanonicalizationError:
+        return hashlib.sha256(b"sorted-keys\0" + orjson.dumps(seen, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def legacy_digest(tool: dict[str, Any], fields: tuple[str, ...] = SEEN) -> str:
+    """The hash pins files had before RFC 8785: SHA-256 of orjson's sorted-key JSON of ``fields``."""
     seen = {name: tool[name] for name in fields if name in tool}
     return hashlib.sha256(orjson.dumps(seen, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _migrated(data: dict[str, Any]) -> dict[str, Any]:
+    """A pins file's content with every pin whose hash is the pre-RFC 8785 form of its own stored definition
+    given its RFC 8785 hashes (``data`` changed in place and returned)."""
+    for server, pins in data.items():
+        if not isinstance(pins, dict):
+            continue
+        fields = ("instructions",) if server == INSTRUCTIONS else SEEN
+        for pin in pins.values():
+            definition = pin.get("definition") if isinstance(pin, dict) else None
+            if not isinstance(definition, dict) or not isinstance(pin.get("hash"), str):
+                continue
+            if pin["hash"] != digest(definition, fields) and pin["hash"] == legacy_digest(definition, fields):
+                pin["hash"] = digest(definition, fields)
+                if fields is SEEN:
+                    pin["schemas"] = digest(definition, SCHEMAS)
+    return data
 
 
 @dataclass(slots=True)
@@ -137,7 +173,7 @@ class Pins:
             raise PinsUnreadable(f"MCP pins file {self.path} cannot be read: {error}") from None
         if not isinstance(data, dict):
             raise PinsUnreadable(f"MCP pins file {self.path} is not a JSON object")
-        return data
+        return _migrated(data)
 
     def apply(
         self, server: str, tools: list[dict[str, Any]], *, session: str = "", cursor: str | None = None,
@@ -250,8 +286,11 @@ class Pins:
             raise KeyError(tool or server)
         accepted = []
         for name in names:
-            change = held[name]
-            pin = {key: change[key] for key in ("hash", "schemas", "definition")}
+            definition = held[name]["definition"]
+            # hashed here from the definition, not taken from the change (a change saved before RFC 8785)
+            pin = ({"hash": digest(definition, ("instructions",)), "schemas": "", "definition": definition}
+                   if name == INSTRUCTIONS else
+                   {"hash": digest(definition), "schemas": digest(definition, SCHEMAS), "definition": definition})
             # a server's instructions are kept beside its tools (an empty server entry would say "listed")
             pinned = self.servers.setdefault(INSTRUCTIONS, {}) if name == INSTRUCTIONS else self.servers.setdefault(
                 server, {})
