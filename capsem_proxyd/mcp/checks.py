@@ -258,8 +258,12 @@ class MessageChecks:
         except Unmaskable as error:
             policy, hook = found[0][2:]
             return unmaskable(policy, hook, str(error), "Response").message
-        for placeholder, places, kind, policy, hook in masked.places:
-            self.engine.recorder.redacted(self.exchange, hook, policy, places, kind, placeholder, self.masker.key_id)
+        try:  # recorded as on the model hop; an audit log that must block refuses the message (fail closed)
+            for placeholder, places, kind, policy, hook in masked.places:
+                self.engine.recorder.redacted(self.exchange, hook, policy, places, kind, placeholder,
+                                              self.masker.key_id)
+        except ProxyError as error:
+            return error.message
         body = masked.body
         if method == "tools/call" and asked is not None and "result" in body:
             failure = shaped_result(message.body.get("result"), body["result"], self._output_schema(asked.tool))

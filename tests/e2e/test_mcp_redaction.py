@@ -62,8 +62,9 @@ def stored(log_file: Path) -> list[str]:
 async def test_a_credential_in_a_result_reaches_the_client_as_its_placeholder(
     tmp_path: Path, daemons: Any, json_response: bool
 ) -> None:
+    audit = tmp_path / "audit.log"
     with secrets_server(tmp_path, json_response=json_response) as (server_url, _):
-        daemon = await start(daemons, tmp_path, server_url)
+        daemon = await start(daemons, tmp_path, server_url, "--audit-log", str(audit))
         async with mcp_client(daemon.url + "/mcp/vault") as client:
             names = {tool.name for tool in (await client.list_tools()).tools}
             assert {"read_config", "credentials", "store"} <= names, names
@@ -84,7 +85,11 @@ async def test_a_credential_in_a_result_reaches_the_client_as_its_placeholder(
 
             again = await client.call_tool("read_config", {})  # the session goes on, the same placeholder
             assert set(PLACEHOLDER.findall(text_of(again))) == placeholders
-    assert AWS_KEY_ID not in daemon.log
+    assert AWS_KEY_ID not in daemon.log and AWS_KEY_ID not in audit.read_text()
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    masked = [record for record in records if record.get("type") == "redaction"]
+    assert masked and {record["placeholder"] for record in masked} == placeholders
+    assert {record["policy"] for record in masked} == {"Secrets"}
 
 
 async def test_a_masked_result_that_breaks_the_output_schema_is_the_tools_failure(tmp_path: Path, daemons: Any) -> None:
