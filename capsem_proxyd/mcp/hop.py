@@ -4,8 +4,8 @@ One HTTP request carries one JSON-RPC message (POST), opens the server's
 event stream (GET) or ends a session (DELETE). Each message is checked
 (``checks.py``) before it goes on, in either direction: a client message the
 policies refuse is answered here and never forwarded; a server message is
-replaced (a refused result), filtered (a listing) or dropped (a refused
-notification). Every message gets one log line and one count.
+replaced (a refused result), masked (a REDACT: ``redact.py``), filtered (a
+listing) or dropped (a refused notification). Every message gets one log line and one count.
 
 What is forwarded is decided here, not by the client:
 
