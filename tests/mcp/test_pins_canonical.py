@@ -38,8 +38,11 @@ def test_a_pin_hash_is_the_sha256_of_the_rfc_8785_form() -> None:
 
 
 def test_an_integer_beyond_i_json_still_has_a_stable_hash() -> None:
+    """RFC 8785 cannot write it (I-JSON): hashed in the sorted-key form, marked so that it never equals what a
+    sorted-key pin of the same definition (an older file's) or an RFC 8785 pin would be."""
     tool = {"name": "big", "inputSchema": {"type": "integer", "maximum": 2**63}}
     assert digest(tool) == digest(json.loads(json.dumps(tool)))
+    assert digest(tool) != hashlib.sha256(orjson.dumps(tool, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def test_a_pins_file_with_sorted_key_hashes_is_read_and_rewritten_in_rfc_8785(tmp_path: Path) -> None:
