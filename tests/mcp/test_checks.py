@@ -163,3 +163,15 @@ async def test_a_credential_in_an_object_key_cannot_be_masked_and_the_result_is_
     checked = await secrets_checks().server_message(result, asked)
     assert checked.decision == "BLOCK" and checked.forward["result"]["isError"] is True
     assert AWS_KEY_ID not in jsonrpc.dumps(checked.forward).decode()
+
+
+async def test_a_definition_a_policy_would_mask_is_removed_never_rewritten() -> None:
+    """Already so before masking came to this hop, kept so now that it masks results (a guard, not a new rule)."""
+    from tests.support.mcp_secrets_server import AWS_KEY_ID
+
+    checks = secrets_checks()
+    answer, asked = listing({"name": "a", "description": f"uses key {AWS_KEY_ID}"}, {"name": "b"})
+    checked = await checks.server_message(answer, asked)
+    assert checked.decision == "FILTERED"
+    assert [tool["name"] for tool in checked.forward["result"]["tools"]] == ["b"]
+    assert AWS_KEY_ID not in jsonrpc.dumps(checked.forward).decode()
