@@ -215,6 +215,12 @@ class Settings:
         "JSON-RPC error with the request's id. Default: none beyond --upstream-timeout between reads.",
         option="mcp-timeout",
     )
+    mcp_redact_passthrough: tuple[str, ...] = setting(
+        (), "MCP tool whose call arguments go to its server unchanged when a policy asks to mask part of them: "
+        "SERVER/TOOL, repeatable (default: none; such a call is refused, since a placeholder written into a file or "
+        "sent as an address is silent damage). A BLOCK still refuses; results are masked either way.",
+        option="mcp-redact-passthrough",
+    )
     mcp_origins: tuple[str, ...] = setting(
         (), "Browser Origin allowed on /mcp/* (repeatable; default: none, every request carrying an Origin "
         "header is refused, against DNS rebinding).", option="mcp-origin",

@@ -38,6 +38,8 @@ def _other_value(name: str) -> tuple[str, Any]:
         return "a=x-team b=x-team", ("a=x-team", "b=x-team")
     if name == "mcp_timeouts":  # SERVER=SECONDS, for the servers above
         return "a=2.5 b=30", ("a=2.5", "b=30")
+    if name == "mcp_redact_passthrough":  # SERVER/TOOL, for the servers above
+        return "a/write b/send", ("a/write", "b/send")
     if typing.get_origin(hint) is tuple:
         return "a b", ("a", "b")
     if spec.upstream:

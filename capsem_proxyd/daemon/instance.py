@@ -319,8 +319,8 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
             trace_headers=spans.upstream_headers if spans is not None else None,
             masker=_masker(placeholder_key),
         )
-        mcp = McpHop(settings, upstream, policies.current, recorder, _session_key(placeholder_key)) \
-            if settings.mcp_servers else None
+        mcp = McpHop(settings, upstream, policies.current, recorder, _session_key(placeholder_key),
+                     masker=pipeline.masker) if settings.mcp_servers else None
         yield Instance(
             settings, config, recorder=recorder, metrics=metrics, audit=audit, spans=spans, upstream=upstream,
             stored=stored, shadow_tasks=shadow_tasks, policies=policies, pipeline=pipeline,

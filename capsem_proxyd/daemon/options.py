@@ -160,7 +160,7 @@ def settings_from(options: dict[str, Any]) -> Settings:
         raise ConfigError("--certfile and --keyfile go together: give both to serve HTTPS, or neither")
     try:  # names checked against each other: a header for a server nobody declared, a name given twice
         load_servers(options.get("mcp_servers") or (), options.get("mcp_headers") or (),
-                     options.get("mcp_timeouts") or ())
+                     options.get("mcp_timeouts") or (), options.get("mcp_redact_passthrough") or ())
     except McpConfigError as error:
         raise ConfigError(str(error)) from None
     if options.get("state_dir"):  # --daemon changes the working directory: resolved before it does

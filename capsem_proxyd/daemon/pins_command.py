@@ -23,7 +23,8 @@ from capsem_proxyd.mcp.pins import canonical
 
 KINDS = {"new": "new tool (not served until accepted)",
          "text": "new description/title/annotations (the pinned text is served)",
-         "schema": "new schema (the tool is removed until accepted)"}
+         "schema": "new schema (the tool is removed until accepted)",
+         "instructions": "new server instructions (the pinned text is served)"}
 
 
 class PinsCommandError(Exception):

@@ -19,7 +19,7 @@ the model hop's, so one profile covers both hops:
   whose listing it has not seen), then its arguments are a tool call (``on_tool_call``); refused: the tool's
   failure (``isError``) with the policy's message, never forwarded;
 * then the pins (``pins.py``): the first approved definitions of a server's
-  tools are the ones served;
+  tools, and its first approved instructions, are the ones served;
 * every other client message (unknown methods, replies to server requests,
   ``initialize`` itself): checked whole, as a call of a tool named after its method;
 
@@ -30,14 +30,23 @@ MCP tool on the model hop, so one rule covers the tool on both hops.
   a refused result becomes an error (``isError`` for ``tools/call``), a
   refused notification or server request is dropped.
 
-A verdict that asks to mask (REDACT) refuses at this hop: a placeholder
-written into a file or sent as an address is silent damage, and nothing is
-restored here. The engine raises ``ProxyError`` on a refusal; its message
-(the policy, its reason, what was refused) is what the client gets.
+A verdict that asks to mask (REDACT) is the message's direction's
+(``redact.py`` says why): in a server's message (a result, an error, a
+notification, a server request) the values are masked and it goes on, a
+``tools/call`` result's ``structuredContent`` checked again against the tool's
+approved ``outputSchema``; in a call's arguments it refuses the call (a
+placeholder written into a file or sent as an address is silent damage),
+except for a tool the operator lists (``--mcp-redact-passthrough SERVER/TOOL``),
+whose arguments go on unchanged; anywhere else (a definition, the server's
+instructions, another client message) it refuses or removes, as a BLOCK does:
+a definition is never rewritten. Nothing is restored here. The engine raises
+``ProxyError`` on a refusal; its message (the policy, its reason, what was
+refused) is what the client gets.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,13 +55,18 @@ from typing import Any
 import orjson
 
 from capsem_proxyd.enforcement.engine import PolicyEngine
-from capsem_proxyd.errors import ProxyError
+from capsem_proxyd.errors import ProxyError, unmaskable
 from capsem_proxyd.exchange import Exchange
 from capsem_proxyd.mcp import jsonrpc
 from capsem_proxyd.mcp.jsonrpc import Kind, Message
 from capsem_proxyd.mcp.pins import Pins
+from capsem_proxyd.mcp.redact import Found, mask_message, shaped_result
 from capsem_proxyd.mcp.sessions import ApprovedTools
+from capsem_proxyd.redaction.masker import Masker
+from capsem_proxyd.redaction.rewrite import Unmaskable
 from capsem_proxyd.views import RequestView, ToolCall, ToolDefinition, ToolResult
+
+log = logging.getLogger("capsem_proxyd.mcp")
 
 # The JSON-RPC envelope's keys: not content at the top of a message, and only there.
 ENVELOPE = frozenset({"jsonrpc", "id"})
@@ -60,7 +74,8 @@ ENVELOPE = frozenset({"jsonrpc", "id"})
 LISTINGS = {"tools/list": "tools", "prompts/list": "prompts", "resources/list": "resources",
             "resources/templates/list": "resourceTemplates"}
 _NOT_RETRY = " Do not retry this call: the proxy refuses it the same way every time."
-_MASKED = "asked to mask part of it, which the MCP hop does not do (nothing is forwarded masked here)"
+_MASKED = ("asked to mask part of it, which the MCP hop does not do here (a call's arguments or a definition are "
+           "never forwarded masked)")
 
 
 @dataclass(slots=True)
@@ -100,8 +115,15 @@ class MessageChecks:
     def __init__(
         self, engine: PolicyEngine, exchange: Exchange, server: str, session: str, approved: ApprovedTools,
         relist: Callable[[], Awaitable[None]] | None = None, pins: Pins | None = None,
+        masker: Masker | None = None, passthrough: frozenset[str] = frozenset(),
     ) -> None:
         self.pins = pins
+        # What masks a server's message (None: a REDACT refuses it, as a BLOCK does); the tools whose
+        # arguments go on unchanged under a REDACT (``--mcp-redact-passthrough``, this server's).
+        self.masker = masker
+        self.passthrough = passthrough
+        if masker is not None:  # the policies that cannot mask read the masked view (enforcement/masking.py)
+            exchange.masker = masker
         self.relist = relist  # lists the server's tools (through these checks) for a session with no listing
         self.engine = engine
         self.exchange = exchange
@@ -115,17 +137,22 @@ class MessageChecks:
         return f"mcp__{self.server}__{tool}"
 
     async def refusal(self, check: Awaitable[str]) -> str | None:
-        """The refusal's message, or None when the policies let the content through unchanged."""
+        """The refusal's message, or None when the policies let the content through unchanged (a REDACT
+        refuses: for the content this is asked about, masking is not an answer)."""
+        refused, found = await self.verdict(check)
+        return refused if refused is not None else _masking_refused(found) if found else None
+
+    async def verdict(self, check: Awaitable[str]) -> tuple[str | None, Found]:
+        """The refusal's message (None: not refused), and what the policies asked to mask."""
         self.exchange.redactions.clear()
         try:
             await check
         except ProxyError as error:
-            return error.message
-        if self.exchange.redactions:
-            policies = sorted({policy for _, _, policy, _ in self.exchange.redactions})
             self.exchange.redactions.clear()
-            return f"Refused by CAPSEM: policy {', '.join(policies)} {_MASKED}."
-        return None
+            return error.message, ()
+        found = tuple(self.exchange.redactions)
+        self.exchange.redactions.clear()
+        return None, found
 
     # -- client to server --------------------------------------------------------------------------------
 
@@ -175,7 +202,15 @@ class MessageChecks:
             ))
         arguments = message.params.get("arguments")
         call = ToolCall(self.named(name), arguments if isinstance(arguments, dict) else {"arguments": arguments})
-        refused = await self.refusal(self.engine.check_tool_call(self.exchange, call))
+        refused, found = await self.verdict(self.engine.check_tool_call(self.exchange, call))
+        if refused is None and found and name in self.passthrough:
+            log.warning("mcp call forwarded unchanged though policy %s asked to mask its arguments "
+                        "(--mcp-redact-passthrough) server=%s tool=%s request_id=%s tenant_id=%s",
+                        ", ".join(sorted({policy for _, _, policy, _ in found})), self.server, name,
+                        self.exchange.request_id, self.exchange.tenant_id)
+            return Checked("PASSTHROUGH", message.body)
+        if refused is None and found:
+            refused = _masking_refused(found)
         if refused is None:
             return Checked("ALLOW", message.body)
         return Checked("BLOCK", answer=jsonrpc.tool_error(message.id, refused + _NOT_RETRY))
@@ -199,7 +234,12 @@ class MessageChecks:
         if not content:
             return Checked("ALLOW", message.body)
         result = ToolResult(name, "\n".join(content))
-        refused = await self.refusal(self.engine.check_request(self.exchange, RequestView(tool_results=[result])))
+        refused, found = await self.verdict(self.engine.check_request(self.exchange, RequestView(tool_results=[result])))
+        if refused is None and found:
+            masked = self._masked(message, found, method, asked)
+            if isinstance(masked, Checked):
+                return masked
+            refused = masked
         if refused is None:
             return Checked("ALLOW", message.body)
         if message.kind in (Kind.NOTIFICATION, Kind.REQUEST):
@@ -207,6 +247,38 @@ class MessageChecks:
         if method == "tools/call":
             return Checked("BLOCK", jsonrpc.tool_error(message.id, refused))
         return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.POLICY_REFUSED, refused))
+
+    def _masked(self, message: Message, found: Found, method: str, asked: Message | None) -> Checked | str:
+        """A server's message with the values ``found`` masked (``redact.py``), or the refusal's message when
+        it cannot be masked exactly (or this hop has no masker)."""
+        if self.masker is None:
+            return _masking_refused(found)
+        try:
+            masked = mask_message(self.masker, self.exchange.tenant_id, message.body, found)
+        except Unmaskable as error:
+            policy, hook = found[0][2:]
+            return unmaskable(policy, hook, str(error), "Response").message
+        try:  # recorded as on the model hop; an audit log that must block refuses the message (fail closed)
+            for placeholder, places, kind, policy, hook in masked.places:
+                self.engine.recorder.redacted(self.exchange, hook, policy, places, kind, placeholder,
+                                              self.masker.key_id)
+        except ProxyError as error:
+            return error.message
+        body = masked.body
+        if method == "tools/call" and asked is not None and "result" in body:
+            failure = shaped_result(message.body.get("result"), body["result"], self._output_schema(asked.tool))
+            if failure is not None:
+                return Checked("REDACT", {**body, "result": failure})
+        return Checked("REDACT", body)
+
+    def _output_schema(self, tool: str) -> Any:
+        """``tool``'s approved ``outputSchema``: its pinned definition's, the one the client was served (None:
+        the tool declares none, or no pins are kept)."""
+        if self.pins is None:
+            return None
+        pin = self.pins.servers.get(self.server, {}).get(tool)
+        definition = pin.get("definition") if isinstance(pin, dict) else None
+        return definition.get("outputSchema") if isinstance(definition, dict) else None
 
     async def _initialized(self, message: Message) -> Checked:
         result = message.body.get("result")
@@ -217,11 +289,15 @@ class MessageChecks:
                    f"this proxy serves {', '.join(jsonrpc.PROTOCOL_VERSIONS)}.")
             return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.INVALID_REQUEST, why))
         instructions = result.get("instructions")
+        decision = "ALLOW"
         if isinstance(instructions, str) and instructions:
             view = RequestView(system=instructions)
             refused = await self.refusal(self.engine.check_request(self.exchange, view))
             if refused is not None:
                 return Checked("BLOCK", jsonrpc.error(message.id, jsonrpc.POLICY_REFUSED, refused))
+            served = self.pins.instructions(self.server, instructions) if self.pins is not None else instructions
+            if served != instructions:  # changed since they were approved: the approved text, never the new one
+                result, decision = {**result, "instructions": served}, "FILTERED"
         info = result.get("serverInfo")
         if info is not None:
             definition = ToolDefinition(self.named("serverInfo"), content="\n".join(texts(info)))
@@ -231,8 +307,9 @@ class MessageChecks:
         capabilities = result.get("capabilities")
         if isinstance(capabilities, dict) and "tasks" in capabilities:
             result = {**result, "capabilities": {k: v for k, v in capabilities.items() if k != "tasks"}}
-            return Checked("ALLOW", {**message.body, "result": result})
-        return Checked("ALLOW", message.body)
+        if result is message.body.get("result"):
+            return Checked(decision, message.body)
+        return Checked(decision, {**message.body, "result": result})
 
     async def _listing(self, message: Message, asked: Message, key: str) -> Checked:
         """A listing (``key``: tools, prompts, resources, resourceTemplates) with every refused or ambiguous
@@ -271,6 +348,12 @@ class MessageChecks:
         if not removed:
             return Checked("ALLOW", message.body)
         return Checked("FILTERED", {**message.body, "result": {**result, key: kept}})
+
+
+def _masking_refused(found: Found) -> str:
+    """The refusal of content a policy asked to mask where this hop does not mask (never quoting a value)."""
+    policies = sorted({policy for _, _, policy, _ in found})
+    return f"Refused by CAPSEM: policy {', '.join(policies)} {_MASKED}."
 
 
 def _not_relayed(message: Message) -> bool:

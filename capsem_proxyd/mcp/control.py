@@ -97,7 +97,7 @@ class PinsControl:
         """Per served server: its pinned definitions and its pending changes."""
         changes = self.pins.changes()
         return {"servers": {
-            name: {"pinned": {tool: pin["definition"] for tool, pin in sorted(self.pins.servers.get(name, {}).items())},
+            name: {"pinned": {tool: pin["definition"] for tool, pin in sorted(self.pins.pinned(name).items())},
                    "pending": changes.get(name, {})}
             for name in self.servers
         }}

@@ -4,8 +4,8 @@ One HTTP request carries one JSON-RPC message (POST), opens the server's
 event stream (GET) or ends a session (DELETE). Each message is checked
 (``checks.py``) before it goes on, in either direction: a client message the
 policies refuse is answered here and never forwarded; a server message is
-replaced (a refused result), filtered (a listing) or dropped (a refused
-notification). Every message gets one log line and one count.
+replaced (a refused result), masked (a REDACT: ``redact.py``), filtered (a
+listing) or dropped (a refused notification). Every message gets one log line and one count.
 
 What is forwarded is decided here, not by the client:
 
@@ -62,6 +62,7 @@ from capsem_proxyd.observe.recorders import McpNote, Recorder
 from capsem_proxyd.proxy.request_body import ClientGone, read_request_body
 from capsem_proxyd.proxy.response_store import state_directory
 from capsem_proxyd.proxy.upstream import Upstream, response_headers
+from capsem_proxyd.redaction.masker import Masker
 
 log = logging.getLogger("capsem_proxyd.mcp")
 
@@ -118,10 +119,11 @@ class McpHop:
 
     def __init__(
         self, settings: Settings, upstream: Upstream, policies: Callable[[], TenantPolicies], recorder: Recorder,
-        key: bytes,
+        key: bytes, masker: Masker | None = None,
     ) -> None:
         self.servers: dict[str, McpServer] = load_servers(
-            settings.mcp_servers, settings.mcp_headers, settings.mcp_timeouts)
+            settings.mcp_servers, settings.mcp_headers, settings.mcp_timeouts, settings.mcp_redact_passthrough)
+        self.masker = masker  # the model hop's: one placeholder per value and tenant on both hops
         self.origins = frozenset(settings.mcp_origins)
         self.limit = settings.mcp_max_message_size
         self.body_timeout = settings.body_timeout or None
@@ -230,7 +232,8 @@ class McpHop:
                                "session_refused")
         forward = self._request_headers(server, headers, session)
         approved_key = f"{server.name}\0{owner}\0{session or ''}"
-        checks = MessageChecks(engine, exchange, server.name, approved_key, self.approved, pins=self.pins)
+        checks = MessageChecks(engine, exchange, server.name, approved_key, self.approved, pins=self.pins,
+                               masker=self.masker, passthrough=server.redact_passthrough)
         context = _Context(server, owner, session, checks, exchange, self.recorder, self.refusals)
         checks.relist = lambda: self._list_tools(context, forward)
         if method == "POST":

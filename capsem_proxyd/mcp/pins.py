@@ -4,8 +4,14 @@ A server can change a tool's description after the agent's operator
 approved it (a "rug pull"): the model would then read new instructions under
 a trusted name. So the first definition of each tool that passed the checks
 is pinned, per server, by a hash of the fields the model sees (name, title,
-description, input and output schemas, annotations; canonical JSON: sorted
-keys, no spaces, UTF-8), and kept in ``--state-dir`` (``mcp-pins.json``).
+description, input and output schemas, annotations; canonical JSON: RFC 8785,
+the JSON Canonicalization Scheme, so that another implementation reviewing an
+exported file computes the same hash), and kept in ``--state-dir``
+(``mcp-pins.json``). A pins file written before RFC 8785 (sorted-key JSON as
+orjson writes it) is read as it is: a pin whose hash is the old form of its own
+stored definition gets the RFC 8785 hash in memory (and in the file at its next
+save); one whose hash matches neither is kept, and then differs from every
+listing (a pending change: fail closed).
 On each later listing:
 
 * the same hash: the tool is served as it is;
@@ -16,6 +22,14 @@ On each later listing:
   old schema could mean something else now);
 * a tool the server did not list the first time: held pending, not served,
   until an operator accepts it.
+
+The server's ``instructions`` (its ``initialize`` result) are pinned the same
+way, per server, the first approved text (``instructions``): a later text that
+differs is held pending (kind ``instructions``) and the pinned one is served
+in its place, so new instructions never reach the model unaccepted. They are
+kept in the same file under the key ``@instructions`` (not a server's name:
+``servers.NAME`` has no ``@``), and listed, diffed and accepted as the
+pseudo-tool ``@instructions`` of their server.
 
 Every difference (a new tool, a new text, a new schema) is kept as a pending
 change, with the definition the server now lists, in
@@ -44,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import rfc8785
 
 log = logging.getLogger("capsem_proxyd.mcp")
 
@@ -52,12 +67,44 @@ PENDING_FILE_NAME = "mcp-pins-pending.json"
 # The fields of a listed tool the model reads, and those of them that say what a call means.
 SEEN = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
 SCHEMAS = ("inputSchema", "outputSchema")
+# The key a server's pinned instructions are kept under (in the file, beside the servers), and the name
+# their pending change is listed and accepted by.
+INSTRUCTIONS = "@instructions"
 
 
 def digest(tool: dict[str, Any], fields: tuple[str, ...] = SEEN) -> str:
-    """The hash a tool is pinned by: SHA-256 of the canonical JSON of ``fields``."""
+    """The hash a tool is pinned by: SHA-256 of the RFC 8785 canonical JSON of ``fields``. A definition RFC 8785
+    cannot write (an integer beyond I-JSON's 2**53, which a schema's ``maximum`` may be) is hashed in the
+    sorted-key form, marked so that it never equals an RFC 8785 hash."""
+    seen = {name: tool[name] for name in fields if name in tool}
+    try:
+        return hashlib.sha256(rfc8785.dumps(seen)).hexdigest()
+    except rfc8785.CanonicalizationError:
+        return hashlib.sha256(b"sorted-keys\0" + orjson.dumps(seen, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def legacy_digest(tool: dict[str, Any], fields: tuple[str, ...] = SEEN) -> str:
+    """The hash pins files had before RFC 8785: SHA-256 of orjson's sorted-key JSON of ``fields``."""
     seen = {name: tool[name] for name in fields if name in tool}
     return hashlib.sha256(orjson.dumps(seen, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _migrated(data: dict[str, Any]) -> dict[str, Any]:
+    """A pins file's content with every pin whose hash is the pre-RFC 8785 form of its own stored definition
+    given its RFC 8785 hashes (``data`` changed in place and returned)."""
+    for server, pins in data.items():
+        if not isinstance(pins, dict):
+            continue
+        fields = ("instructions",) if server == INSTRUCTIONS else SEEN
+        for pin in pins.values():
+            definition = pin.get("definition") if isinstance(pin, dict) else None
+            if not isinstance(definition, dict) or not isinstance(pin.get("hash"), str):
+                continue
+            if pin["hash"] != digest(definition, fields) and pin["hash"] == legacy_digest(definition, fields):
+                pin["hash"] = digest(definition, fields)
+                if fields is SEEN:
+                    pin["schemas"] = digest(definition, SCHEMAS)
+    return data
 
 
 @dataclass(slots=True)
@@ -126,7 +173,7 @@ class Pins:
             raise PinsUnreadable(f"MCP pins file {self.path} cannot be read: {error}") from None
         if not isinstance(data, dict):
             raise PinsUnreadable(f"MCP pins file {self.path} is not a JSON object")
-        return data
+        return _migrated(data)
 
     def apply(
         self, server: str, tools: list[dict[str, Any]], *, session: str = "", cursor: str | None = None,
@@ -181,6 +228,39 @@ class Pins:
             self._save_pending(server)
         return result
 
+    def instructions(self, server: str, text: str) -> str:
+        """The instructions ``server`` may serve for ``text`` (already checked): ``text`` itself when it is
+        the pinned text, or the first this server showed (then pinned); else the pinned text, the new one
+        held pending."""
+        self._refresh()
+        pinned = self.servers.get(INSTRUCTIONS, {}).get(server)
+        if pinned is None:  # another worker (or instance) may have pinned them since this one read the file
+            pinned = self._instructions_elsewhere(server)
+        change = _instructions_change(text)
+        if pinned is None:
+            self.servers.setdefault(INSTRUCTIONS, {})[server] = {key: change[key] for key in ("hash", "schemas",
+                                                                                             "definition")}
+            self._save(server)
+            return text
+        held = self.pending.setdefault(server, {})
+        if pinned["hash"] == change["hash"]:
+            if held.pop(INSTRUCTIONS, None) is not None:
+                self._save_pending(server, drop=[INSTRUCTIONS])
+            return text
+        if held.get(INSTRUCTIONS) != change:
+            log.warning("mcp server instructions changed; the pinned ones are served server=%s", server)
+            held[INSTRUCTIONS] = change
+            self._save_pending(server)
+        return str(pinned["definition"]["instructions"])
+
+    def pinned(self, server: str) -> dict[str, dict[str, Any]]:
+        """``server``'s pins by tool, its instructions' as ``@instructions``."""
+        pins = dict(self.servers.get(server, {}))
+        instructions = self.servers.get(INSTRUCTIONS, {}).get(server)
+        if instructions is not None:
+            pins[INSTRUCTIONS] = instructions
+        return pins
+
     def changes(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Every server's pending changes: this process's and those other workers saved, still differing
         from the pins as the file has them now."""
@@ -190,7 +270,7 @@ class Pins:
             found.setdefault(server, {}).update(held)
         current: dict[str, dict[str, dict[str, Any]]] = {}
         for server, held in found.items():
-            pinned = self.servers.get(server, {})
+            pinned = self.pinned(server)
             still = {name: change for name, change in held.items()
                      if name not in pinned or pinned[name]["hash"] != change["hash"]}
             if still:
@@ -204,13 +284,19 @@ class Pins:
         names = list(held) if tool is None else [tool]
         if not names or any(name not in held for name in names):
             raise KeyError(tool or server)
-        pinned = self.servers.setdefault(server, {})
         accepted = []
         for name in names:
-            change = held[name]
-            pin = {key: change[key] for key in ("hash", "schemas", "definition")}
-            accepted.append((name, pinned.get(name), pin))
-            pinned[name] = pin
+            definition = held[name]["definition"]
+            # hashed here from the definition, not taken from the change (a change saved before RFC 8785)
+            pin = ({"hash": digest(definition, ("instructions",)), "schemas": "", "definition": definition}
+                   if name == INSTRUCTIONS else
+                   {"hash": digest(definition), "schemas": digest(definition, SCHEMAS), "definition": definition})
+            # a server's instructions are kept beside its tools (an empty server entry would say "listed")
+            pinned = self.servers.setdefault(INSTRUCTIONS, {}) if name == INSTRUCTIONS else self.servers.setdefault(
+                server, {})
+            key = server if name == INSTRUCTIONS else name
+            accepted.append((name, pinned.get(key), pin))
+            pinned[key] = pin
             self.pending.get(server, {}).pop(name, None)
         self._save(server)
         self._save_pending(server, drop=names)
@@ -258,16 +344,31 @@ class Pins:
             return found
         return None
 
+    def _instructions_elsewhere(self, server: str) -> dict[str, Any] | None:
+        """``server``'s pinned instructions as the file has them now, adopted; None when it has none."""
+        try:
+            found = self._load().get(INSTRUCTIONS, {}).get(server)
+        except (PinsUnreadable, AttributeError):
+            return None
+        if isinstance(found, dict):
+            self.servers.setdefault(INSTRUCTIONS, {})[server] = found
+            return found
+        return None
+
     def _save(self, server: str) -> None:
-        """``server``'s pins written into the file as it is now: the other servers' entries, which another
-        worker may have written since this process read it, are kept."""
+        """``server``'s pins (its tools', its instructions') written into the file as it is now: the other
+        servers' entries, which another worker may have written since this process read it, are kept."""
         if self.path is None:
             return
         try:
             current = self._load()
         except PinsUnreadable:
             current = {}
-        current[server] = self.servers[server]
+        if server in self.servers:
+            current[server] = self.servers[server]
+        instructions = self.servers.get(INSTRUCTIONS, {}).get(server)
+        if instructions is not None:
+            current[INSTRUCTIONS] = {**current.get(INSTRUCTIONS, {}), server: instructions}
         _write(self.path, current)
         self._read_at = self._mtime()
 
@@ -276,6 +377,13 @@ def _change(kind: str, tool: dict[str, Any]) -> dict[str, Any]:
     """A pending change: what differs (``new``, ``text``, ``schema``) and the definition as now listed."""
     return {"kind": kind, "hash": digest(tool), "schemas": digest(tool, SCHEMAS),
             "definition": {name: tool[name] for name in SEEN if name in tool}}
+
+
+def _instructions_change(text: str) -> dict[str, Any]:
+    """A server's instructions as a pin or a pending change (kind ``instructions``)."""
+    definition = {"instructions": text}
+    return {"kind": "instructions", "hash": digest(definition, ("instructions",)), "schemas": "",
+            "definition": definition}
 
 
 def canonical(definition: dict[str, Any] | None) -> list[str]:

@@ -25,6 +25,8 @@ import httpx
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # The longest --mcp-timeout: a day (a longer one is a typo, not a wish).
 MAX_TIMEOUT = 86_400.0
+# A tool's name as the protocol allows it (1 to 128 characters, no spaces or slashes).
+TOOL = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 # Forwarded to every server.
 PROTOCOL_HEADERS = frozenset({"accept", "content-type", "mcp-protocol-version", "last-event-id", "authorization"})
@@ -41,13 +43,16 @@ class McpConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class McpServer:
-    """One declared server: its name (the path segment), its URL, the headers forwarded to it, and the
-    seconds it has to answer a request (None: no bound beyond the upstream read timeout)."""
+    """One declared server: its name (the path segment), its URL, the headers forwarded to it, the
+    seconds it has to answer a request (None: no bound beyond the upstream read timeout), and the tools
+    whose arguments pass unchanged under REDACT."""
 
     name: str
     url: httpx.URL
     headers: frozenset[str] = PROTOCOL_HEADERS
     timeout: float | None = None
+    # The tools whose call arguments go on unchanged under a REDACT verdict (``--mcp-redact-passthrough``).
+    redact_passthrough: frozenset[str] = frozenset()
 
 
 def named_url(entry: str) -> tuple[str, str]:
@@ -73,7 +78,8 @@ def named_url(entry: str) -> tuple[str, str]:
 
 
 def load_servers(
-    entries: Iterable[str], header_entries: Iterable[str] = (), timeout_entries: Iterable[str] = ()
+    entries: Iterable[str], header_entries: Iterable[str] = (), timeout_entries: Iterable[str] = (),
+    passthrough_entries: Iterable[str] = (),
 ) -> dict[str, McpServer]:
     """Every declared server by name; McpConfigError on a bad, repeated or unknown entry."""
     urls: dict[str, str] = {}
@@ -94,8 +100,10 @@ def load_servers(
             raise McpConfigError(f"--mcp-header {entry!r}: {header} is never forwarded to an MCP server")
         extra[name].add(header)
     timeouts = load_timeouts(timeout_entries, urls)
+    passthrough = redact_passthrough(passthrough_entries, urls)
     return {
-        name: McpServer(name, httpx.URL(url), PROTOCOL_HEADERS | frozenset(extra[name]), timeouts.get(name))
+        name: McpServer(name, httpx.URL(url), PROTOCOL_HEADERS | frozenset(extra[name]), timeouts.get(name),
+                        frozenset(passthrough.get(name, ())))
         for name, url in urls.items()
     }
 
@@ -119,3 +127,17 @@ def load_timeouts(entries: Iterable[str], declared: Iterable[str]) -> dict[str, 
             raise McpConfigError(f"--mcp-timeout {entry!r}: SECONDS must be a number above 0 and at most {MAX_TIMEOUT:g}")
         timeouts[name] = seconds
     return timeouts
+
+
+def redact_passthrough(entries: Iterable[str], servers: Iterable[str]) -> dict[str, set[str]]:
+    """``--mcp-redact-passthrough SERVER/TOOL`` entries as the tools of each declared server."""
+    declared = set(servers)
+    tools: dict[str, set[str]] = {}
+    for entry in entries:
+        name, sep, tool = entry.strip().partition("/")
+        if not sep or not NAME.match(name) or not TOOL.match(tool):
+            raise McpConfigError(f"--mcp-redact-passthrough {entry!r}: expected SERVER/TOOL (e.g. docs/write_file)")
+        if name not in declared:
+            raise McpConfigError(f"--mcp-redact-passthrough {entry!r}: no --mcp-server named {name}")
+        tools.setdefault(name, set()).add(tool)
+    return tools

@@ -123,3 +123,55 @@ async def test_prompts_are_filtered_entry_by_entry() -> None:
     checked = await checks.server_message(answer, asked)
     assert checked.decision == "FILTERED"
     assert [prompt["name"] for prompt in checked.forward["result"]["prompts"]] == ["summary"]
+
+
+def secrets_checks() -> MessageChecks:
+    """Checks through the default policy set (Debug and Secrets), masking with a process key."""
+    import os
+
+    from capsem_proxyd.enforcement.loader import default_policy_set
+    from capsem_proxyd.redaction.masker import Masker
+
+    return MessageChecks(debug_engine(default_policy_set()), Exchange.begin("/mcp/x"), "x", "s", ApprovedTools(),
+                         masker=Masker(os.urandom(32), "test"))
+
+
+async def test_a_credential_in_a_notification_or_an_error_is_masked_and_the_message_goes_on() -> None:
+    from capsem_proxyd.redaction.placeholder import PLACEHOLDER
+    from tests.support.mcp_secrets_server import AWS_KEY_ID
+
+    note = jsonrpc.classify({"jsonrpc": "2.0", "method": "notifications/message",
+                             "params": {"level": "info", "data": f"loaded key {AWS_KEY_ID}"}})
+    checked = await secrets_checks().server_message(note, None)
+    assert checked.decision == "REDACT" and checked.forward is not None
+    data = checked.forward["params"]["data"]
+    assert AWS_KEY_ID not in data and PLACEHOLDER.search(data) and data.startswith("loaded key ")
+
+    asked = jsonrpc.classify({"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {"uri": "x://y"}})
+    error = jsonrpc.classify({"jsonrpc": "2.0", "id": 4, "error": {"code": -32000, "message": f"bad key {AWS_KEY_ID}"}})
+    checked = await secrets_checks().server_message(error, asked)
+    assert checked.decision == "REDACT" and AWS_KEY_ID not in checked.forward["error"]["message"]
+    assert checked.forward["error"]["code"] == -32000
+
+
+async def test_a_credential_in_an_object_key_cannot_be_masked_and_the_result_is_refused() -> None:
+    from tests.support.mcp_secrets_server import AWS_KEY_ID
+
+    asked = jsonrpc.classify({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "a"}})
+    result = jsonrpc.classify({"jsonrpc": "2.0", "id": 3, "result": {
+        "content": [{"type": "text", "text": "ok"}], "structuredContent": {AWS_KEY_ID: "the key"}}})
+    checked = await secrets_checks().server_message(result, asked)
+    assert checked.decision == "BLOCK" and checked.forward["result"]["isError"] is True
+    assert AWS_KEY_ID not in jsonrpc.dumps(checked.forward).decode()
+
+
+async def test_a_definition_a_policy_would_mask_is_removed_never_rewritten() -> None:
+    """Already so before masking came to this hop, kept so now that it masks results (a guard, not a new rule)."""
+    from tests.support.mcp_secrets_server import AWS_KEY_ID
+
+    checks = secrets_checks()
+    answer, asked = listing({"name": "a", "description": f"uses key {AWS_KEY_ID}"}, {"name": "b"})
+    checked = await checks.server_message(answer, asked)
+    assert checked.decision == "FILTERED"
+    assert [tool["name"] for tool in checked.forward["result"]["tools"]] == ["b"]
+    assert AWS_KEY_ID not in jsonrpc.dumps(checked.forward).decode()

@@ -1,4 +1,4 @@
-"""``--mcp-server`` and ``--mcp-header``: a bad entry is one line and exit 2 from ``check``, before ``start``."""
+"""``--mcp-server``, ``--mcp-header`` and ``--mcp-redact-passthrough``: a bad entry is one line and exit 2 from ``check``, before ``start``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ BAD = {
     "timeout of zero": (["--mcp-server", "docs=https://a.example", "--mcp-timeout", "docs=0"], ("above 0",)),
     "timeout given twice": (["--mcp-server", "docs=https://a.example", "--mcp-timeout", "docs=1",
                              "--mcp-timeout", "docs=2"], ("already",)),
+    "passthrough without a tool": (["--mcp-server", "docs=https://a.example", "--mcp-redact-passthrough", "docs"],
+                                   ("--mcp-redact-passthrough", "SERVER/TOOL")),
+    "passthrough for no server": (["--mcp-server", "docs=https://a.example", "--mcp-redact-passthrough",
+                                   "other/write"], ("--mcp-redact-passthrough", "other")),
+    "passthrough tool with a space": (["--mcp-server", "docs=https://a.example", "--mcp-redact-passthrough",
+                                       "docs/write file"], ("SERVER/TOOL",)),
 }
 
 
