@@ -373,7 +373,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         return index
 
 
-_PLAIN_BLOCK = re.compile(r"(\S+)([ \t\n\r]*)")
+_PLAIN_BLOCK = re.compile(r"([0-9A-Za-z_=+]+)([ \t\n\r]*)")  # no punctuation an infix or suffix is made of
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 _SPAN_START = re.compile(r"(?<=\s)(?=\S)")  # where spaCy's tokenizer starts a span of non-space characters
 _COLON_SPAN = re.compile(r"\S*:\S*")
@@ -476,13 +476,14 @@ class LocalTokens:
         return tokens
 
     def _plain_block(self, piece: str) -> list[tuple[int, int, str]] | None:
-        """The tokens of a block that is one span of non-space characters and its ASCII whitespace, told without
-        spaCy when the span is one token (a log's or a CSV's ids, counts and words, each a new string spaCy
-        would add to its vocabulary): its tokenizer keeps a span whole when it is no special case and no
-        prefix, suffix or infix of it applies (``Tokenizer._split_affixes`` then ``_attach_tokens``: nothing to
-        split; its special-case matcher then finds no rule in one token that is none). A single space after it
-        is that token's, and the rest of the whitespace (all of it, when it does not start with a space) is
-        one token of its own. None for any other block."""
+        """The tokens of a block that is one span of ASCII letters, digits, ``_``, ``=`` and ``+`` and its ASCII
+        whitespace, told without spaCy when the span is one token (a log's or a CSV's ids, counts and words, each
+        a new string spaCy would add to its vocabulary; a span with other punctuation is likely split, and goes
+        to spaCy without these tests, which spaCy repeats): its tokenizer keeps a span whole when it is no
+        special case and no prefix, suffix or infix of it applies (``Tokenizer._split_affixes`` then
+        ``_attach_tokens``: nothing to split; its special-case matcher then finds no rule in one token that is
+        none). A single space after it is that token's, and the rest of the whitespace (all of it, when it
+        does not start with a space) is one token of its own. None for any other block."""
         found = _PLAIN_BLOCK.fullmatch(piece)
         if found is None:
             return None
@@ -498,10 +499,11 @@ class LocalTokens:
     def single_token(self, span: str) -> bool:
         """Whether spaCy's tokenizer, given ``span`` (non-space characters), leaves it one token because no
         special case, prefix, suffix or infix of it applies (False: it may split it)."""
-        tokenizer = self.tokenizer
-        return not (span in tokenizer.rules or (tokenizer.prefix_search is not None and tokenizer.prefix_search(span))
-                    or (tokenizer.suffix_search is not None and tokenizer.suffix_search(span)) or (
-                        tokenizer.infix_finditer is not None and next(iter(tokenizer.infix_finditer(span)), None)))
+        tokenizer = self.tokenizer  # the cheapest tests first: the suffix pattern is tried at every position
+        return not (span in tokenizer.rules or (
+            tokenizer.infix_finditer is not None and next(iter(tokenizer.infix_finditer(span)), None)) or (
+            tokenizer.prefix_search is not None and tokenizer.prefix_search(span)) or (
+            tokenizer.suffix_search is not None and tokenizer.suffix_search(span)))
 
     def silent(self, span: str) -> bool:
         """Whether the span of non-space characters ``span`` gives the walks no keyword: spaCy keeps it one
