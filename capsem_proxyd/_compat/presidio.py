@@ -575,7 +575,6 @@ class ContextReach:
     def __init__(self, text: str, lowered: str, prefix: int, suffix: int, nlp_engine: Any, language: str,
                  silent: Callable[[str], bool] | None = None) -> None:
         self.silent = silent  # whether a span of non-space characters gives no keyword (LocalTokens.silent)
-        self._heard: dict[tuple[int, int], bool] = {}  # per occurrence (start, length): not inside a silent span
         self.text = text
         self.lowered = lowered
         self.prefix = prefix
@@ -593,12 +592,15 @@ class ContextReach:
         self._scanned = True
 
     def _occurrences(self, word: str) -> list[int]:
+        """Where ``word`` starts in the lower-case text, less where it lies inside a span that gives no keyword
+        (``_heard_at``)."""
         found = self._found.get(word)
         if found is None:
             found = []
             at = self.lowered.find(word)
             while at >= 0:
-                found.append(at)
+                if self._heard_at(at, word):
+                    found.append(at)
                 at = self.lowered.find(word, at + 1)
             self._found[word] = found
         return found
@@ -638,10 +640,8 @@ class ContextReach:
                 return True
             found = self._occurrences(word)
             at = bisect.bisect_left(found, low)
-            while at < len(found) and found[at] + len(word) <= high:
-                if self._heard_at(found[at], word):
-                    return True
-                at += 1
+            if at < len(found) and found[at] + len(word) <= high:
+                return True
         return False
 
     def _heard_at(self, at: int, word: str) -> bool:
@@ -651,20 +651,15 @@ class ContextReach:
         silent = self.silent
         if silent is None:
             return True
-        key = (at, len(word))
-        known = self._heard.get(key)
-        if known is None:
-            known = True
-            text = self.text
-            first = at
-            while first > 0 and first > at - self.SPAN and not text[first - 1].isspace():
-                first -= 1
-            rest = _SPAN_END_CAPPED.match(text, at)
-            end = rest.end() if rest is not None else at
-            if end - at < self.SPAN and (first == 0 or text[first - 1].isspace()) and at + len(word) <= end:
-                known = not silent(text[first:end])
-            self._heard[key] = known
-        return known
+        text = self.text
+        first = at
+        while first > 0 and first > at - self.SPAN and not text[first - 1].isspace():
+            first -= 1
+        rest = _SPAN_END_CAPPED.match(text, at)
+        end = rest.end() if rest is not None else at
+        if end - at < self.SPAN and (first == 0 or text[first - 1].isspace()) and at + len(word) <= end:
+            return not silent(text[first:end])
+        return True
 
 
 _DIGIT_STOP_WORDS: dict[int, bool] = {}
