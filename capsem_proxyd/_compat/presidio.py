@@ -402,19 +402,26 @@ class LocalTokens:
         self.engine = nlp_engine
         self.language = language
         self.tokenizer = nlp_engine.nlp[language].tokenizer
-        cuts = [0]
-        for found in _SPAN_START.finditer(text):
-            if found.start() - cuts[-1] >= self.BLOCK:
-                cuts.append(found.start())
-        if cuts[-1] != len(text):
-            cuts.append(len(text))
-        self.cuts = cuts  # block i is text[cuts[i]:cuts[i + 1]]
+        self.block_size = self.BLOCK  # as it is when made (the tests vary it)
         self._known = {} if known is None else known  # a block's tokens (offsets from its start), by its text
         self._blocks: dict[int, list[tuple[int, int, str]]] = {}
         self.lowered = text.lower()
         self._keyword: dict[str, bool] = {}
         self._digits_qualify = not _stop_words_with_digits(nlp_engine, language)
         self._silent: dict[str, bool] = {}
+
+    @functools.cached_property
+    def cuts(self) -> list[int]:
+        """Where the blocks start, and the text's end: block i is ``text[cuts[i]:cuts[i + 1]]``. Found when a
+        walk first needs a block (``silent`` needs none: a text where nothing rises is not scanned)."""
+        text = self.text
+        cuts = [0]
+        for found in _SPAN_START.finditer(text):
+            if found.start() - cuts[-1] >= self.block_size:
+                cuts.append(found.start())
+        if cuts[-1] != len(text):
+            cuts.append(len(text))
+        return cuts
 
     def _qualifies(self, lemma: str) -> bool:
         """``NlpArtifacts.set_keywords``' filter: a lemma of ASCII digits passes it when no stop word of the
