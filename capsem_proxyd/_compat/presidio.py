@@ -415,10 +415,13 @@ class LocalTokens:
         """Where the blocks start, and the text's end: block i is ``text[cuts[i]:cuts[i + 1]]``. Found when a
         walk first needs a block (``silent`` needs none: a text where nothing rises is not scanned)."""
         text = self.text
-        cuts = [0]
-        for found in _SPAN_START.finditer(text):
-            if found.start() - cuts[-1] >= self.block_size:
-                cuts.append(found.start())
+        if self.block_size <= 1:  # a block per span (a span starts after a space: never at 0)
+            cuts = [0, *(found.start() for found in _SPAN_START.finditer(text))]
+        else:
+            cuts = [0]
+            for found in _SPAN_START.finditer(text):
+                if found.start() - cuts[-1] >= self.block_size:
+                    cuts.append(found.start())
         if cuts[-1] != len(text):
             cuts.append(len(text))
         return cuts
