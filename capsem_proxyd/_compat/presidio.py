@@ -46,7 +46,9 @@ the recognizer when it lets a caller pass the extractor.
   the policy's), the walk back from a match stops at the first lemma holding a
   context word (``_any_supportive_word``): the score rises the same; only the
   word an explanation would name can differ. Runs of digits are tokenized
-  without spaCy (``LocalTokens._digits_block``).
+  without spaCy, and so is any span spaCy keeps whole (``LocalTokens._plain_block``);
+  an occurrence of a context word inside a span that is one token whose lemma is
+  no keyword ("call" is a stop word) is no occurrence for ``ContextReach``.
 * ``PruningAnalyzerEngine``: ``AnalyzerEngine.analyze`` drops results below the
   request's threshold right after its private ``_enhance_using_context`` and
   before removing duplicates; ours drops before enhancement the results no
@@ -244,8 +246,16 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         by_id = {recognizer.id: recognizer for recognizer in recognizers}
         lowered = text.lower().lower()
         present: dict[str, bool] = {}  # per recognizer: one of its context words is in the text
+        made: list[LocalTokens] = []  # the text's LocalTokens, made when first needed
+
+        def local() -> LocalTokens:
+            if not made:
+                made.append(LocalTokens(text, self.nlp_engine, self.language, self._tokens_by_text))
+            return made[0]
+
         reach = ContextReach(text, lowered, self.context_prefix_count, self.context_suffix_count,
-                             self.nlp_engine, self.language)
+                             self.nlp_engine, self.language,
+                             silent=(lambda span: local().silent(span)) if self.nlp_engine is not None else None)
 
         def may_rise(result: RecognizerResult) -> bool:
             metadata = result.recognition_metadata or {}
@@ -263,7 +273,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         if self.nlp_engine is None:
             return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
         # Presidio's loop treats each result on its own: the others are left as they are.
-        self._local.text = LocalTokens(text, self.nlp_engine, self.language, self._tokens_by_text)
+        self._local.text = local()
         try:
             return [self._raised(text, result, by_id, nlp_artifacts) if rises else result
                     for result, rises in zip(raw_results, rising, strict=True)]
@@ -363,7 +373,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         return index
 
 
-_DIGITS_BLOCK = re.compile(r"([0-9]+)([ \t\n\r]*)")
+_PLAIN_BLOCK = re.compile(r"([0-9A-Za-z_=+]+)([ \t\n\r]*)")  # no punctuation an infix or suffix is made of
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 _SPAN_START = re.compile(r"(?<=\s)(?=\S)")  # where spaCy's tokenizer starts a span of non-space characters
 _COLON_SPAN = re.compile(r"\S*:\S*")
@@ -392,18 +402,29 @@ class LocalTokens:
         self.engine = nlp_engine
         self.language = language
         self.tokenizer = nlp_engine.nlp[language].tokenizer
-        cuts = [0]
-        for found in _SPAN_START.finditer(text):
-            if found.start() - cuts[-1] >= self.BLOCK:
-                cuts.append(found.start())
-        if cuts[-1] != len(text):
-            cuts.append(len(text))
-        self.cuts = cuts  # block i is text[cuts[i]:cuts[i + 1]]
+        self.block_size = self.BLOCK  # as it is when made (the tests vary it)
         self._known = {} if known is None else known  # a block's tokens (offsets from its start), by its text
         self._blocks: dict[int, list[tuple[int, int, str]]] = {}
         self.lowered = text.lower()
         self._keyword: dict[str, bool] = {}
         self._digits_qualify = not _stop_words_with_digits(nlp_engine, language)
+        self._silent: dict[str, bool] = {}
+
+    @functools.cached_property
+    def cuts(self) -> list[int]:
+        """Where the blocks start, and the text's end: block i is ``text[cuts[i]:cuts[i + 1]]``. Found when a
+        walk first needs a block (``silent`` needs none: a text where nothing rises is not scanned)."""
+        text = self.text
+        if self.block_size <= 1:  # a block per span (a span starts after a space: never at 0)
+            cuts = [0, *(found.start() for found in _SPAN_START.finditer(text))]
+        else:
+            cuts = [0]
+            for found in _SPAN_START.finditer(text):
+                if found.start() - cuts[-1] >= self.block_size:
+                    cuts.append(found.start())
+        if cuts[-1] != len(text):
+            cuts.append(len(text))
+        return cuts
 
     def _qualifies(self, lemma: str) -> bool:
         """``NlpArtifacts.set_keywords``' filter: a lemma of ASCII digits passes it when no stop word of the
@@ -454,7 +475,7 @@ class LocalTokens:
             piece = self.text[first:last]
             relative = self._known.get(piece)
             if relative is None:
-                relative = self._digits_block(piece)
+                relative = self._plain_block(piece)
             if relative is None:
                 relative = [(token.idx, token.idx + len(token), token.lower_) for token in self.tokenizer(piece)]
                 if len(self._known) >= self.KNOWN:
@@ -464,26 +485,44 @@ class LocalTokens:
             self._blocks[index] = tokens
         return tokens
 
-    def _digits_block(self, piece: str) -> list[tuple[int, int, str]] | None:
-        """The tokens of a block that is a run of ASCII digits and whitespace, told without spaCy (a log's or a
-        CSV's ids and counts, each a new string spaCy would add to its vocabulary): the digits are one token
-        when no prefix, suffix, infix or special case of the tokenizer applies to them; a single space after
-        them is that token's, and the rest of the whitespace (all of it, when it does not start with a
-        space) is one token of its own. None for any other block."""
-        found = _DIGITS_BLOCK.fullmatch(piece)
+    def _plain_block(self, piece: str) -> list[tuple[int, int, str]] | None:
+        """The tokens of a block that is one span of ASCII letters, digits, ``_``, ``=`` and ``+`` and its ASCII
+        whitespace, told without spaCy when the span is one token (a log's or a CSV's ids, counts and words, each
+        a new string spaCy would add to its vocabulary; a span with other punctuation is likely split, and goes
+        to spaCy without these tests, which spaCy repeats): its tokenizer keeps a span whole when it is no
+        special case and no prefix, suffix or infix of it applies (``Tokenizer._split_affixes`` then
+        ``_attach_tokens``: nothing to split; its special-case matcher then finds no rule in one token that is
+        none). A single space after it is that token's, and the rest of the whitespace (all of it, when it
+        does not start with a space) is one token of its own. None for any other block."""
+        found = _PLAIN_BLOCK.fullmatch(piece)
         if found is None:
             return None
-        digits, space = found.group(1), found.group(2)
-        tokenizer = self.tokenizer
-        if digits in tokenizer.rules or (tokenizer.prefix_search is not None and tokenizer.prefix_search(digits)) or (
-                tokenizer.suffix_search is not None and tokenizer.suffix_search(digits)) or (
-                tokenizer.infix_finditer is not None and next(iter(tokenizer.infix_finditer(digits)), None)):
+        span, space = found.group(1), found.group(2)
+        if not self.single_token(span):
             return None
-        tokens = [(0, len(digits), digits)]
+        tokens = [(0, len(span), span.lower())]
         rest = space[1:] if space.startswith(" ") else space
         if rest:
             tokens.append((len(piece) - len(rest), len(piece), rest))
         return tokens
+
+    def single_token(self, span: str) -> bool:
+        """Whether spaCy's tokenizer, given ``span`` (non-space characters), leaves it one token because no
+        special case, prefix, suffix or infix of it applies (False: it may split it)."""
+        tokenizer = self.tokenizer  # the cheapest tests first: the suffix pattern is tried at every position
+        return not (span in tokenizer.rules or (
+            tokenizer.infix_finditer is not None and next(iter(tokenizer.infix_finditer(span)), None)) or (
+            tokenizer.prefix_search is not None and tokenizer.prefix_search(span)) or (
+            tokenizer.suffix_search is not None and tokenizer.suffix_search(span)))
+
+    def silent(self, span: str) -> bool:
+        """Whether the span of non-space characters ``span`` gives the walks no keyword: spaCy keeps it one
+        token (``single_token``) whose lemma, its lower case, is no keyword of the text (a stop word such as
+        "call", punctuation). A context word inside it is then in no lemma Presidio's enhancer reads."""
+        known = self._silent.get(span)
+        if known is None:
+            known = self._silent[span] = self.single_token(span) and not self.is_keyword(span.lower())
+        return known
 
     def keywords_from(self, start: int, count: int, *, backward: bool,
                       stop: Callable[[str], bool] | None = None) -> list[str]:
@@ -522,6 +561,7 @@ class LocalTokens:
 
 _SURE_SPAN = re.compile(r"(?<!\S)(?=[^\s:]*\d)[^\s:]+(?!\S)")  # a span of non-space characters: a digit, no colon
 _SPAN_END = re.compile(r"\S*")
+_SPAN_END_CAPPED = re.compile(r"\S{0,64}")
 _A_DIGIT = re.compile(r"\d")
 
 
@@ -540,7 +580,11 @@ class ContextReach:
     there, no context word can raise the match's score. Only a match starting on a non-space character of
     an ASCII text is decided this way."""
 
-    def __init__(self, text: str, lowered: str, prefix: int, suffix: int, nlp_engine: Any, language: str) -> None:
+    SPAN = 64  # characters of a span looked at around an occurrence of a context word, at most
+
+    def __init__(self, text: str, lowered: str, prefix: int, suffix: int, nlp_engine: Any, language: str,
+                 silent: Callable[[str], bool] | None = None) -> None:
+        self.silent = silent  # whether a span of non-space characters gives no keyword (LocalTokens.silent)
         self.text = text
         self.lowered = lowered
         self.prefix = prefix
@@ -558,12 +602,15 @@ class ContextReach:
         self._scanned = True
 
     def _occurrences(self, word: str) -> list[int]:
+        """Where ``word`` starts in the lower-case text, less where it lies inside a span that gives no keyword
+        (``_heard_at``)."""
         found = self._found.get(word)
         if found is None:
             found = []
             at = self.lowered.find(word)
             while at >= 0:
-                found.append(at)
+                if self._heard_at(at, word):
+                    found.append(at)
                 at = self.lowered.find(word, at + 1)
             self._found[word] = found
         return found
@@ -606,6 +653,23 @@ class ContextReach:
             if at < len(found) and found[at] + len(word) <= high:
                 return True
         return False
+
+    def _heard_at(self, at: int, word: str) -> bool:
+        """Whether the occurrence of ``word`` at ``at`` may be part of a keyword lemma: not when it lies inside
+        a span of non-space characters (of at most ``SPAN`` characters, else it is not looked at) that
+        ``silent`` says gives none (one token, its lemma no keyword: "call" before a number)."""
+        silent = self.silent
+        if silent is None:
+            return True
+        text = self.text
+        first = at
+        while first > 0 and first > at - self.SPAN and not text[first - 1].isspace():
+            first -= 1
+        rest = _SPAN_END_CAPPED.match(text, at)
+        end = rest.end() if rest is not None else at
+        if end - at < self.SPAN and (first == 0 or text[first - 1].isspace()) and at + len(word) <= end:
+            return not silent(text[first:end])
+        return True
 
 
 _DIGIT_STOP_WORDS: dict[int, bool] = {}

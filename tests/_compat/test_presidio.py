@@ -331,3 +331,40 @@ def test_explanations_are_still_dropped_and_a_supportive_word_is_still_any_lemma
     assert "if predefined_context_word.lower() in keyword.lower()" in source
     assert find(["x", "mobile-phone"], ["phone", "call"], "substring") == "phone"
     assert find(["x"], ["phone"], "substring") == ""
+
+
+def test_spacy_keeps_a_span_whole_when_no_special_case_prefix_suffix_or_infix_applies() -> None:
+    """``LocalTokens._plain_block`` and ``silent`` tell a span of one token without spaCy when its tokenizer's
+    ``_split_affixes`` (private) finds no prefix or suffix and ``_attach_tokens`` (private) no infix and no
+    special case: both still read them through ``find_prefix``, ``find_suffix`` and ``find_infix`` and push the
+    string whole when ``find_infix`` finds nothing (read in the tokenizer's shipped source)."""
+    from pathlib import Path
+
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    source = (Path(spacy.__file__).parent / "tokenizer.pyx").read_text()
+    split = source[source.index("cdef str _split_affixes("):source.index("cdef int _attach_tokens(")]
+    for line in ("if with_special_cases and self._specials.get(hash_string(string)) != NULL:",
+                 "pre_len = self.find_prefix(string)", "suf_len = self.find_suffix(string[pre_len:])",
+                 "elif pre_len:", "elif suf_len:"):
+        assert line in split, line
+    attach = source[source.index("cdef int _attach_tokens("):source.index("cdef int _save_cached(")]
+    for line in ("matches = self.find_infix(string)", "if not matches:",
+                 "tokens.push_back(self.vocab.get(tokens.mem, string), False)"):
+        assert line in attach, line
+    nlp = spacy.blank("en")
+
+    class Engine:
+        def __init__(self) -> None:
+            self.nlp = {"en": nlp}
+
+        def is_stopword(self, word: str, language: str) -> bool:
+            return bool(nlp.vocab[word].is_stop)
+
+        def is_punct(self, word: str, language: str) -> bool:
+            return bool(nlp.vocab[word].is_punct)
+
+    local = LocalTokens("call 650", Engine(), "en")
+    for span in ("call", "bytes=8086641", "+448001234567", "10km", "can't", "(650)", "a-b", "U.S.", "phone:"):
+        assert local.single_token(span) <= ([token.text for token in nlp.tokenizer(span)] == [span]), span
+    assert local.single_token("call") and not local.single_token("10km") and not local.single_token("(650)")

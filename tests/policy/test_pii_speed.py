@@ -426,3 +426,75 @@ def test_the_region_prefilter_passes_every_number_the_matcher_finds_in_a_mutated
             assert any(wanted is not None and wanted[index] for candidate, wanted in zip(scan, verdicts, strict=True)
                        if candidate.start < match.end and match.start < candidate.start + len(candidate.text)), (
                 region, text, match.raw_string)
+
+
+# -- spans spaCy keeps whole, tokenized without it; context words in spans that give no keyword ----------------
+
+SPAN_ALPHABET = "ab0123456789+-().,:;/=@'\"%$#_xyzCALLcall\u00e9"
+
+
+@given(st.lists(st.tuples(st.text(alphabet=SPAN_ALPHABET, min_size=1, max_size=16),
+                          st.text(alphabet=" \t\n\r", max_size=3)), min_size=1, max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_spans_spacy_keeps_whole_are_tokenized_as_spacy_tokenizes_them(spans: list[tuple[str, str]]) -> None:
+    """``LocalTokens._plain_block``: a span no special case, prefix, suffix or infix applies to, and its
+    whitespace, told without spaCy: the same tokens, lemmas and keywords as spaCy's over the whole text."""
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    text = "".join(span + (space or " ") for span, space in spans)
+    engine = POLICY.analyzer.nlp_engine
+    local = LocalTokens(text, engine, "en")
+    tokens = [token for index in range(len(local.cuts) - 1) for token in local.block(index)]
+    assert tokens == [(token.idx, token.idx + len(token), token.lower_) for token in engine.nlp["en"](text)], text
+    keywords = set(REFERENCE.nlp_engine.process_text(text, "en").keywords)
+    for _, _, lemma in tokens:
+        assert local.is_keyword(lemma) == (lemma.lower() in keywords), lemma
+    for span, _ in spans:
+        if local.single_token(span):
+            assert [token.text for token in engine.nlp["en"].tokenizer(span)] == [span]
+        if local.silent(span):
+            assert span.lower() not in keywords, span
+
+
+@given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS + NUMBERS[:40] + ["12:30", "a1:b2", "x9", "call", "Call", "me",
+                                                                         "the", "call:", "recall", "x:call"]),
+                min_size=1, max_size=40),
+       st.lists(st.sampled_from(SEPARATORS), max_size=40), st.integers(0, 5), st.integers(0, 2))
+@settings(max_examples=200, deadline=None)
+def test_context_words_in_spans_that_give_no_keyword_are_not_near_a_match(
+        words: list[str], separators: list[str], prefix: int, suffix: int) -> None:
+    """``ContextReach.may_find`` with ``LocalTokens.silent``: an occurrence of a context word inside a span that
+    is one token whose lemma is no keyword ("call", a stop word) is none; it still says no only when no context
+    word is part of a word Presidio's enhancer reads around the match."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
+    enhancer = LemmaContextAwareEnhancer(context_prefix_count=prefix, context_suffix_count=suffix)
+    context = ["phone", "call", "number", "ssn", "card", "ip", "1", "0", "x", "me", "the"]
+    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+    reach = ContextReach(text, text.lower(), prefix, suffix, POLICY.analyzer.nlp_engine, "en", silent=local.silent)
+    for start in range(len(text)):
+        if reach.may_find(start, context):
+            continue
+        near = enhancer._extract_surrounding_words(artifacts, "w", start)
+        assert not [word for word in context if any(word in lemma for lemma in near)], (start, near, text)
+
+
+def test_a_stop_word_before_a_number_sends_it_through_no_walk() -> None:
+    """"call" is a stop word of spaCy's English: a number after it alone has no context word Presidio reads
+    (0.4), so ``ContextReach`` says no without tokenizing; "phone" raises it (0.75) as Presidio does."""
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    text = "call +1 201-555-0123 or phone +1 201-555-0124"
+    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+    reach = ContextReach(text, text.lower(), 5, 0, POLICY.analyzer.nlp_engine, "en", silent=local.silent)
+    assert local.silent("call") and not local.silent("phone")
+    assert not reach.may_find(text.index("+1"), ["call", "number"])
+    assert reach.may_find(text.rindex("+1"), ["phone"])
+    ours = POLICY.analyzer.analyze(text=text, entities=["PHONE_NUMBER"], language="en", score_threshold=0)
+    theirs = REFERENCE.analyze(text=text, entities=["PHONE_NUMBER"], language="en", score_threshold=0)
+    assert found(ours) == found(theirs)
+    assert {round(result.score, 2) for result in theirs} == {0.4, 0.75}
