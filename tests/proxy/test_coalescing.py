@@ -1,10 +1,12 @@
-"""A request's head and body reach the provider in one write; the bytes are the client's, in order.
+"""A request's head and body reach the provider in one write, a whole reply's reach the client in one.
 
 Each write that reaches an idle provider wakes it (``proxy/coalescing.py``):
 httpcore wrote the head, the body and an empty end of message separately, so a
 provider woke once for a head it could do nothing with. Seen here at the
 socket: every ``send_all`` the proxy makes towards the fake provider is
 recorded, through the real app, so a request that went out in pieces fails.
+Hypercorn wrote a reply's head and its body separately too; a whole reply now
+goes in one write (``_compat/hypercorn.py``), a stream's head at once.
 """
 
 from __future__ import annotations
@@ -22,24 +24,28 @@ from hypothesis import strategies as st
 
 from capsem_proxyd.proxy.coalescing import HELD_BELOW, CoalescingStream
 from tests.support.bodies import chat_body
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_AUTH
 
 
-@pytest.fixture
-def sends_to_provider(monkeypatch: pytest.MonkeyPatch, fake: FakeUpstream) -> Iterator[list[bytes]]:
-    """The data of every ``send_all`` made on a socket connected to the fake provider, in order."""
-    port = int(fake.url.rsplit(":", 1)[1])
+def _record_sends(monkeypatch: pytest.MonkeyPatch, peer_port: int | None = None,
+                  local_port: int | None = None) -> list[bytes]:
+    """The data of every non-empty ``send_all`` on a socket with that peer (or local) port, in order."""
     sent: list[bytes] = []
     send_all = trio.SocketStream.send_all
 
     async def recording(stream: trio.SocketStream, data: Any) -> None:
-        if stream.socket.getpeername()[1] == port:
+        if data and (stream.socket.getpeername()[1] == peer_port or stream.socket.getsockname()[1] == local_port):
             sent.append(bytes(data))
         await send_all(stream, data)
 
     monkeypatch.setattr(trio.SocketStream, "send_all", recording)
-    yield sent
+    return sent
+
+
+@pytest.fixture
+def sends_to_provider(monkeypatch: pytest.MonkeyPatch, fake: FakeUpstream) -> Iterator[list[bytes]]:
+    yield _record_sends(monkeypatch, peer_port=int(fake.url.rsplit(":", 1)[1]))
 
 
 def _agent_turn(size: int) -> bytes:
@@ -65,6 +71,31 @@ async def test_a_request_goes_to_the_provider_in_one_write_with_the_clients_body
             assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
             assert body == raw == fake.requests[-1].body  # the client's bytes, whole, in that one write
     assert fake.total_connections == 1
+
+
+async def test_a_whole_reply_goes_to_the_client_in_one_write_and_a_streams_head_at_once(
+    proxy, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sends_to_client = _record_sends(monkeypatch, local_port=int(proxy.url.rsplit(":", 1)[1]))
+    raw = _agent_turn(230_000)
+    async with httpx.AsyncClient(base_url=proxy.url, headers=OPENAI_AUTH) as client:
+        for _ in range(2):
+            sends_to_client.clear()
+            reply = await client.post("/v1/chat/completions", content=raw,
+                                      headers={"content-type": "application/json"})
+            assert reply.status_code == 200
+            assert len(sends_to_client) == 1, [len(data) for data in sends_to_client]
+            assert sends_to_client[0].endswith(b"\r\n\r\n" + reply.content)
+        refused = await client.post("/v1/chat/completions", content=b"{", headers={"content-type": "application/json"})
+        assert refused.status_code == 400  # a refusal is a whole reply too
+        assert len(sends_to_client) == 2 and sends_to_client[1].endswith(b"\r\n\r\n" + refused.content)
+        sends_to_client.clear()
+        fake.script(Reply(chunks=["one ", "two"], chunk_delay=0.05))
+        async with client.stream("POST", "/v1/chat/completions", json=chat_body(stream=True)) as streamed:
+            assert streamed.status_code == 200
+            assert sends_to_client[0].startswith(b"HTTP/1.1 200") and sends_to_client[0].endswith(b"\r\n\r\n")
+            await streamed.aread()
+        assert len(sends_to_client) > 2  # the head alone, then the events as they came
 
 
 class _Recording(httpcore.AsyncNetworkStream):
