@@ -31,6 +31,9 @@ SocketOption: typing.TypeAlias = tuple[int, int, int] | tuple[int, int, bytes | 
 # A write smaller than this is held for the next one: a request head is a few hundred bytes, a few kB
 # with long headers; a larger write goes at once (it is worth its own wake-up, and copying it would cost).
 HELD_BELOW = 16 * 1024
+# A held write joins a next one smaller than this (an agent's turn, a few hundred kB: a copy of ~20 us);
+# a larger body follows in a write of its own rather than be copied whole (a 20 MB body: 20 MB more held).
+JOINED_BELOW = 1024 * 1024
 
 
 class CoalescingStream(httpcore.AsyncNetworkStream):
@@ -43,17 +46,26 @@ class CoalescingStream(httpcore.AsyncNetworkStream):
         self._held = b""
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if self._held:
-            buffer, self._held = self._held + buffer, b""
+        held, self._held = self._held, b""
+        if held:
+            if len(buffer) >= JOINED_BELOW:
+                await self._stream.write(held, timeout)
+            else:
+                buffer = held + buffer
         if len(buffer) < HELD_BELOW:
             self._held = buffer  # b"" (an empty end of message) holds nothing
             return
         await self._stream.write(buffer, timeout)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        if self._held:
-            held, self._held = self._held, b""
-            await self._stream.write(held, timeout)
+        held, self._held = self._held, b""
+        if held:
+            try:
+                await self._stream.write(held, timeout)
+            except httpcore.WriteError:
+                # As httpcore treats a failed write of its request: the peer may have closed its side after
+                # answering (a well-formed refusal); the read says what there is to say.
+                pass
         return await self._stream.read(max_bytes, timeout)
 
     async def aclose(self) -> None:

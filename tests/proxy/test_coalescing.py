@@ -22,7 +22,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from capsem_proxyd.proxy.coalescing import HELD_BELOW, CoalescingStream
+from capsem_proxyd.proxy.coalescing import HELD_BELOW, JOINED_BELOW, CoalescingStream
 from tests.support.bodies import chat_body
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.proxy import OPENAI_AUTH
@@ -115,7 +115,8 @@ class _Recording(httpcore.AsyncNetworkStream):
         pass
 
 
-_STEPS = st.lists(st.one_of(st.integers(0, 3 * HELD_BELOW), st.none()), max_size=12)
+_STEPS = st.lists(st.one_of(st.integers(0, 3 * HELD_BELOW), st.sampled_from([JOINED_BELOW - 1, JOINED_BELOW]),
+                            st.none()), max_size=12)
 
 
 @given(steps=_STEPS)
@@ -137,9 +138,30 @@ def test_the_bytes_written_reach_the_connection_in_order_and_before_every_read(s
                 written.extend(data)
                 if step >= HELD_BELOW:
                     assert inner.log[-1] is not None and inner.log[-1].endswith(data)  # sent now, whole
+                if step >= JOINED_BELOW:
+                    assert inner.log[-1] is data  # a large write is never copied to join a held one
         await stream.read(10)
 
     trio.run(run)
     assert b"".join(data for data in inner.log if data is not None) == written
     # one write per run of writes between reads, and none empty
     assert all(data for data in inner.log if data is not None)
+
+
+def test_a_held_write_that_fails_at_the_read_leaves_the_read_to_say_why() -> None:
+    """As httpcore does for its own request writes: a peer that answered and closed is still read."""
+
+    class _Closed(_Recording):
+        async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            raise httpcore.WriteError("broken pipe")
+
+        async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n"
+
+    stream = CoalescingStream(_Closed())
+
+    async def run() -> bytes:
+        await stream.write(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        return await stream.read(100)
+
+    assert trio.run(run).startswith(b"HTTP/1.1 413")
