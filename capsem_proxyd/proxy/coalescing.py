@@ -4,10 +4,11 @@ httpcore writes an HTTP/1.1 request as separate socket writes: the head (request
 line and headers), then the body, then an empty end of message. On loopback and
 on a LAN each write that reaches an idle peer wakes it: the provider (or the
 next proxy) reads the head, finds no body yet, and sleeps again until the body's
-write wakes it a second time. Measured with py-spy on the bench's agent workload
-(230 kB turns, Debug and Secrets): the head's write alone was a tenth of the
-proxy's time per turn, more than the 230 kB body's, the peer running on the
-proxy's core in between.
+write wakes it a second time. Measured on the bench's agent workload (230 kB
+turns, Debug and Secrets): py-spy found the proxy in the head's write in a tenth
+of its samples per turn, more than in the 230 kB body's (the peer ran on the
+proxy's core in between); one write instead of two took the upstream's context
+switches per turn from 3.8 to 2.3, the proxy's from 4.5 to 3.1.
 
 Here a small write (a head) is held until the next write, which carries both
 (the body), or until the connection reads (a request with no body: its response
