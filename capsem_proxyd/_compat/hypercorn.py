@@ -24,8 +24,18 @@ What ``ClosingTCPServer`` changes, and why:
   reading over, the timer is stopped, and a later "keep-alive" wait closes at
   once: nothing more can arrive on such a connection.
 
+* **A whole reply in one write.** Hypercorn writes a reply's head as soon
+  as the app starts it and its body when the app sends it: two writes, and
+  a client that waits for the reply wakes for a head it can do nothing with
+  (py-spy, the bench's agent workload: each write that reaches the client
+  runs it on the proxy's core). A head that states a ``Content-Length`` (a
+  whole reply: the data plane sends its body right after) is held until
+  Hypercorn's next send for the connection, which carries both; a stream's
+  head (no length) goes at once. The bytes and their order are Hypercorn's.
+
 It overrides two private methods of ``hypercorn.trio.tcp_server.TCPServer``
-(``_read_data``, ``_idle_timeout``), calls its private
+(``_read_data``, ``_idle_timeout``) and its public ``protocol_send`` (every
+write of the connection passes there, as ``RawData``), calls its private
 ``_initiate_server_close``, and reads its ``idle_task`` and private
 ``_task_group`` (a ``hypercorn.trio.task_group.TaskGroup``), and that task
 group's private ``_nursery`` (the trio nursery its requests run in, cancelled
@@ -44,6 +54,7 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config, Sockets
+from hypercorn.events import Event, RawData
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -52,11 +63,38 @@ from hypercorn.utils import repr_socket_addr, wrap_app
 
 ASGIApp = Callable[..., Awaitable[None]]
 
+# A reply head is held only when it is small (a head with long headers is worth its own write) and states
+# its body's length (a whole reply, whose body the app sends next; a stream's head goes at once).
+_HELD_HEAD_BELOW = 16 * 1024
+# A body larger than this follows its held head in a write of its own: joining them would copy it.
+_JOINED_BODY_BELOW = 256 * 1024
+
+
+def _whole_reply_head(data: bytes) -> bool:
+    """A final (not 1xx) HTTP/1.1 head that states its body's length; an HTTP/2 frame never starts so."""
+    return (len(data) < _HELD_HEAD_BELOW and data.startswith(b"HTTP/1.1 ") and data[9:10] != b"1"
+            and b"\r\ncontent-length:" in data.lower())
+
 
 class ClosingTCPServer(TCPServer):
     """One client connection; it ends, and cancels what runs for it, as soon as its client is gone."""
 
     client_done = False
+    held_head = b""
+
+    async def protocol_send(self, event: Event) -> None:
+        """Hypercorn's send, a whole reply's head held for the next send (its body) and written with it."""
+        held = self.held_head
+        if held:
+            self.held_head = b""
+            if isinstance(event, RawData) and len(event.data) < _JOINED_BODY_BELOW:
+                event = RawData(data=held + event.data)
+            else:
+                await super().protocol_send(RawData(data=held))
+        elif isinstance(event, RawData) and _whole_reply_head(event.data):
+            self.held_head = event.data
+            return
+        await super().protocol_send(event)
 
     async def _read_data(self) -> None:
         try:

@@ -12,7 +12,8 @@ until its response is closed, so a long stream keeps counting), the
 lowest-numbered on ties: one request at a time stays on pool 0 and its
 kept-alive connection, and concurrent requests and streams spread evenly. The
 limits are the whole transport's, divided among the pools, and the pools
-share one TLS context. Everything HTTP (pooling, keep-alive, TLS, decoding,
+share one TLS context and send a request's head with its body
+(``coalescing.py``). Everything HTTP (pooling, keep-alive, TLS, decoding,
 timeouts) stays httpx's and httpcore's.
 """
 
@@ -22,6 +23,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+
+from capsem_proxyd._compat.httpx import wrap_network_backend
+from capsem_proxyd.proxy.coalescing import CoalescingBackend
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
@@ -38,6 +42,8 @@ class ShardedTransport(httpx.AsyncBaseTransport):
             # One TLS context for all: each would load the CA bundle again (~0.5 MiB apiece).
             options["verify"] = httpx.create_ssl_context(trust_env=options.get("trust_env", True))
         self.transports = [httpx.AsyncHTTPTransport(limits=per_pool, **options) for _ in range(count)]
+        for transport in self.transports:  # a request's head and body in one write (coalescing.py)
+            wrap_network_backend(transport, CoalescingBackend)
         self.in_flight = [0] * count
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -67,6 +67,19 @@ async def test_the_task_group_runs_its_tasks_in_a_trio_nursery_the_subclass_can_
     assert not ran_to_the_end
 
 
+def test_every_write_of_a_connection_still_passes_through_protocol_send_as_raw_data() -> None:
+    """``ClosingTCPServer.protocol_send`` holds a whole reply's head for the body's write: Hypercorn's
+    HTTP/1.1 protocol must still send through it, each write one ``RawData``, the head its own."""
+    from hypercorn.events import RawData
+    from hypercorn.protocol import h11 as h11_protocol
+
+    assert inspect.iscoroutinefunction(tcp_server.TCPServer.protocol_send)
+    assert list(inspect.signature(tcp_server.TCPServer.protocol_send).parameters) == ["self", "event"]
+    assert "self.protocol_send," in inspect.getsource(tcp_server.TCPServer.run)  # the protocol's send
+    assert "await self.send(RawData(data=data))" in inspect.getsource(h11_protocol.H11Protocol._send_h11_event)
+    assert h11_protocol.RawData is RawData
+
+
 def test_the_serve_loop_parts_keep_their_shape() -> None:
     assert list(inspect.signature(Lifespan.__init__).parameters) == ["self", "app", "config", "state"]
     for method in ("handle_lifespan", "wait_for_startup", "wait_for_shutdown"):
