@@ -24,11 +24,11 @@ from typing import NamedTuple
 
 class Denylisted(NamedTuple):
     """One regex of a detect-secrets plugin's ``denylist``: the plugin's ``secret_type`` (``kind``), its class
-    name, the regex's index in the list, its ``re`` flags and its source."""
+    name, the regex's position in the list, its ``re`` flags and its source."""
 
     kind: str
     plugin: str
-    index: int
+    position: int  # in the plugin's denylist
     flags: int
     pattern: str
 

@@ -48,7 +48,7 @@ def installed() -> tuple[Denylisted, ...]:
 
 def render() -> str:
     """The ``DENYLISTS`` table as ``secret_denylists.py`` writes it."""
-    rows = "\n".join(f"    Denylisted({row.kind!r}, {row.plugin!r}, {row.index}, {row.flags},\n"
+    rows = "\n".join(f"    Denylisted({row.kind!r}, {row.plugin!r}, {row.position}, {row.flags},\n"
                      f"               {row.pattern!r})," for row in installed())
     return f"DENYLISTS: tuple[Denylisted, ...] = (\n{rows}\n)\n"
 
