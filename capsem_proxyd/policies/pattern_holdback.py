@@ -493,8 +493,9 @@ class Patterns:
     def _set(self, dfas: Iterable[PatternDFA]) -> None:
         self.dfas = tuple(dfas)
         self._index: StartIndex | None = None
-        _canonical_pairs()  # the Unicode composition tables, at load rather than on a stream's first read
-        _compositions()
+        if not self.raw:  # the Unicode composition tables (~0.6 MiB), at load rather than on a stream's first
+            _canonical_pairs()  # read; a raw read (Secrets, PII) never composes and never builds them
+            _compositions()
         widths = [dfa.longest for dfa in self.dfas]
         self.bound: int | None = None if None in widths else max((w - 1 for w in widths if w is not None), default=0)
 

@@ -1,8 +1,10 @@
 """The credential formats the Secrets policy knows: detect-secrets' rules, run by RE2 behind a keyword sieve.
 
 Why these rules: they are Yelp's ``detect-secrets`` (a maintained, widely used
-scanner; a core dependency, pinned below its next minor release), read from its
-plugin classes' ``denylist`` at load, not patterns written here. Its scanner is
+scanner; pinned below its next minor release): its plugin classes' ``denylist``
+regexes, as ``secret_denylists`` copies them (importing detect-secrets costs the
+proxy's process ~5 MiB of ``requests`` it never uses) and a test checks them
+against the installed release, not patterns written here. Its scanner is
 not used: it reads files line by line with Python's backtracking ``re``, and a
 proxy reads text an agent (or whoever injected it) chose. Here every rule runs
 on RE2 (``google-re2``): linear in the text, whatever the text.
@@ -59,11 +61,14 @@ from typing import Any, NamedTuple
 
 import ahocorasick_rs
 import re2
-from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
-from detect_secrets.filters.heuristic import is_sequential_string
-from detect_secrets.plugins.jwt import JwtTokenDetector
 
 from capsem_proxyd._compat import sre
+from capsem_proxyd.policies.secret_denylists import (
+    AWS_SECRET_KEYWORD,
+    DENYLISTS,
+    is_sequential_string,
+    jwt_formally_valid,
+)
 
 log = logging.getLogger("capsem_proxyd.policies.secrets")
 
@@ -202,10 +207,6 @@ def _pem_tail(text: str) -> tuple[int, int] | None:
         return None
     start = len(body) - len(body.lstrip())
     return start, end.end()
-
-
-def _jwt_valid(token: str) -> bool:
-    return bool(JwtTokenDetector.is_formally_valid(token))
 
 
 def _strip_lookarounds(pattern: str) -> tuple[str, bool]:
@@ -390,9 +391,7 @@ def _exact_sequence(items: Sequence[Any]) -> set[str] | None:
 
 
 def _aws_labelled() -> re.Pattern[str]:
-    from detect_secrets.plugins.aws import AWSKeyDetector
-
-    label = AWSKeyDetector.secret_keyword
+    label = AWS_SECRET_KEYWORD
     return re.compile(rf"aws.{{0,20}}?{label}.{{0,20}}?['\"]?([0-9a-zA-Z/+]{{40}})(?:[^0-9a-zA-Z/+=]|$)", re.IGNORECASE)
 
 
@@ -415,7 +414,7 @@ def _compile(name: str, kind: str, plugin: str, pattern: re.Pattern[str], defaul
         name=name, kind=kind, plugin=plugin, source=pattern, engine=engine,
         keywords=keywords if keywords and min(map(len, keywords)) >= _MIN_KEYWORD else (),
         default=default, group=group, not_before_word=trailing,
-        check=_jwt_valid if plugin == "JwtTokenDetector" else None, private_key=private_key,
+        check=jwt_formally_valid if plugin == "JwtTokenDetector" else None, private_key=private_key,
     )
 
 
@@ -428,29 +427,24 @@ class Catalogue:
 
 
 def catalogue() -> Catalogue:
-    """Read detect-secrets' plugins (each rule once, in the plugins' order)."""
+    """Read detect-secrets' plugins' denylists (``secret_denylists``: each rule once, in the plugins' order)."""
     found = Catalogue()
-    plugin: Any
-    for kind, plugin in get_mapping_from_secret_type_to_class().items():
-        denylist = getattr(plugin, "denylist", ())
-        for index, pattern in enumerate(denylist):
-            cls = plugin.__name__
-            if cls == _PRIVATE_KEY_CLASS:
-                name, default = f"private-key-{index}", True
-            else:
-                name, default = NAMES.get((cls, index), (f"{_slug(cls)}-{index}", False))
-            if cls == "JwtTokenDetector" and pattern.pattern.endswith("*?"):
-                # a lazy tail matches nothing at the end of a regex: the signature would stay unmasked
-                pattern = re.compile(pattern.pattern[:-1], pattern.flags)
-            rule = _compile(name, kind, cls, pattern, default)
-            if rule is None:
-                found.skipped.append(name)
-                continue
-            found.rules[name] = rule
-            if (cls, index) == ("AWSKeyDetector", 1):
-                labelled = _compile(_AWS_LABELLED, kind, cls, _aws_labelled(), True)
-                assert labelled is not None
-                found.rules[_AWS_LABELLED] = labelled
+    for kind, cls, index, flags, source in DENYLISTS:
+        if cls == _PRIVATE_KEY_CLASS:
+            name, default = f"private-key-{index}", True
+        else:
+            name, default = NAMES.get((cls, index), (f"{_slug(cls)}-{index}", False))
+        if cls == "JwtTokenDetector" and source.endswith("*?"):
+            source = source[:-1]  # a lazy tail matches nothing at the end of a regex: the signature would stay unmasked
+        rule = _compile(name, kind, cls, re.compile(source, flags), default)
+        if rule is None:
+            found.skipped.append(name)
+            continue
+        found.rules[name] = rule
+        if (cls, index) == ("AWSKeyDetector", 1):
+            labelled = _compile(_AWS_LABELLED, kind, cls, _aws_labelled(), True)
+            assert labelled is not None
+            found.rules[_AWS_LABELLED] = labelled
     return found
 
 
