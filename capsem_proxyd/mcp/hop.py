@@ -135,7 +135,7 @@ class McpHop:
         self.approved = ApprovedTools()
         self.refusals = RefusalCounts()
         state = state_directory(settings.state_dir)
-        self.pins = Pins(state)
+        self.pins = Pins(state, settings.mcp_new_tools)
         self.control = PinsControl(self.pins, list(self.servers), recorder, control_token(state))
 
     def describe(self) -> dict[str, Any]:
