@@ -225,6 +225,12 @@ class Settings:
         (), "Browser Origin allowed on /mcp/* (repeatable; default: none, every request carrying an Origin "
         "header is refused, against DNS rebinding).", option="mcp-origin",
     )
+    mcp_new_tools: str = setting(
+        "hold", "What becomes of an MCP tool a server lists after its first listing was pinned: 'hold' it pending "
+        "until an operator accepts it (capsem-proxyd mcp-pins accept), or 'serve' it at once once the policies "
+        "approved it, pinned as first listed (logged at WARNING and audited as an automatic pin).",
+        choices=("hold", "serve"),
+    )
     mcp_max_message_size: int = setting(
         4 * 1024 * 1024, "Largest JSON-RPC message on the MCP hop, in bytes, each way (a request body, a JSON "
         "reply, one SSE event; not a whole stream).", minimum=1024,

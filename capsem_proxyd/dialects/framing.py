@@ -23,7 +23,9 @@ from typing import Protocol
 import orjson
 
 _BOM = b"\xef\xbb\xbf"  # UTF-8's byte-order mark, U+FEFF
-_SSE_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# An event ends at a line end followed by an empty line, each line end CRLF, LF or CR, mixed as they come
+# (WHATWG): a CR followed by LF is one line end, never two.
+_SSE_BOUNDARY = re.compile(rb"(?:\r\n|\n|\r(?!\n))(?:\r\n|\n|\r)")
 _SSE_LINE = re.compile(r"\r\n|\r|\n")
 _STRING_STOP = re.compile(rb'["\\]')  # what ends a JSON string scan: its closing quote, or an escape
 
@@ -39,6 +41,15 @@ class StreamEvent:
 
 class FramingError(Exception):
     """The upstream's stream cannot be framed (garbage, truncation)."""
+
+
+class EventTooLarge(FramingError):
+    """One event is larger than the decoder's ``max_event_bytes``, complete or not; ``events``: the
+    events the same ``feed`` completed before it (a reader that relays event by event may still send them)."""
+
+    def __init__(self, limit: int, events: list[StreamEvent]) -> None:
+        super().__init__(f"an upstream event exceeds {limit} bytes")
+        self.events = events
 
 
 class StreamDecoder(Protocol):
@@ -60,7 +71,12 @@ class StreamDecoder(Protocol):
 
 
 class SSEDecoder:
-    """Incremental SSE decoder (WHATWG rules for ``event:``, ``data:`` and comments)."""
+    """Incremental SSE decoder (WHATWG rules for ``event:``, ``data:`` and comments).
+
+    One framer for both hops: the model hop reads ``data`` and ``event``, the MCP hop (``mcp/sse.py``)
+    also an event's other lines, from its ``raw`` bytes. ``max_event_bytes`` bounds each event, complete
+    or still arriving (``EventTooLarge``), not the stream: a long-lived stream may carry any number.
+    """
 
     media_type = "text/event-stream"
 
@@ -75,6 +91,7 @@ class SSEDecoder:
         if (
             not self._buffer and not self._at_start and not self._seen_cr and type(chunk) is bytes
             and chunk.endswith(b"\n\n") and chunk.find(b"\n\n") == len(chunk) - 2 and b"\r" not in chunk
+            and len(chunk) <= self._max_event_bytes
         ):
             # One whole event in one read, nothing before it (a provider streaming token by token):
             # the event is the chunk itself, with no copy into and out of the buffer. The search
@@ -94,24 +111,29 @@ class SSEDecoder:
         events: list[StreamEvent] = []
         start = 0
         buffer = self._buffer
+        limit = self._max_event_bytes
         if self._seen_cr:
             while True:
                 match = _SSE_BOUNDARY.search(buffer, start)
-                if match is None:
-                    break
+                if match is None or (match.end() == len(buffer) and buffer.endswith(b"\r")):
+                    break  # no event end yet, or a CR that an LF may still follow (close() takes it as it is)
+                if match.end() - start > limit:
+                    raise EventTooLarge(limit, events)
                 raw = bytes(buffer[start : match.end()])
                 events.append(_parse_sse(raw, match.start() - start, self._skip))
                 self._skip = 0
                 start = match.end()
         else:
             while (end := buffer.find(b"\n\n", start)) >= 0:
+                if end + 2 - start > limit:
+                    raise EventTooLarge(limit, events)
                 events.append(_parse_sse(bytes(buffer[start : end + 2]), end - start, self._skip))
                 self._skip = 0
                 start = end + 2
         if start:
             del self._buffer[:start]
-        if len(self._buffer) > self._max_event_bytes:
-            raise FramingError(f"an upstream event exceeds {self._max_event_bytes} bytes")
+        if len(self._buffer) > limit:
+            raise EventTooLarge(limit, events)
         return events
 
     def _bom_may_follow(self) -> bool:
@@ -131,6 +153,9 @@ class SSEDecoder:
         skip, self._skip = self._skip, 0
         if not rest[skip:].strip():
             return []
+        ended = _SSE_BOUNDARY.search(rest)  # only an event ending in a CR an LF did not follow
+        if ended is not None and ended.end() == len(rest):
+            return [_parse_sse(rest, ended.start(), skip)]
         return [_parse_sse(rest + b"\n\n", len(rest), skip)]
 
 

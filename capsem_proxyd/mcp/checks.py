@@ -16,8 +16,10 @@ the model hop's, so one profile covers both hops:
   (``on_model_call``), its ``serverInfo`` a definition; refused: an error;
 * ``tools/call`` request: the tool must be in the session's approved set
   (the proxy lists the server itself, through these checks, for a session
-  whose listing it has not seen), then its arguments are a tool call (``on_tool_call``); refused: the tool's
-  failure (``isError``) with the policy's message, never forwarded;
+  whose listing it has not seen), its arguments must validate against the tool's approved (pinned)
+  ``inputSchema`` (``schemas.py``; a schema that cannot be applied refuses every call), then they are
+  a tool call (``on_tool_call``); refused: the tool's failure (``isError``) with the message (the
+  policy's, or the schema keyword that failed: never an argument's value), never forwarded;
 * then the pins (``pins.py``): the first approved definitions of a server's
   tools, and its first approved instructions, are the ones served;
 * every other client message (unknown methods, replies to server requests,
@@ -61,6 +63,7 @@ from capsem_proxyd.mcp import jsonrpc
 from capsem_proxyd.mcp.jsonrpc import Kind, Message
 from capsem_proxyd.mcp.pins import Pins
 from capsem_proxyd.mcp.redact import Found, mask_message, shaped_result
+from capsem_proxyd.mcp.schemas import Unusable, mismatch
 from capsem_proxyd.mcp.sessions import ApprovedTools
 from capsem_proxyd.redaction.masker import Masker
 from capsem_proxyd.redaction.rewrite import Unmaskable
@@ -201,6 +204,9 @@ class MessageChecks:
                 message.id, jsonrpc.INVALID_REQUEST, "Task-augmented calls (params.task) are not relayed by this proxy."
             ))
         arguments = message.params.get("arguments")
+        invalid = self._invalid_arguments(name, arguments)
+        if invalid is not None:
+            return Checked("BLOCK", answer=jsonrpc.tool_error(message.id, invalid + _NOT_RETRY))
         call = ToolCall(self.named(name), arguments if isinstance(arguments, dict) else {"arguments": arguments})
         refused, found = await self.verdict(self.engine.check_tool_call(self.exchange, call))
         if refused is None and found and name in self.passthrough:
@@ -271,14 +277,49 @@ class MessageChecks:
                 return Checked("REDACT", {**body, "result": failure})
         return Checked("REDACT", body)
 
-    def _output_schema(self, tool: str) -> Any:
-        """``tool``'s approved ``outputSchema``: its pinned definition's, the one the client was served (None:
-        the tool declares none, or no pins are kept)."""
+    def _approved(self, tool: str) -> dict[str, Any] | None:
+        """``tool``'s approved definition: its pin's, the one the client was served (None: not pinned)."""
         if self.pins is None:
             return None
         pin = self.pins.servers.get(self.server, {}).get(tool)
         definition = pin.get("definition") if isinstance(pin, dict) else None
-        return definition.get("outputSchema") if isinstance(definition, dict) else None
+        return definition if isinstance(definition, dict) else None
+
+    def _output_schema(self, tool: str) -> Any:
+        """``tool``'s approved ``outputSchema`` (None: the tool declares none, or no pins are kept)."""
+        definition = self._approved(tool)
+        return definition.get("outputSchema") if definition is not None else None
+
+    def _invalid_arguments(self, tool: str, arguments: Any) -> str | None:
+        """Why a call's ``arguments`` are refused before any policy reads them: they do not validate against
+        the tool's approved ``inputSchema`` (``schemas.py``), or it cannot be applied (fail closed); None
+        when they validate. The message names the schema's keyword, never an argument's value. Without
+        pins (``self.pins`` None) the hop keeps no approved schema, and nothing is checked here."""
+        if self.pins is None:
+            return None
+        definition = self._approved(tool)
+        schema = definition.get("inputSchema") if definition is not None else None
+        if definition is None or schema is None:
+            what = "approved definition" if definition is None else "approved definition's inputSchema"
+            log.warning("mcp call refused: no %s to check its arguments against server=%s tool=%s request_id=%s "
+                        "tenant_id=%s", what, self.server, tool, self.exchange.request_id, self.exchange.tenant_id)
+            return (f"Refused by CAPSEM: tool '{tool}' of MCP server '{self.server}' has no {what} to check "
+                    "this call's arguments against (list the tools again).")
+        try:
+            wrong = mismatch({} if arguments is None else arguments, schema)
+        except Unusable as error:
+            log.warning("mcp call refused: the approved input schema cannot be applied (%s) server=%s tool=%s "
+                        "request_id=%s tenant_id=%s", error, self.server, tool, self.exchange.request_id,
+                        self.exchange.tenant_id)
+            return (f"Refused by CAPSEM: the approved input schema of tool '{tool}' of MCP server '{self.server}' "
+                    f"cannot be applied ({error}), so no call to it is forwarded.")
+        if wrong is None:
+            return None
+        log.warning("mcp call refused: arguments do not validate against the approved input schema (%s) "
+                    "server=%s tool=%s request_id=%s tenant_id=%s", wrong, self.server, tool,
+                    self.exchange.request_id, self.exchange.tenant_id)
+        return (f"Refused by CAPSEM: the arguments of tool '{tool}' do not validate against its approved input "
+                f"schema: {wrong}.")
 
     async def _initialized(self, message: Message) -> Checked:
         result = message.body.get("result")
@@ -340,6 +381,10 @@ class MessageChecks:
                     self.server, kept, session=self.session, cursor=cursor if isinstance(cursor, str) else None,
                     next_cursor=following if isinstance(following, str) else None,
                 )
+                for name, pin_hash in pinned.automatic:  # --mcp-new-tools serve: audited as an operator's accept is
+                    self.engine.recorder.mcp_pin_accepted(
+                        self.server, name, {"definition_hash": pin_hash, "previous_definition_hash": None},
+                        {"automatic": "--mcp-new-tools serve"})
                 self.engine.recorder.mcp_pins(self.server, pinned.pending)
                 kept = pinned.tools
                 removed += pinned.changed

@@ -57,7 +57,7 @@ from capsem_proxyd.mcp.jsonrpc import Kind, Malformed, Message
 from capsem_proxyd.mcp.pins import Pins
 from capsem_proxyd.mcp.servers import McpServer, load_servers
 from capsem_proxyd.mcp.sessions import ApprovedTools, RefusalCounts, SessionIds, hashed, owner_of
-from capsem_proxyd.mcp.sse import EventSplitter, EventTooLarge
+from capsem_proxyd.mcp.sse import Event, EventSplitter, EventTooLarge, FramingError
 from capsem_proxyd.observe.recorders import McpNote, Recorder
 from capsem_proxyd.proxy.request_body import ClientGone, read_request_body
 from capsem_proxyd.proxy.response_store import state_directory
@@ -135,7 +135,7 @@ class McpHop:
         self.approved = ApprovedTools()
         self.refusals = RefusalCounts()
         state = state_directory(settings.state_dir)
-        self.pins = Pins(state)
+        self.pins = Pins(state, settings.mcp_new_tools)
         self.control = PinsControl(self.pins, list(self.servers), recorder, control_token(state))
 
     def describe(self) -> dict[str, Any]:
@@ -428,7 +428,7 @@ class McpHop:
                     for event in splitter.feed(chunk):
                         await reply.chunk(await self._event(context, event, asked))
                     if splitter.overflowed:
-                        raise EventTooLarge
+                        raise EventTooLarge(self.limit, [])
                 for event in splitter.end():
                     await reply.chunk(await self._event(context, event, asked))
             except EventTooLarge:
@@ -437,6 +437,13 @@ class McpHop:
                             "request_id=%s", self.limit, context.server.name, context.exchange.request_id)
                 error = jsonrpc.error(asked.id if asked else None, jsonrpc.INTERNAL_ERROR,
                                       "An MCP server message was larger than the proxy's limit.")
+                await reply.chunk(b"event: message\ndata: " + jsonrpc.dumps(error) + b"\n\n")
+            except FramingError:  # an event that is not UTF-8: no JSON-RPC message, and the stream's framing is lost
+                outcome = "upstream_malformed"
+                log.warning("mcp event stream refused: an event is not UTF-8 server=%s request_id=%s",
+                            context.server.name, context.exchange.request_id)
+                error = jsonrpc.error(asked.id if asked else None, jsonrpc.INTERNAL_ERROR,
+                                      "An MCP server message was not UTF-8 JSON.")
                 await reply.chunk(b"event: message\ndata: " + jsonrpc.dumps(error) + b"\n\n")
             except httpx.HTTPError as error:
                 outcome = "upstream_error"
@@ -450,10 +457,10 @@ class McpHop:
             reply.done(status, outcome)
         await reply.end()
 
-    async def _event(self, context: _Context, event: Any, asked: Message | None) -> bytes:
+    async def _event(self, context: _Context, event: Event, asked: Message | None) -> bytes:
         """One event's bytes for the client: as they came, rewritten, or only its id (a dropped message)."""
         data = event.data
-        if data is None or not data.strip():
+        if not data.strip():
             return bytes(event.raw)
         try:
             message = jsonrpc.parse(data)
@@ -500,7 +507,7 @@ def _find_answer(raw: bytes, content_type: str, asked: Message, limit: int) -> M
         splitter = EventSplitter(limit)
         try:
             datas = [event.data for event in [*splitter.feed(raw), *splitter.end()]]
-        except EventTooLarge:
+        except FramingError:  # an event too large (EventTooLarge) or not UTF-8
             return None
     else:
         datas = [raw.decode("utf-8", "replace")]

@@ -21,7 +21,10 @@ On each later listing:
 * a changed input or output schema: the tool is removed (a call shaped for the
   old schema could mean something else now);
 * a tool the server did not list the first time: held pending, not served,
-  until an operator accepts it.
+  until an operator accepts it; or, under ``--mcp-new-tools serve``, pinned
+  as it is first listed and served at once (``Pinned.automatic``: logged and
+  audited as an automatic pin). It passed the policies either way; ``hold``
+  (the default) also keeps a tool no operator has seen from the model.
 
 The server's ``instructions`` (its ``initialize`` result) are pinned the same
 way, per server, the first approved text (``instructions``): a later text that
@@ -53,7 +56,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +118,9 @@ class Pinned:
     replaced: int = 0
     removed: int = 0
     pending: int = 0
+    # Tools first listed after the server's first listing and pinned at once (``--mcp-new-tools serve``):
+    # (name, the hash pinned), for the audit record.
+    automatic: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -124,7 +130,8 @@ class Pinned:
 class Pins:
     """Every server's pinned definitions, loaded from and saved to ``directory``."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, new_tools: str = "hold") -> None:
+        self.serve_new = new_tools == "serve"  # --mcp-new-tools: a tool first listed later, served at once
         self.path = directory / FILE_NAME if directory is not None else None
         self.pending_path = directory / PENDING_FILE_NAME if directory is not None else None
         self._read_at = self._mtime()
@@ -207,7 +214,14 @@ class Pins:
         for tool in tools:
             name = tool["name"]
             pin = pinned.get(name)
-            if pin is None:
+            if pin is None and self.serve_new:
+                pinned[name] = _pin(tool)
+                held.pop(name, None)
+                log.warning("mcp tool pinned automatically (--mcp-new-tools serve): not in the first listing "
+                            "server=%s tool=%s hash=%s", server, name, pinned[name]["hash"][:16])
+                result.automatic.append((name, pinned[name]["hash"]))
+                served.append(tool)
+            elif pin is None:
                 if name not in held:
                     log.warning("mcp tool held pending: not in the first listing server=%s tool=%s", server, name)
                 held[name] = _change("new", tool)
@@ -224,6 +238,8 @@ class Pins:
                 log.warning("mcp tool schema changed; the tool is removed server=%s tool=%s", server, name)
                 held[name] = _change("schema", tool)
                 result.removed += 1
+        if result.automatic:
+            self._save(server)
         if held != before:
             self._save_pending(server)
         return result
@@ -305,11 +321,7 @@ class Pins:
 
     def _extend(self, server: str, tools: list[dict[str, Any]]) -> None:
         """``tools`` pinned for ``server`` as they are, and saved."""
-        self.servers[server].update({
-            tool["name"]: {"hash": digest(tool), "schemas": digest(tool, SCHEMAS),
-                           "definition": {name: tool[name] for name in SEEN if name in tool}}
-            for tool in tools
-        })
+        self.servers[server].update({tool["name"]: _pin(tool) for tool in tools})
         self._save(server)
 
     def _load_pending(self) -> dict[str, dict[str, dict[str, Any]]]:
@@ -371,6 +383,12 @@ class Pins:
             current[INSTRUCTIONS] = {**current.get(INSTRUCTIONS, {}), server: instructions}
         _write(self.path, current)
         self._read_at = self._mtime()
+
+
+def _pin(tool: dict[str, Any]) -> dict[str, Any]:
+    """A listed tool as a pin: its hashes and the definition the model sees."""
+    return {"hash": digest(tool), "schemas": digest(tool, SCHEMAS),
+            "definition": {name: tool[name] for name in SEEN if name in tool}}
 
 
 def _change(kind: str, tool: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ SDK checks a result against the tool's ``outputSchema`` and would fail the
 call with a schema error the model cannot read; so a masked
 ``structuredContent`` is checked here against the approved ``outputSchema``
 (the pinned definition: the one the client was served), the way the official
-SDK checks it (``validator_for``, no remote ``$ref``), and a result that no
+SDK checks it (``schemas.py``: the schema's own draft, no remote ``$ref``), and a result that no
 longer conforms becomes the tool's failure (``isError``) carrying the masked
 text.
 """
@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from capsem_proxyd.mcp import jsonrpc
+from capsem_proxyd.mcp.schemas import conforms
 from capsem_proxyd.redaction.masker import Masker
 
 # What the engine adds to ``exchange.redactions``: (value, kind, policy, hook).
@@ -69,24 +70,6 @@ def mask_message(masker: Masker, tenant: str, body: dict[str, Any], found: Found
         if found_value is not None:
             places.append((made, count, kinds[found_value], *owners[found_value]))
     return Masked(orjson.loads(masked.text), places)
-
-
-def conforms(value: Any, schema: dict[str, Any]) -> bool:
-    """Whether ``value`` is valid under ``schema``, as the official SDK's client checks a result: the
-    schema's own draft, ``$ref`` resolved within the schema only. A schema that cannot be applied
-    (invalid, an unresolvable ``$ref``) does not conform: the result is not forwarded in that shape."""
-    # Imported here, as the SDK does: only a masked structured result needs it, and it costs the start ~40 ms.
-    from jsonschema import SchemaError
-    from jsonschema.validators import validator_for
-    from referencing import Registry
-    from referencing.exceptions import Unresolvable
-
-    try:
-        cls = validator_for(schema)
-        cls.check_schema(schema)
-        return bool(cls(schema, registry=Registry()).is_valid(value))
-    except (SchemaError, Unresolvable):
-        return False
 
 
 def shaped_result(original: Any, masked: Any, schema: Any) -> dict[str, Any] | None:

@@ -1,5 +1,13 @@
 """A server's event stream cut into events, each event's bytes kept as they came. No I/O.
 
+The framing is the model hop's (``dialects/framing.py`` ``SSEDecoder``): one
+reading of a stream for both hops, as the client reads it (line ends mixed as
+they come, a byte-order mark at the start skipped: a framer that kept it would
+read ``\\ufeffdata`` as no data and let the event go unchecked). This module
+adds what the MCP hop needs of an event besides its data: its id, and its
+other lines for a rewrite, read from its bytes only on the rare paths that
+need them.
+
 What the hop relays of an event it does not change is its own bytes: ids,
 ``retry:`` fields, comments (keep-alives, priming events) and line endings
 reach the client as the server wrote them, so resumption (``Last-Event-ID``)
@@ -13,29 +21,28 @@ carry any number of events, but no single one larger than the limit.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from capsem_proxyd.dialects.framing import EventTooLarge, FramingError, SSEDecoder, StreamEvent
+
+__all__ = ["Event", "EventSplitter", "EventTooLarge", "FramingError"]
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_BOM = "\ufeff".encode()  # skipped at a stream's start (the decoder does the same for its data)
 
 
-class EventTooLarge(Exception):
-    """One event grew beyond the per-message limit before it ended."""
-
-
-@dataclass(slots=True)
 class Event:
-    """One event: its bytes as received (terminating blank line included) and its lines."""
+    """One event: its bytes as received (terminating blank line included), its data, its lines."""
 
-    raw: bytes
-    lines: list[bytes]
+    __slots__ = ("data", "raw")
+
+    def __init__(self, event: StreamEvent) -> None:
+        self.raw = event.raw
+        self.data = event.data  # its ``data:`` lines joined by newlines; "" when it has none
 
     @property
-    def data(self) -> str | None:
-        """The event's data (its ``data:`` lines joined by newlines), None when it has none."""
-        values = [_value(line) for line in self.lines if _field(line) == b"data"]
-        if not values:
-            return None
-        return b"\n".join(values).decode("utf-8", "replace")
+    def lines(self) -> list[bytes]:
+        raw = self.raw[len(_BOM):] if self.raw.startswith(_BOM) else self.raw
+        return [line for line in _LINE_END.split(raw) if line]
 
     @property
     def event_id(self) -> bytes | None:
@@ -62,58 +69,31 @@ class EventSplitter:
     """Feed bytes, get the events they complete; ``limit``: the most bytes one event may take.
 
     An event beyond the limit, complete or not, ends the splitting: the events before it are returned,
-    ``overflowed`` is set, and any later call raises ``EventTooLarge``.
+    ``overflowed`` is set, and any later call raises ``EventTooLarge``. An event that is not UTF-8 raises
+    ``FramingError`` (a JSON-RPC message is UTF-8 JSON: the stream is not relayed further).
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._buffer = bytearray()
-        self._start = 0  # where the current event starts
-        self._scan = 0  # where the next line starts
-        self._lines: list[bytes] = []
+        self._decoder = SSEDecoder(limit)
         self.overflowed = False
 
     def feed(self, chunk: bytes) -> list[Event]:
         if self.overflowed:
-            raise EventTooLarge
-        self._buffer += chunk
-        return self._split(final=False)
-
-    def _split(self, *, final: bool) -> list[Event]:
-        events: list[Event] = []
-        buffer = self._buffer
-        while True:
-            match = _LINE_END.search(buffer, self._scan)
-            if match is None or (not final and match.group() == b"\r" and match.end() == len(buffer)):
-                break  # no line end yet, or a CR that a LF may still follow
-            line = bytes(buffer[self._scan:match.start()])
-            self._scan = match.end()
-            if line:
-                self._lines.append(line)
-                continue
-            if self._scan - self._start > self.limit:
-                self.overflowed = True
-                return events
-            events.append(Event(bytes(buffer[self._start:self._scan]), self._lines))
-            self._start, self._lines = self._scan, []
-        if self._start:
-            del buffer[:self._start]
-            self._scan -= self._start
-            self._start = 0
-        if len(buffer) > self.limit:
+            raise EventTooLarge(self.limit, [])
+        try:
+            events = self._decoder.feed(chunk)
+        except EventTooLarge as too_large:
             self.overflowed = True
-        return events
+            events = too_large.events
+        return [Event(event) for event in events]
 
     def end(self) -> list[Event]:
-        """The events the stream's last bytes complete (a final CR ends a line), then what it left
-        unterminated, as an event (checked like any other)."""
+        """The events the stream's last bytes complete, then what it left unterminated, as an event
+        (checked like any other)."""
         if self.overflowed:
-            raise EventTooLarge
-        events = self._split(final=True)
-        rest = bytes(self._buffer)
-        if rest and not self.overflowed:
-            events.append(Event(rest, [line for line in _LINE_END.split(rest) if line]))
-        return events
+            raise EventTooLarge(self.limit, [])
+        return [Event(event) for event in self._decoder.close()]
 
 
 def _field(line: bytes) -> bytes:

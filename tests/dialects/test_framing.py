@@ -71,6 +71,31 @@ def test_json_array_decoder_rejects_garbage_and_truncation() -> None:
         decoder.close()
 
 
+@pytest.mark.parametrize("stream", [
+    b"data: a\n\r\ndata: b\n\n", b"data: a\r\n\ndata: b\r\n\r\n", b"data: a\r\r\ndata: b\n\n",
+], ids=["LF then CRLF", "CRLF then LF", "CR then CRLF"])
+def test_sse_line_ends_mixed_within_an_event_end_it_where_a_whatwg_reader_does(stream: bytes) -> None:
+    """Any line end then an empty line ends an event (a CR followed by LF is one line end, never two):
+    read otherwise, two of the upstream's events would be checked as one the client reads as two."""
+    for cut in range(1, len(stream)):
+        decoder = SSEDecoder()
+        events = [*decoder.feed(stream[:cut]), *decoder.feed(stream[cut:]), *decoder.close()]
+        assert [event.data for event in events] == ["a", "b"], cut
+        assert b"".join(event.raw for event in events) == stream
+
+
+def test_sse_an_event_beyond_the_limit_complete_or_not_is_refused_after_the_ones_before_it() -> None:
+    from capsem_proxyd.dialects.framing import EventTooLarge
+
+    with pytest.raises(EventTooLarge) as complete:
+        SSEDecoder(max_event_bytes=64).feed(b"data: a\n\ndata: " + b"x" * 100 + b"\n\ndata: b\n\n")
+    assert [event.data for event in complete.value.events] == ["a"]
+    decoder = SSEDecoder(max_event_bytes=64)
+    assert [event.data for event in decoder.feed(b"data: a\n\n")] == ["a"]
+    with pytest.raises(EventTooLarge):  # one read, one whole event: the fast path is bounded too
+        decoder.feed(b"data: " + b"y" * 100 + b"\n\n")
+
+
 def test_sse_trailing_event_without_blank_line_is_kept() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b"data: {}\n\ndata: last") != []

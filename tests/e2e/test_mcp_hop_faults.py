@@ -2,7 +2,8 @@
 
 Each scenario is a path of the raw server: ``/slow`` opens an event stream and waits (it records when
 the proxy closes the connection), ``/redirect`` answers 307 to another origin, ``/big`` sends many
-small events and then one larger than ``--mcp-max-message-size``.
+small events and then one larger than ``--mcp-max-message-size``, ``/bom`` starts its stream with a
+byte-order mark, ``/latin1`` sends an event that is not UTF-8.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import trio
 
 from tests.e2e.test_mcp_hop import CREDENTIAL, PROTOCOL
 from tests.support.daemon import free_port
+from tests.support.mcp_server import MARKER
 
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
 SMALL = b"data: " + b'{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"' + \
@@ -57,6 +59,14 @@ class RawUpstream:
                 await stream.send_all(SMALL)
             await stream.send_all(b"data: " + b"y" * 3000 + b"\n\n")
             return
+        if path == b"/bom":  # a byte-order mark, then a notification a policy refuses, then the answer
+            await stream.send_all("\ufeff".encode() + b'data: {"jsonrpc":"2.0","method":"notifications/message",'
+                                  b'"params":{"level":"info","data":"' + MARKER.encode() + b'"}}\n\n'
+                                  b'data: {"jsonrpc":"2.0","id":1,"result":{}}\n\n')
+            return
+        if path == b"/latin1":  # an event that is not UTF-8
+            await stream.send_all(b'data: {"jsonrpc":"2.0","id":1,"result":{"note":"caf\xe9"}}\n\n')
+            return
         await stream.send_all(b": open\n\n")
         self.stream_open.set()
         while await stream.receive_some(65536):  # until the proxy closes the connection
@@ -68,7 +78,8 @@ async def start(nursery: trio.Nursery, daemons: Any, tmp_path: Path) -> tuple[Ra
     raw = RawUpstream()
     await nursery.start(trio.serve_tcp, raw.serve, raw.port)
     daemon = daemons("--mcp-server", f"slow={raw.url}/slow", "--mcp-server", f"redirect={raw.url}/redirect",
-                     "--mcp-server", f"big={raw.url}/big", "--mcp-max-message-size", "1024",
+                     "--mcp-server", f"big={raw.url}/big", "--mcp-server", f"bom={raw.url}/bom",
+                     "--mcp-server", f"latin1={raw.url}/latin1", "--mcp-max-message-size", "1024",
                      "--state-dir", str(tmp_path / "state"))
     await daemon.wait_ready()
     return raw, daemon
@@ -108,3 +119,25 @@ async def test_the_size_limit_is_per_message_not_per_stream(tmp_path: Path, daem
         assert reply.text.count("notifications/message") == 20  # 15 KB of small events, all relayed
         assert "y" * 100 not in reply.text and "larger than the proxy's limit" in reply.text
         nursery.cancel_scope.cancel()
+
+
+async def test_a_byte_order_mark_does_not_hide_a_message_from_the_checks(tmp_path: Path, daemons: Any) -> None:
+    """The client's reader drops the mark and reads the data line: so must the hop, or it relays unchecked."""
+    async with trio.open_nursery() as nursery:
+        _, daemon = await start(nursery, daemons, tmp_path)
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.post(daemon.url + "/mcp/bom", json=PING, headers={**PROTOCOL, **CREDENTIAL})
+        assert reply.status_code == 200 and '"result":{}' in reply.text  # the stream went on
+        assert MARKER not in reply.text  # the refused notification was dropped
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_event_that_is_not_utf8_ends_the_stream_with_an_error(tmp_path: Path, daemons: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        _, daemon = await start(nursery, daemons, tmp_path)
+        async with httpx.AsyncClient(timeout=10) as client:
+            reply = await client.post(daemon.url + "/mcp/latin1", json=PING, headers={**PROTOCOL, **CREDENTIAL})
+        assert reply.status_code == 200 and b"caf\xe9" not in reply.content
+        assert "not UTF-8" in reply.text
+        nursery.cancel_scope.cancel()
+    assert "mcp event stream refused: an event is not UTF-8 server=latin1" in daemon.log

@@ -31,6 +31,7 @@ BAD = {
                                    "other/write"], ("--mcp-redact-passthrough", "other")),
     "passthrough tool with a space": (["--mcp-server", "docs=https://a.example", "--mcp-redact-passthrough",
                                        "docs/write file"], ("SERVER/TOOL",)),
+    "new tools neither hold nor serve": (["--mcp-new-tools", "accept"], ("--mcp-new-tools", "hold")),
 }
 
 

@@ -59,3 +59,18 @@ def test_a_complete_event_beyond_the_limit_stops_after_the_ones_before_it() -> N
     splitter = EventSplitter(1024)
     events = splitter.feed(b"data: a\n\n" + b"data: " + b"x" * 2000 + b"\n\n" + b"data: b\n\n")
     assert [event.data for event in events] == ["a"] and splitter.overflowed
+
+
+def test_a_byte_order_mark_at_the_start_does_not_hide_the_data() -> None:
+    """As the client reads it (WHATWG decode drops the mark): a framer that kept it would read a field
+    named ``\\ufeffdata``, see no data, and the hop would relay the message unchecked."""
+    (event,) = EventSplitter(1024).feed("\ufeff".encode() + b'id: 3\ndata: {"jsonrpc":"2.0"}\n\n')
+    assert event.data == '{"jsonrpc":"2.0"}' and event.event_id == b"3"
+
+
+@pytest.mark.parametrize("stream", [b"data: a\n\r\ndata: b\n\n", b"data: a\r\n\ndata: b\n\n", b"data: a\r\r\ndata: b\r\n\r\n"])
+def test_line_ends_mixed_within_an_event_end_it_where_the_client_does(stream: bytes) -> None:
+    splitter = EventSplitter(1024)
+    events = [*splitter.feed(stream), *splitter.end()]
+    assert [event.data for event in events] == ["a", "b"]
+    assert b"".join(event.raw for event in events) == stream
