@@ -236,6 +236,7 @@ class GeminiDialect(Dialect):
     # the model again. A pause before the error lets the client read the text first; a client slower
     # than this still retries (seen on a loaded 2-core machine with no pause; never with it).
     stream_error_gap = 0.3
+    double_spellings = CAMEL_TWINS
     surfaces = (
         Surface("request", "systemInstruction (system_instruction)", "on_model_call (system)"),
         Surface("request", "functionResponse parts: name, response, parts", "on_tool_response"),
@@ -330,6 +331,9 @@ class GeminiDialect(Dialect):
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         refuse_double_spellings(body, CAMEL_TWINS)
+        return self.request_view_of_parsed(body, model)
+
+    def request_view_of_parsed(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
         prompt: list[str] = []
         system: list[str] = []
