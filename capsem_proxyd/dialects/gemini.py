@@ -201,7 +201,9 @@ _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
 _LOGPROBS = ("logprobsResult", "logprobs_result")
 _INLINE = ("inlineData", "inline_data")
-_NOT_TEXT = (*_FUNCTION_RESPONSE, *_INLINE)  # a part with these is no text part, whatever text it has
+_NOT_TEXT = frozenset({*_FUNCTION_RESPONSE, *_INLINE})  # a part with these is no text part, whatever text it has
+_FILE_DATA = ("fileData", "file_data")
+_REFERRING = frozenset({*_FILE_DATA, *_FUNCTION_RESPONSE})  # the part fields a reference is found in
 _SYSTEM = ("systemInstruction", "system_instruction")
 _DECLARATIONS = ("functionDeclarations", "function_declarations")
 
@@ -438,7 +440,7 @@ def _request_parts(parts: list[Any], node: Node | None, sink: list[str], view: R
     run = TextRun(sink)
     for _, part, at in SORTER.items(parts, node, sink):
         text = part.get("text") if isinstance(part, dict) else None
-        if isinstance(text, str) and not any(key in part for key in _NOT_TEXT):
+        if isinstance(text, str) and _NOT_TEXT.isdisjoint(part):
             run.add(text)
             if len(part) > 1:  # thought, thoughtSignature, fields added next month
                 SORTER.add(sink, {k: v for k, v in part.items() if k != "text"}, at)
@@ -462,6 +464,8 @@ def _request_part(part: Any, node: Node | None, sink: list[str], view: RequestVi
         view.tool_results.append(ToolResult(name=as_str(response.get("name")) or "unknown", content=joined(result),
                                             call_id=as_str(response.get("id"))))
         part = {key: value for key, value in data.items() if key not in _FUNCTION_RESPONSE}
+        if not part:  # the function response was all the part held (an agent's every tool result)
+            return
     inline = field(data, *_INLINE)
     if isinstance(inline, dict) and isinstance(inline.get("data"), str):
         mime_type = as_str(field(inline, "mimeType", "mime_type")) or "application/octet-stream"
@@ -504,9 +508,9 @@ def content_references(content: Any, where: str, number: int | None, found: list
     if not isinstance(parts, list):
         return
     for index, part in enumerate(parts):
-        if not isinstance(part, dict) or (len(part) == 1 and "text" in part):
+        if not isinstance(part, dict) or _REFERRING.isdisjoint(part):  # a text part, a call...: nothing to find
             continue
-        data = field(part, "fileData", "file_data")
+        data = field(part, *_FILE_DATA)
         if data is not None:
             uri = field(as_dict(data), "fileUri", "file_uri")
             if stored_file(uri):
