@@ -488,8 +488,9 @@ def references(body: dict[str, Any], prefix: str = "") -> list[StoredReference]:
     if cached is not None:
         found.append(StoredReference(f"{prefix}cachedContent", "cached_content", as_str(cached)))
     contents = body.get("contents")
+    where = f"{prefix}contents"
     for number, content in enumerate(contents if isinstance(contents, list) else ()):
-        content_references(content, f"{prefix}contents", number, found)
+        content_references(content, where, number, found)
     content_references(field(body, *_SYSTEM), f"{prefix}systemInstruction", None, found)
     tools = body.get("tools")
     for number, tool in enumerate(tools if isinstance(tools, list) else ()):
