@@ -48,6 +48,9 @@ class Dialect(ABC):
     # Seconds between the last write of a stream and the error event that cuts it, for clients
     # that recognise the error only when it arrives in a network read of its own (see GeminiDialect).
     stream_error_gap: float = 0.0
+    # An API that reads a field under two spellings (Gemini: snake_case name -> camelCase twin): an
+    # object giving one field both ways is refused, by the proxy's parse as it builds the object.
+    double_spellings: Mapping[str, str] | None = None
 
     @abstractmethod
     def api_key(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
@@ -56,6 +59,11 @@ class Dialect(ABC):
     @abstractmethod
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         """The security-relevant content of a request body."""
+
+    def request_view_of_parsed(self, body: dict[str, Any], model: str) -> RequestView:
+        """``request_view`` of a body read by ``proxy/body.py``'s parse with this dialect's
+        ``double_spellings``, which refused what they would: not looked for again here."""
+        return self.request_view(body, model)
 
     @abstractmethod
     def response_view(self, body: Any) -> ResponseView:

@@ -201,7 +201,9 @@ _FUNCTION_RESPONSE = ("functionResponse", "function_response")
 _FUNCTION_CALL = ("functionCall", "function_call")
 _LOGPROBS = ("logprobsResult", "logprobs_result")
 _INLINE = ("inlineData", "inline_data")
-_NOT_TEXT = (*_FUNCTION_RESPONSE, *_INLINE)  # a part with these is no text part, whatever text it has
+_NOT_TEXT = frozenset({*_FUNCTION_RESPONSE, *_INLINE})  # a part with these is no text part, whatever text it has
+_FILE_DATA = ("fileData", "file_data")
+_REFERRING = frozenset({*_FILE_DATA, *_FUNCTION_RESPONSE})  # the part fields a reference is found in
 _SYSTEM = ("systemInstruction", "system_instruction")
 _DECLARATIONS = ("functionDeclarations", "function_declarations")
 
@@ -236,6 +238,7 @@ class GeminiDialect(Dialect):
     # the model again. A pause before the error lets the client read the text first; a client slower
     # than this still retries (seen on a loaded 2-core machine with no pause; never with it).
     stream_error_gap = 0.3
+    double_spellings = CAMEL_TWINS
     surfaces = (
         Surface("request", "systemInstruction (system_instruction)", "on_model_call (system)"),
         Surface("request", "functionResponse parts: name, response, parts", "on_tool_response"),
@@ -330,6 +333,9 @@ class GeminiDialect(Dialect):
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         refuse_double_spellings(body, CAMEL_TWINS)
+        return self.request_view_of_parsed(body, model)
+
+    def request_view_of_parsed(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
         prompt: list[str] = []
         system: list[str] = []
@@ -434,7 +440,7 @@ def _request_parts(parts: list[Any], node: Node | None, sink: list[str], view: R
     run = TextRun(sink)
     for _, part, at in SORTER.items(parts, node, sink):
         text = part.get("text") if isinstance(part, dict) else None
-        if isinstance(text, str) and not any(key in part for key in _NOT_TEXT):
+        if isinstance(text, str) and _NOT_TEXT.isdisjoint(part):
             run.add(text)
             if len(part) > 1:  # thought, thoughtSignature, fields added next month
                 SORTER.add(sink, {k: v for k, v in part.items() if k != "text"}, at)
@@ -458,6 +464,8 @@ def _request_part(part: Any, node: Node | None, sink: list[str], view: RequestVi
         view.tool_results.append(ToolResult(name=as_str(response.get("name")) or "unknown", content=joined(result),
                                             call_id=as_str(response.get("id"))))
         part = {key: value for key, value in data.items() if key not in _FUNCTION_RESPONSE}
+        if not part:  # the function response was all the part held (an agent's every tool result)
+            return
     inline = field(data, *_INLINE)
     if isinstance(inline, dict) and isinstance(inline.get("data"), str):
         mime_type = as_str(field(inline, "mimeType", "mime_type")) or "application/octet-stream"
@@ -480,8 +488,9 @@ def references(body: dict[str, Any], prefix: str = "") -> list[StoredReference]:
     if cached is not None:
         found.append(StoredReference(f"{prefix}cachedContent", "cached_content", as_str(cached)))
     contents = body.get("contents")
+    where = f"{prefix}contents"
     for number, content in enumerate(contents if isinstance(contents, list) else ()):
-        content_references(content, f"{prefix}contents", number, found)
+        content_references(content, where, number, found)
     content_references(field(body, *_SYSTEM), f"{prefix}systemInstruction", None, found)
     tools = body.get("tools")
     for number, tool in enumerate(tools if isinstance(tools, list) else ()):
@@ -500,9 +509,9 @@ def content_references(content: Any, where: str, number: int | None, found: list
     if not isinstance(parts, list):
         return
     for index, part in enumerate(parts):
-        if not isinstance(part, dict) or (len(part) == 1 and "text" in part):
+        if not isinstance(part, dict) or _REFERRING.isdisjoint(part):  # a text part, a call...: nothing to find
             continue
-        data = field(part, "fileData", "file_data")
+        data = field(part, *_FILE_DATA)
         if data is not None:
             uri = field(as_dict(data), "fileUri", "file_uri")
             if stored_file(uri):

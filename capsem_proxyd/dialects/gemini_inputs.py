@@ -68,11 +68,14 @@ class GeminiInputDialect(GeminiDialect):
 
     def request_view(self, body: dict[str, Any], model: str) -> RequestView:
         refuse_double_spellings(body, CAMEL_TWINS)
+        return self.request_view_of_parsed(body, model)
+
+    def request_view_of_parsed(self, body: dict[str, Any], model: str) -> RequestView:
         view = RequestView(model=model)
         prompt: list[str] = []
         for key, value, node in SORTER.fields(body, REQUEST_NOT_CONTENT.root, prompt):
             if key in _INNER and isinstance(value, dict):
-                inner = super().request_view(value, model)
+                inner = super().request_view_of_parsed(value, model)  # its double spellings refused above
                 prompt.extend(inner.prompt_pieces or [inner.prompt])
                 view.system, view.system_pieces = inner.system, inner.system_pieces
                 before = len(view.tool_results)  # results of ``contents`` read before it stay

@@ -268,11 +268,11 @@ class Pipeline:
         engine = self._engine_for(exchange, dialect, incoming)
         outcome = "ALLOW"
         try:
-            body = parse_request_body(incoming.body, incoming.header_map.get("content-type"))
+            body = parse_request_body(incoming.body, incoming.header_map.get("content-type"), dialect.double_spellings)
             check_request_body(body, self.limits)
             exchange.model = dialect.model(body, route.path_model)
             exchange.stream = dialect.wants_stream(body, incoming.query, route.path_stream)
-            view = dialect.request_view(body, exchange.model)
+            view = dialect.request_view_of_parsed(body, exchange.model)
             if incoming.query_pairs and (in_query := dialect.query_params.content(incoming.query_pairs)):
                 view.set_prompt([*(view.prompt_pieces if view.prompt_pieces is not None else [view.prompt]), *in_query])
             check_request_view(view, self.limits)

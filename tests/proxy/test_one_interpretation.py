@@ -35,6 +35,20 @@ AMBIGUOUS: dict[str, tuple[str, dict[str, str], bytes, str]] = {
                                          orjson.dumps({"contents": [], "systemInstruction": {"parts": [{"text": "a"}]},
                                                        "system_instruction": {"parts": [{"text": "capsem_block"}]}}),
                                          "'systemInstruction' twice"),
+    # Deep inside, where only the parse looks (the pipeline reads no walk of its own for it), and on an
+    # endpoint of Gemini's other dialect (countTokens).
+    "a Gemini field in both spellings deep inside": (
+        GEMINI, {"x-goog-api-key": GEMINI_KEY, "content-type": "application/json"},
+        orjson.dumps({"contents": [{"role": "user", "parts": [{"text": "hi"}, {"functionResponse": {
+            "name": "f", "response": {}, "parts": [{"inlineData": {"mimeType": "text/plain", "data": "aGk="},
+                                                     "inline_data": {"mime_type": "text/plain", "data": "aGk="}}]}}]}]}),
+        "'inlineData' twice"),
+    "a Gemini field in both spellings in a countTokens request": (
+        GEMINI.replace(":generateContent", ":countTokens"),
+        {"x-goog-api-key": GEMINI_KEY, "content-type": "application/json"},
+        orjson.dumps({"generateContentRequest": {"contents": [{"role": "user", "parts": [
+            {"text": "hi", "thoughtSignature": "c2ln", "thought_signature": "c2ln"}]}]}}),
+        "'thoughtSignature' twice"),
 }
 
 
