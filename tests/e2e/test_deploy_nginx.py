@@ -364,10 +364,10 @@ async def test_an_mcp_session_through_nginx_stays_on_one_instance_and_verifies_o
             # The pins' control path is not served through the balancer, even with an instance's token (each
             # token sent twice in a row: nginx balances the key-less request round-robin, so one reaches its
             # instance, whose loopback check nginx's own connection would pass).
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with httpx.AsyncClient(timeout=10) as http:
                 for instance in (0, 0, 1, 1):
                     token = (tmp_path / f"state{instance}" / TOKEN_FILE).read_text().strip()
-                    control = await client.get(gateway.url + CONTROL_PATH, headers={TOKEN_HEADER: token})
+                    control = await http.get(gateway.url + CONTROL_PATH, headers={TOKEN_HEADER: token})
                     assert control.status_code == 404, control.text
 
 
