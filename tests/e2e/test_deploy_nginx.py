@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +23,14 @@ import openai
 import pytest
 import trio
 
+from capsem_proxyd.mcp.control import CONTROL_PATH, TOKEN_FILE, TOKEN_HEADER
+from capsem_proxyd.proxy.placeholder_key import KEY_BYTES, KEY_FILE
+from tests.e2e.test_mcp_hop import CREDENTIAL, INITIALIZE, PROTOCOL, mcp_client, mcp_server, ran, server_ready, text_of
 from tests.support.daemon import Daemon, free_port
 from tests.support.fake_upstream import FakeUpstream, Reply
 from tests.support.metrics import requests_total, scrape
 from tests.support.proxy import ALL_TEST_KEYS, GEMINI_AUTH, GEMINI_KEY, OPENAI_KEY, in_thread
+from tests.support.waiting import wait_until
 
 DEPLOY_CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 NGINX = shutil.which("nginx", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
@@ -57,18 +62,29 @@ _LISTEN = re.compile(r"^(\s*)listen 8080;$", re.MULTILINE)
 _ACCESS_LOG = re.compile(r"^(\s*)access_log /var/log/nginx/capsem-proxyd\.access\.log (\w+);$", re.MULTILINE)
 
 
-def render_site(instances: list[str], port: int, access_log: Path) -> str:
-    """deploy/nginx.conf with the test's instances, port and log; fails if the file lost a placeholder."""
-    text = DEPLOY_CONF.read_text()
-    upstream = re.search(r"^upstream capsem_proxyd \{\n(.*?)^\}", text, re.MULTILINE | re.DOTALL)
-    assert upstream, "deploy/nginx.conf: no `upstream capsem_proxyd { ... }` block"
-    block = upstream.group(1)
+_UPSTREAM = re.compile(r"^upstream (\w+) \{\n(.*?)^\}", re.MULTILINE | re.DOTALL)
+# The upstream blocks the example must keep: the model APIs by key, the MCP hop by session id.
+UPSTREAMS = ("capsem_proxyd", "capsem_proxyd_mcp")
+
+
+def _with_instances(upstream: re.Match[str], instances: list[str]) -> str:
+    """One upstream block (its whole text) with ``instances`` in place of its ``server`` lines."""
+    block = upstream.group(2)
     servers = _UPSTREAM_SERVER.findall(block)
-    assert servers, "deploy/nginx.conf: no `server HOST:PORT ...;` line in the upstream block"
+    assert servers, f"deploy/nginx.conf: no `server HOST:PORT ...;` line in `upstream {upstream.group(1)}`"
     indent, options = servers[0]
     block = _UPSTREAM_SERVER.sub("", block, count=len(servers))
     block = "".join(f"{indent}server {instance}{options};\n" for instance in instances) + block
-    text = text[: upstream.start(1)] + block + text[upstream.end(1):]
+    return f"upstream {upstream.group(1)} {{\n{block}}}"
+
+
+def render_site(instances: list[str], port: int, access_log: Path) -> str:
+    """deploy/nginx.conf with the test's instances in every upstream block, its port and its log; fails if
+    the file lost a placeholder."""
+    text = DEPLOY_CONF.read_text()
+    names = [upstream.group(1) for upstream in _UPSTREAM.finditer(text)]
+    assert sorted(names) == sorted(UPSTREAMS), f"deploy/nginx.conf: upstream blocks {names}, expected {UPSTREAMS}"
+    text = _UPSTREAM.sub(lambda upstream: _with_instances(upstream, instances), text)
     text, listens = _LISTEN.subn(rf"\g<1>listen 127.0.0.1:{port};", text)
     text, logs = _ACCESS_LOG.subn(rf"\g<1>access_log {access_log} \g<2>;", text)
     assert (listens, logs) == (1, 1), "deploy/nginx.conf: expected one `listen 8080;` and one access_log line"
@@ -92,8 +108,15 @@ class Gateway:
 async def gateway(tmp_path: Path, fake: FakeUpstream) -> AsyncIterator[Gateway]:
     upstreams = ["--openai-upstream", fake.url + "/v1", "--gemini-upstream", fake.url, "--anthropic-upstream", fake.url]
     # A state directory each, as on two hosts: only routing can bring a follow-up to the instance that knows its reply.
-    instances = [Daemon([*upstreams, "--state-dir", str(tmp_path / f"state{index}")], tmp_path / f"instance{index}.log")
-                 for index in range(2)]
+    async with open_gateway(tmp_path, [[*upstreams, "--state-dir", str(tmp_path / f"state{index}")]
+                                       for index in range(2)]) as gateway:
+        yield gateway
+
+
+@asynccontextmanager
+async def open_gateway(tmp_path: Path, instance_args: list[list[str]]) -> AsyncIterator[Gateway]:
+    """nginx running deploy/nginx.conf in front of one started instance per ``instance_args``."""
+    instances = [Daemon(args, tmp_path / f"instance{index}.log") for index, args in enumerate(instance_args)]
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     port = free_port()
@@ -102,22 +125,24 @@ async def gateway(tmp_path: Path, fake: FakeUpstream) -> AsyncIterator[Gateway]:
     main = prefix / "nginx.conf"
     main.write_text(_MAIN_CONF.format(user=getpass.getuser(), prefix=prefix, site=site))
     command = [NGINX, "-p", str(prefix), "-c", str(main), "-e", str(prefix / "error.log")]
-    checked = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30)
-    assert checked.returncode == 0, f"nginx -t rejected deploy/nginx.conf:\n{checked.stderr}"
-    nginx = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    nginx: subprocess.Popen[bytes] | None = None
     gateway = Gateway(f"http://127.0.0.1:{port}", instances, prefix / "access.log", prefix / "error.log")
     try:
+        checked = subprocess.run([*command, "-t"], capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, f"nginx -t rejected deploy/nginx.conf:\n{checked.stderr}"
+        nginx = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for instance in instances:
             await instance.wait_ready(STARTUP_TIMEOUT)
         await _wait_for_gateway(gateway, nginx)
         yield gateway
     finally:
-        nginx.terminate()
-        try:
-            nginx.wait(10)
-        except subprocess.TimeoutExpired:
-            nginx.kill()
-            nginx.wait(5)
+        if nginx is not None:
+            nginx.terminate()
+            try:
+                nginx.wait(10)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
+                nginx.wait(5)
         for instance in instances:
             instance.kill()
 
@@ -257,6 +282,121 @@ async def test_keys_stay_out_of_every_log_and_metrics_stay_private(gateway: Gate
         assert not any(key in text for text in logs), f"{key[:8]}... leaked into a log"
 
 
+
+# --- The MCP hop behind nginx: routed by session id, verified with one placeholder key ---------------------
+
+# Sessions opened one after the other until one was opened on one instance and served by the other (nginx
+# balances the id-less initialize round-robin and hashes the id after it, so about every other session
+# crosses): 2**-16 that none does.
+MAX_SESSIONS = 16
+_SESSION = re.compile(r"mcp \w+ message server=docs method=(\S+) [^\n]*? session=([0-9a-f]{12}) ")
+_OPENED = "mcp client message server=docs method=initialize "
+
+
+def _mcp_instances(tmp_path: Path, server_url: str, *, shared_key: bool) -> list[list[str]]:
+    """Two instances serving ``docs``, a state directory each (two hosts); with ``shared_key`` the operator
+    copied one placeholder key into both before they started (a key already there is the one used)."""
+    states = [tmp_path / f"state{index}" for index in range(2)]
+    if shared_key:
+        secret = os.urandom(KEY_BYTES)
+        for state in states:
+            state.mkdir(mode=0o700)
+            key = state / KEY_FILE
+            key.write_bytes(secret)
+            key.chmod(0o600)
+    return [["--mcp-server", f"docs={server_url}/mcp", "--state-dir", str(state)] for state in states]
+
+
+def _sessions_served(gateway: Gateway) -> list[set[str]]:
+    """Per instance, the (hashed) session ids of the MCP messages it served."""
+    return [{match.group(2) for match in _SESSION.finditer(instance.log)} for instance in gateway.instances]
+
+
+def _upstreams(access_log: str, method: str, path: str) -> list[str]:
+    return re.findall(rf'"{method} {re.escape(path)} HTTP/1.1" \d+ [^\n]* upstream=(\S+)', access_log)
+
+
+@requires_nginx
+async def test_an_mcp_session_through_nginx_stays_on_one_instance_and_verifies_on_any(tmp_path: Path) -> None:
+    with mcp_server(tmp_path) as (server_url, headers_file):
+        async with open_gateway(tmp_path, _mcp_instances(tmp_path, server_url, shared_key=True)) as gateway:
+            await server_ready(server_url)
+            addresses = [f"127.0.0.1:{instance.port}" for instance in gateway.instances]
+            # (instance that answered initialize, instance that served the session after it)
+            sessions: list[tuple[int, int]] = []
+            for number in range(MAX_SESSIONS):
+                opened_before = [instance.log.count(_OPENED) for instance in gateway.instances]
+                served_before = set().union(*_sessions_served(gateway))
+                async with mcp_client(gateway.url + "/mcp/docs") as client:
+                    assert client.protocol_version == "2025-11-25"
+                    listed = await client.list_tools()
+                    assert sorted(tool.name for tool in listed.tools) == ["echo", "leak"]
+                    result = await client.call_tool("echo", {"text": f"session {number}"})
+                    assert not result.is_error and f"echo: session {number}" in text_of(result)
+                calls = number + 1
+                await wait_until(lambda: sum(instance.log.count("method=tools/call response") for instance in
+                                             gateway.instances) == calls, timeout=15, what="the call logged")  # noqa: B023
+                opened = [instance.log.count(_OPENED) - before
+                          for instance, before in zip(gateway.instances, opened_before, strict=True)]
+                assert sorted(opened) == [0, 1], opened
+                served = _sessions_served(gateway)
+                new = set().union(*served) - served_before
+                assert len(new) == 1, new
+                # Every request after initialize reached one instance: the session's messages are in one log.
+                holders = [index for index, ids in enumerate(served) if new & ids]
+                assert len(holders) == 1, f"session {number} was served by both instances"
+                sessions.append((opened.index(1), holders[0]))
+                if number and any(at != by for at, by in sessions):
+                    break
+            assert any(at != by for at, by in sessions), (
+                f"every session was served where it was opened ({sessions}): the shared key went untested")
+            assert ran(headers_file) == ["echo"] * len(sessions)
+
+            # nginx's own record agrees: each session's GET stream and DELETE went to the instance serving it.
+            served_by = sorted(addresses[by] for _, by in sessions)
+
+            def routed() -> bool:
+                log = gateway.access_log.read_text()
+                return all(sorted(_upstreams(log, method, "/mcp/docs")) == served_by for method in ("GET", "DELETE"))
+
+            await wait_until(routed, timeout=15, what="each session's GET and DELETE logged with its instance")
+
+            # The pins' control path is not served through the balancer, even with an instance's token (each
+            # token sent twice in a row: nginx balances the key-less request round-robin, so one reaches its
+            # instance, whose loopback check nginx's own connection would pass).
+            async with httpx.AsyncClient(timeout=10) as http:
+                for instance in (0, 0, 1, 1):
+                    token = (tmp_path / f"state{instance}" / TOKEN_FILE).read_text().strip()
+                    control = await http.get(gateway.url + CONTROL_PATH, headers={TOKEN_HEADER: token})
+                    assert control.status_code == 404, control.text
+
+
+@requires_nginx
+async def test_without_one_placeholder_key_a_session_is_lost_on_the_other_instance(tmp_path: Path) -> None:
+    """Why the key must be shared: an id tagged by one instance's key is unknown to the other (404, the
+    protocol's "session lost"), and nothing reaches the server for it."""
+    with mcp_server(tmp_path) as (server_url, _):
+        async with open_gateway(tmp_path, _mcp_instances(tmp_path, server_url, shared_key=False)) as gateway:
+            await server_ready(server_url)
+            url = gateway.url + "/mcp/docs"
+            statuses: list[int] = []
+            async with httpx.AsyncClient(timeout=10) as client:
+                for _ in range(MAX_SESSIONS):
+                    opened = await client.post(url, json=INITIALIZE, headers={**PROTOCOL, **CREDENTIAL})
+                    assert opened.status_code == 200, opened.text
+                    initialized = await client.post(
+                        url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                        headers={**PROTOCOL, **CREDENTIAL, "Mcp-Session-Id": opened.headers["mcp-session-id"]})
+                    statuses.append(initialized.status_code)
+                    if {202, 404} <= set(statuses):
+                        break
+            # Sessions hashed back to the instance that opened them work; the others are lost.
+            assert {202, 404} == set(statuses), statuses
+            refused = sum(instance.log.count("mcp session refused: not opened by this client") for instance in
+                          gateway.instances)
+            assert refused == statuses.count(404)
+
+
 def test_the_example_keeps_what_streams_need() -> None:
     """What the behaviour tests cannot see (nginx 1.22 forwards SSE promptly even with buffering on,
     and keep-alive is invisible to a client), checked in the shipped file's proxy location."""
@@ -276,3 +416,27 @@ def test_the_example_keeps_what_streams_need() -> None:
     assert int(timeouts["proxy_read_timeout"]) >= 600 and int(timeouts["proxy_send_timeout"]) >= 600
     assert re.search(r"^\s*keepalive \d+;", text, re.MULTILINE), "deploy/nginx.conf: no upstream keepalive"
     assert re.search(r"^\s*client_max_body_size 32m;", text, re.MULTILINE)
+
+
+def test_the_mcp_location_keeps_what_its_streams_need() -> None:
+    """The MCP hop's location: unbuffered (reply streams and the GET stream), HTTP/1.1 to the pooled
+    instances, a read timeout longer than the instance's own (600 s) so a quiet GET stream is ended by the
+    instance, the session headers left alone; its upstream hashes the session id."""
+    text = DEPLOY_CONF.read_text()
+    location = re.search(r"^    location /mcp/ \{\n(.*?)^    \}", text, re.MULTILINE | re.DOTALL)
+    assert location, "deploy/nginx.conf: no `location /mcp/ { ... }` block"
+    directives = {line.strip() for line in location.group(1).splitlines() if line.strip() and not line.strip().startswith("#")}
+    for required in (
+        "proxy_pass http://capsem_proxyd_mcp;",
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";',
+        "proxy_buffering off;",
+        "proxy_request_buffering off;",
+    ):
+        assert required in directives, f"deploy/nginx.conf: `{required}` missing from location /mcp/"
+    timeouts = dict(re.findall(r"^\s*(proxy_read_timeout|proxy_send_timeout) (\d+)s;", location.group(1), re.MULTILINE))
+    assert int(timeouts["proxy_read_timeout"]) > 600 and int(timeouts["proxy_send_timeout"]) >= 600
+    for header in ("mcp-session-id", "last-event-id", "mcp-protocol-version"):
+        assert not any(header in line.lower() for line in directives), f"deploy/nginx.conf: location /mcp/ touches {header}"
+    upstream = re.search(r"^upstream capsem_proxyd_mcp \{\n(.*?)^\}", text, re.MULTILINE | re.DOTALL)
+    assert upstream and re.search(r"^\s*hash \$http_mcp_session_id consistent;", upstream.group(1), re.MULTILINE)
