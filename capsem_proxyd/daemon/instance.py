@@ -222,11 +222,11 @@ class Instance:
         return body
 
     def state(self) -> dict[str, Any]:
-        """``/health``'s ``state``: the state directory in use (None: none, ``--stored-content`` is not
-        ``checked``) and the id of the placeholder key kept there (None: none made, as in an instance
-        started without ``start``'s preflight), which changes only when the key was lost or damaged and
-        had to be replaced (logged at ERROR)."""
-        in_use = self.settings.stored_content == "checked"
+        """``/health``'s ``state``: the state directory in use (None: none, no placeholder key was made
+        there and ``--stored-content`` is not ``checked``) and the id of the placeholder key kept there
+        (None: none made, as in an instance started without ``start``'s preflight), which changes only
+        when the key was lost or damaged and had to be replaced (logged at ERROR)."""
+        in_use = self.settings.stored_content == "checked" or self.placeholder_key is not None
         return {
             "directory": str(self.stored.store.path.parent) if in_use else None,
             "placeholder_key_id": self.placeholder_key.id if self.placeholder_key is not None else None,
@@ -296,11 +296,9 @@ async def open_instance(settings: Settings, config: PolicyConfig) -> AsyncIterat
         upstream = Upstream(UpstreamTimeouts(connect=settings.connect_timeout, read=settings.upstream_timeout))
         stack.push_async_callback(_bounded(upstream.aclose, "the upstream connections"))
         stored = StoredContent(settings, open_store(settings), recorder)
-        # Read, never made here: start's preflight made (or replaced) it, once, before the workers fork.
-        placeholder_key = (
-            await trio.to_thread.run_sync(read_placeholder_key, stored.store.path.parent)
-            if settings.stored_content == "checked" else None
-        )
+        # Read, never made here: start's preflight made (or replaced) it, once, before the workers fork,
+        # whatever --stored-content says (placeholders and MCP session tags are keyed from it).
+        placeholder_key = await trio.to_thread.run_sync(read_placeholder_key, stored.store.path.parent)
         stack.push_async_callback(_bounded(stored.store.aclose, "the record of delivered replies"))
         # After the recorders and before the policies: what shadow evaluations are left is cancelled
         # before the recorders they report to close, and after the pipeline that starts them.

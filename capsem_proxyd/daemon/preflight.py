@@ -86,9 +86,13 @@ def check_tracing(settings: Settings) -> TraceExport | None:
 
 
 def check_state(settings: Settings, *, repair: bool = True) -> tuple[Path | None, tuple[str, ...]]:
-    """With ``--stored-content checked``: the store's file, created and opened as the workers will open it
-    (then closed: a forked worker must not inherit a connection), and the placeholder key loaded (made the
-    first time); ConfigError when the directory cannot hold them.
+    """The state directory as the workers will use it; ConfigError when it cannot hold what it must.
+
+    The placeholder key is loaded (made the first time) whatever ``--stored-content`` says: redaction's
+    placeholders and the MCP hop's session tags are keyed from it, and every worker (and every instance
+    given a copy of the key) must agree on them. With ``--stored-content checked`` the store's file is
+    created and opened as the workers will open it (then closed: a forked worker must not inherit a
+    connection); its path is returned, None otherwise.
 
     A damaged file or key does not stop a start (the proxy would stay down until an operator deleted
     it): ``start`` sets it aside and starts afresh (``repair``), ``check`` only warns that it will.
@@ -96,36 +100,38 @@ def check_state(settings: Settings, *, repair: bool = True) -> tuple[Path | None
     import sqlite3
 
     from capsem_proxyd.proxy.placeholder_key import key_problem, load_placeholder_key
-    from capsem_proxyd.proxy.response_store import is_damaged
+    from capsem_proxyd.proxy.response_store import is_damaged, state_directory
     from capsem_proxyd.proxy.stored_content import open_store
 
-    if settings.stored_content != "checked":
-        return None, ()
-    store = open_store(settings)
-    directory = store.path.parent
+    checked = settings.stored_content == "checked"
+    store = open_store(settings) if checked else None
+    directory = store.path.parent if store is not None else state_directory(settings.state_dir)
     warnings: list[str] = []
     try:
         if repair:
-            store.prepare()
+            if store is not None:
+                store.prepare()
             load_placeholder_key(directory)
         else:
-            try:
-                store.open()
-            except sqlite3.DatabaseError as error:
-                if not is_damaged(error):
-                    raise
-                warnings.append(f"--state-dir {directory}: the record of delivered replies {store.path.name} is "
-                                f"damaged ({error}): start moves it aside and begins a fresh one (the ids it "
-                                "held are then refused)")
+            if store is not None:
+                try:
+                    store.open()
+                except sqlite3.DatabaseError as error:
+                    if not is_damaged(error):
+                        raise
+                    warnings.append(f"--state-dir {directory}: the record of delivered replies {store.path.name} is "
+                                    f"damaged ({error}): start moves it aside and begins a fresh one (the ids it "
+                                    "held are then refused)")
             problem = key_problem(directory)
             if problem is not None:
                 warnings.append(f"--state-dir {directory}: {problem}: start makes a new placeholder key (a new id)")
     except (OSError, sqlite3.Error) as error:
-        raise ConfigError(f"--state-dir {directory}: cannot keep the record of delivered replies there "
-                          f"(--stored-content checked): {error}") from None
+        kept = "the record of delivered replies (--stored-content checked)" if checked else "the placeholder key"
+        raise ConfigError(f"--state-dir {directory}: cannot keep {kept} there: {error}") from None
     finally:
-        store.close()
-    return store.path, tuple(warnings)
+        if store is not None:
+            store.close()
+    return (store.path if store is not None else None), tuple(warnings)
 
 
 def check_audit(settings: Settings) -> None:

@@ -1,7 +1,7 @@
 """Masking in the real daemon with two worker processes (issue 23): one placeholder key, one placeholder.
 
 The placeholder key lives in ``--state-dir`` (made once by ``start``'s
-preflight, before the workers fork), so each worker masks a value with the
+preflight, before the workers fork, whatever ``--stored-content`` says), so each worker masks a value with the
 same placeholder; ``/health`` names the key by its id.
 """
 
@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 
 import httpx
+
+import pytest
 
 from tests.support.daemon import upstream_args
 from tests.support.fake_upstream import FakeUpstream
@@ -23,12 +25,17 @@ def served_by(log: str) -> set[str]:
             for line in log.splitlines() if "capsem_proxyd.request[" in line and "decision=redact" in line}
 
 
-async def test_every_worker_masks_a_value_with_the_same_placeholder(tmp_path: Path, fake: FakeUpstream, daemons) -> None:
+# The key is made whatever --stored-content says: with "refuse" each worker once fell back to a random key
+# of its own (two placeholders for one value, and MCP session ids that verified in one worker only).
+@pytest.mark.parametrize("stored", ["checked", "refuse"])
+async def test_every_worker_masks_a_value_with_the_same_placeholder(
+    tmp_path: Path, fake: FakeUpstream, daemons, stored: str
+) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "rules.toml").write_text(RULES)
     daemon = daemons("--workers", "2", "--state-dir", str(tmp_path / "state"), "--policy-dir", str(policies),
-                     *upstream_args(fake.url))
+                     "--stored-content", stored, *upstream_args(fake.url))
     health = await daemon.wait_ready()
     assert health["masking"] == {"key_id": health["state"]["placeholder_key_id"], "key": "state_dir"}
     for _ in range(200):  # fresh connections until both workers served one (the kernel picks the worker)
