@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import httpx
-
 import pytest
 
 from tests.support.daemon import upstream_args
