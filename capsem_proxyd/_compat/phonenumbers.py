@@ -164,10 +164,20 @@ def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[P
     enough = _enough_digits(min_digits).match
     letter = _LETTER.search
     append = scan.append
+    new = tuple.__new__  # a PhoneCandidate without the Python frame of its generated __new__
     while True:
         restart = False
         for found in _PHONE_CANDIDATE.finditer(text, index):
             candidate = found.group()
+            if candidate.isdecimal():  # digits alone (most): not empty, nothing to trim (the trim's pattern needs an
+                # "x"), no letter (\\d is Unicode's decimal digits, as isdecimal's)
+                stop = found.end()
+                if len(candidate) >= min_digits:
+                    append(new(PhoneCandidate, (index, stop - len(candidate), stop, candidate, True)))
+                elif not long_only:
+                    append(new(PhoneCandidate, (index, stop - len(candidate), stop, candidate, False)))
+                index = stop
+                continue
             start, stop = found.span()
             end = stop if stop > start else start + 1  # where the matcher searches on (past an empty match)
             if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
@@ -175,7 +185,7 @@ def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[P
                 if second:
                     candidate = candidate[:second.start()]
                     end = start + max(1, len(candidate))
-            if candidate.isdecimal():  # digits alone (\\d is Unicode's decimal digits, as isdecimal's): no letter
+            if candidate.isdecimal():
                 long_enough = len(candidate) >= min_digits
             else:
                 long_enough = enough(candidate) is not None or letter(candidate) is not None
@@ -530,6 +540,7 @@ class RegionSieve:
         self._known: dict[str, tuple[bool, ...] | None] = {}
         self._known_after: dict[str, tuple[bool, ...] | None] = {}
         self._alike: dict[str, bool] = {}
+        self._nowhere = (False,) * len(self._prefilters)
 
     def regions_of(self, candidate: str, after_letter: bool = False) -> tuple[bool, ...] | None:
         """Per region, whether the matcher must see ``candidate``; None when for none. ``after_letter``: a
@@ -541,10 +552,10 @@ class RegionSieve:
         except KeyError:
             pass
         if _SLASH_SEPARATED_DATES.search(candidate):  # _extract_match gives up on it first, in every region
-            wanted = (False,) * len(self._prefilters)
+            wanted = self._nowhere
         elif self._any_region is not None and candidate.isdigit() and candidate.isascii() and (
-                self._any_region[0].match(candidate) is None and self._any_region[1].match(candidate) is None):
-            wanted = (False,) * len(self._prefilters)  # digits alone: one raw start, one end (the screen below)
+                self._any_region[2].match(candidate) is None):
+            wanted = self._nowhere  # digits alone: one raw start, one end (the screen below)
         elif self._all_filter and not _NOT_PLAIN.search(candidate):
             wanted = self._plain_verdicts(DigitShape(candidate))
         else:
@@ -555,21 +566,62 @@ class RegionSieve:
         self._known[candidate] = decided
         return decided
 
+    def verdicts(self, text: str, scan: list[PhoneCandidate]) -> list[tuple[bool, ...] | None]:
+        """``regions_of`` each candidate of ``scan`` (``phone_scan`` of ``text``), with ``letter_before`` told
+        from ``text``: in one loop, with the commonest cases (a candidate seen before, digits alone that the
+        screen for all regions turns away) decided without a call. Digits alone hold no slash, so no slash
+        date (``_SLASH_SEPARATED_DATES``) needs ruling out first."""
+        known = self._known
+        get = known.get
+        regions_of = self.regions_of
+        screen = self._any_region[2].match if self._any_region is not None else None
+        lettered = _LETTERS_BEFORE
+        out: list[tuple[bool, ...] | None] = []
+        append = out.append
+        for candidate in scan:
+            start, piece = candidate.start, candidate.text
+            if start:
+                after = lettered.get(text[start - 1])
+                if after is None or after:
+                    if letter_before(text, start, piece):
+                        append(self._after_letter(piece))
+                        continue
+            decided = get(piece, _UNDECIDED)
+            if decided is _UNDECIDED:
+                if screen is not None and piece.isdigit() and piece.isascii() and screen(piece) is None:
+                    if len(known) >= self.KNOWN:
+                        known.clear()
+                    decided = known[piece] = None
+                else:
+                    decided = regions_of(piece)
+            append(decided)  # type: ignore[arg-type]  # _UNDECIDED replaced above
+        return out
+
     def _plain_verdicts(self, shape: DigitShape) -> tuple[bool, ...]:
         """Per region, ``plain_could_match``: all no at once when no region's international prefix starts at a
         raw start and no region's valid national number starts near one and ends where a run ends
         (``any_region_prefilter``)."""
         screen = self._any_region
-        if screen is not None:
-            international, national = screen
-            digits = shape.digits
-            starts, ends, fewest = shape.raw_starts, shape.ends, self._fewest
-            if not any(international.match(digits, start) is not None for start in starts) and not any(
-                    national.match(digits, start, end) is not None for start in starts for end in ends
-                    if end - start >= fewest):  # each region's part needs a valid number there: its length
-                return (False,) * len(self._prefilters)
+        if screen is not None and not self._screen_passes(shape, screen[0].match, screen[1].match):
+            return self._nowhere
         verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
         return tuple([verdicts[index] for index in self._verdict_of])
+
+    def _screen_passes(self, shape: DigitShape, international: Callable[..., Any], national: Callable[..., Any]
+                       ) -> bool:
+        """Whether a region's international prefix starts at a raw start, or a region's valid national number
+        starts near one and ends where a run ends, at least the fewest digits a valid number has further on
+        (each region's part of the screen needs a valid number there: its length)."""
+        digits = shape.digits
+        starts, ends, fewest = shape.raw_starts, shape.ends, self._fewest
+        for start in starts:
+            if international(digits, start) is not None:
+                return True
+        for start in starts:
+            for end in ends:
+                if end - start >= fewest and national(digits, start, end) is not None:
+                    return True
+        return False
 
     def _after_letter(self, candidate: str) -> tuple[bool, ...] | None:
         """``regions_of`` a candidate after a letter: the matcher turns away every raw input that starts where
@@ -616,7 +668,8 @@ def region_prefilter(region: str) -> RegionPrefilter:
     return RegionPrefilter(region)
 
 
-_LETTERS_BEFORE: dict[str, bool] = {}
+_LETTERS_BEFORE: dict[str, bool] = {}  # letter_before's verdict on the character before a candidate
+_UNDECIDED = object()
 
 
 def letter_before(text: str, start: int, candidate: str) -> bool:
@@ -637,7 +690,7 @@ def letter_before(text: str, start: int, candidate: str) -> bool:
 
 
 @cache
-def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]] | None:
+def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]] | None:
     """The alternation of ``regions``' international prefixes, and that of their valid national numbers
     each after at most the digits its region's parse can cut before one (``RegionPrefilter.cut``; any
     number of digits when unknown): ``plain_could_match`` says yes for a region only when its international
@@ -653,7 +706,9 @@ def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.
         nationals.append(prefilter.near_a_raw_start())
     if not nationals:
         return None
-    return re.compile("|".join(internationals)), re.compile("|".join(f"(?:{pattern})" for pattern in nationals))
+    international = "|".join(internationals)
+    national = "|".join(f"(?:{pattern})" for pattern in nationals)
+    return re.compile(international), re.compile(national), re.compile(f"(?:{international})|(?:{national})")
 
 
 def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:

@@ -91,7 +91,6 @@ from tldextract import TLDExtract
 from capsem_proxyd._compat.phonenumbers import (
     RegionSieve,
     RememberingMatcher,
-    letter_before,
     phone_scan,
     region_matches,
     shortest_valid_number,
@@ -157,9 +156,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         sieve = self._sieve
         if sieve is None or sieve.regions != list(self.supported_regions):
             sieve = self._sieve = RegionSieve(self.supported_regions)
-        regions_of_candidate = sieve.regions_of
-        wants = [regions_of_candidate(candidate.text, letter_before(text, candidate.start, candidate.text))
-                 for candidate in scan]
+        wants = sieve.verdicts(text, scan)
         if not any(wants):
             return []
         scan_index = {candidate.start: at for at, candidate in enumerate(scan)}
