@@ -668,25 +668,31 @@ def region_prefilter(region: str) -> RegionPrefilter:
     return RegionPrefilter(region)
 
 
-_LETTERS_BEFORE: dict[str, bool] = {}  # letter_before's verdict on the character before a candidate
+_LETTERS_BEFORE: dict[str, bool] = {}  # refused_beside's answers, by character
 _UNDECIDED = object()
+
+
+def refused_beside(char: str) -> bool:
+    """Whether ``_parse_and_verify`` (leniency VALID and up) turns away a number with ``char`` right before or
+    after it: a Latin letter or an invalid punctuation symbol (a currency sign, ``%``). The only test it makes
+    of the text around what it parses."""
+    known = _LETTERS_BEFORE.get(char)
+    if known is None:
+        known = bool(PhoneNumberMatcher._is_invalid_punctuation_symbol(char) or
+                     PhoneNumberMatcher._is_latin_letter(char))
+        if len(_LETTERS_BEFORE) < 4096:
+            _LETTERS_BEFORE[char] = known
+    return known
 
 
 def letter_before(text: str, start: int, candidate: str) -> bool:
     """Whether ``_parse_and_verify`` (leniency VALID and up) turns away whatever it parses from ``start``, the
     candidate's start: the candidate does not start with a lead character (``_LEAD_PATTERN``: an opening
     bracket or a plus sign) and the character before it is a Latin letter or an invalid punctuation symbol
-    (a log's hex id run into an address: ``req=3fa9c2 10.1.2.3``)."""
+    (``refused_beside``: a log's hex id run into an address, ``req=3fa9c2 10.1.2.3``)."""
     if start == 0:
         return False
-    before = text[start - 1]
-    known = _LETTERS_BEFORE.get(before)
-    if known is None:
-        known = bool(PhoneNumberMatcher._is_invalid_punctuation_symbol(before) or
-                     PhoneNumberMatcher._is_latin_letter(before))
-        if len(_LETTERS_BEFORE) < 4096:
-            _LETTERS_BEFORE[before] = known
-    return known and _LEAD_PATTERN.match(candidate) is None
+    return refused_beside(text[start - 1]) and _LEAD_PATTERN.match(candidate) is None
 
 
 @cache
@@ -793,17 +799,21 @@ class RememberingMatcher(PhoneNumberMatcher):
     it is not at the text's start: ``_parse_and_verify``'s check for a letter or a currency sign before the
     candidate or an inner group at its start) and the one after it (the next-character check), or three
     when the candidate holds a time stamp (``_TIME_STAMPS``: its ``:ss`` may follow); everything else it
-    reads is the region's metadata and the leniency, fixed per matcher. So its answer is remembered in
-    ``known`` (one dict per region and leniency, shared by the matchers of every window and text) under
-    those characters, and given again, at the new offset, wherever the same candidate stands between the
-    same characters: a number written twice is parsed once per region. The tries it used are remembered
+    reads is the region's metadata and the leniency, fixed per matcher. Of the character before and the
+    one after, ``_parse_and_verify`` asks only whether it is a Latin letter or an invalid punctuation
+    symbol (``refused_beside``; none there, at a text's start or end: the same answer as a no). So its
+    answer is remembered in ``known`` (one dict per region and leniency, shared by the matchers of every
+    window and text) under the candidate, those two answers (the three characters after a time stamp),
+    and given again, at the new offset, wherever the same candidate stands between characters that get
+    the same answers: a number written twice, after a space or a comma, before a newline or a semicolon,
+    is parsed once per region. The tries it used are remembered
     too and taken again, and a remembered answer is used only while more tries are left than deciding it
     could ever use (``_max_tries`` counts down at each parse; a candidate's inner groups each start one
     character further)."""
 
     KNOWN = 8_192  # decisions remembered per region and leniency (a few MB at most), then all forgotten
 
-    def __init__(self, text: str, region: str, leniency: Any, known: dict[tuple[str, str | None, str], Decision]
+    def __init__(self, text: str, region: str, leniency: Any, known: dict[tuple[str, bool, str | bool], Decision]
                  ) -> None:
         super().__init__(text, region, leniency=leniency)
         self._known = known
@@ -811,8 +821,12 @@ class RememberingMatcher(PhoneNumberMatcher):
     def _extract_match(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
         text = self.text
         end = offset + len(candidate)
-        after = text[end:end + READ_PAST_CANDIDATE] if _TIME_STAMPS.search(candidate) else text[end:end + 1]
-        key = (candidate, text[offset - 1] if offset > 0 else None, after)
+        after: str | bool
+        if _TIME_STAMPS.search(candidate):
+            after = text[end:end + READ_PAST_CANDIDATE]
+        else:
+            after = end < len(text) and refused_beside(text[end])
+        key = (candidate, offset > 0 and refused_beside(text[offset - 1]), after)
         if self._max_tries <= len(_INNER_MATCHES) * (2 * len(candidate) + 1) + 1:
             return super()._extract_match(candidate, offset)  # near the end of its tries: decide as it would
         decided = self._known.get(key)
