@@ -865,7 +865,10 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
     until one finds a candidate of the scan (a match of ``_PATTERN`` at a given start is the same whatever
     the search started from: its look-behinds read the text), from which the two go on together again.
     ``settled``: candidates found whole and parsed alike in every region (by their start), whose
-    decision is the same in this one (``RegionSieve.parsed_alike_everywhere``).
+    decision is the same in this one (``RegionSieve.parsed_alike_everywhere``): found in an earlier region,
+    each is a duplicate here, and only the last one before each other match is given (what the caller's
+    explanation of that match may read: ``PhoneRecognizer.analyze``'s region of the number before), the
+    others not at all (on a text full of numbers with a plus sign, most of what every region finds).
 
     Each decision starts with all the matcher's tries (``MAX_TRIES``): like a matcher per candidate, it
     can only find more than one matcher over a text so full of candidates that it runs out of them."""
@@ -875,6 +878,7 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
         wanted_at = [at for at, wanted in enumerate(wants) if wanted is not None and wanted[region]]
     at = 0
     count = len(scan)
+    skipped: PhoneNumberMatch | None = None  # the last settled match not given yet
     position = 0  # in wanted_at: the scan's candidates the region must see, in order (the others: skipped)
     while position < len(wanted_at):
         at = wanted_at[position]
@@ -882,11 +886,16 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
         candidate = scan[at]
         at += 1
         match = settled.get(candidate.start)
+        if match is not None:
+            skipped = match  # found whole: ends where the candidate ends
+            continue
+        matcher._max_tries = MAX_TRIES
+        match = matcher._extract_match(candidate.text, candidate.start)
         if match is None:
-            matcher._max_tries = MAX_TRIES
-            match = matcher._extract_match(candidate.text, candidate.start)
-            if match is None:
-                continue
+            continue
+        if skipped is not None:
+            found.append(skipped)
+            skipped = None
         found.append(match)
         if match.end == candidate.start + len(candidate.text):
             continue
@@ -916,6 +925,9 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
             matcher._max_tries = MAX_TRIES
             match = matcher._extract_match(piece, start)
             if match is not None:
+                if skipped is not None:
+                    found.append(skipped)
+                    skipped = None
                 found.append(match)
                 index = match.end
         position = bisect_left(wanted_at, at)  # on from the scan's candidate met again (or past the last)

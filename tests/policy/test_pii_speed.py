@@ -282,6 +282,26 @@ def test_a_phone_recognizer_that_remembers_finds_what_presidio_finds_text_after_
     assert found(ours) == found(theirs), text
 
 
+def explained(results: list[Any]) -> list[tuple[int, int, str]]:
+    return sorted((result.start, result.end, result.analysis_explanation.textual_explanation) for result in results)
+
+
+@given(st.lists(st.sampled_from(NUMBERS[::3] + ["call", "+", "(", "x", "2024-05-13"]), min_size=1, max_size=14),
+       st.lists(st.sampled_from([" ", ", ", "; ", "\n", " or "]), max_size=14))
+@example(["+44 20 7946 0958", "(201) 555-0123", "+49 30 901820", "+44 20 7946 0958", "030 901820"], [" "] * 5)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_phone_recognizer_explains_each_number_as_presidio_does(numbers: list[str], separators: list[str]
+                                                                   ) -> None:
+    """``PhoneRecognizer.analyze`` names in a result's explanation the region of the number it parses with no
+    region, or, when that parse fails (no plus sign), the one named last before it in the same region's loop:
+    a number found again in a later region (``settled``, left out of that region's list) still names it."""
+    text = "".join(number + (separators[index] if index < len(separators) else " ")
+                   for index, number in enumerate(numbers))
+    ours = SHARED.analyze(text, ["PHONE_NUMBER"])
+    theirs = PhoneRecognizer().analyze(text, ["PHONE_NUMBER"])
+    assert explained(ours) == explained(theirs), text
+
+
 @given(st.sampled_from(["", "0", "00", "011", "1", "44", "49", "972", "91", "55", "33", "0049", "01", "0033", "90",
                         "9014", "018", "0180020", "1800", "+"]),
        st.text(alphabet="0123456789", min_size=1, max_size=16))
