@@ -580,12 +580,9 @@ class RegionSieve:
         append = out.append
         for candidate in scan:
             start, piece = candidate.start, candidate.text
-            if start:
-                after = lettered.get(text[start - 1])
-                if after is None or after:
-                    if letter_before(text, start, piece):
-                        append(self._after_letter(piece))
-                        continue
+            if start and lettered.get(text[start - 1]) is not False and letter_before(text, start, piece):
+                append(self._after_letter(piece))
+                continue
             decided = get(piece, _UNDECIDED)
             if decided is _UNDECIDED:
                 if screen is not None and piece.isdigit() and piece.isascii() and screen(piece) is None:
@@ -712,9 +709,10 @@ def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.
         nationals.append(prefilter.near_a_raw_start())
     if not nationals:
         return None
-    international = "|".join(internationals)
-    national = "|".join(f"(?:{pattern})" for pattern in nationals)
-    return re.compile(international), re.compile(national), re.compile(f"(?:{international})|(?:{national})")
+    any_international = "|".join(internationals)
+    any_national = "|".join(f"(?:{pattern})" for pattern in nationals)
+    return (re.compile(any_international), re.compile(any_national),
+            re.compile(f"(?:{any_international})|(?:{any_national})"))
 
 
 def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:
@@ -846,6 +844,13 @@ class RememberingMatcher(PhoneNumberMatcher):
         return PhoneNumberMatch(offset + at, raw, number)
 
 
+def _give(found: list[PhoneNumberMatch], skipped: PhoneNumberMatch | None, match: PhoneNumberMatch) -> None:
+    """``region_matches``: a match found, after the settled one not given yet before it (if any)."""
+    if skipped is not None:
+        found.append(skipped)
+    found.append(match)
+
+
 MAX_TRIES = 65_535  # PhoneNumberMatcher's default max_tries: the failed parses it allows itself in one text
 
 
@@ -893,10 +898,8 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
         match = matcher._extract_match(candidate.text, candidate.start)
         if match is None:
             continue
-        if skipped is not None:
-            found.append(skipped)
-            skipped = None
-        found.append(match)
+        _give(found, skipped, match)
+        skipped = None
         if match.end == candidate.start + len(candidate.text):
             continue
         index = match.end  # the matcher searches on from inside the candidate
@@ -925,10 +928,8 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
             matcher._max_tries = MAX_TRIES
             match = matcher._extract_match(piece, start)
             if match is not None:
-                if skipped is not None:
-                    found.append(skipped)
-                    skipped = None
-                found.append(match)
+                _give(found, skipped, match)
+                skipped = None
                 index = match.end
         position = bisect_left(wanted_at, at)  # on from the scan's candidate met again (or past the last)
     return found

@@ -166,12 +166,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         decisions = self._decisions
         if decisions is None:
             decisions = self._decisions = {}
-        wanted_at: list[list[int]] = [[] for _ in self.supported_regions]  # per region: the candidates it must see
-        for position, wanted in enumerate(wants):
-            if wanted is not None:
-                for index, must in enumerate(wanted):
-                    if must:
-                        wanted_at[index].append(position)
+        wanted_at = wanted_by_region(wants, len(self.supported_regions))
         named = self._regions_of
         if named is None:
             named = self._regions_of = {}
@@ -213,6 +208,17 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
                 regions_of.clear()
             regions_of[raw] = found_in
         return explained if found_in is _UNPARSED else str(found_in)
+
+
+def wanted_by_region(wants: list[tuple[bool, ...] | None], regions: int) -> list[list[int]]:
+    """Per region, the positions of the scan's candidates it must see (``RegionSieve.verdicts``), in order."""
+    wanted_at: list[list[int]] = [[] for _ in range(regions)]
+    for position, wanted in enumerate(wants):
+        if wanted is not None:
+            for index, must in enumerate(wanted):
+                if must:
+                    wanted_at[index].append(position)
+    return wanted_at
 
 
 class IndexedContextEnhancer(LemmaContextAwareEnhancer):
@@ -420,7 +426,8 @@ class LocalTokens:
         walk first needs a block (``silent`` needs none: a text where nothing rises is not scanned)."""
         text = self.text
         if self.block_size <= 1:  # a block per span (a span starts after a space: never at 0)
-            cuts = [0, *(found.start() for found in _SPAN_START.finditer(text))]
+            cuts = [found.start() for found in _SPAN_START.finditer(text)]
+            cuts.insert(0, 0)
         else:
             cuts = [0]
             for found in _SPAN_START.finditer(text):
