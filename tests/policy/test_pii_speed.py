@@ -421,6 +421,31 @@ def test_the_all_regions_screen_turns_away_only_what_every_region_turns_away(
     assert sieve._plain_verdicts(shape) == tuple(verdicts), candidate
 
 
+@given(st.lists(st.sampled_from(NUMBERS[::2] + CODE + ["req=3fa9c2 10.1.2.3", "[12345", "58.618", "10.23.193.169",
+                                                   "q1 8005550123", "$650-253-0000", "é020 7946 0958"]),
+                max_size=20),
+       st.lists(st.sampled_from([" ", "", ", ", "\n", "a", "€"]), max_size=20),
+       st.sampled_from([REGIONS, ("US", "DE"), ("IT", "JP", "AU", "GB")]))
+@settings(max_examples=200, deadline=None)
+def test_a_scan_s_verdicts_are_each_candidate_s_regions(words: list[str], separators: list[str],
+                                                        regions: tuple[str, ...]) -> None:
+    """``RegionSieve.verdicts``, one loop over a scan with its shortcuts (the character before a candidate, digits
+    alone screened in one match), says for each candidate what ``regions_of`` says of it, asked one at a time
+    with ``letter_before``; text after text (one sieve)."""
+    from capsem_proxyd._compat.phonenumbers import RegionSieve, letter_before
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    scan = phone_scan(text, 4, long_only=True)
+    one_by_one = RegionSieve(list(regions))
+    expected = [one_by_one.regions_of(candidate.text, letter_before(text, candidate.start, candidate.text))
+                for candidate in scan]
+    sieve = VERDICT_SIEVES.setdefault(regions, RegionSieve(list(regions)))
+    assert sieve.verdicts(text, scan) == expected, text
+
+
+VERDICT_SIEVES: dict = {}
+
+
 @given(st.sampled_from(NUMBERS), st.sampled_from(["", "0", "1", "00", "011", "90", "014", "0 21 ", "9021", "180020",
                                                   "0180020", "44", "49 ", "1-", "0-"]),
        st.sampled_from(["", "0", "9", "12", "-1", " 42", ".5"]), st.sampled_from(["", "-", " ", ".", "/", ") "]),
