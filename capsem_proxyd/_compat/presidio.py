@@ -609,9 +609,9 @@ class ContextReach:
         # kept so its id stays its own): _all_occurrences
 
     def _scan(self) -> None:
-        for span in _SURE_SPAN.finditer(self.text):
-            self._starts.append(span.start())
-            self._ends.append(span.end())
+        spans = [span.span() for span in _SURE_SPAN.finditer(self.text)]
+        self._starts = [start for start, _ in spans]
+        self._ends = [end for _, end in spans]
         self._scanned = True
 
     def _occurrences(self, word: str) -> list[int]:
