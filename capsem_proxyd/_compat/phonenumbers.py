@@ -83,8 +83,15 @@ ends inside its candidate (an inner group), it searches on from there as
 
 ``RememberingMatcher`` remembers what ``_extract_match`` decides about a
 candidate (per region and leniency, for every text) under what it reads: the
-candidate, the character before it, the one after it (three when it holds a
-time stamp, ``_TIME_STAMPS``), and the tries (``_max_tries``) it used.
+candidate, whether the character before it and the one after it are a Latin
+letter or an invalid punctuation symbol (``refused_beside``, the only question
+``_parse_and_verify`` asks of them; the three characters after it when it holds
+a time stamp, ``_TIME_STAMPS``), and the tries (``_max_tries``) it used.
+
+``RegionSieve.verdicts`` asks the sieve about a whole scan in one loop; only the
+last settled number before each other match is given to the caller by
+``region_matches`` (``PhoneRecognizer.analyze``'s explanation of a number it
+cannot parse without a region names the region of the one before).
 
 One difference remains, on purpose: ``PhoneNumberMatcher`` stops after 65,535
 failed tries in one text (its ``max_tries``, about 400 kB of source code);
