@@ -83,8 +83,15 @@ ends inside its candidate (an inner group), it searches on from there as
 
 ``RememberingMatcher`` remembers what ``_extract_match`` decides about a
 candidate (per region and leniency, for every text) under what it reads: the
-candidate, the character before it, the one after it (three when it holds a
-time stamp, ``_TIME_STAMPS``), and the tries (``_max_tries``) it used.
+candidate, whether the character before it and the one after it are a Latin
+letter or an invalid punctuation symbol (``refused_beside``, the only question
+``_parse_and_verify`` asks of them; the three characters after it when it holds
+a time stamp, ``_TIME_STAMPS``), and the tries (``_max_tries``) it used.
+
+``RegionSieve.verdicts`` asks the sieve about a whole scan in one loop; only the
+last settled number before each other match is given to the caller by
+``region_matches`` (``PhoneRecognizer.analyze``'s explanation of a number it
+cannot parse without a region names the region of the one before).
 
 One difference remains, on purpose: ``PhoneNumberMatcher`` stops after 65,535
 failed tries in one text (its ``max_tries``, about 400 kB of source code);
@@ -164,10 +171,20 @@ def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[P
     enough = _enough_digits(min_digits).match
     letter = _LETTER.search
     append = scan.append
+    new = tuple.__new__  # a PhoneCandidate without the Python frame of its generated __new__
     while True:
         restart = False
         for found in _PHONE_CANDIDATE.finditer(text, index):
             candidate = found.group()
+            if candidate.isdecimal():  # digits alone (most): not empty, nothing to trim (the trim's pattern needs an
+                # "x"), no letter (\\d is Unicode's decimal digits, as isdecimal's)
+                stop = found.end()
+                if len(candidate) >= min_digits:
+                    append(new(PhoneCandidate, (index, stop - len(candidate), stop, candidate, True)))
+                elif not long_only:
+                    append(new(PhoneCandidate, (index, stop - len(candidate), stop, candidate, False)))
+                index = stop
+                continue
             start, stop = found.span()
             end = stop if stop > start else start + 1  # where the matcher searches on (past an empty match)
             if "x" in candidate:  # the trim's pattern needs one (_SECOND_NUMBER_START_PATTERN: [\\/] *x)
@@ -175,7 +192,7 @@ def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[P
                 if second:
                     candidate = candidate[:second.start()]
                     end = start + max(1, len(candidate))
-            if candidate.isdecimal():  # digits alone (\\d is Unicode's decimal digits, as isdecimal's): no letter
+            if candidate.isdecimal():
                 long_enough = len(candidate) >= min_digits
             else:
                 long_enough = enough(candidate) is not None or letter(candidate) is not None
@@ -530,6 +547,7 @@ class RegionSieve:
         self._known: dict[str, tuple[bool, ...] | None] = {}
         self._known_after: dict[str, tuple[bool, ...] | None] = {}
         self._alike: dict[str, bool] = {}
+        self._nowhere = (False,) * len(self._prefilters)
 
     def regions_of(self, candidate: str, after_letter: bool = False) -> tuple[bool, ...] | None:
         """Per region, whether the matcher must see ``candidate``; None when for none. ``after_letter``: a
@@ -541,10 +559,10 @@ class RegionSieve:
         except KeyError:
             pass
         if _SLASH_SEPARATED_DATES.search(candidate):  # _extract_match gives up on it first, in every region
-            wanted = (False,) * len(self._prefilters)
+            wanted = self._nowhere
         elif self._any_region is not None and candidate.isdigit() and candidate.isascii() and (
-                self._any_region[0].match(candidate) is None and self._any_region[1].match(candidate) is None):
-            wanted = (False,) * len(self._prefilters)  # digits alone: one raw start, one end (the screen below)
+                self._any_region[2].match(candidate) is None):
+            wanted = self._nowhere  # digits alone: one raw start, one end (the screen below)
         elif self._all_filter and not _NOT_PLAIN.search(candidate):
             wanted = self._plain_verdicts(DigitShape(candidate))
         else:
@@ -555,21 +573,59 @@ class RegionSieve:
         self._known[candidate] = decided
         return decided
 
+    def verdicts(self, text: str, scan: list[PhoneCandidate]) -> list[tuple[bool, ...] | None]:
+        """``regions_of`` each candidate of ``scan`` (``phone_scan`` of ``text``), with ``letter_before`` told
+        from ``text``: in one loop, with the commonest cases (a candidate seen before, digits alone that the
+        screen for all regions turns away) decided without a call. Digits alone hold no slash, so no slash
+        date (``_SLASH_SEPARATED_DATES``) needs ruling out first."""
+        known = self._known
+        get = known.get
+        regions_of = self.regions_of
+        screen = self._any_region[2].match if self._any_region is not None else None
+        lettered = _LETTERS_BEFORE
+        out: list[tuple[bool, ...] | None] = []
+        append = out.append
+        for candidate in scan:
+            start, piece = candidate.start, candidate.text
+            if start and lettered.get(text[start - 1]) is not False and letter_before(text, start, piece):
+                append(self._after_letter(piece))
+                continue
+            decided = get(piece, _UNDECIDED)
+            if decided is _UNDECIDED:
+                if screen is not None and piece.isdigit() and piece.isascii() and screen(piece) is None:
+                    if len(known) >= self.KNOWN:
+                        known.clear()
+                    decided = known[piece] = None
+                else:
+                    decided = regions_of(piece)
+            append(decided)  # type: ignore[arg-type]  # _UNDECIDED replaced above
+        return out
+
     def _plain_verdicts(self, shape: DigitShape) -> tuple[bool, ...]:
         """Per region, ``plain_could_match``: all no at once when no region's international prefix starts at a
         raw start and no region's valid national number starts near one and ends where a run ends
         (``any_region_prefilter``)."""
         screen = self._any_region
-        if screen is not None:
-            international, national = screen
-            digits = shape.digits
-            starts, ends, fewest = shape.raw_starts, shape.ends, self._fewest
-            if not any(international.match(digits, start) is not None for start in starts) and not any(
-                    national.match(digits, start, end) is not None for start in starts for end in ends
-                    if end - start >= fewest):  # each region's part needs a valid number there: its length
-                return (False,) * len(self._prefilters)
+        if screen is not None and not self._screen_passes(shape, screen[0].match, screen[1].match):
+            return self._nowhere
         verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
         return tuple([verdicts[index] for index in self._verdict_of])
+
+    def _screen_passes(self, shape: DigitShape, international: Callable[..., Any], national: Callable[..., Any]
+                       ) -> bool:
+        """Whether a region's international prefix starts at a raw start, or a region's valid national number
+        starts near one and ends where a run ends, at least the fewest digits a valid number has further on
+        (each region's part of the screen needs a valid number there: its length)."""
+        digits = shape.digits
+        starts, ends, fewest = shape.raw_starts, shape.ends, self._fewest
+        for start in starts:
+            if international(digits, start) is not None:
+                return True
+        for start in starts:
+            for end in ends:
+                if end - start >= fewest and national(digits, start, end) is not None:
+                    return True
+        return False
 
     def _after_letter(self, candidate: str) -> tuple[bool, ...] | None:
         """``regions_of`` a candidate after a letter: the matcher turns away every raw input that starts where
@@ -616,28 +672,35 @@ def region_prefilter(region: str) -> RegionPrefilter:
     return RegionPrefilter(region)
 
 
-_LETTERS_BEFORE: dict[str, bool] = {}
+_LETTERS_BEFORE: dict[str, bool] = {}  # refused_beside's answers, by character
+_UNDECIDED = object()
+
+
+def refused_beside(char: str) -> bool:
+    """Whether ``_parse_and_verify`` (leniency VALID and up) turns away a number with ``char`` right before or
+    after it: a Latin letter or an invalid punctuation symbol (a currency sign, ``%``). The only test it makes
+    of the text around what it parses."""
+    known = _LETTERS_BEFORE.get(char)
+    if known is None:
+        known = bool(PhoneNumberMatcher._is_invalid_punctuation_symbol(char) or
+                     PhoneNumberMatcher._is_latin_letter(char))
+        if len(_LETTERS_BEFORE) < 4096:
+            _LETTERS_BEFORE[char] = known
+    return known
 
 
 def letter_before(text: str, start: int, candidate: str) -> bool:
     """Whether ``_parse_and_verify`` (leniency VALID and up) turns away whatever it parses from ``start``, the
     candidate's start: the candidate does not start with a lead character (``_LEAD_PATTERN``: an opening
     bracket or a plus sign) and the character before it is a Latin letter or an invalid punctuation symbol
-    (a log's hex id run into an address: ``req=3fa9c2 10.1.2.3``)."""
+    (``refused_beside``: a log's hex id run into an address, ``req=3fa9c2 10.1.2.3``)."""
     if start == 0:
         return False
-    before = text[start - 1]
-    known = _LETTERS_BEFORE.get(before)
-    if known is None:
-        known = bool(PhoneNumberMatcher._is_invalid_punctuation_symbol(before) or
-                     PhoneNumberMatcher._is_latin_letter(before))
-        if len(_LETTERS_BEFORE) < 4096:
-            _LETTERS_BEFORE[before] = known
-    return known and _LEAD_PATTERN.match(candidate) is None
+    return refused_beside(text[start - 1]) and _LEAD_PATTERN.match(candidate) is None
 
 
 @cache
-def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str]] | None:
+def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]] | None:
     """The alternation of ``regions``' international prefixes, and that of their valid national numbers
     each after at most the digits its region's parse can cut before one (``RegionPrefilter.cut``; any
     number of digits when unknown): ``plain_could_match`` says yes for a region only when its international
@@ -653,7 +716,10 @@ def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.
         nationals.append(prefilter.near_a_raw_start())
     if not nationals:
         return None
-    return re.compile("|".join(internationals)), re.compile("|".join(f"(?:{pattern})" for pattern in nationals))
+    any_international = "|".join(internationals)
+    any_national = "|".join(f"(?:{pattern})" for pattern in nationals)
+    return (re.compile(any_international), re.compile(any_national),
+            re.compile(f"(?:{any_international})|(?:{any_national})"))
 
 
 def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:
@@ -738,17 +804,21 @@ class RememberingMatcher(PhoneNumberMatcher):
     it is not at the text's start: ``_parse_and_verify``'s check for a letter or a currency sign before the
     candidate or an inner group at its start) and the one after it (the next-character check), or three
     when the candidate holds a time stamp (``_TIME_STAMPS``: its ``:ss`` may follow); everything else it
-    reads is the region's metadata and the leniency, fixed per matcher. So its answer is remembered in
-    ``known`` (one dict per region and leniency, shared by the matchers of every window and text) under
-    those characters, and given again, at the new offset, wherever the same candidate stands between the
-    same characters: a number written twice is parsed once per region. The tries it used are remembered
+    reads is the region's metadata and the leniency, fixed per matcher. Of the character before and the
+    one after, ``_parse_and_verify`` asks only whether it is a Latin letter or an invalid punctuation
+    symbol (``refused_beside``; none there, at a text's start or end: the same answer as a no). So its
+    answer is remembered in ``known`` (one dict per region and leniency, shared by the matchers of every
+    window and text) under the candidate, those two answers (the three characters after a time stamp),
+    and given again, at the new offset, wherever the same candidate stands between characters that get
+    the same answers: a number written twice, after a space or a comma, before a newline or a semicolon,
+    is parsed once per region. The tries it used are remembered
     too and taken again, and a remembered answer is used only while more tries are left than deciding it
     could ever use (``_max_tries`` counts down at each parse; a candidate's inner groups each start one
     character further)."""
 
     KNOWN = 8_192  # decisions remembered per region and leniency (a few MB at most), then all forgotten
 
-    def __init__(self, text: str, region: str, leniency: Any, known: dict[tuple[str, str | None, str], Decision]
+    def __init__(self, text: str, region: str, leniency: Any, known: dict[tuple[str, bool, str | bool], Decision]
                  ) -> None:
         super().__init__(text, region, leniency=leniency)
         self._known = known
@@ -756,8 +826,12 @@ class RememberingMatcher(PhoneNumberMatcher):
     def _extract_match(self, candidate: str, offset: int) -> PhoneNumberMatch | None:
         text = self.text
         end = offset + len(candidate)
-        after = text[end:end + READ_PAST_CANDIDATE] if _TIME_STAMPS.search(candidate) else text[end:end + 1]
-        key = (candidate, text[offset - 1] if offset > 0 else None, after)
+        after: str | bool
+        if _TIME_STAMPS.search(candidate):
+            after = text[end:end + READ_PAST_CANDIDATE]
+        else:
+            after = end < len(text) and refused_beside(text[end])
+        key = (candidate, offset > 0 and refused_beside(text[offset - 1]), after)
         if self._max_tries <= len(_INNER_MATCHES) * (2 * len(candidate) + 1) + 1:
             return super()._extract_match(candidate, offset)  # near the end of its tries: decide as it would
         decided = self._known.get(key)
@@ -775,6 +849,13 @@ class RememberingMatcher(PhoneNumberMatcher):
             return None
         at, raw, number = decided[1]
         return PhoneNumberMatch(offset + at, raw, number)
+
+
+def _give(found: list[PhoneNumberMatch], skipped: PhoneNumberMatch | None, match: PhoneNumberMatch) -> None:
+    """``region_matches``: a match found, after the settled one not given yet before it (if any)."""
+    if skipped is not None:
+        found.append(skipped)
+    found.append(match)
 
 
 MAX_TRIES = 65_535  # PhoneNumberMatcher's default max_tries: the failed parses it allows itself in one text
@@ -796,7 +877,10 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
     until one finds a candidate of the scan (a match of ``_PATTERN`` at a given start is the same whatever
     the search started from: its look-behinds read the text), from which the two go on together again.
     ``settled``: candidates found whole and parsed alike in every region (by their start), whose
-    decision is the same in this one (``RegionSieve.parsed_alike_everywhere``).
+    decision is the same in this one (``RegionSieve.parsed_alike_everywhere``): found in an earlier region,
+    each is a duplicate here, and only the last one before each other match is given (what the caller's
+    explanation of that match may read: ``PhoneRecognizer.analyze``'s region of the number before), the
+    others not at all (on a text full of numbers with a plus sign, most of what every region finds).
 
     Each decision starts with all the matcher's tries (``MAX_TRIES``): like a matcher per candidate, it
     can only find more than one matcher over a text so full of candidates that it runs out of them."""
@@ -806,6 +890,7 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
         wanted_at = [at for at, wanted in enumerate(wants) if wanted is not None and wanted[region]]
     at = 0
     count = len(scan)
+    skipped: PhoneNumberMatch | None = None  # the last settled match not given yet
     position = 0  # in wanted_at: the scan's candidates the region must see, in order (the others: skipped)
     while position < len(wanted_at):
         at = wanted_at[position]
@@ -813,12 +898,15 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
         candidate = scan[at]
         at += 1
         match = settled.get(candidate.start)
+        if match is not None:
+            skipped = match  # found whole: ends where the candidate ends
+            continue
+        matcher._max_tries = MAX_TRIES
+        match = matcher._extract_match(candidate.text, candidate.start)
         if match is None:
-            matcher._max_tries = MAX_TRIES
-            match = matcher._extract_match(candidate.text, candidate.start)
-            if match is None:
-                continue
-        found.append(match)
+            continue
+        _give(found, skipped, match)
+        skipped = None
         if match.end == candidate.start + len(candidate.text):
             continue
         index = match.end  # the matcher searches on from inside the candidate
@@ -847,7 +935,8 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
             matcher._max_tries = MAX_TRIES
             match = matcher._extract_match(piece, start)
             if match is not None:
-                found.append(match)
+                _give(found, skipped, match)
+                skipped = None
                 index = match.end
         position = bisect_left(wanted_at, at)  # on from the scan's candidate met again (or past the last)
     return found

@@ -91,7 +91,6 @@ from tldextract import TLDExtract
 from capsem_proxyd._compat.phonenumbers import (
     RegionSieve,
     RememberingMatcher,
-    letter_before,
     phone_scan,
     region_matches,
     shortest_valid_number,
@@ -157,9 +156,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         sieve = self._sieve
         if sieve is None or sieve.regions != list(self.supported_regions):
             sieve = self._sieve = RegionSieve(self.supported_regions)
-        regions_of_candidate = sieve.regions_of
-        wants = [regions_of_candidate(candidate.text, letter_before(text, candidate.start, candidate.text))
-                 for candidate in scan]
+        wants = sieve.verdicts(text, scan)
         if not any(wants):
             return []
         scan_index = {candidate.start: at for at, candidate in enumerate(scan)}
@@ -169,19 +166,21 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         decisions = self._decisions
         if decisions is None:
             decisions = self._decisions = {}
-        wanted_at: list[list[int]] = [[] for _ in self.supported_regions]  # per region: the candidates it must see
-        for position, wanted in enumerate(wants):
-            if wanted is not None:
-                for index, must in enumerate(wanted):
-                    if must:
-                        wanted_at[index].append(position)
+        wanted_at = wanted_by_region(wants, len(self.supported_regions))
+        named = self._regions_of
+        if named is None:
+            named = self._regions_of = {}
         for index, region in enumerate(self.supported_regions):
             explained = region  # PhoneRecognizer.analyze reuses its loop variable for the explanation
             matcher = RememberingMatcher(text, region, self.leniency, decisions.setdefault((region, self.leniency), {}))
             for match in region_matches(matcher, scan, wants, scan_index, index, sieve, settled, min_digits,
                                         wanted_at[index]):
                 raw = match.raw_string
-                explained = self._number_region(raw, explained)
+                found_in = named.get(raw, _UNKNOWN)  # _number_region's answer, without a call once it is known
+                if found_in is _UNKNOWN:
+                    explained = self._number_region(raw, explained)
+                elif found_in is not _UNPARSED:
+                    explained = str(found_in)  # (region_code_for_number may give None)
                 span = (match.start, match.end)
                 if span in spans:
                     continue  # the same entity, start, end and score: remove_duplicates keeps the first
@@ -209,6 +208,17 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
                 regions_of.clear()
             regions_of[raw] = found_in
         return explained if found_in is _UNPARSED else str(found_in)
+
+
+def wanted_by_region(wants: list[tuple[bool, ...] | None], regions: int) -> list[list[int]]:
+    """Per region, the positions of the scan's candidates it must see (``RegionSieve.verdicts``), in order."""
+    wanted_at: list[list[int]] = [[] for _ in range(regions)]
+    for position, wanted in enumerate(wants):
+        if wanted is not None:
+            for index, must in enumerate(wanted):
+                if must:
+                    wanted_at[index].append(position)
+    return wanted_at
 
 
 class IndexedContextEnhancer(LemmaContextAwareEnhancer):
@@ -416,7 +426,8 @@ class LocalTokens:
         walk first needs a block (``silent`` needs none: a text where nothing rises is not scanned)."""
         text = self.text
         if self.block_size <= 1:  # a block per span (a span starts after a space: never at 0)
-            cuts = [0, *(found.start() for found in _SPAN_START.finditer(text))]
+            cuts = [found.start() for found in _SPAN_START.finditer(text)]
+            cuts.insert(0, 0)
         else:
             cuts = [0]
             for found in _SPAN_START.finditer(text):
@@ -594,11 +605,13 @@ class ContextReach:
         self._ends: list[int] = []
         self._scanned = False
         self._found: dict[str, list[int]] = {}  # per context word: where it starts in the lower-case text
+        self._merged: dict[int, tuple[Any, list[int] | None, list[int]]] = {}  # per list of words (its id; the list
+        # kept so its id stays its own): _all_occurrences
 
     def _scan(self) -> None:
-        for span in _SURE_SPAN.finditer(self.text):
-            self._starts.append(span.start())
-            self._ends.append(span.end())
+        spans = [span.span() for span in _SURE_SPAN.finditer(self.text)]
+        self._starts = [start for start, _ in spans]
+        self._ends = [end for _, end in spans]
         self._scanned = True
 
     def _occurrences(self, word: str) -> list[int]:
@@ -644,15 +657,32 @@ class ContextReach:
         if bounds is None:
             return True
         low, high = bounds
+        merged = self._merged.get(id(words))
+        if merged is None or merged[0] is not words:
+            merged = self._merged[id(words)] = (words, *self._all_occurrences(words))
+        _, starts, nearest_end = merged
+        if starts is None:
+            return True  # an empty word: in every lemma
+        at = bisect.bisect_left(starts, low)
+        return at < len(starts) and nearest_end[at] <= high
+
+    def _all_occurrences(self, words: list[str]) -> tuple[list[int] | None, list[int]]:
+        """Where each of ``words`` (lower case) occurs (``_occurrences``), all merged in order of their starts,
+        with, for each, the earliest end of it and the ones after it: an occurrence starting at ``low`` or
+        later ends by ``high`` when the first such one's earliest end does (what a search per word asked:
+        its first occurrence from ``low`` on, the one of its occurrences that ends first). (None, []) when
+        a word is empty."""
+        found: list[tuple[int, int]] = []
         for word in words:
             word = str(word).lower()
             if not word:
-                return True
-            found = self._occurrences(word)
-            at = bisect.bisect_left(found, low)
-            if at < len(found) and found[at] + len(word) <= high:
-                return True
-        return False
+                return None, []
+            found += [(at, at + len(word)) for at in self._occurrences(word)]
+        found.sort()
+        nearest_end = [end for _, end in found]
+        for index in range(len(nearest_end) - 2, -1, -1):
+            nearest_end[index] = min(nearest_end[index], nearest_end[index + 1])
+        return [at for at, _ in found], nearest_end
 
     def _heard_at(self, at: int, word: str) -> bool:
         """Whether the occurrence of ``word`` at ``at`` may be part of a keyword lemma: not when it lies inside

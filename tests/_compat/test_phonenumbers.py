@@ -225,6 +225,11 @@ def test_a_candidate_s_decision_still_reads_one_character_before_it_and_three_af
     assert "previous_char = self.text[offset - 1]" in verify and "if (offset > 0 and" in verify
     assert "last_char_index = offset + len(candidate)" in verify and "if last_char_index < len(self.text):" in verify
     assert "next_char = self.text[last_char_index]" in verify
+    # RememberingMatcher keeps only refused_beside's answer on those two characters: nothing else reads them
+    flat = "".join(verify.split())
+    assert verify.count("previous_char") == 3 and verify.count("next_char") == 3
+    assert "if(self._is_invalid_punctuation_symbol(previous_char)orself._is_latin_letter(previous_char)):returnNone" in flat
+    assert "if(self._is_invalid_punctuation_symbol(next_char)orself._is_latin_letter(next_char)):returnNone" in flat
     assert "numobj = parse(candidate, self.preferred_region, keep_raw_input=True)" in verify
     assert "return PhoneNumberMatch(offset, candidate, numobj)" in verify
     inner = inspect.getsource(phonenumbermatcher.PhoneNumberMatcher._extract_inner_match)
@@ -239,7 +244,8 @@ def test_a_candidate_s_decision_still_reads_one_character_before_it_and_three_af
 
 
 @given(st.lists(st.sampled_from(["+44 20 7946 0958", "020 7946 0958", "(650) 253-0000", "650-253-0000", "030 901820",
-                                 "12:30", ":45", "a", "$", "%", " ", "/", "-", "x", "ext. 12", "2024-05-13", "\n"]),
+                                 "12:30", ":45", "a", "$", "%", " ", "/", "-", "x", "ext. 12", "2024-05-13", "\n",
+                                 ",", ";", "é", "€", "."]),
                 max_size=12))
 @settings(max_examples=200, deadline=None)
 def test_a_remembering_matcher_finds_what_the_matcher_finds(words: list[str]) -> None:
@@ -258,6 +264,26 @@ def test_a_remembering_matcher_finds_what_the_matcher_finds(words: list[str]) ->
 
 
 REMEMBERED: dict = {}
+
+
+def test_a_number_between_other_neighbours_that_get_the_same_answer_is_decided_once() -> None:
+    """``RememberingMatcher`` remembers a decision under what ``_parse_and_verify`` asks of the characters around
+    the candidate (``refused_beside``: a Latin letter or an invalid punctuation symbol), not the characters
+    themselves: the same number after a space or a comma, before a semicolon, a newline or the text's end, is
+    parsed once; after a letter or before a currency sign it is another decision (refused there)."""
+    from capsem_proxyd._compat.phonenumbers import RememberingMatcher, refused_beside
+
+    assert not any(map(refused_beside, " ,;\n.-(")) and all(map(refused_beside, "aZé€$%"))
+    known: dict = {}
+    text = "call 650-253-0000, 650-253-0000; x,650-253-0000\n650-253-0000"
+    ours = [(match.start, match.raw_string) for match in RememberingMatcher(text, "US", 1, known)]
+    theirs = [(match.start, match.raw_string) for match in phonenumbers.PhoneNumberMatcher(text, "US", leniency=1)]
+    assert ours == theirs and len(ours) == 4
+    assert len(known) == 1
+    refused = "a650-253-0000 or 650-253-0000$"
+    assert [match.start for match in RememberingMatcher(refused, "US", 1, known)] == [
+        match.start for match in phonenumbers.PhoneNumberMatcher(refused, "US", leniency=1)] == []
+    assert len(known) == 3  # after a letter; before a currency sign
 
 
 def test_a_remembering_matcher_near_the_end_of_its_tries_decides_as_the_matcher_does() -> None:

@@ -282,6 +282,26 @@ def test_a_phone_recognizer_that_remembers_finds_what_presidio_finds_text_after_
     assert found(ours) == found(theirs), text
 
 
+def explained(results: list[Any]) -> list[tuple[int, int, str]]:
+    return sorted((result.start, result.end, result.analysis_explanation.textual_explanation) for result in results)
+
+
+@given(st.lists(st.sampled_from(NUMBERS[::3] + ["call", "+", "(", "x", "2024-05-13"]), min_size=1, max_size=14),
+       st.lists(st.sampled_from([" ", ", ", "; ", "\n", " or "]), max_size=14))
+@example(["+44 20 7946 0958", "(201) 555-0123", "+49 30 901820", "+44 20 7946 0958", "030 901820"], [" "] * 5)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_phone_recognizer_explains_each_number_as_presidio_does(numbers: list[str], separators: list[str]
+                                                                   ) -> None:
+    """``PhoneRecognizer.analyze`` names in a result's explanation the region of the number it parses with no
+    region, or, when that parse fails (no plus sign), the one named last before it in the same region's loop:
+    a number found again in a later region (``settled``, left out of that region's list) still names it."""
+    text = "".join(number + (separators[index] if index < len(separators) else " ")
+                   for index, number in enumerate(numbers))
+    ours = SHARED.analyze(text, ["PHONE_NUMBER"])
+    theirs = PhoneRecognizer().analyze(text, ["PHONE_NUMBER"])
+    assert explained(ours) == explained(theirs), text
+
+
 @given(st.sampled_from(["", "0", "00", "011", "1", "44", "49", "972", "91", "55", "33", "0049", "01", "0033", "90",
                         "9014", "018", "0180020", "1800", "+"]),
        st.text(alphabet="0123456789", min_size=1, max_size=16))
@@ -399,6 +419,31 @@ def test_the_all_regions_screen_turns_away_only_what_every_region_turns_away(
     shape = DigitShape(candidate, after_letter=after_letter)
     verdicts = [region_prefilter(region).plain_could_match(shape) for region in regions]
     assert sieve._plain_verdicts(shape) == tuple(verdicts), candidate
+
+
+@given(st.lists(st.sampled_from(NUMBERS[::2] + CODE + ["req=3fa9c2 10.1.2.3", "[12345", "58.618", "10.23.193.169",
+                                                   "q1 8005550123", "$650-253-0000", "é020 7946 0958"]),
+                max_size=20),
+       st.lists(st.sampled_from([" ", "", ", ", "\n", "a", "€"]), max_size=20),
+       st.sampled_from([REGIONS, ("US", "DE"), ("IT", "JP", "AU", "GB")]))
+@settings(max_examples=200, deadline=None)
+def test_a_scan_s_verdicts_are_each_candidate_s_regions(words: list[str], separators: list[str],
+                                                        regions: tuple[str, ...]) -> None:
+    """``RegionSieve.verdicts``, one loop over a scan with its shortcuts (the character before a candidate, digits
+    alone screened in one match), says for each candidate what ``regions_of`` says of it, asked one at a time
+    with ``letter_before``; text after text (one sieve)."""
+    from capsem_proxyd._compat.phonenumbers import RegionSieve, letter_before
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    scan = phone_scan(text, 4, long_only=True)
+    one_by_one = RegionSieve(list(regions))
+    expected = [one_by_one.regions_of(candidate.text, letter_before(text, candidate.start, candidate.text))
+                for candidate in scan]
+    sieve = VERDICT_SIEVES.setdefault(regions, RegionSieve(list(regions)))
+    assert sieve.verdicts(text, scan) == expected, text
+
+
+VERDICT_SIEVES: dict = {}
 
 
 @given(st.sampled_from(NUMBERS), st.sampled_from(["", "0", "1", "00", "011", "90", "014", "0 21 ", "9021", "180020",
