@@ -25,11 +25,14 @@ The rules:
   delivered whole, nor is its beginning;
 * the check schedule: until the first text has gone out, every event with
   text is checked at once (the first text reaches the client without
-  waiting); after that, as long as a check is cheap (under
-  ``eager_check_seconds``), one runs at the end of every upstream read that
-  left text unchecked (``read_over``), so no character waits for a
-  throttle; when checks become costly (a heavy policy, a long text), the next
-  one waits until the unchecked text is at least ``check_chars`` or
+  waiting); after that, as long as checks are cheap (the last round of
+  checks, or the one before it, took under ``eager_check_seconds``), one runs
+  at the end of every upstream read that left text unchecked (``read_over``),
+  so no character waits for a throttle: one slow round alone (the process
+  preempted on a busy machine, a garbage collection) is no costly policy, and
+  throttling after it held a paced stream's next chunk up to
+  ``check_interval``; when checks become costly (a heavy policy, a long text:
+  two rounds in a row, or the very first), the next one waits until the unchecked text is at least ``check_chars`` or
   ``check_growth`` of what is already checked, or ``check_interval`` has
   passed, so the total cost stays linear in the reply size;
 * where every policy checking replies says what it refuses them for (Debug:
@@ -97,9 +100,10 @@ class CheckSchedule:
     check_chars: int = 256
     check_growth: float = 0.25
     check_interval: float = 0.05
-    # A check that took less than this runs at the end of every upstream read that left text waiting:
-    # cheap checks (the Debug and Rules policies on an answer of tens of kB) keep no character waiting
-    # for the throttle; costly ones (PII analysis, long texts) fall back to it.
+    # While the last round of checks or the one before it took less than this, a check runs at the end of
+    # every upstream read that left text waiting: cheap checks (the Debug and Rules policies on an answer
+    # of tens of kB) keep no character waiting for the throttle, even after one round a busy machine made
+    # slow; costly ones (PII analysis, long texts: two rounds in a row) fall back to it.
     eager_check_seconds: float = 0.0005
 
 
@@ -373,6 +377,10 @@ class StreamRelease:
         self._checked_total = 0
         self._last_check = now
         self._last_check_cost = 0.0  # seconds the last round of text checks took
+        # ... and the round before it (none yet: the first round alone decides, so that a costly policy's
+        # first check throttles at once)
+        self._previous_check_cost = float("inf")
+        self._rounds = 0
         self._round_cost = 0.0
         self._text_released = False
         self._flush = False  # the next release holds nothing back (an upstream error went by)
@@ -419,7 +427,8 @@ class StreamRelease:
     def read_over(self, now: float = 0.0) -> list[Check]:
         """An upstream read was framed whole: while checks are cheap, check what it left unchecked now
         (``now``: the clock; a check the screens pass counts as one made then)."""
-        if self._unchecked and self._last_check_cost <= self.schedule.eager_check_seconds:
+        cost = min(self._last_check_cost, self._previous_check_cost)  # one slow round alone does not throttle
+        if self._unchecked and cost <= self.schedule.eager_check_seconds:
             return self._text_checks(now=now)
         return []
 
@@ -633,8 +642,15 @@ class StreamRelease:
                 choice, _followed_by(text, view.content), _followed_by(thoughts, view.content), covers,
             ))
         self._unchecked = 0
-        self._round_cost = 0.0
+        self._new_round()
         return checks
+
+    def _new_round(self) -> None:
+        """A round of text checks begins: the last round's cost becomes the one before it (``read_over``)."""
+        if self._rounds:
+            self._previous_check_cost = self._last_check_cost
+        self._rounds += 1
+        self._round_cost = 0.0
 
     def _check_due(self, now: float) -> bool:
         unchecked = self._unchecked
@@ -662,7 +678,7 @@ class StreamRelease:
             if length <= channel.checked:
                 return []
             self._unchecked = 0
-            self._round_cost = 0.0
+            self._new_round()
             alone = ((channel, length),)
             if channel.screened == channel.fed == channel.checked:
                 # What the screen reads next is what the matcher reads next: cut once, read by both.
@@ -703,7 +719,7 @@ class StreamRelease:
                 covers, final=final,
             ))
         self._unchecked = 0
-        self._round_cost = 0.0
+        self._new_round()
         if passed:
             self._covered(tuple(passed), 0.0, now)
         return checks

@@ -238,6 +238,33 @@ def test_cheap_checks_run_at_the_end_of_every_read() -> None:
     assert play.written == [b"e0", b"e1"]
 
 
+def test_one_slow_round_among_cheap_ones_does_not_throttle_the_next_read() -> None:
+    """A check that took long once (the process preempted on a busy machine) is no costly policy: the next
+    read is still checked at its end, so a paced stream's next chunk does not wait for ``check_interval``."""
+    play = Playbook(schedule=CheckSchedule(check_chars=100, check_interval=10))
+    play.event(text("first "), b"e0")
+    play.event(text("one "), b"e1")
+    play.check_seconds = 0.004  # this round, the machine was busy
+    assert play.read_over() == [TextCheck(0, "first one ", "")]
+    play.check_seconds = 0.0
+    play.event(text("two "), b"e2")
+    assert play.read_over() == [TextCheck(0, "first one two ", "")]  # not throttled
+    assert play.written == [b"e0", b"e1", b"e2"]
+
+
+def test_two_slow_rounds_in_a_row_throttle() -> None:
+    play = Playbook(schedule=CheckSchedule(check_chars=100, check_interval=10))
+    play.event(text("first "), b"e0")
+    play.check_seconds = 0.004  # costly from here on (a heavy policy, a long text)
+    for word in ("one ", "two "):
+        play.event(text(word), b"e")
+        assert play.read_over()  # the round before was cheap: still checked at the read's end
+    play.event(text("three "), b"e3")
+    assert play.read_over() == []  # two costly rounds in a row: the throttle decides
+    play.now = 10.0  # the interval passed
+    assert play.event(text("four "), b"e4") == [TextCheck(0, "first one two three four ", "")]
+
+
 def test_the_event_completing_a_stored_reply_and_the_one_ending_the_reply_are_marked() -> None:
     play = Playbook(keeps_stored=True)
     play.event(StreamView(stored_id="resp_1"), b"created")
