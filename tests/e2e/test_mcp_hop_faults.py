@@ -33,14 +33,22 @@ class RawUpstream:
         self.closed = trio.Event()
         self.stream_open = trio.Event()
 
-    async def serve(self, stream: trio.SocketStream) -> None:
+    @staticmethod
+    async def read_head(stream: trio.SocketStream) -> bytes | None:
+        """The request's head and what arrived after it (None: the proxy hung up first)."""
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = await stream.receive_some(65536)
             if not chunk:
-                return
+                return None
             head += chunk
-        head, _, body = head.partition(b"\r\n\r\n")
+        return head
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        received = await self.read_head(stream)
+        if received is None:
+            return
+        head, _, body = received.partition(b"\r\n\r\n")
         length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
                        if line.lower().startswith(b"content-length:")), 0)
         while len(body) < length:  # read the whole request: closing with unread bytes sends a reset, not a FIN,

@@ -90,12 +90,9 @@ class SilentUpstream(RawUpstream):
     path is ``RawUpstream``'s (``/slow``: an event stream opened with a comment, then nothing)."""
 
     async def serve(self, stream: trio.SocketStream) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await stream.receive_some(65536)
-            if not chunk:
-                return
-            head += chunk
+        head = await self.read_head(stream)
+        if head is None:
+            return
         if head.split(b" ")[1] != b"/silent":
             raise AssertionError("only /silent here")
         while await stream.receive_some(65536):
