@@ -67,7 +67,7 @@ def keyed_hash(secret: bytes) -> Any:
     with a secret that never leaves the process; digests never leave it either, so which one a process uses
     changes nothing but its speed."""
     sample = bytes(65_536)
-    candidates = [blake2b(digest_size=DIGEST_SIZE, key=secret[:32]), sha256(secret)]
+    candidates: list[Any] = [blake2b(digest_size=DIGEST_SIZE, key=secret[:32]), sha256(secret)]
     costs = []
     for hasher in candidates:
         best = float("inf")
