@@ -55,7 +55,7 @@ from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke
 from capsem_proxyd.enforcement.loader import PolicySet
 from capsem_proxyd.enforcement.masking import masked_call, masked_view, result_of
 from capsem_proxyd.enforcement.piece_decisions import ONE_CACHED_ALLOW, decide_pieces
-from capsem_proxyd.enforcement.pieces import Split, prompt_split, single_split
+from capsem_proxyd.enforcement.pieces import SeamScans, Split, prompt_split, single_split
 from capsem_proxyd.enforcement.shadow import ShadowRunner
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.errors import policy_blocked
@@ -113,6 +113,7 @@ class PolicyEngine:
         )
         self._salt = os.urandom(8)  # this engine's part of every cache key: another policy set never shares one
         self._scopes: dict[tuple[int, str], bytes] = {}  # a scope's bytes before the tenant's, per policy and hook
+        self._seam_scans = SeamScans()  # each conversation's last seam scan, resumed by its next turn
         self._defined_tools: hook_calls.DefinedTools = {}  # the CAPSEM tools of definitions seen (hook_calls)
 
     @property
@@ -137,7 +138,8 @@ class PolicyEngine:
             media = hook_calls.capsem_media(view.media)
             split = None
             if self.cache is not None:
-                split = prompt_split(self.cache, self.seam_width, rid, agent, view, media)
+                split = prompt_split(self.cache, self.seam_width, rid, agent, view, media, self._seam_scans,
+                                     exchange.tenant_id)
             verdict = stricter(verdict, await self._enforce(exchange, hook_calls.model_call(rid, agent, view, media), split))
         for definition in view.tools:
             verdict = stricter(verdict, await self.check_tool_definition(exchange, definition))
