@@ -27,7 +27,9 @@ Seams that overlap are merged (many short pieces, such as the keys and values
 of a tool call, make one seam, not one per joint), up to ``SEAM_CAP``
 characters; every joint's own window lies whole inside one seam. A seam is
 content like a piece: the engine caches decisions on it by its text, so an
-unchanged conversation's seams are decided once too.
+unchanged conversation's seams are decided once too. And they are found once:
+a conversation's next turn resumes its last seam scan where the texts are the
+last turn's (``SeamScans``, ``scan_seams``), exactly as a whole scan would go.
 """
 
 from __future__ import annotations
