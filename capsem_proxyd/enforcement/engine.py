@@ -41,21 +41,21 @@ import os
 import time
 from typing import Any
 
-from capsem.models import Decision
+from capsem.models import DEFAULT_SAFE_DECISION, Decision
 from capsem.policies import Policy
 from capsem.tools import Tool
 
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.enforcement import hook_calls
 from capsem_proxyd.enforcement.calling import PolicyCaller
-from capsem_proxyd.enforcement.combining import NOTHING, Combined, attributed, fold
+from capsem_proxyd.enforcement.combining import NOTHING, SAFE, Combined, attributed, fold
 from capsem_proxyd.enforcement.documents import read_documents
 from capsem_proxyd.enforcement.holdbacks import channel_screens, stream_holdbacks
 from capsem_proxyd.enforcement.hook_calls import HookCall, Invoke
 from capsem_proxyd.enforcement.loader import PolicySet
-from capsem_proxyd.enforcement.masking import masked_call, result_of
-from capsem_proxyd.enforcement.piece_decisions import decide_pieces
-from capsem_proxyd.enforcement.pieces import Split, prompt_split, single_split
+from capsem_proxyd.enforcement.masking import masked_call, masked_view, result_of
+from capsem_proxyd.enforcement.piece_decisions import ONE_CACHED_ALLOW, decide_pieces
+from capsem_proxyd.enforcement.pieces import SeamScans, Split, prompt_split, single_split
 from capsem_proxyd.enforcement.shadow import ShadowRunner
 from capsem_proxyd.enforcement.verdict_cache import VerdictCache
 from capsem_proxyd.errors import policy_blocked
@@ -107,11 +107,13 @@ class PolicyEngine:
         # Pieces only pay when decisions on them are remembered: no cache, no splitting.
         self.cache = cache if cache is not None and cache.size > 0 else None
         self.split = [self.cache is not None and splittable(policy) for policy in self.policies]
+        self.all_split = bool(self.policies) and all(self.split)  # a resent one-piece hook: ``_allowed_from_cache``
         self.seam_width = max(
             (seam_width(policy, holdback_cap) for policy, split in zip(self.policies, self.split) if split), default=0
         )
         self._salt = os.urandom(8)  # this engine's part of every cache key: another policy set never shares one
         self._scopes: dict[tuple[int, str], bytes] = {}  # a scope's bytes before the tenant's, per policy and hook
+        self._seam_scans = SeamScans()  # each conversation's last seam scan, resumed by its next turn
         self._defined_tools: hook_calls.DefinedTools = {}  # the CAPSEM tools of definitions seen (hook_calls)
 
     @property
@@ -136,7 +138,8 @@ class PolicyEngine:
             media = hook_calls.capsem_media(view.media)
             split = None
             if self.cache is not None:
-                split = prompt_split(self.cache, self.seam_width, rid, agent, view, media)
+                split = prompt_split(self.cache, self.seam_width, rid, agent, view, media, self._seam_scans,
+                                     exchange.tenant_id)
             verdict = stricter(verdict, await self._enforce(exchange, hook_calls.model_call(rid, agent, view, media), split))
         for definition in view.tools:
             verdict = stricter(verdict, await self.check_tool_definition(exchange, definition))
@@ -197,6 +200,9 @@ class PolicyEngine:
         combined = NOTHING
         shadow = mode == "shadow"
         started = time.perf_counter()
+        if (split is not None and not shadow and self.all_split and split.whole is None and len(split.pieces) == 1
+                and self._allowed_from_cache(exchange, hook, split.pieces[0].digest, args, mode, started)):
+            return None, "ALLOW"
         viewed = False
         for index, policy in enumerate(self.policies):
             use: CacheUse | None = None
@@ -215,6 +221,30 @@ class PolicyEngine:
         if not shadow:
             self.recorder.policy_checked(hook, time.perf_counter() - started)
         return combined.refusal, combined.verdict
+
+    def _allowed_from_cache(
+        self, exchange: Exchange, hook: str, digest: bytes, args: tuple[Any, ...], mode: str, started: float
+    ) -> bool:
+        """A one-piece hook (a tool result or definition an agent resends) that every policy allowed before,
+        answered with one look-up per policy and the same records as the walk below would make; False,
+        having recorded nothing, for anything else (the walk then decides).
+
+        An agent's turn resends dozens of them: each walk through masking, the pieces and the fold cost
+        more than its look-ups. Exact only where the walk would come to the same: every policy is asked
+        piece by piece (``split``), the cache holds CAPSEM's shared ALLOW (``SAFE``: no spans, no finding)
+        for each, and nothing is to be masked in what the policies that cannot mask read (no masked view:
+        their piece is the client's piece, known by the same digest)."""
+        cache = self.cache
+        assert cache is not None  # ``all_split`` holds only with a cache
+        if args and masked_view(exchange) is not None:
+            return False
+        for index in range(len(self.policies)):
+            if cache.get(cache.key(self._scope(index, hook, exchange), digest)) is not SAFE:
+                return False
+        for policy in self.policies:
+            self.recorder.decision_made(exchange, hook, policy.name, DEFAULT_SAFE_DECISION, mode, ONE_CACHED_ALLOW)
+        self.recorder.policy_checked(hook, time.perf_counter() - started)
+        return True
 
     def _combine(
         self, combined: Combined, exchange: Exchange, hook: str, policy: Policy, result: Combined, mode: str,

@@ -44,7 +44,7 @@ from capsem_proxyd.verdicts import BLOCK_LEVEL, VerdictRank, rank
 
 ALLOW_LEVEL = int(VerdictRank.ALLOW)
 # What the fold of one piece the cache allowed comes to (``_Walk.add`` then ``_result``), shared.
-_ONE_CACHED_ALLOW = CacheUse(pieces=1, hits=1, cached=True)
+ONE_CACHED_ALLOW = CacheUse(pieces=1, hits=1, cached=True)
 
 # Asks the policy about some of the pieces (their numbers): its decisions, in order, possibly fewer
 # than asked when it stopped at a BLOCK. Raises ``_Failed`` when the policy failed.
@@ -92,7 +92,7 @@ async def decide_pieces(
     if split.whole is None and len(split.pieces) == 1:  # a tool result or definition resent: one look-up
         key = cache.key(scope, split.pieces[0].digest)
         if cache.get(key) is SAFE:
-            return SAFE, _ONE_CACHED_ALLOW
+            return SAFE, ONE_CACHED_ALLOW
     walk = _Walk()
     if split.whole is not None:
         whole = split.whole(policy)

@@ -27,12 +27,15 @@ Seams that overlap are merged (many short pieces, such as the keys and values
 of a tool call, make one seam, not one per joint), up to ``SEAM_CAP``
 characters; every joint's own window lies whole inside one seam. A seam is
 content like a piece: the engine caches decisions on it by its text, so an
-unchanged conversation's seams are decided once too.
+unchanged conversation's seams are decided once too. And they are found once:
+a conversation's next turn resumes its last seam scan where the texts are the
+last turn's (``SeamScans``, ``scan_seams``), exactly as a whole scan would go.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +58,8 @@ _LAST_SPACE = re.compile(r"\s\S*\Z")
 # round trip per piece would keep the event loop busy with a big request's replies, and one per request
 # would hold a worker for all of it while small requests wait.
 BATCH_CHARS = 32_768
+# Conversations whose last seam scan an engine keeps for their next turn (``SeamScans``).
+SEAM_SCANS = 128
 # A splittable policy's verdict on the whole texts of a prompt (``whole_prompt_decision``), or None.
 WholeCheck = Callable[[Any], "Decision | None"]
 
@@ -83,11 +88,13 @@ def single_split(cache: VerdictCache, identity: str, args: tuple[Any, ...]) -> S
 
 
 def prompt_split(
-    cache: VerdictCache, seam_width: int, rid: str, agent: Any, view: RequestView, media: list[Media]
+    cache: VerdictCache, seam_width: int, rid: str, agent: Any, view: RequestView, media: list[Media],
+    scans: SeamScans | None = None, tenant: str = "",
 ) -> Split:
     """``on_model_call``'s content as pieces: each system and prompt piece, the seams between them
     (``width``: the widest match of the splittable policies), each media item; and the whole-request
-    checks (size limits, model globs) that a policy makes on the joined texts."""
+    checks (size limits, model globs) that a policy makes on the joined texts. ``scans``: the seam scans
+    of the tenant's conversations so far, resumed where this one's texts are theirs (``SeamScans``)."""
     model = view.model
     system = grouped(view.system_pieces) if view.system_pieces is not None else [view.system] if view.system else []
     prompt = grouped(view.prompt_pieces) if view.prompt_pieces is not None else [view.prompt] if view.prompt else []
@@ -96,7 +103,12 @@ def prompt_split(
         pieces.append(Piece(cache.digest(text, b"system\0"), (rid, agent, model, text, "", []), len(text)))
     for text in prompt:
         pieces.append(Piece(cache.digest(text, b"prompt\0"), (rid, agent, model, "", text, []), len(text)))
-    for text in seams([*system, *prompt], seam_width):
+    texts = [*system, *prompt]
+    if scans is None:
+        found = seams(texts, seam_width)
+    else:
+        found = scans.seams(tenant, texts, seam_width, [piece.digest for piece in pieces])
+    for text in found:
         pieces.append(Piece(cache.digest(text, b"seam\0"), (rid, agent, model, "", text, []), len(text)))
     for item in media:
         kind = f"media\0{item.mime_type}\0".encode()
@@ -149,16 +161,71 @@ def batches(sizes: list[int]) -> list[tuple[int, int]]:
 
 def seams(texts: list[str], width: int) -> list[str]:
     """The seams of ``texts`` (as ``"\\n".join(texts)`` joins them), each a substring of that join."""
+    return scan_seams(texts, width)[0]
+
+
+@dataclass(slots=True)
+class SeamScan:
+    """What a scan of a prompt's seams leaves for the next turn's (``scan_seams``): its texts' digests, and
+    before each joint (and after the last) the scan's state, the seams emitted so far and how far into the
+    join it had read.
+
+    An agent resends its conversation with a few texts more each turn, and the seams of the texts it had
+    sent come out the same: a scan resumes from the last joint before which it had read nothing that
+    changed (nothing past the texts both turns share), instead of reading every joint again (two window
+    searches each, most of a turn's splitting)."""
+
+    width: int
+    digests: list[bytes]
+    lows: list[int]
+    highs: list[int]
+    emitted: list[int]
+    reach: list[float]
+    found: list[str]
+
+
+_UNBOUNDED = float("inf")  # how far a read reached when it depended on where the join ends
+
+
+def scan_seams(
+    texts: list[str], width: int, digests: list[bytes] | None = None, previous: SeamScan | None = None
+) -> tuple[list[str], SeamScan | None]:
+    """``seams(texts, width)``, and the scan to resume from next time (with ``digests``, the texts' keyed
+    digests; None without). ``previous``: an earlier scan, resumed where it is exactly this one's so far.
+
+    Exact: a joint's window is read from the join's characters only, and the scan's state before a joint
+    from the windows before it. Resumed before joint ``j`` only when every read before it stayed inside
+    the texts both scans share (identical digests, so identical texts, at the same places), none of them
+    clamped at the join's end: the scan would have come to the same state, and the same seams, there."""
     if len(texts) < 2 or width <= 0:
-        return []
+        return [], None
     whole = "\n".join(texts)
     ascii = whole.isascii()
+    joints = len(texts) - 1
+    lows: list[int] = []
+    highs: list[int] = []
+    emitted: list[int] = []
+    reach: list[float] = []
     out: list[str] = []
     low = high = -1
     joint = -1
-    for text in texts[:-1]:
-        joint += len(text) + 1  # the index of the "\n" after this piece
-        end = _right(whole, joint + 1, width, ascii)
+    furthest = 0.0
+    first = 0
+    if previous is not None and digests is not None and previous.width == width and len(digests) == len(texts):
+        first, joint = _resume_at(previous, digests, texts, joints)
+        if first:
+            low, high, furthest = previous.lows[first], previous.highs[first], previous.reach[first]
+            out = previous.found[:previous.emitted[first]]
+            lows, highs = previous.lows[:first], previous.highs[:first]
+            emitted, reach = previous.emitted[:first], previous.reach[:first]
+    for number in range(first, joints):
+        lows.append(low)
+        highs.append(high)
+        emitted.append(len(out))
+        reach.append(furthest)
+        joint += len(texts[number]) + 1  # the index of the "\n" after this piece
+        end, reached = _right_reach(whole, joint + 1, width, ascii)
+        furthest = max(furthest, reached)
         # A seam starts at or before its joint: a joint inside the seam so far joins it (within the cap)
         # without working out where its own stretch would start (most joints of many short pieces).
         if low >= 0 and joint < high and max(high, end) - low <= SEAM_CAP:
@@ -171,8 +238,64 @@ def seams(texts: list[str], width: int) -> list[str]:
         if low >= 0:
             out.append(whole[low:high])
         low, high = start, end
-    out.append(whole[low:high])
-    return out
+    lows.append(low)
+    highs.append(high)
+    emitted.append(len(out))
+    reach.append(furthest)
+    found = [*out, whole[low:high]]
+    scan = None if digests is None else SeamScan(width, list(digests), lows, highs, emitted, reach, found)
+    return found, scan
+
+
+class SeamScans:
+    """The last seam scan of each conversation, for the next turn's to resume (``scan_seams``); an engine's.
+
+    A conversation is known by the tenant and the digests of its first two texts (the system prompt and the
+    first message, which an agent resends every turn); a scan whose texts are not the earlier one's is
+    simply read whole. At most ``SEAM_SCANS`` conversations, the least recent dropped (each holds its
+    seams' text and a few numbers per joint: some kB). Per tenant, as the verdict cache: nobody's scan
+    is resumed from what another tenant sent."""
+
+    def __init__(self, size: int = SEAM_SCANS) -> None:
+        self.size = size
+        self._scans: OrderedDict[tuple[str, bytes, bytes], SeamScan] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._scans)
+
+    def seams(self, tenant: str, texts: list[str], width: int, digests: list[bytes]) -> list[str]:
+        """``seams(texts, width)``, from this conversation's last scan where it can be resumed."""
+        if len(digests) < 2 or len(digests) != len(texts):
+            return seams(texts, width)
+        key = (tenant, digests[0], digests[1])
+        found, scan = scan_seams(texts, width, digests, self._scans.get(key))
+        if scan is not None:
+            self._scans[key] = scan
+            self._scans.move_to_end(key)
+            while len(self._scans) > self.size:
+                self._scans.popitem(last=False)
+        return found
+
+
+def _resume_at(previous: SeamScan, digests: list[bytes], texts: list[str], joints: int) -> tuple[int, int]:
+    """The joint an earlier scan is resumed before (0: none), and where the joint before it is in the join."""
+    shared = 0
+    for old, new in zip(previous.digests, digests):
+        if old != new:
+            break
+        shared += 1
+    if shared == 0:
+        return 0, -1
+    # Characters both joins hold alike: the shared texts, without the "\n" after the last of them (the
+    # next text may be missing in one of them).
+    same = sum(len(text) + 1 for text in texts[:shared]) - 1
+    last = min(shared, joints, len(previous.lows) - 1)  # before a joint both scans have, between shared texts
+    number = last
+    while number > 0 and previous.reach[number] > same:
+        number -= 1
+    if number == 0:
+        return 0, -1
+    return number, sum(len(text) + 1 for text in texts[:number]) - 1
 
 
 def _left(whole: str, joint: int, width: int, ascii: bool) -> int:
@@ -188,10 +311,18 @@ def _left(whole: str, joint: int, width: int, ascii: bool) -> int:
     return start
 
 
-def _right(whole: str, begin: int, width: int, ascii: bool) -> int:
-    """Where the seam after the joint ending at ``begin`` ends (exclusive)."""
-    end = min(len(whole), begin + width)
-    while end < len(whole) and not reads_at_least_in(whole, begin, end, width, ascii):
-        end = min(len(whole), begin + 2 * (end - begin))
-    space = _SPACE.search(whole, end, min(len(whole), end + width))
-    return space.start() if space is not None else end
+def _right_reach(whole: str, begin: int, width: int, ascii: bool) -> tuple[int, float]:
+    """Where the seam after the joint ending at ``begin`` ends (exclusive), and how far the search read
+    (unbounded where it stopped at the join's end: another join, longer, might have read on)."""
+    size = len(whole)
+    reached: float = begin + width
+    end = min(size, begin + width)
+    while end < size and not reads_at_least_in(whole, begin, end, width, ascii):
+        reached = begin + 2 * (end - begin)
+        end = min(size, begin + 2 * (end - begin))
+    if reached >= size or end + width >= size:
+        reached = _UNBOUNDED
+    else:
+        reached = end + width
+    space = _SPACE.search(whole, end, min(size, end + width))
+    return (space.start() if space is not None else end), reached

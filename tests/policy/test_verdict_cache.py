@@ -247,3 +247,20 @@ def test_whole_prompt_rules_still_refuse_and_are_not_taken_from_piece_verdicts()
     big = RequestView(model="gpt-4o", prompt="short\ntext\n" + "y" * 30, prompt_pieces=["short", "text", "y" * 30])
     assert outcome(engine, big) == "refused by Rules"
     assert outcome(engine, small) == "ALLOW"
+
+
+def test_either_keyed_hash_gives_digests_only_its_key_reproduces() -> None:
+    from hashlib import blake2b, sha256
+
+    from capsem_proxyd.enforcement import verdict_cache
+
+    chosen = {type(VerdictCache(8)._keyed).__name__ for _ in range(3)}
+    assert chosen <= {type(blake2b()).__name__, type(sha256()).__name__}
+    for hasher in ("blake2b", "sha256"):
+        secret = bytes(range(64))
+        pick = {"blake2b": lambda s: blake2b(digest_size=16, key=s[:32]), "sha256": lambda s: sha256(s)}[hasher]
+        one, other = VerdictCache(8), VerdictCache(8)
+        one._keyed, other._keyed = pick(secret), pick(bytes(64))
+        assert len(one.digest("text")) == verdict_cache.DIGEST_SIZE
+        assert one.digest("text") == one.digest("text") != one.digest("text", b"seam\0")
+        assert one.digest("text") != other.digest("text")  # another key, another digest
