@@ -486,9 +486,9 @@ class LocalTokens:
             piece = self.text[first:last]
             relative = self._known.get(piece)
             if relative is None:
-                relative = self._plain_block(piece)
-            if relative is None:
-                relative = [(token.idx, token.idx + len(token), token.lower_) for token in self.tokenizer(piece)]
+                relative = self._plain_block(piece)  # remembered too: a log repeats its words and short counts
+                if relative is None:
+                    relative = [(token.idx, token.idx + len(token), token.lower_) for token in self.tokenizer(piece)]
                 if len(self._known) >= self.KNOWN:
                     self._known.clear()
                 self._known[piece] = relative

@@ -421,6 +421,33 @@ def test_the_all_regions_screen_turns_away_only_what_every_region_turns_away(
     assert sieve._plain_verdicts(shape) == tuple(verdicts), candidate
 
 
+@given(st.sampled_from(["", "0", "00", "011", "1", "44", "49", "972", "91", "55", "33", "90", "0180", "1800"]),
+       st.text(alphabet="0123456789", max_size=26), st.integers(0, 6), st.integers(0, 6),
+       st.sampled_from([tuple(REGIONS), ("US", "DE"), ("IT", "JP", "AU", "GB"), ("GB", "BR", "IN", "FR")]))
+@example("", "12345", 0, 0, tuple(REGIONS))  # 5 digits: only Germany's numbers can be that long
+@example("49", "30901820", 0, 0, tuple(REGIONS))
+@example("1", "6502530000", 0, 0, tuple(REGIONS))
+@settings(max_examples=400, deadline=None)
+def test_the_screen_for_a_length_matches_where_the_whole_screen_matches(
+        lead: str, rest: str, start: int, cut: int, regions: tuple[str, ...]) -> None:
+    """``length_screen``: the all-regions national screen with only the regions whose part can be that many
+    digits long (``RegionPrefilter.screened_lengths``) matches a part exactly where the whole one does."""
+    from capsem_proxyd._compat.phonenumbers import RegionSieve, any_region_prefilter, length_screen
+
+    digits = lead + rest
+    start = min(start, len(digits))
+    end = max(start, len(digits) - cut)
+    distinct = RegionSieve(list(regions))._screened_regions
+    whole = any_region_prefilter(distinct)
+    assert whole is not None
+    screen = length_screen(distinct, end - start)
+    assert (whole[1].match(digits, start, end) is not None) == (
+        screen is not None and screen.match(digits, start, end) is not None), (digits, start, end)
+    if end - start == 5 and distinct == RegionSieve(list(REGIONS))._screened_regions:
+        assert screen is not None and screen is not whole[1] and "US" not in [
+            region for region in distinct if region_prefilter(region).near_a_raw_start() in screen.pattern]
+
+
 @given(st.lists(st.sampled_from(NUMBERS[::2] + CODE + ["req=3fa9c2 10.1.2.3", "[12345", "58.618", "10.23.193.169",
                                                    "q1 8005550123", "$650-253-0000", "é020 7946 0958"]),
                 max_size=20),
