@@ -505,6 +505,31 @@ def test_the_region_prefilter_passes_every_number_the_matcher_finds_in_a_mutated
 SPAN_ALPHABET = "ab0123456789+-().,:;/=@'\"%$#_xyzCALLcall\u00e9"
 
 
+@given(st.one_of(st.text(alphabet=SPAN_ALPHABET + "!?[]{}<>*&^|~`\\kmspMSTdnt", min_size=1, max_size=20),
+                 st.lists(st.sampled_from(["tel:", "+49", "-", "30", "123456", ";", ",", "(02)", "1234", "05/13/2024",
+                                           "8803.87", "x", "ext.", "n't", "'s", "a.m.", ":)", "km", "$", "%", "http://",
+                                           "www.", "example.com", "U.S.", "e.g.", "...", "'", '"', "(", ")"]),
+                          min_size=1, max_size=8).map("".join)))
+@example("tel:+49-1512-3456789")
+@example("591471,9976.93,04/05/2024,909835668,tel:+49-30-123456")
+@example("+15062345678;")
+@example("2345-6789;")
+@settings(max_examples=500, deadline=None)
+def test_spans_are_cut_at_their_affixes_as_spacy_cuts_them(span: str) -> None:
+    """``AffixTokenizer``: spaCy's prefix, suffix and infix splitting of one span, in Python; where it answers
+    (no special case may apply), its tokens are spaCy's."""
+    from capsem_proxyd._compat.presidio import AffixTokenizer
+
+    if not span.isascii() or not span.strip() or any(char.isspace() for char in span):
+        return
+    tokenizer = POLICY.analyzer.nlp_engine.nlp["en"].tokenizer
+    ours = AffixTokenizer(tokenizer).tokens(span)
+    if ours is not None:
+        assert ours == [token.text for token in tokenizer(span)], span
+    if span in ("tel:+49-1512-3456789", "+15062345678;", "2345-6789;"):
+        assert ours is not None
+
+
 @given(st.lists(st.tuples(st.text(alphabet=SPAN_ALPHABET, min_size=1, max_size=16),
                           st.text(alphabet=" \t\n\r", max_size=3)), min_size=1, max_size=12))
 @settings(max_examples=300, deadline=None)
