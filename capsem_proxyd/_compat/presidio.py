@@ -621,9 +621,17 @@ class AffixTokenizer:
         self.token_match = tokenizer.token_match
         self.url_match = tokenizer.url_match
         self.rules = frozenset(tokenizer.rules or ())
-        across = [key for key in self.rules if not tokenizer.faster_heuristics or self._affixed(key) or " " in key]
-        across.sort(key=len, reverse=True)
-        self._across = re.compile("|".join(map(re.escape, across))) if across else None
+        key = (self.rules, bool(tokenizer.faster_heuristics), *(
+            getattr(getattr(found, "__self__", None), "pattern", found)  # a compiled pattern's method: its pattern
+            for found in (self.prefix_search, self.suffix_search, self.infix_finditer)))
+        if key not in _ACROSS:  # the same for every pipeline of a language (~8 ms to find)
+            across = [rule for rule in self.rules
+                      if not tokenizer.faster_heuristics or self._affixed(rule) or " " in rule]
+            across.sort(key=len, reverse=True)
+            if len(_ACROSS) >= 8:
+                _ACROSS.clear()
+            _ACROSS[key] = re.compile("|".join(map(re.escape, across))) if across else None
+        self._across = _ACROSS[key]
 
     def _prefix(self, string: str) -> int:
         found = self.prefix_search(string) if self.prefix_search is not None else None
@@ -644,9 +652,26 @@ class AffixTokenizer:
             return None
         prefixes: list[str] = []
         suffixes: list[str] = []
-        string = span
-        last = 0
+        string = self._split_affixes(span, prefixes, suffixes)
+        if string is None:
+            return None
+        pieces = prefixes
+        if string:
+            if string in rules:
+                return None
+            if (self.token_match is not None and self.token_match(string)) or (
+                    self.url_match is not None and self.url_match(string)):
+                pieces.append(string)
+            else:
+                self._split_infixes(string, pieces)
+        pieces.extend(reversed(suffixes))
+        return pieces
+
+    def _split_affixes(self, string: str, prefixes: list[str], suffixes: list[str]) -> str | None:
+        """``_split_affixes``: what is left once prefixes and suffixes are stripped (None: a special case)."""
+        rules = self.rules
         token_match = self.token_match
+        last = 0
         while string and len(string) != last:
             if token_match is not None and token_match(string):
                 break
@@ -669,30 +694,25 @@ class AffixTokenizer:
             elif suf_len:
                 suffixes.append(string[-suf_len:])
                 string = string[:-suf_len]
-        pieces = prefixes
-        if string:
-            if string in rules:
-                return None
-            if (token_match is not None and token_match(string)) or (
-                    self.url_match is not None and self.url_match(string)):
-                pieces.append(string)
-            else:
-                start = 0
-                for infix in (self.infix_finditer(string) if self.infix_finditer is not None else ()):
-                    infix_start, infix_end = infix.start(), infix.end()
-                    if infix_start == 0:
-                        continue
-                    if infix_start != start:
-                        pieces.append(string[start:infix_start])
-                    if infix_start != infix_end:
-                        pieces.append(string[infix_start:infix_end])
-                    start = infix_end
-                if string[start:]:
-                    pieces.append(string[start:])
-        pieces.extend(reversed(suffixes))
-        return pieces
+        return string
+
+    def _split_infixes(self, string: str, pieces: list[str]) -> None:
+        """``_attach_tokens``' cut of ``string`` at its infixes (one at its start ignored, an empty one cutting)."""
+        start = 0
+        for infix in (self.infix_finditer(string) if self.infix_finditer is not None else ()):
+            infix_start, infix_end = infix.start(), infix.end()
+            if infix_start == 0:
+                continue
+            if infix_start != start:
+                pieces.append(string[start:infix_start])
+            if infix_start != infix_end:
+                pieces.append(string[infix_start:infix_end])
+            start = infix_end
+        if string[start:]:
+            pieces.append(string[start:])
 
 
+_ACROSS: dict[tuple[Any, ...], re.Pattern[str] | None] = {}  # AffixTokenizer's special cases across tokens
 _AFFIX_TOKENIZERS: dict[int, tuple[Any, AffixTokenizer]] = {}
 
 
