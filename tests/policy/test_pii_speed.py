@@ -595,3 +595,19 @@ def test_a_stop_word_before_a_number_sends_it_through_no_walk() -> None:
     theirs = REFERENCE.analyze(text=text, entities=["PHONE_NUMBER"], language="en", score_threshold=0)
     assert found(ours) == found(theirs)
     assert {round(result.score, 2) for result in theirs} == {0.4, 0.75}
+
+
+@given(st.text(alphabet=SPAN_ALPHABET + "!?*&-_.\u0660\u00b2", min_size=1, max_size=12))
+@example("-5")
+@example("tel:+49")
+@example("\u0660")  # an Arabic-Indic digit: a decimal digit, no ASCII one
+@settings(max_examples=300, deadline=None)
+def test_a_lemma_with_a_digit_passes_the_keyword_filter_as_spacy_s_lexeme_says(lemma: str) -> None:
+    """``LocalTokens._qualifies`` lets a lemma holding a decimal digit pass without making its lexeme: Presidio's
+    filter (no stop word, no punctuation, not "-PRON-" or "be") on the lexeme says the same."""
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    engine = POLICY.analyzer.nlp_engine
+    local = LocalTokens(lemma, engine, "en")
+    assert local._qualifies(lemma) == (not engine.is_stopword(lemma, "en") and not engine.is_punct(lemma, "en") and (
+        lemma not in ("-PRON-", "be"))), lemma
