@@ -46,7 +46,11 @@ the recognizer when it lets a caller pass the extractor.
   the policy's), the walk back from a match stops at the first lemma holding a
   context word (``_any_supportive_word``): the score rises the same; only the
   word an explanation would name can differ. Runs of digits are tokenized
-  without spaCy, and so is any span spaCy keeps whole (``LocalTokens._plain_block``);
+  without spaCy, and so is any span spaCy keeps whole (``LocalTokens._plain_block``) or cuts at its
+  affixes with no special case (``AffixTokenizer``: spaCy's ``_split_affixes`` / ``_attach_tokens``
+  repeated with the tokenizer's public patterns, compared with spaCy's tokenizer by a hypothesis test in
+  ``tests/policy/test_pii_speed.py``); a lemma holding a digit passes the keyword filter without a
+  lexeme (the canary pins spaCy's ``is_punct`` and ``is_stop``);
   an occurrence of a context word inside a span that is one token whose lemma is
   no keyword ("call" is a stop word) is no occurrence for ``ContextReach``.
 * ``PruningAnalyzerEngine``: ``AnalyzerEngine.analyze`` drops results below the
