@@ -51,7 +51,10 @@ raw start (``_cut_at_most``: the country code and two national prefixes, as wide
 patterns), and right at it in the national format (``without_prefix``) unless the code or a prefix starts
 there; a valid number is also only as long as a length its regions list (``possible_length``, which
 ``_is_number_matching_desc`` checks first; a lookahead before each region's patterns). Nine candidates in ten
-of a log or a CSV (ids, amounts, addresses, dates) are turned away there with no region's own check.
+of a log or a CSV (ids, amounts, addresses, dates) are turned away there with no region's own check. A part
+of a given length is matched against the alternation of only the regions whose part can be that long
+(``length_screen``, ``RegionPrefilter.screened_lengths``: a length the region lists, plus at most ``cut``
+digits): the 4- to 6-digit parts that fill a log are tried for Germany's numbers alone.
 
 What a stream must hold while a phone number may still be being written
 (``candidate_superset``): every number the matcher finds lies inside a match of
@@ -311,16 +314,39 @@ class RegionPrefilter:
         national, without_prefix, strips = self._national, self._without_prefix, self._strips
         assert national is not None and without_prefix is not None
         prefix = self._national_prefix
-        code_or_prefix = len(self._country_code)
-        if prefix is not None:
-            widest = sre.parse(prefix.pattern).getwidth()[1]
-            code_or_prefix = max(code_or_prefix, widest)
-        if self.cut is None or strips is None or code_or_prefix >= sre.MAXREPEAT - 1:
+        code_or_prefix = self._code_or_prefix()
+        if not self._cut_near_start() or strips is None:  # (_cut_near_start: strips is not None)
             return f"[0-9]*?(?:{national.pattern})"
         heads = "|".join(f"(?:{pattern})" for pattern in [re.escape(self._country_code)] + (
             [prefix.pattern] if prefix is not None else []) + [strip.pattern for strip, _ in strips])
         return (f"(?=(?:{heads}))[0-9]{{0,{self.cut}}}?(?:{national.pattern})|(?:{without_prefix.pattern})"
                 f"|(?=[0-9]{{0,{code_or_prefix - 1}}}\\Z)(?:{national.pattern})")
+
+    def _code_or_prefix(self) -> int:
+        """The most digits the country code or the national prefix can take at a raw start (``re``'s width)."""
+        code_or_prefix = len(self._country_code)
+        if self._national_prefix is not None:
+            code_or_prefix = max(code_or_prefix, sre.parse(self._national_prefix.pattern).getwidth()[1])
+        return code_or_prefix
+
+    def _cut_near_start(self) -> bool:
+        """Whether ``near_a_raw_start`` finds the valid number at most ``cut`` digits after the raw start (else
+        anywhere after it)."""
+        return self.cut is not None and self._strips is not None and self._code_or_prefix() < sre.MAXREPEAT - 1
+
+    def screened_lengths(self) -> tuple[int, int | None]:
+        """The fewest and the most digits (None: no most) of a part ``near_a_raw_start`` can match, from a raw
+        start to the end of the part (``_screen_passes``' ``end - start``): every branch of it ends with a
+        valid national number ending at the part's end, and when the region's lengths are all listed
+        (``longest``) its valid pattern starts with the check that the number has ``shortest`` to ``longest``
+        digits; the number starts right at the raw start or, in the first branch, at most ``cut`` digits after
+        it (anywhere after it when that is not followed). With no lengths listed, any part may match."""
+        if self.longest is None:
+            return 0, None
+        if not self._cut_near_start():
+            return self.shortest, None
+        assert self.cut is not None
+        return self.shortest, self.longest + self.cut
 
     @property
     def signature(self) -> tuple[Any, ...]:
@@ -544,6 +570,8 @@ class RegionSieve:
         self._fewest = max(1, min((prefilter.shortest for prefilter in self._distinct), default=0))  # of a valid number
         self._any_region = any_region_prefilter(tuple(prefilter.region for prefilter in self._distinct)) if (
             self._all_filter) else None
+        self._screened_regions = tuple(prefilter.region for prefilter in self._distinct)
+        self._nationals: dict[int, Callable[..., Any] | None] = {}  # length_screen's match, by length
         self._known: dict[str, tuple[bool, ...] | None] = {}
         self._known_after: dict[str, tuple[bool, ...] | None] = {}
         self._alike: dict[str, bool] = {}
@@ -561,7 +589,7 @@ class RegionSieve:
         if _SLASH_SEPARATED_DATES.search(candidate):  # _extract_match gives up on it first, in every region
             wanted = self._nowhere
         elif self._any_region is not None and candidate.isdigit() and candidate.isascii() and (
-                self._any_region[2].match(candidate) is None):
+                not self._run_passes(candidate)):
             wanted = self._nowhere  # digits alone: one raw start, one end (the screen below)
         elif self._all_filter and not _NOT_PLAIN.search(candidate):
             wanted = self._plain_verdicts(DigitShape(candidate))
@@ -581,7 +609,9 @@ class RegionSieve:
         known = self._known
         get = known.get
         regions_of = self.regions_of
-        screen = self._any_region[2].match if self._any_region is not None else None
+        screening = self._any_region is not None
+        international = self._any_region[0].match if self._any_region is not None else None  # (None: no screening)
+        nationals = self._nationals
         lettered = _LETTERS_BEFORE
         out: list[tuple[bool, ...] | None] = []
         append = out.append
@@ -592,12 +622,19 @@ class RegionSieve:
                 continue
             decided = get(piece, _UNDECIDED)
             if decided is _UNDECIDED:
-                if screen is not None and piece.isdigit() and piece.isascii() and screen(piece) is None:
-                    if len(known) >= self.KNOWN:
-                        known.clear()
-                    decided = known[piece] = None
-                else:
-                    decided = regions_of(piece)
+                decided = None
+                if screening and piece.isdigit() and piece.isascii():  # _run_passes, without its call
+                    national = nationals.get(len(piece), _UNDECIDED)
+                    if national is _UNDECIDED:
+                        national = self._national_screen(len(piece))
+                    if international(piece) is None and (  # type: ignore[misc]
+                            national is None or national(piece) is None):  # type: ignore[operator]
+                        if len(known) >= self.KNOWN:
+                            known.clear()
+                        known[piece] = None
+                        append(None)
+                        continue
+                decided = regions_of(piece)
             append(decided)  # type: ignore[arg-type]  # _UNDECIDED replaced above
         return out
 
@@ -606,26 +643,48 @@ class RegionSieve:
         raw start and no region's valid national number starts near one and ends where a run ends
         (``any_region_prefilter``)."""
         screen = self._any_region
-        if screen is not None and not self._screen_passes(shape, screen[0].match, screen[1].match):
+        if screen is not None and not self._screen_passes(shape, screen[0].match):
             return self._nowhere
         verdicts = [prefilter.plain_could_match(shape) for prefilter in self._distinct]
         return tuple([verdicts[index] for index in self._verdict_of])
 
-    def _screen_passes(self, shape: DigitShape, international: Callable[..., Any], national: Callable[..., Any]
-                       ) -> bool:
+    def _screen_passes(self, shape: DigitShape, international: Callable[..., Any]) -> bool:
         """Whether a region's international prefix starts at a raw start, or a region's valid national number
         starts near one and ends where a run ends, at least the fewest digits a valid number has further on
-        (each region's part of the screen needs a valid number there: its length)."""
+        (each region's part of the screen needs a valid number there: its length), asked only of the regions
+        whose part can be that long (``length_screen``)."""
         digits = shape.digits
         starts, ends, fewest = shape.raw_starts, shape.ends, self._fewest
         for start in starts:
             if international(digits, start) is not None:
                 return True
+        nationals = self._nationals
         for start in starts:
             for end in ends:
-                if end - start >= fewest and national(digits, start, end) is not None:
-                    return True
+                if end - start >= fewest:
+                    national = nationals.get(end - start, _UNDECIDED)
+                    if national is _UNDECIDED:
+                        national = self._national_screen(end - start)
+                    if national is not None and national(digits, start, end) is not None:  # type: ignore[operator]
+                        return True
         return False
+
+    def _run_passes(self, digits: str) -> bool:
+        """Whether a run of ASCII digits alone passes the screen for all regions (one raw start, one end): a
+        region's international prefix starts it, or a region's valid national number is near its start."""
+        assert self._any_region is not None
+        if self._any_region[0].match(digits) is not None:
+            return True
+        national = self._nationals.get(len(digits), _UNDECIDED)
+        if national is _UNDECIDED:
+            national = self._national_screen(len(digits))
+        return national is not None and national(digits) is not None  # type: ignore[operator]
+
+    def _national_screen(self, length: int) -> Callable[..., Any] | None:
+        """The national screen's ``match`` (``length_screen``) for a part of ``length`` digits; None: no match."""
+        national = length_screen(self._screened_regions, length)
+        found = self._nationals[length] = None if national is None else national.match
+        return found
 
     def _after_letter(self, candidate: str) -> tuple[bool, ...] | None:
         """``regions_of`` a candidate after a letter: the matcher turns away every raw input that starts where
@@ -720,6 +779,37 @@ def any_region_prefilter(regions: tuple[str, ...]) -> tuple[re.Pattern[str], re.
     any_national = "|".join(f"(?:{pattern})" for pattern in nationals)
     return (re.compile(any_international), re.compile(any_national),
             re.compile(f"(?:{any_international})|(?:{any_national})"))
+
+
+@cache
+def length_screen(regions: tuple[str, ...], length: int) -> re.Pattern[str] | None:
+    """``any_region_prefilter(regions)``'s national screen for a part of ``length`` digits (a run of digits alone,
+    or a raw start to a run's end): the same alternation with only the regions whose part can match that many
+    digits (``RegionPrefilter.screened_lengths``; a region that cannot match adds nothing to whether the
+    alternation matches), None when there is none. On a log most parts are 4 to 6 digits long (counts, ids,
+    amounts), which only Germany's numbers can be: NANPA's 25 regions (7 to 10 digits), and the others, are
+    left out of the pattern tried on them. A smaller alternation is compiled only when it is at most half as
+    long as the whole one (compiling NANPA's takes ~50 ms, and most of the time is in the few largest):
+    otherwise the whole one is used."""
+    screens = any_region_prefilter(regions)
+    assert screens is not None
+    kept = tuple(region for region in regions if _screens_length(region_prefilter(region), length))
+    if not kept:
+        return None
+    parts = [region_prefilter(region).near_a_raw_start() for region in kept]
+    if kept == regions or 2 * sum(map(len, parts)) > len(screens[1].pattern):
+        return screens[1]
+    return _alternation(tuple(parts))
+
+
+@cache
+def _alternation(parts: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{part})" for part in parts))
+
+
+def _screens_length(prefilter: RegionPrefilter, length: int) -> bool:
+    fewest, most = prefilter.screened_lengths()
+    return fewest <= length and (most is None or length <= most)
 
 
 def phone_windows(text: str, min_digits: int) -> list[tuple[int, int]]:

@@ -46,7 +46,11 @@ the recognizer when it lets a caller pass the extractor.
   the policy's), the walk back from a match stops at the first lemma holding a
   context word (``_any_supportive_word``): the score rises the same; only the
   word an explanation would name can differ. Runs of digits are tokenized
-  without spaCy, and so is any span spaCy keeps whole (``LocalTokens._plain_block``);
+  without spaCy, and so is any span spaCy keeps whole (``LocalTokens._plain_block``) or cuts at its
+  affixes with no special case (``AffixTokenizer``: spaCy's ``_split_affixes`` / ``_attach_tokens``
+  repeated with the tokenizer's public patterns, compared with spaCy's tokenizer by a hypothesis test in
+  ``tests/policy/test_pii_speed.py``); a lemma holding a digit passes the keyword filter without a
+  lexeme (the canary pins spaCy's ``is_punct`` and ``is_stop``);
   an occurrence of a context word inside a span that is one token whose lemma is
   no keyword ("call" is a stop word) is no occurrence for ``ContextReach``.
 * ``PruningAnalyzerEngine``: ``AnalyzerEngine.analyze`` drops results below the
@@ -384,7 +388,6 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
 
 
 _PLAIN_BLOCK = re.compile(r"([0-9A-Za-z_=+]+)([ \t\n\r]*)")  # no punctuation an infix or suffix is made of
-_ASCII_DIGITS = re.compile(r"[0-9]+")
 _SPAN_START = re.compile(r"(?<=\s)(?=\S)")  # where spaCy's tokenizer starts a span of non-space characters
 _COLON_SPAN = re.compile(r"\S*:\S*")
 
@@ -419,6 +422,7 @@ class LocalTokens:
         self._keyword: dict[str, bool] = {}
         self._digits_qualify = not _stop_words_with_digits(nlp_engine, language)
         self._silent: dict[str, bool] = {}
+        self._affixes: AffixTokenizer | None = None
 
     @functools.cached_property
     def cuts(self) -> list[int]:
@@ -438,9 +442,11 @@ class LocalTokens:
         return cuts
 
     def _qualifies(self, lemma: str) -> bool:
-        """``NlpArtifacts.set_keywords``' filter: a lemma of ASCII digits passes it when no stop word of the
-        pipeline holds a digit (no punctuation does), without a lexeme made for it."""
-        if self._digits_qualify and _ASCII_DIGITS.fullmatch(lemma):
+        """``NlpArtifacts.set_keywords``' filter: a lemma holding a decimal digit passes it when no stop word of
+        the pipeline holds a digit (spaCy's ``is_punct`` wants every character to be punctuation: a digit is
+        none), without a lexeme made for it (spaCy computes some twenty attributes for a new one, ~25 µs: a
+        CSV row's or a ``tel:`` number's pieces are each new)."""
+        if self._digits_qualify and _A_DIGIT.search(lemma):
             return True
         return not self.engine.is_stopword(lemma, self.language) and not self.engine.is_punct(
             lemma, self.language) and lemma != "-PRON-" and lemma != "be"
@@ -486,9 +492,11 @@ class LocalTokens:
             piece = self.text[first:last]
             relative = self._known.get(piece)
             if relative is None:
-                relative = self._plain_block(piece)
-            if relative is None:
-                relative = [(token.idx, token.idx + len(token), token.lower_) for token in self.tokenizer(piece)]
+                relative = self._plain_block(piece)  # remembered too: a log repeats its words and short counts
+                if relative is None:
+                    relative = self._affix_block(piece)
+                if relative is None:
+                    relative = [(token.idx, token.idx + len(token), token.lower_) for token in self.tokenizer(piece)]
                 if len(self._known) >= self.KNOWN:
                     self._known.clear()
                 self._known[piece] = relative
@@ -512,6 +520,29 @@ class LocalTokens:
         if not self.single_token(span):
             return None
         tokens = [(0, len(span), span.lower())]
+        rest = space[1:] if space.startswith(" ") else space
+        if rest:
+            tokens.append((len(piece) - len(rest), len(piece), rest))
+        return tokens
+
+    def _affix_block(self, piece: str) -> list[tuple[int, int, str]] | None:
+        """The tokens of a block that is one span of printable ASCII characters and its ASCII whitespace, cut as
+        spaCy cuts it (``AffixTokenizer``) when that needs no special case; None when it may."""
+        found = _ASCII_BLOCK.fullmatch(piece)
+        if found is None:
+            return None
+        span, space = found.group(1), found.group(2)
+        affixes = self._affixes
+        if affixes is None:
+            affixes = self._affixes = affix_tokenizer(self.tokenizer)
+        pieces = affixes.tokens(span)
+        if pieces is None:
+            return None
+        tokens = []
+        at = 0
+        for text in pieces:
+            tokens.append((at, at + len(text), text.lower()))
+            at += len(text)
         rest = space[1:] if space.startswith(" ") else space
         if rest:
             tokens.append((len(piece) - len(rest), len(piece), rest))
@@ -568,6 +599,136 @@ class LocalTokens:
                     break
             index += step
         return words
+
+
+_ASCII_BLOCK = re.compile(r"([!-~]+)([ \t\n\r]*)")
+
+
+class AffixTokenizer:
+    """spaCy's tokenizer on one span of non-space characters, in Python, for the spans it cuts without a special
+    case: a CSV row or ``tel:+49-30-123456;`` split at its hyphens and its semicolon (each a new string spaCy
+    would add to its vocabulary, about 100 µs a span through ``Tokenizer.__call__``).
+
+    It repeats ``Tokenizer._split_affixes`` and ``_attach_tokens`` (spaCy's Cython, read in the pinned release):
+    while the string changes, stop where ``token_match`` matches; strip a prefix (``prefix_search``) and a suffix
+    (``suffix_search`` on what the prefix leaves), both when they do not overlap; then the rest is one token when
+    ``token_match`` or ``url_match`` matches it, else it is cut at ``infix_finditer``'s matches (one at its start
+    ignored, an empty one cutting without a token); prefixes first, suffixes last in reverse. A special case
+    (``rules``) anywhere makes it answer None (spaCy's own answer is then asked): the span, the string left or
+    either side of a strip being one, or the span holding the text of a special case that spaCy's special-case
+    matcher looks for across tokens (those with an affix, an infix or a space, ``add_special_case``; all of
+    them without ``faster_heuristics``). ``tests/policy/test_pii_speed.py`` compares it with spaCy's tokenizer."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.prefix_search = tokenizer.prefix_search
+        self.suffix_search = tokenizer.suffix_search
+        self.infix_finditer = tokenizer.infix_finditer
+        self.token_match = tokenizer.token_match
+        self.url_match = tokenizer.url_match
+        self.rules = frozenset(tokenizer.rules or ())
+        key = (self.rules, bool(tokenizer.faster_heuristics), *(
+            getattr(getattr(found, "__self__", None), "pattern", found)  # a compiled pattern's method: its pattern
+            for found in (self.prefix_search, self.suffix_search, self.infix_finditer)))
+        if key not in _ACROSS:  # the same for every pipeline of a language (~8 ms to find)
+            across = [rule for rule in self.rules
+                      if not tokenizer.faster_heuristics or self._affixed(rule) or " " in rule]
+            across.sort(key=len, reverse=True)
+            if len(_ACROSS) >= 8:
+                _ACROSS.clear()
+            _ACROSS[key] = re.compile("|".join(map(re.escape, across))) if across else None
+        self._across = _ACROSS[key]
+
+    def _prefix(self, string: str) -> int:
+        found = self.prefix_search(string) if self.prefix_search is not None else None
+        return found.end() - found.start() if found is not None else 0
+
+    def _suffix(self, string: str) -> int:
+        found = self.suffix_search(string) if self.suffix_search is not None else None
+        return found.end() - found.start() if found is not None else 0
+
+    def _affixed(self, key: str) -> bool:
+        return bool(self._prefix(key) or self._suffix(key) or (
+            self.infix_finditer is not None and list(self.infix_finditer(key))))
+
+    def tokens(self, span: str) -> list[str] | None:
+        """The texts of spaCy's tokens of ``span`` (ASCII, no space), or None when a special case may apply."""
+        rules = self.rules
+        if not span or span in rules or (self._across is not None and self._across.search(span)):
+            return None
+        prefixes: list[str] = []
+        suffixes: list[str] = []
+        string = self._split_affixes(span, prefixes, suffixes)
+        if string is None:
+            return None
+        pieces = prefixes
+        if string:
+            if string in rules:
+                return None
+            if (self.token_match is not None and self.token_match(string)) or (
+                    self.url_match is not None and self.url_match(string)):
+                pieces.append(string)
+            else:
+                self._split_infixes(string, pieces)
+        pieces.extend(reversed(suffixes))
+        return pieces
+
+    def _split_affixes(self, string: str, prefixes: list[str], suffixes: list[str]) -> str | None:
+        """``_split_affixes``: what is left once prefixes and suffixes are stripped (None: a special case)."""
+        rules = self.rules
+        token_match = self.token_match
+        last = 0
+        while string and len(string) != last:
+            if token_match is not None and token_match(string):
+                break
+            if string in rules:
+                return None
+            last = len(string)
+            pre_len = self._prefix(string)
+            if pre_len and string[pre_len:] in rules:
+                return None
+            suf_len = self._suffix(string[pre_len:])
+            if suf_len and string[:-suf_len] in rules:
+                return None
+            if pre_len and suf_len and pre_len + suf_len <= len(string):
+                prefixes.append(string[:pre_len])
+                suffixes.append(string[-suf_len:])
+                string = string[pre_len:-suf_len]
+            elif pre_len:
+                prefixes.append(string[:pre_len])
+                string = string[pre_len:]
+            elif suf_len:
+                suffixes.append(string[-suf_len:])
+                string = string[:-suf_len]
+        return string
+
+    def _split_infixes(self, string: str, pieces: list[str]) -> None:
+        """``_attach_tokens``' cut of ``string`` at its infixes (one at its start ignored, an empty one cutting)."""
+        start = 0
+        for infix in (self.infix_finditer(string) if self.infix_finditer is not None else ()):
+            infix_start, infix_end = infix.start(), infix.end()
+            if infix_start == 0:
+                continue
+            if infix_start != start:
+                pieces.append(string[start:infix_start])
+            if infix_start != infix_end:
+                pieces.append(string[infix_start:infix_end])
+            start = infix_end
+        if string[start:]:
+            pieces.append(string[start:])
+
+
+_ACROSS: dict[tuple[Any, ...], re.Pattern[str] | None] = {}  # AffixTokenizer's special cases across tokens
+_AFFIX_TOKENIZERS: dict[int, tuple[Any, AffixTokenizer]] = {}
+
+
+def affix_tokenizer(tokenizer: Any) -> AffixTokenizer:
+    """The ``AffixTokenizer`` of a spaCy tokenizer, made once (its special cases' pattern is large)."""
+    known = _AFFIX_TOKENIZERS.get(id(tokenizer))
+    if known is None or known[0] is not tokenizer:
+        if len(_AFFIX_TOKENIZERS) >= 8:  # pipelines built and dropped (a policy per test): not kept alive
+            _AFFIX_TOKENIZERS.clear()
+        known = _AFFIX_TOKENIZERS[id(tokenizer)] = (tokenizer, AffixTokenizer(tokenizer))
+    return known[1]
 
 
 _SURE_SPAN = re.compile(r"(?<!\S)(?=[^\s:]*\d)[^\s:]+(?!\S)")  # a span of non-space characters: a digit, no colon

@@ -106,7 +106,8 @@ of every configured region):
   somewhere in the text): only that recognizer's results go through Presidio's
   enhancement, and the lemmas near each match come from the text's blocks
   around it, tokenized on their own (spaCy tokenizes each span of non-space
-  characters alone; runs of digits without spaCy), not from spaCy over the
+  characters alone; runs of digits, spans it keeps whole and spans cut only at
+  their affixes without spaCy), not from spaCy over the
   whole text, the walk back stopping at the first lemma holding a context word
   (``IndexedContextEnhancer``, ``LocalTokens``); and only for a match with a
   context word in the part of the text those words can come from
@@ -121,7 +122,8 @@ of every configured region):
   phonenumbers reads around it (``RememberingMatcher``): a number written many
   times is parsed once per region; a candidate is turned away for every region
   at once when no region's valid number can start near one of its raw inputs'
-  starts (``any_region_prefilter``: nine in ten of a log's).
+  starts (``any_region_prefilter``: nine in ten of a log's), each part tried
+  only for the regions whose numbers can be that long (``length_screen``).
 """
 
 from __future__ import annotations

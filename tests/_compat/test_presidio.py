@@ -368,3 +368,30 @@ def test_spacy_keeps_a_span_whole_when_no_special_case_prefix_suffix_or_infix_ap
     for span in ("call", "bytes=8086641", "+448001234567", "10km", "can't", "(650)", "a-b", "U.S.", "phone:"):
         assert local.single_token(span) <= ([token.text for token in nlp.tokenizer(span)] == [span]), span
     assert local.single_token("call") and not local.single_token("10km") and not local.single_token("(650)")
+
+
+def test_spacy_s_punctuation_and_stop_word_attributes_are_still_what_the_keyword_shortcut_reads() -> None:
+    """``LocalTokens._qualifies`` passes a lemma holding a digit without making its lexeme: sound while spaCy's
+    ``is_punct`` wants every character to be punctuation and ``is_stop`` is membership of the lower case in the
+    pipeline's stop words (what ``_stop_words_with_digits`` reads)."""
+    from spacy.attrs import IS_PUNCT, IS_STOP
+    from spacy.lang import lex_attrs
+
+    punct = inspect.getsource(lex_attrs.is_punct)
+    assert 'if not unicodedata.category(char).startswith("P"):\n            return False' in punct
+    assert "return string.lower() in stops" in inspect.getsource(lex_attrs.is_stop)
+    assert lex_attrs.LEX_ATTRS[IS_PUNCT] is lex_attrs.is_punct
+    import spacy
+
+    nlp = spacy.blank("en")
+    getter = nlp.vocab.lex_attr_getters[IS_STOP]
+    assert getter.func is lex_attrs.is_stop and getter.keywords["stops"] is nlp.Defaults.stop_words
+
+
+def test_spacy_is_still_the_release_whose_tokenizer_affix_tokenizer_repeats() -> None:
+    """``AffixTokenizer`` repeats spaCy's Cython ``Tokenizer._split_affixes`` and ``_attach_tokens`` as released
+    in 3.8 (read in 3.8.18): another minor release must be read again (the hypothesis test in
+    ``tests/policy/test_pii_speed.py`` compares the two on random spans)."""
+    import spacy
+
+    assert spacy.__version__.startswith("3.8."), spacy.__version__

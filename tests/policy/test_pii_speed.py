@@ -421,6 +421,33 @@ def test_the_all_regions_screen_turns_away_only_what_every_region_turns_away(
     assert sieve._plain_verdicts(shape) == tuple(verdicts), candidate
 
 
+@given(st.sampled_from(["", "0", "00", "011", "1", "44", "49", "972", "91", "55", "33", "90", "0180", "1800"]),
+       st.text(alphabet="0123456789", max_size=26), st.integers(0, 6), st.integers(0, 6),
+       st.sampled_from([tuple(REGIONS), ("US", "DE"), ("IT", "JP", "AU", "GB"), ("GB", "BR", "IN", "FR")]))
+@example("", "12345", 0, 0, tuple(REGIONS))  # 5 digits: only Germany's numbers can be that long
+@example("49", "30901820", 0, 0, tuple(REGIONS))
+@example("1", "6502530000", 0, 0, tuple(REGIONS))
+@settings(max_examples=400, deadline=None)
+def test_the_screen_for_a_length_matches_where_the_whole_screen_matches(
+        lead: str, rest: str, start: int, cut: int, regions: tuple[str, ...]) -> None:
+    """``length_screen``: the all-regions national screen with only the regions whose part can be that many
+    digits long (``RegionPrefilter.screened_lengths``) matches a part exactly where the whole one does."""
+    from capsem_proxyd._compat.phonenumbers import RegionSieve, any_region_prefilter, length_screen
+
+    digits = lead + rest
+    start = min(start, len(digits))
+    end = max(start, len(digits) - cut)
+    distinct = RegionSieve(list(regions))._screened_regions
+    whole = any_region_prefilter(distinct)
+    assert whole is not None
+    screen = length_screen(distinct, end - start)
+    assert (whole[1].match(digits, start, end) is not None) == (
+        screen is not None and screen.match(digits, start, end) is not None), (digits, start, end)
+    if end - start == 5 and distinct == RegionSieve(list(REGIONS))._screened_regions:
+        assert screen is not None and screen is not whole[1] and "US" not in [
+            region for region in distinct if region_prefilter(region).near_a_raw_start() in screen.pattern]
+
+
 @given(st.lists(st.sampled_from(NUMBERS[::2] + CODE + ["req=3fa9c2 10.1.2.3", "[12345", "58.618", "10.23.193.169",
                                                    "q1 8005550123", "$650-253-0000", "é020 7946 0958"]),
                 max_size=20),
@@ -476,6 +503,31 @@ def test_the_region_prefilter_passes_every_number_the_matcher_finds_in_a_mutated
 # -- spans spaCy keeps whole, tokenized without it; context words in spans that give no keyword ----------------
 
 SPAN_ALPHABET = "ab0123456789+-().,:;/=@'\"%$#_xyzCALLcall\u00e9"
+
+
+@given(st.one_of(st.text(alphabet=SPAN_ALPHABET + "!?[]{}<>*&^|~`\\kmspMSTdnt", min_size=1, max_size=20),
+                 st.lists(st.sampled_from(["tel:", "+49", "-", "30", "123456", ";", ",", "(02)", "1234", "05/13/2024",
+                                           "8803.87", "x", "ext.", "n't", "'s", "a.m.", ":)", "km", "$", "%", "http://",
+                                           "www.", "example.com", "U.S.", "e.g.", "...", "'", '"', "(", ")"]),
+                          min_size=1, max_size=8).map("".join)))
+@example("tel:+49-1512-3456789")
+@example("591471,9976.93,04/05/2024,909835668,tel:+49-30-123456")
+@example("+15062345678;")
+@example("2345-6789;")
+@settings(max_examples=500, deadline=None)
+def test_spans_are_cut_at_their_affixes_as_spacy_cuts_them(span: str) -> None:
+    """``AffixTokenizer``: spaCy's prefix, suffix and infix splitting of one span, in Python; where it answers
+    (no special case may apply), its tokens are spaCy's."""
+    from capsem_proxyd._compat.presidio import AffixTokenizer
+
+    if not span.isascii() or not span.strip() or any(char.isspace() for char in span):
+        return
+    tokenizer = POLICY.analyzer.nlp_engine.nlp["en"].tokenizer
+    ours = AffixTokenizer(tokenizer).tokens(span)
+    if ours is not None:
+        assert ours == [token.text for token in tokenizer(span)], span
+    if span in ("tel:+49-1512-3456789", "+15062345678;", "2345-6789;"):
+        assert ours is not None
 
 
 @given(st.lists(st.tuples(st.text(alphabet=SPAN_ALPHABET, min_size=1, max_size=16),
@@ -543,3 +595,19 @@ def test_a_stop_word_before_a_number_sends_it_through_no_walk() -> None:
     theirs = REFERENCE.analyze(text=text, entities=["PHONE_NUMBER"], language="en", score_threshold=0)
     assert found(ours) == found(theirs)
     assert {round(result.score, 2) for result in theirs} == {0.4, 0.75}
+
+
+@given(st.text(alphabet=SPAN_ALPHABET + "!?*&-_.\u0660\u00b2", min_size=1, max_size=12))
+@example("-5")
+@example("tel:+49")
+@example("\u0660")  # an Arabic-Indic digit: a decimal digit, no ASCII one
+@settings(max_examples=300, deadline=None)
+def test_a_lemma_with_a_digit_passes_the_keyword_filter_as_spacy_s_lexeme_says(lemma: str) -> None:
+    """``LocalTokens._qualifies`` lets a lemma holding a decimal digit pass without making its lexeme: Presidio's
+    filter (no stop word, no punctuation, not "-PRON-" or "be") on the lexeme says the same."""
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    engine = POLICY.analyzer.nlp_engine
+    local = LocalTokens(lemma, engine, "en")
+    assert local._qualifies(lemma) == (not engine.is_stopword(lemma, "en") and not engine.is_punct(lemma, "en") and (
+        lemma not in ("-PRON-", "be"))), lemma
