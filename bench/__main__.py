@@ -41,8 +41,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-events", action="store_true",
                         help="skip CPU per streamed event (500-event streams, each event its own write, vs the relay)")
     parser.add_argument("--no-mcp", action="store_true",
-                        help="skip the MCP hop section (CPU per tools/call, 100-tool listings, 1 MB result under PII; "
-                             "not run under --smoke)")
+                        help="skip the MCP hop section (CPU per tools/call, 100-tool listings, 1 MB result under PII)")
     parser.add_argument("--systems", help=f"comma list of {', '.join(ALL)} (default: all but the baseline)")
     parser.add_argument("--baseline", metavar="REF",
                         help="also measure capsem-proxyd at this git commit/tag/branch, beside the work tree")
@@ -93,7 +92,7 @@ def plan_from(args: argparse.Namespace) -> runner.Plan:
         agent=not args.no_agent,
         agent_policies=agent_policies or None,
         events=not args.no_events,
-        mcp=not args.no_mcp and args.mode != "smoke",  # ~3 proxy starts: kept out of the smoke run's minute
+        mcp=not args.no_mcp,
     )
 
 

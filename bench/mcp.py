@@ -153,14 +153,14 @@ def _cpu_per_call(client: httpx.Client, systems: dict[str, tuple[Child, str]], c
     sessions = {key: Session(client, url) for key, (_, url) in systems.items()}
     for session in sessions.values():  # warm: the listing, imports and first checks paid once
         session.list_tools()
-        session.call("echo", {"text": "warm"})
+        session.call("echo", {"id": "warm"})
     spent = dict.fromkeys(systems, 0.0)
     turns = max(1, calls // BLOCK)
     for turn in range(turns):
         for key, (child, _) in systems.items():
             before = cpu_seconds(child.pid)
             for number in range(BLOCK):
-                sessions[key].call("echo", {"text": f"call {turn}-{number}"})
+                sessions[key].call("echo", {"id": f"call {turn}-{number}"})
             spent[key] += cpu_seconds(child.pid) - before
     done = turns * BLOCK
     out: dict[str, Any] = {key: round(seconds * 1e6 / done, 1) for key, seconds in spent.items()}
@@ -195,9 +195,9 @@ def _big_result(client: httpx.Client, direct: str, proxy: str, child: Child, cal
     straight, through = Session(client, direct), Session(client, proxy)
     straight.list_tools()
     through.list_tools()
-    plain = [_timed(lambda: straight.call("report", {})) for _ in range(calls)]
+    plain = [_timed(lambda: straight.call("report", {"id": "r1"})) for _ in range(calls)]
     before = cpu_seconds(child.pid)
-    checked = [_timed(lambda: through.call("report", {})) for _ in range(calls)]
+    checked = [_timed(lambda: through.call("report", {"id": "r1"})) for _ in range(calls)]
     cpu = (cpu_seconds(child.pid) - before) / calls
     added = statistics.median(checked) - statistics.median(plain)
     return {"calls": calls, "direct_ms": round(statistics.median(plain), 1),

@@ -1,4 +1,4 @@
-"""The benchmark still runs end to end (smoke mode: 1 s loads, nothing measured).
+"""The benchmark still runs end to end (smoke mode: 1 s loads, nothing measured), every section included.
 
 Not a performance test: it asserts only that ``python -m bench --smoke``
 checked every system (the upstream's reply comes back, ``capsem_block`` is
@@ -94,6 +94,12 @@ def test_bench_smoke_run_writes_a_row_per_system(tmp_path: Path) -> None:
     seen = agent["first_seen"]["capsem-proxyd"]
     assert seen["big_status"] == 200 and seen["rss_mib"]["proxy"] > 0, seen
     assert "Agent sessions:" in output.with_suffix(".md").read_text()
+
+    # The MCP hop section ran: calls through the proxy and the relay, listings, the big result under PII
+    # (a bench call that the hop refuses, e.g. arguments its schema rejects, fails the run).
+    mcp = results["mcp"]
+    assert mcp["calls"]["capsem-proxyd"] > 0 and mcp["calls"]["hypercorn-httpx"] > 0, mcp
+    assert mcp["listing"]["servers"] > 0 and mcp["pii_result"]["calls"] > 0, mcp
 
     for started in results["meta"]["processes"]:
         assert not _alive(started["pid"]), f"bench left {started['name']} (pid {started['pid']}) running"
