@@ -398,11 +398,18 @@ class StreamRelease:
         checks: list[Check] = []
         if view.content:
             checks.append(TextCheck(None, "\n".join(view.content), ""))
-        ends = []
+        # Each delta's end and its place in its channel, found in one pass (``_deltas`` walks them again:
+        # a list, a zip and a tuple per event when a provider streams token by token, ``bench/events.py``).
+        ends: list[tuple[_Channel, int]] = []
+        deltas: list[tuple[_Channel, int, int]] = []
         for choice, delta in view.text:
-            ends.append(self._grow(choice, False, delta))
+            grown = channel, end = self._grow(choice, False, delta)
+            ends.append(grown)
+            deltas.append((channel, end - len(delta), end))
         for choice, delta in view.thoughts:
-            ends.append(self._grow(choice, True, delta))
+            grown = channel, end = self._grow(choice, True, delta)
+            ends.append(grown)
+            deltas.append((channel, end - len(delta), end))
         keys = self._add_fragments(view.tool_fragments) if view.tool_fragments else ()
         final = False
         if self.keeps_stored and view.stored_id:
@@ -410,7 +417,7 @@ class StreamRelease:
             final = view.stored_final
             self.stored_items += view.stored_items
         self._pending.append(_Pending(raw, tuple(ends), keys, final, ALL_CHANNELS in view.finished,
-                                      deltas=_deltas(ends, view)))
+                                      deltas=tuple(deltas)))
         for key in view.tool_closes:
             self._close_call(key, checks)
         for channel in view.finished:
