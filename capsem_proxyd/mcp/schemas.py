@@ -21,6 +21,7 @@ is echoed into the client's error, a log line or an audit record.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -30,9 +31,36 @@ class Unusable(Exception):
     """The schema cannot be applied: it is not a valid JSON Schema, or a ``$ref`` cannot be resolved."""
 
 
+# Validators by the schema's canonical bytes: a tool is called again and again with the one approved
+# schema, and checking a schema and building its validator cost more than validating a call's arguments.
+_VALIDATORS: OrderedDict[bytes, Any] = OrderedDict()
+_VALIDATORS_KEPT = 256
+
+
 def _validator(schema: Any) -> Any:
     """The validator of ``schema``'s own draft, the schema checked and no remote ``$ref`` resolvable;
-    raises ``Unusable``."""
+    raises ``Unusable``. Remembered for the last ``_VALIDATORS_KEPT`` schemas (an unusable one too)."""
+    try:
+        key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return _built(schema)
+    known = _VALIDATORS.get(key)
+    if known is None:
+        try:
+            known = _built(schema)
+        except Unusable as error:
+            known = error
+        _VALIDATORS[key] = known
+        if len(_VALIDATORS) > _VALIDATORS_KEPT:
+            _VALIDATORS.popitem(last=False)
+    else:
+        _VALIDATORS.move_to_end(key)
+    if isinstance(known, Unusable):
+        raise Unusable(str(known))
+    return known
+
+
+def _built(schema: Any) -> Any:
     # Imported here, as the SDK does: only a call or a masked result needs it, and it costs the start ~40 ms.
     from jsonschema import SchemaError
     from jsonschema.validators import validator_for

@@ -76,3 +76,17 @@ def test_a_mismatch_never_quotes_the_arguments(arguments: dict[str, Any]) -> Non
 def test_mismatch_raises_unusable_for_a_schema_it_cannot_apply() -> None:
     with pytest.raises(Unusable):
         mismatch({}, {"type": 5})
+
+
+def test_a_schema_is_checked_and_its_validator_built_once_and_an_unusable_one_stays_refused() -> None:
+    """Every call of a tool is validated against its one approved schema: the validator is remembered by
+    the schema's canonical bytes (key order aside), and an unusable schema refuses every time."""
+    from capsem_proxyd.mcp import schemas
+
+    first = schemas._validator({"type": "object", "required": ["id"], "properties": {"id": {"type": "string"}}})
+    again = schemas._validator({"properties": {"id": {"type": "string"}}, "required": ["id"], "type": "object"})
+    assert first is again
+    assert schemas.mismatch({}, {"type": "object", "required": ["id"]}) is not None
+    for _ in range(2):
+        with pytest.raises(schemas.Unusable):
+            schemas._validator({"type": "no such type"})
