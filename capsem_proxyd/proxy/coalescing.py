@@ -16,6 +16,11 @@ is what comes next), whichever comes first. The bytes on the wire, and their
 order, are the ones httpcore wrote: only how they are split into writes
 changes. HTTP/1.1 only (the transport never offers HTTP/2), where one request is
 written, then its response read, one at a time per connection.
+
+A read with no timeout (a streamed body: the stream pump keeps its own idle
+timeout) goes to the trio stream directly, past httpcore's deadline scope and
+exception mapping around each read (see ``_compat/httpcore.py``): once per
+event when a provider writes its events one by one.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ import typing
 from collections.abc import Iterable
 
 import httpcore
+import trio
+
+from capsem_proxyd._compat.httpcore import trio_stream
 
 # httpcore's own socket option type (a setsockopt's arguments)
 SocketOption: typing.TypeAlias = tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
@@ -40,11 +48,12 @@ JOINED_BELOW = 1024 * 1024
 class CoalescingStream(httpcore.AsyncNetworkStream):
     """A connection whose small writes wait for the next write or read, and go out with it."""
 
-    __slots__ = ("_stream", "_held")
+    __slots__ = ("_stream", "_held", "_trio")
 
     def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
         self._stream = stream
         self._held = b""
+        self._trio = trio_stream(stream)  # None: another backend's stream, read through httpcore
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         held, self._held = self._held, b""
@@ -67,6 +76,13 @@ class CoalescingStream(httpcore.AsyncNetworkStream):
                 # As httpcore treats a failed write of its request: the peer may have closed its side after
                 # answering (a well-formed refusal); the read says what there is to say.
                 pass
+        if timeout is None and self._trio is not None:
+            # As httpcore's trio backend reads with no timeout, less its deadline scope (of infinity).
+            # trio's socket stream already turns an OSError into BrokenResourceError.
+            try:
+                return bytes(await self._trio.receive_some(max_bytes))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
+                raise httpcore.ReadError(error) from error
         return await self._stream.read(max_bytes, timeout)
 
     async def aclose(self) -> None:

@@ -48,6 +48,7 @@ from typing import cast
 import httpx
 import trio
 
+from capsem_proxyd._compat.httpcore import without_read_timeout
 from capsem_proxyd.config import DEFAULTS
 from capsem_proxyd.dialects.base import Dialect
 from capsem_proxyd.dialects.framing import FramingError, StreamDecoder, StreamEvent
@@ -291,6 +292,9 @@ class StreamPump:
         # A reply without a content coding is read raw: its bytes are what ``aiter_bytes`` would give,
         # without a decoder's and a chunker's call and a generator's step per read.
         reads = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
+        if self.settings.idle_timeout:
+            # The watch keeps the timeout: httpcore's per-read deadline would cost each read ~9 µs more.
+            without_read_timeout(response)
         # httpx types them as iterators; they are async generators, closed here, not left to the GC.
         async with aclosing(cast(AsyncGenerator[bytes, None], reads)) as chunks:
             with self._reads_scope:
