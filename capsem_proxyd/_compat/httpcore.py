@@ -47,7 +47,10 @@ def without_read_timeout(response: httpx.Response) -> None:
     The request's timeouts are replaced, not changed in place: the dict may be
     shared by every request of a client (``proxy/upstream.py`` shares one).
     """
-    extensions = response.request.extensions
+    try:
+        extensions = response.request.extensions
+    except RuntimeError:  # a response made, not received (httpx raises for its missing request): nothing to change
+        return
     timeouts = extensions.get("timeout")
     if isinstance(timeouts, dict):
         extensions["timeout"] = {**timeouts, "read": None}
