@@ -90,10 +90,8 @@ def load_servers(
         urls[name] = url
     extra: dict[str, set[str]] = {name: set() for name in urls}
     for entry in header_entries:
-        name, sep, header = entry.partition("=")
-        name, header = name.strip(), header.strip().lower()
-        if not sep or name not in urls:
-            raise McpConfigError(f"--mcp-header {entry!r}: expected SERVER=Header-Name for a declared --mcp-server")
+        name, header = _server_entry("--mcp-header", entry, "=", "SERVER=Header-Name", urls)
+        header = header.strip().lower()
         if not HEADER.match(header):
             raise McpConfigError(f"--mcp-header {entry!r}: {header!r} is not a header name")
         if header in NEVER_FORWARDED or header.startswith("proxy-"):
@@ -108,15 +106,24 @@ def load_servers(
     }
 
 
+def _server_entry(flag: str, entry: str, separator: str, shape: str, declared: Iterable[str]) -> tuple[str, str]:
+    """A per-server entry (``SERVER=...``, ``SERVER/...``) as (server, the rest); McpConfigError naming the flag
+    when it has no separator or names a server no ``--mcp-server`` declares. One reading for every such flag."""
+    name, found, rest = entry.strip().partition(separator)
+    name = name.strip()
+    if not found:
+        raise McpConfigError(f"{flag} {entry!r}: expected {shape} for a declared --mcp-server")
+    if name not in declared:
+        raise McpConfigError(f"{flag} {entry!r}: {name!r} is not a declared --mcp-server")
+    return name, rest
+
+
 def load_timeouts(entries: Iterable[str], declared: Iterable[str]) -> dict[str, float]:
     """``--mcp-timeout NAME=SECONDS`` entries by server; McpConfigError naming a bad or unknown one."""
     names = set(declared)
     timeouts: dict[str, float] = {}
     for entry in entries:
-        name, sep, value = entry.partition("=")
-        name = name.strip()
-        if not sep or name not in names:
-            raise McpConfigError(f"--mcp-timeout {entry!r}: expected SERVER=SECONDS for a declared --mcp-server")
+        name, value = _server_entry("--mcp-timeout", entry, "=", "SERVER=SECONDS", names)
         if name in timeouts:
             raise McpConfigError(f"--mcp-timeout {entry!r}: server {name} has a timeout already")
         try:
@@ -134,10 +141,9 @@ def redact_passthrough(entries: Iterable[str], servers: Iterable[str]) -> dict[s
     declared = set(servers)
     tools: dict[str, set[str]] = {}
     for entry in entries:
-        name, sep, tool = entry.strip().partition("/")
-        if not sep or not NAME.match(name) or not TOOL.match(tool):
+        name, tool = _server_entry("--mcp-redact-passthrough", entry, "/", "SERVER/TOOL (e.g. docs/write_file)",
+                                   declared)
+        if not TOOL.match(tool):
             raise McpConfigError(f"--mcp-redact-passthrough {entry!r}: expected SERVER/TOOL (e.g. docs/write_file)")
-        if name not in declared:
-            raise McpConfigError(f"--mcp-redact-passthrough {entry!r}: no --mcp-server named {name}")
         tools.setdefault(name, set()).add(tool)
     return tools
