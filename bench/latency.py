@@ -18,7 +18,8 @@ The Secrets policy runs by default in any folder (issue 23): (a) to (d) turn it 
 ``enabled = false``), so each measures the policy its name says.
 
 The provider is the test suite's fake (``tests/support/fake_upstream``),
-run as a child process with a paced default reply. For each character the
+run as a child process with a paced default reply (each chunk at its place in
+a fixed schedule from the first, as a model's tokens come). For each character the
 delay is its arrival time through the proxy minus its arrival time directly
 (both from the request's start, the direct time the median over the direct
 runs); reported are the first text's added delay and the mean and p95 of
@@ -124,7 +125,7 @@ def _start_fake(context: Context, chunks: list[str]) -> str:
     log.parent.mkdir(parents=True, exist_ok=True)
     port = free_port()
     command = [sys.executable, "-m", "bench.paced_upstream", "--port", str(port), "--chunk-delay", str(CHUNK_MS / 1000),
-               "--chunks", json.dumps(chunks)]
+               "--chunk-clock", "schedule", "--chunks", json.dumps(chunks)]
     child = context.children.start("latency-fake", command, core=None, log=log, cwd=REPO)
     wait_listening(port, child.process, context.start_timeout, "paced upstream", log)
     return f"http://127.0.0.1:{port}"

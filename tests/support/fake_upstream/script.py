@@ -116,6 +116,11 @@ class Reply:
     with `status` and `content_type`.
 
     Timing: `delay` sleeps before the headers, `chunk_delay` between stream events.
+    `chunk_clock="schedule"` sends event n at `n * chunk_delay` after the first
+    instead: a model's pace, whose error does not add up over a long stream the
+    way one sleep after another's does (the bench's paced streams compare each
+    character's arrival across runs; drift of the fake's own would read as the
+    proxy's delay).
 
     Faults: `fault` is one of `FAULTS`. The stream faults trigger before event
     number `fault_after_events` (0-based; i.e. after that many whole events).
@@ -137,12 +142,15 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     chunk_delay: float = 0.0
+    chunk_clock: str = "gap"
     repeat_events: int = 1
     fault: str | None = None
     fault_after_events: int = 2
     args_chunk_size: int = 7
 
     def __post_init__(self) -> None:
+        if self.chunk_clock not in ("gap", "schedule"):
+            raise ValueError(f"chunk_clock must be 'gap' or 'schedule', not {self.chunk_clock!r}")
         if self.fault is not None and self.fault not in FAULTS:
             raise ValueError(f"unknown fault {self.fault!r}; expected one of {sorted(FAULTS)}")
         if self.chunks is not None:

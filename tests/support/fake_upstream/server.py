@@ -436,13 +436,17 @@ class _Exchange:
         await _send(self.stream, self.conn.send(_response(plan.status, headers, None)))
         events = iter(plan.events)
         pending = next(events, None)
+        first_sent = trio.current_time()
         while pending is not None:
             if fault and record.events_sent >= reply.fault_after_events:
                 await self._stream_fault(plan, pending)
                 return
             upcoming = next(events, None)
             if reply.chunk_delay and record.events_sent:
-                await trio.sleep(reply.chunk_delay)
+                if reply.chunk_clock == "schedule":
+                    await trio.sleep_until(first_sent + record.events_sent * reply.chunk_delay)
+                else:
+                    await trio.sleep(reply.chunk_delay)
             if upcoming is None and not fault:
                 # SDKs stop at [DONE]/message_stop and may hang up before the final
                 # empty chunk: from this write on, that is a normal end, not an abort.
