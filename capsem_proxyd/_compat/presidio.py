@@ -80,6 +80,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +149,22 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
     _decisions: dict[tuple[str, Any], dict] | None = None  # RememberingMatcher's, per region and leniency
     _regions_of: dict[str, Any] | None = None  # a number's region (region_code_for_number), by its text
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.near_context = threading.local()  # .reach: set by PruningRegistry for one analysis (``analyze``)
+
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list:
+        """Presidio's results, or, during an analysis where a number scores under the threshold unless a context
+        word raises it (``near_context.reach``, set by ``PruningRegistry``), those a context word may raise:
+        only the candidates from which a walk may read one are decided (``ContextReach.spans_reaching``: every
+        result lies inside its candidate), none when the text holds none of the recognizer's words. The others'
+        results would score under the threshold and be removed, and, each inside its own candidate, contain no
+        result kept (Presidio's ``remove_duplicates`` here removes only a result contained in another)."""
         if self.leniency is None or self.leniency < 1:  # POSSIBLE accepts shorter, local-only numbers
             return super().analyze(text, entities, nlp_artifacts)
+        near: tuple[ContextReach, list[str]] | None = getattr(self.near_context, "reach", None)
+        if near is not None and near[0].holds_none(near[1]):
+            return []
         if not CandidatePhoneRecognizer.min_digits:
             CandidatePhoneRecognizer.min_digits = shortest_valid_number()
         min_digits = CandidatePhoneRecognizer.min_digits
@@ -160,7 +174,16 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         sieve = self._sieve
         if sieve is None or sieve.regions != list(self.supported_regions):
             sieve = self._sieve = RegionSieve(self.supported_regions)
-        wants = sieve.verdicts(text, scan)
+        reaching = None if near is None else near[0].spans_reaching(
+            [candidate.start for candidate in scan], [candidate.end for candidate in scan], near[1])
+        if reaching is None:
+            wants = sieve.verdicts(text, scan)
+        else:
+            kept = sieve.verdicts(text, [candidate for candidate, reached in zip(scan, reaching, strict=True)
+                                         if reached])
+            wants = [None] * len(scan)
+            for position, at in enumerate(at for at, reached in enumerate(reaching) if reached):
+                wants[at] = kept[position]
         if not any(wants):
             return []
         scan_index = {candidate.start: at for at, candidate in enumerate(scan)}
@@ -258,18 +281,9 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         if context or nlp_artifacts is None or not self.lowercase_lemmas:
             return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
         by_id = {recognizer.id: recognizer for recognizer in recognizers}
-        lowered = text.lower().lower()
+        reach, local = self.reach_of(text)
+        lowered = reach.lowered
         present: dict[str, bool] = {}  # per recognizer: one of its context words is in the text
-        made: list[LocalTokens] = []  # the text's LocalTokens, made when first needed
-
-        def local() -> LocalTokens:
-            if not made:
-                made.append(LocalTokens(text, self.nlp_engine, self.language, self._tokens_by_text))
-            return made[0]
-
-        reach = ContextReach(text, lowered, self.context_prefix_count, self.context_suffix_count,
-                             self.nlp_engine, self.language,
-                             silent=(lambda span: local().silent(span)) if self.nlp_engine is not None else None)
 
         def may_rise(result: RecognizerResult) -> bool:
             metadata = result.recognition_metadata or {}
@@ -293,6 +307,27 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
                     for result, rises in zip(raw_results, rising, strict=True)]
         finally:
             self._local.text = None
+
+    def reach_of(self, text: str) -> tuple[ContextReach, Callable[[], LocalTokens]]:
+        """The ``ContextReach`` of ``text`` (lemmas = lower-case words), and a maker of its ``LocalTokens`` (made
+        when first needed), shared during an analysis by ``PruningAnalyzerEngine`` (``keep_reach``: the phone
+        recognizer asks first, ``enhance_using_context`` after it) so the text is scanned once."""
+        kept: tuple[str, ContextReach, Callable[[], LocalTokens]] | None = getattr(self._local, "reach", None)
+        if kept is not None and kept[0] is text:
+            return kept[1], kept[2]
+        made: list[LocalTokens] = []  # the text's LocalTokens, made when first needed
+
+        def local() -> LocalTokens:
+            if not made:
+                made.append(LocalTokens(text, self.nlp_engine, self.language, self._tokens_by_text))
+            return made[0]
+
+        reach = ContextReach(text, text.lower().lower(), self.context_prefix_count, self.context_suffix_count,
+                             self.nlp_engine, self.language,
+                             silent=(lambda span: local().silent(span)) if self.nlp_engine is not None else None)
+        if getattr(self._local, "keep_reach", False):
+            self._local.reach = (text, reach, local)
+        return reach, local
 
     def _raised(self, text: str, result: RecognizerResult, recognizers: dict[Any, EntityRecognizer],
                 nlp_artifacts: Any) -> RecognizerResult:
@@ -818,6 +853,10 @@ class ContextReach:
         if bounds is None:
             return True
         low, high = bounds
+        return self._found_between(low, high, words)
+
+    def _found_between(self, low: int, high: int, words: list[str]) -> bool:
+        """Whether an occurrence of one of ``words`` starts at ``low`` or later and ends by ``high``."""
         merged = self._merged.get(id(words))
         if merged is None or merged[0] is not words:
             merged = self._merged[id(words)] = (words, *self._all_occurrences(words))
@@ -826,6 +865,62 @@ class ContextReach:
             return True  # an empty word: in every lemma
         at = bisect.bisect_left(starts, low)
         return at < len(starts) and nearest_end[at] <= high
+
+    def holds_none(self, words: list[str]) -> bool:
+        """Whether no walk from any match can read one of ``words``: the text holds no occurrence of them outside
+        the spans that give no keyword (``_occurrences``), and the text is ``usable`` (else: False)."""
+        if not self.usable:
+            return False
+        for word in words:
+            word = str(word).lower()
+            if not word or self._occurrences(word):
+                return False
+        return True
+
+    def spans_reaching(self, firsts: list[int], lasts: list[int], words: list[str]) -> list[bool] | None:
+        """For each span ``[firsts[k], lasts[k])`` of the text (``firsts`` increasing, each span not empty),
+        whether a match starting anywhere in it, on a space or not, may have one of ``words`` in a lemma its
+        walks read: a superset of what ``may_find`` says yes to at any of those starts. None when that cannot
+        be told without tokenizing (``bounds``' cases: not ``usable``, or an empty word).
+
+        The reasoning of ``bounds``, for a range of starts, turned around per occurrence of a word: a walk from
+        a start ``s`` reads nothing before the ``prefix + 1``-th sure span ending by ``s`` (the match's token
+        is the first ending past ``s``, so every span ending by ``s`` is before it, a space at ``s`` or not),
+        and nothing past the end of the ``suffix + 1``-th sure span starting after ``s``'s own span (the rest
+        of it read first; a space at ``s`` has no span: the spans after ``s``). The first bound only grows with
+        ``s``, the second too: a span ``[first, last)`` reads nothing before the bound of ``first`` nor past
+        that of ``last - 1``, whose own span's end is where the next span starts, at or after ``last``. So an
+        occurrence from ``os`` to ``oe`` may be read from the span only when ``first`` is before the end of
+        the ``prefix + 1``-th sure span after the last one starting by ``os`` (``before(first) <= j + prefix
+        + 1``), and ``last`` is past the start of the ``suffix + 1``-th sure span before the first one ending
+        at ``oe`` or after (so that one is among those the walk on may reach). The spans it may be read from
+        are a range of ``k``: marked in one slice per occurrence."""
+        if not self.usable:
+            return None
+        if not self._scanned:
+            self._scan()
+        occurrences: list[tuple[int, int]] = []
+        for word in words:
+            word = str(word).lower()
+            if not word:
+                return None
+            occurrences += [(at, at + len(word)) for at in self._occurrences(word)]
+        count = len(firsts)
+        reaching = [False] * count
+        if not occurrences or not count:
+            return reaching
+        starts, ends = self._starts, self._ends
+        sure = len(starts)
+        furthest = list(accumulate(lasts, max))  # spans may overlap: the furthest end so far
+        prefix, suffix = self.prefix, self.suffix
+        for begin, end in occurrences:
+            beyond = bisect.bisect_right(starts, begin) + prefix  # j + prefix + 1, j the last span starting by begin
+            high = bisect.bisect_left(firsts, ends[beyond]) if beyond < sure else count  # spans with first before it
+            before = bisect.bisect_left(ends, end) - suffix - 1  # q - suffix - 1, q the first span ending at end or after
+            low = bisect.bisect_left(furthest, starts[before] + 1) if before >= 0 else 0  # last past its start
+            if low < high:
+                reaching[low:high] = [True] * (high - low)
+        return reaching
 
     def _all_occurrences(self, words: list[str]) -> tuple[list[int] | None, list[int]]:
         """Where each of ``words`` (lower case) occurs (``_occurrences``), all merged in order of their starts,
@@ -901,6 +996,7 @@ class PruningAnalyzerEngine(AnalyzerEngine):
             score_threshold is not None and not self.log_decision_process and kwargs.get("context") is None) else None
         if pruning is not None:
             pruning.request.reach = (enhancer, score_threshold, text)
+            enhancer._local.keep_reach = True  # the phone recognizer's ContextReach, the enhancer's too
         unexplained = enhancer if isinstance(enhancer, IndexedContextEnhancer) and not self.log_decision_process and (
             not kwargs.get("return_decision_process")) else None  # analyze then drops every explanation
         if unexplained is not None:
@@ -911,6 +1007,9 @@ class PruningAnalyzerEngine(AnalyzerEngine):
             self._request.threshold = None
             if pruning is not None:
                 pruning.request.reach = None
+                pruning.release()
+                enhancer._local.keep_reach = False
+                enhancer._local.reach = None
             if unexplained is not None:
                 unexplained.unexplained.on = False
 
@@ -972,6 +1071,10 @@ class PruningRegistry(RecognizerRegistry):
         searched: dict[re.Pattern[str], bool] = {}
         kept = []
         for recognizer in recognizers:
+            if isinstance(recognizer, CandidatePhoneRecognizer) and self._near_context_only(
+                    recognizer, enhancer, threshold, recognizers):
+                recognizer.near_context.reach = (enhancer.reach_of(text)[0], list(recognizer.context))
+                self.request.phones = [*getattr(self.request, "phones", ()), recognizer]
             if recognizer not in self.recognizers:
                 kept.append(recognizer)
                 continue
@@ -989,6 +1092,24 @@ class PruningRegistry(RecognizerRegistry):
             clone.patterns = running
             kept.append(clone)
         return kept
+
+    def release(self) -> None:
+        """The end of an analysis: the phone recognizers handed a ``ContextReach`` (``get_recognizers``) forget it."""
+        for recognizer in getattr(self.request, "phones", ()):
+            recognizer.near_context.reach = None
+        self.request.phones = []
+
+    @staticmethod
+    def _near_context_only(phone: CandidatePhoneRecognizer, enhancer: IndexedContextEnhancer, threshold: float,
+                           recognizers: list[EntityRecognizer]) -> bool:
+        """Whether ``phone``'s results below ``threshold`` unless a context word raises them can be left out where
+        none can (``CandidatePhoneRecognizer.analyze``): each scores its ``SCORE`` (``_get_recognizer_result``)
+        under the threshold, the enhancer reads context as ``ContextReach`` does (lower-case lemmas, its own
+        tokens), and no recognizer of the analysis enhances its results itself (reading the others' results)."""
+        return bool(phone.context) and float(phone.SCORE) < threshold and enhancer.lowercase_lemmas and (
+            enhancer.nlp_engine is not None) and all(
+            type(recognizer).enhance_using_context is EntityRecognizer.enhance_using_context
+            for recognizer in recognizers)
 
     def _reaching(self, recognizer: EntityRecognizer, enhancer: IndexedContextEnhancer,
                   threshold: float) -> list[Any] | None:
