@@ -611,3 +611,85 @@ def test_a_lemma_with_a_digit_passes_the_keyword_filter_as_spacy_s_lexeme_says(l
     local = LocalTokens(lemma, engine, "en")
     assert local._qualifies(lemma) == (not engine.is_stopword(lemma, "en") and not engine.is_punct(lemma, "en") and (
         lemma not in ("-PRON-", "be"))), lemma
+
+
+# -- phone candidates decided only where a context word can raise them (``ContextReach.spans_reaching``) -------
+
+@given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS + NUMBERS[:40] + ["12:30", "a1:b2", "x9"]), min_size=1,
+                max_size=40),
+       st.lists(st.sampled_from(SEPARATORS), max_size=40), st.integers(0, 3), st.integers(0, 2),
+       st.lists(st.tuples(st.integers(0, 400), st.integers(1, 24)), min_size=1, max_size=12))
+@example(["phone", "+1 201-555-0123"], [" "], 5, 0, [(5, 16)])  # the span starts on the space before the number
+@example(["phone", "a1:b2", "x9", "12:30", "1234", "42"], [" "] * 6, 3, 0, [(20, 4)])
+@settings(max_examples=300, deadline=None)
+def test_a_span_no_walk_from_reaches_a_context_word_from_holds_no_start_that_does(
+        words: list[str], separators: list[str], prefix: int, suffix: int, spans: list[tuple[int, int]]) -> None:
+    """``spans_reaching`` says no for a span only when, from every start in it (on a space or not), Presidio's
+    enhancer (its own walk over spaCy's tokens of the whole text) reads no context word: what lets the phone
+    recognizer leave out the candidates there."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    firsts, lasts = [], []
+    for first, width in sorted(spans):
+        if first < len(text) and (not firsts or first > firsts[-1]):
+            firsts.append(first)
+            lasts.append(min(len(text), first + width))
+    if not firsts:
+        return
+    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
+    enhancer = LemmaContextAwareEnhancer(context_prefix_count=prefix, context_suffix_count=suffix)
+    context = ["phone", "call", "number", "ssn", "card", "ip", "x", "tel"]
+    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+    reach = ContextReach(text, text.lower(), prefix, suffix, POLICY.analyzer.nlp_engine, "en", silent=local.silent)
+    reaching = reach.spans_reaching(firsts, lasts, context)
+    if reaching is None:
+        assert not text.isascii()
+        return
+    if reach.holds_none(context):
+        assert not any(reaching)
+    for first, last, reached in zip(firsts, lasts, reaching, strict=True):
+        if reached:
+            continue
+        for start in range(first, last):
+            try:
+                near = enhancer._extract_surrounding_words(artifacts, "w", start)
+            except ValueError:  # no token ends past it (trailing space): Presidio's enhancer fails there
+                continue
+            assert not [word for word in context if any(word in lemma for lemma in near)], (start, near, text)
+
+
+@given(st.lists(st.sampled_from(NUMBERS + ["call", "phone", "Phone:", "phone:", "mobile", "cell", "number", "tel:",
+                                           "contact", "or", "the", "me", "at", "order", "12345678", "qty", "2024-05-13",
+                                           "10.0.0.1", "x", "a1:b2", "é"]), max_size=24),
+       st.lists(st.sampled_from([" ", "", ", ", "\n", "; ", " - ", "  ", ":", "/"]), max_size=24),
+       st.sampled_from([0.3, 0.4, 0.41, 0.5, 0.75, 0.76]))
+@example(["phone", NUMBERS[0], "or", NUMBERS[1], "order", "12345678", "qty", NUMBERS[2]], [" "] * 8, 0.5)
+@example(["call", "me", "at", NUMBERS[3], "x", "the", "number", NUMBERS[4]], [" "] * 8, 0.5)
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_numbers_of_every_region_near_and_far_from_context_words_are_found_as_presidio_finds_them(
+        words: list[str], separators: list[str], threshold: float) -> None:
+    """The phone recognizer leaves out, during the policy's analysis, the candidates no context word can raise
+    to the threshold: numbers of every configured region, a context word a few words before or after them or
+    none, at thresholds below, at and above a number's 0.4 and its 0.75 with a context word."""
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    ours = POLICY.analyzer.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=threshold)
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=threshold)
+    assert found(ours) == found(theirs), (threshold, text)
+
+
+def test_a_text_without_a_phone_context_word_is_not_scanned_for_numbers() -> None:
+    """With no context word of the phone recognizer in the text, no number it finds can reach the policy's
+    threshold: the policy finds none, as Presidio, and the recognizer is handed the text's ContextReach only
+    for the analysis."""
+    from capsem_proxyd._compat.presidio import CandidatePhoneRecognizer as Phone
+
+    text = "order +1 201-555-0123 or 030 901820 qty 3"
+    phone = next(recognizer for recognizer in POLICY.analyzer.registry.recognizers if isinstance(recognizer, Phone))
+    assert found(POLICY.analyze_text(text)) == found(REFERENCE.analyze(
+        text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)) == []
+    assert getattr(phone.near_context, "reach", None) is None  # released after the analysis
+    assert {round(result.score, 2) for result in REFERENCE.analyze(text=text, entities=["PHONE_NUMBER"],
+                                                                   language="en", score_threshold=0)} == {0.4}
