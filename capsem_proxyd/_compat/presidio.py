@@ -95,6 +95,7 @@ from tldextract import TLDExtract
 
 from capsem_proxyd._compat.phonenumbers import (
     RegionSieve,
+    lines_around,
     RememberingMatcher,
     phone_scan,
     region_matches,
@@ -168,14 +169,16 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         if not CandidatePhoneRecognizer.min_digits:
             CandidatePhoneRecognizer.min_digits = shortest_valid_number()
         min_digits = CandidatePhoneRecognizer.min_digits
-        scan = phone_scan(text, min_digits, long_only=True)  # the others: no number
+        lines = None if near is None else near[0].lines_reaching(near[1])
+        scan = phone_scan(text, min_digits, long_only=True, lines=lines)  # the others: no number
         if not scan:
             return []
         sieve = self._sieve
         if sieve is None or sieve.regions != list(self.supported_regions):
             sieve = self._sieve = RegionSieve(self.supported_regions)
+        starts = [candidate.start for candidate in scan]
         reaching = None if near is None else near[0].spans_reaching(
-            [candidate.start for candidate in scan], [candidate.end for candidate in scan], near[1])
+            starts, [candidate.end for candidate in scan], near[1])
         if reaching is None:
             wants = sieve.verdicts(text, scan)
         else:
@@ -201,7 +204,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
             explained = region  # PhoneRecognizer.analyze reuses its loop variable for the explanation
             matcher = RememberingMatcher(text, region, self.leniency, decisions.setdefault((region, self.leniency), {}))
             for match in region_matches(matcher, scan, wants, scan_index, index, sieve, settled, min_digits,
-                                        wanted_at[index]):
+                                        wanted_at[index], starts):
                 raw = match.raw_string
                 found_in = named.get(raw, _UNKNOWN)  # _number_region's answer, without a call once it is known
                 if found_in is _UNKNOWN:
@@ -876,6 +879,39 @@ class ContextReach:
             if not word or self._occurrences(word):
                 return False
         return True
+
+    def lines_reaching(self, words: list[str]) -> list[tuple[int, int]] | None:
+        """The lines (``phone_scan``'s) holding every span ``spans_reaching`` can say yes to: a span reaching an
+        occurrence of a word starts before ``F`` and ends at ``L`` or after (``spans_reaching``' bounds), so it
+        holds the character before ``L`` or the one before ``F``, whichever comes first (it starts before ``F``;
+        when it starts before ``L - 1`` it ends past it). None when that cannot be told (``spans_reaching``)."""
+        if not self.usable:
+            return None
+        if not self._scanned:
+            self._scan()
+        parts = []
+        for low, high in self._reach_bounds(words) or ():
+            if low is None or high is None:
+                return None
+            parts.append((min(low, high), max(low, high)))
+        return lines_around(self.text, parts)
+
+    def _reach_bounds(self, words: list[str]) -> list[tuple[int | None, int | None]] | None:
+        """Per occurrence of ``words`` (``_occurrences``): ``L - 1`` and ``F - 1`` of ``spans_reaching``, each
+        clipped to the text (None: an empty word, every span may reach it)."""
+        starts, ends = self._starts, self._ends
+        sure = len(starts)
+        bounds: list[tuple[int | None, int | None]] = []
+        for word in words:
+            word = str(word).lower()
+            if not word:
+                return [(None, None)]
+            for begin in self._occurrences(word):
+                beyond = bisect.bisect_right(starts, begin) + self.prefix
+                before = bisect.bisect_left(ends, begin + len(word)) - self.suffix - 1
+                bounds.append((starts[before] if before >= 0 else 0,
+                               ends[beyond] - 1 if beyond < sure else len(self.text) - 1))
+        return bounds
 
     def spans_reaching(self, firsts: list[int], lasts: list[int], words: list[str]) -> list[bool] | None:
         """For each span ``[firsts[k], lasts[k])`` of the text (``firsts`` increasing, each span not empty),
