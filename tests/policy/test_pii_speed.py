@@ -693,3 +693,50 @@ def test_a_text_without_a_phone_context_word_is_not_scanned_for_numbers() -> Non
     assert getattr(phone.near_context, "reach", None) is None  # released after the analysis
     assert {round(result.score, 2) for result in REFERENCE.analyze(text=text, entities=["PHONE_NUMBER"],
                                                                    language="en", score_threshold=0)} == {0.4}
+
+
+@given(digit_heavy_text(), st.lists(st.tuples(st.integers(0, 600), st.integers(0, 80)), max_size=6),
+       st.sampled_from([1, 4]))
+@example("650-253-0000\n030 901820 - 12345\n+44 20 7946 0958", [(14, 3)], 4)
+@example("\n\n(650) 253-0000\n", [(0, 0), (15, 1)], 1)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_scan_of_some_lines_finds_the_whole_scan_s_candidates_on_them(text: str, parts: list[tuple[int, int]],
+                                                                         min_digits: int) -> None:
+    """``phone_scan`` over the lines ``lines_around`` gives finds, on those lines, the candidates (start, end, text)
+    of the scan of the whole text: none holds a newline, and a line's scan starts where the whole one is."""
+    from capsem_proxyd._compat.phonenumbers import lines_around
+
+    text = text.replace(" - ", "\n").replace(";", "\n")  # more lines
+    lines = lines_around(text, [(first, first + width) for first, width in parts])
+    for begin, stop in lines:
+        assert begin == 0 or text[begin - 1] == "\n"
+        assert stop == len(text) or text[stop] == "\n"
+    for first, width in parts:  # every character asked about is on a line
+        for at in (first, first + width):
+            if at < len(text):
+                assert any(begin <= at <= stop for begin, stop in lines), (at, lines)
+    whole = phone_scan(text, min_digits, long_only=True)
+    some = phone_scan(text, min_digits, long_only=True, lines=lines)
+    expected = [(c.start, c.end, c.text, c.long_enough) for c in whole
+                if any(begin <= c.start < stop for begin, stop in lines)]
+    assert [(c.start, c.end, c.text, c.long_enough) for c in some] == expected, (text, lines)
+    assert all("\n" not in text[c.start:c.end] for c in whole)
+
+
+@pytest.mark.parametrize("text", [
+    "phone 1 2 3 4\n(650) 253-0000",  # the walk back from "(" (no keyword) reads "\n", four numbers, "phone"
+    "phone 1 2 3 4 5\n(650) 253-0000",  # one more: out of its reach
+    "phone 1 2 3 4\n+1 650-253-0000",
+    "phone 1 2\n3 4\n5\n(650) 253-0000 and\n(650) 253-0001",
+    "(650) 253-0000\nphone",  # a context word after the number: the walk on reads none past the number's span
+    "(650) 253-0000 phone\n(650) 253-0001",
+])
+def test_a_number_a_whole_walk_away_from_a_context_word_on_another_line_is_found_as_presidio_finds_it(
+        text: str) -> None:
+    ours = POLICY.analyzer.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=0.5)
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=0.5)
+    assert found(ours) == found(theirs)
+    if text.startswith("phone 1 2 3 4\n("):
+        assert [round(result.score, 2) for result in theirs] == [0.75]
+    if text.startswith("phone 1 2 3 4 5\n("):
+        assert theirs == []
