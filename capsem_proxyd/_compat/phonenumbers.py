@@ -103,7 +103,9 @@ only find more.
 
 phonenumbers is pinned below its next minor release in pyproject.toml;
 ``tests/_compat/test_phonenumbers.py`` is the canary: it fails when either
-pattern goes or ``_find`` / ``_extract_match`` scan differently, or ``parse`` /
+pattern goes or changes (``phone_scan``'s ``lines`` rely on ``_PATTERN``
+taking no newline and reading nothing around a match: its text is pinned),
+or ``_find`` / ``_extract_match`` scan differently, or ``parse`` /
 ``is_valid_number`` / ``_is_national_prefix_present_if_required`` /
 ``_choose_formatting_pattern_for_number`` / ``_INNER_MATCHES`` /
 ``_EXTN_PATTERN`` stop working the way the pre-filter relies on. It can go

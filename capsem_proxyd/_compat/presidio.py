@@ -23,8 +23,14 @@ the recognizer when it lets a caller pass the extractor.
   on source code). Ours asks it, per region, only about the candidates that can
   be a number of that region (``_compat/phonenumbers.py``),
   and builds each result as ``analyze`` does, with its private
-  ``_get_recognizer_result`` (the canary checks ``analyze``'s shape). It can go
-  when Presidio's recognizer gets a pre-filter of its own.
+  ``_get_recognizer_result`` (the canary checks ``analyze``'s shape). During an
+  analysis by ``PruningAnalyzerEngine`` where a number's score (``SCORE``, 0.4)
+  is under the threshold unless a context word raises it, it scans only the
+  lines from which the enhancer's walk may read one of its context words
+  (``ContextReach.lines_reaching``) and decides only the candidates there that
+  may (``ContextReach.spans_reaching``): on a log or a CSV, the numbers near
+  "phone" or "call"; none in a text without them. It can go when Presidio's
+  recognizer gets a pre-filter of its own.
 * ``IndexedContextEnhancer``: ``LemmaContextAwareEnhancer`` finds each match's
   token by walking every token of the text (its private static
   ``_find_index_of_match_token``): quadratic on text full of matches. Ours
@@ -95,8 +101,8 @@ from tldextract import TLDExtract
 
 from capsem_proxyd._compat.phonenumbers import (
     RegionSieve,
-    lines_around,
     RememberingMatcher,
+    lines_around,
     phone_scan,
     region_matches,
     shortest_valid_number,
@@ -177,16 +183,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         if sieve is None or sieve.regions != list(self.supported_regions):
             sieve = self._sieve = RegionSieve(self.supported_regions)
         starts = [candidate.start for candidate in scan]
-        reaching = None if near is None else near[0].spans_reaching(
-            starts, [candidate.end for candidate in scan], near[1])
-        if reaching is None:
-            wants = sieve.verdicts(text, scan)
-        else:
-            kept = sieve.verdicts(text, [candidate for candidate, reached in zip(scan, reaching, strict=True)
-                                         if reached])
-            wants = [None] * len(scan)
-            for position, at in enumerate(at for at, reached in enumerate(reaching) if reached):
-                wants[at] = kept[position]
+        wants = _verdicts_near(sieve, text, scan, starts, near)
         if not any(wants):
             return []
         scan_index = {candidate.start: at for at, candidate in enumerate(scan)}
@@ -238,6 +235,19 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
                 regions_of.clear()
             regions_of[raw] = found_in
         return explained if found_in is _UNPARSED else str(found_in)
+
+
+def _verdicts_near(sieve: RegionSieve, text: str, scan: list[Any], starts: list[int],
+                   near: tuple[ContextReach, list[str]] | None) -> list[tuple[bool, ...] | None]:
+    """``sieve.verdicts`` of the candidates of ``scan`` (starting at ``starts``) from which a walk may read one of
+    ``near``'s words (``ContextReach.spans_reaching``; all of them when ``near`` is None); None for the others."""
+    reaching = None if near is None else near[0].spans_reaching(starts, [candidate.end for candidate in scan],
+                                                                 near[1])
+    if reaching is None:
+        return sieve.verdicts(text, scan)
+    kept = iter(sieve.verdicts(text, [candidate for candidate, reached in zip(scan, reaching, strict=True)
+                                      if reached]))
+    return [next(kept) if reached else None for reached in reaching]
 
 
 def wanted_by_region(wants: list[tuple[bool, ...] | None], regions: int) -> list[list[int]]:
@@ -310,6 +320,11 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
                     for result, rises in zip(raw_results, rising, strict=True)]
         finally:
             self._local.text = None
+
+    def keep_reach(self, on: bool) -> None:
+        """From ``True`` to ``False`` (one analysis, this thread): ``reach_of`` keeps the text's ``ContextReach``."""
+        self._local.keep_reach = on
+        self._local.reach = None
 
     def reach_of(self, text: str) -> tuple[ContextReach, Callable[[], LocalTokens]]:
         """The ``ContextReach`` of ``text`` (lemmas = lower-case words), and a maker of its ``LocalTokens`` (made
@@ -1032,7 +1047,8 @@ class PruningAnalyzerEngine(AnalyzerEngine):
             score_threshold is not None and not self.log_decision_process and kwargs.get("context") is None) else None
         if pruning is not None:
             pruning.request.reach = (enhancer, score_threshold, text)
-            enhancer._local.keep_reach = True  # the phone recognizer's ContextReach, the enhancer's too
+            assert isinstance(enhancer, IndexedContextEnhancer)  # (pruning's condition)
+            enhancer.keep_reach(True)  # the phone recognizer's ContextReach, the enhancer's too
         unexplained = enhancer if isinstance(enhancer, IndexedContextEnhancer) and not self.log_decision_process and (
             not kwargs.get("return_decision_process")) else None  # analyze then drops every explanation
         if unexplained is not None:
@@ -1044,8 +1060,8 @@ class PruningAnalyzerEngine(AnalyzerEngine):
             if pruning is not None:
                 pruning.request.reach = None
                 pruning.release()
-                enhancer._local.keep_reach = False
-                enhancer._local.reach = None
+                assert isinstance(enhancer, IndexedContextEnhancer)
+                enhancer.keep_reach(False)
             if unexplained is not None:
                 unexplained.unexplained.on = False
 
