@@ -471,6 +471,7 @@ class LocalTokens:
         self.block_size = self.BLOCK  # as it is when made (the tests vary it)
         self._known = {} if known is None else known  # a block's tokens (offsets from its start), by its text
         self._blocks: dict[int, list[tuple[int, int, str]]] = {}
+        self._block_ends: dict[int, list[int]] = {}  # each block's tokens' ends, in order
         self.lowered = text.lower()
         self._keyword: dict[str, bool] = {}
         self._digits_qualify = not _stop_words_with_digits(nlp_engine, language)
@@ -555,6 +556,7 @@ class LocalTokens:
                 self._known[piece] = relative
             tokens = [(first + begin, first + end, lemma) for begin, end, lemma in relative]
             self._blocks[index] = tokens
+            self._block_ends[index] = [end for _, end, _ in tokens]
         return tokens
 
     def _plain_block(self, piece: str) -> list[tuple[int, int, str]] | None:
@@ -631,8 +633,10 @@ class LocalTokens:
                 raise ValueError(f"Did not find the token at {start} in the list of tokens although it "
                                  "is expected to be found")
             tokens = self.block(at)
-            index = next((i for i, (begin, end, _) in enumerate(tokens) if begin == start or start < end), None)
-            if index is not None:
+            # The first token starting at start or ending past it: its end is past start (tokens are never
+            # empty), and the ends increase (tokens follow each other): bisection over them.
+            index = bisect.bisect_right(self._block_ends[at], start)
+            if index < len(tokens):
                 break
             at += 1
         words: list[str] = []

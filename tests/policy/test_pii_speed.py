@@ -740,3 +740,30 @@ def test_a_number_a_whole_walk_away_from_a_context_word_on_another_line_is_found
         assert [round(result.score, 2) for result in theirs] == [0.75]
     if text.startswith("phone 1 2 3 4 5\n("):
         assert theirs == []
+
+
+@given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS + NUMBERS[:30] + ["12:30", "a1:b2", "x9", "+1", "(650)"]),
+                min_size=1, max_size=30),
+       st.lists(st.sampled_from(SEPARATORS), max_size=30), st.integers(0, 5), st.integers(0, 2))
+@example(["call", "+1", "phone", "(650)"], ["", "", "", ""], 1, 0)  # a match right after a token, no space between
+@settings(max_examples=200, deadline=None)
+def test_the_words_read_around_every_start_are_presidio_s(words: list[str], separators: list[str], prefix: int,
+                                                           suffix: int) -> None:
+    """``LocalTokens.keywords_from`` (the match's token found by bisection over each block's token ends) reads,
+    from every start, the keyword lemmas Presidio's ``_extract_surrounding_words`` reads."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
+    enhancer = LemmaContextAwareEnhancer(context_prefix_count=prefix, context_suffix_count=suffix)
+    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+    for start in range(len(text)):
+        try:
+            theirs = enhancer._extract_surrounding_words(artifacts, "w", start)
+        except ValueError:  # no token ends past it: Presidio's enhancer fails there
+            continue
+        ours = local.keywords_from(start, prefix + 1, backward=True) + local.keywords_from(start, suffix + 1,
+                                                                                           backward=False)
+        assert set(ours) == set(theirs), (start, text)
