@@ -767,3 +767,18 @@ def test_the_words_read_around_every_start_are_presidio_s(words: list[str], sepa
         ours = local.keywords_from(start, prefix + 1, backward=True) + local.keywords_from(start, suffix + 1,
                                                                                            backward=False)
         assert set(ours) == set(theirs), (start, text)
+
+
+@pytest.mark.parametrize("text", [
+    "pay 1BoatSLRHtKNngkdXEeobR76b53LETtpyT or bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq to DE89 3704 0044 0532 0130 00",
+    "GB82WEST12345698765432 and 3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",
+    "def handler_5678(timeout=30):\n    return f(a[3], 42)  # reviewed 2024-05-13, rev 1a2b3c4d\n",
+    "AB12 CDEF GHIJ, \u212aE89 3704 0044, 1\u017f" + "a" * 24,
+])
+def test_ibans_and_bitcoin_addresses_are_found_as_presidio_finds_them_with_or_without_their_witness(text: str) -> None:
+    """The IBAN and Bitcoin patterns are not run where the text holds no witness of them (``WITNESSES``)."""
+    entities = [*ENTITIES, "CRYPTO"]
+    for threshold in (0, POLICY.score_threshold):
+        ours = POLICY.analyzer.analyze(text=text, entities=entities, language="en", score_threshold=threshold)
+        theirs = REFERENCE.analyze(text=text, entities=entities, language="en", score_threshold=threshold)
+        assert found(ours) == found(theirs)
