@@ -103,7 +103,9 @@ only find more.
 
 phonenumbers is pinned below its next minor release in pyproject.toml;
 ``tests/_compat/test_phonenumbers.py`` is the canary: it fails when either
-pattern goes or ``_find`` / ``_extract_match`` scan differently, or ``parse`` /
+pattern goes or changes (``phone_scan``'s ``lines`` rely on ``_PATTERN``
+taking no newline and reading nothing around a match: its text is pinned),
+or ``_find`` / ``_extract_match`` scan differently, or ``parse`` /
 ``is_valid_number`` / ``_is_national_prefix_present_if_required`` /
 ``_choose_formatting_pattern_for_number`` / ``_INNER_MATCHES`` /
 ``_EXTN_PATTERN`` stop working the way the pre-filter relies on. It can go
@@ -163,21 +165,48 @@ class PhoneCandidate(NamedTuple):
     long_enough: bool
 
 
-def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[PhoneCandidate]:
+def phone_scan(text: str, min_digits: int, *, long_only: bool = False,
+               lines: list[tuple[int, int]] | None = None) -> list[PhoneCandidate]:
     """The candidates ``PhoneNumberMatcher._find`` looks at in ``text``, in order, as long as it finds no
     number (a number found inside a candidate makes it search on from there: the windows cover it);
     ``long_only``: only those with the digits to be a number anywhere. The matcher searches on where the
     candidate, once trimmed, ends: where its match ends unless it was trimmed (then the scan starts a new
-    ``finditer`` there)."""
+    ``finditer`` there). ``lines``: only the candidates in those parts of the text, each from a line's start
+    (0 or after a newline) to a line's end (a newline or the text's end), in order: no candidate holds a
+    newline (``_PATTERN`` takes none, and has no look-around), so the scan of the whole text searches from
+    a line's start, or from before it with nothing found in between, and finds there what a scan from the
+    line's start finds."""
     scan: list[PhoneCandidate] = []
-    index = 0
+    for begin, stop in [(0, len(text))] if lines is None else lines:
+        _scan_lines(text, begin, stop, min_digits, long_only, scan)
+    return scan
+
+
+def lines_around(text: str, parts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The lines (``phone_scan``'s ``lines``) holding the characters from ``first`` to ``last`` (both included) of
+    each of ``parts``, merged where they touch, in order."""
+    lines: list[tuple[int, int]] = []
+    for first, last in sorted(parts):
+        begin = text.rfind("\n", 0, max(0, first)) + 1
+        stop = text.find("\n", min(len(text), max(0, last)))
+        stop = len(text) if stop < 0 else stop
+        if lines and begin <= lines[-1][1] + 1:
+            lines[-1] = (lines[-1][0], max(lines[-1][1], stop))
+        else:
+            lines.append((begin, stop))
+    return lines
+
+
+def _scan_lines(text: str, index: int, stop_at: int, min_digits: int, long_only: bool,
+                scan: list[PhoneCandidate]) -> None:
+    """``phone_scan`` from ``index`` (a line's start) to ``stop_at`` (a line's end), into ``scan``."""
     enough = _enough_digits(min_digits).match
     letter = _LETTER.search
     append = scan.append
     new = tuple.__new__  # a PhoneCandidate without the Python frame of its generated __new__
     while True:
         restart = False
-        for found in _PHONE_CANDIDATE.finditer(text, index):
+        for found in _PHONE_CANDIDATE.finditer(text, index, stop_at):
             candidate = found.group()
             if candidate.isdecimal():  # digits alone (most): not empty, nothing to trim (the trim's pattern needs an
                 # "x"), no letter (\\d is Unicode's decimal digits, as isdecimal's)
@@ -206,7 +235,7 @@ def phone_scan(text: str, min_digits: int, *, long_only: bool = False) -> list[P
                 restart = True
                 break
         if not restart:
-            return scan
+            return
 
 
 @cache
@@ -954,7 +983,7 @@ MAX_TRIES = 65_535  # PhoneNumberMatcher's default max_tries: the failed parses 
 def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], wants: list[tuple[bool, ...] | None],
                    scan_index: dict[int, int], region: int, sieve: RegionSieve,
                    settled: dict[int, PhoneNumberMatch], min_digits: int,
-                   wanted_at: list[int] | None = None) -> list[PhoneNumberMatch]:
+                   wanted_at: list[int] | None = None, starts: list[int] | None = None) -> list[PhoneNumberMatch]:
     """What ``PhoneNumberMatcher(text, ...)`` finds, for region number ``region`` of ``sieve``: its scan
     followed over ``scan`` (``phone_scan(text, ..., long_only=True)``, with ``wants[k]`` the sieve's verdicts
     on ``scan[k]`` and ``scan_index`` its candidates by start; ``min_digits`` the scan's), ``_extract_match`` asked only about the
@@ -973,7 +1002,14 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
     others not at all (on a text full of numbers with a plus sign, most of what every region finds).
 
     Each decision starts with all the matcher's tries (``MAX_TRIES``): like a matcher per candidate, it
-    can only find more than one matcher over a text so full of candidates that it runs out of them."""
+    can only find more than one matcher over a text so full of candidates that it runs out of them.
+
+    ``starts``: the scan's candidates' starts, when it may be the scan of only some lines of the text
+    (``phone_scan``'s ``lines``). A search on from inside a candidate that finds a match past a newline meets
+    there a candidate of the whole text's scan (no candidate holds a newline, the scan went on from the
+    candidate's end, at or after where the search started, and found nothing before it either); one not in
+    ``scan`` is too short, or on a line left out, where the region need see none: both go on from the next
+    candidate of ``scan``, as from a candidate the region need not see."""
     text = matcher.text
     found: list[PhoneNumberMatch] = []
     if wanted_at is None:
@@ -1010,6 +1046,9 @@ def region_matches(matcher: RememberingMatcher, scan: list[PhoneCandidate], want
             if known is not None:
                 at = known  # the scan's candidate: from here on, the scan's way
                 break
+            if starts is not None and "\n" in text[index:start]:
+                at = bisect_left(starts, start)  # a candidate of the whole text's scan (phone_scan's lines): one
+                break  # too short, or on a line the scan left out, where the region need see none
             piece = searched.group()
             if "x" in piece:
                 second = _SECOND_NUMBER_START_PATTERN.search(piece)

@@ -118,6 +118,12 @@ of every configured region):
   whose results none can lift to it are not run, nor those the text holds no
   witness of (an IPv6 address holds "::" or six hex groups followed by colons:
   ``PruningRegistry``);
+* a phone number scores 0.4, under the threshold unless a context word near it raises it: the phone
+  recognizer scans only the lines from which Presidio's walk around a match may read one of its context
+  words, and decides only the candidates there from which it may (``ContextReach.lines_reaching``,
+  ``spans_reaching``; the same bounds as ``ContextReach.bounds``, for every start in a candidate); none in a
+  text holding no "phone", "call", "number"... (no candidate holds a newline: a line's scan finds what the
+  whole text's scan finds there);
 * a phone candidate's decision is remembered per region under the characters
   phonenumbers reads around it (``RememberingMatcher``): a number written many
   times is parsed once per region; a candidate is turned away for every region

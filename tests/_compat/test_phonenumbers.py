@@ -363,3 +363,26 @@ def test_a_candidate_after_a_letter_is_still_turned_away_from_its_start() -> Non
     assert letter_before("req=3fa9c2 10.1.2.3", 9, "2 10.1.2.3")
     assert not letter_before("call 650", 5, "650") and not letter_before("a(650) 253", 1, "(650) 253")
     assert letter_before("%650", 1, "650") and letter_before("$650", 1, "650") and not letter_before("650", 0, "650")
+
+
+def test_no_candidate_holds_a_newline_and_the_pattern_reads_nothing_around_a_match() -> None:
+    """``phone_scan``'s ``lines``: a line's scan finds the whole scan's candidates there only when no candidate
+    holds a newline and ``_PATTERN`` has no anchor or look-around. Its text is pinned (reviewed by hand: its
+    classes hold no newline, ``\\d`` takes none, it has no anchor or look-around); and no match of it on text
+    full of newlines holds one."""
+    import hashlib
+
+    pattern = phonenumbermatcher._PATTERN
+    assert hashlib.sha256(pattern.pattern.encode()).hexdigest() == (
+        "f5af5fee4448fcd045acfd4d2a9ccfe4ecc4cf8e842f4f14b3d6210bfa913fbb"), "review phone_scan's lines"
+    assert pattern.flags == re.UNICODE | re.IGNORECASE
+    for lookaround in ("(?=", "(?!", "(?<", "^", "$", "\\b", "\\B", "\\A", "\\Z"):
+        assert lookaround not in pattern.pattern, lookaround
+    text = "\n".join(["+1 (650) 253-0000", "1\n2", "(\n650) 253", "x\n12", "030 901820 ext\n12", "12 \n 34", "\n+\n1"])
+    assert [found.group() for found in pattern.finditer(text) if "\n" in found.group()] == []
+
+
+@given(st.text(alphabet="0123456789 \n\t\r+-().x#;ext=,/\u00a0\u3000\uff10", max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_no_match_of_the_candidate_pattern_holds_a_newline(text: str) -> None:
+    assert all("\n" not in found.group() for found in phonenumbermatcher._PATTERN.finditer(text))

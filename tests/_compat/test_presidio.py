@@ -14,7 +14,7 @@ import inspect
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("presidio_analyzer", reason="the 'pii' extra is not installed")
@@ -274,12 +274,12 @@ def _witnessed() -> list[tuple[str, int, re.Pattern[str]]]:
     """(pattern, flags, witness) of every predefined pattern ``WITNESSES`` names."""
     import hashlib
 
-    from presidio_analyzer.predefined_recognizers import IpRecognizer
+    from presidio_analyzer.predefined_recognizers import CryptoRecognizer, IbanRecognizer, IpRecognizer
 
     from capsem_proxyd._compat.presidio import WITNESSES
 
     found = []
-    for recognizer in (IpRecognizer(),):
+    for recognizer in (IpRecognizer(), IbanRecognizer(), CryptoRecognizer()):
         for pattern in recognizer.patterns:
             witness = WITNESSES.get(hashlib.sha256(pattern.regex.encode()).hexdigest())
             if witness is not None:
@@ -292,7 +292,7 @@ def test_every_witnessed_pattern_is_still_one_of_presidio_s() -> None:
     witnessed (run everywhere, as Presidio runs it), and this fails so that its witness is reviewed."""
     from capsem_proxyd._compat.presidio import WITNESSES
 
-    assert len(_witnessed()) == len(WITNESSES) == 3
+    assert len(_witnessed()) == len(WITNESSES) == 5
 
 
 @given(st.lists(st.one_of(
@@ -395,3 +395,28 @@ def test_spacy_is_still_the_release_whose_tokenizer_affix_tokenizer_repeats() ->
     import spacy
 
     assert spacy.__version__.startswith("3.8."), spacy.__version__
+
+
+@given(st.lists(st.one_of(
+    st.sampled_from(["DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432", "GB82 WEST 1234 5698 7654 32",
+                     "DE89-3704-0044-0532-0130-00", "1BoatSLRHtKNngkdXEeobR76b53LETtpyT",
+                     "3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy", "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+                     "\u017f", "\u212a", "\u0131", "\u0130", "\u00e9", " ", "-", "\n", "_", ".", "1", "3", "bc1"]),
+    st.text(alphabet="0123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyzIOl \u017f\u212a\u0131\u0130-",
+            min_size=1, max_size=40)),
+    max_size=10))
+@example(["AB12 CDEF GHIJ"])  # the shortest IBAN the pattern takes: two groups of four
+@example(["\u212aE89 3704 0044 \u017f\u017f12-ABCD-EFGH"])  # letters that fold to ASCII ones (IGNORECASE)
+@example(["1BoatSLRHtKNngkdXEeobR76b5 3J98t1WpEZ73CNmQviecrnyi 1\u017f" + "a" * 24])  # 26 characters, the fewest
+@settings(max_examples=400, deadline=None)
+def test_every_iban_and_bitcoin_address_holds_its_witness(parts: list[str]) -> None:
+    """The IBAN and Bitcoin witnesses, on runs of letters, digits, spaces and hyphens with the non-ASCII letters
+    that fold to ASCII ones: every match of the pattern (compiled as Presidio compiles it, and with IGNORECASE
+    too) holds one."""
+    from presidio_analyzer import pattern_recognizer
+
+    text = "".join(parts)
+    for pattern, flags, witness in _witnessed():
+        for with_flags in (flags, flags | pattern_recognizer.re.IGNORECASE):
+            for match in pattern_recognizer.re.compile(pattern, with_flags).finditer(text):
+                assert witness.search(match.group()) is not None, (pattern, text)

@@ -611,3 +611,174 @@ def test_a_lemma_with_a_digit_passes_the_keyword_filter_as_spacy_s_lexeme_says(l
     local = LocalTokens(lemma, engine, "en")
     assert local._qualifies(lemma) == (not engine.is_stopword(lemma, "en") and not engine.is_punct(lemma, "en") and (
         lemma not in ("-PRON-", "be"))), lemma
+
+
+# -- phone candidates decided only where a context word can raise them (``ContextReach.spans_reaching``) -------
+
+@given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS + NUMBERS[:40] + ["12:30", "a1:b2", "x9"]), min_size=1,
+                max_size=40),
+       st.lists(st.sampled_from(SEPARATORS), max_size=40), st.integers(0, 3), st.integers(0, 2),
+       st.lists(st.tuples(st.integers(0, 400), st.integers(1, 24)), min_size=1, max_size=12))
+@example(["phone", "+1 201-555-0123"], [" "], 5, 0, [(5, 16)])  # the span starts on the space before the number
+@example(["phone", "a1:b2", "x9", "12:30", "1234", "42"], [" "] * 6, 3, 0, [(20, 4)])
+@settings(max_examples=300, deadline=None)
+def test_a_span_no_walk_from_reaches_a_context_word_from_holds_no_start_that_does(
+        words: list[str], separators: list[str], prefix: int, suffix: int, spans: list[tuple[int, int]]) -> None:
+    """``spans_reaching`` says no for a span only when, from every start in it (on a space or not), Presidio's
+    enhancer (its own walk over spaCy's tokens of the whole text) reads no context word: what lets the phone
+    recognizer leave out the candidates there."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    firsts, lasts = [], []
+    for first, width in sorted(spans):
+        if first < len(text) and (not firsts or first > firsts[-1]):
+            firsts.append(first)
+            lasts.append(min(len(text), first + width))
+    if not firsts:
+        return
+    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
+    enhancer = LemmaContextAwareEnhancer(context_prefix_count=prefix, context_suffix_count=suffix)
+    context = ["phone", "call", "number", "ssn", "card", "ip", "x", "tel"]
+    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+    reach = ContextReach(text, text.lower(), prefix, suffix, POLICY.analyzer.nlp_engine, "en", silent=local.silent)
+    reaching = reach.spans_reaching(firsts, lasts, context)
+    if reaching is None:
+        assert not text.isascii()
+        return
+    if reach.holds_none(context):
+        assert not any(reaching)
+    for first, last, reached in zip(firsts, lasts, reaching, strict=True):
+        if reached:
+            continue
+        for start in range(first, last):
+            try:
+                near = enhancer._extract_surrounding_words(artifacts, "w", start)
+            except ValueError:  # no token ends past it (trailing space): Presidio's enhancer fails there
+                continue
+            assert not [word for word in context if any(word in lemma for lemma in near)], (start, near, text)
+
+
+@given(st.lists(st.sampled_from(NUMBERS + ["call", "phone", "Phone:", "phone:", "mobile", "cell", "number", "tel:",
+                                           "contact", "or", "the", "me", "at", "order", "12345678", "qty", "2024-05-13",
+                                           "10.0.0.1", "x", "a1:b2", "é"]), max_size=24),
+       st.lists(st.sampled_from([" ", "", ", ", "\n", "; ", " - ", "  ", ":", "/"]), max_size=24),
+       st.sampled_from([0.3, 0.4, 0.41, 0.5, 0.75, 0.76]))
+@example(["phone", NUMBERS[0], "or", NUMBERS[1], "order", "12345678", "qty", NUMBERS[2]], [" "] * 8, 0.5)
+@example(["call", "me", "at", NUMBERS[3], "x", "the", "number", NUMBERS[4]], [" "] * 8, 0.5)
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_numbers_of_every_region_near_and_far_from_context_words_are_found_as_presidio_finds_them(
+        words: list[str], separators: list[str], threshold: float) -> None:
+    """The phone recognizer leaves out, during the policy's analysis, the candidates no context word can raise
+    to the threshold: numbers of every configured region, a context word a few words before or after them or
+    none, at thresholds below, at and above a number's 0.4 and its 0.75 with a context word."""
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    ours = POLICY.analyzer.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=threshold)
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=threshold)
+    assert found(ours) == found(theirs), (threshold, text)
+
+
+def test_a_text_without_a_phone_context_word_is_not_scanned_for_numbers() -> None:
+    """With no context word of the phone recognizer in the text, no number it finds can reach the policy's
+    threshold: the policy finds none, as Presidio, and the recognizer is handed the text's ContextReach only
+    for the analysis."""
+    from capsem_proxyd._compat.presidio import CandidatePhoneRecognizer as Phone
+
+    text = "order +1 201-555-0123 or 030 901820 qty 3"
+    phone = next(recognizer for recognizer in POLICY.analyzer.registry.recognizers if isinstance(recognizer, Phone))
+    assert found(POLICY.analyze_text(text)) == found(REFERENCE.analyze(
+        text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)) == []
+    assert getattr(phone.near_context, "reach", None) is None  # released after the analysis
+    assert {round(result.score, 2) for result in REFERENCE.analyze(text=text, entities=["PHONE_NUMBER"],
+                                                                   language="en", score_threshold=0)} == {0.4}
+
+
+@given(digit_heavy_text(), st.lists(st.tuples(st.integers(0, 600), st.integers(0, 80)), max_size=6),
+       st.sampled_from([1, 4]))
+@example("650-253-0000\n030 901820 - 12345\n+44 20 7946 0958", [(14, 3)], 4)
+@example("\n\n(650) 253-0000\n", [(0, 0), (15, 1)], 1)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_scan_of_some_lines_finds_the_whole_scan_s_candidates_on_them(text: str, parts: list[tuple[int, int]],
+                                                                         min_digits: int) -> None:
+    """``phone_scan`` over the lines ``lines_around`` gives finds, on those lines, the candidates (start, end, text)
+    of the scan of the whole text: none holds a newline, and a line's scan starts where the whole one is."""
+    from capsem_proxyd._compat.phonenumbers import lines_around
+
+    text = text.replace(" - ", "\n").replace(";", "\n")  # more lines
+    lines = lines_around(text, [(first, first + width) for first, width in parts])
+    for begin, stop in lines:
+        assert begin == 0 or text[begin - 1] == "\n"
+        assert stop == len(text) or text[stop] == "\n"
+    for first, width in parts:  # every character asked about is on a line
+        for at in (first, first + width):
+            if at < len(text):
+                assert any(begin <= at <= stop for begin, stop in lines), (at, lines)
+    whole = phone_scan(text, min_digits, long_only=True)
+    some = phone_scan(text, min_digits, long_only=True, lines=lines)
+    expected = [(c.start, c.end, c.text, c.long_enough) for c in whole
+                if any(begin <= c.start < stop for begin, stop in lines)]
+    assert [(c.start, c.end, c.text, c.long_enough) for c in some] == expected, (text, lines)
+    assert all("\n" not in text[c.start:c.end] for c in whole)
+
+
+@pytest.mark.parametrize("text", [
+    "phone 1 2 3 4\n(650) 253-0000",  # the walk back from "(" (no keyword) reads "\n", four numbers, "phone"
+    "phone 1 2 3 4 5\n(650) 253-0000",  # one more: out of its reach
+    "phone 1 2 3 4\n+1 650-253-0000",
+    "phone 1 2\n3 4\n5\n(650) 253-0000 and\n(650) 253-0001",
+    "(650) 253-0000\nphone",  # a context word after the number: the walk on reads none past the number's span
+    "(650) 253-0000 phone\n(650) 253-0001",
+])
+def test_a_number_a_whole_walk_away_from_a_context_word_on_another_line_is_found_as_presidio_finds_it(
+        text: str) -> None:
+    ours = POLICY.analyzer.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=0.5)
+    theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=0.5)
+    assert found(ours) == found(theirs)
+    if text.startswith("phone 1 2 3 4\n("):
+        assert [round(result.score, 2) for result in theirs] == [0.75]
+    if text.startswith("phone 1 2 3 4 5\n("):
+        assert theirs == []
+
+
+@given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS + NUMBERS[:30] + ["12:30", "a1:b2", "x9", "+1", "(650)"]),
+                min_size=1, max_size=30),
+       st.lists(st.sampled_from(SEPARATORS), max_size=30), st.integers(0, 5), st.integers(0, 2))
+@example(["call", "+1", "phone", "(650)"], ["", "", "", ""], 1, 0)  # a match right after a token, no space between
+@settings(max_examples=200, deadline=None)
+def test_the_words_read_around_every_start_are_presidio_s(words: list[str], separators: list[str], prefix: int,
+                                                           suffix: int) -> None:
+    """``LocalTokens.keywords_from`` (the match's token found by bisection over each block's token ends) reads,
+    from every start, the keyword lemmas Presidio's ``_extract_surrounding_words`` reads."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
+    enhancer = LemmaContextAwareEnhancer(context_prefix_count=prefix, context_suffix_count=suffix)
+    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+    for start in range(len(text)):
+        try:
+            theirs = enhancer._extract_surrounding_words(artifacts, "w", start)
+        except ValueError:  # no token ends past it: Presidio's enhancer fails there
+            continue
+        ours = local.keywords_from(start, prefix + 1, backward=True) + local.keywords_from(start, suffix + 1,
+                                                                                           backward=False)
+        assert set(ours) == set(theirs), (start, text)
+
+
+@pytest.mark.parametrize("text", [
+    "pay 1BoatSLRHtKNngkdXEeobR76b53LETtpyT or bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq to DE89 3704 0044 0532 0130 00",
+    "GB82WEST12345698765432 and 3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy",
+    "def handler_5678(timeout=30):\n    return f(a[3], 42)  # reviewed 2024-05-13, rev 1a2b3c4d\n",
+    "AB12 CDEF GHIJ, \u212aE89 3704 0044, 1\u017f" + "a" * 24,
+])
+def test_ibans_and_bitcoin_addresses_are_found_as_presidio_finds_them_with_or_without_their_witness(text: str) -> None:
+    """The IBAN and Bitcoin patterns are not run where the text holds no witness of them (``WITNESSES``)."""
+    entities = [*ENTITIES, "CRYPTO"]
+    for threshold in (0, POLICY.score_threshold):
+        ours = POLICY.analyzer.analyze(text=text, entities=entities, language="en", score_threshold=threshold)
+        theirs = REFERENCE.analyze(text=text, entities=entities, language="en", score_threshold=threshold)
+        assert found(ours) == found(theirs)
