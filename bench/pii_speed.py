@@ -117,6 +117,7 @@ def main() -> None:
     from bench import pii_corpora
 
     corpora = {"agent": pii_corpora.agent_text(), "digits": pii_corpora.digit_text(),
+               "context": pii_corpora.context_text(),
                "warm-up": pii_corpora.agent_text(seed=1, turns=2) + pii_corpora.digit_text(20_000, seed=1)}
     rows = {"work tree": measure(corpora, args.repeat, args.profile)}
     if args.baseline:
