@@ -280,7 +280,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         self.language = language
         self._ends = threading.local()  # analysis threads share the analyzer
         self._local = threading.local()  # the text being enhanced, tokenized where a match needs it
-        self._tokens_by_text: dict[str, list[tuple[int, int, str]]] = {}  # LocalTokens' blocks, all texts
+        self._tokens_by_text: dict[str, tuple[list[tuple[int, int, str]], list[int]]] = {}  # LocalTokens' blocks
         self.unexplained = threading.local()  # .on: the analysis drops its results' explanations
 
     def enhance_using_context(self, text: str, raw_results: list[RecognizerResult], nlp_artifacts: Any,
@@ -384,6 +384,9 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         same whichever it is. Which word it names can differ from Presidio's (the first of the recognizer's
         list that some lemma holds): only when the request's explanations are dropped (``unexplained``)."""
         mode = self.context_matching_mode
+        if mode == "substring" and all(context):
+            return local.supporting_word(start, self.context_prefix_count + 1, self.context_suffix_count + 1,
+                                         tuple(str(word) for word in context))
         forward = local.keywords_from(start, self.context_suffix_count + 1, backward=False)
         found = self._find_supportive_word_in_context(forward, context, mode)
         if found:
@@ -464,15 +467,15 @@ class LocalTokens:
     KNOWN = 16_384  # block texts whose tokens a shared ``known`` remembers (a few MB), then forgets all at once
 
     def __init__(self, text: str, nlp_engine: Any, language: str,
-                 known: dict[str, list[tuple[int, int, str]]] | None = None) -> None:
+                 known: dict[str, tuple[list[tuple[int, int, str]], list[int]]] | None = None) -> None:
         self.text = text
         self.engine = nlp_engine
         self.language = language
         self.tokenizer = nlp_engine.nlp[language].tokenizer
         self.block_size = self.BLOCK  # as it is when made (the tests vary it)
-        self._known = {} if known is None else known  # a block's tokens (offsets from its start), by its text
-        self._blocks: dict[int, list[tuple[int, int, str]]] = {}
-        self._block_ends: dict[int, list[int]] = {}  # each block's tokens' ends, in order
+        self._known = {} if known is None else known  # a block's tokens (offsets from its start) and ends, by its text
+        self._blocks: dict[int, tuple[int, list[tuple[int, int, str]], list[int]]] = {}  # _relative's
+        self._holding: dict[tuple[str, ...], tuple[list[str], dict[str, str]]] = {}  # supporting_word's
         self.lowered = text.lower()
         self._keyword: dict[str, bool] = {}
         self._digits_qualify = not _stop_words_with_digits(nlp_engine, language)
@@ -541,12 +544,20 @@ class LocalTokens:
 
     def block(self, index: int) -> list[tuple[int, int, str]]:
         """The tokens (start, end, lemma) of block ``index``: its text's tokens, where it starts."""
-        tokens = self._blocks.get(index)
-        if tokens is None:
+        first, relative, _ = self._relative(index)
+        return [(first + begin, first + end, lemma) for begin, end, lemma in relative]
+
+    def _relative(self, index: int) -> tuple[int, list[tuple[int, int, str]], list[int]]:
+        """Block ``index``: where it starts, and its text's tokens (start, end, lemma, from there) and their ends,
+        remembered by that text and shared by every block of the same text: the walks read lemmas and compare
+        ends with ``start - first``, so no block's tokens are copied to offsets of their own (on a contact list,
+        about a third of the walks' time, and young objects for the collector)."""
+        found = self._blocks.get(index)
+        if found is None:
             first, last = self.cuts[index], self.cuts[index + 1]
             piece = self.text[first:last]
-            relative = self._known.get(piece)
-            if relative is None:
+            known = self._known.get(piece)
+            if known is None:
                 relative = self._plain_block(piece)  # remembered too: a log repeats its words and short counts
                 if relative is None:
                     relative = self._affix_block(piece)
@@ -554,11 +565,9 @@ class LocalTokens:
                     relative = [(token.idx, token.idx + len(token), token.lower_) for token in self.tokenizer(piece)]
                 if len(self._known) >= self.KNOWN:
                     self._known.clear()
-                self._known[piece] = relative
-            tokens = [(first + begin, first + end, lemma) for begin, end, lemma in relative]
-            self._blocks[index] = tokens
-            self._block_ends[index] = [end for _, end, _ in tokens]
-        return tokens
+                known = self._known[piece] = (relative, [end for _, end, _ in relative])
+            found = self._blocks[index] = (first, known[0], known[1])
+        return found
 
     def _plain_block(self, piece: str) -> list[tuple[int, int, str]] | None:
         """The tokens of a block that is one span of ASCII letters, digits, ``_``, ``=`` and ``+`` and its ASCII
@@ -627,19 +636,8 @@ class LocalTokens:
         """``_add_n_words`` from the match's token (``_find_index_of_match_token``: the first that starts at
         ``start`` or ends past it): up to ``count`` lower-case lemmas that are keywords, walking back or on;
         ``stop``: the walk ends after a lemma it says yes to."""
+        at, tokens, index = self._token_at(start)
         blocks = len(self.cuts) - 1
-        at = max(0, bisect.bisect_right(self.cuts, start) - 1)  # tokens of earlier blocks end before start
-        while True:
-            if at >= blocks:
-                raise ValueError(f"Did not find the token at {start} in the list of tokens although it "
-                                 "is expected to be found")
-            tokens = self.block(at)
-            # The first token starting at start or ending past it: its end is past start (tokens are never
-            # empty), and the ends increase (tokens follow each other): bisection over them.
-            index = bisect.bisect_right(self._block_ends[at], start)
-            if index < len(tokens):
-                break
-            at += 1
         words: list[str] = []
         step = -1 if backward else 1
         while len(words) < count:
@@ -647,7 +645,7 @@ class LocalTokens:
                 at += step
                 if not 0 <= at < blocks:
                     break
-                tokens = self.block(at)
+                tokens = self._relative(at)[1]
                 index = len(tokens) - 1 if backward else 0
                 continue
             lemma = tokens[index][2]
@@ -657,6 +655,59 @@ class LocalTokens:
                     break
             index += step
         return words
+
+    def _token_at(self, start: int) -> tuple[int, list[tuple[int, int, str]], int]:
+        """The match's token (``_find_index_of_match_token``: the first that starts at ``start`` or ends past it):
+        its block, that block's tokens (``_relative``) and its index among them."""
+        blocks = len(self.cuts) - 1
+        at = max(0, bisect.bisect_right(self.cuts, start) - 1)  # tokens of earlier blocks end before start
+        while True:
+            if at >= blocks:
+                raise ValueError(f"Did not find the token at {start} in the list of tokens although it "
+                                 "is expected to be found")
+            first, tokens, ends = self._relative(at)
+            # The first token starting at start or ending past it: its end is past start (tokens are never
+            # empty), and the ends increase (tokens follow each other): bisection over them.
+            index = bisect.bisect_right(ends, start - first)
+            if index < len(tokens):
+                return at, tokens, index
+            at += 1
+
+    def supporting_word(self, start: int, back: int, on: int, context: tuple[str, ...]) -> str:
+        """Whether a keyword lemma that ``_add_n_words`` reads from a match at ``start`` (``on`` from its token
+        on, ``back`` from it back) holds one of ``context`` (non-empty words, in any case): what Presidio's
+        ``_find_supportive_word_in_context`` in "substring" mode answers on those lemmas. One walk each way from
+        the match's token, found once, ending at the first lemma holding one; whether a lemma does is
+        remembered per lemma. The word named is the first of ``context`` that lemma holds ("" when none)."""
+        holding = self._holding.get(context)
+        if holding is None:
+            holding = self._holding[context] = ([word.lower() for word in context], {})
+        lowered, held = holding
+        found_at, found_tokens, found_index = self._token_at(start)
+        blocks = len(self.cuts) - 1
+        is_keyword = self.is_keyword
+        for step, count in ((1, on), (-1, back)):
+            at, tokens, index, words = found_at, found_tokens, found_index, 0
+            while words < count:
+                if not 0 <= index < len(tokens):
+                    at += step
+                    if not 0 <= at < blocks:
+                        break
+                    tokens = self._relative(at)[1]
+                    index = len(tokens) - 1 if step < 0 else 0
+                    continue
+                lemma = tokens[index][2]
+                if is_keyword(lemma):
+                    words += 1
+                    word = held.get(lemma)
+                    if word is None:
+                        low = lemma.lower().lower()  # Presidio lowers the lemma, then the keyword
+                        word = held[lemma] = next(
+                            (context[k] for k, wanted in enumerate(lowered) if wanted in low), "")
+                    if word:
+                        return word
+                index += step
+        return ""
 
 
 _ASCII_BLOCK = re.compile(r"([!-~]+)([ \t\n\r]*)")
