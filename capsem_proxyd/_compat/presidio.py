@@ -647,10 +647,16 @@ class LocalTokens:
     def silent(self, span: str) -> bool:
         """Whether the span of non-space characters ``span`` gives the walks no keyword: spaCy keeps it one
         token (``single_token``) whose lemma, its lower case, is no keyword of the text (a stop word such as
-        "call", punctuation). A context word inside it is then in no lemma Presidio's enhancer reads."""
+        "call", punctuation). A context word inside it is then in no lemma Presidio's enhancer reads. A span with
+        a decimal digit and no colon gives one when digits pass the keyword filter (``_qualifies``), told without
+        asking the tokenizer (on a contact list, the label is often in the same span as the number: "id,phone,+44")."""
         known = self._silent.get(span)
         if known is None:
-            known = self._silent[span] = self.single_token(span) and not self.is_keyword(span.lower())
+            if self._digits_qualify and ":" not in span and _A_DIGIT.search(span):
+                known = False  # one token or more; one alone would be its lower case, holding a digit: a keyword
+            else:
+                known = self.single_token(span) and not self.is_keyword(span.lower())
+            self._silent[span] = known
         return known
 
     def keywords_from(self, start: int, count: int, *, backward: bool,

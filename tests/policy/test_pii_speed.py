@@ -854,3 +854,18 @@ def test_the_analyzer_finds_what_presidio_finds_where_context_words_are_everywhe
         assert found(ours) == found(theirs), text
     assert found(POLICY.analyze_text(text)) == found(
         REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold))
+
+
+@given(st.text(alphabet="0123456789abcelnoph,:;+-.()'=_[]x ", min_size=1, max_size=14).map(str.strip).filter(bool)
+       .filter(lambda span: " " not in span))
+@example("680499,phone,+44")
+@example("tel:+44")
+@example("1a.m.")
+@settings(max_examples=300, deadline=None)
+def test_a_span_holding_a_digit_and_no_colon_is_silent_only_as_its_tokens_say(span: str) -> None:
+    """``LocalTokens.silent``'s shortcut (a digit, no colon: never silent) gives what asking the tokenizer gives:
+    one token (``single_token``) whose lower case is no keyword."""
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    local = LocalTokens(span, POLICY.analyzer.nlp_engine, "en")
+    assert local.silent(span) == (local.single_token(span) and not local.is_keyword(span.lower())), span
