@@ -51,7 +51,16 @@ the recognizer when it lets a caller pass the extractor.
   explanations are dropped (``analyze`` without ``return_decision_process``:
   the policy's), the walk back from a match stops at the first lemma holding a
   context word (``_any_supportive_word``): the score rises the same; only the
-  word an explanation would name can differ. Runs of digits are tokenized
+  word an explanation would name can differ. In Presidio's default "substring"
+  mode that is one walk each way from the match's token, found once, with
+  whether a lemma holds a context word remembered per lemma
+  (``LocalTokens.supporting_word``); from a match starting a block, the blocks
+  before it are read first, and its own (a new text every time: the number)
+  is tokenized only when they hold no context word close enough. Blocks'
+  tokens are kept relative to the block, shared by every block of the same
+  text. A result whose score rises is copied as ``copy.copy`` copies it
+  (``plain_copy``: the canary checks that results and explanations have no
+  copy hooks). Runs of digits are tokenized
   without spaCy, and so is any span spaCy keeps whole (``LocalTokens._plain_block``) or cuts at its
   affixes with no special case (``AffixTokenizer``: spaCy's ``_split_affixes`` / ``_attach_tokens``
   repeated with the tokenizer's public patterns, compared with spaCy's tokenizer by a hypothesis test in
