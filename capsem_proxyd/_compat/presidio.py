@@ -631,7 +631,10 @@ class LocalTokens:
         affixes = self._affixes
         if affixes is None:
             affixes = self._affixes = affix_tokenizer(self.tokenizer)
-        pieces = affixes.tokens(span)
+        # Kept whole when no special case, prefix, suffix or infix applies (``single_token``, as ``_plain_block``
+        # asks): a contact list's CSV row is one token, told by three searches instead of the special cases'
+        # search and the affix loop.
+        pieces = [span] if self.single_token(span) else affixes.tokens(span)
         if pieces is None:
             return None
         tokens = []
