@@ -801,7 +801,7 @@ class AffixTokenizer:
             across.sort(key=len, reverse=True)
             if len(_ACROSS) >= 8:
                 _ACROSS.clear()
-            _ACROSS[key] = re.compile("|".join(map(re.escape, across))) if across else None
+            _ACROSS[key] = any_of(across) if across else None
         self._across = _ACROSS[key]
 
     def _prefix(self, string: str) -> int:
@@ -884,6 +884,32 @@ class AffixTokenizer:
 
 
 _ACROSS: dict[tuple[Any, ...], re.Pattern[str] | None] = {}  # AffixTokenizer's special cases across tokens
+
+
+def any_of(words: list[str]) -> re.Pattern[str]:
+    """A pattern that finds an occurrence of one of ``words`` (not empty) wherever there is one: their trie, with a
+    word left out when a shorter one is its prefix (an occurrence of it holds one of the shorter word where it
+    starts). ``re`` tries an alternation's branches one after the other at every position: the special cases'
+    366 words took ~8 µs per span, their trie ~2 µs. Only whether it finds something is its answer (where, and
+    which word, can differ from the alternation's)."""
+    trie: dict[Any, Any] = {}  # a character's node; None: a word ends here
+    for word in sorted(words, key=len):
+        node = trie
+        for char in word:
+            if None in node:
+                break  # a shorter word is a prefix of this one
+            node = node.setdefault(char, {})
+        else:
+            node.clear()
+            node[None] = True
+
+    def branch(node: dict[Any, Any]) -> str:
+        if None in node:
+            return ""
+        paths = [re.escape(char) + branch(child) for char, child in sorted(node.items())]
+        return paths[0] if len(paths) == 1 else "(?:" + "|".join(paths) + ")"
+
+    return re.compile(branch(trie))
 _AFFIX_TOKENIZERS: dict[int, tuple[Any, AffixTokenizer]] = {}
 
 

@@ -869,3 +869,22 @@ def test_a_span_holding_a_digit_and_no_colon_is_silent_only_as_its_tokens_say(sp
 
     local = LocalTokens(span, POLICY.analyzer.nlp_engine, "en")
     assert local.silent(span) == (local.single_token(span) and not local.is_keyword(span.lower())), span
+
+
+@given(st.lists(st.text(alphabet="ab.:'(", min_size=1, max_size=4), min_size=1, max_size=12),
+       st.lists(st.text(alphabet="ab.:'( 1", max_size=12), min_size=1, max_size=20))
+@example(["a.", "a.m."], ["xa.y"])  # a word whose prefix is another word
+@example(["a.m.", "a."], ["a.m"])
+@settings(max_examples=300, deadline=None)
+def test_the_special_cases_trie_finds_one_exactly_where_their_alternation_does(words: list[str],
+                                                                              texts: list[str]) -> None:
+    """``any_of`` (the special cases ``AffixTokenizer`` looks for across tokens, as a trie) finds an occurrence of a
+    word in a text exactly when the plain alternation of the words does."""
+    import re
+
+    from capsem_proxyd._compat.presidio import any_of
+
+    trie = any_of(words)
+    plain = re.compile("|".join(map(re.escape, words)))
+    for text in texts:
+        assert (trie.search(text) is None) == (plain.search(text) is None), (words, text, trie.pattern)
