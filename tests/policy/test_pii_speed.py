@@ -888,3 +888,27 @@ def test_the_special_cases_trie_finds_one_exactly_where_their_alternation_does(w
     plain = re.compile("|".join(map(re.escape, words)))
     for text in texts:
         assert (trie.search(text) is None) == (plain.search(text) is None), (words, text, trie.pattern)
+
+
+@given(st.text(alphabet="ab\n", max_size=40), st.lists(st.tuples(st.integers(-2, 42), st.integers(0, 12)), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_the_lines_around_parts_are_each_part_s_lines_merged_where_they_touch(text: str,
+                                                                             parts: list[tuple[int, int]]) -> None:
+    """``lines_around`` (a part inside the stretch before it adds nothing) gives, for every part, the lines from
+    the one holding its first character to the one holding its last, merged where they touch or overlap."""
+    from capsem_proxyd._compat.phonenumbers import lines_around
+
+    starts = [0] + [at + 1 for at, char in enumerate(text) if char == "\n"]
+    ends = [at for at, char in enumerate(text) if char == "\n"] + [len(text)]
+    held: set[int] = set()  # line numbers (a newline is on the line it ends)
+    for first, width in parts:
+        first, last = max(0, min(first, len(text))), max(0, min(first + width, len(text)))
+        held.update(range(text.count("\n", 0, first), text.count("\n", 0, last) + 1))
+    expected: list[tuple[int, int]] = []
+    for number in sorted(held):
+        if expected and starts[number] <= expected[-1][1] + 1:
+            expected[-1] = (expected[-1][0], ends[number])
+        else:
+            expected.append((starts[number], ends[number]))
+    clipped = [(max(0, min(first, len(text))), max(0, min(first + width, len(text)))) for first, width in parts]
+    assert lines_around(text, clipped) == expected, (text, clipped)
