@@ -417,7 +417,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         mode = self.context_matching_mode
         if mode == "substring" and all(context):
             return local.supporting_word(start, self.context_prefix_count + 1, self.context_suffix_count + 1,
-                                         tuple(str(word) for word in context))
+                                         tuple(context))
         forward = local.keywords_from(start, self.context_suffix_count + 1, backward=False)
         found = self._find_supportive_word_in_context(forward, context, mode)
         if found:
