@@ -187,6 +187,8 @@ def lines_around(text: str, parts: list[tuple[int, int]]) -> list[tuple[int, int
     each of ``parts``, merged where they touch, in order."""
     lines: list[tuple[int, int]] = []
     for first, last in sorted(parts):
+        if lines and lines[-1][0] <= first and last < lines[-1][1]:
+            continue  # inside the last stretch, which ends at a newline past ``last``: nothing to add
         begin = text.rfind("\n", 0, max(0, first)) + 1
         stop = text.find("\n", min(len(text), max(0, last)))
         stop = len(text) if stop < 0 else stop

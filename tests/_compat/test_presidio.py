@@ -243,6 +243,30 @@ def test_the_enhancer_s_loop_body_is_still_the_one_ours_repeats_on_a_copy_of_a_r
         improved)
 
 
+def test_results_and_explanations_are_still_plain_objects_that_copy_copies_by_their_dict() -> None:
+    """``plain_copy`` makes a result's (and its explanation's) copy with ``__new__`` and the original's ``__dict__``:
+    what ``copy.copy`` does for a class with no ``__slots__`` and no copy or pickling hook of its own."""
+    import copy
+
+    from presidio_analyzer import AnalysisExplanation, RecognizerResult
+
+    from capsem_proxyd._compat.presidio import plain_copy
+
+    for cls in (RecognizerResult, AnalysisExplanation):
+        for hook in ("__slots__", "__copy__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__",
+                     "__getnewargs__", "__getnewargs_ex__", "__new__"):
+            assert all(hook not in vars(base) for base in cls.__mro__[:-1]), (cls, hook)
+    explanation = AnalysisExplanation(recognizer="PhoneRecognizer", original_score=0.4, pattern_name="p",
+                                      pattern="\\d+", validation_result=None, textual_explanation="x")
+    result = RecognizerResult("PHONE_NUMBER", 3, 9, 0.4, analysis_explanation=explanation,
+                              recognition_metadata={"recognizer_identifier": "x"})
+    for original in (result, explanation):
+        mine, theirs = plain_copy(original), copy.copy(original)
+        assert type(mine) is type(theirs) and mine is not original and vars(mine) == vars(theirs)
+        assert all(vars(mine)[name] is vars(original)[name] for name in vars(original))  # shallow, as copy's
+    assert plain_copy(None) is None
+
+
 def test_a_pattern_recognizer_still_scores_each_pattern_s_match_from_that_pattern_alone() -> None:
     """``PruningRegistry`` gives an analysis a copy of a pattern recognizer holding only the patterns whose
     results can reach the threshold: ``analyze`` takes its recognizers from ``registry.get_recognizers``

@@ -210,8 +210,10 @@ def _corpus_parts() -> list[tuple[str, str]]:
 
     agent = pii_corpora.agent_text()
     digits = pii_corpora.digit_text(60_000, seed=11)
+    context = pii_corpora.context_text(30_000, seed=13)
     return [("agent", agent[:6000]), ("agent", agent[100_000:106_000]),
-            *(("digits", digits[start:start + 6000]) for start in range(0, 60_000, 6000))]
+            *(("digits", digits[start:start + 6000]) for start in range(0, 60_000, 6000)),
+            *(("context", context[start:start + 6000]) for start in range(0, 30_000, 6000))]
 
 
 @pytest.mark.parametrize(("corpus", "text"), _corpus_parts())
@@ -225,6 +227,9 @@ def test_the_analyzer_finds_what_presidio_finds_in_the_bench_corpora(corpus: str
     assert found(ours) == found(theirs)
     if corpus == "digits":  # the corpus holds numbers, some with a context word
         assert {0.4, 0.75} <= {round(result.score, 2) for result in theirs if result.entity_type == "PHONE_NUMBER"}
+    if corpus == "context":  # a context word on every line: most numbers raised
+        scores = [round(result.score, 2) for result in theirs if result.entity_type == "PHONE_NUMBER"]
+        assert scores.count(0.75) > 100 and scores.count(0.75) > 4 * scores.count(0.4), scores
 
 
 # -- results no context word can lift to the threshold, dropped before enhancement (``PruningAnalyzerEngine``) ----
@@ -782,3 +787,128 @@ def test_ibans_and_bitcoin_addresses_are_found_as_presidio_finds_them_with_or_wi
         ours = POLICY.analyzer.analyze(text=text, entities=entities, language="en", score_threshold=threshold)
         theirs = REFERENCE.analyze(text=text, entities=entities, language="en", score_threshold=threshold)
         assert found(ours) == found(theirs)
+
+
+# -- context words everywhere: each walk ends at the first lemma holding one (``LocalTokens.supporting_word``) ----
+
+LABELS = ["phone", "phone:", "Phone", "PHONE,", "tel", "tel:", "mobile", "cell", "number=", "phone,", "cellphone",
+          "call", "telephone:", "x", "or", ";", ",", "id=7", "name", "12:30", "680499,phone,+44", "1,phone,2", "(650)",
+          "+1", "4111 1111 1111 1111", "jane@example.com"]
+
+
+@given(st.lists(st.sampled_from(LABELS + NUMBERS[:40]), min_size=1, max_size=30),
+       st.lists(st.sampled_from(SEPARATORS), max_size=30), st.integers(0, 6), st.integers(0, 2),
+       st.sampled_from([list(PhoneRecognizer.CONTEXT), ["Phone", "TEL"], ["number", "ssn", "x"]]))
+# From "34" (a block's start) the walk back reads two keywords, "34" and "12": the label is one too far.
+@example(["phone", "12", "34"], [" ", " ", " "], 1, 0, list(PhoneRecognizer.CONTEXT))
+@example(["phone", "+1", "650", "253", "0000", "or", "34"], [" "] * 7, 5, 0, list(PhoneRecognizer.CONTEXT))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_supporting_word_is_found_from_every_start_where_presidio_finds_one(
+        words: list[str], separators: list[str], prefix: int, suffix: int, context: list[str]) -> None:
+    """``LocalTokens.supporting_word`` (a walk each way from the match's token, stopping at the first lemma holding
+    a context word; from a block's start, the blocks before first) says yes exactly where Presidio's
+    ``_find_supportive_word_in_context`` finds a word in the lemmas its ``_extract_surrounding_words`` reads, and
+    names a context word that one of them holds."""
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
+    enhancer = LemmaContextAwareEnhancer(context_prefix_count=prefix, context_suffix_count=suffix)
+    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+    for start in range(len(text)):
+        try:
+            lemmas = enhancer._extract_surrounding_words(artifacts, "w", start)
+        except ValueError:  # no token ends past it: Presidio's enhancer fails there
+            continue
+        theirs = enhancer._find_supportive_word_in_context(lemmas, context, "substring")
+        ours = local.supporting_word(start, prefix + 1, suffix + 1, tuple(context))
+        assert bool(ours) == bool(theirs), (start, text, lemmas)
+        if ours:
+            assert ours in context and any(ours.lower() in lemma.lower() for lemma in lemmas), (ours, lemmas)
+
+
+@st.composite
+def contact_lines(draw: st.DrawFn) -> str:
+    """Lines of a contact list or a CSV: a label with a context word (or none), then numbers of every configured
+    region, on and on: every number near a context word, or nearly."""
+    lines = []
+    for _ in range(draw(st.integers(1, 8))):
+        label = draw(st.sampled_from(LABELS))
+        numbers = draw(st.lists(st.sampled_from(NUMBERS), min_size=1, max_size=3))
+        joint = draw(st.sampled_from([" ", ",", ", ", " or ", ";", "  ", " phone ", ",phone,"]))
+        lines.append(label + draw(st.sampled_from([" ", "", ",", ": ", "="])) + joint.join(numbers))
+    return draw(st.sampled_from(["\n", " ", "\n\n", " | "])).join(lines)
+
+
+@given(contact_lines())
+@example("phone +44 121 234 5678 or tel:+34-810-12-34-56\n680499,phone,+44 121 234 5678,2569.14")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_analyzer_finds_what_presidio_finds_where_context_words_are_everywhere(text: str) -> None:
+    """Every number near a context word: the phone decisions near them and the walks that raise their scores give
+    Presidio's results, at the policy's threshold and at none."""
+    for threshold in (POLICY.score_threshold, 0):
+        ours = POLICY.analyzer.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=threshold)
+        theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=threshold)
+        assert found(ours) == found(theirs), text
+    assert found(POLICY.analyze_text(text)) == found(
+        REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold))
+
+
+@given(st.text(alphabet="0123456789abcelnoph,:;+-.()'=_[]x ", min_size=1, max_size=14).map(str.strip).filter(bool)
+       .filter(lambda span: " " not in span))
+@example("680499,phone,+44")
+@example("tel:+44")
+@example("1a.m.")
+@settings(max_examples=300, deadline=None)
+def test_a_span_holding_a_digit_and_no_colon_is_silent_only_as_its_tokens_say(span: str) -> None:
+    """``LocalTokens.silent``'s shortcut (a digit, no colon: never silent) gives what asking the tokenizer gives:
+    one token (``single_token``) whose lower case is no keyword."""
+    from capsem_proxyd._compat.presidio import LocalTokens
+
+    local = LocalTokens(span, POLICY.analyzer.nlp_engine, "en")
+    assert local.silent(span) == (local.single_token(span) and not local.is_keyword(span.lower())), span
+
+
+@given(st.lists(st.text(alphabet="ab.:'(", min_size=1, max_size=4), min_size=1, max_size=12),
+       st.lists(st.text(alphabet="ab.:'( 1", max_size=12), min_size=1, max_size=20))
+@example(["a.", "a.m."], ["xa.y"])  # a word whose prefix is another word
+@example(["a.m.", "a."], ["a.m"])
+@settings(max_examples=300, deadline=None)
+def test_the_special_cases_trie_finds_one_exactly_where_their_alternation_does(words: list[str],
+                                                                              texts: list[str]) -> None:
+    """``any_of`` (the special cases ``AffixTokenizer`` looks for across tokens, as a trie) finds an occurrence of a
+    word in a text exactly when the plain alternation of the words does."""
+    import re
+
+    from capsem_proxyd._compat.presidio import any_of
+
+    trie = any_of(words)
+    plain = re.compile("|".join(map(re.escape, words)))
+    for text in texts:
+        assert (trie.search(text) is None) == (plain.search(text) is None), (words, text, trie.pattern)
+
+
+@given(st.text(alphabet="ab\n", max_size=40), st.lists(st.tuples(st.integers(-2, 42), st.integers(0, 12)), max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_the_lines_around_parts_are_each_part_s_lines_merged_where_they_touch(text: str,
+                                                                             parts: list[tuple[int, int]]) -> None:
+    """``lines_around`` (a part inside the stretch before it adds nothing) gives, for every part, the lines from
+    the one holding its first character to the one holding its last, merged where they touch or overlap."""
+    from capsem_proxyd._compat.phonenumbers import lines_around
+
+    starts = [0] + [at + 1 for at, char in enumerate(text) if char == "\n"]
+    ends = [at for at, char in enumerate(text) if char == "\n"] + [len(text)]
+    held: set[int] = set()  # line numbers (a newline is on the line it ends)
+    for first, width in parts:
+        first, last = max(0, min(first, len(text))), max(0, min(first + width, len(text)))
+        held.update(range(text.count("\n", 0, first), text.count("\n", 0, last) + 1))
+    expected: list[tuple[int, int]] = []
+    for number in sorted(held):
+        if expected and starts[number] <= expected[-1][1] + 1:
+            expected[-1] = (expected[-1][0], ends[number])
+        else:
+            expected.append((starts[number], ends[number]))
+    clipped = [(max(0, min(first, len(text))), max(0, min(first + width, len(text)))) for first, width in parts]
+    assert lines_around(text, clipped) == expected, (text, clipped)
