@@ -395,6 +395,15 @@ class StreamRelease:
         """One event: what it adds, and the checks due before anything more may go (in order)."""
         if view.error is not None:
             return self._error_end(view, raw, now)
+        text = view.text
+        if (len(text) == 1 and not view.thoughts and not view.content and not view.tool_fragments
+                and not view.tool_closes and not view.finished and not (self.keeps_stored and view.stored_id)):
+            # One text delta and nothing else (a token, as most providers stream them): what the general
+            # way below does for it, without its lists, loops and tests of what the event does not carry.
+            ((choice, delta),) = text
+            channel, end = self._grow(choice, False, delta)
+            self._pending.append(_Pending(raw, ((channel, end),), deltas=((channel, end - len(delta), end),)))
+            return self._text_checks(now=now) if self._check_due(now) else []
         checks: list[Check] = []
         if view.content:
             checks.append(TextCheck(None, "\n".join(view.content), ""))
@@ -434,8 +443,10 @@ class StreamRelease:
     def read_over(self, now: float = 0.0) -> list[Check]:
         """An upstream read was framed whole: while checks are cheap, check what it left unchecked now
         (``now``: the clock; a check the screens pass counts as one made then)."""
+        if not self._unchecked:
+            return []
         cost = min(self._last_check_cost, self._previous_check_cost)  # one slow round alone does not throttle
-        if self._unchecked and cost <= self.schedule.eager_check_seconds:
+        if cost <= self.schedule.eager_check_seconds:
             return self._text_checks(now=now)
         return []
 
@@ -486,9 +497,13 @@ class StreamRelease:
         completes_stored = ends_reply = False
         while pending:
             head = pending[0]
-            if not self._releasable(head):
+            ends = head.text_ends
+            if head.ends_reply or head.tool_keys or len(ends) != 1:
+                if not self._releasable(head):
+                    break
+            elif ends[0][1] > ends[0][0].releasable:  # ``_releasable`` for an event of one delta, written out
                 break
-            if head.text_ends:
+            if ends:
                 self._text_released = True
             completes_stored = completes_stored or head.final
             ends_reply = ends_reply or head.ends_reply
@@ -682,20 +697,27 @@ class StreamRelease:
             # The common stream: one channel (one choice's text), screened, no list of choices to build.
             (channel,) = channels.values()
             length = channel.length
-            if length <= channel.checked:
+            checked = channel.checked
+            if length <= checked:
                 return []
             self._unchecked = 0
-            self._new_round()
+            # A new round (``_new_round``), written out: this runs once per event of a token-by-token stream.
+            if self._rounds:
+                self._previous_check_cost = self._last_check_cost
+            self._rounds += 1
+            self._round_cost = 0.0
             alone = ((channel, length),)
-            if channel.screened == channel.fed == channel.checked:
-                # What the screen reads next is what the matcher reads next: cut once, read by both.
-                new_text = channel.between(channel.checked, length)
+            if channel.screened == channel.fed == checked:
+                # What the screen reads next is what the matcher reads next: cut once, read by both
+                # (the last part alone, most often: one event's delta, as ``between`` would cut it).
+                last = channel.parts[-1]
+                new_text = last if len(last) == length - checked else channel.between(checked, length)
                 channel.screened = length
                 if not channel.screen.feed(new_text):  # type: ignore[union-attr]  # new_screen is set
-                    self._checked_total += length - channel.checked
+                    self._checked_total += length - checked
                     channel.checked = channel.fed = length
-                    scan = channel.matcher.feed(new_text)
-                    channel.releasable = length if scan.pending is None else scan.pending
+                    pending = channel.matcher.feed(new_text).pending
+                    channel.releasable = length if pending is None else pending
                     self._last_check_cost = 0.0
                     self._last_check = now
                     return []

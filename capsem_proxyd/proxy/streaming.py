@@ -289,9 +289,16 @@ class StreamPump:
         decoder = self.decoder
         clock = self._clock
         response = self.response
-        # A reply without a content coding is read raw: its bytes are what ``aiter_bytes`` would give,
-        # without a decoder's and a chunker's call and a generator's step per read.
-        reads = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
+        # A reply without a content coding is read from its stream: its bytes are what ``aiter_bytes``
+        # (and ``aiter_raw``) would give, without a decoder's and a chunker's call and two generators' steps
+        # per read, once per event when a provider writes them one by one (``bench/events.py``).
+        # ``Response.stream`` is httpx's public byte stream (a custom transport hands one in); it maps
+        # httpcore's errors to httpx's as ``aiter_raw`` does, and ``_relay`` closes the response after.
+        stream = response.stream
+        if "content-encoding" in response.headers or not isinstance(stream, httpx.AsyncByteStream):
+            reads = response.aiter_bytes()
+        else:
+            reads = aiter(stream)
         if self.settings.idle_timeout:
             # The watch keeps the timeout: httpcore's per-read deadline would cost each read ~9 µs more.
             without_read_timeout(response)
@@ -366,42 +373,42 @@ class StreamPump:
 
     async def _deliver(self, events: list[StreamEvent], write: Write, out: list[bytes]) -> None:
         """Check the events of one read and write what they released in one piece (the very first
-        release at once: time to first byte does not wait for the rest of the read)."""
+        release at once: time to first byte does not wait for the rest of the read).
+
+        Only checks and writes are awaited here: reading an event and collecting what it releases are
+        plain calls, not a coroutine each (two coroutines per event were ~1 µs of it when a provider
+        sends its events one by one, ``bench/events.py``)."""
+        core = self.core
         for event in events:
-            if await self._take(event, out):
+            checks = self._accept(event)
+            if checks:
+                await self._run(checks)
+            if self._collect(out) and not self._first_written:
+                self._first_written = True
                 await self._send(write, out)
         # The read is over: nothing more to wait for before a cheap check.
-        await self._check_and_collect(self.core.read_over(time.monotonic()), out)
+        checks = core.read_over(time.monotonic())
+        if checks:
+            await self._run(checks)
+        self._collect(out)
         if out:
             await self._send(write, out)
 
-    async def _take(self, event: StreamEvent, out: list[bytes]) -> bool:
-        """Feed one event to the core, run the checks it asks for, collect what it releases.
-
-        True when this is the stream's very first release: it goes out at once.
-        """
+    def _accept(self, event: StreamEvent) -> list[Check]:
+        """Feed one event to the core; the checks it asks for before anything more may go."""
         view = self.dialect.stream_view(event)
         if self.read_usage and (usage := self.dialect.stream_usage(event)) is not None:
             self.exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
         if view.error is not None:
             self.outcome = StreamOutcome.UPSTREAM_ERROR  # an upstream's in-stream error ends the stream's story
-        checks = self.core.accept(view, event.raw, time.monotonic())
-        if checks:
-            await self._run(checks)
-        release = self.core.release()
-        if release is None:
-            return False
-        out.append(release.data())
-        if release.completes_stored or release.ends_reply:
-            self._marks(release)
-        if self._first_written:
-            return False
-        self._first_written = True
-        return True
+        return self.core.accept(view, event.raw, time.monotonic())
 
     async def _finish(self, out: list[bytes]) -> None:
         """The upstream ended: the last checks on everything, then all that passed goes."""
-        await self._check_and_collect(self.core.finish(), out)
+        checks = self.core.finish()
+        if checks:
+            await self._run(checks)
+        self._collect(out)
         if self.outcome is StreamOutcome.INCOMPLETE:  # an upstream's in-stream error stays what ended it
             self.outcome = StreamOutcome.COMPLETED
 
@@ -440,15 +447,15 @@ class StreamPump:
             if count:
                 self.engine.recorder.redacted(self.exchange, hook, policy, count, kind, placeholder, masker.key_id)
 
-    async def _check_and_collect(self, checks: list[Check], out: list[bytes]) -> None:
-        """Run ``checks``, then collect what the core releases."""
-        if checks:
-            await self._run(checks)
+    def _collect(self, out: list[bytes]) -> bool:
+        """What the core releases now, collected in ``out``; True when something was."""
         release = self.core.release()
-        if release is not None:
-            out.append(release.data())
-            if release.completes_stored or release.ends_reply:
-                self._marks(release)
+        if release is None:
+            return False
+        out.append(release.data())
+        if release.completes_stored or release.ends_reply:
+            self._marks(release)
+        return True
 
     def _marks(self, release: Release) -> None:
         """What goes out next carries the event completing the stored reply, or the one ending the reply."""
