@@ -395,7 +395,8 @@ class HeldMatcher:
             self._parts.append(new_text)
             self._length += len(new_text)
             self._end = (self._end + new_text)[-_END:] if len(new_text) < _END else new_text[-_END:]
-            if self._visual and (self._reordered_from is not None or has_bidi_control(new_text)):
+            if self._visual and (self._reordered_from is not None
+                                 or (not new_text.isascii() and has_bidi_control(new_text))):
                 self._follow_visual_order(start, new_text)
         most = 0
         for tracker in self.trackers:

@@ -402,7 +402,7 @@ class StreamRelease:
             # way below does for it, without its lists, loops and tests of what the event does not carry.
             ((choice, delta),) = text
             channel, end = self._grow(choice, False, delta)
-            self._pending.append(_Pending(raw, ((channel, end),), deltas=((channel, end - len(delta), end),)))
+            self._pending.append(_Pending(raw, ((channel, end),), (), False, False, (), ((channel, end - len(delta), end),)))
             return self._text_checks(now=now) if self._check_due(now) else []
         checks: list[Check] = []
         if view.content:
@@ -445,9 +445,9 @@ class StreamRelease:
         (``now``: the clock; a check the screens pass counts as one made then)."""
         if not self._unchecked:
             return []
-        cost = min(self._last_check_cost, self._previous_check_cost)  # one slow round alone does not throttle
-        if cost <= self.schedule.eager_check_seconds:
-            return self._text_checks(now=now)
+        eager = self.schedule.eager_check_seconds  # one slow round alone does not throttle: either may be cheap
+        if self._last_check_cost <= eager or self._previous_check_cost <= eager:
+            return self._text_checks(False, False, now)
         return []
 
     def finish(self) -> list[Check]:
