@@ -376,39 +376,43 @@ class StreamPump:
         release at once: time to first byte does not wait for the rest of the read).
 
         Only checks and writes are awaited here: reading an event and collecting what it releases are
-        plain calls, not a coroutine each (two coroutines per event were ~1 µs of it when a provider
-        sends its events one by one, ``bench/events.py``)."""
-        core = self.core
+        plain calls, not a coroutine each, and what each call would add is written out (a provider
+        sending its events one by one pays this loop per event, ``bench/events.py``: two coroutines and
+        three calls per event were ~2 µs of it)."""
+        core, dialect = self.core, self.dialect
         for event in events:
-            checks = self._accept(event)
+            view = dialect.stream_view(event)
+            if self.read_usage and (usage := dialect.stream_usage(event)) is not None:
+                self.exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
+            if view.error is not None:
+                self.outcome = StreamOutcome.UPSTREAM_ERROR  # an upstream's in-stream error ends the stream's story
+            checks = core.accept(view, event.raw, time.monotonic())
             if checks:
                 await self._run(checks)
-            if self._collect(out) and not self._first_written:
-                self._first_written = True
-                await self._send(write, out)
+            release = core.release()
+            if release is not None:
+                self._collect(release, out)
+                if not self._first_written:
+                    self._first_written = True
+                    await self._send(write, out)
         # The read is over: nothing more to wait for before a cheap check.
         checks = core.read_over(time.monotonic())
         if checks:
             await self._run(checks)
-        self._collect(out)
+        release = core.release()
+        if release is not None:
+            self._collect(release, out)
         if out:
             await self._send(write, out)
-
-    def _accept(self, event: StreamEvent) -> list[Check]:
-        """Feed one event to the core; the checks it asks for before anything more may go."""
-        view = self.dialect.stream_view(event)
-        if self.read_usage and (usage := self.dialect.stream_usage(event)) is not None:
-            self.exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
-        if view.error is not None:
-            self.outcome = StreamOutcome.UPSTREAM_ERROR  # an upstream's in-stream error ends the stream's story
-        return self.core.accept(view, event.raw, time.monotonic())
 
     async def _finish(self, out: list[bytes]) -> None:
         """The upstream ended: the last checks on everything, then all that passed goes."""
         checks = self.core.finish()
         if checks:
             await self._run(checks)
-        self._collect(out)
+        release = self.core.release()
+        if release is not None:
+            self._collect(release, out)
         if self.outcome is StreamOutcome.INCOMPLETE:  # an upstream's in-stream error stays what ended it
             self.outcome = StreamOutcome.COMPLETED
 
@@ -447,15 +451,11 @@ class StreamPump:
             if count:
                 self.engine.recorder.redacted(self.exchange, hook, policy, count, kind, placeholder, masker.key_id)
 
-    def _collect(self, out: list[bytes]) -> bool:
-        """What the core releases now, collected in ``out``; True when something was."""
-        release = self.core.release()
-        if release is None:
-            return False
+    def _collect(self, release: Release, out: list[bytes]) -> None:
+        """What the core released, collected in ``out``."""
         out.append(release.data())
         if release.completes_stored or release.ends_reply:
             self._marks(release)
-        return True
 
     def _marks(self, release: Release) -> None:
         """What goes out next carries the event completing the stored reply, or the one ending the reply."""
