@@ -388,11 +388,18 @@ class StreamRelease:
         self._final_due = 0  # final checks asked at the event that ends the reply, not passed yet
         self._final_passed = False  # they passed: that event may go
         self._masked: dict[str, str] = {}  # value -> placeholder: what policies asked to mask in this reply
+        self.read_checked = False  # the last event accepted made its read's read-over check (``accept``)
 
     # -- what comes in -------------------------------------------------------
 
-    def accept(self, view: StreamView, raw: bytes, now: float) -> list[Check]:
-        """One event: what it adds, and the checks due before anything more may go (in order)."""
+    def accept(self, view: StreamView, raw: bytes, now: float, *, ends_read: bool = False) -> list[Check]:
+        """One event: what it adds, and the checks due before anything more may go (in order).
+
+        ``ends_read``: the event is the last of an upstream read. Where a release now could find nothing
+        to let go (a token's event, below), the read-over check (``read_over``) is made with it, and
+        ``read_checked`` says so: the shell then releases once, after its checks, and does not call
+        ``read_over`` for this read (what a release between them would find is nothing)."""
+        self.read_checked = False
         if view.error is not None:
             return self._error_end(view, raw, now)
         text = view.text
@@ -403,7 +410,15 @@ class StreamRelease:
             ((choice, delta),) = text
             channel, end = self._grow(choice, False, delta)
             self._pending.append(_Pending(raw, ((channel, end),), (), False, False, (), ((channel, end - len(delta), end),)))
-            return self._text_checks(now=now) if self._check_due(now) else []
+            if self._check_due(now):
+                return self._text_checks(now=now)
+            if ends_read and delta and not self._flush:
+                # Nothing may go before a check: everything pending before this event was held at the last
+                # release (the shell releases after every change), this event's new text is unchecked,
+                # and no check ran. The read-over check is made now, not after a release that finds nothing.
+                self.read_checked = True
+                return self.read_over(now)
+            return []
         checks: list[Check] = []
         if view.content:
             checks.append(TextCheck(None, "\n".join(view.content), ""))

@@ -380,13 +380,14 @@ class StreamPump:
         sending its events one by one pays this loop per event, ``bench/events.py``: two coroutines and
         three calls per event were ~2 µs of it)."""
         core, dialect = self.core, self.dialect
+        last = events[-1]
         for event in events:
             view = dialect.stream_view(event)
             if self.read_usage and (usage := dialect.stream_usage(event)) is not None:
                 self.exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
             if view.error is not None:
                 self.outcome = StreamOutcome.UPSTREAM_ERROR  # an upstream's in-stream error ends the stream's story
-            checks = core.accept(view, event.raw, time.monotonic())
+            checks = core.accept(view, event.raw, time.monotonic(), ends_read=event is last)
             if checks:
                 await self._run(checks)
             release = core.release()
@@ -395,13 +396,15 @@ class StreamPump:
                 if not self._first_written:
                     self._first_written = True
                     await self._send(write, out)
-        # The read is over: nothing more to wait for before a cheap check.
-        checks = core.read_over(time.monotonic())
-        if checks:
-            await self._run(checks)
-        release = core.release()
-        if release is not None:
-            self._collect(release, out)
+        if not core.read_checked:
+            # The read is over: nothing more to wait for before a cheap check (made with the last event
+            # when nothing could go before it: ``StreamRelease.accept``).
+            checks = core.read_over(time.monotonic())
+            if checks:
+                await self._run(checks)
+            release = core.release()
+            if release is not None:
+                self._collect(release, out)
         if out:
             await self._send(write, out)
 

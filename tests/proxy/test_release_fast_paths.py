@@ -2,8 +2,10 @@
 
 ``StreamRelease.accept`` takes an event that carries one text delta and
 nothing else without the general way's lists and loops, and its single-channel
-check and release test are written out (issue 22: per-event CPU when a
-provider streams token by token). Nothing about what is checked or released
+check and release test are written out, and the read-over check of a read
+that a token's event ends comes with that event when a release between them
+could find nothing (issue 22: per-event CPU when a provider streams token by
+token). Nothing about what is checked or released
 may change: here the same stream is played through two cores, one fed the
 token events as the dialects give them, the other fed the same events in a
 shape that takes the general way and means the same (a ``finished`` entry
@@ -41,7 +43,8 @@ class Refused(Exception):
 @dataclass
 class Play:
     """One core, played as the pump plays it: each event accepted, its checks answered, then released;
-    then the read is over (one event per read, as a token-by-token provider sends them)."""
+    then the read is over (one event per read, as a token-by-token provider sends them). ``general``:
+    every event the general way, and the read-over check always on its own."""
 
     general: bool
     cost: list[float]
@@ -56,8 +59,13 @@ class Play:
         if self.general and len(view.text) == 1 and not view.finished:
             view = StreamView(text=list(view.text), finished=[NOBODY])
         self.now += 0.001
-        self._answer(self.core.accept(view, raw, self.now))
-        self._answer(self.core.read_over(self.now))
+        if self.general:  # accepted, released, then the read-over check, each on its own
+            self._answer(self.core.accept(view, raw, self.now))
+            self._answer(self.core.read_over(self.now))
+            return
+        self._answer(self.core.accept(view, raw, self.now, ends_read=True))
+        if not self.core.read_checked:  # else the read-over check came with the event, as the pump plays it
+            self._answer(self.core.read_over(self.now))
 
     def finish(self) -> None:
         self._answer(self.core.finish())
