@@ -48,7 +48,7 @@ notifies the app (issue 210 above).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
 
@@ -82,8 +82,17 @@ class ClosingTCPServer(TCPServer):
     client_done = False
     held_head = b""
 
-    async def protocol_send(self, event: Event) -> None:
-        """Hypercorn's send, a whole reply's head held for the next send (its body) and written with it."""
+    def protocol_send(self, event: Event) -> Coroutine[Any, Any, None]:
+        """Hypercorn's send, a whole reply's head held for the next send (its body) and written with it.
+
+        Not a coroutine function itself: a write with no head held or to hold (each of a stream's writes)
+        is Hypercorn's own coroutine, handed back as it is, with no coroutine of ours around it (once per
+        event when a provider streams token by token: what a plain Hypercorn relay pays, no more)."""
+        if self.held_head or (isinstance(event, RawData) and _whole_reply_head(event.data)):
+            return self._send_holding_head(event)
+        return super().protocol_send(event)
+
+    async def _send_holding_head(self, event: Event) -> None:
         held = self.held_head
         if held:
             self.held_head = b""

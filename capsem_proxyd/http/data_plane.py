@@ -283,8 +283,8 @@ class _Reply:
         recorder.stream_started(self.exchange)
         send = self.send
 
-        async def write(chunk: bytes) -> None:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        def write(chunk: bytes) -> Awaitable[None]:  # the server's send itself: no coroutine of ours per write
+            return send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         try:
             await pump.relay(write)

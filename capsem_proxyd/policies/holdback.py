@@ -235,7 +235,10 @@ class LiteralTerms:
         if len(end) < self.longest - 1 and not whole:
             return None
         end = end[1 - self.longest:] if self.longest > 1 else ""
-        return self._pending(end if self.keep_case else end.lower()) if self._prefixes else 0
+        folded = end if self.keep_case else end.lower()
+        if not folded or folded[-1] not in self._prefix_ends:  # ``_pending``'s first test, without its call
+            return 0
+        return self._pending(folded)
 
     def screen(self) -> TermScreen | None:
         """A channel's search for these terms, reading each new piece once (``term_screen.py``); None when
@@ -395,7 +398,8 @@ class HeldMatcher:
             self._parts.append(new_text)
             self._length += len(new_text)
             self._end = (self._end + new_text)[-_END:] if len(new_text) < _END else new_text[-_END:]
-            if self._visual and (self._reordered_from is not None or has_bidi_control(new_text)):
+            if self._visual and (self._reordered_from is not None
+                                 or (not new_text.isascii() and has_bidi_control(new_text))):
                 self._follow_visual_order(start, new_text)
         most = 0
         for tracker in self.trackers:

@@ -534,7 +534,13 @@ class PatternTracker:
 
     def feed(self, new_text: str) -> int:
         if self.raw:
-            return self._feed_raw(new_text)
+            first = self.index.search(new_text)
+            if first is None and not self.alive:  # ``_feed_raw``'s quiet piece, without its call (one per event)
+                self.committed += len(new_text)
+                if new_text:
+                    self.last = new_text[-1]
+                return 0
+            return self._feed_raw(new_text, first)
         tail = self.tail + new_text
         cut = _last_boundary(tail, len(self.tail))  # the old tail had none: look in the new text only
         if cut:
@@ -553,7 +559,7 @@ class PatternTracker:
             earliest = min(earliest, self._changeable(tail))
         return end - earliest
 
-    def _feed_raw(self, new_text: str) -> int:
+    def _feed_raw(self, new_text: str, first: re.Match[str] | None) -> int:
         """Read ``new_text`` for good; hold from the earliest start of a thread that may still complete a match.
 
         A widened DFA's thread may stand for several (one state keeps the earliest start of all that reach
@@ -562,16 +568,11 @@ class PatternTracker:
         thread holds: no less than a match needs, and never more than the pattern's width.
 
         Only the DFAs with a thread alive, or that can begin a match in the new text (``StartIndex``: one
-        search for all), are stepped; a quiet stream's piece costs one search."""
+        search for all), are stepped; a quiet stream's piece costs one search, made by ``feed``, which answers
+        such a piece itself (``first``: what that search found, None when nothing may start in the piece)."""
         offset = self.committed
         last = self.last
         alive = self.alive
-        first = self.index.search(new_text)
-        if first is None and not alive:  # no thread alive, none can start: nothing pending, nothing stepped
-            self.committed += len(new_text)
-            if new_text:
-                self.last = new_text[-1]
-            return 0
         stepped = tuple(alive) if first is None else alive | self.index.candidates(new_text, first.start())
         starting = self.index.starts
         for index in stepped:  # each DFA through the whole text: fewer look-ups per character

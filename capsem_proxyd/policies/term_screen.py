@@ -69,11 +69,21 @@ class TermScreen:
         if self.unsure or not new_text:
             return self.unsure
         if new_text.isascii():  # one reading, folded by lowering (``normalize.fold``), without the calls
-            return bool(self.scan(new_text if self.keep_case else new_text.lower()))
-        if not one_reading(new_text):
+            folded = new_text if self.keep_case else new_text.lower()
+        elif not one_reading(new_text):
             self.unsure = True
             return True
-        return bool(self.scan(fold(new_text, keep_case=self.keep_case)))
+        else:
+            folded = fold(new_text, keep_case=self.keep_case)
+        tail = self._tail
+        text = tail + folded if tail else folded
+        for term in self.terms:
+            if term in text:  # maybe one ending in ``folded``: ``scan`` says
+                return bool(self.scan(folded))
+        # None is in the tail and the new piece together: what ``scan`` would keep, without its search.
+        self._folded += len(folded)
+        self._tail = text[-self._keep:] if self._keep else ""
+        return False
 
     def scan(self, folded: str) -> list[TermFound]:
         """The occurrences of the terms that end in ``folded`` (the next folded piece of the text)."""

@@ -388,13 +388,37 @@ class StreamRelease:
         self._final_due = 0  # final checks asked at the event that ends the reply, not passed yet
         self._final_passed = False  # they passed: that event may go
         self._masked: dict[str, str] = {}  # value -> placeholder: what policies asked to mask in this reply
+        self.read_checked = False  # the last event accepted made its read's read-over check (``accept``)
 
     # -- what comes in -------------------------------------------------------
 
-    def accept(self, view: StreamView, raw: bytes, now: float) -> list[Check]:
-        """One event: what it adds, and the checks due before anything more may go (in order)."""
+    def accept(self, view: StreamView, raw: bytes, now: float, *, ends_read: bool = False) -> list[Check]:
+        """One event: what it adds, and the checks due before anything more may go (in order).
+
+        ``ends_read``: the event is the last of an upstream read. Where a release now could find nothing
+        to let go (a token's event, below), the read-over check (``read_over``) is made with it, and
+        ``read_checked`` says so: the shell then releases once, after its checks, and does not call
+        ``read_over`` for this read (what a release between them would find is nothing)."""
+        self.read_checked = False
         if view.error is not None:
             return self._error_end(view, raw, now)
+        text = view.text
+        if (len(text) == 1 and not view.thoughts and not view.content and not view.tool_fragments
+                and not view.tool_closes and not view.finished and not (self.keeps_stored and view.stored_id)):
+            # One text delta and nothing else (a token, as most providers stream them): what the general
+            # way below does for it, without its lists, loops and tests of what the event does not carry.
+            ((choice, delta),) = text
+            channel, end = self._grow(choice, False, delta)
+            self._pending.append(_Pending(raw, ((channel, end),), (), False, False, (), ((channel, end - len(delta), end),)))
+            if self._check_due(now):
+                return self._text_checks(now=now)
+            if ends_read and delta and not self._flush:
+                # Nothing may go before a check: everything pending before this event was held at the last
+                # release (the shell releases after every change), this event's new text is unchecked,
+                # and no check ran. The read-over check is made now, not after a release that finds nothing.
+                self.read_checked = True
+                return self.read_over(now)
+            return []
         checks: list[Check] = []
         if view.content:
             checks.append(TextCheck(None, "\n".join(view.content), ""))
@@ -434,9 +458,11 @@ class StreamRelease:
     def read_over(self, now: float = 0.0) -> list[Check]:
         """An upstream read was framed whole: while checks are cheap, check what it left unchecked now
         (``now``: the clock; a check the screens pass counts as one made then)."""
-        cost = min(self._last_check_cost, self._previous_check_cost)  # one slow round alone does not throttle
-        if self._unchecked and cost <= self.schedule.eager_check_seconds:
-            return self._text_checks(now=now)
+        if not self._unchecked:
+            return []
+        eager = self.schedule.eager_check_seconds  # one slow round alone does not throttle: either may be cheap
+        if self._last_check_cost <= eager or self._previous_check_cost <= eager:
+            return self._text_checks(False, False, now)
         return []
 
     def finish(self) -> list[Check]:
@@ -486,9 +512,13 @@ class StreamRelease:
         completes_stored = ends_reply = False
         while pending:
             head = pending[0]
-            if not self._releasable(head):
+            ends = head.text_ends
+            if head.ends_reply or head.tool_keys or len(ends) != 1:
+                if not self._releasable(head):
+                    break
+            elif ends[0][1] > ends[0][0].releasable:  # ``_releasable`` for an event of one delta, written out
                 break
-            if head.text_ends:
+            if ends:
                 self._text_released = True
             completes_stored = completes_stored or head.final
             ends_reply = ends_reply or head.ends_reply
@@ -682,20 +712,27 @@ class StreamRelease:
             # The common stream: one channel (one choice's text), screened, no list of choices to build.
             (channel,) = channels.values()
             length = channel.length
-            if length <= channel.checked:
+            checked = channel.checked
+            if length <= checked:
                 return []
             self._unchecked = 0
-            self._new_round()
+            # A new round (``_new_round``), written out: this runs once per event of a token-by-token stream.
+            if self._rounds:
+                self._previous_check_cost = self._last_check_cost
+            self._rounds += 1
+            self._round_cost = 0.0
             alone = ((channel, length),)
-            if channel.screened == channel.fed == channel.checked:
-                # What the screen reads next is what the matcher reads next: cut once, read by both.
-                new_text = channel.between(channel.checked, length)
+            if channel.screened == channel.fed == checked:
+                # What the screen reads next is what the matcher reads next: cut once, read by both
+                # (the last part alone, most often: one event's delta, as ``between`` would cut it).
+                last = channel.parts[-1]
+                new_text = last if len(last) == length - checked else channel.between(checked, length)
                 channel.screened = length
                 if not channel.screen.feed(new_text):  # type: ignore[union-attr]  # new_screen is set
-                    self._checked_total += length - channel.checked
+                    self._checked_total += length - checked
                     channel.checked = channel.fed = length
-                    scan = channel.matcher.feed(new_text)
-                    channel.releasable = length if scan.pending is None else scan.pending
+                    pending = channel.matcher.feed(new_text).pending
+                    channel.releasable = length if pending is None else pending
                     self._last_check_cost = 0.0
                     self._last_check = now
                     return []

@@ -289,9 +289,16 @@ class StreamPump:
         decoder = self.decoder
         clock = self._clock
         response = self.response
-        # A reply without a content coding is read raw: its bytes are what ``aiter_bytes`` would give,
-        # without a decoder's and a chunker's call and a generator's step per read.
-        reads = response.aiter_raw() if "content-encoding" not in response.headers else response.aiter_bytes()
+        # A reply without a content coding is read from its stream: its bytes are what ``aiter_bytes``
+        # (and ``aiter_raw``) would give, without a decoder's and a chunker's call and two generators' steps
+        # per read, once per event when a provider writes them one by one (``bench/events.py``).
+        # ``Response.stream`` is httpx's public byte stream (a custom transport hands one in); it maps
+        # httpcore's errors to httpx's as ``aiter_raw`` does, and ``_relay`` closes the response after.
+        stream = response.stream
+        if "content-encoding" in response.headers or not isinstance(stream, httpx.AsyncByteStream):
+            reads = response.aiter_bytes()
+        else:
+            reads = aiter(stream)
         if self.settings.idle_timeout:
             # The watch keeps the timeout: httpcore's per-read deadline would cost each read ~9 µs more.
             without_read_timeout(response)
@@ -366,42 +373,50 @@ class StreamPump:
 
     async def _deliver(self, events: list[StreamEvent], write: Write, out: list[bytes]) -> None:
         """Check the events of one read and write what they released in one piece (the very first
-        release at once: time to first byte does not wait for the rest of the read)."""
+        release at once: time to first byte does not wait for the rest of the read).
+
+        Only checks and writes are awaited here: reading an event and collecting what it releases are
+        plain calls, not a coroutine each (a provider sending its events one by one pays this loop once
+        per event, ``bench/events.py``: it was two coroutines and five calls more per event); the read's
+        last event brings its read-over check with it where nothing could go before it
+        (``StreamRelease.accept``, ``ends_read``)."""
+        core, dialect = self.core, self.dialect
+        last = events[-1]
         for event in events:
-            if await self._take(event, out):
-                await self._send(write, out)
-        # The read is over: nothing more to wait for before a cheap check.
-        await self._check_and_collect(self.core.read_over(time.monotonic()), out)
+            view = dialect.stream_view(event)
+            if self.read_usage and (usage := dialect.stream_usage(event)) is not None:
+                self.exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
+            if view.error is not None:
+                self.outcome = StreamOutcome.UPSTREAM_ERROR  # an upstream's in-stream error ends the stream's story
+            checks = core.accept(view, event.raw, time.monotonic(), ends_read=event is last)
+            if checks:
+                await self._run(checks)
+            release = core.release()
+            if release is not None:
+                self._collect(release, out)
+                if not self._first_written:
+                    self._first_written = True
+                    await self._send(write, out)
+        if not core.read_checked:
+            # The read is over: nothing more to wait for before a cheap check (made with the last event
+            # when nothing could go before it: ``StreamRelease.accept``).
+            checks = core.read_over(time.monotonic())
+            if checks:
+                await self._run(checks)
+            release = core.release()
+            if release is not None:
+                self._collect(release, out)
         if out:
             await self._send(write, out)
 
-    async def _take(self, event: StreamEvent, out: list[bytes]) -> bool:
-        """Feed one event to the core, run the checks it asks for, collect what it releases.
-
-        True when this is the stream's very first release: it goes out at once.
-        """
-        view = self.dialect.stream_view(event)
-        if self.read_usage and (usage := self.dialect.stream_usage(event)) is not None:
-            self.exchange.record_usage(usage.input_tokens, usage.output_tokens, usage.model)
-        if view.error is not None:
-            self.outcome = StreamOutcome.UPSTREAM_ERROR  # an upstream's in-stream error ends the stream's story
-        checks = self.core.accept(view, event.raw, time.monotonic())
+    async def _finish(self, out: list[bytes]) -> None:
+        """The upstream ended: the last checks on everything, then all that passed goes."""
+        checks = self.core.finish()
         if checks:
             await self._run(checks)
         release = self.core.release()
-        if release is None:
-            return False
-        out.append(release.data())
-        if release.completes_stored or release.ends_reply:
-            self._marks(release)
-        if self._first_written:
-            return False
-        self._first_written = True
-        return True
-
-    async def _finish(self, out: list[bytes]) -> None:
-        """The upstream ended: the last checks on everything, then all that passed goes."""
-        await self._check_and_collect(self.core.finish(), out)
+        if release is not None:
+            self._collect(release, out)
         if self.outcome is StreamOutcome.INCOMPLETE:  # an upstream's in-stream error stays what ended it
             self.outcome = StreamOutcome.COMPLETED
 
@@ -440,15 +455,11 @@ class StreamPump:
             if count:
                 self.engine.recorder.redacted(self.exchange, hook, policy, count, kind, placeholder, masker.key_id)
 
-    async def _check_and_collect(self, checks: list[Check], out: list[bytes]) -> None:
-        """Run ``checks``, then collect what the core releases."""
-        if checks:
-            await self._run(checks)
-        release = self.core.release()
-        if release is not None:
-            out.append(release.data())
-            if release.completes_stored or release.ends_reply:
-                self._marks(release)
+    def _collect(self, release: Release, out: list[bytes]) -> None:
+        """What the core released, collected in ``out``."""
+        out.append(release.data())
+        if release.completes_stored or release.ends_reply:
+            self._marks(release)
 
     def _marks(self, release: Release) -> None:
         """What goes out next carries the event completing the stored reply, or the one ending the reply."""

@@ -232,3 +232,43 @@ def test_a_marker_in_a_stream_that_begins_with_a_mark_never_reaches_a_whatwg_rea
     assert "capsem_block" not in read
     if "capsem_block" in "".join(texts):
         assert b"CAPSEM policy" in delivered  # ended by the block, not let through
+
+
+sse_lines = st.lists(
+    st.sampled_from([b"data: ", b"data:", b"event: x", b": note", b"id: 7", b"data: {\"a\": 1}"])
+    .flatmap(lambda field: st.lists(st.sampled_from([b"a", b" ", b":", b"\r", b"\x80", "\u00e9".encode(), b"\xef\xbb\xbf"]),
+                                    max_size=4).map(lambda tail: field + b"".join(tail))),
+    min_size=1, max_size=3,
+)
+
+
+@settings(max_examples=300)
+@given(events=st.lists(st.tuples(sse_lines, st.sampled_from([b"\n", b"\r\n", b"\r"])), min_size=1, max_size=8))
+def test_sse_events_each_in_a_read_of_its_own_are_framed_as_byte_by_byte(
+    events: list[tuple[list[bytes], bytes]],
+) -> None:
+    """A read holding one whole event takes the decoder's fast path (issue 22: a token's event framed
+    without a copy); whatever the event (several lines, CRs, bytes that are not UTF-8), it is framed as
+    the general way frames it fed one byte at a time."""
+    reads = [b"data: first\n\n"] + [end.join(lines) + end + end for lines, end in events]
+    by_byte = [read[byte:byte + 1] for read in reads for byte in range(len(read))]
+    framed, framed_by_byte = _framed(reads), _framed(by_byte)
+    if "refused" in framed_by_byte:
+        # Bytes that are not UTF-8 are refused either way; the events a refused read completed before them
+        # are dropped with it (the general way's behaviour, not the fast path's), so only the refusal is compared.
+        assert framed[-1] == "refused"
+    else:
+        assert framed == framed_by_byte
+
+
+def _framed(reads: list[bytes]) -> list[tuple[bytes, str | None, str] | str]:
+    """The events ``reads`` frame, then ``"refused"`` where the decoder refuses (framing stops there)."""
+    decoder = SSEDecoder()
+    framed: list[tuple[bytes, str | None, str] | str] = []
+    try:
+        for read in reads:
+            framed += [(event.raw, event.event, event.data) for event in decoder.feed(read)]
+        framed += [(event.raw, event.event, event.data) for event in decoder.close()]
+    except FramingError:
+        framed.append("refused")
+    return framed

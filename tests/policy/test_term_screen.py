@@ -63,6 +63,21 @@ def test_any_split_finds_what_the_whole_text_holds(text: str, cuts: list[int], t
 
 
 @settings(max_examples=300)
+@given(text=st.text(alphabet="abc_psemlok", max_size=60), cuts=st.lists(st.integers(0, 60), max_size=12),
+       terms=st.lists(st.sampled_from(TERMS), min_size=1, max_size=4))
+def test_a_piece_is_flagged_exactly_when_a_term_ends_in_it(text: str, cuts: list[int], terms: list[str]) -> None:
+    """``feed`` searches only when a term is in the kept tail and the piece together (issue 22): a term
+    wholly in the tail (a short one beside a long one) was flagged before and does not flag the piece."""
+    screen = TermScreen(terms)
+    at = 0
+    for piece in _pieces(text, cuts):
+        ends_in_piece = any(text.startswith(term, start) and at < start + len(term) <= at + len(piece)
+                            for term in terms for start in range(len(text)))
+        assert screen.feed(piece) is ends_in_piece
+        at += len(piece)
+
+
+@settings(max_examples=300)
 @given(text=texts, cuts=st.lists(st.integers(0, 120), max_size=12))
 def test_a_screen_flags_every_piece_after_which_debug_first_refuses(text: str, cuts: list[int]) -> None:
     policy = DebugPolicy()

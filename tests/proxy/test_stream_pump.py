@@ -325,3 +325,35 @@ async def test_a_slow_client_is_not_an_idle_upstream(autojump_clock: MockClock) 
     await pump.relay(write)
     assert b"".join(writes) == b"".join(events)
     assert pump.outcome is StreamOutcome.COMPLETED
+
+
+async def test_a_compressed_stream_is_read_decoded_and_a_plain_one_from_its_byte_stream() -> None:
+    """The pump reads a reply without a content coding from httpx's byte stream itself (issue 22: no
+    ``aiter_raw`` generator per read); one with a coding still goes through httpx's decoder."""
+    import gzip
+
+    body = b"".join([_event("Hello "), _event("world"), b"data: [DONE]\n\n"])
+    packed = gzip.compress(body)
+    for headers, content in (({"content-encoding": "gzip"}, packed), ({}, body)):
+        response = httpx.Response(200, headers=headers, content=_chunks([content[:9], content[9:30], content[30:]]))
+        pump = StreamPump(_exchange(), DIALECT, ENGINE, response, SSEDecoder(), StreamSettings(idle_timeout=5))
+        with trio.fail_after(5):
+            writes = await _run(pump)
+        assert b"".join(writes) == body and pump.outcome is StreamOutcome.COMPLETED
+
+
+async def test_an_upstream_that_breaks_mid_stream_ends_it_as_an_upstream_error() -> None:
+    """A read that fails (httpx's own error, as its byte stream raises it) ends the stream honestly:
+    what passed before it went, then the provider-shaped error event."""
+
+    async def breaking() -> AsyncIterator[bytes]:
+        yield _event("a fine start")
+        raise httpx.ReadError("connection reset")
+
+    pump = StreamPump(_exchange(), DIALECT, ENGINE, httpx.Response(200, content=breaking()), SSEDecoder(),
+                      StreamSettings(idle_timeout=5))
+    with trio.fail_after(5):
+        writes = await _run(pump)
+    assert pump.outcome is StreamOutcome.UPSTREAM_ERROR
+    assert b"a fine start" in b"".join(writes[:-1])
+    assert json.loads(writes[-1].removeprefix(b"data: "))["error"]["code"] == "upstream_unavailable"
