@@ -116,6 +116,7 @@ from presidio_analyzer.nlp_engine import SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 from tldextract import TLDExtract
 
+from capsem_proxyd._compat import sre
 from capsem_proxyd._compat.phonenumbers import (
     RegionSieve,
     RememberingMatcher,
@@ -192,7 +193,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         if not CandidatePhoneRecognizer.min_digits:
             CandidatePhoneRecognizer.min_digits = shortest_valid_number()
         min_digits = CandidatePhoneRecognizer.min_digits
-        lines = None if near is None else near[0].lines_reaching(near[1])
+        lines = None if near is None or near[0].everywhere(near[1]) else near[0].lines_reaching(near[1])
         scan = phone_scan(text, min_digits, long_only=True, lines=lines)  # the others: no number
         if not scan:
             return []
@@ -328,7 +329,8 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         by_id = {recognizer.id: recognizer for recognizer in recognizers}
         reach, local = self.reach_of(text)
         lowered = reach.lowered
-        present: dict[str, bool] = {}  # per recognizer: one of its context words is in the text
+        present: dict[str, int] = {}  # per recognizer: 0 none of its context words is in the text, 1 one is,
+        # 2 they are heard on about every line (``ContextReach.everywhere``: every result walked, none bounded first)
 
         def may_rise(result: RecognizerResult) -> bool:
             metadata = result.recognition_metadata or {}
@@ -337,8 +339,10 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
                 return False
             known = present.get(recognizer.id)
             if known is None:
-                known = present[recognizer.id] = any(str(word).lower() in lowered for word in recognizer.context)
-            return known and reach.may_find(result.start, recognizer.context)
+                known = 0 if not any(str(word).lower() in lowered for word in recognizer.context) else (
+                    2 if reach.everywhere(recognizer.context) else 1)
+                present[recognizer.id] = known
+            return known == 2 or (known == 1 and reach.may_find(result.start, recognizer.context))
 
         rising = [may_rise(result) for result in raw_results]
         if not any(rising):
@@ -650,11 +654,14 @@ class LocalTokens:
     def single_token(self, span: str) -> bool:
         """Whether spaCy's tokenizer, given ``span`` (non-space characters), leaves it one token because no
         special case, prefix, suffix or infix of it applies (False: it may split it)."""
-        tokenizer = self.tokenizer  # the cheapest tests first: the suffix pattern is tried at every position
+        tokenizer = self.tokenizer  # the cheapest tests first: the suffix pattern, the dearest, only near the end
+        affixes = self._affixes
+        if affixes is None:
+            affixes = self._affixes = affix_tokenizer(tokenizer)
         return not (span in tokenizer.rules or (
             tokenizer.infix_finditer is not None and next(iter(tokenizer.infix_finditer(span)), None)) or (
             tokenizer.prefix_search is not None and tokenizer.prefix_search(span)) or (
-            tokenizer.suffix_search is not None and tokenizer.suffix_search(span)))
+            affixes.suffix_search is not None and affixes.suffix_search(span)))
 
     def silent(self, span: str) -> bool:
         """Whether the span of non-space characters ``span`` gives the walks no keyword: spaCy keeps it one
@@ -787,14 +794,14 @@ class AffixTokenizer:
 
     def __init__(self, tokenizer: Any) -> None:
         self.prefix_search = tokenizer.prefix_search
-        self.suffix_search = tokenizer.suffix_search
+        self.suffix_search = EndAnchoredSearch(tokenizer.suffix_search) if tokenizer.suffix_search is not None else None
         self.infix_finditer = tokenizer.infix_finditer
         self.token_match = tokenizer.token_match
         self.url_match = tokenizer.url_match
         self.rules = frozenset(tokenizer.rules or ())
         key = (self.rules, bool(tokenizer.faster_heuristics), *(
             getattr(getattr(found, "__self__", None), "pattern", found)  # a compiled pattern's method: its pattern
-            for found in (self.prefix_search, self.suffix_search, self.infix_finditer)))
+            for found in (self.prefix_search, tokenizer.suffix_search, self.infix_finditer)))
         if key not in _ACROSS:  # the same for every pipeline of a language (~8 ms to find)
             across = [rule for rule in self.rules
                       if not tokenizer.faster_heuristics or self._affixed(rule) or " " in rule]
@@ -886,6 +893,93 @@ class AffixTokenizer:
 _ACROSS: dict[tuple[Any, ...], re.Pattern[str] | None] = {}  # AffixTokenizer's special cases across tokens
 
 
+_END_ANCHORED: dict[tuple[str, int], tuple[int, list[tuple[str, int]]] | None] = {}  # EndAnchoredSearch's shapes
+
+
+class EndAnchoredSearch:
+    """A pattern's ``search``, looking only where a match can start, for a pattern each of whose branches ends at the
+    string's end (spaCy's suffix pattern: 82 alternatives, each ending with ``$``).
+
+    ``search`` tries every branch at every position: ~27 µs on a 60-character CSV row, which the affix tokenizer
+    asks two or three times per span. On a string without a newline every match ends at the string's end (``$``
+    matches there, or before a last newline), so a branch consuming at most ``width`` characters (``getwidth``:
+    lookbehinds consume none) starts no earlier than the end less ``width`` (5 for spaCy's). The one other shape
+    allowed is a character then ``k`` or more of it (``\\.\\.+$``), which matches from anywhere in the string's last
+    run of that character leaving ``k + 1`` of it or more: from that run's start when it is long enough. Every match
+    starts at or after the first of those places, and ``search`` from it (``pos``) finds the leftmost: the same match
+    as from the string's start (lookbehinds and ``\\b`` still see the characters before ``pos``; ``^`` matches only at
+    the string's real start either way). Any other pattern (or flags under which the run's character has another
+    case) is searched as it is. Its shape is read with ``re``'s own parser (``_compat/sre``, canaried)."""
+
+    def __init__(self, search: Callable[[str], Any] | None) -> None:
+        self.search = search
+        self.pattern: re.Pattern[str] | None = None
+        self.width = 0
+        self.runs: list[tuple[str, int]] = []  # a run branch's character, and the run's least length
+        pattern = getattr(search, "__self__", None)
+        if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str) or (
+                search != pattern.search):
+            return
+        shape = _END_ANCHORED.get((pattern.pattern, pattern.flags), _UNKNOWN)
+        if shape is _UNKNOWN:  # parsed once per process (spaCy's suffix pattern: ~4 ms)
+            shape = self._shape(pattern)
+            if len(_END_ANCHORED) >= 8:
+                _END_ANCHORED.clear()
+            _END_ANCHORED[(pattern.pattern, pattern.flags)] = shape
+        if shape is not None:
+            self.pattern = pattern
+            self.width, self.runs = shape
+
+    @classmethod
+    def _shape(cls, pattern: re.Pattern[str]) -> tuple[int, list[tuple[str, int]]] | None:
+        """The widest branch's width and the run branches (``_run``), or None when the pattern has another shape."""
+        parsed = sre.parse(pattern.pattern, pattern.flags)
+        items = list(parsed)
+        branches = items[0][1][1] if len(items) == 1 and str(items[0][0]) == "BRANCH" else [parsed]
+        width = 0
+        runs = []
+        for branch in branches:
+            data = list(branch)
+            if not data or str(data[-1][0]) != "AT" or str(data[-1][1]) != "AT_END":
+                return None
+            high = branch.getwidth()[1]
+            if high < sre.MAXREPEAT:
+                width = max(width, high)
+                continue
+            run = cls._run(data, pattern.flags)
+            if run is None:
+                return None
+            runs.append(run)
+        return width, runs
+
+    @staticmethod
+    def _run(data: list[Any], flags: int) -> tuple[str, int] | None:
+        """A branch ``c c{k,}$`` (a character that has no other case under ``flags``): (c, k + 1); else None."""
+        if len(data) != 3 or str(data[0][0]) != "LITERAL" or str(data[1][0]) != "MAX_REPEAT":
+            return None
+        low, high, repeated = data[1][1]
+        repeated = list(repeated)
+        if high != sre.MAXREPEAT or len(repeated) != 1 or str(repeated[0][0]) != "LITERAL" or (
+                repeated[0][1] != data[0][1]):
+            return None
+        char = chr(data[0][1])
+        if flags & re.IGNORECASE and (char.lower() != char or char.upper() != char or char.casefold() != char):
+            return None
+        return char, int(low) + 1
+
+    def __call__(self, string: str) -> Any:
+        pattern = self.pattern
+        if pattern is None or "\n" in string:
+            return self.search(string) if self.search is not None else None
+        end = len(string)
+        first = end - self.width
+        for char, least in self.runs:
+            run = end - len(string.rstrip(char))
+            if run >= least:
+                first = min(first, end - run)
+        return pattern.search(string, max(first, 0))
+
+
 def any_of(words: list[str]) -> re.Pattern[str]:
     """A pattern that finds an occurrence of one of ``words`` (not empty) wherever there is one: their trie, with a
     word left out when a shorter one is its prefix (an occurrence of it holds one of the shorter word where it
@@ -945,6 +1039,7 @@ class ContextReach:
     an ASCII text is decided this way."""
 
     SPAN = 64  # characters of a span looked at around an occurrence of a context word, at most
+    EVERYWHERE = 1.0  # occurrences heard per line from which context words are everywhere (``everywhere``)
 
     def __init__(self, text: str, lowered: str, prefix: int, suffix: int, nlp_engine: Any, language: str,
                  silent: Callable[[str], bool] | None = None) -> None:
@@ -960,6 +1055,7 @@ class ContextReach:
         self._found: dict[str, list[int]] = {}  # per context word: where it starts in the lower-case text
         self._merged: dict[int, tuple[Any, list[int] | None, list[int]]] = {}  # per list of words (its id; the list
         # kept so its id stays its own): _all_occurrences
+        self._everywhere: dict[tuple[str, ...], bool] = {}
 
     def _scan(self) -> None:
         spans = [span.span() for span in _SURE_SPAN.finditer(self.text)]
@@ -1033,6 +1129,21 @@ class ContextReach:
             if not word or self._occurrences(word):
                 return False
         return True
+
+    def everywhere(self, words: list[str]) -> bool:
+        """Whether ``words`` (none empty) are heard (``_occurrences``) at least ``EVERYWHERE`` times a line: a contact
+        list, a CSV naming its phone column on every row, a log of calls. Nearly every line and every match is then
+        within a walk's reach of one, and telling which (``lines_reaching``, ``spans_reaching``, ``may_find``: a
+        tenth of the analysis of such a text) spares next to nothing: their callers then take every one as reached.
+        That is always exact (they only spare work; the enhancer's walk decides whether a score rises), so this is
+        a guess about cost only, from the lower-case text's counts first (no span looked at when they are few)."""
+        key = tuple(str(word).lower() for word in words)
+        known = self._everywhere.get(key)
+        if known is None:
+            wanted = self.EVERYWHERE * (self.text.count("\n") + 1)
+            known = self.usable and all(key) and sum(len(self._occurrences(word)) for word in key) >= wanted
+            self._everywhere[key] = known
+        return known
 
     def lines_reaching(self, words: list[str]) -> list[tuple[int, int]] | None:
         """The lines (``phone_scan``'s) holding every span ``spans_reaching`` can say yes to: a span reaching an

@@ -163,21 +163,25 @@ CONTEXT_WORDS = ["phone", "Phone:", "number", "numbered", "call", "tel:", "ssn",
 SEPARATORS = [" ", "", "  ", "\n", "\n\n", "\t", " \n ", "\u00a0", "\u2003", ":", " - "]
 
 
-@pytest.mark.parametrize("block", [1, 7, 2048])
+@pytest.mark.parametrize(("block", "everywhere"), [(1, 1.0), (7, 1.0), (2048, 1.0), (1, 0.0), (1, float("inf"))])
 @given(words=st.lists(st.sampled_from(WORDS + CONTEXT_WORDS + NUMBERS[:40]), max_size=40),
        separators=st.lists(st.sampled_from(SEPARATORS), max_size=40))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_context_words_raise_the_scores_presidio_raises(block: int, words: list[str], separators: list[str]) -> None:
+def test_context_words_raise_the_scores_presidio_raises(block: int, everywhere: float, words: list[str],
+                                                        separators: list[str]) -> None:
     """The lemmas around each match come from the blocks of text around it, each tokenized on its own: the
-    same scores as Presidio's, whose tokens are the whole text's."""
-    from capsem_proxyd._compat.presidio import LocalTokens
+    same scores as Presidio's, whose tokens are the whole text's. Whether the context words count as everywhere
+    (``ContextReach.EVERYWHERE``: 0, always, every line and match taken as reached; inf, never) changes nothing."""
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
 
     text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
     default, LocalTokens.BLOCK = LocalTokens.BLOCK, block
+    dense, ContextReach.EVERYWHERE = ContextReach.EVERYWHERE, everywhere
     try:
         ours = POLICY.analyze_text(text)
     finally:
         LocalTokens.BLOCK = default
+        ContextReach.EVERYWHERE = dense
     theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
     assert found(ours) == found(theirs), text
 
@@ -219,6 +223,13 @@ def _corpus_parts() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("corpus", "text"), _corpus_parts())
 def test_the_analyzer_finds_what_presidio_finds_in_the_bench_corpora(corpus: str, text: str) -> None:
     """At the policy's threshold, and at none (every finding, its score raised by context words or not)."""
+    from capsem_proxyd._compat.presidio import ContextReach
+
+    reach = ContextReach(text, text.lower(), 5, 0, POLICY.analyzer.nlp_engine, "en")
+    # The context corpus is the one where the phone recognizer's words are everywhere (no line or match bounded
+    # before its walk): its parts test that path, the others the bounded one.
+    assert reach.everywhere(["phone", "number", "telephone", "cell", "cellphone", "mobile", "call"]) == (
+        corpus == "context")
     ours = POLICY.analyze_text(text)
     theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
     assert found(ours) == found(theirs)
@@ -533,6 +544,53 @@ def test_spans_are_cut_at_their_affixes_as_spacy_cuts_them(span: str) -> None:
         assert ours == [token.text for token in tokenizer(span)], span
     if span in ("tel:+49-1512-3456789", "+15062345678;", "2345-6789;"):
         assert ours is not None
+
+
+SUFFIX_PIECES = ["...", "..", ".", "km", "m", "kg", "'s", "n't", "%", "°C", "°", "mph", "$", "€", ")", "'", '"', ",",
+                 ";", "a.m.", "x", "0", "12", "ab", "\n", "-", "’", "!", "?", ":", "…", "—", "(", "ß"]
+
+
+@given(st.one_of(st.text(alphabet=SPAN_ALPHABET + ".…\n’°", max_size=24),
+                 st.lists(st.sampled_from(SUFFIX_PIECES), max_size=10).map("".join)))
+@example("691000,phone,tel:+39-312-345-6789,3992.88,08/19/2024,717078099")
+@example("a....")  # a run of dots from before the last five characters: the run branch's match
+@example("12km")
+@example("..\n")
+@settings(max_examples=1000, deadline=None)
+def test_the_suffix_search_near_the_end_finds_what_spacy_s_search_finds(string: str) -> None:
+    """``EndAnchoredSearch`` on spaCy's suffix pattern (the one it speeds up: its shape is read, not given up on):
+    the same match as the pattern's own ``search`` over the whole string, or none as it finds none."""
+    from capsem_proxyd._compat.presidio import EndAnchoredSearch
+
+    search = POLICY.analyzer.nlp_engine.nlp["en"].tokenizer.suffix_search
+    near_end = EndAnchoredSearch(search)
+    assert near_end.pattern is not None and near_end.width >= 1 and near_end.runs == [(".", 2)]
+    ours, theirs = near_end(string), search(string)
+    assert (ours and ours.span()) == (theirs and theirs.span()), string
+
+
+@pytest.mark.parametrize(("pattern", "shape"), [
+    (r"(?<=[0-9])km$|\.\.+$|ab$", (2, [(".", 2)])),
+    (r"xx{2,}$|\bq$", (1, [("x", 3)])),
+    (r"(?<=\w)xx{2,}$|\bq$", None),  # a run after a lookbehind: not the one other shape
+    (r"a+$", None),  # a repeat alone: not the shape read (refused, searched as it is)
+    (r"ab+$|c$", None),  # an unbounded branch of another shape: searched as it is
+    (r"a$b|c$", None),  # a branch going on after its $
+    (r"(?:a$|b$)c?", None),
+])
+def test_patterns_of_other_shapes_are_searched_as_they_are(pattern: str, shape: Any) -> None:
+    import re
+
+    from capsem_proxyd._compat.presidio import EndAnchoredSearch
+
+    compiled = re.compile(pattern)
+    near_end = EndAnchoredSearch(compiled.search)
+    assert (None if near_end.pattern is None else (near_end.width, near_end.runs)) == shape
+    for string in ["", "a", "aaaa", "12km", "1km", "x..", "...", "xxxxx", "9xxx", "wxx", "q", "a q", "abbb", "c",
+                   "cab", "abc", "b", "ab\n", "zzzzzzz...", "zzzzzzab", "a\nb"]:
+        ours, theirs = near_end(string), compiled.search(string)
+        assert (ours and ours.span()) == (theirs and theirs.span()), (pattern, string)
+    assert EndAnchoredSearch(re.compile("A+$", re.IGNORECASE).search).pattern is None  # "a" is another case of it
 
 
 @given(st.lists(st.tuples(st.text(alphabet=SPAN_ALPHABET, min_size=1, max_size=16),
