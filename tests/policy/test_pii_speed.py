@@ -547,7 +547,7 @@ def test_spans_are_cut_at_their_affixes_as_spacy_cuts_them(span: str) -> None:
 
 
 SUFFIX_PIECES = ["...", "..", ".", "km", "m", "kg", "'s", "n't", "%", "°C", "°", "mph", "$", "€", ")", "'", '"', ",",
-                 ";", "a.m.", "x", "0", "12", "ab", "\n", "-", "’", "!", "?", ":", "…", "—", "(", "ß"]
+                 ";", "a.m.", "x", "0", "12", "ab", "\n", "-", "’", "!", "?", ":", "…", "—", "(", "ß", "km²", "اكواب"]
 
 
 @given(st.one_of(st.text(alphabet=SPAN_ALPHABET + ".…\n’°", max_size=24),
@@ -555,6 +555,7 @@ SUFFIX_PIECES = ["...", "..", ".", "km", "m", "kg", "'s", "n't", "%", "°C", "°
 @example("691000,phone,tel:+39-312-345-6789,3992.88,08/19/2024,717078099")
 @example("a....")  # a run of dots from before the last five characters: the run branch's match
 @example("12km")
+@example("3اكواب")  # a digit, then the widest bounded branch's word (Arabic "cups": 5 characters)
 @example("..\n")
 @settings(max_examples=1000, deadline=None)
 def test_the_suffix_search_near_the_end_finds_what_spacy_s_search_finds(string: str) -> None:
