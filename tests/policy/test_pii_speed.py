@@ -617,6 +617,34 @@ def test_spans_spacy_keeps_whole_are_tokenized_as_spacy_tokenizes_them(spans: li
             assert span.lower() not in keywords, span
 
 
+@given(st.lists(st.sampled_from(["call", "me", "phone", "x" * 30, "y" * 33, "-", "recall", ":", "12"]), min_size=1,
+                max_size=12),
+       st.lists(st.sampled_from([" ", "", "\n", "  ", "\u2003", "\x1c"]), max_size=12))
+@example(["x" * 30, "y" * 33, "-", "call"], ["", "", ""])  # 64 characters before the word: not looked at
+@example(["x" * 30, "y" * 33, "call"], ["", ""])  # 63: the span is looked at
+@settings(max_examples=300, deadline=None)
+def test_an_occurrence_is_unheard_only_inside_a_whole_span_that_gives_no_keyword(words: list[str],
+                                                                                separators: list[str]) -> None:
+    """``ContextReach._occurrences``: an occurrence of a word is left out only when the whole span of non-space
+    characters holding it (``SPAN`` characters at most on either side of its start) is ``silent``."""
+    import re
+
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+    reach = ContextReach(text, text.lower(), 5, 0, POLICY.analyzer.nlp_engine, "en", silent=local.silent)
+    for word in ("call", "phone"):
+        expected = []
+        for found in re.finditer(f"(?={word})", text.lower()):
+            at = found.start()
+            span = next(run for run in re.finditer(r"\S+", text) if run.start() <= at < run.end())
+            whole = at - span.start() <= ContextReach.SPAN and span.end() - at < ContextReach.SPAN
+            if not (whole and local.silent(span.group())):
+                expected.append(at)
+        assert reach._occurrences(word) == expected, (word, text)
+
+
 @given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS + NUMBERS[:40] + ["12:30", "a1:b2", "x9", "call", "Call", "me",
                                                                          "the", "call:", "recall", "x:call"]),
                 min_size=1, max_size=40),
