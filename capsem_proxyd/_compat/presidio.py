@@ -193,7 +193,9 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         if not CandidatePhoneRecognizer.min_digits:
             CandidatePhoneRecognizer.min_digits = shortest_valid_number()
         min_digits = CandidatePhoneRecognizer.min_digits
-        lines = None if near is None or near[0].everywhere(near[1]) else near[0].lines_reaching(near[1])
+        if near is not None and near[0].everywhere(near[1]):
+            near = None  # nearly every line and candidate reached (a contact list: 97% of them): none bounded first
+        lines = None if near is None else near[0].lines_reaching(near[1])
         scan = phone_scan(text, min_digits, long_only=True, lines=lines)  # the others: no number
         if not scan:
             return []
