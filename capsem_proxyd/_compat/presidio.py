@@ -483,7 +483,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
 
 _PLAIN_BLOCK = re.compile(r"([0-9A-Za-z_=+]+)([ \t\n\r]*)")  # no punctuation an infix or suffix is made of
 _SPAN_START = re.compile(r"(?<=\s)(?=\S)")  # where spaCy's tokenizer starts a span of non-space characters
-_SPACE_RUN = re.compile(r"(\s+)")  # its split: spans and runs of whitespace, one after the other
+_SPACE_BEFORE_SPAN = re.compile(r"\s(?=\S)")  # its end: the same places
 _COLON_SPAN = re.compile(r"\S*:\S*")
 
 
@@ -526,11 +526,9 @@ class LocalTokens:
         walk first needs a block (``silent`` needs none: a text where nothing rises is not scanned)."""
         text = self.text
         if self.block_size <= 1:  # a block per span (a span starts after a space: never at 0)
-            # Where each run of whitespace ends, but the text's end: a span starts there. The lengths of the pieces
-            # between runs and of the runs, summed in C (a match object per span cost ~2% on a contact list).
-            cuts = list(accumulate(map(len, _SPACE_RUN.split(text))))[1::2]
-            if cuts and cuts[-1] == len(text):
-                cuts.pop()
+            # Right after a space followed by a non-space character: the engine looks for the space first (a third
+            # faster than the lookbehind at every position of ``_SPAN_START``).
+            cuts = [found.end() for found in _SPACE_BEFORE_SPAN.finditer(text)]
             cuts.insert(0, 0)
         else:
             cuts = [0]
@@ -1032,7 +1030,6 @@ def affix_tokenizer(tokenizer: Any) -> AffixTokenizer:
 _SURE_SPAN = re.compile(r"(?<!\S)(?=[^\s:]*\d)[^\s:]+(?!\S)")  # a span of non-space characters: a digit, no colon
 _SPAN_END = re.compile(r"\S*")
 _SPAN_END_CAPPED = re.compile(r"\S{0,64}")
-_SPAN_TAIL = re.compile(r"\S*\Z")  # searched up to a position (``endpos``): where the non-space run before it starts
 _A_DIGIT = re.compile(r"\d")
 
 
@@ -1262,8 +1259,9 @@ class ContextReach:
         if silent is None:
             return True
         text = self.text
-        before = _SPAN_TAIL.search(text, max(0, at - self.SPAN), at)  # the span's part before ``at`` (SPAN at most)
-        first = before.start() if before is not None else at
+        first = at
+        while first > 0 and first > at - self.SPAN and not text[first - 1].isspace():
+            first -= 1
         rest = _SPAN_END_CAPPED.match(text, at)
         end = rest.end() if rest is not None else at
         if end - at < self.SPAN and (first == 0 or text[first - 1].isspace()) and at + len(word) <= end:
