@@ -237,7 +237,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
                 if at is not None and match.start not in settled and raw == scan[at].text and (
                         sieve.parsed_alike_everywhere(raw)):
                     settled[match.start] = match
-        return EntityRecognizer.remove_duplicates(results)
+        return without_contained(results)
 
     def _number_region(self, raw: str, explained: str) -> str:
         """The region ``PhoneRecognizer.analyze`` names for a number it found (``region_code_for_number`` of
@@ -255,6 +255,28 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
                 regions_of.clear()
             regions_of[raw] = found_in
         return explained if found_in is _UNPARSED else str(found_in)
+
+
+def without_contained(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """``EntityRecognizer.remove_duplicates`` of results at distinct spans (the phone recognizer's: ``spans``), for
+    results of one entity type and one score above zero (else Presidio's own is asked). Presidio's sorts them by
+    start, the longest first, and drops one contained in a result it kept scoring as much; with one score, one is
+    dropped exactly when an earlier one in that order contains it (one containing it was dropped for a kept one
+    containing that one, which still reaches it), that is when the furthest end of the earlier ones is at its end
+    or past it: the same list, in the same order, without Presidio's set, its sort key of four fields and its
+    scan of the results kept so far (~5% of a contact list's analysis, where every number is a result)."""
+    if not results:
+        return []
+    entity, score = results[0].entity_type, results[0].score
+    if not score or any(result.entity_type != entity or result.score != score for result in results):
+        return list(EntityRecognizer.remove_duplicates(results))
+    kept = []
+    furthest = -1
+    for result in sorted(results, key=lambda result: (result.start, result.start - result.end)):
+        if result.end > furthest:
+            kept.append(result)
+            furthest = result.end
+    return kept
 
 
 _PLAIN_COPIES = (RecognizerResult, AnalysisExplanation)  # no copy hooks of their own (tests/_compat canary)

@@ -999,3 +999,26 @@ def test_the_lines_around_parts_are_each_part_s_lines_merged_where_they_touch(te
             expected.append((starts[number], ends[number]))
     clipped = [(max(0, min(first, len(text))), max(0, min(first + width, len(text)))) for first, width in parts]
     assert lines_around(text, clipped) == expected, (text, clipped)
+
+
+# -- the phone recognizer's duplicates removed without Presidio's set and sort key (``without_contained``) --------
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 12)), max_size=40, unique=True),
+       st.sampled_from([0.4, 0.0, None]), st.booleans())
+@example([(0, 5), (0, 3), (2, 3), (1, 4), (5, 2)], 0.4, False)  # same starts, nested, touching
+@settings(max_examples=500, deadline=None)
+def test_contained_results_are_removed_as_presidio_removes_them(spans: list[tuple[int, int]], score: float | None,
+                                                                mixed: bool) -> None:
+    """``without_contained``: the same results, in the same order, as ``EntityRecognizer.remove_duplicates`` for
+    results at distinct spans (one score for all, or each its own when ``score`` is None; one entity type, or
+    two when ``mixed``: Presidio's own then)."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    from capsem_proxyd._compat.presidio import without_contained
+
+    results = [RecognizerResult("PHONE_NUMBER" if not mixed or index % 2 else "US_SSN", start, start + length,
+                                score if score is not None else (index % 3) / 4)
+               for index, (start, length) in enumerate(dict.fromkeys(spans))]
+    ours = without_contained(results)
+    theirs = EntityRecognizer.remove_duplicates(results)
+    assert [id(result) for result in ours] == [id(result) for result in theirs]
