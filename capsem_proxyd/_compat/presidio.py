@@ -30,7 +30,7 @@ the recognizer when it lets a caller pass the extractor.
   (``ContextReach.lines_reaching``) and decides only the candidates there that
   may (``ContextReach.spans_reaching``): on a log or a CSV, the numbers near
   "phone" or "call"; none in a text without them; all of them, without
-  bounding any, when its words are heard about once a line or more
+  bounding any, when its words are heard every 100 characters or more often
   (``ContextReach.everywhere``: a contact list). Its results' duplicates are
   removed by ``without_contained`` (Presidio's ``remove_duplicates`` for one
   entity type and one score). It can go when Presidio's recognizer gets a
@@ -365,7 +365,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         reach, local = self.reach_of(text)
         lowered = reach.lowered
         present: dict[str, int] = {}  # per recognizer: 0 none of its context words is in the text, 1 one is,
-        # 2 they are heard on about every line (``ContextReach.everywhere``: every result walked, none bounded first)
+        # 2 they are heard everywhere (``ContextReach.everywhere``: every result walked, none bounded first)
 
         def may_rise(result: RecognizerResult) -> bool:
             metadata = result.recognition_metadata or {}
@@ -1082,7 +1082,7 @@ class ContextReach:
     an ASCII text is decided this way."""
 
     SPAN = 64  # characters of a span looked at around an occurrence of a context word, at most
-    EVERYWHERE = 1.0  # occurrences heard per line from which context words are everywhere (``everywhere``)
+    EVERYWHERE = 100.0  # characters per occurrence heard, at most, where context words are everywhere (``everywhere``)
 
     def __init__(self, text: str, lowered: str, prefix: int, suffix: int, nlp_engine: Any, language: str,
                  silent: Callable[[str], bool] | None = None) -> None:
@@ -1174,17 +1174,19 @@ class ContextReach:
         return True
 
     def everywhere(self, words: list[str]) -> bool:
-        """Whether ``words`` (none empty) are heard (``_occurrences``) at least ``EVERYWHERE`` times a line: a contact
-        list, a CSV naming its phone column on every row, a log of calls. Nearly every line and every match is then
-        within a walk's reach of one, and telling which (``lines_reaching``, ``spans_reaching``, ``may_find``: a
-        tenth of the analysis of such a text) spares next to nothing: their callers then take every one as reached.
-        That is always exact (they only spare work; the enhancer's walk decides whether a score rises), so this is
-        a guess about cost only, from the lower-case text's counts first (no span looked at when they are few)."""
+        """Whether ``words`` (none empty) are heard (``_occurrences``) once every ``EVERYWHERE`` characters or more
+        often: a contact list, a CSV naming its phone column on every row, a log of calls (the bench's context
+        corpus: every 49 characters; its digit corpus every 330, its agent text once). Nearly every line and every
+        match is then within a walk's reach of one (six keywords back), and telling which (``lines_reaching``,
+        ``spans_reaching``, ``may_find``: a tenth of the analysis of such a text) spares next to nothing: their
+        callers then take every one as reached. That is always exact (they only spare work; the enhancer's walk
+        decides whether a score rises), so this is a guess about cost only. Per character, not per line: a long
+        text on one line (a JSON body) with one occurrence is still bounded."""
         key = tuple(str(word).lower() for word in words)
         known = self._everywhere.get(key)
         if known is None:
-            wanted = self.EVERYWHERE * (self.text.count("\n") + 1)
-            known = self.usable and all(key) and sum(len(self._occurrences(word)) for word in key) >= wanted
+            heard = sum(len(self._occurrences(word)) for word in key) if self.usable and all(key) else 0
+            known = bool(heard) and len(self.text) <= self.EVERYWHERE * heard
             self._everywhere[key] = known
         return known
 

@@ -163,7 +163,7 @@ CONTEXT_WORDS = ["phone", "Phone:", "number", "numbered", "call", "tel:", "ssn",
 SEPARATORS = [" ", "", "  ", "\n", "\n\n", "\t", " \n ", "\u00a0", "\u2003", ":", " - "]
 
 
-@pytest.mark.parametrize(("block", "everywhere"), [(1, 1.0), (7, 1.0), (2048, 1.0), (1, 0.0), (1, float("inf"))])
+@pytest.mark.parametrize(("block", "everywhere"), [(1, 100.0), (7, 100.0), (2048, 100.0), (1, 0.0), (1, float("inf"))])
 @given(words=st.lists(st.sampled_from(WORDS + CONTEXT_WORDS + NUMBERS[:40]), max_size=40),
        separators=st.lists(st.sampled_from(SEPARATORS), max_size=40))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -171,7 +171,8 @@ def test_context_words_raise_the_scores_presidio_raises(block: int, everywhere: 
                                                         separators: list[str]) -> None:
     """The lemmas around each match come from the blocks of text around it, each tokenized on its own: the
     same scores as Presidio's, whose tokens are the whole text's. Whether the context words count as everywhere
-    (``ContextReach.EVERYWHERE``: 0, always, every line and match taken as reached; inf, never) changes nothing."""
+    (``ContextReach.EVERYWHERE``: inf, whenever one is heard, every line and match taken as reached; 0, never)
+    changes nothing."""
     from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
 
     text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
@@ -241,6 +242,23 @@ def test_the_analyzer_finds_what_presidio_finds_in_the_bench_corpora(corpus: str
     if corpus == "context":  # a context word on every line: most numbers raised
         scores = [round(result.score, 2) for result in theirs if result.entity_type == "PHONE_NUMBER"]
         assert scores.count(0.75) > 100 and scores.count(0.75) > 4 * scores.count(0.4), scores
+
+
+def test_context_words_are_everywhere_by_how_often_they_are_heard_not_by_lines() -> None:
+    """``ContextReach.everywhere``: one occurrence on a long line (a JSON body) is not everywhere; one every 50
+    characters is, on one line or many; a word inside a span that gives no keyword ("call", a stop word) is not heard."""
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    def everywhere(text: str, words: list[str]) -> bool:
+        local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+        return ContextReach(text, text.lower(), 5, 0, POLICY.analyzer.nlp_engine, "en",
+                            silent=local.silent).everywhere(words)
+
+    row = "id 4821 phone +44 121 234 5678 due 2024 ok; "  # 45 characters
+    assert everywhere(row * 200, ["Phone", "cell"]) and everywhere((row + "\n") * 200, ["phone"])
+    assert not everywhere("phone " + "x" * 10_000, ["phone"])
+    assert not everywhere(row.replace("phone", "call") * 200, ["call"])  # a stop word alone: no keyword
+    assert everywhere(row.replace("phone", "callme") * 200, ["call"])
 
 
 # -- results no context word can lift to the threshold, dropped before enhancement (``PruningAnalyzerEngine``) ----
