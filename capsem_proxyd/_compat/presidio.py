@@ -29,8 +29,12 @@ the recognizer when it lets a caller pass the extractor.
   lines from which the enhancer's walk may read one of its context words
   (``ContextReach.lines_reaching``) and decides only the candidates there that
   may (``ContextReach.spans_reaching``): on a log or a CSV, the numbers near
-  "phone" or "call"; none in a text without them. It can go when Presidio's
-  recognizer gets a pre-filter of its own.
+  "phone" or "call"; none in a text without them; all of them, without
+  bounding any, when its words are heard every 100 characters or more often
+  (``ContextReach.everywhere``: a contact list). Its results' duplicates are
+  removed by ``without_contained`` (Presidio's ``remove_duplicates`` for one
+  entity type and one score). It can go when Presidio's recognizer gets a
+  pre-filter of its own.
 * ``IndexedContextEnhancer``: ``LemmaContextAwareEnhancer`` finds each match's
   token by walking every token of the text (its private static
   ``_find_index_of_match_token``): quadratic on text full of matches. Ours
@@ -64,7 +68,8 @@ the recognizer when it lets a caller pass the extractor.
   without spaCy, and so is any span spaCy keeps whole (``LocalTokens._plain_block``) or cuts at its
   affixes with no special case (``AffixTokenizer``: spaCy's ``_split_affixes`` / ``_attach_tokens``
   repeated with the tokenizer's public patterns, compared with spaCy's tokenizer by a hypothesis test in
-  ``tests/policy/test_pii_speed.py``); a lemma holding a digit passes the keyword filter without a
+  ``tests/policy/test_pii_speed.py``; spaCy's suffix pattern searched only where a match can start,
+  ``EndAnchoredSearch``); a lemma holding a digit passes the keyword filter without a
   lexeme (the canary pins spaCy's ``is_punct`` and ``is_stop``);
   an occurrence of a context word inside a span that is one token whose lemma is
   no keyword ("call" is a stop word) is no occurrence for ``ContextReach``.
@@ -116,6 +121,7 @@ from presidio_analyzer.nlp_engine import SpacyNlpEngine
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 from tldextract import TLDExtract
 
+from capsem_proxyd._compat import sre
 from capsem_proxyd._compat.phonenumbers import (
     RegionSieve,
     RememberingMatcher,
@@ -192,6 +198,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         if not CandidatePhoneRecognizer.min_digits:
             CandidatePhoneRecognizer.min_digits = shortest_valid_number()
         min_digits = CandidatePhoneRecognizer.min_digits
+        near = _unless_everywhere(near)
         lines = None if near is None else near[0].lines_reaching(near[1])
         scan = phone_scan(text, min_digits, long_only=True, lines=lines)  # the others: no number
         if not scan:
@@ -234,7 +241,7 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
                 if at is not None and match.start not in settled and raw == scan[at].text and (
                         sieve.parsed_alike_everywhere(raw)):
                     settled[match.start] = match
-        return EntityRecognizer.remove_duplicates(results)
+        return without_contained(results)
 
     def _number_region(self, raw: str, explained: str) -> str:
         """The region ``PhoneRecognizer.analyze`` names for a number it found (``region_code_for_number`` of
@@ -254,6 +261,28 @@ class CandidatePhoneRecognizer(PhoneRecognizer):
         return explained if found_in is _UNPARSED else str(found_in)
 
 
+def without_contained(results: list[RecognizerResult]) -> list[RecognizerResult]:
+    """``EntityRecognizer.remove_duplicates`` of results at distinct spans (the phone recognizer's: ``spans``), for
+    results of one entity type and one score above zero (else Presidio's own is asked). Presidio's sorts them by
+    start, the longest first, and drops one contained in a result it kept scoring as much; with one score, one is
+    dropped exactly when an earlier one in that order contains it (one containing it was dropped for a kept one
+    containing that one, which still reaches it), that is when the furthest end of the earlier ones is at its end
+    or past it: the same list, in the same order, without Presidio's set, its sort key of four fields and its
+    scan of the results kept so far (~5% of a contact list's analysis, where every number is a result)."""
+    if not results:
+        return []
+    entity, score = results[0].entity_type, results[0].score
+    if not score or any(result.entity_type != entity or result.score != score for result in results):
+        return list(EntityRecognizer.remove_duplicates(results))
+    kept = []
+    furthest = -1
+    for result in sorted(results, key=lambda result: (result.start, result.start - result.end)):
+        if result.end > furthest:
+            kept.append(result)
+            furthest = result.end
+    return kept
+
+
 _PLAIN_COPIES = (RecognizerResult, AnalysisExplanation)  # no copy hooks of their own (tests/_compat canary)
 
 
@@ -267,6 +296,13 @@ def plain_copy(thing: Any) -> Any:
     twin = object.__new__(type(thing))
     twin.__dict__.update(thing.__dict__)
     return twin
+
+
+def _unless_everywhere(near: tuple[ContextReach, list[str]] | None) -> tuple[ContextReach, list[str]] | None:
+    """``near``, or None when its words are everywhere (``ContextReach.everywhere``): nearly every line and candidate
+    is then reached (on a contact list, 14,000 of 14,400 candidates, for 19 ms of ``spans_reaching``), and none is
+    bounded before it is decided, as in an analysis without a threshold."""
+    return None if near is not None and near[0].everywhere(near[1]) else near
 
 
 def _verdicts_near(sieve: RegionSieve, text: str, scan: list[Any], starts: list[int],
@@ -328,7 +364,8 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         by_id = {recognizer.id: recognizer for recognizer in recognizers}
         reach, local = self.reach_of(text)
         lowered = reach.lowered
-        present: dict[str, bool] = {}  # per recognizer: one of its context words is in the text
+        present: dict[str, int] = {}  # per recognizer: 0 none of its context words is in the text, 1 one is,
+        # 2 they are heard everywhere (``ContextReach.everywhere``: every result walked, none bounded first)
 
         def may_rise(result: RecognizerResult) -> bool:
             metadata = result.recognition_metadata or {}
@@ -337,8 +374,10 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
                 return False
             known = present.get(recognizer.id)
             if known is None:
-                known = present[recognizer.id] = any(str(word).lower() in lowered for word in recognizer.context)
-            return known and reach.may_find(result.start, recognizer.context)
+                known = 0 if not any(str(word).lower() in lowered for word in recognizer.context) else (
+                    2 if reach.everywhere(recognizer.context) else 1)
+                present[recognizer.id] = known
+            return known == 2 or (known == 1 and reach.may_find(result.start, recognizer.context))
 
         rising = [may_rise(result) for result in raw_results]
         if not any(rising):
@@ -477,6 +516,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
 
 _PLAIN_BLOCK = re.compile(r"([0-9A-Za-z_=+]+)([ \t\n\r]*)")  # no punctuation an infix or suffix is made of
 _SPAN_START = re.compile(r"(?<=\s)(?=\S)")  # where spaCy's tokenizer starts a span of non-space characters
+_SPACE_BEFORE_SPAN = re.compile(r"\s(?=\S)")  # its end: the same places
 _COLON_SPAN = re.compile(r"\S*:\S*")
 
 
@@ -519,7 +559,9 @@ class LocalTokens:
         walk first needs a block (``silent`` needs none: a text where nothing rises is not scanned)."""
         text = self.text
         if self.block_size <= 1:  # a block per span (a span starts after a space: never at 0)
-            cuts = [found.start() for found in _SPAN_START.finditer(text)]
+            # Right after a space followed by a non-space character: the engine looks for the space first (a third
+            # faster than the lookbehind at every position of ``_SPAN_START``).
+            cuts = [found.end() for found in _SPACE_BEFORE_SPAN.finditer(text)]
             cuts.insert(0, 0)
         else:
             cuts = [0]
@@ -650,11 +692,14 @@ class LocalTokens:
     def single_token(self, span: str) -> bool:
         """Whether spaCy's tokenizer, given ``span`` (non-space characters), leaves it one token because no
         special case, prefix, suffix or infix of it applies (False: it may split it)."""
-        tokenizer = self.tokenizer  # the cheapest tests first: the suffix pattern is tried at every position
+        tokenizer = self.tokenizer  # the cheapest tests first: the suffix pattern, the dearest, only near the end
+        affixes = self._affixes
+        if affixes is None:
+            affixes = self._affixes = affix_tokenizer(tokenizer)
         return not (span in tokenizer.rules or (
             tokenizer.infix_finditer is not None and next(iter(tokenizer.infix_finditer(span)), None)) or (
             tokenizer.prefix_search is not None and tokenizer.prefix_search(span)) or (
-            tokenizer.suffix_search is not None and tokenizer.suffix_search(span)))
+            affixes.suffix_search is not None and affixes.suffix_search(span)))
 
     def silent(self, span: str) -> bool:
         """Whether the span of non-space characters ``span`` gives the walks no keyword: spaCy keeps it one
@@ -760,7 +805,12 @@ class LocalTokens:
                 word = held.get(lemma)
                 if word is None:
                     low = lemma.lower().lower()  # Presidio lowers the lemma, then the keyword
-                    word = held[lemma] = next((context[k] for k, wanted in enumerate(lowered) if wanted in low), "")
+                    word = ""
+                    for k, wanted in enumerate(lowered):  # the first of the recognizer's words the lemma holds
+                        if wanted in low:
+                            word = context[k]
+                            break
+                    held[lemma] = word
                 if word:
                     return word
             index += step
@@ -787,14 +837,14 @@ class AffixTokenizer:
 
     def __init__(self, tokenizer: Any) -> None:
         self.prefix_search = tokenizer.prefix_search
-        self.suffix_search = tokenizer.suffix_search
+        self.suffix_search = EndAnchoredSearch(tokenizer.suffix_search) if tokenizer.suffix_search is not None else None
         self.infix_finditer = tokenizer.infix_finditer
         self.token_match = tokenizer.token_match
         self.url_match = tokenizer.url_match
         self.rules = frozenset(tokenizer.rules or ())
         key = (self.rules, bool(tokenizer.faster_heuristics), *(
             getattr(getattr(found, "__self__", None), "pattern", found)  # a compiled pattern's method: its pattern
-            for found in (self.prefix_search, self.suffix_search, self.infix_finditer)))
+            for found in (self.prefix_search, tokenizer.suffix_search, self.infix_finditer)))
         if key not in _ACROSS:  # the same for every pipeline of a language (~8 ms to find)
             across = [rule for rule in self.rules
                       if not tokenizer.faster_heuristics or self._affixed(rule) or " " in rule]
@@ -886,6 +936,93 @@ class AffixTokenizer:
 _ACROSS: dict[tuple[Any, ...], re.Pattern[str] | None] = {}  # AffixTokenizer's special cases across tokens
 
 
+_END_ANCHORED: dict[tuple[str, int], tuple[int, list[tuple[str, int]]] | None] = {}  # EndAnchoredSearch's shapes
+
+
+class EndAnchoredSearch:
+    """A pattern's ``search``, looking only where a match can start, for a pattern each of whose branches ends at the
+    string's end (spaCy's suffix pattern: 82 alternatives, each ending with ``$``).
+
+    ``search`` tries every branch at every position: ~27 µs on a 60-character CSV row, which the affix tokenizer
+    asks two or three times per span. On a string without a newline every match ends at the string's end (``$``
+    matches there, or before a last newline), so a branch consuming at most ``width`` characters (``getwidth``:
+    lookbehinds consume none) starts no earlier than the end less ``width`` (5 for spaCy's). The one other shape
+    allowed is a character then ``k`` or more of it (``\\.\\.+$``), which matches from anywhere in the string's last
+    run of that character leaving ``k + 1`` of it or more: from that run's start when it is long enough. Every match
+    starts at or after the first of those places, and ``search`` from it (``pos``) finds the leftmost: the same match
+    as from the string's start (lookbehinds and ``\\b`` still see the characters before ``pos``; ``^`` matches only at
+    the string's real start either way). Any other pattern (or flags under which the run's character has another
+    case) is searched as it is. Its shape is read with ``re``'s own parser (``_compat/sre``, canaried)."""
+
+    def __init__(self, search: Callable[[str], Any] | None) -> None:
+        self.search = search
+        self.pattern: re.Pattern[str] | None = None
+        self.width = 0
+        self.runs: list[tuple[str, int]] = []  # a run branch's character, and the run's least length
+        pattern = getattr(search, "__self__", None)
+        if not isinstance(pattern, re.Pattern) or not isinstance(pattern.pattern, str) or (
+                search != pattern.search):
+            return
+        key = (pattern.pattern, pattern.flags)
+        if key not in _END_ANCHORED:  # parsed once per process (spaCy's suffix pattern: ~4 ms)
+            if len(_END_ANCHORED) >= 8:
+                _END_ANCHORED.clear()
+            _END_ANCHORED[key] = self._shape(pattern)
+        shape = _END_ANCHORED[key]
+        if shape is not None:
+            self.pattern = pattern
+            self.width, self.runs = shape
+
+    @classmethod
+    def _shape(cls, pattern: re.Pattern[str]) -> tuple[int, list[tuple[str, int]]] | None:
+        """The widest branch's width and the run branches (``_run``), or None when the pattern has another shape."""
+        parsed = sre.parse(pattern.pattern, pattern.flags)
+        items = list(parsed)
+        branches = items[0][1][1] if len(items) == 1 and str(items[0][0]) == "BRANCH" else [parsed]
+        width = 0
+        runs = []
+        for branch in branches:
+            data = list(branch)
+            if not data or str(data[-1][0]) != "AT" or str(data[-1][1]) != "AT_END":
+                return None
+            high = branch.getwidth()[1]
+            if high < sre.MAXREPEAT:
+                width = max(width, high)
+                continue
+            run = cls._run(data, pattern.flags)
+            if run is None:
+                return None
+            runs.append(run)
+        return width, runs
+
+    @staticmethod
+    def _run(data: list[Any], flags: int) -> tuple[str, int] | None:
+        """A branch ``c c{k,}$`` (a character that has no other case under ``flags``): (c, k + 1); else None."""
+        if len(data) != 3 or str(data[0][0]) != "LITERAL" or str(data[1][0]) != "MAX_REPEAT":
+            return None
+        low, high, repeated = data[1][1]
+        repeated = list(repeated)
+        if high != sre.MAXREPEAT or len(repeated) != 1 or str(repeated[0][0]) != "LITERAL" or (
+                repeated[0][1] != data[0][1]):
+            return None
+        char = chr(data[0][1])
+        if flags & re.IGNORECASE and (char.lower() != char or char.upper() != char or char.casefold() != char):
+            return None
+        return char, int(low) + 1
+
+    def __call__(self, string: str) -> Any:
+        pattern = self.pattern
+        if pattern is None or "\n" in string:
+            return self.search(string) if self.search is not None else None
+        end = len(string)
+        first = end - self.width
+        for char, least in self.runs:
+            run = end - len(string.rstrip(char))
+            if run >= least:
+                first = min(first, end - run)
+        return pattern.search(string, max(first, 0))
+
+
 def any_of(words: list[str]) -> re.Pattern[str]:
     """A pattern that finds an occurrence of one of ``words`` (not empty) wherever there is one: their trie, with a
     word left out when a shorter one is its prefix (an occurrence of it holds one of the shorter word where it
@@ -945,6 +1082,7 @@ class ContextReach:
     an ASCII text is decided this way."""
 
     SPAN = 64  # characters of a span looked at around an occurrence of a context word, at most
+    EVERYWHERE = 100.0  # characters per occurrence heard, at most, where context words are everywhere (``everywhere``)
 
     def __init__(self, text: str, lowered: str, prefix: int, suffix: int, nlp_engine: Any, language: str,
                  silent: Callable[[str], bool] | None = None) -> None:
@@ -960,6 +1098,7 @@ class ContextReach:
         self._found: dict[str, list[int]] = {}  # per context word: where it starts in the lower-case text
         self._merged: dict[int, tuple[Any, list[int] | None, list[int]]] = {}  # per list of words (its id; the list
         # kept so its id stays its own): _all_occurrences
+        self._everywhere: dict[tuple[str, ...], bool] = {}
 
     def _scan(self) -> None:
         spans = [span.span() for span in _SURE_SPAN.finditer(self.text)]
@@ -1033,6 +1172,23 @@ class ContextReach:
             if not word or self._occurrences(word):
                 return False
         return True
+
+    def everywhere(self, words: list[str]) -> bool:
+        """Whether ``words`` (none empty) are heard (``_occurrences``) once every ``EVERYWHERE`` characters or more
+        often: a contact list, a CSV naming its phone column on every row, a log of calls (the bench's context
+        corpus: every 49 characters; its digit corpus every 330, its agent text once). Nearly every line and every
+        match is then within a walk's reach of one (six keywords back), and telling which (``lines_reaching``,
+        ``spans_reaching``, ``may_find``: a tenth of the analysis of such a text) spares next to nothing: their
+        callers then take every one as reached. That is always exact (they only spare work; the enhancer's walk
+        decides whether a score rises), so this is a guess about cost only. Per character, not per line: a long
+        text on one line (a JSON body) with one occurrence is still bounded."""
+        key = tuple(str(word).lower() for word in words)
+        known = self._everywhere.get(key)
+        if known is None:
+            heard = sum(len(self._occurrences(word)) for word in key) if self.usable and all(key) else 0
+            known = bool(heard) and len(self.text) <= self.EVERYWHERE * heard
+            self._everywhere[key] = known
+        return known
 
     def lines_reaching(self, words: list[str]) -> list[tuple[int, int]] | None:
         """The lines (``phone_scan``'s) holding every span ``spans_reaching`` can say yes to: a span reaching an

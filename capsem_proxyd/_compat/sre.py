@@ -3,7 +3,9 @@
 Our matchers reason about a policy's regex the way Python will run it: its
 widest match (``policies/holdback.py``), its DFA for the stream hold-back
 (``policies/dfa.py``, ``policies/pattern_holdback.py``), the literal keywords a
-Secrets rule cannot match without (``policies/secret_rules.py``). Parsing the
+Secrets rule cannot match without (``policies/secret_rules.py``), where a match
+of spaCy's suffix pattern can start (``_compat/presidio.py``'s
+``EndAnchoredSearch``). Parsing the
 pattern with a second parser could read it differently from ``re``; so they
 use ``re``'s own, ``re._parser`` (``sre_parse`` before Python 3.11), a private
 module whose shapes may change with any Python release.

@@ -55,6 +55,21 @@ def test_getwidth_bounds_a_pattern_as_re_runs_it() -> None:
     assert sre.parse("a+").getwidth()[1] >= sre.MAXREPEAT
 
 
+def test_branches_ending_at_the_end_read_as_presidio_s_suffix_search_reads_them() -> None:
+    """``EndAnchoredSearch`` (``_compat/presidio.py``): a top-level alternation is one BRANCH whose branches are
+    sub-patterns, each ending with (AT, AT_END) for ``$``; a lookbehind consumes no width; ``\\.\\.+`` is a LITERAL
+    then a MAX_REPEAT of that LITERAL."""
+    items = list(sre.parse(r"(?<=[0-9])km$|\.\.+$|ab$"))
+    assert len(items) == 1 and str(items[0][0]) == "BRANCH"
+    branches = items[0][1][1]
+    assert [(str(list(branch)[-1][0]), str(list(branch)[-1][1])) for branch in branches] == [("AT", "AT_END")] * 3
+    assert branches[0].getwidth() == (2, 2) and branches[2].getwidth() == (2, 2)
+    literal, repeat, _ = list(branches[1])
+    assert str(literal[0]) == "LITERAL" and literal[1] == ord(".") and str(repeat[0]) == "MAX_REPEAT"
+    low, high, repeated = repeat[1]
+    assert (low, high) == (1, sre.MAXREPEAT) and [(str(op), av) for op, av in repeated] == [("LITERAL", ord("."))]
+
+
 def test_no_module_outside_the_shims_imports_a_private_module_by_name() -> None:
     """``importlib.import_module("re._parser")`` hides a private module from the import check
     (``test_private_names.py`` reads import statements): outside ``_compat/`` no such call is made."""

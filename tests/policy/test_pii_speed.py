@@ -163,21 +163,26 @@ CONTEXT_WORDS = ["phone", "Phone:", "number", "numbered", "call", "tel:", "ssn",
 SEPARATORS = [" ", "", "  ", "\n", "\n\n", "\t", " \n ", "\u00a0", "\u2003", ":", " - "]
 
 
-@pytest.mark.parametrize("block", [1, 7, 2048])
+@pytest.mark.parametrize(("block", "everywhere"), [(1, 100.0), (7, 100.0), (2048, 100.0), (1, 0.0), (1, float("inf"))])
 @given(words=st.lists(st.sampled_from(WORDS + CONTEXT_WORDS + NUMBERS[:40]), max_size=40),
        separators=st.lists(st.sampled_from(SEPARATORS), max_size=40))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-def test_context_words_raise_the_scores_presidio_raises(block: int, words: list[str], separators: list[str]) -> None:
+def test_context_words_raise_the_scores_presidio_raises(block: int, everywhere: float, words: list[str],
+                                                        separators: list[str]) -> None:
     """The lemmas around each match come from the blocks of text around it, each tokenized on its own: the
-    same scores as Presidio's, whose tokens are the whole text's."""
-    from capsem_proxyd._compat.presidio import LocalTokens
+    same scores as Presidio's, whose tokens are the whole text's. Whether the context words count as everywhere
+    (``ContextReach.EVERYWHERE``: inf, whenever one is heard, every line and match taken as reached; 0, never)
+    changes nothing."""
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
 
     text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
     default, LocalTokens.BLOCK = LocalTokens.BLOCK, block
+    dense, ContextReach.EVERYWHERE = ContextReach.EVERYWHERE, everywhere
     try:
         ours = POLICY.analyze_text(text)
     finally:
         LocalTokens.BLOCK = default
+        ContextReach.EVERYWHERE = dense
     theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
     assert found(ours) == found(theirs), text
 
@@ -219,6 +224,13 @@ def _corpus_parts() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("corpus", "text"), _corpus_parts())
 def test_the_analyzer_finds_what_presidio_finds_in_the_bench_corpora(corpus: str, text: str) -> None:
     """At the policy's threshold, and at none (every finding, its score raised by context words or not)."""
+    from capsem_proxyd._compat.presidio import ContextReach
+
+    reach = ContextReach(text, text.lower(), 5, 0, POLICY.analyzer.nlp_engine, "en")
+    # The context corpus is the one where the phone recognizer's words are everywhere (no line or match bounded
+    # before its walk): its parts test that path, the others the bounded one.
+    assert reach.everywhere(["phone", "number", "telephone", "cell", "cellphone", "mobile", "call"]) == (
+        corpus == "context")
     ours = POLICY.analyze_text(text)
     theirs = REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold)
     assert found(ours) == found(theirs)
@@ -230,6 +242,23 @@ def test_the_analyzer_finds_what_presidio_finds_in_the_bench_corpora(corpus: str
     if corpus == "context":  # a context word on every line: most numbers raised
         scores = [round(result.score, 2) for result in theirs if result.entity_type == "PHONE_NUMBER"]
         assert scores.count(0.75) > 100 and scores.count(0.75) > 4 * scores.count(0.4), scores
+
+
+def test_context_words_are_everywhere_by_how_often_they_are_heard_not_by_lines() -> None:
+    """``ContextReach.everywhere``: one occurrence on a long line (a JSON body) is not everywhere; one every 50
+    characters is, on one line or many; a word inside a span that gives no keyword ("call", a stop word) is not heard."""
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    def everywhere(text: str, words: list[str]) -> bool:
+        local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+        return ContextReach(text, text.lower(), 5, 0, POLICY.analyzer.nlp_engine, "en",
+                            silent=local.silent).everywhere(words)
+
+    row = "id 4821 phone +44 121 234 5678 due 2024 ok; "  # 45 characters
+    assert everywhere(row * 200, ["Phone", "cell"]) and everywhere((row + "\n") * 200, ["phone"])
+    assert not everywhere("phone " + "x" * 10_000, ["phone"])
+    assert not everywhere(row.replace("phone", "call") * 200, ["call"])  # a stop word alone: no keyword
+    assert everywhere(row.replace("phone", "callme") * 200, ["call"])
 
 
 # -- results no context word can lift to the threshold, dropped before enhancement (``PruningAnalyzerEngine``) ----
@@ -535,6 +564,54 @@ def test_spans_are_cut_at_their_affixes_as_spacy_cuts_them(span: str) -> None:
         assert ours is not None
 
 
+SUFFIX_PIECES = ["...", "..", ".", "km", "m", "kg", "'s", "n't", "%", "°C", "°", "mph", "$", "€", ")", "'", '"', ",",
+                 ";", "a.m.", "x", "0", "12", "ab", "\n", "-", "’", "!", "?", ":", "…", "—", "(", "ß", "km²", "اكواب"]
+
+
+@given(st.one_of(st.text(alphabet=SPAN_ALPHABET + ".…\n’°", max_size=24),
+                 st.lists(st.sampled_from(SUFFIX_PIECES), max_size=10).map("".join)))
+@example("691000,phone,tel:+39-312-345-6789,3992.88,08/19/2024,717078099")
+@example("a....")  # a run of dots from before the last five characters: the run branch's match
+@example("12km")
+@example("3اكواب")  # a digit, then the widest bounded branch's word (Arabic "cups": 5 characters)
+@example("..\n")
+@settings(max_examples=1000, deadline=None)
+def test_the_suffix_search_near_the_end_finds_what_spacy_s_search_finds(string: str) -> None:
+    """``EndAnchoredSearch`` on spaCy's suffix pattern (the one it speeds up: its shape is read, not given up on):
+    the same match as the pattern's own ``search`` over the whole string, or none as it finds none."""
+    from capsem_proxyd._compat.presidio import EndAnchoredSearch
+
+    search = POLICY.analyzer.nlp_engine.nlp["en"].tokenizer.suffix_search
+    near_end = EndAnchoredSearch(search)
+    assert near_end.pattern is not None and near_end.width >= 1 and near_end.runs == [(".", 2)]
+    ours, theirs = near_end(string), search(string)
+    assert (ours and ours.span()) == (theirs and theirs.span()), string
+
+
+@pytest.mark.parametrize(("pattern", "shape"), [
+    (r"(?<=[0-9])km$|\.\.+$|ab$", (2, [(".", 2)])),
+    (r"xx{2,}$|\bq$", (1, [("x", 3)])),
+    (r"(?<=\w)xx{2,}$|\bq$", None),  # a run after a lookbehind: not the one other shape
+    (r"a+$", None),  # a repeat alone: not the shape read (refused, searched as it is)
+    (r"ab+$|c$", None),  # an unbounded branch of another shape: searched as it is
+    (r"a$b|c$", None),  # a branch going on after its $
+    (r"(?:a$|b$)c?", None),
+])
+def test_patterns_of_other_shapes_are_searched_as_they_are(pattern: str, shape: Any) -> None:
+    import re
+
+    from capsem_proxyd._compat.presidio import EndAnchoredSearch
+
+    compiled = re.compile(pattern)
+    near_end = EndAnchoredSearch(compiled.search)
+    assert (None if near_end.pattern is None else (near_end.width, near_end.runs)) == shape
+    for string in ["", "a", "aaaa", "12km", "1km", "x..", "...", "xxxxx", "9xxx", "wxx", "q", "a q", "abbb", "c",
+                   "cab", "abc", "b", "ab\n", "zzzzzzz...", "zzzzzzab", "a\nb"]:
+        ours, theirs = near_end(string), compiled.search(string)
+        assert (ours and ours.span()) == (theirs and theirs.span()), (pattern, string)
+    assert EndAnchoredSearch(re.compile("A+$", re.IGNORECASE).search).pattern is None  # "a" is another case of it
+
+
 @given(st.lists(st.tuples(st.text(alphabet=SPAN_ALPHABET, min_size=1, max_size=16),
                           st.text(alphabet=" \t\n\r", max_size=3)), min_size=1, max_size=12))
 @settings(max_examples=300, deadline=None)
@@ -556,6 +633,34 @@ def test_spans_spacy_keeps_whole_are_tokenized_as_spacy_tokenizes_them(spans: li
             assert [token.text for token in engine.nlp["en"].tokenizer(span)] == [span]
         if local.silent(span):
             assert span.lower() not in keywords, span
+
+
+@given(st.lists(st.sampled_from(["call", "me", "phone", "x" * 30, "y" * 33, "-", "recall", ":", "12"]), min_size=1,
+                max_size=12),
+       st.lists(st.sampled_from([" ", "", "\n", "  ", "\u2003", "\x1c"]), max_size=12))
+@example(["x" * 30, "y" * 33, "-", "call"], ["", "", ""])  # 64 characters before the word: not looked at
+@example(["x" * 30, "y" * 33, "call"], ["", ""])  # 63: the span is looked at
+@settings(max_examples=300, deadline=None)
+def test_an_occurrence_is_unheard_only_inside_a_whole_span_that_gives_no_keyword(words: list[str],
+                                                                                separators: list[str]) -> None:
+    """``ContextReach._occurrences``: an occurrence of a word is left out only when the whole span of non-space
+    characters holding it (``SPAN`` characters at most on either side of its start) is ``silent``."""
+    import re
+
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+    reach = ContextReach(text, text.lower(), 5, 0, POLICY.analyzer.nlp_engine, "en", silent=local.silent)
+    for word in ("call", "phone"):
+        expected = []
+        for found in re.finditer(f"(?={word})", text.lower()):
+            at = found.start()
+            span = next(run for run in re.finditer(r"\S+", text) if run.start() <= at < run.end())
+            whole = at - span.start() <= ContextReach.SPAN and span.end() - at < ContextReach.SPAN
+            if not (whole and local.silent(span.group())):
+                expected.append(at)
+        assert reach._occurrences(word) == expected, (word, text)
 
 
 @given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS + NUMBERS[:40] + ["12:30", "a1:b2", "x9", "call", "Call", "me",
@@ -912,3 +1017,26 @@ def test_the_lines_around_parts_are_each_part_s_lines_merged_where_they_touch(te
             expected.append((starts[number], ends[number]))
     clipped = [(max(0, min(first, len(text))), max(0, min(first + width, len(text)))) for first, width in parts]
     assert lines_around(text, clipped) == expected, (text, clipped)
+
+
+# -- the phone recognizer's duplicates removed without Presidio's set and sort key (``without_contained``) --------
+
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(1, 12)), max_size=40, unique=True),
+       st.sampled_from([0.4, 0.0, None]), st.booleans())
+@example([(0, 5), (0, 3), (2, 3), (1, 4), (5, 2)], 0.4, False)  # same starts, nested, touching
+@settings(max_examples=500, deadline=None)
+def test_contained_results_are_removed_as_presidio_removes_them(spans: list[tuple[int, int]], score: float | None,
+                                                                mixed: bool) -> None:
+    """``without_contained``: the same results, in the same order, as ``EntityRecognizer.remove_duplicates`` for
+    results at distinct spans (one score for all, or each its own when ``score`` is None; one entity type, or
+    two when ``mixed``: Presidio's own then)."""
+    from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+    from capsem_proxyd._compat.presidio import without_contained
+
+    results = [RecognizerResult("PHONE_NUMBER" if not mixed or index % 2 else "US_SSN", start, start + length,
+                                score if score is not None else (index % 3) / 4)
+               for index, (start, length) in enumerate(dict.fromkeys(spans))]
+    ours = without_contained(results)
+    theirs = EntityRecognizer.remove_duplicates(results)
+    assert [id(result) for result in ours] == [id(result) for result in theirs]
