@@ -213,6 +213,39 @@ ALL_CHANNELS = object()
 EMPTY_STREAM_VIEW = StreamView()
 
 
+class TokenView(StreamView):
+    """A ``StreamView`` of one text delta in one channel and nothing else: a token's event, as most
+    providers stream a reply.
+
+    Why a type of its own: a ``StreamView`` allocates six lists, and the release core tests each field
+    before it knows that an event is a token's; a provider sending its events one by one pays both per
+    event (``bench/events.py``), with caches cold from the I/O between events. A ``TokenView`` allocates
+    one list, and ``StreamRelease.accept`` knows it by its type. Its other fields are shared and empty,
+    tuples so that nothing can add to them (a dialect with more to say builds a ``StreamView``); it equals
+    a ``StreamView`` that says the same.
+    """
+
+    __slots__ = ()
+    # Read-only empties in place of the lists (a tuple has no ``append``): see the class docstring.
+    thoughts = content = tool_fragments = tool_closes = finished = ()  # type: ignore[assignment]
+    error = None
+    stored_id = ""
+    stored_final = False
+    stored_items = ()
+
+    def __init__(self, channel: Any, delta: str) -> None:
+        self.text = [(channel, delta)]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StreamView):
+            return NotImplemented
+        return (self.text == other.text and not (other.thoughts or other.content or other.tool_fragments
+                                                 or other.tool_closes or other.finished)
+                and other.error is None and not other.stored_id and not other.stored_final and not other.stored_items)
+
+    __hash__ = None  # type: ignore[assignment]  # as a StreamView's: mutable, compared by value
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """What a reply says about itself: token counts and the model that answered (None: not said).

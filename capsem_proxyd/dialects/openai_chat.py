@@ -52,6 +52,7 @@ from capsem_proxyd.views import (
     ResponseView,
     StoredReference,
     StreamView,
+    TokenView,
     ToolCall,
     ToolDefinition,
     ToolFragment,
@@ -314,18 +315,18 @@ def one_delta_view(chunk: dict[str, Any]) -> StreamView | None:
         last[1] = around
     if type(delta) is not dict:
         return None
-    view = StreamView()
     index = choice.get("index", 0)
     channel = stream_key(index) if isinstance(index, (list, dict)) else index
+    text = ""
     for key, value in delta.items():
         if key == "content" and type(value) is str and _CONTENT_IS_TEXT:
-            if value:
-                view.text.append((channel, value))
+            text = value
         elif not ((type(value) in scalars and (_DELTA, key, value) in seen) or _declared(_DELTA, key, value)):
             return None
     if choice.get("finish_reason"):
-        view.finished.append(channel)
-    return view
+        return StreamView(text=[(channel, text)] if text else [], finished=[channel])
+    # A token's event (most of a stream): a view with no list but its text (``TokenView``).
+    return TokenView(channel, text) if text else StreamView()
 
 
 def _declared(node: Node, key: str, value: Any) -> bool:

@@ -90,7 +90,7 @@ from capsem_proxyd.dialects.base import parse_arguments
 from capsem_proxyd.policies.holdback import Matcher
 from capsem_proxyd.policies.term_screen import Screen
 from capsem_proxyd.redaction.rewrite import Unmaskable
-from capsem_proxyd.views import ALL_CHANNELS, StoredItem, StreamView, ToolCall, ToolFragment
+from capsem_proxyd.views import ALL_CHANNELS, StoredItem, StreamView, TokenView, ToolCall, ToolFragment
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,10 +403,12 @@ class StreamRelease:
         if view.error is not None:
             return self._error_end(view, raw, now)
         text = view.text
-        if (len(text) == 1 and not view.thoughts and not view.content and not view.tool_fragments
+        if type(view) is TokenView or (
+                len(text) == 1 and not view.thoughts and not view.content and not view.tool_fragments
                 and not view.tool_closes and not view.finished and not (self.keeps_stored and view.stored_id)):
-            # One text delta and nothing else (a token, as most providers stream them): what the general
-            # way below does for it, without its lists, loops and tests of what the event does not carry.
+            # One text delta and nothing else (a token, as most providers stream them; a ``TokenView`` says
+            # so by its type): what the general way below does for it, without its lists, loops and tests
+            # of what the event does not carry.
             ((choice, delta),) = text
             channel, end = self._grow(choice, False, delta)
             self._pending.append(_Pending(raw, ((channel, end),), (), False, False, (), ((channel, end - len(delta), end),)))

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from capsem_proxyd.dialects.openai_chat import one_delta_view, walked_view
+from capsem_proxyd.views import StreamView, TokenView
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-2, 3), st.sampled_from([
@@ -64,6 +65,8 @@ def test_the_common_chunks_are_read_fast(text: str, index: int, finish: str | No
     assert fast is not None
     assert fast == walked_view(chunk)
     assert fast.text == ([(index, text)] if text else [])
+    # A token's chunk is a ``TokenView`` (no list but its text), read by the core without testing each field.
+    assert (type(fast) is TokenView) == bool(text and not finish)
 
 
 def _equal_but_other_type(value: Any) -> Any:
@@ -87,3 +90,20 @@ def test_a_chunk_read_after_another_gives_the_walks_view(first: dict[str, Any], 
     fast = one_delta_view(second)
     if fast is not None:
         assert fast == walked_view(second)
+
+
+@given(text=st.text(min_size=1, max_size=8), index=st.integers(0, 3),
+       other=st.sampled_from(["thoughts", "content", "tool_closes", "finished", "error", "stored_id", "stored_final",
+                              "stored_items", "text", None]))
+def test_a_token_view_equals_exactly_the_view_that_says_the_same(text: str, index: int, other: str | None) -> None:
+    """``TokenView`` compares as a ``StreamView`` (the tests above compare the fast read to the walk): equal to
+    the view of its one delta, unequal to one that says anything more, or other text."""
+    same = StreamView(text=[(index, text)])
+    if other is not None:
+        setattr(same, other, {"thoughts": [(index, "t")], "content": ["c"], "tool_closes": [0], "finished": [index],
+                              "error": "boom", "stored_id": "resp_1", "stored_final": True, "stored_items": ((),),
+                              "text": [(index, text + "x")]}[other])
+    token = TokenView(index, text)
+    assert (token == same) == (other is None)
+    assert (same == token) == (other is None)
+    assert not hasattr(token.thoughts, "append")  # its empties are shared: nothing can add to them

@@ -7,7 +7,7 @@ that a token's event ends comes with that event when a release between them
 could find nothing (issue 22: per-event CPU when a provider streams token by
 token). Nothing about what is checked or released
 may change: here the same stream is played through two cores, one fed the
-token events as the dialects give them, the other fed the same events in a
+token events as the dialects give them (``TokenView``), the other fed the same events in a
 shape that takes the general way and means the same (a ``finished`` entry
 naming no channel: it closes no call). Both must ask the same checks, on the
 same text, and release the same events at the same steps, under the default
@@ -26,7 +26,7 @@ from capsem_proxyd.enforcement.holdbacks import channel_matchers
 from capsem_proxyd.enforcement.loader import default_policy_set
 from capsem_proxyd.policies.debug import MARKER
 from capsem_proxyd.proxy.release import Check, CheckSchedule, StreamRelease, TextCheck
-from capsem_proxyd.views import ALL_CHANNELS, StreamView
+from capsem_proxyd.views import ALL_CHANNELS, StreamView, TokenView
 from tests.support.engines import engine
 
 ENGINE = engine(default_policy_set())
@@ -89,7 +89,9 @@ def play(general: bool, pieces: list[str], cost: list[float]) -> Play:
     try:
         played.event(StreamView(), b"role")
         for number, piece in enumerate(pieces):
-            played.event(StreamView(text=[(0, piece)]), b"%d" % number)
+            # A token's event as the Chat dialect gives it (``TokenView``); an empty delta as a ``StreamView``.
+            view = TokenView(0, piece) if piece and not general else StreamView(text=[(0, piece)])
+            played.event(view, b"%d" % number)
         played.event(StreamView(finished=[0]), b"stop")
         played.event(StreamView(finished=[ALL_CHANNELS]), b"done")
         played.finish()
