@@ -417,9 +417,12 @@ class StreamRelease:
             if ends_read and delta and not self._flush:
                 # Nothing may go before a check: everything pending before this event was held at the last
                 # release (the shell releases after every change), this event's new text is unchecked,
-                # and no check ran. The read-over check is made now, not after a release that finds nothing.
+                # and no check ran. The read-over check is made now, not after a release that finds nothing
+                # (``read_over``, written out: the delta left text unchecked).
                 self.read_checked = True
-                return self.read_over(now)
+                eager = self.schedule.eager_check_seconds
+                if self._last_check_cost <= eager or self._previous_check_cost <= eager:
+                    return self._text_checks(False, False, now)
             return []
         checks: list[Check] = []
         if view.content:
@@ -723,7 +726,6 @@ class StreamRelease:
                 self._previous_check_cost = self._last_check_cost
             self._rounds += 1
             self._round_cost = 0.0
-            alone = ((channel, length),)
             if channel.screened == channel.fed == checked:
                 # What the screen reads next is what the matcher reads next: cut once, read by both
                 # (the last part alone, most often: one event's delta, as ``between`` would cut it).
@@ -739,8 +741,9 @@ class StreamRelease:
                     self._last_check = now
                     return []
             elif _screened(channel):
-                self._covered(alone, 0.0, now)
+                self._covered(((channel, length),), 0.0, now)
                 return []
+            alone = ((channel, length),)
             whole = channel.whole()
             said, thought = ("", whole) if channel.thought else (whole, "")
             return [TextCheck(channel.choice, said, thought, alone, final=final)]
