@@ -385,12 +385,49 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         if self.nlp_engine is None:
             return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
         # Presidio's loop treats each result on its own: the others are left as they are.
-        self._local.text = local()
+        self._local.text = tokens = local()
         try:
+            if getattr(self.unexplained, "on", False) and self.context_matching_mode == "substring":
+                return self._raised_unexplained(text, tokens, raw_results, rising, by_id, nlp_artifacts)
             return [self._raised(text, result, by_id, nlp_artifacts) if rises else result
                     for result, rises in zip(raw_results, rising, strict=True)]
         finally:
             self._local.text = None
+
+    def _raised_unexplained(self, text: str, local: LocalTokens, results: list[RecognizerResult], rising: list[bool],
+                            recognizers: dict[Any, EntityRecognizer], nlp_artifacts: Any) -> list[RecognizerResult]:
+        """``_raised`` of each result of ``rising``, the others as they are, when the analysis drops every explanation
+        (``unexplained``) and a context word counts as part of a lemma ("substring"): a recognizer's words are read
+        once, not once per result (a contact list has thousands), and a raised result is a copy sharing the original's
+        explanation, left untouched (``_raised``). A recognizer with an empty word goes through ``_raised``."""
+        back, on = self.context_prefix_count + 1, self.context_suffix_count + 1
+        words_of: dict[Any, tuple[str, ...] | None] = {}  # per recognizer id: its words, None when one is empty
+        supporting = local.supporting_word
+        out = []
+        append = out.append
+        for result, rises in zip(results, rising, strict=True):
+            if not rises:
+                append(result)
+                continue
+            metadata = result.recognition_metadata
+            key = metadata[RecognizerResult.RECOGNIZER_IDENTIFIER_KEY]
+            words = words_of.get(key, _UNKNOWN)
+            if words is _UNKNOWN:
+                context = recognizers[key].context
+                words = words_of[key] = tuple(context) if all(context) else None
+            if words is None:
+                append(self._raised(text, result, recognizers, nlp_artifacts))
+                continue
+            if metadata.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY) or not supporting(
+                    result.start, back, on, words):  # type: ignore[arg-type]  # a tuple here
+                append(result)
+                continue
+            result = plain_copy(result)
+            result.score += self.context_similarity_factor
+            result.score = max(result.score, self.min_score_with_context_similarity)
+            result.score = min(result.score, ContextAwareEnhancer.MAX_SCORE)
+            append(result)
+        return out
 
     def keep_reach(self, on: bool) -> None:
         """From ``True`` to ``False`` (one analysis, this thread): ``reach_of`` keeps the text's ``ContextReach``."""
@@ -437,13 +474,16 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
                 surrounding_words, recognizer.context, self.context_matching_mode)
         if supportive_context_word == "":
             return result
+        explained = not getattr(self.unexplained, "on", False)
         result = plain_copy(result)
-        result.analysis_explanation = plain_copy(result.analysis_explanation)
+        if explained:  # else the analysis drops every explanation: the copy shares the original's, left untouched
+            result.analysis_explanation = plain_copy(result.analysis_explanation)
         result.score += self.context_similarity_factor
         result.score = max(result.score, self.min_score_with_context_similarity)
         result.score = min(result.score, ContextAwareEnhancer.MAX_SCORE)
-        result.analysis_explanation.set_supportive_context_word(supportive_context_word)
-        result.analysis_explanation.set_improved_score(result.score)
+        if explained:
+            result.analysis_explanation.set_supportive_context_word(supportive_context_word)
+            result.analysis_explanation.set_improved_score(result.score)
         return result
 
     def _any_supportive_word(self, local: LocalTokens, start: int, context: list[str]) -> str:

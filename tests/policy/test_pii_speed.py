@@ -961,6 +961,54 @@ def test_the_analyzer_finds_what_presidio_finds_where_context_words_are_everywhe
         REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold))
 
 
+def _explanation(result: Any) -> tuple[Any, ...]:
+    explanation = result.analysis_explanation
+    return (result.score, explanation.score, explanation.original_score, explanation.supportive_context_word,
+            explanation.score_context_improvement)
+
+
+@given(contact_lines(), st.sampled_from([list(PhoneRecognizer.CONTEXT), ["Phone", "TEL"], ["", "phone"], ["ssn"]]),
+       st.integers(0, 3), st.booleans())
+@example("phone +44 121 234 5678 or tel:+34-810-12-34-56\n680499,phone,+44 121 234 5678,2569.14",
+         list(PhoneRecognizer.CONTEXT), 2, True)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_scores_raised_with_explanations_dropped_are_presidio_s_and_the_raw_results_are_left_as_they_were(
+        text: str, context: list[str], boosted: int, unexplained: bool) -> None:
+    """``IndexedContextEnhancer.enhance_using_context`` against Presidio's enhancer on the same raw results: the
+    same results, in order, with the same scores; with explanations dropped (``unexplained``: a recognizer's words
+    read once, a raised result a copy sharing the raw one's explanation) the raw results and their explanations
+    are left as they were, as Presidio's deep copy leaves them; with explanations kept, the same explanations.
+    A result already raised (every ``boosted``-th) is left alone; a recognizer with an empty word goes the general
+    way."""
+    from presidio_analyzer import RecognizerResult
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    ours_enhancer = POLICY.analyzer.context_aware_enhancer
+    recognizer = PhoneRecognizer(context=context)
+    raw = recognizer.analyze(text, ["PHONE_NUMBER"])
+    for index, result in enumerate(raw):
+        result.recognition_metadata[RecognizerResult.RECOGNIZER_IDENTIFIER_KEY] = recognizer.id
+        if boosted and index % boosted == 0:
+            result.recognition_metadata[RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY] = True
+    before = [_explanation(result) for result in raw]
+    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
+    theirs = LemmaContextAwareEnhancer(
+        context_similarity_factor=ours_enhancer.context_similarity_factor,
+        min_score_with_context_similarity=ours_enhancer.min_score_with_context_similarity,
+        context_prefix_count=ours_enhancer.context_prefix_count,
+        context_suffix_count=ours_enhancer.context_suffix_count).enhance_using_context(text, raw, artifacts, [recognizer])
+    ours_enhancer.unexplained.on = unexplained
+    try:
+        ours = ours_enhancer.enhance_using_context(text, raw, artifacts, [recognizer])
+    finally:
+        ours_enhancer.unexplained.on = False
+    assert [(result.start, result.end, result.score) for result in ours] == [
+        (result.start, result.end, result.score) for result in theirs], text
+    assert [_explanation(result) for result in raw] == before, text
+    if not unexplained:
+        assert [_explanation(result) for result in ours] == [_explanation(result) for result in theirs], text
+
+
 @given(st.text(alphabet="0123456789abcelnoph,:;+-.()'=_[]x ", min_size=1, max_size=14).map(str.strip).filter(bool)
        .filter(lambda span: " " not in span))
 @example("680499,phone,+44")
