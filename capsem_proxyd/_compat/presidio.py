@@ -1146,9 +1146,11 @@ class ContextReach:
         self._ends = [end for _, end in spans]
         self._scanned = True
 
-    def _occurrences(self, word: str) -> list[int]:
+    def _occurrences(self, word: str, enough: int | None = None) -> list[int]:
         """Where ``word`` starts in the lower-case text, less where it lies inside a span that gives no keyword
-        (``_heard_at``)."""
+        (``_heard_at``); ``enough``: the first ``enough`` of them will do (the count ``holds_none`` and
+        ``everywhere`` need: each occurrence heard costs a look at its span, thousands on a contact list), or all
+        when there are fewer (all are remembered once found)."""
         found = self._found.get(word)
         if found is None:
             found = []
@@ -1156,6 +1158,8 @@ class ContextReach:
             while at >= 0:
                 if self._heard_at(at, word):
                     found.append(at)
+                    if enough is not None and len(found) >= enough:
+                        return found  # a part: not remembered
                 at = self.lowered.find(word, at + 1)
             self._found[word] = found
         return found
@@ -1209,7 +1213,7 @@ class ContextReach:
             return False
         for word in words:
             word = str(word).lower()
-            if not word or self._occurrences(word):
+            if not word or self._occurrences(word, 1):
                 return False
         return True
 
@@ -1225,10 +1229,26 @@ class ContextReach:
         key = tuple(str(word).lower() for word in words)
         known = self._everywhere.get(key)
         if known is None:
-            heard = sum(len(self._occurrences(word)) for word in key) if self.usable and all(key) else 0
+            heard = 0
+            if self.usable and all(key):
+                enough = self._enough()
+                for word in key:
+                    heard += len(self._occurrences(word, None if enough is None else enough - heard))
+                    if enough is not None and heard >= enough:
+                        break  # as many or more would say the same (the test below grows with ``heard``)
             known = bool(heard) and len(self.text) <= self.EVERYWHERE * heard
             self._everywhere[key] = known
         return known
+
+    def _enough(self) -> int | None:
+        """A count of occurrences heard (1 or more) at which ``everywhere`` says yes, which it then says for any larger
+        count too (``EVERYWHERE`` is not negative); None when no count makes it say yes."""
+        if not self.EVERYWHERE > 0:
+            return None
+        enough = max(1, int(len(self.text) / self.EVERYWHERE) if self.EVERYWHERE != float("inf") else 1)
+        while not len(self.text) <= self.EVERYWHERE * enough:  # the float division's rounding, made good
+            enough += 1
+        return enough
 
     def lines_reaching(self, words: list[str]) -> list[tuple[int, int]] | None:
         """The lines (``phone_scan``'s) holding every span ``spans_reaching`` can say yes to: a span reaching an

@@ -261,6 +261,43 @@ def test_context_words_are_everywhere_by_how_often_they_are_heard_not_by_lines()
     assert everywhere(row.replace("phone", "callme") * 200, ["call"])
 
 
+@given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS[:12] + ["callme", "phone,+44", "cellphone", "x" * 30]),
+                max_size=40), st.lists(st.sampled_from(SEPARATORS), max_size=40),
+       st.lists(st.sampled_from(["phone", "Cell", "call", "number", "", "x"]), min_size=1, max_size=4),
+       st.sampled_from([100.0, 0.0, float("inf"), 1.0, 3.0, 7.5, 12.0, 40.0, -1.0]), st.booleans())
+@example(["phone"] * 4, [" "] * 4, ["phone"], 6.0, False)  # 4 heard in 24 characters: exactly one every 6
+@settings(max_examples=300, deadline=None)
+def test_context_words_are_everywhere_and_held_as_every_occurrence_heard_says(
+        words: list[str], separators: list[str], context: list[str], everywhere: float, holds_first: bool) -> None:
+    """``ContextReach.everywhere`` and ``holds_none`` stop counting the occurrences heard once they have enough to
+    answer: the same answers as from every occurrence heard (``_occurrences`` of each word, all of them), whichever
+    is asked first, and every occurrence still there for a later question."""
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+
+    def reach() -> ContextReach:
+        local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+        return ContextReach(text, text.lower(), 5, 0, POLICY.analyzer.nlp_engine, "en", silent=local.silent)
+
+    dense, ContextReach.EVERYWHERE = ContextReach.EVERYWHERE, everywhere
+    try:
+        whole = reach()
+        heard = {word.lower(): whole._occurrences(word.lower()) for word in context if word}
+        count = sum(len(found) for found in heard.values())
+        usable = whole.usable and all(context)  # (else neither counts: not everywhere, and may hold one)
+        expected_everywhere = usable and bool(count) and len(text) <= everywhere * count
+        expected_none = usable and not count
+        ours = reach()
+        if holds_first:
+            assert ours.holds_none(context) == expected_none, text
+        assert ours.everywhere(context) == expected_everywhere, (text, count)
+        assert ours.holds_none(context) == expected_none, text
+        assert {word: ours._occurrences(word) for word in heard} == heard, text
+    finally:
+        ContextReach.EVERYWHERE = dense
+
+
 # -- results no context word can lift to the threshold, dropped before enhancement (``PruningAnalyzerEngine``) ----
 
 @given(st.lists(st.sampled_from(WORDS + CONTEXT_WORDS + NUMBERS[:40] + ["12345678", "bank", "account 123456789",
