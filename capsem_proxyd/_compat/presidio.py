@@ -403,7 +403,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         back, on = self.context_prefix_count + 1, self.context_suffix_count + 1
         words_of: dict[Any, tuple[str, ...] | None] = {}  # per recognizer id: its words, None when one is empty
         supporting = local.supporting_word
-        out = []
+        out: list[RecognizerResult] = []
         append = out.append
         for result, rises in zip(results, rising, strict=True):
             if not rises:
@@ -411,15 +411,16 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
                 continue
             metadata = result.recognition_metadata
             key = metadata[RecognizerResult.RECOGNIZER_IDENTIFIER_KEY]
-            words = words_of.get(key, _UNKNOWN)
-            if words is _UNKNOWN:
+            if key in words_of:
+                words = words_of[key]
+            else:
                 context = recognizers[key].context
                 words = words_of[key] = tuple(context) if all(context) else None
             if words is None:
                 append(self._raised(text, result, recognizers, nlp_artifacts))
                 continue
             if metadata.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY) or not supporting(
-                    result.start, back, on, words):  # type: ignore[arg-type]  # a tuple here
+                    result.start, back, on, words):
                 append(result)
                 continue
             result = plain_copy(result)
@@ -1245,7 +1246,7 @@ class ContextReach:
         count too (``EVERYWHERE`` is not negative); None when no count makes it say yes."""
         if not self.EVERYWHERE > 0:
             return None
-        enough = max(1, int(len(self.text) / self.EVERYWHERE) if self.EVERYWHERE != float("inf") else 1)
+        enough = max(1, int(len(self.text) / self.EVERYWHERE))  # (1 when every character is too few: inf)
         while not len(self.text) <= self.EVERYWHERE * enough:  # the float division's rounding, made good
             enough += 1
         return enough
