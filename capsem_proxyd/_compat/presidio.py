@@ -385,12 +385,50 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         if self.nlp_engine is None:
             return list(super().enhance_using_context(text, raw_results, nlp_artifacts, recognizers, context))
         # Presidio's loop treats each result on its own: the others are left as they are.
-        self._local.text = local()
+        self._local.text = tokens = local()
         try:
+            if getattr(self.unexplained, "on", False) and self.context_matching_mode == "substring":
+                return self._raised_unexplained(text, tokens, raw_results, rising, by_id, nlp_artifacts)
             return [self._raised(text, result, by_id, nlp_artifacts) if rises else result
                     for result, rises in zip(raw_results, rising, strict=True)]
         finally:
             self._local.text = None
+
+    def _raised_unexplained(self, text: str, local: LocalTokens, results: list[RecognizerResult], rising: list[bool],
+                            recognizers: dict[Any, EntityRecognizer], nlp_artifacts: Any) -> list[RecognizerResult]:
+        """``_raised`` of each result of ``rising``, the others as they are, when the analysis drops every explanation
+        (``unexplained``) and a context word counts as part of a lemma ("substring"): a recognizer's words are read
+        once, not once per result (a contact list has thousands), and a raised result is a copy sharing the original's
+        explanation, left untouched (``_raised``). A recognizer with an empty word goes through ``_raised``."""
+        back, on = self.context_prefix_count + 1, self.context_suffix_count + 1
+        words_of: dict[Any, tuple[str, ...] | None] = {}  # per recognizer id: its words, None when one is empty
+        supporting = local.supporting_word
+        out: list[RecognizerResult] = []
+        append = out.append
+        for result, rises in zip(results, rising, strict=True):
+            if not rises:
+                append(result)
+                continue
+            metadata = result.recognition_metadata
+            key = metadata[RecognizerResult.RECOGNIZER_IDENTIFIER_KEY]
+            if key in words_of:
+                words = words_of[key]
+            else:
+                context = recognizers[key].context
+                words = words_of[key] = tuple(context) if all(context) else None
+            if words is None:
+                append(self._raised(text, result, recognizers, nlp_artifacts))
+                continue
+            if metadata.get(RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY) or not supporting(
+                    result.start, back, on, words):
+                append(result)
+                continue
+            result = plain_copy(result)
+            result.score += self.context_similarity_factor
+            result.score = max(result.score, self.min_score_with_context_similarity)
+            result.score = min(result.score, ContextAwareEnhancer.MAX_SCORE)
+            append(result)
+        return out
 
     def keep_reach(self, on: bool) -> None:
         """From ``True`` to ``False`` (one analysis, this thread): ``reach_of`` keeps the text's ``ContextReach``."""
@@ -437,13 +475,16 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
                 surrounding_words, recognizer.context, self.context_matching_mode)
         if supportive_context_word == "":
             return result
+        explained = not getattr(self.unexplained, "on", False)
         result = plain_copy(result)
-        result.analysis_explanation = plain_copy(result.analysis_explanation)
+        if explained:  # else the analysis drops every explanation: the copy shares the original's, left untouched
+            result.analysis_explanation = plain_copy(result.analysis_explanation)
         result.score += self.context_similarity_factor
         result.score = max(result.score, self.min_score_with_context_similarity)
         result.score = min(result.score, ContextAwareEnhancer.MAX_SCORE)
-        result.analysis_explanation.set_supportive_context_word(supportive_context_word)
-        result.analysis_explanation.set_improved_score(result.score)
+        if explained:
+            result.analysis_explanation.set_supportive_context_word(supportive_context_word)
+            result.analysis_explanation.set_improved_score(result.score)
         return result
 
     def _any_supportive_word(self, local: LocalTokens, start: int, context: list[str]) -> str:
@@ -1106,9 +1147,11 @@ class ContextReach:
         self._ends = [end for _, end in spans]
         self._scanned = True
 
-    def _occurrences(self, word: str) -> list[int]:
+    def _occurrences(self, word: str, enough: int | None = None) -> list[int]:
         """Where ``word`` starts in the lower-case text, less where it lies inside a span that gives no keyword
-        (``_heard_at``)."""
+        (``_heard_at``); ``enough``: the first ``enough`` of them will do (the count ``holds_none`` and
+        ``everywhere`` need: each occurrence heard costs a look at its span, thousands on a contact list), or all
+        when there are fewer (all are remembered once found)."""
         found = self._found.get(word)
         if found is None:
             found = []
@@ -1116,6 +1159,8 @@ class ContextReach:
             while at >= 0:
                 if self._heard_at(at, word):
                     found.append(at)
+                    if enough is not None and len(found) >= enough:
+                        return found  # a part: not remembered
                 at = self.lowered.find(word, at + 1)
             self._found[word] = found
         return found
@@ -1169,7 +1214,7 @@ class ContextReach:
             return False
         for word in words:
             word = str(word).lower()
-            if not word or self._occurrences(word):
+            if not word or self._occurrences(word, 1):
                 return False
         return True
 
@@ -1185,10 +1230,26 @@ class ContextReach:
         key = tuple(str(word).lower() for word in words)
         known = self._everywhere.get(key)
         if known is None:
-            heard = sum(len(self._occurrences(word)) for word in key) if self.usable and all(key) else 0
+            heard = 0
+            if self.usable and all(key):
+                enough = self._enough()
+                for word in key:
+                    heard += len(self._occurrences(word, None if enough is None else enough - heard))
+                    if enough is not None and heard >= enough:
+                        break  # as many or more would say the same (the test below grows with ``heard``)
             known = bool(heard) and len(self.text) <= self.EVERYWHERE * heard
             self._everywhere[key] = known
         return known
+
+    def _enough(self) -> int | None:
+        """A count of occurrences heard (1 or more) at which ``everywhere`` says yes, which it then says for any larger
+        count too (``EVERYWHERE`` is not negative); None when no count makes it say yes."""
+        if not self.EVERYWHERE > 0:
+            return None
+        enough = max(1, int(len(self.text) / self.EVERYWHERE))  # (1 when every character is too few: inf)
+        while not len(self.text) <= self.EVERYWHERE * enough:  # the float division's rounding, made good
+            enough += 1
+        return enough
 
     def lines_reaching(self, words: list[str]) -> list[tuple[int, int]] | None:
         """The lines (``phone_scan``'s) holding every span ``spans_reaching`` can say yes to: a span reaching an

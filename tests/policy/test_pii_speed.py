@@ -261,6 +261,43 @@ def test_context_words_are_everywhere_by_how_often_they_are_heard_not_by_lines()
     assert everywhere(row.replace("phone", "callme") * 200, ["call"])
 
 
+@given(st.lists(st.sampled_from(CONTEXT_WORDS + WORDS[:12] + ["callme", "phone,+44", "cellphone", "x" * 30]),
+                max_size=40), st.lists(st.sampled_from(SEPARATORS), max_size=40),
+       st.lists(st.sampled_from(["phone", "Cell", "call", "number", "", "x"]), min_size=1, max_size=4),
+       st.sampled_from([100.0, 0.0, float("inf"), 1.0, 3.0, 7.5, 12.0, 40.0, -1.0]), st.booleans())
+@example(["phone"] * 4, [" "] * 4, ["phone"], 6.0, False)  # 4 heard in 24 characters: exactly one every 6
+@settings(max_examples=300, deadline=None)
+def test_context_words_are_everywhere_and_held_as_every_occurrence_heard_says(
+        words: list[str], separators: list[str], context: list[str], everywhere: float, holds_first: bool) -> None:
+    """``ContextReach.everywhere`` and ``holds_none`` stop counting the occurrences heard once they have enough to
+    answer: the same answers as from every occurrence heard (``_occurrences`` of each word, all of them), whichever
+    is asked first, and every occurrence still there for a later question."""
+    from capsem_proxyd._compat.presidio import ContextReach, LocalTokens
+
+    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
+
+    def reach() -> ContextReach:
+        local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
+        return ContextReach(text, text.lower(), 5, 0, POLICY.analyzer.nlp_engine, "en", silent=local.silent)
+
+    dense, ContextReach.EVERYWHERE = ContextReach.EVERYWHERE, everywhere
+    try:
+        whole = reach()
+        heard = {word.lower(): whole._occurrences(word.lower()) for word in context if word}
+        count = sum(len(found) for found in heard.values())
+        usable = whole.usable and all(context)  # (else neither counts: not everywhere, and may hold one)
+        expected_everywhere = usable and bool(count) and len(text) <= everywhere * count
+        expected_none = usable and not count
+        ours = reach()
+        if holds_first:
+            assert ours.holds_none(context) == expected_none, text
+        assert ours.everywhere(context) == expected_everywhere, (text, count)
+        assert ours.holds_none(context) == expected_none, text
+        assert {word: ours._occurrences(word) for word in heard} == heard, text
+    finally:
+        ContextReach.EVERYWHERE = dense
+
+
 # -- results no context word can lift to the threshold, dropped before enhancement (``PruningAnalyzerEngine``) ----
 
 @given(st.lists(st.sampled_from(WORDS + CONTEXT_WORDS + NUMBERS[:40] + ["12345678", "bank", "account 123456789",
@@ -959,6 +996,54 @@ def test_the_analyzer_finds_what_presidio_finds_where_context_words_are_everywhe
         assert found(ours) == found(theirs), text
     assert found(POLICY.analyze_text(text)) == found(
         REFERENCE.analyze(text=text, entities=list(ENTITIES), language="en", score_threshold=POLICY.score_threshold))
+
+
+def _explanation(result: Any) -> tuple[Any, ...]:
+    explanation = result.analysis_explanation
+    return (result.score, explanation.score, explanation.original_score, explanation.supportive_context_word,
+            explanation.score_context_improvement)
+
+
+@given(contact_lines(), st.sampled_from([list(PhoneRecognizer.CONTEXT), ["Phone", "TEL"], ["", "phone"], ["ssn"]]),
+       st.integers(0, 3), st.booleans())
+@example("phone +44 121 234 5678 or tel:+34-810-12-34-56\n680499,phone,+44 121 234 5678,2569.14",
+         list(PhoneRecognizer.CONTEXT), 2, True)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_scores_raised_with_explanations_dropped_are_presidio_s_and_the_raw_results_are_left_as_they_were(
+        text: str, context: list[str], boosted: int, unexplained: bool) -> None:
+    """``IndexedContextEnhancer.enhance_using_context`` against Presidio's enhancer on the same raw results: the
+    same results, in order, with the same scores; with explanations dropped (``unexplained``: a recognizer's words
+    read once, a raised result a copy sharing the raw one's explanation) the raw results and their explanations
+    are left as they were, as Presidio's deep copy leaves them; with explanations kept, the same explanations.
+    A result already raised (every ``boosted``-th) is left alone; a recognizer with an empty word goes the general
+    way."""
+    from presidio_analyzer import RecognizerResult
+    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+
+    ours_enhancer = POLICY.analyzer.context_aware_enhancer
+    recognizer = PhoneRecognizer(context=context)
+    raw = recognizer.analyze(text, ["PHONE_NUMBER"])
+    for index, result in enumerate(raw):
+        result.recognition_metadata[RecognizerResult.RECOGNIZER_IDENTIFIER_KEY] = recognizer.id
+        if boosted and index % boosted == 0:
+            result.recognition_metadata[RecognizerResult.IS_SCORE_ENHANCED_BY_CONTEXT_KEY] = True
+    before = [_explanation(result) for result in raw]
+    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
+    theirs = LemmaContextAwareEnhancer(
+        context_similarity_factor=ours_enhancer.context_similarity_factor,
+        min_score_with_context_similarity=ours_enhancer.min_score_with_context_similarity,
+        context_prefix_count=ours_enhancer.context_prefix_count,
+        context_suffix_count=ours_enhancer.context_suffix_count).enhance_using_context(text, raw, artifacts, [recognizer])
+    ours_enhancer.unexplained.on = unexplained
+    try:
+        ours = ours_enhancer.enhance_using_context(text, raw, artifacts, [recognizer])
+    finally:
+        ours_enhancer.unexplained.on = False
+    assert [(result.start, result.end, result.score) for result in ours] == [
+        (result.start, result.end, result.score) for result in theirs], text
+    assert [_explanation(result) for result in raw] == before, text
+    if not unexplained:
+        assert [_explanation(result) for result in ours] == [_explanation(result) for result in theirs], text
 
 
 @given(st.text(alphabet="0123456789abcelnoph,:;+-.()'=_[]x ", min_size=1, max_size=14).map(str.strip).filter(bool)
