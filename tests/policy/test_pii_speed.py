@@ -898,6 +898,17 @@ def test_the_words_read_around_every_start_are_presidio_s(words: list[str], sepa
                                                            suffix: int) -> None:
     """``LocalTokens.keywords_from`` (the match's token found by bisection over each block's token ends) reads,
     from every start, the keyword lemmas Presidio's ``_extract_surrounding_words`` reads."""
+    _, local, walks = _presidio_walks(words, separators, prefix, suffix)
+    for start, theirs in walks:
+        ours = local.keywords_from(start, prefix + 1, backward=True) + local.keywords_from(start, suffix + 1,
+                                                                                           backward=False)
+        assert set(ours) == set(theirs), (start, local.text)
+
+
+def _presidio_walks(words: list[str], separators: list[str], prefix: int, suffix: int) -> tuple[Any, Any, Any]:
+    """The text made of ``words`` joined by ``separators``: Presidio's enhancer for ``prefix``/``suffix``, our
+    ``LocalTokens`` of it, and, for every start Presidio's walk can be made from, that start and the lemmas
+    Presidio's ``_extract_surrounding_words`` reads (it fails where no token ends past the start)."""
     from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 
     from capsem_proxyd._compat.presidio import LocalTokens
@@ -905,15 +916,15 @@ def test_the_words_read_around_every_start_are_presidio_s(words: list[str], sepa
     text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
     artifacts = REFERENCE.nlp_engine.process_text(text, "en")
     enhancer = LemmaContextAwareEnhancer(context_prefix_count=prefix, context_suffix_count=suffix)
-    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
-    for start in range(len(text)):
-        try:
-            theirs = enhancer._extract_surrounding_words(artifacts, "w", start)
-        except ValueError:  # no token ends past it: Presidio's enhancer fails there
-            continue
-        ours = local.keywords_from(start, prefix + 1, backward=True) + local.keywords_from(start, suffix + 1,
-                                                                                           backward=False)
-        assert set(ours) == set(theirs), (start, text)
+
+    def walks() -> Any:
+        for start in range(len(text)):
+            try:
+                yield start, enhancer._extract_surrounding_words(artifacts, "w", start)
+            except ValueError:
+                continue
+
+    return enhancer, LocalTokens(text, POLICY.analyzer.nlp_engine, "en"), walks()
 
 
 @pytest.mark.parametrize("text", [
@@ -951,22 +962,11 @@ def test_a_supporting_word_is_found_from_every_start_where_presidio_finds_one(
     a context word; from a block's start, the blocks before first) says yes exactly where Presidio's
     ``_find_supportive_word_in_context`` finds a word in the lemmas its ``_extract_surrounding_words`` reads, and
     names a context word that one of them holds."""
-    from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
-
-    from capsem_proxyd._compat.presidio import LocalTokens
-
-    text = "".join(word + (separators[index] if index < len(separators) else " ") for index, word in enumerate(words))
-    artifacts = REFERENCE.nlp_engine.process_text(text, "en")
-    enhancer = LemmaContextAwareEnhancer(context_prefix_count=prefix, context_suffix_count=suffix)
-    local = LocalTokens(text, POLICY.analyzer.nlp_engine, "en")
-    for start in range(len(text)):
-        try:
-            lemmas = enhancer._extract_surrounding_words(artifacts, "w", start)
-        except ValueError:  # no token ends past it: Presidio's enhancer fails there
-            continue
+    enhancer, local, walks = _presidio_walks(words, separators, prefix, suffix)
+    for start, lemmas in walks:
         theirs = enhancer._find_supportive_word_in_context(lemmas, context, "substring")
         ours = local.supporting_word(start, prefix + 1, suffix + 1, tuple(context))
-        assert bool(ours) == bool(theirs), (start, text, lemmas)
+        assert bool(ours) == bool(theirs), (start, local.text, lemmas)
         if ours:
             assert ours in context and any(ours.lower() in lemma.lower() for lemma in lemmas), (ours, lemmas)
 
