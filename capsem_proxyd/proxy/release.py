@@ -420,8 +420,7 @@ class StreamRelease:
                 # and no check ran. The read-over check is made now, not after a release that finds nothing
                 # (``read_over``, written out: the delta left text unchecked).
                 self.read_checked = True
-                eager = self.schedule.eager_check_seconds
-                if self._last_check_cost <= eager or self._previous_check_cost <= eager:
+                if self._checks_cheap():
                     return self._text_checks(False, False, now)
             return []
         checks: list[Check] = []
@@ -465,10 +464,15 @@ class StreamRelease:
         (``now``: the clock; a check the screens pass counts as one made then)."""
         if not self._unchecked:
             return []
-        eager = self.schedule.eager_check_seconds  # one slow round alone does not throttle: either may be cheap
-        if self._last_check_cost <= eager or self._previous_check_cost <= eager:
+        if self._checks_cheap():
             return self._text_checks(False, False, now)
         return []
+
+    def _checks_cheap(self) -> bool:
+        """Whether a check may run at the end of a read: the last round of checks or the one before it took
+        under ``eager_check_seconds`` (one slow round alone does not throttle: either may be cheap)."""
+        eager = self.schedule.eager_check_seconds
+        return self._last_check_cost <= eager or self._previous_check_cost <= eager
 
     def finish(self) -> list[Check]:
         """The upstream ended: every open call and every choice's complete text, checked once more."""

@@ -400,23 +400,13 @@ class StreamPump:
         if not core.read_checked:
             # The read is over: nothing more to wait for before a cheap check (made with the last event
             # when nothing could go before it: ``StreamRelease.accept``).
-            checks = core.read_over(time.monotonic())
-            if checks:
-                await self._run(checks)
-            release = core.release()
-            if release is not None:
-                self._collect(release, out)
+            await self._check_and_collect(core.read_over(time.monotonic()), out)
         if out:
             await self._send(write, out)
 
     async def _finish(self, out: list[bytes]) -> None:
         """The upstream ended: the last checks on everything, then all that passed goes."""
-        checks = self.core.finish()
-        if checks:
-            await self._run(checks)
-        release = self.core.release()
-        if release is not None:
-            self._collect(release, out)
+        await self._check_and_collect(self.core.finish(), out)
         if self.outcome is StreamOutcome.INCOMPLETE:  # an upstream's in-stream error stays what ended it
             self.outcome = StreamOutcome.COMPLETED
 
@@ -454,6 +444,15 @@ class StreamPump:
                 raise unmaskable(policy, hook, str(error), "Response") from None
             if count:
                 self.engine.recorder.redacted(self.exchange, hook, policy, count, kind, placeholder, masker.key_id)
+
+    async def _check_and_collect(self, checks: list[Check], out: list[bytes]) -> None:
+        """Run ``checks``, then collect what the core releases (``_deliver``'s loop does the same per event,
+        written out: it runs once per event of a token-by-token stream)."""
+        if checks:
+            await self._run(checks)
+        release = self.core.release()
+        if release is not None:
+            self._collect(release, out)
 
     def _collect(self, release: Release, out: list[bytes]) -> None:
         """What the core released, collected in ``out``."""
