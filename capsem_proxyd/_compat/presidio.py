@@ -424,11 +424,14 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
                 append(result)
                 continue
             result = plain_copy(result)
-            result.score += self.context_similarity_factor
-            result.score = max(result.score, self.min_score_with_context_similarity)
-            result.score = min(result.score, ContextAwareEnhancer.MAX_SCORE)
+            result.score = self._raised_score(result.score)
             append(result)
         return out
+
+    def _raised_score(self, score: float) -> float:
+        """A score a supporting context word raises, as Presidio's enhancer raises it."""
+        score = max(score + self.context_similarity_factor, self.min_score_with_context_similarity)
+        return min(score, ContextAwareEnhancer.MAX_SCORE)
 
     def keep_reach(self, on: bool) -> None:
         """From ``True`` to ``False`` (one analysis, this thread): ``reach_of`` keeps the text's ``ContextReach``."""
@@ -479,9 +482,7 @@ class IndexedContextEnhancer(LemmaContextAwareEnhancer):
         result = plain_copy(result)
         if explained:  # else the analysis drops every explanation: the copy shares the original's, left untouched
             result.analysis_explanation = plain_copy(result.analysis_explanation)
-        result.score += self.context_similarity_factor
-        result.score = max(result.score, self.min_score_with_context_similarity)
-        result.score = min(result.score, ContextAwareEnhancer.MAX_SCORE)
+        result.score = self._raised_score(result.score)
         if explained:
             result.analysis_explanation.set_supportive_context_word(supportive_context_word)
             result.analysis_explanation.set_improved_score(result.score)
